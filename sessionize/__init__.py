@@ -1,0 +1,67 @@
+"""sessionize: turn raw web and product event logs into a session table.
+
+Use :func:`sessionize` on a Polars frame, or :func:`run` on files (what ``sessionize run`` does).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from sessionize.core import assign_sessions, summarize_sessions
+from sessionize.errors import (
+    BadTimestampError,
+    InputError,
+    InvalidEventsError,
+    MissingColumnError,
+    MissingUserIdError,
+    NoInputFilesError,
+    OutputError,
+    SessionizeError,
+    UnknownFormatError,
+    UnreadableInputError,
+    UsageError,
+)
+from sessionize.io import read_events, resolve_inputs, write_sessions
+from sessionize.normalize import prepare_events
+from sessionize.pipeline import RunResult, build_sessions, run, sessionize
+from sessionize.referrer import enrich_traffic_source
+from sessionize.schema import (
+    DEFAULT_PAGEVIEW_EVENTS,
+    DEFAULT_TIMEOUT,
+    SESSION_COLUMNS,
+    SESSION_SCHEMA,
+    ColumnMap,
+    resolve_columns,
+)
+
+__all__ = [
+    "DEFAULT_PAGEVIEW_EVENTS",
+    "DEFAULT_TIMEOUT",
+    "SESSION_COLUMNS",
+    "SESSION_SCHEMA",
+    "BadTimestampError",
+    "ColumnMap",
+    "InputError",
+    "InvalidEventsError",
+    "MissingColumnError",
+    "MissingUserIdError",
+    "NoInputFilesError",
+    "OutputError",
+    "RunResult",
+    "SessionizeError",
+    "UnknownFormatError",
+    "UnreadableInputError",
+    "UsageError",
+    "__version__",
+    "assign_sessions",
+    "build_sessions",
+    "enrich_traffic_source",
+    "prepare_events",
+    "read_events",
+    "resolve_columns",
+    "resolve_inputs",
+    "run",
+    "sessionize",
+    "summarize_sessions",
+    "write_sessions",
+]

@@ -1,0 +1,5 @@
+"""``python -m sessionize`` runs the CLI."""
+
+from sessionize.cli import main
+
+main()

@@ -1,0 +1,213 @@
+"""The ``sessionize`` command line: parse options, call the library, report on stderr.
+
+stdout carries data only (so ``-o -`` pipes); the summary, previews of a terminal run and errors
+go to stderr. Library errors become a red panel and exit code 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from sessionize import __version__, pipeline
+from sessionize import schema as S
+from sessionize.errors import SessionizeError
+
+app = typer.Typer(
+    name="sessionize",
+    help="Turn raw web and product event logs into a session table.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Event logs hold IPs and user ids: never dump local variables in a traceback.
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+err = Console(stderr=True)
+
+
+class OutputFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+    ndjson = "ndjson"
+
+
+class InputFormat(str, Enum):
+    csv = "csv"
+    tsv = "tsv"
+    parquet = "parquet"
+    ndjson = "ndjson"
+
+
+class TimeUnitChoice(str, Enum):
+    s = "s"
+    ms = "ms"
+    us = "us"
+    ns = "ns"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sessionize {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Turn raw web and product event logs into a session table."""
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _fail(exc: BaseException, *, debug: bool) -> NoReturn:
+    if debug:
+        err.print_exception(show_locals=False)
+    if isinstance(exc, SessionizeError):
+        message, code = str(exc), exc.exit_code
+    else:
+        message = f"Unexpected error: {type(exc).__name__}: {exc}\nRun again with --debug to see the traceback."
+        code = 1
+    title = "Usage error" if code == 2 else "Error"
+    err.print(Panel(message, title=title, title_align="left", border_style="red", expand=False))
+    raise typer.Exit(code)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def _summary(result: pipeline.RunResult) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(justify="right")
+    files = len(result.files)
+    grid.add_row("events read", f"{result.events_read:,} from {files} file{'s' if files != 1 else ''}")
+    grid.add_row("users", f"{result.user_count:,}")
+    grid.add_row("sessions", f"{result.session_count:,}")
+    grid.add_row("median duration", _duration(result.median_duration_s))
+    grid.add_row("mean duration", _duration(result.mean_duration_s))
+    grid.add_row("elapsed", f"{result.elapsed_s:.2f}s")
+    if result.output is not None:
+        where = "stdout" if result.output == "-" else result.output
+        grid.add_row("written to", f"{where} ({result.output_format})")
+    err.print(Panel(grid, title="sessionize", title_align="left", border_style="green", expand=False))
+
+
+def _preview(result: pipeline.RunResult, rows: int = 10) -> None:
+    out = Console()
+    table = Table(title=f"First {min(rows, result.session_count)} of {result.session_count:,} sessions")
+    shown = ("user_id", "session_number", "session_start", "duration_s", "pageview_count", "landing_page")
+    shown += ("traffic_source",)
+    for name in shown:
+        table.add_column(name, overflow="fold")
+    for row in result.sessions.head(rows).select(shown).iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    out.print(table)
+    err.print("Write the whole table with -o sessions.parquet (or .csv, .ndjson; -o - for stdout).")
+
+
+@app.command("run")
+def run(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Event files (.csv, .csv.gz, .tsv, .parquet, .ndjson, .jsonl), directories, glob patterns, "
+            "or - for CSV on stdin.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Where to write the session table; - for stdout. Without it: a preview on a terminal, "
+            "CSV on stdout otherwise.",
+        ),
+    ] = None,
+    format: Annotated[
+        OutputFormat | None,
+        typer.Option("--format", help="Output format (default: from the output's extension; CSV on stdout)."),
+    ] = None,
+    input_format: Annotated[
+        InputFormat | None,
+        typer.Option("--input-format", help="Input format for every input (default: from each extension)."),
+    ] = None,
+    timeout: Annotated[
+        str, typer.Option("--timeout", help="Inactivity that ends a session: 90s, 30m, 1h, 1h30m.")
+    ] = "30m",
+    user_col: Annotated[str | None, typer.Option("--user-col", help="Column with the user id.")] = None,
+    time_col: Annotated[str | None, typer.Option("--time-col", help="Column with the event time.")] = None,
+    url_col: Annotated[str | None, typer.Option("--url-col", help="Column with the page URL.")] = None,
+    referrer_col: Annotated[
+        str | None, typer.Option("--referrer-col", help="Column with the referrer URL.")
+    ] = None,
+    ip_col: Annotated[str | None, typer.Option("--ip-col", help="Column with the client IP address.")] = None,
+    event_col: Annotated[str | None, typer.Option("--event-col", help="Column with the event name.")] = None,
+    session_col: Annotated[
+        str | None, typer.Option("--session-col", help="Column with a client-provided session id.")
+    ] = None,
+    time_unit: Annotated[
+        TimeUnitChoice | None,
+        typer.Option("--time-unit", help="Unit of epoch-number timestamps (default: guessed from magnitude)."),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option("--timezone", help="IANA time zone of timestamps without an offset (default: UTC)."),
+    ] = None,
+    pageview_events: Annotated[
+        str, typer.Option("--pageview-events", help="Comma-separated event names that are page views.")
+    ] = ",".join(S.DEFAULT_PAGEVIEW_EVENTS),
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary on stderr.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Split events into sessions and write one row per session."""
+    target = output
+    if target is None and not _stdout_is_terminal():
+        target = "-"
+    try:
+        result = pipeline.run(
+            inputs,
+            output=target,
+            format=None if format is None else format.value,
+            input_format=None if input_format is None else input_format.value,
+            timeout=timeout,
+            user_col=user_col,
+            time_col=time_col,
+            url_col=url_col,
+            referrer_col=referrer_col,
+            ip_col=ip_col,
+            event_col=event_col,
+            session_col=session_col,
+            time_unit=None if time_unit is None else time_unit.value,
+            timezone=timezone,
+            pageview_events=pageview_events,
+        )
+    except (SessionizeError, Exception) as exc:
+        _fail(exc, debug=debug)
+    if target is None:
+        _preview(result)
+    if not quiet:
+        _summary(result)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,55 @@
+"""Typed exceptions: the library raises these, only the CLI prints them and sets exit codes.
+
+Every message says what went wrong, where (file, row, column) and the flag or fix.
+"""
+
+from __future__ import annotations
+
+
+class SessionizeError(Exception):
+    """Base class of every error sessionize raises on purpose."""
+
+    #: Exit code the CLI uses for this error.
+    exit_code: int = 1
+
+
+class UsageError(SessionizeError):
+    """An option has a value that cannot work (bad duration, unknown time zone, ...)."""
+
+    exit_code = 2
+
+
+class InputError(SessionizeError):
+    """An input path or file cannot be used."""
+
+
+class NoInputFilesError(InputError):
+    """A path, directory or glob matched no supported file."""
+
+
+class UnknownFormatError(InputError):
+    """A file's format cannot be told from its extension."""
+
+
+class UnreadableInputError(InputError):
+    """A file is missing, unreadable, corrupt or not in the format it claims."""
+
+
+class MissingColumnError(SessionizeError):
+    """A required column (user id or timestamp) is not in the input."""
+
+
+class InvalidEventsError(SessionizeError):
+    """Some rows cannot be sessionized (empty user id, unparsable timestamp)."""
+
+
+class BadTimestampError(InvalidEventsError):
+    """Timestamps that do not parse as ISO 8601, epoch numbers or native timestamps."""
+
+
+class MissingUserIdError(InvalidEventsError):
+    """Rows whose user id is empty."""
+
+
+class OutputError(SessionizeError):
+    """The output cannot be written where asked."""

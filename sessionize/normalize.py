@@ -1,0 +1,210 @@
+"""Bring any event frame to the canonical events schema: pure ``LazyFrame -> LazyFrame`` steps.
+
+The canonical frame has the columns of :data:`sessionize.schema.EVENT_SCHEMA`: string ids and URLs,
+``timestamp`` as UTC microseconds, and an ``is_pageview`` flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import polars as pl
+
+from sessionize import schema as S
+from sessionize.errors import BadTimestampError, MissingUserIdError, UsageError
+
+#: Extra columns of a prepared frame that :func:`check_events` reads.
+ROW = "_row"
+RAW_TIME = "_raw_time"
+#: How many bad rows an error message shows.
+MAX_REPORTED_ROWS = 5
+
+TimeUnit = Literal["s", "ms", "us", "ns"]
+TIME_UNITS: tuple[TimeUnit, ...] = ("s", "ms", "us", "ns")
+
+_MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+# Epoch magnitudes at which a number is taken to be in the next finer unit: 1e11 seconds is the year
+# 5138, 1e11 milliseconds is 1973. The usual heuristic of log tools.
+_AUTO_UNIT_LIMITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
+
+# ISO 8601 variants are rewritten to one shape before parsing: a `T` between date and time, `Z` or
+# ` UTC` as `+00:00`, no space before the offset.
+_ISO_AWARE = "%Y-%m-%dT%H:%M:%S%.f%z"
+_ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
+_DATE_ONLY = "%Y-%m-%d"
+
+
+def check_timezone(timezone: str | None) -> str:
+    """Return a valid IANA time zone name (``UTC`` for ``None``) or raise :class:`UsageError`."""
+    if timezone is None:
+        return "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"--timezone {timezone!r} is not a known time zone. Use an IANA name such as "
+            "UTC, Europe/Berlin or America/New_York."
+        ) from None
+    return timezone
+
+
+def check_time_unit(time_unit: str | None) -> TimeUnit | None:
+    """Validate ``--time-unit``."""
+    if time_unit is None or time_unit in TIME_UNITS:
+        return time_unit  # type: ignore[return-value]
+    raise UsageError(f"--time-unit {time_unit!r} is not one of {', '.join(TIME_UNITS)}.")
+
+
+def _epoch_to_micros(value: pl.Expr, time_unit: TimeUnit | None, *, is_float: bool) -> pl.Expr:
+    def scaled(unit: str) -> pl.Expr:
+        factor = _MICROS_PER_UNIT[unit]
+        if is_float:
+            return (value * factor).round(0).cast(pl.Int64)
+        if unit == "ns":
+            return value // 1_000
+        return value * int(factor)
+
+    if time_unit is not None:
+        return scaled(time_unit)
+    magnitude = value.abs()
+    expr = pl.when(magnitude < _AUTO_UNIT_LIMITS[0][0]).then(scaled("s"))
+    for limit, unit in _AUTO_UNIT_LIMITS[1:]:
+        expr = expr.when(magnitude < limit).then(scaled(unit))
+    return expr.otherwise(scaled("ns"))
+
+
+def _micros_to_utc(micros: pl.Expr) -> pl.Expr:
+    return micros.cast(pl.Int64).cast(S.TIMESTAMP)
+
+
+def _localize(naive: pl.Expr, timezone: str) -> pl.Expr:
+    return (
+        naive.dt.cast_time_unit("us")
+        .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
+    )
+
+
+def timestamp_expr(
+    column: str,
+    dtype: pl.DataType,
+    *,
+    time_unit: TimeUnit | None = None,
+    timezone: str | None = None,
+) -> pl.Expr:
+    """Expression turning ``column`` of type ``dtype`` into UTC microsecond timestamps.
+
+    Strings may be ISO 8601 with ``Z`` or any offset (mixed offsets are fine), naive ISO 8601 (taken
+    in ``timezone``, default UTC), a date, or epoch numbers. Numbers are epoch values in
+    ``time_unit``, or in a unit guessed from their magnitude. Values that do not parse become null.
+    """
+    tz = check_timezone(timezone)
+    col = pl.col(column)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            return _localize(col, tz)
+        return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    if isinstance(dtype, pl.Date):
+        return _localize(col.cast(pl.Datetime("us")), tz)
+    if dtype.is_integer():
+        return _micros_to_utc(_epoch_to_micros(col.cast(pl.Int64), time_unit, is_float=False))
+    if dtype.is_float():
+        return _micros_to_utc(_epoch_to_micros(col.cast(pl.Float64), time_unit, is_float=True))
+    if isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
+        text = col.cast(pl.String).str.strip_chars()
+        as_int = _epoch_to_micros(text.cast(pl.Int64, strict=False), time_unit, is_float=False)
+        as_float = _epoch_to_micros(text.cast(pl.Float64, strict=False), time_unit, is_float=True)
+        numeric = pl.when(text.str.contains(r"^-?\d+(\.\d+)?$")).then(pl.coalesce(as_int, as_float))
+        iso = (
+            text.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+            .str.replace(r"(?i)(\s*utc|z)$", "+00:00")
+            .str.replace(r"\s+([+-]\d{2}:?\d{2})$", "${1}")
+        )
+        aware = iso.str.to_datetime(_ISO_AWARE, time_unit="us", strict=False)
+        naive = pl.coalesce(
+            iso.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False),
+            iso.str.to_datetime(_DATE_ONLY, time_unit="us", strict=False),
+        )
+        return pl.coalesce(_micros_to_utc(numeric), aware.dt.convert_time_zone("UTC"), _localize(naive, tz))
+    raise UsageError(
+        f"The timestamp column {column!r} has type {dtype}, which cannot hold timestamps. "
+        "Name another column with --time-col."
+    )
+
+
+def _as_text(column: str | None, *, nulls: Iterable[str] = ("",)) -> pl.Expr:
+    if column is None:
+        return pl.lit(None, dtype=pl.String)
+    text = pl.col(column).cast(pl.String)
+    return pl.when(text.is_in(list(nulls))).then(None).otherwise(text)
+
+
+def prepare_events(
+    events: pl.LazyFrame,
+    *,
+    columns: S.ColumnMap,
+    time_unit: TimeUnit | None = None,
+    timezone: str | None = None,
+    pageview_events: Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+    keep_raw: bool = False,
+) -> pl.LazyFrame:
+    """Select, rename, type and parse the input columns into the canonical events frame.
+
+    ``keep_raw`` adds the input row number (``_row``) and raw timestamp (``_raw_time``) that
+    :func:`check_events` reports.
+    Page views are events whose name is in ``pageview_events`` (case-insensitive); without an event
+    column, every event with a URL is a page view.
+    """
+    dtype = events.collect_schema()[columns.timestamp]
+    pageviews = [name.lower() for name in pageview_events]
+    event = _as_text(columns.event)
+    url = _as_text(columns.url)
+    is_pageview = (
+        event.str.to_lowercase().is_in(pageviews).fill_null(False)
+        if columns.event is not None
+        else url.is_not_null()
+    )
+    return events.select(
+        _as_text(columns.user_id).alias(S.USER),
+        timestamp_expr(columns.timestamp, dtype, time_unit=time_unit, timezone=timezone).alias(S.TIME),
+        url.alias(S.URL),
+        # Apache and nginx write "-" for "no referrer".
+        _as_text(columns.referrer, nulls=("", "-")).alias(S.REFERRER),
+        _as_text(columns.ip, nulls=("", "-")).alias(S.IP),
+        event.alias(S.EVENT),
+        _as_text(columns.client_session_id).alias(S.CLIENT_SESSION),
+        is_pageview.alias(S.IS_PAGEVIEW),
+        *([pl.int_range(pl.len()).alias(ROW), pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
+    )
+
+
+def check_events(
+    frame: pl.DataFrame, *, source: str, columns: S.ColumnMap, where: Callable[[int], str]
+) -> None:
+    """Raise if a row of a prepared frame (``keep_raw=True``) has no user id or no valid timestamp.
+
+    ``where`` turns a 0-based row number into a location for the message (``line 7``).
+    """
+    bad_user = frame.filter(pl.col(S.USER).is_null())
+    if bad_user.height:
+        rows = ", ".join(where(row) for row in bad_user[ROW].head(MAX_REPORTED_ROWS).to_list())
+        raise MissingUserIdError(
+            f"{source}: {bad_user.height} row(s) have an empty user id in column {columns.user_id!r} "
+            f"(first at {rows}). Every event needs a user id; if another column identifies visitors, "
+            "name it with --user-col."
+        )
+    bad_time = frame.filter(pl.col(S.TIME).is_null())
+    if bad_time.height:
+        examples = "; ".join(
+            f"{where(row)}: {value!r}"
+            for row, value in bad_time.select(ROW, pl.col(RAW_TIME).cast(pl.String))
+            .head(MAX_REPORTED_ROWS)
+            .iter_rows()
+        )
+        raise BadTimestampError(
+            f"{source}: {bad_time.height} timestamp(s) in column {columns.timestamp!r} do not parse "
+            f"({examples}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers (--time-unit s|ms|us|ns) "
+            "or name another column with --time-col."
+        )

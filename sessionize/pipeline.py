@@ -1,0 +1,193 @@
+"""The public entry points: :func:`sessionize` for frames and :func:`run` for files.
+
+``run`` is what ``sessionize run`` calls, with the same option names as keywords.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+from sessionize import io
+from sessionize import schema as S
+from sessionize.core import assign_sessions, summarize_sessions
+from sessionize.normalize import (
+    TimeUnit,
+    check_events,
+    check_time_unit,
+    check_timezone,
+    prepare_events,
+)
+from sessionize.referrer import enrich_traffic_source
+
+SESSION_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in S.SESSION_COLUMNS)
+
+
+def build_sessions(events: pl.LazyFrame, *, timeout: timedelta = S.DEFAULT_TIMEOUT) -> pl.LazyFrame:
+    """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`)."""
+    return (
+        events.pipe(assign_sessions, timeout=timeout)
+        .pipe(summarize_sessions)
+        .pipe(enrich_traffic_source)
+        .select(SESSION_COLUMN_NAMES)
+    )
+
+
+def sessionize(
+    events: pl.LazyFrame | pl.DataFrame,
+    *,
+    timeout: str | timedelta = S.DEFAULT_TIMEOUT,
+    user_col: str | None = None,
+    time_col: str | None = None,
+    url_col: str | None = None,
+    referrer_col: str | None = None,
+    ip_col: str | None = None,
+    event_col: str | None = None,
+    session_col: str | None = None,
+    time_unit: TimeUnit | None = None,
+    timezone: str | None = None,
+    pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+) -> pl.LazyFrame:
+    """Split a frame of events into sessions and return the session table, lazily.
+
+    Columns are found as in the CLI (``user_id``, ``timestamp``, ``url``, ... or the ``*_col``
+    names). Rows with an empty user id or a timestamp that does not parse raise
+    :class:`~sessionize.errors.InvalidEventsError`; for a LazyFrame that check reads the rows it
+    needs when this function is called.
+
+    Examples
+    --------
+    >>> import polars as pl, sessionize
+    >>> events = pl.DataFrame({
+    ...     "user_id": ["u1", "u1", "u1"],
+    ...     "timestamp": ["2024-05-01T10:00:00Z", "2024-05-01T10:10:00Z", "2024-05-01T12:00:00Z"],
+    ...     "url": ["https://a.example/", "https://a.example/b", "https://a.example/"],
+    ...     "referrer": ["https://www.google.com/", None, None],
+    ... })
+    >>> sessionize.sessionize(events).select("session_number", "duration_s", "traffic_source").collect().rows()
+    [(1, 600.0, 'google'), (2, 0.0, 'direct')]
+    """
+    timeout = S.parse_duration(timeout)
+    check_time_unit(time_unit)
+    check_timezone(timezone)
+    frame = events.lazy()
+    columns = S.resolve_columns(
+        frame.collect_schema().names(),
+        source="The events frame",
+        user_col=user_col,
+        time_col=time_col,
+        url_col=url_col,
+        referrer_col=referrer_col,
+        ip_col=ip_col,
+        event_col=event_col,
+        session_col=session_col,
+    )
+    options = {"columns": columns, "time_unit": time_unit, "timezone": timezone}
+    pageviews = S.split_list(pageview_events)
+    checked = prepare_events(frame, **options, pageview_events=pageviews, keep_raw=True)  # type: ignore[arg-type]
+    invalid = checked.filter(pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()).collect(engine="in-memory")
+    check_events(invalid, source="The events frame", columns=columns, where=lambda row: f"row index {row}")
+    prepared = prepare_events(frame, **options, pageview_events=pageviews)  # type: ignore[arg-type]
+    return build_sessions(prepared, timeout=timeout)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` did: the session table and the figures of the summary."""
+
+    sessions: pl.DataFrame
+    files: list[str]
+    events_read: int
+    output: str | None
+    output_format: str | None
+    elapsed_s: float
+    timeout: timedelta = field(default=S.DEFAULT_TIMEOUT)
+
+    @property
+    def session_count(self) -> int:
+        return self.sessions.height
+
+    @property
+    def user_count(self) -> int:
+        return self.sessions.get_column("user_id").n_unique() if self.sessions.height else 0
+
+    @property
+    def median_duration_s(self) -> float | None:
+        value = self.sessions.get_column("duration_s").median()
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    @property
+    def mean_duration_s(self) -> float | None:
+        value = self.sessions.get_column("duration_s").mean()
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def run(
+    inputs: Sequence[str | Path],
+    *,
+    output: str | Path | None = None,
+    format: str | None = None,
+    input_format: str | None = None,
+    timeout: str | timedelta = S.DEFAULT_TIMEOUT,
+    user_col: str | None = None,
+    time_col: str | None = None,
+    url_col: str | None = None,
+    referrer_col: str | None = None,
+    ip_col: str | None = None,
+    event_col: str | None = None,
+    session_col: str | None = None,
+    time_unit: TimeUnit | None = None,
+    timezone: str | None = None,
+    pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+) -> RunResult:
+    """Read event files, sessionize them and write the session table to ``output``.
+
+    The Python face of ``sessionize run``: same options, same result. ``inputs`` are files,
+    directories, glob patterns or ``-`` (CSV on stdin). ``output`` is a path (format by extension or
+    ``format``), ``-`` for stdout, or ``None`` to only return the table. Nothing is written when
+    an error is raised.
+
+    Examples
+    --------
+    >>> result = sessionize.run(["sample_data/events.csv"], output="sessions.parquet")  # doctest: +SKIP
+    >>> result.session_count, result.median_duration_s  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    timeout = S.parse_duration(timeout)
+    time_unit = check_time_unit(time_unit)
+    check_timezone(timezone)
+    target = None if output is None else str(output)
+    files = io.resolve_inputs(inputs, input_format=input_format)
+    if target is not None:
+        # Fail on a bad output before spending time on the input.
+        io.output_format_of(target, format)
+        io.check_output(target, files)
+    events = io.read_events(
+        files,
+        user_col=user_col,
+        time_col=time_col,
+        url_col=url_col,
+        referrer_col=referrer_col,
+        ip_col=ip_col,
+        event_col=event_col,
+        session_col=session_col,
+        time_unit=time_unit,
+        timezone=timezone,
+        pageview_events=S.split_list(pageview_events),
+    )
+    sessions = build_sessions(events.lazy(), timeout=timeout).collect(engine="in-memory")
+    written = None if target is None else io.write_sessions(sessions, target, format=format)
+    return RunResult(
+        sessions=sessions,
+        files=[source.path for source in files],
+        events_read=events.height,
+        output=target,
+        output_format=written,
+        elapsed_s=time.perf_counter() - started,
+        timeout=timeout,
+    )

@@ -1,0 +1,241 @@
+"""Column names, defaults and the output schema: the contract between input, core and output."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import timedelta
+
+import polars as pl
+
+from sessionize.errors import MissingColumnError, UsageError
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+DEFAULT_PAGEVIEW_EVENTS: tuple[str, ...] = ("page_view", "pageview", "$pageview", "page")
+
+#: The timestamp type of every output time column: UTC instants with microsecond precision.
+TIMESTAMP = pl.Datetime("us", "UTC")
+
+# Canonical names of the event columns after normalization.
+USER = "user_id"
+TIME = "timestamp"
+URL = "url"
+REFERRER = "referrer"
+IP = "ip"
+EVENT = "event"
+CLIENT_SESSION = "client_session_id"
+IS_PAGEVIEW = "is_pageview"
+SESSION_ID = "session_id"
+
+#: Names recognised for each input column, in order of preference. Matching ignores case and any
+#: character that is not a letter or digit, so ``userId``, ``user_id`` and ``User ID`` all match.
+#: Besides the usual names this covers Segment, Snowplow and PostHog exports.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    USER: (
+        "user_id",
+        "anonymous_id",
+        "visitor_id",
+        "client_id",
+        "domain_userid",
+        "distinct_id",
+        "uid",
+        "user",
+    ),
+    TIME: (
+        "timestamp",
+        "ts",
+        "time",
+        "event_time",
+        "event_timestamp",
+        "received_at",
+        "derived_tstamp",
+        "collector_tstamp",
+        "datetime",
+    ),
+    URL: ("url", "page_url", "page", "$current_url", "page_location", "uri"),
+    REFERRER: ("referrer", "referer", "page_referrer", "$referrer", "http_referer"),
+    IP: ("ip", "ip_address", "context_ip", "user_ipaddress", "$ip", "client_ip", "remote_addr"),
+    EVENT: ("event", "event_name", "type", "event_type"),
+    CLIENT_SESSION: ("session_id", "domain_sessionid", "$session_id", "sessionid"),
+}
+
+#: The CLI flag that names each input column.
+COLUMN_FLAGS: dict[str, str] = {
+    USER: "--user-col",
+    TIME: "--time-col",
+    URL: "--url-col",
+    REFERRER: "--referrer-col",
+    IP: "--ip-col",
+    EVENT: "--event-col",
+    CLIENT_SESSION: "--session-col",
+}
+
+#: The canonical events frame that the core works on (output of ``prepare_events``).
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    USER: pl.String(),
+    TIME: TIMESTAMP,
+    URL: pl.String(),
+    REFERRER: pl.String(),
+    IP: pl.String(),
+    EVENT: pl.String(),
+    CLIENT_SESSION: pl.String(),
+    IS_PAGEVIEW: pl.Boolean(),
+}
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One column of the session table."""
+
+    name: str
+    dtype: pl.DataType
+    description: str
+
+
+#: The session table, in its stable column order. The README documents each one (a test checks it).
+SESSION_COLUMNS: tuple[OutputColumn, ...] = (
+    OutputColumn(
+        "session_id",
+        pl.String(),
+        "Client-provided session id when the events carry one; otherwise `<user_id>-<start>` with the start "
+        "as `YYYYMMDDTHHMMSS.ffffff` UTC. Unique and the same on every run.",
+    ),
+    OutputColumn("user_id", pl.String(), "The user id exactly as written in the input."),
+    OutputColumn("session_number", pl.UInt32(), "1, 2, ... per user in order of session start."),
+    OutputColumn("session_start", TIMESTAMP, "Time of the session's first event (UTC, microseconds)."),
+    OutputColumn("session_end", TIMESTAMP, "Time of the session's last event (UTC, microseconds)."),
+    OutputColumn("duration_s", pl.Float64(), "`session_end - session_start` in seconds; 0 for one event."),
+    OutputColumn("event_count", pl.UInt32(), "Number of events in the session."),
+    OutputColumn("pageview_count", pl.UInt32(), "Number of page views in the session."),
+    OutputColumn("landing_page", pl.String(), "URL of the first page view; null without page views."),
+    OutputColumn("exit_page", pl.String(), "URL of the last page view; null without page views."),
+    OutputColumn(
+        "referrer",
+        pl.String(),
+        "Referrer of the landing page view (the first event's when there is no page view); null = none.",
+    ),
+    OutputColumn(
+        "traffic_source",
+        pl.String(),
+        "The referrer's domain name, lower case, without subdomains and public suffix (`google`, "
+        "`facebook`); `direct` when there is no referrer.",
+    ),
+    OutputColumn("ip", pl.String(), "IP address of the session's first event."),
+)
+
+SESSION_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in SESSION_COLUMNS}
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which input column plays each role; ``None`` for an optional column that is absent."""
+
+    user_id: str
+    timestamp: str
+    url: str | None = None
+    referrer: str | None = None
+    ip: str | None = None
+    event: str | None = None
+    client_session_id: str | None = None
+
+    def items(self) -> list[tuple[str, str | None]]:
+        """(canonical name, input column) pairs in schema order."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def resolve_columns(
+    available: Sequence[str],
+    *,
+    source: str = "the input",
+    user_col: str | None = None,
+    time_col: str | None = None,
+    url_col: str | None = None,
+    referrer_col: str | None = None,
+    ip_col: str | None = None,
+    event_col: str | None = None,
+    session_col: str | None = None,
+) -> ColumnMap:
+    """Find the input column for each role, from the explicit names or the known aliases.
+
+    Raises :class:`MissingColumnError` when a named column does not exist, or when no user id or
+    timestamp column can be found.
+    """
+    explicit = {
+        USER: user_col,
+        TIME: time_col,
+        URL: url_col,
+        REFERRER: referrer_col,
+        IP: ip_col,
+        EVENT: event_col,
+        CLIENT_SESSION: session_col,
+    }
+    by_norm: dict[str, str] = {}
+    for name in available:
+        by_norm.setdefault(_norm(name), name)
+    listing = ", ".join(available) if available else "(none)"
+    found: dict[str, str | None] = {}
+    taken: set[str] = {name for name in explicit.values() if name}
+    for role, aliases in COLUMN_ALIASES.items():
+        name = explicit[role]
+        if name is not None:
+            if name not in available:
+                raise MissingColumnError(
+                    f"{source} has no column {name!r} (given with {COLUMN_FLAGS[role]}). "
+                    f"Its columns are: {listing}."
+                )
+            found[role] = name
+            continue
+        found[role] = next(
+            (
+                by_norm[_norm(alias)]
+                for alias in aliases
+                if _norm(alias) in by_norm and by_norm[_norm(alias)] not in taken
+            ),
+            None,
+        )
+        if found[role] is not None:
+            taken.add(found[role])  # type: ignore[arg-type]
+    for role in (USER, TIME):
+        if found[role] is None:
+            what = "user id" if role == USER else "timestamp"
+            raise MissingColumnError(
+                f"{source} has no {what} column (looked for {', '.join(COLUMN_ALIASES[role])}). "
+                f"Its columns are: {listing}. Name the column with {COLUMN_FLAGS[role]}."
+            )
+    return ColumnMap(**found)  # type: ignore[arg-type]
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str | timedelta, *, option: str = "--timeout") -> timedelta:
+    """Parse ``90s``, ``30m``, ``1h``, ``1h30m``, ``2d`` (or pass a ``timedelta`` through).
+
+    >>> parse_duration("1h30m")
+    datetime.timedelta(seconds=5400)
+    """
+    if isinstance(value, timedelta):
+        result = value
+    else:
+        text = value.strip().lower().replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(n + u for n, u in parts) != text:
+            raise UsageError(
+                f"{option} {value!r} is not a duration. Use a number with a unit: 90s, 30m, 1h, 1h30m, 2d."
+            )
+        result = timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+    if result <= timedelta(0):
+        raise UsageError(f"{option} must be longer than zero, got {value!r}.")
+    return result
+
+
+def split_list(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``"a, b,c"`` or ``["a", "b"]`` -> ``("a", "b", "c")``; empty items are dropped."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip() for item in items if item.strip())
