@@ -7,7 +7,7 @@ go to stderr. Library errors become a red panel and exit code 1 (2 for usage err
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, NoReturn
 
 import typer
@@ -26,25 +26,24 @@ app = typer.Typer(
     add_completion=False,
     # Event logs hold IPs and user ids: never dump local variables in a traceback.
     pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
 )
 err = Console(stderr=True)
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     parquet = "parquet"
     csv = "csv"
     ndjson = "ndjson"
 
 
-class InputFormat(str, Enum):
+class InputFormat(StrEnum):
     csv = "csv"
     tsv = "tsv"
     parquet = "parquet"
     ndjson = "ndjson"
 
 
-class TimeUnitChoice(str, Enum):
+class TimeUnitChoice(StrEnum):
     s = "s"
     ms = "ms"
     us = "us"
@@ -76,7 +75,9 @@ def _fail(exc: BaseException, *, debug: bool) -> NoReturn:
     if isinstance(exc, SessionizeError):
         message, code = str(exc), exc.exit_code
     else:
-        message = f"Unexpected error: {type(exc).__name__}: {exc}\nRun again with --debug to see the traceback."
+        message = (
+            f"Unexpected error: {type(exc).__name__}: {exc}\nRun again with --debug to see the traceback."
+        )
         code = 1
     title = "Usage error" if code == 2 else "Error"
     err.print(Panel(message, title=title, title_align="left", border_style="red", expand=False))
@@ -113,8 +114,15 @@ def _summary(result: pipeline.RunResult) -> None:
 def _preview(result: pipeline.RunResult, rows: int = 10) -> None:
     out = Console()
     table = Table(title=f"First {min(rows, result.session_count)} of {result.session_count:,} sessions")
-    shown = ("user_id", "session_number", "session_start", "duration_s", "pageview_count", "landing_page")
-    shown += ("traffic_source",)
+    shown = [
+        "user_id",
+        "session_number",
+        "session_start",
+        "duration_s",
+        "pageview_count",
+        "landing_page",
+        "traffic_source",
+    ]
     for name in shown:
         table.add_column(name, overflow="fold")
     for row in result.sessions.head(rows).select(shown).iter_rows():
@@ -131,6 +139,7 @@ def run(
             help="Event files (.csv, .csv.gz, .tsv, .parquet, .ndjson, .jsonl), directories, glob patterns, "
             "or - for CSV on stdin.",
             show_default=False,
+            metavar="INPUT",
         ),
     ],
     output: Annotated[
@@ -138,6 +147,7 @@ def run(
         typer.Option(
             "-o",
             "--output",
+            metavar="PATH",
             help="Where to write the session table; - for stdout. Without it: a preview on a terminal, "
             "CSV on stdout otherwise.",
         ),
@@ -151,29 +161,50 @@ def run(
         typer.Option("--input-format", help="Input format for every input (default: from each extension)."),
     ] = None,
     timeout: Annotated[
-        str, typer.Option("--timeout", help="Inactivity that ends a session: 90s, 30m, 1h, 1h30m.")
+        str,
+        typer.Option(
+            "--timeout", metavar="DURATION", help="Inactivity that ends a session: 90s, 30m, 1h, 1h30m."
+        ),
     ] = "30m",
-    user_col: Annotated[str | None, typer.Option("--user-col", help="Column with the user id.")] = None,
-    time_col: Annotated[str | None, typer.Option("--time-col", help="Column with the event time.")] = None,
-    url_col: Annotated[str | None, typer.Option("--url-col", help="Column with the page URL.")] = None,
-    referrer_col: Annotated[
-        str | None, typer.Option("--referrer-col", help="Column with the referrer URL.")
+    user_col: Annotated[
+        str | None, typer.Option("--user-col", metavar="COLUMN", help="Column with the user id.")
     ] = None,
-    ip_col: Annotated[str | None, typer.Option("--ip-col", help="Column with the client IP address.")] = None,
-    event_col: Annotated[str | None, typer.Option("--event-col", help="Column with the event name.")] = None,
+    time_col: Annotated[
+        str | None, typer.Option("--time-col", metavar="COLUMN", help="Column with the event time.")
+    ] = None,
+    url_col: Annotated[
+        str | None, typer.Option("--url-col", metavar="COLUMN", help="Column with the page URL.")
+    ] = None,
+    referrer_col: Annotated[
+        str | None, typer.Option("--referrer-col", metavar="COLUMN", help="Column with the referrer URL.")
+    ] = None,
+    ip_col: Annotated[
+        str | None, typer.Option("--ip-col", metavar="COLUMN", help="Column with the client IP address.")
+    ] = None,
+    event_col: Annotated[
+        str | None, typer.Option("--event-col", metavar="COLUMN", help="Column with the event name.")
+    ] = None,
     session_col: Annotated[
-        str | None, typer.Option("--session-col", help="Column with a client-provided session id.")
+        str | None,
+        typer.Option("--session-col", metavar="COLUMN", help="Column with a client-provided session id."),
     ] = None,
     time_unit: Annotated[
         TimeUnitChoice | None,
-        typer.Option("--time-unit", help="Unit of epoch-number timestamps (default: guessed from magnitude)."),
+        typer.Option(
+            "--time-unit", help="Unit of epoch-number timestamps (default: guessed from magnitude)."
+        ),
     ] = None,
     timezone: Annotated[
         str | None,
-        typer.Option("--timezone", help="IANA time zone of timestamps without an offset (default: UTC)."),
+        typer.Option(
+            "--timezone", metavar="TZ", help="IANA time zone of timestamps without an offset (default: UTC)."
+        ),
     ] = None,
     pageview_events: Annotated[
-        str, typer.Option("--pageview-events", help="Comma-separated event names that are page views.")
+        str,
+        typer.Option(
+            "--pageview-events", metavar="NAMES", help="Comma-separated event names that are page views."
+        ),
     ] = ",".join(S.DEFAULT_PAGEVIEW_EVENTS),
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,

@@ -32,8 +32,9 @@ def assign_sessions(events: pl.LazyFrame, *, timeout: timedelta = S.DEFAULT_TIME
     >>> import polars as pl
     >>> from datetime import datetime, timedelta, timezone
     >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    >>> ev = pl.LazyFrame({"user_id": ["a", "a"], "timestamp": [t0, t0 + timedelta(hours=1)],
-    ...                    "client_session_id": [None, None]}, schema_overrides={"client_session_id": pl.String})
+    >>> ev = pl.LazyFrame(
+    ...     {"user_id": ["a", "a"], "timestamp": [t0, t0 + timedelta(hours=1)]},
+    ... ).with_columns(client_session_id=pl.lit(None, pl.String))
     >>> assign_sessions(ev).collect()["session_id"].to_list()
     ['a-20240101T000000.000000', 'a-20240101T010000.000000']
     """
@@ -76,9 +77,10 @@ def summarize_sessions(sessions: pl.LazyFrame) -> pl.LazyFrame:
         .sort(S.USER, "session_start", S.SESSION_ID)
         .with_columns(
             (pl.int_range(pl.len(), dtype=pl.UInt32).over(S.USER) + 1).alias("session_number"),
-            ((pl.col("session_end") - pl.col("session_start")).dt.total_microseconds() / 1e6).alias(
-                "duration_s"
-            ),
+            # round(6): exact microseconds as the nearest float, whatever order Polars divides in.
+            ((pl.col("session_end") - pl.col("session_start")).dt.total_microseconds() / 1e6)
+            .round(6)
+            .alias("duration_s"),
         )
     )
     return table.select(c.name for c in S.SESSION_COLUMNS if c.name in _CORE_COLUMNS)

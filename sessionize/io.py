@@ -81,7 +81,7 @@ def format_of(path: str, input_format: str | None = None) -> InputFormat | None:
     if input_format is not None:
         if input_format not in INPUT_FORMATS:
             raise UsageError(f"--input-format {input_format!r} is not one of {', '.join(INPUT_FORMATS)}.")
-        return input_format  # type: ignore[return-value]
+        return input_format
     stem, _ = _split_gz(path)
     return _EXTENSIONS.get(os.path.splitext(stem)[1])
 
@@ -94,7 +94,9 @@ def resolve_inputs(paths: Sequence[str | Path], *, input_format: str | None = No
     input order (which breaks ties between events at the same instant) is reproducible.
     """
     if not paths:
-        raise UsageError("No input given. Pass one or more files, directories or glob patterns, or - for stdin.")
+        raise UsageError(
+            "No input given. Pass one or more files, directories or glob patterns, or - for stdin."
+        )
     result: list[InputFile] = []
     seen: set[str] = set()
 
@@ -204,7 +206,12 @@ def read_file(
         return pl.DataFrame(schema=S.EVENT_SCHEMA)  # an empty file holds no events
     columns = S.resolve_columns(available, source=name, **column_options)
     events = prepare_events(
-        scan, columns=columns, time_unit=time_unit, timezone=timezone, pageview_events=pageview_events, keep_raw=True
+        scan,
+        columns=columns,
+        time_unit=time_unit,
+        timezone=timezone,
+        pageview_events=pageview_events,
+        keep_raw=True,
     )
     try:
         frame = events.collect(engine="in-memory")
@@ -254,7 +261,7 @@ def read_events(
     """
     files = [p for p in paths if isinstance(p, InputFile)]
     if len(files) != len(paths):
-        files = resolve_inputs([str(p) for p in paths], input_format=input_format)  # type: ignore[arg-type]
+        files = resolve_inputs([str(p) for p in paths], input_format=input_format)
     column_options = {
         "user_col": user_col,
         "time_col": time_col,
@@ -283,7 +290,7 @@ def output_format_of(output: str, format: str | None = None) -> OutputFormat:
     if format is not None:
         if format not in OUTPUT_FORMATS:
             raise UsageError(f"--format {format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
-        return format  # type: ignore[return-value]
+        return format
     if output == STDIN:
         return "csv"
     fmt = _OUTPUT_EXTENSIONS.get(os.path.splitext(output.lower())[1])
@@ -340,19 +347,17 @@ def write_sessions(frame: pl.DataFrame, output: str, *, format: str | None = Non
         return fmt
     target = Path(output)
     try:
-        handle = tempfile.NamedTemporaryFile(
-            dir=target.parent or Path("."), prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
+        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
     try:
-        with handle:
-            _write(frame, handle, fmt)  # type: ignore[arg-type]
-        # NamedTemporaryFile creates 0600; give the output the usual permissions.
-        os.chmod(handle.name, 0o666 & ~_umask())
-        os.replace(handle.name, target)
+        with os.fdopen(fd, "wb") as handle:
+            _write(frame, handle, fmt)
+        # mkstemp creates 0600; give the output the usual permissions.
+        os.chmod(temp_name, 0o666 & ~_umask())
+        os.replace(temp_name, target)
     except BaseException as exc:
-        Path(handle.name).unlink(missing_ok=True)
+        Path(temp_name).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
         raise

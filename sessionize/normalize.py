@@ -27,7 +27,7 @@ TIME_UNITS: tuple[TimeUnit, ...] = ("s", "ms", "us", "ns")
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 # Epoch magnitudes at which a number is taken to be in the next finer unit: 1e11 seconds is the year
 # 5138, 1e11 milliseconds is 1973. The usual heuristic of log tools.
-_AUTO_UNIT_LIMITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
+_AUTO_UNIT_LIMITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))  # below 1e17: us, above: ns
 
 # ISO 8601 variants are rewritten to one shape before parsing: a `T` between date and time, `Z` or
 # ` UTC` as `+00:00`, no space before the offset.
@@ -53,7 +53,7 @@ def check_timezone(timezone: str | None) -> str:
 def check_time_unit(time_unit: str | None) -> TimeUnit | None:
     """Validate ``--time-unit``."""
     if time_unit is None or time_unit in TIME_UNITS:
-        return time_unit  # type: ignore[return-value]
+        return time_unit
     raise UsageError(f"--time-unit {time_unit!r} is not one of {', '.join(TIME_UNITS)}.")
 
 
@@ -69,10 +69,15 @@ def _epoch_to_micros(value: pl.Expr, time_unit: TimeUnit | None, *, is_float: bo
     if time_unit is not None:
         return scaled(time_unit)
     magnitude = value.abs()
-    expr = pl.when(magnitude < _AUTO_UNIT_LIMITS[0][0]).then(scaled("s"))
-    for limit, unit in _AUTO_UNIT_LIMITS[1:]:
-        expr = expr.when(magnitude < limit).then(scaled(unit))
-    return expr.otherwise(scaled("ns"))
+    return (
+        pl.when(magnitude < _AUTO_UNIT_LIMITS[0][0])
+        .then(scaled("s"))
+        .when(magnitude < _AUTO_UNIT_LIMITS[1][0])
+        .then(scaled("ms"))
+        .when(magnitude < _AUTO_UNIT_LIMITS[2][0])
+        .then(scaled("us"))
+        .otherwise(scaled("ns"))
+    )
 
 
 def _micros_to_utc(micros: pl.Expr) -> pl.Expr:

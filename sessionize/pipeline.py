@@ -69,7 +69,8 @@ def sessionize(
     ...     "url": ["https://a.example/", "https://a.example/b", "https://a.example/"],
     ...     "referrer": ["https://www.google.com/", None, None],
     ... })
-    >>> sessionize.sessionize(events).select("session_number", "duration_s", "traffic_source").collect().rows()
+    >>> table = sessionize.sessionize(events).collect()
+    >>> table.select("session_number", "duration_s", "traffic_source").rows()
     [(1, 600.0, 'google'), (2, 0.0, 'direct')]
     """
     timeout = S.parse_duration(timeout)
@@ -154,8 +155,8 @@ def run(
 
     Examples
     --------
-    >>> result = sessionize.run(["sample_data/events.csv"], output="sessions.parquet")  # doctest: +SKIP
-    >>> result.session_count, result.median_duration_s  # doctest: +SKIP
+    ``result = sessionize.run(["sample_data/events.csv"], output="sessions.parquet")`` writes the
+    table and returns it with the summary figures (``result.session_count``, ...).
     """
     started = time.perf_counter()
     timeout = S.parse_duration(timeout)

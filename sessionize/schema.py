@@ -181,16 +181,16 @@ def resolve_columns(
     found: dict[str, str | None] = {}
     taken: set[str] = {name for name in explicit.values() if name}
     for role, aliases in COLUMN_ALIASES.items():
-        name = explicit[role]
-        if name is not None:
-            if name not in available:
+        given = explicit[role]
+        if given is not None:
+            if given not in available:
                 raise MissingColumnError(
-                    f"{source} has no column {name!r} (given with {COLUMN_FLAGS[role]}). "
+                    f"{source} has no column {given!r} (given with {COLUMN_FLAGS[role]}). "
                     f"Its columns are: {listing}."
                 )
-            found[role] = name
+            found[role] = given
             continue
-        found[role] = next(
+        match = next(
             (
                 by_norm[_norm(alias)]
                 for alias in aliases
@@ -198,8 +198,9 @@ def resolve_columns(
             ),
             None,
         )
-        if found[role] is not None:
-            taken.add(found[role])  # type: ignore[arg-type]
+        found[role] = match
+        if match is not None:
+            taken.add(match)
     for role in (USER, TIME):
         if found[role] is None:
             what = "user id" if role == USER else "timestamp"

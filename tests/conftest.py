@@ -1,0 +1,50 @@
+"""Shared fixtures: an ``events()`` factory that builds tiny canonical frames from literal rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO / "sample_data"
+SHARED = REPO.parent / "shared"
+
+T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+EventRow = tuple[Any, ...]
+EventsFactory = Callable[..., pl.DataFrame]
+
+
+def at(**delta: float) -> datetime:
+    """``T0`` plus a timedelta: ``at(minutes=30)``."""
+    return T0 + timedelta(**delta)
+
+
+@pytest.fixture
+def events() -> EventsFactory:
+    """An input events frame from rows of (user_id, timestamp[, url[, referrer[, event[, session_id]]]]).
+
+    Timestamps may be datetimes or numbers of seconds after ``T0``.
+    """
+
+    def make(rows: Sequence[EventRow], **extra: Sequence[Any]) -> pl.DataFrame:
+        names = ("user_id", "timestamp", "url", "referrer", "event", "session_id")
+        width = max((len(r) for r in rows), default=2)
+        columns: dict[str, list[Any]] = {name: [] for name in names[:width]}
+        for row in rows:
+            padded = (*row, *([None] * (width - len(row))))
+            for name, value in zip(names[:width], padded, strict=True):
+                if name == "timestamp" and isinstance(value, int | float):
+                    value = T0 + timedelta(seconds=value)
+                columns[name].append(value)
+        schema: dict[str, pl.DataType] = {name: pl.String() for name in columns}
+        schema["timestamp"] = pl.Datetime("us", "UTC")
+        frame = pl.DataFrame(columns, schema=schema)
+        return frame.with_columns(pl.Series(k, v) for k, v in extra.items())
+
+    return make

@@ -1,0 +1,291 @@
+"""The session rule and the session table, on tiny literal frames."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+import sessionize
+from sessionize.core import assign_sessions
+from tests.conftest import T0, EventsFactory, at
+
+MIN = 60
+HOUR = 3600
+
+
+def sessions_of(frame: pl.DataFrame, **options: object) -> pl.DataFrame:
+    return sessionize.sessionize(frame, **options).collect()  # type: ignore[arg-type]
+
+
+def test_gap_of_exactly_the_timeout_stays_in_the_session(events: EventsFactory) -> None:
+    table = sessions_of(events([("u", 0), ("u", 30 * MIN)]))
+    assert table.height == 1
+    assert table["duration_s"].to_list() == [1800.0]
+    assert table["event_count"].to_list() == [2]
+
+
+def test_one_microsecond_more_than_the_timeout_starts_a_new_session(events: EventsFactory) -> None:
+    frame = events([("u", T0), ("u", at(minutes=30, microseconds=1))])
+    table = sessions_of(frame)
+    assert table["session_number"].to_list() == [1, 2]
+    assert table["session_start"].to_list() == [T0, at(minutes=30, microseconds=1)]
+    assert table["duration_s"].to_list() == [0.0, 0.0]
+
+
+def test_gap_is_measured_from_the_previous_event_not_the_session_start(events: EventsFactory) -> None:
+    # Ten events 20 minutes apart: no single gap exceeds 30 minutes, so one 3-hour session.
+    table = sessions_of(events([("u", i * 20 * MIN) for i in range(10)]))
+    assert table.height == 1
+    assert table["duration_s"].item() == 9 * 20 * MIN
+
+
+def test_custom_timeout(events: EventsFactory) -> None:
+    frame = events([("u", 0), ("u", 45 * MIN)])
+    assert sessions_of(frame).height == 2
+    assert sessions_of(frame, timeout="1h").height == 1
+    assert sessions_of(frame, timeout=timedelta(minutes=44)).height == 2
+    assert sessions_of(frame, timeout="90s").height == 2
+
+
+@pytest.mark.parametrize("bad", ["10 minutes", "30", "", "-5m", "0s"])
+def test_bad_timeouts_are_usage_errors(events: EventsFactory, bad: str) -> None:
+    with pytest.raises(sessionize.UsageError, match="timeout"):
+        sessionize.sessionize(events([("u", 0)]), timeout=bad)
+
+
+def test_single_event_session(events: EventsFactory) -> None:
+    table = sessions_of(events([("u", 0, "https://s.example/a", "https://www.google.com/")]))
+    row = table.row(0, named=True)
+    assert row["duration_s"] == 0.0
+    assert row["session_start"] == row["session_end"] == T0
+    assert row["landing_page"] == row["exit_page"] == "https://s.example/a"
+    assert row["event_count"] == row["pageview_count"] == 1
+    assert row["traffic_source"] == "google"
+
+
+def test_unsorted_input_is_sorted_per_user(events: EventsFactory) -> None:
+    rows = [
+        ("u", 35 * MIN, "https://s.example/c"),
+        ("u", 0, "https://s.example/a"),
+        ("u", 10 * MIN, "https://s.example/b"),
+    ]
+    table = sessions_of(events(rows))
+    assert table.height == 1
+    assert table["landing_page"].item() == "https://s.example/a"
+    assert table["exit_page"].item() == "https://s.example/c"
+
+
+def test_equal_timestamps_keep_input_order(events: EventsFactory) -> None:
+    rows = [("u", 0, "https://s.example/first"), ("u", 0, "https://s.example/second")]
+    table = sessions_of(events(rows))
+    assert table["landing_page"].item() == "https://s.example/first"
+    assert table["exit_page"].item() == "https://s.example/second"
+    reversed_table = sessions_of(events(rows[::-1]))
+    assert reversed_table["landing_page"].item() == "https://s.example/second"
+
+
+def test_many_users_are_independent(events: EventsFactory) -> None:
+    # Interleaved users: a's events are 20 min apart (one session) although b's fall in between.
+    rows = [("a", 0), ("b", 5 * MIN), ("a", 20 * MIN), ("b", 50 * MIN), ("a", 40 * MIN), ("c", 0)]
+    table = sessions_of(events(rows))
+    counts = dict(table.group_by("user_id").len().iter_rows())
+    assert counts == {"a": 1, "b": 2, "c": 1}
+    assert table["user_id"].to_list() == ["a", "b", "b", "c"]
+    assert table.filter(pl.col("user_id") == "b")["session_number"].to_list() == [1, 2]
+
+
+def test_mixed_offsets_are_compared_as_instants() -> None:
+    frame = pl.DataFrame(
+        {
+            "user_id": ["u", "u", "u"],
+            # 10:00Z, then 12:20+02:00 (= 10:20Z), then 05:45-05:00 (= 10:45Z): one session.
+            "timestamp": ["2024-05-01T10:00:00Z", "2024-05-01T12:20:00+02:00", "2024-05-01T05:45:00-05:00"],
+        }
+    )
+    table = sessions_of(frame)
+    assert table.height == 1
+    assert table["duration_s"].item() == 45 * MIN
+
+
+@pytest.mark.parametrize(
+    ("values", "unit"),
+    [
+        ([1714557600, 1714559400], "s"),
+        ([1714557600_000, 1714559400_000], "ms"),
+        ([1714557600_000_000, 1714559400_000_000], "us"),
+        ([1714557600_000_000_000, 1714559400_000_000_000], "ns"),
+    ],
+)
+def test_epoch_units_given_or_detected(values: list[int], unit: str) -> None:
+    frame = pl.DataFrame({"user_id": ["u", "u"], "ts": values})
+    for time_unit in (unit, None):
+        table = sessions_of(frame, time_unit=time_unit)
+        assert table["session_start"].item() == T0
+        assert table["duration_s"].item() == 1800.0
+
+
+def test_epoch_seconds_with_fraction_keep_microseconds() -> None:
+    frame = pl.DataFrame({"user_id": ["u"], "ts": ["1714557600.123456"]})
+    assert sessions_of(frame)["session_start"].item() == at(microseconds=123456)
+
+
+def test_leading_zero_and_long_numeric_ids_stay_strings() -> None:
+    frame = pl.DataFrame({"user_id": ["00042", "1000000000001"], "timestamp": ["2024-05-01T10:00:00Z"] * 2})
+    table = sessions_of(frame)
+    assert table["user_id"].to_list() == ["00042", "1000000000001"]
+    assert table.schema["user_id"] == pl.String
+
+
+def test_integer_user_ids_become_exact_strings() -> None:
+    frame = pl.DataFrame({"user_id": [1000000000001, 42], "timestamp": ["2024-05-01T10:00:00Z"] * 2})
+    assert sorted(sessions_of(frame)["user_id"].to_list()) == ["1000000000001", "42"]
+
+
+def test_landing_and_exit_are_page_views_not_other_events(events: EventsFactory) -> None:
+    rows = [
+        ("u", 0, "https://s.example/scroll", "https://www.bing.com/", "scroll"),
+        ("u", 1, "https://s.example/landing", "https://www.google.com/", "page_view"),
+        ("u", 2, "https://s.example/exit", "https://s.example/landing", "page_view"),
+        ("u", 3, "https://s.example/after", None, "click"),
+    ]
+    row = sessions_of(events(rows)).row(0, named=True)
+    assert row["landing_page"] == "https://s.example/landing"
+    assert row["exit_page"] == "https://s.example/exit"
+    assert row["referrer"] == "https://www.google.com/"
+    assert row["traffic_source"] == "google"
+    assert row["event_count"] == 4
+    assert row["pageview_count"] == 2
+
+
+def test_null_referrer_of_the_landing_page_is_direct(events: EventsFactory) -> None:
+    # The landing page view has no referrer; a later one has: the session is still direct.
+    rows = [
+        ("u", 0, "https://s.example/a", None, "page_view"),
+        ("u", 1, "https://s.example/b", "https://www.google.com/", "page_view"),
+    ]
+    row = sessions_of(events(rows)).row(0, named=True)
+    assert row["referrer"] is None
+    assert row["traffic_source"] == "direct"
+
+
+def test_session_without_page_views_uses_the_first_event(events: EventsFactory) -> None:
+    rows = [
+        ("u", 0, "https://s.example/a", "https://www.quora.com/q", "click"),
+        ("u", 1, "https://s.example/b", "https://www.google.com/", "scroll"),
+    ]
+    row = sessions_of(events(rows)).row(0, named=True)
+    assert row["pageview_count"] == 0
+    assert row["landing_page"] is None
+    assert row["exit_page"] is None
+    assert row["referrer"] == "https://www.quora.com/q"
+    assert row["traffic_source"] == "quora"
+
+
+def test_custom_pageview_events_are_case_insensitive(events: EventsFactory) -> None:
+    rows = [("u", 0, "https://s.example/a", None, "Screen View"), ("u", 1, "https://s.example/b", None, "x")]
+    row = sessions_of(events(rows), pageview_events="screen view").row(0, named=True)
+    assert row["pageview_count"] == 1
+    assert row["landing_page"] == "https://s.example/a"
+
+
+def test_without_event_column_every_event_with_url_is_a_page_view(events: EventsFactory) -> None:
+    rows = [("u", 0, None, "https://t.co/x"), ("u", 1, "https://s.example/a", "https://www.google.com/")]
+    row = sessions_of(events(rows)).row(0, named=True)
+    assert row["pageview_count"] == 1
+    assert row["landing_page"] == "https://s.example/a"
+    assert row["traffic_source"] == "google"
+
+
+def test_client_session_ids_are_kept_and_not_split_by_the_timeout(events: EventsFactory) -> None:
+    rows = [
+        ("u", 0, "https://s.example/a", None, "page_view", "app-1"),
+        ("u", 2 * HOUR, "https://s.example/b", None, "page_view", "app-1"),
+        ("u", 30, "https://s.example/web", None, "page_view", None),
+        ("u", 45 * MIN, "https://s.example/web2", None, "page_view", None),
+        ("v", 0, "https://s.example/v", None, "page_view", "app-1"),
+    ]
+    table = sessions_of(events(rows))
+    u = table.filter(pl.col("user_id") == "u")
+    assert u["session_id"].to_list()[0] == "app-1"
+    assert u.filter(pl.col("session_id") == "app-1")["duration_s"].item() == 2 * HOUR
+    # The events without an id are split by the timeout among themselves (30 s and 45 min: gap > 30 min).
+    assert u.height == 3
+    assert u["session_number"].to_list() == [1, 2, 3]
+    assert u["session_start"].to_list() == [T0, at(seconds=30), at(minutes=45)]
+    # Client ids are grouped within the user: v's "app-1" is another session.
+    assert table.filter(pl.col("user_id") == "v").height == 1
+
+
+def test_session_ids_are_deterministic_and_unique(events: EventsFactory) -> None:
+    rows = [("u", 0), ("u", 2 * HOUR), ("w", 0)]
+    first = sessions_of(events(rows))
+    second = sessions_of(events(rows[::-1]))
+    assert first["session_id"].to_list() == second["session_id"].to_list()
+    assert first["session_id"].to_list() == [
+        "u-20240501T100000.000000",
+        "u-20240501T120000.000000",
+        "w-20240501T100000.000000",
+    ]
+    assert first["session_id"].is_unique().all()
+
+
+def test_output_schema_and_order(events: EventsFactory) -> None:
+    table = sessions_of(events([("u", 0, "https://s.example/")]))
+    assert table.schema == pl.Schema(sessionize.SESSION_SCHEMA)
+
+
+def test_empty_frame_gives_empty_table_with_schema(events: EventsFactory) -> None:
+    table = sessions_of(events([]))
+    assert table.height == 0
+    assert table.schema == pl.Schema(sessionize.SESSION_SCHEMA)
+
+
+def test_missing_user_column_lists_the_columns() -> None:
+    frame = pl.DataFrame({"who": ["u"], "timestamp": ["2024-05-01T10:00:00Z"]})
+    with pytest.raises(sessionize.MissingColumnError, match=r"who, timestamp.*--user-col"):
+        sessionize.sessionize(frame)
+    assert sessions_of(frame, user_col="who")["user_id"].to_list() == ["u"]
+
+
+def test_unparsable_timestamp_names_the_row_and_value() -> None:
+    frame = pl.DataFrame({"user_id": ["u", "u", "u"], "timestamp": ["2024-05-01T10:00:00Z", "soon", "later"]})
+    with pytest.raises(sessionize.BadTimestampError, match=r"2 timestamp.*row index 1: 'soon'; row index 2"):
+        sessionize.sessionize(frame)
+
+
+def test_empty_user_id_is_an_error() -> None:
+    frame = pl.DataFrame({"user_id": ["u", ""], "timestamp": ["2024-05-01T10:00:00Z"] * 2})
+    with pytest.raises(sessionize.MissingUserIdError, match="row index 1"):
+        sessionize.sessionize(frame)
+
+
+@pytest.mark.parametrize("engine", ["in-memory", "streaming"])
+def test_same_result_on_both_polars_engines(events: EventsFactory, engine: str) -> None:
+    rows = [
+        (
+            "u",
+            i * 7 * MIN,
+            f"https://s.example/{i}",
+            "https://www.google.com/" if i == 0 else None,
+            "page_view",
+        )
+        for i in range(12)
+    ] + [("v", 0, "https://s.example/v", None, "click"), ("v", 1, "https://s.example/w", None, "page_view")]
+    lazy = sessionize.sessionize(events(rows), timeout="10m")
+    expected = lazy.collect(engine="in-memory")
+    assert lazy.collect(engine=engine).equals(expected)  # type: ignore[arg-type]
+
+
+def test_assign_sessions_labels_every_event(events: EventsFactory) -> None:
+    frame = sessionize.prepare_events(
+        events([("u", 0), ("u", 31 * MIN), ("u", 32 * MIN)]).lazy(),
+        columns=sessionize.ColumnMap(user_id="user_id", timestamp="timestamp"),
+    )
+    labelled = assign_sessions(frame).collect()
+    assert labelled["session_id"].to_list() == [
+        "u-20240501T100000.000000",
+        "u-20240501T103100.000000",
+        "u-20240501T103100.000000",
+    ]
