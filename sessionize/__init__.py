@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from sessionize.core import assign_sessions, summarize_sessions
 from sessionize.errors import (
     BadTimestampError,
+    GeoIPDatabaseError,
     InputError,
     InvalidEventsError,
     MissingColumnError,
@@ -17,10 +18,12 @@ from sessionize.errors import (
     NoInputFilesError,
     OutputError,
     SessionizeError,
+    SessionizeWarning,
     UnknownFormatError,
     UnreadableInputError,
     UsageError,
 )
+from sessionize.geo import GeoDatabaseInfo, enrich_geo, geoip_info
 from sessionize.io import read_events, resolve_inputs, write_sessions
 from sessionize.normalize import prepare_events
 from sessionize.pipeline import RunResult, build_sessions, run, sessionize
@@ -41,6 +44,8 @@ __all__ = [
     "SESSION_SCHEMA",
     "BadTimestampError",
     "ColumnMap",
+    "GeoDatabaseInfo",
+    "GeoIPDatabaseError",
     "InputError",
     "InvalidEventsError",
     "MissingColumnError",
@@ -49,13 +54,16 @@ __all__ = [
     "OutputError",
     "RunResult",
     "SessionizeError",
+    "SessionizeWarning",
     "UnknownFormatError",
     "UnreadableInputError",
     "UsageError",
     "__version__",
     "assign_sessions",
     "build_sessions",
+    "enrich_geo",
     "enrich_traffic_source",
+    "geoip_info",
     "prepare_events",
     "read_events",
     "resolve_columns",

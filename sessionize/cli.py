@@ -7,6 +7,7 @@ go to stderr. Library errors become a red panel and exit code 1 (2 for usage err
 from __future__ import annotations
 
 import sys
+import warnings
 from enum import StrEnum
 from typing import Annotated, NoReturn
 
@@ -15,13 +16,18 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from sessionize import __version__, pipeline
+from sessionize import __version__, geo, pipeline
 from sessionize import schema as S
-from sessionize.errors import SessionizeError
+from sessionize.errors import SessionizeError, SessionizeWarning
+
+geoip_app = typer.Typer(help="Inspect the GeoIP database.", no_args_is_help=True)
+
+ATTRIBUTION = "Default GeoIP database: " + geo.DBIP_ATTRIBUTION + "."
 
 app = typer.Typer(
     name="sessionize",
     help="Turn raw web and product event logs into a session table.",
+    epilog=ATTRIBUTION,
     no_args_is_help=True,
     add_completion=False,
     # Event logs hold IPs and user ids: never dump local variables in a traceback.
@@ -65,6 +71,9 @@ def _root(
     """Turn raw web and product event logs into a session table."""
 
 
+app.add_typer(geoip_app, name="geoip")
+
+
 def _stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
@@ -105,6 +114,20 @@ def _summary(result: pipeline.RunResult) -> None:
     grid.add_row("median duration", _duration(result.median_duration_s))
     grid.add_row("mean duration", _duration(result.mean_duration_s))
     grid.add_row("elapsed", f"{result.elapsed_s:.2f}s")
+    if result.geo_database is not None:
+        counts = result.geo_counts
+        located = counts.get(geo.RESOLVED, 0)
+        unlocated = ", ".join(
+            f"{counts[key]:,} {label}"
+            for key, label in (
+                (geo.NOT_FOUND, "not in database"),
+                (geo.PRIVATE, "private/reserved"),
+                (geo.INVALID, "malformed"),
+                (geo.MISSING, "no IP"),
+            )
+            if counts.get(key)
+        )
+        grid.add_row("located by IP", f"{located:,} sessions" + (f" ({unlocated} not)" if unlocated else ""))
     if result.output is not None:
         where = "stdout" if result.output == "-" else result.output
         grid.add_row("written to", f"{where} ({result.output_format})")
@@ -131,7 +154,7 @@ def _preview(result: pipeline.RunResult, rows: int = 10) -> None:
     err.print("Write the whole table with -o sessions.parquet (or .csv, .ndjson; -o - for stdout).")
 
 
-@app.command("run")
+@app.command("run", epilog=ATTRIBUTION)
 def run(
     inputs: Annotated[
         list[str],
@@ -206,7 +229,19 @@ def run(
             "--pageview-events", metavar="NAMES", help="Comma-separated event names that are page views."
         ),
     ] = ",".join(S.DEFAULT_PAGEVIEW_EVENTS),
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary on stderr.")] = False,
+    geoip_db: Annotated[
+        str | None,
+        typer.Option(
+            "--geoip-db",
+            metavar="PATH",
+            help=f"MaxMind DB (.mmdb) City or Country database for city, region and country (default: "
+            f"${geo.ENV_VAR}, else DB-IP City Lite if installed).",
+        ),
+    ] = None,
+    no_geo: Annotated[
+        bool, typer.Option("--no-geo", help="Skip the IP lookup; geo columns stay null.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary or warnings on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Split events into sessions and write one row per session."""
@@ -214,29 +249,68 @@ def run(
     if target is None and not _stdout_is_terminal():
         target = "-"
     try:
-        result = pipeline.run(
-            inputs,
-            output=target,
-            format=None if format is None else format.value,
-            input_format=None if input_format is None else input_format.value,
-            timeout=timeout,
-            user_col=user_col,
-            time_col=time_col,
-            url_col=url_col,
-            referrer_col=referrer_col,
-            ip_col=ip_col,
-            event_col=event_col,
-            session_col=session_col,
-            time_unit=None if time_unit is None else time_unit.value,
-            timezone=timezone,
-            pageview_events=pageview_events,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SessionizeWarning)
+            result = pipeline.run(
+                inputs,
+                output=target,
+                format=None if format is None else format.value,
+                input_format=None if input_format is None else input_format.value,
+                timeout=timeout,
+                user_col=user_col,
+                time_col=time_col,
+                url_col=url_col,
+                referrer_col=referrer_col,
+                ip_col=ip_col,
+                event_col=event_col,
+                session_col=session_col,
+                time_unit=None if time_unit is None else time_unit.value,
+                timezone=timezone,
+                pageview_events=pageview_events,
+                geoip_db=geoip_db,
+                no_geo=no_geo,
+            )
     except (SessionizeError, Exception) as exc:
         _fail(exc, debug=debug)
+    if not quiet:
+        for warning in caught:
+            if issubclass(warning.category, SessionizeWarning):
+                err.print(f"[yellow]Warning:[/yellow] {warning.message}", highlight=False, markup=True)
     if target is None:
         _preview(result)
     if not quiet:
         _summary(result)
+
+
+@geoip_app.command("info", epilog=ATTRIBUTION)
+def geoip_info(
+    geoip_db: Annotated[
+        str | None, typer.Option("--geoip-db", metavar="PATH", help="Database to describe (default: as run).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Show which GeoIP database `sessionize run` uses, its type, build date and size."""
+    try:
+        info = geo.geoip_info(geoip_db=geoip_db)
+    except (SessionizeError, Exception) as exc:
+        _fail(exc, debug=debug)
+    if info is None:
+        err.print(f"[yellow]{geo.NO_DATABASE_HINT}[/yellow]")
+        raise typer.Exit(1)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("path", str(info.path))
+    grid.add_row("chosen by", info.source)
+    grid.add_row("type", f"{info.database_type} ({info.kind} database)")
+    grid.add_row("built", f"{info.build_date:%Y-%m-%d} ({info.age_days:,} days ago)")
+    grid.add_row(
+        "size", f"{info.size_bytes / 1e6:,.1f} MB" if info.size_bytes >= 1e6 else f"{info.size_bytes:,} bytes"
+    )
+    grid.add_row("IP versions", "IPv4 and IPv6" if info.ip_version == 6 else "IPv4 only")
+    if info.attribution:
+        grid.add_row("attribution", info.attribution)
+    Console().print(grid)
 
 
 def main() -> None:

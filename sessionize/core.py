@@ -54,8 +54,8 @@ def assign_sessions(events: pl.LazyFrame, *, timeout: timedelta = S.DEFAULT_TIME
 def summarize_sessions(sessions: pl.LazyFrame) -> pl.LazyFrame:
     """One row per session from the output of :func:`assign_sessions`.
 
-    Gives every column of the session table but the enrichment ones (``traffic_source``), in the
-    table's order, sorted by user and session number.
+    Gives every column of the session table but the enrichment ones (traffic source and geo), in
+    the table's order, sorted by user and session number.
     """
     ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
     # `filter(...).first()` keeps a null value of the first page view: a null referrer means "direct".
@@ -86,4 +86,10 @@ def summarize_sessions(sessions: pl.LazyFrame) -> pl.LazyFrame:
     return table.select(c.name for c in S.SESSION_COLUMNS if c.name in _CORE_COLUMNS)
 
 
-_CORE_COLUMNS = frozenset(c.name for c in S.SESSION_COLUMNS) - {"traffic_source"}
+_CORE_COLUMNS = frozenset(c.name for c in S.SESSION_COLUMNS) - {
+    "traffic_source",
+    "city",
+    "region",
+    "country",
+    "country_code",
+}

@@ -51,5 +51,13 @@ class MissingUserIdError(InvalidEventsError):
     """Rows whose user id is empty."""
 
 
+class GeoIPDatabaseError(SessionizeError):
+    """The GeoIP database is missing, corrupt or of the wrong type."""
+
+
 class OutputError(SessionizeError):
     """The output cannot be written where asked."""
+
+
+class SessionizeWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints it on stderr)."""

@@ -135,8 +135,15 @@ def resolve_inputs(paths: Sequence[str | Path], *, input_format: str | None = No
             matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
             if not matches:
                 raise NoInputFilesError(f"The pattern {path} matches no files.")
+            before = len(result)
             for name in matches:
                 add(name, explicit=False)
+            if len(result) == before:
+                raise NoInputFilesError(
+                    f"The pattern {path} matches {len(matches)} file(s), none in a supported format "
+                    "(.csv, .tsv, .parquet, .ndjson, .jsonl, optionally .gz). "
+                    "Give their format with --input-format."
+                )
         else:
             raise UnreadableInputError(f"{path}: no such file or directory.")
     return result
@@ -175,9 +182,10 @@ def _scan(source: InputFile) -> pl.LazyFrame:
         )
     if source.format == "parquet":
         return pl.scan_parquet(path)
+    # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     if gz:
-        return pl.scan_ndjson(io.BytesIO(_read_bytes_gz(path)))
-    return pl.scan_ndjson(path)
+        return pl.scan_ndjson(io.BytesIO(_read_bytes_gz(path)), infer_schema_length=None)
+    return pl.scan_ndjson(path, infer_schema_length=None)
 
 
 def _where(source: InputFile, row: int) -> str:
@@ -205,6 +213,9 @@ def read_file(
     if not available:
         return pl.DataFrame(schema=S.EVENT_SCHEMA)  # an empty file holds no events
     columns = S.resolve_columns(available, source=name, **column_options)
+    if source.format in ("csv", "tsv"):
+        # A blank line (often the last one of a hand-edited file) is not an event.
+        scan = scan.with_row_index(ROW).filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
     events = prepare_events(
         scan,
         columns=columns,

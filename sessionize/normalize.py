@@ -30,7 +30,7 @@ _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 _AUTO_UNIT_LIMITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))  # below 1e17: us, above: ns
 
 # ISO 8601 variants are rewritten to one shape before parsing: a `T` between date and time, `Z` or
-# ` UTC` as `+00:00`, no space before the offset.
+# ` UTC` as `+00:00`, no space before the offset, `+hh:mm` offsets, seconds always present.
 _ISO_AWARE = "%Y-%m-%dT%H:%M:%S%.f%z"
 _ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
 _DATE_ONLY = "%Y-%m-%d"
@@ -125,7 +125,11 @@ def timestamp_expr(
         iso = (
             text.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
             .str.replace(r"(?i)(\s*utc|z)$", "+00:00")
-            .str.replace(r"\s+([+-]\d{2}:?\d{2})$", "${1}")
+            .str.replace(r"\s+([+-]\d{2}(?::?\d{2})?)$", "${1}")
+            # An offset of hours only, as PostgreSQL prints it: +02 -> +02:00.
+            .str.replace(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", "${1}:00")
+            # Minutes without seconds: T10:05 -> T10:05:00.
+            .str.replace(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})($|[+-])", "${1}:00${2}")
         )
         aware = iso.str.to_datetime(_ISO_AWARE, time_unit="us", strict=False)
         naive = pl.coalesce(
@@ -157,12 +161,14 @@ def prepare_events(
 ) -> pl.LazyFrame:
     """Select, rename, type and parse the input columns into the canonical events frame.
 
-    ``keep_raw`` adds the input row number (``_row``) and raw timestamp (``_raw_time``) that
-    :func:`check_events` reports.
+    ``keep_raw`` adds the input row number (``_row``: kept if the input has it, else counted from 0)
+    and the raw timestamp (``_raw_time``) that :func:`check_events` reports.
     Page views are events whose name is in ``pageview_events`` (case-insensitive); without an event
     column, every event with a URL is a page view.
     """
-    dtype = events.collect_schema()[columns.timestamp]
+    schema = events.collect_schema()
+    dtype = schema[columns.timestamp]
+    row_number = pl.col(ROW) if ROW in schema else pl.int_range(pl.len()).alias(ROW)
     pageviews = [name.lower() for name in pageview_events]
     event = _as_text(columns.event)
     url = _as_text(columns.url)
@@ -181,7 +187,7 @@ def prepare_events(
         event.alias(S.EVENT),
         _as_text(columns.client_session_id).alias(S.CLIENT_SESSION),
         is_pageview.alias(S.IS_PAGEVIEW),
-        *([pl.int_range(pl.len()).alias(ROW), pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
+        *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
     )
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import polars as pl
 
-from sessionize import io
+from sessionize import geo, io
 from sessionize import schema as S
 from sessionize.core import assign_sessions, summarize_sessions
+from sessionize.errors import SessionizeWarning
+from sessionize.geo import GeoDatabase, GeoDatabaseInfo, enrich_geo
 from sessionize.normalize import (
     TimeUnit,
     check_events,
@@ -28,14 +31,33 @@ from sessionize.referrer import enrich_traffic_source
 SESSION_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in S.SESSION_COLUMNS)
 
 
-def build_sessions(events: pl.LazyFrame, *, timeout: timedelta = S.DEFAULT_TIMEOUT) -> pl.LazyFrame:
-    """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`)."""
+def build_sessions(
+    events: pl.LazyFrame,
+    *,
+    timeout: timedelta = S.DEFAULT_TIMEOUT,
+    geo_database: GeoDatabase | None = None,
+    keep_geo_status: bool = False,
+) -> pl.LazyFrame:
+    """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
+
+    ``keep_geo_status`` keeps the per-session lookup outcome (``_geo_status``) for the summary.
+    """
     return (
         events.pipe(assign_sessions, timeout=timeout)
         .pipe(summarize_sessions)
         .pipe(enrich_traffic_source)
-        .select(SESSION_COLUMN_NAMES)
+        .pipe(enrich_geo, database=geo_database)
+        .select(*SESSION_COLUMN_NAMES, *([geo.STATUS] if keep_geo_status else []))
     )
+
+
+def _geo_database(geoip_db: str | Path | None, *, geo_enabled: bool) -> GeoDatabase | None:
+    if not geo_enabled:
+        return None
+    database = geo.open_database(geoip_db)
+    if database is None:
+        warnings.warn(geo.NO_DATABASE_HINT, SessionizeWarning, stacklevel=3)
+    return database
 
 
 def sessionize(
@@ -52,13 +74,16 @@ def sessionize(
     time_unit: TimeUnit | None = None,
     timezone: str | None = None,
     pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+    geoip_db: str | Path | None = None,
+    no_geo: bool = False,
 ) -> pl.LazyFrame:
     """Split a frame of events into sessions and return the session table, lazily.
 
     Columns are found as in the CLI (``user_id``, ``timestamp``, ``url``, ... or the ``*_col``
-    names). Rows with an empty user id or a timestamp that does not parse raise
-    :class:`~sessionize.errors.InvalidEventsError`; for a LazyFrame that check reads the rows it
-    needs when this function is called.
+    names). ``geoip_db`` picks the GeoIP database (default: ``$SESSIONIZE_GEOIP_DB``, then the
+    bundled DB-IP City Lite if installed); ``no_geo=True`` skips the lookup. Rows with an empty
+    user id or a timestamp that does not parse raise :class:`~sessionize.errors.InvalidEventsError`;
+    for a LazyFrame that check reads the rows it needs when this function is called.
 
     Examples
     --------
@@ -94,7 +119,9 @@ def sessionize(
     invalid = checked.filter(pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()).collect(engine="in-memory")
     check_events(invalid, source="The events frame", columns=columns, where=lambda row: f"row index {row}")
     prepared = prepare_events(frame, **options, pageview_events=pageviews)  # type: ignore[arg-type]
-    return build_sessions(prepared, timeout=timeout)
+    return build_sessions(
+        prepared, timeout=timeout, geo_database=_geo_database(geoip_db, geo_enabled=not no_geo)
+    )
 
 
 @dataclass
@@ -108,6 +135,10 @@ class RunResult:
     output_format: str | None
     elapsed_s: float
     timeout: timedelta = field(default=S.DEFAULT_TIMEOUT)
+    #: The GeoIP database used, or None.
+    geo_database: GeoDatabaseInfo | None = None
+    #: Sessions per IP lookup outcome: resolved, not_found, private, invalid, missing.
+    geo_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def session_count(self) -> int:
@@ -145,6 +176,8 @@ def run(
     time_unit: TimeUnit | None = None,
     timezone: str | None = None,
     pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+    geoip_db: str | Path | None = None,
+    no_geo: bool = False,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
 
@@ -162,6 +195,7 @@ def run(
     timeout = S.parse_duration(timeout)
     time_unit = check_time_unit(time_unit)
     check_timezone(timezone)
+    database = _geo_database(geoip_db, geo_enabled=not no_geo)
     target = None if output is None else str(output)
     files = io.resolve_inputs(inputs, input_format=input_format)
     if target is not None:
@@ -181,7 +215,11 @@ def run(
         timezone=timezone,
         pageview_events=S.split_list(pageview_events),
     )
-    sessions = build_sessions(events.lazy(), timeout=timeout).collect(engine="in-memory")
+    with_status = build_sessions(
+        events.lazy(), timeout=timeout, geo_database=database, keep_geo_status=True
+    ).collect(engine="in-memory")
+    geo_counts = dict(with_status.get_column(geo.STATUS).drop_nulls().value_counts().iter_rows())
+    sessions = with_status.drop(geo.STATUS)
     written = None if target is None else io.write_sessions(sessions, target, format=format)
     return RunResult(
         sessions=sessions,
@@ -191,4 +229,6 @@ def run(
         output_format=written,
         elapsed_s=time.perf_counter() - started,
         timeout=timeout,
+        geo_database=None if database is None else database.info,
+        geo_counts=geo_counts,
     )

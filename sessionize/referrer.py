@@ -13,6 +13,7 @@ import polars as pl
 import tldextract
 
 from sessionize import schema as S
+from sessionize.distinct import map_distinct
 
 DIRECT = "direct"
 
@@ -62,22 +63,16 @@ def traffic_source(referrer: str | None) -> str | None:
     return domain or host
 
 
-def _map_distinct(series: pl.Series) -> pl.Series:
-    distinct = series.unique()
-    mapping = pl.DataFrame(
-        {"key": distinct, "value": [traffic_source(value) for value in distinct.to_list()]},
-        schema={"key": pl.String, "value": pl.String},
-    )
-    return (
-        series.to_frame("key")
-        .join(mapping, on="key", how="left", nulls_equal=True, maintain_order="left")
-        .get_column("value")
-        .alias(series.name)
-    )
+def _traffic_sources(referrers: list[str | None]) -> pl.Series:
+    return pl.Series([traffic_source(value) for value in referrers], dtype=pl.String)
 
 
 def enrich_traffic_source(sessions: pl.LazyFrame) -> pl.LazyFrame:
     """Add ``traffic_source`` from the ``referrer`` column, once per distinct referrer."""
     return sessions.with_columns(
-        pl.col(S.REFERRER).map_batches(_map_distinct, return_dtype=pl.String).alias("traffic_source")
+        pl.col(S.REFERRER)
+        .map_batches(
+            lambda s: map_distinct(s, _traffic_sources), return_dtype=pl.String, is_elementwise=False
+        )
+        .alias("traffic_source")
     )

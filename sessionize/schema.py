@@ -122,6 +122,15 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
         "`facebook`); `direct` when there is no referrer.",
     ),
     OutputColumn("ip", pl.String(), "IP address of the session's first event."),
+    OutputColumn("city", pl.String(), "City of `ip` (English name), from the GeoIP database."),
+    OutputColumn(
+        "region",
+        pl.String(),
+        "Most general subdivision of `ip` (English name): the state, province or constituent country, "
+        "e.g. England rather than West Berkshire.",
+    ),
+    OutputColumn("country", pl.String(), "Country of `ip` (English name)."),
+    OutputColumn("country_code", pl.String(), "ISO 3166-1 alpha-2 code of that country (`GB`, `US`)."),
 )
 
 SESSION_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in SESSION_COLUMNS}
