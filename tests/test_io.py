@@ -1,0 +1,837 @@
+"""Reading event files and writing session tables, on real files in a temporary directory."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import sessionize
+from sessionize import io as sio
+from sessionize.schema import EVENT_SCHEMA
+
+T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+EPOCH_T0 = 1714557600  # T0 in epoch seconds
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_frame(path: Path, frame: pl.DataFrame) -> Path:
+    """Write ``frame`` in the format that ``path``'s name asks for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        frame.write_parquet(path)
+    elif name.endswith((".ndjson", ".jsonl")):
+        frame.write_ndjson(path)
+    elif name.endswith(".ndjson.gz"):
+        path.write_bytes(gzip.compress(frame.write_ndjson().encode()))
+    elif name.endswith(".tsv"):
+        frame.write_csv(path, separator="\t")
+    elif name.endswith(".csv.gz"):
+        path.write_bytes(gzip.compress(frame.write_csv().encode()))
+    else:
+        frame.write_csv(path)
+    return path
+
+
+def canonical(rows: list[dict[str, object]]) -> pl.DataFrame:
+    """The canonical events frame that ``read_events`` should return for ``rows``."""
+    full = [{name: row.get(name) for name in EVENT_SCHEMA} for row in rows]
+    return pl.DataFrame(full, schema=EVENT_SCHEMA, orient="row")
+
+
+def read_one(path: Path, **options: object) -> pl.DataFrame:
+    return sessionize.read_events([path], **options)  # type: ignore[arg-type]
+
+
+def timestamps(frame: pl.DataFrame) -> list[datetime]:
+    return frame.get_column("timestamp").to_list()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Resolving inputs: files, directories, globs, stdin
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("events.csv", "csv"),
+        ("EVENTS.CSV", "csv"),
+        ("events.csv.gz", "csv"),
+        ("events.tsv", "tsv"),
+        ("events.parquet", "parquet"),
+        ("events.ndjson", "ndjson"),
+        ("events.jsonl", "ndjson"),
+        ("events.ndjson.gz", "ndjson"),
+    ],
+)
+def test_format_of_an_explicit_file_comes_from_its_extension(
+    tmp_path: Path, name: str, expected: str
+) -> None:
+    path = write_text(tmp_path / name, "")
+    assert sessionize.resolve_inputs([path]) == [sio.InputFile(str(path), expected)]  # type: ignore[arg-type]
+
+
+def test_directory_is_searched_recursively_and_unsupported_files_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "logs"
+    for name in ["b.csv", "a.ndjson", "2024/05/c.parquet", "2024/d.csv.gz", "2024/e.tsv", "x/f.jsonl"]:
+        write_text(root / name, "")
+    for name in ["README.md", "notes.txt", "2024/archive.zip", ".hidden.csv", "2024/05/run.log.gz"]:
+        write_text(root / name, "")
+
+    found = sessionize.resolve_inputs([root])
+
+    relative = [os.path.relpath(f.path, root) for f in found]
+    assert relative == sorted(relative)
+    assert set(relative) == {
+        "b.csv",
+        "a.ndjson",
+        os.path.join("2024", "05", "c.parquet"),
+        os.path.join("2024", "d.csv.gz"),
+        os.path.join("2024", "e.tsv"),
+        os.path.join("x", "f.jsonl"),
+    }
+
+
+def test_glob_patterns_are_expanded_by_sessionize(tmp_path: Path) -> None:
+    for name in ["day1.csv", "day2.csv", "other.ndjson", "sub/day3.csv", "notes.txt"]:
+        write_text(tmp_path / name, "")
+
+    flat = sessionize.resolve_inputs([str(tmp_path / "day*.csv")])
+    deep = sessionize.resolve_inputs([str(tmp_path / "**" / "*.csv")])
+
+    assert [Path(f.path).name for f in flat] == ["day1.csv", "day2.csv"]
+    assert sorted(Path(f.path).name for f in deep) == ["day1.csv", "day2.csv", "day3.csv"]
+
+
+def test_inputs_keep_the_order_given(tmp_path: Path) -> None:
+    second = write_text(tmp_path / "z.csv", "")
+    first = write_text(tmp_path / "a.ndjson", "")
+    found = sessionize.resolve_inputs([second, first])
+    assert [f.path for f in found] == [str(second), str(first)]
+
+
+def test_dash_is_csv_on_stdin() -> None:
+    assert sessionize.resolve_inputs(["-"]) == [sio.InputFile("-", "csv")]
+
+
+def test_unknown_extension_of_a_named_file_is_an_error_naming_input_format(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "events.log", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    with pytest.raises(sessionize.UnknownFormatError, match="--input-format") as caught:
+        sessionize.resolve_inputs([path])
+    assert str(path) in str(caught.value)
+
+
+def test_input_format_reads_a_file_with_an_unknown_extension(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "events.log", "user_id,timestamp\n00042,2024-05-01T10:00:00Z\n")
+    frame = read_one(path, input_format="csv")
+    assert_frame_equal(frame, canonical([{"user_id": "00042", "timestamp": T0, "is_pageview": False}]))
+
+
+def test_nonexistent_path_is_an_unreadable_input(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(sessionize.UnreadableInputError, match="no such file") as caught:
+        sessionize.resolve_inputs([missing])
+    assert str(missing) in str(caught.value)
+
+
+def test_directory_without_supported_files_is_an_error(tmp_path: Path) -> None:
+    write_text(tmp_path / "logs" / "readme.md", "# nothing here")
+    with pytest.raises(sessionize.NoInputFilesError, match="no supported files") as caught:
+        sessionize.resolve_inputs([tmp_path / "logs"])
+    assert str(tmp_path / "logs") in str(caught.value)
+
+
+def test_glob_matching_nothing_is_an_error(tmp_path: Path) -> None:
+    pattern = str(tmp_path / "*.csv")
+    with pytest.raises(sessionize.NoInputFilesError, match="matches no files") as caught:
+        sessionize.resolve_inputs([pattern])
+    assert pattern in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading each format
+# ---------------------------------------------------------------------------------------------------
+
+SAMPLE = pl.DataFrame(
+    {
+        "user_id": ["00042", "00042", "1000000000001"],
+        "timestamp": ["2024-05-01T10:00:00Z", "2024-05-01T10:05:00.123456Z", "2024-05-01T12:00:00+02:00"],
+        "url": ["https://shop.example/", None, "https://shop.example/p"],
+        "referrer": ["https://www.google.com/", None, None],
+        "ip": ["81.2.69.142", "81.2.69.142", "2001:218::1"],
+        "event": ["page_view", "click", "page_view"],
+        "session_id": [None, None, "app-s-1"],
+    }
+)
+SAMPLE_CANONICAL = canonical(
+    [
+        {
+            "user_id": "00042",
+            "timestamp": T0,
+            "url": "https://shop.example/",
+            "referrer": "https://www.google.com/",
+            "ip": "81.2.69.142",
+            "event": "page_view",
+            "is_pageview": True,
+        },
+        {
+            "user_id": "00042",
+            "timestamp": T0 + timedelta(minutes=5, microseconds=123456),
+            "ip": "81.2.69.142",
+            "event": "click",
+            "is_pageview": False,
+        },
+        {
+            "user_id": "1000000000001",
+            "timestamp": T0,
+            "url": "https://shop.example/p",
+            "ip": "2001:218::1",
+            "event": "page_view",
+            "client_session_id": "app-s-1",
+            "is_pageview": True,
+        },
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["events.csv", "events.csv.gz", "events.tsv", "events.parquet", "events.ndjson", "events.jsonl"],
+)
+def test_every_format_reads_to_the_same_canonical_events(tmp_path: Path, name: str) -> None:
+    path = write_frame(tmp_path / name, SAMPLE)
+    assert_frame_equal(read_one(path), SAMPLE_CANONICAL)
+
+
+def test_gzipped_ndjson_is_read(tmp_path: Path) -> None:
+    path = write_frame(tmp_path / "events.ndjson.gz", SAMPLE)
+    assert_frame_equal(read_one(path), SAMPLE_CANONICAL)
+
+
+def test_csv_from_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(SAMPLE.write_csv().encode()), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert_frame_equal(sessionize.read_events(["-"]), SAMPLE_CANONICAL)
+
+
+def test_csv_user_ids_are_kept_exactly_as_written(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "ids.csv",
+        "user_id,timestamp\n00042,2024-05-01T10:00:00Z\n1000000000001,2024-05-01T10:00:00Z\n"
+        "0x1F,2024-05-01T10:00:00Z\n1.50,2024-05-01T10:00:00Z\n",
+    )
+    assert read_one(path)["user_id"].to_list() == ["00042", "1000000000001", "0x1F", "1.50"]
+
+
+def test_ndjson_numeric_user_ids_become_strings(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "ids.ndjson",
+        '{"user_id": 1000000000001, "timestamp": "2024-05-01T10:00:00Z"}\n'
+        '{"user_id": 42, "timestamp": "2024-05-01T10:00:00Z"}\n'
+        '{"user_id": "00042", "timestamp": "2024-05-01T10:00:00Z"}\n',
+    )
+    frame = read_one(path)
+    assert frame.schema["user_id"] == pl.String()
+    assert frame["user_id"].to_list() == ["1000000000001", "42", "00042"]
+
+
+def test_ndjson_numeric_user_ids_followed_by_text_ids_are_read(tmp_path: Path) -> None:
+    # Exports mix numeric and text ids (logged-in users vs anonymous ids); the text ones may come
+    # after the rows polars looks at to guess the types.
+    lines = [json.dumps({"user_id": 1000 + i, "timestamp": "2024-05-01T10:00:00Z"}) for i in range(150)]
+    lines.append(json.dumps({"user_id": "anon-7", "timestamp": "2024-05-01T10:00:00Z"}))
+    path = write_text(tmp_path / "mixed.ndjson", "\n".join(lines) + "\n")
+
+    frame = read_one(path)
+
+    assert frame.height == 151
+    assert frame["user_id"][0] == "1000"
+    assert frame["user_id"][-1] == "anon-7"
+
+
+def test_ndjson_keys_that_first_appear_late_are_not_dropped(tmp_path: Path) -> None:
+    # JSON exporters omit null keys, so the referrer may first appear far into the file.
+    lines = [json.dumps({"user_id": f"u{i}", "timestamp": "2024-05-01T10:00:00Z"}) for i in range(150)]
+    lines.append(
+        json.dumps(
+            {"user_id": "late", "timestamp": "2024-05-01T10:00:00Z", "referrer": "https://www.google.com/"}
+        )
+    )
+    path = write_text(tmp_path / "late.ndjson", "\n".join(lines) + "\n")
+
+    frame = read_one(path)
+
+    assert frame.filter(pl.col("user_id") == "late")["referrer"].to_list() == ["https://www.google.com/"]
+
+
+def test_parquet_integer_user_ids_become_strings(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"user_id": [42, 1000000000001], "timestamp": [T0, T0]})
+    path = write_frame(tmp_path / "ids.parquet", frame)
+    events = read_one(path)
+    assert events.schema["user_id"] == pl.String()
+    assert events["user_id"].to_list() == ["42", "1000000000001"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Timestamps
+# ---------------------------------------------------------------------------------------------------
+
+MS = timedelta(milliseconds=1)
+US = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "options", "expected"),
+    [
+        ("2024-05-01T10:00:00Z", {}, T0),
+        ("2024-05-01T12:00:00+02:00", {}, T0),
+        ("2024-05-01T05:30:00-04:30", {}, T0),
+        ("2024-05-01T15:30:00+0530", {}, T0),
+        ("2024-05-01T10:00:00.123456Z", {}, T0 + 123456 * US),
+        ("2024-05-01T10:00:00", {}, T0),
+        ("2024-05-01 10:00:00", {}, T0),
+        ("2024-05-01T12:00:00", {"timezone": "Europe/Berlin"}, T0),  # CEST, +02:00
+        ("2024-01-15T10:00:00", {"timezone": "Europe/Berlin"}, datetime(2024, 1, 15, 9, tzinfo=UTC)),
+        ("2024-05-01T10:00:00Z", {"timezone": "Europe/Berlin"}, T0),  # an explicit offset wins
+        (str(EPOCH_T0), {}, T0),
+        (str(EPOCH_T0 * 1000 + 123), {}, T0 + 123 * MS),
+        (str(EPOCH_T0 * 1_000_000 + 123456), {}, T0 + 123456 * US),
+        (str(EPOCH_T0 * 1_000_000_000 + 123456789), {}, T0 + 123456 * US),
+        (f"{EPOCH_T0}.25", {}, T0 + 250 * MS),
+        (str(EPOCH_T0), {"time_unit": "s"}, T0),
+        (str(EPOCH_T0 * 1000), {"time_unit": "ms"}, T0),
+        # An explicit unit overrides the guess from the magnitude.
+        (str(EPOCH_T0 * 1000), {"time_unit": "us"}, datetime(1970, 1, 1, tzinfo=UTC) + EPOCH_T0 * MS),
+        (str(EPOCH_T0 * 1_000_000_000), {"time_unit": "ns"}, T0),
+    ],
+)
+def test_csv_timestamp_forms(tmp_path: Path, raw: str, options: dict[str, str], expected: datetime) -> None:
+    path = write_text(tmp_path / "t.csv", f"user_id,timestamp\nu,{raw}\n")
+    frame = read_one(path, **options)
+    assert frame.schema["timestamp"] == pl.Datetime("us", "UTC")
+    assert timestamps(frame) == [expected]
+
+
+def test_iso_offset_with_hours_only_as_postgres_writes_it(tmp_path: Path) -> None:
+    # PostgreSQL prints timestamptz as `2024-05-01 12:00:00+02`: ISO 8601 allows an offset of hours only.
+    path = write_text(
+        tmp_path / "pg.csv", "user_id,timestamp\nu,2024-05-01 12:00:00+02\nu,2024-05-01 12:00:00.5-03\n"
+    )
+    assert timestamps(read_one(path)) == [T0, T0 + timedelta(hours=5, milliseconds=500)]
+
+
+def test_mixed_offsets_in_one_file_are_compared_as_instants(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "mixed.csv",
+        "user_id,timestamp\n"
+        "u,2024-05-01T11:00:00+02:00\n"  # 09:00Z
+        "u,2024-05-01T09:10:00Z\n"
+        "u,2024-05-01T04:20:00-05:00\n",  # 09:20Z
+    )
+    nine = datetime(2024, 5, 1, 9, tzinfo=UTC)
+    assert timestamps(read_one(path)) == [nine, nine + timedelta(minutes=10), nine + timedelta(minutes=20)]
+    table = sessionize.run([path]).sessions
+    assert table["session_start"].to_list() == [nine]
+    assert table["duration_s"].to_list() == [1200.0]
+
+
+def test_ndjson_epoch_numbers(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "epoch.ndjson",
+        f'{{"user_id": "a", "ts": {EPOCH_T0 * 1000}}}\n{{"user_id": "b", "ts": {EPOCH_T0 + 60}}}\n',
+    )
+    assert timestamps(read_one(path)) == [T0, T0 + timedelta(minutes=1)]
+    assert timestamps(read_one(path, time_unit="ms")) == [
+        T0,
+        datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=EPOCH_T0 + 60),
+    ]
+
+
+def test_ndjson_float_epoch_seconds_keep_microseconds(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "f.ndjson", f'{{"user_id": "a", "ts": {EPOCH_T0}.123456}}\n')
+    assert timestamps(read_one(path)) == [T0 + 123456 * US]
+
+
+@pytest.mark.parametrize("unit", ["ms", "us", "ns"])
+def test_parquet_naive_timestamps_are_utc_or_the_given_timezone(tmp_path: Path, unit: str) -> None:
+    local = datetime(2024, 5, 1, 6, 0, 0, 123000)  # New York 06:00 EDT = 10:00Z
+    frame = pl.DataFrame({"user_id": ["a"], "timestamp": [local]}).with_columns(
+        pl.col("timestamp").dt.cast_time_unit(unit)  # type: ignore[arg-type]
+    )
+    path = write_frame(tmp_path / "naive.parquet", frame)
+
+    assert timestamps(read_one(path)) == [local.replace(tzinfo=UTC)]
+    assert timestamps(read_one(path, timezone="America/New_York")) == [T0 + 123 * MS]
+
+
+def test_parquet_aware_timestamps_are_converted_to_utc(tmp_path: Path) -> None:
+    tokyo = timezone(timedelta(hours=9))
+    frame = pl.DataFrame(
+        {"user_id": ["a"], "event_time": [datetime(2024, 5, 1, 19, 0, 0, 654321, tzinfo=tokyo)]}
+    ).with_columns(pl.col("event_time").dt.convert_time_zone("Asia/Tokyo"))
+    path = write_frame(tmp_path / "aware.parquet", frame)
+    # --timezone only applies to timestamps without a zone.
+    for options in ({}, {"timezone": "America/New_York"}):
+        events = read_one(path, **options)
+        assert events.schema["timestamp"] == pl.Datetime("us", "UTC")
+        assert timestamps(events) == [T0 + 654321 * US]
+
+
+def test_parquet_nanosecond_timestamps_keep_microseconds(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"user_id": ["a"], "timestamp": [T0]}).with_columns(
+        (pl.col("timestamp").dt.cast_time_unit("ns") + pl.duration(nanoseconds=123456789)).alias("timestamp")
+    )
+    path = write_frame(tmp_path / "ns.parquet", frame)
+    assert timestamps(read_one(path)) == [T0 + 123456 * US]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Columns
+# ---------------------------------------------------------------------------------------------------
+
+ROLE_VALUES = ("U-1", "2024-05-01T10:00:00Z", "/p", "https://ref.example/", "10.0.0.1", "page_view", "S-1")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("user_id", "timestamp", "url", "referrer", "ip", "event", "session_id"),
+        ("anonymous_id", "ts", "page_url", "referer", "ip_address", "event_name", "session_id"),
+        ("userId", "time", "page", "page_referrer", "context_ip", "type", "session_id"),
+        ("visitor_id", "event_time", "url", "referrer", "ip", "event", "session_id"),
+        ("client_id", "received_at", "url", "referrer", "ip", "event", "session_id"),
+    ],
+)
+def test_usual_column_names_are_detected(tmp_path: Path, header: tuple[str, ...]) -> None:
+    # Shuffled, with extra columns, so detection cannot rely on position.
+    names = ["extra", *reversed(header), "user_agent"]
+    values = ["x", *reversed(ROLE_VALUES), "Mozilla/5.0"]
+    path = write_text(tmp_path / "cols.csv", ",".join(names) + "\n" + ",".join(values) + "\n")
+
+    expected = {
+        "user_id": "U-1",
+        "timestamp": T0,
+        "url": "/p",
+        "referrer": "https://ref.example/",
+        "ip": "10.0.0.1",
+        "event": "page_view",
+        "client_session_id": "S-1",
+        "is_pageview": True,
+    }
+    assert_frame_equal(read_one(path), canonical([expected]))
+
+
+def test_column_flags_name_the_columns_and_win_over_detected_names(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "custom.csv",
+        "who,when,where,came_from,addr,what,visit,user_id,timestamp,url\n"
+        "U-1,2024-05-01T10:00:00Z,/p,https://ref.example/,10.0.0.1,PageView,S-1,decoy,bad,/decoy\n",
+    )
+    frame = read_one(
+        path,
+        user_col="who",
+        time_col="when",
+        url_col="where",
+        referrer_col="came_from",
+        ip_col="addr",
+        event_col="what",
+        session_col="visit",
+    )
+    expected = {
+        "user_id": "U-1",
+        "timestamp": T0,
+        "url": "/p",
+        "referrer": "https://ref.example/",
+        "ip": "10.0.0.1",
+        "event": "PageView",
+        "client_session_id": "S-1",
+        "is_pageview": True,
+    }
+    assert_frame_equal(frame, canonical([expected]))
+
+
+def test_only_user_and_time_are_required_and_extra_columns_are_ignored(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "minimal.csv", "browser,user_id,timestamp,country\nFirefox,u,2024-05-01T10:00:00Z,DE\n"
+    )
+    frame = read_one(path)
+    assert frame.columns == list(EVENT_SCHEMA)
+    assert_frame_equal(frame, canonical([{"user_id": "u", "timestamp": T0, "is_pageview": False}]))
+
+
+def test_files_with_different_columns_and_formats_are_read_together(tmp_path: Path) -> None:
+    first = write_text(tmp_path / "a.csv", "user_id,timestamp,url\nu1,2024-05-01T10:00:00Z,/a\n")
+    second = write_text(
+        tmp_path / "b.ndjson",
+        '{"userId": "u2", "ts": "2024-05-01T10:01:00Z", "page_url": "/b", "referer": "https://t.co/x"}\n',
+    )
+    third = write_frame(
+        tmp_path / "c.parquet",
+        pl.DataFrame({"visitor_id": [7], "event_time": [T0 + timedelta(minutes=2)], "ip_address": ["::1"]}),
+    )
+
+    frame = sessionize.read_events([first, second, third])
+
+    expected = canonical(
+        [
+            {"user_id": "u1", "timestamp": T0, "url": "/a", "is_pageview": True},
+            {
+                "user_id": "u2",
+                "timestamp": T0 + timedelta(minutes=1),
+                "url": "/b",
+                "referrer": "https://t.co/x",
+                "is_pageview": True,
+            },
+            {"user_id": "7", "timestamp": T0 + timedelta(minutes=2), "ip": "::1", "is_pageview": False},
+        ]
+    )
+    assert_frame_equal(frame, expected)
+
+
+def test_missing_user_column_lists_the_columns_and_the_flag(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "nouser.csv", "visitor,when,url\nv,2024-05-01T10:00:00Z,/\n")
+    with pytest.raises(sessionize.MissingColumnError) as caught:
+        read_one(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "visitor, when, url" in message
+    assert "--user-col" in message
+
+    with pytest.raises(sessionize.MissingColumnError) as caught:
+        read_one(path, user_col="visitor")
+    assert "--time-col" in str(caught.value)
+    assert "visitor, when, url" in str(caught.value)
+
+    assert read_one(path, user_col="visitor", time_col="when")["user_id"].to_list() == ["v"]
+
+
+def test_a_named_column_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "e.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    with pytest.raises(sessionize.MissingColumnError, match="--url-col") as caught:
+        read_one(path, url_col="page_location_x")
+    assert "page_location_x" in str(caught.value)
+    assert "user_id, timestamp" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Page views
+# ---------------------------------------------------------------------------------------------------
+
+PAGEVIEW_CSV = (
+    "user_id,timestamp,event,url\n"
+    "u,2024-05-01T10:00:00Z,page_view,/1\n"
+    "u,2024-05-01T10:00:01Z,PageView,/2\n"
+    "u,2024-05-01T10:00:02Z,$pageview,/3\n"
+    "u,2024-05-01T10:00:03Z,PAGE,/4\n"
+    "u,2024-05-01T10:00:04Z,click,/5\n"
+    "u,2024-05-01T10:00:05Z,,/6\n"
+    "u,2024-05-01T10:00:06Z,Page_View,\n"
+)
+
+
+def test_default_pageview_event_names_are_case_insensitive(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "pv.csv", PAGEVIEW_CSV)
+    assert read_one(path)["is_pageview"].to_list() == [True, True, True, True, False, False, True]
+
+
+def test_custom_pageview_event_names(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "pv.csv", PAGEVIEW_CSV)
+    frame = read_one(path, pageview_events=["CLICK", "pageview"])
+    assert frame["is_pageview"].to_list() == [False, True, False, False, True, False, False]
+
+
+def test_without_an_event_column_every_event_with_a_url_is_a_pageview(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "nev.csv", "user_id,timestamp,url\nu,2024-05-01T10:00:00Z,/a\nu,2024-05-01T10:00:01Z,\n"
+    )
+    assert read_one(path)["is_pageview"].to_list() == [True, False]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_bad_timestamps_report_file_line_numbers_and_values(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "bad.csv",
+        "user_id,timestamp\n"
+        "u,2024-05-01T10:00:00Z\n"  # line 2
+        "u,yesterday\n"  # line 3
+        "u,2024-05-01T10:01:00Z\n"
+        "u,2024-13-45T10:00:00Z\n",  # line 5
+    )
+    with pytest.raises(sessionize.BadTimestampError) as caught:
+        read_one(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "2 timestamp(s)" in message
+    assert "line 3: 'yesterday'" in message
+    assert "line 5: '2024-13-45T10:00:00Z'" in message
+    assert "--time-unit" in message
+
+
+def test_bad_timestamps_show_the_first_five(tmp_path: Path) -> None:
+    rows = "".join(f"u,bad{i}\n" for i in range(7))
+    path = write_text(tmp_path / "many.csv", "user_id,timestamp\n" + rows)
+    with pytest.raises(sessionize.BadTimestampError) as caught:
+        read_one(path)
+    message = str(caught.value)
+    assert "7 timestamp(s)" in message
+    assert "line 2: 'bad0'" in message
+    assert "line 6: 'bad4'" in message
+    assert "bad5" not in message
+
+
+def test_bad_timestamp_in_gzipped_csv_counts_lines_of_the_text(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv.gz"
+    path.write_bytes(gzip.compress(b"user_id,timestamp\nu,2024-05-01T10:00:00Z\nu,soon\n"))
+    with pytest.raises(sessionize.BadTimestampError, match="line 3: 'soon'") as caught:
+        read_one(path)
+    assert str(path) in str(caught.value)
+
+
+def test_bad_timestamp_in_ndjson_names_the_row(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "bad.ndjson",
+        '{"user_id": "u", "timestamp": "2024-05-01T10:00:00Z"}\n{"user_id": "u", "timestamp": "later"}\n',
+    )
+    with pytest.raises(sessionize.BadTimestampError, match=r"\b(line|row) 2: 'later'") as caught:
+        read_one(path)
+    assert str(path) in str(caught.value)
+
+
+def test_the_error_names_the_file_that_holds_the_bad_row(tmp_path: Path) -> None:
+    good = write_text(tmp_path / "good.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    bad = write_text(
+        tmp_path / "worse.csv",
+        "user_id,timestamp\nu,2024-05-01T10:00:00Z\nu,2024-05-01T10:00:00Z\nu,x\n",
+    )
+    with pytest.raises(sessionize.BadTimestampError) as caught:
+        sessionize.read_events([good, bad])
+    assert str(bad) in str(caught.value)
+    assert str(good) not in str(caught.value)
+    assert "line 4: 'x'" in str(caught.value)
+
+
+def test_empty_user_id_is_an_error_with_its_line(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "nouid.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n,2024-05-01T10:00:01Z\n"
+    )
+    with pytest.raises(sessionize.MissingUserIdError) as caught:
+        read_one(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "line 3" in message
+    assert "--user-col" in message
+
+
+def test_null_user_id_in_ndjson_is_an_error(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "nouid.ndjson",
+        '{"user_id": "u", "timestamp": "2024-05-01T10:00:00Z"}\n'
+        '{"user_id": null, "timestamp": "2024-05-01T10:00:00Z"}\n',
+    )
+    with pytest.raises(sessionize.MissingUserIdError, match=r"\b(line|row) 2\b"):
+        read_one(path)
+
+
+def test_a_trailing_blank_line_in_a_csv_is_not_an_event(tmp_path: Path) -> None:
+    # Hand-edited and concatenated CSV files often end with an empty line.
+    path = write_text(tmp_path / "trailing.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n\n")
+    assert read_one(path)["user_id"].to_list() == ["u"]
+
+
+def test_blank_lines_still_count_in_reported_line_numbers(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "gaps.csv",
+        "user_id,timestamp\nu,2024-05-01T10:00:00Z\n\n\nu,2024-05-01T10:01:00Z\nu,oops\n",
+    )
+    with pytest.raises(sessionize.BadTimestampError, match="line 6: 'oops'"):
+        read_one(path)
+    path.write_text("user_id,timestamp\nu,2024-05-01T10:00:00Z\n\nu,2024-05-01T10:01:00Z\n")
+    assert timestamps(read_one(path)) == [T0, T0 + timedelta(minutes=1)]
+
+
+def test_a_text_file_named_parquet_is_unreadable(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "events.parquet", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    with pytest.raises(sessionize.UnreadableInputError, match="--input-format") as caught:
+        read_one(path)
+    assert str(path) in str(caught.value)
+    assert "Parquet" in str(caught.value)
+
+
+def test_truncated_gzip_is_unreadable(tmp_path: Path) -> None:
+    body = b"user_id,timestamp\n" + b"u,2024-05-01T10:00:00Z\n" * 5000
+    data = gzip.compress(body)
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(sessionize.UnreadableInputError, match="truncated") as caught:
+        read_one(path)
+    assert str(path) in str(caught.value)
+
+
+def test_empty_csv_holds_zero_events(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    assert_frame_equal(read_one(path), canonical([]))
+
+
+def test_header_only_csv_holds_zero_events(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "header.csv", "user_id,timestamp,url\n")
+    assert_frame_equal(read_one(path), canonical([]))
+
+
+def test_empty_csv_next_to_a_real_one(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    real = write_text(tmp_path / "real.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    frame = sessionize.read_events([empty, real])
+    assert_frame_equal(frame, canonical([{"user_id": "u", "timestamp": T0, "is_pageview": False}]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing the session table
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def session_table(tmp_path: Path) -> pl.DataFrame:
+    source = write_text(
+        tmp_path / "in" / "events.csv",
+        "user_id,timestamp,url,referrer\n"
+        "00042,2024-05-01T10:00:00.123456Z,/a,https://www.google.com/\n"
+        "00042,2024-05-01T10:10:00Z,/b,\n"
+        "u2,2024-05-01T11:00:00Z,/c,\n",
+    )
+    return sessionize.run([source]).sessions
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_parquet_output_has_the_session_schema(tmp_path: Path, session_table: pl.DataFrame) -> None:
+    out = tmp_path / "out" / "sessions.parquet"
+    out.parent.mkdir()
+    assert sessionize.write_sessions(session_table, str(out)) == "parquet"
+    back = pl.read_parquet(out)
+    assert back.columns == [c.name for c in sessionize.SESSION_COLUMNS]
+    assert dict(back.schema) == sessionize.SESSION_SCHEMA
+    assert_frame_equal(back, session_table)
+    assert back["user_id"].to_list() == ["00042", "u2"]
+    assert listing(out.parent) == ["sessions.parquet"]
+
+
+def test_csv_output_writes_utc_timestamps_with_microseconds(
+    tmp_path: Path, session_table: pl.DataFrame
+) -> None:
+    out = tmp_path / "sessions.csv"
+    assert sessionize.write_sessions(session_table, str(out)) == "csv"
+    back = pl.read_csv(out, infer_schema=False)
+    assert back.columns == [c.name for c in sessionize.SESSION_COLUMNS]
+    assert back["user_id"].to_list() == ["00042", "u2"]
+    assert back["session_start"].to_list() == ["2024-05-01T10:00:00.123456Z", "2024-05-01T11:00:00.000000Z"]
+
+
+def test_ndjson_output(tmp_path: Path, session_table: pl.DataFrame) -> None:
+    out = tmp_path / "sessions.ndjson"
+    assert sessionize.write_sessions(session_table, str(out)) == "ndjson"
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [list(r) for r in records] == [[c.name for c in sessionize.SESSION_COLUMNS]] * 2
+    assert records[0]["user_id"] == "00042"
+    assert records[0]["session_start"] == "2024-05-01T10:00:00.123456Z"
+    assert records[0]["traffic_source"] == "google"
+
+
+def test_format_overrides_the_extension(tmp_path: Path, session_table: pl.DataFrame) -> None:
+    out = tmp_path / "sessions.dat"
+    assert sessionize.write_sessions(session_table, str(out), format="parquet") == "parquet"
+    assert_frame_equal(pl.read_parquet(out), session_table)
+
+
+def test_unknown_output_extension_asks_for_format(tmp_path: Path, session_table: pl.DataFrame) -> None:
+    with pytest.raises(sessionize.UsageError, match="--format"):
+        sessionize.write_sessions(session_table, str(tmp_path / "sessions.xlsx"))
+    assert listing(tmp_path) == ["in"]
+
+
+def test_output_file_gets_the_usual_permissions(tmp_path: Path, session_table: pl.DataFrame) -> None:
+    old = os.umask(0o022)
+    try:
+        sessionize.write_sessions(session_table, str(tmp_path / "sessions.parquet"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "sessions.parquet").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.fixture
+def failing_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[BaseException], None]:
+    """Make the writer put some bytes in the file and then fail with the given exception."""
+
+    def arm(exc: BaseException) -> None:
+        def write(frame: pl.DataFrame, handle: IO[bytes], fmt: str) -> None:
+            handle.write(b"PAR1 half a file")
+            raise exc
+
+        monkeypatch.setattr(sio, "_write", write)
+
+    return arm
+
+
+def test_failed_write_keeps_the_old_output_and_leaves_no_temp_file(
+    tmp_path: Path, session_table: pl.DataFrame, failing_write: Callable[[BaseException], None]
+) -> None:
+    out = tmp_path / "out" / "sessions.parquet"
+    out.parent.mkdir()
+    out.write_bytes(b"previous run")
+    failing_write(OSError(errno.ENOSPC, "No space left on device"))
+
+    with pytest.raises(sessionize.OutputError, match="No space left on device") as caught:
+        sessionize.write_sessions(session_table, str(out))
+
+    assert str(out) in str(caught.value)
+    assert out.read_bytes() == b"previous run"
+    assert listing(out.parent) == ["sessions.parquet"]
+
+
+def test_interrupted_write_leaves_no_file(
+    tmp_path: Path, session_table: pl.DataFrame, failing_write: Callable[[BaseException], None]
+) -> None:
+    out = tmp_path / "out" / "sessions.csv"
+    out.parent.mkdir()
+    failing_write(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        sessionize.write_sessions(session_table, str(out))
+    assert listing(out.parent) == []
+
+
+def test_output_over_an_input_is_refused(tmp_path: Path) -> None:
+    source = write_text(tmp_path / "data" / "events.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    inputs = sessionize.resolve_inputs([tmp_path / "data"])
+    for spelling in (str(source), str(tmp_path / "data" / ".." / "data" / "events.csv")):
+        with pytest.raises(sessionize.OutputError, match="also an input"):
+            sio.check_output(spelling, inputs)
+    sio.check_output(str(tmp_path / "data" / "sessions.csv"), inputs)
+
+
+def test_output_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(sessionize.OutputError, match="does not exist"):
+        sio.check_output(str(tmp_path / "nope" / "sessions.parquet"), [])
