@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 import warnings
 from enum import StrEnum
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from typer.core import TyperGroup
 
 from sessionize import __version__, geo, pipeline
 from sessionize import schema as S
@@ -24,6 +25,18 @@ geoip_app = typer.Typer(help="Inspect the GeoIP database.", no_args_is_help=True
 
 ATTRIBUTION = "Default GeoIP database: " + geo.DBIP_ATTRIBUTION + "."
 
+ANONYMIZE_DEFAULT = "--anonymize-ip=after-geo"
+
+
+class _Group(TyperGroup):
+    """Lets ``--anonymize-ip`` stand alone (meaning ``--anonymize-ip=after-geo``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(
+            ctx, [ANONYMIZE_DEFAULT if arg == "--anonymize-ip" else arg for arg in args]
+        )
+
+
 app = typer.Typer(
     name="sessionize",
     help="Turn raw web and product event logs into a session table.",
@@ -32,6 +45,7 @@ app = typer.Typer(
     add_completion=False,
     # Event logs hold IPs and user ids: never dump local variables in a traceback.
     pretty_exceptions_show_locals=False,
+    cls=_Group,
 )
 err = Console(stderr=True)
 
@@ -47,6 +61,16 @@ class InputFormat(StrEnum):
     tsv = "tsv"
     parquet = "parquet"
     ndjson = "ndjson"
+
+
+class OnInvalidChoice(StrEnum):
+    fail = "fail"
+    skip = "skip"
+
+
+class AnonymizeChoice(StrEnum):
+    after_geo = "after-geo"
+    before_geo = "before-geo"
 
 
 class TimeUnitChoice(StrEnum):
@@ -108,7 +132,14 @@ def _summary(result: pipeline.RunResult) -> None:
     grid.add_column(style="bold")
     grid.add_column(justify="right")
     files = len(result.files)
-    grid.add_row("events read", f"{result.events_read:,} from {files} file{'s' if files != 1 else ''}")
+    grid.add_row("rows read", f"{result.rows_read:,} from {files} file{'s' if files != 1 else ''}")
+    if result.rejected:
+        grid.add_row(
+            "rejected", f"{result.rejected:,}" + (" (see --rejects)" if result.rejects is not None else "")
+        )
+    if result.duplicates_removed:
+        grid.add_row("duplicates removed", f"{result.duplicates_removed:,}")
+    grid.add_row("events sessionized", f"{result.events_read:,}")
     grid.add_row("users", f"{result.user_count:,}")
     grid.add_row("sessions", f"{result.session_count:,}")
     grid.add_row("median duration", _duration(result.median_duration_s))
@@ -127,7 +158,8 @@ def _summary(result: pipeline.RunResult) -> None:
             )
             if counts.get(key)
         )
-        grid.add_row("located by IP", f"{located:,} sessions" + (f" ({unlocated} not)" if unlocated else ""))
+        total = f"{located:,} of {result.session_count:,} sessions"
+        grid.add_row("located by IP", total + (f" (not: {unlocated})" if unlocated else ""))
     if result.output is not None:
         where = "stdout" if result.output == "-" else result.output
         grid.add_row("written to", f"{where} ({result.output_format})")
@@ -211,6 +243,14 @@ def run(
         str | None,
         typer.Option("--session-col", metavar="COLUMN", help="Column with a client-provided session id."),
     ] = None,
+    event_id_col: Annotated[
+        str | None,
+        typer.Option(
+            "--event-id-col",
+            metavar="COLUMN",
+            help="Column with an event id; events sharing one are one event.",
+        ),
+    ] = None,
     time_unit: Annotated[
         TimeUnitChoice | None,
         typer.Option(
@@ -229,6 +269,42 @@ def run(
             "--pageview-events", metavar="NAMES", help="Comma-separated event names that are page views."
         ),
     ] = ",".join(S.DEFAULT_PAGEVIEW_EVENTS),
+    encoding: Annotated[
+        str,
+        typer.Option("--encoding", metavar="NAME", help="Encoding of CSV/TSV inputs (latin-1, cp1252, ...)."),
+    ] = "utf-8",
+    on_invalid: Annotated[
+        OnInvalidChoice,
+        typer.Option(
+            "--on-invalid",
+            help="Rows with an empty user id, a bad or out-of-range timestamp, or malformed CSV: fail (stop, "
+            "write nothing) or skip (set aside and count).",
+        ),
+    ] = OnInvalidChoice.fail,
+    rejects: Annotated[
+        str | None,
+        typer.Option(
+            "--rejects", metavar="PATH", help="With --on-invalid skip: write the rejected rows here."
+        ),
+    ] = None,
+    valid_from: Annotated[
+        str | None,
+        typer.Option("--valid-from", metavar="TIME", help="Events before this (ISO 8601) are invalid."),
+    ] = None,
+    valid_until: Annotated[
+        str | None,
+        typer.Option(
+            "--valid-until",
+            metavar="TIME",
+            help="Events after this (ISO 8601) are invalid (default: now + 1 day).",
+        ),
+    ] = None,
+    dedupe: Annotated[
+        bool,
+        typer.Option(
+            "--dedupe", help="Drop exact duplicate events (events with an id are deduplicated by it)."
+        ),
+    ] = False,
     geoip_db: Annotated[
         str | None,
         typer.Option(
@@ -241,6 +317,26 @@ def run(
     no_geo: Annotated[
         bool, typer.Option("--no-geo", help="Skip the IP lookup; geo columns stay null.")
     ] = False,
+    anonymize_ip: Annotated[
+        AnonymizeChoice | None,
+        typer.Option(
+            "--anonymize-ip",
+            help="Zero the last octet of IPv4 and the last 80 bits of IPv6 in the output; "
+            "--anonymize-ip=before-geo also before the geo lookup.",
+        ),
+    ] = None,
+    hash_user_ids: Annotated[
+        str | None,
+        typer.Option(
+            "--hash-user-ids",
+            metavar="SECRET_ENV",
+            help="Replace user ids by HMAC-SHA256 with the secret in this environment variable.",
+        ),
+    ] = None,
+    drop_columns: Annotated[
+        str | None,
+        typer.Option("--drop-columns", metavar="NAMES", help="Comma-separated output columns to leave out."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary or warnings on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
@@ -264,11 +360,21 @@ def run(
                 ip_col=ip_col,
                 event_col=event_col,
                 session_col=session_col,
+                event_id_col=event_id_col,
                 time_unit=None if time_unit is None else time_unit.value,
                 timezone=timezone,
                 pageview_events=pageview_events,
+                encoding=encoding,
+                on_invalid=on_invalid.value,
+                rejects=rejects,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                dedupe=dedupe,
                 geoip_db=geoip_db,
                 no_geo=no_geo,
+                anonymize_ip=None if anonymize_ip is None else anonymize_ip.value,
+                hash_user_ids=hash_user_ids,
+                drop_columns=drop_columns,
             )
     except (SessionizeError, Exception) as exc:
         _fail(exc, debug=debug)

@@ -51,6 +51,14 @@ class MissingUserIdError(InvalidEventsError):
     """Rows whose user id is empty."""
 
 
+class OutOfRangeError(InvalidEventsError):
+    """Timestamps before ``--valid-from`` or after ``--valid-until``."""
+
+
+class MalformedRowsError(InvalidEventsError):
+    """CSV rows with the wrong number of fields, a bad quote or bytes that do not decode."""
+
+
 class GeoIPDatabaseError(SessionizeError):
     """The GeoIP database is missing, corrupt or of the wrong type."""
 

@@ -6,6 +6,7 @@ Outputs are written to a temporary file beside the target and renamed into place
 
 from __future__ import annotations
 
+import csv
 import glob
 import gzip
 import io
@@ -15,6 +16,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
 
@@ -22,13 +24,25 @@ import polars as pl
 
 from sessionize import schema as S
 from sessionize.errors import (
+    MalformedRowsError,
     NoInputFilesError,
     OutputError,
     UnknownFormatError,
     UnreadableInputError,
     UsageError,
 )
-from sessionize.normalize import RAW_TIME, ROW, TimeUnit, check_events, prepare_events
+from sessionize.normalize import (
+    MAX_REPORTED_ROWS,
+    RAW_TIME,
+    REASON,
+    ROW,
+    SKIP_HINT,
+    OnInvalid,
+    TimeUnit,
+    check_events,
+    invalid_reason,
+    prepare_events,
+)
 
 InputFormat = Literal["csv", "tsv", "parquet", "ndjson"]
 OutputFormat = Literal["parquet", "csv", "ndjson"]
@@ -55,6 +69,9 @@ _OUTPUT_EXTENSIONS: dict[str, OutputFormat] = {
     ".json": "ndjson",
 }
 _CSV_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+#: Columns added to every rejected row (after its original columns; malformed CSV rows also get
+#: ``raw_line``, the line as read).
+REJECTS_COLUMNS = ("source_file", "source_row", "reject_reason")
 
 
 @dataclass(frozen=True)
@@ -159,33 +176,145 @@ def _read_bytes_gz(path: str) -> bytes:
         ) from exc
 
 
-def _scan(source: InputFile) -> pl.LazyFrame:
-    """A lazy scan of one file; CSV columns are all read as strings (ids stay exactly as written)."""
-    path = source.path
-    gz = _split_gz(path)[1] if not source.is_stdin else False
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read and validate every input file (the ``sessionize run`` input options)."""
+
+    user_col: str | None = None
+    time_col: str | None = None
+    url_col: str | None = None
+    referrer_col: str | None = None
+    ip_col: str | None = None
+    event_col: str | None = None
+    session_col: str | None = None
+    event_id_col: str | None = None
+    time_unit: TimeUnit | None = None
+    timezone: str | None = None
+    pageview_events: tuple[str, ...] = S.DEFAULT_PAGEVIEW_EVENTS
+    encoding: str = "utf-8"
+    on_invalid: OnInvalid = "fail"
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+    def column_options(self) -> dict[str, str | None]:
+        return {
+            "user_col": self.user_col,
+            "time_col": self.time_col,
+            "url_col": self.url_col,
+            "referrer_col": self.referrer_col,
+            "ip_col": self.ip_col,
+            "event_col": self.event_col,
+            "session_col": self.session_col,
+            "event_id_col": self.event_id_col,
+        }
+
+
+@dataclass
+class FileRead:
+    """One file's valid events (canonical frame), its rejected rows and how many rows it had."""
+
+    events: pl.DataFrame
+    rejects: pl.DataFrame | None
+    rows: int
+
+
+def _csv_source(source: InputFile, encoding: str) -> str | bytes:
+    """A path for Polars to read directly, or the file's bytes as UTF-8."""
+    if source.is_stdin:
+        data = sys.stdin.buffer.read()
+    elif _split_gz(source.path)[1]:
+        data = _read_bytes_gz(source.path)
+    elif _is_utf8(encoding):
+        return source.path
+    else:
+        with open(source.path, "rb") as handle:
+            data = handle.read()
+    if _is_utf8(encoding):
+        return data
+    try:
+        return data.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError:
+        return data  # the careful reader rejects the rows that do not decode
+    except LookupError:
+        raise UsageError(
+            f"--encoding {encoding!r} is not an encoding Python knows (try latin-1, cp1252)."
+        ) from None
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
+
+
+def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse a malformed CSV line by line: the rows that parse, and the others with line and reason.
+
+    Only used when the fast reader fails. A record must fit on one line here: a quoted field that
+    spans lines is reported as a bad quote.
+    """
+    codec = "utf-8" if _is_utf8(encoding) else encoding
+    lines = data.split(b"\n")
+    header_text = lines[0].rstrip(b"\r").decode(codec, errors="replace").lstrip("\ufeff")
+    header = next(csv.reader([header_text], delimiter=separator))
+    good: list[list[str | int | None]] = []
+    bad: list[tuple[int, str, str]] = []
+    for number, raw in enumerate(lines[1:], start=2):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError:
+            bad.append((number, raw.decode(codec, errors="replace"), "undecodable_bytes"))
+            continue
+        try:
+            fields = next(csv.reader([text], delimiter=separator, strict=True))
+        except csv.Error:
+            bad.append((number, text, "bad_quote"))
+            continue
+        if text.count('"') % 2:
+            bad.append((number, text, "bad_quote"))
+        elif len(fields) != len(header):
+            bad.append((number, text, f"wrong_field_count ({len(fields)}, expected {len(header)})"))
+        else:
+            good.append([*(value or None for value in fields), number - 2])
+    schema = {**{name: pl.String for name in header}, ROW: pl.Int64}
+    rows = pl.DataFrame(good, schema=schema, orient="row") if good else pl.DataFrame(schema=schema)
+    malformed = pl.DataFrame(
+        bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
+    )
+    return rows, malformed
+
+
+def _scan(source: InputFile, encoding: str) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+    """A lazy scan of one file with a 0-based ``_row`` column, and the malformed CSV rows, if any.
+
+    CSV columns are all read as strings, so ids stay exactly as written.
+    """
     if source.format in ("csv", "tsv"):
-        data: str | bytes | IO[bytes]
-        data = path
-        if source.is_stdin:
-            data = sys.stdin.buffer.read()
-        elif gz:
-            data = _read_bytes_gz(path)
-        if isinstance(data, bytes) and not data.strip():
-            return pl.LazyFrame()
-        if isinstance(data, str) and os.path.getsize(path) == 0:
-            return pl.LazyFrame()
-        return pl.scan_csv(
-            data,
-            separator="\t" if source.format == "tsv" else ",",
-            infer_schema=False,
-            encoding="utf8-lossy",
-        )
+        separator = "\t" if source.format == "tsv" else ","
+        data = _csv_source(source, encoding)
+        if (isinstance(data, bytes) and not data.strip()) or (
+            isinstance(data, str) and os.path.getsize(data) == 0
+        ):
+            return pl.LazyFrame(), None
+        try:
+            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
+        except pl.exceptions.ComputeError:
+            if isinstance(data, str):
+                with open(data, "rb") as handle:
+                    data = handle.read()
+            rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
+            return rows.lazy(), malformed
+        # A blank line (often the last one of a hand-edited file) is not an event.
+        frame = frame.with_row_index(ROW).filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
+        return frame.lazy(), None
     if source.format == "parquet":
-        return pl.scan_parquet(path)
+        return pl.scan_parquet(source.path).with_row_index(ROW), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
-    if gz:
-        return pl.scan_ndjson(io.BytesIO(_read_bytes_gz(path)), infer_schema_length=None)
-    return pl.scan_ndjson(path, infer_schema_length=None)
+    ndjson: str | io.BytesIO = source.path
+    if _split_gz(source.path)[1]:
+        ndjson = io.BytesIO(_read_bytes_gz(source.path))
+    return pl.scan_ndjson(ndjson, infer_schema_length=None).with_row_index(ROW), None
 
 
 def _where(source: InputFile, row: int) -> str:
@@ -195,42 +324,96 @@ def _where(source: InputFile, row: int) -> str:
     return f"row {row + 1}"
 
 
-def read_file(
-    source: InputFile,
-    *,
-    column_options: dict[str, str | None],
-    time_unit: TimeUnit | None = None,
-    timezone: str | None = None,
-    pageview_events: Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
-) -> pl.DataFrame:
-    """Read one file into the canonical events frame, raising on rows that cannot be sessionized."""
+def _source_row(source: InputFile, row: pl.Expr) -> pl.Expr:
+    """The row number users see: the line for CSV (header = line 1), 1-based otherwise."""
+    return row + (2 if source.format in ("csv", "tsv") else 1)
+
+
+def read_file(source: InputFile, options: ReadOptions) -> FileRead:
+    """Read one file into the canonical events frame and set aside (or raise on) invalid rows."""
     name = "standard input" if source.is_stdin else source.path
     try:
-        scan = _scan(source)
-        available = scan.collect_schema().names()
+        scan, malformed = _scan(source, options.encoding)
+        available = [c for c in scan.collect_schema().names() if c != ROW]
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
     if not available:
-        return pl.DataFrame(schema=S.EVENT_SCHEMA)  # an empty file holds no events
-    columns = S.resolve_columns(available, source=name, **column_options)
-    if source.format in ("csv", "tsv"):
-        # A blank line (often the last one of a hand-edited file) is not an event.
-        scan = scan.with_row_index(ROW).filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
+        return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), None, 0)  # an empty file holds no events
+    columns = S.resolve_columns(available, source=name, **options.column_options())
     events = prepare_events(
         scan,
         columns=columns,
-        time_unit=time_unit,
-        timezone=timezone,
-        pageview_events=pageview_events,
+        time_unit=options.time_unit,
+        timezone=options.timezone,
+        pageview_events=options.pageview_events,
         keep_raw=True,
     )
     try:
         frame = events.collect(engine="in-memory")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
+    rows = frame.height + (0 if malformed is None else malformed.height)
+    reasons = frame.select(
+        ROW, invalid_reason(valid_from=options.valid_from, valid_until=options.valid_until)
+    )
+    invalid = reasons.filter(pl.col(REASON).is_not_null())
+    if options.on_invalid == "fail":
+        if malformed is not None and malformed.height:
+            raise_malformed(name, malformed)
+        check_events(
+            frame,
+            source=name,
+            columns=columns,
+            where=lambda row: _where(source, row),
+            valid_from=options.valid_from,
+            valid_until=options.valid_until,
+        )
+        return FileRead(frame.drop(ROW, RAW_TIME), None, rows)
+    good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(ROW, RAW_TIME)
+    rejects = _rejects(scan, invalid, malformed, source=source, name=name)
+    return FileRead(good, rejects, rows)
 
-    check_events(frame, source=name, columns=columns, where=lambda row: _where(source, row))
-    return frame.drop(ROW, RAW_TIME)
+
+def _rejects(
+    scan: pl.LazyFrame, invalid: pl.DataFrame, malformed: pl.DataFrame | None, *, source: InputFile, name: str
+) -> pl.DataFrame | None:
+    """The rejected rows with all their original columns (as text), file, row and reason."""
+    parts: list[pl.DataFrame] = []
+    if invalid.height:
+        original = (
+            scan.join(invalid.lazy(), on=ROW, how="inner", maintain_order="left")
+            .with_columns(pl.exclude(ROW, REASON).cast(pl.String))
+            .collect(engine="in-memory")
+        )
+        parts.append(
+            original.with_columns(
+                pl.lit(name).alias("source_file"),
+                _source_row(source, pl.col(ROW)).cast(pl.Int64).alias("source_row"),
+            )
+            .rename({REASON: "reject_reason"})
+            .drop(ROW)
+        )
+    if malformed is not None and malformed.height:
+        parts.append(malformed.with_columns(pl.lit(name).alias("source_file")))
+    if not parts:
+        return None
+    table = pl.concat(parts, how="diagonal_relaxed").sort("source_row")
+    extra = [c for c in table.columns if c not in REJECTS_COLUMNS and c != "raw_line"]
+    return table.select(*extra, *REJECTS_COLUMNS, *(["raw_line"] if "raw_line" in table.columns else []))
+
+
+def raise_malformed(name: str, malformed: pl.DataFrame) -> None:
+    """Raise :class:`MalformedRowsError` for the malformed CSV rows of one file."""
+    examples = "; ".join(
+        f"line {line}: {reason}"
+        for line, reason in malformed.select("source_row", "reject_reason")
+        .head(MAX_REPORTED_ROWS)
+        .iter_rows()
+    )
+    raise MalformedRowsError(
+        f"{name}: {malformed.height} row(s) cannot be parsed as CSV ({examples}). Fix the file, give its "
+        f"encoding with --encoding, or pass {SKIP_HINT}."
+    )
 
 
 def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> str:
@@ -250,6 +433,50 @@ def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> st
     )
 
 
+@dataclass
+class ReadResult:
+    """Every input read: valid events (in input order), rejected rows and the counts."""
+
+    events: pl.DataFrame
+    rejects: pl.DataFrame | None
+    files: list[InputFile]
+    rows_read: int
+    duplicates_removed: int
+
+    @property
+    def rejected(self) -> int:
+        return 0 if self.rejects is None else self.rejects.height
+
+
+def read_inputs(
+    paths: Sequence[str | Path | InputFile],
+    options: ReadOptions = ReadOptions(),
+    *,
+    input_format: str | None = None,
+    dedupe: bool = False,
+) -> ReadResult:
+    """Read every input; drop duplicate events (same event id; or exact copies with ``dedupe``)."""
+    files = [p for p in paths if isinstance(p, InputFile)]
+    if len(files) != len(paths):
+        files = resolve_inputs([str(p) for p in paths], input_format=input_format)
+    reads = [read_file(source, options) for source in files]
+    events = pl.concat([r.events for r in reads], how="vertical", rechunk=False)
+    rejected = [r.rejects for r in reads if r.rejects is not None]
+    before = events.height
+    # Snowplow and Segment keep the first of events that share an id; events without an id are kept.
+    if events.get_column(S.EVENT_ID).null_count() < events.height:
+        events = events.filter(pl.col(S.EVENT_ID).is_null() | pl.col(S.EVENT_ID).is_first_distinct())
+    if dedupe:
+        events = events.unique(maintain_order=True, keep="first")
+    return ReadResult(
+        events=events,
+        rejects=pl.concat(rejected, how="diagonal_relaxed") if rejected else None,
+        files=files,
+        rows_read=sum(r.rows for r in reads),
+        duplicates_removed=before - events.height,
+    )
+
+
 def read_events(
     paths: Sequence[str | Path | InputFile],
     *,
@@ -265,35 +492,25 @@ def read_events(
     timezone: str | None = None,
     pageview_events: Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
 ) -> pl.DataFrame:
-    """Read every input into one canonical events frame, in input order.
+    """Read every input into one canonical events frame, in input order; raise on invalid rows.
 
     ``paths`` are files, directories, glob patterns, ``-`` for CSV on stdin, or already resolved
-    :class:`InputFile` objects (see :func:`resolve_inputs`).
+    :class:`InputFile` objects (see :func:`resolve_inputs`). :func:`read_inputs` does the same with
+    every option of ``sessionize run`` and returns rejected rows and counts too.
     """
-    files = [p for p in paths if isinstance(p, InputFile)]
-    if len(files) != len(paths):
-        files = resolve_inputs([str(p) for p in paths], input_format=input_format)
-    column_options = {
-        "user_col": user_col,
-        "time_col": time_col,
-        "url_col": url_col,
-        "referrer_col": referrer_col,
-        "ip_col": ip_col,
-        "event_col": event_col,
-        "session_col": session_col,
-    }
-    pageviews = tuple(pageview_events)
-    frames = [
-        read_file(
-            source,
-            column_options=column_options,
-            time_unit=time_unit,
-            timezone=timezone,
-            pageview_events=pageviews,
-        )
-        for source in files
-    ]
-    return pl.concat(frames, how="vertical", rechunk=False)
+    options = ReadOptions(
+        user_col=user_col,
+        time_col=time_col,
+        url_col=url_col,
+        referrer_col=referrer_col,
+        ip_col=ip_col,
+        event_col=event_col,
+        session_col=session_col,
+        time_unit=time_unit,
+        timezone=timezone,
+        pageview_events=tuple(pageview_events),
+    )
+    return read_inputs(paths, options, input_format=input_format).events
 
 
 def output_format_of(output: str, format: str | None = None) -> OutputFormat:
@@ -324,6 +541,19 @@ def check_output(output: str, inputs: Sequence[InputFile]) -> None:
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
         raise OutputError(f"Cannot write {output}: the directory {parent} does not exist.")
+
+
+def empty_rejects() -> pl.DataFrame:
+    """A rejects table with no rows (written so that a cron job always finds the file)."""
+    return pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64, "reject_reason": pl.String})
+
+
+def rejects_format(path: str, fallback: str | None) -> OutputFormat:
+    """The rejects file's format: from its extension, else the output's, else CSV."""
+    fmt = _OUTPUT_EXTENSIONS.get(os.path.splitext(path.lower())[1])
+    if fmt is not None:
+        return fmt
+    return output_format_of("-", fallback)
 
 
 def _write(frame: pl.DataFrame, handle: IO[bytes], fmt: OutputFormat) -> None:

@@ -7,19 +7,25 @@ The canonical frame has the columns of :data:`sessionize.schema.EVENT_SCHEMA`: s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
 from sessionize import schema as S
-from sessionize.errors import BadTimestampError, MissingUserIdError, UsageError
+from sessionize.errors import BadTimestampError, MissingUserIdError, OutOfRangeError, UsageError
 
 #: Extra columns of a prepared frame that :func:`check_events` reads.
 ROW = "_row"
 RAW_TIME = "_raw_time"
+#: The reason a row is invalid (null for a valid row), in :func:`invalid_reason`.
+REASON = "_reason"
 #: How many bad rows an error message shows.
 MAX_REPORTED_ROWS = 5
+SKIP_HINT = "--on-invalid skip to set them aside (and --rejects PATH to keep them)"
+
+OnInvalid = Literal["fail", "skip"]
 
 TimeUnit = Literal["s", "ms", "us", "ns"]
 TIME_UNITS: tuple[TimeUnit, ...] = ("s", "ms", "us", "ns")
@@ -186,15 +192,44 @@ def prepare_events(
         _as_text(columns.ip, nulls=("", "-")).alias(S.IP),
         event.alias(S.EVENT),
         _as_text(columns.client_session_id).alias(S.CLIENT_SESSION),
+        _as_text(columns.event_id).alias(S.EVENT_ID),
         is_pageview.alias(S.IS_PAGEVIEW),
         *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
     )
 
 
+def invalid_reason(*, valid_from: datetime | None = None, valid_until: datetime | None = None) -> pl.Expr:
+    """Why a row of a prepared frame cannot be sessionized: ``empty_user_id``, ``bad_timestamp``,
+    ``out_of_range`` (outside ``valid_from``/``valid_until``), or null for a valid row."""
+    ts = pl.col(S.TIME)
+    out_of_range = pl.lit(False)
+    if valid_from is not None:
+        out_of_range = out_of_range | (ts < valid_from)
+    if valid_until is not None:
+        out_of_range = out_of_range | (ts > valid_until)
+    return (
+        pl.when(pl.col(S.USER).is_null())
+        .then(pl.lit("empty_user_id"))
+        .when(ts.is_null())
+        .then(pl.lit("bad_timestamp"))
+        .when(out_of_range)
+        .then(pl.lit("out_of_range"))
+        .otherwise(None)
+        .alias(REASON)
+    )
+
+
 def check_events(
-    frame: pl.DataFrame, *, source: str, columns: S.ColumnMap, where: Callable[[int], str]
+    frame: pl.DataFrame,
+    *,
+    source: str,
+    columns: S.ColumnMap,
+    where: Callable[[int], str],
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
 ) -> None:
-    """Raise if a row of a prepared frame (``keep_raw=True``) has no user id or no valid timestamp.
+    """Raise if a row of a prepared frame (``keep_raw=True``) cannot be sessionized: no user id, a
+    timestamp that does not parse, or one outside ``valid_from``/``valid_until``.
 
     ``where`` turns a 0-based row number into a location for the message (``line 7``).
     """
@@ -204,18 +239,33 @@ def check_events(
         raise MissingUserIdError(
             f"{source}: {bad_user.height} row(s) have an empty user id in column {columns.user_id!r} "
             f"(first at {rows}). Every event needs a user id; if another column identifies visitors, "
-            "name it with --user-col."
+            f"name it with --user-col; or pass {SKIP_HINT}."
         )
     bad_time = frame.filter(pl.col(S.TIME).is_null())
     if bad_time.height:
-        examples = "; ".join(
-            f"{where(row)}: {value!r}"
-            for row, value in bad_time.select(ROW, pl.col(RAW_TIME).cast(pl.String))
-            .head(MAX_REPORTED_ROWS)
-            .iter_rows()
-        )
         raise BadTimestampError(
             f"{source}: {bad_time.height} timestamp(s) in column {columns.timestamp!r} do not parse "
-            f"({examples}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers (--time-unit s|ms|us|ns) "
-            "or name another column with --time-col."
+            f"({_examples(bad_time, where)}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers "
+            f"(--time-unit s|ms|us|ns) or name another column with --time-col; or pass {SKIP_HINT}."
         )
+    outside = frame.filter(invalid_reason(valid_from=valid_from, valid_until=valid_until).is_not_null())
+    if outside.height:
+        bounds = " and ".join(
+            f"{label} {value.isoformat()}"
+            for label, value in (("not before", valid_from), ("not after", valid_until))
+            if value is not None
+        )
+        raise OutOfRangeError(
+            f"{source}: {outside.height} timestamp(s) in column {columns.timestamp!r} are outside the valid "
+            f"range ({bounds}): {_examples(outside, where)}. Widen it with --valid-from/--valid-until, "
+            f"or pass {SKIP_HINT}."
+        )
+
+
+def _examples(rows: pl.DataFrame, where: Callable[[int], str]) -> str:
+    return "; ".join(
+        f"{where(row)}: {value!r}"
+        for row, value in rows.select(ROW, pl.col(RAW_TIME).cast(pl.String))
+        .head(MAX_REPORTED_ROWS)
+        .iter_rows()
+    )

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -17,18 +18,23 @@ import polars as pl
 from sessionize import geo, io
 from sessionize import schema as S
 from sessionize.core import assign_sessions, summarize_sessions
-from sessionize.errors import SessionizeWarning
+from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo, enrich_geo
 from sessionize.normalize import (
+    OnInvalid,
     TimeUnit,
     check_events,
     check_time_unit,
     check_timezone,
     prepare_events,
 )
+from sessionize.privacy import ANONYMIZE_MODES, AnonymizeIp, anonymize_ips, read_secret
+from sessionize.privacy import hash_user_ids as hash_user_ids_of
 from sessionize.referrer import enrich_traffic_source
 
 SESSION_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in S.SESSION_COLUMNS)
+#: Events later than this after the run's start are invalid unless --valid-until says otherwise.
+DEFAULT_FUTURE_LIMIT = timedelta(days=1)
 
 
 def build_sessions(
@@ -37,18 +43,22 @@ def build_sessions(
     timeout: timedelta = S.DEFAULT_TIMEOUT,
     geo_database: GeoDatabase | None = None,
     keep_geo_status: bool = False,
+    anonymize_ip: AnonymizeIp | None = None,
 ) -> pl.LazyFrame:
     """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
 
     ``keep_geo_status`` keeps the per-session lookup outcome (``_geo_status``) for the summary.
+    ``anonymize_ip`` truncates the ``ip`` column after the geo lookup, or before it.
     """
-    return (
-        events.pipe(assign_sessions, timeout=timeout)
-        .pipe(summarize_sessions)
-        .pipe(enrich_traffic_source)
-        .pipe(enrich_geo, database=geo_database)
-        .select(*SESSION_COLUMN_NAMES, *([geo.STATUS] if keep_geo_status else []))
+    sessions = (
+        events.pipe(assign_sessions, timeout=timeout).pipe(summarize_sessions).pipe(enrich_traffic_source)
     )
+    if anonymize_ip == "before-geo":
+        sessions = anonymize_ips(sessions)
+    sessions = sessions.pipe(enrich_geo, database=geo_database)
+    if anonymize_ip == "after-geo":
+        sessions = anonymize_ips(sessions)
+    return sessions.select(*SESSION_COLUMN_NAMES, *([geo.STATUS] if keep_geo_status else []))
 
 
 def _geo_database(geoip_db: str | Path | None, *, geo_enabled: bool) -> GeoDatabase | None:
@@ -130,6 +140,7 @@ class RunResult:
 
     sessions: pl.DataFrame
     files: list[str]
+    #: Events that were sessionized.
     events_read: int
     output: str | None
     output_format: str | None
@@ -139,6 +150,12 @@ class RunResult:
     geo_database: GeoDatabaseInfo | None = None
     #: Sessions per IP lookup outcome: resolved, not_found, private, invalid, missing.
     geo_counts: dict[str, int] = field(default_factory=dict)
+    #: Data rows in the inputs: ``rows_read == events_read + rejected + duplicates_removed``.
+    rows_read: int = 0
+    rejected: int = 0
+    duplicates_removed: int = 0
+    #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``).
+    rejects: pl.DataFrame | None = None
 
     @property
     def session_count(self) -> int:
@@ -159,6 +176,43 @@ class RunResult:
         return None if value is None else float(value)  # type: ignore[arg-type]
 
 
+def _timestamp_option(value: str | datetime | None, option: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise UsageError(
+                f"{option} {value!r} is not a date or timestamp. "
+                "Use ISO 8601: 2024-05-01 or 2024-05-01T10:00:00Z."
+            ) from None
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _anonymize_mode(value: bool | str | None) -> AnonymizeIp | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "after-geo"
+    if value not in ANONYMIZE_MODES:
+        raise UsageError(f"--anonymize-ip={value} is not one of {', '.join(ANONYMIZE_MODES)}.")
+    return value
+
+
+def _drop_columns(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    names = S.split_list(value or ())
+    unknown = [name for name in names if name not in SESSION_COLUMN_NAMES]
+    if unknown:
+        raise UsageError(
+            f"--drop-columns: {', '.join(unknown)} not in the session table. Its columns are: "
+            f"{', '.join(SESSION_COLUMN_NAMES)}."
+        )
+    return names
+
+
 def run(
     inputs: Sequence[str | Path],
     *,
@@ -173,18 +227,28 @@ def run(
     ip_col: str | None = None,
     event_col: str | None = None,
     session_col: str | None = None,
+    event_id_col: str | None = None,
     time_unit: TimeUnit | None = None,
     timezone: str | None = None,
     pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+    encoding: str = "utf-8",
+    on_invalid: OnInvalid = "fail",
+    rejects: str | Path | None = None,
+    valid_from: str | datetime | None = None,
+    valid_until: str | datetime | None = None,
+    dedupe: bool = False,
     geoip_db: str | Path | None = None,
     no_geo: bool = False,
+    anonymize_ip: bool | str | None = None,
+    hash_user_ids: str | None = None,
+    drop_columns: str | Iterable[str] | None = None,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
 
     The Python face of ``sessionize run``: same options, same result. ``inputs`` are files,
     directories, glob patterns or ``-`` (CSV on stdin). ``output`` is a path (format by extension or
     ``format``), ``-`` for stdout, or ``None`` to only return the table. Nothing is written when
-    an error is raised.
+    an error is raised. ``valid_until`` defaults to one day after now.
 
     Examples
     --------
@@ -193,17 +257,11 @@ def run(
     """
     started = time.perf_counter()
     timeout = S.parse_duration(timeout)
-    time_unit = check_time_unit(time_unit)
-    check_timezone(timezone)
-    database = _geo_database(geoip_db, geo_enabled=not no_geo)
-    target = None if output is None else str(output)
-    files = io.resolve_inputs(inputs, input_format=input_format)
-    if target is not None:
-        # Fail on a bad output before spending time on the input.
-        io.output_format_of(target, format)
-        io.check_output(target, files)
-    events = io.read_events(
-        files,
+    if on_invalid not in ("fail", "skip"):
+        raise UsageError(f"--on-invalid {on_invalid!r} is not one of fail, skip.")
+    if rejects is not None and on_invalid != "skip":
+        raise UsageError("--rejects needs --on-invalid skip: with the default (fail) no row is set aside.")
+    options = io.ReadOptions(
         user_col=user_col,
         time_col=time_col,
         url_col=url_col,
@@ -211,20 +269,54 @@ def run(
         ip_col=ip_col,
         event_col=event_col,
         session_col=session_col,
-        time_unit=time_unit,
-        timezone=timezone,
+        event_id_col=event_id_col,
+        time_unit=check_time_unit(time_unit),
+        timezone=check_timezone(timezone),
         pageview_events=S.split_list(pageview_events),
+        encoding=encoding,
+        on_invalid=on_invalid,
+        valid_from=_timestamp_option(valid_from, "--valid-from"),
+        valid_until=_timestamp_option(valid_until, "--valid-until")
+        or datetime.now(UTC) + DEFAULT_FUTURE_LIMIT,
     )
+    anonymize = _anonymize_mode(anonymize_ip)
+    dropped = _drop_columns(drop_columns)
+    secret = None if hash_user_ids is None else read_secret(hash_user_ids)
+    database = _geo_database(geoip_db, geo_enabled=not no_geo)
+    target = None if output is None else str(output)
+    rejects_target = None if rejects is None else str(rejects)
+    files = io.resolve_inputs(inputs, input_format=input_format)
+    # Fail on a bad output before spending time on the input.
+    if target is not None:
+        io.output_format_of(target, format)
+        io.check_output(target, files)
+    if rejects_target is not None:
+        io.check_output(rejects_target, files)
+        if target is not None and os.path.realpath(rejects_target) == os.path.realpath(target):
+            raise UsageError("--rejects and -o name the same file: give the rejected rows their own file.")
+    read = io.read_inputs(files, options, dedupe=dedupe)
+    events = read.events.lazy()
+    if secret is not None:
+        events = hash_user_ids_of(events, secret=secret)
     with_status = build_sessions(
-        events.lazy(), timeout=timeout, geo_database=database, keep_geo_status=True
+        events, timeout=timeout, geo_database=database, keep_geo_status=True, anonymize_ip=anonymize
     ).collect(engine="in-memory")
     geo_counts = dict(with_status.get_column(geo.STATUS).drop_nulls().value_counts().iter_rows())
-    sessions = with_status.drop(geo.STATUS)
+    sessions = with_status.drop(geo.STATUS, *dropped)
     written = None if target is None else io.write_sessions(sessions, target, format=format)
+    if rejects_target is not None:
+        rejected = read.rejects if read.rejects is not None else io.empty_rejects()
+        io.write_sessions(
+            rejected, rejects_target, format=io.rejects_format(rejects_target, written or format)
+        )
     return RunResult(
         sessions=sessions,
         files=[source.path for source in files],
-        events_read=events.height,
+        rows_read=read.rows_read,
+        events_read=read.events.height,
+        rejected=read.rejected,
+        duplicates_removed=read.duplicates_removed,
+        rejects=read.rejects,
         output=target,
         output_format=written,
         elapsed_s=time.perf_counter() - started,

@@ -25,6 +25,7 @@ REFERRER = "referrer"
 IP = "ip"
 EVENT = "event"
 CLIENT_SESSION = "client_session_id"
+EVENT_ID = "event_id"
 IS_PAGEVIEW = "is_pageview"
 SESSION_ID = "session_id"
 
@@ -58,6 +59,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     IP: ("ip", "ip_address", "context_ip", "user_ipaddress", "$ip", "client_ip", "remote_addr"),
     EVENT: ("event", "event_name", "type", "event_type"),
     CLIENT_SESSION: ("session_id", "domain_sessionid", "$session_id", "sessionid"),
+    EVENT_ID: ("event_id", "message_id", "id", "$insert_id", "uuid"),
 }
 
 #: The CLI flag that names each input column.
@@ -69,6 +71,7 @@ COLUMN_FLAGS: dict[str, str] = {
     IP: "--ip-col",
     EVENT: "--event-col",
     CLIENT_SESSION: "--session-col",
+    EVENT_ID: "--event-id-col",
 }
 
 #: The canonical events frame that the core works on (output of ``prepare_events``).
@@ -80,6 +83,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     IP: pl.String(),
     EVENT: pl.String(),
     CLIENT_SESSION: pl.String(),
+    EVENT_ID: pl.String(),
     IS_PAGEVIEW: pl.Boolean(),
 }
 
@@ -147,6 +151,7 @@ class ColumnMap:
     ip: str | None = None
     event: str | None = None
     client_session_id: str | None = None
+    event_id: str | None = None
 
     def items(self) -> list[tuple[str, str | None]]:
         """(canonical name, input column) pairs in schema order."""
@@ -168,6 +173,7 @@ def resolve_columns(
     ip_col: str | None = None,
     event_col: str | None = None,
     session_col: str | None = None,
+    event_id_col: str | None = None,
 ) -> ColumnMap:
     """Find the input column for each role, from the explicit names or the known aliases.
 
@@ -182,6 +188,7 @@ def resolve_columns(
         IP: ip_col,
         EVENT: event_col,
         CLIENT_SESSION: session_col,
+        EVENT_ID: event_id_col,
     }
     by_norm: dict[str, str] = {}
     for name in available:

@@ -145,7 +145,8 @@ def test_dash_output_writes_only_csv_to_stdout_and_the_summary_to_stderr(events_
     assert table.height == 5
     assert result.stdout.count("\n") == 6
     summary = flat(result.stderr)
-    assert "eventsread8from1file" in summary
+    assert "rowsread8from1file" in summary
+    assert "eventssessionized8" in summary
     assert "sessions5" in summary
     assert "users3" in summary
     assert "writtentostdout(csv)" in summary
@@ -214,7 +215,7 @@ def test_empty_csv_gives_zero_sessions(workdir: Path) -> None:
     result = run_cli("empty.csv", "-o", "-")
     assert result.exit_code == 0, result.output
     assert result.stdout == CSV_HEADER + "\n"
-    assert "eventsread0from1file" in flat(result.stderr)
+    assert "rowsread0from1file" in flat(result.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def test_files_directories_and_quoted_globs_together(workdir: Path) -> None:
     table = pl.read_csv(io.BytesIO(result.stdout_bytes), infer_schema=False)
     assert table["user_id"].to_list() == ["5", "6", "u1", "u2", "u3", "u4"]
     assert set(table["session_start"]) == {"2024-05-01T10:00:00.000000Z"}
-    assert "eventsread6from6files" in flat(result.stderr)
+    assert "rowsread6from6files" in flat(result.stderr)
 
 
 def test_stdin_dash_reads_csv(events_csv: Path) -> None:

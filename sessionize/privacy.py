@@ -1,0 +1,79 @@
+"""Privacy controls: truncated IP addresses and keyed hashes of user ids, once per distinct value."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from typing import Literal
+
+import polars as pl
+
+from sessionize import schema as S
+from sessionize.distinct import map_distinct
+from sessionize.errors import UsageError
+
+AnonymizeIp = Literal["after-geo", "before-geo"]
+ANONYMIZE_MODES: tuple[AnonymizeIp, ...] = ("after-geo", "before-geo")
+
+
+def anonymize_ip(ip: str | None) -> str | None:
+    """Zero the last octet of an IPv4 address and the last 80 bits of an IPv6 one, as Google
+    Analytics did. An IPv4-mapped IPv6 address keeps its form; a malformed value becomes null.
+
+    >>> anonymize_ip("81.2.69.160"), anonymize_ip("2001:db8:85a3:8d3:1319:8a2e:370:7348")
+    ('81.2.69.0', '2001:db8:85a3::')
+    """
+    if ip is None or not ip.strip():
+        return None
+    try:
+        address = ipaddress.ip_address(ip.split(",")[0].strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Address(int(address) & ~0xFF))
+    if address.ipv4_mapped is not None:
+        return "::ffff:" + str(ipaddress.IPv4Address(int(address.ipv4_mapped) & ~0xFF))
+    return str(ipaddress.IPv6Address(int(address) & ~((1 << 80) - 1)))
+
+
+def anonymize_ips(frame: pl.LazyFrame, column: str = S.IP) -> pl.LazyFrame:
+    """Replace ``column`` by its anonymized addresses (see :func:`anonymize_ip`)."""
+    return frame.with_columns(
+        pl.col(column).map_batches(
+            lambda ips: map_distinct(
+                ips, lambda values: pl.Series([anonymize_ip(v) for v in values], dtype=pl.String)
+            ),
+            return_dtype=pl.String,
+        )
+    )
+
+
+def read_secret(env_var: str) -> bytes:
+    """The HMAC key from the environment variable named by ``--hash-user-ids``."""
+    value = os.environ.get(env_var, "")
+    if not value:
+        raise UsageError(
+            f"--hash-user-ids {env_var}: the environment variable {env_var} is not set or empty. "
+            f"Set it to a secret (e.g. export {env_var}=$(openssl rand -hex 32)) and keep it: the same "
+            "secret gives the same hashed ids on every run."
+        )
+    return value.encode("utf-8")
+
+
+def hash_user_ids(events: pl.LazyFrame, *, secret: bytes, column: str = S.USER) -> pl.LazyFrame:
+    """Replace user ids by HMAC-SHA256(secret, id) in hex: stable across runs with the same secret."""
+
+    def digest(values: list[str | None]) -> pl.Series:
+        return pl.Series(
+            [
+                None if v is None else hmac.new(secret, v.encode("utf-8"), hashlib.sha256).hexdigest()
+                for v in values
+            ],
+            dtype=pl.String,
+        )
+
+    return events.with_columns(
+        pl.col(column).map_batches(lambda ids: map_distinct(ids, digest), return_dtype=pl.String)
+    )

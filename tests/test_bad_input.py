@@ -1,0 +1,455 @@
+"""Bad input, nothing lost: rejected rows, duplicates, encodings, damaged files and privacy controls."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner, Result
+
+import sessionize
+from sessionize import io as sio
+from sessionize.cli import app
+from sessionize.privacy import anonymize_ip
+from tests.conftest import REPO, SHARED
+
+BAD = REPO / "tests" / "data" / "bad"
+CITY_DB = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
+
+
+def flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+def squash(text: str) -> str:
+    """Text without whitespace or box lines: rich wraps long paths anywhere."""
+    return "".join(text.replace("│", "").split())
+
+
+def cli(*args: object) -> Result:
+    return CliRunner().invoke(app, ["run", *map(str, args), "--no-geo"])
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+DIRTY = (
+    "event_id,user_id,timestamp,url,ip\n"
+    "e1,u1,2024-05-01T10:00:00Z,https://s.example/a,81.2.69.160\n"  # line 2
+    "e1,u1,2024-05-01T10:00:00Z,https://s.example/a,81.2.69.160\n"  # 3: duplicate id
+    "e2,,2024-05-01T10:01:00Z,https://s.example/b,81.2.69.160\n"  # 4: empty user
+    "e3,u2,not a time,https://s.example/c,81.2.69.160\n"  # 5: bad timestamp
+    "e4,u3,2024-05-01T10:00:00Z,https://s.example/d,extra,field\n"  # 6: wrong field count
+    "e5,u4,2031-01-01T00:00:00Z,https://s.example/e,81.2.69.160\n"  # 7: future
+    "e6,u1,2024-05-01T10:10:00Z,https://s.example/f,81.2.69.160\n"  # 8
+)
+
+
+# --- invalid rows -------------------------------------------------------------------------------------
+
+
+def test_fail_is_the_default_and_writes_nothing(tmp_path: Path) -> None:
+    events = write(tmp_path / "dirty.csv", DIRTY)
+    out = tmp_path / "out.parquet"
+    result = cli(events, "-o", out)
+    assert result.exit_code == 1
+    message = flat(result.stderr)
+    assert "dirty.csv" in message and "line 6" in message and "--on-invalid skip" in message
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [events]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("user_id,timestamp\n,2024-05-01T10:00:00Z\nu,2024-05-01T10:00:00Z\n", "empty user id"),
+        ("user_id,timestamp\nu,2024-05-01T10:00:00Z\nu,soon\n", "line 3: 'soon'"),
+        ("user_id,timestamp\nu,2031-01-01T00:00:00Z\n", "outside the valid range"),
+    ],
+)
+def test_each_kind_of_invalid_row_fails_with_the_skip_hint(tmp_path: Path, text: str, expected: str) -> None:
+    result = cli(write(tmp_path / "e.csv", text), "-o", tmp_path / "o.csv")
+    assert result.exit_code == 1
+    assert expected in flat(result.stderr)
+    assert "--on-invalid skip" in flat(result.stderr)
+
+
+def test_skip_counts_add_up_and_rejects_keep_every_original_column(tmp_path: Path) -> None:
+    events = write(tmp_path / "dirty.csv", DIRTY)
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run(
+        [events], output=tmp_path / "out.parquet", on_invalid="skip", rejects=rejects, no_geo=True
+    )
+    assert (result.rows_read, result.events_read, result.rejected, result.duplicates_removed) == (7, 2, 4, 1)
+    assert result.rows_read == result.events_read + result.rejected + result.duplicates_removed
+    assert result.sessions["event_count"].sum() == 2
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert table.columns == [
+        "event_id",
+        "user_id",
+        "timestamp",
+        "url",
+        "ip",
+        "source_file",
+        "source_row",
+        "reject_reason",
+        "raw_line",
+    ]
+    assert table.select("source_row", "reject_reason").rows() == [
+        ("4", "empty_user_id"),
+        ("5", "bad_timestamp"),
+        ("6", "wrong_field_count (6, expected 5)"),
+        ("7", "out_of_range"),
+    ]
+    assert table.row(1, named=True)["timestamp"] == "not a time"
+    assert (
+        table.row(2, named=True)["raw_line"] == "e4,u3,2024-05-01T10:00:00Z,https://s.example/d,extra,field"
+    )
+    assert set(table["source_file"]) == {str(events)}
+
+
+def test_skip_summary_on_the_command_line(tmp_path: Path) -> None:
+    events = write(tmp_path / "dirty.csv", DIRTY)
+    result = cli(
+        events, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", tmp_path / "r.parquet"
+    )
+    assert result.exit_code == 0, result.output
+    summary = flat(result.stderr)
+    assert "rows read 7" in summary and "rejected 4" in summary and "duplicates removed 1" in summary
+    assert "events sessionized 2" in summary
+    # The rejects file takes its own extension's format.
+    assert pl.read_parquet(tmp_path / "r.parquet").height == 4
+
+
+def test_rejects_file_is_written_even_when_nothing_is_rejected(tmp_path: Path) -> None:
+    events = write(tmp_path / "ok.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    rejects = tmp_path / "rejects.ndjson"
+    result = cli(events, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", rejects)
+    assert result.exit_code == 0
+    assert rejects.exists() and rejects.read_text() == ""
+
+
+def test_rejects_across_files_of_different_formats(tmp_path: Path) -> None:
+    csv = write(tmp_path / "a.csv", "user_id,timestamp,url\nu,soon,https://s.example/\n")
+    parquet = tmp_path / "b.parquet"
+    pl.DataFrame({"user_id": ["", "v"], "timestamp": [1714557600, 1714557600]}).write_parquet(parquet)
+    result = sessionize.run([csv, parquet], on_invalid="skip", no_geo=True)
+    assert result.rejects is not None
+    assert result.rejects.select("source_file", "source_row", "reject_reason").rows() == [
+        (str(csv), 2, "bad_timestamp"),
+        (str(parquet), 1, "empty_user_id"),
+    ]
+    assert result.sessions["user_id"].to_list() == ["v"]
+
+
+def test_rejects_needs_skip_and_its_own_path(tmp_path: Path) -> None:
+    events = write(tmp_path / "e.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    assert cli(events, "--rejects", tmp_path / "r.csv").exit_code == 2
+    same = cli(events, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", tmp_path / "o.csv")
+    assert same.exit_code == 2
+    over_input = cli(events, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", events)
+    assert over_input.exit_code == 1
+    assert "also an input" in flat(over_input.stderr)
+
+
+def test_valid_range(tmp_path: Path) -> None:
+    events = write(
+        tmp_path / "e.csv",
+        "user_id,timestamp\nu,2023-12-31T23:59:59Z\nu,2024-05-01T10:00:00Z\nu,2024-06-01T00:00:01Z\n",
+    )
+    result = sessionize.run(
+        [events], on_invalid="skip", valid_from="2024-01-01", valid_until="2024-06-01T00:00:00Z", no_geo=True
+    )
+    assert result.events_read == 1 and result.rejected == 2
+    assert result.rejects is not None and set(result.rejects["reject_reason"]) == {"out_of_range"}
+    # An explicit far bound lets future events through.
+    future = write(tmp_path / "f.csv", "user_id,timestamp\nu,2031-01-01T00:00:00Z\n")
+    assert sessionize.run([future], valid_until="2100-01-01", no_geo=True).events_read == 1
+    assert cli(future, "--valid-from", "last tuesday").exit_code == 2
+
+
+# --- malformed CSV and encodings ---------------------------------------------------------------------------
+
+
+def test_malformed_csv_rows_are_rejected_with_their_line_numbers(tmp_path: Path) -> None:
+    result = sessionize.run([BAD / "ragged.csv"], on_invalid="skip", no_geo=True)
+    assert result.rejects is not None
+    assert result.rejects.select("source_row", "reject_reason").rows() == [
+        (3, "wrong_field_count (4, expected 3)"),
+        (4, "bad_quote"),
+        (5, "wrong_field_count (2, expected 3)"),
+    ]
+    assert result.sessions["landing_page"].to_list() == ["https://s.example/a"]
+    failed = cli(BAD / "ragged.csv", "-o", tmp_path / "o.csv")
+    assert failed.exit_code == 1
+    assert "ragged.csv: 3 row(s) cannot be parsed as CSV (line 3" in flat(failed.stderr)
+
+
+def test_undecodable_bytes_and_the_encoding_flag(tmp_path: Path) -> None:
+    failed = cli(BAD / "latin1.csv", "-o", tmp_path / "o.csv")
+    assert failed.exit_code == 1
+    assert "line 2: undecodable_bytes" in flat(failed.stderr) and "--encoding" in flat(failed.stderr)
+    skipped = sessionize.run([BAD / "latin1.csv"], on_invalid="skip", no_geo=True)
+    assert skipped.rejected == 1 and skipped.events_read == 1
+    decoded = sessionize.run([BAD / "latin1.csv"], encoding="latin-1", no_geo=True)
+    assert "https://s.example/café" in decoded.sessions["landing_page"].to_list()
+    assert cli(BAD / "latin1.csv", "--encoding", "klingon").exit_code == 2
+
+
+def test_bom_and_crlf_just_work() -> None:
+    table = sessionize.run([BAD / "bom_crlf.csv"], no_geo=True).sessions
+    assert table["user_id"].to_list() == ["u1"]
+    assert table["exit_page"].to_list() == ["https://s.example/b"]
+
+
+# --- duplicates ----------------------------------------------------------------------------------------
+
+
+def test_events_with_the_same_id_are_one_event_across_files(tmp_path: Path) -> None:
+    first = write(
+        tmp_path / "a.csv", "message_id,user_id,timestamp,url\nm1,u,2024-05-01T10:00:00Z,https://s/first\n"
+    )
+    second = write(
+        tmp_path / "b.csv",
+        "message_id,user_id,timestamp,url\nm1,u,2024-05-01T10:00:00Z,https://s/second\n,u,2024-05-01T10:01:00Z,\n"
+        ",u,2024-05-01T10:01:00Z,\n",
+    )
+    result = sessionize.run([first, second], no_geo=True)
+    assert result.duplicates_removed == 1
+    # Events without an id are all kept.
+    assert result.sessions["event_count"].to_list() == [3]
+    assert result.sessions["landing_page"].to_list() == ["https://s/first"]
+
+
+def test_exact_duplicates_without_ids_are_kept_unless_dedupe() -> None:
+    kept = sessionize.run([BAD / "quotes_and_dupes.csv"], no_geo=True)
+    assert kept.duplicates_removed == 0
+    assert dict(kept.sessions.select("user_id", "event_count").iter_rows()) == {"u1": 2, 'u"2': 1}
+    deduped = sessionize.run([BAD / "quotes_and_dupes.csv"], dedupe=True, no_geo=True)
+    assert deduped.duplicates_removed == 1
+    assert deduped.rows_read == deduped.events_read + deduped.duplicates_removed
+
+
+def test_explicit_event_id_column(tmp_path: Path) -> None:
+    events = write(
+        tmp_path / "e.csv", "eid,user_id,timestamp\nx,u,2024-05-01T10:00:00Z\nx,u,2024-05-01T10:05:00Z\n"
+    )
+    assert sessionize.run([events], no_geo=True).duplicates_removed == 0
+    assert sessionize.run([events], event_id_col="eid", no_geo=True).duplicates_removed == 1
+
+
+# --- damaged files and differing schemas ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("not_parquet.parquet", "not a readable Parquet file"),
+        ("truncated.parquet", "not a readable Parquet file"),
+        ("truncated.csv.gz", "corrupt or truncated"),
+        ("truncated.ndjson", "cannot be read as NDJSON"),
+    ],
+)
+def test_damaged_files_name_the_file(tmp_path: Path, name: str, message: str) -> None:
+    out = tmp_path / "o.csv"
+    result = cli(BAD / name, "-o", out, "--on-invalid", "skip")
+    assert result.exit_code == 1
+    assert name in squash(result.stderr) and squash(message) in squash(result.stderr)
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_file_that_disappears_while_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = write(tmp_path / "gone.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    original = sio.read_file
+
+    def vanish(source: sio.InputFile, options: sio.ReadOptions) -> sio.FileRead:
+        Path(source.path).unlink()
+        return original(source, options)
+
+    monkeypatch.setattr(sio, "read_file", vanish)
+    result = cli(events, "-o", tmp_path / "o.csv")
+    assert result.exit_code == 1
+    assert "gone.csv" in squash(result.stderr) and "disappeared" in flat(result.stderr)
+
+
+def test_schemas_that_differ_between_files(tmp_path: Path) -> None:
+    # Same role, different names, types and column sets: integer ids and native timestamps in Parquet,
+    # text in CSV, a referrer only in the CSV.
+    parquet = tmp_path / "a.parquet"
+    pl.DataFrame(
+        {"userId": [42], "ts": pl.Series([1714557600_000_000]).cast(pl.Datetime("us"))}
+    ).write_parquet(parquet)
+    csv = write(
+        tmp_path / "b.csv", "user_id,timestamp,referrer\n42,2024-05-01T10:20:00Z,https://www.google.com/\n"
+    )
+    table = sessionize.run([parquet, csv], no_geo=True).sessions
+    assert table.select("user_id", "event_count", "duration_s", "traffic_source").rows() == [
+        ("42", 2, 1200.0, "direct")
+    ]
+
+
+# --- the nasty corpus and generated CSV ------------------------------------------------------------------
+
+
+def _check_run(paths: list[Path], tmp_path: Path, *extra: str) -> None:
+    out = tmp_path / "out.csv"
+    rejects = tmp_path / "rejects.csv"
+    result = CliRunner().invoke(
+        app, ["run", *map(str, paths), "-o", str(out), "--no-geo", "--valid-until", "2100-01-01", *extra]
+    )
+    assert "Traceback" not in result.output
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    if result.exit_code == 0:
+        table = pl.read_csv(out, infer_schema=False)
+        summary = flat(result.stderr)
+        sessionized = table["event_count"].cast(pl.Int64).sum() if table.height else 0
+        assert f"events sessionized {sessionized:,}" in summary
+        if "--rejects" in extra:
+            assert rejects.exists()
+    else:
+        assert result.exit_code == 1, result.output
+        assert not out.exists()
+        assert any(str(p) in squash(result.stderr) for p in paths), result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BAD.iterdir() if p.name != "README.md"))
+@pytest.mark.parametrize("mode", ["fail", "skip"])
+def test_every_nasty_file(tmp_path: Path, name: str, mode: str) -> None:
+    copy = tmp_path / "in" / name
+    copy.parent.mkdir()
+    shutil.copy(BAD / name, copy)
+    work = tmp_path / "work"
+    work.mkdir()
+    extra = ["--on-invalid", mode] + (["--rejects", str(work / "rejects.csv")] if mode == "skip" else [])
+    _check_run([copy], work, *extra)
+
+
+@pytest.mark.parametrize(
+    ("name", "sessions"),
+    [
+        ("bom_crlf.csv", 1),
+        ("header_only.csv", 0),
+        ("empty.csv", 0),
+        ("tabs.tsv", 2),
+        ("quotes_and_dupes.csv", 2),
+    ],
+)
+def test_valid_nasty_files_succeed(name: str, sessions: int) -> None:
+    assert sessionize.run([BAD / name], no_geo=True).session_count == sessions
+
+
+CSV_CELLS = st.sampled_from(
+    [
+        "u1",
+        "u2",
+        "",
+        '"',
+        '""',
+        "a,b",
+        "2024-05-01T10:00:00Z",
+        "2024-05-01T10:40:00Z",
+        "x\u00e9",
+        "1714557600",
+        " ",
+    ]
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.lists(CSV_CELLS, min_size=1, max_size=4), max_size=8),
+    latin1=st.booleans(),
+)
+def test_generated_csv_text_never_crashes(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]], latin1: bool
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("gen")
+    text = "user_id,timestamp,url\n" + "\n".join(",".join(row) for row in rows) + "\n"
+    path = tmp_path / "gen.csv"
+    path.write_bytes(text.encode("latin-1" if latin1 else "utf-8"))
+    work = tmp_path / "work"
+    work.mkdir()
+    _check_run([path], work, "--on-invalid", "skip", "--rejects", str(work / "rejects.csv"))
+    result = sessionize.run([path], on_invalid="skip", no_geo=True, valid_until="2100-01-01")
+    assert result.rows_read == result.events_read + result.rejected + result.duplicates_removed
+
+
+# --- privacy ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("81.2.69.160", "81.2.69.0"),
+        ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::"),
+        ("2001:480:10::1", "2001:480:10::"),
+        ("::ffff:81.2.69.160", "::ffff:81.2.69.0"),
+        ("not an ip", None),
+        (None, None),
+    ],
+)
+def test_anonymize_ip(ip: str | None, expected: str | None) -> None:
+    assert anonymize_ip(ip) == expected
+
+
+def test_anonymize_after_and_before_geo(tmp_path: Path) -> None:
+    events = write(tmp_path / "e.csv", "user_id,timestamp,ip\nu,2024-05-01T10:00:00Z,81.2.69.160\n")
+    plain = sessionize.run([events], geoip_db=CITY_DB).sessions.row(0, named=True)
+    after = sessionize.run([events], geoip_db=CITY_DB, anonymize_ip=True).sessions.row(0, named=True)
+    before = sessionize.run([events], geoip_db=CITY_DB, anonymize_ip="before-geo").sessions.row(0, named=True)
+    assert (plain["ip"], plain["city"]) == ("81.2.69.160", "London")
+    assert (after["ip"], after["city"]) == ("81.2.69.0", "London")
+    # 81.2.69.0 is outside the test database's London network: the lookup saw the truncated address.
+    assert (before["ip"], before["city"]) == ("81.2.69.0", None)
+    for flag, city in (("--anonymize-ip", "London"), ("--anonymize-ip=before-geo", "")):
+        out = tmp_path / "o.csv"
+        result = CliRunner().invoke(
+            app, ["run", str(events), flag, "--geoip-db", str(CITY_DB), "-o", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        row = pl.read_csv(out, infer_schema=False).row(0, named=True)
+        assert row["ip"] == "81.2.69.0" and (row["city"] or "") == city
+
+
+def test_hash_user_ids_is_a_stable_keyed_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = write(tmp_path / "e.csv", "user_id,timestamp\n00042,2024-05-01T10:00:00Z\n")
+    monkeypatch.setenv("SESSIONIZE_SALT", "s3cret")
+    expected = hmac.new(b"s3cret", b"00042", hashlib.sha256).hexdigest()
+    for _ in range(2):
+        out = tmp_path / "o.csv"
+        result = CliRunner().invoke(
+            app, ["run", str(events), "--no-geo", "--hash-user-ids", "SESSIONIZE_SALT", "-o", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        row = pl.read_csv(out, infer_schema=False).row(0, named=True)
+        assert row["user_id"] == expected
+        assert row["session_id"].startswith(expected + "-")
+        assert "00042" not in out.read_text()
+    monkeypatch.delenv("SESSIONIZE_SALT")
+    missing = CliRunner().invoke(app, ["run", str(events), "--hash-user-ids", "SESSIONIZE_SALT"])
+    assert missing.exit_code == 2
+    assert "SESSIONIZE_SALT" in flat(missing.stderr)
+
+
+def test_drop_columns(tmp_path: Path) -> None:
+    events = write(
+        tmp_path / "e.csv",
+        "user_id,timestamp,ip,referrer\nu,2024-05-01T10:00:00Z,81.2.69.160,https://t.co/\n",
+    )
+    out = tmp_path / "o.parquet"
+    result = cli(events, "--drop-columns", "ip, referrer", "-o", out)
+    assert result.exit_code == 0, result.output
+    columns = pl.read_parquet(out).columns
+    assert "ip" not in columns and "referrer" not in columns and "traffic_source" in columns
+    unknown = cli(events, "--drop-columns", "password", "-o", out)
+    assert unknown.exit_code == 2
+    assert "password" in flat(unknown.stderr)
