@@ -43,6 +43,7 @@ from sessionize.normalize import (
     invalid_reason,
     prepare_events,
 )
+from sessionize.privacy import anonymize_ips, hash_user_ids
 
 InputFormat = Literal["csv", "tsv", "parquet", "ndjson"]
 OutputFormat = Literal["parquet", "csv", "ndjson"]
@@ -195,6 +196,9 @@ class ReadOptions:
     on_invalid: OnInvalid = "fail"
     valid_from: datetime | None = None
     valid_until: datetime | None = None
+    #: Privacy controls that also apply to the rejected rows' original columns.
+    anonymize_ip: bool = False
+    user_id_secret: bytes | None = None
 
     def column_options(self) -> dict[str, str | None]:
         return {
@@ -371,6 +375,14 @@ def read_file(source: InputFile, options: ReadOptions) -> FileRead:
         return FileRead(frame.drop(ROW, RAW_TIME), None, rows)
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(ROW, RAW_TIME)
     rejects = _rejects(scan, invalid, malformed, source=source, name=name)
+    if rejects is not None and (options.anonymize_ip or options.user_id_secret is not None):
+        # The rejects file is an output too: keep personal data out of it as the options say.
+        private = rejects.lazy().drop("raw_line", strict=False)
+        if options.anonymize_ip and columns.ip is not None:
+            private = anonymize_ips(private, columns.ip)
+        if options.user_id_secret is not None:
+            private = hash_user_ids(private, secret=options.user_id_secret, column=columns.user_id)
+        rejects = private.collect(engine="in-memory")
     return FileRead(good, rejects, rows)
 
 

@@ -9,7 +9,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -282,6 +282,7 @@ def run(
     anonymize = _anonymize_mode(anonymize_ip)
     dropped = _drop_columns(drop_columns)
     secret = None if hash_user_ids is None else read_secret(hash_user_ids)
+    options = replace(options, anonymize_ip=anonymize is not None, user_id_secret=secret)
     database = _geo_database(geoip_db, geo_enabled=not no_geo)
     target = None if output is None else str(output)
     rejects_target = None if rejects is None else str(rejects)

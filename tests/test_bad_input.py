@@ -453,3 +453,17 @@ def test_drop_columns(tmp_path: Path) -> None:
     unknown = cli(events, "--drop-columns", "password", "-o", out)
     assert unknown.exit_code == 2
     assert "password" in flat(unknown.stderr)
+
+
+def test_privacy_controls_apply_to_the_rejects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = write(tmp_path / "dirty.csv", DIRTY)
+    monkeypatch.setenv("SALT", "s3cret")
+    rejects = tmp_path / "r.csv"
+    args = ["--on-invalid", "skip", "--rejects", rejects, "--anonymize-ip", "--hash-user-ids", "SALT"]
+    result = cli(events, "-o", tmp_path / "o.csv", *args)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert "raw_line" not in table.columns
+    assert table.filter(pl.col("ip").is_not_null())["ip"].to_list() == ["81.2.69.0"] * 3
+    assert table["user_id"].to_list()[1] == hmac.new(b"s3cret", b"u2", hashlib.sha256).hexdigest()
+    assert "81.2.69.160" not in rejects.read_text() and ",u2," not in rejects.read_text()
