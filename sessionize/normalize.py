@@ -21,6 +21,7 @@ ROW = "_row"
 RAW_TIME = "_raw_time"
 #: The reason a row is invalid (null for a valid row), in :func:`invalid_reason`.
 REASON = "_reason"
+_TIME_TEXT = "_time_text"
 #: How many bad rows an error message shows.
 MAX_REPORTED_ROWS = 5
 SKIP_HINT = "--on-invalid skip to set them aside (and --rejects PATH to keep them)"
@@ -98,6 +99,38 @@ def _localize(naive: pl.Expr, timezone: str) -> pl.Expr:
     )
 
 
+def _is_text(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.String | pl.Categorical | pl.Enum)
+
+
+def timestamp_text(text: pl.Expr) -> pl.Expr:
+    """Rewrite the ISO 8601 variants of a text column to the one shape that the parsers expect."""
+    return (
+        text.cast(pl.String)
+        .str.strip_chars()
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+        .str.replace(r"(?i)(\s*utc|z)$", "+00:00")
+        .str.replace(r"\s+([+-]\d{2}(?::?\d{2})?)$", "${1}")
+        # An offset of hours only, as PostgreSQL prints it: +02 -> +02:00.
+        .str.replace(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", "${1}:00")
+        # Minutes without seconds: T10:05 -> T10:05:00.
+        .str.replace(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})($|[+-])", "${1}:00${2}")
+    )
+
+
+def parse_timestamp_text(text: pl.Expr, *, time_unit: TimeUnit | None, timezone: str) -> pl.Expr:
+    """UTC timestamps from the output of :func:`timestamp_text`: epoch numbers or ISO 8601."""
+    as_int = _epoch_to_micros(text.cast(pl.Int64, strict=False), time_unit, is_float=False)
+    as_float = _epoch_to_micros(text.cast(pl.Float64, strict=False), time_unit, is_float=True)
+    numeric = pl.when(text.str.contains(r"^-?\d+(\.\d+)?$")).then(pl.coalesce(as_int, as_float))
+    aware = text.str.to_datetime(_ISO_AWARE, time_unit="us", strict=False)
+    naive = pl.coalesce(
+        text.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False),
+        text.str.to_datetime(_DATE_ONLY, time_unit="us", strict=False),
+    )
+    return pl.coalesce(_micros_to_utc(numeric), aware.dt.convert_time_zone("UTC"), _localize(naive, timezone))
+
+
 def timestamp_expr(
     column: str,
     dtype: pl.DataType,
@@ -123,26 +156,8 @@ def timestamp_expr(
         return _micros_to_utc(_epoch_to_micros(col.cast(pl.Int64), time_unit, is_float=False))
     if dtype.is_float():
         return _micros_to_utc(_epoch_to_micros(col.cast(pl.Float64), time_unit, is_float=True))
-    if isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
-        text = col.cast(pl.String).str.strip_chars()
-        as_int = _epoch_to_micros(text.cast(pl.Int64, strict=False), time_unit, is_float=False)
-        as_float = _epoch_to_micros(text.cast(pl.Float64, strict=False), time_unit, is_float=True)
-        numeric = pl.when(text.str.contains(r"^-?\d+(\.\d+)?$")).then(pl.coalesce(as_int, as_float))
-        iso = (
-            text.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
-            .str.replace(r"(?i)(\s*utc|z)$", "+00:00")
-            .str.replace(r"\s+([+-]\d{2}(?::?\d{2})?)$", "${1}")
-            # An offset of hours only, as PostgreSQL prints it: +02 -> +02:00.
-            .str.replace(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", "${1}:00")
-            # Minutes without seconds: T10:05 -> T10:05:00.
-            .str.replace(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})($|[+-])", "${1}:00${2}")
-        )
-        aware = iso.str.to_datetime(_ISO_AWARE, time_unit="us", strict=False)
-        naive = pl.coalesce(
-            iso.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False),
-            iso.str.to_datetime(_DATE_ONLY, time_unit="us", strict=False),
-        )
-        return pl.coalesce(_micros_to_utc(numeric), aware.dt.convert_time_zone("UTC"), _localize(naive, tz))
+    if _is_text(dtype):
+        return parse_timestamp_text(timestamp_text(col), time_unit=time_unit, timezone=tz)
     raise UsageError(
         f"The timestamp column {column!r} has type {dtype}, which cannot hold timestamps. "
         "Name another column with --time-col."
@@ -175,6 +190,15 @@ def prepare_events(
     schema = events.collect_schema()
     dtype = schema[columns.timestamp]
     row_number = pl.col(ROW) if ROW in schema else pl.int_range(pl.len()).alias(ROW)
+    if _is_text(dtype):
+        # Rewrite the text once in its own step: inside one expression Polars would redo the
+        # rewrite for each parse attempt.
+        events = events.with_columns(timestamp_text(pl.col(columns.timestamp)).alias(_TIME_TEXT))
+        parsed = parse_timestamp_text(
+            pl.col(_TIME_TEXT), time_unit=time_unit, timezone=check_timezone(timezone)
+        )
+    else:
+        parsed = timestamp_expr(columns.timestamp, dtype, time_unit=time_unit, timezone=timezone)
     pageviews = [name.lower() for name in pageview_events]
     event = _as_text(columns.event)
     url = _as_text(columns.url)
@@ -185,7 +209,7 @@ def prepare_events(
     )
     return events.select(
         _as_text(columns.user_id).alias(S.USER),
-        timestamp_expr(columns.timestamp, dtype, time_unit=time_unit, timezone=timezone).alias(S.TIME),
+        parsed.alias(S.TIME),
         url.alias(S.URL),
         # Apache and nginx write "-" for "no referrer".
         _as_text(columns.referrer, nulls=("", "-")).alias(S.REFERRER),
