@@ -135,8 +135,7 @@ def resolve_inputs(paths: Sequence[str | Path], *, input_format: str | None = No
     for raw in paths:
         path = str(raw)
         if path == STDIN:
-            fmt = format_of("stdin.csv", input_format)
-            result.append(InputFile(STDIN, fmt or "csv"))
+            result.append(InputFile(STDIN, format_of("stdin.csv", input_format) or "csv"))
         elif os.path.isdir(path):
             before = len(result)
             for name in sorted(glob.glob(os.path.join(glob.escape(path), "**", "*"), recursive=True)):
@@ -313,11 +312,19 @@ def _scan(source: InputFile, encoding: str) -> tuple[pl.LazyFrame, pl.DataFrame 
         frame = frame.with_row_index(ROW).filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
         return frame.lazy(), None
     if source.format == "parquet":
+        if source.is_stdin:
+            return pl.read_parquet(io.BytesIO(sys.stdin.buffer.read())).lazy().with_row_index(ROW), None
         return pl.scan_parquet(source.path).with_row_index(ROW), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
-    if _split_gz(source.path)[1]:
+    if source.is_stdin:
+        ndjson = io.BytesIO(sys.stdin.buffer.read())
+    elif _split_gz(source.path)[1]:
         ndjson = io.BytesIO(_read_bytes_gz(source.path))
+    elif os.path.getsize(source.path) == 0:
+        return pl.LazyFrame(), None
+    if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
+        return pl.LazyFrame(), None
     return pl.scan_ndjson(ndjson, infer_schema_length=None).with_row_index(ROW), None
 
 

@@ -835,3 +835,21 @@ def test_output_over_an_input_is_refused(tmp_path: Path) -> None:
 def test_output_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(sessionize.OutputError, match="does not exist"):
         sio.check_output(str(tmp_path / "nope" / "sessions.parquet"), [])
+
+
+def test_stdin_in_other_formats(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = pl.DataFrame({"user_id": ["a"], "timestamp": ["2024-05-01T10:00:00Z"]})
+    parquet = io.BytesIO()
+    frame.write_parquet(parquet)
+    for fmt, data in (
+        ("ndjson", b'{"user_id": "a", "timestamp": "2024-05-01T10:00:00Z"}\n'),
+        ("parquet", parquet.getvalue()),
+    ):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+        events = sessionize.read_events(["-"], input_format=fmt)
+        assert events["user_id"].to_list() == ["a"], fmt
+
+
+def test_empty_ndjson_holds_no_events(tmp_path: Path) -> None:
+    empty = write_text(tmp_path / "empty.ndjson", "")
+    assert read_one(empty).height == 0
