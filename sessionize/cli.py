@@ -337,6 +337,48 @@ def run(
         str | None,
         typer.Option("--drop-columns", metavar="NAMES", help="Comma-separated output columns to leave out."),
     ] = None,
+    referers: Annotated[
+        str | None,
+        typer.Option(
+            "--referers",
+            metavar="PATH",
+            help="Snowplow referer database (referers.yml or .json) instead of the bundled copy.",
+        ),
+    ] = None,
+    internal_domains: Annotated[
+        str | None,
+        typer.Option(
+            "--internal-domains",
+            metavar="DOMAINS",
+            help="Comma-separated hosts of your own sites (and their subdomains): referrers from them are "
+            "internal.",
+        ),
+    ] = None,
+    conversion_events: Annotated[
+        str | None,
+        typer.Option(
+            "--conversion-events",
+            metavar="NAMES",
+            help="Comma-separated event names that make a session engaged.",
+        ),
+    ] = None,
+    max_session_length: Annotated[
+        str | None,
+        typer.Option(
+            "--max-session-length",
+            metavar="DURATION",
+            help="Cut longer runs of activity into consecutive sessions (PostHog: 24h).",
+        ),
+    ] = None,
+    split_on_campaign: Annotated[
+        bool,
+        typer.Option(
+            "--split-on-campaign", help="A page view with other UTM/click-id values starts a new session."
+        ),
+    ] = False,
+    split_at_midnight: Annotated[
+        bool, typer.Option("--split-at-midnight", help="Start a new session at midnight in --timezone.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary or warnings on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
@@ -375,6 +417,12 @@ def run(
                 anonymize_ip=None if anonymize_ip is None else anonymize_ip.value,
                 hash_user_ids=hash_user_ids,
                 drop_columns=drop_columns,
+                referers=referers,
+                internal_domains=internal_domains or (),
+                conversion_events=conversion_events or (),
+                max_session_length=max_session_length,
+                split_on_campaign=split_on_campaign,
+                split_at_midnight=split_at_midnight,
             )
     except (SessionizeError, Exception) as exc:
         _fail(exc, debug=debug)

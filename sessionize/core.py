@@ -6,6 +6,7 @@ can run per partition of users on a distributed engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 import polars as pl
@@ -16,13 +17,30 @@ from sessionize import schema as S
 _SESSION_ID_TIME_FORMAT = "%Y%m%dT%H%M%S%.6f"
 
 
-def assign_sessions(events: pl.LazyFrame, *, timeout: timedelta = S.DEFAULT_TIMEOUT) -> pl.LazyFrame:
+def assign_sessions(
+    events: pl.LazyFrame,
+    *,
+    timeout: timedelta = S.DEFAULT_TIMEOUT,
+    max_session_length: timedelta | None = None,
+    split_at_midnight: bool = False,
+    timezone: str = "UTC",
+    campaign_col: str | None = None,
+) -> pl.LazyFrame:
     """Add a ``session_id`` to every event of a canonical events frame.
 
     A user's events without a client session id are split by the timeout: a new session starts at
     the user's first such event and whenever the gap since the previous one is greater than
     ``timeout`` (a gap of exactly ``timeout`` stays in the session). Events with a client session id
     keep it: they form one session per (user, client id), whatever their gaps.
+
+    Opt-in rules for the events without a client id, as other analytics tools apply them:
+
+    * ``max_session_length`` (PostHog: 24 h): an event more than this after its session's start
+      starts a new session, so a longer run of activity becomes consecutive sessions.
+    * ``split_at_midnight`` (Universal Analytics, Matomo): an event on another calendar day than
+      the previous one, in ``timezone``, starts a new session.
+    * ``campaign_col`` (Universal Analytics): the column that holds a page view's campaign (null for
+      none); a campaign other than the session's current one starts a new session.
 
     The result is sorted by user, client session id (nulls first) and time; events at the same
     instant keep their input order.
@@ -39,24 +57,80 @@ def assign_sessions(events: pl.LazyFrame, *, timeout: timedelta = S.DEFAULT_TIME
     ['a-20240101T000000.000000', 'a-20240101T010000.000000']
     """
     user, ts, client = pl.col(S.USER), pl.col(S.TIME), pl.col(S.CLIENT_SESSION)
+    generated = client.is_null()
     # The gap is computed in its own step: nesting it inside the boundary expression was much slower.
     ordered = events.sort([S.USER, S.CLIENT_SESSION, S.TIME], nulls_last=False, maintain_order=True)
     with_gap = ordered.with_columns(
         (user.eq(user.shift(1)) & client.eq_missing(client.shift(1))).fill_null(False).alias("_same"),
         (ts - ts.shift(1)).alias("_gap"),
     )
-    is_new = ~pl.col("_same") | (client.is_null() & (pl.col("_gap") > timeout))
-    start = pl.when(is_new).then(ts).forward_fill()
-    generated = pl.concat_str([user, pl.lit("-"), start.dt.strftime(_SESSION_ID_TIME_FORMAT)])
-    return with_gap.with_columns(pl.coalesce(client, generated).alias(S.SESSION_ID)).drop("_same", "_gap")
+    is_new = ~pl.col("_same") | (generated & (pl.col("_gap") > timeout))
+    if split_at_midnight:
+        day = ts.dt.convert_time_zone(timezone).dt.date()
+        is_new = is_new | (generated & (day != day.shift(1))).fill_null(False)
+    frame = with_gap.with_columns(is_new.alias("_new"))
+    temporary = ["_same", "_gap", "_new"]
+    if campaign_col is not None:
+        # The latest campaign seen in the session so far is its current one: every change splits.
+        campaign = pl.col(campaign_col)
+        previous = campaign.forward_fill().shift(1).over("_idx")
+        changed = generated & campaign.is_not_null() & campaign.ne_missing(previous)
+        frame = frame.with_columns(pl.col("_new").cum_sum().alias("_idx")).with_columns(
+            (pl.col("_new") | changed.fill_null(False)).alias("_new")
+        )
+        temporary.append("_idx")
+    if max_session_length is not None:
+        limit = int(max_session_length / timedelta(microseconds=1))
+        frame = frame.with_columns(pl.col("_new").cum_sum().alias("_idx")).with_columns(
+            (
+                pl.col("_new")
+                | (
+                    generated
+                    & pl.struct(pl.col("_idx"), ts.dt.epoch("us")).map_batches(
+                        lambda rows: _cuts_of_long_sessions(rows, limit), return_dtype=pl.Boolean
+                    )
+                )
+            ).alias("_new")
+        )
+        temporary.append("_idx")
+    start = pl.when(pl.col("_new")).then(ts).forward_fill()
+    made = pl.concat_str([user, pl.lit("-"), start.dt.strftime(_SESSION_ID_TIME_FORMAT)])
+    return frame.with_columns(pl.coalesce(client, made).alias(S.SESSION_ID)).drop(*set(temporary))
 
 
-def summarize_sessions(sessions: pl.LazyFrame) -> pl.LazyFrame:
+def _cuts_of_long_sessions(rows: pl.Series, limit_us: int) -> pl.Series:
+    """Where a session longer than the limit is cut: each event more than ``limit_us`` after the
+    start of its (already cut) session starts a new one.
+
+    The cut points depend on each other, so this walks the events in order, but only those of
+    sessions longer than the limit: a few per data set, not the hot path.
+    """
+    frame = rows.struct.unnest()
+    index, micros = frame.columns
+    spans = frame.group_by(index).agg((pl.col(micros).max() - pl.col(micros).min()).alias("_span"))
+    long = spans.filter(pl.col("_span") > limit_us).get_column(index)
+    cuts = [False] * frame.height
+    if long.len():
+        positions = frame.with_row_index("_pos").filter(pl.col(index).is_in(long.implode()))
+        current, start = None, 0
+        for position, session, moment in positions.select("_pos", index, micros).iter_rows():
+            if session != current:
+                current, start = session, moment
+            elif moment - start > limit_us:
+                cuts[position] = True
+                start = moment
+    return pl.Series(rows.name, cuts, dtype=pl.Boolean)
+
+
+def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[str] = ()) -> pl.LazyFrame:
     """One row per session from the output of :func:`assign_sessions`.
 
-    Gives every column of the session table but the enrichment ones (traffic source and geo), in
-    the table's order, sorted by user and session number.
+    Gives every column of the session table but the enrichment ones (attribution and geo), in the
+    table's order, sorted by user and session number. A session is engaged (GA4's rule) when it
+    lasts at least 10 s, has at least 2 page views, or has an event named in ``conversion_events``
+    (case-insensitive).
     """
+    conversions = [name.lower() for name in conversion_events]
     ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
     # `filter(...).first()` keeps a null value of the first page view: a null referrer means "direct".
     landing_referrer = (
@@ -73,6 +147,9 @@ def summarize_sessions(sessions: pl.LazyFrame) -> pl.LazyFrame:
             pl.col(S.URL).filter(pv).last().alias("exit_page"),
             landing_referrer.alias("referrer"),
             pl.col(S.IP).first().alias("ip"),
+            (
+                pl.col(S.EVENT).str.to_lowercase().is_in(conversions).any() if conversions else pl.lit(False)
+            ).alias("_converted"),
         )
         .sort(S.USER, "session_start", S.SESSION_ID)
         .with_columns(
@@ -82,14 +159,39 @@ def summarize_sessions(sessions: pl.LazyFrame) -> pl.LazyFrame:
             .round(6)
             .alias("duration_s"),
         )
+        .with_columns(
+            (
+                (pl.col("duration_s") >= S.ENGAGED_DURATION_S)
+                | (pl.col("pageview_count") >= 2)
+                | pl.col("_converted")
+            ).alias("is_engaged")
+        )
+        .with_columns((~pl.col("is_engaged")).alias("is_bounce"))
     )
     return table.select(c.name for c in S.SESSION_COLUMNS if c.name in _CORE_COLUMNS)
 
 
-_CORE_COLUMNS = frozenset(c.name for c in S.SESSION_COLUMNS) - {
-    "traffic_source",
-    "city",
-    "region",
-    "country",
-    "country_code",
-}
+#: Columns that enrichment adds after the core (attribution and geo).
+ENRICHMENT_COLUMNS = frozenset(
+    {
+        "traffic_source",
+        "city",
+        "region",
+        "country",
+        "country_code",
+        "referrer_host",
+        "source_name",
+        "medium",
+        "search_term",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+        "gclid",
+        "fbclid",
+        "msclkid",
+        "channel",
+    }
+)
+_CORE_COLUMNS = frozenset(c.name for c in S.SESSION_COLUMNS) - ENRICHMENT_COLUMNS

@@ -59,6 +59,10 @@ class MalformedRowsError(InvalidEventsError):
     """CSV rows with the wrong number of fields, a bad quote or bytes that do not decode."""
 
 
+class RefererDatabaseError(InputError):
+    """The referer database (``--referers``) is missing, unreadable or not in referer-parser's format."""
+
+
 class GeoIPDatabaseError(SessionizeError):
     """The GeoIP database is missing, corrupt or of the wrong type."""
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -17,6 +18,14 @@ import polars as pl
 
 from sessionize import geo, io
 from sessionize import schema as S
+from sessionize.attribution import (
+    CAMPAIGN,
+    RefererDatabase,
+    add_campaign_key,
+    enrich_attribution,
+    load_referers,
+    normalize_internal_domains,
+)
 from sessionize.core import assign_sessions, summarize_sessions
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo, enrich_geo
@@ -30,11 +39,40 @@ from sessionize.normalize import (
 )
 from sessionize.privacy import ANONYMIZE_MODES, AnonymizeIp, anonymize_ips, read_secret
 from sessionize.privacy import hash_user_ids as hash_user_ids_of
-from sessionize.referrer import enrich_traffic_source
 
 SESSION_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in S.SESSION_COLUMNS)
 #: Events later than this after the run's start are invalid unless --valid-until says otherwise.
 DEFAULT_FUTURE_LIMIT = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class SessionRules:
+    """The opt-in session rules besides the timeout (see :func:`sessionize.core.assign_sessions`)."""
+
+    max_session_length: timedelta | None = None
+    split_on_campaign: bool = False
+    split_at_midnight: bool = False
+    #: Time zone of ``split_at_midnight``.
+    timezone: str = "UTC"
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        max_session_length: str | timedelta | None,
+        split_on_campaign: bool,
+        split_at_midnight: bool,
+        timezone: str | None,
+    ) -> SessionRules:
+        """Validated rules from the option values."""
+        return cls(
+            max_session_length=None
+            if max_session_length is None
+            else S.parse_duration(max_session_length, option="--max-session-length"),
+            split_on_campaign=split_on_campaign,
+            split_at_midnight=split_at_midnight,
+            timezone=check_timezone(timezone),
+        )
 
 
 def build_sessions(
@@ -44,14 +82,35 @@ def build_sessions(
     geo_database: GeoDatabase | None = None,
     keep_geo_status: bool = False,
     anonymize_ip: AnonymizeIp | None = None,
+    referers: RefererDatabase | None = None,
+    internal_domains: Sequence[str] = (),
+    conversion_events: Iterable[str] = (),
+    rules: SessionRules | None = None,
 ) -> pl.LazyFrame:
     """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
 
     ``keep_geo_status`` keeps the per-session lookup outcome (``_geo_status``) for the summary.
-    ``anonymize_ip`` truncates the ``ip`` column after the geo lookup, or before it.
+    ``anonymize_ip`` truncates the ``ip`` column after the geo lookup, or before it. ``referers`` is
+    the referer database for attribution (default: the packaged one).
     """
+    rules = rules or SessionRules()
+    if rules.split_on_campaign:
+        events = add_campaign_key(events)
     sessions = (
-        events.pipe(assign_sessions, timeout=timeout).pipe(summarize_sessions).pipe(enrich_traffic_source)
+        events.pipe(
+            assign_sessions,
+            timeout=timeout,
+            max_session_length=rules.max_session_length,
+            split_at_midnight=rules.split_at_midnight,
+            timezone=rules.timezone,
+            campaign_col=CAMPAIGN if rules.split_on_campaign else None,
+        )
+        .pipe(summarize_sessions, conversion_events=conversion_events)
+        .pipe(
+            enrich_attribution,
+            referers=referers if referers is not None else default_referers(),
+            internal_domains=internal_domains,
+        )
     )
     if anonymize_ip == "before-geo":
         sessions = anonymize_ips(sessions)
@@ -59,6 +118,12 @@ def build_sessions(
     if anonymize_ip == "after-geo":
         sessions = anonymize_ips(sessions)
     return sessions.select(*SESSION_COLUMN_NAMES, *([geo.STATUS] if keep_geo_status else []))
+
+
+@functools.cache
+def default_referers() -> RefererDatabase:
+    """The packaged referer database, loaded once per process."""
+    return load_referers()
 
 
 def _geo_database(geoip_db: str | Path | None, *, geo_enabled: bool) -> GeoDatabase | None:
@@ -86,6 +151,12 @@ def sessionize(
     pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
     geoip_db: str | Path | None = None,
     no_geo: bool = False,
+    referers: str | Path | None = None,
+    internal_domains: str | Iterable[str] = (),
+    conversion_events: str | Iterable[str] = (),
+    max_session_length: str | timedelta | None = None,
+    split_on_campaign: bool = False,
+    split_at_midnight: bool = False,
 ) -> pl.LazyFrame:
     """Split a frame of events into sessions and return the session table, lazily.
 
@@ -130,7 +201,18 @@ def sessionize(
     check_events(invalid, source="The events frame", columns=columns, where=lambda row: f"row index {row}")
     prepared = prepare_events(frame, **options, pageview_events=pageviews)  # type: ignore[arg-type]
     return build_sessions(
-        prepared, timeout=timeout, geo_database=_geo_database(geoip_db, geo_enabled=not no_geo)
+        prepared,
+        timeout=timeout,
+        geo_database=_geo_database(geoip_db, geo_enabled=not no_geo),
+        referers=None if referers is None else load_referers(referers),
+        internal_domains=normalize_internal_domains(internal_domains),
+        conversion_events=S.split_list(conversion_events),
+        rules=SessionRules.of(
+            max_session_length=max_session_length,
+            split_on_campaign=split_on_campaign,
+            split_at_midnight=split_at_midnight,
+            timezone=timezone,
+        ),
     )
 
 
@@ -242,6 +324,12 @@ def run(
     anonymize_ip: bool | str | None = None,
     hash_user_ids: str | None = None,
     drop_columns: str | Iterable[str] | None = None,
+    referers: str | Path | None = None,
+    internal_domains: str | Iterable[str] = (),
+    conversion_events: str | Iterable[str] = (),
+    max_session_length: str | timedelta | None = None,
+    split_on_campaign: bool = False,
+    split_at_midnight: bool = False,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
 
@@ -283,6 +371,13 @@ def run(
     dropped = _drop_columns(drop_columns)
     secret = None if hash_user_ids is None else read_secret(hash_user_ids)
     options = replace(options, anonymize_ip=anonymize is not None, user_id_secret=secret)
+    rules = SessionRules.of(
+        max_session_length=max_session_length,
+        split_on_campaign=split_on_campaign,
+        split_at_midnight=split_at_midnight,
+        timezone=timezone,
+    )
+    referer_database = None if referers is None else load_referers(referers)
     database = _geo_database(geoip_db, geo_enabled=not no_geo)
     target = None if output is None else str(output)
     rejects_target = None if rejects is None else str(rejects)
@@ -300,7 +395,15 @@ def run(
     if secret is not None:
         events = hash_user_ids_of(events, secret=secret)
     with_status = build_sessions(
-        events, timeout=timeout, geo_database=database, keep_geo_status=True, anonymize_ip=anonymize
+        events,
+        timeout=timeout,
+        geo_database=database,
+        keep_geo_status=True,
+        anonymize_ip=anonymize,
+        referers=referer_database,
+        internal_domains=normalize_internal_domains(internal_domains),
+        conversion_events=S.split_list(conversion_events),
+        rules=rules,
     ).collect(engine="in-memory")
     geo_counts = dict(with_status.get_column(geo.STATUS).drop_nulls().value_counts().iter_rows())
     sessions = with_status.drop(geo.STATUS, *dropped)

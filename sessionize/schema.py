@@ -13,6 +13,8 @@ from sessionize.errors import MissingColumnError, UsageError
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 DEFAULT_PAGEVIEW_EVENTS: tuple[str, ...] = ("page_view", "pageview", "$pageview", "page")
+#: GA4 counts a session as engaged from this duration on.
+ENGAGED_DURATION_S = 10.0
 
 #: The timestamp type of every output time column: UTC instants with microsecond precision.
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -135,6 +137,39 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
     ),
     OutputColumn("country", pl.String(), "Country of `ip` (English name)."),
     OutputColumn("country_code", pl.String(), "ISO 3166-1 alpha-2 code of that country (`GB`, `US`)."),
+    OutputColumn("referrer_host", pl.String(), "Lower-case host of `referrer`."),
+    OutputColumn(
+        "source_name",
+        pl.String(),
+        "Name of a known referring site from Snowplow's referer database (`Google`, `Facebook`).",
+    ),
+    OutputColumn(
+        "medium",
+        pl.String(),
+        "`search`, `social`, `email`, `paid`, `chatbot`, `unknown` (known site, unknown medium) from the "
+        "referer database; `referral` (other sites), `internal` (own site), `direct` (no referrer).",
+    ),
+    OutputColumn("search_term", pl.String(), "Search query from the referrer, where the database names it."),
+    OutputColumn("utm_source", pl.String(), "`utm_source` of the landing page URL (percent-decoded)."),
+    OutputColumn("utm_medium", pl.String(), "`utm_medium` of the landing page URL."),
+    OutputColumn("utm_campaign", pl.String(), "`utm_campaign` of the landing page URL."),
+    OutputColumn("utm_term", pl.String(), "`utm_term` of the landing page URL."),
+    OutputColumn("utm_content", pl.String(), "`utm_content` of the landing page URL."),
+    OutputColumn("gclid", pl.String(), "Google Ads click id of the landing page URL."),
+    OutputColumn("fbclid", pl.String(), "Facebook click id of the landing page URL."),
+    OutputColumn("msclkid", pl.String(), "Microsoft Ads click id of the landing page URL."),
+    OutputColumn(
+        "channel",
+        pl.String(),
+        "GA4 default channel group (`Organic Search`, `Paid Social`, `Direct`, ...): UTM source and medium "
+        "when present, else the referrer's; a gclid or msclkid means Paid Search.",
+    ),
+    OutputColumn(
+        "is_engaged",
+        pl.Boolean(),
+        "GA4's engaged session: lasts at least 10 s, or has at least 2 page views, or a conversion event.",
+    ),
+    OutputColumn("is_bounce", pl.Boolean(), "Not engaged (GA4's bounce)."),
 )
 
 SESSION_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in SESSION_COLUMNS}

@@ -646,3 +646,43 @@ def test_error_in_a_subprocess_has_no_traceback(workdir: Path) -> None:
     assert "line 3: 'tomorrow'" in stderr
     assert "Traceback" not in stderr
     assert listing(workdir) == ["bad.csv"]
+
+
+def test_attribution_and_rule_options_reach_the_library(tmp_path: Path) -> None:
+    events = write_text(
+        tmp_path / "e.csv",
+        "user_id,timestamp,event,url,referrer\n"
+        "u,2024-05-01T10:00:00Z,page_view,https://shop.example/,https://blog.example.org/post\n"
+        "u,2024-05-01T23:50:00Z,signup,https://shop.example/join,\n"
+        "u,2024-05-02T00:10:00Z,page_view,https://shop.example/?utm_source=x&utm_medium=email,\n",
+    )
+    referers = write_text(
+        tmp_path / "referers.yml", "social:\n  Example Blog:\n    domains:\n      - blog.example.org\n"
+    )
+    out = tmp_path / "o.csv"
+    result = run_cli(
+        events,
+        "-o",
+        out,
+        "--referers",
+        referers,
+        "--conversion-events",
+        "signup",
+        "--split-at-midnight",
+        "--split-on-campaign",
+        "--max-session-length",
+        "24h",
+    )
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False)
+    assert table.select("source_name", "medium", "channel", "is_engaged").rows() == [
+        ("Example Blog", "social", "Organic Social", "false"),
+        (None, "direct", "Direct", "true"),
+        (None, "direct", "Email", "false"),
+    ]
+    internal = run_cli(events, "-o", out, "--internal-domains", "example.org")
+    assert internal.exit_code == 0, internal.output
+    assert pl.read_csv(out, infer_schema=False)["medium"].to_list()[0] == "internal"
+    bad = run_cli(events, "-o", out, "--referers", tmp_path / "missing.yml")
+    assert bad.exit_code == 1
+    assert "missing.yml" in flat(bad.stderr)

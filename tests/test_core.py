@@ -289,3 +289,97 @@ def test_assign_sessions_labels_every_event(events: EventsFactory) -> None:
         "u-20240501T103100.000000",
         "u-20240501T103100.000000",
     ]
+
+
+# --- engagement ------------------------------------------------------------------------------------------
+
+
+def test_engagement_follows_ga4(events: EventsFactory) -> None:
+    rows = [
+        ("short", 0, "https://s.example/a", None, "page_view"),
+        ("short", 9.999, "https://s.example/a", None, "click"),
+        ("ten", 0, "https://s.example/a", None, "page_view"),
+        ("ten", 10, "https://s.example/a", None, "scroll"),
+        ("two", 0, "https://s.example/a", None, "page_view"),
+        ("two", 1, "https://s.example/b", None, "page_view"),
+        ("buyer", 0, "https://s.example/a", None, "Purchase"),
+    ]
+    table = sessions_of(events(rows), conversion_events="purchase,sign_up")
+    engaged = dict(table.select("user_id", "is_engaged").iter_rows())
+    assert engaged == {"short": False, "ten": True, "two": True, "buyer": True}
+    assert (table["is_bounce"] == ~table["is_engaged"]).all()
+    # Without --conversion-events a purchase alone is a bounce.
+    assert sessions_of(events(rows[-1:]))["is_bounce"].to_list() == [True]
+
+
+# --- opt-in session rules ----------------------------------------------------------------------------------
+
+
+def test_max_session_length_cuts_long_activity_into_consecutive_sessions(events: EventsFactory) -> None:
+    # Events every 20 minutes for 30 hours: one session by the timeout, cut after 24 h.
+    rows = [("bot", i * 20 * MIN) for i in range(91)]
+    assert sessions_of(events(rows)).height == 1
+    table = sessions_of(events(rows), max_session_length="24h")
+    assert table["session_start"].to_list() == [T0, at(hours=24, minutes=20)]
+    assert table["event_count"].to_list() == [73, 18]
+    assert table["duration_s"].max() <= 24 * HOUR  # type: ignore[operator]
+
+
+def test_max_session_length_edges(events: EventsFactory) -> None:
+    # Exactly the limit stays; one microsecond more starts a new session, whose own limit counts from it.
+    rows = [("u", T0), ("u", at(minutes=20)), ("u", at(minutes=40)), ("u", at(hours=1, microseconds=1))]
+    limit = timedelta(hours=1)
+    assert sessions_of(events(rows[:3]), max_session_length=limit).height == 1
+    table = sessions_of(events(rows), max_session_length=limit)
+    assert table["event_count"].to_list() == [3, 1]
+    # Greedy from each new start, not fixed hour windows (which would give 3, 3, 2):
+    # 0, 25, 50 | 61, 85, 110, 121 (exactly 60 after 61) | 122.
+    rows = [("u", m * MIN) for m in (0, 25, 50, 61, 85, 110, 121, 122)]
+    table = sessions_of(events(rows), max_session_length=limit)
+    assert table["event_count"].to_list() == [3, 4, 1]
+    # Client session ids are never cut.
+    client = [("c", 0, None, None, None, "s1"), ("c", 20 * HOUR, None, None, None, "s1")]
+    assert sessions_of(events(client), max_session_length=limit).height == 1
+
+
+def test_split_at_midnight_in_the_time_zone(events: EventsFactory) -> None:
+    # 23:50 and 00:10 UTC: one session normally, two when split at UTC midnight; in New York
+    # (UTC-4 in May) both are on the same local day.
+    late = T0.replace(hour=23, minute=50)
+    rows = [("u", late), ("u", late + timedelta(minutes=20))]
+    assert sessions_of(events(rows)).height == 1
+    assert sessions_of(events(rows), split_at_midnight=True).height == 2
+    assert sessions_of(events(rows), split_at_midnight=True, timezone="America/New_York").height == 1
+    ny_midnight = T0.replace(hour=3, minute=50)  # 23:50 in New York
+    rows = [("u", ny_midnight), ("u", ny_midnight + timedelta(minutes=20))]
+    assert sessions_of(events(rows), split_at_midnight=True, timezone="America/New_York").height == 2
+
+
+def test_split_on_campaign(events: EventsFactory) -> None:
+    base = "https://s.example/"
+    rows = [
+        ("u", 0, base + "?utm_source=news&utm_campaign=a", None, "page_view"),
+        ("u", 60, base + "page", None, "page_view"),  # no campaign: same session
+        ("u", 120, base + "?utm_source=news&utm_campaign=a", None, "page_view"),  # same campaign
+        ("u", 180, base + "?utm_source=news&utm_campaign=b", None, "page_view"),  # new campaign
+        ("u", 240, base + "?gclid=xyz", None, "click"),  # not a page view
+        ("u", 300, base + "?gclid=xyz", None, "page_view"),  # new campaign (paid click)
+    ]
+    assert sessions_of(events(rows)).height == 1
+    table = sessions_of(events(rows), split_on_campaign=True)
+    assert table["event_count"].to_list() == [3, 2, 1]
+    assert table["utm_campaign"].to_list() == ["a", "b", None]
+    assert table["gclid"].to_list() == [None, None, "xyz"]
+    # A direct session that later sees a campaign is split too, as Universal Analytics did.
+    direct_then_campaign = [
+        ("v", 0, base, None, "page_view"),
+        ("v", 60, base + "?utm_source=x", None, "page_view"),
+    ]
+    assert sessions_of(events(direct_then_campaign), split_on_campaign=True).height == 2
+
+
+def test_bad_rule_values_are_usage_errors(events: EventsFactory) -> None:
+    with pytest.raises(sessionize.UsageError, match="--max-session-length"):
+        sessionize.sessionize(events([("u", 0)]), max_session_length="a day")
+    with pytest.raises(sessionize.UsageError, match="--timezone"):
+        sessionize.sessionize(events([("u", 0)]), split_at_midnight=True, timezone="Mars/Olympus")

@@ -83,3 +83,30 @@ def test_cli_on_sample_writes_the_same_table(tmp_path: Path, table: pl.DataFrame
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(out).equals(table)
     assert "964" in result.stderr
+
+
+def test_attribution_of_one_users_sessions(table: pl.DataFrame) -> None:
+    sessions = table.filter(pl.col("user_id") == "u00798")
+    assert sessions["channel"].to_list() == [
+        "Organic Search",  # www.google.com, no tags
+        "Paid Search",  # gclid on the landing URL
+        "Organic Search",  # duckduckgo.com
+        "Paid Search",
+        "Organic Search",
+        "Direct",
+    ]
+    second = sessions.row(1, named=True)
+    assert (second["utm_source"], second["utm_medium"], second["utm_term"]) == (
+        "google",
+        "cpc",
+        "trail shoes",
+    )
+    assert second["gclid"] == "Cj0KCQiAZ2lUiTkXql4EdyfxcrWFGXAIpdj-ZYUET7GVCQ1In6H9dXWSS9O3V0sPstWbUi-f"
+    assert (second["source_name"], second["medium"]) == ("Google", "search")
+    assert sessions["is_engaged"].to_list() == [True, True, True, True, True, True]
+
+
+def test_every_session_has_a_channel(table: pl.DataFrame) -> None:
+    assert table["channel"].null_count() == 0
+    # Internal navigation never shows up as a session's source: landing referrers are external or none.
+    assert table.filter(pl.col("medium") == "internal").height == 0

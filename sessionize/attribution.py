@@ -1,0 +1,727 @@
+"""Attribution: where each session came from, the way analytics tools report it.
+
+* ``source_name``, ``medium`` and ``search_term`` of the referrer, from Snowplow's referer database
+  (referer-parser's ``referers.yml``, GPL-3.0 data shipped in ``sessionize/data``; see
+  ``REFERERS-NOTICE.md``), looked up with referer-parser's own rules.
+* ``utm_*`` fields and the click ids ``gclid``, ``fbclid``, ``msclkid`` from the landing page's query string.
+* ``channel``: the GA4 default channel group.
+
+URL parsing needs Python, so it runs once per distinct landing URL and once per distinct (referrer,
+landing host) pair, and is joined back; the channel rules are one vectorized Polars expression.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+from urllib.parse import unquote, unquote_plus, urlsplit
+
+import polars as pl
+import yaml
+
+from sessionize import schema as S
+from sessionize.distinct import map_distinct
+from sessionize.errors import RefererDatabaseError
+from sessionize.referrer import DIRECT, traffic_source
+
+LANDING_PAGE = "landing_page"
+TRAFFIC_SOURCE = "traffic_source"
+
+# Mediums. The database's own sections (``unknown``, ``email``, ``social``, ``search``, ``paid``,
+# ``chatbot``, or any other a newer file adds) are passed through as they are named there.
+INTERNAL = "internal"
+REFERRAL = "referral"
+SEARCH = "search"
+SOCIAL = "social"
+EMAIL = "email"
+PAID = "paid"
+
+#: What :func:`classify_referrer` returns.
+REFERRER_FIELDS: tuple[str, ...] = ("referrer_host", "source_name", "medium", "search_term", TRAFFIC_SOURCE)
+#: What :func:`parse_utm` returns, in this order.
+UTM_FIELDS: tuple[str, ...] = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "gclid",
+    "fbclid",
+    "msclkid",
+)
+#: The columns :func:`enrich_attribution` adds, in this order (it also rewrites ``traffic_source``).
+ATTRIBUTION_COLUMNS: tuple[str, ...] = (
+    "referrer_host",
+    "source_name",
+    "medium",
+    "search_term",
+    *UTM_FIELDS,
+    "channel",
+)
+
+SourceCategory = Literal["shopping", "search", "social", "video"]
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# GA4 classifies a source by a published list ("source categories", linked from the Default channel group
+# article). Search and social sites come from the referer database's sections; shopping and video sites,
+# which it does not separate, from these lists: a subset of the SHOPPING and VIDEO rows of that list
+# (as mirrored in PostHog's channel_definitions.json). They win over the database, as in GA4 (YouTube is a
+# video site there and a social one in referers.yml; Amazon is shopping there and search in referers.yml).
+SHOPPING_SOURCES: frozenset[str] = _names(
+    """
+    1688.com alibaba alibaba.com m.alibaba.com allegro.pl amazon amazon.com amazon.co.uk backmarket.com
+    bol.com cdiscount.com coupang.com depop.com ebay ebay.com ebay.co.uk ebay.com.au ebay.de etsy etsy.com
+    igshopping lazada.com mercadolibre mercadolibre.com mercadolibre.com.ar mercadolibre.com.mx
+    mercadolivre.com.br mercari.com otto.de ozon.ru poshmark.com shein.com shop.app shop.tiktok.com
+    shopee.com shopify shopify.com apps.shopify.com checkout.shopify.com partners.shopify.com shopping
+    shopping.naver.com m.shopping.naver.com shopping.yahoo.com shopping.yahoo.co.jp shopzilla shopzilla.com
+    stockx.com stripe stripe.com checkout.stripe.com temu.com vinted.com walmart walmart.com
+    one.walmart.com wildberries.ru zalando.com
+    """
+)
+VIDEO_SOURCES: frozenset[str] = _names(
+    """
+    b23.tv bilibili.com crackle crackle.com curiositystream curiositystream.com d.tube dailymotion
+    dailymotion.com disneyplus disneyplus.com hulu hulu.com iq.com iqiyi iqiyi.com ixigua.com justin.tv
+    kick.com kuaishou.com netflix netflix.com rumble.com rutube.ru ted ted.com twitch twitch.tv
+    m.twitch.tv player.twitch.tv utreon utreon.com veoh veoh.com vimeo vimeo.com player.vimeo.com wistia
+    wistia.com fast.wistia.net youku youku.com youtube youtube.com m.youtube.com music.youtube.com
+    """
+)
+# Short names GA4's list has for social sites that referers.yml does not spell that way (utm_source=fb).
+_SOCIAL_ALIASES = frozenset({"fb", "fb.me", "ig", "ig.me", "x.com", "lnkd.in", "pin.it", "wa.me"})
+
+_PACKAGE_FILE = ("data", "referers.yml")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+@dataclass(frozen=True)
+class Referer:
+    """A known referring site: its name, its medium and the query parameters that carry a search term."""
+
+    source: str
+    medium: str
+    parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class RefererDatabase:
+    """Snowplow's referer database: known sites by host (or host and path prefix), lower-case hosts.
+
+    Build it with :func:`load_referers`.
+    """
+
+    path: str
+    entries: Mapping[str, Referer] = field(repr=False)
+    #: GA4 source category of a source name or domain (search and social from the database, plus
+    #: :data:`SHOPPING_SOURCES`, :data:`VIDEO_SOURCES`), for ``utm_source`` values.
+    categories: Mapping[str, SourceCategory] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lookup(self, host: str, path: str = "") -> Referer | None:
+        """The site a referrer host and path belong to, with referer-parser's rules.
+
+        Tries the full path, then its first segment, then no path; for each, the full host and then
+        the host without its leading labels one at a time (``www.google.com``, ``google.com``, ``com``).
+
+        >>> db = load_referers()
+        >>> db.lookup("www.google.fr", "/imgres").source
+        'Google Images'
+        >>> db.lookup("www.google.fr", "/search").source
+        'Google'
+        """
+        hosts = _hosts_to_try(host.lower())
+        for suffix in _paths_to_try(path):
+            for candidate in hosts:
+                found = self.entries.get(candidate + suffix)
+                if found is not None:
+                    return found
+        return None
+
+    def source_category(self, source: str | None) -> SourceCategory | None:
+        """GA4's source category of a source (``utm_source``) value, case-insensitive.
+
+        >>> db = load_referers()
+        >>> db.source_category("Google"), db.source_category("fb"), db.source_category("youtube")
+        ('search', 'social', 'video')
+        """
+        if source is None:
+            return None
+        return self.categories.get(source.strip().lower())
+
+
+def _hosts_to_try(host: str) -> list[str]:
+    labels = host.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]
+
+
+def _paths_to_try(path: str) -> list[str]:
+    first = next((part for part in path.split("/") if part), None)
+    return [path, "/" + first, ""] if first is not None else [""]
+
+
+def _key(domain: str) -> str:
+    host, slash, rest = domain.strip().partition("/")
+    return host.lower() + slash + rest
+
+
+def load_referers(path: str | Path | None = None) -> RefererDatabase:
+    """Load a referer database in referer-parser's format (``referers.yml``, or its JSON twin).
+
+    ``path`` defaults to the copy shipped with sessionize (referer-parser at commit b70173e, 2025-11-25).
+    When a domain is listed twice, the first entry in the file wins.
+
+    >>> db = load_referers()
+    >>> db.lookup("t.co")
+    Referer(source='Twitter', medium='social', parameters=())
+    """
+    if path is None:
+        shown = "the bundled referers.yml"
+        text = resources.files("sessionize").joinpath(*_PACKAGE_FILE).read_text(encoding="utf-8")
+    else:
+        shown = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as ex:
+            reason = ex.strerror if isinstance(ex, OSError) and ex.strerror else str(ex)
+            raise RefererDatabaseError(
+                f"{shown}: cannot read the referer database ({reason}). Give --referers a referers.yml "
+                "from github.com/snowplow-referer-parser/referer-parser (resources/referers.yml)."
+            ) from ex
+    # BaseLoader keeps every scalar a string: a parameter named "on" or "no" must not become a bool.
+    loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+    try:
+        document = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as ex:
+        raise RefererDatabaseError(
+            f"{shown}: not a referer database: the YAML does not parse ({ex}). Give --referers a "
+            "referers.yml from github.com/snowplow-referer-parser/referer-parser (resources/referers.yml)."
+        ) from ex
+    entries = _parse_document(document, shown)
+    return RefererDatabase(path=shown, entries=entries, categories=_categories(entries))
+
+
+def _parse_document(document: Any, shown: str) -> dict[str, Referer]:
+    def bad(what: str) -> RefererDatabaseError:
+        return RefererDatabaseError(
+            f"{shown}: not a referer database: {what}. Expected referer-parser's format: mediums "
+            "(search, social, ...) holding sources, each with a 'domains' list and optional 'parameters'."
+        )
+
+    if not isinstance(document, dict) or not document:
+        raise bad("the top level is not a mapping of mediums")
+    entries: dict[str, Referer] = {}
+    for medium, sources in document.items():
+        if not isinstance(sources, dict):
+            raise bad(f"medium {medium!r} is not a mapping of sources")
+        for source, spec in sources.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("domains"), list):
+                raise bad(f"source {source!r} (medium {medium!r}) has no 'domains' list")
+            parameters = spec.get("parameters") or []
+            if not isinstance(parameters, list):
+                raise bad(f"the 'parameters' of source {source!r} (medium {medium!r}) are not a list")
+            referer = Referer(source=source, medium=medium.lower(), parameters=tuple(parameters))
+            for domain in spec["domains"]:
+                if isinstance(domain, str) and domain.strip():
+                    entries.setdefault(_key(domain), referer)
+    if not entries:
+        raise bad("it lists no domains")
+    return entries
+
+
+def _categories(entries: Mapping[str, Referer]) -> dict[str, SourceCategory]:
+    categories: dict[str, SourceCategory] = {}
+
+    def add(names: Iterable[str], category: SourceCategory) -> None:
+        for name in names:
+            categories.setdefault(name, category)
+
+    add(SHOPPING_SOURCES, "shopping")
+    add(VIDEO_SOURCES, "video")
+    for wanted in ("search", "social"):
+        category: SourceCategory = "search" if wanted == SEARCH else "social"
+        for key, referer in entries.items():
+            if referer.medium != wanted:
+                continue
+            name = referer.source.lower()
+            host = key.partition("/")[0]
+            add((name, re.sub(r"[^0-9a-z.]+", "", name), host, host.removeprefix("www.")), category)
+    add(_SOCIAL_ALIASES, "social")
+    categories.pop("", None)
+    return categories
+
+
+class _Url(NamedTuple):
+    host: str | None
+    path: str
+    query: str
+
+
+def _split_url(url: str) -> _Url | None:
+    """Lower-case host, percent-decoded path and raw query; a bare ``host/path`` counts as a URL."""
+    text = url.strip()
+    if not _SCHEME.match(text):
+        text = "//" + text
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        return None
+    return _Url(host or None, unquote(parts.path), parts.query)
+
+
+def _search_term(query: str, parameters: Sequence[str]) -> str | None:
+    # referer-parser: the first query parameter, in query order, whose name is one of the site's.
+    for pair in query.split("&"):
+        equals = pair.find("=")
+        name, value = (pair[:equals], pair[equals + 1 :]) if equals > 0 else (pair, "")
+        if unquote_plus(name) in parameters:
+            return unquote_plus(value) or None
+    return None
+
+
+def normalize_internal_domains(domains: str | Iterable[str]) -> tuple[str, ...]:
+    """``"Example.com, .shop.example.com"`` -> ``("example.com", "shop.example.com")``.
+
+    >>> normalize_internal_domains(["*.Example.com", " cdn.example.net "])
+    ('example.com', 'cdn.example.net')
+    """
+    items = domains.split(",") if isinstance(domains, str) else domains
+    cleaned = (item.strip().lower().removeprefix("*").strip(".") for item in items)
+    return tuple(item for item in cleaned if item)
+
+
+def _is_internal(host: str, landing_host: str | None, internal_domains: Sequence[str]) -> bool:
+    if host == landing_host:
+        return True
+    return any(host == domain or host.endswith("." + domain) for domain in internal_domains)
+
+
+def _landing_host(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parsed = _split_url(url)
+    return None if parsed is None else parsed.host
+
+
+class _Classified(NamedTuple):
+    referrer_host: str | None
+    source_name: str | None
+    medium: str | None
+    search_term: str | None
+    traffic_source: str | None
+    # For the channel: GA4's source and medium of a session without UTM tags, and the source category.
+    ga_source: str
+    ga_medium: str
+    category: SourceCategory | None
+
+
+_DIRECT = _Classified(None, None, DIRECT, None, DIRECT, "(direct)", "(none)", None)
+# GA4 gives referrals from search engines the medium "organic"; referers.yml's email and paid sites keep
+# theirs (GA4 has no webmail list; "paid" makes them Paid Other, never Referral); the rest are referrals.
+_GA_MEDIUM = {SEARCH: "organic", EMAIL: EMAIL, PAID: PAID}
+
+
+def _builtin_category(names: Iterable[str]) -> SourceCategory | None:
+    for name in names:
+        if name in SHOPPING_SOURCES:
+            return "shopping"
+        if name in VIDEO_SOURCES:
+            return "video"
+    return None
+
+
+def _classify(
+    referrer: str | None,
+    landing_host: str | None,
+    internal_domains: Sequence[str],
+    db: RefererDatabase,
+) -> _Classified:
+    if referrer is None or not referrer.strip():
+        return _DIRECT
+    parsed = _split_url(referrer)
+    if parsed is None or parsed.host is None:
+        return _Classified(None, None, None, None, traffic_source(referrer), "(not set)", "(not set)", None)
+    host = parsed.host
+    if _is_internal(host, landing_host, internal_domains):
+        return _DIRECT._replace(referrer_host=host, medium=INTERNAL)
+    names = (host, host.removeprefix("www."))
+    referer = db.lookup(host, parsed.path)
+    if referer is None:
+        return _Classified(
+            host, None, REFERRAL, None, traffic_source(referrer), host, REFERRAL, _builtin_category(names)
+        )
+    source = referer.source.lower()
+    term = _search_term(parsed.query, referer.parameters) if referer.medium == SEARCH else None
+    category = _builtin_category((*names, source))
+    if category is None and referer.medium in (SEARCH, SOCIAL):
+        category = "search" if referer.medium == SEARCH else "social"
+    return _Classified(
+        host,
+        referer.source,
+        referer.medium,
+        term,
+        traffic_source(referrer),
+        source,
+        _GA_MEDIUM.get(referer.medium, REFERRAL),
+        category,
+    )
+
+
+def classify_referrer(
+    referrer: str | None,
+    *,
+    landing_url: str | None,
+    internal_domains: Sequence[str] = (),
+    db: RefererDatabase,
+) -> dict[str, str | None]:
+    """The referrer's host, source name, medium, search term and traffic source.
+
+    ``medium`` is the referer database's section for a known site (``search``, ``social``, ``email``,
+    ``paid``, ``chatbot``, ``unknown``), ``referral`` for any other site, ``internal`` when the
+    referrer's host is the landing page's host or one of ``internal_domains`` or a subdomain of one
+    (then ``traffic_source`` is ``direct``), ``direct`` without a referrer, and null for a referrer
+    that has no host.
+
+    >>> db = load_referers()
+    >>> classify_referrer("https://www.google.co.uk/search?q=tarot+cards", landing_url=None, db=db)
+    {'referrer_host': 'www.google.co.uk', 'source_name': 'Google', 'medium': 'search', \
+'search_term': 'tarot cards', 'traffic_source': 'google'}
+    >>> landing = "https://shop.example.com/a"
+    >>> internal = classify_referrer("https://shop.example.com/", landing_url=landing, db=db)
+    >>> internal["medium"], internal["traffic_source"]
+    ('internal', 'direct')
+    """
+    internal = normalize_internal_domains(internal_domains)
+    result = _classify(referrer, _landing_host(landing_url), internal, db)
+    return dict(zip(REFERRER_FIELDS, result[: len(REFERRER_FIELDS)], strict=True))
+
+
+def parse_utm(url: str | None) -> dict[str, str | None]:
+    """UTM fields and click ids from a URL's query string, percent-decoded (``+`` is a space).
+
+    A parameter given twice keeps its first non-empty value; an empty value is null. Names are
+    case-sensitive, as in GA4. The fragment (after ``#``) is not read.
+
+    >>> parse_utm("https://a.example/?utm_source=news+letter&utm_medium=e%2Dmail&gclid=")["utm_medium"]
+    'e-mail'
+    """
+    parsed = None if url is None else _split_url(url)
+    return _utm_from_query("" if parsed is None else parsed.query)
+
+
+CAMPAIGN = "_campaign"
+
+
+def campaign_key(url: str | None) -> str | None:
+    """The campaign a URL carries (its UTM values and click ids, joined), or None without any.
+
+    >>> campaign_key("https://a.example/?utm_source=news&utm_campaign=bf"), campaign_key("https://a.example/")
+    ('news||bf|||||', None)
+    """
+    values = parse_utm(url).values()
+    return "|".join(v or "" for v in values) if any(values) else None
+
+
+def add_campaign_key(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Add the ``_campaign`` of each page view's URL (null for other events), once per distinct URL."""
+
+    def keys(urls: list[str | None]) -> pl.Series:
+        return pl.Series([campaign_key(url) for url in urls], dtype=pl.String)
+
+    key = pl.col(S.URL).map_batches(lambda urls: map_distinct(urls, keys), return_dtype=pl.String)
+    return events.with_columns(pl.when(pl.col(S.IS_PAGEVIEW)).then(key).otherwise(None).alias(CAMPAIGN))
+
+
+def _utm_from_query(query: str) -> dict[str, str | None]:
+    result: dict[str, str | None] = dict.fromkeys(UTM_FIELDS)
+    if not query:
+        return result
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        name = unquote_plus(name)
+        if name in result and result[name] is None:
+            result[name] = unquote_plus(value) or None
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# GA4 default channel group.
+#
+# The rules for manual (non-Google-Ads) traffic, in GA4's order, first match wins, from Google's
+# "[GA4] Default channel group", https://support.google.com/analytics/answer/9756891 ("Channels for
+# manual traffic"). Matching is case-insensitive (GA4's channel definitions are), so values are
+# lower-cased first. "Source matches a list of ... sites" is the source category (see SHOPPING_SOURCES).
+# A gclid or msclkid (Google Ads / Microsoft Ads auto-tagging) makes the session Paid Search before
+# any of these rules, as GA4 does for Google Ads search clicks.
+
+_Field = Literal["source", "medium", "campaign", "category"]
+_PAID_MEDIUM = r"^(.*cp.*|ppc|retargeting|paid.*)$"
+_SHOP_CAMPAIGN = r"^(.*(([^a-df-z]|^)shop|shopping).*)$"
+_EMAIL = ("email", "e-mail", "e_mail", "e mail")
+
+
+@dataclass(frozen=True)
+class _Test:
+    """One condition: the field is one of ``values``, or contains a match of ``pattern``."""
+
+    field: _Field
+    values: tuple[str, ...] = ()
+    pattern: str | None = None
+
+    def holds(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        if self.pattern is not None:
+            return re.search(self.pattern, value) is not None
+        return value in self.values
+
+    def expr(self, column: pl.Expr) -> pl.Expr:
+        test = column.str.contains(self.pattern) if self.pattern is not None else column.is_in(self.values)
+        return test.fill_null(False)
+
+
+def _is(field: _Field, *values: str) -> _Test:
+    return _Test(field, values=values)
+
+
+def _matches(field: _Field, pattern: str) -> _Test:
+    return _Test(field, pattern=pattern)
+
+
+# Each rule: channel, then alternatives (OR) of conditions that must all hold (AND).
+_RULES: tuple[tuple[str, tuple[tuple[_Test, ...], ...]], ...] = (
+    ("Direct", ((_is("source", "(direct)"), _is("medium", "(not set)", "(none)")),)),
+    ("Cross-network", ((_matches("campaign", "cross-network"),),)),
+    (
+        "Paid Shopping",
+        (
+            (_is("category", "shopping"), _matches("medium", _PAID_MEDIUM)),
+            (_matches("campaign", _SHOP_CAMPAIGN), _matches("medium", _PAID_MEDIUM)),
+        ),
+    ),
+    ("Paid Search", ((_is("category", "search"), _matches("medium", _PAID_MEDIUM)),)),
+    ("Paid Social", ((_is("category", "social"), _matches("medium", _PAID_MEDIUM)),)),
+    ("Paid Video", ((_is("category", "video"), _matches("medium", _PAID_MEDIUM)),)),
+    ("Display", ((_is("medium", "display", "banner", "expandable", "interstitial", "cpm"),),)),
+    ("Paid Other", ((_matches("medium", _PAID_MEDIUM),),)),
+    ("Organic Shopping", ((_is("category", "shopping"),), (_matches("campaign", _SHOP_CAMPAIGN),))),
+    (
+        "Organic Social",
+        (
+            (_is("category", "social"),),
+            (
+                _is(
+                    "medium",
+                    "social",
+                    "social-network",
+                    "social-media",
+                    "sm",
+                    "social network",
+                    "social media",
+                ),
+            ),
+        ),
+    ),
+    ("Organic Video", ((_is("category", "video"),), (_matches("medium", r"^(.*video.*)$"),))),
+    ("Organic Search", ((_is("category", "search"),), (_is("medium", "organic"),))),
+    ("Referral", ((_is("medium", "referral", "app", "link"),),)),
+    ("Email", ((_is("source", *_EMAIL),), (_is("medium", *_EMAIL),))),
+    ("Affiliates", ((_is("medium", "affiliate"),),)),
+    ("Audio", ((_is("medium", "audio"),),)),
+    ("SMS", ((_is("source", "sms"),), (_is("medium", "sms"),))),
+    (
+        "Mobile Push Notifications",
+        (
+            (_matches("medium", r"push$"),),
+            (_matches("medium", "mobile|notification"),),
+            (_is("source", "firebase"),),
+        ),
+    ),
+)
+PAID_SEARCH = "Paid Search"
+UNASSIGNED = "Unassigned"
+#: Every value ``channel`` can take.
+CHANNELS: tuple[str, ...] = (*dict.fromkeys(name for name, _ in _RULES), UNASSIGNED)
+
+
+def channel_group(
+    source: str | None,
+    medium: str | None,
+    campaign: str | None,
+    *,
+    has_gclid_or_msclkid: bool,
+    source_category: SourceCategory | None,
+) -> str:
+    """GA4's default channel group of a session's source, medium and campaign (case-insensitive).
+
+    ``source_category`` is GA4's category of the source (``shopping``, ``search``, ``social``,
+    ``video``; see :meth:`RefererDatabase.source_category`). The same rules as
+    :func:`channel_expr`, one value at a time.
+
+    >>> channel_group("google", "cpc", None, has_gclid_or_msclkid=False, source_category="search")
+    'Paid Search'
+    >>> channel_group("newsletter", "email", "spring", has_gclid_or_msclkid=False, source_category=None)
+    'Email'
+    """
+    if has_gclid_or_msclkid:
+        return PAID_SEARCH
+    values: dict[_Field, str | None] = {
+        "source": None if source is None else source.lower(),
+        "medium": None if medium is None else medium.lower(),
+        "campaign": None if campaign is None else campaign.lower(),
+        "category": source_category,
+    }
+    for channel, alternatives in _RULES:
+        if any(all(test.holds(values[test.field]) for test in tests) for tests in alternatives):
+            return channel
+    return UNASSIGNED
+
+
+def channel_expr(
+    source: pl.Expr,
+    medium: pl.Expr,
+    campaign: pl.Expr,
+    *,
+    has_gclid_or_msclkid: pl.Expr,
+    source_category: pl.Expr,
+) -> pl.Expr:
+    """:func:`channel_group` as one Polars expression over columns (a ``when`` chain, no Python per row)."""
+    columns: dict[_Field, pl.Expr] = {
+        "source": source.str.to_lowercase(),
+        "medium": medium.str.to_lowercase(),
+        "campaign": campaign.str.to_lowercase(),
+        "category": source_category,
+    }
+    rules = [
+        (
+            pl.any_horizontal(
+                pl.all_horizontal(test.expr(columns[test.field]) for test in tests) for tests in alternatives
+            ),
+            channel,
+        )
+        for channel, alternatives in _RULES
+    ]
+    (condition, channel), *rest = rules
+    chain = pl.when(has_gclid_or_msclkid.fill_null(False)).then(pl.lit(PAID_SEARCH))
+    chained = chain.when(condition).then(pl.lit(channel))
+    for condition, channel in rest:
+        chained = chained.when(condition).then(pl.lit(channel))
+    return chained.otherwise(pl.lit(UNASSIGNED))
+
+
+def attribute_session(
+    referrer: str | None,
+    landing_url: str | None,
+    *,
+    internal_domains: Sequence[str] = (),
+    db: RefererDatabase,
+) -> dict[str, str | None]:
+    """Every attribution column of one session: :func:`classify_referrer`, :func:`parse_utm` and the channel.
+
+    What :func:`enrich_attribution` computes for each row, one session at a time.
+
+    >>> db = load_referers()
+    >>> landing = "https://a.example/?utm_source=fb&utm_medium=paid"
+    >>> attribute_session("https://l.facebook.com/", landing, db=db)["channel"]
+    'Paid Social'
+    """
+    internal = normalize_internal_domains(internal_domains)
+    referrer_part = _classify(referrer, _landing_host(landing_url), internal, db)
+    utm = parse_utm(landing_url)
+    tagged = utm["utm_source"] is not None or utm["utm_medium"] is not None
+    channel = channel_group(
+        (utm["utm_source"] or "(not set)") if tagged else referrer_part.ga_source,
+        (utm["utm_medium"] or "(not set)") if tagged else referrer_part.ga_medium,
+        utm["utm_campaign"],
+        has_gclid_or_msclkid=utm["gclid"] is not None or utm["msclkid"] is not None,
+        source_category=db.source_category(utm["utm_source"]) if tagged else referrer_part.category,
+    )
+    return {
+        **dict(zip(REFERRER_FIELDS, referrer_part[: len(REFERRER_FIELDS)], strict=True)),
+        **utm,
+        "channel": channel,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Vectorized: Python once per distinct landing URL and per distinct (referrer, landing host) pair.
+
+_LANDING = "_attr_landing"
+_REFERRER = "_attr_referrer"
+_LANDING_FIELDS = ("_landing_host", *UTM_FIELDS, "_utm_category")
+_REFERRER_STRUCT_FIELDS = _Classified._fields
+_LANDING_DTYPE = pl.Struct({name: pl.String for name in _LANDING_FIELDS})
+_REFERRER_DTYPE = pl.Struct({name: pl.String for name in _REFERRER_STRUCT_FIELDS})
+
+
+def _landing_batch(urls: list[str | None], db: RefererDatabase) -> pl.DataFrame:
+    rows = []
+    for url in urls:
+        # One parse per URL gives both the host (for the internal-referrer test) and the query.
+        parsed = None if url is None else _split_url(url)
+        host, query = (None, "") if parsed is None else (parsed.host, parsed.query)
+        utm = _utm_from_query(query)
+        rows.append((host, *utm.values(), db.source_category(utm["utm_source"])))
+    return pl.DataFrame(rows, schema=_LANDING_DTYPE.to_schema(), orient="row")
+
+
+def _referrer_batch(
+    pairs: list[dict[str, str | None]], db: RefererDatabase, internal_domains: Sequence[str]
+) -> pl.DataFrame:
+    rows = [_classify(pair[S.REFERRER], pair["_landing_host"], internal_domains, db) for pair in pairs]
+    return pl.DataFrame(rows, schema=_REFERRER_DTYPE.to_schema(), orient="row")
+
+
+def enrich_attribution(
+    sessions: pl.LazyFrame, *, referers: RefererDatabase, internal_domains: Sequence[str] = ()
+) -> pl.LazyFrame:
+    """Add the attribution columns to a session table with ``referrer`` and ``landing_page`` columns.
+
+    Adds :data:`ATTRIBUTION_COLUMNS` (the same values as :func:`attribute_session` row by row) and sets
+    ``traffic_source`` to ``direct`` for internal referrers. The URLs are parsed once per distinct landing
+    page and once per distinct (referrer, landing host) pair; the channel is a vectorized expression.
+    """
+    internal = normalize_internal_domains(internal_domains)
+    landing = pl.col(LANDING_PAGE).map_batches(
+        lambda urls: map_distinct(urls, lambda values: _landing_batch(values, referers)),
+        return_dtype=_LANDING_DTYPE,
+        is_elementwise=False,
+    )
+    pair = pl.struct(pl.col(S.REFERRER), pl.col(_LANDING).struct.field("_landing_host"))
+    referrer = pair.map_batches(
+        lambda pairs: map_distinct(pairs, lambda values: _referrer_batch(values, referers, internal)),
+        return_dtype=_REFERRER_DTYPE,
+        is_elementwise=False,
+    )
+    utm = pl.col(_LANDING).struct.field
+    ref = pl.col(_REFERRER).struct.field
+    tagged = utm("utm_source").is_not_null() | utm("utm_medium").is_not_null()
+    channel = channel_expr(
+        pl.when(tagged).then(utm("utm_source").fill_null("(not set)")).otherwise(ref("ga_source")),
+        pl.when(tagged).then(utm("utm_medium").fill_null("(not set)")).otherwise(ref("ga_medium")),
+        utm("utm_campaign"),
+        has_gclid_or_msclkid=utm("gclid").is_not_null() | utm("msclkid").is_not_null(),
+        source_category=pl.when(tagged).then(utm("_utm_category")).otherwise(ref("category")),
+    )
+    return (
+        sessions.with_columns(landing.alias(_LANDING))
+        .with_columns(referrer.alias(_REFERRER))
+        .with_columns(
+            ref(TRAFFIC_SOURCE).alias(TRAFFIC_SOURCE),
+            *(ref(name).alias(name) for name in REFERRER_FIELDS if name != TRAFFIC_SOURCE),
+            *(utm(name).alias(name) for name in UTM_FIELDS),
+            channel.alias("channel"),
+        )
+        .drop(_LANDING, _REFERRER)
+    )

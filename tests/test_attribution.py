@@ -1,0 +1,562 @@
+"""Attribution: referer database lookups (Snowplow's conformance cases), UTM parsing, internal referrers,
+the GA4 default channel group rule by rule, and the vectorized enrichment against the scalar functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from sessionize import attribution as A
+from sessionize.attribution import (
+    ATTRIBUTION_COLUMNS,
+    CHANNELS,
+    RefererDatabase,
+    RefererDatabaseError,
+    SourceCategory,
+    attribute_session,
+    channel_expr,
+    channel_group,
+    classify_referrer,
+    enrich_attribution,
+    load_referers,
+    parse_utm,
+)
+from tests.conftest import REPO, SHARED
+
+SNOWPLOW = SHARED / "realdata" / "referer-parser"
+SNOWPLOW_TESTS = SNOWPLOW / "referer-tests.json"
+# Snowplow's own test (scala-referer-parser JsonParseTest) parses every case with this page host and
+# these internal domains.
+SNOWPLOW_PAGE = "https://www.snowplowanalytics.com/"
+SNOWPLOW_INTERNAL = ("www.subdomain1.snowplowanalytics.com", "www.subdomain2.snowplowanalytics.com")
+#: Cases that cannot pass, by spec, with the reason. Empty: all 118 pass.
+SNOWPLOW_EXPECTED_FAILURES: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def db() -> RefererDatabase:
+    return load_referers()
+
+
+# --- the referer database ------------------------------------------------------------------------------
+
+
+def _snowplow_cases() -> list[Any]:
+    if not SNOWPLOW_TESTS.exists():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{SNOWPLOW_TESTS} is not here"))]
+    cases = json.loads(SNOWPLOW_TESTS.read_text(encoding="utf-8"))
+    return [
+        pytest.param(
+            case,
+            id=f"{i:03d}-{case['spec']}",
+            marks=[pytest.mark.xfail(reason=SNOWPLOW_EXPECTED_FAILURES[case["spec"]], strict=True)]
+            if case["spec"] in SNOWPLOW_EXPECTED_FAILURES
+            else [],
+        )
+        for i, case in enumerate(cases)
+    ]
+
+
+@pytest.mark.parametrize("case", _snowplow_cases())
+def test_snowplow_conformance_case(case: dict[str, Any], db: RefererDatabase) -> None:
+    got = classify_referrer(case["uri"], landing_url=SNOWPLOW_PAGE, internal_domains=SNOWPLOW_INTERNAL, db=db)
+    if case["medium"] == "unknown" and not case["known"]:
+        # Snowplow's "unknown" for a site it does not know is our "referral".
+        expected = ("referral", None, None)
+    else:
+        expected = (case["medium"], case["source"], case["term"])
+    assert (got["medium"], got["source_name"], got["search_term"]) == expected
+
+
+@pytest.mark.skipif(not SNOWPLOW_TESTS.exists(), reason="Snowplow's test cases are not here")
+def test_snowplow_conformance_counts() -> None:
+    cases = json.loads(SNOWPLOW_TESTS.read_text(encoding="utf-8"))
+    assert len(cases) == 118
+    assert not SNOWPLOW_EXPECTED_FAILURES, "the README states that all 118 pass"
+
+
+def test_packaged_database_is_the_upstream_file() -> None:
+    packaged = REPO / "sessionize" / "data" / "referers.yml"
+    assert (REPO / "sessionize" / "data" / "REFERERS-NOTICE.md").exists()
+    if (SNOWPLOW / "referers.yml").exists():
+        assert packaged.read_bytes() == (SNOWPLOW / "referers.yml").read_bytes()
+
+
+def test_default_database_loads(db: RefererDatabase) -> None:
+    assert db.path == "the bundled referers.yml"
+    assert len(db) > 2000
+    assert {r.medium for r in db.entries.values()} == {
+        "unknown",
+        "email",
+        "social",
+        "search",
+        "paid",
+        "chatbot",
+    }
+
+
+def test_lookup_strips_leading_labels_and_ignores_host_case(db: RefererDatabase) -> None:
+    assert db.lookup("WWW.Bing.COM").source == "Bing"  # type: ignore[union-attr]
+    assert db.lookup("a.b.c.facebook.com").source == "Facebook"  # type: ignore[union-attr]
+    assert db.lookup("notfacebook.com") is None
+    assert db.lookup("com") is None
+
+
+def test_lookup_tries_host_and_path_before_host(db: RefererDatabase) -> None:
+    # google.com/imgres and bing.com/images/search are their own entries; referer-parser tries the full
+    # path, then the first segment, then the bare host, each with every host suffix.
+    assert db.lookup("www.google.com", "/imgres").source == "Google Images"  # type: ignore[union-attr]
+    assert db.lookup("www.google.com", "/imgres/x/y").source == "Google Images"  # type: ignore[union-attr]
+    assert db.lookup("www.google.com", "/search").source == "Google"  # type: ignore[union-attr]
+    assert db.lookup("www.bing.com", "/images/search").source == "Bing Images"  # type: ignore[union-attr]
+    assert db.lookup("www.bing.com", "/images").source == "Bing"  # type: ignore[union-attr]
+
+
+def test_known_source_with_unknown_medium(db: RefererDatabase) -> None:
+    got = classify_referrer("https://maps.google.com/maps?q=x", landing_url=None, db=db)
+    assert (got["medium"], got["source_name"], got["search_term"]) == ("unknown", "Google", None)
+
+
+def test_search_term_is_percent_decoded_and_first_listed_parameter_wins(db: RefererDatabase) -> None:
+    url = "https://www.google.com/search?client=x&q=caf%C3%A9+au+lait&q=second"
+    assert classify_referrer(url, landing_url=None, db=db)["search_term"] == "café au lait"
+    assert (
+        classify_referrer("https://www.google.com/search?q=", landing_url=None, db=db)["search_term"] is None
+    )
+    # Only search sites have search terms.
+    assert classify_referrer("https://www.facebook.com/?q=x", landing_url=None, db=db)["search_term"] is None
+
+
+def test_unknown_site_no_referrer_and_hostless_referrer(db: RefererDatabase) -> None:
+    assert classify_referrer("https://blog.example.org/post", landing_url=None, db=db) == {
+        "referrer_host": "blog.example.org",
+        "source_name": None,
+        "medium": "referral",
+        "search_term": None,
+        "traffic_source": "example",
+    }
+    for nothing in (None, "", "   "):
+        assert classify_referrer(nothing, landing_url="https://a.example/", db=db) == {
+            "referrer_host": None,
+            "source_name": None,
+            "medium": "direct",
+            "search_term": None,
+            "traffic_source": "direct",
+        }
+    assert classify_referrer("https:///nohost", landing_url=None, db=db)["medium"] is None
+
+
+def test_android_app_referrer_uses_the_package_name(db: RefererDatabase) -> None:
+    got = classify_referrer("android-app://com.google.android.gm/", landing_url=None, db=db)
+    assert (got["referrer_host"], got["source_name"], got["medium"]) == (
+        "com.google.android.gm",
+        "Gmail",
+        "email",
+    )
+    assert got["traffic_source"] == "google"  # the core issue's meaning is kept
+
+
+def test_custom_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yml"
+    path.write_text(
+        "search:\n  Intranet Search:\n    parameters: [on]\n    domains: [search.corp.example]\n"
+        "ai:\n  Newbot:\n    domains: [newbot.example]\n",
+        encoding="utf-8",
+    )
+    db = load_referers(path)
+    got = classify_referrer("https://search.corp.example/?on=x", landing_url=None, db=db)
+    assert (got["source_name"], got["medium"], got["search_term"]) == ("Intranet Search", "search", "x")
+    # A medium that a newer file adds is passed through.
+    assert classify_referrer("https://newbot.example/", landing_url=None, db=db)["medium"] == "ai"
+    # The referers.json twin of the file is YAML too.
+    as_json = tmp_path / "referers.json"
+    as_json.write_text(json.dumps({"social": {"Mine": {"domains": ["mine.example"]}}}), encoding="utf-8")
+    assert load_referers(as_json).lookup("mine.example") == A.Referer("Mine", "social")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read the referer database"),
+        ("search: [oops", "the YAML does not parse"),
+        ("- a\n- b\n", "the top level is not a mapping of mediums"),
+        ("search:\n  Google: {parameters: [q]}\n", "source 'Google' (medium 'search') has no 'domains' list"),
+    ],
+)
+def test_bad_database_file(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "referers.yml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(RefererDatabaseError, match=r"referers\.yml: ") as error:
+        load_referers(path)
+    assert message in str(error.value)
+    assert "--referers" in str(error.value) or "referer-parser's format" in str(error.value)
+
+
+# --- internal referrers ---------------------------------------------------------------------------------
+
+
+def test_referrer_on_the_landing_host_is_internal(db: RefererDatabase) -> None:
+    got = classify_referrer(
+        "https://www.shop.example/cart", landing_url="https://WWW.shop.example/p?x=1", db=db
+    )
+    assert got == {
+        "referrer_host": "www.shop.example",
+        "source_name": None,
+        "medium": "internal",
+        "search_term": None,
+        "traffic_source": "direct",
+    }
+    # Another host of the same site is not internal unless listed (referer-parser compares hosts).
+    other = classify_referrer("https://shop.example/", landing_url="https://www.shop.example/", db=db)
+    assert other["medium"] == "referral"
+
+
+def test_internal_domains_match_the_domain_and_its_subdomains(db: RefererDatabase) -> None:
+    domains = ["Shop.Example", ".corp.example"]
+    for referrer in ("https://shop.example/", "https://a.b.shop.example/x", "https://sso.corp.example/"):
+        got = classify_referrer(
+            referrer, landing_url="https://landing.example/", internal_domains=domains, db=db
+        )
+        assert (got["medium"], got["traffic_source"]) == ("internal", "direct"), referrer
+    outside = classify_referrer("https://notshop.example/", landing_url=None, internal_domains=domains, db=db)
+    assert outside["medium"] == "referral"
+
+
+def test_known_source_on_an_internal_host_is_internal(db: RefererDatabase) -> None:
+    got = classify_referrer(
+        "https://www.google.com/search?q=x", landing_url="https://www.google.com/about", db=db
+    )
+    assert (got["medium"], got["source_name"], got["search_term"]) == ("internal", None, None)
+    assert attribute_session("https://www.google.com/search?q=x", "https://www.google.com/", db=db)[
+        "channel"
+    ] == ("Direct")
+
+
+def test_normalize_internal_domains() -> None:
+    assert A.normalize_internal_domains("a.example, *.B.example,,") == ("a.example", "b.example")
+
+
+# --- UTM ------------------------------------------------------------------------------------------------
+
+
+def test_parse_utm_all_fields() -> None:
+    url = (
+        "https://a.example/landing?utm_source=Google&utm_medium=cpc&utm_campaign=spring+sale&utm_term=red%20shoes"
+        "&utm_content=ad%2B1&gclid=Cj0&fbclid=IwAR&msclkid=abc#utm_source=ignored"
+    )
+    assert parse_utm(url) == {
+        "utm_source": "Google",
+        "utm_medium": "cpc",
+        "utm_campaign": "spring sale",
+        "utm_term": "red shoes",
+        "utm_content": "ad+1",
+        "gclid": "Cj0",
+        "fbclid": "IwAR",
+        "msclkid": "abc",
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (None, {}),
+        ("https://a.example/", {}),
+        ("https://a.example/?utm_source=&utm_medium=email", {"utm_medium": "email"}),
+        ("https://a.example/?utm_source&utm_medium=a&utm_medium=b", {"utm_medium": "a"}),
+        ("https://a.example/?utm_source=&utm_source=second", {"utm_source": "second"}),
+        ("https://a.example/?UTM_SOURCE=x", {}),  # names are case-sensitive, as in GA4
+        ("https://a.example/?utm%5Fsource=x%26y%3Dz", {"utm_source": "x&y=z"}),
+        ("https://a.example/?utm_campaign=%E2%82%AC+10", {"utm_campaign": "€ 10"}),
+        ("https://a.example/?utm_campaign=100%", {"utm_campaign": "100%"}),  # a stray % stays
+        ("/relative/path?utm_source=news", {"utm_source": "news"}),
+        ("a.example/p?utm_source=bare", {"utm_source": "bare"}),
+        ("https://a.example/#/route?utm_source=hash", {}),
+        ("http://[::1/?utm_source=x", {}),  # does not parse: no fields, no error
+    ],
+)
+def test_parse_utm_edges(url: str | None, expected: dict[str, str]) -> None:
+    assert parse_utm(url) == {**dict.fromkeys(A.UTM_FIELDS), **expected}
+
+
+# --- GA4 default channel group --------------------------------------------------------------------------
+
+
+def _vectorized(
+    source: str | None,
+    medium: str | None,
+    campaign: str | None,
+    *,
+    has_gclid_or_msclkid: bool,
+    source_category: SourceCategory | None,
+) -> str:
+    frame = pl.DataFrame(
+        {
+            "s": [source],
+            "m": [medium],
+            "c": [campaign],
+            "k": [has_gclid_or_msclkid],
+            "cat": [source_category],
+        },
+        schema={"s": pl.String, "m": pl.String, "c": pl.String, "k": pl.Boolean, "cat": pl.String},
+    )
+    expr = channel_expr(
+        pl.col("s"), pl.col("m"), pl.col("c"), has_gclid_or_msclkid=pl.col("k"), source_category=pl.col("cat")
+    )
+    value: str = frame.select(expr).item()
+    return value
+
+
+@pytest.fixture(params=["scalar", "vectorized"])
+def channel(request: pytest.FixtureRequest) -> Any:
+    return channel_group if request.param == "scalar" else _vectorized
+
+
+def ch(channel: Any, source: str | None, medium: str | None, campaign: str | None = None, **kw: Any) -> str:
+    kw.setdefault("has_gclid_or_msclkid", False)
+    kw.setdefault("source_category", None)
+    result: str = channel(source, medium, campaign, **kw)
+    return result
+
+
+def test_channel_direct(channel: Any) -> None:
+    assert ch(channel, "(direct)", "(none)") == "Direct"
+    assert ch(channel, "(DIRECT)", "(not set)") == "Direct"
+    assert ch(channel, "(direct)", "referral") == "Referral"
+    assert ch(channel, "direct", "(none)") == "Unassigned"  # GA4 wants the parentheses
+    assert ch(channel, "(direct)", "(none)", has_gclid_or_msclkid=True) == "Paid Search"
+
+
+def test_channel_cross_network(channel: Any) -> None:
+    assert ch(channel, "google", "cpc", "PMax Cross-Network Q3") == "Cross-network"
+    assert ch(channel, "google", "cpc", "cross network") == "Paid Other"
+
+
+def test_channel_paid_shopping(channel: Any) -> None:
+    assert ch(channel, "amazon", "ppc", source_category="shopping") == "Paid Shopping"
+    assert ch(channel, "x", "cpc", "summer-shop") == "Paid Shopping"
+    assert ch(channel, "x", "paid", "Shopping") == "Paid Shopping"
+    assert ch(channel, "x", "cpc", "workshop") == "Paid Other"  # "workshop" is not a shop campaign
+    assert ch(channel, "x", "cpc", "eshop") == "Paid Shopping"  # [^a-df-z] lets "e" through: e-shop
+    assert ch(channel, "x", "cpc", "1shop") == "Paid Shopping"
+
+
+def test_channel_paid_search(channel: Any) -> None:
+    assert ch(channel, "google", "cpc", source_category="search") == "Paid Search"
+    assert ch(channel, "bing", "retargeting", source_category="search") == "Paid Search"
+    assert ch(channel, "google", "paidsearch", source_category="search") == "Paid Search"
+    assert ch(channel, "google", "organic", source_category="search") == "Organic Search"
+    assert ch(channel, "anything", "referral", has_gclid_or_msclkid=True) == "Paid Search"
+
+
+def test_channel_paid_social(channel: Any) -> None:
+    assert ch(channel, "fb", "paid_social", source_category="social") == "Paid Social"
+    assert ch(channel, "facebook", "CPM", source_category="social") == "Paid Social"  # cpm matches .*cp.*
+    assert ch(channel, "facebook", "social", source_category="social") == "Organic Social"
+
+
+def test_channel_paid_video(channel: Any) -> None:
+    assert ch(channel, "youtube", "cpv", source_category="video") == "Paid Video"
+    assert ch(channel, "youtube", "video", source_category="video") == "Organic Video"
+
+
+def test_channel_display(channel: Any) -> None:
+    for medium in ("display", "banner", "expandable", "interstitial", "cpm", "Display"):
+        assert ch(channel, "adnet", medium) == "Display", medium
+    assert ch(channel, "adnet", "displays") == "Unassigned"
+
+
+def test_channel_paid_other(channel: Any) -> None:
+    for medium in ("cpc", "ppc", "retargeting", "paid", "paid_anything", "xcpx"):
+        assert ch(channel, "newsletter-partner", medium) == "Paid Other", medium
+    assert ch(channel, "x", "unpaid") == "Unassigned"  # paid.* is anchored at the start
+
+
+def test_channel_organic_shopping(channel: Any) -> None:
+    assert ch(channel, "ebay", "referral", source_category="shopping") == "Organic Shopping"
+    assert ch(channel, "partner", "referral", "Black Friday shop") == "Organic Shopping"
+
+
+def test_channel_organic_social(channel: Any) -> None:
+    for medium in ("social", "social-network", "social-media", "sm", "social network", "social media"):
+        assert ch(channel, "partner", medium) == "Organic Social", medium
+    assert ch(channel, "partner", "socialmedia") == "Unassigned"
+    assert ch(channel, "t.co", "referral", source_category="social") == "Organic Social"
+
+
+def test_channel_organic_video(channel: Any) -> None:
+    assert ch(channel, "vimeo", "referral", source_category="video") == "Organic Video"
+    assert ch(channel, "partner", "promo-video-q1") == "Organic Video"
+
+
+def test_channel_organic_search(channel: Any) -> None:
+    assert ch(channel, "duckduckgo", "referral", source_category="search") == "Organic Search"
+    assert ch(channel, "anything", "organic") == "Organic Search"
+    assert ch(channel, "anything", "organic-ish") == "Unassigned"
+
+
+def test_channel_referral(channel: Any) -> None:
+    for medium in ("referral", "app", "link"):
+        assert ch(channel, "blog.example", medium) == "Referral", medium
+    # Referral is checked before Email.
+    assert ch(channel, "email", "referral") == "Referral"
+
+
+def test_channel_email(channel: Any) -> None:
+    for value in ("email", "e-mail", "e_mail", "e mail", "EMAIL"):
+        assert ch(channel, value, "newsletter") == "Email", value
+        assert ch(channel, "mailchimp", value) == "Email", value
+    assert ch(channel, "mailchimp", "emails") == "Unassigned"
+
+
+def test_channel_affiliates(channel: Any) -> None:
+    assert ch(channel, "partner", "affiliate") == "Affiliates"
+    assert ch(channel, "partner", "affiliates") == "Unassigned"
+
+
+def test_channel_audio(channel: Any) -> None:
+    assert ch(channel, "spotify", "audio") == "Audio"
+    assert ch(channel, "spotify", "audio-ad") == "Unassigned"
+
+
+def test_channel_sms(channel: Any) -> None:
+    assert ch(channel, "sms", "text") == "SMS"
+    assert ch(channel, "twilio", "SMS") == "SMS"
+
+
+def test_channel_mobile_push(channel: Any) -> None:
+    assert ch(channel, "app", "web-push") == "Mobile Push Notifications"
+    assert ch(channel, "app", "mobile_banner_x") == "Mobile Push Notifications"
+    assert ch(channel, "app", "notification") == "Mobile Push Notifications"
+    assert ch(channel, "firebase", "(not set)") == "Mobile Push Notifications"
+    assert ch(channel, "app", "pushy") == "Unassigned"  # "push" must end the medium
+
+
+def test_channel_unassigned(channel: Any) -> None:
+    assert ch(channel, "partner", "(not set)") == "Unassigned"
+    assert ch(channel, None, None) == "Unassigned"
+
+
+def test_every_channel_is_reachable() -> None:
+    assert len(CHANNELS) == 19
+    assert CHANNELS[0] == "Direct" and CHANNELS[-1] == "Unassigned"
+
+
+def test_source_category(db: RefererDatabase) -> None:
+    assert db.source_category("GOOGLE") == "search"  # from referers.yml's search section
+    assert db.source_category("yahoo") == "search"  # "Yahoo!" without punctuation
+    assert db.source_category("facebook.com") == "social"
+    assert db.source_category("ig") == "social"
+    assert db.source_category("youtube") == "video"  # social in referers.yml, video in GA4's list
+    assert db.source_category("amazon") == "shopping"  # search in referers.yml, shopping in GA4's list
+    assert db.source_category("newsletter") is None
+    assert db.source_category(None) is None
+
+
+# --- whole sessions -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("referrer", "landing", "channel"),
+    [
+        (None, "https://a.example/", "Direct"),
+        ("https://a.example/x", "https://a.example/", "Direct"),  # internal
+        ("https://www.google.com/search?q=x", "https://a.example/", "Organic Search"),
+        ("https://www.google.com/search?q=x", "https://a.example/?gclid=abc", "Paid Search"),
+        ("https://www.bing.com/search?q=x", "https://a.example/?msclkid=abc", "Paid Search"),
+        ("https://l.facebook.com/l.php?u=x", "https://a.example/", "Organic Social"),
+        ("https://www.youtube.com/watch?v=1", "https://a.example/", "Organic Video"),
+        ("https://www.amazon.com/dp/1", "https://a.example/", "Organic Shopping"),
+        ("https://mail.google.com/mail/u/0", "https://a.example/", "Email"),
+        ("https://chatgpt.com/", "https://a.example/", "Referral"),
+        ("https://blog.example.org/", "https://a.example/", "Referral"),
+        ("https://support.google.com/x", "https://a.example/", "Referral"),  # known source, unknown medium
+        ("https://tdsf.doubleclick.net/", "https://a.example/", "Paid Other"),  # referers.yml "paid"
+        ("https:///nohost", "https://a.example/", "Unassigned"),
+        (None, "https://a.example/?utm_source=newsletter&utm_medium=email", "Email"),
+        ("https://www.google.com/", "https://a.example/?utm_source=fb&utm_medium=paid", "Paid Social"),
+        (None, "https://a.example/?utm_medium=cpc", "Paid Other"),  # source (not set)
+        (None, "https://a.example/?utm_source=google", "Organic Search"),  # medium (not set), search source
+        (None, "https://a.example/?utm_source=google&utm_campaign=cross-network", "Cross-network"),
+        # A campaign without utm_source or utm_medium does not tag the session: Direct comes first.
+        (None, "https://a.example/?utm_campaign=cross-network", "Direct"),
+    ],
+)
+def test_attribute_session_channel(
+    referrer: str | None, landing: str, channel: str, db: RefererDatabase
+) -> None:
+    assert attribute_session(referrer, landing, db=db)["channel"] == channel
+
+
+ROWS = [
+    (None, None),
+    (None, "https://shop.example/?utm_source=Newsletter&utm_medium=Email&utm_campaign=May"),
+    ("https://www.google.co.uk/search?q=red+shoes", "https://shop.example/p/1"),
+    ("https://www.google.co.uk/search?q=red+shoes", "https://shop.example/p/2?gclid=x"),
+    ("https://www.google.co.uk/search?q=red+shoes", "https://other.example/"),
+    ("https://shop.example/cart", "https://shop.example/p/1"),
+    ("https://shop.example/cart", "https://other.example/"),
+    ("https://blog.corp.example/", "https://shop.example/p/1"),
+    ("https://l.facebook.com/l.php?u=x", "https://shop.example/?utm_source=fb&utm_medium=paid_social"),
+    ("https://www.youtube.com/", None),
+    ("https://blog.example.org/post", "https://shop.example/p/1"),
+    ("android-app://com.google.android.gm/", "https://shop.example/p/1"),
+    ("https:///nohost", "https://shop.example/p/1"),
+    ("", "https://shop.example/p/1"),
+]
+
+
+def test_enrich_matches_the_scalar_functions(db: RefererDatabase) -> None:
+    sessions = pl.DataFrame(
+        {
+            "session_id": [f"s{i}" for i in range(len(ROWS))],
+            "referrer": [r for r, _ in ROWS],
+            "landing_page": [lp for _, lp in ROWS],
+            "traffic_source": ["stale"] * len(ROWS),
+        }
+    )
+    out = enrich_attribution(sessions.lazy(), referers=db, internal_domains=["corp.example"]).collect()
+    assert out.columns == ["session_id", "referrer", "landing_page", "traffic_source", *ATTRIBUTION_COLUMNS]
+    assert all(out.schema[name] == pl.String for name in ("traffic_source", *ATTRIBUTION_COLUMNS))
+    for row, (referrer, landing) in zip(out.iter_rows(named=True), ROWS, strict=True):
+        expected = attribute_session(referrer, landing, internal_domains=["corp.example"], db=db)
+        assert {name: row[name] for name in expected} == expected, (referrer, landing)
+    assert out.get_column("channel").null_count() == 0
+
+
+def test_enrich_classifies_each_distinct_pair_and_landing_url_once(
+    db: RefererDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classified: list[str | None] = []
+    parsed: list[int] = []
+    real_classify, real_landing = A._classify, A._landing_batch
+
+    def counting_classify(referrer: str | None, *args: Any) -> Any:
+        classified.append(referrer)
+        return real_classify(referrer, *args)
+
+    def counting_landing(urls: list[str | None], referers: RefererDatabase) -> pl.DataFrame:
+        parsed.extend(range(len(urls)))
+        return real_landing(urls, referers)
+
+    monkeypatch.setattr(A, "_classify", counting_classify)
+    monkeypatch.setattr(A, "_landing_batch", counting_landing)
+    referrers = ["https://www.google.com/search?q=a", "https://t.co/x", None] * 1000
+    landings = ["https://shop.example/1", "https://shop.example/2?utm_source=x"] * 1500
+    sessions = pl.LazyFrame({"referrer": referrers, "landing_page": landings})
+    out = enrich_attribution(sessions, referers=db).collect()
+    assert out.height == 3000
+    # Both landing URLs are on one host, so each referrer is one (referrer, landing host) pair.
+    assert sorted(classified, key=str) == sorted(set(referrers), key=str)
+    assert len(parsed) == 2
+
+
+def test_enrich_empty_frame(db: RefererDatabase) -> None:
+    empty = pl.LazyFrame(schema={"referrer": pl.String, "landing_page": pl.String})
+    out = enrich_attribution(empty, referers=db).collect()
+    assert out.height == 0
+    assert out.columns == ["referrer", "landing_page", "traffic_source", *ATTRIBUTION_COLUMNS]
