@@ -168,30 +168,4 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
         )
         .with_columns((~pl.col("is_engaged")).alias("is_bounce"))
     )
-    return table.select(c.name for c in S.SESSION_COLUMNS if c.name in _CORE_COLUMNS)
-
-
-#: Columns that enrichment adds after the core (attribution and geo).
-ENRICHMENT_COLUMNS = frozenset(
-    {
-        "traffic_source",
-        "city",
-        "region",
-        "country",
-        "country_code",
-        "referrer_host",
-        "source_name",
-        "medium",
-        "search_term",
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_term",
-        "utm_content",
-        "gclid",
-        "fbclid",
-        "msclkid",
-        "channel",
-    }
-)
-_CORE_COLUMNS = frozenset(c.name for c in S.SESSION_COLUMNS) - ENRICHMENT_COLUMNS
+    return table.select(c.name for c in S.SESSION_COLUMNS if c.core)

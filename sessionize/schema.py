@@ -97,6 +97,8 @@ class OutputColumn:
     name: str
     dtype: pl.DataType
     description: str
+    #: Whether ``summarize_sessions`` makes it (else an enrichment step: attribution, geo).
+    core: bool = True
 
 
 #: The session table, in its stable column order. The README documents each one (a test checks it).
@@ -126,43 +128,54 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
         pl.String(),
         "The referrer's domain name, lower case, without subdomains and public suffix (`google`, "
         "`facebook`); `direct` when there is no referrer.",
+        core=False,
     ),
     OutputColumn("ip", pl.String(), "IP address of the session's first event."),
-    OutputColumn("city", pl.String(), "City of `ip` (English name), from the GeoIP database."),
+    OutputColumn("city", pl.String(), "City of `ip` (English name), from the GeoIP database.", core=False),
     OutputColumn(
         "region",
         pl.String(),
         "Most general subdivision of `ip` (English name): the state, province or constituent country, "
         "e.g. England rather than West Berkshire.",
+        core=False,
     ),
-    OutputColumn("country", pl.String(), "Country of `ip` (English name)."),
-    OutputColumn("country_code", pl.String(), "ISO 3166-1 alpha-2 code of that country (`GB`, `US`)."),
-    OutputColumn("referrer_host", pl.String(), "Lower-case host of `referrer`."),
+    OutputColumn("country", pl.String(), "Country of `ip` (English name).", core=False),
+    OutputColumn(
+        "country_code", pl.String(), "ISO 3166-1 alpha-2 code of that country (`GB`, `US`).", core=False
+    ),
+    OutputColumn("referrer_host", pl.String(), "Lower-case host of `referrer`.", core=False),
     OutputColumn(
         "source_name",
         pl.String(),
         "Name of a known referring site from Snowplow's referer database (`Google`, `Facebook`).",
+        core=False,
     ),
     OutputColumn(
         "medium",
         pl.String(),
         "`search`, `social`, `email`, `paid`, `chatbot`, `unknown` (known site, unknown medium) from the "
         "referer database; `referral` (other sites), `internal` (own site), `direct` (no referrer).",
+        core=False,
     ),
-    OutputColumn("search_term", pl.String(), "Search query from the referrer, where the database names it."),
-    OutputColumn("utm_source", pl.String(), "`utm_source` of the landing page URL (percent-decoded)."),
-    OutputColumn("utm_medium", pl.String(), "`utm_medium` of the landing page URL."),
-    OutputColumn("utm_campaign", pl.String(), "`utm_campaign` of the landing page URL."),
-    OutputColumn("utm_term", pl.String(), "`utm_term` of the landing page URL."),
-    OutputColumn("utm_content", pl.String(), "`utm_content` of the landing page URL."),
-    OutputColumn("gclid", pl.String(), "Google Ads click id of the landing page URL."),
-    OutputColumn("fbclid", pl.String(), "Facebook click id of the landing page URL."),
-    OutputColumn("msclkid", pl.String(), "Microsoft Ads click id of the landing page URL."),
+    OutputColumn(
+        "search_term", pl.String(), "Search query from the referrer, where the database names it.", core=False
+    ),
+    OutputColumn(
+        "utm_source", pl.String(), "`utm_source` of the landing page URL (percent-decoded).", core=False
+    ),
+    OutputColumn("utm_medium", pl.String(), "`utm_medium` of the landing page URL.", core=False),
+    OutputColumn("utm_campaign", pl.String(), "`utm_campaign` of the landing page URL.", core=False),
+    OutputColumn("utm_term", pl.String(), "`utm_term` of the landing page URL.", core=False),
+    OutputColumn("utm_content", pl.String(), "`utm_content` of the landing page URL.", core=False),
+    OutputColumn("gclid", pl.String(), "Google Ads click id of the landing page URL.", core=False),
+    OutputColumn("fbclid", pl.String(), "Facebook click id of the landing page URL.", core=False),
+    OutputColumn("msclkid", pl.String(), "Microsoft Ads click id of the landing page URL.", core=False),
     OutputColumn(
         "channel",
         pl.String(),
         "GA4 default channel group (`Organic Search`, `Paid Social`, `Direct`, ...): UTM source and medium "
         "when present, else the referrer's; a gclid or msclkid means Paid Search.",
+        core=False,
     ),
     OutputColumn(
         "is_engaged",
