@@ -140,6 +140,13 @@ def _summary(result: pipeline.RunResult) -> None:
     if result.duplicates_removed:
         grid.add_row("duplicates removed", f"{result.duplicates_removed:,}")
     grid.add_row("events sessionized", f"{result.events_read:,}")
+    if result.bot_sessions_excluded:
+        grid.add_row(
+            "bot sessions left out",
+            f"{result.bot_sessions_excluded:,} ({result.bot_events_excluded:,} events)",
+        )
+    elif result.bot_sessions:
+        grid.add_row("bot sessions", f"{result.bot_sessions:,} (--exclude-bots leaves them out)")
     grid.add_row("users", f"{result.user_count:,}")
     grid.add_row("sessions", f"{result.session_count:,}")
     grid.add_row("median duration", _duration(result.median_duration_s))
@@ -242,6 +249,9 @@ def run(
     session_col: Annotated[
         str | None,
         typer.Option("--session-col", metavar="COLUMN", help="Column with a client-provided session id."),
+    ] = None,
+    user_agent_col: Annotated[
+        str | None, typer.Option("--user-agent-col", metavar="COLUMN", help="Column with the user agent.")
     ] = None,
     event_id_col: Annotated[
         str | None,
@@ -379,6 +389,9 @@ def run(
     split_at_midnight: Annotated[
         bool, typer.Option("--split-at-midnight", help="Start a new session at midnight in --timezone.")
     ] = False,
+    exclude_bots: Annotated[
+        bool, typer.Option("--exclude-bots", help="Leave out the sessions of crawlers and scripts (counted).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary or warnings on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
@@ -402,6 +415,7 @@ def run(
                 ip_col=ip_col,
                 event_col=event_col,
                 session_col=session_col,
+                user_agent_col=user_agent_col,
                 event_id_col=event_id_col,
                 time_unit=None if time_unit is None else time_unit.value,
                 timezone=timezone,
@@ -423,6 +437,7 @@ def run(
                 max_session_length=max_session_length,
                 split_on_campaign=split_on_campaign,
                 split_at_midnight=split_at_midnight,
+                exclude_bots=exclude_bots,
             )
     except (SessionizeError, Exception) as exc:
         _fail(exc, debug=debug)

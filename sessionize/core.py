@@ -122,13 +122,17 @@ def _cuts_of_long_sessions(rows: pl.Series, limit_us: int) -> pl.Series:
     return pl.Series(rows.name, cuts, dtype=pl.Boolean)
 
 
+#: Internal column of :func:`summarize_sessions`: the session requested ``/robots.txt``.
+ROBOTS_TXT = "_fetched_robots_txt"
+
+
 def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[str] = ()) -> pl.LazyFrame:
     """One row per session from the output of :func:`assign_sessions`.
 
-    Gives every column of the session table but the enrichment ones (attribution and geo), in the
-    table's order, sorted by user and session number. A session is engaged (GA4's rule) when it
-    lasts at least 10 s, has at least 2 page views, or has an event named in ``conversion_events``
-    (case-insensitive).
+    Gives every column of the session table but the enrichment ones (attribution, geo, device), in
+    the table's order, sorted by user and session number, plus the internal ``_fetched_robots_txt``.
+    A session is engaged (GA4's rule) when it lasts at least 10 s, has at least 2 page views, or has
+    an event named in ``conversion_events`` (case-insensitive).
     """
     conversions = [name.lower() for name in conversion_events]
     ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
@@ -147,6 +151,12 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
             pl.col(S.URL).filter(pv).last().alias("exit_page"),
             landing_referrer.alias("referrer"),
             pl.col(S.IP).first().alias("ip"),
+            pl.col(S.USER_AGENT).first().alias("user_agent"),
+            # Only crawlers ask for /robots.txt: the session is a bot's whatever its user agent says.
+            pl.col(S.URL)
+            .str.contains(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]+)?/robots\.txt(?:[?#]|$)")
+            .any()
+            .alias(ROBOTS_TXT),
             (
                 pl.col(S.EVENT).str.to_lowercase().is_in(conversions).any() if conversions else pl.lit(False)
             ).alias("_converted"),
@@ -168,4 +178,4 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
         )
         .with_columns((~pl.col("is_engaged")).alias("is_bounce"))
     )
-    return table.select(c.name for c in S.SESSION_COLUMNS if c.core)
+    return table.select(*(c.name for c in S.SESSION_COLUMNS if c.core), ROBOTS_TXT)

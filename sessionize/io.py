@@ -188,6 +188,7 @@ class ReadOptions:
     event_col: str | None = None
     session_col: str | None = None
     event_id_col: str | None = None
+    user_agent_col: str | None = None
     time_unit: TimeUnit | None = None
     timezone: str | None = None
     pageview_events: tuple[str, ...] = S.DEFAULT_PAGEVIEW_EVENTS
@@ -209,6 +210,7 @@ class ReadOptions:
             "event_col": self.event_col,
             "session_col": self.session_col,
             "event_id_col": self.event_id_col,
+            "user_agent_col": self.user_agent_col,
         }
 
 

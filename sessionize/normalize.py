@@ -217,6 +217,7 @@ def prepare_events(
         event.alias(S.EVENT),
         _as_text(columns.client_session_id).alias(S.CLIENT_SESSION),
         _as_text(columns.event_id).alias(S.EVENT_ID),
+        _as_text(columns.user_agent, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),
         *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
     )

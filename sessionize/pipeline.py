@@ -26,7 +26,7 @@ from sessionize.attribution import (
     load_referers,
     normalize_internal_domains,
 )
-from sessionize.core import assign_sessions, summarize_sessions
+from sessionize.core import ROBOTS_TXT, assign_sessions, summarize_sessions
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo, enrich_geo
 from sessionize.normalize import (
@@ -39,6 +39,7 @@ from sessionize.normalize import (
 )
 from sessionize.privacy import ANONYMIZE_MODES, AnonymizeIp, anonymize_ips, read_secret
 from sessionize.privacy import hash_user_ids as hash_user_ids_of
+from sessionize.useragent import enrich_user_agent
 
 SESSION_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in S.SESSION_COLUMNS)
 #: Events later than this after the run's start are invalid unless --valid-until says otherwise.
@@ -86,12 +87,14 @@ def build_sessions(
     internal_domains: Sequence[str] = (),
     conversion_events: Iterable[str] = (),
     rules: SessionRules | None = None,
+    exclude_bots: bool = False,
 ) -> pl.LazyFrame:
     """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
 
     ``keep_geo_status`` keeps the per-session lookup outcome (``_geo_status``) for the summary.
     ``anonymize_ip`` truncates the ``ip`` column after the geo lookup, or before it. ``referers`` is
-    the referer database for attribution (default: the packaged one).
+    the referer database for attribution (default: the packaged one). ``exclude_bots`` leaves out
+    the sessions of crawlers and scripts.
     """
     rules = rules or SessionRules()
     if rules.split_on_campaign:
@@ -112,6 +115,9 @@ def build_sessions(
             internal_domains=internal_domains,
         )
     )
+    sessions = enrich_user_agent(sessions).with_columns(pl.col("is_bot") | pl.col(ROBOTS_TXT))
+    if exclude_bots:
+        sessions = sessions.filter(~pl.col("is_bot"))
     if anonymize_ip == "before-geo":
         sessions = anonymize_ips(sessions)
     sessions = sessions.pipe(enrich_geo, database=geo_database)
@@ -146,6 +152,7 @@ def sessionize(
     ip_col: str | None = None,
     event_col: str | None = None,
     session_col: str | None = None,
+    user_agent_col: str | None = None,
     time_unit: TimeUnit | None = None,
     timezone: str | None = None,
     pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
@@ -157,6 +164,7 @@ def sessionize(
     max_session_length: str | timedelta | None = None,
     split_on_campaign: bool = False,
     split_at_midnight: bool = False,
+    exclude_bots: bool = False,
 ) -> pl.LazyFrame:
     """Split a frame of events into sessions and return the session table, lazily.
 
@@ -193,6 +201,7 @@ def sessionize(
         ip_col=ip_col,
         event_col=event_col,
         session_col=session_col,
+        user_agent_col=user_agent_col,
     )
     options = {"columns": columns, "time_unit": time_unit, "timezone": timezone}
     pageviews = S.split_list(pageview_events)
@@ -213,6 +222,7 @@ def sessionize(
             split_at_midnight=split_at_midnight,
             timezone=timezone,
         ),
+        exclude_bots=exclude_bots,
     )
 
 
@@ -232,10 +242,15 @@ class RunResult:
     geo_database: GeoDatabaseInfo | None = None
     #: Sessions per IP lookup outcome: resolved, not_found, private, invalid, missing.
     geo_counts: dict[str, int] = field(default_factory=dict)
-    #: Data rows in the inputs: ``rows_read == events_read + rejected + duplicates_removed``.
+    #: Data rows in the inputs: ``rows_read == events_read + rejected + duplicates_removed``
+    #: (``events_read`` includes the events of bot sessions left out with ``exclude_bots``).
     rows_read: int = 0
     rejected: int = 0
     duplicates_removed: int = 0
+    #: Sessions of crawlers and scripts; those left out with ``exclude_bots``, and their events.
+    bot_sessions: int = 0
+    bot_sessions_excluded: int = 0
+    bot_events_excluded: int = 0
     #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``).
     rejects: pl.DataFrame | None = None
 
@@ -309,6 +324,7 @@ def run(
     ip_col: str | None = None,
     event_col: str | None = None,
     session_col: str | None = None,
+    user_agent_col: str | None = None,
     event_id_col: str | None = None,
     time_unit: TimeUnit | None = None,
     timezone: str | None = None,
@@ -330,6 +346,7 @@ def run(
     max_session_length: str | timedelta | None = None,
     split_on_campaign: bool = False,
     split_at_midnight: bool = False,
+    exclude_bots: bool = False,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
 
@@ -357,6 +374,7 @@ def run(
         ip_col=ip_col,
         event_col=event_col,
         session_col=session_col,
+        user_agent_col=user_agent_col,
         event_id_col=event_id_col,
         time_unit=check_time_unit(time_unit),
         timezone=check_timezone(timezone),
@@ -405,6 +423,9 @@ def run(
         conversion_events=S.split_list(conversion_events),
         rules=rules,
     ).collect(engine="in-memory")
+    bots = with_status.filter(pl.col("is_bot"))
+    if exclude_bots:
+        with_status = with_status.filter(~pl.col("is_bot"))
     geo_counts = dict(with_status.get_column(geo.STATUS).drop_nulls().value_counts().iter_rows())
     sessions = with_status.drop(geo.STATUS, *dropped)
     written = None if target is None else io.write_sessions(sessions, target, format=format)
@@ -427,4 +448,7 @@ def run(
         timeout=timeout,
         geo_database=None if database is None else database.info,
         geo_counts=geo_counts,
+        bot_sessions=bots.height,
+        bot_sessions_excluded=bots.height if exclude_bots else 0,
+        bot_events_excluded=int(bots.get_column("event_count").sum()) if exclude_bots else 0,
     )

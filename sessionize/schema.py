@@ -28,6 +28,7 @@ IP = "ip"
 EVENT = "event"
 CLIENT_SESSION = "client_session_id"
 EVENT_ID = "event_id"
+USER_AGENT = "user_agent"
 IS_PAGEVIEW = "is_pageview"
 SESSION_ID = "session_id"
 
@@ -62,6 +63,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     EVENT: ("event", "event_name", "type", "event_type"),
     CLIENT_SESSION: ("session_id", "domain_sessionid", "$session_id", "sessionid"),
     EVENT_ID: ("event_id", "message_id", "id", "$insert_id", "uuid"),
+    USER_AGENT: ("user_agent", "useragent", "context_user_agent", "http_user_agent", "$user_agent", "ua"),
 }
 
 #: The CLI flag that names each input column.
@@ -74,6 +76,7 @@ COLUMN_FLAGS: dict[str, str] = {
     EVENT: "--event-col",
     CLIENT_SESSION: "--session-col",
     EVENT_ID: "--event-id-col",
+    USER_AGENT: "--user-agent-col",
 }
 
 #: The canonical events frame that the core works on (output of ``prepare_events``).
@@ -86,6 +89,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     EVENT: pl.String(),
     CLIENT_SESSION: pl.String(),
     EVENT_ID: pl.String(),
+    USER_AGENT: pl.String(),
     IS_PAGEVIEW: pl.Boolean(),
 }
 
@@ -183,6 +187,26 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
         "GA4's engaged session: lasts at least 10 s, or has at least 2 page views, or a conversion event.",
     ),
     OutputColumn("is_bounce", pl.Boolean(), "Not engaged (GA4's bounce)."),
+    OutputColumn("user_agent", pl.String(), "User agent of the session's first event."),
+    OutputColumn(
+        "device_category",
+        pl.String(),
+        "`desktop`, `mobile`, `tablet` or `bot`, from `user_agent` (ua-parser); null without one.",
+        core=False,
+    ),
+    OutputColumn(
+        "browser", pl.String(), "Browser family of `user_agent` (`Chrome`, `Mobile Safari`).", core=False
+    ),
+    OutputColumn(
+        "os", pl.String(), "Operating system family of `user_agent` (`Windows`, `iOS`).", core=False
+    ),
+    OutputColumn(
+        "is_bot",
+        pl.Boolean(),
+        "A crawler or script by its user agent (crawler list of ua-parser, plus HTTP libraries and "
+        "headless browsers), or a session that fetched `/robots.txt`.",
+        core=False,
+    ),
 )
 
 SESSION_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in SESSION_COLUMNS}
@@ -200,6 +224,7 @@ class ColumnMap:
     event: str | None = None
     client_session_id: str | None = None
     event_id: str | None = None
+    user_agent: str | None = None
 
     def items(self) -> list[tuple[str, str | None]]:
         """(canonical name, input column) pairs in schema order."""
@@ -222,6 +247,7 @@ def resolve_columns(
     event_col: str | None = None,
     session_col: str | None = None,
     event_id_col: str | None = None,
+    user_agent_col: str | None = None,
 ) -> ColumnMap:
     """Find the input column for each role, from the explicit names or the known aliases.
 
@@ -237,6 +263,7 @@ def resolve_columns(
         EVENT: event_col,
         CLIENT_SESSION: session_col,
         EVENT_ID: event_id_col,
+        USER_AGENT: user_agent_col,
     }
     by_norm: dict[str, str] = {}
     for name in available:

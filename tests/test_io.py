@@ -433,6 +433,7 @@ def test_usual_column_names_are_detected(tmp_path: Path, header: tuple[str, ...]
         "ip": "10.0.0.1",
         "event": "page_view",
         "client_session_id": "S-1",
+        "user_agent": "Mozilla/5.0",
         "is_pageview": True,
     }
     assert_frame_equal(read_one(path), canonical([expected]))
