@@ -383,3 +383,45 @@ def test_bad_rule_values_are_usage_errors(events: EventsFactory) -> None:
         sessionize.sessionize(events([("u", 0)]), max_session_length="a day")
     with pytest.raises(sessionize.UsageError, match="--timezone"):
         sessionize.sessionize(events([("u", 0)]), split_at_midnight=True, timezone="Mars/Olympus")
+
+
+# --- devices and bots --------------------------------------------------------------------------------------
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/142.0.0.0 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.6 Mobile/15E148 Safari/604.1"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+def test_device_columns_and_bots_per_session(events: EventsFactory) -> None:
+    frame = events(
+        [
+            ("desk", 0, "https://s.example/"),
+            ("desk", 1, "https://s.example/a"),  # the first event's user agent counts
+            ("phone", 0, "https://s.example/"),
+            ("crawler", 0, "https://s.example/"),
+            ("sneaky", 0, "https://s.example/robots.txt"),
+            ("sneaky", 5, "https://s.example/"),
+            ("nobody", 0, "https://s.example/"),
+        ],
+    ).with_columns(user_agent=pl.Series([CHROME, IPHONE, IPHONE, GOOGLEBOT, CHROME, CHROME, None]))
+    table = sessions_of(frame).sort("user_id")
+    rows = {
+        r["user_id"]: (r["device_category"], r["browser"], r["os"], r["is_bot"]) for r in table.to_dicts()
+    }
+    assert rows == {
+        "crawler": ("bot", "Googlebot", None, True),
+        "desk": ("desktop", "Chrome", "Windows", False),
+        "nobody": (None, None, None, False),
+        "phone": ("mobile", "Mobile Safari", "iOS", False),
+        # A desktop browser, but it asked for /robots.txt: a crawler in disguise.
+        "sneaky": ("desktop", "Chrome", "Windows", True),
+    }
+    assert table.filter(pl.col("user_id") == "desk")["user_agent"].item() == CHROME
+    kept = sessions_of(frame, exclude_bots=True)
+    assert sorted(kept["user_id"]) == ["desk", "nobody", "phone"]
