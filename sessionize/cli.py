@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from sessionize import __version__, geo, pipeline
 from sessionize import schema as S
+from sessionize.accesslog import DEFAULT_ASSET_PATTERN
 from sessionize.errors import SessionizeError, SessionizeWarning
 
 geoip_app = typer.Typer(help="Inspect the GeoIP database.", no_args_is_help=True)
@@ -61,6 +62,13 @@ class InputFormat(StrEnum):
     tsv = "tsv"
     parquet = "parquet"
     ndjson = "ndjson"
+    combined = "combined"
+    common = "common"
+
+
+class VisitorKeyChoice(StrEnum):
+    ip_ua = "ip+ua"
+    ip = "ip"
 
 
 class OnInvalidChoice(StrEnum):
@@ -135,7 +143,14 @@ def _summary(result: pipeline.RunResult) -> None:
     grid.add_row("rows read", f"{result.rows_read:,} from {files} file{'s' if files != 1 else ''}")
     if result.rejected:
         grid.add_row(
-            "rejected", f"{result.rejected:,}" + (" (see --rejects)" if result.rejects is not None else "")
+            "rejected",
+            f"{result.rejected:,} ("
+            + (
+                f"written to {result.rejects_output}"
+                if result.rejects_output
+                else "keep them with --rejects PATH"
+            )
+            + ")",
         )
     if result.duplicates_removed:
         grid.add_row("duplicates removed", f"{result.duplicates_removed:,}")
@@ -389,6 +404,20 @@ def run(
     split_at_midnight: Annotated[
         bool, typer.Option("--split-at-midnight", help="Start a new session at midnight in --timezone.")
     ] = False,
+    visitor_key: Annotated[
+        VisitorKeyChoice,
+        typer.Option(
+            "--visitor-key", help="Access logs: who a visitor is, client IP + user agent or the IP alone."
+        ),
+    ] = VisitorKeyChoice.ip_ua,
+    asset_pattern: Annotated[
+        str,
+        typer.Option(
+            "--asset-pattern",
+            metavar="REGEX",
+            help="Access logs: paths that are static assets, not page views (case-insensitive regex).",
+        ),
+    ] = DEFAULT_ASSET_PATTERN,
     exclude_bots: Annotated[
         bool, typer.Option("--exclude-bots", help="Leave out the sessions of crawlers and scripts (counted).")
     ] = False,
@@ -438,6 +467,8 @@ def run(
                 split_on_campaign=split_on_campaign,
                 split_at_midnight=split_at_midnight,
                 exclude_bots=exclude_bots,
+                visitor_key=visitor_key.value,
+                asset_pattern=asset_pattern,
             )
     except (SessionizeError, Exception) as exc:
         _fail(exc, debug=debug)

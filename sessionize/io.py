@@ -23,6 +23,13 @@ from typing import IO, Literal
 import polars as pl
 
 from sessionize import schema as S
+from sessionize.accesslog import (
+    DEFAULT_ASSET_PATTERN,
+    DEFAULT_VISITOR_KEY,
+    VisitorKey,
+    detect_log_format,
+    parse_access_log,
+)
 from sessionize.errors import (
     MalformedRowsError,
     NoInputFilesError,
@@ -45,9 +52,10 @@ from sessionize.normalize import (
 )
 from sessionize.privacy import anonymize_ips, hash_user_ids
 
-InputFormat = Literal["csv", "tsv", "parquet", "ndjson"]
+InputFormat = Literal["csv", "tsv", "parquet", "ndjson", "combined", "common", "log"]
 OutputFormat = Literal["parquet", "csv", "ndjson"]
-INPUT_FORMATS: tuple[InputFormat, ...] = ("csv", "tsv", "parquet", "ndjson")
+#: What --input-format accepts; ``log`` (a ``.log`` file) means "combined or common, by its lines".
+INPUT_FORMATS: tuple[InputFormat, ...] = ("csv", "tsv", "parquet", "ndjson", "combined", "common")
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("parquet", "csv", "ndjson")
 
 STDIN = "-"
@@ -60,6 +68,7 @@ _EXTENSIONS: dict[str, InputFormat] = {
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
     ".json": "ndjson",
+    ".log": "log",
 }
 _OUTPUT_EXTENSIONS: dict[str, OutputFormat] = {
     ".parquet": "parquet",
@@ -199,6 +208,9 @@ class ReadOptions:
     #: Privacy controls that also apply to the rejected rows' original columns.
     anonymize_ip: bool = False
     user_id_secret: bytes | None = None
+    #: Web-server logs: how a visitor is identified, and which paths are static assets.
+    visitor_key: VisitorKey = DEFAULT_VISITOR_KEY
+    asset_pattern: str = DEFAULT_ASSET_PATTERN
 
     def column_options(self) -> dict[str, str | None]:
         return {
@@ -290,11 +302,43 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     return rows, malformed
 
 
-def _scan(source: InputFile, encoding: str) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+    """Parse an Apache/nginx access log (``.log`` files: combined or common, told by their lines)."""
+    data: str | bytes = sys.stdin.buffer.read() if source.is_stdin else source.path
+    try:
+        # read_lines keeps blank lines (so line numbers hold) and gunzips .log.gz by its magic bytes.
+        lines = pl.read_lines(data, row_index_name=ROW)
+    except pl.exceptions.ComputeError:
+        # Bytes that are not UTF-8 (servers escape them, so this is rare): decode as --encoding says.
+        raw = data if isinstance(data, bytes) else _read_maybe_gz(data)
+        codec = "utf-8" if _is_utf8(options.encoding) else options.encoding
+        lines = pl.read_lines(raw.decode(codec, errors="replace").encode("utf-8"), row_index_name=ROW)
+    log_format = source.format
+    if log_format == "log":
+        first = lines.get_column("line").head(20).to_list()
+        detected = detect_log_format([line for line in first if line is not None])
+        if detected is None:
+            raise UnknownFormatError(
+                f"{source.path}: the first lines are neither Apache/nginx combined nor common log format. "
+                "Give the format with --input-format combined|common (or csv, ndjson, ...)."
+            )
+        log_format = detected
+    parsed, malformed = parse_access_log(
+        lines, log_format=log_format, asset_pattern=options.asset_pattern, visitor_key=options.visitor_key
+    )
+    return parsed.lazy(), malformed
+
+
+def _read_maybe_gz(path: str) -> bytes:
+    return _read_bytes_gz(path) if _split_gz(path)[1] else Path(path).read_bytes()
+
+
+def _scan(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
     """A lazy scan of one file with a 0-based ``_row`` column, and the malformed CSV rows, if any.
 
     CSV columns are all read as strings, so ids stay exactly as written.
     """
+    encoding = options.encoding
     if source.format in ("csv", "tsv"):
         separator = "\t" if source.format == "tsv" else ","
         data = _csv_source(source, encoding)
@@ -313,6 +357,8 @@ def _scan(source: InputFile, encoding: str) -> tuple[pl.LazyFrame, pl.DataFrame 
         # A blank line (often the last one of a hand-edited file) is not an event.
         frame = frame.with_row_index(ROW).filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
         return frame.lazy(), None
+    if source.format in ("combined", "common", "log"):
+        return _scan_log(source, options)
     if source.format == "parquet":
         if source.is_stdin:
             return pl.read_parquet(io.BytesIO(sys.stdin.buffer.read())).lazy().with_row_index(ROW), None
@@ -330,10 +376,18 @@ def _scan(source: InputFile, encoding: str) -> tuple[pl.LazyFrame, pl.DataFrame 
     return pl.scan_ndjson(ndjson, infer_schema_length=None).with_row_index(ROW), None
 
 
+def _format_name(source: InputFile) -> str:
+    if source.format in ("combined", "common", "log"):
+        return "a web-server access log line"
+    return source.format.upper()
+
+
 def _where(source: InputFile, row: int) -> str:
     # row is the 0-based data row; a CSV has its header on line 1.
     if source.format in ("csv", "tsv"):
         return f"line {row + 2}"
+    if source.format in ("combined", "common", "log"):
+        return f"line {row + 1}"
     return f"row {row + 1}"
 
 
@@ -346,7 +400,7 @@ def read_file(source: InputFile, options: ReadOptions) -> FileRead:
     """Read one file into the canonical events frame and set aside (or raise on) invalid rows."""
     name = "standard input" if source.is_stdin else source.path
     try:
-        scan, malformed = _scan(source, options.encoding)
+        scan, malformed = _scan(source, options)
         available = [c for c in scan.collect_schema().names() if c != ROW]
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
@@ -372,7 +426,7 @@ def read_file(source: InputFile, options: ReadOptions) -> FileRead:
     invalid = reasons.filter(pl.col(REASON).is_not_null())
     if options.on_invalid == "fail":
         if malformed is not None and malformed.height:
-            raise_malformed(name, malformed)
+            raise_malformed(name, malformed, what=_format_name(source))
         check_events(
             frame,
             source=name,
@@ -423,8 +477,8 @@ def _rejects(
     return table.select(*extra, *REJECTS_COLUMNS, *(["raw_line"] if "raw_line" in table.columns else []))
 
 
-def raise_malformed(name: str, malformed: pl.DataFrame) -> None:
-    """Raise :class:`MalformedRowsError` for the malformed CSV rows of one file."""
+def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") -> None:
+    """Raise :class:`MalformedRowsError` for the malformed rows of one file."""
     examples = "; ".join(
         f"line {line}: {reason}"
         for line, reason in malformed.select("source_row", "reject_reason")
@@ -432,7 +486,7 @@ def raise_malformed(name: str, malformed: pl.DataFrame) -> None:
         .iter_rows()
     )
     raise MalformedRowsError(
-        f"{name}: {malformed.height} row(s) cannot be parsed as CSV ({examples}). Fix the file, give its "
+        f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file, give its "
         f"encoding with --encoding, or pass {SKIP_HINT}."
     )
 

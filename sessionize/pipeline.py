@@ -18,6 +18,12 @@ import polars as pl
 
 from sessionize import geo, io
 from sessionize import schema as S
+from sessionize.accesslog import (
+    DEFAULT_ASSET_PATTERN,
+    DEFAULT_VISITOR_KEY,
+    check_asset_pattern,
+    check_visitor_key,
+)
 from sessionize.attribution import (
     CAMPAIGN,
     RefererDatabase,
@@ -251,6 +257,8 @@ class RunResult:
     bot_sessions: int = 0
     bot_sessions_excluded: int = 0
     bot_events_excluded: int = 0
+    #: Where the rejected rows were written (``--rejects``), if anywhere.
+    rejects_output: str | None = None
     #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``).
     rejects: pl.DataFrame | None = None
 
@@ -347,6 +355,8 @@ def run(
     split_on_campaign: bool = False,
     split_at_midnight: bool = False,
     exclude_bots: bool = False,
+    visitor_key: str = DEFAULT_VISITOR_KEY,
+    asset_pattern: str = DEFAULT_ASSET_PATTERN,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
 
@@ -381,6 +391,8 @@ def run(
         pageview_events=S.split_list(pageview_events),
         encoding=encoding,
         on_invalid=on_invalid,
+        visitor_key=check_visitor_key(visitor_key),
+        asset_pattern=check_asset_pattern(asset_pattern),
         valid_from=_timestamp_option(valid_from, "--valid-from"),
         valid_until=_timestamp_option(valid_until, "--valid-until")
         or datetime.now(UTC) + DEFAULT_FUTURE_LIMIT,
@@ -442,6 +454,7 @@ def run(
         rejected=read.rejected,
         duplicates_removed=read.duplicates_removed,
         rejects=read.rejects,
+        rejects_output=rejects_target,
         output=target,
         output_format=written,
         elapsed_s=time.perf_counter() - started,

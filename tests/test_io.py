@@ -92,7 +92,7 @@ def test_directory_is_searched_recursively_and_unsupported_files_are_skipped(tmp
     root = tmp_path / "logs"
     for name in ["b.csv", "a.ndjson", "2024/05/c.parquet", "2024/d.csv.gz", "2024/e.tsv", "x/f.jsonl"]:
         write_text(root / name, "")
-    for name in ["README.md", "notes.txt", "2024/archive.zip", ".hidden.csv", "2024/05/run.log.gz"]:
+    for name in ["README.md", "notes.txt", "2024/archive.zip", ".hidden.csv", "2024/05/run.xlsx"]:
         write_text(root / name, "")
 
     found = sessionize.resolve_inputs([root])
@@ -132,7 +132,7 @@ def test_dash_is_csv_on_stdin() -> None:
 
 
 def test_unknown_extension_of_a_named_file_is_an_error_naming_input_format(tmp_path: Path) -> None:
-    path = write_text(tmp_path / "events.log", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    path = write_text(tmp_path / "events.dat", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
     with pytest.raises(sessionize.UnknownFormatError, match="--input-format") as caught:
         sessionize.resolve_inputs([path])
     assert str(path) in str(caught.value)

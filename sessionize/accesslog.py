@@ -1,0 +1,451 @@
+"""Apache and nginx access logs (``combined`` and ``common`` formats) to event rows.
+
+Parsing is one regular expression per line, run by Polars over the whole column (no Python loop
+per line). A line that does not match the format, or whose ``[17/May/2015:10:05:03 +0000]``
+timestamp does not parse, is set aside as a malformed row with its 1-based line number.
+
+Visitors
+--------
+Web servers log no user id, so a visitor is identified as log analyzers (AWStats, GoAccess,
+Matomo's log importer) do: by the client address plus the user agent (``ip+ua``), or by the address
+alone (``ip``). This is a heuristic with known limits:
+
+- **Shared addresses** (NAT, office and campus networks, carrier-grade NAT on mobile networks, VPNs,
+  Tor exits) put many people behind one IP; people on the same IP with the same browser build are
+  merged into one visitor, and with ``ip`` alone everyone behind the address is.
+- **Changing addresses**: phones moving between networks, IPv6 privacy addresses that rotate, relay
+  services (iCloud Private Relay) and IP-rotating crawlers split one person into several visitors,
+  and so one visit into several sessions.
+- **User agents are not unique**: reduced user agents (Chrome freezes most of its version string)
+  make collisions on a shared address more likely, and a browser update mid-visit splits a visitor.
+- **Proxies and CDNs**: behind a load balancer or CDN the logged address is the proxy's unless the
+  server logs the real client (``mod_remoteip``, nginx ``real_ip``); otherwise every visitor looks
+  like one.
+
+Counts of visitors and sessions from logs are therefore estimates; for exact counts, log a user or
+session id (a cookie) and read that column instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, get_args, overload
+
+import polars as pl
+
+from sessionize.distinct import map_distinct
+from sessionize.errors import UsageError
+
+LogFormat = Literal["combined", "common"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+
+VisitorKey = Literal["ip+ua", "ip"]
+VISITOR_KEYS: tuple[VisitorKey, ...] = get_args(VisitorKey)
+DEFAULT_VISITOR_KEY: VisitorKey = "ip+ua"
+
+#: The input column holding one raw log line, and the 0-based line index beside it.
+LINE = "line"
+ROW = "_row"
+#: ``reject_reason`` of a line that does not match the log format.
+MALFORMED_REASON = "malformed_log_line"
+#: The column that :func:`parse_access_log` fills with :func:`visitor_key_expr` (a user id alias).
+VISITOR = "visitor_id"
+
+#: Values of the ``event`` column. Page views are what the core counts (``page_view`` is one of the
+#: default ``--pageview-events``); the other two still count as events of their session.
+PAGE_VIEW = "page_view"
+ASSET = "asset"
+REQUEST = "request"
+
+#: Requests for static files, matched case-insensitively against the request path (the URL without
+#: its query string and fragment): images, CSS, JavaScript and source maps, fonts, feeds and sitemaps,
+#: ``favicon.ico`` and ``robots.txt``.
+DEFAULT_ASSET_PATTERN = (
+    r"(?i)\.(?:png|jpe?g|gif|bmp|ico|cur|svgz?|webp|avif|tiff?"
+    r"|css|js|mjs|map"
+    r"|woff2?|ttf|otf|eot"
+    r"|rss|atom|xml|rdf)$"
+    r"|(?:^|/)(?:feed|rss|atom)/?$"
+    r"|(?:^|/)robots\.txt$"
+)
+#: Feeds addressed by query string rather than path, matched against the query string: WordPress
+#: without pretty permalinks (``/?feed=rss2``), Blosxom (``/?flav=rss20``), ``?format=atom``.
+DEFAULT_FEED_QUERY_PATTERN = r"(?i)(?:^|&)(?:feed|flav|format)=[\w-]*(?:rss|atom|rdf)"
+
+# A double-quoted field as Apache writes it: `"` and `\` inside are escaped with a backslash. Written
+# unrolled ([^"\\]* runs between escapes), which Polars' regex engine captures a little faster than
+# (?:[^"\\]|\\.)*.
+_QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
+# Fields are separated by exactly one space, as both servers write them: \s+ there makes capturing
+# about four times slower. The request line is captured whole and split afterwards (_split_request):
+# an alternative for bad request lines here would nearly triple the time. A byte-order mark that an editor
+# left at the start of the file is skipped, or it would end up in the first line's ip.
+_HEAD = (
+    r"^\x{FEFF}?(?P<ip>\S+) (?P<ident>\S+) (?P<auth_user>\S+) \[(?P<time>[^\]]*)\] "
+    rf'"(?P<request>{_QUOTED})" (?P<status>[0-9]{{3}}) (?P<bytes>[0-9]+|-)'
+)
+# The line ends after the last field, or a space and more fields, which are ignored: some
+# configurations append request time, upstream address or X-Forwarded-For.
+_END = r"(?:\s|$)"
+_PATTERNS: dict[LogFormat, str] = {
+    "combined": rf'{_HEAD} "(?P<referrer>{_QUOTED})" "(?P<user_agent>{_QUOTED})"{_END}',
+    "common": _HEAD + _END,
+}
+# Optional fractional seconds, for servers configured to log them (Apache's %{msec_frac}t).
+_TIME_FORMAT = "%d/%b/%Y:%H:%M:%S%.f %z"
+_TIMESTAMP = pl.Datetime("us", "UTC")
+_FIELDS = "_fields"
+_REQUEST = "_request"
+_UA_DIGEST_CHARS = 8
+
+#: The columns of a parsed log, in order (``visitor_id`` only when a visitor key is asked for).
+PARSED_SCHEMA: dict[str, pl.DataType] = {
+    "ip": pl.String(),
+    "ident": pl.String(),
+    "auth_user": pl.String(),
+    "timestamp": _TIMESTAMP,
+    "method": pl.String(),
+    "url": pl.String(),
+    "protocol": pl.String(),
+    "status": pl.Int32(),
+    "bytes": pl.Int64(),
+    "referrer": pl.String(),
+    "user_agent": pl.String(),
+    "event": pl.String(),
+}
+MALFORMED_SCHEMA: dict[str, pl.DataType] = {
+    "source_row": pl.Int64(),
+    "raw_line": pl.String(),
+    "reject_reason": pl.String(),
+}
+
+
+def check_log_format(log_format: str) -> LogFormat:
+    """Validate a log format name (``combined`` or ``common``)."""
+    for known in LOG_FORMATS:
+        if log_format == known:
+            return known
+    raise UsageError(f"Log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}.")
+
+
+def detect_log_format(first_lines: list[str]) -> LogFormat | None:
+    """The format that most of ``first_lines`` (blank lines aside) match, or ``None``.
+
+    ``combined`` is tried first, since a combined line is also a valid common line with extra
+    fields. A majority rather than every line is asked for, so that a stray bad line near the top
+    does not hide the format.
+
+    >>> detect_log_format(['::1 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"'])
+    'combined'
+    >>> detect_log_format(['::1 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5'])
+    'common'
+    >>> detect_log_format(["user_id,timestamp"]) is None
+    True
+    """
+    lines = pl.Series(LINE, first_lines, dtype=pl.String)
+    lines = lines.filter(lines.str.contains(r"\S"))
+    if lines.is_empty():
+        return None
+    for log_format in LOG_FORMATS:
+        matched = _fields(pl.col(LINE), log_format).struct.field("ip").is_not_null()
+        count = pl.DataFrame([lines]).select(matched.sum()).item()
+        if count * 2 > lines.len():
+            return log_format
+    return None
+
+
+def _fields(line: pl.Expr, log_format: LogFormat) -> pl.Expr:
+    return line.str.extract_groups(_PATTERNS[log_format])
+
+
+def _none_if_dash(text: pl.Expr) -> pl.Expr:
+    # Servers write "-" for a header that was not sent; "" appears when a client sends it empty.
+    return pl.when(text.is_in(["-", ""])).then(None).otherwise(text)
+
+
+def _unescape(text: pl.Expr) -> pl.Expr:
+    # Apache writes `"` as \" and `\` as \\. Every real quote is preceded by an odd number of
+    # backslashes, the last of which escapes it, so replacing \" before \\ is exact. Other escapes
+    # (\xhh for non-printable bytes, nginx's \x22) are kept as written.
+    return text.str.replace_all('\\"', '"', literal=True).str.replace_all("\\\\", "\\", literal=True)
+
+
+def _check_pattern(pattern: str, option: str) -> None:
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(pattern)
+    except pl.exceptions.PolarsError as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{option} {pattern!r} is not a valid regular expression ({detail}).") from None
+
+
+def check_asset_pattern(pattern: str) -> str:
+    """Validate ``--asset-pattern`` (a regular expression), or raise :class:`UsageError`."""
+    _check_pattern(pattern, "--asset-pattern")
+    return pattern
+
+
+def check_visitor_key(kind: str) -> VisitorKey:
+    """Validate ``--visitor-key``, or raise :class:`UsageError`."""
+    if kind not in VISITOR_KEYS:
+        raise UsageError(f"--visitor-key {kind!r} is not one of {', '.join(VISITOR_KEYS)}.")
+    return kind
+
+
+def _path(url: pl.Expr) -> pl.Expr:
+    return url.str.replace(r"[?#].*$", "")
+
+
+def _query(url: pl.Expr) -> pl.Expr:
+    return url.str.extract(r"\?([^#]*)", 1)
+
+
+def is_asset_expr(
+    asset_pattern: str = DEFAULT_ASSET_PATTERN,
+    *,
+    feed_query_pattern: str | None = DEFAULT_FEED_QUERY_PATTERN,
+) -> pl.Expr:
+    """Whether the request in ``url`` is for a static file, by :data:`DEFAULT_ASSET_PATTERN`.
+
+    ``asset_pattern`` is matched case-insensitively against the path (the URL without its query
+    string, so ``/app.js?v=3`` is an asset); ``feed_query_pattern`` against the query string (``None``
+    turns it off). Raises :class:`UsageError` for a pattern that is not a valid regular expression.
+    """
+    _check_pattern(asset_pattern, "--asset-pattern")
+    url = pl.col("url")
+    # A user's pattern is case-insensitive too: /IMG_001.JPG is as much an image as /img.jpg.
+    asset = _path(url).str.contains(f"(?i){asset_pattern}")
+    if feed_query_pattern is not None:
+        _check_pattern(feed_query_pattern, "feed query pattern")
+        asset = asset | _query(url).str.contains(feed_query_pattern).fill_null(False)
+    return asset.fill_null(False)
+
+
+def _page_view(asset: pl.Expr) -> pl.Expr:
+    status = pl.col("status")
+    is_get = pl.col("method") == "GET"
+    return (is_get & (status >= 200) & (status < 400) & pl.col("url").is_not_null() & ~asset).fill_null(False)
+
+
+def is_page_view_expr(
+    asset_pattern: str = DEFAULT_ASSET_PATTERN,
+    *,
+    feed_query_pattern: str | None = DEFAULT_FEED_QUERY_PATTERN,
+) -> pl.Expr:
+    """Page views: successful (2xx or 3xx) GET requests that are not for assets (:func:`is_asset_expr`).
+
+    Reads the ``method``, ``status`` and ``url`` columns of a parsed log; never null. A redirect
+    (301, 302) and the page it leads to are two page views, as the definition says; a 304 (the
+    browser's cached copy is still current) is a page view, as in AWStats. HEAD requests (monitors,
+    link checkers) are not.
+    """
+    return _page_view(is_asset_expr(asset_pattern, feed_query_pattern=feed_query_pattern))
+
+
+def event_expr(
+    asset_pattern: str = DEFAULT_ASSET_PATTERN,
+    *,
+    feed_query_pattern: str | None = DEFAULT_FEED_QUERY_PATTERN,
+) -> pl.Expr:
+    """The ``event`` name of each request of a parsed log.
+
+    ``page_view`` (:func:`is_page_view_expr`), ``asset`` (a request for a static file, whatever its
+    method or status) or ``request`` (anything else: POST and HEAD requests, errors for pages,
+    request lines that do not parse).
+    """
+    asset = is_asset_expr(asset_pattern, feed_query_pattern=feed_query_pattern)
+    return (
+        pl.when(_page_view(asset))
+        .then(pl.lit(PAGE_VIEW))
+        .when(asset)
+        .then(pl.lit(ASSET))
+        .otherwise(pl.lit(REQUEST))
+        .alias("event")
+    )
+
+
+# The request line "METHOD target PROTOCOL". The fast form covers nearly every line; the slow one (a
+# lazy target, so several times slower) runs only on the rest: targets with spaces (nginx logs the raw
+# line) and HTTP/0.9 lines without a protocol.
+_REQUEST_FAST = r"^(?P<method>[A-Za-z]+) (?P<url>\S+) (?P<protocol>[A-Za-z]+/[0-9.]+)$"
+_REQUEST_SLOW = r"^(?P<method>[A-Za-z]+) (?P<url>.+?)(?: (?P<protocol>[A-Za-z]+/[0-9.]+))?$"
+_REQUEST_FIELDS = ("method", "url", "protocol")
+
+
+def _split_request(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Replace the ``_request`` column by ``method``, ``url`` and ``protocol``.
+
+    A request line that is not ``METHOD target [PROTOCOL]``, such as the ``-`` nginx writes for a
+    connection that sent no request, or TLS bytes sent to a plain-HTTP port, gives nulls: the line is
+    still a request that the server answered.
+    """
+    request = pl.col(_REQUEST)
+    fast = request.str.extract_groups(_REQUEST_FAST).alias("_fast")
+    frame = frame.with_columns(fast)
+    missed = pl.col("_fast").struct.field("method").is_null()
+    slow = pl.when(missed).then(request).str.extract_groups(_REQUEST_SLOW).alias("_slow")
+    frame = frame.with_columns(slow)
+    return frame.with_columns(
+        pl.coalesce(pl.col("_fast").struct.field(name), pl.col("_slow").struct.field(name)).alias(name)
+        for name in _REQUEST_FIELDS
+    ).with_columns(_unescape(pl.col("url")).alias("url"))
+
+
+def _ua_digests(values: list[str | None]) -> pl.Series:
+    return pl.Series(
+        [
+            None if value is None else hashlib.sha256(value.encode()).hexdigest()[:_UA_DIGEST_CHARS]
+            for value in values
+        ],
+        dtype=pl.String,
+    )
+
+
+def _ua_digest(user_agents: pl.Series) -> pl.Series:
+    # SHA-256 is defined by its standard, unlike Polars' hash (which may change between releases),
+    # so the ids in an output file are the same with every Polars version. It runs once per distinct
+    # user agent (a few thousand in a big log), not once per line.
+    return map_distinct(user_agents, _ua_digests)
+
+
+def visitor_key_expr(kind: VisitorKey = DEFAULT_VISITOR_KEY) -> pl.Expr:
+    """A visitor id from the ``ip`` and ``user_agent`` columns of a parsed log.
+
+    ``ip`` is the client address as logged. ``ip+ua`` is the address, ``|`` and the first 8 hex
+    digits of the SHA-256 of the user agent (``echo -n "$UA" | sha256sum | cut -c1-8`` gives the
+    same): readable by address, short, and the same on every run and machine. A line without a user
+    agent (``-``, or a common-format log) gets the address alone. 32 bits of digest make two user
+    agents on one address collide about once in 4 billion pairs. See the module docstring for the
+    limits of identifying visitors this way.
+
+    >>> frame = pl.DataFrame({"ip": ["10.0.0.1", "10.0.0.1"], "user_agent": ["curl/8.5.0", None]})
+    >>> frame.select(visitor_key_expr("ip+ua")).to_series().to_list()
+    ['10.0.0.1|07d1d539', '10.0.0.1']
+    """
+    ip = pl.col("ip")
+    if kind == "ip":
+        return ip.alias(VISITOR)
+    if kind == "ip+ua":
+        user_agent = pl.col("user_agent")
+        digest = user_agent.map_batches(_ua_digest, return_dtype=pl.String, is_elementwise=True)
+        return (
+            pl.when(user_agent.is_null())
+            .then(ip)
+            .otherwise(pl.concat_str(ip, pl.lit("|"), digest))
+            .alias(VISITOR)
+        )
+    raise UsageError(f"--visitor-key {kind!r} is not one of {', '.join(VISITOR_KEYS)}.")
+
+
+@overload
+def parse_access_log(
+    lines: pl.LazyFrame,
+    *,
+    log_format: str = ...,
+    asset_pattern: str = ...,
+    feed_query_pattern: str | None = ...,
+    visitor_key: VisitorKey | None = ...,
+) -> tuple[pl.LazyFrame, pl.DataFrame]: ...
+
+
+@overload
+def parse_access_log(
+    lines: pl.DataFrame,
+    *,
+    log_format: str = ...,
+    asset_pattern: str = ...,
+    feed_query_pattern: str | None = ...,
+    visitor_key: VisitorKey | None = ...,
+) -> tuple[pl.DataFrame, pl.DataFrame]: ...
+
+
+def parse_access_log(
+    lines: pl.LazyFrame | pl.DataFrame,
+    *,
+    log_format: str = "combined",
+    asset_pattern: str = DEFAULT_ASSET_PATTERN,
+    feed_query_pattern: str | None = DEFAULT_FEED_QUERY_PATTERN,
+    visitor_key: VisitorKey | None = DEFAULT_VISITOR_KEY,
+) -> tuple[pl.LazyFrame | pl.DataFrame, pl.DataFrame]:
+    """Parse raw access log lines into request rows, and set aside the lines that do not parse.
+
+    Parameters
+    ----------
+    lines
+        One String column ``line`` (a log line, without its line end) and a 0-based ``_row`` (its
+        index in the file, added when absent), as ``pl.scan_lines(path, row_index_name="_row")``
+        gives. Blank lines are skipped: they are not requests.
+    log_format
+        ``combined`` (``%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"``, the default of
+        nginx and of most Apache set-ups) or ``common`` (the same without referrer and user agent).
+        Fields after these are ignored.
+    asset_pattern, feed_query_pattern
+        Which requests are static files rather than page views (see :func:`is_asset_expr`).
+    visitor_key
+        Add a ``visitor_id`` column made by :func:`visitor_key_expr` (``None``: do not).
+
+    Returns
+    -------
+    parsed
+        A frame of the same kind as ``lines`` with the columns of :data:`PARSED_SCHEMA` (``ip``,
+        ``ident``, ``auth_user``, ``timestamp`` as UTC instants, ``method``, ``url``, ``protocol``,
+        ``status``, ``bytes``, ``referrer``, ``user_agent``, ``event``), then ``visitor_id`` and
+        ``_row``. ``-`` in ident, auth_user, referrer and user_agent is null; a ``-`` byte count is 0
+        (Apache's ``%b`` writes ``-`` for an empty body); ``\\"`` and ``\\\\`` in quoted fields are
+        unescaped. A request line that is not ``METHOD target [PROTOCOL]`` (nginx's ``-``, garbage)
+        has null method, url and protocol and is a ``request`` event. A common log has null
+        referrer and user_agent.
+    malformed
+        The lines that do not match the format or whose timestamp does not parse: ``source_row``
+        (the 1-based line number), ``raw_line`` and ``reject_reason`` (``malformed_log_line``).
+
+    A lazy ``lines`` is parsed (collected) once here, since both results come from the same pass;
+    ``parsed`` is then a LazyFrame over the result.
+    """
+    known = check_log_format(log_format)
+    if visitor_key is not None and visitor_key not in VISITOR_KEYS:
+        raise UsageError(f"--visitor-key {visitor_key!r} is not one of {', '.join(VISITOR_KEYS)}.")
+    event = event_expr(asset_pattern, feed_query_pattern=feed_query_pattern)  # checks the patterns early
+    is_lazy = isinstance(lines, pl.LazyFrame)
+    frame = lines.lazy()
+    if ROW not in frame.collect_schema().names():
+        frame = frame.with_row_index(ROW)
+    field = pl.col(_FIELDS).struct.field
+    if known == "combined":
+        referrer = _none_if_dash(_unescape(field("referrer")))
+        user_agent = _none_if_dash(_unescape(field("user_agent")))
+    else:
+        referrer = user_agent = pl.lit(None, dtype=pl.String)
+    result = (
+        frame.filter(pl.col(LINE).str.contains(r"\S"))
+        .select(pl.col(ROW), pl.col(LINE), _fields(pl.col(LINE), known).alias(_FIELDS))
+        .select(
+            pl.col(ROW),
+            pl.col(LINE),
+            field("ip").alias("ip"),
+            _none_if_dash(field("ident")).alias("ident"),
+            _none_if_dash(field("auth_user")).alias("auth_user"),
+            field("time").str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False).alias("timestamp"),
+            field("request").alias(_REQUEST),
+            field("status").cast(pl.Int32).alias("status"),
+            # Apache's %b writes "-" for an empty body: zero bytes, not an unknown number.
+            pl.when(field("bytes") == "-").then(0).otherwise(field("bytes").cast(pl.Int64)).alias("bytes"),
+            referrer.alias("referrer"),
+            user_agent.alias("user_agent"),
+        )
+        .pipe(_split_request)
+        .collect()
+    )
+    # The ip group is in every match, so a null ip means that the line does not match the format.
+    ok = pl.col("ip").is_not_null() & pl.col("timestamp").is_not_null()
+    malformed = result.filter(~ok).select(
+        (pl.col(ROW).cast(pl.Int64) + 1).alias("source_row"),
+        pl.col(LINE).alias("raw_line"),
+        pl.lit(MALFORMED_REASON).alias("reject_reason"),
+    )
+    parsed = result.filter(ok).with_columns(event)
+    parsed = parsed.select(
+        *PARSED_SCHEMA,
+        *([visitor_key_expr(visitor_key)] if visitor_key is not None else []),
+        ROW,
+    )
+    return (parsed.lazy() if is_lazy else parsed), malformed

@@ -1,0 +1,601 @@
+"""Apache/nginx access logs: every edge of the line format on synthetic lines, then a real 10,000-line log.
+
+The figures asserted on the real log were found independently with grep and awk (the commands are
+next to each assertion), not by running the parser.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from sessionize import accesslog as A
+from sessionize import schema as S
+from sessionize.errors import UsageError
+from sessionize.normalize import prepare_events
+from tests.conftest import SHARED
+
+APACHE_LOG = SHARED / "realdata" / "apache_logs" / "apache_access.log"
+needs_apache_log = pytest.mark.skipif(not APACHE_LOG.exists(), reason=f"{APACHE_LOG} is not here")
+
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:25.0) Gecko/20100101 Firefox/25.0"
+T = "[17/May/2015:10:05:03 +0000]"
+INSTANT = datetime(2015, 5, 17, 10, 5, 3, tzinfo=UTC)
+
+
+def line(
+    request: str = "GET / HTTP/1.1",
+    *,
+    ip: str = "83.149.9.216",
+    time_: str = T,
+    status: str = "200",
+    size: str = "1234",
+    referrer: str = "-",
+    user_agent: str = UA,
+    head: str = "- -",
+) -> str:
+    """One combined-format line; fields are written as given (quotes and escapes included)."""
+    return f'{ip} {head} {time_} "{request}" {status} {size} "{referrer}" "{user_agent}"'
+
+
+def frame_of(lines: list[str]) -> pl.DataFrame:
+    return pl.DataFrame({"line": lines}, schema={"line": pl.String}).with_row_index("_row")
+
+
+def parse(lines: list[str], **options: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return A.parse_access_log(frame_of(lines), **options)
+
+
+def one(text: str, **options: Any) -> dict[str, Any]:
+    parsed, malformed = parse([text], **options)
+    assert malformed.height == 0, malformed.rows()
+    assert parsed.height == 1
+    return parsed.row(0, named=True)
+
+
+# --- the line format -----------------------------------------------------------------------------
+
+
+def test_combined_line_gives_every_field() -> None:
+    row = one(
+        line(
+            "GET /blog/post.html?utm_source=x HTTP/1.1",
+            referrer="https://www.google.com/search?q=a",
+            head="- frank",
+            size="5120",
+        )
+    )
+    assert row == {
+        "ip": "83.149.9.216",
+        "ident": None,
+        "auth_user": "frank",
+        "timestamp": INSTANT,
+        "method": "GET",
+        "url": "/blog/post.html?utm_source=x",
+        "protocol": "HTTP/1.1",
+        "status": 200,
+        "bytes": 5120,
+        "referrer": "https://www.google.com/search?q=a",
+        "user_agent": UA,
+        "event": "page_view",
+        "visitor_id": "83.149.9.216|" + hashlib.sha256(UA.encode()).hexdigest()[:8],
+        "_row": 0,
+    }
+
+
+def test_output_schema_is_the_same_for_both_formats() -> None:
+    combined, _ = parse([line()], log_format="combined")
+    common, _ = parse(['::1 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5'], log_format="common")
+    expected = {**A.PARSED_SCHEMA, "visitor_id": pl.String(), "_row": pl.UInt32()}
+    assert dict(combined.schema) == expected
+    assert dict(common.schema) == expected
+    assert combined.schema["timestamp"] == pl.Datetime("us", "UTC")
+
+
+def test_common_format_has_no_referrer_or_user_agent() -> None:
+    row = one('10.1.2.3 - bob [17/May/2015:10:05:03 +0000] "GET /a HTTP/1.0" 304 -', log_format="common")
+    assert (row["ip"], row["auth_user"], row["url"], row["status"], row["bytes"]) == (
+        "10.1.2.3",
+        "bob",
+        "/a",
+        304,
+        0,
+    )
+    assert row["referrer"] is None and row["user_agent"] is None
+    # Without a user agent, the visitor is the address alone.
+    assert row["visitor_id"] == "10.1.2.3"
+    assert row["event"] == "page_view"
+
+
+def test_common_format_ignores_combined_fields() -> None:
+    row = one(line(referrer="http://a.example/"), log_format="common")
+    assert row["referrer"] is None and row["url"] == "/"
+
+
+def test_combined_format_rejects_a_common_line() -> None:
+    parsed, malformed = parse(['1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5'])
+    assert parsed.height == 0
+    assert malformed.rows() == [
+        (1, '1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5', "malformed_log_line")
+    ]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2001:db8::1",
+        "::1",
+        "::ffff:81.2.69.160",
+        "fe80::1ff:fe23:4567:890a",
+        "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+    ],
+)
+def test_ipv6_client_addresses(address: str) -> None:
+    row = one(line(ip=address))
+    assert row["ip"] == address
+    assert row["visitor_id"].startswith(address + "|")
+
+
+def test_escaped_quotes_and_backslashes_are_unescaped() -> None:
+    # Apache writes " as \" and \ as \\ inside quoted fields.
+    row = one(
+        line(
+            r"GET /search?q=\"exact\" HTTP/1.1",
+            referrer=r"http://a.example/?q=\"x\"",
+            user_agent=r"Mozilla/5.0 \"quoted\" C:\\path\\",
+        )
+    )
+    assert row["url"] == '/search?q="exact"'
+    assert row["referrer"] == 'http://a.example/?q="x"'
+    assert row["user_agent"] == 'Mozilla/5.0 "quoted" C:\\path\\'
+
+
+def test_an_escaped_backslash_before_the_closing_quote() -> None:
+    # \\" is an escaped backslash and then the end of the field, not an escaped quote.
+    row = one(line(user_agent="agent\\\\"))
+    assert row["user_agent"] == "agent\\"
+
+
+def test_an_unescaped_quote_inside_a_field_is_malformed() -> None:
+    parsed, malformed = parse([line(user_agent='Mozilla "bad" agent')])
+    assert parsed.height == 0 and malformed["source_row"].to_list() == [1]
+
+
+def test_dash_fields_are_null_and_dash_bytes_are_zero() -> None:
+    row = one(line(size="-", referrer="-", user_agent="-"))
+    assert (row["ident"], row["auth_user"], row["referrer"], row["user_agent"]) == (None, None, None, None)
+    assert row["bytes"] == 0
+    assert row["visitor_id"] == "83.149.9.216"
+
+
+def test_empty_referrer_and_user_agent_are_null() -> None:
+    row = one(line(referrer="", user_agent=""))
+    assert row["referrer"] is None and row["user_agent"] is None
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "[17/May/2015:10:05:03 +0000]",
+        "[17/May/2015:12:05:03 +0200]",
+        "[17/May/2015:03:05:03 -0700]",
+        "[17/May/2015:15:35:03 +0530]",
+        "[16/May/2015:23:05:03 -1100]",
+        "[17/may/2015:10:05:03 +0000]",
+    ],
+)
+def test_offsets_are_honoured_and_compared_as_instants(stamp: str) -> None:
+    assert one(line(time_=stamp))["timestamp"] == INSTANT
+
+
+def test_mixed_offsets_sort_as_instants() -> None:
+    parsed, _ = parse(
+        [
+            line("GET /second HTTP/1.1", time_="[17/May/2015:12:06:00 +0200]"),  # 10:06 UTC
+            line("GET /first HTTP/1.1", time_="[17/May/2015:03:05:59 -0700]"),  # 10:05:59 UTC
+        ]
+    )
+    assert parsed.sort("timestamp")["url"].to_list() == ["/first", "/second"]
+
+
+def test_fractional_seconds_are_kept() -> None:
+    row = one(line(time_="[17/May/2015:10:05:03.250 +0000]"))
+    assert row["timestamp"] == INSTANT.replace(microsecond=250_000)
+
+
+def test_bad_lines_are_set_aside_with_their_line_numbers() -> None:
+    lines = [
+        line("GET /ok HTTP/1.1"),
+        "this is not a log line",
+        line(time_="[32/May/2015:10:05:03 +0000]"),  # no such day
+        line(time_="[17/May/2015:10:05:03]"),  # no offset
+        "",  # blank: skipped, not a request and not an error
+        line(time_="[2015-05-17T10:05:03Z]"),  # another time format
+        line("GET /also-ok HTTP/1.1"),
+        # Truncated mid user agent (the real log has one, line 8899).
+        '46.118.127.106 - - [20/May/2015:12:05:17 +0000] "GET /x HTTP/1.1" 200 235 "-" "Mozilla/5.0 (compat',
+        line(status="2000"),
+        line(size="12k"),
+        "   ",
+    ]
+    parsed, malformed = parse(lines)
+    assert parsed["url"].to_list() == ["/ok", "/also-ok"]
+    assert parsed["_row"].to_list() == [0, 6]
+    assert dict(malformed.schema) == A.MALFORMED_SCHEMA
+    assert malformed["source_row"].to_list() == [2, 3, 4, 6, 8, 9, 10]
+    assert malformed["raw_line"].to_list() == [lines[i - 1] for i in (2, 3, 4, 6, 8, 9, 10)]
+    assert set(malformed["reject_reason"]) == {"malformed_log_line"}
+
+
+def test_extra_trailing_fields_are_ignored() -> None:
+    # nginx configs often append request time, upstream time and X-Forwarded-For.
+    row = one(line() + ' rt=0.123 uct="0.000" "203.0.113.7, 10.0.0.1"')
+    assert (row["user_agent"], row["status"], row["url"]) == (UA, 200, "/")
+    row = one(line() + " 0.004", log_format="common")
+    assert row["bytes"] == 1234
+
+
+def test_a_byte_order_mark_is_not_part_of_the_address() -> None:
+    parsed, _ = A.parse_access_log(pl.scan_lines(("\ufeff" + line() + "\n" + line()).encode()))
+    assert parsed.collect()["ip"].to_list() == ["83.149.9.216", "83.149.9.216"]
+    assert A.detect_log_format(["\ufeff" + line()]) == "combined"
+
+
+def test_whitespace_around_the_line_end() -> None:
+    # A CR left by a reader that does not strip CRLF is trailing text, ignored.
+    assert one(line() + "\r")["user_agent"] == UA
+
+
+@pytest.mark.parametrize(
+    ("request_line", "method", "url", "protocol"),
+    [
+        ("GET /a HTTP/1.1", "GET", "/a", "HTTP/1.1"),
+        ("GET / HTTP/2.0", "GET", "/", "HTTP/2.0"),
+        ("GET /", "GET", "/", None),  # HTTP/0.9
+        ("GET /a b HTTP/1.1", "GET", "/a b", "HTTP/1.1"),  # nginx logs the raw target, spaces included
+        ("GET http://proxy.example/x?y=1 HTTP/1.1", "GET", "http://proxy.example/x?y=1", "HTTP/1.1"),
+        ("-", None, None, None),  # nginx: the connection sent no request (400, 408)
+        ("", None, None, None),
+        (r"\x16\x03\x01\x00\xa5\x01\x00\x00", None, None, None),  # TLS sent to a plain-HTTP port
+        ("GET", None, None, None),
+    ],
+)
+def test_request_lines(request_line: str, method: str | None, url: str | None, protocol: str | None) -> None:
+    row = one(line(request_line, status="400" if method is None else "200"))
+    assert (row["method"], row["url"], row["protocol"]) == (method, url, protocol)
+    if method is None:
+        # Kept, not rejected: the server did answer it. It is never a page view.
+        assert row["event"] == "request"
+
+
+def test_the_row_index_is_added_when_missing_and_kept_otherwise() -> None:
+    parsed, _ = A.parse_access_log(pl.DataFrame({"line": [line(), "", line()]}))
+    assert parsed["_row"].to_list() == [0, 2]
+    parsed, _ = A.parse_access_log(pl.DataFrame({"line": [line()], "_row": [41]}))
+    assert parsed["_row"].to_list() == [41]
+
+
+def test_lazy_in_lazy_out() -> None:
+    parsed, malformed = A.parse_access_log(frame_of([line(), "junk"]).lazy())
+    assert isinstance(parsed, pl.LazyFrame) and isinstance(malformed, pl.DataFrame)
+    assert parsed.collect().height == 1 and malformed.height == 1
+    eager, _ = A.parse_access_log(frame_of([line()]))
+    assert isinstance(eager, pl.DataFrame)
+
+
+def test_empty_input() -> None:
+    parsed, malformed = parse([])
+    assert parsed.height == 0 and malformed.height == 0
+    assert dict(malformed.schema) == A.MALFORMED_SCHEMA
+
+
+def test_unknown_log_format_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="'apache' is not one of combined, common"):
+        parse([line()], log_format="apache")
+
+
+# --- page views, assets, events ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status", "event"),
+    [
+        ("GET", "/", 200, "page_view"),
+        ("GET", "/about", 200, "page_view"),
+        ("GET", "/blog/post.html", 200, "page_view"),
+        ("GET", "/index.php?id=3", 200, "page_view"),
+        ("GET", "/blog/?utm_medium=feed&utm_source=feedburner", 200, "page_view"),
+        ("GET", "/page", 304, "page_view"),  # the browser's copy is current: still a view
+        ("GET", "/old", 301, "page_view"),  # 2xx/3xx, as the definition says
+        ("GET", "/download/tool.jar", 200, "page_view"),  # downloads are not in the default list
+        ("GET", "/missing", 404, "request"),
+        ("GET", "/boom", 500, "request"),
+        ("POST", "/login", 200, "request"),
+        ("HEAD", "/", 200, "request"),
+        ("OPTIONS", "/", 200, "request"),
+        ("GET", "/style.css", 200, "asset"),
+        ("GET", "/app.js?v=3", 200, "asset"),  # the query string is not part of the extension
+        ("GET", "/app.min.js.map", 200, "asset"),
+        ("GET", "/IMG_001.JPG", 200, "asset"),  # case-insensitive
+        ("GET", "/a/photo.jpeg", 200, "asset"),
+        ("GET", "/logo.svg", 200, "asset"),
+        ("GET", "/pic.webp", 200, "asset"),
+        ("GET", "/fonts/x.woff2", 200, "asset"),
+        ("GET", "/fonts/x.ttf", 200, "asset"),
+        ("GET", "/favicon.ico", 200, "asset"),
+        ("GET", "/robots.txt", 200, "asset"),
+        ("GET", "/feed/", 200, "asset"),
+        ("GET", "/blog/rss", 200, "asset"),
+        ("GET", "/index.atom", 200, "asset"),
+        ("GET", "/sitemap.xml", 200, "asset"),
+        ("GET", "/?feed=rss2", 200, "asset"),  # WordPress without pretty permalinks
+        ("GET", "/blog/tags/puppet?flav=rss20", 200, "asset"),  # Blosxom, as in the real log
+        ("GET", "/?flav=atom", 200, "asset"),
+        ("GET", "/missing.png", 404, "asset"),  # an asset whatever its status
+        ("POST", "/upload.png", 200, "asset"),
+        ("GET", "/rss-reader-review", 200, "page_view"),  # not a feed: only a whole path segment
+        ("GET", "/css-tricks", 200, "page_view"),
+        ("GET", "/notes.txt", 200, "page_view"),
+    ],
+)
+def test_page_views_and_assets(method: str, url: str, status: int, event: str) -> None:
+    row = one(line(f"{method} {url} HTTP/1.1", status=str(status)))
+    assert row["event"] == event
+    requests = pl.DataFrame({"method": [method], "url": [url], "status": [status]})
+    assert requests.select(A.is_page_view_expr()).item() is (event == "page_view")
+
+
+def test_page_view_needs_every_column_known() -> None:
+    requests = pl.DataFrame(
+        {"method": [None, "GET", "GET"], "url": ["/", None, "/"], "status": [200, 200, None]},
+        schema={"method": pl.String, "url": pl.String, "status": pl.Int32},
+    )
+    assert requests.select(A.is_page_view_expr()).to_series().to_list() == [False, False, False]
+
+
+def test_a_custom_asset_pattern() -> None:
+    rows = [line(f"GET {url} HTTP/1.1") for url in ("/static/app", "/style.css", "/STATIC/x")]
+    parsed, _ = parse(rows, asset_pattern=r"^/static/")
+    # Only the given pattern counts (case-insensitively), not the default one.
+    assert parsed["event"].to_list() == ["asset", "page_view", "asset"]
+
+
+def test_the_feed_query_rule_can_be_turned_off() -> None:
+    parsed, _ = parse([line("GET /?feed=rss2 HTTP/1.1")], feed_query_pattern=None)
+    assert parsed["event"].to_list() == ["page_view"]
+
+
+def test_an_invalid_asset_pattern_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"--asset-pattern '\(unclosed' is not a valid regular expression"):
+        A.is_page_view_expr("(unclosed")
+    with pytest.raises(UsageError, match="--asset-pattern"):
+        parse([line()], asset_pattern="[a-")
+
+
+# --- visitors ------------------------------------------------------------------------------------
+
+
+def test_visitor_keys() -> None:
+    parsed, _ = parse(
+        [
+            line(ip="10.0.0.1", user_agent="curl/8.5.0"),
+            line(ip="10.0.0.1", user_agent="Wget/1.21"),
+            line(ip="10.0.0.2", user_agent="curl/8.5.0"),
+            line(ip="10.0.0.1", user_agent="-"),
+        ]
+    )
+    # `echo -n curl/8.5.0 | sha256sum | cut -c1-8` is 07d1d539: the same on every Polars version.
+    assert parsed["visitor_id"].to_list() == [
+        "10.0.0.1|07d1d539",
+        "10.0.0.1|" + hashlib.sha256(b"Wget/1.21").hexdigest()[:8],
+        "10.0.0.2|07d1d539",
+        "10.0.0.1",
+    ]
+    assert parsed.select(A.visitor_key_expr("ip")).to_series().to_list() == [
+        "10.0.0.1",
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.1",
+    ]
+    by_ip, _ = parse([line()], visitor_key="ip")
+    assert by_ip["visitor_id"].to_list() == ["83.149.9.216"]
+    without, _ = parse([line()], visitor_key=None)
+    assert "visitor_id" not in without.columns
+
+
+def test_visitor_key_is_lazy_friendly() -> None:
+    lazy = pl.LazyFrame({"ip": ["1.1.1.1"] * 3, "user_agent": ["a", "b", "a"]})
+    keys = lazy.select(A.visitor_key_expr()).collect(engine="streaming").to_series().to_list()
+    assert keys[0] == keys[2] != keys[1]
+
+
+def test_unknown_visitor_key_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="--visitor-key 'cookie' is not one of ip\\+ua, ip"):
+        A.visitor_key_expr("cookie")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="--visitor-key"):
+        parse([line()], visitor_key="cookie")
+
+
+# --- format detection ----------------------------------------------------------------------------
+
+
+def test_detect_log_format() -> None:
+    common = '1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5'
+    assert A.detect_log_format([line(), line()]) == "combined"
+    assert A.detect_log_format([common, common]) == "common"
+    # A stray bad line at the top does not hide the format; blank lines do not count.
+    assert A.detect_log_format(["garbage", "", line(), line()]) == "combined"
+    assert A.detect_log_format(["user_id,timestamp", "u1,2024-05-01T10:00:00Z"]) is None
+    assert A.detect_log_format(['{"user_id": "u1"}']) is None
+    assert A.detect_log_format([]) is None
+    assert A.detect_log_format(["", "  "]) is None
+
+
+# --- how io.py feeds it, and what the core makes of it -------------------------------------------
+
+
+def test_lines_from_plain_gzip_and_crlf_files(tmp_path: Path) -> None:
+    text = f"{line('GET /a HTTP/1.1')}\r\n{line('GET /b HTTP/1.1')}\r\n\r\nnot a log line\r\n"
+    plain = tmp_path / "access.log"
+    plain.write_bytes(text.encode())
+    packed = tmp_path / "access.log.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    for path in (plain, packed):
+        parsed, malformed = A.parse_access_log(pl.scan_lines(path, row_index_name="_row"))
+        assert parsed.collect()["url"].to_list() == ["/a", "/b"]
+        assert malformed.rows() == [(4, "not a log line", "malformed_log_line")]
+
+
+def test_parsed_columns_are_found_by_the_core() -> None:
+    parsed, _ = parse(
+        [
+            line("GET / HTTP/1.1", referrer="https://www.google.com/"),
+            line("GET /style.css HTTP/1.1", time_="[17/May/2015:12:06:00 +0200]"),
+        ]
+    )
+    columns = S.resolve_columns(parsed.columns)
+    assert (columns.user_id, columns.timestamp, columns.url, columns.referrer, columns.ip, columns.event) == (
+        "visitor_id",
+        "timestamp",
+        "url",
+        "referrer",
+        "ip",
+        "event",
+    )
+    events = prepare_events(parsed.lazy(), columns=columns).collect()
+    assert events[S.IS_PAGEVIEW].to_list() == [True, False]
+    assert events[S.TIME].to_list() == [INSTANT, datetime(2015, 5, 17, 10, 6, tzinfo=UTC)]
+    assert events[S.REFERRER].to_list() == ["https://www.google.com/", None]
+
+
+# --- the real log --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def apache() -> tuple[pl.DataFrame, pl.DataFrame]:
+    parsed, malformed = A.parse_access_log(pl.scan_lines(APACHE_LOG, row_index_name="_row"))
+    return parsed.collect(), malformed
+
+
+@needs_apache_log
+def test_real_log_lines_and_the_one_bad_line(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    parsed, malformed = apache
+    # wc -l: 10000. awk -F'"' 'NF!=7': only line 8899, whose user agent is cut off without a closing quote.
+    assert parsed.height + malformed.height == 10_000
+    assert malformed["source_row"].to_list() == [8899]
+    assert (
+        malformed["raw_line"]
+        .item()
+        .endswith('"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html')
+    )
+    assert 8898 not in parsed["_row"].to_list()
+
+
+@needs_apache_log
+def test_real_log_figures(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    parsed, _ = apache
+    # awk '{print $1}' | sort -u | wc -l
+    assert parsed["ip"].n_unique() == 1_753
+    # 1,862 distinct (field 1, field 6 of -F'"') pairs, less the bad line's own pair.
+    assert parsed["visitor_id"].n_unique() == 1_861
+    # awk -F'"' '{print $2}' | awk '{print $1}' | sort | uniq -c (GET 9,952 includes line 8899).
+    assert dict(parsed["method"].value_counts().iter_rows()) == {
+        "GET": 9_951,
+        "HEAD": 42,
+        "POST": 5,
+        "OPTIONS": 1,
+    }
+    assert parsed["protocol"].null_count() == 0
+    # awk '$10=="-"' | wc -l: 669 (no line logs 0); sum of $10 is 2,747,282,740, less line 8899's 235.
+    assert parsed.filter(pl.col("bytes") == 0).height == 669
+    assert parsed["bytes"].sum() == 2_747_282_505
+    # awk -F'"' '$4=="-"': 4,073 lines, 4,072 without line 8899; '$6=="-"': 190.
+    assert parsed["referrer"].null_count() == 4_072
+    assert parsed["user_agent"].null_count() == 190
+    # Every ident and auth user is "-".
+    assert parsed["ident"].null_count() == parsed["auth_user"].null_count() == 9_999
+    # awk '$9==404' | wc -l: 213; 304s: 445.
+    assert parsed.filter(pl.col("status") == 404).height == 213
+    assert parsed.filter(pl.col("status") == 304).height == 445
+    # The timestamps span the four days of the log ($4 sorted: 17/May/2015:10:05:00 .. 20/May/2015:21:05:59).
+    assert parsed["timestamp"].min() == datetime(2015, 5, 17, 10, 5, tzinfo=UTC)
+    assert parsed["timestamp"].max() == datetime(2015, 5, 20, 21, 5, 59, tzinfo=UTC)
+
+
+@needs_apache_log
+def test_real_log_events(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    parsed, _ = apache
+    # An awk program with the same rules (GET, 200-399, path not matching the asset extensions, query
+    # not flav=/feed=/format= rss|atom) counts 3,282 page views, 6,524 assets and 193 other requests.
+    assert dict(parsed["event"].value_counts().iter_rows()) == {
+        "page_view": 3_282,
+        "asset": 6_524,
+        "request": 193,
+    }
+    # grep -c '"GET /robots.txt': 180, all assets.
+    robots = parsed.filter(pl.col("url") == "/robots.txt")
+    assert robots.height == 180 and set(robots["event"]) == {"asset"}
+    # The 901 Blosxom feed polls (grep -c 'flav=') are assets, not page views.
+    feeds = parsed.filter(pl.col("url").str.contains("flav="))
+    assert feeds.height == 901 and set(feeds["event"]) == {"asset"}
+
+
+@needs_apache_log
+def test_real_log_specific_lines(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    parsed, _ = apache
+    by_row = {row["_row"]: row for row in parsed.filter(pl.col("_row").is_in([0, 24])).iter_rows(named=True)}
+    # sed -n 1p
+    first = by_row[0]
+    assert (first["ip"], first["timestamp"], first["method"], first["status"], first["bytes"]) == (
+        "83.149.9.216",
+        datetime(2015, 5, 17, 10, 5, 3, tzinfo=UTC),
+        "GET",
+        200,
+        203023,
+    )
+    assert first["url"] == "/presentations/logstash-monitorama-2013/images/kibana-search.png"
+    assert first["referrer"] == "http://semicomplete.com/presentations/logstash-monitorama-2013/"
+    assert first["user_agent"] == (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_9_1) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/32.0.1700.77 Safari/537.36"
+    )
+    assert first["event"] == "asset"
+    # sed -n 25p: a Google-referred page view.
+    google = by_row[24]
+    assert (google["ip"], google["url"], google["protocol"], google["event"]) == (
+        "93.114.45.13",
+        "/articles/dynamic-dns-with-dhcp/",
+        "HTTP/1.1",
+        "page_view",
+    )
+    assert google["referrer"].startswith("http://www.google.ro/url?sa=t&rct=j&q=&esrc=s&source=web&cd=2")
+    assert google["user_agent"] == UA
+    # grep -c '^66.249.73.135 ': the busiest client (Googlebot) has 482 lines.
+    assert parsed.filter(pl.col("ip") == "66.249.73.135").height == 482
+
+
+@needs_apache_log
+def test_detects_the_real_log_as_combined() -> None:
+    with APACHE_LOG.open(encoding="utf-8") as handle:
+        first = [next(handle).rstrip("\n") for _ in range(20)]
+    assert A.detect_log_format(first) == "combined"
+
+
+@needs_apache_log
+def test_parsing_is_vectorized() -> None:
+    # 100,000 lines take about 0.3 s; a Python loop per line would take several seconds. The bound is
+    # loose so that a busy CI machine does not fail it.
+    data = APACHE_LOG.read_bytes() * 10
+    start = time.perf_counter()
+    parsed, malformed = A.parse_access_log(pl.scan_lines(data, row_index_name="_row"))
+    rows = parsed.collect().height
+    elapsed = time.perf_counter() - start
+    assert (rows, malformed.height) == (99_990, 10)
+    assert elapsed < 5.0, f"100,000 lines took {elapsed:.1f}s"
