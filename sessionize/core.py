@@ -42,8 +42,8 @@ def assign_sessions(
     * ``campaign_col`` (Universal Analytics): the column that holds a page view's campaign (null for
       none); a campaign other than the session's current one starts a new session.
 
-    The result is sorted by user, client session id (nulls first) and time; events at the same
-    instant keep their input order.
+    The result has each user's events together, sorted by client session id (nulls first) and
+    time; events at the same instant keep their input order.
 
     Examples
     --------
@@ -58,10 +58,17 @@ def assign_sessions(
     """
     user, ts, client = pl.col(S.USER), pl.col(S.TIME), pl.col(S.CLIENT_SESSION)
     generated = client.is_null()
+    # Sorting on dictionary codes of the user id groups each user's events as a string sort would,
+    # in half the time (the order of users does not matter: the session table is sorted at the end).
+    user_code = pl.col("_user")
+    ordered = events.with_columns(user.cast(pl.Categorical).to_physical().alias("_user")).sort(
+        ["_user", S.CLIENT_SESSION, S.TIME], nulls_last=False, maintain_order=True
+    )
     # The gap is computed in its own step: nesting it inside the boundary expression was much slower.
-    ordered = events.sort([S.USER, S.CLIENT_SESSION, S.TIME], nulls_last=False, maintain_order=True)
     with_gap = ordered.with_columns(
-        (user.eq(user.shift(1)) & client.eq_missing(client.shift(1))).fill_null(False).alias("_same"),
+        (user_code.eq(user_code.shift(1)) & client.eq_missing(client.shift(1)))
+        .fill_null(False)
+        .alias("_same"),
         (ts - ts.shift(1)).alias("_gap"),
     )
     is_new = ~pl.col("_same") | (generated & (pl.col("_gap") > timeout))
@@ -69,7 +76,7 @@ def assign_sessions(
         day = ts.dt.convert_time_zone(timezone).dt.date()
         is_new = is_new | (generated & (day != day.shift(1))).fill_null(False)
     frame = with_gap.with_columns(is_new.alias("_new"))
-    temporary = ["_same", "_gap", "_new"]
+    temporary = ["_user", "_same", "_gap", "_new"]
     if campaign_col is not None:
         # The latest campaign seen in the session so far is its current one: every change splits.
         campaign = pl.col(campaign_col)
