@@ -60,13 +60,15 @@ def assign_sessions(
     generated = client.is_null()
     # Sorting on dictionary codes of the user id groups each user's events as a string sort would,
     # in half the time (the order of users does not matter: the session table is sorted at the end).
-    user_code = pl.col("_user")
-    ordered = events.with_columns(user.cast(pl.Categorical).to_physical().alias("_user")).sort(
-        ["_user", S.CLIENT_SESSION, S.TIME], nulls_last=False, maintain_order=True
-    )
+    # The client session id sorts as codes too: it is usually all null, and a string key costs.
+    user_code, client_code = pl.col("_user"), pl.col("_client")
+    ordered = events.with_columns(
+        user.cast(pl.Categorical).to_physical().alias("_user"),
+        client.cast(pl.Categorical).to_physical().alias("_client"),
+    ).sort(["_user", "_client", S.TIME], nulls_last=False, maintain_order=True)
     # The gap is computed in its own step: nesting it inside the boundary expression was much slower.
     with_gap = ordered.with_columns(
-        (user_code.eq(user_code.shift(1)) & client.eq_missing(client.shift(1)))
+        (user_code.eq(user_code.shift(1)) & client_code.eq_missing(client_code.shift(1)))
         .fill_null(False)
         .alias("_same"),
         (ts - ts.shift(1)).alias("_gap"),
@@ -76,7 +78,7 @@ def assign_sessions(
         day = ts.dt.convert_time_zone(timezone).dt.date()
         is_new = is_new | (generated & (day != day.shift(1))).fill_null(False)
     frame = with_gap.with_columns(is_new.alias("_new"))
-    temporary = ["_user", "_same", "_gap", "_new"]
+    temporary = ["_user", "_client", "_same", "_gap", "_new"]
     if campaign_col is not None:
         # The latest campaign seen in the session so far is its current one: every change splits.
         campaign = pl.col(campaign_col)
@@ -147,8 +149,11 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
     landing_referrer = (
         pl.when(pv.any()).then(pl.col(S.REFERRER).filter(pv).first()).otherwise(pl.col(S.REFERRER).first())
     )
+    # The robots.txt test runs per row, before the group_by: inside the aggregation it was 3x slower.
+    robots = pl.col(S.URL).str.contains(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]+)?/robots\.txt(?:[?#]|$)")
     table = (
-        sessions.group_by(S.USER, S.SESSION_ID)
+        sessions.with_columns(robots.alias(ROBOTS_TXT))
+        .group_by(S.USER, S.SESSION_ID)
         .agg(
             ts.min().alias("session_start"),
             ts.max().alias("session_end"),
@@ -160,10 +165,7 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
             pl.col(S.IP).first().alias("ip"),
             pl.col(S.USER_AGENT).first().alias("user_agent"),
             # Only crawlers ask for /robots.txt: the session is a bot's whatever its user agent says.
-            pl.col(S.URL)
-            .str.contains(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]+)?/robots\.txt(?:[?#]|$)")
-            .any()
-            .alias(ROBOTS_TXT),
+            pl.col(ROBOTS_TXT).any(),
             (
                 pl.col(S.EVENT).str.to_lowercase().is_in(conversions).any() if conversions else pl.lit(False)
             ).alias("_converted"),
