@@ -1,0 +1,186 @@
+"""The engines that ``bench/compare.py`` times, each run as its own child process.
+
+Usage (from the repository root)::
+
+    python bench/engines.py ENGINE INPUT.parquet OUTPUT.parquet
+
+Every engine reads the events (``user_id``, ``timestamp``, ``event``, ``url``, ``referrer``, ``ip``) from
+Parquet and writes the core session columns to Parquet, with the session rule of ``sessionize``:
+
+* events are ordered by user, then time, then their row in the file (events at the same instant keep
+  their input order);
+* a user's first event starts a session, and so does every event more than 30 minutes after the user's
+  previous one (a gap of exactly 30 minutes stays in the session);
+* a page view is an event named ``page_view``, ``pageview``, ``$pageview`` or ``page``, case-insensitive
+  (a null event name is not a page view);
+* ``landing_page`` / ``exit_page``: URL of the first / last page view (null without a page view);
+  ``referrer``: of the landing page view, or of the first event when there is no page view; ``ip``: of
+  the first event. A null value there is a value (a null referrer means direct): it is never replaced by
+  a later event's.
+
+Output columns: ``user_id, session_start, session_end, duration_s, event_count, pageview_count,
+landing_page, exit_page, referrer, ip`` (``sessionize-core`` writes its whole core table). The floors
+(``polars-read``, ``polars-sort``) write nothing.
+
+Only the standard library is imported at the top: each engine imports its own library, so no child
+pays for another's imports.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+PAGEVIEW_EVENTS: Final = ("page_view", "pageview", "$pageview", "page")
+TIMEOUT_US: Final = 30 * 60 * 1_000_000
+CORE_COLUMNS: Final = (
+    "user_id",
+    "session_start",
+    "session_end",
+    "duration_s",
+    "event_count",
+    "pageview_count",
+    "landing_page",
+    "exit_page",
+    "referrer",
+    "ip",
+)
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def duckdb_sql(source: str, target: str) -> str:
+    """The DuckDB statement: LAG over each user's events, a running SUM of the new-session flag, then a
+    GROUP BY session with ``arg_min_null``/``arg_max_null`` (plain ``arg_min`` skips null values, which
+    would give a later event's referrer when the landing page view has none)."""
+    pageviews = ", ".join(_sql_string(name) for name in PAGEVIEW_EVENTS)
+    return f"""
+COPY (
+    WITH events AS (
+        SELECT user_id, "timestamp" AS ts, epoch_us("timestamp") AS t_us, url, referrer, ip,
+               coalesce(lower(event) IN ({pageviews}), false) AS is_pv,
+               file_row_number AS rn
+        FROM read_parquet({_sql_string(source)}, file_row_number = true)
+    ),
+    gaps AS (
+        SELECT *, t_us - lag(t_us) OVER w AS gap_us, row_number() OVER w AS pos
+        FROM events
+        WINDOW w AS (PARTITION BY user_id ORDER BY t_us, rn)
+    ),
+    numbered AS (
+        SELECT *,
+               sum(CASE WHEN gap_us IS NULL OR gap_us > {TIMEOUT_US} THEN 1 ELSE 0 END)
+                   OVER (PARTITION BY user_id ORDER BY pos ROWS UNBOUNDED PRECEDING) AS session_idx
+        FROM gaps
+    )
+    SELECT user_id,
+           min(ts) AS session_start,
+           max(ts) AS session_end,
+           (max(t_us) - min(t_us)) / 1e6 AS duration_s,
+           count(*) AS event_count,
+           count(*) FILTER (WHERE is_pv) AS pageview_count,
+           arg_min_null(url, pos) FILTER (WHERE is_pv) AS landing_page,
+           arg_max_null(url, pos) FILTER (WHERE is_pv) AS exit_page,
+           CASE WHEN bool_or(is_pv) THEN arg_min_null(referrer, pos) FILTER (WHERE is_pv)
+                ELSE arg_min_null(referrer, pos) END AS referrer,
+           arg_min_null(ip, pos) AS ip
+    FROM numbered
+    GROUP BY user_id, session_idx
+) TO {_sql_string(target)} (FORMAT parquet)
+"""
+
+
+def run_duckdb(source: Path, target: Path) -> None:
+    import duckdb
+
+    duckdb.sql(duckdb_sql(str(source), str(target)))
+
+
+def run_pandas(source: Path, target: Path) -> None:
+    """Sort, diff, cumsum, then one groupby for the counts and first/last rows for the rest."""
+    import numpy as np
+    import pandas as pd  # type: ignore[import-untyped]
+
+    events = pd.read_parquet(source, columns=["user_id", "timestamp", "event", "url", "referrer", "ip"])
+    events["_row"] = np.arange(len(events))
+    events = events.sort_values(["user_id", "timestamp", "_row"], ignore_index=True)
+    user, ts = events["user_id"], events["timestamp"]
+    is_new = (user != user.shift()) | ((ts - ts.shift()) > pd.Timedelta(microseconds=TIMEOUT_US))
+    events["_session"] = is_new.cumsum()
+    events["_pv"] = events["event"].str.lower().isin(PAGEVIEW_EVENTS).fillna(False).astype(bool)
+
+    sessions = events.groupby("_session", sort=False).agg(
+        user_id=("user_id", "first"),
+        session_start=("timestamp", "min"),
+        session_end=("timestamp", "max"),
+        event_count=("timestamp", "size"),
+        pageview_count=("_pv", "sum"),
+    )
+    # Rows are in session order: the first row of a session is where it starts; drop_duplicates keeps
+    # null values (groupby's first() would skip them).
+    first = events.loc[is_new.to_numpy(), ["_session", "referrer", "ip"]].set_index("_session")
+    pageviews = events.loc[events["_pv"].to_numpy(), ["_session", "url", "referrer"]]
+    first_pv = pageviews.drop_duplicates("_session", keep="first").set_index("_session")
+    last_pv = pageviews.drop_duplicates("_session", keep="last").set_index("_session")
+    index = sessions.index
+    has_pv = sessions["pageview_count"] > 0
+    duration_us = (sessions["session_end"] - sessions["session_start"]).to_numpy().astype("timedelta64[us]")
+    sessions["duration_s"] = (duration_us.astype(np.int64) / 1e6).round(6)
+    sessions["landing_page"] = first_pv["url"].reindex(index)
+    sessions["exit_page"] = last_pv["url"].reindex(index)
+    sessions["referrer"] = first_pv["referrer"].reindex(index).where(has_pv, first["referrer"].reindex(index))
+    sessions["ip"] = first["ip"].reindex(index)
+    sessions.reset_index(drop=True)[list(CORE_COLUMNS)].to_parquet(target, index=False)
+
+
+def run_sessionize_core(source: Path, target: Path) -> None:
+    """The library's core steps only (no validation, attribution or geo), collected in memory as
+    ``sessionize run`` does."""
+    import polars as pl
+
+    import sessionize
+
+    events = pl.read_parquet(source).lazy()
+    columns = sessionize.resolve_columns(events.collect_schema().names())
+    prepared = sessionize.prepare_events(events, columns=columns)
+    table = sessionize.summarize_sessions(sessionize.assign_sessions(prepared))
+    table.collect(engine="in-memory").write_parquet(target)
+
+
+def run_polars_read(source: Path, target: Path) -> None:
+    import polars as pl
+
+    pl.read_parquet(source)
+
+
+def run_polars_sort(source: Path, target: Path) -> None:
+    """Read, then a stable sort by (user_id, timestamp): ties keep their input order."""
+    import polars as pl
+
+    pl.read_parquet(source).sort("user_id", "timestamp", maintain_order=True)
+
+
+ENGINES: Final[dict[str, Callable[[Path, Path], None]]] = {
+    "duckdb": run_duckdb,
+    "pandas": run_pandas,
+    "sessionize-core": run_sessionize_core,
+    "polars-read": run_polars_read,
+    "polars-sort": run_polars_sort,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or args[0] not in ENGINES:
+        print(f"usage: engines.py {{{','.join(ENGINES)}}} INPUT.parquet OUTPUT.parquet", file=sys.stderr)
+        return 2
+    ENGINES[args[0]](Path(args[1]), Path(args[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
