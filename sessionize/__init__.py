@@ -16,6 +16,7 @@ from sessionize.errors import (
     MissingColumnError,
     MissingUserIdError,
     NoInputFilesError,
+    NotASessionTableError,
     OutputError,
     SessionizeError,
     SessionizeWarning,
@@ -28,6 +29,15 @@ from sessionize.io import read_events, resolve_inputs, write_sessions
 from sessionize.normalize import prepare_events
 from sessionize.pipeline import RunResult, build_sessions, run, sessionize
 from sessionize.referrer import enrich_traffic_source
+from sessionize.report import (
+    ReportData,
+    ReportResult,
+    aggregate_sessions,
+    make_report,
+    read_session_tables,
+    render_report,
+    write_report,
+)
 from sessionize.schema import (
     DEFAULT_PAGEVIEW_EVENTS,
     DEFAULT_TIMEOUT,
@@ -51,7 +61,10 @@ __all__ = [
     "MissingColumnError",
     "MissingUserIdError",
     "NoInputFilesError",
+    "NotASessionTableError",
     "OutputError",
+    "ReportData",
+    "ReportResult",
     "RunResult",
     "SessionizeError",
     "SessionizeWarning",
@@ -59,17 +72,22 @@ __all__ = [
     "UnreadableInputError",
     "UsageError",
     "__version__",
+    "aggregate_sessions",
     "assign_sessions",
     "build_sessions",
     "enrich_geo",
     "enrich_traffic_source",
     "geoip_info",
+    "make_report",
     "prepare_events",
     "read_events",
+    "read_session_tables",
+    "render_report",
     "resolve_columns",
     "resolve_inputs",
     "run",
     "sessionize",
     "summarize_sessions",
+    "write_report",
     "write_sessions",
 ]

@@ -18,6 +18,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from sessionize import __version__, geo, pipeline
+from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.accesslog import DEFAULT_ASSET_PATTERN
 from sessionize.errors import SessionizeError, SessionizeWarning
@@ -135,7 +136,7 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
-def _summary(result: pipeline.RunResult) -> None:
+def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(justify="right")
@@ -185,6 +186,8 @@ def _summary(result: pipeline.RunResult) -> None:
     if result.output is not None:
         where = "stdout" if result.output == "-" else result.output
         grid.add_row("written to", f"{where} ({result.output_format})")
+    if report is not None:
+        grid.add_row("report", report)
     err.print(Panel(grid, title="sessionize", title_align="left", border_style="green", expand=False))
 
 
@@ -421,6 +424,15 @@ def run(
     exclude_bots: Annotated[
         bool, typer.Option("--exclude-bots", help="Leave out the sessions of crawlers and scripts (counted).")
     ] = False,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            metavar="PATH",
+            help="Also write the session insights report of the table here (one HTML file; see "
+            "sessionize report).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary or warnings on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
@@ -469,6 +481,7 @@ def run(
                 exclude_bots=exclude_bots,
                 visitor_key=visitor_key.value,
                 asset_pattern=asset_pattern,
+                report=report,
             )
     except (SessionizeError, Exception) as exc:
         _fail(exc, debug=debug)
@@ -479,7 +492,83 @@ def run(
     if target is None:
         _preview(result)
     if not quiet:
-        _summary(result)
+        _summary(result, report=report)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.0f} kB"
+
+
+@app.command("report")
+def report(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Session tables written by sessionize run (.parquet, .csv, .ndjson), directories of them "
+            "or glob patterns.",
+            show_default=False,
+            metavar="SESSIONS",
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o", "--output", metavar="PATH", help="Where to write the report (one HTML file); - for stdout."
+        ),
+    ] = report_module.DEFAULT_OUTPUT,
+    date_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from", metavar="DATE", help="Only sessions starting on or after this date or time (UTC)."
+        ),
+    ] = None,
+    date_to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="DATE",
+            help="Only sessions starting up to this date (the whole day, UTC) or before this time.",
+        ),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", metavar="N", min=1, help="Bars in each ranking (pages, sources, ...).")
+    ] = report_module.DEFAULT_TOP,
+    title: Annotated[
+        str, typer.Option("--title", metavar="TEXT", help="The page's title.")
+    ] = report_module.DEFAULT_TITLE,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary on stderr.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Write a session insights report: one self-contained HTML page of charts, for any browser."""
+    try:
+        result = report_module.make_report(
+            inputs, output=output, date_from=date_from, date_to=date_to, top=top, title=title
+        )
+    except (SessionizeError, Exception) as exc:
+        _fail(exc, debug=debug)
+    if quiet:
+        return
+    data = result.data
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    files = len(result.sources)
+    grid.add_row("tables read", f"{files} file{'s' if files != 1 else ''}")
+    grid.add_row("sessions", f"{data.sessions:,}")
+    if data.first_start is not None and data.last_start is not None:
+        grid.add_row("starting", f"{data.first_start:%Y-%m-%d %H:%M} to {data.last_start:%Y-%m-%d %H:%M} UTC")
+    if date_from is not None or date_to is not None:
+        grid.add_row("filters", f"--from {date_from or '-'} --to {date_to or '-'}")
+    grid.add_row("charts", f"{len(result.charts)}")
+    if data.sessions == 0:
+        grid.add_row("left out", f"every chart: {report_module.NO_SESSIONS}")
+    else:
+        for key, why in result.left_out.items():
+            grid.add_row("left out", f"{report_module.chart_title(key)}: {why}")
+    grid.add_row("elapsed", f"{result.elapsed_s:.2f}s")
+    where = "stdout" if result.output == report_module.STDOUT else result.output
+    grid.add_row("written to", f"{where} ({_size(result.size_bytes)})")
+    err.print(Panel(grid, title="sessionize report", title_align="left", border_style="green", expand=False))
 
 
 @geoip_app.command("info", epilog=ATTRIBUTION)

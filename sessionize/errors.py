@@ -39,6 +39,10 @@ class MissingColumnError(SessionizeError):
     """A required column (user id or timestamp) is not in the input."""
 
 
+class NotASessionTableError(MissingColumnError):
+    """A file given to ``sessionize report`` is not a session table (no ``session_start``, ...)."""
+
+
 class InvalidEventsError(SessionizeError):
     """Some rows cannot be sessionized (empty user id, unparsable timestamp)."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from sessionize import geo, io
+from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.accesslog import (
     DEFAULT_ASSET_PATTERN,
@@ -357,13 +358,15 @@ def run(
     exclude_bots: bool = False,
     visitor_key: str = DEFAULT_VISITOR_KEY,
     asset_pattern: str = DEFAULT_ASSET_PATTERN,
+    report: str | Path | None = None,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
 
     The Python face of ``sessionize run``: same options, same result. ``inputs`` are files,
     directories, glob patterns or ``-`` (CSV on stdin). ``output`` is a path (format by extension or
     ``format``), ``-`` for stdout, or ``None`` to only return the table. Nothing is written when
-    an error is raised. ``valid_until`` defaults to one day after now.
+    an error is raised. ``valid_until`` defaults to one day after now. ``report`` is a path for the
+    session insights page of the table (see :func:`sessionize.report.write_report`), written after it.
 
     Examples
     --------
@@ -420,6 +423,10 @@ def run(
         io.check_output(rejects_target, files)
         if target is not None and os.path.realpath(rejects_target) == os.path.realpath(target):
             raise UsageError("--rejects and -o name the same file: give the rejected rows their own file.")
+    if report is not None:
+        report_module.check_report_output(report, [source.path for source in files])
+        if target is not None and os.path.realpath(report) == os.path.realpath(target):
+            raise UsageError("--report and -o name the same file: give the report its own file (.html).")
     read = io.read_inputs(files, options, dedupe=dedupe)
     events = read.events.lazy()
     if secret is not None:
@@ -446,6 +453,8 @@ def run(
         io.write_sessions(
             rejected, rejects_target, format=io.rejects_format(rejects_target, written or format)
         )
+    if report is not None:
+        report_module.write_report(sessions, report, sources=[source.path for source in files])
     return RunResult(
         sessions=sessions,
         files=[source.path for source in files],
