@@ -28,7 +28,6 @@ from sessionize.geo import GeoDatabaseInfo, enrich_geo, geoip_info
 from sessionize.io import read_events, resolve_inputs, write_sessions
 from sessionize.normalize import prepare_events
 from sessionize.pipeline import RunResult, build_sessions, run, sessionize
-from sessionize.referrer import enrich_traffic_source
 from sessionize.report import (
     ReportData,
     ReportResult,
@@ -76,7 +75,6 @@ __all__ = [
     "assign_sessions",
     "build_sessions",
     "enrich_geo",
-    "enrich_traffic_source",
     "geoip_info",
     "make_report",
     "prepare_events",

@@ -1,7 +1,7 @@
-"""Referrer enrichment: the traffic source (the referrer's domain name) of each session.
+"""The traffic source of a referrer: its domain name without subdomains and public suffix.
 
-Parsing a URL's domain needs Python, so it runs once per distinct referrer and is mapped back.
-The Public Suffix List comes from tldextract's bundled snapshot; nothing is fetched.
+Used by :mod:`sessionize.attribution`, which calls it once per distinct referrer. The Public Suffix
+List comes from tldextract's bundled snapshot; nothing is fetched.
 """
 
 from __future__ import annotations
@@ -9,11 +9,7 @@ from __future__ import annotations
 import functools
 from urllib.parse import urlsplit
 
-import polars as pl
 import tldextract
-
-from sessionize import schema as S
-from sessionize.distinct import map_distinct
 
 DIRECT = "direct"
 
@@ -61,18 +57,3 @@ def traffic_source(referrer: str | None) -> str | None:
         return None
     domain: str = _EXTRACT(host).domain
     return domain or host
-
-
-def _traffic_sources(referrers: list[str | None]) -> pl.Series:
-    return pl.Series([traffic_source(value) for value in referrers], dtype=pl.String)
-
-
-def enrich_traffic_source(sessions: pl.LazyFrame) -> pl.LazyFrame:
-    """Add ``traffic_source`` from the ``referrer`` column, once per distinct referrer."""
-    return sessions.with_columns(
-        pl.col(S.REFERRER)
-        .map_batches(
-            lambda s: map_distinct(s, _traffic_sources), return_dtype=pl.String, is_elementwise=False
-        )
-        .alias("traffic_source")
-    )
