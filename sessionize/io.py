@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -661,6 +661,16 @@ def write_sessions(frame: pl.DataFrame, output: str, *, format: str | None = Non
         sys.stdout.buffer.write(buffer.getvalue())
         sys.stdout.buffer.flush()
         return fmt
+    write_atomically(output, lambda handle: _write(frame, handle, fmt))
+    return fmt
+
+
+def write_atomically(output: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write`` on a temporary file beside ``output``, then rename it into place.
+
+    A crash, an error or Ctrl-C leaves no half-written file: the temporary file is removed and an
+    existing ``output`` stays as it was.
+    """
     target = Path(output)
     try:
         fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -668,7 +678,7 @@ def write_sessions(frame: pl.DataFrame, output: str, *, format: str | None = Non
         raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
-            _write(frame, handle, fmt)
+            write(handle)
         # mkstemp creates 0600; give the output the usual permissions.
         os.chmod(temp_name, 0o666 & ~_umask())
         os.replace(temp_name, target)
@@ -677,4 +687,3 @@ def write_sessions(frame: pl.DataFrame, output: str, *, format: str | None = Non
         if isinstance(exc, OSError):
             raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
         raise
-    return fmt

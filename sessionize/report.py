@@ -18,7 +18,6 @@ import html
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
+from sessionize.io import write_atomically
 
 #: Bars in each ranking chart (``--top``).
 DEFAULT_TOP = 10
@@ -1057,35 +1057,6 @@ def chart_title(key: str) -> str:
     return fixed.get(key) or _RANKING_BY_KEY[key].title
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_text(output: str, text: str) -> int:
-    """Write ``text`` to ``output`` atomically (temp file beside it, then rename), as io does."""
-    data = text.encode("utf-8")
-    target = Path(output)
-    if not target.parent.is_dir():
-        raise OutputError(f"Cannot write {output}: the directory {target.parent} does not exist.")
-    try:
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temp_name, 0o666 & ~_umask())
-        os.replace(temp_name, target)
-    except BaseException as exc:
-        Path(temp_name).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
-        raise
-    return len(data)
-
-
 def check_report_output(output: str | Path, inputs: Sequence[str] = ()) -> str:
     """The report's path, after checking that its directory exists and that it is not an input.
 
@@ -1135,7 +1106,9 @@ def write_report(
         sys.stdout.buffer.flush()
         size = len(encoded)
     else:
-        size = _write_text(target, page)
+        encoded = page.encode("utf-8")
+        write_atomically(target, lambda handle: handle.write(encoded))
+        size = len(encoded)
     return ReportResult(
         output=target,
         data=data,
