@@ -70,7 +70,7 @@ _EXTENSIONS: dict[str, InputFormat] = {
     ".json": "ndjson",
     ".log": "log",
 }
-_OUTPUT_EXTENSIONS: dict[str, OutputFormat] = {
+OUTPUT_EXTENSIONS: dict[str, OutputFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".csv": "csv",
@@ -596,7 +596,7 @@ def output_format_of(output: str, format: str | None = None) -> OutputFormat:
         return format
     if output == STDIN:
         return "csv"
-    fmt = _OUTPUT_EXTENSIONS.get(os.path.splitext(output.lower())[1])
+    fmt = OUTPUT_EXTENSIONS.get(os.path.splitext(output.lower())[1])
     if fmt is None:
         raise UsageError(
             f"Cannot tell the output format of {output} from its extension. "
@@ -625,7 +625,7 @@ def empty_rejects() -> pl.DataFrame:
 
 def rejects_format(path: str, fallback: str | None) -> OutputFormat:
     """The rejects file's format: from its extension, else the output's, else CSV."""
-    fmt = _OUTPUT_EXTENSIONS.get(os.path.splitext(path.lower())[1])
+    fmt = OUTPUT_EXTENSIONS.get(os.path.splitext(path.lower())[1])
     if fmt is not None:
         return fmt
     return output_format_of("-", fallback)

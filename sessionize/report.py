@@ -37,7 +37,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.io import write_atomically
+from sessionize.io import OUTPUT_EXTENSIONS, write_atomically
 
 #: Bars in each ranking chart (``--top``).
 DEFAULT_TOP = 10
@@ -63,14 +63,8 @@ DURATION_BUCKETS: tuple[tuple[str, float], ...] = (
     ("1 h+", 3600.0),
 )
 
-_FORMATS: dict[str, Literal["parquet", "csv", "ndjson"]] = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".ndjson": "ndjson",
-    ".jsonl": "ndjson",
-    ".json": "ndjson",
-}
+# A session table is read in any format that sessionize run writes.
+_FORMATS = OUTPUT_EXTENSIONS
 _SUPPORTED = ".parquet, .csv, .ndjson (what sessionize run writes)"
 
 
