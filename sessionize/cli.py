@@ -168,6 +168,8 @@ def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
     grid.add_row("median duration", _duration(result.median_duration_s))
     grid.add_row("mean duration", _duration(result.mean_duration_s))
     grid.add_row("elapsed", f"{result.elapsed_s:.2f}s")
+    if result.peak_memory_mib:
+        grid.add_row("peak memory", f"{result.peak_memory_mib:,.0f} MiB")
     if result.geo_database is not None:
         counts = result.geo_counts
         located = counts.get(geo.RESOLVED, 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -233,6 +234,16 @@ def sessionize(
     )
 
 
+def _peak_memory_mib() -> float:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
 @dataclass
 class RunResult:
     """What :func:`run` did: the session table and the figures of the summary."""
@@ -258,6 +269,8 @@ class RunResult:
     bot_sessions: int = 0
     bot_sessions_excluded: int = 0
     bot_events_excluded: int = 0
+    #: Peak resident memory of the process so far, in MiB (Linux and macOS; 0 elsewhere).
+    peak_memory_mib: float = 0.0
     #: Where the rejected rows were written (``--rejects``), if anywhere.
     rejects_output: str | None = None
     #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``).
@@ -456,6 +469,7 @@ def run(
     if report is not None:
         report_module.write_report(sessions, report, sources=[source.path for source in files])
     return RunResult(
+        peak_memory_mib=_peak_memory_mib(),
         sessions=sessions,
         files=[source.path for source in files],
         rows_read=read.rows_read,

@@ -693,3 +693,11 @@ def test_attribution_and_rule_options_reach_the_library(tmp_path: Path) -> None:
     bad = run_cli(events, "-o", out, "--referers", tmp_path / "missing.yml")
     assert bad.exit_code == 1
     assert "missing.yml" in flat(bad.stderr)
+
+
+def test_summary_states_peak_memory(tmp_path: Path) -> None:
+    events = write_text(tmp_path / "e.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    result = run_cli(events, "-o", tmp_path / "o.csv", "--no-geo")
+    assert result.exit_code == 0
+    match = re.search(r"peakmemory([\d,]+)MiB", flat(result.stderr))
+    assert match is not None and int(match.group(1).replace(",", "")) > 10
