@@ -111,7 +111,7 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
         "session_id",
         pl.String(),
         "Client-provided session id when the events carry one; otherwise `<user_id>-<start>` with the start "
-        "as `YYYYMMDDTHHMMSS.ffffff` UTC. Unique and the same on every run.",
+        "as `YYYYMMDDTHHMMSS.ffffff` UTC. The same on every run; (user_id, session_id) is unique.",
     ),
     OutputColumn("user_id", pl.String(), "The user id exactly as written in the input."),
     OutputColumn("session_number", pl.UInt32(), "1, 2, ... per user in order of session start."),
