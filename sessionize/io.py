@@ -361,8 +361,10 @@ def _scan(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.Dat
         return _scan_log(source, options)
     if source.format == "parquet":
         if source.is_stdin:
-            return pl.read_parquet(io.BytesIO(sys.stdin.buffer.read())).lazy().with_row_index(ROW), None
-        return pl.scan_parquet(source.path).with_row_index(ROW), None
+            return _flatten(pl.read_parquet(io.BytesIO(sys.stdin.buffer.read())).lazy()).with_row_index(
+                ROW
+            ), None
+        return _flatten(pl.scan_parquet(source.path)).with_row_index(ROW), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stdin:
@@ -373,7 +375,30 @@ def _scan(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.Dat
         return pl.LazyFrame(), None
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
         return pl.LazyFrame(), None
-    return pl.scan_ndjson(ndjson, infer_schema_length=None).with_row_index(ROW), None
+    return _flatten(pl.scan_ndjson(ndjson, infer_schema_length=None)).with_row_index(ROW), None
+
+
+def _flatten(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Nested objects become columns named by their path: Segment's ``context.page.url`` is
+    ``context_page_url``, which the column aliases know."""
+    schema = frame.collect_schema()
+    if not any(isinstance(dtype, pl.Struct) for dtype in schema.values()):
+        return frame
+
+    def leaves(expr: pl.Expr, name: str, dtype: object) -> list[pl.Expr]:
+        if not isinstance(dtype, pl.Struct):
+            return [expr.alias(name)]
+        return [
+            leaf
+            for field in dtype.fields
+            for leaf in leaves(expr.struct.field(field.name), f"{name}_{field.name}", field.dtype)
+        ]
+
+    columns = [leaf for name, dtype in schema.items() for leaf in leaves(pl.col(name), name, dtype)]
+    names = [c.meta.output_name() for c in columns]
+    if len(set(names)) != len(names):
+        return frame  # flattening would clash with a top-level column: keep the frame as it is
+    return frame.select(columns)
 
 
 def _format_name(source: InputFile) -> str:

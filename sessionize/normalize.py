@@ -200,7 +200,7 @@ def prepare_events(
     else:
         parsed = timestamp_expr(columns.timestamp, dtype, time_unit=time_unit, timezone=timezone)
     pageviews = [name.lower() for name in pageview_events]
-    event = _as_text(columns.event)
+    event = pl.coalesce(_as_text(columns.event), *(_as_text(name) for name in columns.event_fallbacks))
     url = _as_text(columns.url)
     is_pageview = (
         event.str.to_lowercase().is_in(pageviews).fill_null(False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import timedelta
 
 import polars as pl
@@ -57,8 +57,15 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "collector_tstamp",
         "datetime",
     ),
-    URL: ("url", "page_url", "page", "$current_url", "page_location", "uri"),
-    REFERRER: ("referrer", "referer", "page_referrer", "$referrer", "http_referer"),
+    URL: ("url", "page_url", "page", "$current_url", "page_location", "uri", "context_page_url"),
+    REFERRER: (
+        "referrer",
+        "referer",
+        "page_referrer",
+        "$referrer",
+        "http_referer",
+        "context_page_referrer",
+    ),
     IP: ("ip", "ip_address", "context_ip", "user_ipaddress", "$ip", "client_ip", "remote_addr"),
     EVENT: ("event", "event_name", "type", "event_type"),
     CLIENT_SESSION: ("session_id", "domain_sessionid", "$session_id", "sessionid"),
@@ -225,10 +232,9 @@ class ColumnMap:
     client_session_id: str | None = None
     event_id: str | None = None
     user_agent: str | None = None
-
-    def items(self) -> list[tuple[str, str | None]]:
-        """(canonical name, input column) pairs in schema order."""
-        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+    #: Further event-name columns, used where ``event`` is empty (Segment: ``event`` for track
+    #: calls, ``type`` = ``page`` for page calls).
+    event_fallbacks: tuple[str, ...] = ()
 
 
 def _norm(name: str) -> str:
@@ -292,6 +298,13 @@ def resolve_columns(
         found[role] = match
         if match is not None:
             taken.add(match)
+    fallbacks: tuple[str, ...] = ()
+    if explicit[EVENT] is None and found[EVENT] is not None:
+        fallbacks = tuple(
+            by_norm[_norm(alias)]
+            for alias in COLUMN_ALIASES[EVENT]
+            if _norm(alias) in by_norm and by_norm[_norm(alias)] not in taken
+        )
     for role in (USER, TIME):
         if found[role] is None:
             what = "user id" if role == USER else "timestamp"
@@ -299,7 +312,7 @@ def resolve_columns(
                 f"{source} has no {what} column (looked for {', '.join(COLUMN_ALIASES[role])}). "
                 f"Its columns are: {listing}. Name the column with {COLUMN_FLAGS[role]}."
             )
-    return ColumnMap(**found)  # type: ignore[arg-type]
+    return ColumnMap(**found, event_fallbacks=fallbacks)  # type: ignore[arg-type]
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")

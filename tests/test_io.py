@@ -854,3 +854,47 @@ def test_stdin_in_other_formats(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_empty_ndjson_holds_no_events(tmp_path: Path) -> None:
     empty = write_text(tmp_path / "empty.ndjson", "")
     assert read_one(empty).height == 0
+
+
+def test_a_raw_segment_export_with_nested_objects(tmp_path: Path) -> None:
+    # Segment's raw JSON: page calls have type=page and no event name, track calls an event name;
+    # the page URL, referrer, IP and user agent sit in nested objects; messageId identifies events.
+    lines = [
+        {
+            "type": "page",
+            "anonymousId": "a1",
+            "messageId": "m1",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "context": {
+                "ip": "81.2.69.160",
+                "page": {"url": "https://s.example/", "referrer": "https://www.google.com/"},
+                "userAgent": "curl/8.5.0",
+            },
+        },
+        {
+            "type": "track",
+            "event": "Order Completed",
+            "anonymousId": "a1",
+            "messageId": "m2",
+            "timestamp": "2024-05-01T10:05:00Z",
+            "context": {"page": {"url": "https://s.example/checkout"}},
+        },
+        {
+            "type": "page",
+            "anonymousId": "a1",
+            "messageId": "m2",
+            "timestamp": "2024-05-01T10:05:00Z",
+            "context": {"page": {"url": "https://s.example/dup"}},
+        },
+    ]
+    path = write_text(tmp_path / "segment.ndjson", "\n".join(json.dumps(line) for line in lines) + "\n")
+    events = read_one(path)
+    assert events["event"].to_list() == ["page", "Order Completed"]  # m2's copy is a duplicate
+    assert events["is_pageview"].to_list() == [True, False]
+    assert events["url"].to_list() == ["https://s.example/", "https://s.example/checkout"]
+    assert events.select("user_id", "referrer", "ip", "user_agent").row(0) == (
+        "a1",
+        "https://www.google.com/",
+        "81.2.69.160",
+        "curl/8.5.0",
+    )
