@@ -58,17 +58,18 @@ def assign_sessions(
     """
     user, ts, client = pl.col(S.USER), pl.col(S.TIME), pl.col(S.CLIENT_SESSION)
     generated = client.is_null()
-    # Sorting on dictionary codes of the user id groups each user's events as a string sort would,
-    # in half the time (the order of users does not matter: the session table is sorted at the end).
-    # The client session id sorts as codes too: it is usually all null, and a string key costs.
-    user_code, client_code = pl.col("_user"), pl.col("_client")
+    # Only each user's events need to be together, not users in lexical order (the session table is
+    # sorted at the end), so the sort leads with a hash of the user id: at 10M events that beats a
+    # string sort, and dictionary codes (2.2 s to build). The id itself breaks ties between users
+    # whose hashes collide. The client session id sorts as codes: it is usually all null.
+    client_code = pl.col("_client")
     ordered = events.with_columns(
-        user.cast(pl.Categorical).to_physical().alias("_user"),
+        user.hash().alias("_user"),
         client.cast(pl.Categorical).to_physical().alias("_client"),
-    ).sort(["_user", "_client", S.TIME], nulls_last=False, maintain_order=True)
+    ).sort(["_user", S.USER, "_client", S.TIME], nulls_last=False, maintain_order=True)
     # The gap is computed in its own step: nesting it inside the boundary expression was much slower.
     with_gap = ordered.with_columns(
-        (user_code.eq(user_code.shift(1)) & client_code.eq_missing(client_code.shift(1)))
+        (user.eq(user.shift(1)) & client_code.eq_missing(client_code.shift(1)))
         .fill_null(False)
         .alias("_same"),
         (ts - ts.shift(1)).alias("_gap"),
