@@ -147,7 +147,7 @@ def run_sessionize_core(source: Path, target: Path) -> None:
     events = pl.read_parquet(source).lazy()
     columns = sessionize.resolve_columns(events.collect_schema().names())
     prepared = sessionize.prepare_events(events, columns=columns)
-    table = sessionize.summarize_sessions(sessionize.assign_sessions(prepared))
+    table = sessionize.summarize_sessions(sessionize.assign_sessions(prepared, label=False))
     table.collect(engine="in-memory").write_parquet(target)
 
 

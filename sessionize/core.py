@@ -25,6 +25,7 @@ def assign_sessions(
     split_at_midnight: bool = False,
     timezone: str = "UTC",
     campaign_col: str | None = None,
+    label: bool = True,
 ) -> pl.LazyFrame:
     """Add a ``session_id`` to every event of a canonical events frame.
 
@@ -43,7 +44,9 @@ def assign_sessions(
       none); a campaign other than the session's current one starts a new session.
 
     The result has each user's events together, sorted by client session id (nulls first) and
-    time; events at the same instant keep their input order.
+    time; events at the same instant keep their input order. With ``label=False`` it numbers the
+    sessions in ``_session`` instead (each session's events are contiguous), and
+    :func:`summarize_sessions` makes the ids: one string per session rather than per event.
 
     Examples
     --------
@@ -103,9 +106,17 @@ def assign_sessions(
             ).alias("_new")
         )
         temporary.append("_idx")
+    if not label:
+        # Sessions are contiguous runs here: number them, and leave the ids to summarize_sessions,
+        # which makes one string per session instead of one per event.
+        return frame.with_columns(pl.col("_new").cum_sum().alias(SESSION_INDEX)).drop(*set(temporary))
     start = pl.when(pl.col("_new")).then(ts).forward_fill()
-    made = pl.concat_str([user, pl.lit("-"), start.dt.strftime(_SESSION_ID_TIME_FORMAT)])
-    return frame.with_columns(pl.coalesce(client, made).alias(S.SESSION_ID)).drop(*set(temporary))
+    return frame.with_columns(session_id_expr(client, user, start).alias(S.SESSION_ID)).drop(*set(temporary))
+
+
+def session_id_expr(client: pl.Expr, user: pl.Expr, start: pl.Expr) -> pl.Expr:
+    """The client's session id, else ``<user_id>-<start as YYYYMMDDTHHMMSS.ffffff>``."""
+    return pl.coalesce(client, pl.concat_str([user, pl.lit("-"), start.dt.strftime(_SESSION_ID_TIME_FORMAT)]))
 
 
 def _cuts_of_long_sessions(rows: pl.Series, limit_us: int) -> pl.Series:
@@ -132,6 +143,8 @@ def _cuts_of_long_sessions(rows: pl.Series, limit_us: int) -> pl.Series:
     return pl.Series(rows.name, cuts, dtype=pl.Boolean)
 
 
+#: Session number of each event from ``assign_sessions(label=False)``.
+SESSION_INDEX = "_session"
 #: Internal column of :func:`summarize_sessions`: the session requested ``/robots.txt``.
 ROBOTS_TXT = "_fetched_robots_txt"
 
@@ -152,10 +165,23 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
     )
     # The robots.txt test runs per row, before the group_by: inside the aggregation it was 3x slower.
     robots = pl.col(S.URL).str.contains(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]+)?/robots\.txt(?:[?#]|$)")
+    numbered = SESSION_INDEX in sessions.collect_schema().names()
+    keys = [SESSION_INDEX] if numbered else [S.USER, S.SESSION_ID]
+    ids = (
+        [
+            pl.col(S.USER).first(),
+            session_id_expr(pl.col(S.CLIENT_SESSION).first(), pl.col(S.USER).first(), ts.min()).alias(
+                S.SESSION_ID
+            ),
+        ]
+        if numbered
+        else []
+    )
     table = (
         sessions.with_columns(robots.alias(ROBOTS_TXT))
-        .group_by(S.USER, S.SESSION_ID)
+        .group_by(keys)
         .agg(
+            *ids,
             ts.min().alias("session_start"),
             ts.max().alias("session_end"),
             pl.len().cast(pl.UInt32).alias("event_count"),

@@ -115,6 +115,7 @@ def build_sessions(
             split_at_midnight=rules.split_at_midnight,
             timezone=rules.timezone,
             campaign_col=CAMPAIGN if rules.split_on_campaign else None,
+            label=False,
         )
         .pipe(summarize_sessions, conversion_events=conversion_events)
         .pipe(
