@@ -6,14 +6,18 @@ go to stderr. Library errors become a red panel and exit code 1 (2 for usage err
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 import warnings
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -168,6 +172,12 @@ def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
     grid.add_row("median duration", _duration(result.median_duration_s))
     grid.add_row("mean duration", _duration(result.mean_duration_s))
     grid.add_row("elapsed", f"{result.elapsed_s:.2f}s")
+    if result.buckets == 1:
+        grid.add_row("path", "in memory")
+    else:
+        grid.add_row(
+            "path", f"{result.buckets:,} buckets of users (--memory-limit {_mib(result.memory_limit)})"
+        )
     if result.peak_memory_mib:
         grid.add_row("peak memory", f"{result.peak_memory_mib:,.0f} MiB")
     if result.geo_database is not None:
@@ -191,6 +201,44 @@ def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
     if report is not None:
         grid.add_row("report", report)
     err.print(Panel(grid, title="sessionize", title_align="left", border_style="green", expand=False))
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 30):,.1f}GiB" if size >= 1 << 30 else f"{size / (1 << 20):,.0f}MiB"
+
+
+@contextlib.contextmanager
+def _progress(*, enabled: bool) -> Iterator[Callable[[pipeline.RunProgress], None] | None]:
+    """A rich progress display on stderr (files read, buckets done, rows per second), or None
+    when stderr is not a terminal or the run is --quiet."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as display:
+        tasks: dict[str, tuple[TaskID, float]] = {}
+
+        def update(event: pipeline.RunProgress) -> None:
+            label = "Reading files" if event.stage == "read" else "Sessionizing buckets"
+            if event.stage not in tasks:
+                task = display.add_task(label, total=event.total, rows=0, rate="")
+                tasks[event.stage] = (task, time.perf_counter())
+            task, started = tasks[event.stage]
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            display.update(
+                task,
+                completed=event.done,
+                rows=event.rows,
+                rate=f"({event.rows / elapsed:,.0f}/s)",
+            )
+
+        yield update
 
 
 def _preview(result: pipeline.RunResult, rows: int = 10) -> None:
@@ -435,6 +483,35 @@ def run(
             "sessionize report).",
         ),
     ] = None,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-limit",
+            metavar="SIZE",
+            help="Memory budget (2GiB, 512M). Larger inputs are split into buckets of users spilled to "
+            "disk and sessionized one at a time. Default: half the memory available.",
+            show_default=False,
+        ),
+    ] = None,
+    buckets: Annotated[
+        int | None,
+        typer.Option(
+            "--buckets",
+            metavar="N",
+            min=1,
+            help="Use exactly N buckets of users (1: all in memory) instead of deciding from --memory-limit.",
+            show_default=False,
+        ),
+    ] = None,
+    temp_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--temp-dir",
+            metavar="DIR",
+            help="Where bucket files go (removed at the end, also on errors and Ctrl-C). Default: $TMPDIR.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary or warnings on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
@@ -443,7 +520,7 @@ def run(
     if target is None and not _stdout_is_terminal():
         target = "-"
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _progress(enabled=not quiet) as progress:
             warnings.simplefilter("always", SessionizeWarning)
             result = pipeline.run(
                 inputs,
@@ -484,6 +561,10 @@ def run(
                 visitor_key=visitor_key.value,
                 asset_pattern=asset_pattern,
                 report=report,
+                memory_limit=memory_limit,
+                buckets=buckets,
+                temp_dir=temp_dir,
+                progress=progress,
             )
     except (SessionizeError, Exception) as exc:
         _fail(exc, debug=debug)

@@ -6,6 +6,7 @@ Outputs are written to a temporary file beside the target and renamed into place
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import gzip
@@ -14,11 +15,11 @@ import os
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import polars as pl
 
@@ -233,6 +234,8 @@ class FileRead:
     events: pl.DataFrame
     rejects: pl.DataFrame | None
     rows: int
+    #: Read with a window that the file may go on after (see :func:`iter_reads`).
+    more: bool = False
 
 
 def _csv_source(source: InputFile, encoding: str) -> str | bytes:
@@ -333,10 +336,19 @@ def _read_maybe_gz(path: str) -> bytes:
     return _read_bytes_gz(path) if _split_gz(path)[1] else Path(path).read_bytes()
 
 
-def _scan(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
-    """A lazy scan of one file with a 0-based ``_row`` column, and the malformed CSV rows, if any.
+#: A slice of a file's data rows: (first row, number of rows). See :func:`iter_reads`.
+Window = tuple[int, int]
 
-    CSV columns are all read as strings, so ids stay exactly as written.
+
+def _scan(
+    source: InputFile, options: ReadOptions, window: Window | None = None
+) -> tuple[pl.LazyFrame, pl.DataFrame | None, bool]:
+    """A lazy scan of one file with a 0-based ``_row`` column, the malformed CSV rows, if any, and
+    whether rows may follow.
+
+    CSV columns are all read as strings, so ids stay exactly as written. ``window`` limits the scan
+    to a slice of the data rows (Parquet, and CSV read from a path; see :func:`can_window`); the
+    third value says that the file may have rows after it.
     """
     encoding = options.encoding
     if source.format in ("csv", "tsv"):
@@ -345,26 +357,44 @@ def _scan(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.Dat
         if (isinstance(data, bytes) and not data.strip()) or (
             isinstance(data, str) and os.path.getsize(data) == 0
         ):
-            return pl.LazyFrame(), None
+            return pl.LazyFrame(), None, False
+        first, count = window if window is not None else (0, None)
         try:
-            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
+            frame = pl.read_csv(
+                data,
+                separator=separator,
+                infer_schema=False,
+                encoding="utf8",
+                skip_rows_after_header=first,
+                n_rows=count,
+            )
         except pl.exceptions.ComputeError:
             if isinstance(data, str):
                 with open(data, "rb") as handle:
                     data = handle.read()
             rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
-            return rows.lazy(), malformed
+            if first:
+                # The careful reader reads the whole file: keep the rows from this window on, and
+                # stop there (the rows before were read by earlier windows, or rejected in them).
+                rows = rows.filter(pl.col(ROW) >= first)
+                malformed = malformed.filter(pl.col("source_row") - 2 >= first)
+            return rows.lazy(), malformed, False
+        more = count is not None and frame.height == count
         # A blank line (often the last one of a hand-edited file) is not an event.
-        frame = frame.with_row_index(ROW).filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
-        return frame.lazy(), None
+        frame = frame.with_row_index(ROW, offset=first).filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
+        return frame.lazy(), None, more
     if source.format in ("combined", "common", "log"):
-        return _scan_log(source, options)
+        return (*_scan_log(source, options), False)
     if source.format == "parquet":
         if source.is_stdin:
-            return _flatten(pl.read_parquet(io.BytesIO(sys.stdin.buffer.read())).lazy()).with_row_index(
-                ROW
-            ), None
-        return _flatten(pl.scan_parquet(source.path)).with_row_index(ROW), None
+            piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()))
+            return _flatten(piped.lazy()).with_row_index(ROW), None, False
+        scan = pl.scan_parquet(source.path, row_index_name=ROW)
+        more = False
+        if window is not None:
+            scan = scan.slice(*window)
+            more = sum(window) < estimate_rows(source)
+        return _flatten(scan), None, more
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stdin:
@@ -372,10 +402,10 @@ def _scan(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.Dat
     elif _split_gz(source.path)[1]:
         ndjson = io.BytesIO(_read_bytes_gz(source.path))
     elif os.path.getsize(source.path) == 0:
-        return pl.LazyFrame(), None
+        return pl.LazyFrame(), None, False
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
-        return pl.LazyFrame(), None
-    return _flatten(pl.scan_ndjson(ndjson, infer_schema_length=None)).with_row_index(ROW), None
+        return pl.LazyFrame(), None, False
+    return _flatten(pl.scan_ndjson(ndjson, infer_schema_length=None)).with_row_index(ROW), None, False
 
 
 def _flatten(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -421,11 +451,12 @@ def _source_row(source: InputFile, row: pl.Expr) -> pl.Expr:
     return row + (2 if source.format in ("csv", "tsv") else 1)
 
 
-def read_file(source: InputFile, options: ReadOptions) -> FileRead:
-    """Read one file into the canonical events frame and set aside (or raise on) invalid rows."""
+def read_file(source: InputFile, options: ReadOptions, window: Window | None = None) -> FileRead:
+    """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
+    (or raise on) invalid rows."""
     name = "standard input" if source.is_stdin else source.path
     try:
-        scan, malformed = _scan(source, options)
+        scan, malformed, more = _scan(source, options, window)
         available = [c for c in scan.collect_schema().names() if c != ROW]
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
@@ -460,7 +491,7 @@ def read_file(source: InputFile, options: ReadOptions) -> FileRead:
             valid_from=options.valid_from,
             valid_until=options.valid_until,
         )
-        return FileRead(frame.drop(ROW, RAW_TIME), None, rows)
+        return FileRead(frame.drop(ROW, RAW_TIME), None, rows, more)
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(ROW, RAW_TIME)
     rejects = _rejects(scan, invalid, malformed, source=source, name=name)
     if rejects is not None and (options.anonymize_ip or options.user_id_secret is not None):
@@ -471,7 +502,7 @@ def read_file(source: InputFile, options: ReadOptions) -> FileRead:
         if options.user_id_secret is not None:
             private = hash_user_ids(private, secret=options.user_id_secret, column=columns.user_id)
         rejects = private.collect(engine="in-memory")
-    return FileRead(good, rejects, rows)
+    return FileRead(good, rejects, rows, more)
 
 
 def _rejects(
@@ -533,6 +564,69 @@ def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> st
     )
 
 
+def can_window(source: InputFile, options: ReadOptions) -> bool:
+    """Whether :func:`iter_reads` can read ``source`` a slice at a time (else it reads it whole):
+    Parquet files, and uncompressed UTF-8 CSV/TSV files on disk."""
+    if source.is_stdin:
+        return False
+    if source.format == "parquet":
+        return True
+    return source.format in ("csv", "tsv") and not _split_gz(source.path)[1] and _is_utf8(options.encoding)
+
+
+def estimate_rows(source: InputFile) -> int:
+    """About how many events ``source`` holds: exact for Parquet, from the size for text files."""
+    if source.is_stdin:
+        return 0
+    if source.format == "parquet":
+        try:
+            return int(pl.scan_parquet(source.path).select(pl.len()).collect(engine="in-memory").item())
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
+    size = os.path.getsize(source.path)
+    compressed = _split_gz(source.path)[1]
+    with (gzip.open if compressed else open)(source.path, "rb") as handle:
+        try:
+            sample = handle.read(1 << 16)
+        except (OSError, EOFError, zlib.error):
+            sample = b""
+    lines = max(sample.count(b"\n"), 1)
+    # A gzipped log or CSV is about 5-10x smaller than its text: count it as 8x.
+    return int(size * (8 if compressed else 1) / max(len(sample) / lines, 1.0))
+
+
+def iter_reads(source: InputFile, options: ReadOptions, chunk_rows: int) -> Iterator[FileRead]:
+    """Read one file ``chunk_rows`` data rows at a time (see :func:`can_window`), or whole.
+
+    Row numbers in errors and rejects are the file's own, whichever slice they are in.
+    """
+    if not can_window(source, options):
+        yield read_file(source, options)
+        return
+    first = 0
+    while True:
+        part = read_file(source, options, window=(first, chunk_rows))
+        yield part
+        if not part.more:
+            return
+        first += chunk_rows
+
+
+def drop_duplicate_events(events: pl.DataFrame, *, dedupe: bool = False) -> pl.DataFrame:
+    """Drop repeated events: a user's events that share an event id (the first is kept, as
+    Snowplow and Segment do; events without an id are kept), and with ``dedupe`` exact copies.
+
+    Both depend only on one user's events, so bucket by bucket gives the same result as all at once.
+    """
+    if events.get_column(S.EVENT_ID).null_count() < events.height:
+        events = events.filter(
+            pl.col(S.EVENT_ID).is_null() | pl.struct(S.USER, S.EVENT_ID).is_first_distinct()
+        )
+    if dedupe:
+        events = events.unique(maintain_order=True, keep="first")
+    return events
+
+
 @dataclass
 class ReadResult:
     """Every input read: valid events (in input order), rejected rows and the counts."""
@@ -563,11 +657,7 @@ def read_inputs(
     events = pl.concat([r.events for r in reads], how="vertical", rechunk=False)
     rejected = [r.rejects for r in reads if r.rejects is not None]
     before = events.height
-    # Snowplow and Segment keep the first of events that share an id; events without an id are kept.
-    if events.get_column(S.EVENT_ID).null_count() < events.height:
-        events = events.filter(pl.col(S.EVENT_ID).is_null() | pl.col(S.EVENT_ID).is_first_distinct())
-    if dedupe:
-        events = events.unique(maintain_order=True, keep="first")
+    events = drop_duplicate_events(events, dedupe=dedupe)
     return ReadResult(
         events=events,
         rejects=pl.concat(rejected, how="diagonal_relaxed") if rejected else None,
@@ -712,3 +802,126 @@ def write_atomically(output: str | Path, write: Callable[[IO[bytes]], object]) -
         if isinstance(exc, OSError):
             raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
         raise
+
+
+class SessionSink:
+    """Append session tables to one output, a part at a time (the bucketed path of ``run``).
+
+    Like :func:`write_sessions`, the file appears only when every part is written: parts go to a
+    temporary file beside ``output`` that :meth:`commit` renames into place; :meth:`abort` (or an
+    exception inside ``with``) removes it. ``-`` streams to stdout.
+    """
+
+    def __init__(self, output: str, *, format: str | None = None) -> None:
+        self.output = output
+        self.format: OutputFormat = output_format_of(output, format)
+        self._parts = 0
+        self._parquet: Any = None
+        self._schema: dict[str, pl.DataType] | None = None
+        self._temp: str | None = None
+        if output == STDIN:
+            self._handle: IO[bytes] = sys.stdout.buffer
+            return
+        target = Path(output)
+        try:
+            fd, self._temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
+        self._handle = os.fdopen(fd, "wb")
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Append ``frame`` (every part has the same columns)."""
+        if self._schema is None:
+            self._schema = dict(frame.schema)
+        else:
+            frame = frame.cast(self._schema)  # type: ignore[arg-type]
+        try:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+                table = frame.to_arrow()
+                if self._parquet is None:
+                    self._parquet = pq.ParquetWriter(self._handle, table.schema, compression="zstd")
+                self._parquet.write_table(table)
+            elif self.format == "csv":
+                frame.write_csv(
+                    self._handle, datetime_format=_CSV_DATETIME_FORMAT, include_header=not self._parts
+                )
+            else:
+                _write(frame, self._handle, "ndjson")
+        except OSError as exc:
+            raise OutputError(f"Cannot write {self.output}: {exc.strerror or exc}.") from exc
+        self._parts += 1
+
+    def commit(self, empty: pl.DataFrame) -> None:
+        """Finish the file (``empty``: the table's columns, for an output with no part) and rename it."""
+        if not self._parts:
+            self.write(empty)
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+            self._handle.flush()
+            if self._temp is None:
+                return
+            self._handle.close()
+            os.chmod(self._temp, 0o666 & ~_umask())
+            os.replace(self._temp, self.output)
+            self._temp = None
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"Cannot write {self.output}: {exc.strerror or exc}.") from exc
+
+    def abort(self) -> None:
+        """Remove the temporary file; the output stays as it was."""
+        if self._temp is None:
+            return
+        with contextlib.suppress(OSError):
+            self._handle.close()
+        Path(self._temp).unlink(missing_ok=True)
+        self._temp = None
+
+
+class BucketSpill:
+    """Events spilled to Parquet files by bucket of users, in a directory the caller owns.
+
+    :meth:`add` appends a frame's rows to their buckets (one file per bucket and call, so every
+    bucket keeps the input order); :meth:`read` returns one bucket's events, and :meth:`remove`
+    frees its disk space.
+    """
+
+    def __init__(self, directory: str | Path, buckets: int) -> None:
+        self.directory = Path(directory)
+        self.buckets = buckets
+        self._added = 0
+        self._files: list[list[Path]] = [[] for _ in range(buckets)]
+
+    def add(self, events: pl.DataFrame, bucket: pl.Expr) -> None:
+        """Write ``events`` split by ``bucket`` (an expression giving 0..buckets-1 per row)."""
+        if not events.height:
+            return
+        parts = events.with_columns(bucket.cast(pl.UInt32).alias("_bucket")).partition_by(
+            "_bucket", as_dict=True, include_key=False
+        )
+        for (number, *_), part in parts.items():
+            path = self.directory / f"b{number:05d}-{self._added:07d}.parquet"
+            try:
+                part.write_parquet(path, compression="lz4", statistics=False)
+            except OSError as exc:
+                raise OutputError(
+                    f"Cannot write temporary bucket files to {self.directory}: {exc.strerror or exc}. "
+                    "Free disk space there or give another directory with --temp-dir."
+                ) from exc
+            self._files[int(number)].append(path)
+        self._added += 1
+
+    def read(self, bucket: int, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        """One bucket's events, in input order."""
+        files = self._files[bucket]
+        if not files:
+            return pl.DataFrame(schema=schema)
+        return pl.read_parquet(files)
+
+    def remove(self, bucket: int) -> None:
+        for path in self._files[bucket]:
+            path.unlink(missing_ok=True)
+        self._files[bucket] = []

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
+from sessionize import buckets as buckets_module
 from sessionize import geo, io
 from sessionize import report as report_module
 from sessionize import schema as S
@@ -133,6 +137,41 @@ def build_sessions(
     if anonymize_ip == "after-geo":
         sessions = anonymize_ips(sessions)
     return sessions.select(*SESSION_COLUMN_NAMES, *([geo.STATUS] if keep_geo_status else []))
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything :func:`sessionize_partition` needs besides the events (the run's session options)."""
+
+    timeout: timedelta = S.DEFAULT_TIMEOUT
+    rules: SessionRules = field(default_factory=SessionRules)
+    geo_database: GeoDatabase | None = None
+    anonymize_ip: AnonymizeIp | None = None
+    referers: RefererDatabase | None = None
+    internal_domains: tuple[str, ...] = ()
+    conversion_events: tuple[str, ...] = ()
+
+
+def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.DataFrame:
+    """The session table of a canonical events frame that holds every event of each of its users.
+
+    The engine-neutral step: the in-memory path calls it once on all events, the bucketed path once
+    per bucket, and a distributed engine once per partition of users; the union of the results is
+    the same. Events must already be validated (:func:`sessionize.io.read_file`) and de-duplicated
+    (:func:`sessionize.io.drop_duplicate_events`). The result has the session table's columns plus
+    ``_geo_status`` (the IP lookup's outcome), sorted by user and session number.
+    """
+    return build_sessions(
+        events.lazy(),
+        timeout=settings.timeout,
+        geo_database=settings.geo_database,
+        keep_geo_status=True,
+        anonymize_ip=settings.anonymize_ip,
+        referers=settings.referers,
+        internal_domains=settings.internal_domains,
+        conversion_events=settings.conversion_events,
+        rules=settings.rules,
+    ).collect(engine="in-memory")
 
 
 @functools.cache
@@ -277,23 +316,22 @@ class RunResult:
     #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``).
     rejects: pl.DataFrame | None = None
 
-    @property
-    def session_count(self) -> int:
-        return self.sessions.height
+    session_count: int = 0
+    user_count: int = 0
+    median_duration_s: float | None = None
+    mean_duration_s: float | None = None
+    #: Users' hash buckets the run went through: 1 means all in memory (see ``memory_limit``).
+    buckets: int = 1
+    #: The memory budget of the run, in bytes.
+    memory_limit: int = 0
+    #: Whether ``sessions`` holds every session. The bucketed path keeps only the first rows when
+    #: the table went to ``output`` (read the output for the rest).
+    sessions_complete: bool = True
 
     @property
-    def user_count(self) -> int:
-        return self.sessions.get_column("user_id").n_unique() if self.sessions.height else 0
-
-    @property
-    def median_duration_s(self) -> float | None:
-        value = self.sessions.get_column("duration_s").median()
-        return None if value is None else float(value)  # type: ignore[arg-type]
-
-    @property
-    def mean_duration_s(self) -> float | None:
-        value = self.sessions.get_column("duration_s").mean()
-        return None if value is None else float(value)  # type: ignore[arg-type]
+    def path_taken(self) -> str:
+        """``in memory`` or ``N buckets``."""
+        return "in memory" if self.buckets == 1 else f"{self.buckets} buckets"
 
 
 def _timestamp_option(value: str | datetime | None, option: str) -> datetime | None:
@@ -373,6 +411,10 @@ def run(
     visitor_key: str = DEFAULT_VISITOR_KEY,
     asset_pattern: str = DEFAULT_ASSET_PATTERN,
     report: str | Path | None = None,
+    memory_limit: str | int | None = None,
+    buckets: int | None = None,
+    temp_dir: str | Path | None = None,
+    progress: Callable[[RunProgress], None] | None = None,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
 
@@ -381,6 +423,13 @@ def run(
     ``format``), ``-`` for stdout, or ``None`` to only return the table. Nothing is written when
     an error is raised. ``valid_until`` defaults to one day after now. ``report`` is a path for the
     session insights page of the table (see :func:`sessionize.report.write_report`), written after it.
+
+    When the inputs hold more events than fit in ``memory_limit`` (``2GiB``, ``512M``, bytes;
+    default: half the memory available), users are split into hash buckets spilled to ``temp_dir``
+    and sessionized a bucket at a time (``buckets`` forces a number; 1 means in memory). The
+    result is the same, sorted by user within each bucket; ``RunResult.sessions`` then holds only
+    the first rows when the table went to ``output``. ``progress`` is called with a
+    :class:`RunProgress` as files are read and buckets done.
 
     Examples
     --------
@@ -441,51 +490,308 @@ def run(
         report_module.check_report_output(report, [source.path for source in files])
         if target is not None and os.path.realpath(report) == os.path.realpath(target):
             raise UsageError("--report and -o name the same file: give the report its own file (.html).")
-    read = io.read_inputs(files, options, dedupe=dedupe)
-    events = read.events.lazy()
-    if secret is not None:
-        events = hash_user_ids_of(events, secret=secret)
-    with_status = build_sessions(
-        events,
+    settings = SessionSettings(
         timeout=timeout,
+        rules=rules,
         geo_database=database,
-        keep_geo_status=True,
         anonymize_ip=anonymize,
         referers=referer_database,
         internal_domains=normalize_internal_domains(internal_domains),
         conversion_events=S.split_list(conversion_events),
-        rules=rules,
-    ).collect(engine="in-memory")
-    bots = with_status.filter(pl.col("is_bot"))
-    if exclude_bots:
-        with_status = with_status.filter(~pl.col("is_bot"))
-    geo_counts = dict(with_status.get_column(geo.STATUS).drop_nulls().value_counts().iter_rows())
-    sessions = with_status.drop(geo.STATUS, *dropped)
-    written = None if target is None else io.write_sessions(sessions, target, format=format)
+    )
+    limit = (
+        buckets_module.default_memory_limit()
+        if memory_limit is None
+        else buckets_module.parse_memory(memory_limit)
+    )
+    estimated = sum(io.estimate_rows(source) for source in files) if buckets is None else 0
+    chosen = buckets_module.plan(estimated, memory_limit=limit, buckets=buckets)
+    notify = progress or (lambda event: None)
+    if chosen.in_memory:
+        outcome = _run_in_memory(
+            files,
+            options,
+            settings,
+            dedupe=dedupe,
+            secret=secret,
+            notify=notify,
+            exclude_bots=exclude_bots,
+            dropped=dropped,
+        )
+    else:
+        outcome = _run_in_buckets(
+            files,
+            options,
+            settings,
+            chosen,
+            dedupe=dedupe,
+            secret=secret,
+            notify=notify,
+            target=target,
+            format=format,
+            dropped=dropped,
+            exclude_bots=exclude_bots,
+            temp_dir=temp_dir,
+            report=report,
+        )
+    sessions = outcome.sessions
+    written = outcome.written
+    if target is not None and written is None:
+        written = io.write_sessions(sessions, target, format=format)
     if rejects_target is not None:
-        rejected = read.rejects if read.rejects is not None else io.empty_rejects()
+        rejected = outcome.rejects if outcome.rejects is not None else io.empty_rejects()
         io.write_sessions(
             rejected, rejects_target, format=io.rejects_format(rejects_target, written or format)
         )
     if report is not None:
-        report_module.write_report(sessions, report, sources=[source.path for source in files])
+        report_module.write_report(
+            outcome.report_table if outcome.report_table is not None else sessions,
+            report,
+            sources=[source.path for source in files],
+        )
+        outcome.cleanup()
     return RunResult(
         peak_memory_mib=_peak_memory_mib(),
         sessions=sessions,
+        sessions_complete=outcome.complete,
         files=[source.path for source in files],
-        rows_read=read.rows_read,
-        events_read=read.events.height,
-        rejected=read.rejected,
-        duplicates_removed=read.duplicates_removed,
-        rejects=read.rejects,
+        rows_read=outcome.rows_read,
+        events_read=outcome.events,
+        rejected=0 if outcome.rejects is None else outcome.rejects.height,
+        duplicates_removed=outcome.duplicates_removed,
+        rejects=outcome.rejects,
         rejects_output=rejects_target,
         output=target,
         output_format=written,
         elapsed_s=time.perf_counter() - started,
         timeout=timeout,
         geo_database=None if database is None else database.info,
-        geo_counts=geo_counts,
-        bot_sessions=bots.height,
-        bot_sessions_excluded=bots.height if exclude_bots else 0,
-        bot_events_excluded=int(bots.get_column("event_count").sum()) if exclude_bots else 0,
+        geo_counts=outcome.geo_counts,
+        bot_sessions=outcome.bot_sessions,
+        bot_sessions_excluded=outcome.bot_sessions if exclude_bots else 0,
+        bot_events_excluded=outcome.bot_events if exclude_bots else 0,
+        session_count=outcome.session_count,
+        user_count=outcome.user_count,
+        median_duration_s=outcome.median_duration_s,
+        mean_duration_s=outcome.mean_duration_s,
+        buckets=chosen.buckets,
+        memory_limit=limit,
     )
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """What ``run`` reports to its ``progress`` callback: a stage, its steps done and total, rows."""
+
+    #: ``read`` (input files: steps are files), ``buckets`` (steps are buckets sessionized).
+    stage: str
+    done: int
+    total: int
+    #: Rows read so far (``read``), or events sessionized so far (``buckets``).
+    rows: int
+
+
+@dataclass
+class _Outcome:
+    """What one path of :func:`run` produced, before the rejects, report and result."""
+
+    sessions: pl.DataFrame
+    rejects: pl.DataFrame | None
+    rows_read: int
+    events: int
+    duplicates_removed: int
+    geo_counts: dict[str, int]
+    bot_sessions: int
+    bot_events: int
+    session_count: int
+    user_count: int
+    median_duration_s: float | None
+    mean_duration_s: float | None
+    complete: bool = True
+    #: The format written, when the path wrote the output itself.
+    written: str | None = None
+    #: What the report reads when it is not ``sessions``; ``cleanup`` removes its files.
+    report_table: pl.LazyFrame | None = None
+    cleanup: Callable[[], None] = lambda: None
+
+
+@dataclass
+class _Tally:
+    """The summary figures of a session table, added up part by part."""
+
+    sessions: int = 0
+    users: int = 0
+    bot_sessions: int = 0
+    bot_events: int = 0
+    geo_counts: dict[str, int] = field(default_factory=dict)
+    durations: list[pl.Series] = field(default_factory=list)
+
+    def add(self, table: pl.DataFrame, *, exclude_bots: bool, dropped: Sequence[str]) -> pl.DataFrame:
+        """Count a part with ``_geo_status`` (every session, bots too) and return its output rows."""
+        bots = table.filter(pl.col("is_bot"))
+        self.bot_sessions += bots.height
+        self.bot_events += int(bots.get_column("event_count").sum())
+        if exclude_bots:
+            table = table.filter(~pl.col("is_bot"))
+        for status, count in table.get_column(geo.STATUS).drop_nulls().value_counts().iter_rows():
+            self.geo_counts[status] = self.geo_counts.get(status, 0) + count
+        self.sessions += table.height
+        # A user's sessions are all in one part, so users add up.
+        self.users += table.get_column(S.USER).n_unique() if table.height else 0
+        self.durations.append(table.get_column("duration_s"))
+        return table.drop(geo.STATUS, *dropped)
+
+    def outcome(self, **figures: Any) -> _Outcome:
+        durations = pl.concat(self.durations) if self.durations else pl.Series([], dtype=pl.Float64)
+        return _Outcome(
+            geo_counts=self.geo_counts,
+            bot_sessions=self.bot_sessions,
+            bot_events=self.bot_events,
+            session_count=self.sessions,
+            user_count=self.users,
+            median_duration_s=_float(durations.median()),
+            mean_duration_s=_float(durations.mean()),
+            **figures,
+        )
+
+
+def _run_in_memory(
+    files: list[io.InputFile],
+    options: io.ReadOptions,
+    settings: SessionSettings,
+    *,
+    dedupe: bool,
+    secret: bytes | None,
+    notify: Callable[[RunProgress], None],
+    exclude_bots: bool,
+    dropped: Sequence[str],
+) -> _Outcome:
+    reads: list[io.FileRead] = []
+    rows = 0
+    for number, source in enumerate(files, start=1):
+        reads.append(io.read_file(source, options))
+        rows += reads[-1].rows
+        notify(RunProgress("read", number, len(files), rows))
+    events = pl.concat([r.events for r in reads], how="vertical", rechunk=False)
+    rejected = [r.rejects for r in reads if r.rejects is not None]
+    del reads
+    before = events.height
+    events = io.drop_duplicate_events(events, dedupe=dedupe)
+    if secret is not None:
+        events = hash_user_ids_of(events.lazy(), secret=secret).collect(engine="in-memory")
+    tally = _Tally()
+    sessions = tally.add(sessionize_partition(events, settings), exclude_bots=exclude_bots, dropped=dropped)
+    return tally.outcome(
+        sessions=sessions,
+        rejects=pl.concat(rejected, how="diagonal_relaxed") if rejected else None,
+        rows_read=rows,
+        events=events.height,
+        duplicates_removed=before - events.height,
+    )
+
+
+#: Sessions kept for the preview and ``RunResult.sessions`` when the bucketed path wrote them out.
+PREVIEW_ROWS = 100
+
+
+def _run_in_buckets(
+    files: list[io.InputFile],
+    options: io.ReadOptions,
+    settings: SessionSettings,
+    chosen: buckets_module.Plan,
+    *,
+    dedupe: bool,
+    secret: bytes | None,
+    notify: Callable[[RunProgress], None],
+    exclude_bots: bool,
+    dropped: Sequence[str],
+    target: str | None,
+    format: str | None,
+    temp_dir: str | Path | None,
+    report: str | Path | None,
+) -> _Outcome:
+    """Spill the events by bucket of users, then sessionize one bucket at a time.
+
+    The temporary directory is removed when this returns or raises (Ctrl-C included), except for
+    the report's parts, which the caller's ``cleanup`` removes once the report is written.
+    """
+    if temp_dir is not None and not os.path.isdir(temp_dir):
+        raise UsageError(f"--temp-dir {temp_dir}: no such directory.")
+    work = Path(tempfile.mkdtemp(prefix="sessionize-buckets-", dir=temp_dir))
+    keep_work = False
+    sink = None if target is None else io.SessionSink(target, format=format)
+    try:
+        spill = io.BucketSpill(work, chosen.buckets)
+        bucket = buckets_module.bucket_of(chosen.buckets)
+        rows = duplicates = events = 0
+        rejected: list[pl.DataFrame] = []
+        for number, source in enumerate(files, start=1):
+            for part in io.iter_reads(source, options, chosen.chunk_rows):
+                rows += part.rows
+                if part.rejects is not None:
+                    rejected.append(part.rejects)
+                spill.add(part.events, bucket)
+                del part
+                notify(RunProgress("read", number - 1, len(files), rows))
+            notify(RunProgress("read", number, len(files), rows))
+        tally = _Tally()
+        kept: list[pl.DataFrame] = []
+        report_parts = work / "report"
+        if report is not None:
+            report_parts.mkdir()
+        for index in range(chosen.buckets):
+            batch = spill.read(index, S.EVENT_SCHEMA)
+            before = batch.height
+            batch = io.drop_duplicate_events(batch, dedupe=dedupe)
+            duplicates += before - batch.height
+            events += batch.height
+            if secret is not None:
+                batch = hash_user_ids_of(batch.lazy(), secret=secret).collect(engine="in-memory")
+            table = tally.add(
+                sessionize_partition(batch, settings), exclude_bots=exclude_bots, dropped=dropped
+            )
+            del batch
+            spill.remove(index)
+            if report is not None and table.height:
+                table.write_parquet(report_parts / f"{index:05d}.parquet", compression="lz4")
+            if sink is None:
+                kept.append(table)
+            else:
+                sink.write(table)
+                if sum(part.height for part in kept) < PREVIEW_ROWS:
+                    kept.append(table.head(PREVIEW_ROWS))
+            notify(RunProgress("buckets", index + 1, chosen.buckets, events))
+        empty = pl.DataFrame(schema={c.name: c.dtype for c in S.SESSION_COLUMNS})
+        empty = empty.drop(*dropped)
+        sessions = pl.concat(kept, how="vertical") if kept else empty
+        if sink is not None:
+            sink.commit(empty)
+            sessions = sessions.head(PREVIEW_ROWS)
+        report_table = None
+        if report is not None:
+            keep_work = True
+            report_table = (
+                pl.scan_parquet(report_parts / "*.parquet") if any(report_parts.iterdir()) else empty.lazy()
+            )
+        return tally.outcome(
+            sessions=sessions,
+            rejects=pl.concat(rejected, how="diagonal_relaxed") if rejected else None,
+            rows_read=rows,
+            events=events,
+            duplicates_removed=duplicates,
+            complete=sink is None,
+            written=None if sink is None else sink.format,
+            report_table=report_table,
+            cleanup=lambda: shutil.rmtree(work, ignore_errors=True),
+        )
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+    finally:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

@@ -1,0 +1,120 @@
+"""Bounded memory: when the input is larger than the memory budget, split users into hash buckets.
+
+One pass reads the inputs a slice at a time and spills each slice's events to Parquet files by
+bucket (``hash(user_id) % N``); then each bucket, holding every event of its users, is sessionized
+in memory on its own. Sessions depend only on their user's events, so the result is the same as
+one pass in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from sessionize import schema as S
+from sessionize.errors import UsageError
+
+#: Peak memory per event of the in-memory path (read, sort, session table, enrichment), in bytes.
+#: Measured at 1M and 10M events of bench/generate.py (about 270 B) plus a margin for long URLs.
+BYTES_PER_EVENT = 400
+#: The part of the budget a bucket's events may fill; the rest is for the read slice and output.
+BUCKET_SHARE = 0.6
+#: The default budget: this share of the memory available when the run starts.
+DEFAULT_SHARE = 0.5
+#: The fewest rows a read slice holds (below this, per-slice overhead dominates).
+MIN_CHUNK_ROWS = 50_000
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes from ``--memory-limit`` text: ``2GiB``, ``1.5G``, ``512MB``, ``800M`` or a byte count.
+
+    Units are binary (``1G`` = ``1GiB`` = 2**30 bytes), as in ``free`` and container limits.
+    """
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", value)
+        if match is None:
+            raise UsageError(
+                f"--memory-limit {value!r} is not an amount of memory. Use a number with a unit: "
+                "2GiB, 1.5G, 512M."
+            )
+        number, unit = float(match.group(1)), match.group(2).lower()
+    amount = int(number * _UNITS[unit])
+    if amount <= 0:
+        raise UsageError(f"--memory-limit {value!r} must be more than zero.")
+    return amount
+
+
+def available_memory() -> int:
+    """Memory available to this process now, in bytes (Linux: MemAvailable and the cgroup limit)."""
+    available: int | None = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 4 << 30
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as handle:
+            limit = handle.read().strip()
+        if limit.isdigit():
+            available = min(available, int(limit))
+    except OSError:
+        pass
+    return available
+
+
+def default_memory_limit() -> int:
+    """Half of the memory available when the run starts."""
+    return int(available_memory() * DEFAULT_SHARE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a run goes: ``buckets == 1`` is all in memory; more spills users into buckets."""
+
+    buckets: int
+    #: Rows per read slice of a file (bucketed path).
+    chunk_rows: int
+    estimated_rows: int
+    memory_limit: int
+
+    @property
+    def in_memory(self) -> bool:
+        return self.buckets == 1
+
+
+def plan(estimated_rows: int, *, memory_limit: int, buckets: int | None = None) -> Plan:
+    """Choose the number of buckets for about ``estimated_rows`` events within ``memory_limit`` bytes.
+
+    ``buckets`` forces a number (1: in memory whatever the size).
+    """
+    bucket_rows = max(int(memory_limit * BUCKET_SHARE / BYTES_PER_EVENT), 1)
+    if buckets is None:
+        buckets = 1 if estimated_rows <= bucket_rows else math.ceil(estimated_rows / bucket_rows)
+    elif buckets < 1:
+        raise UsageError(f"--buckets {buckets} must be at least 1.")
+    # A read slice is spilled before the next is read: it gets the part of the budget a bucket gets.
+    chunk_rows = max(bucket_rows, MIN_CHUNK_ROWS)
+    return Plan(
+        buckets=buckets, chunk_rows=chunk_rows, estimated_rows=estimated_rows, memory_limit=memory_limit
+    )
+
+
+def bucket_of(buckets: int) -> pl.Expr:
+    """Each event's bucket: a hash of its user id modulo ``buckets`` (every event of a user in one)."""
+    return (pl.col(S.USER).hash(seed=0x5E55) % buckets).cast(pl.UInt32)
