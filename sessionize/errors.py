@@ -75,5 +75,15 @@ class OutputError(SessionizeError):
     """The output cannot be written where asked."""
 
 
+class StateError(SessionizeError):
+    """The state directory of incremental runs (``--state``) cannot be read or used."""
+
+
+class StateLockedError(StateError):
+    """Another run holds the state directory's lock (exit code 75, EX_TEMPFAIL: try again later)."""
+
+    exit_code = 75
+
+
 class SessionizeWarning(UserWarning):
     """Something the user should know that does not stop the run (the CLI prints it on stderr)."""

@@ -446,14 +446,16 @@ def _where(source: InputFile, row: int) -> str:
     return f"row {row + 1}"
 
 
-def _source_row(source: InputFile, row: pl.Expr) -> pl.Expr:
+def source_row(source: InputFile, row: pl.Expr) -> pl.Expr:
     """The row number users see: the line for CSV (header = line 1), 1-based otherwise."""
     return row + (2 if source.format in ("csv", "tsv") else 1)
 
 
-def read_file(source: InputFile, options: ReadOptions, window: Window | None = None) -> FileRead:
+def read_file(
+    source: InputFile, options: ReadOptions, window: Window | None = None, *, keep_row: bool = False
+) -> FileRead:
     """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
-    (or raise on) invalid rows."""
+    (or raise on) invalid rows. ``keep_row`` keeps each event's 0-based data row in ``_row``."""
     name = "standard input" if source.is_stdin else source.path
     try:
         scan, malformed, more = _scan(source, options, window)
@@ -491,8 +493,10 @@ def read_file(source: InputFile, options: ReadOptions, window: Window | None = N
             valid_from=options.valid_from,
             valid_until=options.valid_until,
         )
-        return FileRead(frame.drop(ROW, RAW_TIME), None, rows, more)
-    good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(ROW, RAW_TIME)
+        return FileRead(frame.drop(RAW_TIME, *([] if keep_row else [ROW])), None, rows, more)
+    good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
+        RAW_TIME, *([] if keep_row else [ROW])
+    )
     rejects = _rejects(scan, invalid, malformed, source=source, name=name)
     if rejects is not None and (options.anonymize_ip or options.user_id_secret is not None):
         # The rejects file is an output too: keep personal data out of it as the options say.
@@ -519,7 +523,7 @@ def _rejects(
         parts.append(
             original.with_columns(
                 pl.lit(name).alias("source_file"),
-                _source_row(source, pl.col(ROW)).cast(pl.Int64).alias("source_row"),
+                source_row(source, pl.col(ROW)).cast(pl.Int64).alias("source_row"),
             )
             .rename({REASON: "reject_reason"})
             .drop(ROW)

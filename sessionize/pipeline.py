@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from sessionize import buckets as buckets_module
-from sessionize import geo, io
+from sessionize import geo, incremental, io
 from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.accesslog import (
@@ -328,6 +329,9 @@ class RunResult:
     #: the table went to ``output`` (read the output for the rest).
     sessions_complete: bool = True
 
+    #: What an incremental run (``state``) did: files skipped, late events, partitions written, ...
+    incremental: incremental.IncrementalOutcome | None = None
+
     @property
     def path_taken(self) -> str:
         """``in memory`` or ``N buckets``."""
@@ -414,6 +418,10 @@ def run(
     memory_limit: str | int | None = None,
     buckets: int | None = None,
     temp_dir: str | Path | None = None,
+    state: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    lateness: str | timedelta = incremental.DEFAULT_LATENESS,
+    reprocess: bool = False,
     progress: Callable[[RunProgress], None] | None = None,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
@@ -430,6 +438,13 @@ def run(
     result is the same, sorted by user within each bucket; ``RunResult.sessions`` then holds only
     the first rows when the table went to ``output``. ``progress`` is called with a
     :class:`RunProgress` as files are read and buckets done.
+
+    With ``state`` (a directory) and ``output_dir``, the run is incremental (for cron): only
+    inputs not yet in the state are read, sessions that continue across runs are continued, and
+    the sessions are written to Hive partitions ``output_dir/session_date=YYYY-MM-DD/`` with an
+    ``is_final`` column (see :mod:`sessionize.incremental`). Events more than ``lateness`` older
+    than their user's last processed event are rejected as ``late``; ``reprocess`` reads inputs
+    the state already holds again.
 
     Examples
     --------
@@ -490,6 +505,50 @@ def run(
         report_module.check_report_output(report, [source.path for source in files])
         if target is not None and os.path.realpath(report) == os.path.realpath(target):
             raise UsageError("--report and -o name the same file: give the report its own file (.html).")
+    if state is not None or output_dir is not None:
+        return _run_incremental(
+            files,
+            options,
+            started=started,
+            state=state,
+            output_dir=output_dir,
+            output=target,
+            report=report,
+            rejects_target=rejects_target,
+            format=format,
+            lateness=lateness,
+            reprocess=reprocess,
+            dedupe=dedupe,
+            secret=secret,
+            exclude_bots=exclude_bots,
+            dropped=dropped,
+            database=database,
+            settings=SessionSettings(
+                timeout=timeout,
+                rules=rules,
+                geo_database=database,
+                anonymize_ip=anonymize,
+                referers=referer_database,
+                internal_domains=normalize_internal_domains(internal_domains),
+                conversion_events=S.split_list(conversion_events),
+            ),
+            fingerprint=incremental.settings_fingerprint(
+                timeout=timeout,
+                lateness=S.parse_duration(lateness, option="--lateness"),
+                timezone=rules.timezone,
+                max_session_length=rules.max_session_length,
+                split_on_campaign=rules.split_on_campaign,
+                split_at_midnight=rules.split_at_midnight,
+                pageview_events=",".join(options.pageview_events),
+                conversion_events=",".join(S.split_list(conversion_events)),
+                internal_domains=",".join(normalize_internal_domains(internal_domains)),
+                hash_user_ids=None if secret is None else hashlib.sha256(secret).hexdigest()[:16],
+                anonymize_ip=anonymize,
+                dedupe=dedupe,
+                exclude_bots=exclude_bots,
+                drop_columns=",".join(dropped),
+            ),
+        )
     settings = SessionSettings(
         timeout=timeout,
         rules=rules,
@@ -795,3 +854,90 @@ def _run_in_buckets(
 
 def _float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+#: Columns an incremental run needs in its partitions to replace sessions (not for --drop-columns).
+_INCREMENTAL_KEYS = (S.USER, S.SESSION_ID, "session_start", "session_end", "session_number", "is_bot")
+
+
+def _run_incremental(
+    files: list[io.InputFile],
+    options: io.ReadOptions,
+    *,
+    started: float,
+    state: str | Path | None,
+    output_dir: str | Path | None,
+    output: str | None,
+    report: str | Path | None,
+    rejects_target: str | None,
+    format: str | None,
+    lateness: str | timedelta,
+    reprocess: bool,
+    dedupe: bool,
+    secret: bytes | None,
+    exclude_bots: bool,
+    dropped: Sequence[str],
+    database: GeoDatabase | None,
+    settings: SessionSettings,
+    fingerprint: dict[str, str],
+) -> RunResult:
+    if state is None or output_dir is None:
+        raise UsageError(
+            "--state and --output-dir go together: the state says what was processed, the output "
+            "directory holds the session partitions."
+        )
+    if output is not None and output != io.STDIN:
+        raise UsageError("With --state the sessions go to --output-dir: leave out -o.")
+    if report is not None:
+        raise UsageError(
+            "--report is not available with --state: run sessionize report OUT_DIR after the run."
+        )
+    kept_out = [name for name in dropped if name in _INCREMENTAL_KEYS]
+    if kept_out:
+        raise UsageError(
+            f"--drop-columns cannot drop {', '.join(kept_out)} with --state: runs replace sessions by them."
+        )
+    outcome = incremental.run_incremental(
+        files,
+        options,
+        lambda events: sessionize_partition(events, settings),
+        state_dir=state,
+        output_dir=output_dir,
+        timeout=settings.timeout,
+        lateness=S.parse_duration(lateness, option="--lateness"),
+        timezone=settings.rules.timezone,
+        reprocess=reprocess,
+        dedupe=dedupe,
+        secret_hash=None
+        if secret is None
+        else lambda frame: hash_user_ids_of(frame.lazy(), secret=secret).collect(engine="in-memory"),
+        exclude_bots=exclude_bots,
+        dropped=dropped,
+        settings=fingerprint,
+    )
+    if rejects_target is not None:
+        rejected = outcome.rejects if outcome.rejects is not None else io.empty_rejects()
+        io.write_sessions(rejected, rejects_target, format=io.rejects_format(rejects_target, format))
+    sessions = outcome.sessions
+    durations = sessions.get_column("duration_s") if sessions.height else pl.Series([], dtype=pl.Float64)
+    return RunResult(
+        peak_memory_mib=_peak_memory_mib(),
+        sessions=sessions,
+        files=outcome.files_processed,
+        rows_read=outcome.rows_read,
+        events_read=outcome.events,
+        rejected=0 if outcome.rejects is None else outcome.rejects.height,
+        duplicates_removed=outcome.duplicates_removed,
+        rejects=outcome.rejects,
+        rejects_output=rejects_target,
+        output=str(output_dir),
+        output_format="parquet",
+        elapsed_s=time.perf_counter() - started,
+        timeout=settings.timeout,
+        geo_database=None if database is None else database.info,
+        session_count=sessions.height,
+        user_count=sessions.get_column(S.USER).n_unique() if sessions.height else 0,
+        median_duration_s=_float(durations.median()),
+        mean_duration_s=_float(durations.mean()),
+        incremental=outcome,
+    )

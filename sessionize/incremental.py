@@ -1,0 +1,590 @@
+"""Incremental runs for cron: sessions that span batches, idempotent re-runs, partitioned output.
+
+``sessionize run NEW_FILES --state STATE_DIR --output-dir OUT_DIR`` carries between runs, in
+``STATE_DIR``:
+
+* ``users.parquet``: every user seen, with the time of their last event, the first event time
+  still kept for them (``retained_from``) and how many of their sessions lie before it;
+* ``events.parquet``: each user's events from ``retained_from`` on, that is every session that
+  ended less than ``timeout + lateness`` before the user's last event (so at least the last one);
+* ``manifest.json``: the input files already processed (path, size, SHA-256), the watermark (the
+  newest event time seen) and the settings the state was built with.
+
+A run sessionizes the kept events of the users it touches together with the new events, and
+rewrites those users' sessions from ``retained_from`` on in ``OUT_DIR/session_date=YYYY-MM-DD/``
+(Hive partitions by the session's start date in ``--timezone``). A session whose last event is
+within the timeout of the watermark is written with ``is_final = false`` and rewritten when a later
+run extends or closes it; its ``session_id`` stays the same as long as its first event does.
+
+Partitions are written first, then the state, each through a temporary file and a rename: a run
+killed in between leaves the old state, and the next run rewrites the same partitions again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+from sessionize import geo, io
+from sessionize import schema as S
+from sessionize.errors import StateError, StateLockedError, UsageError
+from sessionize.normalize import ROW
+
+#: Bump when the state's files change shape; older states are refused with a clear message.
+STATE_VERSION = 1
+DEFAULT_LATENESS = timedelta(hours=6)
+#: The reason of an event rejected for arriving too late (``reject_reason`` in --rejects).
+LATE = "late"
+IS_FINAL = "is_final"
+PARTITION = "session_date"
+_LOCK = ".lock"
+_CURRENT = "CURRENT"
+_FILE = "_file"
+_ORDER = "_order"
+_USERS_SCHEMA: dict[str, pl.DataType] = {
+    S.USER: pl.String(),
+    "last_event": S.TIMESTAMP,
+    "retained_from": S.TIMESTAMP,
+    "sessions_before": pl.UInt32(),
+}
+
+
+@dataclass
+class State:
+    """What one incremental run hands to the next (see the module's docstring)."""
+
+    users: pl.DataFrame
+    events: pl.DataFrame
+    files: list[dict[str, Any]] = field(default_factory=list)
+    watermark: datetime | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    runs: int = 0
+
+    @classmethod
+    def empty(cls) -> State:
+        return cls(users=pl.DataFrame(schema=_USERS_SCHEMA), events=pl.DataFrame(schema=S.EVENT_SCHEMA))
+
+
+@contextlib.contextmanager
+def locked(state_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``state_dir`` (``flock``: the kernel releases it if we die)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / _LOCK
+    handle = open(path, "a+")  # noqa: SIM115 (held until the end of the run)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StateLockedError(
+                f"The state {state_dir} is in use by another sessionize run ({holder}). This run did "
+                "nothing; let the other one finish (cron: space the runs out, or wrap them in flock)."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def load_state(state_dir: Path) -> State:
+    """The state in ``state_dir``, or an empty one for a directory that holds none yet."""
+    pointer = state_dir / _CURRENT
+    if not pointer.exists():
+        return State.empty()
+    version_dir = state_dir / pointer.read_text(encoding="utf-8").strip()
+    try:
+        manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("version") != STATE_VERSION:
+            raise StateError(
+                f"The state {state_dir} was written by another version of sessionize "
+                f"(state version {manifest.get('version')}, this one reads {STATE_VERSION}). "
+                "Start a new state directory (and output directory) with a full run."
+            )
+        users = pl.read_parquet(version_dir / "users.parquet")
+        events = pl.read_parquet(version_dir / "events.parquet")
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise StateError(
+            f"The state {state_dir} cannot be read ({exc}). Restore it from a backup, or start a new "
+            "state and output directory with a full run over all inputs."
+        ) from exc
+    watermark = manifest.get("watermark")
+    return State(
+        users=users,
+        events=events,
+        files=manifest.get("files", []),
+        watermark=None if watermark is None else datetime.fromisoformat(watermark),
+        settings=manifest.get("settings", {}),
+        runs=manifest.get("runs", 0),
+    )
+
+
+def save_state(state_dir: Path, state: State) -> None:
+    """Write ``state`` as a new version directory, then point ``CURRENT`` at it (atomic rename)."""
+    version = f"state-{state.runs:06d}-{os.getpid()}"
+    target = state_dir / version
+    temp = Path(tempfile.mkdtemp(dir=state_dir, prefix=".tmp-state-"))
+    try:
+        state.users.write_parquet(temp / "users.parquet")
+        state.events.write_parquet(temp / "events.parquet")
+        manifest = {
+            "version": STATE_VERSION,
+            "runs": state.runs,
+            "watermark": None if state.watermark is None else state.watermark.isoformat(),
+            "settings": state.settings,
+            "files": state.files,
+        }
+        (temp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _fsync_dir(temp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(temp, target)
+        _write_text_atomically(state_dir / _CURRENT, version)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    for old in state_dir.glob("state-*"):
+        if old.name != version:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with open(child, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    def write(handle: IO[bytes]) -> None:
+        handle.write(text.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    io.write_atomically(path, write)
+
+
+def file_fingerprint(path: str) -> dict[str, Any]:
+    """Path, size and SHA-256 of an input file: how a re-run recognises it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": os.path.abspath(path), "size": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def settings_fingerprint(**values: object) -> dict[str, str]:
+    """The options a state depends on, as text (a state is only continued with the same ones)."""
+    return {name: str(value) for name, value in values.items()}
+
+
+@dataclass
+class IncrementalOutcome:
+    """What an incremental run did."""
+
+    #: The sessions this run wrote (new or rewritten), with ``is_final``.
+    sessions: pl.DataFrame
+    rejects: pl.DataFrame | None
+    files_processed: list[str]
+    #: Inputs left alone because the state already holds them (same SHA-256).
+    files_skipped: list[str]
+    rows_read: int
+    events: int
+    duplicates_removed: int
+    late: int
+    partitions: list[str]
+    open_sessions: int
+    users_in_state: int
+    events_in_state: int
+    watermark: datetime | None
+
+
+def run_incremental(
+    files: Sequence[io.InputFile],
+    options: io.ReadOptions,
+    partition: Callable[[pl.DataFrame], pl.DataFrame],
+    *,
+    state_dir: str | Path,
+    output_dir: str | Path,
+    timeout: timedelta,
+    lateness: timedelta = DEFAULT_LATENESS,
+    timezone: str = "UTC",
+    reprocess: bool = False,
+    dedupe: bool = False,
+    secret_hash: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    exclude_bots: bool = False,
+    dropped: Sequence[str] = (),
+    settings: dict[str, str] | None = None,
+    after_partitions: Callable[[], None] | None = None,
+) -> IncrementalOutcome:
+    """Process the new ``files`` against the state in ``state_dir`` and update ``output_dir``.
+
+    ``partition`` turns a canonical events frame of whole users into their session table (with
+    ``_geo_status``; :func:`sessionize.pipeline.sessionize_partition` with the run's settings).
+    ``secret_hash`` replaces user ids (``--hash-user-ids``) before anything is kept. ``settings``
+    is the fingerprint of the options the sessions depend on: a state built with other ones is
+    refused. ``after_partitions`` is called between writing the partitions and the state (tests
+    use it to simulate a crash there).
+    """
+    state_path, out_path = Path(state_dir), Path(output_dir)
+    if state_path.resolve() == out_path.resolve():
+        raise UsageError("--state and --output-dir must be different directories.")
+    out_path.mkdir(parents=True, exist_ok=True)
+    with locked(state_path):
+        state = load_state(state_path)
+        fingerprint = settings or {}
+        if state.settings and state.settings != fingerprint:
+            changed = ", ".join(
+                f"{name} {state.settings.get(name)} -> {fingerprint.get(name)}"
+                for name in sorted(set(state.settings) | set(fingerprint))
+                if state.settings.get(name) != fingerprint.get(name)
+            )
+            raise UsageError(
+                f"The state {state_path} was built with other options ({changed}). Use the same options, "
+                "or start a new state and output directory with a full run."
+            )
+        known = {entry["sha256"] for entry in state.files}
+        todo: list[tuple[io.InputFile, dict[str, Any]]] = []
+        skipped: list[str] = []
+        for source in files:
+            if source.is_stdin:
+                raise UsageError("--state needs input files: stdin cannot be recognised on a re-run.")
+            print_ = file_fingerprint(source.path)
+            if print_["sha256"] in known and not reprocess:
+                skipped.append(source.path)
+            else:
+                todo.append((source, print_))
+        if not todo:
+            return IncrementalOutcome(
+                sessions=pl.DataFrame(),
+                rejects=None,
+                files_processed=[],
+                files_skipped=skipped,
+                rows_read=0,
+                events=0,
+                duplicates_removed=0,
+                late=0,
+                partitions=[],
+                open_sessions=0,
+                users_in_state=state.users.height,
+                events_in_state=state.events.height,
+                watermark=state.watermark,
+            )
+        outcome = _process(
+            state,
+            todo,
+            options,
+            partition,
+            out_path=out_path,
+            timeout=timeout,
+            lateness=lateness,
+            timezone=timezone,
+            dedupe=dedupe,
+            reprocess=reprocess,
+            secret_hash=secret_hash,
+            exclude_bots=exclude_bots,
+            dropped=dropped,
+        )
+        new_state, written = outcome
+        if after_partitions is not None:
+            after_partitions()
+        new_state.settings = fingerprint
+        new_state.files = [*state.files, *(entry for _, entry in todo if entry["sha256"] not in known)]
+        new_state.runs = state.runs + 1
+        save_state(state_path, new_state)
+        written.files_skipped = skipped
+        return written
+
+
+def _process(
+    state: State,
+    todo: list[tuple[io.InputFile, dict[str, Any]]],
+    options: io.ReadOptions,
+    partition: Callable[[pl.DataFrame], pl.DataFrame],
+    *,
+    out_path: Path,
+    timeout: timedelta,
+    lateness: timedelta,
+    timezone: str,
+    dedupe: bool,
+    reprocess: bool,
+    secret_hash: Callable[[pl.DataFrame], pl.DataFrame] | None,
+    exclude_bots: bool,
+    dropped: Sequence[str],
+) -> tuple[State, IncrementalOutcome]:
+    reads = []
+    for number, (source, _) in enumerate(todo):
+        read = io.read_file(source, options, keep_row=True)
+        events = read.events
+        if ROW not in events.columns:
+            events = events.with_columns(pl.lit(None, pl.UInt32).alias(ROW))
+        reads.append((source, read, events.with_columns(pl.lit(number, pl.UInt32).alias(_FILE))))
+    rows_read = sum(read.rows for _, read, _ in reads)
+    rejected = [read.rejects for _, read, _ in reads if read.rejects is not None]
+    new = pl.concat([events for _, _, events in reads], how="vertical_relaxed")
+    new = new.with_columns(pl.col(ROW).cast(pl.Int64))
+    if secret_hash is not None:
+        new = secret_hash(new)
+
+    # Late events: older than lateness before their user's last event in the state.
+    users = state.users
+    checked = new.join(users.select(S.USER, "last_event"), on=S.USER, how="left", maintain_order="left")
+    is_late = pl.col(S.TIME) < pl.col("last_event") - lateness
+    late = checked.filter(is_late.fill_null(False))
+    new = checked.filter(~is_late.fill_null(False)).drop("last_event")
+    if late.height:
+        rejected.append(_late_rejects(late, [source for source, _, _ in reads]))
+    before = new.height
+
+    # Events of the users this run touches: what the state kept of them, then the new ones.
+    watermark_old = state.watermark
+    newest = new.get_column(S.TIME).max() if new.height else None
+    candidates = [w for w in (watermark_old, newest) if isinstance(w, datetime)]
+    watermark = max(candidates) if candidates else None
+    touched = new.select(S.USER).unique()
+    if watermark_old is not None and watermark is not None and watermark > watermark_old:
+        # Sessions that were open and are closed by the new watermark are rewritten as final.
+        closing = users.filter(
+            (pl.col("last_event") >= watermark_old - timeout) & (pl.col("last_event") < watermark - timeout)
+        ).select(S.USER)
+        touched = pl.concat([touched, closing]).unique()
+    kept = state.events.join(touched, on=S.USER, how="semi", maintain_order="left")
+    fresh = new.select(*S.EVENT_SCHEMA)
+    if reprocess and kept.height:
+        # A file processed again: its events that the state still keeps are not new.
+        fresh = fresh.join(kept, on=list(S.EVENT_SCHEMA), how="anti", nulls_equal=True, maintain_order="left")
+    combined = io.drop_duplicate_events(pl.concat([kept, fresh], how="vertical_relaxed"), dedupe=dedupe)
+    duplicates = before - (combined.height - kept.height)
+
+    # Sessions of the touched users from their retained_from on, numbered after the earlier ones.
+    table = partition(combined) if combined.height else pl.DataFrame()
+    offsets = touched.join(users.select(S.USER, "sessions_before", "retained_from"), on=S.USER, how="left")
+    if table.height:
+        table = (
+            table.join(
+                offsets.select(S.USER, "sessions_before"), on=S.USER, how="left", maintain_order="left"
+            )
+            .with_columns(
+                (pl.col("session_number") + pl.col("sessions_before").fill_null(0)).alias("session_number"),
+                (pl.lit(watermark) - pl.col("session_end") > timeout).alias(IS_FINAL),
+            )
+            .drop("sessions_before")
+        )
+    if table.height:
+        output = table.drop(geo.STATUS)
+        if exclude_bots:
+            output = output.filter(~pl.col("is_bot"))
+        output = output.drop(*dropped)
+    else:
+        output = table
+    partitions = _write_partitions(out_path, output, offsets, timezone=timezone)
+
+    new_users, new_events = _next_state(
+        users, state.events, combined, table, touched, timeout=timeout, lateness=lateness
+    )
+    sessions = output
+    open_sessions = 0 if not table.height else int(table.filter(~pl.col(IS_FINAL)).height)
+    rejects = pl.concat(rejected, how="diagonal_relaxed") if rejected else None
+    return (
+        State(users=new_users, events=new_events, watermark=watermark),
+        IncrementalOutcome(
+            sessions=sessions,
+            rejects=rejects,
+            files_processed=[source.path for source, _ in todo],
+            files_skipped=[],
+            rows_read=rows_read,
+            events=new.height - duplicates,
+            duplicates_removed=duplicates,
+            late=late.height,
+            partitions=partitions,
+            open_sessions=open_sessions,
+            users_in_state=new_users.height,
+            events_in_state=new_events.height,
+            watermark=watermark,
+        ),
+    )
+
+
+def _late_rejects(late: pl.DataFrame, sources: list[io.InputFile]) -> pl.DataFrame:
+    """Late events as rejected rows: their canonical columns as text, file, row and reason."""
+    parts = []
+    for number, source in enumerate(sources):
+        rows = late.filter(pl.col(_FILE) == number)
+        if not rows.height:
+            continue
+        parts.append(
+            rows.select(
+                pl.col(S.USER),
+                pl.col(S.TIME).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                *(pl.col(name).cast(pl.String) for name in S.EVENT_SCHEMA if name not in (S.USER, S.TIME)),
+                pl.lit(source.path).alias("source_file"),
+                io.source_row(source, pl.col(ROW)).cast(pl.Int64).alias("source_row"),
+                pl.lit(LATE).alias("reject_reason"),
+            )
+        )
+    return pl.concat(parts, how="vertical")
+
+
+def _partition_dir(out_path: Path, day: date) -> Path:
+    return out_path / f"{PARTITION}={day.isoformat()}"
+
+
+def _write_partitions(
+    out_path: Path, output: pl.DataFrame, touched: pl.DataFrame, *, timezone: str
+) -> list[str]:
+    """Replace the touched users' sessions from their ``retained_from`` on, partition by partition.
+
+    Old rows of a touched user are dropped when they start at or after the user's
+    ``retained_from`` (every row, for a user the state does not know: only a run that crashed
+    before saving its state can have written those, on the same days as this run).
+    """
+    day_of = pl.col("session_start").dt.convert_time_zone(timezone).dt.date()
+    days: set[date] = set()
+    if output.height:
+        days.update(output.select(day_of.unique()).to_series().to_list())
+    starts = touched.get_column("retained_from").drop_nulls()
+    if starts.len():
+        # Partitions that may hold replaced rows: from the earliest retained_from, a day early for zones.
+        earliest = starts.min()
+        assert isinstance(earliest, datetime)
+        first_day = (earliest - timedelta(days=1)).date()
+        for path in out_path.glob(f"{PARTITION}=*"):
+            with contextlib.suppress(ValueError):
+                day = date.fromisoformat(path.name.split("=", 1)[1])
+                if day >= first_day:
+                    days.add(day)
+    replaced = touched.select(S.USER, "retained_from")
+    written = []
+    for day in sorted(days):
+        directory = _partition_dir(out_path, day)
+        target = directory / "part-0.parquet"
+        rows = output.filter(day_of == day) if output.height else output
+        if target.exists():
+            old = pl.read_parquet(target)
+            stale = (
+                old.join(replaced, on=S.USER, how="left")
+                .select(
+                    pl.col(S.USER).is_in(replaced.get_column(S.USER).implode())
+                    & (
+                        pl.col("retained_from").is_null()
+                        | (pl.col("session_start") >= pl.col("retained_from"))
+                    )
+                )
+                .to_series()
+            )
+            if not stale.any() and not rows.height:
+                continue
+            old = old.filter(~stale)
+            rows = pl.concat([old, rows], how="vertical_relaxed") if rows.height else old
+        elif not rows.height:
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        if rows.height:
+            rows = rows.sort(S.USER, "session_start", S.SESSION_ID)
+            _write_parquet_atomically(target, rows)
+        else:
+            target.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        written.append(directory.name)
+    return written
+
+
+def _write_parquet_atomically(target: Path, frame: pl.DataFrame) -> None:
+    def write(handle: IO[bytes]) -> None:
+        frame.write_parquet(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    io.write_atomically(target, write)
+
+
+def _next_state(
+    users: pl.DataFrame,
+    events: pl.DataFrame,
+    combined: pl.DataFrame,
+    table: pl.DataFrame,
+    touched: pl.DataFrame,
+    *,
+    timeout: timedelta,
+    lateness: timedelta,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Keep, for each touched user, the sessions a later run may still change; others stay as they were."""
+    untouched = events.join(touched, on=S.USER, how="anti", maintain_order="left")
+    if not table.height:
+        return users, untouched
+    last = combined.group_by(S.USER).agg(pl.col(S.TIME).max().alias("last_event"))
+    spans = table.select(S.USER, "session_start", "session_end", "session_number").join(last, on=S.USER)
+    cutoff = pl.col("last_event") - timeout - lateness
+    first_kept = (
+        spans.filter(pl.col("session_end") >= cutoff)
+        .group_by(S.USER)
+        .agg(pl.col("session_start").min().alias("retained_from"))
+    )
+    # A session that overlaps the kept ones (client session ids can interleave) is kept too.
+    first_kept = (
+        spans.join(first_kept, on=S.USER)
+        .filter(pl.col("session_end") >= pl.col("retained_from"))
+        .group_by(S.USER)
+        .agg(pl.col("session_start").min().alias("retained_from"))
+    )
+    before = (
+        spans.join(first_kept, on=S.USER)
+        .group_by(S.USER)
+        .agg(
+            (pl.col("session_start") < pl.col("retained_from")).sum().cast(pl.UInt32).alias("_pruned"),
+            pl.col("last_event").first(),
+        )
+    )
+    updated = (
+        before.join(first_kept, on=S.USER)
+        .join(users.select(S.USER, "sessions_before"), on=S.USER, how="left")
+        .select(
+            S.USER,
+            "last_event",
+            "retained_from",
+            (pl.col("sessions_before").fill_null(0) + pl.col("_pruned"))
+            .cast(pl.UInt32)
+            .alias("sessions_before"),
+        )
+    )
+    new_users = pl.concat(
+        [users.join(updated, on=S.USER, how="anti"), updated.select(*_USERS_SCHEMA)], how="vertical_relaxed"
+    )
+    kept = combined.join(first_kept, on=S.USER, how="left", maintain_order="left").filter(
+        pl.col(S.TIME) >= pl.col("retained_from")
+    )
+    return new_users, pl.concat([untouched, kept.select(*S.EVENT_SCHEMA)], how="vertical_relaxed")
+
+
+def log_line(outcome: IncrementalOutcome, *, elapsed_s: float) -> dict[str, Any]:
+    """The structured summary of an incremental run (``--log-format json``)."""
+    return {
+        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files_processed": outcome.files_processed,
+        "files_skipped": outcome.files_skipped,
+        "rows_read": outcome.rows_read,
+        "events": outcome.events,
+        "late": outcome.late,
+        "sessions_written": outcome.sessions.height,
+        "open_sessions": outcome.open_sessions,
+        "partitions": outcome.partitions,
+        "elapsed_s": round(elapsed_s, 3),
+    }
