@@ -7,10 +7,14 @@ go to stderr. Library errors become a red panel and exit code 1 (2 for usage err
 from __future__ import annotations
 
 import contextlib
+import json
+import signal
 import sys
 import time
+import tomllib
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
@@ -195,12 +199,115 @@ def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
         )
         total = f"{located:,} of {result.session_count:,} sessions"
         grid.add_row("located by IP", total + (f" (not: {unlocated})" if unlocated else ""))
+    if result.incremental is not None:
+        inc = result.incremental
+        if inc.files_skipped:
+            grid.add_row(
+                "files skipped",
+                f"{len(inc.files_skipped):,} already in the state (--reprocess reads them again)",
+            )
+        if inc.late:
+            grid.add_row("late events", f"{inc.late:,} rejected (older than --lateness)")
+        grid.add_row("open sessions", f"{inc.open_sessions:,} (is_final = false)")
+        grid.add_row("partitions written", f"{len(inc.partitions):,}")
+        grid.add_row("state", f"{inc.users_in_state:,} users, {inc.events_in_state:,} events kept")
     if result.output is not None:
         where = "stdout" if result.output == "-" else result.output
         grid.add_row("written to", f"{where} ({result.output_format})")
     if report is not None:
         grid.add_row("report", report)
     err.print(Panel(grid, title="sessionize", title_align="left", border_style="green", expand=False))
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+class LogFormat(StrEnum):
+    auto = "auto"
+    text = "text"
+    json = "json"
+
+
+def _load_config(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+    """``--config FILE``: options of ``run`` from a TOML file, as defaults the command line overrides."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    try:
+        with open(value, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {value}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise typer.BadParameter(f"{value} is not valid TOML: {exc}") from None
+    table = data.get("run", data)
+    if not isinstance(table, dict):
+        raise typer.BadParameter(f"{value}: [run] must be a table of options")
+    names = {p.name: p for p in ctx.command.params if p.name not in ("config",)}
+    defaults: dict[str, Any] = {}
+    for key, item in table.items():
+        name = key.replace("-", "_").lstrip("_")
+        if name == "input":
+            name = "inputs"
+        if name not in names:
+            known = ", ".join(sorted(n.replace("_", "-") for n in names if n != "inputs"))
+            raise typer.BadParameter(f"{value}: unknown option {key!r}. Known options: inputs, {known}.")
+        if name == "inputs" and isinstance(item, str):
+            item = [item]
+        defaults[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _log_json(result: pipeline.RunResult, *, warnings: list[str]) -> None:
+    """One JSON line on stderr: what a log collector (cron, systemd, Kubernetes) keeps of the run."""
+    line: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "ok",
+        "files": result.files,
+        "rows_read": result.rows_read,
+        "rejected": result.rejected,
+        "duplicates_removed": result.duplicates_removed,
+        "events": result.events_read,
+        "sessions": result.session_count,
+        "users": result.user_count,
+        "bot_sessions": result.bot_sessions,
+        "path": result.path_taken,
+        "output": result.output,
+        "rejects_output": result.rejects_output,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "peak_memory_mib": round(result.peak_memory_mib, 1),
+        "warnings": warnings,
+    }
+    if result.incremental is not None:
+        inc = result.incremental
+        line.update(
+            files=inc.files_processed,
+            files_skipped=inc.files_skipped,
+            late=inc.late,
+            open_sessions=inc.open_sessions,
+            partitions=inc.partitions,
+            users_in_state=inc.users_in_state,
+            events_in_state=inc.events_in_state,
+            watermark=None if inc.watermark is None else inc.watermark.isoformat(),
+        )
+    sys.stderr.write(json.dumps(line) + "\n")
+    sys.stderr.flush()
+
+
+def _fail_json(exc: BaseException, *, started: float) -> NoReturn:
+    code = exc.exit_code if isinstance(exc, SessionizeError) else 1
+    line = {
+        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "error",
+        "exit_code": code,
+        "error": type(exc).__name__,
+        "message": str(exc),
+        "elapsed_s": round(time.time() - started, 3),
+    }
+    sys.stderr.write(json.dumps(line) + "\n")
+    sys.stderr.flush()
+    raise typer.Exit(code)
 
 
 def _mib(size: int) -> str:
@@ -512,15 +619,75 @@ def run(
             show_default=False,
         ),
     ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            metavar="STATE_DIR",
+            help="Incremental runs (cron): remember processed files and open sessions here, continue "
+            "them on the next run. Needs --output-dir.",
+            show_default=False,
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            metavar="OUT_DIR",
+            help="With --state: write sessions as Parquet partitions OUT_DIR/session_date=YYYY-MM-DD/, "
+            "with is_final false for sessions that may go on.",
+            show_default=False,
+        ),
+    ] = None,
+    lateness: Annotated[
+        str,
+        typer.Option(
+            "--lateness",
+            metavar="DURATION",
+            help="With --state: events up to this much older than their user's last processed event "
+            "rebuild their sessions; older ones are rejected as late.",
+        ),
+    ] = "6h",
+    reprocess: Annotated[
+        bool,
+        typer.Option("--reprocess", help="With --state: read inputs the state already holds again."),
+    ] = False,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Read options from a TOML file ([run] table, option names as keys); the command line wins.",
+            is_eager=True,
+            callback=_load_config,
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            help="The run's summary on stderr: a text panel, or one JSON line (auto: text on a terminal, "
+            "json otherwise).",
+        ),
+    ] = LogFormat.auto,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary or warnings on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Split events into sessions and write one row per session."""
+    started = time.time()
+    # kill (SIGTERM, as cron and systemd stop jobs) unwinds like Ctrl-C: temporary files are removed.
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _terminate)
+    as_json = log_format == LogFormat.json or (log_format == LogFormat.auto and not err.is_terminal)
     target = output
-    if target is None and not _stdout_is_terminal():
+    if target is None and state is None and not _stdout_is_terminal():
         target = "-"
     try:
-        with warnings.catch_warnings(record=True) as caught, _progress(enabled=not quiet) as progress:
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            _progress(enabled=not quiet and not as_json) as progress,
+        ):
             warnings.simplefilter("always", SessionizeWarning)
             result = pipeline.run(
                 inputs,
@@ -564,17 +731,27 @@ def run(
                 memory_limit=memory_limit,
                 buckets=buckets,
                 temp_dir=temp_dir,
+                state=state,
+                output_dir=output_dir,
+                lateness=lateness,
+                reprocess=reprocess,
                 progress=progress,
             )
     except (SessionizeError, Exception) as exc:
+        if log_format == LogFormat.json:
+            _fail_json(exc, started=started)
         _fail(exc, debug=debug)
-    if not quiet:
-        for warning in caught:
-            if issubclass(warning.category, SessionizeWarning):
-                err.print(f"[yellow]Warning:[/yellow] {warning.message}", highlight=False, markup=True)
-    if target is None:
+    messages = [str(w.message) for w in caught if issubclass(w.category, SessionizeWarning)]
+    if not quiet and not as_json:
+        for message in messages:
+            err.print(f"[yellow]Warning:[/yellow] {message}", highlight=False, markup=True)
+    if target is None and state is None:
         _preview(result)
-    if not quiet:
+    if quiet:
+        return
+    if as_json:
+        _log_json(result, warnings=messages)
+    else:
         _summary(result, report=report)
 
 

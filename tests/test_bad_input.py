@@ -33,7 +33,7 @@ def squash(text: str) -> str:
 
 
 def cli(*args: object) -> Result:
-    return CliRunner().invoke(app, ["run", *map(str, args), "--no-geo"])
+    return CliRunner().invoke(app, ["run", *map(str, args), "--no-geo", "--log-format", "text"])
 
 
 def write(path: Path, text: str) -> Path:
@@ -303,7 +303,19 @@ def _check_run(paths: list[Path], tmp_path: Path, *extra: str) -> None:
     out = tmp_path / "out.csv"
     rejects = tmp_path / "rejects.csv"
     result = CliRunner().invoke(
-        app, ["run", *map(str, paths), "-o", str(out), "--no-geo", "--valid-until", "2100-01-01", *extra]
+        app,
+        [
+            "run",
+            *map(str, paths),
+            "-o",
+            str(out),
+            "--no-geo",
+            "--valid-until",
+            "2100-01-01",
+            "--log-format",
+            "text",
+            *extra,
+        ],
     )
     assert "Traceback" not in result.output
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,485 @@
+"""Incremental runs (--state, --output-dir): equivalence with one run, idempotency, crashes, late
+events, the lock, --config and the JSON log line."""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+import sessionize
+from sessionize import incremental
+from sessionize.cli import app
+from sessionize.errors import StateLockedError, UsageError
+from tests.conftest import SAMPLE_DATA
+
+T0 = datetime(2024, 5, 1, 23, 0, tzinfo=UTC)
+TIMEOUT = timedelta(minutes=30)
+KEYS = ["user_id", "session_start", "session_id"]
+COLUMNS = ["user_id", "timestamp", "url", "referrer", "event", "session_id"]
+
+
+def write_events(path: Path, rows: list[tuple[object, ...]]) -> Path:
+    """A CSV of (user, timestamp, url, referrer, event, client session id) rows, plus a ``batch``
+    column with the file's name: files are recognised by content, and these are different batches."""
+    frame = pl.DataFrame(
+        [
+            (
+                user,
+                moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(moment, datetime) else moment,
+                *rest,
+            )
+            for user, moment, *rest in rows
+        ],
+        schema=dict.fromkeys(COLUMNS, pl.String),
+        orient="row",
+    ).with_columns(pl.lit(path.name).alias("batch"))
+    frame.write_csv(path)
+    return path
+
+
+def event(user: str, moment: datetime, url: str = "https://shop.example/", **extra: str | None) -> tuple:
+    return (
+        user,
+        moment,
+        url,
+        extra.get("referrer"),
+        extra.get("event", "page_view"),
+        extra.get("session_id"),
+    )
+
+
+def table(out: Path) -> pl.DataFrame:
+    """Every session in the output directory (the partition column left out)."""
+    files = sorted(out.glob("session_date=*/*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files]).sort(KEYS) if files else pl.DataFrame()
+
+
+def one_run(paths: list[Path]) -> pl.DataFrame:
+    return sessionize.run(paths, no_geo=True, valid_until="2100-01-01").sessions.sort(KEYS)
+
+
+def step(path: Path | list[Path], state: Path, out: Path, **options: object) -> sessionize.RunResult:
+    paths = path if isinstance(path, list) else [path]
+    return sessionize.run(
+        paths, state=state, output_dir=out, no_geo=True, valid_until="2100-01-01", **options
+    )
+
+
+def assert_same_as_one_run(out: Path, paths: list[Path]) -> None:
+    together = one_run(paths)
+    incremental = table(out)
+    assert_frame_equal(incremental.drop("is_final"), together, check_row_order=True)
+    newest = max(pl.read_csv(p, infer_schema=False).get_column("timestamp").max() for p in paths)
+    watermark = datetime.fromisoformat(newest.replace("Z", "+00:00"))
+    expected_final = [watermark - end > TIMEOUT for end in incremental.get_column("session_end")]
+    assert incremental.get_column("is_final").to_list() == expected_final
+
+
+# -- equivalence --------------------------------------------------------------------------------
+
+GAPS = st.sampled_from(
+    [
+        timedelta(seconds=1),
+        timedelta(minutes=5),
+        TIMEOUT - timedelta(microseconds=1),
+        TIMEOUT,
+        TIMEOUT + timedelta(microseconds=1),
+        timedelta(hours=2),
+        timedelta(hours=23),
+        timedelta(0),
+    ]
+)
+STREAM = st.lists(
+    st.tuples(st.sampled_from(["ann", "bob", "cy"]), GAPS, st.sampled_from(["/", "/a", "/b"]), st.booleans()),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=STREAM, cuts=st.lists(st.integers(0, 40), max_size=6))
+def test_file_after_file_equals_one_run_over_all_files(
+    stream: list[tuple[str, timedelta, str, bool]], cuts: list[int]
+) -> None:
+    # A time-ordered stream (each gap after the previous event of anyone), cut anywhere: inside
+    # sessions, exactly at the timeout, between events at the same instant.
+    moment = T0
+    rows = []
+    for user, gap, path, from_google in stream:
+        moment += gap
+        rows.append(
+            event(
+                user,
+                moment,
+                f"https://shop.example{path}",
+                referrer="https://www.google.com/" if from_google else None,
+            )
+        )
+    points = sorted({min(c, len(rows)) for c in cuts} | {0, len(rows)})
+    with tempfile.TemporaryDirectory() as work:
+        base = Path(work)
+        paths = [
+            write_events(base / f"batch{i}.csv", rows[a:b])
+            for i, (a, b) in enumerate(itertools.pairwise(points))
+            if b > a
+        ]
+        for path in paths:
+            step(path, base / "state", base / "out")
+        assert_same_as_one_run(base / "out", paths)
+
+
+def test_sample_data_cut_into_days_equals_one_run(tmp_path: Path) -> None:
+    events = pl.read_csv(SAMPLE_DATA / "events.csv", infer_schema=False)
+    day = pl.col("timestamp").str.slice(0, 10)
+    paths = []
+    for number, (_, part) in enumerate(
+        events.sort("timestamp", maintain_order=True).group_by(day, maintain_order=True)
+    ):
+        paths.append(tmp_path / f"events-{number}.csv")
+        part.write_csv(paths[-1])
+    assert len(paths) >= 3
+    for path in paths:
+        step(path, tmp_path / "state", tmp_path / "out")
+    incremental = table(tmp_path / "out")
+    assert_frame_equal(incremental.drop("is_final"), one_run(paths))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"session_date={d}"
+        for d in incremental.get_column("session_start").dt.date().unique().cast(pl.String)
+    )
+
+
+def test_an_open_session_is_replaced_by_its_final_version(tmp_path: Path) -> None:
+    first = write_events(
+        tmp_path / "a.csv",
+        [event("u", T0), event("u", T0 + timedelta(minutes=50)), event("u", T0 + timedelta(minutes=55))],
+    )
+    second = write_events(
+        tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=70)), event("v", T0 + timedelta(hours=3))]
+    )
+    step(first, tmp_path / "state", tmp_path / "out")
+    before = table(tmp_path / "out")
+    assert before.select("session_number", "event_count", "is_final").rows() == [(1, 1, True), (2, 2, False)]
+    open_id = before.get_column("session_id")[1]
+    step(second, tmp_path / "state", tmp_path / "out")
+    after = table(tmp_path / "out").filter(pl.col("user_id") == "u")
+    # Same id, one row, extended and now closed by v's event at 3 h.
+    assert after.select("session_id", "session_number", "event_count", "is_final").rows() == [
+        (before.get_column("session_id")[0], 1, 1, True),
+        (open_id, 2, 3, True),
+    ]
+
+
+def test_session_number_continues_after_sessions_leave_the_state(tmp_path: Path) -> None:
+    days = [
+        write_events(
+            tmp_path / f"d{n}.csv",
+            [event("u", T0 + timedelta(days=n)), event("u", T0 + timedelta(days=n, hours=2))],
+        )
+        for n in range(4)
+    ]
+    for path in days:
+        result = step(path, tmp_path / "state", tmp_path / "out")
+    # Only the sessions within timeout + lateness of u's last event are kept.
+    assert result.incremental is not None and result.incremental.events_in_state == 2
+    assert table(tmp_path / "out").get_column("session_number").to_list() == list(range(1, 9))
+    assert_same_as_one_run(tmp_path / "out", days)
+
+
+def test_hive_partitions_follow_the_timezone(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.csv", [event("u", datetime(2024, 5, 1, 23, 30, tzinfo=UTC))])
+    step(path, tmp_path / "state", tmp_path / "out", timezone="Asia/Tokyo")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["session_date=2024-05-02"]
+    hive = pl.scan_parquet(tmp_path / "out", hive_partitioning=True).collect()
+    assert hive.get_column("session_date").cast(pl.String).to_list() == ["2024-05-02"]
+
+
+# -- idempotency and crashes --------------------------------------------------------------------
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_file_already_processed_changes_nothing(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(minutes=1))])
+    step(path, tmp_path / "state", tmp_path / "out")
+    before = snapshot(tmp_path / "out")
+    again = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(path),
+            "--state",
+            str(tmp_path / "state"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--no-geo",
+            "--log-format",
+            "text",
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    assert "files skipped" in again.stderr and "already in the state" in again.stderr
+    assert snapshot(tmp_path / "out") == before
+
+
+def test_reprocess_reads_a_file_again_without_duplicating(tmp_path: Path) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("u", T0 + timedelta(minutes=10))])
+    b = write_events(
+        tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=20)), event("w", T0 + timedelta(minutes=21))]
+    )
+    step(a, tmp_path / "state", tmp_path / "out")
+    step(b, tmp_path / "state", tmp_path / "out")
+    result = step(b, tmp_path / "state", tmp_path / "out", reprocess=True)
+    assert result.incremental is not None and result.incremental.files_processed == [str(b)]
+    assert_same_as_one_run(tmp_path / "out", [a, b])
+
+
+def test_a_crash_between_partitions_and_state_is_repaired_by_the_next_run(tmp_path: Path) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(minutes=5))])
+    b = write_events(
+        tmp_path / "b.csv",
+        [
+            event("u", T0 + timedelta(minutes=20)),
+            event("x", T0 + timedelta(minutes=25)),
+            event("v", T0 + timedelta(hours=2)),
+        ],
+    )
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    state_before = snapshot(state)
+    # Kill -9 right after the partitions are written, before the state is: a real process dies.
+    script = (
+        "import os, sessionize.incremental as inc\n"
+        "real = inc.save_state\n"
+        "def crash(*args, **kwargs): os._exit(137)\n"
+        "inc.save_state = crash\n"
+        "import sessionize\n"
+        f"sessionize.run([{str(b)!r}], state={str(state)!r}, output_dir={str(out)!r},\n"
+        "               no_geo=True, valid_until='2100-01-01')\n"
+    )
+    died = subprocess.run([sys.executable, "-c", script], check=False)
+    assert died.returncode == 137
+    assert {k: v for k, v in snapshot(state).items() if k != ".lock"} == {
+        k: v for k, v in state_before.items() if k != ".lock"
+    }
+    # The partitions already hold b's sessions; the next run sees b as new and rewrites them.
+    assert table(out).height == 4
+    step(b, state, out)
+    assert_same_as_one_run(out, [a, b])
+    assert not list(state.glob(".tmp-*")) and not list(out.rglob(".*.tmp"))
+
+
+def test_a_failure_before_the_state_leaves_the_old_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=3))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(incremental, "save_state", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            step(b, state, out)
+    assert [entry["path"] for entry in incremental.load_state(state).files] == [str(a)]
+    step(b, state, out)
+    assert_same_as_one_run(out, [a, b])
+    assert [entry["path"] for entry in incremental.load_state(state).files] == [str(a), str(b)]
+
+
+# -- late events ----------------------------------------------------------------------------------
+
+
+def test_late_events_within_lateness_rebuild_their_sessions(tmp_path: Path) -> None:
+    a = write_events(
+        tmp_path / "a.csv",
+        [event("u", T0), event("u", T0 + timedelta(hours=1)), event("u", T0 + timedelta(hours=4))],
+    )
+    # 3 h before u's last event: it joins the gap between the first two and merges them.
+    b = write_events(
+        tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=30)), event("u", T0 + timedelta(minutes=31))]
+    )
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    assert table(out).height == 3
+    result = step(b, state, out)
+    assert result.incremental is not None and result.incremental.late == 0
+    got = table(out)
+    assert got.select("session_number", "event_count").rows() == [(1, 4), (2, 1)]
+    assert_frame_equal(got.drop("is_final"), one_run([a, b]))
+
+
+def test_events_older_than_lateness_are_rejected_as_late(tmp_path: Path) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("u", T0 + timedelta(hours=8))])
+    b = write_events(
+        tmp_path / "b.csv",
+        [
+            event("u", T0 + timedelta(hours=1)),  # 7 h before u's last event
+            event("u", T0 + timedelta(hours=3)),  # 5 h: within the default 6 h
+            event("z", T0 - timedelta(days=3)),  # a user the state does not know: never late
+        ],
+    )
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    rejects = tmp_path / "rejects.csv"
+    result = step(b, state, out, on_invalid="skip", rejects=rejects)
+    assert result.incremental is not None and result.incremental.late == 1
+    assert result.rows_read == result.events_read + result.rejected + result.duplicates_removed == 3
+    rejected = pl.read_csv(rejects, infer_schema=False)
+    assert rejected.select("user_id", "source_row", "reject_reason").rows() == [("u", "2", "late")]
+    assert rejected.get_column("source_file").to_list() == [str(b)]
+    assert table(out).filter(pl.col("user_id") == "u").get_column("event_count").to_list() == [1, 1, 1]
+
+
+def test_a_shorter_lateness_rejects_more(tmp_path: Path) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0 + timedelta(hours=8))])
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(hours=7))])
+    step(a, tmp_path / "state", tmp_path / "out", lateness="30m")
+    result = step(b, tmp_path / "state", tmp_path / "out", lateness="30m", on_invalid="skip")
+    assert result.incremental is not None and result.incremental.late == 1 and result.rejected == 1
+
+
+# -- guards -----------------------------------------------------------------------------------------
+
+
+def test_a_second_run_on_a_locked_state_exits_at_once(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.csv", [event("u", T0)])
+    state = tmp_path / "state"
+    state.mkdir()
+    with open(state / ".lock", "w") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        holder.write("pid 4242 since 2024-05-01T00:00:00Z")
+        holder.flush()
+        with pytest.raises(StateLockedError, match="in use by another sessionize run"):
+            step(path, state, tmp_path / "out")
+        result = CliRunner().invoke(
+            app, ["run", str(path), "--state", str(state), "--output-dir", str(tmp_path / "out"), "--no-geo"]
+        )
+        assert result.exit_code == 75
+        assert "pid 4242" in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    # Released (as the kernel does when the holder dies): the run goes through.
+    assert step(path, state, tmp_path / "out").session_count == 1
+
+
+def test_changing_session_options_on_an_existing_state_is_refused(tmp_path: Path) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(hours=1))])
+    step(a, tmp_path / "state", tmp_path / "out")
+    with pytest.raises(UsageError, match="timeout 0:30:00 -> 1:00:00"):
+        step(b, tmp_path / "state", tmp_path / "out", timeout="1h")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--state", "S"], "--state and --output-dir go together"),
+        (["--state", "S", "--output-dir", "O", "-o", "x.parquet"], "leave out -o"),
+        (["--state", "S", "--output-dir", "S"], "different directories"),
+        (["--state", "S", "--output-dir", "O", "--drop-columns", "session_id"], "cannot drop session_id"),
+    ],
+)
+def test_bad_incremental_options(tmp_path: Path, extra: list[str], message: str) -> None:
+    path = write_events(tmp_path / "a.csv", [event("u", T0)])
+    args = [str(tmp_path / a) if a in ("S", "O") else a for a in extra]
+    result = CliRunner().invoke(app, ["run", str(path), "--no-geo", *args])
+    assert result.exit_code in (1, 2)
+    assert message in " ".join(result.stderr.replace("│", "").split())
+
+
+# -- config file and log line ---------------------------------------------------------------------
+
+
+def test_every_option_can_come_from_a_config_file(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.csv", [event("u", T0), event("u", T0 + timedelta(minutes=20))])
+    config = tmp_path / "sessionize.toml"
+    config.write_text(
+        "[run]\n"
+        f'inputs = ["{path}"]\n'
+        f'state = "{tmp_path / "state"}"\n'
+        f'output-dir = "{tmp_path / "out"}"\n'
+        'timeout = "10m"\n'
+        "no_geo = true\n"
+        'log-format = "json"\n'
+        'valid-until = "2100-01-01"\n'
+    )
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stderr)
+    assert line["status"] == "ok" and line["sessions"] == 2 and line["files"] == [str(path)]
+    assert table(tmp_path / "out").height == 2  # the 10m timeout from the file
+    # The command line wins over the file.
+    other = tmp_path / "b.csv"
+    write_events(other, [event("u", T0 + timedelta(minutes=25))])
+    result = CliRunner().invoke(app, ["run", str(other), "--config", str(config), "--log-format", "text"])
+    assert result.exit_code == 0, result.output
+    assert "open sessions" in result.stderr
+
+
+def test_unknown_config_keys_are_named(tmp_path: Path) -> None:
+    config = tmp_path / "sessionize.toml"
+    config.write_text('[run]\ntimeot = "10m"\n')
+    result = CliRunner().invoke(app, ["run", "x.csv", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "unknown option 'timeot'" in result.stderr
+
+
+def test_a_non_interactive_run_logs_one_json_line(tmp_path: Path) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("u", T0 + timedelta(hours=8))])
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(hours=1))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    env = {**os.environ, "COLUMNS": "200"}
+    command = [
+        sys.executable,
+        "-m",
+        "sessionize",
+        "run",
+        "--state",
+        str(state),
+        "--output-dir",
+        str(out),
+        "--no-geo",
+    ]
+    first = subprocess.run([*command, str(a)], capture_output=True, env=env, check=False)
+    assert first.returncode == 0, first.stderr
+    (line,) = first.stderr.decode().splitlines()
+    record = json.loads(line)
+    assert record["files"] == [str(a)] and record["sessions"] == 2 and record["open_sessions"] == 1
+    assert record["elapsed_s"] >= 0 and record["partitions"] == [
+        "session_date=2024-05-01",
+        "session_date=2024-05-02",
+    ]
+    second = subprocess.run(
+        [*command, str(b), "--on-invalid", "skip"], capture_output=True, env=env, check=False
+    )
+    assert second.returncode == 0
+    assert json.loads(second.stderr)["late"] == 1
+    failed = subprocess.run(
+        [*command, str(tmp_path / "missing.csv"), "--log-format", "json"],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    assert failed.returncode == 1
+    record = json.loads(failed.stderr)
+    assert record["status"] == "error" and "missing.csv" in record["message"]
