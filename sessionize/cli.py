@@ -311,7 +311,9 @@ def _fail_json(exc: BaseException, *, started: float) -> NoReturn:
 
 
 def _mib(size: int) -> str:
-    return f"{size / (1 << 30):,.1f}GiB" if size >= 1 << 30 else f"{size / (1 << 20):,.0f}MiB"
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):,.1f}GiB"
+    return f"{size / (1 << 20):,.0f}MiB" if size >= 1 << 20 else f"{size / 1024:,.0f}KiB"
 
 
 @contextlib.contextmanager

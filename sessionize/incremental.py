@@ -394,7 +394,10 @@ def _process(
         output = output.drop(*dropped)
     else:
         output = table
-    partitions = _write_partitions(out_path, output, offsets, timezone=timezone)
+    kept_days = set(
+        kept.select(pl.col(S.TIME).dt.convert_time_zone(timezone).dt.date().unique()).to_series().to_list()
+    )
+    partitions = _write_partitions(out_path, output, offsets, kept_days=kept_days, timezone=timezone)
 
     new_users, new_events = _next_state(
         users, state.events, combined, table, touched, timeout=timeout, lateness=lateness
@@ -447,29 +450,20 @@ def _partition_dir(out_path: Path, day: date) -> Path:
 
 
 def _write_partitions(
-    out_path: Path, output: pl.DataFrame, touched: pl.DataFrame, *, timezone: str
+    out_path: Path, output: pl.DataFrame, touched: pl.DataFrame, *, kept_days: set[date], timezone: str
 ) -> list[str]:
     """Replace the touched users' sessions from their ``retained_from`` on, partition by partition.
 
     Old rows of a touched user are dropped when they start at or after the user's
     ``retained_from`` (every row, for a user the state does not know: only a run that crashed
-    before saving its state can have written those, on the same days as this run).
+    before saving its state can have written those, on the same days as this run). Such a row
+    starts at one of the kept events, so only the days of ``output`` and ``kept_days`` (the days
+    of the touched users' kept events) are read.
     """
     day_of = pl.col("session_start").dt.convert_time_zone(timezone).dt.date()
-    days: set[date] = set()
+    days: set[date] = set(kept_days)
     if output.height:
         days.update(output.select(day_of.unique()).to_series().to_list())
-    starts = touched.get_column("retained_from").drop_nulls()
-    if starts.len():
-        # Partitions that may hold replaced rows: from the earliest retained_from, a day early for zones.
-        earliest = starts.min()
-        assert isinstance(earliest, datetime)
-        first_day = (earliest - timedelta(days=1)).date()
-        for path in out_path.glob(f"{PARTITION}=*"):
-            with contextlib.suppress(ValueError):
-                day = date.fromisoformat(path.name.split("=", 1)[1])
-                if day >= first_day:
-                    days.add(day)
     replaced = touched.select(S.USER, "retained_from")
     written = []
     for day in sorted(days):

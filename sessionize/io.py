@@ -340,6 +340,42 @@ def _read_maybe_gz(path: str) -> bytes:
 Window = tuple[int, int]
 
 
+def _without_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """A blank line (often the last one of a hand-edited file) is not an event."""
+    return frame.filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
+
+
+def _csv_windows(source: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
+    """A CSV file's raw rows (all text, with ``_row``), ``chunk_rows`` at a time, or None when the
+    fast reader cannot parse the whole file (then it is read whole, as in memory, so that the
+    same rows are rejected). Two streaming passes: the first only checks the file."""
+    separator = "\t" if source.format == "tsv" else ","
+
+    def batches() -> Iterator[pl.DataFrame]:
+        scan = pl.scan_csv(source.path, separator=separator, infer_schema=False).with_row_index(ROW)
+        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+
+    try:
+        for _ in batches():
+            pass
+    except pl.exceptions.ComputeError:
+        return None
+
+    def windows() -> Iterator[pl.DataFrame]:
+        pending: list[pl.DataFrame] = []
+        size = 0
+        for batch in batches():
+            pending.append(batch)
+            size += batch.height
+            if size >= chunk_rows:
+                yield _without_blank_rows(pl.concat(pending))
+                pending, size = [], 0
+        if pending:
+            yield _without_blank_rows(pl.concat(pending))
+
+    return windows()
+
+
 def _scan(
     source: InputFile, options: ReadOptions, window: Window | None = None
 ) -> tuple[pl.LazyFrame, pl.DataFrame | None, bool]:
@@ -347,8 +383,7 @@ def _scan(
     whether rows may follow.
 
     CSV columns are all read as strings, so ids stay exactly as written. ``window`` limits the scan
-    to a slice of the data rows (Parquet, and CSV read from a path; see :func:`can_window`); the
-    third value says that the file may have rows after it.
+    of a Parquet file to a slice of its rows; the third value says that the file has rows after it.
     """
     encoding = options.encoding
     if source.format in ("csv", "tsv"):
@@ -358,31 +393,15 @@ def _scan(
             isinstance(data, str) and os.path.getsize(data) == 0
         ):
             return pl.LazyFrame(), None, False
-        first, count = window if window is not None else (0, None)
         try:
-            frame = pl.read_csv(
-                data,
-                separator=separator,
-                infer_schema=False,
-                encoding="utf8",
-                skip_rows_after_header=first,
-                n_rows=count,
-            )
+            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
         except pl.exceptions.ComputeError:
             if isinstance(data, str):
                 with open(data, "rb") as handle:
                     data = handle.read()
             rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
-            if first:
-                # The careful reader reads the whole file: keep the rows from this window on, and
-                # stop there (the rows before were read by earlier windows, or rejected in them).
-                rows = rows.filter(pl.col(ROW) >= first)
-                malformed = malformed.filter(pl.col("source_row") - 2 >= first)
             return rows.lazy(), malformed, False
-        more = count is not None and frame.height == count
-        # A blank line (often the last one of a hand-edited file) is not an event.
-        frame = frame.with_row_index(ROW, offset=first).filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
-        return frame.lazy(), None, more
+        return _without_blank_rows(frame.with_row_index(ROW)).lazy(), None, False
     if source.format in ("combined", "common", "log"):
         return (*_scan_log(source, options), False)
     if source.format == "parquet":
@@ -452,13 +471,22 @@ def source_row(source: InputFile, row: pl.Expr) -> pl.Expr:
 
 
 def read_file(
-    source: InputFile, options: ReadOptions, window: Window | None = None, *, keep_row: bool = False
+    source: InputFile,
+    options: ReadOptions,
+    window: Window | None = None,
+    *,
+    raw: pl.DataFrame | None = None,
+    keep_row: bool = False,
 ) -> FileRead:
     """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
-    (or raise on) invalid rows. ``keep_row`` keeps each event's 0-based data row in ``_row``."""
+    (or raise on) invalid rows. ``raw`` gives some of the file's rows already read (text columns
+    and ``_row``; see :func:`iter_reads`). ``keep_row`` keeps each event's 0-based data row in ``_row``."""
     name = "standard input" if source.is_stdin else source.path
     try:
-        scan, malformed, more = _scan(source, options, window)
+        if raw is not None:
+            scan, malformed, more = raw.lazy(), None, False
+        else:
+            scan, malformed, more = _scan(source, options, window)
         available = [c for c in scan.collect_schema().names() if c != ROW]
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
@@ -606,6 +634,29 @@ def iter_reads(source: InputFile, options: ReadOptions, chunk_rows: int) -> Iter
     """
     if not can_window(source, options):
         yield read_file(source, options)
+        return
+    if source.format != "parquet":
+        windows = None
+        if os.path.getsize(source.path) > 0:
+            try:
+                windows = _csv_windows(source, chunk_rows)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
+        if windows is None:
+            yield read_file(source, options)  # empty, or malformed: read whole, as in memory
+            return
+        read_any = False
+        while True:
+            try:
+                frame = next(windows, None)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
+            if frame is None:
+                break
+            read_any = True
+            yield read_file(source, options, raw=frame)
+        if not read_any:
+            yield read_file(source, options)  # a header only: checked as in memory
         return
     first = 0
     while True:

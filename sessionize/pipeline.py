@@ -603,12 +603,14 @@ def run(
             rejected, rejects_target, format=io.rejects_format(rejects_target, written or format)
         )
     if report is not None:
-        report_module.write_report(
-            outcome.report_table if outcome.report_table is not None else sessions,
-            report,
-            sources=[source.path for source in files],
-        )
-        outcome.cleanup()
+        try:
+            report_module.write_report(
+                outcome.report_table if outcome.report_table is not None else sessions,
+                report,
+                sources=[source.path for source in files],
+            )
+        finally:
+            outcome.cleanup()
     return RunResult(
         peak_memory_mib=_peak_memory_mib(),
         sessions=sessions,

@@ -1,0 +1,1015 @@
+"""The bounded-memory path: users spilled into hash buckets, inputs read a window of rows at a time.
+
+Every test compares the bucketed path with the in-memory one on real files on disk: the session
+table, the written outputs (Parquet, CSV, NDJSON), the rejected rows and the counts must be the same,
+and the temporary bucket files must be gone afterwards, whether the run succeeds or fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import math
+import random
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner, Result
+
+import sessionize
+from sessionize import buckets as buckets_module
+from sessionize import cli, pipeline
+from sessionize import io as sio
+from sessionize import report as report_module
+from sessionize.cli import app
+from sessionize.errors import UsageError
+from tests.conftest import REPO, SAMPLE_DATA, SHARED, T0
+
+COLUMN_NAMES = [c.name for c in sessionize.SESSION_COLUMNS]
+#: Bucketed output is sorted by user within each bucket, not globally: compare on this order.
+KEY = ["user_id", "session_start", "session_id"]
+CITY_DB = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
+APACHE_LOG = SHARED / "realdata" / "apache_logs" / "apache_access.log"
+SECRET_VAR = "SESSIONIZE_BUCKETS_TEST_SECRET"
+
+#: The figures of a run that must not depend on the path taken.
+FIGURES = (
+    "files",
+    "rows_read",
+    "events_read",
+    "rejected",
+    "duplicates_removed",
+    "session_count",
+    "user_count",
+    "bot_sessions",
+    "bot_sessions_excluded",
+    "bot_events_excluded",
+    "geo_counts",
+)
+
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "curl/8.5.0",
+)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+#: Whether ``sessionize run`` has ``--log-format`` (whose default, off a terminal, is a JSON line).
+HAS_LOG_FORMAT = "log_format" in inspect.signature(cli.run).parameters
+
+
+def run_cli(*args: str | Path, input: str | bytes | None = None) -> Result:
+    """``sessionize run ARGS`` through CliRunner, the summary as text; an exception escaping the CLI
+    fails the test."""
+    if HAS_LOG_FORMAT and "--log-format" not in args:
+        args = (*args, "--log-format", "text")
+    result = CliRunner().invoke(app, ["run", *map(str, args)], input=input, env={"COLUMNS": "200"})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def flat(text: str) -> str:
+    """``text`` without whitespace and rich's box-drawing characters."""
+    return "".join(ch for ch in text if not ch.isspace() and not "\u2500" <= ch <= "\u257f")
+
+
+def assert_same_sessions(expected: pl.DataFrame, actual: pl.DataFrame) -> None:
+    assert actual.columns == expected.columns
+    assert actual.height == expected.height
+    assert_frame_equal(actual.sort(KEY), expected.sort(KEY))
+
+
+def assert_same_figures(expected: sessionize.RunResult, actual: sessionize.RunResult) -> None:
+    for name in FIGURES:
+        assert getattr(actual, name) == getattr(expected, name), name
+    for name in ("median_duration_s", "mean_duration_s"):
+        assert getattr(actual, name) == pytest.approx(getattr(expected, name), rel=1e-12), name
+    for result in (expected, actual):
+        assert result.rows_read == result.events_read + result.rejected + result.duplicates_removed
+
+
+def assert_grouped_by_user(table: pl.DataFrame) -> None:
+    """Each user's sessions are together and in session order (sorted by user within a bucket)."""
+    users = table.get_column("user_id")
+    starts = users.ne_missing(users.shift(1)).fill_null(True)
+    assert int(starts.sum()) == users.n_unique()
+    numbers = table.get_column("session_number").cast(pl.Int64).to_list()
+    for previous, current, start in zip([0, *numbers[:-1]], numbers, starts.to_list(), strict=True):
+        assert current == (1 if start else previous + 1)
+
+
+def read_back(path: Path) -> pl.DataFrame:
+    """An output file as a frame (text formats as strings, so nothing is lost in parsing)."""
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path)
+    if path.suffix == ".csv":
+        return pl.read_csv(path, infer_schema=False)
+    table = pl.read_ndjson(path, infer_schema_length=None)
+    with path.open(encoding="utf-8") as handle:
+        first = handle.readline()
+    return table.select(list(json.loads(first))) if first else table  # the columns in the file's order
+
+
+def assert_same_output(expected: Path, actual: Path) -> None:
+    """Two outputs of one table hold the same rows; text outputs the same lines, byte for byte."""
+    if expected.suffix == ".parquet":
+        want, got = pl.read_parquet(expected), pl.read_parquet(actual)
+        assert got.schema == want.schema
+        assert_same_sessions(want, got)
+        return
+    want_lines = expected.read_bytes().splitlines()
+    got_lines = actual.read_bytes().splitlines()
+    if expected.suffix == ".csv":
+        assert got_lines[:1] == want_lines[:1]  # the header, once
+        want_lines, got_lines = want_lines[1:], got_lines[1:]
+    assert len(got_lines) == len(want_lines)
+    assert sorted(got_lines) == sorted(want_lines)
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def clickstream(n_events: int, seed: int) -> pl.DataFrame:
+    """bench/generate.py's clickstream plus event ids (some repeated later in the input), exact copies
+    without an id, client session ids for some users and user agents (bots among them)."""
+    events: pl.DataFrame = load_generator().generate(n_events, n_events // 10, n_events // 10, seed=seed)
+    rng = np.random.default_rng(seed)
+    number = pl.col("user_id").str.slice(1).cast(pl.Int64)
+    events = events.with_columns(
+        pl.format("e{}", pl.int_range(pl.len())).alias("event_id"),
+        pl.lit(pl.Series(USER_AGENTS)).gather(number % len(USER_AGENTS)).alias("user_agent"),
+        pl.when((number % 23 == 0) & (pl.col("event") != "page_view"))
+        .then(pl.format("app-{}", number % 3))
+        .alias("session_id"),
+    )
+    height = events.height
+    # Repeats of an event id, later in the input and a second earlier: the first in input order wins.
+    repeated = events.gather(rng.choice(height, size=height // 50, replace=False)).with_columns(
+        pl.col("timestamp") - timedelta(seconds=1), pl.lit("https://shop.example.com/repeat").alias("url")
+    )
+    # Exact copies without an event id (kept, unless dedupe).
+    copies = events.gather(rng.choice(height, size=height // 100, replace=False)).with_columns(
+        pl.lit(None, pl.String).alias("event_id")
+    )
+    return pl.concat([events, repeated, copies, copies])
+
+
+# --- datasets --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    inputs: list[Path]
+    #: Small enough that the planner picks many buckets for this input.
+    memory_limit: str
+    options: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+
+DATASETS = ("sample", "clickstream", "apache", "multi")
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dataset]:
+    root = tmp_path_factory.mktemp("datasets")
+    stream = clickstream(20_000, seed=7)
+    stream.write_parquet(root / "clickstream.parquet")
+
+    # One clickstream across three files of three formats; every user's events are spread out, and
+    # some events of a user are at the same instant in different files (input order breaks the tie).
+    other = clickstream(12_000, seed=11)
+    ties = other.filter(
+        pl.col("user_id").is_in(other.get_column("user_id").unique().sort().head(50).implode())
+    )
+    ties = ties.with_columns(
+        pl.concat_str(pl.col("url"), pl.lit("?tie=1")).alias("url"), pl.lit(None).alias("event_id")
+    )
+    shuffled = pl.concat([other, ties]).sample(fraction=1.0, shuffle=True, seed=3).with_row_index("_n")
+    parts = [shuffled.filter(pl.col("_n") % 3 == k).drop("_n") for k in range(3)]
+    multi = root / "multi"
+    multi.mkdir()
+    parts[0].write_csv(multi / "part0.csv", datetime_format="%Y-%m-%dT%H:%M:%S%.6fZ")
+    parts[1].write_parquet(multi / "part1.parquet")
+    parts[2].with_columns(pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")).write_ndjson(
+        multi / "part2.ndjson"
+    )
+    users = [set(part.get_column("user_id").to_list()) for part in parts]
+    assert len(users[0] & users[1] & users[2]) > 100  # users spread across the files
+    return {
+        "sample": Dataset(
+            [SAMPLE_DATA / "events.csv"], "256K", {"geoip_db": CITY_DB}, ["--geoip-db", str(CITY_DB)]
+        ),
+        "clickstream": Dataset(
+            [root / "clickstream.parquet"], "1500K", {"geoip_db": CITY_DB}, ["--geoip-db", str(CITY_DB)]
+        ),
+        "apache": Dataset(
+            [APACHE_LOG],
+            "512K",
+            {"no_geo": True, "on_invalid": "skip", "internal_domains": "semicomplete.com"},
+            ["--no-geo", "--on-invalid", "skip", "--internal-domains", "semicomplete.com"],
+        ),
+        "multi": Dataset(
+            [multi / "part0.csv", multi / "part1.parquet", multi / "part2.ndjson"],
+            "1M",
+            {"no_geo": True},
+            ["--no-geo"],
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def in_memory(datasets: dict[str, Dataset]) -> dict[str, sessionize.RunResult]:
+    """Each dataset through the in-memory path (the reference), computed once."""
+    results = {}
+    for name, data in datasets.items():
+        results[name] = sessionize.run(data.inputs, buckets=1, **data.options)
+        assert results[name].buckets == 1
+    return results
+
+
+# --- 1. identity -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("how", ["buckets", "memory_limit"])
+def test_buckets_give_the_in_memory_session_table(
+    name: str, how: str, datasets: dict[str, Dataset], in_memory: dict[str, sessionize.RunResult]
+) -> None:
+    data = datasets[name]
+    expected = in_memory[name]
+    assert expected.sessions.width == 37
+    assert expected.sessions.columns == COLUMN_NAMES
+    assert expected.session_count > 500
+    chosen: dict[str, Any] = {"buckets": 13} if how == "buckets" else {"memory_limit": data.memory_limit}
+    actual = sessionize.run(data.inputs, **chosen, **data.options)
+    if how == "buckets":
+        assert actual.buckets == 13
+    else:
+        assert actual.buckets >= 8
+    assert actual.path_taken == f"{actual.buckets} buckets"
+    assert actual.sessions_complete
+    assert_same_sessions(expected.sessions, actual.sessions)
+    assert_same_figures(expected, actual)
+    if expected.rejects is None:
+        assert actual.rejects is None
+    else:
+        assert actual.rejects is not None
+        assert_frame_equal(actual.rejects, expected.rejects)
+    assert_grouped_by_user(actual.sessions)
+
+
+def test_the_datasets_exercise_what_buckets_must_keep(in_memory: dict[str, sessionize.RunResult]) -> None:
+    """The inputs above are not trivial: they have duplicates, bots, client session ids, geo hits."""
+    stream = in_memory["clickstream"]
+    assert stream.duplicates_removed == 400  # one in 50 rows is repeated
+    assert stream.bot_sessions > 100
+    assert stream.geo_counts.get("not_found", 0) > 0
+    assert in_memory["sample"].geo_counts.get("resolved", 0) > 0  # some IPs are in the test database
+    assert in_memory["apache"].rejected == 1
+    assert in_memory["multi"].duplicates_removed > 0
+    assert len(in_memory["multi"].files) == 3
+
+
+@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
+def test_bucketed_outputs_match_in_memory_outputs(
+    name: str,
+    fmt: str,
+    datasets: dict[str, Dataset],
+    in_memory: dict[str, sessionize.RunResult],
+    tmp_path: Path,
+) -> None:
+    """``sessionize run --memory-limit SMALL -o FILE`` against the in-memory table written as the
+    in-memory path writes it."""
+    data = datasets[name]
+    memory_out = tmp_path / f"memory.{fmt}"
+    bucket_out = tmp_path / f"buckets.{fmt}"
+    sessionize.write_sessions(in_memory[name].sessions, str(memory_out))
+    result = run_cli(*data.inputs, *data.flags, "--memory-limit", data.memory_limit, "-o", bucket_out)
+    assert result.exit_code == 0, result.stderr
+    assert "bucketsofusers" in flat(result.stderr)
+    assert f"sessions{in_memory[name].session_count:,}" in flat(result.stderr)
+    assert_same_output(memory_out, bucket_out)
+    table = read_back(bucket_out)
+    assert table.columns == COLUMN_NAMES
+    assert_grouped_by_user(table)
+    assert listing(tmp_path) == sorted([memory_out.name, bucket_out.name])
+
+
+# --- 2. windowed reading ---------------------------------------------------------------------------
+
+HEADER = ["event_id", "user_id", "timestamp", "event", "url", "referrer", "ip", "user_agent"]
+
+
+def nasty_rows(count: int, seed: int = 5) -> list[list[str]]:
+    """Rows of text fields: commas and quotes inside fields, duplicates by id and exact copies, bots,
+    bad timestamps and empty user ids."""
+    rng = random.Random(seed)
+    rows: list[list[str]] = []
+    for i in range(count):
+        user = f"u{rng.randrange(40):03d}"
+        when = T0 + timedelta(seconds=rng.randrange(0, 2 * 24 * 3600))
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S") + f".{rng.randrange(1000):03d}Z"
+        page = rng.choice(["/", "/a", "/b?x=1,2", "/c/d", '/q?s="shoes"'])
+        event = rng.choice(["page_view", "page_view", "click"])
+        referrer = rng.choice(["", "https://www.google.com/", "https://t.co/x", "https://s.example/a"])
+        agent = USER_AGENTS[int(user[1:]) % len(USER_AGENTS)]
+        ip = rng.choice(["81.2.69.142", "2001:218::1", "-", "10.0.0.1"])
+        row = [f"e{i}", user, stamp, event, f"https://s.example{page}", referrer, ip, agent]
+        if i % 83 == 11:
+            row[2] = "yesterday"
+        if i % 89 == 13:
+            row[1] = ""
+        rows.append(row)
+        if i % 50 == 7:  # the same event id again, later and different: dropped
+            rows.insert(rng.randrange(len(rows) // 2, len(rows)), [*row[:4], row[4] + "#dup", *row[5:]])
+        if i % 61 == 3:  # an exact copy without an id: dropped with dedupe only
+            copy = ["", *row[1:]]
+            rows[-1] = copy
+            rows.append(list(copy))
+    return rows
+
+
+def csv_field(value: str) -> str:
+    if any(ch in value for ch in ',"\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def write_nasty_csv(
+    path: Path, rows: list[list[str]], *, extra: Collection[int] = (), short: Collection[int] = ()
+) -> list[int]:
+    """The rows as CSV, with blank lines (also several in a row, and at the end), and rows with a
+    field too many (the indexes in ``extra``) or too few (``short``). Returns each row's line."""
+    lines = [",".join(HEADER)]
+    numbers: list[int] = []
+    for i, row in enumerate(rows):
+        if i % 37 == 5:
+            lines.append("")
+        if i % 151 == 9:
+            lines.extend(["", ""])
+        fields = [csv_field(v) for v in row]
+        if i in short:
+            fields = fields[:-1]
+        if i in extra:
+            fields.append("EXTRA")
+        lines.append(",".join(fields))
+        numbers.append(len(lines))
+    path.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    return numbers
+
+
+def malformed_from(first: int, count: int) -> dict[str, set[int]]:
+    """Rows with a field too many and too few, every hundred rows or so from row ``first`` on."""
+    return {
+        "extra": {i for i in range(first, count) if i % 101 == 17},
+        "short": {i for i in range(first, count) if i % 103 == 19},
+    }
+
+
+@pytest.fixture
+def windows(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Read windows of 50 rows at most, and record every ``read_file`` call: (file name, window)."""
+    monkeypatch.setattr(buckets_module, "MIN_CHUNK_ROWS", 50)
+    calls: list[tuple[str, Any]] = []
+    original = sio.read_file
+
+    def spy(
+        source: sio.InputFile, options: sio.ReadOptions, window: Any = None, **kwargs: Any
+    ) -> sio.FileRead:
+        # A Parquet window is (first, count); a CSV window comes as its raw rows: ("raw", rows).
+        raw = kwargs.get("raw")
+        calls.append((Path(source.path).name, ("raw", raw.height) if raw is not None else window))
+        return original(source, options, window, **kwargs)
+
+    monkeypatch.setattr(sio, "read_file", spy)
+    return calls
+
+
+def windowed_pair(
+    inputs: list[Path], tmp_path: Path, calls: list[tuple[str, Any]], **options: Any
+) -> tuple[sessionize.RunResult, sessionize.RunResult]:
+    """The in-memory run and a run with a tiny memory limit (windows of 50 rows, 7 buckets)."""
+    memory = sessionize.run(inputs, buckets=1, rejects=tmp_path / "rejects-memory.csv", **options)
+    assert all(window is None for _, window in calls)
+    calls.clear()
+    bucketed = sessionize.run(
+        inputs, memory_limit="8K", buckets=7, rejects=tmp_path / "rejects-buckets.csv", **options
+    )
+    assert bucketed.buckets == 7
+    return memory, bucketed
+
+
+def assert_same_rejects(tmp_path: Path, memory: sessionize.RunResult, bucketed: sessionize.RunResult) -> None:
+    assert memory.rejects is not None and bucketed.rejects is not None
+    assert_frame_equal(bucketed.rejects, memory.rejects)
+    written = [pl.read_csv(tmp_path / f"rejects-{n}.csv", infer_schema=False) for n in ("memory", "buckets")]
+    assert_frame_equal(written[1], written[0])
+    assert (tmp_path / "rejects-buckets.csv").read_bytes() == (tmp_path / "rejects-memory.csv").read_bytes()
+
+
+OPTIONS: dict[str, Any] = {
+    "no_geo": True,
+    "on_invalid": "skip",
+    "dedupe": True,
+    "hash_user_ids": SECRET_VAR,
+    "exclude_bots": True,
+    "drop_columns": "ip,user_agent,city",
+    "valid_until": "2030-01-01",
+}
+
+
+@pytest.mark.parametrize("first_malformed", [900, 0], ids=["malformed-later", "malformed-first"])
+def test_windowed_csv_gives_the_in_memory_result(
+    first_malformed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]]
+) -> None:
+    """Blank lines, quoted commas, bad timestamps and empty user ids everywhere; rows with a wrong
+    number of fields from row ``first_malformed`` on (the fast reader fails on those windows)."""
+    monkeypatch.setenv(SECRET_VAR, "s3cret")
+    rows = nasty_rows(1500)
+    path = tmp_path / "nasty.csv"
+    write_nasty_csv(path, rows, **malformed_from(first_malformed, len(rows)))
+    memory, bucketed = windowed_pair([path], tmp_path, windows, **OPTIONS)
+    # A file the fast reader cannot parse is read whole, as in memory, so the same rows are rejected.
+    assert windows == [("nasty.csv", None)]
+    assert memory.duplicates_removed > 30 and memory.bot_sessions_excluded > 0
+    assert memory.rejects is not None
+    reasons = memory.rejects.get_column("reject_reason").to_list()
+    assert {"bad_timestamp", "empty_user_id"} <= set(reasons)
+    assert {"wrong_field_count (9, expected 8)", "wrong_field_count (7, expected 8)"} <= set(reasons)
+    assert_same_figures(memory, bucketed)
+    assert_same_rejects(tmp_path, memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+    assert "ip" not in bucketed.sessions.columns and "city" not in bucketed.sessions.columns
+    assert not bucketed.sessions.get_column("user_id").str.starts_with("u").any()  # hashed
+
+
+def test_windowed_csv_with_a_short_row_before_the_first_failing_window(
+    tmp_path: Path, windows: list[tuple[str, Any]]
+) -> None:
+    """A row with a field too few in an early window, and rows with a field too many later: in
+    memory the whole file goes to the careful reader, which rejects the short row; windowed, the
+    short row's window must not keep it as an event with a null field."""
+    rows = nasty_rows(1500)
+    path = tmp_path / "short.csv"
+    bad = malformed_from(900, len(rows))
+    # A valid event but for its missing last field (the user agent), not a repeat of another.
+    ids = [row[0] for row in rows]
+    early = next(i for i in range(60, 100) if rows[i][0] and rows[i][1] and ids.count(rows[i][0]) == 1)
+    lines = write_nasty_csv(path, rows, extra=bad["extra"], short={early, *bad["short"]})
+    options = {k: v for k, v in OPTIONS.items() if k != "hash_user_ids"}
+    memory, bucketed = windowed_pair([path], tmp_path, windows, **options)
+    assert memory.rejects is not None
+    assert (lines[early], "wrong_field_count (7, expected 8)") in memory.rejects.select(
+        "source_row", "reject_reason"
+    ).rows()
+    assert_same_figures(memory, bucketed)
+    assert_same_rejects(tmp_path, memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+
+
+def test_windowed_csv_without_malformed_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]]
+) -> None:
+    """The fast reader on every window: blank lines and quoted commas, no row to re-read carefully."""
+    monkeypatch.setenv(SECRET_VAR, "s3cret")
+    path = tmp_path / "clean.csv"
+    write_nasty_csv(path, nasty_rows(1500))
+    memory, bucketed = windowed_pair([path], tmp_path, windows, **OPTIONS)
+    assert len(windows) > 20
+    assert memory.rejected > 20
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+    assert_same_figures(memory, bucketed)
+    assert_same_rejects(tmp_path, memory, bucketed)
+
+
+def test_windowed_csv_with_line_breaks_inside_quoted_fields(
+    tmp_path: Path, windows: list[tuple[str, Any]]
+) -> None:
+    """Quoted fields that span lines: windows count records, not lines, as the in-memory read does."""
+    rows = nasty_rows(700, seed=3)
+    for i in range(0, len(rows), 7):
+        rows[i][5] = f"https://s.example/ref?note=line one\nline two {i}"
+    path = tmp_path / "multiline.csv"
+    path.write_text(
+        "\n".join([",".join(HEADER), *(",".join(csv_field(v) for v in row) for row in rows)]) + "\n",
+        encoding="utf-8",
+    )
+    options = {k: v for k, v in OPTIONS.items() if k != "hash_user_ids"}
+    memory, bucketed = windowed_pair([path], tmp_path, windows, **options)
+    assert len(windows) > 10
+    assert memory.rows_read == len(rows)
+    assert_same_figures(memory, bucketed)
+    assert_same_rejects(tmp_path, memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+
+
+@pytest.mark.parametrize("rows", [500, 501])
+def test_window_boundary_at_the_end_of_the_file(
+    rows: int, tmp_path: Path, windows: list[tuple[str, Any]]
+) -> None:
+    """A file of exactly 10 windows of rows, and one row more, with and without blank lines."""
+    data = nasty_rows(10_000)[:rows]
+    for name, blank in (("plain", False), ("blank", True)):
+        path = tmp_path / f"{name}.csv"
+        lines = [",".join(HEADER), *(",".join(csv_field(v) for v in row) for row in data)]
+        path.write_text("\n".join(lines) + ("\n\n\n" if blank else "\n"), encoding="utf-8")
+        options = {k: v for k, v in OPTIONS.items() if k != "hash_user_ids"}
+        windows.clear()
+        memory, bucketed = windowed_pair([path], tmp_path, windows, **options)
+        assert len(windows) >= 10
+        assert memory.rows_read == rows
+        assert_same_sessions(memory.sessions, bucketed.sessions)
+        assert_same_figures(memory, bucketed)
+        assert_same_rejects(tmp_path, memory, bucketed)
+
+
+def test_windowed_parquet_gives_the_in_memory_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]]
+) -> None:
+    monkeypatch.setenv(SECRET_VAR, "s3cret")
+    rows = nasty_rows(1500)
+    path = tmp_path / "nasty.parquet"
+    frame = pl.DataFrame(rows, schema=HEADER, orient="row").with_columns(
+        pl.col(c).replace("", None) for c in HEADER
+    )
+    frame.write_parquet(path, row_group_size=64)
+    memory, bucketed = windowed_pair([path], tmp_path, windows, **OPTIONS)
+    assert len(windows) == math.ceil(frame.height / 50)  # no window read past the end
+    assert memory.rows_read == frame.height
+    assert memory.rejected > 20 and memory.duplicates_removed > 30
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+    assert_same_figures(memory, bucketed)
+    assert_same_rejects(tmp_path, memory, bucketed)
+
+
+@pytest.mark.parametrize("row", [399, 400, 425, 599], ids=["window-end", "window-start", "mid", "last"])
+def test_windowed_csv_with_an_unbalanced_quote(
+    row: int, tmp_path: Path, windows: list[tuple[str, Any]]
+) -> None:
+    """A row with an unbalanced quote (data row ``row``: the end, start or middle of a window of 50,
+    or the last row) is rejected as bad_quote and the rows after it are read, as in memory."""
+    rows = nasty_rows(600, seed=9)
+    path = tmp_path / "quote.csv"
+    lines = [",".join(HEADER), *(",".join(csv_field(v) for v in fields) for fields in rows)]
+    # An opening quote at the start of the event name, never closed: "click,https://...
+    head = lines[row + 1].split(",", 3)
+    lines[row + 1] = ",".join([*head[:3], '"' + head[3]])
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    options = {k: v for k, v in OPTIONS.items() if k != "hash_user_ids"}
+    memory, bucketed = windowed_pair([path], tmp_path, windows, **options)
+    assert windows == [("quote.csv", None)]  # read whole, as in memory
+    assert memory.rejects is not None
+    assert (row + 2, "bad_quote") in memory.rejects.select("source_row", "reject_reason").rows()
+    assert_same_figures(memory, bucketed)
+    assert_same_rejects(tmp_path, memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+
+
+@pytest.mark.parametrize("row", [400, 425], ids=["window-start", "mid"])
+def test_windowed_csv_with_an_unbalanced_quote_fails_as_in_memory(row: int, tmp_path: Path) -> None:
+    """With the default --on-invalid fail, a bad quote stops the run on either path."""
+    rows = [fields for fields in nasty_rows(600, seed=9) if fields[1] and fields[2] != "yesterday"]
+    path = tmp_path / "quote.csv"
+    lines = [",".join(HEADER), *(",".join(csv_field(v) for v in fields) for fields in rows)]
+    head = lines[row + 1].split(",", 3)
+    lines[row + 1] = ",".join([*head[:3], '"' + head[3]])
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for args in (["--buckets", "1"], ["--buckets", "3", "--memory-limit", "8K"]):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(buckets_module, "MIN_CHUNK_ROWS", 50)
+            result = run_cli(path, "--no-geo", "--valid-until", "2030-01-01", *args, "-o", tmp_path / "s.csv")
+        assert result.exit_code == 1, (args, result.stderr)
+        assert f"line{row + 2}:bad_quote" in flat(result.stderr)
+        assert not (tmp_path / "s.csv").exists()
+
+
+# --- 3. temporary files ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spill(tmp_path: Path) -> Path:
+    directory = tmp_path / "spill"
+    directory.mkdir()
+    return directory
+
+
+def test_temp_dir_holds_the_buckets_and_is_emptied_after_success(
+    tmp_path: Path, spill: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[Path]] = []
+    original = pipeline.sessionize_partition
+
+    def spy(events: pl.DataFrame, settings: pipeline.SessionSettings) -> pl.DataFrame:
+        seen.append([p for p in spill.rglob("*") if p.is_file()])
+        return original(events, settings)
+
+    monkeypatch.setattr(pipeline, "sessionize_partition", spy)
+    out = tmp_path / "sessions.parquet"
+    result = sessionize.run([SAMPLE_DATA / "events.csv"], output=out, no_geo=True, buckets=7, temp_dir=spill)
+    assert result.buckets == 7 and len(seen) == 7
+    # The bucket files were in --temp-dir while the run went on, fewer as buckets were done.
+    assert all(path.suffix == ".parquet" for path in seen[0])
+    assert len(seen[0]) >= 7 > len(seen[-1]) > 0
+    assert listing(spill) == []
+    assert listing(tmp_path) == ["sessions.parquet", "spill"]
+    assert pl.read_parquet(out).height == result.session_count == 964
+    # The table went to the output: the result keeps its first rows only, and says so.
+    assert not result.sessions_complete
+    assert result.sessions.height == pipeline.PREVIEW_ROWS
+    assert result.sessions.columns == COLUMN_NAMES
+
+
+@dataclass
+class Boom:
+    """A ``sessionize_partition`` that raises on its ``on``-th call."""
+
+    error: BaseException
+    on: int = 3
+    calls: int = 0
+    original: Callable[..., pl.DataFrame] = pipeline.sessionize_partition
+
+    def __call__(self, events: pl.DataFrame, settings: pipeline.SessionSettings) -> pl.DataFrame:
+        self.calls += 1
+        if self.calls == self.on:
+            raise self.error
+        return self.original(events, settings)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_a_failure_in_a_bucket_leaves_no_temp_files_and_no_output(
+    error: BaseException,
+    fmt: str,
+    existing: bool,
+    tmp_path: Path,
+    spill: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / f"sessions.{fmt}"
+    before = b"the previous run's table\n"
+    if existing:
+        out.write_bytes(before)
+    boom = Boom(error)
+    monkeypatch.setattr(pipeline, "sessionize_partition", boom)
+    with pytest.raises(type(error)):
+        sessionize.run(
+            [SAMPLE_DATA / "events.csv"],
+            output=out,
+            no_geo=True,
+            buckets=6,
+            temp_dir=spill,
+            rejects=tmp_path / "rejects.csv",
+            on_invalid="skip",
+            report=tmp_path / "report.html",
+        )
+    assert boom.calls == 3
+    assert listing(spill) == []
+    if existing:
+        assert out.read_bytes() == before
+        assert listing(tmp_path) == [out.name, "spill"]
+    else:
+        assert not out.exists()
+        assert listing(tmp_path) == ["spill"]
+
+
+def test_a_failure_in_a_bucket_through_the_cli(
+    tmp_path: Path, spill: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "sessionize_partition", Boom(RuntimeError("disk on fire")))
+    out = tmp_path / "sessions.csv"
+    result = run_cli(SAMPLE_DATA / "events.csv", "--no-geo", "--buckets", "5", "--temp-dir", spill, "-o", out)
+    assert result.exit_code == 1
+    assert "disk on fire" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert listing(spill) == []
+    assert listing(tmp_path) == ["spill"]
+
+
+def test_a_failing_report_in_bucket_mode_leaves_no_temp_files(
+    tmp_path: Path, spill: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's parts stay in the temp dir until the report is written: also when it fails."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("cannot render")
+
+    monkeypatch.setattr(report_module, "write_report", broken)
+    with pytest.raises(RuntimeError, match="cannot render"):
+        sessionize.run(
+            [SAMPLE_DATA / "events.csv"],
+            output=tmp_path / "sessions.parquet",
+            no_geo=True,
+            buckets=4,
+            temp_dir=spill,
+            report=tmp_path / "report.html",
+        )
+    assert listing(spill) == []
+
+
+def test_missing_temp_dir_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli(
+        SAMPLE_DATA / "events.csv",
+        "--no-geo",
+        "--buckets",
+        "3",
+        "--temp-dir",
+        tmp_path / "nope",
+        "-o",
+        tmp_path / "s.csv",
+    )
+    assert result.exit_code in (1, 2)
+    assert "--temp-dir" in flat(result.stderr)
+    assert listing(tmp_path) == []
+
+
+# --- 4. validation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2GiB", 2 << 30),
+        ("1.5G", int(1.5 * (1 << 30))),
+        ("512M", 512 << 20),
+        ("512MB", 512 << 20),
+        ("512MiB", 512 << 20),
+        ("1024", 1024),
+        ("1 g", 1 << 30),
+        (" 64k ", 64 << 10),
+        ("100B", 100),
+        ("1T", 1 << 40),
+        (4096, 4096),
+    ],
+)
+def test_parse_memory(text: str | int, expected: int) -> None:
+    assert buckets_module.parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "0M", "-1G", "1.5.2G", "", "G", "2 GB extra", "0.1", 0])
+def test_parse_memory_rejects(text: str | int) -> None:
+    with pytest.raises(UsageError, match="--memory-limit"):
+        buckets_module.parse_memory(text)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory-limit", "lots"], "--memory-limit'lots'isnotanamountofmemory"),
+        (["--memory-limit", "0"], "mustbemorethanzero"),
+        (["--memory-limit", "-5M"], "--memory-limit"),
+        (["--buckets", "0"], "--buckets"),
+        (["--buckets", "-3"], "--buckets"),
+        (["--buckets", "many"], "--buckets"),
+    ],
+)
+def test_bad_bucket_options_fail_with_a_clear_message(args: list[str], message: str, tmp_path: Path) -> None:
+    out = tmp_path / "s.csv"
+    result = run_cli(SAMPLE_DATA / "events.csv", "--no-geo", *args, "-o", out)
+    assert result.exit_code in (1, 2)
+    assert message in flat(result.stderr)
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_bad_buckets_in_the_python_api() -> None:
+    with pytest.raises(UsageError, match="--buckets 0"):
+        sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True, buckets=0)
+    with pytest.raises(UsageError, match="--memory-limit"):
+        sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True, memory_limit="plenty")
+
+
+# --- 5. summary and progress -----------------------------------------------------------------------
+
+
+def test_the_summary_names_the_path_taken(tmp_path: Path) -> None:
+    sample = SAMPLE_DATA / "events.csv"
+    memory = run_cli(sample, "--no-geo", "-o", tmp_path / "a.csv")
+    assert memory.exit_code == 0
+    assert "pathinmemory" in flat(memory.stderr)
+    assert "buckets" not in flat(memory.stderr)
+    forced = run_cli(sample, "--no-geo", "--buckets", "13", "-o", tmp_path / "b.csv")
+    assert forced.exit_code == 0
+    assert "path13bucketsofusers" in flat(forced.stderr)
+    limited = run_cli(sample, "--no-geo", "--memory-limit", "256K", "-o", tmp_path / "c.csv")
+    assert limited.exit_code == 0
+    summary = flat(limited.stderr)
+    found = re.search(r"path([\d,]+)bucketsofusers\(--memory-limit", summary)
+    assert found is not None, summary
+    expected = sessionize.run([sample], no_geo=True, memory_limit="256K").buckets
+    assert int(found.group(1).replace(",", "")) == expected > 1
+    assert "inmemory" not in summary
+    # The figures are the same whichever the path.
+    for result in (memory, forced, limited):
+        assert "sessions964" in flat(result.stderr)
+        assert "rowsread5,614from1file" in flat(result.stderr)
+
+
+@pytest.mark.skipif(not HAS_LOG_FORMAT, reason="no --log-format")
+def test_the_json_log_line_names_the_path_taken(tmp_path: Path) -> None:
+    sample = SAMPLE_DATA / "events.csv"
+    paths = []
+    for buckets in ("1", "13"):
+        result = run_cli(
+            sample,
+            "--no-geo",
+            "--buckets",
+            buckets,
+            "--log-format",
+            "json",
+            "-o",
+            tmp_path / f"{buckets}.csv",
+        )
+        assert result.exit_code == 0
+        line = json.loads(result.stderr.strip().splitlines()[-1])
+        assert line["sessions"] == 964
+        paths.append(line["path"])
+    assert paths == ["in memory", "13 buckets"]
+
+
+def test_progress_reports_reading_and_buckets(datasets: dict[str, Dataset]) -> None:
+    data = datasets["multi"]
+    events: list[pipeline.RunProgress] = []
+    result = sessionize.run(data.inputs, no_geo=True, buckets=9, progress=events.append)
+    stages = [e.stage for e in events]
+    assert set(stages) == {"read", "buckets"}
+    # Every file is read before the first bucket is sessionized.
+    assert stages.index("buckets") == len(stages) - stages[::-1].index("read")
+    reads = [e for e in events if e.stage == "read"]
+    assert all(e.total == 3 for e in reads)
+    assert [e.done for e in reads] == sorted(e.done for e in reads)
+    assert reads[-1].done == reads[-1].total == 3
+    assert reads[-1].rows == result.rows_read
+    done = [e for e in events if e.stage == "buckets"]
+    assert [e.done for e in done] == list(range(1, 10))
+    assert all(e.total == 9 for e in done)
+    assert done[-1].rows == result.events_read
+    assert [e.rows for e in done] == sorted(e.rows for e in done)
+
+    events.clear()
+    memory = sessionize.run(data.inputs, no_geo=True, buckets=1, progress=events.append)
+    assert {e.stage for e in events} == {"read"}
+    assert [(e.done, e.total) for e in events] == [(1, 3), (2, 3), (3, 3)]
+    assert events[-1].rows == memory.rows_read
+
+
+def test_progress_counts_windows_as_they_are_read(tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
+    path = tmp_path / "events.csv"
+    write_nasty_csv(path, nasty_rows(400))
+    events: list[pipeline.RunProgress] = []
+    result = sessionize.run(
+        [path], no_geo=True, on_invalid="skip", memory_limit="8K", buckets=3, progress=events.append
+    )
+    reads = [e for e in events if e.stage == "read"]
+    assert len(reads) > 5
+    assert [e.rows for e in reads] == sorted(e.rows for e in reads)
+    assert reads[-1].done == reads[-1].total == 1
+    assert reads[-1].rows == result.rows_read
+
+
+# --- 6. stdout and report --------------------------------------------------------------------------
+
+
+def test_stdout_in_bucket_mode(tmp_path: Path) -> None:
+    sample = SAMPLE_DATA / "events.csv"
+    memory = run_cli(sample, "--no-geo", "-o", "-", "--buckets", "1")
+    bucketed = run_cli(sample, "--no-geo", "-o", "-", "--buckets", "13")
+    assert memory.exit_code == bucketed.exit_code == 0
+    want = memory.stdout.splitlines()
+    got = bucketed.stdout.splitlines()
+    assert got[0] == want[0] == ",".join(COLUMN_NAMES)
+    assert got.count(want[0]) == 1  # one header, not one per bucket
+    assert len(got) == len(want) == 965
+    assert sorted(got[1:]) == sorted(want[1:])
+    assert "13bucketsofusers" in flat(bucketed.stderr)
+    assert listing(tmp_path) == []
+
+
+def test_stdin_in_bucket_mode(tmp_path: Path) -> None:
+    """Standard input cannot be read in windows: it is read whole, then spilled into buckets."""
+    text = (SAMPLE_DATA / "events.csv").read_text(encoding="utf-8")
+    outs = []
+    for buckets in ("1", "6"):
+        out = tmp_path / f"{buckets}.csv"
+        result = run_cli("-", "--no-geo", "--buckets", buckets, "-o", out, input=text)
+        assert result.exit_code == 0, result.stderr
+        outs.append(out)
+    assert_same_output(*outs)
+    assert len(outs[1].read_text(encoding="utf-8").splitlines()) == 965
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_stdout_in_bucket_mode_other_formats(fmt: str) -> None:
+    sample = SAMPLE_DATA / "events.csv"
+    memory = run_cli(sample, "--no-geo", "-o", "-", "--format", fmt, "--buckets", "1", "-q")
+    bucketed = run_cli(sample, "--no-geo", "-o", "-", "--format", fmt, "--buckets", "4", "-q")
+    assert memory.exit_code == bucketed.exit_code == 0
+    assert bucketed.stderr == ""
+    assert sorted(bucketed.stdout.splitlines()) == sorted(memory.stdout.splitlines())
+
+
+def test_report_in_bucket_mode(tmp_path: Path, spill: Path) -> None:
+    sample = SAMPLE_DATA / "events.csv"
+    out = tmp_path / "sessions.parquet"
+    report = tmp_path / "report.html"
+    result = run_cli(sample, "--no-geo", "--buckets", "7", "--temp-dir", spill, "-o", out, "--report", report)
+    assert result.exit_code == 0, result.stderr
+    html = report.read_text(encoding="utf-8")
+    assert len(html) > 10_000
+    assert "<html" in html.lower() and "964" in html.replace(",", "")
+    assert listing(spill) == []
+    assert listing(tmp_path) == ["report.html", "sessions.parquet", "spill"]
+    # The same page as in memory, but for the time it was made.
+    memory_report = tmp_path / "memory.html"
+    memory = run_cli(
+        sample, "--no-geo", "--buckets", "1", "-o", tmp_path / "m.parquet", "--report", memory_report
+    )
+    assert memory.exit_code == 0
+    made = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
+    assert made.sub("", html) == made.sub("", memory_report.read_text(encoding="utf-8"))
+
+
+# --- 7. empty inputs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
+@pytest.mark.parametrize("content", ["user_id,timestamp,url\n", ""], ids=["header-only", "empty"])
+def test_empty_input_in_bucket_mode_writes_an_empty_table(
+    fmt: str, content: str, tmp_path: Path, spill: Path
+) -> None:
+    source = tmp_path / "events.csv"
+    source.write_text(content, encoding="utf-8")
+    memory_out = tmp_path / f"memory.{fmt}"
+    bucket_out = tmp_path / f"buckets.{fmt}"
+    memory = sessionize.run([source], output=memory_out, no_geo=True, buckets=1)
+    bucketed = sessionize.run([source], output=bucket_out, no_geo=True, buckets=5, temp_dir=spill)
+    assert bucketed.buckets == 5
+    assert bucketed.session_count == bucketed.rows_read == 0
+    assert bucketed.sessions.columns == COLUMN_NAMES and bucketed.sessions.height == 0
+    assert_frame_equal(bucketed.sessions, memory.sessions)
+    if fmt == "parquet":
+        table = pl.read_parquet(bucket_out)
+        assert table.height == 0
+        assert table.schema == pl.read_parquet(memory_out).schema == sessionize.SESSION_SCHEMA
+    elif fmt == "csv":
+        assert bucket_out.read_text(encoding="utf-8").splitlines() == [",".join(COLUMN_NAMES)]
+        assert bucket_out.read_bytes() == memory_out.read_bytes()
+    else:
+        assert bucket_out.read_bytes() == memory_out.read_bytes()
+    assert listing(spill) == []
+
+
+def test_empty_input_with_dropped_columns_in_bucket_mode(tmp_path: Path) -> None:
+    source = tmp_path / "events.csv"
+    source.write_text("user_id,timestamp\n", encoding="utf-8")
+    out = tmp_path / "s.parquet"
+    result = run_cli(source, "--no-geo", "--buckets", "3", "--drop-columns", "ip,city", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    table = pl.read_parquet(out)
+    assert table.height == 0
+    assert table.columns == [c for c in COLUMN_NAMES if c not in ("ip", "city")]
+
+
+def test_some_empty_buckets(tmp_path: Path) -> None:
+    """Two users and 16 buckets: most buckets are empty; the output holds both users' sessions."""
+    source = tmp_path / "events.csv"
+    source.write_text(
+        "user_id,timestamp,url\n"
+        "a,2024-05-01T10:00:00Z,https://s.example/\n"
+        "b,2024-05-01T10:00:00Z,https://s.example/x\n"
+        "a,2024-05-01T11:00:00Z,https://s.example/y\n",
+        encoding="utf-8",
+    )
+    for fmt in ("parquet", "csv", "ndjson"):
+        memory = sessionize.run([source], output=tmp_path / f"m.{fmt}", no_geo=True, buckets=1)
+        bucketed = sessionize.run([source], output=tmp_path / f"b.{fmt}", no_geo=True, buckets=16)
+        assert bucketed.session_count == memory.session_count == 3
+        assert_same_output(tmp_path / f"m.{fmt}", tmp_path / f"b.{fmt}")
