@@ -4,9 +4,11 @@
 ``STATE_DIR``:
 
 * ``users.parquet``: every user seen, with the time of their last event, the first event time
-  still kept for them (``retained_from``) and how many of their sessions lie before it;
-* ``events.parquet``: each user's events from ``retained_from`` on, that is every session that
-  ended less than ``timeout + lateness`` before the user's last event (so at least the last one);
+  still kept for them (``retained_from``), how many of their sessions lie before it and in all;
+* ``events.parquet``: each active user's events from ``retained_from`` on, that is every session
+  that ended less than ``timeout + lateness`` before the user's last event (so at least the last
+  one). Users idle for longer than ``timeout + lateness`` before the watermark keep no events: an
+  event that would join their last session is late;
 * ``manifest.json``: the input files already processed (path, size, SHA-256), the watermark (the
   newest event time seen) and the settings the state was built with.
 
@@ -59,6 +61,8 @@ _USERS_SCHEMA: dict[str, pl.DataType] = {
     "last_event": S.TIMESTAMP,
     "retained_from": S.TIMESTAMP,
     "sessions_before": pl.UInt32(),
+    "sessions_total": pl.UInt32(),
+    "has_events": pl.Boolean(),
 }
 
 
@@ -345,10 +349,17 @@ def _process(
 
     # Late events: older than lateness before their user's last event in the state.
     users = state.users
-    checked = new.join(users.select(S.USER, "last_event"), on=S.USER, how="left", maintain_order="left")
-    is_late = pl.col(S.TIME) < pl.col("last_event") - lateness
+    checked = new.join(
+        users.select(S.USER, "last_event", "has_events"), on=S.USER, how="left", maintain_order="left"
+    )
+    # Late: older than lateness before the user's last event; or, for a user whose events left the
+    # state (idle for longer than timeout + lateness before the watermark), an event that would
+    # join their last session (it arrives more than lateness behind the newest event seen).
+    is_late = (pl.col(S.TIME) < pl.col("last_event") - lateness) | (
+        ~pl.col("has_events") & (pl.col(S.TIME) - pl.col("last_event") <= timeout)
+    )
     late = checked.filter(is_late.fill_null(False))
-    new = checked.filter(~is_late.fill_null(False)).drop("last_event")
+    new = checked.filter(~is_late.fill_null(False)).drop("last_event", "has_events")
     if late.height:
         rejected.append(_late_rejects(late, [source for source, _, _ in reads]))
     before = new.height
@@ -400,7 +411,7 @@ def _process(
     partitions = _write_partitions(out_path, output, offsets, kept_days=kept_days, timezone=timezone)
 
     new_users, new_events = _next_state(
-        users, state.events, combined, table, touched, timeout=timeout, lateness=lateness
+        users, state.events, combined, table, touched, timeout=timeout, lateness=lateness, watermark=watermark
     )
     sessions = output
     open_sessions = 0 if not table.height else int(table.filter(~pl.col(IS_FINAL)).height)
@@ -519,11 +530,14 @@ def _next_state(
     *,
     timeout: timedelta,
     lateness: timedelta,
+    watermark: datetime | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Keep, for each touched user, the sessions a later run may still change; others stay as they were."""
+    """Keep, for each touched user, the sessions a later run may still change; then drop the events
+    of users idle for longer than timeout + lateness before the watermark (only their last event
+    time and session count stay)."""
     untouched = events.join(touched, on=S.USER, how="anti", maintain_order="left")
     if not table.height:
-        return users, untouched
+        return _drop_idle(users, untouched, watermark=watermark, horizon=timeout + lateness)
     last = combined.group_by(S.USER).agg(pl.col(S.TIME).max().alias("last_event"))
     spans = table.select(S.USER, "session_start", "session_end", "session_number").join(last, on=S.USER)
     cutoff = pl.col("last_event") - timeout - lateness
@@ -544,6 +558,7 @@ def _next_state(
         .group_by(S.USER)
         .agg(
             (pl.col("session_start") < pl.col("retained_from")).sum().cast(pl.UInt32).alias("_pruned"),
+            pl.col("session_number").max().alias("sessions_total"),
             pl.col("last_event").first(),
         )
     )
@@ -557,6 +572,8 @@ def _next_state(
             (pl.col("sessions_before").fill_null(0) + pl.col("_pruned"))
             .cast(pl.UInt32)
             .alias("sessions_before"),
+            pl.col("sessions_total").cast(pl.UInt32),
+            pl.lit(True).alias("has_events"),
         )
     )
     new_users = pl.concat(
@@ -565,7 +582,34 @@ def _next_state(
     kept = combined.join(first_kept, on=S.USER, how="left", maintain_order="left").filter(
         pl.col(S.TIME) >= pl.col("retained_from")
     )
-    return new_users, pl.concat([untouched, kept.select(*S.EVENT_SCHEMA)], how="vertical_relaxed")
+    new_events = pl.concat([untouched, kept.select(*S.EVENT_SCHEMA)], how="vertical_relaxed")
+    return _drop_idle(new_users, new_events, watermark=watermark, horizon=timeout + lateness)
+
+
+def _drop_idle(
+    users: pl.DataFrame, events: pl.DataFrame, *, watermark: datetime | None, horizon: timedelta
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Users whose last event is more than ``horizon`` before the watermark keep no events: their
+    sessions are final and no event that is not late can change them. A later event of theirs
+    starts a new session (numbered after ``sessions_total``); nothing before it is replaced."""
+    if watermark is None:
+        return users, events
+    idle = pl.col("has_events") & (pl.col("last_event") < pl.lit(watermark) - horizon)
+    gone = users.filter(idle).select(S.USER)
+    if not gone.height:
+        return users, events
+    users = users.with_columns(
+        pl.when(idle)
+        .then(pl.col("last_event") + timedelta(microseconds=1))
+        .otherwise(pl.col("retained_from"))
+        .alias("retained_from"),
+        pl.when(idle)
+        .then(pl.col("sessions_total"))
+        .otherwise(pl.col("sessions_before"))
+        .alias("sessions_before"),
+        pl.when(idle).then(False).otherwise(pl.col("has_events")).alias("has_events"),
+    )
+    return users, events.join(gone, on=S.USER, how="anti", maintain_order="left")
 
 
 def log_line(outcome: IncrementalOutcome, *, elapsed_s: float) -> dict[str, Any]:

@@ -13,6 +13,10 @@ import json
 import math
 import random
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -1013,3 +1017,36 @@ def test_some_empty_buckets(tmp_path: Path) -> None:
         bucketed = sessionize.run([source], output=tmp_path / f"b.{fmt}", no_geo=True, buckets=16)
         assert bucketed.session_count == memory.session_count == 3
         assert_same_output(tmp_path / f"m.{fmt}", tmp_path / f"b.{fmt}")
+
+
+def test_sigterm_removes_the_temp_files_and_writes_nothing(tmp_path: Path) -> None:
+    """cron and systemd stop a job with SIGTERM: it unwinds like Ctrl-C (exit 143, nothing left)."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    out = tmp_path / "sessions.parquet"
+    script = (
+        "import sys, time, sessionize.pipeline as p\n"
+        "real = p.sessionize_partition\n"
+        "def slow(*a, **k):\n"
+        "    time.sleep(60)\n"
+        "    return real(*a, **k)\n"
+        "p.sessionize_partition = slow\n"
+        "from sessionize.cli import app\n"
+        "app(sys.argv[1:])\n"
+    )
+    args = ["run", str(SAMPLE_DATA / "events.csv"), "-o", str(out), "--no-geo", "--buckets", "4"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args, "--temp-dir", str(spill)], stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not list(spill.glob("sessionize-buckets-*/*.parquet")):
+            assert time.monotonic() < deadline, "the run never spilled"
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 143
+    finally:
+        process.kill()
+    assert list(spill.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [spill]

@@ -501,3 +501,37 @@ def test_a_non_interactive_run_logs_one_json_line(tmp_path: Path) -> None:
     assert failed.returncode == 1
     record = json.loads(failed.stderr)
     assert record["status"] == "error" and "missing.csv" in record["message"]
+
+
+def test_idle_users_leave_only_their_counts_in_the_state(tmp_path: Path) -> None:
+    state, out = tmp_path / "state", tmp_path / "out"
+    day0 = write_events(
+        tmp_path / "d0.csv",
+        [event("u", T0), event("u", T0 + timedelta(hours=2)), event("v", T0 + timedelta(hours=3))],
+    )
+    # A day later: u is idle (last event more than timeout + lateness before v's events).
+    day1 = write_events(
+        tmp_path / "d1.csv", [event("v", T0 + timedelta(days=1)), event("v", T0 + timedelta(days=1, hours=1))]
+    )
+    step(day0, state, out)
+    result = step(day1, state, out)
+    assert result.incremental is not None
+    assert result.incremental.users_in_state == 2 and result.incremental.events_in_state == 2  # v's only
+    kept = incremental.load_state(state)
+    assert kept.events.get_column("user_id").unique().to_list() == ["v"]
+    # u comes back: a new session, numbered after the two before; nothing of u is rewritten.
+    day2 = write_events(tmp_path / "d2.csv", [event("u", T0 + timedelta(days=1, hours=2))])
+    step(day2, state, out)
+    assert table(out).filter(pl.col("user_id") == "u").get_column("session_number").to_list() == [1, 2, 3]
+    assert_same_as_one_run(out, [day0, day1, day2])
+
+
+def test_an_event_that_would_join_an_idle_users_last_session_is_late(tmp_path: Path) -> None:
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(write_events(tmp_path / "d0.csv", [event("u", T0), event("v", T0)]), state, out)
+    step(write_events(tmp_path / "d1.csv", [event("v", T0 + timedelta(days=1))]), state, out)
+    # 10 minutes after u's last event, but a day behind the newest event seen: u's events are gone.
+    late = write_events(tmp_path / "late.csv", [event("u", T0 + timedelta(minutes=10))])
+    result = step(late, state, out, on_invalid="skip")
+    assert result.incremental is not None and result.incremental.late == 1
+    assert table(out).filter(pl.col("user_id") == "u").get_column("event_count").to_list() == [1]
