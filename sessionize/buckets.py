@@ -18,11 +18,13 @@ import polars as pl
 from sessionize import schema as S
 from sessionize.errors import UsageError
 
-#: Peak memory per event of the in-memory path (read, sort, session table, enrichment), in bytes.
-#: Measured at 1M and 10M events of bench/generate.py (about 270 B) plus a margin for long URLs.
-BYTES_PER_EVENT = 400
-#: The part of the budget a bucket's events may fill; the rest is for the read slice and output.
-BUCKET_SHARE = 0.6
+#: Memory of the process before any event is read (Polars, the UA, referer and bot rule sets), bytes.
+BASELINE_BYTES = 384 << 20
+#: Peak memory per event of a bucket (spilled events read back, sort, session table, enrichment),
+#: in bytes: about 600 B measured on bench/generate.py data at 20M and 100M events (1 GiB budget).
+BYTES_PER_EVENT = 600
+#: The part of the budget beyond the baseline a bucket's events may fill (the rest is headroom).
+BUCKET_SHARE = 0.8
 #: The default budget: this share of the memory available when the run starts.
 DEFAULT_SHARE = 0.5
 #: The fewest rows a read slice holds (below this, per-slice overhead dominates).
@@ -103,7 +105,8 @@ def plan(estimated_rows: int, *, memory_limit: int, buckets: int | None = None) 
 
     ``buckets`` forces a number (1: in memory whatever the size).
     """
-    bucket_rows = max(int(memory_limit * BUCKET_SHARE / BYTES_PER_EVENT), 1)
+    usable = max(memory_limit - BASELINE_BYTES, memory_limit // 4)
+    bucket_rows = max(int(usable * BUCKET_SHARE / BYTES_PER_EVENT), 1)
     if buckets is None:
         buckets = 1 if estimated_rows <= bucket_rows else math.ceil(estimated_rows / bucket_rows)
     elif buckets < 1:

@@ -863,41 +863,30 @@ def write_atomically(output: str | Path, write: Callable[[IO[bytes]], object]) -
 class SessionSink:
     """Append session tables to one output, a part at a time (the bucketed path of ``run``).
 
-    Like :func:`write_sessions`, the file appears only when every part is written. CSV and NDJSON
-    parts are appended to a temporary file beside ``output``; Parquet parts are written as files in
-    a temporary directory beside it and streamed into one file at the end (Polars' streaming
-    sink: memory stays bounded). :meth:`commit` renames the result into place; :meth:`abort` (or an
-    exception inside ``with``) removes the temporary files. ``-`` streams to stdout.
+    Like :func:`write_sessions`, the file appears only when every part is written: parts go to a
+    temporary file beside ``output`` (Parquet: one row group per part, through pyarrow's writer)
+    that :meth:`commit` renames into place; :meth:`abort` removes it. ``-`` streams to stdout
+    (Parquet through a temporary file, as its footer comes last).
     """
 
     def __init__(self, output: str, *, format: str | None = None) -> None:
         self.output = output
         self.format: OutputFormat = output_format_of(output, format)
-        self._parts: list[Path] = []
         self._written = 0
         self._schema: dict[str, pl.DataType] | None = None
-        self._temp: str | None = None
-        self._parts_dir: Path | None = None
-        self._handle: IO[bytes] | None = None
-        target = Path(output)
+        self._parquet: Any = None
+        target = Path(output) if output != STDIN else Path(tempfile.gettempdir()) / "sessionize.parquet"
         try:
-            if self.format == "parquet":
-                self._parts_dir = Path(
-                    tempfile.mkdtemp(prefix="sessionize-parts-")
-                    if output == STDIN
-                    else tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.parts-")
-                )
-            if output == STDIN:
-                self._handle = sys.stdout.buffer
-                return
-            fd, self._temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         except OSError as exc:
-            self.abort()
             raise OutputError(f"Cannot write {output}: {exc.strerror or exc}.") from exc
-        if self._parts_dir is None:
-            self._handle = os.fdopen(fd, "wb")
-        else:
-            os.close(fd)
+        self._temp: str | None = temp
+        self._handle: IO[bytes] | None = os.fdopen(fd, "wb")
+        if output == STDIN and self.format != "parquet":
+            self._handle.close()
+            Path(temp).unlink()
+            self._temp = None
+            self._handle = sys.stdout.buffer
 
     def write(self, frame: pl.DataFrame) -> None:
         """Append ``frame`` (every part has the same columns)."""
@@ -905,18 +894,20 @@ class SessionSink:
             self._schema = dict(frame.schema)
         else:
             frame = frame.cast(self._schema)  # type: ignore[arg-type]
+        assert self._handle is not None
         try:
-            if self._parts_dir is not None:
-                part = self._parts_dir / f"{len(self._parts):06d}.parquet"
-                frame.write_parquet(part)
-                self._parts.append(part)
+            if self.format == "parquet":
+                import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+                table = frame.to_arrow()
+                if self._parquet is None:
+                    self._parquet = pq.ParquetWriter(self._handle, table.schema, compression="zstd")
+                self._parquet.write_table(table)
             elif self.format == "csv":
-                assert self._handle is not None
                 frame.write_csv(
                     self._handle, datetime_format=_CSV_DATETIME_FORMAT, include_header=not self._written
                 )
             else:
-                assert self._handle is not None
                 _write(frame, self._handle, "ndjson")
         except OSError as exc:
             raise OutputError(f"Cannot write {self.output}: {exc.strerror or exc}.") from exc
@@ -926,20 +917,19 @@ class SessionSink:
         """Finish the file (``empty``: the table's columns, for an output with no part) and rename it."""
         if not self._written:
             self.write(empty)
+        assert self._handle is not None
         try:
-            if self._parts_dir is not None:
-                whole = self._temp or str(self._parts_dir / "sessions.parquet")
-                pl.scan_parquet(self._parts).sink_parquet(whole, engine="streaming")
-                if self._temp is None:  # stdout
-                    with open(whole, "rb") as handle:
-                        shutil.copyfileobj(handle, sys.stdout.buffer)
-            if self._handle is not None:
-                self._handle.flush()
-            if self._temp is None:
+            if self._parquet is not None:
+                self._parquet.close()
+            self._handle.flush()
+            if self._temp is None:  # CSV or NDJSON on stdout
                 return
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+            self._handle.close()
+            if self.output == STDIN:
+                with open(self._temp, "rb") as handle:
+                    shutil.copyfileobj(handle, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+                return
             os.chmod(self._temp, 0o666 & ~_umask())
             os.replace(self._temp, self.output)
             self._temp = None
@@ -949,16 +939,12 @@ class SessionSink:
             self.abort()
 
     def abort(self) -> None:
-        """Remove the temporary files; the output stays as it was."""
-        if self._parts_dir is not None:
-            shutil.rmtree(self._parts_dir, ignore_errors=True)
-            self._parts_dir = None
+        """Remove the temporary file; the output stays as it was."""
         if self._temp is None:
             return
         if self._handle is not None:
             with contextlib.suppress(OSError):
                 self._handle.close()
-            self._handle = None
         Path(self._temp).unlink(missing_ok=True)
         self._temp = None
 
