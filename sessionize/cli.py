@@ -180,7 +180,9 @@ def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
         grid.add_row("path", "in memory")
     else:
         grid.add_row(
-            "path", f"{result.buckets:,} buckets of users (--memory-limit {_mib(result.memory_limit)})"
+            "path",
+            f"{result.buckets:,} buckets of users"
+            + ("" if result.buckets_forced else f" (memory budget {_mib(result.memory_limit)})"),
         )
     if result.peak_memory_mib:
         grid.add_row("peak memory", f"{result.peak_memory_mib:,.0f} MiB")

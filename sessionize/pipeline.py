@@ -325,6 +325,8 @@ class RunResult:
     buckets: int = 1
     #: The memory budget of the run, in bytes.
     memory_limit: int = 0
+    #: Whether ``buckets`` was given rather than chosen from the budget.
+    buckets_forced: bool = False
     #: Whether ``sessions`` holds every session. The bucketed path keeps only the first rows when
     #: the table went to ``output`` (read the output for the rest).
     sessions_complete: bool = True
@@ -566,6 +568,7 @@ def run(
     estimated = sum(io.estimate_rows(source) for source in files) if buckets is None else 0
     chosen = buckets_module.plan(estimated, memory_limit=limit, buckets=buckets)
     notify = progress or (lambda event: None)
+    notify(RunProgress("read", 0, len(files), 0))
     if chosen.in_memory:
         outcome = _run_in_memory(
             files,
@@ -637,6 +640,7 @@ def run(
         mean_duration_s=outcome.mean_duration_s,
         buckets=chosen.buckets,
         memory_limit=limit,
+        buckets_forced=buckets is not None,
     )
 
 
@@ -888,7 +892,7 @@ def _run_incremental(
             "--state and --output-dir go together: the state says what was processed, the output "
             "directory holds the session partitions."
         )
-    if output is not None and output != io.STDIN:
+    if output is not None:
         raise UsageError("With --state the sessions go to --output-dir: leave out -o.")
     if report is not None:
         raise UsageError(

@@ -823,10 +823,11 @@ def test_the_summary_names_the_path_taken(tmp_path: Path) -> None:
     forced = run_cli(sample, "--no-geo", "--buckets", "13", "-o", tmp_path / "b.csv")
     assert forced.exit_code == 0
     assert "path13bucketsofusers" in flat(forced.stderr)
+    assert "budget" not in flat(forced.stderr)  # --buckets decided, not the budget
     limited = run_cli(sample, "--no-geo", "--memory-limit", "256K", "-o", tmp_path / "c.csv")
     assert limited.exit_code == 0
     summary = flat(limited.stderr)
-    found = re.search(r"path([\d,]+)bucketsofusers\(--memory-limit", summary)
+    found = re.search(r"path([\d,]+)bucketsofusers\(memorybudget256KiB\)", summary)
     assert found is not None, summary
     expected = sessionize.run([sample], no_geo=True, memory_limit="256K").buckets
     assert int(found.group(1).replace(",", "")) == expected > 1
@@ -881,7 +882,8 @@ def test_progress_reports_reading_and_buckets(datasets: dict[str, Dataset]) -> N
     events.clear()
     memory = sessionize.run(data.inputs, no_geo=True, buckets=1, progress=events.append)
     assert {e.stage for e in events} == {"read"}
-    assert [(e.done, e.total) for e in events] == [(1, 3), (2, 3), (3, 3)]
+    # A first event before anything is read (it starts the rate's clock), then one per file.
+    assert [(e.done, e.total) for e in events] == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert events[-1].rows == memory.rows_read
 
 
