@@ -176,7 +176,9 @@ def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
     grid.add_row("median duration", _duration(result.median_duration_s))
     grid.add_row("mean duration", _duration(result.mean_duration_s))
     grid.add_row("elapsed", f"{result.elapsed_s:.2f}s")
-    if result.buckets == 1:
+    if result.engine == "dask":
+        grid.add_row("path", f"dask, {result.buckets:,} partitions of users ({result.scheduler})")
+    elif result.buckets == 1:
         grid.add_row("path", "in memory")
     else:
         grid.add_row(
@@ -223,6 +225,11 @@ def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
 
 def _terminate(signum: int, frame: object) -> NoReturn:
     raise SystemExit(128 + signum)
+
+
+class Engine(StrEnum):
+    local = "local"
+    dask = "dask"
 
 
 class LogFormat(StrEnum):
@@ -275,6 +282,7 @@ def _log_json(result: pipeline.RunResult, *, warnings: list[str]) -> None:
         "users": result.user_count,
         "bot_sessions": result.bot_sessions,
         "path": result.path_taken,
+        "engine": result.engine,
         "output": result.output,
         "rejects_output": result.rejects_output,
         "elapsed_s": round(result.elapsed_s, 3),
@@ -656,6 +664,35 @@ def run(
         bool,
         typer.Option("--reprocess", help="With --state: read inputs the state already holds again."),
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="Where to sessionize: this process, or a Dask cluster (pip install 'sessionize[dask]'; "
+            "-o is then a directory of Parquet partitions).",
+        ),
+    ] = Engine.local,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="With --engine dask: the scheduler (tcp://host:8786 or a scheduler file). Default: a "
+            "local cluster of one worker per CPU.",
+            show_default=False,
+        ),
+    ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            "--partitions",
+            metavar="N",
+            min=1,
+            help="With --engine dask: partitions of users after the shuffle (default: input partitions "
+            "or workers, whichever is more).",
+            show_default=False,
+        ),
+    ] = None,
     config: Annotated[
         str | None,
         typer.Option(
@@ -685,7 +722,7 @@ def run(
         signal.signal(signal.SIGTERM, _terminate)
     as_json = log_format == LogFormat.json or (log_format == LogFormat.auto and not err.is_terminal)
     target = output
-    if target is None and state is None and not _stdout_is_terminal():
+    if target is None and state is None and engine == Engine.local and not _stdout_is_terminal():
         target = "-"
     try:
         with (
@@ -739,6 +776,9 @@ def run(
                 output_dir=output_dir,
                 lateness=lateness,
                 reprocess=reprocess,
+                engine=engine.value,
+                scheduler=scheduler,
+                partitions=partitions,
                 progress=progress,
             )
     except (SessionizeError, Exception) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,7 +96,11 @@ NO_DATABASE_HINT = (
 
 
 class GeoDatabase:
-    """An open City or Country database. Use :func:`open_database`."""
+    """An open City or Country database. Use :func:`open_database`.
+
+    It pickles as its path and source: unpickling (on a Dask worker, say) opens the file at the
+    same path there, once per process (see :func:`reopen_database`).
+    """
 
     def __init__(self, path: Path, source: str) -> None:
         self.path = path
@@ -140,7 +145,15 @@ class GeoDatabase:
         )
 
     def close(self) -> None:
+        with _REOPENED_LOCK:
+            cached = _REOPENED.get(str(self.path))
+            if cached is not None and cached[1] is self:
+                del _REOPENED[str(self.path)]
         self._reader.close()
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        # The reader (a memory map) cannot be pickled: the path is enough to open it again.
+        return reopen_database, (str(self.path), self.source)
 
     def lookup(self, ip: str | None) -> dict[str, str | None]:
         """City, region (most general subdivision), country and country code of one address."""
@@ -183,6 +196,32 @@ class GeoDatabase:
     def lookup_many(self, ips: list[str | None]) -> pl.DataFrame:
         """The geo columns and status of each address, as a frame."""
         return pl.DataFrame([self.lookup(ip) for ip in ips], schema=dict(_GEO_DTYPE.to_schema()))
+
+
+#: The databases unpickled in this process, by path, with the file's (mtime, size) when opened.
+_REOPENED: dict[str, tuple[tuple[int, int] | None, GeoDatabase]] = {}
+_REOPENED_LOCK = threading.Lock()
+
+
+def reopen_database(path: str, source: str) -> GeoDatabase:
+    """The database at ``path``, opened once per process: how a :class:`GeoDatabase` unpickles.
+
+    Every task that a worker runs with the same settings shares one open reader. A file replaced
+    since (another modification time or size, as when a long-lived worker outlives a database
+    update) is opened again.
+    """
+    try:
+        stat = os.stat(path)
+        stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        stamp = None  # GeoDatabase raises the usual "does not exist" error
+    with _REOPENED_LOCK:
+        cached = _REOPENED.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        database = GeoDatabase(Path(path), source)
+        _REOPENED[path] = (stamp, database)
+        return database
 
 
 def _english(entity: Any) -> str | None:

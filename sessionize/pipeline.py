@@ -55,6 +55,8 @@ from sessionize.privacy import hash_user_ids as hash_user_ids_of
 from sessionize.useragent import enrich_user_agent
 
 SESSION_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in S.SESSION_COLUMNS)
+#: Where ``run`` sessionizes: this process, or a Dask cluster (``pip install 'sessionize[dask]'``).
+ENGINES = ("local", "dask")
 #: Events later than this after the run's start are invalid unless --valid-until says otherwise.
 DEFAULT_FUTURE_LIMIT = timedelta(days=1)
 
@@ -333,10 +335,15 @@ class RunResult:
 
     #: What an incremental run (``state``) did: files skipped, late events, partitions written, ...
     incremental: incremental.IncrementalOutcome | None = None
+    #: ``local`` or ``dask``; for Dask, the scheduler's address and the partitions of users.
+    engine: str = "local"
+    scheduler: str | None = None
 
     @property
     def path_taken(self) -> str:
-        """``in memory`` or ``N buckets``."""
+        """``in memory``, ``N buckets`` or ``dask: N partitions``."""
+        if self.engine == "dask":
+            return f"dask: {self.buckets} partitions"
         return "in memory" if self.buckets == 1 else f"{self.buckets} buckets"
 
 
@@ -424,6 +431,9 @@ def run(
     output_dir: str | Path | None = None,
     lateness: str | timedelta = incremental.DEFAULT_LATENESS,
     reprocess: bool = False,
+    engine: str = "local",
+    scheduler: str | None = None,
+    partitions: int | None = None,
     progress: Callable[[RunProgress], None] | None = None,
 ) -> RunResult:
     """Read event files, sessionize them and write the session table to ``output``.
@@ -447,6 +457,10 @@ def run(
     ``is_final`` column (see :mod:`sessionize.incremental`). Events more than ``lateness`` older
     than their user's last processed event are rejected as ``late``; ``reprocess`` reads inputs
     the state already holds again.
+
+    ``engine="dask"`` runs the same per-partition step on a Dask cluster (``scheduler``: its
+    address; default: a local cluster), with ``partitions`` partitions of users, and writes the
+    table as Parquet partitions in the directory ``output`` (see :mod:`sessionize.dask_engine`).
 
     Examples
     --------
@@ -494,6 +508,45 @@ def run(
     database = _geo_database(geoip_db, geo_enabled=not no_geo)
     target = None if output is None else str(output)
     rejects_target = None if rejects is None else str(rejects)
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
+    if engine == "dask":
+        return _run_dask(
+            inputs,
+            options,
+            started=started,
+            input_format=input_format,
+            output=target,
+            format=format,
+            rejects_target=rejects_target,
+            report=report,
+            scheduler=scheduler,
+            partitions=partitions,
+            dedupe=dedupe,
+            secret=secret,
+            exclude_bots=exclude_bots,
+            dropped=dropped,
+            database=database,
+            progress=progress,
+            unsupported={
+                "--state": state,
+                "--output-dir": output_dir,
+                "--memory-limit": memory_limit,
+                "--buckets": buckets,
+                "--temp-dir": temp_dir,
+            },
+            settings=SessionSettings(
+                timeout=timeout,
+                rules=rules,
+                geo_database=database,
+                anonymize_ip=anonymize,
+                referers=referer_database,
+                internal_domains=normalize_internal_domains(internal_domains),
+                conversion_events=S.split_list(conversion_events),
+            ),
+        )
+    if scheduler is not None or partitions is not None:
+        raise UsageError("--scheduler and --partitions go with --engine dask.")
     files = io.resolve_inputs(inputs, input_format=input_format)
     # Fail on a bad output before spending time on the input.
     if target is not None:
@@ -946,4 +999,99 @@ def _run_incremental(
         median_duration_s=_float(durations.median()),
         mean_duration_s=_float(durations.mean()),
         incremental=outcome,
+    )
+
+
+def _run_dask(
+    inputs: Sequence[str | Path],
+    options: io.ReadOptions,
+    *,
+    started: float,
+    input_format: str | None,
+    output: str | None,
+    format: str | None,
+    rejects_target: str | None,
+    report: str | Path | None,
+    scheduler: str | None,
+    partitions: int | None,
+    dedupe: bool,
+    secret: bytes | None,
+    exclude_bots: bool,
+    dropped: Sequence[str],
+    database: GeoDatabase | None,
+    progress: Callable[[RunProgress], None] | None,
+    unsupported: dict[str, object],
+    settings: SessionSettings,
+) -> RunResult:
+    """``run(engine="dask")``: the same sessions from a Dask cluster (see :mod:`sessionize.dask_engine`)."""
+    from sessionize import dask_engine
+
+    given = [name for name, value in unsupported.items() if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} cannot be used with --engine dask.")
+    if output == io.STDIN:
+        raise UsageError(
+            "--engine dask writes a directory of Parquet partitions: give one with -o DIR (or a URL)."
+        )
+    if format not in (None, "parquet"):
+        raise UsageError("--engine dask writes Parquet partitions: leave out --format.")
+    dask_engine.require_dask()
+    files = dask_engine.resolve_inputs(inputs, input_format=input_format)
+    if output is not None:
+        dask_engine.check_output_dir(output)
+    if rejects_target is not None:
+        io.check_output(rejects_target, files)
+    if report is not None:
+        report_module.check_report_output(report, [source.path for source in files])
+    outcome = dask_engine.run_dask(
+        files,
+        options,
+        settings,
+        output_dir=output,
+        dedupe=dedupe,
+        secret=secret,
+        exclude_bots=exclude_bots,
+        dropped=dropped,
+        scheduler=scheduler,
+        partitions=partitions,
+        progress=progress,
+    )
+    if rejects_target is not None:
+        rejected = outcome.rejects if outcome.rejects is not None else io.empty_rejects()
+        io.write_sessions(rejected, rejects_target, format=io.rejects_format(rejects_target, "parquet"))
+    if report is not None:
+        table = (
+            outcome.sessions
+            if outcome.sessions_complete or output is None
+            else report_module.read_session_tables([output])
+        )
+        report_module.write_report(table, report, sources=[source.path for source in files])
+    return RunResult(
+        peak_memory_mib=_peak_memory_mib(),
+        sessions=outcome.sessions,
+        sessions_complete=outcome.sessions_complete,
+        files=outcome.files,
+        rows_read=outcome.rows_read,
+        events_read=outcome.events,
+        rejected=0 if outcome.rejects is None else outcome.rejects.height,
+        duplicates_removed=outcome.duplicates_removed,
+        rejects=outcome.rejects,
+        rejects_output=rejects_target,
+        output=output,
+        output_format=None if output is None else "parquet",
+        elapsed_s=time.perf_counter() - started,
+        timeout=settings.timeout,
+        geo_database=None if database is None else database.info,
+        geo_counts=outcome.geo_counts,
+        bot_sessions=outcome.bot_sessions,
+        bot_sessions_excluded=outcome.bot_sessions if exclude_bots else 0,
+        bot_events_excluded=outcome.bot_events if exclude_bots else 0,
+        session_count=outcome.session_count,
+        user_count=outcome.user_count,
+        median_duration_s=outcome.median_duration_s,
+        mean_duration_s=outcome.mean_duration_s,
+        buckets=outcome.partitions,
+        buckets_forced=True,
+        engine="dask",
+        scheduler=outcome.scheduler,
     )
