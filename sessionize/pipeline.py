@@ -508,6 +508,15 @@ def run(
     database = _geo_database(geoip_db, geo_enabled=not no_geo)
     target = None if output is None else str(output)
     rejects_target = None if rejects is None else str(rejects)
+    settings = SessionSettings(
+        timeout=timeout,
+        rules=rules,
+        geo_database=database,
+        anonymize_ip=anonymize,
+        referers=referer_database,
+        internal_domains=normalize_internal_domains(internal_domains),
+        conversion_events=S.split_list(conversion_events),
+    )
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
     if engine == "dask":
@@ -535,15 +544,7 @@ def run(
                 "--buckets": buckets,
                 "--temp-dir": temp_dir,
             },
-            settings=SessionSettings(
-                timeout=timeout,
-                rules=rules,
-                geo_database=database,
-                anonymize_ip=anonymize,
-                referers=referer_database,
-                internal_domains=normalize_internal_domains(internal_domains),
-                conversion_events=S.split_list(conversion_events),
-            ),
+            settings=settings,
         )
     if scheduler is not None or partitions is not None:
         raise UsageError("--scheduler and --partitions go with --engine dask.")
@@ -578,15 +579,7 @@ def run(
             exclude_bots=exclude_bots,
             dropped=dropped,
             database=database,
-            settings=SessionSettings(
-                timeout=timeout,
-                rules=rules,
-                geo_database=database,
-                anonymize_ip=anonymize,
-                referers=referer_database,
-                internal_domains=normalize_internal_domains(internal_domains),
-                conversion_events=S.split_list(conversion_events),
-            ),
+            settings=settings,
             fingerprint=incremental.settings_fingerprint(
                 timeout=timeout,
                 lateness=S.parse_duration(lateness, option="--lateness"),
@@ -604,15 +597,6 @@ def run(
                 drop_columns=",".join(dropped),
             ),
         )
-    settings = SessionSettings(
-        timeout=timeout,
-        rules=rules,
-        geo_database=database,
-        anonymize_ip=anonymize,
-        referers=referer_database,
-        internal_domains=normalize_internal_domains(internal_domains),
-        conversion_events=S.split_list(conversion_events),
-    )
     limit = (
         buckets_module.default_memory_limit()
         if memory_limit is None
@@ -672,29 +656,41 @@ def run(
         sessions=sessions,
         sessions_complete=outcome.complete,
         files=[source.path for source in files],
-        rows_read=outcome.rows_read,
-        events_read=outcome.events,
-        rejected=0 if outcome.rejects is None else outcome.rejects.height,
-        duplicates_removed=outcome.duplicates_removed,
-        rejects=outcome.rejects,
+        **_counts(outcome, exclude_bots=exclude_bots),
         rejects_output=rejects_target,
         output=target,
         output_format=written,
         elapsed_s=time.perf_counter() - started,
         timeout=timeout,
         geo_database=None if database is None else database.info,
-        geo_counts=outcome.geo_counts,
-        bot_sessions=outcome.bot_sessions,
-        bot_sessions_excluded=outcome.bot_sessions if exclude_bots else 0,
-        bot_events_excluded=outcome.bot_events if exclude_bots else 0,
-        session_count=outcome.session_count,
-        user_count=outcome.user_count,
-        median_duration_s=outcome.median_duration_s,
-        mean_duration_s=outcome.mean_duration_s,
         buckets=chosen.buckets,
         memory_limit=limit,
         buckets_forced=buckets is not None,
     )
+
+
+def _counts(outcome: Any, *, exclude_bots: bool) -> dict[str, Any]:
+    """The summary figures of ``RunResult`` from what a path returned (``_Outcome``, ``DaskOutcome``
+    or ``IncrementalOutcome``: the same names)."""
+    counts = {
+        "rows_read": outcome.rows_read,
+        "events_read": outcome.events,
+        "rejected": 0 if outcome.rejects is None else outcome.rejects.height,
+        "duplicates_removed": outcome.duplicates_removed,
+        "rejects": outcome.rejects,
+    }
+    if hasattr(outcome, "geo_counts"):
+        counts.update(
+            geo_counts=outcome.geo_counts,
+            bot_sessions=outcome.bot_sessions,
+            bot_sessions_excluded=outcome.bot_sessions if exclude_bots else 0,
+            bot_events_excluded=outcome.bot_events if exclude_bots else 0,
+            session_count=outcome.session_count,
+            user_count=outcome.user_count,
+            median_duration_s=outcome.median_duration_s,
+            mean_duration_s=outcome.mean_duration_s,
+        )
+    return counts
 
 
 @dataclass(frozen=True)
@@ -983,11 +979,7 @@ def _run_incremental(
         peak_memory_mib=_peak_memory_mib(),
         sessions=sessions,
         files=outcome.files_processed,
-        rows_read=outcome.rows_read,
-        events_read=outcome.events,
-        rejected=0 if outcome.rejects is None else outcome.rejects.height,
-        duplicates_removed=outcome.duplicates_removed,
-        rejects=outcome.rejects,
+        **_counts(outcome, exclude_bots=exclude_bots),
         rejects_output=rejects_target,
         output=str(output_dir),
         output_format="parquet",
@@ -1071,25 +1063,13 @@ def _run_dask(
         sessions=outcome.sessions,
         sessions_complete=outcome.sessions_complete,
         files=outcome.files,
-        rows_read=outcome.rows_read,
-        events_read=outcome.events,
-        rejected=0 if outcome.rejects is None else outcome.rejects.height,
-        duplicates_removed=outcome.duplicates_removed,
-        rejects=outcome.rejects,
+        **_counts(outcome, exclude_bots=exclude_bots),
         rejects_output=rejects_target,
         output=output,
         output_format=None if output is None else "parquet",
         elapsed_s=time.perf_counter() - started,
         timeout=settings.timeout,
         geo_database=None if database is None else database.info,
-        geo_counts=outcome.geo_counts,
-        bot_sessions=outcome.bot_sessions,
-        bot_sessions_excluded=outcome.bot_sessions if exclude_bots else 0,
-        bot_events_excluded=outcome.bot_events if exclude_bots else 0,
-        session_count=outcome.session_count,
-        user_count=outcome.user_count,
-        median_duration_s=outcome.median_duration_s,
-        mean_duration_s=outcome.mean_duration_s,
         buckets=outcome.partitions,
         buckets_forced=True,
         engine="dask",
