@@ -16,6 +16,20 @@ from sessionize import schema as S
 #: Format of the session start inside generated session ids; fixed width, so ids stay unique.
 _SESSION_ID_TIME_FORMAT = "%Y%m%dT%H%M%S%.6f"
 
+#: Internal columns of ``assign_sessions(label=False)``. They describe the events in *session order*
+#: (each user's events together, then by client session id and time), while the event columns stay
+#: in input order: the i-th value of ``_order`` is the input row of the i-th event in session order,
+#: ``_new`` whether that event starts a session, ``_ts`` its timestamp.
+SESSION_ORDER = "_order"
+SESSION_NEW = "_new"
+SESSION_TIME = "_ts"
+#: Internal column of :func:`summarize_sessions`: the session requested ``/robots.txt``.
+ROBOTS_TXT = "_fetched_robots_txt"
+
+_IDX = pl.get_index_type()
+_SAME = "_same"
+_ORDER_DTYPE = pl.Struct({SESSION_ORDER: _IDX, _SAME: pl.Boolean()})
+
 
 def assign_sessions(
     events: pl.LazyFrame,
@@ -44,9 +58,10 @@ def assign_sessions(
       none); a campaign other than the session's current one starts a new session.
 
     The result has each user's events together, sorted by client session id (nulls first) and
-    time; events at the same instant keep their input order. With ``label=False`` it numbers the
-    sessions in ``_session`` instead (each session's events are contiguous), and
-    :func:`summarize_sessions` makes the ids: one string per session rather than per event.
+    time; events at the same instant keep their input order. With ``label=False`` nothing is
+    labelled or reordered: the events stay in input order, and the internal columns ``_order``,
+    ``_new`` and ``_ts`` give the session order (see :data:`SESSION_ORDER`), from which
+    :func:`summarize_sessions` makes the table without moving every event.
 
     Examples
     --------
@@ -60,63 +75,187 @@ def assign_sessions(
     ['a-20240101T000000.000000', 'a-20240101T010000.000000']
     """
     user, ts, client = pl.col(S.USER), pl.col(S.TIME), pl.col(S.CLIENT_SESSION)
-    generated = client.is_null()
-    # Only each user's events need to be together, not users in lexical order (the session table is
-    # sorted at the end), so the sort leads with a hash of the user id: at 10M events that beats a
-    # string sort, and dictionary codes (2.2 s to build). The id itself breaks ties between users
-    # whose hashes collide. The client session id sorts as codes: it is usually all null.
-    client_code = pl.col("_client")
-    ordered = events.with_columns(
-        user.hash().alias("_user"),
-        client.cast(pl.Categorical).to_physical().alias("_client"),
-    ).sort(["_user", S.USER, "_client", S.TIME], nulls_last=False, maintain_order=True)
-    # The gap is computed in its own step: nesting it inside the boundary expression was much slower.
-    with_gap = ordered.with_columns(
-        (user.eq(user.shift(1)) & client_code.eq_missing(client_code.shift(1)))
-        .fill_null(False)
-        .alias("_same"),
-        (ts - ts.shift(1)).alias("_gap"),
+    order = pl.col(SESSION_ORDER)
+    names = events.collect_schema().names()
+    # Contiguous columns first: gathers from the many chunks of a multi-file or Parquet read are
+    # several times slower, and rechunking a column is cheap.
+    keyed = (
+        events.map_batches(
+            _rechunked,
+            predicate_pushdown=True,
+            projection_pushdown=True,
+            slice_pushdown=True,
+            streamable=True,
+        )
+        .with_columns(
+            pl.struct(user, client, ts).map_batches(_session_order, return_dtype=_ORDER_DTYPE).alias("_keys")
+        )
+        .unnest("_keys")
     )
-    is_new = ~pl.col("_same") | (generated & (pl.col("_gap") > timeout))
+    # Only the keys are put in session order, never the whole events.
+    ts_sorted = pl.col(SESSION_TIME)
+    generated = pl.col("_generated")
+    with_gap = keyed.with_columns(
+        ts.gather(order).alias(SESSION_TIME), client.is_null().gather(order).alias("_generated")
+    ).with_columns((ts_sorted - ts_sorted.shift(1)).alias("_gap"))
+    is_new = ~pl.col(_SAME) | (generated & (pl.col("_gap") > timeout))
     if split_at_midnight:
-        day = ts.dt.convert_time_zone(timezone).dt.date()
+        day = ts_sorted.dt.convert_time_zone(timezone).dt.date()
         is_new = is_new | (generated & (day != day.shift(1))).fill_null(False)
-    frame = with_gap.with_columns(is_new.alias("_new"))
-    temporary = ["_user", "_client", "_same", "_gap", "_new"]
+    frame = with_gap.with_columns(is_new.alias(SESSION_NEW))
+    temporary = [_SAME, "_generated", "_gap"]
     if campaign_col is not None:
         # The latest campaign seen in the session so far is its current one: every change splits.
-        campaign = pl.col(campaign_col)
+        campaign = pl.col("_campaign_in_order")
         previous = campaign.forward_fill().shift(1).over("_idx")
         changed = generated & campaign.is_not_null() & campaign.ne_missing(previous)
-        frame = frame.with_columns(pl.col("_new").cum_sum().alias("_idx")).with_columns(
-            (pl.col("_new") | changed.fill_null(False)).alias("_new")
-        )
-        temporary.append("_idx")
+        frame = frame.with_columns(
+            pl.col(SESSION_NEW).cum_sum().alias("_idx"),
+            pl.col(campaign_col).gather(order).alias(campaign.meta.output_name()),
+        ).with_columns((pl.col(SESSION_NEW) | changed.fill_null(False)).alias(SESSION_NEW))
+        temporary += ["_idx", "_campaign_in_order"]
     if max_session_length is not None:
         limit = int(max_session_length / timedelta(microseconds=1))
-        frame = frame.with_columns(pl.col("_new").cum_sum().alias("_idx")).with_columns(
+        frame = frame.with_columns(pl.col(SESSION_NEW).cum_sum().alias("_idx")).with_columns(
             (
-                pl.col("_new")
+                pl.col(SESSION_NEW)
                 | (
                     generated
-                    & pl.struct(pl.col("_idx"), ts.dt.epoch("us")).map_batches(
+                    & pl.struct(pl.col("_idx"), ts_sorted.dt.epoch("us")).map_batches(
                         lambda rows: _cuts_of_long_sessions(rows, limit), return_dtype=pl.Boolean
                     )
                 )
-            ).alias("_new")
+            ).alias(SESSION_NEW)
         )
         temporary.append("_idx")
+    frame = frame.drop(*set(temporary))
     if not label:
-        # Sessions are contiguous runs here: number them, and leave the ids to summarize_sessions,
-        # which makes one string per session instead of one per event.
-        return frame.with_columns(pl.col("_new").cum_sum().alias(SESSION_INDEX)).drop(*set(temporary))
-    start = pl.when(pl.col("_new")).then(ts).forward_fill()
-    return frame.with_columns(session_id_expr(client, user, start).alias(S.SESSION_ID)).drop(*set(temporary))
+        return frame
+    start = pl.when(pl.col(SESSION_NEW)).then(ts_sorted).forward_fill()
+    return frame.select(
+        *(pl.col(name).gather(order) for name in names),
+        session_id_expr(client.gather(order), user.gather(order), start).alias(S.SESSION_ID),
+    )
 
 
 def session_id_expr(client: pl.Expr, user: pl.Expr, start: pl.Expr) -> pl.Expr:
     """The client's session id, else ``<user_id>-<start as YYYYMMDDTHHMMSS.ffffff>``."""
     return pl.coalesce(client, pl.concat_str([user, pl.lit("-"), start.dt.strftime(_SESSION_ID_TIME_FORMAT)]))
+
+
+def _rechunked(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with every column in one chunk, but those all null (nothing to gather faster there).
+
+    Column by column: ``DataFrame.rechunk`` was slower, most of all on all-null columns.
+    """
+    return frame.with_columns(
+        column.rechunk()
+        for column in frame.get_columns()
+        if column.n_chunks() > 1 and column.null_count() < len(column)
+    )
+
+
+def _session_order(keys: pl.Series) -> pl.Series:
+    """The session order of events given as a struct of (user id, client session id, timestamp).
+
+    Returns a struct of ``_order`` (the input row of each event in session order) and ``_same``
+    (whether it has the user and client session id of the event before it in that order).
+
+    The sort is on integers only: a hash of the user id, the client session id as dictionary codes
+    (usually all null), the time and the input row (so that ties keep their input order without a
+    slower stable sort). Without client session ids the hash, time and row fit in one 128-bit key
+    (see :func:`_single_key`), and one key sorts faster than three. Two users whose ids hash alike
+    would be interleaved: that is checked on the sorted ids, and only then are the events sorted
+    with the id itself after its hash.
+    """
+    frame = keys.struct.unnest()
+    user, client, ts = (frame.to_series(i).rechunk() for i in range(3))
+    hashed = user.hash().alias("_hash")
+    row = pl.int_range(len(user), dtype=_IDX, eager=True).alias("_row")
+    with_client = client.null_count() < len(client)
+    client_code = client.cast(pl.Categorical).to_physical().alias("_client")
+    single = None if with_client else _single_key(hashed, ts, row)
+    if single is not None:
+        key, group_bits = single
+        order = key.arg_sort()
+    else:
+        group_bits = 64
+        keys_frame = pl.DataFrame([hashed, *([client_code] if with_client else []), ts, row])
+        order = keys_frame.select(pl.arg_sort_by(keys_frame.columns)).to_series()
+    sorted_user = user.gather(order)
+    same_user = sorted_user.eq(sorted_user.shift(1))
+    # Hashing the sorted ids again is cheaper than putting their hashes in order.
+    sorted_group = sorted_user.hash() // (1 << (64 - group_bits))
+    if (sorted_group.eq(sorted_group.shift(1)) & ~same_user).any():
+        keys_frame = pl.DataFrame([hashed, user, *([client_code] if with_client else []), ts, row])
+        order = keys_frame.select(pl.arg_sort_by(keys_frame.columns)).to_series()
+        sorted_user = user.gather(order)
+        same_user = sorted_user.eq(sorted_user.shift(1))
+    same = same_user
+    if with_client:
+        sorted_client = client_code.gather(order)
+        same = same & sorted_client.eq_missing(sorted_client.shift(1))
+    return pl.struct(order.alias(SESSION_ORDER), same.fill_null(False).alias(_SAME), eager=True).alias(
+        keys.name
+    )
+
+
+#: Fewest bits of the user id's hash in a single sort key; with fewer, three keys are sorted.
+_MIN_HASH_BITS = 40
+
+
+def _single_key(hashed: pl.Series, ts: pl.Series, row: pl.Series) -> tuple[pl.Series, int] | None:
+    """One Int128 sort key per event that orders as (hash, time, row), and how many (top) bits of the
+    hash it holds.
+
+    From high to low bits: the top bits of the hash, the microseconds since the earliest event and
+    the row, each in as many bits as it needs, 127 in all (so the key is never negative). ``None``
+    when that leaves fewer than :data:`_MIN_HASH_BITS` bits of the hash, or a timestamp is null.
+    """
+    if ts.null_count() or not len(ts):
+        return None
+    micros = ts.dt.epoch("us")
+    first, last = micros.min(), micros.max()
+    assert isinstance(first, int) and isinstance(last, int)
+    time_bits, row_bits = (last - first).bit_length(), (len(row) - 1).bit_length()
+    hash_bits = min(64, 127 - time_bits - row_bits)
+    if hash_bits < _MIN_HASH_BITS:
+        return None
+    group = hashed // (1 << (64 - hash_bits))
+    wide = pl.Int128()
+    parts = pl.DataFrame([group.alias("group"), (micros - first).alias("time"), row.alias("row")])
+    key = parts.select(
+        (
+            (pl.col("group").cast(wide) * pl.lit(1 << time_bits, wide) + pl.col("time").cast(wide))
+            * pl.lit(1 << row_bits, wide)
+            + pl.col("row").cast(wide)
+        ).alias("_key")
+    ).to_series()
+    return key, hash_bits
+
+
+def _string_order(strings: pl.Series) -> pl.Series:
+    """``strings.arg_sort()`` for distinct non-null strings, faster when their first bytes differ.
+
+    The first 8 bytes (NUL-padded) as a big-endian integer order the strings as their bytes do,
+    except for ties, which the strings themselves break; integers sort several times faster.
+    """
+    prefix = (
+        strings.str.pad_end(8, "\0")
+        .cast(pl.Binary)
+        .bin.head(8)
+        .bin.reinterpret(dtype=pl.UInt64, endianness="big")
+    )
+    return (
+        pl.DataFrame([prefix.alias("_prefix"), strings.alias("_strings")])
+        .select(pl.arg_sort_by("_prefix", "_strings"))
+        .to_series()
+    )
+
+
+def _changes(values: pl.Series) -> pl.Series:
+    """Whether each value differs from the one before it (null from non-null too); true for the first."""
+    return values.ne_missing(values.shift(1)).scatter(0, True) if len(values) else values.is_null()
 
 
 def _cuts_of_long_sessions(rows: pl.Series, limit_us: int) -> pl.Series:
@@ -143,10 +282,8 @@ def _cuts_of_long_sessions(rows: pl.Series, limit_us: int) -> pl.Series:
     return pl.Series(rows.name, cuts, dtype=pl.Boolean)
 
 
-#: Session number of each event from ``assign_sessions(label=False)``.
-SESSION_INDEX = "_session"
-#: Internal column of :func:`summarize_sessions`: the session requested ``/robots.txt``.
-ROBOTS_TXT = "_fetched_robots_txt"
+#: The ``/robots.txt`` request of a crawler, as a URL or a path.
+_ROBOTS_TXT_URL = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]+)?/robots\.txt(?:[?#]|$)"
 
 
 def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[str] = ()) -> pl.LazyFrame:
@@ -158,48 +295,13 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
     an event named in ``conversion_events`` (case-insensitive).
     """
     conversions = [name.lower() for name in conversion_events]
-    ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
-    # `filter(...).first()` keeps a null value of the first page view: a null referrer means "direct".
-    landing_referrer = (
-        pl.when(pv.any()).then(pl.col(S.REFERRER).filter(pv).first()).otherwise(pl.col(S.REFERRER).first())
-    )
-    # The robots.txt test runs per row, before the group_by: inside the aggregation it was 3x slower.
-    robots = pl.col(S.URL).str.contains(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]+)?/robots\.txt(?:[?#]|$)")
-    numbered = SESSION_INDEX in sessions.collect_schema().names()
-    keys = [SESSION_INDEX] if numbered else [S.USER, S.SESSION_ID]
-    ids = (
-        [
-            pl.col(S.USER).first(),
-            session_id_expr(pl.col(S.CLIENT_SESSION).first(), pl.col(S.USER).first(), ts.min()).alias(
-                S.SESSION_ID
-            ),
-        ]
-        if numbered
-        else []
-    )
+    converted = pl.col(S.EVENT).str.to_lowercase().is_in(conversions) if conversions else None
+    if SESSION_ORDER in sessions.collect_schema().names():
+        table = _summarize_in_order(sessions, converted)
+    else:
+        table = _summarize_labelled(sessions, converted)
     table = (
-        sessions.with_columns(robots.alias(ROBOTS_TXT))
-        .group_by(keys)
-        .agg(
-            *ids,
-            ts.min().alias("session_start"),
-            ts.max().alias("session_end"),
-            pl.len().cast(pl.UInt32).alias("event_count"),
-            pv.sum().cast(pl.UInt32).alias("pageview_count"),
-            pl.col(S.URL).filter(pv).first().alias("landing_page"),
-            pl.col(S.URL).filter(pv).last().alias("exit_page"),
-            landing_referrer.alias("referrer"),
-            pl.col(S.IP).first().alias("ip"),
-            pl.col(S.USER_AGENT).first().alias("user_agent"),
-            # Only crawlers ask for /robots.txt: the session is a bot's whatever its user agent says.
-            pl.col(ROBOTS_TXT).any(),
-            (
-                pl.col(S.EVENT).str.to_lowercase().is_in(conversions).any() if conversions else pl.lit(False)
-            ).alias("_converted"),
-        )
-        .sort(S.USER, "session_start", S.SESSION_ID)
-        .with_columns(
-            (pl.int_range(pl.len(), dtype=pl.UInt32).over(S.USER) + 1).alias("session_number"),
+        table.with_columns(
             # round(6): exact microseconds as the nearest float, whatever order Polars divides in.
             ((pl.col("session_end") - pl.col("session_start")).dt.total_microseconds() / 1e6)
             .round(6)
@@ -215,3 +317,176 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
         .with_columns((~pl.col("is_engaged")).alias("is_bounce"))
     )
     return table.select(*(c.name for c in S.SESSION_COLUMNS if c.core), ROBOTS_TXT)
+
+
+def _summarize_labelled(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl.LazyFrame:
+    """The session table of labelled events (``session_id`` on every event), by a ``group_by``."""
+    ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
+    # `filter(...).first()` keeps a null value of the first page view: a null referrer means "direct".
+    landing_referrer = (
+        pl.when(pv.any()).then(pl.col(S.REFERRER).filter(pv).first()).otherwise(pl.col(S.REFERRER).first())
+    )
+    # The robots.txt test runs per row, before the group_by: inside the aggregation it was 3x slower.
+    robots = pl.col(S.URL).str.contains(_ROBOTS_TXT_URL)
+    return (
+        sessions.with_columns(robots.alias(ROBOTS_TXT))
+        .group_by(S.USER, S.SESSION_ID)
+        .agg(
+            ts.min().alias("session_start"),
+            ts.max().alias("session_end"),
+            pl.len().cast(pl.UInt32).alias("event_count"),
+            pv.sum().cast(pl.UInt32).alias("pageview_count"),
+            pl.col(S.URL).filter(pv).first().alias("landing_page"),
+            pl.col(S.URL).filter(pv).last().alias("exit_page"),
+            landing_referrer.alias("referrer"),
+            pl.col(S.IP).first().alias("ip"),
+            pl.col(S.USER_AGENT).first().alias("user_agent"),
+            # Only crawlers ask for /robots.txt: the session is a bot's whatever its user agent says.
+            pl.col(ROBOTS_TXT).any(),
+            (converted.any() if converted is not None else pl.lit(False)).alias("_converted"),
+        )
+        .sort(S.USER, "session_start", S.SESSION_ID)
+        .with_columns((pl.int_range(pl.len(), dtype=pl.UInt32).over(S.USER) + 1).alias("session_number"))
+    )
+
+
+def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl.LazyFrame:
+    """The session table from ``assign_sessions(label=False)``, without a ``group_by``.
+
+    In session order each session is a run of events that starts where ``_new`` is set, so every
+    value comes from a row of that run: the start and end rows, the first and last page view (the
+    nearest page view at or after the start, at or before the end, if inside the run), counts from
+    positions and running sums. The table's order is settled on those positions first; then only
+    those rows' values are taken from the events, by their input row.
+    """
+    order, new = pl.col(SESSION_ORDER), pl.col(SESSION_NEW)
+    position = pl.int_range(pl.len(), dtype=_IDX)
+    pv = pl.col(S.IS_PAGEVIEW).fill_null(False).gather(order)
+    # Every /robots.txt request contains the literal "/robots.txt", a quick test; the exact one runs
+    # only on the URLs that pass it, below.
+    maybe_robots = pl.col(S.URL).str.contains("/robots.txt", literal=True).fill_null(False).gather(order)
+
+    def at_or_after(flag: pl.Expr) -> pl.Expr:
+        return pl.when(flag).then(position).backward_fill()
+
+    in_order = (
+        sessions.with_columns(
+            pv.alias("_pv"),
+            maybe_robots.alias("_maybe_robots"),
+            *([converted.fill_null(False).gather(order).alias("_conv")] if converted is not None else []),
+        )
+        .with_columns(
+            # Page views up to and including each event, and the same for possible robots.txt requests.
+            pl.col("_pv").cast(pl.UInt32).cum_sum().alias("_pv_sum"),
+            pl.col("_maybe_robots").cast(pl.UInt32).cum_sum().alias("_maybe_robots_sum"),
+            at_or_after(pl.col("_pv")).alias("_next_pv"),
+            pl.when(pl.col("_pv")).then(position).forward_fill().alias("_previous_pv"),
+            # The session's last event: the next one that is followed by a new session.
+            at_or_after(new.shift(-1, fill_value=True)).alias("_end"),
+            *([at_or_after(pl.col("_conv")).alias("_next_conv")] if converted is not None else []),
+            # The table's order (user id, start, session id) and the session numbers.
+            pl.struct(pl.col(S.USER), pl.col(S.CLIENT_SESSION), pl.col(SESSION_TIME), new, order)
+            .map_batches(_table_order, return_dtype=_TABLE_ORDER_DTYPE)
+            .alias("_table"),
+        )
+        .unnest("_table")
+    )
+    # Positions (in session order) of each session's first and last event, in the table's order.
+    start = pl.col("_table_start").drop_nulls()
+    end = pl.col("_end").gather(start)
+    first = order.gather(start)
+
+    def count_in_session(running_sum: str, flag: str) -> pl.Expr:
+        return pl.col(running_sum).gather(end) - (pl.col(running_sum) - pl.col(flag).cast(pl.UInt32)).gather(
+            start
+        )
+
+    pageviews = count_in_session("_pv_sum", "_pv")
+    landing = order.gather(pl.when(pageviews > 0).then(pl.col("_next_pv").gather(start)))
+    exit_ = order.gather(pl.when(pageviews > 0).then(pl.col("_previous_pv").gather(end)))
+    # Robots.txt requests among the possible ones, counted the same way, numbered 1, 2, ... in order.
+    robots = pl.col(S.URL).gather(order.filter(pl.col("_maybe_robots"))).str.contains(_ROBOTS_TXT_URL)
+    robots_sum = pl.lit(0, pl.UInt32).append(robots.cast(pl.UInt32).cum_sum())
+    robots_in_session = robots_sum.gather(pl.col("_maybe_robots_sum").gather(end)) > robots_sum.gather(
+        (pl.col("_maybe_robots_sum") - pl.col("_maybe_robots").cast(pl.UInt32)).gather(start)
+    )
+    user = pl.col(S.USER).gather(first)
+    session_start = pl.col(SESSION_TIME).gather(start)
+    return in_order.select(
+        session_id_expr(pl.col(S.CLIENT_SESSION).gather(first), user, session_start).alias(S.SESSION_ID),
+        user,
+        pl.col("session_number").drop_nulls(),
+        session_start.alias("session_start"),
+        pl.col(SESSION_TIME).gather(end).alias("session_end"),
+        (end - start + 1).cast(pl.UInt32).alias("event_count"),
+        pageviews.alias("pageview_count"),
+        pl.col(S.URL).gather(landing).alias("landing_page"),
+        pl.col(S.URL).gather(exit_).alias("exit_page"),
+        # The landing page view's referrer, else the first event's; a null one means "direct".
+        pl.col(S.REFERRER).gather(pl.coalesce(landing, first)).alias("referrer"),
+        pl.col(S.IP).gather(first).alias("ip"),
+        pl.col(S.USER_AGENT).gather(first).alias("user_agent"),
+        robots_in_session.alias(ROBOTS_TXT),
+        (
+            (pl.col("_next_conv").gather(start) <= end).fill_null(False)
+            if converted is not None
+            else pl.lit(False)
+        ).alias("_converted"),
+    )
+
+
+_TABLE_ORDER_DTYPE = pl.Struct({"_table_start": _IDX, "session_number": pl.UInt32()})
+
+
+def _table_order(events: pl.Series) -> pl.Series:
+    """The order of the session table (by user id, start and session id) and the session numbers.
+
+    ``events`` is a struct of the events' user id and client session id (in input order) and
+    ``_ts``, ``_new`` and ``_order`` (in session order). Returns, in its first rows (one per
+    session, the rest null), the position in session order of each session's first event in the
+    table's order, and the session's number.
+
+    Each user's sessions are together in session order, and usually already by start (sessions split
+    by the timeout start strictly later than the one before). Then it is enough to sort the users,
+    one string per user rather than three keys per session, and keep each user's sessions as they
+    are. Otherwise (client session ids, null user ids or times) the sessions are sorted.
+    """
+    frame = events.struct.unnest()
+    user, client, ts, new, order = (frame.to_series(i) for i in range(5))
+    starts = new.arg_true()
+    first = order.gather(starts)
+    user, start = user.gather(first), ts.gather(starts)
+    n = len(starts)
+    first_of_user = _changes(user)
+    if user.null_count() == start.null_count() == 0 and (first_of_user | (start > start.shift(1))).all():
+        firsts = first_of_user.arg_true()
+        counts = pl.concat([firsts, pl.Series([n], dtype=firsts.dtype)]).diff(null_behavior="drop")
+        by_user = _string_order(user.gather(firsts))
+        table = pl.DataFrame({"first": firsts.gather(by_user), "count": counts.gather(by_user)}).select(
+            pl.int_ranges("first", pl.col("first") + pl.col("count"), dtype=_IDX).explode().alias("_session"),
+            pl.int_ranges(1, pl.col("count") + 1, dtype=pl.UInt32).explode().alias("session_number"),
+        )
+        session, number = table.to_series(0), table.to_series(1)
+    else:
+        session_id = (
+            pl.DataFrame([client.gather(first), user, start])
+            .select(session_id_expr(pl.col(client.name), pl.col(user.name), pl.col(start.name)))
+            .to_series()
+        )
+        session = (
+            pl.DataFrame([user, start, session_id.alias("_id")])
+            # Sessions alike in all three (split by a campaign at the same instant) stay in order.
+            .select(pl.arg_sort_by(user.name, start.name, "_id", pl.int_range(pl.len(), dtype=_IDX)))
+            .to_series()
+        )
+        sorted_user = user.gather(session)
+        first_in_table = _changes(sorted_user)
+        position = pl.int_range(n, dtype=_IDX, eager=True)
+        first_position = pl.select(pl.when(first_in_table).then(position).forward_fill()).to_series()
+        number = (position - first_position + 1).cast(pl.UInt32)
+    padding = len(events) - n
+    return pl.struct(
+        starts.gather(session).extend_constant(None, padding).alias("_table_start"),
+        number.extend_constant(None, padding).alias("session_number"),
+        eager=True,
+    ).alias(events.name)
