@@ -535,3 +535,21 @@ def test_an_event_that_would_join_an_idle_users_last_session_is_late(tmp_path: P
     result = step(late, state, out, on_invalid="skip")
     assert result.incremental is not None and result.incremental.late == 1
     assert table(out).filter(pl.col("user_id") == "u").get_column("event_count").to_list() == [1]
+
+
+def test_a_corrupt_state_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
+    state, out = tmp_path / "state", tmp_path / "out"
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    step(a, state, out)
+    version = (state / "CURRENT").read_text()
+    (state / version / "users.parquet").write_bytes(b"not parquet")
+    before = snapshot(out)
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=5))])
+    result = CliRunner().invoke(
+        app,
+        ["run", str(b), "--state", str(state), "--output-dir", str(out), "--no-geo", "--log-format", "text"],
+    )
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.replace("│", "").split())
+    assert "cannot be read" in message and "start a new state" in message
+    assert snapshot(out) == before
