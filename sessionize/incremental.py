@@ -610,19 +610,3 @@ def _drop_idle(
         pl.when(idle).then(False).otherwise(pl.col("has_events")).alias("has_events"),
     )
     return users, events.join(gone, on=S.USER, how="anti", maintain_order="left")
-
-
-def log_line(outcome: IncrementalOutcome, *, elapsed_s: float) -> dict[str, Any]:
-    """The structured summary of an incremental run (``--log-format json``)."""
-    return {
-        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files_processed": outcome.files_processed,
-        "files_skipped": outcome.files_skipped,
-        "rows_read": outcome.rows_read,
-        "events": outcome.events,
-        "late": outcome.late,
-        "sessions_written": outcome.sessions.height,
-        "open_sessions": outcome.open_sessions,
-        "partitions": outcome.partitions,
-        "elapsed_s": round(elapsed_s, 3),
-    }

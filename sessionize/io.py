@@ -235,8 +235,6 @@ class FileRead:
     events: pl.DataFrame
     rejects: pl.DataFrame | None
     rows: int
-    #: Read with a window that the file may go on after (see :func:`iter_reads`).
-    more: bool = False
 
 
 def _csv_source(source: InputFile, encoding: str) -> str | bytes:
@@ -379,12 +377,11 @@ def _csv_windows(source: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame] |
 
 def _scan(
     source: InputFile, options: ReadOptions, window: Window | None = None
-) -> tuple[pl.LazyFrame, pl.DataFrame | None, bool]:
-    """A lazy scan of one file with a 0-based ``_row`` column, the malformed CSV rows, if any, and
-    whether rows may follow.
+) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+    """A lazy scan of one file with a 0-based ``_row`` column, and the malformed CSV rows, if any.
 
     CSV columns are all read as strings, so ids stay exactly as written. ``window`` limits the scan
-    of a Parquet file to a slice of its rows; the third value says that the file has rows after it.
+    of a Parquet file to a slice of its rows.
     """
     encoding = options.encoding
     if source.format in ("csv", "tsv"):
@@ -393,7 +390,7 @@ def _scan(
         if (isinstance(data, bytes) and not data.strip()) or (
             isinstance(data, str) and os.path.getsize(data) == 0
         ):
-            return pl.LazyFrame(), None, False
+            return pl.LazyFrame(), None
         try:
             frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
         except pl.exceptions.ComputeError:
@@ -401,20 +398,18 @@ def _scan(
                 with open(data, "rb") as handle:
                     data = handle.read()
             rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
-            return rows.lazy(), malformed, False
-        return _without_blank_rows(frame.with_row_index(ROW)).lazy(), None, False
+            return rows.lazy(), malformed
+        return _without_blank_rows(frame.with_row_index(ROW)).lazy(), None
     if source.format in ("combined", "common", "log"):
-        return (*_scan_log(source, options), False)
+        return _scan_log(source, options)
     if source.format == "parquet":
         if source.is_stdin:
             piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()))
-            return _flatten(piped.lazy()).with_row_index(ROW), None, False
+            return _flatten(piped.lazy()).with_row_index(ROW), None
         scan = pl.scan_parquet(source.path, row_index_name=ROW)
-        more = False
         if window is not None:
             scan = scan.slice(*window)
-            more = sum(window) < estimate_rows(source)
-        return _flatten(scan), None, more
+        return _flatten(scan), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stdin:
@@ -422,10 +417,10 @@ def _scan(
     elif _split_gz(source.path)[1]:
         ndjson = io.BytesIO(_read_bytes_gz(source.path))
     elif os.path.getsize(source.path) == 0:
-        return pl.LazyFrame(), None, False
+        return pl.LazyFrame(), None
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
-        return pl.LazyFrame(), None, False
-    return _flatten(pl.scan_ndjson(ndjson, infer_schema_length=None)).with_row_index(ROW), None, False
+        return pl.LazyFrame(), None
+    return _flatten(pl.scan_ndjson(ndjson, infer_schema_length=None)).with_row_index(ROW), None
 
 
 def _flatten(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -485,9 +480,9 @@ def read_file(
     name = "standard input" if source.is_stdin else source.path
     try:
         if raw is not None:
-            scan, malformed, more = raw.lazy(), None, False
+            scan, malformed = raw.lazy(), None
         else:
-            scan, malformed, more = _scan(source, options, window)
+            scan, malformed = _scan(source, options, window)
         available = [c for c in scan.collect_schema().names() if c != ROW]
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
@@ -522,7 +517,7 @@ def read_file(
             valid_from=options.valid_from,
             valid_until=options.valid_until,
         )
-        return FileRead(frame.drop(RAW_TIME, *([] if keep_row else [ROW])), None, rows, more)
+        return FileRead(frame.drop(RAW_TIME, *([] if keep_row else [ROW])), None, rows)
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
         RAW_TIME, *([] if keep_row else [ROW])
     )
@@ -535,7 +530,7 @@ def read_file(
         if options.user_id_secret is not None:
             private = hash_user_ids(private, secret=options.user_id_secret, column=columns.user_id)
         rejects = private.collect(engine="in-memory")
-    return FileRead(good, rejects, rows, more)
+    return FileRead(good, rejects, rows)
 
 
 def _rejects(
@@ -659,13 +654,8 @@ def iter_reads(source: InputFile, options: ReadOptions, chunk_rows: int) -> Iter
         if not read_any:
             yield read_file(source, options)  # a header only: checked as in memory
         return
-    first = 0
-    while True:
-        part = read_file(source, options, window=(first, chunk_rows))
-        yield part
-        if not part.more:
-            return
-        first += chunk_rows
+    for first in range(0, max(estimate_rows(source), 1), chunk_rows):
+        yield read_file(source, options, window=(first, chunk_rows))
 
 
 def drop_duplicate_events(events: pl.DataFrame, *, dedupe: bool = False) -> pl.DataFrame:
