@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import polars as pl
@@ -15,6 +17,16 @@ SAMPLE_DATA = REPO / "sample_data"
 SHARED = REPO.parent / "shared"
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+
+def load_generator() -> ModuleType:
+    """bench/generate.py, the benchmarks' clickstream generator (not a package: loaded by path)."""
+    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 EventRow = tuple[Any, ...]
 EventsFactory = Callable[..., pl.DataFrame]

@@ -7,7 +7,6 @@ and the temporary bucket files must be gone afterwards, whether the run succeeds
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import math
@@ -21,7 +20,6 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,7 +35,7 @@ from sessionize import io as sio
 from sessionize import report as report_module
 from sessionize.cli import app
 from sessionize.errors import UsageError
-from tests.conftest import REPO, SAMPLE_DATA, SHARED, T0
+from tests.conftest import SAMPLE_DATA, SHARED, T0, load_generator
 
 COLUMN_NAMES = [c.name for c in sessionize.SESSION_COLUMNS]
 #: Bucketed output is sorted by user within each bucket, not globally: compare on this order.
@@ -150,14 +148,6 @@ def assert_same_output(expected: Path, actual: Path) -> None:
 
 def listing(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def clickstream(n_events: int, seed: int) -> pl.DataFrame:

@@ -13,12 +13,10 @@ processes, so that settings, the GeoIP database and the tasks really go through 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import pickle
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,7 +35,7 @@ from sessionize.errors import (
     OutputError,
     UsageError,
 )
-from tests.conftest import REPO, SHARED
+from tests.conftest import SHARED, load_generator
 
 distributed = pytest.importorskip(
     "distributed",
@@ -70,14 +68,6 @@ KNOWN_IPS = ("81.2.69.160", "2.125.160.216", "89.160.20.112", "67.43.156.1", "10
 ISO = "%Y-%m-%dT%H:%M:%S%.6fZ"
 VALID_UNTIL = datetime.now(UTC) + timedelta(days=1)
 OPTIONS = io.ReadOptions(valid_until=VALID_UNTIL)
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def clickstream(n_events: int, seed: int) -> pl.DataFrame:
