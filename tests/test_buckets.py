@@ -1042,3 +1042,19 @@ def test_sigterm_removes_the_temp_files_and_writes_nothing(tmp_path: Path) -> No
         process.kill()
     assert list(spill.iterdir()) == []
     assert list(tmp_path.iterdir()) == [spill]
+
+
+def test_a_corrupt_parquet_file_in_bucket_mode_is_a_clear_error(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_bytes((SAMPLE_DATA / "events.csv").read_bytes())
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not a parquet file")
+    out = tmp_path / "sessions.parquet"
+    result = CliRunner().invoke(
+        app,
+        ["run", str(good), str(bad), "--buckets", "4", "--no-geo", "-o", str(out), "--log-format", "text"],
+    )
+    assert result.exit_code == 1
+    message = "".join(result.stderr.replace("│", "").split())
+    assert "broken.parquet:notareadableParquetfile" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet", "good.csv"]
