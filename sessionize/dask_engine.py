@@ -398,9 +398,9 @@ def _write_parquet(table: pl.DataFrame, path: str) -> None:
         if is_url(path):
             fs, target = _filesystem(path)
             with fs.open(target, "wb") as handle:
-                table.write_parquet(handle)
+                io.write_parquet(table, handle)
         else:
-            table.write_parquet(path)
+            io.write_parquet(table, path)
     except OSError as exc:
         raise OutputError(
             f"Cannot write {path}: {exc.strerror or exc}. The output directory must be on storage that "

@@ -514,7 +514,7 @@ def _write_partitions(
 
 def _write_parquet_atomically(target: Path, frame: pl.DataFrame) -> None:
     def write(handle: IO[bytes]) -> None:
-        frame.write_parquet(handle)
+        io.write_parquet(frame, handle)
         handle.flush()
         os.fsync(handle.fileno())
 
