@@ -21,7 +21,6 @@ ROW = "_row"
 RAW_TIME = "_raw_time"
 #: The reason a row is invalid (null for a valid row), in :func:`invalid_reason`.
 REASON = "_reason"
-_TIME_TEXT = "_time_text"
 #: How many bad rows an error message shows.
 MAX_REPORTED_ROWS = 5
 SKIP_HINT = "--on-invalid skip to set them aside (and --rejects PATH to keep them)"
@@ -41,6 +40,12 @@ _AUTO_UNIT_LIMITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))  # below 1e17: us,
 _ISO_AWARE = "%Y-%m-%dT%H:%M:%S%.f%z"
 _ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
 _DATE_ONLY = "%Y-%m-%d"
+# The commonest shapes, tried first as they are: ISO 8601 in UTC with `Z` (what trackers and
+# `date -u +%FT%T.%6NZ` write) and SQL's naive `YYYY-MM-DD HH:MM:SS[.f]`. Only the values that fail
+# both go through the rewrite and the general parsers, which take 2-3x as long.
+_FAST_UTC = "%Y-%m-%dT%H:%M:%S%.fZ"
+_FAST_NAIVE = "%Y-%m-%d %H:%M:%S%.f"
+_TEXT = "_time_text"
 
 
 def check_timezone(timezone: str | None) -> str:
@@ -131,6 +136,35 @@ def parse_timestamp_text(text: pl.Expr, *, time_unit: TimeUnit | None, timezone:
     return pl.coalesce(_micros_to_utc(numeric), aware.dt.convert_time_zone("UTC"), _localize(naive, timezone))
 
 
+def parse_timestamp_series(text: pl.Series, *, time_unit: TimeUnit | None, timezone: str) -> pl.Series:
+    """:func:`parse_timestamp_text` of :func:`timestamp_text` of ``text``, the common shapes first.
+
+    The same values (tests compare the two), in a third of the time when every value is in one of
+    the common shapes: the general rewrite runs only on the values those do not parse.
+    """
+    text = text.cast(pl.String)
+    parsed = text.str.to_datetime(_FAST_UTC, time_unit="us", strict=False, cache=False).dt.replace_time_zone(
+        "UTC"
+    )
+    positions = (parsed.is_null() & text.is_not_null()).arg_true()
+    if len(positions):
+        naive = text.gather(positions).str.to_datetime(_FAST_NAIVE, time_unit="us", strict=False, cache=False)
+        parsed = parsed.scatter(positions, pl.select(_localize(pl.lit(naive), timezone)).to_series())
+        positions = positions.filter(naive.is_null())
+    if len(positions):
+        # Rewritten in its own step: inside one expression each parse attempt would redo it.
+        rest = (
+            text.gather(positions)
+            .to_frame(_TEXT)
+            .lazy()
+            .select(timestamp_text(pl.col(_TEXT)))
+            .select(parse_timestamp_text(pl.col(_TEXT), time_unit=time_unit, timezone=timezone))
+            .collect(engine="in-memory")
+        )
+        parsed = parsed.scatter(positions, rest.to_series())
+    return parsed.alias(text.name)
+
+
 def timestamp_expr(
     column: str,
     dtype: pl.DataType,
@@ -191,11 +225,10 @@ def prepare_events(
     dtype = schema[columns.timestamp]
     row_number = pl.col(ROW) if ROW in schema else pl.int_range(pl.len()).alias(ROW)
     if _is_text(dtype):
-        # Rewrite the text once in its own step: inside one expression Polars would redo the
-        # rewrite for each parse attempt.
-        events = events.with_columns(timestamp_text(pl.col(columns.timestamp)).alias(_TIME_TEXT))
-        parsed = parse_timestamp_text(
-            pl.col(_TIME_TEXT), time_unit=time_unit, timezone=check_timezone(timezone)
+        tz = check_timezone(timezone)
+        parsed = pl.col(columns.timestamp).map_batches(
+            lambda text: parse_timestamp_series(text, time_unit=time_unit, timezone=tz),
+            return_dtype=S.TIMESTAMP,
         )
     else:
         parsed = timestamp_expr(columns.timestamp, dtype, time_unit=time_unit, timezone=timezone)

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from polars.testing import assert_frame_equal
 
 import sessionize
 from sessionize import io as sio
+from sessionize.normalize import TimeUnit, parse_timestamp_series, parse_timestamp_text, timestamp_text
 from sessionize.schema import EVENT_SCHEMA
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
@@ -898,3 +900,42 @@ def test_a_raw_segment_export_with_nested_objects(tmp_path: Path) -> None:
         "81.2.69.160",
         "curl/8.5.0",
     )
+
+
+def _timestamp_shapes(count: int, seed: int) -> list[str | None]:
+    """ISO 8601-like texts with every part sometimes out of range or in another shape."""
+    rng = random.Random(seed)
+    shapes: list[str | None] = []
+    for _ in range(count):
+        year = rng.choice([1969, 2000, 2024, 2026, 9999])
+        month, day, hour = rng.randint(0, 13), rng.randint(0, 32), rng.randint(0, 25)
+        minute, second = rng.randint(0, 60), rng.randint(0, 61)
+        fraction = rng.choice(["", ".5", ".123456", ".1234567", ".123456789", ".", ".12a"])
+        separator = rng.choice(["T", " ", "t", "  "])
+        zone = rng.choice(["Z", "z", "", "+02:00", "+0200", " UTC", "-05", " +01:00", "Zx"])
+        pad = rng.choice(["", " ", "\t"])
+        shapes.append(
+            f"{pad}{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second:02d}"
+            f"{fraction}{zone}{pad}"
+        )
+    # Epoch numbers, a date, minutes only, empty and null, and local times in DST gaps and overlaps.
+    shapes += ["1700000000", "1700000000123", "1700000000.5", "2026-10-15", "2026-10-15T10:05", "", None]
+    shapes += ["garbage", "2024-03-31 02:30:00", "2024-10-27 02:30:00", "2024-11-03 01:30:00"]
+    return shapes
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Paris", "America/New_York"])
+@pytest.mark.parametrize("time_unit", [None, "ms"])
+def test_timestamp_fast_path_parses_as_the_general_rewrite(timezone: str, time_unit: TimeUnit | None) -> None:
+    """The common shapes are parsed first as they are; every value must come out as the general path
+    (rewrite to one ISO shape, then the parsers) gives it, valid or not."""
+    text = pl.Series("t", _timestamp_shapes(20_000, seed=3), dtype=pl.String)
+    fast = parse_timestamp_series(text, time_unit=time_unit, timezone=timezone)
+    rewritten = pl.select(timestamp_text(pl.lit(text))).to_series()
+    general = pl.select(parse_timestamp_text(pl.lit(rewritten), time_unit=time_unit, timezone=timezone))
+    frame = pl.DataFrame({"text": text, "fast": fast, "general": general.to_series()})
+    assert frame.filter(pl.col("fast").ne_missing(pl.col("general"))).height == 0
+    # Not vacuous: thousands parse, in the fast shapes and in the others.
+    assert frame.get_column("fast").drop_nulls().len() > 5_000
+    assert frame.filter(pl.col("text").str.ends_with("Z"), pl.col("fast").is_not_null()).height > 200
+    assert frame.filter(pl.col("text").str.contains(r"\+02:?00$"), pl.col("fast").is_not_null()).height > 50
