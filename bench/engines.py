@@ -53,18 +53,32 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def is_csv(source: str | Path) -> bool:
+    return str(source).endswith(".csv")
+
+
 def duckdb_sql(source: str, target: str) -> str:
     """The DuckDB statement: LAG over each user's events, a running SUM of the new-session flag, then a
     GROUP BY session with ``arg_min_null``/``arg_max_null`` (plain ``arg_min`` skips null values, which
-    would give a later event's referrer when the landing page view has none)."""
+    would give a later event's referrer when the landing page view has none).
+
+    A CSV input is read by ``read_csv`` (types detected, so ``timestamp`` is a timestamp); its row
+    number, which ``read_csv`` does not give, is ``row_number() OVER ()`` in the order read (DuckDB
+    keeps insertion order by default)."""
     pageviews = ", ".join(_sql_string(name) for name in PAGEVIEW_EVENTS)
+    if is_csv(source):
+        relation = (
+            f"(SELECT *, row_number() OVER () - 1 AS file_row_number FROM read_csv({_sql_string(source)}))"
+        )
+    else:
+        relation = f"read_parquet({_sql_string(source)}, file_row_number = true)"
     return f"""
 COPY (
     WITH events AS (
         SELECT user_id, "timestamp" AS ts, epoch_us("timestamp") AS t_us, url, referrer, ip,
                coalesce(lower(event) IN ({pageviews}), false) AS is_pv,
                file_row_number AS rn
-        FROM read_parquet({_sql_string(source)}, file_row_number = true)
+        FROM {relation}
     ),
     gaps AS (
         SELECT *, t_us - lag(t_us) OVER w AS gap_us, row_number() OVER w AS pos
@@ -105,7 +119,12 @@ def run_pandas(source: Path, target: Path) -> None:
     import numpy as np
     import pandas as pd  # type: ignore[import-untyped]
 
-    events = pd.read_parquet(source, columns=["user_id", "timestamp", "event", "url", "referrer", "ip"])
+    columns = ["user_id", "timestamp", "event", "url", "referrer", "ip"]
+    if is_csv(source):
+        events = pd.read_csv(source, usecols=columns, dtype=str, keep_default_na=False, na_values=[""])
+        events["timestamp"] = pd.to_datetime(events["timestamp"], format="ISO8601", utc=True)
+    else:
+        events = pd.read_parquet(source, columns=columns)
     events["_row"] = np.arange(len(events))
     events = events.sort_values(["user_id", "timestamp", "_row"], ignore_index=True)
     user, ts = events["user_id"], events["timestamp"]
@@ -144,7 +163,8 @@ def run_sessionize_core(source: Path, target: Path) -> None:
 
     import sessionize
 
-    events = pl.read_parquet(source).lazy()
+    # CSV as sessionize reads it: every column as text, parsed by prepare_events.
+    events = (pl.read_csv(source, infer_schema=False) if is_csv(source) else pl.read_parquet(source)).lazy()
     columns = sessionize.resolve_columns(events.collect_schema().names())
     prepared = sessionize.prepare_events(events, columns=columns)
     table = sessionize.summarize_sessions(sessionize.assign_sessions(prepared, label=False))
@@ -154,14 +174,16 @@ def run_sessionize_core(source: Path, target: Path) -> None:
 def run_polars_read(source: Path, target: Path) -> None:
     import polars as pl
 
-    pl.read_parquet(source)
+    pl.read_csv(source, infer_schema=False) if is_csv(source) else pl.read_parquet(source)
 
 
 def run_polars_sort(source: Path, target: Path) -> None:
     """Read, then a stable sort by (user_id, timestamp): ties keep their input order."""
     import polars as pl
 
-    pl.read_parquet(source).sort("user_id", "timestamp", maintain_order=True)
+    # A CSV's timestamps are ISO 8601 text of one width and zone (Z): they sort as the times do.
+    events = pl.read_csv(source, infer_schema=False) if is_csv(source) else pl.read_parquet(source)
+    events.sort("user_id", "timestamp", maintain_order=True)
 
 
 ENGINES: Final[dict[str, Callable[[Path, Path], None]]] = {
