@@ -128,19 +128,38 @@ def assign_sessions(
             ).alias(SESSION_NEW)
         )
         temporary.append("_idx")
-    frame = frame.drop(*set(temporary))
     if not label:
-        return frame
-    start = pl.when(pl.col(SESSION_NEW)).then(ts_sorted).forward_fill()
+        return frame.drop(*set(temporary))
+    new = pl.col(SESSION_NEW)
+    start = pl.when(new).then(ts_sorted).forward_fill()
+    number = None
+    if campaign_col is not None:
+        # Only a campaign change can start a session at the same instant as the user's previous one
+        # (every other rule splits at a later event): such a session continues a run of generated
+        # sessions, and its number in that run tells its id apart (see `session_id_expr`).
+        count = new.cum_sum()
+        continues = (new & pl.col(_SAME) & generated & (ts_sorted == start.shift(1))).fill_null(False)
+        number = count - pl.when(new & ~continues).then(count).forward_fill() + 1
     return frame.select(
         *(pl.col(name).gather(order) for name in names),
-        session_id_expr(client.gather(order), user.gather(order), start).alias(S.SESSION_ID),
+        session_id_expr(client.gather(order), user.gather(order), start, number=number).alias(S.SESSION_ID),
     )
 
 
-def session_id_expr(client: pl.Expr, user: pl.Expr, start: pl.Expr) -> pl.Expr:
-    """The client's session id, else ``<user_id>-<start as YYYYMMDDTHHMMSS.ffffff>``."""
-    return pl.coalesce(client, pl.concat_str([user, pl.lit("-"), start.dt.strftime(_SESSION_ID_TIME_FORMAT)]))
+def session_id_expr(
+    client: pl.Expr, user: pl.Expr, start: pl.Expr, *, number: pl.Expr | None = None
+) -> pl.Expr:
+    """The client's session id, else ``<user_id>-<start as YYYYMMDDTHHMMSS.ffffff>``.
+
+    Two sessions of a user can start at the same instant when a campaign change splits events with
+    the same timestamp. ``number`` is then the session's place (1, 2, ...) in the run of the user's
+    sessions that start at that instant, in session order: the first keeps the plain id, the later
+    ones get ``-2``, ``-3``, ... appended, so ids stay unique and every other id stays the same.
+    """
+    parts = [user, pl.lit("-"), start.dt.strftime(_SESSION_ID_TIME_FORMAT)]
+    if number is not None:
+        parts.append(pl.when(number > 1).then(pl.lit("-") + number.cast(pl.String)).otherwise(pl.lit("")))
+    return pl.coalesce(client, pl.concat_str(parts))
 
 
 def _rechunked(frame: pl.DataFrame) -> pl.DataFrame:
@@ -413,7 +432,12 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
     user = pl.col(S.USER).gather(first)
     session_start = pl.col(SESSION_TIME).gather(start)
     return in_order.select(
-        session_id_expr(pl.col(S.CLIENT_SESSION).gather(first), user, session_start).alias(S.SESSION_ID),
+        session_id_expr(
+            pl.col(S.CLIENT_SESSION).gather(first),
+            user,
+            session_start,
+            number=pl.col("_id_number").drop_nulls(),
+        ).alias(S.SESSION_ID),
         user,
         pl.col("session_number").drop_nulls(),
         session_start.alias("session_start"),
@@ -435,16 +459,19 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
     )
 
 
-_TABLE_ORDER_DTYPE = pl.Struct({"_table_start": _IDX, "session_number": pl.UInt32()})
+_TABLE_ORDER_DTYPE = pl.Struct(
+    {"_table_start": _IDX, "session_number": pl.UInt32(), "_id_number": pl.UInt32()}
+)
 
 
 def _table_order(events: pl.Series) -> pl.Series:
-    """The order of the session table (by user id, start and session id) and the session numbers.
+    """The order of the session table (by user id, start and session id), the session numbers and the
+    numbers that tell apart the ids of a user's sessions that start at the same instant.
 
     ``events`` is a struct of the events' user id and client session id (in input order) and
     ``_ts``, ``_new`` and ``_order`` (in session order). Returns, in its first rows (one per
     session, the rest null), the position in session order of each session's first event in the
-    table's order, and the session's number.
+    table's order, the session's number and its ``number`` for :func:`session_id_expr`.
 
     Each user's sessions are together in session order, and usually already by start (sessions split
     by the timeout start strictly later than the one before). Then it is enough to sort the users,
@@ -467,6 +494,7 @@ def _table_order(events: pl.Series) -> pl.Series:
             pl.int_ranges(1, pl.col("count") + 1, dtype=pl.UInt32).explode().alias("session_number"),
         )
         session, number = table.to_series(0), table.to_series(1)
+        id_number = pl.repeat(1, n, dtype=pl.UInt32, eager=True)
     else:
         session_id = (
             pl.DataFrame([client.gather(first), user, start])
@@ -484,9 +512,15 @@ def _table_order(events: pl.Series) -> pl.Series:
         position = pl.int_range(n, dtype=_IDX, eager=True)
         first_position = pl.select(pl.when(first_in_table).then(position).forward_fill()).to_series()
         number = (position - first_position + 1).cast(pl.UInt32)
+        # Generated ids alike (same user and start) follow each other in session order: number them.
+        generated = client.gather(first).gather(session).is_null()
+        repeated = (~_changes(session_id.gather(session)) & generated & generated.shift(1)).fill_null(False)
+        run_start = pl.select(pl.when(~repeated).then(position).forward_fill()).to_series()
+        id_number = (position - run_start + 1).cast(pl.UInt32)
     padding = len(events) - n
     return pl.struct(
         starts.gather(session).extend_constant(None, padding).alias("_table_start"),
         number.extend_constant(None, padding).alias("session_number"),
+        id_number.extend_constant(None, padding).alias("_id_number"),
         eager=True,
     ).alias(events.name)

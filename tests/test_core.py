@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 import sessionize
+from sessionize.attribution import CAMPAIGN, add_campaign_key
 from sessionize.core import assign_sessions
 from tests.conftest import T0, EventsFactory, at
 
@@ -376,6 +377,36 @@ def test_split_on_campaign(events: EventsFactory) -> None:
         ("v", 60, base + "?utm_source=x", None, "page_view"),
     ]
     assert sessions_of(events(direct_then_campaign), split_on_campaign=True).height == 2
+
+
+def test_sessions_split_by_a_campaign_at_the_same_instant_get_unique_ids(events: EventsFactory) -> None:
+    """A campaign change between two events at the same instant starts a session at the same time as
+    the one before: the later session's id gets ``-2`` (then ``-3``, ...), the first keeps the plain id."""
+    base = "https://s.example/"
+    rows = [
+        ("u", 0, base + "?utm_source=news&utm_campaign=a", None, "page_view"),
+        ("u", 0, base + "?utm_source=news&utm_campaign=b", None, "page_view"),  # same instant, new campaign
+        ("u", 0, base + "?utm_source=news&utm_campaign=c", None, "page_view"),  # and again
+        ("u", 60, base + "?utm_source=news&utm_campaign=d", None, "page_view"),
+        ("v", 0, base + "?utm_source=news&utm_campaign=a", None, "page_view"),
+    ]
+    table = sessions_of(events(rows), split_on_campaign=True)
+    plain = "u-20240501T100000.000000"
+    assert table["session_id"].to_list() == [
+        plain,
+        plain + "-2",
+        plain + "-3",
+        "u-20240501T100100.000000",
+        "v-20240501T100000.000000",
+    ]
+    assert table["utm_campaign"].to_list() == ["a", "b", "c", "d", "a"]
+    assert table["session_number"].to_list() == [1, 2, 3, 4, 1]
+    # The labelled events carry the same ids.
+    prepared = sessionize.prepare_events(
+        events(rows).lazy(), columns=sessionize.resolve_columns(events(rows).columns)
+    ).pipe(add_campaign_key)
+    labelled = assign_sessions(prepared, campaign_col=CAMPAIGN).collect()
+    assert labelled["session_id"].to_list() == [plain, plain + "-2", plain + "-3", *table["session_id"][3:]]
 
 
 def test_bad_rule_values_are_usage_errors(events: EventsFactory) -> None:
