@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from functools import partial
 
 import polars as pl
 
@@ -28,7 +29,7 @@ ROBOTS_TXT = "_fetched_robots_txt"
 
 _IDX = pl.get_index_type()
 _SAME = "_same"
-_ORDER_DTYPE = pl.Struct({SESSION_ORDER: _IDX, _SAME: pl.Boolean()})
+_GENERATED = "_generated"
 
 
 def assign_sessions(
@@ -75,50 +76,45 @@ def assign_sessions(
     ['a-20240101T000000.000000', 'a-20240101T010000.000000']
     """
     user, ts, client = pl.col(S.USER), pl.col(S.TIME), pl.col(S.CLIENT_SESSION)
-    order = pl.col(SESSION_ORDER)
-    names = events.collect_schema().names()
-    # Contiguous columns first: gathers from the many chunks of a multi-file or Parquet read are
-    # several times slower, and rechunking a column is cheap.
-    keyed = (
-        events.map_batches(
-            _rechunked,
-            predicate_pushdown=True,
-            projection_pushdown=True,
-            slice_pushdown=True,
-            streamable=True,
+    order, new = pl.col(SESSION_ORDER), pl.col(SESSION_NEW)
+    schema = events.collect_schema()
+    names = schema.names()
+    # The opt-in rules read whether each event (in session order) has a generated id; the labels of
+    # sessions split by a campaign also read whether it continues the user's run of events.
+    rules = split_at_midnight or campaign_col is not None or max_session_length is not None
+    # Only the keys are put in session order, never the whole events: the event columns stay as read
+    # (in many chunks after a Parquet read); the few values taken from them later rechunk on the way.
+    frame = events.with_columns(
+        pl.struct(user, client, ts)
+        .map_batches(
+            partial(_session_order, timeout=timeout, with_rule_columns=rules),
+            return_dtype=_order_dtype(schema[S.TIME], with_rule_columns=rules),
         )
-        .with_columns(
-            pl.struct(user, client, ts).map_batches(_session_order, return_dtype=_ORDER_DTYPE).alias("_keys")
-        )
-        .unnest("_keys")
-    )
-    # Only the keys are put in session order, never the whole events.
+        .alias("_keys")
+    ).unnest("_keys")
     ts_sorted = pl.col(SESSION_TIME)
-    generated = pl.col("_generated")
-    with_gap = keyed.with_columns(
-        ts.gather(order).alias(SESSION_TIME), client.is_null().gather(order).alias("_generated")
-    ).with_columns((ts_sorted - ts_sorted.shift(1)).alias("_gap"))
-    is_new = ~pl.col(_SAME) | (generated & (pl.col("_gap") > timeout))
+    generated = pl.col(_GENERATED)
+    temporary = [_SAME, _GENERATED] if rules else []
     if split_at_midnight:
         day = ts_sorted.dt.convert_time_zone(timezone).dt.date()
-        is_new = is_new | (generated & (day != day.shift(1))).fill_null(False)
-    frame = with_gap.with_columns(is_new.alias(SESSION_NEW))
-    temporary = [_SAME, "_generated", "_gap"]
+        frame = frame.with_columns(
+            (new | (generated & (day != day.shift(1))).fill_null(False)).alias(SESSION_NEW)
+        )
     if campaign_col is not None:
         # The latest campaign seen in the session so far is its current one: every change splits.
         campaign = pl.col("_campaign_in_order")
         previous = campaign.forward_fill().shift(1).over("_idx")
         changed = generated & campaign.is_not_null() & campaign.ne_missing(previous)
         frame = frame.with_columns(
-            pl.col(SESSION_NEW).cum_sum().alias("_idx"),
+            new.cum_sum().alias("_idx"),
             pl.col(campaign_col).gather(order).alias(campaign.meta.output_name()),
-        ).with_columns((pl.col(SESSION_NEW) | changed.fill_null(False)).alias(SESSION_NEW))
+        ).with_columns((new | changed.fill_null(False)).alias(SESSION_NEW))
         temporary += ["_idx", "_campaign_in_order"]
     if max_session_length is not None:
         limit = int(max_session_length / timedelta(microseconds=1))
-        frame = frame.with_columns(pl.col(SESSION_NEW).cum_sum().alias("_idx")).with_columns(
+        frame = frame.with_columns(new.cum_sum().alias("_idx")).with_columns(
             (
-                pl.col(SESSION_NEW)
+                new
                 | (
                     generated
                     & pl.struct(pl.col("_idx"), ts_sorted.dt.epoch("us")).map_batches(
@@ -129,8 +125,7 @@ def assign_sessions(
         )
         temporary.append("_idx")
     if not label:
-        return frame.drop(*set(temporary))
-    new = pl.col(SESSION_NEW)
+        return frame.drop(*dict.fromkeys(temporary))
     start = pl.when(new).then(ts_sorted).forward_fill()
     number = None
     if campaign_col is not None:
@@ -141,8 +136,10 @@ def assign_sessions(
         continues = (new & pl.col(_SAME) & generated & (ts_sorted == start.shift(1))).fill_null(False)
         number = count - pl.when(new & ~continues).then(count).forward_fill() + 1
     return frame.select(
-        *(pl.col(name).gather(order) for name in names),
-        session_id_expr(client.gather(order), user.gather(order), start, number=number).alias(S.SESSION_ID),
+        *(_contiguous(pl.col(name)).gather(order) for name in names),
+        session_id_expr(
+            _contiguous(client).gather(order), _contiguous(user).gather(order), start, number=number
+        ).alias(S.SESSION_ID),
     )
 
 
@@ -162,95 +159,165 @@ def session_id_expr(
     return pl.coalesce(client, pl.concat_str(parts))
 
 
-def _rechunked(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` with every column in one chunk, but those all null (nothing to gather faster there).
-
-    Column by column: ``DataFrame.rechunk`` was slower, most of all on all-null columns.
-    """
-    return frame.with_columns(
-        column.rechunk()
-        for column in frame.get_columns()
-        if column.n_chunks() > 1 and column.null_count() < len(column)
-    )
+def _contiguous(column: pl.Expr) -> pl.Expr:
+    """``column`` in one chunk, to gather from: gathers from the many chunks of a Parquet or
+    multi-file read are several times slower. Rechunking right before the gather keeps the copy
+    short-lived (only the gathered values stay), rather than holding a second copy of every event."""
+    return column.map_batches(pl.Series.rechunk, return_dtype=pl.self_dtype())
 
 
-def _session_order(keys: pl.Series) -> pl.Series:
-    """The session order of events given as a struct of (user id, client session id, timestamp).
+def _order_dtype(time: pl.DataType, *, with_rule_columns: bool) -> pl.Struct:
+    if with_rule_columns:
+        return pl.Struct(
+            {
+                SESSION_ORDER: _IDX,
+                SESSION_NEW: pl.Boolean(),
+                SESSION_TIME: time,
+                _SAME: pl.Boolean(),
+                _GENERATED: pl.Boolean(),
+            }
+        )
+    return pl.Struct({SESSION_ORDER: _IDX, SESSION_NEW: pl.Boolean(), SESSION_TIME: time})
 
-    Returns a struct of ``_order`` (the input row of each event in session order) and ``_same``
-    (whether it has the user and client session id of the event before it in that order).
+
+def _session_order(keys: pl.Series, *, timeout: timedelta, with_rule_columns: bool) -> pl.Series:
+    """The session order of events given as a struct of (user id, client session id, timestamp), and
+    the timeout rule.
+
+    Returns a struct of ``_order`` (the input row of each event in session order), ``_new`` (whether
+    it starts a session by the timeout rule: another user or client session id than the event before
+    it in that order, or a gap over ``timeout`` between events without a client id) and ``_ts`` (its
+    time); with ``with_rule_columns`` also ``_same`` (same user and client session id as the event
+    before) and ``_generated`` (no client session id), which the opt-in rules read.
 
     The sort is on integers only: a hash of the user id, the client session id as dictionary codes
     (usually all null), the time and the input row (so that ties keep their input order without a
     slower stable sort). Without client session ids the hash, time and row fit in one 128-bit key
-    (see :func:`_single_key`), and one key sorts faster than three. Two users whose ids hash alike
-    would be interleaved: that is checked on the sorted ids, and only then are the events sorted
-    with the id itself after its hash.
+    (see :func:`_packed_order`), and sorting the keys themselves is faster and lighter than sorting
+    row numbers by them: the sorted keys hold the rows, times and hashes in session order. Two users
+    whose ids hash alike would be interleaved: that is checked on the sorted ids, and only then are
+    the events sorted with the id itself after its hash.
     """
     frame = keys.struct.unnest()
-    user, client, ts = (frame.to_series(i).rechunk() for i in range(3))
-    hashed = user.hash().alias("_hash")
-    row = pl.int_range(len(user), dtype=_IDX, eager=True).alias("_row")
-    with_client = client.null_count() < len(client)
-    client_code = client.cast(pl.Categorical).to_physical().alias("_client")
-    single = None if with_client else _single_key(hashed, ts, row)
-    if single is not None:
-        key, group_bits = single
-        order = key.arg_sort()
+    user, client, ts = (frame.to_series(i) for i in range(3))
+    del frame
+    n = len(user)
+    with_client = client.null_count() < n
+    client_code = client.cast(pl.Categorical).to_physical().alias("_client") if with_client else None
+    packed = None if with_client else _packed_order(user, ts)
+    # Contiguous: random gathers from many chunks are several times slower; a copy only while here.
+    user = user.rechunk()
+    ts_sorted: pl.Series | None = None
+    if packed is not None:
+        order, ts_sorted, same_group = packed
     else:
-        group_bits = 64
-        keys_frame = pl.DataFrame([hashed, *([client_code] if with_client else []), ts, row])
-        order = keys_frame.select(pl.arg_sort_by(keys_frame.columns)).to_series()
+        order = _sort_order(user, client_code, ts, with_id=False)
     sorted_user = user.gather(order)
     same_user = sorted_user.eq(sorted_user.shift(1))
-    # Hashing the sorted ids again is cheaper than putting their hashes in order.
-    sorted_group = sorted_user.hash() // (1 << (64 - group_bits))
-    if (sorted_group.eq(sorted_group.shift(1)) & ~same_user).any():
-        keys_frame = pl.DataFrame([hashed, user, *([client_code] if with_client else []), ts, row])
-        order = keys_frame.select(pl.arg_sort_by(keys_frame.columns)).to_series()
+    if packed is None:
+        # Hashing the sorted ids again is cheaper than putting their hashes in order.
+        sorted_hash = sorted_user.hash()
+        same_group = sorted_hash.eq(sorted_hash.shift(1))
+        del sorted_hash
+    if (same_group & ~same_user).any():
+        order, ts_sorted = _sort_order(user, client_code, ts, with_id=True), None
         sorted_user = user.gather(order)
         same_user = sorted_user.eq(sorted_user.shift(1))
+    del same_group, sorted_user, user
+    if ts_sorted is None:
+        ts_sorted = ts.rechunk().gather(order)
+    del ts
     same = same_user
-    if with_client:
+    if client_code is not None:
         sorted_client = client_code.gather(order)
         same = same & sorted_client.eq_missing(sorted_client.shift(1))
-    return pl.struct(order.alias(SESSION_ORDER), same.fill_null(False).alias(_SAME), eager=True).alias(
-        keys.name
+        generated = client.is_null().gather(order)
+    else:
+        generated = pl.repeat(True, n, dtype=pl.Boolean, eager=True)
+    same = same.fill_null(False)
+    columns = pl.DataFrame(
+        [
+            order.alias(SESSION_ORDER),
+            same.alias(_SAME),
+            generated.alias(_GENERATED),
+            ts_sorted.alias(SESSION_TIME),
+        ]
     )
+    ts_col, generated_col = pl.col(SESSION_TIME), pl.col(_GENERATED)
+    new = ~pl.col(_SAME) | (generated_col & ((ts_col - ts_col.shift(1)) > timeout))
+    return columns.select(
+        order.alias(SESSION_ORDER),
+        new.alias(SESSION_NEW),
+        ts_col,
+        *((pl.col(_SAME), generated_col) if with_rule_columns else ()),
+    ).to_struct(keys.name)
 
 
 #: Fewest bits of the user id's hash in a single sort key; with fewer, three keys are sorted.
 _MIN_HASH_BITS = 40
 
 
-def _single_key(hashed: pl.Series, ts: pl.Series, row: pl.Series) -> tuple[pl.Series, int] | None:
-    """One Int128 sort key per event that orders as (hash, time, row), and how many (top) bits of the
-    hash it holds.
+def _sort_order(user: pl.Series, client_code: pl.Series | None, ts: pl.Series, *, with_id: bool) -> pl.Series:
+    """The session order by (hash of the user id, [the id itself,] client code, time, row)."""
+    keys_frame = pl.DataFrame(
+        [
+            user.hash().alias("_hash"),
+            *([user] if with_id else []),
+            *([client_code] if client_code is not None else []),
+            ts,
+            pl.int_range(len(user), dtype=_IDX, eager=True).alias("_row"),
+        ]
+    )
+    return keys_frame.select(pl.arg_sort_by(keys_frame.columns)).to_series()
 
-    From high to low bits: the top bits of the hash, the microseconds since the earliest event and
-    the row, each in as many bits as it needs, 127 in all (so the key is never negative). ``None``
-    when that leaves fewer than :data:`_MIN_HASH_BITS` bits of the hash, or a timestamp is null.
+
+def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series] | None:
+    """The session order of events without client session ids from one sorted Int128 key per event.
+
+    From high to low bits the key holds the top bits of the user id's hash, the time since the
+    earliest event (in the timestamps' unit) and the input row, each in as many bits as it needs,
+    127 in all (so the key is never negative). Sorting the keys puts the events in (hash, time, row)
+    order, and then the keys give back, without a gather, the input rows (``_order``), the times in
+    that order and whether each event has the hash bits of the one before it (its user's, unless two
+    ids hash alike: the caller checks). ``None`` when the key leaves fewer than
+    :data:`_MIN_HASH_BITS` bits of the hash, or a timestamp is null.
     """
-    if ts.null_count() or not len(ts):
+    n = len(ts)
+    if not n or ts.null_count() or not isinstance(ts.dtype, pl.Datetime):
         return None
-    micros = ts.dt.epoch("us")
-    first, last = micros.min(), micros.max()
+    ticks = ts.to_physical()
+    first, last = ticks.min(), ticks.max()
     assert isinstance(first, int) and isinstance(last, int)
-    time_bits, row_bits = (last - first).bit_length(), (len(row) - 1).bit_length()
+    time_bits, row_bits = (last - first).bit_length(), (n - 1).bit_length()
     hash_bits = min(64, 127 - time_bits - row_bits)
     if hash_bits < _MIN_HASH_BITS:
         return None
-    group = hashed // (1 << (64 - hash_bits))
     wide = pl.Int128()
-    parts = pl.DataFrame([group.alias("group"), (micros - first).alias("time"), row.alias("row")])
+    parts = pl.DataFrame(
+        [(user.hash() // (1 << (64 - hash_bits))).alias("group"), (ticks - first).alias("time")]
+    )
+    del ticks
     key = parts.select(
         (
             (pl.col("group").cast(wide) * pl.lit(1 << time_bits, wide) + pl.col("time").cast(wide))
             * pl.lit(1 << row_bits, wide)
-            + pl.col("row").cast(wide)
+            + pl.int_range(pl.len(), dtype=wide)
         ).alias("_key")
     ).to_series()
-    return key, hash_bits
+    del parts
+    key = key.sort()
+    # The low bits are the row: the key's low 32 (or 64) bits, masked. Wrapping casts take low bits.
+    order = key.cast(_IDX, wrap_numerical=True) & ((1 << row_bits) - 1)
+    ts_sorted = (
+        (
+            (key // pl.Series([1 << row_bits], dtype=wide)).cast(pl.Int64, wrap_numerical=True)
+            & ((1 << time_bits) - 1)
+        )
+        + first
+    ).cast(ts.dtype)
+    group = (key // pl.Series([1 << (time_bits + row_bits)], dtype=wide)).cast(pl.UInt64, wrap_numerical=True)
+    del key
+    return order, ts_sorted, group.eq(group.shift(1)).fill_null(False)
 
 
 def _string_order(strings: pl.Series) -> pl.Series:
@@ -380,10 +447,12 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
     """
     order, new = pl.col(SESSION_ORDER), pl.col(SESSION_NEW)
     position = pl.int_range(pl.len(), dtype=_IDX)
-    pv = pl.col(S.IS_PAGEVIEW).fill_null(False).gather(order)
+    pv = _contiguous(pl.col(S.IS_PAGEVIEW).fill_null(False)).gather(order)
     # Every /robots.txt request contains the literal "/robots.txt", a quick test; the exact one runs
     # only on the URLs that pass it, below.
-    maybe_robots = pl.col(S.URL).str.contains("/robots.txt", literal=True).fill_null(False).gather(order)
+    maybe_robots = _contiguous(
+        pl.col(S.URL).str.contains("/robots.txt", literal=True).fill_null(False)
+    ).gather(order)
 
     def at_or_after(flag: pl.Expr) -> pl.Expr:
         return pl.when(flag).then(position).backward_fill()
@@ -392,7 +461,11 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
         sessions.with_columns(
             pv.alias("_pv"),
             maybe_robots.alias("_maybe_robots"),
-            *([converted.fill_null(False).gather(order).alias("_conv")] if converted is not None else []),
+            *(
+                [_contiguous(converted.fill_null(False)).gather(order).alias("_conv")]
+                if converted is not None
+                else []
+            ),
         )
         .with_columns(
             # Page views up to and including each event, and the same for possible robots.txt requests.
@@ -429,11 +502,13 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
     robots_in_session = robots_sum.gather(pl.col("_maybe_robots_sum").gather(end)) > robots_sum.gather(
         (pl.col("_maybe_robots_sum") - pl.col("_maybe_robots").cast(pl.UInt32)).gather(start)
     )
-    user = pl.col(S.USER).gather(first)
+    # The strings are gathered from one chunk each, rechunked on the way (see `_contiguous`).
+    user = _contiguous(pl.col(S.USER)).gather(first)
+    url = _contiguous(pl.col(S.URL))
     session_start = pl.col(SESSION_TIME).gather(start)
     return in_order.select(
         session_id_expr(
-            pl.col(S.CLIENT_SESSION).gather(first),
+            _contiguous(pl.col(S.CLIENT_SESSION)).gather(first),
             user,
             session_start,
             number=pl.col("_id_number").drop_nulls(),
@@ -444,12 +519,12 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
         pl.col(SESSION_TIME).gather(end).alias("session_end"),
         (end - start + 1).cast(pl.UInt32).alias("event_count"),
         pageviews.alias("pageview_count"),
-        pl.col(S.URL).gather(landing).alias("landing_page"),
-        pl.col(S.URL).gather(exit_).alias("exit_page"),
+        url.gather(landing).alias("landing_page"),
+        url.gather(exit_).alias("exit_page"),
         # The landing page view's referrer, else the first event's; a null one means "direct".
-        pl.col(S.REFERRER).gather(pl.coalesce(landing, first)).alias("referrer"),
-        pl.col(S.IP).gather(first).alias("ip"),
-        pl.col(S.USER_AGENT).gather(first).alias("user_agent"),
+        _contiguous(pl.col(S.REFERRER)).gather(pl.coalesce(landing, first)).alias("referrer"),
+        _contiguous(pl.col(S.IP)).gather(first).alias("ip"),
+        _contiguous(pl.col(S.USER_AGENT)).gather(first).alias("user_agent"),
         robots_in_session.alias(ROBOTS_TXT),
         (
             (pl.col("_next_conv").gather(start) <= end).fill_null(False)
@@ -466,7 +541,7 @@ _TABLE_ORDER_DTYPE = pl.Struct(
 
 def _table_order(events: pl.Series) -> pl.Series:
     """The order of the session table (by user id, start and session id), the session numbers and the
-    numbers that tell apart the ids of a user's sessions that start at the same instant.
+    number that tells apart the ids of a user's sessions that start at the same instant.
 
     ``events`` is a struct of the events' user id and client session id (in input order) and
     ``_ts``, ``_new`` and ``_order`` (in session order). Returns, in its first rows (one per
@@ -476,13 +551,16 @@ def _table_order(events: pl.Series) -> pl.Series:
     Each user's sessions are together in session order, and usually already by start (sessions split
     by the timeout start strictly later than the one before). Then it is enough to sort the users,
     one string per user rather than three keys per session, and keep each user's sessions as they
-    are. Otherwise (client session ids, null user ids or times) the sessions are sorted.
+    are. Otherwise (client session ids, null user ids or times, a campaign change at one instant) the
+    sessions are sorted.
     """
     frame = events.struct.unnest()
     user, client, ts, new, order = (frame.to_series(i) for i in range(5))
+    del frame
     starts = new.arg_true()
     first = order.gather(starts)
-    user, start = user.gather(first), ts.gather(starts)
+    # Contiguous: a gather from many chunks is several times slower; the copy lives only here.
+    user, start = user.rechunk().gather(first), ts.gather(starts)
     n = len(starts)
     first_of_user = _changes(user)
     if user.null_count() == start.null_count() == 0 and (first_of_user | (start > start.shift(1))).all():
@@ -496,8 +574,9 @@ def _table_order(events: pl.Series) -> pl.Series:
         session, number = table.to_series(0), table.to_series(1)
         id_number = pl.repeat(1, n, dtype=pl.UInt32, eager=True)
     else:
+        client = client.rechunk().gather(first)
         session_id = (
-            pl.DataFrame([client.gather(first), user, start])
+            pl.DataFrame([client, user, start])
             .select(session_id_expr(pl.col(client.name), pl.col(user.name), pl.col(start.name)))
             .to_series()
         )
@@ -512,9 +591,9 @@ def _table_order(events: pl.Series) -> pl.Series:
         position = pl.int_range(n, dtype=_IDX, eager=True)
         first_position = pl.select(pl.when(first_in_table).then(position).forward_fill()).to_series()
         number = (position - first_position + 1).cast(pl.UInt32)
-        # Generated ids alike (same user and start) follow each other in session order: number them.
-        generated = client.gather(first).gather(session).is_null()
-        repeated = (~_changes(session_id.gather(session)) & generated & generated.shift(1)).fill_null(False)
+        # Generated ids alike (same user and start) follow each other, in session order: number them.
+        sorted_id, generated = session_id.gather(session), client.gather(session).is_null()
+        repeated = (~_changes(sorted_id) & generated & generated.shift(1)).fill_null(False)
         run_start = pl.select(pl.when(~repeated).then(position).forward_fill()).to_series()
         id_number = (position - run_start + 1).cast(pl.UInt32)
     padding = len(events) - n
