@@ -6,9 +6,10 @@ can run per partition of users on a distributed engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import partial
+from typing import overload
 
 import polars as pl
 
@@ -440,128 +441,180 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
     """The session table from ``assign_sessions(label=False)``, without a ``group_by``.
 
     In session order each session is a run of events that starts where ``_new`` is set, so every
-    value comes from a row of that run: the start and end rows, the first and last page view (the
-    nearest page view at or after the start, at or before the end, if inside the run), counts from
-    positions and running sums. The table's order is settled on those positions first; then only
-    those rows' values are taken from the events, by their input row.
+    value comes from a row of that run: the start and end rows, the first and last page view, counts
+    from running sums. The table's order is settled on those positions first; then only those rows'
+    values are taken from the events, by their input row. All in one function (see
+    :func:`_session_rows`), so that each step's full-length temporaries are gone before the next.
     """
-    order, new = pl.col(SESSION_ORDER), pl.col(SESSION_NEW)
-    position = pl.int_range(pl.len(), dtype=_IDX)
-    pv = _contiguous(pl.col(S.IS_PAGEVIEW).fill_null(False)).gather(order)
+    inputs = [
+        pl.col(SESSION_ORDER),
+        pl.col(SESSION_NEW),
+        pl.col(SESSION_TIME),
+        pl.col(S.IS_PAGEVIEW),
+        pl.col(S.URL),
+        pl.col(S.USER),
+        pl.col(S.CLIENT_SESSION),
+        pl.col(S.REFERRER),
+        pl.col(S.IP),
+        pl.col(S.USER_AGENT),
+        *([converted] if converted is not None else []),
+    ]
+    schema = sessions.collect_schema()
+    dtype = pl.Struct(
+        {
+            S.SESSION_ID: pl.String(),
+            S.USER: schema[S.USER],
+            "session_number": pl.UInt32(),
+            "session_start": schema[SESSION_TIME],
+            "session_end": schema[SESSION_TIME],
+            "event_count": pl.UInt32(),
+            "pageview_count": pl.UInt32(),
+            "landing_page": schema[S.URL],
+            "exit_page": schema[S.URL],
+            "referrer": schema[S.REFERRER],
+            "ip": schema[S.IP],
+            "user_agent": schema[S.USER_AGENT],
+            ROBOTS_TXT: pl.Boolean(),
+            "_converted": pl.Boolean(),
+        }
+    )
+    return sessions.select(pl.map_batches(inputs, _session_rows, return_dtype=dtype).alias("_table")).unnest(
+        "_table"
+    )
+
+
+def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
+    """The session table (a struct, one row per session) from the columns of
+    :func:`_summarize_in_order`: ``_order``, ``_new`` and ``_ts`` (in session order), then the
+    events' page view flag, URL, user id, client session id, referrer, IP, user agent and, if given,
+    conversion flag (in input order).
+    """
+    order, new, ts, pageview, url, user, client, referrer, ip, user_agent, *rest = columns
+    n = len(order)
+    # Positions in session order of each session's first and last event.
+    starts = new.arg_true()
+    ends = (starts.shift(-1) - 1).fill_null(n - 1) if n else starts
+    first = order.gather(starts)
+
+    # Page views up to and including each event; the sessions' first and last ones by their rank.
+    pv = _in_order(pageview, order)
+    pv_sum = pv.cum_sum().cast(pl.UInt32)
+    before = pv_sum.gather(starts) - pv.gather(starts).cast(pl.UInt32)
+    through = pv_sum.gather(ends)
+    del pv_sum
+    pageviews = through - before
+    pv_positions = pv.arg_true()
+    del pv
+    # Input rows of the first and last page views (null without one).
+    landing, exit_ = (
+        order.gather(pv_positions.gather(pl.select(pl.when(pageviews > 0).then(rank)).to_series()))
+        for rank in (before, through - 1)
+    )
+    del pv_positions, before, through
+
     # Every /robots.txt request contains the literal "/robots.txt", a quick test; the exact one runs
-    # only on the URLs that pass it, below.
-    maybe_robots = _contiguous(
-        pl.col(S.URL).str.contains("/robots.txt", literal=True).fill_null(False)
-    ).gather(order)
+    # only on the URLs that pass it.
+    maybe = _in_order(url.str.contains("/robots.txt", literal=True), order).arg_true()
+    robots = maybe.filter(url.gather(order.gather(maybe)).str.contains(_ROBOTS_TXT_URL).fill_null(False))
+    fetched_robots = _any_between(robots, starts, ends)
+    converted = _any_between(_in_order(rest[0], order).arg_true(), starts, ends) if rest else None
 
-    def at_or_after(flag: pl.Expr) -> pl.Expr:
-        return pl.when(flag).then(position).backward_fill()
-
-    in_order = (
-        sessions.with_columns(
-            pv.alias("_pv"),
-            maybe_robots.alias("_maybe_robots"),
-            *(
-                [_contiguous(converted.fill_null(False)).gather(order).alias("_conv")]
-                if converted is not None
-                else []
-            ),
-        )
-        .with_columns(
-            # Page views up to and including each event, and the same for possible robots.txt requests.
-            pl.col("_pv").cast(pl.UInt32).cum_sum().alias("_pv_sum"),
-            pl.col("_maybe_robots").cast(pl.UInt32).cum_sum().alias("_maybe_robots_sum"),
-            at_or_after(pl.col("_pv")).alias("_next_pv"),
-            pl.when(pl.col("_pv")).then(position).forward_fill().alias("_previous_pv"),
-            # The session's last event: the next one that is followed by a new session.
-            at_or_after(new.shift(-1, fill_value=True)).alias("_end"),
-            *([at_or_after(pl.col("_conv")).alias("_next_conv")] if converted is not None else []),
-            # The table's order (user id, start, session id) and the session numbers.
-            pl.struct(pl.col(S.USER), pl.col(S.CLIENT_SESSION), pl.col(SESSION_TIME), new, order)
-            .map_batches(_table_order, return_dtype=_TABLE_ORDER_DTYPE)
-            .alias("_table"),
-        )
-        .unnest("_table")
+    # The table's order, the session numbers and the numbers that tell same-instant ids apart.
+    first_user, first_client = _gather(user, first), _gather(client, first)
+    session_start = ts.gather(starts)
+    table, number, id_number = _table_order(first_user, first_client, session_start)
+    first, landing, exit_, first_user, first_client, session_start = (
+        values.gather(table) for values in (first, landing, exit_, first_user, first_client, session_start)
     )
-    # Positions (in session order) of each session's first and last event, in the table's order.
-    start = pl.col("_table_start").drop_nulls()
-    end = pl.col("_end").gather(start)
-    first = order.gather(start)
-
-    def count_in_session(running_sum: str, flag: str) -> pl.Expr:
-        return pl.col(running_sum).gather(end) - (pl.col(running_sum) - pl.col(flag).cast(pl.UInt32)).gather(
-            start
-        )
-
-    pageviews = count_in_session("_pv_sum", "_pv")
-    landing = order.gather(pl.when(pageviews > 0).then(pl.col("_next_pv").gather(start)))
-    exit_ = order.gather(pl.when(pageviews > 0).then(pl.col("_previous_pv").gather(end)))
-    # Robots.txt requests among the possible ones, counted the same way, numbered 1, 2, ... in order.
-    robots = pl.col(S.URL).gather(order.filter(pl.col("_maybe_robots"))).str.contains(_ROBOTS_TXT_URL)
-    robots_sum = pl.lit(0, pl.UInt32).append(robots.cast(pl.UInt32).cum_sum())
-    robots_in_session = robots_sum.gather(pl.col("_maybe_robots_sum").gather(end)) > robots_sum.gather(
-        (pl.col("_maybe_robots_sum") - pl.col("_maybe_robots").cast(pl.UInt32)).gather(start)
-    )
-    # The strings are gathered from one chunk each, rechunked on the way (see `_contiguous`).
-    user = _contiguous(pl.col(S.USER)).gather(first)
-    url = _contiguous(pl.col(S.URL))
-    session_start = pl.col(SESSION_TIME).gather(start)
-    return in_order.select(
+    starts, ends, pageviews = starts.gather(table), ends.gather(table), pageviews.gather(table)
+    del order
+    out = pl.DataFrame(
+        [
+            first_client.alias("_client"),
+            first_user.alias(S.USER),
+            session_start.alias("session_start"),
+            id_number.alias("_id_number"),
+        ]
+    ).select(
         session_id_expr(
-            _contiguous(pl.col(S.CLIENT_SESSION)).gather(first),
-            user,
-            session_start,
-            number=pl.col("_id_number").drop_nulls(),
+            pl.col("_client"), pl.col(S.USER), pl.col("session_start"), number=pl.col("_id_number")
         ).alias(S.SESSION_ID),
-        user,
-        pl.col("session_number").drop_nulls(),
-        session_start.alias("session_start"),
-        pl.col(SESSION_TIME).gather(end).alias("session_end"),
-        (end - start + 1).cast(pl.UInt32).alias("event_count"),
+        pl.col(S.USER),
+        number.alias("session_number"),
+        pl.col("session_start"),
+    )
+    out = out.with_columns(
+        ts.gather(ends).alias("session_end"),
+        (ends - starts + 1).cast(pl.UInt32).alias("event_count"),
         pageviews.alias("pageview_count"),
-        url.gather(landing).alias("landing_page"),
-        url.gather(exit_).alias("exit_page"),
-        # The landing page view's referrer, else the first event's; a null one means "direct".
-        _contiguous(pl.col(S.REFERRER)).gather(pl.coalesce(landing, first)).alias("referrer"),
-        _contiguous(pl.col(S.IP)).gather(first).alias("ip"),
-        _contiguous(pl.col(S.USER_AGENT)).gather(first).alias("user_agent"),
-        robots_in_session.alias(ROBOTS_TXT),
+    )
+    # One string column at a time (see `_gather`).
+    landing_page, exit_page = _gather(url, landing, exit_)
+    out = out.with_columns(landing_page.alias("landing_page"), exit_page.alias("exit_page"))
+    del landing_page, exit_page
+    # The landing page view's referrer, else the first event's; a null one means "direct".
+    referrer = _gather(referrer, pl.select(pl.coalesce(landing, first)).to_series())
+    out = out.with_columns(referrer.alias("referrer"))
+    out = out.with_columns(_gather(ip, first).alias("ip"))
+    out = out.with_columns(_gather(user_agent, first).alias("user_agent"))
+    out = out.with_columns(
+        fetched_robots.gather(table).alias(ROBOTS_TXT),
         (
-            (pl.col("_next_conv").gather(start) <= end).fill_null(False)
-            if converted is not None
-            else pl.lit(False)
+            converted.gather(table) if converted is not None else pl.repeat(False, len(table), eager=True)
         ).alias("_converted"),
     )
+    return out.to_struct("_table")
 
 
-_TABLE_ORDER_DTYPE = pl.Struct(
-    {"_table_start": _IDX, "session_number": pl.UInt32(), "_id_number": pl.UInt32()}
-)
+@overload
+def _gather(values: pl.Series, rows: pl.Series, /) -> pl.Series: ...
+@overload
+def _gather(values: pl.Series, *rows: pl.Series) -> tuple[pl.Series, ...]: ...
+def _gather(values: pl.Series, *rows: pl.Series) -> pl.Series | tuple[pl.Series, ...]:
+    """``values`` at each of ``rows`` (one Series of row numbers, or a tuple for several).
+
+    Rechunked first: a gather from the many chunks of a Parquet read is several times slower, and
+    this copy lives only while the values are taken, one column at a time, rather than a second copy
+    of every column at once. All null values need neither.
+    """
+    if values.null_count() == len(values):
+        taken = tuple(
+            pl.repeat(None, len(r), dtype=values.dtype, eager=True).alias(values.name) for r in rows
+        )
+    else:
+        contiguous = values.rechunk()
+        taken = tuple(contiguous.gather(r) for r in rows)
+    return taken[0] if len(rows) == 1 else taken
 
 
-def _table_order(events: pl.Series) -> pl.Series:
-    """The order of the session table (by user id, start and session id), the session numbers and the
-    number that tells apart the ids of a user's sessions that start at the same instant.
+def _in_order(flags: pl.Series, order: pl.Series) -> pl.Series:
+    """``flags`` (nulls as false) in session order. Contiguous first: a gather from the many chunks of
+    a Parquet read is several times slower."""
+    return flags.fill_null(False).rechunk().gather(order)
 
-    ``events`` is a struct of the events' user id and client session id (in input order) and
-    ``_ts``, ``_new`` and ``_order`` (in session order). Returns, in its first rows (one per
-    session, the rest null), the position in session order of each session's first event in the
-    table's order, the session's number and its ``number`` for :func:`session_id_expr`.
 
-    Each user's sessions are together in session order, and usually already by start (sessions split
-    by the timeout start strictly later than the one before). Then it is enough to sort the users,
-    one string per user rather than three keys per session, and keep each user's sessions as they
-    are. Otherwise (client session ids, null user ids or times, a campaign change at one instant) the
+def _any_between(positions: pl.Series, starts: pl.Series, ends: pl.Series) -> pl.Series:
+    """Whether any of the sorted ``positions`` lies in each run ``starts[i]..ends[i]``."""
+    if not len(positions):
+        return pl.repeat(False, len(starts), dtype=pl.Boolean, eager=True)
+    return positions.search_sorted(ends, side="right") > positions.search_sorted(starts, side="left")
+
+
+def _table_order(
+    user: pl.Series, client: pl.Series, start: pl.Series
+) -> tuple[pl.Series, pl.Series, pl.Series]:
+    """The order of the session table (by user id, start and session id), the session numbers in
+    that order, and the numbers that tell apart the ids of a user's sessions that start at the same
+    instant (``number`` of :func:`session_id_expr`).
+
+    The arguments are the sessions' user ids, client session ids and starts, in session order. Each
+    user's sessions are together in session order, and usually already by start (sessions split by
+    the timeout start strictly later than the one before). Then it is enough to sort the users, one
+    string per user rather than three keys per session, and keep each user's sessions as they are.
+    Otherwise (client session ids, null user ids or times, a campaign change at one instant) the
     sessions are sorted.
     """
-    frame = events.struct.unnest()
-    user, client, ts, new, order = (frame.to_series(i) for i in range(5))
-    del frame
-    starts = new.arg_true()
-    first = order.gather(starts)
-    # Contiguous: a gather from many chunks is several times slower; the copy lives only here.
-    user, start = user.rechunk().gather(first), ts.gather(starts)
-    n = len(starts)
+    n = len(start)
     first_of_user = _changes(user)
     if user.null_count() == start.null_count() == 0 and (first_of_user | (start > start.shift(1))).all():
         firsts = first_of_user.arg_true()
@@ -571,35 +624,26 @@ def _table_order(events: pl.Series) -> pl.Series:
             pl.int_ranges("first", pl.col("first") + pl.col("count"), dtype=_IDX).explode().alias("_session"),
             pl.int_ranges(1, pl.col("count") + 1, dtype=pl.UInt32).explode().alias("session_number"),
         )
-        session, number = table.to_series(0), table.to_series(1)
-        id_number = pl.repeat(1, n, dtype=pl.UInt32, eager=True)
-    else:
-        client = client.rechunk().gather(first)
-        session_id = (
-            pl.DataFrame([client, user, start])
-            .select(session_id_expr(pl.col(client.name), pl.col(user.name), pl.col(start.name)))
-            .to_series()
-        )
-        session = (
-            pl.DataFrame([user, start, session_id.alias("_id")])
-            # Sessions alike in all three (split by a campaign at the same instant) stay in order.
-            .select(pl.arg_sort_by(user.name, start.name, "_id", pl.int_range(pl.len(), dtype=_IDX)))
-            .to_series()
-        )
-        sorted_user = user.gather(session)
-        first_in_table = _changes(sorted_user)
-        position = pl.int_range(n, dtype=_IDX, eager=True)
-        first_position = pl.select(pl.when(first_in_table).then(position).forward_fill()).to_series()
-        number = (position - first_position + 1).cast(pl.UInt32)
-        # Generated ids alike (same user and start) follow each other, in session order: number them.
-        sorted_id, generated = session_id.gather(session), client.gather(session).is_null()
-        repeated = (~_changes(sorted_id) & generated & generated.shift(1)).fill_null(False)
-        run_start = pl.select(pl.when(~repeated).then(position).forward_fill()).to_series()
-        id_number = (position - run_start + 1).cast(pl.UInt32)
-    padding = len(events) - n
-    return pl.struct(
-        starts.gather(session).extend_constant(None, padding).alias("_table_start"),
-        number.extend_constant(None, padding).alias("session_number"),
-        id_number.extend_constant(None, padding).alias("_id_number"),
-        eager=True,
-    ).alias(events.name)
+        return table.to_series(0), table.to_series(1), pl.repeat(1, n, dtype=pl.UInt32, eager=True)
+    session_id = (
+        pl.DataFrame([client.alias("_client"), user.alias("_user"), start.alias("_start")])
+        .select(session_id_expr(pl.col("_client"), pl.col("_user"), pl.col("_start")))
+        .to_series()
+    )
+    session = (
+        pl.DataFrame([user.alias("_user"), start.alias("_start"), session_id.alias("_id")])
+        # Sessions alike in all three (split by a campaign at the same instant) stay in session order.
+        .select(pl.arg_sort_by("_user", "_start", "_id", pl.int_range(pl.len(), dtype=_IDX)))
+        .to_series()
+    )
+    position = pl.int_range(n, dtype=_IDX, eager=True)
+
+    def run_number(first_of_run: pl.Series) -> pl.Series:
+        run_start = pl.select(pl.when(first_of_run).then(position).forward_fill()).to_series()
+        return (position - run_start + 1).cast(pl.UInt32)
+
+    number = run_number(_changes(user.gather(session)))
+    # Generated ids alike (same user and start) follow each other in session order: number them.
+    generated = client.gather(session).is_null()
+    repeated = ~_changes(session_id.gather(session)) & generated & generated.shift(1)
+    return session, number, run_number(~repeated.fill_null(False))
