@@ -6,6 +6,7 @@ Outputs are written to a temporary file beside the target and renamed into place
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import glob
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final, Literal, TypeVar
 
 import polars as pl
 
@@ -54,6 +55,7 @@ from sessionize.normalize import (
 )
 from sessionize.privacy import anonymize_ips, hash_user_ids
 
+_T = TypeVar("_T")
 InputFormat = Literal["csv", "tsv", "parquet", "ndjson", "combined", "common", "log"]
 OutputFormat = Literal["parquet", "csv", "ndjson"]
 #: What --input-format accepts; ``log`` (a ``.log`` file) means "combined or common, by its lines".
@@ -177,14 +179,16 @@ def resolve_inputs(paths: Sequence[str | Path], *, input_format: str | None = No
     return result
 
 
+def _corrupt_gzip(path: str, exc: BaseException) -> str:
+    return f"{path}: the gzip data is corrupt or truncated ({exc}). Re-export or re-download the file."
+
+
 def _read_bytes_gz(path: str) -> bytes:
     try:
         with gzip.open(path, "rb") as handle:
             return handle.read()
     except (OSError, EOFError, zlib.error) as exc:
-        raise UnreadableInputError(
-            f"{path}: the gzip data is corrupt or truncated ({exc}). Re-export or re-download the file."
-        ) from exc
+        raise UnreadableInputError(_corrupt_gzip(path, exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -315,20 +319,24 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
         raw = data if isinstance(data, bytes) else _read_maybe_gz(data)
         codec = "utf-8" if _is_utf8(options.encoding) else options.encoding
         lines = pl.read_lines(raw.decode(codec, errors="replace").encode("utf-8"), row_index_name=ROW)
-    log_format = source.format
-    if log_format == "log":
-        first = lines.get_column("line").head(20).to_list()
-        detected = detect_log_format([line for line in first if line is not None])
-        if detected is None:
-            raise UnknownFormatError(
-                f"{source.path}: the first lines are neither Apache/nginx combined nor common log format. "
-                "Give the format with --input-format combined|common (or csv, ndjson, ...)."
-            )
-        log_format = detected
+    log_format = _log_format(source, lines.get_column("line").head(20).to_list())
     parsed, malformed = parse_access_log(
         lines, log_format=log_format, asset_pattern=options.asset_pattern, visitor_key=options.visitor_key
     )
     return parsed.lazy(), malformed
+
+
+def _log_format(source: InputFile, first: list[str | None]) -> str:
+    """``combined`` or ``common``: as given, or told by the first lines of a ``.log`` file."""
+    if source.format != "log":
+        return source.format
+    detected = detect_log_format([line for line in first if line is not None])
+    if detected is None:
+        raise UnknownFormatError(
+            f"{source.path}: the first lines are neither Apache/nginx combined nor common log format. "
+            "Give the format with --input-format combined|common (or csv, ndjson, ...)."
+        )
+    return detected
 
 
 def _read_maybe_gz(path: str) -> bytes:
@@ -344,35 +352,111 @@ def _without_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
 
 
-def _csv_windows(source: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
-    """A CSV file's raw rows (all text, with ``_row``), ``chunk_rows`` at a time, or None when the
-    fast reader cannot parse the whole file (then it is read whole, as in memory, so that the
-    same rows are rejected). Two streaming passes: the first only checks the file."""
-    separator = "\t" if source.format == "tsv" else ","
+def _batched(batches: Callable[[], Iterator[pl.DataFrame]], chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """The batches of a streaming scan, joined into windows of at least ``chunk_rows`` rows."""
+    pending: list[pl.DataFrame] = []
+    size = 0
+    for batch in batches():
+        pending.append(batch)
+        size += batch.height
+        if size >= chunk_rows:
+            yield pl.concat(pending)
+            pending, size = [], 0
+    if pending:
+        yield pl.concat(pending)
 
-    def batches() -> Iterator[pl.DataFrame]:
-        scan = pl.scan_csv(source.path, separator=separator, infer_schema=False).with_row_index(ROW)
-        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
+def _checked_windows(
+    batches: Callable[[], Iterator[pl.DataFrame]], chunk_rows: int
+) -> Iterator[pl.DataFrame] | None:
+    """Windows of a streaming scan after a first pass that only checks that the whole file parses;
+    None when it does not (the file is then read whole, as in memory, so that the same rows are
+    rejected or the same error is raised)."""
     try:
         for _ in batches():
             pass
     except pl.exceptions.ComputeError:
         return None
+    return _batched(batches, chunk_rows)
 
-    def windows() -> Iterator[pl.DataFrame]:
-        pending: list[pl.DataFrame] = []
-        size = 0
-        for batch in batches():
-            pending.append(batch)
-            size += batch.height
-            if size >= chunk_rows:
-                yield _without_blank_rows(pl.concat(pending))
-                pending, size = [], 0
-        if pending:
-            yield _without_blank_rows(pl.concat(pending))
 
-    return windows()
+def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
+    """A CSV file's raw rows (all text, with ``_row``), ``chunk_rows`` at a time (see
+    :func:`_checked_windows`)."""
+
+    def batches() -> Iterator[pl.DataFrame]:
+        scan = pl.scan_csv(path, separator=separator, infer_schema=False).with_row_index(ROW)
+        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+
+    windows = _checked_windows(batches, chunk_rows)
+    return None if windows is None else (_without_blank_rows(window) for window in windows)
+
+
+def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
+    """An NDJSON file's rows, ``chunk_rows`` at a time, with the schema inferred from every line as
+    when it is read whole."""
+
+    def batches() -> Iterator[pl.DataFrame]:
+        scan = _flatten(pl.scan_ndjson(path, infer_schema_length=None)).with_row_index(ROW)
+        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+
+    return _checked_windows(batches, chunk_rows)
+
+
+def _log_windows(
+    source: InputFile, options: ReadOptions, chunk_rows: int
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]] | None:
+    """An access log's parsed requests and malformed lines, ``chunk_rows`` lines at a time (a
+    ``.log.gz`` is decompressed as it streams); None when its bytes are not UTF-8."""
+
+    def batches() -> Iterator[pl.DataFrame]:
+        scan = pl.scan_lines(source.path, row_index_name=ROW)
+        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+
+    windows = _checked_windows(batches, chunk_rows)
+    if windows is None:
+        return None
+    first = pl.scan_lines(source.path).head(20).collect(engine="in-memory").get_column("line").to_list()
+    log_format = _log_format(source, first)
+    return (
+        parse_access_log(
+            window,
+            log_format=log_format,
+            asset_pattern=options.asset_pattern,
+            visitor_key=options.visitor_key,
+        )
+        for window in windows
+    )
+
+
+def _decoded_copy(source: InputFile, options: ReadOptions, scratch: Path) -> str | None:
+    """A gzipped or non-UTF-8 text file as plain UTF-8 in ``scratch``, streamed so that memory stays
+    bounded; None when its bytes do not decode (it is then read whole, as in memory, so that the
+    same rows are rejected)."""
+    compressed = _split_gz(source.path)[1]
+    try:
+        decoder = None if _is_utf8(options.encoding) else codecs.getincrementaldecoder(options.encoding)()
+    except LookupError:
+        raise UsageError(
+            f"--encoding {options.encoding!r} is not an encoding Python knows (try latin-1, cp1252)."
+        ) from None
+    fd, name = tempfile.mkstemp(dir=scratch, prefix="input-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "wb") as copy, (gzip.open if compressed else open)(source.path, "rb") as raw:
+            while block := raw.read(1 << 20):
+                copy.write(block if decoder is None else decoder.decode(block).encode("utf-8"))
+            if decoder is not None:
+                copy.write(decoder.decode(b"", final=True).encode("utf-8"))
+    except UnicodeDecodeError:
+        Path(name).unlink(missing_ok=True)
+        return None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        Path(name).unlink(missing_ok=True)
+        raise UnreadableInputError(_corrupt_gzip(source.path, exc)) from exc
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return name
 
 
 def _scan(
@@ -472,15 +556,17 @@ def read_file(
     window: Window | None = None,
     *,
     raw: pl.DataFrame | None = None,
+    malformed: pl.DataFrame | None = None,
     keep_row: bool = False,
 ) -> FileRead:
     """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
     (or raise on) invalid rows. ``raw`` gives some of the file's rows already read (text columns
-    and ``_row``; see :func:`iter_reads`). ``keep_row`` keeps each event's 0-based data row in ``_row``."""
+    and ``_row``, or an access log's parsed requests; see :func:`iter_reads`), with ``malformed`` the rows
+    among them that did not parse. ``keep_row`` keeps each event's 0-based data row in ``_row``."""
     name = "standard input" if source.is_stdin else source.path
     try:
         if raw is not None:
-            scan, malformed = raw.lazy(), None
+            scan = raw.lazy()
         else:
             scan, malformed = _scan(source, options, window)
         available = [c for c in scan.collect_schema().names() if c != ROW]
@@ -593,13 +679,10 @@ def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> st
 
 
 def can_window(source: InputFile, options: ReadOptions) -> bool:
-    """Whether :func:`iter_reads` can read ``source`` a slice at a time (else it reads it whole):
-    Parquet files, and uncompressed UTF-8 CSV/TSV files on disk."""
-    if source.is_stdin:
-        return False
-    if source.format == "parquet":
-        return True
-    return source.format in ("csv", "tsv") and not _split_gz(source.path)[1] and _is_utf8(options.encoding)
+    """Whether :func:`iter_reads` can read ``source`` a slice at a time (else it reads it whole): any
+    file on disk but standard input. A malformed CSV, and a file whose bytes do not decode, are still
+    read whole (see :func:`iter_reads`)."""
+    return not source.is_stdin
 
 
 def estimate_rows(source: InputFile) -> int:
@@ -623,39 +706,69 @@ def estimate_rows(source: InputFile) -> int:
     return int(size * (8 if compressed else 1) / max(len(sample) / lines, 1.0))
 
 
-def iter_reads(source: InputFile, options: ReadOptions, chunk_rows: int) -> Iterator[FileRead]:
+def iter_reads(
+    source: InputFile, options: ReadOptions, chunk_rows: int, scratch: Path | None = None
+) -> Iterator[FileRead]:
     """Read one file ``chunk_rows`` data rows at a time (see :func:`can_window`), or whole.
 
-    Row numbers in errors and rejects are the file's own, whichever slice they are in.
+    Parquet by row slices; CSV, TSV and NDJSON by streaming windows after a pass that checks that
+    the whole file parses; access logs by windows of lines. A gzipped file, or a CSV in another
+    encoding than UTF-8, is first decompressed or decoded into ``scratch`` (without it, it is read
+    whole). A file that does not parse or decode is read whole, as in memory, so that the same rows
+    are rejected. Row numbers in errors and rejects are the file's own, whichever slice they are in.
     """
     if not can_window(source, options):
         yield read_file(source, options)
         return
-    if source.format != "parquet":
-        windows = None
-        if os.path.getsize(source.path) > 0:
+    if source.format == "parquet":
+        for first in range(0, max(estimate_rows(source), 1), chunk_rows):
+            yield read_file(source, options, window=(first, chunk_rows))
+        return
+    copy = None
+    if source.format in ("combined", "common", "log"):
+        log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows), source)
+        reads: Iterator[FileRead] | None = None
+        if log_windows is not None:
+            reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in log_windows)
+    else:
+        path: str | None = source.path
+        if _split_gz(source.path)[1] or (source.format != "ndjson" and not _is_utf8(options.encoding)):
+            path = copy = None if scratch is None else _decoded_copy(source, options, scratch)
+        reads = None
+        if path is not None and os.path.getsize(path) > 0:
+            text_path = path
+            if source.format == "ndjson":
+                windows = _guarded(lambda: _ndjson_windows(text_path, chunk_rows), source)
+            else:
+                separator = "\t" if source.format == "tsv" else ","
+                windows = _guarded(lambda: _csv_windows(text_path, separator, chunk_rows), source)
+            if windows is not None:
+                reads = (read_file(source, options, raw=frame) for frame in windows)
+    read_any = False
+    try:
+        while reads is not None:
             try:
-                windows = _csv_windows(source, chunk_rows)
+                part = next(reads, None)
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
-        if windows is None:
-            yield read_file(source, options)  # empty, or malformed: read whole, as in memory
-            return
-        read_any = False
-        while True:
-            try:
-                frame = next(windows, None)
-            except (pl.exceptions.PolarsError, OSError) as exc:
-                raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
-            if frame is None:
+            if part is None:
                 break
             read_any = True
-            yield read_file(source, options, raw=frame)
-        if not read_any:
-            yield read_file(source, options)  # a header only: checked as in memory
-        return
-    for first in range(0, max(estimate_rows(source), 1), chunk_rows):
-        yield read_file(source, options, window=(first, chunk_rows))
+            yield part
+    finally:
+        if copy is not None:
+            Path(copy).unlink(missing_ok=True)
+    if not read_any:
+        # Empty, header only, malformed or undecodable: read whole, as in memory.
+        yield read_file(source, options)
+
+
+def _guarded(open_windows: Callable[[], _T | None], source: InputFile) -> _T | None:
+    """``open_windows()``, with the read errors of its checking pass named as a whole read names them."""
+    try:
+        return open_windows()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
 
 
 def drop_duplicate_events(events: pl.DataFrame, *, dedupe: bool = False) -> pl.DataFrame:

@@ -840,7 +840,7 @@ def _run_in_buckets(
         rows = duplicates = events = 0
         rejected: list[pl.DataFrame] = []
         for number, source in enumerate(files, start=1):
-            for part in io.iter_reads(source, options, chosen.chunk_rows):
+            for part in io.iter_reads(source, options, chosen.chunk_rows, scratch=work):
                 rows += part.rows
                 if part.rejects is not None:
                     rejected.append(part.rejects)

@@ -7,6 +7,7 @@ and the temporary bucket files must be gone afterwards, whether the run succeeds
 
 from __future__ import annotations
 
+import gzip
 import inspect
 import json
 import math
@@ -1058,3 +1059,143 @@ def test_a_corrupt_parquet_file_in_bucket_mode_is_a_clear_error(tmp_path: Path) 
     message = "".join(result.stderr.replace("│", "").split())
     assert "broken.parquet:notareadableParquetfile" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet", "good.csv"]
+
+
+# --- Windows of gzipped, re-encoded, NDJSON and access-log inputs -----------------------------------
+
+
+def _assert_windowed_like_memory(
+    inputs: list[Path], tmp_path: Path, windows: list[tuple[str, Any]], *, min_windows: int, **options: Any
+) -> tuple[sessionize.RunResult, sessionize.RunResult]:
+    memory, bucketed = windowed_pair(inputs, tmp_path, windows, **options)
+    # Read a window at a time (the raw rows of each), never whole.
+    assert len(windows) >= min_windows
+    assert all(window is not None and window[0] == "raw" for _, window in windows)
+    assert_same_figures(memory, bucketed)
+    assert_same_rejects(tmp_path, memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+    return memory, bucketed
+
+
+def test_windowed_gzipped_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]], spill: Path
+) -> None:
+    """A .csv.gz is decompressed into the temp dir as it streams, read in windows, and the copy removed."""
+    monkeypatch.setenv(SECRET_VAR, "s3cret")
+    plain = tmp_path / "clean.csv"
+    write_nasty_csv(plain, nasty_rows(1500))
+    path = tmp_path / "clean.csv.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    memory, _ = _assert_windowed_like_memory(
+        [path], tmp_path, windows, min_windows=20, temp_dir=spill, **OPTIONS
+    )
+    assert memory.rejected > 20
+    assert list(spill.iterdir()) == []
+
+
+def test_windowed_latin1_csv(tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
+    """--encoding latin-1: decoded into the temp dir as it streams; the accents come out the same."""
+    rows = nasty_rows(800)
+    for i, row in enumerate(rows):
+        if i % 3 == 0:
+            row[4] += "/caf\u00e9-cr\u00e8me"
+    plain = tmp_path / "utf8.csv"
+    write_nasty_csv(plain, rows)
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(plain.read_text(encoding="utf-8").encode("latin-1"))
+    _, bucketed = _assert_windowed_like_memory(
+        [path], tmp_path, windows, min_windows=10, no_geo=True, on_invalid="skip", encoding="latin-1"
+    )
+    assert bucketed.sessions.get_column("landing_page").str.contains("caf\u00e9-cr\u00e8me").any()
+
+
+def test_a_latin1_csv_with_undecodable_bytes_is_read_whole(
+    tmp_path: Path, windows: list[tuple[str, Any]]
+) -> None:
+    """cp1252 has no byte 0x81: such a file cannot be decoded as it streams; it is read whole, as in
+    memory, which rejects that row alone."""
+    plain = tmp_path / "utf8.csv"
+    write_nasty_csv(plain, nasty_rows(300))
+    data = plain.read_bytes().replace(b"/c/d", b"/c/\x81", 1)
+    path = tmp_path / "cp1252.csv"
+    path.write_bytes(data)
+    memory, bucketed = windowed_pair(
+        [path], tmp_path, windows, no_geo=True, on_invalid="skip", encoding="cp1252"
+    )
+    assert windows == [("cp1252.csv", None)]
+    assert memory.rejects is not None
+    assert "undecodable_bytes" in memory.rejects.get_column("reject_reason").to_list()
+    assert_same_figures(memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+
+
+def _write_ndjson(path: Path, rows: list[list[str]]) -> None:
+    """The rows as JSON lines: empty fields left out (as exporters do), ids sometimes numbers."""
+    lines = []
+    for i, row in enumerate(rows):
+        record: dict[str, Any] = {name: value for name, value in zip(HEADER, row, strict=True) if value}
+        if i % 7 == 0 and record.get("event_id", "").startswith("e"):
+            record["event_id"] = int(record["event_id"][1:])
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["ndjson", "ndjson-gz"])
+def test_windowed_ndjson(
+    compressed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]]
+) -> None:
+    """NDJSON in windows with the schema of the whole file (a key missing from the first lines, ids
+    that are numbers in some lines and text in others)."""
+    monkeypatch.setenv(SECRET_VAR, "s3cret")
+    rows = nasty_rows(1200)
+    for row in rows[:200]:
+        row[5] = ""  # no referrer key at all in the first windows
+    path = tmp_path / "events.ndjson"
+    _write_ndjson(path, rows)
+    if compressed:
+        path = path.with_suffix(".ndjson.gz")
+        path.write_bytes(gzip.compress((tmp_path / "events.ndjson").read_bytes()))
+    memory, _ = _assert_windowed_like_memory([path], tmp_path, windows, min_windows=20, **OPTIONS)
+    assert memory.rejected > 20 and memory.duplicates_removed > 20
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["log", "log-gz"])
+def test_windowed_access_log(compressed: bool, tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
+    """The real Apache log (10,000 lines, one malformed) in windows of 50 lines: same sessions, same
+    rejected line, whether plain or gzipped."""
+    path = tmp_path / "access.log"
+    path.write_bytes(APACHE_LOG.read_bytes())
+    if compressed:
+        path = tmp_path / "access.log.gz"
+        path.write_bytes(gzip.compress(APACHE_LOG.read_bytes()))
+    memory, bucketed = _assert_windowed_like_memory(
+        [path], tmp_path, windows, min_windows=150, no_geo=True, on_invalid="skip"
+    )
+    assert memory.rejected == 1
+    assert bucketed.session_count == memory.session_count > 3000
+
+
+def test_an_access_log_that_is_not_utf8_is_read_whole(tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
+    data = APACHE_LOG.read_bytes().split(b"\n")
+    data[100] = data[100].replace(b"GET /", b"GET /caf\xe9", 1)
+    path = tmp_path / "latin1.log"
+    path.write_bytes(b"\n".join(data))
+    memory, bucketed = windowed_pair([path], tmp_path, windows, no_geo=True, on_invalid="skip")
+    assert windows == [("latin1.log", None)]
+    assert_same_figures(memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+
+
+def test_a_corrupt_gzip_in_bucket_mode_names_the_file(tmp_path: Path, spill: Path) -> None:
+    plain = tmp_path / "clean.csv"
+    write_nasty_csv(plain, nasty_rows(300))
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes())[:-40])
+    output = tmp_path / "out.parquet"
+    result = CliRunner().invoke(
+        app, ["run", str(path), "-o", str(output), "--buckets", "3", "--temp-dir", str(spill), "--no-geo"]
+    )
+    assert result.exit_code == 1
+    assert "cut.csv.gz" in result.output and "gzip data is corrupt or truncated" in result.output
+    assert not output.exists()
+    assert list(spill.iterdir()) == []
