@@ -294,18 +294,21 @@ def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series,
     if hash_bits < _MIN_HASH_BITS:
         return None
     wide = pl.Int128()
-    parts = pl.DataFrame(
-        [(user.hash() // (1 << (64 - hash_bits))).alias("group"), (ticks - first).alias("time")]
-    )
+    # One expression over contiguous columns: with the times in many chunks (a Parquet read), mixing
+    # them with the one-chunk hashes and rows cost 150 MB more at this, the plan's peak.
+    frame = pl.DataFrame([user.alias("_user"), ticks.rechunk().alias("_ticks")])
     del ticks
-    key = parts.select(
+    key = frame.select(
         (
-            (pl.col("group").cast(wide) * pl.lit(1 << time_bits, wide) + pl.col("time").cast(wide))
+            (
+                (pl.col("_user").hash() // (1 << (64 - hash_bits))).cast(wide) * pl.lit(1 << time_bits, wide)
+                + (pl.col("_ticks") - first).cast(wide)
+            )
             * pl.lit(1 << row_bits, wide)
             + pl.int_range(pl.len(), dtype=wide)
         ).alias("_key")
     ).to_series()
-    del parts
+    del frame
     key = key.sort()
     # The low bits are the row: the key's low 32 (or 64) bits, masked. Wrapping casts take low bits.
     order = key.cast(_IDX, wrap_numerical=True) & ((1 << row_bits) - 1)
@@ -533,11 +536,14 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
             first_client.alias("_client"),
             first_user.alias(S.USER),
             session_start.alias("session_start"),
-            id_number.alias("_id_number"),
+            *([id_number.alias("_id_number")] if id_number is not None else []),
         ]
     ).select(
         session_id_expr(
-            pl.col("_client"), pl.col(S.USER), pl.col("session_start"), number=pl.col("_id_number")
+            pl.col("_client"),
+            pl.col(S.USER),
+            pl.col("session_start"),
+            number=pl.col("_id_number") if id_number is not None else None,
         ).alias(S.SESSION_ID),
         pl.col(S.USER),
         number.alias("session_number"),
@@ -602,10 +608,10 @@ def _any_between(positions: pl.Series, starts: pl.Series, ends: pl.Series) -> pl
 
 def _table_order(
     user: pl.Series, client: pl.Series, start: pl.Series
-) -> tuple[pl.Series, pl.Series, pl.Series]:
+) -> tuple[pl.Series, pl.Series, pl.Series | None]:
     """The order of the session table (by user id, start and session id), the session numbers in
     that order, and the numbers that tell apart the ids of a user's sessions that start at the same
-    instant (``number`` of :func:`session_id_expr`).
+    instant (``number`` of :func:`session_id_expr`; ``None`` when no two do).
 
     The arguments are the sessions' user ids, client session ids and starts, in session order. Each
     user's sessions are together in session order, and usually already by start (sessions split by
@@ -624,7 +630,7 @@ def _table_order(
             pl.int_ranges("first", pl.col("first") + pl.col("count"), dtype=_IDX).explode().alias("_session"),
             pl.int_ranges(1, pl.col("count") + 1, dtype=pl.UInt32).explode().alias("session_number"),
         )
-        return table.to_series(0), table.to_series(1), pl.repeat(1, n, dtype=pl.UInt32, eager=True)
+        return table.to_series(0), table.to_series(1), None
     session_id = (
         pl.DataFrame([client.alias("_client"), user.alias("_user"), start.alias("_start")])
         .select(session_id_expr(pl.col("_client"), pl.col("_user"), pl.col("_start")))
@@ -645,5 +651,5 @@ def _table_order(
     number = run_number(_changes(user.gather(session)))
     # Generated ids alike (same user and start) follow each other in session order: number them.
     generated = client.gather(session).is_null()
-    repeated = ~_changes(session_id.gather(session)) & generated & generated.shift(1)
-    return session, number, run_number(~repeated.fill_null(False))
+    repeated = (~_changes(session_id.gather(session)) & generated & generated.shift(1)).fill_null(False)
+    return session, number, run_number(~repeated) if repeated.any() else None
