@@ -310,6 +310,7 @@ class GeoDatabase:
             v6 = tree.lookup_v6(addresses.v6_hi, addresses.v6_lo)
         else:  # IPv6 in an IPv4-only database: the reader's ValueError again, not found
             v6 = np.full(addresses.v6_hi.size, tree.node_count, dtype=np.uint32)
+        tree.release()
         return np.concatenate([v4, v6]), tree.node_count
 
     def _search_tree(self) -> _SearchTree | None:
@@ -320,7 +321,9 @@ class GeoDatabase:
         with self._tree_lock:
             if self._tree is None and self._map is not None:
                 data = np.frombuffer(self._map, dtype=np.uint8)
-                self._tree = _SearchTree(data, self._node_count, self._record_size, self._ip_version)
+                self._tree = _SearchTree(
+                    data, self._map, self._node_count, self._record_size, self._ip_version
+                )
             return self._tree
 
 
@@ -704,8 +707,11 @@ class _SearchTree:
     the last two mean. Immutable once made: threads can share it.
     """
 
-    def __init__(self, data: _U8, node_count: int, record_size: int, ip_version: int) -> None:
+    def __init__(
+        self, data: _U8, file: mmap.mmap, node_count: int, record_size: int, ip_version: int
+    ) -> None:
         self.node_count = node_count
+        self._file = file
         self.ip_version = ip_version
         self._record_size = record_size
         self._node_bytes = record_size // 4
@@ -721,6 +727,13 @@ class _SearchTree:
             start = self.walk(start, np.zeros(1, np.uint64), 32)
         self._v4_table = self._prefix_table(int(start[0]))
         self._v6_table = self._prefix_table(0)
+
+    def release(self) -> None:
+        """Let go of the pages of the file that the walks mapped (~60 MiB for DB-IP City Lite): they stay
+        in the page cache, but no longer count in this process's RSS on top of the reader's own."""
+        if hasattr(mmap, "MADV_DONTNEED"):
+            with contextlib.suppress(OSError, ValueError):
+                self._file.madvise(mmap.MADV_DONTNEED)
 
     def children(self, nodes: _U32, bits: _I64) -> _U32:
         """The left (bit 0) or right (bit 1) record of each node."""
