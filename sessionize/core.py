@@ -310,18 +310,23 @@ def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series,
     ).to_series()
     del frame
     key = key.sort()
-    # The low bits are the row: the key's low 32 (or 64) bits, masked. Wrapping casts take low bits.
-    order = key.cast(_IDX, wrap_numerical=True) & ((1 << row_bits) - 1)
-    ts_sorted = (
+    # One part at a time, each temporary gone before the next: this is the plan's peak.
+    group = pl.select(
+        (pl.lit(key) // pl.lit(1 << (time_bits + row_bits), wide)).cast(pl.UInt64, wrap_numerical=True)
+    ).to_series()
+    same_group = group.eq(group.shift(1)).fill_null(False)
+    del group
+    ts_sorted = pl.select(
         (
-            (key // pl.Series([1 << row_bits], dtype=wide)).cast(pl.Int64, wrap_numerical=True)
+            (pl.lit(key) // pl.lit(1 << row_bits, wide)).cast(pl.Int64, wrap_numerical=True)
             & ((1 << time_bits) - 1)
         )
         + first
-    ).cast(ts.dtype)
-    group = (key // pl.Series([1 << (time_bits + row_bits)], dtype=wide)).cast(pl.UInt64, wrap_numerical=True)
+    ).to_series()
+    # The low bits are the row: the key's low 32 (or 64) bits, masked. Wrapping casts take low bits.
+    order = key.cast(_IDX, wrap_numerical=True) & ((1 << row_bits) - 1)
     del key
-    return order, ts_sorted, group.eq(group.shift(1)).fill_null(False)
+    return order, ts_sorted.cast(ts.dtype), same_group
 
 
 def _string_order(strings: pl.Series) -> pl.Series:
