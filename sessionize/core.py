@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import partial
-from typing import overload
 
 import polars as pl
 
@@ -452,20 +451,30 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
     value comes from a row of that run: the start and end rows, the first and last page view, counts
     from running sums. The table's order is settled on those positions first; then only those rows'
     values are taken from the events, by their input row. All in one function (see
-    :func:`_session_rows`), so that each step's full-length temporaries are gone before the next.
+    :func:`_session_rows`), so that each step's full-length temporaries are gone before the next;
+    its inputs, evaluated in parallel, already hold the flags it reads in session order.
     """
+    order = pl.col(SESSION_ORDER)
+
+    def in_order(flags: pl.Expr) -> pl.Expr:
+        return _contiguous(flags.fill_null(False)).gather(order)
+
     inputs = [
-        pl.col(SESSION_ORDER),
+        order,
         pl.col(SESSION_NEW),
         pl.col(SESSION_TIME),
-        pl.col(S.IS_PAGEVIEW),
+        in_order(pl.col(S.IS_PAGEVIEW)),
+        # Every /robots.txt request contains the literal "/robots.txt", a quick test; the exact one
+        # runs only on the URLs that pass it.
+        in_order(pl.col(S.URL).str.contains("/robots.txt", literal=True)),
+        # The user id of each session's first event, in session order.
+        _contiguous(pl.col(S.USER)).gather(order.filter(pl.col(SESSION_NEW))),
         pl.col(S.URL),
-        pl.col(S.USER),
         pl.col(S.CLIENT_SESSION),
         pl.col(S.REFERRER),
         pl.col(S.IP),
         pl.col(S.USER_AGENT),
-        *([converted] if converted is not None else []),
+        *([in_order(converted)] if converted is not None else []),
     ]
     schema = sessions.collect_schema()
     dtype = pl.Struct(
@@ -492,12 +501,13 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
 
 
 def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
-    """The session table (a struct, one row per session) from the columns of
-    :func:`_summarize_in_order`: ``_order``, ``_new`` and ``_ts`` (in session order), then the
-    events' page view flag, URL, user id, client session id, referrer, IP, user agent and, if given,
-    conversion flag (in input order).
+    """The session table (a struct, one row per session) from the inputs of
+    :func:`_summarize_in_order`: ``_order``, ``_new``, ``_ts``, the page view and possible robots.txt
+    flags (in session order), the sessions' first user ids (in session order), then the events'
+    URL, client session id, referrer, IP, user agent (in input order) and, if given, the conversion
+    flags (in session order).
     """
-    order, new, ts, pageview, url, user, client, referrer, ip, user_agent, *rest = columns
+    order, new, ts, pv, maybe, first_user, url, client, referrer, ip, user_agent, *rest = columns
     n = len(order)
     # Positions in session order of each session's first and last event.
     starts = new.arg_true()
@@ -505,7 +515,6 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
     first = order.gather(starts)
 
     # Page views up to and including each event; the sessions' first and last ones by their rank.
-    pv = _in_order(pageview, order)
     pv_sum = pv.cum_sum().cast(pl.UInt32)
     before = pv_sum.gather(starts) - pv.gather(starts).cast(pl.UInt32)
     through = pv_sum.gather(ends)
@@ -520,88 +529,82 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
     )
     del pv_positions, before, through
 
-    # Every /robots.txt request contains the literal "/robots.txt", a quick test; the exact one runs
-    # only on the URLs that pass it.
-    maybe = _in_order(url.str.contains("/robots.txt", literal=True), order).arg_true()
+    maybe = maybe.arg_true()
     robots = maybe.filter(url.gather(order.gather(maybe)).str.contains(_ROBOTS_TXT_URL).fill_null(False))
     fetched_robots = _any_between(robots, starts, ends)
-    converted = _any_between(_in_order(rest[0], order).arg_true(), starts, ends) if rest else None
+    converted = _any_between(rest[0].arg_true(), starts, ends) if rest else None
+    del order
 
     # The table's order, the session numbers and the numbers that tell same-instant ids apart.
-    first_user, first_client = _gather(user, first), _gather(client, first)
+    first_client = _gather(client, first)
     session_start = ts.gather(starts)
     table, number, id_number = _table_order(first_user, first_client, session_start)
-    first, landing, exit_, first_user, first_client, session_start = (
-        values.gather(table) for values in (first, landing, exit_, first_user, first_client, session_start)
+    first, landing, exit_, first_user, first_client, session_start, starts, ends = (
+        values.gather(table)
+        for values in (first, landing, exit_, first_user, first_client, session_start, starts, ends)
     )
-    starts, ends, pageviews = starts.gather(table), ends.gather(table), pageviews.gather(table)
-    del order
-    out = pl.DataFrame(
-        [
-            first_client.alias("_client"),
-            first_user.alias(S.USER),
-            session_start.alias("session_start"),
-            *([id_number.alias("_id_number")] if id_number is not None else []),
-        ]
-    ).select(
+    sessions = len(table)
+    # The string values in parallel: the session ids and each column's values (see `_taken`).
+    strings = pl.select(
         session_id_expr(
-            pl.col("_client"),
-            pl.col(S.USER),
-            pl.col("session_start"),
-            number=pl.col("_id_number") if id_number is not None else None,
+            pl.lit(first_client),
+            pl.lit(first_user),
+            pl.lit(session_start),
+            number=pl.lit(id_number) if id_number is not None else None,
         ).alias(S.SESSION_ID),
-        pl.col(S.USER),
-        number.alias("session_number"),
-        pl.col("session_start"),
+        _taken(url, landing, exit_).alias("_pages"),
+        _taken(referrer, pl.select(pl.coalesce(landing, first)).to_series()).alias("referrer"),
+        _taken(ip, first).alias("ip"),
+        _taken(user_agent, first).alias("user_agent"),
     )
-    out = out.with_columns(
-        ts.gather(ends).alias("session_end"),
-        (ends - starts + 1).cast(pl.UInt32).alias("event_count"),
-        pageviews.alias("pageview_count"),
-    )
-    # One string column at a time (see `_gather`).
-    landing_page, exit_page = _gather(url, landing, exit_)
-    out = out.with_columns(landing_page.alias("landing_page"), exit_page.alias("exit_page"))
-    del landing_page, exit_page
-    # The landing page view's referrer, else the first event's; a null one means "direct".
-    referrer = _gather(referrer, pl.select(pl.coalesce(landing, first)).to_series())
-    out = out.with_columns(referrer.alias("referrer"))
-    out = out.with_columns(_gather(ip, first).alias("ip"))
-    out = out.with_columns(_gather(user_agent, first).alias("user_agent"))
-    out = out.with_columns(
-        fetched_robots.gather(table).alias(ROBOTS_TXT),
-        (
-            converted.gather(table) if converted is not None else pl.repeat(False, len(table), eager=True)
-        ).alias("_converted"),
-    )
-    return out.to_struct("_table")
+    pages = strings.get_column("_pages").struct.unnest()
+    return pl.DataFrame(
+        [
+            strings.get_column(S.SESSION_ID),
+            first_user,
+            number.alias("session_number"),
+            session_start.alias("session_start"),
+            ts.gather(ends).alias("session_end"),
+            (ends - starts + 1).cast(pl.UInt32).alias("event_count"),
+            pageviews.gather(table).alias("pageview_count"),
+            pages.to_series(0).alias("landing_page"),
+            pages.to_series(1).alias("exit_page"),
+            strings.get_column("referrer"),
+            strings.get_column("ip"),
+            strings.get_column("user_agent"),
+            fetched_robots.gather(table).alias(ROBOTS_TXT),
+            (
+                converted.gather(table) if converted is not None else pl.repeat(False, sessions, eager=True)
+            ).alias("_converted"),
+        ]
+    ).to_struct("_table")
 
 
-@overload
-def _gather(values: pl.Series, rows: pl.Series, /) -> pl.Series: ...
-@overload
-def _gather(values: pl.Series, *rows: pl.Series) -> tuple[pl.Series, ...]: ...
-def _gather(values: pl.Series, *rows: pl.Series) -> pl.Series | tuple[pl.Series, ...]:
-    """``values`` at each of ``rows`` (one Series of row numbers, or a tuple for several).
+def _taken(values: pl.Series, rows: pl.Series, more_rows: pl.Series | None = None) -> pl.Expr:
+    """``values`` at ``rows``, as an expression to evaluate beside others (see :func:`_gather`); with
+    ``more_rows``, a struct of the values at both, from one rechunked copy."""
+    if more_rows is None:
+        return pl.lit(rows).map_batches(lambda rows: _gather(values, rows), return_dtype=values.dtype)
+
+    def both(rows: pl.Series) -> pl.Series:
+        taken = _gather(values, pl.concat([rows, more_rows]))
+        return pl.struct(
+            taken.head(len(rows)).alias("_0"), taken.tail(len(more_rows)).alias("_1"), eager=True
+        )
+
+    return pl.lit(rows).map_batches(both, return_dtype=pl.Struct({"_0": values.dtype, "_1": values.dtype}))
+
+
+def _gather(values: pl.Series, rows: pl.Series) -> pl.Series:
+    """``values`` at ``rows``.
 
     Rechunked first: a gather from the many chunks of a Parquet read is several times slower, and
-    this copy lives only while the values are taken, one column at a time, rather than a second copy
-    of every column at once. All null values need neither.
+    this copy lives only while the values are taken, rather than a second copy of every column for
+    the whole plan. All null values need neither.
     """
     if values.null_count() == len(values):
-        taken = tuple(
-            pl.repeat(None, len(r), dtype=values.dtype, eager=True).alias(values.name) for r in rows
-        )
-    else:
-        contiguous = values.rechunk()
-        taken = tuple(contiguous.gather(r) for r in rows)
-    return taken[0] if len(rows) == 1 else taken
-
-
-def _in_order(flags: pl.Series, order: pl.Series) -> pl.Series:
-    """``flags`` (nulls as false) in session order. Contiguous first: a gather from the many chunks of
-    a Parquet read is several times slower."""
-    return flags.fill_null(False).rechunk().gather(order)
+        return pl.repeat(None, len(rows), dtype=values.dtype, eager=True).alias(values.name)
+    return values.rechunk().gather(rows)
 
 
 def _any_between(positions: pl.Series, starts: pl.Series, ends: pl.Series) -> pl.Series:
