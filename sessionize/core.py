@@ -107,7 +107,7 @@ def assign_sessions(
         changed = generated & campaign.is_not_null() & campaign.ne_missing(previous)
         frame = frame.with_columns(
             new.cum_sum().alias("_idx"),
-            pl.col(campaign_col).gather(order).alias(campaign.meta.output_name()),
+            _contiguous(pl.col(campaign_col)).gather(order).alias(campaign.meta.output_name()),
         ).with_columns((new | changed.fill_null(False)).alias(SESSION_NEW))
         temporary += ["_idx", "_campaign_in_order"]
     if max_session_length is not None:
