@@ -294,7 +294,7 @@ def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series,
         return None
     wide = pl.Int128()
     # One expression over contiguous columns: with the times in many chunks (a Parquet read), mixing
-    # them with the one-chunk hashes and rows cost 150 MB more at this, the plan's peak.
+    # them with the one-chunk hashes and rows cost 150 MB more, near the plan's peak memory.
     frame = pl.DataFrame([user.alias("_user"), ticks.rechunk().alias("_ticks")])
     del ticks
     key = frame.select(
@@ -309,7 +309,7 @@ def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series,
     ).to_series()
     del frame
     key = key.sort()
-    # One part at a time, each temporary gone before the next: this is the plan's peak.
+    # One part at a time, each temporary gone before the next: still near the plan's peak memory.
     group = pl.select(
         (pl.lit(key) // pl.lit(1 << (time_bits + row_bits), wide)).cast(pl.UInt64, wrap_numerical=True)
     ).to_series()

@@ -97,6 +97,40 @@ def test_many_users_are_independent(events: EventsFactory) -> None:
     assert table.filter(pl.col("user_id") == "b")["session_number"].to_list() == [1, 2]
 
 
+@pytest.mark.parametrize("with_client_ids", [False, True])
+def test_users_whose_ids_hash_alike_are_not_interleaved(
+    events: EventsFactory, monkeypatch: pytest.MonkeyPatch, with_client_ids: bool
+) -> None:
+    """The sort key holds a hash of the user id: ids that hash alike must still be told apart."""
+    rows = [
+        ("a", 0, "https://s.example/1", None, "page_view", None),
+        ("b", 5 * MIN, "https://s.example/2", None, "page_view", "s1" if with_client_ids else None),
+        ("a", 20 * MIN, "https://s.example/3", None, "click", None),
+        ("b", 50 * MIN, "https://s.example/4", None, "page_view", None),
+        ("a", 40 * MIN, "https://s.example/5", None, "page_view", None),
+        ("c", 0, "https://s.example/6", None, "page_view", None),
+    ]
+    frame = events(rows)
+    prepared = sessionize.prepare_events(frame.lazy(), columns=sessionize.resolve_columns(frame.columns))
+
+    def results() -> tuple[pl.DataFrame, pl.DataFrame]:
+        # Users come in the order of their hashes: compare each user's events, in their order.
+        labelled = assign_sessions(prepared).collect().sort("user_id", maintain_order=True)
+        table = sessionize.summarize_sessions(assign_sessions(prepared, label=False)).collect()
+        return labelled, table
+
+    expected = results()
+    # Every id hashes to 0: all users collide.
+    for cls in (pl.Series, pl.Expr):
+        original = cls.hash
+        monkeypatch.setattr(cls, "hash", lambda self, *a, original=original, **k: original(self, *a, **k) * 0)
+    assert pl.Series(["a", "b"]).hash().to_list() == [0, 0]
+    labelled, table = results()
+    assert labelled.equals(expected[0])
+    assert table.equals(expected[1])
+    assert table["user_id"].to_list() == ["a", "b", "b", "c"]
+
+
 def test_mixed_offsets_are_compared_as_instants() -> None:
     frame = pl.DataFrame(
         {
