@@ -539,10 +539,13 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
     first_client = _gather(client, first)
     session_start = ts.gather(starts)
     table, number, id_number = _table_order(first_user, first_client, session_start)
+    # In the table's order, the columns in parallel (named by position: two may share a name).
+    values = (first, landing, exit_, first_user, first_client, session_start, starts, ends)
+    taken = pl.DataFrame([v.alias(str(i)) for i, v in enumerate(values)]).select(pl.all().gather(table))
     first, landing, exit_, first_user, first_client, session_start, starts, ends = (
-        values.gather(table)
-        for values in (first, landing, exit_, first_user, first_client, session_start, starts, ends)
+        column.alias(v.name) for column, v in zip(taken.get_columns(), values, strict=True)
     )
+    del values, taken
     sessions = len(table)
     # The string values in parallel: the session ids and each column's values (see `_taken`).
     strings = pl.select(
