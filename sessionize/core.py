@@ -84,13 +84,13 @@ def assign_sessions(
     rules = split_at_midnight or campaign_col is not None or max_session_length is not None
     # Only the keys are put in session order, never the whole events: the event columns stay as read
     # (in many chunks after a Parquet read); the few values taken from them later rechunk on the way.
+    # The columns as they are (a struct would first rechunk them all to one layout).
     frame = events.with_columns(
-        pl.struct(user, client, ts)
-        .map_batches(
+        pl.map_batches(
+            [user, client, ts],
             partial(_session_order, timeout=timeout, with_rule_columns=rules),
             return_dtype=_order_dtype(schema[S.TIME], with_rule_columns=rules),
-        )
-        .alias("_keys")
+        ).alias("_keys")
     ).unnest("_keys")
     ts_sorted = pl.col(SESSION_TIME)
     generated = pl.col(_GENERATED)
@@ -180,8 +180,8 @@ def _order_dtype(time: pl.DataType, *, with_rule_columns: bool) -> pl.Struct:
     return pl.Struct({SESSION_ORDER: _IDX, SESSION_NEW: pl.Boolean(), SESSION_TIME: time})
 
 
-def _session_order(keys: pl.Series, *, timeout: timedelta, with_rule_columns: bool) -> pl.Series:
-    """The session order of events given as a struct of (user id, client session id, timestamp), and
+def _session_order(keys: Sequence[pl.Series], *, timeout: timedelta, with_rule_columns: bool) -> pl.Series:
+    """The session order of events given as their user ids, client session ids and timestamps, and
     the timeout rule.
 
     Returns a struct of ``_order`` (the input row of each event in session order), ``_new`` (whether
@@ -198,12 +198,12 @@ def _session_order(keys: pl.Series, *, timeout: timedelta, with_rule_columns: bo
     whose ids hash alike would be interleaved: that is checked on the sorted ids, and only then are
     the events sorted with the id itself after its hash.
     """
-    frame = keys.struct.unnest()
-    user, client, ts = (frame.to_series(i) for i in range(3))
-    del frame
+    user, client, ts = keys
     n = len(user)
     with_client = client.null_count() < n
-    client_code = client.cast(pl.Categorical).to_physical().alias("_client") if with_client else None
+    client_code = (
+        client.cast(pl.Categorical).to_physical().rechunk().alias("_client") if with_client else None
+    )
     packed = None if with_client else _packed_order(user, ts)
     # Contiguous: random gathers from many chunks are several times slower; a copy only while here.
     user = user.rechunk()
@@ -231,7 +231,7 @@ def _session_order(keys: pl.Series, *, timeout: timedelta, with_rule_columns: bo
     if client_code is not None:
         sorted_client = client_code.gather(order)
         same = same & sorted_client.eq_missing(sorted_client.shift(1))
-        generated = client.is_null().gather(order)
+        generated = client.is_null().rechunk().gather(order)
     else:
         generated = pl.repeat(True, n, dtype=pl.Boolean, eager=True)
     same = same.fill_null(False)
@@ -250,7 +250,7 @@ def _session_order(keys: pl.Series, *, timeout: timedelta, with_rule_columns: bo
         new.alias(SESSION_NEW),
         ts_col,
         *((pl.col(_SAME), generated_col) if with_rule_columns else ()),
-    ).to_struct(keys.name)
+    ).to_struct("_keys")
 
 
 #: Fewest bits of the user id's hash in a single sort key; with fewer, three keys are sorted.
