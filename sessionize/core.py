@@ -547,7 +547,15 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
     )
     del values, taken
     sessions = len(table)
-    # The string values in parallel: the session ids and each column's values (see `_taken`).
+    # The session ids beside the other string values, which are taken one column at a time.
+    parts = [
+        ("landing_page", url, landing),
+        ("exit_page", url, exit_),
+        # The landing page view's referrer, else the first event's; a null one means "direct".
+        ("referrer", referrer, pl.select(pl.coalesce(landing, first)).to_series()),
+        ("ip", ip, first),
+        ("user_agent", user_agent, first),
+    ]
     strings = pl.select(
         session_id_expr(
             pl.lit(first_client),
@@ -555,12 +563,14 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
             pl.lit(session_start),
             number=pl.lit(id_number) if id_number is not None else None,
         ).alias(S.SESSION_ID),
-        _taken(url, landing, exit_).alias("_pages"),
-        _taken(referrer, pl.select(pl.coalesce(landing, first)).to_series()).alias("referrer"),
-        _taken(ip, first).alias("ip"),
-        _taken(user_agent, first).alias("user_agent"),
+        pl.lit(first)
+        .map_batches(
+            lambda _: _gathered(parts),
+            return_dtype=pl.Struct({name: values.dtype for name, values, _ in parts}),
+        )
+        .alias("_values"),
     )
-    pages = strings.get_column("_pages").struct.unnest()
+    others = strings.get_column("_values").struct.unnest()
     return pl.DataFrame(
         [
             strings.get_column(S.SESSION_ID),
@@ -570,11 +580,7 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
             ts.gather(ends).alias("session_end"),
             (ends - starts + 1).cast(pl.UInt32).alias("event_count"),
             pageviews.gather(table).alias("pageview_count"),
-            pages.to_series(0).alias("landing_page"),
-            pages.to_series(1).alias("exit_page"),
-            strings.get_column("referrer"),
-            strings.get_column("ip"),
-            strings.get_column("user_agent"),
+            *others.select("landing_page", "exit_page", "referrer", "ip", "user_agent").get_columns(),
             fetched_robots.gather(table).alias(ROBOTS_TXT),
             (
                 converted.gather(table) if converted is not None else pl.repeat(False, sessions, eager=True)
@@ -583,19 +589,22 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
     ).to_struct("_table")
 
 
-def _taken(values: pl.Series, rows: pl.Series, more_rows: pl.Series | None = None) -> pl.Expr:
-    """``values`` at ``rows``, as an expression to evaluate beside others (see :func:`_gather`); with
-    ``more_rows``, a struct of the values at both, from one rechunked copy."""
-    if more_rows is None:
-        return pl.lit(rows).map_batches(lambda rows: _gather(values, rows), return_dtype=values.dtype)
-
-    def both(rows: pl.Series) -> pl.Series:
-        taken = _gather(values, pl.concat([rows, more_rows]))
-        return pl.struct(
-            taken.head(len(rows)).alias("_0"), taken.tail(len(more_rows)).alias("_1"), eager=True
+def _gathered(parts: Sequence[tuple[str, pl.Series, pl.Series]]) -> pl.Series:
+    """A struct of each part's ``values`` at its ``rows``, named ``name``, one column at a time (see
+    :func:`_gather`); consecutive parts of one column share its rechunked copy."""
+    taken, previous, contiguous = [], None, None
+    for name, values, rows in parts:
+        if values is not previous:
+            previous, contiguous = values, None  # the previous copy goes first
+            contiguous = None if values.null_count() == len(values) else values.rechunk()
+        taken.append(
+            (
+                pl.repeat(None, len(rows), dtype=values.dtype, eager=True)
+                if contiguous is None
+                else contiguous.gather(rows)
+            ).alias(name)
         )
-
-    return pl.lit(rows).map_batches(both, return_dtype=pl.Struct({"_0": values.dtype, "_1": values.dtype}))
+    return pl.struct(taken, eager=True)
 
 
 def _gather(values: pl.Series, rows: pl.Series) -> pl.Series:
