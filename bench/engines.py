@@ -168,7 +168,8 @@ def run_sessionize_core(source: Path, target: Path) -> None:
     columns = sessionize.resolve_columns(events.collect_schema().names())
     prepared = sessionize.prepare_events(events, columns=columns)
     table = sessionize.summarize_sessions(sessionize.assign_sessions(prepared, label=False))
-    table.collect(engine="in-memory").write_parquet(target)
+    # Written as `sessionize run` writes Parquet (zstd level 1).
+    sessionize.io.write_parquet(table.collect(engine="in-memory"), target)
 
 
 def run_polars_read(source: Path, target: Path) -> None:
