@@ -28,6 +28,7 @@ import posixpath
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -292,9 +293,17 @@ class _ReadSummary:
     rejects: pl.DataFrame | None
 
 
+#: Held while a task of this process runs Polars. The threads of one worker would otherwise run
+#: Polars at once, and a Python function inside one thread's query (the core's and the enrichments'
+#: callbacks) needs the GIL on Polars' thread pool while another thread may wait for that pool with
+#: the GIL held (``to_pandas``, ``from_pandas``): a deadlock, seen in the tests. Polars uses every
+#: core for one task, so little is lost; separate worker processes still run side by side.
+_POLARS_LOCK = threading.RLock()
+
+
 def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
     """Read and validate one input partition (on a worker) with the local engine's reader."""
-    with _local_copy(part.source) as local:
+    with _local_copy(part.source) as local, _POLARS_LOCK:
         try:
             read = io.read_file(local, options, window=part.window)
         except SessionizeError as exc:
@@ -305,11 +314,14 @@ def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
     rejects = read.rejects
     if rejects is not None and local is not part.source:
         rejects = rejects.with_columns(pl.lit(part.source.path).alias("source_file"))
-    events = read.events.with_columns(
-        (pl.int_range(pl.len(), dtype=pl.Int64) + ((part.number << _ROW_BITS) + part.first_row)).alias(ORDER),
-        buckets.bucket_of(BUCKET_SPACE).alias(BUCKET),
-    )
-    return _Read(_to_pandas(events), _ReadSummary(read.rows, rejects))
+    with _POLARS_LOCK:
+        events = read.events.with_columns(
+            (pl.int_range(pl.len(), dtype=pl.Int64) + ((part.number << _ROW_BITS) + part.first_row)).alias(
+                ORDER
+            ),
+            buckets.bucket_of(BUCKET_SPACE).alias(BUCKET),
+        )
+        return _Read(_to_pandas(events), _ReadSummary(read.rows, rejects))
 
 
 def _events_of(read: _Read) -> Any:
@@ -366,6 +378,11 @@ class _Part:
 
 def _sessionize_part(frame: Any, number: int, job: _Job) -> _Part:
     """Sessionize one partition of users (on a worker), as the local bucketed path does a bucket."""
+    with _POLARS_LOCK:
+        return _sessionize_part_locked(frame, number, job)
+
+
+def _sessionize_part_locked(frame: Any, number: int, job: _Job) -> _Part:
     events = _from_pandas(frame).sort(ORDER).drop(ORDER, BUCKET)
     del frame
     before = events.height
@@ -698,7 +715,8 @@ def _compute(
             failed[min(failed)].result()  # raises the worker's error, with its traceback
     del summaries
 
-    meta = _to_pandas(pl.DataFrame(schema=_EVENT_COLUMNS))
+    with _POLARS_LOCK:  # an in-process cluster's worker threads share this process
+        meta = _to_pandas(pl.DataFrame(schema=_EVENT_COLUMNS))
     events = dd.from_delayed(frames, meta=meta, verify_meta=False)
     shuffled = events.shuffle(on=BUCKET, npartitions=count, ignore_index=True, shuffle_method=SHUFFLE_METHOD)
     shared = client.scatter(job, broadcast=True, hash=False)  # type: ignore[no-untyped-call]
