@@ -371,10 +371,12 @@ def _process(
     watermark = max(candidates) if candidates else None
     touched = new.select(S.USER).unique()
     if watermark_old is not None and watermark is not None and watermark > watermark_old:
-        # Sessions that were open and are closed by the new watermark are rewritten as final.
-        closing = users.filter(
-            (pl.col("last_event") >= watermark_old - timeout) & (pl.col("last_event") < watermark - timeout)
-        ).select(S.USER)
+        # Sessions that were open and are closed by the new watermark are rewritten as final. A user
+        # with open sessions may have one that closes while their last event stays open (client session
+        # ids interleave with the timeout's sessions): any kept session starting before the new limit
+        # may close, and the state keeps every open session's events (from retained_from on).
+        was_open = pl.col("last_event") >= watermark_old - timeout
+        closing = users.filter(was_open & (pl.col("retained_from") < watermark - timeout)).select(S.USER)
         touched = pl.concat([touched, closing]).unique()
     kept = state.events.join(touched, on=S.USER, how="semi", maintain_order="left")
     fresh = new.select(*S.EVENT_SCHEMA)
