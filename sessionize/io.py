@@ -432,10 +432,11 @@ def _log_windows(
 def _decoded_copy(source: InputFile, options: ReadOptions, scratch: Path) -> str | None:
     """A gzipped or non-UTF-8 text file as plain UTF-8 in ``scratch``, streamed so that memory stays
     bounded; None when its bytes do not decode (it is then read whole, as in memory, so that the
-    same rows are rejected)."""
+    same rows are rejected). NDJSON is UTF-8 whatever ``--encoding`` says, as when read whole."""
     compressed = _split_gz(source.path)[1]
+    as_is = source.format == "ndjson" or _is_utf8(options.encoding)
     try:
-        decoder = None if _is_utf8(options.encoding) else codecs.getincrementaldecoder(options.encoding)()
+        decoder = None if as_is else codecs.getincrementaldecoder(options.encoding)()
     except LookupError:
         raise UsageError(
             f"--encoding {options.encoding!r} is not an encoding Python knows (try latin-1, cp1252)."

@@ -1159,6 +1159,32 @@ def test_windowed_ndjson(
     assert memory.rejected > 20 and memory.duplicates_removed > 20
 
 
+def test_windowed_gzipped_ndjson_ignores_the_csv_encoding(
+    tmp_path: Path, windows: list[tuple[str, Any]]
+) -> None:
+    """--encoding is for CSV: a .ndjson.gz with UTF-8 accents reads as UTF-8 in windows, as when whole."""
+    lines = [
+        json.dumps(
+            {
+                "user_id": f"u{i % 7}",
+                "timestamp": f"2026-10-01T{i // 60:02d}:{i % 60:02d}:00Z",
+                "url": "/caf\u00e9",
+            },
+            ensure_ascii=False,
+        )
+        for i in range(300)
+    ]
+    path = tmp_path / "events.ndjson.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8")))
+    memory, bucketed = windowed_pair(
+        [path], tmp_path, windows, no_geo=True, on_invalid="skip", encoding="latin-1"
+    )
+    assert len(windows) >= 5 and all(window is not None and window[0] == "raw" for _, window in windows)
+    assert_same_figures(memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+    assert bucketed.sessions.get_column("landing_page").unique().to_list() == ["/caf\u00e9"]
+
+
 @pytest.mark.parametrize("compressed", [False, True], ids=["log", "log-gz"])
 def test_windowed_access_log(compressed: bool, tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
     """The real Apache log (10,000 lines, one malformed) in windows of 50 lines: same sessions, same
