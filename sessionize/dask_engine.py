@@ -311,14 +311,12 @@ def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
                 raise
             # The error names the worker's copy: name the URL instead.
             raise type(exc)(str(exc).replace(local.path, part.source.path)) from None
-    rejects = read.rejects
-    if rejects is not None and local is not part.source:
-        rejects = rejects.with_columns(pl.lit(part.source.path).alias("source_file"))
-    with _POLARS_LOCK:
+        rejects = read.rejects
+        if rejects is not None and local is not part.source:
+            rejects = rejects.with_columns(pl.lit(part.source.path).alias("source_file"))
+        first = (part.number << _ROW_BITS) + part.first_row
         events = read.events.with_columns(
-            (pl.int_range(pl.len(), dtype=pl.Int64) + ((part.number << _ROW_BITS) + part.first_row)).alias(
-                ORDER
-            ),
+            (pl.int_range(pl.len(), dtype=pl.Int64) + first).alias(ORDER),
             buckets.bucket_of(BUCKET_SPACE).alias(BUCKET),
         )
         return _Read(_to_pandas(events), _ReadSummary(read.rows, rejects))
