@@ -741,7 +741,10 @@ class _Tally:
     durations: list[pl.Series] = field(default_factory=list)
 
     def add(self, table: pl.DataFrame, *, exclude_bots: bool, dropped: Sequence[str]) -> pl.DataFrame:
-        """Count a part with ``_geo_status`` (every session, bots too) and return its output rows."""
+        """Count a part with ``_geo_status`` (every session, bots too) and return its output rows.
+
+        The sessions of each user must be next to each other, as :func:`sessionize_partition` gives them.
+        """
         bots = table.filter(pl.col("is_bot"))
         self.bot_sessions += bots.height
         self.bot_events += int(bots.get_column("event_count").sum())
@@ -750,8 +753,11 @@ class _Tally:
         for status, count in table.get_column(geo.STATUS).drop_nulls().value_counts().iter_rows():
             self.geo_counts[status] = self.geo_counts.get(status, 0) + count
         self.sessions += table.height
-        # A user's sessions are all in one part, so users add up.
-        self.users += table.get_column(S.USER).n_unique() if table.height else 0
+        # A user's sessions are all in one part, so users add up; within the part they are next to each
+        # other (sessionize_partition's order), so users are counted where the user id changes: 20 ms
+        # for 2.5M sessions, against 0.3-0.6 s for n_unique.
+        users = table.get_column(S.USER)
+        self.users += int(users.ne_missing(users.shift()).sum()) + int(users.len() > 0 and users[0] is None)
         self.durations.append(table.get_column("duration_s"))
         return table.drop(geo.STATUS, *dropped)
 

@@ -110,3 +110,15 @@ def test_every_session_has_a_channel(table: pl.DataFrame) -> None:
     assert table["channel"].null_count() == 0
     # Internal navigation never shows up as a session's source: landing referrers are external or none.
     assert table.filter(pl.col("medium") == "internal").height == 0
+
+
+@pytest.mark.parametrize("exclude_bots", [False, True])
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_summary_counts_users_of_the_table(exclude_bots: bool, buckets: int) -> None:
+    # The run counts users where the user id changes in its (user-contiguous) table: it must agree with
+    # a count of the distinct ids, with bots left out or not and however many parts the table came in.
+    result = sessionize.run([SAMPLE_DATA / "events.csv"], exclude_bots=exclude_bots, buckets=buckets)
+    assert result.user_count == result.sessions["user_id"].n_unique()
+    assert result.session_count == result.sessions.height
+    if not exclude_bots:
+        assert result.user_count == 400
