@@ -8,20 +8,79 @@ from typing import Any
 import polars as pl
 
 
+def _row_hashes(keys: pl.DataFrame) -> pl.Series:
+    """One 64-bit hash of each row: equal rows (nulls included) get equal hashes; the converse is checked."""
+    return keys.hash_rows(seed=0)
+
+
+def distinct_rows(keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    """The distinct rows of ``keys`` (a null equals a null) and, for each row of ``keys``, the index of
+    its value among them: ``distinct.gather(index)`` equals ``keys``.
+
+    Rows are grouped by a hash of their values, which is much cheaper than a ``unique`` and a join back
+    on the values themselves (on 2.5M sessions keyed by two URL columns, ~0.35 s instead of ~1 s). Every
+    row is then compared with its group's first row, and the rows of a hash collision are given their
+    own distinct rows by the exact (slow) way.
+
+    >>> distinct, index = distinct_rows(pl.DataFrame({"x": ["a", "b", "a", None]}))
+    >>> distinct["x"].to_list(), index.to_list()
+    (['a', 'b', None], [0, 1, 0, 2])
+    """
+    hashes = _row_hashes(keys)
+    first = hashes.arg_unique()
+    distinct = keys.gather(first)
+    if distinct.height <= 1:
+        index = pl.zeros(keys.height, dtype=pl.get_index_type(), eager=True)
+    else:
+        groups = pl.DataFrame(
+            {
+                "hash": hashes.gather(first),
+                "index": pl.int_range(first.len(), dtype=pl.get_index_type(), eager=True),
+            }
+        )
+        index = (
+            hashes.to_frame("hash")
+            .join(groups, on="hash", how="left", maintain_order="left")
+            .get_column("index")
+        )
+    expected = distinct.gather(index)
+    same = keys.get_column(keys.columns[0]).eq_missing(expected.get_column(keys.columns[0]))
+    for name in keys.columns[1:]:
+        same &= keys.get_column(name).eq_missing(expected.get_column(name))
+    if same.all():
+        return distinct, index.alias("index")
+    # A hash collision: the rows that differ from their group's value, grouped by their values.
+    wrong = (~same).arg_true()
+    misplaced = keys.gather(wrong)
+    column = _fresh_name(keys.columns)
+    extra = misplaced.unique(maintain_order=True)
+    extra_index = misplaced.join(
+        extra.with_row_index(column, offset=distinct.height),
+        on=keys.columns,
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    ).get_column(column)
+    return pl.concat([distinct, extra]), index.scatter(wrong, extra_index).alias("index")
+
+
+def _fresh_name(taken: list[str]) -> str:
+    name = "_index"
+    while name in taken:
+        name += "_"
+    return name
+
+
 def map_distinct(series: pl.Series, compute: Callable[[list[Any]], pl.Series | pl.DataFrame]) -> pl.Series:
     """``compute`` gets the distinct values (nulls included) and returns one result per value, as a
-    Series or a DataFrame (which becomes a struct); the result is joined back in ``series``' order.
+    Series or a DataFrame (which becomes a struct); the result is mapped back in ``series``' order.
 
     >>> s = pl.Series("x", ["a", "b", "a", None])
     >>> upper = lambda values: pl.Series([None if v is None else v.upper() for v in values])
     >>> map_distinct(s, upper).to_list()
     ['A', 'B', 'A', None]
     """
-    distinct = series.unique()
-    result = compute(distinct.to_list())
-    value = result.to_struct("_value") if isinstance(result, pl.DataFrame) else result.alias("_value")
-    lookup = pl.DataFrame([distinct.alias("_key"), value])
-    joined = series.to_frame("_key").join(
-        lookup, on="_key", how="left", nulls_equal=True, maintain_order="left"
-    )
-    return joined.get_column("_value").alias(series.name)
+    distinct, index = distinct_rows(series.to_frame())
+    result = compute(distinct.to_series().to_list())
+    value = result.to_struct(series.name) if isinstance(result, pl.DataFrame) else result
+    return value.gather(index).alias(series.name)

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from crawlerdetect import CrawlerDetect
 
-from sessionize import useragent
+from sessionize import distinct, useragent
 from sessionize.useragent import (
     USER_AGENT_COLUMNS,
     enrich_user_agent,
@@ -430,3 +430,16 @@ def test_struct_expression_on_events(parse_calls: Counter[str]) -> None:
     parsed = events.with_columns(user_agent_struct().alias("ua")).unnest("ua")
     assert parsed["browser"].to_list() == ["curl", "Wget", "curl"]
     assert parse_calls == Counter({"curl/8.5.0": 1, "Wget/1.21.4": 1})
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_enrich_under_hash_collisions(
+    parse_calls: Counter[str], monkeypatch: pytest.MonkeyPatch, buckets: int
+) -> None:
+    # Distinct user agents are found by a hash of each value; colliding values must still each get
+    # their own parse, mapped back to their own rows.
+    monkeypatch.setattr(distinct, "_row_hashes", lambda keys: keys.hash_rows(seed=0) % buckets)
+    agents = [*log_user_agents()[:2000], None, ""]
+    enriched = enrich_user_agent(pl.LazyFrame({"user_agent": agents})).collect()
+    assert parse_calls == Counter(set(agents) - {None, "", "-"})
+    assert enriched.select(USER_AGENT_COLUMNS).equals(parse_user_agents(agents))
