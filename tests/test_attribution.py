@@ -4,6 +4,7 @@ the GA4 default channel group rule by rule, and the vectorized enrichment agains
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import polars as pl
 import pytest
 
 from sessionize import attribution as A
+from sessionize import distinct
 from sessionize.attribution import (
     ATTRIBUTION_COLUMNS,
     CHANNELS,
@@ -560,3 +562,30 @@ def test_enrich_empty_frame(db: RefererDatabase) -> None:
     out = enrich_attribution(empty, referers=db).collect()
     assert out.height == 0
     assert out.columns == ["referrer", "landing_page", "traffic_source", *ATTRIBUTION_COLUMNS]
+
+
+@pytest.mark.parametrize("buckets", [None, 1, 2, 5])
+def test_enrich_maps_each_session_back_to_its_own_pair(
+    db: RefererDatabase, monkeypatch: pytest.MonkeyPatch, buckets: int | None
+) -> None:
+    # Distinct pairs are found by a hash of the two keys: with forced collisions (all rows in 1, 2 or 5
+    # hash buckets) every session must still get its own pair's columns, nulls in either key included.
+    if buckets is not None:
+        monkeypatch.setattr(distinct, "_row_hashes", lambda keys: keys.hash_rows(seed=0) % buckets)
+    rng = random.Random(buckets)
+    extra = [(None, "https://shop.example/p/1"), ("https://www.google.co.uk/search?q=red+shoes", None)]
+    rows = [rng.choice([*ROWS, *extra]) for _ in range(300)]
+    sessions = pl.DataFrame(
+        {
+            "session_id": [f"s{i}" for i in range(len(rows))],
+            "landing_page": [lp for _, lp in rows],
+            "channel": ["stale"] * len(rows),
+            "referrer": [r for r, _ in rows],
+        }
+    )
+    out = enrich_attribution(sessions.lazy(), referers=db, internal_domains=["corp.example"]).collect()
+    assert out.columns == ["session_id", "landing_page", "referrer", "traffic_source", *ATTRIBUTION_COLUMNS]
+    assert out.select("session_id", "landing_page", "referrer").equals(sessions.drop("channel"))
+    for row, (referrer, landing) in zip(out.iter_rows(named=True), rows, strict=True):
+        expected = attribute_session(referrer, landing, internal_domains=["corp.example"], db=db)
+        assert {name: row[name] for name in expected} == expected, (referrer, landing)
