@@ -666,14 +666,36 @@ _REFERRER_DTYPE = pl.Struct({name: pl.String for name in _REFERRER_STRUCT_FIELDS
 
 
 def _landing_batch(urls: list[str | None], db: RefererDatabase) -> pl.DataFrame:
-    rows = []
+    hosts: list[str | None] = []
+    queries: list[str] = []
     for url in urls:
         # One parse per URL gives both the host (for the internal-referrer test) and the query.
-        parsed = None if url is None else _split_url(url)
-        host, query = (None, "") if parsed is None else (parsed.host, parsed.query)
-        utm = _utm_from_query(query)
-        rows.append((host, *utm.values(), db.source_category(utm["utm_source"])))
-    return pl.DataFrame(rows, schema=_LANDING_DTYPE.to_schema(), orient="row")
+        parsed = None if url is None else _host_and_query(url)
+        host, query = (None, "") if parsed is None else parsed
+        hosts.append(host)
+        queries.append(query)
+    # Landing pages share few query strings (one per campaign link): each is read once.
+    tags: dict[str, tuple[str | None, ...]] = {}
+    for query in queries:
+        if query not in tags:
+            utm = _utm_from_query(query)
+            tags[query] = (*utm.values(), db.source_category(utm["utm_source"]))
+    rows = [tags[query] for query in queries]
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(_LANDING_FIELDS[1:])}
+    return pl.DataFrame({_LANDING_FIELDS[0]: hosts, **columns}, schema=_LANDING_DTYPE.to_schema())
+
+
+def _host_and_query(url: str) -> tuple[str | None, str] | None:
+    """``_split_url(url)``'s host and query, without decoding the path."""
+    text = url.strip()
+    if not _SCHEME.match(text):
+        text = "//" + text
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        return None
+    return host or None, parts.query
 
 
 def _referrer_batch(

@@ -589,3 +589,37 @@ def test_enrich_maps_each_session_back_to_its_own_pair(
     for row, (referrer, landing) in zip(out.iter_rows(named=True), rows, strict=True):
         expected = attribute_session(referrer, landing, internal_domains=["corp.example"], db=db)
         assert {name: row[name] for name in expected} == expected, (referrer, landing)
+
+
+LANDING_URLS = [
+    None,
+    "",
+    "   ",
+    "https://Shop.Example/p/1?utm_source=fb&utm_medium=paid",
+    "https://other.example/p/2?utm_source=fb&utm_medium=paid",  # the same query on another host
+    "https://shop.example/p/3?utm_source=fb&utm_medium=paid#frag?utm_source=x",
+    "  shop.example/p/4?utm_source=Google&utm_campaign=spring ",
+    "//shop.example:8080/p?gclid=abc&utm_source=",
+    "https://user:pw@shop.example/p?utm_medium=e%2Dmail&utm_source=news+letter",
+    "http://[::1/p?utm_source=bad-ipv6",
+    "http://[::1]:80/p?utm_source=ipv6",
+    "https://shop.example/%7Euser/?utm_term=a%20b",
+    "android-app://com.example.app/?msclkid=1&fbclid=2",
+    "https:///nohost?utm_source=x",
+    "?utm_source=only-a-query",
+]
+
+
+def test_landing_batch_matches_parsing_each_url(db: RefererDatabase) -> None:
+    urls = LANDING_URLS + LANDING_URLS[::-1]
+    batch = A._landing_batch(urls, db)
+    assert batch.schema == A._LANDING_DTYPE.to_schema()
+    for row, url in zip(batch.iter_rows(named=True), urls, strict=True):
+        utm = parse_utm(url)
+        expected = {
+            "_landing_host": A._landing_host(url),
+            **utm,
+            "_utm_category": db.source_category(utm["utm_source"]),
+        }
+        assert row == expected, url
+    assert A._landing_batch([], db).schema == A._LANDING_DTYPE.to_schema()
