@@ -115,13 +115,13 @@ def test_country_database_fills_only_country_columns() -> None:
 
 def test_each_distinct_ip_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     batches: list[list[str | None]] = []
-    original = geo.GeoDatabase.lookup_many
+    original = geo.GeoDatabase._lookup_parts  # what lookup_many and enrich_geo look up with
 
-    def spy(self: geo.GeoDatabase, ips: pl.Series) -> pl.DataFrame:
+    def spy(self: geo.GeoDatabase, ips: pl.Series) -> tuple[np.ndarray, pl.DataFrame, np.ndarray]:
         batches.append(list(ips))
         return original(self, ips)
 
-    monkeypatch.setattr(geo.GeoDatabase, "lookup_many", spy)
+    monkeypatch.setattr(geo.GeoDatabase, "_lookup_parts", spy)
     ips = ["81.2.69.160", "89.160.20.112", "81.2.69.160", "89.160.20.112", "81.2.69.160"] * 20
     table = table_for(ips, geoip_db=CITY_DB)
     assert table.height == 100
