@@ -450,6 +450,57 @@ def _geo_of_distinct(ips: pl.Series, database: GeoDatabase) -> pl.Series:
     return joined.get_column("_value").alias(ips.name)
 
 
+@dataclass(frozen=True)
+class GeoTable:
+    """The lookups of a set of addresses made ahead of the sessions (see :func:`geo_table`)."""
+
+    #: The distinct addresses, and the hash (``hash(seed=0)``) each was told apart by.
+    ips: pl.Series
+    hashes: pl.Series
+    #: Status code and record (a row of ``records``, or past its end for none) of each address.
+    code: _U8
+    record: _Index
+    #: The geo columns of each distinct record.
+    records: pl.DataFrame
+
+
+def geo_table(ips: pl.Series, database: GeoDatabase) -> GeoTable:
+    """The lookups of the distinct values of ``ips`` (the events' addresses), for :func:`join_geo`.
+
+    The values are told apart by their 64-bit hash (``arg_unique`` of the hashes: 0.3 s for 10M
+    addresses, against 1.2-1.5 s for ``unique``). Should two values share a hash, one of them is
+    left out, and :func:`join_geo` looks its sessions up itself.
+    """
+    ips = ips.cast(pl.String)
+    hashes = ips.hash(seed=0)
+    first = hashes.arg_unique()
+    distinct = ips.gather(first)
+    code, records, record = database._lookup_parts(distinct)
+    return GeoTable(ips=distinct, hashes=hashes.gather(first), code=code, record=record, records=records)
+
+
+def join_geo(sessions: pl.DataFrame, table: GeoTable, database: GeoDatabase) -> pl.DataFrame:
+    """``sessions`` with the geo columns and status of their ``ip``, as :func:`enrich_geo` adds them,
+    taken from ``table`` (:func:`geo_table` of addresses that include the sessions' ones).
+
+    Each session finds its address in the table by hash (a join on a 64-bit integer), and the address
+    found must equal its own; if any does not (an address missing from the table, or two that share
+    a hash), the sessions are looked up as :func:`enrich_geo` does.
+    """
+    ips = sessions.get_column("ip").cast(pl.String)
+    keys = pl.DataFrame(
+        [table.hashes.alias("_hash"), pl.int_range(table.hashes.len(), eager=True).alias("_at")]
+    )
+    at = ips.hash(seed=0).alias("_hash").to_frame().join(keys, on="_hash", how="left", maintain_order="left")
+    index = at.get_column("_at")
+    if index.null_count() == 0 and ips.eq_missing(table.ips.gather(index)).all():
+        rows = index.to_numpy()
+        frame = _geo_frame(table.code[rows], table.records, table.record[rows])
+    else:
+        frame = _geo_of_distinct(ips, database).struct.unnest()
+    return sessions.hstack(frame.get_columns())
+
+
 # --- Many addresses at once -----------------------------------------------------------------------
 # Status codes of lookup_many, as indexes into _STATUS_NAMES; _PENDING: to be looked up.
 _RESOLVED, _NOT_FOUND, _PRIVATE, _INVALID, _MISSING, _PENDING = range(6)

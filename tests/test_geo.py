@@ -811,3 +811,77 @@ def test_enrich_geo_is_lookup_of_each_row(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(pl.Series, "hash", lambda self, seed=0: pl.Series([7] * self.len(), dtype=pl.UInt64))
     assert sessions.pipe(geo.enrich_geo, database=database).collect().equals(expected)
     database.close()
+
+
+def test_join_geo_of_a_table_made_ahead_is_enrich_geo(monkeypatch: pytest.MonkeyPatch) -> None:
+    # How a run geolocates: a table of the events' distinct addresses, made while the sessions are
+    # built, then joined to the sessions by hash.
+    database = geo.GeoDatabase(CITY_DB, "--geoip-db")
+    ips = random_values(12, 3000)
+    ips = ips + ips[::3] + [None, "81.2.69.160"]
+    sessions = pl.DataFrame({"n": range(len(ips)), "ip": ips}, schema={"n": pl.Int64, "ip": pl.String})
+    expected = sessions.lazy().pipe(geo.enrich_geo, database=database).collect()
+    events = pl.Series("ip", [*random_values(13, 500), *ips, *ips[::2]])
+    assert geo.join_geo(sessions, geo.geo_table(events, database), database).equals(expected)
+    # A table that lacks some of the sessions' addresses: they are looked up.
+    assert geo.join_geo(sessions, geo.geo_table(events.head(1000), database), database).equals(expected)
+    # Every address with one hash (forced): the table keeps one of them, the sessions still get their own.
+    monkeypatch.setattr(pl.Series, "hash", lambda self, seed=0: pl.Series([7] * self.len(), dtype=pl.UInt64))
+    table = geo.geo_table(events, database)
+    assert table.ips.len() == 1
+    assert geo.join_geo(sessions, table, database).equals(expected)
+    database.close()
+
+
+def test_run_geolocates_each_session_by_its_first_events_address(tmp_path: Path) -> None:
+    # Users whose events come from several addresses (of every kind): each session has its first event's
+    # address and that address's place, as the one-plan library function (enrich_geo) gives them.
+    rng = random.Random(5)
+    pool = random_values(14, 400) + ["81.2.69.160", "89.160.20.112", "2001:480:10::1"] * 30
+    rows = [
+        (
+            f"u{rng.randrange(300)}",
+            f"2024-05-01T{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z",
+            rng.choice(pool),
+        )
+        for _ in range(3000)
+    ]
+    events = pl.DataFrame(
+        rows, schema={"user_id": pl.String, "timestamp": pl.String, "ip": pl.String}, orient="row"
+    )
+    path = tmp_path / "events.parquet"
+    events.write_parquet(path)
+    columns = ["session_id", "ip", "city", "region", "country", "country_code"]
+    result = sessionize.run([path], geoip_db=CITY_DB)
+    expected = sessionize.sessionize(events, geoip_db=CITY_DB).collect()
+    assert (
+        result.sessions.select(columns).sort("session_id").equals(expected.select(columns).sort("session_id"))
+    )
+    assert result.sessions.get_column("city").drop_nulls().len() > 100
+    assert sum(result.geo_counts.values()) == result.session_count
+
+
+def test_corrupt_database_in_a_run_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    # The lookup runs in a thread beside the session step: its error still ends the run, and no output
+    # is left.
+    good = write_sized_mmdb(
+        tmp_path / "good.mmdb", {"81.2.69.0/24": RECORDS[0]}, ip_version=4, record_size=32
+    )
+    database = geo.GeoDatabase(good, "--geoip-db")
+    node_count = database._node_count
+    database.close()
+    broken = bytearray(good.read_bytes())
+    broken[4:8] = (node_count + 16 + 3).to_bytes(4, "big")  # 128.0.0.0/1 leads into the middle of a record
+    path = tmp_path / "broken.mmdb"
+    path.write_bytes(bytes(broken))
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "user_id,timestamp,ip\nu1,2024-05-01T10:00:00Z,200.1.2.3\nu2,2024-05-01T10:00:00Z,81.2.69.7\n"
+    )
+    output = tmp_path / "sessions.parquet"
+    result = CliRunner().invoke(
+        app, ["run", str(events), "-o", str(output), "--geoip-db", str(path)], env={"COLUMNS": "400"}
+    )
+    assert result.exit_code != 0
+    assert "broken.mmdb is corrupt" in result.output
+    assert not output.exists()
