@@ -585,7 +585,11 @@ def read_file(
         keep_raw=True,
     )
     try:
-        frame = events.collect(engine="in-memory")
+        # Row by row work only (parsing, renaming, typing), which the streaming engine spreads over every
+        # core, morsel by morsel and in order, where the in-memory engine parses a text column on one
+        # thread: 10M CSV events took 4.6-4.9 s instead of 6.6 s, with the same peak memory (Parquet:
+        # the same time either way). The sessions themselves are built in memory (see pipeline).
+        frame = events.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
     rows = frame.height + (0 if malformed is None else malformed.height)
