@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import SplitResult, unquote, unquote_plus, urlsplit
 
 import polars as pl
 import yaml
@@ -267,8 +267,8 @@ class _Url(NamedTuple):
     query: str
 
 
-def _split_url(url: str) -> _Url | None:
-    """Lower-case host, percent-decoded path and raw query; a bare ``host/path`` counts as a URL."""
+def _url_parts(url: str) -> tuple[SplitResult, str | None] | None:
+    """``urlsplit`` of a URL and its lower-case host; a bare ``host/path`` counts as a URL."""
     text = url.strip()
     if not _SCHEME.match(text):
         text = "//" + text
@@ -277,7 +277,16 @@ def _split_url(url: str) -> _Url | None:
         host = parts.hostname
     except ValueError:
         return None
-    return _Url(host or None, unquote(parts.path), parts.query)
+    return parts, host or None
+
+
+def _split_url(url: str) -> _Url | None:
+    """Lower-case host, percent-decoded path and raw query; a bare ``host/path`` counts as a URL."""
+    split = _url_parts(url)
+    if split is None:
+        return None
+    parts, host = split
+    return _Url(host, unquote(parts.path), parts.query)
 
 
 def _search_term(query: str, parameters: Sequence[str]) -> str | None:
@@ -687,15 +696,8 @@ def _landing_batch(urls: list[str | None], db: RefererDatabase) -> pl.DataFrame:
 
 def _host_and_query(url: str) -> tuple[str | None, str] | None:
     """``_split_url(url)``'s host and query, without decoding the path."""
-    text = url.strip()
-    if not _SCHEME.match(text):
-        text = "//" + text
-    try:
-        parts = urlsplit(text)
-        host = parts.hostname
-    except ValueError:
-        return None
-    return host or None, parts.query
+    split = _url_parts(url)
+    return None if split is None else (split[1], split[0].query)
 
 
 def _referrer_batch(
