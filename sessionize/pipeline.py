@@ -186,6 +186,9 @@ class SessionSettings:
     referers: RefererDatabase | None = None
     internal_domains: tuple[str, ...] = ()
     conversion_events: tuple[str, ...] = ()
+    #: Look the addresses up in a thread while the sessions are built (faster), or after them (less
+    #: memory at once: the bucketed path, which keeps within a budget).
+    overlap_geo: bool = True
 
 
 def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.DataFrame:
@@ -211,8 +214,9 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
         _sessions_after_geo, anonymize_ip=settings.anonymize_ip, keep_geo_status=True
     )
     database = settings.geo_database
-    if database is None or settings.anonymize_ip == "before-geo":
-        # Nothing to look up, or the addresses to look up are the sessions' anonymized ones.
+    if database is None or settings.anonymize_ip == "before-geo" or not settings.overlap_geo:
+        # Nothing to look up, the addresses to look up are the sessions' anonymized ones, or memory
+        # comes first.
         return after_geo(before_geo(events.lazy()).pipe(enrich_geo, database=database)).collect(
             engine="in-memory"
         )
@@ -653,7 +657,14 @@ def run(
         else buckets_module.parse_memory(memory_limit)
     )
     estimated = sum(io.estimate_rows(source) for source in files) if buckets is None else 0
-    chosen = buckets_module.plan(estimated, memory_limit=limit, buckets=buckets)
+    chosen = buckets_module.plan(
+        estimated,
+        memory_limit=limit,
+        buckets=buckets,
+        # The database is mapped twice (the reader's map and the tree walk's), and pages of both become
+        # resident as lookups read them.
+        resident_bytes=0 if database is None else 2 * database.info.size_bytes,
+    )
     notify = progress or (lambda event: None)
     notify(RunProgress("read", 0, len(files), 0))
     if chosen.in_memory:
@@ -904,6 +915,8 @@ def _run_in_buckets(
                 del part
                 notify(RunProgress("read", number - 1, len(files), rows))
             notify(RunProgress("read", number, len(files), rows))
+        # Within a budget, the geo lookup waits for the sessions instead of running beside them.
+        sequential = replace(settings, overlap_geo=False)
         tally = _Tally()
         kept: list[pl.DataFrame] = []
         report_parts = work / "report"
@@ -918,7 +931,7 @@ def _run_in_buckets(
             if secret is not None:
                 batch = hash_user_ids_of(batch.lazy(), secret=secret).collect(engine="in-memory")
             table = tally.add(
-                sessionize_partition(batch, settings), exclude_bots=exclude_bots, dropped=dropped
+                sessionize_partition(batch, sequential), exclude_bots=exclude_bots, dropped=dropped
             )
             del batch
             spill.remove(index)

@@ -802,6 +802,51 @@ def test_bad_buckets_in_the_python_api() -> None:
         sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True, memory_limit="plenty")
 
 
+def test_the_plan_leaves_room_for_the_geo_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The GeoIP database is memory-mapped and its pages become resident as lookups read them: the plan
+    # takes its size off the budget, so the same events need more buckets.
+    limit = 1 << 30
+    without = buckets_module.plan(10_000_000, memory_limit=limit)
+    with_geo = buckets_module.plan(10_000_000, memory_limit=limit, resident_bytes=100 << 20)
+    assert with_geo.buckets > without.buckets > 1
+    assert with_geo.chunk_rows < without.chunk_rows
+    # A run passes the size of the database it opened, and nothing without one.
+    seen: list[int] = []
+    original = buckets_module.plan
+
+    def spy(estimated_rows: int, **options: Any) -> buckets_module.Plan:
+        seen.append(options["resident_bytes"])
+        return original(estimated_rows, **options)
+
+    monkeypatch.setattr(buckets_module, "plan", spy)
+    city = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
+    sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city)
+    sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True)
+    assert seen == [2 * city.stat().st_size, 0]  # two maps of the file: the reader's and the tree walk's
+
+
+def test_buckets_look_addresses_up_after_the_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In memory, the lookup runs in a thread beside the session step; within a budget (buckets) it runs
+    # after it, so that the two do not hold memory at once. The tables are the same.
+    from sessionize import geo
+
+    tables: list[int] = []
+    original = geo.geo_table
+
+    def spy(ips: pl.Series, database: geo.GeoDatabase) -> geo.GeoTable:
+        tables.append(ips.len())
+        return original(ips, database)
+
+    monkeypatch.setattr(geo, "geo_table", spy)
+    city = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
+    in_memory = sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city)
+    assert tables == [5614]
+    bucketed = sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city, buckets=3)
+    assert tables == [5614]
+    assert_frame_equal(bucketed.sessions.sort("session_id"), in_memory.sessions.sort("session_id"))
+    assert bucketed.geo_counts == in_memory.geo_counts
+
+
 # --- 5. summary and progress -----------------------------------------------------------------------
 
 
