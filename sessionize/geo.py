@@ -32,6 +32,7 @@ import geoip2.database
 import maxminddb
 import polars as pl
 
+from sessionize.distinct import distinct_rows
 from sessionize.errors import GeoIPDatabaseError
 
 if TYPE_CHECKING:
@@ -422,12 +423,12 @@ def enrich_geo(sessions: pl.LazyFrame, *, database: GeoDatabase | None) -> pl.La
 
 
 def _geo_of_distinct(ips: pl.Series, database: GeoDatabase) -> pl.Series:
-    """The geo struct of each address, from one :meth:`GeoDatabase.lookup_many` of the distinct ones.
+    """The geo struct of each address, from one lookup of the distinct ones.
 
-    The distinct values are found by the rank of their hash, and each value is then checked against
-    its group's: half the time of a ``unique`` and a join back (on 2.5M sessions with 1M distinct
-    IPs), which is what a (rare) hash collision falls back to. The distinct values are looked up as
-    lookup_many does (:meth:`GeoDatabase._lookup_parts`), and each row is made from its record.
+    The distinct values and each row's index among them come from :func:`distinct_rows` (by hash, each
+    row checked against its value); they are looked up as lookup_many does
+    (:meth:`GeoDatabase._lookup_parts`), and each row is made from its record (74k distinct records
+    for the benchmark's 1M distinct IPs), not from a frame of the distinct IPs gathered again.
     """
     if ips.null_count() == ips.len():
         # No IP at all (a table without an ip column, say): all missing, without numpy or the tree.
@@ -435,19 +436,10 @@ def _geo_of_distinct(ips: pl.Series, database: GeoDatabase) -> pl.Series:
         columns = [pl.repeat(None, n, dtype=pl.String, eager=True).alias(name) for name in GEO_COLUMNS]
         status = pl.repeat(MISSING, n, dtype=pl.String, eager=True).alias(STATUS)
         return pl.DataFrame([*columns, status]).to_struct(ips.name)
-    group = ips.hash(seed=0).rank("dense").to_numpy().astype(np.intp) - 1
-    member = np.empty(int(group.max()) + 1, dtype=np.intp)
-    member[group] = np.arange(group.size)  # one row of each group
-    distinct = ips.gather(member)
-    if ips.eq_missing(distinct.gather(group)).all():
-        # Each row's geo columns gathered once, from the distinct records (74k for 1M distinct IPs in the
-        # benchmark), not from a frame of the distinct IPs gathered again.
-        code, table, record_of_row = database._lookup_parts(distinct)
-        return _geo_frame(code[group], table, record_of_row[group]).to_struct(ips.name)
-    distinct = ips.unique()
-    lookup = pl.DataFrame([distinct.alias("_key"), database.lookup_many(distinct).to_struct("_value")])
-    joined = ips.to_frame("_key").join(lookup, on="_key", how="left", nulls_equal=True, maintain_order="left")
-    return joined.get_column("_value").alias(ips.name)
+    distinct, index = distinct_rows(ips.to_frame())
+    code, table, record_of_row = database._lookup_parts(distinct.to_series())
+    rows = index.to_numpy()
+    return _geo_frame(code[rows], table, record_of_row[rows]).to_struct(ips.name)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import sessionize
-from sessionize import geo
+from sessionize import distinct, geo
 from sessionize.cli import app
 from sessionize.errors import GeoIPDatabaseError
 from tests.conftest import SHARED, load_generator
@@ -807,9 +807,15 @@ def test_enrich_geo_is_lookup_of_each_row(monkeypatch: pytest.MonkeyPatch) -> No
     sessions = pl.LazyFrame({"n": range(len(ips)), "ip": ips}, schema={"n": pl.Int64, "ip": pl.String})
     expected = pl.concat([sessions.collect(), reference_frame(database, ips)], how="horizontal")
     assert sessions.pipe(geo.enrich_geo, database=database).collect().equals(expected)
-    # Two values with one hash (forced here): the check after the grouping catches it, a join sorts it out.
-    monkeypatch.setattr(pl.Series, "hash", lambda self, seed=0: pl.Series([7] * self.len(), dtype=pl.UInt64))
-    assert sessions.pipe(geo.enrich_geo, database=database).collect().equals(expected)
+    # Values that share a hash (forced here: all of them, or two groups): the check after the grouping
+    # catches it, and the rows get their own distinct values.
+    for groups in (1, 2):
+        monkeypatch.setattr(
+            distinct,
+            "_row_hashes",
+            lambda keys, groups=groups: pl.Series([i % groups for i in range(keys.height)], dtype=pl.UInt64),
+        )
+        assert sessions.pipe(geo.enrich_geo, database=database).collect().equals(expected)
     database.close()
 
 
