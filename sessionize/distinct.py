@@ -8,9 +8,22 @@ from typing import Any
 import polars as pl
 
 
-def _row_hashes(keys: pl.DataFrame) -> pl.Series:
+def row_hashes(keys: pl.DataFrame) -> pl.Series:
     """One 64-bit hash of each row: equal rows (nulls included) get equal hashes; the converse is checked."""
     return keys.hash_rows(seed=0)
+
+
+def index_among(hashes: pl.Series, distinct: pl.Series) -> pl.Series:
+    """For each of ``hashes``, its position in ``distinct`` (hashes without repeats), null where it is
+    not there: a join on the 64-bit integers. Equal hashes do not make equal rows: check the rows."""
+    positions = pl.DataFrame(
+        {"hash": distinct, "index": pl.int_range(distinct.len(), dtype=pl.get_index_type(), eager=True)}
+    )
+    return (
+        hashes.to_frame("hash")
+        .join(positions, on="hash", how="left", maintain_order="left")
+        .get_column("index")
+    )
 
 
 def distinct_rows(keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
@@ -26,23 +39,13 @@ def distinct_rows(keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     >>> distinct["x"].to_list(), index.to_list()
     (['a', 'b', None], [0, 1, 0, 2])
     """
-    hashes = _row_hashes(keys)
+    hashes = row_hashes(keys)
     first = hashes.arg_unique()
     distinct = keys.gather(first)
     if distinct.height <= 1:
         index = pl.zeros(keys.height, dtype=pl.get_index_type(), eager=True)
     else:
-        groups = pl.DataFrame(
-            {
-                "hash": hashes.gather(first),
-                "index": pl.int_range(first.len(), dtype=pl.get_index_type(), eager=True),
-            }
-        )
-        index = (
-            hashes.to_frame("hash")
-            .join(groups, on="hash", how="left", maintain_order="left")
-            .get_column("index")
-        )
+        index = index_among(hashes, hashes.gather(first))
     expected = distinct.gather(index)
     same = keys.get_column(keys.columns[0]).eq_missing(expected.get_column(keys.columns[0]))
     for name in keys.columns[1:]:

@@ -32,7 +32,7 @@ import geoip2.database
 import maxminddb
 import polars as pl
 
-from sessionize.distinct import distinct_rows
+from sessionize import distinct
 from sessionize.errors import GeoIPDatabaseError
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ class GeoDatabase:
         found = records != none
         addresses.code[rows[~found]] = _NOT_FOUND
         # Decode each distinct record once, read through the first address that leads to it.
-        distinct, first, which = np.unique(records[found], return_index=True, return_inverse=True)
+        unique_records, first, which = np.unique(records[found], return_index=True, return_inverse=True)
         which = which.reshape(-1)
         first_at = np.flatnonzero(found)[first]
         is_v4 = first_at < addresses.v4.size
@@ -300,7 +300,7 @@ class GeoDatabase:
         )
         table_code = np.where(table.get_column(STATUS).to_numpy() == RESOLVED, _RESOLVED, _NOT_FOUND)
         addresses.code[rows[found]] = table_code[which]
-        record_of_row = np.full(series.len(), distinct.size, dtype=np.intp)  # past the end: no record
+        record_of_row = np.full(series.len(), unique_records.size, dtype=np.intp)  # past the end: no record
         record_of_row[rows[found]] = which
         return addresses.code, table, record_of_row
 
@@ -425,8 +425,9 @@ def enrich_geo(sessions: pl.LazyFrame, *, database: GeoDatabase | None) -> pl.La
 def _geo_of_distinct(ips: pl.Series, database: GeoDatabase) -> pl.Series:
     """The geo struct of each address, from one lookup of the distinct ones.
 
-    The distinct values and each row's index among them come from :func:`distinct_rows` (by hash, each
-    row checked against its value); they are looked up as lookup_many does
+    The distinct values and each row's index among them come from
+    :func:`~sessionize.distinct.distinct_rows` (by hash, each row checked against its value); they are
+    looked up as lookup_many does
     (:meth:`GeoDatabase._lookup_parts`), and each row is made from its record (74k distinct records
     for the benchmark's 1M distinct IPs), not from a frame of the distinct IPs gathered again.
     """
@@ -436,8 +437,8 @@ def _geo_of_distinct(ips: pl.Series, database: GeoDatabase) -> pl.Series:
         columns = [pl.repeat(None, n, dtype=pl.String, eager=True).alias(name) for name in GEO_COLUMNS]
         status = pl.repeat(MISSING, n, dtype=pl.String, eager=True).alias(STATUS)
         return pl.DataFrame([*columns, status]).to_struct(ips.name)
-    distinct, index = distinct_rows(ips.to_frame())
-    code, table, record_of_row = database._lookup_parts(distinct.to_series())
+    values, index = distinct.distinct_rows(ips.to_frame())
+    code, table, record_of_row = database._lookup_parts(values.to_series())
     rows = index.to_numpy()
     return _geo_frame(code[rows], table, record_of_row[rows]).to_struct(ips.name)
 
@@ -446,7 +447,8 @@ def _geo_of_distinct(ips: pl.Series, database: GeoDatabase) -> pl.Series:
 class GeoTable:
     """The lookups of a set of addresses made ahead of the sessions (see :func:`geo_table`)."""
 
-    #: The distinct addresses, and the hash (``hash(seed=0)``) each was told apart by.
+    #: The distinct addresses, and the hash (:func:`~sessionize.distinct.row_hashes`) each was told
+    #: apart by.
     ips: pl.Series
     hashes: pl.Series
     #: Status code and record (a row of ``records``, or past its end for none) of each address.
@@ -464,11 +466,11 @@ def geo_table(ips: pl.Series, database: GeoDatabase) -> GeoTable:
     left out, and :func:`join_geo` looks its sessions up itself.
     """
     ips = ips.cast(pl.String)
-    hashes = ips.hash(seed=0)
+    hashes = distinct.row_hashes(ips.to_frame())
     first = hashes.arg_unique()
-    distinct = ips.gather(first)
-    code, records, record = database._lookup_parts(distinct)
-    return GeoTable(ips=distinct, hashes=hashes.gather(first), code=code, record=record, records=records)
+    values = ips.gather(first)
+    code, records, record = database._lookup_parts(values)
+    return GeoTable(ips=values, hashes=hashes.gather(first), code=code, record=record, records=records)
 
 
 def join_geo(sessions: pl.DataFrame, table: GeoTable, database: GeoDatabase) -> pl.DataFrame:
@@ -480,11 +482,7 @@ def join_geo(sessions: pl.DataFrame, table: GeoTable, database: GeoDatabase) -> 
     a hash), the sessions are looked up as :func:`enrich_geo` does.
     """
     ips = sessions.get_column("ip").cast(pl.String)
-    keys = pl.DataFrame(
-        [table.hashes.alias("_hash"), pl.int_range(table.hashes.len(), eager=True).alias("_at")]
-    )
-    at = ips.hash(seed=0).alias("_hash").to_frame().join(keys, on="_hash", how="left", maintain_order="left")
-    index = at.get_column("_at")
+    index = distinct.index_among(distinct.row_hashes(ips.to_frame()), table.hashes)
     if index.null_count() == 0 and ips.eq_missing(table.ips.gather(index)).all():
         rows = index.to_numpy()
         frame = _geo_frame(table.code[rows], table.records, table.record[rows])

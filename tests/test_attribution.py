@@ -571,7 +571,7 @@ def test_enrich_maps_each_session_back_to_its_own_pair(
     # Distinct pairs are found by a hash of the two keys: with forced collisions (all rows in 1, 2 or 5
     # hash buckets) every session must still get its own pair's columns, nulls in either key included.
     if buckets is not None:
-        monkeypatch.setattr(distinct, "_row_hashes", lambda keys: keys.hash_rows(seed=0) % buckets)
+        monkeypatch.setattr(distinct, "row_hashes", lambda keys: keys.hash_rows(seed=0) % buckets)
     rng = random.Random(buckets)
     extra = [(None, "https://shop.example/p/1"), ("https://www.google.co.uk/search?q=red+shoes", None)]
     rows = [rng.choice([*ROWS, *extra]) for _ in range(300)]

@@ -18,7 +18,7 @@ HashRows = Callable[[pl.DataFrame], pl.Series]
 
 #: Row hashes: the real ones, all rows colliding, two buckets, and a few dozen buckets.
 HASHES: dict[str, HashRows] = {
-    "real": D._row_hashes,
+    "real": D.row_hashes,
     "constant": lambda keys: pl.repeat(7, keys.height, dtype=pl.UInt64, eager=True),
     "two buckets": lambda keys: keys.hash_rows(seed=0) % 2,
     "many buckets": lambda keys: keys.hash_rows(seed=0) % 37,
@@ -27,7 +27,7 @@ HASHES: dict[str, HashRows] = {
 
 @pytest.fixture(params=list(HASHES))
 def hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(D, "_row_hashes", HASHES[request.param])
+    monkeypatch.setattr(D, "row_hashes", HASHES[request.param])
     yield request.param
 
 

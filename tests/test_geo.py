@@ -812,7 +812,7 @@ def test_enrich_geo_is_lookup_of_each_row(monkeypatch: pytest.MonkeyPatch) -> No
     for groups in (1, 2):
         monkeypatch.setattr(
             distinct,
-            "_row_hashes",
+            "row_hashes",
             lambda keys, groups=groups: pl.Series([i % groups for i in range(keys.height)], dtype=pl.UInt64),
         )
         assert sessions.pipe(geo.enrich_geo, database=database).collect().equals(expected)
@@ -832,7 +832,7 @@ def test_join_geo_of_a_table_made_ahead_is_enrich_geo(monkeypatch: pytest.Monkey
     # A table that lacks some of the sessions' addresses: they are looked up.
     assert geo.join_geo(sessions, geo.geo_table(events.head(1000), database), database).equals(expected)
     # Every address with one hash (forced): the table keeps one of them, the sessions still get their own.
-    monkeypatch.setattr(pl.Series, "hash", lambda self, seed=0: pl.Series([7] * self.len(), dtype=pl.UInt64))
+    monkeypatch.setattr(distinct, "row_hashes", lambda keys: pl.Series([7] * keys.height, dtype=pl.UInt64))
     table = geo.geo_table(events, database)
     assert table.ips.len() == 1
     assert geo.join_geo(sessions, table, database).equals(expected)

@@ -438,7 +438,7 @@ def test_enrich_under_hash_collisions(
 ) -> None:
     # Distinct user agents are found by a hash of each value; colliding values must still each get
     # their own parse, mapped back to their own rows.
-    monkeypatch.setattr(distinct, "_row_hashes", lambda keys: keys.hash_rows(seed=0) % buckets)
+    monkeypatch.setattr(distinct, "row_hashes", lambda keys: keys.hash_rows(seed=0) % buckets)
     agents = [*log_user_agents()[:2000], None, ""]
     enriched = enrich_user_agent(pl.LazyFrame({"user_agent": agents})).collect()
     assert parse_calls == Counter(set(agents) - {None, "", "-"})
