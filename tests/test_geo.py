@@ -100,6 +100,14 @@ def test_unlocatable_addresses_give_nulls_and_are_counted(tmp_path: Path) -> Non
     assert result.geo_database is not None and result.geo_database.database_type == "GeoIP2-City"
 
 
+def test_input_without_an_ip_column_is_counted_as_missing(tmp_path: Path) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,timestamp,url\nu1,2024-05-01T10:00:00Z,/a\nu2,2024-05-01T10:00:00Z,/b\n")
+    result = sessionize.run([events], geoip_db=CITY_DB)
+    assert result.geo_counts == {"missing": 2}
+    assert result.sessions.select("ip", "city", "country").rows() == [(None, None, None)] * 2
+
+
 def test_forwarded_for_list_uses_the_client_address() -> None:
     assert geo_of(table_for(["81.2.69.160, 10.0.0.1"], geoip_db=CITY_DB)) == [
         ("London", "England", "United Kingdom", "GB")
