@@ -587,7 +587,7 @@ def test_lookup_many_is_lookup_on_built_databases(
 ) -> None:
     # Batches of _BIG_BATCH addresses or more walk from the 20-bit prefix tables, smaller ones from
     # the 12-bit ones: both here.
-    monkeypatch.setattr(geo.database, "_BIG_BATCH", 1 if table == "big" else 10**9)
+    monkeypatch.setattr(geo.tree, "_BIG_BATCH", 1 if table == "big" else 10**9)
     networks = random_networks(ip_version * 100 + record_size, ip_version, 1500)
     db = write_sized_mmdb(tmp_path / "built.mmdb", networks, ip_version=ip_version, record_size=record_size)
     database = geo.GeoDatabase(db, "--geoip-db")
@@ -630,9 +630,9 @@ def test_lookup_many_is_lookup_on_a_sample_of_the_default_database(monkeypatch: 
     database = geo.GeoDatabase(DEFAULT_DB, "default")
     generated = load_generator().random_ips(np.random.default_rng(7), 10_000).to_list()
     ips = generated + random_values(7, 10_000) + TRICKY
-    monkeypatch.setattr(geo.database, "_BIG_BATCH", 10**9)
+    monkeypatch.setattr(geo.tree, "_BIG_BATCH", 10**9)
     frame = assert_same_as_lookup(database, ips)  # from the 12-bit prefix tables
-    monkeypatch.setattr(geo.database, "_BIG_BATCH", 1)
+    monkeypatch.setattr(geo.tree, "_BIG_BATCH", 1)
     assert database.lookup_many(ips).equals(frame)  # from the 20-bit ones
     tree = database._search_tree()
     assert tree is not None and sorted(tree._tables) == [(4, 12), (4, 20), (6, 12), (6, 20)]
