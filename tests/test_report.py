@@ -362,7 +362,7 @@ def test_report_is_written_atomically(workdir: Path, monkeypatch: pytest.MonkeyP
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patched:
-        patched.setattr(R.aggregate, "render_report", broken)
+        patched.setattr(R.write, "render_report", broken)
         with pytest.raises(OSError):
             R.make_report(["s.parquet"], output="r.html")
     assert (workdir / "r.html").read_text() == "last week's report"

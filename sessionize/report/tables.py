@@ -1,0 +1,106 @@
+"""Session tables found and read for a report: files, directories (recursively) and glob patterns,
+in any format that ``sessionize run`` writes."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from sessionize import schema as S
+from sessionize.errors import (
+    NoInputFilesError,
+    NotASessionTableError,
+    UnknownFormatError,
+    UnreadableInputError,
+    UsageError,
+)
+from sessionize.io import OUTPUT_EXTENSIONS
+from sessionize.report.columns import REPORT_COLUMNS, _check_columns, _conform
+
+# A session table is read in any format that sessionize run writes.
+_FORMATS = OUTPUT_EXTENSIONS
+_SUPPORTED = ".parquet, .csv, .ndjson (what sessionize run writes)"
+
+
+def resolve_session_tables(inputs: Sequence[str | Path]) -> list[str]:
+    """Session table files from files, directories (recursively) and glob patterns, in a stable order."""
+    if not inputs:
+        raise UsageError("No session table given. Pass one or more .parquet, .csv or .ndjson files.")
+    found: list[str] = []
+
+    def supported(path: str) -> bool:
+        return os.path.splitext(path.lower())[1] in _FORMATS
+
+    for raw in inputs:
+        path = str(raw)
+        if os.path.isdir(path):
+            names = sorted(glob.glob(os.path.join(glob.escape(path), "**", "*"), recursive=True))
+            matches = [
+                n for n in names if os.path.isfile(n) and supported(n) and os.path.basename(n)[0] != "."
+            ]
+            if not matches:
+                raise NoInputFilesError(f"The directory {path} holds no session tables ({_SUPPORTED}).")
+        elif os.path.isfile(path):
+            if not supported(path):
+                raise UnknownFormatError(
+                    f"Cannot tell the format of {path} from its extension. Session tables are {_SUPPORTED}."
+                )
+            matches = [path]
+        elif glob.has_magic(path):
+            matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m) and supported(m))
+            if not matches:
+                raise NoInputFilesError(f"The pattern {path} matches no session tables ({_SUPPORTED}).")
+        else:
+            raise UnreadableInputError(f"{path}: no such file or directory.")
+        for match in matches:
+            if match not in found:
+                found.append(match)
+    return found
+
+
+def _scan_table(path: str) -> pl.LazyFrame:
+    fmt = _FORMATS[os.path.splitext(path.lower())[1]]
+    try:
+        if fmt == "parquet":
+            frame = pl.scan_parquet(path)
+            names = frame.collect_schema().names()
+        elif fmt == "csv":
+            if os.path.getsize(path) == 0:
+                raise NotASessionTableError(f"{path} is empty: not a session table.")
+            names = pl.scan_csv(path, infer_schema=False).collect_schema().names()
+            # Only the report's columns are typed: the others are never read.
+            types = {c: S.SESSION_SCHEMA[c] for c in names if c in REPORT_COLUMNS}
+            frame = pl.scan_csv(path, infer_schema=False, schema_overrides=types)
+        else:
+            if os.path.getsize(path) == 0:
+                raise NotASessionTableError(f"{path} is empty: not a session table.")
+            frame = pl.scan_ndjson(path, infer_schema_length=None)
+            names = frame.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnreadableInputError(
+            f"{path}: cannot be read as {fmt.upper() if fmt != 'parquet' else 'Parquet'} ({detail}). "
+            "Check that the file is complete."
+        ) from exc
+    _check_columns(names, path)
+    return _conform(frame, [c for c in REPORT_COLUMNS if c in names])
+
+
+def read_session_tables(inputs: Sequence[str | Path]) -> pl.LazyFrame:
+    """One lazy frame of the report's columns from session tables (Parquet, CSV or NDJSON).
+
+    ``inputs`` are files, directories (every table inside, recursively) or glob patterns. Tables may
+    differ in their columns (a column missing from some is null there). Raises
+    :class:`~sessionize.errors.NotASessionTableError` for a file without ``user_id``, ``session_start``
+    or ``duration_s``.
+    """
+    return _read_tables(resolve_session_tables(inputs))
+
+
+def _read_tables(files: Sequence[str]) -> pl.LazyFrame:
+    frames = [_scan_table(path) for path in files]
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
