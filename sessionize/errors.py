@@ -35,6 +35,11 @@ class UnreadableInputError(InputError):
     """A file is missing, unreadable, corrupt or not in the format it claims."""
 
 
+class IncompleteOutputError(InputError):
+    """A directory of part files without the ``_SUCCESS`` marker that a distributed engine (Dask,
+    Spark) writes last: the run that wrote it did not finish."""
+
+
 class MissingColumnError(SessionizeError):
     """A required column (user id or timestamp) is not in the input."""
 
