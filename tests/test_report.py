@@ -18,6 +18,7 @@ from sessionize import io as sio
 from sessionize import report as R
 from sessionize.cli import app
 from sessionize.errors import (
+    IncompleteOutputError,
     NoInputFilesError,
     NotASessionTableError,
     OutputError,
@@ -317,6 +318,47 @@ def test_directories_and_globs_of_tables_with_different_columns(workdir: Path) -
         data = R.aggregate_sessions(R.read_session_tables(inputs))
         assert data.sessions == 6
         assert data.rankings["device_category"].known == 3
+
+
+def write_parts(directory: Path, *, marker: bool) -> None:
+    """Six sessions in two part files, as the Dask engine names them, with or without ``_SUCCESS``."""
+    directory.mkdir()
+    sio.write_sessions(small_table().head(3), str(directory / "part-00000.parquet"))
+    sio.write_sessions(small_table().slice(3), str(directory / "part-00001.parquet"))
+    if marker:
+        (directory / R.SUCCESS_MARKER).write_bytes(b"")
+
+
+def test_parts_without_success_marker_are_refused(workdir: Path) -> None:
+    # A distributed run writes _SUCCESS last: without it, the run was killed or failed part-way.
+    write_parts(workdir / "sessions", marker=False)
+    result = report_cli("sessions", "-o", "out.html")
+    assert result.exit_code == 1
+    message = flat(result.stderr)
+    assert "Thedirectorysessionshaspartfilesbutno_SUCCESSmarker" in message
+    assert "didnotfinish(itwaskilledorfailed)" in message and "Runitagain" in message
+    assert "Traceback" not in result.output
+    assert not (workdir / "out.html").exists()
+    with pytest.raises(IncompleteOutputError, match="The directory sessions has part files but no _SUCCESS"):
+        R.read_session_tables(["sessions"])
+
+
+def test_parts_with_success_marker_are_read(workdir: Path) -> None:
+    write_parts(workdir / "sessions", marker=True)
+    result = report_cli("sessions", "-o", "out.html")
+    assert result.exit_code == 0, result.output
+    assert "<strong>6 sessions</strong>" in (workdir / "out.html").read_text(encoding="utf-8")
+    assert R.aggregate_sessions(R.read_session_tables(["sessions"])) == R.aggregate_sessions(small_table())
+
+
+def test_incremental_output_needs_no_success_marker(workdir: Path) -> None:
+    # An incremental run's Hive partitions: part files only below the top level, and no marker.
+    for day, rows in (("2024-05-01", small_table().head(3)), ("2024-05-02", small_table().slice(3))):
+        (workdir / f"out/session_date={day}").mkdir(parents=True)
+        sio.write_sessions(rows, f"out/session_date={day}/part-0.parquet")
+    result = report_cli("out", "-o", "out.html")
+    assert result.exit_code == 0, result.output
+    assert R.aggregate_sessions(R.read_session_tables(["out"])).sessions == 6
 
 
 @pytest.mark.parametrize(

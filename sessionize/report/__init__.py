@@ -30,7 +30,7 @@ from sessionize.report.aggregate import (
 )
 from sessionize.report.columns import RANKINGS, REPORT_COLUMNS, REQUIRED_COLUMNS
 from sessionize.report.render import DEFAULT_TITLE, chart_title, format_duration, render_report
-from sessionize.report.tables import read_session_tables, resolve_session_tables
+from sessionize.report.tables import SUCCESS_MARKER, read_session_tables, resolve_session_tables
 from sessionize.report.write import (
     DEFAULT_OUTPUT,
     STDOUT,
@@ -51,6 +51,7 @@ __all__ = [
     "REPORT_COLUMNS",
     "REQUIRED_COLUMNS",
     "STDOUT",
+    "SUCCESS_MARKER",
     "Ranking",
     "ReportData",
     "ReportResult",

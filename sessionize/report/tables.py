@@ -1,10 +1,15 @@
 """Session tables found and read for a report: files, directories (recursively) and glob patterns,
-in any format that ``sessionize run`` writes."""
+in any format that ``sessionize run`` writes.
+
+A directory that a distributed engine (Dask, later Spark) writes gets a ``_SUCCESS`` marker last,
+as Spark and Hadoop do; one that holds part files without it is refused (see :data:`SUCCESS_MARKER`).
+"""
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +17,7 @@ import polars as pl
 
 from sessionize import schema as S
 from sessionize.errors import (
+    IncompleteOutputError,
     NoInputFilesError,
     NotASessionTableError,
     UnknownFormatError,
@@ -24,6 +30,12 @@ from sessionize.report.columns import REPORT_COLUMNS, _check_columns, _conform
 # A session table is read in any format that sessionize run writes.
 _FORMATS = OUTPUT_EXTENSIONS
 _SUPPORTED = ".parquet, .csv, .ndjson (what sessionize run writes)"
+#: The file a distributed engine writes last in its output directory: a directory of part files
+#: without it was left by a run that did not finish (killed, or failed), and may lack sessions.
+SUCCESS_MARKER = "_SUCCESS"
+# Part files as those engines number them, after Hadoop: Dask's part-00000.parquet, Spark's
+# part-00000-<uuid>-c000.snappy.parquet. A table someone named part-1.parquet is not one.
+_PART_FILE = re.compile(r"part-\d{5}.*\.parquet", re.IGNORECASE)
 
 
 def resolve_session_tables(inputs: Sequence[str | Path]) -> list[str]:
@@ -38,6 +50,7 @@ def resolve_session_tables(inputs: Sequence[str | Path]) -> list[str]:
     for raw in inputs:
         path = str(raw)
         if os.path.isdir(path):
+            _check_complete(path)
             names = sorted(glob.glob(os.path.join(glob.escape(path), "**", "*"), recursive=True))
             matches = [
                 n for n in names if os.path.isfile(n) and supported(n) and os.path.basename(n)[0] != "."
@@ -60,6 +73,26 @@ def resolve_session_tables(inputs: Sequence[str | Path]) -> list[str]:
             if match not in found:
                 found.append(match)
     return found
+
+
+def _check_complete(directory: str) -> None:
+    """Refuse a directory with part files at its top level and no :data:`SUCCESS_MARKER`.
+
+    Only the top level counts: the Hive partitions of incremental runs
+    (``session_date=YYYY-MM-DD/part-0.parquet``) have no marker and need none.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return  # the search for tables finds none, and says so
+    if SUCCESS_MARKER in names:
+        return
+    if any(_PART_FILE.fullmatch(name) and os.path.isfile(os.path.join(directory, name)) for name in names):
+        raise IncompleteOutputError(
+            f"The directory {directory} has part files but no {SUCCESS_MARKER} marker: the run that "
+            "wrote it did not finish (it was killed or failed), so sessions may be missing. Run it "
+            "again, into a new or empty directory, and make the report from that."
+        )
 
 
 def _scan_table(path: str) -> pl.LazyFrame:
@@ -96,7 +129,8 @@ def read_session_tables(inputs: Sequence[str | Path]) -> pl.LazyFrame:
     ``inputs`` are files, directories (every table inside, recursively) or glob patterns. Tables may
     differ in their columns (a column missing from some is null there). Raises
     :class:`~sessionize.errors.NotASessionTableError` for a file without ``user_id``, ``session_start``
-    or ``duration_s``.
+    or ``duration_s``, and :class:`~sessionize.errors.IncompleteOutputError` for a directory of part
+    files (``part-00000.parquet``, ...) without its ``_SUCCESS`` marker.
     """
     return _read_tables(resolve_session_tables(inputs))
 
