@@ -33,15 +33,16 @@ from typing import Literal, get_args, overload
 
 import polars as pl
 
+from sessionize.config import DEFAULT_ASSET_PATTERN as DEFAULT_ASSET_PATTERN
+from sessionize.config import DEFAULT_VISITOR_KEY as DEFAULT_VISITOR_KEY
+from sessionize.config import VISITOR_KEYS, check_pattern
+from sessionize.config import VisitorKey as VisitorKey
 from sessionize.distinct import map_distinct
 from sessionize.errors import UsageError
 
 LogFormat = Literal["combined", "common"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
-VisitorKey = Literal["ip+ua", "ip"]
-VISITOR_KEYS: tuple[VisitorKey, ...] = get_args(VisitorKey)
-DEFAULT_VISITOR_KEY: VisitorKey = "ip+ua"
 
 #: The input column holding one raw log line, and the 0-based line index beside it.
 LINE = "line"
@@ -60,14 +61,6 @@ REQUEST = "request"
 #: Requests for static files, matched case-insensitively against the request path (the URL without
 #: its query string and fragment): images, CSS, JavaScript and source maps, fonts, feeds and sitemaps,
 #: ``favicon.ico`` and ``robots.txt``.
-DEFAULT_ASSET_PATTERN = (
-    r"(?i)\.(?:png|jpe?g|gif|bmp|ico|cur|svgz?|webp|avif|tiff?"
-    r"|css|js|mjs|map"
-    r"|woff2?|ttf|otf|eot"
-    r"|rss|atom|xml|rdf)$"
-    r"|(?:^|/)(?:feed|rss|atom)/?$"
-    r"|(?:^|/)robots\.txt$"
-)
 #: Feeds addressed by query string rather than path, matched against the query string: WordPress
 #: without pretty permalinks (``/?feed=rss2``), Blosxom (``/?flav=rss20``), ``?format=atom``.
 DEFAULT_FEED_QUERY_PATTERN = r"(?i)(?:^|&)(?:feed|flav|format)=[\w-]*(?:rss|atom|rdf)"
@@ -170,27 +163,6 @@ def _unescape(text: pl.Expr) -> pl.Expr:
     return text.str.replace_all('\\"', '"', literal=True).str.replace_all("\\\\", "\\", literal=True)
 
 
-def _check_pattern(pattern: str, option: str) -> None:
-    try:
-        pl.Series([""], dtype=pl.String).str.contains(pattern)
-    except pl.exceptions.PolarsError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{option} {pattern!r} is not a valid regular expression ({detail}).") from None
-
-
-def check_asset_pattern(pattern: str) -> str:
-    """Validate ``--asset-pattern`` (a regular expression), or raise :class:`UsageError`."""
-    _check_pattern(pattern, "--asset-pattern")
-    return pattern
-
-
-def check_visitor_key(kind: str) -> VisitorKey:
-    """Validate ``--visitor-key``, or raise :class:`UsageError`."""
-    if kind not in VISITOR_KEYS:
-        raise UsageError(f"--visitor-key {kind!r} is not one of {', '.join(VISITOR_KEYS)}.")
-    return kind
-
-
 def _path(url: pl.Expr) -> pl.Expr:
     return url.str.replace(r"[?#].*$", "")
 
@@ -210,12 +182,12 @@ def is_asset_expr(
     string, so ``/app.js?v=3`` is an asset); ``feed_query_pattern`` against the query string (``None``
     turns it off). Raises :class:`UsageError` for a pattern that is not a valid regular expression.
     """
-    _check_pattern(asset_pattern, "--asset-pattern")
+    check_pattern(asset_pattern, "--asset-pattern")
     url = pl.col("url")
     # A user's pattern is case-insensitive too: /IMG_001.JPG is as much an image as /img.jpg.
     asset = _path(url).str.contains(f"(?i){asset_pattern}")
     if feed_query_pattern is not None:
-        _check_pattern(feed_query_pattern, "feed query pattern")
+        check_pattern(feed_query_pattern, "feed query pattern")
         asset = asset | _query(url).str.contains(feed_query_pattern).fill_null(False)
     return asset.fill_null(False)
 

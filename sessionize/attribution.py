@@ -24,6 +24,7 @@ import polars as pl
 import yaml
 
 from sessionize import schema as S
+from sessionize.config import normalize_internal_domains
 from sessionize.distinct import distinct_rows, map_distinct
 from sessionize.errors import RefererDatabaseError
 from sessionize.referrer import DIRECT, traffic_source
@@ -297,17 +298,6 @@ def _search_term(query: str, parameters: Sequence[str]) -> str | None:
         if unquote_plus(name) in parameters:
             return unquote_plus(value) or None
     return None
-
-
-def normalize_internal_domains(domains: str | Iterable[str]) -> tuple[str, ...]:
-    """``"Example.com, .shop.example.com"`` -> ``("example.com", "shop.example.com")``.
-
-    >>> normalize_internal_domains(["*.Example.com", " cdn.example.net "])
-    ('example.com', 'cdn.example.net')
-    """
-    items = domains.split(",") if isinstance(domains, str) else domains
-    cleaned = (item.strip().lower().removeprefix("*").strip(".") for item in items)
-    return tuple(item for item in cleaned if item)
 
 
 def _is_internal(host: str, landing_host: str | None, internal_domains: Sequence[str]) -> bool:

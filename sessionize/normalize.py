@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
 from sessionize import schema as S
+from sessionize.config import OnInvalid as OnInvalid
+from sessionize.config import TimeUnit as TimeUnit
+from sessionize.config import check_timezone
 from sessionize.errors import BadTimestampError, MissingUserIdError, OutOfRangeError, UsageError
 
 #: Extra columns of a prepared frame that :func:`check_events` reads.
@@ -25,10 +26,6 @@ REASON = "_reason"
 MAX_REPORTED_ROWS = 5
 SKIP_HINT = "--on-invalid skip to set them aside (and --rejects PATH to keep them)"
 
-OnInvalid = Literal["fail", "skip"]
-
-TimeUnit = Literal["s", "ms", "us", "ns"]
-TIME_UNITS: tuple[TimeUnit, ...] = ("s", "ms", "us", "ns")
 
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 # Epoch magnitudes at which a number is taken to be in the next finer unit: 1e11 seconds is the year
@@ -48,27 +45,6 @@ _FAST_NAIVE = "%Y-%m-%d %H:%M:%S%.f"
 _TEXT = "_time_text"
 _FAST = "_time_fast"
 _RAW = "_time_raw"
-
-
-def check_timezone(timezone: str | None) -> str:
-    """Return a valid IANA time zone name (``UTC`` for ``None``) or raise :class:`UsageError`."""
-    if timezone is None:
-        return "UTC"
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(
-            f"--timezone {timezone!r} is not a known time zone. Use an IANA name such as "
-            "UTC, Europe/Berlin or America/New_York."
-        ) from None
-    return timezone
-
-
-def check_time_unit(time_unit: str | None) -> TimeUnit | None:
-    """Validate ``--time-unit``."""
-    if time_unit is None or time_unit in TIME_UNITS:
-        return time_unit
-    raise UsageError(f"--time-unit {time_unit!r} is not one of {', '.join(TIME_UNITS)}.")
 
 
 def _epoch_to_micros(value: pl.Expr, time_unit: TimeUnit | None, *, is_float: bool) -> pl.Expr:

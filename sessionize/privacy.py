@@ -5,17 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import os
-from typing import Literal
 
 import polars as pl
 
 from sessionize import schema as S
 from sessionize.distinct import map_distinct
-from sessionize.errors import UsageError
-
-AnonymizeIp = Literal["after-geo", "before-geo"]
-ANONYMIZE_MODES: tuple[AnonymizeIp, ...] = ("after-geo", "before-geo")
 
 
 def anonymize_ip(ip: str | None) -> str | None:
@@ -48,18 +42,6 @@ def anonymize_ips(frame: pl.LazyFrame, column: str = S.IP) -> pl.LazyFrame:
             return_dtype=pl.String,
         )
     )
-
-
-def read_secret(env_var: str) -> bytes:
-    """The HMAC key from the environment variable named by ``--hash-user-ids``."""
-    value = os.environ.get(env_var, "")
-    if not value:
-        raise UsageError(
-            f"--hash-user-ids {env_var}: the environment variable {env_var} is not set or empty. "
-            f"Set it to a secret (e.g. export {env_var}=$(openssl rand -hex 32)) and keep it: the same "
-            "secret gives the same hashed ids on every run."
-        )
-    return value.encode("utf-8")
 
 
 def hash_user_ids(events: pl.LazyFrame, *, secret: bytes, column: str = S.USER) -> pl.LazyFrame:

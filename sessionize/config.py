@@ -1,0 +1,568 @@
+"""The run config: every option of ``sessionize run`` as typed, frozen option objects.
+
+The CLI and the Python API stay flat at the edges (``--user-col``, ``user_col=``) and build one
+:class:`RunConfig` with :meth:`RunConfig.from_options`, which parses every value and makes every
+cross-option check before any file or database is opened. The library below works on these
+objects, never on loose keywords.
+
+>>> config = RunConfig.from_options(timeout="45m", user_col="visitor", anonymize_ip=True)
+>>> config.session.timeout, config.read.columns.user, config.privacy.anonymize_ip
+(datetime.timedelta(seconds=2700), 'visitor', 'after-geo')
+
+This module imports nothing of sessionize but :mod:`sessionize.schema` and :mod:`sessionize.errors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import polars as pl
+
+from sessionize import schema as S
+from sessionize.errors import UsageError
+
+OnInvalid = Literal["fail", "skip"]
+TimeUnit = Literal["s", "ms", "us", "ns"]
+TIME_UNITS: tuple[TimeUnit, ...] = get_args(TimeUnit)
+AnonymizeIp = Literal["after-geo", "before-geo"]
+ANONYMIZE_MODES: tuple[AnonymizeIp, ...] = get_args(AnonymizeIp)
+VisitorKey = Literal["ip+ua", "ip"]
+VISITOR_KEYS: tuple[VisitorKey, ...] = get_args(VisitorKey)
+DEFAULT_VISITOR_KEY: VisitorKey = "ip+ua"
+#: Request paths of static assets and feeds in access logs (not page views), matched on the path.
+DEFAULT_ASSET_PATTERN = (
+    r"(?i)\.(?:png|jpe?g|gif|bmp|ico|cur|svgz?|webp|avif|tiff?"
+    r"|css|js|mjs|map"
+    r"|woff2?|ttf|otf|eot"
+    r"|rss|atom|xml|rdf)$"
+    r"|(?:^|/)(?:feed|rss|atom)/?$"
+    r"|(?:^|/)robots\.txt$"
+)
+#: Where ``run`` sessionizes: this process, or a Dask cluster (``pip install 'sessionize[dask]'``).
+ENGINES = ("local", "dask")
+#: Events later than this after the run's start are invalid unless ``--valid-until`` says otherwise.
+DEFAULT_FUTURE_LIMIT = timedelta(days=1)
+DEFAULT_LATENESS = timedelta(hours=6)
+SESSION_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in S.SESSION_COLUMNS)
+#: Columns an incremental run needs in its partitions to replace sessions (not for --drop-columns).
+INCREMENTAL_KEYS = (S.USER, S.SESSION_ID, "session_start", "session_end", "session_number", "is_bot")
+
+#: Field metadata: the field changes the sessions, so an incremental state records it.
+_FINGERPRINT = {"fingerprint": True}
+
+
+# Parsers of single values ------------------------------------------------------------------------
+
+
+def check_timezone(timezone: str | None) -> str:
+    """Return a valid IANA time zone name (``UTC`` for ``None``) or raise :class:`UsageError`."""
+    if timezone is None:
+        return "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"--timezone {timezone!r} is not a known time zone. Use an IANA name such as "
+            "UTC, Europe/Berlin or America/New_York."
+        ) from None
+    return timezone
+
+
+def check_time_unit(time_unit: str | None) -> TimeUnit | None:
+    """Validate ``--time-unit``."""
+    if time_unit is None or time_unit in TIME_UNITS:
+        return time_unit
+    raise UsageError(f"--time-unit {time_unit!r} is not one of {', '.join(TIME_UNITS)}.")
+
+
+def check_pattern(pattern: str, option: str) -> str:
+    """Validate a regular expression option (Polars' syntax), or raise :class:`UsageError`."""
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(pattern)
+    except pl.exceptions.PolarsError as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{option} {pattern!r} is not a valid regular expression ({detail}).") from None
+    return pattern
+
+
+def check_asset_pattern(pattern: str) -> str:
+    """Validate ``--asset-pattern`` (a regular expression), or raise :class:`UsageError`."""
+    return check_pattern(pattern, "--asset-pattern")
+
+
+def check_visitor_key(kind: str) -> VisitorKey:
+    """Validate ``--visitor-key``, or raise :class:`UsageError`."""
+    if kind not in VISITOR_KEYS:
+        raise UsageError(f"--visitor-key {kind!r} is not one of {', '.join(VISITOR_KEYS)}.")
+    return kind
+
+
+def anonymize_mode(value: bool | str | None) -> AnonymizeIp | None:
+    """``--anonymize-ip``: ``True`` means ``after-geo``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "after-geo"
+    if value not in ANONYMIZE_MODES:
+        raise UsageError(f"--anonymize-ip={value} is not one of {', '.join(ANONYMIZE_MODES)}.")
+    return value
+
+
+def read_secret(env_var: str) -> bytes:
+    """The HMAC key from the environment variable named by ``--hash-user-ids``."""
+    value = os.environ.get(env_var, "")
+    if not value:
+        raise UsageError(
+            f"--hash-user-ids {env_var}: the environment variable {env_var} is not set or empty. "
+            f"Set it to a secret (e.g. export {env_var}=$(openssl rand -hex 32)) and keep it: the same "
+            "secret gives the same hashed ids on every run."
+        )
+    return value.encode("utf-8")
+
+
+def normalize_internal_domains(domains: str | Iterable[str]) -> tuple[str, ...]:
+    """``"Example.com, .shop.example.com"`` -> ``("example.com", "shop.example.com")``.
+
+    >>> normalize_internal_domains(["*.Example.com", " cdn.example.net "])
+    ('example.com', 'cdn.example.net')
+    """
+    items = domains.split(",") if isinstance(domains, str) else domains
+    cleaned = (item.strip().lower().removeprefix("*").strip(".") for item in items)
+    return tuple(item for item in cleaned if item)
+
+
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes from ``--memory-limit`` text: ``2GiB``, ``1.5G``, ``512MB``, ``800M`` or a byte count.
+
+    Units are binary (``1G`` = ``1GiB`` = 2**30 bytes), as in ``free`` and container limits.
+    """
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", value)
+        if match is None:
+            raise UsageError(
+                f"--memory-limit {value!r} is not an amount of memory. Use a number with a unit: "
+                "2GiB, 1.5G, 512M."
+            )
+        number, unit = float(match.group(1)), match.group(2).lower()
+    amount = int(number * _MEMORY_UNITS[unit])
+    if amount <= 0:
+        raise UsageError(f"--memory-limit {value!r} must be more than zero.")
+    return amount
+
+
+def parse_timestamp(value: str | datetime | None, option: str) -> datetime | None:
+    """An ISO 8601 date or timestamp option (UTC when it has no offset)."""
+    if value is None or isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise UsageError(
+                f"{option} {value!r} is not a date or timestamp. "
+                "Use ISO 8601: 2024-05-01 or 2024-05-01T10:00:00Z."
+            ) from None
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def check_drop_columns(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``--drop-columns``: names of the session table's columns."""
+    names = S.split_list(value or ())
+    unknown = [name for name in names if name not in SESSION_COLUMN_NAMES]
+    if unknown:
+        raise UsageError(
+            f"--drop-columns: {', '.join(unknown)} not in the session table. Its columns are: "
+            f"{', '.join(SESSION_COLUMN_NAMES)}."
+        )
+    return names
+
+
+def _path(value: str | Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+# The option objects ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnNames:
+    """Input column names given by the user (``None``: found by the usual names)."""
+
+    user: str | None = None
+    time: str | None = None
+    url: str | None = None
+    referrer: str | None = None
+    ip: str | None = None
+    event: str | None = None
+    session: str | None = None
+    user_agent: str | None = None
+    event_id: str | None = None
+
+    def column_options(self) -> dict[str, str | None]:
+        """As the keywords of :func:`sessionize.schema.resolve_columns` (``user_col=...``)."""
+        return {f"{f.name}_col": getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read and validate every input file."""
+
+    columns: ColumnNames = ColumnNames()
+    input_format: str | None = None
+    time_unit: TimeUnit | None = None
+    timezone: str | None = None
+    pageview_events: tuple[str, ...] = field(default=S.DEFAULT_PAGEVIEW_EVENTS, metadata=_FINGERPRINT)
+    encoding: str = "utf-8"
+    on_invalid: OnInvalid = "fail"
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    #: Web-server logs: how a visitor is identified, and which paths are static assets.
+    visitor_key: VisitorKey = DEFAULT_VISITOR_KEY
+    asset_pattern: str = DEFAULT_ASSET_PATTERN
+    #: Privacy controls that also apply to the rejected rows' original columns (from PrivacyOptions).
+    anonymize_ip: bool = False
+    user_id_secret: bytes | None = field(default=None, repr=False)
+
+    def column_options(self) -> dict[str, str | None]:
+        return self.columns.column_options()
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What decides the sessions and their enrichment."""
+
+    timeout: timedelta = field(default=S.DEFAULT_TIMEOUT, metadata=_FINGERPRINT)
+    max_session_length: timedelta | None = field(default=None, metadata=_FINGERPRINT)
+    split_on_campaign: bool = field(default=False, metadata=_FINGERPRINT)
+    split_at_midnight: bool = field(default=False, metadata=_FINGERPRINT)
+    #: Time zone of ``split_at_midnight`` and of incremental partitions.
+    timezone: str = field(default="UTC", metadata=_FINGERPRINT)
+    conversion_events: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
+    internal_domains: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
+    #: A referer database file (default: the packaged one).
+    referers: str | None = None
+    #: The GeoIP database (default: ``$SESSIONIZE_GEOIP_DB``, then the bundled one), or no lookup.
+    #: Not in the fingerprint: a newer database edition continues a state.
+    geoip_db: str | None = None
+    geo: bool = True
+
+
+@dataclass(frozen=True)
+class PrivacyOptions:
+    """What is hidden, hashed, dropped or left out of every output."""
+
+    anonymize_ip: AnonymizeIp | None = field(default=None, metadata=_FINGERPRINT)
+    #: The environment variable holding the secret of ``--hash-user-ids``, and the secret itself.
+    hash_user_ids_env: str | None = None
+    secret: bytes | None = field(default=None, repr=False, metadata=_FINGERPRINT)
+    drop_columns: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
+    dedupe: bool = field(default=False, metadata=_FINGERPRINT)
+    exclude_bots: bool = field(default=False, metadata=_FINGERPRINT)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where the run's outputs go (``-`` is stdout)."""
+
+    output: str | None = None
+    format: str | None = None
+    rejects: str | None = None
+    report: str | None = None
+
+    def targets(self) -> dict[str, str]:
+        """The file outputs by option name (stdout excluded)."""
+        named = {"-o": self.output, "--rejects": self.rejects, "--report": self.report}
+        return {option: path for option, path in named.items() if path is not None and path != "-"}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where and how the sessions are computed."""
+
+    engine: str = "local"
+    #: The memory budget in bytes (None: half the memory available) and a forced number of buckets.
+    memory_limit: int | None = None
+    buckets: int | None = None
+    temp_dir: str | None = None
+    #: Dask: the scheduler's address and the partitions of users.
+    scheduler: str | None = None
+    partitions: int | None = None
+
+
+@dataclass(frozen=True)
+class IncrementalOptions:
+    """``--state`` and ``--output-dir``: runs for cron that continue each other."""
+
+    state: str
+    output_dir: str
+    lateness: timedelta = field(default=DEFAULT_LATENESS, metadata=_FINGERPRINT)
+    reprocess: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of a run, parsed and checked (see :meth:`from_options`)."""
+
+    read: ReadOptions = ReadOptions()
+    session: SessionOptions = SessionOptions()
+    privacy: PrivacyOptions = PrivacyOptions()
+    output: OutputOptions = OutputOptions()
+    engine: EngineOptions = EngineOptions()
+    incremental: IncrementalOptions | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        output: str | Path | None = None,
+        format: str | None = None,
+        input_format: str | None = None,
+        timeout: str | timedelta = S.DEFAULT_TIMEOUT,
+        user_col: str | None = None,
+        time_col: str | None = None,
+        url_col: str | None = None,
+        referrer_col: str | None = None,
+        ip_col: str | None = None,
+        event_col: str | None = None,
+        session_col: str | None = None,
+        user_agent_col: str | None = None,
+        event_id_col: str | None = None,
+        time_unit: str | None = None,
+        timezone: str | None = None,
+        pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+        encoding: str = "utf-8",
+        on_invalid: str = "fail",
+        rejects: str | Path | None = None,
+        valid_from: str | datetime | None = None,
+        valid_until: str | datetime | None = None,
+        dedupe: bool = False,
+        geoip_db: str | Path | None = None,
+        no_geo: bool = False,
+        anonymize_ip: bool | str | None = None,
+        hash_user_ids: str | None = None,
+        drop_columns: str | Iterable[str] | None = None,
+        referers: str | Path | None = None,
+        internal_domains: str | Iterable[str] = (),
+        conversion_events: str | Iterable[str] = (),
+        max_session_length: str | timedelta | None = None,
+        split_on_campaign: bool = False,
+        split_at_midnight: bool = False,
+        exclude_bots: bool = False,
+        visitor_key: str = DEFAULT_VISITOR_KEY,
+        asset_pattern: str = DEFAULT_ASSET_PATTERN,
+        report: str | Path | None = None,
+        memory_limit: str | int | None = None,
+        buckets: int | None = None,
+        temp_dir: str | Path | None = None,
+        state: str | Path | None = None,
+        output_dir: str | Path | None = None,
+        lateness: str | timedelta = DEFAULT_LATENESS,
+        reprocess: bool = False,
+        engine: str = "local",
+        scheduler: str | None = None,
+        partitions: int | None = None,
+    ) -> RunConfig:
+        """The config of the flat options of ``sessionize run`` (same names as its flags).
+
+        Every value is parsed and every combination checked here, before any input, output or
+        database is opened: a :class:`~sessionize.errors.UsageError` names the flag and the fix.
+        """
+        if on_invalid not in ("fail", "skip"):
+            raise UsageError(f"--on-invalid {on_invalid!r} is not one of fail, skip.")
+        if rejects is not None and on_invalid != "skip":
+            raise UsageError(
+                "--rejects needs --on-invalid skip: with the default (fail) no row is set aside."
+            )
+        if engine not in ENGINES:
+            raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
+        if buckets is not None and buckets < 1:
+            raise UsageError(f"--buckets {buckets} must be at least 1.")
+        if partitions is not None and partitions < 1:
+            raise UsageError(f"--partitions {partitions} must be at least 1.")
+        anonymize = anonymize_mode(anonymize_ip)
+        secret = None if hash_user_ids is None else read_secret(hash_user_ids)
+        zone = check_timezone(timezone)
+        read = ReadOptions(
+            columns=ColumnNames(
+                user=user_col,
+                time=time_col,
+                url=url_col,
+                referrer=referrer_col,
+                ip=ip_col,
+                event=event_col,
+                session=session_col,
+                user_agent=user_agent_col,
+                event_id=event_id_col,
+            ),
+            input_format=input_format,
+            time_unit=check_time_unit(time_unit),
+            timezone=None if timezone is None else zone,
+            pageview_events=S.split_list(pageview_events),
+            encoding=encoding,
+            on_invalid=on_invalid,  # type: ignore[arg-type]
+            valid_from=parse_timestamp(valid_from, "--valid-from"),
+            valid_until=parse_timestamp(valid_until, "--valid-until")
+            or datetime.now(UTC) + DEFAULT_FUTURE_LIMIT,
+            visitor_key=check_visitor_key(visitor_key),
+            asset_pattern=check_asset_pattern(asset_pattern),
+            anonymize_ip=anonymize is not None,
+            user_id_secret=secret,
+        )
+        session = SessionOptions(
+            timeout=S.parse_duration(timeout),
+            max_session_length=None
+            if max_session_length is None
+            else S.parse_duration(max_session_length, option="--max-session-length"),
+            split_on_campaign=split_on_campaign,
+            split_at_midnight=split_at_midnight,
+            timezone=zone,
+            conversion_events=S.split_list(conversion_events),
+            internal_domains=normalize_internal_domains(internal_domains),
+            referers=_path(referers),
+            geoip_db=_path(geoip_db),
+            geo=not no_geo,
+        )
+        privacy = PrivacyOptions(
+            anonymize_ip=anonymize,
+            hash_user_ids_env=hash_user_ids,
+            secret=secret,
+            drop_columns=check_drop_columns(drop_columns),
+            dedupe=dedupe,
+            exclude_bots=exclude_bots,
+        )
+        outputs = OutputOptions(
+            output=_path(output), format=format, rejects=_path(rejects), report=_path(report)
+        )
+        _check_distinct_outputs(outputs)
+        engines = EngineOptions(
+            engine=engine,
+            memory_limit=None if memory_limit is None else parse_memory(memory_limit),
+            buckets=buckets,
+            temp_dir=_path(temp_dir),
+            scheduler=scheduler,
+            partitions=partitions,
+        )
+        incremental = None
+        if state is not None or output_dir is not None:
+            if state is None or output_dir is None:
+                raise UsageError(
+                    "--state and --output-dir go together: the state says what was processed, the output "
+                    "directory holds the session partitions."
+                )
+            incremental = IncrementalOptions(
+                state=str(state),
+                output_dir=str(output_dir),
+                lateness=S.parse_duration(lateness, option="--lateness"),
+                reprocess=reprocess,
+            )
+        elif reprocess:
+            raise UsageError("--reprocess goes with --state: without a state every input is read.")
+        return cls(read, session, privacy, outputs, engines, incremental)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> tuple[list[str], RunConfig]:
+        """The inputs and config of a TOML file (``[run]`` table, flag names as keys), with
+        ``overrides`` (flat options) taking precedence over the file."""
+        options = load_toml(path)
+        inputs = options.pop("inputs", [])
+        return list(inputs), cls.from_options(**{**options, **overrides})
+
+    def fingerprint(self) -> dict[str, str]:
+        """The options the sessions depend on, as text: an incremental state is only continued with
+        the same ones. Derived from the fields marked as changing sessions, never listed by hand."""
+        values: dict[str, str] = {}
+        for group in (self.read, self.session, self.privacy, self.incremental):
+            if group is None:
+                continue
+            for item in dataclasses.fields(group):
+                if item.metadata.get("fingerprint"):
+                    values[_FINGERPRINT_NAMES.get(item.name, item.name)] = _text(getattr(group, item.name))
+        return values
+
+
+#: Fingerprint keys whose name differs from their field (the names states were written with).
+_FINGERPRINT_NAMES = {"secret": "hash_user_ids"}
+
+
+def _text(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, bytes):
+        # Not the secret: a digest that tells whether a run uses the same one.
+        return hashlib.sha256(value).hexdigest()[:16]
+    return str(value)
+
+
+def _check_distinct_outputs(outputs: OutputOptions) -> None:
+    """Two outputs naming one file would overwrite each other."""
+    seen: dict[str, str] = {}
+    for option, path in outputs.targets().items():
+        key = os.path.realpath(path)
+        if key in seen:
+            raise UsageError(
+                f"{seen[key]} and {option} name the same file ({path}): give each output its own file."
+            )
+        seen[key] = option
+
+
+#: The flat option names (``RunConfig.from_options``' keywords), e.g. for the TOML file's keys.
+OPTION_NAMES: tuple[str, ...] = tuple(inspect.signature(RunConfig.from_options).parameters)
+
+
+def load_toml(path: str | Path, *, also: Iterable[str] = ()) -> dict[str, Any]:
+    """The flat options of a TOML config file: its ``[run]`` table (or its top level), keys as the
+    flags are spelled (``user-col``) or as keywords (``user_col``); ``input``/``inputs`` a path or list.
+    ``also`` names further keys the caller accepts (the CLI's own: ``quiet``, ``log_format``)."""
+    names = {*OPTION_NAMES, *also}
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise UsageError(f"--config: cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config: {path} is not valid TOML: {exc}") from None
+    table = data.get("run", data)
+    if not isinstance(table, Mapping):
+        raise UsageError(f"--config: {path}: [run] must be a table of options")
+    options: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_").lstrip("_")
+        if name in ("input", "inputs"):
+            options["inputs"] = [value] if isinstance(value, str) else list(value)
+            continue
+        if name not in names:
+            known = ", ".join(sorted(n.replace("_", "-") for n in names))
+            raise UsageError(f"--config: {path}: unknown option {key!r}. Known options: inputs, {known}.")
+        options[name] = value
+    return options
+
+
+__all__ = [
+    "ColumnNames",
+    "EngineOptions",
+    "IncrementalOptions",
+    "OutputOptions",
+    "PrivacyOptions",
+    "ReadOptions",
+    "RunConfig",
+    "SessionOptions",
+    "load_toml",
+]
