@@ -1,0 +1,89 @@
+"""Input and output formats: names, extensions, and the format of a path."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import polars as pl
+
+from sessionize.errors import (
+    UsageError,
+)
+
+InputFormat = Literal["csv", "tsv", "parquet", "ndjson", "combined", "common", "log"]
+OutputFormat = Literal["parquet", "csv", "ndjson"]
+#: What --input-format accepts; ``log`` (a ``.log`` file) means "combined or common, by its lines".
+INPUT_FORMATS: tuple[InputFormat, ...] = ("csv", "tsv", "parquet", "ndjson", "combined", "common")
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("parquet", "csv", "ndjson")
+
+STDIN = "-"
+_EXTENSIONS: dict[str, InputFormat] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "ndjson",
+    ".log": "log",
+}
+OUTPUT_EXTENSIONS: dict[str, OutputFormat] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "ndjson",
+}
+#: Columns added to every rejected row (after its original columns; malformed CSV rows also get
+#: ``raw_line``, the line as read).
+REJECTS_COLUMNS = ("source_file", "source_row", "reject_reason")
+
+
+def split_gz(path: str) -> tuple[str, bool]:
+    lower = path.lower()
+    if lower.endswith(".gz"):
+        return lower[:-3], True
+    return lower, False
+
+
+def format_of(path: str, input_format: str | None = None) -> InputFormat | None:
+    """The format of ``path`` by ``input_format`` or by extension (``.csv.gz`` is CSV)."""
+    if input_format is not None:
+        if input_format not in INPUT_FORMATS:
+            raise UsageError(f"--input-format {input_format!r} is not one of {', '.join(INPUT_FORMATS)}.")
+        return input_format
+    stem, _ = split_gz(path)
+    return _EXTENSIONS.get(os.path.splitext(stem)[1])
+
+
+def output_format_of(output: str, format: str | None = None) -> OutputFormat:
+    """The output format from ``format`` or the output's extension (stdout defaults to CSV)."""
+    if format is not None:
+        if format not in OUTPUT_FORMATS:
+            raise UsageError(f"--format {format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+        return format
+    if output == STDIN:
+        return "csv"
+    fmt = OUTPUT_EXTENSIONS.get(os.path.splitext(output.lower())[1])
+    if fmt is None:
+        raise UsageError(
+            f"Cannot tell the output format of {output} from its extension. "
+            "Use .parquet, .csv or .ndjson, or give --format parquet|csv|ndjson."
+        )
+    return fmt
+
+
+def empty_rejects() -> pl.DataFrame:
+    """A rejects table with no rows (written so that a cron job always finds the file)."""
+    return pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64, "reject_reason": pl.String})
+
+
+def rejects_format(path: str, fallback: str | None) -> OutputFormat:
+    """The rejects file's format: from its extension, else the output's, else CSV."""
+    fmt = OUTPUT_EXTENSIONS.get(os.path.splitext(path.lower())[1])
+    if fmt is not None:
+        return fmt
+    return output_format_of("-", fallback)

@@ -1,0 +1,171 @@
+"""The one path expander of every command: files, directories, glob patterns, URLs and stdin.
+
+``sessionize run``, ``sessionize report`` and the Dask engine all find their inputs here, so a
+directory or a pattern means the same files everywhere.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sessionize.errors import NoInputFilesError, UnknownFormatError, UnreadableInputError, UsageError
+from sessionize.io.formats import STDIN, InputFormat, format_of
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl (each also .gz for text formats)"
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is a URL such as ``s3://bucket/key`` (``file://`` included)."""
+    return bool(_URL.match(path))
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input to read: a path (or ``-`` for stdin) and its format."""
+
+    path: str
+    format: InputFormat
+    #: How messages and ``source_file`` name the input when ``path`` is a stand-in for it (the new
+    #: lines of a grown log file, copied aside), and the lines of the real file before ``path``'s first.
+    name: str | None = None
+    first_line: int = 0
+
+    @property
+    def is_stdin(self) -> bool:
+        return self.path == STDIN
+
+    @property
+    def shown(self) -> str:
+        """The input as messages name it."""
+        if self.name is not None:
+            return self.name
+        return "standard input" if self.is_stdin else self.path
+
+
+def resolve_inputs(
+    paths: Sequence[str | Path | InputFile],
+    *,
+    input_format: str | None = None,
+    urls: bool = False,
+    formats: Sequence[str] | None = None,
+) -> list[InputFile]:
+    """Expand files, directories (every supported file inside, recursively) and glob patterns.
+
+    Files named explicitly must have a known format; unsupported files inside a directory are
+    skipped. The order is the order given, and sorted by path within a directory or pattern, so
+    input order (which breaks ties between events at the same instant) is reproducible. With
+    ``urls``, fsspec URLs (``s3://logs/2024-05-*/*.parquet``, a directory, a file) are expanded the
+    same way. ``formats`` keeps only files of those formats (``sessionize report`` reads tables).
+    """
+    if not paths:
+        raise UsageError(
+            "No input given. Pass one or more files, directories or glob patterns, or - for stdin."
+        )
+    result: list[InputFile] = []
+    seen: set[str] = set()
+
+    def add(path: str, *, explicit: bool) -> None:
+        fmt = format_of(path, input_format)
+        if fmt is not None and formats is not None and fmt not in formats:
+            fmt = None
+        if fmt is None:
+            if explicit:
+                raise UnknownFormatError(
+                    f"Cannot tell the format of {path} from its extension. Supported: .csv, .tsv, .parquet, "
+                    ".ndjson, .jsonl (each also .gz for text formats). Give the format with --input-format."
+                )
+            return
+        key = path if is_url(path) else os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            result.append(InputFile(path, fmt))
+
+    for raw in paths:
+        if isinstance(raw, InputFile):
+            key = raw.path if raw.is_stdin or is_url(raw.path) else os.path.realpath(raw.path)
+            if key not in seen:
+                seen.add(key)
+                result.append(raw)
+            continue
+        path = str(raw)
+        if is_url(path):
+            if not urls:
+                raise UsageError(
+                    f"{path}: URLs are read with --engine dask; download the file to read it here."
+                )
+            for name, explicit in _expand_url(path):
+                add(name, explicit=explicit)
+        elif path == STDIN:
+            result.append(InputFile(STDIN, format_of("stdin.csv", input_format) or "csv"))
+        elif os.path.isdir(path):
+            before = len(result)
+            for name in sorted(glob.glob(os.path.join(glob.escape(path), "**", "*"), recursive=True)):
+                if os.path.isfile(name) and not os.path.basename(name).startswith("."):
+                    add(name, explicit=False)
+            if len(result) == before:
+                raise NoInputFilesError(
+                    f"The directory {path} holds no supported files (.csv, .tsv, .parquet, .ndjson, .jsonl, "
+                    "optionally .gz). Point at the files, or give their format with --input-format."
+                )
+        elif os.path.exists(path):
+            add(path, explicit=True)
+        elif glob.has_magic(path):
+            matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
+            if not matches:
+                raise NoInputFilesError(f"The pattern {path} matches no files.")
+            before = len(result)
+            for name in matches:
+                add(name, explicit=False)
+            if len(result) == before:
+                raise NoInputFilesError(
+                    f"The pattern {path} matches {len(matches)} file(s), none in a supported format "
+                    "(.csv, .tsv, .parquet, .ndjson, .jsonl, optionally .gz). "
+                    "Give their format with --input-format."
+                )
+        else:
+            raise UnreadableInputError(f"{path}: no such file or directory.")
+    return result
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec file system of ``url`` and the path on it."""
+    try:
+        import fsspec  # type: ignore[import-untyped]
+
+        return fsspec.core.url_to_fs(url)  # type: ignore[no-any-return]
+    except (ImportError, ValueError) as exc:
+        scheme = url.split("://", 1)[0]
+        raise UsageError(
+            f"{url}: cannot open {scheme}:// URLs ({exc}). Install the fsspec package for them "
+            f"(s3fs for s3://, gcsfs for gs://, adlfs for az://) on this machine and every worker."
+        ) from exc
+
+
+def _expand_url(url: str) -> list[tuple[str, bool]]:
+    """The files behind a URL: (URL of the file, whether it was named explicitly)."""
+    fs, root = filesystem(url)
+    try:
+        if any(char in root for char in "*?["):
+            names, explicit = sorted(name for name in fs.glob(root) if fs.isfile(name)), False
+            if not names:
+                raise NoInputFilesError(f"The pattern {url} matches no files.")
+        elif fs.isdir(root):
+            names, explicit = sorted(fs.find(root)), False
+            if not names:
+                raise NoInputFilesError(f"The directory {url} holds no files.")
+        elif fs.exists(root):
+            names, explicit = [root], True
+        else:
+            raise UnreadableInputError(f"{url}: no such file or directory.")
+    except OSError as exc:
+        raise UnreadableInputError(f"{url}: cannot be listed ({exc}).") from exc
+    visible = [name for name in names if not posixpath.basename(name).startswith(".")]
+    return [(fs.unstrip_protocol(name), explicit) for name in visible]

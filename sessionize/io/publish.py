@@ -1,0 +1,301 @@
+"""All-or-nothing outputs: every output of a run is written aside and published only when all are done.
+
+A :class:`Publication` collects a run's outputs. Each :class:`PendingOutput` is written to a
+temporary file -- beside its target for a regular file (then renamed over it, so a reader sees the
+old file or the new one, never half of one), in the temporary directory for a stream (stdout, a
+pipe, a FIFO, a character device such as ``/dev/null``, or a symlink to one of them), which is
+never replaced: its bytes are copied into it at publication. Directory outputs that an engine
+writes itself (Dask parts) join with :meth:`Publication.defer`.
+
+:meth:`Publication.publish_all` publishes everything, regular files first, then streams; leaving
+the ``with`` block without it (an error, Ctrl-C) discards every temporary file, and the targets
+stay as they were. Every byte written to a stream is checked: a short write, a full disk or a
+reader that went away is an :class:`~sessionize.errors.OutputError`, never a truncated output
+with exit status 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+from sessionize.errors import OutputError
+from sessionize.io.formats import STDIN, OutputFormat, output_format_of
+from sessionize.io.write import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, serialize
+
+__all__ = ["PendingOutput", "Publication", "TableSink", "is_stream", "write_atomically", "write_sessions"]
+
+_COPY_CHUNK = 1 << 20
+
+
+def is_stream(target: str) -> bool:
+    """Whether ``target`` is stdout or an existing non-regular file that must be written into, not
+    replaced: a FIFO, a character device, a socket (through symlinks)."""
+    if target == STDIN:
+        return True
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.EPIPE:
+        return "the reader closed the pipe before the output was complete"
+    return str(exc.strerror or exc)
+
+
+def _write_all(write: Callable[[Any], int | None], data: bytes | memoryview, target: str) -> None:
+    """``write`` every byte of ``data``, resuming after short writes (an unbuffered stdout)."""
+    view = memoryview(data)
+    while view:
+        written = write(view)
+        if written is None:  # a buffered writer that took everything
+            return
+        if written <= 0:
+            raise OutputError(f"Cannot write {target}: the device accepted no more bytes.")
+        view = view[written:]
+
+
+class PendingOutput:
+    """One output being written: :attr:`handle` takes its bytes until :meth:`publish` or :meth:`discard`."""
+
+    def __init__(self, target: str, *, label: str | None = None) -> None:
+        self.target = target
+        #: How the output is named in errors (``--rejects x.csv``); the target by default.
+        self.label = label or ("standard output" if target == STDIN else target)
+        self.stream = is_stream(target)
+        if not self.stream and os.path.isdir(target):
+            raise OutputError(f"Cannot write {self.label}: it is a directory. Give a file name.")
+        # A regular file behind symlinks is replaced where it really is, and the symlinks kept.
+        self._final = target if self.stream else os.path.realpath(target)
+        directory = tempfile.gettempdir() if self.stream else os.path.dirname(self._final)
+        name = "stdout" if target == STDIN else os.path.basename(self._final)
+        try:
+            fd, self._temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+        except OSError as exc:
+            raise OutputError(f"Cannot write {self.label}: {_describe(exc)}.") from exc
+        self.handle: IO[bytes] = os.fdopen(fd, "wb")
+        self.done = False
+
+    def error(self, exc: OSError) -> OutputError:
+        return OutputError(f"Cannot write {self.label}: {_describe(exc)}.")
+
+    def _close(self) -> None:
+        try:
+            self.handle.flush()
+            if not self.stream:
+                os.fsync(self.handle.fileno())
+        finally:
+            self.handle.close()
+
+    def publish(self) -> None:
+        """Put the written bytes in place: rename over a file, copy into a stream."""
+        if self.done:
+            return
+        try:
+            self._close()
+            if self.stream:
+                self._copy_to_stream()
+            else:
+                os.chmod(self._temp, 0o666 & ~_umask())
+                os.replace(self._temp, self._final)
+        except OSError as exc:
+            raise self.error(exc) from exc
+        finally:
+            self.discard()
+        self.done = True
+
+    def _copy_to_stream(self) -> None:
+        with open(self._temp, "rb") as source:
+            if self.target == STDIN:
+                self._copy_to_stdout(source)
+                return
+            # O_NONBLOCK is not used: a FIFO waits for its reader, as ``cat > fifo`` does.
+            fd = os.open(self.target, os.O_WRONLY | os.O_APPEND)
+            try:
+                while chunk := source.read(_COPY_CHUNK):
+                    _write_all(lambda view: os.write(fd, view), chunk, self.label)
+            finally:
+                os.close(fd)
+
+    def _copy_to_stdout(self, source: IO[bytes]) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        try:
+            fd: int | None = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None  # replaced by a test runner or an embedding application
+        if fd is not None:
+            while chunk := source.read(_COPY_CHUNK):
+                _write_all(lambda view: os.write(fd, view), chunk, self.label)
+            return
+        out = sys.stdout.buffer
+        while chunk := source.read(_COPY_CHUNK):
+            _write_all(out.write, chunk, self.label)
+        out.flush()
+
+    def discard(self) -> None:
+        """Remove the temporary file; the target stays as it was (safe to call twice)."""
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        Path(self._temp).unlink(missing_ok=True)
+
+
+class TableSink:
+    """A session table appended part by part to one pending output (Parquet: one row group a part)."""
+
+    def __init__(self, pending: PendingOutput, format: OutputFormat) -> None:
+        self.pending = pending
+        self.format: OutputFormat = format
+        self._parts = 0
+        self._schema: dict[str, pl.DataType] | None = None
+        self._parquet: Any = None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Append ``frame`` (every part has the first part's columns)."""
+        if self._schema is None:
+            self._schema = dict(frame.schema)
+        else:
+            frame = frame.cast(self._schema)  # type: ignore[arg-type]
+        handle = self.pending.handle
+        try:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+                table = frame.to_arrow()
+                if self._parquet is None:
+                    self._parquet = pq.ParquetWriter(
+                        handle,
+                        table.schema,
+                        compression=PARQUET_COMPRESSION,
+                        compression_level=PARQUET_COMPRESSION_LEVEL,
+                    )
+                self._parquet.write_table(table)
+            else:
+                serialize(frame, handle, self.format, header=not self._parts)
+        except OSError as exc:
+            raise self.pending.error(exc) from exc
+        self._parts += 1
+
+    def finish(self, empty: pl.DataFrame) -> None:
+        """End the table (``empty``: its columns, for a table without any part); publication follows."""
+        if not self._parts:
+            self.write(empty)
+        if self._parquet is not None:
+            try:
+                self._parquet.close()
+            except OSError as exc:
+                raise self.pending.error(exc) from exc
+
+
+class Publication:
+    """The outputs of one run, published together by :meth:`publish_all` or discarded together."""
+
+    def __init__(self) -> None:
+        self._pending: list[PendingOutput] = []
+        self._deferred: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        self.published = False
+
+    def __enter__(self) -> Publication:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.published:
+            self.discard()
+
+    def open(self, target: str, *, label: str | None = None) -> PendingOutput:
+        """A new pending output for ``target`` (a path, or ``-`` for stdout)."""
+        for pending in self._pending:
+            if pending.target == target or (
+                target != STDIN and not pending.stream and pending._final == os.path.realpath(target)
+            ):
+                raise OutputError(f"{target} is given as two outputs of the run; give each its own path.")
+        pending = PendingOutput(target, label=label)
+        self._pending.append(pending)
+        return pending
+
+    def write_table(self, frame: pl.DataFrame, target: str, *, format: str | None = None) -> OutputFormat:
+        """``frame`` in the format of ``format`` or of ``target``'s extension; returns the format."""
+        fmt = output_format_of(target, format)
+        pending = self.open(target)
+        try:
+            serialize(frame, pending.handle, fmt)
+        except OSError as exc:
+            raise pending.error(exc) from exc
+        return fmt
+
+    def sink(self, target: str, *, format: str | None = None) -> TableSink:
+        """A table written part by part (see :class:`TableSink`)."""
+        fmt = output_format_of(target, format)
+        return TableSink(self.open(target), fmt)
+
+    def write_bytes(self, target: str, data: bytes) -> None:
+        pending = self.open(target)
+        try:
+            _write_all(pending.handle.write, data, pending.label)
+        except OSError as exc:
+            raise pending.error(exc) from exc
+
+    def defer(self, publish: Callable[[], None], discard: Callable[[], None]) -> None:
+        """An output written elsewhere (a directory of parts): ``publish`` or ``discard`` it with the rest."""
+        self._deferred.append((publish, discard))
+
+    def publish_all(self) -> None:
+        """Publish every output: files and directories first (renames), then streams (copies)."""
+        try:
+            for pending in sorted(self._pending, key=lambda p: p.stream):
+                if not pending.stream:
+                    pending.publish()
+            for publish, _ in self._deferred:
+                publish()
+            for pending in self._pending:
+                if pending.stream:
+                    pending.publish()
+        except BaseException:
+            self.discard()
+            raise
+        self.published = True
+
+    def discard(self) -> None:
+        for pending in self._pending:
+            pending.discard()
+        for _, discard in self._deferred:
+            with contextlib.suppress(Exception):
+                discard()
+        self._deferred = []
+
+
+def write_atomically(output: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write`` on a pending output for ``output`` and publish it (nothing is left on error)."""
+    with Publication() as publication:
+        pending = publication.open(str(output))
+        try:
+            write(pending.handle)
+        except OSError as exc:
+            raise pending.error(exc) from exc
+        publication.publish_all()
+
+
+def write_sessions(frame: pl.DataFrame, output: str, *, format: str | None = None) -> OutputFormat:
+    """Write ``frame`` to ``output`` (``-`` for stdout) all or nothing; returns the format written."""
+    with Publication() as publication:
+        fmt = publication.write_table(frame, output, format=format)
+        publication.publish_all()
+    return fmt

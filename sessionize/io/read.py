@@ -1,0 +1,698 @@
+"""Reading event files: each file read and validated on its own, so every error names the file and row."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import os
+import sys
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import polars as pl
+
+from sessionize import schema as S
+from sessionize.accesslog import (
+    detect_log_format,
+    parse_access_log,
+)
+from sessionize.config import ColumnNames, ReadOptions
+from sessionize.errors import (
+    MalformedRowsError,
+    UnknownFormatError,
+    UnreadableInputError,
+    UsageError,
+)
+from sessionize.io.formats import REJECTS_COLUMNS, split_gz
+from sessionize.io.inputs import InputFile, resolve_inputs
+from sessionize.normalize import (
+    MAX_REPORTED_ROWS,
+    RAW_TIME,
+    REASON,
+    ROW,
+    SKIP_HINT,
+    TimeUnit,
+    check_events,
+    invalid_reason,
+    prepare_events,
+)
+from sessionize.privacy import anonymize_ips, hash_user_ids
+
+_T = TypeVar("_T")
+
+
+def _corrupt_gzip(path: str, exc: BaseException) -> str:
+    return f"{path}: the gzip data is corrupt or truncated ({exc}). Re-export or re-download the file."
+
+
+def _read_bytes_gz(path: str) -> bytes:
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UnreadableInputError(_corrupt_gzip(path, exc)) from exc
+
+
+@dataclass
+class FileRead:
+    """One file's valid events (canonical frame), its rejected rows and how many rows it had."""
+
+    events: pl.DataFrame
+    rejects: pl.DataFrame | None
+    rows: int
+
+
+def _csv_source(source: InputFile, encoding: str) -> str | bytes:
+    """A path for Polars to read directly, or the file's bytes as UTF-8."""
+    if source.is_stdin:
+        data = sys.stdin.buffer.read()
+    elif split_gz(source.path)[1]:
+        data = _read_bytes_gz(source.path)
+    elif _is_utf8(encoding):
+        return source.path
+    else:
+        with open(source.path, "rb") as handle:
+            data = handle.read()
+    if _is_utf8(encoding):
+        return data
+    try:
+        return data.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError:
+        return data  # the careful reader rejects the rows that do not decode
+    except LookupError:
+        raise UsageError(
+            f"--encoding {encoding!r} is not an encoding Python knows (try latin-1, cp1252)."
+        ) from None
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
+
+
+def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse a malformed CSV line by line: the rows that parse, and the others with line and reason.
+
+    Only used when the fast reader fails. A record must fit on one line here: a quoted field that
+    spans lines is reported as a bad quote.
+    """
+    codec = "utf-8" if _is_utf8(encoding) else encoding
+    lines = data.split(b"\n")
+    header_text = lines[0].rstrip(b"\r").decode(codec, errors="replace").lstrip("\ufeff")
+    header = next(csv.reader([header_text], delimiter=separator))
+    good: list[list[str | int | None]] = []
+    bad: list[tuple[int, str, str]] = []
+    for number, raw in enumerate(lines[1:], start=2):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError:
+            bad.append((number, raw.decode(codec, errors="replace"), "undecodable_bytes"))
+            continue
+        try:
+            fields = next(csv.reader([text], delimiter=separator, strict=True))
+        except csv.Error:
+            bad.append((number, text, "bad_quote"))
+            continue
+        if text.count('"') % 2:
+            bad.append((number, text, "bad_quote"))
+        elif len(fields) != len(header):
+            bad.append((number, text, f"wrong_field_count ({len(fields)}, expected {len(header)})"))
+        else:
+            good.append([*(value or None for value in fields), number - 2])
+    schema = {**{name: pl.String for name in header}, ROW: pl.Int64}
+    rows = pl.DataFrame(good, schema=schema, orient="row") if good else pl.DataFrame(schema=schema)
+    malformed = pl.DataFrame(
+        bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
+    )
+    return rows, malformed
+
+
+def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+    """Parse an Apache/nginx access log (``.log`` files: combined or common, told by their lines)."""
+    data: str | bytes = sys.stdin.buffer.read() if source.is_stdin else source.path
+    try:
+        # read_lines keeps blank lines (so line numbers hold) and gunzips .log.gz by its magic bytes.
+        lines = pl.read_lines(data, row_index_name=ROW)
+    except pl.exceptions.ComputeError:
+        # Bytes that are not UTF-8 (servers escape them, so this is rare): decode as --encoding says.
+        raw = data if isinstance(data, bytes) else _read_maybe_gz(data)
+        codec = "utf-8" if _is_utf8(options.encoding) else options.encoding
+        lines = pl.read_lines(raw.decode(codec, errors="replace").encode("utf-8"), row_index_name=ROW)
+    log_format = _log_format(source, lines.get_column("line").head(20).to_list())
+    parsed, malformed = parse_access_log(
+        lines, log_format=log_format, asset_pattern=options.asset_pattern, visitor_key=options.visitor_key
+    )
+    return parsed.lazy(), malformed
+
+
+def _log_format(source: InputFile, first: list[str | None]) -> str:
+    """``combined`` or ``common``: as given, or told by the first lines of a ``.log`` file."""
+    if source.format != "log":
+        return source.format
+    detected = detect_log_format([line for line in first if line is not None])
+    if detected is None:
+        raise UnknownFormatError(
+            f"{source.path}: the first lines are neither Apache/nginx combined nor common log format. "
+            "Give the format with --input-format combined|common (or csv, ndjson, ...)."
+        )
+    return detected
+
+
+def _read_maybe_gz(path: str) -> bytes:
+    return _read_bytes_gz(path) if split_gz(path)[1] else Path(path).read_bytes()
+
+
+#: A slice of a file's data rows: (first row, number of rows). See :func:`iter_reads`.
+Window = tuple[int, int]
+
+
+def _without_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """A blank line (often the last one of a hand-edited file) is not an event."""
+    return frame.filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
+
+
+def _batched(batches: Callable[[], Iterator[pl.DataFrame]], chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """The batches of a streaming scan, joined into windows of at least ``chunk_rows`` rows."""
+    pending: list[pl.DataFrame] = []
+    size = 0
+    for batch in batches():
+        pending.append(batch)
+        size += batch.height
+        if size >= chunk_rows:
+            yield pl.concat(pending)
+            pending, size = [], 0
+    if pending:
+        yield pl.concat(pending)
+
+
+def _checked_windows(
+    batches: Callable[[], Iterator[pl.DataFrame]], chunk_rows: int
+) -> Iterator[pl.DataFrame] | None:
+    """Windows of a streaming scan after a first pass that only checks that the whole file parses;
+    None when it does not (the file is then read whole, as in memory, so that the same rows are
+    rejected or the same error is raised)."""
+    try:
+        for _ in batches():
+            pass
+    except pl.exceptions.ComputeError:
+        return None
+    return _batched(batches, chunk_rows)
+
+
+def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
+    """A CSV file's raw rows (all text, with ``_row``), ``chunk_rows`` at a time (see
+    :func:`_checked_windows`)."""
+
+    def batches() -> Iterator[pl.DataFrame]:
+        scan = pl.scan_csv(path, separator=separator, infer_schema=False).with_row_index(ROW)
+        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+
+    windows = _checked_windows(batches, chunk_rows)
+    return None if windows is None else (_without_blank_rows(window) for window in windows)
+
+
+def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
+    """An NDJSON file's rows, ``chunk_rows`` at a time, with the schema inferred from every line as
+    when it is read whole."""
+
+    def batches() -> Iterator[pl.DataFrame]:
+        scan = _flatten(pl.scan_ndjson(path, infer_schema_length=None)).with_row_index(ROW)
+        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+
+    return _checked_windows(batches, chunk_rows)
+
+
+def _log_windows(
+    source: InputFile, options: ReadOptions, chunk_rows: int
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]] | None:
+    """An access log's parsed requests and malformed lines, ``chunk_rows`` lines at a time (a
+    ``.log.gz`` is decompressed as it streams); None when its bytes are not UTF-8."""
+
+    def batches() -> Iterator[pl.DataFrame]:
+        scan = pl.scan_lines(source.path, row_index_name=ROW)
+        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+
+    windows = _checked_windows(batches, chunk_rows)
+    if windows is None:
+        return None
+    first = pl.scan_lines(source.path).head(20).collect(engine="in-memory").get_column("line").to_list()
+    log_format = _log_format(source, first)
+    return (
+        parse_access_log(
+            window,
+            log_format=log_format,
+            asset_pattern=options.asset_pattern,
+            visitor_key=options.visitor_key,
+        )
+        for window in windows
+    )
+
+
+def _decoded_copy(source: InputFile, options: ReadOptions, scratch: Path) -> str | None:
+    """A gzipped or non-UTF-8 text file as plain UTF-8 in ``scratch``, streamed so that memory stays
+    bounded; None when its bytes do not decode (it is then read whole, as in memory, so that the
+    same rows are rejected). NDJSON is UTF-8 whatever ``--encoding`` says, as when read whole."""
+    compressed = split_gz(source.path)[1]
+    as_is = source.format == "ndjson" or _is_utf8(options.encoding)
+    try:
+        decoder = None if as_is else codecs.getincrementaldecoder(options.encoding)()
+    except LookupError:
+        raise UsageError(
+            f"--encoding {options.encoding!r} is not an encoding Python knows (try latin-1, cp1252)."
+        ) from None
+    fd, name = tempfile.mkstemp(dir=scratch, prefix="input-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "wb") as copy, (gzip.open if compressed else open)(source.path, "rb") as raw:
+            while block := raw.read(1 << 20):
+                copy.write(block if decoder is None else decoder.decode(block).encode("utf-8"))
+            if decoder is not None:
+                copy.write(decoder.decode(b"", final=True).encode("utf-8"))
+    except UnicodeDecodeError:
+        Path(name).unlink(missing_ok=True)
+        return None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        Path(name).unlink(missing_ok=True)
+        raise UnreadableInputError(_corrupt_gzip(source.path, exc)) from exc
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return name
+
+
+def _scan(
+    source: InputFile, options: ReadOptions, window: Window | None = None
+) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+    """A lazy scan of one file with a 0-based ``_row`` column, and the malformed CSV rows, if any.
+
+    CSV columns are all read as strings, so ids stay exactly as written. ``window`` limits the scan
+    of a Parquet file to a slice of its rows.
+    """
+    encoding = options.encoding
+    if source.format in ("csv", "tsv"):
+        separator = "\t" if source.format == "tsv" else ","
+        data = _csv_source(source, encoding)
+        if (isinstance(data, bytes) and not data.strip()) or (
+            isinstance(data, str) and os.path.getsize(data) == 0
+        ):
+            return pl.LazyFrame(), None
+        try:
+            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
+        except pl.exceptions.ComputeError:
+            if isinstance(data, str):
+                with open(data, "rb") as handle:
+                    data = handle.read()
+            rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
+            return rows.lazy(), malformed
+        return _without_blank_rows(frame.with_row_index(ROW)).lazy(), None
+    if source.format in ("combined", "common", "log"):
+        return _scan_log(source, options)
+    if source.format == "parquet":
+        if source.is_stdin:
+            piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()))
+            return _flatten(piped.lazy()).with_row_index(ROW), None
+        scan = pl.scan_parquet(source.path, row_index_name=ROW)
+        if window is not None:
+            scan = scan.slice(*window)
+        return _flatten(scan), None
+    # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
+    ndjson: str | io.BytesIO = source.path
+    if source.is_stdin:
+        ndjson = io.BytesIO(sys.stdin.buffer.read())
+    elif split_gz(source.path)[1]:
+        ndjson = io.BytesIO(_read_bytes_gz(source.path))
+    elif os.path.getsize(source.path) == 0:
+        return pl.LazyFrame(), None
+    if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
+        return pl.LazyFrame(), None
+    return _flatten(pl.scan_ndjson(ndjson, infer_schema_length=None)).with_row_index(ROW), None
+
+
+def _flatten(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Nested objects become columns named by their path: Segment's ``context.page.url`` is
+    ``context_page_url``, which the column aliases know."""
+    schema = frame.collect_schema()
+    if not any(isinstance(dtype, pl.Struct) for dtype in schema.values()):
+        return frame
+
+    def leaves(expr: pl.Expr, name: str, dtype: object) -> list[pl.Expr]:
+        if not isinstance(dtype, pl.Struct):
+            return [expr.alias(name)]
+        return [
+            leaf
+            for field in dtype.fields
+            for leaf in leaves(expr.struct.field(field.name), f"{name}_{field.name}", field.dtype)
+        ]
+
+    columns = [leaf for name, dtype in schema.items() for leaf in leaves(pl.col(name), name, dtype)]
+    names = [c.meta.output_name() for c in columns]
+    if len(set(names)) != len(names):
+        return frame  # flattening would clash with a top-level column: keep the frame as it is
+    return frame.select(columns)
+
+
+def _format_name(source: InputFile) -> str:
+    if source.format in ("combined", "common", "log"):
+        return "a web-server access log line"
+    return source.format.upper()
+
+
+def _where(source: InputFile, row: int) -> str:
+    # row is the 0-based data row; a CSV has its header on line 1.
+    if source.format in ("csv", "tsv"):
+        return f"line {row + 2 + source.first_line}"
+    if source.format in ("combined", "common", "log"):
+        return f"line {row + 1 + source.first_line}"
+    return f"row {row + 1 + source.first_line}"
+
+
+def source_row(source: InputFile, row: pl.Expr) -> pl.Expr:
+    """The row number users see: the line for CSV (header = line 1), 1-based otherwise."""
+    return row + (2 if source.format in ("csv", "tsv") else 1) + source.first_line
+
+
+def read_file(
+    source: InputFile,
+    options: ReadOptions,
+    window: Window | None = None,
+    *,
+    raw: pl.DataFrame | None = None,
+    malformed: pl.DataFrame | None = None,
+    keep_row: bool = False,
+) -> FileRead:
+    """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
+    (or raise on) invalid rows. ``raw`` gives some of the file's rows already read (text columns
+    and ``_row``, or an access log's parsed requests; see :func:`iter_reads`), with ``malformed`` the rows
+    among them that did not parse. ``keep_row`` keeps each event's 0-based data row in ``_row``."""
+    name = source.shown
+    try:
+        if raw is not None:
+            scan = raw.lazy()
+        else:
+            scan, malformed = _scan(source, options, window)
+        if malformed is not None and source.first_line:
+            malformed = malformed.with_columns(pl.col("source_row") + source.first_line)
+        available = [c for c in scan.collect_schema().names() if c != ROW]
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
+    if not available:
+        return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), None, 0)  # an empty file holds no events
+    columns = S.resolve_columns(available, source=name, **options.column_options())
+    events = prepare_events(
+        scan,
+        columns=columns,
+        time_unit=options.time_unit,
+        timezone=options.timezone,
+        pageview_events=options.pageview_events,
+        keep_raw=True,
+    )
+    try:
+        # Row by row work only (parsing, renaming, typing), which the streaming engine spreads over every
+        # core, morsel by morsel and in order, where the in-memory engine parses a text column on one
+        # thread: 10M CSV events took 4.6-4.9 s instead of 6.6 s, with the same peak memory (Parquet:
+        # the same time either way). The sessions themselves are built in memory (see pipeline).
+        frame = events.collect(engine="streaming")
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
+    rows = frame.height + (0 if malformed is None else malformed.height)
+    reasons = frame.select(
+        ROW, invalid_reason(valid_from=options.valid_from, valid_until=options.valid_until)
+    )
+    invalid = reasons.filter(pl.col(REASON).is_not_null())
+    if options.on_invalid == "fail":
+        if malformed is not None and malformed.height:
+            raise_malformed(name, malformed, what=_format_name(source))
+        check_events(
+            frame,
+            source=name,
+            columns=columns,
+            where=lambda row: _where(source, row),
+            valid_from=options.valid_from,
+            valid_until=options.valid_until,
+        )
+        return FileRead(frame.drop(RAW_TIME, *([] if keep_row else [ROW])), None, rows)
+    good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
+        RAW_TIME, *([] if keep_row else [ROW])
+    )
+    rejects = _rejects(scan, invalid, malformed, source=source, name=name)
+    if rejects is not None and (options.anonymize_ip or options.user_id_secret is not None):
+        # The rejects file is an output too: keep personal data out of it as the options say.
+        private = rejects.lazy().drop("raw_line", strict=False)
+        if options.anonymize_ip and columns.ip is not None:
+            private = anonymize_ips(private, columns.ip)
+        if options.user_id_secret is not None:
+            private = hash_user_ids(private, secret=options.user_id_secret, column=columns.user_id)
+        rejects = private.collect(engine="in-memory")
+    return FileRead(good, rejects, rows)
+
+
+def _rejects(
+    scan: pl.LazyFrame, invalid: pl.DataFrame, malformed: pl.DataFrame | None, *, source: InputFile, name: str
+) -> pl.DataFrame | None:
+    """The rejected rows with all their original columns (as text), file, row and reason."""
+    parts: list[pl.DataFrame] = []
+    if invalid.height:
+        original = (
+            scan.join(invalid.lazy(), on=ROW, how="inner", maintain_order="left")
+            .with_columns(pl.exclude(ROW, REASON).cast(pl.String))
+            .collect(engine="in-memory")
+        )
+        parts.append(
+            original.with_columns(
+                pl.lit(name).alias("source_file"),
+                source_row(source, pl.col(ROW)).cast(pl.Int64).alias("source_row"),
+            )
+            .rename({REASON: "reject_reason"})
+            .drop(ROW)
+        )
+    if malformed is not None and malformed.height:
+        parts.append(malformed.with_columns(pl.lit(name).alias("source_file")))
+    if not parts:
+        return None
+    table = pl.concat(parts, how="diagonal_relaxed").sort("source_row")
+    extra = [c for c in table.columns if c not in REJECTS_COLUMNS and c != "raw_line"]
+    return table.select(*extra, *REJECTS_COLUMNS, *(["raw_line"] if "raw_line" in table.columns else []))
+
+
+def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") -> None:
+    """Raise :class:`MalformedRowsError` for the malformed rows of one file."""
+    examples = "; ".join(
+        f"line {line}: {reason}"
+        for line, reason in malformed.select("source_row", "reject_reason")
+        .head(MAX_REPORTED_ROWS)
+        .iter_rows()
+    )
+    raise MalformedRowsError(
+        f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file, give its "
+        f"encoding with --encoding, or pass {SKIP_HINT}."
+    )
+
+
+def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> str:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, FileNotFoundError):
+        return f"{name}: the file disappeared or cannot be found ({detail})."
+    if isinstance(exc, PermissionError):
+        return f"{name}: permission denied. Check the file's permissions."
+    if source.format == "parquet":
+        return (
+            f"{name}: not a readable Parquet file ({detail}). Check that the file is complete, "
+            "or give its real format with --input-format."
+        )
+    return (
+        f"{name}: cannot be read as {source.format.upper()} ({detail}). "
+        "Check the file, or give its real format with --input-format."
+    )
+
+
+def can_window(source: InputFile, options: ReadOptions) -> bool:
+    """Whether :func:`iter_reads` can read ``source`` a slice at a time (else it reads it whole): any
+    file on disk but standard input. A malformed CSV, and a file whose bytes do not decode, are still
+    read whole (see :func:`iter_reads`)."""
+    return not source.is_stdin
+
+
+def estimate_rows(source: InputFile) -> int:
+    """About how many events ``source`` holds: exact for Parquet, from the size for text files."""
+    if source.is_stdin:
+        return 0
+    if source.format == "parquet":
+        try:
+            return int(pl.scan_parquet(source.path).select(pl.len()).collect(engine="in-memory").item())
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
+    size = os.path.getsize(source.path)
+    compressed = split_gz(source.path)[1]
+    with (gzip.open if compressed else open)(source.path, "rb") as handle:
+        try:
+            sample = handle.read(1 << 16)
+        except (OSError, EOFError, zlib.error):
+            sample = b""
+    lines = max(sample.count(b"\n"), 1)
+    # A gzipped log or CSV is about 5-10x smaller than its text: count it as 8x.
+    return int(size * (8 if compressed else 1) / max(len(sample) / lines, 1.0))
+
+
+def iter_reads(
+    source: InputFile, options: ReadOptions, chunk_rows: int, scratch: Path | None = None
+) -> Iterator[FileRead]:
+    """Read one file ``chunk_rows`` data rows at a time (see :func:`can_window`), or whole.
+
+    Parquet by row slices; CSV, TSV and NDJSON by streaming windows after a pass that checks that
+    the whole file parses; access logs by windows of lines. A gzipped file, or a CSV in another
+    encoding than UTF-8, is first decompressed or decoded into ``scratch`` (without it, it is read
+    whole). A file that does not parse or decode is read whole, as in memory, so that the same rows
+    are rejected. Row numbers in errors and rejects are the file's own, whichever slice they are in.
+    """
+    if not can_window(source, options):
+        yield read_file(source, options)
+        return
+    if source.format == "parquet":
+        for first in range(0, max(estimate_rows(source), 1), chunk_rows):
+            yield read_file(source, options, window=(first, chunk_rows))
+        return
+    copy = None
+    if source.format in ("combined", "common", "log"):
+        log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows), source)
+        reads: Iterator[FileRead] | None = None
+        if log_windows is not None:
+            reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in log_windows)
+    else:
+        path: str | None = source.path
+        if split_gz(source.path)[1] or (source.format != "ndjson" and not _is_utf8(options.encoding)):
+            path = copy = None if scratch is None else _decoded_copy(source, options, scratch)
+        reads = None
+        if path is not None and os.path.getsize(path) > 0:
+            text_path = path
+            if source.format == "ndjson":
+                windows = _guarded(lambda: _ndjson_windows(text_path, chunk_rows), source)
+            else:
+                separator = "\t" if source.format == "tsv" else ","
+                windows = _guarded(lambda: _csv_windows(text_path, separator, chunk_rows), source)
+            if windows is not None:
+                reads = (read_file(source, options, raw=frame) for frame in windows)
+    read_any = False
+    try:
+        while reads is not None:
+            try:
+                part = next(reads, None)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
+            if part is None:
+                break
+            read_any = True
+            yield part
+    finally:
+        if copy is not None:
+            Path(copy).unlink(missing_ok=True)
+    if not read_any:
+        # Empty, header only, malformed or undecodable: read whole, as in memory.
+        yield read_file(source, options)
+
+
+def _guarded(open_windows: Callable[[], _T | None], source: InputFile) -> _T | None:
+    """``open_windows()``, with the read errors of its checking pass named as a whole read names them."""
+    try:
+        return open_windows()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
+
+
+def drop_duplicate_events(events: pl.DataFrame, *, dedupe: bool = False) -> pl.DataFrame:
+    """Drop repeated events: a user's events that share an event id (the first is kept, as
+    Snowplow and Segment do; events without an id are kept), and with ``dedupe`` exact copies.
+
+    Both depend only on one user's events, so bucket by bucket gives the same result as all at once.
+    """
+    if events.get_column(S.EVENT_ID).null_count() < events.height:
+        events = events.filter(
+            pl.col(S.EVENT_ID).is_null() | pl.struct(S.USER, S.EVENT_ID).is_first_distinct()
+        )
+    if dedupe:
+        events = events.unique(maintain_order=True, keep="first")
+    return events
+
+
+@dataclass
+class ReadResult:
+    """Every input read: valid events (in input order), rejected rows and the counts."""
+
+    events: pl.DataFrame
+    rejects: pl.DataFrame | None
+    files: list[InputFile]
+    rows_read: int
+    duplicates_removed: int
+
+    @property
+    def rejected(self) -> int:
+        return 0 if self.rejects is None else self.rejects.height
+
+
+def read_inputs(
+    paths: Sequence[str | Path | InputFile],
+    options: ReadOptions | None = None,
+    *,
+    input_format: str | None = None,
+    dedupe: bool = False,
+) -> ReadResult:
+    """Read every input; drop duplicate events (same event id; or exact copies with ``dedupe``)."""
+    options = options or ReadOptions()
+    files = resolve_inputs(paths, input_format=input_format)
+    reads = [read_file(source, options) for source in files]
+    events = pl.concat([r.events for r in reads], how="vertical", rechunk=False)
+    rejected = [r.rejects for r in reads if r.rejects is not None]
+    before = events.height
+    events = drop_duplicate_events(events, dedupe=dedupe)
+    return ReadResult(
+        events=events,
+        rejects=pl.concat(rejected, how="diagonal_relaxed") if rejected else None,
+        files=files,
+        rows_read=sum(r.rows for r in reads),
+        duplicates_removed=before - events.height,
+    )
+
+
+def read_events(
+    paths: Sequence[str | Path | InputFile],
+    *,
+    input_format: str | None = None,
+    user_col: str | None = None,
+    time_col: str | None = None,
+    url_col: str | None = None,
+    referrer_col: str | None = None,
+    ip_col: str | None = None,
+    event_col: str | None = None,
+    session_col: str | None = None,
+    time_unit: TimeUnit | None = None,
+    timezone: str | None = None,
+    pageview_events: Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+) -> pl.DataFrame:
+    """Read every input into one canonical events frame, in input order; raise on invalid rows.
+
+    ``paths`` are files, directories, glob patterns, ``-`` for CSV on stdin, or already resolved
+    :class:`InputFile` objects (see :func:`resolve_inputs`). :func:`read_inputs` does the same with
+    every option of ``sessionize run`` and returns rejected rows and counts too.
+    """
+    columns = ColumnNames(
+        user=user_col,
+        time=time_col,
+        url=url_col,
+        referrer=referrer_col,
+        ip=ip_col,
+        event=event_col,
+        session=session_col,
+    )
+    options = ReadOptions(
+        columns=columns,
+        time_unit=time_unit,
+        timezone=timezone,
+        pageview_events=tuple(pageview_events),
+    )
+    return read_inputs(paths, options, input_format=input_format).events

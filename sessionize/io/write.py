@@ -1,0 +1,55 @@
+"""Writing tables: the formats' serializers, and the checks that an output can be written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Final
+
+import polars as pl
+
+from sessionize.errors import OutputError
+from sessionize.io.formats import STDIN, OutputFormat
+from sessionize.io.inputs import InputFile
+
+#: Timestamps in CSV and NDJSON outputs: ISO 8601 in UTC with microseconds.
+CSV_DATETIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.6fZ"
+#: Compression of every Parquet output: zstd at level 1 wrote the 37-column table of 2.5M sessions in
+#: 0.95 s against 1.2-1.4 s at Polars' default level, and the file was no larger (103 vs 105 MiB).
+PARQUET_COMPRESSION: Final = "zstd"
+PARQUET_COMPRESSION_LEVEL: Final = 1
+
+
+def check_output(output: str, inputs: Sequence[InputFile]) -> None:
+    """Refuse to write the output over one of the inputs."""
+    if output == STDIN:
+        return
+    target = os.path.realpath(output)
+    for source in inputs:
+        if not source.is_stdin and os.path.realpath(source.path) == target:
+            raise OutputError(f"The output {output} is also an input: choose another output path with -o.")
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise OutputError(f"Cannot write {output}: the directory {parent} does not exist.")
+
+
+def write_parquet(frame: pl.DataFrame, target: str | Path | IO[bytes]) -> None:
+    """``frame`` as Parquet with the outputs' compression."""
+    frame.write_parquet(target, compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL)
+
+
+def serialize(frame: pl.DataFrame, handle: IO[bytes], fmt: OutputFormat, *, header: bool = True) -> None:
+    """``frame`` into ``handle`` as ``fmt`` (``header``: CSV's header row, off for appended parts)."""
+    if fmt == "parquet":
+        write_parquet(frame, handle)
+        return
+    if fmt == "csv":
+        frame.write_csv(handle, datetime_format=CSV_DATETIME_FORMAT, include_header=header)
+        return
+    as_text = frame.with_columns(
+        pl.col(name).dt.strftime(CSV_DATETIME_FORMAT)
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Datetime)
+    )
+    as_text.write_ndjson(handle)
