@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 
 import polars as pl
 
 from sessionize import schema as S
+from sessionize.config import parse_memory as parse_memory
 from sessionize.errors import UsageError
 
 #: Memory of the process before any event is read (Polars, the UA, referer and bot rule sets), bytes.
@@ -30,29 +30,6 @@ BUCKET_SHARE = 0.8
 DEFAULT_SHARE = 0.5
 #: The fewest rows a read slice holds (below this, per-slice overhead dominates).
 MIN_CHUNK_ROWS = 50_000
-
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_memory(value: str | int) -> int:
-    """Bytes from ``--memory-limit`` text: ``2GiB``, ``1.5G``, ``512MB``, ``800M`` or a byte count.
-
-    Units are binary (``1G`` = ``1GiB`` = 2**30 bytes), as in ``free`` and container limits.
-    """
-    if isinstance(value, int):
-        number, unit = float(value), ""
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", value)
-        if match is None:
-            raise UsageError(
-                f"--memory-limit {value!r} is not an amount of memory. Use a number with a unit: "
-                "2GiB, 1.5G, 512M."
-            )
-        number, unit = float(match.group(1)), match.group(2).lower()
-    amount = int(number * _UNITS[unit])
-    if amount <= 0:
-        raise UsageError(f"--memory-limit {value!r} must be more than zero.")
-    return amount
 
 
 def available_memory() -> int:

@@ -1,6 +1,5 @@
-"""Sessionize on a Dask cluster: what ``sessionize run --engine dask`` runs (issue #10).
-
-The steps of the bucketed local path (``pipeline._run_in_buckets``), spread over Dask workers:
+"""The Dask engine: what ``sessionize run --engine dask`` runs, the steps of the bucketed engine
+(:mod:`sessionize.engines.buckets`) spread over Dask workers:
 
 1. **read**: every input partition (a file, or a slice of rows of a local Parquet file) is read and
    validated on a worker by :func:`sessionize.io.read_file`, the code of local runs: the same
@@ -10,10 +9,12 @@ The steps of the bucketed local path (``pipeline._run_in_buckets``), spread over
 2. **shuffle**: Dask moves the events by ``_bucket`` so that each partition holds every event of its
    users (peer-to-peer shuffle on a distributed cluster).
 3. **sessionize**: each partition is put back in input order (ties at one instant keep it, as in a
-   local run), de-duplicated (:func:`sessionize.io.drop_duplicate_events`), its user ids hashed
-   when asked, and sessionized by :func:`sessionize.pipeline.sessionize_partition`, the function of
-   the local engine. Its sessions are counted as the local path counts them and written to
-   ``output_dir/part-NNNNN.parquet``.
+   local run) and goes through :func:`sessionize.partition.process_partition`, the step of every
+   engine. Its sessions are written to ``output_dir`` under a temporary name.
+4. **publish**: when every partition is written (and the run's other outputs are complete), the
+   parts are renamed to ``part-NNNNN.parquet`` and a ``_SUCCESS`` marker is written last, as Spark
+   and Hadoop do: a directory without it is the output of a run that did not finish, and
+   ``sessionize report`` refuses it.
 
 Only :func:`run_dask` starts anything: it starts a :class:`distributed.LocalCluster` (one worker
 process per CPU) or connects to the scheduler it is given, and closes what it opened.
@@ -30,10 +31,10 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 
@@ -41,26 +42,27 @@ try:
     import dask
     import dask.dataframe as dd
     import distributed
-    import fsspec  # type: ignore[import-untyped]
+    import fsspec  # type: ignore[import-untyped]  # noqa: F401  (URLs need it on every worker)
     from dask.delayed import delayed
 except ImportError as exc:  # pragma: no cover - without the dask extra
     _MISSING: ImportError | None = exc
 else:
     _MISSING = None
 
-import sessionize
-from sessionize import buckets, geo, io, pipeline
+from sessionize import geo, io
 from sessionize import schema as S
+from sessionize._version import __version__
+from sessionize.config import RunConfig
+from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
+from sessionize.engines.budget import bucket_of
 from sessionize.errors import (
     GeoIPDatabaseError,
-    NoInputFilesError,
     OutputError,
     SessionizeError,
-    UnknownFormatError,
     UnreadableInputError,
     UsageError,
 )
-from sessionize.privacy import hash_user_ids
+from sessionize.partition import PartitionJob, Tally, process_partition
 
 #: The global input order of an event: its input's number in the top bits, its row below.
 ORDER = "_order"
@@ -72,9 +74,12 @@ BUCKET_SPACE = 1 << 32
 #: Rows per input partition of a local Parquet file (other inputs are read a file per partition).
 DEFAULT_PARTITION_ROWS = 1_000_000
 #: Sessions kept in :attr:`DaskOutcome.sessions` when the table went to ``output_dir``.
-PREVIEW_ROWS = pipeline.PREVIEW_ROWS
 #: Name of each partition's file in ``output_dir``.
 PART_NAME = "part-{:05d}.parquet"
+#: A part's name while the run is not complete (hidden: readers skip names that start with a dot).
+TEMP_PART_NAME = ".part-{:05d}.parquet.{}.tmp"
+#: The last file of a complete output directory (the marker Spark and Hadoop write).
+SUCCESS = "_SUCCESS"
 #: How long to wait for a first worker on a cluster that has none yet.
 WORKER_WAIT_S = 60
 POLARS_THREADS = "POLARS_MAX_THREADS"
@@ -82,7 +87,9 @@ POLARS_THREADS = "POLARS_MAX_THREADS"
 SHUFFLE_METHOD: str | None = None
 
 _EVENT_COLUMNS: dict[str, pl.DataType] = {**S.EVENT_SCHEMA, ORDER: pl.Int64(), BUCKET: pl.UInt32()}
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: A file name of a table (``sessions.csv``), which a directory output must not look like.
+_TABLE_NAME = re.compile(r"\.(?:csv|tsv|tab|parquet|pq|ndjson|jsonl|json)(?:\.gz)?/?$", re.IGNORECASE)
+is_url = io.is_url
 
 
 def require_dask() -> None:
@@ -92,11 +99,6 @@ def require_dask() -> None:
             f"--engine dask needs Dask ({_MISSING}). Install it with: pip install 'sessionize[dask]' "
             "(on this machine and every worker)."
         )
-
-
-def is_url(path: str) -> bool:
-    """Whether ``path`` is a URL for fsspec (``s3://bucket/key``, ``gs://...``, ``file:///...``)."""
-    return _URL.match(path) is not None
 
 
 @dataclass(frozen=True)
@@ -132,26 +134,67 @@ class DaskOutcome:
     #: The rejected rows (``on_invalid="skip"``), as the local engine gives them; None for none.
     rejects: pl.DataFrame | None
     duplicates_removed: int
-    #: Sessions per IP lookup outcome (of the sessions written).
-    geo_counts: dict[str, int]
-    #: Sessions of crawlers and scripts, and their events (excluded or not).
-    bot_sessions: int
-    bot_events: int
-    #: Sessions and users written.
-    session_count: int
-    user_count: int
-    median_duration_s: float | None
-    mean_duration_s: float | None
+    #: The summary figures of the sessions written (sessions, users, bots, geo outcomes, durations).
+    tally: Tally
     #: Input partitions read, and partitions of users after the shuffle.
     input_partitions: int
     partitions: int
     #: Workers of the cluster, and its scheduler's address.
     workers: int
     scheduler: str
+    #: Whether the run made ``output_dir`` (a failed run removes it again), and its parts' name tag.
+    created: bool = False
+    run_id: str = ""
 
     @property
     def rejected(self) -> int:
         return 0 if self.rejects is None else self.rejects.height
+
+    # The summary figures, as RunResult names them.
+    @property
+    def session_count(self) -> int:
+        return self.tally.sessions
+
+    @property
+    def user_count(self) -> int:
+        return self.tally.users
+
+    @property
+    def geo_counts(self) -> dict[str, int]:
+        return self.tally.geo_counts
+
+    @property
+    def bot_sessions(self) -> int:
+        return self.tally.bot_sessions
+
+    @property
+    def median_duration_s(self) -> float | None:
+        return self.tally.median_duration_s
+
+    @property
+    def mean_duration_s(self) -> float | None:
+        return self.tally.mean_duration_s
+
+    def publish(self) -> None:
+        """Give the parts their names, then write ``_SUCCESS``: the directory is complete."""
+        if self.output_dir is None:
+            return
+        try:
+            finals = []
+            for temp in self.part_files:
+                number = int(temp.rsplit(".part-", 1)[1].split(".", 1)[0])
+                final = _join(self.output_dir, PART_NAME.format(number))
+                _rename(temp, final)
+                finals.append(final)
+            self.part_files = finals
+            _write_marker(self.output_dir)
+        except OSError as exc:
+            raise OutputError(f"Cannot write {self.output_dir}: {exc.strerror or exc}.") from exc
+
+    def discard(self) -> None:
+        """Remove the parts written (the run failed after the cluster's work)."""
+        if self.output_dir is not None:
+            _remove_parts(self.output_dir, self.run_id, self.partitions, created=self.created)
 
 
 # Inputs ------------------------------------------------------------------------------------------
@@ -160,81 +203,27 @@ class DaskOutcome:
 def resolve_inputs(
     inputs: Sequence[str | Path | io.InputFile], *, input_format: str | None = None
 ) -> list[io.InputFile]:
-    """Files to read: local paths as :func:`sessionize.io.resolve_inputs` expands them, and fsspec
-    URLs (a file, a directory, or a glob pattern such as ``s3://logs/2024-05-*/*.parquet``).
+    """Files to read, as :func:`sessionize.io.resolve_inputs` expands them, fsspec URLs included (a
+    file, a directory, or a glob pattern such as ``s3://logs/2024-05-*/*.parquet``).
 
     Standard input is refused: workers cannot read the client's stdin.
     """
-    result: list[io.InputFile] = []
-    seen: set[str] = set()
-    for item in inputs:
-        if isinstance(item, io.InputFile):
-            found = [item]
-        elif is_url(str(item)):
-            found = _resolve_url(str(item), input_format)
-        else:
-            found = io.resolve_inputs([item], input_format=input_format)
-        for source in found:
-            if source.is_stdin:
-                raise UsageError(
-                    "--engine dask reads files, not standard input: the workers cannot see it. "
-                    "Write the events to a file on storage every worker can read."
-                )
-            key = source.path if is_url(source.path) else os.path.realpath(source.path)
-            if key not in seen:
-                seen.add(key)
-                result.append(source)
-    if not result:
+    if not inputs:
         raise UsageError("No input given. Pass one or more files, directories, glob patterns or URLs.")
+    if any(is_url(str(item)) for item in inputs if not isinstance(item, io.InputFile)):
+        require_dask()
+    result = io.resolve_inputs(inputs, input_format=input_format, urls=True)
+    if any(source.is_stdin for source in result):
+        raise UsageError(
+            "--engine dask reads files, not standard input: the workers cannot see it. "
+            "Write the events to a file on storage every worker can read."
+        )
     return result
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
     require_dask()
-    try:
-        return fsspec.core.url_to_fs(url)  # type: ignore[no-any-return]
-    except (ImportError, ValueError) as exc:
-        scheme = url.split("://", 1)[0]
-        raise UsageError(
-            f"{url}: cannot open {scheme}:// URLs ({exc}). Install the fsspec package for them "
-            f"(s3fs for s3://, gcsfs for gs://, adlfs for az://) on this machine and every worker."
-        ) from exc
-
-
-def _resolve_url(url: str, input_format: str | None) -> list[io.InputFile]:
-    fs, root = _filesystem(url)
-    try:
-        if any(char in root for char in "*?["):
-            names, explicit = sorted(name for name in fs.glob(root) if fs.isfile(name)), False
-            if not names:
-                raise NoInputFilesError(f"The pattern {url} matches no files.")
-        elif fs.isdir(root):
-            names, explicit = sorted(fs.find(root)), False
-        elif fs.exists(root):
-            names, explicit = [root], True
-        else:
-            raise UnreadableInputError(f"{url}: no such file or directory.")
-    except OSError as exc:
-        raise UnreadableInputError(f"{url}: cannot be listed ({exc}).") from exc
-    found: list[io.InputFile] = []
-    for name in names:
-        if posixpath.basename(name).startswith("."):
-            continue
-        fmt = io.format_of(name, input_format)
-        if fmt is None:
-            if explicit:
-                raise UnknownFormatError(
-                    f"Cannot tell the format of {url} from its extension. Supported: .csv, .tsv, .parquet, "
-                    ".ndjson, .jsonl (each also .gz for text formats). Give the format with --input-format."
-                )
-            continue
-        found.append(io.InputFile(fs.unstrip_protocol(name), fmt))
-    if not found:
-        raise NoInputFilesError(
-            f"{url} holds no supported files (.csv, .tsv, .parquet, .ndjson, .jsonl, optionally .gz). "
-            "Give their format with --input-format."
-        )
-    return found
+    return io.filesystem(url)
 
 
 def plan_parts(files: Sequence[io.InputFile], *, partition_rows: int) -> list[InputPart]:
@@ -305,7 +294,7 @@ def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
     """Read and validate one input partition (on a worker) with the local engine's reader."""
     with _local_copy(part.source) as local, _POLARS_LOCK:
         try:
-            read = io.read_file(local, options, window=part.window)
+            read = io.read.read_file(local, options, window=part.window)
         except SessionizeError as exc:
             if local is part.source:
                 raise
@@ -317,7 +306,7 @@ def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
         first = (part.number << _ROW_BITS) + part.first_row
         events = read.events.with_columns(
             (pl.int_range(pl.len(), dtype=pl.Int64) + first).alias(ORDER),
-            buckets.bucket_of(BUCKET_SPACE).alias(BUCKET),
+            bucket_of(BUCKET_SPACE).alias(BUCKET),
         )
         return _Read(_to_pandas(events), _ReadSummary(read.rows, rejects))
 
@@ -354,12 +343,10 @@ def _from_pandas(frame: Any) -> pl.DataFrame:
 class _Job:
     """What every partition's task needs: sent to each worker once."""
 
-    settings: pipeline.SessionSettings
-    dedupe: bool
-    secret: bytes | None
-    exclude_bots: bool
-    dropped: tuple[str, ...]
+    job: PartitionJob
     output_dir: str | None
+    #: Part of the parts' temporary names: a run never takes another's parts for its own.
+    run_id: str = ""
 
 
 @dataclass
@@ -369,7 +356,7 @@ class _Part:
     number: int
     events: int
     duplicates: int
-    tally: pipeline._Tally
+    tally: Tally
     path: str | None
     table: pl.DataFrame
 
@@ -383,22 +370,15 @@ def _sessionize_part(frame: Any, number: int, job: _Job) -> _Part:
 def _sessionize_part_locked(frame: Any, number: int, job: _Job) -> _Part:
     events = _from_pandas(frame).sort(ORDER).drop(ORDER, BUCKET)
     del frame
-    before = events.height
-    events = io.drop_duplicate_events(events, dedupe=job.dedupe)
-    if job.secret is not None:
-        events = hash_user_ids(events.lazy(), secret=job.secret).collect(engine="in-memory")
-    tally = pipeline._Tally()
-    table = tally.add(
-        pipeline.sessionize_partition(events, job.settings),
-        exclude_bots=job.exclude_bots,
-        dropped=job.dropped,
-    )
+    result = process_partition(events, job.job)
+    del events
+    table = result.sessions
     path = None
     if job.output_dir is not None:
-        path = _join(job.output_dir, PART_NAME.format(number))
+        path = _join(job.output_dir, TEMP_PART_NAME.format(number, job.run_id))
         _write_parquet(table, path)
         table = table.head(PREVIEW_ROWS)
-    return _Part(number, events.height, before - events.height, tally, path, table)
+    return _Part(number, result.events, result.duplicates, result.tally, path, table)
 
 
 # Output ------------------------------------------------------------------------------------------
@@ -466,20 +446,21 @@ def _make_output_dir(output_dir: str) -> bool:
         raise OutputError(f"Cannot create {output_dir}: {exc.strerror or exc}.") from exc
 
 
-def _remove_parts(output_dir: str, count: int, *, created: bool) -> None:
-    """After a failure: remove the partitions written (and the directory when the run made it)."""
+def _remove_parts(output_dir: str, run_id: str, count: int, *, created: bool) -> None:
+    """After a failure: remove the run's parts (and the directory when the run made it)."""
     with contextlib.suppress(Exception):
+        names = [TEMP_PART_NAME.format(number, run_id) for number in range(count)]
         if is_url(output_dir):
             fs, root = _filesystem(output_dir)
-            for number in range(count):
-                name = posixpath.join(root, PART_NAME.format(number))
-                if fs.exists(name):
-                    fs.rm(name)
+            for name in names:
+                path = posixpath.join(root, name)
+                if fs.exists(path):
+                    fs.rm(path)
             if created and not fs.ls(root):
                 fs.rmdir(root)
             return
-        for number in range(count):
-            Path(output_dir, PART_NAME.format(number)).unlink(missing_ok=True)
+        for name in names:
+            Path(output_dir, name).unlink(missing_ok=True)
         if created:
             os.rmdir(output_dir)
 
@@ -566,7 +547,7 @@ def _check_geo(client: distributed.Client, database: geo.GeoDatabase | None) -> 
 
 
 def _versions() -> tuple[str, str]:
-    return sessionize.__version__, pl.__version__
+    return __version__, pl.__version__
 
 
 def _check_workers(client: distributed.Client) -> int:
@@ -603,28 +584,26 @@ def _check_workers(client: distributed.Client) -> int:
 def run_dask(
     inputs: Sequence[str | Path | io.InputFile],
     options: io.ReadOptions,
-    settings: pipeline.SessionSettings,
+    job: PartitionJob,
     *,
     output_dir: str | Path | None,
-    dedupe: bool = False,
-    secret: bytes | None = None,
-    exclude_bots: bool = False,
-    dropped: Sequence[str] = (),
     scheduler: str | None = None,
     partitions: int | None = None,
     partition_rows: int = DEFAULT_PARTITION_ROWS,
     workers: int | None = None,
     input_format: str | None = None,
-    progress: Callable[[pipeline.RunProgress], None] | None = None,
+    progress: Progress | None = None,
+    publish: bool = True,
 ) -> DaskOutcome:
     """Sessionize ``inputs`` on a Dask cluster: the same session table as a local run.
 
     ``inputs`` are resolved :class:`~sessionize.io.InputFile` objects, or paths, directories, glob
     patterns and fsspec URLs (see :func:`resolve_inputs`); every worker must be able to read them.
-    ``options``, ``settings``, ``dedupe``, ``secret``, ``exclude_bots`` and ``dropped`` mean what
-    they mean to the local engine. The table goes to ``output_dir`` (a new or empty directory, or
-    URL, that every worker can write) as one Parquet file per partition of users, sorted by user
-    within each; with ``output_dir=None`` the workers send it back and ``sessions`` holds it all.
+    ``options`` and ``job`` mean what they mean to every engine. The table goes to ``output_dir``
+    (a new or empty directory, or URL, that every worker can write) as one Parquet file per
+    partition of users, sorted by user within each, and a ``_SUCCESS`` marker written last (with
+    ``publish=False`` the parts keep their temporary names until :meth:`DaskOutcome.publish`). With
+    ``output_dir=None`` the workers send the table back and ``sessions`` holds it all.
 
     ``scheduler`` is a Dask scheduler's address (or scheduler file); without it a local cluster of
     ``workers`` processes (default: one per CPU) is started and closed. ``partitions`` is the number
@@ -642,34 +621,32 @@ def run_dask(
         check_output_dir(target)
     parts = plan_parts(files, partition_rows=partition_rows)
     notify = progress or (lambda event: None)
-    job = _Job(
-        settings=settings,
-        dedupe=dedupe,
-        secret=secret,
-        exclude_bots=exclude_bots,
-        dropped=tuple(dropped),
-        output_dir=target,
-    )
+    task_job = _Job(job=job, output_dir=target, run_id=uuid.uuid4().hex[:8])
     with connect(scheduler, workers=workers) as client, client.as_current():
         worker_count = _check_workers(client)
-        _check_geo(client, settings.geo_database)
+        _check_geo(client, job.settings.geo_database)
         count = partitions or max(len(parts), worker_count)
         created = False if target is None else _make_output_dir(target)
         try:
-            outcome = _compute(client, parts, options, job, count=count, notify=notify)
+            outcome = _compute(client, parts, options, task_job, count=count, notify=notify)
         except BaseException:
             if target is not None:
-                _remove_parts(target, count, created=created)
+                _remove_parts(target, task_job.run_id, count, created=created)
             raise
-        return DaskOutcome(
+        result = DaskOutcome(
             files=[source.path for source in files],
             output_dir=target,
             input_partitions=len(parts),
             partitions=count,
             workers=worker_count,
             scheduler=str(client.scheduler_info().get("address", scheduler or "local")),
+            created=created,
+            run_id=task_job.run_id,
             **outcome,
         )
+    if publish:
+        result.publish()
+    return result
 
 
 def _compute(
@@ -679,9 +656,9 @@ def _compute(
     job: _Job,
     *,
     count: int,
-    notify: Callable[[pipeline.RunProgress], None],
+    notify: Progress,
 ) -> dict[str, Any]:
-    run_id = uuid.uuid4().hex[:8]
+    run_id = job.run_id
     reads = client.map(
         _read_part,
         parts,
@@ -707,7 +684,7 @@ def _compute(
             summary: _ReadSummary = future.result()
             rows += summary.rows
             rejected[index] = summary.rejects
-            notify(pipeline.RunProgress("read", len(finished), len(parts), rows))
+            notify(RunProgress("read", len(finished), len(parts), rows))
         # A local run raises the first invalid input's error: wait for the partitions before it.
         if failed and finished.issuperset(range(min(failed))):
             failed[min(failed)].result()  # raises the worker's error, with its traceback
@@ -733,12 +710,13 @@ def _compute(
         part: _Part = future.result()
         done_parts[part.number] = part
         sessionized += part.events
-        notify(pipeline.RunProgress("buckets", done, count, sessionized))
+        notify(RunProgress("buckets", done, count, sessionized))
     del futures, shared
     results = [part for part in done_parts if part is not None]
 
-    tally = _merge(part.tally for part in results)
-    durations = pl.concat(tally.durations) if tally.durations else pl.Series([], dtype=pl.Float64)
+    tally = Tally()
+    for part in results:
+        tally.merge(part.tally)
     tables = [part.table for part in results]
     sessions = pl.concat(tables, how="vertical") if tables else pl.DataFrame()
     found = [r for r in rejected if r is not None]
@@ -750,36 +728,106 @@ def _compute(
         "events": sessionized,
         "rejects": pl.concat(found, how="diagonal_relaxed") if found else None,
         "duplicates_removed": sum(part.duplicates for part in results),
-        "geo_counts": tally.geo_counts,
-        "bot_sessions": tally.bot_sessions,
-        "bot_events": tally.bot_events,
-        "session_count": tally.sessions,
-        "user_count": tally.users,
-        "median_duration_s": _float(durations.median()),
-        "mean_duration_s": _float(durations.mean()),
+        "tally": tally,
     }
 
 
-def _merge(tallies: Iterable[pipeline._Tally]) -> pipeline._Tally:
-    """One tally of the partitions' tallies (a user's sessions are all in one partition)."""
-    total = pipeline._Tally()
-    for tally in tallies:
-        total.sessions += tally.sessions
-        total.users += tally.users
-        total.bot_sessions += tally.bot_sessions
-        total.bot_events += tally.bot_events
-        for status, number in tally.geo_counts.items():
-            total.geo_counts[status] = total.geo_counts.get(status, 0) + number
-        total.durations.extend(tally.durations)
-    return total
+def _rename(source: str, target: str) -> None:
+    if is_url(source):
+        fs, path = _filesystem(source)
+        fs.mv(path, _filesystem(target)[1])
+    else:
+        os.replace(source, target)
 
 
-def _float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
+def _write_marker(output_dir: str) -> None:
+    path = _join(output_dir, SUCCESS)
+    if is_url(path):
+        fs, name = _filesystem(path)
+        fs.pipe_file(name, b"")
+    else:
+        with open(path, "wb") as handle:
+            os.fsync(handle.fileno())
+
+
+class DaskEngine:
+    """A Dask cluster (``--engine dask``): a local one, or the scheduler at ``--scheduler``."""
+
+    name: ClassVar[str] = "dask"
+
+    def check(self, config: RunConfig) -> None:
+        unsupported = {
+            "--state": config.incremental,
+            "--memory-limit": config.engine.memory_limit,
+            "--buckets": config.engine.buckets,
+            "--temp-dir": config.engine.temp_dir,
+        }
+        given = [name for name, value in unsupported.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} cannot be used with --engine dask.")
+        output = config.output.output
+        if output == io.STDIN:
+            raise UsageError(
+                "--engine dask writes a directory of Parquet partitions, not one table on stdout: "
+                "give a directory with -o DIR (or a URL)."
+            )
+        if config.output.format not in (None, "parquet"):
+            raise UsageError("--engine dask writes Parquet partitions: leave out --format.")
+        if output is not None and not os.path.isdir(output) and _TABLE_NAME.search(output):
+            raise UsageError(
+                f"-o {output}: --engine dask writes a directory of Parquet partitions, not one file. "
+                f"Give a directory name without a table extension (e.g. -o {_TABLE_NAME.sub('', output)}/)."
+            )
+        require_dask()
+
+    def run(
+        self,
+        files: list[io.InputFile],
+        config: RunConfig,
+        job: PartitionJob,
+        outputs: io.Publication,
+        progress: Progress,
+    ) -> Outcome:
+        result = run_dask(
+            files,
+            config.read,
+            job,
+            output_dir=config.output.output,
+            scheduler=config.engine.scheduler,
+            partitions=config.engine.partitions,
+            progress=progress,
+            publish=False,
+        )
+        # The parts are renamed and the _SUCCESS marker written when every output of the run is.
+        outputs.defer(result.publish, result.discard)
+        return Outcome(
+            sessions=result.sessions,
+            tally=result.tally,
+            files=result.files,
+            rows_read=result.rows_read,
+            events=result.events,
+            duplicates_removed=result.duplicates_removed,
+            rejects=result.rejects,
+            complete=result.sessions_complete,
+            written=None if result.output_dir is None else "parquet",
+            path_taken=f"dask: {result.partitions} partitions",
+            buckets=result.partitions,
+            scheduler=result.scheduler,
+            report_table=_report_table(result) if config.output.report is not None else None,
+        )
+
+
+def _report_table(result: DaskOutcome) -> pl.LazyFrame | None:
+    """What ``--report`` reads: the parts under their temporary names (before the run publishes)."""
+    if result.output_dir is None or not result.part_files:
+        return None
+    return pl.scan_parquet(result.part_files)
 
 
 __all__ = [
     "DEFAULT_PARTITION_ROWS",
+    "SUCCESS",
+    "DaskEngine",
     "DaskOutcome",
     "InputPart",
     "check_output_dir",

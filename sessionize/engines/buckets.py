@@ -1,0 +1,126 @@
+"""The bucketed engine: users split into hash buckets spilled to disk, one bucket in memory at a time.
+
+When the inputs hold more events than fit in the memory budget, one pass reads them a slice at a
+time and spills each slice's events to Parquet files by bucket of users
+(:func:`sessionize.engines.budget.bucket_of`); then each bucket, holding every event of its users, goes
+through the partition step on its own. The result is the same as in memory, sorted by user within
+each bucket. The spill directory is removed when the run ends or fails (Ctrl-C and SIGTERM included).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
+
+import polars as pl
+
+from sessionize import io
+from sessionize import schema as S
+from sessionize.config import RunConfig
+from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
+from sessionize.engines.budget import Plan, bucket_of
+from sessionize.errors import UsageError
+from sessionize.partition import PartitionJob, Tally, empty_sessions, process_partition
+
+
+class BucketEngine:
+    """Hash buckets of users, within ``--memory-limit``."""
+
+    name: ClassVar[str] = "buckets"
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def check(self, config: RunConfig) -> None:
+        temp_dir = config.engine.temp_dir
+        if temp_dir is not None and not os.path.isdir(temp_dir):
+            raise UsageError(f"--temp-dir {temp_dir}: no such directory.")
+
+    def run(
+        self,
+        files: list[io.InputFile],
+        config: RunConfig,
+        job: PartitionJob,
+        outputs: io.Publication,
+        progress: Progress,
+    ) -> Outcome:
+        plan = self.plan
+        work = Path(tempfile.mkdtemp(prefix="sessionize-buckets-", dir=config.engine.temp_dir))
+        keep_work = False
+        target = config.output.output
+        sink = None if target is None else outputs.sink(target, format=config.output.format)
+        try:
+            spill = io.BucketSpill(work, plan.buckets)
+            bucket = bucket_of(plan.buckets)
+            rows = 0
+            progress(RunProgress("read", 0, len(files), 0))
+            rejected: list[pl.DataFrame] = []
+            for number, source in enumerate(files, start=1):
+                for part in io.iter_reads(source, config.read, plan.chunk_rows, scratch=work):
+                    rows += part.rows
+                    if part.rejects is not None:
+                        rejected.append(part.rejects)
+                    spill.add(part.events, bucket)
+                    del part
+                    progress(RunProgress("read", number - 1, len(files), rows))
+                progress(RunProgress("read", number, len(files), rows))
+            # Within a budget, the geo lookup waits for the sessions instead of running beside them.
+            sequential = replace(job.settings, overlap_geo=False)
+            tally = Tally()
+            kept: list[pl.DataFrame] = []
+            report_parts = work / "report"
+            if config.output.report is not None:
+                report_parts.mkdir()
+            events = duplicates = 0
+            for index in range(plan.buckets):
+                result = process_partition(spill.read(index, S.EVENT_SCHEMA), job, settings=sequential)
+                spill.remove(index)
+                tally.merge(result.tally)
+                events += result.events
+                duplicates += result.duplicates
+                table = result.sessions
+                if config.output.report is not None and table.height:
+                    table.write_parquet(report_parts / f"{index:05d}.parquet", compression="lz4")
+                if sink is None:
+                    kept.append(table)
+                else:
+                    sink.write(table)
+                    if sum(part.height for part in kept) < PREVIEW_ROWS:
+                        kept.append(table.head(PREVIEW_ROWS))
+                progress(RunProgress("buckets", index + 1, plan.buckets, events))
+            empty = empty_sessions(job)
+            sessions = pl.concat(kept, how="vertical") if kept else empty
+            if sink is not None:
+                sink.finish(empty)
+                sessions = sessions.head(PREVIEW_ROWS)
+            report_table = None
+            if config.output.report is not None:
+                keep_work = True
+                report_table = (
+                    pl.scan_parquet(report_parts / "*.parquet")
+                    if any(report_parts.iterdir())
+                    else empty.lazy()
+                )
+            return Outcome(
+                sessions=sessions,
+                tally=tally,
+                files=[source.path for source in files],
+                rows_read=rows,
+                events=events,
+                duplicates_removed=duplicates,
+                rejects=pl.concat(rejected, how="diagonal_relaxed") if rejected else None,
+                complete=sink is None,
+                written=None if sink is None else sink.format,
+                path_taken=f"{plan.buckets} buckets",
+                buckets=plan.buckets,
+                report_table=report_table,
+                cleanup=lambda: shutil.rmtree(work, ignore_errors=True),
+                memory_limit=plan.memory_limit,
+            )
+        finally:
+            if not keep_work:
+                shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,835 @@
+"""Incremental runs for cron: sessions that span batches, idempotent re-runs, partitioned output.
+
+``sessionize run NEW_FILES --state STATE_DIR --output-dir OUT_DIR`` carries between runs, in
+``STATE_DIR``:
+
+* ``users.parquet``: every user seen, with the time of their last event, the first event time
+  still kept for them (``retained_from``), how many of their sessions lie before it and in all;
+* ``events.parquet``: each active user's events from ``retained_from`` on, that is every session
+  that ended less than ``timeout + lateness`` before the user's last event (so at least the last
+  one). Users idle for longer than ``timeout + lateness`` before the watermark keep no events: an
+  event that would join their last session is late;
+* ``manifest.json``: the input files already processed (path, size, SHA-256), the watermark (the
+  newest event time seen) and the settings the state was built with.
+
+A run sessionizes the kept events of the users it touches together with the new events, and
+rewrites those users' sessions from ``retained_from`` on in ``OUT_DIR/session_date=YYYY-MM-DD/``
+(Hive partitions by the session's start date in ``--timezone``). A session whose last event is
+within the timeout of the watermark is written with ``is_final = false`` and rewritten when a later
+run extends or closes it; its ``session_id`` stays the same as long as its first event does.
+
+Partitions are written first, then the state, each through a temporary file and a rename: a run
+killed in between leaves the old state, and the next run rewrites the same partitions again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import polars as pl
+
+from sessionize import io
+from sessionize import schema as S
+from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
+from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig
+from sessionize.engines.base import Outcome, Progress, RunProgress
+from sessionize.errors import StateError, StateLockedError, UsageError
+from sessionize.normalize import ROW
+from sessionize.partition import PartitionJob, Tally, empty_sessions, hash_ids, process_partition
+from sessionize.privacy import anonymize_ips
+
+#: Bump when the state's files change shape; older states are refused with a clear message.
+STATE_VERSION = 1
+#: The reason of an event rejected for arriving too late (``reject_reason`` in --rejects).
+LATE = "late"
+IS_FINAL = "is_final"
+PARTITION = "session_date"
+_LOCK = ".lock"
+_CURRENT = "CURRENT"
+_FILE = "_file"
+_ORDER = "_order"
+_USERS_SCHEMA: dict[str, pl.DataType] = {
+    S.USER: pl.String(),
+    "last_event": S.TIMESTAMP,
+    "retained_from": S.TIMESTAMP,
+    "sessions_before": pl.UInt32(),
+    "sessions_total": pl.UInt32(),
+    "has_events": pl.Boolean(),
+}
+
+
+@dataclass
+class State:
+    """What one incremental run hands to the next (see the module's docstring)."""
+
+    users: pl.DataFrame
+    events: pl.DataFrame
+    files: list[dict[str, Any]] = field(default_factory=list)
+    watermark: datetime | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    runs: int = 0
+
+    @classmethod
+    def empty(cls) -> State:
+        return cls(users=pl.DataFrame(schema=_USERS_SCHEMA), events=pl.DataFrame(schema=S.EVENT_SCHEMA))
+
+
+@contextlib.contextmanager
+def locked(state_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``state_dir`` (``flock``: the kernel releases it if we die)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / _LOCK
+    handle = open(path, "a+")  # noqa: SIM115 (held until the end of the run)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StateLockedError(
+                f"The state {state_dir} is in use by another sessionize run ({holder}). This run did "
+                "nothing; let the other one finish (cron: space the runs out, or wrap them in flock)."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def load_state(state_dir: Path) -> State:
+    """The state in ``state_dir``, or an empty one for a directory that holds none yet."""
+    pointer = state_dir / _CURRENT
+    if not pointer.exists():
+        return State.empty()
+    version_dir = state_dir / pointer.read_text(encoding="utf-8").strip()
+    try:
+        manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("version") != STATE_VERSION:
+            raise StateError(
+                f"The state {state_dir} was written by another version of sessionize "
+                f"(state version {manifest.get('version')}, this one reads {STATE_VERSION}). "
+                "Start a new state directory (and output directory) with a full run."
+            )
+        users = pl.read_parquet(version_dir / "users.parquet")
+        events = pl.read_parquet(version_dir / "events.parquet")
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise StateError(
+            f"The state {state_dir} cannot be read ({exc}). Restore it from a backup, or start a new "
+            "state and output directory with a full run over all inputs."
+        ) from exc
+    watermark = manifest.get("watermark")
+    return State(
+        users=users,
+        events=events,
+        files=manifest.get("files", []),
+        watermark=None if watermark is None else datetime.fromisoformat(watermark),
+        settings=manifest.get("settings", {}),
+        runs=manifest.get("runs", 0),
+    )
+
+
+def save_state(state_dir: Path, state: State) -> None:
+    """Write ``state`` as a new version directory, then point ``CURRENT`` at it (atomic rename)."""
+    version = f"state-{state.runs:06d}-{os.getpid()}"
+    target = state_dir / version
+    temp = Path(tempfile.mkdtemp(dir=state_dir, prefix=".tmp-state-"))
+    try:
+        state.users.write_parquet(temp / "users.parquet")
+        state.events.write_parquet(temp / "events.parquet")
+        manifest = {
+            "version": STATE_VERSION,
+            "runs": state.runs,
+            "watermark": None if state.watermark is None else state.watermark.isoformat(),
+            "settings": state.settings,
+            "files": state.files,
+        }
+        (temp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _fsync_dir(temp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(temp, target)
+        _write_text_atomically(state_dir / _CURRENT, version)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    for old in state_dir.glob("state-*"):
+        if old.name != version:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with open(child, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    def write(handle: IO[bytes]) -> None:
+        handle.write(text.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    io.write_atomically(path, write)
+
+
+#: Bytes at the start of a file whose hash the state keeps: a file whose head is unchanged but whose
+#: content is not what was processed was edited, one with another head is a new file (rotated).
+_HEAD_BYTES = 4096
+#: Text formats whose new lines can be read on their own (a CSV's header is put back in front).
+_GROWABLE = ("csv", "tsv", "ndjson", "combined", "common", "log")
+
+
+def file_fingerprint(path: str) -> dict[str, Any]:
+    """Path, size, SHA-256 and the SHA-256 of the head of an input file: how a re-run recognises it."""
+    digest = hashlib.sha256()
+    head = b""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            if len(head) < _HEAD_BYTES:
+                head += block[: _HEAD_BYTES - len(head)]
+            digest.update(block)
+    return {
+        "path": os.path.abspath(path),
+        "size": os.path.getsize(path),
+        "sha256": digest.hexdigest(),
+        "head": hashlib.sha256(head).hexdigest(),
+        "head_size": len(head),
+    }
+
+
+def settings_fingerprint(**values: object) -> dict[str, str]:
+    """The options a state depends on, as text (a state is only continued with the same ones)."""
+    return {name: str(value) for name, value in values.items()}
+
+
+@dataclass
+class IncrementalOutcome:
+    """What an incremental run did."""
+
+    #: The sessions this run wrote (new or rewritten), with ``is_final``.
+    sessions: pl.DataFrame
+    rejects: pl.DataFrame | None
+    files_processed: list[str]
+    #: Inputs left alone because the state already holds them, or another input of this run has the
+    #: same content (same SHA-256).
+    files_skipped: list[str]
+    rows_read: int
+    events: int
+    duplicates_removed: int
+    late: int
+    partitions: list[str]
+    open_sessions: int
+    users_in_state: int
+    events_in_state: int
+    watermark: datetime | None
+    #: Inputs that grew since they were processed, of which only the new lines were read.
+    files_grown: list[str] = field(default_factory=list)
+    #: The summary figures of the sessions this run wrote.
+    tally: Tally = field(default_factory=Tally)
+
+
+@dataclass
+class _Todo:
+    """An input to read: the file (or its new lines, copied aside) and its entry in the next state."""
+
+    source: io.InputFile
+    entry: dict[str, Any]
+    grown: bool = False
+
+
+def _prefix_digest(handle: IO[bytes], size: int) -> tuple[Any, int]:
+    """The SHA-256 object of the first ``size`` bytes of ``handle`` and their newlines."""
+    digest = hashlib.sha256()
+    lines = 0
+    left = size
+    while left > 0:
+        block = handle.read(min(left, 1 << 20))
+        if not block:
+            break
+        digest.update(block)
+        lines += block.count(b"\n")
+        left -= len(block)
+    return digest, lines
+
+
+def _plan(
+    files: Sequence[io.InputFile], state: State, *, reprocess: bool, scratch: Path
+) -> tuple[list[_Todo], list[str]]:
+    """Which inputs to read, and how: whole, only their new lines, or not at all (skipped).
+
+    A file is recognised by its content: one the state holds, or that another input of this run
+    repeats, is skipped. A file at a path the state knows that starts with what was processed there
+    grew (a live log): only its complete new lines are read. One whose head is what was processed
+    but whose content is not was edited: an error unless ``reprocess``. Another head means another
+    file at the same path (a rotated log): read whole.
+    """
+    known = {entry["sha256"] for entry in state.files}
+    by_path = {entry["path"]: entry for entry in state.files}
+    todo: list[_Todo] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+    for number, source in enumerate(files):
+        if source.is_stdin:
+            raise UsageError("--state needs input files: stdin cannot be recognised on a re-run.")
+        entry = file_fingerprint(source.path)
+        if entry["sha256"] in seen or (entry["sha256"] in known and not reprocess):
+            skipped.append(source.path)
+            continue
+        seen.add(entry["sha256"])
+        prior = by_path.get(entry["path"])
+        if prior is None or reprocess or "head" not in prior:
+            todo.append(_Todo(source, entry))
+            continue
+        grown = _grown(source, prior, entry, scratch / f"grown-{number}")
+        if grown is not None:
+            todo.append(grown)
+            continue
+        same_head = (
+            entry["head_size"] >= prior["head_size"]
+            and _head_digest(source.path, prior["head_size"]) == prior["head"]
+        )
+        if same_head:
+            raise StateError(
+                f"{source.path} changed since it was processed: it starts as before but its content is not "
+                f"the {prior['size']:,} bytes the state holds. Pass --reprocess to read it again (events the "
+                "state still keeps are not counted twice), or restore the file."
+            )
+        todo.append(_Todo(source, entry))  # another file at the same path: a rotated log
+    return todo, skipped
+
+
+def _head_digest(path: str, size: int) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read(size)).hexdigest()
+
+
+def _grown(source: io.InputFile, prior: dict[str, Any], entry: dict[str, Any], copy: Path) -> _Todo | None:
+    """The new complete lines of a file that starts with what the state holds, copied to ``copy``."""
+    if (
+        entry["size"] <= prior["size"]
+        or source.format not in _GROWABLE
+        or source.path.lower().endswith(".gz")
+    ):
+        return None
+    with open(source.path, "rb") as handle:
+        digest, lines = _prefix_digest(handle, prior["size"])
+        if digest.hexdigest() != prior["sha256"]:
+            return None
+        tail = handle.read()
+    # Only complete lines: a line being written while we read is read by the next run.
+    tail = tail[: tail.rfind(b"\n") + 1]
+    header = b""
+    first_line = lines
+    if source.format in ("csv", "tsv"):
+        with open(source.path, "rb") as handle:
+            header = handle.readline()
+        first_line = lines - 1  # the copy's header stands for the file's first line
+    digest.update(tail)
+    copy = copy.with_name(copy.name + Path(source.path).suffix)
+    copy.write_bytes(header + tail)
+    grown_entry = {
+        **entry,
+        "size": prior["size"] + len(tail),
+        "sha256": digest.hexdigest(),
+    }
+    stand_in = io.InputFile(str(copy), source.format, name=source.path, first_line=first_line)
+    return _Todo(stand_in, grown_entry, grown=True)
+
+
+class _Lock:
+    """The state's exclusive lock, held from the start of the run to its commit (or its failure)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(locked(state_dir))
+
+    def release(self) -> None:
+        self._stack.close()
+
+
+class IncrementalEngine:
+    """``--state`` and ``--output-dir``: runs for cron that continue each other."""
+
+    name: ClassVar[str] = "incremental"
+
+    def check(self, config: RunConfig) -> None:
+        incremental = config.incremental
+        assert incremental is not None
+        if config.output.output is not None:
+            raise UsageError("With --state the sessions go to --output-dir: leave out -o.")
+        if config.output.report is not None:
+            raise UsageError(
+                "--report is not available with --state: run sessionize report OUT_DIR after the run."
+            )
+        kept_out = [name for name in config.privacy.drop_columns if name in INCREMENTAL_KEYS]
+        if kept_out:
+            raise UsageError(
+                f"--drop-columns cannot drop {', '.join(kept_out)} with --state: "
+                "runs replace sessions by them."
+            )
+        if Path(incremental.state).resolve() == Path(incremental.output_dir).resolve():
+            raise UsageError("--state and --output-dir must be different directories.")
+
+    def run(
+        self,
+        files: list[io.InputFile],
+        config: RunConfig,
+        job: PartitionJob,
+        outputs: io.Publication,
+        progress: Progress,
+    ) -> Outcome:
+        incremental = config.incremental
+        assert incremental is not None
+        state_path, out_path = Path(incremental.state), Path(incremental.output_dir)
+        out_path.mkdir(parents=True, exist_ok=True)
+        lock = _Lock(state_path)
+        # Left by a run that was killed: with the lock held, nothing else uses them.
+        for stale in state_path.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in out_path.glob(f"{PARTITION}=*/.part-*.tmp"):
+            stale.unlink(missing_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=state_path, prefix=".tmp-run-"))
+
+        def release() -> None:
+            shutil.rmtree(scratch, ignore_errors=True)
+            lock.release()
+
+        try:
+            state = load_state(state_path)
+            fingerprint = config.fingerprint()
+            _check_settings(state, fingerprint, state_path)
+            _check_output_dir(state, state_path, out_path)
+            todo, skipped = _plan(files, state, reprocess=incremental.reprocess, scratch=scratch)
+            if todo:
+                new_state, written, pending = _process(
+                    state, todo, config, job, out_path=out_path, progress=progress
+                )
+                outputs.defer(pending.publish, pending.discard)
+                new_state.settings = fingerprint
+                new_state.files = [*state.files, *(item.entry for item in todo)]
+                new_state.runs = state.runs + 1
+            else:
+                new_state = None
+                written = IncrementalOutcome(
+                    sessions=pl.DataFrame(),
+                    rejects=None,
+                    files_processed=[],
+                    files_skipped=[],
+                    rows_read=0,
+                    events=0,
+                    duplicates_removed=0,
+                    late=0,
+                    partitions=[],
+                    open_sessions=0,
+                    users_in_state=state.users.height,
+                    events_in_state=state.events.height,
+                    watermark=state.watermark,
+                )
+            written.files_skipped = skipped
+        except BaseException:
+            release()
+            raise
+
+        def commit() -> None:
+            try:
+                if new_state is not None:
+                    save_state(state_path, new_state)
+            finally:
+                release()
+
+        return Outcome(
+            sessions=written.sessions if written.sessions.width else empty_sessions(job),
+            tally=written.tally,
+            files=written.files_processed,
+            rows_read=written.rows_read,
+            events=written.events,
+            duplicates_removed=written.duplicates_removed,
+            rejects=written.rejects,
+            written="parquet",
+            path_taken="incremental",
+            commit=commit,
+            abandon=release,
+            incremental=written,
+        )
+
+
+def _check_settings(state: State, fingerprint: dict[str, str], state_path: Path) -> None:
+    if state.settings and state.settings != fingerprint:
+        changed = ", ".join(
+            f"{name} {state.settings.get(name)} -> {fingerprint.get(name)}"
+            for name in sorted(set(state.settings) | set(fingerprint))
+            if state.settings.get(name) != fingerprint.get(name)
+        )
+        raise UsageError(
+            f"The state {state_path} was built with other options ({changed}). Use the same options, "
+            "or start a new state and output directory with a full run."
+        )
+
+
+def _check_output_dir(state: State, state_path: Path, out_path: Path) -> None:
+    """A new state must start with an empty output directory: its sessions would be numbered from 1
+    again next to the old ones, and never replaced."""
+    if (state_path / _CURRENT).exists():
+        return
+    held = sorted(p.name for p in out_path.iterdir() if not p.name.startswith((".", "_")))
+    if held:
+        raise StateError(
+            f"--output-dir {out_path} already holds sessions ({', '.join(held[:3])}"
+            f"{', ...' if len(held) > 3 else ''}) but the state {state_path} is new or empty. Give the "
+            "--state those sessions were written with, or an empty --output-dir for a new state."
+        )
+
+
+def _process(
+    state: State,
+    todo: list[_Todo],
+    config: RunConfig,
+    job: PartitionJob,
+    *,
+    out_path: Path,
+    progress: Progress,
+) -> tuple[State, IncrementalOutcome, _PendingPartitions]:
+    incremental = config.incremental
+    assert incremental is not None
+    timeout, lateness = config.session.timeout, incremental.lateness
+    timezone = config.session.timezone
+    reads = []
+    rows_read = 0
+    for number, item in enumerate(todo):
+        read = io.read.read_file(item.source, config.read, keep_row=True)
+        events = read.events
+        if ROW not in events.columns:
+            events = events.with_columns(pl.lit(None, pl.UInt32).alias(ROW))
+        reads.append((item.source, read, events.with_columns(pl.lit(number, pl.UInt32).alias(_FILE))))
+        rows_read += read.rows
+        progress(RunProgress("read", number + 1, len(todo), rows_read))
+    rejected = [read.rejects for _, read, _ in reads if read.rejects is not None]
+    new = pl.concat([events for _, _, events in reads], how="vertical_relaxed")
+    new = new.with_columns(pl.col(ROW).cast(pl.Int64))
+    # Ids are hashed before anything is compared with the state or kept in it.
+    new = hash_ids(new, job)
+
+    # Late events: older than lateness before their user's last event in the state.
+    users = state.users
+    checked = new.join(
+        users.select(S.USER, "last_event", "has_events"), on=S.USER, how="left", maintain_order="left"
+    )
+    # Late: older than lateness before the user's last event; or, for a user whose events left the
+    # state (idle for longer than timeout + lateness before the watermark), an event that would
+    # join their last session (it arrives more than lateness behind the newest event seen).
+    is_late = (pl.col(S.TIME) < pl.col("last_event") - lateness) | (
+        ~pl.col("has_events") & (pl.col(S.TIME) - pl.col("last_event") <= timeout)
+    )
+    late = checked.filter(is_late.fill_null(False))
+    new = checked.filter(~is_late.fill_null(False)).drop("last_event", "has_events")
+    if late.height:
+        rejected.append(_late_rejects(late, [source for source, _, _ in reads], config.read))
+    before = new.height
+
+    # Events of the users this run touches: what the state kept of them, then the new ones.
+    watermark_old = state.watermark
+    newest = new.get_column(S.TIME).max() if new.height else None
+    candidates = [w for w in (watermark_old, newest) if isinstance(w, datetime)]
+    watermark = max(candidates) if candidates else None
+    touched = new.select(S.USER).unique()
+    if watermark_old is not None and watermark is not None and watermark > watermark_old:
+        # Sessions that were open and are closed by the new watermark are rewritten as final. A user
+        # with open sessions may have one that closes while their last event stays open (client session
+        # ids interleave with the timeout's sessions): any kept session starting before the new limit
+        # may close, and the state keeps every open session's events (from retained_from on).
+        was_open = pl.col("last_event") >= watermark_old - timeout
+        closing = users.filter(was_open & (pl.col("retained_from") < watermark - timeout)).select(S.USER)
+        touched = pl.concat([touched, closing]).unique()
+    kept = state.events.join(touched, on=S.USER, how="semi", maintain_order="left")
+    fresh = new.select(*S.EVENT_SCHEMA)
+    if incremental.reprocess and kept.height:
+        # A file processed again: its events that the state still keeps are not new.
+        fresh = fresh.join(kept, on=list(S.EVENT_SCHEMA), how="anti", nulls_equal=True, maintain_order="left")
+    combined = io.drop_duplicate_events(pl.concat([kept, fresh], how="vertical_relaxed"), dedupe=job.dedupe)
+    duplicates = before - (combined.height - kept.height)
+
+    # Sessions of the touched users from their retained_from on, numbered after the earlier ones: the
+    # one partition step, its tally counting what this run writes.
+    progress(RunProgress("buckets", 0, 1, 0))
+    offsets = touched.join(users.select(S.USER, "sessions_before", "retained_from"), on=S.USER, how="left")
+    tally = Tally()
+    table = pl.DataFrame()
+    output = pl.DataFrame()
+    if combined.height:
+        result = process_partition(combined, job, ids_hashed=True, keep_all=True)
+        assert result.all_sessions is not None
+        table = (
+            result.all_sessions.join(
+                offsets.select(S.USER, "sessions_before"), on=S.USER, how="left", maintain_order="left"
+            )
+            .with_columns(
+                (pl.col("session_number") + pl.col("sessions_before").fill_null(0)).alias("session_number"),
+                (pl.lit(watermark) - pl.col("session_end") > timeout).alias(IS_FINAL),
+            )
+            .drop("sessions_before")
+        )
+        output = tally.add(table, exclude_bots=job.exclude_bots, dropped=job.dropped)
+    progress(RunProgress("buckets", 1, 1, combined.height))
+    kept_days = set(
+        kept.select(pl.col(S.TIME).dt.convert_time_zone(timezone).dt.date().unique()).to_series().to_list()
+    )
+    pending = _write_partitions(out_path, output, offsets, kept_days=kept_days, timezone=timezone)
+
+    new_users, new_events = _next_state(
+        users, state.events, combined, table, touched, timeout=timeout, lateness=lateness, watermark=watermark
+    )
+    open_sessions = 0 if not table.height else int(table.filter(~pl.col(IS_FINAL)).height)
+    rejects = pl.concat(rejected, how="diagonal_relaxed") if rejected else None
+    outcome = IncrementalOutcome(
+        sessions=output,
+        rejects=rejects,
+        files_processed=[item.source.shown for item in todo],
+        files_skipped=[],
+        rows_read=rows_read,
+        events=new.height - duplicates,
+        duplicates_removed=duplicates,
+        late=late.height,
+        partitions=pending.names,
+        open_sessions=open_sessions,
+        users_in_state=new_users.height,
+        events_in_state=new_events.height,
+        watermark=watermark,
+        files_grown=[item.source.shown for item in todo if item.grown],
+        tally=tally,
+    )
+    return State(users=new_users, events=new_events, watermark=watermark), outcome, pending
+
+
+def _late_rejects(late: pl.DataFrame, sources: list[io.InputFile], options: ReadOptions) -> pl.DataFrame:
+    """Late events as rejected rows: their canonical columns as text, file, row and reason (addresses
+    anonymized as the other rejected rows are; user ids are hashed already)."""
+    parts = []
+    for number, source in enumerate(sources):
+        rows = late.filter(pl.col(_FILE) == number)
+        if not rows.height:
+            continue
+        parts.append(
+            rows.select(
+                pl.col(S.USER),
+                pl.col(S.TIME).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                *(pl.col(name).cast(pl.String) for name in S.EVENT_SCHEMA if name not in (S.USER, S.TIME)),
+                pl.lit(source.shown).alias("source_file"),
+                io.source_row(source, pl.col(ROW)).cast(pl.Int64).alias("source_row"),
+                pl.lit(LATE).alias("reject_reason"),
+            )
+        )
+    table = pl.concat(parts, how="vertical")
+    if options.anonymize_ip:
+        table = anonymize_ips(table.lazy(), S.IP).collect(engine="in-memory")
+    return table
+
+
+def _partition_dir(out_path: Path, day: date) -> Path:
+    return out_path / f"{PARTITION}={day.isoformat()}"
+
+
+@dataclass
+class _PendingPartitions:
+    """Partition files written under temporary names, renamed into place when the run publishes."""
+
+    names: list[str] = field(default_factory=list)
+    #: (temporary file, target); a target without a temporary file is removed (no rows left).
+    files: list[tuple[Path | None, Path]] = field(default_factory=list)
+
+    def publish(self) -> None:
+        for temp, target in self.files:
+            if temp is None:
+                target.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()
+            else:
+                os.replace(temp, target)
+        _fsync_directory(self.files)
+
+    def discard(self) -> None:
+        for temp, target in self.files:
+            if temp is not None:
+                temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()  # a partition directory this run created, still empty
+
+
+def _fsync_directory(files: list[tuple[Path | None, Path]]) -> None:
+    for directory in {target.parent for _, target in files if target.parent.exists()}:
+        with contextlib.suppress(OSError):
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _write_partitions(
+    out_path: Path, output: pl.DataFrame, touched: pl.DataFrame, *, kept_days: set[date], timezone: str
+) -> _PendingPartitions:
+    """Replace the touched users' sessions from their ``retained_from`` on, partition by partition,
+    into temporary files that :meth:`_PendingPartitions.publish` renames into place.
+
+    Old rows of a touched user are dropped when they start at or after the user's
+    ``retained_from`` (every row, for a user the state does not know: only a run that crashed
+    before saving its state can have written those, on the same days as this run). Such a row
+    starts at one of the kept events, so only the days of ``output`` and ``kept_days`` (the days
+    of the touched users' kept events) are read.
+    """
+    day_of = pl.col("session_start").dt.convert_time_zone(timezone).dt.date()
+    days: set[date] = set(kept_days)
+    if output.height:
+        days.update(output.select(day_of.unique()).to_series().to_list())
+    replaced = touched.select(S.USER, "retained_from")
+    pending = _PendingPartitions()
+    try:
+        for day in sorted(days):
+            directory = _partition_dir(out_path, day)
+            target = directory / "part-0.parquet"
+            rows = output.filter(day_of == day) if output.height else output
+            if target.exists():
+                old = pl.read_parquet(target)
+                stale = (
+                    old.join(replaced, on=S.USER, how="left")
+                    .select(
+                        pl.col(S.USER).is_in(replaced.get_column(S.USER).implode())
+                        & (
+                            pl.col("retained_from").is_null()
+                            | (pl.col("session_start") >= pl.col("retained_from"))
+                        )
+                    )
+                    .to_series()
+                )
+                if not stale.any() and not rows.height:
+                    continue
+                old = old.filter(~stale)
+                rows = pl.concat([old, rows], how="vertical_relaxed") if rows.height else old
+            elif not rows.height:
+                continue
+            pending.names.append(directory.name)
+            if not rows.height:
+                pending.files.append((None, target))
+                continue
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=directory, prefix=".part-0.parquet.", suffix=".tmp")
+            temp = Path(name)
+            pending.files.append((temp, target))
+            with os.fdopen(fd, "wb") as handle:
+                io.write_parquet(rows.sort(S.USER, "session_start", S.SESSION_ID), handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(temp, 0o666 & ~mask)
+    except BaseException:
+        pending.discard()
+        raise
+    return pending
+
+
+def _next_state(
+    users: pl.DataFrame,
+    events: pl.DataFrame,
+    combined: pl.DataFrame,
+    table: pl.DataFrame,
+    touched: pl.DataFrame,
+    *,
+    timeout: timedelta,
+    lateness: timedelta,
+    watermark: datetime | None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Keep, for each touched user, the sessions a later run may still change; then drop the events
+    of users idle for longer than timeout + lateness before the watermark (only their last event
+    time and session count stay)."""
+    untouched = events.join(touched, on=S.USER, how="anti", maintain_order="left")
+    if not table.height:
+        return _drop_idle(users, untouched, watermark=watermark, horizon=timeout + lateness)
+    last = combined.group_by(S.USER).agg(pl.col(S.TIME).max().alias("last_event"))
+    spans = table.select(S.USER, "session_start", "session_end", "session_number").join(last, on=S.USER)
+    cutoff = pl.col("last_event") - timeout - lateness
+    first_kept = (
+        spans.filter(pl.col("session_end") >= cutoff)
+        .group_by(S.USER)
+        .agg(pl.col("session_start").min().alias("retained_from"))
+    )
+    # A session that overlaps the kept ones (client session ids can interleave) is kept too.
+    first_kept = (
+        spans.join(first_kept, on=S.USER)
+        .filter(pl.col("session_end") >= pl.col("retained_from"))
+        .group_by(S.USER)
+        .agg(pl.col("session_start").min().alias("retained_from"))
+    )
+    before = (
+        spans.join(first_kept, on=S.USER)
+        .group_by(S.USER)
+        .agg(
+            (pl.col("session_start") < pl.col("retained_from")).sum().cast(pl.UInt32).alias("_pruned"),
+            pl.col("session_number").max().alias("sessions_total"),
+            pl.col("last_event").first(),
+        )
+    )
+    updated = (
+        before.join(first_kept, on=S.USER)
+        .join(users.select(S.USER, "sessions_before"), on=S.USER, how="left")
+        .select(
+            S.USER,
+            "last_event",
+            "retained_from",
+            (pl.col("sessions_before").fill_null(0) + pl.col("_pruned"))
+            .cast(pl.UInt32)
+            .alias("sessions_before"),
+            pl.col("sessions_total").cast(pl.UInt32),
+            pl.lit(True).alias("has_events"),
+        )
+    )
+    new_users = pl.concat(
+        [users.join(updated, on=S.USER, how="anti"), updated.select(*_USERS_SCHEMA)], how="vertical_relaxed"
+    )
+    kept = combined.join(first_kept, on=S.USER, how="left", maintain_order="left").filter(
+        pl.col(S.TIME) >= pl.col("retained_from")
+    )
+    new_events = pl.concat([untouched, kept.select(*S.EVENT_SCHEMA)], how="vertical_relaxed")
+    return _drop_idle(new_users, new_events, watermark=watermark, horizon=timeout + lateness)
+
+
+def _drop_idle(
+    users: pl.DataFrame, events: pl.DataFrame, *, watermark: datetime | None, horizon: timedelta
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Users whose last event is more than ``horizon`` before the watermark keep no events: their
+    sessions are final and no event that is not late can change them. A later event of theirs
+    starts a new session (numbered after ``sessions_total``); nothing before it is replaced."""
+    if watermark is None:
+        return users, events
+    idle = pl.col("has_events") & (pl.col("last_event") < pl.lit(watermark) - horizon)
+    gone = users.filter(idle).select(S.USER)
+    if not gone.height:
+        return users, events
+    users = users.with_columns(
+        pl.when(idle)
+        .then(pl.col("last_event") + timedelta(microseconds=1))
+        .otherwise(pl.col("retained_from"))
+        .alias("retained_from"),
+        pl.when(idle)
+        .then(pl.col("sessions_total"))
+        .otherwise(pl.col("sessions_before"))
+        .alias("sessions_before"),
+        pl.when(idle).then(False).otherwise(pl.col("has_events")).alias("has_events"),
+    )
+    return users, events.join(gone, on=S.USER, how="anti", maintain_order="left")
