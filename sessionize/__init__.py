@@ -5,8 +5,7 @@ Use :func:`sessionize` on a Polars frame, or :func:`run` on files (what ``sessio
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from sessionize._version import __version__
 from sessionize.core import assign_sessions, summarize_sessions
 from sessionize.errors import (
     BadTimestampError,

@@ -11,7 +11,6 @@ import json
 import signal
 import sys
 import time
-import tomllib
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,8 +27,8 @@ from typer.core import TyperGroup
 from sessionize import __version__, geo, pipeline
 from sessionize import report as report_module
 from sessionize import schema as S
-from sessionize.accesslog import DEFAULT_ASSET_PATTERN
-from sessionize.errors import SessionizeError, SessionizeWarning
+from sessionize.config import DEFAULT_ASSET_PATTERN, RunConfig, load_toml
+from sessionize.errors import SessionizeError, SessionizeWarning, UsageError
 
 geoip_app = typer.Typer(help="Inspect the GeoIP database.", no_args_is_help=True)
 
@@ -243,27 +242,11 @@ def _load_config(ctx: typer.Context, param: Any, value: str | None) -> str | Non
     if value is None or ctx.resilient_parsing:
         return value
     try:
-        with open(value, "rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {value}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise typer.BadParameter(f"{value} is not valid TOML: {exc}") from None
-    table = data.get("run", data)
-    if not isinstance(table, dict):
-        raise typer.BadParameter(f"{value}: [run] must be a table of options")
-    names = {p.name: p for p in ctx.command.params if p.name not in ("config",)}
-    defaults: dict[str, Any] = {}
-    for key, item in table.items():
-        name = key.replace("-", "_").lstrip("_")
-        if name == "input":
-            name = "inputs"
-        if name not in names:
-            known = ", ".join(sorted(n.replace("_", "-") for n in names if n != "inputs"))
-            raise typer.BadParameter(f"{value}: unknown option {key!r}. Known options: inputs, {known}.")
-        if name == "inputs" and isinstance(item, str):
-            item = [item]
-        defaults[name] = item
+        defaults = load_toml(
+            value, also=(p.name for p in ctx.command.params if p.name not in ("config", "inputs"))
+        )
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--config: ")) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
@@ -344,7 +327,7 @@ def _progress(*, enabled: bool) -> Iterator[Callable[[pipeline.RunProgress], Non
         tasks: dict[str, tuple[TaskID, float]] = {}
 
         def update(event: pipeline.RunProgress) -> None:
-            label = "Reading files" if event.stage == "read" else "Sessionizing buckets"
+            label = "Reading files" if event.stage == "read" else "Sessionizing"
             if event.stage not in tasks:
                 task = display.add_task(label, total=event.total, rows=0, rate="")
                 tasks[event.stage] = (task, time.perf_counter())
@@ -722,7 +705,8 @@ def run(
         signal.signal(signal.SIGTERM, _terminate)
     as_json = log_format == LogFormat.json or (log_format == LogFormat.auto and not err.is_terminal)
     target = output
-    if target is None and state is None and engine == Engine.local and not _stdout_is_terminal():
+    if target is None and state is None and not _stdout_is_terminal():
+        # Piped: the table goes to stdout as data (an engine that cannot write one there says so).
         target = "-"
     try:
         with (
@@ -730,8 +714,7 @@ def run(
             _progress(enabled=not quiet and not as_json) as progress,
         ):
             warnings.simplefilter("always", SessionizeWarning)
-            result = pipeline.run(
-                inputs,
+            run_config = RunConfig.from_options(
                 output=target,
                 format=None if format is None else format.value,
                 input_format=None if input_format is None else input_format.value,
@@ -779,8 +762,8 @@ def run(
                 engine=engine.value,
                 scheduler=scheduler,
                 partitions=partitions,
-                progress=progress,
             )
+            result = pipeline.run(inputs, config=run_config, progress=progress)
     except (SessionizeError, Exception) as exc:
         if log_format == LogFormat.json:
             _fail_json(exc, started=started)
