@@ -274,7 +274,7 @@ def test_a_file_that_disappears_while_reading(tmp_path: Path, monkeypatch: pytes
         Path(source.path).unlink()
         return original(source, options)
 
-    monkeypatch.setattr(sio, "read_file", vanish)
+    monkeypatch.setattr(sio.read, "read_file", vanish)
     result = cli(events, "-o", tmp_path / "o.csv")
     assert result.exit_code == 1
     assert "gone.csv" in squash(result.stderr) and "disappeared" in flat(result.stderr)

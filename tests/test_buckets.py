@@ -30,11 +30,11 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner, Result
 
 import sessionize
-from sessionize import buckets as buckets_module
-from sessionize import cli, pipeline
+from sessionize import cli, partition, pipeline
 from sessionize import io as sio
 from sessionize import report as report_module
 from sessionize.cli import app
+from sessionize.engines import budget as buckets_module
 from sessionize.errors import UsageError
 from tests.conftest import SAMPLE_DATA, SHARED, T0, load_generator
 
@@ -404,7 +404,7 @@ def windows(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
         calls.append((Path(source.path).name, ("raw", raw.height) if raw is not None else window))
         return original(source, options, window, **kwargs)
 
-    monkeypatch.setattr(sio, "read_file", spy)
+    monkeypatch.setattr(sio.read, "read_file", spy)
     return calls
 
 
@@ -620,13 +620,13 @@ def test_temp_dir_holds_the_buckets_and_is_emptied_after_success(
     tmp_path: Path, spill: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[list[Path]] = []
-    original = pipeline.sessionize_partition
+    original = partition.sessionize_partition
 
-    def spy(events: pl.DataFrame, settings: pipeline.SessionSettings) -> pl.DataFrame:
+    def spy(events: pl.DataFrame, settings: partition.SessionSettings) -> pl.DataFrame:
         seen.append([p for p in spill.rglob("*") if p.is_file()])
         return original(events, settings)
 
-    monkeypatch.setattr(pipeline, "sessionize_partition", spy)
+    monkeypatch.setattr(partition, "sessionize_partition", spy)
     out = tmp_path / "sessions.parquet"
     result = sessionize.run([SAMPLE_DATA / "events.csv"], output=out, no_geo=True, buckets=7, temp_dir=spill)
     assert result.buckets == 7 and len(seen) == 7
@@ -649,7 +649,7 @@ class Boom:
     error: BaseException
     on: int = 3
     calls: int = 0
-    original: Callable[..., pl.DataFrame] = pipeline.sessionize_partition
+    original: Callable[..., pl.DataFrame] = partition.sessionize_partition
 
     def __call__(self, events: pl.DataFrame, settings: pipeline.SessionSettings) -> pl.DataFrame:
         self.calls += 1
@@ -674,7 +674,7 @@ def test_a_failure_in_a_bucket_leaves_no_temp_files_and_no_output(
     if existing:
         out.write_bytes(before)
     boom = Boom(error)
-    monkeypatch.setattr(pipeline, "sessionize_partition", boom)
+    monkeypatch.setattr(partition, "sessionize_partition", boom)
     with pytest.raises(type(error)):
         sessionize.run(
             [SAMPLE_DATA / "events.csv"],
@@ -699,7 +699,7 @@ def test_a_failure_in_a_bucket_leaves_no_temp_files_and_no_output(
 def test_a_failure_in_a_bucket_through_the_cli(
     tmp_path: Path, spill: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "sessionize_partition", Boom(RuntimeError("disk on fire")))
+    monkeypatch.setattr(partition, "sessionize_partition", Boom(RuntimeError("disk on fire")))
     out = tmp_path / "sessions.csv"
     result = run_cli(SAMPLE_DATA / "events.csv", "--no-geo", "--buckets", "5", "--temp-dir", spill, "-o", out)
     assert result.exit_code == 1
@@ -717,7 +717,7 @@ def test_a_failing_report_in_bucket_mode_leaves_no_temp_files(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("cannot render")
 
-    monkeypatch.setattr(report_module, "write_report", broken)
+    monkeypatch.setattr(report_module, "render_report", broken)
     with pytest.raises(RuntimeError, match="cannot render"):
         sessionize.run(
             [SAMPLE_DATA / "events.csv"],
@@ -728,6 +728,8 @@ def test_a_failing_report_in_bucket_mode_leaves_no_temp_files(
             report=tmp_path / "report.html",
         )
     assert listing(spill) == []
+    # Nothing is published when one output fails: not even the table, written before the report.
+    assert listing(tmp_path) == ["spill"]
 
 
 def test_missing_temp_dir_is_a_clear_error(tmp_path: Path) -> None:
@@ -917,10 +919,19 @@ def test_progress_reports_reading_and_buckets(datasets: dict[str, Dataset]) -> N
 
     events.clear()
     memory = sessionize.run(data.inputs, no_geo=True, buckets=1, progress=events.append)
-    assert {e.stage for e in events} == {"read"}
-    # A first event before anything is read (it starts the rate's clock), then one per file.
-    assert [(e.done, e.total) for e in events] == [(0, 3), (1, 3), (2, 3), (3, 3)]
-    assert events[-1].rows == memory.rows_read
+    # A first event before anything is read (it starts the rate's clock), then one per file; then the
+    # sessions, as one step (the progress does not stop at "reading" for the rest of the run).
+    reads = [(e.stage, e.done, e.total) for e in events]
+    assert reads == [
+        ("read", 0, 3),
+        ("read", 1, 3),
+        ("read", 2, 3),
+        ("read", 3, 3),
+        ("buckets", 0, 1),
+        ("buckets", 1, 1),
+    ]
+    assert events[3].rows == memory.rows_read
+    assert events[-1].rows == memory.events_read
 
 
 def test_progress_counts_windows_as_they_are_read(tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
@@ -1063,7 +1074,7 @@ def test_sigterm_removes_the_temp_files_and_writes_nothing(tmp_path: Path) -> No
     spill.mkdir()
     out = tmp_path / "sessions.parquet"
     script = (
-        "import sys, time, sessionize.pipeline as p\n"
+        "import sys, time, sessionize.partition as p\n"
         "real = p.sessionize_partition\n"
         "def slow(*a, **k):\n"
         "    time.sleep(60)\n"

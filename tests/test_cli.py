@@ -258,7 +258,7 @@ def test_failure_while_writing_keeps_the_old_output_and_leaves_no_temp_file(
         handle.write(b"PAR1 partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sio, "_write", disk_full)
+    monkeypatch.setattr(sio.publish, "serialize", disk_full)
     (workdir / "sessions.parquet").write_bytes(b"old")
 
     result = run_cli(events_csv, "-o", "sessions.parquet")

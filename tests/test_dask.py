@@ -46,8 +46,9 @@ pytest.importorskip(
 )
 import dask  # noqa: E402  (after the skip)
 
-from sessionize import dask_engine  # noqa: E402
 from sessionize.cli import app  # noqa: E402
+from sessionize.engines import dask as dask_engine  # noqa: E402
+from sessionize.partition import PartitionJob  # noqa: E402
 
 CITY_DB = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
 KEY = ["user_id", "session_start", "session_id"]
@@ -190,7 +191,7 @@ def run_dask(
     output_dir: Path | str | None = None,
     **options: Any,
 ) -> dask_engine.DaskOutcome:
-    """run_dask with the options and settings that ``sessionize.run`` builds from the same arguments."""
+    """run_dask with the options and job that ``sessionize.run`` builds from the same arguments."""
     read_options = io.ReadOptions(
         valid_until=VALID_UNTIL,
         on_invalid=on_invalid,  # type: ignore[arg-type]
@@ -201,12 +202,18 @@ def run_dask(
         rules=rules or pipeline.SessionRules(),
         conversion_events=conversion_events,
     )
+    job = PartitionJob(
+        settings=settings,
+        secret=secret,
+        dedupe=options.pop("dedupe", False),
+        exclude_bots=options.pop("exclude_bots", False),
+        dropped=tuple(options.pop("dropped", ())),
+    )
     return dask_engine.run_dask(
         files,
         read_options,
-        settings,
+        job,
         output_dir=output_dir,
-        secret=secret,
         scheduler=scheduler,
         partitions=options.pop("partitions", PARTITIONS),
         partition_rows=PARTITION_ROWS,
@@ -327,8 +334,9 @@ def test_output_dir_holds_one_parquet_file_per_partition(
     target = tmp_path / "sessions"
     local = run_local(inputs, no_geo=True, drop_columns="user_agent,search_term")
     remote = run_dask(inputs, scheduler=scheduler, output_dir=target, dropped=("user_agent", "search_term"))
-    names = sorted(p.name for p in target.iterdir())
+    names = sorted(p.name for p in target.iterdir() if p.name != dask_engine.SUCCESS)
     assert names == [f"part-{n:05d}.parquet" for n in range(PARTITIONS)]
+    assert (target / dask_engine.SUCCESS).is_file()
     assert remote.part_files == [str(target / name) for name in names]
     written = pl.read_parquet(target / "*.parquet")
     assert written.schema == local.sessions.schema
@@ -341,7 +349,7 @@ def test_output_dir_holds_one_parquet_file_per_partition(
     # A second run does not mix its partitions with these.
     with pytest.raises(OutputError, match="not empty"):
         run_dask(inputs, scheduler=scheduler, output_dir=target)
-    assert sorted(p.name for p in target.iterdir()) == names
+    assert sorted(p.name for p in target.iterdir()) == [dask_engine.SUCCESS, *names]
 
 
 def test_a_failed_run_leaves_no_output_dir(bad_inputs: list[Path], scheduler: str, tmp_path: Path) -> None:
@@ -426,7 +434,7 @@ def test_worker_without_the_geo_database(tmp_path: Path, scheduler: str, inputs:
         dask_engine.run_dask(
             inputs,
             options,
-            pipeline.SessionSettings(geo_database=database),
+            PartitionJob(settings=pipeline.SessionSettings(geo_database=database)),
             output_dir=None,
             scheduler=scheduler,
         )
@@ -498,8 +506,8 @@ def test_the_cli_runs_on_the_cluster(inputs: list[Path], scheduler: str, tmp_pat
     ("extra", "message"),
     [
         (["--buckets", "4"], "--buckets cannot be used with --engine dask"),
-        (["--state", "S", "--output-dir", "O"], "--state, --output-dir cannot be used with --engine dask"),
-        (["-o", "-"], "give one with -o DIR"),
+        (["--state", "S", "--output-dir", "O"], "--state cannot be used with --engine dask"),
+        (["-o", "-"], "give a directory with -o DIR"),
     ],
 )
 def test_options_the_dask_engine_refuses(inputs: list[Path], extra: list[str], message: str) -> None:

@@ -21,8 +21,8 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 import sessionize
-from sessionize import incremental
 from sessionize.cli import app
+from sessionize.engines import incremental
 from sessionize.errors import StateLockedError, UsageError
 from tests.conftest import SAMPLE_DATA
 
@@ -294,7 +294,7 @@ def test_a_crash_between_partitions_and_state_is_repaired_by_the_next_run(tmp_pa
     state_before = snapshot(state)
     # Kill -9 right after the partitions are written, before the state is: a real process dies.
     script = (
-        "import os, sessionize.incremental as inc\n"
+        "import os, sessionize.engines.incremental as inc\n"
         "real = inc.save_state\n"
         "def crash(*args, **kwargs): os._exit(137)\n"
         "inc.save_state = crash\n"

@@ -794,7 +794,7 @@ def failing_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[BaseException], 
             handle.write(b"PAR1 half a file")
             raise exc
 
-        monkeypatch.setattr(sio, "_write", write)
+        monkeypatch.setattr(sio.publish, "serialize", write)
 
     return arm
 
