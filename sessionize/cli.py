@@ -209,6 +209,8 @@ def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
                 "files skipped",
                 f"{len(inc.files_skipped):,} already in the state (--reprocess reads them again)",
             )
+        if inc.files_grown:
+            grid.add_row("files grown", f"{len(inc.files_grown):,}: only their new lines were read")
         if inc.late:
             grid.add_row("late events", f"{inc.late:,} rejected (older than --lateness)")
         grid.add_row("open sessions", f"{inc.open_sessions:,} (is_final = false)")
@@ -264,6 +266,8 @@ def _log_json(result: pipeline.RunResult, *, warnings: list[str]) -> None:
         "sessions": result.session_count,
         "users": result.user_count,
         "bot_sessions": result.bot_sessions,
+        # Sessions per IP lookup outcome (resolved, not_found, private, invalid, missing), as the panel.
+        "geo": result.geo_counts,
         "path": result.path_taken,
         "engine": result.engine,
         "output": result.output,
@@ -277,6 +281,7 @@ def _log_json(result: pipeline.RunResult, *, warnings: list[str]) -> None:
         line.update(
             files=inc.files_processed,
             files_skipped=inc.files_skipped,
+            files_grown=inc.files_grown,
             late=inc.late,
             open_sessions=inc.open_sessions,
             partitions=inc.partitions,

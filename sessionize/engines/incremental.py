@@ -196,6 +196,15 @@ _HEAD_BYTES = 4096
 _GROWABLE = ("csv", "tsv", "ndjson", "combined", "common", "log")
 
 
+def _head_of(start: bytes) -> bytes:
+    """A file's head: its first two lines (a CSV's header and first row, a log's first two requests),
+    at most ``_HEAD_BYTES``. A rotated log starts with other requests; an edited file rarely changes there."""
+    start = start[:_HEAD_BYTES]
+    first = start.find(b"\n")
+    second = start.find(b"\n", first + 1) if first >= 0 else -1
+    return start if second < 0 else start[: second + 1]
+
+
 def file_fingerprint(path: str) -> dict[str, Any]:
     """Path, size, SHA-256 and the SHA-256 of the head of an input file: how a re-run recognises it."""
     digest = hashlib.sha256()
@@ -205,6 +214,7 @@ def file_fingerprint(path: str) -> dict[str, Any]:
             if len(head) < _HEAD_BYTES:
                 head += block[: _HEAD_BYTES - len(head)]
             digest.update(block)
+    head = _head_of(head)
     return {
         "path": os.path.abspath(path),
         "size": os.path.getsize(path),

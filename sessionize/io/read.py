@@ -444,10 +444,12 @@ def read_file(
     rejects = _rejects(scan, invalid, malformed, source=source, name=name)
     if rejects is not None and (options.anonymize_ip or options.user_id_secret is not None):
         # The rejects file is an output too: keep personal data out of it as the options say.
+        # A malformed row's raw line may hold anything: it is left out. A row rejected before its
+        # columns were found (a malformed log line) has no address or user id column to hide.
         private = rejects.lazy().drop("raw_line", strict=False)
-        if options.anonymize_ip and columns.ip is not None:
+        if options.anonymize_ip and columns.ip is not None and columns.ip in rejects.columns:
             private = anonymize_ips(private, columns.ip)
-        if options.user_id_secret is not None:
+        if options.user_id_secret is not None and columns.user_id in rejects.columns:
             private = hash_user_ids(private, secret=options.user_id_secret, column=columns.user_id)
         rejects = private.collect(engine="in-memory")
     return FileRead(good, rejects, rows)

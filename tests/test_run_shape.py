@@ -1,0 +1,366 @@
+"""One test per defect that the run's old shape caused where features met (issue 16, "Why").
+
+Each drives the real CLI or ``sessionize.run`` on files on disk and checks what a user sees: the
+summary, the files written, the files left alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+import sessionize
+from sessionize import io as sio
+from sessionize.cli import app
+from sessionize.errors import OutputError, StateError, UsageError
+
+CITY_DB = Path(__file__).resolve().parent / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
+T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+KEYS = ["user_id", "session_start", "session_id"]
+#: Addresses the MaxMind test database locates, one it does not know, and a private one.
+ADDRESSES = ["81.2.69.142", "89.160.20.112", "216.160.83.56", "2.125.160.216", "203.0.113.9", "10.0.0.1"]
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_events(path: Path, start: datetime, users: int = 12, *, bad_row: bool = False) -> Path:
+    """A CSV of page views: every user two visits an hour apart, some users crawlers."""
+    lines = ["user_id,timestamp,url,referrer,ip,user_agent"]
+    for n in range(users):
+        agent = BOT if n % 5 == 0 else BROWSER
+        ip = ADDRESSES[n % len(ADDRESSES)]
+        for visit in range(2):
+            for step in range(3):
+                moment = start + timedelta(hours=visit, minutes=n + step * 4)
+                url = f"https://shop.example/p{step}"
+                referrer = "https://www.google.com/" if step == 0 else url
+                lines.append(f"u{n},{stamp(moment)},{url},{referrer},{ip},{agent}")
+    if bad_row:
+        lines.append(f"u99,not a time,https://shop.example/,,{ADDRESSES[0]},{BROWSER}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def invoke(*args: str | Path, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def summary(result: Any) -> dict[str, Any]:
+    return json.loads(result.stderr.strip().splitlines()[-1])
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# -- incremental runs print every figure of the summary --------------------------------------------
+
+
+def test_incremental_summary_counts_located_sessions_and_bots(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", T0)
+    common = ["--geoip-db", CITY_DB, "--log-format", "json", "--valid-until", "2100-01-01"]
+    whole = invoke("run", events, "-o", tmp_path / "all.parquet", *common)
+    assert whole.exit_code == 0, whole.output
+    cron = invoke("run", events, "--state", tmp_path / "st", "--output-dir", tmp_path / "out", *common)
+    assert cron.exit_code == 0, cron.output
+    expected, got = summary(whole), summary(cron)
+    assert expected["bot_sessions"] == 6 and expected["geo"]["resolved"] > 0
+    for key in ("sessions", "users", "bot_sessions", "geo"):
+        assert got[key] == expected[key], key
+
+
+# -- privacy options with rejected rows --------------------------------------------------------------
+
+ACCESS_LOG = (
+    '83.149.9.216 - - [17/May/2015:10:05:03 +0000] "GET /index.html HTTP/1.1" 200 203023 '
+    '"http://semicomplete.com/" "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_9_1) Firefox/27.0"\n'
+    "this line is not an access log line\n"
+    '83.149.9.216 - - [17/May/2015:10:05:43 +0000] "GET /about.html HTTP/1.1" 200 171717 '
+    '"http://semicomplete.com/index.html" "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_9_1) Firefox/27.0"\n'
+)
+
+
+@pytest.mark.parametrize(
+    "privacy",
+    [["--anonymize-ip"], ["--anonymize-ip=before-geo"], ["--hash-user-ids", "SECRET_FOR_TEST"]],
+    ids=["anonymize", "anonymize-before-geo", "hash-user-ids"],
+)
+def test_privacy_options_with_skipped_malformed_lines(tmp_path: Path, privacy: list[str]) -> None:
+    log = tmp_path / "access.log"
+    log.write_text(ACCESS_LOG, encoding="utf-8")
+    rejects = tmp_path / "rejects.csv"
+    result = invoke(
+        "run", log, "--on-invalid", "skip", "--rejects", rejects, "--no-geo", "-o", tmp_path / "s.parquet",
+        *privacy, env={"SECRET_FOR_TEST": "s3cret"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(tmp_path / "s.parquet").height == 1
+    rejected = pl.read_csv(rejects)
+    assert rejected.height == 1 and rejected.get_column("source_row").to_list() == [2]
+    # The malformed line is kept as read only where it holds no address the options hide.
+    assert "83.149.9.216" not in rejects.read_text(encoding="utf-8")
+
+
+# -- Dask output --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [("-", "must be a directory|give a directory with -o DIR"), ("dask.csv", "not one file")],
+)
+def test_dask_refuses_a_table_output(tmp_path: Path, output: str, message: str) -> None:
+    pytest.importorskip("distributed")
+    events = write_events(tmp_path / "events.csv", T0)
+    os.chdir(tmp_path)
+    result = invoke("run", events, "--engine", "dask", "-o", output, "--no-geo")
+    assert result.exit_code == 2
+    assert pytest.importorskip("re").search(message, " ".join(result.stderr.replace("│", "").split()))
+    assert result.stdout == ""
+    assert listing(tmp_path) == ["events.csv"]
+
+
+def test_dask_refuses_a_piped_stdout(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    events = write_events(tmp_path / "events.csv", T0)
+    # The CLI runner's stdout is not a terminal: as with `sessionize run ... | head`.
+    result = invoke("run", events, "--engine", "dask", "--no-geo")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "directory" in result.stderr
+
+
+def test_dask_parts_are_invisible_until_the_run_publishes(tmp_path: Path) -> None:
+    """A run killed after the workers wrote their parts leaves no part-*.parquet and no _SUCCESS."""
+    pytest.importorskip("distributed")
+    from sessionize.engines import dask as dask_engine
+    from sessionize.partition import PartitionJob
+
+    events = write_events(tmp_path / "events.csv", T0)
+    out = tmp_path / "out"
+    outcome = dask_engine.run_dask(
+        [events],
+        sio.ReadOptions(valid_until=datetime(2100, 1, 1, tzinfo=UTC)),
+        PartitionJob(),
+        output_dir=out,
+        workers=1,
+        publish=False,
+    )
+    assert not list(out.glob("part-*")) and not (out / "_SUCCESS").exists()
+    assert outcome.part_files and all(Path(p).name.startswith(".part-") for p in outcome.part_files)
+    # sessionize report does not read the hidden parts as a table
+    report = invoke("report", out, "-o", tmp_path / "r.html")
+    assert report.exit_code != 0
+    outcome.publish()
+    assert (out / "_SUCCESS").is_file()
+    names = listing(out)
+    assert names[0] == "_SUCCESS" and all(n.startswith("part-") for n in names[1:])
+    assert pl.read_parquet(out / "part-*.parquet").height == outcome.session_count
+
+
+# -- incremental: the state is the last thing written --------------------------------------------
+
+
+def test_a_failed_rejects_write_leaves_the_state_and_the_retry_keeps_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = write_events(tmp_path / "events.csv", T0, bad_row=True)
+    state, out, rejects = tmp_path / "st", tmp_path / "out", tmp_path / "rejects.csv"
+    options: dict[str, Any] = {
+        "state": state, "output_dir": out, "no_geo": True, "on_invalid": "skip", "rejects": rejects,
+        "valid_until": "2100-01-01",
+    }  # fmt: skip
+    real = sio.publish.serialize
+
+    def full_disk(frame: pl.DataFrame, handle: IO[bytes], fmt: str, **kwargs: Any) -> None:
+        if "reject_reason" in frame.columns:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(frame, handle, fmt, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sio.publish, "serialize", full_disk)
+        with pytest.raises(OutputError, match="No space left"):
+            sessionize.run([events], **options)
+    assert not rejects.exists()
+    assert not (state / "CURRENT").exists()
+    assert not list(out.rglob("*.parquet")), "partitions are published with the other outputs"
+    retry = sessionize.run([events], **options)
+    assert retry.incremental is not None and retry.incremental.files_processed == [str(events)]
+    assert pl.read_csv(rejects).height == 1
+
+
+# -- incremental identity -------------------------------------------------------------------------
+
+
+def step(paths: list[Path], state: Path, out: Path, **options: Any) -> sessionize.RunResult:
+    return sessionize.run(
+        paths, state=state, output_dir=out, no_geo=True, valid_until="2100-01-01", **options
+    )
+
+
+def test_two_inputs_with_the_same_content_in_one_run_count_once(tmp_path: Path) -> None:
+    first = write_events(tmp_path / "a.csv", T0)
+    copy = tmp_path / "copy-of-a.csv"
+    copy.write_bytes(first.read_bytes())
+    result = step([first, copy], tmp_path / "st", tmp_path / "out")
+    alone = sessionize.run([first], no_geo=True, valid_until="2100-01-01")
+    assert result.incremental is not None and result.incremental.files_skipped == [str(copy)]
+    assert (result.rows_read, result.events_read, result.session_count) == (
+        alone.rows_read,
+        alone.events_read,
+        alone.session_count,
+    )
+
+
+def test_a_new_state_next_to_a_non_empty_output_dir_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    step([write_events(tmp_path / "a.csv", T0)], tmp_path / "st", out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(StateError, match="already holds sessions"):
+        step([write_events(tmp_path / "b.csv", T0 + timedelta(days=1))], tmp_path / "new-state", out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    result = invoke("run", tmp_path / "b.csv", "--state", tmp_path / "other", "--output-dir", out, "--no-geo")
+    assert result.exit_code != 0
+    assert "already holds sessions" in " ".join(result.stderr.replace("│", "").split())
+
+
+def test_a_grown_log_has_only_its_new_lines_read(tmp_path: Path) -> None:
+    full = write_events(tmp_path / "full.csv", T0, users=10)
+    lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
+    live = tmp_path / "live.csv"
+    live.write_text("".join(lines[:31]), encoding="utf-8")  # the header and 30 events
+    state, out = tmp_path / "st", tmp_path / "out"
+    first = step([live], state, out)
+    assert first.rows_read == 30
+    # The log grows, the last line still being written when the run reads it.
+    live.write_text("".join(lines) + "u3,2024-05-01T1", encoding="utf-8")
+    second = step([live], state, out)
+    assert second.incremental is not None and second.incremental.files_grown == [str(live)]
+    assert second.rows_read == len(lines) - 31
+    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
+    whole = sessionize.run([full], no_geo=True, valid_until="2100-01-01").sessions.sort(KEYS)
+    assert_frame_equal(table, whole)
+    # The partial line is read when it is complete, by the next run.
+    live.write_text(
+        "".join(lines) + f"u3,{stamp(T0 + timedelta(hours=1, minutes=20))},https://shop.example/x,,,\n"
+    )
+    third = step([live], state, out)
+    assert third.rows_read == 1 and third.incremental is not None and third.incremental.files_grown
+
+
+def test_a_grown_log_names_its_real_file_and_line_in_errors(tmp_path: Path) -> None:
+    live = write_events(tmp_path / "live.csv", T0, users=2)
+    state, out = tmp_path / "st", tmp_path / "out"
+    step([live], state, out)
+    old_lines = len(live.read_text(encoding="utf-8").splitlines())
+    with live.open("a", encoding="utf-8") as handle:
+        handle.write(f"u1,{stamp(T0 + timedelta(hours=3))},https://shop.example/,,,\n")
+        handle.write("u1,yesterday,https://shop.example/,,,\n")
+    with pytest.raises(sessionize.InvalidEventsError) as caught:
+        step([live], state, out)
+    assert str(live) in str(caught.value) and f"line {old_lines + 2}" in str(caught.value)
+    result = step([live], state, out, on_invalid="skip", rejects=tmp_path / "rejects.csv")
+    rejected = pl.read_csv(tmp_path / "rejects.csv")
+    assert rejected.select("source_file", "source_row").rows() == [(str(live), old_lines + 2)]
+    assert result.rows_read == 2
+
+
+def test_an_edited_input_is_an_error_unless_reprocessed(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.csv", T0)
+    state, out = tmp_path / "st", tmp_path / "out"
+    step([path], state, out)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("https://shop.example/p2", "https://shop.example/p9"), encoding="utf-8")
+    with pytest.raises(StateError, match=r"changed since it was processed.*--reprocess"):
+        step([path], state, out)
+    again = step([path], state, out, reprocess=True)
+    assert again.incremental is not None and again.incremental.files_processed == [str(path)]
+
+
+def test_a_rotated_log_at_the_same_path_is_read_as_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "access.csv"
+    state, out = tmp_path / "st", tmp_path / "out"
+    write_events(path, T0)
+    step([path], state, out)
+    write_events(path, T0 + timedelta(days=1))  # logrotate: the same name, the next day's lines
+    second = step([path], state, out)
+    assert second.incremental is not None and second.incremental.files_processed == [str(path)]
+    assert second.rows_read == 72
+
+
+# -- nothing is published when one output fails ---------------------------------------------------
+
+
+@pytest.mark.parametrize("failing", ["rejects", "report"])
+def test_a_failing_rejects_or_report_leaves_the_old_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    events = write_events(tmp_path / "events.csv", T0, bad_row=True)
+    table = tmp_path / "sessions.csv"
+    table.write_text("the previous run's table\n", encoding="utf-8")
+    if failing == "rejects":
+        real = sio.publish.serialize
+
+        def full_disk(frame: pl.DataFrame, handle: IO[bytes], fmt: str, **kwargs: Any) -> None:
+            if "reject_reason" in frame.columns:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(frame, handle, fmt, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(sio.publish, "serialize", full_disk)
+    else:
+        from sessionize import report
+
+        def broken(*args: object, **kwargs: object) -> str:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(report, "render_report", broken)
+    result = invoke(
+        "run", events, "-o", table, "--on-invalid", "skip", "--rejects", tmp_path / "rejects.csv",
+        "--report", tmp_path / "report.html", "--no-geo",
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert table.read_text(encoding="utf-8") == "the previous run's table\n"
+    assert listing(tmp_path) == ["events.csv", "sessions.csv"]
+
+
+def test_the_same_path_for_two_outputs_is_refused_before_any_work(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", T0)
+    with pytest.raises(UsageError, match="same"):
+        sessionize.run([events], rejects=tmp_path / "x.csv", report=tmp_path / "x.csv", on_invalid="skip")
+    result = invoke("run", events, "--on-invalid", "skip", "--rejects", "x.html", "--report", "x.html")
+    assert result.exit_code == 2
+    assert listing(tmp_path) == ["events.csv"]
+
+
+# -- streams are written into, never replaced ------------------------------------------------------
+
+
+def test_rejects_to_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv", T0, bad_row=True)
+    fifo = tmp_path / "rejects.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.stdout.buffer.write(open({str(fifo)!r}, 'rb').read())"],
+        stdout=subprocess.PIPE,
+    )
+    result = invoke(
+        "run", events, "--on-invalid", "skip", "--rejects", fifo, "--no-geo", "-o", tmp_path / "s.parquet"
+    )
+    out, _ = reader.communicate(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert fifo.is_fifo()
+    assert b"reject_reason" in out and b"u99" in out
