@@ -7,7 +7,6 @@ as Spark and Hadoop do; one that holds part files without it is refused (see :da
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from sessionize import io
 from sessionize import schema as S
 from sessionize.errors import (
     IncompleteOutputError,
@@ -39,40 +39,33 @@ _PART_FILE = re.compile(r"part-\d{5}.*\.parquet", re.IGNORECASE)
 
 
 def resolve_session_tables(inputs: Sequence[str | Path]) -> list[str]:
-    """Session table files from files, directories (recursively) and glob patterns, in a stable order."""
+    """Session table files from files, directories (recursively) and glob patterns, in a stable order.
+
+    The paths are expanded as ``sessionize run`` expands its inputs (:func:`sessionize.io.resolve_inputs`),
+    keeping the formats that ``run`` writes.
+    """
     if not inputs:
         raise UsageError("No session table given. Pass one or more .parquet, .csv or .ndjson files.")
-    found: list[str] = []
-
-    def supported(path: str) -> bool:
-        return os.path.splitext(path.lower())[1] in _FORMATS
-
     for raw in inputs:
         path = str(raw)
+        if path == io.STDIN:
+            raise UsageError("sessionize report reads session table files, not standard input.")
         if os.path.isdir(path):
             _check_complete(path)
-            names = sorted(glob.glob(os.path.join(glob.escape(path), "**", "*"), recursive=True))
-            matches = [
-                n for n in names if os.path.isfile(n) and supported(n) and os.path.basename(n)[0] != "."
-            ]
-            if not matches:
-                raise NoInputFilesError(f"The directory {path} holds no session tables ({_SUPPORTED}).")
-        elif os.path.isfile(path):
-            if not supported(path):
-                raise UnknownFormatError(
-                    f"Cannot tell the format of {path} from its extension. Session tables are {_SUPPORTED}."
-                )
-            matches = [path]
-        elif glob.has_magic(path):
-            matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m) and supported(m))
-            if not matches:
-                raise NoInputFilesError(f"The pattern {path} matches no session tables ({_SUPPORTED}).")
-        else:
-            raise UnreadableInputError(f"{path}: no such file or directory.")
-        for match in matches:
-            if match not in found:
-                found.append(match)
-    return found
+    try:
+        found = io.resolve_inputs(list(inputs), formats=("parquet", "csv", "ndjson"))
+    except UnknownFormatError as exc:
+        named = str(exc).split(" Supported:")[0]
+        raise UnknownFormatError(f"{named} Session tables are {_SUPPORTED}.") from exc
+    except NoInputFilesError as exc:
+        message = str(exc)
+        verb = "holds" if " holds " in message else "matches"
+        where = message.split(f" {verb} ")[0]
+        raise NoInputFilesError(f"{where} {verb} no session tables ({_SUPPORTED}).") from exc
+    tables = [source.path for source in found if os.path.splitext(source.path.lower())[1] in _FORMATS]
+    if not tables:
+        raise NoInputFilesError(f"No session tables among {', '.join(map(str, inputs))} ({_SUPPORTED}).")
+    return tables
 
 
 def _check_complete(directory: str) -> None:
