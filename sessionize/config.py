@@ -31,6 +31,7 @@ import polars as pl
 
 from sessionize import schema as S
 from sessionize.errors import UsageError
+from sessionize.schema import ColumnNames as ColumnNames
 
 OnInvalid = Literal["fail", "skip"]
 TimeUnit = Literal["s", "ms", "us", "ns"]
@@ -203,29 +204,10 @@ def _path(value: str | Path | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class ColumnNames:
-    """Input column names given by the user (``None``: found by the usual names)."""
-
-    user: str | None = None
-    time: str | None = None
-    url: str | None = None
-    referrer: str | None = None
-    ip: str | None = None
-    event: str | None = None
-    session: str | None = None
-    user_agent: str | None = None
-    event_id: str | None = None
-
-    def column_options(self) -> dict[str, str | None]:
-        """As the keywords of :func:`sessionize.schema.resolve_columns` (``user_col=...``)."""
-        return {f"{f.name}_col": getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-@dataclass(frozen=True)
 class ReadOptions:
     """How to read and validate every input file."""
 
-    columns: ColumnNames = ColumnNames()
+    columns: ColumnNames = field(default_factory=ColumnNames)
     input_format: str | None = None
     time_unit: TimeUnit | None = None
     timezone: str | None = None
@@ -401,17 +383,8 @@ class RunConfig:
         secret = None if hash_user_ids is None else read_secret(hash_user_ids)
         zone = check_timezone(timezone)
         read = ReadOptions(
-            columns=ColumnNames(
-                user=user_col,
-                time=time_col,
-                url=url_col,
-                referrer=referrer_col,
-                ip=ip_col,
-                event=event_col,
-                session=session_col,
-                user_agent=user_agent_col,
-                event_id=event_id_col,
-            ),
+            # The *_col keywords of this signature, as ColumnNames' fields name them.
+            columns=ColumnNames.of(locals()),
             input_format=input_format,
             time_unit=check_time_unit(time_unit),
             timezone=None if timezone is None else zone,

@@ -370,6 +370,28 @@ def process_partition(
     )
 
 
+def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
+    """The step of :func:`process_partition` on a LazyFrame, without the tally: the session table
+    of validated canonical events, for :func:`sessionize.sessionize` (bots left out and columns
+    dropped as the job says)."""
+    events = drop_duplicates_lazy(events, dedupe=job.dedupe)
+    if job.secret is not None:
+        events = hash_user_ids(events, secret=job.secret)
+    settings = job.settings
+    sessions = build_sessions(
+        events,
+        timeout=settings.timeout,
+        geo_database=settings.geo_database,
+        anonymize_ip=settings.anonymize_ip,
+        referers=settings.referers,
+        internal_domains=settings.internal_domains,
+        conversion_events=settings.conversion_events,
+        rules=settings.rules,
+        exclude_bots=job.exclude_bots,
+    )
+    return sessions.drop(*job.dropped)
+
+
 def drop_duplicates_lazy(events: pl.LazyFrame, *, dedupe: bool) -> pl.LazyFrame:
     """:func:`sessionize.io.drop_duplicate_events` on a LazyFrame (for :func:`sessionize.sessionize`)."""
     events = events.filter(pl.col(S.EVENT_ID).is_null() | pl.struct(S.USER, S.EVENT_ID).is_first_distinct())
@@ -390,6 +412,7 @@ __all__ = [
     "build_sessions",
     "default_referers",
     "hash_ids",
+    "process_lazy",
     "process_partition",
     "sessionize_partition",
 ]

@@ -38,10 +38,9 @@ from sessionize.partition import (
     SessionSettings,
     build_sessions,
     default_referers,
-    drop_duplicates_lazy,
+    process_lazy,
     sessionize_partition,
 )
-from sessionize.privacy import hash_user_ids
 
 __all__ = [
     "PREVIEW_ROWS",
@@ -141,7 +140,7 @@ def sessionize(
     read = config.read
     frame = events.lazy()
     columns = S.resolve_columns(
-        frame.collect_schema().names(), source="The events frame", **read.column_options()
+        frame.collect_schema().names(), source="The events frame", columns=read.columns
     )
     prepare = functools.partial(
         prepare_events,
@@ -155,22 +154,7 @@ def sessionize(
     invalid = checked.filter(pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()).collect(engine="in-memory")
     check_events(invalid, source="The events frame", columns=columns, where=lambda row: f"row index {row}")
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
-    prepared = drop_duplicates_lazy(prepare(), dedupe=job.dedupe)
-    if job.secret is not None:
-        prepared = hash_user_ids(prepared, secret=job.secret)
-    settings = job.settings
-    sessions = build_sessions(
-        prepared,
-        timeout=settings.timeout,
-        geo_database=settings.geo_database,
-        anonymize_ip=settings.anonymize_ip,
-        referers=settings.referers,
-        internal_domains=settings.internal_domains,
-        conversion_events=settings.conversion_events,
-        rules=settings.rules,
-        exclude_bots=job.exclude_bots,
-    )
-    return sessions.drop(*job.dropped)
+    return process_lazy(prepare(), job)
 
 
 def _peak_memory_mib() -> float:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
 import polars as pl
@@ -74,16 +74,43 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 #: The CLI flag that names each input column.
+
+
+@dataclass(frozen=True)
+class ColumnNames:
+    """Input column names given by the user (``None``: found by the usual names), one field a role.
+
+    Each field is the flag ``--<field>-col`` of ``sessionize run`` and the keyword ``<field>_col``
+    of the Python API; this class is the one list of them.
+    """
+
+    user: str | None = field(default=None, metadata={"role": USER})
+    time: str | None = field(default=None, metadata={"role": TIME})
+    url: str | None = field(default=None, metadata={"role": URL})
+    referrer: str | None = field(default=None, metadata={"role": REFERRER})
+    ip: str | None = field(default=None, metadata={"role": IP})
+    event: str | None = field(default=None, metadata={"role": EVENT})
+    session: str | None = field(default=None, metadata={"role": CLIENT_SESSION})
+    user_agent: str | None = field(default=None, metadata={"role": USER_AGENT})
+    event_id: str | None = field(default=None, metadata={"role": EVENT_ID})
+
+    @classmethod
+    def of(cls, options: Mapping[str, object]) -> ColumnNames:
+        """From the ``*_col`` keywords among ``options`` (others are ignored)."""
+        return cls(**{f.name: options.get(f"{f.name}_col") for f in fields(cls)})  # type: ignore[arg-type]
+
+    def column_options(self) -> dict[str, str | None]:
+        """As keywords: ``{"user_col": ..., ...}``."""
+        return {f"{f.name}_col": getattr(self, f.name) for f in fields(self)}
+
+    def by_role(self) -> dict[str, str | None]:
+        """The given names by canonical role (``user_id``, ``timestamp``, ...)."""
+        return {f.metadata["role"]: getattr(self, f.name) for f in fields(self)}
+
+
+#: The flag that names each role's column (``--user-col``).
 COLUMN_FLAGS: dict[str, str] = {
-    USER: "--user-col",
-    TIME: "--time-col",
-    URL: "--url-col",
-    REFERRER: "--referrer-col",
-    IP: "--ip-col",
-    EVENT: "--event-col",
-    CLIENT_SESSION: "--session-col",
-    EVENT_ID: "--event-id-col",
-    USER_AGENT: "--user-agent-col",
+    f.metadata["role"]: f"--{f.name.replace('_', '-')}-col" for f in fields(ColumnNames)
 }
 
 #: The canonical events frame that the core works on (output of ``prepare_events``).
@@ -245,32 +272,19 @@ def resolve_columns(
     available: Sequence[str],
     *,
     source: str = "the input",
-    user_col: str | None = None,
-    time_col: str | None = None,
-    url_col: str | None = None,
-    referrer_col: str | None = None,
-    ip_col: str | None = None,
-    event_col: str | None = None,
-    session_col: str | None = None,
-    event_id_col: str | None = None,
-    user_agent_col: str | None = None,
+    columns: ColumnNames | None = None,
+    **named: str | None,
 ) -> ColumnMap:
     """Find the input column for each role, from the explicit names or the known aliases.
 
+    The explicit names come as ``columns`` or as the ``*_col`` keywords (``user_col="uid"``).
     Raises :class:`MissingColumnError` when a named column does not exist, or when no user id or
     timestamp column can be found.
     """
-    explicit = {
-        USER: user_col,
-        TIME: time_col,
-        URL: url_col,
-        REFERRER: referrer_col,
-        IP: ip_col,
-        EVENT: event_col,
-        CLIENT_SESSION: session_col,
-        EVENT_ID: event_id_col,
-        USER_AGENT: user_agent_col,
-    }
+    unknown = sorted(set(named) - set(ColumnNames().column_options()))
+    if unknown:
+        raise TypeError(f"resolve_columns() got unexpected keyword arguments: {', '.join(unknown)}")
+    explicit = (columns or ColumnNames.of(named)).by_role()
     by_norm: dict[str, str] = {}
     for name in available:
         by_norm.setdefault(_norm(name), name)

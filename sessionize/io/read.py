@@ -10,10 +10,10 @@ import os
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -22,7 +22,7 @@ from sessionize.accesslog import (
     detect_log_format,
     parse_access_log,
 )
-from sessionize.config import ColumnNames, ReadOptions
+from sessionize.config import ReadOptions, RunConfig
 from sessionize.errors import (
     MalformedRowsError,
     UnknownFormatError,
@@ -37,7 +37,6 @@ from sessionize.normalize import (
     REASON,
     ROW,
     SKIP_HINT,
-    TimeUnit,
     check_events,
     invalid_reason,
     prepare_events,
@@ -404,7 +403,7 @@ def read_file(
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
     if not available:
         return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), None, 0)  # an empty file holds no events
-    columns = S.resolve_columns(available, source=name, **options.column_options())
+    columns = S.resolve_columns(available, source=name, columns=options.columns)
     events = prepare_events(
         scan,
         columns=columns,
@@ -662,39 +661,14 @@ def read_inputs(
 
 
 def read_events(
-    paths: Sequence[str | Path | InputFile],
-    *,
-    input_format: str | None = None,
-    user_col: str | None = None,
-    time_col: str | None = None,
-    url_col: str | None = None,
-    referrer_col: str | None = None,
-    ip_col: str | None = None,
-    event_col: str | None = None,
-    session_col: str | None = None,
-    time_unit: TimeUnit | None = None,
-    timezone: str | None = None,
-    pageview_events: Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+    paths: Sequence[str | Path | InputFile], *, input_format: str | None = None, **options: Any
 ) -> pl.DataFrame:
     """Read every input into one canonical events frame, in input order; raise on invalid rows.
 
     ``paths`` are files, directories, glob patterns, ``-`` for CSV on stdin, or already resolved
-    :class:`InputFile` objects (see :func:`resolve_inputs`). :func:`read_inputs` does the same with
-    every option of ``sessionize run`` and returns rejected rows and counts too.
+    :class:`InputFile` objects (see :func:`resolve_inputs`). ``options`` are the reading options of
+    ``sessionize run`` (``user_col``, ``time_unit``, ``timezone``, ``pageview_events``, ...).
+    :func:`read_inputs` does the same and returns rejected rows and counts too.
     """
-    columns = ColumnNames(
-        user=user_col,
-        time=time_col,
-        url=url_col,
-        referrer=referrer_col,
-        ip=ip_col,
-        event=event_col,
-        session=session_col,
-    )
-    options = ReadOptions(
-        columns=columns,
-        time_unit=time_unit,
-        timezone=timezone,
-        pageview_events=tuple(pageview_events),
-    )
-    return read_inputs(paths, options, input_format=input_format).events
+    read = RunConfig.from_options(**options).read
+    return read_inputs(paths, read, input_format=input_format).events
