@@ -1,0 +1,175 @@
+"""The run config: one constructor from the flat options, one from TOML, checks before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import sessionize
+from sessionize.config import OPTION_NAMES, RunConfig
+from sessionize.errors import UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "sample_data" / "events.csv"
+KEYS = ["user_id", "session_start", "session_id"]
+
+
+def test_groups_hold_the_parsed_values() -> None:
+    config = RunConfig.from_options(
+        user_col="uid",
+        timeout="45m",
+        anonymize_ip=True,
+        drop_columns="ip, user_agent",
+        state="st",
+        output_dir="out",
+        lateness="2h",
+        memory_limit="1GiB",
+        conversion_events="purchase,signup",
+    )
+    assert config.read.columns.user == "uid"
+    assert config.read.column_options()["user_col"] == "uid"
+    assert config.session.timeout == timedelta(minutes=45)
+    assert config.session.conversion_events == ("purchase", "signup")
+    assert config.privacy.anonymize_ip == "after-geo"
+    assert config.privacy.drop_columns == ("ip", "user_agent")
+    assert config.engine.memory_limit == 1 << 30
+    assert config.incremental is not None and config.incremental.lateness == timedelta(hours=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.session.timeout = timedelta(1)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rejects": "r.csv"}, "--rejects needs --on-invalid skip"),
+        ({"state": "st"}, "--state and --output-dir go together"),
+        ({"reprocess": True}, "--reprocess goes with --state"),
+        ({"timezone": "Mars/Olympus"}, "Mars/Olympus"),
+        ({"timeout": "soon"}, "--timeout"),
+        ({"on_invalid": "skip", "rejects": "x.csv", "report": "x.csv"}, "same file"),
+        ({"output": "x.csv", "report": "./x.csv"}, "same file"),
+        ({"engine": "spark"}, "--engine"),
+        ({"buckets": 0}, "--buckets"),
+        ({"hash_user_ids": "SESSIONIZE_TEST_NO_SUCH_VARIABLE"}, "SESSIONIZE_TEST_NO_SUCH_VARIABLE"),
+    ],
+)
+def test_every_check_happens_before_any_file_or_database_is_opened(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    # A GeoIP database that does not exist and an input that does not exist: neither is looked at.
+    with pytest.raises(UsageError, match=message):
+        sessionize.run([tmp_path / "missing.csv"], geoip_db=tmp_path / "missing.mmdb", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_fingerprint_follows_the_options_that_change_sessions() -> None:
+    base = RunConfig.from_options(state="st", output_dir="out")
+    prints = base.fingerprint()
+    # The keys states have been written with since the first incremental release.
+    assert {"timeout", "max_session_length", "split_on_campaign", "split_at_midnight", "timezone"} <= set(
+        prints
+    )
+    assert {
+        "pageview_events",
+        "conversion_events",
+        "internal_domains",
+        "anonymize_ip",
+        "hash_user_ids",
+    } <= set(prints)
+    assert {"drop_columns", "dedupe", "exclude_bots", "lateness"} <= set(prints)
+    changed = {
+        "timeout": "10m",
+        "split_at_midnight": True,
+        "dedupe": True,
+        "exclude_bots": True,
+        "anonymize_ip": True,
+        "drop_columns": "search_term",
+        "internal_domains": "shop.example",
+        "lateness": "1h",
+        "pageview_events": "pv",
+    }
+    for name, value in changed.items():
+        other = RunConfig.from_options(state="st", output_dir="out", **{name: value}).fingerprint()
+        assert other != prints, name
+    # Where the outputs go, and which database edition locates addresses, do not change sessions' identity.
+    same = RunConfig.from_options(state="st", output_dir="elsewhere", geoip_db="new.mmdb", rejects=None)
+    assert same.fingerprint() == prints
+
+
+def test_the_secret_is_not_in_the_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "correct horse battery staple")
+    config = RunConfig.from_options(hash_user_ids="SESSIONIZE_TEST_SECRET", state="st", output_dir="out")
+    assert "correct horse" not in repr(config)
+    assert all("correct horse" not in value for value in config.fingerprint().values())
+
+
+def test_toml_gives_the_same_config_as_the_flat_options(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[run]\ninputs = ["a.csv", "b.csv"]\ntimeout = "20m"\nuser-col = "uid"\nexclude_bots = true\n'
+        'drop-columns = ["ip"]\nvalid-until = "2100-01-01"\n',
+        encoding="utf-8",
+    )
+    inputs, config = RunConfig.from_toml(path)
+    assert inputs == ["a.csv", "b.csv"]
+    flat = {"timeout": "20m", "user_col": "uid", "exclude_bots": True, "drop_columns": ["ip"]}
+    assert config == RunConfig.from_options(**flat, valid_until="2100-01-01")  # type: ignore[arg-type]
+    # Flat options given beside the file win.
+    _, overridden = RunConfig.from_toml(path, timeout="5m")
+    assert overridden.session.timeout == timedelta(minutes=5)
+    path.write_text('[run]\ntimeuot = "20m"\n', encoding="utf-8")
+    with pytest.raises(UsageError, match="unknown option 'timeuot'"):
+        RunConfig.from_toml(path)
+
+
+def test_option_names_are_the_cli_flags() -> None:
+    import typer.main
+
+    from sessionize.cli import app
+
+    command = typer.main.get_command(app)
+    run = command.commands["run"]  # type: ignore[attr-defined]
+    flags = {p.name for p in run.params}
+    missing = sorted(set(OPTION_NAMES) - flags)
+    assert missing == [], f"options of RunConfig.from_options without a flag: {missing}"
+
+
+def test_run_with_a_config_equals_run_with_flat_options() -> None:
+    options = {"timeout": "20m", "no_geo": True, "exclude_bots": True, "dedupe": True}
+    flat = sessionize.run([EVENTS], **options)  # type: ignore[arg-type]
+    given = sessionize.run([EVENTS], config=RunConfig.from_options(**options))  # type: ignore[arg-type]
+    assert_frame_equal(flat.sessions.sort(KEYS), given.sessions.sort(KEYS))
+    assert (flat.session_count, flat.bot_sessions_excluded) == (
+        given.session_count,
+        given.bot_sessions_excluded,
+    )
+    with pytest.raises(UsageError, match="not both"):
+        sessionize.run([EVENTS], config=RunConfig(), timeout="10m")
+
+
+def test_sessionize_takes_every_option_that_applies_to_a_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cret")
+    frame = pl.read_csv(EVENTS)
+    options = {
+        "no_geo": True,
+        "dedupe": True,
+        "exclude_bots": True,
+        "hash_user_ids": "SESSIONIZE_TEST_SECRET",
+        "anonymize_ip": True,
+        "drop_columns": "search_term",
+        "split_at_midnight": True,
+    }
+    table = sessionize.sessionize(frame, **options).collect()  # type: ignore[arg-type]
+    whole = sessionize.run([EVENTS], **options)  # type: ignore[arg-type]
+    assert "search_term" not in table.columns
+    assert not table.get_column("is_bot").any()
+    assert_frame_equal(table.sort(KEYS), whole.sessions.sort(KEYS))
+    raw_users = set(frame.get_column("user_id").cast(pl.String))
+    assert raw_users.isdisjoint(set(table.get_column("user_id")))
+    with pytest.raises(UsageError, match="options for files, not frames"):
+        sessionize.sessionize(frame, output="x.parquet")
