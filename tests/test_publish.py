@@ -1,0 +1,201 @@
+"""All-or-nothing outputs on hostile targets: devices, pipes, symlinks, full disks, closed readers.
+
+The CLI runs in a real subprocess here: what matters is the file descriptors and the exit status
+a cron job or a shell pipeline sees.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sessionize import io as sio
+from sessionize.errors import OutputError
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "sample_data" / "events.csv"
+BAD_ROW = "u-bad,not a timestamp,https://shop.example/\n"
+
+
+def cli(
+    *args: str | Path, stdout: int | None = subprocess.PIPE, env: dict[str, str] | None = None, **kw: object
+):
+    return subprocess.run(
+        [sys.executable, "-m", "sessionize", *map(str, args)],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=120,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def events_with_a_bad_row(tmp_path: Path) -> Path:
+    path = tmp_path / "events.csv"
+    path.write_text(EVENTS.read_text(encoding="utf-8") + BAD_ROW, encoding="utf-8")
+    return path
+
+
+def test_a_symlink_to_dev_null_stays_a_symlink_to_a_device(
+    tmp_path: Path, events_with_a_bad_row: Path
+) -> None:
+    link = tmp_path / "rejects.csv"
+    link.symlink_to("/dev/null")
+    done = cli(
+        "run",
+        events_with_a_bad_row,
+        "--no-geo",
+        "--on-invalid",
+        "skip",
+        "--rejects",
+        link,
+        "-o",
+        tmp_path / "s.csv",
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert link.is_symlink() and os.readlink(link) == "/dev/null"
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv", "rejects.csv", "s.csv"]
+
+
+def test_a_symlink_to_a_regular_file_is_kept_and_its_target_replaced(tmp_path: Path) -> None:
+    real = tmp_path / "data" / "sessions.csv"
+    real.parent.mkdir()
+    real.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(real)
+    done = cli("run", EVENTS, "--no-geo", "-o", link)
+    assert done.returncode == 0, done.stderr.decode()
+    assert link.is_symlink()
+    assert pl.read_csv(real).height == 964
+
+
+@pytest.mark.parametrize("unbuffered", [True, False], ids=["unbuffered", "buffered"])
+def test_stdout_on_a_full_device_is_an_error(unbuffered: bool) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "wb") as full:
+        done = cli(
+            "run",
+            EVENTS,
+            "--no-geo",
+            stdout=full.fileno(),
+            env={"PYTHONUNBUFFERED": "1"} if unbuffered else {},
+        )
+    assert done.returncode != 0
+    assert b"No space left" in done.stderr
+    assert b'"status": "ok"' not in done.stderr
+
+
+def test_an_output_on_a_full_device_is_an_error(tmp_path: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    done = cli("run", EVENTS, "--no-geo", "-o", "/dev/full", "--format", "csv")
+    assert done.returncode != 0
+    assert b"No space left" in done.stderr
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_a_reader_that_stops_early_is_an_error_not_a_short_table() -> None:
+    """``run | (sleep 1; head -c 100)``: the table does not fit in the pipe; exit status says so."""
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; time.sleep(1); sys.stdout.buffer.write(sys.stdin.buffer.read(100))",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert reader.stdin is not None
+    done = cli("run", EVENTS, "--no-geo", stdout=reader.stdin.fileno(), env={"PYTHONUNBUFFERED": "1"})
+    reader.stdin.close()
+    reader.stdin = None
+    got, _ = reader.communicate(timeout=30)
+    assert len(got) == 100
+    assert done.returncode != 0
+    assert b"closed the pipe" in done.stderr or b"Broken pipe" in done.stderr
+    assert b'"status": "ok"' not in done.stderr
+
+
+def test_stdout_gets_the_whole_table() -> None:
+    done = cli("run", EVENTS, "--no-geo", env={"PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.count(b"\n") == 965  # the header and 964 sessions
+
+
+def test_short_writes_are_resumed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A device that takes a few bytes a call (an unbuffered stdout on a slow pipe) gets them all."""
+    target = tmp_path / "out.fifo"
+    os.mkfifo(target)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.stdout.buffer.write(open({str(target)!r}, 'rb').read())"],
+        stdout=subprocess.PIPE,
+    )
+    real = os.write
+    calls = []
+
+    def trickle(fd: int, data: bytes | memoryview) -> int:
+        calls.append(len(data))
+        return real(fd, bytes(data[:7]))
+
+    monkeypatch.setattr(sio.publish.os, "write", trickle)
+    with sio.Publication() as outputs:
+        outputs.write_bytes(str(target), b"x" * 1000)
+        outputs.publish_all()
+    got, _ = reader.communicate(timeout=30)
+    assert got == b"x" * 1000
+    assert len(calls) >= 1000 // 7
+
+
+def test_a_device_that_takes_nothing_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    target = tmp_path / "out.fifo"
+    os.mkfifo(target)
+    reader = subprocess.Popen([sys.executable, "-c", f"open({str(target)!r}, 'rb').read()"])
+    monkeypatch.setattr(sio.publish.os, "write", lambda fd, data: 0)
+    with pytest.raises(OutputError, match="accepted no more bytes"), sio.Publication() as outputs:
+        outputs.write_bytes(str(target), b"x" * 10)
+        outputs.publish_all()
+    reader.wait(timeout=30)
+
+
+def test_nothing_is_published_when_one_output_fails(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    second.write_text("old\n", encoding="utf-8")
+    with pytest.raises(RuntimeError), sio.Publication() as outputs:
+        outputs.write_table(pl.DataFrame({"x": [1]}), str(first))
+        outputs.write_table(pl.DataFrame({"x": [2]}), str(second))
+        raise RuntimeError("the report failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.csv"]
+    assert second.read_text(encoding="utf-8") == "old\n"
+
+
+def test_one_target_twice_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="two outputs"), sio.Publication() as outputs:
+        outputs.write_bytes(str(tmp_path / "x.html"), b"a")
+        outputs.write_bytes(str(tmp_path / "." / "x.html"), b"b")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_target_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="is a directory"), sio.Publication() as outputs:
+        outputs.write_bytes(str(tmp_path), b"a")
+
+
+def test_an_enospc_while_writing_names_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sio.publish, "serialize", full)
+    with pytest.raises(OutputError, match=r"sessions\.parquet: No space left"):
+        sio.write_sessions(pl.DataFrame({"x": [1]}), str(tmp_path / "sessions.parquet"))
+    assert list(tmp_path.iterdir()) == []
