@@ -38,6 +38,22 @@ def cli(
     )
 
 
+def require_dev_full() -> None:
+    """Skip where /dev/full does not fail writes with ENOSPC (missing, or emulated by a sandbox)."""
+    try:
+        fd = os.open("/dev/full", os.O_WRONLY)
+    except OSError:
+        pytest.skip("no /dev/full on this system")
+    try:
+        os.write(fd, b"x")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            return
+    finally:
+        os.close(fd)
+    pytest.skip("/dev/full accepts writes here (a sandbox's emulation)")
+
+
 @pytest.fixture
 def events_with_a_bad_row(tmp_path: Path) -> Path:
     path = tmp_path / "events.csv"
@@ -81,8 +97,7 @@ def test_a_symlink_to_a_regular_file_is_kept_and_its_target_replaced(tmp_path: P
 
 @pytest.mark.parametrize("unbuffered", [True, False], ids=["unbuffered", "buffered"])
 def test_stdout_on_a_full_device_is_an_error(unbuffered: bool) -> None:
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full on this system")
+    require_dev_full()
     with open("/dev/full", "wb") as full:
         done = cli(
             "run",
@@ -97,8 +112,7 @@ def test_stdout_on_a_full_device_is_an_error(unbuffered: bool) -> None:
 
 
 def test_an_output_on_a_full_device_is_an_error(tmp_path: Path) -> None:
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full on this system")
+    require_dev_full()
     done = cli("run", EVENTS, "--no-geo", "-o", "/dev/full", "--format", "csv")
     assert done.returncode != 0
     assert b"No space left" in done.stderr
@@ -199,3 +213,66 @@ def test_an_enospc_while_writing_names_the_output(tmp_path: Path, monkeypatch: p
     with pytest.raises(OutputError, match=r"sessions\.parquet: No space left"):
         sio.write_sessions(pl.DataFrame({"x": [1]}), str(tmp_path / "sessions.parquet"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_on_stdout_to_a_full_device_is_an_error(tmp_path: Path) -> None:
+    require_dev_full()
+    table = tmp_path / "sessions.parquet"
+    assert cli("run", EVENTS, "--no-geo", "-o", table).returncode == 0
+    with open("/dev/full", "wb") as full:
+        done = cli("report", table, "-o", "-", stdout=full.fileno(), env={"PYTHONUNBUFFERED": "1"})
+    assert done.returncode != 0
+    assert b"No space left" in done.stderr
+
+
+def test_a_report_to_a_reader_that_stops_early_is_an_error(tmp_path: Path) -> None:
+    table = tmp_path / "sessions.parquet"
+    assert cli("run", EVENTS, "--no-geo", "-o", table).returncode == 0
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; time.sleep(1); sys.stdout.buffer.write(sys.stdin.buffer.read(100))",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert reader.stdin is not None
+    done = cli("report", table, "-o", "-", stdout=reader.stdin.fileno(), env={"PYTHONUNBUFFERED": "1"})
+    reader.stdin.close()
+    reader.stdin = None
+    got, _ = reader.communicate(timeout=30)
+    assert len(got) == 100
+    assert done.returncode != 0
+
+
+def _small_disk() -> None:
+    """In the child: files may not grow past 20 kB (a full disk for every regular file it writes)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+
+@pytest.mark.parametrize("unbuffered", [True, False], ids=["unbuffered", "buffered"])
+def test_stdout_redirected_to_a_file_on_a_full_disk_is_an_error(tmp_path: Path, unbuffered: bool) -> None:
+    """``sessionize run ev.csv > /small-disk/x.csv``: never a cut table with exit status 0."""
+    target = tmp_path / "x.csv"
+    with open(target, "wb") as handle:
+        done = cli(
+            "run", EVENTS, "--no-geo", "--log-format", "json", stdout=handle.fileno(), preexec_fn=_small_disk,
+            env={"PYTHONUNBUFFERED": "1"} if unbuffered else {},
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert b'"status": "error"' in done.stderr
+    assert b'"status": "ok"' not in done.stderr
+
+
+def test_an_output_file_on_a_full_disk_is_an_error_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "sessions.csv"
+    target.write_text("the previous table\n", encoding="utf-8")
+    done = cli("run", EVENTS, "--no-geo", "-o", target, preexec_fn=_small_disk)
+    assert done.returncode != 0
+    assert target.read_text(encoding="utf-8") == "the previous table\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.csv"]

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from sessionize.errors import OutputError, UnreadableInputError, UsageError
-from sessionize.io import write_atomically
+from sessionize.io import Publication
 from sessionize.report.aggregate import DEFAULT_TOP, ReportData, aggregate_sessions, parse_date_bound
 from sessionize.report.columns import RANKINGS
 from sessionize.report.render import DEFAULT_TITLE, render_report
@@ -89,15 +88,12 @@ def write_report(
     target = check_report_output(output, sources)
     data = _collect(lambda: aggregate_sessions(sessions, date_from=start, date_to=end, top=top), sources)
     page = render_report(data, title=title, sources=sources)
-    if target == STDOUT:
-        encoded = page.encode("utf-8")
-        sys.stdout.buffer.write(encoded)
-        sys.stdout.buffer.flush()
-        size = len(encoded)
-    else:
-        encoded = page.encode("utf-8")
-        write_atomically(target, lambda handle: handle.write(encoded))
-        size = len(encoded)
+    encoded = page.encode("utf-8")
+    # Files by rename, stdout and devices by a checked copy: never a truncated page with success.
+    with Publication() as publication:
+        publication.write_bytes(target, encoded)
+        publication.publish_all()
+    size = len(encoded)
     return ReportResult(
         output=target,
         data=data,
