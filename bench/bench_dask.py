@@ -6,7 +6,7 @@ Usage (from the repository root)::
     python bench/bench_dask.py --events 10000000 --repeat 2 --geo --json bench/results/dask_10m.json
 
 Each round runs, as child processes, ``sessionize run INPUT.parquet -o OUT.parquet -q`` (the local
-engine) and a child that sessionizes the same file with :func:`sessionize.dask_engine.run_dask` on a
+engine) and a child that sessionizes the same file with :func:`sessionize.engines.dask.run_dask` on a
 new :class:`distributed.LocalCluster` (``--workers`` processes, default one per CPU) into a directory
 of Parquet partitions, the cluster's start and stop included. Both use ``--no-geo``, and with
 ``--geo`` also the default GeoIP database (DB-IP City Lite). The table shows the median wall time,
@@ -69,8 +69,10 @@ class Case:
 
 def child(input_path: str, output_dir: str, *, workers: int | None, geo: bool, partition_rows: int) -> None:
     """The Dask side, in its own process: a local cluster, one run, the figures as JSON on stdout."""
-    from sessionize import dask_engine, io, pipeline
     from sessionize import geo as geo_module
+    from sessionize import io, pipeline
+    from sessionize.engines import dask as dask_engine
+    from sessionize.partition import PartitionJob
 
     stages: dict[str, float] = {}
     last = time.perf_counter()
@@ -92,7 +94,7 @@ def child(input_path: str, output_dir: str, *, workers: int | None, geo: bool, p
         outcome = dask_engine.run_dask(
             [input_path],
             options,
-            settings,
+            PartitionJob(settings=settings),
             output_dir=output_dir,
             scheduler=client.scheduler_info()["address"],
             partition_rows=partition_rows,
