@@ -268,6 +268,8 @@ class OutputOptions:
     format: str | None = None
     rejects: str | None = None
     report: str | None = None
+    #: CSV outputs (the table and the rejects) with formula-leading values neutralised for spreadsheets.
+    csv_safe: bool = False
 
     def targets(self) -> dict[str, str]:
         """The file outputs by option name (stdout excluded)."""
@@ -351,6 +353,7 @@ class RunConfig:
         visitor_key: str = DEFAULT_VISITOR_KEY,
         asset_pattern: str = DEFAULT_ASSET_PATTERN,
         report: str | Path | None = None,
+        csv_safe: bool = False,
         memory_limit: str | int | None = None,
         buckets: int | None = None,
         temp_dir: str | Path | None = None,
@@ -422,7 +425,11 @@ class RunConfig:
             exclude_bots=exclude_bots,
         )
         outputs = OutputOptions(
-            output=_path(output), format=format, rejects=_path(rejects), report=_path(report)
+            output=_path(output),
+            format=format,
+            rejects=_path(rejects),
+            report=_path(report),
+            csv_safe=csv_safe,
         )
         _check_distinct_outputs(outputs)
         engines = EngineOptions(

@@ -260,7 +260,7 @@ def run(
     database = _geo_database(config)
     job = PartitionJob.of(config, geo_database=database, referers=_referers(config))
     notify = progress or (lambda event: None)
-    with io.Publication() as outputs:
+    with io.Publication(csv_safe=config.output.csv_safe) as outputs:
         outcome = engine.run(files, config, job, outputs, notify)
         try:
             written = _write_outputs(outcome, config, outputs)

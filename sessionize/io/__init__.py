@@ -50,6 +50,7 @@ from sessionize.io.write import (
     PARQUET_COMPRESSION,
     PARQUET_COMPRESSION_LEVEL,
     check_output,
+    csv_safe,
     serialize,
     write_parquet,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "Window",
     "can_window",
     "check_output",
+    "csv_safe",
     "drop_duplicate_events",
     "empty_rejects",
     "estimate_rows",

@@ -161,9 +161,10 @@ class PendingOutput:
 class TableSink:
     """A session table appended part by part to one pending output (Parquet: one row group a part)."""
 
-    def __init__(self, pending: PendingOutput, format: OutputFormat) -> None:
+    def __init__(self, pending: PendingOutput, format: OutputFormat, *, safe: bool = False) -> None:
         self.pending = pending
         self.format: OutputFormat = format
+        self.safe = safe
         self._parts = 0
         self._schema: dict[str, pl.DataType] | None = None
         self._parquet: Any = None
@@ -189,7 +190,7 @@ class TableSink:
                     )
                 self._parquet.write_table(table)
             else:
-                serialize(frame, handle, self.format, header=not self._parts)
+                serialize(frame, handle, self.format, header=not self._parts, safe=self.safe)
         except OSError as exc:
             raise self.pending.error(exc) from exc
         self._parts += 1
@@ -208,7 +209,9 @@ class TableSink:
 class Publication:
     """The outputs of one run, published together by :meth:`publish_all` or discarded together."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, csv_safe: bool = False) -> None:
+        #: Whether CSV tables are written with formula-leading values neutralised (``--csv-safe``).
+        self.csv_safe = csv_safe
         self._pending: list[PendingOutput] = []
         self._deferred: list[tuple[Callable[[], None], Callable[[], None]]] = []
         self.published = False
@@ -236,7 +239,7 @@ class Publication:
         fmt = output_format_of(target, format)
         pending = self.open(target)
         try:
-            serialize(frame, pending.handle, fmt)
+            serialize(frame, pending.handle, fmt, safe=self.csv_safe)
         except OSError as exc:
             raise pending.error(exc) from exc
         return fmt
@@ -244,7 +247,7 @@ class Publication:
     def sink(self, target: str, *, format: str | None = None) -> TableSink:
         """A table written part by part (see :class:`TableSink`)."""
         fmt = output_format_of(target, format)
-        return TableSink(self.open(target), fmt)
+        return TableSink(self.open(target), fmt, safe=self.csv_safe)
 
     def write_bytes(self, target: str, data: bytes) -> None:
         pending = self.open(target)
@@ -293,9 +296,12 @@ def write_atomically(output: str | Path, write: Callable[[IO[bytes]], object]) -
         publication.publish_all()
 
 
-def write_sessions(frame: pl.DataFrame, output: str, *, format: str | None = None) -> OutputFormat:
-    """Write ``frame`` to ``output`` (``-`` for stdout) all or nothing; returns the format written."""
-    with Publication() as publication:
+def write_sessions(
+    frame: pl.DataFrame, output: str, *, format: str | None = None, csv_safe: bool = False
+) -> OutputFormat:
+    """Write ``frame`` to ``output`` (``-`` for stdout) all or nothing; returns the format written.
+    ``csv_safe`` neutralises formula-leading values in a CSV file (see :func:`sessionize.io.csv_safe`)."""
+    with Publication(csv_safe=csv_safe) as publication:
         fmt = publication.write_table(frame, output, format=format)
         publication.publish_all()
     return fmt

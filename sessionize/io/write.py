@@ -39,12 +39,36 @@ def write_parquet(frame: pl.DataFrame, target: str | Path | IO[bytes]) -> None:
     frame.write_parquet(target, compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL)
 
 
-def serialize(frame: pl.DataFrame, handle: IO[bytes], fmt: OutputFormat, *, header: bool = True) -> None:
-    """``frame`` into ``handle`` as ``fmt`` (``header``: CSV's header row, off for appended parts)."""
+#: What a spreadsheet takes for the start of a formula (OWASP's list for CSV injection).
+FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_PATTERN: Final = r"^[=+\-@\t\r]"
+
+
+def csv_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text values that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``@SUM(...)``, ``+1``,
+    ``-2``, a leading tab or carriage return), prefixed with ``'`` as OWASP advises; other values as
+    they are. For CSV files people open in Excel, LibreOffice or Google Sheets (``--csv-safe``)."""
+    return frame.with_columns(
+        pl.when(pl.col(name).str.contains(_FORMULA_PATTERN))
+        .then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String
+    )
+
+
+def serialize(
+    frame: pl.DataFrame, handle: IO[bytes], fmt: OutputFormat, *, header: bool = True, safe: bool = False
+) -> None:
+    """``frame`` into ``handle`` as ``fmt`` (``header``: CSV's header row, off for appended parts;
+    ``safe``: CSV values neutralised for spreadsheets, see :func:`csv_safe`)."""
     if fmt == "parquet":
         write_parquet(frame, handle)
         return
     if fmt == "csv":
+        if safe:
+            frame = csv_safe(frame)
         frame.write_csv(handle, datetime_format=CSV_DATETIME_FORMAT, include_header=header)
         return
     as_text = frame.with_columns(
