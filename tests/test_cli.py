@@ -254,7 +254,7 @@ def test_failed_run_writes_no_output(workdir: Path) -> None:
 def test_failure_while_writing_keeps_the_old_output_and_leaves_no_temp_file(
     events_csv: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(frame: pl.DataFrame, handle: IO[bytes], fmt: str) -> None:
+    def disk_full(frame: pl.DataFrame, handle: IO[bytes], fmt: str, **kwargs: object) -> None:
         handle.write(b"PAR1 partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -790,7 +790,7 @@ def failing_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[BaseException], 
     """Make the writer put some bytes in the file and then fail with the given exception."""
 
     def arm(exc: BaseException) -> None:
-        def write(frame: pl.DataFrame, handle: IO[bytes], fmt: str) -> None:
+        def write(frame: pl.DataFrame, handle: IO[bytes], fmt: str, **kwargs: object) -> None:
             handle.write(b"PAR1 half a file")
             raise exc
 
