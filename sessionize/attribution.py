@@ -13,7 +13,7 @@ landing host) pair, and is joined back; the channel rules are one vectorized Pol
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,7 +27,7 @@ from sessionize import schema as S
 from sessionize.config import normalize_internal_domains
 from sessionize.distinct import distinct_rows, map_distinct
 from sessionize.errors import RefererDatabaseError
-from sessionize.referrer import DIRECT, traffic_source
+from sessionize.referrer import DIRECT, traffic_source, valid_host
 
 LANDING_PAGE = "landing_page"
 TRAFFIC_SOURCE = "traffic_source"
@@ -101,6 +101,9 @@ VIDEO_SOURCES: frozenset[str] = _names(
 _SOCIAL_ALIASES = frozenset({"fb", "fb.me", "ig", "ig.me", "x.com", "lnkd.in", "pin.it", "wa.me"})
 
 _PACKAGE_FILE = ("data", "referers.yml")
+#: How many suffixes of a host :meth:`RefererDatabase.lookup` tries, at most: a DNS name has at most
+#: 127 labels, so every real host is tried whole; a longer "host" is attacker-written and cut short.
+_MAX_KEY_LABELS = 127
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -141,9 +144,9 @@ class RefererDatabase:
         >>> db.lookup("www.google.fr", "/search").source
         'Google'
         """
-        hosts = _hosts_to_try(host.lower())
+        host = host.lower()
         for suffix in _paths_to_try(path):
-            for candidate in hosts:
+            for candidate in _hosts_to_try(host):
                 found = self.entries.get(candidate + suffix)
                 if found is not None:
                     return found
@@ -161,9 +164,16 @@ class RefererDatabase:
         return self.categories.get(source.strip().lower())
 
 
-def _hosts_to_try(host: str) -> list[str]:
-    labels = host.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels))]
+def _hosts_to_try(host: str) -> Iterator[str]:
+    """The host, then without its leading labels one at a time, as long as a key of the database
+    can be that long: each suffix is a slice of the host, so a host of many labels costs linear time."""
+    start = 0
+    for _ in range(_MAX_KEY_LABELS):
+        yield host[start:]
+        dot = host.find(".", start)
+        if dot < 0:
+            return
+        start = dot + 1
 
 
 def _paths_to_try(path: str) -> list[str]:
@@ -278,7 +288,7 @@ def _url_parts(url: str) -> tuple[SplitResult, str | None] | None:
         host = parts.hostname
     except ValueError:
         return None
-    return parts, host or None
+    return parts, valid_host(host)
 
 
 def _split_url(url: str) -> _Url | None:

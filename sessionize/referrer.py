@@ -33,10 +33,24 @@ def referrer_host(referrer: str | None) -> str | None:
         host = parts.hostname
     except ValueError:
         return None
+    host = valid_host(host)
     if parts.scheme == "android-app" and host:
         # android-app://com.google.android.gm/ names an app package: reverse it to a domain.
         host = ".".join(reversed(host.split(".")[:2]))
-    return host or None
+    return host
+
+
+#: The longest DNS name (RFC 1035: 253 characters in text form).
+MAX_HOST_LENGTH = 253
+
+
+def valid_host(host: str | None) -> str | None:
+    """``host``, or None when it is empty or longer than a DNS name can be: such a referrer is
+    malformed (attacker-written), and no suffix of it is looked up (which costs time and memory
+    quadratic in its labels)."""
+    if not host or len(host) > MAX_HOST_LENGTH:
+        return None
+    return host
 
 
 @functools.lru_cache(maxsize=65536)
