@@ -39,6 +39,7 @@ from sessionize.config import VISITOR_KEYS, check_pattern
 from sessionize.config import VisitorKey as VisitorKey
 from sessionize.distinct import map_distinct
 from sessionize.errors import UsageError
+from sessionize.privacy import anonymize_ips
 
 LogFormat = Literal["combined", "common"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
@@ -51,6 +52,8 @@ ROW = "_row"
 MALFORMED_REASON = "malformed_log_line"
 #: The column that :func:`parse_access_log` fills with :func:`visitor_key_expr` (a user id alias).
 VISITOR = "visitor_id"
+#: The truncated address a visitor id is built from with ``--anonymize-ip`` (dropped after).
+_KEY_IP = "_visitor_ip"
 
 #: Values of the ``event`` column. Page views are what the core counts (``page_view`` is one of the
 #: default ``--pageview-events``); the other two still count as events of their session.
@@ -279,7 +282,7 @@ def _ua_digest(user_agents: pl.Series) -> pl.Series:
     return map_distinct(user_agents, _ua_digests)
 
 
-def visitor_key_expr(kind: VisitorKey = DEFAULT_VISITOR_KEY) -> pl.Expr:
+def visitor_key_expr(kind: VisitorKey = DEFAULT_VISITOR_KEY, *, ip_column: str = "ip") -> pl.Expr:
     """A visitor id from the ``ip`` and ``user_agent`` columns of a parsed log.
 
     ``ip`` is the client address as logged. ``ip+ua`` is the address, ``|`` and the first 8 hex
@@ -293,7 +296,7 @@ def visitor_key_expr(kind: VisitorKey = DEFAULT_VISITOR_KEY) -> pl.Expr:
     >>> frame.select(visitor_key_expr("ip+ua")).to_series().to_list()
     ['10.0.0.1|07d1d539', '10.0.0.1']
     """
-    ip = pl.col("ip")
+    ip = pl.col(ip_column)
     if kind == "ip":
         return ip.alias(VISITOR)
     if kind == "ip+ua":
@@ -316,6 +319,7 @@ def parse_access_log(
     asset_pattern: str = ...,
     feed_query_pattern: str | None = ...,
     visitor_key: VisitorKey | None = ...,
+    anonymize_ip: bool = ...,
 ) -> tuple[pl.LazyFrame, pl.DataFrame]: ...
 
 
@@ -327,6 +331,7 @@ def parse_access_log(
     asset_pattern: str = ...,
     feed_query_pattern: str | None = ...,
     visitor_key: VisitorKey | None = ...,
+    anonymize_ip: bool = ...,
 ) -> tuple[pl.DataFrame, pl.DataFrame]: ...
 
 
@@ -337,6 +342,7 @@ def parse_access_log(
     asset_pattern: str = DEFAULT_ASSET_PATTERN,
     feed_query_pattern: str | None = DEFAULT_FEED_QUERY_PATTERN,
     visitor_key: VisitorKey | None = DEFAULT_VISITOR_KEY,
+    anonymize_ip: bool = False,
 ) -> tuple[pl.LazyFrame | pl.DataFrame, pl.DataFrame]:
     """Parse raw access log lines into request rows, and set aside the lines that do not parse.
 
@@ -354,6 +360,10 @@ def parse_access_log(
         Which requests are static files rather than page views (see :func:`is_asset_expr`).
     visitor_key
         Add a ``visitor_id`` column made by :func:`visitor_key_expr` (``None``: do not).
+    anonymize_ip
+        Build the visitor id from the truncated address (``--anonymize-ip``), so that neither the
+        user id nor the session id carries the full address. The ``ip`` column stays as logged (the
+        run truncates it after the geo lookup, or before with ``before-geo``).
 
     Returns
     -------
@@ -415,9 +425,13 @@ def parse_access_log(
         pl.lit(MALFORMED_REASON).alias("reject_reason"),
     )
     parsed = result.filter(ok).with_columns(event)
+    key_ip = "ip"
+    if anonymize_ip and visitor_key is not None:
+        key_ip = _KEY_IP
+        parsed = anonymize_ips(parsed.with_columns(pl.col("ip").alias(key_ip)).lazy(), key_ip).collect()
     parsed = parsed.select(
         *PARSED_SCHEMA,
-        *([visitor_key_expr(visitor_key)] if visitor_key is not None else []),
+        *([visitor_key_expr(visitor_key, ip_column=key_ip)] if visitor_key is not None else []),
         ROW,
     )
     return (parsed.lazy() if is_lazy else parsed), malformed

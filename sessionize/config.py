@@ -486,9 +486,25 @@ def _text(value: object) -> str:
     if isinstance(value, tuple):
         return ",".join(str(item) for item in value)
     if isinstance(value, bytes):
-        # Not the secret: a digest that tells whether a run uses the same one.
-        return hashlib.sha256(value).hexdigest()[:16]
+        return secret_fingerprint(value)
     return str(value)
+
+
+#: scrypt's cost: about 30 ms and 16 MiB a guess, so that the fingerprint a state keeps is no help
+#: to someone guessing the secret offline (a bare SHA-256 costs nanoseconds a guess).
+_SCRYPT = {"n": 1 << 14, "r": 8, "p": 1, "dklen": 16}
+_SCRYPT_SALT = b"sessionize: does this run use the state's --hash-user-ids secret?"
+
+
+def secret_fingerprint(secret: bytes) -> str:
+    """What an incremental state keeps of the ``--hash-user-ids`` secret: enough to tell whether a run
+    uses the same one, costly to test guesses against (scrypt, not a bare hash)."""
+    return "scrypt:" + hashlib.scrypt(secret, salt=_SCRYPT_SALT, **_SCRYPT).hex()
+
+
+def legacy_secret_fingerprint(secret: bytes) -> str:
+    """The fingerprint states written before 0.3 keep (a SHA-256 prefix): recognised, then replaced."""
+    return hashlib.sha256(secret).hexdigest()[:16]
 
 
 def _check_distinct_outputs(outputs: OutputOptions) -> None:

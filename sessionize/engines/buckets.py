@@ -26,6 +26,34 @@ from sessionize.engines.budget import Plan, bucket_of
 from sessionize.errors import UsageError
 from sessionize.partition import PartitionJob, Tally, empty_sessions, process_partition
 
+#: Spill directories are named with their process id, so that a later run can tell the ones left by
+#: a process that died (``kill -9``, a crash) and remove them.
+_SPILL_PREFIX = "sessionize-buckets-"
+
+
+def _remove_stale_spills(directory: Path) -> None:
+    """Remove spill directories of processes that are gone (they hold raw events)."""
+    for path in directory.glob(f"{_SPILL_PREFIX}*-*"):
+        pid_text = path.name[len(_SPILL_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or not path.is_dir() or path.is_symlink():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if path.stat().st_uid != os.getuid():
+            continue  # another user's: not ours to remove
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 class BucketEngine:
     """Hash buckets of users, within ``--memory-limit``."""
@@ -49,7 +77,9 @@ class BucketEngine:
         progress: Progress,
     ) -> Outcome:
         plan = self.plan
-        work = Path(tempfile.mkdtemp(prefix="sessionize-buckets-", dir=config.engine.temp_dir))
+        _remove_stale_spills(Path(config.engine.temp_dir or tempfile.gettempdir()))
+        # mkdtemp makes the directory 0700: the spilled events (addresses, user ids) are the user's alone.
+        work = Path(tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", dir=config.engine.temp_dir))
         keep_work = False
         target = config.output.output
         sink = None if target is None else outputs.sink(target, format=config.output.format)

@@ -43,7 +43,7 @@ import polars as pl
 from sessionize import io
 from sessionize import schema as S
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
-from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig
+from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
 from sessionize.engines.base import Outcome, Progress, RunProgress
 from sessionize.errors import StateError, StateLockedError, UsageError
 from sessionize.normalize import ROW
@@ -57,6 +57,8 @@ LATE = "late"
 IS_FINAL = "is_final"
 PARTITION = "session_date"
 _LOCK = ".lock"
+#: The fingerprint's key for the --hash-user-ids secret.
+_SECRET = "hash_user_ids"
 _CURRENT = "CURRENT"
 _FILE = "_file"
 _ORDER = "_order"
@@ -424,7 +426,7 @@ class IncrementalEngine:
         try:
             state = load_state(state_path)
             fingerprint = config.fingerprint()
-            _check_settings(state, fingerprint, state_path)
+            _check_settings(state, fingerprint, state_path, config.privacy.secret)
             _check_output_dir(state, state_path, out_path)
             todo, skipped = _plan(files, state, reprocess=incremental.reprocess, scratch=scratch)
             if todo:
@@ -480,7 +482,12 @@ class IncrementalEngine:
         )
 
 
-def _check_settings(state: State, fingerprint: dict[str, str], state_path: Path) -> None:
+def _check_settings(
+    state: State, fingerprint: dict[str, str], state_path: Path, secret: bytes | None = None
+) -> None:
+    if secret is not None and state.settings.get(_SECRET) == legacy_secret_fingerprint(secret):
+        # A state written before the secret's fingerprint was an scrypt: the same secret, upgraded.
+        state.settings = {**state.settings, _SECRET: fingerprint.get(_SECRET, "")}
     if state.settings and state.settings != fingerprint:
         changed = ", ".join(
             f"{name} {state.settings.get(name)} -> {fingerprint.get(name)}"

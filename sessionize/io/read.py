@@ -147,7 +147,11 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
         lines = pl.read_lines(raw.decode(codec, errors="replace").encode("utf-8"), row_index_name=ROW)
     log_format = _log_format(source, lines.get_column("line").head(20).to_list())
     parsed, malformed = parse_access_log(
-        lines, log_format=log_format, asset_pattern=options.asset_pattern, visitor_key=options.visitor_key
+        lines,
+        log_format=log_format,
+        asset_pattern=options.asset_pattern,
+        visitor_key=options.visitor_key,
+        anonymize_ip=options.anonymize_ip,
     )
     return parsed.lazy(), malformed
 
@@ -250,6 +254,7 @@ def _log_windows(
             log_format=log_format,
             asset_pattern=options.asset_pattern,
             visitor_key=options.visitor_key,
+            anonymize_ip=options.anonymize_ip,
         )
         for window in windows
     )
