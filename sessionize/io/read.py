@@ -210,9 +210,60 @@ def _checked_windows(
     return _batched(batches, chunk_rows)
 
 
+#: A quoted CSV field (quotes inside doubled), removed before the separators of a line are counted.
+_QUOTED_FIELD = r'"(?:[^"]|"")*"'
+
+
+def _has_ragged_rows(data: str | bytes, separator: str, width: int) -> bool:
+    """Whether a CSV has a data row with another number of fields than its header's ``width``.
+
+    Polars reads a row with too few fields as nulls, silently: the lines are checked here, in one
+    streaming pass (separators counted outside quoted fields). A file whose quoted fields span lines
+    is checked record by record by Python's csv module instead (rare, and only when the fast check
+    cannot tell)."""
+    lines = pl.scan_lines(data) if isinstance(data, str) else pl.read_lines(data).lazy()
+    line = pl.col("line")
+    body = lines.with_row_index("_line").filter(pl.col("_line") > 0)
+    # Most files quote nothing: separators are counted as they are. A blank line or a lone "\r"
+    # counts as ragged here: the careful reader then skips it (a false alarm only costs time).
+    plain = line.str.count_matches(separator, literal=True) + 1
+    first = body.select(
+        line.str.contains('"', literal=True).any().alias("quotes"),
+        ((plain != width) & (line.str.len_bytes() > 0)).any().alias("ragged"),
+    ).collect(engine="streaming")
+    if first.height == 0:
+        return False
+    quotes, ragged = first.row(0)
+    if not quotes:
+        return bool(ragged)
+    text = line.str.strip_chars_end("\r")
+    fields = text.str.replace_all(_QUOTED_FIELD, "").str.count_matches(separator, literal=True) + 1
+    checked = (
+        body.filter(text.str.contains(r"\S"))
+        .select(
+            (text.str.count_matches('"', literal=True) % 2 == 1).any().alias("spans_lines"),
+            (fields != width).any().alias("ragged"),
+        )
+        .collect(engine="streaming")
+    )
+    spans_lines, ragged = checked.row(0) if checked.height else (False, False)
+    if not spans_lines:
+        return bool(ragged)
+    if isinstance(data, str):
+        with open(data, "rb") as handle:
+            data = handle.read()
+    text_of_file = data.decode("utf-8", errors="replace").lstrip("\ufeff")
+    records = csv.reader(io.StringIO(text_of_file), delimiter=separator)
+    next(records, None)
+    return any(len(record) != width for record in records if record)
+
+
 def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
     """A CSV file's raw rows (all text, with ``_row``), ``chunk_rows`` at a time (see
-    :func:`_checked_windows`)."""
+    :func:`_checked_windows`); None for a file with ragged rows (read whole, carefully)."""
+    width = len(pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0).collect_schema())
+    if _has_ragged_rows(path, separator, width):
+        return None
 
     def batches() -> Iterator[pl.DataFrame]:
         scan = pl.scan_csv(path, separator=separator, infer_schema=False).with_row_index(ROW)
@@ -309,6 +360,14 @@ def _scan(
             return pl.LazyFrame(), None
         try:
             frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
+            last = frame.columns[-1] if frame.width else None
+            # A short row reads as nulls at its end: only then can the file hold one.
+            if (
+                last is not None
+                and frame.get_column(last).null_count()
+                and _has_ragged_rows(data, separator, frame.width)
+            ):
+                raise pl.exceptions.ComputeError("rows with too few fields")
         except pl.exceptions.ComputeError:
             if isinstance(data, str):
                 with open(data, "rb") as handle:
