@@ -20,7 +20,7 @@ settings.load_profile("sessionize")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "sample_data"
-SHARED = REPO.parent / "shared"
+DATA = REPO / "tests" / "data"  # what each file is, its source and licence: data/README.md
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 

@@ -20,10 +20,9 @@ from sessionize import accesslog as A
 from sessionize import schema as S
 from sessionize.errors import UsageError
 from sessionize.normalize import prepare_events
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-APACHE_LOG = SHARED / "realdata" / "apache_logs" / "apache_access.log"
-needs_apache_log = pytest.mark.skipif(not APACHE_LOG.exists(), reason=f"{APACHE_LOG} is not here")
+APACHE_LOG = DATA / "apache_logs" / "apache_access.log"
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:25.0) Gecko/20100101 Firefox/25.0"
 T = "[17/May/2015:10:05:03 +0000]"
@@ -484,7 +483,6 @@ def apache() -> tuple[pl.DataFrame, pl.DataFrame]:
     return parsed.collect(), malformed
 
 
-@needs_apache_log
 def test_real_log_lines_and_the_one_bad_line(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     parsed, malformed = apache
     # wc -l: 10000. awk -F'"' 'NF!=7': only line 8899, whose user agent is cut off without a closing quote.
@@ -498,7 +496,6 @@ def test_real_log_lines_and_the_one_bad_line(apache: tuple[pl.DataFrame, pl.Data
     assert 8898 not in parsed["_row"].to_list()
 
 
-@needs_apache_log
 def test_real_log_figures(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     parsed, _ = apache
     # awk '{print $1}' | sort -u | wc -l
@@ -529,7 +526,6 @@ def test_real_log_figures(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     assert parsed["timestamp"].max() == datetime(2015, 5, 20, 21, 5, 59, tzinfo=UTC)
 
 
-@needs_apache_log
 def test_real_log_events(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     parsed, _ = apache
     # An awk program with the same rules (GET, 200-399, path not matching the asset extensions, query
@@ -547,7 +543,6 @@ def test_real_log_events(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     assert feeds.height == 901 and set(feeds["event"]) == {"asset"}
 
 
-@needs_apache_log
 def test_real_log_specific_lines(apache: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     parsed, _ = apache
     by_row = {row["_row"]: row for row in parsed.filter(pl.col("_row").is_in([0, 24])).iter_rows(named=True)}
@@ -581,14 +576,12 @@ def test_real_log_specific_lines(apache: tuple[pl.DataFrame, pl.DataFrame]) -> N
     assert parsed.filter(pl.col("ip") == "66.249.73.135").height == 482
 
 
-@needs_apache_log
 def test_detects_the_real_log_as_combined() -> None:
     with APACHE_LOG.open(encoding="utf-8") as handle:
         first = [next(handle).rstrip("\n") for _ in range(20)]
     assert A.detect_log_format(first) == "combined"
 
 
-@needs_apache_log
 def test_parsing_is_vectorized() -> None:
     # 100,000 lines take about 0.3 s; a Python loop per line would take several seconds. The bound is
     # loose so that a busy CI machine does not fail it.

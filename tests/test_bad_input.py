@@ -17,10 +17,10 @@ import sessionize
 from sessionize import io as sio
 from sessionize.cli import app
 from sessionize.privacy import anonymize_ip
-from tests.conftest import REPO, SHARED
+from tests.conftest import DATA, REPO
 
 BAD = REPO / "tests" / "data" / "bad"
-CITY_DB = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
+CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
 
 
 def flat(text: str) -> str:

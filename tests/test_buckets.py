@@ -36,13 +36,13 @@ from sessionize import report as report_module
 from sessionize.cli import app
 from sessionize.engines import budget as buckets_module
 from sessionize.errors import UsageError
-from tests.conftest import SAMPLE_DATA, SHARED, T0, load_generator
+from tests.conftest import DATA, SAMPLE_DATA, T0, load_generator
 
 COLUMN_NAMES = [c.name for c in sessionize.SESSION_COLUMNS]
 #: Bucketed output is sorted by user within each bucket, not globally: compare on this order.
 KEY = ["user_id", "session_start", "session_id"]
-CITY_DB = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
-APACHE_LOG = SHARED / "realdata" / "apache_logs" / "apache_access.log"
+CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
+APACHE_LOG = DATA / "apache_logs" / "apache_access.log"
 SECRET_VAR = "SESSIONIZE_BUCKETS_TEST_SECRET"
 
 #: The figures of a run that must not depend on the path taken.
@@ -821,7 +821,7 @@ def test_the_plan_leaves_room_for_the_geo_database(monkeypatch: pytest.MonkeyPat
         return original(estimated_rows, **options)
 
     monkeypatch.setattr(buckets_module, "plan", spy)
-    city = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
+    city = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
     sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city)
     sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True)
     assert seen == [2 * city.stat().st_size, 0]  # two maps of the file: the reader's and the tree walk's
@@ -840,7 +840,7 @@ def test_buckets_look_addresses_up_after_the_sessions(monkeypatch: pytest.Monkey
         return original(ips, database)
 
     monkeypatch.setattr(geo, "geo_table", spy)
-    city = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
+    city = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
     in_memory = sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city)
     assert tables == [5614]
     bucketed = sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city, buckets=3)

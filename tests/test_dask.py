@@ -35,7 +35,7 @@ from sessionize.errors import (
     OutputError,
     UsageError,
 )
-from tests.conftest import SHARED, load_generator
+from tests.conftest import DATA, load_generator
 
 distributed = pytest.importorskip(
     "distributed",
@@ -50,7 +50,7 @@ from sessionize.cli import app  # noqa: E402
 from sessionize.engines import dask as dask_engine  # noqa: E402
 from sessionize.partition import PartitionJob  # noqa: E402
 
-CITY_DB = SHARED / "testdata" / "geoip" / "GeoIP2-City-Test.mmdb"
+CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
 KEY = ["user_id", "session_start", "session_id"]
 SECRET_VAR = "SESSIONIZE_DASK_TEST_SECRET"
 #: Small input partitions and several partitions of users, so that every path is taken.

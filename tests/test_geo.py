@@ -22,9 +22,9 @@ import sessionize
 from sessionize import distinct, geo
 from sessionize.cli import app
 from sessionize.errors import GeoIPDatabaseError
-from tests.conftest import SHARED, load_generator
+from tests.conftest import DATA, load_generator
 
-GEO_DIR = SHARED / "testdata" / "geoip"
+GEO_DIR = DATA / "geoip"
 CITY_DB = GEO_DIR / "GeoIP2-City-Test.mmdb"
 COUNTRY_DB = GEO_DIR / "GeoIP2-Country-Test.mmdb"
 

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 import sessionize
 from sessionize.cli import app
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-LOG = SHARED / "realdata" / "apache_logs" / "apache_access.log"
+LOG = DATA / "apache_logs" / "apache_access.log"
 
 
 @pytest.fixture(scope="module")

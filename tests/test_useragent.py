@@ -18,9 +18,9 @@ from sessionize.useragent import (
     parse_user_agents,
     user_agent_struct,
 )
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-APACHE_LOG = SHARED / "realdata" / "apache_logs" / "apache_access.log"
+APACHE_LOG = DATA / "apache_logs" / "apache_access.log"
 
 # (user agent, device_category, browser, os, is_bot), from real browsers and bots.
 KNOWN = [
