@@ -52,6 +52,8 @@ DEFAULT_ASSET_PATTERN = (
 )
 #: Where ``run`` sessionizes: this process, or a Dask cluster (``pip install 'sessionize[dask]'``).
 ENGINES = ("local", "dask")
+#: What ``--ambiguous-time`` accepts (see :func:`sessionize.normalize.local_time_reason`).
+AMBIGUOUS_TIMES = ("earliest", "latest", "reject")
 #: Events later than this after the run's start are invalid unless ``--valid-until`` says otherwise.
 DEFAULT_FUTURE_LIMIT = timedelta(days=1)
 DEFAULT_LATENESS = timedelta(hours=6)
@@ -78,6 +80,12 @@ def check_timezone(timezone: str | None) -> str:
             "UTC, Europe/Berlin or America/New_York."
         ) from None
     return timezone
+
+
+def check_ambiguous_time(value: str) -> str:
+    if value not in AMBIGUOUS_TIMES:
+        raise UsageError(f"--ambiguous-time {value!r} is not one of {', '.join(AMBIGUOUS_TIMES)}.")
+    return value
 
 
 def check_time_unit(time_unit: str | None) -> TimeUnit | None:
@@ -211,6 +219,8 @@ class ReadOptions:
     input_format: str | None = None
     time_unit: TimeUnit | None = None
     timezone: str | None = None
+    #: A local time that happens twice (the hour repeated when DST ends): earliest, latest or reject.
+    ambiguous_time: str = field(default="earliest", metadata=_FINGERPRINT)
     pageview_events: tuple[str, ...] = field(default=S.DEFAULT_PAGEVIEW_EVENTS, metadata=_FINGERPRINT)
     encoding: str = "utf-8"
     on_invalid: OnInvalid = "fail"
@@ -331,6 +341,7 @@ class RunConfig:
         event_id_col: str | None = None,
         time_unit: str | None = None,
         timezone: str | None = None,
+        ambiguous_time: str = "earliest",
         pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
         encoding: str = "utf-8",
         on_invalid: str = "fail",
@@ -391,6 +402,7 @@ class RunConfig:
             input_format=input_format,
             time_unit=check_time_unit(time_unit),
             timezone=None if timezone is None else zone,
+            ambiguous_time=check_ambiguous_time(ambiguous_time),
             pageview_events=S.split_list(pageview_events),
             encoding=encoding,
             on_invalid=on_invalid,  # type: ignore[arg-type]

@@ -47,18 +47,35 @@ _FAST = "_time_fast"
 _RAW = "_time_raw"
 
 
+#: The instants a timestamp may be: years 1 to 9999, as Python's datetime and every warehouse take
+#: them. An epoch number beyond is invalid (``bad_timestamp``), never wrapped around.
+_MIN_MICROS = -62_135_596_800 * 1_000_000
+_MAX_MICROS = 253_402_300_799_999_999
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def _epoch_to_micros(value: pl.Expr, time_unit: TimeUnit | None, *, is_float: bool) -> pl.Expr:
+    # Magnitudes and ranges in floating point: abs() of the smallest Int64 and a product beyond
+    # Int64 would wrap around (-9223372036854775808 became 1970-01-01).
+    approximate = value.cast(pl.Float64)
+    if not is_float:
+        # The smallest Int64 is numpy's and pandas' NaT (and the largest a common "no value"): missing.
+        value = pl.when(value.is_between(_INT64_MIN + 1, _INT64_MAX - 1)).then(value)
+        approximate = value.cast(pl.Float64)
+
     def scaled(unit: str) -> pl.Expr:
         factor = _MICROS_PER_UNIT[unit]
+        in_range = (approximate * factor).is_between(_MIN_MICROS, _MAX_MICROS)
+        kept = pl.when(in_range).then(value)  # out of range: null before any integer product
         if is_float:
-            return (value * factor).round(0).cast(pl.Int64)
+            return (kept * factor).round(0).cast(pl.Int64)
         if unit == "ns":
-            return value // 1_000
-        return value * int(factor)
+            return kept // 1_000
+        return kept * int(factor)
 
     if time_unit is not None:
         return scaled(time_unit)
-    magnitude = value.abs()
+    magnitude = approximate.abs()
     return (
         pl.when(magnitude < _AUTO_UNIT_LIMITS[0][0])
         .then(scaled("s"))
@@ -70,15 +87,78 @@ def _epoch_to_micros(value: pl.Expr, time_unit: TimeUnit | None, *, is_float: bo
     )
 
 
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+
+def mixed_epoch_units(raw: pl.Series) -> str | None:
+    """How the epoch numbers of a raw timestamp column spread over the units their size suggests,
+    when they fall in more than one (``"1,204 read as seconds, 3 as milliseconds"``); else None.
+
+    The unit is guessed value by value from the size (below 1e11: seconds; 1e14: milliseconds; 1e17:
+    microseconds; else nanoseconds), so a file that mixes units still reads; this tells the user."""
+    if raw.dtype == pl.String:
+        sample = raw.head(1000).drop_nulls().str.strip_chars()
+        if not sample.str.contains(r"^-?\d+(\.\d+)?$").any():
+            return None  # text timestamps (ISO 8601): no unit to guess
+        numbers = raw.str.strip_chars().cast(pl.Float64, strict=False)
+    elif raw.dtype.is_numeric():
+        numbers = raw.cast(pl.Float64)
+    else:
+        return None
+    magnitude = numbers.drop_nulls().abs()
+    counts = [
+        (unit, int(((magnitude >= low) & (magnitude < high)).sum()))
+        for unit, low, high in (
+            ("s", 0.0, _AUTO_UNIT_LIMITS[0][0]),
+            ("ms", _AUTO_UNIT_LIMITS[0][0], _AUTO_UNIT_LIMITS[1][0]),
+            ("us", _AUTO_UNIT_LIMITS[1][0], _AUTO_UNIT_LIMITS[2][0]),
+            ("ns", _AUTO_UNIT_LIMITS[2][0], float("inf")),
+        )
+    ]
+    found = [(unit, count) for unit, count in counts if count]
+    if len(found) < 2:
+        return None
+    return ", ".join(
+        f"{count:,} read as {_UNIT_NAMES[unit]}" if n == 0 else f"{count:,} as {_UNIT_NAMES[unit]}"
+        for n, (unit, count) in enumerate(found)
+    )
+
+
 def _micros_to_utc(micros: pl.Expr) -> pl.Expr:
     return micros.cast(pl.Int64).cast(S.TIMESTAMP)
 
 
-def _localize(naive: pl.Expr, timezone: str) -> pl.Expr:
+def _localize(naive: pl.Expr, timezone: str, ambiguous: str = "earliest") -> pl.Expr:
+    # A local time in the hour a clock change skips does not exist: null (``nonexistent_local_time``).
     return (
         naive.dt.cast_time_unit("us")
-        .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+        .dt.replace_time_zone(
+            timezone,
+            ambiguous="null"
+            if ambiguous == "reject"
+            else ("latest" if ambiguous == "latest" else "earliest"),
+            non_existent="null",
+        )
         .dt.convert_time_zone("UTC")
+    )
+
+
+def local_time_reason(raw: pl.Expr, timezone: str) -> pl.Expr:
+    """Why a raw timestamp that did not become an instant failed, when it is a local time of
+    ``timezone``: ``nonexistent_local_time`` (in the hour a clock change skips) or
+    ``ambiguous_local_time`` (twice, with ``--ambiguous-time reject``); else null."""
+    text = timestamp_text(raw.cast(pl.String))
+    naive = pl.coalesce(
+        text.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False),
+        text.str.to_datetime(_DATE_ONLY, time_unit="us", strict=False),
+    )
+    earliest = naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+    return (
+        pl.when(naive.is_null())
+        .then(None)
+        .when(earliest.is_null())
+        .then(pl.lit("nonexistent_local_time"))
+        .otherwise(pl.lit("ambiguous_local_time"))
     )
 
 
@@ -101,21 +181,37 @@ def timestamp_text(text: pl.Expr) -> pl.Expr:
     )
 
 
-def parse_timestamp_text(text: pl.Expr, *, time_unit: TimeUnit | None, timezone: str) -> pl.Expr:
+def parse_timestamp_text(
+    text: pl.Expr, *, time_unit: TimeUnit | None, timezone: str, ambiguous: str = "earliest"
+) -> pl.Expr:
     """UTC timestamps from the output of :func:`timestamp_text`: epoch numbers or ISO 8601."""
     as_int = _epoch_to_micros(text.cast(pl.Int64, strict=False), time_unit, is_float=False)
     as_float = _epoch_to_micros(text.cast(pl.Float64, strict=False), time_unit, is_float=True)
-    numeric = pl.when(text.str.contains(r"^-?\d+(\.\d+)?$")).then(pl.coalesce(as_int, as_float))
+    # A whole number is read as an integer (exactly; a NaT sentinel or one beyond Int64 is missing),
+    # a decimal one as a float.
+    numeric = (
+        pl.when(text.str.contains(r"^-?\d+$"))
+        .then(as_int)
+        .when(text.str.contains(r"^-?\d+\.\d+$"))
+        .then(as_float)
+    )
     aware = text.str.to_datetime(_ISO_AWARE, time_unit="us", strict=False)
     naive = pl.coalesce(
         text.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False),
         text.str.to_datetime(_DATE_ONLY, time_unit="us", strict=False),
     )
-    return pl.coalesce(_micros_to_utc(numeric), aware.dt.convert_time_zone("UTC"), _localize(naive, timezone))
+    return pl.coalesce(
+        _micros_to_utc(numeric), aware.dt.convert_time_zone("UTC"), _localize(naive, timezone, ambiguous)
+    )
 
 
 def with_parsed_text_time(
-    events: pl.LazyFrame, column: str, *, time_unit: TimeUnit | None, timezone: str
+    events: pl.LazyFrame,
+    column: str,
+    *,
+    time_unit: TimeUnit | None,
+    timezone: str,
+    ambiguous: str = "earliest",
 ) -> tuple[pl.LazyFrame, pl.Expr]:
     """``events`` with helper columns, and the expression of the UTC timestamps that
     :func:`parse_timestamp_text` gives for :func:`timestamp_text` of the text ``column``.
@@ -132,14 +228,14 @@ def with_parsed_text_time(
     )
     naive = pl.when(pl.col(_FAST).is_null()).then(text)
     naive_time = naive.str.to_datetime(_FAST_NAIVE, time_unit="us", strict=False, cache=False)
-    common = pl.coalesce(pl.col(_FAST), _localize(naive_time, timezone))
+    common = pl.coalesce(pl.col(_FAST), _localize(naive_time, timezone, ambiguous))
     frame = (
         events.with_columns(fast.alias(_FAST))
         .with_columns(common.alias(_FAST))
         # Rewritten in its own step: inside one expression each parse attempt would redo it.
         .with_columns(timestamp_text(pl.when(pl.col(_FAST).is_null()).then(text)).alias(_TEXT))
     )
-    general = parse_timestamp_text(pl.col(_TEXT), time_unit=time_unit, timezone=timezone)
+    general = parse_timestamp_text(pl.col(_TEXT), time_unit=time_unit, timezone=timezone, ambiguous=ambiguous)
     return frame, pl.coalesce(pl.col(_FAST), general)
 
 
@@ -157,6 +253,7 @@ def timestamp_expr(
     *,
     time_unit: TimeUnit | None = None,
     timezone: str | None = None,
+    ambiguous: str = "earliest",
 ) -> pl.Expr:
     """Expression turning ``column`` of type ``dtype`` into UTC microsecond timestamps.
 
@@ -168,16 +265,18 @@ def timestamp_expr(
     col = pl.col(column)
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
-            return _localize(col, tz)
+            return _localize(col, tz, ambiguous)
         return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
     if isinstance(dtype, pl.Date):
-        return _localize(col.cast(pl.Datetime("us")), tz)
+        return _localize(col.cast(pl.Datetime("us")), tz, ambiguous)
     if dtype.is_integer():
         return _micros_to_utc(_epoch_to_micros(col.cast(pl.Int64), time_unit, is_float=False))
     if dtype.is_float():
         return _micros_to_utc(_epoch_to_micros(col.cast(pl.Float64), time_unit, is_float=True))
     if _is_text(dtype):
-        return parse_timestamp_text(timestamp_text(col), time_unit=time_unit, timezone=tz)
+        return parse_timestamp_text(
+            timestamp_text(col), time_unit=time_unit, timezone=tz, ambiguous=ambiguous
+        )
     raise UsageError(
         f"The timestamp column {column!r} has type {dtype}, which cannot hold timestamps. "
         "Name another column with --time-col."
@@ -199,6 +298,7 @@ def prepare_events(
     timezone: str | None = None,
     pageview_events: Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
     keep_raw: bool = False,
+    ambiguous: str = "earliest",
 ) -> pl.LazyFrame:
     """Select, rename, type and parse the input columns into the canonical events frame.
 
@@ -212,10 +312,16 @@ def prepare_events(
     row_number = pl.col(ROW) if ROW in schema else pl.int_range(pl.len()).alias(ROW)
     if _is_text(dtype):
         events, parsed = with_parsed_text_time(
-            events, columns.timestamp, time_unit=time_unit, timezone=check_timezone(timezone)
+            events,
+            columns.timestamp,
+            time_unit=time_unit,
+            timezone=check_timezone(timezone),
+            ambiguous=ambiguous,
         )
     else:
-        parsed = timestamp_expr(columns.timestamp, dtype, time_unit=time_unit, timezone=timezone)
+        parsed = timestamp_expr(
+            columns.timestamp, dtype, time_unit=time_unit, timezone=timezone, ambiguous=ambiguous
+        )
     pageviews = [name.lower() for name in pageview_events]
     event = pl.coalesce(_as_text(columns.event), *(_as_text(name) for name in columns.event_fallbacks))
     url = _as_text(columns.url)
@@ -240,20 +346,31 @@ def prepare_events(
     )
 
 
-def invalid_reason(*, valid_from: datetime | None = None, valid_until: datetime | None = None) -> pl.Expr:
-    """Why a row of a prepared frame cannot be sessionized: ``empty_user_id``, ``bad_timestamp``,
-    ``out_of_range`` (outside ``valid_from``/``valid_until``), or null for a valid row."""
+def invalid_reason(
+    *,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+    timezone: str | None = None,
+) -> pl.Expr:
+    """Why a row of a prepared frame (``keep_raw=True`` for ``timezone``) cannot be sessionized:
+    ``empty_user_id``, ``bad_timestamp``, ``nonexistent_local_time`` / ``ambiguous_local_time`` (a
+    local time of ``timezone`` that a clock change skips, or makes happen twice with
+    ``--ambiguous-time reject``), ``out_of_range`` (outside ``valid_from``/``valid_until``), or null
+    for a valid row."""
     ts = pl.col(S.TIME)
     out_of_range = pl.lit(False)
     if valid_from is not None:
         out_of_range = out_of_range | (ts < valid_from)
     if valid_until is not None:
         out_of_range = out_of_range | (ts > valid_until)
+    bad_time: pl.Expr = pl.lit("bad_timestamp")
+    if timezone is not None and timezone != "UTC":
+        bad_time = pl.coalesce(local_time_reason(pl.col(RAW_TIME), timezone), bad_time)
     return (
         pl.when(pl.col(S.USER).is_null())
         .then(pl.lit("empty_user_id"))
         .when(ts.is_null())
-        .then(pl.lit("bad_timestamp"))
+        .then(bad_time)
         .when(out_of_range)
         .then(pl.lit("out_of_range"))
         .otherwise(None)
@@ -269,6 +386,7 @@ def check_events(
     where: Callable[[int], str],
     valid_from: datetime | None = None,
     valid_until: datetime | None = None,
+    timezone: str | None = None,
 ) -> None:
     """Raise if a row of a prepared frame (``keep_raw=True``) cannot be sessionized: no user id, a
     timestamp that does not parse, or one outside ``valid_from``/``valid_until``.
@@ -284,13 +402,34 @@ def check_events(
             f"name it with --user-col; or pass {SKIP_HINT}."
         )
     bad_time = frame.filter(pl.col(S.TIME).is_null())
+    if bad_time.height and timezone is not None and timezone != "UTC":
+        local = bad_time.with_columns(local_time_reason(pl.col(RAW_TIME), timezone).alias(REASON))
+        gaps = local.filter(pl.col(REASON) == "nonexistent_local_time")
+        if gaps.height:
+            raise BadTimestampError(
+                f"{source}: {gaps.height} local time(s) in column {columns.timestamp!r} do not exist in "
+                f"{timezone}: the clock skips that hour when daylight saving time starts "
+                f"({_examples(gaps, where)}). Check the data's --timezone, fix the times, "
+                f"or pass {SKIP_HINT}."
+            )
+        doubled = local.filter(pl.col(REASON) == "ambiguous_local_time")
+        if doubled.height:
+            raise BadTimestampError(
+                f"{source}: {doubled.height} local time(s) in column {columns.timestamp!r} happen twice in "
+                f"{timezone} (the hour repeated when daylight saving time ends) and --ambiguous-time is "
+                f"reject ({_examples(doubled, where)}). Pass --ambiguous-time earliest or latest, "
+                f"or {SKIP_HINT}."
+            )
     if bad_time.height:
         raise BadTimestampError(
             f"{source}: {bad_time.height} timestamp(s) in column {columns.timestamp!r} do not parse "
             f"({_examples(bad_time, where)}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers "
             f"(--time-unit s|ms|us|ns) or name another column with --time-col; or pass {SKIP_HINT}."
         )
-    outside = frame.filter(invalid_reason(valid_from=valid_from, valid_until=valid_until).is_not_null())
+    outside = frame.filter(
+        pl.col(S.TIME).is_not_null()
+        & invalid_reason(valid_from=valid_from, valid_until=valid_until).is_not_null()
+    )
     if outside.height:
         bounds = " and ".join(
             f"{label} {value.isoformat()}"

@@ -149,10 +149,17 @@ def sessionize(
         time_unit=read.time_unit,
         timezone=read.timezone,
         pageview_events=read.pageview_events,
+        ambiguous=read.ambiguous_time,
     )
     checked = prepare(keep_raw=True)
     invalid = checked.filter(pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()).collect(engine="in-memory")
-    check_events(invalid, source="The events frame", columns=columns, where=lambda row: f"row index {row}")
+    check_events(
+        invalid,
+        source="The events frame",
+        columns=columns,
+        where=lambda row: f"row index {row}",
+        timezone=read.timezone,
+    )
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
     return process_lazy(prepare(), job)
 

@@ -488,6 +488,15 @@ def _check_settings(
     if secret is not None and state.settings.get(_SECRET) == legacy_secret_fingerprint(secret):
         # A state written before the secret's fingerprint was an scrypt: the same secret, upgraded.
         state.settings = {**state.settings, _SECRET: fingerprint.get(_SECRET, "")}
+    if state.settings:
+        # An option added since the state was written was its default then.
+        defaults = RunConfig.from_options(state=".", output_dir=".").fingerprint()
+        added = {
+            name: value
+            for name, value in fingerprint.items()
+            if name not in state.settings and defaults.get(name) == value
+        }
+        state.settings = {**state.settings, **added}
     if state.settings and state.settings != fingerprint:
         changed = ", ".join(
             f"{name} {state.settings.get(name)} -> {fingerprint.get(name)}"

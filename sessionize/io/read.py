@@ -9,6 +9,7 @@ import io
 import os
 import sys
 import tempfile
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sessionize.accesslog import (
 from sessionize.config import ReadOptions, RunConfig
 from sessionize.errors import (
     MalformedRowsError,
+    SessionizeWarning,
     UnknownFormatError,
     UnreadableInputError,
     UsageError,
@@ -39,6 +41,7 @@ from sessionize.normalize import (
     SKIP_HINT,
     check_events,
     invalid_reason,
+    mixed_epoch_units,
     prepare_events,
 )
 from sessionize.privacy import anonymize_ips, hash_user_ids
@@ -475,6 +478,7 @@ def read_file(
         timezone=options.timezone,
         pageview_events=options.pageview_events,
         keep_raw=True,
+        ambiguous=options.ambiguous_time,
     )
     try:
         # Row by row work only (parsing, renaming, typing), which the streaming engine spreads over every
@@ -484,9 +488,21 @@ def read_file(
         frame = events.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
+    if options.time_unit is None and frame.height:
+        mixed = mixed_epoch_units(frame.get_column(RAW_TIME))
+        if mixed is not None:
+            warnings.warn(
+                f"{name}: epoch timestamps of several sizes, each read in the unit its size suggests "
+                f"({mixed}). If they are all in one unit, give it with --time-unit s|ms|us|ns.",
+                SessionizeWarning,
+                stacklevel=2,
+            )
     rows = frame.height + (0 if malformed is None else malformed.height)
     reasons = frame.select(
-        ROW, invalid_reason(valid_from=options.valid_from, valid_until=options.valid_until)
+        ROW,
+        invalid_reason(
+            valid_from=options.valid_from, valid_until=options.valid_until, timezone=options.timezone
+        ),
     )
     invalid = reasons.filter(pl.col(REASON).is_not_null())
     if options.on_invalid == "fail":
@@ -499,6 +515,7 @@ def read_file(
             where=lambda row: _where(source, row),
             valid_from=options.valid_from,
             valid_until=options.valid_until,
+            timezone=options.timezone,
         )
         return FileRead(frame.drop(RAW_TIME, *([] if keep_row else [ROW])), None, rows)
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(

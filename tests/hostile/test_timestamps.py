@@ -1,0 +1,117 @@
+"""Issue 18, point 8: timestamps are never wrapped, never guessed silently, and local times that a
+clock change skips or repeats are named as such."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import sessionize
+from sessionize.errors import BadTimestampError, SessionizeWarning
+
+
+def write(path: Path, rows: list[str]) -> Path:
+    path.write_text("user_id,timestamp\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def rejected(path: Path) -> list[tuple[str, str]]:
+    return pl.read_csv(path).select("user_id", "reject_reason").rows()
+
+
+@pytest.mark.parametrize("typed", [False, True], ids=["csv-text", "parquet-int64"])
+def test_the_nat_sentinel_and_overflowing_epochs_are_bad_timestamps(tmp_path: Path, typed: bool) -> None:
+    values = [-(2**63), 1714557600, 2**63 - 1]
+    if typed:
+        events = tmp_path / "events.parquet"
+        pl.DataFrame({"user_id": ["nat", "ok", "max"], "timestamp": values}).write_parquet(events)
+    else:
+        events = write(
+            tmp_path / "events.csv", [f"nat,{values[0]}", f"ok,{values[1]}", "huge,99999999999999999999999"]
+        )
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run([events], no_geo=True, on_invalid="skip", rejects=rejects)
+    assert result.sessions.get_column("user_id").to_list() == ["ok"]
+    assert {reason for _, reason in rejected(rejects)} == {"bad_timestamp"}
+    assert result.rejected == 2
+
+
+def test_one_overflowing_value_with_a_time_unit_is_one_bad_row(tmp_path: Path) -> None:
+    events = write(tmp_path / "events.csv", ["big,9999999999999", "ok,1714557600"])
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run([events], no_geo=True, time_unit="s", on_invalid="skip", rejects=rejects)
+    assert result.events_read == 1 and rejected(rejects) == [("big", "bad_timestamp")]
+    with pytest.raises(BadTimestampError, match="9999999999999"):
+        sessionize.run([events], no_geo=True, time_unit="s")
+
+
+def test_epochs_of_two_sizes_are_read_but_said(tmp_path: Path) -> None:
+    # 253402300799 is 9999-12-31 in seconds, and 1978 in milliseconds: the size says milliseconds.
+    events = write(tmp_path / "events.csv", ["a,1714557600", "b,1714557660", "c,253402300799"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sessionize.run([events], no_geo=True)
+    said = [str(w.message) for w in caught if issubclass(w.category, SessionizeWarning)]
+    assert any("2 read as seconds, 1 as milliseconds" in text and "--time-unit" in text for text in said)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sessionize.run([write(tmp_path / "one.csv", ["a,1714557600", "b,1714557660"])], no_geo=True)
+    assert not [w for w in caught if issubclass(w.category, SessionizeWarning)]
+
+
+def test_the_warning_reaches_the_json_summary(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sessionize.cli import app
+
+    events = write(tmp_path / "events.csv", ["a,1714557600", "c,253402300799"])
+    result = CliRunner().invoke(
+        app, ["run", str(events), "--no-geo", "--log-format", "json", "-o", str(tmp_path / "s.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert any("--time-unit" in warning for warning in line["warnings"])
+
+
+DST = ["gap,2024-03-31 02:30:00", "twice,2024-10-27 02:30:00", "plain,2024-05-01 10:00:00"]
+
+
+def test_a_local_time_in_the_skipped_hour_is_named(tmp_path: Path) -> None:
+    events = write(tmp_path / "events.csv", DST)
+    with pytest.raises(BadTimestampError, match=r"do not exist in Europe/Berlin.*daylight saving"):
+        sessionize.run([events], no_geo=True, timezone="Europe/Berlin")
+    rejects = tmp_path / "rejects.csv"
+    sessionize.run([events], no_geo=True, timezone="Europe/Berlin", on_invalid="skip", rejects=rejects)
+    assert rejected(rejects) == [("gap", "nonexistent_local_time")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "hour_utc"),
+    [("earliest", 0), ("latest", 1), ("reject", None)],
+    ids=["earliest", "latest", "reject"],
+)
+def test_a_repeated_local_time_follows_ambiguous_time(
+    tmp_path: Path, mode: str, hour_utc: int | None
+) -> None:
+    events = write(tmp_path / "events.csv", DST)
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run(
+        [events],
+        no_geo=True,
+        timezone="Europe/Berlin",
+        on_invalid="skip",
+        rejects=rejects,
+        ambiguous_time=mode,
+    )
+    starts = dict(result.sessions.select("user_id", "session_start").rows())
+    if hour_utc is None:
+        assert "twice" not in starts
+        assert ("twice", "ambiguous_local_time") in rejected(rejects)
+    else:
+        assert starts["twice"].hour == hour_utc
+    with pytest.raises(sessionize.UsageError, match="--ambiguous-time"):
+        sessionize.run([events], no_geo=True, ambiguous_time="first")
