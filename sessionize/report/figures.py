@@ -1,10 +1,13 @@
 """The report's charts as Plotly figures (plain dicts), and each figure's HTML.
 
-Colours, fonts and layout are shared here so that every chart looks alike.
+Colours, fonts and layout are shared here so that every chart looks alike. Every label a figure shows
+(values from the data, and the report's own) passes through :func:`_text`: Plotly draws a subset of HTML
+in its texts, and a label must show as the characters it holds. Only hover templates are markup.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +21,22 @@ _FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, 
 # No mode bar: it would cover the bars of small charts; drag still zooms and a double click resets.
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}
 _URL_LABEL_LENGTH = 48
+
+
+def _text(value: str) -> str:
+    """A text for Plotly that shows as the characters it holds.
+
+    Plotly draws a subset of HTML in every text it renders (tick, hover and legend labels, titles,
+    annotations): ``<a href>`` is a link, ``<b>``, ``<i>``, ``<sup>``, ``<sub>``, ``<span style>`` format,
+    ``<br>`` breaks the line, and ``&amp;``, ``&lt;``, ``&gt;`` and numeric entities are decoded. So ``&``,
+    ``<`` and ``>`` become entities, and no tag can form. Quotes are kept: they mean something only
+    inside a tag, and Plotly would show ``&quot;`` as it is. One to one, so distinct values stay distinct.
+    Shorten a text before this, never after: a cut could split an entity.
+
+    >>> _text("/<a href='https://e.vil/'>LOGIN</a> &amp;")
+    "/&lt;a href='https://e.vil/'&gt;LOGIN&lt;/a&gt; &amp;amp;"
+    """
+    return html.escape(value, quote=False)
 
 
 def _percent(part: float, whole: float) -> str:
@@ -84,10 +103,10 @@ def _timeline_figure(data: ReportData) -> dict[str, Any]:
                 "type": "bar",
                 "x": starts,
                 "y": values,
-                "name": name,
+                "name": _text(name),
                 "marker": {"color": color},
                 "width": [width * 0.85] * len(starts),
-                "hovertemplate": hover + f"<br>%{{y:,}} {name.lower()} sessions<extra></extra>",
+                "hovertemplate": hover + f"<br>%{{y:,}} {_text(name.lower())} sessions<extra></extra>",
             }
             for name, values, color in (
                 ("New", list(timeline.new), _BLUE),
@@ -110,7 +129,7 @@ def _timeline_figure(data: ReportData) -> dict[str, Any]:
 
 
 def _durations_figure(data: ReportData) -> dict[str, Any]:
-    labels = [label for label, _ in data.durations]
+    labels = [_text(label) for label, _ in data.durations]
     values = [value for _, value in data.durations]
     return {
         "data": [
@@ -139,7 +158,7 @@ def _donut_figure(labels: Sequence[str], values: Sequence[int], colors: Sequence
         "data": [
             {
                 "type": "pie",
-                "labels": list(labels),
+                "labels": [_text(label) for label in labels],
                 "values": list(values),
                 "hole": 0.55,
                 "sort": False,
@@ -156,8 +175,11 @@ def _donut_figure(labels: Sequence[str], values: Sequence[int], colors: Sequence
 
 
 def _ranking_figure(spec: _RankingSpec, ranking: Ranking, total: int) -> dict[str, Any]:
-    labels = list(ranking.labels)
+    # Categories by their whole value (escaped alike on the bars and the ticks, so still distinct), shown
+    # shortened: shortened first, then escaped, so that no entity is cut.
+    labels = [_text(label) for label in ranking.labels]
     short = _url_label if spec.is_url else _plain_label
+    ticktext = [_text(short(label)) for label in ranking.labels]
     values = list(ranking.sessions)
     return {
         "data": [
@@ -184,7 +206,7 @@ def _ranking_figure(spec: _RankingSpec, ranking: Ranking, total: int) -> dict[st
                 autorange="reversed",
                 tickmode="array",
                 tickvals=labels,
-                ticktext=[short(label) for label in labels],
+                ticktext=ticktext,
                 showgrid=False,
             ),
         ),
