@@ -285,8 +285,8 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
     """Fail on an output that cannot be written before any time is spent on the input."""
     outputs = config.output
     if outputs.output is not None and config.engine.engine == "local" and config.incremental is None:
-        io.output_format_of(outputs.output, outputs.format)
         io.check_output(outputs.output, files)
+        io.output_format_of(outputs.output, outputs.format)
     if outputs.rejects is not None:
         io.check_output(outputs.rejects, files)
     if outputs.report is not None:

@@ -255,7 +255,6 @@ def test_explicit_event_id_column(tmp_path: Path) -> None:
         ("not_parquet.parquet", "not a readable Parquet file"),
         ("truncated.parquet", "not a readable Parquet file"),
         ("truncated.csv.gz", "corrupt or truncated"),
-        ("truncated.ndjson", "cannot be read as NDJSON"),
     ],
 )
 def test_damaged_files_name_the_file(tmp_path: Path, name: str, message: str) -> None:
@@ -264,6 +263,16 @@ def test_damaged_files_name_the_file(tmp_path: Path, name: str, message: str) ->
     assert result.exit_code == 1
     assert name in squash(result.stderr) and squash(message) in squash(result.stderr)
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_truncated_ndjson_file_has_its_cut_line_rejected(tmp_path: Path) -> None:
+    """Its last line is cut off: one malformed row (line 2), not a file that cannot be read."""
+    failed = cli(BAD / "truncated.ndjson", "-o", tmp_path / "o.csv")
+    assert failed.exit_code == 1
+    assert "truncated.ndjson" in squash(failed.stderr) and "line2:malformed_json" in squash(failed.stderr)
+    skipped = cli(BAD / "truncated.ndjson", "-o", tmp_path / "o.csv", "--on-invalid", "skip")
+    assert skipped.exit_code == 0, skipped.stderr
+    assert pl.read_csv(tmp_path / "o.csv").height == 1
 
 
 def test_a_file_that_disappears_while_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

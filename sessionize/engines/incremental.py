@@ -398,6 +398,18 @@ class IncrementalEngine:
             )
         if Path(incremental.state).resolve() == Path(incremental.output_dir).resolve():
             raise UsageError("--state and --output-dir must be different directories.")
+        for option, value in (("--state", incremental.state), ("--output-dir", incremental.output_dir)):
+            path = Path(value)
+            if path.is_symlink() and not path.exists():
+                raise UsageError(
+                    f"{option} {value} is a symbolic link to {os.readlink(path)}, which does not exist. "
+                    "Create that directory, or give another path."
+                )
+            if path.exists() and not path.is_dir():
+                raise UsageError(f"{option} {value} is a file, not a directory. Give a directory path.")
+            parent = path.absolute().parent
+            if not path.exists() and parent.exists() and not parent.is_dir():
+                raise UsageError(f"{option} {value}: {parent} is a file, not a directory.")
 
     def run(
         self,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import gzip
 import io
+import json
 import os
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from sessionize.accesslog import (
 from sessionize.config import ReadOptions, RunConfig
 from sessionize.errors import (
     MalformedRowsError,
+    OutputError,
     SessionizeWarning,
     UnknownFormatError,
     UnreadableInputError,
@@ -339,10 +342,23 @@ def _decoded_copy(source: InputFile, options: ReadOptions, scratch: Path) -> str
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         Path(name).unlink(missing_ok=True)
         raise UnreadableInputError(_corrupt_gzip(source.path, exc)) from exc
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise OutputError(temp_dir_full(scratch, exc)) from exc
+        raise
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
     return name
+
+
+def temp_dir_full(directory: Path | str, exc: BaseException) -> str:
+    """The message for temporary files that do not fit where they are written."""
+    return (
+        f"Cannot write temporary files to {directory}: {getattr(exc, 'strerror', None) or exc}. "
+        "Free space there, or give a directory with room with --temp-dir."
+    )
 
 
 def _scan(
@@ -398,7 +414,48 @@ def _scan(
         return pl.LazyFrame(), None
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
         return pl.LazyFrame(), None
-    return _flatten(pl.scan_ndjson(ndjson, infer_schema_length=None)).with_row_index(ROW), None
+    scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
+    try:
+        scan.collect_schema()  # the schema comes from every line: a malformed one fails here
+    except pl.exceptions.ComputeError:
+        if isinstance(ndjson, io.BytesIO):
+            data = ndjson.getvalue()
+        else:
+            with open(ndjson, "rb") as handle:
+                data = handle.read()
+        rows, malformed = _careful_ndjson(data)
+        return rows.lazy(), malformed
+    return _flatten(scan).with_row_index(ROW), None
+
+
+def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse a malformed NDJSON file line by line: the lines that are JSON objects (``_row``: their
+    0-based line), and the others with their line number, text and ``malformed_json``.
+
+    Only used when the fast reader fails on the file."""
+    good: list[bytes] = []
+    rows: list[int] = []
+    bad: list[tuple[int, str, str]] = []
+    for number, line in enumerate(data.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            bad.append((number + 1, line.decode("utf-8", errors="replace").rstrip("\r"), "malformed_json"))
+            continue
+        if not isinstance(value, dict):
+            bad.append((number + 1, line.decode("utf-8").rstrip("\r"), "malformed_json"))
+            continue
+        good.append(line)
+        rows.append(number)
+    malformed = pl.DataFrame(
+        bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
+    )
+    if not good:
+        return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed
+    parsed = _flatten(pl.read_ndjson(io.BytesIO(b"\n".join(good)), infer_schema_length=None).lazy())
+    return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed
 
 
 def _flatten(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -583,6 +640,16 @@ def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> st
         return f"{name}: the file disappeared or cannot be found ({detail})."
     if isinstance(exc, PermissionError):
         return f"{name}: permission denied. Check the file's permissions."
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (
+            f"{name}: no space left on the device while reading it through temporary files. Free "
+            "space in the temporary directory, or give one with room with --temp-dir."
+        )
+    if ROW in detail and any(word in detail for word in ("occurrence", "already exists", "duplicate")):
+        return (
+            f"{name}: it has a column named {ROW!r}, a name sessionize keeps for row numbers. Rename "
+            "that column in the file (or leave it out) and run again."
+        )
     if source.format == "parquet":
         return (
             f"{name}: not a readable Parquet file ({detail}). Check that the file is complete, "

@@ -36,9 +36,12 @@ class BucketSpill:
             path = self.directory / f"b{number:05d}-{self._added:07d}.parquet"
             try:
                 part.write_parquet(path, compression="lz4", statistics=False)
-            except OSError as exc:
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                # Polars reports a full disk as a ComputeError ("File out of specification ... os error 28").
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _short(exc)
+                path.unlink(missing_ok=True)
                 raise OutputError(
-                    f"Cannot write temporary bucket files to {self.directory}: {exc.strerror or exc}. "
+                    f"Cannot write temporary bucket files to {self.directory}: {reason}. "
                     "Free disk space there or give another directory with --temp-dir."
                 ) from exc
             self._files[int(number)].append(path)
@@ -55,3 +58,10 @@ class BucketSpill:
         for path in self._files[bucket]:
             path.unlink(missing_ok=True)
         self._files[bucket] = []
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    if "os error 28" in text or "No space left" in text:
+        return "No space left on device"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

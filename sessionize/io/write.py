@@ -29,6 +29,8 @@ def check_output(output: str, inputs: Sequence[InputFile]) -> None:
     for source in inputs:
         if not source.is_stdin and os.path.realpath(source.path) == target:
             raise OutputError(f"The output {output} is also an input: choose another output path with -o.")
+    if os.path.isdir(target):
+        raise OutputError(f"Cannot write {output}: it is a directory. Give a file name (sessions.parquet).")
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
         raise OutputError(f"Cannot write {output}: the directory {parent} does not exist.")

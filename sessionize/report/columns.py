@@ -114,6 +114,9 @@ def _conform(frame: pl.LazyFrame, names: Sequence[str]) -> pl.LazyFrame:
                 column = column.cast(wanted)
         elif actual != wanted:
             column = column.cast(wanted)
+        if wanted.is_float():
+            # 1e400 (inf) or nan in a table from elsewhere: no duration, not a crash of the report.
+            column = pl.when(column.is_finite()).then(column)
         exprs.append(column.alias(name))
     return frame.select(exprs)
 
