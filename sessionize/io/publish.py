@@ -73,6 +73,35 @@ def _write_all(write: Callable[[Any], int | None], data: bytes | memoryview, tar
         view = view[written:]
 
 
+def _remove_stale(directory: str, name: str) -> None:
+    """Remove the temporary files of ``name`` left by runs that were killed (their process is gone)."""
+    prefix = f".{name}."
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return
+    with entries:
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            pid = entry.name[len(prefix) :].split(".", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_uid == os.getuid():
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PendingOutput:
     """One output being written: :attr:`handle` takes its bytes until :meth:`publish` or :meth:`discard`."""
 
@@ -87,8 +116,10 @@ class PendingOutput:
         self._final = target if self.stream else os.path.realpath(target)
         directory = tempfile.gettempdir() if self.stream else os.path.dirname(self._final)
         name = "stdout" if target == STDIN else os.path.basename(self._final)
+        _remove_stale(directory, name)
         try:
-            fd, self._temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+            # The process id in the name lets a later run tell the leftovers of a killed one.
+            fd, self._temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.{os.getpid()}.", suffix=".tmp")
         except OSError as exc:
             raise OutputError(f"Cannot write {self.label}: {_describe(exc)}.") from exc
         self.handle: IO[bytes] = os.fdopen(fd, "wb")
