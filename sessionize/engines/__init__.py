@@ -8,6 +8,7 @@ cluster; imported only when chosen). Every engine runs the one partition step,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sessionize.engines.base import Engine, Outcome, RunProgress
 from sessionize.engines.buckets import BucketEngine
 from sessionize.engines.incremental import IncrementalEngine
 from sessionize.engines.memory import MemoryEngine
+from sessionize.errors import SessionizeWarning
 
 __all__ = ["Engine", "Outcome", "RunProgress", "choose_engine"]
 
@@ -57,6 +59,10 @@ def choose_engine(inputs: Sequence[str | Path], config: RunConfig) -> tuple[Engi
         # resident as lookups read them.
         resident_bytes=2 * geo_size,
     )
+    if config.engine.memory_limit is not None:
+        low = budget.budget_warning(limit, resident_bytes=2 * geo_size)
+        if low is not None:
+            warnings.warn(low, SessionizeWarning, stacklevel=3)
     engine = MemoryEngine(limit) if chosen.in_memory else BucketEngine(chosen)
     engine.check(config)
     return engine, files

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -22,8 +23,8 @@ from sessionize import io
 from sessionize import schema as S
 from sessionize.config import RunConfig
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
-from sessionize.engines.budget import Plan, bucket_of
-from sessionize.errors import UsageError
+from sessionize.engines.budget import Plan, bucket_of, bucket_warning
+from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.partition import PartitionJob, Tally, empty_sessions, process_partition
 
 #: Spill directories are named with their process id, so that a later run can tell the ones left by
@@ -98,6 +99,11 @@ class BucketEngine:
                     del part
                     progress(RunProgress("read", number - 1, len(files), rows))
                 progress(RunProgress("read", number, len(files), rows))
+            too_big = bucket_warning(
+                max(spill.rows, default=0), memory_limit=plan.memory_limit, resident_bytes=plan.resident_bytes
+            )
+            if too_big is not None:
+                warnings.warn(too_big, SessionizeWarning, stacklevel=2)
             # Within a budget, the geo lookup waits for the sessions instead of running beside them.
             sequential = replace(job.settings, overlap_geo=False)
             tally = Tally()

@@ -30,6 +30,10 @@ BUCKET_SHARE = 0.8
 DEFAULT_SHARE = 0.5
 #: The fewest rows a read slice holds (below this, per-slice overhead dominates).
 MIN_CHUNK_ROWS = 50_000
+#: The most buckets a budget makes: each read slice writes a file per bucket, so a budget far below
+#: what the data needs made thousands of buckets and hundreds of thousands of temporary files (58x
+#: slower, and no lower peak: the baseline dominates).
+MAX_BUCKETS = 1024
 
 
 def available_memory() -> int:
@@ -72,6 +76,8 @@ class Plan:
     chunk_rows: int
     estimated_rows: int
     memory_limit: int
+    #: Memory held besides the baseline and the events (the GeoIP maps), bytes.
+    resident_bytes: int = 0
 
     @property
     def in_memory(self) -> bool:
@@ -92,13 +98,53 @@ def plan(
     bucket_rows = max(int(usable * BUCKET_SHARE / BYTES_PER_EVENT), 1)
     if buckets is None:
         buckets = 1 if estimated_rows <= bucket_rows else math.ceil(estimated_rows / bucket_rows)
+        buckets = min(buckets, MAX_BUCKETS)
     elif buckets < 1:
         raise UsageError(f"--buckets {buckets} must be at least 1.")
     # A read slice is spilled before the next is read: it gets the part of the budget a bucket gets.
     chunk_rows = max(bucket_rows, MIN_CHUNK_ROWS)
     return Plan(
-        buckets=buckets, chunk_rows=chunk_rows, estimated_rows=estimated_rows, memory_limit=memory_limit
+        buckets=buckets,
+        chunk_rows=chunk_rows,
+        estimated_rows=estimated_rows,
+        memory_limit=memory_limit,
+        resident_bytes=resident_bytes,
     )
+
+
+def minimum_memory(resident_bytes: int = 0) -> int:
+    """The least memory any run takes: the baseline, the GeoIP maps and a first slice of events."""
+    return BASELINE_BYTES + resident_bytes + MIN_CHUNK_ROWS * BYTES_PER_EVENT
+
+
+def budget_warning(memory_limit: int, *, resident_bytes: int = 0) -> str | None:
+    """What to tell the user about a budget the run cannot keep to, or None."""
+    least = minimum_memory(resident_bytes)
+    if memory_limit >= least:
+        return None
+    return (
+        f"--memory-limit {_mib(memory_limit)} is below the {_mib(least)} any run takes (the program and its "
+        f"rule sets{', the GeoIP database' if resident_bytes else ''} and a first slice of events): the run "
+        f"goes on in at most {MAX_BUCKETS} buckets and will use more. Give at least {_mib(least)}."
+    )
+
+
+def bucket_warning(largest_rows: int, *, memory_limit: int, resident_bytes: int = 0) -> str | None:
+    """What to tell the user when the largest bucket (one user's events cannot be split) needs more
+    memory than the budget leaves it, or None."""
+    needed = BASELINE_BYTES + resident_bytes + largest_rows * BYTES_PER_EVENT
+    if needed <= memory_limit * 1.15:
+        return None
+    return (
+        f"One bucket of users holds {largest_rows:,} events, about {_mib(needed)} to sessionize, more than "
+        f"--memory-limit {_mib(memory_limit)}: a user's events cannot be split (a crawler or a shared id "
+        "with millions of events does this). The run goes on above the budget; exclude such ids, or give "
+        "a larger --memory-limit."
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):,.0f} MiB"
 
 
 def bucket_of(buckets: int) -> pl.Expr:

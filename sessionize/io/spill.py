@@ -24,6 +24,8 @@ class BucketSpill:
         self.buckets = buckets
         self._added = 0
         self._files: list[list[Path]] = [[] for _ in range(buckets)]
+        #: Events spilled to each bucket.
+        self.rows: list[int] = [0] * buckets
 
     def add(self, events: pl.DataFrame, bucket: pl.Expr) -> None:
         """Write ``events`` split by ``bucket`` (an expression giving 0..buckets-1 per row)."""
@@ -45,6 +47,7 @@ class BucketSpill:
                     "Free disk space there or give another directory with --temp-dir."
                 ) from exc
             self._files[int(number)].append(path)
+            self.rows[int(number)] += part.height
         self._added += 1
 
     def read(self, bucket: int, schema: dict[str, pl.DataType]) -> pl.DataFrame:
