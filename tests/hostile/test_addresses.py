@@ -160,3 +160,37 @@ def test_spill_directories_are_private_and_a_dead_runs_are_removed(tmp_path: Pat
     assert seen and all(mode == 0o700 for mode in seen)
     assert not stale.exists()
     assert alive.exists()
+
+
+CITY_DB = Path(__file__).resolve().parents[1] / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
+LOCATED = ["81.2.69.142", "89.160.20.112", "216.160.83.56", "2.125.160.216"]
+
+
+def test_the_incremental_state_keeps_no_full_address_and_sessions_stay_located(tmp_path: Path) -> None:
+    """Sessions that continue across runs are rebuilt from the state's events: located where their
+    first event's full address was, though the state holds only truncated ones."""
+    header = "user_id,timestamp,ip,url"
+    parts: list[list[str]] = [[], [], []]
+    for n, address in enumerate(LOCATED):
+        for minute in range(0, 90, 10):  # each visit spans the three files, cut at :20 and :50
+            part = 0 if minute < 20 else 1 if minute < 50 else 2
+            moment = f"2024-05-01T{10 + minute // 60:02d}:{minute % 60:02d}:00Z"
+            parts[part].append(f"u{n},{moment},{address},https://a.example/{minute}")
+    paths = []
+    for number, rows in enumerate(parts):
+        path = tmp_path / f"part{number}.csv"
+        path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+        paths.append(path)
+    options = {"geoip_db": CITY_DB, "anonymize_ip": True, "valid_until": "2100-01-01"}
+    whole = sessionize.run(paths, **options)  # type: ignore[arg-type]
+    state, out = tmp_path / "state", tmp_path / "out"
+    for path in paths:
+        sessionize.run([path], state=state, output_dir=out, **options)  # type: ignore[arg-type]
+    table = pl.concat([pl.read_parquet(p) for p in sorted(out.glob("session_date=*/*.parquet"))])
+    keys = ["user_id", "session_start", "session_id"]
+    columns = ["user_id", "city", "country", "ip", "session_id"]
+    assert table.sort(keys).select(columns).rows() == whole.sessions.sort(keys).select(columns).rows()
+    assert whole.sessions.get_column("country").drop_nulls().len() >= 3
+    for address in LOCATED:
+        assert address not in everything_written(state)
+        assert address not in everything_written(out)
