@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -268,6 +269,16 @@ def _norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
+def _closest(name: str, available: Sequence[str], *, taken: Iterable[str] = ()) -> str | None:
+    """The column of ``available`` whose name is closest to ``name`` (case and punctuation aside)."""
+    candidates: dict[str, str] = {}
+    for column in available:
+        if column not in taken:
+            candidates.setdefault(_norm(column), column)
+    close = difflib.get_close_matches(_norm(name), list(candidates), n=1, cutoff=0.75)
+    return candidates[close[0]] if close else None
+
+
 def resolve_columns(
     available: Sequence[str],
     *,
@@ -291,13 +302,16 @@ def resolve_columns(
     listing = ", ".join(available) if available else "(none)"
     found: dict[str, str | None] = {}
     taken: set[str] = {name for name in explicit.values() if name}
+    # Every column that cannot be found, named in one error (a wrong --user-col and no timestamp).
+    problems: list[str] = []
     for role, aliases in COLUMN_ALIASES.items():
         given = explicit[role]
         if given is not None:
             if given not in available:
-                raise MissingColumnError(
-                    f"{source} has no column {given!r} (given with {COLUMN_FLAGS[role]}). "
-                    f"Its columns are: {listing}."
+                close = _closest(given, available)
+                problems.append(
+                    f"no column {given!r} (given with {COLUMN_FLAGS[role]}"
+                    + (f"; did you mean {close!r}?)" if close else ")")
                 )
             found[role] = given
             continue
@@ -319,13 +333,21 @@ def resolve_columns(
             for alias in COLUMN_ALIASES[EVENT]
             if _norm(alias) in by_norm and by_norm[_norm(alias)] not in taken
         )
+    hints: list[str] = []
     for role in (USER, TIME):
         if found[role] is None:
             what = "user id" if role == USER else "timestamp"
-            raise MissingColumnError(
-                f"{source} has no {what} column (looked for {', '.join(COLUMN_ALIASES[role])}). "
-                f"Its columns are: {listing}. Name the column with {COLUMN_FLAGS[role]}."
+            problems.append(f"no {what} column (looked for {', '.join(COLUMN_ALIASES[role])})")
+            close = next(
+                (c for alias in COLUMN_ALIASES[role] if (c := _closest(alias, available, taken=taken))), None
             )
+            hints.append(COLUMN_FLAGS[role] + (f" (perhaps {COLUMN_FLAGS[role]} {close})" if close else ""))
+    if problems:
+        joined = problems[0] if len(problems) == 1 else f"{', '.join(problems[:-1])} and {problems[-1]}"
+        message = f"{source} has {joined}. Its columns are: {listing}."
+        if hints:
+            message += f" Name the column{'s' if len(hints) > 1 else ''} with {' and '.join(hints)}."
+        raise MissingColumnError(message)
     return ColumnMap(**found, event_fallbacks=fallbacks)  # type: ignore[arg-type]
 
 
