@@ -15,6 +15,7 @@ This module imports nothing of sessionize but :mod:`sessionize.schema` and :mod:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import inspect
 import os
@@ -558,7 +559,11 @@ def load_toml(path: str | Path, *, also: Iterable[str] = ()) -> dict[str, Any]:
             continue
         if name not in names:
             known = ", ".join(sorted(n.replace("_", "-") for n in names))
-            raise UsageError(f"--config: {path}: unknown option {key!r}. Known options: inputs, {known}.")
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            hint = f" Did you mean {close[0].replace('_', '-')!r}?" if close else ""
+            raise UsageError(
+                f"--config: {path}: unknown option {key!r}.{hint} Known options: inputs, {known}."
+            )
         options[name] = value
     return options
 
