@@ -1,43 +1,93 @@
 """The ``sessionize`` command line: parse options, call the library, report on stderr.
 
 stdout carries data only (so ``-o -`` pipes); the summary, previews of a terminal run and errors
-go to stderr. Library errors become a red panel and exit code 1 (2 for usage errors).
+go to stderr, all through :mod:`sessionize.console` (panels on a terminal, one JSON line per
+outcome for machines). Library errors exit with their code (1; 2 for usage errors; 75 when an
+incremental state is locked).
+
+Start-up stays light (``sessionize --version``): the engines, geo lookups and the report's charts
+are imported by the command that needs them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import difflib
 import signal
 import sys
-import time
 import warnings
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Annotated, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
 import typer
-from rich.console import Console
-from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from typer.core import TyperGroup
 
-from sessionize import __version__, geo, pipeline
-from sessionize import report as report_module
+from sessionize import __version__, console
 from sessionize import schema as S
-from sessionize.config import DEFAULT_ASSET_PATTERN, RunConfig, load_toml
-from sessionize.errors import SessionizeError, SessionizeWarning, UsageError
+from sessionize.config import (
+    AMBIGUOUS_TIMES,
+    ANONYMIZE_MODES,
+    DEFAULT_ASSET_PATTERN,
+    ENGINES,
+    TIME_UNITS,
+    VISITOR_KEYS,
+    OnInvalid,
+    RunConfig,
+    load_toml,
+)
+from sessionize.console import Figure
+from sessionize.errors import SessionizeWarning, UsageError
+from sessionize.io.formats import INPUT_FORMATS, OUTPUT_FORMATS
+from sessionize.report import DEFAULT_OUTPUT as REPORT_OUTPUT
+from sessionize.report import DEFAULT_TITLE as REPORT_TITLE
+from sessionize.report import DEFAULT_TOP as REPORT_TOP
 
-geoip_app = typer.Typer(help="Inspect the GeoIP database.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from sessionize.pipeline import RunResult
+    from sessionize.report import ReportResult
 
-ATTRIBUTION = "Default GeoIP database: " + geo.DBIP_ATTRIBUTION + "."
+# The geo package's constants, spelled here so that the help needs no geoip2 (tests/test_cli_help.py
+# checks that they equal sessionize.geo's).
+GEOIP_ENV_VAR = "SESSIONIZE_GEOIP_DB"
+DBIP_ATTRIBUTION = "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0"
+ATTRIBUTION = "Default GeoIP database: " + DBIP_ATTRIBUTION + "."
+ON_INVALID: tuple[str, ...] = get_args(OnInvalid)
+LOG_FORMATS = console.LOG_FORMATS
 
 ANONYMIZE_DEFAULT = "--anonymize-ip=after-geo"
 
+# The panels of ``run --help``, by purpose.
+INPUT = "Input and columns"
+OUTPUT = "Output"
+RULES = "Session rules"
+ATTRIBUTION_PANEL = "Attribution"
+GEOLOCATION = "Geolocation"
+BOTS = "Devices and bots"
+PRIVACY = "Privacy"
+BAD_INPUT = "Bad input"
+SCALE = "Scale"
+INCREMENTAL = "Incremental"
+DASK = "Dask"
+LOGGING = "Logging"
 
-class _Group(TyperGroup):
+RUN_EXAMPLES = f"""Examples
+
+  The sample data, previewed (-o sessions.parquet keeps the whole table):
+    sessionize run sample_data/events.csv
+
+  A web server's access log (combined or common), visitors by IP and agent:
+    sessionize run /var/log/nginx/access.log -o sessions.parquet
+
+  A pipe: CSV events on stdin, Parquet sessions on stdout:
+    zcat events.csv.gz | sessionize run - -o - --format parquet > s.parquet
+
+  Cron: each run reads only the new files and continues the open sessions;
+  its summary is one JSON line on stderr (for the job's log):
+    sessionize run 'logs/*.csv' --state state/ --output-dir sessions/
+
+{ATTRIBUTION}"""
+
+
+class _Group(console.Group):
     """Lets ``--anonymize-ip`` stand alone (meaning ``--anonymize-ip=after-geo``)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -51,49 +101,44 @@ app = typer.Typer(
     help="Turn raw web and product event logs into a session table.",
     epilog=ATTRIBUTION,
     no_args_is_help=True,
-    add_completion=False,
     # Event logs hold IPs and user ids: never dump local variables in a traceback.
     pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     cls=_Group,
 )
-err = Console(stderr=True)
+geoip_app = typer.Typer(help="Inspect the GeoIP database.", no_args_is_help=True, cls=console.Group)
 
 
-class OutputFormat(StrEnum):
-    parquet = "parquet"
-    csv = "csv"
-    ndjson = "ndjson"
+# Values: choices from the library's own constants, and numbers, with errors that say what to type.
 
 
-class InputFormat(StrEnum):
-    csv = "csv"
-    tsv = "tsv"
-    parquet = "parquet"
-    ndjson = "ndjson"
-    combined = "combined"
-    common = "common"
+def _choice(choices: Sequence[str], metavar: str | None = None) -> dict[str, Any]:
+    """``typer.Option`` settings for a value out of ``choices``: the check, its metavar, completion."""
+
+    def parse(value: str) -> str:
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}.{hint}")
+
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return {"parser": parse, "metavar": metavar or "|".join(choices), "autocompletion": complete}
 
 
-class VisitorKeyChoice(StrEnum):
-    ip_ua = "ip+ua"
-    ip = "ip"
+def _whole_number(minimum: int = 1) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a whole number.") from None
+        if number < minimum:
+            raise typer.BadParameter(f"{number} is less than {minimum}.")
+        return number
 
-
-class OnInvalidChoice(StrEnum):
-    fail = "fail"
-    skip = "skip"
-
-
-class AnonymizeChoice(StrEnum):
-    after_geo = "after-geo"
-    before_geo = "before-geo"
-
-
-class TimeUnitChoice(StrEnum):
-    s = "s"
-    ms = "ms"
-    us = "us"
-    ns = "ns"
+    return parse
 
 
 def _version(value: bool) -> None:
@@ -105,7 +150,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Turn raw web and product event logs into a session table."""
@@ -115,128 +161,11 @@ app.add_typer(geoip_app, name="geoip")
 
 
 def _stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
-
-
-def _fail(exc: BaseException, *, debug: bool) -> NoReturn:
-    if debug:
-        err.print_exception(show_locals=False)
-    if isinstance(exc, SessionizeError):
-        message, code = str(exc), exc.exit_code
-    else:
-        message = (
-            f"Unexpected error: {type(exc).__name__}: {exc}\nRun again with --debug to see the traceback."
-        )
-        code = 1
-    title = "Usage error" if code == 2 else "Error"
-    err.print(Panel(message, title=title, title_align="left", border_style="red", expand=False))
-    raise typer.Exit(code)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
-
-
-def _summary(result: pipeline.RunResult, *, report: str | None = None) -> None:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(justify="right")
-    files = len(result.files)
-    grid.add_row("rows read", f"{result.rows_read:,} from {files} file{'s' if files != 1 else ''}")
-    if result.rejected:
-        grid.add_row(
-            "rejected",
-            f"{result.rejected:,} ("
-            + (
-                f"written to {result.rejects_output}"
-                if result.rejects_output
-                else "keep them with --rejects PATH"
-            )
-            + ")",
-        )
-    if result.duplicates_removed:
-        grid.add_row("duplicates removed", f"{result.duplicates_removed:,}")
-    grid.add_row("events sessionized", f"{result.events_read:,}")
-    if result.bot_sessions_excluded:
-        grid.add_row(
-            "bot sessions left out",
-            f"{result.bot_sessions_excluded:,} ({result.bot_events_excluded:,} events)",
-        )
-    elif result.bot_sessions:
-        grid.add_row("bot sessions", f"{result.bot_sessions:,} (--exclude-bots leaves them out)")
-    grid.add_row("users", f"{result.user_count:,}")
-    grid.add_row("sessions", f"{result.session_count:,}")
-    grid.add_row("median duration", _duration(result.median_duration_s))
-    grid.add_row("mean duration", _duration(result.mean_duration_s))
-    grid.add_row("elapsed", f"{result.elapsed_s:.2f}s")
-    if result.engine == "dask":
-        grid.add_row("path", f"dask, {result.buckets:,} partitions of users ({result.scheduler})")
-    elif result.buckets == 1:
-        grid.add_row("path", "in memory")
-    else:
-        grid.add_row(
-            "path",
-            f"{result.buckets:,} buckets of users"
-            + ("" if result.buckets_forced else f" (memory budget {_mib(result.memory_limit)})"),
-        )
-    if result.peak_memory_mib:
-        grid.add_row("peak memory", f"{result.peak_memory_mib:,.0f} MiB")
-    if result.geo_database is not None:
-        counts = result.geo_counts
-        located = counts.get(geo.RESOLVED, 0)
-        unlocated = ", ".join(
-            f"{counts[key]:,} {label}"
-            for key, label in (
-                (geo.NOT_FOUND, "not in database"),
-                (geo.PRIVATE, "private/reserved"),
-                (geo.INVALID, "malformed"),
-                (geo.MISSING, "no IP"),
-            )
-            if counts.get(key)
-        )
-        total = f"{located:,} of {result.session_count:,} sessions"
-        grid.add_row("located by IP", total + (f" (not: {unlocated})" if unlocated else ""))
-    if result.incremental is not None:
-        inc = result.incremental
-        if inc.files_skipped:
-            grid.add_row(
-                "files skipped",
-                f"{len(inc.files_skipped):,} already in the state (--reprocess reads them again)",
-            )
-        if inc.files_grown:
-            grid.add_row("files grown", f"{len(inc.files_grown):,}: only their new lines were read")
-        if inc.late:
-            grid.add_row("late events", f"{inc.late:,} rejected (older than --lateness)")
-        grid.add_row("open sessions", f"{inc.open_sessions:,} (is_final = false)")
-        grid.add_row("partitions written", f"{len(inc.partitions):,}")
-        grid.add_row("state", f"{inc.users_in_state:,} users, {inc.events_in_state:,} events kept")
-    if result.output is not None:
-        where = "stdout" if result.output == "-" else result.output
-        grid.add_row("written to", f"{where} ({result.output_format})")
-    if report is not None:
-        grid.add_row("report", report)
-    err.print(Panel(grid, title="sessionize", title_align="left", border_style="green", expand=False))
+    return console.stdout_is_terminal()
 
 
 def _terminate(signum: int, frame: object) -> NoReturn:
     raise SystemExit(128 + signum)
-
-
-class Engine(StrEnum):
-    local = "local"
-    dask = "dask"
-
-
-class LogFormat(StrEnum):
-    auto = "auto"
-    text = "text"
-    json = "json"
 
 
 def _load_config(ctx: typer.Context, param: Any, value: str | None) -> str | None:
@@ -253,12 +182,38 @@ def _load_config(ctx: typer.Context, param: Any, value: str | None) -> str | Non
     return value
 
 
-def _log_json(result: pipeline.RunResult, *, warnings: list[str]) -> None:
-    """One JSON line on stderr: what a log collector (cron, systemd, Kubernetes) keeps of the run."""
-    line: dict[str, Any] = {
-        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "ok",
-        "files": result.files,
+# Summaries: the figures of the panel and of the JSON line, from one list ---------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def _mib(size: int) -> str:
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):,.1f}GiB"
+    return f"{size / (1 << 20):,.0f}MiB" if size >= 1 << 20 else f"{size / 1024:,.0f}KiB"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def run_figures(result: RunResult, *, report: str | None = None) -> tuple[list[Figure], dict[str, Any]]:
+    """The summary of a run: the panel's lines (each with the JSON fields of its figures) and the
+    fields every JSON line has, whether or not the panel shows them."""
+    from sessionize import geo
+
+    # Incremental runs name the files they processed, not every input.
+    files = result.files if result.incremental is None else result.incremental.files_processed
+    fields: dict[str, Any] = {
+        "files": files,
         "rows_read": result.rows_read,
         "rejected": result.rejected,
         "duplicates_removed": result.duplicates_removed,
@@ -266,20 +221,130 @@ def _log_json(result: pipeline.RunResult, *, warnings: list[str]) -> None:
         "sessions": result.session_count,
         "users": result.user_count,
         "bot_sessions": result.bot_sessions,
-        # Sessions per IP lookup outcome (resolved, not_found, private, invalid, missing), as the panel.
+        "bot_sessions_excluded": result.bot_sessions_excluded,
+        "bot_events_excluded": result.bot_events_excluded,
+        "median_duration_s": result.median_duration_s,
+        "mean_duration_s": result.mean_duration_s,
+        # Sessions per IP lookup outcome (resolved, not_found, private, invalid, missing).
         "geo": result.geo_counts,
+        "geo_database": None if result.geo_database is None else str(result.geo_database.path),
         "path": result.path_taken,
         "engine": result.engine,
+        "buckets": result.buckets,
+        "memory_limit_bytes": result.memory_limit,
+        "scheduler": result.scheduler,
         "output": result.output,
+        "output_format": result.output_format,
         "rejects_output": result.rejects_output,
+        "report": report,
         "elapsed_s": round(result.elapsed_s, 3),
         "peak_memory_mib": round(result.peak_memory_mib, 1),
-        "warnings": warnings,
     }
+    figures = [
+        Figure(
+            "rows read",
+            f"{result.rows_read:,} from {_plural(len(result.files), 'file')}",
+            {"rows_read": result.rows_read, "files": files},
+        )
+    ]
+    if result.rejected:
+        where = (
+            f"written to {result.rejects_output}"
+            if result.rejects_output
+            else "keep them with --rejects PATH"
+        )
+        figures.append(
+            Figure(
+                "rejected",
+                f"{result.rejected:,} ({where})",
+                {"rejected": result.rejected, "rejects_output": result.rejects_output},
+            )
+        )
+    if result.duplicates_removed:
+        figures.append(
+            Figure(
+                "duplicates removed",
+                f"{result.duplicates_removed:,}",
+                {"duplicates_removed": result.duplicates_removed},
+            )
+        )
+    figures.append(Figure("events sessionized", f"{result.events_read:,}", {"events": result.events_read}))
+    if result.bot_sessions_excluded:
+        figures.append(
+            Figure(
+                "bot sessions left out",
+                f"{result.bot_sessions_excluded:,} ({result.bot_events_excluded:,} events)",
+                {
+                    "bot_sessions_excluded": result.bot_sessions_excluded,
+                    "bot_events_excluded": result.bot_events_excluded,
+                },
+            )
+        )
+    elif result.bot_sessions:
+        figures.append(
+            Figure(
+                "bot sessions",
+                f"{result.bot_sessions:,} (--exclude-bots leaves them out)",
+                {"bot_sessions": result.bot_sessions},
+            )
+        )
+    figures += [
+        Figure("users", f"{result.user_count:,}", {"users": result.user_count}),
+        Figure("sessions", f"{result.session_count:,}", {"sessions": result.session_count}),
+        Figure(
+            "median duration",
+            _duration(result.median_duration_s),
+            {"median_duration_s": result.median_duration_s},
+        ),
+        Figure(
+            "mean duration", _duration(result.mean_duration_s), {"mean_duration_s": result.mean_duration_s}
+        ),
+        Figure("elapsed", f"{result.elapsed_s:.2f}s", {"elapsed_s": round(result.elapsed_s, 3)}),
+    ]
+    path_fields = {"path": result.path_taken, "engine": result.engine, "buckets": result.buckets}
+    if result.engine == "dask":
+        path = f"dask, {result.buckets:,} partitions of users ({result.scheduler})"
+        path_fields["scheduler"] = result.scheduler
+    elif result.buckets == 1:
+        path = "in memory"
+    else:
+        path = f"{result.buckets:,} buckets of users"
+        if not result.buckets_forced:
+            path += f" (memory budget {_mib(result.memory_limit)})"
+            path_fields["memory_limit_bytes"] = result.memory_limit
+    figures.append(Figure("path", path, path_fields))
+    if result.peak_memory_mib:
+        figures.append(
+            Figure(
+                "peak memory",
+                f"{result.peak_memory_mib:,.0f} MiB",
+                {"peak_memory_mib": round(result.peak_memory_mib, 1)},
+            )
+        )
+    if result.geo_database is not None:
+        counts = result.geo_counts
+        located = counts.get(geo.RESOLVED, 0)
+        unlocated = ", ".join(
+            f"{counts[key]:,} {label}"
+            for key, label in (
+                (geo.NOT_FOUND, "not in database"),
+                (geo.PRIVATE, "private/reserved"),
+                (geo.INVALID, "malformed"),
+                (geo.MISSING, "no IP"),
+            )
+            if counts.get(key)
+        )
+        total = f"{located:,} of {result.session_count:,} sessions"
+        figures.append(
+            Figure(
+                "located by IP",
+                total + (f" (not: {unlocated})" if unlocated else ""),
+                {"geo": counts, "geo_database": str(result.geo_database.path)},
+            )
+        )
     if result.incremental is not None:
         inc = result.incremental
-        line.update(
-            files=inc.files_processed,
+        fields.update(
             files_skipped=inc.files_skipped,
             files_grown=inc.files_grown,
             late=inc.late,
@@ -289,398 +354,77 @@ def _log_json(result: pipeline.RunResult, *, warnings: list[str]) -> None:
             events_in_state=inc.events_in_state,
             watermark=None if inc.watermark is None else inc.watermark.isoformat(),
         )
-    sys.stderr.write(json.dumps(line) + "\n")
-    sys.stderr.flush()
-
-
-def _fail_json(exc: BaseException, *, started: float) -> NoReturn:
-    code = exc.exit_code if isinstance(exc, SessionizeError) else 1
-    line = {
-        "ts": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "error",
-        "exit_code": code,
-        "error": type(exc).__name__,
-        "message": str(exc),
-        "elapsed_s": round(time.time() - started, 3),
-    }
-    sys.stderr.write(json.dumps(line) + "\n")
-    sys.stderr.flush()
-    raise typer.Exit(code)
-
-
-def _mib(size: int) -> str:
-    if size >= 1 << 30:
-        return f"{size / (1 << 30):,.1f}GiB"
-    return f"{size / (1 << 20):,.0f}MiB" if size >= 1 << 20 else f"{size / 1024:,.0f}KiB"
-
-
-@contextlib.contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[pipeline.RunProgress], None] | None]:
-    """A rich progress display on stderr (files read, buckets done, rows per second), or None
-    when stderr is not a terminal or the run is --quiet."""
-    if not enabled or not err.is_terminal:
-        yield None
-        return
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as display:
-        tasks: dict[str, tuple[TaskID, float]] = {}
-
-        def update(event: pipeline.RunProgress) -> None:
-            label = "Reading files" if event.stage == "read" else "Sessionizing"
-            if event.stage not in tasks:
-                task = display.add_task(label, total=event.total, rows=0, rate="")
-                tasks[event.stage] = (task, time.perf_counter())
-            task, started = tasks[event.stage]
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            display.update(
-                task,
-                completed=event.done,
-                rows=event.rows,
-                rate=f"({event.rows / elapsed:,.0f}/s)",
+        if inc.files_skipped:
+            figures.append(
+                Figure(
+                    "files skipped",
+                    f"{len(inc.files_skipped):,} already in the state (--reprocess reads them again)",
+                    {"files_skipped": inc.files_skipped},
+                )
             )
+        if inc.files_grown:
+            figures.append(
+                Figure(
+                    "files grown",
+                    f"{len(inc.files_grown):,}: only their new lines were read",
+                    {"files_grown": inc.files_grown},
+                )
+            )
+        if inc.late:
+            figures.append(
+                Figure("late events", f"{inc.late:,} rejected (older than --lateness)", {"late": inc.late})
+            )
+        figures += [
+            Figure(
+                "open sessions",
+                f"{inc.open_sessions:,} (is_final = false)",
+                {"open_sessions": inc.open_sessions},
+            ),
+            Figure("partitions written", f"{len(inc.partitions):,}", {"partitions": inc.partitions}),
+            Figure(
+                "state",
+                f"{inc.users_in_state:,} users, {inc.events_in_state:,} events kept",
+                {"users_in_state": inc.users_in_state, "events_in_state": inc.events_in_state},
+            ),
+        ]
+    if result.output is not None:
+        where = "stdout" if result.output == "-" else result.output
+        figures.append(
+            Figure(
+                "written to",
+                f"{where} ({result.output_format})",
+                {"output": result.output, "output_format": result.output_format},
+            )
+        )
+    if report is not None:
+        figures.append(Figure("report", report, {"report": report}))
+    return figures, fields
 
-        yield update
+
+PREVIEW_ROWS = 10
 
 
-def _preview(result: pipeline.RunResult, rows: int = 10) -> None:
-    out = Console()
-    table = Table(title=f"First {min(rows, result.session_count)} of {result.session_count:,} sessions")
-    shown = [
-        "user_id",
-        "session_number",
-        "session_start",
-        "duration_s",
-        "pageview_count",
-        "landing_page",
-        "traffic_source",
-    ]
-    for name in shown:
-        table.add_column(name, overflow="fold")
-    for row in result.sessions.head(rows).select(shown).iter_rows():
-        table.add_row(*("" if v is None else str(v) for v in row))
-    out.print(table)
-    err.print("Write the whole table with -o sessions.parquet (or .csv, .ndjson; -o - for stdout).")
+def _preview(result: RunResult, reporter: console.Reporter) -> None:
+    rows = result.sessions.head(PREVIEW_ROWS).to_dicts()
+    console.preview(rows, total=result.session_count, terminal=True)
+    reporter.hint("Write the whole table with -o sessions.parquet (or .csv, .ndjson; -o - for stdout).")
 
 
-@app.command("run", epilog=ATTRIBUTION)
+def _warnings(caught: list[warnings.WarningMessage] | None) -> list[str]:
+    return [str(w.message) for w in caught or () if issubclass(w.category, SessionizeWarning)]
+
+
+@app.command("run", epilog=RUN_EXAMPLES, cls=console.Command)
 def run(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Event files (.csv, .csv.gz, .tsv, .parquet, .ndjson, .jsonl), directories, glob patterns, "
-            "or - for CSV on stdin.",
+            help="Event files (.csv, .csv.gz, .tsv, .parquet, .ndjson, .jsonl, .log), directories, glob "
+            "patterns, or - for CSV on stdin.",
             show_default=False,
             metavar="INPUT",
         ),
     ],
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "-o",
-            "--output",
-            metavar="PATH",
-            help="Where to write the session table; - for stdout. Without it: a preview on a terminal, "
-            "CSV on stdout otherwise.",
-        ),
-    ] = None,
-    format: Annotated[
-        OutputFormat | None,
-        typer.Option("--format", help="Output format (default: from the output's extension; CSV on stdout)."),
-    ] = None,
-    input_format: Annotated[
-        InputFormat | None,
-        typer.Option("--input-format", help="Input format for every input (default: from each extension)."),
-    ] = None,
-    timeout: Annotated[
-        str,
-        typer.Option(
-            "--timeout", metavar="DURATION", help="Inactivity that ends a session: 90s, 30m, 1h, 1h30m."
-        ),
-    ] = "30m",
-    user_col: Annotated[
-        str | None, typer.Option("--user-col", metavar="COLUMN", help="Column with the user id.")
-    ] = None,
-    time_col: Annotated[
-        str | None, typer.Option("--time-col", metavar="COLUMN", help="Column with the event time.")
-    ] = None,
-    url_col: Annotated[
-        str | None, typer.Option("--url-col", metavar="COLUMN", help="Column with the page URL.")
-    ] = None,
-    referrer_col: Annotated[
-        str | None, typer.Option("--referrer-col", metavar="COLUMN", help="Column with the referrer URL.")
-    ] = None,
-    ip_col: Annotated[
-        str | None, typer.Option("--ip-col", metavar="COLUMN", help="Column with the client IP address.")
-    ] = None,
-    event_col: Annotated[
-        str | None, typer.Option("--event-col", metavar="COLUMN", help="Column with the event name.")
-    ] = None,
-    session_col: Annotated[
-        str | None,
-        typer.Option("--session-col", metavar="COLUMN", help="Column with a client-provided session id."),
-    ] = None,
-    user_agent_col: Annotated[
-        str | None, typer.Option("--user-agent-col", metavar="COLUMN", help="Column with the user agent.")
-    ] = None,
-    event_id_col: Annotated[
-        str | None,
-        typer.Option(
-            "--event-id-col",
-            metavar="COLUMN",
-            help="Column with an event id; events sharing one are one event.",
-        ),
-    ] = None,
-    time_unit: Annotated[
-        TimeUnitChoice | None,
-        typer.Option(
-            "--time-unit", help="Unit of epoch-number timestamps (default: guessed from magnitude)."
-        ),
-    ] = None,
-    timezone: Annotated[
-        str | None,
-        typer.Option(
-            "--timezone", metavar="TZ", help="IANA time zone of timestamps without an offset (default: UTC)."
-        ),
-    ] = None,
-    pageview_events: Annotated[
-        str,
-        typer.Option(
-            "--pageview-events", metavar="NAMES", help="Comma-separated event names that are page views."
-        ),
-    ] = ",".join(S.DEFAULT_PAGEVIEW_EVENTS),
-    encoding: Annotated[
-        str,
-        typer.Option("--encoding", metavar="NAME", help="Encoding of CSV/TSV inputs (latin-1, cp1252, ...)."),
-    ] = "utf-8",
-    on_invalid: Annotated[
-        OnInvalidChoice,
-        typer.Option(
-            "--on-invalid",
-            help="Rows with an empty user id, a bad or out-of-range timestamp, or malformed CSV: fail (stop, "
-            "write nothing) or skip (set aside and count).",
-        ),
-    ] = OnInvalidChoice.fail,
-    rejects: Annotated[
-        str | None,
-        typer.Option(
-            "--rejects", metavar="PATH", help="With --on-invalid skip: write the rejected rows here."
-        ),
-    ] = None,
-    valid_from: Annotated[
-        str | None,
-        typer.Option("--valid-from", metavar="TIME", help="Events before this (ISO 8601) are invalid."),
-    ] = None,
-    valid_until: Annotated[
-        str | None,
-        typer.Option(
-            "--valid-until",
-            metavar="TIME",
-            help="Events after this (ISO 8601) are invalid (default: now + 1 day).",
-        ),
-    ] = None,
-    dedupe: Annotated[
-        bool,
-        typer.Option(
-            "--dedupe", help="Drop exact duplicate events (events with an id are deduplicated by it)."
-        ),
-    ] = False,
-    geoip_db: Annotated[
-        str | None,
-        typer.Option(
-            "--geoip-db",
-            metavar="PATH",
-            help=f"MaxMind DB (.mmdb) City or Country database for city, region and country (default: "
-            f"${geo.ENV_VAR}, else DB-IP City Lite if installed).",
-        ),
-    ] = None,
-    no_geo: Annotated[
-        bool, typer.Option("--no-geo", help="Skip the IP lookup; geo columns stay null.")
-    ] = False,
-    anonymize_ip: Annotated[
-        AnonymizeChoice | None,
-        typer.Option(
-            "--anonymize-ip",
-            help="Zero the last octet of IPv4 and the last 80 bits of IPv6 in the output; "
-            "--anonymize-ip=before-geo also before the geo lookup.",
-        ),
-    ] = None,
-    hash_user_ids: Annotated[
-        str | None,
-        typer.Option(
-            "--hash-user-ids",
-            metavar="SECRET_ENV",
-            help="Replace user ids by HMAC-SHA256 with the secret in this environment variable.",
-        ),
-    ] = None,
-    drop_columns: Annotated[
-        str | None,
-        typer.Option("--drop-columns", metavar="NAMES", help="Comma-separated output columns to leave out."),
-    ] = None,
-    referers: Annotated[
-        str | None,
-        typer.Option(
-            "--referers",
-            metavar="PATH",
-            help="Snowplow referer database (referers.yml or .json) instead of the bundled copy.",
-        ),
-    ] = None,
-    internal_domains: Annotated[
-        str | None,
-        typer.Option(
-            "--internal-domains",
-            metavar="DOMAINS",
-            help="Comma-separated hosts of your own sites (and their subdomains): referrers from them are "
-            "internal.",
-        ),
-    ] = None,
-    conversion_events: Annotated[
-        str | None,
-        typer.Option(
-            "--conversion-events",
-            metavar="NAMES",
-            help="Comma-separated event names that make a session engaged.",
-        ),
-    ] = None,
-    max_session_length: Annotated[
-        str | None,
-        typer.Option(
-            "--max-session-length",
-            metavar="DURATION",
-            help="Cut longer runs of activity into consecutive sessions (PostHog: 24h).",
-        ),
-    ] = None,
-    split_on_campaign: Annotated[
-        bool,
-        typer.Option(
-            "--split-on-campaign", help="A page view with other UTM/click-id values starts a new session."
-        ),
-    ] = False,
-    split_at_midnight: Annotated[
-        bool, typer.Option("--split-at-midnight", help="Start a new session at midnight in --timezone.")
-    ] = False,
-    visitor_key: Annotated[
-        VisitorKeyChoice,
-        typer.Option(
-            "--visitor-key", help="Access logs: who a visitor is, client IP + user agent or the IP alone."
-        ),
-    ] = VisitorKeyChoice.ip_ua,
-    asset_pattern: Annotated[
-        str,
-        typer.Option(
-            "--asset-pattern",
-            metavar="REGEX",
-            help="Access logs: paths that are static assets, not page views (case-insensitive regex).",
-        ),
-    ] = DEFAULT_ASSET_PATTERN,
-    exclude_bots: Annotated[
-        bool, typer.Option("--exclude-bots", help="Leave out the sessions of crawlers and scripts (counted).")
-    ] = False,
-    report: Annotated[
-        str | None,
-        typer.Option(
-            "--report",
-            metavar="PATH",
-            help="Also write the session insights report of the table here (one HTML file; see "
-            "sessionize report).",
-        ),
-    ] = None,
-    memory_limit: Annotated[
-        str | None,
-        typer.Option(
-            "--memory-limit",
-            metavar="SIZE",
-            help="Memory budget (2GiB, 512M). Larger inputs are split into buckets of users spilled to "
-            "disk and sessionized one at a time. Default: half the memory available.",
-            show_default=False,
-        ),
-    ] = None,
-    buckets: Annotated[
-        int | None,
-        typer.Option(
-            "--buckets",
-            metavar="N",
-            min=1,
-            help="Use exactly N buckets of users (1: all in memory) instead of deciding from --memory-limit.",
-            show_default=False,
-        ),
-    ] = None,
-    temp_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--temp-dir",
-            metavar="DIR",
-            help="Where bucket files go (removed at the end, also on errors and Ctrl-C). Default: $TMPDIR.",
-            show_default=False,
-        ),
-    ] = None,
-    state: Annotated[
-        str | None,
-        typer.Option(
-            "--state",
-            metavar="STATE_DIR",
-            help="Incremental runs (cron): remember processed files and open sessions here, continue "
-            "them on the next run. Needs --output-dir.",
-            show_default=False,
-        ),
-    ] = None,
-    output_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--output-dir",
-            metavar="OUT_DIR",
-            help="With --state: write sessions as Parquet partitions OUT_DIR/session_date=YYYY-MM-DD/, "
-            "with is_final false for sessions that may go on.",
-            show_default=False,
-        ),
-    ] = None,
-    lateness: Annotated[
-        str,
-        typer.Option(
-            "--lateness",
-            metavar="DURATION",
-            help="With --state: events up to this much older than their user's last processed event "
-            "rebuild their sessions; older ones are rejected as late.",
-        ),
-    ] = "6h",
-    reprocess: Annotated[
-        bool,
-        typer.Option("--reprocess", help="With --state: read inputs the state already holds again."),
-    ] = False,
-    engine: Annotated[
-        Engine,
-        typer.Option(
-            "--engine",
-            help="Where to sessionize: this process, or a Dask cluster (pip install 'sessionize[dask]'; "
-            "-o is then a directory of Parquet partitions).",
-        ),
-    ] = Engine.local,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            metavar="ADDRESS",
-            help="With --engine dask: the scheduler (tcp://host:8786 or a scheduler file). Default: a "
-            "local cluster of one worker per CPU.",
-            show_default=False,
-        ),
-    ] = None,
-    partitions: Annotated[
-        int | None,
-        typer.Option(
-            "--partitions",
-            metavar="N",
-            min=1,
-            help="With --engine dask: partitions of users after the shuffle (default: input partitions "
-            "or workers, whichever is more).",
-            show_default=False,
-        ),
-    ] = None,
     config: Annotated[
         str | None,
         typer.Option(
@@ -692,37 +436,495 @@ def run(
             show_default=False,
         ),
     ] = None,
+    # Input and columns ---------------------------------------------------------------------------
+    input_format: Annotated[
+        str | None,
+        typer.Option(
+            "--input-format",
+            help=f"Input format for every input: {', '.join(INPUT_FORMATS)} (default: from each "
+            "extension; .log: combined or common, by its lines).",
+            rich_help_panel=INPUT,
+            **_choice(INPUT_FORMATS, metavar="FORMAT"),
+        ),
+    ] = None,
+    user_col: Annotated[
+        str | None,
+        typer.Option("--user-col", metavar="COLUMN", help="Column with the user id.", rich_help_panel=INPUT),
+    ] = None,
+    time_col: Annotated[
+        str | None,
+        typer.Option(
+            "--time-col", metavar="COLUMN", help="Column with the event time.", rich_help_panel=INPUT
+        ),
+    ] = None,
+    url_col: Annotated[
+        str | None,
+        typer.Option("--url-col", metavar="COLUMN", help="Column with the page URL.", rich_help_panel=INPUT),
+    ] = None,
+    referrer_col: Annotated[
+        str | None,
+        typer.Option(
+            "--referrer-col", metavar="COLUMN", help="Column with the referrer URL.", rich_help_panel=INPUT
+        ),
+    ] = None,
+    ip_col: Annotated[
+        str | None,
+        typer.Option(
+            "--ip-col", metavar="COLUMN", help="Column with the client IP address.", rich_help_panel=INPUT
+        ),
+    ] = None,
+    event_col: Annotated[
+        str | None,
+        typer.Option(
+            "--event-col", metavar="COLUMN", help="Column with the event name.", rich_help_panel=INPUT
+        ),
+    ] = None,
+    session_col: Annotated[
+        str | None,
+        typer.Option(
+            "--session-col",
+            metavar="COLUMN",
+            help="Column with a client-provided session id.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
+    user_agent_col: Annotated[
+        str | None,
+        typer.Option(
+            "--user-agent-col", metavar="COLUMN", help="Column with the user agent.", rich_help_panel=INPUT
+        ),
+    ] = None,
+    event_id_col: Annotated[
+        str | None,
+        typer.Option(
+            "--event-id-col",
+            metavar="COLUMN",
+            help="Column with an event id; events sharing one are one event.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
+    time_unit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-unit",
+            help="Unit of epoch-number timestamps (default: guessed from magnitude).",
+            rich_help_panel=INPUT,
+            **_choice(TIME_UNITS),
+        ),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(
+            "--timezone",
+            metavar="TZ",
+            help="IANA time zone of timestamps without an offset (default: UTC).",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
+    ambiguous_time: Annotated[
+        str,
+        typer.Option(
+            "--ambiguous-time",
+            help="A local time that happens twice (the hour repeated when daylight saving time ends): "
+            "take the earliest or the latest, or reject the row.",
+            rich_help_panel=INPUT,
+            **_choice(AMBIGUOUS_TIMES),
+        ),
+    ] = AMBIGUOUS_TIMES[0],
+    pageview_events: Annotated[
+        str,
+        typer.Option(
+            "--pageview-events",
+            metavar="NAMES",
+            help="Comma-separated event names that are page views.",
+            rich_help_panel=INPUT,
+        ),
+    ] = ",".join(S.DEFAULT_PAGEVIEW_EVENTS),
+    encoding: Annotated[
+        str,
+        typer.Option(
+            "--encoding",
+            metavar="NAME",
+            help="Encoding of CSV/TSV inputs (latin-1, cp1252, ...).",
+            rich_help_panel=INPUT,
+        ),
+    ] = "utf-8",
+    visitor_key: Annotated[
+        str,
+        typer.Option(
+            "--visitor-key",
+            help="Access logs: who a visitor is, client IP + user agent or the IP alone.",
+            rich_help_panel=INPUT,
+            **_choice(VISITOR_KEYS),
+        ),
+    ] = VISITOR_KEYS[0],
+    asset_pattern: Annotated[
+        str,
+        typer.Option(
+            "--asset-pattern",
+            metavar="REGEX",
+            help="Access logs: paths that are static assets, not page views (case-insensitive regex; "
+            "default: images, CSS, JavaScript, fonts, feeds and robots.txt).",
+            show_default=False,
+            rich_help_panel=INPUT,
+        ),
+    ] = DEFAULT_ASSET_PATTERN,
+    # Output --------------------------------------------------------------------------------------
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="PATH",
+            help="Where to write the session table; - for stdout. Without it: a preview on a terminal, "
+            "CSV on stdout otherwise.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Output format (default: from the output's extension; CSV on stdout).",
+            rich_help_panel=OUTPUT,
+            **_choice(OUTPUT_FORMATS),
+        ),
+    ] = None,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            metavar="PATH",
+            help="Also write the session insights report of the table here (one HTML file; see "
+            "sessionize report).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    csv_safe: Annotated[
+        bool,
+        typer.Option(
+            "--csv-safe",
+            help="Neutralise values that a spreadsheet would run as formulas (=, +, -, @ at the start) in "
+            "CSV outputs, by prefixing ', as OWASP advises; the default keeps every value as it came.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    # Session rules -------------------------------------------------------------------------------
+    timeout: Annotated[
+        str,
+        typer.Option(
+            "--timeout",
+            metavar="DURATION",
+            help="Inactivity that ends a session: 90s, 30m, 1h, 1h30m.",
+            rich_help_panel=RULES,
+        ),
+    ] = "30m",
+    max_session_length: Annotated[
+        str | None,
+        typer.Option(
+            "--max-session-length",
+            metavar="DURATION",
+            help="Cut longer runs of activity into consecutive sessions (PostHog: 24h).",
+            rich_help_panel=RULES,
+        ),
+    ] = None,
+    split_on_campaign: Annotated[
+        bool,
+        typer.Option(
+            "--split-on-campaign",
+            help="A page view with other UTM/click-id values starts a new session.",
+            rich_help_panel=RULES,
+        ),
+    ] = False,
+    split_at_midnight: Annotated[
+        bool,
+        typer.Option(
+            "--split-at-midnight",
+            help="Start a new session at midnight in --timezone.",
+            rich_help_panel=RULES,
+        ),
+    ] = False,
+    conversion_events: Annotated[
+        str | None,
+        typer.Option(
+            "--conversion-events",
+            metavar="NAMES",
+            help="Comma-separated event names that make a session engaged.",
+            rich_help_panel=RULES,
+        ),
+    ] = None,
+    # Attribution ---------------------------------------------------------------------------------
+    referers: Annotated[
+        str | None,
+        typer.Option(
+            "--referers",
+            metavar="PATH",
+            help="Snowplow referer database (referers.yml or .json) instead of the bundled copy.",
+            rich_help_panel=ATTRIBUTION_PANEL,
+        ),
+    ] = None,
+    internal_domains: Annotated[
+        str | None,
+        typer.Option(
+            "--internal-domains",
+            metavar="DOMAINS",
+            help="Comma-separated hosts of your own sites (and their subdomains): referrers from them are "
+            "internal.",
+            rich_help_panel=ATTRIBUTION_PANEL,
+        ),
+    ] = None,
+    # Geolocation ---------------------------------------------------------------------------------
+    geoip_db: Annotated[
+        str | None,
+        typer.Option(
+            "--geoip-db",
+            metavar="PATH",
+            help="MaxMind DB (.mmdb) City or Country database for city, region and country (default: "
+            f"${GEOIP_ENV_VAR}, else DB-IP City Lite if installed).",
+            rich_help_panel=GEOLOCATION,
+        ),
+    ] = None,
+    no_geo: Annotated[
+        bool,
+        typer.Option(
+            "--no-geo", help="Skip the IP lookup; geo columns stay null.", rich_help_panel=GEOLOCATION
+        ),
+    ] = False,
+    # Devices and bots ----------------------------------------------------------------------------
+    exclude_bots: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-bots",
+            help="Leave out the sessions of crawlers and scripts (counted in the summary).",
+            rich_help_panel=BOTS,
+        ),
+    ] = False,
+    # Privacy -------------------------------------------------------------------------------------
+    anonymize_ip: Annotated[
+        str | None,
+        typer.Option(
+            "--anonymize-ip",
+            help="Zero the last octet of IPv4 and the last 80 bits of IPv6 in the output; "
+            "--anonymize-ip=before-geo also before the geo lookup.",
+            rich_help_panel=PRIVACY,
+            **_choice(ANONYMIZE_MODES),
+        ),
+    ] = None,
+    hash_user_ids: Annotated[
+        str | None,
+        typer.Option(
+            "--hash-user-ids",
+            metavar="SECRET_ENV",
+            help="Replace user ids by HMAC-SHA256 with the secret in this environment variable.",
+            rich_help_panel=PRIVACY,
+        ),
+    ] = None,
+    drop_columns: Annotated[
+        str | None,
+        typer.Option(
+            "--drop-columns",
+            metavar="NAMES",
+            help="Comma-separated output columns to leave out.",
+            rich_help_panel=PRIVACY,
+        ),
+    ] = None,
+    # Bad input -----------------------------------------------------------------------------------
+    on_invalid: Annotated[
+        str,
+        typer.Option(
+            "--on-invalid",
+            help="Rows with an empty user id, a bad or out-of-range timestamp, or malformed CSV: fail (stop, "
+            "write nothing) or skip (set aside and count).",
+            rich_help_panel=BAD_INPUT,
+            **_choice(ON_INVALID),
+        ),
+    ] = ON_INVALID[0],
+    rejects: Annotated[
+        str | None,
+        typer.Option(
+            "--rejects",
+            metavar="PATH",
+            help="With --on-invalid skip: write the rejected rows here.",
+            rich_help_panel=BAD_INPUT,
+        ),
+    ] = None,
+    valid_from: Annotated[
+        str | None,
+        typer.Option(
+            "--valid-from",
+            metavar="TIME",
+            help="Events before this (ISO 8601) are invalid.",
+            rich_help_panel=BAD_INPUT,
+        ),
+    ] = None,
+    valid_until: Annotated[
+        str | None,
+        typer.Option(
+            "--valid-until",
+            metavar="TIME",
+            help="Events after this (ISO 8601) are invalid (default: now + 1 day).",
+            rich_help_panel=BAD_INPUT,
+        ),
+    ] = None,
+    dedupe: Annotated[
+        bool,
+        typer.Option(
+            "--dedupe",
+            help="Drop exact duplicate events (events with an id are deduplicated by it).",
+            rich_help_panel=BAD_INPUT,
+        ),
+    ] = False,
+    # Scale ---------------------------------------------------------------------------------------
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-limit",
+            metavar="SIZE",
+            help="Memory budget (2GiB, 512M). Larger inputs are split into buckets of users spilled to "
+            "disk and sessionized one at a time. Default: half the memory available.",
+            show_default=False,
+            rich_help_panel=SCALE,
+        ),
+    ] = None,
+    buckets: Annotated[
+        int | None,
+        typer.Option(
+            "--buckets",
+            metavar="N",
+            parser=_whole_number(1),
+            help="Use exactly N buckets of users (1: all in memory) instead of deciding from --memory-limit.",
+            show_default=False,
+            rich_help_panel=SCALE,
+        ),
+    ] = None,
+    temp_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--temp-dir",
+            metavar="DIR",
+            help="Where bucket files go (removed at the end, also on errors and Ctrl-C). Default: $TMPDIR.",
+            show_default=False,
+            rich_help_panel=SCALE,
+        ),
+    ] = None,
+    # Incremental ---------------------------------------------------------------------------------
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            metavar="STATE_DIR",
+            help="Incremental runs (cron): remember processed files and open sessions here, continue "
+            "them on the next run. Needs --output-dir.",
+            show_default=False,
+            rich_help_panel=INCREMENTAL,
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            metavar="OUT_DIR",
+            help="With --state: write sessions as Parquet partitions OUT_DIR/session_date=YYYY-MM-DD/, "
+            "with is_final false for sessions that may go on.",
+            show_default=False,
+            rich_help_panel=INCREMENTAL,
+        ),
+    ] = None,
+    lateness: Annotated[
+        str,
+        typer.Option(
+            "--lateness",
+            metavar="DURATION",
+            help="With --state: events up to this much older than their user's last processed event "
+            "rebuild their sessions; older ones are rejected as late.",
+            rich_help_panel=INCREMENTAL,
+        ),
+    ] = "6h",
+    reprocess: Annotated[
+        bool,
+        typer.Option(
+            "--reprocess",
+            help="With --state: read inputs the state already holds again.",
+            rich_help_panel=INCREMENTAL,
+        ),
+    ] = False,
+    # Dask ----------------------------------------------------------------------------------------
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Where to sessionize: this process, or a Dask cluster (pip install 'sessionize[dask]'; "
+            "-o is then a directory of Parquet partitions).",
+            rich_help_panel=DASK,
+            **_choice(ENGINES),
+        ),
+    ] = ENGINES[0],
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="With --engine dask: the scheduler (tcp://host:8786 or a scheduler file). Default: a "
+            "local cluster of one worker per CPU.",
+            show_default=False,
+            rich_help_panel=DASK,
+        ),
+    ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            "--partitions",
+            metavar="N",
+            parser=_whole_number(1),
+            help="With --engine dask: partitions of users after the shuffle (default: input partitions "
+            "or workers, whichever is more).",
+            show_default=False,
+            rich_help_panel=DASK,
+        ),
+    ] = None,
+    # Logging -------------------------------------------------------------------------------------
     log_format: Annotated[
-        LogFormat,
+        str,
         typer.Option(
             "--log-format",
-            help="The run's summary on stderr: a text panel, or one JSON line (auto: text on a terminal, "
-            "json otherwise).",
+            help="The summary, warnings and errors on stderr: text (panels), or one JSON line per run "
+            "(auto: text on a terminal, json otherwise).",
+            rich_help_panel=LOGGING,
+            **_choice(LOG_FORMATS),
         ),
-    ] = LogFormat.auto,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary or warnings on stderr.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+    ] = "auto",
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "-q", "--quiet", help="No summary or warnings on stderr (errors still).", rich_help_panel=LOGGING
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error.", rich_help_panel=LOGGING)
+    ] = False,
 ) -> None:
     """Split events into sessions and write one row per session."""
-    started = time.time()
+    reporter = console.Reporter(json=console.wants_json(log_format), debug=debug, quiet=quiet)
     # kill (SIGTERM, as cron and systemd stop jobs) unwinds like Ctrl-C: temporary files are removed.
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         signal.signal(signal.SIGTERM, _terminate)
-    as_json = log_format == LogFormat.json or (log_format == LogFormat.auto and not err.is_terminal)
     target = output
     if target is None and state is None and not _stdout_is_terminal():
         # Piped: the table goes to stdout as data (an engine that cannot write one there says so).
         target = "-"
+    caught: list[warnings.WarningMessage] | None = None
     try:
         with (
             warnings.catch_warnings(record=True) as caught,
-            _progress(enabled=not quiet and not as_json) as progress,
+            console.progress(
+                enabled=not quiet and not reporter.json, unit="partitions" if engine == "dask" else "buckets"
+            ) as progress,
         ):
             warnings.simplefilter("always", SessionizeWarning)
             run_config = RunConfig.from_options(
                 output=target,
-                format=None if format is None else format.value,
-                input_format=None if input_format is None else input_format.value,
+                format=format,
+                input_format=input_format,
                 timeout=timeout,
                 user_col=user_col,
                 time_col=time_col,
@@ -733,18 +935,19 @@ def run(
                 session_col=session_col,
                 user_agent_col=user_agent_col,
                 event_id_col=event_id_col,
-                time_unit=None if time_unit is None else time_unit.value,
+                time_unit=time_unit,
                 timezone=timezone,
+                ambiguous_time=ambiguous_time,
                 pageview_events=pageview_events,
                 encoding=encoding,
-                on_invalid=on_invalid.value,
+                on_invalid=on_invalid,
                 rejects=rejects,
                 valid_from=valid_from,
                 valid_until=valid_until,
                 dedupe=dedupe,
                 geoip_db=geoip_db,
                 no_geo=no_geo,
-                anonymize_ip=None if anonymize_ip is None else anonymize_ip.value,
+                anonymize_ip=anonymize_ip,
                 hash_user_ids=hash_user_ids,
                 drop_columns=drop_columns,
                 referers=referers,
@@ -754,9 +957,10 @@ def run(
                 split_on_campaign=split_on_campaign,
                 split_at_midnight=split_at_midnight,
                 exclude_bots=exclude_bots,
-                visitor_key=visitor_key.value,
+                visitor_key=visitor_key,
                 asset_pattern=asset_pattern,
                 report=report,
+                csv_safe=csv_safe,
                 memory_limit=memory_limit,
                 buckets=buckets,
                 temp_dir=temp_dir,
@@ -764,34 +968,97 @@ def run(
                 output_dir=output_dir,
                 lateness=lateness,
                 reprocess=reprocess,
-                engine=engine.value,
+                engine=engine,
                 scheduler=scheduler,
                 partitions=partitions,
             )
+            from sessionize import pipeline
+
             result = pipeline.run(inputs, config=run_config, progress=progress)
-    except (SessionizeError, Exception) as exc:
-        if log_format == LogFormat.json:
-            _fail_json(exc, started=started)
-        _fail(exc, debug=debug)
-    messages = [str(w.message) for w in caught if issubclass(w.category, SessionizeWarning)]
-    if not quiet and not as_json:
-        for message in messages:
-            err.print(f"[yellow]Warning:[/yellow] {message}", highlight=False, markup=True)
+    except Exception as exc:
+        for message in _warnings(caught):
+            reporter.warn(message)
+        reporter.fail(exc)
+    for message in _warnings(caught):
+        reporter.warn(message)
     if target is None and state is None:
-        _preview(result)
-    if quiet:
-        return
-    if as_json:
-        _log_json(result, warnings=messages)
-    else:
-        _summary(result, report=report)
+        _preview(result, reporter)
+    figures, fields = run_figures(result, report=report)
+    reporter.summary("sessionize", figures, fields)
 
 
 def _size(size: int) -> str:
     return f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.0f} kB"
 
 
-@app.command("report")
+def report_figures(
+    result: ReportResult, *, date_from: str | None, date_to: str | None
+) -> tuple[list[Figure], dict[str, Any]]:
+    """The summary of ``sessionize report``: the panel's lines and the JSON line's fields."""
+    from sessionize import report as report_module
+
+    data = result.data
+    where = "stdout" if result.output == report_module.STDOUT else result.output
+    first = None if data.first_start is None else data.first_start.isoformat()
+    last = None if data.last_start is None else data.last_start.isoformat()
+    left_out = (
+        {"*": report_module.NO_SESSIONS}
+        if data.sessions == 0
+        else {report_module.chart_title(key): why for key, why in result.left_out.items()}
+    )
+    fields: dict[str, Any] = {
+        "tables": result.sources,
+        "sessions": data.sessions,
+        "first_start": first,
+        "last_start": last,
+        "from": date_from,
+        "to": date_to,
+        "charts": result.charts,
+        "left_out": left_out,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "output": result.output,
+        "size_bytes": result.size_bytes,
+    }
+    figures = [
+        Figure("tables read", _plural(len(result.sources), "file"), {"tables": result.sources}),
+        Figure("sessions", f"{data.sessions:,}", {"sessions": data.sessions}),
+    ]
+    if data.first_start is not None and data.last_start is not None:
+        figures.append(
+            Figure(
+                "starting",
+                f"{data.first_start:%Y-%m-%d %H:%M} to {data.last_start:%Y-%m-%d %H:%M} UTC",
+                {"first_start": first, "last_start": last},
+            )
+        )
+    if date_from is not None or date_to is not None:
+        figures.append(
+            Figure(
+                "filters",
+                f"--from {date_from or '-'} --to {date_to or '-'}",
+                {"from": date_from, "to": date_to},
+            )
+        )
+    figures.append(Figure("charts", f"{len(result.charts)}", {"charts": result.charts}))
+    if data.sessions == 0:
+        figures.append(
+            Figure("left out", f"every chart: {report_module.NO_SESSIONS}", {"left_out": left_out})
+        )
+    else:
+        for title, why in left_out.items():
+            figures.append(Figure("left out", f"{title}: {why}", {"left_out": left_out}))
+    figures += [
+        Figure("elapsed", f"{result.elapsed_s:.2f}s", {"elapsed_s": round(result.elapsed_s, 3)}),
+        Figure(
+            "written to",
+            f"{where} ({_size(result.size_bytes)})",
+            {"output": result.output, "size_bytes": result.size_bytes},
+        ),
+    ]
+    return figures, fields
+
+
+@app.command("report", cls=console.Command)
 def report(
     inputs: Annotated[
         list[str],
@@ -807,7 +1074,7 @@ def report(
         typer.Option(
             "-o", "--output", metavar="PATH", help="Where to write the report (one HTML file); - for stdout."
         ),
-    ] = report_module.DEFAULT_OUTPUT,
+    ] = REPORT_OUTPUT,
     date_from: Annotated[
         str | None,
         typer.Option(
@@ -823,75 +1090,91 @@ def report(
         ),
     ] = None,
     top: Annotated[
-        int, typer.Option("--top", metavar="N", min=1, help="Bars in each ranking (pages, sources, ...).")
-    ] = report_module.DEFAULT_TOP,
-    title: Annotated[
-        str, typer.Option("--title", metavar="TEXT", help="The page's title.")
-    ] = report_module.DEFAULT_TITLE,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary on stderr.")] = False,
+        int,
+        typer.Option(
+            "--top",
+            metavar="N",
+            parser=_whole_number(1),
+            help="Bars in each ranking (pages, sources, ...).",
+        ),
+    ] = REPORT_TOP,
+    title: Annotated[str, typer.Option("--title", metavar="TEXT", help="The page's title.")] = REPORT_TITLE,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="The summary and errors on stderr: text (a panel), or one JSON line (auto: text on a "
+            "terminal, json otherwise).",
+            **_choice(LOG_FORMATS),
+        ),
+    ] = "auto",
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="No summary on stderr (errors still).")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Write a session insights report: one self-contained HTML page of charts, for any browser."""
+    reporter = console.Reporter(json=console.wants_json(log_format), debug=debug, quiet=quiet)
     try:
+        from sessionize import report as report_module
+
         result = report_module.make_report(
             inputs, output=output, date_from=date_from, date_to=date_to, top=top, title=title
         )
-    except (SessionizeError, Exception) as exc:
-        _fail(exc, debug=debug)
-    if quiet:
-        return
-    data = result.data
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    files = len(result.sources)
-    grid.add_row("tables read", f"{files} file{'s' if files != 1 else ''}")
-    grid.add_row("sessions", f"{data.sessions:,}")
-    if data.first_start is not None and data.last_start is not None:
-        grid.add_row("starting", f"{data.first_start:%Y-%m-%d %H:%M} to {data.last_start:%Y-%m-%d %H:%M} UTC")
-    if date_from is not None or date_to is not None:
-        grid.add_row("filters", f"--from {date_from or '-'} --to {date_to or '-'}")
-    grid.add_row("charts", f"{len(result.charts)}")
-    if data.sessions == 0:
-        grid.add_row("left out", f"every chart: {report_module.NO_SESSIONS}")
-    else:
-        for key, why in result.left_out.items():
-            grid.add_row("left out", f"{report_module.chart_title(key)}: {why}")
-    grid.add_row("elapsed", f"{result.elapsed_s:.2f}s")
-    where = "stdout" if result.output == report_module.STDOUT else result.output
-    grid.add_row("written to", f"{where} ({_size(result.size_bytes)})")
-    err.print(Panel(grid, title="sessionize report", title_align="left", border_style="green", expand=False))
+    except Exception as exc:
+        reporter.fail(exc)
+    figures, fields = report_figures(result, date_from=date_from, date_to=date_to)
+    reporter.summary("sessionize report", figures, fields)
 
 
-@geoip_app.command("info", epilog=ATTRIBUTION)
+@geoip_app.command("info", epilog=ATTRIBUTION, cls=console.Command)
 def geoip_info(
     geoip_db: Annotated[
         str | None, typer.Option("--geoip-db", metavar="PATH", help="Database to describe (default: as run).")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object on stdout (errors: one JSON line on stderr).")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     """Show which GeoIP database `sessionize run` uses, its type, build date and size."""
+    from sessionize import geo
+    from sessionize.errors import GeoIPDatabaseError
+
+    reporter = console.Reporter(json=as_json, debug=debug)
     try:
         info = geo.geoip_info(geoip_db=geoip_db)
-    except (SessionizeError, Exception) as exc:
-        _fail(exc, debug=debug)
+    except Exception as exc:
+        reporter.fail(exc)
     if info is None:
-        err.print(f"[yellow]{geo.NO_DATABASE_HINT}[/yellow]")
-        raise typer.Exit(1)
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    grid.add_row("path", str(info.path))
-    grid.add_row("chosen by", info.source)
-    grid.add_row("type", f"{info.database_type} ({info.kind} database)")
-    grid.add_row("built", f"{info.build_date:%Y-%m-%d} ({info.age_days:,} days ago)")
-    grid.add_row(
-        "size", f"{info.size_bytes / 1e6:,.1f} MB" if info.size_bytes >= 1e6 else f"{info.size_bytes:,} bytes"
-    )
-    grid.add_row("IP versions", "IPv4 and IPv6" if info.ip_version == 6 else "IPv4 only")
+        reporter.fail(GeoIPDatabaseError(geo.NO_DATABASE_HINT))
+    fields = {
+        "path": str(info.path),
+        "chosen_by": info.source,
+        "type": info.database_type,
+        "kind": info.kind,
+        "built": f"{info.build_date:%Y-%m-%d}",
+        "age_days": info.age_days,
+        "size_bytes": info.size_bytes,
+        "ip_versions": [4, 6] if info.ip_version == 6 else [4],
+        "languages": list(info.languages),
+        "attribution": info.attribution,
+    }
+    if as_json:
+        console.json_line(fields, stream=sys.stdout)
+        return
+    size = f"{info.size_bytes / 1e6:,.1f} MB" if info.size_bytes >= 1e6 else f"{info.size_bytes:,} bytes"
+    figures = [
+        Figure("path", str(info.path)),
+        Figure("chosen by", info.source),
+        Figure("type", f"{info.database_type} ({info.kind} database)"),
+        Figure("built", f"{info.build_date:%Y-%m-%d} ({info.age_days:,} days ago)"),
+        Figure("size", size),
+        Figure("IP versions", "IPv4 and IPv6" if info.ip_version == 6 else "IPv4 only"),
+    ]
     if info.attribution:
-        grid.add_row("attribution", info.attribution)
-    Console().print(grid)
+        figures.append(Figure("attribution", info.attribution))
+    console.print_fields(figures)
 
 
 def main() -> None:

@@ -99,6 +99,9 @@ def make_sessions(rows: int, *, seed: int = 0, days: int = 30) -> pl.DataFrame:
 
 
 def report_cli(*args: str | Path) -> Result:
+    # The summary as text (a terminal's): off a terminal it is one JSON line.
+    if "--log-format" not in args:
+        args = (*args, "--log-format", "text")
     result = CliRunner().invoke(app, ["report", *map(str, args)], env={"COLUMNS": "200"})
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
