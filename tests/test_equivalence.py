@@ -494,12 +494,9 @@ def check_privacy(outputs: Outputs, option_set: OptionSet) -> None:
 #: The input's addresses that anonymization changes: none may be written with --anonymize-ip.
 FULL_ADDRESSES = frozenset(ip for ip in IPS if ip and anonymize_ip(ip) not in (None, ip))
 #: Incremental cells that write full addresses (bug): option set -> reason.
-STATE_LEAKS = {
-    "anonymize_before_geo": "the incremental state's events.parquet keeps full addresses with "
-    "anonymize_ip='before-geo' (only after-geo with a GeoIP database truncates them)",
-    "anonymize_ip+no_geo": "the incremental state's events.parquet keeps full addresses with "
-    "anonymize_ip=True when there is no geo lookup (no_geo, or no database)",
-}
+#: Option sets whose incremental state once kept full addresses (now fixed; kept empty so that a
+#: regression shows as a failure, not an expected one).
+STATE_LEAKS: dict[str, str] = {}
 
 
 def full_addresses_in(directory: Path) -> set[str]:

@@ -602,6 +602,9 @@ def _process(
     if private:
         kept = _with_stored_geo(kept)
         fresh = _located_and_truncated(fresh, job)
+    elif job.settings.anonymize_ip is not None:
+        # Truncated before the lookup, or nothing to look up: the state keeps the truncated address only.
+        fresh = anonymize_ips(fresh.lazy(), S.IP).collect(engine="in-memory")
     if incremental.reprocess and kept.height:
         # A file processed again: its events that the state still keeps are not new.
         fresh = fresh.join(kept, on=list(S.EVENT_SCHEMA), how="anti", nulls_equal=True, maintain_order="left")
@@ -669,22 +672,32 @@ def _process(
 _STORED_GEO = {f"_state_{name}": name for name in (*geo.GEO_COLUMNS, geo.STATUS)}
 
 
+#: Whether an event's stored geo columns hold its full address's outcome (null: a state without them).
+_LOCATED = "_state_located"
+
+
 def _keeps_located_addresses(job: PartitionJob) -> bool:
-    return job.settings.anonymize_ip == "after-geo" and job.settings.geo_database is not None
+    return job.settings.anonymize_ip == "after-geo"
 
 
 def _with_stored_geo(events: pl.DataFrame) -> pl.DataFrame:
     """Kept events with the stored geo columns (null for a state written without them)."""
     missing = [name for name in _STORED_GEO if name not in events.columns]
-    return events.with_columns(pl.lit(None, pl.String).alias(name) for name in missing)
+    events = events.with_columns(pl.lit(None, pl.String).alias(name) for name in missing)
+    return (
+        events
+        if _LOCATED in events.columns
+        else events.with_columns(pl.lit(None, pl.Boolean).alias(_LOCATED))
+    )
 
 
 def _located_and_truncated(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
-    """New events, located by their full address, then with the address truncated."""
+    """New events, located by their full address (the outcome only, without a database), then with
+    the address truncated."""
     located = enrich_geo(events.lazy(), database=job.settings.geo_database).rename(
         {column: name for name, column in _STORED_GEO.items()}
     )
-    return anonymize_ips(located, S.IP).collect(engine="in-memory")
+    return anonymize_ips(located.with_columns(pl.lit(True).alias(_LOCATED)), S.IP).collect(engine="in-memory")
 
 
 def _geo_of_first_events(sessions: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
@@ -693,14 +706,14 @@ def _geo_of_first_events(sessions: pl.DataFrame, events: pl.DataFrame) -> pl.Dat
     firsts = (
         events.sort(S.USER, S.TIME, maintain_order=True)
         .unique(subset=[S.USER, S.TIME], keep="first", maintain_order=True)
-        .select(S.USER, pl.col(S.TIME).alias("session_start"), *_STORED_GEO)
+        .select(S.USER, pl.col(S.TIME).alias("session_start"), *_STORED_GEO, _LOCATED)
     )
     joined = sessions.join(firsts, on=[S.USER, "session_start"], how="left", maintain_order="left")
-    known = pl.col(next(name for name, column in _STORED_GEO.items() if column == geo.STATUS)).is_not_null()
+    known = pl.col(_LOCATED).fill_null(False)
     return joined.with_columns(
         pl.when(known).then(pl.col(stored)).otherwise(pl.col(column)).alias(column)
         for stored, column in _STORED_GEO.items()
-    ).drop(*_STORED_GEO)
+    ).drop(*_STORED_GEO, _LOCATED)
 
 
 def _late_rejects(late: pl.DataFrame, sources: list[io.InputFile], options: ReadOptions) -> pl.DataFrame:
@@ -891,7 +904,7 @@ def _next_state(
     kept = combined.join(first_kept, on=S.USER, how="left", maintain_order="left").filter(
         pl.col(S.TIME) >= pl.col("retained_from")
     )
-    stored = [name for name in kept.columns if name in S.EVENT_SCHEMA or name in _STORED_GEO]
+    stored = [name for name in kept.columns if name in S.EVENT_SCHEMA or name in (*_STORED_GEO, _LOCATED)]
     new_events = pl.concat([untouched, kept.select(stored)], how="diagonal_relaxed")
     return _drop_idle(new_users, new_events, watermark=watermark, horizon=timeout + lateness)
 
