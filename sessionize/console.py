@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from sessionize.errors import SessionizeError
+from sessionize.errors import ClosedPipeError, SessionizeError
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -227,7 +227,9 @@ class Reporter:
                     "warnings": self.warnings,
                 }
             )
-        else:
+        elif not isinstance(exc, ClosedPipeError):
+            # A reader that stopped reading (``| head``) ends the run quietly, with 141 as a shell would
+            # report a program killed by SIGPIPE; every other error gets its panel.
             error_panel(message, title="Usage error" if code == 2 else "Error")
         raise typer.Exit(code)
 

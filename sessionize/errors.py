@@ -80,6 +80,15 @@ class OutputError(SessionizeError):
     """The output cannot be written where asked."""
 
 
+class ClosedPipeError(OutputError):
+    """The reader of a pipe closed it before the output was complete (``sessionize run | head``).
+
+    Exit code 141 (128 + SIGPIPE), as a shell reports a program killed by a closed pipe; the CLI ends
+    quietly, without a panel (in JSON mode, its one line)."""
+
+    exit_code = 141
+
+
 class StateError(SessionizeError):
     """The state directory of incremental runs (``--state``) cannot be read or used."""
 

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import polars as pl
 
-from sessionize.errors import OutputError
+from sessionize.errors import ClosedPipeError, OutputError
 from sessionize.io.formats import STDIN, OutputFormat, output_format_of
 from sessionize.io.write import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, serialize
 
@@ -126,6 +126,8 @@ class PendingOutput:
         self.done = False
 
     def error(self, exc: OSError) -> OutputError:
+        if exc.errno == errno.EPIPE:
+            return ClosedPipeError(f"Cannot write {self.label}: {_describe(exc)}.")
         return OutputError(f"Cannot write {self.label}: {_describe(exc)}.")
 
     def _close(self) -> None:
