@@ -60,3 +60,36 @@ def test_one_user_larger_than_the_budget_is_said(tmp_path: Path, monkeypatch: py
     result, said = run_warned([path], memory_limit="16MiB", buckets=4)
     assert result.events_read == 30_300
     assert any("holds 30," in text and "cannot be split" in text for text in said), said
+
+
+def test_a_bucket_of_many_one_event_users_goes_through_in_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One session per event costs twice what the plan assumes: such a bucket is split by a second
+    hash of users, and the table is the same (scaled down: no baseline, a 2 MiB budget)."""
+    monkeypatch.setattr(budget, "BASELINE_BYTES", 0)
+    monkeypatch.setattr(budget, "MIN_CHUNK_ROWS", 1_000)
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    path = tmp_path / "visitors.parquet"
+    pl.DataFrame(
+        {
+            "user_id": [f"v{n}" for n in range(20_000)],
+            "timestamp": [start + timedelta(seconds=n) for n in range(20_000)],
+            "url": ["https://shop.example/"] * 20_000,
+        }
+    ).write_parquet(path)
+    from sessionize.engines import buckets as bucket_engine
+
+    calls: list[int] = []
+    original = bucket_engine.process_partition
+
+    def counting(events: pl.DataFrame, *args: object, **kwargs: object) -> object:
+        calls.append(events.height)
+        return original(events, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bucket_engine, "process_partition", counting)
+    result, _ = run_warned([path], memory_limit="2MiB", buckets=2)
+    assert result.buckets == 2 and len(calls) > 2 and max(calls) < 10_000
+    whole = sessionize.run([path], no_geo=True)
+    keys = ["user_id", "session_start"]
+    assert result.sessions.sort(keys).equals(whole.sessions.sort(keys))
