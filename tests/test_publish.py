@@ -276,3 +276,20 @@ def test_an_output_file_on_a_full_disk_is_an_error_and_leaves_nothing(tmp_path: 
     assert done.returncode != 0
     assert target.read_text(encoding="utf-8") == "the previous table\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.csv"]
+
+
+def test_a_character_device_in_a_temp_dir_is_written_into_not_replaced(tmp_path: Path) -> None:
+    """A device node made for the test (never the real /dev): a null device as the rejects file."""
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot make a device node here ({exc}); needs root")
+    events = tmp_path / "events.csv"
+    events.write_text(EVENTS.read_text(encoding="utf-8") + BAD_ROW, encoding="utf-8")
+    done = cli(
+        "run", events, "--no-geo", "--on-invalid", "skip", "--rejects", device, "-o", tmp_path / "s.csv"
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert stat.S_ISCHR(device.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv", "null", "s.csv"]
