@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates docs/report.png, the README's picture of the report: the sample data's report as headless
-# Chromium (Debian's chromium package) shows it. Run from anywhere: bash docs/screenshot.sh
+# Regenerates docs/report.png, the picture of the report in docs/report.md: the sample data's report as
+# headless Chromium (Debian's chromium package) shows it. Run from anywhere: bash docs/screenshot.sh
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 sessionize="${SESSIONIZE:-$repo/.venv/bin/sessionize}"
