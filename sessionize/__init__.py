@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from sessionize._version import __version__
 
 if TYPE_CHECKING:
+    from sessionize.attribution import enrich_attribution
+    from sessionize.config import RunConfig
     from sessionize.core import assign_sessions, summarize_sessions
     from sessionize.errors import (
         BadTimestampError,
@@ -53,6 +55,8 @@ if TYPE_CHECKING:
 #: Where each public name lives. They are imported on first use, so that ``import sessionize`` (and
 #: ``sessionize --version``) does not load the engines, the geo lookups and the report's charts.
 _MODULES = {
+    "sessionize.attribution": ("enrich_attribution",),
+    "sessionize.config": ("RunConfig",),
     "sessionize.core": ("assign_sessions", "summarize_sessions"),
     "sessionize.errors": (
         "BadTimestampError",
@@ -133,6 +137,7 @@ __all__ = [
     "OutputError",
     "ReportData",
     "ReportResult",
+    "RunConfig",
     "RunResult",
     "SessionizeError",
     "SessionizeWarning",
@@ -143,6 +148,7 @@ __all__ = [
     "aggregate_sessions",
     "assign_sessions",
     "build_sessions",
+    "enrich_attribution",
     "enrich_geo",
     "geoip_info",
     "make_report",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -59,7 +60,7 @@ def test_groups_hold_the_parsed_values() -> None:
     ],
 )
 def test_every_check_happens_before_any_file_or_database_is_opened(
-    tmp_path: Path, options: dict[str, object], message: str
+    tmp_path: Path, options: dict[str, Any], message: str
 ) -> None:
     # A GeoIP database that does not exist and an input that does not exist: neither is looked at.
     with pytest.raises(UsageError, match=message):
@@ -82,7 +83,7 @@ def test_the_fingerprint_follows_the_options_that_change_sessions() -> None:
         "hash_user_ids",
     } <= set(prints)
     assert {"drop_columns", "dedupe", "exclude_bots", "lateness"} <= set(prints)
-    changed = {
+    changed: dict[str, Any] = {
         "timeout": "10m",
         "split_at_midnight": True,
         "dedupe": True,
@@ -117,8 +118,8 @@ def test_toml_gives_the_same_config_as_the_flat_options(tmp_path: Path) -> None:
     )
     inputs, config = RunConfig.from_toml(path)
     assert inputs == ["a.csv", "b.csv"]
-    flat = {"timeout": "20m", "user_col": "uid", "exclude_bots": True, "drop_columns": ["ip"]}
-    assert config == RunConfig.from_options(**flat, valid_until="2100-01-01")  # type: ignore[arg-type]
+    flat: dict[str, Any] = {"timeout": "20m", "user_col": "uid", "exclude_bots": True, "drop_columns": ["ip"]}
+    assert config == RunConfig.from_options(**flat, valid_until="2100-01-01")
     # Flat options given beside the file win.
     _, overridden = RunConfig.from_toml(path, timeout="5m")
     assert overridden.session.timeout == timedelta(minutes=5)
@@ -140,9 +141,9 @@ def test_option_names_are_the_cli_flags() -> None:
 
 
 def test_run_with_a_config_equals_run_with_flat_options() -> None:
-    options = {"timeout": "20m", "no_geo": True, "exclude_bots": True, "dedupe": True}
-    flat = sessionize.run([EVENTS], **options)  # type: ignore[arg-type]
-    given = sessionize.run([EVENTS], config=RunConfig.from_options(**options))  # type: ignore[arg-type]
+    options: dict[str, Any] = {"timeout": "20m", "no_geo": True, "exclude_bots": True, "dedupe": True}
+    flat = sessionize.run([EVENTS], **options)
+    given = sessionize.run([EVENTS], config=RunConfig.from_options(**options))
     assert_frame_equal(flat.sessions.sort(KEYS), given.sessions.sort(KEYS))
     assert (flat.session_count, flat.bot_sessions_excluded) == (
         given.session_count,
@@ -155,7 +156,7 @@ def test_run_with_a_config_equals_run_with_flat_options() -> None:
 def test_sessionize_takes_every_option_that_applies_to_a_frame(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cret")
     frame = pl.read_csv(EVENTS)
-    options = {
+    options: dict[str, Any] = {
         "no_geo": True,
         "dedupe": True,
         "exclude_bots": True,
@@ -164,8 +165,8 @@ def test_sessionize_takes_every_option_that_applies_to_a_frame(monkeypatch: pyte
         "drop_columns": "search_term",
         "split_at_midnight": True,
     }
-    table = sessionize.sessionize(frame, **options).collect()  # type: ignore[arg-type]
-    whole = sessionize.run([EVENTS], **options)  # type: ignore[arg-type]
+    table = sessionize.sessionize(frame, **options).collect()
+    whole = sessionize.run([EVENTS], **options)
     assert "search_term" not in table.columns
     assert not table.get_column("is_bot").any()
     assert_frame_equal(table.sort(KEYS), whole.sessions.sort(KEYS))
@@ -173,3 +174,8 @@ def test_sessionize_takes_every_option_that_applies_to_a_frame(monkeypatch: pyte
     assert raw_users.isdisjoint(set(table.get_column("user_id")))
     with pytest.raises(UsageError, match="options for files, not frames"):
         sessionize.sessionize(frame, output="x.parquet")
+
+
+def test_the_documented_building_blocks_are_exported() -> None:
+    for name in ("enrich_attribution", "enrich_geo", "RunConfig", "read_events", "resolve_inputs"):
+        assert name in sessionize.__all__ and getattr(sessionize, name) is not None
