@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -18,15 +19,17 @@ import pytest
 
 from sessionize import io as sio
 from sessionize.errors import OutputError
+from tests.helpers import EVENTS
 
-REPO = Path(__file__).resolve().parent.parent
-EVENTS = REPO / "sample_data" / "events.csv"
 BAD_ROW = "u-bad,not a timestamp,https://shop.example/\n"
 
 
 def cli(
-    *args: str | Path, stdout: int | None = subprocess.PIPE, env: dict[str, str] | None = None, **kw: object
-):
+    *args: str | Path,
+    stdout: int | None = subprocess.PIPE,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], object] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "sessionize", *map(str, args)],
         stdout=stdout,
@@ -34,7 +37,7 @@ def cli(
         env={**os.environ, **(env or {})},
         check=False,
         timeout=120,
-        **kw,  # type: ignore[arg-type]
+        preexec_fn=preexec_fn,
     )
 
 
@@ -119,8 +122,8 @@ def test_an_output_on_a_full_device_is_an_error(tmp_path: Path) -> None:
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
 
 
-def test_a_reader_that_stops_early_is_an_error_not_a_short_table() -> None:
-    """``run | (sleep 1; head -c 100)``: the table does not fit in the pipe; exit status says so."""
+def into_a_reader_that_stops_early(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
+    """``sessionize ARGS | (sleep 1; head -c 100)`` with an unbuffered stdout: the CLI's outcome."""
     reader = subprocess.Popen(
         [
             sys.executable,
@@ -131,11 +134,17 @@ def test_a_reader_that_stops_early_is_an_error_not_a_short_table() -> None:
         stdout=subprocess.PIPE,
     )
     assert reader.stdin is not None
-    done = cli("run", EVENTS, "--no-geo", stdout=reader.stdin.fileno(), env={"PYTHONUNBUFFERED": "1"})
+    done = cli(*args, stdout=reader.stdin.fileno(), env={"PYTHONUNBUFFERED": "1"})
     reader.stdin.close()
     reader.stdin = None
     got, _ = reader.communicate(timeout=30)
     assert len(got) == 100
+    return done
+
+
+def test_a_reader_that_stops_early_is_an_error_not_a_short_table() -> None:
+    """The table does not fit in the pipe: the exit status says so."""
+    done = into_a_reader_that_stops_early("run", EVENTS, "--no-geo")
     # As a shell reports a program that a closed pipe stopped: 141, quietly (no panel, no traceback).
     assert done.returncode == 141
     assert b"Traceback" not in done.stderr and b'"status": "ok"' not in done.stderr
@@ -162,7 +171,7 @@ def test_short_writes_are_resumed(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         calls.append(len(data))
         return real(fd, bytes(data[:7]))
 
-    monkeypatch.setattr(sio.publish.os, "write", trickle)
+    monkeypatch.setattr(os, "write", trickle)  # the module publish writes through
     with sio.Publication() as outputs:
         outputs.write_bytes(str(target), b"x" * 1000)
         outputs.publish_all()
@@ -175,7 +184,7 @@ def test_a_device_that_takes_nothing_is_an_error(monkeypatch: pytest.MonkeyPatch
     target = tmp_path / "out.fifo"
     os.mkfifo(target)
     reader = subprocess.Popen([sys.executable, "-c", f"open({str(target)!r}, 'rb').read()"])
-    monkeypatch.setattr(sio.publish.os, "write", lambda fd, data: 0)
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
     with pytest.raises(OutputError, match="accepted no more bytes"), sio.Publication() as outputs:
         outputs.write_bytes(str(target), b"x" * 10)
         outputs.publish_all()
@@ -228,22 +237,8 @@ def test_a_report_on_stdout_to_a_full_device_is_an_error(tmp_path: Path) -> None
 def test_a_report_to_a_reader_that_stops_early_is_an_error(tmp_path: Path) -> None:
     table = tmp_path / "sessions.parquet"
     assert cli("run", EVENTS, "--no-geo", "-o", table).returncode == 0
-    reader = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; time.sleep(1); sys.stdout.buffer.write(sys.stdin.buffer.read(100))",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert reader.stdin is not None
-    done = cli("report", table, "-o", "-", stdout=reader.stdin.fileno(), env={"PYTHONUNBUFFERED": "1"})
-    reader.stdin.close()
-    reader.stdin = None
-    got, _ = reader.communicate(timeout=30)
-    assert len(got) == 100
-    assert done.returncode != 0
+    done = into_a_reader_that_stops_early("report", table, "-o", "-")
+    assert done.returncode == 141
 
 
 def _small_disk() -> None:

@@ -39,21 +39,11 @@ def _remove_stale_spills(directory: Path) -> None:
         if not pid_text.isdigit() or not path.is_dir() or path.is_symlink():
             continue
         pid = int(pid_text)
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or io.process_alive(pid):
             continue
         if path.stat().st_uid != os.getuid():
             continue  # another user's: not ours to remove
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BucketEngine:

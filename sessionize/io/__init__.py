@@ -27,6 +27,7 @@ from sessionize.io.publish import (
     Publication,
     TableSink,
     is_stream,
+    process_alive,
     write_atomically,
     write_sessions,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "is_url",
     "iter_reads",
     "output_format_of",
+    "process_alive",
     "raise_malformed",
     "read_events",
     "read_file",
