@@ -339,6 +339,59 @@ def hash_ids(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
     return hash_user_ids(events.lazy(), secret=job.secret).collect(engine="in-memory")
 
 
+#: With ``--anonymize-ip`` (after the geo lookup) events kept on disk (the incremental state, the
+#: bucket spill) hold truncated addresses, and beside each the place its full address was located at
+#: (the lookup's outcome only, without a database): a session is then located as if its first
+#: event's full address were there, and no full address is written anywhere.
+STORED_GEO = {f"_stored_{name}": name for name in (*geo.GEO_COLUMNS, geo.STATUS)}
+#: Whether an event's stored geo columns hold its full address's outcome (null: stored without them).
+LOCATED = "_stored_located"
+STORED_GEO_COLUMNS = (*STORED_GEO, LOCATED)
+
+
+def keeps_located_addresses(job: PartitionJob) -> bool:
+    return job.settings.anonymize_ip == "after-geo"
+
+
+def protect_addresses(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
+    """Events about to be written to disk, with no full address when the job anonymizes them:
+    located first (after-geo), then truncated."""
+    if job.settings.anonymize_ip is None:
+        return events
+    lazy = events.lazy()
+    if keeps_located_addresses(job):
+        lazy = enrich_geo(lazy, database=job.settings.geo_database).rename(
+            {column: name for name, column in STORED_GEO.items()}
+        )
+        lazy = lazy.with_columns(pl.lit(True).alias(LOCATED))
+    return anonymize_ips(lazy, S.IP).collect(engine="in-memory")
+
+
+def with_stored_geo(events: pl.DataFrame) -> pl.DataFrame:
+    """Events with the stored geo columns (null where they were stored without them)."""
+    missing = [name for name in STORED_GEO if name not in events.columns]
+    events = events.with_columns(pl.lit(None, pl.String).alias(name) for name in missing)
+    if LOCATED not in events.columns:
+        events = events.with_columns(pl.lit(None, pl.Boolean).alias(LOCATED))
+    return events
+
+
+def _geo_of_first_events(sessions: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """The sessions' geo columns from where their first event's full address was located (the step
+    looked up the truncated addresses)."""
+    firsts = (
+        events.sort(S.USER, S.TIME, maintain_order=True)
+        .unique(subset=[S.USER, S.TIME], keep="first", maintain_order=True)
+        .select(S.USER, pl.col(S.TIME).alias("session_start"), *STORED_GEO_COLUMNS)
+    )
+    joined = sessions.join(firsts, on=[S.USER, "session_start"], how="left", maintain_order="left")
+    known = pl.col(LOCATED).fill_null(False)
+    return joined.with_columns(
+        pl.when(known).then(pl.col(stored)).otherwise(pl.col(column)).alias(column)
+        for stored, column in STORED_GEO.items()
+    ).drop(*STORED_GEO_COLUMNS)
+
+
 def process_partition(
     events: pl.DataFrame,
     job: PartitionJob,
@@ -358,7 +411,12 @@ def process_partition(
     events = drop_duplicate_events(events, dedupe=job.dedupe)
     if not ids_hashed:
         events = hash_ids(events, job)
-    table = sessionize_partition(events, settings or job.settings)
+    if LOCATED in events.columns:
+        table = _geo_of_first_events(
+            sessionize_partition(events.select(*S.EVENT_SCHEMA), settings or job.settings), events
+        )
+    else:
+        table = sessionize_partition(events, settings or job.settings)
     tally = Tally()
     sessions = tally.add(table, exclude_bots=job.exclude_bots, dropped=job.dropped)
     return PartitionResult(

@@ -25,7 +25,7 @@ from sessionize.config import RunConfig
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
 from sessionize.engines.budget import Plan, bucket_of, bucket_warning, split_count, sub_bucket_of
 from sessionize.errors import SessionizeWarning, UsageError
-from sessionize.partition import PartitionJob, Tally, empty_sessions, process_partition
+from sessionize.partition import PartitionJob, Tally, empty_sessions, process_partition, protect_addresses
 
 #: Spill directories are named with their process id, so that a later run can tell the ones left by
 #: a process that died (``kill -9``, a crash) and remove them.
@@ -85,7 +85,8 @@ class BucketEngine:
                     rows += part.rows
                     if part.rejects is not None:
                         rejected.append(part.rejects)
-                    spill.add(part.events, bucket)
+                    # No full address in the spill files with --anonymize-ip (located first after-geo).
+                    spill.add(protect_addresses(part.events, job), bucket)
                     del part
                     progress(RunProgress("read", number - 1, len(files), rows))
                 progress(RunProgress("read", number, len(files), rows))

@@ -40,15 +40,24 @@ from typing import IO, Any, ClassVar
 
 import polars as pl
 
-from sessionize import geo, io
+from sessionize import io
 from sessionize import schema as S
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
 from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
 from sessionize.engines.base import Outcome, Progress, RunProgress
 from sessionize.errors import StateError, StateLockedError, UsageError
-from sessionize.geo import enrich_geo
 from sessionize.normalize import ROW
-from sessionize.partition import PartitionJob, Tally, empty_sessions, hash_ids, process_partition
+from sessionize.partition import (
+    STORED_GEO_COLUMNS,
+    PartitionJob,
+    Tally,
+    empty_sessions,
+    hash_ids,
+    keeps_located_addresses,
+    process_partition,
+    protect_addresses,
+    with_stored_geo,
+)
 from sessionize.privacy import anonymize_ips
 
 #: Bump when the state's files change shape; older states are refused with a clear message.
@@ -596,15 +605,11 @@ def _process(
         was_open = pl.col("last_event") >= watermark_old - timeout
         closing = users.filter(was_open & (pl.col("retained_from") < watermark - timeout)).select(S.USER)
         touched = pl.concat([touched, closing]).unique()
-    private = _keeps_located_addresses(job)
+    # With --anonymize-ip no full address is kept: new events are located (after-geo), then truncated.
     kept = state.events.join(touched, on=S.USER, how="semi", maintain_order="left")
-    fresh = new.select(*S.EVENT_SCHEMA)
-    if private:
-        kept = _with_stored_geo(kept)
-        fresh = _located_and_truncated(fresh, job)
-    elif job.settings.anonymize_ip is not None:
-        # Truncated before the lookup, or nothing to look up: the state keeps the truncated address only.
-        fresh = anonymize_ips(fresh.lazy(), S.IP).collect(engine="in-memory")
+    fresh = protect_addresses(new.select(*S.EVENT_SCHEMA), job)
+    if keeps_located_addresses(job):
+        kept = with_stored_geo(kept)
     if incremental.reprocess and kept.height:
         # A file processed again: its events that the state still keeps are not new.
         fresh = fresh.join(kept, on=list(S.EVENT_SCHEMA), how="anti", nulls_equal=True, maintain_order="left")
@@ -619,13 +624,10 @@ def _process(
     table = pl.DataFrame()
     output = pl.DataFrame()
     if combined.height:
-        result = process_partition(combined.select(*S.EVENT_SCHEMA), job, ids_hashed=True, keep_all=True)
+        result = process_partition(combined, job, ids_hashed=True, keep_all=True)
         assert result.all_sessions is not None
-        sessions = result.all_sessions
-        if private:
-            sessions = _geo_of_first_events(sessions, combined)
         table = (
-            sessions.join(
+            result.all_sessions.join(
                 offsets.select(S.USER, "sessions_before"), on=S.USER, how="left", maintain_order="left"
             )
             .with_columns(
@@ -664,56 +666,6 @@ def _process(
         tally=tally,
     )
     return State(users=new_users, events=new_events, watermark=watermark), outcome, pending
-
-
-#: With ``--anonymize-ip`` (after the geo lookup) the state keeps truncated addresses, and beside
-#: each event the place its full address was located at: a session rebuilt from kept events is
-#: located as in one run over all inputs, and no full address is written to the state.
-_STORED_GEO = {f"_state_{name}": name for name in (*geo.GEO_COLUMNS, geo.STATUS)}
-
-
-#: Whether an event's stored geo columns hold its full address's outcome (null: a state without them).
-_LOCATED = "_state_located"
-
-
-def _keeps_located_addresses(job: PartitionJob) -> bool:
-    return job.settings.anonymize_ip == "after-geo"
-
-
-def _with_stored_geo(events: pl.DataFrame) -> pl.DataFrame:
-    """Kept events with the stored geo columns (null for a state written without them)."""
-    missing = [name for name in _STORED_GEO if name not in events.columns]
-    events = events.with_columns(pl.lit(None, pl.String).alias(name) for name in missing)
-    return (
-        events
-        if _LOCATED in events.columns
-        else events.with_columns(pl.lit(None, pl.Boolean).alias(_LOCATED))
-    )
-
-
-def _located_and_truncated(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
-    """New events, located by their full address (the outcome only, without a database), then with
-    the address truncated."""
-    located = enrich_geo(events.lazy(), database=job.settings.geo_database).rename(
-        {column: name for name, column in _STORED_GEO.items()}
-    )
-    return anonymize_ips(located.with_columns(pl.lit(True).alias(_LOCATED)), S.IP).collect(engine="in-memory")
-
-
-def _geo_of_first_events(sessions: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
-    """The sessions' geo columns from where their first event's full address was located (the
-    partition step looked up the truncated addresses)."""
-    firsts = (
-        events.sort(S.USER, S.TIME, maintain_order=True)
-        .unique(subset=[S.USER, S.TIME], keep="first", maintain_order=True)
-        .select(S.USER, pl.col(S.TIME).alias("session_start"), *_STORED_GEO, _LOCATED)
-    )
-    joined = sessions.join(firsts, on=[S.USER, "session_start"], how="left", maintain_order="left")
-    known = pl.col(_LOCATED).fill_null(False)
-    return joined.with_columns(
-        pl.when(known).then(pl.col(stored)).otherwise(pl.col(column)).alias(column)
-        for stored, column in _STORED_GEO.items()
-    ).drop(*_STORED_GEO, _LOCATED)
 
 
 def _late_rejects(late: pl.DataFrame, sources: list[io.InputFile], options: ReadOptions) -> pl.DataFrame:
@@ -904,7 +856,7 @@ def _next_state(
     kept = combined.join(first_kept, on=S.USER, how="left", maintain_order="left").filter(
         pl.col(S.TIME) >= pl.col("retained_from")
     )
-    stored = [name for name in kept.columns if name in S.EVENT_SCHEMA or name in (*_STORED_GEO, _LOCATED)]
+    stored = [name for name in kept.columns if name in S.EVENT_SCHEMA or name in STORED_GEO_COLUMNS]
     new_events = pl.concat([untouched, kept.select(stored)], how="diagonal_relaxed")
     return _drop_idle(new_users, new_events, watermark=watermark, horizon=timeout + lateness)
 
