@@ -1,46 +1,24 @@
-"""Shared fixtures: an ``events()`` factory that builds tiny canonical frames from literal rows."""
+"""Shared fixtures: an ``events()`` factory that builds tiny canonical frames from literal rows, and a
+``workdir`` to run the CLI in. What is not a fixture (paths, constants, helpers) is in ``helpers.py``."""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import polars as pl
 import pytest
 from hypothesis import settings
 
+from tests.helpers import REPO as REPO  # tests/test_docs.py imports it from here
+from tests.helpers import T0, EventRow, EventsFactory
+
 # No per-example deadline: speed is measured in bench/, never asserted in a test. Hypothesis' default of
 # 200 ms failed property tests on a loaded machine (first examples at 290-390 ms) with nothing wrong.
 settings.register_profile("sessionize", deadline=None)
 settings.load_profile("sessionize")
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE_DATA = REPO / "sample_data"
-DATA = REPO / "tests" / "data"  # what each file is, its source and licence: data/README.md
-
-T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
-
-
-def load_generator() -> ModuleType:
-    """bench/generate.py, the benchmarks' clickstream generator (not a package: loaded by path)."""
-    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EventRow = tuple[Any, ...]
-EventsFactory = Callable[..., pl.DataFrame]
-
-
-def at(**delta: float) -> datetime:
-    """``T0`` plus a timedelta: ``at(minutes=30)``."""
-    return T0 + timedelta(**delta)
 
 
 @pytest.fixture
@@ -66,3 +44,10 @@ def events() -> EventsFactory:
         return frame.with_columns(pl.Series(k, v) for k, v in extra.items())
 
     return make
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in ``tmp_path`` so paths in messages are short and stray files are easy to spot."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -20,9 +20,7 @@ from sessionize import accesslog as A
 from sessionize import schema as S
 from sessionize.errors import UsageError
 from sessionize.normalize import prepare_events
-from tests.conftest import DATA
-
-APACHE_LOG = DATA / "apache_logs" / "apache_access.log"
+from tests.helpers import APACHE_LOG
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:25.0) Gecko/20100101 Firefox/25.0"
 T = "[17/May/2015:10:05:03 +0000]"

@@ -17,14 +17,9 @@ import sessionize
 from sessionize import io as sio
 from sessionize.cli import app
 from sessionize.privacy import anonymize_ip
-from tests.conftest import DATA, REPO
+from tests.helpers import CITY_DB, REPO, words
 
 BAD = REPO / "tests" / "data" / "bad"
-CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
-
-
-def flat(text: str) -> str:
-    return " ".join(text.replace("│", " ").split())
 
 
 def squash(text: str) -> str:
@@ -61,7 +56,7 @@ def test_fail_is_the_default_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     result = cli(events, "-o", out)
     assert result.exit_code == 1
-    message = flat(result.stderr)
+    message = words(result.stderr)
     assert "dirty.csv" in squash(result.stderr) and "line 6" in message and "--on-invalid skip" in message
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [events]
@@ -78,8 +73,8 @@ def test_fail_is_the_default_and_writes_nothing(tmp_path: Path) -> None:
 def test_each_kind_of_invalid_row_fails_with_the_skip_hint(tmp_path: Path, text: str, expected: str) -> None:
     result = cli(write(tmp_path / "e.csv", text), "-o", tmp_path / "o.csv")
     assert result.exit_code == 1
-    assert expected in flat(result.stderr)
-    assert "--on-invalid skip" in flat(result.stderr)
+    assert expected in words(result.stderr)
+    assert "--on-invalid skip" in words(result.stderr)
 
 
 def test_skip_counts_add_up_and_rejects_keep_every_original_column(tmp_path: Path) -> None:
@@ -122,7 +117,7 @@ def test_skip_summary_on_the_command_line(tmp_path: Path) -> None:
         events, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", tmp_path / "r.parquet"
     )
     assert result.exit_code == 0, result.output
-    summary = flat(result.stderr)
+    summary = words(result.stderr)
     assert "rows read 7" in summary and "rejected 4" in summary and "duplicates removed 1" in summary
     assert "events sessionized 2" in summary
     # The rejects file takes its own extension's format.
@@ -157,7 +152,7 @@ def test_rejects_needs_skip_and_its_own_path(tmp_path: Path) -> None:
     assert same.exit_code == 2
     over_input = cli(events, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", events)
     assert over_input.exit_code == 1
-    assert "also an input" in flat(over_input.stderr)
+    assert "also an input" in words(over_input.stderr)
 
 
 def test_valid_range(tmp_path: Path) -> None:
@@ -196,7 +191,7 @@ def test_malformed_csv_rows_are_rejected_with_their_line_numbers(tmp_path: Path)
 def test_undecodable_bytes_and_the_encoding_flag(tmp_path: Path) -> None:
     failed = cli(BAD / "latin1.csv", "-o", tmp_path / "o.csv")
     assert failed.exit_code == 1
-    assert "line 2: undecodable_bytes" in flat(failed.stderr) and "--encoding" in flat(failed.stderr)
+    assert "line 2: undecodable_bytes" in words(failed.stderr) and "--encoding" in words(failed.stderr)
     skipped = sessionize.run([BAD / "latin1.csv"], on_invalid="skip", no_geo=True)
     assert skipped.rejected == 1 and skipped.events_read == 1
     decoded = sessionize.run([BAD / "latin1.csv"], encoding="latin-1", no_geo=True)
@@ -286,7 +281,7 @@ def test_a_file_that_disappears_while_reading(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(sio.read, "read_file", vanish)
     result = cli(events, "-o", tmp_path / "o.csv")
     assert result.exit_code == 1
-    assert "gone.csv" in squash(result.stderr) and "disappeared" in flat(result.stderr)
+    assert "gone.csv" in squash(result.stderr) and "disappeared" in words(result.stderr)
 
 
 def test_schemas_that_differ_between_files(tmp_path: Path) -> None:
@@ -331,7 +326,7 @@ def _check_run(paths: list[Path], tmp_path: Path, *extra: str) -> None:
     assert leftovers == []
     if result.exit_code == 0:
         table = pl.read_csv(out, infer_schema=False)
-        summary = flat(result.stderr)
+        summary = words(result.stderr)
         sessionized = table["event_count"].cast(pl.Int64).sum() if table.height else 0
         assert f"events sessionized {sessionized:,}" in summary
         if "--rejects" in extra:
@@ -458,7 +453,7 @@ def test_hash_user_ids_is_a_stable_keyed_hash(tmp_path: Path, monkeypatch: pytes
     monkeypatch.delenv("SESSIONIZE_SALT")
     missing = CliRunner().invoke(app, ["run", str(events), "--hash-user-ids", "SESSIONIZE_SALT"])
     assert missing.exit_code == 2
-    assert "SESSIONIZE_SALT" in flat(missing.stderr)
+    assert "SESSIONIZE_SALT" in words(missing.stderr)
 
 
 def test_drop_columns(tmp_path: Path) -> None:
@@ -473,7 +468,7 @@ def test_drop_columns(tmp_path: Path) -> None:
     assert "ip" not in columns and "referrer" not in columns and "traffic_source" in columns
     unknown = cli(events, "--drop-columns", "password", "-o", out)
     assert unknown.exit_code == 2
-    assert "password" in flat(unknown.stderr)
+    assert "password" in words(unknown.stderr)
 
 
 def test_privacy_controls_apply_to_the_rejects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

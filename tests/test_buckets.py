@@ -8,7 +8,6 @@ and the temporary bucket files must be gone afterwards, whether the run succeeds
 from __future__ import annotations
 
 import gzip
-import inspect
 import json
 import math
 import random
@@ -30,19 +29,26 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner, Result
 
 import sessionize
-from sessionize import cli, partition, pipeline
 from sessionize import io as sio
+from sessionize import partition, pipeline
 from sessionize import report as report_module
 from sessionize.cli import app
 from sessionize.engines import budget as buckets_module
 from sessionize.errors import UsageError
-from tests.conftest import DATA, SAMPLE_DATA, T0, load_generator
+from tests import helpers
+from tests.helpers import (
+    APACHE_LOG,
+    CITY_DB,
+    COLUMN_NAMES,
+    DATA,
+    KEYS,
+    SAMPLE_DATA,
+    T0,
+    flat,
+    listing,
+    load_generator,
+)
 
-COLUMN_NAMES = [c.name for c in sessionize.SESSION_COLUMNS]
-#: Bucketed output is sorted by user within each bucket, not globally: compare on this order.
-KEY = ["user_id", "session_start", "session_id"]
-CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
-APACHE_LOG = DATA / "apache_logs" / "apache_access.log"
 SECRET_VAR = "SESSIONIZE_BUCKETS_TEST_SECRET"
 
 #: The figures of a run that must not depend on the path taken.
@@ -74,30 +80,16 @@ USER_AGENTS = (
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-#: Whether ``sessionize run`` has ``--log-format`` (whose default, off a terminal, is a JSON line).
-HAS_LOG_FORMAT = "log_format" in inspect.signature(cli.run).parameters
-
-
 def run_cli(*args: str | Path, input: str | bytes | None = None) -> Result:
-    """``sessionize run ARGS`` through CliRunner, the summary as text; an exception escaping the CLI
-    fails the test."""
-    if HAS_LOG_FORMAT and "--log-format" not in args:
-        args = (*args, "--log-format", "text")
-    result = CliRunner().invoke(app, ["run", *map(str, args)], input=input, env={"COLUMNS": "200"})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def flat(text: str) -> str:
-    """``text`` without whitespace and rich's box-drawing characters."""
-    return "".join(ch for ch in text if not ch.isspace() and not "\u2500" <= ch <= "\u257f")
+    """``sessionize run ARGS`` (see ``helpers.run_cli``) on a terminal 200 columns wide."""
+    return helpers.run_cli(*args, input=input, columns=200)
 
 
 def assert_same_sessions(expected: pl.DataFrame, actual: pl.DataFrame) -> None:
     assert actual.columns == expected.columns
     assert actual.height == expected.height
-    assert_frame_equal(actual.sort(KEY), expected.sort(KEY))
+    # Bucketed output is sorted by user within each bucket, not globally: compare in one order.
+    assert_frame_equal(actual.sort(KEYS), expected.sort(KEYS))
 
 
 def assert_same_figures(expected: sessionize.RunResult, actual: sessionize.RunResult) -> None:
@@ -145,10 +137,6 @@ def assert_same_output(expected: Path, actual: Path) -> None:
         want_lines, got_lines = want_lines[1:], got_lines[1:]
     assert len(got_lines) == len(want_lines)
     assert sorted(got_lines) == sorted(want_lines)
-
-
-def listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
 
 
 def clickstream(n_events: int, seed: int) -> pl.DataFrame:
@@ -876,7 +864,6 @@ def test_the_summary_names_the_path_taken(tmp_path: Path) -> None:
         assert "rowsread5,614from1file" in flat(result.stderr)
 
 
-@pytest.mark.skipif(not HAS_LOG_FORMAT, reason="no --log-format")
 def test_the_json_log_line_names_the_path_taken(tmp_path: Path) -> None:
     sample = SAMPLE_DATA / "events.csv"
     paths = []
@@ -921,8 +908,8 @@ def test_progress_reports_reading_and_buckets(datasets: dict[str, Dataset]) -> N
     memory = sessionize.run(data.inputs, no_geo=True, buckets=1, progress=events.append)
     # A first event before anything is read (it starts the rate's clock), then one per file; then the
     # sessions, as one step (the progress does not stop at "reading" for the rest of the run).
-    reads = [(e.stage, e.done, e.total) for e in events]
-    assert reads == [
+    steps = [(e.stage, e.done, e.total) for e in events]
+    assert steps == [
         ("read", 0, 3),
         ("read", 1, 3),
         ("read", 2, 3),

@@ -17,14 +17,12 @@ from typing import IO
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from typer.testing import CliRunner, Result
 
 import sessionize
 from sessionize import cli
 from sessionize import io as sio
-from sessionize.cli import app
+from tests.helpers import COLUMN_NAMES, flat, listing, run_cli, write_text
 
-COLUMN_NAMES = [c.name for c in sessionize.SESSION_COLUMNS]
 CSV_HEADER = ",".join(COLUMN_NAMES)
 
 # Several users, referrers, a client session id, mixed offsets, an event column and ids that look
@@ -40,41 +38,6 @@ event_id,user_id,timestamp,event,url,referrer,ip,session_id
 7,u7,2024-05-01T11:00:00Z,screen,,,10.0.0.1,app-s-1
 8,u7,2024-05-01T12:30:00Z,screen,,,10.0.0.1,app-s-1
 """
-
-_BOX_AND_SPACE = re.compile(r"[\s\u2500-\u257f]+")
-
-
-def flat(text: str) -> str:
-    """``text`` without whitespace and box-drawing characters, so that rich's wrapping does not matter."""
-    return _BOX_AND_SPACE.sub("", text)
-
-
-def run_cli(*args: str | Path, input: str | bytes | None = None, columns: int = 80) -> Result:
-    """``sessionize run ARGS`` through CliRunner; an exception escaping the CLI fails the test."""
-    # The summary as text (a terminal's); tests of the JSON log line pass --log-format json.
-    if "--log-format" not in args:
-        args = (*args, "--log-format", "text")
-    result = CliRunner().invoke(app, ["run", *map(str, args)], input=input, env={"COLUMNS": str(columns)})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in ``tmp_path`` so paths in messages are short and stray files are easy to spot."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture

@@ -16,12 +16,14 @@ from typing import get_args
 
 import polars as pl
 import pytest
+import typer.core
 import typer.main
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from sessionize import cli, config, geo
 from sessionize.cli import app
 from sessionize.io import INPUT_FORMATS, OUTPUT_FORMATS
+from tests.helpers import invoke, words
 
 PANELS = [
     "Input and columns",
@@ -40,11 +42,13 @@ PANELS = [
 HEAVY = ("plotly", "ua_parser", "crawlerdetect", "tldextract", "geoip2", "maxminddb", "dask", "pyarrow")
 
 
-def invoke(*args: str | Path, columns: int = 200) -> Result:
-    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+def run_command() -> typer.core.TyperCommand:
+    """The (click) command behind ``sessionize run``."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    command = group.commands["run"]
+    assert isinstance(command, typer.core.TyperCommand)
+    return command
 
 
 def run_text(*args: str | Path) -> Result:
@@ -54,7 +58,7 @@ def run_text(*args: str | Path) -> Result:
 
 def message(result: Result) -> str:
     """stderr with rich's boxes and line breaks taken out."""
-    return " ".join(result.stderr.replace("│", " ").split())
+    return words(result.stderr)
 
 
 @pytest.fixture
@@ -79,7 +83,7 @@ def test_run_help_groups_options_in_panels_by_purpose() -> None:
     titles = re.findall(r"^╭─ (.+?) ─", text, flags=re.M)
     assert titles == ["Arguments", "Options", *PANELS]
     # Every option of run is in a panel of its purpose, bar --config and --help.
-    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    command = run_command()
     loose = [p.name for p in command.params if getattr(p, "rich_help_panel", None) is None]
     assert loose == ["inputs", "config"]
 
@@ -108,8 +112,9 @@ def test_flags_show_no_type(command: list[str]) -> None:
 
 
 def test_boolean_options_are_plain_flags() -> None:
-    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
-    booleans = [p for p in command.params if p.type_descriptor.annotation is bool]
+    command = run_command()
+    options = [p for p in command.params if isinstance(p, typer.core.TyperOption)]
+    booleans = [p for p in options if p.type_descriptor.annotation is bool]
     assert {p.name for p in booleans} >= {"dedupe", "no_geo", "exclude_bots", "csv_safe", "quiet", "debug"}
     assert all(p.is_flag for p in booleans)
 

@@ -14,10 +14,7 @@ from polars.testing import assert_frame_equal
 import sessionize
 from sessionize.config import OPTION_NAMES, RunConfig
 from sessionize.errors import UsageError
-
-REPO = Path(__file__).resolve().parent.parent
-EVENTS = REPO / "sample_data" / "events.csv"
-KEYS = ["user_id", "session_start", "session_id"]
+from tests.helpers import EVENTS, KEYS
 
 
 def test_groups_hold_the_parsed_values() -> None:
@@ -129,12 +126,14 @@ def test_toml_gives_the_same_config_as_the_flat_options(tmp_path: Path) -> None:
 
 
 def test_option_names_are_the_cli_flags() -> None:
+    import typer.core
     import typer.main
 
     from sessionize.cli import app
 
     command = typer.main.get_command(app)
-    run = command.commands["run"]  # type: ignore[attr-defined]
+    assert isinstance(command, typer.core.TyperGroup)
+    run = command.commands["run"]
     flags = {p.name for p in run.params}
     missing = sorted(set(OPTION_NAMES) - flags)
     assert missing == [], f"options of RunConfig.from_options without a flag: {missing}"

@@ -23,14 +23,12 @@ import polars as pl
 import pytest
 from rich.console import Console
 from rich.text import Text
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from sessionize import cli, console
-from sessionize.cli import app
 from sessionize.engines.base import RunProgress
-from tests.conftest import DATA
-
-CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
+from tests import helpers
+from tests.helpers import CITY_DB, flat
 
 HOSTILE_URLS = [
     "https://shop.example/?page[number]=2&filter[color]=red",
@@ -50,18 +48,10 @@ MARKUP_LIKE = [
     "[@click]",
 ]
 
-_BOX_AND_SPACE = re.compile(r"[\s\u2500-\u257f]+")
-
-
-def flat(text: str) -> str:
-    return _BOX_AND_SPACE.sub("", text)
-
 
 def invoke(*args: str | Path, columns: int = 250) -> Result:
-    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    """``sessionize ARGS`` (see ``helpers.invoke``) on a terminal 250 columns wide."""
+    return helpers.invoke(*args, columns=columns)
 
 
 def hostile_events(directory: Path, name: str = HOSTILE_FILE) -> Path:
@@ -77,12 +67,6 @@ def hostile_events(directory: Path, name: str = HOSTILE_FILE) -> Path:
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 # --- escaping --------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 import sessionize
 from sessionize import geo, io, pipeline
+from sessionize.config import OnInvalid
 from sessionize.errors import (
     GeoIPDatabaseError,
     InvalidEventsError,
@@ -35,7 +36,7 @@ from sessionize.errors import (
     OutputError,
     UsageError,
 )
-from tests.conftest import DATA, load_generator
+from tests.helpers import CITY_DB, KEYS, load_generator
 
 distributed = pytest.importorskip(
     "distributed",
@@ -48,10 +49,9 @@ import dask  # noqa: E402  (after the skip)
 
 from sessionize.cli import app  # noqa: E402
 from sessionize.engines import dask as dask_engine  # noqa: E402
+from sessionize.engines.base import PREVIEW_ROWS  # noqa: E402
 from sessionize.partition import PartitionJob  # noqa: E402
 
-CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
-KEY = ["user_id", "session_start", "session_id"]
 SECRET_VAR = "SESSIONIZE_DASK_TEST_SECRET"
 #: Small input partitions and several partitions of users, so that every path is taken.
 PARTITION_ROWS = 700
@@ -184,7 +184,7 @@ def run_dask(
     *,
     scheduler: str | None,
     geoip_db: Path | None = None,
-    on_invalid: str = "fail",
+    on_invalid: OnInvalid = "fail",
     secret: bytes | None = None,
     rules: pipeline.SessionRules | None = None,
     conversion_events: tuple[str, ...] = (),
@@ -194,7 +194,7 @@ def run_dask(
     """run_dask with the options and job that ``sessionize.run`` builds from the same arguments."""
     read_options = io.ReadOptions(
         valid_until=VALID_UNTIL,
-        on_invalid=on_invalid,  # type: ignore[arg-type]
+        on_invalid=on_invalid,
         user_id_secret=secret,
     )
     settings = pipeline.SessionSettings(
@@ -225,7 +225,7 @@ def assert_same_run(local: sessionize.RunResult, remote: dask_engine.DaskOutcome
     """The same table (every column, every row) and the same figures."""
     assert remote.sessions_complete
     assert remote.sessions.columns == local.sessions.columns
-    assert_frame_equal(remote.sessions.sort(KEY), local.sessions.sort(KEY))
+    assert_frame_equal(remote.sessions.sort(KEYS), local.sessions.sort(KEYS))
     assert remote.files == local.files
     assert (remote.rows_read, remote.events, remote.rejected, remote.duplicates_removed) == (
         local.rows_read,
@@ -272,8 +272,8 @@ def test_order_of_ties_comes_from_the_input(inputs: list[Path], scheduler: str) 
     local = run_local(inputs[::-1], no_geo=True)
     remote = run_dask(inputs[::-1], scheduler=scheduler)
     assert_same_run(local, remote)
-    forward = run_local(inputs, no_geo=True).sessions.sort(KEY)
-    assert not forward.get_column("landing_page").equals(local.sessions.sort(KEY).get_column("landing_page"))
+    forward = run_local(inputs, no_geo=True).sessions.sort(KEYS)
+    assert not forward.get_column("landing_page").equals(local.sessions.sort(KEYS).get_column("landing_page"))
 
 
 def test_rejects_with_on_invalid_skip(bad_inputs: list[Path], scheduler: str) -> None:
@@ -340,8 +340,8 @@ def test_output_dir_holds_one_parquet_file_per_partition(
     assert remote.part_files == [str(target / name) for name in names]
     written = pl.read_parquet(target / "*.parquet")
     assert written.schema == local.sessions.schema
-    assert_frame_equal(written.sort(KEY), local.sessions.sort(KEY))
-    assert not remote.sessions_complete and remote.sessions.height == dask_engine.PREVIEW_ROWS
+    assert_frame_equal(written.sort(KEYS), local.sessions.sort(KEYS))
+    assert not remote.sessions_complete and remote.sessions.height == PREVIEW_ROWS
     assert remote.session_count == local.session_count
     # Each partition is sorted by user, every user in one partition.
     users = [set(pl.read_parquet(target / name).get_column("user_id")) for name in names]
@@ -368,7 +368,7 @@ def test_fsspec_urls(inputs: list[Path], scheduler: str, tmp_path: Path) -> None
     remote = run_dask([pattern], scheduler=scheduler, output_dir=target, partitions=2)
     local = run_local(sorted(inputs), geoip_db=None, no_geo=True)
     written = pl.read_parquet(tmp_path / "out" / "*.parquet")
-    assert_frame_equal(written.sort(KEY), local.sessions.sort(KEY))
+    assert_frame_equal(written.sort(KEYS), local.sessions.sort(KEYS))
     assert remote.rows_read == local.rows_read
 
 

@@ -40,10 +40,8 @@ from polars.testing import assert_frame_equal
 
 import sessionize
 from sessionize.privacy import anonymize_ip
-from tests.conftest import DATA
+from tests.helpers import CITY_DB, KEYS
 
-CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
-KEY = ["user_id", "session_start", "session_id"]
 REJECTS_KEY = ["source_file", "source_row"]
 SECRET_VAR = "SESSIONIZE_EQUIVALENCE_TEST_SECRET"
 SECRET = "equivalence-test-secret"
@@ -326,7 +324,7 @@ def run_memory(files: list[str], option_set: OptionSet, work: Path) -> Outputs:
     result = sessionize.run(files, output=None, **run_options(option_set, work))
     assert result.path_taken == "in memory" and result.sessions_complete
     rejects = read_rejects([work / "rejects-0.parquet"] if option_set.dirty else [])
-    return Outputs(result.sessions.sort(KEY), rejects, figures_of(result), result.mean_duration_s)
+    return Outputs(result.sessions.sort(KEYS), rejects, figures_of(result), result.mean_duration_s)
 
 
 def run_path(
@@ -352,9 +350,9 @@ def run_path(
             [work / f"rejects-{n}.parquet" for n in range(len(batches))] if option_set.dirty else []
         )
         if len(results) == 1:
-            return Outputs(sessions.sort(KEY), rejects, figures_of(results[0]), results[0].mean_duration_s)
+            return Outputs(sessions.sort(KEYS), rejects, figures_of(results[0]), results[0].mean_duration_s)
         sums = {name: sum(getattr(r, name) for r in results) for name in SUMMED}
-        return Outputs(sessions.sort(KEY), rejects, sums)
+        return Outputs(sessions.sort(KEYS), rejects, sums)
     if path == "dask":
         target = work / "sessions"
         result = sessionize.run(
@@ -376,7 +374,7 @@ def run_path(
         sessions = pl.read_parquet(target)
     assert result.path_taken == expected_path
     rejects = read_rejects([work / "rejects-0.parquet"] if option_set.dirty else [])
-    return Outputs(sessions.sort(KEY), rejects, figures_of(result), result.mean_duration_s)
+    return Outputs(sessions.sort(KEYS), rejects, figures_of(result), result.mean_duration_s)
 
 
 # --- fixtures -------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ import os
 import pickle
 import random
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -22,7 +23,7 @@ import sessionize
 from sessionize import distinct, geo
 from sessionize.cli import app
 from sessionize.errors import GeoIPDatabaseError
-from tests.conftest import DATA, load_generator
+from tests.helpers import DATA, load_generator, words
 
 GEO_DIR = DATA / "geoip"
 CITY_DB = GEO_DIR / "GeoIP2-City-Test.mmdb"
@@ -35,7 +36,7 @@ def no_default_db(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(geo.database, "default_database_path", lambda: None)
 
 
-def table_for(ips: list[str | None], **options: object) -> pl.DataFrame:
+def table_for(ips: Sequence[str | None], **options: Any) -> pl.DataFrame:
     frame = pl.DataFrame(
         {
             "user_id": [f"u{i}" for i in range(len(ips))],
@@ -44,7 +45,7 @@ def table_for(ips: list[str | None], **options: object) -> pl.DataFrame:
         },
         schema={"user_id": pl.String, "timestamp": pl.String, "ip": pl.String},
     )
-    return sessionize.sessionize(frame, **options).collect()  # type: ignore[arg-type]
+    return sessionize.sessionize(frame, **options).collect()
 
 
 def geo_of(table: pl.DataFrame) -> list[tuple[str | None, ...]]:
@@ -191,7 +192,7 @@ def test_missing_corrupt_and_wrong_databases_are_clear_errors(tmp_path: Path) ->
         out = tmp_path / "out.csv"
         result = CliRunner().invoke(app, ["run", str(events), "--geoip-db", str(db), "-o", str(out)])
         assert result.exit_code == 1, db
-        flat = " ".join(result.stderr.replace("│", " ").split())
+        flat = words(result.stderr)
         # rich wraps long paths anywhere: look for the name with all whitespace and box lines removed.
         squashed = "".join(result.stderr.replace("│", "").split())
         assert db.name in squashed and message in flat, flat
@@ -536,7 +537,7 @@ def write_sized_mmdb(
     for network, record in records.items():
         writer.insert_network(IPSet([network]), record)
 
-    class SizedTreeWriter(TreeWriter):  # type: ignore[misc]
+    class SizedTreeWriter(TreeWriter):
         def _adjust_record_size(self) -> None:
             super()._adjust_record_size()
             assert self.record_size <= record_size, "the tree does not fit in records of that size"
@@ -690,6 +691,18 @@ def city_database() -> Iterator[geo.GeoDatabase]:
     database.close()
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _within(inner: Network, outer: Network) -> bool:
+    """``inner.subnet_of(outer)``, for networks of one version (a TypeError for two, as subnet_of)."""
+    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return inner.subnet_of(outer)
+    raise TypeError(f"{inner} and {outer} are not of the same version")
+
+
 def test_the_addresses_that_may_not_be_global_cover_ipaddress_tables() -> None:
     # lookup_many asks ipaddress about the addresses in these ranges only: they must hold every network
     # that ipaddress's is_global looks at, in this Python (checked from its tables, as a guard: the
@@ -701,7 +714,7 @@ def test_the_addresses_that_may_not_be_global_cover_ipaddress_tables() -> None:
     )
     for network in networks:
         listed = [ipaddress.ip_network(text) for text in geo._MAYBE_NOT_GLOBAL[network.version]]
-        assert any(network.subnet_of(outer) for outer in listed), network  # type: ignore[arg-type]
+        assert any(_within(network, outer) for outer in listed), network
     # And outside them, every address is global.
     rng = random.Random(3)
     v4 = np.array([rng.getrandbits(32) for _ in range(20_000)], dtype=np.uint32)

@@ -10,8 +10,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -24,15 +26,14 @@ import sessionize
 from sessionize.cli import app
 from sessionize.engines import incremental
 from sessionize.errors import StateLockedError, UsageError
-from tests.conftest import SAMPLE_DATA
+from tests.helpers import KEYS, SAMPLE_DATA
 
 T0 = datetime(2024, 5, 1, 23, 0, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=30)
-KEYS = ["user_id", "session_start", "session_id"]
 COLUMNS = ["user_id", "timestamp", "url", "referrer", "event", "session_id"]
 
 
-def write_events(path: Path, rows: list[tuple[object, ...]]) -> Path:
+def write_events(path: Path, rows: Sequence[tuple[object, ...]]) -> Path:
     """A CSV of (user, timestamp, url, referrer, event, client session id) rows, plus a ``batch``
     column with the file's name: files are recognised by content, and these are different batches."""
     frame = pl.DataFrame(
@@ -51,7 +52,11 @@ def write_events(path: Path, rows: list[tuple[object, ...]]) -> Path:
     return path
 
 
-def event(user: str, moment: datetime, url: str = "https://shop.example/", **extra: str | None) -> tuple:
+#: (user, timestamp, url, referrer, event, client session id)
+Event = tuple[str, datetime, str, str | None, str | None, str | None]
+
+
+def event(user: str, moment: datetime, url: str = "https://shop.example/", **extra: str | None) -> Event:
     return (
         user,
         moment,
@@ -72,7 +77,7 @@ def one_run(paths: list[Path]) -> pl.DataFrame:
     return sessionize.run(paths, no_geo=True, valid_until="2100-01-01").sessions.sort(KEYS)
 
 
-def step(path: Path | list[Path], state: Path, out: Path, **options: object) -> sessionize.RunResult:
+def step(path: Path | list[Path], state: Path, out: Path, **options: Any) -> sessionize.RunResult:
     paths = path if isinstance(path, list) else [path]
     return sessionize.run(
         paths, state=state, output_dir=out, no_geo=True, valid_until="2100-01-01", **options
@@ -83,7 +88,8 @@ def assert_same_as_one_run(out: Path, paths: list[Path]) -> None:
     together = one_run(paths)
     incremental = table(out)
     assert_frame_equal(incremental.drop("is_final"), together, check_row_order=True)
-    newest = max(pl.read_csv(p, infer_schema=False).get_column("timestamp").max() for p in paths)
+    newest = pl.concat([pl.read_csv(p, infer_schema=False).get_column("timestamp") for p in paths]).max()
+    assert isinstance(newest, str), newest
     watermark = datetime.fromisoformat(newest.replace("Z", "+00:00"))
     expected_final = [watermark - end > TIMEOUT for end in incremental.get_column("session_end")]
     assert incremental.get_column("is_final").to_list() == expected_final
@@ -143,7 +149,7 @@ def test_file_after_file_equals_one_run_over_all_files(
     moment = T0
     rows = []
     visit = 0
-    for user, gap, path, from_google, client_id in stream:
+    for user, gap, page, from_google, client_id in stream:
         moment += gap
         visit += gap >= timedelta(hours=2)
         if client_id is not None:
@@ -152,7 +158,7 @@ def test_file_after_file_equals_one_run_over_all_files(
             event(
                 user,
                 moment,
-                f"https://shop.example{path}",
+                f"https://shop.example{page}",
                 referrer="https://www.google.com/" if from_google else None,
                 session_id=client_id,
             )

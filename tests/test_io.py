@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Literal
 
 import polars as pl
 import pytest
@@ -19,17 +19,12 @@ from polars.testing import assert_frame_equal
 
 import sessionize
 from sessionize import io as sio
+from sessionize.io.formats import InputFormat
 from sessionize.normalize import TimeUnit, parse_timestamp_series, parse_timestamp_text, timestamp_text
 from sessionize.schema import EVENT_SCHEMA
+from tests.helpers import T0, listing, write_text
 
-T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 EPOCH_T0 = 1714557600  # T0 in epoch seconds
-
-
-def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def write_frame(path: Path, frame: pl.DataFrame) -> Path:
@@ -57,8 +52,8 @@ def canonical(rows: list[dict[str, object]]) -> pl.DataFrame:
     return pl.DataFrame(full, schema=EVENT_SCHEMA, orient="row")
 
 
-def read_one(path: Path, **options: object) -> pl.DataFrame:
-    return sessionize.read_events([path], **options)  # type: ignore[arg-type]
+def read_one(path: Path, **options: Any) -> pl.DataFrame:
+    return sessionize.read_events([path], **options)
 
 
 def timestamps(frame: pl.DataFrame) -> list[datetime]:
@@ -84,10 +79,10 @@ def timestamps(frame: pl.DataFrame) -> list[datetime]:
     ],
 )
 def test_format_of_an_explicit_file_comes_from_its_extension(
-    tmp_path: Path, name: str, expected: str
+    tmp_path: Path, name: str, expected: InputFormat
 ) -> None:
     path = write_text(tmp_path / name, "")
-    assert sessionize.resolve_inputs([path]) == [sio.InputFile(str(path), expected)]  # type: ignore[arg-type]
+    assert sessionize.resolve_inputs([path]) == [sio.InputFile(str(path), expected)]
 
 
 def test_directory_is_searched_recursively_and_unsupported_files_are_skipped(tmp_path: Path) -> None:
@@ -372,10 +367,12 @@ def test_ndjson_float_epoch_seconds_keep_microseconds(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("unit", ["ms", "us", "ns"])
-def test_parquet_naive_timestamps_are_utc_or_the_given_timezone(tmp_path: Path, unit: str) -> None:
+def test_parquet_naive_timestamps_are_utc_or_the_given_timezone(
+    tmp_path: Path, unit: Literal["ms", "us", "ns"]
+) -> None:
     local = datetime(2024, 5, 1, 6, 0, 0, 123000)  # New York 06:00 EDT = 10:00Z
     frame = pl.DataFrame({"user_id": ["a"], "timestamp": [local]}).with_columns(
-        pl.col("timestamp").dt.cast_time_unit(unit)  # type: ignore[arg-type]
+        pl.col("timestamp").dt.cast_time_unit(unit)
     )
     path = write_frame(tmp_path / "naive.parquet", frame)
 
@@ -727,10 +724,6 @@ def session_table(tmp_path: Path) -> pl.DataFrame:
     return sessionize.run([source]).sessions
 
 
-def listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
-
-
 def test_parquet_output_has_the_session_schema(tmp_path: Path, session_table: pl.DataFrame) -> None:
     out = tmp_path / "out" / "sessions.parquet"
     out.parent.mkdir()
@@ -955,7 +948,12 @@ def test_a_large_file_is_read_in_its_order(tmp_path: Path, suffix: str) -> None:
         }
     )
     path = tmp_path / f"events.{suffix}"
-    {"csv": frame.write_csv, "parquet": frame.write_parquet, "ndjson": frame.write_ndjson}[suffix](path)
+    writers: dict[str, Callable[[Path], object]] = {
+        "csv": frame.write_csv,
+        "parquet": frame.write_parquet,
+        "ndjson": frame.write_ndjson,
+    }
+    writers[suffix](path)
     source = sio.resolve_inputs([path])[0]
     options = sio.ReadOptions(valid_until=datetime(2030, 1, 1, tzinfo=UTC))
     events = sio.read_file(source, options, keep_row=True).events

@@ -68,7 +68,7 @@ def _modules() -> list[tuple[str, Path]]:
 def _imports(path: Path, module: str) -> list[tuple[str, int]]:
     """(imported name, line) of every import in ``path``, relative to ``sessionize`` when internal."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = []
+    names: list[tuple[str, int]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.extend((alias.name, node.lineno) for alias in node.names)

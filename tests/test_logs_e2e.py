@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import sessionize
 from sessionize.cli import app
-from tests.conftest import DATA
+from tests.helpers import DATA, words
 
 LOG = DATA / "apache_logs" / "apache_access.log"
 
@@ -29,7 +29,7 @@ def test_the_truncated_line_stops_a_default_run_and_is_rejected_with_skip(
 ) -> None:
     failed = CliRunner().invoke(app, ["run", str(LOG), "--no-geo", "-o", str(tmp_path / "s.parquet")])
     assert failed.exit_code == 1
-    assert "line 8899" in " ".join(failed.stderr.replace("│", " ").split())
+    assert "line 8899" in words(failed.stderr)
     # Line 8899 is a Googlebot request whose user agent lost its closing quote.
     assert (result.rows_read, result.rejected, result.events_read) == (10_000, 1, 9_999)
     assert result.rejects is not None and result.rejects["source_row"].to_list() == [8899]
@@ -131,4 +131,4 @@ def test_log_options_on_the_command_line(tmp_path: Path) -> None:
     text.write_text("this is not an access log\nnor is this\n")
     unknown = CliRunner().invoke(app, ["run", str(text), "-o", str(out)])
     assert unknown.exit_code == 1
-    assert "--input-format combined|common" in " ".join(unknown.stderr.replace("│", " ").split())
+    assert "--input-format combined|common" in words(unknown.stderr)

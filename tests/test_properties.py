@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import sessionize
 from sessionize.core import assign_sessions
-from tests.conftest import T0
+from tests.helpers import T0
 
 USERS = st.sampled_from(["a", "b", "00c", "10"])
 # Offsets in seconds, dense around the 30-minute timeout so exact-timeout gaps happen often.

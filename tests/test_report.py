@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pytest
@@ -26,23 +26,15 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from tests.conftest import SAMPLE_DATA
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, SAMPLE_DATA, T0, flat, invoke
 
-T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
-CHROMIUM = Path("/usr/bin/chromium")
-# As root (CI) Chromium needs --no-sandbox (Playwright adds it); this machine has no network to talk to.
-CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Dialog
+
 EVIL_URL = "https://shop.example/</script><script>alert('x')</script>"
 
 # Six sessions of four users, small enough to add up by hand (see the expected values in the tests).
-SMALL = {
+SMALL: dict[str, list[Any]] = {
     "user_id": ["a", "a", "b", "c", "c", "d"],
     "session_number": [1, 2, 1, 1, 2, 1],
     "session_start": [T0 + timedelta(minutes=m) for m in (0, 65, 70, 180, 210, 239)],
@@ -102,20 +94,7 @@ def report_cli(*args: str | Path) -> Result:
     # The summary as text (a terminal's): off a terminal it is one JSON line.
     if "--log-format" not in args:
         args = (*args, "--log-format", "text")
-    result = CliRunner().invoke(app, ["report", *map(str, args)], env={"COLUMNS": "200"})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def flat(text: str) -> str:
-    return re.sub(r"[\s\u2500-\u257f]+", "", text)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return invoke("report", *args)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -562,15 +541,20 @@ def test_pages_render_in_headless_chromium_without_errors_or_network(sample_repo
 
 
 def _open_in_browser(
-    browser: Any, result: R.ReportResult
+    browser: Browser, result: R.ReportResult
 ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
     """Open the page: console errors, uncaught exceptions and dialogs; URLs requested; the chart cards."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
     requests: list[str] = []
+
+    def dismiss(dialog: Dialog) -> None:
+        problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    page.on("dialog", dismiss)
     page.on("request", lambda r: requests.append(r.url))
     page.goto(Path(result.output).resolve().as_uri(), wait_until="load")
     page.wait_for_function(

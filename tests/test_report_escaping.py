@@ -17,7 +17,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,7 @@ import pytest
 
 import sessionize
 from sessionize import report as R
-
-T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, T0
 
 LINK = "<a href='https://e.vil/'>LOGIN</a>"
 # Cut by the URL label (31 characters kept at the start, 16 at the end): '&<' are the last two kept at
@@ -125,7 +115,9 @@ def figures_in(page: str) -> dict[str, dict[str, Any]]:
     figures: dict[str, dict[str, Any]] = {}
     for match in re.finditer(r'Plotly\.newPlot\(\s*"chart-([\w-]+)",\s*', page):
         data, end = decoder.raw_decode(page, match.end())
-        end = re.compile(r",\s*").match(page, end).end()  # type: ignore[union-attr]
+        comma = re.compile(r",\s*").match(page, end)
+        assert comma is not None, page[end : end + 80]
+        end = comma.end()
         layout, _ = decoder.raw_decode(page, end)
         figures[match.group(1)] = {"data": data, "layout": layout}
     return figures
@@ -249,15 +241,20 @@ _HOVER = """() => {
     reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; CI installs it)",
 )
 def test_headless_chromium_shows_the_hostile_text_as_text(report: R.ReportResult) -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Dialog, sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             problems: list[str] = []
+
+            def dismiss(dialog: Dialog) -> None:
+                problems.append(f"dialog: {dialog.message}")
+                dialog.dismiss()
+
             page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+            page.on("dialog", dismiss)
             page.goto(Path(report.output).resolve().as_uri(), wait_until="load")
             page.wait_for_function(
                 f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {len(report.charts)}",

@@ -18,16 +18,16 @@ from typing import IO, Any
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import sessionize
 from sessionize import io as sio
 from sessionize.cli import app
 from sessionize.errors import OutputError, StateError, UsageError
+from sessionize.io.formats import OutputFormat
+from sessionize.io.write import serialize
+from tests.helpers import CITY_DB, KEYS, T0, listing
 
-CITY_DB = Path(__file__).resolve().parent / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
-T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
-KEYS = ["user_id", "session_start", "session_id"]
 #: Addresses the MaxMind test database locates, one it does not know, and a private one.
 ADDRESSES = ["81.2.69.142", "89.160.20.112", "216.160.83.56", "2.125.160.216", "203.0.113.9", "10.0.0.1"]
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
@@ -56,16 +56,13 @@ def write_events(path: Path, start: datetime, users: int = 12, *, bad_row: bool 
     return path
 
 
-def invoke(*args: str | Path, env: dict[str, str] | None = None) -> Any:
+def invoke(*args: str | Path, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(app, [str(a) for a in args], env=env)
 
 
-def summary(result: Any) -> dict[str, Any]:
-    return json.loads(result.stderr.strip().splitlines()[-1])
-
-
-def listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
+def summary(result: Result) -> dict[str, Any]:
+    line: dict[str, Any] = json.loads(result.stderr.strip().splitlines()[-1])
+    return line
 
 
 # -- incremental runs print every figure of the summary --------------------------------------------
@@ -73,7 +70,7 @@ def listing(directory: Path) -> list[str]:
 
 def test_incremental_summary_counts_located_sessions_and_bots(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", T0)
-    common = ["--geoip-db", CITY_DB, "--log-format", "json", "--valid-until", "2100-01-01"]
+    common: list[str | Path] = ["--geoip-db", CITY_DB, "--log-format", "json", "--valid-until", "2100-01-01"]
     whole = invoke("run", events, "-o", tmp_path / "all.parquet", *common)
     assert whole.exit_code == 0, whole.output
     cron = invoke("run", events, "--state", tmp_path / "st", "--output-dir", tmp_path / "out", *common)
@@ -184,12 +181,12 @@ def test_a_failed_rejects_write_leaves_the_state_and_the_retry_keeps_the_rows(
         "state": state, "output_dir": out, "no_geo": True, "on_invalid": "skip", "rejects": rejects,
         "valid_until": "2100-01-01",
     }  # fmt: skip
-    real = sio.publish.serialize
+    real = serialize  # as publish calls it (its name there is patched)
 
-    def full_disk(frame: pl.DataFrame, handle: IO[bytes], fmt: str, **kwargs: Any) -> None:
+    def full_disk(frame: pl.DataFrame, handle: IO[bytes], fmt: OutputFormat, **kwargs: Any) -> None:
         if "reject_reason" in frame.columns:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(frame, handle, fmt, **kwargs)  # type: ignore[arg-type]
+        real(frame, handle, fmt, **kwargs)
 
     with monkeypatch.context() as patch:
         patch.setattr(sio.publish, "serialize", full_disk)
@@ -313,12 +310,12 @@ def test_a_failing_rejects_or_report_leaves_the_old_table(
     table = tmp_path / "sessions.csv"
     table.write_text("the previous run's table\n", encoding="utf-8")
     if failing == "rejects":
-        real = sio.publish.serialize
+        real = serialize  # as publish calls it (its name there is patched)
 
-        def full_disk(frame: pl.DataFrame, handle: IO[bytes], fmt: str, **kwargs: Any) -> None:
+        def full_disk(frame: pl.DataFrame, handle: IO[bytes], fmt: OutputFormat, **kwargs: Any) -> None:
             if "reject_reason" in frame.columns:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            real(frame, handle, fmt, **kwargs)  # type: ignore[arg-type]
+            real(frame, handle, fmt, **kwargs)
 
         monkeypatch.setattr(sio.publish, "serialize", full_disk)
     else:

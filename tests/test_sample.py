@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import sessionize
 from sessionize.cli import app
-from tests.conftest import SAMPLE_DATA
+from tests.helpers import SAMPLE_DATA
 
 
 @pytest.fixture(scope="module")

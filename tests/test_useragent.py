@@ -18,9 +18,7 @@ from sessionize.useragent import (
     parse_user_agents,
     user_agent_struct,
 )
-from tests.conftest import DATA
-
-APACHE_LOG = DATA / "apache_logs" / "apache_access.log"
+from tests.helpers import APACHE_LOG
 
 # (user agent, device_category, browser, os, is_bot), from real browsers and bots.
 KNOWN = [

@@ -14,12 +14,15 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 import sessionize
 from sessionize.config import legacy_secret_fingerprint, secret_fingerprint
+from sessionize.partition import SessionSettings
+from tests.helpers import CITY_DB, EVENTS
 
 ADDRESS = "83.149.9.216"
 LOG = (
@@ -75,10 +78,15 @@ def test_late_rows_in_the_rejects_of_an_incremental_run_are_truncated(tmp_path: 
     first, late = tmp_path / "a.csv", tmp_path / "b.csv"
     first.write_text("user_id,timestamp,ip\nu,2024-05-02T10:00:00Z,83.149.9.216\n", encoding="utf-8")
     late.write_text("user_id,timestamp,ip\nu,2024-05-01T10:00:00Z,83.149.9.216\n", encoding="utf-8")
-    options = {"state": tmp_path / "st", "output_dir": tmp_path / "out", "no_geo": True, "anonymize_ip": True}
-    sessionize.run([first], **options)  # type: ignore[arg-type]
+    options: dict[str, Any] = {
+        "state": tmp_path / "st",
+        "output_dir": tmp_path / "out",
+        "no_geo": True,
+        "anonymize_ip": True,
+    }
+    sessionize.run([first], **options)
     rejects = tmp_path / "rejects.csv"
-    result = sessionize.run([late], on_invalid="skip", rejects=rejects, **options)  # type: ignore[arg-type]
+    result = sessionize.run([late], on_invalid="skip", rejects=rejects, **options)
     assert result.incremental is not None and result.incremental.late == 1
     text = rejects.read_text(encoding="utf-8")
     assert "late" in text and "83.149.9.0" in text and ADDRESS not in text
@@ -113,20 +121,24 @@ def test_a_state_with_the_old_fingerprint_of_the_same_secret_continues(
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     a.write_text("user_id,timestamp\nu,2024-05-01T10:00:00Z\n", encoding="utf-8")
     b.write_text("user_id,timestamp\nu,2024-05-01T12:00:00Z\n", encoding="utf-8")
-    options = {"state": tmp_path / "st", "output_dir": tmp_path / "out", "no_geo": True,
-               "hash_user_ids": "SESSIONIZE_TEST_SECRET"}  # fmt: skip
-    sessionize.run([a], **options)  # type: ignore[arg-type]
+    options: dict[str, Any] = {
+        "state": tmp_path / "st",
+        "output_dir": tmp_path / "out",
+        "no_geo": True,
+        "hash_user_ids": "SESSIONIZE_TEST_SECRET",
+    }
+    sessionize.run([a], **options)
     path = next((tmp_path / "st").glob("state-*/manifest.json"))
     manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["settings"]["hash_user_ids"] = legacy_secret_fingerprint(b"hunter2")
     path.write_text(json.dumps(manifest), encoding="utf-8")
-    continued = sessionize.run([b], **options)  # type: ignore[arg-type]
+    continued = sessionize.run([b], **options)
     assert continued.incremental is not None and continued.incremental.files_processed == [str(b)]
     monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "another secret")
     c = tmp_path / "c.csv"
     c.write_text("user_id,timestamp\nu,2024-05-01T14:00:00Z\n", encoding="utf-8")
     with pytest.raises(sessionize.UsageError, match="hash_user_ids"):
-        sessionize.run([c], **options)  # type: ignore[arg-type]
+        sessionize.run([c], **options)
 
 
 def test_spill_directories_are_private_and_a_dead_runs_are_removed(tmp_path: Path) -> None:
@@ -147,22 +159,20 @@ def test_spill_directories_are_private_and_a_dead_runs_are_removed(tmp_path: Pat
 
     original = partition.sessionize_partition
 
-    def spy(events: pl.DataFrame, settings: object) -> pl.DataFrame:
+    def spy(events: pl.DataFrame, settings: SessionSettings) -> pl.DataFrame:
         for path in spill.glob("sessionize-buckets-*"):
             if path != alive:
                 seen.append(stat.S_IMODE(path.stat().st_mode))
-        return original(events, settings)  # type: ignore[arg-type]
+        return original(events, settings)
 
-    events = Path(__file__).resolve().parents[2] / "sample_data" / "events.csv"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(partition, "sessionize_partition", spy)
-        sessionize.run([events], no_geo=True, buckets=2, temp_dir=spill)
+        sessionize.run([EVENTS], no_geo=True, buckets=2, temp_dir=spill)
     assert seen and all(mode == 0o700 for mode in seen)
     assert not stale.exists()
     assert alive.exists()
 
 
-CITY_DB = Path(__file__).resolve().parents[1] / "data" / "geoip" / "GeoIP2-City-Test.mmdb"
 LOCATED = ["81.2.69.142", "89.160.20.112", "216.160.83.56", "2.125.160.216"]
 
 
@@ -181,11 +191,11 @@ def test_the_incremental_state_keeps_no_full_address_and_sessions_stay_located(t
         path = tmp_path / f"part{number}.csv"
         path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
         paths.append(path)
-    options = {"geoip_db": CITY_DB, "anonymize_ip": True, "valid_until": "2100-01-01"}
-    whole = sessionize.run(paths, **options)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"geoip_db": CITY_DB, "anonymize_ip": True, "valid_until": "2100-01-01"}
+    whole = sessionize.run(paths, **options)
     state, out = tmp_path / "state", tmp_path / "out"
     for path in paths:
-        sessionize.run([path], state=state, output_dir=out, **options)  # type: ignore[arg-type]
+        sessionize.run([path], state=state, output_dir=out, **options)
     table = pl.concat([pl.read_parquet(p) for p in sorted(out.glob("session_date=*/*.parquet"))])
     keys = ["user_id", "session_start", "session_id"]
     columns = ["user_id", "city", "country", "ip", "session_id"]
@@ -194,3 +204,34 @@ def test_the_incremental_state_keeps_no_full_address_and_sessions_stay_located(t
     for address in LOCATED:
         assert address not in everything_written(state)
         assert address not in everything_written(out)
+
+
+@pytest.mark.parametrize("mode", [True, "before-geo"], ids=["after-geo", "before-geo"])
+def test_spill_files_hold_no_full_address(tmp_path: Path, mode: object) -> None:
+    rows = ["user_id,timestamp,ip"] + [
+        f"u{n},2024-05-01T10:{n:02d}:00Z,{LOCATED[n % len(LOCATED)]}" for n in range(40)
+    ]
+    events = tmp_path / "events.csv"
+    events.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    seen: list[str] = []
+    from sessionize import partition
+
+    original = partition.sessionize_partition
+
+    def spy(frame: pl.DataFrame, settings: object) -> pl.DataFrame:
+        for path in spill.rglob("*.parquet"):
+            seen.append(pl.read_parquet(path).write_csv())
+        return original(frame, settings)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(partition, "sessionize_partition", spy)
+        bucketed = sessionize.run([events], geoip_db=CITY_DB, anonymize_ip=mode, buckets=3, temp_dir=spill)
+    assert seen, "the spill files were not looked at"
+    for address in LOCATED:
+        assert all(address not in text for text in seen)
+    whole = sessionize.run([events], geoip_db=CITY_DB, anonymize_ip=mode)
+    keys = ["user_id", "session_start"]
+    assert bucketed.sessions.sort(keys).equals(whole.sessions.sort(keys))
+    assert bucketed.geo_counts == whole.geo_counts

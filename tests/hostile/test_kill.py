@@ -11,8 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-EVENTS = Path(__file__).resolve().parents[2] / "sample_data" / "events.csv"
-KEYS = ["user_id", "session_start", "session_id"]
+from tests.helpers import EVENTS, KEYS
 
 #: Runs the CLI with one function replaced by a kill -9 of the process on its Nth call.
 SCRIPT = """

@@ -9,20 +9,21 @@ from __future__ import annotations
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 import sessionize
 from sessionize.engines import budget
+from sessionize.partition import PartitionJob, PartitionResult, process_partition
+from tests.helpers import EVENTS
 
-EVENTS = Path(__file__).resolve().parents[2] / "sample_data" / "events.csv"
 
-
-def run_warned(paths: list[Path], **options: object) -> tuple[sessionize.RunResult, list[str]]:
+def run_warned(paths: list[Path], **options: Any) -> tuple[sessionize.RunResult, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = sessionize.run(paths, no_geo=True, **options)  # type: ignore[arg-type]
+        result = sessionize.run(paths, no_geo=True, **options)
     return result, [str(w.message) for w in caught if issubclass(w.category, sessionize.SessionizeWarning)]
 
 
@@ -81,11 +82,11 @@ def test_a_bucket_of_many_one_event_users_goes_through_in_parts(
     from sessionize.engines import buckets as bucket_engine
 
     calls: list[int] = []
-    original = bucket_engine.process_partition
+    original = process_partition  # what the engine calls by that name
 
-    def counting(events: pl.DataFrame, *args: object, **kwargs: object) -> object:
+    def counting(events: pl.DataFrame, job: PartitionJob, **kwargs: Any) -> PartitionResult:
         calls.append(events.height)
-        return original(events, *args, **kwargs)  # type: ignore[arg-type]
+        return original(events, job, **kwargs)
 
     monkeypatch.setattr(bucket_engine, "process_partition", counting)
     result, _ = run_warned([path], memory_limit="2MiB", buckets=2)

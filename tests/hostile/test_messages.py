@@ -23,8 +23,7 @@ from typer.testing import CliRunner
 import sessionize
 from sessionize.cli import app
 from sessionize.errors import MalformedRowsError, OutputError, UnreadableInputError, UsageError
-
-EVENTS = Path(__file__).resolve().parents[2] / "sample_data" / "events.csv"
+from tests.helpers import EVENTS
 
 
 def message(result: object) -> str:

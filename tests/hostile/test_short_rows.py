@@ -7,6 +7,7 @@ the row is rejected as wrong_field_count with its line.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -32,9 +33,9 @@ def write(path: Path, rows: list[str]) -> Path:
 @pytest.mark.parametrize("path", ["memory", "buckets"])
 def test_short_rows_fail_the_run(tmp_path: Path, path: str) -> None:
     events = write(tmp_path / "events.csv", ROWS)
-    options = {"buckets": 3} if path == "buckets" else {}
+    options: dict[str, Any] = {"buckets": 3} if path == "buckets" else {}
     with pytest.raises(MalformedRowsError, match=r"line 3: wrong_field_count \(3, expected 4\)"):
-        sessionize.run([events], no_geo=True, **options)  # type: ignore[arg-type]
+        sessionize.run([events], no_geo=True, **options)
 
 
 @pytest.mark.parametrize("path", ["memory", "buckets", "windows"])
@@ -42,7 +43,7 @@ def test_short_rows_are_rejected_with_their_lines(
     tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = write(tmp_path / "events.csv", ROWS)
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}
     if path == "buckets":
         options["buckets"] = 3
     if path == "windows":
@@ -56,7 +57,7 @@ def test_short_rows_are_rejected_with_their_lines(
         no_geo=True,
         on_invalid="skip",
         rejects=rejects,
-        **options,  # type: ignore[arg-type]
+        **options,
     )
     rejected = pl.read_csv(rejects)
     assert sorted(rejected.get_column("source_row").to_list()) == [3, 6]

@@ -1,0 +1,110 @@
+"""What several test modules share: the repository's paths and test data, constants, and small helpers
+(reading CLI output, driving the CLI, writing and listing files). Fixtures live in ``conftest.py``."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import polars as pl
+from typer.testing import CliRunner, Result
+
+import sessionize
+from sessionize.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO / "sample_data"
+DATA = REPO / "tests" / "data"  # what each file is, its source and licence: data/README.md
+#: The sample clickstream (964 sessions).
+EVENTS = SAMPLE_DATA / "events.csv"
+#: MaxMind's test database of cities.
+CITY_DB = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
+APACHE_LOG = DATA / "apache_logs" / "apache_access.log"
+
+T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+#: The order to sort session tables by before comparing them.
+KEYS = ["user_id", "session_start", "session_id"]
+COLUMN_NAMES = [c.name for c in sessionize.SESSION_COLUMNS]
+
+#: Debian's Chromium, for the tests that open a report page (never a browser of Playwright's own).
+CHROMIUM = Path("/usr/bin/chromium")
+# As root (CI) Chromium needs --no-sandbox (Playwright adds it); this machine has no network to talk to.
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+EventRow = tuple[Any, ...]
+EventsFactory = Callable[..., pl.DataFrame]
+
+
+def at(**delta: float) -> datetime:
+    """``T0`` plus a timedelta: ``at(minutes=30)``."""
+    return T0 + timedelta(**delta)
+
+
+def load_generator() -> ModuleType:
+    """bench/generate.py, the benchmarks' clickstream generator (not a package: loaded by path)."""
+    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- text the CLI printed --------------------------------------------------------------------------
+
+_BOX_AND_SPACE = re.compile(r"[\s\u2500-\u257f]+")
+
+
+def flat(text: str) -> str:
+    """``text`` without whitespace and box-drawing characters, so that rich's wrapping does not matter."""
+    return _BOX_AND_SPACE.sub("", text)
+
+
+def words(text: str) -> str:
+    """The words of ``text`` one space apart: rich's panel borders and line breaks taken out."""
+    return " ".join(text.replace("│", " ").split())
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+
+def invoke(*args: str | Path, columns: int = 200, input: str | bytes | None = None) -> Result:
+    """``sessionize ARGS`` through CliRunner on a terminal ``columns`` wide; an exception escaping the CLI
+    fails the test."""
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": str(columns)})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def run_cli(*args: str | Path, input: str | bytes | None = None, columns: int = 80) -> Result:
+    """``sessionize run ARGS`` through CliRunner; an exception escaping the CLI fails the test."""
+    # The summary as text (a terminal's); tests of the JSON log line pass --log-format json.
+    if "--log-format" not in args:
+        args = (*args, "--log-format", "text")
+    return invoke("run", *args, columns=columns, input=input)
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def listing(directory: Path) -> list[str]:
+    """The names in ``directory``, sorted."""
+    return sorted(p.name for p in directory.iterdir())

@@ -1,0 +1,1 @@
+"""Hostile input, hostile outputs (issue 18): see README.md here."""
