@@ -380,6 +380,7 @@ CSV_CELLS = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     rows=st.lists(st.lists(CSV_CELLS, min_size=1, max_size=4), max_size=8),

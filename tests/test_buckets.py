@@ -240,6 +240,7 @@ def in_memory(datasets: dict[str, Dataset]) -> dict[str, sessionize.RunResult]:
 # --- 1. identity -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DATASETS)
 @pytest.mark.parametrize("how", ["buckets", "memory_limit"])
 def test_buckets_give_the_in_memory_session_table(
@@ -268,6 +269,7 @@ def test_buckets_give_the_in_memory_session_table(
     assert_grouped_by_user(actual.sessions)
 
 
+@pytest.mark.slow
 def test_the_datasets_exercise_what_buckets_must_keep(in_memory: dict[str, sessionize.RunResult]) -> None:
     """The inputs above are not trivial: they have duplicates, bots, client session ids, geo hits."""
     stream = in_memory["clickstream"]
@@ -280,6 +282,7 @@ def test_the_datasets_exercise_what_buckets_must_keep(in_memory: dict[str, sessi
     assert len(in_memory["multi"].files) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DATASETS)
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
 def test_bucketed_outputs_match_in_memory_outputs(
@@ -429,6 +432,7 @@ OPTIONS: dict[str, Any] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first_malformed", [900, 0], ids=["malformed-later", "malformed-first"])
 def test_windowed_csv_gives_the_in_memory_result(
     first_malformed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]]
@@ -454,6 +458,7 @@ def test_windowed_csv_gives_the_in_memory_result(
     assert not bucketed.sessions.get_column("user_id").str.starts_with("u").any()  # hashed
 
 
+@pytest.mark.slow
 def test_windowed_csv_with_a_short_row_before_the_first_failing_window(
     tmp_path: Path, windows: list[tuple[str, Any]]
 ) -> None:
@@ -478,6 +483,7 @@ def test_windowed_csv_with_a_short_row_before_the_first_failing_window(
     assert_same_sessions(memory.sessions, bucketed.sessions)
 
 
+@pytest.mark.slow
 def test_windowed_csv_without_malformed_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]]
 ) -> None:
@@ -493,6 +499,7 @@ def test_windowed_csv_without_malformed_rows(
     assert_same_rejects(tmp_path, memory, bucketed)
 
 
+@pytest.mark.slow
 def test_windowed_csv_with_line_breaks_inside_quoted_fields(
     tmp_path: Path, windows: list[tuple[str, Any]]
 ) -> None:
@@ -514,6 +521,7 @@ def test_windowed_csv_with_line_breaks_inside_quoted_fields(
     assert_same_sessions(memory.sessions, bucketed.sessions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rows", [500, 501])
 def test_window_boundary_at_the_end_of_the_file(
     rows: int, tmp_path: Path, windows: list[tuple[str, Any]]
@@ -534,6 +542,7 @@ def test_window_boundary_at_the_end_of_the_file(
         assert_same_rejects(tmp_path, memory, bucketed)
 
 
+@pytest.mark.slow
 def test_windowed_parquet_gives_the_in_memory_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]]
 ) -> None:
@@ -553,6 +562,7 @@ def test_windowed_parquet_gives_the_in_memory_result(
     assert_same_rejects(tmp_path, memory, bucketed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", [399, 400, 425, 599], ids=["window-end", "window-start", "mid", "last"])
 def test_windowed_csv_with_an_unbalanced_quote(
     row: int, tmp_path: Path, windows: list[tuple[str, Any]]
@@ -646,6 +656,7 @@ class Boom:
         return self.original(events, settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
@@ -840,6 +851,7 @@ def test_buckets_look_addresses_up_after_the_sessions(monkeypatch: pytest.Monkey
 # --- 5. summary and progress -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_summary_names_the_path_taken(tmp_path: Path) -> None:
     sample = SAMPLE_DATA / "events.csv"
     memory = run_cli(sample, "--no-geo", "-o", tmp_path / "a.csv")
@@ -864,6 +876,7 @@ def test_the_summary_names_the_path_taken(tmp_path: Path) -> None:
         assert "rowsread5,614from1file" in flat(result.stderr)
 
 
+@pytest.mark.slow
 def test_the_json_log_line_names_the_path_taken(tmp_path: Path) -> None:
     sample = SAMPLE_DATA / "events.csv"
     paths = []
@@ -885,6 +898,7 @@ def test_the_json_log_line_names_the_path_taken(tmp_path: Path) -> None:
     assert paths == ["in memory", "13 buckets"]
 
 
+@pytest.mark.slow
 def test_progress_reports_reading_and_buckets(datasets: dict[str, Dataset]) -> None:
     data = datasets["multi"]
     events: list[pipeline.RunProgress] = []
@@ -938,6 +952,7 @@ def test_progress_counts_windows_as_they_are_read(tmp_path: Path, windows: list[
 # --- 6. stdout and report --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stdout_in_bucket_mode(tmp_path: Path) -> None:
     sample = SAMPLE_DATA / "events.csv"
     memory = run_cli(sample, "--no-geo", "-o", "-", "--buckets", "1")
@@ -966,6 +981,7 @@ def test_stdin_in_bucket_mode(tmp_path: Path) -> None:
     assert len(outs[1].read_text(encoding="utf-8").splitlines()) == 965
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 def test_stdout_in_bucket_mode_other_formats(fmt: str) -> None:
     sample = SAMPLE_DATA / "events.csv"
@@ -976,6 +992,7 @@ def test_stdout_in_bucket_mode_other_formats(fmt: str) -> None:
     assert sorted(bucketed.stdout.splitlines()) == sorted(memory.stdout.splitlines())
 
 
+@pytest.mark.slow
 def test_report_in_bucket_mode(tmp_path: Path, spill: Path) -> None:
     sample = SAMPLE_DATA / "events.csv"
     out = tmp_path / "sessions.parquet"
@@ -1038,6 +1055,7 @@ def test_empty_input_with_dropped_columns_in_bucket_mode(tmp_path: Path) -> None
     assert table.columns == [c for c in COLUMN_NAMES if c not in ("ip", "city")]
 
 
+@pytest.mark.slow
 def test_some_empty_buckets(tmp_path: Path) -> None:
     """Two users and 16 buckets: most buckets are empty; the output holds both users' sessions."""
     source = tmp_path / "events.csv"
@@ -1055,6 +1073,7 @@ def test_some_empty_buckets(tmp_path: Path) -> None:
         assert_same_output(tmp_path / f"m.{fmt}", tmp_path / f"b.{fmt}")
 
 
+@pytest.mark.slow
 def test_sigterm_removes_the_temp_files_and_writes_nothing(tmp_path: Path) -> None:
     """cron and systemd stop a job with SIGTERM: it unwinds like Ctrl-C (exit 143, nothing left)."""
     spill = tmp_path / "spill"
@@ -1120,6 +1139,7 @@ def _assert_windowed_like_memory(
     return memory, bucketed
 
 
+@pytest.mark.slow
 def test_windowed_gzipped_csv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]], spill: Path
 ) -> None:
@@ -1136,6 +1156,7 @@ def test_windowed_gzipped_csv(
     assert list(spill.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_windowed_latin1_csv(tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
     """--encoding latin-1: decoded into the temp dir as it streams; the accents come out the same."""
     rows = nasty_rows(800)
@@ -1183,6 +1204,7 @@ def _write_ndjson(path: Path, rows: list[list[str]]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compressed", [False, True], ids=["ndjson", "ndjson-gz"])
 def test_windowed_ndjson(
     compressed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: list[tuple[str, Any]]
@@ -1228,6 +1250,7 @@ def test_windowed_gzipped_ndjson_ignores_the_csv_encoding(
     assert bucketed.sessions.get_column("landing_page").unique().to_list() == ["/caf\u00e9"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compressed", [False, True], ids=["log", "log-gz"])
 def test_windowed_access_log(compressed: bool, tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
     """The real Apache log (10,000 lines, one malformed) in windows of 50 lines: same sessions, same
@@ -1244,6 +1267,7 @@ def test_windowed_access_log(compressed: bool, tmp_path: Path, windows: list[tup
     assert bucketed.session_count == memory.session_count > 3000
 
 
+@pytest.mark.slow
 def test_an_access_log_that_is_not_utf8_is_read_whole(tmp_path: Path, windows: list[tuple[str, Any]]) -> None:
     data = APACHE_LOG.read_bytes().split(b"\n")
     data[100] = data[100].replace(b"GET /", b"GET /caf\xe9", 1)

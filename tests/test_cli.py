@@ -581,6 +581,7 @@ def test_version_in_a_subprocess(tmp_path: Path) -> None:
     assert done.stdout.decode().strip() == f"sessionize {sessionize.__version__}"
 
 
+@pytest.mark.slow
 def test_run_help_in_a_subprocess(tmp_path: Path) -> None:
     done = python_m("run", "--help", cwd=tmp_path)
     assert done.returncode == 0
@@ -589,6 +590,7 @@ def test_run_help_in_a_subprocess(tmp_path: Path) -> None:
         assert flag in text
 
 
+@pytest.mark.slow
 def test_piped_stdout_gets_csv_in_a_subprocess(events_csv: Path, workdir: Path) -> None:
     done = python_m("run", "events.csv", cwd=workdir)
     assert done.returncode == 0, done.stderr.decode()
@@ -602,6 +604,7 @@ def test_piped_stdout_gets_csv_in_a_subprocess(events_csv: Path, workdir: Path) 
     assert stdout == run_cli(events_csv, "-o", "-", "-q").stdout
 
 
+@pytest.mark.slow
 def test_stdin_to_stdout_pipe_in_a_subprocess(events_csv: Path, workdir: Path) -> None:
     done = python_m(
         "run", "-", "-o", "-", "--format", "parquet", "-q", cwd=workdir, input=EVENTS_CSV.encode()
@@ -611,6 +614,7 @@ def test_stdin_to_stdout_pipe_in_a_subprocess(events_csv: Path, workdir: Path) -
     assert_frame_equal(pl.read_parquet(io.BytesIO(done.stdout)), sessionize.run([events_csv]).sessions)
 
 
+@pytest.mark.slow
 def test_error_in_a_subprocess_has_no_traceback(workdir: Path) -> None:
     write_text(workdir / "bad.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\nu,tomorrow\n")
     done = python_m("run", "bad.csv", "-o", "out.parquet", cwd=workdir)

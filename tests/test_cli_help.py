@@ -137,6 +137,7 @@ def test_the_root_help_offers_completion() -> None:
     assert "--install-completion" in text and "--show-completion" in text
 
 
+@pytest.mark.slow
 def test_shell_completion_completes_choices_and_options(tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -246,6 +247,7 @@ def test_the_geo_constants_of_the_help_are_the_geo_packages() -> None:
     assert cli.DBIP_ATTRIBUTION == geo.DBIP_ATTRIBUTION
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["run", "--help"]])
 def test_start_up_imports_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
     code = (

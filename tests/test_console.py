@@ -304,6 +304,7 @@ def sessionize_process(*args: str, cwd: Path) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_geoip_info_in_a_pipe_gives_the_whole_path(tmp_path: Path) -> None:
     deep = tmp_path / ("a-long-directory-name-" * 4) / ("and-another-one-[with]-brackets-" * 3)
     deep.mkdir(parents=True)
@@ -323,6 +324,7 @@ def test_geoip_info_in_a_pipe_gives_the_whole_path(tmp_path: Path) -> None:
     assert line["status"] == "error" and "nope [x].mmdb" in line["message"]
 
 
+@pytest.mark.slow
 def test_a_text_summary_off_a_terminal_is_not_wrapped(tmp_path: Path) -> None:
     good_events(tmp_path)
     output = "sessions-" + "x" * 150 + ".csv"

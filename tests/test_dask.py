@@ -52,6 +52,9 @@ from sessionize.engines import dask as dask_engine  # noqa: E402
 from sessionize.engines.base import PREVIEW_ROWS  # noqa: E402
 from sessionize.partition import PartitionJob  # noqa: E402
 
+# A Dask cluster (in-process, and one of processes).
+pytestmark = pytest.mark.slow
+
 SECRET_VAR = "SESSIONIZE_DASK_TEST_SECRET"
 #: Small input partitions and several partitions of users, so that every path is taken.
 PARTITION_ROWS = 700

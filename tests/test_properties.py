@@ -8,12 +8,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sessionize
 from sessionize.core import assign_sessions
 from tests.helpers import T0
+
+# Property tests: hundreds of generated inputs each.
+pytestmark = pytest.mark.slow
 
 USERS = st.sampled_from(["a", "b", "00c", "10"])
 # Offsets in seconds, dense around the 30-minute timeout so exact-timeout gaps happen often.

@@ -64,6 +64,7 @@ def events_with_a_bad_row(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_symlink_to_dev_null_stays_a_symlink_to_a_device(
     tmp_path: Path, events_with_a_bad_row: Path
 ) -> None:
@@ -86,6 +87,7 @@ def test_a_symlink_to_dev_null_stays_a_symlink_to_a_device(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv", "rejects.csv", "s.csv"]
 
 
+@pytest.mark.slow
 def test_a_symlink_to_a_regular_file_is_kept_and_its_target_replaced(tmp_path: Path) -> None:
     real = tmp_path / "data" / "sessions.csv"
     real.parent.mkdir()
@@ -142,6 +144,7 @@ def into_a_reader_that_stops_early(*args: str | Path) -> subprocess.CompletedPro
     return done
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_is_an_error_not_a_short_table() -> None:
     """The table does not fit in the pipe: the exit status says so."""
     done = into_a_reader_that_stops_early("run", EVENTS, "--no-geo")
@@ -150,6 +153,7 @@ def test_a_reader_that_stops_early_is_an_error_not_a_short_table() -> None:
     assert b"Traceback" not in done.stderr and b'"status": "ok"' not in done.stderr
 
 
+@pytest.mark.slow
 def test_stdout_gets_the_whole_table() -> None:
     done = cli("run", EVENTS, "--no-geo", env={"PYTHONUNBUFFERED": "1"})
     assert done.returncode == 0, done.stderr.decode()
@@ -234,6 +238,7 @@ def test_a_report_on_stdout_to_a_full_device_is_an_error(tmp_path: Path) -> None
     assert b"No space left" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_report_to_a_reader_that_stops_early_is_an_error(tmp_path: Path) -> None:
     table = tmp_path / "sessions.parquet"
     assert cli("run", EVENTS, "--no-geo", "-o", table).returncode == 0
@@ -250,6 +255,7 @@ def _small_disk() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unbuffered", [True, False], ids=["unbuffered", "buffered"])
 def test_stdout_redirected_to_a_file_on_a_full_disk_is_an_error(tmp_path: Path, unbuffered: bool) -> None:
     """``sessionize run ev.csv > /small-disk/x.csv``: never a cut table with exit status 0."""
@@ -264,6 +270,7 @@ def test_stdout_redirected_to_a_file_on_a_full_disk_is_an_error(tmp_path: Path, 
     assert b'"status": "ok"' not in done.stderr
 
 
+@pytest.mark.slow
 def test_an_output_file_on_a_full_disk_is_an_error_and_leaves_nothing(tmp_path: Path) -> None:
     target = tmp_path / "sessions.csv"
     target.write_text("the previous table\n", encoding="utf-8")
@@ -273,6 +280,7 @@ def test_an_output_file_on_a_full_disk_is_an_error_and_leaves_nothing(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.csv"]
 
 
+@pytest.mark.slow
 def test_a_character_device_in_a_temp_dir_is_written_into_not_replaced(tmp_path: Path) -> None:
     """A device node made for the test (never the real /dev): a null device as the rejects file."""
     device = tmp_path / "null"

@@ -272,6 +272,7 @@ def test_page_is_self_contained_and_escapes_the_data() -> None:
     assert page.count('class="plotly-graph-div"') == 12
 
 
+@pytest.mark.slow
 def test_page_size_does_not_grow_with_the_sessions() -> None:
     small = R.render_report(R.aggregate_sessions(make_sessions(2_000)))
     large = R.render_report(R.aggregate_sessions(make_sessions(200_000)))
@@ -505,6 +506,7 @@ def test_cli_notes_the_charts_left_out(sample_reports: Path, monkeypatch: pytest
 # ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("CI"),
     reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; CI installs it)",

@@ -236,6 +236,7 @@ _HOVER = """() => {
 }"""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("CI"),
     reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; CI installs it)",

@@ -141,6 +141,7 @@ def test_dask_refuses_a_piped_stdout(tmp_path: Path) -> None:
     assert "directory" in result.stderr
 
 
+@pytest.mark.slow
 def test_dask_parts_are_invisible_until_the_run_publishes(tmp_path: Path) -> None:
     """A run killed after the workers wrote their parts leaves no part-*.parquet and no _SUCCESS."""
     pytest.importorskip("distributed")

@@ -13,6 +13,9 @@ from polars.testing import assert_frame_equal
 
 from tests.helpers import EVENTS, KEYS
 
+# Each test runs the CLI in subprocesses, killed and re-run.
+pytestmark = pytest.mark.slow
+
 #: Runs the CLI with one function replaced by a kill -9 of the process on its Nth call.
 SCRIPT = """
 import importlib, os, signal, sys

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 
 from sessionize import attribution
 
@@ -39,6 +40,7 @@ def run_child(events: Path) -> dict[str, Any]:
     return figures
 
 
+@pytest.mark.slow
 def test_a_referrer_host_of_60000_labels_costs_linear_memory(tmp_path: Path) -> None:
     host = "a." * 60_000 + "example.com"
     events = tmp_path / "events.csv"

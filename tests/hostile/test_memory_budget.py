@@ -27,6 +27,7 @@ def run_warned(paths: list[Path], **options: Any) -> tuple[sessionize.RunResult,
     return result, [str(w.message) for w in caught if issubclass(w.category, sessionize.SessionizeWarning)]
 
 
+@pytest.mark.slow
 def test_a_tiny_budget_is_clamped_to_a_bounded_number_of_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(budget, "MAX_BUCKETS", 16)
     result, said = run_warned([EVENTS], memory_limit="1K")
@@ -63,6 +64,7 @@ def test_one_user_larger_than_the_budget_is_said(tmp_path: Path, monkeypatch: py
     assert any("holds 30," in text and "cannot be split" in text for text in said), said
 
 
+@pytest.mark.slow
 def test_a_bucket_of_many_one_event_users_goes_through_in_parts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -64,6 +64,7 @@ def test_a_full_temp_dir_while_decompressing_is_a_clear_error(tmp_path: Path) ->
         assert list(disk.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_output_on_a_full_disk_is_an_error_that_leaves_nothing(tmp_path: Path) -> None:
     with small_disk(tmp_path) as disk:
         result = CliRunner().invoke(app, ["run", str(EVENTS), "--no-geo", "-o", str(disk / "s.csv")])
