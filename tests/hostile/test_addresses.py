@@ -207,7 +207,7 @@ def test_the_incremental_state_keeps_no_full_address_and_sessions_stay_located(t
 
 
 @pytest.mark.parametrize("mode", [True, "before-geo"], ids=["after-geo", "before-geo"])
-def test_spill_files_hold_no_full_address(tmp_path: Path, mode: object) -> None:
+def test_spill_files_hold_no_full_address(tmp_path: Path, mode: bool | str) -> None:
     rows = ["user_id,timestamp,ip"] + [
         f"u{n},2024-05-01T10:{n:02d}:00Z,{LOCATED[n % len(LOCATED)]}" for n in range(40)
     ]
@@ -220,10 +220,10 @@ def test_spill_files_hold_no_full_address(tmp_path: Path, mode: object) -> None:
 
     original = partition.sessionize_partition
 
-    def spy(frame: pl.DataFrame, settings: object) -> pl.DataFrame:
+    def spy(frame: pl.DataFrame, settings: SessionSettings) -> pl.DataFrame:
         for path in spill.rglob("*.parquet"):
             seen.append(pl.read_parquet(path).write_csv())
-        return original(frame, settings)  # type: ignore[arg-type]
+        return original(frame, settings)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(partition, "sessionize_partition", spy)
