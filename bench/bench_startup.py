@@ -40,10 +40,7 @@ def time_command(args: list[str], repeat: int) -> list[float]:
 
 
 def heavy_modules() -> list[str]:
-    code = (
-        "import sys, sessionize.cli; "
-        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
-    )
+    code = f"import sys, sessionize.cli; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
     return out.stdout.split()
 
