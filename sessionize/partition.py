@@ -32,7 +32,7 @@ from sessionize.attribution import (
     enrich_attribution,
     load_referers,
 )
-from sessionize.config import SESSION_COLUMN_NAMES, AnonymizeIp, RunConfig, check_timezone
+from sessionize.config import SESSION_COLUMN_NAMES, AnonymizeIp, RunConfig
 from sessionize.core import ROBOTS_TXT, assign_sessions, summarize_sessions
 from sessionize.geo import GeoDatabase, enrich_geo
 from sessionize.io import drop_duplicate_events
@@ -49,25 +49,6 @@ class SessionRules:
     split_at_midnight: bool = False
     #: Time zone of ``split_at_midnight``.
     timezone: str = "UTC"
-
-    @classmethod
-    def of(
-        cls,
-        *,
-        max_session_length: str | timedelta | None,
-        split_on_campaign: bool,
-        split_at_midnight: bool,
-        timezone: str | None,
-    ) -> SessionRules:
-        """Validated rules from the option values."""
-        return cls(
-            max_session_length=None
-            if max_session_length is None
-            else S.parse_duration(max_session_length, option="--max-session-length"),
-            split_on_campaign=split_on_campaign,
-            split_at_midnight=split_at_midnight,
-            timezone=check_timezone(timezone),
-        )
 
 
 def build_sessions(
@@ -396,21 +377,20 @@ def process_partition(
     events: pl.DataFrame,
     job: PartitionJob,
     *,
-    ids_hashed: bool = False,
+    prepared: bool = False,
     keep_all: bool = False,
     settings: SessionSettings | None = None,
 ) -> PartitionResult:
     """The sessions of a canonical events frame that holds every event of each of its users.
 
-    Events must be validated (:func:`sessionize.io.read_file`). ``ids_hashed`` says that
-    :func:`hash_ids` was already applied (the incremental engine hashes before it compares with
-    its state). ``settings`` overrides the job's (a budgeted engine looks addresses up after the
+    Events must be validated (:func:`sessionize.io.read_file`). ``prepared`` says that duplicates
+    were already dropped and :func:`hash_ids` applied (the incremental engine does both before it
+    compares with its state). ``settings`` overrides the job's (a budgeted engine looks addresses up after the
     sessions, not beside them).
     """
     before = events.height
-    events = drop_duplicate_events(events, dedupe=job.dedupe)
-    if not ids_hashed:
-        events = hash_ids(events, job)
+    if not prepared:
+        events = hash_ids(drop_duplicate_events(events, dedupe=job.dedupe), job)
     if LOCATED in events.columns:
         table = _geo_of_first_events(
             sessionize_partition(events.select(*S.EVENT_SCHEMA), settings or job.settings), events
@@ -432,7 +412,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
     """The step of :func:`process_partition` on a LazyFrame, without the tally: the session table
     of validated canonical events, for :func:`sessionize.sessionize` (bots left out and columns
     dropped as the job says)."""
-    events = drop_duplicates_lazy(events, dedupe=job.dedupe)
+    events = drop_duplicate_events(events, dedupe=job.dedupe)
     if job.secret is not None:
         events = hash_user_ids(events, secret=job.secret)
     settings = job.settings
@@ -448,12 +428,6 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         exclude_bots=job.exclude_bots,
     )
     return sessions.drop(*job.dropped)
-
-
-def drop_duplicates_lazy(events: pl.LazyFrame, *, dedupe: bool) -> pl.LazyFrame:
-    """:func:`sessionize.io.drop_duplicate_events` on a LazyFrame (for :func:`sessionize.sessionize`)."""
-    events = events.filter(pl.col(S.EVENT_ID).is_null() | pl.struct(S.USER, S.EVENT_ID).is_first_distinct())
-    return events.unique(maintain_order=True, keep="first") if dedupe else events
 
 
 def empty_sessions(job: PartitionJob) -> pl.DataFrame:

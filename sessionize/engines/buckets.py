@@ -34,16 +34,9 @@ _SPILL_PREFIX = "sessionize-buckets-"
 
 def _remove_stale_spills(directory: Path) -> None:
     """Remove spill directories of processes that are gone (they hold raw events)."""
-    for path in directory.glob(f"{_SPILL_PREFIX}*-*"):
-        pid_text = path.name[len(_SPILL_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit() or not path.is_dir() or path.is_symlink():
-            continue
-        pid = int(pid_text)
-        if pid == os.getpid() or io.process_alive(pid):
-            continue
-        if path.stat().st_uid != os.getuid():
-            continue  # another user's: not ours to remove
-        shutil.rmtree(path, ignore_errors=True)
+    for path in io.left_by_dead_processes(directory, _SPILL_PREFIX):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class BucketEngine:

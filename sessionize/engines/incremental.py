@@ -236,11 +236,6 @@ def file_fingerprint(path: str) -> dict[str, Any]:
     }
 
 
-def settings_fingerprint(**values: object) -> dict[str, str]:
-    """The options a state depends on, as text (a state is only continued with the same ones)."""
-    return {name: str(value) for name, value in values.items()}
-
-
 @dataclass
 class IncrementalOutcome:
     """What an incremental run did."""
@@ -624,7 +619,7 @@ def _process(
     table = pl.DataFrame()
     output = pl.DataFrame()
     if combined.height:
-        result = process_partition(combined, job, ids_hashed=True, keep_all=True)
+        result = process_partition(combined, job, prepared=True, keep_all=True)
         assert result.all_sessions is not None
         table = (
             result.all_sessions.join(

@@ -27,7 +27,7 @@ from sessionize.io.publish import (
     Publication,
     TableSink,
     is_stream,
-    process_alive,
+    left_by_dead_processes,
     write_atomically,
     write_sessions,
 )
@@ -87,8 +87,8 @@ __all__ = [
     "is_stream",
     "is_url",
     "iter_reads",
+    "left_by_dead_processes",
     "output_format_of",
-    "process_alive",
     "raise_malformed",
     "read_events",
     "read_file",

@@ -73,23 +73,32 @@ def _write_all(write: Callable[[Any], int | None], data: bytes | memoryview, tar
         view = view[written:]
 
 
-def _remove_stale(directory: str, name: str) -> None:
-    """Remove the temporary files of ``name`` left by runs that were killed (their process is gone)."""
-    prefix = f".{name}."
+def left_by_dead_processes(directory: str | Path, prefix: str, *, suffix: str = "") -> list[Path]:
+    """This user's entries of ``directory`` named ``{prefix}{pid}...{suffix}`` whose process is gone:
+    the temporary files (or spill directories) of runs that were killed. Symlinks are never taken."""
+    found: list[Path] = []
     try:
         entries = os.scandir(directory)
     except OSError:
-        return
+        return found
     with entries:
         for entry in entries:
-            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+            if not (entry.name.startswith(prefix) and entry.name.endswith(suffix)):
                 continue
-            pid = entry.name[len(prefix) :].split(".", 1)[0]
+            pid = entry.name[len(prefix) :].split(".", 1)[0].split("-", 1)[0]
             if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
                 continue
             with contextlib.suppress(OSError):
-                if entry.is_file(follow_symlinks=False) and entry.stat().st_uid == os.getuid():
-                    os.unlink(entry.path)
+                if not entry.is_symlink() and entry.stat(follow_symlinks=False).st_uid == os.getuid():
+                    found.append(Path(entry.path))
+    return found
+
+
+def _remove_stale(directory: str, name: str) -> None:
+    """Remove the temporary files of ``name`` left by runs that were killed."""
+    for path in left_by_dead_processes(directory, f".{name}.", suffix=".tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def process_alive(pid: int) -> bool:
@@ -297,7 +306,7 @@ class Publication:
     def publish_all(self) -> None:
         """Publish every output: files and directories first (renames), then streams (copies)."""
         try:
-            for pending in sorted(self._pending, key=lambda p: p.stream):
+            for pending in self._pending:
                 if not pending.stream:
                     pending.publish()
             for publish, _ in self._deferred:

@@ -754,13 +754,17 @@ def _guarded(open_windows: Callable[[], _T | None], source: InputFile) -> _T | N
         raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
 
 
-def drop_duplicate_events(events: pl.DataFrame, *, dedupe: bool = False) -> pl.DataFrame:
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
+
+
+def drop_duplicate_events(events: _Frame, *, dedupe: bool = False) -> _Frame:
     """Drop repeated events: a user's events that share an event id (the first is kept, as
     Snowplow and Segment do; events without an id are kept), and with ``dedupe`` exact copies.
 
     Both depend only on one user's events, so bucket by bucket gives the same result as all at once.
+    A DataFrame without any event id skips the first test.
     """
-    if events.get_column(S.EVENT_ID).null_count() < events.height:
+    if isinstance(events, pl.LazyFrame) or events.get_column(S.EVENT_ID).null_count() < events.height:
         events = events.filter(
             pl.col(S.EVENT_ID).is_null() | pl.struct(S.USER, S.EVENT_ID).is_first_distinct()
         )
