@@ -526,7 +526,14 @@ def read_file(
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
     if not available:
-        return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), None, 0)  # an empty file holds no events
+        # An empty file holds no events; one whose every row is malformed holds only rejects.
+        if malformed is None or not malformed.height:
+            return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), None, 0)
+        if options.on_invalid == "fail":
+            raise_malformed(name, malformed, what=_format_name(source))
+        none = pl.DataFrame(schema={ROW: pl.Int64, REASON: pl.String})
+        rejects = _private_rejects(_rejects(scan, none, malformed, source=source, name=name), options, None)
+        return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), rejects, malformed.height)
     columns = S.resolve_columns(available, source=name, columns=options.columns)
     events = prepare_events(
         scan,
@@ -578,18 +585,31 @@ def read_file(
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
         RAW_TIME, *([] if keep_row else [ROW])
     )
-    rejects = _rejects(scan, invalid, malformed, source=source, name=name)
-    if rejects is not None and (options.anonymize_ip or options.user_id_secret is not None):
-        # The rejects file is an output too: keep personal data out of it as the options say.
-        # A malformed row's raw line may hold anything: it is left out. A row rejected before its
-        # columns were found (a malformed log line) has no address or user id column to hide.
-        private = rejects.lazy().drop("raw_line", strict=False)
-        if options.anonymize_ip and columns.ip is not None and columns.ip in rejects.columns:
-            private = anonymize_ips(private, columns.ip)
-        if options.user_id_secret is not None and columns.user_id in rejects.columns:
-            private = hash_user_ids(private, secret=options.user_id_secret, column=columns.user_id)
-        rejects = private.collect(engine="in-memory")
+    rejects = _private_rejects(_rejects(scan, invalid, malformed, source=source, name=name), options, columns)
     return FileRead(good, rejects, rows)
+
+
+def _private_rejects(
+    rejects: pl.DataFrame | None, options: ReadOptions, columns: S.ColumnMap | None
+) -> pl.DataFrame | None:
+    """The rejects file is an output too: personal data kept out of it as the options say.
+
+    A malformed row's raw line may hold anything: it is left out. A row rejected before its columns
+    were found (a malformed log or JSON line) has no address or user id column to hide.
+    """
+    if rejects is None or not (options.anonymize_ip or options.user_id_secret is not None):
+        return rejects
+    private = rejects.lazy().drop("raw_line", strict=False)
+    if (
+        options.anonymize_ip
+        and columns is not None
+        and columns.ip is not None
+        and columns.ip in rejects.columns
+    ):
+        private = anonymize_ips(private, columns.ip)
+    if options.user_id_secret is not None and columns is not None and columns.user_id in rejects.columns:
+        private = hash_user_ids(private, secret=options.user_id_secret, column=columns.user_id)
+    return private.collect(engine="in-memory")
 
 
 def _rejects(

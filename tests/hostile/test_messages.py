@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -162,3 +163,25 @@ def test_an_output_that_is_a_directory_is_refused_before_any_work(
         sessionize.run([EVENTS], no_geo=True, output=tmp_path)
     with pytest.raises((OutputError, UsageError), match="directory"):
         sessionize.run([EVENTS], no_geo=True, on_invalid="skip", rejects=tmp_path)
+
+
+@pytest.mark.parametrize("privacy", [{}, {"anonymize_ip": True}], ids=["plain", "anonymize-ip"])
+def test_an_ndjson_file_of_malformed_lines_only_keeps_its_rows(
+    tmp_path: Path, privacy: dict[str, Any]
+) -> None:
+    """Counts in = counts out + rejected, also when no line of a file parses."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b'{"user_id":"u1","ip":"83.149.9.216",\nnot json at all\n')
+    with pytest.raises(MalformedRowsError, match=r"line 1: malformed_json; line 2: malformed_json"):
+        sessionize.run([path], no_geo=True, **privacy)
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run([path], no_geo=True, on_invalid="skip", rejects=rejects, **privacy)
+    assert (result.rows_read, result.events_read, result.rejected) == (2, 0, 2)
+    table = pl.read_csv(rejects)
+    assert table.select("source_row", "reject_reason").rows() == [
+        (1, "malformed_json"),
+        (2, "malformed_json"),
+    ]
+    # The raw line may hold an address: with a privacy option it is left out, as for any rejected row.
+    assert ("raw_line" in table.columns) == (not privacy)
+    assert ("83.149.9.216" in rejects.read_text(encoding="utf-8")) == (not privacy)
