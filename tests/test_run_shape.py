@@ -362,3 +362,27 @@ def test_rejects_to_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert fifo.is_fifo()
     assert b"reject_reason" in out and b"u99" in out
+
+
+def test_a_grown_log_larger_than_a_read_block(tmp_path: Path) -> None:
+    """The file is read in 1 MiB blocks: what was read before may end inside any block."""
+    rows = [
+        f"u{n % 500},{stamp(T0 + timedelta(seconds=7 * n))},https://shop.example/{'p' * 60}{n},,,"
+        for n in range(40_000)
+    ]
+    header = "user_id,timestamp,url,referrer,ip,user_agent\n"
+    live = tmp_path / "live.csv"
+    live.write_text(header + "\n".join(rows[:20_000]) + "\n", encoding="utf-8")
+    assert live.stat().st_size > 1 << 20
+    state, out = tmp_path / "st", tmp_path / "out"
+    step([live], state, out)
+    live.write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
+    second = step([live], state, out)
+    assert second.incremental is not None and second.incremental.files_grown == [str(live)]
+    assert second.rows_read == 20_000
+    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
+    whole = tmp_path / "whole.csv"
+    whole.write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
+    assert_frame_equal(
+        table, sessionize.run([whole], no_geo=True, valid_until="2100-01-01").sessions.sort(KEYS)
+    )

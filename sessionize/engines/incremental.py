@@ -217,23 +217,50 @@ def _head_of(start: bytes) -> bytes:
     return start if second < 0 else start[: second + 1]
 
 
-def file_fingerprint(path: str) -> dict[str, Any]:
-    """Path, size, SHA-256 and the SHA-256 of the head of an input file: how a re-run recognises it."""
+@dataclass
+class _Scan:
+    """One pass over an input: its entry in the state, its first bytes, and the SHA-256 (as a hash
+    object, to go on from) and the newlines of its first ``prefix`` bytes (what an earlier run read
+    at that path), when it has that many."""
+
+    entry: dict[str, Any]
+    start: bytes
+    prefix_digest: Any = None
+    prefix_lines: int = 0
+
+
+def _scan_file(path: str, prefix: int | None = None) -> _Scan:
     digest = hashlib.sha256()
-    head = b""
+    start = b""
+    size = lines = 0
+    prefix_digest = None
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
-            if len(head) < _HEAD_BYTES:
-                head += block[: _HEAD_BYTES - len(head)]
+            if len(start) < _HEAD_BYTES:
+                start += block[: _HEAD_BYTES - len(start)]
+            if prefix is not None and size < prefix:
+                part = block[: prefix - size]
+                lines += part.count(b"\n")
+                if size + len(block) >= prefix:  # the prefix ends in this block
+                    prefix_digest = digest.copy()
+                    prefix_digest.update(part)
             digest.update(block)
-    head = _head_of(head)
-    return {
+            size += len(block)
+    head = _head_of(start)
+    entry = {
         "path": os.path.abspath(path),
-        "size": os.path.getsize(path),
+        # The bytes hashed, not the size now: a live log may have grown since.
+        "size": size,
         "sha256": digest.hexdigest(),
         "head": hashlib.sha256(head).hexdigest(),
         "head_size": len(head),
     }
+    return _Scan(entry, start, prefix_digest, lines)
+
+
+def file_fingerprint(path: str) -> dict[str, Any]:
+    """Path, size, SHA-256 and the SHA-256 of the head of an input file: how a re-run recognises it."""
+    return _scan_file(path).entry
 
 
 @dataclass
@@ -271,21 +298,6 @@ class _Todo:
     grown: bool = False
 
 
-def _prefix_digest(handle: IO[bytes], size: int) -> tuple[Any, int]:
-    """The SHA-256 object of the first ``size`` bytes of ``handle`` and their newlines."""
-    digest = hashlib.sha256()
-    lines = 0
-    left = size
-    while left > 0:
-        block = handle.read(min(left, 1 << 20))
-        if not block:
-            break
-        digest.update(block)
-        lines += block.count(b"\n")
-        left -= len(block)
-    return digest, lines
-
-
 def _plan(
     files: Sequence[io.InputFile], state: State, *, reprocess: bool, scratch: Path
 ) -> tuple[list[_Todo], list[str]]:
@@ -305,24 +317,23 @@ def _plan(
     for number, source in enumerate(files):
         if source.is_stdin:
             raise UsageError("--state needs input files: stdin cannot be recognised on a re-run.")
-        entry = file_fingerprint(source.path)
+        prior = by_path.get(os.path.abspath(source.path))
+        # One read of the file: its fingerprint, and whether it starts with what was read there before.
+        scan = _scan_file(source.path, None if prior is None or reprocess else prior["size"])
+        entry = scan.entry
         if entry["sha256"] in seen or (entry["sha256"] in known and not reprocess):
             skipped.append(source.path)
             continue
         seen.add(entry["sha256"])
-        prior = by_path.get(entry["path"])
         if prior is None or reprocess or "head" not in prior:
             todo.append(_Todo(source, entry))
             continue
-        grown = _grown(source, prior, entry, scratch / f"grown-{number}")
+        grown = _grown(source, prior, scan, scratch / f"grown-{number}")
         if grown is not None:
             todo.append(grown)
             continue
-        same_head = (
-            entry["head_size"] >= prior["head_size"]
-            and _head_digest(source.path, prior["head_size"]) == prior["head"]
-        )
-        if same_head:
+        head = scan.start[: prior["head_size"]]
+        if len(head) == prior["head_size"] and hashlib.sha256(head).hexdigest() == prior["head"]:
             raise StateError(
                 f"{source.path} changed since it was processed: it starts as before but its content is not "
                 f"the {prior['size']:,} bytes the state holds. Pass --reprocess to read it again (events the "
@@ -332,40 +343,30 @@ def _plan(
     return todo, skipped
 
 
-def _head_digest(path: str, size: int) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read(size)).hexdigest()
-
-
-def _grown(source: io.InputFile, prior: dict[str, Any], entry: dict[str, Any], copy: Path) -> _Todo | None:
+def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path) -> _Todo | None:
     """The new complete lines of a file that starts with what the state holds, copied to ``copy``."""
     if (
-        entry["size"] <= prior["size"]
+        scan.prefix_digest is None
+        or scan.entry["size"] <= prior["size"]
         or source.format not in _GROWABLE
         or source.path.lower().endswith(".gz")
+        or scan.prefix_digest.hexdigest() != prior["sha256"]
     ):
         return None
+    csv = source.format in ("csv", "tsv")
     with open(source.path, "rb") as handle:
-        digest, lines = _prefix_digest(handle, prior["size"])
-        if digest.hexdigest() != prior["sha256"]:
-            return None
+        header = handle.readline() if csv else b""
+        handle.seek(prior["size"])
         tail = handle.read()
     # Only complete lines: a line being written while we read is read by the next run.
     tail = tail[: tail.rfind(b"\n") + 1]
-    header = b""
-    first_line = lines
-    if source.format in ("csv", "tsv"):
-        with open(source.path, "rb") as handle:
-            header = handle.readline()
-        first_line = lines - 1  # the copy's header stands for the file's first line
+    # A CSV copy's header stands for the file's first line.
+    first_line = scan.prefix_lines - 1 if csv else scan.prefix_lines
+    digest = scan.prefix_digest.copy()
     digest.update(tail)
     copy = copy.with_name(copy.name + Path(source.path).suffix)
     copy.write_bytes(header + tail)
-    grown_entry = {
-        **entry,
-        "size": prior["size"] + len(tail),
-        "sha256": digest.hexdigest(),
-    }
+    grown_entry = {**scan.entry, "size": prior["size"] + len(tail), "sha256": digest.hexdigest()}
     stand_in = io.InputFile(str(copy), source.format, name=source.path, first_line=first_line)
     return _Todo(stand_in, grown_entry, grown=True)
 
