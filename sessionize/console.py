@@ -323,6 +323,16 @@ class _Display:
     short_help: str | None
     params: list[Any]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._escape_help()
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:  # with those typer adds later: --help, --install-completion
+            _tidy(param)
+        return params
+
     def _escape_help(self) -> None:
         for name in ("help", "epilog", "short_help"):
             value = getattr(self, name, None)
@@ -379,16 +389,6 @@ class Command(_Display, TyperCommand):
                 )
         return super().parse_args(ctx, args)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._escape_help()
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        for param in params:  # with those typer adds later: --help, --install-completion
-            _tidy(param)
-        return params
-
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return _usage_pieces(self, ctx)
 
@@ -396,16 +396,6 @@ class Command(_Display, TyperCommand):
 class Group(_Display, TyperGroup):
     """A group whose help shows as written, and, as the CLI's root, the one place that turns an error
     of the command line into a panel or a JSON line (:func:`show_usage_error`)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._escape_help()
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        for param in params:  # with those typer adds later: --help, --install-completion
-            _tidy(param)
-        return params
 
     def main(
         self,
