@@ -19,7 +19,7 @@ from sessionize.errors import NoInputFilesError, UnknownFormatError, UnreadableI
 from sessionize.io.formats import STDIN, InputFormat, format_of
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl (each also .gz for text formats)"
+_SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl, .log (each also .gz, but .parquet)"
 
 
 def is_url(path: str) -> bool:
@@ -79,8 +79,8 @@ def resolve_inputs(
         if fmt is None:
             if explicit:
                 raise UnknownFormatError(
-                    f"Cannot tell the format of {path} from its extension. Supported: .csv, .tsv, .parquet, "
-                    ".ndjson, .jsonl (each also .gz for text formats). Give the format with --input-format."
+                    f"Cannot tell the format of {path} from its extension. Supported: {_SUPPORTED}. "
+                    "Give the format with --input-format."
                 )
             return
         key = path if is_url(path) else os.path.realpath(path)
@@ -112,8 +112,8 @@ def resolve_inputs(
                     add(name, explicit=False)
             if len(result) == before:
                 raise NoInputFilesError(
-                    f"The directory {path} holds no supported files (.csv, .tsv, .parquet, .ndjson, .jsonl, "
-                    "optionally .gz). Point at the files, or give their format with --input-format."
+                    f"The directory {path} holds no supported files ({_SUPPORTED}). Point at the files, "
+                    "or give their format with --input-format."
                 )
         elif os.path.exists(path):
             add(path, explicit=True)
@@ -127,8 +127,7 @@ def resolve_inputs(
             if len(result) == before:
                 raise NoInputFilesError(
                     f"The pattern {path} matches {len(matches)} file(s), none in a supported format "
-                    "(.csv, .tsv, .parquet, .ndjson, .jsonl, optionally .gz). "
-                    "Give their format with --input-format."
+                    f"({_SUPPORTED}). Give their format with --input-format."
                 )
         else:
             raise UnreadableInputError(f"{path}: no such file or directory.")
