@@ -1,4 +1,4 @@
-"""``sessionize`` against DuckDB SQL and pandas on the same data, same machine, same run.
+"""``sessionize`` against DuckDB, chDB and DataFusion SQL and pandas on the same data, same machine, same run.
 
 Usage (from the repository root)::
 
@@ -16,6 +16,8 @@ Cases, each a child process reading ``bench/data/events_<size>.parquet`` (or ``.
 * ``sessionize core``: the library's core steps only (``prepare_events``, ``assign_sessions``,
   ``summarize_sessions``);
 * ``duckdb``: the equivalent SQL (LAG + running SUM + GROUP BY with ``arg_min_null``/``arg_max_null``);
+* ``chdb`` (ClickHouse in process) and ``datafusion`` (Apache DataFusion): the same statement in their
+  SQL (``bench/engines.py`` says where their dialects differ);
 * ``pandas``: the same with sort, diff, cumsum and groupby;
 * floors: ``polars read`` (``read_parquet`` alone) and ``polars read+sort`` (and a stable sort by
   ``user_id, timestamp``); they write nothing.
@@ -90,6 +92,8 @@ def all_cases() -> list[Case]:
         Case("sessionize default", "sessionize-default"),
         Case("sessionize core", "sessionize-core"),
         Case("duckdb", "duckdb"),
+        Case("chdb", "chdb"),
+        Case("datafusion", "datafusion"),
         Case("pandas", "pandas"),
         Case("polars read", "polars-read", compared=False),
         Case("polars read+sort", "polars-sort", compared=False),
@@ -294,7 +298,8 @@ def machine() -> str:
         ["git", "-C", str(BENCH_DIR), "describe", "--always", "--dirty"], capture_output=True, text=True
     ).stdout.strip()
     versions = ", ".join(
-        f"{name} {metadata.version(name)}" for name in ("sessionize", "polars", "duckdb", "pandas", "pyarrow")
+        f"{name} {metadata.version(name)}"
+        for name in ("sessionize", "polars", "duckdb", "chdb", "datafusion", "pandas", "pyarrow")
     )
     return (
         f"{os.cpu_count()} cores ({model}), {total_kib / 2**20:.1f} GiB RAM, {platform.system()} "
@@ -319,7 +324,9 @@ def table(cases: list[Case]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="sessionize against DuckDB SQL and pandas, side by side.")
+    parser = argparse.ArgumentParser(
+        description="sessionize against DuckDB, chDB, DataFusion and pandas, side by side."
+    )
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the data set (default 1M)")
     parser.add_argument("--users", type=int, default=None, help="users (default: events / 10)")
     parser.add_argument("--ips", type=int, default=None, help="distinct IPs (default: events / 10)")

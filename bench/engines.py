@@ -18,6 +18,10 @@ Parquet and writes the core session columns to Parquet, with the session rule of
   the first event. A null value there is a value (a null referrer means direct): it is never replaced by
   a later event's.
 
+The SQL engines (DuckDB, chDB, Apache DataFusion) run one statement of the same shape: LAG over each
+user's events, a running SUM of the new-session flag, GROUP BY session with first/last values that keep
+nulls.
+
 Output columns: ``user_id, session_start, session_end, duration_s, event_count, pageview_count,
 landing_page, exit_page, referrer, ip`` (``sessionize-core`` writes its whole core table). The floors
 (``polars-read``, ``polars-sort``) write nothing.
@@ -114,6 +118,135 @@ def run_duckdb(source: Path, target: Path) -> None:
     duckdb.sql(duckdb_sql(str(source), str(target)))
 
 
+def chdb_sql(source: str, target: str) -> str:
+    """The DuckDB statement's shape in ClickHouse SQL (chDB is ClickHouse in process).
+
+    ``_row_number`` is the row in the file (Parquet and CSV alike); ``lagInFrame`` is LAG; the first
+    event of a user starts a session (``pos = 1``), as LAG's null does in the DuckDB statement.
+    ``argMin(tuple(x), pos).1`` keeps a null ``x`` (plain ``argMin`` skips nulls, as DuckDB's ``arg_min``
+    does). CSV: the columns are given (no type detection), timestamps parsed as ISO 8601 with ``Z``, and
+    values are not trimmed (ClickHouse trims CSV fields by default; DuckDB and ``sessionize`` do not).
+    """
+    pv = ", ".join(_sql_string(n) for n in PAGEVIEW_EVENTS)
+    if is_csv(source):
+        structure = (
+            "user_id String, timestamp DateTime64(6, 'UTC'), event Nullable(String), "
+            "url Nullable(String), referrer Nullable(String), ip Nullable(String)"
+        )
+        relation = f"file({_sql_string(source)}, 'CSVWithNames', {_sql_string(structure)})"
+    else:
+        relation = f"file({_sql_string(source)}, 'Parquet')"
+    return f"""
+INSERT INTO FUNCTION file({_sql_string(target)}, 'Parquet')
+WITH events AS (
+    SELECT user_id, "timestamp" AS ts, toUnixTimestamp64Micro("timestamp") AS t_us, url, referrer, ip,
+           coalesce(lower(event) IN ({pv}), false) AS is_pv, _row_number AS rn
+    FROM {relation}
+),
+gaps AS (
+    SELECT *, row_number() OVER w AS pos, t_us - lagInFrame(t_us) OVER w AS gap_us
+    FROM events
+    WINDOW w AS (PARTITION BY user_id ORDER BY t_us, rn ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
+numbered AS (
+    SELECT *, sum(if(pos = 1 OR gap_us > {TIMEOUT_US}, 1, 0))
+                  OVER (PARTITION BY user_id ORDER BY pos ROWS UNBOUNDED PRECEDING) AS session_idx
+    FROM gaps
+)
+SELECT user_id,
+       min(ts) AS session_start,
+       max(ts) AS session_end,
+       (max(t_us) - min(t_us)) / 1e6 AS duration_s,
+       count() AS event_count,
+       countIf(is_pv) AS pageview_count,
+       argMinIf(tuple(url), pos, is_pv).1 AS landing_page,
+       argMaxIf(tuple(url), pos, is_pv).1 AS exit_page,
+       if(countIf(is_pv) > 0, argMinIf(tuple(referrer), pos, is_pv).1,
+          argMin(tuple(referrer), pos).1) AS referrer,
+       argMin(tuple(ip), pos).1 AS ip
+FROM numbered
+GROUP BY user_id, session_idx
+SETTINGS engine_file_truncate_on_insert = 1, input_format_csv_trim_whitespaces = 0,
+         date_time_input_format = 'best_effort'
+"""
+
+
+def run_chdb(source: Path, target: Path) -> None:
+    import chdb  # type: ignore[import-untyped]
+
+    chdb.query(chdb_sql(str(source), str(target)))
+
+
+def datafusion_sql(csv: bool) -> str:
+    """The DuckDB statement's shape in Apache DataFusion's SQL, over the table ``events_file``.
+
+    The row in the file is ``file_row_index()`` for Parquet (it must be taken in a projection of plain
+    columns, hence ``raw``); for CSV, ``row_number() OVER ()`` over a scan that is not split
+    (``repartition_file_scans`` off, so rows arrive in file order). ``first_value(x ORDER BY pos)``
+    keeps nulls.
+    """
+    pv = ", ".join(_sql_string(n) for n in PAGEVIEW_EVENTS)
+    rn = "row_number() OVER ()" if csv else "file_row_index()"
+    return f"""
+WITH raw AS (
+    SELECT user_id, "timestamp", event, url, referrer, ip, {rn} AS rn FROM events_file
+),
+events AS (
+    SELECT user_id, "timestamp" AS ts, arrow_cast("timestamp", 'Int64') AS t_us, url, referrer, ip,
+           coalesce(lower(event) IN ({pv}), false) AS is_pv, rn
+    FROM raw
+),
+gaps AS (
+    SELECT *, t_us - lag(t_us) OVER w AS gap_us, row_number() OVER w AS pos
+    FROM events
+    WINDOW w AS (PARTITION BY user_id ORDER BY t_us, rn)
+),
+numbered AS (
+    SELECT *, sum(CASE WHEN gap_us IS NULL OR gap_us > {TIMEOUT_US} THEN 1 ELSE 0 END)
+                  OVER (PARTITION BY user_id ORDER BY pos ROWS UNBOUNDED PRECEDING) AS session_idx
+    FROM gaps
+)
+SELECT user_id,
+       min(ts) AS session_start,
+       max(ts) AS session_end,
+       (max(t_us) - min(t_us)) / 1e6 AS duration_s,
+       count(*) AS event_count,
+       count(*) FILTER (WHERE is_pv) AS pageview_count,
+       first_value(url ORDER BY pos) FILTER (WHERE is_pv) AS landing_page,
+       last_value(url ORDER BY pos) FILTER (WHERE is_pv) AS exit_page,
+       CASE WHEN bool_or(is_pv) THEN first_value(referrer ORDER BY pos) FILTER (WHERE is_pv)
+            ELSE first_value(referrer ORDER BY pos) END AS referrer,
+       first_value(ip ORDER BY pos) AS ip
+FROM numbered
+GROUP BY user_id, session_idx
+"""
+
+
+def run_datafusion(source: Path, target: Path) -> None:
+    import datafusion
+    import pyarrow as pa
+
+    config = datafusion.SessionConfig()
+    if is_csv(source):
+        config = config.set("datafusion.optimizer.repartition_file_scans", "false")
+    ctx = datafusion.SessionContext(config)
+    if is_csv(source):
+        schema = pa.schema(
+            [
+                ("user_id", pa.string()),
+                ("timestamp", pa.timestamp("us", "UTC")),
+                ("event", pa.string()),
+                ("url", pa.string()),
+                ("referrer", pa.string()),
+                ("ip", pa.string()),
+            ]
+        )
+        ctx.register_csv("events_file", str(source), schema=schema)
+    else:
+        ctx.register_parquet("events_file", str(source))
+    ctx.sql(datafusion_sql(is_csv(source))).write_parquet(str(target))
+
+
 def run_pandas(source: Path, target: Path) -> None:
     """Sort, diff, cumsum, then one groupby for the counts and first/last rows for the rest."""
     import numpy as np
@@ -189,6 +322,8 @@ def run_polars_sort(source: Path, target: Path) -> None:
 
 ENGINES: Final[dict[str, Callable[[Path, Path], None]]] = {
     "duckdb": run_duckdb,
+    "chdb": run_chdb,
+    "datafusion": run_datafusion,
     "pandas": run_pandas,
     "sessionize-core": run_sessionize_core,
     "polars-read": run_polars_read,
