@@ -137,7 +137,7 @@ class BucketEngine:
             if config.output.report is not None:
                 keep_work = True
                 report_table = (
-                    pl.scan_parquet(report_parts / "*.parquet")
+                    pl.scan_parquet(sorted(report_parts.glob("*.parquet")), glob=False)
                     if any(report_parts.iterdir())
                     else empty.lazy()
                 )

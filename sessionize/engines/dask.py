@@ -821,7 +821,7 @@ def _report_table(result: DaskOutcome) -> pl.LazyFrame | None:
     """What ``--report`` reads: the parts under their temporary names (before the run publishes)."""
     if result.output_dir is None or not result.part_files:
         return None
-    return pl.scan_parquet(result.part_files)
+    return pl.scan_parquet(result.part_files, glob=False)
 
 
 __all__ = [

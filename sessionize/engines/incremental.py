@@ -139,8 +139,8 @@ def load_state(state_dir: Path) -> State:
                 f"(state version {manifest.get('version')}, this one reads {STATE_VERSION}). "
                 "Start a new state directory (and output directory) with a full run."
             )
-        users = pl.read_parquet(version_dir / "users.parquet")
-        events = pl.read_parquet(version_dir / "events.parquet")
+        users = pl.read_parquet(version_dir / "users.parquet", glob=False)
+        events = pl.read_parquet(version_dir / "events.parquet", glob=False)
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise StateError(
             f"The state {state_dir} cannot be read ({exc}). Restore it from a backup, or start a new "
@@ -752,7 +752,7 @@ def _write_partitions(
             target = directory / "part-0.parquet"
             rows = output.filter(day_of == day) if output.height else output
             if target.exists():
-                old = pl.read_parquet(target)
+                old = pl.read_parquet(target, glob=False)
                 stale = (
                     old.join(replaced, on=S.USER, how="left")
                     .select(

@@ -267,12 +267,13 @@ def _has_ragged_rows(data: str | bytes, separator: str, width: int) -> bool:
 def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
     """A CSV file's raw rows (all text, with ``_row``), ``chunk_rows`` at a time (see
     :func:`_checked_windows`); None for a file with ragged rows (read whole, carefully)."""
-    width = len(pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0).collect_schema())
+    header = pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0, glob=False)
+    width = len(header.collect_schema())
     if _has_ragged_rows(path, separator, width):
         return None
 
     def batches() -> Iterator[pl.DataFrame]:
-        scan = pl.scan_csv(path, separator=separator, infer_schema=False).with_row_index(ROW)
+        scan = pl.scan_csv(path, separator=separator, infer_schema=False, glob=False).with_row_index(ROW)
         yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
     windows = _checked_windows(batches, chunk_rows)
@@ -378,7 +379,7 @@ def _scan(
         ):
             return pl.LazyFrame(), None
         try:
-            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
+            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8", glob=False)
             last = frame.columns[-1] if frame.width else None
             # A short row reads as nulls at its end: only then can the file hold one.
             if (
@@ -400,7 +401,7 @@ def _scan(
         if source.is_stdin:
             piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()))
             return _flatten(piped.lazy()).with_row_index(ROW), None
-        scan = pl.scan_parquet(source.path, row_index_name=ROW)
+        scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
             scan = scan.slice(*window)
         return _flatten(scan), None
@@ -694,7 +695,8 @@ def estimate_rows(source: InputFile) -> int:
         return 0
     if source.format == "parquet":
         try:
-            return int(pl.scan_parquet(source.path).select(pl.len()).collect(engine="in-memory").item())
+            rows = pl.scan_parquet(source.path, glob=False).select(pl.len())
+            return int(rows.collect(engine="in-memory").item())
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
     size = os.path.getsize(source.path)

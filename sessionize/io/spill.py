@@ -55,7 +55,7 @@ class BucketSpill:
         files = self._files[bucket]
         if not files:
             return pl.DataFrame(schema=schema)
-        return pl.read_parquet(files)
+        return pl.read_parquet(files, glob=False)
 
     def remove(self, bucket: int) -> None:
         for path in self._files[bucket]:

@@ -92,15 +92,15 @@ def _scan_table(path: str) -> pl.LazyFrame:
     fmt = _FORMATS[os.path.splitext(path.lower())[1]]
     try:
         if fmt == "parquet":
-            frame = pl.scan_parquet(path)
+            frame = pl.scan_parquet(path, glob=False)
             names = frame.collect_schema().names()
         elif fmt == "csv":
             if os.path.getsize(path) == 0:
                 raise NotASessionTableError(f"{path} is empty: not a session table.")
-            names = pl.scan_csv(path, infer_schema=False).collect_schema().names()
+            names = pl.scan_csv(path, infer_schema=False, glob=False).collect_schema().names()
             # Only the report's columns are typed: the others are never read.
             types = {c: S.SESSION_SCHEMA[c] for c in names if c in REPORT_COLUMNS}
-            frame = pl.scan_csv(path, infer_schema=False, schema_overrides=types)
+            frame = pl.scan_csv(path, infer_schema=False, schema_overrides=types, glob=False)
         else:
             if os.path.getsize(path) == 0:
                 raise NotASessionTableError(f"{path} is empty: not a session table.")

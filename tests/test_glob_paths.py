@@ -1,0 +1,98 @@
+"""Paths with glob characters (``[``, ``]``, ``*``, ``?``) are paths, never patterns.
+
+Polars expands globs in the paths its scanners are given unless told not to, so a Parquet input named
+``events[1].parquet`` read as "no file found", and so would a state directory, an output directory
+or a temporary directory whose name holds brackets. Every reader and engine is run here from a
+directory named with brackets and a star, on files whose names hold them too.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import sessionize
+from tests.helpers import KEYS
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.fixture
+def odd_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "logs [2024] *?"
+    directory.mkdir()
+    return directory
+
+
+def _expected() -> pl.DataFrame:
+    return sessionize.run([SAMPLE / "events.csv"], no_geo=True).sessions.sort(KEYS)
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_an_input_named_with_brackets_is_read(odd_dir: Path, suffix: str) -> None:
+    source = odd_dir / f"events[1].{suffix}"
+    shutil.copy(SAMPLE / f"events.{suffix}", source)
+    result = sessionize.run([source], no_geo=True, output=str(odd_dir / "sessions[1].parquet"))
+    assert result.files == [str(source)]
+    written = pl.read_parquet(odd_dir / "sessions[1].parquet", glob=False)
+    assert_frame_equal(written.sort(KEYS), _expected(), check_column_order=False)
+
+
+def test_buckets_and_the_report_in_a_temp_dir_with_brackets(odd_dir: Path) -> None:
+    source = odd_dir / "events[1].parquet"
+    shutil.copy(SAMPLE / "events.parquet", source)
+    temp = odd_dir / "tmp[0]"
+    temp.mkdir()
+    result = sessionize.run(
+        [source],
+        no_geo=True,
+        buckets=3,
+        temp_dir=str(temp),
+        output=str(odd_dir / "sessions.parquet"),
+        report=str(odd_dir / "report[1].html"),
+    )
+    assert result.buckets == 3
+    written = pl.read_parquet(odd_dir / "sessions.parquet", glob=False)
+    assert_frame_equal(written.sort(KEYS), _expected(), check_column_order=False)
+    assert (odd_dir / "report[1].html").stat().st_size > 0
+
+
+def test_incremental_state_and_output_with_brackets(odd_dir: Path) -> None:
+    source = odd_dir / "events[1].csv"
+    shutil.copy(SAMPLE / "events.csv", source)
+    state = odd_dir / "state[1]"
+    out = odd_dir / "out[1]"
+    for _ in range(2):  # the second run reads the first one's state and partitions back
+        sessionize.run([source], no_geo=True, state=str(state), output_dir=str(out), reprocess=True)
+    files = sorted(out.rglob("*.parquet"))
+    written = pl.read_parquet(files, glob=False).drop("is_final", "session_date", strict=False)
+    assert_frame_equal(written.sort(KEYS), _expected(), check_column_order=False)
+
+
+def test_the_report_reads_a_table_named_with_brackets(odd_dir: Path) -> None:
+    table = odd_dir / "sessions[1].parquet"
+    sessionize.run([SAMPLE / "events.csv"], no_geo=True, output=str(table))
+    html = odd_dir / "report.html"
+    sessionize.make_report([table], output=str(html))
+    assert html.stat().st_size > 0
+
+
+def test_dask_reads_and_writes_paths_with_brackets(odd_dir: Path) -> None:
+    pytest.importorskip("distributed")
+    source = odd_dir / "events[1].parquet"
+    shutil.copy(SAMPLE / "events.parquet", source)
+    result = sessionize.run(
+        [source],
+        no_geo=True,
+        engine="dask",
+        partitions=2,
+        output=str(odd_dir / "sessions[1]"),
+        report=str(odd_dir / "report[1].html"),
+    )
+    assert result.session_count == _expected().height
+    written = pl.read_parquet(sorted((odd_dir / "sessions[1]").glob("*.parquet")), glob=False)
+    assert_frame_equal(written.sort(KEYS), _expected(), check_column_order=False)
