@@ -8,6 +8,7 @@ directory named with brackets and a star, on files whose names hold them too.
 
 from __future__ import annotations
 
+import ast
 import shutil
 from pathlib import Path
 
@@ -96,3 +97,28 @@ def test_dask_reads_and_writes_paths_with_brackets(odd_dir: Path) -> None:
     assert result.session_count == _expected().height
     written = pl.read_parquet(sorted((odd_dir / "sessions[1]").glob("*.parquet")), glob=False)
     assert_frame_equal(written.sort(KEYS), _expected(), check_column_order=False)
+
+
+#: The Polars readers that expand glob patterns in the paths they are given unless told not to.
+GLOBBING_READERS = {"scan_parquet", "read_parquet", "scan_csv", "read_csv"}
+
+
+def test_every_polars_reader_in_the_package_is_told_not_to_glob() -> None:
+    """A reader added later without ``glob=False`` would bring the bug back: each call site says it."""
+    package = Path(sessionize.__file__).resolve().parent
+    missing = []
+    for source in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in GLOBBING_READERS
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "pl"
+                and not any(
+                    k.arg == "glob" and isinstance(k.value, ast.Constant) and k.value.value is False
+                    for k in node.keywords
+                )
+            ):
+                missing.append(f"{source.relative_to(package)}:{node.lineno} pl.{node.func.attr}")
+    assert missing == []

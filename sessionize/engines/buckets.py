@@ -136,11 +136,8 @@ class BucketEngine:
             report_table = None
             if config.output.report is not None:
                 keep_work = True
-                report_table = (
-                    pl.scan_parquet(sorted(report_parts.glob("*.parquet")), glob=False)
-                    if any(report_parts.iterdir())
-                    else empty.lazy()
-                )
+                report_files = sorted(report_parts.glob("*.parquet"))
+                report_table = pl.scan_parquet(report_files, glob=False) if report_files else empty.lazy()
             return Outcome(
                 sessions=sessions,
                 tally=tally,

@@ -399,7 +399,7 @@ def _scan(
         return _scan_log(source, options)
     if source.format == "parquet":
         if source.is_stdin:
-            piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()))
+            piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()), glob=False)
             return _flatten(piped.lazy()).with_row_index(ROW), None
         scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
