@@ -635,10 +635,13 @@ def attribute_session(
     *,
     internal_domains: Sequence[str] = (),
     db: RefererDatabase,
+    referrer_page: str | None = None,
 ) -> dict[str, str | None]:
     """Every attribution column of one session: :func:`classify_referrer`, :func:`parse_utm` and the channel.
 
-    What :func:`enrich_attribution` computes for each row, one session at a time.
+    What :func:`enrich_attribution` computes for each row, one session at a time. ``referrer_page``
+    is the page the referrer led to when the session has no landing page (its first event's URL):
+    the internal-referrer test compares with its host then.
 
     >>> db = load_referers()
     >>> landing = "https://a.example/?utm_source=fb&utm_medium=paid"
@@ -646,7 +649,8 @@ def attribute_session(
     'Paid Social'
     """
     internal = normalize_internal_domains(internal_domains)
-    referrer_part = _classify(referrer, _landing_host(landing_url), internal, db)
+    host = _landing_host(landing_url) if landing_url is not None else _landing_host(referrer_page)
+    referrer_part = _classify(referrer, host, internal, db)
     utm = parse_utm(landing_url)
     tagged = utm["utm_source"] is not None or utm["utm_medium"] is not None
     channel = channel_group(
@@ -723,12 +727,19 @@ def enrich_attribution(
     internal = normalize_internal_domains(internal_domains)
     present = sessions.collect_schema().names()
     replaced = [name for name in (*ATTRIBUTION_COLUMNS, TRAFFIC_SOURCE) if name in present]
-    attributed = pl.struct(LANDING_PAGE, S.REFERRER).map_batches(
+    # A session without a page view: its referrer is tested against its first event's page.
+    keys = [LANDING_PAGE, S.REFERRER, *([S.REFERRER_PAGE] if S.REFERRER_PAGE in present else [])]
+    attributed = pl.struct(keys).map_batches(
         lambda pairs: _attribute_rows(pairs, referers=referers, internal=internal),
         return_dtype=_ATTRIBUTION_DTYPE,
         is_elementwise=False,
     )
-    return sessions.drop(replaced).with_columns(attributed.alias(_ATTRIBUTION)).unnest(_ATTRIBUTION)
+    return (
+        sessions.drop(replaced)
+        .with_columns(attributed.alias(_ATTRIBUTION))
+        .unnest(_ATTRIBUTION)
+        .drop(S.REFERRER_PAGE, strict=False)
+    )
 
 
 _ATTRIBUTION = "_attribution"
@@ -756,7 +767,17 @@ def _attribute_pairs(
         return_dtype=_LANDING_DTYPE,
         is_elementwise=False,
     )
-    pair = pl.struct(pl.col(S.REFERRER), pl.col(_LANDING).struct.field("_landing_host"))
+    host = pl.col(_LANDING).struct.field("_landing_host")
+    if S.REFERRER_PAGE in sessions.collect_schema().names():
+        # Sessions without a landing page: the host of the page their referrer led to (see
+        # S.REFERRER_PAGE), so a same-site referrer is internal with or without a page view.
+        page_host = pl.col(S.REFERRER_PAGE).map_batches(
+            lambda urls: map_distinct(urls, lambda values: pl.Series([_landing_host(v) for v in values])),
+            return_dtype=pl.String,
+            is_elementwise=False,
+        )
+        host = pl.coalesce(host, page_host)
+    pair = pl.struct(pl.col(S.REFERRER), host.alias("_landing_host"))
     referrer = pair.map_batches(
         lambda pairs: map_distinct(pairs, lambda values: _referrer_batch(values, referers, internal)),
         return_dtype=_REFERRER_DTYPE,

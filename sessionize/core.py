@@ -384,7 +384,8 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
     """One row per session from the output of :func:`assign_sessions`.
 
     Gives every column of the session table but the enrichment ones (attribution, geo, device), in
-    the table's order, sorted by user and session number, plus the internal ``_fetched_robots_txt``.
+    the table's order, sorted by user and session number, plus the internal ``_fetched_robots_txt``
+    and ``_referrer_page`` (:data:`sessionize.schema.REFERRER_PAGE`, read and dropped by attribution).
     A session is engaged (GA4's rule) when it lasts at least 10 s, has at least 2 page views, or has
     an event named in ``conversion_events`` (case-insensitive).
     """
@@ -410,7 +411,7 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
         )
         .with_columns((~pl.col("is_engaged")).alias("is_bounce"))
     )
-    return table.select(*(c.name for c in S.SESSION_COLUMNS if c.core), ROBOTS_TXT)
+    return table.select(*(c.name for c in S.SESSION_COLUMNS if c.core), ROBOTS_TXT, S.REFERRER_PAGE)
 
 
 def _summarize_labelled(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl.LazyFrame:
@@ -433,6 +434,7 @@ def _summarize_labelled(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
             pl.col(S.URL).filter(pv).first().alias("landing_page"),
             pl.col(S.URL).filter(pv).last().alias("exit_page"),
             landing_referrer.alias("referrer"),
+            pl.when(pv.any()).then(pl.lit(None)).otherwise(pl.col(S.URL).first()).alias(S.REFERRER_PAGE),
             pl.col(S.IP).first().alias("ip"),
             pl.col(S.USER_AGENT).first().alias("user_agent"),
             # Only crawlers ask for /robots.txt: the session is a bot's whatever its user agent says.
@@ -489,6 +491,7 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
             "landing_page": schema[S.URL],
             "exit_page": schema[S.URL],
             "referrer": schema[S.REFERRER],
+            S.REFERRER_PAGE: schema[S.URL],
             "ip": schema[S.IP],
             "user_agent": schema[S.USER_AGENT],
             ROBOTS_TXT: pl.Boolean(),
@@ -553,6 +556,8 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
         ("exit_page", url, exit_),
         # The landing page view's referrer, else the first event's; a null one means "direct".
         ("referrer", referrer, pl.select(pl.coalesce(landing, first)).to_series()),
+        # Without a page view, the page that referrer led to: the first event's (see S.REFERRER_PAGE).
+        (S.REFERRER_PAGE, url, pl.select(pl.when(pl.lit(landing).is_null()).then(pl.lit(first))).to_series()),
         ("ip", ip, first),
         ("user_agent", user_agent, first),
     ]
@@ -580,7 +585,9 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
             ts.gather(ends).alias("session_end"),
             (ends - starts + 1).cast(pl.UInt32).alias("event_count"),
             pageviews.gather(table).alias("pageview_count"),
-            *others.select("landing_page", "exit_page", "referrer", "ip", "user_agent").get_columns(),
+            *others.select(
+                "landing_page", "exit_page", "referrer", S.REFERRER_PAGE, "ip", "user_agent"
+            ).get_columns(),
             fetched_robots.gather(table).alias(ROBOTS_TXT),
             (
                 converted.gather(table) if converted is not None else pl.repeat(False, sessions, eager=True)

@@ -32,6 +32,11 @@ EVENT_ID = "event_id"
 USER_AGENT = "user_agent"
 IS_PAGEVIEW = "is_pageview"
 SESSION_ID = "session_id"
+#: Hidden column of the session summary, read by attribution and dropped by it: the URL of the event
+#: whose referrer a session without a page view takes (its first event), null when the session has a
+#: page view (its referrer is then the landing page view's). The "internal referrer" test compares the
+#: referrer's host with this page's host, as it does with the landing page's.
+REFERRER_PAGE = "_referrer_page"
 
 #: Names recognised for each input column, in order of preference. Matching ignores case and any
 #: character that is not a letter or digit, so ``userId``, ``user_id`` and ``User ID`` all match.

@@ -29,7 +29,7 @@ from sessionize.attribution import (
 )
 from sessionize.config import normalize_internal_domains
 from sessionize.errors import RefererDatabaseError
-from tests.helpers import DATA, REPO
+from tests.helpers import DATA, REPO, run_cli, write_text
 
 SNOWPLOW_TESTS = DATA / "referer-parser" / "referer-tests.json"
 # resources/referers.yml of snowplow-referer-parser at the commit sessionize/data/REFERERS-NOTICE.md names.
@@ -628,3 +628,84 @@ def test_landing_batch_matches_parsing_each_url(db: RefererDatabase) -> None:
         }
         assert row == expected, url
     assert A._landing_batch([], db).schema == A._LANDING_DTYPE.to_schema()
+
+
+# --- A session without a page view: its referrer is tested against its first event's page -------
+
+NO_PAGE_VIEW_CSV = """user_id,timestamp,event,url,referrer
+with_pv,2024-05-01T10:00:00Z,page_view,https://shop.example.com/a,https://shop.example.com/b
+no_pv,2024-05-01T10:00:00Z,click,https://shop.example.com/a,https://shop.example.com/b
+no_pv_sub,2024-05-01T10:00:00Z,add_to_cart,https://shop.example.com/a,https://www.shop.example.com/b
+no_pv_listed,2024-05-01T10:00:00Z,click,https://shop.example.com/a,https://blog.shop.example.com/x
+no_pv_search,2024-05-01T10:00:00Z,click,https://shop.example.com/a,https://www.google.com/
+no_pv_other,2024-05-01T10:00:00Z,click,https://shop.example.com/a,https://blog.other.example/post
+late_pv,2024-05-01T10:00:00Z,click,https://shop.example.com/a,https://shop.example.com/b
+late_pv,2024-05-01T10:01:00Z,page_view,https://shop.example.com/c,https://www.google.com/
+"""
+
+
+def test_a_same_site_referrer_is_internal_with_or_without_a_page_view(tmp_path: Path) -> None:
+    """Before the fix, a session without a page view tested its first event's referrer against the
+    (missing) landing page: a same-site referrer became medium ``referral``, ``traffic_source`` the
+    site itself and channel Referral, while the same referrer with a page view is ``internal``/Direct."""
+    source = write_text(tmp_path / "events.csv", NO_PAGE_VIEW_CSV)
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out).sort("user_id")
+    got = {
+        row["user_id"]: (row["landing_page"], row["traffic_source"], row["medium"], row["channel"])
+        for row in table.select("user_id", "landing_page", "traffic_source", "medium", "channel").to_dicts()
+    }
+    site = "https://shop.example.com"
+    assert got == {
+        "with_pv": (f"{site}/a", "direct", "internal", "Direct"),
+        "no_pv": (None, "direct", "internal", "Direct"),
+        # Like a landing page's: only the page's own host is internal (referer-parser compares hosts).
+        "no_pv_sub": (None, "example", "referral", "Referral"),
+        "no_pv_listed": (None, "example", "referral", "Referral"),
+        "no_pv_search": (None, "google", "search", "Organic Search"),
+        "no_pv_other": (None, "example", "referral", "Referral"),
+        # With a page view the landing page view's referrer is taken, as before.
+        "late_pv": (f"{site}/c", "google", "search", "Organic Search"),
+    }
+    assert "_referrer_page" not in table.columns
+    # --internal-domains: the site's subdomains are internal too, with or without a page view.
+    listed = tmp_path / "listed.csv"
+    result = run_cli(source, "-o", listed, "--no-geo", "-q", "--internal-domains", "shop.example.com")
+    assert result.exit_code == 0, result.output
+    media = dict(pl.read_csv(listed).select("user_id", "medium").iter_rows())
+    assert media["no_pv_sub"] == media["no_pv_listed"] == media["no_pv"] == "internal"
+    assert media["no_pv_other"] == "referral"
+
+
+def test_no_page_view_referrer_alike_on_the_labelled_summary(db: RefererDatabase) -> None:
+    """The group_by summary (labelled events) and the row-by-row function agree with the run."""
+    import sessionize
+    from sessionize.core import assign_sessions
+
+    frame = pl.read_csv(NO_PAGE_VIEW_CSV.encode(), infer_schema=False)
+    prepared = sessionize.prepare_events(frame.lazy(), columns=sessionize.resolve_columns(frame.columns))
+    for labelled in (True, False):
+        table = (
+            sessionize.summarize_sessions(assign_sessions(prepared, label=labelled))
+            .pipe(enrich_attribution, referers=db)
+            .collect()
+            .sort("user_id")
+        )
+        assert "_referrer_page" not in table.columns
+        media = dict(zip(table["user_id"], table["medium"], strict=True))
+        assert media == {
+            "late_pv": "search",
+            "no_pv": "internal",
+            "no_pv_listed": "referral",
+            "no_pv_other": "referral",
+            "no_pv_search": "search",
+            "no_pv_sub": "referral",
+            "with_pv": "internal",
+        }, labelled
+    row = attribute_session(
+        "https://shop.example.com/b", None, db=db, referrer_page="https://shop.example.com/a"
+    )
+    assert (row["medium"], row["traffic_source"], row["channel"]) == ("internal", "direct", "Direct")
+    assert attribute_session("https://shop.example.com/b", None, db=db)["medium"] == "referral"
