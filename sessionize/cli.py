@@ -540,6 +540,16 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = ",".join(S.DEFAULT_PAGEVIEW_EVENTS),
+    unnest_params: Annotated[
+        str,
+        typer.Option(
+            "--unnest-params",
+            metavar="COLUMNS",
+            help="Comma-separated columns of {key, value} lists (GA4's event_params) whose keys become "
+            "columns named COLUMN_KEY (--url-col event_params.page_location).",
+            rich_help_panel=INPUT,
+        ),
+    ] = "",
     encoding: Annotated[
         str,
         typer.Option(
@@ -939,6 +949,7 @@ def run(
                 timezone=timezone,
                 ambiguous_time=ambiguous_time,
                 pageview_events=pageview_events,
+                unnest_params=unnest_params,
                 encoding=encoding,
                 on_invalid=on_invalid,
                 rejects=rejects,

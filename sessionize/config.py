@@ -223,6 +223,8 @@ class ReadOptions:
     #: A local time that happens twice (the hour repeated when DST ends): earliest, latest or reject.
     ambiguous_time: str = field(default="earliest", metadata=_FINGERPRINT)
     pageview_events: tuple[str, ...] = field(default=S.DEFAULT_PAGEVIEW_EVENTS, metadata=_FINGERPRINT)
+    #: Key/value list columns (GA4's ``event_params``) whose keys become columns (io/params.py).
+    unnest_params: tuple[str, ...] = ()
     encoding: str = "utf-8"
     on_invalid: OnInvalid = "fail"
     valid_from: datetime | None = None
@@ -344,6 +346,7 @@ class RunConfig:
         timezone: str | None = None,
         ambiguous_time: str = "earliest",
         pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
+        unnest_params: str | Iterable[str] = (),
         encoding: str = "utf-8",
         on_invalid: str = "fail",
         rejects: str | Path | None = None,
@@ -405,6 +408,7 @@ class RunConfig:
             timezone=None if timezone is None else zone,
             ambiguous_time=check_ambiguous_time(ambiguous_time),
             pageview_events=S.split_list(pageview_events),
+            unnest_params=S.split_list(unnest_params),
             encoding=encoding,
             on_invalid=on_invalid,  # type: ignore[arg-type]
             valid_from=parse_timestamp(valid_from, "--valid-from"),

@@ -66,6 +66,7 @@ _FILE_OPTIONS = frozenset(
         "format",
         "input_format",
         "encoding",
+        "unnest_params",
         "on_invalid",
         "rejects",
         "valid_from",

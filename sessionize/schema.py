@@ -48,6 +48,8 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "visitor_id",
         "client_id",
         "domain_userid",
+        # GA4's BigQuery export: the device's pseudonymous id (its user_id is the login id, taken first).
+        "user_pseudo_id",
         "distinct_id",
         "uid",
         "user",
@@ -311,6 +313,10 @@ def resolve_columns(
     problems: list[str] = []
     for role, aliases in COLUMN_ALIASES.items():
         given = explicit[role]
+        if given is not None and given not in available and given.replace(".", "_") in available:
+            # A nested JSON path (``context.page.url``), as flattening or --unnest-params names it.
+            given = given.replace(".", "_")
+            taken.add(given)
         if given is not None:
             if given not in available:
                 close = _closest(given, available)

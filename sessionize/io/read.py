@@ -36,6 +36,7 @@ from sessionize.errors import (
 )
 from sessionize.io.formats import REJECTS_COLUMNS, split_gz
 from sessionize.io.inputs import InputFile, resolve_inputs
+from sessionize.io.params import unnest_params
 from sessionize.normalize import (
     MAX_REPORTED_ROWS,
     RAW_TIME,
@@ -521,6 +522,9 @@ def read_file(
             scan = raw.lazy()
         else:
             scan, malformed = _scan(source, options, window)
+        if options.unnest_params:
+            wanted = [column for column in options.column_options().values() if column]
+            scan = unnest_params(scan, options.unnest_params, source=name, wanted=wanted)
         if malformed is not None and source.first_line:
             malformed = malformed.with_columns(pl.col("source_row") + source.first_line)
         available = [c for c in scan.collect_schema().names() if c != ROW]
