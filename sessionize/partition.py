@@ -293,6 +293,8 @@ class PartitionJob:
             secret=config.privacy.secret,
             exclude_bots=config.privacy.exclude_bots,
             dropped=config.privacy.drop_columns,
+            pageviews=config.output.pageviews_output is not None,
+            users=config.output.users_output is not None,
         )
 
 

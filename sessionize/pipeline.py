@@ -74,6 +74,8 @@ _FILE_OPTIONS = frozenset(
         "visitor_key",
         "asset_pattern",
         "report",
+        "pageviews_output",
+        "users_output",
         "memory_limit",
         "buckets",
         "temp_dir",
@@ -351,6 +353,10 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
         io.output_format_of(outputs.output, outputs.format)
     if outputs.rejects is not None:
         io.check_output(outputs.rejects, files)
+    for table in (outputs.pageviews_output, outputs.users_output):
+        if table is not None:
+            io.check_output(table, files)
+            io.output_format_of(table, None)
     if outputs.report is not None:
         report_module.check_report_output(outputs.report, [source.path for source in files])
 
@@ -361,6 +367,12 @@ def _write_outputs(outcome: Outcome, config: RunConfig, outputs: io.Publication)
     written = outcome.written
     if options.output is not None and written is None:
         written = outputs.write_table(outcome.sessions, options.output, format=options.format)
+    for frame, target in (
+        (outcome.pageviews, options.pageviews_output),
+        (outcome.users, options.users_output),
+    ):
+        if frame is not None and target is not None:
+            outputs.write_table(frame, target)
     if options.rejects is not None:
         rejected = outcome.rejects if outcome.rejects is not None else io.empty_rejects()
         outputs.write_table(

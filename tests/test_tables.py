@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 import sessionize
-from tests.helpers import T0
+from tests.helpers import T0, run_cli, words
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
@@ -185,3 +187,68 @@ def test_privacy_flags_apply_to_the_tables(monkeypatch: pytest.MonkeyPatch) -> N
     assert "page_referrer" not in tables.pageviews.columns
     assert not {"first_utm_campaign", "last_utm_campaign"} & set(tables.users.columns)
     assert "first_landing_page" in tables.users.columns
+
+
+# -- sessionize run --pageviews-output --users-output ------------------------------------------------
+
+
+def write_events(path: Path, seed: int = 3) -> Path:
+    random_events(seed).with_columns(pl.col("timestamp").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).write_csv(path)
+    return path
+
+
+def by_key(frame: pl.DataFrame, *key: str) -> pl.DataFrame:
+    return frame.sort(*key)
+
+
+@pytest.mark.parametrize("engine", [(), ("--buckets", "5")], ids=["memory", "buckets"])
+def test_run_writes_the_tables(tmp_path: Path, engine: tuple[str, ...]) -> None:
+    """The CLI writes the page-view and user tables beside the session table, on the in-memory and the
+    bucketed path alike, equal to the tables of sessionize_tables on the same events."""
+    events = write_events(tmp_path / "events.csv")
+    result = run_cli(
+        events, "-o", tmp_path / "s.parquet", "--no-geo", "--pageviews-output", tmp_path / "pv.parquet",
+        "--users-output", tmp_path / "users.csv", *engine,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = sessionize.sessionize_tables(pl.read_csv(events, try_parse_dates=True), no_geo=True)
+    pageviews = pl.read_parquet(tmp_path / "pv.parquet")
+    assert_frame_equal(
+        by_key(pageviews, "session_id", "page_view_in_session"),
+        by_key(expected.pageviews, "session_id", "page_view_in_session"),
+    )
+    users = pl.read_csv(tmp_path / "users.csv", try_parse_dates=True, schema_overrides=expected.users.schema)
+    assert_frame_equal(by_key(users, "user_id"), by_key(expected.users, "user_id"))
+    sessions = pl.read_parquet(tmp_path / "s.parquet")
+    assert pageviews.height == sessions.get_column("pageview_count").sum()
+
+
+def test_run_refuses_one_path_for_two_tables_and_writes_nothing(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv")
+    same = tmp_path / "t.csv"
+    result = run_cli(
+        events, "-o", tmp_path / "s.csv", "--pageviews-output", same, "--users-output", same, "--no-geo"
+    )
+    assert result.exit_code != 0
+    assert "--pageviews-output and --users-output name the same file" in words(result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--state", "st", "--output-dir", "out"), ("--engine", "dask", "-o", "out")],
+    ids=["incremental", "dask"],
+)
+def test_paths_without_the_tables_say_so(workdir: Path, args: tuple[str, ...]) -> None:
+    events = write_events(workdir / "events.csv")
+    result = run_cli(events, *args, "--pageviews-output", "pv.csv", "--no-geo")
+    assert result.exit_code != 0
+    assert "--pageviews-output cannot be used with" in words(result.output)
+    assert not (workdir / "pv.csv").exists()
+
+
+def test_every_column_is_documented() -> None:
+    tables = sessionize.sessionize_tables(random_events(4, n=200), no_geo=True)
+    text = (Path(__file__).parent.parent / "docs" / "tables.md").read_text(encoding="utf-8")
+    for column in (*tables.pageviews.columns, *tables.users.columns):
+        assert f"`{column}`" in text, column
