@@ -593,7 +593,7 @@ def run_tables(
     """The page-view and user tables as a run writes them, read back in a fixed order."""
     work.mkdir(exist_ok=True)
     pageviews, users = work / "pageviews.parquet", work / "users.parquet"
-    chosen = {} if buckets is None else {"buckets": buckets, "temp_dir": str(work)}
+    chosen: dict[str, Any] = {} if buckets is None else {"buckets": buckets, "temp_dir": str(work)}
     result = sessionize.run(
         files,
         output=str(work / "sessions.parquet"),
