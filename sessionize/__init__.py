@@ -13,7 +13,7 @@ from sessionize._version import __version__
 if TYPE_CHECKING:
     from sessionize.attribution import enrich_attribution
     from sessionize.config import RunConfig
-    from sessionize.core import assign_sessions, summarize_sessions
+    from sessionize.core import assign_sessions, summarize_pageviews, summarize_sessions, summarize_users
     from sessionize.errors import (
         BadTimestampError,
         GeoIPDatabaseError,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sessionize.geo import GeoDatabaseInfo, enrich_geo, geoip_info
     from sessionize.io import read_events, resolve_inputs, write_sessions
     from sessionize.normalize import prepare_events
-    from sessionize.pipeline import RunResult, build_sessions, run, sessionize
+    from sessionize.pipeline import RunResult, Tables, build_sessions, run, sessionize, sessionize_tables
     from sessionize.report import (
         ReportData,
         ReportResult,
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 _MODULES = {
     "sessionize.attribution": ("enrich_attribution",),
     "sessionize.config": ("RunConfig",),
-    "sessionize.core": ("assign_sessions", "summarize_sessions"),
+    "sessionize.core": ("assign_sessions", "summarize_pageviews", "summarize_sessions", "summarize_users"),
     "sessionize.errors": (
         "BadTimestampError",
         "GeoIPDatabaseError",
@@ -70,6 +70,7 @@ _MODULES = {
         "OutputError",
         "SessionizeError",
         "SessionizeWarning",
+        "Tables",
         "UnknownFormatError",
         "UnreadableInputError",
         "UsageError",
@@ -77,7 +78,14 @@ _MODULES = {
     "sessionize.geo": ("GeoDatabaseInfo", "enrich_geo", "geoip_info"),
     "sessionize.io": ("read_events", "resolve_inputs", "write_sessions"),
     "sessionize.normalize": ("prepare_events",),
-    "sessionize.pipeline": ("RunResult", "build_sessions", "run", "sessionize"),
+    "sessionize.pipeline": (
+        "RunResult",
+        "Tables",
+        "build_sessions",
+        "run",
+        "sessionize",
+        "sessionize_tables",
+    ),
     "sessionize.report": (
         "ReportData",
         "ReportResult",
@@ -141,6 +149,7 @@ __all__ = [
     "RunResult",
     "SessionizeError",
     "SessionizeWarning",
+    "Tables",
     "UnknownFormatError",
     "UnreadableInputError",
     "UsageError",
@@ -160,7 +169,10 @@ __all__ = [
     "resolve_inputs",
     "run",
     "sessionize",
+    "sessionize_tables",
+    "summarize_pageviews",
     "summarize_sessions",
+    "summarize_users",
     "write_report",
     "write_sessions",
 ]

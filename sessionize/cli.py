@@ -629,6 +629,26 @@ def run(
             rich_help_panel=OUTPUT,
         ),
     ] = None,
+    pageviews_output: Annotated[
+        str | None,
+        typer.Option(
+            "--pageviews-output",
+            metavar="PATH",
+            help="Also write the page-view table here: one row per page view, its number and time on "
+            "page in the session (see docs/tables.md).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    users_output: Annotated[
+        str | None,
+        typer.Option(
+            "--users-output",
+            metavar="PATH",
+            help="Also write the user table here: one row per user, counts and first- and last-touch "
+            "attribution (see docs/tables.md).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     csv_safe: Annotated[
         bool,
         typer.Option(
@@ -991,6 +1011,8 @@ def run(
                 asset_pattern=asset_pattern,
                 report=report,
                 csv_safe=csv_safe,
+                pageviews_output=pageviews_output,
+                users_output=users_output,
                 memory_limit=memory_limit,
                 buckets=buckets,
                 temp_dir=temp_dir,

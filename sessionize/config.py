@@ -304,10 +304,19 @@ class OutputOptions:
     report: str | None = None
     #: CSV outputs (the table and the rejects) with formula-leading values neutralised for spreadsheets.
     csv_safe: bool = False
+    #: The page-view and user tables (issue 20; see docs/output.md).
+    pageviews_output: str | None = None
+    users_output: str | None = None
 
     def targets(self) -> dict[str, str]:
         """The file outputs by option name (stdout excluded)."""
-        named = {"-o": self.output, "--rejects": self.rejects, "--report": self.report}
+        named = {
+            "-o": self.output,
+            "--rejects": self.rejects,
+            "--report": self.report,
+            "--pageviews-output": self.pageviews_output,
+            "--users-output": self.users_output,
+        }
         return {option: path for option, path in named.items() if path is not None and path != "-"}
 
 
@@ -391,6 +400,8 @@ class RunConfig:
         asset_pattern: str = DEFAULT_ASSET_PATTERN,
         report: str | Path | None = None,
         csv_safe: bool = False,
+        pageviews_output: str | Path | None = None,
+        users_output: str | Path | None = None,
         memory_limit: str | int | None = None,
         buckets: int | None = None,
         temp_dir: str | Path | None = None,
@@ -470,6 +481,8 @@ class RunConfig:
             rejects=_path(rejects),
             report=_path(report),
             csv_safe=csv_safe,
+            pageviews_output=_path(pageviews_output),
+            users_output=_path(users_output),
         )
         _check_distinct_outputs(outputs)
         engines = EngineOptions(

@@ -680,3 +680,83 @@ def _table_order(
     generated = client.gather(session).is_null()
     repeated = (~_changes(session_id.gather(session)) & generated & generated.shift(1)).fill_null(False)
     return session, number, run_number(~repeated) if repeated.any() else None
+
+
+#: The page-view table's columns, in order (see docs/output.md).
+PAGEVIEW_COLUMN_NAMES = (
+    S.SESSION_ID,
+    S.USER,
+    "page_view_in_session",
+    "page_url",
+    "page_referrer",
+    S.TIME,
+    "time_on_page_s",
+    "is_landing",
+    "is_exit",
+    "channel",
+    "traffic_source",
+    "source_name",
+)
+#: The session columns a page view carries for convenience.
+_PAGEVIEW_SESSION_COLUMNS = ("channel", "traffic_source", "source_name")
+
+
+def summarize_pageviews(events: pl.LazyFrame, sessions: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per page view from the labelled events of :func:`assign_sessions` (``label=True``).
+
+    The events are in session order (each session's events together, by time; events at one
+    instant keep their input order), so a page view's number in its session (1, 2, ...) follows
+    that order. ``time_on_page_s`` is the time to the session's next page view (null for the last
+    one). Only the page views of sessions in ``sessions`` are kept (a session left out there, a
+    bot's with ``exclude_bots``, leaves out its page views), in the sessions' order, with their
+    ``channel``, ``traffic_source`` and ``source_name``.
+    """
+    key = [S.USER, S.SESSION_ID]
+    number = pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(key)
+    ts = pl.col(S.TIME)
+    to_next = (ts.shift(-1).over(key) - ts).dt.total_microseconds() / 1e6
+    views = events.filter(pl.col(S.IS_PAGEVIEW).fill_null(False)).select(
+        *key,
+        number.alias("page_view_in_session"),
+        pl.col(S.URL).alias("page_url"),
+        pl.col(S.REFERRER).alias("page_referrer"),
+        ts,
+        to_next.round(6).alias("time_on_page_s"),
+        (number == 1).alias("is_landing"),
+        (number == pl.len().over(key)).alias("is_exit"),
+    )
+    names = sessions.collect_schema().names()
+    carried = [c for c in _PAGEVIEW_SESSION_COLUMNS if c in names]
+    table = sessions.select(*key, *carried).join(views, on=key, how="inner", maintain_order="left_right")
+    return table.select(
+        c for c in PAGEVIEW_COLUMN_NAMES if c in carried or c not in _PAGEVIEW_SESSION_COLUMNS
+    )
+
+
+#: The session columns the user table takes from a user's first and last session.
+TOUCH_COLUMNS = ("landing_page", "source_name", "medium", "channel", "utm_campaign")
+
+
+def summarize_users(sessions: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per user from the session table (every session of each user it holds).
+
+    ``first_seen``/``last_seen`` are the start of the user's first session and the end of the last;
+    ``sessions``, ``events`` and ``page_views`` add up the sessions; ``first_<column>`` comes from the
+    first session (by ``session_number``) and ``last_<column>`` from the last, for the columns of
+    :data:`TOUCH_COLUMNS`; ``country`` is the last session's. A user depends only on their own sessions,
+    so the table of a partition of users is that partition's rows. Columns missing from the session
+    table (``--drop-columns``) are missing here too. Sorted by user id.
+    """
+    names = sessions.collect_schema().names()
+    touch = [c for c in TOUCH_COLUMNS if c in names]
+    ordered = sessions.sort(S.USER, "session_number")
+    return ordered.group_by(S.USER, maintain_order=True).agg(
+        pl.col("session_start").min().alias("first_seen"),
+        pl.col("session_end").max().alias("last_seen"),
+        pl.len().cast(pl.UInt32).alias("sessions"),
+        pl.col("event_count").sum().cast(pl.UInt64).alias("events"),
+        pl.col("pageview_count").sum().cast(pl.UInt64).alias("page_views"),
+        *(pl.col(c).first().alias(f"first_{c}") for c in touch),
+        *(pl.col(c).last().alias(f"last_{c}") for c in touch),
+        *([pl.col("country").last()] if "country" in names else []),
+    )

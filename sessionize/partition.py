@@ -33,7 +33,13 @@ from sessionize.attribution import (
     load_referers,
 )
 from sessionize.config import SESSION_COLUMN_NAMES, AnonymizeIp, RunConfig
-from sessionize.core import ROBOTS_TXT, assign_sessions, summarize_sessions
+from sessionize.core import (
+    ROBOTS_TXT,
+    assign_sessions,
+    summarize_pageviews,
+    summarize_sessions,
+    summarize_users,
+)
 from sessionize.geo import GeoDatabase, enrich_geo
 from sessionize.io import drop_duplicate_events
 from sessionize.privacy import anonymize_ips, hash_user_ids
@@ -190,6 +196,55 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
     return after_geo(sessions.lazy()).collect(engine="in-memory")
 
 
+def build_pageviews(
+    events: pl.DataFrame, sessions: pl.DataFrame, rules: SessionRules, timeout: timedelta
+) -> pl.DataFrame:
+    """The page-view table of a canonical events frame and its output session table.
+
+    The events are split into sessions by the same rules and code as the session table
+    (:func:`sessionize.core.assign_sessions`), so each page view's ``session_id`` is its session's;
+    only the page views of ``sessions`` are kept (``--exclude-bots`` leaves out the bots').
+    """
+    lazy = events.lazy()
+    if rules.split_on_campaign:
+        lazy = add_campaign_key(lazy)
+    labelled = lazy.pipe(
+        assign_sessions,
+        timeout=timeout,
+        max_session_length=rules.max_session_length,
+        split_at_midnight=rules.split_at_midnight,
+        timezone=rules.timezone,
+        campaign_col=CAMPAIGN if rules.split_on_campaign else None,
+    )
+    return summarize_pageviews(labelled, sessions.lazy()).collect(engine="in-memory")
+
+
+#: The page-view and user table columns that show what a session column shows: left out when
+#: ``--drop-columns`` drops that session column, so no table shows what the flag hides.
+_SHOWN_BY: dict[str, tuple[str, ...]] = {
+    "landing_page": ("page_url", "first_landing_page", "last_landing_page"),
+    "exit_page": ("page_url",),
+    "referrer": ("page_referrer",),
+    "session_start": ("first_seen",),
+    "session_end": ("last_seen",),
+    **{
+        name: (name, f"first_{name}", f"last_{name}")
+        for name in ("source_name", "medium", "channel", "utm_campaign")
+    },
+}
+
+
+def drop_shown(table: pl.DataFrame, dropped: Sequence[str]) -> pl.DataFrame:
+    """A page-view or user table without the columns that show a dropped session column."""
+    hidden = {shown for name in dropped for shown in _SHOWN_BY.get(name, (name,))}
+    return table.drop(*(c for c in table.columns if c in hidden))
+
+
+def build_users(sessions: pl.DataFrame) -> pl.DataFrame:
+    """The user table of output sessions that hold every session of each of their users."""
+    return summarize_users(sessions.lazy()).collect(engine="in-memory")
+
+
 @functools.cache
 def default_referers() -> RefererDatabase:
     """The packaged referer database, loaded once per process."""
@@ -205,6 +260,9 @@ class PartitionJob:
     secret: bytes | None = field(default=None, repr=False)
     exclude_bots: bool = False
     dropped: tuple[str, ...] = ()
+    #: Build the page-view table (``--pageviews-output``) and the user table (``--users-output``).
+    pageviews: bool = False
+    users: bool = False
 
     @classmethod
     def of(
@@ -235,6 +293,8 @@ class PartitionJob:
             secret=config.privacy.secret,
             exclude_bots=config.privacy.exclude_bots,
             dropped=config.privacy.drop_columns,
+            pageviews=config.output.pageviews_output is not None,
+            users=config.output.users_output is not None,
         )
 
 
@@ -311,6 +371,9 @@ class PartitionResult:
     duplicates: int
     #: Every session with ``_geo_status``, bots included, before any column is dropped (``keep_all``).
     all_sessions: pl.DataFrame | None = None
+    #: The page views and users of the partition's output sessions, when the job asks for them.
+    pageviews: pl.DataFrame | None = None
+    users: pl.DataFrame | None = None
 
 
 def hash_ids(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
@@ -398,13 +461,24 @@ def process_partition(
     else:
         table = sessionize_partition(events, settings or job.settings)
     tally = Tally()
-    sessions = tally.add(table, exclude_bots=job.exclude_bots, dropped=job.dropped)
+    sessions = tally.add(table, exclude_bots=job.exclude_bots, dropped=())
+    pageviews = users = None
+    if job.pageviews:
+        rules = (settings or job.settings).rules
+        pageviews = build_pageviews(
+            events.select(*S.EVENT_SCHEMA), sessions, rules, (settings or job.settings).timeout
+        )
+        pageviews = drop_shown(pageviews, job.dropped)
+    if job.users:
+        users = drop_shown(build_users(sessions), job.dropped)
     return PartitionResult(
-        sessions=sessions,
+        sessions=sessions.drop(*job.dropped),
         tally=tally,
         events=events.height,
         duplicates=before - events.height,
         all_sessions=table if keep_all else None,
+        pageviews=pageviews,
+        users=users,
     )
 
 
@@ -441,7 +515,9 @@ __all__ = [
     "SessionRules",
     "SessionSettings",
     "Tally",
+    "build_pageviews",
     "build_sessions",
+    "build_users",
     "default_referers",
     "hash_ids",
     "process_lazy",

@@ -9,6 +9,7 @@ rejects -> report -> publish every output at once -> the engine's commit -> :cla
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import time
@@ -39,6 +40,7 @@ from sessionize.partition import (
     build_sessions,
     default_referers,
     process_lazy,
+    process_partition,
     sessionize_partition,
 )
 
@@ -48,11 +50,13 @@ __all__ = [
     "RunResult",
     "SessionRules",
     "SessionSettings",
+    "Tables",
     "build_sessions",
     "default_referers",
     "run",
     "sessionize",
     "sessionize_partition",
+    "sessionize_tables",
 ]
 
 #: Options of :func:`run` that mean nothing for a frame already in memory.
@@ -70,6 +74,8 @@ _FILE_OPTIONS = frozenset(
         "visitor_key",
         "asset_pattern",
         "report",
+        "pageviews_output",
+        "users_output",
         "memory_limit",
         "buckets",
         "temp_dir",
@@ -169,6 +175,63 @@ def sessionize(
     )
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
     return process_lazy(prepare(), job)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The three tables of :func:`sessionize_tables`."""
+
+    sessions: pl.DataFrame
+    pageviews: pl.DataFrame
+    users: pl.DataFrame
+
+
+def sessionize_tables(
+    events: pl.LazyFrame | pl.DataFrame, *, config: RunConfig | None = None, **options: Any
+) -> Tables:
+    """The session, page-view and user tables of a frame of events (options as :func:`sessionize`).
+
+    The page views and users are built by the same partition step as ``sessionize run
+    --pageviews-output --users-output`` (see docs/output.md); the privacy options apply to all three.
+
+    Examples
+    --------
+    >>> import polars as pl, sessionize
+    >>> events = pl.DataFrame({
+    ...     "user_id": ["u1", "u1", "u1"],
+    ...     "timestamp": ["2024-05-01T10:00:00Z", "2024-05-01T10:00:20Z", "2024-05-01T10:01:00Z"],
+    ...     "url": ["https://a.example/", "https://a.example/b", "https://a.example/c"],
+    ... })
+    >>> tables = sessionize.sessionize_tables(events, no_geo=True)
+    >>> tables.pageviews.select("page_view_in_session", "time_on_page_s", "is_exit").rows()
+    [(1, 20.0, False), (2, 40.0, False), (3, None, True)]
+    >>> tables.users.select("user_id", "sessions", "page_views").rows()
+    [('u1', 1, 3)]
+    """
+    lazy = sessionize(events, config=config, **options)  # validates the events and options
+    del lazy
+    config = _config(config, options)
+    read = config.read
+    frame = events.lazy()
+    columns = S.resolve_columns(
+        frame.collect_schema().names(), source="The events frame", columns=read.columns
+    )
+    prepared = prepare_events(
+        frame,
+        columns=columns,
+        time_unit=read.time_unit,
+        timezone=read.timezone,
+        pageview_events=read.pageview_events,
+        ambiguous=read.ambiguous_time,
+    ).collect(engine="in-memory")
+    job = dataclasses.replace(
+        PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config)),
+        pageviews=True,
+        users=True,
+    )
+    result = process_partition(prepared, job)
+    assert result.pageviews is not None and result.users is not None
+    return Tables(result.sessions, result.pageviews, result.users)
 
 
 def _peak_memory_mib() -> float:
@@ -296,6 +359,10 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
         io.output_format_of(outputs.output, outputs.format)
     if outputs.rejects is not None:
         io.check_output(outputs.rejects, files)
+    for table in (outputs.pageviews_output, outputs.users_output):
+        if table is not None:
+            io.check_output(table, files)
+            io.output_format_of(table, None)
     if outputs.report is not None:
         report_module.check_report_output(outputs.report, [source.path for source in files])
 
@@ -306,6 +373,12 @@ def _write_outputs(outcome: Outcome, config: RunConfig, outputs: io.Publication)
     written = outcome.written
     if options.output is not None and written is None:
         written = outputs.write_table(outcome.sessions, options.output, format=options.format)
+    for frame, target in (
+        (outcome.pageviews, options.pageviews_output),
+        (outcome.users, options.users_output),
+    ):
+        if frame is not None and target is not None:
+            outputs.write_table(frame, target)
     if options.rejects is not None:
         rejected = outcome.rejects if outcome.rejects is not None else io.empty_rejects()
         outputs.write_table(

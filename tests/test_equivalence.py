@@ -579,3 +579,65 @@ def test_each_option_set_changes_the_table(name: str, memory_runs: MemoryRuns) -
     table = memory_runs[name].sessions
     defaults = memory_runs["defaults"].sessions
     assert table.columns != defaults.columns or not table.equals(defaults)
+
+
+# --- the page-view and user tables (issue 20) ------------------------------------------------------
+
+#: The paths that write the page-view and user tables (``--state`` and Dask refuse them for now).
+TABLE_PATHS = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7}
+
+
+def run_tables(
+    files: list[str], option_set: OptionSet, work: Path, buckets: int | None
+) -> list[pl.DataFrame]:
+    """The page-view and user tables as a run writes them, read back in a fixed order."""
+    work.mkdir(exist_ok=True)
+    pageviews, users = work / "pageviews.parquet", work / "users.parquet"
+    chosen: dict[str, Any] = {} if buckets is None else {"buckets": buckets, "temp_dir": str(work)}
+    result = sessionize.run(
+        files,
+        output=str(work / "sessions.parquet"),
+        pageviews_output=str(pageviews),
+        users_output=str(users),
+        **chosen,
+        **run_options(option_set, work),
+    )
+    assert result.path_taken == ("in memory" if buckets in (None, 1) else f"{buckets} buckets")
+    return [
+        pl.read_parquet(pageviews).sort("user_id", "session_id", "page_view_in_session"),
+        pl.read_parquet(users).sort("user_id"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def memory_tables(
+    inputs: dict[bool, list[str]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[pl.DataFrame]]:
+    class Tables(dict[str, list[pl.DataFrame]]):
+        def __missing__(self, name: str) -> list[pl.DataFrame]:
+            option_set = OPTION_SETS[name]
+            work = tmp_path_factory.mktemp(f"memory-tables-{name}")
+            self[name] = run_tables(inputs[option_set.dirty], option_set, work, None)
+            return self[name]
+
+    return Tables()
+
+
+@pytest.mark.parametrize("path", TABLE_PATHS)
+@pytest.mark.parametrize("name", OPTION_SETS)
+def test_path_gives_the_in_memory_tables(
+    path: str,
+    name: str,
+    inputs: dict[bool, list[str]],
+    memory_tables: dict[str, list[pl.DataFrame]],
+    tmp_path: Path,
+) -> None:
+    option_set = OPTION_SETS[name]
+    expected = memory_tables[name]
+    got = run_tables(inputs[option_set.dirty], option_set, tmp_path, TABLE_PATHS[path])
+    for got_table, expected_table in zip(got, expected, strict=True):
+        assert expected_table.height > 0
+        assert_frame_equal(got_table, expected_table, check_row_order=True)
+    if option_set.hashed:
+        raw = {row["user_id"] for row in generate_events()}
+        assert not raw & set(got[0].get_column("user_id")) and not raw & set(got[1].get_column("user_id"))

@@ -67,6 +67,10 @@ class Outcome:
     #: ``_SUCCESS`` marker): the run's last step. ``abandon`` instead, when the run fails after the engine.
     commit: Callable[[], None] = lambda: None
     abandon: Callable[[], None] = lambda: None
+    #: The page-view and user tables when the orchestrator writes them (None: not asked for, or the
+    #: engine wrote them itself).
+    pageviews: pl.DataFrame | None = None
+    users: pl.DataFrame | None = None
     #: Dask: the scheduler's address.
     scheduler: str | None = None
     #: Incremental runs: their :class:`sessionize.engines.incremental.IncrementalOutcome` (files

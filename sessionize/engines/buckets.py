@@ -67,6 +67,16 @@ class BucketEngine:
         keep_work = False
         target = config.output.output
         sink = None if target is None else outputs.sink(target, format=config.output.format)
+        # The page-view and user tables: written bucket by bucket as the session table (a user's page
+        # views and row depend only on their own events, all in one bucket).
+        extra_sinks = {
+            name: outputs.sink(path)
+            for name, path in (
+                ("pageviews", config.output.pageviews_output),
+                ("users", config.output.users_output),
+            )
+            if path is not None
+        }
         try:
             spill = io.BucketSpill(work, plan.buckets)
             bucket = bucket_of(plan.buckets)
@@ -115,6 +125,10 @@ class BucketEngine:
                     events += result.events
                     duplicates += result.duplicates
                     table = result.sessions
+                    for name, extra_sink in extra_sinks.items():
+                        part_table = getattr(result, name)
+                        assert part_table is not None
+                        extra_sink.write(part_table)
                     if config.output.report is not None and table.height:
                         name = f"{index:05d}-{number:03d}.parquet"
                         table.write_parquet(report_parts / name, compression="lz4")
@@ -130,6 +144,12 @@ class BucketEngine:
                 progress(RunProgress("buckets", index + 1, plan.buckets, events))
             empty = empty_sessions(job)
             sessions = pl.concat(kept, how="vertical") if kept else empty
+            if extra_sinks:
+                nothing = process_partition(pl.DataFrame(schema=S.EVENT_SCHEMA), job)
+                for name, extra_sink in extra_sinks.items():
+                    empty_part = getattr(nothing, name)
+                    assert empty_part is not None
+                    extra_sink.finish(empty_part)
             if sink is not None:
                 sink.finish(empty)
                 sessions = sessions.head(PREVIEW_ROWS)

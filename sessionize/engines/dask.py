@@ -762,6 +762,8 @@ class DaskEngine:
             "--buckets": config.engine.buckets,
             "--temp-dir": config.engine.temp_dir,
         }
+        unsupported["--pageviews-output"] = config.output.pageviews_output
+        unsupported["--users-output"] = config.output.users_output
         given = [name for name, value in unsupported.items() if value is not None]
         if given:
             raise UsageError(f"{', '.join(given)} cannot be used with --engine dask.")

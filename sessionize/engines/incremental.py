@@ -396,6 +396,16 @@ class IncrementalEngine:
             raise UsageError(
                 "--report is not available with --state: run sessionize report OUT_DIR after the run."
             )
+        tables = [
+            option
+            for option, path in (
+                ("--pageviews-output", config.output.pageviews_output),
+                ("--users-output", config.output.users_output),
+            )
+            if path is not None
+        ]
+        if tables:
+            raise UsageError(f"{', '.join(tables)} cannot be used with --state yet: run without --state.")
         kept_out = [name for name in config.privacy.drop_columns if name in INCREMENTAL_KEYS]
         if kept_out:
             raise UsageError(

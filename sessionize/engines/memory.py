@@ -55,4 +55,6 @@ class MemoryEngine:
             duplicates_removed=result.duplicates,
             rejects=pl.concat(rejected, how="diagonal_relaxed") if rejected else None,
             memory_limit=self.memory_limit,
+            pageviews=result.pageviews,
+            users=result.users,
         )

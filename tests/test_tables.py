@@ -1,0 +1,254 @@
+"""The page-view and user tables (issue 20 items 3 and 4): hand-checked values and invariants."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import sessionize
+from tests.helpers import T0, run_cli, words
+
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+
+
+def frame(rows: Sequence[tuple[str, float, str, str | None, str]]) -> pl.DataFrame:
+    """Events of (user_id, seconds after T0, url, referrer, event)."""
+    return pl.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "timestamp": [T0 + timedelta(seconds=r[1]) for r in rows],
+            "url": [r[2] for r in rows],
+            "referrer": [r[3] for r in rows],
+            "event": [r[4] for r in rows],
+        },
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC")},
+    )
+
+
+def test_page_views_by_hand() -> None:
+    """The rule: page views are numbered 1, 2, ... in event order within their session (events at one
+    instant keep their input order); time_on_page_s is the time to the session's next page view (a
+    non-page-view event in between does not count), null for the session's last page view."""
+    rows = [
+        (
+            "a",
+            0,
+            "https://s.example/1?utm_source=news&utm_campaign=spring",
+            "https://www.google.com/",
+            "page_view",
+        ),
+        ("a", 12.5, "https://s.example/1#cart", None, "add_to_cart"),
+        ("a", 30, "https://s.example/2", None, "page_view"),
+        ("a", 30, "https://s.example/3", None, "page_view"),  # same instant: input order
+        ("a", 95, "https://s.example/4", "https://s.example/3", "page_view"),
+        ("b", 10, "https://s.example/x", None, "page_view"),
+        ("a", 4000, "https://s.example/5", None, "page_view"),  # a new session (gap > 30 min)
+        ("a", 4010, "https://s.example/5#click", None, "click"),
+    ]
+    tables = sessionize.sessionize_tables(frame(rows), no_geo=True)
+    got = tables.pageviews.select(
+        "user_id", "page_view_in_session", "page_url", "time_on_page_s", "is_landing", "is_exit"
+    ).rows()
+    assert got == [
+        ("a", 1, "https://s.example/1?utm_source=news&utm_campaign=spring", 30.0, True, False),
+        ("a", 2, "https://s.example/2", 0.0, False, False),
+        ("a", 3, "https://s.example/3", 65.0, False, False),
+        ("a", 4, "https://s.example/4", None, False, True),
+        ("a", 1, "https://s.example/5", None, True, True),
+        ("b", 1, "https://s.example/x", None, True, True),
+    ]
+    pv = tables.pageviews
+    assert pv.get_column("page_referrer").to_list()[:5] == [
+        "https://www.google.com/",
+        None,
+        None,
+        "https://s.example/3",
+        None,
+    ]
+    sessions = tables.sessions
+    # every page view carries its session's id, channel and source
+    joined = pv.join(sessions, on="session_id", suffix="_s")
+    assert joined.height == pv.height
+    assert joined.get_column("channel").equals(joined.get_column("channel_s"))
+    assert joined.get_column("traffic_source").equals(joined.get_column("traffic_source_s"))
+    assert pv.get_column("traffic_source").to_list()[0] == "google"
+    assert pv.columns == [
+        "session_id", "user_id", "page_view_in_session", "page_url", "page_referrer", "timestamp",
+        "time_on_page_s", "is_landing", "is_exit", "channel", "traffic_source", "source_name",
+    ]  # fmt: skip
+
+
+def test_users_by_hand() -> None:
+    rows = [
+        (
+            "a",
+            0,
+            "https://s.example/1?utm_source=news&utm_medium=email&utm_campaign=spring",
+            None,
+            "page_view",
+        ),
+        ("a", 30, "https://s.example/2", None, "page_view"),
+        ("a", 40, "https://s.example/2", None, "click"),
+        (
+            "a",
+            4000,
+            "https://s.example/5?utm_source=ads&utm_medium=cpc&utm_campaign=summer",
+            None,
+            "page_view",
+        ),
+        ("b", 10, "https://s.example/x", "https://www.bing.com/", "page_view"),
+    ]
+    users = sessionize.sessionize_tables(frame(rows), no_geo=True).users
+    a, b = users.to_dicts()
+    assert (a["user_id"], a["sessions"], a["events"], a["page_views"]) == ("a", 2, 4, 3)
+    assert (a["first_seen"], a["last_seen"]) == (T0, T0 + timedelta(seconds=4000))
+    assert (a["first_utm_campaign"], a["last_utm_campaign"]) == ("spring", "summer")
+    assert (a["first_channel"], a["last_channel"]) == ("Email", "Paid Other")
+    assert a["first_landing_page"].endswith("/1?utm_source=news&utm_medium=email&utm_campaign=spring")
+    assert (b["user_id"], b["sessions"], b["first_source_name"], b["last_channel"]) == (
+        "b", 1, "Bing", "Organic Search"
+    )  # fmt: skip
+
+
+def random_events(seed: int, n: int = 3000) -> pl.DataFrame:
+    """Events of 60 users over a day: page views and other events, gaps short and long, ties."""
+    rng = random.Random(seed)
+    pages = [f"https://s.example/p{i}" for i in range(8)]
+    refs = [None, "https://www.google.com/", "https://t.co/x", "https://s.example/p1"]
+    rows = []
+    for _ in range(n):
+        second = float(rng.choice([rng.randrange(0, 86400), rng.randrange(0, 600)]))
+        rows.append(
+            (
+                f"u{rng.randrange(60)}",
+                second,
+                rng.choice(pages),
+                rng.choice(refs),
+                rng.choice(["page_view", "page_view", "click"]),
+            )
+        )
+    return frame(rows)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_invariants(seed: int) -> None:
+    """Page views summed per session == pageview_count; users' sessions == session rows per user;
+    first- and last-touch fields == the first and last session's."""
+    tables = sessionize.sessionize_tables(random_events(seed), no_geo=True, max_session_length="2h")
+    sessions, pv, users = tables.sessions, tables.pageviews, tables.users
+    per_session = pv.group_by("session_id").agg(pl.len().alias("n"), pl.col("page_view_in_session").max())
+    check = sessions.join(per_session, on="session_id", how="left").with_columns(pl.col("n").fill_null(0))
+    assert (check.get_column("n") == check.get_column("pageview_count")).all()
+    assert (check.get_column("page_view_in_session").fill_null(0) == check.get_column("n")).all()
+    assert pv.get_column("is_landing").sum() == pv.get_column("is_exit").sum() == per_session.height
+    counted = sessions.group_by("user_id").agg(pl.len().cast(pl.UInt32).alias("n"))
+    assert users.join(counted, on="user_id").select((pl.col("sessions") == pl.col("n")).all()).item()
+    assert users.height == counted.height
+    first = sessions.sort("session_number").group_by("user_id").first()
+    last = sessions.sort("session_number").group_by("user_id").last()
+    for column in ("landing_page", "source_name", "medium", "channel", "utm_campaign"):
+        both = users.join(first, on="user_id").join(last, on="user_id", suffix="_last")
+        assert both.get_column(f"first_{column}").equals(both.get_column(column), check_names=False)
+        assert both.get_column(f"last_{column}").equals(both.get_column(f"{column}_last"), check_names=False)
+    assert users.get_column("page_views").sum() == pv.height == sessions.get_column("pageview_count").sum()
+
+
+def test_privacy_flags_apply_to_the_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_FOR_TEST", "k" * 32)
+    events = frame(
+        [
+            ("alice@example.com", 0, "https://s.example/1", None, "page_view"),
+            ("alice@example.com", 20, "https://s.example/2", None, "page_view"),
+            ("crawler", 0, "https://s.example/1", None, "page_view"),
+            ("crawler", 5, "https://s.example/2", None, "page_view"),
+        ]
+    ).with_columns(user_agent=pl.Series([FIREFOX, FIREFOX, GOOGLEBOT, GOOGLEBOT]))
+    tables = sessionize.sessionize_tables(
+        events,
+        no_geo=True,
+        hash_user_ids="SECRET_FOR_TEST",
+        exclude_bots=True,
+        drop_columns="referrer,utm_campaign",
+    )
+    hashed = tables.sessions.get_column("user_id").to_list()
+    assert len(hashed) == 1 and "alice" not in hashed[0]
+    for table in (tables.pageviews, tables.users):
+        text = table.write_csv()
+        assert "alice" not in text and "crawler" not in text  # hashed ids only, bots left out
+        assert set(table.get_column("user_id")) == set(hashed)
+    assert tables.pageviews.height == 2
+    assert "page_referrer" not in tables.pageviews.columns
+    assert not {"first_utm_campaign", "last_utm_campaign"} & set(tables.users.columns)
+    assert "first_landing_page" in tables.users.columns
+
+
+# -- sessionize run --pageviews-output --users-output ------------------------------------------------
+
+
+def write_events(path: Path, seed: int = 3) -> Path:
+    random_events(seed).with_columns(pl.col("timestamp").dt.to_string("%Y-%m-%dT%H:%M:%SZ")).write_csv(path)
+    return path
+
+
+def by_key(frame: pl.DataFrame, *key: str) -> pl.DataFrame:
+    return frame.sort(*key)
+
+
+@pytest.mark.parametrize("engine", [(), ("--buckets", "5")], ids=["memory", "buckets"])
+def test_run_writes_the_tables(tmp_path: Path, engine: tuple[str, ...]) -> None:
+    """The CLI writes the page-view and user tables beside the session table, on the in-memory and the
+    bucketed path alike, equal to the tables of sessionize_tables on the same events."""
+    events = write_events(tmp_path / "events.csv")
+    result = run_cli(
+        events, "-o", tmp_path / "s.parquet", "--no-geo", "--pageviews-output", tmp_path / "pv.parquet",
+        "--users-output", tmp_path / "users.csv", *engine,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = sessionize.sessionize_tables(pl.read_csv(events, try_parse_dates=True), no_geo=True)
+    pageviews = pl.read_parquet(tmp_path / "pv.parquet")
+    assert_frame_equal(
+        by_key(pageviews, "session_id", "page_view_in_session"),
+        by_key(expected.pageviews, "session_id", "page_view_in_session"),
+    )
+    users = pl.read_csv(tmp_path / "users.csv", try_parse_dates=True, schema_overrides=expected.users.schema)
+    assert_frame_equal(by_key(users, "user_id"), by_key(expected.users, "user_id"))
+    sessions = pl.read_parquet(tmp_path / "s.parquet")
+    assert pageviews.height == sessions.get_column("pageview_count").sum()
+
+
+def test_run_refuses_one_path_for_two_tables_and_writes_nothing(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "events.csv")
+    same = tmp_path / "t.csv"
+    result = run_cli(
+        events, "-o", tmp_path / "s.csv", "--pageviews-output", same, "--users-output", same, "--no-geo"
+    )
+    assert result.exit_code != 0
+    assert "--pageviews-output and --users-output name the same file" in words(result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--state", "st", "--output-dir", "out"), ("--engine", "dask", "-o", "out")],
+    ids=["incremental", "dask"],
+)
+def test_paths_without_the_tables_say_so(workdir: Path, args: tuple[str, ...]) -> None:
+    events = write_events(workdir / "events.csv")
+    result = run_cli(events, *args, "--pageviews-output", "pv.csv", "--no-geo")
+    assert result.exit_code != 0
+    assert "--pageviews-output cannot be used with" in words(result.output)
+    assert not (workdir / "pv.csv").exists()
+
+
+def test_every_column_is_documented() -> None:
+    tables = sessionize.sessionize_tables(random_events(4, n=200), no_geo=True)
+    text = (Path(__file__).parent.parent / "docs" / "tables.md").read_text(encoding="utf-8")
+    for column in (*tables.pageviews.columns, *tables.users.columns):
+        assert f"`{column}`" in text, column
