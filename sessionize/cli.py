@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
 import typer
 
-from sessionize import __version__, console
+from sessionize import __version__, console, presets
 from sessionize import schema as S
 from sessionize.config import (
     AMBIGUOUS_TIMES,
@@ -162,6 +162,13 @@ app.add_typer(geoip_app, name="geoip")
 
 def _stdout_is_terminal() -> bool:
     return console.stdout_is_terminal()
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line, environment, config file), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    # By name: Typer vendors its own copy of click's ParameterSource.
+    return source is not None and source.name != "DEFAULT"
 
 
 def _terminate(signum: int, frame: object) -> NoReturn:
@@ -416,6 +423,7 @@ def _warnings(caught: list[warnings.WarningMessage] | None) -> list[str]:
 
 @app.command("run", epilog=RUN_EXAMPLES, cls=console.Command)
 def run(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str],
         typer.Argument(
@@ -437,6 +445,17 @@ def run(
         ),
     ] = None,
     # Input and columns ---------------------------------------------------------------------------
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            metavar="NAME",
+            help="Read a vendor's export as it comes: ga4, snowplow, segment, posthog, mixpanel "
+            "(`sessionize presets` shows what each sets); any option given explicitly wins.",
+            rich_help_panel=INPUT,
+            show_default=False,
+        ),
+    ] = None,
     input_format: Annotated[
         str | None,
         typer.Option(
@@ -951,7 +970,7 @@ def run(
             ) as progress,
         ):
             warnings.simplefilter("always", SessionizeWarning)
-            run_config = RunConfig.from_options(
+            options: dict[str, Any] = dict(
                 output=target,
                 format=format,
                 input_format=input_format,
@@ -1005,6 +1024,11 @@ def run(
                 scheduler=scheduler,
                 partitions=partitions,
             )
+            if preset is not None:
+                # The preset under every option given on the command line or in the config file.
+                given = {key: value for key, value in options.items() if _given(ctx, key)}
+                options.update(presets.apply(preset, given))
+            run_config = RunConfig.from_options(**options)
             from sessionize import pipeline
 
             result = pipeline.run(inputs, config=run_config, progress=progress)
@@ -1089,6 +1113,17 @@ def report_figures(
         ),
     ]
     return figures, fields
+
+
+@app.command("presets", cls=console.Command)
+def list_presets() -> None:
+    """List the vendor presets of --preset and what each sets."""
+    console.print_presets(
+        [
+            (preset.name, preset.vendor, preset.reads, preset.source, preset.settings())
+            for preset in presets.PRESETS.values()
+        ]
+    )
 
 
 @app.command("report", cls=console.Command)

@@ -21,7 +21,7 @@ import inspect
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,6 +205,21 @@ def check_drop_columns(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return names
 
 
+def check_preferred_columns(
+    value: Mapping[str, Sequence[str]] | None,
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Preferred column names per role, keyed by role (``url``) or by its flag's keyword (``url_col``)."""
+    names = ColumnNames()
+    keywords = dict(zip(names.column_options(), names.by_role(), strict=True))
+    result = []
+    for key, columns in (value or {}).items():
+        role = key if key in S.COLUMN_ALIASES else keywords.get(key)
+        if role is None:
+            raise UsageError(f"preferred_columns: {key!r} is not one of {', '.join(keywords)}.")
+        result.append((role, (columns,) if isinstance(columns, str) else tuple(columns)))
+    return tuple(result)
+
+
 def _path(value: str | Path | None) -> str | None:
     return None if value is None else str(value)
 
@@ -225,6 +240,8 @@ class ReadOptions:
     pageview_events: tuple[str, ...] = field(default=S.DEFAULT_PAGEVIEW_EVENTS, metadata=_FINGERPRINT)
     #: Key/value list columns (GA4's ``event_params``) whose keys become columns (io/params.py).
     unnest_params: tuple[str, ...] = ()
+    #: Column names per role tried before the built-in aliases, absent ones skipped (a preset's).
+    preferred_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
     encoding: str = "utf-8"
     on_invalid: OnInvalid = "fail"
     valid_from: datetime | None = None
@@ -238,6 +255,10 @@ class ReadOptions:
 
     def column_options(self) -> dict[str, str | None]:
         return self.columns.column_options()
+
+    def preferred(self) -> dict[str, tuple[str, ...]]:
+        """:attr:`preferred_columns` by role, for :func:`sessionize.schema.resolve_columns`."""
+        return dict(self.preferred_columns)
 
 
 @dataclass(frozen=True)
@@ -356,6 +377,7 @@ class RunConfig:
         ambiguous_time: str = "earliest",
         pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
         unnest_params: str | Iterable[str] = (),
+        preferred_columns: Mapping[str, Sequence[str]] | None = None,
         encoding: str = "utf-8",
         on_invalid: str = "fail",
         rejects: str | Path | None = None,
@@ -420,6 +442,7 @@ class RunConfig:
             ambiguous_time=check_ambiguous_time(ambiguous_time),
             pageview_events=S.split_list(pageview_events),
             unnest_params=S.split_list(unnest_params),
+            preferred_columns=check_preferred_columns(preferred_columns),
             encoding=encoding,
             on_invalid=on_invalid,  # type: ignore[arg-type]
             valid_from=parse_timestamp(valid_from, "--valid-from"),
@@ -549,8 +572,11 @@ def _check_distinct_outputs(outputs: OutputOptions) -> None:
         seen[key] = option
 
 
-#: The flat option names (``RunConfig.from_options``' keywords), e.g. for the TOML file's keys.
-OPTION_NAMES: tuple[str, ...] = tuple(inspect.signature(RunConfig.from_options).parameters)
+#: The flat option names (``RunConfig.from_options``' keywords), e.g. for the TOML file's keys; not
+#: ``preferred_columns``, which presets set (sessionize/presets.py) and Python may give.
+OPTION_NAMES: tuple[str, ...] = tuple(
+    name for name in inspect.signature(RunConfig.from_options).parameters if name != "preferred_columns"
+)
 
 
 def load_toml(path: str | Path, *, also: Iterable[str] = ()) -> dict[str, Any]:

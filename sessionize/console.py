@@ -277,6 +277,16 @@ def print_fields(figures: Sequence[Figure], *, stderr: bool = False) -> None:
         out.print(text(f"{figure.label:<{width}}  {figure.text}"), soft_wrap=True)
 
 
+def print_presets(presets: Sequence[tuple[str, str, str, str, Sequence[tuple[str, str]]]]) -> None:
+    """``sessionize presets``: each preset's name, vendor, what it reads, its source and its settings."""
+    figures: list[Figure] = []
+    for name, vendor, reads, source, settings in presets:
+        figures.append(Figure(name, f"{vendor}: {reads}"))
+        figures.append(Figure("  follows", source))
+        figures.extend(Figure(f"  {option}", value) for option, value in settings)
+    print_fields(figures)
+
+
 def error_panel(message: str, *, title: str = "Error") -> None:
     from rich.panel import Panel
 

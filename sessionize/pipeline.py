@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from sessionize import geo, io
+from sessionize import geo, io, presets
 from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.attribution import RefererDatabase, load_referers
@@ -92,6 +92,9 @@ _FILE_OPTIONS = frozenset(
 
 def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
     if config is None:
+        if "preset" in options:
+            # The preset under the options given (every keyword given here is explicit).
+            options = presets.apply(options.pop("preset"), options)
         return RunConfig.from_options(**options)
     if options:
         raise UsageError(f"Give either config= or options ({', '.join(sorted(options))}), not both.")
@@ -147,7 +150,10 @@ def sessionize(
     read = config.read
     frame = events.lazy()
     columns = S.resolve_columns(
-        frame.collect_schema().names(), source="The events frame", columns=read.columns
+        frame.collect_schema().names(),
+        source="The events frame",
+        columns=read.columns,
+        preferred=read.preferred(),
     )
     prepare = functools.partial(
         prepare_events,

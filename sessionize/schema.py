@@ -291,11 +291,14 @@ def resolve_columns(
     *,
     source: str = "the input",
     columns: ColumnNames | None = None,
+    preferred: Mapping[str, Sequence[str]] | None = None,
     **named: str | None,
 ) -> ColumnMap:
     """Find the input column for each role, from the explicit names or the known aliases.
 
     The explicit names come as ``columns`` or as the ``*_col`` keywords (``user_col="uid"``).
+    ``preferred`` gives names per role (``url``: ``["properties.$current_url"]``, a preset's) tried
+    before the role's aliases, matched like them, and no error when absent.
     Raises :class:`MissingColumnError` when a named column does not exist, or when no user id or
     timestamp column can be found.
     """
@@ -311,10 +314,11 @@ def resolve_columns(
     taken: set[str] = {name for name in explicit.values() if name}
     # Every column that cannot be found, named in one error (a wrong --user-col and no timestamp).
     problems: list[str] = []
-    for role, aliases in COLUMN_ALIASES.items():
+    for role, known in COLUMN_ALIASES.items():
+        aliases = (*(preferred or {}).get(role, ()), *known)
         given = explicit[role]
         if given is not None and given not in available and given.replace(".", "_") in available:
-            # A nested JSON path (``context.page.url``), as flattening or --unnest-params names it.
+            # A nested JSON path (``context.page.url``) names the column flattening or --unnest-params made.
             given = given.replace(".", "_")
             taken.add(given)
         if given is not None:

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "config": 2,
     "distinct": 3,
     "referrer": 3,
+    "presets": 3,
     "privacy": 4,
     "normalize": 4,
     "accesslog": 4,

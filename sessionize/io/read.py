@@ -539,7 +539,9 @@ def read_file(
         none = pl.DataFrame(schema={ROW: pl.Int64, REASON: pl.String})
         rejects = _private_rejects(_rejects(scan, none, malformed, source=source, name=name), options, None)
         return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), rejects, malformed.height)
-    columns = S.resolve_columns(available, source=name, columns=options.columns)
+    columns = S.resolve_columns(
+        available, source=name, columns=options.columns, preferred=options.preferred()
+    )
     events = prepare_events(
         scan,
         columns=columns,

@@ -1,0 +1,174 @@
+"""Vendor presets: ``--preset NAME`` reads a vendor's export as it comes (see docs/presets.md).
+
+A preset is a set of options of ``sessionize run``, applied under the ones the user gives: any flag,
+config-file key or keyword given explicitly wins. Columns come in two kinds: the ones a preset
+*requires* (set as column flags: the user and time columns that decide the sessions, so a Snowplow
+table never falls back to ``user_id``, the login id) and the ones it *prefers* (tried before the
+built-in names, skipped when an export leaves them out: PostHog without ``$ip``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sessionize.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One vendor's export format and session rules, as options of ``sessionize run``."""
+
+    name: str
+    vendor: str
+    #: The export this preset reads.
+    reads: str
+    #: The vendor's documentation page that the preset follows.
+    source: str
+    #: Options of :meth:`sessionize.config.RunConfig.from_options`, applied under the user's.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Column names per role tried first (``url``: ``("properties.$current_url",)``).
+    preferred_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def settings(self) -> list[tuple[str, str]]:
+        """What the preset sets, as (option, value) lines for ``sessionize presets``."""
+        lines = [(f"--{key.replace('_', '-')}", _shown(value)) for key, value in self.options.items()]
+        lines += [(f"{role} column", " or ".join(names)) for role, names in self.preferred_columns.items()]
+        return lines
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            name="ga4",
+            vendor="Google Analytics 4",
+            reads="the BigQuery export (events_YYYYMMDD) as NDJSON or Parquet",
+            source="https://support.google.com/analytics/answer/7029846",
+            options={
+                "unnest_params": "event_params",
+                "user_col": "user_pseudo_id",
+                "time_col": "event_timestamp",
+                "time_unit": "us",
+                "session_col": "event_params.ga_session_id",
+                "pageview_events": "page_view",
+            },
+            preferred_columns={
+                "url": ("event_params.page_location",),
+                "referrer": ("event_params.page_referrer",),
+                "event": ("event_name",),
+            },
+        ),
+        Preset(
+            name="snowplow",
+            vendor="Snowplow",
+            reads="the warehouse table atomic.events (CSV, Parquet or NDJSON with a header)",
+            source="https://docs.snowplow.io/docs/fundamentals/canonical-event/",
+            options={
+                "user_col": "domain_userid",
+                "time_col": "derived_tstamp",
+                "session_col": "domain_sessionid",
+                "event_id_col": "event_id",
+                "pageview_events": "page_view",
+            },
+            preferred_columns={
+                "url": ("page_url",),
+                "referrer": ("page_referrer",),
+                "ip": ("user_ipaddress",),
+                "user_agent": ("useragent",),
+                "event": ("event",),
+            },
+        ),
+        Preset(
+            name="segment",
+            vendor="Segment",
+            reads="raw Segment exports (track, page and identify calls, as NDJSON or a warehouse table)",
+            source="https://segment.com/docs/connections/spec/common/",
+            options={"time_col": "timestamp"},
+            # anonymousId in the raw JSON, anonymous_id in a warehouse table (and the same for the rest).
+            preferred_columns={
+                "user_id": ("anonymous_id",),
+                "event_id": ("message_id",),
+                "url": ("context.page.url", "url"),
+                "referrer": ("context.page.referrer", "referrer"),
+                "ip": ("context.ip",),
+                "user_agent": ("context.user_agent",),
+            },
+        ),
+        Preset(
+            name="posthog",
+            vendor="PostHog",
+            reads="PostHog's event export (NDJSON or CSV, properties nested or flattened)",
+            source="https://posthog.com/docs/data/sessions",
+            options={
+                "user_col": "distinct_id",
+                "time_col": "timestamp",
+                "event_id_col": "uuid",
+                "event_col": "event",
+                "pageview_events": "$pageview",
+                # PostHog: a session ends after 30 minutes of inactivity, and lasts at most 24 hours.
+                "max_session_length": "24h",
+            },
+            preferred_columns={
+                "client_session_id": ("properties.$session_id", "$session_id"),
+                "url": ("properties.$current_url", "$current_url"),
+                "referrer": ("properties.$referrer", "$referrer"),
+                "ip": ("properties.$ip", "$ip"),
+                "user_agent": ("properties.$raw_user_agent", "$raw_user_agent"),
+            },
+        ),
+        Preset(
+            name="mixpanel",
+            vendor="Mixpanel",
+            reads="Mixpanel's raw event export (JSON lines: event and properties)",
+            source="https://developer.mixpanel.com/reference/raw-event-export",
+            options={
+                "user_col": "properties.distinct_id",
+                "time_col": "properties.time",
+                "event_id_col": "properties.$insert_id",
+                "event_col": "event",
+                "pageview_events": "$mp_web_page_view",
+            },
+            preferred_columns={
+                "url": ("properties.$current_url",),
+                "referrer": ("properties.$referrer",),
+                "ip": ("properties.ip", "properties.$ip"),
+            },
+        ),
+    )
+}
+
+
+def get(name: str) -> Preset:
+    """The preset called ``name``; a :class:`~sessionize.errors.UsageError` lists them otherwise."""
+    try:
+        return PRESETS[name.strip().lower()]
+    except KeyError:
+        raise UsageError(
+            f"--preset {name!r} is not one of {', '.join(PRESETS)} (`sessionize presets` lists them)."
+        ) from None
+
+
+def apply(name: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` (the options set explicitly) over the options of preset ``name``; the preset's
+    preferred columns under any the user gives."""
+    if name is None:
+        return dict(given)
+    preset = get(name)
+    merged: dict[str, Any] = {**preset.options, **given}
+    preferred = dict(preset.preferred_columns)
+    preferred.update(given.get("preferred_columns") or {})
+    merged["preferred_columns"] = preferred
+    return merged
+
+
+__all__ = ["PRESETS", "Preset", "apply", "get"]

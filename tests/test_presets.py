@@ -1,0 +1,148 @@
+"""``--preset``: each vendor's export read as it comes, sessions checked by hand (fixtures in
+tests/data/presets/, written from each vendor's published schema: see the README there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import sessionize
+from sessionize import presets
+from sessionize.errors import UsageError
+from tests.helpers import DATA, invoke, run_cli, write_text
+
+FIXTURES = DATA / "presets"
+SITE = "https://shop.example.com"
+COLUMNS = ["user_id", "session_id", "event_count", "pageview_count", "landing_page", "exit_page",
+           "traffic_source", "channel", "duration_s"]  # fmt: skip
+
+
+def sessions(tmp_path: Path, source: Path, *flags: str) -> list[tuple[str | None, ...]]:
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", *flags)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False)
+    # The output schema is today's: a preset adds no column.
+    assert table.columns == list(sessionize.schema.SESSION_SCHEMA)
+    return table.sort("user_id", "session_start").select(COLUMNS).rows()
+
+
+def test_ga4_bigquery_export(tmp_path: Path) -> None:
+    """GA4: sessions are user_pseudo_id + ga_session_id; URL and referrer from event_params."""
+    assert sessions(tmp_path, FIXTURES / "ga4.ndjson", "--preset", "ga4") == [
+        # 10:00 page_view / from Google, 10:00:30 scroll, 10:02 page_view /product/42.
+        ("1234567.1714557600", "1714557600", "3", "2", f"{SITE}/", f"{SITE}/product/42", "google",
+         "Organic Search", "120.0"),
+        # Two hours later, a new ga_session_id, direct (logged in as alice: the user is still the device).
+        ("1234567.1714557600", "1714564800", "1", "1", f"{SITE}/cart", f"{SITE}/cart", "direct", "Direct",
+         "0.0"),
+        # A newsletter link: the UTM tags make the channel Email.
+        ("7654321.1714557900", "1714557900", "2", "1",
+         f"{SITE}/blog?utm_source=newsletter&utm_medium=email&utm_campaign=may",
+         f"{SITE}/blog?utm_source=newsletter&utm_medium=email&utm_campaign=may", "direct", "Email", "60.0"),
+    ]  # fmt: skip
+
+
+def test_ga4_parquet_export_alike(tmp_path: Path) -> None:
+    parquet = tmp_path / "events.parquet"
+    pl.read_ndjson(FIXTURES / "ga4.ndjson", infer_schema_length=None).write_parquet(parquet)
+    assert sessions(tmp_path, parquet, "--preset", "ga4") == sessions(
+        tmp_path, FIXTURES / "ga4.ndjson", "--preset", "ga4"
+    )
+
+
+def test_snowplow_atomic_events(tmp_path: Path) -> None:
+    """Snowplow: domain_userid (not the login id user_id) and domain_sessionid; derived_tstamp; the
+    repeated event_id is one event."""
+    source = FIXTURES / "snowplow_atomic_events.csv"
+    d1, d2 = "d1a2b3c4-0000-4000-8000-000000000001", "d9f8e7d6-0000-4000-8000-000000000002"
+    assert sessions(tmp_path, source, "--preset", "snowplow") == [
+        # page_view (from Bing), page_ping, page_view /pricing (sent twice): 3 events, 2 page views.
+        (d1, "5e5e0001-0000-4000-8000-000000000001", "3", "2", f"{SITE}/", f"{SITE}/pricing", "bing",
+         "Organic Search", "60.0"),
+        (d1, "5e5e0001-0000-4000-8000-000000000002", "1", "1", f"{SITE}/docs", f"{SITE}/docs", "direct",
+         "Direct", "0.0"),
+        # t.co is Twitter's link shortener: social.
+        (d2, "5e5e0002-0000-4000-8000-000000000003", "1", "1", f"{SITE}/", f"{SITE}/", "t", "Organic Social",
+         "0.0"),
+    ]  # fmt: skip
+    # Without the preset the login id column user_id is taken, and it is empty on anonymous events.
+    assert run_cli(source, "--no-geo", "-o", tmp_path / "plain.csv").exit_code != 0
+
+
+def test_segment_raw_export(tmp_path: Path) -> None:
+    """Segment: anonymousId keys the sessions, messageId de-duplicates, context.page.* are the page."""
+    assert sessions(tmp_path, FIXTURES / "segment.ndjson", "--preset", "segment") == [
+        # page (from Facebook), Order Completed (sent twice), identify: 3 events, 1 page view.
+        ("anon-1", "anon-1-20240501T100000.000000", "3", "1", f"{SITE}/", f"{SITE}/", "facebook",
+         "Organic Social", "240.0"),
+        # 56 minutes later: a new session.
+        ("anon-1", "anon-1-20240501T110000.000000", "1", "1", f"{SITE}/account", f"{SITE}/account", "direct",
+         "Direct", "0.0"),
+    ]  # fmt: skip
+
+
+def test_posthog_export(tmp_path: Path) -> None:
+    assert sessions(tmp_path, FIXTURES / "posthog.ndjson", "--preset", "posthog") == [
+        # $pageview, $autocapture, $pageview, $pageleave in one $session_id: 2 page views.
+        ("ph-user-1", "018f3a1e-5e55-7000-8000-00000000000a", "4", "2", f"{SITE}/", f"{SITE}/features",
+         "duckduckgo", "Organic Search", "420.0"),
+        # No $ip and no $referrer in the export: still read (preferred columns are optional).
+        ("ph-user-2", "018f3a1e-5e55-7000-8000-00000000000b", "1", "1",
+         f"{SITE}/pricing?utm_source=linkedin&utm_medium=social",
+         f"{SITE}/pricing?utm_source=linkedin&utm_medium=social", "direct", "Organic Social", "0.0"),
+    ]  # fmt: skip
+
+
+def test_posthog_sessions_last_at_most_24_hours(tmp_path: Path) -> None:
+    """PostHog's rule: 30 minutes of inactivity, and at most 24 hours (events without $session_id)."""
+    lines = ["distinct_id,timestamp,event,uuid"]
+    lines += [
+        f"bot-ish,2024-05-01T{h:02d}:{m:02d}:00Z,$pageview,u-{h}-{m}" for h in range(24) for m in (0, 20, 40)
+    ]
+    lines += [f"bot-ish,2024-05-02T00:{m:02d}:00Z,$pageview,u-24-{m}" for m in (0, 20, 40)]
+    source = write_text(tmp_path / "events.csv", "\n".join(lines) + "\n")
+    rows = sessions(tmp_path, source, "--preset", "posthog")
+    # The event exactly 24 hours after the start still belongs (a duration of 24 h is not more).
+    assert [(row[2], row[3], row[8]) for row in rows] == [("73", "73", "86400.0"), ("2", "2", "1200.0")]
+    # Without the preset: one session of 75 events (the timeout never passes).
+    plain = sessions(tmp_path, source)
+    assert [row[2] for row in plain] == ["75"]
+
+
+def test_mixpanel_export(tmp_path: Path) -> None:
+    """Mixpanel: properties.time in seconds, distinct_id, $insert_id de-duplicates."""
+    assert sessions(tmp_path, FIXTURES / "mixpanel.ndjson", "--preset", "mixpanel") == [
+        ("mp-1", "mp-1-20240501T100000.000000", "3", "2", f"{SITE}/", f"{SITE}/cart", "google",
+         "Organic Search", "120.0"),
+        ("mp-1", "mp-1-20240501T120000.000000", "1", "1", f"{SITE}/", f"{SITE}/", "direct", "Direct", "0.0"),
+    ]  # fmt: skip
+
+
+def test_explicit_options_win_over_the_preset(tmp_path: Path) -> None:
+    source = FIXTURES / "ga4.ndjson"
+    # --session-col given: GA4's ga_session_id is not used; the timeout decides (3 sessions still).
+    rows = sessions(tmp_path, source, "--preset", "ga4", "--session-col", "event_date")
+    assert {row[1] for row in rows} == {"20240501"}
+    # In a config file too: a key there is given explicitly; the preset may come from the file.
+    config = write_text(tmp_path / "sessionize.toml", '[run]\npreset = "ga4"\ntimeout = "1m"\n')
+    rows = sessions(tmp_path, source, "--config", str(config))
+    assert [row[1] for row in rows] == ["1714557600", "1714564800", "1714557900"]
+    # The Python face: keywords given are explicit.
+    result = sessionize.run([source], preset="ga4", no_geo=True, session_col="event_date")
+    assert set(result.sessions.get_column("session_id")) == {"20240501"}
+
+
+def test_unknown_preset_and_the_list(tmp_path: Path) -> None:
+    result = run_cli(FIXTURES / "ga4.ndjson", "--preset", "ga5", "--no-geo")
+    assert result.exit_code != 0
+    assert "'ga5' is not one of ga4, snowplow, segment, posthog, mixpanel" in result.output
+    with pytest.raises(UsageError, match="sessionize presets"):
+        presets.get("nope")
+    listing = invoke("presets")
+    assert listing.exit_code == 0, listing.output
+    for preset in presets.PRESETS.values():
+        assert preset.name in listing.output and preset.source in listing.output
+    assert "--user-col" in listing.output and "domain_userid" in listing.output
