@@ -234,14 +234,11 @@ def test_run_refuses_one_path_for_two_tables_and_writes_nothing(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [("--state", "st", "--output-dir", "out"), ("--engine", "dask", "-o", "out")],
-    ids=["incremental", "dask"],
-)
-def test_paths_without_the_tables_say_so(workdir: Path, args: tuple[str, ...]) -> None:
+def test_incremental_runs_say_they_do_not_write_the_tables(workdir: Path) -> None:
     events = write_events(workdir / "events.csv")
-    result = run_cli(events, *args, "--pageviews-output", "pv.csv", "--no-geo")
+    result = run_cli(
+        events, "--state", "st", "--output-dir", "out", "--pageviews-output", "pv.csv", "--no-geo"
+    )
     assert result.exit_code != 0
     assert "--pageviews-output cannot be used with" in words(result.output)
     assert not (workdir / "pv.csv").exists()
