@@ -3,6 +3,7 @@ tests/data/presets/, written from each vendor's published schema: see the README
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +12,7 @@ import pytest
 import sessionize
 from sessionize import presets
 from sessionize.errors import UsageError
-from tests.helpers import DATA, invoke, run_cli, write_text
+from tests.helpers import DATA, KEYS, invoke, run_cli, write_text
 
 FIXTURES = DATA / "presets"
 SITE = "https://shop.example.com"
@@ -146,3 +147,52 @@ def test_unknown_preset_and_the_list(tmp_path: Path) -> None:
     for preset in presets.PRESETS.values():
         assert preset.name in listing.output and preset.source in listing.output
     assert "--user-col" in listing.output and "domain_userid" in listing.output
+
+
+# --- Snowplow's enriched TSV (headerless, 131 fields) ----------------------------------------------
+
+ENRICHED = FIXTURES / "snowplow_enriched.tsv"
+
+
+def test_snowplow_enriched_tsv_gives_the_sessions_of_atomic_events(tmp_path: Path) -> None:
+    """The same events as snowplow_atomic_events.csv, as the pipeline writes them (contexts JSON with
+    quotes included): detected by their first line, the same sessions, gzipped or not, whole or in
+    windows (buckets)."""
+    expected = sessions(tmp_path, FIXTURES / "snowplow_atomic_events.csv", "--preset", "snowplow")
+    assert sessions(tmp_path, ENRICHED, "--preset", "snowplow") == expected
+    gz = tmp_path / "enriched.tsv.gz"
+    gz.write_bytes(gzip.compress(ENRICHED.read_bytes()))
+    assert sessions(tmp_path, gz, "--preset", "snowplow") == expected
+    other = tmp_path / "events.txt"
+    other.write_bytes(ENRICHED.read_bytes())
+    assert sessions(tmp_path, other, "--preset", "snowplow", "--input-format", "snowplow") == expected
+    out = tmp_path / "buckets.parquet"
+    sessionize.run([gz], preset="snowplow", no_geo=True, buckets=2, temp_dir=str(tmp_path), output=str(out))
+    in_memory = sessionize.run([ENRICHED], preset="snowplow", no_geo=True).sessions
+    assert pl.read_parquet(out).sort(KEYS).equals(in_memory.sort(KEYS))
+
+
+def test_a_tsv_with_a_header_is_not_enriched_events(tmp_path: Path) -> None:
+    atomic = pl.read_csv(FIXTURES / "snowplow_atomic_events.csv", infer_schema=False)
+    tsv = tmp_path / "atomic.tsv"
+    atomic.write_csv(tsv, separator="\t")
+    assert sessions(tmp_path, tsv, "--preset", "snowplow") == sessions(
+        tmp_path, FIXTURES / "snowplow_atomic_events.csv", "--preset", "snowplow"
+    )
+
+
+def test_a_malformed_enriched_line_is_named_and_set_aside(tmp_path: Path) -> None:
+    lines = ENRICHED.read_text(encoding="utf-8").splitlines()
+    lines.insert(2, "\t".join(lines[2].split("\t")[:40]))  # a truncated event: line 3
+    source = write_text(tmp_path / "enriched.tsv", "\n".join(lines) + "\n")
+    failed = run_cli(source, "--preset", "snowplow", "--no-geo", "-o", tmp_path / "x.csv")
+    assert failed.exit_code == 1
+    assert "line 3: wrong_field_count (40, expected 131)" in failed.output
+    assert not (tmp_path / "x.csv").exists()
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run([source], preset="snowplow", no_geo=True, on_invalid="skip", rejects=str(rejects))
+    assert (result.rows_read, result.rejected, result.duplicates_removed, result.events_read) == (7, 1, 1, 5)
+    rejected = pl.read_csv(rejects, infer_schema=False)
+    assert rejected.select("source_row", "reject_reason").rows() == [
+        ("3", "wrong_field_count (40, expected 131)")
+    ]

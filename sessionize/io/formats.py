@@ -11,10 +11,11 @@ from sessionize.errors import (
     UsageError,
 )
 
-InputFormat = Literal["csv", "tsv", "parquet", "ndjson", "combined", "common", "log"]
+InputFormat = Literal["csv", "tsv", "parquet", "ndjson", "combined", "common", "log", "snowplow"]
 OutputFormat = Literal["parquet", "csv", "ndjson"]
 #: What --input-format accepts; ``log`` (a ``.log`` file) means "combined or common, by its lines".
-INPUT_FORMATS: tuple[InputFormat, ...] = ("csv", "tsv", "parquet", "ndjson", "combined", "common")
+#: ``snowplow``: Snowplow's enriched events, headerless TSV (io/snowplow.py; detected in a ``.tsv``).
+INPUT_FORMATS: tuple[InputFormat, ...] = ("csv", "tsv", "parquet", "ndjson", "combined", "common", "snowplow")
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("parquet", "csv", "ndjson")
 
 STDIN = "-"

@@ -17,6 +17,7 @@ from typing import Any
 
 from sessionize.errors import NoInputFilesError, UnknownFormatError, UnreadableInputError, UsageError
 from sessionize.io.formats import STDIN, InputFormat, format_of
+from sessionize.io.snowplow import is_enriched_tsv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl, .log (each also .gz, but .parquet)"
@@ -83,6 +84,8 @@ def resolve_inputs(
                     "Give the format with --input-format."
                 )
             return
+        if fmt == "tsv" and input_format is None and not is_url(path) and is_enriched_tsv(path):
+            fmt = "snowplow"  # a headerless TSV of Snowplow's enriched events
         key = path if is_url(path) else os.path.realpath(path)
         if key not in seen:
             seen.add(key)

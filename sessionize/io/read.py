@@ -37,6 +37,7 @@ from sessionize.errors import (
 from sessionize.io.formats import REJECTS_COLUMNS, split_gz
 from sessionize.io.inputs import InputFile, resolve_inputs
 from sessionize.io.params import unnest_params
+from sessionize.io.snowplow import parse_enriched
 from sessionize.normalize import (
     MAX_REPORTED_ROWS,
     RAW_TIME,
@@ -319,6 +320,20 @@ def _log_windows(
     )
 
 
+def _enriched_windows(
+    source: InputFile, chunk_rows: int
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]] | None:
+    """A Snowplow enriched TSV's events and malformed lines, ``chunk_rows`` lines at a time (a
+    ``.tsv.gz`` is decompressed as it streams); None when its bytes are not UTF-8."""
+
+    def batches() -> Iterator[pl.DataFrame]:
+        scan = pl.scan_lines(source.path, row_index_name=ROW)
+        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+
+    windows = _checked_windows(batches, chunk_rows)
+    return None if windows is None else (parse_enriched(window) for window in windows)
+
+
 def _decoded_copy(source: InputFile, options: ReadOptions, scratch: Path) -> str | None:
     """A gzipped or non-UTF-8 text file as plain UTF-8 in ``scratch``, streamed so that memory stays
     bounded; None when its bytes do not decode (it is then read whole, as in memory, so that the
@@ -398,6 +413,11 @@ def _scan(
         return _without_blank_rows(frame.with_row_index(ROW)).lazy(), None
     if source.format in ("combined", "common", "log"):
         return _scan_log(source, options)
+    if source.format == "snowplow":
+        data = sys.stdin.buffer.read() if source.is_stdin else source.path
+        # read_lines keeps blank lines (so line numbers hold) and gunzips by the magic bytes.
+        events, malformed = parse_enriched(pl.read_lines(data, row_index_name=ROW))
+        return events.lazy(), malformed
     if source.format == "parquet":
         if source.is_stdin:
             piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()), glob=False)
@@ -486,6 +506,8 @@ def _flatten(frame: pl.LazyFrame) -> pl.LazyFrame:
 def _format_name(source: InputFile) -> str:
     if source.format in ("combined", "common", "log"):
         return "a web-server access log line"
+    if source.format == "snowplow":
+        return "a Snowplow enriched event (131 tab-separated fields)"
     return source.format.upper()
 
 
@@ -493,7 +515,7 @@ def _where(source: InputFile, row: int) -> str:
     # row is the 0-based data row; a CSV has its header on line 1.
     if source.format in ("csv", "tsv"):
         return f"line {row + 2 + source.first_line}"
-    if source.format in ("combined", "common", "log"):
+    if source.format in ("combined", "common", "log", "snowplow"):
         return f"line {row + 1 + source.first_line}"
     return f"row {row + 1 + source.first_line}"
 
@@ -736,9 +758,14 @@ def iter_reads(
             yield read_file(source, options, window=(first, chunk_rows))
         return
     copy = None
-    if source.format in ("combined", "common", "log"):
-        log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows), source)
+    if source.format == "snowplow":
+        line_windows = _guarded(lambda: _enriched_windows(source, chunk_rows), source)
         reads: Iterator[FileRead] | None = None
+        if line_windows is not None:
+            reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in line_windows)
+    elif source.format in ("combined", "common", "log"):
+        log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows), source)
+        reads = None
         if log_windows is not None:
             reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in log_windows)
     else:
