@@ -712,18 +712,30 @@ def summarize_pageviews(events: pl.LazyFrame, sessions: pl.LazyFrame) -> pl.Lazy
     ``channel``, ``traffic_source`` and ``source_name``.
     """
     key = [S.USER, S.SESSION_ID]
-    number = pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(key)
+    # Each session's events are together: the page views are numbered by runs of one session, with an
+    # integer run number as the window key (string keys cost more).
+    run = pl.col("_run")
+    number = pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(run)
     ts = pl.col(S.TIME)
-    to_next = (ts.shift(-1).over(key) - ts).dt.total_microseconds() / 1e6
-    views = events.filter(pl.col(S.IS_PAGEVIEW).fill_null(False)).select(
-        *key,
-        number.alias("page_view_in_session"),
-        pl.col(S.URL).alias("page_url"),
-        pl.col(S.REFERRER).alias("page_referrer"),
-        ts,
-        to_next.round(6).alias("time_on_page_s"),
-        (number == 1).alias("is_landing"),
-        (number == pl.len().over(key)).alias("is_exit"),
+    same_next = run.shift(-1).eq_missing(run)
+    to_next = pl.when(same_next).then((ts.shift(-1) - ts).dt.total_microseconds() / 1e6)
+    starts = pl.col(S.USER).ne_missing(pl.col(S.USER).shift()) | pl.col(S.SESSION_ID).ne_missing(
+        pl.col(S.SESSION_ID).shift()
+    )
+    views = (
+        events.select(*key, S.URL, S.REFERRER, ts, S.IS_PAGEVIEW)
+        .filter(pl.col(S.IS_PAGEVIEW).fill_null(False))
+        .with_columns(starts.cum_sum().alias("_run"))
+        .select(
+            *key,
+            number.alias("page_view_in_session"),
+            pl.col(S.URL).alias("page_url"),
+            pl.col(S.REFERRER).alias("page_referrer"),
+            ts,
+            to_next.round(6).alias("time_on_page_s"),
+            (number == 1).alias("is_landing"),
+            (~same_next).alias("is_exit"),
+        )
     )
     names = sessions.collect_schema().names()
     carried = [c for c in _PAGEVIEW_SESSION_COLUMNS if c in names]

@@ -205,7 +205,9 @@ def build_pageviews(
     (:func:`sessionize.core.assign_sessions`), so each page view's ``session_id`` is its session's;
     only the page views of ``sessions`` are kept (``--exclude-bots`` leaves out the bots').
     """
-    lazy = events.lazy()
+    # Only the columns the sessions and the page views read: the labelled events are every column put
+    # in session order, and the others (ip, user agent, event names, ...) would be moved for nothing.
+    lazy = events.lazy().select(S.USER, S.CLIENT_SESSION, S.TIME, S.URL, S.REFERRER, S.IS_PAGEVIEW)
     if rules.split_on_campaign:
         lazy = add_campaign_key(lazy)
     labelled = lazy.pipe(

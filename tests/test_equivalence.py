@@ -583,26 +583,31 @@ def test_each_option_set_changes_the_table(name: str, memory_runs: MemoryRuns) -
 
 # --- the page-view and user tables (issue 20) ------------------------------------------------------
 
-#: The paths that write the page-view and user tables (``--state`` and Dask refuse them for now).
-TABLE_PATHS = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7}
+#: The paths that write the page-view and user tables (``--state`` refuses them for now); 0: Dask.
+TABLE_PATHS = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7, "dask": 0}
 
 
 def run_tables(
-    files: list[str], option_set: OptionSet, work: Path, buckets: int | None
+    files: list[str], option_set: OptionSet, work: Path, buckets: int | None, scheduler: str | None = None
 ) -> list[pl.DataFrame]:
     """The page-view and user tables as a run writes them, read back in a fixed order."""
     work.mkdir(exist_ok=True)
     pageviews, users = work / "pageviews.parquet", work / "users.parquet"
     chosen: dict[str, Any] = {} if buckets is None else {"buckets": buckets, "temp_dir": str(work)}
+    if buckets == 0:
+        chosen = {"engine": "dask", "scheduler": scheduler, "partitions": 3}
     result = sessionize.run(
         files,
-        output=str(work / "sessions.parquet"),
+        output=str(work / ("sessions" if buckets == 0 else "sessions.parquet")),
         pageviews_output=str(pageviews),
         users_output=str(users),
         **chosen,
         **run_options(option_set, work),
     )
-    assert result.path_taken == ("in memory" if buckets in (None, 1) else f"{buckets} buckets")
+    expected_path = {None: "in memory", 1: "in memory", 0: "dask: 3 partitions"}.get(
+        buckets, f"{buckets} buckets"
+    )
+    assert result.path_taken == expected_path
     return [
         pl.read_parquet(pageviews).sort("user_id", "session_id", "page_view_in_session"),
         pl.read_parquet(users).sort("user_id"),
@@ -623,7 +628,18 @@ def memory_tables(
     return Tables()
 
 
-@pytest.mark.parametrize("path", TABLE_PATHS)
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(
+            path,
+            marks=[pytest.mark.skip(reason="Dask is not installed")]
+            if path == "dask" and not HAS_DASK
+            else [],
+        )
+        for path in TABLE_PATHS
+    ],
+)
 @pytest.mark.parametrize("name", OPTION_SETS)
 def test_path_gives_the_in_memory_tables(
     path: str,
@@ -631,10 +647,12 @@ def test_path_gives_the_in_memory_tables(
     inputs: dict[bool, list[str]],
     memory_tables: dict[str, list[pl.DataFrame]],
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     option_set = OPTION_SETS[name]
     expected = memory_tables[name]
-    got = run_tables(inputs[option_set.dirty], option_set, tmp_path, TABLE_PATHS[path])
+    scheduler = request.getfixturevalue("scheduler") if path == "dask" else None
+    got = run_tables(inputs[option_set.dirty], option_set, tmp_path, TABLE_PATHS[path], scheduler)
     for got_table, expected_table in zip(got, expected, strict=True):
         assert expected_table.height > 0
         assert_frame_equal(got_table, expected_table, check_row_order=True)

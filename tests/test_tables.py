@@ -12,7 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import sessionize
-from tests.helpers import T0, run_cli, words
+from tests.helpers import T0, invoke, run_cli, words
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
@@ -234,14 +234,11 @@ def test_run_refuses_one_path_for_two_tables_and_writes_nothing(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [("--state", "st", "--output-dir", "out"), ("--engine", "dask", "-o", "out")],
-    ids=["incremental", "dask"],
-)
-def test_paths_without_the_tables_say_so(workdir: Path, args: tuple[str, ...]) -> None:
+def test_incremental_runs_say_they_do_not_write_the_tables(workdir: Path) -> None:
     events = write_events(workdir / "events.csv")
-    result = run_cli(events, *args, "--pageviews-output", "pv.csv", "--no-geo")
+    result = run_cli(
+        events, "--state", "st", "--output-dir", "out", "--pageviews-output", "pv.csv", "--no-geo"
+    )
     assert result.exit_code != 0
     assert "--pageviews-output cannot be used with" in words(result.output)
     assert not (workdir / "pv.csv").exists()
@@ -252,3 +249,27 @@ def test_every_column_is_documented() -> None:
     text = (Path(__file__).parent.parent / "docs" / "tables.md").read_text(encoding="utf-8")
     for column in (*tables.pageviews.columns, *tables.users.columns):
         assert f"`{column}`" in text, column
+
+
+def test_toml_keys_and_csv_safe_apply_to_the_tables(workdir: Path) -> None:
+    """The TOML keys write the tables; --csv-safe neutralises a formula-leading URL in the page views."""
+    (workdir / "e.csv").write_text(
+        "user_id,timestamp,url\n"
+        "u1,2024-05-01T10:00:00Z,https://a.example/\n"
+        'u1,2024-05-01T10:00:30Z,"=HYPERLINK(""http://evil.example"")"\n',
+        encoding="utf-8",
+    )
+    (workdir / "c.toml").write_text(
+        '[run]\ninputs = ["e.csv"]\noutput = "s.csv"\npageviews-output = "pv.csv"\n'
+        'users-output = "u.csv"\nno-geo = true\ncsv-safe = true\n',
+        encoding="utf-8",
+    )
+    result = invoke("run", "--config", "c.toml", "-q")
+    assert result.exit_code == 0, result.output
+    pageviews = pl.read_csv(workdir / "pv.csv")
+    assert pageviews.get_column("page_url").to_list() == [
+        "https://a.example/",
+        '\'=HYPERLINK("http://evil.example")',
+    ]
+    assert pageviews.get_column("time_on_page_s").to_list() == [30.0, None]
+    assert pl.read_csv(workdir / "u.csv").select("user_id", "sessions", "page_views").rows() == [("u1", 1, 2)]

@@ -145,6 +145,10 @@ class DaskOutcome:
     #: Whether the run made ``output_dir`` (a failed run removes it again), and its parts' name tag.
     created: bool = False
     run_id: str = ""
+    #: The page-view and user tables, sent back by the workers (the orchestrator writes each as one
+    #: file); None when not asked for.
+    pageviews: pl.DataFrame | None = None
+    users: pl.DataFrame | None = None
 
     @property
     def rejected(self) -> int:
@@ -359,6 +363,9 @@ class _Part:
     tally: Tally
     path: str | None
     table: pl.DataFrame
+    #: The partition's page views and users (``--pageviews-output``, ``--users-output``), sent back.
+    pageviews: pl.DataFrame | None = None
+    users: pl.DataFrame | None = None
 
 
 def _sessionize_part(frame: Any, number: int, job: _Job) -> _Part:
@@ -378,7 +385,9 @@ def _sessionize_part_locked(frame: Any, number: int, job: _Job) -> _Part:
         path = _join(job.output_dir, TEMP_PART_NAME.format(number, job.run_id))
         _write_parquet(table, path)
         table = table.head(PREVIEW_ROWS)
-    return _Part(number, result.events, result.duplicates, result.tally, path, table)
+    return _Part(
+        number, result.events, result.duplicates, result.tally, path, table, result.pageviews, result.users
+    )
 
 
 # Output ------------------------------------------------------------------------------------------
@@ -720,7 +729,15 @@ def _compute(
     tables = [part.table for part in results]
     sessions = pl.concat(tables, how="vertical") if tables else pl.DataFrame()
     found = [r for r in rejected if r is not None]
+    extra: dict[str, pl.DataFrame | None] = {}
+    for name in ("pageviews", "users"):
+        if getattr(job.job, name):
+            frames_of = [getattr(part, name) for part in results if getattr(part, name) is not None]
+            if not frames_of:
+                frames_of = [getattr(process_partition(pl.DataFrame(schema=S.EVENT_SCHEMA), job.job), name)]
+            extra[name] = pl.concat(frames_of, how="vertical")
     return {
+        **extra,
         "sessions": sessions if job.output_dir is None else sessions.head(PREVIEW_ROWS),
         "sessions_complete": job.output_dir is None,
         "part_files": [part.path for part in results if part.path is not None],
@@ -762,8 +779,6 @@ class DaskEngine:
             "--buckets": config.engine.buckets,
             "--temp-dir": config.engine.temp_dir,
         }
-        unsupported["--pageviews-output"] = config.output.pageviews_output
-        unsupported["--users-output"] = config.output.users_output
         given = [name for name, value in unsupported.items() if value is not None]
         if given:
             raise UsageError(f"{', '.join(given)} cannot be used with --engine dask.")
@@ -816,6 +831,8 @@ class DaskEngine:
             buckets=result.partitions,
             scheduler=result.scheduler,
             report_table=_report_table(result) if config.output.report is not None else None,
+            pageviews=result.pageviews,
+            users=result.users,
         )
 
 
