@@ -450,7 +450,7 @@ def run(
         typer.Option(
             "--preset",
             metavar="NAME",
-            help="Read a vendor's export as it comes: ga4, snowplow, segment, posthog, mixpanel "
+            help="Read a vendor's export as it comes: ga4, snowplow, segment, posthog, amplitude, mixpanel "
             "(`sessionize presets` shows what each sets); any option given explicitly wins.",
             rich_help_panel=INPUT,
             show_default=False,
@@ -566,6 +566,16 @@ def run(
             metavar="COLUMNS",
             help="Comma-separated columns of {key, value} lists (GA4's event_params) whose keys become "
             "columns named COLUMN_KEY (--url-col event_params.page_location).",
+            rich_help_panel=INPUT,
+        ),
+    ] = "",
+    session_id_nulls: Annotated[
+        str,
+        typer.Option(
+            "--session-id-nulls",
+            metavar="VALUES",
+            help="Comma-separated client session id values that mean none (Amplitude's -1): those events "
+            "are sessionized by the timeout.",
             rich_help_panel=INPUT,
         ),
     ] = "",
@@ -989,6 +999,7 @@ def run(
                 ambiguous_time=ambiguous_time,
                 pageview_events=pageview_events,
                 unnest_params=unnest_params,
+                session_id_nulls=session_id_nulls,
                 encoding=encoding,
                 on_invalid=on_invalid,
                 rejects=rejects,

@@ -240,6 +240,8 @@ class ReadOptions:
     pageview_events: tuple[str, ...] = field(default=S.DEFAULT_PAGEVIEW_EVENTS, metadata=_FINGERPRINT)
     #: Key/value list columns (GA4's ``event_params``) whose keys become columns (io/params.py).
     unnest_params: tuple[str, ...] = ()
+    #: Client session id values that mean "none" (Amplitude's -1), besides the empty one.
+    session_id_nulls: tuple[str, ...] = ()
     #: Column names per role tried before the built-in aliases, absent ones skipped (a preset's).
     preferred_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
     encoding: str = "utf-8"
@@ -378,6 +380,7 @@ class RunConfig:
         pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
         unnest_params: str | Iterable[str] = (),
         preferred_columns: Mapping[str, Sequence[str]] | None = None,
+        session_id_nulls: str | Iterable[str] = (),
         encoding: str = "utf-8",
         on_invalid: str = "fail",
         rejects: str | Path | None = None,
@@ -443,6 +446,7 @@ class RunConfig:
             pageview_events=S.split_list(pageview_events),
             unnest_params=S.split_list(unnest_params),
             preferred_columns=check_preferred_columns(preferred_columns),
+            session_id_nulls=S.split_list(session_id_nulls),
             encoding=encoding,
             on_invalid=on_invalid,  # type: ignore[arg-type]
             valid_from=parse_timestamp(valid_from, "--valid-from"),

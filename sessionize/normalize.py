@@ -331,13 +331,15 @@ def prepare_events(
     pageview_events: Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
     keep_raw: bool = False,
     ambiguous: str = "earliest",
+    session_id_nulls: Iterable[str] = (),
 ) -> pl.LazyFrame:
     """Select, rename, type and parse the input columns into the canonical events frame.
 
     ``keep_raw`` adds the input row number (``_row``: kept if the input has it, else counted from 0)
     and the raw timestamp (``_raw_time``) that :func:`check_events` reports.
     Page views are events whose name is in ``pageview_events`` (case-insensitive); without an event
-    column, every event with a URL is a page view.
+    column, every event with a URL is a page view. ``session_id_nulls`` are client session id values
+    that mean "none" (Amplitude's ``-1``), besides the empty one.
     """
     schema = events.collect_schema()
     dtype = schema[columns.timestamp]
@@ -370,7 +372,7 @@ def prepare_events(
         _as_text(columns.referrer, nulls=("", "-")).alias(S.REFERRER),
         _as_text(columns.ip, nulls=("", "-")).alias(S.IP),
         event.alias(S.EVENT),
-        _as_text(columns.client_session_id).alias(S.CLIENT_SESSION),
+        _as_text(columns.client_session_id, nulls=("", *session_id_nulls)).alias(S.CLIENT_SESSION),
         _as_text(columns.event_id).alias(S.EVENT_ID),
         _as_text(columns.user_agent, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),

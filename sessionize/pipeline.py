@@ -163,6 +163,7 @@ def sessionize(
         timezone=read.timezone,
         pageview_events=read.pageview_events,
         ambiguous=read.ambiguous_time,
+        session_id_nulls=read.session_id_nulls,
     )
     checked = prepare(keep_raw=True)
     invalid = checked.filter(pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()).collect(engine="in-memory")

@@ -127,6 +127,27 @@ PRESETS: dict[str, Preset] = {
             },
         ),
         Preset(
+            name="amplitude",
+            vendor="Amplitude",
+            reads="Amplitude's Export API files (JSON lines, one event each)",
+            source="https://amplitude.com/docs/apis/analytics/export",
+            options={
+                "user_col": "device_id",
+                "time_col": "event_time",
+                "session_col": "session_id",
+                # session_id is the session's start in epoch milliseconds; -1 means out of any session.
+                "session_id_nulls": "-1",
+                "event_col": "event_type",
+                "pageview_events": "[Amplitude] Page Viewed",
+            },
+            preferred_columns={
+                "event_id": ("insert_id", "$insert_id", "uuid"),
+                "url": ("event_properties.[Amplitude] Page URL", "event_properties.page_url"),
+                "referrer": ("event_properties.referrer", "user_properties.referrer"),
+                "ip": ("ip_address",),
+            },
+        ),
+        Preset(
             name="mixpanel",
             vendor="Mixpanel",
             reads="Mixpanel's raw event export (JSON lines: event and properties)",

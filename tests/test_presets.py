@@ -122,6 +122,22 @@ def test_mixpanel_export(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_amplitude_export(tmp_path: Path) -> None:
+    """Amplitude: device_id and session_id (its start in epoch ms); -1 means out of session, and those
+    events are sessionized by the timeout; insert_id de-duplicates."""
+    assert sessions(tmp_path, FIXTURES / "amplitude.ndjson", "--preset", "amplitude") == [
+        # Page Viewed / (referrer in user_properties: Google), add_to_cart (sent twice), Page Viewed /cart.
+        ("dev-1", "1714557600000", "3", "2", f"{SITE}/", f"{SITE}/cart", "google", "Organic Search", "300.0"),
+        # Two server-side events with session_id -1, 10 minutes apart: one session by the timeout.
+        ("dev-1", "dev-1-20240501T140000.000000", "2", "0", None, None, "direct", "Direct", "600.0"),
+    ]  # fmt: skip
+    # Without --session-id-nulls the -1 events would share one client session "-1".
+    rows = sessions(
+        tmp_path, FIXTURES / "amplitude.ndjson", "--preset", "amplitude", "--session-id-nulls", ""
+    )
+    assert rows[1][1] == "-1"
+
+
 def test_explicit_options_win_over_the_preset(tmp_path: Path) -> None:
     source = FIXTURES / "ga4.ndjson"
     # --session-col given: GA4's ga_session_id is not used; the timeout decides (3 sessions still).
@@ -139,7 +155,7 @@ def test_explicit_options_win_over_the_preset(tmp_path: Path) -> None:
 def test_unknown_preset_and_the_list(tmp_path: Path) -> None:
     result = run_cli(FIXTURES / "ga4.ndjson", "--preset", "ga5", "--no-geo")
     assert result.exit_code != 0
-    assert "'ga5' is not one of ga4, snowplow, segment, posthog, mixpanel" in result.output
+    assert "'ga5' is not one of ga4, snowplow, segment, posthog, amplitude, mixpanel" in result.output
     with pytest.raises(UsageError, match="sessionize presets"):
         presets.get("nope")
     listing = invoke("presets")

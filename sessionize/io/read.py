@@ -572,6 +572,7 @@ def read_file(
         pageview_events=options.pageview_events,
         keep_raw=True,
         ambiguous=options.ambiguous_time,
+        session_id_nulls=options.session_id_nulls,
     )
     try:
         # Row by row work only (parsing, renaming, typing), which the streaming engine spreads over every
