@@ -32,6 +32,7 @@ from sessionize.engines.base import PREVIEW_ROWS, Outcome, RunProgress
 from sessionize.engines.incremental import IncrementalOutcome
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
+from sessionize.io.params import unnest_params
 from sessionize.normalize import check_events, prepare_events
 from sessionize.partition import (
     PartitionJob,
@@ -66,7 +67,6 @@ _FILE_OPTIONS = frozenset(
         "format",
         "input_format",
         "encoding",
-        "unnest_params",
         "on_invalid",
         "rejects",
         "valid_from",
@@ -149,6 +149,9 @@ def sessionize(
     config = _config(config, options)
     read = config.read
     frame = events.lazy()
+    if read.unnest_params:
+        wanted = [column for column in read.column_options().values() if column]
+        frame = unnest_params(frame, read.unnest_params, source="The events frame", wanted=wanted)
     columns = S.resolve_columns(
         frame.collect_schema().names(),
         source="The events frame",

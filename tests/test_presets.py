@@ -138,6 +138,16 @@ def test_amplitude_export(tmp_path: Path) -> None:
     assert rows[1][1] == "-1"
 
 
+def test_a_preset_on_a_frame_in_memory() -> None:
+    """sessionize.sessionize(frame, preset=...) reads a frame of the export as sessionize run reads the file
+    (GA4's event_params unnested in memory too)."""
+    frame = pl.read_ndjson(FIXTURES / "ga4.ndjson", infer_schema_length=None)
+    table = sessionize.sessionize(frame, preset="ga4", no_geo=True).collect()
+    files = sessionize.run([FIXTURES / "ga4.ndjson"], preset="ga4", no_geo=True).sessions
+    assert table.sort(KEYS).equals(files.sort(KEYS))
+    assert table.get_column("session_id").to_list() == ["1714557600", "1714564800", "1714557900"]
+
+
 def test_explicit_options_win_over_the_preset(tmp_path: Path) -> None:
     source = FIXTURES / "ga4.ndjson"
     # --session-col given: GA4's ga_session_id is not used; the timeout decides (3 sessions still).
