@@ -13,8 +13,8 @@ ignoring case and punctuation), read like every other column of the input.
   or buggy one can send any number of distinct keys: only the :data:`MAX_KEYS` most frequent become
   columns (with a warning naming how many were left out), so one input cannot make thousands of
   columns. A key whose column name is already taken by a top-level column is left out too.
-* The unnested columns are lazy expressions: only those a run reads (the resolved columns, and the
-  rejected rows' original columns) are computed.
+* The unnested columns are lazy expressions: only those a run reads (the resolved columns) are
+  computed. The rejected rows keep the list itself, as JSON text (:func:`as_json_lists`).
 """
 
 from __future__ import annotations
@@ -73,6 +73,29 @@ def _key_value_dtype(dtype: pl.DataType) -> pl.DataType | None:
         return None
     value = fields["value"]
     return value if isinstance(value, pl.DataType) else value()
+
+
+def as_json_lists(frame: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
+    """``frame`` with the key/value list columns named in ``columns`` as JSON text (``[{"key": ...}]``):
+    how the rejected rows keep them, in time linear in their size. Other columns are left as they are."""
+    if not columns:
+        return frame
+    schema = frame.collect_schema()
+    names = schema.names()
+    found = [name for given in columns if (name := _find(names, given)) is not None]
+    listed = [name for name in found if _key_value_dtype(schema[name]) is not None]
+    return frame.with_columns(
+        pl.when(pl.col(name).is_not_null())
+        .then(
+            pl.concat_str(
+                pl.lit("["),
+                pl.col(name).list.eval(pl.element().struct.json_encode()).list.join(","),
+                pl.lit("]"),
+            )
+        )
+        .alias(name)
+        for name in listed
+    )
 
 
 def unnest_params(
@@ -143,4 +166,4 @@ def unnest_params(
     return frame
 
 
-__all__ = ["MAX_KEYS", "unnest_params"]
+__all__ = ["MAX_KEYS", "as_json_lists", "unnest_params"]

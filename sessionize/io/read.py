@@ -36,7 +36,7 @@ from sessionize.errors import (
 )
 from sessionize.io.formats import REJECTS_COLUMNS, split_gz
 from sessionize.io.inputs import InputFile, resolve_inputs
-from sessionize.io.params import unnest_params
+from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
 from sessionize.normalize import (
     MAX_REPORTED_ROWS,
@@ -544,6 +544,9 @@ def read_file(
             scan = raw.lazy()
         else:
             scan, malformed = _scan(source, options, window)
+        # The rejected rows keep their key/value lists as JSON text: one column per key for them
+        # would cost (keys x parameters), and a client chooses the keys.
+        original = as_json_lists(scan, options.unnest_params)
         if options.unnest_params:
             wanted = [column for column in options.column_options().values() if column]
             scan = unnest_params(scan, options.unnest_params, source=name, wanted=wanted)
@@ -559,7 +562,9 @@ def read_file(
         if options.on_invalid == "fail":
             raise_malformed(name, malformed, what=_format_name(source))
         none = pl.DataFrame(schema={ROW: pl.Int64, REASON: pl.String})
-        rejects = _private_rejects(_rejects(scan, none, malformed, source=source, name=name), options, None)
+        rejects = _private_rejects(
+            _rejects(original, none, malformed, source=source, name=name), options, None
+        )
         return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), rejects, malformed.height)
     columns = S.resolve_columns(
         available, source=name, columns=options.columns, preferred=options.preferred()
@@ -615,7 +620,9 @@ def read_file(
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
         RAW_TIME, *([] if keep_row else [ROW])
     )
-    rejects = _private_rejects(_rejects(scan, invalid, malformed, source=source, name=name), options, columns)
+    rejects = _private_rejects(
+        _rejects(original, invalid, malformed, source=source, name=name), options, columns
+    )
     return FileRead(good, rejects, rows)
 
 
