@@ -522,6 +522,16 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = None,
+    page_view_id_col: Annotated[
+        str | None,
+        typer.Option(
+            "--page-view-id-col",
+            metavar="COLUMN",
+            help="Column with a page view id (Snowplow's web_page context, as a column, JSON or contexts); "
+            "page views sharing one are one page view.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
     time_unit: Annotated[
         str | None,
         typer.Option(
@@ -576,6 +586,16 @@ def run(
             metavar="VALUES",
             help="Comma-separated client session id values that mean none (Amplitude's -1): those events "
             "are sessionized by the timeout.",
+            rich_help_panel=INPUT,
+        ),
+    ] = "",
+    page_activity_events: Annotated[
+        str,
+        typer.Option(
+            "--page-activity-events",
+            metavar="NAMES",
+            help="Comma-separated event names that are page activity but not page views (Snowplow's "
+            "page_ping): they count for the landing and exit pages.",
             rich_help_panel=INPUT,
         ),
     ] = "",
@@ -994,12 +1014,14 @@ def run(
                 session_col=session_col,
                 user_agent_col=user_agent_col,
                 event_id_col=event_id_col,
+                page_view_id_col=page_view_id_col,
                 time_unit=time_unit,
                 timezone=timezone,
                 ambiguous_time=ambiguous_time,
                 pageview_events=pageview_events,
                 unnest_params=unnest_params,
                 session_id_nulls=session_id_nulls,
+                page_activity_events=page_activity_events,
                 encoding=encoding,
                 on_invalid=on_invalid,
                 rejects=rejects,

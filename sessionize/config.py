@@ -242,6 +242,9 @@ class ReadOptions:
     unnest_params: tuple[str, ...] = ()
     #: Client session id values that mean "none" (Amplitude's -1), besides the empty one.
     session_id_nulls: tuple[str, ...] = ()
+    #: Events that are page activity but not page views (Snowplow's page_ping): they count for the
+    #: landing and exit pages, not as page views.
+    page_activity_events: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: Column names per role tried before the built-in aliases, absent ones skipped (a preset's).
     preferred_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
     encoding: str = "utf-8"
@@ -257,6 +260,17 @@ class ReadOptions:
 
     def column_options(self) -> dict[str, str | None]:
         return self.columns.column_options()
+
+    def prepare_options(self) -> dict[str, Any]:
+        """The keywords of :func:`sessionize.normalize.prepare_events` that these options set."""
+        return {
+            "time_unit": self.time_unit,
+            "timezone": self.timezone,
+            "pageview_events": self.pageview_events,
+            "ambiguous": self.ambiguous_time,
+            "session_id_nulls": self.session_id_nulls,
+            "page_activity_events": self.page_activity_events,
+        }
 
     def preferred(self) -> dict[str, tuple[str, ...]]:
         """:attr:`preferred_columns` by role, for :func:`sessionize.schema.resolve_columns`."""
@@ -374,6 +388,7 @@ class RunConfig:
         session_col: str | None = None,
         user_agent_col: str | None = None,
         event_id_col: str | None = None,
+        page_view_id_col: str | None = None,
         time_unit: str | None = None,
         timezone: str | None = None,
         ambiguous_time: str = "earliest",
@@ -381,6 +396,7 @@ class RunConfig:
         unnest_params: str | Iterable[str] = (),
         preferred_columns: Mapping[str, Sequence[str]] | None = None,
         session_id_nulls: str | Iterable[str] = (),
+        page_activity_events: str | Iterable[str] = (),
         encoding: str = "utf-8",
         on_invalid: str = "fail",
         rejects: str | Path | None = None,
@@ -447,6 +463,7 @@ class RunConfig:
             unnest_params=S.split_list(unnest_params),
             preferred_columns=check_preferred_columns(preferred_columns),
             session_id_nulls=S.split_list(session_id_nulls),
+            page_activity_events=S.split_list(page_activity_events),
             encoding=encoding,
             on_invalid=on_invalid,  # type: ignore[arg-type]
             valid_from=parse_timestamp(valid_from, "--valid-from"),

@@ -417,9 +417,13 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
 def _summarize_labelled(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl.LazyFrame:
     """The session table of labelled events (``session_id`` on every event), by a ``group_by``."""
     ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
+    # Page views and page activity (null: Snowplow's page pings) give the landing and exit pages.
+    page = pv.fill_null(True)
     # `filter(...).first()` keeps a null value of the first page view: a null referrer means "direct".
     landing_referrer = (
-        pl.when(pv.any()).then(pl.col(S.REFERRER).filter(pv).first()).otherwise(pl.col(S.REFERRER).first())
+        pl.when(page.any())
+        .then(pl.col(S.REFERRER).filter(page).first())
+        .otherwise(pl.col(S.REFERRER).first())
     )
     # The robots.txt test runs per row, before the group_by: inside the aggregation it was 3x slower.
     robots = pl.col(S.URL).str.contains(_ROBOTS_TXT_URL)
@@ -431,10 +435,10 @@ def _summarize_labelled(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
             ts.max().alias("session_end"),
             pl.len().cast(pl.UInt32).alias("event_count"),
             pv.sum().cast(pl.UInt32).alias("pageview_count"),
-            pl.col(S.URL).filter(pv).first().alias("landing_page"),
-            pl.col(S.URL).filter(pv).last().alias("exit_page"),
+            pl.col(S.URL).filter(page).first().alias("landing_page"),
+            pl.col(S.URL).filter(page).last().alias("exit_page"),
             landing_referrer.alias("referrer"),
-            pl.when(pv.any()).then(pl.lit(None)).otherwise(pl.col(S.URL).first()).alias(S.REFERRER_PAGE),
+            pl.when(page.any()).then(pl.lit(None)).otherwise(pl.col(S.URL).first()).alias(S.REFERRER_PAGE),
             pl.col(S.IP).first().alias("ip"),
             pl.col(S.USER_AGENT).first().alias("user_agent"),
             # Only crawlers ask for /robots.txt: the session is a bot's whatever its user agent says.
@@ -465,7 +469,8 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
         order,
         pl.col(SESSION_NEW),
         pl.col(SESSION_TIME),
-        in_order(pl.col(S.IS_PAGEVIEW)),
+        # Page views (true) and page activity (null), not filled: see `_session_rows`.
+        _contiguous(pl.col(S.IS_PAGEVIEW)).gather(order),
         # Every /robots.txt request contains the literal "/robots.txt", a quick test; the exact one
         # runs only on the URLs that pass it.
         in_order(pl.col(S.URL).str.contains("/robots.txt", literal=True)),
@@ -517,20 +522,29 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
     ends = (starts.shift(-1) - 1).fill_null(n - 1) if n else starts
     first = order.gather(starts)
 
+    def counts(flags: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series]:
+        """Per session: the flags set before it, through its end, and in it."""
+        running = flags.cum_sum().cast(pl.UInt32)
+        before = running.gather(starts) - flags.gather(starts).cast(pl.UInt32)
+        through = running.gather(ends)
+        return before, through, through - before
+
+    # Page activity (a null flag: Snowplow's page pings) gives the landing and exit pages as page views
+    # do, without counting as one.
+    activity = pv.null_count() > 0
+    page = pv.fill_null(True) if activity else pv
+    pv = pv.fill_null(False)
     # Page views up to and including each event; the sessions' first and last ones by their rank.
-    pv_sum = pv.cum_sum().cast(pl.UInt32)
-    before = pv_sum.gather(starts) - pv.gather(starts).cast(pl.UInt32)
-    through = pv_sum.gather(ends)
-    del pv_sum
-    pageviews = through - before
-    pv_positions = pv.arg_true()
-    del pv
+    before, through, pages = counts(page)
+    pageviews = counts(pv)[2] if activity else pages
+    page_positions = page.arg_true()
+    del pv, page
     # Input rows of the first and last page views (null without one).
     landing, exit_ = (
-        order.gather(pv_positions.gather(pl.select(pl.when(pageviews > 0).then(rank)).to_series()))
+        order.gather(page_positions.gather(pl.select(pl.when(pages > 0).then(rank)).to_series()))
         for rank in (before, through - 1)
     )
-    del pv_positions, before, through
+    del page_positions, before, through, pages
 
     maybe = maybe.arg_true()
     robots = maybe.filter(url.gather(order.gather(maybe)).str.contains(_ROBOTS_TXT_URL).fill_null(False))

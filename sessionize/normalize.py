@@ -322,6 +322,41 @@ def _as_text(column: str | None, *, nulls: Iterable[str] = ("",)) -> pl.Expr:
     return pl.when(text.is_in(list(nulls))).then(None).otherwise(text)
 
 
+#: The web_page entity inside Snowplow's self-describing ``contexts`` JSON, and its ``id``.
+_WEB_PAGE_ID = (
+    r'"schema"\s*:\s*"iglu:com\.snowplowanalytics\.snowplow/web_page/jsonschema/[0-9-]+"\s*,'
+    r'\s*"data"\s*:\s*\{\s*"id"\s*:\s*"([^"\\]*)"'
+)
+
+
+def page_view_id_expr(column: str | None, dtype: pl.DataType | None) -> pl.Expr:
+    """The page view id from its column: plain text, Snowplow's self-describing ``contexts`` JSON (the
+    web_page entity's ``id``), a warehouse's web_page context column (JSON text ``[{"id": ...}]`` or
+    a list of structs), or a struct with an ``id``. Null where there is none."""
+    if column is None or dtype is None:
+        return pl.lit(None, dtype=pl.String)
+    col = pl.col(column)
+    if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+        if "id" not in [f.name for f in dtype.inner.fields]:
+            return pl.lit(None, dtype=pl.String)
+        col = col.list.first().struct.field("id")
+    elif isinstance(dtype, pl.Struct):
+        if "id" not in [f.name for f in dtype.fields]:
+            return pl.lit(None, dtype=pl.String)
+        col = col.struct.field("id")
+    elif not (_is_text(dtype) or dtype.is_integer()):
+        return pl.lit(None, dtype=pl.String)
+    text = col.cast(pl.String).str.strip_chars()
+    return (
+        pl.when(text.str.contains("web_page/jsonschema", literal=True))
+        .then(text.str.extract(_WEB_PAGE_ID, 1))
+        .when(text.str.starts_with("["))
+        .then(text.str.json_path_match("$[0].id"))
+        .otherwise(text)
+        .replace("", None)
+    )
+
+
 def prepare_events(
     events: pl.LazyFrame,
     *,
@@ -332,6 +367,7 @@ def prepare_events(
     keep_raw: bool = False,
     ambiguous: str = "earliest",
     session_id_nulls: Iterable[str] = (),
+    page_activity_events: Iterable[str] = (),
 ) -> pl.LazyFrame:
     """Select, rename, type and parse the input columns into the canonical events frame.
 
@@ -339,7 +375,11 @@ def prepare_events(
     and the raw timestamp (``_raw_time``) that :func:`check_events` reports.
     Page views are events whose name is in ``pageview_events`` (case-insensitive); without an event
     column, every event with a URL is a page view. ``session_id_nulls`` are client session id values
-    that mean "none" (Amplitude's ``-1``), besides the empty one.
+    that mean "none" (Amplitude's ``-1``), besides the empty one. Events named in
+    ``page_activity_events`` (Snowplow's ``page_ping``) are page activity: ``is_pageview`` null (see
+    :data:`sessionize.schema.IS_PAGEVIEW`). A page view with a page view id (``columns.page_view_id``)
+    takes ``page_view:<id>`` as its event id, so that repeated page views of one id are dropped as
+    duplicate events: page views count by distinct id, as Snowplow counts them.
     """
     schema = events.collect_schema()
     dtype = schema[columns.timestamp]
@@ -364,6 +404,21 @@ def prepare_events(
         if columns.event is not None
         else url.is_not_null()
     )
+    activity = [name.lower() for name in page_activity_events]
+    if activity and columns.event is not None:
+        is_pageview = (
+            pl.when(~is_pageview & event.str.to_lowercase().is_in(activity).fill_null(False))
+            .then(None)
+            .otherwise(is_pageview)
+        )
+    event_id = _as_text(columns.event_id)
+    if columns.page_view_id is not None:
+        page_view_id = page_view_id_expr(columns.page_view_id, schema.get(columns.page_view_id))
+        event_id = (
+            pl.when(is_pageview.fill_null(False) & page_view_id.is_not_null())
+            .then(pl.lit("page_view:") + page_view_id)
+            .otherwise(event_id)
+        )
     return events.select(
         _as_text(columns.user_id).alias(S.USER),
         parsed.alias(S.TIME),
@@ -373,7 +428,7 @@ def prepare_events(
         _as_text(columns.ip, nulls=("", "-")).alias(S.IP),
         event.alias(S.EVENT),
         _as_text(columns.client_session_id, nulls=("", *session_id_nulls)).alias(S.CLIENT_SESSION),
-        _as_text(columns.event_id).alias(S.EVENT_ID),
+        event_id.alias(S.EVENT_ID),
         _as_text(columns.user_agent, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),
         *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),

@@ -158,16 +158,7 @@ def sessionize(
         columns=read.columns,
         preferred=read.preferred(),
     )
-    prepare = functools.partial(
-        prepare_events,
-        frame,
-        columns=columns,
-        time_unit=read.time_unit,
-        timezone=read.timezone,
-        pageview_events=read.pageview_events,
-        ambiguous=read.ambiguous_time,
-        session_id_nulls=read.session_id_nulls,
-    )
+    prepare = functools.partial(prepare_events, frame, columns=columns, **read.prepare_options())
     checked = prepare(keep_raw=True)
     invalid = checked.filter(pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()).collect(engine="in-memory")
     check_events(
@@ -218,16 +209,12 @@ def sessionize_tables(
     read = config.read
     frame = events.lazy()
     columns = S.resolve_columns(
-        frame.collect_schema().names(), source="The events frame", columns=read.columns
+        frame.collect_schema().names(),
+        source="The events frame",
+        columns=read.columns,
+        preferred=read.preferred(),
     )
-    prepared = prepare_events(
-        frame,
-        columns=columns,
-        time_unit=read.time_unit,
-        timezone=read.timezone,
-        pageview_events=read.pageview_events,
-        ambiguous=read.ambiguous_time,
-    ).collect(engine="in-memory")
+    prepared = prepare_events(frame, columns=columns, **read.prepare_options()).collect(engine="in-memory")
     job = dataclasses.replace(
         PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config)),
         pageviews=True,

@@ -79,8 +79,17 @@ PRESETS: dict[str, Preset] = {
                 "session_col": "domain_sessionid",
                 "event_id_col": "event_id",
                 "pageview_events": "page_view",
+                # Page pings carry the page they are sent from: the landing and exit pages.
+                "page_activity_events": "page_ping",
             },
             preferred_columns={
+                # The web_page context's id: a column, a warehouse's context column, or the TSV's contexts.
+                "page_view_id": (
+                    "page_view_id",
+                    "contexts_com_snowplowanalytics_snowplow_web_page_1",
+                    "contexts_com_snowplowanalytics_snowplow_web_page_1_0_0",
+                    "contexts",
+                ),
                 "url": ("page_url",),
                 "referrer": ("page_referrer",),
                 "ip": ("user_ipaddress",),

@@ -30,7 +30,12 @@ EVENT = "event"
 CLIENT_SESSION = "client_session_id"
 EVENT_ID = "event_id"
 USER_AGENT = "user_agent"
+#: True for a page view, False for other events, null for *page activity* that is not a page view
+#: (``--page-activity-events``: Snowplow's page pings): it counts for the landing and exit pages, not as a
+#: page view.
 IS_PAGEVIEW = "is_pageview"
+#: The role of the page view id column (Snowplow's web_page context ``id``): read, never an event column.
+PAGE_VIEW_ID = "page_view_id"
 SESSION_ID = "session_id"
 #: Hidden column of the session summary, read by attribution and dropped by it: the URL of the event
 #: whose referrer a session without a page view takes (its first event), null when the session has a
@@ -79,6 +84,14 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     CLIENT_SESSION: ("session_id", "domain_sessionid", "$session_id", "sessionid"),
     EVENT_ID: ("event_id", "message_id", "id", "$insert_id", "uuid"),
     USER_AGENT: ("user_agent", "useragent", "context_user_agent", "http_user_agent", "$user_agent", "ua"),
+    # Snowplow: the web_page context's id, as a column of its own or the context column of a warehouse
+    # table (Snowflake: JSON text; BigQuery: an array of structs).
+    PAGE_VIEW_ID: (
+        "page_view_id",
+        "pageview_id",
+        "contexts_com_snowplowanalytics_snowplow_web_page_1",
+        "contexts_com_snowplowanalytics_snowplow_web_page_1_0_0",
+    ),
 }
 
 #: The CLI flag that names each input column.
@@ -101,6 +114,7 @@ class ColumnNames:
     session: str | None = field(default=None, metadata={"role": CLIENT_SESSION})
     user_agent: str | None = field(default=None, metadata={"role": USER_AGENT})
     event_id: str | None = field(default=None, metadata={"role": EVENT_ID})
+    page_view_id: str | None = field(default=None, metadata={"role": PAGE_VIEW_ID})
 
     @classmethod
     def of(cls, options: Mapping[str, object]) -> ColumnNames:
@@ -162,8 +176,16 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn("duration_s", pl.Float64(), "`session_end - session_start` in seconds; 0 for one event."),
     OutputColumn("event_count", pl.UInt32(), "Number of events in the session."),
     OutputColumn("pageview_count", pl.UInt32(), "Number of page views in the session."),
-    OutputColumn("landing_page", pl.String(), "URL of the first page view; null without page views."),
-    OutputColumn("exit_page", pl.String(), "URL of the last page view; null without page views."),
+    OutputColumn(
+        "landing_page",
+        pl.String(),
+        "URL of the first page view (or page activity: `--page-activity-events`); null without either.",
+    ),
+    OutputColumn(
+        "exit_page",
+        pl.String(),
+        "URL of the last page view (or page activity: `--page-activity-events`); null without either.",
+    ),
     OutputColumn(
         "referrer",
         pl.String(),
@@ -267,6 +289,7 @@ class ColumnMap:
     client_session_id: str | None = None
     event_id: str | None = None
     user_agent: str | None = None
+    page_view_id: str | None = None
     #: Further event-name columns, used where ``event`` is empty (Segment: ``event`` for track
     #: calls, ``type`` = ``page`` for page calls).
     event_fallbacks: tuple[str, ...] = ()

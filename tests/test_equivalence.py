@@ -262,6 +262,11 @@ OPTION_SETS: dict[str, OptionSet] = {
         {"anonymize_ip": True, "hash_user_ids": SECRET_VAR, "on_invalid": "skip"}, dirty=True
     ),
     "bots+dedupe+drop": OptionSet({"exclude_bots": True, "dedupe": True, "drop_columns": DROPPED}),
+    # Scrolls as page activity (landing and exit pages); page views by distinct id, the event id standing
+    # in for one (a page view id repeated in a later run is not recognised incrementally, as event ids).
+    "page_activity+page_view_ids": OptionSet(
+        {"page_activity_events": "scroll", "page_view_id_col": "event_id"}
+    ),
 }
 
 #: The paths compared with the in-memory one, and the ``path_taken`` each must report.

@@ -222,3 +222,83 @@ def test_a_malformed_enriched_line_is_named_and_set_aside(tmp_path: Path) -> Non
     assert rejected.select("source_row", "reject_reason").rows() == [
         ("3", "wrong_field_count (40, expected 131)")
     ]
+
+
+# --- Snowplow's page pings and page view ids -------------------------------------------------------
+
+PINGS = FIXTURES / "snowplow_page_pings.csv"
+U1, U2 = "d1a2b3c4-0000-4000-8000-00000000000a", "d1a2b3c4-0000-4000-8000-00000000000b"
+PINGS_EXPECTED = [
+    # ping, ping on /article (its page view was never received), page_view /next, the same page view
+    # (its web_page id) sent again with another event id, ping on /next. The pings are page activity:
+    # /article is the landing page, with its referrer (Google); one page view by distinct id, 4 events.
+    (U1, "5e5e0001-0000-4000-8000-00000000000a", "4", "1", f"{SITE}/article", f"{SITE}/next", "google",
+     "Organic Search", "40.0"),
+    # Only pings: no page view, yet /blog is the landing and exit page, and HN the source.
+    (U2, "5e5e0001-0000-4000-8000-00000000000b", "2", "0", f"{SITE}/blog", f"{SITE}/blog", "ycombinator",
+     "Organic Social", "10.0"),
+]  # fmt: skip
+
+
+def test_snowplow_page_pings_are_page_activity_and_page_views_count_by_id(tmp_path: Path) -> None:
+    assert sessions(tmp_path, PINGS, "--preset", "snowplow") == PINGS_EXPECTED
+    # Without the rule (explicit flags win): pings are plain events, so the second session has no
+    # landing page, and the repeated page view counts twice.
+    flags = ("--page-activity-events", "", "--page-view-id-col", "event_id")
+    plain = sessions(tmp_path, PINGS, "--preset", "snowplow", *flags)
+    assert [row[2:6] for row in plain] == [
+        ("5", "2", f"{SITE}/next", f"{SITE}/next"),
+        ("2", "0", None, None),
+    ]
+
+
+def test_the_web_page_context_as_a_warehouse_writes_it(tmp_path: Path) -> None:
+    """BigQuery and Databricks hold the web_page context as a list of structs, a derived table as a plain
+    page_view_id column: the same sessions; and buckets and Dask give what memory gives."""
+    frame = pl.read_csv(PINGS, infer_schema=False)
+    context = "contexts_com_snowplowanalytics_snowplow_web_page_1"
+    ids = pl.col(context).str.json_path_match("$[0].id")
+    bigquery = tmp_path / "bigquery.parquet"
+    frame.with_columns(pl.concat_list(pl.struct(ids.alias("id"))).alias(f"{context}_0_0")).drop(
+        context
+    ).write_parquet(bigquery)
+    assert sessions(tmp_path, bigquery, "--preset", "snowplow") == PINGS_EXPECTED
+    derived = tmp_path / "derived.csv"
+    frame.with_columns(ids.alias("page_view_id")).drop(context).write_csv(derived)
+    assert sessions(tmp_path, derived, "--preset", "snowplow") == PINGS_EXPECTED
+    in_memory = sessionize.run([PINGS], preset="snowplow", no_geo=True).sessions.sort(KEYS)
+    out = tmp_path / "buckets.parquet"
+    sessionize.run(
+        [PINGS], preset="snowplow", no_geo=True, buckets=2, temp_dir=str(tmp_path), output=str(out)
+    )
+    assert pl.read_parquet(out).sort(KEYS).equals(in_memory)
+    dask = sessionize.run([PINGS], preset="snowplow", no_geo=True, engine="dask", partitions=2).sessions
+    assert dask.sort(KEYS).equals(in_memory)
+
+
+def test_page_activity_and_page_view_ids_without_a_preset(tmp_path: Path) -> None:
+    """The two rules are general flags: any export with heartbeat events and a page view id."""
+    source = write_text(
+        tmp_path / "events.csv",
+        "visitor,ts,name,pv,url\n"
+        "v1,2024-05-01T10:00:00Z,heartbeat,p0,https://a.example/first\n"
+        "v1,2024-05-01T10:00:05Z,view,p1,https://a.example/second\n"
+        "v1,2024-05-01T10:00:06Z,view,p1,https://a.example/second\n"
+        "v1,2024-05-01T10:00:20Z,heartbeat,p1,https://a.example/second\n"
+        "v1,2024-05-01T10:00:30Z,click,p1,https://a.example/second?button\n",
+    )
+    flags = ("--user-col", "visitor", "--event-col", "name", "--pageview-events", "view")
+    rows = sessions(
+        tmp_path, source, *flags, "--page-activity-events", "heartbeat", "--page-view-id-col", "pv"
+    )
+    assert [row[2:6] for row in rows] == [("4", "1", "https://a.example/first", "https://a.example/second")]
+    # The click is neither: not the exit page. Without the flags: 5 events, 2 page views.
+    rows = sessions(tmp_path, source, *flags)
+    assert [row[2:6] for row in rows] == [("5", "2", "https://a.example/second", "https://a.example/second")]
+    table = sessionize.sessionize(
+        pl.read_csv(source), user_col="visitor", event_col="name", pageview_events="view",
+        page_activity_events="heartbeat", page_view_id_col="pv", no_geo=True,
+    ).collect()  # fmt: skip
+    assert table.select("event_count", "pageview_count", "landing_page").row(0) == (
+        4, 1, "https://a.example/first"
+    )  # fmt: skip

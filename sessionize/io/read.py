@@ -569,16 +569,7 @@ def read_file(
     columns = S.resolve_columns(
         available, source=name, columns=options.columns, preferred=options.preferred()
     )
-    events = prepare_events(
-        scan,
-        columns=columns,
-        time_unit=options.time_unit,
-        timezone=options.timezone,
-        pageview_events=options.pageview_events,
-        keep_raw=True,
-        ambiguous=options.ambiguous_time,
-        session_id_nulls=options.session_id_nulls,
-    )
+    events = prepare_events(scan, columns=columns, keep_raw=True, **options.prepare_options())
     try:
         # Row by row work only (parsing, renaming, typing), which the streaming engine spreads over every
         # core, morsel by morsel and in order, where the in-memory engine parses a text column on one
