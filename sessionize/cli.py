@@ -224,6 +224,7 @@ def run_figures(result: RunResult, *, report: str | None = None) -> tuple[list[F
         "rows_read": result.rows_read,
         "rejected": result.rejected,
         "duplicates_removed": result.duplicates_removed,
+        "filtered_out": result.filtered_out,
         "events": result.events_read,
         "sessions": result.session_count,
         "users": result.user_count,
@@ -273,6 +274,12 @@ def run_figures(result: RunResult, *, report: str | None = None) -> tuple[list[F
                 "duplicates removed",
                 f"{result.duplicates_removed:,}",
                 {"duplicates_removed": result.duplicates_removed},
+            )
+        )
+    if result.filtered_out:
+        figures.append(
+            Figure(
+                "filtered out", f"{result.filtered_out:,} (--filter)", {"filtered_out": result.filtered_out}
             )
         )
     figures.append(Figure("events sessionized", f"{result.events_read:,}", {"events": result.events_read}))
@@ -589,6 +596,16 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = "",
+    filter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            metavar="COLUMN=VALUES",
+            help="Keep only the rows whose COLUMN is one of the comma-separated VALUES (--filter "
+            "app_id=shop); repeatable, all apply. The others are counted as filtered out.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
     page_activity_events: Annotated[
         str,
         typer.Option(
@@ -1022,6 +1039,7 @@ def run(
                 unnest_params=unnest_params,
                 session_id_nulls=session_id_nulls,
                 page_activity_events=page_activity_events,
+                filter=filter,
                 encoding=encoding,
                 on_invalid=on_invalid,
                 rejects=rejects,

@@ -220,6 +220,36 @@ def check_preferred_columns(
     return tuple(result)
 
 
+def check_filters(
+    value: str | Iterable[str] | Mapping[str, str | Iterable[str]] | None,
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``--filter COLUMN=VALUE[,VALUE...]`` (repeatable; a mapping in Python): keep only the rows whose
+    ``COLUMN`` is one of the values. Several filters all apply; one column may be filtered once."""
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        pairs = [(str(k), v if isinstance(v, str) else ",".join(v)) for k, v in value.items()]
+    else:
+        pairs = []
+        for item in [value] if isinstance(value, str) else value:
+            column, equals, values = str(item).partition("=")
+            if not equals or not column.strip():
+                raise UsageError(
+                    f"--filter {item!r} is not COLUMN=VALUE[,VALUE...] (for example --filter app_id=shop)."
+                )
+            pairs.append((column, values))
+    result: dict[str, tuple[str, ...]] = {}
+    for column, values in pairs:
+        name = column.strip()
+        kept = S.split_list(values)
+        if not kept:
+            raise UsageError(f"--filter {name}=: give at least one value to keep (--filter {name}=VALUE).")
+        if name in result:
+            raise UsageError(f"--filter names {name!r} twice: give its values once, comma-separated.")
+        result[name] = kept
+    return tuple(result.items())
+
+
 def _path(value: str | Path | None) -> str | None:
     return None if value is None else str(value)
 
@@ -245,6 +275,8 @@ class ReadOptions:
     #: Events that are page activity but not page views (Snowplow's page_ping): they count for the
     #: landing and exit pages, not as page views.
     page_activity_events: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
+    #: ``--filter``: (column, values to keep) pairs; other rows are counted as filtered out.
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), metadata=_FINGERPRINT)
     #: Column names per role tried before the built-in aliases, absent ones skipped (a preset's).
     preferred_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
     encoding: str = "utf-8"
@@ -397,6 +429,7 @@ class RunConfig:
         preferred_columns: Mapping[str, Sequence[str]] | None = None,
         session_id_nulls: str | Iterable[str] = (),
         page_activity_events: str | Iterable[str] = (),
+        filter: str | Iterable[str] | Mapping[str, str | Iterable[str]] | None = None,
         encoding: str = "utf-8",
         on_invalid: str = "fail",
         rejects: str | Path | None = None,
@@ -464,6 +497,7 @@ class RunConfig:
             preferred_columns=check_preferred_columns(preferred_columns),
             session_id_nulls=S.split_list(session_id_nulls),
             page_activity_events=S.split_list(page_activity_events),
+            filters=check_filters(filter),
             encoding=encoding,
             on_invalid=on_invalid,  # type: ignore[arg-type]
             valid_from=parse_timestamp(valid_from, "--valid-from"),

@@ -6,7 +6,7 @@ The canonical frame has the columns of :data:`sessionize.schema.EVENT_SCHEMA`: s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 import polars as pl
@@ -357,6 +357,27 @@ def page_view_id_expr(column: str | None, dtype: pl.DataType | None) -> pl.Expr:
     )
 
 
+#: The column :func:`keep_expr` makes: whether a row passes every ``--filter``.
+KEEP = "_keep"
+
+
+def keep_expr(
+    filters: Sequence[tuple[str, Sequence[str]]], available: Sequence[str], *, source: str
+) -> pl.Expr | None:
+    """Whether a row passes every ``--filter`` (its column's text is one of the values; a null never
+    passes), or None without filters. Raises :class:`MissingColumnError` for a column not found."""
+    if not filters:
+        return None
+    tests = [
+        pl.col(S.find_column(column, available, source=source, flag=f"--filter {column}=..."))
+        .cast(pl.String)
+        .is_in(list(values))
+        .fill_null(False)
+        for column, values in filters
+    ]
+    return pl.all_horizontal(tests).alias(KEEP)
+
+
 def prepare_events(
     events: pl.LazyFrame,
     *,
@@ -368,6 +389,7 @@ def prepare_events(
     ambiguous: str = "earliest",
     session_id_nulls: Iterable[str] = (),
     page_activity_events: Iterable[str] = (),
+    carry: Sequence[str] = (),
 ) -> pl.LazyFrame:
     """Select, rename, type and parse the input columns into the canonical events frame.
 
@@ -377,7 +399,8 @@ def prepare_events(
     column, every event with a URL is a page view. ``session_id_nulls`` are client session id values
     that mean "none" (Amplitude's ``-1``), besides the empty one. Events named in
     ``page_activity_events`` (Snowplow's ``page_ping``) are page activity: ``is_pageview`` null (see
-    :data:`sessionize.schema.IS_PAGEVIEW`). A page view with a page view id (``columns.page_view_id``)
+    :data:`sessionize.schema.IS_PAGEVIEW`). ``carry`` names columns kept as they are, after the
+    canonical ones. A page view with a page view id (``columns.page_view_id``)
     takes ``page_view:<id>`` as its event id, so that repeated page views of one id are dropped as
     duplicate events: page views count by distinct id, as Snowplow counts them.
     """
@@ -432,6 +455,7 @@ def prepare_events(
         _as_text(columns.user_agent, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),
         *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
+        *carry,
     )
 
 

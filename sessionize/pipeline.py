@@ -26,14 +26,14 @@ from sessionize import geo, io, presets
 from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.attribution import RefererDatabase, load_referers
-from sessionize.config import RunConfig
+from sessionize.config import ReadOptions, RunConfig
 from sessionize.engines import choose_engine
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, RunProgress
 from sessionize.engines.incremental import IncrementalOutcome
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
 from sessionize.io.params import unnest_params
-from sessionize.normalize import check_events, prepare_events
+from sessionize.normalize import check_events, keep_expr, prepare_events
 from sessionize.partition import (
     PartitionJob,
     SessionRules,
@@ -148,16 +148,7 @@ def sessionize(
         )
     config = _config(config, options)
     read = config.read
-    frame = events.lazy()
-    if read.unnest_params:
-        wanted = [column for column in read.column_options().values() if column]
-        frame = unnest_params(frame, read.unnest_params, source="The events frame", wanted=wanted)
-    columns = S.resolve_columns(
-        frame.collect_schema().names(),
-        source="The events frame",
-        columns=read.columns,
-        preferred=read.preferred(),
-    )
+    frame, columns = _frame_events(events, read)
     prepare = functools.partial(prepare_events, frame, columns=columns, **read.prepare_options())
     checked = prepare(keep_raw=True)
     invalid = checked.filter(pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()).collect(engine="in-memory")
@@ -170,6 +161,22 @@ def sessionize(
     )
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
     return process_lazy(prepare(), job)
+
+
+def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tuple[pl.LazyFrame, S.ColumnMap]:
+    """A frame of events as a file is read: key/value lists unnested, ``--filter`` applied, its columns
+    found."""
+    frame = events.lazy()
+    source = "The events frame"
+    if read.unnest_params:
+        wanted = [column for column in read.column_options().values() if column]
+        frame = unnest_params(frame, read.unnest_params, source=source, wanted=wanted)
+    names = frame.collect_schema().names()
+    keep = keep_expr(read.filters, names, source=source)
+    if keep is not None:
+        frame = frame.filter(keep)
+    columns = S.resolve_columns(names, source=source, columns=read.columns, preferred=read.preferred())
+    return frame, columns
 
 
 @dataclass(frozen=True)
@@ -207,13 +214,7 @@ def sessionize_tables(
     del lazy
     config = _config(config, options)
     read = config.read
-    frame = events.lazy()
-    columns = S.resolve_columns(
-        frame.collect_schema().names(),
-        source="The events frame",
-        columns=read.columns,
-        preferred=read.preferred(),
-    )
+    frame, columns = _frame_events(events, read)
     prepared = prepare_events(frame, columns=columns, **read.prepare_options()).collect(engine="in-memory")
     job = dataclasses.replace(
         PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config)),
@@ -251,11 +252,13 @@ class RunResult:
     geo_database: GeoDatabaseInfo | None = None
     #: Sessions per IP lookup outcome: resolved, not_found, private, invalid, missing.
     geo_counts: dict[str, int] = field(default_factory=dict)
-    #: Data rows in the inputs: ``rows_read == events_read + rejected + duplicates_removed``
-    #: (``events_read`` includes the events of bot sessions left out with ``exclude_bots``).
+    #: Data rows in the inputs: ``rows_read == events_read + rejected + duplicates_removed +
+    #: filtered_out`` (``events_read`` includes the events of bot sessions left out with ``exclude_bots``).
     rows_read: int = 0
     rejected: int = 0
     duplicates_removed: int = 0
+    #: Rows left out by ``--filter``.
+    filtered_out: int = 0
     #: Sessions of crawlers and scripts; those left out with ``exclude_bots``, and their events.
     bot_sessions: int = 0
     bot_sessions_excluded: int = 0
@@ -407,6 +410,7 @@ def _result(
         rejected=outcome.rejected,
         rejects=outcome.rejects,
         duplicates_removed=outcome.duplicates_removed,
+        filtered_out=outcome.filtered,
         geo_counts=tally.geo_counts,
         bot_sessions=tally.bot_sessions,
         bot_sessions_excluded=tally.bot_sessions if exclude_bots else 0,

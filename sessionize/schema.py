@@ -389,6 +389,25 @@ def resolve_columns(
     return ColumnMap(**found, event_fallbacks=fallbacks)  # type: ignore[arg-type]
 
 
+def find_column(given: str, available: Sequence[str], *, source: str, flag: str) -> str:
+    """The column ``given`` names: itself, its flattened form (``context.page.url`` ->
+    ``context_page_url``) or the one column equal to it with case and punctuation ignored."""
+    if given in available:
+        return given
+    if given.replace(".", "_") in available:
+        return given.replace(".", "_")
+    matches = [name for name in available if _norm(name) == _norm(given)]
+    if len(matches) == 1:
+        return matches[0]
+    close = _closest(given, available)
+    listing = ", ".join(available) if available else "(none)"
+    raise MissingColumnError(
+        f"{source} has no column {given!r} (given with {flag}"
+        + (f"; did you mean {close!r}?)" if close else ")")
+        + f". Its columns are: {listing}."
+    )
+
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -262,6 +262,8 @@ OPTION_SETS: dict[str, OptionSet] = {
         {"anonymize_ip": True, "hash_user_ids": SECRET_VAR, "on_invalid": "skip"}, dirty=True
     ),
     "bots+dedupe+drop": OptionSet({"exclude_bots": True, "dedupe": True, "drop_columns": DROPPED}),
+    # Add-to-cart events left out (counted in filtered_out on every path).
+    "filter": OptionSet({"filter": ["event=page_view,click,scroll"]}),
     # Scrolls as page activity (landing and exit pages); page views by distinct id, the event id standing
     # in for one (a page view id repeated in a later run is not recognised incrementally, as event ids).
     "page_activity+page_view_ids": OptionSet(
@@ -285,6 +287,7 @@ FIGURES = (
     "events_read",
     "rejected",
     "duplicates_removed",
+    "filtered_out",
     "session_count",
     "user_count",
     "bot_sessions",
@@ -295,7 +298,7 @@ FIGURES = (
 )
 #: The figures that add up over the incremental runs: rows, never sessions (each run counts the
 #: sessions it rewrote).
-SUMMED = ("rows_read", "events_read", "rejected", "duplicates_removed")
+SUMMED = ("rows_read", "events_read", "rejected", "duplicates_removed", "filtered_out")
 
 
 @dataclass

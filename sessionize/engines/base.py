@@ -48,7 +48,7 @@ class Outcome:
     tally: Tally
     #: The inputs read (paths or URLs), in input order.
     files: list[str]
-    #: Data rows in the inputs: ``rows_read == events + rejected + duplicates_removed``.
+    #: Data rows in the inputs: ``rows_read == events + rejected + duplicates_removed + filtered``.
     rows_read: int
     events: int
     duplicates_removed: int
@@ -78,6 +78,8 @@ class Outcome:
     incremental: Any = None
     #: The memory budget of a local run, in bytes.
     memory_limit: int = 0
+    #: Rows left out by ``--filter``.
+    filtered: int = 0
 
     @property
     def rejected(self) -> int:

@@ -80,12 +80,13 @@ class BucketEngine:
         try:
             spill = io.BucketSpill(work, plan.buckets)
             bucket = bucket_of(plan.buckets)
-            rows = 0
+            rows = filtered = 0
             progress(RunProgress("read", 0, len(files), 0))
             rejected: list[pl.DataFrame] = []
             for number, source in enumerate(files, start=1):
                 for part in io.iter_reads(source, config.read, plan.chunk_rows, scratch=work):
                     rows += part.rows
+                    filtered += part.filtered
                     if part.rejects is not None:
                         rejected.append(part.rejects)
                     # No full address in the spill files with --anonymize-ip (located first after-geo).
@@ -173,6 +174,7 @@ class BucketEngine:
                 report_table=report_table,
                 cleanup=lambda: shutil.rmtree(work, ignore_errors=True),
                 memory_limit=plan.memory_limit,
+                filtered=filtered,
             )
         finally:
             if not keep_work:

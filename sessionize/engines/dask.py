@@ -127,8 +127,10 @@ class DaskOutcome:
     #: Where the session table went (one Parquet file per partition), and those files.
     output_dir: str | None
     part_files: list[str]
-    #: Data rows in the inputs: ``rows_read == events + rejected + duplicates_removed``.
+    #: Data rows in the inputs: ``rows_read == events + rejected + duplicates_removed + filtered``.
     rows_read: int
+    #: Rows left out by ``--filter``.
+    filtered: int
     #: Events sessionized (bots' too, when ``exclude_bots`` left their sessions out).
     events: int
     #: The rejected rows (``on_invalid="skip"``), as the local engine gives them; None for none.
@@ -284,6 +286,7 @@ class _Read:
 class _ReadSummary:
     rows: int
     rejects: pl.DataFrame | None
+    filtered: int = 0
 
 
 #: Held while a task of this process runs Polars. The threads of one worker would otherwise run
@@ -312,7 +315,7 @@ def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
             (pl.int_range(pl.len(), dtype=pl.Int64) + first).alias(ORDER),
             bucket_of(BUCKET_SPACE).alias(BUCKET),
         )
-        return _Read(_to_pandas(events), _ReadSummary(read.rows, rejects))
+        return _Read(_to_pandas(events), _ReadSummary(read.rows, rejects, read.filtered))
 
 
 def _events_of(read: _Read) -> Any:
@@ -679,7 +682,7 @@ def _compute(
     )
     frames = client.map(_events_of, reads, key=[f"sessionize-events-{run_id}-{i}" for i in range(len(parts))])
     del reads  # the scheduler keeps each read until its events and summary are taken
-    rows = 0
+    rows = filtered = 0
     rejected: list[pl.DataFrame | None] = [None] * len(parts)
     index_of = {future.key: index for index, future in enumerate(summaries)}
     finished: set[int] = set()
@@ -692,6 +695,7 @@ def _compute(
         else:
             summary: _ReadSummary = future.result()
             rows += summary.rows
+            filtered += summary.filtered
             rejected[index] = summary.rejects
             notify(RunProgress("read", len(finished), len(parts), rows))
         # A local run raises the first invalid input's error: wait for the partitions before it.
@@ -742,6 +746,7 @@ def _compute(
         "sessions_complete": job.output_dir is None,
         "part_files": [part.path for part in results if part.path is not None],
         "rows_read": rows,
+        "filtered": filtered,
         "events": sessionized,
         "rejects": pl.concat(found, how="diagonal_relaxed") if found else None,
         "duplicates_removed": sum(part.duplicates for part in results),
@@ -833,6 +838,7 @@ class DaskEngine:
             report_table=_report_table(result) if config.output.report is not None else None,
             pageviews=result.pageviews,
             users=result.users,
+            filtered=result.filtered,
         )
 
 

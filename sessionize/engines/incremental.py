@@ -287,6 +287,8 @@ class IncrementalOutcome:
     files_grown: list[str] = field(default_factory=list)
     #: The summary figures of the sessions this run wrote.
     tally: Tally = field(default_factory=Tally)
+    #: Rows left out by ``--filter``.
+    filtered: int = 0
 
 
 @dataclass
@@ -504,6 +506,7 @@ class IncrementalEngine:
             rejects=written.rejects,
             written="parquet",
             path_taken="incremental",
+            filtered=written.filtered,
             commit=commit,
             abandon=release,
             incremental=written,
@@ -565,9 +568,10 @@ def _process(
     timeout, lateness = config.session.timeout, incremental.lateness
     timezone = config.session.timezone
     reads = []
-    rows_read = 0
+    rows_read = filtered = 0
     for number, item in enumerate(todo):
         read = io.read.read_file(item.source, config.read, keep_row=True)
+        filtered += read.filtered
         events = read.events
         if ROW not in events.columns:
             events = events.with_columns(pl.lit(None, pl.UInt32).alias(ROW))
@@ -660,6 +664,7 @@ def _process(
         files_processed=[item.source.shown for item in todo],
         files_skipped=[],
         rows_read=rows_read,
+        filtered=filtered,
         events=new.height - duplicates,
         duplicates_removed=duplicates,
         late=late.height,

@@ -41,6 +41,7 @@ class MemoryEngine:
             progress(RunProgress("read", number, len(files), rows))
         events = pl.concat([r.events for r in reads], how="vertical", rechunk=False)
         rejected = [r.rejects for r in reads if r.rejects is not None]
+        filtered = sum(r.filtered for r in reads)
         del reads
         progress(RunProgress("buckets", 0, 1, 0))
         result = process_partition(events, job)
@@ -57,4 +58,5 @@ class MemoryEngine:
             memory_limit=self.memory_limit,
             pageviews=result.pageviews,
             users=result.users,
+            filtered=filtered,
         )

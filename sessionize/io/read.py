@@ -39,6 +39,7 @@ from sessionize.io.inputs import InputFile, resolve_inputs
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
 from sessionize.normalize import (
+    KEEP,
     MAX_REPORTED_ROWS,
     RAW_TIME,
     REASON,
@@ -46,6 +47,7 @@ from sessionize.normalize import (
     SKIP_HINT,
     check_events,
     invalid_reason,
+    keep_expr,
     mixed_epoch_units,
     prepare_events,
 )
@@ -72,7 +74,10 @@ class FileRead:
 
     events: pl.DataFrame
     rejects: pl.DataFrame | None
+    #: Data rows of the file: ``rows == events + rejects + filtered`` (before duplicates are dropped).
     rows: int
+    #: Rows left out by ``--filter``.
+    filtered: int = 0
 
 
 def _csv_source(source: InputFile, encoding: str) -> str | bytes:
@@ -569,7 +574,16 @@ def read_file(
     columns = S.resolve_columns(
         available, source=name, columns=options.columns, preferred=options.preferred()
     )
-    events = prepare_events(scan, columns=columns, keep_raw=True, **options.prepare_options())
+    keep = keep_expr(options.filters, available, source=name)
+    if keep is not None:
+        scan = scan.with_columns(keep)
+    events = prepare_events(
+        scan,
+        columns=columns,
+        keep_raw=True,
+        carry=[KEEP] if keep is not None else [],
+        **options.prepare_options(),
+    )
     try:
         # Row by row work only (parsing, renaming, typing), which the streaming engine spreads over every
         # core, morsel by morsel and in order, where the in-memory engine parses a text column on one
@@ -578,6 +592,12 @@ def read_file(
         frame = events.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
+    rows = frame.height + (0 if malformed is None else malformed.height)
+    filtered = 0
+    if keep is not None:
+        # Left out by --filter before any check: counted, never rejected.
+        filtered = frame.height - int(frame.get_column(KEEP).sum())
+        frame = frame.filter(pl.col(KEEP)).drop(KEEP)
     if options.time_unit is None and frame.height:
         mixed = mixed_epoch_units(frame.get_column(RAW_TIME))
         if mixed is not None:
@@ -587,7 +607,6 @@ def read_file(
                 SessionizeWarning,
                 stacklevel=2,
             )
-    rows = frame.height + (0 if malformed is None else malformed.height)
     reasons = frame.select(
         ROW,
         invalid_reason(
@@ -607,14 +626,14 @@ def read_file(
             valid_until=options.valid_until,
             timezone=options.timezone,
         )
-        return FileRead(frame.drop(RAW_TIME, *([] if keep_row else [ROW])), None, rows)
+        return FileRead(frame.drop(RAW_TIME, *([] if keep_row else [ROW])), None, rows, filtered)
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
         RAW_TIME, *([] if keep_row else [ROW])
     )
     rejects = _private_rejects(
         _rejects(original, invalid, malformed, source=source, name=name), options, columns
     )
-    return FileRead(good, rejects, rows)
+    return FileRead(good, rejects, rows, filtered)
 
 
 def _private_rejects(
@@ -836,6 +855,7 @@ class ReadResult:
     files: list[InputFile]
     rows_read: int
     duplicates_removed: int
+    filtered: int = 0
 
     @property
     def rejected(self) -> int:
@@ -863,6 +883,7 @@ def read_inputs(
         files=files,
         rows_read=sum(r.rows for r in reads),
         duplicates_removed=before - events.height,
+        filtered=sum(r.filtered for r in reads),
     )
 
 

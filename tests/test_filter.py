@@ -1,0 +1,149 @@
+"""``--filter COLUMN=VALUES``: keep only some apps or platforms (Snowplow's ``app_id``/``platform``), on
+every path, with the rows left out counted: rows read = events + rejected + duplicates + filtered out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+import sessionize
+from sessionize.errors import MissingColumnError, UsageError
+from tests.helpers import KEYS, run_cli, write_text
+
+HAS_DASK = all(importlib.util.find_spec(name) is not None for name in ("distributed", "dask"))
+
+LINES = [
+    "app_id,platform,domain_userid,derived_tstamp,event,page_url,event_id",
+    "shop,web,u1,2024-05-01T10:00:00Z,page_view,https://shop.example/,e1",
+    "shop,web,u1,2024-05-01T10:05:00Z,page_view,https://shop.example/cart,e2",
+    # Another app of the same visitor: left out, and so is its unparseable time (never rejected).
+    "blog,web,u1,2024-05-01T10:02:00Z,page_view,https://blog.example/,e3",
+    "blog,web,u1,not a time,page_view,https://blog.example/x,e4",
+    # The shop's mobile app: kept with --filter platform=web,mob.
+    "shop,mob,u2,2024-05-01T11:00:00Z,screen_view,,e5",
+    "shop,srv,u2,2024-05-01T11:01:00Z,purchase,,e6",
+    # No app id: a null never passes a filter.
+    ",web,u3,2024-05-01T12:00:00Z,page_view,https://shop.example/,e7",
+    # A repeated event id and a row without a time in a kept app: counted as duplicate and rejected.
+    "shop,web,u1,2024-05-01T10:05:00Z,page_view,https://shop.example/cart,e2",
+    "shop,web,u1,,page_view,https://shop.example/cart,e8",
+]
+FLAGS = ("--user-col", "domain_userid", "--filter", "app_id=shop", "--filter", "platform=web,mob")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return write_text(tmp_path / "events.csv", "\n".join(LINES) + "\n")
+
+
+def test_only_the_rows_of_the_filters_are_sessionized_and_the_rest_is_counted(
+    source: Path, tmp_path: Path
+) -> None:
+    out, rejects = tmp_path / "sessions.csv", tmp_path / "rejects.csv"
+    result = run_cli(
+        source,
+        "-o",
+        out,
+        "--no-geo",
+        "--on-invalid",
+        "skip",
+        "--rejects",
+        rejects,
+        "--log-format",
+        "json",
+        *FLAGS,
+    )
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out).sort("user_id")
+    assert table.select("user_id", "event_count", "landing_page", "exit_page").rows() == [
+        ("u1", 2, "https://shop.example/", "https://shop.example/cart"),
+        ("u2", 1, None, None),
+    ]
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    # 9 rows: 2 + 1 events, 1 rejected (no time), 1 duplicate, 4 filtered out (blog x2, srv, no app id).
+    assert (summary["rows_read"], summary["events"], summary["rejected"], summary["duplicates_removed"],
+            summary["filtered_out"]) == (9, 3, 1, 1, 4)  # fmt: skip
+    assert pl.read_csv(rejects, infer_schema=False).get_column("event_id").to_list() == ["e8"]
+
+
+def test_the_summary_panel_names_the_rows_filtered_out(source: Path, tmp_path: Path) -> None:
+    result = run_cli(source, "-o", tmp_path / "s.csv", "--no-geo", "--on-invalid", "skip", *FLAGS)
+    assert result.exit_code == 0, result.output
+    assert "filtered out" in result.output and "4 (--filter)" in result.output
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param({"buckets": 3}, id="buckets"),
+        pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
+        pytest.param(
+            {"engine": "dask", "partitions": 2},
+            id="dask",
+            marks=pytest.mark.skipif(not HAS_DASK, reason="Dask is not installed"),
+        ),
+    ],
+)
+def test_every_path_filters_and_counts_alike(source: Path, tmp_path: Path, path: dict[str, object]) -> None:
+    options: dict[str, Any] = {
+        "user_col": "domain_userid",
+        "filter": ["app_id=shop", "platform=web,mob"],
+        "no_geo": True,
+        "on_invalid": "skip",
+    }
+    memory = sessionize.run([source], **options)
+    extra: dict[str, Any] = {
+        k: str(tmp_path / str(v)) if k in ("state", "output_dir") else v for k, v in path.items()
+    }
+    if "engine" not in extra:
+        extra["temp_dir"] = str(tmp_path)
+    other = sessionize.run([source], **options, **extra)
+    figures = ("rows_read", "filtered_out", "rejected", "duplicates_removed", "events_read")
+    assert [getattr(other, name) for name in figures] == [getattr(memory, name) for name in figures]
+    assert memory.filtered_out == 4
+    sessions = other.sessions
+    if "output_dir" in extra:
+        sessions = pl.read_parquet(Path(str(extra["output_dir"])) / "**" / "*.parquet")
+    assert sessions.select(memory.sessions.columns).sort(KEYS).equals(memory.sessions.sort(KEYS))
+
+
+def test_a_frame_a_mapping_and_the_config_file(source: Path, tmp_path: Path) -> None:
+    frame = pl.read_csv(source, infer_schema=False).filter(pl.col("derived_tstamp").str.starts_with("2024"))
+    table = sessionize.sessionize(
+        frame, user_col="domain_userid", filter={"app_id": "shop", "platform": ["web", "mob"]}, no_geo=True
+    ).collect()
+    assert sorted(table.get_column("user_id")) == ["u1", "u2"]
+    config = write_text(tmp_path / "s.toml", '[run]\nuser-col = "domain_userid"\nfilter = ["app_id=blog"]\n')
+    out = tmp_path / "s.csv"
+    result = run_cli(source, "--config", config, "-o", out, "--no-geo", "--on-invalid", "skip")
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(out).get_column("landing_page").to_list() == ["https://blog.example/"]
+
+
+def test_column_names_match_like_the_others(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "--user-col", "domain_userid", "--filter", "App ID=shop",
+                     "--on-invalid", "skip")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(out).height == 2
+
+
+def test_bad_filters_are_clear_errors(source: Path, tmp_path: Path) -> None:
+    missing = run_cli(source, "-o", tmp_path / "s.csv", "--no-geo", "--user-col", "domain_userid",
+                      "--filter", "app=shop")  # fmt: skip
+    assert missing.exit_code != 0
+    assert "no column 'app'" in missing.output and "--filter app=" in missing.output
+    assert "did you mean 'app_id'" in missing.output
+    assert not (tmp_path / "s.csv").exists()
+    with pytest.raises(MissingColumnError):
+        sessionize.run([source], user_col="domain_userid", filter="app=shop", no_geo=True)
+    for bad in ("app_id", "=shop", "app_id="):
+        with pytest.raises(UsageError, match="--filter"):
+            sessionize.run([source], user_col="domain_userid", filter=bad, no_geo=True)
+    with pytest.raises(UsageError, match="twice"):
+        sessionize.run([source], user_col="domain_userid", filter=["app_id=a", "app_id=b"], no_geo=True)
