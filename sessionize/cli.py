@@ -66,7 +66,7 @@ PRIVACY = "Privacy"
 BAD_INPUT = "Bad input"
 SCALE = "Scale"
 INCREMENTAL = "Incremental"
-DASK = "Dask"
+DASK = "Cluster (Dask, Spark)"
 LOGGING = "Logging"
 
 RUN_EXAMPLES = f"""Examples
@@ -949,8 +949,9 @@ def run(
         str,
         typer.Option(
             "--engine",
-            help="Where to sessionize: this process, or a Dask cluster (pip install 'sessionize[dask]'; "
-            "-o is then a directory of Parquet partitions).",
+            help="Where to sessionize: this process, a Dask cluster (pip install 'sessionize[dask]') or "
+            "Apache Spark (pip install 'sessionize[spark]', Java 17+); with either, -o is a directory of "
+            "Parquet files.",
             rich_help_panel=DASK,
             **_choice(ENGINES),
         ),
@@ -972,9 +973,19 @@ def run(
             "--partitions",
             metavar="N",
             parser=_whole_number(1),
-            help="With --engine dask: partitions of users after the shuffle (default: input partitions "
-            "or workers, whichever is more).",
+            help="With --engine dask or spark: partitions of users after the shuffle (default: Dask: "
+            "input partitions or workers, whichever is more; Spark: its cores).",
             show_default=False,
+            rich_help_panel=DASK,
+        ),
+    ] = None,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark-master",
+            metavar="URL",
+            help="With --engine spark: the master of the Spark session (default local[*]; spark://host:7077, "
+            "yarn, k8s://...). Under spark-submit, leave it out.",
             rich_help_panel=DASK,
         ),
     ] = None,
@@ -1074,6 +1085,7 @@ def run(
                 engine=engine,
                 scheduler=scheduler,
                 partitions=partitions,
+                spark_master=spark_master,
             )
             if preset is not None:
                 # The preset under every option given on the command line or in the config file.

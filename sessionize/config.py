@@ -52,7 +52,7 @@ DEFAULT_ASSET_PATTERN = (
     r"|(?:^|/)robots\.txt$"
 )
 #: Where ``run`` sessionizes: this process, or a Dask cluster (``pip install 'sessionize[dask]'``).
-ENGINES = ("local", "dask")
+ENGINES = ("local", "dask", "spark")
 #: What ``--ambiguous-time`` accepts (see :func:`sessionize.normalize.local_time_reason`).
 AMBIGUOUS_TIMES = ("earliest", "latest", "reject")
 #: Events later than this after the run's start are invalid unless ``--valid-until`` says otherwise.
@@ -377,9 +377,12 @@ class EngineOptions:
     memory_limit: int | None = None
     buckets: int | None = None
     temp_dir: str | None = None
-    #: Dask: the scheduler's address and the partitions of users.
+    #: Dask: the scheduler's address; Dask and Spark: the partitions of users.
     scheduler: str | None = None
     partitions: int | None = None
+    #: Spark: the master of a new session (``local[*]`` by default), or a session to use (Python only).
+    spark_master: str | None = None
+    spark_session: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -464,6 +467,8 @@ class RunConfig:
         engine: str = "local",
         scheduler: str | None = None,
         partitions: int | None = None,
+        spark_master: str | None = None,
+        spark: Any = None,
     ) -> RunConfig:
         """The config of the flat options of ``sessionize run`` (same names as its flags).
 
@@ -476,6 +481,8 @@ class RunConfig:
             raise UsageError(
                 "--rejects needs --on-invalid skip: with the default (fail) no row is set aside."
             )
+        if spark is not None and engine == "local":
+            engine = "spark"  # a SparkSession given: the Spark engine
         if engine not in ENGINES:
             raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
         if buckets is not None and buckets < 1:
@@ -547,6 +554,8 @@ class RunConfig:
             temp_dir=_path(temp_dir),
             scheduler=scheduler,
             partitions=partitions,
+            spark_master=spark_master,
+            spark_session=spark,
         )
         incremental = None
         if state is not None or output_dir is not None:
@@ -628,9 +637,12 @@ def _check_distinct_outputs(outputs: OutputOptions) -> None:
 
 
 #: The flat option names (``RunConfig.from_options``' keywords), e.g. for the TOML file's keys; not
-#: ``preferred_columns``, which presets set (sessionize/presets.py) and Python may give.
+#: ``preferred_columns``, which presets set (sessionize/presets.py) and Python may give, nor ``spark``
+#: (a ``SparkSession`` object, Python only).
 OPTION_NAMES: tuple[str, ...] = tuple(
-    name for name in inspect.signature(RunConfig.from_options).parameters if name != "preferred_columns"
+    name
+    for name in inspect.signature(RunConfig.from_options).parameters
+    if name not in ("preferred_columns", "spark")
 )
 
 

@@ -19,6 +19,14 @@ class UsageError(SessionizeError):
     exit_code = 2
 
 
+class EngineUnavailableError(UsageError):
+    """The chosen engine cannot run here: its optional package (PySpark, Dask) or Java is missing."""
+
+
+class EngineError(SessionizeError):
+    """The engine failed while it ran (a Spark job that died: memory, a lost executor, ...)."""
+
+
 class InputError(SessionizeError):
     """An input path or file cannot be used."""
 

@@ -311,6 +311,9 @@ class Tally:
     #: Sessions per IP lookup outcome: resolved, not_found, private, invalid, missing.
     geo_counts: dict[str, int] = field(default_factory=dict)
     durations: list[pl.Series] = field(default_factory=list)
+    #: The median and mean duration when an engine counted them itself (Spark, on the cluster).
+    counted_median_s: float | None = None
+    counted_mean_s: float | None = None
 
     def add(
         self, table: pl.DataFrame, *, exclude_bots: bool = False, dropped: Sequence[str] = ()
@@ -348,10 +351,14 @@ class Tally:
 
     @property
     def median_duration_s(self) -> float | None:
+        if self.counted_median_s is not None:
+            return self.counted_median_s
         return _float(self._durations().median())
 
     @property
     def mean_duration_s(self) -> float | None:
+        if self.counted_mean_s is not None:
+            return self.counted_mean_s
         return _float(self._durations().mean())
 
     def _durations(self) -> pl.Series:

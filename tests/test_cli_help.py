@@ -36,7 +36,7 @@ PANELS = [
     "Bad input",
     "Scale",
     "Incremental",
-    "Dask",
+    "Cluster (Dask, Spark)",
     "Logging",
 ]
 HEAVY = ("plotly", "ua_parser", "crawlerdetect", "tldextract", "geoip2", "maxminddb", "dask", "pyarrow")

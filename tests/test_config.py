@@ -51,7 +51,7 @@ def test_groups_hold_the_parsed_values() -> None:
         ({"timeout": "soon"}, "--timeout"),
         ({"on_invalid": "skip", "rejects": "x.csv", "report": "x.csv"}, "same file"),
         ({"output": "x.csv", "report": "./x.csv"}, "same file"),
-        ({"engine": "spark"}, "--engine"),
+        ({"engine": "flink"}, "--engine"),
         ({"buckets": 0}, "--buckets"),
         ({"hash_user_ids": "SESSIONIZE_TEST_NO_SUCH_VARIABLE"}, "SESSIONIZE_TEST_NO_SUCH_VARIABLE"),
     ],

@@ -50,8 +50,10 @@ SECRET_VAR = "SESSIONIZE_EQUIVALENCE_TEST_SECRET"
 SECRET = "equivalence-test-secret"
 #: Columns only the incremental output has: ``is_final``, and the Hive partition column.
 INCREMENTAL_ONLY = ["is_final", "session_date"]
+UNSIGNED = [name for name, dtype in sessionize.schema.SESSION_SCHEMA.items() if dtype == pl.UInt32]
 DROPPED = "ip,user_agent,city,search_term"
 HAS_DASK = all(importlib.util.find_spec(name) is not None for name in ("distributed", "dask"))
+HAS_SPARK = importlib.util.find_spec("pyspark") is not None
 
 # --- the input ------------------------------------------------------------------------------------
 
@@ -279,6 +281,7 @@ PATHS = {
     "incremental-1run": "incremental",
     "incremental-3runs": "incremental",
     "dask": "dask: 3 partitions",
+    "spark": "spark: 3 partitions",
 }
 
 #: Summary figures of one run (all sessions in it).
@@ -338,9 +341,7 @@ def run_memory(files: list[str], option_set: OptionSet, work: Path) -> Outputs:
     return Outputs(result.sessions.sort(KEYS), rejects, figures_of(result), result.mean_duration_s)
 
 
-def run_path(
-    path: str, files: list[str], option_set: OptionSet, work: Path, scheduler: str | None
-) -> Outputs:
+def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, scheduler: Any) -> Outputs:
     """Run ``files`` on ``path`` with ``option_set``; the table as written, read back."""
     expected_path = PATHS[path]
     if path.startswith("incremental"):
@@ -376,6 +377,15 @@ def run_path(
         )
         assert (target / "_SUCCESS").is_file()
         sessions = pl.read_parquet(target / "part-*.parquet")
+    elif path == "spark":
+        target = work / "sessions"
+        result = sessionize.run(
+            files, spark=scheduler, partitions=3, output=str(target), **run_options(option_set, work)
+        )
+        assert (target / "_SUCCESS").is_file()
+        written = pl.read_parquet(sorted(target.glob("part-*.parquet")))
+        # Spark has no unsigned integers: the counts come back as Int64, the same values.
+        sessions = written.cast({name: pl.UInt32 for name in written.columns if name in UNSIGNED})
     else:
         target = work / "sessions.parquet"
         buckets = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7}[path]
@@ -443,6 +453,10 @@ def cells() -> list[Any]:
             marks: list[Any] = []
             if path == "dask" and not HAS_DASK:
                 marks.append(pytest.mark.skip(reason="Dask is not installed: pip install 'sessionize[dask]'"))
+            if path == "spark" and not HAS_SPARK:
+                marks.append(
+                    pytest.mark.skip(reason="PySpark is not installed: pip install 'sessionize[spark]'")
+                )
             reason = KNOWN_BUGS.get((path, name))
             if reason is not None:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason))
@@ -460,7 +474,13 @@ def test_path_gives_the_in_memory_result(
     request: pytest.FixtureRequest,
 ) -> None:
     option_set = OPTION_SETS[name]
-    scheduler = request.getfixturevalue("scheduler") if path == "dask" else None
+    scheduler = (
+        request.getfixturevalue("scheduler")
+        if path == "dask"
+        else request.getfixturevalue("spark_session")
+        if path == "spark"
+        else None
+    )
     expected = memory_runs[name]
     got = run_path(path, inputs[option_set.dirty], option_set, tmp_path, scheduler)
 

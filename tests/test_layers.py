@@ -51,6 +51,7 @@ RESTRICTED = {
     "dask": {"engines.dask"},
     "distributed": {"engines.dask"},
     "fsspec": {"engines.dask", "io.inputs"},
+    "pyspark": {"engines.spark"},
 }
 #: What an engine module may import from its own package.
 ENGINE_SHARED = {"engines.base", "engines.budget"}

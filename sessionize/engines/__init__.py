@@ -1,9 +1,9 @@
 """Engines: the ways a run goes through its inputs, each behind one interface (:class:`Engine`).
 
 ``memory`` (all events at once), ``buckets`` (hash buckets of users spilled to disk, within a
-memory budget), ``incremental`` (runs for cron that continue each other) and ``dask`` (a Dask
-cluster; imported only when chosen). Every engine runs the one partition step,
-:func:`sessionize.partition.process_partition`.
+memory budget), ``incremental`` (runs for cron that continue each other), ``dask`` (a Dask
+cluster) and ``spark`` (Apache Spark; both imported only when chosen). Every engine runs the one
+partition step, :func:`sessionize.partition.process_partition`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,21 @@ def choose_engine(inputs: Sequence[str | Path], config: RunConfig) -> tuple[Engi
         engine = DaskEngine()
         engine.check(config)
         return engine, resolve_inputs(inputs, input_format=config.read.input_format)
+    if config.engine.engine == "spark":
+        from sessionize.engines.spark import SparkEngine
+        from sessionize.engines.spark import resolve_inputs as resolve_spark_inputs
+
+        engine = SparkEngine()
+        engine.check(config)
+        return engine, resolve_spark_inputs(inputs, input_format=config.read.input_format)
+    if config.engine.spark_master is not None:
+        from sessionize.errors import UsageError
+
+        raise UsageError("--spark-master goes with --engine spark.")
     if config.engine.scheduler is not None or config.engine.partitions is not None:
         from sessionize.errors import UsageError
 
-        raise UsageError("--scheduler and --partitions go with --engine dask.")
+        raise UsageError("--scheduler goes with --engine dask, --partitions with --engine dask or spark.")
     if config.incremental is not None:
         engine = IncrementalEngine()
         engine.check(config)

@@ -783,6 +783,7 @@ class DaskEngine:
             "--memory-limit": config.engine.memory_limit,
             "--buckets": config.engine.buckets,
             "--temp-dir": config.engine.temp_dir,
+            "--spark-master": config.engine.spark_master,
         }
         given = [name for name, value in unsupported.items() if value is not None]
         if given:

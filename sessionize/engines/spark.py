@@ -1,0 +1,756 @@
+"""The Spark engine: what ``sessionize run --engine spark`` runs, the steps of the bucketed engine
+(:mod:`sessionize.engines.buckets`) as one Spark job:
+
+1. **read**: Spark's ``binaryFile`` source reads each input file whole (any path Spark can read:
+   local, ``s3a://``, ``abfss://``, ``gs://``, ``dbfs:/``), and an Arrow task on an executor parses
+   and validates it with :func:`sessionize.io.read_file`, the code of local runs: the same canonical
+   events, the same errors with ``on_invalid="fail"``, the same rejected rows with ``"skip"``. Each
+   event gets ``_order`` (its input file and row: the global input order) and ``_bucket`` (a hash
+   of its user id, :func:`sessionize.engines.budget.bucket_of`). With ``--anonymize-ip`` the
+   addresses are located and truncated here, before anything is shuffled or spilled.
+2. **shuffle**: the events are repartitioned by ``_bucket``: each partition holds every event of
+   its users.
+3. **sessionize**: each partition is put back in input order and goes through
+   :func:`sessionize.partition.process_partition`, the step of every engine (``mapInArrow``).
+4. **write**: Spark writes the sessions as a Parquet directory beside the output, with its
+   ``_SUCCESS`` marker; the summary is counted on the cluster from the same sessions (persisted,
+   not recomputed). When every output of the run is complete the directory is renamed into place.
+
+Only this module imports PySpark, and only when ``--engine spark`` is chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polars as pl
+
+try:
+    import pyarrow as pa  # type: ignore[import-untyped]
+    from pyspark import StorageLevel
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+except ImportError as exc:  # pragma: no cover - without the spark extra
+    _MISSING: ImportError | None = exc
+else:
+    _MISSING = None
+
+from sessionize import geo, io
+from sessionize import schema as S
+from sessionize.config import RunConfig
+from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
+from sessionize.engines.budget import available_memory, bucket_of
+from sessionize.errors import (
+    EngineError,
+    EngineUnavailableError,
+    NoInputFilesError,
+    OutputError,
+    SessionizeError,
+    UnreadableInputError,
+    UsageError,
+)
+from sessionize.io.formats import InputFormat
+from sessionize.io.snowplow import is_enriched_tsv
+from sessionize.partition import (
+    STORED_GEO_COLUMNS,
+    PartitionJob,
+    Tally,
+    keeps_located_addresses,
+    process_partition,
+    protect_addresses,
+)
+
+#: The global input order of an event: its input's number in the top bits, its row below.
+ORDER = "_order"
+#: A hash of the user id: the column the shuffle moves events by.
+BUCKET = "_bucket"
+#: On the read step's extra row per file: what the file held besides its events (pickled).
+SUMMARY = "_summary"
+_ROW_BITS = 40
+BUCKET_SPACE = 1 << 32
+#: The last file of a complete output directory (Spark's own marker).
+SUCCESS = "_SUCCESS"
+INSTALL = "pip install 'sessionize[spark]'"
+#: Columns of the session rows that Spark gets from a partition and counts the summary with.
+_ALL_SESSIONS = (*S.SESSION_SCHEMA, geo.STATUS)
+
+
+def require_spark() -> None:
+    """Raise :class:`EngineUnavailableError` without PySpark (with the install command) or Java."""
+    if _MISSING is not None:
+        raise EngineUnavailableError(
+            f"--engine spark needs PySpark ({_MISSING}). Install it with: {INSTALL} "
+            "(it needs Java 17 or later too)."
+        )
+    java_home = os.environ.get("JAVA_HOME")
+    if shutil.which("java") is None and not (
+        java_home and os.path.exists(os.path.join(java_home, "bin", "java"))
+    ):
+        raise EngineUnavailableError(
+            "--engine spark needs Java 17 or later (PySpark runs Spark in a Java VM), and no `java` is on "
+            "the PATH nor in JAVA_HOME. Install a Java 17+ runtime (Debian/Ubuntu: apt-get install "
+            "openjdk-17-jre-headless) or set JAVA_HOME."
+        )
+
+
+# Inputs ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SparkInput:
+    """One input file as Spark names it, its format, and how messages name it."""
+
+    number: int
+    uri: str
+    format: InputFormat
+    shown: str
+
+
+def _uri(path: str) -> str:
+    return path if io.is_url(path) else Path(path).resolve().as_uri()
+
+
+def _key(uri: str) -> str:
+    """A file's URI as Spark's ``binaryFile`` names it (``file:///a`` is ``file:/a`` there)."""
+    return "file:/" + uri[len("file:///") :] if uri.startswith("file:///") else uri
+
+
+def resolve_inputs(
+    inputs: Sequence[str | Path | io.InputFile], *, input_format: str | None = None
+) -> list[io.InputFile]:
+    """Local paths, directories and patterns expanded as a local run expands them; a URL (``s3a://``,
+    ``abfss://``, ``dbfs:/``, ``file:``) kept as it is, listed by Spark when the run starts (a URL
+    without a known extension is a directory: every supported file in it)."""
+    if not inputs:
+        raise UsageError("No input given. Pass one or more files, directories, glob patterns or URLs.")
+    result: list[io.InputFile] = []
+    for item in inputs:
+        path = item.path if isinstance(item, io.InputFile) else str(item)
+        if io.is_url(path):
+            result.append(io.InputFile(path, io.formats.format_of(path, input_format) or "parquet"))
+            continue
+        for source in io.resolve_inputs([item], input_format=input_format):
+            if source.is_stdin:
+                raise UsageError(
+                    "--engine spark reads files, not standard input: the executors cannot see it. "
+                    "Write the events to a file on storage every executor can read."
+                )
+            result.append(source)
+    return result
+
+
+def plan_inputs(files: Sequence[io.InputFile], session: Any, *, input_format: str | None) -> list[SparkInput]:
+    """The files to read, numbered in input order: a URL directory listed by Spark (sorted by path)."""
+    found: list[tuple[str, InputFormat, str]] = []
+    for source in files:
+        if not io.is_url(source.path):
+            found.append((_uri(source.path), source.format, source.shown))
+            continue
+        url = source.path
+        if io.formats.format_of(url, input_format) is not None and not url.endswith("/"):
+            found.append((url, source.format, url))
+            continue
+        try:
+            listed = sorted(
+                row[0]
+                for row in session.read.format("binaryFile")
+                .option("recursiveFileLookup", "true")
+                .load(url)
+                .select("path")
+                .collect()
+            )
+        except Exception as exc:  # Spark's AnalysisException: no such path
+            raise UnreadableInputError(f"{url}: Spark cannot list it ({_last_line(exc)}).") from exc
+        kept = [(path, io.formats.format_of(path, input_format)) for path in listed]
+        files_in = [(path, fmt, path) for path, fmt in kept if fmt is not None]
+        if not files_in:
+            raise NoInputFilesError(
+                f"{url} holds no supported files. Point at the files, or give their format with "
+                "--input-format."
+            )
+        found.extend(files_in)
+    seen: set[str] = set()
+    result: list[SparkInput] = []
+    for uri, fmt, shown in found:
+        if uri not in seen:
+            seen.add(uri)
+            result.append(SparkInput(len(result), uri, fmt, shown))
+    return result
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# The executors' tasks ----------------------------------------------------------------------------
+
+
+def _arrow_type(dtype: pl.DataType) -> Any:
+    if dtype == pl.String():
+        return pa.string()
+    if isinstance(dtype, pl.Datetime):
+        return pa.timestamp("us", tz="UTC")
+    if dtype == pl.Boolean():
+        return pa.bool_()
+    if dtype.is_integer():
+        return pa.int64()  # Spark has no unsigned integers
+    if dtype.is_float():
+        return pa.float64()
+    raise TypeError(f"no Spark type for {dtype}")
+
+
+def _spark_type(dtype: Any) -> Any:
+    if pa.types.is_string(dtype):
+        return T.StringType()
+    if pa.types.is_timestamp(dtype):
+        return T.TimestampType()
+    if pa.types.is_boolean(dtype):
+        return T.BooleanType()
+    if pa.types.is_int64(dtype):
+        return T.LongType()
+    if pa.types.is_float64(dtype):
+        return T.DoubleType()
+    if pa.types.is_binary(dtype):
+        return T.BinaryType()
+    raise TypeError(f"no Spark type for {dtype}")
+
+
+def _struct(schema: Any) -> Any:
+    return T.StructType([T.StructField(f.name, _spark_type(f.type), True) for f in schema])
+
+
+def _event_schema(job: PartitionJob) -> Any:
+    """The Arrow schema of the read step's rows: the events, their order and bucket, the summary."""
+    fields = [(name, _arrow_type(dtype)) for name, dtype in S.EVENT_SCHEMA.items()]
+    if keeps_located_addresses(job):
+        fields += [(name, pa.string()) for name in STORED_GEO_COLUMNS[:-1]] + [
+            (STORED_GEO_COLUMNS[-1], pa.bool_())
+        ]
+    return pa.schema([*fields, (ORDER, pa.int64()), (BUCKET, pa.int64()), (SUMMARY, pa.binary())])
+
+
+def _session_schema() -> Any:
+    dtypes = {**S.SESSION_SCHEMA, geo.STATUS: pl.String()}
+    return pa.schema([(name, _arrow_type(dtypes[name])) for name in _ALL_SESSIONS])
+
+
+def _arrow(frame: pl.DataFrame, schema: Any) -> Any:
+    """``frame`` as an Arrow table of ``schema`` (strings as Spark reads them, integers signed)."""
+    missing = [f.name for f in schema if f.name not in frame.columns]
+    frame = frame.with_columns(pl.lit(None).alias(name) for name in missing).select(schema.names)
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+
+
+@dataclass(frozen=True)
+class _ReadTask:
+    """What every read task needs: sent to each executor once (broadcast)."""
+
+    files: dict[str, SparkInput]
+    options: io.ReadOptions
+    job: PartitionJob
+    input_format: str | None
+
+
+def _read_files(batches: Iterable[Any], task: Any) -> Iterator[Any]:
+    """The read step on an executor: every file of the batches, parsed and validated."""
+    read_task: _ReadTask = task.value
+    schema = _event_schema(read_task.job)
+    for batch in batches:
+        for uri, content in zip(
+            batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True
+        ):
+            source = read_task.files[_key(uri)]
+            summary: dict[str, Any] = {"number": source.number, "rows": 0, "filtered": 0, "rejects": None}
+            events = None
+            with tempfile.TemporaryDirectory(prefix="sessionize-spark-") as directory:
+                local = os.path.join(directory, os.path.basename(uri.rstrip("/")) or "input")
+                with open(local, "wb") as handle:
+                    handle.write(content)
+                del content
+                fmt: InputFormat = source.format
+                if fmt == "tsv" and read_task.input_format is None and is_enriched_tsv(local):
+                    fmt = "snowplow"
+                try:
+                    read = io.read.read_file(io.InputFile(local, fmt, name=source.shown), read_task.options)
+                except SessionizeError as exc:
+                    summary["error"] = (type(exc), str(exc).replace(local, source.shown))
+                else:
+                    summary.update(rows=read.rows, filtered=read.filtered, rejects=read.rejects)
+                    events = protect_addresses(read.events, read_task.job).with_columns(
+                        (pl.int_range(pl.len(), dtype=pl.Int64) + (source.number << _ROW_BITS)).alias(ORDER),
+                        bucket_of(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET),
+                    )
+            if events is not None and events.height:
+                yield from _arrow(events, schema).to_batches(max_chunksize=100_000)
+            yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
+
+
+def _sessionize(batches: Iterable[Any], job: Any) -> Iterator[Any]:
+    """The sessionize step on an executor: one partition of users, every session with its geo status."""
+    partition_job: PartitionJob = job.value
+    received = list(batches)
+    if not received:
+        return
+    table = pa.Table.from_batches(received)
+    del received
+    if not table.num_rows:
+        return
+    frame = pl.from_arrow(table)
+    del table
+    assert isinstance(frame, pl.DataFrame)
+    columns = [name for name in frame.columns if name not in (ORDER, BUCKET, SUMMARY)]
+    events = (
+        frame.sort(ORDER)
+        .select(columns)
+        .with_columns(pl.col(S.TIME).dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
+    )
+    del frame
+    result = process_partition(events, partition_job, keep_all=True)
+    del events
+    assert result.all_sessions is not None
+    yield from _arrow(result.all_sessions, _session_schema()).to_batches(max_chunksize=100_000)
+
+
+# The run -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SparkOutcome:
+    """What :func:`run_spark` did: the figures of the run summary."""
+
+    files: list[str]
+    sessions: pl.DataFrame
+    sessions_complete: bool
+    output_dir: str | None
+    rows_read: int
+    filtered: int
+    events: int
+    duplicates_removed: int
+    rejects: pl.DataFrame | None
+    tally: Tally
+    partitions: int
+    master: str
+    #: Where Spark wrote the directory (renamed to ``output_dir`` by :meth:`publish`).
+    temp_dir: str | None = None
+    #: Renames and removes on Spark's file systems (Hadoop's API, through the session).
+    _fs: Any = None
+
+    def publish(self) -> None:
+        """Rename the complete directory (Spark wrote its ``_SUCCESS``) into place."""
+        if self.output_dir is None or self.temp_dir is None:
+            return
+        if not self._fs.rename(self.temp_dir, self.output_dir):
+            raise OutputError(f"Cannot rename {self.temp_dir} to {self.output_dir}.")
+        self.temp_dir = None
+
+    def discard(self) -> None:
+        """Remove what Spark wrote (the run failed after the cluster's work)."""
+        if self.temp_dir is not None:
+            self._fs.delete(self.temp_dir)
+            self.temp_dir = None
+
+
+class _HadoopFS:
+    """The few file system calls the engine needs, on any path Spark can write (Hadoop's API)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._jvm = session.sparkContext._jvm
+        self._conf = session.sparkContext._jsc.hadoopConfiguration()
+
+    def _path(self, path: str) -> tuple[Any, Any]:
+        jpath = self._jvm.org.apache.hadoop.fs.Path(path)
+        return jpath.getFileSystem(self._conf), jpath
+
+    def exists(self, path: str) -> bool:
+        fs, jpath = self._path(path)
+        return bool(fs.exists(jpath))
+
+    def is_empty_dir(self, path: str) -> bool:
+        fs, jpath = self._path(path)
+        return bool(fs.getFileStatus(jpath).isDirectory()) and len(fs.listStatus(jpath)) == 0
+
+    def rename(self, source: str, target: str) -> bool:
+        fs, jsource = self._path(source)
+        _, jtarget = self._path(target)
+        if fs.exists(jtarget):
+            if len(fs.listStatus(jtarget)):
+                return False
+            fs.delete(jtarget, True)
+        return bool(fs.rename(jsource, jtarget))
+
+    def delete(self, path: str) -> None:
+        fs, jpath = self._path(path)
+        fs.delete(jpath, True)
+
+
+def _session_of(spark: Any, master: str | None) -> tuple[Any, bool]:
+    """The given session, or a new one (``master``, default ``local[*]``) and True: stop it after."""
+    if spark is not None:
+        if master is not None:
+            raise UsageError("--spark-master goes with a new Spark session, not with spark=<session>.")
+        return spark, False
+    active = SparkSession.getActiveSession()
+    if active is not None and master is None:
+        # Under spark-submit, in a notebook (Databricks), or in a program that made its own session.
+        return active, False
+    # The executors' Python is this one (local mode), with Polars on one thread per task: Spark runs a
+    # task per core.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
+    builder = (
+        SparkSession.builder.master(master or "local[*]")
+        # A local session's executors live in the driver's JVM: give it a quarter of the memory available
+        # (Spark's default, 1 GiB, cannot hold one 200 MB file as it is read), unless configured.
+        .config("spark.driver.memory", os.environ.get("SESSIONIZE_SPARK_DRIVER_MEMORY") or _driver_memory())
+        .appName("sessionize")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.executorEnv.POLARS_MAX_THREADS", "1")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # the JVM did not start: no Java, a bad master URL, ...
+        raise EngineUnavailableError(
+            f"Spark could not start ({_last_line(exc)}). "
+            "It needs Java 17 or later (java on the PATH or JAVA_HOME) and a valid --spark-master "
+            "(local[*], spark://host:7077, yarn, k8s://...)."
+        ) from exc
+    session.sparkContext.setLogLevel("ERROR")
+    return session, True
+
+
+def _driver_memory() -> str:
+    quarter = available_memory() // 4 // 2**20
+    return f"{min(max(quarter, 2048), 16384)}m"
+
+
+def check_output_dir(fs: _HadoopFS, output_dir: str) -> None:
+    if fs.exists(output_dir) and not fs.is_empty_dir(output_dir):
+        raise OutputError(
+            f"The output {output_dir} exists and is not an empty directory: --engine spark writes a new "
+            "directory of Parquet files. Give a new or empty directory."
+        )
+
+
+def _temp_sibling(output_dir: str, run_id: str) -> str:
+    parent, _, name = output_dir.rstrip("/").rpartition("/")
+    return f"{parent}/.{name}.sessionize-{run_id}.tmp" if parent else f".{name}.sessionize-{run_id}.tmp"
+
+
+def _geo_shipped(session: Any, job: PartitionJob, local: bool) -> PartitionJob:
+    """The job, with its GeoIP database shipped to the executors when they may not have its path."""
+    database = job.settings.geo_database
+    if database is None or local:
+        return job
+    session.sparkContext.addFile(str(database.path))
+    shipped = _ShippedDatabase(Path(database.path).name, database.source, str(database.path))
+    return dataclasses.replace(job, settings=dataclasses.replace(job.settings, geo_database=shipped))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _ShippedDatabase:
+    """A GeoIP database sent with ``SparkContext.addFile``: it unpickles on an executor as the copy
+    there (opened once per Python worker, see :func:`sessionize.geo.reopen_database`)."""
+
+    name: str
+    source: str
+    path: str
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        return _open_shipped, (self.name, self.source, self.path)
+
+
+def _open_shipped(name: str, source: str, path: str) -> Any:
+    if os.path.isfile(path):
+        return geo.reopen_database(path, source)
+    from pyspark import SparkFiles
+
+    return geo.reopen_database(SparkFiles.get(name), source)
+
+
+def run_spark(
+    inputs: Sequence[io.InputFile],
+    options: io.ReadOptions,
+    job: PartitionJob,
+    *,
+    output_dir: str | Path | None,
+    spark: Any = None,
+    master: str | None = None,
+    partitions: int | None = None,
+    input_format: str | None = None,
+    progress: Progress | None = None,
+    publish: bool = True,
+) -> SparkOutcome:
+    """Sessionize ``inputs`` with Spark: the same session table as a local run.
+
+    ``spark`` is a ``SparkSession`` to use (kept open); without it a session of ``master`` (default
+    ``local[*]``) is started and stopped. The table goes to ``output_dir`` (a new or empty directory
+    any executor can write: a local path in local mode, or ``s3a://``, ``abfss://``, ...) as Spark's
+    Parquet directory with ``_SUCCESS``; without it the sessions come back in ``sessions``.
+    ``partitions`` is the number of partitions of users (default: the session's default
+    parallelism, its cores). The summary is counted on the cluster.
+    """
+    require_spark()
+    notify = progress or (lambda event: None)
+    session, owned = _session_of(spark, master)
+    try:
+        return _run(
+            session,
+            inputs,
+            options,
+            job,
+            output_dir=None if output_dir is None else str(output_dir),
+            partitions=partitions,
+            input_format=input_format,
+            notify=notify,
+            publish=publish,
+        )
+    except SessionizeError:
+        raise
+    except Exception as exc:  # Py4J's and Spark's errors, a JVM that died
+        raise _engine_error(exc) from exc
+    finally:
+        if owned:
+            with contextlib.suppress(Exception):  # a JVM that died cannot be stopped
+                session.stop()
+
+
+def _engine_error(exc: BaseException) -> EngineError:
+    text = f"{type(exc).__name__}: {exc}"
+    if "OutOfMemoryError" in text:
+        return EngineError(
+            "Spark ran out of memory (java.lang.OutOfMemoryError). In local mode give its JVM more with "
+            "SESSIONIZE_SPARK_DRIVER_MEMORY=8g (default: a quarter of the memory available); on a cluster "
+            "raise spark.executor.memory and spark.executor.memoryOverhead, or give more --partitions. "
+            "Files are read whole: split very large ones."
+        )
+    return EngineError(f"The Spark job failed ({_last_line(exc)}). See Spark's log above for the cause.")
+
+
+def _run(
+    session: Any,
+    inputs: Sequence[io.InputFile],
+    options: io.ReadOptions,
+    job: PartitionJob,
+    *,
+    output_dir: str | None,
+    partitions: int | None,
+    input_format: str | None,
+    notify: Progress,
+    publish: bool,
+) -> SparkOutcome:
+    # Timestamps as UTC instants, written as Parquet's microsecond timestamps (not INT96).
+    session.conf.set("spark.sql.session.timeZone", "UTC")
+    session.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    fs = _HadoopFS(session)
+    target = None
+    if output_dir is not None:
+        target = output_dir if io.is_url(output_dir) else os.path.abspath(output_dir)
+        check_output_dir(fs, target)
+    files = plan_inputs(inputs, session, input_format=input_format)
+    master = str(session.sparkContext.master)
+    local = master.startswith("local")
+    sc = session.sparkContext
+    count = partitions or max(int(sc.defaultParallelism), 1)
+    notify(RunProgress("read", 0, len(files), 0))
+
+    job = _geo_shipped(session, job, local)
+    task = sc.broadcast(_ReadTask({_key(f.uri): f for f in files}, options, job, input_format))
+    shipped = sc.broadcast(job)
+    event_schema = _event_schema(job)
+    binary = session.read.format("binaryFile").load([f.uri for f in files])
+    read = binary.mapInArrow(lambda batches: _read_files(batches, task), _struct(event_schema))
+    read = read.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        summaries = [
+            pickle.loads(row[0]) for row in read.where(F.col(SUMMARY).isNotNull()).select(SUMMARY).collect()
+        ]
+        summaries.sort(key=lambda s: s["number"])
+        errors = [s["error"] for s in summaries if "error" in s]
+        if errors:
+            kind, message = errors[0]  # the first invalid input's, as a local run raises it
+            raise kind(message)
+        rows = sum(s["rows"] for s in summaries)
+        notify(RunProgress("read", len(files), len(files), rows))
+        events = read.where(F.col(SUMMARY).isNull()).drop(SUMMARY)
+        users = events.repartition(count, F.col(BUCKET))
+        all_sessions = users.mapInArrow(
+            lambda batches: _sessionize(batches, shipped), _struct(_session_schema())
+        )
+        all_sessions = all_sessions.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            counted = all_sessions.where(~F.col("is_bot")) if job.exclude_bots else all_sessions
+            output = counted.drop(geo.STATUS, *job.dropped)
+            temp_dir = None
+            if target is not None:
+                temp_dir = _temp_sibling(target, uuid.uuid4().hex[:8])
+                output.write.mode("errorifexists").parquet(temp_dir)
+                sessions = pl.DataFrame()
+            else:
+                sessions = _collect(output)
+            tally, events_count = _tally(all_sessions, counted)
+        finally:
+            all_sessions.unpersist()
+    finally:
+        read.unpersist()
+    notify(RunProgress("buckets", count, count, events_count))
+    found = [s["rejects"] for s in summaries if s["rejects"] is not None]
+    filtered = sum(s["filtered"] for s in summaries)
+    rejects = pl.concat(found, how="diagonal_relaxed") if found else None
+    rejected = 0 if rejects is None else rejects.height
+    if target is not None:
+        assert temp_dir is not None
+        parts = sorted(Path(temp_dir).glob("part-*.parquet")) if local and not io.is_url(temp_dir) else []
+        sessions = pl.read_parquet(parts[0]).head(PREVIEW_ROWS) if parts else pl.DataFrame()
+    result = SparkOutcome(
+        files=[f.shown for f in files],
+        sessions=sessions,
+        sessions_complete=target is None,
+        output_dir=target,
+        rows_read=rows,
+        filtered=filtered,
+        events=events_count,
+        duplicates_removed=rows - rejected - filtered - events_count,
+        rejects=rejects,
+        tally=tally,
+        partitions=count,
+        master=master,
+        temp_dir=temp_dir,
+        _fs=fs,
+    )
+    if publish:
+        result.publish()
+    return result
+
+
+def _collect(frame: Any) -> pl.DataFrame:
+    """A small Spark frame (sessions, never events) on the driver, as Polars."""
+    table = frame.toArrow() if hasattr(frame, "toArrow") else pa.Table.from_pandas(frame.toPandas())
+    result = pl.from_arrow(table)
+    assert isinstance(result, pl.DataFrame)
+    return result
+
+
+def _tally(all_sessions: Any, counted: Any) -> tuple[Tally, int]:
+    """The summary of the sessions, counted on the cluster: two small aggregations."""
+    bots = F.col("is_bot")
+    totals = all_sessions.agg(
+        F.coalesce(F.sum("event_count"), F.lit(0)).alias("events"),
+        F.count(F.when(bots, True)).alias("bot_sessions"),
+        F.coalesce(F.sum(F.when(bots, F.col("event_count"))), F.lit(0)).alias("bot_events"),
+    ).collect()[0]
+    figures = counted.agg(
+        F.count(F.lit(1)).alias("sessions"),
+        F.count_distinct(S.USER).alias("users"),
+        F.count(F.when(F.col(S.USER).isNull(), True)).alias("null_users"),
+        F.percentile("duration_s", F.lit(0.5)).alias("median"),
+        F.avg("duration_s").alias("mean"),
+    ).collect()[0]
+    statuses = counted.where(F.col(geo.STATUS).isNotNull()).groupBy(geo.STATUS).count().collect()
+    tally = Tally(
+        sessions=int(figures["sessions"]),
+        users=int(figures["users"]) + int(figures["null_users"] > 0),
+        bot_sessions=int(totals["bot_sessions"]),
+        bot_events=int(totals["bot_events"]),
+        geo_counts={row[0]: int(row[1]) for row in statuses},
+    )
+    tally.counted_median_s = None if figures["median"] is None else float(figures["median"])
+    tally.counted_mean_s = None if figures["mean"] is None else float(figures["mean"])
+    return tally, int(totals["events"])
+
+
+class SparkEngine:
+    """Apache Spark (``--engine spark``): a local session, or the cluster of ``--spark-master``."""
+
+    name: ClassVar[str] = "spark"
+
+    def check(self, config: RunConfig) -> None:
+        unsupported = {
+            "--state": config.incremental,
+            "--memory-limit": config.engine.memory_limit,
+            "--buckets": config.engine.buckets,
+            "--temp-dir": config.engine.temp_dir,
+            "--scheduler": config.engine.scheduler,
+            "--pageviews-output": config.output.pageviews_output,
+            "--users-output": config.output.users_output,
+        }
+        given = [name for name, value in unsupported.items() if value is not None]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} cannot be used with --engine spark (see docs/spark.md: incremental "
+                "runs and the page-view and user tables run on the local engines)."
+            )
+        output = config.output.output
+        if output == io.STDIN:
+            raise UsageError(
+                "--engine spark writes a directory of Parquet files, not one table on stdout: give a "
+                "directory with -o DIR (or a URL)."
+            )
+        if config.output.format not in (None, "parquet"):
+            raise UsageError("--engine spark writes Parquet: leave out --format.")
+        if (
+            output is not None
+            and io.formats.format_of(output.rstrip("/")) is not None
+            and not os.path.isdir(output)
+        ):
+            raise UsageError(
+                f"-o {output}: --engine spark writes a directory of Parquet files, not one file. Give a "
+                "directory name without a table extension."
+            )
+        require_spark()
+
+    def run(
+        self,
+        files: list[io.InputFile],
+        config: RunConfig,
+        job: PartitionJob,
+        outputs: io.Publication,
+        progress: Progress,
+    ) -> Outcome:
+        result = run_spark(
+            files,
+            config.read,
+            job,
+            output_dir=config.output.output,
+            spark=config.engine.spark_session,
+            master=config.engine.spark_master,
+            partitions=config.engine.partitions,
+            input_format=config.read.input_format,
+            progress=progress,
+            publish=False,
+        )
+        # The directory is renamed into place when every output of the run is complete.
+        outputs.defer(result.publish, result.discard)
+        return Outcome(
+            sessions=result.sessions,
+            tally=result.tally,
+            files=result.files,
+            rows_read=result.rows_read,
+            events=result.events,
+            duplicates_removed=result.duplicates_removed,
+            rejects=result.rejects,
+            complete=result.sessions_complete,
+            written=None if result.output_dir is None else "parquet",
+            path_taken=f"spark: {result.partitions} partitions",
+            buckets=result.partitions,
+            scheduler=result.master,
+            filtered=result.filtered,
+        )
+
+
+__all__ = ["SUCCESS", "SparkEngine", "SparkOutcome", "plan_inputs", "require_spark", "run_spark"]

@@ -1,0 +1,198 @@
+"""``--engine spark``: the session table of the local engine, computed by Apache Spark (local[2]).
+
+Every test compares a Spark run with ``sessionize.run`` (the local engine) on the same files: the whole
+table, every column (Spark has no unsigned integers: the counts come back as Int64, the same values),
+and the figures of the summary. The tests share one Spark session (``spark_session`` in conftest.py);
+tests/test_equivalence.py runs every option set on Spark too (rejects, privacy, geo, client session
+ids, filters).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import sessionize
+from sessionize import schema as S
+from sessionize.errors import BadTimestampError, EngineUnavailableError, OutputError, UsageError
+from tests.helpers import CITY_DB, DATA, KEYS, SAMPLE_DATA, run_cli, write_text
+
+pytest.importorskip("pyspark", reason="PySpark is not installed: pip install 'sessionize[spark]'")
+
+from sessionize.engines import spark as spark_engine
+
+pytestmark = pytest.mark.slow
+
+UNSIGNED: dict[str, pl.DataType] = {
+    name: pl.UInt32() for name, dtype in S.SESSION_SCHEMA.items() if dtype == pl.UInt32
+}
+FIGURES = ("rows_read", "events_read", "rejected", "duplicates_removed", "filtered_out", "session_count",
+           "user_count", "bot_sessions", "geo_counts", "median_duration_s")  # fmt: skip
+APACHE_LOG = DATA / "apache_logs" / "apache_access.log"
+
+
+def read_dir(directory: Path) -> pl.DataFrame:
+    assert (directory / spark_engine.SUCCESS).is_file()
+    written = pl.read_parquet(sorted(directory.glob("part-*.parquet")))
+    return written.cast({k: v for k, v in UNSIGNED.items() if k in written.columns})
+
+
+def same_as_local(files: list[Path], tmp_path: Path, spark: Any, **options: Any) -> sessionize.RunResult:
+    local = sessionize.run(files, **options)
+    out = tmp_path / "spark-sessions"
+    result = sessionize.run(files, spark=spark, output=str(out), **options)
+    assert result.engine == "spark" and result.path_taken.startswith("spark: ")
+    assert_frame_equal(read_dir(out).sort(KEYS), local.sessions.sort(KEYS))
+    assert {k: getattr(result, k) for k in FIGURES} == {k: getattr(local, k) for k in FIGURES}
+    assert result.mean_duration_s == pytest.approx(local.mean_duration_s, rel=1e-12)
+    return result
+
+
+def test_sample_data_with_geo(tmp_path: Path, spark_session: Any) -> None:
+    result = same_as_local([SAMPLE_DATA / "events.csv"], tmp_path, spark_session, geoip_db=str(CITY_DB))
+    assert result.session_count > 900
+
+
+def test_the_real_apache_log(tmp_path: Path, spark_session: Any) -> None:
+    """10,000 lines of a real combined log (one of them malformed): the same visitors, sessions, bots
+    and reject."""
+    result = same_as_local([APACHE_LOG], tmp_path, spark_session, no_geo=True, on_invalid="skip")
+    assert result.rows_read == 10_000 and result.rejected == 1 and result.bot_sessions > 0
+
+
+def test_malformed_and_invalid_rows_rejected_alike(tmp_path: Path, spark_session: Any) -> None:
+    lines = APACHE_LOG.read_text(encoding="utf-8", errors="replace").splitlines()[:300]
+    lines[7] = "this is not a log line"
+    log = write_text(tmp_path / "access.log", "\n".join(lines) + "\n")
+    csv = write_text(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url\nu1,2024-05-01T10:00:00Z,https://a.example/\nu1,not a time,https://a.example/x\n"
+        ",2024-05-01T10:00:00Z,https://a.example/\nu2,2024-05-01T11:00:00Z,https://a.example/\n",
+    )
+    local_rejects, spark_rejects = tmp_path / "local.csv", tmp_path / "spark.csv"
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+    local = sessionize.run([log, csv], rejects=str(local_rejects), **options)
+    out = tmp_path / "out"
+    result = sessionize.run(
+        [log, csv], spark=spark_session, output=str(out), rejects=str(spark_rejects), **options
+    )
+    assert result.rejected == local.rejected == 3
+    key = ["source_file", "source_row"]
+    assert_frame_equal(
+        pl.read_csv(spark_rejects, infer_schema=False).sort(key),
+        pl.read_csv(local_rejects, infer_schema=False).sort(key),
+    )
+    assert_frame_equal(read_dir(out).sort(KEYS), local.sessions.sort(KEYS))
+
+
+def test_an_invalid_row_fails_as_in_a_local_run(tmp_path: Path, spark_session: Any) -> None:
+    source = write_text(tmp_path / "events.csv", "user_id,timestamp\nu1,2024-05-01T10:00:00Z\nu1,yesterday\n")
+    out = tmp_path / "out"
+    with pytest.raises(BadTimestampError) as local:
+        sessionize.run([source], no_geo=True)
+    with pytest.raises(BadTimestampError) as spark:
+        sessionize.run([source], spark=spark_session, output=str(out), no_geo=True)
+    assert str(spark.value) == str(local.value)
+    assert str(source) in str(spark.value) and "line 3" in str(spark.value)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_client_session_ids_privacy_and_dedupe(tmp_path: Path, spark_session: Any) -> None:
+    source = write_text(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url,session_id,ip,event_id\n"
+        "u1,2024-05-01T10:00:00Z,https://a.example/,s1,81.2.69.142,e1\n"
+        "u1,2024-05-01T12:00:00Z,https://a.example/b,s1,81.2.69.142,e2\n"
+        "u1,2024-05-01T12:00:00Z,https://a.example/b,s1,81.2.69.142,e2\n"
+        "u2,2024-05-01T10:00:00Z,https://a.example/,,175.16.199.1,e3\n",
+    )
+    result = same_as_local(
+        [source], tmp_path, spark_session, geoip_db=str(CITY_DB), anonymize_ip=True, drop_columns="user_agent"
+    )
+    table = read_dir(tmp_path / "spark-sessions")
+    assert table.filter(pl.col("user_id") == "u1").get_column("session_id").to_list() == ["s1"]
+    assert set(table.get_column("ip")) == {"81.2.69.0", "175.16.199.0"}  # truncated, still located
+    assert table.get_column("city").null_count() == 0 and "user_agent" not in table.columns
+    assert result.duplicates_removed == 1
+
+
+def test_a_directory_url_is_listed_by_spark(tmp_path: Path, spark_session: Any) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE_DATA / "events.csv", folder / "a.csv")
+    write_text(folder / "b.csv", "user_id,timestamp,url\nz9,2024-05-01T10:00:00Z,https://a.example/\n")
+    write_text(folder / "notes.txt", "not events")
+    local = sessionize.run([folder], no_geo=True)
+    out = tmp_path / "out"
+    result = sessionize.run([folder.as_uri() + "/"], spark=spark_session, output=str(out), no_geo=True)
+    assert_frame_equal(read_dir(out).sort(KEYS), local.sessions.sort(KEYS))
+    assert len(result.files) == 2
+
+
+def test_without_an_output_the_sessions_come_back(tmp_path: Path, spark_session: Any) -> None:
+    local = sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True)
+    result = sessionize.run([SAMPLE_DATA / "events.csv"], spark=spark_session, no_geo=True, partitions=3)
+    assert result.sessions_complete and result.path_taken == "spark: 3 partitions"
+    returned = result.sessions.cast(UNSIGNED)  # type: ignore[arg-type]
+    assert_frame_equal(returned.sort(KEYS), local.sessions.sort(KEYS))
+
+
+def test_the_cli(tmp_path: Path, spark_session: Any) -> None:
+    """In this process the CLI uses the session already open (as under spark-submit or in a notebook)."""
+    out = tmp_path / "sessions"
+    result = run_cli(
+        SAMPLE_DATA / "events.csv", "--engine", "spark", "-o", out, "--no-geo", "--log-format", "json"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["engine"] == "spark" and summary["sessions"] == read_dir(out).height
+    assert not spark_session.sparkContext._jsc.sc().isStopped()  # not stopped: it was not ours
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--state", "S", "--output-dir", "O"], "--state"),
+        (["--pageviews-output", "pv.parquet"], "--pageviews-output"),
+        (["--buckets", "2"], "--buckets"),
+        (["--format", "csv", "-o", "out"], "--format"),
+        (["-o", "sessions.csv"], "not one file"),
+        (["-o", "-"], "stdout"),
+    ],
+)
+def test_options_the_spark_engine_refuses(tmp_path: Path, extra: list[str], message: str) -> None:
+    result = run_cli(SAMPLE_DATA / "events.csv", "--engine", "spark", "--no-geo", *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_spark_master_needs_the_spark_engine() -> None:
+    result = run_cli(SAMPLE_DATA / "events.csv", "--spark-master", "local[2]", "--no-geo")
+    assert result.exit_code == 2 and "--spark-master goes with --engine spark" in result.output
+
+
+def test_a_non_empty_output_directory_is_refused(tmp_path: Path, spark_session: Any) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.parquet").write_bytes(b"x")
+    with pytest.raises(OutputError, match="not an empty directory"):
+        sessionize.run([SAMPLE_DATA / "events.csv"], spark=spark_session, output=str(out), no_geo=True)
+    assert sorted(p.name for p in out.iterdir()) == ["old.parquet"]
+
+
+def test_missing_pyspark_or_java_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spark_engine, "_MISSING", ImportError("No module named 'pyspark'"))
+    with pytest.raises(EngineUnavailableError, match=r"pip install 'sessionize\[spark\]'"):
+        spark_engine.require_spark()
+    monkeypatch.setattr(spark_engine, "_MISSING", None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(EngineUnavailableError, match="Java 17 or later") as caught:
+        spark_engine.require_spark()
+    assert isinstance(caught.value, UsageError)  # exit code 2 on the CLI
