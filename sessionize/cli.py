@@ -705,6 +705,15 @@ def run(
             rich_help_panel=OUTPUT,
         ),
     ] = False,
+    partition_by_date: Annotated[
+        bool,
+        typer.Option(
+            "--partition-by-date",
+            help="With --engine spark: write the output directory partitioned by the sessions' start date "
+            "(session_date=YYYY-MM-DD/ in --timezone), as incremental runs do.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
     # Session rules -------------------------------------------------------------------------------
     timeout: Annotated[
         str,
@@ -1073,6 +1082,7 @@ def run(
                 asset_pattern=asset_pattern,
                 report=report,
                 csv_safe=csv_safe,
+                partition_by_date=partition_by_date,
                 pageviews_output=pageviews_output,
                 users_output=users_output,
                 memory_limit=memory_limit,

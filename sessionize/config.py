@@ -355,6 +355,9 @@ class OutputOptions:
     #: The page-view and user tables (issue 20; see docs/output.md).
     pageviews_output: str | None = None
     users_output: str | None = None
+    #: ``--engine spark``: the output directory partitioned by the sessions' start date
+    #: (``session_date=YYYY-MM-DD/``, in ``--timezone``), as the incremental output is.
+    partition_by_date: bool = False
 
     def targets(self) -> dict[str, str]:
         """The file outputs by option name (stdout excluded)."""
@@ -455,6 +458,7 @@ class RunConfig:
         asset_pattern: str = DEFAULT_ASSET_PATTERN,
         report: str | Path | None = None,
         csv_safe: bool = False,
+        partition_by_date: bool = False,
         pageviews_output: str | Path | None = None,
         users_output: str | Path | None = None,
         memory_limit: str | int | None = None,
@@ -543,6 +547,7 @@ class RunConfig:
             rejects=_path(rejects),
             report=_path(report),
             csv_safe=csv_safe,
+            partition_by_date=partition_by_date,
             pageviews_output=_path(pageviews_output),
             users_output=_path(users_output),
         )

@@ -196,3 +196,23 @@ def test_missing_pyspark_or_java_is_named(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(EngineUnavailableError, match="Java 17 or later") as caught:
         spark_engine.require_spark()
     assert isinstance(caught.value, UsageError)  # exit code 2 on the CLI
+
+
+def test_the_output_partitioned_by_date(tmp_path: Path, spark_session: Any) -> None:
+    """--partition-by-date: session_date=YYYY-MM-DD/ directories (the start's date in --timezone), as the
+    incremental output; together they hold the local table."""
+    source = SAMPLE_DATA / "events.csv"
+    local = sessionize.run([source], no_geo=True, timezone="America/New_York")
+    out = tmp_path / "by-day"
+    result = run_cli(source, "--engine", "spark", "-o", out, "--no-geo", "--partition-by-date",
+                     "--timezone", "America/New_York")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (out / spark_engine.SUCCESS).is_file()
+    written = pl.read_parquet(out / "**" / "*.parquet", hive_partitioning=True)
+    days = written.get_column("session_start").dt.convert_time_zone("America/New_York").dt.date()
+    assert days.equals(written.get_column("session_date"), check_names=False)
+    assert written.get_column("session_date").n_unique() > 1
+    table = written.drop("session_date").cast({k: v for k, v in UNSIGNED.items()})
+    assert_frame_equal(table.sort(KEYS), local.sessions.sort(KEYS))
+    refused = run_cli(source, "--partition-by-date", "-o", tmp_path / "x.parquet", "--no-geo")
+    assert refused.exit_code == 2 and "--partition-by-date go with --engine spark" in refused.output

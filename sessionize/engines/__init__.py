@@ -40,10 +40,10 @@ def choose_engine(inputs: Sequence[str | Path], config: RunConfig) -> tuple[Engi
         engine = SparkEngine()
         engine.check(config)
         return engine, resolve_spark_inputs(inputs, input_format=config.read.input_format)
-    if config.engine.spark_master is not None:
+    if config.engine.spark_master is not None or config.output.partition_by_date:
         from sessionize.errors import UsageError
 
-        raise UsageError("--spark-master goes with --engine spark.")
+        raise UsageError("--spark-master and --partition-by-date go with --engine spark.")
     if config.engine.scheduler is not None or config.engine.partitions is not None:
         from sessionize.errors import UsageError
 

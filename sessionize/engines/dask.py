@@ -784,6 +784,7 @@ class DaskEngine:
             "--buckets": config.engine.buckets,
             "--temp-dir": config.engine.temp_dir,
             "--spark-master": config.engine.spark_master,
+            "--partition-by-date": config.output.partition_by_date or None,
         }
         given = [name for name, value in unsupported.items() if value is not None]
         if given:

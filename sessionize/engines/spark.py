@@ -80,6 +80,8 @@ BUCKET = "_bucket"
 SUMMARY = "_summary"
 _ROW_BITS = 40
 BUCKET_SPACE = 1 << 32
+#: The column the output directory is partitioned by with ``partition_by_date`` (as incremental runs').
+DATE_PARTITION = "session_date"
 #: The last file of a complete output directory (Spark's own marker).
 SUCCESS = "_SUCCESS"
 INSTALL = "pip install 'sessionize[spark]'"
@@ -495,6 +497,7 @@ def run_spark(
     input_format: str | None = None,
     progress: Progress | None = None,
     publish: bool = True,
+    partition_by_date: str | None = None,
 ) -> SparkOutcome:
     """Sessionize ``inputs`` with Spark: the same session table as a local run.
 
@@ -503,7 +506,8 @@ def run_spark(
     any executor can write: a local path in local mode, or ``s3a://``, ``abfss://``, ...) as Spark's
     Parquet directory with ``_SUCCESS``; without it the sessions come back in ``sessions``.
     ``partitions`` is the number of partitions of users (default: the session's default
-    parallelism, its cores). The summary is counted on the cluster.
+    parallelism, its cores). ``partition_by_date`` (a time zone) partitions the output directory by
+    the sessions' start date there (``session_date=YYYY-MM-DD/``). The summary is counted on the cluster.
     """
     require_spark()
     notify = progress or (lambda event: None)
@@ -519,6 +523,7 @@ def run_spark(
             input_format=input_format,
             notify=notify,
             publish=publish,
+            partition_by_date=partition_by_date,
         )
     except SessionizeError:
         raise
@@ -553,6 +558,7 @@ def _run(
     input_format: str | None,
     notify: Progress,
     publish: bool,
+    partition_by_date: str | None = None,
 ) -> SparkOutcome:
     # Timestamps as UTC instants, written as Parquet's microsecond timestamps (not INT96).
     session.conf.set("spark.sql.session.timeZone", "UTC")
@@ -599,7 +605,12 @@ def _run(
             temp_dir = None
             if target is not None:
                 temp_dir = _temp_sibling(target, uuid.uuid4().hex[:8])
-                output.write.mode("errorifexists").parquet(temp_dir)
+                if partition_by_date is None:
+                    output.write.mode("errorifexists").parquet(temp_dir)
+                else:
+                    start = F.from_utc_timestamp(F.col("session_start"), partition_by_date)
+                    dated = output.withColumn(DATE_PARTITION, F.to_date(start))
+                    dated.write.mode("errorifexists").partitionBy(DATE_PARTITION).parquet(temp_dir)
                 sessions = pl.DataFrame()
             else:
                 sessions = _collect(output)
@@ -615,7 +626,7 @@ def _run(
     rejected = 0 if rejects is None else rejects.height
     if target is not None:
         assert temp_dir is not None
-        parts = sorted(Path(temp_dir).glob("part-*.parquet")) if local and not io.is_url(temp_dir) else []
+        parts = sorted(Path(temp_dir).glob("**/part-*.parquet")) if local and not io.is_url(temp_dir) else []
         sessions = pl.read_parquet(parts[0]).head(PREVIEW_ROWS) if parts else pl.DataFrame()
     result = SparkOutcome(
         files=[f.shown for f in files],
@@ -733,6 +744,7 @@ class SparkEngine:
             input_format=config.read.input_format,
             progress=progress,
             publish=False,
+            partition_by_date=config.session.timezone if config.output.partition_by_date else None,
         )
         # The directory is renamed into place when every output of the run is complete.
         outputs.defer(result.publish, result.discard)
