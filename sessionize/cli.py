@@ -758,6 +758,16 @@ def run(
             rich_help_panel=RULES,
         ),
     ] = None,
+    count_events: Annotated[
+        str | None,
+        typer.Option(
+            "--count-events",
+            metavar="NAMES",
+            help="Comma-separated event names counted per session, each in a column <name>_count after the "
+            "others (COLUMN=EVENT names the column: --count-events purchase,orders=Order Completed).",
+            rich_help_panel=RULES,
+        ),
+    ] = None,
     # Attribution ---------------------------------------------------------------------------------
     referers: Annotated[
         str | None,
@@ -1074,6 +1084,7 @@ def run(
                 referers=referers,
                 internal_domains=internal_domains or (),
                 conversion_events=conversion_events or (),
+                count_events=count_events or (),
                 max_session_length=max_session_length,
                 split_on_campaign=split_on_campaign,
                 split_at_midnight=split_at_midnight,

@@ -193,16 +193,43 @@ def parse_timestamp(value: str | datetime | None, option: str) -> datetime | Non
     return parsed
 
 
-def check_drop_columns(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    """``--drop-columns``: names of the session table's columns."""
+def check_drop_columns(value: str | Iterable[str] | None, *, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """``--drop-columns``: names of the session table's columns (``extra``: the ones options add)."""
     names = S.split_list(value or ())
-    unknown = [name for name in names if name not in SESSION_COLUMN_NAMES]
+    known = (*SESSION_COLUMN_NAMES, *extra)
+    unknown = [name for name in names if name not in known]
     if unknown:
         raise UsageError(
             f"--drop-columns: {', '.join(unknown)} not in the session table. Its columns are: "
-            f"{', '.join(SESSION_COLUMN_NAMES)}."
+            f"{', '.join(known)}."
         )
     return names
+
+
+def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, str], ...]:
+    """``--count-events purchase,orders=Order Completed``: (column, event name) pairs. A bare name
+    counts in ``<name>_count`` (lower case, other characters than letters and digits as ``_``)."""
+    result: dict[str, str] = {}
+    for item in S.split_list(value or ()):
+        column, equals, event = item.partition("=")
+        if not equals:
+            event = item
+            column = re.sub(r"[^0-9a-z]+", "_", item.lower()).strip("_") + "_count"
+        column, event = column.strip(), event.strip()
+        if not event or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", column):
+            raise UsageError(
+                f"--count-events {item!r}: give an event name, or COLUMN=EVENT with a column name of "
+                "letters, digits and _ (--count-events purchase,orders=Order Completed)."
+            )
+        if column in SESSION_COLUMN_NAMES or column.startswith("_"):
+            raise UsageError(
+                f"--count-events: the column {column!r} is a built-in column of the session table: name "
+                f"the count yourself (--count-events my_{column}={event})."
+            )
+        if column in result:
+            raise UsageError(f"--count-events names the column {column!r} twice.")
+        result[column] = event
+    return tuple(result.items())
 
 
 def check_preferred_columns(
@@ -321,6 +348,8 @@ class SessionOptions:
     timezone: str = field(default="UTC", metadata=_FINGERPRINT)
     conversion_events: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     internal_domains: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
+    #: ``--count-events``: (column, event name) pairs, counted per session after the built-in columns.
+    event_counts: tuple[tuple[str, str], ...] = field(default=(), metadata=_FINGERPRINT)
     #: A referer database file (default: the packaged one).
     referers: str | None = None
     #: The GeoIP database (default: ``$SESSIONIZE_GEOIP_DB``, then the bundled one), or no lookup.
@@ -450,6 +479,7 @@ class RunConfig:
         referers: str | Path | None = None,
         internal_domains: str | Iterable[str] = (),
         conversion_events: str | Iterable[str] = (),
+        count_events: str | Iterable[str] = (),
         max_session_length: str | timedelta | None = None,
         split_on_campaign: bool = False,
         split_at_midnight: bool = False,
@@ -529,6 +559,7 @@ class RunConfig:
             timezone=zone,
             conversion_events=S.split_list(conversion_events),
             internal_domains=normalize_internal_domains(internal_domains),
+            event_counts=check_event_counts(count_events),
             referers=_path(referers),
             geoip_db=_path(geoip_db),
             geo=not no_geo,
@@ -537,7 +568,9 @@ class RunConfig:
             anonymize_ip=anonymize,
             hash_user_ids_env=hash_user_ids,
             secret=secret,
-            drop_columns=check_drop_columns(drop_columns),
+            drop_columns=check_drop_columns(
+                drop_columns, extra=[column for column, _ in check_event_counts(count_events)]
+            ),
             dedupe=dedupe,
             exclude_bots=exclude_bots,
         )

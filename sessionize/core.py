@@ -380,21 +380,32 @@ def _cuts_of_long_sessions(rows: pl.Series, limit_us: int) -> pl.Series:
 _ROBOTS_TXT_URL = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]+)?/robots\.txt(?:[?#]|$)"
 
 
-def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[str] = ()) -> pl.LazyFrame:
+def summarize_sessions(
+    sessions: pl.LazyFrame,
+    *,
+    conversion_events: Iterable[str] = (),
+    event_counts: Sequence[tuple[str, str]] = (),
+) -> pl.LazyFrame:
     """One row per session from the output of :func:`assign_sessions`.
 
     Gives every column of the session table but the enrichment ones (attribution, geo, device), in
     the table's order, sorted by user and session number, plus the internal ``_fetched_robots_txt``
     and ``_referrer_page`` (:data:`sessionize.schema.REFERRER_PAGE`, read and dropped by attribution).
     A session is engaged (GA4's rule) when it lasts at least 10 s, has at least 2 page views, or has
-    an event named in ``conversion_events`` (case-insensitive).
+    an event named in ``conversion_events`` (case-insensitive). ``event_counts`` are (column, event
+    name) pairs: the session's events of that name (case-insensitive), counted in that column after
+    the others.
     """
     conversions = [name.lower() for name in conversion_events]
     converted = pl.col(S.EVENT).str.to_lowercase().is_in(conversions) if conversions else None
+    counted = {
+        column: (pl.col(S.EVENT).str.to_lowercase() == event.lower()).fill_null(False)
+        for column, event in event_counts
+    }
     if SESSION_ORDER in sessions.collect_schema().names():
-        table = _summarize_in_order(sessions, converted)
+        table = _summarize_in_order(sessions, converted, counted)
     else:
-        table = _summarize_labelled(sessions, converted)
+        table = _summarize_labelled(sessions, converted, counted)
     table = (
         table.with_columns(
             # round(6): exact microseconds as the nearest float, whatever order Polars divides in.
@@ -411,10 +422,12 @@ def summarize_sessions(sessions: pl.LazyFrame, *, conversion_events: Iterable[st
         )
         .with_columns((~pl.col("is_engaged")).alias("is_bounce"))
     )
-    return table.select(*(c.name for c in S.SESSION_COLUMNS if c.core), ROBOTS_TXT, S.REFERRER_PAGE)
+    return table.select(*(c.name for c in S.SESSION_COLUMNS if c.core), ROBOTS_TXT, S.REFERRER_PAGE, *counted)
 
 
-def _summarize_labelled(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl.LazyFrame:
+def _summarize_labelled(
+    sessions: pl.LazyFrame, converted: pl.Expr | None, counted: dict[str, pl.Expr]
+) -> pl.LazyFrame:
     """The session table of labelled events (``session_id`` on every event), by a ``group_by``."""
     ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
     # Page views and page activity (null: Snowplow's page pings) give the landing and exit pages.
@@ -444,13 +457,16 @@ def _summarize_labelled(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
             # Only crawlers ask for /robots.txt: the session is a bot's whatever its user agent says.
             pl.col(ROBOTS_TXT).any(),
             (converted.any() if converted is not None else pl.lit(False)).alias("_converted"),
+            *(flags.sum().cast(pl.UInt32).alias(column) for column, flags in counted.items()),
         )
         .sort(S.USER, "session_start", S.SESSION_ID)
         .with_columns((pl.int_range(pl.len(), dtype=pl.UInt32).over(S.USER) + 1).alias("session_number"))
     )
 
 
-def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl.LazyFrame:
+def _summarize_in_order(
+    sessions: pl.LazyFrame, converted: pl.Expr | None, counted: dict[str, pl.Expr]
+) -> pl.LazyFrame:
     """The session table from ``assign_sessions(label=False)``, without a ``group_by``.
 
     In session order each session is a run of events that starts where ``_new`` is set, so every
@@ -482,6 +498,7 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
         pl.col(S.IP),
         pl.col(S.USER_AGENT),
         *([in_order(converted)] if converted is not None else []),
+        *(in_order(flags) for flags in counted.values()),
     ]
     schema = sessions.collect_schema()
     dtype = pl.Struct(
@@ -501,28 +518,32 @@ def _summarize_in_order(sessions: pl.LazyFrame, converted: pl.Expr | None) -> pl
             "user_agent": schema[S.USER_AGENT],
             ROBOTS_TXT: pl.Boolean(),
             "_converted": pl.Boolean(),
+            **dict.fromkeys(counted, pl.UInt32()),
         }
     )
-    return sessions.select(pl.map_batches(inputs, _session_rows, return_dtype=dtype).alias("_table")).unnest(
-        "_table"
-    )
+    rows = partial(_session_rows, converted=converted is not None, counted=tuple(counted))
+    return sessions.select(pl.map_batches(inputs, rows, return_dtype=dtype).alias("_table")).unnest("_table")
 
 
-def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
+def _session_rows(
+    columns: Sequence[pl.Series], *, converted: bool = False, counted: Sequence[str] = ()
+) -> pl.Series:
     """The session table (a struct, one row per session) from the inputs of
     :func:`_summarize_in_order`: ``_order``, ``_new``, ``_ts``, the page view and possible robots.txt
     flags (in session order), the sessions' first user ids (in session order), then the events'
     URL, client session id, referrer, IP, user agent (in input order) and, if given, the conversion
-    flags (in session order).
+    flags (``converted``) and the flags of each counted event (``counted``), in session order.
     """
     order, new, ts, pv, maybe, first_user, url, client, referrer, ip, user_agent, *rest = columns
+    conversions = rest[0] if converted else None
+    count_flags = rest[1:] if converted else rest
     n = len(order)
     # Positions in session order of each session's first and last event.
     starts = new.arg_true()
     ends = (starts.shift(-1) - 1).fill_null(n - 1) if n else starts
     first = order.gather(starts)
 
-    def counts(flags: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series]:
+    def counts_of(flags: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series]:
         """Per session: the flags set before it, through its end, and in it."""
         running = flags.cum_sum().cast(pl.UInt32)
         before = running.gather(starts) - flags.gather(starts).cast(pl.UInt32)
@@ -535,8 +556,8 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
     page = pv.fill_null(True) if activity else pv
     pv = pv.fill_null(False)
     # Page views up to and including each event; the sessions' first and last ones by their rank.
-    before, through, pages = counts(page)
-    pageviews = counts(pv)[2] if activity else pages
+    before, through, pages = counts_of(page)
+    pageviews = counts_of(pv)[2] if activity else pages
     page_positions = page.arg_true()
     del pv, page
     # Input rows of the first and last page views (null without one).
@@ -549,8 +570,9 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
     maybe = maybe.arg_true()
     robots = maybe.filter(url.gather(order.gather(maybe)).str.contains(_ROBOTS_TXT_URL).fill_null(False))
     fetched_robots = _any_between(robots, starts, ends)
-    converted = _any_between(rest[0].arg_true(), starts, ends) if rest else None
-    del order
+    converted_any = _any_between(conversions.arg_true(), starts, ends) if conversions is not None else None
+    counts = [counts_of(flags)[2] for flags in count_flags]
+    del order, count_flags
 
     # The table's order, the session numbers and the numbers that tell same-instant ids apart.
     first_client = _gather(client, first)
@@ -604,8 +626,11 @@ def _session_rows(columns: Sequence[pl.Series]) -> pl.Series:
             ).get_columns(),
             fetched_robots.gather(table).alias(ROBOTS_TXT),
             (
-                converted.gather(table) if converted is not None else pl.repeat(False, sessions, eager=True)
+                converted_any.gather(table)
+                if converted_any is not None
+                else pl.repeat(False, sessions, eager=True)
             ).alias("_converted"),
+            *(count.gather(table).alias(name) for count, name in zip(counts, counted, strict=True)),
         ]
     ).to_struct("_table")
 

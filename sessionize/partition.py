@@ -69,6 +69,7 @@ def build_sessions(
     conversion_events: Iterable[str] = (),
     rules: SessionRules | None = None,
     exclude_bots: bool = False,
+    event_counts: Sequence[tuple[str, str]] = (),
 ) -> pl.LazyFrame:
     """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
 
@@ -86,9 +87,15 @@ def build_sessions(
         conversion_events=conversion_events,
         rules=rules or SessionRules(),
         exclude_bots=exclude_bots,
+        event_counts=event_counts,
     )
     sessions = sessions.pipe(enrich_geo, database=geo_database)
-    return _sessions_after_geo(sessions, anonymize_ip=anonymize_ip, keep_geo_status=keep_geo_status)
+    return _sessions_after_geo(
+        sessions,
+        anonymize_ip=anonymize_ip,
+        keep_geo_status=keep_geo_status,
+        extra=[c for c, _ in event_counts],
+    )
 
 
 def _sessions_before_geo(
@@ -101,6 +108,7 @@ def _sessions_before_geo(
     conversion_events: Iterable[str],
     rules: SessionRules,
     exclude_bots: bool,
+    event_counts: Sequence[tuple[str, str]] = (),
 ) -> pl.LazyFrame:
     """:func:`build_sessions` up to the geo lookup: sessions, attribution, user agent, bots and the
     ``before-geo`` anonymization."""
@@ -116,7 +124,7 @@ def _sessions_before_geo(
             campaign_col=CAMPAIGN if rules.split_on_campaign else None,
             label=False,
         )
-        .pipe(summarize_sessions, conversion_events=conversion_events)
+        .pipe(summarize_sessions, conversion_events=conversion_events, event_counts=event_counts)
         .pipe(
             enrich_attribution,
             referers=referers if referers is not None else default_referers(),
@@ -132,12 +140,17 @@ def _sessions_before_geo(
 
 
 def _sessions_after_geo(
-    sessions: pl.LazyFrame, *, anonymize_ip: AnonymizeIp | None, keep_geo_status: bool
+    sessions: pl.LazyFrame,
+    *,
+    anonymize_ip: AnonymizeIp | None,
+    keep_geo_status: bool,
+    extra: Sequence[str] = (),
 ) -> pl.LazyFrame:
-    """:func:`build_sessions` after the geo lookup: the ``after-geo`` anonymization and the columns."""
+    """:func:`build_sessions` after the geo lookup: the ``after-geo`` anonymization and the columns
+    (``extra``: the ones options add, after the built-in ones)."""
     if anonymize_ip == "after-geo":
         sessions = anonymize_ips(sessions)
-    return sessions.select(*SESSION_COLUMN_NAMES, *([geo.STATUS] if keep_geo_status else []))
+    return sessions.select(*SESSION_COLUMN_NAMES, *extra, *([geo.STATUS] if keep_geo_status else []))
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,8 @@ class SessionSettings:
     referers: RefererDatabase | None = None
     internal_domains: tuple[str, ...] = ()
     conversion_events: tuple[str, ...] = ()
+    #: ``--count-events``: (column, event name) pairs.
+    event_counts: tuple[tuple[str, str], ...] = ()
     #: Look the addresses up in a thread while the sessions are built (faster), or after them (less
     #: memory at once: the bucketed path, which keeps within a budget).
     overlap_geo: bool = True
@@ -174,9 +189,13 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
         conversion_events=settings.conversion_events,
         rules=settings.rules,
         exclude_bots=False,
+        event_counts=settings.event_counts,
     )
     after_geo = functools.partial(
-        _sessions_after_geo, anonymize_ip=settings.anonymize_ip, keep_geo_status=True
+        _sessions_after_geo,
+        anonymize_ip=settings.anonymize_ip,
+        keep_geo_status=True,
+        extra=[column for column, _ in settings.event_counts],
     )
     database = settings.geo_database
     if database is None or settings.anonymize_ip == "before-geo" or not settings.overlap_geo:
@@ -290,6 +309,7 @@ class PartitionJob:
                 referers=referers,
                 internal_domains=session.internal_domains,
                 conversion_events=session.conversion_events,
+                event_counts=session.event_counts,
             ),
             dedupe=config.privacy.dedupe,
             secret=config.privacy.secret,
@@ -509,13 +529,19 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         conversion_events=settings.conversion_events,
         rules=settings.rules,
         exclude_bots=job.exclude_bots,
+        event_counts=settings.event_counts,
     )
     return sessions.drop(*job.dropped)
 
 
 def empty_sessions(job: PartitionJob) -> pl.DataFrame:
     """The output table with no rows (the columns the job keeps)."""
-    return pl.DataFrame(schema=S.SESSION_SCHEMA).drop(*job.dropped)
+    return pl.DataFrame(schema=session_schema(job.settings)).drop(*job.dropped)
+
+
+def session_schema(settings: SessionSettings) -> dict[str, pl.DataType]:
+    """The session table's columns with these settings: the built-in ones, then the counts."""
+    return {**S.SESSION_SCHEMA, **{column: pl.UInt32() for column, _ in settings.event_counts}}
 
 
 __all__ = [

@@ -50,7 +50,6 @@ SECRET_VAR = "SESSIONIZE_EQUIVALENCE_TEST_SECRET"
 SECRET = "equivalence-test-secret"
 #: Columns only the incremental output has: ``is_final``, and the Hive partition column.
 INCREMENTAL_ONLY = ["is_final", "session_date"]
-UNSIGNED = [name for name, dtype in sessionize.schema.SESSION_SCHEMA.items() if dtype == pl.UInt32]
 DROPPED = "ip,user_agent,city,search_term"
 HAS_DASK = all(importlib.util.find_spec(name) is not None for name in ("distributed", "dask"))
 HAS_SPARK = importlib.util.find_spec("pyspark") is not None
@@ -264,6 +263,8 @@ OPTION_SETS: dict[str, OptionSet] = {
         {"anonymize_ip": True, "hash_user_ids": SECRET_VAR, "on_invalid": "skip"}, dirty=True
     ),
     "bots+dedupe+drop": OptionSet({"exclude_bots": True, "dedupe": True, "drop_columns": DROPPED}),
+    # Events counted per session in columns after the built-in ones.
+    "count_events": OptionSet({"count_events": "add_to_cart,views=page_view,Click"}),
     # Add-to-cart events left out (counted in filtered_out on every path).
     "filter": OptionSet({"filter": ["event=page_view,click,scroll"]}),
     # Scrolls as page activity (landing and exit pages); page views by distinct id, the event id standing
@@ -384,8 +385,11 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         )
         assert (target / "_SUCCESS").is_file()
         written = pl.read_parquet(sorted(target.glob("part-*.parquet")))
-        # Spark has no unsigned integers: the counts come back as Int64, the same values.
-        sessions = written.cast({name: pl.UInt32 for name in written.columns if name in UNSIGNED})
+        # Spark has no unsigned integers: the counts come back as Int64, the same values (every integer
+        # column of the session table is a UInt32 count).
+        sessions = written.cast(
+            {name: pl.UInt32 for name, dtype in written.schema.items() if dtype == pl.Int64}
+        )
     else:
         target = work / "sessions.parquet"
         buckets = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7}[path]

@@ -70,6 +70,7 @@ from sessionize.partition import (
     keeps_located_addresses,
     process_partition,
     protect_addresses,
+    session_schema,
 )
 
 #: The global input order of an event: its input's number in the top bits, its row below.
@@ -85,8 +86,6 @@ DATE_PARTITION = "session_date"
 #: The last file of a complete output directory (Spark's own marker).
 SUCCESS = "_SUCCESS"
 INSTALL = "pip install 'sessionize[spark]'"
-#: Columns of the session rows that Spark gets from a partition and counts the summary with.
-_ALL_SESSIONS = (*S.SESSION_SCHEMA, geo.STATUS)
 
 
 def require_spark() -> None:
@@ -244,9 +243,10 @@ def _event_schema(job: PartitionJob) -> Any:
     return pa.schema([*fields, (ORDER, pa.int64()), (BUCKET, pa.int64()), (SUMMARY, pa.binary())])
 
 
-def _session_schema() -> Any:
-    dtypes = {**S.SESSION_SCHEMA, geo.STATUS: pl.String()}
-    return pa.schema([(name, _arrow_type(dtypes[name])) for name in _ALL_SESSIONS])
+def _session_schema(job: PartitionJob) -> Any:
+    """The Arrow schema of the sessionize step's rows: every column, then the geo status."""
+    dtypes = {**session_schema(job.settings), geo.STATUS: pl.String()}
+    return pa.schema([(name, _arrow_type(dtype)) for name, dtype in dtypes.items()])
 
 
 def _arrow(frame: pl.DataFrame, schema: Any) -> Any:
@@ -323,7 +323,7 @@ def _sessionize(batches: Iterable[Any], job: Any) -> Iterator[Any]:
     result = process_partition(events, partition_job, keep_all=True)
     del events
     assert result.all_sessions is not None
-    yield from _arrow(result.all_sessions, _session_schema()).to_batches(max_chunksize=100_000)
+    yield from _arrow(result.all_sessions, _session_schema(partition_job)).to_batches(max_chunksize=100_000)
 
 
 # The run -----------------------------------------------------------------------------------------
@@ -596,7 +596,7 @@ def _run(
         events = read.where(F.col(SUMMARY).isNull()).drop(SUMMARY)
         users = events.repartition(count, F.col(BUCKET))
         all_sessions = users.mapInArrow(
-            lambda batches: _sessionize(batches, shipped), _struct(_session_schema())
+            lambda batches: _sessionize(batches, shipped), _struct(_session_schema(job))
         )
         all_sessions = all_sessions.persist(StorageLevel.MEMORY_AND_DISK)
         try:
