@@ -768,6 +768,45 @@ def run(
             rich_help_panel=RULES,
         ),
     ] = None,
+    heartbeat_events: Annotated[
+        str | None,
+        typer.Option(
+            "--heartbeat-events",
+            metavar="NAMES",
+            help="Comma-separated heartbeat event names (Snowplow's page_ping): engaged_time_s counts their "
+            "windows per page view, as Snowplow does, instead of the gaps between events.",
+            rich_help_panel=RULES,
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        str,
+        typer.Option(
+            "--heartbeat-interval",
+            metavar="DURATION",
+            help="The heartbeat's period (Snowplow's heartbeat; its default 10s).",
+            rich_help_panel=RULES,
+        ),
+    ] = "10s",
+    min_visit_length: Annotated[
+        str,
+        typer.Option(
+            "--min-visit-length",
+            metavar="DURATION",
+            help="Time on a page before its first heartbeat (Snowplow's minimum visit length, its default "
+            "5s).",
+            rich_help_panel=RULES,
+        ),
+    ] = "5s",
+    engaged_threshold: Annotated[
+        str | None,
+        typer.Option(
+            "--engaged-threshold",
+            metavar="DURATION",
+            help="is_engaged from engaged time at least this long, instead of GA4's duration of 10 s "
+            "(page views and conversions still count).",
+            rich_help_panel=RULES,
+        ),
+    ] = None,
     # Attribution ---------------------------------------------------------------------------------
     referers: Annotated[
         str | None,
@@ -1085,6 +1124,10 @@ def run(
                 internal_domains=internal_domains or (),
                 conversion_events=conversion_events or (),
                 count_events=count_events or (),
+                heartbeat_events=heartbeat_events or (),
+                heartbeat_interval=heartbeat_interval,
+                min_visit_length=min_visit_length,
+                engaged_threshold=engaged_threshold,
                 max_session_length=max_session_length,
                 split_on_campaign=split_on_campaign,
                 split_at_midnight=split_at_midnight,

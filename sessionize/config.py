@@ -206,6 +206,13 @@ def check_drop_columns(value: str | Iterable[str] | None, *, extra: Sequence[str
     return names
 
 
+def _non_negative(value: str | timedelta, option: str) -> float:
+    """A duration that may be zero (``0s``)."""
+    if isinstance(value, str) and value.strip() in ("0", "0s"):
+        return 0.0
+    return S.parse_duration(value, option=option).total_seconds()
+
+
 def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, str], ...]:
     """``--count-events purchase,orders=Order Completed``: (column, event name) pairs. A bare name
     counts in ``<name>_count`` (lower case, other characters than letters and digits as ``_``)."""
@@ -350,6 +357,9 @@ class SessionOptions:
     internal_domains: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: ``--count-events``: (column, event name) pairs, counted per session after the built-in columns.
     event_counts: tuple[tuple[str, str], ...] = field(default=(), metadata=_FINGERPRINT)
+    #: How ``engaged_time_s`` is measured (``--heartbeat-events``, ``--heartbeat-interval``,
+    #: ``--min-visit-length``, ``--engaged-threshold``).
+    engaged: S.EngagedTime = field(default_factory=S.EngagedTime, metadata=_FINGERPRINT)
     #: A referer database file (default: the packaged one).
     referers: str | None = None
     #: The GeoIP database (default: ``$SESSIONIZE_GEOIP_DB``, then the bundled one), or no lookup.
@@ -480,6 +490,10 @@ class RunConfig:
         internal_domains: str | Iterable[str] = (),
         conversion_events: str | Iterable[str] = (),
         count_events: str | Iterable[str] = (),
+        heartbeat_events: str | Iterable[str] = (),
+        heartbeat_interval: str | timedelta = "10s",
+        min_visit_length: str | timedelta = "5s",
+        engaged_threshold: str | timedelta | None = None,
         max_session_length: str | timedelta | None = None,
         split_on_campaign: bool = False,
         split_at_midnight: bool = False,
@@ -560,6 +574,16 @@ class RunConfig:
             conversion_events=S.split_list(conversion_events),
             internal_domains=normalize_internal_domains(internal_domains),
             event_counts=check_event_counts(count_events),
+            engaged=S.EngagedTime(
+                heartbeat_events=S.split_list(heartbeat_events),
+                heartbeat_s=S.parse_duration(
+                    heartbeat_interval, option="--heartbeat-interval"
+                ).total_seconds(),
+                min_visit_s=_non_negative(min_visit_length, "--min-visit-length"),
+                threshold_s=None
+                if engaged_threshold is None
+                else S.parse_duration(engaged_threshold, option="--engaged-threshold").total_seconds(),
+            ),
             referers=_path(referers),
             geoip_db=_path(geoip_db),
             geo=not no_geo,

@@ -385,6 +385,7 @@ def summarize_sessions(
     *,
     conversion_events: Iterable[str] = (),
     event_counts: Sequence[tuple[str, str]] = (),
+    engaged: S.EngagedTime | None = None,
 ) -> pl.LazyFrame:
     """One row per session from the output of :func:`assign_sessions`.
 
@@ -394,8 +395,11 @@ def summarize_sessions(
     A session is engaged (GA4's rule) when it lasts at least 10 s, has at least 2 page views, or has
     an event named in ``conversion_events`` (case-insensitive). ``event_counts`` are (column, event
     name) pairs: the session's events of that name (case-insensitive), counted in that column after
-    the others.
+    the others. ``engaged`` says how ``engaged_time_s`` is measured (:class:`sessionize.schema.EngagedTime`).
     """
+    engaged = engaged or S.EngagedTime()
+    beats = [name.lower() for name in engaged.heartbeat_events]
+    heartbeat = pl.col(S.EVENT).str.to_lowercase().is_in(beats).fill_null(False) if beats else None
     conversions = [name.lower() for name in conversion_events]
     converted = pl.col(S.EVENT).str.to_lowercase().is_in(conversions) if conversions else None
     counted = {
@@ -403,9 +407,14 @@ def summarize_sessions(
         for column, event in event_counts
     }
     if SESSION_ORDER in sessions.collect_schema().names():
-        table = _summarize_in_order(sessions, converted, counted)
+        table = _summarize_in_order(sessions, converted, counted, heartbeat, engaged)
     else:
-        table = _summarize_labelled(sessions, converted, counted)
+        table = _summarize_labelled(sessions, converted, counted, heartbeat, engaged)
+    long_enough = (
+        pl.col("duration_s") >= S.ENGAGED_DURATION_S
+        if engaged.threshold_s is None
+        else pl.col("engaged_time_s") >= engaged.threshold_s
+    )
     table = (
         table.with_columns(
             # round(6): exact microseconds as the nearest float, whatever order Polars divides in.
@@ -414,11 +423,7 @@ def summarize_sessions(
             .alias("duration_s"),
         )
         .with_columns(
-            (
-                (pl.col("duration_s") >= S.ENGAGED_DURATION_S)
-                | (pl.col("pageview_count") >= 2)
-                | pl.col("_converted")
-            ).alias("is_engaged")
+            (long_enough | (pl.col("pageview_count") >= 2) | pl.col("_converted")).alias("is_engaged")
         )
         .with_columns((~pl.col("is_engaged")).alias("is_bounce"))
     )
@@ -426,7 +431,11 @@ def summarize_sessions(
 
 
 def _summarize_labelled(
-    sessions: pl.LazyFrame, converted: pl.Expr | None, counted: dict[str, pl.Expr]
+    sessions: pl.LazyFrame,
+    converted: pl.Expr | None,
+    counted: dict[str, pl.Expr],
+    heartbeat: pl.Expr | None,
+    engaged: S.EngagedTime,
 ) -> pl.LazyFrame:
     """The session table of labelled events (``session_id`` on every event), by a ``group_by``."""
     ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
@@ -440,7 +449,14 @@ def _summarize_labelled(
     )
     # The robots.txt test runs per row, before the group_by: inside the aggregation it was 3x slower.
     robots = pl.col(S.URL).str.contains(_ROBOTS_TXT_URL)
-    return (
+    micros = ts.dt.epoch("us")
+    if heartbeat is None:
+        # The gap to the session's next event (its events are in session order), capped.
+        gaps = (micros.shift(-1) - micros).clip(0, int(engaged.gap_cap_s * 1e6)).fill_null(0).sum()
+        engaged_us = gaps.alias("_engaged_us")
+    else:
+        engaged_us = pl.lit(0, dtype=pl.Int64).alias("_engaged_us")
+    table = (
         sessions.with_columns(robots.alias(ROBOTS_TXT))
         .group_by(S.USER, S.SESSION_ID)
         .agg(
@@ -458,14 +474,46 @@ def _summarize_labelled(
             pl.col(ROBOTS_TXT).any(),
             (converted.any() if converted is not None else pl.lit(False)).alias("_converted"),
             *(flags.sum().cast(pl.UInt32).alias(column) for column, flags in counted.items()),
+            engaged_us,
         )
         .sort(S.USER, "session_start", S.SESSION_ID)
         .with_columns((pl.int_range(pl.len(), dtype=pl.UInt32).over(S.USER) + 1).alias("session_number"))
     )
+    if heartbeat is not None:
+        # Each heartbeat counts for the page view before it in its session (Snowplow's pings follow theirs).
+        keys = [S.USER, S.SESSION_ID]
+        page = pl.col(S.IS_PAGEVIEW).fill_null(False).cast(pl.UInt32).cum_sum().over(keys)
+        window = micros // int(engaged.heartbeat_s * 1e6)
+        per_page = (
+            sessions.with_columns(page.alias("_page"), window.alias("_window"))
+            .filter(heartbeat)
+            .group_by(*keys, "_page")
+            .agg(pl.col("_window").n_unique().alias("_windows"))
+            .group_by(keys)
+            .agg(_heartbeat_engaged_us(pl.col("_windows"), engaged).sum().alias("_beats_us"))
+        )
+        table = (
+            table.join(per_page, on=keys, how="left", maintain_order="left")
+            .with_columns(pl.col("_beats_us").fill_null(0).alias("_engaged_us"))
+            .drop("_beats_us")
+        )
+    return table.with_columns((pl.col("_engaged_us") / 1e6).round(6).alias("engaged_time_s")).drop(
+        "_engaged_us"
+    )
+
+
+def _heartbeat_engaged_us(windows: pl.Expr, engaged: S.EngagedTime) -> pl.Expr:
+    """A page view's engaged time from its heartbeats' distinct windows: Snowplow's
+    ``heartbeat x (windows - 1) + min_visit_length``, in microseconds."""
+    return (windows.cast(pl.Int64) - 1) * int(engaged.heartbeat_s * 1e6) + int(engaged.min_visit_s * 1e6)
 
 
 def _summarize_in_order(
-    sessions: pl.LazyFrame, converted: pl.Expr | None, counted: dict[str, pl.Expr]
+    sessions: pl.LazyFrame,
+    converted: pl.Expr | None,
+    counted: dict[str, pl.Expr],
+    heartbeat: pl.Expr | None,
+    engaged: S.EngagedTime,
 ) -> pl.LazyFrame:
     """The session table from ``assign_sessions(label=False)``, without a ``group_by``.
 
@@ -498,6 +546,7 @@ def _summarize_in_order(
         pl.col(S.IP),
         pl.col(S.USER_AGENT),
         *([in_order(converted)] if converted is not None else []),
+        *([in_order(heartbeat)] if heartbeat is not None else []),
         *(in_order(flags) for flags in counted.values()),
     ]
     schema = sessions.collect_schema()
@@ -519,24 +568,37 @@ def _summarize_in_order(
             ROBOTS_TXT: pl.Boolean(),
             "_converted": pl.Boolean(),
             **dict.fromkeys(counted, pl.UInt32()),
+            "engaged_time_s": pl.Float64(),
         }
     )
-    rows = partial(_session_rows, converted=converted is not None, counted=tuple(counted))
+    rows = partial(
+        _session_rows,
+        converted=converted is not None,
+        counted=tuple(counted),
+        engaged=engaged,
+    )
     return sessions.select(pl.map_batches(inputs, rows, return_dtype=dtype).alias("_table")).unnest("_table")
 
 
 def _session_rows(
-    columns: Sequence[pl.Series], *, converted: bool = False, counted: Sequence[str] = ()
+    columns: Sequence[pl.Series],
+    *,
+    converted: bool = False,
+    counted: Sequence[str] = (),
+    engaged: S.EngagedTime | None = None,
 ) -> pl.Series:
     """The session table (a struct, one row per session) from the inputs of
     :func:`_summarize_in_order`: ``_order``, ``_new``, ``_ts``, the page view and possible robots.txt
     flags (in session order), the sessions' first user ids (in session order), then the events'
     URL, client session id, referrer, IP, user agent (in input order) and, if given, the conversion
-    flags (``converted``) and the flags of each counted event (``counted``), in session order.
+    flags (``converted``), the heartbeat flags (with ``engaged.heartbeat_events``) and the flags of each
+    counted event (``counted``), in session order.
     """
     order, new, ts, pv, maybe, first_user, url, client, referrer, ip, user_agent, *rest = columns
-    conversions = rest[0] if converted else None
-    count_flags = rest[1:] if converted else rest
+    engaged = engaged or S.EngagedTime()
+    conversions = rest.pop(0) if converted else None
+    beats = rest.pop(0) if engaged.heartbeat_events else None
+    count_flags = rest
     n = len(order)
     # Positions in session order of each session's first and last event.
     starts = new.arg_true()
@@ -555,6 +617,7 @@ def _session_rows(
     activity = pv.null_count() > 0
     page = pv.fill_null(True) if activity else pv
     pv = pv.fill_null(False)
+    engaged_us = _engaged_in_order(ts, new, starts, ends, pv, beats, engaged)
     # Page views up to and including each event; the sessions' first and last ones by their rank.
     before, through, pages = counts_of(page)
     pageviews = counts_of(pv)[2] if activity else pages
@@ -631,8 +694,47 @@ def _session_rows(
                 else pl.repeat(False, sessions, eager=True)
             ).alias("_converted"),
             *(count.gather(table).alias(name) for count, name in zip(counts, counted, strict=True)),
+            (engaged_us.gather(table) / 1e6).round(6).alias("engaged_time_s"),
         ]
     ).to_struct("_table")
+
+
+def _engaged_in_order(
+    ts: pl.Series,
+    new: pl.Series,
+    starts: pl.Series,
+    ends: pl.Series,
+    pv: pl.Series,
+    beats: pl.Series | None,
+    engaged: S.EngagedTime,
+) -> pl.Series:
+    """Each session's engaged time in microseconds (in session order), from the events' times, page
+    view and heartbeat flags in session order (see :class:`sessionize.schema.EngagedTime`)."""
+    micros = ts.dt.epoch("us")
+    if beats is None:
+        gaps = (micros.shift(-1) - micros).clip(0, int(engaged.gap_cap_s * 1e6)).fill_null(0)
+        # A session's last event has no next one in it.
+        gaps = gaps.scatter(ends, 0) if len(ends) else gaps
+        running = gaps.cum_sum()
+        return running.gather(ends) - running.gather(starts) + gaps.gather(starts)
+    positions = beats.arg_true()
+    windows = pl.DataFrame(
+        {
+            "session": (new.cast(pl.UInt32).cum_sum() - 1).gather(positions),
+            "page": pv.cast(pl.UInt32).cum_sum().gather(positions),
+            "window": micros.gather(positions) // int(engaged.heartbeat_s * 1e6),
+        }
+    )
+    per_session = (
+        windows.group_by("session", "page")
+        .agg(pl.col("window").n_unique().alias("_windows"))
+        .group_by("session")
+        .agg(_heartbeat_engaged_us(pl.col("_windows"), engaged).sum().alias("us"))
+    )
+    result = pl.zeros(len(starts), dtype=pl.Int64, eager=True)
+    if per_session.height:
+        result = result.scatter(per_session.get_column("session"), per_session.get_column("us"))
+    return result
 
 
 def _gathered(parts: Sequence[tuple[str, pl.Series, pl.Series]]) -> pl.Series:

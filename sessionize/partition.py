@@ -70,6 +70,7 @@ def build_sessions(
     rules: SessionRules | None = None,
     exclude_bots: bool = False,
     event_counts: Sequence[tuple[str, str]] = (),
+    engaged: S.EngagedTime | None = None,
 ) -> pl.LazyFrame:
     """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
 
@@ -88,6 +89,7 @@ def build_sessions(
         rules=rules or SessionRules(),
         exclude_bots=exclude_bots,
         event_counts=event_counts,
+        engaged=engaged,
     )
     sessions = sessions.pipe(enrich_geo, database=geo_database)
     return _sessions_after_geo(
@@ -109,6 +111,7 @@ def _sessions_before_geo(
     rules: SessionRules,
     exclude_bots: bool,
     event_counts: Sequence[tuple[str, str]] = (),
+    engaged: S.EngagedTime | None = None,
 ) -> pl.LazyFrame:
     """:func:`build_sessions` up to the geo lookup: sessions, attribution, user agent, bots and the
     ``before-geo`` anonymization."""
@@ -124,7 +127,12 @@ def _sessions_before_geo(
             campaign_col=CAMPAIGN if rules.split_on_campaign else None,
             label=False,
         )
-        .pipe(summarize_sessions, conversion_events=conversion_events, event_counts=event_counts)
+        .pipe(
+            summarize_sessions,
+            conversion_events=conversion_events,
+            event_counts=event_counts,
+            engaged=engaged,
+        )
         .pipe(
             enrich_attribution,
             referers=referers if referers is not None else default_referers(),
@@ -166,6 +174,8 @@ class SessionSettings:
     conversion_events: tuple[str, ...] = ()
     #: ``--count-events``: (column, event name) pairs.
     event_counts: tuple[tuple[str, str], ...] = ()
+    #: How ``engaged_time_s`` is measured.
+    engaged: S.EngagedTime = field(default_factory=S.EngagedTime)
     #: Look the addresses up in a thread while the sessions are built (faster), or after them (less
     #: memory at once: the bucketed path, which keeps within a budget).
     overlap_geo: bool = True
@@ -190,6 +200,7 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
         rules=settings.rules,
         exclude_bots=False,
         event_counts=settings.event_counts,
+        engaged=settings.engaged,
     )
     after_geo = functools.partial(
         _sessions_after_geo,
@@ -310,6 +321,7 @@ class PartitionJob:
                 internal_domains=session.internal_domains,
                 conversion_events=session.conversion_events,
                 event_counts=session.event_counts,
+                engaged=session.engaged,
             ),
             dedupe=config.privacy.dedupe,
             secret=config.privacy.secret,
@@ -530,6 +542,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         rules=settings.rules,
         exclude_bots=job.exclude_bots,
         event_counts=settings.event_counts,
+        engaged=settings.engaged,
     )
     return sessions.drop(*job.dropped)
 

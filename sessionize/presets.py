@@ -79,8 +79,12 @@ PRESETS: dict[str, Preset] = {
                 "session_col": "domain_sessionid",
                 "event_id_col": "event_id",
                 "pageview_events": "page_view",
-                # Page pings carry the page they are sent from: the landing and exit pages.
+                # Page pings carry the page they are sent from: the landing and exit pages, and the
+                # engaged time (Snowplow's heartbeat and minimum visit length, its defaults).
                 "page_activity_events": "page_ping",
+                "heartbeat_events": "page_ping",
+                "heartbeat_interval": "10s",
+                "min_visit_length": "5s",
             },
             preferred_columns={
                 # The web_page context's id: a column, a warehouse's context column, or the TSV's contexts.

@@ -16,6 +16,28 @@ DEFAULT_TIMEOUT = timedelta(minutes=30)
 DEFAULT_PAGEVIEW_EVENTS: tuple[str, ...] = ("page_view", "pageview", "$pageview", "page")
 #: GA4 counts a session as engaged from this duration on.
 ENGAGED_DURATION_S = 10.0
+#: Without heartbeat events, a session's engaged time adds the gaps between its events, each capped here.
+ENGAGED_GAP_CAP_S = 300.0
+
+
+@dataclass(frozen=True)
+class EngagedTime:
+    """How ``engaged_time_s`` is measured (see docs/metrics.md).
+
+    With ``heartbeat_events`` (Snowplow's ``page_ping``): per page view, the heartbeats that follow it in
+    its session fall in windows of ``heartbeat_s``; its engaged time is ``heartbeat_s`` x (distinct
+    windows - 1) + ``min_visit_s`` (Snowplow's web model), 0 without heartbeats; a session adds its page
+    views'. Without: the gaps between a session's consecutive events, each capped at ``gap_cap_s``.
+    ``threshold_s`` (``--engaged-threshold``) makes ``is_engaged`` read engaged time instead of the
+    duration.
+    """
+
+    heartbeat_events: tuple[str, ...] = ()
+    heartbeat_s: float = 10.0
+    min_visit_s: float = 5.0
+    gap_cap_s: float = ENGAGED_GAP_CAP_S
+    threshold_s: float | None = None
+
 
 #: The timestamp type of every output time column: UTC instants with microsecond precision.
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -270,6 +292,12 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
         "A crawler or script by its user agent (crawler list of ua-parser, plus HTTP libraries and "
         "headless browsers), or a session that fetched `/robots.txt`.",
         core=False,
+    ),
+    OutputColumn(
+        "engaged_time_s",
+        pl.Float64(),
+        "Engaged time in seconds: from heartbeat events with `--heartbeat-events` (Snowplow's page pings), "
+        "else the time to the next event of the session, each gap capped at 5 minutes.",
     ),
 )
 

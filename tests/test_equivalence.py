@@ -263,6 +263,10 @@ OPTION_SETS: dict[str, OptionSet] = {
         {"anonymize_ip": True, "hash_user_ids": SECRET_VAR, "on_invalid": "skip"}, dirty=True
     ),
     "bots+dedupe+drop": OptionSet({"exclude_bots": True, "dedupe": True, "drop_columns": DROPPED}),
+    # Engaged time from scrolls as heartbeats, and is_engaged from it.
+    "heartbeats": OptionSet(
+        {"heartbeat_events": "scroll", "heartbeat_interval": "20s", "engaged_threshold": "15s"}
+    ),
     # Events counted per session in columns after the built-in ones.
     "count_events": OptionSet({"count_events": "add_to_cart,views=page_view,Click"}),
     # Add-to-cart events left out (counted in filtered_out on every path).

@@ -174,7 +174,10 @@ def test_options_the_spark_engine_refuses(tmp_path: Path, extra: list[str], mess
 
 def test_spark_master_needs_the_spark_engine() -> None:
     result = run_cli(SAMPLE_DATA / "events.csv", "--spark-master", "local[2]", "--no-geo")
-    assert result.exit_code == 2 and "--spark-master goes with --engine spark" in result.output
+    assert (
+        result.exit_code == 2
+        and "--spark-master and --partition-by-date go with --engine spark" in result.output
+    )
 
 
 def test_a_non_empty_output_directory_is_refused(tmp_path: Path, spark_session: Any) -> None:

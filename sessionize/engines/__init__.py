@@ -47,7 +47,9 @@ def choose_engine(inputs: Sequence[str | Path], config: RunConfig) -> tuple[Engi
     if config.engine.scheduler is not None or config.engine.partitions is not None:
         from sessionize.errors import UsageError
 
-        raise UsageError("--scheduler goes with --engine dask, --partitions with --engine dask or spark.")
+        raise UsageError(
+            "--scheduler and --partitions go with --engine dask (--partitions also with --engine spark)."
+        )
     if config.incremental is not None:
         engine = IncrementalEngine()
         engine.check(config)

@@ -627,7 +627,7 @@ def _run(
     if target is not None:
         assert temp_dir is not None
         parts = sorted(Path(temp_dir).glob("**/part-*.parquet")) if local and not io.is_url(temp_dir) else []
-        sessions = pl.read_parquet(parts[0]).head(PREVIEW_ROWS) if parts else pl.DataFrame()
+        sessions = pl.read_parquet(parts[0], glob=False).head(PREVIEW_ROWS) if parts else pl.DataFrame()
     result = SparkOutcome(
         files=[f.shown for f in files],
         sessions=sessions,
