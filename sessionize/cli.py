@@ -539,6 +539,16 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = None,
+    stitch_col: Annotated[
+        str | None,
+        typer.Option(
+            "--stitch-col",
+            metavar="COLUMN",
+            help="The login id column (user_id) while sessions are keyed by an anonymous id: every session "
+            "gets stitched_user_id, the user's latest login id (identity stitching).",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
     time_unit: Annotated[
         str | None,
         typer.Option(
@@ -1101,6 +1111,7 @@ def run(
                 user_agent_col=user_agent_col,
                 event_id_col=event_id_col,
                 page_view_id_col=page_view_id_col,
+                stitch_col=stitch_col,
                 time_unit=time_unit,
                 timezone=timezone,
                 ambiguous_time=ambiguous_time,

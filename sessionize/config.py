@@ -336,11 +336,21 @@ class ReadOptions:
             "ambiguous": self.ambiguous_time,
             "session_id_nulls": self.session_id_nulls,
             "page_activity_events": self.page_activity_events,
+            "stitching": self.stitching,
         }
 
     def preferred(self) -> dict[str, tuple[str, ...]]:
         """:attr:`preferred_columns` by role, for :func:`sessionize.schema.resolve_columns`."""
         return dict(self.preferred_columns)
+
+    @property
+    def stitching(self) -> bool:
+        """Identity stitching is on: ``--stitch-col``, or a preset that names the login id's columns."""
+        return self.columns.stitch is not None or S.STITCH in self.preferred()
+
+    def event_schema(self) -> dict[str, pl.DataType]:
+        """The columns of the events these options read (see :func:`sessionize.schema.event_schema`)."""
+        return S.event_schema(stitch=self.stitching)
 
 
 @dataclass(frozen=True)
@@ -466,6 +476,7 @@ class RunConfig:
         user_agent_col: str | None = None,
         event_id_col: str | None = None,
         page_view_id_col: str | None = None,
+        stitch_col: str | None = None,
         time_unit: str | None = None,
         timezone: str | None = None,
         ambiguous_time: str = "earliest",
@@ -593,7 +604,11 @@ class RunConfig:
             hash_user_ids_env=hash_user_ids,
             secret=secret,
             drop_columns=check_drop_columns(
-                drop_columns, extra=[column for column, _ in check_event_counts(count_events)]
+                drop_columns,
+                extra=[
+                    *([S.STITCHED_USER_ID] if read.stitching else []),
+                    *(column for column, _ in check_event_counts(count_events)),
+                ],
             ),
             dedupe=dedupe,
             exclude_bots=exclude_bots,

@@ -390,6 +390,7 @@ def prepare_events(
     session_id_nulls: Iterable[str] = (),
     page_activity_events: Iterable[str] = (),
     carry: Sequence[str] = (),
+    stitching: bool = False,
 ) -> pl.LazyFrame:
     """Select, rename, type and parse the input columns into the canonical events frame.
 
@@ -400,9 +401,11 @@ def prepare_events(
     that mean "none" (Amplitude's ``-1``), besides the empty one. Events named in
     ``page_activity_events`` (Snowplow's ``page_ping``) are page activity: ``is_pageview`` null (see
     :data:`sessionize.schema.IS_PAGEVIEW`). ``carry`` names columns kept as they are, after the
-    canonical ones. A page view with a page view id (``columns.page_view_id``)
-    takes ``page_view:<id>`` as its event id, so that repeated page views of one id are dropped as
-    duplicate events: page views count by distinct id, as Snowplow counts them.
+    canonical ones. With ``stitching`` the login id (``columns.stitch``, null when the input has
+    none) becomes the ``_stitch_id`` column (:func:`sessionize.schema.event_schema`). A page view
+    with a page view id (``columns.page_view_id``) takes ``page_view:<id>`` as its event id, so that
+    repeated page views of one id are dropped as duplicate events: page views count by distinct id,
+    as Snowplow counts them.
     """
     schema = events.collect_schema()
     dtype = schema[columns.timestamp]
@@ -454,6 +457,7 @@ def prepare_events(
         event_id.alias(S.EVENT_ID),
         _as_text(columns.user_agent, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),
+        *([_as_text(columns.stitch).alias(S.STITCH_ID)] if stitching else []),
         *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
         *carry,
     )

@@ -71,6 +71,7 @@ def build_sessions(
     exclude_bots: bool = False,
     event_counts: Sequence[tuple[str, str]] = (),
     engaged: S.EngagedTime | None = None,
+    stitching: bool = False,
 ) -> pl.LazyFrame:
     """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
 
@@ -97,6 +98,18 @@ def build_sessions(
         anonymize_ip=anonymize_ip,
         keep_geo_status=keep_geo_status,
         extra=[c for c, _ in event_counts],
+        stitched=stitched_ids(events) if stitching else None,
+    )
+
+
+def stitched_ids(events: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Each user's latest login id (``--stitch-col``): the last non-null one in time (ties: in input
+    order), Snowplow's ``stitched_user_id`` and Segment's identify. Users without one are absent."""
+    return (
+        events.lazy()
+        .filter(pl.col(S.STITCH_ID).is_not_null())
+        .group_by(S.USER)
+        .agg(pl.col(S.STITCH_ID).sort_by(S.TIME, maintain_order=True).last().alias(S.STITCHED_USER_ID))
     )
 
 
@@ -153,12 +166,17 @@ def _sessions_after_geo(
     anonymize_ip: AnonymizeIp | None,
     keep_geo_status: bool,
     extra: Sequence[str] = (),
+    stitched: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """:func:`build_sessions` after the geo lookup: the ``after-geo`` anonymization and the columns
-    (``extra``: the ones options add, after the built-in ones)."""
+    (``stitched``: each user's login id, :func:`stitched_ids`; ``extra``: the counts, after them)."""
     if anonymize_ip == "after-geo":
         sessions = anonymize_ips(sessions)
-    return sessions.select(*SESSION_COLUMN_NAMES, *extra, *([geo.STATUS] if keep_geo_status else []))
+    columns: list[str] = [*SESSION_COLUMN_NAMES]
+    if stitched is not None:
+        sessions = sessions.join(stitched, on=S.USER, how="left", maintain_order="left")
+        columns.append(S.STITCHED_USER_ID)
+    return sessions.select(*columns, *extra, *([geo.STATUS] if keep_geo_status else []))
 
 
 @dataclass(frozen=True)
@@ -176,6 +194,8 @@ class SessionSettings:
     event_counts: tuple[tuple[str, str], ...] = ()
     #: How ``engaged_time_s`` is measured.
     engaged: S.EngagedTime = field(default_factory=S.EngagedTime)
+    #: Identity stitching: the events have ``_stitch_id``, the sessions get ``stitched_user_id``.
+    stitching: bool = False
     #: Look the addresses up in a thread while the sessions are built (faster), or after them (less
     #: memory at once: the bucketed path, which keeps within a budget).
     overlap_geo: bool = True
@@ -207,6 +227,7 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
         anonymize_ip=settings.anonymize_ip,
         keep_geo_status=True,
         extra=[column for column, _ in settings.event_counts],
+        stitched=stitched_ids(events) if settings.stitching else None,
     )
     database = settings.geo_database
     if database is None or settings.anonymize_ip == "before-geo" or not settings.overlap_geo:
@@ -296,6 +317,10 @@ class PartitionJob:
     pageviews: bool = False
     users: bool = False
 
+    def event_schema(self) -> dict[str, pl.DataType]:
+        """The columns of the events this job sessionizes."""
+        return S.event_schema(stitch=self.settings.stitching)
+
     @classmethod
     def of(
         cls,
@@ -322,6 +347,7 @@ class PartitionJob:
                 conversion_events=session.conversion_events,
                 event_counts=session.event_counts,
                 engaged=session.engaged,
+                stitching=config.read.stitching,
             ),
             dedupe=config.privacy.dedupe,
             secret=config.privacy.secret,
@@ -421,7 +447,11 @@ def hash_ids(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
     """The events with their user ids hashed when the job says so (``--hash-user-ids``)."""
     if job.secret is None:
         return events
-    return hash_user_ids(events.lazy(), secret=job.secret).collect(engine="in-memory")
+    hashed = hash_user_ids(events.lazy(), secret=job.secret)
+    if S.STITCH_ID in events.columns:
+        # The login id is a user id too: never in the clear where the user ids are hashed.
+        hashed = hash_user_ids(hashed, secret=job.secret, column=S.STITCH_ID)
+    return hashed.collect(engine="in-memory")
 
 
 #: With ``--anonymize-ip`` (after the geo lookup) events kept on disk (the incremental state, the
@@ -497,7 +527,7 @@ def process_partition(
         events = hash_ids(drop_duplicate_events(events, dedupe=job.dedupe), job)
     if LOCATED in events.columns:
         table = _geo_of_first_events(
-            sessionize_partition(events.select(*S.EVENT_SCHEMA), settings or job.settings), events
+            sessionize_partition(events.select(*job.event_schema()), settings or job.settings), events
         )
     else:
         table = sessionize_partition(events, settings or job.settings)
@@ -507,7 +537,7 @@ def process_partition(
     if job.pageviews:
         rules = (settings or job.settings).rules
         pageviews = build_pageviews(
-            events.select(*S.EVENT_SCHEMA), sessions, rules, (settings or job.settings).timeout
+            events.select(*job.event_schema()), sessions, rules, (settings or job.settings).timeout
         )
         pageviews = drop_shown(pageviews, job.dropped)
     if job.users:
@@ -530,6 +560,8 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
     events = drop_duplicate_events(events, dedupe=job.dedupe)
     if job.secret is not None:
         events = hash_user_ids(events, secret=job.secret)
+        if job.settings.stitching:
+            events = hash_user_ids(events, secret=job.secret, column=S.STITCH_ID)
     settings = job.settings
     sessions = build_sessions(
         events,
@@ -543,6 +575,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         exclude_bots=job.exclude_bots,
         event_counts=settings.event_counts,
         engaged=settings.engaged,
+        stitching=settings.stitching,
     )
     return sessions.drop(*job.dropped)
 
@@ -553,8 +586,10 @@ def empty_sessions(job: PartitionJob) -> pl.DataFrame:
 
 
 def session_schema(settings: SessionSettings) -> dict[str, pl.DataType]:
-    """The session table's columns with these settings: the built-in ones, then the counts."""
-    return {**S.SESSION_SCHEMA, **{column: pl.UInt32() for column, _ in settings.event_counts}}
+    """The session table's columns with these settings: the built-in ones, the stitched user id, the
+    counts."""
+    stitched: dict[str, pl.DataType] = {S.STITCHED_USER_ID: pl.String()} if settings.stitching else {}
+    return {**S.SESSION_SCHEMA, **stitched, **{column: pl.UInt32() for column, _ in settings.event_counts}}
 
 
 __all__ = [

@@ -94,6 +94,8 @@ PRESETS: dict[str, Preset] = {
                     "contexts_com_snowplowanalytics_snowplow_web_page_1_0_0",
                     "contexts",
                 ),
+                # The login id: stitched_user_id, the user's latest (Snowplow's session stitching).
+                "stitch": ("user_id",),
                 "url": ("page_url",),
                 "referrer": ("page_referrer",),
                 "ip": ("user_ipaddress",),
@@ -110,6 +112,8 @@ PRESETS: dict[str, Preset] = {
             # anonymousId in the raw JSON, anonymous_id in a warehouse table (and the same for the rest).
             preferred_columns={
                 "user_id": ("anonymous_id",),
+                # userId of identify (and later) calls: stitched_user_id, as Segment's identity graph.
+                "stitch": ("user_id",),
                 "event_id": ("message_id",),
                 "url": ("context.page.url", "url"),
                 "referrer": ("context.page.referrer", "referrer"),

@@ -58,6 +58,12 @@ USER_AGENT = "user_agent"
 IS_PAGEVIEW = "is_pageview"
 #: The role of the page view id column (Snowplow's web_page context ``id``): read, never an event column.
 PAGE_VIEW_ID = "page_view_id"
+#: The role of ``--stitch-col`` (the login id: Snowplow's and Segment's ``user_id``), and the event
+#: column it becomes when identity stitching is on (see :func:`event_schema`).
+STITCH = "stitch"
+STITCH_ID = "_stitch_id"
+#: The session column identity stitching adds.
+STITCHED_USER_ID = "stitched_user_id"
 SESSION_ID = "session_id"
 #: Hidden column of the session summary, read by attribution and dropped by it: the URL of the event
 #: whose referrer a session without a page view takes (its first event), null when the session has a
@@ -106,6 +112,8 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     CLIENT_SESSION: ("session_id", "domain_sessionid", "$session_id", "sessionid"),
     EVENT_ID: ("event_id", "message_id", "id", "$insert_id", "uuid"),
     USER_AGENT: ("user_agent", "useragent", "context_user_agent", "http_user_agent", "$user_agent", "ua"),
+    # The login id of identity stitching: only a column named with --stitch-col or a preset.
+    STITCH: (),
     # Snowplow: the web_page context's id, as a column of its own or the context column of a warehouse
     # table (Snowflake: JSON text; BigQuery: an array of structs).
     PAGE_VIEW_ID: (
@@ -137,6 +145,7 @@ class ColumnNames:
     user_agent: str | None = field(default=None, metadata={"role": USER_AGENT})
     event_id: str | None = field(default=None, metadata={"role": EVENT_ID})
     page_view_id: str | None = field(default=None, metadata={"role": PAGE_VIEW_ID})
+    stitch: str | None = field(default=None, metadata={"role": STITCH})
 
     @classmethod
     def of(cls, options: Mapping[str, object]) -> ColumnNames:
@@ -170,6 +179,11 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     USER_AGENT: pl.String(),
     IS_PAGEVIEW: pl.Boolean(),
 }
+
+
+def event_schema(*, stitch: bool = False) -> dict[str, pl.DataType]:
+    """The canonical events frame's columns: :data:`EVENT_SCHEMA`, and the login id with stitching."""
+    return {**EVENT_SCHEMA, STITCH_ID: pl.String()} if stitch else dict(EVENT_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -318,6 +332,7 @@ class ColumnMap:
     event_id: str | None = None
     user_agent: str | None = None
     page_view_id: str | None = None
+    stitch: str | None = None
     #: Further event-name columns, used where ``event`` is empty (Segment: ``event`` for track
     #: calls, ``type`` = ``page`` for page calls).
     event_fallbacks: tuple[str, ...] = ()

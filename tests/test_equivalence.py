@@ -267,6 +267,9 @@ OPTION_SETS: dict[str, OptionSet] = {
     "heartbeats": OptionSet(
         {"heartbeat_events": "scroll", "heartbeat_interval": "20s", "engaged_threshold": "15s"}
     ),
+    # Identity stitching: the user agent stands in for a login id (one per user here, so every run of
+    # the incremental path sees the same one).
+    "stitch": OptionSet({"stitch_col": "user_agent"}),
     # Events counted per session in columns after the built-in ones.
     "count_events": OptionSet({"count_events": "add_to_cart,views=page_view,Click"}),
     # Add-to-cart events left out (counted in filtered_out on every path).

@@ -20,7 +20,6 @@ from typing import ClassVar
 import polars as pl
 
 from sessionize import io
-from sessionize import schema as S
 from sessionize.config import RunConfig
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
 from sessionize.engines.budget import Plan, bucket_of, bucket_warning, split_count, sub_bucket_of
@@ -108,7 +107,7 @@ class BucketEngine:
                 report_parts.mkdir()
             events = duplicates = 0
             for index in range(plan.buckets):
-                bucket_events = spill.read(index, S.EVENT_SCHEMA)
+                bucket_events = spill.read(index, job.event_schema())
                 # A bucket of many users with few events each (one session per event) costs about twice
                 # what the plan assumed: it goes through the step in parts, by a second hash of users.
                 parts = split_count(bucket_events, plan)
@@ -146,7 +145,7 @@ class BucketEngine:
             empty = empty_sessions(job)
             sessions = pl.concat(kept, how="vertical") if kept else empty
             if extra_sinks:
-                nothing = process_partition(pl.DataFrame(schema=S.EVENT_SCHEMA), job)
+                nothing = process_partition(pl.DataFrame(schema=job.event_schema()), job)
                 for name, extra_sink in extra_sinks.items():
                     empty_part = getattr(nothing, name)
                     assert empty_part is not None

@@ -50,7 +50,6 @@ else:
     _MISSING = None
 
 from sessionize import geo, io
-from sessionize import schema as S
 from sessionize._version import __version__
 from sessionize.config import RunConfig
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
@@ -86,7 +85,12 @@ POLARS_THREADS = "POLARS_MAX_THREADS"
 #: Dask's shuffle method: None lets Dask choose (peer-to-peer on a distributed cluster).
 SHUFFLE_METHOD: str | None = None
 
-_EVENT_COLUMNS: dict[str, pl.DataType] = {**S.EVENT_SCHEMA, ORDER: pl.Int64(), BUCKET: pl.UInt32()}
+
+def _event_columns(schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """The columns Dask shuffles: the events', their order and bucket."""
+    return {**schema, ORDER: pl.Int64(), BUCKET: pl.UInt32()}
+
+
 #: A file name of a table (``sessions.csv``), which a directory output must not look like.
 _TABLE_NAME = re.compile(r"\.(?:csv|tsv|tab|parquet|pq|ndjson|jsonl|json)(?:\.gz)?/?$", re.IGNORECASE)
 is_url = io.is_url
@@ -315,7 +319,9 @@ def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
             (pl.int_range(pl.len(), dtype=pl.Int64) + first).alias(ORDER),
             bucket_of(BUCKET_SPACE).alias(BUCKET),
         )
-        return _Read(_to_pandas(events), _ReadSummary(read.rows, rejects, read.filtered))
+        return _Read(
+            _to_pandas(events, options.event_schema()), _ReadSummary(read.rows, rejects, read.filtered)
+        )
 
 
 def _events_of(read: _Read) -> Any:
@@ -326,21 +332,22 @@ def _summary_of(read: _Read) -> _ReadSummary:
     return read.summary
 
 
-def _to_pandas(frame: pl.DataFrame) -> Any:
+def _to_pandas(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> Any:
     """The events as the pandas frame that Dask shuffles (Dask partitions are pandas).
 
     The event columns are Arrow-backed, so strings and UTC microsecond timestamps come back
     exactly; ``_order`` and ``_bucket`` are NumPy integers, which Dask hashes and splits several
     times faster than Arrow-backed ones (10M events: 20 s of shuffle tasks instead of 54 s).
     """
-    events = frame.select(list(S.EVENT_SCHEMA)).to_pandas(use_pyarrow_extension_array=True)
+    events = frame.select(list(schema)).to_pandas(use_pyarrow_extension_array=True)
     events[ORDER] = frame.get_column(ORDER).to_numpy()
     events[BUCKET] = frame.get_column(BUCKET).cast(pl.Int64).to_numpy()
     return events
 
 
-def _from_pandas(frame: Any) -> pl.DataFrame:
-    return pl.from_pandas(frame).select(list(_EVENT_COLUMNS)).cast(_EVENT_COLUMNS)  # type: ignore[arg-type]
+def _from_pandas(frame: Any, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    columns = _event_columns(schema)
+    return pl.from_pandas(frame).select(list(columns)).cast(columns)  # type: ignore[arg-type]
 
 
 # Sessionizing a partition ------------------------------------------------------------------------
@@ -378,7 +385,7 @@ def _sessionize_part(frame: Any, number: int, job: _Job) -> _Part:
 
 
 def _sessionize_part_locked(frame: Any, number: int, job: _Job) -> _Part:
-    events = _from_pandas(frame).sort(ORDER).drop(ORDER, BUCKET)
+    events = _from_pandas(frame, job.job.event_schema()).sort(ORDER).drop(ORDER, BUCKET)
     del frame
     result = process_partition(events, job.job)
     del events
@@ -704,7 +711,8 @@ def _compute(
     del summaries
 
     with _POLARS_LOCK:  # an in-process cluster's worker threads share this process
-        meta = _to_pandas(pl.DataFrame(schema=_EVENT_COLUMNS))
+        schema = job.job.event_schema()
+        meta = _to_pandas(pl.DataFrame(schema=_event_columns(schema)), schema)
     events = dd.from_delayed(frames, meta=meta, verify_meta=False)
     shuffled = events.shuffle(on=BUCKET, npartitions=count, ignore_index=True, shuffle_method=SHUFFLE_METHOD)
     shared = client.scatter(job, broadcast=True, hash=False)  # type: ignore[no-untyped-call]
@@ -738,7 +746,9 @@ def _compute(
         if getattr(job.job, name):
             frames_of = [getattr(part, name) for part in results if getattr(part, name) is not None]
             if not frames_of:
-                frames_of = [getattr(process_partition(pl.DataFrame(schema=S.EVENT_SCHEMA), job.job), name)]
+                frames_of = [
+                    getattr(process_partition(pl.DataFrame(schema=job.job.event_schema()), job.job), name)
+                ]
             extra[name] = pl.concat(frames_of, how="vertical")
     return {
         **extra,

@@ -617,12 +617,17 @@ def _process(
         touched = pl.concat([touched, closing]).unique()
     # With --anonymize-ip no full address is kept: new events are located (after-geo), then truncated.
     kept = state.events.join(touched, on=S.USER, how="semi", maintain_order="left")
-    fresh = protect_addresses(new.select(*S.EVENT_SCHEMA), job)
+    schema = job.event_schema()
+    # A state written without a column the events now have (identity stitching turned on): null there.
+    kept = kept.with_columns(
+        pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in kept.columns
+    )
+    fresh = protect_addresses(new.select(*schema), job)
     if keeps_located_addresses(job):
         kept = with_stored_geo(kept)
     if incremental.reprocess and kept.height:
         # A file processed again: its events that the state still keeps are not new.
-        fresh = fresh.join(kept, on=list(S.EVENT_SCHEMA), how="anti", nulls_equal=True, maintain_order="left")
+        fresh = fresh.join(kept, on=list(schema), how="anti", nulls_equal=True, maintain_order="left")
     combined = io.drop_duplicate_events(pl.concat([kept, fresh], how="vertical_relaxed"), dedupe=job.dedupe)
     duplicates = before - (combined.height - kept.height)
 
@@ -867,7 +872,11 @@ def _next_state(
     kept = combined.join(first_kept, on=S.USER, how="left", maintain_order="left").filter(
         pl.col(S.TIME) >= pl.col("retained_from")
     )
-    stored = [name for name in kept.columns if name in S.EVENT_SCHEMA or name in STORED_GEO_COLUMNS]
+    stored = [
+        name
+        for name in kept.columns
+        if name in S.EVENT_SCHEMA or name == S.STITCH_ID or name in STORED_GEO_COLUMNS
+    ]
     new_events = pl.concat([untouched, kept.select(stored)], how="diagonal_relaxed")
     return _drop_idle(new_users, new_events, watermark=watermark, horizon=timeout + lateness)
 

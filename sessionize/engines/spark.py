@@ -235,7 +235,7 @@ def _struct(schema: Any) -> Any:
 
 def _event_schema(job: PartitionJob) -> Any:
     """The Arrow schema of the read step's rows: the events, their order and bucket, the summary."""
-    fields = [(name, _arrow_type(dtype)) for name, dtype in S.EVENT_SCHEMA.items()]
+    fields = [(name, _arrow_type(dtype)) for name, dtype in job.event_schema().items()]
     if keeps_located_addresses(job):
         fields += [(name, pa.string()) for name in STORED_GEO_COLUMNS[:-1]] + [
             (STORED_GEO_COLUMNS[-1], pa.bool_())

@@ -563,14 +563,14 @@ def read_file(
     if not available:
         # An empty file holds no events; one whose every row is malformed holds only rejects.
         if malformed is None or not malformed.height:
-            return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), None, 0)
+            return FileRead(pl.DataFrame(schema=options.event_schema()), None, 0)
         if options.on_invalid == "fail":
             raise_malformed(name, malformed, what=_format_name(source))
         none = pl.DataFrame(schema={ROW: pl.Int64, REASON: pl.String})
         rejects = _private_rejects(
             _rejects(original, none, malformed, source=source, name=name), options, None
         )
-        return FileRead(pl.DataFrame(schema=S.EVENT_SCHEMA), rejects, malformed.height)
+        return FileRead(pl.DataFrame(schema=options.event_schema()), rejects, malformed.height)
     columns = S.resolve_columns(
         available, source=name, columns=options.columns, preferred=options.preferred()
     )
