@@ -279,7 +279,9 @@ def run_figures(result: RunResult, *, report: str | None = None) -> tuple[list[F
     if result.filtered_out:
         figures.append(
             Figure(
-                "filtered out", f"{result.filtered_out:,} (--filter)", {"filtered_out": result.filtered_out}
+                "filtered out",
+                f"{result.filtered_out:,} (--filter, --max-send-delay)",
+                {"filtered_out": result.filtered_out},
             )
         )
     figures.append(Figure("events sessionized", f"{result.events_read:,}", {"events": result.events_read}))
@@ -613,6 +615,16 @@ def run(
             metavar="COLUMN=VALUES",
             help="Keep only the rows whose COLUMN is one of the comma-separated VALUES (--filter "
             "app_id=shop); repeatable, all apply. The others are counted as filtered out.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
+    max_send_delay: Annotated[
+        str | None,
+        typer.Option(
+            "--max-send-delay",
+            metavar="DURATION",
+            help="Leave out (and count) the rows a device sent longer than this after creating them "
+            "(Snowplow's dvce_sent_tstamp - dvce_created_tstamp; its days_late_allowed, 3d with the preset).",
             rich_help_panel=INPUT,
         ),
     ] = None,
@@ -1120,6 +1132,7 @@ def run(
                 session_id_nulls=session_id_nulls,
                 page_activity_events=page_activity_events,
                 filter=filter,
+                max_send_delay=max_send_delay,
                 encoding=encoding,
                 on_invalid=on_invalid,
                 rejects=rejects,

@@ -311,6 +311,9 @@ class ReadOptions:
     page_activity_events: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: ``--filter``: (column, values to keep) pairs; other rows are counted as filtered out.
     filters: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), metadata=_FINGERPRINT)
+    #: ``--max-send-delay``: rows sent by the device longer than this after their creation are left out
+    #: (Snowplow's ``days_late_allowed``), counted as filtered out.
+    max_send_delay: timedelta | None = field(default=None, metadata=_FINGERPRINT)
     #: Column names per role tried before the built-in aliases, absent ones skipped (a preset's).
     preferred_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
     encoding: str = "utf-8"
@@ -486,6 +489,7 @@ class RunConfig:
         session_id_nulls: str | Iterable[str] = (),
         page_activity_events: str | Iterable[str] = (),
         filter: str | Iterable[str] | Mapping[str, str | Iterable[str]] | None = None,
+        max_send_delay: str | timedelta | None = None,
         encoding: str = "utf-8",
         on_invalid: str = "fail",
         rejects: str | Path | None = None,
@@ -564,6 +568,9 @@ class RunConfig:
             session_id_nulls=S.split_list(session_id_nulls),
             page_activity_events=S.split_list(page_activity_events),
             filters=check_filters(filter),
+            max_send_delay=None
+            if max_send_delay is None
+            else S.parse_duration(max_send_delay, option="--max-send-delay"),
             encoding=encoding,
             on_invalid=on_invalid,  # type: ignore[arg-type]
             valid_from=parse_timestamp(valid_from, "--valid-from"),

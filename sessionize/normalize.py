@@ -6,8 +6,9 @@ The canonical frame has the columns of :data:`sessionize.schema.EVENT_SCHEMA`: s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -15,7 +16,14 @@ from sessionize import schema as S
 from sessionize.config import OnInvalid as OnInvalid
 from sessionize.config import TimeUnit as TimeUnit
 from sessionize.config import check_timezone
-from sessionize.errors import BadTimestampError, MissingUserIdError, OutOfRangeError, UsageError
+from sessionize.errors import (
+    BadTimestampError,
+    MissingColumnError,
+    MissingUserIdError,
+    OutOfRangeError,
+    SessionizeWarning,
+    UsageError,
+)
 
 #: Extra columns of a prepared frame that :func:`check_events` reads.
 ROW = "_row"
@@ -361,13 +369,22 @@ def page_view_id_expr(column: str | None, dtype: pl.DataType | None) -> pl.Expr:
 KEEP = "_keep"
 
 
+#: The device's creation and sending times of Snowplow's events, which ``--max-send-delay`` compares.
+SEND_DELAY_COLUMNS = ("dvce_created_tstamp", "dvce_sent_tstamp")
+
+
 def keep_expr(
-    filters: Sequence[tuple[str, Sequence[str]]], available: Sequence[str], *, source: str
+    filters: Sequence[tuple[str, Sequence[str]]],
+    schema: Mapping[str, pl.DataType],
+    *,
+    source: str,
+    max_send_delay: timedelta | None = None,
 ) -> pl.Expr | None:
     """Whether a row passes every ``--filter`` (its column's text is one of the values; a null never
-    passes), or None without filters. Raises :class:`MissingColumnError` for a column not found."""
-    if not filters:
-        return None
+    passes) and ``--max-send-delay`` (Snowplow's ``days_late_allowed``: sent by the device at most that
+    long after it was created; a row without both times passes), or None without either. Raises
+    :class:`MissingColumnError` for a column not found."""
+    available = list(schema)
     tests = [
         pl.col(S.find_column(column, available, source=source, flag=f"--filter {column}=..."))
         .cast(pl.String)
@@ -375,6 +392,24 @@ def keep_expr(
         .fill_null(False)
         for column, values in filters
     ]
+    if max_send_delay is not None:
+        try:
+            created, sent = (
+                S.find_column(name, available, source=source, flag="--max-send-delay")
+                for name in SEND_DELAY_COLUMNS
+            )
+        except MissingColumnError:
+            warnings.warn(
+                f"{source} has no {' and '.join(SEND_DELAY_COLUMNS)} columns: --max-send-delay (Snowplow's "
+                "late events) is not applied to it.",
+                SessionizeWarning,
+                stacklevel=2,
+            )
+        else:
+            created_at, sent_at = (timestamp_expr(name, schema[name]) for name in (created, sent))
+            tests.append(~((sent_at - created_at) > max_send_delay).fill_null(False))
+    if not tests:
+        return None
     return pl.all_horizontal(tests).alias(KEEP)
 
 

@@ -172,7 +172,7 @@ def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tup
         wanted = [column for column in read.column_options().values() if column]
         frame = unnest_params(frame, read.unnest_params, source=source, wanted=wanted)
     names = frame.collect_schema().names()
-    keep = keep_expr(read.filters, names, source=source)
+    keep = keep_expr(read.filters, frame.collect_schema(), source=source, max_send_delay=read.max_send_delay)
     if keep is not None:
         frame = frame.filter(keep)
     columns = S.resolve_columns(names, source=source, columns=read.columns, preferred=read.preferred())

@@ -85,6 +85,8 @@ PRESETS: dict[str, Preset] = {
                 "heartbeat_events": "page_ping",
                 "heartbeat_interval": "10s",
                 "min_visit_length": "5s",
+                # Snowplow's days_late_allowed (3): events a device sent more than 3 days after creating them.
+                "max_send_delay": "3d",
             },
             preferred_columns={
                 # The web_page context's id: a column, a warehouse's context column, or the TSV's contexts.

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 import sessionize
-from sessionize.errors import MissingColumnError, UsageError
+from sessionize.errors import MissingColumnError, SessionizeWarning, UsageError
 from tests.helpers import KEYS, run_cli, write_text
 
 HAS_DASK = all(importlib.util.find_spec(name) is not None for name in ("distributed", "dask"))
@@ -74,7 +74,7 @@ def test_only_the_rows_of_the_filters_are_sessionized_and_the_rest_is_counted(
 def test_the_summary_panel_names_the_rows_filtered_out(source: Path, tmp_path: Path) -> None:
     result = run_cli(source, "-o", tmp_path / "s.csv", "--no-geo", "--on-invalid", "skip", *FLAGS)
     assert result.exit_code == 0, result.output
-    assert "filtered out" in result.output and "4 (--filter)" in result.output
+    assert "filtered out" in result.output and "4 (--filter, --max-send-delay)" in result.output
 
 
 @pytest.mark.parametrize(
@@ -147,3 +147,32 @@ def test_bad_filters_are_clear_errors(source: Path, tmp_path: Path) -> None:
             sessionize.run([source], user_col="domain_userid", filter=bad, no_geo=True)
     with pytest.raises(UsageError, match="twice"):
         sessionize.run([source], user_col="domain_userid", filter=["app_id=a", "app_id=b"], no_geo=True)
+
+
+def test_events_sent_too_late_are_left_out_and_counted(tmp_path: Path) -> None:
+    """--max-send-delay (Snowplow's days_late_allowed; the snowplow preset's 3 days): an event whose device
+    sent it more than that after creating it is left out and counted; exactly 3 days passes."""
+    header = "domain_userid,derived_tstamp,dvce_created_tstamp,dvce_sent_tstamp,event,event_id,page_url\n"
+    source = write_text(
+        tmp_path / "events.csv",
+        header
+        + "u1,2024-05-05T10:00:00Z,2024-05-05T10:00:00Z,2024-05-05T10:00:01Z,page_view,e1,https://a.example/\n"
+        # Created on the 1st, sent on the 5th: 4 days late (a clock or a bot), left out.
+        + "u1,2024-05-05T10:01:00Z,2024-05-01T10:01:00Z,2024-05-05T10:01:00Z,page_view,e2,https://a.example/old\n"
+        # Exactly 3 days: kept.
+        + "u1,2024-05-05T10:02:00Z,2024-05-02T10:02:00Z,2024-05-05T10:02:00Z,page_view,e3,https://a.example/b\n"
+        # No sent time: kept (nothing to compare).
+        + "u1,2024-05-05T10:03:00Z,2024-05-01T10:03:00Z,,page_view,e4,https://a.example/c\n",
+    )
+    options: dict[str, Any] = {"user_col": "domain_userid", "no_geo": True, "max_send_delay": "3d"}
+    result = sessionize.run([source], **options)
+    assert (result.rows_read, result.filtered_out, result.events_read) == (4, 1, 3)
+    assert result.sessions.get_column("exit_page").to_list() == ["https://a.example/c"]
+    preset = sessionize.run([source], preset="snowplow", session_col="event", no_geo=True)  # no session id
+    assert preset.filtered_out == 1
+    buckets = sessionize.run([source], **options, buckets=2, temp_dir=str(tmp_path))
+    assert buckets.filtered_out == 1 and buckets.sessions.equals(result.sessions)
+    # Without the two columns: a warning, nothing left out.
+    plain = write_text(tmp_path / "plain.csv", "domain_userid,derived_tstamp\nu1,2024-05-05T10:00:00Z\n")
+    with pytest.warns(SessionizeWarning, match="--max-send-delay"):
+        assert sessionize.run([plain], **options).filtered_out == 0

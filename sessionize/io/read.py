@@ -574,7 +574,12 @@ def read_file(
     columns = S.resolve_columns(
         available, source=name, columns=options.columns, preferred=options.preferred()
     )
-    keep = keep_expr(options.filters, available, source=name)
+    keep = keep_expr(
+        options.filters,
+        scan.collect_schema(),
+        source=name,
+        max_send_delay=options.max_send_delay,
+    )
     if keep is not None:
         scan = scan.with_columns(keep)
     events = prepare_events(
