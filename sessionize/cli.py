@@ -551,6 +551,16 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = None,
+    engagement_time_col: Annotated[
+        str | None,
+        typer.Option(
+            "--engagement-time-col",
+            metavar="COLUMN",
+            help="Milliseconds of engagement each event reports (GA4's engagement_time_msec): engaged_time_s "
+            "is their sum where a session has any.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
     time_unit: Annotated[
         str | None,
         typer.Option(
@@ -1124,6 +1134,7 @@ def run(
                 event_id_col=event_id_col,
                 page_view_id_col=page_view_id_col,
                 stitch_col=stitch_col,
+                engagement_time_col=engagement_time_col,
                 time_unit=time_unit,
                 timezone=timezone,
                 ambiguous_time=ambiguous_time,

@@ -340,6 +340,7 @@ class ReadOptions:
             "session_id_nulls": self.session_id_nulls,
             "page_activity_events": self.page_activity_events,
             "stitching": self.stitching,
+            "engagement": self.engagement_timing,
         }
 
     def preferred(self) -> dict[str, tuple[str, ...]]:
@@ -351,9 +352,14 @@ class ReadOptions:
         """Identity stitching is on: ``--stitch-col``, or a preset that names the login id's columns."""
         return self.columns.stitch is not None or S.STITCH in self.preferred()
 
+    @property
+    def engagement_timing(self) -> bool:
+        """The events report their engagement time (``--engagement-time-col``, the ``ga4`` preset)."""
+        return self.columns.engagement_time is not None or S.ENGAGEMENT in self.preferred()
+
     def event_schema(self) -> dict[str, pl.DataType]:
         """The columns of the events these options read (see :func:`sessionize.schema.event_schema`)."""
-        return S.event_schema(stitch=self.stitching)
+        return S.event_schema(stitch=self.stitching, engagement=self.engagement_timing)
 
 
 @dataclass(frozen=True)
@@ -480,6 +486,7 @@ class RunConfig:
         event_id_col: str | None = None,
         page_view_id_col: str | None = None,
         stitch_col: str | None = None,
+        engagement_time_col: str | None = None,
         time_unit: str | None = None,
         timezone: str | None = None,
         ambiguous_time: str = "earliest",

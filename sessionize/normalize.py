@@ -323,6 +323,14 @@ def timestamp_expr(
     )
 
 
+def _as_number(column: str | None) -> pl.Expr:
+    """A column of numbers, or of their text (what does not read as a finite number is null)."""
+    if column is None:
+        return pl.lit(None, dtype=pl.Float64)
+    number = pl.col(column).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    return pl.when(number.is_finite()).then(number)
+
+
 def _as_text(column: str | None, *, nulls: Iterable[str] = ("",)) -> pl.Expr:
     if column is None:
         return pl.lit(None, dtype=pl.String)
@@ -426,6 +434,7 @@ def prepare_events(
     page_activity_events: Iterable[str] = (),
     carry: Sequence[str] = (),
     stitching: bool = False,
+    engagement: bool = False,
 ) -> pl.LazyFrame:
     """Select, rename, type and parse the input columns into the canonical events frame.
 
@@ -493,6 +502,7 @@ def prepare_events(
         _as_text(columns.user_agent, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),
         *([_as_text(columns.stitch).alias(S.STITCH_ID)] if stitching else []),
+        *([_as_number(columns.engagement_time).alias(S.ENGAGEMENT_MS)] if engagement else []),
         *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
         *carry,
     )

@@ -196,6 +196,8 @@ class SessionSettings:
     engaged: S.EngagedTime = field(default_factory=S.EngagedTime)
     #: Identity stitching: the events have ``_stitch_id``, the sessions get ``stitched_user_id``.
     stitching: bool = False
+    #: The events report their engagement time (``_engagement_ms``): GA4's rule for engaged time.
+    engagement: bool = False
     #: Look the addresses up in a thread while the sessions are built (faster), or after them (less
     #: memory at once: the bucketed path, which keeps within a budget).
     overlap_geo: bool = True
@@ -319,7 +321,7 @@ class PartitionJob:
 
     def event_schema(self) -> dict[str, pl.DataType]:
         """The columns of the events this job sessionizes."""
-        return S.event_schema(stitch=self.settings.stitching)
+        return S.event_schema(stitch=self.settings.stitching, engagement=self.settings.engagement)
 
     @classmethod
     def of(
@@ -348,6 +350,7 @@ class PartitionJob:
                 event_counts=session.event_counts,
                 engaged=session.engaged,
                 stitching=config.read.stitching,
+                engagement=config.read.engagement_timing,
             ),
             dedupe=config.privacy.dedupe,
             secret=config.privacy.secret,

@@ -65,6 +65,8 @@ PRESETS: dict[str, Preset] = {
             preferred_columns={
                 "url": ("event_params.page_location",),
                 "referrer": ("event_params.page_referrer",),
+                # Foreground milliseconds each event reports: engaged_time_s is their sum (GA4's rule).
+                "engagement_time": ("event_params.engagement_time_msec",),
                 "event": ("event_name",),
             },
         ),

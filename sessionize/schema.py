@@ -64,6 +64,10 @@ STITCH = "stitch"
 STITCH_ID = "_stitch_id"
 #: The session column identity stitching adds.
 STITCHED_USER_ID = "stitched_user_id"
+#: The role of ``--engagement-time-col`` (GA4's ``engagement_time_msec``: milliseconds of foreground time
+#: an event reports), and the event column it becomes (a float of milliseconds).
+ENGAGEMENT = "engagement_time"
+ENGAGEMENT_MS = "_engagement_ms"
 SESSION_ID = "session_id"
 #: Hidden column of the session summary, read by attribution and dropped by it: the URL of the event
 #: whose referrer a session without a page view takes (its first event), null when the session has a
@@ -114,6 +118,8 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     USER_AGENT: ("user_agent", "useragent", "context_user_agent", "http_user_agent", "$user_agent", "ua"),
     # The login id of identity stitching: only a column named with --stitch-col or a preset.
     STITCH: (),
+    # GA4's engagement_time_msec: only named with --engagement-time-col or the ga4 preset.
+    ENGAGEMENT: (),
     # Snowplow: the web_page context's id, as a column of its own or the context column of a warehouse
     # table (Snowflake: JSON text; BigQuery: an array of structs).
     PAGE_VIEW_ID: (
@@ -146,6 +152,7 @@ class ColumnNames:
     event_id: str | None = field(default=None, metadata={"role": EVENT_ID})
     page_view_id: str | None = field(default=None, metadata={"role": PAGE_VIEW_ID})
     stitch: str | None = field(default=None, metadata={"role": STITCH})
+    engagement_time: str | None = field(default=None, metadata={"role": ENGAGEMENT})
 
     @classmethod
     def of(cls, options: Mapping[str, object]) -> ColumnNames:
@@ -181,9 +188,15 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def event_schema(*, stitch: bool = False) -> dict[str, pl.DataType]:
-    """The canonical events frame's columns: :data:`EVENT_SCHEMA`, and the login id with stitching."""
-    return {**EVENT_SCHEMA, STITCH_ID: pl.String()} if stitch else dict(EVENT_SCHEMA)
+def event_schema(*, stitch: bool = False, engagement: bool = False) -> dict[str, pl.DataType]:
+    """The canonical events frame's columns: :data:`EVENT_SCHEMA`, the login id with stitching, the
+    reported engagement time with ``--engagement-time-col``."""
+    schema = dict(EVENT_SCHEMA)
+    if stitch:
+        schema[STITCH_ID] = pl.String()
+    if engagement:
+        schema[ENGAGEMENT_MS] = pl.Float64()
+    return schema
 
 
 @dataclass(frozen=True)
@@ -333,6 +346,7 @@ class ColumnMap:
     user_agent: str | None = None
     page_view_id: str | None = None
     stitch: str | None = None
+    engagement_time: str | None = None
     #: Further event-name columns, used where ``event`` is empty (Segment: ``event`` for track
     #: calls, ``type`` = ``page`` for page calls).
     event_fallbacks: tuple[str, ...] = ()

@@ -106,3 +106,48 @@ def test_the_core_s_two_summaries_agree(beats: tuple[str, ...]) -> None:
     columns = [*KEYS, "engaged_time_s", "is_engaged"]
     assert labelled.sort(KEYS).select(columns).equals(in_order.sort(KEYS).select(columns))
     assert labelled.get_column("engaged_time_s").sum() > 0
+
+
+REPORTED = """user_id,timestamp,event,url,engagement_ms
+a,2024-05-01T10:00:00Z,page_view,https://x.example/,
+a,2024-05-01T10:01:00Z,user_engagement,https://x.example/,12500
+a,2024-05-01T10:02:00Z,scroll,https://x.example/,"2500"
+b,2024-05-01T10:00:00Z,page_view,https://x.example/,
+b,2024-05-01T10:04:00Z,click,https://x.example/,not a number
+"""
+
+
+def test_reported_engagement_time_is_summed_where_a_session_has_it(tmp_path: Path) -> None:
+    """GA4's rule: engaged time is the sum of the events' engagement_time_msec (a: 12.5 s + 2.5 s). A
+    session whose events report none (b: a value that is not a number counts as none) falls back to the
+    gaps (240 s)."""
+    source = write_text(tmp_path / "e.csv", REPORTED)
+    options: dict[str, Any] = {"engagement_time_col": "engagement_ms"}
+    assert engaged(source, **options) == [("a", 15.0, True), ("b", 240.0, True)]
+    memory = sessionize.run([source], no_geo=True, **options).sessions.sort(KEYS)
+    buckets = sessionize.run([source], no_geo=True, buckets=2, temp_dir=str(tmp_path), **options).sessions
+    assert buckets.sort(KEYS).equals(memory)
+    frame = sessionize.sessionize(pl.read_csv(source), no_geo=True, **options).collect()
+    assert frame.sort(KEYS).equals(memory)
+    out = tmp_path / "s.csv"
+    assert run_cli(source, "-o", out, "--no-geo", "--engagement-time-col", "engagement_ms").exit_code == 0
+    assert pl.read_csv(out).get_column("engaged_time_s").to_list() == [15.0, 240.0]
+
+
+def test_the_ga4_preset_reads_engagement_time_msec() -> None:
+    """tests/data/presets/ga4.ndjson: the scroll reports 28000 ms in the first session, the newsletter
+    visit's user_engagement 60000 ms; the second session reports none and has one event (0 s)."""
+    result = sessionize.run([DATA / "presets" / "ga4.ndjson"], preset="ga4", no_geo=True)
+    table = result.sessions.sort("user_id", "session_start")
+    assert table.get_column("engaged_time_s").to_list() == [28.0, 0.0, 60.0]
+
+
+def test_the_core_s_two_summaries_agree_on_reported_time(tmp_path: Path) -> None:
+    source = write_text(tmp_path / "e.csv", REPORTED)
+    frame = pl.read_csv(source).lazy()
+    columns = S.resolve_columns(frame.collect_schema().names(), engagement_time_col="engagement_ms")
+    events = prepare_events(frame, columns=columns, engagement=True)
+    labelled = core.summarize_sessions(core.assign_sessions(events, label=True)).collect()
+    in_order = core.summarize_sessions(core.assign_sessions(events, label=False)).collect()
+    assert labelled.sort(KEYS).get_column("engaged_time_s").to_list() == [15.0, 240.0]
+    assert in_order.sort(KEYS).get_column("engaged_time_s").to_list() == [15.0, 240.0]

@@ -219,3 +219,19 @@ def test_the_output_partitioned_by_date(tmp_path: Path, spark_session: Any) -> N
     assert_frame_equal(table.sort(KEYS), local.sessions.sort(KEYS))
     refused = run_cli(source, "--partition-by-date", "-o", tmp_path / "x.parquet", "--no-geo")
     assert refused.exit_code == 2 and "--partition-by-date go with --engine spark" in refused.output
+
+
+def test_reported_engagement_time_and_stitching(tmp_path: Path, spark_session: Any) -> None:
+    """The optional event columns (GA4's engagement time, the login id) travel through Spark's shuffle."""
+    source = write_text(
+        tmp_path / "events.csv",
+        "anonymous_id,user_id,timestamp,event,url,engagement_ms\n"
+        "a,,2024-05-01T10:00:00Z,page_view,https://x.example/,\n"
+        "a,alice,2024-05-01T10:01:00Z,user_engagement,https://x.example/,12500\n"
+        "b,,2024-05-01T10:00:00Z,page_view,https://x.example/,\n",
+    )
+    result = same_as_local(
+        [source], tmp_path, spark_session, no_geo=True, user_col="anonymous_id", stitch_col="user_id",
+        engagement_time_col="engagement_ms",
+    )  # fmt: skip
+    assert result.session_count == 2
