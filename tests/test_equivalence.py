@@ -623,11 +623,11 @@ def test_each_option_set_changes_the_table(name: str, memory_runs: MemoryRuns) -
 # --- the page-view and user tables (issue 20) ------------------------------------------------------
 
 #: The paths that write the page-view and user tables (``--state`` refuses them for now); 0: Dask.
-TABLE_PATHS = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7, "dask": 0}
+TABLE_PATHS = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7, "dask": 0, "spark": -1}
 
 
 def run_tables(
-    files: list[str], option_set: OptionSet, work: Path, buckets: int | None, scheduler: str | None = None
+    files: list[str], option_set: OptionSet, work: Path, buckets: int | None, scheduler: Any = None
 ) -> list[pl.DataFrame]:
     """The page-view and user tables as a run writes them, read back in a fixed order."""
     work.mkdir(exist_ok=True)
@@ -635,17 +635,22 @@ def run_tables(
     chosen: dict[str, Any] = {} if buckets is None else {"buckets": buckets, "temp_dir": str(work)}
     if buckets == 0:
         chosen = {"engine": "dask", "scheduler": scheduler, "partitions": 3}
+    if buckets == -1:
+        chosen = {"spark": scheduler, "partitions": 3}
     result = sessionize.run(
         files,
-        output=str(work / ("sessions" if buckets == 0 else "sessions.parquet")),
+        output=str(work / ("sessions" if buckets in (0, -1) else "sessions.parquet")),
         pageviews_output=str(pageviews),
         users_output=str(users),
         **chosen,
         **run_options(option_set, work),
     )
-    expected_path = {None: "in memory", 1: "in memory", 0: "dask: 3 partitions"}.get(
-        buckets, f"{buckets} buckets"
-    )
+    expected_path = {
+        None: "in memory",
+        1: "in memory",
+        0: "dask: 3 partitions",
+        -1: "spark: 3 partitions",
+    }.get(buckets, f"{buckets} buckets")
     assert result.path_taken == expected_path
     return [
         pl.read_parquet(pageviews).sort("user_id", "session_id", "page_view_in_session"),
@@ -674,6 +679,8 @@ def memory_tables(
             path,
             marks=[pytest.mark.skip(reason="Dask is not installed")]
             if path == "dask" and not HAS_DASK
+            else [pytest.mark.skip(reason="PySpark is not installed")]
+            if path == "spark" and not HAS_SPARK
             else [],
         )
         for path in TABLE_PATHS
@@ -690,7 +697,13 @@ def test_path_gives_the_in_memory_tables(
 ) -> None:
     option_set = OPTION_SETS[name]
     expected = memory_tables[name]
-    scheduler = request.getfixturevalue("scheduler") if path == "dask" else None
+    scheduler = (
+        request.getfixturevalue("scheduler")
+        if path == "dask"
+        else request.getfixturevalue("spark_session")
+        if path == "spark"
+        else None
+    )
     got = run_tables(inputs[option_set.dirty], option_set, tmp_path, TABLE_PATHS[path], scheduler)
     for got_table, expected_table in zip(got, expected, strict=True):
         assert expected_table.height > 0

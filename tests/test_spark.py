@@ -159,7 +159,6 @@ def test_the_cli(tmp_path: Path, spark_session: Any) -> None:
     ("extra", "message"),
     [
         (["--state", "S", "--output-dir", "O"], "--state"),
-        (["--pageviews-output", "pv.parquet"], "--pageviews-output"),
         (["--buckets", "2"], "--buckets"),
         (["--format", "csv", "-o", "out"], "--format"),
         (["-o", "sessions.csv"], "not one file"),

@@ -243,9 +243,27 @@ def _event_schema(job: PartitionJob) -> Any:
     return pa.schema([*fields, (ORDER, pa.int64()), (BUCKET, pa.int64()), (SUMMARY, pa.binary())])
 
 
+#: With the page-view and user tables, which table a row of the sessionize step belongs to, and the
+#: prefixes of those tables' columns in it (one Arrow schema holds the three).
+TABLE = "_table"
+_PREFIXES = {"pageviews": "pv__", "users": "us__"}
+
+
+def _table_schemas(job: PartitionJob) -> dict[str, dict[str, pl.DataType]]:
+    """The page-view and user tables' columns of this job (as an empty partition gives them)."""
+    empty = process_partition(pl.DataFrame(schema=job.event_schema()), job)
+    tables = {"pageviews": empty.pageviews, "users": empty.users}
+    return {name: dict(table.schema) for name, table in tables.items() if table is not None}
+
+
 def _session_schema(job: PartitionJob) -> Any:
-    """The Arrow schema of the sessionize step's rows: every column, then the geo status."""
+    """The Arrow schema of the sessionize step's rows: every column, then the geo status; with the
+    page-view and user tables, their columns (prefixed) and ``_table``."""
     dtypes = {**session_schema(job.settings), geo.STATUS: pl.String()}
+    for name, schema in _table_schemas(job).items():
+        dtypes.update({_PREFIXES[name] + column: dtype for column, dtype in schema.items()})
+    if job.pageviews or job.users:
+        dtypes[TABLE] = pl.String()
     return pa.schema([(name, _arrow_type(dtype)) for name, dtype in dtypes.items()])
 
 
@@ -323,7 +341,18 @@ def _sessionize(batches: Iterable[Any], job: Any) -> Iterator[Any]:
     result = process_partition(events, partition_job, keep_all=True)
     del events
     assert result.all_sessions is not None
-    yield from _arrow(result.all_sessions, _session_schema(partition_job)).to_batches(max_chunksize=100_000)
+    schema = _session_schema(partition_job)
+    sessions = result.all_sessions
+    if TABLE in schema.names:
+        sessions = sessions.with_columns(pl.lit("sessions").alias(TABLE))
+    yield from _arrow(sessions, schema).to_batches(max_chunksize=100_000)
+    for name in ("pageviews", "users"):
+        table = getattr(result, name)
+        if table is not None and table.height:
+            prefixed = table.rename({c: _PREFIXES[name] + c for c in table.columns}).with_columns(
+                pl.lit(name).alias(TABLE)
+            )
+            yield from _arrow(prefixed, schema).to_batches(max_chunksize=100_000)
 
 
 # The run -----------------------------------------------------------------------------------------
@@ -349,6 +378,9 @@ class SparkOutcome:
     temp_dir: str | None = None
     #: Renames and removes on Spark's file systems (Hadoop's API, through the session).
     _fs: Any = None
+    #: The page-view and user tables, brought to the driver (None: not asked for).
+    pageviews: pl.DataFrame | None = None
+    users: pl.DataFrame | None = None
 
     def publish(self) -> None:
         """Rename the complete directory (Spark wrote its ``_SUCCESS``) into place."""
@@ -598,8 +630,14 @@ def _run(
         all_sessions = users.mapInArrow(
             lambda batches: _sessionize(batches, shipped), _struct(_session_schema(job))
         )
-        all_sessions = all_sessions.persist(StorageLevel.MEMORY_AND_DISK)
+        persisted = all_sessions.persist(StorageLevel.MEMORY_AND_DISK)
+        all_sessions = persisted
         try:
+            extra_tables = _collect_tables(all_sessions, job)
+            if TABLE in all_sessions.columns:
+                all_sessions = all_sessions.where(F.col(TABLE) == "sessions").drop(
+                    TABLE, *(c for c in all_sessions.columns if c.startswith(tuple(_PREFIXES.values())))
+                )
             counted = all_sessions.where(~F.col("is_bot")) if job.exclude_bots else all_sessions
             output = counted.drop(geo.STATUS, *job.dropped)
             temp_dir = None
@@ -616,7 +654,7 @@ def _run(
                 sessions = _collect(output)
             tally, events_count = _tally(all_sessions, counted)
         finally:
-            all_sessions.unpersist()
+            persisted.unpersist()
     finally:
         read.unpersist()
     notify(RunProgress("buckets", count, count, events_count))
@@ -643,10 +681,26 @@ def _run(
         master=master,
         temp_dir=temp_dir,
         _fs=fs,
+        pageviews=extra_tables.get("pageviews"),
+        users=extra_tables.get("users"),
     )
     if publish:
         result.publish()
     return result
+
+
+def _collect_tables(rows: Any, job: PartitionJob) -> dict[str, pl.DataFrame]:
+    """The page-view and user tables, brought to the driver (they are written as one file each, as the
+    other engines write them), with their own column types back."""
+    tables = {}
+    for name, schema in _table_schemas(job).items():
+        prefix = _PREFIXES[name]
+        part = rows.where(F.col(TABLE) == name).select(*(F.col(prefix + c).alias(c) for c in schema))
+        collected = _collect(part)
+        tables[name] = (
+            collected.cast(schema) if collected.height else pl.DataFrame(schema=schema)  # type: ignore[arg-type]
+        )
+    return tables
 
 
 def _collect(frame: Any) -> pl.DataFrame:
@@ -697,14 +751,12 @@ class SparkEngine:
             "--buckets": config.engine.buckets,
             "--temp-dir": config.engine.temp_dir,
             "--scheduler": config.engine.scheduler,
-            "--pageviews-output": config.output.pageviews_output,
-            "--users-output": config.output.users_output,
         }
         given = [name for name, value in unsupported.items() if value is not None]
         if given:
             raise UsageError(
                 f"{', '.join(given)} cannot be used with --engine spark (see docs/spark.md: incremental "
-                "runs and the page-view and user tables run on the local engines)."
+                "runs are the local engine's)."
             )
         output = config.output.output
         if output == io.STDIN:
@@ -762,6 +814,8 @@ class SparkEngine:
             buckets=result.partitions,
             scheduler=result.master,
             filtered=result.filtered,
+            pageviews=result.pageviews,
+            users=result.users,
         )
 
 
