@@ -930,7 +930,8 @@ def summarize_users(sessions: pl.LazyFrame) -> pl.LazyFrame:
     ``first_seen``/``last_seen`` are the start of the user's first session and the end of the last;
     ``sessions``, ``events`` and ``page_views`` add up the sessions; ``first_<column>`` comes from the
     first session (by ``session_number``) and ``last_<column>`` from the last, for the columns of
-    :data:`TOUCH_COLUMNS`; ``country`` is the last session's. A user depends only on their own sessions,
+    :data:`TOUCH_COLUMNS`; ``country`` is the last session's; ``engaged_time_s`` adds up the sessions';
+    ``stitched_user_id`` (identity stitching) is the user's. A user depends only on their own sessions,
     so the table of a partition of users is that partition's rows. Columns missing from the session
     table (``--drop-columns``) are missing here too. Sorted by user id.
     """
@@ -946,4 +947,6 @@ def summarize_users(sessions: pl.LazyFrame) -> pl.LazyFrame:
         *(pl.col(c).first().alias(f"first_{c}") for c in touch),
         *(pl.col(c).last().alias(f"last_{c}") for c in touch),
         *([pl.col("country").last()] if "country" in names else []),
+        *([pl.col("engaged_time_s").sum().round(6)] if "engaged_time_s" in names else []),
+        *([pl.col(S.STITCHED_USER_ID).last()] if S.STITCHED_USER_ID in names else []),
     )

@@ -282,6 +282,8 @@ _SHOWN_BY: dict[str, tuple[str, ...]] = {
     "referrer": ("page_referrer",),
     "session_start": ("first_seen",),
     "session_end": ("last_seen",),
+    "engaged_time_s": ("engaged_time_s",),
+    S.STITCHED_USER_ID: (S.STITCHED_USER_ID,),
     **{
         name: (name, f"first_{name}", f"last_{name}")
         for name in ("source_name", "medium", "channel", "utm_campaign")

@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -273,3 +274,29 @@ def test_toml_keys_and_csv_safe_apply_to_the_tables(workdir: Path) -> None:
     ]
     assert pageviews.get_column("time_on_page_s").to_list() == [30.0, None]
     assert pl.read_csv(workdir / "u.csv").select("user_id", "sessions", "page_views").rows() == [("u1", 1, 2)]
+
+
+def test_users_carry_their_engaged_time_and_stitched_id(tmp_path: Path) -> None:
+    """A user's engaged_time_s is the sum of their sessions'; with --stitch-col the user row has the
+    login id; --drop-columns engaged_time_s hides it from the user table too."""
+    source = tmp_path / "events.csv"
+    source.write_text(
+        "anonymous_id,user_id,timestamp,url\n"
+        "a,,2024-05-01T10:00:00Z,https://x.example/\n"
+        "a,,2024-05-01T10:01:00Z,https://x.example/b\n"
+        "a,alice,2024-05-01T12:00:00Z,https://x.example/\n"
+        "a,,2024-05-01T12:00:30Z,https://x.example/c\n"
+        "b,,2024-05-01T10:00:00Z,https://x.example/\n"
+    )
+    options: dict[str, Any] = {"user_col": "anonymous_id", "stitch_col": "user_id", "no_geo": True}
+    tables = sessionize.sessionize_tables(pl.read_csv(source), **options)
+    users = tables.users.sort("user_id")
+    # a: 60 s in its first session and 30 s in its second; b: one event.
+    assert users.select("user_id", "engaged_time_s", "stitched_user_id").rows() == [
+        ("a", 90.0, "alice"),
+        ("b", 0.0, None),
+    ]
+    per_user = tables.sessions.group_by("user_id").agg(pl.col("engaged_time_s").sum()).sort("user_id")
+    assert per_user.get_column("engaged_time_s").to_list() == users.get_column("engaged_time_s").to_list()
+    hidden = sessionize.sessionize_tables(pl.read_csv(source), **options, drop_columns="engaged_time_s")
+    assert "engaged_time_s" not in hidden.users.columns and "engaged_time_s" not in hidden.sessions.columns
