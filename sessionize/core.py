@@ -642,16 +642,13 @@ def _session_rows(
     engaged_us = _engaged_in_order(ts, new, starts, ends, pv, beats, engaged)
     if reported_ms is not None:
         # GA4's rule where a session's events report their engagement time: its sum.
-        reported_values = reported_ms.fill_null(0.0)
-        running = reported_values.cum_sum()
-        sums = running.gather(ends) - running.gather(starts) + reported_values.gather(starts)
+        sums = _run_sums(reported_ms.fill_null(0.0), starts, ends)
         present = counts_of(reported_ms.is_not_null())[2]
         engaged_us = pl.select(
             pl.when(pl.lit(present) > 0)
             .then((pl.lit(sums) * 1000).round().cast(pl.Int64))
             .otherwise(pl.lit(engaged_us))
         ).to_series()
-        del reported_values, running
     # Page views up to and including each event; the sessions' first and last ones by their rank.
     before, through, pages = counts_of(page)
     pageviews = counts_of(pv)[2] if activity else pages
@@ -733,6 +730,12 @@ def _session_rows(
     ).to_struct("_table")
 
 
+def _run_sums(values: pl.Series, starts: pl.Series, ends: pl.Series) -> pl.Series:
+    """The sum of ``values`` over each run ``starts[i]..ends[i]`` (from one running sum)."""
+    running = values.cum_sum()
+    return running.gather(ends) - running.gather(starts) + values.gather(starts)
+
+
 def _engaged_in_order(
     ts: pl.Series,
     new: pl.Series,
@@ -749,8 +752,7 @@ def _engaged_in_order(
         gaps = (micros.shift(-1) - micros).clip(0, int(engaged.gap_cap_s * 1e6)).fill_null(0)
         # A session's last event has no next one in it.
         gaps = gaps.scatter(ends, 0) if len(ends) else gaps
-        running = gaps.cum_sum()
-        return running.gather(ends) - running.gather(starts) + gaps.gather(starts)
+        return _run_sums(gaps, starts, ends)
     positions = beats.arg_true()
     windows = pl.DataFrame(
         {

@@ -451,6 +451,12 @@ def memory_runs(inputs: dict[bool, list[str]], tmp_path_factory: pytest.TempPath
     return MemoryRuns(inputs, tmp_path_factory)
 
 
+def cluster_of(path: str, request: pytest.FixtureRequest) -> Any:
+    """The shared cluster a path runs on: Dask's scheduler address, the Spark session, or None."""
+    fixture = {"dask": "scheduler", "spark": "spark_session"}.get(path)
+    return None if fixture is None else request.getfixturevalue(fixture)
+
+
 # --- the matrix -----------------------------------------------------------------------------------
 
 #: Cells that differ because of a bug in sessionize: (path, option set) -> reason.
@@ -485,13 +491,7 @@ def test_path_gives_the_in_memory_result(
     request: pytest.FixtureRequest,
 ) -> None:
     option_set = OPTION_SETS[name]
-    scheduler = (
-        request.getfixturevalue("scheduler")
-        if path == "dask"
-        else request.getfixturevalue("spark_session")
-        if path == "spark"
-        else None
-    )
+    scheduler = cluster_of(path, request)
     expected = memory_runs[name]
     got = run_path(path, inputs[option_set.dirty], option_set, tmp_path, scheduler)
 
@@ -697,13 +697,7 @@ def test_path_gives_the_in_memory_tables(
 ) -> None:
     option_set = OPTION_SETS[name]
     expected = memory_tables[name]
-    scheduler = (
-        request.getfixturevalue("scheduler")
-        if path == "dask"
-        else request.getfixturevalue("spark_session")
-        if path == "spark"
-        else None
-    )
+    scheduler = cluster_of(path, request)
     got = run_tables(inputs[option_set.dirty], option_set, tmp_path, TABLE_PATHS[path], scheduler)
     for got_table, expected_table in zip(got, expected, strict=True):
         assert expected_table.height > 0

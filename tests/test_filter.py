@@ -161,12 +161,13 @@ def test_events_sent_too_late_are_left_out_and_counted(tmp_path: Path) -> None:
         + "u1,2024-05-05T10:01:00Z,2024-05-01T10:01:00Z,2024-05-05T10:01:00Z,page_view,e2,https://a.example/old\n"
         # Exactly 3 days: kept.
         + "u1,2024-05-05T10:02:00Z,2024-05-02T10:02:00Z,2024-05-05T10:02:00Z,page_view,e3,https://a.example/b\n"
-        # No sent time: kept (nothing to compare).
-        + "u1,2024-05-05T10:03:00Z,2024-05-01T10:03:00Z,,page_view,e4,https://a.example/c\n",
+        # No sent time, or one that does not parse (a client writes it): kept (nothing to compare).
+        + "u1,2024-05-05T10:03:00Z,2024-05-01T10:03:00Z,,page_view,e4,https://a.example/c\n"
+        + "u1,2024-05-05T10:03:30Z,2024-05-01T10:03:00Z,next tuesday,page_view,e5,https://a.example/c\n",
     )
     options: dict[str, Any] = {"user_col": "domain_userid", "no_geo": True, "max_send_delay": "3d"}
     result = sessionize.run([source], **options)
-    assert (result.rows_read, result.filtered_out, result.events_read) == (4, 1, 3)
+    assert (result.rows_read, result.filtered_out, result.events_read, result.rejected) == (5, 1, 4, 0)
     assert result.sessions.get_column("exit_page").to_list() == ["https://a.example/c"]
     preset = sessionize.run([source], preset="snowplow", session_col="event", no_geo=True)  # no session id
     assert preset.filtered_out == 1
@@ -176,3 +177,20 @@ def test_events_sent_too_late_are_left_out_and_counted(tmp_path: Path) -> None:
     plain = write_text(tmp_path / "plain.csv", "domain_userid,derived_tstamp\nu1,2024-05-05T10:00:00Z\n")
     with pytest.warns(SessionizeWarning, match="--max-send-delay"):
         assert sessionize.run([plain], **options).filtered_out == 0
+
+
+def test_a_malformed_web_page_context_is_no_page_view_id(tmp_path: Path) -> None:
+    """The web_page context is client-written JSON: truncated or not JSON at all, it gives no id (the page
+    view counts as one, on its own), never an error."""
+    source = write_text(
+        tmp_path / "events.csv",
+        "domain_userid,derived_tstamp,event,page_url,contexts_com_snowplowanalytics_snowplow_web_page_1\n"
+        'u1,2024-05-01T10:00:00Z,page_view,https://a.example/,"[{""id"": ""p1""}]"\n'
+        'u1,2024-05-01T10:00:05Z,page_view,https://a.example/,"[{""id"": ""p1""}]"\n'
+        'u1,2024-05-01T10:00:10Z,page_view,https://a.example/b,"[{""id"": "\n'
+        "u1,2024-05-01T10:00:20Z,page_view,https://a.example/c,[not json\n",
+    )
+    result = sessionize.run([source], user_col="domain_userid", no_geo=True)
+    # p1 twice is one page view (the second a duplicate); the two malformed contexts are two page views.
+    assert (result.duplicates_removed, result.rejected) == (1, 0)
+    assert result.sessions.get_column("pageview_count").to_list() == [3]

@@ -318,8 +318,9 @@ def _read_files(batches: Iterable[Any], task: Any) -> Iterator[Any]:
             yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
 
 
-def _sessionize(batches: Iterable[Any], job: Any) -> Iterator[Any]:
-    """The sessionize step on an executor: one partition of users, every session with its geo status."""
+def _sessionize(batches: Iterable[Any], job: Any, schema: Any) -> Iterator[Any]:
+    """The sessionize step on an executor: one partition of users, every session with its geo status
+    (and the partition's page views and users), as the Arrow ``schema`` the driver made."""
     partition_job: PartitionJob = job.value
     received = list(batches)
     if not received:
@@ -341,7 +342,6 @@ def _sessionize(batches: Iterable[Any], job: Any) -> Iterator[Any]:
     result = process_partition(events, partition_job, keep_all=True)
     del events
     assert result.all_sessions is not None
-    schema = _session_schema(partition_job)
     sessions = result.all_sessions
     if TABLE in schema.names:
         sessions = sessions.with_columns(pl.lit("sessions").alias(TABLE))
@@ -627,8 +627,10 @@ def _run(
         notify(RunProgress("read", len(files), len(files), rows))
         events = read.where(F.col(SUMMARY).isNull()).drop(SUMMARY)
         users = events.repartition(count, F.col(BUCKET))
+        # Made once here: the page-view and user tables' columns come from an empty partition's run.
+        rows_schema = _session_schema(job)
         all_sessions = users.mapInArrow(
-            lambda batches: _sessionize(batches, shipped), _struct(_session_schema(job))
+            lambda batches: _sessionize(batches, shipped, rows_schema), _struct(rows_schema)
         )
         persisted = all_sessions.persist(StorageLevel.MEMORY_AND_DISK)
         all_sessions = persisted
