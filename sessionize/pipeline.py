@@ -257,7 +257,7 @@ class RunResult:
     rows_read: int = 0
     rejected: int = 0
     duplicates_removed: int = 0
-    #: Rows left out by ``--filter``.
+    #: Rows left out by ``--filter`` and ``--max-send-delay``.
     filtered_out: int = 0
     #: Sessions of crawlers and scripts; those left out with ``exclude_bots``, and their events.
     bot_sessions: int = 0

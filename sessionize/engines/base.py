@@ -78,7 +78,7 @@ class Outcome:
     incremental: Any = None
     #: The memory budget of a local run, in bytes.
     memory_limit: int = 0
-    #: Rows left out by ``--filter``.
+    #: Rows left out by ``--filter`` and ``--max-send-delay``.
     filtered: int = 0
 
     @property

@@ -133,7 +133,7 @@ class DaskOutcome:
     part_files: list[str]
     #: Data rows in the inputs: ``rows_read == events + rejected + duplicates_removed + filtered``.
     rows_read: int
-    #: Rows left out by ``--filter``.
+    #: Rows left out by ``--filter`` and ``--max-send-delay``.
     filtered: int
     #: Events sessionized (bots' too, when ``exclude_bots`` left their sessions out).
     events: int

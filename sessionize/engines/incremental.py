@@ -287,7 +287,7 @@ class IncrementalOutcome:
     files_grown: list[str] = field(default_factory=list)
     #: The summary figures of the sessions this run wrote.
     tally: Tally = field(default_factory=Tally)
-    #: Rows left out by ``--filter``.
+    #: Rows left out by ``--filter`` and ``--max-send-delay``.
     filtered: int = 0
 
 

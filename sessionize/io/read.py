@@ -76,7 +76,7 @@ class FileRead:
     rejects: pl.DataFrame | None
     #: Data rows of the file: ``rows == events + rejects + filtered`` (before duplicates are dropped).
     rows: int
-    #: Rows left out by ``--filter``.
+    #: Rows left out by ``--filter`` and ``--max-send-delay``.
     filtered: int = 0
 
 
@@ -600,7 +600,7 @@ def read_file(
     rows = frame.height + (0 if malformed is None else malformed.height)
     filtered = 0
     if keep is not None:
-        # Left out by --filter before any check: counted, never rejected.
+        # Left out by --filter or --max-send-delay before any check: counted, never rejected.
         filtered = frame.height - int(frame.get_column(KEEP).sum())
         frame = frame.filter(pl.col(KEEP)).drop(KEEP)
     if options.time_unit is None and frame.height:
