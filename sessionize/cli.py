@@ -800,6 +800,17 @@ def run(
             rich_help_panel=RULES,
         ),
     ] = None,
+    aggregates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agg",
+            metavar="NAME=FUNC(COLUMN)",
+            help="A session column of your own, repeatable: FUNC is sum, mean, min, max, count, n_unique, "
+            "first or last of an input column (--agg revenue=sum(properties.revenue)); count(event=VALUE) "
+            "counts one event name; count(*) the events.",
+            rich_help_panel=RULES,
+        ),
+    ] = None,
     heartbeat_events: Annotated[
         str | None,
         typer.Option(
@@ -1159,6 +1170,7 @@ def run(
                 internal_domains=internal_domains or (),
                 conversion_events=conversion_events or (),
                 count_events=count_events or (),
+                aggregates=aggregates or (),
                 heartbeat_events=heartbeat_events or (),
                 heartbeat_interval=heartbeat_interval,
                 min_visit_length=min_visit_length,

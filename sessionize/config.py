@@ -228,15 +228,47 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
                 f"--count-events {item!r}: give an event name, or COLUMN=EVENT with a column name of "
                 "letters, digits and _ (--count-events purchase,orders=Order Completed)."
             )
-        if column in SESSION_COLUMN_NAMES or column.startswith("_"):
+        if column in (*SESSION_COLUMN_NAMES, *S.USER_TABLE_COLUMNS) or column.startswith("_"):
             raise UsageError(
-                f"--count-events: the column {column!r} is a built-in column of the session table: name "
-                f"the count yourself (--count-events my_{column}={event})."
+                f"--count-events: the column {column!r} is a built-in column of the session or user table: "
+                f"name the count yourself (--count-events my_{column.lstrip('_')}={event})."
             )
         if column in result:
             raise UsageError(f"--count-events names the column {column!r} twice.")
         result[column] = event
     return tuple(result.items())
+
+
+def check_aggregates(
+    value: str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None,
+    *,
+    taken: Iterable[str] = (),
+) -> tuple[S.Aggregate, ...]:
+    """``--agg NAME=FUNC(COLUMN)``, repeatable: one spec, a list of them, Aggregates, or a mapping
+    ``{"revenue": "sum(properties.revenue)"}``. ``taken`` are further column names already used (the
+    ``--count-events`` columns)."""
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        items: list[str | S.Aggregate] = [f"{name}={spec}" for name, spec in value.items()]
+    elif isinstance(value, str | S.Aggregate):
+        items = [value]
+    else:
+        items = list(value)
+    result: dict[str, S.Aggregate] = {}
+    used = set(taken)
+    for item in items:
+        aggregate = item if isinstance(item, S.Aggregate) else S.parse_aggregate(str(item))
+        name = aggregate.name
+        if name in (*SESSION_COLUMN_NAMES, *S.USER_TABLE_COLUMNS, S.STITCHED_USER_ID) or name.startswith("_"):
+            raise UsageError(
+                f"--agg {aggregate.spec!r}: {name!r} is a built-in column of the session or user table: "
+                f"name the column yourself (--agg my_{name.lstrip('_')}=...)."
+            )
+        if name in result or name in used:
+            raise UsageError(f"--agg names the column {name!r} twice (or --count-events names it too).")
+        result[name] = aggregate
+    return tuple(result.values())
 
 
 def check_preferred_columns(
@@ -323,6 +355,8 @@ class ReadOptions:
     #: Web-server logs: how a visitor is identified, and which paths are static assets.
     visitor_key: VisitorKey = DEFAULT_VISITOR_KEY
     asset_pattern: str = DEFAULT_ASSET_PATTERN
+    #: ``--agg``: the input columns they read are carried into the events (the same as SessionOptions').
+    aggregates: tuple[S.Aggregate, ...] = ()
     #: Privacy controls that also apply to the rejected rows' original columns (from PrivacyOptions).
     anonymize_ip: bool = False
     user_id_secret: bytes | None = field(default=None, repr=False)
@@ -341,6 +375,7 @@ class ReadOptions:
             "page_activity_events": self.page_activity_events,
             "stitching": self.stitching,
             "engagement": self.engagement_timing,
+            "aggregates": self.aggregates,
         }
 
     def preferred(self) -> dict[str, tuple[str, ...]]:
@@ -359,7 +394,9 @@ class ReadOptions:
 
     def event_schema(self) -> dict[str, pl.DataType]:
         """The columns of the events these options read (see :func:`sessionize.schema.event_schema`)."""
-        return S.event_schema(stitch=self.stitching, engagement=self.engagement_timing)
+        return S.event_schema(
+            stitch=self.stitching, engagement=self.engagement_timing, aggregates=self.aggregates
+        )
 
 
 @dataclass(frozen=True)
@@ -376,6 +413,8 @@ class SessionOptions:
     internal_domains: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: ``--count-events``: (column, event name) pairs, counted per session after the built-in columns.
     event_counts: tuple[tuple[str, str], ...] = field(default=(), metadata=_FINGERPRINT)
+    #: ``--agg NAME=FUNC(COLUMN)``: further session columns, after the counts.
+    aggregates: tuple[S.Aggregate, ...] = field(default=(), metadata=_FINGERPRINT)
     #: How ``engaged_time_s`` is measured (``--heartbeat-events``, ``--heartbeat-interval``,
     #: ``--min-visit-length``, ``--engaged-threshold``).
     engaged: S.EngagedTime = field(default_factory=S.EngagedTime, metadata=_FINGERPRINT)
@@ -512,6 +551,7 @@ class RunConfig:
         internal_domains: str | Iterable[str] = (),
         conversion_events: str | Iterable[str] = (),
         count_events: str | Iterable[str] = (),
+        aggregates: str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None = None,
         heartbeat_events: str | Iterable[str] = (),
         heartbeat_interval: str | timedelta = "10s",
         min_visit_length: str | timedelta = "5s",
@@ -562,6 +602,8 @@ class RunConfig:
         anonymize = anonymize_mode(anonymize_ip)
         secret = None if hash_user_ids is None else read_secret(hash_user_ids)
         zone = check_timezone(timezone)
+        event_counts = check_event_counts(count_events)
+        checked_aggregates = check_aggregates(aggregates, taken=[column for column, _ in event_counts])
         read = ReadOptions(
             # The *_col keywords of this signature, as ColumnNames' fields name them.
             columns=ColumnNames.of(locals()),
@@ -585,6 +627,7 @@ class RunConfig:
             or datetime.now(UTC) + DEFAULT_FUTURE_LIMIT,
             visitor_key=check_visitor_key(visitor_key),
             asset_pattern=check_asset_pattern(asset_pattern),
+            aggregates=checked_aggregates,
             anonymize_ip=anonymize is not None,
             user_id_secret=secret,
         )
@@ -598,7 +641,8 @@ class RunConfig:
             timezone=zone,
             conversion_events=S.split_list(conversion_events),
             internal_domains=normalize_internal_domains(internal_domains),
-            event_counts=check_event_counts(count_events),
+            event_counts=event_counts,
+            aggregates=checked_aggregates,
             engaged=S.EngagedTime(
                 heartbeat_events=S.split_list(heartbeat_events),
                 heartbeat_s=S.parse_duration(
@@ -621,7 +665,8 @@ class RunConfig:
                 drop_columns,
                 extra=[
                     *([S.STITCHED_USER_ID] if read.stitching else []),
-                    *(column for column, _ in check_event_counts(count_events)),
+                    *(column for column, _ in event_counts),
+                    *(aggregate.name for aggregate in checked_aggregates),
                 ],
             ),
             dedupe=dedupe,
@@ -737,6 +782,10 @@ OPTION_NAMES: tuple[str, ...] = tuple(
 )
 
 
+#: Config file keys spelled as their flag where the keyword differs (``agg = [...]`` for ``--agg``).
+_TOML_ALIASES = {"agg": "aggregates"}
+
+
 def load_toml(path: str | Path, *, also: Iterable[str] = ()) -> dict[str, Any]:
     """The flat options of a TOML config file: its ``[run]`` table (or its top level), keys as the
     flags are spelled (``user-col``) or as keywords (``user_col``); ``input``/``inputs`` a path or list.
@@ -755,6 +804,7 @@ def load_toml(path: str | Path, *, also: Iterable[str] = ()) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_").lstrip("_")
+        name = _TOML_ALIASES.get(name, name)
         if name in ("input", "inputs"):
             options["inputs"] = [value] if isinstance(value, str) else list(value)
             continue

@@ -6,7 +6,7 @@ can run per partition of users on a distributed engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
 
@@ -386,6 +386,7 @@ def summarize_sessions(
     conversion_events: Iterable[str] = (),
     event_counts: Sequence[tuple[str, str]] = (),
     engaged: S.EngagedTime | None = None,
+    aggregates: Sequence[S.Aggregate] = (),
 ) -> pl.LazyFrame:
     """One row per session from the output of :func:`assign_sessions`.
 
@@ -396,20 +397,25 @@ def summarize_sessions(
     an event named in ``conversion_events`` (case-insensitive). ``event_counts`` are (column, event
     name) pairs: the session's events of that name (case-insensitive), counted in that column after
     the others. ``engaged`` says how ``engaged_time_s`` is measured (:class:`sessionize.schema.EngagedTime`).
+    ``aggregates`` (``--agg``) add their columns last, from the event columns
+    :func:`sessionize.schema.aggregate_inputs` names (see :func:`aggregate_expr`).
     """
     engaged = engaged or S.EngagedTime()
     beats = [name.lower() for name in engaged.heartbeat_events]
     heartbeat = pl.col(S.EVENT).str.to_lowercase().is_in(beats).fill_null(False) if beats else None
     conversions = [name.lower() for name in conversion_events]
     converted = pl.col(S.EVENT).str.to_lowercase().is_in(conversions) if conversions else None
+    # count(event=VALUE) is an event count under its own name.
+    pairs = [*event_counts, *((a.name, a.event) for a in aggregates if a.event is not None)]
     counted = {
         column: (pl.col(S.EVENT).str.to_lowercase() == event.lower()).fill_null(False)
-        for column, event in event_counts
+        for column, event in pairs
     }
+    others = tuple(a for a in aggregates if a.event is None)
     if SESSION_ORDER in sessions.collect_schema().names():
-        table = _summarize_in_order(sessions, converted, counted, heartbeat, engaged)
+        table = _summarize_in_order(sessions, converted, counted, heartbeat, engaged, others)
     else:
-        table = _summarize_labelled(sessions, converted, counted, heartbeat, engaged)
+        table = _summarize_labelled(sessions, converted, counted, heartbeat, engaged, others)
     long_enough = (
         pl.col("duration_s") >= S.ENGAGED_DURATION_S
         if engaged.threshold_s is None
@@ -427,7 +433,45 @@ def summarize_sessions(
         )
         .with_columns((~pl.col("is_engaged")).alias("is_bounce"))
     )
-    return table.select(*(c.name for c in S.SESSION_COLUMNS if c.core), ROBOTS_TXT, S.REFERRER_PAGE, *counted)
+    return table.select(
+        *(c.name for c in S.SESSION_COLUMNS if c.core),
+        ROBOTS_TXT,
+        S.REFERRER_PAGE,
+        *(column for column, _ in event_counts),
+        *(a.name for a in aggregates),
+    )
+
+
+def aggregate_expr(aggregate: S.Aggregate, inputs: Mapping[tuple[str, bool], str]) -> pl.Expr:
+    """One ``--agg`` over a session's events, in event order, from its event column (``inputs``:
+    :func:`sessionize.schema.aggregate_inputs`). As SQL has them: ``sum``, ``mean``, ``min`` and ``max``
+    of the non-null values (null without one); ``count(COLUMN)`` the non-null values, ``count(*)`` the
+    events; ``n_unique`` the distinct non-null values; ``first`` and ``last`` the first and last event's
+    value, null included. ``count(event=VALUE)`` is counted with ``--count-events``' flags instead."""
+    if aggregate.column is None:
+        return pl.len().cast(pl.UInt32).alias(aggregate.name)
+    column = pl.col(inputs[aggregate.column, aggregate.numeric])
+    expr: pl.Expr
+    match aggregate.function:
+        case "sum":
+            expr = pl.when(column.count() > 0).then(column.sum())
+        case "mean":
+            expr = column.mean()
+        case "min":
+            expr = column.min()
+        case "max":
+            expr = column.max()
+        case "count":
+            expr = column.count().cast(pl.UInt32)
+        case "n_unique":
+            expr = column.drop_nulls().n_unique().cast(pl.UInt32)
+        case "first":
+            expr = column.first()
+        case "last":
+            expr = column.last()
+        case _:  # pragma: no cover - parse_aggregate checks the names
+            raise ValueError(aggregate.function)
+    return expr.cast(aggregate.dtype).alias(aggregate.name)
 
 
 def _summarize_labelled(
@@ -436,6 +480,7 @@ def _summarize_labelled(
     counted: dict[str, pl.Expr],
     heartbeat: pl.Expr | None,
     engaged: S.EngagedTime,
+    aggregates: Sequence[S.Aggregate] = (),
 ) -> pl.LazyFrame:
     """The session table of labelled events (``session_id`` on every event), by a ``group_by``."""
     ts, pv = pl.col(S.TIME), pl.col(S.IS_PAGEVIEW)
@@ -457,6 +502,10 @@ def _summarize_labelled(
         engaged_us = gaps.alias("_engaged_us")
     else:
         engaged_us = pl.lit(0, dtype=pl.Int64).alias("_engaged_us")
+    inputs = S.aggregate_inputs(aggregates)
+    if inputs:
+        # Event order within each session for first and last.
+        sessions = sessions.sort(S.USER, S.TIME, maintain_order=True)
     table = (
         sessions.with_columns(robots.alias(ROBOTS_TXT))
         .group_by(S.USER, S.SESSION_ID)
@@ -484,6 +533,7 @@ def _summarize_labelled(
                 if reported
                 else []
             ),
+            *(aggregate_expr(aggregate, inputs) for aggregate in aggregates),
         )
         .sort(S.USER, "session_start", S.SESSION_ID)
         .with_columns((pl.int_range(pl.len(), dtype=pl.UInt32).over(S.USER) + 1).alias("session_number"))
@@ -531,6 +581,7 @@ def _summarize_in_order(
     counted: dict[str, pl.Expr],
     heartbeat: pl.Expr | None,
     engaged: S.EngagedTime,
+    aggregates: Sequence[S.Aggregate] = (),
 ) -> pl.LazyFrame:
     """The session table from ``assign_sessions(label=False)``, without a ``group_by``.
 
@@ -567,6 +618,7 @@ def _summarize_in_order(
         *([in_order(heartbeat)] if heartbeat is not None else []),
         *([_contiguous(pl.col(S.ENGAGEMENT_MS)).gather(order)] if reported else []),
         *(in_order(flags) for flags in counted.values()),
+        *(pl.col(name) for name in S.aggregate_inputs(aggregates).values()),
     ]
     schema = sessions.collect_schema()
     dtype = pl.Struct(
@@ -588,6 +640,7 @@ def _summarize_in_order(
             "_converted": pl.Boolean(),
             **dict.fromkeys(counted, pl.UInt32()),
             "engaged_time_s": pl.Float64(),
+            **{aggregate.name: aggregate.dtype for aggregate in aggregates},
         }
     )
     rows = partial(
@@ -596,6 +649,7 @@ def _summarize_in_order(
         counted=tuple(counted),
         engaged=engaged,
         reported=reported,
+        aggregates=tuple(aggregates),
     )
     return sessions.select(pl.map_batches(inputs, rows, return_dtype=dtype).alias("_table")).unnest("_table")
 
@@ -607,6 +661,7 @@ def _session_rows(
     counted: Sequence[str] = (),
     engaged: S.EngagedTime | None = None,
     reported: bool = False,
+    aggregates: Sequence[S.Aggregate] = (),
 ) -> pl.Series:
     """The session table (a struct, one row per session) from the inputs of
     :func:`_summarize_in_order`: ``_order``, ``_new``, ``_ts``, the page view and possible robots.txt
@@ -620,7 +675,10 @@ def _session_rows(
     conversions = rest.pop(0) if converted else None
     beats = rest.pop(0) if engaged.heartbeat_events else None
     reported_ms = rest.pop(0) if reported else None
-    count_flags = rest
+    inputs = S.aggregate_inputs(aggregates)
+    count_flags = rest[: len(rest) - len(inputs)]
+    per_session = _aggregated(rest[len(count_flags) :], inputs, aggregates, order, new)
+    del rest
     n = len(order)
     # Positions in session order of each session's first and last event.
     starts = new.arg_true()
@@ -726,8 +784,30 @@ def _session_rows(
             ).alias("_converted"),
             *(count.gather(table).alias(name) for count, name in zip(counts, counted, strict=True)),
             (engaged_us.gather(table) / 1e6).round(6).alias("engaged_time_s"),
+            *(column.gather(table) for column in per_session),
         ]
     ).to_struct("_table")
+
+
+def _aggregated(
+    values: Sequence[pl.Series],
+    inputs: Mapping[tuple[str, bool], str],
+    aggregates: Sequence[S.Aggregate],
+    order: pl.Series,
+    new: pl.Series,
+) -> list[pl.Series]:
+    """The ``--agg`` columns in session order, from their event columns (``values``, in input order,
+    one per entry of ``inputs``), ``_order`` and ``_new``."""
+    if not aggregates:
+        return []
+    session = (new.cast(pl.UInt32).cum_sum() - 1).alias("_session").set_sorted()
+    frame = pl.DataFrame(
+        [session, *(_gather(v, order).alias(name) for v, name in zip(values, inputs.values(), strict=True))]
+    )
+    result = frame.group_by("_session", maintain_order=True).agg(
+        aggregate_expr(aggregate, inputs) for aggregate in aggregates
+    )
+    return [result.get_column(aggregate.name) for aggregate in aggregates]
 
 
 def _run_sums(values: pl.Series, starts: pl.Series, ends: pl.Series) -> pl.Series:
@@ -923,10 +1003,12 @@ def summarize_pageviews(events: pl.LazyFrame, sessions: pl.LazyFrame) -> pl.Lazy
 
 
 #: The session columns the user table takes from a user's first and last session.
-TOUCH_COLUMNS = ("landing_page", "source_name", "medium", "channel", "utm_campaign")
+TOUCH_COLUMNS = S.TOUCH_COLUMNS
 
 
-def summarize_users(sessions: pl.LazyFrame) -> pl.LazyFrame:
+def summarize_users(
+    sessions: pl.LazyFrame, *, counts: Sequence[str] = (), aggregates: Sequence[S.Aggregate] = ()
+) -> pl.LazyFrame:
     """One row per user from the session table (every session of each user it holds).
 
     ``first_seen``/``last_seen`` are the start of the user's first session and the end of the last;
@@ -936,8 +1018,15 @@ def summarize_users(sessions: pl.LazyFrame) -> pl.LazyFrame:
     ``stitched_user_id`` (identity stitching) is the user's. A user depends only on their own sessions,
     so the table of a partition of users is that partition's rows. Columns missing from the session
     table (``--drop-columns``) are missing here too. Sorted by user id.
+
+    Then the ``counts`` (``--count-events``) and ``aggregates`` (``--agg``) columns, rolled up from the
+    sessions' (:func:`user_rollup`).
     """
     names = sessions.collect_schema().names()
+    rollups = [
+        *(user_rollup(S.Aggregate(c, "count", event="-")) for c in counts if c in names),
+        *(user_rollup(a) for a in aggregates if a.name in names),
+    ]
     touch = [c for c in TOUCH_COLUMNS if c in names]
     ordered = sessions.sort(S.USER, "session_number")
     return ordered.group_by(S.USER, maintain_order=True).agg(
@@ -951,4 +1040,27 @@ def summarize_users(sessions: pl.LazyFrame) -> pl.LazyFrame:
         *([pl.col("country").last()] if "country" in names else []),
         *([pl.col("engaged_time_s").sum().round(6)] if "engaged_time_s" in names else []),
         *([pl.col(S.STITCHED_USER_ID).last()] if S.STITCHED_USER_ID in names else []),
+        *(rollup for rollup in rollups if rollup is not None),
     )
+
+
+def user_rollup(aggregate: S.Aggregate) -> pl.Expr | None:
+    """A user's value of a session column of ``--agg`` (or ``--count-events``), from their sessions in
+    order: counts and sums add up (a sum stays null when every session's is), ``min`` and ``max`` are the
+    smallest and largest, ``first`` the first session's and ``last`` the last's. None for ``mean`` and
+    ``n_unique``, which do not add up from sessions: the user table leaves them out (docs/metrics.md)."""
+    column = pl.col(aggregate.name)
+    match aggregate.function:
+        case "count":
+            return column.sum().cast(pl.UInt64)
+        case "sum":
+            return pl.when(column.count() > 0).then(column.sum()).alias(aggregate.name)
+        case "min":
+            return column.min()
+        case "max":
+            return column.max()
+        case "first":
+            return column.first()
+        case "last":
+            return column.last()
+    return None

@@ -64,6 +64,10 @@ class BadTimestampError(InvalidEventsError):
     """Timestamps that do not parse as ISO 8601, epoch numbers or native timestamps."""
 
 
+class BadNumberError(InvalidEventsError):
+    """Values of a column that ``--agg`` sums, averages or compares that are not numbers."""
+
+
 class MissingUserIdError(InvalidEventsError):
     """Rows whose user id is empty."""
 

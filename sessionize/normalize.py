@@ -17,6 +17,7 @@ from sessionize.config import OnInvalid as OnInvalid
 from sessionize.config import TimeUnit as TimeUnit
 from sessionize.config import check_timezone
 from sessionize.errors import (
+    BadNumberError,
     BadTimestampError,
     MissingColumnError,
     MissingUserIdError,
@@ -28,6 +29,9 @@ from sessionize.errors import (
 #: Extra columns of a prepared frame that :func:`check_events` reads.
 ROW = "_row"
 RAW_TIME = "_raw_time"
+#: With ``keep_raw``: each number column of ``--agg`` as its input text (``_raw_agg0``), so that a value
+#: that is not a number is told from a missing one.
+RAW_PREFIX = "_raw"
 #: The reason a row is invalid (null for a valid row), in :func:`invalid_reason`.
 REASON = "_reason"
 #: How many bad rows an error message shows.
@@ -435,6 +439,8 @@ def prepare_events(
     carry: Sequence[str] = (),
     stitching: bool = False,
     engagement: bool = False,
+    aggregates: Iterable[S.Aggregate] = (),
+    source: str = "the input",
 ) -> pl.LazyFrame:
     """Select, rename, type and parse the input columns into the canonical events frame.
 
@@ -449,9 +455,14 @@ def prepare_events(
     none) becomes the ``_stitch_id`` column (:func:`sessionize.schema.event_schema`). A page view
     with a page view id (``columns.page_view_id``) takes ``page_view:<id>`` as its event id, so that
     repeated page views of one id are dropped as duplicate events: page views count by distinct id,
-    as Snowplow counts them.
+    as Snowplow counts them. The input columns ``aggregates`` read become the columns
+    :func:`sessionize.schema.aggregate_inputs` names (numbers, or text), found in ``source`` like a
+    flag's column (:func:`sessionize.schema.find_column`).
     """
     schema = events.collect_schema()
+    carried = _aggregate_columns(
+        aggregates, [c for c in schema if c not in (ROW, KEEP)], source=source, keep_raw=keep_raw
+    )
     dtype = schema[columns.timestamp]
     row_number = pl.col(ROW) if ROW in schema else pl.int_range(pl.len()).alias(ROW)
     if _is_text(dtype):
@@ -503,9 +514,48 @@ def prepare_events(
         is_pageview.alias(S.IS_PAGEVIEW),
         *([_as_text(columns.stitch).alias(S.STITCH_ID)] if stitching else []),
         *([_as_number(columns.engagement_time).alias(S.ENGAGEMENT_MS)] if engagement else []),
+        *carried,
         *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
         *carry,
     )
+
+
+def _aggregate_columns(
+    aggregates: Iterable[S.Aggregate], available: Sequence[str], *, source: str, keep_raw: bool
+) -> list[pl.Expr]:
+    """The event columns of the input columns ``--agg`` reads (and their text, for a number column
+    with ``keep_raw``)."""
+    aggregates = tuple(aggregates)
+    specs: dict[tuple[str, bool], str] = {}
+    for aggregate in aggregates:
+        if aggregate.column is not None:
+            specs.setdefault((aggregate.column, aggregate.numeric), aggregate.spec)
+    exprs: list[pl.Expr] = []
+    for (given, numeric), name in S.aggregate_inputs(aggregates).items():
+        column = S.find_column(given, available, source=source, flag=f"--agg {specs[given, numeric]}")
+        if numeric:
+            exprs.append(_as_number(column).alias(name))
+            if keep_raw:
+                exprs.append(pl.col(column).cast(pl.String).alias(RAW_PREFIX + name))
+        else:
+            exprs.append(pl.col(column).cast(pl.String).alias(name))
+    return exprs
+
+
+def bad_numbers(aggregates: Iterable[S.Aggregate]) -> pl.Expr | None:
+    """Whether a prepared row (``keep_raw``) has a value that ``--agg`` reads as a number and that is
+    not one (a finite number; an empty value is a missing one), or None when no ``--agg`` reads numbers."""
+    tests = [
+        pl.col(RAW_PREFIX + name).str.strip_chars().ne("").fill_null(False) & pl.col(name).is_null()
+        for (_, numeric), name in S.aggregate_inputs(aggregates).items()
+        if numeric
+    ]
+    return pl.any_horizontal(tests) if tests else None
+
+
+def raw_columns(aggregates: Iterable[S.Aggregate]) -> list[str]:
+    """The text columns ``keep_raw`` adds for ``--agg`` (dropped with ``_raw_time``)."""
+    return [RAW_PREFIX + name for (_, numeric), name in S.aggregate_inputs(aggregates).items() if numeric]
 
 
 def invalid_reason(
@@ -513,12 +563,14 @@ def invalid_reason(
     valid_from: datetime | None = None,
     valid_until: datetime | None = None,
     timezone: str | None = None,
+    aggregates: Iterable[S.Aggregate] = (),
 ) -> pl.Expr:
     """Why a row of a prepared frame (``keep_raw=True`` for ``timezone``) cannot be sessionized:
     ``empty_user_id``, ``bad_timestamp``, ``nonexistent_local_time`` / ``ambiguous_local_time`` (a
     local time of ``timezone`` that a clock change skips, or makes happen twice with
-    ``--ambiguous-time reject``), ``out_of_range`` (outside ``valid_from``/``valid_until``), or null
-    for a valid row."""
+    ``--ambiguous-time reject``), ``out_of_range`` (outside ``valid_from``/``valid_until``),
+    ``bad_number`` (a value ``aggregates`` read as a number that is not one: :func:`bad_numbers`), or
+    null for a valid row."""
     ts = pl.col(S.TIME)
     out_of_range = pl.lit(False)
     if valid_from is not None:
@@ -531,6 +583,7 @@ def invalid_reason(
         # kernels skip (a second parse of every timestamp otherwise).
         raw = pl.when(ts.is_null()).then(pl.col(RAW_TIME))
         bad_time = pl.coalesce(local_time_reason(raw, timezone), bad_time)
+    numbers = bad_numbers(aggregates)
     return (
         pl.when(pl.col(S.USER).is_null())
         .then(pl.lit("empty_user_id"))
@@ -538,6 +591,8 @@ def invalid_reason(
         .then(bad_time)
         .when(out_of_range)
         .then(pl.lit("out_of_range"))
+        .when(numbers if numbers is not None else pl.lit(False))
+        .then(pl.lit("bad_number"))
         .otherwise(None)
         .alias(REASON)
     )
@@ -552,9 +607,11 @@ def check_events(
     valid_from: datetime | None = None,
     valid_until: datetime | None = None,
     timezone: str | None = None,
+    aggregates: Iterable[S.Aggregate] = (),
 ) -> None:
     """Raise if a row of a prepared frame (``keep_raw=True``) cannot be sessionized: no user id, a
-    timestamp that does not parse, or one outside ``valid_from``/``valid_until``.
+    timestamp that does not parse, one outside ``valid_from``/``valid_until``, or a value that
+    ``aggregates`` read as a number and that is not one.
 
     ``where`` turns a 0-based row number into a location for the message (``line 7``).
     """
@@ -606,6 +663,28 @@ def check_events(
             f"range ({bounds}): {_examples(outside, where)}. Widen it with --valid-from/--valid-until, "
             f"or pass {SKIP_HINT}."
         )
+    _check_numbers(frame, source=source, where=where, aggregates=tuple(aggregates))
+
+
+def _check_numbers(
+    frame: pl.DataFrame, *, source: str, where: Callable[[int], str], aggregates: Sequence[S.Aggregate]
+) -> None:
+    """Raise :class:`BadNumberError` for the first ``--agg`` number column with a value that is not one."""
+    for (given, numeric), name in S.aggregate_inputs(aggregates).items():
+        if not numeric:
+            continue
+        raw = pl.col(RAW_PREFIX + name)
+        bad = frame.filter(raw.str.strip_chars().ne("").fill_null(False) & pl.col(name).is_null())
+        if bad.height:
+            examples = "; ".join(
+                f"{where(row)}: {value!r}"
+                for row, value in bad.select(ROW, raw).head(MAX_REPORTED_ROWS).iter_rows()
+            )
+            users = ", ".join(a.spec for a in aggregates if a.column == given and a.numeric)
+            raise BadNumberError(
+                f"{source}: {bad.height} value(s) in column {given!r} are not numbers ({examples}), and "
+                f"--agg {users} reads it as numbers. Fix or empty those values, or pass {SKIP_HINT}."
+            )
 
 
 def _examples(rows: pl.DataFrame, where: Callable[[int], str]) -> str:

@@ -72,6 +72,7 @@ def build_sessions(
     event_counts: Sequence[tuple[str, str]] = (),
     engaged: S.EngagedTime | None = None,
     stitching: bool = False,
+    aggregates: Sequence[S.Aggregate] = (),
 ) -> pl.LazyFrame:
     """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
 
@@ -91,13 +92,14 @@ def build_sessions(
         exclude_bots=exclude_bots,
         event_counts=event_counts,
         engaged=engaged,
+        aggregates=aggregates,
     )
     sessions = sessions.pipe(enrich_geo, database=geo_database)
     return _sessions_after_geo(
         sessions,
         anonymize_ip=anonymize_ip,
         keep_geo_status=keep_geo_status,
-        extra=[c for c, _ in event_counts],
+        extra=[*(c for c, _ in event_counts), *(a.name for a in aggregates)],
         stitched=stitched_ids(events) if stitching else None,
     )
 
@@ -125,6 +127,7 @@ def _sessions_before_geo(
     exclude_bots: bool,
     event_counts: Sequence[tuple[str, str]] = (),
     engaged: S.EngagedTime | None = None,
+    aggregates: Sequence[S.Aggregate] = (),
 ) -> pl.LazyFrame:
     """:func:`build_sessions` up to the geo lookup: sessions, attribution, user agent, bots and the
     ``before-geo`` anonymization."""
@@ -145,6 +148,7 @@ def _sessions_before_geo(
             conversion_events=conversion_events,
             event_counts=event_counts,
             engaged=engaged,
+            aggregates=aggregates,
         )
         .pipe(
             enrich_attribution,
@@ -192,6 +196,8 @@ class SessionSettings:
     conversion_events: tuple[str, ...] = ()
     #: ``--count-events``: (column, event name) pairs.
     event_counts: tuple[tuple[str, str], ...] = ()
+    #: ``--agg``: further columns, after the counts.
+    aggregates: tuple[S.Aggregate, ...] = ()
     #: How ``engaged_time_s`` is measured.
     engaged: S.EngagedTime = field(default_factory=S.EngagedTime)
     #: Identity stitching: the events have ``_stitch_id``, the sessions get ``stitched_user_id``.
@@ -223,12 +229,13 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
         exclude_bots=False,
         event_counts=settings.event_counts,
         engaged=settings.engaged,
+        aggregates=settings.aggregates,
     )
     after_geo = functools.partial(
         _sessions_after_geo,
         anonymize_ip=settings.anonymize_ip,
         keep_geo_status=True,
-        extra=[column for column, _ in settings.event_counts],
+        extra=extra_columns(settings),
         stitched=stitched_ids(events) if settings.stitching else None,
     )
     database = settings.geo_database
@@ -297,9 +304,15 @@ def drop_shown(table: pl.DataFrame, dropped: Sequence[str]) -> pl.DataFrame:
     return table.drop(*(c for c in table.columns if c in hidden))
 
 
-def build_users(sessions: pl.DataFrame) -> pl.DataFrame:
-    """The user table of output sessions that hold every session of each of their users."""
-    return summarize_users(sessions.lazy()).collect(engine="in-memory")
+def build_users(sessions: pl.DataFrame, settings: SessionSettings | None = None) -> pl.DataFrame:
+    """The user table of output sessions that hold every session of each of their users (with the
+    counts and ``--agg`` columns of ``settings`` rolled up)."""
+    settings = settings or SessionSettings()
+    return summarize_users(
+        sessions.lazy(),
+        counts=[column for column, _ in settings.event_counts],
+        aggregates=settings.aggregates,
+    ).collect(engine="in-memory")
 
 
 @functools.cache
@@ -323,7 +336,11 @@ class PartitionJob:
 
     def event_schema(self) -> dict[str, pl.DataType]:
         """The columns of the events this job sessionizes."""
-        return S.event_schema(stitch=self.settings.stitching, engagement=self.settings.engagement)
+        return S.event_schema(
+            stitch=self.settings.stitching,
+            engagement=self.settings.engagement,
+            aggregates=self.settings.aggregates,
+        )
 
     @classmethod
     def of(
@@ -350,6 +367,7 @@ class PartitionJob:
                 internal_domains=session.internal_domains,
                 conversion_events=session.conversion_events,
                 event_counts=session.event_counts,
+                aggregates=session.aggregates,
                 engaged=session.engaged,
                 stitching=config.read.stitching,
                 engagement=config.read.engagement_timing,
@@ -546,7 +564,7 @@ def process_partition(
         )
         pageviews = drop_shown(pageviews, job.dropped)
     if job.users:
-        users = drop_shown(build_users(sessions), job.dropped)
+        users = drop_shown(build_users(sessions, job.settings), job.dropped)
     return PartitionResult(
         sessions=sessions.drop(*job.dropped),
         tally=tally,
@@ -581,6 +599,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         event_counts=settings.event_counts,
         engaged=settings.engaged,
         stitching=settings.stitching,
+        aggregates=settings.aggregates,
     )
     return sessions.drop(*job.dropped)
 
@@ -594,7 +613,13 @@ def session_schema(settings: SessionSettings) -> dict[str, pl.DataType]:
     """The session table's columns with these settings: the built-in ones, the stitched user id, the
     counts."""
     stitched: dict[str, pl.DataType] = {S.STITCHED_USER_ID: pl.String()} if settings.stitching else {}
-    return {**S.SESSION_SCHEMA, **stitched, **{column: pl.UInt32() for column, _ in settings.event_counts}}
+    counts: dict[str, pl.DataType] = {column: pl.UInt32() for column, _ in settings.event_counts}
+    return {**S.SESSION_SCHEMA, **stitched, **counts, **{a.name: a.dtype for a in settings.aggregates}}
+
+
+def extra_columns(settings: SessionSettings) -> list[str]:
+    """The session columns after the built-in ones and ``stitched_user_id``: the counts, the ``--agg``."""
+    return [*(column for column, _ in settings.event_counts), *(a.name for a in settings.aggregates)]
 
 
 __all__ = [

@@ -33,7 +33,7 @@ from sessionize.engines.incremental import IncrementalOutcome
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
 from sessionize.io.params import unnest_params
-from sessionize.normalize import check_events, keep_expr, prepare_events
+from sessionize.normalize import bad_numbers, check_events, keep_expr, prepare_events
 from sessionize.partition import (
     PartitionJob,
     SessionRules,
@@ -149,15 +149,21 @@ def sessionize(
     config = _config(config, options)
     read = config.read
     frame, columns = _frame_events(events, read)
-    prepare = functools.partial(prepare_events, frame, columns=columns, **read.prepare_options())
+    source = "The events frame"
+    prepare = functools.partial(
+        prepare_events, frame, columns=columns, source=source, **read.prepare_options()
+    )
     checked = prepare(keep_raw=True)
-    invalid = checked.filter(pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()).collect(engine="in-memory")
+    suspect = pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()
+    numbers = bad_numbers(read.aggregates)
+    invalid = checked.filter(suspect if numbers is None else suspect | numbers).collect(engine="in-memory")
     check_events(
         invalid,
-        source="The events frame",
+        source=source,
         columns=columns,
         where=lambda row: f"row index {row}",
         timezone=read.timezone,
+        aggregates=read.aggregates,
     )
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
     return process_lazy(prepare(), job)
@@ -215,7 +221,9 @@ def sessionize_tables(
     config = _config(config, options)
     read = config.read
     frame, columns = _frame_events(events, read)
-    prepared = prepare_events(frame, columns=columns, **read.prepare_options()).collect(engine="in-memory")
+    prepared = prepare_events(
+        frame, columns=columns, source="The events frame", **read.prepare_options()
+    ).collect(engine="in-memory")
     job = dataclasses.replace(
         PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config)),
         pageviews=True,

@@ -39,6 +39,102 @@ class EngagedTime:
     threshold_s: float | None = None
 
 
+#: The functions of ``--agg NAME=FUNC(COLUMN)``; the numeric ones read the column as numbers.
+AGG_FUNCTIONS = ("sum", "mean", "min", "max", "count", "n_unique", "first", "last")
+NUMERIC_AGG_FUNCTIONS = ("sum", "mean", "min", "max")
+_AGG = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([A-Za-z_]+)\s*\((.*)\)\s*", re.DOTALL)
+_AGG_EVENT = re.compile(r"\s*event\s*=\s*(.*?)\s*", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One ``--agg NAME=FUNC(COLUMN)``: a column of the session table computed from an input column.
+
+    ``column`` is the input column as given (found like the others: case and punctuation ignored,
+    ``properties.revenue`` for a nested JSON field); ``None`` with ``count(*)`` (the events) and with
+    ``count(event=VALUE)`` (the events named ``event``, case-insensitive). See docs/metrics.md.
+    """
+
+    name: str
+    function: str
+    column: str | None = None
+    event: str | None = None
+
+    @property
+    def numeric(self) -> bool:
+        """The input column is read as numbers (text that is not one rejects the row)."""
+        return self.function in NUMERIC_AGG_FUNCTIONS
+
+    @property
+    def dtype(self) -> pl.DataType:
+        """The session column's type."""
+        if self.numeric:
+            return pl.Float64()
+        return pl.String() if self.function in ("first", "last") else pl.UInt32()
+
+    @property
+    def spec(self) -> str:
+        """As written on the command line."""
+        argument = f"event={self.event}" if self.event is not None else (self.column or "*")
+        return f"{self.name}={self.function}({argument})"
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+def parse_aggregate(text: str) -> Aggregate:
+    """``revenue=sum(properties.revenue)``, ``carts=count(event=add_to_cart)``, ``events=count(*)``."""
+    match = _AGG.fullmatch(text)
+    example = "--agg revenue=sum(properties.revenue)"
+    if match is None:
+        raise UsageError(f"--agg {text!r}: write NAME=FUNC(COLUMN), as in {example}.")
+    name, function, argument = match.group(1), match.group(2).lower(), match.group(3).strip()
+    if function not in AGG_FUNCTIONS:
+        close = difflib.get_close_matches(function, AGG_FUNCTIONS, n=1)
+        raise UsageError(
+            f"--agg {text!r}: no function {function!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f". The functions are: {', '.join(AGG_FUNCTIONS)}."
+        )
+    event = _AGG_EVENT.fullmatch(argument)
+    if event is not None:
+        if function != "count" or not event.group(1):
+            raise UsageError(
+                f"--agg {text!r}: event=VALUE goes with count: --agg carts=count(event=add_to_cart)."
+            )
+        return Aggregate(name, function, event=event.group(1))
+    if argument in ("", "*"):
+        if function != "count":
+            raise UsageError(f"--agg {text!r}: {function} needs a column: {example}.")
+        return Aggregate(name, function)
+    return Aggregate(name, function, column=argument)
+
+
+def aggregate_inputs(aggregates: Iterable[Aggregate]) -> dict[tuple[str, bool], str]:
+    """The event column that carries each input column the aggregates read, numeric or as text:
+    ``(column, numeric) -> "_agg0"``, numbered in order of first use."""
+    inputs: dict[tuple[str, bool], str] = {}
+    for aggregate in aggregates:
+        if aggregate.column is not None:
+            inputs.setdefault((aggregate.column, aggregate.numeric), f"_agg{len(inputs)}")
+    return inputs
+
+
+#: The session columns the user table shows from the first and the last session (``first_channel``).
+TOUCH_COLUMNS = ("landing_page", "source_name", "medium", "channel", "utm_campaign")
+#: The user table's own columns (docs/tables.md), which no ``--agg`` or ``--count-events`` may take.
+USER_TABLE_COLUMNS = (
+    "user_id",
+    "first_seen",
+    "last_seen",
+    "sessions",
+    "events",
+    "page_views",
+    *(f"{end}_{name}" for end in ("first", "last") for name in TOUCH_COLUMNS),
+    "country",
+    "engaged_time_s",
+)
+
 #: The timestamp type of every output time column: UTC instants with microsecond precision.
 TIMESTAMP = pl.Datetime("us", "UTC")
 
@@ -188,14 +284,19 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def event_schema(*, stitch: bool = False, engagement: bool = False) -> dict[str, pl.DataType]:
+def event_schema(
+    *, stitch: bool = False, engagement: bool = False, aggregates: Iterable[Aggregate] = ()
+) -> dict[str, pl.DataType]:
     """The canonical events frame's columns: :data:`EVENT_SCHEMA`, the login id with stitching, the
-    reported engagement time with ``--engagement-time-col``."""
+    reported engagement time with ``--engagement-time-col``, the input columns ``--agg`` reads
+    (:func:`aggregate_inputs`: numbers as Float64, others as text)."""
     schema = dict(EVENT_SCHEMA)
     if stitch:
         schema[STITCH_ID] = pl.String()
     if engagement:
         schema[ENGAGEMENT_MS] = pl.Float64()
+    for (_, numeric), column in aggregate_inputs(aggregates).items():
+        schema[column] = pl.Float64() if numeric else pl.String()
     return schema
 
 

@@ -56,7 +56,18 @@ HAS_SPARK = importlib.util.find_spec("pyspark") is not None
 
 # --- the input ------------------------------------------------------------------------------------
 
-HEADER = ["event_id", "user_id", "timestamp", "event", "url", "referrer", "ip", "session_id", "user_agent"]
+HEADER = [
+    "event_id",
+    "user_id",
+    "timestamp",
+    "event",
+    "url",
+    "referrer",
+    "ip",
+    "session_id",
+    "user_agent",
+    "value",
+]
 SITE = "https://shop.example.com"
 START = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
 END = datetime(2024, 5, 3, 18, 0, tzinfo=UTC)
@@ -164,6 +175,8 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                     "ip": ip,
                     "session_id": client,
                     "user_agent": agent,
+                    # A cart value for --agg (no draw from rng: the other columns stay as they were).
+                    "value": f"{(n * 37 + u) % 90 + 0.25:.2f}" if event == "add_to_cart" else "",
                 }
                 rows.append((moment, row))
                 draw = rng.random()
@@ -173,7 +186,8 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                 elif draw < 0.08:  # an exact copy (removed with dedupe; by its id if it has one)
                     rows.append((moment, dict(row)))
                 elif draw < 0.12:  # another event at the same instant: the input order decides
-                    rows.append((moment, {**row, "event_id": "", "url": SITE + "/tie", "event": "click"}))
+                    tie = {**row, "event_id": "", "url": SITE + "/tie", "event": "click", "value": "1"}
+                    rows.append((moment, tie))
     rows.sort(key=lambda item: item[0])
     return [row for _, row in rows]
 
@@ -187,16 +201,16 @@ def csv_lines(rows: list[dict[str, str]]) -> list[str]:
 
 #: Invalid lines put into each file of the dirty copy: (file, position as a share of its lines, line).
 BAD_LINES = (
-    (0, 0.2, f"e90001,,2024-05-01T10:00:00Z,page_view,{SITE}/,,81.2.69.160,,curl/8.5.0\n"),
-    (0, 0.5, f"e90002,u001,not a time,page_view,{SITE}/,,89.160.20.112,,curl/8.5.0\n"),
-    (0, 0.8, f"e90003,u002,2024-05-01T12:00:00Z,page_view,{SITE}/,,2.125.160.216,,x,extra\n"),
+    (0, 0.2, f"e90001,,2024-05-01T10:00:00Z,page_view,{SITE}/,,81.2.69.160,,curl/8.5.0,\n"),
+    (0, 0.5, f"e90002,u001,not a time,page_view,{SITE}/,,89.160.20.112,,curl/8.5.0,\n"),
+    (0, 0.8, f"e90003,u002,2024-05-01T12:00:00Z,page_view,{SITE}/,,2.125.160.216,,x,extra,more\n"),
     (1, 0.1, f"e90004,u003,2024-05-02T09:00:00Z,page_view,{SITE}/a,,175.16.199.1\n"),
-    (1, 0.4, f"e90005,u004,2099-01-01T00:00:00Z,page_view,{SITE}/,,216.160.83.56,,curl/8.5.0\n"),
-    (1, 0.7, f"e90006,u005,2024-13-45T99:00:00Z,page_view,{SITE}/,,81.2.69.142,,curl/8.5.0\n"),
-    (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c\n"),
-    (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0\n"),
-    (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0\n"),
-    (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra\n"),
+    (1, 0.4, f"e90005,u004,2099-01-01T00:00:00Z,page_view,{SITE}/,,216.160.83.56,,curl/8.5.0,\n"),
+    (1, 0.7, f"e90006,u005,2024-13-45T99:00:00Z,page_view,{SITE}/,,81.2.69.142,,curl/8.5.0,\n"),
+    (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c,d\n"),
+    (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0,\n"),
+    (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0,\n"),
+    (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra,more\n"),
 )
 
 
@@ -278,6 +292,28 @@ OPTION_SETS: dict[str, OptionSet] = {
     # in for one (a page view id repeated in a later run is not recognised incrementally, as event ids).
     "page_activity+page_view_ids": OptionSet(
         {"page_activity_events": "scroll", "page_view_id_col": "event_id"}
+    ),
+    # GA4's reported engagement time: the cart value stands in for engagement_time_msec.
+    "engagement_time": OptionSet({"engagement_time_col": "value"}),
+    # Every --agg function (numbers, text, counts), after the --count-events columns; with invalid rows.
+    "aggregates": OptionSet(
+        {
+            "count_events": "add_to_cart",
+            "aggregates": [
+                "cart_value=sum(value)",
+                "mean_value=mean(Value)",
+                "low=min(value)",
+                "high=max(value)",
+                "values=count(value)",
+                "pages=n_unique(url)",
+                "first_referrer=first(referrer)",
+                "last_url=last(url)",
+                "scrolls=count(event=Scroll)",
+                "all_events=count(*)",
+            ],
+            "on_invalid": "skip",
+        },
+        dirty=True,
     ),
 }
 

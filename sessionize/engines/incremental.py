@@ -659,7 +659,15 @@ def _process(
     pending = _write_partitions(out_path, output, offsets, kept_days=kept_days, timezone=timezone)
 
     new_users, new_events = _next_state(
-        users, state.events, combined, table, touched, timeout=timeout, lateness=lateness, watermark=watermark
+        users,
+        state.events,
+        combined,
+        table,
+        touched,
+        timeout=timeout,
+        lateness=lateness,
+        watermark=watermark,
+        columns=(*schema, *STORED_GEO_COLUMNS),
     )
     open_sessions = 0 if not table.height else int(table.filter(~pl.col(IS_FINAL)).height)
     rejects = pl.concat(rejected, how="diagonal_relaxed") if rejected else None
@@ -821,10 +829,12 @@ def _next_state(
     timeout: timedelta,
     lateness: timedelta,
     watermark: datetime | None,
+    columns: Sequence[str],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Keep, for each touched user, the sessions a later run may still change; then drop the events
     of users idle for longer than timeout + lateness before the watermark (only their last event
-    time and session count stay)."""
+    time and session count stay). The state keeps the events' ``columns`` (every column of the job's
+    events: the login id, the engagement time and the ``--agg`` inputs too; the stored geo)."""
     untouched = events.join(touched, on=S.USER, how="anti", maintain_order="left")
     if not table.height:
         return _drop_idle(users, untouched, watermark=watermark, horizon=timeout + lateness)
@@ -872,11 +882,7 @@ def _next_state(
     kept = combined.join(first_kept, on=S.USER, how="left", maintain_order="left").filter(
         pl.col(S.TIME) >= pl.col("retained_from")
     )
-    stored = [
-        name
-        for name in kept.columns
-        if name in S.EVENT_SCHEMA or name == S.STITCH_ID or name in STORED_GEO_COLUMNS
-    ]
+    stored = [name for name in kept.columns if name in columns]
     new_events = pl.concat([untouched, kept.select(stored)], how="diagonal_relaxed")
     return _drop_idle(new_users, new_events, watermark=watermark, horizon=timeout + lateness)
 

@@ -50,6 +50,7 @@ from sessionize.normalize import (
     keep_expr,
     mixed_epoch_units,
     prepare_events,
+    raw_columns,
 )
 from sessionize.privacy import anonymize_ips, hash_user_ids
 
@@ -587,6 +588,7 @@ def read_file(
         columns=columns,
         keep_raw=True,
         carry=[KEEP] if keep is not None else [],
+        source=name,
         **options.prepare_options(),
     )
     try:
@@ -615,10 +617,14 @@ def read_file(
     reasons = frame.select(
         ROW,
         invalid_reason(
-            valid_from=options.valid_from, valid_until=options.valid_until, timezone=options.timezone
+            valid_from=options.valid_from,
+            valid_until=options.valid_until,
+            timezone=options.timezone,
+            aggregates=options.aggregates,
         ),
     )
     invalid = reasons.filter(pl.col(REASON).is_not_null())
+    raw_text = [RAW_TIME, *raw_columns(options.aggregates)]
     if options.on_invalid == "fail":
         if malformed is not None and malformed.height:
             raise_malformed(name, malformed, what=_format_name(source))
@@ -630,10 +636,11 @@ def read_file(
             valid_from=options.valid_from,
             valid_until=options.valid_until,
             timezone=options.timezone,
+            aggregates=options.aggregates,
         )
-        return FileRead(frame.drop(RAW_TIME, *([] if keep_row else [ROW])), None, rows, filtered)
+        return FileRead(frame.drop(*raw_text, *([] if keep_row else [ROW])), None, rows, filtered)
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
-        RAW_TIME, *([] if keep_row else [ROW])
+        *raw_text, *([] if keep_row else [ROW])
     )
     rejects = _private_rejects(
         _rejects(original, invalid, malformed, source=source, name=name), options, columns
