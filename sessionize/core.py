@@ -948,6 +948,7 @@ PAGEVIEW_COLUMN_NAMES = (
     "page_referrer",
     S.TIME,
     "time_on_page_s",
+    "engaged_time_s",
     "is_landing",
     "is_exit",
     "channel",
@@ -958,39 +959,101 @@ PAGEVIEW_COLUMN_NAMES = (
 _PAGEVIEW_SESSION_COLUMNS = ("channel", "traffic_source", "source_name")
 
 
-def summarize_pageviews(events: pl.LazyFrame, sessions: pl.LazyFrame) -> pl.LazyFrame:
+def summarize_pageviews(
+    events: pl.LazyFrame, sessions: pl.LazyFrame, *, engaged: S.EngagedTime | None = None
+) -> pl.LazyFrame:
     """One row per page view from the labelled events of :func:`assign_sessions` (``label=True``).
 
     The events are in session order (each session's events together, by time; events at one
     instant keep their input order), so a page view's number in its session (1, 2, ...) follows
-    that order. ``time_on_page_s`` is the time to the session's next page view (null for the last
-    one). Only the page views of sessions in ``sessions`` are kept (a session left out there, a
+    that order. ``time_on_page_s`` is the time to the session's next page view; for the last one,
+    the time to its last heartbeat (``engaged.heartbeat_events``), else null. ``engaged_time_s`` is
+    the session's rule (:class:`sessionize.schema.EngagedTime`) applied to the events from the page
+    view to the next one (heartbeats, page activity and other events count for the page view before
+    them): its heartbeats' windows; else the reported engagement time (``_engagement_ms``) where the
+    session's events report it; else the capped gaps from each of those events to the next one in the
+    session. A session's page views add up to its ``engaged_time_s`` but for events before its first
+    page view. Only the page views of sessions in ``sessions`` are kept (a session left out there, a
     bot's with ``exclude_bots``, leaves out its page views), in the sessions' order, with their
     ``channel``, ``traffic_source`` and ``source_name``.
     """
+    engaged = engaged or S.EngagedTime()
     key = [S.USER, S.SESSION_ID]
-    # Each session's events are together: the page views are numbered by runs of one session, with an
-    # integer run number as the window key (string keys cost more).
-    run = pl.col("_run")
-    number = pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(run)
+    names = events.collect_schema().names()
+    reported = S.ENGAGEMENT_MS in names
+    beats = [name.lower() for name in engaged.heartbeat_events]
     ts = pl.col(S.TIME)
-    same_next = run.shift(-1).eq_missing(run)
-    to_next = pl.when(same_next).then((ts.shift(-1) - ts).dt.total_microseconds() / 1e6)
+    micros = ts.dt.epoch("us")
+    # Each session's events are together: sessions and their page views are numbered by runs, with
+    # integer run numbers as the keys (string keys cost more).
+    run, page = pl.col("_run"), pl.col("_page")
     starts = pl.col(S.USER).ne_missing(pl.col(S.USER).shift()) | pl.col(S.SESSION_ID).ne_missing(
         pl.col(S.SESSION_ID).shift()
     )
-    views = (
-        events.select(*key, S.URL, S.REFERRER, ts, S.IS_PAGEVIEW)
-        .filter(pl.col(S.IS_PAGEVIEW).fill_null(False))
+    is_view = pl.col(S.IS_PAGEVIEW).fill_null(False)
+    heartbeat = pl.col(S.EVENT).str.to_lowercase().is_in(beats).fill_null(False) if beats else pl.lit(False)
+    same_session = run.shift(-1).eq_missing(run)
+    base = (
+        events.select(
+            *key,
+            S.URL,
+            S.REFERRER,
+            ts,
+            S.IS_PAGEVIEW,
+            *([S.EVENT] if beats else []),
+            *([S.ENGAGEMENT_MS] if reported else []),
+        )
         .with_columns(starts.cum_sum().alias("_run"))
+        .with_columns(
+            is_view.cast(pl.UInt32).cum_sum().over(run).alias("_page"),
+            pl.when(same_session)
+            .then((micros.shift(-1) - micros).clip(0, int(engaged.gap_cap_s * 1e6)))
+            .otherwise(0)
+            .alias("_gap_us"),
+            heartbeat.alias("_beat"),
+            *([(pl.col(S.ENGAGEMENT_MS).count().over(run) > 0).alias("_reports")] if reported else []),
+        )
+    )
+    beat = pl.col("_beat")
+    per_page = (
+        base.filter(page > 0)
+        .group_by("_run", "_page")
+        .agg(
+            pl.col("_gap_us").sum().alias("_gaps_us"),
+            (micros // int(engaged.heartbeat_s * 1e6)).filter(beat).n_unique().alias("_windows"),
+            micros.filter(beat).max().alias("_last_beat_us"),
+            *(
+                [pl.col(S.ENGAGEMENT_MS).sum().alias("_reported_ms"), pl.col("_reports").first()]
+                if reported
+                else []
+            ),
+        )
+    )
+    windows = pl.col("_windows")
+    engaged_us: pl.Expr = (
+        pl.when(windows > 0).then(_heartbeat_engaged_us(windows, engaged)).otherwise(0)
+        if beats
+        else pl.col("_gaps_us")
+    )
+    if reported:
+        # GA4's rule where the session's events report their engagement time: its sum.
+        reported_us = (pl.col("_reported_ms").fill_null(0.0) * 1000).round().cast(pl.Int64)
+        engaged_us = pl.when(pl.col("_reports")).then(reported_us).otherwise(engaged_us)
+    same_next = run.shift(-1).eq_missing(run)
+    to_next = pl.when(same_next).then((ts.shift(-1) - ts).dt.total_microseconds() / 1e6)
+    to_last_beat = (pl.col("_last_beat_us") - micros) / 1e6
+    views = (
+        base.filter(is_view)
+        .join(per_page, on=["_run", "_page"], how="left", maintain_order="left")
         .select(
             *key,
-            number.alias("page_view_in_session"),
+            page.alias("page_view_in_session"),
             pl.col(S.URL).alias("page_url"),
             pl.col(S.REFERRER).alias("page_referrer"),
             ts,
-            to_next.round(6).alias("time_on_page_s"),
-            (number == 1).alias("is_landing"),
+            pl.coalesce(to_next, to_last_beat).round(6).alias("time_on_page_s"),
+            (engaged_us / 1e6).round(6).alias("engaged_time_s"),
+            (page == 1).alias("is_landing"),
             (~same_next).alias("is_exit"),
         )
     )

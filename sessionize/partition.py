@@ -257,7 +257,11 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
 
 
 def build_pageviews(
-    events: pl.DataFrame, sessions: pl.DataFrame, rules: SessionRules, timeout: timedelta
+    events: pl.DataFrame,
+    sessions: pl.DataFrame,
+    rules: SessionRules,
+    timeout: timedelta,
+    engaged: S.EngagedTime | None = None,
 ) -> pl.DataFrame:
     """The page-view table of a canonical events frame and its output session table.
 
@@ -267,7 +271,17 @@ def build_pageviews(
     """
     # Only the columns the sessions and the page views read: the labelled events are every column put
     # in session order, and the others (ip, user agent, event names, ...) would be moved for nothing.
-    lazy = events.lazy().select(S.USER, S.CLIENT_SESSION, S.TIME, S.URL, S.REFERRER, S.IS_PAGEVIEW)
+    engaged = engaged or S.EngagedTime()
+    lazy = events.lazy().select(
+        S.USER,
+        S.CLIENT_SESSION,
+        S.TIME,
+        S.URL,
+        S.REFERRER,
+        S.IS_PAGEVIEW,
+        *([S.EVENT] if engaged.heartbeat_events else []),
+        *([S.ENGAGEMENT_MS] if S.ENGAGEMENT_MS in events.columns else []),
+    )
     if rules.split_on_campaign:
         lazy = add_campaign_key(lazy)
     labelled = lazy.pipe(
@@ -278,7 +292,7 @@ def build_pageviews(
         timezone=rules.timezone,
         campaign_col=CAMPAIGN if rules.split_on_campaign else None,
     )
-    return summarize_pageviews(labelled, sessions.lazy()).collect(engine="in-memory")
+    return summarize_pageviews(labelled, sessions.lazy(), engaged=engaged).collect(engine="in-memory")
 
 
 #: The page-view and user table columns that show what a session column shows: left out when
@@ -558,9 +572,9 @@ def process_partition(
     sessions = tally.add(table, exclude_bots=job.exclude_bots, dropped=())
     pageviews = users = None
     if job.pageviews:
-        rules = (settings or job.settings).rules
+        chosen = settings or job.settings
         pageviews = build_pageviews(
-            events.select(*job.event_schema()), sessions, rules, (settings or job.settings).timeout
+            events.select(*job.event_schema()), sessions, chosen.rules, chosen.timeout, chosen.engaged
         )
         pageviews = drop_shown(pageviews, job.dropped)
     if job.users:

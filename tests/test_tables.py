@@ -82,8 +82,53 @@ def test_page_views_by_hand() -> None:
     assert pv.get_column("traffic_source").to_list()[0] == "google"
     assert pv.columns == [
         "session_id", "user_id", "page_view_in_session", "page_url", "page_referrer", "timestamp",
-        "time_on_page_s", "is_landing", "is_exit", "channel", "traffic_source", "source_name",
+        "time_on_page_s", "engaged_time_s", "is_landing", "is_exit", "channel", "traffic_source",
+        "source_name",
     ]  # fmt: skip
+
+
+def test_page_view_engaged_time_from_page_pings_by_hand() -> None:
+    """The rule (Snowplow's web model, per page view): the page pings after a page view, up to the next
+    page view of its session, fall in windows of --heartbeat-interval (10 s: a ping's epoch second // 10);
+    its engaged time is 10 x (distinct windows - 1) + --min-visit-length (5 s), 0 without pings. The last
+    page view's time on page is the time to its last ping (the next page view's otherwise)."""
+    rows = [
+        ("a", 0, "https://s.example/1", None, "page_view"),
+        ("a", 10, "https://s.example/1", None, "page_ping"),  # window 1
+        ("a", 20, "https://s.example/1", None, "page_ping"),  # window 2
+        ("a", 35, "https://s.example/1", None, "page_ping"),  # window 3 -> 10 x 2 + 5 = 25 s
+        ("a", 60, "https://s.example/2", None, "page_view"),  # no pings -> 0 s
+        ("a", 120, "https://s.example/3", None, "page_view"),
+        ("a", 130, "https://s.example/3", None, "page_ping"),  # window 13
+        ("a", 135, "https://s.example/3", None, "page_ping"),  # window 13 again -> 5 s; 15 s on the page
+    ]
+    options = {"heartbeat_events": "page_ping", "page_activity_events": "page_ping", "no_geo": True}
+    tables = sessionize.sessionize_tables(frame(rows), **options)  # type: ignore[arg-type]
+    got = tables.pageviews.select("page_view_in_session", "time_on_page_s", "engaged_time_s").rows()
+    assert got == [(1, 60.0, 25.0), (2, 60.0, 0.0), (3, 15.0, 5.0)]
+    assert tables.sessions.get_column("engaged_time_s").to_list() == [30.0]
+    # Without heartbeats the pings are events like others: each event's gap to the next one in the
+    # session counts for the page view before it (10 + 10 + 15 + 25; 60; 10 + 5), and the last page
+    # view's end is unknown.
+    tables = sessionize.sessionize_tables(frame(rows), no_geo=True)
+    got = tables.pageviews.select("page_view_in_session", "time_on_page_s", "engaged_time_s").rows()
+    assert got == [(1, 60.0, 60.0), (2, 60.0, 60.0), (3, None, 15.0)]
+    assert tables.sessions.get_column("engaged_time_s").to_list() == [135.0]
+
+
+def test_page_view_engaged_time_caps_gaps_and_reads_reported_time() -> None:
+    rows = [
+        ("a", 0, "https://s.example/1", None, "page_view"),
+        ("a", 1140, "https://s.example/2", None, "page_view"),  # 19 minutes: capped at 5
+        ("a", 1200, "https://s.example/2", None, "click"),
+    ]
+    got = sessionize.sessionize_tables(frame(rows), no_geo=True).pageviews.get_column("engaged_time_s")
+    assert got.to_list() == [300.0, 60.0]
+    # GA4: where the session's events report engagement_time_msec, a page view sums its events' reports.
+    reported = frame(rows).with_columns(pl.Series("engagement_time_msec", [1500, None, 2250]))
+    tables = sessionize.sessionize_tables(reported, no_geo=True, engagement_time_col="engagement_time_msec")
+    assert tables.pageviews.get_column("engaged_time_s").to_list() == [1.5, 2.25]
+    assert tables.sessions.get_column("engaged_time_s").to_list() == [3.75]
 
 
 def test_users_by_hand() -> None:
@@ -159,6 +204,14 @@ def test_invariants(seed: int) -> None:
         assert both.get_column(f"first_{column}").equals(both.get_column(column), check_names=False)
         assert both.get_column(f"last_{column}").equals(both.get_column(f"{column}_last"), check_names=False)
     assert users.get_column("page_views").sum() == pv.height == sessions.get_column("pageview_count").sum()
+    # A session's page views add up to its engaged time but for the events before its first page view.
+    landed = pv.filter(pl.col("is_landing")).select("session_id", pl.col("timestamp").alias("landed"))
+    engaged = pv.group_by("session_id").agg(pl.col("engaged_time_s").sum().alias("pages"))
+    whole = sessions.join(landed, on="session_id").join(engaged, on="session_id")
+    starting_with_a_view = whole.filter(pl.col("landed") == pl.col("session_start"))
+    assert starting_with_a_view.height > 100
+    difference = starting_with_a_view.select((pl.col("pages") - pl.col("engaged_time_s")).abs().max()).item()
+    assert difference < 1e-6
 
 
 def test_privacy_flags_apply_to_the_tables(monkeypatch: pytest.MonkeyPatch) -> None:
