@@ -728,6 +728,9 @@ class RunConfig:
             for item in dataclasses.fields(group):
                 if item.metadata.get("fingerprint"):
                     values[_FINGERPRINT_NAMES.get(item.name, item.name)] = _text(getattr(group, item.name))
+        if self.incremental is not None:
+            # Page views are kept in partitions run after run: a state continues with or without them.
+            values["pageviews"] = "yes" if self.output.pageviews_output is not None else "no"
         return values
 
 

@@ -362,7 +362,8 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
     if outputs.rejects is not None:
         io.check_output(outputs.rejects, files)
     for table in (outputs.pageviews_output, outputs.users_output):
-        if table is not None:
+        if table is not None and not (config.incremental is not None and table == outputs.pageviews_output):
+            # (With --state the page views go to a directory of partitions.)
             io.check_output(table, files)
             io.output_format_of(table, None)
     if outputs.report is not None:

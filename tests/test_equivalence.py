@@ -658,8 +658,17 @@ def test_each_option_set_changes_the_table(name: str, memory_runs: MemoryRuns) -
 
 # --- the page-view and user tables (issue 20) ------------------------------------------------------
 
-#: The paths that write the page-view and user tables (``--state`` refuses them for now); 0: Dask.
-TABLE_PATHS = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7, "dask": 0, "spark": -1}
+#: The paths that write the page-view and user tables; 0: Dask, -1: Spark, -2 and -3: one and three
+#: incremental runs (page views in partitions, the user table rebuilt from the output directory).
+TABLE_PATHS = {
+    "buckets1-file": 1,
+    "buckets2": 2,
+    "buckets7": 7,
+    "dask": 0,
+    "spark": -1,
+    "incremental-1run": -2,
+    "incremental-3runs": -3,
+}
 
 
 def run_tables(
@@ -673,6 +682,29 @@ def run_tables(
         chosen = {"engine": "dask", "scheduler": scheduler, "partitions": 3}
     if buckets == -1:
         chosen = {"spark": scheduler, "partitions": 3}
+    if buckets in (-2, -3):
+        batches = [files] if buckets == -2 else [[name] for name in files]
+        pageviews = work / "pageviews"
+        for n, batch in enumerate(batches):
+            result = sessionize.run(
+                batch,
+                state=str(work / "state"),
+                output_dir=str(work / "out"),
+                pageviews_output=str(pageviews),
+                users_output=str(users),
+                **run_options(option_set, work, n),
+            )
+            assert result.path_taken == "incremental"
+        written = pl.read_parquet(pageviews / "**" / "*.parquet", hive_partitioning=True)
+        # Each page view sits in the partition of its session's start date, beside the sessions.
+        day = written.get_column("session_start").dt.date().cast(pl.String)
+        assert day.equals(written.get_column("session_date").cast(pl.String), check_names=False)
+        return [
+            written.drop("session_start", "session_date").sort(
+                "user_id", "session_id", "page_view_in_session"
+            ),
+            pl.read_parquet(users).sort("user_id"),
+        ]
     result = sessionize.run(
         files,
         output=str(work / ("sessions" if buckets in (0, -1) else "sessions.parquet")),

@@ -13,7 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import sessionize
-from tests.helpers import T0, invoke, run_cli, words
+from tests.helpers import T0, invoke, run_cli, words, write_text
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
@@ -288,14 +288,95 @@ def test_run_refuses_one_path_for_two_tables_and_writes_nothing(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]
 
 
-def test_incremental_runs_say_they_do_not_write_the_tables(workdir: Path) -> None:
-    events = write_events(workdir / "events.csv")
-    result = run_cli(
-        events, "--state", "st", "--output-dir", "out", "--pageviews-output", "pv.csv", "--no-geo"
+INCREMENTAL_RUNS = (
+    "user_id,timestamp,event,url\n"
+    "u1,2024-05-01T10:00:00Z,page_view,https://s.example/\n"
+    "u1,2024-05-01T10:05:00Z,page_view,https://s.example/b\n"
+    "u2,2024-05-01T11:00:00Z,page_view,https://s.example/\n",
+    # u1's session goes on (its page views and user row are replaced), u1 comes back, u3 is new.
+    "user_id,timestamp,event,url\n"
+    "u1,2024-05-01T10:10:00Z,page_view,https://s.example/c\n"
+    "u1,2024-05-02T10:00:00Z,page_view,https://s.example/d\n"
+    "u3,2024-05-02T10:00:00Z,click,https://s.example/\n",
+)
+
+
+def test_incremental_runs_keep_the_tables_exact(workdir: Path) -> None:
+    """With --state, page views go to partitions beside the sessions and are replaced with them; the
+    user table is rebuilt from the output directory: the same tables as one run on all the events."""
+    files = [write_text(workdir / f"events-{n}.csv", text) for n, text in enumerate(INCREMENTAL_RUNS)]
+    state = [
+        "--state",
+        "st",
+        "--output-dir",
+        "out",
+        "--pageviews-output",
+        "pv",
+        "--users-output",
+        "users.parquet",
+    ]
+    for path in files:
+        result = run_cli(path, *state, "--no-geo")
+        assert result.exit_code == 0, result.output
+    pageviews = pl.read_parquet(workdir / "pv" / "**" / "*.parquet", hive_partitioning=True)
+    assert sorted(p.name for p in (workdir / "pv").iterdir()) == [
+        "session_date=2024-05-01",
+        "session_date=2024-05-02",
+    ]
+    result = run_cli(*files, "-o", "s.parquet", "--no-geo", "--pageviews-output", "pv.parquet",
+                     "--users-output", "all_users.parquet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = pl.read_parquet(workdir / "pv.parquet")
+    got = pageviews.drop("session_start", "session_date").sort(
+        "user_id", "session_id", "page_view_in_session"
     )
-    assert result.exit_code != 0
-    assert "--pageviews-output cannot be used with" in words(result.output)
-    assert not (workdir / "pv.csv").exists()
+    assert_frame_equal(got, expected.sort("user_id", "session_id", "page_view_in_session"))
+    assert got.get_column("page_url").to_list()[:3] == [f"https://s.example/{p}" for p in ("", "b", "c")]
+    users = pl.read_parquet(workdir / "users.parquet")
+    assert_frame_equal(users, pl.read_parquet(workdir / "all_users.parquet"))
+    assert users.select("user_id", "sessions", "page_views").rows() == [
+        ("u1", 2, 4),
+        ("u2", 1, 1),
+        ("u3", 1, 0),
+    ]
+    # A run with nothing new still writes the user table, as the output directory holds it.
+    (workdir / "users.parquet").unlink()
+    result = run_cli(files[1], *state, "--no-geo")
+    assert result.exit_code == 0 and "1 already in the state" in words(result.output)
+    assert_frame_equal(pl.read_parquet(workdir / "users.parquet"), users)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--pageviews-output", "out/pv"], "--pageviews-output out/pv is inside --output-dir or --state"),
+        (["--users-output", "st/users.parquet"], "--users-output st/users.parquet is inside --output-dir"),
+        (["--pageviews-output", "events.csv"], "with --state the page views go to a directory"),
+    ],
+)
+def test_incremental_table_paths_are_checked(workdir: Path, flags: list[str], message: str) -> None:
+    events = write_events(workdir / "events.csv")
+    result = run_cli(events, "--state", "st", "--output-dir", "out", "--no-geo", *flags)
+    assert result.exit_code == 2 and message in words(result.output)
+    assert not (workdir / "out").exists() and not (workdir / "st").exists()
+
+
+def test_a_state_keeps_or_goes_without_page_views(workdir: Path) -> None:
+    """Page views turned on by a later run would miss the sessions of the runs before: refused, as any
+    change of the options that shape the outputs; so is turning them off."""
+    files = [write_text(workdir / f"events-{n}.csv", text) for n, text in enumerate(INCREMENTAL_RUNS)]
+    assert run_cli(files[0], "--state", "st", "--output-dir", "out", "--no-geo").exit_code == 0
+    result = run_cli(files[1], "--state", "st", "--output-dir", "out", "--no-geo", "--pageviews-output", "pv")
+    assert result.exit_code == 2 and "pageviews no -> yes" in words(result.output)
+    assert not (workdir / "pv").exists()
+    assert (
+        run_cli(
+            files[0], "--state", "st2", "--output-dir", "out2", "--no-geo", "--pageviews-output", "pv2"
+        ).exit_code
+        == 0
+    )
+    result = run_cli(files[1], "--state", "st2", "--output-dir", "out2", "--no-geo")
+    assert result.exit_code == 2 and "pageviews yes -> no" in words(result.output)
 
 
 def test_every_column_is_documented() -> None:

@@ -51,6 +51,8 @@ from sessionize.partition import (
     STORED_GEO_COLUMNS,
     PartitionJob,
     Tally,
+    build_users,
+    drop_shown,
     empty_sessions,
     hash_ids,
     keeps_located_addresses,
@@ -289,6 +291,8 @@ class IncrementalOutcome:
     tally: Tally = field(default_factory=Tally)
     #: Rows left out by ``--filter`` and ``--max-send-delay``.
     filtered: int = 0
+    #: The user table of every session in the output directory after this run (``--users-output``).
+    users: pl.DataFrame | None = None
 
 
 @dataclass
@@ -398,16 +402,29 @@ class IncrementalEngine:
             raise UsageError(
                 "--report is not available with --state: run sessionize report OUT_DIR after the run."
             )
-        tables = [
-            option
-            for option, path in (
-                ("--pageviews-output", config.output.pageviews_output),
-                ("--users-output", config.output.users_output),
+        out = Path(incremental.output_dir).resolve()
+        for option, table in (
+            ("--pageviews-output", config.output.pageviews_output),
+            ("--users-output", config.output.users_output),
+        ):
+            if table is None:
+                continue
+            resolved = Path(table).resolve()
+            if (
+                resolved == out
+                or out in resolved.parents
+                or Path(incremental.state).resolve() in resolved.parents
+            ):
+                raise UsageError(
+                    f"{option} {table} is inside --output-dir or --state: give it a path of its own (readers "
+                    "of the output directory would take its files for sessions)."
+                )
+        pageviews = config.output.pageviews_output
+        if pageviews is not None and Path(pageviews).exists() and not Path(pageviews).is_dir():
+            raise UsageError(
+                f"--pageviews-output {pageviews} is a file: with --state the page views go to a directory of "
+                "partitions, as the sessions do. Give a directory path."
             )
-            if path is not None
-        ]
-        if tables:
-            raise UsageError(f"{', '.join(tables)} cannot be used with --state yet: run without --state.")
         kept_out = [name for name in config.privacy.drop_columns if name in INCREMENTAL_KEYS]
         if kept_out:
             raise UsageError(
@@ -445,8 +462,12 @@ class IncrementalEngine:
         # Left by a run that was killed: with the lock held, nothing else uses them.
         for stale in state_path.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        for stale in out_path.glob(f"{PARTITION}=*/.part-*.tmp"):
-            stale.unlink(missing_ok=True)
+        pageviews_path = (
+            None if config.output.pageviews_output is None else Path(config.output.pageviews_output)
+        )
+        for directory in (out_path, pageviews_path):
+            for stale in directory.glob(f"{PARTITION}=*/.part-*.tmp") if directory is not None else ():
+                stale.unlink(missing_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=state_path, prefix=".tmp-run-"))
 
         def release() -> None:
@@ -461,7 +482,13 @@ class IncrementalEngine:
             todo, skipped = _plan(files, state, reprocess=incremental.reprocess, scratch=scratch)
             if todo:
                 new_state, written, pending = _process(
-                    state, todo, config, job, out_path=out_path, progress=progress
+                    state,
+                    todo,
+                    config,
+                    job,
+                    out_path=out_path,
+                    pageviews_path=pageviews_path,
+                    progress=progress,
                 )
                 outputs.defer(pending.publish, pending.discard)
                 new_state.settings = fingerprint
@@ -485,6 +512,9 @@ class IncrementalEngine:
                     watermark=state.watermark,
                 )
             written.files_skipped = skipped
+            if job.users and new_state is None:
+                # Nothing new: the user table as the output directory holds it.
+                written.users = _user_table(out_path, _PendingPartitions(), job)
         except BaseException:
             release()
             raise
@@ -510,6 +540,7 @@ class IncrementalEngine:
             commit=commit,
             abandon=release,
             incremental=written,
+            users=written.users,
         )
 
 
@@ -561,6 +592,7 @@ def _process(
     job: PartitionJob,
     *,
     out_path: Path,
+    pageviews_path: Path | None = None,
     progress: Progress,
 ) -> tuple[State, IncrementalOutcome, _PendingPartitions]:
     incremental = config.incremental
@@ -638,6 +670,7 @@ def _process(
     tally = Tally()
     table = pl.DataFrame()
     output = pl.DataFrame()
+    pageviews = None
     if combined.height:
         result = process_partition(combined, job, prepared=True, keep_all=True)
         assert result.all_sessions is not None
@@ -652,11 +685,34 @@ def _process(
             .drop("sessions_before")
         )
         output = tally.add(table, exclude_bots=job.exclude_bots, dropped=job.dropped)
+        pageviews = result.pageviews
     progress(RunProgress("buckets", 1, 1, combined.height))
     kept_days = set(
         kept.select(pl.col(S.TIME).dt.convert_time_zone(timezone).dt.date().unique()).to_series().to_list()
     )
     pending = _write_partitions(out_path, output, offsets, kept_days=kept_days, timezone=timezone)
+    if pageviews_path is not None:
+        try:
+            # Page views go to partitions of their session's start day, replaced as the sessions are.
+            starts = output.select(S.USER, S.SESSION_ID, "session_start") if output.height else None
+            rows = (
+                pageviews.join(starts, on=[S.USER, S.SESSION_ID], how="inner", maintain_order="left")
+                if pageviews is not None and starts is not None
+                else pl.DataFrame()
+            )
+            pending.also(
+                _write_partitions(
+                    pageviews_path,
+                    rows,
+                    offsets,
+                    kept_days=kept_days,
+                    timezone=timezone,
+                    order=_PAGEVIEW_ORDER,
+                )
+            )
+        except BaseException:
+            pending.discard()
+            raise
 
     new_users, new_events = _next_state(
         users,
@@ -689,7 +745,34 @@ def _process(
         files_grown=[item.source.shown for item in todo if item.grown],
         tally=tally,
     )
+    if job.users:
+        try:
+            outcome.users = _user_table(out_path, pending, job)
+        except BaseException:
+            pending.discard()
+            raise
     return State(users=new_users, events=new_events, watermark=watermark), outcome, pending
+
+
+#: The order of the page-view partitions' rows.
+_PAGEVIEW_ORDER = (S.USER, "session_start", S.SESSION_ID, "page_view_in_session")
+
+
+def _user_table(out_path: Path, pending: _PendingPartitions, job: PartitionJob) -> pl.DataFrame:
+    """The user table of every session in the output directory once ``pending`` is published: each
+    user's row from all their sessions, whichever runs wrote them (a user's row is replaced, never
+    added twice). Reads the sessions' columns the table needs from every partition."""
+    # This table's partitions (not the page views'), each as this run leaves it.
+    replaced = {target: temp for temp, target in pending.files if target.parent.parent == out_path}
+    files = [replaced.get(path, path) for path in sorted(out_path.glob(f"{PARTITION}=*/part-0.parquet"))]
+    files += [temp for target, temp in replaced.items() if not target.exists()]
+    present = [path for path in files if path is not None]
+    if not present:
+        return drop_shown(build_users(empty_sessions(job), job.settings), job.dropped)
+    sessions = pl.concat(
+        [pl.scan_parquet(path, glob=False) for path in present], how="diagonal_relaxed"
+    ).collect(engine="in-memory")
+    return drop_shown(build_users(sessions, job.settings), job.dropped)
 
 
 def _late_rejects(late: pl.DataFrame, sources: list[io.InputFile], options: ReadOptions) -> pl.DataFrame:
@@ -728,6 +811,10 @@ class _PendingPartitions:
     #: (temporary file, target); a target without a temporary file is removed (no rows left).
     files: list[tuple[Path | None, Path]] = field(default_factory=list)
 
+    def also(self, other: _PendingPartitions) -> None:
+        """Publish (or discard) ``other``'s files with these (its partitions are not this table's)."""
+        self.files.extend(other.files)
+
     def publish(self) -> None:
         for temp, target in self.files:
             if temp is None:
@@ -757,7 +844,13 @@ def _fsync_directory(files: list[tuple[Path | None, Path]]) -> None:
 
 
 def _write_partitions(
-    out_path: Path, output: pl.DataFrame, touched: pl.DataFrame, *, kept_days: set[date], timezone: str
+    out_path: Path,
+    output: pl.DataFrame,
+    touched: pl.DataFrame,
+    *,
+    kept_days: set[date],
+    timezone: str,
+    order: Sequence[str] = (S.USER, "session_start", S.SESSION_ID),
 ) -> _PendingPartitions:
     """Replace the touched users' sessions from their ``retained_from`` on, partition by partition,
     into temporary files that :meth:`_PendingPartitions.publish` renames into place.
@@ -766,7 +859,8 @@ def _write_partitions(
     ``retained_from`` (every row, for a user the state does not know: only a run that crashed
     before saving its state can have written those, on the same days as this run). Such a row
     starts at one of the kept events, so only the days of ``output`` and ``kept_days`` (the days
-    of the touched users' kept events) are read.
+    of the touched users' kept events) are read. The page-view partitions are replaced the same way:
+    each page view carries its session's ``session_start`` (rows sorted by ``order``).
     """
     day_of = pl.col("session_start").dt.convert_time_zone(timezone).dt.date()
     days: set[date] = set(kept_days)
@@ -807,7 +901,7 @@ def _write_partitions(
             temp = Path(name)
             pending.files.append((temp, target))
             with os.fdopen(fd, "wb") as handle:
-                io.write_parquet(rows.sort(S.USER, "session_start", S.SESSION_ID), handle)
+                io.write_parquet(rows.sort(*order, maintain_order=True), handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             mask = os.umask(0)
