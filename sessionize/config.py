@@ -228,7 +228,9 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
                 f"--count-events {item!r}: give an event name, or COLUMN=EVENT with a column name of "
                 "letters, digits and _ (--count-events purchase,orders=Order Completed)."
             )
-        if column in (*SESSION_COLUMN_NAMES, *S.USER_TABLE_COLUMNS) or column.startswith("_"):
+        if column in (*SESSION_COLUMN_NAMES, *S.USER_TABLE_COLUMNS, *S.OUTPUT_COLUMNS) or column.startswith(
+            "_"
+        ):
             raise UsageError(
                 f"--count-events: the column {column!r} is a built-in column of the session or user table: "
                 f"name the count yourself (--count-events my_{column.lstrip('_')}={event})."
@@ -260,7 +262,8 @@ def check_aggregates(
     for item in items:
         aggregate = item if isinstance(item, S.Aggregate) else S.parse_aggregate(str(item))
         name = aggregate.name
-        if name in (*SESSION_COLUMN_NAMES, *S.USER_TABLE_COLUMNS, S.STITCHED_USER_ID) or name.startswith("_"):
+        reserved = (*SESSION_COLUMN_NAMES, *S.USER_TABLE_COLUMNS, *S.OUTPUT_COLUMNS, S.STITCHED_USER_ID)
+        if name in reserved or name.startswith("_"):
             raise UsageError(
                 f"--agg {aggregate.spec!r}: {name!r} is a built-in column of the session or user table: "
                 f"name the column yourself (--agg my_{name.lstrip('_')}=...)."

@@ -135,6 +135,10 @@ USER_TABLE_COLUMNS = (
     "engaged_time_s",
 )
 
+#: Columns the incremental output adds (``is_final``) and its partitions' key (``session_date``, also
+#: Spark's ``--partition-by-date``): no ``--agg`` or ``--count-events`` column may take their names.
+OUTPUT_COLUMNS = ("is_final", "session_date")
+
 #: The timestamp type of every output time column: UTC instants with microsecond precision.
 TIMESTAMP = pl.Datetime("us", "UTC")
 

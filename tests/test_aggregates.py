@@ -265,6 +265,8 @@ def test_nested_json_paths_and_the_config_file(tmp_path: Path) -> None:
         ("event_count=count(*)", "built-in column of the session or user table"),
         ("sessions=count(*)", "built-in column of the session or user table"),
         ("_x=count(*)", "built-in column"),
+        ("is_final=count(*)", "built-in column"),
+        ("session_date=first(url)", "built-in column"),
     ],
 )
 def test_bad_specs_are_usage_errors(spec: str, error: str, tmp_path: Path) -> None:
