@@ -367,6 +367,12 @@ class ReadOptions:
     def column_options(self) -> dict[str, str | None]:
         return self.columns.column_options()
 
+    def wanted_columns(self) -> list[str]:
+        """The input columns named by a column flag or an ``--agg``: ``--unnest-params`` always makes
+        those of its keys, null where no event has the key."""
+        named = [column for column in self.column_options().values() if column]
+        return [*named, *(a.column for a in self.aggregates if a.column is not None)]
+
     def prepare_options(self) -> dict[str, Any]:
         """The keywords of :func:`sessionize.normalize.prepare_events` that these options set."""
         return {

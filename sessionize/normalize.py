@@ -531,8 +531,18 @@ def _aggregate_columns(
         if aggregate.column is not None:
             specs.setdefault((aggregate.column, aggregate.numeric), aggregate.spec)
     exprs: list[pl.Expr] = []
+    optional = {(a.column, a.numeric) for a in aggregates if a.optional}
     for (given, numeric), name in S.aggregate_inputs(aggregates).items():
-        column = S.find_column(given, available, source=source, flag=f"--agg {specs[given, numeric]}")
+        try:
+            column = S.find_column(given, available, source=source, flag=f"--agg {specs[given, numeric]}")
+        except MissingColumnError:
+            if (given, numeric) not in optional:
+                raise
+            # A preset's aggregate of a column this input leaves out: null.
+            exprs.append(pl.lit(None, pl.Float64 if numeric else pl.String).alias(name))
+            if numeric and keep_raw:
+                exprs.append(pl.lit(None, pl.String).alias(RAW_PREFIX + name))
+            continue
         if numeric:
             exprs.append(_as_number(column).alias(name))
             if keep_raw:

@@ -33,6 +33,7 @@ from sessionize.engines.incremental import IncrementalOutcome
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
 from sessionize.io.params import unnest_params
+from sessionize.io.read import flatten_structs
 from sessionize.normalize import bad_numbers, check_events, keep_expr, prepare_events
 from sessionize.partition import (
     PartitionJob,
@@ -170,13 +171,12 @@ def sessionize(
 
 
 def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tuple[pl.LazyFrame, S.ColumnMap]:
-    """A frame of events as a file is read: key/value lists unnested, ``--filter`` applied, its columns
-    found."""
-    frame = events.lazy()
+    """A frame of events as a file is read: nested objects flattened (``geo.country`` is ``geo_country``),
+    key/value lists unnested, ``--filter`` applied, its columns found."""
+    frame = flatten_structs(events.lazy())
     source = "The events frame"
     if read.unnest_params:
-        wanted = [column for column in read.column_options().values() if column]
-        frame = unnest_params(frame, read.unnest_params, source=source, wanted=wanted)
+        frame = unnest_params(frame, read.unnest_params, source=source, wanted=read.wanted_columns())
     names = frame.collect_schema().names()
     keep = keep_expr(read.filters, frame.collect_schema(), source=source, max_send_delay=read.max_send_delay)
     if keep is not None:

@@ -9,10 +9,12 @@ built-in names, skipped when an export leaves them out: PostHog without ``$ip``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sessionize import schema as S
 from sessionize.errors import UsageError
 
 
@@ -30,12 +32,19 @@ class Preset:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: Column names per role tried first (``url``: ``("properties.$current_url",)``).
     preferred_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: ``--agg`` specs of the vendor's own session fields, appended after the user's; a column an
+    #: export leaves out gives a null column (see :attr:`sessionize.schema.Aggregate.optional`).
+    aggregates: tuple[str, ...] = ()
 
     def settings(self) -> list[tuple[str, str]]:
         """What the preset sets, as (option, value) lines for ``sessionize presets``."""
         lines = [(f"--{key.replace('_', '-')}", _shown(value)) for key, value in self.options.items()]
         lines += [(f"{role} column", " or ".join(names)) for role, names in self.preferred_columns.items()]
+        lines += [("--agg", spec) for spec in self.aggregates]
         return lines
+
+    def optional_aggregates(self) -> list[S.Aggregate]:
+        return [dataclasses.replace(S.parse_aggregate(spec), optional=True) for spec in self.aggregates]
 
 
 def _shown(value: object) -> str:
@@ -69,6 +78,20 @@ PRESETS: dict[str, Preset] = {
                 "engagement_time": ("event_params.engagement_time_msec",),
                 "event": ("event_name",),
             },
+            # GA4's own session fields, beside ours: its session number and engaged flag (event
+            # parameters), the traffic source it collected (UTM tags, gclid) and its geolocation (the
+            # export has no IP address for ours).
+            aggregates=(
+                "ga_session_number=max(event_params.ga_session_number)",
+                "session_engaged=max(event_params.session_engaged)",
+                "ga4_source=first(collected_traffic_source.manual_source)",
+                "ga4_medium=first(collected_traffic_source.manual_medium)",
+                "ga4_campaign=first(collected_traffic_source.manual_campaign_name)",
+                "ga4_gclid=first(collected_traffic_source.gclid)",
+                "ga4_country=first(geo.country)",
+                "ga4_region=first(geo.region)",
+                "ga4_city=first(geo.city)",
+            ),
         ),
         Preset(
             name="snowplow",
@@ -210,7 +233,22 @@ def apply(name: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
     preferred = dict(preset.preferred_columns)
     preferred.update(given.get("preferred_columns") or {})
     merged["preferred_columns"] = preferred
+    if preset.aggregates:
+        # The user's --agg first; the preset's after them, but for a name the user gives.
+        own = _aggregates(given.get("aggregates"))
+        names = {a.name for a in own}
+        merged["aggregates"] = [*own, *(a for a in preset.optional_aggregates() if a.name not in names)]
     return merged
+
+
+def _aggregates(value: object) -> list[S.Aggregate]:
+    """The ``aggregates`` option in any of its forms (a spec, specs, a mapping, Aggregates) as Aggregates."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [S.parse_aggregate(f"{name}={spec}") for name, spec in value.items()]
+    items: Iterable[object] = [value] if isinstance(value, str | S.Aggregate) else value  # type: ignore[assignment]
+    return [item if isinstance(item, S.Aggregate) else S.parse_aggregate(str(item)) for item in items]
 
 
 __all__ = ["PRESETS", "Preset", "apply", "get"]

@@ -59,6 +59,8 @@ class Aggregate:
     function: str
     column: str | None = None
     event: str | None = None
+    #: A preset's: an input without the column gets a null column instead of an error.
+    optional: bool = False
 
     @property
     def numeric(self) -> bool:

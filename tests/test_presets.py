@@ -20,13 +20,16 @@ COLUMNS = ["user_id", "session_id", "event_count", "pageview_count", "landing_pa
            "traffic_source", "channel", "duration_s"]  # fmt: skip
 
 
-def sessions(tmp_path: Path, source: Path, *flags: str) -> list[tuple[str | None, ...]]:
+def sessions(tmp_path: Path, source: Path, *flags: str, preset: str = "") -> list[tuple[str | None, ...]]:
     out = tmp_path / "sessions.csv"
     result = run_cli(source, "-o", out, "--no-geo", "-q", *flags)
     assert result.exit_code == 0, result.output
     table = pl.read_csv(out, infer_schema=False)
-    # The output schema is today's, and the presets that stitch identities append stitched_user_id.
+    # The output schema is today's, and the presets that stitch identities append stitched_user_id,
+    # the ga4 preset GA4's own session fields.
     added = ["stitched_user_id"] if any(p in flags for p in ("snowplow", "segment")) else []
+    if "ga4" in (*flags, preset):
+        added = [spec.split("=")[0] for spec in presets.get("ga4").aggregates]
     assert table.columns == [*sessionize.schema.SESSION_SCHEMA, *added]
     return table.sort("user_id", "session_start").select(COLUMNS).rows()
 
@@ -45,6 +48,38 @@ def test_ga4_bigquery_export(tmp_path: Path) -> None:
          f"{SITE}/blog?utm_source=newsletter&utm_medium=email&utm_campaign=may",
          f"{SITE}/blog?utm_source=newsletter&utm_medium=email&utm_campaign=may", "direct", "Email", "60.0"),
     ]  # fmt: skip
+
+
+GA4_OWN = ["ga_session_number", "session_engaged", "ga4_source", "ga4_medium", "ga4_campaign", "ga4_gclid",
+           "ga4_country", "ga4_region", "ga4_city"]  # fmt: skip
+
+
+def test_ga4_own_session_fields(tmp_path: Path) -> None:
+    """GA4's session number and engaged flag (event parameters: the largest), the traffic source it
+    collected and its geolocation (the first event's); null where the export has no such field."""
+    out = tmp_path / "sessions.csv"
+    result = run_cli(FIXTURES / "ga4.ndjson", "--preset", "ga4", "--no-geo", "-o", out)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False).sort("user_id", "session_start")
+    assert table.select(GA4_OWN).rows() == [
+        # Session 1 (ga_session_number 1 on its first event) is engaged from its second page view on.
+        ("1.0", "1.0", None, None, None, None, "United Kingdom", None, "London"),
+        # Session 2: number 2, no event says engaged, no collected traffic source.
+        ("2.0", None, None, None, None, None, "United Kingdom", None, "London"),
+        # The newsletter visit: GA4 collected its UTM tags; its geo has a region.
+        ("1.0", "1.0", "newsletter", "email", "may", None, "Sweden", "Ostergotland County", "Linkoping"),
+    ]
+    # An export without collected_traffic_source, geo and those parameters: null columns, no error;
+    # a --agg of one of the names replaces the preset's.
+    bare = tmp_path / "bare.ndjson"
+    pl.read_ndjson(FIXTURES / "ga4.ndjson", infer_schema_length=None).drop(
+        "collected_traffic_source", "geo"
+    ).write_ndjson(bare)
+    run = sessionize.run([bare], preset="ga4", no_geo=True, aggregates="ga4_city=count(*)")
+    table = run.sessions.sort("user_id", "session_start")
+    assert table.columns[-len(GA4_OWN) :] == ["ga4_city", *(c for c in GA4_OWN if c != "ga4_city")]
+    assert table.get_column("ga4_country").null_count() == 3
+    assert table.get_column("ga4_city").to_list() == [3, 1, 2]
 
 
 def test_ga4_parquet_export_alike(tmp_path: Path) -> None:
@@ -156,7 +191,7 @@ def test_explicit_options_win_over_the_preset(tmp_path: Path) -> None:
     assert {row[1] for row in rows} == {"20240501"}
     # In a config file too: a key there is given explicitly; the preset may come from the file.
     config = write_text(tmp_path / "sessionize.toml", '[run]\npreset = "ga4"\ntimeout = "1m"\n')
-    rows = sessions(tmp_path, source, "--config", str(config))
+    rows = sessions(tmp_path, source, "--config", str(config), preset="ga4")
     assert [row[1] for row in rows] == ["1714557600", "1714564800", "1714557900"]
     # The Python face: keywords given are explicit.
     result = sessionize.run([source], preset="ga4", no_geo=True, session_col="event_date")
@@ -174,6 +209,7 @@ def test_unknown_preset_and_the_list(tmp_path: Path) -> None:
     for preset in presets.PRESETS.values():
         assert preset.name in listing.output and preset.source in listing.output
     assert "--user-col" in listing.output and "domain_userid" in listing.output
+    assert "ga_session_number=max(event_params.ga_session_number)" in listing.output
 
 
 # --- Snowplow's enriched TSV (headerless, 131 fields) ----------------------------------------------

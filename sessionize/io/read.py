@@ -293,7 +293,7 @@ def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None
     when it is read whole."""
 
     def batches() -> Iterator[pl.DataFrame]:
-        scan = _flatten(pl.scan_ndjson(path, infer_schema_length=None)).with_row_index(ROW)
+        scan = flatten_structs(pl.scan_ndjson(path, infer_schema_length=None)).with_row_index(ROW)
         yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
     return _checked_windows(batches, chunk_rows)
@@ -427,11 +427,11 @@ def _scan(
     if source.format == "parquet":
         if source.is_stdin:
             piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()), glob=False)
-            return _flatten(piped.lazy()).with_row_index(ROW), None
+            return flatten_structs(piped.lazy()).with_row_index(ROW), None
         scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
             scan = scan.slice(*window)
-        return _flatten(scan), None
+        return flatten_structs(scan), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stdin:
@@ -453,7 +453,7 @@ def _scan(
                 data = handle.read()
         rows, malformed = _careful_ndjson(data)
         return rows.lazy(), malformed
-    return _flatten(scan).with_row_index(ROW), None
+    return flatten_structs(scan).with_row_index(ROW), None
 
 
 def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -482,11 +482,11 @@ def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
     if not good:
         return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed
-    parsed = _flatten(pl.read_ndjson(io.BytesIO(b"\n".join(good)), infer_schema_length=None).lazy())
+    parsed = flatten_structs(pl.read_ndjson(io.BytesIO(b"\n".join(good)), infer_schema_length=None).lazy())
     return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed
 
 
-def _flatten(frame: pl.LazyFrame) -> pl.LazyFrame:
+def flatten_structs(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Nested objects become columns named by their path: Segment's ``context.page.url`` is
     ``context_page_url``, which the column aliases know."""
     schema = frame.collect_schema()
@@ -554,8 +554,7 @@ def read_file(
         # would cost (keys x parameters), and a client chooses the keys.
         original = as_json_lists(scan, options.unnest_params)
         if options.unnest_params:
-            wanted = [column for column in options.column_options().values() if column]
-            scan = unnest_params(scan, options.unnest_params, source=name, wanted=wanted)
+            scan = unnest_params(scan, options.unnest_params, source=name, wanted=options.wanted_columns())
         if malformed is not None and source.first_line:
             malformed = malformed.with_columns(pl.col("source_row") + source.first_line)
         available = [c for c in scan.collect_schema().names() if c != ROW]
