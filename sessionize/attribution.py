@@ -558,6 +558,55 @@ _RULES: tuple[tuple[str, tuple[tuple[_Test, ...], ...]], ...] = (
         ),
     ),
 )
+# Snowplow's default channel group (its web and unified dbt packages' ``channel_group_query``, documented
+# at https://docs.snowplow.io/docs/modeling-your-data/modeling-your-data-with-dbt/dbt-models/dbt-web-data-model/):
+# GA4's rules on the campaign fields alone (mkt_source, mkt_medium, mkt_campaign: the landing page's UTM
+# tags), with the source category of mkt_source; no referrer fallback (an untagged session is
+# Unassigned), no click id precedence, "cross-network" in the medium, the paid branch before Display.
+_SNOWPLOW_RULES: tuple[tuple[str, tuple[tuple[_Test, ...], ...]], ...] = (
+    ("Direct", ((_is("source", "(direct)"), _is("medium", "(not set)", "(none)")),)),
+    ("Cross-network", ((_matches("medium", "cross-network"),),)),
+    *(
+        (
+            channel,
+            tuple((_matches("medium", _PAID_MEDIUM), *tests) for tests in alternatives),
+        )
+        for channel, alternatives in (
+            ("Paid Shopping", ((_is("category", "shopping"),), (_matches("campaign", _SHOP_CAMPAIGN),))),
+            ("Paid Search", ((_is("category", "search"),),)),
+            ("Paid Social", ((_is("category", "social"),),)),
+            ("Paid Video", ((_is("category", "video"),),)),
+            ("Paid Other", ((),)),
+        )
+    ),
+    ("Display", ((_is("medium", "display", "banner", "expandable", "interstitial", "cpm"),),)),
+    ("Organic Shopping", ((_is("category", "shopping"),), (_matches("campaign", _SHOP_CAMPAIGN),))),
+    (
+        "Organic Social",
+        (
+            (_is("category", "social"),),
+            (_is("medium", "social", "social-network", "sm", "social network", "social media"),),
+        ),
+    ),
+    ("Organic Video", ((_is("category", "video"),), (_matches("medium", r"^(.*video.*)$"),))),
+    ("Organic Search", ((_is("category", "search"),), (_is("medium", "organic"),))),
+    ("Referral", ((_is("medium", "referral", "app", "link"),),)),
+    ("Email", ((_is("source", *_EMAIL),), (_is("medium", *_EMAIL),))),
+    ("Affiliates", ((_is("medium", "affiliate"),),)),
+    ("Audio", ((_is("medium", "audio"),),)),
+    ("SMS", ((_is("source", "sms"),), (_is("medium", "sms"),))),
+    (
+        "Mobile Push Notifications",
+        (
+            (_matches("medium", r"push$"),),
+            (_matches("medium", "mobile|notification"),),
+            (_is("source", "firebase"),),
+        ),
+    ),
+)
+#: ``--channel-rules``: GA4's default channel group (from the UTM tags, else the referrer), or Snowplow's
+#: (from the UTM tags alone, as its sessions model computes ``default_channel_group``).
+CHANNEL_RULES = ("ga4", "snowplow")
 PAID_SEARCH = "Paid Search"
 UNASSIGNED = "Unassigned"
 #: Every value ``channel`` can take.
@@ -604,14 +653,19 @@ def channel_expr(
     *,
     has_gclid_or_msclkid: pl.Expr,
     source_category: pl.Expr,
+    snowplow: bool = False,
 ) -> pl.Expr:
-    """:func:`channel_group` as one Polars expression over columns (a ``when`` chain, no Python per row)."""
+    """:func:`channel_group` as one Polars expression over columns (a ``when`` chain, no Python per
+    row); with ``snowplow``, Snowplow's rules (trimmed values, no click id precedence; see
+    :data:`CHANNEL_RULES`)."""
     columns: dict[_Field, pl.Expr] = {
         "source": source.str.to_lowercase(),
         "medium": medium.str.to_lowercase(),
         "campaign": campaign.str.to_lowercase(),
         "category": source_category,
     }
+    if snowplow:
+        columns = {field: expr.str.strip_chars() for field, expr in columns.items()}
     rules = [
         (
             pl.any_horizontal(
@@ -619,10 +673,11 @@ def channel_expr(
             ),
             channel,
         )
-        for channel, alternatives in _RULES
+        for channel, alternatives in (_SNOWPLOW_RULES if snowplow else _RULES)
     ]
     (condition, channel), *rest = rules
-    chain = pl.when(has_gclid_or_msclkid.fill_null(False)).then(pl.lit(PAID_SEARCH))
+    clicked = pl.lit(False) if snowplow else has_gclid_or_msclkid.fill_null(False)
+    chain = pl.when(clicked).then(pl.lit(PAID_SEARCH))
     chained = chain.when(condition).then(pl.lit(channel))
     for condition, channel in rest:
         chained = chained.when(condition).then(pl.lit(channel))
@@ -712,7 +767,11 @@ def _referrer_batch(
 
 
 def enrich_attribution(
-    sessions: pl.LazyFrame, *, referers: RefererDatabase, internal_domains: Sequence[str] = ()
+    sessions: pl.LazyFrame,
+    *,
+    referers: RefererDatabase,
+    internal_domains: Sequence[str] = (),
+    channel_rules: str = "ga4",
 ) -> pl.LazyFrame:
     """Add the attribution columns to a session table with ``referrer`` and ``landing_page`` columns.
 
@@ -722,7 +781,9 @@ def enrich_attribution(
     sessions have 300k pairs in the benchmark) and gathered back by each session's index among the
     pairs (see :func:`~sessionize.distinct.distinct_rows`), then added beside the session columns.
     Within the pairs, the URLs are parsed once per distinct landing page and once per distinct
-    (referrer, landing host); the channel is a vectorized expression.
+    (referrer, landing host); the channel is a vectorized expression. ``channel_rules`` (see
+    :data:`CHANNEL_RULES`) ``snowplow`` gives Snowplow's channel from the UTM tags alone and its
+    referer medium (``unknown`` for a site the database does not know, null without a referrer).
     """
     internal = normalize_internal_domains(internal_domains)
     present = sessions.collect_schema().names()
@@ -730,7 +791,7 @@ def enrich_attribution(
     # A session without a page view: its referrer is tested against its first event's page.
     keys = [LANDING_PAGE, S.REFERRER, *([S.REFERRER_PAGE] if S.REFERRER_PAGE in present else [])]
     attributed = pl.struct(keys).map_batches(
-        lambda pairs: _attribute_rows(pairs, referers=referers, internal=internal),
+        lambda pairs: _attribute_rows(pairs, referers=referers, internal=internal, rules=channel_rules),
         return_dtype=_ATTRIBUTION_DTYPE,
         is_elementwise=False,
     )
@@ -748,18 +809,20 @@ _ADDED_COLUMNS = (TRAFFIC_SOURCE, *(name for name in ATTRIBUTION_COLUMNS if name
 _ATTRIBUTION_DTYPE = pl.Struct(dict.fromkeys(_ADDED_COLUMNS, pl.String))
 
 
-def _attribute_rows(pairs: pl.Series, *, referers: RefererDatabase, internal: Sequence[str]) -> pl.Series:
+def _attribute_rows(
+    pairs: pl.Series, *, referers: RefererDatabase, internal: Sequence[str], rules: str = "ga4"
+) -> pl.Series:
     """The attribution struct of each (landing page, referrer) row, computed once per distinct pair."""
     keys = pairs.struct.unnest()
     distinct, index = distinct_rows(keys)
-    attributed = _attribute_pairs(distinct.lazy(), referers=referers, internal=internal).collect(
+    attributed = _attribute_pairs(distinct.lazy(), referers=referers, internal=internal, rules=rules).collect(
         engine="in-memory"
     )
     return attributed.select(_ADDED_COLUMNS).to_struct(pairs.name).gather(index)
 
 
 def _attribute_pairs(
-    sessions: pl.LazyFrame, *, referers: RefererDatabase, internal: Sequence[str]
+    sessions: pl.LazyFrame, *, referers: RefererDatabase, internal: Sequence[str], rules: str = "ga4"
 ) -> pl.LazyFrame:
     """The attribution columns of each row of ``sessions`` (``internal``: normalized internal domains)."""
     landing = pl.col(LANDING_PAGE).map_batches(
@@ -786,6 +849,19 @@ def _attribute_pairs(
     utm = pl.col(_LANDING).struct.field
     ref = pl.col(_REFERRER).struct.field
     tagged = utm("utm_source").is_not_null() | utm("utm_medium").is_not_null()
+    medium = ref("medium")
+    if rules == "snowplow":
+        # Snowplow: the campaign fields alone, and its referer parser's medium.
+        channel = channel_expr(
+            utm("utm_source"),
+            utm("utm_medium"),
+            utm("utm_campaign"),
+            has_gclid_or_msclkid=pl.lit(False),
+            source_category=utm("_utm_category"),
+            snowplow=True,
+        )
+        medium = pl.when(medium == "referral").then(pl.lit("unknown")).when(medium != "direct").then(medium)
+        return _attributed(sessions, landing, referrer, channel, medium)
     channel = channel_expr(
         pl.when(tagged).then(utm("utm_source").fill_null("(not set)")).otherwise(ref("ga_source")),
         pl.when(tagged).then(utm("utm_medium").fill_null("(not set)")).otherwise(ref("ga_medium")),
@@ -793,12 +869,25 @@ def _attribute_pairs(
         has_gclid_or_msclkid=utm("gclid").is_not_null() | utm("msclkid").is_not_null(),
         source_category=pl.when(tagged).then(utm("_utm_category")).otherwise(ref("category")),
     )
+    return _attributed(sessions, landing, referrer, channel, medium)
+
+
+def _attributed(
+    sessions: pl.LazyFrame, landing: pl.Expr, referrer: pl.Expr, channel: pl.Expr, medium: pl.Expr
+) -> pl.LazyFrame:
+    """``sessions`` with the attribution columns of their landing page and referrer structs."""
+    utm = pl.col(_LANDING).struct.field
+    ref = pl.col(_REFERRER).struct.field
     return (
         sessions.with_columns(landing.alias(_LANDING))
         .with_columns(referrer.alias(_REFERRER))
         .with_columns(
             ref(TRAFFIC_SOURCE).alias(TRAFFIC_SOURCE),
-            *(ref(name).alias(name) for name in REFERRER_FIELDS if name != TRAFFIC_SOURCE),
+            *(
+                (medium if name == "medium" else ref(name)).alias(name)
+                for name in REFERRER_FIELDS
+                if name != TRAFFIC_SOURCE
+            ),
             *(utm(name).alias(name) for name in UTM_FIELDS),
             channel.alias("channel"),
         )

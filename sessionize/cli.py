@@ -800,6 +800,17 @@ def run(
             rich_help_panel=RULES,
         ),
     ] = None,
+    channel_rules: Annotated[
+        str,
+        typer.Option(
+            "--channel-rules",
+            metavar="ga4|snowplow",
+            help="How channel is grouped: GA4's default channel group (UTM tags, else the referrer), "
+            "or Snowplow's (the UTM tags alone: untagged sessions are Unassigned; medium as its "
+            "referer parser gives it).",
+            rich_help_panel=RULES,
+        ),
+    ] = "ga4",
     aggregates: Annotated[
         list[str] | None,
         typer.Option(
@@ -1171,6 +1182,7 @@ def run(
                 conversion_events=conversion_events or (),
                 count_events=count_events or (),
                 aggregates=aggregates or (),
+                channel_rules=channel_rules,
                 heartbeat_events=heartbeat_events or (),
                 heartbeat_interval=heartbeat_interval,
                 min_visit_length=min_visit_length,

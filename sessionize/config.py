@@ -241,6 +241,14 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
     return tuple(result.items())
 
 
+def check_channel_rules(value: str) -> str:
+    """``--channel-rules``: ``ga4`` or ``snowplow``."""
+    rules = value.strip().lower()
+    if rules not in ("ga4", "snowplow"):
+        raise UsageError(f"--channel-rules {value!r} is not one of ga4, snowplow.")
+    return rules
+
+
 def check_aggregates(
     value: str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None,
     *,
@@ -422,6 +430,8 @@ class SessionOptions:
     internal_domains: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: ``--count-events``: (column, event name) pairs, counted per session after the built-in columns.
     event_counts: tuple[tuple[str, str], ...] = field(default=(), metadata=_FINGERPRINT)
+    #: ``--channel-rules``: GA4's default channel group, or Snowplow's (sessionize/attribution.py).
+    channel_rules: str = field(default="ga4", metadata=_FINGERPRINT)
     #: ``--agg NAME=FUNC(COLUMN)``: further session columns, after the counts.
     aggregates: tuple[S.Aggregate, ...] = field(default=(), metadata=_FINGERPRINT)
     #: How ``engaged_time_s`` is measured (``--heartbeat-events``, ``--heartbeat-interval``,
@@ -560,6 +570,7 @@ class RunConfig:
         internal_domains: str | Iterable[str] = (),
         conversion_events: str | Iterable[str] = (),
         count_events: str | Iterable[str] = (),
+        channel_rules: str = "ga4",
         aggregates: str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None = None,
         heartbeat_events: str | Iterable[str] = (),
         heartbeat_interval: str | timedelta = "10s",
@@ -651,6 +662,7 @@ class RunConfig:
             conversion_events=S.split_list(conversion_events),
             internal_domains=normalize_internal_domains(internal_domains),
             event_counts=event_counts,
+            channel_rules=check_channel_rules(channel_rules),
             aggregates=checked_aggregates,
             engaged=S.EngagedTime(
                 heartbeat_events=S.split_list(heartbeat_events),

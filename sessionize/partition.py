@@ -55,6 +55,9 @@ class SessionRules:
     split_at_midnight: bool = False
     #: Time zone of ``split_at_midnight``.
     timezone: str = "UTC"
+    #: How ``channel`` (and ``medium``) are computed: ``ga4`` or ``snowplow`` (``--channel-rules``,
+    #: :data:`sessionize.attribution.CHANNEL_RULES`).
+    channel_rules: str = "ga4"
 
 
 def build_sessions(
@@ -154,6 +157,7 @@ def _sessions_before_geo(
             enrich_attribution,
             referers=referers if referers is not None else default_referers(),
             internal_domains=internal_domains,
+            channel_rules=rules.channel_rules,
         )
     )
     sessions = enrich_user_agent(sessions).with_columns(pl.col("is_bot") | pl.col(ROBOTS_TXT))
@@ -374,6 +378,7 @@ class PartitionJob:
                     split_on_campaign=session.split_on_campaign,
                     split_at_midnight=session.split_at_midnight,
                     timezone=session.timezone,
+                    channel_rules=session.channel_rules,
                 ),
                 geo_database=geo_database,
                 anonymize_ip=config.privacy.anonymize_ip,

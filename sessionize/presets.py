@@ -112,6 +112,8 @@ PRESETS: dict[str, Preset] = {
                 "min_visit_length": "5s",
                 # Snowplow's days_late_allowed (3): events a device sent more than 3 days after creating them.
                 "max_send_delay": "3d",
+                # default_channel_group as Snowplow's sessions model computes it (the campaign fields).
+                "channel_rules": "snowplow",
             },
             preferred_columns={
                 # The web_page context's id: a column, a warehouse's context column, or the TSV's contexts.

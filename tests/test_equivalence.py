@@ -293,6 +293,8 @@ OPTION_SETS: dict[str, OptionSet] = {
     "page_activity+page_view_ids": OptionSet(
         {"page_activity_events": "scroll", "page_view_id_col": "event_id"}
     ),
+    # Snowplow's channel rules (the UTM tags alone) and referer medium.
+    "channel_rules": OptionSet({"channel_rules": "snowplow"}),
     # GA4's reported engagement time: the cart value stands in for engagement_time_msec.
     "engagement_time": OptionSet({"engagement_time_col": "value"}),
     # Every --agg function (numbers, text, counts), after the --count-events columns; with invalid rows.

@@ -92,17 +92,18 @@ def test_ga4_parquet_export_alike(tmp_path: Path) -> None:
 
 def test_snowplow_atomic_events(tmp_path: Path) -> None:
     """Snowplow: domain_userid (not the login id user_id) and domain_sessionid; derived_tstamp; the
-    repeated event_id is one event."""
+    repeated event_id is one event. Snowplow's channel rules read the UTM tags alone: these untagged
+    sessions are Unassigned, whatever the referrer (tests/test_channel_rules.py)."""
     source = FIXTURES / "snowplow_atomic_events.csv"
     d1, d2 = "d1a2b3c4-0000-4000-8000-000000000001", "d9f8e7d6-0000-4000-8000-000000000002"
     assert sessions(tmp_path, source, "--preset", "snowplow") == [
         # page_view (from Bing), page_ping, page_view /pricing (sent twice): 3 events, 2 page views.
         (d1, "5e5e0001-0000-4000-8000-000000000001", "3", "2", f"{SITE}/", f"{SITE}/pricing", "bing",
-         "Organic Search", "60.0"),
+         "Unassigned", "60.0"),
         (d1, "5e5e0001-0000-4000-8000-000000000002", "1", "1", f"{SITE}/docs", f"{SITE}/docs", "direct",
-         "Direct", "0.0"),
+         "Unassigned", "0.0"),
         # t.co is Twitter's link shortener: social.
-        (d2, "5e5e0002-0000-4000-8000-000000000003", "1", "1", f"{SITE}/", f"{SITE}/", "t", "Organic Social",
+        (d2, "5e5e0002-0000-4000-8000-000000000003", "1", "1", f"{SITE}/", f"{SITE}/", "t", "Unassigned",
          "0.0"),
     ]  # fmt: skip
     # Without the preset the login id column user_id is taken, and it is empty on anonymous events.
@@ -270,10 +271,10 @@ PINGS_EXPECTED = [
     # (its web_page id) sent again with another event id, ping on /next. The pings are page activity:
     # /article is the landing page, with its referrer (Google); one page view by distinct id, 4 events.
     (U1, "5e5e0001-0000-4000-8000-00000000000a", "4", "1", f"{SITE}/article", f"{SITE}/next", "google",
-     "Organic Search", "40.0"),
+     "Unassigned", "40.0"),
     # Only pings: no page view, yet /blog is the landing and exit page, and HN the source.
     (U2, "5e5e0001-0000-4000-8000-00000000000b", "2", "0", f"{SITE}/blog", f"{SITE}/blog", "ycombinator",
-     "Organic Social", "10.0"),
+     "Unassigned", "10.0"),
 ]  # fmt: skip
 
 
