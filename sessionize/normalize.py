@@ -394,7 +394,9 @@ def keep_expr(
 ) -> pl.Expr | None:
     """Whether a row passes every ``--filter`` (its column's text is one of the values; a null never
     passes) and ``--max-send-delay`` (Snowplow's ``days_late_allowed``: sent by the device at most that
-    long after it was created; a row without both times passes), or None without either. Raises
+    long after it was created; a row without both times, or with one that does not parse, is left out, as
+    Snowplow's ``dvce_sent_tstamp <= dvce_created_tstamp + days_late_allowed`` leaves it), or None
+    without either. Raises
     :class:`MissingColumnError` for a column not found."""
     available = list(schema)
     tests = [
@@ -419,7 +421,7 @@ def keep_expr(
             )
         else:
             created_at, sent_at = (timestamp_expr(name, schema[name]) for name in (created, sent))
-            tests.append(~((sent_at - created_at) > max_send_delay).fill_null(False))
+            tests.append(((sent_at - created_at) <= max_send_delay).fill_null(False))
     if not tests:
         return None
     return pl.all_horizontal(tests).alias(KEEP)

@@ -151,7 +151,9 @@ def test_bad_filters_are_clear_errors(source: Path, tmp_path: Path) -> None:
 
 def test_events_sent_too_late_are_left_out_and_counted(tmp_path: Path) -> None:
     """--max-send-delay (Snowplow's days_late_allowed; the snowplow preset's 3 days): an event whose device
-    sent it more than that after creating it is left out and counted; exactly 3 days passes."""
+    sent it more than that after creating it is left out and counted; exactly 3 days passes; a row without
+    both device times is left out too, as Snowplow's base events model leaves it (its default
+    allow_null_dvce_tstamps = false: the comparison with a null time is not true)."""
     header = "domain_userid,derived_tstamp,dvce_created_tstamp,dvce_sent_tstamp,event,event_id,page_url\n"
     source = write_text(
         tmp_path / "events.csv",
@@ -161,18 +163,19 @@ def test_events_sent_too_late_are_left_out_and_counted(tmp_path: Path) -> None:
         + "u1,2024-05-05T10:01:00Z,2024-05-01T10:01:00Z,2024-05-05T10:01:00Z,page_view,e2,https://a.example/old\n"
         # Exactly 3 days: kept.
         + "u1,2024-05-05T10:02:00Z,2024-05-02T10:02:00Z,2024-05-05T10:02:00Z,page_view,e3,https://a.example/b\n"
-        # No sent time, or one that does not parse (a client writes it): kept (nothing to compare).
+        # No sent time, or one that does not parse: left out, as Snowplow's `sent <= created + 3 days`
+        # is not true there.
         + "u1,2024-05-05T10:03:00Z,2024-05-01T10:03:00Z,,page_view,e4,https://a.example/c\n"
         + "u1,2024-05-05T10:03:30Z,2024-05-01T10:03:00Z,next tuesday,page_view,e5,https://a.example/c\n",
     )
     options: dict[str, Any] = {"user_col": "domain_userid", "no_geo": True, "max_send_delay": "3d"}
     result = sessionize.run([source], **options)
-    assert (result.rows_read, result.filtered_out, result.events_read, result.rejected) == (5, 1, 4, 0)
-    assert result.sessions.get_column("exit_page").to_list() == ["https://a.example/c"]
+    assert (result.rows_read, result.filtered_out, result.events_read, result.rejected) == (5, 3, 2, 0)
+    assert result.sessions.get_column("exit_page").to_list() == ["https://a.example/b"]
     preset = sessionize.run([source], preset="snowplow", session_col="event", no_geo=True)  # no session id
-    assert preset.filtered_out == 1
+    assert preset.filtered_out == 3
     buckets = sessionize.run([source], **options, buckets=2, temp_dir=str(tmp_path))
-    assert buckets.filtered_out == 1 and buckets.sessions.equals(result.sessions)
+    assert buckets.filtered_out == 3 and buckets.sessions.equals(result.sessions)
     # Without the two columns: a warning, nothing left out.
     plain = write_text(tmp_path / "plain.csv", "domain_userid,derived_tstamp\nu1,2024-05-05T10:00:00Z\n")
     with pytest.warns(SessionizeWarning, match="--max-send-delay"):
