@@ -84,6 +84,10 @@ def test_a_count_column_can_be_dropped_and_the_config_file_takes_it(source: Path
     [
         ("pageview", "built-in column"),  # pageview_count
         ("event_count=purchase", "built-in column"),
+        # The user table's and the incremental output's own columns.
+        ("events=purchase", "built-in column of the session or user table"),
+        ("is_final=purchase", "built-in column"),
+        ("session_date=purchase", "built-in column"),
         ("2x=purchase", "letters, digits"),
         ("purchase,purchase_count=buy", "twice"),
         ("orders=", "give an event name"),
