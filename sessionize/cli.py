@@ -551,6 +551,15 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = None,
+    stitch_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--stitch-fallback",
+            help="With --stitch-col: a user without a login id gets their own user id as stitched_user_id "
+            "(Snowplow's rule; the snowplow preset sets it) instead of null.",
+            rich_help_panel=INPUT,
+        ),
+    ] = False,
     engagement_time_col: Annotated[
         str | None,
         typer.Option(
@@ -1183,6 +1192,7 @@ def run(
                 count_events=count_events or (),
                 aggregates=aggregates or (),
                 channel_rules=channel_rules,
+                stitch_fallback=stitch_fallback,
                 heartbeat_events=heartbeat_events or (),
                 heartbeat_interval=heartbeat_interval,
                 min_visit_length=min_visit_length,

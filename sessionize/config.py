@@ -430,6 +430,8 @@ class SessionOptions:
     internal_domains: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: ``--count-events``: (column, event name) pairs, counted per session after the built-in columns.
     event_counts: tuple[tuple[str, str], ...] = field(default=(), metadata=_FINGERPRINT)
+    #: ``--stitch-fallback``: a user without a login id gets their own user id as ``stitched_user_id``.
+    stitch_fallback: bool = field(default=False, metadata=_FINGERPRINT)
     #: ``--channel-rules``: GA4's default channel group, or Snowplow's (sessionize/attribution.py).
     channel_rules: str = field(default="ga4", metadata=_FINGERPRINT)
     #: ``--agg NAME=FUNC(COLUMN)``: further session columns, after the counts.
@@ -571,6 +573,7 @@ class RunConfig:
         conversion_events: str | Iterable[str] = (),
         count_events: str | Iterable[str] = (),
         channel_rules: str = "ga4",
+        stitch_fallback: bool = False,
         aggregates: str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None = None,
         heartbeat_events: str | Iterable[str] = (),
         heartbeat_interval: str | timedelta = "10s",
@@ -651,6 +654,11 @@ class RunConfig:
             anonymize_ip=anonymize is not None,
             user_id_secret=secret,
         )
+        if stitch_fallback and not read.stitching:
+            raise UsageError(
+                "--stitch-fallback goes with --stitch-col (the login id column): without it there is no "
+                "stitched_user_id to fall back."
+            )
         session = SessionOptions(
             timeout=S.parse_duration(timeout),
             max_session_length=None
@@ -663,6 +671,7 @@ class RunConfig:
             internal_domains=normalize_internal_domains(internal_domains),
             event_counts=event_counts,
             channel_rules=check_channel_rules(channel_rules),
+            stitch_fallback=stitch_fallback,
             aggregates=checked_aggregates,
             engaged=S.EngagedTime(
                 heartbeat_events=S.split_list(heartbeat_events),

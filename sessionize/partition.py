@@ -76,6 +76,7 @@ def build_sessions(
     engaged: S.EngagedTime | None = None,
     stitching: bool = False,
     aggregates: Sequence[S.Aggregate] = (),
+    stitch_fallback: bool = False,
 ) -> pl.LazyFrame:
     """The session table of a canonical events frame (see :func:`sessionize.normalize.prepare_events`).
 
@@ -104,6 +105,7 @@ def build_sessions(
         keep_geo_status=keep_geo_status,
         extra=[*(c for c, _ in event_counts), *(a.name for a in aggregates)],
         stitched=stitched_ids(events) if stitching else None,
+        stitch_fallback=stitch_fallback,
     )
 
 
@@ -175,14 +177,20 @@ def _sessions_after_geo(
     keep_geo_status: bool,
     extra: Sequence[str] = (),
     stitched: pl.LazyFrame | None = None,
+    stitch_fallback: bool = False,
 ) -> pl.LazyFrame:
     """:func:`build_sessions` after the geo lookup: the ``after-geo`` anonymization and the columns
-    (``stitched``: each user's login id, :func:`stitched_ids`; ``extra``: the counts, after them)."""
+    (``stitched``: each user's login id, :func:`stitched_ids`, else with ``stitch_fallback`` the user
+    id itself, Snowplow's rule; ``extra``: the counts, after them)."""
     if anonymize_ip == "after-geo":
         sessions = anonymize_ips(sessions)
     columns: list[str] = [*SESSION_COLUMN_NAMES]
     if stitched is not None:
         sessions = sessions.join(stitched, on=S.USER, how="left", maintain_order="left")
+        if stitch_fallback:
+            sessions = sessions.with_columns(
+                pl.coalesce(S.STITCHED_USER_ID, S.USER).alias(S.STITCHED_USER_ID)
+            )
         columns.append(S.STITCHED_USER_ID)
     return sessions.select(*columns, *extra, *([geo.STATUS] if keep_geo_status else []))
 
@@ -206,6 +214,8 @@ class SessionSettings:
     engaged: S.EngagedTime = field(default_factory=S.EngagedTime)
     #: Identity stitching: the events have ``_stitch_id``, the sessions get ``stitched_user_id``.
     stitching: bool = False
+    #: ``--stitch-fallback``: a user without a login id is stitched to their own user id (Snowplow).
+    stitch_fallback: bool = False
     #: The events report their engagement time (``_engagement_ms``): GA4's rule for engaged time.
     engagement: bool = False
     #: Look the addresses up in a thread while the sessions are built (faster), or after them (less
@@ -241,6 +251,7 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
         keep_geo_status=True,
         extra=extra_columns(settings),
         stitched=stitched_ids(events) if settings.stitching else None,
+        stitch_fallback=settings.stitch_fallback,
     )
     database = settings.geo_database
     if database is None or settings.anonymize_ip == "before-geo" or not settings.overlap_geo:
@@ -389,6 +400,7 @@ class PartitionJob:
                 aggregates=session.aggregates,
                 engaged=session.engaged,
                 stitching=config.read.stitching,
+                stitch_fallback=session.stitch_fallback,
                 engagement=config.read.engagement_timing,
             ),
             dedupe=config.privacy.dedupe,
@@ -619,6 +631,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         engaged=settings.engaged,
         stitching=settings.stitching,
         aggregates=settings.aggregates,
+        stitch_fallback=settings.stitch_fallback,
     )
     return sessions.drop(*job.dropped)
 

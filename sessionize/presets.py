@@ -114,6 +114,8 @@ PRESETS: dict[str, Preset] = {
                 "max_send_delay": "3d",
                 # default_channel_group as Snowplow's sessions model computes it (the campaign fields).
                 "channel_rules": "snowplow",
+                # Snowplow's stitched_user_id is the domain_userid itself until a login id maps it.
+                "stitch_fallback": True,
             },
             preferred_columns={
                 # The web_page context's id: a column, a warehouse's context column, or the TSV's contexts.

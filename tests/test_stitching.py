@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 import sessionize
-from sessionize.errors import MissingColumnError
+from sessionize.errors import MissingColumnError, UsageError
 from tests.helpers import DATA, KEYS, run_cli, write_text
 
 EVENTS = """anonymous_id,user_id,timestamp,event,url,ip
@@ -107,11 +107,46 @@ def test_the_presets_stitch(tmp_path: Path) -> None:
     )
     by_user = dict(stitched(snowplow.sessions))
     assert by_user["d1a2b3c4-0000-4000-8000-000000000001"] == "alice"
-    assert by_user["d9f8e7d6-0000-4000-8000-000000000002"] is None
+    # Snowplow's rule (--stitch-fallback, which the preset sets): a cookie that never logs in is
+    # stitched to itself (its sessions model starts stitched_user_id as domain_userid and maps it).
+    assert by_user["d9f8e7d6-0000-4000-8000-000000000002"] == "d9f8e7d6-0000-4000-8000-000000000002"
+    without = sessionize.run(
+        [DATA / "presets" / "snowplow_atomic_events.csv"],
+        preset="snowplow",
+        no_geo=True,
+        stitch_fallback=False,
+    )
+    assert dict(stitched(without.sessions))["d9f8e7d6-0000-4000-8000-000000000002"] is None
     # An export without the login id column: stitched_user_id is there, null.
     posthogless = write_text(tmp_path / "s.csv", "anonymous_id,timestamp\na,2024-05-01T10:00:00Z\n")
     table = sessionize.run([posthogless], preset="segment", no_geo=True).sessions
     assert table.get_column("stitched_user_id").to_list() == [None]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({}, id="memory"),
+        pytest.param({"buckets": 2}, id="buckets"),
+        pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
+        pytest.param({"engine": "dask", "partitions": 2}, id="dask"),
+    ],
+)
+def test_the_fallback_stitches_a_user_without_login_to_itself(
+    source: Path, tmp_path: Path, extra: dict[str, Any]
+) -> None:
+    """--stitch-fallback (Snowplow's rule): a2 never logs in, so its stitched_user_id is a2 itself."""
+    if extra.get("engine") == "dask":
+        pytest.importorskip("distributed")
+    paths = {k: str(tmp_path / v) for k, v in extra.items() if k in ("state", "output_dir")}
+    chosen = {**extra, **paths, **({"temp_dir": str(tmp_path)} if "buckets" in extra else {})}
+    result = sessionize.run([source], **OPTIONS, stitch_fallback=True, **chosen)
+    table = result.sessions
+    if "output_dir" in chosen:
+        table = pl.read_parquet(Path(chosen["output_dir"]) / "**" / "*.parquet")
+    assert stitched(table) == [("a1", "alice"), ("a1", "alice"), ("a2", "a2"), ("a3", "robert")]
+    with pytest.raises(UsageError, match="--stitch-fallback goes with --stitch-col"):
+        sessionize.run([source], no_geo=True, user_col="anonymous_id", stitch_fallback=True)
 
 
 def test_a_missing_stitch_column_is_named(source: Path) -> None:

@@ -54,6 +54,7 @@ from sessionize.partition import (
     build_users,
     drop_shown,
     empty_sessions,
+    extra_columns,
     hash_ids,
     keeps_located_addresses,
     process_partition,
@@ -769,9 +770,25 @@ def _user_table(out_path: Path, pending: _PendingPartitions, job: PartitionJob) 
     present = [path for path in files if path is not None]
     if not present:
         return drop_shown(build_users(empty_sessions(job), job.settings), job.dropped)
-    sessions = pl.concat(
-        [pl.scan_parquet(path, glob=False) for path in present], how="diagonal_relaxed"
-    ).collect(engine="in-memory")
+    # Only the columns the user table reads (each partition as written: an older one may lack some).
+    needed = {
+        S.USER,
+        "session_number",
+        "session_start",
+        "session_end",
+        "event_count",
+        "pageview_count",
+        "country",
+        "engaged_time_s",
+        S.STITCHED_USER_ID,
+        *S.TOUCH_COLUMNS,
+        *extra_columns(job.settings),
+    }
+    scans = []
+    for path in present:
+        scan = pl.scan_parquet(path, glob=False)
+        scans.append(scan.select(c for c in scan.collect_schema().names() if c in needed))
+    sessions = pl.concat(scans, how="diagonal_relaxed").collect(engine="in-memory")
     return drop_shown(build_users(sessions, job.settings), job.dropped)
 
 
