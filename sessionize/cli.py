@@ -627,6 +627,15 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = "",
+    require_session_id: Annotated[
+        bool,
+        typer.Option(
+            "--require-session-id",
+            help="Leave out (and count) the events without a client session id, as Snowplow processes "
+            "none without its domain_sessionid (the snowplow preset sets it).",
+            rich_help_panel=INPUT,
+        ),
+    ] = False,
     filter: Annotated[
         list[str] | None,
         typer.Option(
@@ -1172,6 +1181,7 @@ def run(
                 pageview_events=pageview_events,
                 unnest_params=unnest_params,
                 session_id_nulls=session_id_nulls,
+                require_session_id=require_session_id,
                 page_activity_events=page_activity_events,
                 filter=filter,
                 max_send_delay=max_send_delay,

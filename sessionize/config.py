@@ -357,6 +357,9 @@ class ReadOptions:
     #: ``--max-send-delay``: rows sent by the device longer than this after their creation are left out
     #: (Snowplow's ``days_late_allowed``), counted as filtered out.
     max_send_delay: timedelta | None = field(default=None, metadata=_FINGERPRINT)
+    #: ``--require-session-id``: rows without a client session id are left out, counted as filtered out
+    #: (Snowplow processes no event without its domain_sessionid).
+    require_session_id: bool = field(default=False, metadata=_FINGERPRINT)
     #: Column names per role tried before the built-in aliases, absent ones skipped (a preset's).
     preferred_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
     encoding: str = "utf-8"
@@ -554,6 +557,7 @@ class RunConfig:
         unnest_params: str | Iterable[str] = (),
         preferred_columns: Mapping[str, Sequence[str]] | None = None,
         session_id_nulls: str | Iterable[str] = (),
+        require_session_id: bool = False,
         page_activity_events: str | Iterable[str] = (),
         filter: str | Iterable[str] | Mapping[str, str | Iterable[str]] | None = None,
         max_send_delay: str | timedelta | None = None,
@@ -638,6 +642,7 @@ class RunConfig:
             unnest_params=S.split_list(unnest_params),
             preferred_columns=check_preferred_columns(preferred_columns),
             session_id_nulls=S.split_list(session_id_nulls),
+            require_session_id=require_session_id,
             page_activity_events=S.split_list(page_activity_events),
             filters=check_filters(filter),
             max_send_delay=None

@@ -30,7 +30,7 @@ from sessionize.config import ReadOptions, RunConfig
 from sessionize.engines import choose_engine
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, RunProgress
 from sessionize.engines.incremental import IncrementalOutcome
-from sessionize.errors import SessionizeWarning, UsageError
+from sessionize.errors import MissingColumnError, SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
 from sessionize.io.params import unnest_params
 from sessionize.io.read import flatten_structs
@@ -154,6 +154,13 @@ def sessionize(
     prepare = functools.partial(
         prepare_events, frame, columns=columns, source=source, **read.prepare_options()
     )
+    if read.require_session_id:
+        if columns.client_session_id is None:
+            raise MissingColumnError(
+                f"{source} has no client session id column, and --require-session-id leaves out the "
+                "events without one: name it with session_col=, or leave the option out."
+            )
+        prepare = functools.partial(_with_session_ids, prepare)
     checked = prepare(keep_raw=True)
     suspect = pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()
     numbers = bad_numbers(read.aggregates)
@@ -168,6 +175,11 @@ def sessionize(
     )
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
     return process_lazy(prepare(), job)
+
+
+def _with_session_ids(prepare: Callable[..., pl.LazyFrame], **options: Any) -> pl.LazyFrame:
+    """The prepared events without those that have no client session id (``--require-session-id``)."""
+    return prepare(**options).filter(pl.col(S.CLIENT_SESSION).is_not_null())
 
 
 def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tuple[pl.LazyFrame, S.ColumnMap]:
@@ -221,9 +233,10 @@ def sessionize_tables(
     config = _config(config, options)
     read = config.read
     frame, columns = _frame_events(events, read)
-    prepared = prepare_events(
-        frame, columns=columns, source="The events frame", **read.prepare_options()
-    ).collect(engine="in-memory")
+    lazy = prepare_events(frame, columns=columns, source="The events frame", **read.prepare_options())
+    if read.require_session_id:
+        lazy = lazy.filter(pl.col(S.CLIENT_SESSION).is_not_null())
+    prepared = lazy.collect(engine="in-memory")
     job = dataclasses.replace(
         PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config)),
         pageviews=True,

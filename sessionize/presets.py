@@ -116,6 +116,8 @@ PRESETS: dict[str, Preset] = {
                 "channel_rules": "snowplow",
                 # Snowplow's stitched_user_id is the domain_userid itself until a login id maps it.
                 "stitch_fallback": True,
+                # Snowplow processes no event without a domain_sessionid (its sessions lifecycle manifest).
+                "require_session_id": True,
             },
             preferred_columns={
                 # The web_page context's id: a column, a warehouse's context column, or the TSV's contexts.

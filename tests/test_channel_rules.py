@@ -71,7 +71,7 @@ def test_the_snowplow_preset_sets_them_and_a_flag_wins(tmp_path) -> None:  # typ
             "referrer": "page_referrer",
         }
     ).with_columns(
-        pl.lit(None, pl.String).alias("domain_sessionid"),
+        pl.format("s{}", pl.int_range(pl.len())).alias("domain_sessionid"),
         pl.format("e{}", pl.int_range(pl.len())).alias("event_id"),
     ).write_csv(source)
     for flags, expected in (([], 2), (["--channel-rules", "ga4"], 4)):

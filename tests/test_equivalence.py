@@ -293,6 +293,8 @@ OPTION_SETS: dict[str, OptionSet] = {
     "page_activity+page_view_ids": OptionSet(
         {"page_activity_events": "scroll", "page_view_id_col": "event_id"}
     ),
+    # Only the events with a client session id (the app users'), the others counted as filtered out.
+    "require_session_id": OptionSet({"require_session_id": True}),
     # Snowplow's channel rules (the UTM tags alone) and referer medium.
     "channel_rules": OptionSet({"channel_rules": "snowplow"}),
     # GA4's reported engagement time: the cart value stands in for engagement_time_msec.

@@ -197,3 +197,66 @@ def test_a_malformed_web_page_context_is_no_page_view_id(tmp_path: Path) -> None
     # p1 twice is one page view (the second a duplicate); the two malformed contexts are two page views.
     assert (result.duplicates_removed, result.rejected) == (1, 0)
     assert result.sessions.get_column("pageview_count").to_list() == [3]
+
+
+SESSION_IDS = """domain_userid,domain_sessionid,derived_tstamp,event,page_url,event_id
+u1,s1,2024-05-01T10:00:00Z,page_view,https://shop.example/,e1
+u1,,2024-05-01T10:01:00Z,page_view,https://shop.example/no-session,e2
+u1,s1,2024-05-01T10:05:00Z,page_view,https://shop.example/cart,e3
+u2,,2024-05-01T11:00:00Z,page_view,https://shop.example/,e4
+u2,s2,2024-05-01T11:02:00Z,page_view,https://shop.example/b,e5
+u3,,not a time,page_view,https://shop.example/,e6
+"""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param({}, id="memory"),
+        pytest.param({"buckets": 3}, id="buckets"),
+        pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
+        pytest.param(
+            {"engine": "dask", "partitions": 2},
+            id="dask",
+            marks=pytest.mark.skipif(not HAS_DASK, reason="Dask is not installed"),
+        ),
+    ],
+)
+def test_events_without_a_session_id_are_left_out_and_counted(
+    tmp_path: Path, path: dict[str, object]
+) -> None:
+    """--require-session-id (the snowplow preset's): Snowplow processes no event without its
+    domain_sessionid. Those rows are counted as filtered out before any check (the one without a time is
+    not rejected); rows read = events + rejected + duplicates + filtered out."""
+    source = write_text(tmp_path / "events.csv", SESSION_IDS)
+    extra: dict[str, Any] = {
+        k: str(tmp_path / str(v)) if k in ("state", "output_dir") else v for k, v in path.items()
+    }
+    if "buckets" in extra:
+        extra["temp_dir"] = str(tmp_path)
+    options: dict[str, Any] = {"user_col": "domain_userid", "session_col": "domain_sessionid", "no_geo": True}
+    result = sessionize.run([source], **options, require_session_id=True, **extra)
+    assert (result.rows_read, result.filtered_out, result.events_read, result.rejected) == (6, 3, 3, 0)
+    sessions = result.sessions
+    if "output_dir" in extra:
+        sessions = pl.read_parquet(Path(str(extra["output_dir"])) / "**" / "*.parquet")
+    assert sessions.sort("user_id").select("session_id", "event_count").rows() == [("s1", 2), ("s2", 1)]
+
+
+def test_the_snowplow_preset_requires_a_session_id_and_a_column_is_needed(tmp_path: Path) -> None:
+    source = write_text(tmp_path / "events.csv", SESSION_IDS)
+    # (No device time columns here: --max-send-delay warns and leaves the rows alone.)
+    with pytest.warns(SessionizeWarning, match="--max-send-delay"):
+        preset = sessionize.run([source], preset="snowplow", no_geo=True)
+        assert preset.filtered_out == 3
+        kept = sessionize.run(
+            [source], preset="snowplow", no_geo=True, require_session_id=False, on_invalid="skip"
+        )
+        assert (kept.filtered_out, kept.rejected) == (0, 1)
+    frame = pl.read_csv(source, infer_schema=False)
+    table = sessionize.sessionize(frame, user_col="domain_userid", require_session_id=True, no_geo=True)
+    assert table.collect().get_column("session_id").sort().to_list() == ["s1", "s2"]
+    plain = write_text(tmp_path / "plain.csv", "user_id,timestamp\nu1,2024-05-01T10:00:00Z\n")
+    result = run_cli(plain, "--require-session-id", "--no-geo", "-o", tmp_path / "s.csv")
+    assert result.exit_code == 1 and "--require-session-id" in " ".join(result.output.split())
+    assert not (tmp_path / "s.csv").exists()

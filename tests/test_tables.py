@@ -352,6 +352,7 @@ def test_incremental_runs_keep_the_tables_exact(workdir: Path) -> None:
         (["--pageviews-output", "out/pv"], "--pageviews-output out/pv is inside --output-dir or --state"),
         (["--users-output", "st/users.parquet"], "--users-output st/users.parquet is inside --output-dir"),
         (["--pageviews-output", "events.csv"], "with --state the page views go to a directory"),
+        (["--users-output", "st"], "--users-output st is inside --output-dir or --state"),
     ],
 )
 def test_incremental_table_paths_are_checked(workdir: Path, flags: list[str], message: str) -> None:

@@ -410,12 +410,8 @@ class IncrementalEngine:
         ):
             if table is None:
                 continue
-            resolved = Path(table).resolve()
-            if (
-                resolved == out
-                or out in resolved.parents
-                or Path(incremental.state).resolve() in resolved.parents
-            ):
+            resolved, state = Path(table).resolve(), Path(incremental.state).resolve()
+            if resolved in (out, state) or out in resolved.parents or state in resolved.parents:
                 raise UsageError(
                     f"{option} {table} is inside --output-dir or --state: give it a path of its own (readers "
                     "of the output directory would take its files for sessions)."

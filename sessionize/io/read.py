@@ -28,6 +28,7 @@ from sessionize.accesslog import (
 from sessionize.config import ReadOptions, RunConfig
 from sessionize.errors import (
     MalformedRowsError,
+    MissingColumnError,
     OutputError,
     SessionizeWarning,
     UnknownFormatError,
@@ -604,6 +605,16 @@ def read_file(
         # Left out by --filter or --max-send-delay before any check: counted, never rejected.
         filtered = frame.height - int(frame.get_column(KEEP).sum())
         frame = frame.filter(pl.col(KEEP)).drop(KEEP)
+    if options.require_session_id:
+        # Snowplow leaves out the events without a session id (--require-session-id): counted as filtered.
+        if columns.client_session_id is None:
+            raise MissingColumnError(
+                f"{name} has no client session id column, and --require-session-id leaves out the events "
+                "without one: name it with --session-col, or leave the option out."
+            )
+        before = frame.height
+        frame = frame.filter(pl.col(S.CLIENT_SESSION).is_not_null())
+        filtered += before - frame.height
     if options.time_unit is None and frame.height:
         mixed = mixed_epoch_units(frame.get_column(RAW_TIME))
         if mixed is not None:
