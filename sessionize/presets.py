@@ -88,6 +88,10 @@ PRESETS: dict[str, Preset] = {
                 "ga4_medium=first(collected_traffic_source.manual_medium)",
                 "ga4_campaign=first(collected_traffic_source.manual_campaign_name)",
                 "ga4_gclid=first(collected_traffic_source.gclid)",
+                # The session-scoped last-click source GA4 puts on every event.
+                "ga4_session_source=first(session_traffic_source_last_click.manual_campaign.source)",
+                "ga4_session_medium=first(session_traffic_source_last_click.manual_campaign.medium)",
+                "ga4_session_campaign=first(session_traffic_source_last_click.manual_campaign.campaign_name)",
                 "ga4_country=first(geo.country)",
                 "ga4_region=first(geo.region)",
                 "ga4_city=first(geo.city)",

@@ -51,29 +51,70 @@ def test_ga4_bigquery_export(tmp_path: Path) -> None:
 
 
 GA4_OWN = ["ga_session_number", "session_engaged", "ga4_source", "ga4_medium", "ga4_campaign", "ga4_gclid",
+           "ga4_session_source", "ga4_session_medium", "ga4_session_campaign",
            "ga4_country", "ga4_region", "ga4_city"]  # fmt: skip
 
 
 def test_ga4_own_session_fields(tmp_path: Path) -> None:
     """GA4's session number and engaged flag (event parameters: the largest), the traffic source it
-    collected and its geolocation (the first event's); null where the export has no such field."""
+    collected, its session-scoped last-click source and its geolocation (the first event's); null where
+    the export has no such field."""
     out = tmp_path / "sessions.csv"
     result = run_cli(FIXTURES / "ga4.ndjson", "--preset", "ga4", "--no-geo", "-o", out)
     assert result.exit_code == 0, result.output
     table = pl.read_csv(out, infer_schema=False).sort("user_id", "session_start")
     assert table.select(GA4_OWN).rows() == [
         # Session 1 (ga_session_number 1 on its first event) is engaged from its second page view on.
-        ("1.0", "1.0", None, None, None, None, "United Kingdom", None, "London"),
+        (
+            "1.0",
+            "1.0",
+            None,
+            None,
+            None,
+            None,
+            "google",
+            "organic",
+            "(organic)",
+            "United Kingdom",
+            None,
+            "London",
+        ),
         # Session 2: number 2, no event says engaged, no collected traffic source.
-        ("2.0", None, None, None, None, None, "United Kingdom", None, "London"),
+        (
+            "2.0",
+            None,
+            None,
+            None,
+            None,
+            None,
+            "(direct)",
+            "(none)",
+            "(direct)",
+            "United Kingdom",
+            None,
+            "London",
+        ),
         # The newsletter visit: GA4 collected its UTM tags; its geo has a region.
-        ("1.0", "1.0", "newsletter", "email", "may", None, "Sweden", "Ostergotland County", "Linkoping"),
+        (
+            "1.0",
+            "1.0",
+            "newsletter",
+            "email",
+            "may",
+            None,
+            "newsletter",
+            "email",
+            "may",
+            "Sweden",
+            "Ostergotland County",
+            "Linkoping",
+        ),
     ]
     # An export without collected_traffic_source, geo and those parameters: null columns, no error;
     # a --agg of one of the names replaces the preset's.
     bare = tmp_path / "bare.ndjson"
     pl.read_ndjson(FIXTURES / "ga4.ndjson", infer_schema_length=None).drop(
-        "collected_traffic_source", "geo"
+        "collected_traffic_source", "geo", "session_traffic_source_last_click"
     ).write_ndjson(bare)
     run = sessionize.run([bare], preset="ga4", no_geo=True, aggregates="ga4_city=count(*)")
     table = run.sessions.sort("user_id", "session_start")
