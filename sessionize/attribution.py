@@ -509,100 +509,67 @@ def _matches(field: _Field, pattern: str) -> _Test:
 
 
 # Each rule: channel, then alternatives (OR) of conditions that must all hold (AND).
-_RULES: tuple[tuple[str, tuple[tuple[_Test, ...], ...]], ...] = (
-    ("Direct", ((_is("source", "(direct)"), _is("medium", "(not set)", "(none)")),)),
-    ("Cross-network", ((_matches("campaign", "cross-network"),),)),
-    (
-        "Paid Shopping",
+_Rule = tuple[str, tuple[tuple[_Test, ...], ...]]
+_DIRECT_RULE: _Rule = ("Direct", ((_is("source", "(direct)"), _is("medium", "(not set)", "(none)")),))
+#: The paid channels: a paid medium and one of the alternatives ("Paid Other": any paid medium).
+_PAID: tuple[_Rule, ...] = tuple(
+    (channel, tuple((_matches("medium", _PAID_MEDIUM), *tests) for tests in alternatives))
+    for channel, alternatives in (
+        ("Paid Shopping", ((_is("category", "shopping"),), (_matches("campaign", _SHOP_CAMPAIGN),))),
+        ("Paid Search", ((_is("category", "search"),),)),
+        ("Paid Social", ((_is("category", "social"),),)),
+        ("Paid Video", ((_is("category", "video"),),)),
+        ("Paid Other", ((),)),
+    )
+)
+_DISPLAY: _Rule = ("Display", ((_is("medium", "display", "banner", "expandable", "interstitial", "cpm"),),))
+_SOCIAL_MEDIA = ("social", "social-network", "sm", "social network", "social media")
+
+
+def _organic(*social_media: str) -> tuple[_Rule, ...]:
+    """The rules after the paid ones and Display, the same in both rule sets but for the social media."""
+    return (
+        ("Organic Shopping", ((_is("category", "shopping"),), (_matches("campaign", _SHOP_CAMPAIGN),))),
+        ("Organic Social", ((_is("category", "social"),), (_is("medium", *social_media),))),
+        ("Organic Video", ((_is("category", "video"),), (_matches("medium", r"^(.*video.*)$"),))),
+        ("Organic Search", ((_is("category", "search"),), (_is("medium", "organic"),))),
+        ("Referral", ((_is("medium", "referral", "app", "link"),),)),
+        ("Email", ((_is("source", *_EMAIL),), (_is("medium", *_EMAIL),))),
+        ("Affiliates", ((_is("medium", "affiliate"),),)),
+        ("Audio", ((_is("medium", "audio"),),)),
+        ("SMS", ((_is("source", "sms"),), (_is("medium", "sms"),))),
         (
-            (_is("category", "shopping"), _matches("medium", _PAID_MEDIUM)),
-            (_matches("campaign", _SHOP_CAMPAIGN), _matches("medium", _PAID_MEDIUM)),
-        ),
-    ),
-    ("Paid Search", ((_is("category", "search"), _matches("medium", _PAID_MEDIUM)),)),
-    ("Paid Social", ((_is("category", "social"), _matches("medium", _PAID_MEDIUM)),)),
-    ("Paid Video", ((_is("category", "video"), _matches("medium", _PAID_MEDIUM)),)),
-    ("Display", ((_is("medium", "display", "banner", "expandable", "interstitial", "cpm"),),)),
-    ("Paid Other", ((_matches("medium", _PAID_MEDIUM),),)),
-    ("Organic Shopping", ((_is("category", "shopping"),), (_matches("campaign", _SHOP_CAMPAIGN),))),
-    (
-        "Organic Social",
-        (
-            (_is("category", "social"),),
+            "Mobile Push Notifications",
             (
-                _is(
-                    "medium",
-                    "social",
-                    "social-network",
-                    "social-media",
-                    "sm",
-                    "social network",
-                    "social media",
-                ),
+                (_matches("medium", r"push$"),),
+                (_matches("medium", "mobile|notification"),),
+                (_is("source", "firebase"),),
             ),
         ),
-    ),
-    ("Organic Video", ((_is("category", "video"),), (_matches("medium", r"^(.*video.*)$"),))),
-    ("Organic Search", ((_is("category", "search"),), (_is("medium", "organic"),))),
-    ("Referral", ((_is("medium", "referral", "app", "link"),),)),
-    ("Email", ((_is("source", *_EMAIL),), (_is("medium", *_EMAIL),))),
-    ("Affiliates", ((_is("medium", "affiliate"),),)),
-    ("Audio", ((_is("medium", "audio"),),)),
-    ("SMS", ((_is("source", "sms"),), (_is("medium", "sms"),))),
-    (
-        "Mobile Push Notifications",
-        (
-            (_matches("medium", r"push$"),),
-            (_matches("medium", "mobile|notification"),),
-            (_is("source", "firebase"),),
-        ),
-    ),
+    )
+
+
+# GA4's: Display before Paid Other, "cross-network" in the campaign.
+_RULES: tuple[_Rule, ...] = (
+    _DIRECT_RULE,
+    ("Cross-network", ((_matches("campaign", "cross-network"),),)),
+    *_PAID[:-1],
+    _DISPLAY,
+    _PAID[-1],
+    *_organic(*_SOCIAL_MEDIA, "social-media"),
 )
 # Snowplow's default channel group (its web and unified dbt packages' ``channel_group_query``, documented
 # at https://docs.snowplow.io/docs/modeling-your-data/modeling-your-data-with-dbt/dbt-models/dbt-web-data-model/):
 # GA4's rules on the campaign fields alone (mkt_source, mkt_medium, mkt_campaign: the landing page's UTM
 # tags), with the source category of mkt_source; no referrer fallback (an untagged session is
-# Unassigned), no click id precedence, "cross-network" in the medium, the paid branch before Display.
-_SNOWPLOW_RULES: tuple[tuple[str, tuple[tuple[_Test, ...], ...]], ...] = (
-    ("Direct", ((_is("source", "(direct)"), _is("medium", "(not set)", "(none)")),)),
+# Unassigned), no click id precedence, "cross-network" in the medium, the paid branch before Display,
+# and no "social-media" among the social media.
+_SNOWPLOW_RULES: tuple[_Rule, ...] = (
+    _DIRECT_RULE,
     ("Cross-network", ((_matches("medium", "cross-network"),),)),
-    *(
-        (
-            channel,
-            tuple((_matches("medium", _PAID_MEDIUM), *tests) for tests in alternatives),
-        )
-        for channel, alternatives in (
-            ("Paid Shopping", ((_is("category", "shopping"),), (_matches("campaign", _SHOP_CAMPAIGN),))),
-            ("Paid Search", ((_is("category", "search"),),)),
-            ("Paid Social", ((_is("category", "social"),),)),
-            ("Paid Video", ((_is("category", "video"),),)),
-            ("Paid Other", ((),)),
-        )
-    ),
-    ("Display", ((_is("medium", "display", "banner", "expandable", "interstitial", "cpm"),),)),
-    ("Organic Shopping", ((_is("category", "shopping"),), (_matches("campaign", _SHOP_CAMPAIGN),))),
-    (
-        "Organic Social",
-        (
-            (_is("category", "social"),),
-            (_is("medium", "social", "social-network", "sm", "social network", "social media"),),
-        ),
-    ),
-    ("Organic Video", ((_is("category", "video"),), (_matches("medium", r"^(.*video.*)$"),))),
-    ("Organic Search", ((_is("category", "search"),), (_is("medium", "organic"),))),
-    ("Referral", ((_is("medium", "referral", "app", "link"),),)),
-    ("Email", ((_is("source", *_EMAIL),), (_is("medium", *_EMAIL),))),
-    ("Affiliates", ((_is("medium", "affiliate"),),)),
-    ("Audio", ((_is("medium", "audio"),),)),
-    ("SMS", ((_is("source", "sms"),), (_is("medium", "sms"),))),
-    (
-        "Mobile Push Notifications",
-        (
-            (_matches("medium", r"push$"),),
-            (_matches("medium", "mobile|notification"),),
-            (_is("source", "firebase"),),
-        ),
-    ),
+    *_PAID,
+    _DISPLAY,
+    *_organic(*_SOCIAL_MEDIA),
 )
 #: ``--channel-rules``: GA4's default channel group (from the UTM tags, else the referrer), or Snowplow's
 #: (from the UTM tags alone, as its sessions model computes ``default_channel_group``).
