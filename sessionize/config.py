@@ -213,6 +213,13 @@ def _non_negative(value: str | timedelta, option: str) -> float:
     return S.parse_duration(value, option=option).total_seconds()
 
 
+#: The column names no ``--count-events`` or ``--agg`` column may take: those of the session table
+#: (``stitched_user_id`` too), of the user table and of the incremental output.
+_RESERVED_NAMES = frozenset(
+    (*SESSION_COLUMN_NAMES, S.STITCHED_USER_ID, *S.USER_TABLE_COLUMNS, *S.OUTPUT_COLUMNS)
+)
+
+
 def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, str], ...]:
     """``--count-events purchase,orders=Order Completed``: (column, event name) pairs. A bare name
     counts in ``<name>_count`` (lower case, other characters than letters and digits as ``_``)."""
@@ -228,9 +235,7 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
                 f"--count-events {item!r}: give an event name, or COLUMN=EVENT with a column name of "
                 "letters, digits and _ (--count-events purchase,orders=Order Completed)."
             )
-        if column in (*SESSION_COLUMN_NAMES, *S.USER_TABLE_COLUMNS, *S.OUTPUT_COLUMNS) or column.startswith(
-            "_"
-        ):
+        if column in _RESERVED_NAMES or column.startswith("_"):
             raise UsageError(
                 f"--count-events: the column {column!r} is a built-in column of the session or user table: "
                 f"name the count yourself (--count-events my_{column.lstrip('_')}={event})."
@@ -257,21 +262,11 @@ def check_aggregates(
     """``--agg NAME=FUNC(COLUMN)``, repeatable: one spec, a list of them, Aggregates, or a mapping
     ``{"revenue": "sum(properties.revenue)"}``. ``taken`` are further column names already used (the
     ``--count-events`` columns)."""
-    if value is None:
-        return ()
-    if isinstance(value, Mapping):
-        items: list[str | S.Aggregate] = [f"{name}={spec}" for name, spec in value.items()]
-    elif isinstance(value, str | S.Aggregate):
-        items = [value]
-    else:
-        items = list(value)
     result: dict[str, S.Aggregate] = {}
     used = set(taken)
-    for item in items:
-        aggregate = item if isinstance(item, S.Aggregate) else S.parse_aggregate(str(item))
+    for aggregate in S.aggregates_of(value):
         name = aggregate.name
-        reserved = (*SESSION_COLUMN_NAMES, *S.USER_TABLE_COLUMNS, *S.OUTPUT_COLUMNS, S.STITCHED_USER_ID)
-        if name in reserved or name.startswith("_"):
+        if name in _RESERVED_NAMES or name.startswith("_"):
             raise UsageError(
                 f"--agg {aggregate.spec!r}: {name!r} is a built-in column of the session or user table: "
                 f"name the column yourself (--agg my_{name.lstrip('_')}=...)."

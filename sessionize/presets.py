@@ -10,7 +10,7 @@ built-in names, skipped when an export leaves them out: PostHog without ``$ip``)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,20 +245,10 @@ def apply(name: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
     merged["preferred_columns"] = preferred
     if preset.aggregates:
         # The user's --agg first; the preset's after them, but for a name the user gives.
-        own = _aggregates(given.get("aggregates"))
+        own = S.aggregates_of(given.get("aggregates"))
         names = {a.name for a in own}
         merged["aggregates"] = [*own, *(a for a in preset.optional_aggregates() if a.name not in names)]
     return merged
-
-
-def _aggregates(value: object) -> list[S.Aggregate]:
-    """The ``aggregates`` option in any of its forms (a spec, specs, a mapping, Aggregates) as Aggregates."""
-    if value is None:
-        return []
-    if isinstance(value, Mapping):
-        return [S.parse_aggregate(f"{name}={spec}") for name, spec in value.items()]
-    items: Iterable[object] = [value] if isinstance(value, str | S.Aggregate) else value  # type: ignore[assignment]
-    return [item if isinstance(item, S.Aggregate) else S.parse_aggregate(str(item)) for item in items]
 
 
 __all__ = ["PRESETS", "Preset", "apply", "get"]

@@ -112,6 +112,19 @@ def parse_aggregate(text: str) -> Aggregate:
     return Aggregate(name, function, column=argument)
 
 
+def aggregates_of(value: object) -> list[Aggregate]:
+    """The ``aggregates`` option in any of its forms as Aggregates: one spec, specs or Aggregates, or a
+    mapping ``{"revenue": "sum(properties.revenue)"}``; None is none."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [parse_aggregate(f"{name}={spec}") for name, spec in value.items()]
+    items = [value] if isinstance(value, str | Aggregate) else value
+    if not isinstance(items, Iterable):
+        raise UsageError(f"--agg: {value!r} is not a spec such as revenue=sum(properties.revenue).")
+    return [item if isinstance(item, Aggregate) else parse_aggregate(str(item)) for item in items]
+
+
 def aggregate_inputs(aggregates: Iterable[Aggregate]) -> dict[tuple[str, bool], str]:
     """The event column that carries each input column the aggregates read, numeric or as text:
     ``(column, numeric) -> "_agg0"``, numbered in order of first use."""
