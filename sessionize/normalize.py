@@ -557,12 +557,13 @@ def _aggregate_columns(
 def bad_numbers(aggregates: Iterable[S.Aggregate]) -> pl.Expr | None:
     """Whether a prepared row (``keep_raw``) has a value that ``--agg`` reads as a number and that is
     not one (a finite number; an empty value is a missing one), or None when no ``--agg`` reads numbers."""
-    tests = [
-        pl.col(RAW_PREFIX + name).str.strip_chars().ne("").fill_null(False) & pl.col(name).is_null()
-        for (_, numeric), name in S.aggregate_inputs(aggregates).items()
-        if numeric
-    ]
+    tests = [_bad_number(name) for (_, numeric), name in S.aggregate_inputs(aggregates).items() if numeric]
     return pl.any_horizontal(tests) if tests else None
+
+
+def _bad_number(name: str) -> pl.Expr:
+    """Whether the event column ``name`` of a number column is null where its input text is not empty."""
+    return pl.col(RAW_PREFIX + name).str.strip_chars().ne("").fill_null(False) & pl.col(name).is_null()
 
 
 def raw_columns(aggregates: Iterable[S.Aggregate]) -> list[str]:
@@ -685,12 +686,11 @@ def _check_numbers(
     for (given, numeric), name in S.aggregate_inputs(aggregates).items():
         if not numeric:
             continue
-        raw = pl.col(RAW_PREFIX + name)
-        bad = frame.filter(raw.str.strip_chars().ne("").fill_null(False) & pl.col(name).is_null())
+        bad = frame.filter(_bad_number(name))
         if bad.height:
             examples = "; ".join(
                 f"{where(row)}: {value!r}"
-                for row, value in bad.select(ROW, raw).head(MAX_REPORTED_ROWS).iter_rows()
+                for row, value in bad.select(ROW, RAW_PREFIX + name).head(MAX_REPORTED_ROWS).iter_rows()
             )
             users = ", ".join(a.spec for a in aggregates if a.column == given and a.numeric)
             raise BadNumberError(
