@@ -571,6 +571,17 @@ def raw_columns(aggregates: Iterable[S.Aggregate]) -> list[str]:
     return [RAW_PREFIX + name for (_, numeric), name in S.aggregate_inputs(aggregates).items() if numeric]
 
 
+def has_session_id(columns: S.ColumnMap, *, source: str) -> pl.Expr:
+    """``--require-session-id``: whether a prepared row has a client session id. Raises
+    :class:`MissingColumnError` when ``source`` has no session id column at all."""
+    if columns.client_session_id is None:
+        raise MissingColumnError(
+            f"{source} has no client session id column, and --require-session-id leaves out the events "
+            "without one: name it with --session-col (session_col= in Python), or leave the option out."
+        )
+    return pl.col(S.CLIENT_SESSION).is_not_null()
+
+
 def invalid_reason(
     *,
     valid_from: datetime | None = None,

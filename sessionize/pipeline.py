@@ -30,11 +30,11 @@ from sessionize.config import ReadOptions, RunConfig
 from sessionize.engines import choose_engine
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, RunProgress
 from sessionize.engines.incremental import IncrementalOutcome
-from sessionize.errors import MissingColumnError, SessionizeWarning, UsageError
+from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
 from sessionize.io.params import unnest_params
 from sessionize.io.read import flatten_structs
-from sessionize.normalize import bad_numbers, check_events, keep_expr, prepare_events
+from sessionize.normalize import bad_numbers, check_events, has_session_id, keep_expr, prepare_events
 from sessionize.partition import (
     PartitionJob,
     SessionRules,
@@ -150,24 +150,14 @@ def sessionize(
     config = _config(config, options)
     read = config.read
     frame, columns = _frame_events(events, read)
-    source = "The events frame"
-    prepare = functools.partial(
-        prepare_events, frame, columns=columns, source=source, **read.prepare_options()
-    )
-    if read.require_session_id:
-        if columns.client_session_id is None:
-            raise MissingColumnError(
-                f"{source} has no client session id column, and --require-session-id leaves out the "
-                "events without one: name it with session_col=, or leave the option out."
-            )
-        prepare = functools.partial(_with_session_ids, prepare)
+    prepare = functools.partial(_prepared, frame, columns, read)
     checked = prepare(keep_raw=True)
     suspect = pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()
     numbers = bad_numbers(read.aggregates)
     invalid = checked.filter(suspect if numbers is None else suspect | numbers).collect(engine="in-memory")
     check_events(
         invalid,
-        source=source,
+        source=_FRAME,
         columns=columns,
         where=lambda row: f"row index {row}",
         timezone=read.timezone,
@@ -177,23 +167,32 @@ def sessionize(
     return process_lazy(prepare(), job)
 
 
-def _with_session_ids(prepare: Callable[..., pl.LazyFrame], **options: Any) -> pl.LazyFrame:
-    """The prepared events without those that have no client session id (``--require-session-id``)."""
-    return prepare(**options).filter(pl.col(S.CLIENT_SESSION).is_not_null())
+#: How errors name a frame of events.
+_FRAME = "The events frame"
+
+
+def _prepared(
+    frame: pl.LazyFrame, columns: S.ColumnMap, read: ReadOptions, *, keep_raw: bool = False
+) -> pl.LazyFrame:
+    """A frame's canonical events (:func:`prepare_events`), without those that have no client
+    session id with ``--require-session-id``."""
+    prepared = prepare_events(
+        frame, columns=columns, source=_FRAME, keep_raw=keep_raw, **read.prepare_options()
+    )
+    return prepared.filter(has_session_id(columns, source=_FRAME)) if read.require_session_id else prepared
 
 
 def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tuple[pl.LazyFrame, S.ColumnMap]:
     """A frame of events as a file is read: nested objects flattened (``geo.country`` is ``geo_country``),
     key/value lists unnested, ``--filter`` applied, its columns found."""
     frame = flatten_structs(events.lazy())
-    source = "The events frame"
     if read.unnest_params:
-        frame = unnest_params(frame, read.unnest_params, source=source, wanted=read.wanted_columns())
+        frame = unnest_params(frame, read.unnest_params, source=_FRAME, wanted=read.wanted_columns())
     names = frame.collect_schema().names()
-    keep = keep_expr(read.filters, frame.collect_schema(), source=source, max_send_delay=read.max_send_delay)
+    keep = keep_expr(read.filters, frame.collect_schema(), source=_FRAME, max_send_delay=read.max_send_delay)
     if keep is not None:
         frame = frame.filter(keep)
-    columns = S.resolve_columns(names, source=source, columns=read.columns, preferred=read.preferred())
+    columns = S.resolve_columns(names, source=_FRAME, columns=read.columns, preferred=read.preferred())
     return frame, columns
 
 
@@ -233,10 +232,7 @@ def sessionize_tables(
     config = _config(config, options)
     read = config.read
     frame, columns = _frame_events(events, read)
-    lazy = prepare_events(frame, columns=columns, source="The events frame", **read.prepare_options())
-    if read.require_session_id:
-        lazy = lazy.filter(pl.col(S.CLIENT_SESSION).is_not_null())
-    prepared = lazy.collect(engine="in-memory")
+    prepared = _prepared(frame, columns, read).collect(engine="in-memory")
     job = dataclasses.replace(
         PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config)),
         pageviews=True,
@@ -374,9 +370,10 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
         io.output_format_of(outputs.output, outputs.format)
     if outputs.rejects is not None:
         io.check_output(outputs.rejects, files)
-    for table in (outputs.pageviews_output, outputs.users_output):
-        if table is not None and not (config.incremental is not None and table == outputs.pageviews_output):
-            # (With --state the page views go to a directory of partitions.)
+    # (With --state the page views go to a directory of partitions, which the engine checks.)
+    tables = [outputs.users_output, *([] if config.incremental is not None else [outputs.pageviews_output])]
+    for table in tables:
+        if table is not None:
             io.check_output(table, files)
             io.output_format_of(table, None)
     if outputs.report is not None:

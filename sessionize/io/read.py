@@ -28,7 +28,6 @@ from sessionize.accesslog import (
 from sessionize.config import ReadOptions, RunConfig
 from sessionize.errors import (
     MalformedRowsError,
-    MissingColumnError,
     OutputError,
     SessionizeWarning,
     UnknownFormatError,
@@ -47,6 +46,7 @@ from sessionize.normalize import (
     ROW,
     SKIP_HINT,
     check_events,
+    has_session_id,
     invalid_reason,
     keep_expr,
     mixed_epoch_units,
@@ -607,13 +607,8 @@ def read_file(
         frame = frame.filter(pl.col(KEEP)).drop(KEEP)
     if options.require_session_id:
         # Snowplow leaves out the events without a session id (--require-session-id): counted as filtered.
-        if columns.client_session_id is None:
-            raise MissingColumnError(
-                f"{name} has no client session id column, and --require-session-id leaves out the events "
-                "without one: name it with --session-col, or leave the option out."
-            )
         before = frame.height
-        frame = frame.filter(pl.col(S.CLIENT_SESSION).is_not_null())
+        frame = frame.filter(has_session_id(columns, source=name))
         filtered += before - frame.height
     if options.time_unit is None and frame.height:
         mixed = mixed_epoch_units(frame.get_column(RAW_TIME))
