@@ -1067,6 +1067,19 @@ def summarize_pageviews(
 
 #: The session columns the user table takes from a user's first and last session.
 TOUCH_COLUMNS = S.TOUCH_COLUMNS
+#: The session columns :func:`summarize_users` reads (besides the counts and ``--agg`` columns).
+USER_TABLE_INPUTS = (
+    S.USER,
+    "session_number",
+    "session_start",
+    "session_end",
+    "event_count",
+    "pageview_count",
+    *TOUCH_COLUMNS,
+    "country",
+    "engaged_time_s",
+    S.STITCHED_USER_ID,
+)
 
 
 def summarize_users(
@@ -1087,7 +1100,7 @@ def summarize_users(
     """
     names = sessions.collect_schema().names()
     rollups = [
-        *(user_rollup(S.Aggregate(c, "count", event="-")) for c in counts if c in names),
+        *(pl.col(c).sum().cast(pl.UInt64) for c in counts if c in names),
         *(user_rollup(a) for a in aggregates if a.name in names),
     ]
     touch = [c for c in TOUCH_COLUMNS if c in names]

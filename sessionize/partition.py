@@ -35,6 +35,7 @@ from sessionize.attribution import (
 from sessionize.config import SESSION_COLUMN_NAMES, AnonymizeIp, RunConfig
 from sessionize.core import (
     ROBOTS_TXT,
+    USER_TABLE_INPUTS,
     assign_sessions,
     summarize_pageviews,
     summarize_sessions,
@@ -647,6 +648,11 @@ def session_schema(settings: SessionSettings) -> dict[str, pl.DataType]:
     stitched: dict[str, pl.DataType] = {S.STITCHED_USER_ID: pl.String()} if settings.stitching else {}
     counts: dict[str, pl.DataType] = {column: pl.UInt32() for column, _ in settings.event_counts}
     return {**S.SESSION_SCHEMA, **stitched, **counts, **{a.name: a.dtype for a in settings.aggregates}}
+
+
+def user_table_inputs(settings: SessionSettings) -> list[str]:
+    """The session columns :func:`build_users` reads with these settings."""
+    return [*USER_TABLE_INPUTS, *extra_columns(settings)]
 
 
 def extra_columns(settings: SessionSettings) -> list[str]:

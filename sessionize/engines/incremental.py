@@ -54,11 +54,11 @@ from sessionize.partition import (
     build_users,
     drop_shown,
     empty_sessions,
-    extra_columns,
     hash_ids,
     keeps_located_addresses,
     process_partition,
     protect_addresses,
+    user_table_inputs,
     with_stored_geo,
 )
 from sessionize.privacy import anonymize_ips
@@ -767,19 +767,7 @@ def _user_table(out_path: Path, pending: _PendingPartitions, job: PartitionJob) 
     if not present:
         return drop_shown(build_users(empty_sessions(job), job.settings), job.dropped)
     # Only the columns the user table reads (each partition as written: an older one may lack some).
-    needed = {
-        S.USER,
-        "session_number",
-        "session_start",
-        "session_end",
-        "event_count",
-        "pageview_count",
-        "country",
-        "engaged_time_s",
-        S.STITCHED_USER_ID,
-        *S.TOUCH_COLUMNS,
-        *extra_columns(job.settings),
-    }
+    needed = set(user_table_inputs(job.settings))
     scans = []
     for path in present:
         scan = pl.scan_parquet(path, glob=False)
