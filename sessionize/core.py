@@ -502,10 +502,9 @@ def _summarize_labelled(
         engaged_us = gaps.alias("_engaged_us")
     else:
         engaged_us = pl.lit(0, dtype=pl.Int64).alias("_engaged_us")
+    # Each session's events are in event order (assign_sessions' session order), as the gaps above and
+    # the aggregates' first and last read them.
     inputs = S.aggregate_inputs(aggregates)
-    if inputs:
-        # Event order within each session for first and last.
-        sessions = sessions.sort(S.USER, S.TIME, maintain_order=True)
     table = (
         sessions.with_columns(robots.alias(ROBOTS_TXT))
         .group_by(S.USER, S.SESSION_ID)

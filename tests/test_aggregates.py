@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 import sessionize
 from sessionize.errors import BadNumberError, MissingColumnError, UsageError
@@ -317,3 +318,26 @@ def test_every_path_rejects_and_aggregates_alike(tmp_path: Path, path: dict[str,
     if "output_dir" in extra:
         sessions = pl.read_parquet(Path(str(extra["output_dir"])) / "**" / "*.parquet")
     assert sessions.select(memory.sessions.columns).sort(KEYS).equals(memory.sessions.sort(KEYS))
+
+
+def test_the_two_summaries_of_the_core_agree(tmp_path: Path) -> None:
+    """core.summarize_sessions gives every aggregate alike from labelled events (group_by) and from the
+    session order, on the shuffled data with ties and client session ids."""
+    from sessionize import core
+    from sessionize.normalize import prepare_events
+    from sessionize.schema import parse_aggregate, resolve_columns
+
+    frame = pl.read_csv(generate(tmp_path / "events.csv"), infer_schema=False).lazy()
+    aggregates = [parse_aggregate(spec) for spec in AGGREGATES]
+    events = prepare_events(
+        frame, columns=resolve_columns(frame.collect_schema().names()), aggregates=aggregates
+    )
+    tables = [
+        core.summarize_sessions(core.assign_sessions(events, label=label), aggregates=aggregates)
+        .collect()
+        .select("user_id", "session_id", *(a.name for a in aggregates))
+        for label in (True, False)
+    ]
+    assert tables[0].height > 100
+    # Sums and means to the last bits: the two add in different orders.
+    assert_frame_equal(tables[0], tables[1], check_exact=False, rel_tol=1e-12)
