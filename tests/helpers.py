@@ -12,10 +12,42 @@ from types import ModuleType
 from typing import Any
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner, Result
 
 import sessionize
 from sessionize.cli import app
+
+HAS_DASK = all(importlib.util.find_spec(name) is not None for name in ("distributed", "dask"))
+#: The engine paths besides the in-memory one, as ``sessionize.run`` keywords for :func:`path_options`.
+OTHER_PATHS = [
+    pytest.param({"buckets": 3}, id="buckets"),
+    pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
+    pytest.param(
+        {"engine": "dask", "partitions": 2},
+        id="dask",
+        marks=pytest.mark.skipif(not HAS_DASK, reason="Dask is not installed"),
+    ),
+]
+#: The same with the in-memory path first.
+EVERY_PATH = [pytest.param({}, id="memory"), *OTHER_PATHS]
+
+
+def path_options(path: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """A path of :data:`OTHER_PATHS` as keywords: the state and output directories in ``tmp_path``,
+    which the local paths also spill to."""
+    options = {k: str(tmp_path / str(v)) if k in ("state", "output_dir") else v for k, v in path.items()}
+    if path and "engine" not in path:
+        options["temp_dir"] = str(tmp_path)
+    return options
+
+
+def path_sessions(result: sessionize.RunResult, options: dict[str, Any]) -> pl.DataFrame:
+    """The session table a run of :func:`path_options` wrote: the incremental one's partitions."""
+    if "output_dir" in options:
+        return pl.read_parquet(Path(options["output_dir"]) / "**" / "*.parquet")
+    return result.sessions
+
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "sample_data"

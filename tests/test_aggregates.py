@@ -4,7 +4,6 @@ same aggregates with SQL over sessions it builds itself (window functions, as us
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -17,11 +16,10 @@ from polars.testing import assert_frame_equal
 
 import sessionize
 from sessionize.errors import BadNumberError, MissingColumnError, UsageError
-from tests.helpers import KEYS, run_cli, write_text
+from tests.helpers import KEYS, OTHER_PATHS, path_options, path_sessions, run_cli, write_text
 
 duckdb = pytest.importorskip("duckdb")
 
-HAS_DASK = all(importlib.util.find_spec(name) is not None for name in ("distributed", "dask"))
 
 #: Every function, numbers from text with blanks and spaces, text with nulls, one event's count.
 AGGREGATES = [
@@ -286,18 +284,7 @@ def test_names_used_twice_and_a_missing_column(tmp_path: Path) -> None:
         sessionize.run([source], no_geo=True, aggregates="r=sum(revenu)")
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param({"buckets": 3}, id="buckets"),
-        pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
-        pytest.param(
-            {"engine": "dask", "partitions": 2},
-            id="dask",
-            marks=pytest.mark.skipif(not HAS_DASK, reason="Dask is not installed"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("path", OTHER_PATHS)
 def test_every_path_rejects_and_aggregates_alike(tmp_path: Path, path: dict[str, object]) -> None:
     source = generate(tmp_path / "events.csv")
     text = source.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -306,17 +293,11 @@ def test_every_path_rejects_and_aggregates_alike(tmp_path: Path, path: dict[str,
     options: dict[str, Any] = {"no_geo": True, "aggregates": AGGREGATES, "on_invalid": "skip"}
     memory = sessionize.run([source], **options)
     assert memory.rejected == 1 and memory.rows_read == memory.events_read + 1
-    extra: dict[str, Any] = {
-        k: str(tmp_path / str(v)) if k in ("state", "output_dir") else v for k, v in path.items()
-    }
-    if "engine" not in extra:
-        extra["temp_dir"] = str(tmp_path)
+    extra = path_options(path, tmp_path)
     other = sessionize.run([source], **options, **extra)
     figures = ("rows_read", "rejected", "events_read", "session_count")
     assert [getattr(other, name) for name in figures] == [getattr(memory, name) for name in figures]
-    sessions = other.sessions
-    if "output_dir" in extra:
-        sessions = pl.read_parquet(Path(str(extra["output_dir"])) / "**" / "*.parquet")
+    sessions = path_sessions(other, extra)
     assert sessions.select(memory.sessions.columns).sort(KEYS).equals(memory.sessions.sort(KEYS))
 
 

@@ -3,7 +3,6 @@ every path, with the rows left out counted: rows read = events + rejected + dupl
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ import pytest
 
 import sessionize
 from sessionize.errors import MissingColumnError, SessionizeWarning, UsageError
-from tests.helpers import KEYS, run_cli, write_text
-
-HAS_DASK = all(importlib.util.find_spec(name) is not None for name in ("distributed", "dask"))
+from tests.helpers import EVERY_PATH, KEYS, OTHER_PATHS, path_options, path_sessions, run_cli, write_text
 
 LINES = [
     "app_id,platform,domain_userid,derived_tstamp,event,page_url,event_id",
@@ -77,18 +74,7 @@ def test_the_summary_panel_names_the_rows_filtered_out(source: Path, tmp_path: P
     assert "filtered out" in result.output and "4 (--filter, --max-send-delay)" in result.output
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param({"buckets": 3}, id="buckets"),
-        pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
-        pytest.param(
-            {"engine": "dask", "partitions": 2},
-            id="dask",
-            marks=pytest.mark.skipif(not HAS_DASK, reason="Dask is not installed"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("path", OTHER_PATHS)
 def test_every_path_filters_and_counts_alike(source: Path, tmp_path: Path, path: dict[str, object]) -> None:
     options: dict[str, Any] = {
         "user_col": "domain_userid",
@@ -97,18 +83,12 @@ def test_every_path_filters_and_counts_alike(source: Path, tmp_path: Path, path:
         "on_invalid": "skip",
     }
     memory = sessionize.run([source], **options)
-    extra: dict[str, Any] = {
-        k: str(tmp_path / str(v)) if k in ("state", "output_dir") else v for k, v in path.items()
-    }
-    if "engine" not in extra:
-        extra["temp_dir"] = str(tmp_path)
+    extra = path_options(path, tmp_path)
     other = sessionize.run([source], **options, **extra)
     figures = ("rows_read", "filtered_out", "rejected", "duplicates_removed", "events_read")
     assert [getattr(other, name) for name in figures] == [getattr(memory, name) for name in figures]
     assert memory.filtered_out == 4
-    sessions = other.sessions
-    if "output_dir" in extra:
-        sessions = pl.read_parquet(Path(str(extra["output_dir"])) / "**" / "*.parquet")
+    sessions = path_sessions(other, extra)
     assert sessions.select(memory.sessions.columns).sort(KEYS).equals(memory.sessions.sort(KEYS))
 
 
@@ -209,19 +189,7 @@ u3,,not a time,page_view,https://shop.example/,e6
 """
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param({}, id="memory"),
-        pytest.param({"buckets": 3}, id="buckets"),
-        pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
-        pytest.param(
-            {"engine": "dask", "partitions": 2},
-            id="dask",
-            marks=pytest.mark.skipif(not HAS_DASK, reason="Dask is not installed"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("path", EVERY_PATH)
 def test_events_without_a_session_id_are_left_out_and_counted(
     tmp_path: Path, path: dict[str, object]
 ) -> None:
@@ -229,17 +197,11 @@ def test_events_without_a_session_id_are_left_out_and_counted(
     domain_sessionid. Those rows are counted as filtered out before any check (the one without a time is
     not rejected); rows read = events + rejected + duplicates + filtered out."""
     source = write_text(tmp_path / "events.csv", SESSION_IDS)
-    extra: dict[str, Any] = {
-        k: str(tmp_path / str(v)) if k in ("state", "output_dir") else v for k, v in path.items()
-    }
-    if "buckets" in extra:
-        extra["temp_dir"] = str(tmp_path)
+    extra = path_options(path, tmp_path)
     options: dict[str, Any] = {"user_col": "domain_userid", "session_col": "domain_sessionid", "no_geo": True}
     result = sessionize.run([source], **options, require_session_id=True, **extra)
     assert (result.rows_read, result.filtered_out, result.events_read, result.rejected) == (6, 3, 3, 0)
-    sessions = result.sessions
-    if "output_dir" in extra:
-        sessions = pl.read_parquet(Path(str(extra["output_dir"])) / "**" / "*.parquet")
+    sessions = path_sessions(result, extra)
     assert sessions.sort("user_id").select("session_id", "event_count").rows() == [("s1", 2), ("s2", 1)]
 
 

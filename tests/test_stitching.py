@@ -12,7 +12,7 @@ import pytest
 
 import sessionize
 from sessionize.errors import MissingColumnError, UsageError
-from tests.helpers import DATA, KEYS, run_cli, write_text
+from tests.helpers import DATA, EVERY_PATH, KEYS, path_options, path_sessions, run_cli, write_text
 
 EVENTS = """anonymous_id,user_id,timestamp,event,url,ip
 a1,,2024-05-01T10:00:00Z,page,https://x.example/,81.2.69.142
@@ -123,28 +123,19 @@ def test_the_presets_stitch(tmp_path: Path) -> None:
     assert table.get_column("stitched_user_id").to_list() == [None]
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        pytest.param({}, id="memory"),
-        pytest.param({"buckets": 2}, id="buckets"),
-        pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
-        pytest.param({"engine": "dask", "partitions": 2}, id="dask"),
-    ],
-)
+@pytest.mark.parametrize("path", EVERY_PATH)
 def test_the_fallback_stitches_a_user_without_login_to_itself(
-    source: Path, tmp_path: Path, extra: dict[str, Any]
+    source: Path, tmp_path: Path, path: dict[str, Any]
 ) -> None:
     """--stitch-fallback (Snowplow's rule): a2 never logs in, so its stitched_user_id is a2 itself."""
-    if extra.get("engine") == "dask":
-        pytest.importorskip("distributed")
-    paths = {k: str(tmp_path / v) for k, v in extra.items() if k in ("state", "output_dir")}
-    chosen = {**extra, **paths, **({"temp_dir": str(tmp_path)} if "buckets" in extra else {})}
+    chosen = path_options(path, tmp_path)
     result = sessionize.run([source], **OPTIONS, stitch_fallback=True, **chosen)
-    table = result.sessions
-    if "output_dir" in chosen:
-        table = pl.read_parquet(Path(chosen["output_dir"]) / "**" / "*.parquet")
-    assert stitched(table) == [("a1", "alice"), ("a1", "alice"), ("a2", "a2"), ("a3", "robert")]
+    assert stitched(path_sessions(result, chosen)) == [
+        ("a1", "alice"),
+        ("a1", "alice"),
+        ("a2", "a2"),
+        ("a3", "robert"),
+    ]
     with pytest.raises(UsageError, match="--stitch-fallback goes with --stitch-col"):
         sessionize.run([source], no_geo=True, user_col="anonymous_id", stitch_fallback=True)
 
