@@ -346,6 +346,29 @@ def test_incremental_runs_keep_the_tables_exact(workdir: Path) -> None:
     assert_frame_equal(pl.read_parquet(workdir / "users.parquet"), users)
 
 
+def test_a_partition_that_cannot_be_read_is_named_and_nothing_is_published(workdir: Path) -> None:
+    """A partition of the output directory overwritten or truncated since: the run that would read it (to
+    rewrite its sessions, or to rebuild the user table) stops naming it, and publishes nothing."""
+    first, second = (write_text(workdir / f"events-{n}.csv", text) for n, text in enumerate(INCREMENTAL_RUNS))
+    state = ["--state", "st", "--output-dir", "out", "--no-geo"]
+    assert run_cli(first, *state).exit_code == 0
+    partition = workdir / "out" / "session_date=2024-05-01" / "part-0.parquet"
+    partition.write_bytes(b"not parquet")
+    for flags in ([], ["--users-output", "users.parquet"]):
+        # The second file continues a session of the broken day; with the user table, every day is read.
+        later = "user_id,timestamp\nu9,2024-05-03T10:00:00Z\n"
+        source = second if not flags else write_text(workdir / "later.csv", later)
+        result = run_cli(source, *state, *flags)
+        assert result.exit_code == 1, result.output
+        message = words(result.output)
+        assert (
+            "out/session_date=2024-05-01/part-0.parquet: a partition" in message
+            and "cannot be read" in message
+        )
+        assert not (workdir / "users.parquet").exists()
+        assert sorted(p.name for p in (workdir / "out").iterdir()) == ["session_date=2024-05-01"]
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -767,13 +767,24 @@ def _user_table(out_path: Path, pending: _PendingPartitions, job: PartitionJob) 
     if not present:
         return drop_shown(build_users(empty_sessions(job), job.settings), job.dropped)
     # Only the columns the user table reads (each partition as written: an older one may lack some).
-    needed = set(user_table_inputs(job.settings))
-    scans = []
-    for path in present:
-        scan = pl.scan_parquet(path, glob=False)
-        scans.append(scan.select(c for c in scan.collect_schema().names() if c in needed))
-    sessions = pl.concat(scans, how="diagonal_relaxed").collect(engine="in-memory")
+    needed = user_table_inputs(job.settings)
+    sessions = pl.concat([_read_partition(path, needed) for path in present], how="diagonal_relaxed")
     return drop_shown(build_users(sessions, job.settings), job.dropped)
+
+
+def _read_partition(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """A partition file of the output (the ``columns`` of them it has), or :class:`StateError` naming
+    it when it cannot be read (truncated, overwritten, not Parquet)."""
+    try:
+        if columns is None:
+            return pl.read_parquet(path, glob=False)
+        present = pl.read_parquet_schema(path)
+        return pl.read_parquet(path, columns=[c for c in present if c in columns], glob=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise StateError(
+            f"{path}: a partition this state's runs wrote cannot be read ({exc}). Restore it from a "
+            "backup, or start a new state and output directory with a full run."
+        ) from exc
 
 
 def _late_rejects(late: pl.DataFrame, sources: list[io.InputFile], options: ReadOptions) -> pl.DataFrame:
@@ -875,7 +886,7 @@ def _write_partitions(
             target = directory / "part-0.parquet"
             rows = output.filter(day_of == day) if output.height else output
             if target.exists():
-                old = pl.read_parquet(target, glob=False)
+                old = _read_partition(target)
                 stale = (
                     old.join(replaced, on=S.USER, how="left")
                     .select(
