@@ -280,7 +280,7 @@ def run_figures(result: RunResult, *, report: str | None = None) -> tuple[list[F
         figures.append(
             Figure(
                 "filtered out",
-                f"{result.filtered_out:,} (--filter, --max-send-delay)",
+                f"{result.filtered_out:,} (--filter, --max-send-delay, --session-cap)",
                 {"filtered_out": result.filtered_out},
             )
         )
@@ -783,6 +783,15 @@ def run(
             rich_help_panel=RULES,
         ),
     ] = None,
+    session_cap: Annotated[
+        str | None,
+        typer.Option(
+            "--session-cap",
+            metavar="DURATION",
+            help="Leave out a client session's events more than this after its first (Snowplow: 3d).",
+            rich_help_panel=RULES,
+        ),
+    ] = None,
     split_on_campaign: Annotated[
         bool,
         typer.Option(
@@ -1208,6 +1217,7 @@ def run(
                 min_visit_length=min_visit_length,
                 engaged_threshold=engaged_threshold,
                 max_session_length=max_session_length,
+                session_cap=session_cap,
                 split_on_campaign=split_on_campaign,
                 split_at_midnight=split_at_midnight,
                 exclude_bots=exclude_bots,

@@ -420,6 +420,8 @@ class SessionOptions:
 
     timeout: timedelta = field(default=S.DEFAULT_TIMEOUT, metadata=_FINGERPRINT)
     max_session_length: timedelta | None = field(default=None, metadata=_FINGERPRINT)
+    #: ``--session-cap``: a client session's events more than this after its first are left out.
+    session_cap: timedelta | None = field(default=None, metadata=_FINGERPRINT)
     split_on_campaign: bool = field(default=False, metadata=_FINGERPRINT)
     split_at_midnight: bool = field(default=False, metadata=_FINGERPRINT)
     #: Time zone of ``split_at_midnight`` and of incremental partitions.
@@ -579,6 +581,7 @@ class RunConfig:
         min_visit_length: str | timedelta = "5s",
         engaged_threshold: str | timedelta | None = None,
         max_session_length: str | timedelta | None = None,
+        session_cap: str | timedelta | None = None,
         split_on_campaign: bool = False,
         split_at_midnight: bool = False,
         exclude_bots: bool = False,
@@ -664,6 +667,9 @@ class RunConfig:
             max_session_length=None
             if max_session_length is None
             else S.parse_duration(max_session_length, option="--max-session-length"),
+            session_cap=None
+            if session_cap is None
+            else S.parse_duration(session_cap, option="--session-cap"),
             split_on_campaign=split_on_campaign,
             split_at_midnight=split_at_midnight,
             timezone=zone,

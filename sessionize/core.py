@@ -143,6 +143,17 @@ def assign_sessions(
     )
 
 
+def beyond_session_cap(cap: timedelta) -> pl.Expr:
+    """Whether an event with a client session id comes more than ``cap`` after the first event of
+    its client session (the same user and client session id): Snowplow's session cap
+    (``snowplow__max_session_days``), which leaves such events out. An event exactly ``cap`` after
+    the first stays in. Events without a client session id are never beyond it (their sessions are
+    cut by ``max_session_length`` instead)."""
+    client, ts = pl.col(S.CLIENT_SESSION), pl.col(S.TIME)
+    start = ts.min().over(S.USER, S.CLIENT_SESSION)
+    return (client.is_not_null() & (ts > start + cap)).fill_null(False)
+
+
 def session_id_expr(
     client: pl.Expr, user: pl.Expr, start: pl.Expr, *, number: pl.Expr | None = None
 ) -> pl.Expr:

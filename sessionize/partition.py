@@ -37,6 +37,7 @@ from sessionize.core import (
     ROBOTS_TXT,
     USER_TABLE_INPUTS,
     assign_sessions,
+    beyond_session_cap,
     summarize_pageviews,
     summarize_sessions,
     summarize_users,
@@ -59,6 +60,46 @@ class SessionRules:
     #: How ``channel`` (and ``medium``) are computed: ``ga4`` or ``snowplow`` (``--channel-rules``,
     #: :data:`sessionize.attribution.CHANNEL_RULES`).
     channel_rules: str = "ga4"
+    #: ``--session-cap``: events of a client session more than this after its first event are left
+    #: out (Snowplow's session cap), counted in the summary's ``filtered out``.
+    session_cap: timedelta | None = None
+
+
+#: Internal column of the step's full table (``keep_all``) with ``--session-cap``: the events of the
+#: session left out by the cap, which the tally counts.
+CAPPED = "_capped"
+
+
+def cap_sessions(events: pl.DataFrame, cap: timedelta | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Events without those beyond the session cap (:func:`sessionize.core.beyond_session_cap`), and
+    how many each client session lost (user, ``session_id``, ``_capped``), or None when none did."""
+    if cap is None or not events.height:
+        return events, None
+    beyond = events.select(beyond_session_cap(cap).alias(CAPPED)).to_series()
+    if not beyond.any():
+        return events, None
+    counts = (
+        events.filter(beyond)
+        .group_by(S.USER, S.CLIENT_SESSION)
+        .agg(pl.len().cast(pl.UInt32).alias(CAPPED))
+        .rename({S.CLIENT_SESSION: S.SESSION_ID})
+    )
+    return events.filter(~beyond), counts
+
+
+def cap_lazy(events: pl.LazyFrame, cap: timedelta | None) -> pl.LazyFrame:
+    """:func:`cap_sessions` on a LazyFrame, without the counts."""
+    return events if cap is None else events.filter(~beyond_session_cap(cap))
+
+
+def _with_capped(table: pl.DataFrame, counts: pl.DataFrame | None) -> pl.DataFrame:
+    """The step's table with ``_capped`` (0 for the sessions that lost no event)."""
+    if counts is None:
+        return table.with_columns(pl.lit(0, pl.UInt32).alias(CAPPED))
+    joined = table.join(
+        counts, on=[S.USER, S.SESSION_ID], how="left", maintain_order="left", nulls_equal=True
+    )
+    return joined.with_columns(pl.col(CAPPED).fill_null(0))
 
 
 def build_sessions(
@@ -391,6 +432,7 @@ class PartitionJob:
                     split_at_midnight=session.split_at_midnight,
                     timezone=session.timezone,
                     channel_rules=session.channel_rules,
+                    session_cap=session.session_cap,
                 ),
                 geo_database=geo_database,
                 anonymize_ip=config.privacy.anonymize_ip,
@@ -424,6 +466,8 @@ class Tally:
     #: Sessions per IP lookup outcome: resolved, not_found, private, invalid, missing.
     geo_counts: dict[str, int] = field(default_factory=dict)
     durations: list[pl.Series] = field(default_factory=list)
+    #: Events left out by ``--session-cap`` (the sessions' ``_capped``): counted as filtered out.
+    capped: int = 0
     #: The median and mean duration when an engine counted them itself (Spark, on the cluster).
     counted_median_s: float | None = None
     counted_mean_s: float | None = None
@@ -435,6 +479,9 @@ class Tally:
 
         The sessions of each user must be next to each other, as :func:`sessionize_partition` gives them.
         """
+        if CAPPED in table.columns:
+            self.capped += int(table.get_column(CAPPED).sum())
+            table = table.drop(CAPPED)
         bots = table.filter(pl.col("is_bot"))
         self.bot_sessions += bots.height
         self.bot_events += int(bots.get_column("event_count").sum())
@@ -457,6 +504,7 @@ class Tally:
         self.users += other.users
         self.bot_sessions += other.bot_sessions
         self.bot_events += other.bot_events
+        self.capped += other.capped
         for status, number in other.geo_counts.items():
             self.geo_counts[status] = self.geo_counts.get(status, 0) + number
         self.durations.extend(other.durations)
@@ -580,12 +628,17 @@ def process_partition(
     before = events.height
     if not prepared:
         events = hash_ids(drop_duplicate_events(events, dedupe=job.dedupe), job)
+    deduplicated = events.height
+    cap = job.settings.rules.session_cap
+    events, capped = cap_sessions(events, cap)
     if LOCATED in events.columns:
         table = _geo_of_first_events(
             sessionize_partition(events.select(*job.event_schema()), settings or job.settings), events
         )
     else:
         table = sessionize_partition(events, settings or job.settings)
+    if cap is not None:
+        table = _with_capped(table, capped)
     tally = Tally()
     sessions = tally.add(table, exclude_bots=job.exclude_bots, dropped=())
     pageviews = users = None
@@ -601,7 +654,7 @@ def process_partition(
         sessions=sessions.drop(*job.dropped),
         tally=tally,
         events=events.height,
-        duplicates=before - events.height,
+        duplicates=before - deduplicated,
         all_sessions=table if keep_all else None,
         pageviews=pageviews,
         users=users,
@@ -612,7 +665,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
     """The step of :func:`process_partition` on a LazyFrame, without the tally: the session table
     of validated canonical events, for :func:`sessionize.sessionize` (bots left out and columns
     dropped as the job says)."""
-    events = drop_duplicate_events(events, dedupe=job.dedupe)
+    events = cap_lazy(drop_duplicate_events(events, dedupe=job.dedupe), job.settings.rules.session_cap)
     if job.secret is not None:
         events = hash_user_ids(events, secret=job.secret)
         if job.settings.stitching:

@@ -429,7 +429,8 @@ def _result(
         rejected=outcome.rejected,
         rejects=outcome.rejects,
         duplicates_removed=outcome.duplicates_removed,
-        filtered_out=outcome.filtered,
+        # Events left out by the session cap are counted where the sessions are made (the tally).
+        filtered_out=outcome.filtered + tally.capped,
         geo_counts=tally.geo_counts,
         bot_sessions=tally.bot_sessions,
         bot_sessions_excluded=tally.bot_sessions if exclude_bots else 0,

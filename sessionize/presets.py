@@ -116,6 +116,8 @@ PRESETS: dict[str, Preset] = {
                 "min_visit_length": "5s",
                 # Snowplow's days_late_allowed (3): events a device sent more than 3 days after creating them.
                 "max_send_delay": "3d",
+                # Snowplow's max_session_days (3): a session's events more than 3 days after its start.
+                "session_cap": "3d",
                 # default_channel_group as Snowplow's sessions model computes it (the campaign fields).
                 "channel_rules": "snowplow",
                 # Snowplow's stitched_user_id is the domain_userid itself until a login id maps it.

@@ -297,6 +297,9 @@ OPTION_SETS: dict[str, OptionSet] = {
     "require_session_id": OptionSet({"require_session_id": True}),
     # Snowplow's channel rules (the UTM tags alone) and referer medium.
     "channel_rules": OptionSet({"channel_rules": "snowplow"}),
+    # Snowplow's session cap, short enough to cut the app users' client sessions (counted as filtered
+    # out on every path; a session that spans two inputs loses its later events in a later run).
+    "session_cap": OptionSet({"session_cap": "10m"}),
     # GA4's reported engagement time: the cart value stands in for engagement_time_msec.
     "engagement_time": OptionSet({"engagement_time_col": "value"}),
     # Every --agg function (numbers, text, counts), after the --count-events columns; with invalid rows.

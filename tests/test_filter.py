@@ -71,7 +71,8 @@ def test_only_the_rows_of_the_filters_are_sessionized_and_the_rest_is_counted(
 def test_the_summary_panel_names_the_rows_filtered_out(source: Path, tmp_path: Path) -> None:
     result = run_cli(source, "-o", tmp_path / "s.csv", "--no-geo", "--on-invalid", "skip", *FLAGS)
     assert result.exit_code == 0, result.output
-    assert "filtered out" in result.output and "4 (--filter, --max-send-delay)" in result.output
+    assert "filtered out" in result.output
+    assert "4 (--filter, --max-send-delay, --session-cap)" in result.output
 
 
 @pytest.mark.parametrize("path", OTHER_PATHS)

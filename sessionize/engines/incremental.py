@@ -44,6 +44,7 @@ from sessionize import io
 from sessionize import schema as S
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
 from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
+from sessionize.core import beyond_session_cap
 from sessionize.engines.base import Outcome, Progress, RunProgress
 from sessionize.errors import StateError, StateLockedError, UsageError
 from sessionize.normalize import ROW
@@ -659,6 +660,15 @@ def _process(
         fresh = fresh.join(kept, on=list(schema), how="anti", nulls_equal=True, maintain_order="left")
     combined = io.drop_duplicate_events(pl.concat([kept, fresh], how="vertical_relaxed"), dedupe=job.dedupe)
     duplicates = before - (combined.height - kept.height)
+    # The session cap leaves out events before the state keeps them, so that no later run counts them
+    # again: only this run's events count (the kept ones come first). A kept event is left out only when
+    # an earlier event of its session arrives, more than the cap before it (a lateness beyond the cap).
+    capped = 0
+    cap = job.settings.rules.session_cap
+    if cap is not None and combined.height:
+        beyond = combined.select(beyond_session_cap(cap)).to_series()
+        capped = int(beyond.slice(kept.height).sum())
+        combined = combined.filter(~beyond)
 
     # Sessions of the touched users from their retained_from on, numbered after the earlier ones: the
     # one partition step, its tally counting what this run writes.
@@ -683,6 +693,7 @@ def _process(
         )
         output = tally.add(table, exclude_bots=job.exclude_bots, dropped=job.dropped)
         pageviews = result.pageviews
+    tally.capped = capped
     progress(RunProgress("buckets", 1, 1, combined.height))
     kept_days = set(
         kept.select(pl.col(S.TIME).dt.convert_time_zone(timezone).dt.date().unique()).to_series().to_list()
@@ -731,7 +742,7 @@ def _process(
         files_skipped=[],
         rows_read=rows_read,
         filtered=filtered,
-        events=new.height - duplicates,
+        events=new.height - duplicates - capped,
         duplicates_removed=duplicates,
         late=late.height,
         partitions=pending.names,

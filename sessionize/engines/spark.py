@@ -64,6 +64,7 @@ from sessionize.errors import (
 from sessionize.io.formats import InputFormat
 from sessionize.io.snowplow import is_enriched_tsv
 from sessionize.partition import (
+    CAPPED,
     STORED_GEO_COLUMNS,
     PartitionJob,
     Tally,
@@ -260,6 +261,8 @@ def _session_schema(job: PartitionJob) -> Any:
     """The Arrow schema of the sessionize step's rows: every column, then the geo status; with the
     page-view and user tables, their columns (prefixed) and ``_table``."""
     dtypes = {**session_schema(job.settings), geo.STATUS: pl.String()}
+    if job.settings.rules.session_cap is not None:
+        dtypes[CAPPED] = pl.UInt32()
     for name, schema in _table_schemas(job).items():
         dtypes.update({_PREFIXES[name] + column: dtype for column, dtype in schema.items()})
     if job.pageviews or job.users:
@@ -641,7 +644,7 @@ def _run(
                     TABLE, *(c for c in all_sessions.columns if c.startswith(tuple(_PREFIXES.values())))
                 )
             counted = all_sessions.where(~F.col("is_bot")) if job.exclude_bots else all_sessions
-            output = counted.drop(geo.STATUS, *job.dropped)
+            output = counted.drop(geo.STATUS, CAPPED, *job.dropped)
             temp_dir = None
             if target is not None:
                 temp_dir = _temp_sibling(target, uuid.uuid4().hex[:8])
@@ -676,7 +679,7 @@ def _run(
         rows_read=rows,
         filtered=filtered,
         events=events_count,
-        duplicates_removed=rows - rejected - filtered - events_count,
+        duplicates_removed=rows - rejected - filtered - tally.capped - events_count,
         rejects=rejects,
         tally=tally,
         partitions=count,
@@ -720,6 +723,7 @@ def _tally(all_sessions: Any, counted: Any) -> tuple[Tally, int]:
         F.coalesce(F.sum("event_count"), F.lit(0)).alias("events"),
         F.count(F.when(bots, True)).alias("bot_sessions"),
         F.coalesce(F.sum(F.when(bots, F.col("event_count"))), F.lit(0)).alias("bot_events"),
+        (F.coalesce(F.sum(CAPPED), F.lit(0)) if CAPPED in all_sessions.columns else F.lit(0)).alias("capped"),
     ).collect()[0]
     figures = counted.agg(
         F.count(F.lit(1)).alias("sessions"),
@@ -734,6 +738,7 @@ def _tally(all_sessions: Any, counted: Any) -> tuple[Tally, int]:
         users=int(figures["users"]) + int(figures["null_users"] > 0),
         bot_sessions=int(totals["bot_sessions"]),
         bot_events=int(totals["bot_events"]),
+        capped=int(totals["capped"]),
         geo_counts={row[0]: int(row[1]) for row in statuses},
     )
     tally.counted_median_s = None if figures["median"] is None else float(figures["median"])
