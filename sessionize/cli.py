@@ -792,6 +792,16 @@ def run(
             rich_help_panel=RULES,
         ),
     ] = None,
+    shared_session_ids: Annotated[
+        str,
+        typer.Option(
+            "--shared-session-ids",
+            metavar="split|merge",
+            help="A client session id sent by several users: a session per user (split), or one session "
+            "of the greatest user id (merge: Snowplow).",
+            rich_help_panel=RULES,
+        ),
+    ] = "split",
     split_on_campaign: Annotated[
         bool,
         typer.Option(
@@ -1218,6 +1228,7 @@ def run(
                 engaged_threshold=engaged_threshold,
                 max_session_length=max_session_length,
                 session_cap=session_cap,
+                shared_session_ids=shared_session_ids,
                 split_on_campaign=split_on_campaign,
                 split_at_midnight=split_at_midnight,
                 exclude_bots=exclude_bots,

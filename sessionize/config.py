@@ -254,6 +254,14 @@ def check_channel_rules(value: str) -> str:
     return rules
 
 
+def _check_shared_session_ids(value: str) -> str:
+    """``--shared-session-ids``: ``split`` or ``merge``."""
+    chosen = value.strip().lower()
+    if chosen not in ("split", "merge"):
+        raise UsageError(f"--shared-session-ids {value!r} is not one of split, merge.")
+    return chosen
+
+
 def check_aggregates(
     value: str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None,
     *,
@@ -422,6 +430,8 @@ class SessionOptions:
     max_session_length: timedelta | None = field(default=None, metadata=_FINGERPRINT)
     #: ``--session-cap``: a client session's events more than this after its first are left out.
     session_cap: timedelta | None = field(default=None, metadata=_FINGERPRINT)
+    #: ``--shared-session-ids``: ``split`` (per user and id) or ``merge`` (per id, Snowplow's rule).
+    shared_session_ids: str = field(default="split", metadata=_FINGERPRINT)
     split_on_campaign: bool = field(default=False, metadata=_FINGERPRINT)
     split_at_midnight: bool = field(default=False, metadata=_FINGERPRINT)
     #: Time zone of ``split_at_midnight`` and of incremental partitions.
@@ -582,6 +592,7 @@ class RunConfig:
         engaged_threshold: str | timedelta | None = None,
         max_session_length: str | timedelta | None = None,
         session_cap: str | timedelta | None = None,
+        shared_session_ids: str = "split",
         split_on_campaign: bool = False,
         split_at_midnight: bool = False,
         exclude_bots: bool = False,
@@ -670,6 +681,7 @@ class RunConfig:
             session_cap=None
             if session_cap is None
             else S.parse_duration(session_cap, option="--session-cap"),
+            shared_session_ids=_check_shared_session_ids(shared_session_ids),
             split_on_campaign=split_on_campaign,
             split_at_midnight=split_at_midnight,
             timezone=zone,

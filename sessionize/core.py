@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
+from typing import TypeVar
 
 import polars as pl
 
@@ -141,6 +142,32 @@ def assign_sessions(
             _contiguous(client).gather(order), _contiguous(user).gather(order), start, number=number
         ).alias(S.SESSION_ID),
     )
+
+
+#: ``--shared-session-ids``: ``split`` (one session per user and client session id, the default) or
+#: ``merge`` (one session per client session id, of the greatest of its user ids: Snowplow's rule).
+SHARED_SESSION_IDS = ("split", "merge")
+
+
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
+
+
+def claim_shared_session_ids(events: _Frame) -> _Frame:
+    """Events whose client session id several users sent, all given to the greatest of those user ids
+    (``--shared-session-ids merge``): Snowplow keys a session by ``domain_sessionid`` alone and gives
+    it ``max(domain_userid)``. Events without a client session id keep their user. The result holds
+    the same events in the same order, so it is the same whether it is applied once to all events or
+    to groups that each hold every event of their client session ids (and applying it again changes
+    nothing)."""
+    client, user = pl.col(S.CLIENT_SESSION), pl.col(S.USER)
+    owner = user.max().over(S.CLIENT_SESSION)
+    return events.with_columns(pl.when(client.is_not_null()).then(owner).otherwise(user).alias(S.USER))
+
+
+def claim_key() -> pl.Expr:
+    """What puts an event with its client session's other events before the owner is known: the client
+    session id, else the user id (``--shared-session-ids merge`` on a partitioned engine)."""
+    return pl.coalesce(pl.col(S.CLIENT_SESSION), pl.col(S.USER))
 
 
 def beyond_session_cap(cap: timedelta) -> pl.Expr:

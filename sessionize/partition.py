@@ -38,6 +38,7 @@ from sessionize.core import (
     USER_TABLE_INPUTS,
     assign_sessions,
     beyond_session_cap,
+    claim_shared_session_ids,
     summarize_pageviews,
     summarize_sessions,
     summarize_users,
@@ -63,6 +64,12 @@ class SessionRules:
     #: ``--session-cap``: events of a client session more than this after its first event are left
     #: out (Snowplow's session cap), counted in the summary's ``filtered out``.
     session_cap: timedelta | None = None
+    #: ``--shared-session-ids``: ``split`` or ``merge`` (:func:`sessionize.core.claim_shared_session_ids`).
+    shared_session_ids: str = "split"
+
+    @property
+    def merges_session_ids(self) -> bool:
+        return self.shared_session_ids == "merge"
 
 
 #: Internal column of the step's full table (``keep_all``) with ``--session-cap``: the events of the
@@ -433,6 +440,7 @@ class PartitionJob:
                     timezone=session.timezone,
                     channel_rules=session.channel_rules,
                     session_cap=session.session_cap,
+                    shared_session_ids=session.shared_session_ids,
                 ),
                 geo_database=geo_database,
                 anonymize_ip=config.privacy.anonymize_ip,
@@ -627,6 +635,9 @@ def process_partition(
     """
     before = events.height
     if not prepared:
+        if job.settings.rules.merges_session_ids:
+            # Before the ids are hashed: the owner is the greatest id as read, on every path.
+            events = claim_shared_session_ids(events)
         events = hash_ids(drop_duplicate_events(events, dedupe=job.dedupe), job)
     deduplicated = events.height
     cap = job.settings.rules.session_cap
@@ -665,6 +676,8 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
     """The step of :func:`process_partition` on a LazyFrame, without the tally: the session table
     of validated canonical events, for :func:`sessionize.sessionize` (bots left out and columns
     dropped as the job says)."""
+    if job.settings.rules.merges_session_ids:
+        events = claim_shared_session_ids(events)
     events = cap_lazy(drop_duplicate_events(events, dedupe=job.dedupe), job.settings.rules.session_cap)
     if job.secret is not None:
         events = hash_user_ids(events, secret=job.secret)

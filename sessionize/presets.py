@@ -118,6 +118,8 @@ PRESETS: dict[str, Preset] = {
                 "max_send_delay": "3d",
                 # Snowplow's max_session_days (3): a session's events more than 3 days after its start.
                 "session_cap": "3d",
+                # One session per domain_sessionid, of max(domain_userid): Snowplow's sessions manifest.
+                "shared_session_ids": "merge",
                 # default_channel_group as Snowplow's sessions model computes it (the campaign fields).
                 "channel_rules": "snowplow",
                 # Snowplow's stitched_user_id is the domain_userid itself until a login id maps it.

@@ -300,6 +300,10 @@ OPTION_SETS: dict[str, OptionSet] = {
     # Snowplow's session cap, short enough to cut the app users' client sessions (counted as filtered
     # out on every path; a session that spans two inputs loses its later events in a later run).
     "session_cap": OptionSet({"session_cap": "10m"}),
+    # Snowplow's one session per session id across users: the address stands in for a session id, so that
+    # many users share one (every event of an address is one session, of the greatest user id) and
+    # sessions cross files, buckets and partitions.
+    "shared_session_ids": OptionSet({"shared_session_ids": "merge", "session_col": "ip"}),
     # GA4's reported engagement time: the cart value stands in for engagement_time_msec.
     "engagement_time": OptionSet({"engagement_time_col": "value"}),
     # Every --agg function (numbers, text, counts), after the --count-events columns; with invalid rows.
@@ -504,6 +508,13 @@ def cluster_of(path: str, request: pytest.FixtureRequest) -> Any:
 
 #: Cells that differ because of a bug in sessionize: (path, option set) -> reason.
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
+#: Cells that differ by design, documented: (path, option set) -> why. They must differ (strict xfail).
+BY_DESIGN: dict[tuple[str, str], str] = {
+    ("incremental-3runs", "shared_session_ids"): (
+        "an incremental run keeps the owner a session id has in the state (Snowplow's manifest does too), "
+        "where one run over all inputs takes the greatest user id of all (docs/incremental.md)"
+    ),
+}
 
 
 def cells() -> list[Any]:
@@ -517,7 +528,7 @@ def cells() -> list[Any]:
                 marks.append(
                     pytest.mark.skip(reason="PySpark is not installed: pip install 'sessionize[spark]'")
                 )
-            reason = KNOWN_BUGS.get((path, name))
+            reason = KNOWN_BUGS.get((path, name)) or BY_DESIGN.get((path, name))
             if reason is not None:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason))
             params.append(pytest.param(path, name, id=f"{path}-{name}", marks=marks))
@@ -770,6 +781,8 @@ def test_path_gives_the_in_memory_tables(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
+    if (path, name) in BY_DESIGN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=BY_DESIGN[path, name]))
     option_set = OPTION_SETS[name]
     expected = memory_tables[name]
     scheduler = cluster_of(path, request)

@@ -122,17 +122,23 @@ def test_incremental_runs_count_what_each_run_leaves_out(tmp_path: Path) -> None
 
 def test_the_snowplow_preset_caps_sessions_at_three_days(source: Path, tmp_path: Path) -> None:
     """No other flag: the preset's user, session id and time columns, and its 3-day cap. (The file has no
-    device times: --max-send-delay warns and leaves the rows alone.)"""
+    device times: --max-send-delay warns and leaves the rows alone.) The preset also makes s1 one session
+    of its greatest user id (--shared-session-ids merge), so u2's events in it are capped from u1's start."""
     out = tmp_path / "sessions.csv"
     result = run_cli(source, "--preset", "snowplow", "--no-geo", "-o", out)
     assert result.exit_code == 0, result.output
     table = pl.read_csv(out, try_parse_dates=True)
-    assert table.sort("user_id", "session_start").select("session_id", "event_count").rows() == [
+    assert table.select("user_id", "session_id", "event_count", "exit_page").rows() == [
+        ("u2", "s1", 3, "https://shop.example/day4")
+    ]
+    # Four beyond the cap (u1's two, u2's two), two without a session id.
+    assert "6 (--filter, --max-send-delay, --session-cap)" in " ".join(result.output.split())
+    split = run_cli(source, "--preset", "snowplow", "--shared-session-ids", "split", "--no-geo", "-o", out)
+    assert split.exit_code == 0, split.output
+    assert pl.read_csv(out).sort("user_id").select("session_id", "event_count").rows() == [
         ("s1", 3),
         ("s1", 2),
     ]
-    # Two beyond the cap, two without a session id.
-    assert "4 (--filter, --max-send-delay, --session-cap)" in " ".join(result.output.split())
 
 
 def test_a_frame_and_the_config_file(source: Path, tmp_path: Path) -> None:

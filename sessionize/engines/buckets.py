@@ -21,14 +21,39 @@ import polars as pl
 
 from sessionize import io
 from sessionize.config import RunConfig
+from sessionize.core import claim_shared_session_ids
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
-from sessionize.engines.budget import Plan, bucket_of, bucket_warning, split_count, sub_bucket_of
+from sessionize.engines.budget import (
+    Plan,
+    bucket_of,
+    bucket_warning,
+    claim_bucket_of,
+    split_count,
+    sub_bucket_of,
+)
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.partition import PartitionJob, Tally, empty_sessions, process_partition, protect_addresses
 
 #: Spill directories are named with their process id, so that a later run can tell the ones left by
 #: a process that died (``kill -9``, a crash) and remove them.
 _SPILL_PREFIX = "sessionize-buckets-"
+#: With ``--shared-session-ids merge``: each event's place in the input, kept through the two spills.
+_ORDER = "_input_order"
+
+
+def _claimed(
+    claims: io.BucketSpill, directory: Path, buckets: int, schema: dict[str, pl.DataType]
+) -> io.BucketSpill:
+    """Events spilled by client session id (:func:`claim_bucket_of`), given to their sessions' owners
+    and spilled again by user, one bucket in memory at a time."""
+    directory.mkdir()
+    users = io.BucketSpill(directory, buckets)
+    for index in range(buckets):
+        events = claims.read(index, schema)
+        claims.remove(index)
+        users.add(claim_shared_session_ids(events), bucket_of(buckets))
+        del events
+    return users
 
 
 def _remove_stale_spills(directory: Path) -> None:
@@ -77,8 +102,12 @@ class BucketEngine:
             if path is not None
         }
         try:
+            # --shared-session-ids merge: a first spill by client session id finds each session's owner.
+            merge = job.settings.rules.merges_session_ids
             spill = io.BucketSpill(work, plan.buckets)
-            bucket = bucket_of(plan.buckets)
+            bucket = claim_bucket_of(plan.buckets) if merge else bucket_of(plan.buckets)
+            schema = {**job.event_schema(), **({_ORDER: pl.Int64()} if merge else {})}
+            order = 0
             rows = filtered = 0
             progress(RunProgress("read", 0, len(files), 0))
             rejected: list[pl.DataFrame] = []
@@ -89,10 +118,19 @@ class BucketEngine:
                     if part.rejects is not None:
                         rejected.append(part.rejects)
                     # No full address in the spill files with --anonymize-ip (located first after-geo).
-                    spill.add(protect_addresses(part.events, job), bucket)
+                    chunk = protect_addresses(part.events, job)
+                    if merge:
+                        chunk = chunk.with_columns(
+                            (pl.int_range(pl.len(), dtype=pl.Int64) + order).alias(_ORDER)
+                        )
+                        order += chunk.height
+                    spill.add(chunk, bucket)
+                    del chunk
                     del part
                     progress(RunProgress("read", number - 1, len(files), rows))
                 progress(RunProgress("read", number, len(files), rows))
+            if merge:
+                spill = _claimed(spill, work / "users", plan.buckets, schema)
             too_big = bucket_warning(
                 max(spill.rows, default=0), memory_limit=plan.memory_limit, resident_bytes=plan.resident_bytes
             )
@@ -107,7 +145,9 @@ class BucketEngine:
                 report_parts.mkdir()
             events = duplicates = 0
             for index in range(plan.buckets):
-                bucket_events = spill.read(index, job.event_schema())
+                bucket_events = spill.read(index, schema)
+                if merge:
+                    bucket_events = bucket_events.sort(_ORDER).drop(_ORDER)
                 # A bucket of many users with few events each (one session per event) costs about twice
                 # what the plan assumed: it goes through the step in parts, by a second hash of users.
                 parts = split_count(bucket_events, plan)

@@ -16,6 +16,7 @@ import polars as pl
 
 from sessionize import schema as S
 from sessionize.config import parse_memory as parse_memory
+from sessionize.core import claim_key
 from sessionize.errors import UsageError
 
 #: Memory of the process before any event is read (Polars, the UA, referer and bot rule sets), bytes.
@@ -176,3 +177,10 @@ def sub_bucket_of(parts: int) -> pl.Expr:
 def bucket_of(buckets: int) -> pl.Expr:
     """Each event's bucket: a hash of its user id modulo ``buckets`` (every event of a user in one)."""
     return (pl.col(S.USER).hash(seed=0x5E55) % buckets).cast(pl.UInt32)
+
+
+def claim_bucket_of(buckets: int) -> pl.Expr:
+    """Each event's bucket before ``--shared-session-ids merge`` gives its client session an owner: a
+    hash of its client session id, else of its user id (every event of a client session id in one, so
+    that the owner is found there; :func:`sessionize.core.claim_shared_session_ids`)."""
+    return (claim_key().hash(seed=0x5E55) % buckets).cast(pl.UInt32)

@@ -52,8 +52,9 @@ else:
 from sessionize import geo, io
 from sessionize._version import __version__
 from sessionize.config import RunConfig
+from sessionize.core import claim_shared_session_ids
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
-from sessionize.engines.budget import bucket_of
+from sessionize.engines.budget import bucket_of, claim_bucket_of
 from sessionize.errors import (
     GeoIPDatabaseError,
     OutputError,
@@ -301,7 +302,7 @@ class _ReadSummary:
 _POLARS_LOCK = threading.RLock()
 
 
-def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
+def _read_part(part: InputPart, options: io.ReadOptions, merge: bool = False) -> _Read:
     """Read and validate one input partition (on a worker) with the local engine's reader."""
     with _local_copy(part.source) as local, _POLARS_LOCK:
         try:
@@ -317,11 +318,19 @@ def _read_part(part: InputPart, options: io.ReadOptions) -> _Read:
         first = (part.number << _ROW_BITS) + part.first_row
         events = read.events.with_columns(
             (pl.int_range(pl.len(), dtype=pl.Int64) + first).alias(ORDER),
-            bucket_of(BUCKET_SPACE).alias(BUCKET),
+            # --shared-session-ids merge: by client session id first, until each session has its owner.
+            (claim_bucket_of if merge else bucket_of)(BUCKET_SPACE).alias(BUCKET),
         )
         return _Read(
             _to_pandas(events, options.event_schema()), _ReadSummary(read.rows, rejects, read.filtered)
         )
+
+
+def _claim_part(frame: Any, schema: dict[str, pl.DataType]) -> Any:
+    """One partition of client session ids given to their owners, bucketed again by user."""
+    with _POLARS_LOCK:
+        events = claim_shared_session_ids(_from_pandas(frame, schema))
+        return _to_pandas(events.with_columns(bucket_of(BUCKET_SPACE).alias(BUCKET)), schema)
 
 
 def _events_of(read: _Read) -> Any:
@@ -682,6 +691,7 @@ def _compute(
         _read_part,
         parts,
         options=options,
+        merge=job.job.settings.rules.merges_session_ids,
         key=[f"sessionize-read-{run_id}-{i}" for i in range(len(parts))],
     )
     summaries = client.map(
@@ -714,6 +724,11 @@ def _compute(
         schema = job.job.event_schema()
         meta = _to_pandas(pl.DataFrame(schema=_event_columns(schema)), schema)
     events = dd.from_delayed(frames, meta=meta, verify_meta=False)
+    if job.job.settings.rules.merges_session_ids:
+        # Every event of a client session id together first: its owner is found there, then its bucket.
+        events = events.shuffle(
+            on=BUCKET, npartitions=count, ignore_index=True, shuffle_method=SHUFFLE_METHOD
+        ).map_partitions(_claim_part, schema, meta=meta)
     shuffled = events.shuffle(on=BUCKET, npartitions=count, ignore_index=True, shuffle_method=SHUFFLE_METHOD)
     shared = client.scatter(job, broadcast=True, hash=False)  # type: ignore[no-untyped-call]
     tasks = [

@@ -44,7 +44,7 @@ from sessionize import io
 from sessionize import schema as S
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
 from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
-from sessionize.core import beyond_session_cap
+from sessionize.core import beyond_session_cap, claim_shared_session_ids
 from sessionize.engines.base import Outcome, Progress, RunProgress
 from sessionize.errors import StateError, StateLockedError, UsageError
 from sessionize.normalize import ROW
@@ -611,8 +611,14 @@ def _process(
     rejected = [read.rejects for _, read, _ in reads if read.rejects is not None]
     new = pl.concat([events for _, _, events in reads], how="vertical_relaxed")
     new = new.with_columns(pl.col(ROW).cast(pl.Int64))
+    merge = job.settings.rules.merges_session_ids
+    if merge:
+        # One session per client session id, of the greatest user id as read (before ids are hashed).
+        new = claim_shared_session_ids(new)
     # Ids are hashed before anything is compared with the state or kept in it.
     new = hash_ids(new, job)
+    if merge and state.events.height:
+        new = _keep_owners(new, state.events)
 
     # Late events: older than lateness before their user's last event in the state.
     users = state.users
@@ -760,6 +766,18 @@ def _process(
             pending.discard()
             raise
     return State(users=new_users, events=new_events, watermark=watermark), outcome, pending
+
+
+def _keep_owners(new: pl.DataFrame, kept: pl.DataFrame) -> pl.DataFrame:
+    """New events of a client session id the state keeps go to the user who has it (Snowplow's sessions
+    manifest keeps a session's earlier user identifier too)."""
+    owners = (
+        kept.filter(pl.col(S.CLIENT_SESSION).is_not_null())
+        .select(S.CLIENT_SESSION, pl.col(S.USER).alias("_owner"))
+        .unique(S.CLIENT_SESSION, keep="first", maintain_order=True)
+    )
+    joined = new.join(owners, on=S.CLIENT_SESSION, how="left", maintain_order="left")
+    return joined.with_columns(pl.coalesce("_owner", S.USER).alias(S.USER)).drop("_owner")
 
 
 #: The order of the page-view partitions' rows.

@@ -50,8 +50,9 @@ else:
 from sessionize import geo, io
 from sessionize import schema as S
 from sessionize.config import RunConfig
+from sessionize.core import claim_shared_session_ids
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
-from sessionize.engines.budget import available_memory, bucket_of
+from sessionize.engines.budget import available_memory, bucket_of, claim_bucket_of
 from sessionize.errors import (
     EngineError,
     EngineUnavailableError,
@@ -291,6 +292,7 @@ def _read_files(batches: Iterable[Any], task: Any) -> Iterator[Any]:
     """The read step on an executor: every file of the batches, parsed and validated."""
     read_task: _ReadTask = task.value
     schema = _event_schema(read_task.job)
+    merges = read_task.job.settings.rules.merges_session_ids
     for batch in batches:
         for uri, content in zip(
             batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True
@@ -314,11 +316,27 @@ def _read_files(batches: Iterable[Any], task: Any) -> Iterator[Any]:
                     summary.update(rows=read.rows, filtered=read.filtered, rejects=read.rejects)
                     events = protect_addresses(read.events, read_task.job).with_columns(
                         (pl.int_range(pl.len(), dtype=pl.Int64) + (source.number << _ROW_BITS)).alias(ORDER),
-                        bucket_of(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET),
+                        # --shared-session-ids merge: by client session id until sessions have owners.
+                        (claim_bucket_of if merges else bucket_of)(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET),
                     )
             if events is not None and events.height:
                 yield from _arrow(events, schema).to_batches(max_chunksize=100_000)
             yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
+
+
+def _claim(batches: Iterable[Any], schema: Any) -> Iterator[Any]:
+    """One partition of client session ids given to their owners (``--shared-session-ids merge``),
+    bucketed again by user."""
+    received = list(batches)
+    if not received:
+        return
+    frame = pl.from_arrow(pa.Table.from_batches(received))
+    del received
+    assert isinstance(frame, pl.DataFrame)
+    claimed = claim_shared_session_ids(frame).with_columns(
+        bucket_of(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET)
+    )
+    yield from _arrow(claimed, schema).to_batches(max_chunksize=100_000)
 
 
 def _sessionize(batches: Iterable[Any], job: Any, schema: Any) -> Iterator[Any]:
@@ -629,6 +647,12 @@ def _run(
         rows = sum(s["rows"] for s in summaries)
         notify(RunProgress("read", len(files), len(files), rows))
         events = read.where(F.col(SUMMARY).isNull()).drop(SUMMARY)
+        if job.settings.rules.merges_session_ids:
+            # Every event of a client session id together first: its owner is found there, then its bucket.
+            claim_schema = pa.schema([f for f in event_schema if f.name != SUMMARY])
+            events = events.repartition(count, F.col(BUCKET)).mapInArrow(
+                lambda batches: _claim(batches, claim_schema), _struct(claim_schema)
+            )
         users = events.repartition(count, F.col(BUCKET))
         # Made once here: the page-view and user tables' columns come from an empty partition's run.
         rows_schema = _session_schema(job)

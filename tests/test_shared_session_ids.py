@@ -1,0 +1,129 @@
+"""``--shared-session-ids merge`` (the snowplow preset's): a client session id that several users sent is
+one session, of the greatest of those user ids, as Snowplow's sessions lifecycle manifest keys a session by
+``domain_sessionid`` alone and gives it ``max(domain_userid)``. The default, ``split``, keeps one session per
+user and id. On every path; an incremental run keeps the owner a session already has, as Snowplow's
+incremental manifest does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+import sessionize
+from sessionize.errors import UsageError
+from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, write_text
+
+HEADER = "domain_userid,domain_sessionid,derived_tstamp,event,page_url,event_id\n"
+LINES = [
+    "u1,s1,2024-05-01T10:00:00Z,page_view,https://shop.example/a,e1",
+    # The same session id from another cookie (a cross-domain link, a cleared cookie): u2 > u1 owns it.
+    "u2,s1,2024-05-01T10:05:00Z,page_view,https://shop.example/b,e2",
+    "u1,s1,2024-05-01T10:10:00Z,page_view,https://shop.example/c,e3",
+    # The same event under both cookies: one event of the one session (a duplicate).
+    "u1,s1,2024-05-01T10:05:00Z,page_view,https://shop.example/b,e2",
+    # u1's events without a session id stay u1's (the timeout's sessions).
+    "u1,,2024-05-01T12:00:00Z,page_view,https://shop.example/x,e4",
+    "u3,s3,2024-05-01T10:00:00Z,page_view,https://shop.example/z,e5",
+]
+OPTIONS: dict[str, Any] = {"user_col": "domain_userid", "session_col": "domain_sessionid", "no_geo": True}
+MERGED = [
+    ("u1", "u1-20240501T120000.000000", 1, "https://shop.example/x", "https://shop.example/x"),
+    ("u2", "s1", 3, "https://shop.example/a", "https://shop.example/c"),
+    ("u3", "s3", 1, "https://shop.example/z", "https://shop.example/z"),
+]
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return write_text(tmp_path / "events.csv", HEADER + "\n".join(LINES) + "\n")
+
+
+def rows(table: pl.DataFrame) -> list[tuple[Any, ...]]:
+    return (
+        table.sort("user_id", "session_start")
+        .select("user_id", "session_id", "event_count", "landing_page", "exit_page")
+        .rows()
+    )
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_session_id_of_several_users_is_one_session(
+    source: Path, tmp_path: Path, path: dict[str, Any]
+) -> None:
+    chosen = path_options(path, tmp_path)
+    result = sessionize.run([source], **OPTIONS, shared_session_ids="merge", **chosen)
+    assert rows(path_sessions(result, chosen)) == MERGED
+    assert (result.rows_read, result.events_read, result.duplicates_removed) == (6, 5, 1)
+    assert result.user_count == 3
+
+
+def test_split_is_the_default(source: Path) -> None:
+    table = sessionize.run([source], **OPTIONS).sessions
+    assert rows(table) == [
+        ("u1", "s1", 3, "https://shop.example/a", "https://shop.example/c"),
+        ("u1", "u1-20240501T120000.000000", 1, "https://shop.example/x", "https://shop.example/x"),
+        ("u2", "s1", 1, "https://shop.example/b", "https://shop.example/b"),
+        ("u3", "s3", 1, "https://shop.example/z", "https://shop.example/z"),
+    ]
+
+
+def test_hashed_user_ids_pick_the_owner_by_the_ids_as_read(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner is chosen before ids are hashed, so every path picks the same one."""
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cr3t")
+    options = {**OPTIONS, "shared_session_ids": "merge", "hash_user_ids": "SESSIONIZE_TEST_SECRET"}
+    plain = sessionize.run([source], **OPTIONS, shared_session_ids="merge").sessions
+    hashed = sessionize.run([source], **options).sessions
+    buckets = sessionize.run([source], **options, buckets=2).sessions
+    owner = plain.filter(pl.col("session_id") == "s1").get_column("user_id").to_list()
+    assert owner == ["u2"]
+    # (A generated session id holds the user id: hashed there too.)
+    key = ["event_count", "landing_page", "exit_page"]
+    assert hashed.sort(key).select(key).equals(plain.sort(key).select(key))
+    assert hashed.filter(pl.col("session_id") == "s1").get_column("event_count").to_list() == [3]
+    assert buckets.sort("session_id").equals(hashed.sort("session_id"))
+
+
+def test_an_incremental_run_keeps_the_owner_a_session_has(tmp_path: Path) -> None:
+    """Snowplow's manifest keeps a session's earlier user identifier when a later run brings the same id
+    from another cookie: so does the state (a run over both files at once gives it to u2)."""
+    first = write_text(tmp_path / "a.csv", HEADER + LINES[0] + "\n")
+    second = write_text(tmp_path / "b.csv", HEADER + LINES[1] + "\n" + LINES[2] + "\n")
+    dirs: dict[str, Any] = {"state": str(tmp_path / "state"), "output_dir": str(tmp_path / "out")}
+    for path in (first, second):
+        sessionize.run([path], **OPTIONS, shared_session_ids="merge", **dirs)
+    table = pl.read_parquet(tmp_path / "out" / "**" / "*.parquet")
+    assert table.select("user_id", "session_id", "event_count", "exit_page").rows() == [
+        ("u1", "s1", 3, "https://shop.example/c")
+    ]
+    both = sessionize.run([first, second], **OPTIONS, shared_session_ids="merge").sessions
+    assert both.select("user_id", "event_count").rows() == [("u2", 3)]
+
+
+def test_the_snowplow_preset_merges(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "--preset", "snowplow", "--no-geo", "-o", out)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out)
+    # (The event without a session id is left out by the preset's --require-session-id.)
+    assert table.sort("user_id").select("user_id", "session_id", "event_count").rows() == [
+        ("u2", "s1", 3),
+        ("u3", "s3", 1),
+    ]
+
+
+def test_a_frame_the_config_file_and_a_bad_value(source: Path, tmp_path: Path) -> None:
+    frame = pl.read_csv(source, infer_schema=False)
+    assert rows(sessionize.sessionize(frame, **OPTIONS, shared_session_ids="merge").collect()) == MERGED
+    config = write_text(tmp_path / "s.toml", '[run]\nshared-session-ids = "merge"\n')
+    out = tmp_path / "s.parquet"
+    flags = ("--user-col", "domain_userid", "--session-col", "domain_sessionid", "--no-geo")
+    result = run_cli(source, "--config", config, *flags, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert rows(pl.read_parquet(out)) == MERGED
+    with pytest.raises(UsageError, match="--shared-session-ids"):
+        sessionize.run([source], **OPTIONS, shared_session_ids="join")
