@@ -172,10 +172,12 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                 if event == "page_view":
                     page, previous = f"pv-{user}-{visit}-{n}", page
                 # No draw from rng here either: a page view id, some events with the one before it (another
-                # tab's) or none; a device time off by up to 90 s, or none.
+                # tab's) or none; a device time off by up to 90 s, or none, or (a few) one that does not
+                # parse: an invalid row only where it is read (--heartbeat-time-col), so in both copies.
                 tab_page = "" if (n * u) % 5 == 1 else previous if (n + u) % 3 == 0 and previous else page
                 skew = timedelta(seconds=(n * 53 + u * 7) % 181 - 90, milliseconds=(n * 37) % 1000)
                 device_time = "" if (n + u) % 6 == 0 else (moment + skew).strftime(TIME_FORMAT)
+                device_time = "yesterday" if n == 3 and u % 10 == 1 else device_time
                 row = {
                     "event_id": f"e{next(numbers):05d}" if with_ids else "",
                     "user_id": user,
@@ -223,7 +225,6 @@ BAD_LINES = (
     (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c,d,,\n"),
     (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0,,,\n"),
     (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0,,,\n"),
-    (1, 0.5, f"e90011,u009,2024-05-02T11:00:00Z,scroll,{SITE}/,,81.2.69.160,,curl/8.5.0,,,yesterday\n"),
     (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra,more,,\n"),
 )
 
@@ -677,6 +678,12 @@ def test_the_input_exercises_every_path(memory_runs: MemoryRuns, inputs: dict[bo
     assert {"empty_user_id", "bad_timestamp", "out_of_range"} <= reasons
     assert any(reason.startswith("wrong_field_count") for reason in reasons)
     assert memory_runs["skip_invalid"].sessions.equals(defaults.sessions)
+    # Device times that do not parse: rejected only where they are read.
+    heartbeats = memory_runs["heartbeats_by_page_view_id"].rejects
+    assert heartbeats is not None
+    assert heartbeats.get_column("reject_reason").value_counts().sort("reject_reason").filter(
+        pl.col("reject_reason") == "bad_heartbeat_time"
+    ).get_column("count").to_list() == [4]
 
 
 @pytest.mark.parametrize("name", [name for name in OPTION_SETS if name not in ("defaults", "skip_invalid")])
