@@ -878,6 +878,17 @@ def run(
             rich_help_panel=RULES,
         ),
     ] = "10s",
+    heartbeat_time_col: Annotated[
+        str | None,
+        typer.Option(
+            "--heartbeat-time-col",
+            metavar="COLUMN",
+            help="With --heartbeat-events: the time column the heartbeats' windows are counted on "
+            "(Snowplow's dvce_created_tstamp; the snowplow preset prefers it), parsed as --time-col; an "
+            "empty one: the event time.",
+            rich_help_panel=RULES,
+        ),
+    ] = None,
     min_visit_length: Annotated[
         str,
         typer.Option(
@@ -1224,6 +1235,7 @@ def run(
                 stitch_fallback=stitch_fallback,
                 heartbeat_events=heartbeat_events or (),
                 heartbeat_interval=heartbeat_interval,
+                heartbeat_time_col=heartbeat_time_col,
                 min_visit_length=min_visit_length,
                 engaged_threshold=engaged_threshold,
                 max_session_length=max_session_length,

@@ -374,6 +374,9 @@ class ReadOptions:
     asset_pattern: str = DEFAULT_ASSET_PATTERN
     #: ``--agg``: the input columns they read are carried into the events (the same as SessionOptions').
     aggregates: tuple[S.Aggregate, ...] = ()
+    #: Engaged time is measured from heartbeats (``--heartbeat-events``): the events carry the page view
+    #: id and the heartbeat time (:attr:`page_view_ids`, :attr:`heartbeat_timing`) that group and count them.
+    heartbeats: bool = False
     #: Privacy controls that also apply to the rejected rows' original columns (from PrivacyOptions).
     anonymize_ip: bool = False
     user_id_secret: bytes | None = field(default=None, repr=False)
@@ -398,6 +401,8 @@ class ReadOptions:
             "page_activity_events": self.page_activity_events,
             "stitching": self.stitching,
             "engagement": self.engagement_timing,
+            "page_view_ids": self.page_view_ids,
+            "heartbeat_time": self.heartbeat_timing,
             "aggregates": self.aggregates,
         }
 
@@ -415,10 +420,29 @@ class ReadOptions:
         """The events report their engagement time (``--engagement-time-col``, the ``ga4`` preset)."""
         return self.columns.engagement_time is not None or S.ENGAGEMENT in self.preferred()
 
+    @property
+    def page_view_ids(self) -> bool:
+        """Heartbeats are grouped by page view id: with heartbeats, the page view id column
+        (``--page-view-id-col``, the ``snowplow`` preset's, or one found by its usual names; null where
+        an input has none) is carried."""
+        return self.heartbeats
+
+    @property
+    def heartbeat_timing(self) -> bool:
+        """Heartbeats are counted on a time of their own (``--heartbeat-time-col``, the ``snowplow``
+        preset's ``dvce_created_tstamp``)."""
+        return self.heartbeats and (
+            self.columns.heartbeat_time is not None or S.HEARTBEAT_TIME in self.preferred()
+        )
+
     def event_schema(self) -> dict[str, pl.DataType]:
         """The columns of the events these options read (see :func:`sessionize.schema.event_schema`)."""
         return S.event_schema(
-            stitch=self.stitching, engagement=self.engagement_timing, aggregates=self.aggregates
+            stitch=self.stitching,
+            engagement=self.engagement_timing,
+            page_view_ids=self.page_view_ids,
+            heartbeat_time=self.heartbeat_timing,
+            aggregates=self.aggregates,
         )
 
 
@@ -557,6 +581,7 @@ class RunConfig:
         page_view_id_col: str | None = None,
         stitch_col: str | None = None,
         engagement_time_col: str | None = None,
+        heartbeat_time_col: str | None = None,
         time_unit: str | None = None,
         timezone: str | None = None,
         ambiguous_time: str = "earliest",
@@ -665,6 +690,7 @@ class RunConfig:
             visitor_key=check_visitor_key(visitor_key),
             asset_pattern=check_asset_pattern(asset_pattern),
             aggregates=checked_aggregates,
+            heartbeats=bool(S.split_list(heartbeat_events)),
             anonymize_ip=anonymize is not None,
             user_id_secret=secret,
         )
@@ -672,6 +698,11 @@ class RunConfig:
             raise UsageError(
                 "--stitch-fallback goes with --stitch-col (the login id column): without it there is no "
                 "stitched_user_id to fall back."
+            )
+        if heartbeat_time_col is not None and not read.heartbeats:
+            raise UsageError(
+                "--heartbeat-time-col goes with --heartbeat-events (the heartbeats whose windows it times): "
+                "without them engaged time counts no heartbeat."
             )
         session = SessionOptions(
             timeout=S.parse_duration(timeout),

@@ -576,14 +576,20 @@ def _summarize_labelled(
         .with_columns((pl.int_range(pl.len(), dtype=pl.UInt32).over(S.USER) + 1).alias("session_number"))
     )
     if heartbeat is not None:
-        # Each heartbeat counts for the page view before it in its session (Snowplow's pings follow theirs).
+        # Each heartbeat counts for the page view of its page view id in its session where it has one
+        # (Snowplow's rule), else for the page view before it in its session (Snowplow's pings follow
+        # theirs); its window is on its heartbeat time where it has one, else on its event time.
         keys = [S.USER, S.SESSION_ID]
+        names = sessions.collect_schema().names()
+        by_id = S.PAGE_VIEW_KEY in names
         page = pl.col(S.IS_PAGEVIEW).fill_null(False).cast(pl.UInt32).cum_sum().over(keys)
-        window = micros // int(engaged.heartbeat_s * 1e6)
+        if by_id:
+            page = pl.when(pl.col(S.PAGE_VIEW_KEY).is_null()).then(page)
+        window = _beat_micros(micros, names) // int(engaged.heartbeat_s * 1e6)
         per_page = (
             sessions.with_columns(page.alias("_page"), window.alias("_window"))
             .filter(heartbeat)
-            .group_by(*keys, "_page")
+            .group_by(*keys, "_page", *([S.PAGE_VIEW_KEY] if by_id else []))
             .agg(pl.col("_window").n_unique().alias("_windows"))
             .group_by(keys)
             .agg(_heartbeat_engaged_us(pl.col("_windows"), engaged).sum().alias("_beats_us"))
@@ -604,6 +610,15 @@ def _summarize_labelled(
     return table.with_columns((pl.col("_engaged_us") / 1e6).round(6).alias("engaged_time_s")).drop(
         "_engaged_us"
     )
+
+
+def _beat_micros(micros: pl.Expr, names: Sequence[str]) -> pl.Expr:
+    """The epoch microseconds a heartbeat's window is counted on: its heartbeat time
+    (:data:`sessionize.schema.HEARTBEAT_TS`) where the events have one and it is not null, else
+    ``micros`` (its event time)."""
+    if S.HEARTBEAT_TS not in names:
+        return micros
+    return pl.coalesce(pl.col(S.HEARTBEAT_TS).dt.epoch("us"), micros)
 
 
 def _heartbeat_engaged_us(windows: pl.Expr, engaged: S.EngagedTime) -> pl.Expr:
@@ -630,7 +645,11 @@ def _summarize_in_order(
     its inputs, evaluated in parallel, already hold the flags it reads in session order.
     """
     order = pl.col(SESSION_ORDER)
-    reported = S.ENGAGEMENT_MS in sessions.collect_schema().names()
+    names = sessions.collect_schema().names()
+    reported = S.ENGAGEMENT_MS in names
+    beat_columns = (
+        [name for name in (S.PAGE_VIEW_KEY, S.HEARTBEAT_TS) if name in names] if heartbeat is not None else []
+    )
 
     def in_order(flags: pl.Expr) -> pl.Expr:
         return _contiguous(flags.fill_null(False)).gather(order)
@@ -653,6 +672,8 @@ def _summarize_in_order(
         pl.col(S.USER_AGENT),
         *([in_order(converted)] if converted is not None else []),
         *([in_order(heartbeat)] if heartbeat is not None else []),
+        # The page view ids and heartbeat times in input order: only the heartbeats' are taken.
+        *(pl.col(name) for name in beat_columns),
         *([_contiguous(pl.col(S.ENGAGEMENT_MS)).gather(order)] if reported else []),
         *(in_order(flags) for flags in counted.values()),
         *(pl.col(name) for name in S.aggregate_inputs(aggregates).values()),
@@ -686,6 +707,8 @@ def _summarize_in_order(
         counted=tuple(counted),
         engaged=engaged,
         reported=reported,
+        page_view_ids=S.PAGE_VIEW_KEY in beat_columns,
+        heartbeat_time=S.HEARTBEAT_TS in beat_columns,
         aggregates=tuple(aggregates),
     )
     return sessions.select(pl.map_batches(inputs, rows, return_dtype=dtype).alias("_table")).unnest("_table")
@@ -698,19 +721,24 @@ def _session_rows(
     counted: Sequence[str] = (),
     engaged: S.EngagedTime | None = None,
     reported: bool = False,
+    page_view_ids: bool = False,
+    heartbeat_time: bool = False,
     aggregates: Sequence[S.Aggregate] = (),
 ) -> pl.Series:
     """The session table (a struct, one row per session) from the inputs of
     :func:`_summarize_in_order`: ``_order``, ``_new``, ``_ts``, the page view and possible robots.txt
     flags (in session order), the sessions' first user ids (in session order), then the events'
     URL, client session id, referrer, IP, user agent (in input order) and, if given, the conversion
-    flags (``converted``), the heartbeat flags (with ``engaged.heartbeat_events``) and the flags of each
-    counted event (``counted``), in session order.
+    flags (``converted``), the heartbeat flags (with ``engaged.heartbeat_events``), the page view ids
+    (``page_view_ids``) and heartbeat times (``heartbeat_time``) in input order, the reported engagement
+    times (``reported``) and the flags of each counted event (``counted``), in session order.
     """
     order, new, ts, pv, maybe, first_user, url, client, referrer, ip, user_agent, *rest = columns
     engaged = engaged or S.EngagedTime()
     conversions = rest.pop(0) if converted else None
     beats = rest.pop(0) if engaged.heartbeat_events else None
+    page_view_id = rest.pop(0) if page_view_ids else None
+    beat_time = rest.pop(0) if heartbeat_time else None
     reported_ms = rest.pop(0) if reported else None
     inputs = S.aggregate_inputs(aggregates)
     count_flags = rest[: len(rest) - len(inputs)]
@@ -734,7 +762,10 @@ def _session_rows(
     activity = pv.null_count() > 0
     page = pv.fill_null(True) if activity else pv
     pv = pv.fill_null(False)
-    engaged_us = _engaged_in_order(ts, new, starts, ends, pv, beats, engaged)
+    engaged_us = _engaged_in_order(
+        ts, new, starts, ends, pv, beats, engaged, order=order, page_view_id=page_view_id, beat_time=beat_time
+    )
+    del page_view_id, beat_time
     if reported_ms is not None:
         # GA4's rule where a session's events report their engagement time: its sum.
         sums = _run_sums(reported_ms.fill_null(0.0), starts, ends)
@@ -861,9 +892,15 @@ def _engaged_in_order(
     pv: pl.Series,
     beats: pl.Series | None,
     engaged: S.EngagedTime,
+    *,
+    order: pl.Series | None = None,
+    page_view_id: pl.Series | None = None,
+    beat_time: pl.Series | None = None,
 ) -> pl.Series:
     """Each session's engaged time in microseconds (in session order), from the events' times, page
-    view and heartbeat flags in session order (see :class:`sessionize.schema.EngagedTime`)."""
+    view and heartbeat flags in session order (see :class:`sessionize.schema.EngagedTime`), and their
+    page view ids and heartbeat times, if given, in input order (``order``: the input row of each
+    position in session order)."""
     micros = ts.dt.epoch("us")
     if beats is None:
         gaps = (micros.shift(-1) - micros).clip(0, int(engaged.gap_cap_s * 1e6)).fill_null(0)
@@ -871,15 +908,35 @@ def _engaged_in_order(
         gaps = gaps.scatter(ends, 0) if len(ends) else gaps
         return _run_sums(gaps, starts, ends)
     positions = beats.arg_true()
+    interval = int(engaged.heartbeat_s * 1e6)
     windows = pl.DataFrame(
         {
             "session": (new.cast(pl.UInt32).cum_sum() - 1).gather(positions),
             "page": pv.cast(pl.UInt32).cum_sum().gather(positions),
-            "window": micros.gather(positions) // int(engaged.heartbeat_s * 1e6),
+            "window": micros.gather(positions) // interval,
         }
     )
+    keys = ["session", "page"]
+    if order is not None and (page_view_id is not None or beat_time is not None):
+        # Only the heartbeats' ids and times, from their input rows.
+        rows = order.gather(positions)
+        if beat_time is not None:
+            beat_us = _gather(beat_time, rows).dt.epoch("us").alias("beat_us")
+            windows = windows.with_columns(beat_us).with_columns(
+                pl.when(pl.col("beat_us").is_not_null())
+                .then(pl.col("beat_us") // interval)
+                .otherwise(pl.col("window"))
+                .alias("window")
+            )
+        if page_view_id is not None:
+            # A heartbeat with a page view id counts for that page view (whichever comes before it).
+            ids = _gather(page_view_id, rows).alias("page_view_id")
+            windows = windows.with_columns(ids).with_columns(
+                pl.when(pl.col("page_view_id").is_null()).then(pl.col("page")).alias("page")
+            )
+            keys.append("page_view_id")
     per_session = (
-        windows.group_by("session", "page")
+        windows.group_by(*keys)
         .agg(pl.col("window").n_unique().alias("_windows"))
         .group_by("session")
         .agg(_heartbeat_engaged_us(pl.col("_windows"), engaged).sum().alias("us"))
@@ -1007,10 +1064,13 @@ def summarize_pageviews(
     the time to its last heartbeat (``engaged.heartbeat_events``), else null. ``engaged_time_s`` is
     the session's rule (:class:`sessionize.schema.EngagedTime`) applied to the events from the page
     view to the next one (heartbeats, page activity and other events count for the page view before
-    them): its heartbeats' windows; else the reported engagement time (``_engagement_ms``) where the
+    them): its heartbeats' windows (where the events carry page view ids, a heartbeat with one counts
+    for the page view of that id in its session instead, and its windows are on its heartbeat time
+    where the events carry one); else the reported engagement time (``_engagement_ms``) where the
     session's events report it; else the capped gaps from each of those events to the next one in the
     session. A session's page views add up to its ``engaged_time_s`` but for events before its first
-    page view. Only the page views of sessions in ``sessions`` are kept (a session left out there, a
+    page view (and heartbeats whose page view id is no page view of the session). Only the page views
+    of sessions in ``sessions`` are kept (a session left out there, a
     bot's with ``exclude_bots``, leaves out its page views), in the sessions' order, with their
     ``channel``, ``traffic_source`` and ``source_name``.
     """
@@ -1029,6 +1089,11 @@ def summarize_pageviews(
     )
     is_view = pl.col(S.IS_PAGEVIEW).fill_null(False)
     heartbeat = pl.col(S.EVENT).str.to_lowercase().is_in(beats).fill_null(False) if beats else pl.lit(False)
+    # Heartbeats with a page view id count for its page view, the others for the page view before them;
+    # their windows are on their heartbeat time where they have one (see _summarize_labelled).
+    beat_columns = [name for name in (S.PAGE_VIEW_KEY, S.HEARTBEAT_TS) if beats and name in names]
+    by_id = S.PAGE_VIEW_KEY in beat_columns
+    window = _beat_micros(micros, beat_columns) // int(engaged.heartbeat_s * 1e6)
     same_session = run.shift(-1).eq_missing(run)
     base = (
         events.select(
@@ -1039,6 +1104,7 @@ def summarize_pageviews(
             S.IS_PAGEVIEW,
             *([S.EVENT] if beats else []),
             *([S.ENGAGEMENT_MS] if reported else []),
+            *beat_columns,
         )
         .with_columns(starts.cum_sum().alias("_run"))
         .with_columns(
@@ -1052,12 +1118,13 @@ def summarize_pageviews(
         )
     )
     beat = pl.col("_beat")
+    loose = beat & pl.col(S.PAGE_VIEW_KEY).is_null() if by_id else beat
     per_page = (
         base.filter(page > 0)
         .group_by("_run", "_page")
         .agg(
             pl.col("_gap_us").sum().alias("_gaps_us"),
-            (micros // int(engaged.heartbeat_s * 1e6)).filter(beat).n_unique().alias("_windows"),
+            window.filter(loose).n_unique().alias("_windows"),
             micros.filter(beat).max().alias("_last_beat_us"),
             *(
                 [pl.col(S.ENGAGEMENT_MS).sum().alias("_reported_ms"), pl.col("_reports").first()]
@@ -1072,6 +1139,19 @@ def summarize_pageviews(
         if beats
         else pl.col("_gaps_us")
     )
+    # The windows of the heartbeats of each page view id in its session.
+    per_id = (
+        base.filter(beat & pl.col(S.PAGE_VIEW_KEY).is_not_null())
+        .group_by("_run", S.PAGE_VIEW_KEY)
+        .agg(window.n_unique().alias("_id_windows"))
+        if by_id
+        else None
+    )
+    if per_id is not None:
+        id_windows = pl.col("_id_windows")
+        engaged_us = engaged_us + pl.when(id_windows > 0).then(
+            _heartbeat_engaged_us(id_windows, engaged)
+        ).otherwise(0)
     if reported:
         # GA4's rule where the session's events report their engagement time: its sum.
         reported_us = (pl.col("_reported_ms").fill_null(0.0) * 1000).round().cast(pl.Int64)
@@ -1079,20 +1159,19 @@ def summarize_pageviews(
     same_next = run.shift(-1).eq_missing(run)
     to_next = pl.when(same_next).then((ts.shift(-1) - ts).dt.total_microseconds() / 1e6)
     to_last_beat = (pl.col("_last_beat_us") - micros) / 1e6
-    views = (
-        base.filter(is_view)
-        .join(per_page, on=["_run", "_page"], how="left", maintain_order="left")
-        .select(
-            *key,
-            page.alias("page_view_in_session"),
-            pl.col(S.URL).alias("page_url"),
-            pl.col(S.REFERRER).alias("page_referrer"),
-            ts,
-            pl.coalesce(to_next, to_last_beat).round(6).alias("time_on_page_s"),
-            (engaged_us / 1e6).round(6).alias("engaged_time_s"),
-            (page == 1).alias("is_landing"),
-            (~same_next).alias("is_exit"),
-        )
+    views = base.filter(is_view).join(per_page, on=["_run", "_page"], how="left", maintain_order="left")
+    if per_id is not None:
+        views = views.join(per_id, on=["_run", S.PAGE_VIEW_KEY], how="left", maintain_order="left")
+    views = views.select(
+        *key,
+        page.alias("page_view_in_session"),
+        pl.col(S.URL).alias("page_url"),
+        pl.col(S.REFERRER).alias("page_referrer"),
+        ts,
+        pl.coalesce(to_next, to_last_beat).round(6).alias("time_on_page_s"),
+        (engaged_us / 1e6).round(6).alias("engaged_time_s"),
+        (page == 1).alias("is_landing"),
+        (~same_next).alias("is_exit"),
     )
     names = sessions.collect_schema().names()
     carried = [c for c in _PAGEVIEW_SESSION_COLUMNS if c in names]

@@ -256,9 +256,11 @@ def with_parsed_text_time(
     time_unit: TimeUnit | None,
     timezone: str,
     ambiguous: str = "earliest",
+    helpers: tuple[str, str] = (_FAST, _TEXT),
 ) -> tuple[pl.LazyFrame, pl.Expr]:
-    """``events`` with helper columns, and the expression of the UTC timestamps that
-    :func:`parse_timestamp_text` gives for :func:`timestamp_text` of the text ``column``.
+    """``events`` with helper columns (named ``helpers``: one pair per parsed column), and the expression
+    of the UTC timestamps that :func:`parse_timestamp_text` gives for :func:`timestamp_text` of the text
+    ``column``.
 
     The common shapes are parsed first as they are; the rewrite and the general parsers see only the
     values those left null (the others are masked to null, which string kernels skip), so a file in
@@ -266,21 +268,24 @@ def with_parsed_text_time(
     function in the plan: a Python callback inside a collect can deadlock against another thread
     that waits for Polars' thread pool while holding the GIL (seen on a Dask worker).
     """
+    fast_name, text_name = helpers
     text = pl.col(column).cast(pl.String)
     fast = text.str.to_datetime(_FAST_UTC, time_unit="us", strict=False, cache=False).dt.replace_time_zone(
         "UTC"
     )
-    naive = pl.when(pl.col(_FAST).is_null()).then(text)
+    naive = pl.when(pl.col(fast_name).is_null()).then(text)
     naive_time = naive.str.to_datetime(_FAST_NAIVE, time_unit="us", strict=False, cache=False)
-    common = pl.coalesce(pl.col(_FAST), _localize(naive_time, timezone, ambiguous))
+    common = pl.coalesce(pl.col(fast_name), _localize(naive_time, timezone, ambiguous))
     frame = (
-        events.with_columns(fast.alias(_FAST))
-        .with_columns(common.alias(_FAST))
+        events.with_columns(fast.alias(fast_name))
+        .with_columns(common.alias(fast_name))
         # Rewritten in its own step: inside one expression each parse attempt would redo it.
-        .with_columns(timestamp_text(pl.when(pl.col(_FAST).is_null()).then(text)).alias(_TEXT))
+        .with_columns(timestamp_text(pl.when(pl.col(fast_name).is_null()).then(text)).alias(text_name))
     )
-    general = parse_timestamp_text(pl.col(_TEXT), time_unit=time_unit, timezone=timezone, ambiguous=ambiguous)
-    return frame, pl.coalesce(pl.col(_FAST), general)
+    general = parse_timestamp_text(
+        pl.col(text_name), time_unit=time_unit, timezone=timezone, ambiguous=ambiguous
+    )
+    return frame, pl.coalesce(pl.col(fast_name), general)
 
 
 def parse_timestamp_series(text: pl.Series, *, time_unit: TimeUnit | None, timezone: str) -> pl.Series:
@@ -298,8 +303,10 @@ def timestamp_expr(
     time_unit: TimeUnit | None = None,
     timezone: str | None = None,
     ambiguous: str = "earliest",
+    flag: str = "--time-col",
 ) -> pl.Expr:
-    """Expression turning ``column`` of type ``dtype`` into UTC microsecond timestamps.
+    """Expression turning ``column`` of type ``dtype`` into UTC microsecond timestamps (``flag``: the
+    option that names the column, for the error of a type that cannot hold timestamps).
 
     Strings may be ISO 8601 with ``Z`` or any offset (mixed offsets are fine), naive ISO 8601 (taken
     in ``timezone``, default UTC), a date, or epoch numbers. Numbers are epoch values in
@@ -323,7 +330,7 @@ def timestamp_expr(
         )
     raise UsageError(
         f"The timestamp column {column!r} has type {dtype}, which cannot hold timestamps. "
-        "Name another column with --time-col."
+        f"Name another column with {flag}."
     )
 
 
@@ -441,6 +448,8 @@ def prepare_events(
     carry: Sequence[str] = (),
     stitching: bool = False,
     engagement: bool = False,
+    page_view_ids: bool = False,
+    heartbeat_time: bool = False,
     aggregates: Iterable[S.Aggregate] = (),
     source: str = "the input",
 ) -> pl.LazyFrame:
@@ -457,7 +466,10 @@ def prepare_events(
     none) becomes the ``_stitch_id`` column (:func:`sessionize.schema.event_schema`). A page view
     with a page view id (``columns.page_view_id``) takes ``page_view:<id>`` as its event id, so that
     repeated page views of one id are dropped as duplicate events: page views count by distinct id,
-    as Snowplow counts them. The input columns ``aggregates`` read become the columns
+    as Snowplow counts them. With ``page_view_ids`` that id becomes the ``_page_view_id`` column, and
+    with ``heartbeat_time`` the heartbeat time (``columns.heartbeat_time``, parsed as the timestamps
+    are; null when the input has none) the ``_heartbeat_time`` column, which ``keep_raw`` also keeps as
+    text (see :func:`bad_heartbeat_times`). The input columns ``aggregates`` read become the columns
     :func:`sessionize.schema.aggregate_inputs` names (numbers, or text), found in ``source`` like a
     flag's column (:func:`sessionize.schema.find_column`).
     """
@@ -494,9 +506,19 @@ def prepare_events(
             .then(None)
             .otherwise(is_pageview)
         )
+    heartbeat = _heartbeat_time_columns(
+        columns.heartbeat_time if heartbeat_time else None,
+        schema,
+        time_unit=time_unit,
+        timezone=timezone,
+        ambiguous=ambiguous,
+    )
+    heartbeat_parsed: pl.Expr | None = None
+    if heartbeat is not None:
+        events, heartbeat_parsed = heartbeat(events)
     event_id = _as_text(columns.event_id)
+    page_view_id = page_view_id_expr(columns.page_view_id, schema.get(columns.page_view_id or ""))
     if columns.page_view_id is not None:
-        page_view_id = page_view_id_expr(columns.page_view_id, schema.get(columns.page_view_id))
         event_id = (
             pl.when(is_pageview.fill_null(False) & page_view_id.is_not_null())
             .then(pl.lit("page_view:") + page_view_id)
@@ -516,10 +538,75 @@ def prepare_events(
         is_pageview.alias(S.IS_PAGEVIEW),
         *([_as_text(columns.stitch).alias(S.STITCH_ID)] if stitching else []),
         *([_as_number(columns.engagement_time).alias(S.ENGAGEMENT_MS)] if engagement else []),
+        *([page_view_id.alias(S.PAGE_VIEW_KEY)] if page_view_ids else []),
+        *(
+            [
+                (heartbeat_parsed if heartbeat_parsed is not None else pl.lit(None, S.TIMESTAMP)).alias(
+                    S.HEARTBEAT_TS
+                )
+            ]
+            if heartbeat_time
+            else []
+        ),
+        *(
+            [
+                (
+                    pl.col(columns.heartbeat_time).cast(pl.String)
+                    if heartbeat_parsed is not None and columns.heartbeat_time is not None
+                    else pl.lit(None, pl.String)
+                ).alias(RAW_HEARTBEAT_TIME)
+            ]
+            if heartbeat_time and keep_raw
+            else []
+        ),
         *carried,
         *([row_number, pl.col(columns.timestamp).alias(RAW_TIME)] if keep_raw else []),
         *carry,
     )
+
+
+#: With ``keep_raw`` and a heartbeat time: its input text, so that one that does not parse is told from
+#: a missing one.
+RAW_HEARTBEAT_TIME = RAW_PREFIX + S.HEARTBEAT_TS
+_HEARTBEAT_HELPERS = ("_heartbeat_fast", "_heartbeat_text")
+
+
+def _heartbeat_time_columns(
+    column: str | None,
+    schema: Mapping[str, pl.DataType],
+    *,
+    time_unit: TimeUnit | None,
+    timezone: str | None,
+    ambiguous: str,
+) -> Callable[[pl.LazyFrame], tuple[pl.LazyFrame, pl.Expr]] | None:
+    """How the heartbeat time column is parsed, as the timestamp column is (the events with helper
+    columns, and the expression of its UTC timestamps), or None without one."""
+    if column is None or isinstance(schema[column], pl.Null):
+        return None
+    dtype = schema[column]
+    if _is_text(dtype):
+        zone = check_timezone(timezone)
+
+        def parse_text(events: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.Expr]:
+            return with_parsed_text_time(
+                events,
+                column,
+                time_unit=time_unit,
+                timezone=zone,
+                ambiguous=ambiguous,
+                helpers=_HEARTBEAT_HELPERS,
+            )
+
+        return parse_text
+    parsed = timestamp_expr(
+        column,
+        dtype,
+        time_unit=time_unit,
+        timezone=timezone,
+        ambiguous=ambiguous,
+        flag="--heartbeat-time-col",
+    )
+    return lambda events: (events, parsed)
 
 
 def _aggregate_columns(
@@ -566,9 +653,20 @@ def _bad_number(name: str) -> pl.Expr:
     return pl.col(RAW_PREFIX + name).str.strip_chars().ne("").fill_null(False) & pl.col(name).is_null()
 
 
-def raw_columns(aggregates: Iterable[S.Aggregate]) -> list[str]:
-    """The text columns ``keep_raw`` adds for ``--agg`` (dropped with ``_raw_time``)."""
-    return [RAW_PREFIX + name for (_, numeric), name in S.aggregate_inputs(aggregates).items() if numeric]
+def bad_heartbeat_times(heartbeat_time: bool) -> pl.Expr | None:
+    """Whether a prepared row (``keep_raw``) has a heartbeat time that does not parse (an empty one is a
+    missing one: the event time counts), or None without a heartbeat time column."""
+    if not heartbeat_time:
+        return None
+    given = pl.col(RAW_HEARTBEAT_TIME).str.strip_chars().ne("").fill_null(False)
+    return given & pl.col(S.HEARTBEAT_TS).is_null()
+
+
+def raw_columns(aggregates: Iterable[S.Aggregate], *, heartbeat_time: bool = False) -> list[str]:
+    """The text columns ``keep_raw`` adds for ``--agg`` and the heartbeat time (dropped with
+    ``_raw_time``)."""
+    numbers = [RAW_PREFIX + name for (_, numeric), name in S.aggregate_inputs(aggregates).items() if numeric]
+    return [*numbers, *([RAW_HEARTBEAT_TIME] if heartbeat_time else [])]
 
 
 def has_session_id(columns: S.ColumnMap, *, source: str) -> pl.Expr:
@@ -588,13 +686,15 @@ def invalid_reason(
     valid_until: datetime | None = None,
     timezone: str | None = None,
     aggregates: Iterable[S.Aggregate] = (),
+    heartbeat_time: bool = False,
 ) -> pl.Expr:
     """Why a row of a prepared frame (``keep_raw=True`` for ``timezone``) cannot be sessionized:
     ``empty_user_id``, ``bad_timestamp``, ``nonexistent_local_time`` / ``ambiguous_local_time`` (a
     local time of ``timezone`` that a clock change skips, or makes happen twice with
     ``--ambiguous-time reject``), ``out_of_range`` (outside ``valid_from``/``valid_until``),
-    ``bad_number`` (a value ``aggregates`` read as a number that is not one: :func:`bad_numbers`), or
-    null for a valid row."""
+    ``bad_number`` (a value ``aggregates`` read as a number that is not one: :func:`bad_numbers`),
+    ``bad_heartbeat_time`` (with ``heartbeat_time``, one that does not parse: :func:`bad_heartbeat_times`),
+    or null for a valid row."""
     ts = pl.col(S.TIME)
     out_of_range = pl.lit(False)
     if valid_from is not None:
@@ -608,6 +708,7 @@ def invalid_reason(
         raw = pl.when(ts.is_null()).then(pl.col(RAW_TIME))
         bad_time = pl.coalesce(local_time_reason(raw, timezone), bad_time)
     numbers = bad_numbers(aggregates)
+    heartbeats = bad_heartbeat_times(heartbeat_time)
     return (
         pl.when(pl.col(S.USER).is_null())
         .then(pl.lit("empty_user_id"))
@@ -617,6 +718,8 @@ def invalid_reason(
         .then(pl.lit("out_of_range"))
         .when(numbers if numbers is not None else pl.lit(False))
         .then(pl.lit("bad_number"))
+        .when(heartbeats if heartbeats is not None else pl.lit(False))
+        .then(pl.lit("bad_heartbeat_time"))
         .otherwise(None)
         .alias(REASON)
     )
@@ -632,10 +735,12 @@ def check_events(
     valid_until: datetime | None = None,
     timezone: str | None = None,
     aggregates: Iterable[S.Aggregate] = (),
+    heartbeat_time: bool = False,
 ) -> None:
     """Raise if a row of a prepared frame (``keep_raw=True``) cannot be sessionized: no user id, a
-    timestamp that does not parse, one outside ``valid_from``/``valid_until``, or a value that
-    ``aggregates`` read as a number and that is not one.
+    timestamp that does not parse, one outside ``valid_from``/``valid_until``, a value that
+    ``aggregates`` read as a number and that is not one, or (with ``heartbeat_time``) a heartbeat time
+    that does not parse.
 
     ``where`` turns a 0-based row number into a location for the message (``line 7``).
     """
@@ -688,6 +793,18 @@ def check_events(
             f"or pass {SKIP_HINT}."
         )
     _check_numbers(frame, source=source, where=where, aggregates=tuple(aggregates))
+    heartbeats = bad_heartbeat_times(heartbeat_time)
+    bad_beats = frame.filter(heartbeats) if heartbeats is not None else frame.clear()
+    if bad_beats.height:
+        examples = "; ".join(
+            f"{where(row)}: {value!r}"
+            for row, value in bad_beats.select(ROW, RAW_HEARTBEAT_TIME).head(MAX_REPORTED_ROWS).iter_rows()
+        )
+        raise BadTimestampError(
+            f"{source}: {bad_beats.height} heartbeat time(s) in column {columns.heartbeat_time!r} do not "
+            f"parse ({examples}). Use ISO 8601 (2024-05-17T10:05:03Z) or epoch numbers, empty them (the "
+            f"event time counts then), or name another column with --heartbeat-time-col; or pass {SKIP_HINT}."
+        )
 
 
 def _check_numbers(

@@ -267,6 +267,10 @@ class SessionSettings:
     stitch_fallback: bool = False
     #: The events report their engagement time (``_engagement_ms``): GA4's rule for engaged time.
     engagement: bool = False
+    #: The events carry the page view id (``_page_view_id``) and the heartbeat time (``_heartbeat_time``)
+    #: that heartbeats are grouped and counted by (Snowplow's rule for engaged time).
+    page_view_ids: bool = False
+    heartbeat_time: bool = False
     #: Look the addresses up in a thread while the sessions are built (faster), or after them (less
     #: memory at once: the bucketed path, which keeps within a budget).
     overlap_geo: bool = True
@@ -344,7 +348,11 @@ def build_pageviews(
         S.REFERRER,
         S.IS_PAGEVIEW,
         *([S.EVENT] if engaged.heartbeat_events else []),
-        *([S.ENGAGEMENT_MS] if S.ENGAGEMENT_MS in events.columns else []),
+        *(
+            name
+            for name in (S.ENGAGEMENT_MS, S.PAGE_VIEW_KEY, S.HEARTBEAT_TS)
+            if name in events.columns and (name == S.ENGAGEMENT_MS or engaged.heartbeat_events)
+        ),
     )
     if rules.split_on_campaign:
         lazy = add_campaign_key(lazy)
@@ -417,6 +425,8 @@ class PartitionJob:
         return S.event_schema(
             stitch=self.settings.stitching,
             engagement=self.settings.engagement,
+            page_view_ids=self.settings.page_view_ids,
+            heartbeat_time=self.settings.heartbeat_time,
             aggregates=self.settings.aggregates,
         )
 
@@ -453,6 +463,8 @@ class PartitionJob:
                 stitching=config.read.stitching,
                 stitch_fallback=session.stitch_fallback,
                 engagement=config.read.engagement_timing,
+                page_view_ids=config.read.page_view_ids,
+                heartbeat_time=config.read.heartbeat_timing,
             ),
             dedupe=config.privacy.dedupe,
             secret=config.privacy.secret,

@@ -34,7 +34,14 @@ from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
 from sessionize.io.params import unnest_params
 from sessionize.io.read import flatten_structs
-from sessionize.normalize import bad_numbers, check_events, has_session_id, keep_expr, prepare_events
+from sessionize.normalize import (
+    bad_heartbeat_times,
+    bad_numbers,
+    check_events,
+    has_session_id,
+    keep_expr,
+    prepare_events,
+)
 from sessionize.partition import (
     PartitionJob,
     SessionRules,
@@ -153,8 +160,9 @@ def sessionize(
     prepare = functools.partial(_prepared, frame, columns, read)
     checked = prepare(keep_raw=True)
     suspect = pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()
-    numbers = bad_numbers(read.aggregates)
-    invalid = checked.filter(suspect if numbers is None else suspect | numbers).collect(engine="in-memory")
+    for bad in (bad_numbers(read.aggregates), bad_heartbeat_times(read.heartbeat_timing)):
+        suspect = suspect if bad is None else suspect | bad
+    invalid = checked.filter(suspect).collect(engine="in-memory")
     check_events(
         invalid,
         source=_FRAME,
@@ -162,6 +170,7 @@ def sessionize(
         where=lambda row: f"row index {row}",
         timezone=read.timezone,
         aggregates=read.aggregates,
+        heartbeat_time=read.heartbeat_timing,
     )
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
     return process_lazy(prepare(), job)

@@ -135,6 +135,9 @@ PRESETS: dict[str, Preset] = {
                     "contexts_com_snowplowanalytics_snowplow_web_page_1_0_0",
                     "contexts",
                 ),
+                # The device's creation time: the page pings' windows of engaged time (Snowplow's
+                # web model counts them on it); an export without it counts them on derived_tstamp.
+                "heartbeat_time": ("dvce_created_tstamp",),
                 # The login id: stitched_user_id, the user's latest (Snowplow's session stitching).
                 "stitch": ("user_id",),
                 "url": ("page_url",),

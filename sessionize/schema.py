@@ -24,10 +24,13 @@ ENGAGED_GAP_CAP_S = 300.0
 class EngagedTime:
     """How ``engaged_time_s`` is measured (see docs/metrics.md).
 
-    With ``heartbeat_events`` (Snowplow's ``page_ping``): per page view, the heartbeats that follow it in
-    its session fall in windows of ``heartbeat_s``; its engaged time is ``heartbeat_s`` x (distinct
-    windows - 1) + ``min_visit_s`` (Snowplow's web model), 0 without heartbeats; a session adds its page
-    views'. Without: the gaps between a session's consecutive events, each capped at ``gap_cap_s``.
+    With ``heartbeat_events`` (Snowplow's ``page_ping``): per page view, its heartbeats fall in windows of
+    ``heartbeat_s``; its engaged time is ``heartbeat_s`` x (distinct windows - 1) + ``min_visit_s``
+    (Snowplow's web model), 0 without heartbeats; a session adds its page views'. A heartbeat belongs to
+    the page view of its page view id in its session where the events carry one (:data:`PAGE_VIEW_KEY`),
+    else to the page view before it in its session; its window is taken on its heartbeat time where the
+    events carry one (:data:`HEARTBEAT_TS`, null: its event time), else on its event time. Without: the
+    gaps between a session's consecutive events, each capped at ``gap_cap_s``.
     ``threshold_s`` (``--engaged-threshold``) makes ``is_engaged`` read engaged time instead of the
     duration.
     """
@@ -171,8 +174,14 @@ USER_AGENT = "user_agent"
 #: (``--page-activity-events``: Snowplow's page pings): it counts for the landing and exit pages, not as a
 #: page view.
 IS_PAGEVIEW = "is_pageview"
-#: The role of the page view id column (Snowplow's web_page context ``id``): read, never an event column.
+#: The role of the page view id column (Snowplow's web_page context ``id``), and the event column it
+#: becomes when engaged time is measured from heartbeats (they are grouped by it; see :func:`event_schema`).
 PAGE_VIEW_ID = "page_view_id"
+PAGE_VIEW_KEY = "_page_view_id"
+#: The role of ``--heartbeat-time-col`` (Snowplow's ``dvce_created_tstamp``: the time a heartbeat's windows
+#: are counted on), and the event column it becomes with heartbeats (a timestamp, null: the event time).
+HEARTBEAT_TIME = "heartbeat_time"
+HEARTBEAT_TS = "_heartbeat_time"
 #: The role of ``--stitch-col`` (the login id: Snowplow's and Segment's ``user_id``), and the event
 #: column it becomes when identity stitching is on (see :func:`event_schema`).
 STITCH = "stitch"
@@ -243,6 +252,9 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
         "contexts_com_snowplowanalytics_snowplow_web_page_1",
         "contexts_com_snowplowanalytics_snowplow_web_page_1_0_0",
     ),
+    # The time of a heartbeat's window (Snowplow: dvce_created_tstamp): only named with
+    # --heartbeat-time-col or the snowplow preset.
+    HEARTBEAT_TIME: (),
 }
 
 #: The CLI flag that names each input column.
@@ -268,6 +280,7 @@ class ColumnNames:
     page_view_id: str | None = field(default=None, metadata={"role": PAGE_VIEW_ID})
     stitch: str | None = field(default=None, metadata={"role": STITCH})
     engagement_time: str | None = field(default=None, metadata={"role": ENGAGEMENT})
+    heartbeat_time: str | None = field(default=None, metadata={"role": HEARTBEAT_TIME})
 
     @classmethod
     def of(cls, options: Mapping[str, object]) -> ColumnNames:
@@ -304,16 +317,26 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
 
 
 def event_schema(
-    *, stitch: bool = False, engagement: bool = False, aggregates: Iterable[Aggregate] = ()
+    *,
+    stitch: bool = False,
+    engagement: bool = False,
+    page_view_ids: bool = False,
+    heartbeat_time: bool = False,
+    aggregates: Iterable[Aggregate] = (),
 ) -> dict[str, pl.DataType]:
     """The canonical events frame's columns: :data:`EVENT_SCHEMA`, the login id with stitching, the
-    reported engagement time with ``--engagement-time-col``, the input columns ``--agg`` reads
-    (:func:`aggregate_inputs`: numbers as Float64, others as text)."""
+    reported engagement time with ``--engagement-time-col``, the page view id and the heartbeat time
+    that heartbeats are grouped and counted by (``page_view_ids``, ``heartbeat_time``), the input
+    columns ``--agg`` reads (:func:`aggregate_inputs`: numbers as Float64, others as text)."""
     schema = dict(EVENT_SCHEMA)
     if stitch:
         schema[STITCH_ID] = pl.String()
     if engagement:
         schema[ENGAGEMENT_MS] = pl.Float64()
+    if page_view_ids:
+        schema[PAGE_VIEW_KEY] = pl.String()
+    if heartbeat_time:
+        schema[HEARTBEAT_TS] = TIMESTAMP
     for (_, numeric), column in aggregate_inputs(aggregates).items():
         schema[column] = pl.Float64() if numeric else pl.String()
     return schema
@@ -467,6 +490,7 @@ class ColumnMap:
     page_view_id: str | None = None
     stitch: str | None = None
     engagement_time: str | None = None
+    heartbeat_time: str | None = None
     #: Further event-name columns, used where ``event`` is empty (Segment: ``event`` for track
     #: calls, ``type`` = ``page`` for page calls).
     event_fallbacks: tuple[str, ...] = ()

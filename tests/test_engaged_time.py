@@ -4,6 +4,7 @@ written beside it (docs/metrics.md)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import sessionize
 from sessionize import core
 from sessionize import schema as S
+from sessionize.errors import SessionizeWarning
 from sessionize.normalize import prepare_events
 from tests.helpers import DATA, KEYS, run_cli, write_text
 
@@ -86,12 +88,27 @@ def test_the_engaged_threshold(tmp_path: Path) -> None:
     assert pl.read_csv(out).get_column("is_bounce").to_list() == [True, False]
 
 
-def test_the_snowplow_preset_counts_its_pings() -> None:
-    """tests/data/presets/snowplow_page_pings.csv: the first session's two pings before any page view
-    (windows 09:00:00 and 09:00:10: 10 x 1 + 5 = 15 s) and one ping after /next (5 s): 20 s; the second
-    session's two pings (15 s)."""
-    result = sessionize.run([DATA / "presets" / "snowplow_page_pings.csv"], preset="snowplow", no_geo=True)
-    assert result.sessions.sort("user_id").get_column("engaged_time_s").to_list() == [20.0, 15.0]
+def test_the_snowplow_preset_counts_its_pings(tmp_path: Path) -> None:
+    """tests/data/presets/snowplow_page_pings.csv, by Snowplow's rule: pings grouped by their web_page id,
+    windows on dvce_created_tstamp. The first session: page view id ...a0's two pings (its page view was
+    never received; windows 09:00:00 and 09:00:10: 10 x 1 + 5 = 15 s) and ...a2's one ping after /next
+    (5 s): 20 s. The second session's two pings of ...b0 were created on the device at 10:00:00 and
+    10:00:09 (its clock a second behind: derived_tstamp 10:00:10), one window: 5 s (15 s on
+    derived_tstamp, which an export without dvce_created_tstamp falls back to)."""
+    source = DATA / "presets" / "snowplow_page_pings.csv"
+    result = sessionize.run([source], preset="snowplow", no_geo=True)
+    assert result.sessions.sort("user_id").get_column("engaged_time_s").to_list() == [20.0, 5.0]
+    # The device time typed (Parquet), and an export without it.
+    frame = pl.read_csv(source, infer_schema=False)
+    typed = tmp_path / "typed.parquet"
+    frame.with_columns(pl.col("dvce_created_tstamp").str.to_datetime(time_zone="UTC")).write_parquet(typed)
+    without = tmp_path / "without.csv"
+    frame.drop("dvce_created_tstamp", "dvce_sent_tstamp").write_csv(without)
+    for path, expected in ((typed, [20.0, 5.0]), (without, [20.0, 15.0])):
+        warns = pytest.warns(SessionizeWarning, match="dvce_created_tstamp")
+        with warns if path == without else contextlib.nullcontext():
+            table = sessionize.run([path], preset="snowplow", no_geo=True).sessions
+        assert table.sort("user_id").get_column("engaged_time_s").to_list() == expected
 
 
 @pytest.mark.parametrize("beats", [(), ("scroll",)])
@@ -151,3 +168,121 @@ def test_the_core_s_two_summaries_agree_on_reported_time(tmp_path: Path) -> None
     in_order = core.summarize_sessions(core.assign_sessions(events, label=False)).collect()
     assert labelled.sort(KEYS).get_column("engaged_time_s").to_list() == [15.0, 240.0]
     assert in_order.sort(KEYS).get_column("engaged_time_s").to_list() == [15.0, 240.0]
+
+
+# --- Snowplow's rule: pings grouped by page view id, windows on the device's creation time -----------
+
+SNOWPLOW_HEADER = "user_id,timestamp,dvce,event,url,pv\n"
+SNOWPLOW_RULE = (
+    "--heartbeat-events", "page_ping", "--page-activity-events", "page_ping",
+    "--page-view-id-col", "pv", "--heartbeat-time-col", "dvce",
+)  # fmt: skip
+#: Every case below, worked out by hand: windows are floor(epoch seconds / 10); a page view's engaged time
+#: is 10 x (distinct windows - 1) + 5, 0 without pings; a session adds its page views'.
+SNOWPLOW_EVENTS = (
+    SNOWPLOW_HEADER
+    # a: two tabs, pings of page views A and B interleave. By id: A's windows 1, 2, 3 -> 25 s; B's 1, 2
+    # -> 15 s; 40 s. The old rule gave every ping to B, the page view before them: windows 1, 2, 3 -> 25 s.
+    + "a,2024-05-01T10:00:00Z,2024-05-01T10:00:00Z,page_view,https://x.example/a,A\n"
+    + "a,2024-05-01T10:00:05Z,2024-05-01T10:00:05Z,page_view,https://x.example/b,B\n"
+    + "a,2024-05-01T10:00:10Z,2024-05-01T10:00:10Z,page_ping,https://x.example/a,A\n"
+    + "a,2024-05-01T10:00:12Z,2024-05-01T10:00:12Z,page_ping,https://x.example/b,B\n"
+    + "a,2024-05-01T10:00:20Z,2024-05-01T10:00:20Z,page_ping,https://x.example/a,A\n"
+    + "a,2024-05-01T10:00:22Z,2024-05-01T10:00:22Z,page_ping,https://x.example/b,B\n"
+    + "a,2024-05-01T10:00:30Z,2024-05-01T10:00:30Z,page_ping,https://x.example/a,A\n"
+    # b: the device's clock is off. On the device's times (:08, :11) the windows are 0 and 1 -> 15 s; on
+    # the event times (:10, :19) one window, 1 -> 5 s.
+    + "b,2024-05-01T10:00:00Z,2024-05-01T10:00:00Z,page_view,https://x.example/c,C\n"
+    + "b,2024-05-01T10:00:10Z,2024-05-01T10:00:08Z,page_ping,https://x.example/c,C\n"
+    + "b,2024-05-01T10:00:19Z,2024-05-01T10:00:11Z,page_ping,https://x.example/c,C\n"
+    # c: a ping without a page view id counts for the page view before it (E: window 2 -> 5 s); D's own
+    # pings, windows 1 and 3 -> 15 s; 20 s. The old rule: all three for E, windows 1, 2, 3 -> 25 s.
+    + "c,2024-05-01T10:00:00Z,2024-05-01T10:00:00Z,page_view,https://x.example/d,D\n"
+    + "c,2024-05-01T10:00:05Z,2024-05-01T10:00:05Z,page_view,https://x.example/e,E\n"
+    + "c,2024-05-01T10:00:10Z,2024-05-01T10:00:10Z,page_ping,https://x.example/d,D\n"
+    + "c,2024-05-01T10:00:20Z,2024-05-01T10:00:20Z,page_ping,https://x.example/e,\n"
+    + "c,2024-05-01T10:00:30Z,2024-05-01T10:00:30Z,page_ping,https://x.example/d,D\n"
+    # d: a ping without a device time is counted on its event time: windows 2 (:21 on the device), 2
+    # (:20) and 4 (:40) -> 2 windows, 15 s. The event times alone: 1, 2, 4 -> 25 s.
+    + "d,2024-05-01T10:00:00Z,2024-05-01T10:00:00Z,page_view,https://x.example/f,F\n"
+    + "d,2024-05-01T10:00:10Z,2024-05-01T10:00:21Z,page_ping,https://x.example/f,F\n"
+    + "d,2024-05-01T10:00:20Z,,page_ping,https://x.example/f,F\n"
+    + "d,2024-05-01T10:00:40Z,,page_ping,https://x.example/f,F\n"
+)
+SNOWPLOW_SESSIONS = [("a", 40.0), ("b", 15.0), ("c", 20.0), ("d", 15.0)]
+#: Per page view (user, page view in session, engaged_time_s): the same rule, the pings of its id in its
+#: session and those without an id that follow it.
+SNOWPLOW_PAGEVIEWS = [
+    ("a", 1, 25.0), ("a", 2, 15.0), ("b", 1, 15.0), ("c", 1, 15.0), ("c", 2, 5.0), ("d", 1, 15.0),
+]  # fmt: skip
+
+
+def test_pings_by_page_view_id_on_the_device_s_time(tmp_path: Path) -> None:
+    source = write_text(tmp_path / "e.csv", SNOWPLOW_EVENTS)
+    out, pageviews = tmp_path / "s.csv", tmp_path / "pv.csv"
+    flags = ("--no-geo", "--pageviews-output", pageviews, *SNOWPLOW_RULE)
+    result = run_cli(source, "-o", out, *flags)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out).sort("user_id")
+    assert table.select("user_id", "engaged_time_s").rows() == SNOWPLOW_SESSIONS
+    views = pl.read_csv(pageviews).sort("user_id", "page_view_in_session")
+    assert views.select("user_id", "page_view_in_session", "engaged_time_s").rows() == SNOWPLOW_PAGEVIEWS
+    # The bucketed path (spilled events carry the id and the device time) gives the same.
+    result = run_cli(source, "-o", tmp_path / "b.csv", "--buckets", "3", "--temp-dir", tmp_path, *flags[:1],
+                     *SNOWPLOW_RULE)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(tmp_path / "b.csv").sort("user_id").equals(table)
+
+
+def test_each_half_of_snowplow_s_rule_alone(tmp_path: Path) -> None:
+    """Page view ids alone (windows on the event time): a 40, b 5 (:10, :19), c 20, d 15 (windows 1, 2,
+    4 by id F: 25 s; F is d's only page view, so the same as the old rule: 25). The device time alone
+    (pings for the page view before them): a 25 (B: windows 1, 2, 3), b 15, c 25 (E: 1, 2, 3), d 15."""
+    source = write_text(tmp_path / "e.csv", SNOWPLOW_EVENTS)
+    out = tmp_path / "s.csv"
+    ids = SNOWPLOW_RULE[:6]
+    assert run_cli(source, "-o", out, "--no-geo", *ids).exit_code == 0
+    assert pl.read_csv(out).sort("user_id").get_column("engaged_time_s").to_list() == [40.0, 5.0, 20.0, 25.0]
+    times = (*SNOWPLOW_RULE[:4], *SNOWPLOW_RULE[6:])
+    assert run_cli(source, "-o", out, "--no-geo", *times).exit_code == 0
+    assert pl.read_csv(out).sort("user_id").get_column("engaged_time_s").to_list() == [25.0, 15.0, 25.0, 15.0]
+
+
+def test_the_core_s_two_summaries_agree_on_snowplow_s_rule(tmp_path: Path) -> None:
+    source = write_text(tmp_path / "e.csv", SNOWPLOW_EVENTS)
+    frame = pl.read_csv(source).lazy()
+    names = frame.collect_schema().names()
+    columns = S.resolve_columns(names, page_view_id_col="pv", heartbeat_time_col="dvce")
+    events = prepare_events(
+        frame, columns=columns, page_activity_events=["page_ping"], page_view_ids=True, heartbeat_time=True
+    )
+    rule = S.EngagedTime(heartbeat_events=("page_ping",))
+    for label in (True, False):
+        table = core.summarize_sessions(core.assign_sessions(events, label=label), engaged=rule).collect()
+        assert table.sort(KEYS).select("user_id", "engaged_time_s").rows() == SNOWPLOW_SESSIONS
+
+
+def test_a_device_time_that_does_not_parse_is_bad_input(tmp_path: Path) -> None:
+    """As a timestamp that does not parse: an error naming the file, line and column, or a reject."""
+    source = write_text(
+        tmp_path / "e.csv",
+        SNOWPLOW_HEADER
+        + "a,2024-05-01T10:00:00Z,2024-05-01T10:00:00Z,page_view,https://x.example/a,A\n"
+        + "a,2024-05-01T10:00:10Z,yesterday,page_ping,https://x.example/a,A\n"
+        + "a,2024-05-01T10:00:20Z,2024-05-01T10:00:20Z,page_ping,https://x.example/a,A\n",
+    )
+    result = run_cli(source, "-o", tmp_path / "s.csv", "--no-geo", *SNOWPLOW_RULE)
+    assert result.exit_code != 0
+    message = " ".join(result.output.split())
+    assert "e.csv" in message and "line 3" in message and "'dvce'" in message and "'yesterday'" in message
+    rejects = tmp_path / "r.csv"
+    flags = ("--no-geo", "--on-invalid", "skip", "--rejects", rejects, *SNOWPLOW_RULE)
+    result = run_cli(source, "-o", tmp_path / "s.csv", *flags)
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(rejects).select("source_row", "reject_reason").rows() == [(3, "bad_heartbeat_time")]
+    # The two other events: one ping, window 2 -> 5 s.
+    assert pl.read_csv(tmp_path / "s.csv").get_column("engaged_time_s").to_list() == [5.0]
+    # Without heartbeats the column is not read (and naming it is a usage error).
+    result = run_cli(source, "-o", tmp_path / "s.csv", "--no-geo", "--heartbeat-time-col", "dvce")
+    assert result.exit_code == 2
+    assert "--heartbeat-events" in result.output

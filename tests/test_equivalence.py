@@ -67,6 +67,9 @@ HEADER = [
     "session_id",
     "user_agent",
     "value",
+    # Snowplow's page view id and dvce_created_tstamp under other names (no alias finds them by itself).
+    "tab_page",
+    "device_time",
 ]
 SITE = "https://shop.example.com"
 START = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
@@ -154,6 +157,7 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
             if u == 22 and visit == 0:
                 url = SITE + "/robots.txt"  # a browser's agent, a script's request: a bot session
             client = f"app-{user}-{visit}" if app else ""
+            page, previous = "", ""
             for n in range(max(1 + min(int(rng.expovariate(1 / 3)), 12), fewest)):
                 if n:
                     gap = rng.uniform(25 * 60, 29 * 60) if rng.random() < 0.05 else rng.uniform(1, 300)
@@ -165,6 +169,15 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                         url = SITE + rng.choice(PAGES)
                 else:
                     event = "page_view"
+                if event == "page_view":
+                    page, previous = f"pv-{user}-{visit}-{n}", page
+                # No draw from rng here either: a page view id, some events with the one before it (another
+                # tab's) or none; a device time off by up to 90 s, or none, or (a few) one that does not
+                # parse: an invalid row only where it is read (--heartbeat-time-col), so in both copies.
+                tab_page = "" if (n * u) % 5 == 1 else previous if (n + u) % 3 == 0 and previous else page
+                skew = timedelta(seconds=(n * 53 + u * 7) % 181 - 90, milliseconds=(n * 37) % 1000)
+                device_time = "" if (n + u) % 6 == 0 else (moment + skew).strftime(TIME_FORMAT)
+                device_time = "yesterday" if n == 3 and u % 10 == 1 else device_time
                 row = {
                     "event_id": f"e{next(numbers):05d}" if with_ids else "",
                     "user_id": user,
@@ -177,6 +190,8 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                     "user_agent": agent,
                     # A cart value for --agg (no draw from rng: the other columns stay as they were).
                     "value": f"{(n * 37 + u) % 90 + 0.25:.2f}" if event == "add_to_cart" else "",
+                    "tab_page": tab_page,
+                    "device_time": device_time,
                 }
                 rows.append((moment, row))
                 draw = rng.random()
@@ -201,16 +216,16 @@ def csv_lines(rows: list[dict[str, str]]) -> list[str]:
 
 #: Invalid lines put into each file of the dirty copy: (file, position as a share of its lines, line).
 BAD_LINES = (
-    (0, 0.2, f"e90001,,2024-05-01T10:00:00Z,page_view,{SITE}/,,81.2.69.160,,curl/8.5.0,\n"),
-    (0, 0.5, f"e90002,u001,not a time,page_view,{SITE}/,,89.160.20.112,,curl/8.5.0,\n"),
-    (0, 0.8, f"e90003,u002,2024-05-01T12:00:00Z,page_view,{SITE}/,,2.125.160.216,,x,extra,more\n"),
+    (0, 0.2, f"e90001,,2024-05-01T10:00:00Z,page_view,{SITE}/,,81.2.69.160,,curl/8.5.0,,,\n"),
+    (0, 0.5, f"e90002,u001,not a time,page_view,{SITE}/,,89.160.20.112,,curl/8.5.0,,,\n"),
+    (0, 0.8, f"e90003,u002,2024-05-01T12:00:00Z,page_view,{SITE}/,,2.125.160.216,,x,extra,more,,\n"),
     (1, 0.1, f"e90004,u003,2024-05-02T09:00:00Z,page_view,{SITE}/a,,175.16.199.1\n"),
-    (1, 0.4, f"e90005,u004,2099-01-01T00:00:00Z,page_view,{SITE}/,,216.160.83.56,,curl/8.5.0,\n"),
-    (1, 0.7, f"e90006,u005,2024-13-45T99:00:00Z,page_view,{SITE}/,,81.2.69.142,,curl/8.5.0,\n"),
-    (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c,d\n"),
-    (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0,\n"),
-    (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0,\n"),
-    (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra,more\n"),
+    (1, 0.4, f"e90005,u004,2099-01-01T00:00:00Z,page_view,{SITE}/,,216.160.83.56,,curl/8.5.0,,,\n"),
+    (1, 0.7, f"e90006,u005,2024-13-45T99:00:00Z,page_view,{SITE}/,,81.2.69.142,,curl/8.5.0,,,\n"),
+    (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c,d,,\n"),
+    (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0,,,\n"),
+    (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0,,,\n"),
+    (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra,more,,\n"),
 )
 
 
@@ -306,6 +321,19 @@ OPTION_SETS: dict[str, OptionSet] = {
     "shared_session_ids": OptionSet({"shared_session_ids": "merge", "session_col": "ip"}),
     # GA4's reported engagement time: the cart value stands in for engagement_time_msec.
     "engagement_time": OptionSet({"engagement_time_col": "value"}),
+    # Snowplow's engaged time: scrolls and clicks as page pings grouped by their page view id, windows on
+    # the device time (empty: the event time; one that does not parse: a reject).
+    "heartbeats_by_page_view_id": OptionSet(
+        {
+            "heartbeat_events": "scroll,click",
+            "heartbeat_interval": "2m",
+            "page_activity_events": "scroll",
+            "page_view_id_col": "tab_page",
+            "heartbeat_time_col": "device_time",
+            "on_invalid": "skip",
+        },
+        dirty=True,
+    ),
     # Every --agg function (numbers, text, counts), after the --count-events columns; with invalid rows.
     "aggregates": OptionSet(
         {
@@ -664,6 +692,12 @@ def test_the_input_exercises_every_path(memory_runs: MemoryRuns, inputs: dict[bo
     assert {"empty_user_id", "bad_timestamp", "out_of_range"} <= reasons
     assert any(reason.startswith("wrong_field_count") for reason in reasons)
     assert memory_runs["skip_invalid"].sessions.equals(defaults.sessions)
+    # Device times that do not parse: rejected only where they are read.
+    heartbeats = memory_runs["heartbeats_by_page_view_id"].rejects
+    assert heartbeats is not None
+    assert heartbeats.get_column("reject_reason").value_counts().sort("reject_reason").filter(
+        pl.col("reject_reason") == "bad_heartbeat_time"
+    ).get_column("count").to_list() == [4]
 
 
 @pytest.mark.parametrize("name", [name for name in OPTION_SETS if name not in ("defaults", "skip_invalid")])

@@ -626,10 +626,11 @@ def read_file(
             valid_until=options.valid_until,
             timezone=options.timezone,
             aggregates=options.aggregates,
+            heartbeat_time=options.heartbeat_timing,
         ),
     )
     invalid = reasons.filter(pl.col(REASON).is_not_null())
-    raw_text = [RAW_TIME, *raw_columns(options.aggregates)]
+    raw_text = [RAW_TIME, *raw_columns(options.aggregates, heartbeat_time=options.heartbeat_timing)]
     if options.on_invalid == "fail":
         if malformed is not None and malformed.height:
             raise_malformed(name, malformed, what=_format_name(source))
@@ -642,6 +643,7 @@ def read_file(
             valid_until=options.valid_until,
             timezone=options.timezone,
             aggregates=options.aggregates,
+            heartbeat_time=options.heartbeat_timing,
         )
         return FileRead(frame.drop(*raw_text, *([] if keep_row else [ROW])), None, rows, filtered)
     good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
