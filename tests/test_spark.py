@@ -20,7 +20,13 @@ from polars.testing import assert_frame_equal
 
 import sessionize
 from sessionize import schema as S
-from sessionize.errors import BadTimestampError, EngineUnavailableError, OutputError, UsageError
+from sessionize.errors import (
+    BadTimestampError,
+    EngineUnavailableError,
+    MissingUserIdError,
+    OutputError,
+    UsageError,
+)
 from tests.helpers import CITY_DB, DATA, KEYS, SAMPLE_DATA, run_cli, write_text
 
 pytest.importorskip("pyspark", reason="PySpark is not installed: pip install 'sessionize[spark]'")
@@ -234,3 +240,98 @@ def test_reported_engagement_time_and_stitching(tmp_path: Path, spark_session: A
         engagement_time_col="engagement_ms",
     )  # fmt: skip
     assert result.session_count == 2
+
+
+def large_parquet(path: Path, rows: int = 30_000) -> Path:
+    """A Parquet file of many row groups: users with client session ids and without, some rows with a
+    time that does not parse (text column) or no user, and a nested struct column."""
+    users = [f"u{i % 997:03d}" if i % 1499 else "" for i in range(rows)]
+    times = [
+        f"2024-05-01T{10 + (i * 7 % 600) // 60:02d}:{i * 7 % 60:02d}:{i % 60:02d}Z" if i % 2311 else "soon"
+        for i in range(rows)
+    ]
+    frame = pl.DataFrame(
+        {
+            "user_id": users,
+            "timestamp": times,
+            "session_id": [f"s{i % 41}" if i % 3 == 0 else None for i in range(rows)],
+            "event": ["page_view" if i % 4 else "click" for i in range(rows)],
+            "context": [{"page": {"url": f"https://shop.example/p{i % 13}"}} for i in range(rows)],
+            "event_id": [f"e{i if i % 101 else i - 1}" for i in range(rows)],
+        }
+    )
+    frame.write_parquet(path, row_group_size=1_000, compression="uncompressed")
+    return path
+
+
+def test_a_large_parquet_file_is_split_by_row_group(tmp_path: Path, spark_session: Any) -> None:
+    """A Parquet file larger than Spark's split size (spark.sql.files.maxPartitionBytes) is read by Spark's
+    own reader, row group by row group in several tasks, each slice parsed by the local reader's code: the
+    same sessions, figures and rejects (with the file's own row numbers) as a local run, and with
+    --on-invalid fail the same error, naming the first invalid row."""
+    big = large_parquet(tmp_path / "big.parquet")
+    small = write_text(
+        tmp_path / "small.csv", "user_id,timestamp,context.page.url\nu001,2024-05-01T09:00:00Z,https://a/\n"
+    )
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", str(big.stat().st_size // 5))
+    try:
+        local_rejects, spark_rejects = tmp_path / "local.csv", tmp_path / "spark.csv"
+        options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "url_col": "context.page.url"}
+        local = sessionize.run([small, big], rejects=str(local_rejects), **options)
+        result = same_as_local([small, big], tmp_path, spark_session, rejects=str(spark_rejects), **options)
+        assert result.path_taken.endswith(", 1 large file(s) read in splits")
+        assert local.rejected > 20 and result.rejected == local.rejected
+        assert pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
+        with pytest.raises(MissingUserIdError) as local_error:
+            sessionize.run([big], no_geo=True)
+        with pytest.raises(MissingUserIdError) as spark_error:
+            sessionize.run([big], no_geo=True, spark=spark_session)
+        # The same message, but for the count: that of the first slice with invalid rows, as it says.
+        local_text, spark_text = str(local_error.value), str(spark_error.value)
+        assert local_text.startswith(f"{big}: 21 row(s) have an empty user id")
+        assert spark_text.startswith(f"{big}: 5 row(s) have an empty user id")
+        assert local_text.split(" row(s)", 1)[1] in spark_text and "split this file" in spark_text
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+def test_large_access_logs_and_enriched_tsv_are_read_in_splits(tmp_path: Path, spark_session: Any) -> None:
+    """An access log and a Snowplow enriched TSV larger than a split are read by Spark's text reader in
+    several tasks, their lines numbered by a counting pass: the same sessions, figures, rejects (with the
+    file's line numbers: a malformed line, blank lines, CRLF ends) as a local run."""
+    lines = APACHE_LOG.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines[4321] = "this is not a log line"
+    lines[777] = ""
+    log = tmp_path / "access.log"
+    log.write_bytes(("\r\n".join(lines[:5000]) + "\n" + "\n".join(lines[5000:]) + "\n").encode())
+    enriched = (DATA / "presets" / "snowplow_enriched.tsv").read_text(encoding="utf-8").splitlines()
+    copies = []
+    for n in range(300):
+        for line in enriched:
+            fields = line.split("\t")
+            fields[6] = f"{fields[6]}-{n}"  # another event id per copy
+            fields[15] = f"{fields[15]}-{n}"  # another visitor and session per copy
+            fields[123] = f"{fields[123]}-{n}"
+            copies.append("\t".join(fields))
+    copies[1234] = "too\tfew\tfields"
+    tsv = write_text(tmp_path / "events.tsv", "\n".join(copies) + "\n")
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set(
+        "spark.sql.files.maxPartitionBytes", str(min(log.stat().st_size, tsv.stat().st_size) // 6)
+    )
+    try:
+        for files, extra in (([log], {}), ([tsv], {"preset": "snowplow"})):
+            local_rejects, spark_rejects = tmp_path / "local.csv", tmp_path / "spark.csv"
+            options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", **extra}
+            local = sessionize.run(files, rejects=str(local_rejects), **options)
+            out = tmp_path / f"spark-{files[0].stem}"
+            result = sessionize.run(
+                files, spark=spark_session, output=str(out), rejects=str(spark_rejects), **options
+            )
+            assert result.path_taken.endswith(", 1 large file(s) read in splits")
+            assert_frame_equal(read_dir(out).sort(KEYS), local.sessions.sort(KEYS))
+            assert {k: getattr(result, k) for k in FIGURES} == {k: getattr(local, k) for k in FIGURES}
+            assert local.rejected >= 1 and pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import pickle
 import shutil
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,7 +50,8 @@ else:
 
 from sessionize import geo, io
 from sessionize import schema as S
-from sessionize.config import RunConfig
+from sessionize.accesslog import detect_log_format, parse_access_log
+from sessionize.config import RunConfig, parse_memory
 from sessionize.core import claim_shared_session_ids
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
 from sessionize.engines.budget import available_memory, bucket_of, claim_bucket_of
@@ -63,7 +65,9 @@ from sessionize.errors import (
     UsageError,
 )
 from sessionize.io.formats import InputFormat
-from sessionize.io.snowplow import is_enriched_tsv
+from sessionize.io.snowplow import FIELDS as SNOWPLOW_FIELDS
+from sessionize.io.snowplow import is_enriched_tsv, parse_enriched
+from sessionize.normalize import ROW
 from sessionize.partition import (
     CAPPED,
     STORED_GEO_COLUMNS,
@@ -339,6 +343,263 @@ def _claim(batches: Iterable[Any], schema: Any) -> Iterator[Any]:
     yield from _arrow(claimed, schema).to_batches(max_chunksize=100_000)
 
 
+#: The row of each event in its Parquet file, from Spark's ``_metadata.row_index``.
+_ROW_INDEX = "_sessionize_row_index"
+#: Events a split Parquet file's read task parses at once (Spark hands it batches of 10,000).
+_SPLIT_ROWS = 200_000
+
+
+def _read_split(batches: Iterable[Any], task: Any, number: int) -> Iterator[Any]:
+    """The read step on an executor for a slice of a large Parquet file that Spark's reader split by
+    row group: its rows, as Spark read them, parsed and validated by the local reader's code
+    (:func:`sessionize.io.read_file` on rows already read), with their row numbers in the file."""
+    read_task: _ReadTask = task.value
+    schema = _event_schema(read_task.job)
+    source = next(f for f in read_task.files.values() if f.number == number)
+    pending: list[Any] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        if held >= _SPLIT_ROWS:
+            yield from _read_rows(pending, read_task, source, schema)
+            pending, held = [], 0
+    if pending:
+        yield from _read_rows(pending, read_task, source, schema)
+
+
+def _read_rows(batches: list[Any], read_task: _ReadTask, source: SparkInput, schema: Any) -> Iterator[Any]:
+    table = pa.Table.from_batches(batches)
+    batches.clear()
+    frame = pl.from_arrow(table)
+    del table
+    assert isinstance(frame, pl.DataFrame)
+    rows = frame.get_column(_ROW_INDEX)
+    first = int(rows.min())  # type: ignore[arg-type]
+    raw = io.read.flatten_structs(
+        frame.drop(_ROW_INDEX).with_columns(rows.cast(pl.get_index_type()).alias(ROW)).lazy()
+    ).collect()
+    del frame, rows
+    last = int(raw.get_column(ROW).max())  # type: ignore[arg-type]
+    shown = io.InputFile(source.uri, "parquet", name=source.shown)
+    yield from _validated(raw, None, shown, read_task, source, schema, first, last)
+
+
+#: Text formats of one event per line, which Spark's text reader can split (uncompressed only).
+_LINE_FORMATS = ("combined", "common", "log", "snowplow", "tsv")
+#: The split a line was read in (its first byte), and the line as bytes (decoded as a local run does).
+_BLOCK = "_sessionize_block"
+_LINE = "_sessionize_line"
+
+
+@dataclass(frozen=True)
+class _LineSlices:
+    """What the tasks of a split text file need: its format (told on the driver) and the number of
+    lines before each split (by the split's first byte), from a counting pass."""
+
+    number: int
+    format: str
+    lines_before: dict[int, int]
+
+
+def _plan_lines(session: Any, source: SparkInput, input_format: str | None) -> _LineSlices | None:
+    """A large access log or enriched TSV, to be read by Spark's text reader in splits: its format and
+    the line number each split starts at (a first pass counts the lines of each split); None for a
+    file that is not one of those (a TSV with a header)."""
+    text = session.read.option("lineSep", "\n").text(source.uri)
+    first = [row[0] for row in text.limit(20).collect()]
+    fmt = source.format
+    if fmt == "tsv":
+        head = (first[0] if first else "").rstrip("\r").split("\t")
+        if input_format is not None or len(head) != len(SNOWPLOW_FIELDS) or "event_id" in head:
+            return None
+        fmt = "snowplow"
+    if fmt == "log":
+        detected = detect_log_format([line for line in first if line is not None])
+        if detected is None:
+            return None  # read whole: the local reader names the problem
+        fmt = detected
+    counts = text.select(F.col("_metadata.file_block_start").alias(_BLOCK)).groupBy(_BLOCK).count().collect()
+    before: dict[int, int] = {}
+    total = 0
+    for block, lines in sorted((int(row[0]), int(row[1])) for row in counts):
+        before[block] = total
+        total += lines
+    return _LineSlices(source.number, fmt, before)
+
+
+def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterator[Any]:
+    """The read step on an executor for the lines of a large text file that Spark's text reader split:
+    numbered as in the file, decoded, parsed and validated by the local reader's code."""
+    read_task: _ReadTask = task.value
+    schema = _event_schema(read_task.job)
+    source = next(f for f in read_task.files.values() if f.number == plan.number)
+    pending: list[Any] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        if held >= _SPLIT_ROWS:
+            yield from _parse_lines(pending, read_task, source, plan, schema)
+            pending, held = [], 0
+    if pending:
+        yield from _parse_lines(pending, read_task, source, plan, schema)
+
+
+def _parse_lines(
+    batches: list[Any], read_task: _ReadTask, source: SparkInput, plan: _LineSlices, schema: Any
+) -> Iterator[Any]:
+    frame = pl.from_arrow(pa.Table.from_batches(batches))
+    batches.clear()
+    assert isinstance(frame, pl.DataFrame)
+    # Each split's lines arrive whole and in order: a line's number is the lines before its split plus
+    # its place in it.
+    starts = pl.Series([plan.lines_before[int(b)] for b in frame.get_column(_BLOCK).unique()])
+    offsets = pl.DataFrame({_BLOCK: frame.get_column(_BLOCK).unique(), "_before": starts})
+    numbered = frame.join(offsets, on=_BLOCK, how="left", maintain_order="left").select(
+        (pl.col("_before") + pl.int_range(pl.len()).over(_BLOCK)).cast(pl.UInt32).alias(ROW),
+        _decoded(frame.get_column(_LINE), read_task.options.encoding).alias("line"),
+    )
+    del frame
+    shown = io.InputFile(source.uri, plan.format, name=source.shown)  # type: ignore[arg-type]
+    options = read_task.options
+    if plan.format == "snowplow":
+        parsed, malformed = parse_enriched(numbered)
+    else:
+        parsed, malformed = parse_access_log(
+            numbered,
+            log_format=plan.format,
+            asset_pattern=options.asset_pattern,
+            visitor_key=options.visitor_key,
+            anonymize_ip=options.anonymize_ip,
+        )
+    first = int(numbered.get_column(ROW).min())  # type: ignore[arg-type]
+    last = int(numbered.get_column(ROW).max())  # type: ignore[arg-type]
+    del numbered
+    yield from _validated(parsed, malformed, shown, read_task, source, schema, first, last)
+
+
+def _decoded(lines: pl.Series, encoding: str) -> pl.Series:
+    """Lines as bytes -> text, as a local run reads them: UTF-8, and where a line is not, decoded with
+    ``encoding`` (UTF-8 by default) replacing what does not decode; a line's ``\r`` end dropped."""
+    try:
+        text = lines.cast(pl.String)
+    except pl.exceptions.InvalidOperationError:
+        codec = "utf-8" if encoding.replace("-", "").lower() in ("utf8", "utf8lossy") else encoding
+        text = pl.Series(
+            [None if b is None else b.decode(codec, errors="replace") for b in lines.to_list()],
+            dtype=pl.String,
+        )
+    return text.str.strip_suffix("\r")
+
+
+def _validated(
+    raw: pl.DataFrame,
+    malformed: pl.DataFrame | None,
+    shown: io.InputFile,
+    read_task: _ReadTask,
+    source: SparkInput,
+    schema: Any,
+    first: int,
+    last: int,
+) -> Iterator[Any]:
+    """Rows of a slice of a split file, already read: validated by the local reader's code, with their
+    place in the input from their row in the file, and the slice's summary row."""
+    summary: dict[str, Any] = {"number": source.number, "first": first, "rows": 0, "filtered": 0}
+    summary["rejects"] = None
+    events = None
+    try:
+        read = io.read.read_file(shown, read_task.options, raw=raw, malformed=malformed, keep_row=True)
+    except SessionizeError as exc:
+        note = (
+            f" (Spark's reader split this file: this is the error of its rows {first:,}-{last:,}, the "
+            "first slice with invalid rows; a local run reports on the whole file.)"
+        )
+        summary["error"] = (type(exc), str(exc) + note)
+    else:
+        summary.update(rows=read.rows, filtered=read.filtered, rejects=read.rejects)
+        merges = read_task.job.settings.rules.merges_session_ids
+        events = (
+            protect_addresses(read.events, read_task.job)
+            .with_columns(
+                (pl.col(ROW).cast(pl.Int64) + (source.number << _ROW_BITS)).alias(ORDER),
+                (claim_bucket_of if merges else bucket_of)(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET),
+            )
+            .drop(ROW)
+        )
+    if events is not None and events.height:
+        yield from _arrow(events, schema).to_batches(max_chunksize=100_000)
+    yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
+
+
+def _split_note(split: list[str]) -> str:
+    return f", {len(split)} large file(s) read in splits" if split else ""
+
+
+def _split_bytes(session: Any) -> int:
+    """The size above which a Parquet input is read by Spark's reader, split by row group: Spark's own
+    ``spark.sql.files.maxPartitionBytes`` (128 MiB by default)."""
+    try:
+        return int(session._jsparkSession.sessionState().conf().filesMaxPartitionBytes())
+    except Exception:  # not a JVM session (Spark Connect): the setting as text
+        text = str(session.conf.get("spark.sql.files.maxPartitionBytes", "128m")).lower().rstrip("b")
+        return parse_memory(text or "128m")
+
+
+def _read_events(
+    session: Any,
+    files: list[SparkInput],
+    task: Any,
+    event_schema: Any,
+    fs: Any,
+    input_format: str | None,
+) -> tuple[Any, list[str]]:
+    """Every input's events as one Spark frame, with one summary row per file (or per slice of a
+    split file): files read whole by ``binaryFile`` and the local reader, and Parquet files larger than
+    a split by Spark's Parquet reader, row group by row group, each slice parsed by the same code."""
+    limit = _split_bytes(session)
+    frames = []
+    split: list[str] = []
+    for source in files:
+        plain = not io.formats.split_gz(source.uri)[1]
+        if source.format not in ("parquet", *_LINE_FORMATS) or not plain or fs.size(source.uri) <= limit:
+            continue
+        if source.format != "parquet":
+            plan = _plan_lines(session, source, input_format)
+            if plan is None:
+                continue
+            lines = (
+                session.read.option("lineSep", "\n")
+                .format("text")
+                .load(source.uri)
+                .select(
+                    F.col("value").cast("binary").alias(_LINE),
+                    F.col("_metadata.file_block_start").alias(_BLOCK),
+                )
+            )
+            frames.append(
+                lines.mapInArrow(lambda batches, p=plan: _read_lines(batches, task, p), _struct(event_schema))
+            )
+            split.append(source.shown)
+            continue
+        try:
+            rows = session.read.parquet(source.uri).select(
+                "*", F.col("_metadata.row_index").alias(_ROW_INDEX)
+            )
+        except Exception:  # a Spark without _metadata.row_index (before 3.5): read whole
+            continue
+        number = source.number
+        frames.append(
+            rows.mapInArrow(lambda batches, n=number: _read_split(batches, task, n), _struct(event_schema))
+        )
+        split.append(source.shown)
+    whole = [f.uri for f in files if f.shown not in split]
+    if whole:
+        binary = session.read.format("binaryFile").load(whole)
+        frames.insert(0, binary.mapInArrow(lambda batches: _read_files(batches, task), _struct(event_schema)))
+    return functools.reduce(lambda a, b: a.union(b), frames), split
+
+
 def _sessionize(batches: Iterable[Any], job: Any, schema: Any) -> Iterator[Any]:
     """The sessionize step on an executor: one partition of users, every session with its geo status
     (and the partition's page views and users), as the Arrow ``schema`` the driver made."""
@@ -402,6 +663,9 @@ class SparkOutcome:
     #: The page-view and user tables, brought to the driver (None: not asked for).
     pageviews: pl.DataFrame | None = None
     users: pl.DataFrame | None = None
+    #: The inputs larger than a split read by Spark's own readers in splits (Parquet by row group, access
+    #: logs and enriched TSV by lines).
+    files_split: list[str] = field(default_factory=list)
 
     def publish(self) -> None:
         """Rename the complete directory (Spark wrote its ``_SUCCESS``) into place."""
@@ -450,6 +714,10 @@ class _HadoopFS:
     def delete(self, path: str) -> None:
         fs, jpath = self._path(path)
         fs.delete(jpath, True)
+
+    def size(self, path: str) -> int:
+        fs, jpath = self._path(path)
+        return int(fs.getFileStatus(jpath).getLen())
 
 
 def _session_of(spark: Any, master: str | None) -> tuple[Any, bool]:
@@ -595,7 +863,7 @@ def _engine_error(exc: BaseException) -> EngineError:
             "Spark ran out of memory (java.lang.OutOfMemoryError). In local mode give its JVM more with "
             "SESSIONIZE_SPARK_DRIVER_MEMORY=8g (default: a quarter of the memory available); on a cluster "
             "raise spark.executor.memory and spark.executor.memoryOverhead, or give more --partitions. "
-            "Files are read whole: split very large ones."
+            "Text files are read whole: split very large ones."
         )
     return EngineError(f"The Spark job failed ({_last_line(exc)}). See Spark's log above for the cause.")
 
@@ -632,14 +900,14 @@ def _run(
     task = sc.broadcast(_ReadTask({_key(f.uri): f for f in files}, options, job, input_format))
     shipped = sc.broadcast(job)
     event_schema = _event_schema(job)
-    binary = session.read.format("binaryFile").load([f.uri for f in files])
-    read = binary.mapInArrow(lambda batches: _read_files(batches, task), _struct(event_schema))
+    read, split = _read_events(session, files, task, event_schema, fs, input_format)
     read = read.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         summaries = [
             pickle.loads(row[0]) for row in read.where(F.col(SUMMARY).isNotNull()).select(SUMMARY).collect()
         ]
-        summaries.sort(key=lambda s: s["number"])
+        # In input order: files, then the slices of a split file.
+        summaries.sort(key=lambda s: (s["number"], s.get("first", 0)))
         errors = [s["error"] for s in summaries if "error" in s]
         if errors:
             kind, message = errors[0]  # the first invalid input's, as a local run raises it
@@ -712,6 +980,7 @@ def _run(
         _fs=fs,
         pageviews=extra_tables.get("pageviews"),
         users=extra_tables.get("users"),
+        files_split=split,
     )
     if publish:
         result.publish()
@@ -841,7 +1110,7 @@ class SparkEngine:
             rejects=result.rejects,
             complete=result.sessions_complete,
             written=None if result.output_dir is None else "parquet",
-            path_taken=f"spark: {result.partitions} partitions",
+            path_taken=f"spark: {result.partitions} partitions" + _split_note(result.files_split),
             buckets=result.partitions,
             scheduler=result.master,
             filtered=result.filtered,
