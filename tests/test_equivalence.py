@@ -365,7 +365,12 @@ PATHS = {
     "incremental-3runs": "incremental",
     "dask": "dask: 3 partitions",
     "spark": "spark: 3 partitions",
+    # Spark with a split size small enough that every input is larger: each CSV is read by Spark's text
+    # reader in several splits, with the careful parser for all of a dirty file's splits.
+    "spark-split": "spark: 3 partitions, 3 large file(s) read in splits",
 }
+#: The split size of the ``spark-split`` path (``spark.sql.files.maxPartitionBytes``).
+SPLIT_BYTES = "8k"
 
 #: Summary figures of one run (all sessions in it).
 FIGURES = (
@@ -460,11 +465,17 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         )
         assert (target / "_SUCCESS").is_file()
         sessions = pl.read_parquet(target / "part-*.parquet")
-    elif path == "spark":
+    elif path in ("spark", "spark-split"):
         target = work / "sessions"
-        result = sessionize.run(
-            files, spark=scheduler, partitions=3, output=str(target), **run_options(option_set, work)
-        )
+        previous = scheduler.conf.get("spark.sql.files.maxPartitionBytes")
+        if path == "spark-split":
+            scheduler.conf.set("spark.sql.files.maxPartitionBytes", SPLIT_BYTES)
+        try:
+            result = sessionize.run(
+                files, spark=scheduler, partitions=3, output=str(target), **run_options(option_set, work)
+            )
+        finally:
+            scheduler.conf.set("spark.sql.files.maxPartitionBytes", previous)
         assert (target / "_SUCCESS").is_file()
         written = pl.read_parquet(sorted(target.glob("part-*.parquet")))
         # Spark has no unsigned integers: the counts come back as Int64, the same values (every integer
@@ -528,7 +539,7 @@ def memory_runs(inputs: dict[bool, list[str]], tmp_path_factory: pytest.TempPath
 
 def cluster_of(path: str, request: pytest.FixtureRequest) -> Any:
     """The shared cluster a path runs on: Dask's scheduler address, the Spark session, or None."""
-    fixture = {"dask": "scheduler", "spark": "spark_session"}.get(path)
+    fixture = {"dask": "scheduler", "spark": "spark_session", "spark-split": "spark_session"}.get(path)
     return None if fixture is None else request.getfixturevalue(fixture)
 
 
@@ -552,7 +563,7 @@ def cells() -> list[Any]:
             marks: list[Any] = []
             if path == "dask" and not HAS_DASK:
                 marks.append(pytest.mark.skip(reason="Dask is not installed: pip install 'sessionize[dask]'"))
-            if path == "spark" and not HAS_SPARK:
+            if path.startswith("spark") and not HAS_SPARK:
                 marks.append(
                     pytest.mark.skip(reason="PySpark is not installed: pip install 'sessionize[spark]'")
                 )

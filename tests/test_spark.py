@@ -335,3 +335,32 @@ def test_large_access_logs_and_enriched_tsv_are_read_in_splits(tmp_path: Path, s
             assert local.rejected >= 1 and pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+def test_a_csv_is_read_in_splits_unless_a_quoted_field_spans_lines(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """A large CSV (and a TSV with a header) is cut at its lines; one whose quoted field holds a line break
+    cannot be, and is read whole: the same table either way."""
+    rows = [
+        f'u{i % 50},2024-05-01T10:{i % 60:02d}:{i % 7:02d}Z,https://a.example/{i % 9},"x, {i}"'
+        for i in range(3000)
+    ]
+    plain = write_text(tmp_path / "plain.csv", "user_id,timestamp,url,note\n" + "\n".join(rows) + "\n")
+    tsv = write_text(
+        tmp_path / "plain.tsv",
+        "user_id\ttimestamp\turl\n" + "\n".join(r.rsplit(",", 2)[0].replace(",", "\t") for r in rows) + "\n",
+    )
+    spanning = rows.copy()
+    spanning[1500] = 'u1,2024-05-01T10:00:00Z,https://a.example/,"two\nlines"'
+    quoted = write_text(tmp_path / "quoted.csv", "user_id,timestamp,url,note\n" + "\n".join(spanning) + "\n")
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "16k")
+    try:
+        for path, split in ((plain, True), (tsv, True), (quoted, False)):
+            work = tmp_path / f"run-{path.name}"
+            work.mkdir()
+            result = same_as_local([path], work, spark_session, no_geo=True)
+            assert result.path_taken.endswith("read in splits") is split, (path, result.path_taken)
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)

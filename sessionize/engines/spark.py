@@ -532,6 +532,126 @@ def _validated(
     yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
 
 
+@dataclass(frozen=True)
+class _CsvSlices:
+    """What the tasks of a split CSV need: its header line, the number of lines before each split (by
+    its first byte), and whether a whole read would parse it line by line (the careful reader)."""
+
+    number: int
+    separator: str
+    header: bytes
+    lines_before: dict[int, int]
+    careful: bool
+
+
+_CSV_STATS = ("block", "lines", "spans", "careful")
+
+
+def _plan_csv(session: Any, source: SparkInput, options: io.ReadOptions) -> _CsvSlices | None:
+    """A large CSV or TSV, to be read by Spark's text reader in splits, when it can be cut at its lines:
+    UTF-8 (the default ``--encoding``) and no quoted field that spans lines (a line with an odd number of
+    quotes); None otherwise (it is read whole). A first pass counts each split's lines and tells whether
+    any needs the careful reader."""
+    if not io.read._is_utf8(options.encoding):
+        return None
+    lines = _text_lines(session, source.uri)
+    first = lines.limit(1).collect()
+    if not first or first[0][0] is None:
+        return None
+    header = bytes(first[0][0])
+    separator = "\t" if source.format == "tsv" else ","
+    schema = T.StructType(
+        [
+            T.StructField("block", T.LongType()),
+            T.StructField("lines", T.LongType()),
+            T.StructField("spans", T.BooleanType()),
+            T.StructField("careful", T.BooleanType()),
+        ]
+    )
+    stats = lines.mapInArrow(
+        lambda batches: _csv_stats(batches, header, separator, options.encoding), schema
+    ).collect()
+    if any(row["spans"] for row in stats):
+        return None
+    before: dict[int, int] = {}
+    total = 0
+    for row in sorted(stats, key=lambda r: int(r["block"])):
+        before[int(row["block"])] = total
+        total += int(row["lines"])
+    careful = any(row["careful"] for row in stats)
+    return _CsvSlices(source.number, separator, header, before, careful)
+
+
+def _text_lines(session: Any, uri: str) -> Any:
+    """A text file's lines as bytes (``\n`` ends), with the first byte of the split each was read in."""
+    return (
+        session.read.option("lineSep", "\n")
+        .format("text")
+        .load(uri)
+        .select(F.col("value").cast("binary").alias(_LINE), F.col("_metadata.file_block_start").alias(_BLOCK))
+    )
+
+
+def _blocks(batches: Iterable[Any]) -> Iterator[tuple[int, pl.Series]]:
+    """A task's lines, split by split (each arrives whole and in order): (its first byte, its lines)."""
+    received = list(batches)
+    if not received:
+        return
+    frame = pl.from_arrow(pa.Table.from_batches(received))
+    del received
+    assert isinstance(frame, pl.DataFrame)
+    for (block, *_), part in frame.partition_by(_BLOCK, as_dict=True, maintain_order=True).items():
+        yield int(block), part.get_column(_LINE)
+
+
+def _csv_data(block: int, lines: pl.Series, header: bytes) -> bytes:
+    """A split's lines as CSV bytes with the header line first (the first split holds it already)."""
+    body = b"\n".join(b"" if line is None else line for line in lines.to_list())
+    return body if block == 0 else header + b"\n" + body
+
+
+def _csv_stats(batches: Iterable[Any], header: bytes, separator: str, encoding: str) -> Iterator[Any]:
+    for block, lines in _blocks(batches):
+        quotes = lines.cast(pl.String, strict=False).str.count_matches('"', literal=True)
+        spans = bool((quotes.fill_null(0) % 2 == 1).any()) or bool(
+            lines.is_not_null().sum() > quotes.is_not_null().sum()  # bytes that are not UTF-8: read whole
+        )
+        careful = False
+        if not spans:
+            careful = io.read.parse_csv_bytes(
+                _csv_data(block, lines, header), separator=separator, encoding=encoding
+            )[2]
+        yield pa.RecordBatch.from_pydict(
+            {"block": [block], "lines": [len(lines)], "spans": [spans], "careful": [careful]}
+        )
+
+
+def _read_csv_lines(batches: Iterable[Any], task: Any, plan: _CsvSlices) -> Iterator[Any]:
+    """The read step on an executor for the splits of a large CSV: each split with the header line,
+    parsed as a local run parses the whole file, its rows numbered as in the file."""
+    read_task: _ReadTask = task.value
+    schema = _event_schema(read_task.job)
+    source = next(f for f in read_task.files.values() if f.number == plan.number)
+    shown = io.InputFile(source.uri, source.format, name=source.shown)
+    for block, lines in _blocks(batches):
+        rows, malformed, _ = io.read.parse_csv_bytes(
+            _csv_data(block, lines, plan.header),
+            separator=plan.separator,
+            encoding=read_task.options.encoding,
+            careful=plan.careful,
+        )
+        # The split's first data line is row 0 here; in the file it is its line number - 1.
+        shift = max(plan.lines_before[block] - 1, 0)
+        dtype = rows.schema[ROW]
+        rows = rows.with_columns((pl.col(ROW).cast(pl.Int64) + shift).cast(dtype))
+        if malformed is not None:
+            malformed = malformed.with_columns(pl.col("source_row") + shift)
+        first = shift
+        last = shift + len(lines)
+        del lines
+        yield from _validated(rows, malformed, shown, read_task, source, schema, first, last)
+
+
 def _split_note(split: list[str]) -> str:
     return f", {len(split)} large file(s) read in splits" if split else ""
 
@@ -555,49 +675,55 @@ def _read_events(
     input_format: str | None,
 ) -> tuple[Any, list[str]]:
     """Every input's events as one Spark frame, with one summary row per file (or per slice of a
-    split file): files read whole by ``binaryFile`` and the local reader, and Parquet files larger than
-    a split by Spark's Parquet reader, row group by row group, each slice parsed by the same code."""
+    split file). Files larger than a split (``spark.sql.files.maxPartitionBytes``) are read by Spark's
+    own readers in splits, each slice parsed by the local reader's code: Parquet row group by row group,
+    access logs, enriched TSV and CSV by lines (:func:`_split_reader`); the others whole, by
+    ``binaryFile`` and the local reader."""
     limit = _split_bytes(session)
     frames = []
     split: list[str] = []
     for source in files:
-        plain = not io.formats.split_gz(source.uri)[1]
-        if source.format not in ("parquet", *_LINE_FORMATS) or not plain or fs.size(source.uri) <= limit:
+        if io.formats.split_gz(source.uri)[1] or fs.size(source.uri) <= limit:
             continue
-        if source.format != "parquet":
-            plan = _plan_lines(session, source, input_format)
-            if plan is None:
-                continue
-            lines = (
-                session.read.option("lineSep", "\n")
-                .format("text")
-                .load(source.uri)
-                .select(
-                    F.col("value").cast("binary").alias(_LINE),
-                    F.col("_metadata.file_block_start").alias(_BLOCK),
-                )
-            )
-            frames.append(
-                lines.mapInArrow(lambda batches, p=plan: _read_lines(batches, task, p), _struct(event_schema))
-            )
+        reader = _split_reader(session, source, task, event_schema, input_format)
+        if reader is not None:
+            frames.append(reader)
             split.append(source.shown)
-            continue
-        try:
-            rows = session.read.parquet(source.uri).select(
-                "*", F.col("_metadata.row_index").alias(_ROW_INDEX)
-            )
-        except Exception:  # a Spark without _metadata.row_index (before 3.5): read whole
-            continue
-        number = source.number
-        frames.append(
-            rows.mapInArrow(lambda batches, n=number: _read_split(batches, task, n), _struct(event_schema))
-        )
-        split.append(source.shown)
     whole = [f.uri for f in files if f.shown not in split]
     if whole:
         binary = session.read.format("binaryFile").load(whole)
         frames.insert(0, binary.mapInArrow(lambda batches: _read_files(batches, task), _struct(event_schema)))
     return functools.reduce(lambda a, b: a.union(b), frames), split
+
+
+def _split_reader(
+    session: Any, source: SparkInput, task: Any, event_schema: Any, input_format: str | None
+) -> Any:
+    """The events of one large file read in splits, or None when it is read whole: an NDJSON file (its
+    column types come from every line), a CSV that cannot be cut at lines, a Spark without
+    ``_metadata.row_index``."""
+    schema = _struct(event_schema)
+    if source.format == "parquet":
+        try:
+            rows = session.read.parquet(source.uri).select(
+                "*", F.col("_metadata.row_index").alias(_ROW_INDEX)
+            )
+        except Exception:  # a Spark without _metadata.row_index (before 3.5): read whole
+            return None
+        number = source.number
+        return rows.mapInArrow(lambda batches: _read_split(batches, task, number), schema)
+    if source.format in _LINE_FORMATS:
+        # (A .tsv is a Snowplow enriched TSV when its first line is an event, else a TSV with a header.)
+        plan = _plan_lines(session, source, input_format)
+        if plan is not None:
+            lines = _text_lines(session, source.uri)
+            return lines.mapInArrow(lambda batches: _read_lines(batches, task, plan), schema)
+    if source.format in ("csv", "tsv"):
+        csv_plan = _plan_csv(session, source, task.value.options)
+        if csv_plan is not None:
+            lines = _text_lines(session, source.uri)
+            return lines.mapInArrow(lambda batches: _read_csv_lines(batches, task, csv_plan), schema)
+    return None
 
 
 def _sessionize(batches: Iterable[Any], job: Any, schema: Any) -> Iterator[Any]:

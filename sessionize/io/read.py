@@ -229,6 +229,32 @@ def _checked_windows(
 _QUOTED_FIELD = r'"(?:[^"]|"")*"'
 
 
+def parse_csv_bytes(
+    data: bytes, *, separator: str, encoding: str, careful: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame | None, bool]:
+    """CSV bytes (a header line, then data lines) parsed as :func:`read_file` parses a CSV file: every
+    column as text, ``_row`` 0 for the first data line, blank rows dropped; line by line
+    (:func:`_careful_csv`, which sets aside malformed lines) when ``careful`` or when the fast parser
+    cannot (a bad quote, a row of another number of fields). Returns the rows, the malformed lines and
+    whether the careful parser read them (Spark's split CSV reading: when one slice needs it, every
+    slice is read so, as a whole file is)."""
+    if not careful:
+        try:
+            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
+            last = frame.columns[-1] if frame.width else None
+            if (
+                last is not None
+                and frame.get_column(last).null_count()
+                and _has_ragged_rows(data, separator, frame.width)
+            ):
+                raise pl.exceptions.ComputeError("rows with too few fields")
+            return _without_blank_rows(frame.with_row_index(ROW)), None, False
+        except pl.exceptions.ComputeError:
+            pass
+    rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
+    return rows, malformed, True
+
+
 def _has_ragged_rows(data: str | bytes, separator: str, width: int) -> bool:
     """Whether a CSV has a data row with another number of fields than its header's ``width``.
 
