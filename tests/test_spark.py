@@ -364,3 +364,39 @@ def test_a_csv_is_read_in_splits_unless_a_quoted_field_spans_lines(
             assert result.path_taken.endswith("read in splits") is split, (path, result.path_taken)
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+def test_a_large_ndjson_file_is_read_in_splits_with_the_whole_files_types(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """NDJSON cut at its lines: each split is parsed with the column types of the whole file (a field that
+    is an integer in one split and a float or text in another, a struct whose keys differ), its records
+    numbered as in the file (blank lines and CRLF ends skipped as a local read skips them); a file with a
+    malformed line is read whole. The same table and rejects as a local run either way."""
+    lines = []
+    for i in range(4000):
+        value = f"{i}.5" if i > 3000 else str(i)  # integers first, floats later
+        ref = f'"ref": "r{i}"' if i % 2 else f'"ref": {i}'  # text and numbers mixed
+        page = f'{{"url": "https://a.example/{i % 9}"' + (f', "title": "t{i}"}}' if i > 2500 else "}")
+        user = "" if i % 997 == 5 else f"u{i % 40}"
+        lines.append(
+            f'{{"user_id": "{user}", "timestamp": "2024-05-01T10:{i % 60:02d}:{i % 13:02d}Z", '
+            f'"value": {value}, {ref}, "page": {page}}}'
+        )
+    text = "\r\n".join(lines[:2000]) + "\n\n  \n" + "\n".join(lines[2000:]) + "\n"
+    good = write_text(tmp_path / "events.ndjson", text)
+    bad = write_text(tmp_path / "bad.ndjson", text.replace(lines[3333], "{not json"))
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "32k")
+    try:
+        for path, split in ((good, True), (bad, False)):
+            work = tmp_path / f"run-{path.stem}"
+            work.mkdir()
+            options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "url_col": "page.url"}
+            local_rejects, spark_rejects = work / "local.csv", work / "spark.csv"
+            local = sessionize.run([path], rejects=str(local_rejects), **options)
+            result = same_as_local([path], work, spark_session, rejects=str(spark_rejects), **options)
+            assert result.path_taken.endswith("read in splits") is split, (path, result.path_taken)
+            assert local.rejected >= 4 and pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import io as io_module
 import os
 import pickle
 import shutil
@@ -652,6 +653,87 @@ def _read_csv_lines(batches: Iterable[Any], task: Any, plan: _CsvSlices) -> Iter
         yield from _validated(rows, malformed, shown, read_task, source, schema, first, last)
 
 
+@dataclass(frozen=True)
+class _JsonSlices:
+    """What the tasks of a split NDJSON file need: the column types of the whole file (merged from each
+    split's, as one read infers them from every line) and the records before each split."""
+
+    number: int
+    schema: dict[str, pl.DataType]
+    records_before: dict[int, int]
+
+
+def _plan_ndjson(session: Any, source: SparkInput) -> _JsonSlices | None:
+    """A large NDJSON file, to be read by Spark's text reader in splits: a first pass infers each
+    split's column types and counts its records; None (it is read whole) when a split does not parse
+    (a malformed line: the careful reader reads the whole file) or is not UTF-8."""
+    lines = _text_lines(session, source.uri)
+    schema = T.StructType(
+        [
+            T.StructField("block", T.LongType()),
+            T.StructField("records", T.LongType()),
+            T.StructField("types", T.BinaryType()),
+        ]
+    )
+    stats = lines.mapInArrow(_json_stats, schema).collect()
+    if any(row["types"] is None for row in stats):
+        return None
+    before: dict[int, int] = {}
+    total = 0
+    frames = []
+    for row in sorted(stats, key=lambda r: int(r["block"])):
+        before[int(row["block"])] = total
+        total += int(row["records"])
+        frames.append(pl.DataFrame(schema=pickle.loads(row["types"])))
+    merged = pl.concat(frames, how="diagonal_relaxed").schema if frames else {}
+    return _JsonSlices(source.number, dict(merged), before)
+
+
+def _json_data(lines: pl.Series) -> bytes:
+    return b"\n".join(b"" if line is None else line for line in lines.to_list())
+
+
+def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
+    for block, lines in _blocks(batches):
+        data = _json_data(lines)
+        types: bytes | None = None
+        records = 0
+        try:
+            data.decode("utf-8")
+            if data.strip():
+                parsed = pl.read_ndjson(io_module.BytesIO(data), infer_schema_length=None)
+                records = parsed.height
+                types = pickle.dumps(dict(parsed.schema))
+            else:
+                types = pickle.dumps({})
+        except (UnicodeDecodeError, pl.exceptions.PolarsError):
+            types = None
+        yield pa.RecordBatch.from_pydict(
+            {"block": [block], "records": [records], "types": [types]},
+            schema=pa.schema([("block", pa.int64()), ("records", pa.int64()), ("types", pa.binary())]),
+        )
+
+
+def _read_json_lines(batches: Iterable[Any], task: Any, plan: _JsonSlices) -> Iterator[Any]:
+    """The read step on an executor for the splits of a large NDJSON file: each parsed with the whole
+    file's column types, its records numbered as in the file."""
+    read_task: _ReadTask = task.value
+    schema = _event_schema(read_task.job)
+    source = next(f for f in read_task.files.values() if f.number == plan.number)
+    shown = io.InputFile(source.uri, "ndjson", name=source.shown)
+    for block, lines in _blocks(batches):
+        data = _json_data(lines)
+        del lines
+        first = plan.records_before[block]
+        if not data.strip():
+            continue
+        parsed = pl.read_ndjson(io_module.BytesIO(data), schema=plan.schema)
+        raw = io.read.flatten_structs(parsed.lazy()).with_row_index(ROW, offset=first).collect()
+        del parsed
+        last = first + raw.height - 1
+        yield from _validated(raw, None, shown, read_task, source, schema, first, last)
+
+
 def _split_note(split: list[str]) -> str:
     return f", {len(split)} large file(s) read in splits" if split else ""
 
@@ -718,6 +800,11 @@ def _split_reader(
         if plan is not None:
             lines = _text_lines(session, source.uri)
             return lines.mapInArrow(lambda batches: _read_lines(batches, task, plan), schema)
+    if source.format == "ndjson":
+        json_plan = _plan_ndjson(session, source)
+        if json_plan is not None:
+            lines = _text_lines(session, source.uri)
+            return lines.mapInArrow(lambda batches: _read_json_lines(batches, task, json_plan), schema)
     if source.format in ("csv", "tsv"):
         csv_plan = _plan_csv(session, source, task.value.options)
         if csv_plan is not None:
