@@ -100,13 +100,16 @@ def cap_lazy(events: pl.LazyFrame, cap: timedelta | None) -> pl.LazyFrame:
 
 
 def _with_capped(table: pl.DataFrame, counts: pl.DataFrame | None) -> pl.DataFrame:
-    """The step's table with ``_capped`` (0 for the sessions that lost no event)."""
+    """The step's table with ``_capped`` (0 for the sessions that lost no event). A client may send a
+    session id equal to a timeout session's generated one: the count goes to the first session of that
+    user and id only, so that it is counted once."""
     if counts is None:
         return table.with_columns(pl.lit(0, pl.UInt32).alias(CAPPED))
     joined = table.join(
         counts, on=[S.USER, S.SESSION_ID], how="left", maintain_order="left", nulls_equal=True
     )
-    return joined.with_columns(pl.col(CAPPED).fill_null(0))
+    first = pl.int_range(pl.len()).over(S.USER, S.SESSION_ID) == 0
+    return joined.with_columns(pl.when(first).then(pl.col(CAPPED)).fill_null(0).alias(CAPPED))
 
 
 def build_sessions(

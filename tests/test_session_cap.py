@@ -168,3 +168,25 @@ def test_a_bad_cap_is_a_usage_error(source: Path) -> None:
         sessionize.run([source], **OPTIONS, session_cap="three days")
     result = run_cli(source, "--session-cap", "-1d", "--no-geo")
     assert result.exit_code != 0 and "--session-cap" in " ".join(result.output.split())
+
+
+COLLIDING = """user_id,session_id,timestamp,url
+u9,,2024-05-01T10:00:00Z,https://x/a
+u9,u9-20240501T100000.000000,2024-05-01T10:00:00Z,https://x/b
+u9,u9-20240501T100000.000000,2024-05-09T10:00:00Z,https://x/c
+"""
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_client_id_equal_to_a_generated_one_is_counted_once(tmp_path: Path, path: dict[str, Any]) -> None:
+    """A client may send a session id equal to the id the timeout gives another of its sessions: the event
+    left out by the cap is still counted once (rows read = events + filtered out)."""
+    source = write_text(tmp_path / "c.csv", COLLIDING)
+    chosen = path_options(path, tmp_path)
+    result = sessionize.run([source], session_cap="3d", no_geo=True, **chosen)
+    assert (result.rows_read, result.events_read, result.filtered_out, result.duplicates_removed) == (
+        3,
+        2,
+        1,
+        0,
+    )

@@ -304,7 +304,9 @@ def test_large_access_logs_and_enriched_tsv_are_read_in_splits(tmp_path: Path, s
     lines[4321] = "this is not a log line"
     lines[777] = ""
     log = tmp_path / "access.log"
-    log.write_bytes(("\r\n".join(lines[:5000]) + "\n" + "\n".join(lines[5000:]) + "\n").encode())
+    data = ("\r\n".join(lines[:5000]) + "\n" + "\n".join(lines[5000:]) + "\n").encode()
+    # A byte that is not UTF-8 in a user agent (a local run decodes the file replacing it).
+    log.write_bytes(data.replace(b"Mozilla", b"Mozi\xe9lla", 3))
     enriched = (DATA / "presets" / "snowplow_enriched.tsv").read_text(encoding="utf-8").splitlines()
     copies = []
     for n in range(300):
@@ -400,3 +402,28 @@ def test_a_large_ndjson_file_is_read_in_splits_with_the_whole_files_types(
             assert local.rejected >= 4 and pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+def test_lines_keep_their_numbers_in_a_split_of_many_lines(tmp_path: Path, spark_session: Any) -> None:
+    """A split of more than 200,000 lines (a 128 MiB split of short log lines holds millions): every line
+    keeps its number in the file, so rejects and errors name the right line."""
+    line = '10.0.0.{n} - - [01/May/2024:10:{m:02d}:00 +0000] "GET /p{n} HTTP/1.1" 200 5'
+    lines = [line.format(n=i % 200, m=i % 60) for i in range(300_000)]
+    lines[10] = lines[220_000] = "junk"
+    log = write_text(tmp_path / "big.log", "\n".join(lines) + "\n")
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", str(int(log.stat().st_size * 0.9)))
+    # (Else Spark makes splits of the file's size over the session's cores: two here.)
+    spark_session.conf.set("spark.sql.files.minPartitionNum", "1")
+    try:
+        local_rejects, spark_rejects = tmp_path / "local.csv", tmp_path / "spark.csv"
+        options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "input_format": "common"}
+        local = sessionize.run([log], rejects=str(local_rejects), **options)
+        result = same_as_local([log], tmp_path, spark_session, rejects=str(spark_rejects), **options)
+        assert result.path_taken.endswith("read in splits")
+        assert pl.read_csv(local_rejects).get_column("source_row").to_list() == [11, 220_001]
+        assert pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
+        assert local.rows_read == 300_000
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+        spark_session.conf.unset("spark.sql.files.minPartitionNum")

@@ -403,10 +403,15 @@ class _LineSlices:
     lines_before: dict[int, int]
 
 
-def _plan_lines(session: Any, source: SparkInput, input_format: str | None) -> _LineSlices | None:
+def _plan_lines(
+    session: Any, source: SparkInput, input_format: str | None, options: io.ReadOptions
+) -> _LineSlices | None:
     """A large access log or enriched TSV, to be read by Spark's text reader in splits: its format and
     the line number each split starts at (a first pass counts the lines of each split); None for a
-    file that is not one of those (a TSV with a header)."""
+    file that is not one of those (a TSV with a header), or in another ``--encoding`` than UTF-8 (a
+    local run decodes all of such a file with it when any line is not UTF-8)."""
+    if not io.read._is_utf8(options.encoding):
+        return None
     text = session.read.option("lineSep", "\n").text(source.uri)
     first = [row[0] for row in text.limit(20).collect()]
     fmt = source.format
@@ -431,64 +436,53 @@ def _plan_lines(session: Any, source: SparkInput, input_format: str | None) -> _
 
 def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterator[Any]:
     """The read step on an executor for the lines of a large text file that Spark's text reader split:
-    numbered as in the file, decoded, parsed and validated by the local reader's code."""
+    numbered as in the file (each split arrives whole and in order: the lines before it, then its
+    place in it), decoded, parsed and validated by the local reader's code."""
     read_task: _ReadTask = task.value
     schema = _event_schema(read_task.job)
     source = next(f for f in read_task.files.values() if f.number == plan.number)
-    pending: list[Any] = []
-    held = 0
-    for batch in batches:
-        pending.append(batch)
-        held += batch.num_rows
-        if held >= _SPLIT_ROWS:
-            yield from _parse_lines(pending, read_task, source, plan, schema)
-            pending, held = [], 0
-    if pending:
-        yield from _parse_lines(pending, read_task, source, plan, schema)
-
-
-def _parse_lines(
-    batches: list[Any], read_task: _ReadTask, source: SparkInput, plan: _LineSlices, schema: Any
-) -> Iterator[Any]:
-    frame = pl.from_arrow(pa.Table.from_batches(batches))
-    batches.clear()
-    assert isinstance(frame, pl.DataFrame)
-    # Each split's lines arrive whole and in order: a line's number is the lines before its split plus
-    # its place in it.
-    starts = pl.Series([plan.lines_before[int(b)] for b in frame.get_column(_BLOCK).unique()])
-    offsets = pl.DataFrame({_BLOCK: frame.get_column(_BLOCK).unique(), "_before": starts})
-    numbered = frame.join(offsets, on=_BLOCK, how="left", maintain_order="left").select(
-        (pl.col("_before") + pl.int_range(pl.len()).over(_BLOCK)).cast(pl.UInt32).alias(ROW),
-        _decoded(frame.get_column(_LINE), read_task.options.encoding).alias("line"),
-    )
-    del frame
     shown = io.InputFile(source.uri, plan.format, name=source.shown)  # type: ignore[arg-type]
     options = read_task.options
-    if plan.format == "snowplow":
-        parsed, malformed = parse_enriched(numbered)
-    else:
-        parsed, malformed = parse_access_log(
-            numbered,
-            log_format=plan.format,
-            asset_pattern=options.asset_pattern,
-            visitor_key=options.visitor_key,
-            anonymize_ip=options.anonymize_ip,
+    for block, lines in _blocks(batches):
+        first = _lines_before(plan.lines_before, block, source)
+        numbered = pl.DataFrame(
+            [
+                pl.int_range(first, first + len(lines), dtype=pl.UInt32, eager=True).alias(ROW),
+                _decoded(lines).alias("line"),
+            ]
         )
-    first = int(numbered.get_column(ROW).min())  # type: ignore[arg-type]
-    last = int(numbered.get_column(ROW).max())  # type: ignore[arg-type]
-    del numbered
-    yield from _validated(parsed, malformed, shown, read_task, source, schema, first, last)
+        del lines
+        if plan.format == "snowplow":
+            parsed, malformed = parse_enriched(numbered)
+        else:
+            parsed, malformed = parse_access_log(
+                numbered,
+                log_format=plan.format,
+                asset_pattern=options.asset_pattern,
+                visitor_key=options.visitor_key,
+                anonymize_ip=options.anonymize_ip,
+            )
+        last = first + numbered.height - 1
+        del numbered
+        yield from _validated(parsed, malformed, shown, read_task, source, schema, first, last)
 
 
-def _decoded(lines: pl.Series, encoding: str) -> pl.Series:
-    """Lines as bytes -> text, as a local run reads them: UTF-8, and where a line is not, decoded with
-    ``encoding`` (UTF-8 by default) replacing what does not decode; a line's ``\r`` end dropped."""
+def _lines_before(before: dict[int, int], block: int, source: SparkInput) -> int:
+    """The lines (or records) of a split file before one of its splits, as the first pass counted them."""
+    if block not in before:
+        raise UnreadableInputError(f"{source.shown} changed while Spark read it: run again.")
+    return before[block]
+
+
+def _decoded(lines: pl.Series) -> pl.Series:
+    """Lines as bytes -> text, as a local run reads a UTF-8 file: bytes that do not decode replaced
+    (U+FFFD; only files of the default ``--encoding`` are split, and a line break never falls inside a
+    UTF-8 sequence, so line by line is the same as the whole file); a line's ``\r`` end dropped."""
     try:
         text = lines.cast(pl.String)
-    except pl.exceptions.InvalidOperationError:
-        codec = "utf-8" if encoding.replace("-", "").lower() in ("utf8", "utf8lossy") else encoding
+    except pl.exceptions.PolarsError:  # bytes that are not UTF-8 (an attacker's user agent, say)
         text = pl.Series(
-            [None if b is None else b.decode(codec, errors="replace") for b in lines.to_list()],
+            [None if b is None else b.decode("utf-8", errors="replace") for b in lines.to_list()],
             dtype=pl.String,
         )
     return text.str.strip_suffix("\r")
@@ -635,6 +629,7 @@ def _read_csv_lines(batches: Iterable[Any], task: Any, plan: _CsvSlices) -> Iter
     source = next(f for f in read_task.files.values() if f.number == plan.number)
     shown = io.InputFile(source.uri, source.format, name=source.shown)
     for block, lines in _blocks(batches):
+        _lines_before(plan.lines_before, block, source)
         rows, malformed, _ = io.read.parse_csv_bytes(
             _csv_data(block, lines, plan.header),
             separator=plan.separator,
@@ -724,7 +719,7 @@ def _read_json_lines(batches: Iterable[Any], task: Any, plan: _JsonSlices) -> It
     for block, lines in _blocks(batches):
         data = _json_data(lines)
         del lines
-        first = plan.records_before[block]
+        first = _lines_before(plan.records_before, block, source)
         if not data.strip():
             continue
         parsed = pl.read_ndjson(io_module.BytesIO(data), schema=plan.schema)
@@ -787,16 +782,17 @@ def _split_reader(
     schema = _struct(event_schema)
     if source.format == "parquet":
         try:
-            rows = session.read.parquet(source.uri).select(
-                "*", F.col("_metadata.row_index").alias(_ROW_INDEX)
-            )
+            reader = session.read.parquet(source.uri)
+            if "_metadata" in reader.columns:
+                return None  # a column of that name hides Spark's file metadata: read whole
+            rows = reader.select("*", F.col("_metadata.row_index").alias(_ROW_INDEX))
         except Exception:  # a Spark without _metadata.row_index (before 3.5): read whole
             return None
         number = source.number
         return rows.mapInArrow(lambda batches: _read_split(batches, task, number), schema)
     if source.format in _LINE_FORMATS:
         # (A .tsv is a Snowplow enriched TSV when its first line is an event, else a TSV with a header.)
-        plan = _plan_lines(session, source, input_format)
+        plan = _plan_lines(session, source, input_format, task.value.options)
         if plan is not None:
             lines = _text_lines(session, source.uri)
             return lines.mapInArrow(lambda batches: _read_lines(batches, task, plan), schema)

@@ -240,7 +240,7 @@ def parse_csv_bytes(
     slice is read so, as a whole file is)."""
     if not careful:
         try:
-            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8")
+            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8", glob=False)
             last = frame.columns[-1] if frame.width else None
             if (
                 last is not None
