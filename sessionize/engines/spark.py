@@ -51,7 +51,7 @@ else:
 
 from sessionize import geo, io
 from sessionize import schema as S
-from sessionize.accesslog import detect_log_format, parse_access_log
+from sessionize.accesslog import detect_log_format
 from sessionize.config import RunConfig, parse_memory
 from sessionize.core import claim_shared_session_ids
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
@@ -297,7 +297,6 @@ def _read_files(batches: Iterable[Any], task: Any) -> Iterator[Any]:
     """The read step on an executor: every file of the batches, parsed and validated."""
     read_task: _ReadTask = task.value
     schema = _event_schema(read_task.job)
-    merges = read_task.job.settings.rules.merges_session_ids
     for batch in batches:
         for uri, content in zip(
             batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True
@@ -319,25 +318,61 @@ def _read_files(batches: Iterable[Any], task: Any) -> Iterator[Any]:
                     summary["error"] = (type(exc), str(exc).replace(local, source.shown))
                 else:
                     summary.update(rows=read.rows, filtered=read.filtered, rejects=read.rejects)
-                    events = protect_addresses(read.events, read_task.job).with_columns(
-                        (pl.int_range(pl.len(), dtype=pl.Int64) + (source.number << _ROW_BITS)).alias(ORDER),
-                        # --shared-session-ids merge: by client session id until sessions have owners.
-                        (claim_bucket_of if merges else bucket_of)(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET),
+                    events = _placed(
+                        read.events, read_task.job, pl.int_range(pl.len(), dtype=pl.Int64), source
                     )
-            if events is not None and events.height:
-                yield from _arrow(events, schema).to_batches(max_chunksize=100_000)
-            yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
+            yield from _emitted(events, summary, schema)
+
+
+def _placed(events: pl.DataFrame, job: PartitionJob, row: pl.Expr, source: SparkInput) -> pl.DataFrame:
+    """A read's events as the shuffle takes them: no full address (``--anonymize-ip``), their place in
+    the input (``row``: their row in the file, or among its events) and their bucket: the user's, or
+    with ``--shared-session-ids merge`` the client session id's until sessions have owners."""
+    bucket = claim_bucket_of if job.settings.rules.merges_session_ids else bucket_of
+    return protect_addresses(events, job).with_columns(
+        (row + (source.number << _ROW_BITS)).alias(ORDER),
+        bucket(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET),
+    )
+
+
+def _emitted(events: pl.DataFrame | None, summary: dict[str, Any], schema: Any) -> Iterator[Any]:
+    """A read task's output: the events, then a row with the summary (pickled)."""
+    if events is not None and events.height:
+        yield from _arrow(events, schema).to_batches(max_chunksize=100_000)
+    yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
+
+
+def _frame_of(batches: Iterable[Any]) -> pl.DataFrame | None:
+    """A task's Arrow batches as one frame, or None when there are none."""
+    received = list(batches)
+    if not received:
+        return None
+    frame = pl.from_arrow(pa.Table.from_batches(received))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _source_of(read_task: _ReadTask, number: int) -> SparkInput:
+    return next(f for f in read_task.files.values() if f.number == number)
+
+
+def _running_totals(counts: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """What comes before each split of a file (by its first byte): the lines, or records, of the splits
+    before it, from each split's count."""
+    before: dict[int, int] = {}
+    total = 0
+    for block, count in sorted(counts):
+        before[block] = total
+        total += count
+    return before
 
 
 def _claim(batches: Iterable[Any], schema: Any) -> Iterator[Any]:
     """One partition of client session ids given to their owners (``--shared-session-ids merge``),
     bucketed again by user."""
-    received = list(batches)
-    if not received:
+    frame = _frame_of(batches)
+    if frame is None:
         return
-    frame = pl.from_arrow(pa.Table.from_batches(received))
-    del received
-    assert isinstance(frame, pl.DataFrame)
     claimed = claim_shared_session_ids(frame).with_columns(
         bucket_of(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET)
     )
@@ -356,7 +391,7 @@ def _read_split(batches: Iterable[Any], task: Any, number: int) -> Iterator[Any]
     (:func:`sessionize.io.read_file` on rows already read), with their row numbers in the file."""
     read_task: _ReadTask = task.value
     schema = _event_schema(read_task.job)
-    source = next(f for f in read_task.files.values() if f.number == number)
+    source = _source_of(read_task, number)
     pending: list[Any] = []
     held = 0
     for batch in batches:
@@ -370,11 +405,9 @@ def _read_split(batches: Iterable[Any], task: Any, number: int) -> Iterator[Any]
 
 
 def _read_rows(batches: list[Any], read_task: _ReadTask, source: SparkInput, schema: Any) -> Iterator[Any]:
-    table = pa.Table.from_batches(batches)
+    frame = _frame_of(batches)
     batches.clear()
-    frame = pl.from_arrow(table)
-    del table
-    assert isinstance(frame, pl.DataFrame)
+    assert frame is not None
     rows = frame.get_column(_ROW_INDEX)
     first = int(rows.min())  # type: ignore[arg-type]
     raw = io.read.flatten_structs(
@@ -410,10 +443,10 @@ def _plan_lines(
     the line number each split starts at (a first pass counts the lines of each split); None for a
     file that is not one of those (a TSV with a header), or in another ``--encoding`` than UTF-8 (a
     local run decodes all of such a file with it when any line is not UTF-8)."""
-    if not io.read._is_utf8(options.encoding):
+    if not io.read.is_utf8(options.encoding):
         return None
-    text = session.read.option("lineSep", "\n").text(source.uri)
-    first = [row[0] for row in text.limit(20).collect()]
+    text = _text_lines(session, source.uri)
+    first = [bytes(row[0]).decode("utf-8", errors="replace") for row in text.limit(20).collect()]
     fmt = source.format
     if fmt == "tsv":
         head = (first[0] if first else "").rstrip("\r").split("\t")
@@ -425,13 +458,8 @@ def _plan_lines(
         if detected is None:
             return None  # read whole: the local reader names the problem
         fmt = detected
-    counts = text.select(F.col("_metadata.file_block_start").alias(_BLOCK)).groupBy(_BLOCK).count().collect()
-    before: dict[int, int] = {}
-    total = 0
-    for block, lines in sorted((int(row[0]), int(row[1])) for row in counts):
-        before[block] = total
-        total += lines
-    return _LineSlices(source.number, fmt, before)
+    counts = text.groupBy(_BLOCK).count().collect()
+    return _LineSlices(source.number, fmt, _running_totals((int(row[0]), int(row[1])) for row in counts))
 
 
 def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterator[Any]:
@@ -440,9 +468,8 @@ def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterato
     place in it), decoded, parsed and validated by the local reader's code."""
     read_task: _ReadTask = task.value
     schema = _event_schema(read_task.job)
-    source = next(f for f in read_task.files.values() if f.number == plan.number)
+    source = _source_of(read_task, plan.number)
     shown = io.InputFile(source.uri, plan.format, name=source.shown)  # type: ignore[arg-type]
-    options = read_task.options
     for block, lines in _blocks(batches):
         first = _lines_before(plan.lines_before, block, source)
         numbered = pl.DataFrame(
@@ -455,13 +482,7 @@ def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterato
         if plan.format == "snowplow":
             parsed, malformed = parse_enriched(numbered)
         else:
-            parsed, malformed = parse_access_log(
-                numbered,
-                log_format=plan.format,
-                asset_pattern=options.asset_pattern,
-                visitor_key=options.visitor_key,
-                anonymize_ip=options.anonymize_ip,
-            )
+            parsed, malformed = io.read.parse_log_lines(numbered, plan.format, read_task.options)
         last = first + numbered.height - 1
         del numbered
         yield from _validated(parsed, malformed, shown, read_task, source, schema, first, last)
@@ -513,18 +534,8 @@ def _validated(
         summary["error"] = (type(exc), str(exc) + note)
     else:
         summary.update(rows=read.rows, filtered=read.filtered, rejects=read.rejects)
-        merges = read_task.job.settings.rules.merges_session_ids
-        events = (
-            protect_addresses(read.events, read_task.job)
-            .with_columns(
-                (pl.col(ROW).cast(pl.Int64) + (source.number << _ROW_BITS)).alias(ORDER),
-                (claim_bucket_of if merges else bucket_of)(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET),
-            )
-            .drop(ROW)
-        )
-    if events is not None and events.height:
-        yield from _arrow(events, schema).to_batches(max_chunksize=100_000)
-    yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
+        events = _placed(read.events, read_task.job, pl.col(ROW).cast(pl.Int64), source).drop(ROW)
+    yield from _emitted(events, summary, schema)
 
 
 @dataclass(frozen=True)
@@ -539,15 +550,12 @@ class _CsvSlices:
     careful: bool
 
 
-_CSV_STATS = ("block", "lines", "spans", "careful")
-
-
 def _plan_csv(session: Any, source: SparkInput, options: io.ReadOptions) -> _CsvSlices | None:
     """A large CSV or TSV, to be read by Spark's text reader in splits, when it can be cut at its lines:
     UTF-8 (the default ``--encoding``) and no quoted field that spans lines (a line with an odd number of
     quotes); None otherwise (it is read whole). A first pass counts each split's lines and tells whether
     any needs the careful reader."""
-    if not io.read._is_utf8(options.encoding):
+    if not io.read.is_utf8(options.encoding):
         return None
     lines = _text_lines(session, source.uri)
     first = lines.limit(1).collect()
@@ -568,11 +576,7 @@ def _plan_csv(session: Any, source: SparkInput, options: io.ReadOptions) -> _Csv
     ).collect()
     if any(row["spans"] for row in stats):
         return None
-    before: dict[int, int] = {}
-    total = 0
-    for row in sorted(stats, key=lambda r: int(r["block"])):
-        before[int(row["block"])] = total
-        total += int(row["lines"])
+    before = _running_totals((int(row["block"]), int(row["lines"])) for row in stats)
     careful = any(row["careful"] for row in stats)
     return _CsvSlices(source.number, separator, header, before, careful)
 
@@ -589,19 +593,21 @@ def _text_lines(session: Any, uri: str) -> Any:
 
 def _blocks(batches: Iterable[Any]) -> Iterator[tuple[int, pl.Series]]:
     """A task's lines, split by split (each arrives whole and in order): (its first byte, its lines)."""
-    received = list(batches)
-    if not received:
+    frame = _frame_of(batches)
+    if frame is None:
         return
-    frame = pl.from_arrow(pa.Table.from_batches(received))
-    del received
-    assert isinstance(frame, pl.DataFrame)
     for (block, *_), part in frame.partition_by(_BLOCK, as_dict=True, maintain_order=True).items():
         yield int(block), part.get_column(_LINE)
 
 
+def _joined(lines: pl.Series) -> bytes:
+    """A split's lines as the bytes of its text (``\n`` between them)."""
+    return b"\n".join(b"" if line is None else line for line in lines.to_list())
+
+
 def _csv_data(block: int, lines: pl.Series, header: bytes) -> bytes:
     """A split's lines as CSV bytes with the header line first (the first split holds it already)."""
-    body = b"\n".join(b"" if line is None else line for line in lines.to_list())
+    body = _joined(lines)
     return body if block == 0 else header + b"\n" + body
 
 
@@ -613,7 +619,7 @@ def _csv_stats(batches: Iterable[Any], header: bytes, separator: str, encoding: 
         )
         careful = False
         if not spans:
-            careful = io.read.parse_csv_bytes(
+            careful = io.read.parse_csv(
                 _csv_data(block, lines, header), separator=separator, encoding=encoding
             )[2]
         yield pa.RecordBatch.from_pydict(
@@ -626,11 +632,11 @@ def _read_csv_lines(batches: Iterable[Any], task: Any, plan: _CsvSlices) -> Iter
     parsed as a local run parses the whole file, its rows numbered as in the file."""
     read_task: _ReadTask = task.value
     schema = _event_schema(read_task.job)
-    source = next(f for f in read_task.files.values() if f.number == plan.number)
+    source = _source_of(read_task, plan.number)
     shown = io.InputFile(source.uri, source.format, name=source.shown)
     for block, lines in _blocks(batches):
         _lines_before(plan.lines_before, block, source)
-        rows, malformed, _ = io.read.parse_csv_bytes(
+        rows, malformed, _ = io.read.parse_csv(
             _csv_data(block, lines, plan.header),
             separator=plan.separator,
             encoding=read_task.options.encoding,
@@ -673,24 +679,16 @@ def _plan_ndjson(session: Any, source: SparkInput) -> _JsonSlices | None:
     stats = lines.mapInArrow(_json_stats, schema).collect()
     if any(row["types"] is None for row in stats):
         return None
-    before: dict[int, int] = {}
-    total = 0
-    frames = []
-    for row in sorted(stats, key=lambda r: int(r["block"])):
-        before[int(row["block"])] = total
-        total += int(row["records"])
-        frames.append(pl.DataFrame(schema=pickle.loads(row["types"])))
+    stats = sorted(stats, key=lambda r: int(r["block"]))
+    before = _running_totals((int(row["block"]), int(row["records"])) for row in stats)
+    frames = [pl.DataFrame(schema=pickle.loads(row["types"])) for row in stats]
     merged = pl.concat(frames, how="diagonal_relaxed").schema if frames else {}
     return _JsonSlices(source.number, dict(merged), before)
 
 
-def _json_data(lines: pl.Series) -> bytes:
-    return b"\n".join(b"" if line is None else line for line in lines.to_list())
-
-
 def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
     for block, lines in _blocks(batches):
-        data = _json_data(lines)
+        data = _joined(lines)
         types: bytes | None = None
         records = 0
         try:
@@ -714,10 +712,10 @@ def _read_json_lines(batches: Iterable[Any], task: Any, plan: _JsonSlices) -> It
     file's column types, its records numbered as in the file."""
     read_task: _ReadTask = task.value
     schema = _event_schema(read_task.job)
-    source = next(f for f in read_task.files.values() if f.number == plan.number)
+    source = _source_of(read_task, plan.number)
     shown = io.InputFile(source.uri, "ndjson", name=source.shown)
     for block, lines in _blocks(batches):
-        data = _json_data(lines)
+        data = _joined(lines)
         del lines
         first = _lines_before(plan.records_before, block, source)
         if not data.strip():
@@ -813,16 +811,9 @@ def _sessionize(batches: Iterable[Any], job: Any, schema: Any) -> Iterator[Any]:
     """The sessionize step on an executor: one partition of users, every session with its geo status
     (and the partition's page views and users), as the Arrow ``schema`` the driver made."""
     partition_job: PartitionJob = job.value
-    received = list(batches)
-    if not received:
+    frame = _frame_of(batches)
+    if frame is None or not frame.height:
         return
-    table = pa.Table.from_batches(received)
-    del received
-    if not table.num_rows:
-        return
-    frame = pl.from_arrow(table)
-    del table
-    assert isinstance(frame, pl.DataFrame)
     columns = [name for name in frame.columns if name not in (ORDER, BUCKET, SUMMARY)]
     events = (
         frame.sort(ORDER)

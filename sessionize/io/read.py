@@ -88,12 +88,12 @@ def _csv_source(source: InputFile, encoding: str) -> str | bytes:
         data = sys.stdin.buffer.read()
     elif split_gz(source.path)[1]:
         data = _read_bytes_gz(source.path)
-    elif _is_utf8(encoding):
+    elif is_utf8(encoding):
         return source.path
     else:
         with open(source.path, "rb") as handle:
             data = handle.read()
-    if _is_utf8(encoding):
+    if is_utf8(encoding):
         return data
     try:
         return data.decode(encoding).encode("utf-8")
@@ -105,7 +105,7 @@ def _csv_source(source: InputFile, encoding: str) -> str | bytes:
         ) from None
 
 
-def _is_utf8(encoding: str) -> bool:
+def is_utf8(encoding: str) -> bool:
     return encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
 
 
@@ -115,7 +115,7 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     Only used when the fast reader fails. A record must fit on one line here: a quoted field that
     spans lines is reported as a bad quote.
     """
-    codec = "utf-8" if _is_utf8(encoding) else encoding
+    codec = "utf-8" if is_utf8(encoding) else encoding
     lines = data.split(b"\n")
     header_text = lines[0].rstrip(b"\r").decode(codec, errors="replace").lstrip("\ufeff")
     header = next(csv.reader([header_text], delimiter=separator))
@@ -158,17 +158,25 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
     except pl.exceptions.ComputeError:
         # Bytes that are not UTF-8 (servers escape them, so this is rare): decode as --encoding says.
         raw = data if isinstance(data, bytes) else _read_maybe_gz(data)
-        codec = "utf-8" if _is_utf8(options.encoding) else options.encoding
+        codec = "utf-8" if is_utf8(options.encoding) else options.encoding
         lines = pl.read_lines(raw.decode(codec, errors="replace").encode("utf-8"), row_index_name=ROW)
     log_format = _log_format(source, lines.get_column("line").head(20).to_list())
-    parsed, malformed = parse_access_log(
+    parsed, malformed = parse_log_lines(lines, log_format, options)
+    return parsed.lazy(), malformed
+
+
+def parse_log_lines(
+    lines: pl.DataFrame, log_format: str, options: ReadOptions
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Access log lines (``line``, ``_row``) parsed with the run's options: the requests and the
+    malformed lines (:func:`sessionize.accesslog.parse_access_log`)."""
+    return parse_access_log(
         lines,
         log_format=log_format,
         asset_pattern=options.asset_pattern,
         visitor_key=options.visitor_key,
         anonymize_ip=options.anonymize_ip,
     )
-    return parsed.lazy(), malformed
 
 
 def _log_format(source: InputFile, first: list[str | None]) -> str:
@@ -229,11 +237,11 @@ def _checked_windows(
 _QUOTED_FIELD = r'"(?:[^"]|"")*"'
 
 
-def parse_csv_bytes(
-    data: bytes, *, separator: str, encoding: str, careful: bool = False
+def parse_csv(
+    data: str | bytes, *, separator: str, encoding: str, careful: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, bool]:
-    """CSV bytes (a header line, then data lines) parsed as :func:`read_file` parses a CSV file: every
-    column as text, ``_row`` 0 for the first data line, blank rows dropped; line by line
+    """A CSV (a path to UTF-8 text, or the bytes of a header line then data lines) as :func:`read_file`
+    reads it: every column as text, ``_row`` 0 for the first data line, blank rows dropped; line by line
     (:func:`_careful_csv`, which sets aside malformed lines) when ``careful`` or when the fast parser
     cannot (a bad quote, a row of another number of fields). Returns the rows, the malformed lines and
     whether the careful parser read them (Spark's split CSV reading: when one slice needs it, every
@@ -242,6 +250,7 @@ def parse_csv_bytes(
         try:
             frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8", glob=False)
             last = frame.columns[-1] if frame.width else None
+            # A short row reads as nulls at its end: only then can the file hold one.
             if (
                 last is not None
                 and frame.get_column(last).null_count()
@@ -251,6 +260,9 @@ def parse_csv_bytes(
             return _without_blank_rows(frame.with_row_index(ROW)), None, False
         except pl.exceptions.ComputeError:
             pass
+    if isinstance(data, str):
+        with open(data, "rb") as handle:
+            data = handle.read()
     rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
     return rows, malformed, True
 
@@ -341,16 +353,7 @@ def _log_windows(
         return None
     first = pl.scan_lines(source.path).head(20).collect(engine="in-memory").get_column("line").to_list()
     log_format = _log_format(source, first)
-    return (
-        parse_access_log(
-            window,
-            log_format=log_format,
-            asset_pattern=options.asset_pattern,
-            visitor_key=options.visitor_key,
-            anonymize_ip=options.anonymize_ip,
-        )
-        for window in windows
-    )
+    return (parse_log_lines(window, log_format, options) for window in windows)
 
 
 def _enriched_windows(
@@ -372,7 +375,7 @@ def _decoded_copy(source: InputFile, options: ReadOptions, scratch: Path) -> str
     bounded; None when its bytes do not decode (it is then read whole, as in memory, so that the
     same rows are rejected). NDJSON is UTF-8 whatever ``--encoding`` says, as when read whole."""
     compressed = split_gz(source.path)[1]
-    as_is = source.format == "ndjson" or _is_utf8(options.encoding)
+    as_is = source.format == "ndjson" or is_utf8(options.encoding)
     try:
         decoder = None if as_is else codecs.getincrementaldecoder(options.encoding)()
     except LookupError:
@@ -427,23 +430,8 @@ def _scan(
             isinstance(data, str) and os.path.getsize(data) == 0
         ):
             return pl.LazyFrame(), None
-        try:
-            frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8", glob=False)
-            last = frame.columns[-1] if frame.width else None
-            # A short row reads as nulls at its end: only then can the file hold one.
-            if (
-                last is not None
-                and frame.get_column(last).null_count()
-                and _has_ragged_rows(data, separator, frame.width)
-            ):
-                raise pl.exceptions.ComputeError("rows with too few fields")
-        except pl.exceptions.ComputeError:
-            if isinstance(data, str):
-                with open(data, "rb") as handle:
-                    data = handle.read()
-            rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
-            return rows.lazy(), malformed
-        return _without_blank_rows(frame.with_row_index(ROW)).lazy(), None
+        rows, malformed, _ = parse_csv(data, separator=separator, encoding=encoding)
+        return rows.lazy(), malformed
     if source.format in ("combined", "common", "log"):
         return _scan_log(source, options)
     if source.format == "snowplow":
@@ -833,7 +821,7 @@ def iter_reads(
             reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in log_windows)
     else:
         path: str | None = source.path
-        if split_gz(source.path)[1] or (source.format != "ndjson" and not _is_utf8(options.encoding)):
+        if split_gz(source.path)[1] or (source.format != "ndjson" and not is_utf8(options.encoding)):
             path = copy = None if scratch is None else _decoded_copy(source, options, scratch)
         reads = None
         if path is not None and os.path.getsize(path) > 0:
