@@ -571,9 +571,6 @@ _SNOWPLOW_RULES: tuple[_Rule, ...] = (
     _DISPLAY,
     *_organic(*_SOCIAL_MEDIA),
 )
-#: ``--channel-rules``: GA4's default channel group (from the UTM tags, else the referrer), or Snowplow's
-#: (from the UTM tags alone, as its sessions model computes ``default_channel_group``).
-CHANNEL_RULES = ("ga4", "snowplow")
 PAID_SEARCH = "Paid Search"
 UNASSIGNED = "Unassigned"
 #: Every value ``channel`` can take.
@@ -624,7 +621,7 @@ def channel_expr(
 ) -> pl.Expr:
     """:func:`channel_group` as one Polars expression over columns (a ``when`` chain, no Python per
     row); with ``snowplow``, Snowplow's rules (trimmed values, no click id precedence; see
-    :data:`CHANNEL_RULES`)."""
+    :data:`sessionize.config.CHANNEL_RULES`)."""
     columns: dict[_Field, pl.Expr] = {
         "source": source.str.to_lowercase(),
         "medium": medium.str.to_lowercase(),
@@ -749,8 +746,8 @@ def enrich_attribution(
     pairs (see :func:`~sessionize.distinct.distinct_rows`), then added beside the session columns.
     Within the pairs, the URLs are parsed once per distinct landing page and once per distinct
     (referrer, landing host); the channel is a vectorized expression. ``channel_rules`` (see
-    :data:`CHANNEL_RULES`) ``snowplow`` gives Snowplow's channel from the UTM tags alone and its
-    referer medium (``unknown`` for a site the database does not know, null without a referrer).
+    :data:`sessionize.config.CHANNEL_RULES`) ``snowplow`` gives Snowplow's channel from the UTM tags
+    alone and its referer medium (``unknown`` for a site the database does not know, null without a referrer).
     """
     internal = normalize_internal_domains(internal_domains)
     present = sessions.collect_schema().names()

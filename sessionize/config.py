@@ -246,19 +246,19 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
     return tuple(result.items())
 
 
-def check_channel_rules(value: str) -> str:
-    """``--channel-rules``: ``ga4`` or ``snowplow``."""
-    rules = value.strip().lower()
-    if rules not in ("ga4", "snowplow"):
-        raise UsageError(f"--channel-rules {value!r} is not one of ga4, snowplow.")
-    return rules
+#: ``--channel-rules``: GA4's default channel group (from the UTM tags, else the referrer), or Snowplow's
+#: (from the UTM tags alone, as its sessions model computes ``default_channel_group``).
+CHANNEL_RULES = ("ga4", "snowplow")
+#: ``--shared-session-ids``: one session per user and client session id (``split``), or one per client
+#: session id, of the greatest of its user ids (``merge``: Snowplow's rule).
+SHARED_SESSION_IDS = ("split", "merge")
 
 
-def _check_shared_session_ids(value: str) -> str:
-    """``--shared-session-ids``: ``split`` or ``merge``."""
+def one_of(value: str, choices: Sequence[str], *, option: str) -> str:
+    """A choice option's value (case and surrounding spaces ignored), or a usage error naming them."""
     chosen = value.strip().lower()
-    if chosen not in ("split", "merge"):
-        raise UsageError(f"--shared-session-ids {value!r} is not one of split, merge.")
+    if chosen not in choices:
+        raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}.")
     return chosen
 
 
@@ -712,14 +712,14 @@ class RunConfig:
             session_cap=None
             if session_cap is None
             else S.parse_duration(session_cap, option="--session-cap"),
-            shared_session_ids=_check_shared_session_ids(shared_session_ids),
+            shared_session_ids=one_of(shared_session_ids, SHARED_SESSION_IDS, option="--shared-session-ids"),
             split_on_campaign=split_on_campaign,
             split_at_midnight=split_at_midnight,
             timezone=zone,
             conversion_events=S.split_list(conversion_events),
             internal_domains=normalize_internal_domains(internal_domains),
             event_counts=event_counts,
-            channel_rules=check_channel_rules(channel_rules),
+            channel_rules=one_of(channel_rules, CHANNEL_RULES, option="--channel-rules"),
             stitch_fallback=stitch_fallback,
             aggregates=checked_aggregates,
             engaged=S.EngagedTime(

@@ -144,11 +144,6 @@ def assign_sessions(
     )
 
 
-#: ``--shared-session-ids``: ``split`` (one session per user and client session id, the default) or
-#: ``merge`` (one session per client session id, of the greatest of its user ids: Snowplow's rule).
-SHARED_SESSION_IDS = ("split", "merge")
-
-
 _Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 
 
@@ -580,7 +575,7 @@ def _summarize_labelled(
         # (Snowplow's rule), else for the page view before it in its session (Snowplow's pings follow
         # theirs); its window is on its heartbeat time where it has one, else on its event time.
         keys = [S.USER, S.SESSION_ID]
-        names = sessions.collect_schema().names()
+        names = _beat_columns(sessions.collect_schema().names())
         by_id = S.PAGE_VIEW_KEY in names
         page = pl.col(S.IS_PAGEVIEW).fill_null(False).cast(pl.UInt32).cum_sum().over(keys)
         if by_id:
@@ -610,6 +605,13 @@ def _summarize_labelled(
     return table.with_columns((pl.col("_engaged_us") / 1e6).round(6).alias("engaged_time_s")).drop(
         "_engaged_us"
     )
+
+
+def _beat_columns(names: Sequence[str]) -> list[str]:
+    """The event columns heartbeats are grouped and timed by that the events carry: the page view id
+    (:data:`sessionize.schema.PAGE_VIEW_KEY`) and the heartbeat time
+    (:data:`sessionize.schema.HEARTBEAT_TS`)."""
+    return [name for name in (S.PAGE_VIEW_KEY, S.HEARTBEAT_TS) if name in names]
 
 
 def _beat_micros(micros: pl.Expr, names: Sequence[str]) -> pl.Expr:
@@ -647,9 +649,7 @@ def _summarize_in_order(
     order = pl.col(SESSION_ORDER)
     names = sessions.collect_schema().names()
     reported = S.ENGAGEMENT_MS in names
-    beat_columns = (
-        [name for name in (S.PAGE_VIEW_KEY, S.HEARTBEAT_TS) if name in names] if heartbeat is not None else []
-    )
+    beat_columns = _beat_columns(names) if heartbeat is not None else []
 
     def in_order(flags: pl.Expr) -> pl.Expr:
         return _contiguous(flags.fill_null(False)).gather(order)
@@ -1091,7 +1091,7 @@ def summarize_pageviews(
     heartbeat = pl.col(S.EVENT).str.to_lowercase().is_in(beats).fill_null(False) if beats else pl.lit(False)
     # Heartbeats with a page view id count for its page view, the others for the page view before them;
     # their windows are on their heartbeat time where they have one (see _summarize_labelled).
-    beat_columns = [name for name in (S.PAGE_VIEW_KEY, S.HEARTBEAT_TS) if beats and name in names]
+    beat_columns = _beat_columns(names) if beats else []
     by_id = S.PAGE_VIEW_KEY in beat_columns
     window = _beat_micros(micros, beat_columns) // int(engaged.heartbeat_s * 1e6)
     same_session = run.shift(-1).eq_missing(run)

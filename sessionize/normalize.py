@@ -644,22 +644,23 @@ def _aggregate_columns(
 def bad_numbers(aggregates: Iterable[S.Aggregate]) -> pl.Expr | None:
     """Whether a prepared row (``keep_raw``) has a value that ``--agg`` reads as a number and that is
     not one (a finite number; an empty value is a missing one), or None when no ``--agg`` reads numbers."""
-    tests = [_bad_number(name) for (_, numeric), name in S.aggregate_inputs(aggregates).items() if numeric]
+    tests = [
+        _unparsed(RAW_PREFIX + name, name)
+        for (_, numeric), name in S.aggregate_inputs(aggregates).items()
+        if numeric
+    ]
     return pl.any_horizontal(tests) if tests else None
 
 
-def _bad_number(name: str) -> pl.Expr:
-    """Whether the event column ``name`` of a number column is null where its input text is not empty."""
-    return pl.col(RAW_PREFIX + name).str.strip_chars().ne("").fill_null(False) & pl.col(name).is_null()
+def _unparsed(raw: str, parsed: str) -> pl.Expr:
+    """Whether the event column ``parsed`` is null where its input text (``raw``) is not empty."""
+    return pl.col(raw).str.strip_chars().ne("").fill_null(False) & pl.col(parsed).is_null()
 
 
 def bad_heartbeat_times(heartbeat_time: bool) -> pl.Expr | None:
     """Whether a prepared row (``keep_raw``) has a heartbeat time that does not parse (an empty one is a
     missing one: the event time counts), or None without a heartbeat time column."""
-    if not heartbeat_time:
-        return None
-    given = pl.col(RAW_HEARTBEAT_TIME).str.strip_chars().ne("").fill_null(False)
-    return given & pl.col(S.HEARTBEAT_TS).is_null()
+    return _unparsed(RAW_HEARTBEAT_TIME, S.HEARTBEAT_TS) if heartbeat_time else None
 
 
 def raw_columns(aggregates: Iterable[S.Aggregate], *, heartbeat_time: bool = False) -> list[str]:
@@ -814,7 +815,7 @@ def _check_numbers(
     for (given, numeric), name in S.aggregate_inputs(aggregates).items():
         if not numeric:
             continue
-        bad = frame.filter(_bad_number(name))
+        bad = frame.filter(_unparsed(RAW_PREFIX + name, name))
         if bad.height:
             examples = "; ".join(
                 f"{where(row)}: {value!r}"
