@@ -59,7 +59,7 @@ class SessionRules:
     #: Time zone of ``split_at_midnight``.
     timezone: str = "UTC"
     #: How ``channel`` (and ``medium``) are computed: ``ga4`` or ``snowplow`` (``--channel-rules``,
-    #: :data:`sessionize.attribution.CHANNEL_RULES`).
+    #: :data:`sessionize.config.CHANNEL_RULES`).
     channel_rules: str = "ga4"
     #: ``--session-cap``: events of a client session more than this after its first event are left
     #: out (Snowplow's session cap), counted in the summary's ``filtered out``.
@@ -643,10 +643,11 @@ def process_partition(
 ) -> PartitionResult:
     """The sessions of a canonical events frame that holds every event of each of its users.
 
-    Events must be validated (:func:`sessionize.io.read_file`). ``prepared`` says that duplicates
-    were already dropped and :func:`hash_ids` applied (the incremental engine does both before it
-    compares with its state). ``settings`` overrides the job's (a budgeted engine looks addresses up after the
-    sessions, not beside them).
+    Events must be validated (:func:`sessionize.io.read_file`). ``prepared`` says that the shared
+    session ids were given their owners, duplicates dropped, :func:`hash_ids` applied and the session
+    cap too (the incremental engine does all of it before it compares with its state, and counts what
+    the cap leaves out itself). ``settings`` overrides the job's (a budgeted engine looks addresses up
+    after the sessions, not beside them).
     """
     before = events.height
     if not prepared:
@@ -655,7 +656,7 @@ def process_partition(
             events = claim_shared_session_ids(events)
         events = hash_ids(drop_duplicate_events(events, dedupe=job.dedupe), job)
     deduplicated = events.height
-    cap = job.settings.rules.session_cap
+    cap = None if prepared else job.settings.rules.session_cap
     events, capped = cap_sessions(events, cap)
     if LOCATED in events.columns:
         table = _geo_of_first_events(

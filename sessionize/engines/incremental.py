@@ -669,6 +669,7 @@ def _process(
     # The session cap leaves out events before the state keeps them, so that no later run counts them
     # again: only this run's events count (the kept ones come first). A kept event is left out only when
     # an earlier event of its session arrives, more than the cap before it (a lateness beyond the cap).
+    # (The partition step below, given prepared events, does not cap them again.)
     capped = 0
     cap = job.settings.rules.session_cap
     if cap is not None and combined.height:
