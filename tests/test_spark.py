@@ -23,8 +23,10 @@ from sessionize import schema as S
 from sessionize.errors import (
     BadTimestampError,
     EngineUnavailableError,
+    MissingColumnError,
     MissingUserIdError,
     OutputError,
+    UnreadableInputError,
     UsageError,
 )
 from tests.helpers import CITY_DB, DATA, KEYS, SAMPLE_DATA, run_cli, write_text
@@ -427,3 +429,26 @@ def test_lines_keep_their_numbers_in_a_split_of_many_lines(tmp_path: Path, spark
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
         spark_session.conf.unset("spark.sql.files.minPartitionNum")
+
+
+def test_a_large_parquet_file_that_is_truncated_or_lacks_a_column_is_named(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """Bad input on the split path gives a local run's typed error: a truncated file (Spark cannot read
+    its footer: it is read whole, by the local reader) and a missing user column (each slice's read)."""
+    big = large_parquet(tmp_path / "big.parquet")
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(big.read_bytes()[: big.stat().st_size // 2])
+    no_user = tmp_path / "no_user.parquet"
+    pl.read_parquet(big).rename({"user_id": "who"}).write_parquet(no_user, row_group_size=1_000)
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "64k")
+    try:
+        for path, kind in ((truncated, UnreadableInputError), (no_user, MissingColumnError)):
+            with pytest.raises(kind) as local_error:
+                sessionize.run([path], no_geo=True)
+            with pytest.raises(kind) as spark_error:
+                sessionize.run([path], no_geo=True, spark=spark_session)
+            assert str(spark_error.value).startswith(str(local_error.value))
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
