@@ -1000,7 +1000,10 @@ def run(
         typer.Option(
             "--rejects",
             metavar="PATH",
-            help="With --on-invalid skip: write the rejected rows here.",
+            help=(
+                "With --on-invalid skip: write the rejected rows here (with --engine spark, a name without "
+                "a table extension is a directory: Spark writes them as a Parquet dataset)."
+            ),
             rich_help_panel=BAD_INPUT,
         ),
     ] = None,

@@ -294,7 +294,10 @@ class RunResult:
     #: Where the rejected rows were written (``--rejects``), if anywhere.
     rejects_output: str | None = None
     #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``).
+    #: With ``engine="spark"`` writing them (a ``rejects`` directory) or an output directory, only the first
+    #: rows (``rejects_complete`` is false): the dataset has them all.
     rejects: pl.DataFrame | None = None
+    rejects_complete: bool = True
 
     session_count: int = 0
     user_count: int = 0
@@ -377,7 +380,8 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
     if outputs.output is not None and config.engine.engine == "local" and config.incremental is None:
         io.check_output(outputs.output, files)
         io.output_format_of(outputs.output, outputs.format)
-    if outputs.rejects is not None:
+    # (Spark writes a rejects directory itself, and checks it.)
+    if outputs.rejects is not None and not rejects_dataset(config):
         io.check_output(outputs.rejects, files)
     # (With --state the page views go to a directory of partitions, which the engine checks.)
     tables = [outputs.users_output, *([] if config.incremental is not None else [outputs.pageviews_output])]
@@ -387,6 +391,13 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
             io.output_format_of(table, None)
     if outputs.report is not None:
         report_module.check_report_output(outputs.report, [source.path for source in files])
+
+
+def rejects_dataset(config: RunConfig) -> bool:
+    """Whether ``--rejects`` is a dataset the engine writes itself: with ``--engine spark``, a name without
+    a table file's extension (a directory of Parquet files, never brought to the driver)."""
+    rejects = config.output.rejects
+    return config.engine.engine == "spark" and rejects is not None and not io.names_table_file(rejects)
 
 
 def _write_outputs(outcome: Outcome, config: RunConfig, outputs: io.Publication) -> str | None:
@@ -401,7 +412,7 @@ def _write_outputs(outcome: Outcome, config: RunConfig, outputs: io.Publication)
     ):
         if frame is not None and target is not None:
             outputs.write_table(frame, target)
-    if options.rejects is not None:
+    if options.rejects is not None and not outcome.rejects_written:
         rejected = outcome.rejects if outcome.rejects is not None else io.empty_rejects()
         outputs.write_table(
             rejected, options.rejects, format=io.rejects_format(options.rejects, written or options.format)
@@ -437,6 +448,7 @@ def _result(
         events_read=outcome.events,
         rejected=outcome.rejected,
         rejects=outcome.rejects,
+        rejects_complete=outcome.rejected_count is None,
         duplicates_removed=outcome.duplicates_removed,
         # Events left out by the session cap are counted where the sessions are made (the tally).
         filtered_out=outcome.filtered + tally.capped,

@@ -407,18 +407,26 @@ def figures_of(result: sessionize.RunResult) -> dict[str, Any]:
 
 
 def read_rejects(paths: list[Path]) -> pl.DataFrame | None:
-    written = [pl.read_parquet(path) for path in paths if path.exists()]
+    """The rejects files (or Spark's rejects datasets: directories of part files with ``_SUCCESS``)."""
+    for path in paths:
+        assert not path.is_dir() or (path / "_SUCCESS").is_file(), f"{path} has no _SUCCESS"
+    written = [
+        pl.read_parquet(sorted(path.glob("part-*.parquet")) if path.is_dir() else path)
+        for path in paths
+        if path.exists()
+    ]
     assert len(written) in (0, len(paths)), "a run with --rejects wrote no rejects file"
     if not written:
         return None
     return pl.concat(written, how="diagonal_relaxed").sort(REJECTS_KEY)
 
 
-def run_options(option_set: OptionSet, work: Path, run: int = 0) -> dict[str, Any]:
+def run_options(option_set: OptionSet, work: Path, run: int = 0, suffix: str = ".parquet") -> dict[str, Any]:
+    """The option set's options; with invalid rows, a rejects file (or Spark's dataset: a directory)."""
     options: dict[str, Any] = {**({} if option_set.options.get("no_geo") else {"geoip_db": str(CITY_DB)})}
     options.update(option_set.options)
     if option_set.dirty:
-        options["rejects"] = str(work / f"rejects-{run}.parquet")
+        options["rejects"] = str(work / f"rejects-{run}{suffix}")
     return options
 
 
@@ -471,9 +479,9 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         if path == "spark-split":
             scheduler.conf.set("spark.sql.files.maxPartitionBytes", SPLIT_BYTES)
         try:
-            result = sessionize.run(
-                files, spark=scheduler, partitions=3, output=str(target), **run_options(option_set, work)
-            )
+            # The rejects as Spark's own dataset (a directory), never brought to the driver.
+            options = run_options(option_set, work, suffix="")
+            result = sessionize.run(files, spark=scheduler, partitions=3, output=str(target), **options)
         finally:
             scheduler.conf.set("spark.sql.files.maxPartitionBytes", previous)
         assert (target / "_SUCCESS").is_file()
@@ -491,7 +499,8 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         )
         sessions = pl.read_parquet(target)
     assert result.path_taken == expected_path
-    rejects = read_rejects([work / "rejects-0.parquet"] if option_set.dirty else [])
+    rejects_name = "rejects-0" if path.startswith("spark") else "rejects-0.parquet"
+    rejects = read_rejects([work / rejects_name] if option_set.dirty else [])
     return Outputs(sessions.sort(KEYS), rejects, figures_of(result), result.mean_duration_s)
 
 

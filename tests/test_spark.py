@@ -9,6 +9,7 @@ ids, filters).
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from polars.testing import assert_frame_equal
 
 import sessionize
 from sessionize import schema as S
+from sessionize.engines.base import PREVIEW_ROWS
 from sessionize.errors import (
     BadTimestampError,
     EngineUnavailableError,
@@ -97,6 +99,143 @@ def test_malformed_and_invalid_rows_rejected_alike(tmp_path: Path, spark_session
         pl.read_csv(local_rejects, infer_schema=False).sort(key),
     )
     assert_frame_equal(read_dir(out).sort(KEYS), local.sessions.sort(KEYS))
+
+
+def dirty_inputs(tmp_path: Path, bad: int = 2) -> list[Path]:
+    """Two CSVs with invalid rows (``bad`` bad timestamps in the first), different columns (one named with
+    a space, one value a spreadsheet formula), and an access log with a malformed line."""
+    rows = ["user_id,timestamp,url,user agent"]
+    for n in range(bad):
+        rows += [f"u{n},2024-05-01T10:00:00Z,https://a.example/{n},Mozilla", f"u{n},not a time {n},x,=SUM(1)"]
+    rows.append(",2024-05-01T10:00:00Z,https://a.example/,curl")
+    first = write_text(tmp_path / "in" / "a.csv", "\n".join(rows) + "\n")
+    second = write_text(
+        tmp_path / "in" / "b.csv",
+        "user_id,timestamp,url,plan\nv1,2024-05-01T10:00:00Z,https://a.example/,pro\nv1,bad,x,free\n",
+    )
+    lines = APACHE_LOG.read_text(encoding="utf-8", errors="replace").splitlines()[:50]
+    lines[7] = "this is not a log line"
+    log = write_text(tmp_path / "in" / "access.log", "\n".join(lines) + "\n")
+    return [first, log, second]
+
+
+def read_rejects_dir(directory: Path) -> pl.DataFrame:
+    """A rejects dataset: Spark's part files in name order (their rows in input order)."""
+    assert (directory / spark_engine.SUCCESS).is_file()
+    return pl.concat([pl.read_parquet(p) for p in sorted(directory.glob("part-*.parquet"))], how="vertical")
+
+
+def test_a_rejects_directory_is_a_dataset_written_by_spark(tmp_path: Path, spark_session: Any) -> None:
+    """``--rejects DIR`` (no table extension): Spark writes the rejected rows as a Parquet directory with
+    ``_SUCCESS``, the rows of the local run's rejects file in the same order with the same columns (every
+    file's, in the order they come); the result keeps only the first rows (the rest stay on the cluster)."""
+    files = dirty_inputs(tmp_path, bad=120)
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+    local = sessionize.run(files, rejects=str(tmp_path / "local.parquet"), **options)
+    out, rejects = tmp_path / "out", tmp_path / "rejects"
+    result = sessionize.run(files, spark=spark_session, output=str(out), rejects=str(rejects), **options)
+    expected = pl.read_parquet(tmp_path / "local.parquet")
+    assert expected.height == local.rejected == 123 and "user agent" in expected.columns
+    assert_frame_equal(read_rejects_dir(rejects), expected)
+    assert result.rejected == 123 and result.rejects_output == str(rejects)
+    assert result.rejects is not None and not result.rejects_complete
+    assert_frame_equal(result.rejects, expected.head(PREVIEW_ROWS))
+    assert_frame_equal(read_dir(out).sort(KEYS), local.sessions.sort(KEYS))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_rejects_file_comes_back_whole(tmp_path: Path, spark_session: Any) -> None:
+    """``--rejects FILE.csv`` with Spark: one file written from the driver, as a local run writes it."""
+    files = dirty_inputs(tmp_path, bad=3)
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+    local = sessionize.run(files, rejects=str(tmp_path / "local.csv"), **options)
+    result = sessionize.run(
+        files, spark=spark_session, output=str(tmp_path / "out"), rejects=str(tmp_path / "r.csv"), **options
+    )
+    assert (tmp_path / "r.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert result.rejects_complete and result.rejects is not None and result.rejects.height == local.rejected
+
+
+def test_the_cli_writes_an_empty_rejects_dataset(tmp_path: Path, spark_session: Any) -> None:
+    """A cron job always finds the rejects: with nothing rejected, a dataset of no rows."""
+    out, rejects = tmp_path / "out", tmp_path / "rejects"
+    result = run_cli(
+        SAMPLE_DATA / "events.csv", "--engine", "spark", "-o", out, "--no-geo", "--on-invalid", "skip",
+        "--rejects", rejects,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    empty = read_rejects_dir(rejects)
+    assert empty.height == 0 and empty.columns == ["source_file", "source_row", "reject_reason"]
+
+
+def test_a_rejects_directory_is_checked_before_the_run(tmp_path: Path, spark_session: Any) -> None:
+    files = dirty_inputs(tmp_path)
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "spark": spark_session}
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "old.parquet").write_bytes(b"x")
+    with pytest.raises(OutputError, match="not an empty directory"):
+        sessionize.run(files, output=str(tmp_path / "out"), rejects=str(taken), **options)
+    with pytest.raises(UsageError, match="beside the output"):
+        sessionize.run(
+            files, output=str(tmp_path / "out"), rejects=str(tmp_path / "out" / "rejects"), **options
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "taken"]
+
+
+def test_the_report_is_the_local_runs(tmp_path: Path, spark_session: Any) -> None:
+    """``--report`` with an output directory: read from the directory Spark wrote before it is published
+    (a path), or from the report's columns Spark brings back (a URL the driver cannot read): the same page
+    as a local run's, byte for byte."""
+    events = SAMPLE_DATA / "events.csv"
+    sessionize.run(
+        [events], no_geo=True, output=str(tmp_path / "local.parquet"), report=str(tmp_path / "local.html")
+    )
+    expected = (tmp_path / "local.html").read_bytes()
+    for name, output in (("path", str(tmp_path / "out")), ("url", (tmp_path / "out-url").as_uri())):
+        page = tmp_path / f"{name}.html"
+        sessionize.run([events], spark=spark_session, no_geo=True, output=output, report=str(page))
+        assert page.read_bytes() == expected, name
+    assert read_dir(tmp_path / "out-url").height == read_dir(tmp_path / "out").height > 900
+
+
+def test_a_run_that_fails_leaves_no_rejects_nor_sessions(
+    tmp_path: Path, spark_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All or nothing: a failure on the cluster's side after the sessions were written, or after the
+    engine (the report), removes both directories Spark wrote."""
+    files = dirty_inputs(tmp_path)
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "spark": spark_session}
+    out, rejects = tmp_path / "out", tmp_path / "rejects"
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the report broke")
+
+    monkeypatch.setattr("sessionize.pipeline.report_module.render_report", broken)
+    with pytest.raises(RuntimeError, match="report broke"):
+        sessionize.run(
+            files, output=str(out), rejects=str(rejects), report=str(tmp_path / "r.html"), **options
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    monkeypatch.undo()
+    monkeypatch.setattr(spark_engine, "_tally", broken)
+    with pytest.raises(Exception, match="report broke"):
+        sessionize.run(files, output=str(out), rejects=str(rejects), **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_file_read_whole_over_spark_limit_is_refused_by_name(
+    tmp_path: Path, spark_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzipped file is read whole, by Spark's binaryFile (one value: at most 2 GiB): one larger is
+    refused before the job with its name and what to do (here the limit is lowered to 100 bytes)."""
+    source = tmp_path / "events.csv.gz"
+    source.write_bytes(gzip.compress((SAMPLE_DATA / "events.csv").read_bytes()))
+    monkeypatch.setattr(spark_engine, "MAX_WHOLE_FILE", 100)
+    with pytest.raises(UnreadableInputError, match=r"events\.csv\.gz is 0\.0 GiB and is read whole") as error:
+        sessionize.run([source], spark=spark_session, output=str(tmp_path / "out"), no_geo=True)
+    assert "Decompress it" in str(error.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_invalid_row_fails_as_in_a_local_run(tmp_path: Path, spark_session: Any) -> None:

@@ -52,7 +52,8 @@ class Outcome:
     rows_read: int
     events: int
     duplicates_removed: int
-    #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``).
+    #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``);
+    #: only the first when ``rejected_count`` is set (an engine that kept them on its cluster).
     rejects: pl.DataFrame | None
     complete: bool = True
     #: The format of the table when the engine wrote it itself (else the orchestrator writes it).
@@ -80,9 +81,15 @@ class Outcome:
     memory_limit: int = 0
     #: Rows left out by ``--filter`` and ``--max-send-delay``.
     filtered: int = 0
+    #: The rejected rows, when ``rejects`` holds only the first of them (None: ``rejects`` has them all).
+    rejected_count: int | None = None
+    #: Whether the engine wrote ``--rejects`` itself (Spark's dataset): the orchestrator does not.
+    rejects_written: bool = False
 
     @property
     def rejected(self) -> int:
+        if self.rejected_count is not None:
+            return self.rejected_count
         return 0 if self.rejects is None else self.rejects.height
 
 

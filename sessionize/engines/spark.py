@@ -79,6 +79,7 @@ from sessionize.partition import (
     protect_addresses,
     session_schema,
 )
+from sessionize.report import REPORT_COLUMNS, read_session_tables
 
 #: The global input order of an event: its input's number in the top bits, its row below.
 ORDER = "_order"
@@ -86,8 +87,17 @@ ORDER = "_order"
 BUCKET = "_bucket"
 #: On the read step's extra row per file: what the file held besides its events (pickled).
 SUMMARY = "_summary"
+#: On the read step's rows of rejected input rows: the row's text columns (a JSON object: its original
+#: columns, ``source_file``, ``reject_reason``, ``raw_line``) and its ``source_row``. They stay on the
+#: cluster: written by Spark as the rejects dataset, or brought to the driver only when asked for.
+REJECT = "_reject"
+REJECT_ROW = "_reject_row"
+#: The rejects table's place in the input (a name no input column takes).
+_REJECT_ORDER = "_sessionize_reject_order"
 _ROW_BITS = 40
 BUCKET_SPACE = 1 << 32
+#: The largest file Spark's ``binaryFile`` source reads (one value: a Java byte array).
+MAX_WHOLE_FILE = 2**31 - 1
 #: The column the output directory is partitioned by with ``partition_by_date`` (as incremental runs').
 DATE_PARTITION = "session_date"
 #: The last file of a complete output directory (Spark's own marker).
@@ -247,7 +257,16 @@ def _event_schema(job: PartitionJob) -> Any:
         fields += [(name, pa.string()) for name in STORED_GEO_COLUMNS[:-1]] + [
             (STORED_GEO_COLUMNS[-1], pa.bool_())
         ]
-    return pa.schema([*fields, (ORDER, pa.int64()), (BUCKET, pa.int64()), (SUMMARY, pa.binary())])
+    return pa.schema(
+        [
+            *fields,
+            (ORDER, pa.int64()),
+            (BUCKET, pa.int64()),
+            (REJECT, pa.string()),
+            (REJECT_ROW, pa.int64()),
+            (SUMMARY, pa.binary()),
+        ]
+    )
 
 
 #: With the page-view and user tables, which table a row of the sessionize step belongs to, and the
@@ -302,7 +321,7 @@ def _read_files(batches: Iterable[Any], task: Any) -> Iterator[Any]:
             batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True
         ):
             source = read_task.files[_key(uri)]
-            summary: dict[str, Any] = {"number": source.number, "rows": 0, "filtered": 0, "rejects": None}
+            summary: dict[str, Any] = {"number": source.number, "rows": 0, "filtered": 0}
             events = None
             with tempfile.TemporaryDirectory(prefix="sessionize-spark-") as directory:
                 local = os.path.join(directory, os.path.basename(uri.rstrip("/")) or "input")
@@ -336,9 +355,22 @@ def _placed(events: pl.DataFrame, job: PartitionJob, row: pl.Expr, source: Spark
 
 
 def _emitted(events: pl.DataFrame | None, summary: dict[str, Any], schema: Any) -> Iterator[Any]:
-    """A read task's output: the events, then a row with the summary (pickled)."""
+    """A read task's output: the events, its rejected rows (see :data:`REJECT`), then a row with the
+    summary (pickled): its figures and the rejects' column names, never the rejected rows."""
     if events is not None and events.height:
         yield from _arrow(events, schema).to_batches(max_chunksize=100_000)
+    rejects: pl.DataFrame | None = summary.pop("rejects", None)
+    summary["rejected"] = 0 if rejects is None else rejects.height
+    summary["reject_columns"] = [] if rejects is None else rejects.columns
+    if rejects is not None and rejects.height:
+        row = pl.col("source_row").fill_null(0).cast(pl.Int64)
+        rows = rejects.select(
+            ((summary["number"] << _ROW_BITS) + row).alias(ORDER),
+            pl.struct(pl.exclude("source_row").cast(pl.String)).struct.json_encode().alias(REJECT),
+            row.alias(REJECT_ROW),
+        )
+        del rejects
+        yield from _arrow(rows, schema).to_batches(max_chunksize=100_000)
     yield from _arrow(pl.DataFrame({SUMMARY: [pickle.dumps(summary)]}), schema).to_batches()
 
 
@@ -522,7 +554,6 @@ def _validated(
     """Rows of a slice of a split file, already read: validated by the local reader's code, with their
     place in the input from their row in the file, and the slice's summary row."""
     summary: dict[str, Any] = {"number": source.number, "first": first, "rows": 0, "filtered": 0}
-    summary["rejects"] = None
     events = None
     try:
         read = io.read.read_file(shown, read_task.options, raw=raw, malformed=malformed, keep_row=True)
@@ -757,14 +788,25 @@ def _read_events(
     limit = _split_bytes(session)
     frames = []
     split: list[str] = []
+    sizes = {source.uri: fs.size(source.uri) for source in files}
     for source in files:
-        if io.formats.split_gz(source.uri)[1] or fs.size(source.uri) <= limit:
+        if io.formats.split_gz(source.uri)[1] or sizes[source.uri] <= limit:
             continue
         reader = _split_reader(session, source, task, event_schema, input_format)
         if reader is not None:
             frames.append(reader)
             split.append(source.shown)
     whole = [f.uri for f in files if f.shown not in split]
+    for source in files:
+        if source.shown not in split and sizes[source.uri] > MAX_WHOLE_FILE:
+            gz = io.formats.split_gz(source.uri)[1]
+            why = "a gzipped file cannot be split" if gz else "its slices would not parse as the whole does"
+            fix = "Decompress it (a plain file is read in splits) or split it" if gz else "Split it"
+            raise UnreadableInputError(
+                f"{source.shown} is {sizes[source.uri] / 2**30:.1f} GiB and is read whole ({why}; see "
+                "docs/spark.md), but Spark reads a whole file as one value of at most 2 GiB. "
+                f"{fix} into files of less than 2 GiB."
+            )
     if whole:
         binary = session.read.format("binaryFile").load(whole)
         frames.insert(0, binary.mapInArrow(lambda batches: _read_files(batches, task), _struct(event_schema)))
@@ -852,10 +894,15 @@ class SparkOutcome:
     filtered: int
     events: int
     duplicates_removed: int
+    #: The rejected rows: all of them with ``keep_rejects`` or without an output directory, else the first.
     rejects: pl.DataFrame | None
     tally: Tally
     partitions: int
     master: str
+    rejected: int = 0
+    #: The rejects dataset's directory (``rejects``), and where Spark wrote it until :meth:`publish`.
+    rejects_dir: str | None = None
+    rejects_temp: str | None = None
     #: Where Spark wrote the directory (renamed to ``output_dir`` by :meth:`publish`).
     temp_dir: str | None = None
     #: Renames and removes on Spark's file systems (Hadoop's API, through the session).
@@ -866,20 +913,27 @@ class SparkOutcome:
     #: The inputs larger than a split read by Spark's own readers in splits (Parquet by row group, access
     #: logs and enriched TSV by lines).
     files_split: list[str] = field(default_factory=list)
+    #: With ``report`` and an output URL: the sessions' columns the report reads.
+    report_table: pl.DataFrame | None = None
 
     def publish(self) -> None:
-        """Rename the complete directory (Spark wrote its ``_SUCCESS``) into place."""
-        if self.output_dir is None or self.temp_dir is None:
-            return
-        if not self._fs.rename(self.temp_dir, self.output_dir):
-            raise OutputError(f"Cannot rename {self.temp_dir} to {self.output_dir}.")
-        self.temp_dir = None
+        """Rename the complete directories (Spark wrote their ``_SUCCESS``) into place: the rejects, then
+        the sessions."""
+        for temp, final in (("rejects_temp", self.rejects_dir), ("temp_dir", self.output_dir)):
+            written = getattr(self, temp)
+            if final is None or written is None:
+                continue
+            if not self._fs.rename(written, final):
+                raise OutputError(f"Cannot rename {written} to {final}.")
+            setattr(self, temp, None)
 
     def discard(self) -> None:
         """Remove what Spark wrote (the run failed after the cluster's work)."""
-        if self.temp_dir is not None:
-            self._fs.delete(self.temp_dir)
-            self.temp_dir = None
+        for temp in ("rejects_temp", "temp_dir"):
+            written = getattr(self, temp)
+            if written is not None:
+                self._fs.delete(written)
+                setattr(self, temp, None)
 
 
 class _HadoopFS:
@@ -962,6 +1016,30 @@ def _driver_memory() -> str:
     return f"{min(max(quarter, 2048), 16384)}m"
 
 
+def _absolute(path: str) -> str:
+    return path if io.is_url(path) else os.path.abspath(path)
+
+
+def _rejects_table(rows: Any, summaries: list[dict[str, Any]]) -> Any:
+    """The read step's rejected rows (:data:`REJECT`) as the rejects table, with their place in the input
+    (``_order``): the columns of every file's rejects in the order they first come, as the local engine
+    puts them together (the original columns as text, ``source_file``, ``source_row``, ``reject_reason``,
+    ``raw_line``); just those three when nothing was rejected."""
+    columns: list[str] = []
+    for summary in summaries:
+        columns.extend(c for c in summary["reject_columns"] if c not in columns)
+    if not columns:
+        columns = list(io.formats.REJECTS_COLUMNS)
+    values = F.from_json(F.col(REJECT), T.MapType(T.StringType(), T.StringType()))
+    return rows.select(F.col(ORDER).alias(_REJECT_ORDER), values.alias(REJECT), F.col(REJECT_ROW)).select(
+        F.col(_REJECT_ORDER),
+        *(
+            (F.col(REJECT_ROW) if name == "source_row" else F.col(REJECT).getItem(name)).alias(name)
+            for name in columns
+        ),
+    )
+
+
 def check_output_dir(fs: _HadoopFS, output_dir: str) -> None:
     if fs.exists(output_dir) and not fs.is_empty_dir(output_dir):
         raise OutputError(
@@ -1019,6 +1097,9 @@ def run_spark(
     progress: Progress | None = None,
     publish: bool = True,
     partition_by_date: str | None = None,
+    rejects: str | Path | None = None,
+    keep_rejects: bool = False,
+    report: bool = False,
 ) -> SparkOutcome:
     """Sessionize ``inputs`` with Spark: the same session table as a local run.
 
@@ -1029,6 +1110,10 @@ def run_spark(
     ``partitions`` is the number of partitions of users (default: the session's default
     parallelism, its cores). ``partition_by_date`` (a time zone) partitions the output directory by
     the sessions' start date there (``session_date=YYYY-MM-DD/``). The summary is counted on the cluster.
+    ``rejects`` is a new or empty directory for the rejected rows (``on_invalid="skip"``), written by Spark
+    as a Parquet dataset; ``SparkOutcome.rejects`` holds them all with ``keep_rejects`` or without
+    ``output_dir``, else only the first (they stay on the cluster). With ``report`` and an output URL,
+    the sessions' columns a report reads come back in ``report_table`` (the driver cannot read the URL).
     """
     require_spark()
     notify = progress or (lambda event: None)
@@ -1045,6 +1130,9 @@ def run_spark(
             notify=notify,
             publish=publish,
             partition_by_date=partition_by_date,
+            rejects=None if rejects is None else str(rejects),
+            keep_rejects=keep_rejects,
+            report=report,
         )
     except SessionizeError:
         raise
@@ -1080,15 +1168,31 @@ def _run(
     notify: Progress,
     publish: bool,
     partition_by_date: str | None = None,
+    rejects: str | None = None,
+    keep_rejects: bool = False,
+    report: bool = False,
 ) -> SparkOutcome:
     # Timestamps as UTC instants, written as Parquet's microsecond timestamps (not INT96).
     session.conf.set("spark.sql.session.timeZone", "UTC")
     session.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     fs = _HadoopFS(session)
-    target = None
-    if output_dir is not None:
-        target = output_dir if io.is_url(output_dir) else os.path.abspath(output_dir)
-        check_output_dir(fs, target)
+    target = None if output_dir is None else _absolute(output_dir)
+    rejects_target = None if rejects is None else _absolute(rejects)
+    for directory in (target, rejects_target):
+        if directory is not None:
+            check_output_dir(fs, directory)
+    if (
+        target is not None
+        and rejects_target is not None
+        and (
+            f"{rejects_target.rstrip('/')}/".startswith(f"{target.rstrip('/')}/")
+            or f"{target.rstrip('/')}/".startswith(f"{rejects_target.rstrip('/')}/")
+        )
+    ):
+        raise UsageError(
+            f"--rejects {rejects} and -o {output_dir}: the rejects directory goes beside the output, not "
+            "in it (nor the output in it). Give another --rejects directory."
+        )
     files = plan_inputs(inputs, session, input_format=input_format)
     master = str(session.sparkContext.master)
     local = master.startswith("local")
@@ -1102,6 +1206,10 @@ def _run(
     event_schema = _event_schema(job)
     read, split = _read_events(session, files, task, event_schema, fs, input_format)
     read = read.persist(StorageLevel.MEMORY_AND_DISK)
+    run_id = uuid.uuid4().hex[:8]
+    report_table: pl.DataFrame | None = None
+    temp_dir: str | None = None
+    rejects_temp: str | None = None
     try:
         summaries = [
             pickle.loads(row[0]) for row in read.where(F.col(SUMMARY).isNotNull()).select(SUMMARY).collect()
@@ -1113,11 +1221,14 @@ def _run(
             kind, message = errors[0]  # the first invalid input's, as a local run raises it
             raise kind(message)
         rows = sum(s["rows"] for s in summaries)
+        rejected = sum(s["rejected"] for s in summaries)
         notify(RunProgress("read", len(files), len(files), rows))
-        events = read.where(F.col(SUMMARY).isNull()).drop(SUMMARY)
+        events = read.where(F.col(SUMMARY).isNull() & F.col(REJECT).isNull())
+        events = events.drop(SUMMARY, REJECT, REJECT_ROW)
+        rejects_table = _rejects_table(read.where(F.col(REJECT).isNotNull()), summaries)
         if job.settings.rules.merges_session_ids:
             # Every event of a client session id together first: its owner is found there, then its bucket.
-            claim_schema = pa.schema([f for f in event_schema if f.name != SUMMARY])
+            claim_schema = pa.schema([f for f in event_schema if f.name not in (SUMMARY, REJECT, REJECT_ROW)])
             events = events.repartition(count, F.col(BUCKET)).mapInArrow(
                 lambda batches: _claim(batches, claim_schema), _struct(claim_schema)
             )
@@ -1137,9 +1248,8 @@ def _run(
                 )
             counted = all_sessions.where(~F.col("is_bot")) if job.exclude_bots else all_sessions
             output = counted.drop(geo.STATUS, CAPPED, *job.dropped)
-            temp_dir = None
             if target is not None:
-                temp_dir = _temp_sibling(target, uuid.uuid4().hex[:8])
+                temp_dir = _temp_sibling(target, run_id)
                 if partition_by_date is None:
                     output.write.mode("errorifexists").parquet(temp_dir)
                 else:
@@ -1147,18 +1257,37 @@ def _run(
                     dated = output.withColumn(DATE_PARTITION, F.to_date(start))
                     dated.write.mode("errorifexists").partitionBy(DATE_PARTITION).parquet(temp_dir)
                 sessions = pl.DataFrame()
+                if report and io.is_url(target):
+                    # The report's columns of the sessions (never events): the driver cannot read the URL.
+                    report_table = _collect(
+                        output.select(*(c for c in REPORT_COLUMNS if c in output.columns))
+                    )
             else:
                 sessions = _collect(output)
             tally, events_count = _tally(all_sessions, counted)
         finally:
             persisted.unpersist()
+        ordered = rejects_table.orderBy(_REJECT_ORDER)
+        if rejects_target is not None:
+            # The rejected rows as Spark's Parquet dataset (in input order), never on the driver.
+            rejects_temp = _temp_sibling(rejects_target, run_id)
+            ordered.drop(_REJECT_ORDER).write.mode("errorifexists").parquet(rejects_temp)
+        if not rejected:
+            rejected_rows = None
+        elif keep_rejects or target is None:
+            rejected_rows = _collect(ordered.drop(_REJECT_ORDER))
+        else:
+            rejected_rows = _collect(ordered.limit(PREVIEW_ROWS).drop(_REJECT_ORDER))
+    except BaseException:
+        for written in (temp_dir, rejects_temp):
+            if written is not None:
+                with contextlib.suppress(Exception):
+                    fs.delete(written)
+        raise
     finally:
         read.unpersist()
     notify(RunProgress("buckets", count, count, events_count))
-    found = [s["rejects"] for s in summaries if s["rejects"] is not None]
     filtered = sum(s["filtered"] for s in summaries)
-    rejects = pl.concat(found, how="diagonal_relaxed") if found else None
-    rejected = 0 if rejects is None else rejects.height
     if target is not None:
         assert temp_dir is not None
         parts = sorted(Path(temp_dir).glob("**/part-*.parquet")) if local and not io.is_url(temp_dir) else []
@@ -1172,7 +1301,10 @@ def _run(
         filtered=filtered,
         events=events_count,
         duplicates_removed=rows - rejected - filtered - tally.capped - events_count,
-        rejects=rejects,
+        rejects=rejected_rows,
+        rejected=rejected,
+        rejects_dir=rejects_target,
+        rejects_temp=rejects_temp,
         tally=tally,
         partitions=count,
         master=master,
@@ -1181,6 +1313,7 @@ def _run(
         pageviews=extra_tables.get("pageviews"),
         users=extra_tables.get("users"),
         files_split=split,
+        report_table=report_table,
     )
     if publish:
         result.publish()
@@ -1239,6 +1372,16 @@ def _tally(all_sessions: Any, counted: Any) -> tuple[Tally, int]:
     return tally, int(totals["events"])
 
 
+def _report_table(result: SparkOutcome) -> pl.LazyFrame | None:
+    """What ``--report`` reads before the run publishes: the directory Spark wrote (under its temporary
+    name), or the report's columns Spark brought back for an output URL; None: the sessions came back."""
+    if result.report_table is not None:
+        return result.report_table.lazy()
+    if result.temp_dir is None:
+        return None
+    return read_session_tables([result.temp_dir])
+
+
 class SparkEngine:
     """Apache Spark (``--engine spark``): a local session, or the cluster of ``--spark-master``."""
 
@@ -1285,6 +1428,7 @@ class SparkEngine:
         outputs: io.Publication,
         progress: Progress,
     ) -> Outcome:
+        dataset = config.output.rejects is not None and not io.names_table_file(config.output.rejects)
         result = run_spark(
             files,
             config.read,
@@ -1297,6 +1441,10 @@ class SparkEngine:
             progress=progress,
             publish=False,
             partition_by_date=config.session.timezone if config.output.partition_by_date else None,
+            # A --rejects directory is Spark's dataset; a --rejects file is written from the driver.
+            rejects=config.output.rejects if dataset else None,
+            keep_rejects=config.output.rejects is not None and not dataset,
+            report=config.output.report is not None,
         )
         # The directory is renamed into place when every output of the run is complete.
         outputs.defer(result.publish, result.discard)
@@ -1308,6 +1456,11 @@ class SparkEngine:
             events=result.events,
             duplicates_removed=result.duplicates_removed,
             rejects=result.rejects,
+            rejected_count=None
+            if result.rejects is not None and result.rejects.height == result.rejected
+            else result.rejected,
+            rejects_written=dataset,
+            report_table=_report_table(result) if config.output.report is not None else None,
             complete=result.sessions_complete,
             written=None if result.output_dir is None else "parquet",
             path_taken=f"spark: {result.partitions} partitions" + _split_note(result.files_split),

@@ -18,6 +18,7 @@ from sessionize.io.formats import (
     OutputFormat,
     empty_rejects,
     format_of,
+    names_table_file,
     output_format_of,
     rejects_format,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "is_url",
     "iter_reads",
     "left_by_dead_processes",
+    "names_table_file",
     "output_format_of",
     "raise_malformed",
     "read_events",

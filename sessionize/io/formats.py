@@ -82,6 +82,11 @@ def empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64, "reject_reason": pl.String})
 
 
+def names_table_file(path: str) -> bool:
+    """Whether ``path`` ends in a table file's extension (``.csv``, ``.parquet``, ``.ndjson``, ...)."""
+    return OUTPUT_EXTENSIONS.get(os.path.splitext(path.rstrip("/").lower())[1]) is not None
+
+
 def rejects_format(path: str, fallback: str | None) -> OutputFormat:
     """The rejects file's format: from its extension, else the output's, else CSV."""
     fmt = OUTPUT_EXTENSIONS.get(os.path.splitext(path.lower())[1])
