@@ -279,15 +279,27 @@ class SessionSettings:
     overlap_geo: bool = True
 
 
-def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.DataFrame:
+#: Events handed over to the partition step: a list of the one frame, which the step takes out, so that
+#: the caller keeps no reference and the frame is freed as soon as the step no longer needs it (the
+#: in-memory engine's 10M events, 1.2 GiB, are gone before the geo join and the output).
+Handed = list[pl.DataFrame]
+
+
+def _taken(events: pl.DataFrame | Handed) -> pl.DataFrame:
+    return events.pop() if isinstance(events, list) else events
+
+
+def sessionize_partition(events: pl.DataFrame | Handed, settings: SessionSettings) -> pl.DataFrame:
     """The session table of a canonical events frame that holds every event of each of its users.
 
     The engine-neutral step: the in-memory path calls it once on all events, the bucketed path once
     per bucket, and a distributed engine once per partition of users; the union of the results is
     the same. Events must already be validated (:func:`sessionize.io.read_file`) and de-duplicated
     (:func:`sessionize.io.drop_duplicate_events`). The result has the session table's columns plus
-    ``_geo_status`` (the IP lookup's outcome), sorted by user and session number.
+    ``_geo_status`` (the IP lookup's outcome), sorted by user and session number. ``events`` as a
+    :data:`Handed` list is released once the sessions are built.
     """
+    events = _taken(events)
     before_geo = functools.partial(
         _sessions_before_geo,
         timeout=settings.timeout,
@@ -306,7 +318,8 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
         anonymize_ip=settings.anonymize_ip,
         keep_geo_status=True,
         extra=extra_columns(settings),
-        stitched=stitched_ids(events) if settings.stitching else None,
+        # Computed now (one row per user with a login id): the plan would hold every event until the end.
+        stitched=stitched_ids(events).collect(engine="in-memory").lazy() if settings.stitching else None,
         stitch_fallback=settings.stitch_fallback,
     )
     database = settings.geo_database
@@ -322,7 +335,10 @@ def sessionize_partition(events: pl.DataFrame, settings: SessionSettings) -> pl.
     # addresses this step took 1.1-1.3 s less (bench/README.md).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionize-geo") as pool:
         table = pool.submit(geo.geo_table, events.get_column(S.IP), database)
-        sessions = before_geo(events.lazy()).collect(engine="in-memory")
+        plan = before_geo(events.lazy())
+        del events  # (the plan holds them while it runs; nothing after it: see `Handed`)
+        sessions = plan.collect(engine="in-memory")
+        del plan
         sessions = geo.join_geo(sessions, table.result(), database)
     return after_geo(sessions.lazy()).collect(engine="in-memory")
 
@@ -634,7 +650,7 @@ def _geo_of_first_events(sessions: pl.DataFrame, events: pl.DataFrame) -> pl.Dat
 
 
 def process_partition(
-    events: pl.DataFrame,
+    events: pl.DataFrame | Handed,
     job: PartitionJob,
     *,
     prepared: bool = False,
@@ -647,8 +663,11 @@ def process_partition(
     session ids were given their owners, duplicates dropped, :func:`hash_ids` applied and the session
     cap too (the incremental engine does all of it before it compares with its state, and counts what
     the cap leaves out itself). ``settings`` overrides the job's (a budgeted engine looks addresses up
-    after the sessions, not beside them).
+    after the sessions, not beside them). ``events`` as a :data:`Handed` list is released as soon as
+    the step no longer needs it (with the page-view table, or addresses located before they were
+    truncated, not before the end).
     """
+    events = _taken(events)
     before = events.height
     if not prepared:
         if job.settings.rules.merges_session_ids:
@@ -658,21 +677,25 @@ def process_partition(
     deduplicated = events.height
     cap = None if prepared else job.settings.rules.session_cap
     events, capped = cap_sessions(events, cap)
+    count = events.height
+    kept = events if job.pageviews else None
     if LOCATED in events.columns:
         table = _geo_of_first_events(
             sessionize_partition(events.select(*job.event_schema()), settings or job.settings), events
         )
     else:
-        table = sessionize_partition(events, settings or job.settings)
+        handed = [events]
+        del events
+        table = sessionize_partition(handed, settings or job.settings)
     if cap is not None:
         table = _with_capped(table, capped)
     tally = Tally()
     sessions = tally.add(table, exclude_bots=job.exclude_bots, dropped=())
     pageviews = users = None
-    if job.pageviews:
+    if kept is not None:
         chosen = settings or job.settings
         pageviews = build_pageviews(
-            events.select(*job.event_schema()), sessions, chosen.rules, chosen.timeout, chosen.engaged
+            kept.select(*job.event_schema()), sessions, chosen.rules, chosen.timeout, chosen.engaged
         )
         pageviews = drop_shown(pageviews, job.dropped)
     if job.users:
@@ -680,7 +703,7 @@ def process_partition(
     return PartitionResult(
         sessions=sessions.drop(*job.dropped),
         tally=tally,
-        events=events.height,
+        events=count,
         duplicates=before - deduplicated,
         all_sessions=table if keep_all else None,
         pageviews=pageviews,

@@ -26,7 +26,7 @@ from sessionize.cli import app
 from sessionize.errors import OutputError, StateError, UsageError
 from sessionize.io.formats import OutputFormat
 from sessionize.io.write import serialize
-from tests.helpers import CITY_DB, KEYS, T0, listing
+from tests.helpers import CITY_DB, KEYS, SAMPLE_DATA, T0, listing
 
 #: Addresses the MaxMind test database locates, one it does not know, and a private one.
 ADDRESSES = ["81.2.69.142", "89.160.20.112", "216.160.83.56", "2.125.160.216", "203.0.113.9", "10.0.0.1"]
@@ -386,3 +386,34 @@ def test_a_grown_log_larger_than_a_read_block(tmp_path: Path) -> None:
     assert_frame_equal(
         table, sessionize.run([whole], no_geo=True, valid_until="2100-01-01").sessions.sort(KEYS)
     )
+
+
+def test_the_in_memory_engine_frees_its_events_once_the_sessions_are_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The events (1.2 GiB at 10M) are handed to the partition step, which drops them once the sessions
+    are built: gone before the geo columns are joined and the output written (bench/README.md), with
+    the same table as before."""
+    import weakref
+
+    from sessionize import geo
+    from sessionize.engines import memory
+
+    expected = sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=str(CITY_DB)).sessions
+    handed: list[Any] = []
+    alive_at_join: list[bool] = []
+    step, join = memory.process_partition, geo.join_geo  # type: ignore[attr-defined]
+
+    def watched_step(events: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(weakref.ref(events[0] if isinstance(events, list) else events))
+        return step(events, *args, **kwargs)
+
+    def watched_join(*args: Any, **kwargs: Any) -> Any:
+        alive_at_join.append(handed[0]() is not None)
+        return join(*args, **kwargs)
+
+    monkeypatch.setattr(memory, "process_partition", watched_step)
+    monkeypatch.setattr(geo, "join_geo", watched_join)
+    result = sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=str(CITY_DB))
+    assert alive_at_join == [False]
+    assert_frame_equal(result.sessions, expected)

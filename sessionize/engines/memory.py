@@ -44,8 +44,10 @@ class MemoryEngine:
         filtered = sum(r.filtered for r in reads)
         del reads
         progress(RunProgress("buckets", 0, 1, 0))
-        result = process_partition(events, job)
+        # Handed over: the step frees the events once the sessions are built.
+        handed = [events]
         del events
+        result = process_partition(handed, job)
         progress(RunProgress("buckets", 1, 1, result.events))
         return Outcome(
             sessions=result.sessions,
