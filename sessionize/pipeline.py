@@ -394,10 +394,10 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
 
 
 def rejects_dataset(config: RunConfig) -> bool:
-    """Whether ``--rejects`` is a dataset the engine writes itself: with ``--engine spark``, a name without
-    a table file's extension (a directory of Parquet files, never brought to the driver)."""
+    """Whether ``--rejects`` is a dataset the engine writes itself: with ``--engine spark``, a URL or a name
+    without a table file's extension (a directory of Parquet files, never brought to the driver)."""
     rejects = config.output.rejects
-    return config.engine.engine == "spark" and rejects is not None and not io.names_table_file(rejects)
+    return config.engine.engine == "spark" and rejects is not None and io.is_dataset_target(rejects)
 
 
 def _write_outputs(outcome: Outcome, config: RunConfig, outputs: io.Publication) -> str | None:

@@ -103,11 +103,15 @@ def test_malformed_and_invalid_rows_rejected_alike(tmp_path: Path, spark_session
 
 def dirty_inputs(tmp_path: Path, bad: int = 2) -> list[Path]:
     """Two CSVs with invalid rows (``bad`` bad timestamps in the first), different columns (one named with
-    a space, one value a spreadsheet formula), and an access log with a malformed line."""
-    rows = ["user_id,timestamp,url,user agent"]
+    a space, ``Plan`` in one and ``plan`` in the other, one value a spreadsheet formula), and an access
+    log with a malformed line."""
+    rows = ["user_id,timestamp,url,user agent,Plan"]
     for n in range(bad):
-        rows += [f"u{n},2024-05-01T10:00:00Z,https://a.example/{n},Mozilla", f"u{n},not a time {n},x,=SUM(1)"]
-    rows.append(",2024-05-01T10:00:00Z,https://a.example/,curl")
+        rows += [
+            f"u{n},2024-05-01T10:00:00Z,https://a.example/{n},Mozilla,pro",
+            f"u{n},not a time {n},x,=SUM(1),",
+        ]
+    rows.append(",2024-05-01T10:00:00Z,https://a.example/,curl,free")
     first = write_text(tmp_path / "in" / "a.csv", "\n".join(rows) + "\n")
     second = write_text(
         tmp_path / "in" / "b.csv",
@@ -183,6 +187,74 @@ def test_a_rejects_directory_is_checked_before_the_run(tmp_path: Path, spark_ses
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "taken"]
 
 
+def test_rejects_go_back_when_the_sessions_cannot_be_published(
+    tmp_path: Path, spark_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rejects are renamed into place first; when the sessions' rename then fails, they go back and
+    the run leaves neither (all or nothing)."""
+    files = dirty_inputs(tmp_path)
+    out, rejects = tmp_path / "out", tmp_path / "rejects"
+    rename = spark_engine._HadoopFS.rename
+
+    def failing(fs: Any, source: str, target: str) -> bool:
+        return False if target == str(out) else bool(rename(fs, source, target))
+
+    monkeypatch.setattr(spark_engine._HadoopFS, "rename", failing)
+    with pytest.raises(OutputError, match="Cannot rename"):
+        sessionize.run(
+            files, spark=spark_session, output=str(out), rejects=str(rejects), no_geo=True, on_invalid="skip"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_an_interrupt_after_the_write_leaves_nothing(tmp_path: Path, spark_session: Any) -> None:
+    """Ctrl-C (a KeyboardInterrupt from the progress callback) once Spark wrote the sessions and rejects:
+    both hidden directories are removed."""
+    files = dirty_inputs(tmp_path)
+
+    def progress(event: Any) -> None:
+        if event.stage == "buckets":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sessionize.run(
+            files, spark=spark_session, output=str(tmp_path / "out"), rejects=str(tmp_path / "rejects"),
+            no_geo=True, on_invalid="skip", progress=progress,
+        )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_nothing_rejected_is_a_complete_rejects_and_rejects_on_stdout_are_a_file(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """Without rejected rows ``rejects`` is complete (none), as on the local engine; ``--rejects -`` is
+    standard output (a CSV written from the driver), never a directory named ``-``."""
+    result = sessionize.run(
+        [SAMPLE_DATA / "events.csv"], spark=spark_session, output=str(tmp_path / "out"), no_geo=True,
+        on_invalid="skip",
+    )  # fmt: skip
+    assert result.rejected == 0 and result.rejects is None and result.rejects_complete
+    files = dirty_inputs(tmp_path, bad=1)
+    cli = run_cli(*files, "--engine", "spark", "-o", tmp_path / "out2", "--no-geo", "--on-invalid", "skip",
+                  "--rejects", "-", "--log-format", "json")  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    assert not Path("-").exists() and "bad_timestamp" in cli.output
+
+
+def test_a_report_of_no_sessions_by_date(tmp_path: Path, spark_session: Any) -> None:
+    """``--partition-by-date`` with no session (every row rejected) writes no part file: the report of
+    no sessions is still the local run's."""
+    source = write_text(tmp_path / "in" / "bad.csv", "user_id,timestamp\nu1,not a time\nu2,never\n")
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+    sessionize.run([source], output=str(tmp_path / "l.parquet"), report=str(tmp_path / "l.html"), **options)
+    result = sessionize.run(
+        [source], spark=spark_session, output=str(tmp_path / "out"), report=str(tmp_path / "s.html"),
+        partition_by_date=True, **options,
+    )  # fmt: skip
+    assert result.session_count == 0 and result.rejected == 2
+    assert (tmp_path / "s.html").read_bytes() == (tmp_path / "l.html").read_bytes()
+
+
 def test_the_report_is_the_local_runs(tmp_path: Path, spark_session: Any) -> None:
     """``--report`` with an output directory: read from the directory Spark wrote before it is published
     (a path), or from the report's columns Spark brings back (a URL the driver cannot read): the same page
@@ -222,6 +294,42 @@ def test_a_run_that_fails_leaves_no_rejects_nor_sessions(
     with pytest.raises(Exception, match="report broke"):
         sessionize.run(files, output=str(out), rejects=str(rejects), **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_huge_value_and_a_split_files_rejects_are_kept_as_a_local_run_keeps_them(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """A rejected row with a 21-million-character value (a JSON parser's limit is 20M) keeps every column;
+    a log read in splits whose first split rejects only a malformed line (no columns of its own) keeps
+    the local run's column order."""
+    huge = write_text(
+        tmp_path / "in" / "huge.csv",
+        "user_id,timestamp,note\nu1,2024-05-01T10:00:00Z,a\nu1,not a time," + "x" * 21_000_000 + "\n",
+    )
+    line = '10.0.0.{n} - - [01/May/2024:10:{m:02d}:00 +0000] "GET /p{n} HTTP/1.1" 200 5'
+    lines = [line.format(n=i % 50, m=i % 60) for i in range(400)]
+    lines[3] = "junk"
+    lines[200] = lines[250] = line.format(n=1, m=1).replace("2024", "2099")
+    log = write_text(tmp_path / "in" / "split.log", "\n".join(lines) + "\n")
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    for name, files, extra in (("huge", [huge], {}), ("split", [log], {"input_format": "common"})):
+        if name == "split":
+            spark_session.conf.set("spark.sql.files.maxPartitionBytes", "8k")
+        try:
+            run = {**options, **extra}
+            local = sessionize.run(files, rejects=str(tmp_path / f"{name}.parquet"), **run)
+            target, rejects = tmp_path / f"out-{name}", tmp_path / f"rejects-{name}"
+            result = sessionize.run(
+                files, spark=spark_session, output=str(target), rejects=str(rejects), **run
+            )
+            expected = pl.read_parquet(tmp_path / f"{name}.parquet")
+            assert local.rejected == expected.height == result.rejected >= 1
+            assert_frame_equal(read_rejects_dir(rejects), expected)
+        finally:
+            spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert result.path_taken.endswith("read in splits")
+    assert len(expected.columns) > 5 and expected.columns[-1] == "raw_line"
 
 
 def test_a_file_read_whole_over_spark_limit_is_refused_by_name(

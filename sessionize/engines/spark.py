@@ -87,11 +87,14 @@ ORDER = "_order"
 BUCKET = "_bucket"
 #: On the read step's extra row per file: what the file held besides its events (pickled).
 SUMMARY = "_summary"
-#: On the read step's rows of rejected input rows: the row's text columns (a JSON object: its original
-#: columns, ``source_file``, ``reject_reason``, ``raw_line``) and its ``source_row``. They stay on the
-#: cluster: written by Spark as the rejects dataset, or brought to the driver only when asked for.
+#: On the read step's rows of rejected input rows: the row's text columns (their values and names, as two
+#: lists: its original columns, ``source_file``, ``reject_reason``, ``raw_line``) and its ``source_row``.
+#: They stay on the cluster: written by Spark as the rejects dataset, or brought to the driver only when
+#: asked for.
 REJECT = "_reject"
+REJECT_KEYS = "_reject_keys"
 REJECT_ROW = "_reject_row"
+_REJECT_COLUMNS = (REJECT, REJECT_KEYS, REJECT_ROW)
 #: The rejects table's place in the input (a name no input column takes).
 _REJECT_ORDER = "_sessionize_reject_order"
 _ROW_BITS = 40
@@ -243,6 +246,8 @@ def _spark_type(dtype: Any) -> Any:
         return T.DoubleType()
     if pa.types.is_binary(dtype):
         return T.BinaryType()
+    if pa.types.is_list(dtype) and pa.types.is_string(dtype.value_type):
+        return T.ArrayType(T.StringType())
     raise TypeError(f"no Spark type for {dtype}")
 
 
@@ -262,7 +267,8 @@ def _event_schema(job: PartitionJob) -> Any:
             *fields,
             (ORDER, pa.int64()),
             (BUCKET, pa.int64()),
-            (REJECT, pa.string()),
+            (REJECT, pa.list_(pa.string())),
+            (REJECT_KEYS, pa.list_(pa.string())),
             (REJECT_ROW, pa.int64()),
             (SUMMARY, pa.binary()),
         ]
@@ -364,9 +370,11 @@ def _emitted(events: pl.DataFrame | None, summary: dict[str, Any], schema: Any) 
     summary["reject_columns"] = [] if rejects is None else rejects.columns
     if rejects is not None and rejects.height:
         row = pl.col("source_row").fill_null(0).cast(pl.Int64)
+        names = [c for c in rejects.columns if c != "source_row"]
         rows = rejects.select(
             ((summary["number"] << _ROW_BITS) + row).alias(ORDER),
-            pl.struct(pl.exclude("source_row").cast(pl.String)).struct.json_encode().alias(REJECT),
+            pl.concat_list([pl.col(c).cast(pl.String) for c in names]).alias(REJECT),
+            pl.lit(pl.Series([names]), dtype=pl.List(pl.String)).first().alias(REJECT_KEYS),
             row.alias(REJECT_ROW),
         )
         del rejects
@@ -789,6 +797,8 @@ def _read_events(
     frames = []
     split: list[str] = []
     sizes = {source.uri: fs.size(source.uri) for source in files}
+    # Gzipped files are read whole: one too large for that is refused before any job.
+    _check_whole([f for f in files if io.formats.split_gz(f.uri)[1]], sizes)
     for source in files:
         if io.formats.split_gz(source.uri)[1] or sizes[source.uri] <= limit:
             continue
@@ -797,8 +807,17 @@ def _read_events(
             frames.append(reader)
             split.append(source.shown)
     whole = [f.uri for f in files if f.shown not in split]
+    _check_whole([f for f in files if f.shown not in split], sizes)
+    if whole:
+        binary = session.read.format("binaryFile").load(whole)
+        frames.insert(0, binary.mapInArrow(lambda batches: _read_files(batches, task), _struct(event_schema)))
+    return functools.reduce(lambda a, b: a.union(b), frames), split
+
+
+def _check_whole(files: list[SparkInput], sizes: dict[str, int]) -> None:
+    """Refuse a file to be read whole that Spark's ``binaryFile`` cannot hold (one value: 2 GiB)."""
     for source in files:
-        if source.shown not in split and sizes[source.uri] > MAX_WHOLE_FILE:
+        if sizes[source.uri] > MAX_WHOLE_FILE:
             gz = io.formats.split_gz(source.uri)[1]
             why = "a gzipped file cannot be split" if gz else "its slices would not parse as the whole does"
             fix = "Decompress it (a plain file is read in splits) or split it" if gz else "Split it"
@@ -807,10 +826,6 @@ def _read_events(
                 "docs/spark.md), but Spark reads a whole file as one value of at most 2 GiB. "
                 f"{fix} into files of less than 2 GiB."
             )
-    if whole:
-        binary = session.read.format("binaryFile").load(whole)
-        frames.insert(0, binary.mapInArrow(lambda batches: _read_files(batches, task), _struct(event_schema)))
-    return functools.reduce(lambda a, b: a.union(b), frames), split
 
 
 def _split_reader(
@@ -918,13 +933,19 @@ class SparkOutcome:
 
     def publish(self) -> None:
         """Rename the complete directories (Spark wrote their ``_SUCCESS``) into place: the rejects, then
-        the sessions."""
+        the sessions; the rejects go back if the sessions cannot (all or nothing)."""
+        published: list[tuple[str, str, str]] = []
         for temp, final in (("rejects_temp", self.rejects_dir), ("temp_dir", self.output_dir)):
             written = getattr(self, temp)
             if final is None or written is None:
                 continue
             if not self._fs.rename(written, final):
+                for _, earlier_final, earlier_temp in published:
+                    with contextlib.suppress(Exception):
+                        self._fs.rename(earlier_final, earlier_temp)  # (discard removes it then)
                 raise OutputError(f"Cannot rename {written} to {final}.")
+            published.append((temp, final, written))
+        for temp, _, _ in published:
             setattr(self, temp, None)
 
     def discard(self) -> None:
@@ -1025,12 +1046,19 @@ def _rejects_table(rows: Any, summaries: list[dict[str, Any]]) -> Any:
     (``_order``): the columns of every file's rejects in the order they first come, as the local engine
     puts them together (the original columns as text, ``source_file``, ``source_row``, ``reject_reason``,
     ``raw_line``); just those three when nothing was rejected."""
+    files: dict[int, list[str]] = {}
+    for summary in summaries:  # (in input order: files, then a split file's slices)
+        seen = files.setdefault(summary["number"], [])
+        seen.extend(c for c in summary["reject_columns"] if c not in seen)
     columns: list[str] = []
-    for summary in summaries:
-        columns.extend(c for c in summary["reject_columns"] if c not in columns)
+    fixed = [*io.formats.REJECTS_COLUMNS, "raw_line"]
+    for seen in files.values():
+        # A file's rejects as one read gives them: its own columns, then the fixed ones (see io.read).
+        ordered = [c for c in seen if c not in fixed] + [c for c in fixed if c in seen]
+        columns.extend(c for c in ordered if c not in columns)
     if not columns:
         columns = list(io.formats.REJECTS_COLUMNS)
-    values = F.from_json(F.col(REJECT), T.MapType(T.StringType(), T.StringType()))
+    values = F.map_from_arrays(F.col(REJECT_KEYS), F.col(REJECT))
     return rows.select(F.col(ORDER).alias(_REJECT_ORDER), values.alias(REJECT), F.col(REJECT_ROW)).select(
         F.col(_REJECT_ORDER),
         *(
@@ -1175,6 +1203,8 @@ def _run(
     # Timestamps as UTC instants, written as Parquet's microsecond timestamps (not INT96).
     session.conf.set("spark.sql.session.timeZone", "UTC")
     session.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    # Column names as a local run tells them apart: the rejects of two files may hold `Plan` and `plan`.
+    session.conf.set("spark.sql.caseSensitive", "true")
     fs = _HadoopFS(session)
     target = None if output_dir is None else _absolute(output_dir)
     rejects_target = None if rejects is None else _absolute(rejects)
@@ -1224,11 +1254,11 @@ def _run(
         rejected = sum(s["rejected"] for s in summaries)
         notify(RunProgress("read", len(files), len(files), rows))
         events = read.where(F.col(SUMMARY).isNull() & F.col(REJECT).isNull())
-        events = events.drop(SUMMARY, REJECT, REJECT_ROW)
+        events = events.drop(SUMMARY, *_REJECT_COLUMNS)
         rejects_table = _rejects_table(read.where(F.col(REJECT).isNotNull()), summaries)
         if job.settings.rules.merges_session_ids:
             # Every event of a client session id together first: its owner is found there, then its bucket.
-            claim_schema = pa.schema([f for f in event_schema if f.name not in (SUMMARY, REJECT, REJECT_ROW)])
+            claim_schema = pa.schema([f for f in event_schema if f.name not in (SUMMARY, *_REJECT_COLUMNS)])
             events = events.repartition(count, F.col(BUCKET)).mapInArrow(
                 lambda batches: _claim(batches, claim_schema), _struct(claim_schema)
             )
@@ -1256,12 +1286,16 @@ def _run(
                     start = F.from_utc_timestamp(F.col("session_start"), partition_by_date)
                     dated = output.withColumn(DATE_PARTITION, F.to_date(start))
                     dated.write.mode("errorifexists").partitionBy(DATE_PARTITION).parquet(temp_dir)
+                readable = local and not io.is_url(temp_dir)
+                parts = sorted(Path(temp_dir).glob("**/part-*.parquet")) if readable else []
                 sessions = pl.DataFrame()
-                if report and io.is_url(target):
-                    # The report's columns of the sessions (never events): the driver cannot read the URL.
-                    report_table = _collect(
-                        output.select(*(c for c in REPORT_COLUMNS if c in output.columns))
-                    )
+                if parts:
+                    sessions = pl.read_parquet(parts[0], glob=False).head(PREVIEW_ROWS)
+                if report and not parts:
+                    # The report's columns of the sessions (never events): the driver cannot read what Spark
+                    # wrote (a URL, a cluster's file system), or there is no part file (no sessions).
+                    wanted = [c for c in REPORT_COLUMNS if c in output.columns]
+                    report_table = _collect(output.select(*wanted))
             else:
                 sessions = _collect(output)
             tally, events_count = _tally(all_sessions, counted)
@@ -1278,6 +1312,7 @@ def _run(
             rejected_rows = _collect(ordered.drop(_REJECT_ORDER))
         else:
             rejected_rows = _collect(ordered.limit(PREVIEW_ROWS).drop(_REJECT_ORDER))
+        notify(RunProgress("buckets", count, count, events_count))
     except BaseException:
         for written in (temp_dir, rejects_temp):
             if written is not None:
@@ -1286,12 +1321,7 @@ def _run(
         raise
     finally:
         read.unpersist()
-    notify(RunProgress("buckets", count, count, events_count))
     filtered = sum(s["filtered"] for s in summaries)
-    if target is not None:
-        assert temp_dir is not None
-        parts = sorted(Path(temp_dir).glob("**/part-*.parquet")) if local and not io.is_url(temp_dir) else []
-        sessions = pl.read_parquet(parts[0], glob=False).head(PREVIEW_ROWS) if parts else pl.DataFrame()
     result = SparkOutcome(
         files=[f.shown for f in files],
         sessions=sessions,
@@ -1428,7 +1458,7 @@ class SparkEngine:
         outputs: io.Publication,
         progress: Progress,
     ) -> Outcome:
-        dataset = config.output.rejects is not None and not io.names_table_file(config.output.rejects)
+        dataset = config.output.rejects is not None and io.is_dataset_target(config.output.rejects)
         result = run_spark(
             files,
             config.read,
@@ -1456,8 +1486,9 @@ class SparkEngine:
             events=result.events,
             duplicates_removed=result.duplicates_removed,
             rejects=result.rejects,
+            # (None: `rejects` holds every rejected row, or there are none.)
             rejected_count=None
-            if result.rejects is not None and result.rejects.height == result.rejected
+            if result.rejected == (0 if result.rejects is None else result.rejects.height)
             else result.rejected,
             rejects_written=dataset,
             report_table=_report_table(result) if config.output.report is not None else None,

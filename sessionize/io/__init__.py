@@ -22,7 +22,7 @@ from sessionize.io.formats import (
     output_format_of,
     rejects_format,
 )
-from sessionize.io.inputs import InputFile, filesystem, is_url, resolve_inputs
+from sessionize.io.inputs import InputFile, filesystem, is_dataset_target, is_url, resolve_inputs
 from sessionize.io.publish import (
     PendingOutput,
     Publication,
@@ -85,6 +85,7 @@ __all__ = [
     "estimate_rows",
     "filesystem",
     "format_of",
+    "is_dataset_target",
     "is_stream",
     "is_url",
     "iter_reads",

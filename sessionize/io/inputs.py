@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionize.errors import NoInputFilesError, UnknownFormatError, UnreadableInputError, UsageError
-from sessionize.io.formats import STDIN, InputFormat, format_of
+from sessionize.io.formats import STDIN, InputFormat, format_of, names_table_file
 from sessionize.io.snowplow import is_enriched_tsv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -26,6 +26,12 @@ _SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl, .log (each also .gz, but .p
 def is_url(path: str) -> bool:
     """Whether ``path`` is a URL such as ``s3://bucket/key`` (``file://`` included)."""
     return bool(_URL.match(path))
+
+
+def is_dataset_target(path: str) -> bool:
+    """Whether an engine that writes directories of parts (Spark) takes the output ``path`` for one: a
+    URL, or a name without a table file's extension; never ``-`` (standard output)."""
+    return path != STDIN and (is_url(path) or not names_table_file(path))
 
 
 @dataclass(frozen=True)
