@@ -146,6 +146,8 @@ def test_a_rejects_directory_is_a_dataset_written_by_spark(tmp_path: Path, spark
     assert_frame_equal(result.rejects, expected.head(PREVIEW_ROWS))
     assert_frame_equal(read_dir(out).sort(KEYS), local.sessions.sort(KEYS))
     assert not list(tmp_path.glob(".*.tmp"))
+    # (Case-sensitive names for the run only: the session given goes back as it was.)
+    assert spark_session.conf.get("spark.sql.caseSensitive") == "false"
 
 
 def test_a_rejects_file_comes_back_whole(tmp_path: Path, spark_session: Any) -> None:

@@ -1146,6 +1146,10 @@ def run_spark(
     require_spark()
     notify = progress or (lambda event: None)
     session, owned = _session_of(spark, master)
+    # Column names as a local run tells them apart (the rejects of two files may hold `Plan` and `plan`),
+    # for this run only: a session given to us goes back as it came.
+    case_sensitive = session.conf.get("spark.sql.caseSensitive", None)
+    session.conf.set("spark.sql.caseSensitive", "true")
     try:
         return _run(
             session,
@@ -1167,6 +1171,11 @@ def run_spark(
     except Exception as exc:  # Py4J's and Spark's errors, a JVM that died
         raise _engine_error(exc) from exc
     finally:
+        with contextlib.suppress(Exception):
+            if case_sensitive is None:
+                session.conf.unset("spark.sql.caseSensitive")
+            else:
+                session.conf.set("spark.sql.caseSensitive", case_sensitive)
         if owned:
             with contextlib.suppress(Exception):  # a JVM that died cannot be stopped
                 session.stop()
@@ -1203,8 +1212,6 @@ def _run(
     # Timestamps as UTC instants, written as Parquet's microsecond timestamps (not INT96).
     session.conf.set("spark.sql.session.timeZone", "UTC")
     session.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-    # Column names as a local run tells them apart: the rejects of two files may hold `Plan` and `plan`.
-    session.conf.set("spark.sql.caseSensitive", "true")
     fs = _HadoopFS(session)
     target = None if output_dir is None else _absolute(output_dir)
     rejects_target = None if rejects is None else _absolute(rejects)
