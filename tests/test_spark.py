@@ -594,7 +594,8 @@ def test_a_csv_is_read_in_splits_unless_a_quoted_field_spans_lines(
     tmp_path: Path, spark_session: Any
 ) -> None:
     """A large CSV (and a TSV with a header) is cut at its lines; one whose quoted field holds a line break
-    cannot be, and is read whole: the same table either way."""
+    cannot be, nor one with bytes that are not UTF-8 (the careful reader rejects that row), and is read
+    whole: the same table (and rejects) either way."""
     rows = [
         f'u{i % 50},2024-05-01T10:{i % 60:02d}:{i % 7:02d}Z,https://a.example/{i % 9},"x, {i}"'
         for i in range(3000)
@@ -607,14 +608,21 @@ def test_a_csv_is_read_in_splits_unless_a_quoted_field_spans_lines(
     spanning = rows.copy()
     spanning[1500] = 'u1,2024-05-01T10:00:00Z,https://a.example/,"two\nlines"'
     quoted = write_text(tmp_path / "quoted.csv", "user_id,timestamp,url,note\n" + "\n".join(spanning) + "\n")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(plain.read_bytes().replace(b"x, 2000", b"caf\xe9, 2000"))
     previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
     spark_session.conf.set("spark.sql.files.maxPartitionBytes", "16k")
     try:
-        for path, split in ((plain, True), (tsv, True), (quoted, False)):
+        for path, split in ((plain, True), (tsv, True), (quoted, False), (latin, False)):
             work = tmp_path / f"run-{path.name}"
             work.mkdir()
-            result = same_as_local([path], work, spark_session, no_geo=True)
+            options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+            local_rejects, spark_rejects = work / "local.parquet", work / "spark.parquet"
+            local = sessionize.run([path], rejects=str(local_rejects), **options)
+            result = same_as_local([path], work, spark_session, rejects=str(spark_rejects), **options)
             assert result.path_taken.endswith("read in splits") is split, (path, result.path_taken)
+            assert_frame_equal(pl.read_parquet(spark_rejects), pl.read_parquet(local_rejects))
+            assert local.rejected == (1 if path == latin else 0)
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
 

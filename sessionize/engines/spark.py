@@ -652,10 +652,11 @@ def _csv_data(block: int, lines: pl.Series, header: bytes) -> bytes:
 
 def _csv_stats(batches: Iterable[Any], header: bytes, separator: str, encoding: str) -> Iterator[Any]:
     for block, lines in _blocks(batches):
-        quotes = lines.cast(pl.String, strict=False).str.count_matches('"', literal=True)
-        spans = bool((quotes.fill_null(0) % 2 == 1).any()) or bool(
-            lines.is_not_null().sum() > quotes.is_not_null().sum()  # bytes that are not UTF-8: read whole
-        )
+        try:
+            quotes = lines.cast(pl.String).str.count_matches('"', literal=True)
+            spans = bool((quotes.fill_null(0) % 2 == 1).any())
+        except pl.exceptions.PolarsError:
+            spans = True  # bytes that are not UTF-8: the file is read whole, as a local run reads it
         careful = False
         if not spans:
             careful = io.read.parse_csv(
