@@ -295,7 +295,7 @@ class RunResult:
     rejects_output: str | None = None
     #: The rejected rows (all original columns as text, ``source_file``, ``source_row``, ``reject_reason``).
     #: With ``engine="spark"`` writing them (a ``rejects`` directory) or an output directory, only the first
-    #: rows (``rejects_complete`` is false): the dataset has them all.
+    #: 100 rows (``rejects_complete`` is false when there are more): the dataset has them all.
     rejects: pl.DataFrame | None = None
     rejects_complete: bool = True
 

@@ -807,10 +807,10 @@ def _read_events(
         if reader is not None:
             frames.append(reader)
             split.append(source.shown)
-    whole = [f.uri for f in files if f.shown not in split]
-    _check_whole([f for f in files if f.shown not in split], sizes)
+    whole = [f for f in files if f.shown not in split]
+    _check_whole(whole, sizes)
     if whole:
-        binary = session.read.format("binaryFile").load(whole)
+        binary = session.read.format("binaryFile").load([f.uri for f in whole])
         frames.insert(0, binary.mapInArrow(lambda batches: _read_files(batches, task), _struct(event_schema)))
     return functools.reduce(lambda a, b: a.union(b), frames), split
 
@@ -929,7 +929,8 @@ class SparkOutcome:
     #: The inputs larger than a split read by Spark's own readers in splits (Parquet by row group, access
     #: logs and enriched TSV by lines).
     files_split: list[str] = field(default_factory=list)
-    #: With ``report`` and an output URL: the sessions' columns the report reads.
+    #: With ``report``, when the driver cannot read the directory Spark wrote (a URL, a cluster's file
+    #: system) or it holds no part file: the sessions' columns the report reads.
     report_table: pl.DataFrame | None = None
 
     def publish(self) -> None:
@@ -1141,8 +1142,8 @@ def run_spark(
     the sessions' start date there (``session_date=YYYY-MM-DD/``). The summary is counted on the cluster.
     ``rejects`` is a new or empty directory for the rejected rows (``on_invalid="skip"``), written by Spark
     as a Parquet dataset; ``SparkOutcome.rejects`` holds them all with ``keep_rejects`` or without
-    ``output_dir``, else only the first (they stay on the cluster). With ``report`` and an output URL,
-    the sessions' columns a report reads come back in ``report_table`` (the driver cannot read the URL).
+    ``output_dir``, else only the first (they stay on the cluster). With ``report``, the sessions' columns a
+    report reads come back in ``report_table`` when the driver cannot read the directory Spark wrote.
     """
     require_spark()
     notify = progress or (lambda event: None)
@@ -1412,7 +1413,8 @@ def _tally(all_sessions: Any, counted: Any) -> tuple[Tally, int]:
 
 def _report_table(result: SparkOutcome) -> pl.LazyFrame | None:
     """What ``--report`` reads before the run publishes: the directory Spark wrote (under its temporary
-    name), or the report's columns Spark brought back for an output URL; None: the sessions came back."""
+    name), or the report's columns Spark brought back (see ``SparkOutcome.report_table``); None: the
+    sessions came back."""
     if result.report_table is not None:
         return result.report_table.lazy()
     if result.temp_dir is None:
