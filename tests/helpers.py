@@ -49,6 +49,20 @@ def path_sessions(result: sessionize.RunResult, options: dict[str, Any]) -> pl.D
     return result.sessions
 
 
+def session_rows(table: pl.DataFrame, *columns: str) -> list[tuple[Any, ...]]:
+    """``columns`` of each session, by user and start."""
+    return table.sort("user_id", "session_start").select(columns).rows()
+
+
+#: A CSV in Snowplow's atomic.events layout (the columns the session rules read) and how it is read.
+SNOWPLOW_HEADER = "domain_userid,domain_sessionid,derived_tstamp,event,page_url,event_id\n"
+SNOWPLOW_OPTIONS: dict[str, Any] = {
+    "user_col": "domain_userid",
+    "session_col": "domain_sessionid",
+    "no_geo": True,
+}
+
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "sample_data"
 DATA = REPO / "tests" / "data"  # what each file is, its source and licence: data/README.md

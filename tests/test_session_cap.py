@@ -13,9 +13,10 @@ import pytest
 import sessionize
 from sessionize.engines.incremental import load_state
 from sessionize.errors import UsageError
-from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, write_text
+from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, session_rows, write_text
+from tests.helpers import SNOWPLOW_HEADER as HEADER
+from tests.helpers import SNOWPLOW_OPTIONS as OPTIONS
 
-HEADER = "domain_userid,domain_sessionid,derived_tstamp,event,page_url,event_id\n"
 # s1 starts on the 1st at 10:00 (its first event comes late in the file): the cap ends on the 4th at
 # 10:00, exactly 3 days later, which stays in; a second later does not, nor the 5th.
 LINES = [
@@ -33,7 +34,6 @@ LINES = [
     # A repeated event id beyond the cap: a duplicate first, never counted twice.
     "u1,s1,2024-05-05T12:00:00Z,page_view,https://shop.example/later,e5",
 ]
-OPTIONS: dict[str, Any] = {"user_col": "domain_userid", "session_col": "domain_sessionid", "no_geo": True}
 
 
 @pytest.fixture
@@ -42,11 +42,7 @@ def source(tmp_path: Path) -> Path:
 
 
 def capped_sessions(table: pl.DataFrame) -> list[tuple[Any, ...]]:
-    return (
-        table.sort("user_id", "session_start")
-        .select("user_id", "session_id", "event_count", "exit_page", "duration_s")
-        .rows()
-    )
+    return session_rows(table, "user_id", "session_id", "event_count", "exit_page", "duration_s")
 
 
 EXPECTED = [

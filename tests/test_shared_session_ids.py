@@ -14,9 +14,10 @@ import pytest
 
 import sessionize
 from sessionize.errors import UsageError
-from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, write_text
+from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, session_rows, write_text
+from tests.helpers import SNOWPLOW_HEADER as HEADER
+from tests.helpers import SNOWPLOW_OPTIONS as OPTIONS
 
-HEADER = "domain_userid,domain_sessionid,derived_tstamp,event,page_url,event_id\n"
 LINES = [
     "u1,s1,2024-05-01T10:00:00Z,page_view,https://shop.example/a,e1",
     # The same session id from another cookie (a cross-domain link, a cleared cookie): u2 > u1 owns it.
@@ -28,7 +29,6 @@ LINES = [
     "u1,,2024-05-01T12:00:00Z,page_view,https://shop.example/x,e4",
     "u3,s3,2024-05-01T10:00:00Z,page_view,https://shop.example/z,e5",
 ]
-OPTIONS: dict[str, Any] = {"user_col": "domain_userid", "session_col": "domain_sessionid", "no_geo": True}
 MERGED = [
     ("u1", "u1-20240501T120000.000000", 1, "https://shop.example/x", "https://shop.example/x"),
     ("u2", "s1", 3, "https://shop.example/a", "https://shop.example/c"),
@@ -42,11 +42,7 @@ def source(tmp_path: Path) -> Path:
 
 
 def rows(table: pl.DataFrame) -> list[tuple[Any, ...]]:
-    return (
-        table.sort("user_id", "session_start")
-        .select("user_id", "session_id", "event_count", "landing_page", "exit_page")
-        .rows()
-    )
+    return session_rows(table, "user_id", "session_id", "event_count", "landing_page", "exit_page")
 
 
 @pytest.mark.parametrize("path", EVERY_PATH)
