@@ -681,6 +681,27 @@ def has_session_id(columns: S.ColumnMap, *, source: str) -> pl.Expr:
     return pl.col(S.CLIENT_SESSION).is_not_null()
 
 
+def is_invalid(
+    *,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+    aggregates: Iterable[S.Aggregate] = (),
+    heartbeat_time: bool = False,
+) -> pl.Expr:
+    """Whether :func:`invalid_reason` gives a row a reason, as a boolean: the same tests without a text
+    per row (0.5 s for 10M rows), so that only the rows it flags, usually none, get their reason."""
+    ts = pl.col(S.TIME)
+    tests = [pl.col(S.USER).is_null(), ts.is_null()]
+    if valid_from is not None:
+        tests.append(ts < valid_from)
+    if valid_until is not None:
+        tests.append(ts > valid_until)
+    for test in (bad_numbers(aggregates), bad_heartbeat_times(heartbeat_time)):
+        if test is not None:
+            tests.append(test)
+    return pl.any_horizontal(test.fill_null(False) for test in tests)
+
+
 def invalid_reason(
     *,
     valid_from: datetime | None = None,

@@ -48,6 +48,7 @@ from sessionize.normalize import (
     check_events,
     has_session_id,
     invalid_reason,
+    is_invalid,
     keep_expr,
     mixed_epoch_units,
     prepare_events,
@@ -633,36 +634,49 @@ def read_file(
                 SessionizeWarning,
                 stacklevel=2,
             )
-    reasons = frame.select(
-        ROW,
-        invalid_reason(
+    # Which rows are invalid, as flags (cheap); the reasons only for those rows (usually none).
+    flags = frame.select(
+        is_invalid(
             valid_from=options.valid_from,
             valid_until=options.valid_until,
-            timezone=options.timezone,
             aggregates=options.aggregates,
             heartbeat_time=options.heartbeat_timing,
-        ),
+        )
+    ).to_series()
+    flagged = bool(flags.any())
+    invalid = (
+        frame.filter(flags).select(
+            ROW,
+            invalid_reason(
+                valid_from=options.valid_from,
+                valid_until=options.valid_until,
+                timezone=options.timezone,
+                aggregates=options.aggregates,
+                heartbeat_time=options.heartbeat_timing,
+            ),
+        )
+        if flagged
+        else pl.DataFrame(schema={ROW: frame.schema[ROW], REASON: pl.String})
     )
-    invalid = reasons.filter(pl.col(REASON).is_not_null())
     raw_text = [RAW_TIME, *raw_columns(options.aggregates, heartbeat_time=options.heartbeat_timing)]
     if options.on_invalid == "fail":
         if malformed is not None and malformed.height:
             raise_malformed(name, malformed, what=_format_name(source))
-        check_events(
-            frame,
-            source=name,
-            columns=columns,
-            where=lambda row: _where(source, row),
-            valid_from=options.valid_from,
-            valid_until=options.valid_until,
-            timezone=options.timezone,
-            aggregates=options.aggregates,
-            heartbeat_time=options.heartbeat_timing,
-        )
+        if flagged:
+            # The rows' own messages; check_events raises for every reason invalid_reason gives.
+            check_events(
+                frame,
+                source=name,
+                columns=columns,
+                where=lambda row: _where(source, row),
+                valid_from=options.valid_from,
+                valid_until=options.valid_until,
+                timezone=options.timezone,
+                aggregates=options.aggregates,
+                heartbeat_time=options.heartbeat_timing,
+            )
         return FileRead(frame.drop(*raw_text, *([] if keep_row else [ROW])), None, rows, filtered)
-    good = frame.filter(pl.col(ROW).is_in(invalid.get_column(ROW).implode()).not_()).drop(
-        *raw_text, *([] if keep_row else [ROW])
-    )
+    good = (frame.filter(~flags) if flagged else frame).drop(*raw_text, *([] if keep_row else [ROW]))
     rejects = _private_rejects(
         _rejects(original, invalid, malformed, source=source, name=name), options, columns
     )
