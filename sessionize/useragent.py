@@ -208,8 +208,20 @@ def parse_user_agent(user_agent: str | None) -> UserAgentInfo:
 def parse_user_agents(user_agents: Sequence[str | None]) -> pl.DataFrame:
     """:func:`parse_user_agent` of each value, as a frame with the :data:`USER_AGENT_COLUMNS`.
 
-    Parses every value given: pass distinct ones (``enrich_user_agent`` does).
+    Parses every value given: pass distinct ones (``enrich_user_agent`` does). Without any user agent
+    (an input without the column has only nulls) the rules are not loaded (0.15-0.2 s).
     """
+    if all((user_agent or "").strip() in _EMPTY for user_agent in user_agents):
+        size = len(user_agents)
+        return pl.DataFrame(
+            {
+                "device_category": [None] * size,
+                "browser": [None] * size,
+                "os": [None] * size,
+                "is_bot": [False] * size,
+            },
+            schema=dict(USER_AGENT_DTYPE.to_schema()),
+        )
     return _default_parser().parse_many(user_agents)
 
 

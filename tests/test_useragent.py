@@ -441,3 +441,18 @@ def test_enrich_under_hash_collisions(
     enriched = enrich_user_agent(pl.LazyFrame({"user_agent": agents})).collect()
     assert parse_calls == Counter(set(agents) - {None, "", "-"})
     assert enriched.select(USER_AGENT_COLUMNS).equals(parse_user_agents(agents))
+
+
+def test_values_without_a_user_agent_need_no_rules() -> None:
+    """An input without user agents (the column absent or empty) gives the empty result without loading
+    the rules (0.15-0.2 s of every such run); a real user agent still loads them."""
+    useragent._default_parser.cache_clear()
+    empty = useragent.parse_user_agents([None, "", "  -  "])
+    assert useragent._default_parser.cache_info().currsize == 0
+    assert empty.rows() == [(None, None, None, False)] * 3
+    assert empty.schema == pl.Schema(useragent.USER_AGENT_DTYPE.to_schema())
+    assert useragent.parse_user_agents([None, "curl/8.5.0"]).rows() == [
+        (None, None, None, False),
+        ("bot", "curl", None, True),
+    ]
+    assert useragent._default_parser.cache_info().currsize == 1
