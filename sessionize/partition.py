@@ -187,32 +187,71 @@ def _sessions_before_geo(
     aggregates: Sequence[S.Aggregate] = (),
 ) -> pl.LazyFrame:
     """:func:`build_sessions` up to the geo lookup: sessions, attribution, user agent, bots and the
-    ``before-geo`` anonymization."""
-    if rules.split_on_campaign:
-        events = add_campaign_key(events)
-    sessions = (
-        events.pipe(
-            assign_sessions,
+    ``before-geo`` anonymization (:func:`_core_sessions`, then :func:`_enriched_sessions`)."""
+    return _enriched_sessions(
+        _core_sessions(
+            events,
             timeout=timeout,
-            max_session_length=rules.max_session_length,
-            split_at_midnight=rules.split_at_midnight,
-            timezone=rules.timezone,
-            campaign_col=CAMPAIGN if rules.split_on_campaign else None,
-            label=False,
-        )
-        .pipe(
-            summarize_sessions,
+            rules=rules,
             conversion_events=conversion_events,
             event_counts=event_counts,
             engaged=engaged,
             aggregates=aggregates,
-        )
-        .pipe(
-            enrich_attribution,
-            referers=referers if referers is not None else default_referers(),
-            internal_domains=internal_domains,
-            channel_rules=rules.channel_rules,
-        )
+        ),
+        anonymize_ip=anonymize_ip,
+        referers=referers,
+        internal_domains=internal_domains,
+        rules=rules,
+        exclude_bots=exclude_bots,
+    )
+
+
+def _core_sessions(
+    events: pl.LazyFrame,
+    *,
+    timeout: timedelta,
+    rules: SessionRules,
+    conversion_events: Iterable[str],
+    event_counts: Sequence[tuple[str, str]] = (),
+    engaged: S.EngagedTime | None = None,
+    aggregates: Sequence[S.Aggregate] = (),
+) -> pl.LazyFrame:
+    """The session table without its enrichment: the only part of the build that reads the events."""
+    if rules.split_on_campaign:
+        events = add_campaign_key(events)
+    return events.pipe(
+        assign_sessions,
+        timeout=timeout,
+        max_session_length=rules.max_session_length,
+        split_at_midnight=rules.split_at_midnight,
+        timezone=rules.timezone,
+        campaign_col=CAMPAIGN if rules.split_on_campaign else None,
+        label=False,
+    ).pipe(
+        summarize_sessions,
+        conversion_events=conversion_events,
+        event_counts=event_counts,
+        engaged=engaged,
+        aggregates=aggregates,
+    )
+
+
+def _enriched_sessions(
+    sessions: pl.LazyFrame,
+    *,
+    anonymize_ip: AnonymizeIp | None,
+    referers: RefererDatabase | None,
+    internal_domains: Sequence[str],
+    rules: SessionRules,
+    exclude_bots: bool,
+) -> pl.LazyFrame:
+    """:func:`_core_sessions`' table with attribution, user agent, bots and the ``before-geo``
+    anonymization."""
+    sessions = sessions.pipe(
+        enrich_attribution,
+        referers=referers if referers is not None else default_referers(),
+        internal_domains=internal_domains,
+        channel_rules=rules.channel_rules,
     )
     sessions = enrich_user_agent(sessions).with_columns(pl.col("is_bot") | pl.col(ROBOTS_TXT))
     if exclude_bots:
@@ -300,18 +339,22 @@ def sessionize_partition(events: pl.DataFrame | Handed, settings: SessionSetting
     :data:`Handed` list is released once the sessions are built.
     """
     events = _taken(events)
-    before_geo = functools.partial(
-        _sessions_before_geo,
+    core = functools.partial(
+        _core_sessions,
         timeout=settings.timeout,
-        anonymize_ip=settings.anonymize_ip,
-        referers=settings.referers,
-        internal_domains=settings.internal_domains,
-        conversion_events=settings.conversion_events,
         rules=settings.rules,
-        exclude_bots=False,
+        conversion_events=settings.conversion_events,
         event_counts=settings.event_counts,
         engaged=settings.engaged,
         aggregates=settings.aggregates,
+    )
+    enriched = functools.partial(
+        _enriched_sessions,
+        anonymize_ip=settings.anonymize_ip,
+        referers=settings.referers,
+        internal_domains=settings.internal_domains,
+        rules=settings.rules,
+        exclude_bots=False,
     )
     after_geo = functools.partial(
         _sessions_after_geo,
@@ -325,8 +368,11 @@ def sessionize_partition(events: pl.DataFrame | Handed, settings: SessionSetting
     database = settings.geo_database
     if database is None or settings.anonymize_ip == "before-geo" or not settings.overlap_geo:
         # Nothing to look up, the addresses to look up are the sessions' anonymized ones, or memory
-        # comes first.
-        return after_geo(before_geo(events.lazy()).pipe(enrich_geo, database=database)).collect(
+        # comes first. The core table is collected on its own, so that the events are freed before
+        # the enrichment (see below).
+        built = core(events.lazy()).collect(engine="in-memory")
+        del events
+        return after_geo(enriched(built.lazy()).pipe(enrich_geo, database=database)).collect(
             engine="in-memory"
         )
     # A session's address is one of its events' addresses: the events' distinct addresses are looked up
@@ -335,10 +381,11 @@ def sessionize_partition(events: pl.DataFrame | Handed, settings: SessionSetting
     # addresses this step took 1.1-1.3 s less (bench/README.md).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionize-geo") as pool:
         table = pool.submit(geo.geo_table, events.get_column(S.IP), database)
-        plan = before_geo(events.lazy())
-        del events  # (the plan holds them while it runs; nothing after it: see `Handed`)
-        sessions = plan.collect(engine="in-memory")
-        del plan
+        # The events are read by the core table only: collected on its own, the events are freed before
+        # the attribution and user agent columns are made (10M events: 1.2 GiB less at that point).
+        sessions = core(events.lazy()).collect(engine="in-memory")
+        del events
+        sessions = enriched(sessions.lazy()).collect(engine="in-memory")
         sessions = geo.join_geo(sessions, table.result(), database)
     return after_geo(sessions.lazy()).collect(engine="in-memory")
 
