@@ -6,7 +6,8 @@ Usage (from the repository root)::
 
 Generates (once) ``--parts`` Parquet files of 10M events each with bench/generate.py (seed = part
 number; user ids prefixed by the part, so 1M users per part and 10M in all), then runs
-``sessionize run DIR --memory-limit ... --no-geo -o sessions.parquet`` as its own process and prints its
+``sessionize run DIR --memory-limit ... --no-geo -o sessions.parquet`` (``--geo``: with geo, the default
+run) as its own process and prints its
 wall time, events per second, peak RSS (from the run's JSON log line: getrusage of that process,
 launched from this small parent) and the number of buckets.
 """
@@ -41,6 +42,7 @@ def main() -> int:
     parser.add_argument("--memory-limit", default="1GiB")
     parser.add_argument("--data", type=Path, default=ROOT / "bench/data/scale")
     parser.add_argument("--out", type=Path, default=Path("/tmp/sessionize-scale.parquet"))
+    parser.add_argument("--geo", action="store_true", help="with geo (the default database), not --no-geo")
     options = parser.parse_args()
     options.data.mkdir(parents=True, exist_ok=True)
     for number in range(options.parts):
@@ -59,7 +61,7 @@ def main() -> int:
             str(options.data),
             "--memory-limit",
             options.memory_limit,
-            "--no-geo",
+            *([] if options.geo else ["--no-geo"]),
             "-o",
             str(options.out),
             "--log-format",
@@ -80,6 +82,7 @@ def main() -> int:
                 "sessions": line["sessions"],
                 "path": line["path"],
                 "memory_limit": options.memory_limit,
+                "geo": options.geo,
                 "wall_s": round(wall, 1),
                 "events_per_s": round(line["events"] / wall),
                 "peak_rss_mib": line["peak_memory_mib"],
