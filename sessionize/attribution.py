@@ -12,6 +12,7 @@ landing host) pair, and is joined back; the channel rules are one vectorized Pol
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -717,8 +718,12 @@ def _landing_batch(urls: list[str | None], db: RefererDatabase) -> pl.DataFrame:
     return pl.DataFrame({_LANDING_FIELDS[0]: hosts, **columns}, schema=_LANDING_DTYPE.to_schema())
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _host_and_query(url: str) -> tuple[str | None, str] | None:
-    """``_split_url(url)``'s host and query, without decoding the path."""
+    """``_split_url(url)``'s host and query, without decoding the path.
+
+    Kept for the most recent 65,536 URLs (a few MB): a bucketed run parses each bucket's landing pages,
+    mostly the same ones (20M events in 40 buckets: 4.6 s of ``urlsplit``)."""
     split = _url_parts(url)
     return None if split is None else (split[1], split[0].query)
 

@@ -709,3 +709,26 @@ def test_no_page_view_referrer_alike_on_the_labelled_summary(db: RefererDatabase
     )
     assert (row["medium"], row["traffic_source"], row["channel"]) == ("internal", "direct", "Direct")
     assert attribute_session("https://shop.example.com/b", None, db=db)["medium"] == "referral"
+
+
+def test_landing_pages_parsed_once_across_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bucketed engine attributes each bucket's sessions, whose landing pages are mostly the same:
+    a landing URL is split once, and a later batch takes the same host and tags."""
+    split: list[str] = []
+    urlsplit = A.urlsplit  # type: ignore[attr-defined]
+
+    def counted(url: str) -> Any:
+        split.append(url)
+        return urlsplit(url)
+
+    getattr(A._host_and_query, "cache_clear", lambda: None)()  # (no cache before: fails below)
+    monkeypatch.setattr(A, "urlsplit", counted)
+    db = A.load_referers()
+    urls = ["https://shop.example/a?utm_source=fb&utm_medium=paid", "shop.example/b", None, "http://[::1"]
+    first = A._landing_batch(urls, db)
+    assert len(split) == 3
+    again = A._landing_batch([*reversed(urls), "https://other.example/?gclid=x"], db)
+    assert split[3:] == ["https://other.example/?gclid=x"]
+    assert again.head(4).reverse().equals(first)
+    assert first.row(0, named=True)["utm_source"] == "fb"
+    assert first.row(1, named=True)["_landing_host"] == "shop.example"
