@@ -29,8 +29,8 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner, Result
 
 import sessionize
+from sessionize import geo, partition, pipeline
 from sessionize import io as sio
-from sessionize import partition, pipeline
 from sessionize import report as report_module
 from sessionize.cli import app
 from sessionize.engines import budget as buckets_module
@@ -823,7 +823,9 @@ def test_the_plan_leaves_room_for_the_geo_database(monkeypatch: pytest.MonkeyPat
     city = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
     sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city)
     sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True)
-    assert seen == [2 * city.stat().st_size, 0]  # two maps of the file: the reader's and the tree walk's
+    # Two maps of the file (the reader's and the tree walk's) and the records kept decoded.
+    assert seen == [2 * city.stat().st_size + geo.DECODED_RECORDS_BYTES, 0]
+    assert geo.DECODED_RECORDS_BYTES == 150_000 * 280
 
 
 def test_buckets_look_addresses_up_after_the_sessions(monkeypatch: pytest.MonkeyPatch) -> None:

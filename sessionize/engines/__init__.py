@@ -63,17 +63,12 @@ def choose_engine(inputs: Sequence[str | Path], config: RunConfig) -> tuple[Engi
         from sessionize import geo
 
         found = geo.find_database(config.session.geoip_db)
-        geo_size = 0 if found is None else _size(found[0])
-    chosen = budget.plan(
-        estimated,
-        memory_limit=limit,
-        buckets=buckets,
         # The database is mapped twice (the reader's map and the tree walk's), and pages of both become
-        # resident as lookups read them.
-        resident_bytes=2 * geo_size,
-    )
+        # resident as lookups read them; the records decoded are kept for later lookups.
+        geo_size = 0 if found is None else 2 * _size(found[0]) + geo.DECODED_RECORDS_BYTES
+    chosen = budget.plan(estimated, memory_limit=limit, buckets=buckets, resident_bytes=geo_size)
     if config.engine.memory_limit is not None:
-        low = budget.budget_warning(limit, resident_bytes=2 * geo_size)
+        low = budget.budget_warning(limit, resident_bytes=geo_size)
         if low is not None:
             warnings.warn(low, SessionizeWarning, stacklevel=3)
     engine = MemoryEngine(limit) if chosen.in_memory else BucketEngine(chosen)

@@ -35,6 +35,7 @@ from sessionize.geo.columns import (
 )
 from sessionize.geo.database import (
     DBIP_ATTRIBUTION,
+    DECODED_RECORDS_BYTES,
     ENV_VAR,
     NO_DATABASE_HINT,
     GeoDatabase,
@@ -49,6 +50,7 @@ from sessionize.geo.enrich import GeoTable, enrich_geo, geo_table, join_geo
 
 __all__ = [
     "DBIP_ATTRIBUTION",
+    "DECODED_RECORDS_BYTES",
     "ENV_VAR",
     "GEO_COLUMNS",
     "INVALID",
