@@ -40,7 +40,6 @@ STAGES: Final = (
     ("sessionize.partition", "drop_duplicate_events"),
     ("sessionize.partition", "hash_ids"),
     ("sessionize.partition", "sessionize_partition"),
-    ("sessionize.partition", "_sessions_before_geo"),
     ("sessionize.geo", "geo_table"),
     ("sessionize.geo", "join_geo"),
     ("sessionize.partition", "_sessions_after_geo"),

@@ -137,19 +137,18 @@ def build_sessions(
     the referer database for attribution (default: the packaged one). ``exclude_bots`` leaves out
     the sessions of crawlers and scripts.
     """
-    sessions = _sessions_before_geo(
-        events,
+    settings = SessionSettings(
         timeout=timeout,
+        rules=rules or SessionRules(),
         anonymize_ip=anonymize_ip,
         referers=referers,
-        internal_domains=internal_domains,
-        conversion_events=conversion_events,
-        rules=rules or SessionRules(),
-        exclude_bots=exclude_bots,
-        event_counts=event_counts,
-        engaged=engaged,
-        aggregates=aggregates,
+        internal_domains=tuple(internal_domains),
+        conversion_events=tuple(conversion_events),
+        event_counts=tuple(event_counts),
+        aggregates=tuple(aggregates),
+        engaged=engaged or S.EngagedTime(),
     )
+    sessions = _enriched_sessions(_core_sessions(events, settings), settings, exclude_bots=exclude_bots)
     sessions = sessions.pipe(enrich_geo, database=geo_database)
     return _sessions_after_geo(
         sessions,
@@ -172,56 +171,14 @@ def stitched_ids(events: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     )
 
 
-def _sessions_before_geo(
-    events: pl.LazyFrame,
-    *,
-    timeout: timedelta,
-    anonymize_ip: AnonymizeIp | None,
-    referers: RefererDatabase | None,
-    internal_domains: Sequence[str],
-    conversion_events: Iterable[str],
-    rules: SessionRules,
-    exclude_bots: bool,
-    event_counts: Sequence[tuple[str, str]] = (),
-    engaged: S.EngagedTime | None = None,
-    aggregates: Sequence[S.Aggregate] = (),
-) -> pl.LazyFrame:
-    """:func:`build_sessions` up to the geo lookup: sessions, attribution, user agent, bots and the
-    ``before-geo`` anonymization (:func:`_core_sessions`, then :func:`_enriched_sessions`)."""
-    return _enriched_sessions(
-        _core_sessions(
-            events,
-            timeout=timeout,
-            rules=rules,
-            conversion_events=conversion_events,
-            event_counts=event_counts,
-            engaged=engaged,
-            aggregates=aggregates,
-        ),
-        anonymize_ip=anonymize_ip,
-        referers=referers,
-        internal_domains=internal_domains,
-        rules=rules,
-        exclude_bots=exclude_bots,
-    )
-
-
-def _core_sessions(
-    events: pl.LazyFrame,
-    *,
-    timeout: timedelta,
-    rules: SessionRules,
-    conversion_events: Iterable[str],
-    event_counts: Sequence[tuple[str, str]] = (),
-    engaged: S.EngagedTime | None = None,
-    aggregates: Sequence[S.Aggregate] = (),
-) -> pl.LazyFrame:
+def _core_sessions(events: pl.LazyFrame, settings: SessionSettings) -> pl.LazyFrame:
     """The session table without its enrichment: the only part of the build that reads the events."""
+    rules = settings.rules
     if rules.split_on_campaign:
         events = add_campaign_key(events)
     return events.pipe(
         assign_sessions,
-        timeout=timeout,
+        timeout=settings.timeout,
         max_session_length=rules.max_session_length,
         split_at_midnight=rules.split_at_midnight,
         timezone=rules.timezone,
@@ -229,34 +186,28 @@ def _core_sessions(
         label=False,
     ).pipe(
         summarize_sessions,
-        conversion_events=conversion_events,
-        event_counts=event_counts,
-        engaged=engaged,
-        aggregates=aggregates,
+        conversion_events=settings.conversion_events,
+        event_counts=settings.event_counts,
+        engaged=settings.engaged,
+        aggregates=settings.aggregates,
     )
 
 
 def _enriched_sessions(
-    sessions: pl.LazyFrame,
-    *,
-    anonymize_ip: AnonymizeIp | None,
-    referers: RefererDatabase | None,
-    internal_domains: Sequence[str],
-    rules: SessionRules,
-    exclude_bots: bool,
+    sessions: pl.LazyFrame, settings: SessionSettings, *, exclude_bots: bool = False
 ) -> pl.LazyFrame:
-    """:func:`_core_sessions`' table with attribution, user agent, bots and the ``before-geo``
-    anonymization."""
+    """:func:`_core_sessions`' table with attribution, user agent, bots (left out with ``exclude_bots``)
+    and the ``before-geo`` anonymization: :func:`build_sessions` up to the geo lookup."""
     sessions = sessions.pipe(
         enrich_attribution,
-        referers=referers if referers is not None else default_referers(),
-        internal_domains=internal_domains,
-        channel_rules=rules.channel_rules,
+        referers=settings.referers if settings.referers is not None else default_referers(),
+        internal_domains=settings.internal_domains,
+        channel_rules=settings.rules.channel_rules,
     )
     sessions = enrich_user_agent(sessions).with_columns(pl.col("is_bot") | pl.col(ROBOTS_TXT))
     if exclude_bots:
         sessions = sessions.filter(~pl.col("is_bot"))
-    if anonymize_ip == "before-geo":
+    if settings.anonymize_ip == "before-geo":
         sessions = anonymize_ips(sessions)
     return sessions
 
@@ -339,23 +290,6 @@ def sessionize_partition(events: pl.DataFrame | Handed, settings: SessionSetting
     :data:`Handed` list is released once the sessions are built.
     """
     events = _taken(events)
-    core = functools.partial(
-        _core_sessions,
-        timeout=settings.timeout,
-        rules=settings.rules,
-        conversion_events=settings.conversion_events,
-        event_counts=settings.event_counts,
-        engaged=settings.engaged,
-        aggregates=settings.aggregates,
-    )
-    enriched = functools.partial(
-        _enriched_sessions,
-        anonymize_ip=settings.anonymize_ip,
-        referers=settings.referers,
-        internal_domains=settings.internal_domains,
-        rules=settings.rules,
-        exclude_bots=False,
-    )
     after_geo = functools.partial(
         _sessions_after_geo,
         anonymize_ip=settings.anonymize_ip,
@@ -370,11 +304,10 @@ def sessionize_partition(events: pl.DataFrame | Handed, settings: SessionSetting
         # Nothing to look up, the addresses to look up are the sessions' anonymized ones, or memory
         # comes first. The core table is collected on its own, so that the events are freed before
         # the enrichment (see below).
-        built = core(events.lazy()).collect(engine="in-memory")
+        built = _core_sessions(events.lazy(), settings).collect(engine="in-memory")
         del events
-        return after_geo(enriched(built.lazy()).pipe(enrich_geo, database=database)).collect(
-            engine="in-memory"
-        )
+        located = _enriched_sessions(built.lazy(), settings).pipe(enrich_geo, database=database)
+        return after_geo(located).collect(engine="in-memory")
     # A session's address is one of its events' addresses: the events' distinct addresses are looked up
     # in a thread of their own while Polars builds the sessions. The lookup is mostly single-threaded
     # (Python and numpy) and Polars releases the GIL, so the two overlap: on 10M events with 1M
@@ -383,9 +316,9 @@ def sessionize_partition(events: pl.DataFrame | Handed, settings: SessionSetting
         table = pool.submit(geo.geo_table, events.get_column(S.IP), database)
         # The events are read by the core table only: collected on its own, the events are freed before
         # the attribution and user agent columns are made (10M events: 1.2 GiB less at that point).
-        sessions = core(events.lazy()).collect(engine="in-memory")
+        sessions = _core_sessions(events.lazy(), settings).collect(engine="in-memory")
         del events
-        sessions = enriched(sessions.lazy()).collect(engine="in-memory")
+        sessions = _enriched_sessions(sessions.lazy(), settings).collect(engine="in-memory")
         sessions = geo.join_geo(sessions, table.result(), database)
     return after_geo(sessions.lazy()).collect(engine="in-memory")
 

@@ -388,35 +388,47 @@ def test_a_grown_log_larger_than_a_read_block(tmp_path: Path) -> None:
     )
 
 
+def _events_alive_at(
+    monkeypatch: pytest.MonkeyPatch, handed_to: tuple[Any, str], checked_at: tuple[Any, str], **options: Any
+) -> list[bool]:
+    """Whether the events frame handed to ``handed_to`` (a module and the name of a function there) is
+    still alive at each call of ``checked_at``, in a run on the sample events with ``options``, whose
+    sessions must be those of a run without the watch."""
+    import weakref
+
+    expected = sessionize.run([SAMPLE_DATA / "events.csv"], **options).sessions
+    handed: list[Any] = []
+    alive: list[bool] = []
+    step, checked = getattr(*handed_to), getattr(*checked_at)
+
+    def watched_step(events: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(weakref.ref(events[0] if isinstance(events, list) else events))
+        return step(events, *args, **kwargs)
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        alive.append(handed[0]() is not None)
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(*handed_to, watched_step)
+    monkeypatch.setattr(*checked_at, watched)
+    result = sessionize.run([SAMPLE_DATA / "events.csv"], **options)
+    assert_frame_equal(result.sessions, expected)
+    return alive
+
+
 def test_the_in_memory_engine_frees_its_events_once_the_sessions_are_built(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The events (1.2 GiB at 10M) are handed to the partition step, which drops them once the sessions
     are built: gone before the geo columns are joined and the output written (bench/README.md), with
     the same table as before."""
-    import weakref
-
     from sessionize import geo
     from sessionize.engines import memory
 
-    expected = sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=str(CITY_DB)).sessions
-    handed: list[Any] = []
-    alive_at_join: list[bool] = []
-    step, join = memory.process_partition, geo.join_geo  # type: ignore[attr-defined]
-
-    def watched_step(events: Any, *args: Any, **kwargs: Any) -> Any:
-        handed.append(weakref.ref(events[0] if isinstance(events, list) else events))
-        return step(events, *args, **kwargs)
-
-    def watched_join(*args: Any, **kwargs: Any) -> Any:
-        alive_at_join.append(handed[0]() is not None)
-        return join(*args, **kwargs)
-
-    monkeypatch.setattr(memory, "process_partition", watched_step)
-    monkeypatch.setattr(geo, "join_geo", watched_join)
-    result = sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=str(CITY_DB))
-    assert alive_at_join == [False]
-    assert_frame_equal(result.sessions, expected)
+    alive = _events_alive_at(
+        monkeypatch, (memory, "process_partition"), (geo, "join_geo"), geoip_db=str(CITY_DB)
+    )
+    assert alive == [False]
 
 
 @pytest.mark.parametrize("geo_options", [{"geoip_db": str(CITY_DB)}, {"no_geo": True}], ids=["geo", "no-geo"])
@@ -424,28 +436,12 @@ def test_the_events_are_freed_before_the_sessions_are_enriched(
     monkeypatch: pytest.MonkeyPatch, geo_options: dict[str, Any]
 ) -> None:
     """Only the core session table reads the events: it is collected on its own, and the events are
-    gone before the attribution and user agent columns are made (10M events: the run's peak 2.54 ->
-    2.2-2.3 GiB, bench/README.md), with the geo lookup beside the build or without one, and the same
-    table as before."""
-    import weakref
-
+    gone before the attribution and user agent columns are made (10M events, in process: peak 2.5-2.65
+    -> 2.2-2.45 GiB, bench/README.md), with the geo lookup beside the build or without one, and the
+    same table as before."""
     from sessionize import partition
 
-    expected = sessionize.run([SAMPLE_DATA / "events.csv"], **geo_options).sessions
-    handed: list[Any] = []
-    alive_at_attribution: list[bool] = []
-    step, attribution = partition.sessionize_partition, partition.enrich_attribution  # type: ignore[attr-defined]
-
-    def watched_step(events: Any, *args: Any, **kwargs: Any) -> Any:
-        handed.append(weakref.ref(events[0] if isinstance(events, list) else events))
-        return step(events, *args, **kwargs)
-
-    def watched_attribution(*args: Any, **kwargs: Any) -> Any:
-        alive_at_attribution.append(handed[0]() is not None)
-        return attribution(*args, **kwargs)
-
-    monkeypatch.setattr(partition, "sessionize_partition", watched_step)
-    monkeypatch.setattr(partition, "enrich_attribution", watched_attribution)
-    result = sessionize.run([SAMPLE_DATA / "events.csv"], **geo_options)
-    assert alive_at_attribution == [False]
-    assert_frame_equal(result.sessions, expected)
+    alive = _events_alive_at(
+        monkeypatch, (partition, "sessionize_partition"), (partition, "enrich_attribution"), **geo_options
+    )
+    assert alive == [False]
