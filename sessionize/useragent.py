@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from typing import Final
 
 import polars as pl
 import ua_parser
@@ -50,6 +51,8 @@ UserAgentInfo = dict[str, str | bool | None]
 _STRUCT = "_user_agent"
 
 _EMPTY = frozenset({"", "-"})
+#: What an empty user agent (one of ``_EMPTY``, or none) gives.
+_NO_USER_AGENT: Final[UserAgentInfo] = {"device_category": None, "browser": None, "os": None, "is_bot": False}
 _TABLET = re.compile(r"\biPad\b|\bKindle\b|\bSilk\b|PlayBook|\bTablet\b(?! PC)")
 _MOBILE = re.compile(
     r"Mobi|\biPhone\b|\biPod\b|Opera Mini|Windows Phone|BlackBerry|\bBB10\b|Symbian|SymbOS|Series ?60|"
@@ -152,7 +155,7 @@ class _Parser:
 
     def _parse(self, text: str, *, is_crawler: bool) -> UserAgentInfo:
         if text in _EMPTY:
-            return {"device_category": None, "browser": None, "os": None, "is_bot": False}
+            return dict(_NO_USER_AGENT)
         result = self._uap.parse(text)
         browser = _family(result.user_agent)
         os = _family(result.os)
@@ -212,16 +215,7 @@ def parse_user_agents(user_agents: Sequence[str | None]) -> pl.DataFrame:
     (an input without the column has only nulls) the rules are not loaded (0.15-0.2 s).
     """
     if all((user_agent or "").strip() in _EMPTY for user_agent in user_agents):
-        size = len(user_agents)
-        return pl.DataFrame(
-            {
-                "device_category": [None] * size,
-                "browser": [None] * size,
-                "os": [None] * size,
-                "is_bot": [False] * size,
-            },
-            schema=dict(USER_AGENT_DTYPE.to_schema()),
-        )
+        return pl.DataFrame([_NO_USER_AGENT] * len(user_agents), schema=dict(USER_AGENT_DTYPE.to_schema()))
     return _default_parser().parse_many(user_agents)
 
 

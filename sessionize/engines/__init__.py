@@ -58,17 +58,17 @@ def choose_engine(inputs: Sequence[str | Path], config: RunConfig) -> tuple[Engi
     limit = config.engine.memory_limit or budget.default_memory_limit()
     buckets = config.engine.buckets
     estimated = sum(io.estimate_rows(source) for source in files) if buckets is None else 0
-    geo_size = 0
+    resident = 0
     if config.session.geo:
         from sessionize import geo
 
         found = geo.find_database(config.session.geoip_db)
         # The database is mapped twice (the reader's map and the tree walk's), and pages of both become
         # resident as lookups read them; the records decoded are kept for later lookups.
-        geo_size = 0 if found is None else 2 * _size(found[0]) + geo.DECODED_RECORDS_BYTES
-    chosen = budget.plan(estimated, memory_limit=limit, buckets=buckets, resident_bytes=geo_size)
+        resident = 0 if found is None else 2 * _size(found[0]) + geo.DECODED_RECORDS_BYTES
+    chosen = budget.plan(estimated, memory_limit=limit, buckets=buckets, resident_bytes=resident)
     if config.engine.memory_limit is not None:
-        low = budget.budget_warning(limit, resident_bytes=geo_size)
+        low = budget.budget_warning(limit, resident_bytes=resident)
         if low is not None:
             warnings.warn(low, SessionizeWarning, stacklevel=3)
     engine = MemoryEngine(limit) if chosen.in_memory else BucketEngine(chosen)

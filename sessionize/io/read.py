@@ -634,7 +634,7 @@ def read_file(
                 SessionizeWarning,
                 stacklevel=2,
             )
-    # Which rows are invalid, as flags (cheap); the reasons only for those rows (usually none).
+    # Which rows are invalid, as flags (cheap); their reasons and messages only when a row is flagged.
     flags = frame.select(
         is_invalid(
             valid_from=options.valid_from,
@@ -644,20 +644,6 @@ def read_file(
         )
     ).to_series()
     flagged = bool(flags.any())
-    invalid = (
-        frame.filter(flags).select(
-            ROW,
-            invalid_reason(
-                valid_from=options.valid_from,
-                valid_until=options.valid_until,
-                timezone=options.timezone,
-                aggregates=options.aggregates,
-                heartbeat_time=options.heartbeat_timing,
-            ),
-        )
-        if flagged
-        else pl.DataFrame(schema={ROW: frame.schema[ROW], REASON: pl.String})
-    )
     raw_text = [RAW_TIME, *raw_columns(options.aggregates, heartbeat_time=options.heartbeat_timing)]
     if options.on_invalid == "fail":
         if malformed is not None and malformed.height:
@@ -676,6 +662,16 @@ def read_file(
                 heartbeat_time=options.heartbeat_timing,
             )
         return FileRead(frame.drop(*raw_text, *([] if keep_row else [ROW])), None, rows, filtered)
+    invalid = frame.filter(flags).select(
+        ROW,
+        invalid_reason(
+            valid_from=options.valid_from,
+            valid_until=options.valid_until,
+            timezone=options.timezone,
+            aggregates=options.aggregates,
+            heartbeat_time=options.heartbeat_timing,
+        ),
+    )
     good = (frame.filter(~flags) if flagged else frame).drop(*raw_text, *([] if keep_row else [ROW]))
     rejects = _private_rejects(
         _rejects(original, invalid, malformed, source=source, name=name), options, columns
