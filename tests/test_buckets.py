@@ -34,7 +34,7 @@ from sessionize import io as sio
 from sessionize import report as report_module
 from sessionize.cli import app
 from sessionize.engines import budget as buckets_module
-from sessionize.errors import UsageError
+from sessionize.errors import SessionizeWarning, UsageError
 from tests import helpers
 from tests.helpers import (
     APACHE_LOG,
@@ -560,6 +560,80 @@ def test_windowed_parquet_gives_the_in_memory_result(
     assert_same_sessions(memory.sessions, bucketed.sessions)
     assert_same_figures(memory, bucketed)
     assert_same_rejects(tmp_path, memory, bucketed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("multi", {}), ("clickstream", {"shared_session_ids": "merge", "no_geo": True})],
+    ids=["three-formats", "merged-session-ids"],
+)
+def test_read_windows_are_held_and_spilled_together(
+    name: str,
+    options: dict[str, Any],
+    datasets: dict[str, Dataset],
+    windows: list[tuple[str, Any]],
+    tmp_path: Path,
+    spill: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read windows are held until they fill the spill buffer, then split into buckets together: a file
+    per bucket and buffer, not per bucket and window (at 100M events, 209 buckets and windows made
+    44,000 files of a few thousand rows, each costing milliseconds to write and to read back). Windows
+    of three files of three formats meet in one buffer, and ``--shared-session-ids merge`` spills them
+    twice; the sessions are the in-memory path's."""
+    data = datasets[name]
+    run_options = {**data.options, **options}
+    expected = sessionize.run(data.inputs, buckets=1, **run_options)
+    seen: list[int] = []
+    original = partition.sessionize_partition
+
+    def spy(events: pl.DataFrame, settings: partition.SessionSettings) -> pl.DataFrame:
+        if not seen:
+            seen.append(len([p for p in spill.rglob("*.parquet") if p.is_file()]))
+        return original(events, settings)
+
+    monkeypatch.setattr(partition, "sessionize_partition", spy)
+    windows.clear()
+    # 2 MB: windows of 599 rows and a buffer of 200 KB, a few windows but a fraction of the input.
+    with pytest.warns(SessionizeWarning):
+        actual = sessionize.run(data.inputs, buckets=7, memory_limit="2M", temp_dir=spill, **run_options)
+    assert actual.buckets == 7
+    assert len(windows) > 10
+    if "shared_session_ids" not in options:  # (merged: the files of the second spill, by user)
+        # More than one buffer was spilled (more than a file per bucket), and fewer files than half
+        # the windows' (7 buckets each).
+        assert 7 < seen[0] <= 7 * len(windows) / 2, (seen, len(windows))
+    assert_same_sessions(expected.sessions, actual.sessions)
+    assert_same_figures(expected, actual)
+    assert listing(spill) == []
+
+
+def test_the_spill_holds_frames_until_its_buffer_is_full(tmp_path: Path) -> None:
+    frames = [
+        pl.DataFrame(
+            {"user_id": [f"u{(k * 7 + i) % 23}" for i in range(40)], "n": range(40 * k, 40 * (k + 1))}
+        )
+        for k in range(9)
+    ]
+    size = int(frames[0].estimated_size())
+    spill = sio.BucketSpill(tmp_path, 5, buckets_module.bucket_of(5), buffer_bytes=3 * size)
+    for number, frame in enumerate(frames, start=1):
+        spill.add(frame)
+        files = sorted(p.name for p in tmp_path.iterdir())
+        # Every third frame fills the buffer: the three are split and written, one file per bucket.
+        assert len(files) == 5 * (number // 3), (number, files)
+    spill.add(frames[0].clear())
+    spill.add(frames[0].head(3))
+    assert sum(spill.rows) == 9 * 40  # the three rows are held, not written yet
+    schema = dict(frames[0].schema)
+    everything = pl.concat([*frames, frames[0].head(3)])
+    buckets = everything.with_columns(buckets_module.bucket_of(5).alias("b"))
+    # Reading flushes what is held; each bucket has its events in the order they were added.
+    for index in range(5):
+        assert_frame_equal(spill.read(index, schema), buckets.filter(pl.col("b") == index).drop("b"))
+    assert sum(spill.rows) == everything.height
+    assert [spill.rows[i] for i in range(5)] == [buckets.filter(pl.col("b") == i).height for i in range(5)]
 
 
 @pytest.mark.slow

@@ -41,18 +41,18 @@ _SPILL_PREFIX = "sessionize-buckets-"
 _ORDER = "_input_order"
 
 
-def _claimed(
-    claims: io.BucketSpill, directory: Path, buckets: int, schema: dict[str, pl.DataType]
-) -> io.BucketSpill:
+def _claimed(claims: io.BucketSpill, directory: Path, schema: dict[str, pl.DataType]) -> io.BucketSpill:
     """Events spilled by client session id (:func:`claim_bucket_of`), given to their sessions' owners
     and spilled again by user, one bucket in memory at a time."""
     directory.mkdir()
-    users = io.BucketSpill(directory, buckets)
+    buckets = claims.buckets
+    users = io.BucketSpill(directory, buckets, bucket_of(buckets), buffer_bytes=claims.buffer_bytes)
     for index in range(buckets):
         events = claims.read(index, schema)
         claims.remove(index)
-        users.add(claim_shared_session_ids(events), bucket_of(buckets))
+        users.add(claim_shared_session_ids(events))
         del events
+    users.flush()
     return users
 
 
@@ -104,8 +104,8 @@ class BucketEngine:
         try:
             # --shared-session-ids merge: a first spill by client session id finds each session's owner.
             merge = job.settings.rules.merges_session_ids
-            spill = io.BucketSpill(work, plan.buckets)
             bucket = claim_bucket_of(plan.buckets) if merge else bucket_of(plan.buckets)
+            spill = io.BucketSpill(work, plan.buckets, bucket, buffer_bytes=plan.spill_bytes)
             schema = {**job.event_schema(), **({_ORDER: pl.Int64()} if merge else {})}
             order = 0
             rows = filtered = 0
@@ -124,13 +124,14 @@ class BucketEngine:
                             (pl.int_range(pl.len(), dtype=pl.Int64) + order).alias(_ORDER)
                         )
                         order += chunk.height
-                    spill.add(chunk, bucket)
+                    spill.add(chunk)
                     del chunk
                     del part
                     progress(RunProgress("read", number - 1, len(files), rows))
                 progress(RunProgress("read", number, len(files), rows))
+            spill.flush()
             if merge:
-                spill = _claimed(spill, work / "users", plan.buckets, schema)
+                spill = _claimed(spill, work / "users", schema)
             too_big = bucket_warning(
                 max(spill.rows, default=0), memory_limit=plan.memory_limit, resident_bytes=plan.resident_bytes
             )

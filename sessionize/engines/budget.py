@@ -79,6 +79,9 @@ class Plan:
     memory_limit: int
     #: Memory held besides the baseline and the events (the GeoIP maps), bytes.
     resident_bytes: int = 0
+    #: Events held before they are split and spilled (bucketed path), bytes of their frames: half of
+    #: a bucket's share, since the split copies them.
+    spill_bytes: int = 0
 
     @property
     def in_memory(self) -> bool:
@@ -107,6 +110,7 @@ def plan(
     return Plan(
         buckets=buckets,
         chunk_rows=chunk_rows,
+        spill_bytes=int(usable * BUCKET_SHARE / 2),
         estimated_rows=estimated_rows,
         memory_limit=memory_limit,
         resident_bytes=resident_bytes,
