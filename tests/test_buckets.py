@@ -7,6 +7,9 @@ and the temporary bucket files must be gone afterwards, whether the run succeeds
 
 from __future__ import annotations
 
+import errno
+import functools
+import gc
 import gzip
 import json
 import math
@@ -15,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from sessionize import report as report_module
 from sessionize.cli import app
 from sessionize.engines import budget as buckets_module
 from sessionize.errors import SessionizeWarning, UsageError
+from sessionize.io.write import serialize
 from tests import helpers
 from tests.helpers import (
     APACHE_LOG,
@@ -767,6 +772,122 @@ def test_a_failure_in_a_bucket_leaves_no_temp_files_and_no_output(
     else:
         assert not out.exists()
         assert listing(tmp_path) == ["spill"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_each_bucket_is_written_while_the_next_is_computed(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session, page-view and user tables of a bucket are encoded and written in a thread of their
+    own while the next bucket goes through the partition step; the files are those written in turn."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    events: list[str] = []
+    original_partition = partition.sessionize_partition
+
+    def computing(events_frame: pl.DataFrame, settings: partition.SessionSettings) -> pl.DataFrame:
+        events.append("compute")
+        return original_partition(events_frame, settings)
+
+    def record(write: Callable[..., Any]) -> Callable[..., Any]:
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.05)  # a slow disk: the next bucket starts meanwhile
+            events.append(f"write in {threading.current_thread().name.split('_')[0]}")
+            return write(*args, **kwargs)
+
+        return recorded
+
+    monkeypatch.setattr(partition, "sessionize_partition", computing)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", record(pq.ParquetWriter.write_table))
+    monkeypatch.setattr(sio.publish, "serialize", record(serialize))
+    names: dict[str, Any] = {"output": f"s.{fmt}", "pageviews_output": f"p.{fmt}", "users_output": f"u.{fmt}"}
+    options: dict[str, Any] = {"no_geo": True, "valid_until": "2030-01-01"}
+    result = sessionize.run(
+        [SAMPLE_DATA / "events.csv"], buckets=5, **options, **{k: tmp_path / v for k, v in names.items()}
+    )
+    writes = [event for event in events if event != "compute"]
+    assert writes == ["write in sessionize-sink"] * 15  # 3 tables, 5 buckets (no empty part at the end)
+    # A bucket's tables were written after the next bucket's partition step had begun.
+    assert events.index("compute", events.index("compute") + 1) < events.index(writes[0])
+    memory = tmp_path / "memory"
+    memory.mkdir()
+    expected = sessionize.run(
+        [SAMPLE_DATA / "events.csv"], buckets=1, **options, **{k: memory / v for k, v in names.items()}
+    )
+    assert result.session_count == expected.session_count == 964
+    read = pl.read_parquet if fmt == "parquet" else functools.partial(pl.read_csv, infer_schema=False)
+    for name in names.values():
+        written, reference = read(tmp_path / name), read(memory / name)
+        assert written.height == reference.height > 0
+        assert_frame_equal(written.sort(written.columns), reference.sort(reference.columns))
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("failing", [2, 5], ids=["second-part", "last-part"])
+def test_a_full_disk_in_the_writing_thread_fails_the_run(
+    fmt: str, failing: int, tmp_path: Path, spill: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part that cannot be written (a full disk) fails the run with the output's name, as when it
+    was written in turn; nothing is published and no temporary file is left."""
+    import pyarrow.parquet as pq
+
+    calls = 0
+
+    def full_disk(write: Callable[..., Any]) -> Callable[..., Any]:
+        def failing_write(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == failing:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write(*args, **kwargs)
+
+        return failing_write
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk(pq.ParquetWriter.write_table))
+    monkeypatch.setattr(sio.publish, "serialize", full_disk(serialize))
+    out = tmp_path / f"sessions.{fmt}"
+    result = run_cli(SAMPLE_DATA / "events.csv", "--no-geo", "--buckets", "5", "--temp-dir", spill, "-o", out)
+    assert result.exit_code == 1
+    assert flat(f"Cannot write {out}: No space left on device") in flat(result.stderr)
+    assert "Traceback" not in result.stderr
+    assert calls == failing
+    assert listing(spill) == []
+    assert listing(tmp_path) == ["spill"]
+    # The table's Parquet writer was ended, not left to the garbage collector
+    # (which then wrote into the closed temporary file).
+    gc.collect()
+
+
+def test_a_failure_while_a_part_is_written_waits_for_it_and_leaves_nothing(
+    tmp_path: Path, spill: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket fails while the previous one is still being written: the write ends before the
+    output's temporary file is removed, and nothing is left."""
+    import pyarrow.parquet as pq
+
+    original = pq.ParquetWriter.write_table
+    finished: list[float] = []
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        original(*args, **kwargs)
+        finished.append(time.monotonic())
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", slow)
+    monkeypatch.setattr(partition, "sessionize_partition", Boom(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        sessionize.run(
+            [SAMPLE_DATA / "events.csv"],
+            output=tmp_path / "s.parquet",
+            no_geo=True,
+            buckets=6,
+            temp_dir=spill,
+        )
+    assert len(finished) == 2  # the two parts before the failure, the second one drained
+    assert listing(spill) == []
+    assert listing(tmp_path) == ["spill"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("sessionize-sink")]
 
 
 def test_a_failure_in_a_bucket_through_the_cli(

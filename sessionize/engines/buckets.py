@@ -90,11 +90,12 @@ class BucketEngine:
         work = Path(tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", dir=config.engine.temp_dir))
         keep_work = False
         target = config.output.output
-        sink = None if target is None else outputs.sink(target, format=config.output.format)
+        # Each bucket's tables are written while the next bucket is computed.
+        sink = None if target is None else outputs.sink(target, format=config.output.format, background=True)
         # The page-view and user tables: written bucket by bucket as the session table (a user's page
         # views and row depend only on their own events, all in one bucket).
         extra_sinks = {
-            name: outputs.sink(path)
+            name: outputs.sink(path, background=True)
             for name, path in (
                 ("pageviews", config.output.pageviews_output),
                 ("users", config.output.users_output),
