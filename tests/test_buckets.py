@@ -600,7 +600,7 @@ def test_read_windows_are_held_and_spilled_together(
 
     monkeypatch.setattr(partition, "sessionize_partition", spy)
     windows.clear()
-    # 2 MB: windows of 599 rows and a buffer of 200 KB, a few windows but a fraction of the input.
+    # 2 MB: windows of 599 rows and a buffer of 140 KB, a few windows but a fraction of the input.
     with pytest.warns(SessionizeWarning):
         actual = sessionize.run(data.inputs, buckets=7, memory_limit="2M", temp_dir=spill, **run_options)
     assert actual.buckets == 7
@@ -890,6 +890,28 @@ def test_a_failure_while_a_part_is_written_waits_for_it_and_leaves_nothing(
     assert not [t for t in threading.enumerate() if t.name.startswith("sessionize-sink")]
 
 
+def _buffer_bytes(frame: pl.DataFrame) -> int:
+    """The bytes of every buffer ``frame``'s columns hold (as exported, without copying)."""
+    total = 0
+    for column in frame.get_columns():
+        exported = column.to_arrow(compat_level=pl.CompatLevel.newest())
+        for chunk in getattr(exported, "chunks", [exported]):
+            total += sum(buffer.size for buffer in chunk.buffers() if buffer is not None)
+    return total
+
+
+def test_the_preview_of_a_written_table_does_not_hold_its_first_bucket(tmp_path: Path) -> None:
+    """With the table written to a file, the result keeps its first rows: a copy of them, not a slice
+    of the first bucket's table, which would keep every value of that bucket for the whole run."""
+    source = tmp_path / "events.parquet"
+    clickstream(20_000, seed=5).write_parquet(source)
+    result = sessionize.run([source], output=tmp_path / "s.parquet", no_geo=True, buckets=2)
+    assert result.sessions.height == pipeline.PREVIEW_ROWS < result.session_count // 10
+    compact = pl.read_ipc(result.sessions.write_ipc(None).getvalue())
+    assert_frame_equal(result.sessions, compact)
+    assert _buffer_bytes(result.sessions) < 2 * _buffer_bytes(compact)
+
+
 def test_a_failure_in_a_bucket_through_the_cli(
     tmp_path: Path, spill: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1006,6 +1028,10 @@ def test_the_plan_leaves_room_for_the_geo_database(monkeypatch: pytest.MonkeyPat
     with_geo = buckets_module.plan(10_000_000, memory_limit=limit, resident_bytes=100 << 20)
     assert with_geo.buckets > without.buckets > 1
     assert with_geo.chunk_rows < without.chunk_rows
+    # The database is not read while the events are spilled: the spill buffer has its room too, and
+    # the phase's peak (about three times what the buffer holds) stays within the budget.
+    assert with_geo.spill_bytes == without.spill_bytes
+    assert 3 * without.spill_bytes <= (limit - buckets_module.BASELINE_BYTES) * buckets_module.BUCKET_SHARE
     # A run passes the size of the database it opened, and nothing without one.
     seen: list[int] = []
     original = buckets_module.plan

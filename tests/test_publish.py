@@ -296,3 +296,35 @@ def test_a_character_device_in_a_temp_dir_is_written_into_not_replaced(tmp_path:
     assert done.returncode == 0, done.stderr.decode()
     assert stat.S_ISCHR(device.stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv", "null", "s.csv"]
+
+
+def test_a_part_written_in_the_background_is_freed_once_converted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writing thread holds a Parquet part only as the writer's Arrow table: the frame it came from
+    is freed once converted, so a bucket in flight costs one copy of its table, not two."""
+    import weakref
+
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    alive_while_written: list[bool] = []
+    original = pq.ParquetWriter.write_table
+
+    def checking(writer: object, table: object, *args: object, **kwargs: object) -> None:
+        alive_while_written.append(part() is not None)
+        original(writer, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", checking)
+    target = tmp_path / "t.parquet"
+    with sio.Publication() as outputs:
+        sink = outputs.sink(str(target), background=True)
+        for number in range(3):
+            frame = pl.DataFrame({"n": range(number * 10, number * 10 + 10), "s": [f"v{number}"] * 10})
+            part = weakref.ref(frame)
+            sink.write(frame)
+            del frame
+            sink._wait()  # this part's write is over: the next one's weak reference is then taken
+        sink.finish(pl.DataFrame(schema={"n": pl.Int64, "s": pl.String}))
+        outputs.publish_all()
+    assert alive_while_written == [False, False, False]
+    assert pl.read_parquet(target).get_column("n").to_list() == list(range(30))

@@ -179,7 +179,8 @@ class BucketEngine:
                     else:
                         sink.write(table)
                         if sum(part.height for part in kept) < PREVIEW_ROWS:
-                            kept.append(table.head(PREVIEW_ROWS))
+                            # A copy: a slice would keep the whole table's buffers for the run.
+                            kept.append(pl.read_ipc(table.head(PREVIEW_ROWS).write_ipc(None).getvalue()))
                     del result, table
                 del pieces
                 spill.remove(index)

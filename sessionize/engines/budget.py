@@ -27,11 +27,15 @@ BASELINE_BYTES = 384 << 20
 BYTES_PER_EVENT = 700
 #: The part of the budget beyond the baseline a bucket's events may fill (the rest is headroom).
 BUCKET_SHARE = 0.8
+#: How many times what the spill buffer holds (as the frames' ``estimated_size``) the spill phase
+#: takes at its peak, besides the read slice: the frames, their split copy and the allocator's slack
+#: (measured on bench/generate.py data, 20M events, 1 GiB: 3.0).
+SPILL_COPIES = 3
 #: The default budget: this share of the memory available when the run starts.
 DEFAULT_SHARE = 0.5
 #: The fewest rows a read slice holds (below this, per-slice overhead dominates).
 MIN_CHUNK_ROWS = 50_000
-#: The most buckets a budget makes: each read slice writes a file per bucket, so a budget far below
+#: The most buckets a budget makes: each spill buffer writes a file per bucket, so a budget far below
 #: what the data needs made thousands of buckets and hundreds of thousands of temporary files (58x
 #: slower, and no lower peak: the baseline dominates).
 MAX_BUCKETS = 1024
@@ -79,8 +83,8 @@ class Plan:
     memory_limit: int
     #: Memory held besides the baseline and the events (the GeoIP maps), bytes.
     resident_bytes: int = 0
-    #: Events held before they are split and spilled (bucketed path), bytes of their frames: half of
-    #: a bucket's share, since the split copies them.
+    #: Events held before they are split and spilled (bucketed path), bytes of their frames (see
+    #: SPILL_SHARE).
     spill_bytes: int = 0
 
     @property
@@ -105,12 +109,15 @@ def plan(
         buckets = min(buckets, MAX_BUCKETS)
     elif buckets < 1:
         raise UsageError(f"--buckets {buckets} must be at least 1.")
-    # A read slice is spilled before the next is read: it gets the part of the budget a bucket gets.
+    # A read slice gets the part of the budget a bucket gets.
     chunk_rows = max(bucket_rows, MIN_CHUNK_ROWS)
+    # Slices are held until they fill the spill buffer, then split and written together. The GeoIP
+    # database is not read while spilling: its room is the buffer's too.
+    spill_room = max(memory_limit - BASELINE_BYTES, memory_limit // 4)
     return Plan(
         buckets=buckets,
         chunk_rows=chunk_rows,
-        spill_bytes=int(usable * BUCKET_SHARE / 2),
+        spill_bytes=int(spill_room * BUCKET_SHARE / SPILL_COPIES),
         estimated_rows=estimated_rows,
         memory_limit=memory_limit,
         resident_bytes=resident_bytes,

@@ -233,13 +233,13 @@ class TableSink:
         """Append ``frame`` (every part has the first part's columns)."""
         if self._schema is None:
             self._schema = dict(frame.schema)
-        else:
+        elif dict(frame.schema) != self._schema:
             frame = frame.cast(self._schema)  # type: ignore[arg-type]
         if self._writer is None:
-            self._append(frame)
+            self._append([frame])
             return
         self._wait()
-        self._in_flight = self._writer.submit(self._append, frame)
+        self._in_flight = self._writer.submit(self._append, [frame])
 
     def _wait(self) -> None:
         """Wait for the part in flight; its error is raised here."""
@@ -259,13 +259,17 @@ class TableSink:
             with contextlib.suppress(Exception):
                 parquet.close()
 
-    def _append(self, frame: pl.DataFrame) -> None:
+    def _append(self, parts: list[pl.DataFrame]) -> None:
+        """Write the frame ``parts`` holds (taken out of it, so that a Parquet part's frame is freed
+        once converted for the writer, in the thread that writes it)."""
+        frame = parts.pop()
         handle = self.pending.handle
         try:
             if self.format == "parquet":
                 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
                 table = frame.to_arrow()
+                del frame
                 if self._parquet is None:
                     self._parquet = pq.ParquetWriter(
                         handle,
@@ -284,7 +288,7 @@ class TableSink:
         """End the table (``empty``: its columns, for a table without any part); publication follows."""
         self._wait()
         if not self._parts:
-            self._append(empty)
+            self._append([empty])
         if self._writer is not None:
             self._writer.shutdown()
         parquet, self._parquet = self._parquet, None

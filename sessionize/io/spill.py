@@ -20,8 +20,7 @@ class BucketSpill:
     Added frames are held until they fill ``buffer_bytes`` (their ``estimated_size``), then split and
     written together: one file per bucket and flush. Each file costs a few milliseconds to write and to
     read back whatever its size, and a slice of input split into hundreds of buckets makes files of a
-    few thousand rows (at 100M events in 209 buckets, 44,000 files). Splitting and writing at most
-    doubles what is held.
+    few thousand rows (at 100M events in 209 buckets, 44,000 files).
     """
 
     def __init__(
