@@ -1032,20 +1032,30 @@ def test_the_plan_leaves_room_for_the_geo_database(monkeypatch: pytest.MonkeyPat
     # the phase's peak (about three times what the buffer holds) stays within the budget.
     assert with_geo.spill_bytes == without.spill_bytes
     assert 3 * without.spill_bytes <= (limit - buckets_module.BASELINE_BYTES) * buckets_module.BUCKET_SHARE
-    # A run passes the size of the database it opened, and nothing without one.
-    seen: list[int] = []
+    # Unless the addresses are located before they go to disk (--anonymize-ip): then it is read there.
+    located = buckets_module.plan(
+        10_000_000, memory_limit=limit, resident_bytes=100 << 20, resident_while_spilling=True
+    )
+    room = limit - buckets_module.BASELINE_BYTES - (100 << 20)
+    assert 3 * located.spill_bytes <= room * buckets_module.BUCKET_SHARE < 3 * without.spill_bytes
+    # A run passes the size of the database it opened, and nothing without one; with --anonymize-ip
+    # (after the lookup) it counts while spilling.
+    seen: list[tuple[int, bool]] = []
     original = buckets_module.plan
 
     def spy(estimated_rows: int, **options: Any) -> buckets_module.Plan:
-        seen.append(options["resident_bytes"])
+        seen.append((options["resident_bytes"], options.get("resident_while_spilling", False)))
         return original(estimated_rows, **options)
 
     monkeypatch.setattr(buckets_module, "plan", spy)
     city = DATA / "geoip" / "GeoIP2-City-Test.mmdb"
     sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city)
     sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True)
+    sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city, anonymize_ip=True)
+    sessionize.run([SAMPLE_DATA / "events.csv"], geoip_db=city, anonymize_ip="before-geo")
     # Two maps of the file (the reader's and the tree walk's) and the records kept decoded.
-    assert seen == [2 * city.stat().st_size + geo.DECODED_RECORDS_BYTES, 0]
+    size = 2 * city.stat().st_size + geo.DECODED_RECORDS_BYTES
+    assert seen == [(size, False), (0, False), (size, True), (size, False)]
     assert geo.DECODED_RECORDS_BYTES == 150_000 * 280
 
 

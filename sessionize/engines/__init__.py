@@ -66,7 +66,14 @@ def choose_engine(inputs: Sequence[str | Path], config: RunConfig) -> tuple[Engi
         # The database is mapped twice (the reader's map and the tree walk's), and pages of both become
         # resident as lookups read them; the records decoded are kept for later lookups.
         resident = 0 if found is None else 2 * _size(found[0]) + geo.DECODED_RECORDS_BYTES
-    chosen = budget.plan(estimated, memory_limit=limit, buckets=buckets, resident_bytes=resident)
+    chosen = budget.plan(
+        estimated,
+        memory_limit=limit,
+        buckets=buckets,
+        resident_bytes=resident,
+        # --anonymize-ip (after the lookup): the read slices are located before they are spilled.
+        resident_while_spilling=config.privacy.anonymize_ip == "after-geo",
+    )
     if config.engine.memory_limit is not None:
         low = budget.budget_warning(limit, resident_bytes=resident)
         if low is not None:

@@ -84,7 +84,7 @@ class Plan:
     #: Memory held besides the baseline and the events (the GeoIP maps), bytes.
     resident_bytes: int = 0
     #: Events held before they are split and spilled (bucketed path), bytes of their frames (see
-    #: SPILL_SHARE).
+    #: SPILL_COPIES).
     spill_bytes: int = 0
 
     @property
@@ -93,14 +93,20 @@ class Plan:
 
 
 def plan(
-    estimated_rows: int, *, memory_limit: int, buckets: int | None = None, resident_bytes: int = 0
+    estimated_rows: int,
+    *,
+    memory_limit: int,
+    buckets: int | None = None,
+    resident_bytes: int = 0,
+    resident_while_spilling: bool = False,
 ) -> Plan:
     """Choose the number of buckets for about ``estimated_rows`` events within ``memory_limit`` bytes.
 
     ``buckets`` forces a number (1: in memory whatever the size). ``resident_bytes`` is memory the run
     holds besides the baseline and the events: the GeoIP database's memory maps, whose pages become
     resident as the lookups read them (at 100M events with 10M addresses, nearly all of DB-IP City
-    Lite's 100 MB, in each of its two maps).
+    Lite's 100 MB, in each of its two maps). They count while the events are spilled only with
+    ``resident_while_spilling`` (``--anonymize-ip`` locates the addresses before they go to disk).
     """
     usable = max(memory_limit - BASELINE_BYTES - resident_bytes, memory_limit // 4)
     bucket_rows = max(int(usable * BUCKET_SHARE / BYTES_PER_EVENT), 1)
@@ -111,9 +117,11 @@ def plan(
         raise UsageError(f"--buckets {buckets} must be at least 1.")
     # A read slice gets the part of the budget a bucket gets.
     chunk_rows = max(bucket_rows, MIN_CHUNK_ROWS)
-    # Slices are held until they fill the spill buffer, then split and written together. The GeoIP
-    # database is not read while spilling: its room is the buffer's too.
-    spill_room = max(memory_limit - BASELINE_BYTES, memory_limit // 4)
+    # Slices are held until they fill the spill buffer, then split and written together. Unless the
+    # addresses are located before they go to disk, the GeoIP database is not read while spilling:
+    # its room is the buffer's too.
+    spill_resident = resident_bytes if resident_while_spilling else 0
+    spill_room = max(memory_limit - BASELINE_BYTES - spill_resident, memory_limit // 4)
     return Plan(
         buckets=buckets,
         chunk_rows=chunk_rows,
