@@ -328,3 +328,24 @@ def test_a_part_written_in_the_background_is_freed_once_converted(
         outputs.publish_all()
     assert alive_while_written == [False, False, False]
     assert pl.read_parquet(target).get_column("n").to_list() == list(range(30))
+
+
+def test_an_interrupted_discard_still_removes_every_temporary_file(tmp_path: Path) -> None:
+    """A second Ctrl-C (or SIGTERM) while a failed run waits for a part in flight: every output's
+    temporary file is still removed, and the interruption is raised after that."""
+    outputs = sio.Publication()
+    first = outputs.open(str(tmp_path / "sessions.parquet"))
+    outputs.open(str(tmp_path / "rejects.csv"))
+    waits = 0
+
+    def interrupted_wait() -> None:
+        nonlocal waits
+        waits += 1
+        raise KeyboardInterrupt
+
+    first.drain = interrupted_wait
+    assert len(list(tmp_path.iterdir())) == 2  # the two temporary files
+    with pytest.raises(KeyboardInterrupt):
+        outputs.discard()
+    assert waits == 1
+    assert list(tmp_path.iterdir()) == []

@@ -199,12 +199,15 @@ class PendingOutput:
         out.flush()
 
     def discard(self) -> None:
-        """Remove the temporary file; the target stays as it was (safe to call twice)."""
-        if self.drain is not None:
-            self.drain()
-        with contextlib.suppress(OSError):
-            self.handle.close()
-        Path(self._temp).unlink(missing_ok=True)
+        """Remove the temporary file; the target stays as it was (safe to call twice). The file goes
+        even when waiting for a write in flight is interrupted (a second Ctrl-C, SIGTERM)."""
+        try:
+            if self.drain is not None:
+                self.drain()
+        finally:
+            with contextlib.suppress(OSError):
+                self.handle.close()
+            Path(self._temp).unlink(missing_ok=True)
 
 
 class TableSink:
@@ -370,12 +373,20 @@ class Publication:
         self.published = True
 
     def discard(self) -> None:
+        """Discard every output; an interruption while one is discarded (a second Ctrl-C) is raised
+        once all are."""
+        interrupted: BaseException | None = None
         for pending in self._pending:
-            pending.discard()
+            try:
+                pending.discard()
+            except BaseException as exc:  # raised below, after the other outputs
+                interrupted = interrupted or exc
         for _, discard in self._deferred:
             with contextlib.suppress(Exception):
                 discard()
         self._deferred = []
+        if interrupted is not None:
+            raise interrupted
 
 
 def write_atomically(output: str | Path, write: Callable[[IO[bytes]], object]) -> None:
