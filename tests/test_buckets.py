@@ -774,6 +774,16 @@ def test_a_failure_in_a_bucket_leaves_no_temp_files_and_no_output(
         assert listing(tmp_path) == ["spill"]
 
 
+def assert_failed_and_left_nothing(result: Result, message: str, tmp_path: Path, spill: Path) -> None:
+    """A CLI run that failed with ``message`` (no traceback), leaving nothing in the output directory
+    but the empty ``--temp-dir``."""
+    assert result.exit_code == 1
+    assert flat(message) in flat(result.stderr)
+    assert "Traceback" not in result.stderr
+    assert listing(spill) == []
+    assert listing(tmp_path) == ["spill"]
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_each_bucket_is_written_while_the_next_is_computed(
     fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -784,14 +794,19 @@ def test_each_bucket_is_written_while_the_next_is_computed(
 
     events: list[str] = []
     original_partition = partition.sessionize_partition
+    second_bucket = threading.Event()
 
     def computing(events_frame: pl.DataFrame, settings: partition.SessionSettings) -> pl.DataFrame:
         events.append("compute")
+        if events.count("compute") == 2:
+            second_bucket.set()
         return original_partition(events_frame, settings)
 
     def record(write: Callable[..., Any]) -> Callable[..., Any]:
         def recorded(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(0.05)  # a slow disk: the next bucket starts meanwhile
+            # A slow disk: the writes wait for the second bucket's step (written in turn, they would
+            # wait the 10 s out, and come before it).
+            second_bucket.wait(10)
             events.append(f"write in {threading.current_thread().name.split('_')[0]}")
             return write(*args, **kwargs)
 
@@ -848,12 +863,8 @@ def test_a_full_disk_in_the_writing_thread_fails_the_run(
     monkeypatch.setattr(sio.publish, "serialize", full_disk(serialize))
     out = tmp_path / f"sessions.{fmt}"
     result = run_cli(SAMPLE_DATA / "events.csv", "--no-geo", "--buckets", "5", "--temp-dir", spill, "-o", out)
-    assert result.exit_code == 1
-    assert flat(f"Cannot write {out}: No space left on device") in flat(result.stderr)
-    assert "Traceback" not in result.stderr
+    assert_failed_and_left_nothing(result, f"Cannot write {out}: No space left on device", tmp_path, spill)
     assert calls == failing
-    assert listing(spill) == []
-    assert listing(tmp_path) == ["spill"]
     # The table's Parquet writer was ended, not left to the garbage collector
     # (which then wrote into the closed temporary file).
     gc.collect()
@@ -918,11 +929,7 @@ def test_a_failure_in_a_bucket_through_the_cli(
     monkeypatch.setattr(partition, "sessionize_partition", Boom(RuntimeError("disk on fire")))
     out = tmp_path / "sessions.csv"
     result = run_cli(SAMPLE_DATA / "events.csv", "--no-geo", "--buckets", "5", "--temp-dir", spill, "-o", out)
-    assert result.exit_code == 1
-    assert "disk on fire" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert listing(spill) == []
-    assert listing(tmp_path) == ["spill"]
+    assert_failed_and_left_nothing(result, "disk on fire", tmp_path, spill)
 
 
 def test_a_failing_report_in_bucket_mode_leaves_no_temp_files(

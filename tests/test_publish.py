@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -309,8 +310,10 @@ def test_a_part_written_in_the_background_is_freed_once_converted(
 
     alive_while_written: list[bool] = []
     original = pq.ParquetWriter.write_table
+    released = threading.Event()  # set once the test has dropped its own reference
 
     def checking(writer: object, table: object, *args: object, **kwargs: object) -> None:
+        assert released.wait(10)
         alive_while_written.append(part() is not None)
         original(writer, table, *args, **kwargs)
 
@@ -321,8 +324,10 @@ def test_a_part_written_in_the_background_is_freed_once_converted(
         for number in range(3):
             frame = pl.DataFrame({"n": range(number * 10, number * 10 + 10), "s": [f"v{number}"] * 10})
             part = weakref.ref(frame)
+            released.clear()
             sink.write(frame)
             del frame
+            released.set()
             sink._wait()  # this part's write is over: the next one's weak reference is then taken
         sink.finish(pl.DataFrame(schema={"n": pl.Int64, "s": pl.String}))
         outputs.publish_all()

@@ -171,6 +171,7 @@ class BucketEngine:
                         part_table = getattr(result, name)
                         assert part_table is not None
                         extra_sink.write(part_table)
+                        del part_table  # the sink's thread frees it once converted
                     if config.output.report is not None and table.height:
                         name = f"{index:05d}-{number:03d}.parquet"
                         table.write_parquet(report_parts / name, compression="lz4")
