@@ -698,15 +698,39 @@ _LANDING_DTYPE = pl.Struct({name: pl.String for name in _LANDING_FIELDS})
 _REFERRER_DTYPE = pl.Struct({name: pl.String for name in _REFERRER_STRUCT_FIELDS})
 
 
-def _landing_batch(urls: list[str | None], db: RefererDatabase) -> pl.DataFrame:
+#: An absolute http(s) URL of printable ASCII with a plain host (letters, digits, dots, hyphens; at
+#: most a DNS name's length), an optional port and no user info: its host and query, as ``urlsplit``
+#: gives them, are the two groups (the query null when it has none). Other URLs go to ``urlsplit``.
+_SIMPLE_URL = (
+    r"^https?://([A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?"
+    r"(?:/[!-~&&[^?#]]*)?(?:\?([!-~&&[^#]]*))?(?:#[!-~]*)?$"
+)
+
+
+def _hosts_and_queries(urls: list[str | None]) -> tuple[list[str | None], list[str]]:
+    """The lower-case host (null without a valid one) and the raw query ("" without one) of each URL,
+    as :func:`_host_and_query` gives them: by one vectorized match for the plain ``http(s)`` URLs that
+    almost every landing page is (``urlsplit`` costs about 11 µs a URL: 0.27 s for the 24k distinct
+    landing pages of 10M events), by :func:`_host_and_query` for the others."""
+    simple = (
+        pl.Series(urls, dtype=pl.String)
+        .str.extract_groups(_SIMPLE_URL)
+        .struct.unnest()
+        .select(pl.col("1").str.to_lowercase(), pl.col("2").fill_null(""))
+    )
     hosts: list[str | None] = []
     queries: list[str] = []
-    for url in urls:
-        # One parse per URL gives both the host (for the internal-referrer test) and the query.
-        parsed = None if url is None else _host_and_query(url)
-        host, query = (None, "") if parsed is None else parsed
+    for url, host, query in zip(urls, *simple.to_dict(as_series=False).values(), strict=True):
+        if host is None and url is not None:
+            # One parse per URL gives both the host (for the internal-referrer test) and the query.
+            host, query = parsed if (parsed := _host_and_query(url)) is not None else (None, "")
         hosts.append(host)
         queries.append(query)
+    return hosts, queries
+
+
+def _landing_batch(urls: list[str | None], db: RefererDatabase) -> pl.DataFrame:
+    hosts, queries = _hosts_and_queries(urls)
     # Landing pages share few query strings (one per campaign link): each is read once.
     tags: dict[str, tuple[str | None, ...]] = {}
     for query in queries:

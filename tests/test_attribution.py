@@ -11,6 +11,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sessionize import attribution as A
 from sessionize import distinct
@@ -562,6 +564,85 @@ def test_enrich_classifies_each_distinct_pair_and_landing_url_once(
     assert len(parsed) == 2
 
 
+#: Landing URLs that look plain but are not all read by the vectorized match: every one must give what
+#: ``urlsplit`` gives (see ``_hosts_and_queries``).
+TRICKY_LANDING_URLS = [
+    "https://Shop.Example.com/a?b=1#x",
+    "http://a.b:8080?x?y#z",
+    "https://x.com",
+    "https://x.com/p#f?q",
+    "https://x.com:/p?q",
+    "https://x.com:123456/p?q",
+    "https://u:pw@x.com/?q",
+    "https://x.com/ a?q",
+    " https://x.com/?q",
+    "https://x.com/?q\t",
+    "HTTPS://X.com/?q",
+    "https://[::1]:8/?a",
+    "https://[::1/?a",
+    "https://%41.com/?q",
+    "http:///p?x",
+    "https://a.com/?q=\u00e9",
+    "https://caf\u00e9.com/?q",
+    "https://x.com\\evil.com/?q",
+    "https://" + "a" * 254 + "/?q",
+    "https://" + "a" * 253 + "/?q",
+    "t.co/abc?q",
+    "android-app://com.google.android.gm/",
+    "javascript:alert(1)",
+    "",
+    None,
+]
+
+
+def _expected_host_and_query(url: str | None) -> tuple[str | None, str]:
+    parsed = None if url is None else A._host_and_query(url)
+    return (None, "") if parsed is None else parsed
+
+
+def test_landing_hosts_and_queries_match_urlsplit() -> None:
+    hosts, queries = A._hosts_and_queries(TRICKY_LANDING_URLS)
+    expected = [_expected_host_and_query(url) for url in TRICKY_LANDING_URLS]
+    assert list(zip(hosts, queries, strict=True)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            lambda scheme, host, port, rest: scheme + host + port + rest,
+            st.sampled_from(["https://", "http://", "HTTP://", "ftp://", "//", "", "https:/"]),
+            st.text(alphabet="aZ09.-_@:[]%\u00e9 ", max_size=12),
+            st.sampled_from(["", ":", ":80", ":999999", ":x"]),
+            st.text(alphabet="/?#&=a%\\ \t\n\u00e9\x7f\x00", max_size=12),
+        ),
+        max_size=20,
+    )
+)
+def test_landing_hosts_and_queries_match_urlsplit_for_any_url(urls: list[str]) -> None:
+    hosts, queries = A._hosts_and_queries(list[str | None](urls))
+    assert list(zip(hosts, queries, strict=True)) == [_expected_host_and_query(u) for u in urls]
+
+
+def test_plain_landing_urls_are_read_without_urlsplit(
+    db: RefererDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real = A._host_and_query
+
+    def counting(url: str) -> tuple[str | None, str] | None:
+        parsed.append(url)
+        return real(url)
+
+    monkeypatch.setattr(A, "_host_and_query", counting)
+    landings = [f"https://shop.example/p{i}?utm_source=s{i % 7}&utm_medium=cpc" for i in range(500)]
+    odd = "https://user@shop.example/?utm_source=x"
+    sessions = pl.LazyFrame({"referrer": [None] * 501, "landing_page": [*landings, odd]})
+    out = enrich_attribution(sessions, referers=db).collect()
+    assert out.get_column("utm_source").to_list() == [f"s{i % 7}" for i in range(500)] + ["x"]
+    assert parsed == [odd]
+
+
 def test_enrich_empty_frame(db: RefererDatabase) -> None:
     empty = pl.LazyFrame(schema={"referrer": pl.String, "landing_page": pl.String})
     out = enrich_attribution(empty, referers=db).collect()
@@ -724,11 +805,12 @@ def test_landing_pages_parsed_once_across_batches(monkeypatch: pytest.MonkeyPatc
     getattr(A._host_and_query, "cache_clear", lambda: None)()  # (no cache before: fails below)
     monkeypatch.setattr(A, "urlsplit", counted)
     db = A.load_referers()
-    urls = ["https://shop.example/a?utm_source=fb&utm_medium=paid", "shop.example/b", None, "http://[::1"]
+    # Not plain http(s) URLs (user info, no scheme, a broken IPv6 host): those go to urlsplit.
+    urls = ["https://u@shop.example/a?utm_source=fb&utm_medium=paid", "shop.example/b", None, "http://[::1"]
     first = A._landing_batch(urls, db)
     assert len(split) == 3
-    again = A._landing_batch([*reversed(urls), "https://other.example/?gclid=x"], db)
-    assert split[3:] == ["https://other.example/?gclid=x"]
+    again = A._landing_batch([*reversed(urls), "https://u@other.example/?gclid=x"], db)
+    assert split[3:] == ["https://u@other.example/?gclid=x"]
     assert again.head(4).reverse().equals(first)
     assert first.row(0, named=True)["utm_source"] == "fb"
     assert first.row(1, named=True)["_landing_host"] == "shop.example"
