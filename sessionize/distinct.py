@@ -46,10 +46,10 @@ def distinct_rows(keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
         index = pl.zeros(keys.height, dtype=pl.get_index_type(), eager=True)
     else:
         index = index_among(hashes, hashes.gather(first))
-    expected = distinct.gather(index)
-    same = keys.get_column(keys.columns[0]).eq_missing(expected.get_column(keys.columns[0]))
-    for name in keys.columns[1:]:
-        same &= keys.get_column(name).eq_missing(expected.get_column(name))
+    # One column at a time: the values gathered back are as long as ``keys`` (2.5M sessions' URLs).
+    same = pl.repeat(True, keys.height, eager=True)
+    for name in keys.columns:
+        same &= keys.get_column(name).eq_missing(distinct.get_column(name).gather(index))
     if same.all():
         return distinct, index.alias("index")
     # A hash collision: the rows that differ from their group's value, grouped by their values.

@@ -643,6 +643,24 @@ def test_plain_landing_urls_are_read_without_urlsplit(
     assert parsed == [odd]
 
 
+def test_columns_null_for_every_session_are_null_text(db: RefererDatabase) -> None:
+    """Columns that no pair has a value for (click ids here) are made null rather than gathered; they
+    are text columns as long as the sessions, beside gathered ones, each session its own values."""
+    landings = ["https://shop.example/?utm_source=news", "https://shop.example/b", None] * 50
+    referrers = ["https://www.google.com/search?q=shoes", None, "https://t.co/x"] * 50
+    out = enrich_attribution(
+        pl.LazyFrame({"referrer": referrers, "landing_page": landings}), referers=db
+    ).collect()
+    assert out.height == 150
+    for name in ("gclid", "fbclid", "msclkid", "utm_term", "utm_content"):
+        assert out.schema[name] == pl.String and out.get_column(name).null_count() == 150
+    for row, (referrer, landing) in zip(
+        out.iter_rows(named=True), zip(referrers, landings, strict=True), strict=True
+    ):
+        expected = attribute_session(referrer, landing, db=db)
+        assert {name: row[name] for name in expected} == expected
+
+
 def test_enrich_empty_frame(db: RefererDatabase) -> None:
     empty = pl.LazyFrame(schema={"referrer": pl.String, "landing_page": pl.String})
     out = enrich_attribution(empty, referers=db).collect()
