@@ -22,6 +22,7 @@ from typer.testing import CliRunner, Result
 
 import sessionize
 from sessionize import io as sio
+from sessionize import schema as S
 from sessionize.cli import app
 from sessionize.errors import OutputError, StateError, UsageError
 from sessionize.io.formats import OutputFormat
@@ -445,3 +446,35 @@ def test_the_events_are_freed_before_the_sessions_are_enriched(
         monkeypatch, (partition, "sessionize_partition"), (partition, "enrich_attribution"), **geo_options
     )
     assert alive == [False]
+
+
+@pytest.mark.parametrize(
+    ("options", "event_read"),
+    [
+        ({}, False),
+        ({"conversion_events": ["purchase"]}, True),
+        ({"count_events": ["purchase"]}, True),
+        ({"heartbeat_events": ["page_ping"]}, True),
+    ],
+    ids=["default", "conversions", "count-events", "heartbeats"],
+)
+def test_the_session_build_holds_only_the_event_columns_it_reads(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], event_read: bool
+) -> None:
+    """The event ids, login ids and (unless conversions, counts or heartbeats read them) the event names
+    are dropped before the session build, not held through it (10M events: 160 MB of event names at the
+    run's peak, bench/README.md); the sessions are the same."""
+    from sessionize import partition
+
+    seen: list[list[str]] = []
+    build = partition._core_sessions
+
+    def watched(events: pl.LazyFrame, *args: Any, **kwargs: Any) -> pl.LazyFrame:
+        seen.append(events.collect_schema().names())
+        return build(events, *args, **kwargs)
+
+    expected = sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True, **options).sessions
+    monkeypatch.setattr(partition, "_core_sessions", watched)
+    result = sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True, **options)
+    assert_frame_equal(result.sessions, expected)
+    assert seen and all(S.EVENT_ID not in names and (S.EVENT in names) == event_read for names in seen)
