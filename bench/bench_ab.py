@@ -5,11 +5,16 @@ Usage (from the repository root; the other checkout is a worktree of an older co
     git worktree add /tmp/old dece3bc
     python bench/bench_ab.py --input bench/data/events_10000000.parquet /tmp/old .
 
-Each checkout runs ``python -m sessionize run INPUT -o OUT.parquet --quiet`` (the default run: geo with
-the installed database, every enrichment) with its own ``sessionize`` package first on ``PYTHONPATH`` and
-this interpreter's dependencies, as a child process, alternating checkout by checkout ``--repeat`` times
-(so slow drift of the machine hits both alike). Printed: each run, then the median wall time and the
-largest peak RSS (the child's own ``ru_maxrss`` from ``os.wait4``) per checkout.
+Each checkout runs ``python -P -m sessionize run INPUT -o OUT.parquet --quiet`` (the default run: geo
+with the installed database, every enrichment) with its own ``sessionize`` package first on
+``PYTHONPATH`` and this interpreter's dependencies, as a child process, alternating checkout by checkout
+``--repeat`` times (so slow drift of the machine hits both alike). Printed: each run, then the median wall
+time and the largest peak RSS (the child's own ``ru_maxrss`` from ``os.wait4``) per checkout.
+
+``-P`` keeps the working directory off ``sys.path``: without it ``-m`` put it first, so that, run from
+the repository root as above, both children imported the root's package and compared it with itself
+(until 2026-12-04; the A/B figures in bench/README.md taken with it before then are marked so). Before
+timing, each checkout's child must import ``sessionize`` from that checkout, or the script stops.
 """
 
 from __future__ import annotations
@@ -17,11 +22,29 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench_tables import measure
+
+
+def _environment(root: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(root).resolve())}
+
+
+def check_imports(root: str) -> None:
+    """Stop unless a child run as the timed ones are imports ``sessionize`` from ``root``."""
+    found = subprocess.run(
+        [sys.executable, "-P", "-c", "import sessionize; print(sessionize.__file__)"],
+        env=_environment(root),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(Path(root).resolve()):
+        raise SystemExit(f"{root}: the child imports sessionize from {found}, not from this checkout")
 
 
 def main() -> None:
@@ -31,12 +54,15 @@ def main() -> None:
     parser.add_argument("checkouts", nargs=2, help="two source trees (each with a sessionize/ package)")
     args = parser.parse_args()
     runs: dict[str, list[tuple[float, float]]] = {root: [] for root in args.checkouts}
+    for root in args.checkouts:
+        check_imports(root)
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             for root in args.checkouts:
-                env = {**os.environ, "PYTHONPATH": str(Path(root).resolve())}
+                env = _environment(root)
                 command = [
                     sys.executable,
+                    "-P",
                     "-m",
                     "sessionize",
                     "run",
