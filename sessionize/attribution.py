@@ -742,14 +742,29 @@ def _landing_batch(urls: list[str | None], db: RefererDatabase) -> pl.DataFrame:
     return pl.DataFrame({_LANDING_FIELDS[0]: hosts, **columns}, schema=_LANDING_DTYPE.to_schema())
 
 
-@functools.lru_cache(maxsize=1 << 16)
+#: The longest landing URL whose host and query are kept for later batches. Real landing pages are far
+#: shorter; a longer one (attacker-written, megabytes) is split each time it comes rather than kept:
+#: 65,536 kept URLs of 100 KB would hold 13 GB, which no memory budget counts.
+CACHED_URL_LENGTH = 2048
+
+
 def _host_and_query(url: str) -> tuple[str | None, str] | None:
     """``_split_url(url)``'s host and query, without decoding the path.
 
-    Kept for the most recent 65,536 URLs (a few MB): a bucketed run parses each bucket's landing pages,
-    mostly the same ones (20M events in 40 buckets: 4.6 s of ``urlsplit``)."""
+    Kept for the most recent 65,536 URLs of at most :data:`CACHED_URL_LENGTH` characters (a few MB): a
+    bucketed run parses each bucket's landing pages, mostly the same ones (20M events in 40 buckets:
+    4.6 s of ``urlsplit``)."""
+    if len(url) > CACHED_URL_LENGTH:
+        return _split_host_and_query(url)
+    return _cached_host_and_query(url)
+
+
+def _split_host_and_query(url: str) -> tuple[str | None, str] | None:
     split = _url_parts(url)
     return None if split is None else (split[1], split[0].query)
+
+
+_cached_host_and_query = functools.lru_cache(maxsize=1 << 16)(_split_host_and_query)
 
 
 def _referrer_batch(

@@ -612,9 +612,12 @@ def test_landing_hosts_and_queries_match_urlsplit() -> None:
         st.builds(
             lambda scheme, host, port, rest: scheme + host + port + rest,
             st.sampled_from(["https://", "http://", "HTTP://", "ftp://", "//", "", "https:/"]),
-            st.text(alphabet="aZ09.-_@:[]%\u00e9 ", max_size=12),
-            st.sampled_from(["", ":", ":80", ":999999", ":x"]),
-            st.text(alphabet="/?#&=a%\\ \t\n\u00e9\x7f\x00", max_size=12),
+            st.one_of(
+                st.text(alphabet="aZ09.-_@:[]%\u00e9 ", max_size=12),
+                st.sampled_from(["a" * 253, "a" * 254, "x.com.", "."]),
+            ),
+            st.sampled_from(["", ":", ":80", ":999999", ":x", "::80"]),
+            st.text(alphabet="/?#&=a%\\ \t\n\r\u00e9\x7f\x00@[];:~\"'", max_size=16),
         ),
         max_size=20,
     )
@@ -641,6 +644,19 @@ def test_plain_landing_urls_are_read_without_urlsplit(
     out = enrich_attribution(sessions, referers=db).collect()
     assert out.get_column("utm_source").to_list() == [f"s{i % 7}" for i in range(500)] + ["x"]
     assert parsed == [odd]
+
+
+def test_a_long_landing_url_is_not_kept_between_batches(db: RefererDatabase) -> None:
+    """The host and query of recent landing URLs are kept for later batches, but not those of a URL
+    longer than any real landing page: 65,536 attacker-written URLs of 100 KB would hold 13 GB."""
+    A._cached_host_and_query.cache_clear()
+    long_url = "HTTPS://shop.example/?utm_source=" + "x" * 100_000
+    short_url = "HTTPS://shop.example/?utm_source=mail"
+    for _ in range(2):
+        out = A._landing_batch([long_url, short_url], db)
+        assert out.get_column("utm_source").to_list() == ["x" * 100_000, "mail"]
+    info = A._cached_host_and_query.cache_info()
+    assert (info.currsize, info.hits) == (1, 1)
 
 
 def test_columns_null_for_every_session_are_null_text(db: RefererDatabase) -> None:
@@ -820,7 +836,7 @@ def test_landing_pages_parsed_once_across_batches(monkeypatch: pytest.MonkeyPatc
         split.append(url)
         return urlsplit(url)
 
-    getattr(A._host_and_query, "cache_clear", lambda: None)()  # (no cache before: fails below)
+    A._cached_host_and_query.cache_clear()
     monkeypatch.setattr(A, "urlsplit", counted)
     db = A.load_referers()
     # Not plain http(s) URLs (user info, no scheme, a broken IPv6 host): those go to urlsplit.
