@@ -34,17 +34,25 @@ def _environment(root: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(root).resolve())}
 
 
-def check_imports(root: str) -> None:
-    """Stop unless a child run as the timed ones are imports ``sessionize`` from ``root``."""
-    found = subprocess.run(
-        [sys.executable, "-P", "-c", "import sessionize; print(sessionize.__file__)"],
-        env=_environment(root),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    if not Path(found).resolve().is_relative_to(Path(root).resolve()):
-        raise SystemExit(f"{root}: the child imports sessionize from {found}, not from this checkout")
+def check_imports(roots: list[str]) -> None:
+    """Stop unless a child run as the timed ones are imports ``sessionize`` from ``ROOT/sessionize`` for
+    each root, and the roots are two packages, not one (a folder without a ``sessionize`` package would
+    fall back to the installed one)."""
+    found = []
+    for root in roots:
+        imported = subprocess.run(
+            [sys.executable, "-P", "-c", "import sessionize; print(sessionize.__file__)"],
+            env=_environment(root),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        package = Path(imported).resolve()
+        if package != (Path(root) / "sessionize" / "__init__.py").resolve():
+            raise SystemExit(f"{root}: the child imports sessionize from {imported}, not from this checkout")
+        found.append(package)
+    if len(set(found)) < len(found):
+        raise SystemExit(f"{' and '.join(roots)} are the same package ({found[0].parent})")
 
 
 def main() -> None:
@@ -54,8 +62,7 @@ def main() -> None:
     parser.add_argument("checkouts", nargs=2, help="two source trees (each with a sessionize/ package)")
     args = parser.parse_args()
     runs: dict[str, list[tuple[float, float]]] = {root: [] for root in args.checkouts}
-    for root in args.checkouts:
-        check_imports(root)
+    check_imports(args.checkouts)
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             for root in args.checkouts:

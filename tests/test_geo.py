@@ -948,3 +948,36 @@ def test_corrupt_database_in_a_run_is_an_error_naming_the_file(tmp_path: Path) -
     assert result.exit_code != 0
     assert "broken.mmdb is corrupt" in result.output
     assert not output.exists()
+
+
+#: Record shapes a database can hold, and the geo columns and status each gives (city, region, country,
+#: country code, status): the English names, the first (most general) subdivision, and not found when
+#: none of the four is set. Empty names are kept as they are, but count as not set.
+RECORD_SHAPES: list[tuple[Any, tuple[str | None, ...]]] = [
+    (None, (None, None, None, None, "not_found")),
+    ({}, (None, None, None, None, "not_found")),
+    ({"location": {"latitude": 1.0}}, (None, None, None, None, "not_found")),
+    ({"city": {"names": {"en": "Linköping", "de": "x"}}}, ("Linköping", None, None, None, "resolved")),
+    ({"city": {"names": None}, "country": {"iso_code": "SE"}}, (None, None, None, "SE", "resolved")),
+    ({"city": {"names": {"de": "x"}}, "subdivisions": []}, (None, None, None, None, "not_found")),
+    (
+        {"subdivisions": [{"names": {"en": "England"}}, {"names": {"en": "Kent"}}]},
+        (None, "England", None, None, "resolved"),
+    ),
+    (
+        {"subdivisions": [{}], "country": {"names": {"en": "Sweden"}}},
+        (None, None, "Sweden", None, "resolved"),
+    ),
+    ({"country": {"iso_code": "", "names": {"en": ""}}}, (None, None, "", "", "not_found")),
+    ({"city": {}, "country": None, "subdivisions": None}, (None, None, None, None, "not_found")),
+]
+
+
+@pytest.mark.parametrize(("record", "expected"), RECORD_SHAPES)
+def test_a_record_gives_its_geo_columns(record: Any, expected: tuple[str | None, ...]) -> None:
+    """A raw record's geo columns and status: as a dict for one lookup, as a row for many (the rows
+    decoded for lookup_many, their texts interned)."""
+    from sessionize.geo import columns, database
+
+    assert columns._geo_fields(record) == dict(zip((*geo.GEO_COLUMNS, geo.STATUS), expected, strict=True))
+    assert database._record_row(record) == expected

@@ -455,8 +455,10 @@ def test_the_events_are_freed_before_the_sessions_are_enriched(
         ({"conversion_events": ["purchase"]}, True),
         ({"count_events": ["purchase"]}, True),
         ({"heartbeat_events": ["page_ping"]}, True),
+        ({"stitch_col": "referrer"}, False),
+        ({"aggregates": ["buys=count(event=purchase)"]}, True),
     ],
-    ids=["default", "conversions", "count-events", "heartbeats"],
+    ids=["default", "conversions", "count-events", "heartbeats", "stitching", "agg-event-count"],
 )
 def test_the_session_build_holds_only_the_event_columns_it_reads(
     monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], event_read: bool
@@ -477,4 +479,6 @@ def test_the_session_build_holds_only_the_event_columns_it_reads(
     monkeypatch.setattr(partition, "_core_sessions", watched)
     result = sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True, **options)
     assert_frame_equal(result.sessions, expected)
-    assert seen and all(S.EVENT_ID not in names and (S.EVENT in names) == event_read for names in seen)
+    assert seen
+    for names in seen:
+        assert S.EVENT_ID not in names and S.STITCH_ID not in names and (S.EVENT in names) == event_read
