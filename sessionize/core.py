@@ -475,6 +475,23 @@ def summarize_sessions(
     )
 
 
+def reads_event_names(
+    *,
+    conversion_events: Iterable[str] = (),
+    event_counts: Sequence[tuple[str, str]] = (),
+    engaged: S.EngagedTime | None = None,
+    aggregates: Sequence[S.Aggregate] = (),
+) -> bool:
+    """Whether :func:`summarize_sessions` with these arguments reads the event names (``S.EVENT``):
+    for conversions, heartbeats and the counts of events by name (``--count-events``, ``count(event=)``)."""
+    return bool(
+        tuple(conversion_events)
+        or event_counts
+        or (engaged is not None and engaged.heartbeat_events)
+        or any(a.event is not None for a in aggregates)
+    )
+
+
 def aggregate_expr(aggregate: S.Aggregate, inputs: Mapping[tuple[str, bool], str]) -> pl.Expr:
     """One ``--agg`` over a session's events, in event order, from its event column (``inputs``:
     :func:`sessionize.schema.aggregate_inputs`). As SQL has them: ``sum``, ``mean``, ``min`` and ``max``

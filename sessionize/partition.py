@@ -39,6 +39,7 @@ from sessionize.core import (
     assign_sessions,
     beyond_session_cap,
     claim_shared_session_ids,
+    reads_event_names,
     summarize_pageviews,
     summarize_sessions,
     summarize_users,
@@ -330,11 +331,11 @@ def unread_columns(settings: SessionSettings) -> list[str]:
     """The canonical event columns the session build (:func:`sessionize_partition`, after the login ids
     are taken) does not read: the event id (duplicates are gone by then), the login id, and the event
     name unless conversions, heartbeats or event counts look at it."""
-    reads_event = bool(
-        settings.conversion_events
-        or settings.event_counts
-        or settings.engaged.heartbeat_events
-        or any(a.event is not None for a in settings.aggregates)
+    reads_event = reads_event_names(
+        conversion_events=settings.conversion_events,
+        event_counts=settings.event_counts,
+        engaged=settings.engaged,
+        aggregates=settings.aggregates,
     )
     return [S.EVENT_ID, S.STITCH_ID, *([] if reads_event else [S.EVENT])]
 
