@@ -404,6 +404,7 @@ class ReadOptions:
             "page_view_ids": self.page_view_ids,
             "heartbeat_time": self.heartbeat_timing,
             "aggregates": self.aggregates,
+            "valid_range": (self.valid_from, self.valid_until),
         }
 
     def preferred(self) -> dict[str, tuple[str, ...]]:

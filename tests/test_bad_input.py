@@ -68,6 +68,8 @@ def test_fail_is_the_default_and_writes_nothing(tmp_path: Path) -> None:
         ("user_id,timestamp\n,2024-05-01T10:00:00Z\nu,2024-05-01T10:00:00Z\n", "empty user id"),
         ("user_id,timestamp\nu,2024-05-01T10:00:00Z\nu,soon\n", "line 3: 'soon'"),
         ("user_id,timestamp\nu,2031-01-01T00:00:00Z\n", "outside the valid range"),
+        # Quoted as written, though it parsed.
+        ("user_id,timestamp\nu,2031-01-01T00:00:00Z\n", "line 2: '2031-01-01T00:00:00Z'"),
     ],
 )
 def test_each_kind_of_invalid_row_fails_with_the_skip_hint(tmp_path: Path, text: str, expected: str) -> None:

@@ -484,3 +484,53 @@ def test_the_session_build_holds_only_the_event_columns_it_reads(
     assert seen
     for names in seen:
         assert S.EVENT_ID not in names and S.STITCH_ID not in names and (S.EVENT in names) == event_read
+
+
+def test_a_text_read_holds_the_raw_text_of_only_the_timestamps_it_can_report(tmp_path: Path) -> None:
+    """The raw timestamps are kept for the messages of invalid rows and the epoch-unit check: a text time
+    in a common shape that parsed within the valid range is neither, and its text is not held (10M CSV
+    events: 257 MiB, bench/README.md). Every row is still read, rejected and reported as before."""
+    from sessionize.io.read import read_inputs
+    from sessionize.normalize import RAW_TIME, prepare_events
+
+    times = [
+        "2026-05-01T10:00:00Z",  # the common shapes, in range: not held
+        "2026-05-01 10:00:01.5",
+        "2026-05-01T10:00:02+02:00",  # the general parsers
+        "1777629600",  # an epoch number
+        "soon",  # does not parse
+        "2031-01-01T00:00:00Z",  # after the valid range
+        "2020-01-01T00:00:00Z",  # before it
+        "",
+    ]
+    path = tmp_path / "e.csv"
+    path.write_text("user_id,timestamp\n" + "".join(f"u{i},{t}\n" for i, t in enumerate(times)))
+    scan = pl.scan_csv(path, infer_schema=False)
+    columns = S.resolve_columns(scan.collect_schema().names())
+    bounds = (datetime(2021, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
+    raw = (
+        prepare_events(scan, columns=columns, keep_raw=True, valid_range=bounds)
+        .collect()
+        .get_column(RAW_TIME)
+        .to_list()
+    )
+    assert raw == [None, None, *times[2:7], None]
+    assert prepare_events(scan, columns=columns, keep_raw=True).collect().get_column(RAW_TIME).to_list() == [
+        *times[:7],
+        None,
+    ]
+    # A run reads the file so: the same rows and reasons as ever.
+    result = read_inputs(
+        [path],
+        sessionize.config.RunConfig.from_options(
+            on_invalid="skip", valid_from="2021-01-01", valid_until="2030-01-01"
+        ).read,
+    )
+    assert result.events.height == 4
+    assert result.rejects is not None
+    assert result.rejects.select("timestamp", "reject_reason").rows() == [
+        ("soon", "bad_timestamp"),
+        ("2031-01-01T00:00:00Z", "out_of_range"),
+        ("2020-01-01T00:00:00Z", "out_of_range"),
+        (None, "bad_timestamp"),
+    ]
