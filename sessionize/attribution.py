@@ -26,7 +26,7 @@ import yaml
 
 from sessionize import schema as S
 from sessionize.config import normalize_internal_domains
-from sessionize.distinct import distinct_rows, map_distinct
+from sessionize.distinct import distinct_rows, gather_rows, map_distinct
 from sessionize.errors import RefererDatabaseError
 from sessionize.referrer import DIRECT, traffic_source, valid_host
 
@@ -832,7 +832,7 @@ def _attribute_rows(
     empty = [name for name in _ADDED_COLUMNS if attributed.get_column(name).null_count() == attributed.height]
     gathered = attributed.select(name for name in _ADDED_COLUMNS if name not in empty)
     if gathered.width:
-        gathered = gathered.to_struct("_gathered").gather(index).struct.unnest()
+        gathered = gather_rows(gathered, index)
     nulls = pl.repeat(None, index.len(), dtype=pl.String, eager=True)
     return pl.struct(
         [gathered.get_column(name) if name not in empty else nulls.alias(name) for name in _ADDED_COLUMNS],

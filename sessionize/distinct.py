@@ -85,5 +85,12 @@ def map_distinct(series: pl.Series, compute: Callable[[list[Any]], pl.Series | p
     """
     distinct, index = distinct_rows(series.to_frame())
     result = compute(distinct.to_series().to_list())
-    value = result.to_struct(series.name) if isinstance(result, pl.DataFrame) else result
-    return value.gather(index).alias(series.name)
+    if isinstance(result, pl.DataFrame):
+        return gather_rows(result, index).to_struct(series.name)
+    return result.gather(index).alias(series.name)
+
+
+def gather_rows(frame: pl.DataFrame, index: pl.Series) -> pl.DataFrame:
+    """The rows of ``frame`` at ``index``, its columns gathered side by side: a struct gathers its fields
+    one after another, at about twice the CPU (9 text columns at 2.5M rows: 0.19 s against 0.06 s)."""
+    return frame.select(pl.all().gather(index))
