@@ -327,19 +327,27 @@ def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series,
         return None
     wide = pl.Int128()
     # One expression over contiguous columns: with the times in many chunks (a Parquet read), mixing
-    # them with the one-chunk hashes and rows cost 150 MB more, near the plan's peak memory.
+    # them with the one-chunk hashes and rows cost 150 MB more, near the plan's peak memory. Made by the
+    # streaming engine, morsel by morsel on every core: the in-memory one makes each 128-bit step whole
+    # (10M events: 0.21-0.36 s on one core, against 0.05-0.08 s); the sort makes it one chunk again.
     frame = pl.DataFrame([user.alias("_user"), ticks.rechunk().alias("_ticks")])
     del ticks
-    key = frame.select(
-        (
+    key = (
+        frame.lazy()
+        .select(
             (
-                (pl.col("_user").hash() // (1 << (64 - hash_bits))).cast(wide) * pl.lit(1 << time_bits, wide)
-                + (pl.col("_ticks") - first).cast(wide)
-            )
-            * pl.lit(1 << row_bits, wide)
-            + pl.int_range(pl.len(), dtype=wide)
-        ).alias("_key")
-    ).to_series()
+                (
+                    (pl.col("_user").hash() // (1 << (64 - hash_bits))).cast(wide)
+                    * pl.lit(1 << time_bits, wide)
+                    + (pl.col("_ticks") - first).cast(wide)
+                )
+                * pl.lit(1 << row_bits, wide)
+                + pl.int_range(pl.len(), dtype=wide)
+            ).alias("_key")
+        )
+        .collect(engine="streaming")
+        .to_series()
+    )
     del frame
     key = key.sort()
     # One part at a time, each temporary gone before the next: still near the plan's peak memory.

@@ -534,3 +534,40 @@ def test_a_text_read_holds_the_raw_text_of_only_the_timestamps_it_can_report(tmp
         ("2020-01-01T00:00:00Z", "out_of_range"),
         (None, "bad_timestamp"),
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_runs_in_threads_of_one_process_all_finish(tmp_path: Path, threads: str) -> None:
+    """The session build collects with the streaming engine inside a function of an in-memory plan (the
+    event keys, see core._packed_order). Several runs at once in one process, as a Dask worker's threads
+    make them, with Polars given one or two threads, must all finish, with the sessions of a run alone."""
+    # Without client session ids, so that the keys are packed (core._packed_order).
+    events = write_events(tmp_path / "events.csv", T0, users=2000)
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import sys\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "import sessionize\n"
+        "from sessionize import core\n"
+        "packed = core._packed_order\n"
+        "used = []\n"
+        "core._packed_order = lambda *args: used.append(1) or packed(*args)\n"
+        "events = [sys.argv[1]]\n"
+        "alone = sessionize.run(events, no_geo=True).sessions\n"
+        "with ThreadPoolExecutor(max_workers=4) as pool:\n"
+        "    runs = list(pool.map(lambda _: sessionize.run(events, no_geo=True).sessions, range(12)))\n"
+        "assert all(run.equals(alone) for run in runs) and len(used) == 13\n"
+        "print('finished', alone.height)\n"
+    )
+    env = {**os.environ, "POLARS_MAX_THREADS": threads}
+    done = subprocess.run(
+        [sys.executable, str(script), str(events)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("finished ")
