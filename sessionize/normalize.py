@@ -486,6 +486,8 @@ def prepare_events(
     )
     dtype = schema[columns.timestamp]
     row_number = pl.col(ROW) if ROW in schema else pl.int_range(pl.len()).alias(ROW)
+    # The parsers' helper columns, named apart from the input's (a file may have a "_time_fast").
+    helpers = _unused_names((_FAST, _TEXT), schema)
     if _is_text(dtype):
         events, parsed = with_parsed_text_time(
             events,
@@ -493,6 +495,7 @@ def prepare_events(
             time_unit=time_unit,
             timezone=check_timezone(timezone),
             ambiguous=ambiguous,
+            helpers=helpers,
         )
     else:
         parsed = timestamp_expr(
@@ -502,7 +505,7 @@ def prepare_events(
     if _is_text(dtype) and valid_range is not None:
         # Only where the common shapes failed, or the time is out of range: the others parsed, and are
         # neither reported nor an epoch number (see mixed_epoch_units). 10M CSV events: bench/README.md.
-        fast = pl.col(_FAST)
+        fast = pl.col(helpers[0])
         reported = fast.is_null()
         valid_from, valid_until = valid_range
         if valid_from is not None:
@@ -531,6 +534,7 @@ def prepare_events(
         time_unit=time_unit,
         timezone=timezone,
         ambiguous=ambiguous,
+        helpers=_unused_names(_HEARTBEAT_HELPERS, [*schema, *helpers]),
     )
     heartbeat_parsed: pl.Expr | None = None
     if heartbeat is not None:
@@ -590,6 +594,14 @@ RAW_HEARTBEAT_TIME = RAW_PREFIX + S.HEARTBEAT_TS
 _HEARTBEAT_HELPERS = ("_heartbeat_fast", "_heartbeat_text")
 
 
+def _unused_names(names: tuple[str, str], taken: Iterable[str]) -> tuple[str, str]:
+    """``names`` with underscores added until neither is in ``taken``."""
+    taken = set(taken)
+    while taken & set(names):
+        names = (names[0] + "_", names[1] + "_")
+    return names
+
+
 def _heartbeat_time_columns(
     column: str | None,
     schema: Mapping[str, pl.DataType],
@@ -597,9 +609,10 @@ def _heartbeat_time_columns(
     time_unit: TimeUnit | None,
     timezone: str | None,
     ambiguous: str,
+    helpers: tuple[str, str] = _HEARTBEAT_HELPERS,
 ) -> Callable[[pl.LazyFrame], tuple[pl.LazyFrame, pl.Expr]] | None:
     """How the heartbeat time column is parsed, as the timestamp column is (the events with helper
-    columns, and the expression of its UTC timestamps), or None without one."""
+    columns, named ``helpers``, and the expression of its UTC timestamps), or None without one."""
     if column is None or isinstance(schema[column], pl.Null):
         return None
     dtype = schema[column]
@@ -613,7 +626,7 @@ def _heartbeat_time_columns(
                 time_unit=time_unit,
                 timezone=zone,
                 ambiguous=ambiguous,
-                helpers=_HEARTBEAT_HELPERS,
+                helpers=helpers,
             )
 
         return parse_text

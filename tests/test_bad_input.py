@@ -79,6 +79,21 @@ def test_each_kind_of_invalid_row_fails_with_the_skip_hint(tmp_path: Path, text:
     assert "--on-invalid skip" in words(result.stderr)
 
 
+@pytest.mark.parametrize("header", ["_time_fast", "_time_text"])
+def test_a_time_column_named_like_a_parsers_helper_is_read_and_quoted(tmp_path: Path, header: str) -> None:
+    # The timestamp parsers add helper columns; an input column of the same name (the times themselves,
+    # or another column) is neither overwritten nor read in their place.
+    rows = "u,2024-05-01T10:00:00Z,x\nu,2024-05-01 10:10:00,x\nv,2024-05-01T10:00:01+02:00,x\n"
+    times = write(tmp_path / "times.csv", f"user_id,{header},other\n{rows}u,soon,x\n")
+    result = cli(times, "--time-col", header, "--no-geo", "-o", tmp_path / "o.csv")
+    assert result.exit_code == 1
+    assert "line 5: 'soon'" in words(result.stderr)
+    beside = write(tmp_path / "beside.csv", f"user_id,timestamp,{header}\n{rows}")
+    sessions = sessionize.run([beside], no_geo=True).sessions
+    assert sessions.select("user_id", "event_count").rows() == [("u", 2), ("v", 1)]
+    assert sessions.get_column("session_start").dt.hour().to_list() == [10, 8]
+
+
 def test_skip_counts_add_up_and_rejects_keep_every_original_column(tmp_path: Path) -> None:
     events = write(tmp_path / "dirty.csv", DIRTY)
     rejects = tmp_path / "rejects.csv"
