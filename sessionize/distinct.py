@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import polars as pl
@@ -55,7 +55,7 @@ def distinct_rows(keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     # A hash collision: the rows that differ from their group's value, grouped by their values.
     wrong = (~same).arg_true()
     misplaced = keys.gather(wrong)
-    column = _fresh_name(keys.columns)
+    column = fresh_name("_index", keys.columns)
     extra = misplaced.unique(maintain_order=True)
     extra_index = misplaced.join(
         extra.with_row_index(column, offset=distinct.height),
@@ -67,8 +67,9 @@ def distinct_rows(keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     return pl.concat([distinct, extra]), index.scatter(wrong, extra_index).alias("index")
 
 
-def _fresh_name(taken: list[str]) -> str:
-    name = "_index"
+def fresh_name(name: str, taken: Collection[str]) -> str:
+    """``name`` with underscores added until it is not in ``taken`` (a helper column's name beside a
+    frame's own columns, which a file names as it likes)."""
     while name in taken:
         name += "_"
     return name

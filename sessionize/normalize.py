@@ -16,6 +16,7 @@ from sessionize import schema as S
 from sessionize.config import OnInvalid as OnInvalid
 from sessionize.config import TimeUnit as TimeUnit
 from sessionize.config import check_timezone
+from sessionize.distinct import fresh_name
 from sessionize.errors import (
     BadNumberError,
     BadTimestampError,
@@ -487,7 +488,8 @@ def prepare_events(
     dtype = schema[columns.timestamp]
     row_number = pl.col(ROW) if ROW in schema else pl.int_range(pl.len()).alias(ROW)
     # The parsers' helper columns, named apart from the input's (a file may have a "_time_fast").
-    helpers = _unused_names((_FAST, _TEXT), schema)
+    helpers = (fresh_name(_FAST, schema), fresh_name(_TEXT, schema))
+    raw_time = pl.col(columns.timestamp)
     if _is_text(dtype):
         events, parsed = with_parsed_text_time(
             events,
@@ -497,22 +499,22 @@ def prepare_events(
             ambiguous=ambiguous,
             helpers=helpers,
         )
+        if valid_range is not None:
+            # Only where the common shapes failed, or the time is out of range: the others parsed, and
+            # are neither reported nor an epoch number (see mixed_epoch_units). 10M CSV events:
+            # bench/README.md.
+            fast = pl.col(helpers[0])
+            reported = fast.is_null()
+            valid_from, valid_until = valid_range
+            if valid_from is not None:
+                reported |= fast < valid_from
+            if valid_until is not None:
+                reported |= fast > valid_until
+            raw_time = pl.when(reported).then(raw_time)
     else:
         parsed = timestamp_expr(
             columns.timestamp, dtype, time_unit=time_unit, timezone=timezone, ambiguous=ambiguous
         )
-    raw_time = pl.col(columns.timestamp)
-    if _is_text(dtype) and valid_range is not None:
-        # Only where the common shapes failed, or the time is out of range: the others parsed, and are
-        # neither reported nor an epoch number (see mixed_epoch_units). 10M CSV events: bench/README.md.
-        fast = pl.col(helpers[0])
-        reported = fast.is_null()
-        valid_from, valid_until = valid_range
-        if valid_from is not None:
-            reported |= fast < valid_from
-        if valid_until is not None:
-            reported |= fast > valid_until
-        raw_time = pl.when(reported).then(raw_time)
     pageviews = [name.lower() for name in pageview_events]
     event = pl.coalesce(_as_text(columns.event), *(_as_text(name) for name in columns.event_fallbacks))
     url = _as_text(columns.url)
@@ -534,7 +536,10 @@ def prepare_events(
         time_unit=time_unit,
         timezone=timezone,
         ambiguous=ambiguous,
-        helpers=_unused_names(_HEARTBEAT_HELPERS, [*schema, *helpers]),
+        helpers=(
+            fresh_name(_HEARTBEAT_HELPERS[0], [*schema, *helpers]),
+            fresh_name(_HEARTBEAT_HELPERS[1], [*schema, *helpers]),
+        ),
     )
     heartbeat_parsed: pl.Expr | None = None
     if heartbeat is not None:
@@ -592,14 +597,6 @@ def prepare_events(
 #: a missing one.
 RAW_HEARTBEAT_TIME = RAW_PREFIX + S.HEARTBEAT_TS
 _HEARTBEAT_HELPERS = ("_heartbeat_fast", "_heartbeat_text")
-
-
-def _unused_names(names: tuple[str, str], taken: Iterable[str]) -> tuple[str, str]:
-    """``names`` with underscores added until neither is in ``taken``."""
-    taken = set(taken)
-    while taken & set(names):
-        names = (names[0] + "_", names[1] + "_")
-    return names
 
 
 def _heartbeat_time_columns(

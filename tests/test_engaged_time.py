@@ -262,6 +262,21 @@ def test_the_core_s_two_summaries_agree_on_snowplow_s_rule(tmp_path: Path) -> No
         assert table.sort(KEYS).select("user_id", "engaged_time_s").rows() == SNOWPLOW_SESSIONS
 
 
+def test_a_device_time_column_named_like_a_parsers_helper_is_read_and_quoted(tmp_path: Path) -> None:
+    # The heartbeat time's parser adds helper columns: an input column of that name is not overwritten.
+    source = write_text(
+        tmp_path / "e.csv",
+        SNOWPLOW_HEADER.replace("dvce", "_heartbeat_fast")
+        + "a,2024-05-01T10:00:00Z,2024-05-01T10:00:00Z,page_view,https://x.example/a,A\n"
+        + "a,2024-05-01T10:00:10Z,yesterday,page_ping,https://x.example/a,A\n",
+    )
+    rule = [*SNOWPLOW_RULE[:-1], "_heartbeat_fast"]
+    result = run_cli(source, "-o", tmp_path / "s.csv", "--no-geo", *rule)
+    assert result.exit_code != 0
+    message = " ".join(result.output.split())
+    assert "line 3" in message and "'_heartbeat_fast'" in message and "'yesterday'" in message
+
+
 def test_a_device_time_that_does_not_parse_is_bad_input(tmp_path: Path) -> None:
     """As a timestamp that does not parse: an error naming the file, line and column, or a reject."""
     source = write_text(
