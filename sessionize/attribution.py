@@ -337,9 +337,9 @@ class _Classified(NamedTuple):
 
 
 _DIRECT = _Classified(None, None, DIRECT, None, DIRECT, "(direct)", "(none)", None)
-# GA4 gives referrals from search engines the medium "organic"; referers.yml's email and paid sites keep
-# theirs (GA4 has no webmail list; "paid" makes them Paid Other, never Referral); the rest are referrals.
-_GA_MEDIUM = {SEARCH: "organic", EMAIL: EMAIL, PAID: PAID}
+# GA4 gives referrals from search engines the medium "organic" and every other site "referral": it has no
+# list of webmail or ad sites, so a link from mail.google.com is mail.google.com / referral, a Referral.
+_GA_MEDIUM = {SEARCH: "organic"}
 
 
 def _builtin_category(names: Iterable[str]) -> SourceCategory | None:

@@ -458,7 +458,7 @@ def summarize_sessions(
     else:
         table = _summarize_labelled(sessions, converted, counted, heartbeat, engaged, others)
     long_enough = (
-        pl.col("duration_s") >= S.ENGAGED_DURATION_S
+        pl.col("duration_s") > S.ENGAGED_DURATION_S
         if engaged.threshold_s is None
         else pl.col("engaged_time_s") >= engaged.threshold_s
     )

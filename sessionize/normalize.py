@@ -556,8 +556,8 @@ def prepare_events(
         _as_text(columns.user_id).alias(S.USER),
         parsed.alias(S.TIME),
         url.alias(S.URL),
-        # Apache and nginx write "-" for "no referrer".
-        _as_text(columns.referrer, nulls=("", "-")).alias(S.REFERRER),
+        # Apache and nginx write "-" for "no referrer", PostHog's SDK "$direct".
+        _as_text(columns.referrer, nulls=("", "-", "$direct")).alias(S.REFERRER),
         _as_text(columns.ip, nulls=("", "-")).alias(S.IP),
         event.alias(S.EVENT),
         _as_text(columns.client_session_id, nulls=("", *session_id_nulls)).alias(S.CLIENT_SESSION),

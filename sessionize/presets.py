@@ -69,7 +69,9 @@ PRESETS: dict[str, Preset] = {
                 "time_col": "event_timestamp",
                 "time_unit": "us",
                 "session_col": "event_params.ga_session_id",
-                "pageview_events": "page_view",
+                # An app stream's screen views count as GA4's engaged rule counts them ("at least 2
+                # pageviews or screenviews").
+                "pageview_events": "page_view,screen_view",
             },
             preferred_columns={
                 "url": ("event_params.page_location",),

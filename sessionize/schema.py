@@ -14,7 +14,7 @@ from sessionize.errors import MissingColumnError, UsageError
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 DEFAULT_PAGEVIEW_EVENTS: tuple[str, ...] = ("page_view", "pageview", "$pageview", "page")
-#: GA4 counts a session as engaged from this duration on.
+#: GA4 counts a session as engaged once it lasts longer than this ("longer than 10 seconds").
 ENGAGED_DURATION_S = 10.0
 #: Without heartbeat events, a session's engaged time adds the gaps between its events, each capped here.
 ENGAGED_GAP_CAP_S = 300.0

@@ -480,11 +480,12 @@ def test_source_category(db: RefererDatabase) -> None:
         ("https://l.facebook.com/l.php?u=x", "https://a.example/", "Organic Social"),
         ("https://www.youtube.com/watch?v=1", "https://a.example/", "Organic Video"),
         ("https://www.amazon.com/dp/1", "https://a.example/", "Organic Shopping"),
-        ("https://mail.google.com/mail/u/0", "https://a.example/", "Email"),
+        # GA4 has no list of webmail or ad sites: mail.google.com / referral, a Referral.
+        ("https://mail.google.com/mail/u/0", "https://a.example/", "Referral"),
         ("https://chatgpt.com/", "https://a.example/", "Referral"),
         ("https://blog.example.org/", "https://a.example/", "Referral"),
         ("https://support.google.com/x", "https://a.example/", "Referral"),  # known source, unknown medium
-        ("https://tdsf.doubleclick.net/", "https://a.example/", "Paid Other"),  # referers.yml "paid"
+        ("https://tdsf.doubleclick.net/", "https://a.example/", "Referral"),  # referers.yml "paid"
         ("https:///nohost", "https://a.example/", "Unassigned"),
         (None, "https://a.example/?utm_source=newsletter&utm_medium=email", "Email"),
         ("https://www.google.com/", "https://a.example/?utm_source=fb&utm_medium=paid", "Paid Social"),

@@ -336,15 +336,18 @@ def test_engagement_follows_ga4(events: EventsFactory) -> None:
     rows = [
         ("short", 0, "https://s.example/a", None, "page_view"),
         ("short", 9.999, "https://s.example/a", None, "click"),
+        # GA4: "lasts longer than 10 seconds", so exactly 10 s (common with second-rounded times) is not.
         ("ten", 0, "https://s.example/a", None, "page_view"),
         ("ten", 10, "https://s.example/a", None, "scroll"),
+        ("longer", 0, "https://s.example/a", None, "page_view"),
+        ("longer", 10.001, "https://s.example/a", None, "scroll"),
         ("two", 0, "https://s.example/a", None, "page_view"),
         ("two", 1, "https://s.example/b", None, "page_view"),
         ("buyer", 0, "https://s.example/a", None, "Purchase"),
     ]
     table = sessions_of(events(rows), conversion_events="purchase,sign_up")
     engaged = dict(table.select("user_id", "is_engaged").iter_rows())
-    assert engaged == {"short": False, "ten": True, "two": True, "buyer": True}
+    assert engaged == {"short": False, "ten": False, "longer": True, "two": True, "buyer": True}
     assert (table["is_bounce"] == ~table["is_engaged"]).all()
     # Without --conversion-events a purchase alone is a bounce.
     assert sessions_of(events(rows[-1:]))["is_bounce"].to_list() == [True]

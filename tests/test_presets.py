@@ -175,6 +175,39 @@ def test_posthog_export(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_posthog_direct_marker_is_no_referrer(tmp_path: Path) -> None:
+    """PostHog's SDK writes ``$direct`` as ``$referrer`` when there is none: a direct visit, not a
+    referral from a site called ``$direct``."""
+    lines = ['{"uuid": "u1", "event": "$pageview", "distinct_id": "d1", "timestamp": "2024-05-01T10:00:00Z",'
+             ' "properties": {"$session_id": "s1", "$current_url": "https://shop.example.com/",'
+             ' "$referrer": "$direct"}}']  # fmt: skip
+    source = write_text(tmp_path / "posthog.ndjson", "\n".join(lines) + "\n")
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "posthog")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False)
+    assert table.select("referrer", "traffic_source", "medium", "channel").rows() == [
+        (None, "direct", "direct", "Direct")
+    ]
+
+
+def test_ga4_screen_views_count_as_page_views(tmp_path: Path) -> None:
+    """GA4's engaged rule counts "pageviews or screenviews": an app session of two screen views 3 s apart
+    is engaged."""
+    lines = [
+        '{"event_name": "screen_view", "user_pseudo_id": "app-1", "event_timestamp": 1714557600000000,'
+        ' "event_params": [{"key": "ga_session_id", "value": {"int_value": 1714557600}}]}',
+        '{"event_name": "screen_view", "user_pseudo_id": "app-1", "event_timestamp": 1714557603000000,'
+        ' "event_params": [{"key": "ga_session_id", "value": {"int_value": 1714557600}}]}',
+    ]
+    source = write_text(tmp_path / "ga4.ndjson", "\n".join(lines) + "\n")
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "ga4")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False)
+    assert table.select("event_count", "pageview_count", "is_engaged").rows() == [("2", "2", "true")]
+
+
 def test_posthog_sessions_last_at_most_24_hours(tmp_path: Path) -> None:
     """PostHog's rule: 30 minutes of inactivity, and at most 24 hours (events without $session_id)."""
     lines = ["distinct_id,timestamp,event,uuid"]
