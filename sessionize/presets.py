@@ -116,6 +116,11 @@ PRESETS: dict[str, Preset] = {
                 "heartbeat_events": "page_ping",
                 "heartbeat_interval": "10s",
                 "min_visit_length": "5s",
+                # Snowplow's engaged session: page_views >= 2 or engaged_time_in_s / heartbeat >= 2 (its
+                # engaged_session macro), so 20 s of engaged time rather than GA4's duration of 10 s.
+                "engaged_threshold": "20s",
+                # Snowplow's web model filters bots' user agents out (snowplow__ua_bot_filter: true).
+                "exclude_bots": True,
                 # Snowplow's days_late_allowed (3): events a device sent more than 3 days after creating them.
                 "max_send_delay": "3d",
                 # Snowplow's max_session_days (3): a session's events more than 3 days after its start.

@@ -364,6 +364,43 @@ def test_snowplow_page_pings_are_page_activity_and_page_views_count_by_id(tmp_pa
     ]
 
 
+def test_snowplow_engaged_sessions_and_bots(tmp_path: Path) -> None:
+    """Snowplow's engaged session is ``page_views >= 2 or engaged_time_in_s / heartbeat >= 2`` (its
+    engaged_session macro), and its web model filters bots out (``snowplow__ua_bot_filter``)."""
+    header = "derived_tstamp,dvce_created_tstamp,event,event_id,domain_userid,domain_sessionid,page_url,useragent,page_view_id"
+    browser = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+    bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+    def row(user: str, second: int, event: str, agent: str, pv: str) -> str:
+        time = f"2024-05-01 10:00:{second:02d}"
+        return f"{time},{time},{event},{user}-{second},{user},s-{user},{SITE}/a,{agent},{pv}"
+
+    lines = [
+        header,
+        # A page view and two pings 10 s apart: 15 s of engaged time (5 + 10), 20 s long: not engaged.
+        row("short", 0, "page_view", browser, "pv1"),
+        row("short", 10, "page_ping", browser, "pv1"),
+        row("short", 20, "page_ping", browser, "pv1"),
+        # Three pings: 25 s of engaged time: engaged.
+        row("long", 0, "page_view", browser, "pv2"),
+        row("long", 10, "page_ping", browser, "pv2"),
+        row("long", 20, "page_ping", browser, "pv2"),
+        row("long", 30, "page_ping", browser, "pv2"),
+        # Googlebot's page views: no session.
+        row("crawler", 0, "page_view", bot, "pv3"),
+        row("crawler", 5, "page_view", bot, "pv4"),
+    ]
+    source = write_text(tmp_path / "events.csv", "\n".join(lines) + "\n")
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "snowplow")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    assert table.select("user_id", "engaged_time_s", "is_engaged").rows() == [
+        ("long", "25.0", "true"),
+        ("short", "15.0", "false"),
+    ]
+
+
 def test_the_web_page_context_as_a_warehouse_writes_it(tmp_path: Path) -> None:
     """BigQuery and Databricks hold the web_page context as a list of structs, a derived table as a plain
     page_view_id column: the same sessions; and buckets and Dask give what memory gives."""
