@@ -904,8 +904,8 @@ def run(
         typer.Option(
             "--engaged-threshold",
             metavar="DURATION",
-            help="is_engaged from engaged time at least this long, instead of GA4's duration longer than 10 s "
-            "(page views and conversions still count).",
+            help="is_engaged from engaged time at least this long, instead of GA4's duration longer than "
+            "10 s (page views and conversions still count).",
             rich_help_panel=RULES,
         ),
     ] = None,

@@ -367,7 +367,8 @@ def test_snowplow_page_pings_are_page_activity_and_page_views_count_by_id(tmp_pa
 def test_snowplow_engaged_sessions_and_bots(tmp_path: Path) -> None:
     """Snowplow's engaged session is ``page_views >= 2 or engaged_time_in_s / heartbeat >= 2`` (its
     engaged_session macro), and its web model filters bots out (``snowplow__ua_bot_filter``)."""
-    header = "derived_tstamp,dvce_created_tstamp,event,event_id,domain_userid,domain_sessionid,page_url,useragent,page_view_id"
+    header = ("derived_tstamp,dvce_created_tstamp,event,event_id,domain_userid,domain_sessionid,page_url,"
+              "useragent,page_view_id")  # fmt: skip
     browser = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
     bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 

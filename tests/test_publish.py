@@ -354,3 +354,72 @@ def test_an_interrupted_discard_still_removes_every_temporary_file(tmp_path: Pat
         outputs.discard()
     assert waits == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stream_that_fails_leaves_the_files_as_they_were(
+    tmp_path: Path, events_with_a_bad_row: Path
+) -> None:
+    """Streams are copied before any file is replaced: a full device among the outputs leaves the
+    table unwritten, not published beside a failed rejects output."""
+    require_dev_full()
+    table = tmp_path / "sessions.csv"
+    done = cli("run", events_with_a_bad_row, "--no-geo", "-o", table, "--on-invalid", "skip",
+               "--rejects", "/dev/full")  # fmt: skip
+    assert done.returncode != 0
+    assert b"/dev/full" in done.stderr
+    assert not table.exists()
+    report = tmp_path / "report-run.csv"
+    done = cli("run", EVENTS, "--no-geo", "-o", report, "--report", "/dev/full")
+    assert done.returncode != 0 and not report.exists()
+
+
+def test_a_failed_stream_does_not_wedge_a_new_incremental_state(
+    tmp_path: Path, events_with_a_bad_row: Path
+) -> None:
+    """A fresh state whose first run fails on its rejects stream writes no partition, so the next run
+    (with a working rejects output) is not refused for finding sessions without a state."""
+    require_dev_full()
+    state, out = tmp_path / "state", tmp_path / "out"
+    common = ("--state", state, "--output-dir", out, "--no-geo", "--on-invalid", "skip",
+              "--valid-until", "2100-01-01")  # fmt: skip
+    failed = cli("run", events_with_a_bad_row, *common, "--rejects", "/dev/full")
+    assert failed.returncode != 0
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    again = cli("run", events_with_a_bad_row, *common, "--rejects", tmp_path / "rejects.csv")
+    assert again.returncode == 0, again.stderr.decode()
+    assert any(out.rglob("*.parquet"))
+    assert "u-bad" in (tmp_path / "rejects.csv").read_text(encoding="utf-8")
+
+
+def test_the_temporary_file_of_another_output_with_a_longer_name_is_not_stale(tmp_path: Path) -> None:
+    """``.out.20240501.csv.<pid>.<random>.tmp`` belongs to output ``out.20240501.csv``, not to ``out``:
+    the digits after ``.out.`` are not a process id, and the file stays."""
+    other = tmp_path / ".out.20240501.csv.999999999.abcdefgh.tmp"
+    other.write_text("in use", encoding="utf-8")
+    dead = tmp_path / ".out.999999999.abcdefgh.tmp"
+    dead.write_text("left by a killed run", encoding="utf-8")
+    sio.write_sessions(pl.DataFrame({"x": [1]}), str(tmp_path / "out"), format="csv")
+    assert other.exists()
+    assert not dead.exists()
+
+
+def test_stdout_under_two_names_is_refused(events_with_a_bad_row: Path) -> None:
+    """``-o -`` and ``--rejects /dev/stdout`` are one stream: the two tables would be glued together."""
+    done = cli("run", events_with_a_bad_row, "--no-geo", "-o", "-", "--format", "csv",
+               "--on-invalid", "skip", "--rejects", "/dev/stdout")  # fmt: skip
+    assert done.returncode != 0
+    assert b"given as two outputs" in done.stderr
+    assert done.stdout == b""
+
+
+def test_a_closed_stdout_is_a_clear_error(tmp_path: Path) -> None:
+    """``-o -`` with standard output closed (``>&-``): a clear error, not an AttributeError."""
+    done = cli("run", EVENTS, "--no-geo", "-o", "-", "--format", "csv", preexec_fn=lambda: os.close(1))
+    assert done.returncode != 0
+    assert b"standard output is closed" in done.stderr
+    assert b"AttributeError" not in done.stderr
+    table = tmp_path / "sessions.csv"
+    assert cli("run", EVENTS, "--no-geo", "-o", table).returncode == 0
+    done = cli("report", table, "-o", "-", preexec_fn=lambda: os.close(1))
+    assert done.returncode != 0
+    assert b"standard output is closed" in done.stderr

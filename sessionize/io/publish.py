@@ -7,7 +7,8 @@ pipe, a FIFO, a character device such as ``/dev/null``, or a symlink to one of t
 never replaced: its bytes are copied into it at publication. Directory outputs that an engine
 writes itself (Dask parts) join with :meth:`Publication.defer`.
 
-:meth:`Publication.publish_all` publishes everything, regular files first, then streams; leaving
+:meth:`Publication.publish_all` publishes everything, streams first (a copy can fail on a full device or
+a closed pipe; a rename within a directory does not), then regular files and directories; leaving
 the ``with`` block without it (an error, Ctrl-C) discards every temporary file, and the targets
 stay as they were. Every byte written to a stream is checked: a short write, a full disk or a
 reader that went away is an :class:`~sessionize.errors.OutputError`, never a truncated output
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -95,10 +97,16 @@ def left_by_dead_processes(directory: str | Path, prefix: str, *, suffix: str = 
     return found
 
 
+#: What follows ``.{name}.`` in a temporary file's name: the process id, mkstemp's random part, ``.tmp``.
+_TEMP_TAIL = re.compile(r"[0-9]+\.[a-z0-9_]+\.tmp")
+
+
 def _remove_stale(directory: str, name: str) -> None:
-    """Remove the temporary files of ``name`` left by runs that were killed."""
-    for path in left_by_dead_processes(directory, f".{name}.", suffix=".tmp"):
-        if path.is_file():
+    """Remove the temporary files of ``name`` left by runs that were killed (only ``name``'s: the file
+    ``.out.20240501.csv.<pid>...`` of output ``out.20240501.csv`` also starts with ``.out.``)."""
+    prefix = f".{name}."
+    for path in left_by_dead_processes(directory, prefix, suffix=".tmp"):
+        if _TEMP_TAIL.fullmatch(path.name[len(prefix) :]) and path.is_file():
             path.unlink(missing_ok=True)
 
 
@@ -113,6 +121,23 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def _identity(target: str) -> tuple[int, int] | None:
+    """The file that ``target`` writes into (``-``: standard output's), to tell that two outputs name
+    one (``-`` and ``/dev/stdout``, a FIFO under two names); None where it does not exist yet, and for
+    character devices, which two outputs may share (``/dev/null``)."""
+    try:
+        found = os.fstat(sys.stdout.fileno()) if target == STDIN else os.stat(target)
+    except (AttributeError, OSError, ValueError):
+        return None
+    if stat.S_ISCHR(found.st_mode):
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _closed_stdout(label: str) -> OutputError:
+    return OutputError(f"Cannot write {label}: standard output is closed. Give a file with -o.")
+
+
 class PendingOutput:
     """One output being written: :attr:`handle` takes its bytes until :meth:`publish` or :meth:`discard`."""
 
@@ -121,6 +146,8 @@ class PendingOutput:
         #: How the output is named in errors (``--rejects x.csv``); the target by default.
         self.label = label or ("standard output" if target == STDIN else target)
         self.stream = is_stream(target)
+        if target == STDIN and sys.stdout is None:
+            raise _closed_stdout(self.label)
         if not self.stream and os.path.isdir(target):
             raise OutputError(f"Cannot write {self.label}: it is a directory. Give a file name.")
         # A regular file behind symlinks is replaced where it really is, and the symlinks kept.
@@ -193,6 +220,8 @@ class PendingOutput:
             while chunk := source.read(_COPY_CHUNK):
                 _write_all(lambda view: os.write(fd, view), chunk, self.label)
             return
+        if sys.stdout is None:
+            raise _closed_stdout(self.label)
         out = sys.stdout.buffer
         while chunk := source.read(_COPY_CHUNK):
             _write_all(out.write, chunk, self.label)
@@ -321,9 +350,12 @@ class Publication:
 
     def open(self, target: str, *, label: str | None = None) -> PendingOutput:
         """A new pending output for ``target`` (a path, or ``-`` for stdout)."""
+        identity = _identity(target)
         for pending in self._pending:
-            if pending.target == target or (
-                target != STDIN and not pending.stream and pending._final == os.path.realpath(target)
+            if (
+                pending.target == target
+                or (target != STDIN and not pending.stream and pending._final == os.path.realpath(target))
+                or (identity is not None and identity == _identity(pending.target))
             ):
                 raise OutputError(f"{target} is given as two outputs of the run; give each its own path.")
         pending = PendingOutput(target, label=label)
@@ -357,16 +389,17 @@ class Publication:
         self._deferred.append((publish, discard))
 
     def publish_all(self) -> None:
-        """Publish every output: files and directories first (renames), then streams (copies)."""
+        """Publish every output: streams first (copies, which a full disk or a closed pipe can stop:
+        then no file has been replaced), then files and directories (renames)."""
         try:
+            for pending in self._pending:
+                if pending.stream:
+                    pending.publish()
             for pending in self._pending:
                 if not pending.stream:
                     pending.publish()
             for publish, _ in self._deferred:
                 publish()
-            for pending in self._pending:
-                if pending.stream:
-                    pending.publish()
         except BaseException:
             self.discard()
             raise
