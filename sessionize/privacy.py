@@ -45,12 +45,13 @@ def anonymize_ips(frame: pl.LazyFrame, column: str = S.IP) -> pl.LazyFrame:
 
 
 def hash_user_ids(events: pl.LazyFrame, *, secret: bytes, column: str = S.USER) -> pl.LazyFrame:
-    """Replace user ids by HMAC-SHA256(secret, id) in hex: stable across runs with the same secret."""
+    """Replace user ids by HMAC-SHA256(secret, id) in hex: stable across runs with the same secret. An
+    empty id stays empty (a rejected row's: its hash would look like a real id)."""
 
     def digest(values: list[str | None]) -> pl.Series:
         return pl.Series(
             [
-                None if v is None else hmac.new(secret, v.encode("utf-8"), hashlib.sha256).hexdigest()
+                v if not v else hmac.new(secret, v.encode("utf-8"), hashlib.sha256).hexdigest()
                 for v in values
             ],
             dtype=pl.String,

@@ -501,3 +501,52 @@ def test_privacy_controls_apply_to_the_rejects_file(tmp_path: Path, monkeypatch:
     assert table.filter(pl.col("ip").is_not_null())["ip"].to_list() == ["81.2.69.0"] * 3
     assert table["user_id"].to_list()[1] == hmac.new(b"s3cret", b"u2", hashlib.sha256).hexdigest()
     assert "81.2.69.160" not in rejects.read_text() and ",u2," not in rejects.read_text()
+
+
+def test_privacy_controls_hide_the_login_id_in_the_rejects_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--hash-user-ids hashes the login id (--stitch-col: Segment's userId, often an e-mail address) in the
+    rejects file as in the sessions; an empty user id stays empty, not the hash of nothing."""
+    events = write(
+        tmp_path / "events.csv",
+        "anon,login,timestamp,url\n"
+        "a1,alice@example.com,2024-05-01T10:00:00Z,https://s.example/\n"
+        "a2,bob@example.com,not a time,https://s.example/\n"
+        ",carol@example.com,2024-05-01T10:00:00Z,https://s.example/\n",
+    )
+    monkeypatch.setenv("SALT", "s3cret")
+    rejects = tmp_path / "r.csv"
+    args = ["--user-col", "anon", "--stitch-col", "login", "--on-invalid", "skip", "--rejects", rejects,
+            "--hash-user-ids", "SALT"]  # fmt: skip
+    result = cli(events, "-o", tmp_path / "o.csv", *args)
+    assert result.exit_code == 0, result.output
+    text = rejects.read_text(encoding="utf-8")
+    assert "bob@example.com" not in text and "carol@example.com" not in text
+    table = pl.read_csv(rejects, infer_schema=False)
+    digest = hmac.new(b"s3cret", b"bob@example.com", hashlib.sha256).hexdigest()
+    assert table.select("anon", "login").rows() == [
+        (hmac.new(b"s3cret", b"a2", hashlib.sha256).hexdigest(), digest),
+        (None, hmac.new(b"s3cret", b"carol@example.com", hashlib.sha256).hexdigest()),
+    ]
+
+
+def test_an_empty_user_id_is_not_hashed_in_the_rejects_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty user id (rejected as such) stays empty under --hash-user-ids: the HMAC of the empty
+    string would look like a real user's id."""
+    events = write(
+        tmp_path / "events.ndjson",
+        '{"user_id": "u1", "timestamp": "2024-05-01T10:00:00Z"}\n'
+        '{"user_id": "", "timestamp": "2024-05-01T10:00:00Z"}\n',
+    )
+    monkeypatch.setenv("SALT", "s3cret")
+    rejects = tmp_path / "r.csv"
+    args = ["--on-invalid", "skip", "--rejects", rejects, "--hash-user-ids", "SALT"]
+    result = cli(events, "-o", tmp_path / "o.csv", *args)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(rejects, infer_schema=False, empty_string_is_null=False)
+    assert table["reject_reason"].to_list() == ["empty_user_id"]
+    assert table["user_id"].to_list() == [""]
+    assert hmac.new(b"s3cret", b"", hashlib.sha256).hexdigest() not in rejects.read_text(encoding="utf-8")

@@ -697,8 +697,11 @@ def _private_rejects(
         and columns.ip in rejects.columns
     ):
         private = anonymize_ips(private, columns.ip)
-    if options.user_id_secret is not None and columns is not None and columns.user_id in rejects.columns:
-        private = hash_user_ids(private, secret=options.user_id_secret, column=columns.user_id)
+    if options.user_id_secret is not None and columns is not None:
+        # The user id and the login id (--stitch-col: Segment's userId, often an e-mail address) alike.
+        for name in dict.fromkeys(c for c in (columns.user_id, columns.stitch) if c is not None):
+            if name in rejects.columns:
+                private = hash_user_ids(private, secret=options.user_id_secret, column=name)
     return private.collect(engine="in-memory")
 
 
