@@ -52,6 +52,7 @@ from sessionize.partition import (
     process_partition,
     sessionize_partition,
 )
+from sessionize.privacy import refuse_private_aggregates
 
 __all__ = [
     "PREVIEW_ROWS",
@@ -202,6 +203,14 @@ def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tup
     if keep is not None:
         frame = frame.filter(keep)
     columns = S.resolve_columns(names, source=_FRAME, columns=read.columns, preferred=read.preferred())
+    refuse_private_aggregates(
+        read.aggregates,
+        columns,
+        names,
+        source=_FRAME,
+        anonymize_ip=bool(read.anonymize_ip),
+        hash_ids=read.user_id_secret is not None,
+    )
     return frame, columns
 
 

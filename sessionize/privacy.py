@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Iterable, Sequence
 
 import polars as pl
 
 from sessionize import schema as S
 from sessionize.distinct import map_distinct
+from sessionize.errors import MissingColumnError, UsageError
 
 
 def anonymize_ip(ip: str | None) -> str | None:
@@ -50,13 +52,51 @@ def hash_user_ids(events: pl.LazyFrame, *, secret: bytes, column: str = S.USER) 
 
     def digest(values: list[str | None]) -> pl.Series:
         return pl.Series(
-            [
-                v if not v else hmac.new(secret, v.encode("utf-8"), hashlib.sha256).hexdigest()
-                for v in values
-            ],
+            [v if not v else hmac.new(secret, v.encode("utf-8"), hashlib.sha256).hexdigest() for v in values],
             dtype=pl.String,
         )
 
     return events.with_columns(
         pl.col(column).map_batches(lambda ids: map_distinct(ids, digest), return_dtype=pl.String)
     )
+
+
+#: ``--agg`` functions that give no value of the column they read, only how many.
+_COUNTING = ("count", "n_unique")
+
+
+def refuse_private_aggregates(
+    aggregates: Iterable[S.Aggregate],
+    columns: S.ColumnMap,
+    available: Sequence[str],
+    *,
+    source: str,
+    anonymize_ip: bool,
+    hash_ids: bool,
+) -> None:
+    """Refuse a ``--agg`` that would write a value the privacy options hide: ``first(ip)`` under
+    ``--anonymize-ip`` (the full address), ``first(user_id)`` or ``min`` of a login id under
+    ``--hash-user-ids`` (the id in clear). ``count`` and ``n_unique`` of those columns are fine."""
+    protected: dict[str, tuple[str, str]] = {}
+    if anonymize_ip and columns.ip is not None:
+        protected[columns.ip] = ("the IP address column", "--anonymize-ip")
+    if hash_ids:
+        protected[columns.user_id] = ("the user id column", "--hash-user-ids")
+        if columns.stitch is not None:
+            protected[columns.stitch] = ("the login id column", "--hash-user-ids")
+    if not protected:
+        return
+    for aggregate in aggregates:
+        if aggregate.column is None or aggregate.function in _COUNTING:
+            continue
+        try:
+            found = S.find_column(aggregate.column, available, source=source, flag=f"--agg {aggregate.spec}")
+        except MissingColumnError:
+            continue  # reported where the aggregates are read
+        if found in protected:
+            what, flag = protected[found]
+            raise UsageError(
+                f"--agg {aggregate.spec} would write values of {found}, {what} that {flag} hides, as they "
+                f"are. Leave that --agg out, or count them instead: count({aggregate.column}) or "
+                f"n_unique({aggregate.column})."
+            )

@@ -322,3 +322,42 @@ def test_the_two_summaries_of_the_core_agree(tmp_path: Path) -> None:
     assert tables[0].height > 100
     # Sums and means to the last bits: the two add in different orders.
     assert_frame_equal(tables[0], tables[1], check_exact=False, rel_tol=1e-12)
+
+
+def test_an_aggregate_of_a_column_the_privacy_options_hide_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``first(ip)`` under --anonymize-ip would write the full address, ``first``/``min`` of the user or
+    login id under --hash-user-ids the id in clear: refused before any output. Counting them is fine."""
+    source = write_text(
+        tmp_path / "events.csv",
+        "anon_id,login,timestamp,url,ip,price\n"
+        "a1,alice@example.com,2024-05-01T10:00:00Z,/a,203.0.113.77,1\n"
+        "a1,,2024-05-01T10:01:00Z,/b,203.0.113.77,2\n",
+    )
+    monkeypatch.setenv("SALT", "s3cret")
+    base = ("--user-col", "anon_id", "--stitch-col", "login", "--no-geo")
+    out = tmp_path / "sessions.csv"
+    for flags, agg in [
+        (("--anonymize-ip",), "firstip=first(ip)"),
+        (("--anonymize-ip=before-geo",), "lastip=last(IP)"),
+        (("--hash-user-ids", "SALT"), "u=first(anon_id)"),
+        (("--hash-user-ids", "SALT"), "who=last(login)"),
+        (("--hash-user-ids", "SALT"), "low=min(anon_id)"),
+    ]:
+        result = run_cli(source, *base, *flags, "--agg", agg, "-o", out)
+        assert result.exit_code == 2, (agg, result.output)
+        assert f"--agg {agg.split('=')[0]}=" in result.output and "count(" in result.output
+        assert not out.exists()
+    counted = run_cli(source, *base, "--anonymize-ip", "--hash-user-ids", "SALT",
+                      "--agg", "ips=n_unique(ip)", "--agg", "logins=count(login)", "-o", out)  # fmt: skip
+    assert counted.exit_code == 0, counted.output
+    assert pl.read_csv(out).select("ips", "logins").rows() == [(1, 1)]
+    # Without the privacy options the values are the user's to aggregate.
+    plain = run_cli(source, *base, "--agg", "firstip=first(ip)", "-o", out)
+    assert plain.exit_code == 0, plain.output
+    assert pl.read_csv(out)["firstip"].to_list() == ["203.0.113.77"]
+    # The Python API on a frame: the same refusal.
+    frame = pl.read_csv(source)
+    with pytest.raises(UsageError, match="anonymize-ip"):
+        sessionize.sessionize(frame, user_col="anon_id", anonymize_ip=True, aggregates=["f=first(ip)"])

@@ -54,7 +54,7 @@ from sessionize.normalize import (
     prepare_events,
     raw_columns,
 )
-from sessionize.privacy import anonymize_ips, hash_user_ids
+from sessionize.privacy import anonymize_ips, hash_user_ids, refuse_private_aggregates
 
 _T = TypeVar("_T")
 
@@ -589,6 +589,14 @@ def read_file(
         return FileRead(pl.DataFrame(schema=options.event_schema()), rejects, malformed.height)
     columns = S.resolve_columns(
         available, source=name, columns=options.columns, preferred=options.preferred()
+    )
+    refuse_private_aggregates(
+        options.aggregates,
+        columns,
+        available,
+        source=name,
+        anonymize_ip=bool(options.anonymize_ip),
+        hash_ids=options.user_id_secret is not None,
     )
     keep = keep_expr(
         options.filters,
