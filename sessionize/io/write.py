@@ -41,15 +41,32 @@ def write_parquet(frame: pl.DataFrame, target: str | Path | IO[bytes]) -> None:
     frame.write_parquet(target, compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL)
 
 
-#: What a spreadsheet takes for the start of a formula (OWASP's list for CSV injection).
-FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_PATTERN: Final = r"^[=+\-@\t\r]"
+#: What a spreadsheet takes for the start of a formula (OWASP's list for CSV injection, and the NUL that
+#: OWASP ASVS 5 adds).
+FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r", "\0")
+_FORMULA_PATTERN: Final = r"^[=+\-@\t\r\x00]"
+
+
+def _safe_name(name: str, taken: set[str]) -> str:
+    if not name.startswith(FORMULA_START):
+        return name
+    safe = "'" + name
+    while safe in taken:
+        safe = "'" + safe
+    taken.add(safe)
+    return safe
 
 
 def csv_safe(frame: pl.DataFrame) -> pl.DataFrame:
     """Text values that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``@SUM(...)``, ``+1``,
-    ``-2``, a leading tab or carriage return), prefixed with ``'`` as OWASP advises; other values as
-    they are. For CSV files people open in Excel, LibreOffice or Google Sheets (``--csv-safe``)."""
+    ``-2``, a leading tab, carriage return or NUL), prefixed with ``'`` as OWASP advises; other values
+    as they are. Column names too: a header is a cell like any other (a rejects file keeps the input's
+    column names, which a JSON line's keys choose). For CSV files people open in Excel, LibreOffice or
+    Google Sheets (``--csv-safe``)."""
+    taken = set(frame.columns)
+    renamed = {name: _safe_name(name, taken) for name in frame.columns}
+    if any(old != new for old, new in renamed.items()):
+        frame = frame.rename(renamed)
     return frame.with_columns(
         pl.when(pl.col(name).str.contains(_FORMULA_PATTERN))
         .then(pl.lit("'") + pl.col(name))

