@@ -423,3 +423,28 @@ def test_a_closed_stdout_is_a_clear_error(tmp_path: Path) -> None:
     done = cli("report", table, "-o", "-", preexec_fn=lambda: os.close(1))
     assert done.returncode != 0
     assert b"standard output is closed" in done.stderr
+
+
+def test_a_replaced_output_keeps_its_permissions(tmp_path: Path) -> None:
+    """A table someone locked down (0600) stays so when a run replaces it (it was given the umask's
+    0644: world-readable IP addresses and user ids); a new file gets the umask's mode."""
+    locked = tmp_path / "locked.csv"
+    locked.write_text("old\n", encoding="utf-8")
+    locked.chmod(0o600)
+    sio.write_sessions(pl.DataFrame({"x": [1]}), str(locked), format="csv")
+    assert locked.read_text(encoding="utf-8") == "x\n1\n"
+    assert stat.S_IMODE(locked.stat().st_mode) == 0o600
+    fresh = tmp_path / "fresh.csv"
+    sio.write_sessions(pl.DataFrame({"x": [1]}), str(fresh), format="csv")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~mask
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to own files")
+def test_root_replacing_an_output_keeps_its_owner(tmp_path: Path) -> None:
+    owned = tmp_path / "owned.csv"
+    owned.write_text("old\n", encoding="utf-8")
+    os.chown(owned, 65534, 65534)
+    sio.write_sessions(pl.DataFrame({"x": [1]}), str(owned), format="csv")
+    assert (owned.stat().st_uid, owned.stat().st_gid) == (65534, 65534)

@@ -188,13 +188,28 @@ class PendingOutput:
             if self.stream:
                 self._copy_to_stream()
             else:
-                os.chmod(self._temp, 0o666 & ~_umask())
+                self._take_mode()
                 os.replace(self._temp, self._final)
         except OSError as exc:
             raise self.error(exc) from exc
         finally:
             self.discard()
         self.done = True
+
+    def _take_mode(self) -> None:
+        """The new file gets the permissions (and, for root, the owner) of the file it replaces, so a
+        table someone locked down (0600) does not become world-readable; a new file gets the umask's."""
+        try:
+            old = os.stat(self._final)
+        except FileNotFoundError:
+            os.chmod(self._temp, 0o666 & ~_umask())
+            return
+        if not stat.S_ISREG(old.st_mode):
+            os.chmod(self._temp, 0o666 & ~_umask())
+            return
+        if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+            os.chown(self._temp, old.st_uid, old.st_gid)
+        os.chmod(self._temp, stat.S_IMODE(old.st_mode) & 0o777)
 
     def _copy_to_stream(self) -> None:
         with open(self._temp, "rb") as source:
