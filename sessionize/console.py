@@ -98,11 +98,28 @@ def make_console(*, stderr: bool, terminal: bool | None = None) -> Console:
     )
 
 
+#: Characters a terminal obeys rather than shows: C0 controls but tab and newline (ESC starts a
+#: sequence that sets the window title or clears the screen; CR rewrites the line), DEL, C1 controls,
+#: and the bidirectional overrides that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: str) -> str:
+    """``value`` with the characters a terminal would obey shown as escapes (``\\x1b``): file names and
+    values in logs are written by strangers."""
+    return _CONTROL.sub(
+        lambda found: (
+            f"\\x{ord(found.group()):02x}" if ord(found.group()) < 0x100 else f"\\u{ord(found.group()):04x}"
+        ),
+        value,
+    )
+
+
 def text(value: object, style: str = "") -> Text:
-    """A renderable that shows ``value`` exactly (never markup)."""
+    """A renderable that shows ``value`` exactly (never markup; control characters as escapes)."""
     from rich.text import Text
 
-    return Text("" if value is None else str(value), style=style)
+    return Text("" if value is None else visible(str(value)), style=style)
 
 
 # Panel or JSON -----------------------------------------------------------------------------------
@@ -197,7 +214,7 @@ class Reporter:
         if not self.json and not self.quiet:
             from rich.text import Text
 
-            make_console(stderr=True).print(Text("Warning: ", style="yellow") + Text(message))
+            make_console(stderr=True).print(Text("Warning: ", style="yellow") + text(message))
 
     def hint(self, message: str) -> None:
         """A line for a person at a terminal (never in JSON mode, never with --quiet)."""

@@ -102,6 +102,31 @@ def test_the_preview_shows_bracketed_values_as_they_are(
     assert "First 3 of 3 sessions" in result.stdout
 
 
+ESCAPES = "\x1b]0;PWNED\x07\x1b[2J\x1b[31m\r\u202e"
+
+
+def test_control_characters_reach_the_terminal_as_escapes(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value or a file name written by a stranger holds ESC sequences (set the window title, clear
+    the screen) or a CR: the preview, the warnings and the error panel show them as escapes."""
+    (workdir / "ansi.csv").write_text(
+        f"user_id,timestamp,url\nu{ESCAPES},2024-05-01T10:00:00Z,https://s.example/{ESCAPES}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(cli, "_stdout_is_terminal", lambda: True)
+    result = invoke("run", "ansi.csv", "--no-geo", "--log-format", "text")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout and "\r" not in result.stdout
+    assert "u\\x1b]0;PWNED\\x07" in result.stdout
+    bad = workdir / f"bad{ESCAPES}.csv"
+    bad.write_text("user_id,timestamp\nu,not a time\n", encoding="utf-8")
+    failed = invoke("run", bad.name, "-o", "out.csv", "--log-format", "text")
+    assert failed.exit_code == 1
+    assert "\x1b" not in failed.stderr and "\r" not in failed.stderr
+    assert "bad\\x1b]0;PWNED" in flat(failed.stderr)
+
+
 def test_the_summary_names_a_bracketed_output_as_it_is(workdir: Path) -> None:
     hostile_events(workdir)
     result = invoke("run", HOSTILE_FILE, "--no-geo", "-o", "out [bold].csv", "--log-format", "text")
