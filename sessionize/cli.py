@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 
@@ -35,7 +38,7 @@ from sessionize.config import (
     load_toml,
 )
 from sessionize.console import Figure
-from sessionize.errors import SessionizeWarning, UsageError
+from sessionize.errors import SessionizeWarning, StoppedError, UsageError
 from sessionize.io.formats import INPUT_FORMATS, OUTPUT_FORMATS
 from sessionize.report import DEFAULT_OUTPUT as REPORT_OUTPUT
 from sessionize.report import DEFAULT_TITLE as REPORT_TITLE
@@ -171,8 +174,40 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name != "DEFAULT"
 
 
-def _terminate(signum: int, frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
+#: The signals that stopped the run, as they were acted on.
+_STOPPED_BY: list[int] = []
+
+
+def _inside_polars(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs in a Python function that Polars called from a collect (a callback): some
+    frame of Polars' Python code is further out than frames of other code. Polars' own frames innermost
+    (a collect just returned from Rust) are not a callback: an exception there unwinds as usual."""
+    polars = sys.modules.get("polars")
+    if polars is None or polars.__file__ is None:
+        return False
+    where = os.path.dirname(polars.__file__) + os.sep
+    while frame is not None and frame.f_code.co_filename.startswith(where):
+        frame = frame.f_back
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(where):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (how cron and systemd stop a job) and Ctrl-C unwind the run: temporary files are removed,
+    no output is published. The signal is acted on only outside Polars: in a Python function that a
+    collect calls (a ``map_batches`` callback), an exception would come out as a Polars error or a Rust
+    panic (exit 1) instead; there it is delivered again 50 ms later, until the run is back in its own
+    code."""
+    if _inside_polars(frame):
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
+    _STOPPED_BY.append(signum)
+    raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
 
 
 def _load_config(ctx: typer.Context, param: Any, value: str | None) -> str | None:
@@ -1178,6 +1213,7 @@ def run(
     # kill (SIGTERM, as cron and systemd stop jobs) unwinds like Ctrl-C: temporary files are removed.
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, _terminate)
     target = output
     if target is None and state is None and not _stdout_is_terminal():
         # Piped: the table goes to stdout as data (an engine that cannot write one there says so).
@@ -1274,9 +1310,14 @@ def run(
             from sessionize import pipeline
 
             result = pipeline.run(inputs, config=run_config, progress=progress)
-    except Exception as exc:
+    except BaseException as exc:
         for message in _warnings(caught):
             reporter.warn(message)
+        if _STOPPED_BY or isinstance(exc, KeyboardInterrupt):
+            # One outcome like any other: a panel, or the JSON line, with 143 or 130.
+            reporter.fail(StoppedError(_STOPPED_BY[-1] if _STOPPED_BY else signal.SIGINT))
+        if not isinstance(exc, Exception):
+            raise
         reporter.fail(exc)
     for message in _warnings(caught):
         reporter.warn(message)

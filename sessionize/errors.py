@@ -101,6 +101,18 @@ class ClosedPipeError(OutputError):
     exit_code = 141
 
 
+class StoppedError(SessionizeError):
+    """A signal stopped the run (SIGTERM from cron or systemd, Ctrl-C): exit code 128 + the signal's
+    number, as a shell reports it (143, 130); no output was published."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(f"Stopped by {name} before the run finished: no output was written or changed.")
+        self.exit_code = 128 + signum
+
+
 class StateError(SessionizeError):
     """The state directory of incremental runs (``--state``) cannot be read or used."""
 

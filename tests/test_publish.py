@@ -7,11 +7,14 @@ a cron job or a shell pipeline sees.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import signal
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -448,3 +451,53 @@ def test_root_replacing_an_output_keeps_its_owner(tmp_path: Path) -> None:
     os.chown(owned, 65534, 65534)
     sio.write_sessions(pl.DataFrame({"x": [1]}), str(owned), format="csv")
     assert (owned.stat().st_uid, owned.stat().st_gid) == (65534, 65534)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_inside_a_polars_callback_stops_the_run_cleanly(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """SIGTERM (cron, systemd) or Ctrl-C while Polars runs one of the run's Python functions (the
+    attribution's): exit 143 or 130 with the one JSON line of a stopped run, not a Polars error or a Rust
+    panic with exit 1; no output written."""
+    marker = tmp_path / "in-callback"
+    out = tmp_path / "sessions.csv"
+    script = (
+        "import sys, time, pathlib, sessionize.attribution as a\n"
+        "real = a._attribute_rows\n"
+        "def slow(*args, **kwargs):\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        "    time.sleep(2)\n"
+        "    return real(*args, **kwargs)\n"
+        "a._attribute_rows = slow\n"
+        # The run's own code after the collects (before publication): where the signal is acted on.
+        "import sessionize.io.publish as p\n"
+        "publish = p.Publication.publish_all\n"
+        "def later(self):\n"
+        "    time.sleep(2)\n"
+        "    return publish(self)\n"
+        "p.Publication.publish_all = later\n"
+        "from sessionize.cli import app\n"
+        "app(sys.argv[1:])\n"
+    )
+    args = ["run", str(EVENTS), "-o", str(out), "--no-geo", "--log-format", "json"]
+    process = subprocess.Popen([sys.executable, "-c", script, *args], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the callback never ran"
+            assert process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum, err.decode()
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, err.decode()
+    outcome = json.loads(lines[0])
+    assert outcome["status"] == "error" and outcome["exit_code"] == 128 + signum
+    assert outcome["error"] == "StoppedError"
+    assert "panicked" not in err.decode() and "Traceback" not in err.decode()
+    assert not out.exists()
