@@ -16,7 +16,8 @@ from sessionize.errors import MissingColumnError, UsageError
 
 def anonymize_ip(ip: str | None) -> str | None:
     """Zero the last octet of an IPv4 address and the last 80 bits of an IPv6 one, as Google
-    Analytics did. An IPv4-mapped IPv6 address keeps its form; a malformed value becomes null.
+    Analytics did. An IPv4-mapped IPv6 address keeps its form, and a 6to4 one loses the last octet of
+    the IPv4 address it carries too; a malformed value becomes null.
 
     >>> anonymize_ip("81.2.69.160"), anonymize_ip("2001:db8:85a3:8d3:1319:8a2e:370:7348")
     ('81.2.69.0', '2001:db8:85a3::')
@@ -31,6 +32,10 @@ def anonymize_ip(ip: str | None) -> str | None:
         return str(ipaddress.IPv4Address(int(address) & ~0xFF))
     if address.ipv4_mapped is not None:
         return "::ffff:" + str(ipaddress.IPv4Address(int(address.ipv4_mapped) & ~0xFF))
+    if address.sixtofour is not None:
+        # 6to4 (2002:AABB:CCDD::/48) carries the whole IPv4 address in its first 48 bits: zero its last
+        # octet too, as for the address itself (Teredo's and NAT64's IPv4 sit in the zeroed 80 bits).
+        return str(ipaddress.IPv6Address(int(address) & ~((1 << 88) - 1)))
     return str(ipaddress.IPv6Address(int(address) & ~((1 << 80) - 1)))
 
 

@@ -235,3 +235,27 @@ def test_spill_files_hold_no_full_address(tmp_path: Path, mode: bool | str) -> N
     keys = ["user_id", "session_start"]
     assert bucketed.sessions.sort(keys).equals(whole.sessions.sort(keys))
     assert bucketed.geo_counts == whole.geo_counts
+
+
+@pytest.mark.parametrize(
+    ("address", "anonymized"),
+    [
+        # 6to4 carries 203.0.113.77 in its first 48 bits: the /48 kept it whole.
+        ("2002:cb00:714d::1", "2002:cb00:7100::"),
+        ("2002:cb00:714d:1234:5678::9", "2002:cb00:7100::"),
+        # Teredo's client address (obfuscated) and NAT64's IPv4 sit in the zeroed 80 bits.
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136::"),
+        ("64:ff9b::cb00:714d", "64:ff9b::"),
+        ("::ffff:203.0.113.77", "::ffff:203.0.113.0"),
+        ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::"),
+    ],
+)
+def test_an_ipv6_address_that_carries_an_ipv4_one_hides_it(
+    tmp_path: Path, address: str, anonymized: str
+) -> None:
+    source = tmp_path / "events.csv"
+    source.write_text(f"user_id,timestamp,ip\nu1,2024-05-01T10:00:00Z,{address}\n", encoding="utf-8")
+    out = tmp_path / "sessions.csv"
+    sessionize.run([source], output=str(out), no_geo=True, anonymize_ip=True)
+    assert pl.read_csv(out, infer_schema=False)["ip"].to_list() == [anonymized]
+    assert "714d" not in out.read_text(encoding="utf-8")
