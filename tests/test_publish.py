@@ -501,3 +501,24 @@ def test_a_signal_inside_a_polars_callback_stops_the_run_cleanly(
     assert outcome["error"] == "StoppedError"
     assert "panicked" not in err.decode() and "Traceback" not in err.decode()
     assert not out.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to own files")
+def test_a_symlink_another_user_planted_in_a_shared_directory_is_refused(tmp_path: Path) -> None:
+    """Root in cron writing ``-o /tmp/sessions.csv``: a stranger's symlink there, pointing at a file of
+    root's, is refused as the kernel's protected_symlinks would refuse to open it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep me\n", encoding="utf-8")
+    link = shared / "sessions.csv"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)
+    with pytest.raises(OutputError, match="symlink that another user owns"):
+        sio.write_sessions(pl.DataFrame({"x": [1]}), str(link), format="csv")
+    assert victim.read_text(encoding="utf-8") == "keep me\n"
+    # root's own link there is followed.
+    os.lchown(link, 0, 0)
+    sio.write_sessions(pl.DataFrame({"x": [1]}), str(link), format="csv")
+    assert victim.read_text(encoding="utf-8") == "x\n1\n"

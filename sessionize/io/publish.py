@@ -134,6 +134,26 @@ def _identity(target: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
+def _refuse_planted_symlink(target: str, label: str) -> None:
+    """Refuse an output that is a symlink someone else planted in a sticky world-writable directory
+    (``/tmp``): the rule of the kernel's ``fs.protected_symlinks``, which never applies here because the
+    link is resolved and its target renamed over, not opened. Root in cron would otherwise replace the
+    file the link points to (``/etc/cron.d/x``) with a table whose values strangers wrote."""
+    try:
+        link = os.lstat(target)
+        if not stat.S_ISLNK(link.st_mode):
+            return
+        parent = os.stat(os.path.dirname(os.path.abspath(target)))
+    except OSError:
+        return
+    shared = parent.st_mode & stat.S_ISVTX and parent.st_mode & stat.S_IWOTH
+    if shared and link.st_uid not in (os.geteuid(), parent.st_uid):
+        raise OutputError(
+            f"Cannot write {label}: it is a symlink that another user owns, in a directory anyone can write "
+            "to. Give an output path in a directory of your own."
+        )
+
+
 def _closed_stdout(label: str) -> OutputError:
     return OutputError(f"Cannot write {label}: standard output is closed. Give a file with -o.")
 
@@ -145,6 +165,8 @@ class PendingOutput:
         self.target = target
         #: How the output is named in errors (``--rejects x.csv``); the target by default.
         self.label = label or ("standard output" if target == STDIN else target)
+        if target != STDIN:
+            _refuse_planted_symlink(target, self.label)
         self.stream = is_stream(target)
         if target == STDIN and sys.stdout is None:
             raise _closed_stdout(self.label)
