@@ -287,6 +287,60 @@ def test_a_truncated_ndjson_file_has_its_cut_line_rejected(tmp_path: Path) -> No
     assert pl.read_csv(tmp_path / "o.csv").height == 1
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1e400",  # valid JSON grammar, out of any float's range
+        "true",  # a bool where the other lines have numbers
+        "99999999999999999999999999999",  # beyond 64 bits
+        "[1]",  # a list where the others have numbers
+        '{"a": 1}',  # an object where the others have numbers (read as the column's fields)
+    ],
+)
+@pytest.mark.parametrize("buckets", [None, "2"])
+def test_one_json_line_of_an_unexpected_kind_is_one_rejected_row(
+    tmp_path: Path, value: str, buckets: str | None
+) -> None:
+    """A line of valid JSON whose value the others' do not go with stopped the whole file, even with
+    --on-invalid skip, and named no line: it is now that line's row, rejected as bad_json_value, on the
+    in-memory and bucketed paths alike."""
+    source = write(
+        tmp_path / "events.ndjson",
+        '{"user_id": "u1", "timestamp": 1714557600}\n'
+        f'{{"user_id": "u2", "timestamp": {value}}}\n'
+        '{"user_id": "u3", "timestamp": 1714557700}\n',
+    )
+    flags = ["--buckets", buckets] if buckets else []
+    failed = cli(source, "-o", tmp_path / "o.csv", *flags)
+    assert failed.exit_code == 1
+    assert "line2:bad_json_value" in squash(failed.stderr), failed.stderr
+    rejects = tmp_path / "rejects.csv"
+    skipped = cli(source, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", rejects, *flags)
+    assert skipped.exit_code == 0, skipped.stderr
+    assert sorted(pl.read_csv(tmp_path / "o.csv")["user_id"].to_list()) == ["u1", "u3"]
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert table.select("source_row", "reject_reason").rows() == [("2", "bad_json_value")]
+
+
+def test_a_field_that_is_an_object_on_one_line_and_a_list_on_others(tmp_path: Path) -> None:
+    """The kind most lines give a field wins; the line that differs is rejected, whatever field it is."""
+    source = write(
+        tmp_path / "events.ndjson",
+        '{"user_id": "u1", "timestamp": 1714557600, "props": {"p": "s"}}\n'
+        '{"user_id": "u2", "timestamp": 1714557600, "props": [{"k": 1}]}\n'
+        '{"user_id": "u3", "timestamp": 1714557600, "props": {"p": "t"}}\n'
+        "not json\n",
+    )
+    rejects = tmp_path / "rejects.csv"
+    skipped = cli(source, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", rejects)
+    assert skipped.exit_code == 0, skipped.stderr
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert table.select("source_row", "reject_reason").rows() == [
+        ("2", "bad_json_value"),
+        ("4", "malformed_json"),
+    ]
+
+
 def test_a_file_that_disappears_while_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events = write(tmp_path / "gone.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
     original = sio.read_file

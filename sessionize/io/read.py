@@ -8,11 +8,13 @@ import errno
 import gzip
 import io
 import json
+import math
 import os
 import sys
 import tempfile
 import warnings
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from sessionize.accesslog import (
 from sessionize.config import ReadOptions, RunConfig
 from sessionize.errors import (
     MalformedRowsError,
+    MissingColumnError,
     OutputError,
     SessionizeWarning,
     UnknownFormatError,
@@ -229,7 +232,7 @@ def _checked_windows(
     try:
         for _ in batches():
             pass
-    except pl.exceptions.ComputeError:
+    except pl.exceptions.PolarsError:
         return None
     return _batched(batches, chunk_rows)
 
@@ -336,7 +339,24 @@ def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None
         scan = flatten_structs(pl.scan_ndjson(path, infer_schema_length=None)).with_row_index(ROW)
         yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
+    try:
+        schema = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
+    except pl.exceptions.PolarsError:
+        return None  # read whole, line by line, as in memory: the lines it cannot take are rejected
+    if any(_wide_integer(dtype) for dtype in schema.values()):
+        # An integer beyond 64 bits (read as Int128): the file is read whole, line by line, as in
+        # memory, where that line is rejected (bad_json_value).
+        return None
     return _checked_windows(batches, chunk_rows)
+
+
+def _wide_integer(dtype: Any) -> bool:
+    """Whether ``dtype`` (a Polars type or type class) holds an integer wider than 64 bits."""
+    if isinstance(dtype, pl.Struct):
+        return any(_wide_integer(field.dtype) for field in dtype.fields)
+    if isinstance(dtype, pl.List | pl.Array):
+        return _wide_integer(dtype.inner)
+    return dtype in (pl.Int128, pl.UInt128)
 
 
 def _log_windows(
@@ -461,38 +481,105 @@ def _scan(
     scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
     try:
         scan.collect_schema()  # the schema comes from every line: a malformed one fails here
-    except pl.exceptions.ComputeError:
-        if isinstance(ndjson, io.BytesIO):
-            data = ndjson.getvalue()
-        else:
-            with open(ndjson, "rb") as handle:
-                data = handle.read()
+    except pl.exceptions.PolarsError:
+        data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
         rows, malformed = _careful_ndjson(data)
         return rows.lazy(), malformed
     return flatten_structs(scan).with_row_index(ROW), None
 
 
-def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Parse a malformed NDJSON file line by line: the lines that are JSON objects (``_row``: their
-    0-based line), and the others with their line number, text and ``malformed_json``.
+def _fast_ndjson(source: InputFile, raw: pl.DataFrame | None, window: Window | None) -> bool:
+    """Whether an NDJSON file was read by the fast reader, whole, from a file that can be read again
+    (line by line, :func:`_careful_ndjson`)."""
+    return raw is None and window is None and source.format == "ndjson" and not source.is_stdin
 
-    Only used when the fast reader fails on the file."""
-    good: list[bytes] = []
-    rows: list[int] = []
+
+def _ndjson_bytes(source: InputFile) -> bytes:
+    """The bytes of an NDJSON file (gunzipped)."""
+    if split_gz(source.path)[1]:
+        return _read_bytes_gz(source.path)
+    with open(source.path, "rb") as handle:
+        return handle.read()
+
+
+def _strict_number(text: str) -> float | int:
+    """A JSON number as Polars reads one: an integer within 64 bits, a finite float."""
+    number = float(text) if any(c in text for c in ".eE") else int(text)
+    if isinstance(number, int) and not -(1 << 63) <= number < (1 << 64):
+        raise ValueError(f"integer out of range: {text}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"number out of range: {text}")
+    return number
+
+
+def _no_constant(text: str) -> None:
+    raise ValueError(f"not JSON: {text}")
+
+
+def _kinds(value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str]) -> bool:
+    """Record the kind of every value of a JSON line by its path (a list's elements at ``path + ("[]",)``);
+    False when one path has two kinds within the line (``[1, true]``)."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        kind = "bool"
+    elif isinstance(value, int | float | str):
+        kind = "scalar"  # numbers and text mix: the reader makes the column text
+    elif isinstance(value, dict):
+        kind = "object"
+    else:
+        kind = "list"
+    if into.setdefault(path, kind) != kind:
+        return False
+    if isinstance(value, dict):
+        return all(_kinds(item, (*path, key), into) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_kinds(item, (*path, "[]"), into) for item in value)
+    return True
+
+
+def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse an NDJSON file the fast reader failed on, line by line: the lines that are JSON objects
+    (``_row``: their 0-based line), and the others with their line number, text and reason:
+    ``malformed_json`` for a line that is not a JSON object, ``bad_json_value`` for one whose number is
+    out of range or whose value has another kind than the same field's on most lines (a time that is
+    ``true`` where the others are numbers, a list where the others hold an object). Linear: one parse
+    and one walk of each line."""
+    parsed_lines: list[tuple[int, bytes, dict[tuple[str, ...], str]]] = []
     bad: list[tuple[int, str, str]] = []
+    counts: dict[tuple[str, ...], Counter[str]] = {}
     for number, line in enumerate(data.split(b"\n")):
         if not line.strip():
             continue
+        shown = line.decode("utf-8", errors="replace").rstrip("\r")
         try:
-            value = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            bad.append((number + 1, line.decode("utf-8", errors="replace").rstrip("\r"), "malformed_json"))
+            value = json.loads(
+                line.decode("utf-8"), parse_int=_strict_number, parse_float=_strict_number,
+                parse_constant=_no_constant,
+            )  # fmt: skip
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            bad.append((number + 1, shown, "malformed_json" if _is_json(line) is False else "bad_json_value"))
             continue
         if not isinstance(value, dict):
-            bad.append((number + 1, line.decode("utf-8").rstrip("\r"), "malformed_json"))
+            bad.append((number + 1, shown, "malformed_json"))
             continue
-        good.append(line)
-        rows.append(number)
+        kinds: dict[tuple[str, ...], str] = {}
+        if not _kinds(value, (), kinds):
+            bad.append((number + 1, shown, "bad_json_value"))
+            continue
+        for path, kind in kinds.items():
+            counts.setdefault(path, Counter())[kind] += 1
+        parsed_lines.append((number, line, kinds))
+    usual = {path: counted.most_common(1)[0][0] for path, counted in counts.items()}
+    good: list[bytes] = []
+    rows: list[int] = []
+    for number, line, kinds in parsed_lines:
+        if all(usual[path] == kind for path, kind in kinds.items()):
+            good.append(line)
+            rows.append(number)
+        else:
+            bad.append((number + 1, line.decode("utf-8", errors="replace").rstrip("\r"), "bad_json_value"))
+    bad.sort()
     malformed = pl.DataFrame(
         bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
     )
@@ -500,6 +587,15 @@ def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
         return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed
     parsed = flatten_structs(pl.read_ndjson(io.BytesIO(b"\n".join(good)), infer_schema_length=None).lazy())
     return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed
+
+
+def _is_json(line: bytes) -> bool | None:
+    """False when ``line`` is not JSON at all, None when it is (with a value the strict reading refused)."""
+    try:
+        json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return None
 
 
 def flatten_structs(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -587,9 +683,17 @@ def read_file(
             _rejects(original, none, malformed, source=source, name=name), options, None
         )
         return FileRead(pl.DataFrame(schema=options.event_schema()), rejects, malformed.height)
-    columns = S.resolve_columns(
-        available, source=name, columns=options.columns, preferred=options.preferred()
-    )
+    try:
+        columns = S.resolve_columns(
+            available, source=name, columns=options.columns, preferred=options.preferred()
+        )
+    except MissingColumnError:
+        if not _fast_ndjson(source, raw, window):
+            raise
+        # A field that is an object on one line and a value on the others is read as an object: the
+        # column the run needs became its fields (timestamp_a). Line by line, that line is set aside.
+        rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source))
+        return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
     refuse_private_aggregates(
         options.aggregates,
         columns,
@@ -621,6 +725,12 @@ def read_file(
         # the same time either way). The sessions themselves are built in memory (see pipeline).
         frame = events.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
+        if _fast_ndjson(source, raw, window):
+            # Lines of valid JSON whose values the fast reader cannot take together (a time that is
+            # true on one line and a number on the others, a number out of range): read line by line,
+            # those lines set aside with their numbers.
+            rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source))
+            return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
     rows = frame.height + (0 if malformed is None else malformed.height)
     filtered = 0
