@@ -556,10 +556,21 @@ class Tally:
     def mean_duration_s(self) -> float | None:
         if self.counted_mean_s is not None:
             return self.counted_mean_s
-        return _float(self._durations().mean())
+        durations = self._durations().drop_nulls()
+        if not len(durations):
+            return None
+        # Durations are whole microseconds: their sum is exact, so the mean is the same figure on every
+        # engine, whatever order the buckets or partitions come in (a float sum's last digit is not).
+        micros = int((durations * 1_000_000).round().cast(pl.Int64).sum())
+        return mean_of_microseconds(micros, len(durations))
 
     def _durations(self) -> pl.Series:
         return pl.concat(self.durations) if self.durations else pl.Series([], dtype=pl.Float64)
+
+
+def mean_of_microseconds(total: int, count: int) -> float:
+    """The mean duration in seconds of ``count`` sessions lasting ``total`` microseconds in all."""
+    return total / count / 1_000_000
 
 
 def _float(value: object) -> float | None:

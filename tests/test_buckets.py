@@ -1532,3 +1532,22 @@ def test_a_corrupt_gzip_in_bucket_mode_names_the_file(tmp_path: Path, spill: Pat
     assert "cut.csv.gz" in result.output and "gzip data is corrupt or truncated" in result.output
     assert not output.exists()
     assert list(spill.iterdir()) == []
+
+
+def test_the_mean_duration_is_the_same_figure_in_buckets(tmp_path: Path) -> None:
+    """Durations of tenths of a second added in another order gave another last digit of the mean
+    (0.30000000000000004 against 0.3); taken from whole microseconds, it is one figure."""
+    lines = ["user_id,timestamp"]
+    for number in range(60):
+        tenths = 1 + number % 7
+        lines += [f"u{number},2024-05-01T10:00:00Z", f"u{number},2024-05-01T10:00:00.{tenths}00000Z"]
+    source = tmp_path / "events.csv"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    memory = sessionize.run([source], no_geo=True)
+    expected = sum(1 + number % 7 for number in range(60)) / 10 / 60
+    assert memory.mean_duration_s == pytest.approx(expected, rel=1e-15)
+    for buckets in (3, 7, 16):
+        bucketed = sessionize.run(
+            [source], output=str(tmp_path / f"b{buckets}.csv"), no_geo=True, buckets=buckets
+        )
+        assert bucketed.mean_duration_s == memory.mean_duration_s, buckets

@@ -75,6 +75,7 @@ from sessionize.partition import (
     PartitionJob,
     Tally,
     keeps_located_addresses,
+    mean_of_microseconds,
     process_partition,
     protect_addresses,
     session_schema,
@@ -1395,7 +1396,10 @@ def _tally(all_sessions: Any, counted: Any) -> tuple[Tally, int]:
         F.count_distinct(S.USER).alias("users"),
         F.count(F.when(F.col(S.USER).isNull(), True)).alias("null_users"),
         F.percentile("duration_s", F.lit(0.5)).alias("median"),
-        F.avg("duration_s").alias("mean"),
+        # The mean from whole microseconds, as the local engines take it (mean_of_durations): the same
+        # figure whatever order the partitions add up in.
+        F.sum(F.round(F.col("duration_s") * 1_000_000).cast("long")).alias("micros"),
+        F.count("duration_s").alias("timed"),
     ).collect()[0]
     statuses = counted.where(F.col(geo.STATUS).isNotNull()).groupBy(geo.STATUS).count().collect()
     tally = Tally(
@@ -1407,7 +1411,9 @@ def _tally(all_sessions: Any, counted: Any) -> tuple[Tally, int]:
         geo_counts={row[0]: int(row[1]) for row in statuses},
     )
     tally.counted_median_s = None if figures["median"] is None else float(figures["median"])
-    tally.counted_mean_s = None if figures["mean"] is None else float(figures["mean"])
+    tally.counted_mean_s = (
+        None if not figures["timed"] else mean_of_microseconds(int(figures["micros"]), int(figures["timed"]))
+    )
     return tally, int(totals["events"])
 
 
