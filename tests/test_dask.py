@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from sessionize.errors import (
     OutputError,
     UsageError,
 )
-from tests.helpers import CITY_DB, KEYS, load_generator
+from tests.helpers import CITY_DB, DATA, KEYS, load_generator
 
 distributed = pytest.importorskip(
     "distributed",
@@ -523,3 +524,29 @@ def test_scheduler_needs_the_dask_engine(inputs: list[Path]) -> None:
     result = CliRunner().invoke(app, ["run", str(inputs[0]), "--scheduler", "tcp://x:1", "--no-geo"])
     assert result.exit_code == 2
     assert "go with --engine dask" in result.stderr
+
+
+def test_a_directory_url_reads_the_files_a_local_directory_reads(tmp_path: Path, scheduler: str) -> None:
+    """``file://`` directories (as s3:// ones) skip the names that start with ``_`` or ``.`` below them, as
+    the local path and Spark do: Dask read ``.hid/b.csv`` where the others did not."""
+    from tests.test_glob_paths import hidden_layout
+
+    directory = hidden_layout(tmp_path / "logs")
+    with pytest.warns(sessionize.SessionizeWarning):
+        local = sessionize.run([directory], no_geo=True)
+    with pytest.warns(sessionize.SessionizeWarning):
+        remote = sessionize.run([directory.as_uri()], engine="dask", no_geo=True, scheduler=scheduler)
+    assert sorted(remote.sessions["user_id"].to_list()) == sorted(local.sessions["user_id"].to_list())
+    assert remote.rows_read == local.rows_read == 2
+
+
+def test_a_snowplow_enriched_tsv_url_is_read_as_one(tmp_path: Path, scheduler: str) -> None:
+    """A headerless enriched TSV given as a URL: its first line is an event, not a header, as for a
+    local path (Dask took it for a header: a missing-column error)."""
+    directory = tmp_path / "enriched"
+    directory.mkdir()
+    shutil.copy(DATA / "presets" / "snowplow_enriched.tsv", directory / "enriched.tsv")
+    local = sessionize.run([directory], preset="snowplow", no_geo=True)
+    remote = sessionize.run([directory.as_uri()], engine="dask", preset="snowplow", no_geo=True,
+                            scheduler=scheduler)  # fmt: skip
+    assert remote.session_count == local.session_count == 3

@@ -17,6 +17,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import sessionize
+from sessionize.io import resolve_inputs
 from tests.helpers import KEYS
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
@@ -122,3 +123,33 @@ def test_every_polars_reader_in_the_package_is_told_not_to_glob() -> None:
             ):
                 missing.append(f"{source.relative_to(package)}:{node.lineno} pl.{node.func.attr}")
     assert missing == []
+
+
+def hidden_layout(directory: Path) -> Path:
+    """One event a file, each file its own user: only ``a`` is not hidden."""
+    for relative, user in [("a.csv", "a"), ("_d.csv", "d"), ("_under/c.csv", "c"), (".hid/b.csv", "b"),
+                           ("sub/e.csv", "e"), ("sub/.f.csv", "f")]:  # fmt: skip
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"user_id,timestamp\n{user},2024-05-01T10:00:00Z\n", encoding="utf-8")
+    (directory / "_SUCCESS").write_text("", encoding="utf-8")
+    return directory
+
+
+def test_a_directory_skips_hidden_names_on_every_path(tmp_path: Path) -> None:
+    """A name starting with ``.`` or ``_`` (a job's ``_temporary/`` parts, ``_SUCCESS``, hidden files) is
+    skipped below a directory, as Spark and Hadoop skip them: the local path, a ``file://`` URL (Dask)
+    and a pattern read the same files, and the skipped ones are named in a warning."""
+    directory = hidden_layout(tmp_path / "logs")
+    with pytest.warns(sessionize.SessionizeWarning, match="4 file"):
+        local = sessionize.run([directory], no_geo=True)
+    assert sorted(local.sessions["user_id"].to_list()) == ["a", "e"]
+    with pytest.warns(sessionize.SessionizeWarning, match="4 file"):
+        url = resolve_inputs([directory.as_uri()], urls=True)
+    assert sorted(Path(f.path.removeprefix("file://")).name for f in url) == ["a.csv", "e.csv"]
+    with pytest.warns(sessionize.SessionizeWarning, match="1 file"):
+        pattern = resolve_inputs([str(directory / "*.csv")])
+    assert [Path(f.path).name for f in pattern] == ["a.csv"]
+    # A hidden file named explicitly is read.
+    named = sessionize.run([directory / "_d.csv"], no_geo=True)
+    assert named.sessions["user_id"].to_list() == ["d"]

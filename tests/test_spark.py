@@ -719,3 +719,18 @@ def test_a_large_parquet_file_that_is_truncated_or_lacks_a_column_is_named(
             assert str(spark_error.value).startswith(str(local_error.value))
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+def test_a_directory_url_reads_the_files_a_local_directory_reads(tmp_path: Path, spark_session: Any) -> None:
+    """Spark lists a directory URL itself, skipping names that start with ``_`` or ``.``; the local path
+    and Dask's URL listing skip the same ones, so every engine reads the same files."""
+    from tests.test_glob_paths import hidden_layout
+
+    directory = hidden_layout(tmp_path / "logs")
+    with pytest.warns(sessionize.SessionizeWarning):
+        local = sessionize.run([directory], no_geo=True)
+    out = tmp_path / "spark-sessions"
+    result = sessionize.run([directory.as_uri() + "/"], spark=spark_session, output=str(out), no_geo=True)
+    users = sorted(local.sessions["user_id"].to_list())
+    assert sorted(read_dir(out)["user_id"].to_list()) == users == ["a", "e"]
+    assert result.rows_read == local.rows_read == 2

@@ -10,12 +10,19 @@ import glob
 import os
 import posixpath
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sessionize.errors import NoInputFilesError, UnknownFormatError, UnreadableInputError, UsageError
+from sessionize.errors import (
+    NoInputFilesError,
+    SessionizeWarning,
+    UnknownFormatError,
+    UnreadableInputError,
+    UsageError,
+)
 from sessionize.io.formats import STDIN, InputFormat, format_of, names_table_file
 from sessionize.io.snowplow import is_enriched_tsv
 
@@ -90,7 +97,7 @@ def resolve_inputs(
                     "Give the format with --input-format."
                 )
             return
-        if fmt == "tsv" and input_format is None and not is_url(path) and is_enriched_tsv(path):
+        if fmt == "tsv" and input_format is None and is_enriched_tsv(path, url=is_url(path)):
             fmt = "snowplow"  # a headerless TSV of Snowplow's enriched events
         key = path if is_url(path) else os.path.realpath(path)
         if key not in seen:
@@ -110,15 +117,22 @@ def resolve_inputs(
                 raise UsageError(
                     f"{path}: URLs are read with --engine dask; download the file to read it here."
                 )
-            for name, explicit in _expand_url(path):
+            for name, explicit in _expand_url(path, input_format):
                 add(name, explicit=explicit)
         elif path == STDIN:
             result.append(InputFile(STDIN, format_of("stdin.csv", input_format) or "csv"))
         elif os.path.isdir(path):
             before = len(result)
-            for name in sorted(glob.glob(os.path.join(glob.escape(path), "**", "*"), recursive=True)):
-                if os.path.isfile(name) and not os.path.basename(name).startswith("."):
-                    add(name, explicit=False)
+            skipped = 0
+            pattern = os.path.join(glob.escape(path), "**", "*")
+            for name in sorted(glob.glob(pattern, recursive=True, include_hidden=True)):
+                if not os.path.isfile(name):
+                    continue
+                if _hidden(os.path.relpath(name, path).split(os.sep)):
+                    skipped += format_of(name, input_format) is not None
+                    continue
+                add(name, explicit=False)
+            _warn_hidden(path, skipped)
             if len(result) == before:
                 raise NoInputFilesError(
                     f"The directory {path} holds no supported files ({_SUPPORTED}). Point at the files, "
@@ -127,7 +141,9 @@ def resolve_inputs(
         elif os.path.exists(path):
             add(path, explicit=True)
         elif glob.has_magic(path):
-            matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
+            found = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
+            matches = [m for m in found if not _hidden([os.path.basename(m)])]
+            _warn_hidden(path, sum(format_of(m, input_format) is not None for m in found if m not in matches))
             if not matches:
                 raise NoInputFilesError(f"The pattern {path} matches no files.")
             before = len(result)
@@ -157,16 +173,35 @@ def filesystem(url: str) -> tuple[Any, str]:
         ) from exc
 
 
-def _expand_url(url: str) -> list[tuple[str, bool]]:
-    """The files behind a URL: (URL of the file, whether it was named explicitly)."""
+def _hidden(parts: Sequence[str]) -> bool:
+    """Whether a file found in a directory (its path below the directory, as parts) is hidden: a name
+    starting with ``.`` or ``_`` (``_SUCCESS``, ``_temporary/``, ``.part-0.parquet.tmp``), as Spark,
+    Hadoop and Arrow datasets skip them, so that every engine reads the same files of a directory."""
+    return any(part.startswith((".", "_")) for part in parts)
+
+
+def _warn_hidden(where: str, skipped: int) -> None:
+    if skipped:
+        warnings.warn(
+            f"{where}: {skipped} file(s) whose name or folder starts with _ or . were skipped (hidden, as "
+            "Spark and Hadoop skip them: a job's temporary parts); name a file to read it.",
+            SessionizeWarning,
+            stacklevel=3,
+        )
+
+
+def _expand_url(url: str, input_format: str | None = None) -> list[tuple[str, bool]]:
+    """The files behind a URL: (URL of the file, whether it was named explicitly). A directory's hidden
+    files (see :func:`_hidden`, by their path below it) and a pattern's hidden names are skipped."""
     fs, root = filesystem(url)
+    directory: str | None = None
     try:
         if any(char in root for char in "*?["):
             names, explicit = sorted(name for name in fs.glob(root) if fs.isfile(name)), False
             if not names:
                 raise NoInputFilesError(f"The pattern {url} matches no files.")
         elif fs.isdir(root):
-            names, explicit = sorted(fs.find(root)), False
+            names, explicit, directory = sorted(fs.find(root)), False, root.rstrip("/")
             if not names:
                 raise NoInputFilesError(f"The directory {url} holds no files.")
         elif fs.exists(root):
@@ -175,5 +210,13 @@ def _expand_url(url: str) -> list[tuple[str, bool]]:
             raise UnreadableInputError(f"{url}: no such file or directory.")
     except OSError as exc:
         raise UnreadableInputError(f"{url}: cannot be listed ({exc}).") from exc
-    visible = [name for name in names if not posixpath.basename(name).startswith(".")]
+    if explicit:
+        return [(fs.unstrip_protocol(name), explicit) for name in names]
+
+    def below(name: str) -> list[str]:
+        return posixpath.relpath(name, directory).split("/") if directory else [posixpath.basename(name)]
+
+    visible = [name for name in names if not _hidden(below(name))]
+    hidden = [name for name in names if _hidden(below(name))]
+    _warn_hidden(url, sum(format_of(name, input_format) is not None for name in hidden))
     return [(fs.unstrip_protocol(name), explicit) for name in visible]

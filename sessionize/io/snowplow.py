@@ -46,13 +46,20 @@ FIELDS: Final = (
 )  # fmt: skip
 
 
-def is_enriched_tsv(path: str) -> bool:
-    """Whether the first line of ``path`` (gzipped or not) is an enriched event, not a header."""
-    opener = gzip.open if path.endswith(".gz") else open
+def is_enriched_tsv(path: str, *, url: bool = False) -> bool:
+    """Whether the first line of ``path`` (gzipped or not; with ``url``, an fsspec URL) is an enriched
+    event, not a header."""
     try:
-        with opener(path, "rb") as handle:
-            first = handle.readline(1 << 20)
-    except (OSError, EOFError):
+        if url:
+            import fsspec  # type: ignore[import-untyped]
+
+            with fsspec.open(path, "rb", compression="gzip" if path.endswith(".gz") else None) as handle:
+                first = handle.readline(1 << 20)
+        else:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rb") as handle:
+                first = handle.readline(1 << 20)
+    except (OSError, EOFError, ImportError, ValueError):
         return False
     fields = first.rstrip(b"\r\n").split(b"\t")
     return len(fields) == len(FIELDS) and b"event_id" not in fields
