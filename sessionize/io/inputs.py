@@ -24,7 +24,7 @@ from sessionize.errors import (
     UsageError,
 )
 from sessionize.io.formats import STDIN, InputFormat, format_of, names_table_file
-from sessionize.io.snowplow import is_enriched_tsv
+from sessionize.io.snowplow import is_enriched_line, is_enriched_tsv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl, .log (each also .gz, but .parquet)"
@@ -97,7 +97,11 @@ def resolve_inputs(
                     "Give the format with --input-format."
                 )
             return
-        if fmt == "tsv" and input_format is None and is_enriched_tsv(path, url=is_url(path)):
+        if (
+            fmt == "tsv"
+            and input_format is None
+            and (_enriched_url(path) if is_url(path) else is_enriched_tsv(path))
+        ):
             fmt = "snowplow"  # a headerless TSV of Snowplow's enriched events
         key = path if is_url(path) else os.path.realpath(path)
         if key not in seen:
@@ -171,6 +175,18 @@ def filesystem(url: str) -> tuple[Any, str]:
             f"{url}: cannot open {scheme}:// URLs ({exc}). Install the fsspec package for them "
             f"(s3fs for s3://, gcsfs for gs://, adlfs for az://) on this machine and every worker."
         ) from exc
+
+
+def _enriched_url(url: str) -> bool:
+    """Whether the file at ``url`` is a headerless TSV of Snowplow's enriched events (as a local one is
+    told by :func:`~sessionize.io.snowplow.is_enriched_tsv`)."""
+    try:
+        fs, path = filesystem(url)
+        with fs.open(path, "rb", compression="gzip" if path.endswith(".gz") else None) as handle:
+            first = handle.readline(1 << 20)
+    except (OSError, EOFError, ValueError, UsageError):
+        return False
+    return is_enriched_line(first)
 
 
 def _hidden(parts: Sequence[str]) -> bool:

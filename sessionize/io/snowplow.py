@@ -46,21 +46,19 @@ FIELDS: Final = (
 )  # fmt: skip
 
 
-def is_enriched_tsv(path: str, *, url: bool = False) -> bool:
-    """Whether the first line of ``path`` (gzipped or not; with ``url``, an fsspec URL) is an enriched
-    event, not a header."""
+def is_enriched_tsv(path: str) -> bool:
+    """Whether the first line of ``path`` (gzipped or not) is an enriched event, not a header."""
+    opener = gzip.open if path.endswith(".gz") else open
     try:
-        if url:
-            import fsspec  # type: ignore[import-untyped]
-
-            with fsspec.open(path, "rb", compression="gzip" if path.endswith(".gz") else None) as handle:
-                first = handle.readline(1 << 20)
-        else:
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rb") as handle:
-                first = handle.readline(1 << 20)
-    except (OSError, EOFError, ImportError, ValueError):
+        with opener(path, "rb") as handle:
+            first = handle.readline(1 << 20)
+    except (OSError, EOFError):
         return False
+    return is_enriched_line(first)
+
+
+def is_enriched_line(first: bytes) -> bool:
+    """Whether a file's first line is an enriched event (131 tab-separated fields), not a header."""
     fields = first.rstrip(b"\r\n").split(b"\t")
     return len(fields) == len(FIELDS) and b"event_id" not in fields
 
