@@ -28,7 +28,7 @@ from sessionize import schema as S
 from sessionize.config import normalize_internal_domains
 from sessionize.distinct import distinct_rows, gather_rows, map_distinct
 from sessionize.errors import RefererDatabaseError
-from sessionize.referrer import DIRECT, traffic_source, valid_host
+from sessionize.referrer import DIRECT, registered_domain, traffic_source, valid_host
 
 LANDING_PAGE = "landing_page"
 TRAFFIC_SOURCE = "traffic_source"
@@ -311,8 +311,18 @@ def _search_term(query: str, parameters: Sequence[str]) -> str | None:
     return None
 
 
-def _is_internal(host: str, landing_host: str | None, internal_domains: Sequence[str]) -> bool:
+def _is_internal(
+    host: str, landing_host: str | None, internal_domains: Sequence[str], *, same_site: bool = True
+) -> bool:
+    """Whether a referrer from ``host`` is the site's own. GA4 (``same_site``) counts a referrer of the
+    landing page's domain or any of its subdomains as a self-referral (``blog.example.com`` to
+    ``www.example.com``: both ``example.com``, with the Public Suffix List); Snowplow's referer parser
+    only the landing page's own host. Hosts in ``internal_domains`` and their subdomains are internal
+    under both."""
     if host == landing_host:
+        return True
+    site = registered_domain(host) if same_site and landing_host is not None else None
+    if site is not None and landing_host is not None and site == registered_domain(landing_host):
         return True
     return any(host == domain or host.endswith("." + domain) for domain in internal_domains)
 
@@ -356,6 +366,7 @@ def _classify(
     landing_host: str | None,
     internal_domains: Sequence[str],
     db: RefererDatabase,
+    same_site: bool = True,
 ) -> _Classified:
     if referrer is None or not referrer.strip():
         return _DIRECT
@@ -363,7 +374,7 @@ def _classify(
     if parsed is None or parsed.host is None:
         return _Classified(None, None, None, None, traffic_source(referrer), "(not set)", "(not set)", None)
     host = parsed.host
-    if _is_internal(host, landing_host, internal_domains):
+    if _is_internal(host, landing_host, internal_domains, same_site=same_site):
         return _DIRECT._replace(referrer_host=host, medium=INTERNAL)
     names = (host, host.removeprefix("www."))
     referer = db.lookup(host, parsed.path)
@@ -768,9 +779,14 @@ _cached_host_and_query = functools.lru_cache(maxsize=1 << 16)(_split_host_and_qu
 
 
 def _referrer_batch(
-    pairs: list[dict[str, str | None]], db: RefererDatabase, internal_domains: Sequence[str]
+    pairs: list[dict[str, str | None]],
+    db: RefererDatabase,
+    internal_domains: Sequence[str],
+    same_site: bool = True,
 ) -> pl.DataFrame:
-    rows = [_classify(pair[S.REFERRER], pair["_landing_host"], internal_domains, db) for pair in pairs]
+    rows = [
+        _classify(pair[S.REFERRER], pair["_landing_host"], internal_domains, db, same_site) for pair in pairs
+    ]
     return pl.DataFrame(rows, schema=_REFERRER_DTYPE.to_schema(), orient="row")
 
 
@@ -861,7 +877,9 @@ def _attribute_pairs(
         host = pl.coalesce(host, page_host)
     pair = pl.struct(pl.col(S.REFERRER), host.alias("_landing_host"))
     referrer = pair.map_batches(
-        lambda pairs: map_distinct(pairs, lambda values: _referrer_batch(values, referers, internal)),
+        lambda pairs: map_distinct(
+            pairs, lambda values: _referrer_batch(values, referers, internal, same_site=rules != "snowplow")
+        ),
         return_dtype=_REFERRER_DTYPE,
         is_elementwise=False,
     )

@@ -15,6 +15,9 @@ DIRECT = "direct"
 
 # suffix_list_urls=() and cache_dir=None: use the snapshot shipped in the package, never the network.
 _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+#: With the list's private suffixes too (github.io, blogspot.com): a.github.io and b.github.io are two
+#: sites, as a browser keeps their cookies apart.
+_SITES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
 
 
 def referrer_host(referrer: str | None) -> str | None:
@@ -51,6 +54,21 @@ def valid_host(host: str | None) -> str | None:
     if not host or len(host) > MAX_HOST_LENGTH:
         return None
     return host
+
+
+@functools.lru_cache(maxsize=65536)
+def registered_domain(host: str) -> str | None:
+    """The site a host belongs to: its domain under its public suffix, private ones included
+    (``example.co.uk`` for ``shop.example.co.uk``, ``a.github.io`` for ``x.a.github.io``); None for an
+    address, a bare suffix or a single label.
+
+    >>> registered_domain("blog.example.com"), registered_domain("127.0.0.1")
+    ('example.com', None)
+    """
+    extracted = _SITES(host)
+    if not extracted.domain or not extracted.suffix:
+        return None
+    return f"{extracted.domain}.{extracted.suffix}"
 
 
 @functools.lru_cache(maxsize=65536)

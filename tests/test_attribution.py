@@ -777,9 +777,9 @@ def test_a_same_site_referrer_is_internal_with_or_without_a_page_view(tmp_path: 
     assert got == {
         "with_pv": (f"{site}/a", "direct", "internal", "Direct"),
         "no_pv": (None, "direct", "internal", "Direct"),
-        # Like a landing page's: only the page's own host is internal (referer-parser compares hosts).
-        "no_pv_sub": (None, "example", "referral", "Referral"),
-        "no_pv_listed": (None, "example", "referral", "Referral"),
+        # Like a landing page's: GA4 counts the page's domain and its subdomains as the site itself.
+        "no_pv_sub": (None, "direct", "internal", "Direct"),
+        "no_pv_listed": (None, "direct", "internal", "Direct"),
         "no_pv_search": (None, "google", "search", "Organic Search"),
         "no_pv_other": (None, "example", "referral", "Referral"),
         # With a page view the landing page view's referrer is taken, as before.
@@ -814,10 +814,10 @@ def test_no_page_view_referrer_alike_on_the_labelled_summary(db: RefererDatabase
         assert media == {
             "late_pv": "search",
             "no_pv": "internal",
-            "no_pv_listed": "referral",
+            "no_pv_listed": "internal",
             "no_pv_other": "referral",
             "no_pv_search": "search",
-            "no_pv_sub": "referral",
+            "no_pv_sub": "internal",
             "with_pv": "internal",
         }, labelled
     row = attribute_session(
@@ -825,6 +825,37 @@ def test_no_page_view_referrer_alike_on_the_labelled_summary(db: RefererDatabase
     )
     assert (row["medium"], row["traffic_source"], row["channel"]) == ("internal", "direct", "Direct")
     assert attribute_session("https://shop.example.com/b", None, db=db)["medium"] == "referral"
+
+
+SAME_SITE_CSV = """user_id,timestamp,url,referrer
+apex,2024-05-01T10:00:00Z,https://www.example.com/a,https://example.com/
+sibling,2024-05-01T10:00:00Z,https://www.example.com/a,https://blog.example.com/post
+suffix,2024-05-01T10:00:00Z,https://shop.example.co.uk/a,https://www.example.co.uk/
+pages,2024-05-01T10:00:00Z,https://alice.github.io/a,https://bob.github.io/
+other,2024-05-01T10:00:00Z,https://www.example.com/a,https://example.org/
+address,2024-05-01T10:00:00Z,http://10.0.0.1/a,http://10.0.0.2/
+"""
+
+
+def test_a_referrer_from_the_sites_own_domain_is_internal_under_ga4_rules(tmp_path: Path) -> None:
+    """GA4 counts a referrer of the page's domain "or any of its subdomains" as a self-referral
+    (blog.example.com to www.example.com), by the Public Suffix List with its private suffixes (two
+    github.io sites are two sites). Snowplow's referer parser only the page's own host."""
+    source = write_text(tmp_path / "events.csv", SAME_SITE_CSV)
+    out = tmp_path / "sessions.csv"
+    assert run_cli(source, "-o", out, "--no-geo", "-q").exit_code == 0
+    got = dict(pl.read_csv(out).select("user_id", "medium").iter_rows())
+    assert got == {"apex": "internal", "sibling": "internal", "suffix": "internal", "pages": "referral",
+                   "other": "referral", "address": "referral"}  # fmt: skip
+    channels = dict(pl.read_csv(out).select("user_id", "channel").iter_rows())
+    assert channels["sibling"] == "Direct" and channels["pages"] == "Referral"
+    snowplow = tmp_path / "snowplow.csv"
+    assert run_cli(source, "-o", snowplow, "--no-geo", "-q", "--channel-rules", "snowplow").exit_code == 0
+    media = dict(pl.read_csv(snowplow).select("user_id", "medium").iter_rows())
+    assert media["sibling"] == media["apex"] == "unknown"  # another host: a site the parser does not know
+    db = load_referers()
+    row = attribute_session("https://blog.example.com/post", "https://www.example.com/a", db=db)
+    assert (row["medium"], row["traffic_source"], row["channel"]) == ("internal", "direct", "Direct")
 
 
 def test_landing_pages_parsed_once_across_batches(monkeypatch: pytest.MonkeyPatch) -> None:
