@@ -97,6 +97,10 @@ PRESETS: dict[str, Preset] = {
                 "ga4_country=first(geo.country)",
                 "ga4_region=first(geo.region)",
                 "ga4_city=first(geo.city)",
+                # The export has no user agent: GA4's own device fields of the first event.
+                "ga4_device_category=first(device.category)",
+                "ga4_os=first(device.operating_system)",
+                "ga4_browser=first(device.web_info.browser)",
             ),
         ),
         Preset(

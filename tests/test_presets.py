@@ -53,6 +53,7 @@ def test_ga4_bigquery_export(tmp_path: Path) -> None:
 GA4_OWN = ["ga_session_number", "session_engaged", "ga4_source", "ga4_medium", "ga4_campaign", "ga4_gclid",
            "ga4_session_source", "ga4_session_medium", "ga4_session_campaign",
            "ga4_country", "ga4_region", "ga4_city"]  # fmt: skip
+GA4_DEVICE = ["ga4_device_category", "ga4_os", "ga4_browser"]
 
 
 def test_ga4_own_session_fields(tmp_path: Path) -> None:
@@ -118,7 +119,8 @@ def test_ga4_own_session_fields(tmp_path: Path) -> None:
     ).write_ndjson(bare)
     run = sessionize.run([bare], preset="ga4", no_geo=True, aggregates="ga4_city=count(*)")
     table = run.sessions.sort("user_id", "session_start")
-    assert table.columns[-len(GA4_OWN) :] == ["ga4_city", *(c for c in GA4_OWN if c != "ga4_city")]
+    own = [*GA4_OWN, *GA4_DEVICE]
+    assert table.columns[-len(own) :] == ["ga4_city", *(c for c in own if c != "ga4_city")]
     assert table.get_column("ga4_country").null_count() == 3
     assert table.get_column("ga4_city").to_list() == [3, 1, 2]
 
@@ -189,6 +191,25 @@ def test_posthog_direct_marker_is_no_referrer(tmp_path: Path) -> None:
     assert table.select("referrer", "traffic_source", "medium", "channel").rows() == [
         (None, "direct", "direct", "Direct")
     ]
+
+
+def test_ga4_device_fields(tmp_path: Path) -> None:
+    """The export has no user agent: GA4's own device category, operating system and browser of the
+    session's first event are columns of the preset (null when the export has none)."""
+    device = ('"device": {"category": "mobile", "operating_system": "Android", '
+              '"web_info": {"browser": "Chrome"}}')  # fmt: skip
+    lines = [
+        '{"event_name": "page_view", "user_pseudo_id": "d-1", "event_timestamp": 1714557600000000, '
+        '"event_params": [{"key": "ga_session_id", "value": {"int_value": 1714557600}}], ' + device + "}",
+        '{"event_name": "page_view", "user_pseudo_id": "d-2", "event_timestamp": 1714557600000000, '
+        '"event_params": [{"key": "ga_session_id", "value": {"int_value": 1714557600}}]}',
+    ]
+    source = write_text(tmp_path / "ga4.ndjson", "\n".join(lines) + "\n")
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "ga4")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    assert table.select(GA4_DEVICE).rows() == [("mobile", "Android", "Chrome"), (None, None, None)]
 
 
 def test_ga4_screen_views_count_as_page_views(tmp_path: Path) -> None:
