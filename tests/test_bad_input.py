@@ -604,3 +604,31 @@ def test_an_empty_user_id_is_not_hashed_in_the_rejects_file(
     assert table["reject_reason"].to_list() == ["empty_user_id"]
     assert table["user_id"].to_list() == [""]
     assert hmac.new(b"s3cret", b"", hashlib.sha256).hexdigest() not in rejects.read_text(encoding="utf-8")
+
+
+def test_a_malformed_row_does_not_turn_quoted_multi_line_records_into_rejects(tmp_path: Path) -> None:
+    """One row of the wrong width sends the file to the careful reader, which split records at every
+    newline: the valid record whose quoted user agent spans two lines (as sessionize itself writes one)
+    became two bad_quote rejects, and rows read went from 3 to 4. It is one record again; a lone quote
+    that never closes is still one bad line, and the lines after it are read."""
+    source = write(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url,user_agent\n"
+        'u1,2024-05-01T10:00:00Z,/a,"Mozilla\nline2"\n'
+        "u2,2024-05-01T10:00:00Z,/b,ok\n"
+        "u3,2024-05-01T10:00:00Z,/c,x,EXTRA\n"
+        'u4,2024-05-01T10:00:00Z,/d,"never closed\n'
+        "u5,2024-05-01T10:00:00Z,/e,ok\n",
+    )
+    failed = cli(source, "-o", tmp_path / "o.csv")
+    assert failed.exit_code == 1
+    assert "line5:wrong_field_count" in squash(failed.stderr) and "line2" not in squash(failed.stderr)
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run(
+        [source], output=str(tmp_path / "o.csv"), no_geo=True, on_invalid="skip", rejects=str(rejects)
+    )
+    assert (result.rows_read, result.rejected, result.events_read) == (5, 2, 3)
+    table = pl.read_csv(tmp_path / "o.csv").sort("user_id")
+    assert table["user_id"].to_list() == ["u1", "u2", "u5"]
+    assert table.filter(pl.col("user_id") == "u1")["user_agent"].to_list() == ["Mozilla\nline2"]
+    assert pl.read_csv(rejects, infer_schema=False)["source_row"].to_list() == ["5", "6"]

@@ -113,20 +113,36 @@ def is_utf8(encoding: str) -> bool:
     return encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
 
 
+#: A quoted field may span at most this many lines, and this many bytes, in the careful reader: past
+#: that, its opening line is an unbalanced quote (an attacker's lone quote must not swallow the file).
+_MAX_RECORD_LINES = 1000
+_MAX_RECORD_BYTES = 1 << 20
+
+
 def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse a malformed CSV line by line: the rows that parse, and the others with line and reason.
 
-    Only used when the fast reader fails. A record must fit on one line here: a quoted field that
-    spans lines is reported as a bad quote.
+    Only used when the fast reader fails. A quoted field may span lines (a user agent with a newline,
+    as sessionize itself writes one): a line with an odd number of quotes is joined with the lines up
+    to the next such line, when that makes one record of the header's width within
+    :data:`_MAX_RECORD_LINES` lines; otherwise it is a bad quote on its own, and the next line is read
+    as a record of its own. Linear: the next odd line is known for every line.
     """
     codec = "utf-8" if is_utf8(encoding) else encoding
-    lines = data.split(b"\n")
-    header_text = lines[0].rstrip(b"\r").decode(codec, errors="replace").lstrip("\ufeff")
+    lines = [raw.rstrip(b"\r") for raw in data.split(b"\n")]
+    header_text = lines[0].decode(codec, errors="replace").lstrip("\ufeff")
     header = next(csv.reader([header_text], delimiter=separator))
+    odd = [raw.count(b'"') % 2 == 1 for raw in lines]
+    next_odd = [0] * (len(lines) + 1)
+    next_odd[len(lines)] = len(lines)
+    for index in range(len(lines) - 1, -1, -1):
+        next_odd[index] = index if odd[index] else next_odd[index + 1]
     good: list[list[str | int | None]] = []
     bad: list[tuple[int, str, str]] = []
-    for number, raw in enumerate(lines[1:], start=2):
-        raw = raw.rstrip(b"\r")
+    index = 1
+    while index < len(lines):
+        number, raw = index + 1, lines[index]
+        index += 1
         if not raw.strip():
             continue
         try:
@@ -134,14 +150,21 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
         except UnicodeDecodeError:
             bad.append((number, raw.decode(codec, errors="replace"), "undecodable_bytes"))
             continue
+        if odd[number - 1]:
+            end = next_odd[number] if number < len(lines) else len(lines)
+            record = _spanning_record(lines, number - 1, end, codec, separator, len(header))
+            if record is None:
+                bad.append((number, text, "bad_quote"))
+                continue
+            good.append([*(value or None for value in record), number - 2])
+            index = end + 1
+            continue
         try:
             fields = next(csv.reader([text], delimiter=separator, strict=True))
         except csv.Error:
             bad.append((number, text, "bad_quote"))
             continue
-        if text.count('"') % 2:
-            bad.append((number, text, "bad_quote"))
-        elif len(fields) != len(header):
+        if len(fields) != len(header):
             bad.append((number, text, f"wrong_field_count ({len(fields)}, expected {len(header)})"))
         else:
             good.append([*(value or None for value in fields), number - 2])
@@ -151,6 +174,25 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
         bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
     )
     return rows, malformed
+
+
+def _spanning_record(
+    lines: list[bytes], first: int, last: int, codec: str, separator: str, width: int
+) -> list[str] | None:
+    """The one record of ``width`` fields that lines ``first`` to ``last`` make together (a quoted field
+    across lines), or None."""
+    if last >= len(lines) or last - first >= _MAX_RECORD_LINES:
+        return None
+    if sum(len(line) + 1 for line in lines[first : last + 1]) > _MAX_RECORD_BYTES:
+        return None
+    try:
+        text = b"\n".join(lines[first : last + 1]).decode(codec)
+        records = list(csv.reader(io.StringIO(text), delimiter=separator, strict=True))
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if len(records) != 1 or len(records[0]) != width:
+        return None
+    return records[0]
 
 
 def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
