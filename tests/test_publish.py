@@ -451,6 +451,18 @@ def test_root_replacing_an_output_keeps_its_owner(tmp_path: Path) -> None:
     os.chown(owned, 65534, 65534)
     sio.write_sessions(pl.DataFrame({"x": [1]}), str(owned), format="csv")
     assert (owned.stat().st_uid, owned.stat().st_gid) == (65534, 65534)
+    # In a sticky world-writable directory a stranger's file there is not handed root's output (they
+    # could then change it, where they cannot replace a file of root's there).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted = shared / "sessions.csv"
+    planted.write_text("old\n", encoding="utf-8")
+    planted.chmod(0o600)
+    os.chown(planted, 65534, 65534)
+    sio.write_sessions(pl.DataFrame({"x": [1]}), str(planted), format="csv")
+    assert planted.stat().st_uid == 0
+    assert stat.S_IMODE(planted.stat().st_mode) == 0o600
 
 
 @pytest.mark.slow

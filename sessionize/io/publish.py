@@ -134,6 +134,15 @@ def _identity(target: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
+def _shared_directory(path: str) -> bool:
+    """Whether ``path`` is in a sticky world-writable directory (``/tmp``)."""
+    try:
+        mode = os.stat(os.path.dirname(os.path.abspath(path))).st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
+
+
 def _refuse_planted_symlink(target: str, label: str) -> None:
     """Refuse an output that is a symlink someone else planted in a sticky world-writable directory
     (``/tmp``): the rule of the kernel's ``fs.protected_symlinks``, which never applies here because the
@@ -146,8 +155,7 @@ def _refuse_planted_symlink(target: str, label: str) -> None:
         parent = os.stat(os.path.dirname(os.path.abspath(target)))
     except OSError:
         return
-    shared = parent.st_mode & stat.S_ISVTX and parent.st_mode & stat.S_IWOTH
-    if shared and link.st_uid not in (os.geteuid(), parent.st_uid):
+    if _shared_directory(target) and link.st_uid not in (os.geteuid(), parent.st_uid):
         raise OutputError(
             f"Cannot write {label}: it is a symlink that another user owns, in a directory anyone can write "
             "to. Give an output path in a directory of your own."
@@ -229,7 +237,9 @@ class PendingOutput:
         if not stat.S_ISREG(old.st_mode):
             os.chmod(self._temp, 0o666 & ~_umask())
             return
-        if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+        if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0) and not _shared_directory(self._final):
+            # Not in a sticky world-writable directory (/tmp): there a stranger could plant the old file
+            # to be handed root's output, which they could not replace otherwise.
             os.chown(self._temp, old.st_uid, old.st_gid)
         os.chmod(self._temp, stat.S_IMODE(old.st_mode) & 0o777)
 
