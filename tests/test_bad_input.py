@@ -632,3 +632,45 @@ def test_a_malformed_row_does_not_turn_quoted_multi_line_records_into_rejects(tm
     assert table["user_id"].to_list() == ["u1", "u2", "u5"]
     assert table.filter(pl.col("user_id") == "u1")["user_agent"].to_list() == ["Mozilla\nline2"]
     assert pl.read_csv(rejects, infer_schema=False)["source_row"].to_list() == ["5", "6"]
+
+
+@pytest.mark.parametrize("buckets", [None, "2"])
+@pytest.mark.parametrize("separator", [",", "\t"])
+@pytest.mark.parametrize("blank", ["", "   ", " \t "])
+def test_a_csv_line_of_separators_only_is_a_rejected_row_not_a_blank_line(
+    tmp_path: Path, separator: str, blank: str, buckets: str | None
+) -> None:
+    """A line of empty fields (",,") read as a row of nulls, which the fast reader dropped as a blank
+    line: rows read 3 with 4 records in the file, nothing rejected, exit 0. It is now a row with an
+    empty user id (line 3); blank and whitespace-only lines are still no rows (but for the separator:
+    a TSV line of tabs is a record)."""
+    body = [
+        ["user_id", "timestamp", "url"],
+        ["u1", "2024-05-01T10:00:00Z", "/a"],
+        ["", "", ""],
+        ["u2", "2024-05-01T10:01:00Z", "/b"],
+        ["u3", "2024-05-01T10:02:00Z", "/c"],
+    ]
+    lines = [separator.join(row) for row in body]
+    lines.insert(3, "")
+    if separator not in blank:
+        lines.insert(5, blank)
+    name = "events.tsv" if separator == "\t" else "events.csv"
+    source = write(tmp_path / name, "\n".join(lines) + "\n\n")
+    flags = ["--buckets", buckets] if buckets else []
+    failed = cli(source, "-o", tmp_path / "o.csv", *flags)
+    assert failed.exit_code == 1, failed.stderr
+    assert "line 3" in words(failed.stderr) and "empty user id" in words(failed.stderr)
+    assert not (tmp_path / "o.csv").exists()
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run(
+        [source],
+        output=str(tmp_path / "o.csv"),
+        no_geo=True,
+        on_invalid="skip",
+        rejects=str(rejects),
+        buckets=int(buckets) if buckets else None,
+    )
+    assert (result.rows_read, result.rejected, result.events_read) == (4, 1, 3)
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert table.select("source_row", "reject_reason").rows() == [("3", "empty_user_id")]

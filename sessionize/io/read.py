@@ -133,6 +133,8 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     header_text = lines[0].decode(codec, errors="replace").lstrip("\ufeff")
     header = next(csv.reader([header_text], delimiter=separator))
     odd = [raw.count(b'"') % 2 == 1 for raw in lines]
+    # A line of whitespace is blank, but for the separator: a TSV line of tabs is a record.
+    blank = b" \t\r\n\f\v".replace(separator.encode(), b"")
     next_odd = [0] * (len(lines) + 1)
     next_odd[len(lines)] = len(lines)
     for index in range(len(lines) - 1, -1, -1):
@@ -143,7 +145,7 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     while index < len(lines):
         number, raw = index + 1, lines[index]
         index += 1
-        if not raw.strip():
+        if not raw.strip(blank):
             continue
         try:
             text = raw.decode(codec)
@@ -325,14 +327,22 @@ def _has_ragged_rows(data: str | bytes, separator: str, width: int) -> bool:
     body = lines.with_row_index("_line").filter(pl.col("_line") > 0)
     # Most files quote nothing: separators are counted as they are. A blank line or a lone "\r"
     # counts as ragged here: the careful reader then skips it (a false alarm only costs time).
+    # A line of separators only (",,") reads as a row of nulls, which the fast reader cannot tell from
+    # a blank line: it is a record of empty fields (rejected for its empty user id), so such a file
+    # is read carefully too.
     plain = line.str.count_matches(separator, literal=True) + 1
+    present = line.str.len_bytes() > 0
+    bare = line.str.replace_all(separator, "", literal=True).str.strip_chars().str.len_bytes() == 0
     first = body.select(
         line.str.contains('"', literal=True).any().alias("quotes"),
-        ((plain != width) & (line.str.len_bytes() > 0)).any().alias("ragged"),
+        ((plain != width) & present).any().alias("ragged"),
+        (present & bare & (plain > 1)).any().alias("empty_record"),
     ).collect(engine="streaming")
     if first.height == 0:
         return False
-    quotes, ragged = first.row(0)
+    quotes, ragged, empty_record = first.row(0)
+    if empty_record:
+        return True
     if not quotes:
         return bool(ragged)
     text = line.str.strip_chars_end("\r")
