@@ -347,10 +347,27 @@ def _as_number(column: str | None) -> pl.Expr:
     return pl.when(number.is_finite()).then(number)
 
 
-def _as_text(column: str | None, *, nulls: Iterable[str] = ("",)) -> pl.Expr:
+def _as_text(
+    column: str | None, schema: Mapping[str, pl.DataType], *, nulls: Iterable[str] = ("",)
+) -> pl.Expr:
+    """A column as text, ``nulls`` as null. A whole float is written as an integer: JSON's ``7.0`` is
+    ``7`` (a file with ``42`` on one line and ``7.0`` on another is read as floats, and its user 42
+    was ``42.0``), and so is a pandas integer column with gaps; NaN is null."""
     if column is None:
         return pl.lit(None, dtype=pl.String)
-    text = pl.col(column).cast(pl.String)
+    col = pl.col(column)
+    dtype = schema.get(column)
+    if dtype is not None and dtype.is_float():
+        whole = (col == col.floor()) & (col.abs() < 2.0**63)
+        text = (
+            pl.when(col.is_nan())
+            .then(None)
+            .when(whole)
+            .then(col.cast(pl.Int64, strict=False).cast(pl.String))
+            .otherwise(col.cast(pl.String))
+        )
+    else:
+        text = col.cast(pl.String)
     return pl.when(text.is_in(list(nulls))).then(None).otherwise(text)
 
 
@@ -516,8 +533,10 @@ def prepare_events(
             columns.timestamp, dtype, time_unit=time_unit, timezone=timezone, ambiguous=ambiguous
         )
     pageviews = [name.lower() for name in pageview_events]
-    event = pl.coalesce(_as_text(columns.event), *(_as_text(name) for name in columns.event_fallbacks))
-    url = _as_text(columns.url)
+    event = pl.coalesce(
+        _as_text(columns.event, schema), *(_as_text(name, schema) for name in columns.event_fallbacks)
+    )
+    url = _as_text(columns.url, schema)
     is_pageview = (
         event.str.to_lowercase().is_in(pageviews).fill_null(False)
         if columns.event is not None
@@ -544,7 +563,7 @@ def prepare_events(
     heartbeat_parsed: pl.Expr | None = None
     if heartbeat is not None:
         events, heartbeat_parsed = heartbeat(events)
-    event_id = _as_text(columns.event_id)
+    event_id = _as_text(columns.event_id, schema)
     page_view_id = page_view_id_expr(columns.page_view_id, schema.get(columns.page_view_id or ""))
     if columns.page_view_id is not None:
         event_id = (
@@ -553,18 +572,18 @@ def prepare_events(
             .otherwise(event_id)
         )
     return events.select(
-        _as_text(columns.user_id).alias(S.USER),
+        _as_text(columns.user_id, schema).alias(S.USER),
         parsed.alias(S.TIME),
         url.alias(S.URL),
         # Apache and nginx write "-" for "no referrer", PostHog's SDK "$direct".
-        _as_text(columns.referrer, nulls=("", "-", "$direct")).alias(S.REFERRER),
-        _as_text(columns.ip, nulls=("", "-")).alias(S.IP),
+        _as_text(columns.referrer, schema, nulls=("", "-", "$direct")).alias(S.REFERRER),
+        _as_text(columns.ip, schema, nulls=("", "-")).alias(S.IP),
         event.alias(S.EVENT),
-        _as_text(columns.client_session_id, nulls=("", *session_id_nulls)).alias(S.CLIENT_SESSION),
+        _as_text(columns.client_session_id, schema, nulls=("", *session_id_nulls)).alias(S.CLIENT_SESSION),
         event_id.alias(S.EVENT_ID),
-        _as_text(columns.user_agent, nulls=("", "-")).alias(S.USER_AGENT),
+        _as_text(columns.user_agent, schema, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),
-        *([_as_text(columns.stitch).alias(S.STITCH_ID)] if stitching else []),
+        *([_as_text(columns.stitch, schema).alias(S.STITCH_ID)] if stitching else []),
         *([_as_number(columns.engagement_time).alias(S.ENGAGEMENT_MS)] if engagement else []),
         *([page_view_id.alias(S.PAGE_VIEW_KEY)] if page_view_ids else []),
         *(

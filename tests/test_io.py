@@ -960,3 +960,26 @@ def test_a_large_file_is_read_in_its_order(tmp_path: Path, suffix: str) -> None:
     events = sio.read_file(source, options, keep_row=True).events
     assert events.get_column("_row").to_list() == list(range(n))
     assert events.get_column("url").to_list() == frame.get_column("url").to_list()
+
+
+def test_whole_float_ids_read_as_integers(tmp_path: Path) -> None:
+    """JSON's 7.0 is the number 7: a file with 42 on one line and 7.0 on another is read as floats,
+    and user 42 became "42.0", a user no other file (or the warehouse) calls so. A pandas integer
+    column with gaps (float64 in Parquet) likewise; a fraction stays, NaN is no id, and a client
+    session id of -1.0 is Amplitude's -1 (--session-id-nulls)."""
+    path = write_text(
+        tmp_path / "ids.ndjson",
+        '{"user_id": 42, "session_id": 5, "timestamp": "2024-05-01T10:00:00Z"}\n'
+        '{"user_id": 7.0, "session_id": -1.0, "timestamp": "2024-05-01T10:00:00Z"}\n'
+        '{"user_id": 7.5, "session_id": 1.5, "timestamp": "2024-05-01T10:00:00Z"}\n',
+    )
+    events = read_one(path, session_id_nulls="-1")
+    assert events["user_id"].to_list() == ["42", "7", "7.5"]
+    assert events["client_session_id"].to_list() == ["5", None, "1.5"]
+    parquet = tmp_path / "ids.parquet"
+    pl.DataFrame(
+        {"user_id": [42.0, float("nan"), 3.0], "timestamp": ["2024-05-01T10:00:00Z"] * 3}
+    ).write_parquet(parquet)
+    result = sessionize.run([parquet], output=str(tmp_path / "o.csv"), no_geo=True, on_invalid="skip")
+    assert result.rejected == 1
+    assert sorted(pl.read_csv(tmp_path / "o.csv", infer_schema=False)["user_id"].to_list()) == ["3", "42"]
