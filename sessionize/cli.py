@@ -605,6 +605,16 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = None,
+    ignore_referrer_col: Annotated[
+        str | None,
+        typer.Option(
+            "--ignore-referrer-col",
+            metavar="COLUMN",
+            help="A flag column (GA4's ignore_referrer; the ga4 preset reads it): an event where it is "
+            "true, 1 or yes has no referrer, as GA4 ignores an unwanted referral's.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
     time_unit: Annotated[
         str | None,
         typer.Option(
@@ -1275,6 +1285,7 @@ def run(
                 heartbeat_events=heartbeat_events or (),
                 heartbeat_interval=heartbeat_interval,
                 heartbeat_time_col=heartbeat_time_col,
+                ignore_referrer_col=ignore_referrer_col,
                 min_visit_length=min_visit_length,
                 engaged_threshold=engaged_threshold,
                 max_session_length=max_session_length,

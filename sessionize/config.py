@@ -583,6 +583,7 @@ class RunConfig:
         stitch_col: str | None = None,
         engagement_time_col: str | None = None,
         heartbeat_time_col: str | None = None,
+        ignore_referrer_col: str | None = None,
         time_unit: str | None = None,
         timezone: str | None = None,
         ambiguous_time: str = "earliest",

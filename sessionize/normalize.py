@@ -371,6 +371,21 @@ def _as_text(
     return pl.when(text.is_in(list(nulls))).then(None).otherwise(text)
 
 
+def _is_true(column: str | None, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    """Whether a flag column is set: boolean true, a non-zero number, or the text ``true``, ``1`` or
+    ``yes`` (any case, spaces around ignored; GA4 writes ``ignore_referrer`` as the text ``true``)."""
+    if column is None:
+        return pl.lit(False)
+    col = pl.col(column)
+    dtype = schema.get(column)
+    if dtype == pl.Boolean:
+        return col.fill_null(False)
+    if dtype is not None and dtype.is_numeric():
+        return (col != 0).fill_null(False)
+    text = col.cast(pl.String).str.strip_chars().str.to_lowercase()
+    return text.is_in(["true", "1", "yes"]).fill_null(False)
+
+
 #: The web_page entity inside Snowplow's self-describing ``contexts`` JSON, and its ``id``.
 _WEB_PAGE_ID = (
     r'"schema"\s*:\s*"iglu:com\.snowplowanalytics\.snowplow/web_page/jsonschema/[0-9-]+"\s*,'
@@ -576,7 +591,10 @@ def prepare_events(
         parsed.alias(S.TIME),
         url.alias(S.URL),
         # Apache and nginx write "-" for "no referrer", PostHog's SDK "$direct".
-        _as_text(columns.referrer, schema, nulls=("", "-", "$direct")).alias(S.REFERRER),
+        pl.when(_is_true(columns.ignore_referrer, schema))
+        .then(None)
+        .otherwise(_as_text(columns.referrer, schema, nulls=("", "-", "$direct")))
+        .alias(S.REFERRER),
         _as_text(columns.ip, schema, nulls=("", "-")).alias(S.IP),
         event.alias(S.EVENT),
         _as_text(columns.client_session_id, schema, nulls=("", *session_id_nulls)).alias(S.CLIENT_SESSION),

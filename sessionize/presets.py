@@ -78,6 +78,8 @@ PRESETS: dict[str, Preset] = {
                 "referrer": ("event_params.page_referrer",),
                 # Foreground milliseconds each event reports: engaged_time_s is their sum (GA4's rule).
                 "engagement_time": ("event_params.engagement_time_msec",),
+                # An unwanted referral (the stream's list, or a self-referral): GA4 ignores its referrer.
+                "ignore_referrer": ("event_params.ignore_referrer",),
                 "event": ("event_name",),
             },
             # GA4's own session fields, beside ours: its session number and engaged flag (event

@@ -192,6 +192,9 @@ STITCHED_USER_ID = "stitched_user_id"
 #: an event reports), and the event column it becomes (a float of milliseconds).
 ENGAGEMENT = "engagement_time"
 ENGAGEMENT_MS = "_engagement_ms"
+#: The role of ``--ignore-referrer-col`` (GA4's ``ignore_referrer`` event parameter: ``true`` on an
+#: event whose referrer GA4 ignores, an unwanted referral): that event has no referrer.
+IGNORE_REFERRER = "ignore_referrer"
 SESSION_ID = "session_id"
 #: Hidden column of the session summary, read by attribution and dropped by it: the URL of the event
 #: whose referrer a session without a page view takes (its first event), null when the session has a
@@ -244,6 +247,8 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     STITCH: (),
     # GA4's engagement_time_msec: only named with --engagement-time-col or the ga4 preset.
     ENGAGEMENT: (),
+    # GA4's ignore_referrer: only named with --ignore-referrer-col or the ga4 preset.
+    IGNORE_REFERRER: (),
     # Snowplow: the web_page context's id, as a column of its own or the context column of a warehouse
     # table (Snowflake: JSON text; BigQuery: an array of structs).
     PAGE_VIEW_ID: (
@@ -281,6 +286,7 @@ class ColumnNames:
     stitch: str | None = field(default=None, metadata={"role": STITCH})
     engagement_time: str | None = field(default=None, metadata={"role": ENGAGEMENT})
     heartbeat_time: str | None = field(default=None, metadata={"role": HEARTBEAT_TIME})
+    ignore_referrer: str | None = field(default=None, metadata={"role": IGNORE_REFERRER})
 
     @classmethod
     def of(cls, options: Mapping[str, object]) -> ColumnNames:
@@ -491,6 +497,7 @@ class ColumnMap:
     stitch: str | None = None
     engagement_time: str | None = None
     heartbeat_time: str | None = None
+    ignore_referrer: str | None = None
     #: Further event-name columns, used where ``event`` is empty (Segment: ``event`` for track
     #: calls, ``type`` = ``page`` for page calls).
     event_fallbacks: tuple[str, ...] = ()

@@ -70,6 +70,8 @@ HEADER = [
     # Snowplow's page view id and dvce_created_tstamp under other names (no alias finds them by itself).
     "tab_page",
     "device_time",
+    # GA4's ignore_referrer under another name: set on the first event of some users' first visit.
+    "flag",
 ]
 SITE = "https://shop.example.com"
 START = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
@@ -192,6 +194,7 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                     "value": f"{(n * 37 + u) % 90 + 0.25:.2f}" if event == "add_to_cart" else "",
                     "tab_page": tab_page,
                     "device_time": device_time,
+                    "flag": ("true", "", "1", "false")[u % 4] if visit == 0 and n == 0 else "",
                 }
                 rows.append((moment, row))
                 draw = rng.random()
@@ -216,16 +219,16 @@ def csv_lines(rows: list[dict[str, str]]) -> list[str]:
 
 #: Invalid lines put into each file of the dirty copy: (file, position as a share of its lines, line).
 BAD_LINES = (
-    (0, 0.2, f"e90001,,2024-05-01T10:00:00Z,page_view,{SITE}/,,81.2.69.160,,curl/8.5.0,,,\n"),
-    (0, 0.5, f"e90002,u001,not a time,page_view,{SITE}/,,89.160.20.112,,curl/8.5.0,,,\n"),
-    (0, 0.8, f"e90003,u002,2024-05-01T12:00:00Z,page_view,{SITE}/,,2.125.160.216,,x,extra,more,,\n"),
+    (0, 0.2, f"e90001,,2024-05-01T10:00:00Z,page_view,{SITE}/,,81.2.69.160,,curl/8.5.0,,,,\n"),
+    (0, 0.5, f"e90002,u001,not a time,page_view,{SITE}/,,89.160.20.112,,curl/8.5.0,,,,\n"),
+    (0, 0.8, f"e90003,u002,2024-05-01T12:00:00Z,page_view,{SITE}/,,2.125.160.216,,x,extra,more,,,\n"),
     (1, 0.1, f"e90004,u003,2024-05-02T09:00:00Z,page_view,{SITE}/a,,175.16.199.1\n"),
-    (1, 0.4, f"e90005,u004,2099-01-01T00:00:00Z,page_view,{SITE}/,,216.160.83.56,,curl/8.5.0,,,\n"),
-    (1, 0.7, f"e90006,u005,2024-13-45T99:00:00Z,page_view,{SITE}/,,81.2.69.142,,curl/8.5.0,,,\n"),
-    (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c,d,,\n"),
-    (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0,,,\n"),
-    (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0,,,\n"),
-    (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra,more,,\n"),
+    (1, 0.4, f"e90005,u004,2099-01-01T00:00:00Z,page_view,{SITE}/,,216.160.83.56,,curl/8.5.0,,,,\n"),
+    (1, 0.7, f"e90006,u005,2024-13-45T99:00:00Z,page_view,{SITE}/,,81.2.69.142,,curl/8.5.0,,,,\n"),
+    (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c,d,,,\n"),
+    (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0,,,,\n"),
+    (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0,,,,\n"),
+    (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra,more,,,\n"),
 )
 
 
@@ -319,6 +322,8 @@ OPTION_SETS: dict[str, OptionSet] = {
     # many users share one (every event of an address is one session, of the greatest user id) and
     # sessions cross files, buckets and partitions.
     "shared_session_ids": OptionSet({"shared_session_ids": "merge", "session_col": "ip"}),
+    # GA4's ignore_referrer: the first event of some first visits has no referrer (those sessions are direct).
+    "ignore_referrer": OptionSet({"ignore_referrer_col": "flag"}),
     # GA4's reported engagement time: the cart value stands in for engagement_time_msec.
     "engagement_time": OptionSet({"engagement_time_col": "value"}),
     # Snowplow's engaged time: scrolls and clicks as page pings grouped by their page view id, windows on

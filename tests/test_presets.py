@@ -229,6 +229,47 @@ def test_ga4_screen_views_count_as_page_views(tmp_path: Path) -> None:
     assert table.select("event_count", "pageview_count", "is_engaged").rows() == [("2", "2", "true")]
 
 
+def test_ga4_ignores_the_referrer_of_an_unwanted_referral(tmp_path: Path) -> None:
+    """GA4 marks a page view whose referrer is on the stream's unwanted-referrals list (a payment
+    provider's page) with ignore_referrer = "true", and does not take that referrer: the session is
+    direct. Without the flag, paypal.com was the session's Referral."""
+
+    def page_view(user: str, params: str) -> str:
+        return (
+            f'{{"event_name": "page_view", "user_pseudo_id": "{user}", "event_timestamp": 1714557600000000, '
+            '"event_params": [{"key": "ga_session_id", "value": {"int_value": 1714557600}}, '
+            '{"key": "page_location", "value": {"string_value": "https://shop.example.com/thanks"}}, '
+            '{"key": "page_referrer", "value": {"string_value": "https://www.paypal.com/checkout"}}'
+            f"{params}]}}"
+        )
+
+    ignored = ', {"key": "ignore_referrer", "value": {"string_value": "true"}}'
+    source = write_text(
+        tmp_path / "ga4.ndjson", page_view("paid", ignored) + "\n" + page_view("ref", "") + "\n"
+    )
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "ga4")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    assert table.select("user_id", "referrer", "traffic_source", "channel").rows() == [
+        ("paid", None, "direct", "Direct"),
+        ("ref", "https://www.paypal.com/checkout", "paypal", "Referral"),
+    ]
+    # The same flag named by hand, in a CSV with other spellings of true.
+    csv = write_text(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url,referrer,skip\n"
+        "a,2024-05-01T10:00:00Z,/,https://www.paypal.com/,TRUE\n"
+        "b,2024-05-01T10:00:00Z,/,https://www.paypal.com/, yes \n"
+        "c,2024-05-01T10:00:00Z,/,https://www.paypal.com/,false\n"
+        "d,2024-05-01T10:00:00Z,/,https://www.paypal.com/,\n",
+    )
+    result = run_cli(csv, "-o", out, "--no-geo", "-q", "--ignore-referrer-col", "skip")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    assert table["channel"].to_list() == ["Direct", "Direct", "Referral", "Referral"]
+
+
 def test_posthog_sessions_last_at_most_24_hours(tmp_path: Path) -> None:
     """PostHog's rule: 30 minutes of inactivity, and at most 24 hours (events without $session_id)."""
     lines = ["distinct_id,timestamp,event,uuid"]
