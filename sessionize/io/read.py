@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import errno
+import functools
 import gzip
 import io
 import json
@@ -681,6 +682,74 @@ def _format_name(source: InputFile) -> str:
     return source.format.upper()
 
 
+@functools.lru_cache(maxsize=4)
+def _continued_lines(path: str, size: int, mtime_ns: int, separator: str, codec: str) -> tuple[int, ...]:
+    """Where a CSV file's records take more than one line (a quoted field with a line break): for each
+    line that continues a record, the number of lines before it that begin one (the header counts).
+    Empty for the usual file. ``size`` and ``mtime_ns`` key the cache; a file is read twice at most.
+
+    The fast reader numbers records, and its ``_row`` is a line only while each record is one line:
+    :func:`physical_rows` turns it into one with these. A first pass counts quotes per line (a line
+    with an odd number can open a field that spans lines); only a file with such a line is read
+    record by record by Python's csv module, which splits records as the fast reader does."""
+
+    def text() -> io.TextIOWrapper:
+        raw = gzip.open(path) if split_gz(path)[1] else open(path, "rb")  # noqa: SIM115
+        return io.TextIOWrapper(raw, encoding=codec, errors="replace", newline="")
+
+    if not _has_odd_quote_line(path, codec):
+        return ()
+    continued: list[int] = []
+    with text() as stream:
+        records = csv.reader(stream, delimiter=separator)
+        before = 0
+        for _ in records:
+            # The lines the record took beyond its first continue it.
+            for line in range(before + 1, records.line_num):
+                continued.append(line - len(continued))
+            before = records.line_num
+    return tuple(continued)
+
+
+def _has_odd_quote_line(path: str, codec: str) -> bool:
+    """Whether a line of the file has an odd number of quotes (a UTF-8 file: in one streaming scan)."""
+    if not split_gz(path)[1] and codec == "utf-8":
+        odd = pl.col("line").str.count_matches('"', literal=True) % 2 == 1
+        try:
+            return bool(pl.scan_lines(path).select(odd.any()).collect(engine="streaming").item())
+        except pl.exceptions.PolarsError:
+            pass  # bytes that are not UTF-8: the careful reader's, line by line below
+    with gzip.open(path) if split_gz(path)[1] else open(path, "rb") as handle:
+        return any(line.count(b'"') % 2 for line in handle)
+
+
+def physical_rows(source: InputFile, encoding: str) -> Callable[[pl.Expr], pl.Expr] | None:
+    """For a CSV file read by the fast reader whose records span lines: an expression that turns its
+    record number (``_row``) into the line's (0 for the line after the header), as the careful reader
+    numbers rows. None for every other file (rows are lines already)."""
+    if source.format not in ("csv", "tsv") or source.is_stdin or source.first_line:
+        return None
+    try:
+        stat = os.stat(source.path)
+    except OSError:
+        return None
+    codec = "utf-8" if is_utf8(encoding) else encoding
+    separator = "\t" if source.format == "tsv" else ","
+    try:
+        continued = _continued_lines(source.path, stat.st_size, stat.st_mtime_ns, separator, codec)
+    except (OSError, LookupError, EOFError, zlib.error, csv.Error):
+        return None
+    if not continued:
+        return None
+    bounds = pl.Series(continued, dtype=pl.Int64)
+
+    def physical(row: pl.Expr) -> pl.Expr:
+        record = row.cast(pl.Int64)
+        return record + pl.lit(bounds).search_sorted(record + 1, side="right").cast(pl.Int64)
+
+    return physical
+
+
 def _where(source: InputFile, row: int) -> str:
     # row is the 0-based data row; a CSV has its header on line 1.
     if source.format in ("csv", "tsv"):
@@ -815,6 +884,14 @@ def read_file(
     ).to_series()
     flagged = bool(flags.any())
     raw_text = [RAW_TIME, *raw_columns(options.aggregates, heartbeat_time=options.heartbeat_timing)]
+    # A CSV whose records span lines: the fast reader's row numbers made lines.
+    physical = (
+        physical_rows(source, options.encoding) if malformed is None and (flagged or keep_row) else None
+    )
+    if physical is not None:
+        dtype = frame.schema[ROW]
+        frame = frame.with_columns(physical(pl.col(ROW)).cast(dtype))
+        original = original.with_columns(physical(pl.col(ROW)).cast(dtype))
     if options.on_invalid == "fail":
         if malformed is not None and malformed.height:
             raise_malformed(name, malformed, what=_format_name(source))
