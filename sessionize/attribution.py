@@ -72,34 +72,34 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# GA4 classifies a source by a published list ("source categories", linked from the Default channel group
-# article). Search and social sites come from the referer database's sections; shopping and video sites,
-# which it does not separate, from these lists: a subset of the SHOPPING and VIDEO rows of that list
-# (as mirrored in PostHog's channel_definitions.json). They win over the database, as in GA4 (YouTube is a
-# video site there and a social one in referers.yml; Amazon is shopping there and search in referers.yml).
-SHOPPING_SOURCES: frozenset[str] = _names(
+# GA4 classifies a source by a published table ("source categories", linked from the Default channel
+# group article, https://support.google.com/analytics/answer/9756891): 819 sources, each a search, social,
+# shopping or video site. Its conditions "source matches a list of ... sites" read that table and nothing
+# else (a site it does not list, x.com or mastodon.social, is no social site to GA4), and Snowplow's
+# channel group reads the same table. It is shipped as data/ga4_source_categories.csv (see the notice
+# beside it). Keys are lower-case, as GA4's channel conditions are case-insensitive.
+_GA4_CATEGORIES_FILE = ("data", "ga4_source_categories.csv")
+
+
+@functools.cache
+def ga4_source_categories() -> Mapping[str, SourceCategory]:
+    """GA4's source category of each source name or domain in its published table, lower-case keys.
+
+    >>> table = ga4_source_categories()
+    >>> table["google"], table["l.facebook.com"], table["ebay"], table["youtube.com"], len(table)
+    ('search', 'social', 'shopping', 'video', 819)
     """
-    1688.com alibaba alibaba.com m.alibaba.com allegro.pl amazon amazon.com amazon.co.uk backmarket.com
-    bol.com cdiscount.com coupang.com depop.com ebay ebay.com ebay.co.uk ebay.com.au ebay.de etsy etsy.com
-    igshopping lazada.com mercadolibre mercadolibre.com mercadolibre.com.ar mercadolibre.com.mx
-    mercadolivre.com.br mercari.com otto.de ozon.ru poshmark.com shein.com shop.app shop.tiktok.com
-    shopee.com shopify shopify.com apps.shopify.com checkout.shopify.com partners.shopify.com shopping
-    shopping.naver.com m.shopping.naver.com shopping.yahoo.com shopping.yahoo.co.jp shopzilla shopzilla.com
-    stockx.com stripe stripe.com checkout.stripe.com temu.com vinted.com walmart walmart.com
-    one.walmart.com wildberries.ru zalando.com
-    """
-)
-VIDEO_SOURCES: frozenset[str] = _names(
-    """
-    b23.tv bilibili.com crackle crackle.com curiositystream curiositystream.com d.tube dailymotion
-    dailymotion.com disneyplus disneyplus.com hulu hulu.com iq.com iqiyi iqiyi.com ixigua.com justin.tv
-    kick.com kuaishou.com netflix netflix.com rumble.com rutube.ru ted ted.com twitch twitch.tv
-    m.twitch.tv player.twitch.tv utreon utreon.com veoh veoh.com vimeo vimeo.com player.vimeo.com wistia
-    wistia.com fast.wistia.net youku youku.com youtube youtube.com m.youtube.com music.youtube.com
-    """
-)
-# Short names GA4's list has for social sites that referers.yml does not spell that way (utm_source=fb).
-_SOCIAL_ALIASES = frozenset({"fb", "fb.me", "ig", "ig.me", "x.com", "lnkd.in", "pin.it", "wa.me"})
+    text = resources.files("sessionize").joinpath(*_GA4_CATEGORIES_FILE).read_text(encoding="utf-8")
+    rows = iter(text.splitlines())
+    next(rows)  # the header: source,source_category
+    table: dict[str, SourceCategory] = {}
+    for row in rows:
+        source, _, category = row.rpartition(",")
+        name = category.removeprefix("SOURCE_CATEGORY_").lower()
+        if source and name in ("search", "social", "shopping", "video"):
+            table.setdefault(source.strip().lower(), name)  # type: ignore[arg-type]
+    return table
+
 
 _PACKAGE_FILE = ("data", "referers.yml")
 #: How many suffixes of a host :meth:`RefererDatabase.lookup` tries, at most: a DNS name has at most
@@ -126,9 +126,9 @@ class RefererDatabase:
 
     path: str
     entries: Mapping[str, Referer] = field(repr=False)
-    #: GA4 source category of a source name or domain (search and social from the database, plus
-    #: :data:`SHOPPING_SOURCES`, :data:`VIDEO_SOURCES`), for ``utm_source`` values.
-    categories: Mapping[str, SourceCategory] = field(repr=False)
+    #: GA4's source category of a source name or domain (:func:`ga4_source_categories`; with a database
+    #: of the user's own, also its search and social sites), for ``utm_source`` values and referrers.
+    categories: Mapping[str, SourceCategory] = field(repr=False, default_factory=ga4_source_categories)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -220,7 +220,9 @@ def load_referers(path: str | Path | None = None) -> RefererDatabase:
             "referers.yml from github.com/snowplow-referer-parser/referer-parser (resources/referers.yml)."
         ) from ex
     entries = _parse_document(document, shown)
-    return RefererDatabase(path=shown, entries=entries, categories=_categories(entries))
+    if path is None:
+        return RefererDatabase(path=shown, entries=entries)
+    return RefererDatabase(path=shown, entries=entries, categories=_with_own_sites(entries))
 
 
 def _parse_document(document: Any, shown: str) -> dict[str, Referer]:
@@ -249,28 +251,6 @@ def _parse_document(document: Any, shown: str) -> dict[str, Referer]:
     if not entries:
         raise bad("it lists no domains")
     return entries
-
-
-def _categories(entries: Mapping[str, Referer]) -> dict[str, SourceCategory]:
-    categories: dict[str, SourceCategory] = {}
-
-    def add(names: Iterable[str], category: SourceCategory) -> None:
-        for name in names:
-            categories.setdefault(name, category)
-
-    add(SHOPPING_SOURCES, "shopping")
-    add(VIDEO_SOURCES, "video")
-    for wanted in ("search", "social"):
-        category: SourceCategory = "search" if wanted == SEARCH else "social"
-        for key, referer in entries.items():
-            if referer.medium != wanted:
-                continue
-            name = referer.source.lower()
-            host = key.partition("/")[0]
-            add((name, re.sub(r"[^0-9a-z.]+", "", name), host, host.removeprefix("www.")), category)
-    add(_SOCIAL_ALIASES, "social")
-    categories.pop("", None)
-    return categories
 
 
 class _Url(NamedTuple):
@@ -352,13 +332,25 @@ _DIRECT = _Classified(None, None, DIRECT, None, DIRECT, "(direct)", "(none)", No
 _GA_MEDIUM = {SEARCH: "organic"}
 
 
-def _builtin_category(names: Iterable[str]) -> SourceCategory | None:
-    for name in names:
-        if name in SHOPPING_SOURCES:
-            return "shopping"
-        if name in VIDEO_SOURCES:
-            return "video"
-    return None
+def _with_own_sites(entries: Mapping[str, Referer]) -> dict[str, SourceCategory]:
+    """GA4's table, and the search and social sites of a referer database the user gave (``--referers``):
+    their names and hosts, where the table has no category for them."""
+    categories: dict[str, SourceCategory] = dict(ga4_source_categories())
+    for key, referer in entries.items():
+        if referer.medium not in (SEARCH, SOCIAL):
+            continue
+        category: SourceCategory = "search" if referer.medium == SEARCH else "social"
+        name = referer.source.lower()
+        host = key.partition("/")[0]
+        for alias in (name, re.sub(r"[^0-9a-z.]+", "", name), host, host.removeprefix("www.")):
+            if alias:
+                categories.setdefault(alias, category)
+    return categories
+
+
+def _table_category(names: Iterable[str], db: RefererDatabase) -> SourceCategory | None:
+    """The category of the first of ``names`` the database's categories list (GA4's table)."""
+    return next((db.categories[name] for name in names if name in db.categories), None)
 
 
 def _classify(
@@ -380,13 +372,13 @@ def _classify(
     referer = db.lookup(host, parsed.path)
     if referer is None:
         return _Classified(
-            host, None, REFERRAL, None, traffic_source(referrer), host, REFERRAL, _builtin_category(names)
+            host, None, REFERRAL, None, traffic_source(referrer), host, REFERRAL, _table_category(names, db)
         )
     source = referer.source.lower()
     term = _search_term(parsed.query, referer.parameters) if referer.medium == SEARCH else None
-    category = _builtin_category((*names, source))
-    if category is None and referer.medium in (SEARCH, SOCIAL):
-        category = "search" if referer.medium == SEARCH else "social"
+    # GA4's source is the search engine's name for a search, else the referring host.
+    engine = (source, re.sub(r"[^0-9a-z.]+", "", source)) if referer.medium == SEARCH else ()
+    category = _table_category((*names, *engine), db)
     return _Classified(
         host,
         referer.source,
@@ -482,7 +474,7 @@ def _utm_from_query(query: str) -> dict[str, str | None]:
 # The rules for manual (non-Google-Ads) traffic, in GA4's order, first match wins, from Google's
 # "[GA4] Default channel group", https://support.google.com/analytics/answer/9756891 ("Channels for
 # manual traffic"). Matching is case-insensitive (GA4's channel definitions are), so values are
-# lower-cased first. "Source matches a list of ... sites" is the source category (see SHOPPING_SOURCES).
+# lower-cased first. "Source matches a list of ... sites" is the source category (ga4_source_categories).
 # A gclid or msclkid (Google Ads / Microsoft Ads auto-tagging) makes the session Paid Search before
 # any of these rules, as GA4 does for Google Ads search clicks.
 
