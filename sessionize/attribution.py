@@ -68,10 +68,6 @@ ATTRIBUTION_COLUMNS: tuple[str, ...] = (
 SourceCategory = Literal["shopping", "search", "social", "video"]
 
 
-def _names(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
 # GA4 classifies a source by a published table ("source categories", linked from the Default channel
 # group article, https://support.google.com/analytics/answer/9756891): 819 sources, each a search, social,
 # shopping or video site. Its conditions "source matches a list of ... sites" read that table and nothing
