@@ -371,6 +371,15 @@ def _as_text(
     return pl.when(text.is_in(list(nulls))).then(None).otherwise(text)
 
 
+def _referrer(columns: S.ColumnMap, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    """The referrer, null where an ``--ignore-referrer-col`` flag is set (GA4's unwanted referrals)."""
+    # Apache and nginx write "-" for "no referrer", PostHog's SDK "$direct".
+    referrer = _as_text(columns.referrer, schema, nulls=("", "-", "$direct"))
+    if columns.ignore_referrer is None:
+        return referrer
+    return pl.when(_is_true(columns.ignore_referrer, schema)).then(None).otherwise(referrer)
+
+
 def _is_true(column: str | None, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     """Whether a flag column is set: boolean true, a non-zero number, or the text ``true``, ``1`` or
     ``yes`` (any case, spaces around ignored; GA4 writes ``ignore_referrer`` as the text ``true``)."""
@@ -590,11 +599,7 @@ def prepare_events(
         _as_text(columns.user_id, schema).alias(S.USER),
         parsed.alias(S.TIME),
         url.alias(S.URL),
-        # Apache and nginx write "-" for "no referrer", PostHog's SDK "$direct".
-        pl.when(_is_true(columns.ignore_referrer, schema))
-        .then(None)
-        .otherwise(_as_text(columns.referrer, schema, nulls=("", "-", "$direct")))
-        .alias(S.REFERRER),
+        _referrer(columns, schema).alias(S.REFERRER),
         _as_text(columns.ip, schema, nulls=("", "-")).alias(S.IP),
         event.alias(S.EVENT),
         _as_text(columns.client_session_id, schema, nulls=("", *session_id_nulls)).alias(S.CLIENT_SESSION),
