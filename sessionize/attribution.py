@@ -3,7 +3,8 @@
 * ``source_name``, ``medium`` and ``search_term`` of the referrer, from Snowplow's referer database
   (referer-parser's ``referers.yml``, GPL-3.0 data shipped in ``sessionize/data``; see
   ``REFERERS-NOTICE.md``), looked up with referer-parser's own rules.
-* ``utm_*`` fields and the click ids ``gclid``, ``fbclid``, ``msclkid`` from the landing page's query string.
+* ``utm_*`` fields and the click ids ``gclid``, ``fbclid``, ``msclkid`` from the landing page's query string
+  (and Google Ads' ``gbraid`` and ``wbraid``, read for the channel only).
 * ``channel``: the GA4 default channel group.
 
 URL parsing needs Python, so it runs once per distinct landing URL and once per distinct (referrer,
@@ -55,6 +56,10 @@ UTM_FIELDS: tuple[str, ...] = (
     "fbclid",
     "msclkid",
 )
+#: Google Ads' click ids of iOS traffic: GA4 reads them as it reads ``gclid`` (Paid Search), and they
+#: are not output columns.
+GOOGLE_CLICK_IDS: tuple[str, ...] = ("gbraid", "wbraid")
+_GOOGLE_CLICKS = ("gclid", *GOOGLE_CLICK_IDS)
 #: The columns :func:`enrich_attribution` adds, in this order (it also rewrites ``traffic_source``).
 ATTRIBUTION_COLUMNS: tuple[str, ...] = (
     "referrer_host",
@@ -426,7 +431,8 @@ def parse_utm(url: str | None) -> dict[str, str | None]:
     'e-mail'
     """
     parsed = None if url is None else _split_url(url)
-    return _utm_from_query("" if parsed is None else parsed.query)
+    fields = _utm_from_query("" if parsed is None else parsed.query)
+    return {name: fields[name] for name in UTM_FIELDS}
 
 
 CAMPAIGN = "_campaign"
@@ -453,7 +459,8 @@ def add_campaign_key(events: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _utm_from_query(query: str) -> dict[str, str | None]:
-    result: dict[str, str | None] = dict.fromkeys(UTM_FIELDS)
+    """:data:`UTM_FIELDS` and :data:`GOOGLE_CLICK_IDS` of a query string, in that order."""
+    result: dict[str, str | None] = dict.fromkeys((*UTM_FIELDS, *GOOGLE_CLICK_IDS))
     if not query:
         return result
     for pair in query.split("&"):
@@ -471,8 +478,9 @@ def _utm_from_query(query: str) -> dict[str, str | None]:
 # "[GA4] Default channel group", https://support.google.com/analytics/answer/9756891 ("Channels for
 # manual traffic"). Matching is case-insensitive (GA4's channel definitions are), so values are
 # lower-cased first. "Source matches a list of ... sites" is the source category (ga4_source_categories).
-# A gclid or msclkid (Google Ads / Microsoft Ads auto-tagging) makes the session Paid Search before
-# any of these rules, as GA4 does for Google Ads search clicks.
+# A Google Ads click id (gclid, or gbraid/wbraid for iOS traffic: auto-tagging) makes the session Paid
+# Search before any of these rules, as GA4 does for Google Ads search clicks. GA4 does not read Microsoft
+# Ads' msclkid: such a click is what its UTM tags or referrer make it (bing / organic without tags).
 
 _Field = Literal["source", "medium", "campaign", "category"]
 _PAID_MEDIUM = r"^(.*cp.*|ppc|retargeting|paid.*)$"
@@ -582,7 +590,7 @@ def channel_group(
     medium: str | None,
     campaign: str | None,
     *,
-    has_gclid_or_msclkid: bool,
+    has_google_click_id: bool,
     source_category: SourceCategory | None,
 ) -> str:
     """GA4's default channel group of a session's source, medium and campaign (case-insensitive).
@@ -591,12 +599,12 @@ def channel_group(
     ``video``; see :meth:`RefererDatabase.source_category`). The same rules as
     :func:`channel_expr`, one value at a time.
 
-    >>> channel_group("google", "cpc", None, has_gclid_or_msclkid=False, source_category="search")
+    >>> channel_group("google", "cpc", None, has_google_click_id=False, source_category="search")
     'Paid Search'
-    >>> channel_group("newsletter", "email", "spring", has_gclid_or_msclkid=False, source_category=None)
+    >>> channel_group("newsletter", "email", "spring", has_google_click_id=False, source_category=None)
     'Email'
     """
-    if has_gclid_or_msclkid:
+    if has_google_click_id:
         return PAID_SEARCH
     values: dict[_Field, str | None] = {
         "source": None if source is None else source.lower(),
@@ -615,7 +623,7 @@ def channel_expr(
     medium: pl.Expr,
     campaign: pl.Expr,
     *,
-    has_gclid_or_msclkid: pl.Expr,
+    has_google_click_id: pl.Expr,
     source_category: pl.Expr,
     snowplow: bool = False,
 ) -> pl.Expr:
@@ -640,7 +648,7 @@ def channel_expr(
         for channel, alternatives in (_SNOWPLOW_RULES if snowplow else _RULES)
     ]
     (condition, channel), *rest = rules
-    clicked = pl.lit(False) if snowplow else has_gclid_or_msclkid.fill_null(False)
+    clicked = pl.lit(False) if snowplow else has_google_click_id.fill_null(False)
     chain = pl.when(clicked).then(pl.lit(PAID_SEARCH))
     chained = chain.when(condition).then(pl.lit(channel))
     for condition, channel in rest:
@@ -670,13 +678,15 @@ def attribute_session(
     internal = normalize_internal_domains(internal_domains)
     host = _landing_host(landing_url) if landing_url is not None else _landing_host(referrer_page)
     referrer_part = _classify(referrer, host, internal, db)
-    utm = parse_utm(landing_url)
+    parsed = None if landing_url is None else _split_url(landing_url)
+    fields = _utm_from_query("" if parsed is None else parsed.query)
+    utm = {name: fields[name] for name in UTM_FIELDS}
     tagged = utm["utm_source"] is not None or utm["utm_medium"] is not None
     channel = channel_group(
         (utm["utm_source"] or "(not set)") if tagged else referrer_part.ga_source,
         (utm["utm_medium"] or "(not set)") if tagged else referrer_part.ga_medium,
         utm["utm_campaign"],
-        has_gclid_or_msclkid=utm["gclid"] is not None or utm["msclkid"] is not None,
+        has_google_click_id=any(fields[name] is not None for name in _GOOGLE_CLICKS),
         source_category=db.source_category(utm["utm_source"]) if tagged else referrer_part.category,
     )
     return {
@@ -691,7 +701,7 @@ def attribute_session(
 
 _LANDING = "_attr_landing"
 _REFERRER = "_attr_referrer"
-_LANDING_FIELDS = ("_landing_host", *UTM_FIELDS, "_utm_category")
+_LANDING_FIELDS = ("_landing_host", *UTM_FIELDS, *GOOGLE_CLICK_IDS, "_utm_category")
 _REFERRER_STRUCT_FIELDS = _Classified._fields
 _LANDING_DTYPE = pl.Struct({name: pl.String for name in _LANDING_FIELDS})
 _REFERRER_DTYPE = pl.Struct({name: pl.String for name in _REFERRER_STRUCT_FIELDS})
@@ -881,7 +891,7 @@ def _attribute_pairs(
             utm("utm_source"),
             utm("utm_medium"),
             utm("utm_campaign"),
-            has_gclid_or_msclkid=pl.lit(False),
+            has_google_click_id=pl.lit(False),
             source_category=utm("_utm_category"),
             snowplow=True,
         )
@@ -891,7 +901,9 @@ def _attribute_pairs(
         pl.when(tagged).then(utm("utm_source").fill_null("(not set)")).otherwise(ref("ga_source")),
         pl.when(tagged).then(utm("utm_medium").fill_null("(not set)")).otherwise(ref("ga_medium")),
         utm("utm_campaign"),
-        has_gclid_or_msclkid=utm("gclid").is_not_null() | utm("msclkid").is_not_null(),
+        has_google_click_id=pl.any_horizontal(
+            utm(name).is_not_null() for name in ("gclid", *GOOGLE_CLICK_IDS)
+        ),
         source_category=pl.when(tagged).then(utm("_utm_category")).otherwise(ref("category")),
     )
     return _attributed(sessions, landing, referrer, channel, medium)

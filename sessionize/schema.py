@@ -440,7 +440,7 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
         "channel",
         pl.String(),
         "GA4 default channel group (`Organic Search`, `Paid Social`, `Direct`, ...): UTM source and medium "
-        "when present, else the referrer's; a gclid or msclkid means Paid Search.",
+        "when present, else the referrer's; a Google Ads click id (gclid, gbraid, wbraid) means Paid Search.",
         core=False,
     ),
     OutputColumn(

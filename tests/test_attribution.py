@@ -300,7 +300,7 @@ def _vectorized(
     medium: str | None,
     campaign: str | None,
     *,
-    has_gclid_or_msclkid: bool,
+    has_google_click_id: bool,
     source_category: SourceCategory | None,
 ) -> str:
     frame = pl.DataFrame(
@@ -308,13 +308,13 @@ def _vectorized(
             "s": [source],
             "m": [medium],
             "c": [campaign],
-            "k": [has_gclid_or_msclkid],
+            "k": [has_google_click_id],
             "cat": [source_category],
         },
         schema={"s": pl.String, "m": pl.String, "c": pl.String, "k": pl.Boolean, "cat": pl.String},
     )
     expr = channel_expr(
-        pl.col("s"), pl.col("m"), pl.col("c"), has_gclid_or_msclkid=pl.col("k"), source_category=pl.col("cat")
+        pl.col("s"), pl.col("m"), pl.col("c"), has_google_click_id=pl.col("k"), source_category=pl.col("cat")
     )
     value: str = frame.select(expr).item()
     return value
@@ -326,7 +326,7 @@ def channel(request: pytest.FixtureRequest) -> Any:
 
 
 def ch(channel: Any, source: str | None, medium: str | None, campaign: str | None = None, **kw: Any) -> str:
-    kw.setdefault("has_gclid_or_msclkid", False)
+    kw.setdefault("has_google_click_id", False)
     kw.setdefault("source_category", None)
     result: str = channel(source, medium, campaign, **kw)
     return result
@@ -337,7 +337,7 @@ def test_channel_direct(channel: Any) -> None:
     assert ch(channel, "(DIRECT)", "(not set)") == "Direct"
     assert ch(channel, "(direct)", "referral") == "Referral"
     assert ch(channel, "direct", "(none)") == "Unassigned"  # GA4 wants the parentheses
-    assert ch(channel, "(direct)", "(none)", has_gclid_or_msclkid=True) == "Paid Search"
+    assert ch(channel, "(direct)", "(none)", has_google_click_id=True) == "Paid Search"
 
 
 def test_channel_cross_network(channel: Any) -> None:
@@ -359,7 +359,7 @@ def test_channel_paid_search(channel: Any) -> None:
     assert ch(channel, "bing", "retargeting", source_category="search") == "Paid Search"
     assert ch(channel, "google", "paidsearch", source_category="search") == "Paid Search"
     assert ch(channel, "google", "organic", source_category="search") == "Organic Search"
-    assert ch(channel, "anything", "referral", has_gclid_or_msclkid=True) == "Paid Search"
+    assert ch(channel, "anything", "referral", has_google_click_id=True) == "Paid Search"
 
 
 def test_channel_paid_social(channel: Any) -> None:
@@ -476,7 +476,13 @@ def test_source_category(db: RefererDatabase) -> None:
         ("https://a.example/x", "https://a.example/", "Direct"),  # internal
         ("https://www.google.com/search?q=x", "https://a.example/", "Organic Search"),
         ("https://www.google.com/search?q=x", "https://a.example/?gclid=abc", "Paid Search"),
-        ("https://www.bing.com/search?q=x", "https://a.example/?msclkid=abc", "Paid Search"),
+        # gbraid and wbraid are Google Ads click ids as gclid is; GA4 does not read Microsoft Ads'
+        # msclkid: a Bing ad click without tags is bing / organic there.
+        ("https://www.google.com/", "https://a.example/?gbraid=0AAAA", "Paid Search"),
+        (None, "https://a.example/?wbraid=Cl4KCQ", "Paid Search"),
+        ("https://www.bing.com/search?q=x", "https://a.example/?msclkid=abc", "Organic Search"),
+        (None, "https://a.example/?msclkid=abc", "Direct"),
+        (None, "https://a.example/?msclkid=abc&utm_source=bing&utm_medium=cpc", "Paid Search"),
         ("https://l.facebook.com/l.php?u=x", "https://a.example/", "Organic Social"),
         ("https://www.youtube.com/watch?v=1", "https://a.example/", "Organic Video"),
         ("https://www.amazon.com/dp/1", "https://a.example/", "Organic Shopping"),
@@ -745,9 +751,12 @@ def test_landing_batch_matches_parsing_each_url(db: RefererDatabase) -> None:
     assert batch.schema == A._LANDING_DTYPE.to_schema()
     for row, url in zip(batch.iter_rows(named=True), urls, strict=True):
         utm = parse_utm(url)
+        query = None if url is None else A._split_url(url)
+        clicks = A._utm_from_query("" if query is None else query.query)
         expected = {
             "_landing_host": A._landing_host(url),
             **utm,
+            **{name: clicks[name] for name in A.GOOGLE_CLICK_IDS},
             "_utm_category": db.source_category(utm["utm_source"]),
         }
         assert row == expected, url
@@ -955,3 +964,27 @@ def test_the_channel_grouping_cases_of_dbt_ga4(tmp_path: Path, db: RefererDataba
     assert result.exit_code == 0, result.output
     table = pl.read_csv(out, infer_schema=False).sort("user_id")
     assert table["channel"].to_list() == [case[-1] for case in DBT_GA4_CASES]
+
+
+def test_google_click_ids_on_the_vectorized_path(tmp_path: Path) -> None:
+    """gbraid and wbraid (Google Ads on iOS) make Paid Search as gclid does; msclkid, which GA4 does not
+    read, leaves the channel to the referrer (it was Paid Search); Snowplow's rules read no click id."""
+    events = write_text(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url,referrer\n"
+        "a,2024-05-01T10:00:00Z,https://a.example/?gbraid=0AAAA,https://www.google.com/\n"
+        "b,2024-05-01T10:00:00Z,https://a.example/?wbraid=Cl4KCQ,\n"
+        "c,2024-05-01T10:00:00Z,https://a.example/?msclkid=abc,https://www.bing.com/\n"
+        "d,2024-05-01T10:00:00Z,https://a.example/?gclid=x,\n",
+    )
+    out = tmp_path / "sessions.csv"
+    expected = {
+        "ga4": ["Paid Search", "Paid Search", "Organic Search", "Paid Search"],
+        "snowplow": ["Unassigned"] * 4,
+    }
+    for rules, channels in expected.items():
+        result = run_cli(events, "-o", out, "--no-geo", "-q", "--channel-rules", rules)
+        assert result.exit_code == 0, result.output
+        table = pl.read_csv(out, infer_schema=False).sort("user_id")
+        assert table["channel"].to_list() == channels, rules
+        assert table["msclkid"].to_list() == [None, None, "abc", None]
