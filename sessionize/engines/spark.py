@@ -565,7 +565,9 @@ def _validated(
     summary: dict[str, Any] = {"number": source.number, "first": first, "rows": 0, "filtered": 0}
     events = None
     try:
-        read = io.read.read_file(shown, read_task.options, raw=raw, malformed=malformed, keep_row=True)
+        read = io.read.read_file(
+            shown, read_task.options, raw=raw, malformed=malformed, keep_row=True, rows_are_lines=True
+        )
     except SessionizeError as exc:
         note = (
             f" (Spark's reader split this file: this is the error of its rows {first:,}-{last:,}, the "

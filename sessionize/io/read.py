@@ -772,11 +772,14 @@ def read_file(
     raw: pl.DataFrame | None = None,
     malformed: pl.DataFrame | None = None,
     keep_row: bool = False,
+    rows_are_lines: bool = False,
 ) -> FileRead:
     """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
     (or raise on) invalid rows. ``raw`` gives some of the file's rows already read (text columns
     and ``_row``, or an access log's parsed requests; see :func:`iter_reads`), with ``malformed`` the rows
-    among them that did not parse. ``keep_row`` keeps each event's 0-based data row in ``_row``."""
+    among them that did not parse. ``keep_row`` keeps each event's 0-based data row in ``_row``.
+    ``rows_are_lines``: the ``_row`` of ``raw`` are lines of the file already (Spark's split reading,
+    which numbers each split's rows itself), not records to turn into lines."""
     name = source.shown
     try:
         if raw is not None:
@@ -886,7 +889,9 @@ def read_file(
     raw_text = [RAW_TIME, *raw_columns(options.aggregates, heartbeat_time=options.heartbeat_timing)]
     # A CSV whose records span lines: the fast reader's row numbers made lines.
     physical = (
-        physical_rows(source, options.encoding) if malformed is None and (flagged or keep_row) else None
+        physical_rows(source, options.encoding)
+        if malformed is None and (flagged or keep_row) and not rows_are_lines
+        else None
     )
     if physical is not None:
         dtype = frame.schema[ROW]
