@@ -37,6 +37,22 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def fail_then_skip(
+    source: Path, tmp_path: Path, buckets: str | None
+) -> tuple[Result, list[tuple[str, str]], list[str]]:
+    """Run on a file with invalid rows twice: by default (fails, writes nothing), then with
+    --on-invalid skip and --rejects. The failed run, the rejects' (line, reason) and the users written."""
+    flags = ["--buckets", buckets] if buckets else []
+    out, rejects = tmp_path / "o.csv", tmp_path / "rejects.csv"
+    failed = cli(source, "-o", out, *flags)
+    assert failed.exit_code == 1, failed.stderr
+    assert not out.exists()
+    skipped = cli(source, "-o", out, "--on-invalid", "skip", "--rejects", rejects, *flags)
+    assert skipped.exit_code == 0, skipped.stderr
+    rows = pl.read_csv(rejects, infer_schema=False).select("source_row", "reject_reason").rows()
+    return failed, rows, sorted(pl.read_csv(out, infer_schema=False)["user_id"].to_list())
+
+
 DIRTY = (
     "event_id,user_id,timestamp,url,ip\n"
     "e1,u1,2024-05-01T10:00:00Z,https://s.example/a,81.2.69.160\n"  # line 2
@@ -311,16 +327,10 @@ def test_one_json_line_of_an_unexpected_kind_is_one_rejected_row(
         f'{{"user_id": "u2", "timestamp": {value}}}\n'
         '{"user_id": "u3", "timestamp": 1714557700}\n',
     )
-    flags = ["--buckets", buckets] if buckets else []
-    failed = cli(source, "-o", tmp_path / "o.csv", *flags)
-    assert failed.exit_code == 1
+    failed, rejects, users = fail_then_skip(source, tmp_path, buckets)
     assert "line2:bad_json_value" in squash(failed.stderr), failed.stderr
-    rejects = tmp_path / "rejects.csv"
-    skipped = cli(source, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", rejects, *flags)
-    assert skipped.exit_code == 0, skipped.stderr
-    assert sorted(pl.read_csv(tmp_path / "o.csv")["user_id"].to_list()) == ["u1", "u3"]
-    table = pl.read_csv(rejects, infer_schema=False)
-    assert table.select("source_row", "reject_reason").rows() == [("2", "bad_json_value")]
+    assert users == ["u1", "u3"]
+    assert rejects == [("2", "bad_json_value")]
 
 
 def test_a_field_that_is_an_object_on_one_line_and_a_list_on_others(tmp_path: Path) -> None:
@@ -695,16 +705,7 @@ def test_rejected_rows_name_their_line_after_records_that_span_lines(
     )
     source = tmp_path / ("events.csv.gz" if compressed else "events.csv")
     source.write_bytes(gzip.compress(text.encode()) if compressed else text.encode())
-    flags = ["--buckets", buckets] if buckets else []
-    failed = cli(source, "-o", tmp_path / "o.csv", *flags)
-    assert failed.exit_code == 1
+    failed, rejects, users = fail_then_skip(source, tmp_path, buckets)
     assert "line 7" in words(failed.stderr), failed.stderr
-    rejects = tmp_path / "rejects.csv"
-    skipped = cli(source, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", rejects, *flags)
-    assert skipped.exit_code == 0, skipped.stderr
-    table = pl.read_csv(rejects, infer_schema=False)
-    assert table.select("source_row", "reject_reason").rows() == [
-        ("6", "bad_timestamp"),
-        ("7", "empty_user_id"),
-    ]
-    assert sorted(pl.read_csv(tmp_path / "o.csv")["user_id"].to_list()) == ["u1", "u2", "u5"]
+    assert rejects == [("6", "bad_timestamp"), ("7", "empty_user_id")]
+    assert users == ["u1", "u2", "u5"]
