@@ -333,6 +333,12 @@ _DIRECT = _Classified(None, None, DIRECT, None, DIRECT, "(direct)", "(none)", No
 _GA_MEDIUM = {SEARCH: "organic"}
 
 
+def _spellings(name: str) -> tuple[str, str]:
+    """A source name as GA4's table may spell it: as it is, and without spaces and punctuation
+    (``yahoo!`` is ``yahoo``)."""
+    return name, re.sub(r"[^0-9a-z.]+", "", name)
+
+
 def _with_own_sites(entries: Mapping[str, Referer]) -> dict[str, SourceCategory]:
     """GA4's table, and the search and social sites of a referer database the user gave (``--referers``):
     their names and hosts, where the table has no category for them."""
@@ -343,7 +349,7 @@ def _with_own_sites(entries: Mapping[str, Referer]) -> dict[str, SourceCategory]
         category: SourceCategory = "search" if referer.medium == SEARCH else "social"
         name = referer.source.lower()
         host = key.partition("/")[0]
-        for alias in (name, re.sub(r"[^0-9a-z.]+", "", name), host, host.removeprefix("www.")):
+        for alias in (*_spellings(name), host, host.removeprefix("www.")):
             if alias:
                 categories.setdefault(alias, category)
     return categories
@@ -378,7 +384,7 @@ def _classify(
     source = referer.source.lower()
     term = _search_term(parsed.query, referer.parameters) if referer.medium == SEARCH else None
     # GA4's source is the search engine's name for a search, else the referring host.
-    engine = (source, re.sub(r"[^0-9a-z.]+", "", source)) if referer.medium == SEARCH else ()
+    engine = _spellings(source) if referer.medium == SEARCH else ()
     category = _table_category((*names, *engine), db)
     return _Classified(
         host,
@@ -430,9 +436,7 @@ def parse_utm(url: str | None) -> dict[str, str | None]:
     >>> parse_utm("https://a.example/?utm_source=news+letter&utm_medium=e%2Dmail&gclid=")["utm_medium"]
     'e-mail'
     """
-    parsed = None if url is None else _split_url(url)
-    fields = _utm_from_query("" if parsed is None else parsed.query)
-    return {name: fields[name] for name in UTM_FIELDS}
+    return {name: value for name, value in _url_fields(url).items() if name in UTM_FIELDS}
 
 
 CAMPAIGN = "_campaign"
@@ -456,6 +460,12 @@ def add_campaign_key(events: pl.LazyFrame) -> pl.LazyFrame:
 
     key = pl.col(S.URL).map_batches(lambda urls: map_distinct(urls, keys), return_dtype=pl.String)
     return events.with_columns(pl.when(pl.col(S.IS_PAGEVIEW)).then(key).otherwise(None).alias(CAMPAIGN))
+
+
+def _url_fields(url: str | None) -> dict[str, str | None]:
+    """:func:`_utm_from_query` of a URL's query string."""
+    parsed = None if url is None else _split_url(url)
+    return _utm_from_query("" if parsed is None else parsed.query)
 
 
 def _utm_from_query(query: str) -> dict[str, str | None]:
@@ -678,8 +688,7 @@ def attribute_session(
     internal = normalize_internal_domains(internal_domains)
     host = _landing_host(landing_url) if landing_url is not None else _landing_host(referrer_page)
     referrer_part = _classify(referrer, host, internal, db)
-    parsed = None if landing_url is None else _split_url(landing_url)
-    fields = _utm_from_query("" if parsed is None else parsed.query)
+    fields = _url_fields(landing_url)
     utm = {name: fields[name] for name in UTM_FIELDS}
     tagged = utm["utm_source"] is not None or utm["utm_medium"] is not None
     channel = channel_group(
@@ -901,9 +910,7 @@ def _attribute_pairs(
         pl.when(tagged).then(utm("utm_source").fill_null("(not set)")).otherwise(ref("ga_source")),
         pl.when(tagged).then(utm("utm_medium").fill_null("(not set)")).otherwise(ref("ga_medium")),
         utm("utm_campaign"),
-        has_google_click_id=pl.any_horizontal(
-            utm(name).is_not_null() for name in ("gclid", *GOOGLE_CLICK_IDS)
-        ),
+        has_google_click_id=pl.any_horizontal(utm(name).is_not_null() for name in _GOOGLE_CLICKS),
         source_category=pl.when(tagged).then(utm("_utm_category")).otherwise(ref("category")),
     )
     return _attributed(sessions, landing, referrer, channel, medium)

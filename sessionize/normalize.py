@@ -380,11 +380,9 @@ def _referrer(columns: S.ColumnMap, schema: Mapping[str, pl.DataType]) -> pl.Exp
     return pl.when(_is_true(columns.ignore_referrer, schema)).then(None).otherwise(referrer)
 
 
-def _is_true(column: str | None, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+def _is_true(column: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     """Whether a flag column is set: boolean true, a non-zero number, or the text ``true``, ``1`` or
     ``yes`` (any case, spaces around ignored; GA4 writes ``ignore_referrer`` as the text ``true``)."""
-    if column is None:
-        return pl.lit(False)
     col = pl.col(column)
     dtype = schema.get(column)
     if dtype == pl.Boolean:

@@ -693,14 +693,10 @@ def _continued_lines(path: str, size: int, mtime_ns: int, separator: str, codec:
     with an odd number can open a field that spans lines); only a file with such a line is read
     record by record by Python's csv module, which splits records as the fast reader does."""
 
-    def text() -> io.TextIOWrapper:
-        raw = gzip.open(path) if split_gz(path)[1] else open(path, "rb")  # noqa: SIM115
-        return io.TextIOWrapper(raw, encoding=codec, errors="replace", newline="")
-
     if not _has_odd_quote_line(path, codec):
         return ()
     continued: list[int] = []
-    with text() as stream:
+    with io.TextIOWrapper(_open_bytes(path), encoding=codec, errors="replace", newline="") as stream:
         records = csv.reader(stream, delimiter=separator)
         before = 0
         for _ in records:
@@ -719,8 +715,15 @@ def _has_odd_quote_line(path: str, codec: str) -> bool:
             return bool(pl.scan_lines(path).select(odd.any()).collect(engine="streaming").item())
         except pl.exceptions.PolarsError:
             pass  # bytes that are not UTF-8: the careful reader's, line by line below
-    with gzip.open(path) if split_gz(path)[1] else open(path, "rb") as handle:
+    with _open_bytes(path) as handle:
         return any(line.count(b'"') % 2 for line in handle)
+
+
+def _open_bytes(path: str) -> gzip.GzipFile | io.BufferedReader:
+    """A file's bytes as they stream, gunzipped when its name says ``.gz``."""
+    if split_gz(path)[1]:
+        return gzip.open(path)
+    return open(path, "rb")
 
 
 def physical_rows(source: InputFile, encoding: str) -> Callable[[pl.Expr], pl.Expr] | None:
