@@ -268,6 +268,16 @@ def test_ga4_ignores_the_referrer_of_an_unwanted_referral(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     table = pl.read_csv(out, infer_schema=False).sort("user_id")
     assert table["channel"].to_list() == ["Direct", "Direct", "Referral", "Referral"]
+    # An export where no event has the parameter (no unwanted referrals listed) reads as before.
+    plain = write_text(tmp_path / "plain.ndjson", page_view("ref", "") + "\n")
+    result = run_cli(plain, "-o", out, "--no-geo", "-q", "--preset", "ga4")
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(out, infer_schema=False)["channel"].to_list() == ["Referral"]
+    # A flag column that is not there is named, with the flag that named it.
+    missing = run_cli(csv, "-o", tmp_path / "none.csv", "--no-geo", "-q", "--ignore-referrer-col", "skp")
+    assert missing.exit_code != 0
+    assert "--ignore-referrer-col" in missing.output and "'skip'" in missing.output
+    assert not (tmp_path / "none.csv").exists()
 
 
 def test_posthog_sessions_last_at_most_24_hours(tmp_path: Path) -> None:
