@@ -903,7 +903,7 @@ def _timestamp_shapes(count: int, seed: int) -> list[str | None]:
         year = rng.choice([1969, 2000, 2024, 2026, 9999])
         month, day, hour = rng.randint(0, 13), rng.randint(0, 32), rng.randint(0, 25)
         minute, second = rng.randint(0, 60), rng.randint(0, 61)
-        fraction = rng.choice(["", ".5", ".123456", ".1234567", ".123456789", ".", ".12a"])
+        fraction = rng.choice(["", ".5", ".123", ".123456", ".1234567", ".123456789", ".", ".12a", ".12345a"])
         separator = rng.choice(["T", " ", "t", "  "])
         zone = rng.choice(["Z", "z", "", "+02:00", "+0200", " UTC", "-05", " +01:00", "Zx"])
         pad = rng.choice(["", " ", "\t"])
@@ -917,12 +917,36 @@ def _timestamp_shapes(count: int, seed: int) -> list[str | None]:
     return shapes
 
 
+def _fixed_width_shapes(count: int, seed: int) -> list[str]:
+    """Texts in the exact shapes parsed by a fixed-width format (``...:SSZ``, ``...:SS.fffZ``, the naive
+    ``YYYY-MM-DD HH:MM:SS.ffffff``, ...), with impossible dates, hour 24, second 60 and stray characters."""
+    rng = random.Random(seed)
+    shapes = []
+    for _ in range(count):
+        month, day, hour = (
+            rng.choice([2, 6, 12, 0, 13]),
+            rng.choice([1, 28, 29, 30, 31, 32]),
+            rng.choice([0, 23, 24]),
+        )
+        second = rng.choice([0, 59, 60, 61])
+        fraction = rng.choice(["", "." + "7" * 3, "." + "5" * 6, "." + "9" * 9])
+        year = rng.choice([1969, 2023, 2024, 9999])
+        text = f"{year}-{month:02d}-{day:02d}T{hour:02d}:30:{second:02d}{fraction}Z"
+        text = text.replace("T", " ").removesuffix("Z") if rng.random() < 0.5 else text
+        if rng.random() < 0.1:  # the right length, not the shape
+            at = rng.randrange(len(text))
+            text = text[:at] + rng.choice("x+ -:.") + text[at + 1 :]
+        shapes.append(text)
+    return shapes
+
+
 @pytest.mark.parametrize("timezone", ["UTC", "Europe/Paris", "America/New_York"])
 @pytest.mark.parametrize("time_unit", [None, "ms"])
 def test_timestamp_fast_path_parses_as_the_general_rewrite(timezone: str, time_unit: TimeUnit | None) -> None:
     """The common shapes are parsed first as they are; every value must come out as the general path
     (rewrite to one ISO shape, then the parsers) gives it, valid or not."""
-    text = pl.Series("t", _timestamp_shapes(20_000, seed=3), dtype=pl.String)
+    shapes = _timestamp_shapes(20_000, seed=3) + _fixed_width_shapes(4_000, seed=4)
+    text = pl.Series("t", shapes, dtype=pl.String)
     fast = parse_timestamp_series(text, time_unit=time_unit, timezone=timezone)
     rewritten = pl.select(timestamp_text(pl.lit(text))).to_series()
     general = pl.select(parse_timestamp_text(pl.lit(rewritten), time_unit=time_unit, timezone=timezone))
@@ -932,6 +956,15 @@ def test_timestamp_fast_path_parses_as_the_general_rewrite(timezone: str, time_u
     assert frame.get_column("fast").drop_nulls().len() > 5_000
     assert frame.filter(pl.col("text").str.ends_with("Z"), pl.col("fast").is_not_null()).height > 200
     assert frame.filter(pl.col("text").str.contains(r"\+02:?00$"), pl.col("fast").is_not_null()).height > 50
+    # Each fixed-width shape (parsed by its own format, by the text's length) and their near misses.
+    for fraction in (r"", r"\.\d{3}", r"\.\d{6}", r"\.\d{9}"):
+        for shape in (
+            rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d{fraction}Z$",
+            rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d{fraction}$",
+        ):
+            fixed = frame.filter(pl.col("text").str.contains(shape))
+            assert fixed.get_column("fast").drop_nulls().len() > 20, shape
+            assert fixed.get_column("fast").null_count() > 20, shape
 
 
 @pytest.mark.slow
