@@ -1016,3 +1016,34 @@ def test_whole_float_ids_read_as_integers(tmp_path: Path) -> None:
     result = sessionize.run([parquet], output=str(tmp_path / "o.csv"), no_geo=True, on_invalid="skip")
     assert result.rejected == 1
     assert sorted(pl.read_csv(tmp_path / "o.csv", infer_schema=False)["user_id"].to_list()) == ["3", "42"]
+
+
+def test_aligned_chunks_cuts_every_column_as_most_columns_are_cut(tmp_path: Path) -> None:
+    # The streaming read gives the columns it computes one chunk per morsel, a constant column one
+    # chunk and the row numbers their own chunks: eager operations would copy them all into one layout.
+    n = 250_000
+    path = write_text(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url\n"
+        + "".join(f"u{i % 977},2024-05-01T10:{i % 60:02d}:00Z,/p{i}\n" for i in range(n)),
+    )
+    source = sio.resolve_inputs([path])[0]
+    scan, _ = sio.read._scan(source, sio.ReadOptions())
+    frame = scan.with_columns(pl.lit(None, pl.String).alias("user_agent")).collect(engine="streaming")
+    text = frame.get_column("user_id")
+    # One column cut in other places, as the read's row numbers are.
+    frame = frame.with_columns(
+        pl.concat([text.slice(0, 1000), text.slice(1000)], rechunk=False).alias("other")
+    )
+
+    def layout(table: pl.DataFrame, name: str) -> list[int]:
+        return [len(chunk) for chunk in table.get_column(name).get_chunks()]
+
+    aligned = sio.read.aligned_chunks(frame)
+    assert_frame_equal(aligned, frame)
+    most = layout(frame, "url")
+    assert len(most) > 1  # not vacuous: the file was read in several morsels
+    assert {tuple(layout(frame, name)) for name in frame.columns} != {tuple(most)}
+    assert all(layout(aligned, name) == most for name in aligned.columns)
+    # Already aligned: the same frame back.
+    assert sio.read.aligned_chunks(aligned) is aligned

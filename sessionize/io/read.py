@@ -8,6 +8,7 @@ import errno
 import functools
 import gzip
 import io
+import itertools
 import json
 import math
 import os
@@ -753,6 +754,34 @@ def physical_rows(source: InputFile, encoding: str) -> Callable[[pl.Expr], pl.Ex
     return physical
 
 
+def aligned_chunks(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with every column cut into chunks of the same lengths, without copying a value.
+
+    The streaming engine gives the columns it computes one chunk per morsel, but a constant column
+    (an input column the file lacks) and the read's row numbers in other chunks. On such a frame every
+    eager operation first copies the columns into one layout, and throws the copies away: 10M CSV
+    events, 0.1-0.9 s a ``select`` or ``drop``, where it takes 0.01 s on aligned chunks. Here the
+    other columns are sliced at the chunk boundaries most columns share (0.02 s)."""
+    layouts = {name: [len(chunk) for chunk in frame.get_column(name).get_chunks()] for name in frame.columns}
+    shared = Counter(tuple(layout) for layout in layouts.values())
+    if len(shared) <= 1:
+        return frame
+    # The layout most columns have (the costly text columns), the finer one on a tie.
+    target = max(shared, key=lambda layout: (shared[layout], len(layout)))
+    starts = list(itertools.accumulate(target, initial=0))
+    columns = []
+    for name, layout in layouts.items():
+        column = frame.get_column(name)
+        if tuple(layout) != target:
+            whole = column.rechunk()  # copies only a column in many chunks of other lengths
+            column = pl.concat(
+                [whole.slice(start, length) for start, length in zip(starts, target, strict=False)],
+                rechunk=False,
+            )
+        columns.append(column)
+    return pl.DataFrame(columns)
+
+
 def _where(source: InputFile, row: int) -> str:
     # row is the 0-based data row; a CSV has its header on line 1.
     if source.format in ("csv", "tsv"):
@@ -850,7 +879,7 @@ def read_file(
         # core, morsel by morsel and in order, where the in-memory engine parses a text column on one
         # thread: 10M CSV events took 4.6-4.9 s instead of 6.6 s, with the same peak memory (Parquet:
         # the same time either way). The sessions themselves are built in memory (see pipeline).
-        frame = events.collect(engine="streaming")
+        frame = aligned_chunks(events.collect(engine="streaming"))
     except (pl.exceptions.PolarsError, OSError) as exc:
         if _fast_ndjson(source, raw, window):
             # Lines of valid JSON whose values the fast reader cannot take together (a time that is
