@@ -292,12 +292,21 @@ def with_parsed_text_time(
     """
     fast_name, text_name = helpers
     text = pl.col(column).cast(pl.String)
-    fast = _fast_utc(text).dt.replace_time_zone("UTC")
-    naive_time = _fast_naive(pl.when(pl.col(fast_name).is_null()).then(text))
-    common = pl.coalesce(pl.col(fast_name), _localize(naive_time, timezone, ambiguous))
+    fast = pl.col(fast_name)
+    frame = events.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias(fast_name))
+    # One shape a step, each parse on the values still null and in its shape (the others masked to
+    # null, which Polars skips: a failed fixed-width parse would cost a chrono parse), so that the
+    # in-memory engine holds one masked copy of the text at a time.
+    for shaped, form, utc in _common_shapes(text):
+        parsed = (
+            pl.when(fast.is_null() & shaped)
+            .then(text)
+            .str.to_datetime(form, time_unit="us", strict=False, cache=False)
+        )
+        instant = parsed.dt.replace_time_zone("UTC") if utc else _localize(parsed, timezone, ambiguous)
+        frame = frame.with_columns(pl.coalesce(fast, instant).alias(fast_name))
     frame = (
-        events.with_columns(fast.alias(fast_name))
-        .with_columns(common.alias(fast_name))
+        frame
         # Rewritten in its own step: inside one expression each parse attempt would redo it.
         .with_columns(timestamp_text(pl.when(pl.col(fast_name).is_null()).then(text)).alias(text_name))
     )
@@ -307,31 +316,18 @@ def with_parsed_text_time(
     return frame, pl.coalesce(pl.col(fast_name), general)
 
 
-def _fast_utc(text: pl.Expr) -> pl.Expr:
-    """The naive UTC time of each text in :data:`_FAST_UTC`'s shape (ending in ``Z``), else null."""
-    return _fixed_or(text, _FIXED_UTC, _FAST_UTC, text.str.ends_with("Z"))
-
-
-def _fast_naive(text: pl.Expr) -> pl.Expr:
-    """The naive time of each text in :data:`_FAST_NAIVE`'s shape (never ending in ``Z``), else null."""
-    return _fixed_or(text, _FIXED_NAIVE, _FAST_NAIVE, ~text.str.ends_with("Z"))
-
-
-def _fixed_or(text: pl.Expr, fixed: Mapping[int, str], general: str, shaped: pl.Expr) -> pl.Expr:
-    """``text`` parsed by ``general`` where ``shaped``, through the fixed-width format of its length first.
-
-    Each parse sees only its own values: the others are masked to null, which Polars skips (a failed
-    fixed-width parse would cost a chrono parse)."""
-    length = text.str.len_bytes()
-    candidate = pl.when(shaped).then(text)
-    fixed_parse = pl.coalesce(
-        pl.when(length == width)
-        .then(candidate)
-        .str.to_datetime(form, time_unit="us", strict=False, cache=False)
-        for width, form in fixed.items()
-    )
-    rest = pl.when(fixed_parse.is_null()).then(candidate)
-    return pl.coalesce(fixed_parse, rest.str.to_datetime(general, time_unit="us", strict=False, cache=False))
+def _common_shapes(text: pl.Expr) -> list[tuple[pl.Expr, str, bool]]:
+    """The common shapes' formats in the order they are tried, each with the test of the texts it is
+    tried on and whether it is UTC (else a local time): ISO 8601 with ``Z``, by the fixed widths of its
+    fraction, then any fraction; then the naive SQL shape likewise. No text ending in ``Z`` matches
+    the naive formats."""
+    length, zulu = text.str.len_bytes(), text.str.ends_with("Z")
+    return [
+        *((zulu & (length == width), form, True) for width, form in _FIXED_UTC.items()),
+        (zulu, _FAST_UTC, True),
+        *((~zulu & (length == width), form, False) for width, form in _FIXED_NAIVE.items()),
+        (~zulu, _FAST_NAIVE, False),
+    ]
 
 
 def parse_timestamp_series(text: pl.Series, *, time_unit: TimeUnit | None, timezone: str) -> pl.Series:
