@@ -709,3 +709,103 @@ def test_rejected_rows_name_their_line_after_records_that_span_lines(
     assert "line 7" in words(failed.stderr), failed.stderr
     assert rejects == [("6", "bad_timestamp"), ("7", "empty_user_id")]
     assert users == ["u1", "u2", "u5"]
+
+
+def test_a_line_of_separators_keeps_a_large_csv_on_the_streaming_reader(tmp_path: Path) -> None:
+    """One ",," line sent the whole file to the careful reader (Python lists of every line, about 15
+    bytes per byte of input, outside --memory-limit): the file is still read in windows, and only
+    that row is rejected."""
+    rows = [f"u{i % 50},2024-05-01T10:{i % 60:02d}:00Z,/p{i}\n" for i in range(2_000)]
+    rows.insert(2, ",,\n")  # line 4
+    source = write(tmp_path / "events.csv", "user_id,timestamp,url\n" + "".join(rows))
+    assert sio.read._csv_windows(str(source), ",", 500) is not None
+    result = sessionize.run(
+        [source],
+        output=str(tmp_path / "o.csv"),
+        no_geo=True,
+        on_invalid="skip",
+        rejects=str(tmp_path / "r.csv"),
+    )
+    assert (result.rows_read, result.rejected) == (2_001, 1)
+    assert pl.read_csv(tmp_path / "r.csv", infer_schema=False)["source_row"].to_list() == ["4"]
+
+
+@pytest.mark.parametrize("buckets", [None, "2"])
+def test_a_field_over_128_kib_is_a_value_on_the_careful_reader_too(
+    tmp_path: Path, buckets: str | None
+) -> None:
+    """Python's csv module refuses a field over 128 KiB: once a short row sent the file to the careful
+    reader, a valid row with a 200 KB URL was rejected as a bad quote, where the fast reader reads it."""
+    long_url = "/" + "x" * 200_000
+    text = (
+        "user_id,timestamp,url\n"
+        "u1,2024-05-01T10:00:00Z,/a\n"
+        ",,\n"  # line 3
+        f"u2,2024-05-01T10:00:00Z,{long_url}\n"
+        "u3,2024-05-01T10:00:00Z\n"  # line 5: a short row, read carefully
+    )
+    failed, rejects, users = fail_then_skip(write(tmp_path / "events.csv", text), tmp_path, buckets)
+    assert "line 5" in words(failed.stderr), failed.stderr  # rows that do not parse are named first
+    assert sorted(rejects) == [("3", "empty_user_id"), ("5", "wrong_field_count (2, expected 3)")]
+    assert users == ["u1", "u2"]
+
+
+@pytest.mark.parametrize("buckets", [None, "2"])
+@pytest.mark.parametrize(
+    ("first_row", "expected"),
+    [
+        ("u0,2024-05-01T10:00:00Z,/a\rb,ok", "/a\rb"),  # a "\r" in an unquoted field
+        ('u0,2024-05-01T10:00:00Z,"/a\ry",ok', "/a\ry"),  # and in a quoted one
+    ],
+)
+def test_a_carriage_return_inside_a_line_does_not_end_it(
+    tmp_path: Path, buckets: str | None, first_row: str, expected: str
+) -> None:
+    """A "\\r" that is not before a "\\n" is a character to the fast reader, but the line count after
+    records that span lines took it for a line end (line 4 or 6 reported for 5), the careful reader
+    rejected its row as a bad quote, and with buckets the ragged-row check failed with an untyped
+    csv error."""
+    text = (
+        "user_id,timestamp,url,user_agent\n"
+        f"{first_row}\n"
+        'u1,2024-05-01T10:00:00Z,/b,"Moz\nline2"\n'  # lines 3-4
+        "u3,oops,/c,x\n"  # line 5
+    )
+    # As it is, then with a short row that sends it to the careful reader: the same values and lines.
+    for name, tail, reasons in [
+        ("fast", "", [("5", "bad_timestamp")]),
+        ("careful", "u5,short\n", [("5", "bad_timestamp"), ("6", "wrong_field_count (2, expected 4)")]),
+    ]:
+        directory = tmp_path / name
+        directory.mkdir()
+        source = directory / "events.csv"
+        source.write_bytes((text + tail).encode())
+        _, rejects, users = fail_then_skip(source, directory, buckets)
+        assert sorted(rejects) == reasons, name
+        assert users == ["u0", "u1"], name
+        table = pl.read_csv(directory / "o.csv", infer_schema=False)
+        assert table.filter(pl.col("user_id") == "u0")["landing_page"].to_list() == [expected], name
+
+
+def test_an_incremental_run_names_the_lines_of_a_grown_file_after_records_that_span_lines(
+    tmp_path: Path,
+) -> None:
+    """A grown file is read from a copy of its new lines: its rejected rows were named by record
+    (row 4 for line 6), as the copy's lines were not counted."""
+    source = write(
+        tmp_path / "events.csv", "user_id,timestamp,url,user_agent\nu0,2024-05-01T10:00:00Z,/a,ok\n"
+    )
+    state, rejects = tmp_path / "state", tmp_path / "rejects.csv"
+
+    def run() -> None:
+        flags = ["--state", state, "--on-invalid", "skip", "--rejects", rejects]
+        result = cli(source, "--output-dir", tmp_path / "out", *flags)
+        assert result.exit_code == 0, result.stderr
+
+    run()
+    with source.open("a", encoding="utf-8") as handle:
+        handle.write('u1,2024-05-01T10:05:00Z,/b,"Moz\nline2\nline3"\nu2,oops,/c,x\n')  # lines 3-5, 6
+    run()
+    assert pl.read_csv(rejects, infer_schema=False).select("source_row", "reject_reason").rows() == [
+        ("6", "bad_timestamp")
+    ]

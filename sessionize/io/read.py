@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import codecs
 import csv
 import errno
@@ -119,6 +120,9 @@ def is_utf8(encoding: str) -> bool:
 #: that, its opening line is an unbalanced quote (an attacker's lone quote must not swallow the file).
 _MAX_RECORD_LINES = 1000
 _MAX_RECORD_BYTES = 1 << 20
+# Python's csv module refuses a field over 128 KiB ("field larger than field limit"), which the fast
+# reader reads: a long valid value (a URL of 200 KB) would become a bad row on the careful path only.
+csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 
 
 def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -164,7 +168,7 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
             index = end + 1
             continue
         try:
-            fields = next(csv.reader([text], delimiter=separator, strict=True))
+            fields = _csv_records(text, separator)[0]
         except csv.Error:
             bad.append((number, text, "bad_quote"))
             continue
@@ -180,6 +184,22 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     return rows, malformed
 
 
+#: Stands for a "\r" inside a line while the csv module reads it (see :func:`_csv_records`).
+_CR_MARK = "\ue000"
+
+
+def _csv_records(text: str, separator: str) -> list[list[str]]:
+    """The records of ``text`` (lines split at "\n" only), strictly parsed. A "\r" inside a line is a
+    character, as the fast reader reads it (the csv module would refuse it outside quotes)."""
+    marked = "\r" in text and _CR_MARK not in text
+    if marked:
+        text = text.replace("\r", _CR_MARK)
+    records = list(csv.reader(io.StringIO(text, newline="\n"), delimiter=separator, strict=True))
+    if marked:
+        records = [[field.replace(_CR_MARK, "\r") for field in record] for record in records]
+    return records
+
+
 def _spanning_record(
     lines: list[bytes], first: int, last: int, codec: str, separator: str, width: int
 ) -> list[str] | None:
@@ -191,7 +211,7 @@ def _spanning_record(
         return None
     try:
         text = b"\n".join(lines[first : last + 1]).decode(codec)
-        records = list(csv.reader(io.StringIO(text), delimiter=separator, strict=True))
+        records = _csv_records(text, separator)
     except (UnicodeDecodeError, csv.Error):
         return None
     if len(records) != 1 or len(records[0]) != width:
@@ -250,9 +270,13 @@ def _read_maybe_gz(path: str) -> bytes:
 Window = tuple[int, int]
 
 
-def _without_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """A blank line (often the last one of a hand-edited file) is not an event."""
-    return frame.filter(~pl.all_horizontal(pl.exclude(ROW).is_null()))
+def _without_blank_rows(frame: pl.DataFrame, records: pl.Series | None = None) -> pl.DataFrame:
+    """A blank line (often the last one of a hand-edited file) is not an event; the rows ``records``
+    names (``_row``: lines of separators only, records of empty fields) are kept."""
+    blank = pl.all_horizontal(pl.exclude(ROW).is_null())
+    if records is not None and records.len():
+        blank = blank & ~pl.col(ROW).cast(pl.Int64).is_in(records.implode())
+    return frame.filter(~blank)
 
 
 def _batched(batches: Callable[[], Iterator[pl.DataFrame]], chunk_rows: int) -> Iterator[pl.DataFrame]:
@@ -300,14 +324,13 @@ def parse_csv(
         try:
             frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8", glob=False)
             last = frame.columns[-1] if frame.width else None
+            empty_records = None
             # A short row reads as nulls at its end: only then can the file hold one.
-            if (
-                last is not None
-                and frame.get_column(last).null_count()
-                and _has_ragged_rows(data, separator, frame.width)
-            ):
-                raise pl.exceptions.ComputeError("rows with too few fields")
-            return _without_blank_rows(frame.with_row_index(ROW)), None, False
+            if last is not None and frame.get_column(last).null_count():
+                ragged, empty_records = _csv_shape(data, separator, frame.width)
+                if ragged:
+                    raise pl.exceptions.ComputeError("rows with too few fields")
+            return _without_blank_rows(frame.with_row_index(ROW), empty_records), None, False
         except pl.exceptions.ComputeError:
             pass
     if isinstance(data, str):
@@ -317,36 +340,43 @@ def parse_csv(
     return rows, malformed, True
 
 
-def _has_ragged_rows(data: str | bytes, separator: str, width: int) -> bool:
-    """Whether a CSV has a data row with another number of fields than its header's ``width``.
+def _csv_shape(data: str | bytes, separator: str, width: int) -> tuple[bool, pl.Series | None]:
+    """Whether a CSV has a data row with another number of fields than its header's ``width``, and
+    the data rows (``_row``) that are lines of separators only, if any.
 
     Polars reads a row with too few fields as nulls, silently: the lines are checked here, in one
     streaming pass (separators counted outside quoted fields). A file whose quoted fields span lines
     is checked record by record by Python's csv module instead (rare, and only when the fast check
-    cannot tell)."""
+    cannot tell).
+
+    A line of separators only (",,") is a record of empty fields (rejected for its empty user id),
+    which the fast reader reads as a row of nulls, as it reads a blank line: its row number tells
+    them apart while every record is one line; when records span lines, such a file is read by the
+    careful reader."""
     lines = pl.scan_lines(data) if isinstance(data, str) else pl.read_lines(data).lazy()
     line = pl.col("line")
     body = lines.with_row_index("_line").filter(pl.col("_line") > 0)
     # Most files quote nothing: separators are counted as they are. A blank line or a lone "\r"
     # counts as ragged here: the careful reader then skips it (a false alarm only costs time).
-    # A line of separators only (",,") reads as a row of nulls, which the fast reader cannot tell from
-    # a blank line: it is a record of empty fields (rejected for its empty user id), so such a file
-    # is read carefully too.
     plain = line.str.count_matches(separator, literal=True) + 1
     present = line.str.len_bytes() > 0
     bare = line.str.replace_all(separator, "", literal=True).str.strip_chars().str.len_bytes() == 0
+    # Of the header's width: a shorter or longer one is a wrong field count, as the careful reader says.
+    separators_only = present & bare & (plain > 1) & (plain == width)
     first = body.select(
         line.str.contains('"', literal=True).any().alias("quotes"),
         ((plain != width) & present).any().alias("ragged"),
-        (present & bare & (plain > 1)).any().alias("empty_record"),
+        separators_only.any().alias("empty_record"),
     ).collect(engine="streaming")
     if first.height == 0:
-        return False
+        return False, None
     quotes, ragged, empty_record = first.row(0)
+    empty_records = None
     if empty_record:
-        return True
+        rows = body.filter(separators_only).select((pl.col("_line") - 1).cast(pl.Int64))
+        empty_records = rows.collect(engine="streaming").to_series()
     if not quotes:
-        return bool(ragged)
+        return bool(ragged), empty_records
     text = line.str.strip_chars_end("\r")
     fields = text.str.replace_all(_QUOTED_FIELD, "").str.count_matches(separator, literal=True) + 1
     checked = (
@@ -359,14 +389,20 @@ def _has_ragged_rows(data: str | bytes, separator: str, width: int) -> bool:
     )
     spans_lines, ragged = checked.row(0) if checked.height else (False, False)
     if not spans_lines:
-        return bool(ragged)
+        return bool(ragged), empty_records
+    if empty_record:
+        return True, None  # rows are not lines: the careful reader tells the records apart
     if isinstance(data, str):
         with open(data, "rb") as handle:
             data = handle.read()
     text_of_file = data.decode("utf-8", errors="replace").lstrip("\ufeff")
     records = csv.reader(io.StringIO(text_of_file), delimiter=separator)
-    next(records, None)
-    return any(len(record) != width for record in records if record)
+    try:
+        next(records, None)
+        return any(len(record) != width for record in records if record), None
+    except csv.Error:
+        # A lone "\r" in a field, say: the careful reader, line by line, sets such a row aside.
+        return True, None
 
 
 def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
@@ -374,7 +410,8 @@ def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.Data
     :func:`_checked_windows`); None for a file with ragged rows (read whole, carefully)."""
     header = pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0, glob=False)
     width = len(header.collect_schema())
-    if _has_ragged_rows(path, separator, width):
+    ragged, empty_records = _csv_shape(path, separator, width)
+    if ragged:
         return None
 
     def batches() -> Iterator[pl.DataFrame]:
@@ -382,7 +419,7 @@ def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.Data
         yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
     windows = _checked_windows(batches, chunk_rows)
-    return None if windows is None else (_without_blank_rows(window) for window in windows)
+    return None if windows is None else (_without_blank_rows(window, empty_records) for window in windows)
 
 
 def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
@@ -684,7 +721,7 @@ def _format_name(source: InputFile) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _continued_lines(path: str, size: int, mtime_ns: int, separator: str, codec: str) -> tuple[int, ...]:
+def _continued_lines(path: str, size: int, mtime_ns: int, separator: str, codec: str) -> array.array[int]:
     """Where a CSV file's records take more than one line (a quoted field with a line break): for each
     line that continues a record, the number of lines before it that begin one (the header counts).
     Empty for the usual file. ``size`` and ``mtime_ns`` key the cache; a file is read twice at most.
@@ -695,17 +732,19 @@ def _continued_lines(path: str, size: int, mtime_ns: int, separator: str, codec:
     record by record by Python's csv module, which splits records as the fast reader does."""
 
     if not _has_odd_quote_line(path, codec):
-        return ()
-    continued: list[int] = []
-    with io.TextIOWrapper(_open_bytes(path), encoding=codec, errors="replace", newline="") as stream:
-        records = csv.reader(stream, delimiter=separator)
+        return array.array("q")
+    continued = array.array("q")  # 8 bytes a line, not a Python int's 36: a file may have millions
+    # Lines end at "\n" alone, as the fast reader's and the careful reader's do; a "\r" elsewhere is
+    # a character to them, which the csv module would take for a line end (or refuse, unquoted).
+    with io.TextIOWrapper(_open_bytes(path), encoding=codec, errors="replace", newline="\n") as stream:
+        records = csv.reader((line.replace("\r", " ") for line in stream), delimiter=separator)
         before = 0
         for _ in records:
             # The lines the record took beyond its first continue it.
             for line in range(before + 1, records.line_num):
                 continued.append(line - len(continued))
             before = records.line_num
-    return tuple(continued)
+    return continued
 
 
 def _has_odd_quote_line(path: str, codec: str) -> bool:
@@ -731,7 +770,9 @@ def physical_rows(source: InputFile, encoding: str) -> Callable[[pl.Expr], pl.Ex
     """For a CSV file read by the fast reader whose records span lines: an expression that turns its
     record number (``_row``) into the line's (0 for the line after the header), as the careful reader
     numbers rows. None for every other file (rows are lines already)."""
-    if source.format not in ("csv", "tsv") or source.is_stdin or source.first_line:
+    # An incremental run's grown file is a copy of its new lines (``first_line`` numbers them): its
+    # lines are counted in the copy. Standard input is not read twice: its rows stay records.
+    if source.format not in ("csv", "tsv") or source.is_stdin:
         return None
     try:
         stat = os.stat(source.path)
