@@ -447,8 +447,16 @@ def campaign_key(url: str | None) -> str | None:
 
     >>> campaign_key("https://a.example/?utm_source=news&utm_campaign=bf"), campaign_key("https://a.example/")
     ('news||bf|||||', None)
+    >>> campaign_key("https://a.example/?gbraid=B")
+    '||||||||B|'
     """
-    values = parse_utm(url).values()
+    fields = _url_fields(url)
+    values = [fields[name] for name in UTM_FIELDS]
+    # gbraid and wbraid (Paid Search as gclid is) only where present: the keys of other URLs stay as
+    # they were, and an incremental state's open session keeps its campaign.
+    clicks = [fields[name] for name in GOOGLE_CLICK_IDS]
+    if any(clicks):
+        values += clicks
     return "|".join(v or "" for v in values) if any(values) else None
 
 

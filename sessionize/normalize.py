@@ -418,16 +418,24 @@ def _referrer(columns: S.ColumnMap, schema: Mapping[str, pl.DataType]) -> pl.Exp
 
 
 def _is_true(column: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
-    """Whether a flag column is set: boolean true, a non-zero number, or the text ``true``, ``1`` or
-    ``yes`` (any case, spaces around ignored; GA4 writes ``ignore_referrer`` as the text ``true``)."""
+    """Whether a flag column is set: boolean true, a number other than 0 and NaN, or the text ``true``
+    or ``yes`` or of such a number (``1``, ``1.0``; any case, spaces around ignored; GA4 writes
+    ``ignore_referrer`` as the text ``true``). Null is false: a pandas 0/1 column with gaps (NaN in
+    Parquet, empty in a CSV) reads alike in both."""
     col = pl.col(column)
     dtype = schema.get(column)
     if dtype == pl.Boolean:
         return col.fill_null(False)
     if dtype is not None and dtype.is_numeric():
-        return (col != 0).fill_null(False)
+        return _is_set_number(col)
     text = col.cast(pl.String).str.strip_chars().str.to_lowercase()
-    return text.is_in(["true", "1", "yes"]).fill_null(False)
+    return text.is_in(["true", "yes"]).fill_null(False) | _is_set_number(text.cast(pl.Float64, strict=False))
+
+
+def _is_set_number(number: pl.Expr) -> pl.Expr:
+    """A number other than 0 and NaN (null is false)."""
+    value = number.cast(pl.Float64)
+    return ((value != 0) & value.is_not_nan()).fill_null(False)
 
 
 #: The web_page entity inside Snowplow's self-describing ``contexts`` JSON, and its ``id``.

@@ -420,6 +420,23 @@ def test_split_on_campaign(events: EventsFactory) -> None:
     assert sessions_of(events(direct_then_campaign), split_on_campaign=True).height == 2
 
 
+@pytest.mark.parametrize("click_id", ["gbraid", "wbraid"])
+def test_split_on_campaign_splits_on_a_new_ios_click_id(events: EventsFactory, click_id: str) -> None:
+    """gbraid and wbraid make Paid Search as gclid does, but the campaign key read only the UTM tags
+    and gclid: a second ad click with a new gbraid stayed in the session, and a click after a direct
+    landing did not start one (review of stop 37, item 6)."""
+    base = "https://s.example/"
+    rows = [
+        ("u", 0, f"{base}a?{click_id}=A", None, "page_view"),
+        ("u", 300, f"{base}b?{click_id}=B", None, "page_view"),  # a new click: a new session
+        ("v", 0, f"{base}a", None, "page_view"),
+        ("v", 300, f"{base}b?{click_id}=B", None, "page_view"),  # direct, then an ad click
+    ]
+    table = sessions_of(events(rows), split_on_campaign=True)
+    assert table["user_id"].to_list() == ["u", "u", "v", "v"]
+    assert table["channel"].to_list() == ["Paid Search", "Paid Search", "Direct", "Paid Search"]
+
+
 def test_sessions_split_by_a_campaign_at_the_same_instant_get_unique_ids(events: EventsFactory) -> None:
     """A campaign change between two events at the same instant starts a session at the same time as
     the one before: the later session's id gets ``-2`` (then ``-3``, ...), the first keeps the plain id."""

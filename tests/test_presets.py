@@ -280,6 +280,31 @@ def test_ga4_ignores_the_referrer_of_an_unwanted_referral(tmp_path: Path) -> Non
     assert not (tmp_path / "none.csv").exists()
 
 
+def test_an_ignore_referrer_flag_with_gaps_reads_alike_in_parquet_and_csv(tmp_path: Path) -> None:
+    """A pandas 0/1 column with gaps is float: NaN in Parquet, empty in a CSV, where pandas writes the
+    ones as "1.0". NaN counted as set, and "1.0" as not set, so the two exports of the same data gave
+    other channels (review of stop 37, item 5)."""
+    flags = [1.0, float("nan"), 0.0, None, 2.0]
+    frame = pl.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d", "e"],
+            "timestamp": ["2024-05-01T10:00:00Z"] * 5,
+            "url": ["https://shop.example/"] * 5,
+            "referrer": ["https://pay.provider.example/return"] * 5,
+            "flag": pl.Series(flags, dtype=pl.Float64),
+        }
+    )
+    frame.write_parquet(tmp_path / "events.parquet")
+    text = ["1.0", "", "0.0", "", "2.0"]
+    frame.with_columns(pl.Series("flag", text)).write_csv(tmp_path / "events.csv")
+    expected = ["Direct", "Referral", "Referral", "Referral", "Direct"]
+    for name in ("events.parquet", "events.csv"):
+        out = tmp_path / f"{name}.out.csv"
+        result = run_cli(tmp_path / name, "-o", out, "--no-geo", "-q", "--ignore-referrer-col", "flag")
+        assert result.exit_code == 0, result.output
+        assert pl.read_csv(out, infer_schema=False).sort("user_id")["channel"].to_list() == expected, name
+
+
 def test_posthog_sessions_last_at_most_24_hours(tmp_path: Path) -> None:
     """PostHog's rule: 30 minutes of inactivity, and at most 24 hours (events without $session_id)."""
     lines = ["distinct_id,timestamp,event,uuid"]
