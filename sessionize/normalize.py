@@ -389,20 +389,24 @@ def _as_text(
 ) -> pl.Expr:
     """A column as text, ``nulls`` as null. A whole float is written as an integer: JSON's ``7.0`` is
     ``7`` (a file with ``42`` on one line and ``7.0`` on another is read as floats, and its user 42
-    was ``42.0``), and so is a pandas integer column with gaps; NaN is null."""
+    was ``42.0``), and so is a pandas integer column with gaps, while the float holds the integer
+    exactly (below 2**53; a larger one keeps its float text rather than digits it never had); NaN and
+    infinities are null. A whole decimal (BigQuery's NUMERIC: ``42.000000000``) is its integer too."""
     if column is None:
         return pl.lit(None, dtype=pl.String)
     col = pl.col(column)
     dtype = schema.get(column)
     if dtype is not None and dtype.is_float():
-        whole = (col == col.floor()) & (col.abs() < 2.0**63)
+        whole = (col == col.floor()) & (col.abs() < 2.0**53)
         text = (
-            pl.when(col.is_nan())
+            pl.when(~col.is_finite())
             .then(None)
             .when(whole)
             .then(col.cast(pl.Int64, strict=False).cast(pl.String))
             .otherwise(col.cast(pl.String))
         )
+    elif isinstance(dtype, pl.Decimal):
+        text = col.cast(pl.String).str.replace(r"\.0+$", "")
     else:
         text = col.cast(pl.String)
     return pl.when(text.is_in(list(nulls))).then(None).otherwise(text)

@@ -10,6 +10,7 @@ import os
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -1016,6 +1017,28 @@ def test_whole_float_ids_read_as_integers(tmp_path: Path) -> None:
     result = sessionize.run([parquet], output=str(tmp_path / "o.csv"), no_geo=True, on_invalid="skip")
     assert result.rejected == 1
     assert sorted(pl.read_csv(tmp_path / "o.csv", infer_schema=False)["user_id"].to_list()) == ["3", "42"]
+
+
+def test_float_and_decimal_ids_at_their_edges(tmp_path: Path) -> None:
+    """Infinities were the users "inf" and "-inf" while NaN was no id; a whole float beyond 2**53 was
+    written as digits it never held (9007199254740993 read as 9007199254740992); a whole decimal
+    (BigQuery's NUMERIC) stayed "42.000000000" (review of stop 37, item 8)."""
+    parquet = tmp_path / "ids.parquet"
+    pl.DataFrame(
+        {
+            "user_id": [float("inf"), float("-inf"), 9007199254740993.0, 2.0**52, 5.0],
+            "session_id": pl.Series(
+                [Decimal("42.000000000"), Decimal("42.500000000"), None, Decimal("-3.000000000"), None],
+                dtype=pl.Decimal(38, 9),
+            ),
+            "timestamp": ["2024-05-01T10:00:00Z"] * 5,
+        }
+    ).write_parquet(parquet)
+    source = sio.resolve_inputs([parquet])[0]
+    read = sio.read_file(source, sio.ReadOptions(on_invalid="skip"))
+    assert read.rejects is not None and read.rejects.height == 2  # the infinities: no user id
+    assert read.events["user_id"].to_list() == ["9007199254740992.0", "4503599627370496", "5"]
+    assert read.events["client_session_id"].to_list() == [None, "-3", None]
 
 
 def test_aligned_chunks_cuts_every_column_as_most_columns_are_cut(tmp_path: Path) -> None:
