@@ -340,11 +340,14 @@ def _spellings(name: str) -> tuple[str, str]:
 
 
 def _with_own_sites(entries: Mapping[str, Referer]) -> dict[str, SourceCategory]:
-    """GA4's table, and the search and social sites of a referer database the user gave (``--referers``):
-    their names and hosts, where the table has no category for them."""
+    """GA4's table, and the search and social sites a referer database the user gave (``--referers``,
+    usually a fork of the bundled one) adds to the bundled database: their names and hosts, where the
+    table has no category for them. The bundled database's own sites get none (GA4's table alone
+    decides, as without ``--referers``): the bundled file given by name gives the default's channels."""
     categories: dict[str, SourceCategory] = dict(ga4_source_categories())
+    bundled = load_referers().entries
     for key, referer in entries.items():
-        if referer.medium not in (SEARCH, SOCIAL):
+        if referer.medium not in (SEARCH, SOCIAL) or bundled.get(key) == referer:
             continue
         category: SourceCategory = "search" if referer.medium == SEARCH else "social"
         name = referer.source.lower()

@@ -187,6 +187,35 @@ def test_custom_database_file(tmp_path: Path) -> None:
     assert load_referers(as_json).lookup("mine.example") == A.Referer("Mine", "social")
 
 
+def test_a_custom_database_adds_its_own_sites_categories_not_the_bundled_ones(tmp_path: Path) -> None:
+    """A --referers file (usually a fork of the bundled one) gave every search and social site in it a
+    GA4 source category, bringing back the ~2,000 names that GA4's table leaves out: the bundled file
+    named by hand changed `utm_source=1.cz&utm_medium=cpc` from Paid Other to Paid Search (review of
+    stop 37, item 9). Only the sites it adds get one."""
+    bundled = Path(A.__file__).parent.joinpath(*A._PACKAGE_FILE)
+    fork = tmp_path / "fork.yml"
+    added = "search:\n\n  Intranet Search:\n    parameters: [q]\n    domains: [search.corp.example]\n"
+    fork.write_text(bundled.read_text(encoding="utf-8").replace("search:\n", added, 1), encoding="utf-8")
+    assert load_referers(fork).lookup("search.corp.example") == A.Referer("Intranet Search", "search", ("q",))
+    landing = "https://shop.example/?utm_source={}&utm_medium=cpc"
+    channels = {}
+    for name, db in (
+        ("default", load_referers()),
+        ("bundled", load_referers(bundled)),
+        ("fork", load_referers(fork)),
+    ):
+        frame = pl.LazyFrame(
+            {
+                "landing_page": [landing.format("1.cz"), landing.format("intranet search")],
+                "referrer": [None, None],
+            },
+            schema={"landing_page": pl.String, "referrer": pl.String},
+        )
+        channels[name] = enrich_attribution(frame, referers=db).collect()["channel"].to_list()
+    assert channels["default"] == channels["bundled"] == ["Paid Other", "Paid Other"]
+    assert channels["fork"] == ["Paid Other", "Paid Search"]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
