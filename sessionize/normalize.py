@@ -422,10 +422,10 @@ def _referrer(columns: S.ColumnMap, schema: Mapping[str, pl.DataType]) -> pl.Exp
 
 
 def _is_true(column: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
-    """Whether a flag column is set: boolean true, a number other than 0 and NaN, or the text ``true``
+    """Whether a flag column is set: boolean true, a finite number other than 0, or the text ``true``
     or ``yes`` or of such a number (``1``, ``1.0``; any case, spaces around ignored; GA4 writes
-    ``ignore_referrer`` as the text ``true``). Null is false: a pandas 0/1 column with gaps (NaN in
-    Parquet, empty in a CSV) reads alike in both."""
+    ``ignore_referrer`` as the text ``true``). Null, NaN and infinities are false: a pandas 0/1 column
+    with gaps (NaN in Parquet, empty in a CSV) reads alike in both."""
     col = pl.col(column)
     dtype = schema.get(column)
     if dtype == pl.Boolean:
@@ -437,9 +437,9 @@ def _is_true(column: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
 
 
 def _is_set_number(number: pl.Expr) -> pl.Expr:
-    """A number other than 0 and NaN (null is false)."""
+    """A finite number other than 0 (null, NaN and infinities are false)."""
     value = number.cast(pl.Float64)
-    return ((value != 0) & value.is_not_nan()).fill_null(False)
+    return ((value != 0) & value.is_finite()).fill_null(False)
 
 
 #: The web_page entity inside Snowplow's self-describing ``contexts`` JSON, and its ``id``.

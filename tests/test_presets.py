@@ -305,6 +305,33 @@ def test_an_ignore_referrer_flag_with_gaps_reads_alike_in_parquet_and_csv(tmp_pa
         assert pl.read_csv(out, infer_schema=False).sort("user_id")["channel"].to_list() == expected, name
 
 
+def test_an_ignore_referrer_flag_is_set_only_by_a_finite_non_zero_number(tmp_path: Path) -> None:
+    """A flag is set by a finite number other than 0, or by its text: an infinity counted as set, as a
+    float and as the text "inf" alike, where NaN did not (review of stop 37, item 5). Text is read
+    trimmed and in any case: " TRUE ", "Yes", "1", "1.0" and "-2" are set; "0.0", "no" and "" are not."""
+    floats = [float("inf"), float("-inf"), 1.0, -2.0, 0.0]
+    texts = [" INF ", "-inf", " 1.0 ", "-2", "0.0", " TRUE ", "Yes", "1", "no", ""]
+    users = [f"u{i}" for i in range(len(texts))]
+    base = {"timestamp": "2024-05-01T10:00:00Z", "url": "https://shop.example/"}
+    referrer = "https://pay.provider.example/return"
+    expected_floats = ["Referral", "Referral", "Direct", "Direct", "Referral"]
+    expected_texts = ["Referral", "Referral", "Direct", "Direct", "Referral", "Direct", "Direct", "Direct",
+                      "Referral", "Referral"]  # fmt: skip
+    for flags, expected in (
+        (pl.Series(floats, dtype=pl.Float64), expected_floats),
+        (pl.Series(texts), expected_texts),
+    ):
+        name = f"events_{flags.dtype}.parquet".lower()
+        pl.DataFrame(
+            {"user_id": users[: len(flags)], **base, "referrer": referrer, "flag": flags}
+        ).write_parquet(tmp_path / name)
+        out = tmp_path / f"{name}.out.csv"
+        result = run_cli(tmp_path / name, "-o", out, "--no-geo", "-q", "--ignore-referrer-col", "flag")
+        assert result.exit_code == 0, result.output
+        table = pl.read_csv(out, infer_schema=False)
+        assert table.sort("user_id")["channel"].to_list() == expected, name
+
+
 def test_posthog_sessions_last_at_most_24_hours(tmp_path: Path) -> None:
     """PostHog's rule: 30 minutes of inactivity, and at most 24 hours (events without $session_id)."""
     lines = ["distinct_id,timestamp,event,uuid"]
