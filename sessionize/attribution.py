@@ -342,20 +342,29 @@ def _spellings(name: str) -> tuple[str, str]:
 def _with_own_sites(entries: Mapping[str, Referer]) -> dict[str, SourceCategory]:
     """GA4's table, and the search and social sites a referer database the user gave (``--referers``,
     usually a fork of the bundled one) adds to the bundled database: their names and hosts, where the
-    table has no category for them. The bundled database's own sites get none (GA4's table alone
-    decides, as without ``--referers``): the bundled file given by name gives the default's channels."""
+    table has no category for them. A name or host the bundled database has gets none, also when the
+    fork changes its entry or adds a host to its site (GA4's table alone decides, as without
+    ``--referers``): the bundled file given by name gives the default's channels."""
     categories: dict[str, SourceCategory] = dict(ga4_source_categories())
-    bundled = load_referers().entries
+    bundled = _aliases(load_referers().entries)
     for key, referer in entries.items():
-        if referer.medium not in (SEARCH, SOCIAL) or bundled.get(key) == referer:
+        if referer.medium not in (SEARCH, SOCIAL):
             continue
         category: SourceCategory = "search" if referer.medium == SEARCH else "social"
-        name = referer.source.lower()
-        host = key.partition("/")[0]
-        for alias in (*_spellings(name), host, host.removeprefix("www.")):
-            if alias:
+        for alias in _aliases({key: referer}):
+            if alias not in bundled:
                 categories.setdefault(alias, category)
     return categories
+
+
+def _aliases(entries: Mapping[str, Referer]) -> set[str]:
+    """The names (as GA4's table may spell them) and hosts (with and without ``www.``) of entries."""
+    aliases: set[str] = set()
+    for key, referer in entries.items():
+        host = key.partition("/")[0]
+        aliases.update(_spellings(referer.source.lower()), (host, host.removeprefix("www.")))
+    aliases.discard("")
+    return aliases
 
 
 def _table_category(names: Iterable[str], db: RefererDatabase) -> SourceCategory | None:

@@ -216,6 +216,32 @@ def test_a_custom_database_adds_its_own_sites_categories_not_the_bundled_ones(tm
     assert channels["fork"] == ["Paid Other", "Paid Search"]
 
 
+def test_a_fork_that_adds_a_host_to_a_bundled_site_brings_back_no_category(tmp_path: Path) -> None:
+    """A fork that adds a host to a site the bundled database has (1.cz, a search engine GA4's table
+    does not list) gave that site's name a category again: `utm_source=1.cz&utm_medium=cpc` became
+    Paid Search, where the default gives Paid Other (review of stop 37, item 9). Only the new host
+    gets one; the bundled file named by hand gives the default's categories."""
+    bundled = Path(A.__file__).parent.joinpath(*A._PACKAGE_FILE)
+    fork = tmp_path / "fork.yml"
+    text = bundled.read_text(encoding="utf-8")
+    assert text.count("\n      - 1.cz\n") == 1
+    fork.write_text(
+        text.replace("\n      - 1.cz\n", "\n      - 1.cz\n      - mirror.1cz.example\n"), encoding="utf-8"
+    )
+    assert load_referers(fork).lookup("mirror.1cz.example") == load_referers().lookup("1.cz")
+    assert load_referers(bundled).categories == load_referers().categories
+    landing = "https://shop.example/?utm_source={}&utm_medium=cpc"
+    frame = pl.LazyFrame(
+        {
+            "landing_page": [landing.format("1.cz"), landing.format("mirror.1cz.example")],
+            "referrer": [None, None],
+        },
+        schema={"landing_page": pl.String, "referrer": pl.String},
+    )
+    channels = enrich_attribution(frame, referers=load_referers(fork)).collect()["channel"].to_list()
+    assert channels == ["Paid Other", "Paid Search"]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
