@@ -366,15 +366,15 @@ def _csv_shape(data: str | bytes, separator: str, width: int) -> tuple[bool, pl.
     first = body.select(
         line.str.contains('"', literal=True).any().alias("quotes"),
         ((plain != width) & present).any().alias("ragged"),
-        separators_only.any().alias("empty_record"),
+        # Their data rows, in the same pass (usually none).
+        (pl.col("_line") - 1).cast(pl.Int64).filter(separators_only).implode().alias("empty_rows"),
     ).collect(engine="streaming")
     if first.height == 0:
         return False, None
-    quotes, ragged, empty_record = first.row(0)
-    empty_records = None
-    if empty_record:
-        rows = body.filter(separators_only).select((pl.col("_line") - 1).cast(pl.Int64))
-        empty_records = rows.collect(engine="streaming").to_series()
+    quotes, ragged = first.row(0)[:2]
+    rows: pl.Series = first.get_column("empty_rows")[0]
+    empty_record = bool(rows.len())
+    empty_records = rows if empty_record else None
     if not quotes:
         return bool(ragged), empty_records
     text = line.str.strip_chars_end("\r")
