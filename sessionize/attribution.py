@@ -346,25 +346,21 @@ def _with_own_sites(entries: Mapping[str, Referer]) -> dict[str, SourceCategory]
     fork changes its entry or adds a host to its site (GA4's table alone decides, as without
     ``--referers``): the bundled file given by name gives the default's channels."""
     categories: dict[str, SourceCategory] = dict(ga4_source_categories())
-    bundled = _aliases(load_referers().entries)
+    bundled = {alias for key, referer in load_referers().entries.items() for alias in _aliases(key, referer)}
     for key, referer in entries.items():
         if referer.medium not in (SEARCH, SOCIAL):
             continue
         category: SourceCategory = "search" if referer.medium == SEARCH else "social"
-        for alias in _aliases({key: referer}):
+        for alias in _aliases(key, referer):
             if alias not in bundled:
                 categories.setdefault(alias, category)
     return categories
 
 
-def _aliases(entries: Mapping[str, Referer]) -> set[str]:
-    """The names (as GA4's table may spell them) and hosts (with and without ``www.``) of entries."""
-    aliases: set[str] = set()
-    for key, referer in entries.items():
-        host = key.partition("/")[0]
-        aliases.update(_spellings(referer.source.lower()), (host, host.removeprefix("www.")))
-    aliases.discard("")
-    return aliases
+def _aliases(key: str, referer: Referer) -> set[str]:
+    """The names of an entry (as GA4's table may spell them) and its host (with and without ``www.``)."""
+    host = key.partition("/")[0]
+    return {*_spellings(referer.source.lower()), host, host.removeprefix("www.")} - {""}
 
 
 def _table_category(names: Iterable[str], db: RefererDatabase) -> SourceCategory | None:
