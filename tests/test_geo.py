@@ -654,13 +654,14 @@ def test_records_decoded_once_per_database_across_lookups(monkeypatch: pytest.Mo
     monkeypatch.setattr(geo.database, "_DECODED_RECORDS", kept)
     database = geo.GeoDatabase(DEFAULT_DB, "default")
     decoded: list[object] = []
-    record = database._record
+    from sessionize.geo.records import record_rows
 
-    def counted(address: Any) -> Any:
-        decoded.append(address)
-        return record(address)
+    def counted(data: Any, start: int, end: int, positions: Any) -> Any:
+        # Every record to decode is read here first (the reader decodes the ones this cannot).
+        decoded.extend(positions.tolist())
+        return record_rows(data, start, end, positions)
 
-    monkeypatch.setattr(database, "_record", counted)
+    monkeypatch.setattr(geo.database, "record_rows", counted)
     ips = load_generator().random_ips(np.random.default_rng(11), 6_000).to_list() + TRICKY
     first = database.lookup_many(ips[:4_000])
     after_first = len(decoded)

@@ -194,11 +194,12 @@ def _parse_plain(texts: pl.Series, kinds: dict[str, Mask], rows: Index | None, f
     """
     v4_at = np.flatnonzero(kinds["v4"])
     if v4_at.size:
-        octets = (
-            texts.gather(v4_at).str.split(".").list.to_array(4).arr.explode().cast(pl.UInt32).to_numpy()
-        ).reshape(-1, 4)
+        # Four octets of 0-255 (_IPV4): their sum, each at its place, fits in 32 bits.
+        octets = pl.col("ip").str.split_exact(".", 3)
+        value = sum(octets.struct.field(f"field_{i}").cast(pl.UInt32) * (1 << (24 - 8 * i)) for i in range(4))
+        packed = pl.DataFrame([texts.gather(v4_at).alias("ip")]).lazy().select(value).collect()
         found.v4_rows.append(v4_at if rows is None else rows[v4_at])
-        found.v4.append((octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3])
+        found.v4.append(packed.to_series().to_numpy())
     v6_at = np.flatnonzero(kinds["plain"] & kinds["colon"])
     if v6_at.size:
         ok, hi, lo = _parse_v6(texts.gather(v6_at).to_list())

@@ -45,6 +45,7 @@ from sessionize.geo.columns import (
     _geo_frame,
     _record_values,
 )
+from sessionize.geo.records import Row, record_rows
 from sessionize.geo.tree import _DATA_SEPARATOR, _SearchTree
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ else:
     np = NumpyOnFirstUse(globals())
 
 ENV_VAR = "SESSIONIZE_GEOIP_DB"
+_METADATA_MARKER: Final = b"\xab\xcd\xefMaxMind.com"
 DBIP_ATTRIBUTION = "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0"
 # The maxminddb C extension, memory-mapped, where it is installed (the wheels have it); else the
 # library's own choice (pure Python).
@@ -185,6 +187,9 @@ class GeoDatabase:
                 f"GeoIP database {where} is corrupt (its search tree of {self._node_count:,} nodes of "
                 f"{self._record_size}-bit records does not fit in the file). Replace the file."
             )
+        #: Where the data section ends: at the metadata, which starts at the marker's last occurrence
+        #: (as the reader finds it).
+        self._data_end = self._map.rfind(_METADATA_MARKER)
         #: The search tree as numpy arrays, made at the first lookup_many (see _search_tree).
         self._tree: _SearchTree | None = None
         #: The geo columns and status of each record decoded so far, by its data section pointer (see
@@ -292,7 +297,11 @@ class GeoDatabase:
         pointers: list[int] = unique_records.tolist()
         decoded = self._decoded
         missing = [k for k, pointer in enumerate(pointers) if pointer not in decoded]
-        first_at = np.flatnonzero(found)[first[missing]] if missing else np.zeros(0, dtype=np.intp)
+        # Most records are read from the data section with numpy (sessionize.geo.records); the reader
+        # decodes the others, through the first address that leads to each.
+        read = self._record_rows(unique_records[missing])
+        by_reader = [k for k, row in zip(missing, read, strict=True) if row is None]
+        first_at = np.flatnonzero(found)[first[by_reader]] if by_reader else np.zeros(0, dtype=np.intp)
         is_v4 = first_at < addresses.v4.size
         v4_values = iter(addresses.v4[first_at[is_v4]].tolist())
         v6_at = first_at[~is_v4] - addresses.v4.size
@@ -301,9 +310,13 @@ class GeoDatabase:
             for hi, lo in zip(addresses.v6_hi[v6_at].tolist(), addresses.v6_lo[v6_at].tolist(), strict=True)
         )
         ipv4, ipv6 = ipaddress.IPv4Address, ipaddress.IPv6Address
+        reader_is_v4 = iter(is_v4.tolist())
         fresh = {
-            pointers[k]: _record_row(self._record(ipv4(next(v4_values)) if v4 else ipv6(next(v6_values))))
-            for k, v4 in zip(missing, is_v4.tolist(), strict=True)
+            pointers[k]: row
+            or _record_row(
+                self._record(ipv4(next(v4_values)) if next(reader_is_v4) else ipv6(next(v6_values)))
+            )
+            for k, row in zip(missing, read, strict=True)
         }
         room = _DECODED_RECORDS - len(decoded)
         if room > 0:
@@ -316,6 +329,19 @@ class GeoDatabase:
         record_of_row = np.full(series.len(), unique_records.size, dtype=np.intp)  # past the end: no record
         record_of_row[rows[found]] = which
         return addresses.code, table, record_of_row
+
+    def _record_rows(self, pointers: U32) -> list[Row | None]:
+        """The row of each record (a tree value, see _records) read from the data section, or ``None``
+        for the reader to decode (see :func:`~sessionize.geo.records.record_rows`)."""
+        tree = self._search_tree() if pointers.size else None
+        if tree is None:
+            return [None] * pointers.size
+        tree_size = self._node_count * self._record_size // 4
+        positions = pointers.astype(np.int64) - self._node_count + tree_size
+        try:
+            return record_rows(tree.data, tree_size + _DATA_SEPARATOR, self._data_end, positions)
+        finally:
+            tree.release()
 
     def _records(self, addresses: _Addresses) -> tuple[U32, int]:
         """The record of each address to look up, IPv4 then IPv6 (a data section pointer, or what the

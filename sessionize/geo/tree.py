@@ -39,6 +39,8 @@ class _SearchTree:
 
     def __init__(self, data: U8, file: mmap.mmap, node_count: int, record_size: int, ip_version: int) -> None:
         self.node_count = node_count
+        #: The whole file (the data section follows the tree).
+        self.data = data
         self._file = file
         self.ip_version = ip_version
         self._record_size = record_size
