@@ -928,10 +928,14 @@ def _engaged_in_order(
     position in session order)."""
     micros = ts.dt.epoch("us")
     if beats is None:
-        gaps = (micros.shift(-1) - micros).clip(0, int(engaged.gap_cap_s * 1e6)).fill_null(0)
-        # A session's last event has no next one in it.
-        gaps = gaps.scatter(ends, 0) if len(ends) else gaps
-        return _run_sums(gaps, starts, ends)
+        # Each event's capped gap to the next one, none for a session's last, summed in one pass: each
+        # session's sum is the running sum at its end less the one before its start.
+        following = pl.lit(micros)
+        gap = (following.shift(-1) - following).clip(0, int(engaged.gap_cap_s * 1e6)).fill_null(0)
+        last = pl.lit(new).shift(-1, fill_value=True)
+        running = pl.select(pl.when(last).then(0).otherwise(gap).cum_sum()).to_series()
+        before = pl.select(pl.lit(running).shift(1, fill_value=0).gather(pl.lit(starts))).to_series()
+        return running.gather(ends) - before
     positions = beats.arg_true()
     interval = int(engaged.heartbeat_s * 1e6)
     windows = pl.DataFrame(
