@@ -10,10 +10,12 @@ each. Values on the way are skipped by their structure (types, sizes, bounds and
 decoded.
 
 Anything but the usual shape (a record or entity that is not a map, a name that is not text, a map
-key that is not text, invalid UTF-8, a value that does not fit in the data section, very long maps or
-deep values) leaves the record to the reader, which answers (or reports the database corrupt) as
-:meth:`~sessionize.geo.database.GeoDatabase.lookup` does. So does everything the rows are compared
-with in the tests. The format: https://maxmind.github.io/MaxMind-DB/.
+key that is not text, invalid UTF-8 in a text read, a value that does not fit in the data section, very
+long maps or deep values) leaves the record to the reader, which answers (or reports the database
+corrupt) as :meth:`~sessionize.geo.database.GeoDatabase.lookup` does. The texts of the values skipped
+are not checked: a record whose unused parts alone are corrupt is read here. The tests compare the rows
+with the records maxminddb's own decoder gives, for every record of MaxMind's test databases and for
+records of any shape. The format: https://maxmind.github.io/MaxMind-DB/.
 """
 
 from __future__ import annotations
@@ -42,8 +44,6 @@ _MOST_SIZE: Final = {_UINT16: 2, _UINT32: 4, _INT32: 4, _UINT64: 8, _UINT128: 16
 #: Most entries of a map walked, and most tokens of one skipped value: beyond, the reader decides.
 _MOST_ENTRIES: Final = 64
 _MOST_TOKENS: Final = 1024
-#: The control byte and the most bytes that may follow it (extended type and size, or pointer).
-_WINDOW: Final = 6
 
 #: A row for a record the reader must decode.
 Row = tuple[str | None, str | None, str | None, str | None, str]
