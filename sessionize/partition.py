@@ -502,6 +502,11 @@ class Tally:
     #: Sessions per IP lookup outcome: resolved, not_found, private, invalid, missing.
     geo_counts: dict[str, int] = field(default_factory=dict)
     durations: list[pl.Series] = field(default_factory=list)
+    #: The durations' sum in whole microseconds and their number (nulls left out), added part by part:
+    #: the mean is taken from them, not from every duration at the end (at 100M events, 24.6M durations
+    #: and three temporaries as long: 370 MB more at the end of a run in a 1 GiB budget).
+    duration_micros: int = 0
+    timed: int = 0
     #: Events left out by ``--session-cap`` (the sessions' ``_capped``): counted as filtered out.
     capped: int = 0
     #: The median and mean duration when an engine counted them itself (Spark, on the cluster).
@@ -531,7 +536,12 @@ class Tally:
         # for 2.5M sessions, against 0.3-0.6 s for n_unique.
         users = table.get_column(S.USER)
         self.users += int(users.ne_missing(users.shift()).sum()) + int(users.len() > 0 and users[0] is None)
-        self.durations.append(table.get_column("duration_s"))
+        durations = table.get_column("duration_s")
+        self.durations.append(durations)
+        # Durations are whole microseconds: their sum is exact, so the mean is the same figure on every
+        # engine, whatever order the buckets or partitions come in (a float sum's last digit is not).
+        self.duration_micros += int((durations * 1_000_000).round().cast(pl.Int64).sum())
+        self.timed += durations.len() - durations.null_count()
         return table.drop(geo.STATUS, *dropped)
 
     def merge(self, other: Tally) -> Tally:
@@ -544,6 +554,8 @@ class Tally:
         for status, number in other.geo_counts.items():
             self.geo_counts[status] = self.geo_counts.get(status, 0) + number
         self.durations.extend(other.durations)
+        self.duration_micros += other.duration_micros
+        self.timed += other.timed
         return self
 
     @property
@@ -556,13 +568,7 @@ class Tally:
     def mean_duration_s(self) -> float | None:
         if self.counted_mean_s is not None:
             return self.counted_mean_s
-        durations = self._durations().drop_nulls()
-        if not len(durations):
-            return None
-        # Durations are whole microseconds: their sum is exact, so the mean is the same figure on every
-        # engine, whatever order the buckets or partitions come in (a float sum's last digit is not).
-        micros = int((durations * 1_000_000).round().cast(pl.Int64).sum())
-        return mean_of_microseconds(micros, len(durations))
+        return mean_of_microseconds(self.duration_micros, self.timed) if self.timed else None
 
     def _durations(self) -> pl.Series:
         return pl.concat(self.durations) if self.durations else pl.Series([], dtype=pl.Float64)

@@ -1551,3 +1551,28 @@ def test_the_mean_duration_is_the_same_figure_in_buckets(tmp_path: Path) -> None
             [source], output=str(tmp_path / f"b{buckets}.csv"), no_geo=True, buckets=buckets
         )
         assert bucketed.mean_duration_s == memory.mean_duration_s, buckets
+
+
+def test_the_mean_duration_is_added_up_part_by_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mean comes from each part's whole microseconds as the part is counted: at the end of a
+    100M-event run in a 1 GiB budget, the mean from all 24.6M durations at once (and three temporaries
+    as long) took 370 MB more than the run's buckets."""
+    from sessionize.partition import Tally
+
+    parts = [
+        pl.DataFrame({"duration_s": [0.1, None, 0.2], "user_id": ["a", "b", "c"]}),
+        pl.DataFrame({"duration_s": [0.3, 1.000001], "user_id": ["d", "e"]}),
+    ]
+    tallies = []
+    for part in parts:
+        tally = Tally()
+        tally.add(part.with_columns(is_bot=False, event_count=1, _geo_status=None))
+        tallies.append(tally)
+    tally = tallies[0].merge(tallies[1])
+
+    def gathered(self: Tally) -> pl.Series:
+        raise AssertionError("every duration gathered for the mean")
+
+    monkeypatch.setattr(Tally, "_durations", gathered)
+    assert tally.mean_duration_s == pytest.approx((0.1 + 0.2 + 0.3 + 1.000001) / 4, rel=1e-15)
+    assert Tally().mean_duration_s is None
