@@ -265,3 +265,43 @@ def test_corrupt_values_are_left_to_the_reader() -> None:
     for name, (changed, at, end) in cases.items():
         padded = np.frombuffer(changed + bytes(8), np.uint8)
         assert rows_of(padded, at, end) == [None], name
+
+
+def test_two_texts_that_start_at_the_same_byte_are_read_apart() -> None:
+    # At 0 a text of 29 + 0x44 = 97 bytes; at 1 its size byte 0x44 is the control byte of a 4-byte text.
+    # Both payloads start at 2; the city's name points at the short text, the country's at the long one.
+    body = ("Lond" + "x" * 93).encode()
+    texts = bytes([0x5D, 0x44]) + body
+    encoder = Encoder(cache=False)
+
+    def names(pointer: int) -> bytes:
+        # {"names": {"en": <pointer>}}, the pointer written by hand (a 2-byte one: 001 00 vvv, then 8 bits).
+        return (
+            bytes([0xE1])
+            + encoder.encode("names")
+            + bytes([0xE1])
+            + encoder.encode("en")
+            + bytes([0x20 | (pointer >> 8), pointer & 0xFF])
+        )
+
+    record = bytes([0xE2]) + encoder.encode("city") + names(1) + encoder.encode("country") + names(0)
+    raw = texts + record
+    data = np.frombuffer(raw + bytes(8), np.uint8)
+    expected = geo_database._record_row(Decoder(raw, 0).decode(len(texts))[0])
+    assert expected[0] == "Lond" and expected[2] == body.decode()
+    assert rows_of(data, [len(texts)]) == [expected]
+
+
+def test_records_past_the_walks_bounds_are_left_to_the_reader() -> None:
+    city = {"names": {"en": "x"}}
+    beyond = [
+        {"city": city, **{f"k{i}": i for i in range(40)}},  # more entries than a record walk takes
+        {"city": city, "location": [[[[[[[[1, 2, 3, 4, 5, 6, 7, 8]]]]]]]] * 7},  # a value of 64+ tokens
+        {"city": {"names": {"en": "y" * 70_000}}},  # a name longer than read here
+    ]
+    for record in beyond:
+        data, positions = section(record, shared=False)
+        assert rows_of(data, positions) == [None]
+    # Within them: read.
+    data, positions = section({"city": city, "location": list(range(60))}, shared=False)
+    assert rows_of(data, positions) == [("x", None, None, None, "resolved")]

@@ -12,8 +12,11 @@ decoded.
 Anything but the usual shape (a record or entity that is not a map, a name that is not text, a map
 key that is not text, invalid UTF-8 in a text read, a value that does not fit in the data section, very
 long maps or deep values) leaves the record to the reader, which answers (or reports the database
-corrupt) as :meth:`~sessionize.geo.database.GeoDatabase.lookup` does. The texts of the values skipped
-are not checked: a record whose unused parts alone are corrupt is read here. The tests compare the rows
+corrupt) as :meth:`~sessionize.geo.database.GeoDatabase.lookup` does. What a run does not read is not
+checked: the texts of values skipped, the targets of pointers skipped (a target past a valid first byte,
+a cycle of pointers), the subdivisions after the first, and the record's total size and depth as the
+reader counts them. So a record whose unused parts alone are corrupt is read here, where the reader
+reports the file corrupt. The tests compare the rows
 with the records maxminddb's own decoder gives, for every record of MaxMind's test databases and for
 records of any shape. The format: https://maxmind.github.io/MaxMind-DB/.
 """
@@ -41,9 +44,14 @@ _BOOLEAN, _FLOAT = 14, 15
 #: The payload size each number type may have (doubles and floats exactly, integers at most).
 _EXACT_SIZE: Final = {_DOUBLE: 8, _FLOAT: 4}
 _MOST_SIZE: Final = {_UINT16: 2, _UINT32: 4, _INT32: 4, _UINT64: 8, _UINT128: 16}
-#: Most entries of a map walked, and most tokens of one skipped value: beyond, the reader decides.
-_MOST_ENTRIES: Final = 64
-_MOST_TOKENS: Final = 1024
+#: Most entries of a map walked, and most tokens of one value skipped: beyond, the reader decides. Real
+#: records have a dozen keys, and their longest inline values (a continent or country with its names in
+#: ten languages) about 30 tokens; the bounds keep a crafted file's walk to 3 x 32 x 64 numpy steps.
+_MOST_ENTRIES: Final = 32
+_MOST_TOKENS: Final = 64
+#: The longest name read here (the reader allows texts of up to 2 MiB in a record): longer, the reader
+#: decides.
+_MOST_TEXT: Final = 1 << 16
 
 #: A row for a record the reader must decode.
 Row = tuple[str | None, str | None, str | None, str | None, str]
@@ -270,16 +278,19 @@ def _texts(section: _Section, at: I64) -> tuple[list[str | None], Mask]:
         payload, size, _ = section.text_at(at[present], seen)
         odd[present] = seen
         data = section.data
-        decoded: dict[int, str] = {}
+        # By position and length: two texts may share their first byte (a long text's size byte can be
+        # a short text's control byte, and a pointer may point at either).
+        decoded: dict[tuple[int, int], str] = {}
         for i, p, s, bad in zip(
             present.tolist(), payload.tolist(), size.tolist(), seen.tolist(), strict=True
         ):
-            if bad:
+            if bad or s > _MOST_TEXT:
+                odd[i] = True
                 continue
-            text = decoded.get(p)
+            text = decoded.get((p, s))
             if text is None:
                 try:
-                    text = decoded[p] = sys.intern(data[p : p + s].tobytes().decode())
+                    text = decoded[p, s] = sys.intern(data[p : p + s].tobytes().decode())
                 except UnicodeDecodeError:
                     odd[i] = True
                     continue
