@@ -16,6 +16,7 @@ from mmdb_writer import Encoder
 
 from sessionize import geo
 from sessionize.geo import database as geo_database
+from sessionize.geo import records as geo_records
 from sessionize.geo.records import record_rows
 from tests.helpers import DATA
 from tests.test_geo import RECORDS, write_sized_mmdb
@@ -171,7 +172,16 @@ def test_records_of_any_shape_are_read_as_decoded_or_left_to_the_reader(
     # Shared: every value a pointer to its one copy (as mmdb-writer writes them); else all inline.
     data, positions = section(*records, shared=shared)
     decoder = Decoder(data.tobytes(), 0)
-    assert_read_as_decoded(rows_of(data, positions), [decoder.decode(position)[0] for position in positions])
+    decoded = [decoder.decode(position)[0] for position in positions]
+    rows = rows_of(data, positions)
+    # A record past the walk's bounds (a long map or value, of any shape) is left to the reader: read
+    # without them, each record is read as decoded, and with them the same, or left to the reader.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(geo_records, "_MOST_ENTRIES", 10**6)
+        patch.setattr(geo_records, "_MOST_TOKENS", 10**6)
+        unbounded = rows_of(data, positions)
+    assert all(row is None or row == read for row, read in zip(rows, unbounded, strict=True))
+    assert_read_as_decoded(unbounded, decoded)
 
 
 def assert_read_as_decoded(rows: list[Any], records: list[Any]) -> None:
