@@ -6,8 +6,9 @@ import ipaddress
 import os
 import pickle
 import random
+import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -794,6 +795,100 @@ def test_corrupt_search_tree_or_data_is_an_error_naming_the_file(tmp_path: Path)
         database.close()
 
 
+OTHER_SCHEMAS: list[tuple[Any, str]] = [
+    ({"city": "London", "region": "England", "country": "GB"}, "country is 'GB' (str, not a map)"),  # IPinfo
+    ({"city": "London"}, "city is 'London' (str, not a map)"),
+    ("London", "the record is 'London' (str, not a map)"),
+    (7, "the record is 7 (int, not a map)"),
+    (["GB", "London"], "the record is ['GB', 'London'] (list, not a map)"),
+    ({"city": {"names": ["en", "London"]}}, "city.names is ['en', 'London'] (list, not a map)"),
+    ({"subdivisions": {"names": {"en": "England"}}}, "subdivisions is {'names'"),
+    ({"subdivisions": ["England"]}, "subdivisions[0] is 'England' (str, not a map)"),
+    ({"country": {"names": {"en": 44}}}, "country.names.en is 44 (int, not text)"),
+    ({"country": {"iso_code": 44}}, "country.iso_code is 44 (int, not text)"),
+]
+
+
+#: A lookup, and a lookup_many, of 2.3.4.5 (and of 81.2.69.7 with it).
+LOOKUPS_OF_2_3_4_5: list[Callable[[geo.GeoDatabase], object]] = [
+    lambda database: database.lookup("2.3.4.5"),
+    lambda database: database.lookup_many(["81.2.69.7", "2.3.4.5"]),
+]
+
+
+@pytest.mark.parametrize(("record", "message"), OTHER_SCHEMAS)
+def test_a_record_of_another_schema_is_an_error_naming_the_file(
+    tmp_path: Path, record: Any, message: str
+) -> None:
+    networks = {"81.2.69.0/24": RECORDS[0], "2.0.0.0/8": record}
+    path = write_sized_mmdb(tmp_path / "other.mmdb", networks, ip_version=4, record_size=32)
+    expected = (
+        f"GeoIP database {path} is not in the GeoIP2/GeoLite2/DB-IP City schema that sessionize reads "
+        "(city.names.en, subdivisions[0].names.en, country.names.en, country.iso_code): in a record, "
+        f"{message}"
+    )
+    # lookup and lookup_many (the record left to the reader by the numpy decoder) give the same error.
+    for look_up in LOOKUPS_OF_2_3_4_5:
+        database = geo.GeoDatabase(path, "--geoip-db")
+        with pytest.raises(GeoIPDatabaseError) as caught:
+            look_up(database)
+        assert str(caught.value).startswith(expected)
+        assert str(caught.value).endswith(
+            "Use a City database in that schema, such as GeoLite2-City or DB-IP City Lite."
+        )
+        # Addresses that do not lead there are fine.
+        assert database.lookup("81.2.69.7")["city"] == "Testville"
+        assert database.lookup_many(["81.2.69.7"]).get_column("city").to_list() == ["Testville"]
+        database.close()
+
+
+def test_a_database_of_another_schema_is_a_clean_error_in_a_run(tmp_path: Path) -> None:
+    flat: dict[str, object] = {
+        "city": "London",
+        "region": "England",
+        "country": "GB",
+    }  # as IPinfo's databases hold
+    path = write_sized_mmdb(tmp_path / "flat.mmdb", {"81.2.69.0/24": flat}, ip_version=4, record_size=32)
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,timestamp,ip\nu1,2024-05-01T10:00:00Z,81.2.69.7\n")
+    output = tmp_path / "sessions.csv"
+    result = CliRunner().invoke(app, ["run", str(events), "-o", str(output), "--geoip-db", str(path)])
+    assert result.exit_code == 1
+    flat_text = words(result.stderr)
+    squashed = "".join(result.stderr.replace("│", "").split())
+    assert "flat.mmdb" in squashed and "GeoIP2/GeoLite2/DB-IP City schema" in flat_text, flat_text
+    assert "Use a City database in that schema" in flat_text
+    assert "Traceback" not in result.output
+    assert not output.exists()
+
+
+def test_invalid_utf8_in_a_name_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    networks: dict[str, dict[str, object]] = {
+        "81.2.69.0/24": RECORDS[0],
+        "2.0.0.0/8": {"city": {"names": {"en": "Badname"}}},
+    }
+    good = write_sized_mmdb(tmp_path / "good.mmdb", networks, ip_version=4, record_size=32)
+    raw = good.read_bytes()
+    assert raw.count(b"Badname") == 1
+    path = tmp_path / "utf8.mmdb"
+    path.write_bytes(raw.replace(b"Badname", b"Bad\xffame"))
+    # The reader's UnicodeDecodeError (a ValueError) is not "an IPv6 address in an IPv4 database": the
+    # file is corrupt, for lookup and for lookup_many (whose numpy decoder leaves the record to the reader).
+    for look_up in LOOKUPS_OF_2_3_4_5:
+        database = geo.GeoDatabase(path, "--geoip-db")
+        with pytest.raises(
+            GeoIPDatabaseError, match=r"utf8\.mmdb is corrupt \(.*utf-8.*\)\. Replace the file"
+        ):
+            look_up(database)
+        # Other records, and IPv6 addresses in this IPv4-only database (not found), are fine.
+        frame = assert_same_as_lookup(database, ["81.2.69.7", "2001:480:10::1", "::ffff:81.2.69.7"])
+        assert frame.get_column("city").to_list() == ["Testville", None, "Testville"]
+        assert frame.get_column(geo.STATUS).to_list() == [geo.RESOLVED, geo.NOT_FOUND, geo.RESOLVED]
+        database.close()
+        # Closed, the database finds nothing, as before.
+        assert_same_as_lookup(database, ["2.3.4.5", "2001:480:10::1"])
+
+
 def test_lookup_many_reads_the_file_that_was_opened(tmp_path: Path) -> None:
     path = tmp_path / "city.mmdb"
     write_sized_mmdb(path, {"81.2.69.0/24": RECORDS[0]}, ip_version=6, record_size=28)
@@ -971,6 +1066,9 @@ RECORD_SHAPES: list[tuple[Any, tuple[str | None, ...]]] = [
     ),
     ({"country": {"iso_code": "", "names": {"en": ""}}}, (None, None, "", "", "not_found")),
     ({"city": {}, "country": None, "subdivisions": None}, (None, None, None, None, "not_found")),
+    # Empty values (mmdb-writer writes one copy of {} and [], as either): none.
+    ([], (None, None, None, None, "not_found")),
+    ({"subdivisions": {}, "city": [], "country": {"names": []}}, (None, None, None, None, "not_found")),
 ]
 
 
@@ -982,3 +1080,12 @@ def test_a_record_gives_its_geo_columns(record: Any, expected: tuple[str | None,
 
     assert columns._geo_fields(record) == dict(zip((*geo.GEO_COLUMNS, geo.STATUS), expected, strict=True))
     assert database._record_row(record) == expected
+
+
+@pytest.mark.parametrize(("record", "message"), OTHER_SCHEMAS)
+def test_a_record_of_another_schema_raises(record: Any, message: str) -> None:
+    from sessionize.geo import columns, database
+
+    for read in (columns._geo_fields, database._record_row):
+        with pytest.raises(columns._OtherSchemaError, match=re.escape(message)):
+            read(record)

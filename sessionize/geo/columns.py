@@ -32,29 +32,68 @@ def _geo_fields(record: Any) -> dict[str, str | None]:
 
 _NO_RECORD: Final = (None, None, None, None, NOT_FOUND)
 _NO_SUBDIVISION: Final[tuple[dict[str, Any]]] = ({},)
+_NO_ENTITY: Final[dict[str, Any]] = {}
+
+
+class _OtherSchemaError(Exception):
+    """A record that is not in the City schema the geo columns are read from (what in it, as the
+    message); :class:`~sessionize.geo.database.GeoDatabase` reports it as a ``GeoIPDatabaseError``
+    naming its file."""
 
 
 def _record_values(record: Any) -> tuple[str | None, ...]:
     """:func:`_geo_fields` as a row in the order of ``_GEO_SCHEMA``: a lookup decodes tens of thousands
-    of records, so no dictionary is made for each (1M addresses: 74k records, 0.33 -> 0.19 s)."""
+    of records, so no dictionary is made for each (1M addresses: 74k records, 0.33 -> 0.19 s).
+
+    A record, city, subdivisions, country or names that is absent, null or empty gives no value (an
+    empty map or list: mmdb-writer writes one copy of both, as a list or a map), and so does a name or
+    code that is absent or null. A record of another shape (not a map, a flat ``{"city": "London"}``, a
+    name that is not text...) raises :class:`_OtherSchemaError`: a few type checks a record.
+    """
     if not record:
         return _NO_RECORD
+    if not isinstance(record, dict):
+        raise _OtherSchemaError(_what("the record", record, "a map"))
     get = record.get
-    country = get("country") or {}
+    country = get("country") or _NO_ENTITY
+    subdivisions = get("subdivisions") or _NO_SUBDIVISION
+    if not isinstance(country, dict):
+        raise _OtherSchemaError(_what("country", country, "a map"))
+    if not isinstance(subdivisions, (list, tuple)):
+        raise _OtherSchemaError(_what("subdivisions", subdivisions, "a list"))
+    code = country.get("iso_code")
+    if code is not None and not isinstance(code, str):
+        raise _OtherSchemaError(_what("country.iso_code", code, "text"))
     values = (
-        _english(get("city")),
-        _english((get("subdivisions") or _NO_SUBDIVISION)[0]),
-        _english(country),
-        country.get("iso_code"),
+        _english(get("city"), "city"),
+        _english(subdivisions[0], "subdivisions[0]"),
+        _english(country, "country"),
+        code,
     )
     return (*values, RESOLVED if any(values) else NOT_FOUND)
 
 
-def _english(entity: Any) -> str | None:
+def _english(entity: Any, role: str) -> str | None:
     if not entity:
         return None
-    name: str | None = (entity.get("names") or {}).get("en")
-    return name
+    if not isinstance(entity, dict):
+        raise _OtherSchemaError(_what(role, entity, "a map"))
+    names = entity.get("names")
+    if not names:
+        return None
+    if not isinstance(names, dict):
+        raise _OtherSchemaError(_what(f"{role}.names", names, "a map"))
+    name = names.get("en")
+    if name is None or isinstance(name, str):
+        return name
+    raise _OtherSchemaError(_what(f"{role}.names.en", name, "text"))
+
+
+def _what(role: str, value: Any, expected: str) -> str:
+    """What a record holds where the schema has something else, for an error message."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else f"{shown[:57]}..."
+    return f"{role} is {shown} ({type(value).__name__}, not {expected})"
 
 
 def _geo_frame(code: U8, table: pl.DataFrame, record_of_row: Index) -> pl.DataFrame:

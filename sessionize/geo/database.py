@@ -43,6 +43,7 @@ from sessionize.geo.columns import (
     STATUS,
     _geo_fields,
     _geo_frame,
+    _OtherSchemaError,
     _record_values,
 )
 from sessionize.geo.records import Row, record_rows
@@ -254,19 +255,35 @@ class GeoDatabase:
         if not address.is_global:
             result[STATUS] = PRIVATE
             return result
-        return _geo_fields(self._record(address))
+        record = self._record(address)
+        try:
+            return _geo_fields(record)
+        except _OtherSchemaError as exc:
+            raise self._other_schema(exc) from None
 
     def _record(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
-        """The raw record of a global address, ``None`` when there is none."""
+        """The raw record of a global address, ``None`` when there is none (an IPv6 address in an
+        IPv4-only database, or any address once the database is closed)."""
+        if address.version == 6 and self._ip_version == 4:
+            return None  # the reader would raise a ValueError
         try:
             return self._reader.get(address)
-        except maxminddb.InvalidDatabaseError as exc:
+        except (maxminddb.InvalidDatabaseError, ValueError) as exc:
+            # The reader's ValueError: a closed database, or a record it cannot decode (invalid UTF-8,
+            # a UnicodeDecodeError, say).
+            if self._reader.closed:
+                return None
             raise GeoIPDatabaseError(
                 f"GeoIP database {self.path} is corrupt ({exc}). Replace the file."
             ) from exc
-        except ValueError:
-            # An IPv6 address in an IPv4-only database.
-            return None
+
+    def _other_schema(self, exc: _OtherSchemaError) -> GeoIPDatabaseError:
+        return GeoIPDatabaseError(
+            f"GeoIP database {self.path} is not in the GeoIP2/GeoLite2/DB-IP City schema that sessionize "
+            "reads (city.names.en, subdivisions[0].names.en, country.names.en, country.iso_code): "
+            f"in a record, {exc}. Use a City database in that schema, such as GeoLite2-City or DB-IP "
+            "City Lite."
+        )
 
     def lookup_many(self, ips: Sequence[str | None] | pl.Series) -> pl.DataFrame:
         """The geo columns and status of each address, as a frame: what :meth:`lookup` gives for each,
@@ -311,13 +328,16 @@ class GeoDatabase:
         )
         ipv4, ipv6 = ipaddress.IPv4Address, ipaddress.IPv6Address
         reader_is_v4 = iter(is_v4.tolist())
-        fresh = {
-            pointers[k]: row
-            or _record_row(
-                self._record(ipv4(next(v4_values)) if next(reader_is_v4) else ipv6(next(v6_values)))
-            )
-            for k, row in zip(missing, read, strict=True)
-        }
+        try:
+            fresh = {
+                pointers[k]: row
+                or _record_row(
+                    self._record(ipv4(next(v4_values)) if next(reader_is_v4) else ipv6(next(v6_values)))
+                )
+                for k, row in zip(missing, read, strict=True)
+            }
+        except _OtherSchemaError as exc:
+            raise self._other_schema(exc) from None
         room = _DECODED_RECORDS - len(decoded)
         if room > 0:
             decoded.update(itertools.islice(fresh.items(), room))
@@ -350,12 +370,12 @@ class GeoDatabase:
             return np.zeros(0, dtype=np.uint32), 0  # nothing to look up: no tree needed
         tree = self._search_tree()
         if tree is None:
-            # Closed: the reader's ValueError for every address, which lookup reads as not found.
+            # Closed: every address not found, as lookup answers (see _record).
             return np.zeros(addresses.v4.size + addresses.v6_hi.size, dtype=np.uint32), 0
         v4 = tree.lookup_v4(addresses.v4)
         if tree.ip_version == 6:
             v6 = tree.lookup_v6(addresses.v6_hi, addresses.v6_lo)
-        else:  # IPv6 in an IPv4-only database: the reader's ValueError again, not found
+        else:  # IPv6 in an IPv4-only database: not found, as lookup answers (see _record)
             v6 = np.full(addresses.v6_hi.size, tree.node_count, dtype=np.uint32)
         tree.release()
         return np.concatenate([v4, v6]), tree.node_count
