@@ -1398,7 +1398,7 @@ def _tally(all_sessions: Any, counted: Any) -> tuple[Tally, int]:
         F.count_distinct(S.USER).alias("users"),
         F.count(F.when(F.col(S.USER).isNull(), True)).alias("null_users"),
         F.percentile("duration_s", F.lit(0.5)).alias("median"),
-        # The mean from whole microseconds, as the local engines take it (mean_of_durations): the same
+        # The mean from whole microseconds, as the local engines take it (mean_of_microseconds): the same
         # figure whatever order the partitions add up in.
         F.sum(F.round(F.col("duration_s") * 1_000_000).cast("long")).alias("micros"),
         F.count("duration_s").alias("timed"),
