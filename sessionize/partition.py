@@ -562,7 +562,7 @@ class Tally:
     def median_duration_s(self) -> float | None:
         if self.counted_median_s is not None:
             return self.counted_median_s
-        return _float(self._durations().median())
+        return median_of(self.durations)
 
     @property
     def mean_duration_s(self) -> float | None:
@@ -570,17 +570,33 @@ class Tally:
             return self.counted_mean_s
         return mean_of_microseconds(self.duration_micros, self.timed) if self.timed else None
 
-    def _durations(self) -> pl.Series:
-        return pl.concat(self.durations) if self.durations else pl.Series([], dtype=pl.Float64)
+
+def median_of(parts: Sequence[pl.Series]) -> float | None:
+    """The median of the values of ``parts`` (nulls left out), as Polars' ``median`` gives it: the
+    middle value, or between the two middle ones ``low + (high - low) * 0.5``.
+
+    Found by selection (``numpy.partition``) in one copy of the values, where ``median`` sorts a copy
+    of their concatenation: 2.5M durations, 25 ms against 70-175 ms, at the very end of every run.
+    """
+    import numpy as np
+
+    arrays = [part.drop_nulls().cast(pl.Float64).to_numpy() for part in parts]
+    values = np.concatenate(arrays) if arrays else np.zeros(0)
+    del arrays
+    if not values.size:
+        return None
+    middle = values.size // 2
+    if values.size % 2:
+        values.partition(middle)
+        return float(values[middle])
+    values.partition((middle - 1, middle))
+    low, high = float(values[middle - 1]), float(values[middle])
+    return low if low == high else low + (high - low) * 0.5
 
 
 def mean_of_microseconds(total: int, count: int) -> float:
     """The mean duration in seconds of ``count`` sessions lasting ``total`` microseconds in all."""
     return total / count / 1_000_000
-
-
-def _float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 @dataclass

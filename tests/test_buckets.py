@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner, Result
 
@@ -1570,9 +1572,32 @@ def test_the_mean_duration_is_added_up_part_by_part(monkeypatch: pytest.MonkeyPa
         tallies.append(tally)
     tally = tallies[0].merge(tallies[1])
 
-    def gathered(self: Tally) -> pl.Series:
+    def gathered(parts: object) -> float:
         raise AssertionError("every duration gathered for the mean")
 
-    monkeypatch.setattr(Tally, "_durations", gathered)
+    monkeypatch.setattr(partition, "median_of", gathered)
     assert tally.mean_duration_s == pytest.approx((0.1 + 0.2 + 0.3 + 1.000001) / 4, rel=1e-15)
     assert Tally().mean_duration_s is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.floats(allow_nan=False, allow_infinity=False, width=64),
+                st.integers(0, 10**12).map(lambda micros: micros / 1e6),
+            ),
+            max_size=12,
+        ),
+        max_size=4,
+    )
+)
+def test_the_median_duration_is_polars_median(parts: list[list[float | None]]) -> None:
+    """The summary's median (a selection in numpy) is the very float Polars' median gives."""
+    series = [pl.Series("duration_s", part, dtype=pl.Float64) for part in parts]
+    expected = pl.concat(series).median() if series else None
+    assert partition.median_of(series) == expected
+    tally = partition.Tally(durations=series)
+    assert tally.median_duration_s == expected
