@@ -831,14 +831,15 @@ def _session_rows(
     )
     del values, taken
     sessions = len(table)
-    # The session ids beside the other string values, which are taken one column at a time.
+    # The session ids beside the other string values, which are taken one column at a time: the three
+    # taken from the URLs next to each other, so that they share one contiguous copy (see _gathered).
     parts = [
         ("landing_page", url, landing),
         ("exit_page", url, exit_),
-        # The landing page view's referrer, else the first event's; a null one means "direct".
-        ("referrer", referrer, pl.select(pl.coalesce(landing, first)).to_series()),
         # Without a page view, the page that referrer led to: the first event's (see S.REFERRER_PAGE).
         (S.REFERRER_PAGE, url, pl.select(pl.when(pl.lit(landing).is_null()).then(pl.lit(first))).to_series()),
+        # The landing page view's referrer, else the first event's; a null one means "direct".
+        ("referrer", referrer, pl.select(pl.coalesce(landing, first)).to_series()),
         ("ip", ip, first),
         ("user_agent", user_agent, first),
     ]
