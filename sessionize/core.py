@@ -669,7 +669,8 @@ def _summarize_in_order(
     value comes from a row of that run: the start and end rows, the first and last page view, counts
     from running sums. The table's order is settled on those positions first; then only those rows'
     values are taken from the events, by their input row. All in one function (see
-    :func:`_session_rows`), so that each step's full-length temporaries are gone before the next;
+    :func:`_session_rows`), so that each step's full-length temporaries are gone before the next (but
+    for the engaged time and the table's order, which run beside the page view steps on threads);
     its inputs, evaluated in parallel, already hold the flags it reads in session order.
     """
     order = pl.col(SESSION_ORDER)
