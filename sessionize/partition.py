@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Self
@@ -322,9 +322,18 @@ def sessionize_partition(events: pl.DataFrame | Handed, settings: SessionSetting
         # the attribution and user agent columns are made (10M events: 1.2 GiB less at that point).
         sessions = _core_sessions(events.lazy(), settings).collect(engine="in-memory")
         del events
+        # The sessions' addresses are matched to the table on the same thread, beside the attribution
+        # (mostly on one core); only the geo columns are joined after it. Not the whole join: its
+        # columns would add 200 MB at the run's peak (10M events: 0.27 s less, 2.5M sessions).
+        matched = pool.submit(_match_addresses, sessions.get_column("ip"), table)
         sessions = _enriched_sessions(sessions.lazy(), settings).collect(engine="in-memory")
-        sessions = geo.join_geo(sessions, table.result(), database)
+        sessions = geo.join_geo(sessions, table.result(), database, matched.result())
     return after_geo(sessions.lazy()).collect(engine="in-memory")
+
+
+def _match_addresses(ips: pl.Series, table: Future[geo.GeoTable]) -> pl.Series | None:
+    """:func:`geo.match_addresses` of the sessions' addresses, once the table is made."""
+    return geo.match_addresses(ips, table.result())
 
 
 def unread_columns(settings: SessionSettings) -> list[str]:

@@ -981,13 +981,23 @@ def test_join_geo_of_a_table_made_ahead_is_enrich_geo(monkeypatch: pytest.Monkey
     sessions = pl.DataFrame({"n": range(len(ips)), "ip": ips}, schema={"n": pl.Int64, "ip": pl.String})
     expected = sessions.lazy().pipe(geo.enrich_geo, database=database).collect()
     events = pl.Series("ip", [*random_values(13, 500), *ips, *ips[::2]])
-    assert geo.join_geo(sessions, geo.geo_table(events, database), database).equals(expected)
-    # A table that lacks some of the sessions' addresses: they are looked up.
-    assert geo.join_geo(sessions, geo.geo_table(events.head(1000), database), database).equals(expected)
+    table = geo.geo_table(events, database)
+    assert geo.join_geo(sessions, table, database).equals(expected)
+    # The addresses matched ahead (as a run does, beside the attribution): the same table.
+    matched = geo.match_addresses(sessions.get_column("ip"), table)
+    assert matched is not None
+    assert table.ips.gather(matched).equals(sessions.get_column("ip"), check_names=False)
+    assert geo.join_geo(sessions, table, database, matched).equals(expected)
+    # A table that lacks some of the sessions' addresses: no match, and they are looked up.
+    partial = geo.geo_table(events.head(1000), database)
+    assert geo.match_addresses(sessions.get_column("ip"), partial) is None
+    assert geo.join_geo(sessions, partial, database).equals(expected)
+    assert geo.join_geo(sessions, partial, database, None).equals(expected)
     # Every address with one hash (forced): the table keeps one of them, the sessions still get their own.
     monkeypatch.setattr(distinct, "row_hashes", lambda keys: pl.Series([7] * keys.height, dtype=pl.UInt64))
     table = geo.geo_table(events, database)
     assert table.ips.len() == 1
+    assert geo.match_addresses(sessions.get_column("ip"), table) is None
     assert geo.join_geo(sessions, table, database).equals(expected)
     database.close()
 

@@ -46,7 +46,7 @@ from sessionize.geo.database import (
     open_database,
     reopen_database,
 )
-from sessionize.geo.enrich import GeoTable, enrich_geo, geo_table, join_geo
+from sessionize.geo.enrich import GeoTable, enrich_geo, geo_table, join_geo, match_addresses
 
 __all__ = [
     "DBIP_ATTRIBUTION",
@@ -69,6 +69,7 @@ __all__ = [
     "geo_table",
     "geoip_info",
     "join_geo",
+    "match_addresses",
     "open_database",
     "reopen_database",
 ]

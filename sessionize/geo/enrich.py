@@ -86,19 +86,36 @@ def geo_table(ips: pl.Series, database: GeoDatabase) -> GeoTable:
     return GeoTable(ips=values, hashes=hashes.gather(first), code=code, record=record, records=records)
 
 
-def join_geo(sessions: pl.DataFrame, table: GeoTable, database: GeoDatabase) -> pl.DataFrame:
+def match_addresses(ips: pl.Series, table: GeoTable) -> pl.Series | None:
+    """The row of ``table`` of each of ``ips`` (the sessions' addresses), or ``None`` if any is not
+    there: found by hash (a join on a 64-bit integer), and each address found must equal its own (an
+    address missing from the table, or two that share a hash, give ``None``).
+
+    The part of :func:`join_geo` that reads the addresses: a run matches them while the sessions' other
+    columns are made (on a thread of its own), and joins the geo columns after.
+    """
+    ips = ips.cast(pl.String)
+    index = distinct.index_among(distinct.row_hashes(ips.to_frame()), table.hashes)
+    if index.null_count() == 0 and ips.eq_missing(table.ips.gather(index)).all():
+        return index
+    return None
+
+
+def join_geo(
+    sessions: pl.DataFrame, table: GeoTable, database: GeoDatabase, matched: pl.Series | None = None
+) -> pl.DataFrame:
     """``sessions`` with the geo columns and status of their ``ip``, as :func:`enrich_geo` adds them,
     taken from ``table`` (:func:`geo_table` of addresses that include the sessions' ones).
 
-    Each session finds its address in the table by hash (a join on a 64-bit integer), and the address
-    found must equal its own; if any does not (an address missing from the table, or two that share
-    a hash), the sessions are looked up as :func:`enrich_geo` does.
+    Each session finds its address in the table (:func:`match_addresses`; ``matched``: what it gave
+    for these sessions' addresses, in their order, when it was made ahead); if any does not, the
+    sessions are looked up as :func:`enrich_geo` does.
     """
-    ips = sessions.get_column("ip").cast(pl.String)
-    index = distinct.index_among(distinct.row_hashes(ips.to_frame()), table.hashes)
-    if index.null_count() == 0 and ips.eq_missing(table.ips.gather(index)).all():
+    ips = sessions.get_column("ip")
+    index = matched if matched is not None else match_addresses(ips, table)
+    if index is not None:
         rows = index.to_numpy()
         frame = _geo_frame(table.code[rows], table.records, table.record[rows])
     else:
-        frame = _geo_of_distinct(ips, database).struct.unnest()
+        frame = _geo_of_distinct(ips.cast(pl.String), database).struct.unnest()
     return sessions.hstack(frame.get_columns())
