@@ -6,11 +6,13 @@ can run per partition of users on a distributed engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -784,9 +786,12 @@ def _session_rows(
     pv = pv.fill_null(False)
     # The engaged time and the table's order are worked out on threads of their own, beside the page
     # views, robots.txt and counts here: these steps are mostly on one core each, and Polars lets go
-    # of the GIL while it works (10M events: 0.35 s of the two, then beside 0.3 s of the rest).
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sessionize-rows") as pool:
-        engaged_later = pool.submit(
+    # of the GIL while it works (10M events: 0.35 s of the two, then beside 0.3 s of the rest). Not on
+    # one of Polars' own workers (see _on_a_python_thread): there, one after the other.
+    pool = ThreadPoolExecutor(2, thread_name_prefix="sessionize-rows") if _on_a_python_thread() else None
+    with pool or contextlib.nullcontext():
+        engaged_later = _submit(
+            pool,
             _engaged_in_order,
             ts,
             new,
@@ -803,7 +808,7 @@ def _session_rows(
         # The table's order, the session numbers and the numbers that tell same-instant ids apart.
         first_client = _gather(client, first)
         session_start = ts.gather(starts)
-        order_later = pool.submit(_table_order, first_user, first_client, session_start)
+        order_later = _submit(pool, _table_order, first_user, first_client, session_start)
         page_rows = _page_rows(order, starts, ends, pv, page, activity, maybe, url, conversions, count_flags)
         del pv, page, maybe, conversions
         engaged_us = engaged_later.result()
@@ -894,6 +899,32 @@ def _session_rows(
             *per_session,
         ]
     ).to_struct("_table")
+
+
+def _on_a_python_thread() -> bool:
+    """Whether this runs on a thread Python started (the main thread, a Dask worker's, one of ours), not
+    on one of Polars' own workers, where Polars calls a function of a plan when it runs parts of the plan
+    side by side (a ``concat`` or ``join`` of two lazy session tables, say). A worker that waits for
+    threads which give Polars more work can wait for ever: with every worker waiting, none is left to
+    do it. Python knows the threads it did not start as ``_DummyThread``."""
+    return not isinstance(threading.current_thread(), threading._DummyThread)
+
+
+_Result = TypeVar("_Result")
+
+
+def _submit(
+    pool: ThreadPoolExecutor | None, function: Callable[..., _Result], *args: Any, **kwargs: Any
+) -> Future[_Result]:
+    """``pool.submit(function, ...)``, or without a pool its call now, on this thread, as a done future."""
+    if pool is not None:
+        return pool.submit(function, *args, **kwargs)
+    done: Future[_Result] = Future()
+    try:
+        done.set_result(function(*args, **kwargs))
+    except Exception as exc:  # raised by .result(), as from a pool
+        done.set_exception(exc)
+    return done
 
 
 def _counts_of(
