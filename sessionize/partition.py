@@ -198,7 +198,9 @@ def _enriched_sessions(
     sessions: pl.LazyFrame, settings: SessionSettings, *, exclude_bots: bool = False
 ) -> pl.LazyFrame:
     """:func:`_core_sessions`' table with attribution, user agent, bots (left out with ``exclude_bots``)
-    and the ``before-geo`` anonymization: :func:`build_sessions` up to the geo lookup."""
+    and the ``before-geo`` anonymization: :func:`build_sessions` up to the geo lookup. Without
+    ``exclude_bots`` it only adds and replaces columns: :func:`sessionize_partition` joins the geo
+    columns by the sessions' rows as they were before it."""
     sessions = sessions.pipe(
         enrich_attribution,
         referers=settings.referers if settings.referers is not None else default_referers(),

@@ -988,6 +988,8 @@ def test_join_geo_of_a_table_made_ahead_is_enrich_geo(monkeypatch: pytest.Monkey
     assert matched is not None
     assert table.ips.gather(matched).equals(sessions.get_column("ip"), check_names=False)
     assert geo.join_geo(sessions, table, database, matched).equals(expected)
+    # A match of other sessions (another length) is not taken: the sessions are matched again.
+    assert geo.join_geo(sessions, table, database, matched.head(10)).equals(expected)
     # A table that lacks some of the sessions' addresses: no match, and they are looked up.
     partial = geo.geo_table(events.head(1000), database)
     assert geo.match_addresses(sessions.get_column("ip"), partial) is None

@@ -108,11 +108,14 @@ def join_geo(
     taken from ``table`` (:func:`geo_table` of addresses that include the sessions' ones).
 
     Each session finds its address in the table (:func:`match_addresses`; ``matched``: what it gave
-    for these sessions' addresses, in their order, when it was made ahead); if any does not, the
-    sessions are looked up as :func:`enrich_geo` does.
+    for these sessions' addresses, in their order, when it was made ahead: the caller keeps the rows as
+    they were); if any does not, the sessions are looked up as :func:`enrich_geo` does.
     """
     ips = sessions.get_column("ip")
-    index = matched if matched is not None else match_addresses(ips, table)
+    # A match of another length is not of these sessions: matched again.
+    index = (
+        matched if matched is not None and matched.len() == sessions.height else match_addresses(ips, table)
+    )
     if index is not None:
         rows = index.to_numpy()
         frame = _geo_frame(table.code[rows], table.records, table.record[rows])
