@@ -280,7 +280,9 @@ def _session_order(keys: Sequence[pl.Series], *, timeout: timedelta, with_rule_c
         ]
     )
     ts_col, generated_col = pl.col(SESSION_TIME), pl.col(_GENERATED)
-    new = ~pl.col(_SAME) | (generated_col & ((ts_col - ts_col.shift(1)) > timeout))
+    # A gap to or from a null time is unknown: the event stays in the session (null would be read as
+    # false by the starts, but as neither by the running counts of aggregates and heartbeats).
+    new = (~pl.col(_SAME) | (generated_col & ((ts_col - ts_col.shift(1)) > timeout))).fill_null(False)
     return columns.select(
         order.alias(SESSION_ORDER),
         new.alias(SESSION_NEW),

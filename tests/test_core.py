@@ -514,3 +514,41 @@ def test_device_columns_and_bots_per_session(events: EventsFactory) -> None:
     assert table.filter(pl.col("user_id") == "desk")["user_agent"].item() == CHROME
     kept = sessions_of(frame, exclude_bots=True)
     assert sorted(kept["user_id"]) == ["desk", "nobody", "phone"]
+
+
+def test_a_null_time_keeps_its_event_in_the_session_for_every_count() -> None:
+    """A gap to or from a null time is unknown: the event stays in its user's session, and the running
+    counts of aggregates and heartbeats see the same sessions as the starts and ends do (review40: a
+    sum over the events took one event too few, then raised a ShapeError)."""
+    from sessionize import schema as S
+
+    raw = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "b"],
+            "timestamp": ["2024-05-01T10:00:00Z", "2024-05-01T10:01:00Z", "2024-05-01T10:00:00Z", None],
+            "event": ["page_view", "page_ping", "page_view", "page_ping"],
+            "url": ["https://x.example/"] * 4,
+            "revenue": ["1", "2", "3", "4"],
+        }
+    )
+    aggregates = [S.parse_aggregate("r=sum(revenue)")]
+    events = sessionize.prepare_events(
+        raw.lazy(), columns=sessionize.resolve_columns(raw.columns), aggregates=aggregates
+    ).collect()
+    events = events.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col(S.TIME)).alias(S.TIME)
+    )
+    table = (
+        assign_sessions(events.lazy(), label=False)
+        .pipe(
+            sessionize.summarize_sessions,
+            aggregates=aggregates,
+            event_counts=[("pings", "page_ping")],
+            engaged=S.EngagedTime(heartbeat_events=("page_ping",)),
+        )
+        .collect(engine="in-memory")
+        .sort(S.USER)
+    )
+    assert table.get_column("event_count").to_list() == [2, 2]
+    assert table.get_column("r").to_list() == [3.0, 7.0]
+    assert table.get_column("pings").to_list() == [1, 1]
