@@ -11,7 +11,7 @@ import pytest
 import sessionize
 from sessionize.attribution import CAMPAIGN, add_campaign_key
 from sessionize.core import assign_sessions
-from tests.helpers import T0, EventsFactory, at
+from tests.helpers import SAMPLE_DATA, T0, EventsFactory, at
 
 MIN = 60
 HOUR = 3600
@@ -552,3 +552,43 @@ def test_a_null_time_keeps_its_event_in_the_session_for_every_count() -> None:
     assert table.get_column("event_count").to_list() == [2, 2]
     assert table.get_column("r").to_list() == [3.0, 7.0]
     assert table.get_column("pings").to_list() == [1, 1]
+
+
+def test_the_two_summaries_agree_with_every_per_session_column_at_once() -> None:
+    """The session-order summary (positions, running counts, threads, one parallel gather into the
+    table's order) and the group_by summary of labelled events give the same table when counts,
+    aggregates, conversions and heartbeats are all asked for together, on the sample data (client
+    session ids and all)."""
+    from sessionize import schema as S
+
+    frame = pl.read_csv(SAMPLE_DATA / "events.csv", infer_schema=False).with_columns(
+        pl.col("event_id").str.len_chars().cast(pl.String).alias("size")
+    )
+    aggregates = [
+        S.parse_aggregate(text)
+        for text in (
+            "total=sum(size)",
+            "biggest=max(size)",
+            "pages=n_unique(url)",
+            "carts=count(event=add_to_cart)",
+            "exit=last(url)",
+        )
+    ]
+    events = sessionize.prepare_events(
+        frame.lazy(), columns=sessionize.resolve_columns(frame.columns), aggregates=aggregates
+    )
+    options: dict[str, Any] = {
+        "aggregates": aggregates,
+        "event_counts": [("clicks", "click"), ("scrolls", "scroll")],
+        "conversion_events": ["purchase", "sign_up"],
+        "engaged": S.EngagedTime(heartbeat_events=("scroll",), heartbeat_s=20.0, min_visit_s=3.0),
+    }
+    labelled = sessionize.summarize_sessions(assign_sessions(events, label=True), **options).collect()
+    in_order = sessionize.summarize_sessions(assign_sessions(events, label=False), **options).collect()
+    keys = ["user_id", "session_id"]
+    assert labelled.columns == in_order.columns
+    assert labelled.sort(keys).equals(in_order.sort(keys))
+    assert in_order.height > 900
+    for column in ("clicks", "scrolls", "total", "carts", "engaged_time_s"):
+        assert in_order.get_column(column).sum() > 0, column
+    assert in_order.get_column("is_engaged").any()
