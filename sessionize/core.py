@@ -847,12 +847,21 @@ def _session_rows(
     ]
     del starts, ends, pageviews, fetched_robots, converted_any, engaged_us, counts, per_session
     taken = pl.DataFrame([v.alias(str(i)) for i, v in enumerate(values)]).select(pl.all().gather(table))
-    first, landing, exit_, first_user, first_client, session_start, session_end, event_count = (
-        column.alias(v.name) for column, v in zip(taken.get_columns()[:8], values, strict=False)
-    )
-    pageviews, fetched_robots, converted_any, engaged_us, *per_column = (
-        column.alias(v.name) for column, v in zip(taken.get_columns()[8:], values[8:], strict=True)
-    )
+    (
+        first,
+        landing,
+        exit_,
+        first_user,
+        first_client,
+        session_start,
+        session_end,
+        event_count,
+        pageviews,
+        fetched_robots,
+        converted_any,
+        engaged_us,
+        *per_column,
+    ) = (column.alias(v.name) for column, v in zip(taken.get_columns(), values, strict=True))
     counts, per_session = per_column[: len(counted)], per_column[len(counted) :]
     del values, taken, per_column
     # The session ids beside the other string values, which are taken one column at a time: the three
