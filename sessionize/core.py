@@ -245,16 +245,17 @@ def _session_order(keys: Sequence[pl.Series], *, timeout: timedelta, with_rule_c
     user = user.rechunk()
     ts_sorted: pl.Series | None = None
     if packed is not None:
-        order, ts_sorted, same_group = packed
+        order, ts_sorted, unsorted_bits = packed
     else:
-        order = _sort_order(user, client_code, ts, with_id=False)
+        order, unsorted_bits = _sort_order(user, client_code, ts, with_id=False), 0
     sorted_user = user.gather(order)
     same_user = sorted_user.eq(sorted_user.shift(1))
-    if packed is None:
-        # Hashing the sorted ids again is cheaper than putting their hashes in order.
-        sorted_hash = sorted_user.hash()
-        same_group = sorted_hash.eq(sorted_hash.shift(1))
-        del sorted_hash
+    # The events were sorted by the top bits of their ids' hashes: two ids with the same top bits that
+    # are not the same id are a collision. Hashing the sorted ids again is cheaper than putting their
+    # hashes in order, or than taking the bits from the sorted keys (a 128-bit division).
+    sorted_hash = pl.select(pl.lit(sorted_user).hash() // pl.lit(1 << unsorted_bits, pl.UInt64)).to_series()
+    same_group = sorted_hash.eq(sorted_hash.shift(1))
+    del sorted_hash
     if (same_group & ~same_user).any():
         order, ts_sorted = _sort_order(user, client_code, ts, with_id=True), None
         sorted_user = user.gather(order)
@@ -309,16 +310,16 @@ def _sort_order(user: pl.Series, client_code: pl.Series | None, ts: pl.Series, *
     return keys_frame.select(pl.arg_sort_by(keys_frame.columns)).to_series()
 
 
-def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series] | None:
+def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series, int] | None:
     """The session order of events without client session ids from one sorted Int128 key per event.
 
-    From high to low bits the key holds the top bits of the user id's hash, the time since the
-    earliest event (in the timestamps' unit) and the input row, each in as many bits as it needs,
-    127 in all (so the key is never negative). Sorting the keys puts the events in (hash, time, row)
-    order, and then the keys give back, without a gather, the input rows (``_order``), the times in
-    that order and whether each event has the hash bits of the one before it (its user's, unless two
-    ids hash alike: the caller checks). ``None`` when the key leaves fewer than
-    :data:`_MIN_HASH_BITS` bits of the hash, or a timestamp is null.
+    From high to low bits the key holds the top bits of the user id's hash (``Expr.hash``), the time
+    since the earliest event (in the timestamps' unit) and the input row, each in as many bits as it
+    needs, 127 in all (so the key is never negative). Sorting the keys puts the events in (hash, time,
+    row) order, and then the keys give back, without a gather, the input rows (``_order``) and the
+    times in that order. Returns them and how many low bits of the hash the key leaves out (two ids
+    whose hashes differ only there are sorted as one: the caller checks); ``None`` when the key leaves
+    fewer than :data:`_MIN_HASH_BITS` bits of the hash, or a timestamp is null.
     """
     n = len(ts)
     if not n or ts.null_count() or not isinstance(ts.dtype, pl.Datetime):
@@ -356,11 +357,6 @@ def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series,
     del frame
     key = key.sort()
     # One part at a time, each temporary gone before the next: still near the plan's peak memory.
-    group = pl.select(
-        (pl.lit(key) // pl.lit(1 << (time_bits + row_bits), wide)).cast(pl.UInt64, wrap_numerical=True)
-    ).to_series()
-    same_group = group.eq(group.shift(1)).fill_null(False)
-    del group
     ts_sorted = pl.select(
         (
             (pl.lit(key) // pl.lit(1 << row_bits, wide)).cast(pl.Int64, wrap_numerical=True)
@@ -371,7 +367,7 @@ def _packed_order(user: pl.Series, ts: pl.Series) -> tuple[pl.Series, pl.Series,
     # The low bits are the row: the key's low 32 (or 64) bits, masked. Wrapping casts take low bits.
     order = key.cast(_IDX, wrap_numerical=True) & ((1 << row_bits) - 1)
     del key
-    return order, ts_sorted.cast(ts.dtype), same_group
+    return order, ts_sorted.cast(ts.dtype), 64 - hash_bits
 
 
 def _string_order(strings: pl.Series) -> pl.Series:
@@ -942,8 +938,10 @@ def _counts_of(
     flags: pl.Series, starts: pl.Series, ends: pl.Series
 ) -> tuple[pl.Series, pl.Series, pl.Series]:
     """Per run ``starts[i]..ends[i]``: the flags set before it, through its end, and in it."""
-    running = flags.cum_sum().cast(pl.UInt32)
-    before = running.gather(starts) - flags.gather(starts).cast(pl.UInt32)
+    # Cast first: a running sum of 32-bit integers is faster than the booleans' (10M: 41 against 47-80 ms).
+    ones = flags.cast(pl.UInt32)
+    running = ones.cum_sum()
+    before = running.gather(starts) - ones.gather(starts)
     through = running.gather(ends)
     return before, through, through - before
 

@@ -132,6 +132,36 @@ def test_users_whose_ids_hash_alike_are_not_interleaved(
     assert table["user_id"].to_list() == ["a", "b", "b", "c"]
 
 
+def test_ids_sorted_by_the_top_bits_of_their_hashes_are_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 8,193 events over 50 years, the packed sort key holds 51 bits of time (microseconds), 14
+    of rows and so only 62 of the ids' hashes: two ids whose hashes differ only in the bits left out
+    are sorted as one, and must be found out as a collision (not compared by their whole hashes)."""
+    start = pl.datetime(2000, 1, 1, time_zone="UTC")
+    minutes = list(range(6)) + [t for t in range(10, 8196)] + [50 * 365 * 24 * 60]
+    frame = pl.select(
+        user_id=pl.Series(["bb", "ccc", "bb", "ccc", "bb", "ccc", *["fillers"] * (len(minutes) - 6)]),
+        timestamp=start + pl.duration(minutes=pl.Series(minutes)),
+    )
+    assert frame.height == 8193
+    prepared = sessionize.prepare_events(frame.lazy(), columns=sessionize.resolve_columns(frame.columns))
+
+    def table() -> pl.DataFrame:
+        return sessionize.summarize_sessions(assign_sessions(prepared, label=False)).collect()
+
+    expected = table()
+    assert expected.select("user_id", "event_count").rows() == [
+        ("bb", 3),
+        ("ccc", 3),
+        ("fillers", 8186),
+        ("fillers", 1),
+    ]
+    # The ids hash to 2, 3 and 7: "bb" and "ccc" share the top 62 bits, but not their hashes.
+    for cls in (pl.Series, pl.Expr):
+        monkeypatch.setattr(cls, "hash", lambda self, *a, **k: self.str.len_bytes().cast(pl.UInt64))
+    assert pl.Series(["bb", "ccc"]).hash().to_list() == [2, 3]
+    assert table().equals(expected)
+
+
 def test_mixed_offsets_are_compared_as_instants() -> None:
     frame = pl.DataFrame(
         {
