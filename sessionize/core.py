@@ -7,6 +7,7 @@ can run per partition of users on a distributed engine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -189,10 +190,95 @@ def session_id_expr(
     sessions that start at that instant, in session order: the first keeps the plain id, the later
     ones get ``-2``, ``-3``, ... appended, so ids stay unique and every other id stays the same.
     """
-    parts = [user, pl.lit("-"), start.dt.strftime(_SESSION_ID_TIME_FORMAT)]
+    start_text = start.map_batches(_format_starts, return_dtype=pl.String, is_elementwise=True)
+    parts = [user, pl.lit("-"), start_text]
     if number is not None:
         parts.append(pl.when(number > 1).then(pl.lit("-") + number.cast(pl.String)).otherwise(pl.lit("")))
     return pl.coalesce(client, pl.concat_str(parts))
+
+
+def _format_starts(starts: pl.Series) -> pl.Series:
+    """``starts.dt.strftime(_SESSION_ID_TIME_FORMAT)``: the session starts as generated ids hold them.
+
+    Microsecond times in UTC (or without a time zone) from the year 1000 to 9999, the usual case, are
+    put together from tables of their day's and second's texts (numpy): 0.1 s for 2.5M sessions
+    against 0.35-0.4 s for ``strftime``, which formats each with chrono. Any other time goes to
+    ``strftime``, as does a span of days longer than the values (the days' table would be larger).
+    """
+    dtype = starts.dtype
+    n = len(starts)
+    if (
+        not n
+        or not isinstance(dtype, pl.Datetime)
+        or dtype.time_unit != "us"
+        or dtype.time_zone not in (None, "UTC")
+        or starts.null_count()
+    ):
+        return starts.dt.strftime(_SESSION_ID_TIME_FORMAT)
+    import numpy as np
+
+    days, time_of_day = np.divmod(starts.to_physical().to_numpy(), _DAY_US)
+    first, last = int(days.min()), int(days.max())
+    calendar = np.arange(first, last + 1, dtype=np.int64).astype("datetime64[D]")
+    years = calendar.astype("datetime64[Y]").astype(np.int64) + 1970
+    if last - first > n + 366 or years[0] < 1000 or years[-1] > 9999:
+        return starts.dt.strftime(_SESSION_ID_TIME_FORMAT)
+    months = calendar.astype("datetime64[M]")
+    month = months.astype(np.int64) % 12 + 1
+    day = (calendar - months.astype("datetime64[D]")).astype(np.int64) + 1
+    # "YYYYMMDD" of each day and "THHMMSS." of each second of a day, 8 bytes each: one uint64 a row.
+    dates = _digits(years * 10000 + month * 100 + day, 8).view("<u8").ravel()
+    seconds, micros = np.divmod(time_of_day, 1_000_000)
+    record = _start_text_record()
+    texts = np.empty(n, record)
+    texts["date"] = dates[days - first]
+    texts["time"] = _seconds_of_day()[seconds]
+    pairs, micros = _digit_pairs(), micros.astype(np.int32)
+    texts["micros"][:, 0] = pairs[micros // 10000]
+    texts["micros"][:, 1] = pairs[micros // 100 % 100]
+    texts["micros"][:, 2] = pairs[micros % 100]
+    # The bytes of each row as a list of 22, then as text (all ASCII digits, "T" and ".").
+    rows = pl.Series(starts.name, texts.view(np.uint8).reshape(n, record.itemsize))
+    return rows.cast(pl.List(pl.UInt8)).cast(pl.Binary).cast(pl.String)
+
+
+_DAY_US = 86_400_000_000
+
+
+def _digits(values: Any, width: int) -> Any:
+    """The ASCII digits of non-negative integers (a numpy array), zero-padded: ``(len, width)`` bytes."""
+    import numpy as np
+
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    return (values[:, None] // powers % 10 + ord("0")).astype(np.uint8)
+
+
+@functools.cache
+def _seconds_of_day() -> Any:
+    """``"THHMMSS."`` of each second of a day, as a little-endian uint64 (its 8 bytes in order)."""
+    import numpy as np
+
+    second = np.arange(86_400, dtype=np.int64)
+    texts = np.empty((86_400, 8), np.uint8)
+    texts[:, 0], texts[:, 7] = ord("T"), ord(".")
+    texts[:, 1:7] = _digits(second // 3600 * 10000 + second // 60 % 60 * 100 + second % 60, 6)
+    return texts.view("<u8").ravel()
+
+
+@functools.cache
+def _digit_pairs() -> Any:
+    """``"00"`` to ``"99"`` as little-endian uint16s (their 2 bytes in order)."""
+    import numpy as np
+
+    return _digits(np.arange(100, dtype=np.int64), 2).view("<u2").ravel()
+
+
+@functools.cache
+def _start_text_record() -> Any:
+    """numpy's record of a start's 22 bytes: "YYYYMMDD", "THHMMSS." and the microseconds' 3 pairs."""
+    import numpy as np
+
+    return np.dtype([("date", "<u8"), ("time", "<u8"), ("micros", "<u2", (3,))])
 
 
 def _contiguous(column: pl.Expr) -> pl.Expr:

@@ -113,3 +113,52 @@ def test_result_does_not_depend_on_how_rows_are_split_across_files(
         one = sessionize.run([whole]).sessions
         split = sessionize.run([parts_dir]).sessions
     assert one.equals(split)
+
+
+_US_1000 = -30_610_224_000_000_000  # 1000-01-01T00:00:00Z
+_US_9999 = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+_DAY = 86_400_000_000
+
+
+@given(
+    base=st.one_of(
+        st.integers(_US_1000 - 400 * _DAY, _US_9999 + 400 * _DAY),
+        st.sampled_from([0, -1, _US_1000, _US_9999, 951_782_400_000_000]),  # 2000-02-29
+    ),
+    offsets=st.lists(
+        st.one_of(st.integers(-3 * _DAY, 3 * _DAY), st.sampled_from([0, 1, -1, _DAY, _DAY - 1])),
+        min_size=1,
+        max_size=40,
+    ),
+    time_zone=st.sampled_from([None, "UTC"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_session_id_starts_are_strftime_texts(base: int, offsets: list[int], time_zone: str | None) -> None:
+    """The generated ids' start texts (built from tables of days and seconds) equal chrono's strftime
+    for every time, before 1970, around leap days and the years 1000 and 9999 (where it falls back)."""
+    from sessionize.core import _SESSION_ID_TIME_FORMAT, _format_starts
+
+    ticks = [min(max(base + offset, -(2**62)), 2**62) for offset in offsets]
+    starts = pl.Series("start", ticks, dtype=pl.Int64).cast(pl.Datetime("us", time_zone))
+    texts = _format_starts(starts)
+    assert texts.dtype == pl.String
+    assert texts.to_list() == starts.dt.strftime(_SESSION_ID_TIME_FORMAT).to_list()
+
+
+@pytest.mark.parametrize(
+    "starts",
+    [
+        pl.Series([0, 1_000], dtype=pl.Int64).cast(pl.Datetime("ns", "UTC")),
+        pl.Series([0, 1_000], dtype=pl.Int64).cast(pl.Datetime("ms")),
+        pl.Series([0, 3_600_000_000], dtype=pl.Int64).cast(pl.Datetime("us", "Europe/Berlin")),
+        pl.Series([0, None, 5], dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+        # Days apart by more than there are values: strftime, not a table of every day between.
+        pl.Series([_US_1000, _US_9999], dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+        pl.Series([], dtype=pl.Datetime("us", "UTC")),
+    ],
+    ids=["ns", "ms", "berlin", "null", "wide", "empty"],
+)
+def test_session_id_starts_of_other_times(starts: pl.Series) -> None:
+    from sessionize.core import _SESSION_ID_TIME_FORMAT, _format_starts
+
+    assert _format_starts(starts).to_list() == starts.dt.strftime(_SESSION_ID_TIME_FORMAT).to_list()
