@@ -162,3 +162,15 @@ def test_session_id_starts_of_other_times(starts: pl.Series) -> None:
     from sessionize.core import _SESSION_ID_TIME_FORMAT, _format_starts
 
     assert _format_starts(starts).to_list() == starts.dt.strftime(_SESSION_ID_TIME_FORMAT).to_list()
+
+
+def test_session_id_starts_in_several_blocks() -> None:
+    """More starts than one block of the numpy path: the blocks are joined in order."""
+    from sessionize.core import _SESSION_ID_TIME_FORMAT, _TEXT_BLOCK, _format_starts
+
+    n = 2 * _TEXT_BLOCK + 7
+    ticks = pl.int_range(n, eager=True, dtype=pl.Int64) * 123_456_789 - 10 * _DAY
+    starts = ticks.cast(pl.Datetime("us", "UTC")).shuffle(seed=1)
+    texts = _format_starts(starts)
+    assert texts.n_chunks() == 3
+    assert texts.equals(starts.dt.strftime(_SESSION_ID_TIME_FORMAT))
