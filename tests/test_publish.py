@@ -534,3 +534,121 @@ def test_a_symlink_another_user_planted_in_a_shared_directory_is_refused(tmp_pat
     os.lchown(link, 0, 0)
     sio.write_sessions(pl.DataFrame({"x": [1]}), str(link), format="csv")
     assert victim.read_text(encoding="utf-8") == "x\n1\n"
+
+
+@pytest.mark.parametrize("name", ["/dev/stdout", "/proc/self/fd/1", "/dev/fd/1"])
+def test_stdout_by_name_appends_to_the_file_behind_a_redirect(tmp_path: Path, name: str) -> None:
+    """cron's ``sessionize run ... -o /dev/stdout >> cron.log``: standard output by name is the log,
+    written into, never replaced (the log's earlier lines were gone, and the run's later output went to
+    the unlinked old file)."""
+    if not os.path.exists(name):
+        pytest.skip(f"no {name} on this system")
+    log = tmp_path / "cron.log"
+    log.write_text("earlier line\n", encoding="utf-8")
+    inode = log.stat().st_ino
+    with log.open("ab") as appended:
+        done = cli("run", EVENTS, "--no-geo", "-q", "-o", name, "--format", "csv", stdout=appended.fileno())
+    assert done.returncode == 0, done.stderr.decode()
+    assert log.stat().st_ino == inode
+    text = log.read_text(encoding="utf-8")
+    assert text.startswith("earlier line\nsession_id,")
+    expected = tmp_path / "sessions.csv"
+    assert cli("run", EVENTS, "--no-geo", "-q", "-o", expected).returncode == 0
+    assert text == "earlier line\n" + expected.read_text(encoding="utf-8")
+
+
+def test_rejects_to_stderr_by_name_keep_the_log_and_the_summary(
+    tmp_path: Path, events_with_a_bad_row: Path
+) -> None:
+    """``--rejects /dev/stderr 2>> cron.log``: the rejects are appended to the log, and the run's JSON
+    summary line after them too (it went to the unlinked old log)."""
+    log = tmp_path / "cron.log"
+    log.write_text("earlier line\n", encoding="utf-8")
+    with log.open("ab") as appended:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sessionize",
+                "run",
+                str(events_with_a_bad_row),
+                "--no-geo",
+                "-o",
+                str(tmp_path / "sessions.csv"),
+                "--on-invalid",
+                "skip",
+                "--rejects",
+                "/dev/stderr",
+                "--format",
+                "csv",
+                "--log-format",
+                "json",
+            ],
+            stderr=appended.fileno(),
+            stdout=subprocess.PIPE,
+            check=False,
+            timeout=120,
+        )
+    assert done.returncode == 0
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "earlier line"
+    assert lines[1].startswith("source_file,source_row,reject_reason")
+    assert any("u-bad,not a timestamp," in line for line in lines[2:-1])
+    assert json.loads(lines[-1])["status"] == "ok"
+
+
+def test_a_report_to_stdout_by_name_appends(tmp_path: Path) -> None:
+    table = tmp_path / "sessions.csv"
+    assert cli("run", EVENTS, "--no-geo", "-q", "-o", table).returncode == 0
+    log = tmp_path / "cron.log"
+    log.write_text("earlier line\n", encoding="utf-8")
+    with log.open("ab") as appended:
+        done = cli("report", table, "-o", "/dev/stdout", stdout=appended.fileno())
+    assert done.returncode == 0, done.stderr.decode()
+    text = log.read_text(encoding="utf-8")
+    assert text.startswith("earlier line\n<!DOCTYPE html>") or text.startswith(
+        "earlier line\n<!doctype html>"
+    )
+
+
+def test_descriptor_names() -> None:
+    from sessionize.io.publish import descriptor_of
+
+    assert descriptor_of("/dev/stdout") == 1
+    assert descriptor_of("/dev/fd/7") == 7
+    assert descriptor_of(f"/proc/{os.getpid()}/fd/2") == 2
+    assert descriptor_of("/proc/1/fd/2") is None  # another process's: a path like any other
+    assert descriptor_of("-") is None
+    assert descriptor_of("/tmp/sessions.csv") is None
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to own files")
+def test_a_directory_symlink_another_user_planted_in_a_shared_directory_is_refused(tmp_path: Path) -> None:
+    """Root in cron writing ``-o /tmp/reports/sessions.csv``: a stranger's symlink ``/tmp/reports`` to a
+    directory of root's is refused as its last part would be (it only looked at the last part)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "sessions.csv").write_text("keep me\n", encoding="utf-8")
+    link = shared / "reports"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)
+    for target in (link / "sessions.csv", link / ".." / "shared" / "reports" / "sessions.csv"):
+        with pytest.raises(OutputError, match=r"goes through .*reports, a symlink that another user owns"):
+            sio.write_sessions(pl.DataFrame({"x": [1]}), str(target), format="csv")
+    assert (victim / "sessions.csv").read_text(encoding="utf-8") == "keep me\n"
+    done = cli("run", EVENTS, "--no-geo", "-q", "-o", link / "sessions.csv")
+    assert done.returncode != 0 and b"another user owns" in done.stderr
+    assert (victim / "sessions.csv").read_text(encoding="utf-8") == "keep me\n"
+    # A link of root's there, or another user's link outside a shared directory, is followed.
+    os.lchown(link, 0, 0)
+    sio.write_sessions(pl.DataFrame({"x": [1]}), str(link / "sessions.csv"), format="csv")
+    assert (victim / "sessions.csv").read_text(encoding="utf-8") == "x\n1\n"
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "reports").symlink_to(victim)
+    os.lchown(private / "reports", 65534, 65534)
+    sio.write_sessions(pl.DataFrame({"x": [2]}), str(private / "reports" / "sessions.csv"), format="csv")
+    assert (victim / "sessions.csv").read_text(encoding="utf-8") == "x\n2\n"

@@ -42,14 +42,50 @@ _COPY_CHUNK = 1 << 20
 
 def is_stream(target: str) -> bool:
     """Whether ``target`` is stdout or an existing non-regular file that must be written into, not
-    replaced: a FIFO, a character device, a socket (through symlinks)."""
-    if target == STDIN:
+    replaced: a FIFO, a character device, a socket (through symlinks), or one of the process's open
+    file descriptors by name (``/dev/stdout``, ``/dev/fd/3``, ``/proc/self/fd/2``: see
+    :func:`descriptor_of`) whatever it is open on."""
+    if target == STDIN or descriptor_of(target) is not None:
         return True
     try:
         mode = os.stat(target).st_mode
     except OSError:
         return False
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+#: The names of a process's own file descriptors: Linux's /proc/self/fd/N (/proc/<pid>/fd/N), and /dev/fd/N.
+_DESCRIPTOR = re.compile(r"/(?:proc/(self|[0-9]+)|dev)/fd/([0-9]+)")
+_STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+#: Most symlinks followed to a descriptor's name (the kernel's own limit).
+_MOST_LINKS = 40
+
+
+def descriptor_of(target: str) -> int | None:
+    """The file descriptor of this process that ``target`` names (``/dev/stdout``, ``/dev/fd/N``,
+    ``/proc/self/fd/N``, or a symlink to one), else ``None``.
+
+    Such a name is the descriptor's open file, whatever that is: with a shell's ``>> cron.log`` it is
+    a regular file, which resolving the name and renaming a new file over it would replace (the log's
+    earlier lines gone, and the run's later output written into the unlinked old file). It is written
+    into instead, as ``-o -`` writes into standard output.
+    """
+    if target == STDIN:
+        return None
+    path = os.path.abspath(target)
+    for _ in range(_MOST_LINKS):
+        if path in _STANDARD:
+            return _STANDARD[path]
+        found = _DESCRIPTOR.fullmatch(path)
+        if found:
+            pid, fd = found.groups()
+            return int(fd) if pid in (None, "self") or int(pid) == os.getpid() else None
+        try:
+            link = os.readlink(path)
+        except OSError:
+            return None
+        path = os.path.normpath(os.path.join(os.path.dirname(path), link))
+    return None
 
 
 def _umask() -> int:
@@ -144,22 +180,54 @@ def _shared_directory(path: str) -> bool:
 
 
 def _refuse_planted_symlink(target: str, label: str) -> None:
-    """Refuse an output that is a symlink someone else planted in a sticky world-writable directory
-    (``/tmp``): the rule of the kernel's ``fs.protected_symlinks``, which never applies here because the
-    link is resolved and its target renamed over, not opened. Root in cron would otherwise replace the
-    file the link points to (``/etc/cron.d/x``) with a table whose values strangers wrote."""
-    try:
-        link = os.lstat(target)
-        if not stat.S_ISLNK(link.st_mode):
-            return
-        parent = os.stat(os.path.dirname(os.path.abspath(target)))
-    except OSError:
-        return
-    if _shared_directory(target) and link.st_uid not in (os.geteuid(), parent.st_uid):
+    """Refuse an output whose path follows a symlink someone else planted in a sticky world-writable
+    directory (``/tmp``), as its last part (``/tmp/sessions.csv``) or a directory on the way
+    (``/tmp/reports/sessions.csv``): the rule of the kernel's ``fs.protected_symlinks``, which never
+    applies here because the path is resolved and its target renamed over, not opened. Root in cron
+    would otherwise replace a file the link leads to (``/etc/cron.d/x``) with a table whose values
+    strangers wrote."""
+    planted = _planted_symlink(target)
+    if planted is not None:
         raise OutputError(
-            f"Cannot write {label}: it is a symlink that another user owns, in a directory anyone can write "
-            "to. Give an output path in a directory of your own."
+            f"Cannot write {label}: its path goes through {planted}, a symlink that another user owns in a "
+            "directory anyone can write to. Give an output path in a directory of your own."
         )
+
+
+def _planted_symlink(target: str) -> str | None:
+    """The first symlink on the way to ``target`` (each part, as the kernel resolves it) that is in a
+    sticky world-writable directory and owned by neither this user nor that directory's owner."""
+    # Not normalized: ".." after a symlink is its target's parent, as the kernel takes it.
+    path, parts = "/", list(Path(os.path.join(os.getcwd(), target)).parts[1:])
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            path = os.path.dirname(path)
+            continue
+        step = os.path.join(path, part)
+        try:
+            found = os.lstat(step)
+        except OSError:
+            return None  # nothing there (yet): nothing further is followed
+        if not stat.S_ISLNK(found.st_mode):
+            path = step
+            continue
+        links += 1
+        try:
+            directory = os.stat(path)
+            link = os.readlink(step)
+        except OSError:
+            return None
+        shared = directory.st_mode & stat.S_ISVTX and directory.st_mode & stat.S_IWOTH
+        if shared and found.st_uid not in (os.geteuid(), directory.st_uid):
+            return step
+        if links > _MOST_LINKS:
+            return None  # the kernel gives up here too (ELOOP)
+        if os.path.isabs(link):
+            path = "/"
+        parts = [*Path(link).parts[1 if os.path.isabs(link) else 0 :], *parts]
+    return None
 
 
 def _closed_stdout(label: str) -> OutputError:
@@ -244,9 +312,18 @@ class PendingOutput:
         os.chmod(self._temp, stat.S_IMODE(old.st_mode) & 0o777)
 
     def _copy_to_stream(self) -> None:
+        descriptor = descriptor_of(self.target)
         with open(self._temp, "rb") as source:
-            if self.target == STDIN:
+            if self.target == STDIN or descriptor == 1:
                 self._copy_to_stdout(source)
+                return
+            if descriptor is not None:
+                # Into the open descriptor itself (at its offset, or appended with ``>>``), never reopened.
+                if descriptor == 2:
+                    with contextlib.suppress(Exception):
+                        sys.stderr.flush()
+                while chunk := source.read(_COPY_CHUNK):
+                    _write_all(lambda view: os.write(descriptor, view), chunk, self.label)
                 return
             # O_NONBLOCK is not used: a FIFO waits for its reader, as ``cat > fifo`` does.
             fd = os.open(self.target, os.O_WRONLY | os.O_APPEND)
