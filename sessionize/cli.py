@@ -90,13 +90,39 @@ RUN_EXAMPLES = f"""Examples
 {ATTRIBUTION}"""
 
 
+def _anonymize_ip_values(args: list[str]) -> list[str]:
+    """``--anonymize-ip`` alone as ``--anonymize-ip=after-geo``, and followed by a mode (``--anonymize-ip
+    before-geo``) as ``--anonymize-ip=before-geo``.
+
+    Click has no option with an optional value, so the bare flag is rewritten before parsing. Its mode
+    must be taken with a space too, as every other option's value is: else ``before-geo`` would be read
+    as an input file (a file of that name!) and the privacy mode would silently be after-geo. After
+    ``--`` every argument is an input, as Click has it.
+    """
+    rewritten: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rewritten.extend(args[index:])
+            break
+        index += 1
+        if arg != "--anonymize-ip":
+            rewritten.append(arg)
+        elif index < len(args) and args[index] in ANONYMIZE_MODES:
+            rewritten.append(f"--anonymize-ip={args[index]}")
+            index += 1
+        else:
+            rewritten.append(ANONYMIZE_DEFAULT)
+    return rewritten
+
+
 class _Group(console.Group):
-    """Lets ``--anonymize-ip`` stand alone (meaning ``--anonymize-ip=after-geo``)."""
+    """Lets ``--anonymize-ip`` stand alone (meaning ``--anonymize-ip=after-geo``) or take its mode after a
+    space (see :func:`_anonymize_ip_values`)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(
-            ctx, [ANONYMIZE_DEFAULT if arg == "--anonymize-ip" else arg for arg in args]
-        )
+        return super().parse_args(ctx, _anonymize_ip_values(args))
 
 
 app = typer.Typer(

@@ -26,7 +26,7 @@ from sessionize import geo, io, presets
 from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.attribution import RefererDatabase, load_referers
-from sessionize.config import ReadOptions, RunConfig
+from sessionize.config import IncrementalOptions, OutputOptions, ReadOptions, RunConfig
 from sessionize.engines import choose_engine
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, RunProgress
 from sessionize.engines.incremental import IncrementalOutcome
@@ -386,20 +386,46 @@ def run(
 def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
     """Fail on an output that cannot be written before any time is spent on the input."""
     outputs = config.output
+    if config.incremental is not None:
+        _check_outside_incremental_dirs(outputs, config.incremental)
     if outputs.output is not None and config.engine.engine == "local" and config.incremental is None:
         io.check_output(outputs.output, files)
         io.output_format_of(outputs.output, outputs.format)
     # (Spark writes a rejects directory itself, and checks it.)
     if outputs.rejects is not None and not rejects_dataset(config):
-        io.check_output(outputs.rejects, files)
+        io.check_output(outputs.rejects, files, option="--rejects")
     # (With --state the page views go to a directory of partitions, which the engine checks.)
-    tables = [outputs.users_output, *([] if config.incremental is not None else [outputs.pageviews_output])]
-    for table in tables:
+    tables = [("--users-output", outputs.users_output)]
+    if config.incremental is None:
+        tables.append(("--pageviews-output", outputs.pageviews_output))
+    for option, table in tables:
         if table is not None:
-            io.check_output(table, files)
+            io.check_output(table, files, option=option)
             io.output_format_of(table, None)
     if outputs.report is not None:
-        report_module.check_report_output(outputs.report, [source.path for source in files])
+        report_module.check_report_output(
+            outputs.report, [source.path for source in files], option="--report"
+        )
+
+
+def _check_outside_incremental_dirs(outputs: OutputOptions, incremental: IncrementalOptions) -> None:
+    """Refuse ``--pageviews-output``, ``--users-output`` or ``--rejects`` inside the output directory or
+    the state of an incremental run, before anything is written: readers of the output directory
+    (``pl.scan_parquet(OUT_DIR, hive_partitioning=True)``, ``sessionize report OUT_DIR``) take every file
+    there for session partitions, and the state directory is the runs' own. (``-o`` and ``--report`` are
+    refused with ``--state`` anyway.)"""
+    out, state = Path(incremental.output_dir).resolve(), Path(incremental.state).resolve()
+    targets = outputs.targets()
+    for option in ("--pageviews-output", "--users-output", "--rejects"):
+        table = targets.get(option)
+        if table is None:
+            continue
+        resolved = Path(table).resolve()
+        if resolved in (out, state) or out in resolved.parents or state in resolved.parents:
+            raise UsageError(
+                f"{option} {table} is inside --output-dir or --state: give it a path of its own (readers "
+                "of the output directory would take its files for sessions)."
+            )
 
 
 def rejects_dataset(config: RunConfig) -> bool:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 import sessionize
 from sessionize import io as sio
 from sessionize.cli import app
+from sessionize.io.read import JSON_DEPTH_LIMIT
 from sessionize.privacy import anonymize_ip
 from tests.helpers import CITY_DB, REPO, words
 
@@ -189,6 +190,41 @@ def test_rejects_needs_skip_and_its_own_path(tmp_path: Path) -> None:
     assert "also an input" in words(over_input.stderr)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--rejects", "also an input: choose another output path with --rejects."),
+        ("--users-output", "also an input: choose another output path with --users-output."),
+        ("--pageviews-output", "also an input: choose another output path with --pageviews-output."),
+        ("--report", "also an input: choose another path with --report."),
+    ],
+)
+def test_an_output_over_an_input_is_refused_naming_its_option(
+    tmp_path: Path, option: str, message: str
+) -> None:
+    """The refusal tells which path to change: the option that named the input, not ``-o``."""
+    events = write(tmp_path / "e.csv", "user_id,timestamp\nu,2024-05-01T10:00:00Z\n")
+    before = events.read_bytes()
+    result = cli(events, "-o", tmp_path / "o.csv", "--on-invalid", "skip", option, events)
+    assert result.exit_code == 1, result.output
+    assert message in words(result.stderr)
+    assert events.read_bytes() == before and not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("rejects", ["out/rejects.parquet", "st/rejects.csv"])
+def test_rejects_inside_the_output_directory_or_the_state_is_refused(workdir: Path, rejects: str) -> None:
+    """Readers of an incremental output directory (``pl.scan_parquet(OUT_DIR, hive_partitioning=True)``,
+    ``sessionize report OUT_DIR``) take every file there for sessions, and the state is the run's own: a
+    rejects file in either is refused before anything is written, as the page-view and user tables are."""
+    events = write(workdir / "e.csv", "user_id,timestamp\nu1,2024-05-01T10:00:00Z\nu2,garbage\n")
+    (workdir / "out").mkdir()
+    (workdir / "st").mkdir()
+    result = cli(events, "--state", "st", "--output-dir", "out", "--on-invalid", "skip", "--rejects", rejects)
+    assert result.exit_code == 2, result.output
+    assert f"--rejects {rejects} is inside --output-dir or --state" in words(result.stderr)
+    assert sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*")) == ["e.csv", "out", "st"]
+
+
 def test_valid_range(tmp_path: Path) -> None:
     events = write(
         tmp_path / "e.csv",
@@ -350,6 +386,43 @@ def test_a_field_that_is_an_object_on_one_line_and_a_list_on_others(tmp_path: Pa
         ("2", "bad_json_value"),
         ("4", "malformed_json"),
     ]
+
+
+def nested(depth: int) -> str:
+    """A JSON line of ``depth`` levels: its own object, and lists within each other."""
+    inner = depth - 1
+    return f'{{"user_id": "u{depth}", "timestamp": 1714557600, "x": {"[" * inner}{"]" * inner}}}'
+
+
+@pytest.mark.parametrize("buckets", [None, "2"])
+def test_json_nested_too_deep_is_rejected_as_such(tmp_path: Path, buckets: str | None) -> None:
+    """A line nested thousands of levels deep may be valid JSON: it is rejected as ``json_too_deep``, not
+    as ``malformed_json``, which would send its writer looking for a syntax error. So is any line beyond
+    JSON_DEPTH_LIMIT levels (Polars reads such lines slowly, and crashes on objects about 900 deep), and
+    one within it is read, whether or not another line has the file read line by line (the check of a
+    600-level line's kinds ended that run with a RecursionError)."""
+    limit = JSON_DEPTH_LIMIT
+    source = write(
+        tmp_path / "events.ndjson",
+        f"{nested(limit)}\n{nested(5000)}\n{nested(600)}\n{nested(limit + 1)}\n"
+        '{"user_id": "u9", "timestamp": 1714557700\n',
+    )
+    failed, rejects, users = fail_then_skip(source, tmp_path, buckets)
+    assert "line2:json_too_deep" in squash(failed.stderr), failed.stderr
+    assert rejects == [
+        ("2", "json_too_deep"),
+        ("3", "json_too_deep"),
+        ("4", "json_too_deep"),
+        ("5", "malformed_json"),
+    ]
+    assert users == [f"u{limit}"]
+    # Without another bad line (read by the fast reader) the same lines give the same result.
+    (tmp_path / "clean").mkdir()
+    clean = write(tmp_path / "clean" / "e.ndjson", f"{nested(limit)}\n{nested(limit + 1)}\n{nested(600)}\n")
+    failed, rejects, users = fail_then_skip(clean, tmp_path / "clean", buckets)
+    assert rejects == [("2", "json_too_deep"), ("3", "json_too_deep")] and users == [f"u{limit}"]
+    docs = " ".join((REPO / "docs" / "bad-input-and-privacy.md").read_text(encoding="utf-8").split())
+    assert f"nest more than {limit} levels deep" in docs and "(`json_too_deep`" in docs
 
 
 def test_a_file_that_disappears_while_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -517,6 +590,31 @@ def test_anonymize_after_and_before_geo(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         row = pl.read_csv(out, infer_schema=False).row(0, named=True)
         assert row["ip"] == "81.2.69.0" and (row["city"] or "") == city
+
+
+@pytest.mark.parametrize(
+    ("flags", "city"),
+    [
+        (["--anonymize-ip", "before-geo"], ""),
+        (["--anonymize-ip", "after-geo"], "London"),
+        (["--anonymize-ip"], "London"),
+        (["--anonymize-ip", "--", "before-geo"], "London"),
+    ],
+)
+def test_anonymize_ip_takes_its_mode_after_a_space(workdir: Path, flags: list[str], city: str) -> None:
+    """``--anonymize-ip before-geo`` is the mode, as any option's value after a space: never an input
+    (here a file of that name, whose events would be read) with the mode silently after-geo. After
+    ``--`` the name is an input again, and the flag alone means after-geo."""
+    events = write(workdir / "e.csv", "user_id,timestamp,ip\nu,2024-05-01T10:00:00Z,81.2.69.160\n")
+    write(workdir / "before-geo", "user_id,timestamp,ip\nv,2024-05-01T10:00:00Z,81.2.69.160\n")
+    options = ["--input-format", "csv", "--geoip-db", str(CITY_DB), "-o", "o.csv"]
+    result = CliRunner().invoke(app, ["run", str(events), *options, *flags])
+    assert result.exit_code == 0, result.output
+    rows = pl.read_csv(workdir / "o.csv", infer_schema=False).rows(named=True)
+    users = ["u", "v"] if "--" in flags else ["u"]
+    assert [(row["user_id"], row["ip"], row["city"] or "") for row in rows] == [
+        (user, "81.2.69.0", city) for user in users
+    ]
 
 
 def test_hash_user_ids_is_a_stable_keyed_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

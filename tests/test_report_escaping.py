@@ -23,10 +23,12 @@ from typing import Any
 
 import polars as pl
 import pytest
+from plotly.offline import get_plotlyjs
 
 import sessionize
 from sessionize import report as R
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, T0
+from sessionize.report.figures import LABEL_LIMIT
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, T0, invoke
 
 LINK = "<a href='https://e.vil/'>LOGIN</a>"
 # Cut by the URL label (31 characters kept at the start, 16 at the end): '&<' are the last two kept at
@@ -190,6 +192,59 @@ def test_the_page_markup_escapes_the_title_and_the_sources(report: R.ReportResul
     assert html.escape(SOURCE_NAME) in page
     outside_scripts = re.sub(r"<script>.*?</script>", "", page, flags=re.DOTALL)
     assert "e.vil/'>" not in outside_scripts and "<b>" not in outside_scripts and "<i>" not in outside_scripts
+
+
+# ---------------------------------------------------------------------------------------------------
+# A huge value
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_a_huge_value_is_cut_and_the_page_stays_small(tmp_path: Path) -> None:
+    """Plotly needs each category's text on the bars, the ticks' values and the hover: one URL of
+    megabytes would be copied into the page several times (review 41, F9: a 196 MB page from 24 MB URLs,
+    where docs/report.md promises about 4.9 MB whatever the table). Such a value is cut after
+    LABEL_LIMIT characters with an ellipsis; two cut alike stay distinct; the cut keeps whole the
+    surrogate pair (an emoji in the page's JSON) and the entities ('&<') just before it."""
+    huge = 3_000_000
+    prefix = "https://a.example/"
+    head = prefix + "p" * (LABEL_LIMIT - len(prefix) - 3) + "\N{GRINNING FACE}&<"
+    assert len(head) == LABEL_LIMIT
+    short = prefix + "short"
+    urls = [head + ">" + "q" * huge, head + "<" + "r" * huge, short]
+    columns: dict[str, list[Any]] = {
+        "user_id": ["u1", "u2", "u3"],
+        "session_start": [T0 + timedelta(minutes=i) for i in range(3)],
+        "duration_s": [10.0, 20.0, 30.0],
+        "landing_page": urls,
+        "device_category": ["d" * huge, "mobile", "mobile"],
+    }
+    table = tmp_path / "huge.parquet"
+    pl.DataFrame(columns, schema={name: sessionize.SESSION_SCHEMA[name] for name in columns}).write_parquet(
+        table
+    )
+    output = tmp_path / "r.html"
+    result = invoke("report", table, "-o", output, "-q")
+    assert result.exit_code == 0, result.output
+    assert output.stat().st_size < len(get_plotlyjs().encode()) + 200_000
+    page = output.read_text(encoding="utf-8")
+    assert (
+        "q" * LABEL_LIMIT not in page and "r" * LABEL_LIMIT not in page and "d" * 2 * LABEL_LIMIT not in page
+    )
+    figures = figures_in(page)
+    cut = html.escape(head, quote=False) + "\N{HORIZONTAL ELLIPSIS}"
+    trace = figures["landing_page"]["data"][0]
+    assert sorted(trace["y"]) == sorted([cut, cut + " (2)", short])
+    assert figures["landing_page"]["layout"]["yaxis"]["tickvals"] == trace["y"]
+    assert sorted(figures["device_category"]["data"][0]["labels"]) == [
+        "d" * LABEL_LIMIT + "\N{HORIZONTAL ELLIPSIS}",
+        "mobile",
+    ]
+    docs = (Path(__file__).parent.parent / "docs" / "report.md").read_text(encoding="utf-8")
+    assert f"longer than {LABEL_LIMIT:,} characters" in " ".join(docs.split())
+    for key, figure in figures.items():
+        for path, text in strings(figure):
+            if not path.endswith("hovertemplate"):
+                assert re.fullmatch(r"(?:[^&<>]|&(?:amp|lt|gt);)*", text), (key, path, text[:80])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -434,9 +434,10 @@ def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None
         schema = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
     except pl.exceptions.PolarsError:
         return None  # read whole, line by line, as in memory: the lines it cannot take are rejected
-    if any(_wide_integer(dtype) for dtype in schema.values()):
-        # An integer beyond 64 bits (read as Int128): the file is read whole, line by line, as in
-        # memory, where that line is rejected (bad_json_value).
+    if too_deep(schema) or any(_wide_integer(dtype) for dtype in schema.values()):
+        # A line nested too deep (first: the walk for wide integers recurses once per level), or an
+        # integer beyond 64 bits (read as Int128): the file is read whole, line by line, as in memory,
+        # where that line is rejected (json_too_deep, bad_json_value).
         return None
     return _checked_windows(batches, chunk_rows)
 
@@ -571,12 +572,44 @@ def _scan(
         return pl.LazyFrame(), None
     scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
     try:
-        scan.collect_schema()  # the schema comes from every line: a malformed one fails here
+        # The schema comes from every line: a malformed one fails here, a line too deep shows in it.
+        deep = too_deep(scan.collect_schema())
     except pl.exceptions.PolarsError:
+        deep = True
+    if deep:
         data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
         rows, malformed = _careful_ndjson(data)
         return rows.lazy(), malformed
     return flatten_structs(scan).with_row_index(ROW), None
+
+
+#: The deepest nesting of objects and lists a JSON line may have, its own object being level 1. Events
+#: nest a few levels (a GA4 export 4, Segment's 4). Polars takes up to 1,024 but slowly (a minute for one
+#: line of objects 300 deep), the flattening of objects into columns recurses once per level, and
+#: ``pl.read_ndjson`` crashes the process on objects about 900 deep: a deeper line is rejected as
+#: ``json_too_deep``, whichever way the file is read.
+JSON_DEPTH_LIMIT = 64
+
+
+def _nesting(dtype: pl.DataType) -> int:
+    """How many lists and objects a column of this type nests (0 for a plain value); with a stack of its
+    own, as the type may be 1,000 levels deep."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(dtype, 0)]
+    while pending:
+        inner, depth = pending.pop()
+        if isinstance(inner, pl.Struct):
+            pending.extend((field.dtype, depth + 1) for field in inner.fields)
+        elif isinstance(inner, pl.List | pl.Array):
+            pending.append((inner.inner, depth + 1))
+        deepest = max(deepest, depth + isinstance(inner, pl.Struct | pl.List | pl.Array))
+    return deepest
+
+
+def too_deep(schema: pl.Schema) -> bool:
+    """Whether a line of a file of this schema nests beyond :data:`JSON_DEPTH_LIMIT` (then the file is
+    read line by line, where that line is rejected)."""
+    return any(1 + _nesting(dtype) > JSON_DEPTH_LIMIT for dtype in schema.values())
 
 
 def _fast_ndjson(source: InputFile, raw: pl.DataFrame | None, window: Window | None) -> bool:
@@ -607,35 +640,43 @@ def _no_constant(text: str) -> None:
     raise ValueError(f"not JSON: {text}")
 
 
-def _kinds(value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str]) -> bool:
+def _kinds(value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str]) -> str | None:
     """Record the kind of every value of a JSON line by its path (a list's elements at ``path + ("[]",)``);
-    False when one path has two kinds within the line (``[1, true]``)."""
-    if value is None:
-        return True
-    if isinstance(value, bool):
-        kind = "bool"
-    elif isinstance(value, int | float | str):
-        kind = "scalar"  # numbers and text mix: the reader makes the column text
-    elif isinstance(value, dict):
-        kind = "object"
-    else:
-        kind = "list"
-    if into.setdefault(path, kind) != kind:
-        return False
-    if isinstance(value, dict):
-        return all(_kinds(item, (*path, key), into) for key, item in value.items())
-    if isinstance(value, list):
-        return all(_kinds(item, (*path, "[]"), into) for item in value)
-    return True
+    the line's reject reason, if any: ``bad_json_value`` when one path has two kinds within the line
+    (``[1, true]``), ``json_too_deep`` when a list or object is deeper than :data:`JSON_DEPTH_LIMIT`. A
+    walk with a stack of its own, not Python's: a deep line must not end the run with a ``RecursionError``."""
+    pending: list[tuple[object, tuple[str, ...]]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if item is None:
+            continue
+        if isinstance(item, bool):
+            kind = "bool"
+        elif isinstance(item, int | float | str):
+            kind = "scalar"  # numbers and text mix: the reader makes the column text
+        elif isinstance(item, dict):
+            kind = "object"
+        else:
+            kind = "list"
+        if kind in ("object", "list") and len(where) + 1 > JSON_DEPTH_LIMIT:
+            return "json_too_deep"
+        if into.setdefault(where, kind) != kind:
+            return "bad_json_value"
+        if isinstance(item, dict):
+            pending.extend((inner, (*where, key)) for key, inner in item.items())
+        elif isinstance(item, list):
+            pending.extend((inner, (*where, "[]")) for inner in item)
+    return None
 
 
 def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse an NDJSON file the fast reader failed on, line by line: the lines that are JSON objects
     (``_row``: their 0-based line), and the others with their line number, text and reason:
-    ``malformed_json`` for a line that is not a JSON object, ``bad_json_value`` for one whose number is
-    out of range or whose value has another kind than the same field's on most lines (a time that is
-    ``true`` where the others are numbers, a list where the others hold an object). Linear: one parse
-    and one walk of each line."""
+    ``malformed_json`` for a line that is not a JSON object, ``json_too_deep`` for one whose objects and
+    lists nest deeper than :data:`JSON_DEPTH_LIMIT` (valid JSON or not: beyond about 1,000 levels
+    Python's parser cannot tell), ``bad_json_value`` for one whose number is out of range or whose value
+    has another kind than the same field's on most lines (a time that is ``true`` where the others are
+    numbers, a list where the others hold an object). Linear: one parse and one walk of each line."""
     parsed_lines: list[tuple[int, bytes, dict[tuple[str, ...], str]]] = []
     bad: list[tuple[int, str, str]] = []
     counts: dict[tuple[str, ...], Counter[str]] = {}
@@ -648,15 +689,19 @@ def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
                 line.decode("utf-8"), parse_int=_strict_number, parse_float=_strict_number,
                 parse_constant=_no_constant,
             )  # fmt: skip
-        except (UnicodeDecodeError, ValueError, RecursionError):
+        except RecursionError:
+            bad.append((number + 1, shown, "json_too_deep"))
+            continue
+        except (UnicodeDecodeError, ValueError):
             bad.append((number + 1, shown, "malformed_json" if _is_json(line) is False else "bad_json_value"))
             continue
         if not isinstance(value, dict):
             bad.append((number + 1, shown, "malformed_json"))
             continue
         kinds: dict[tuple[str, ...], str] = {}
-        if not _kinds(value, (), kinds):
-            bad.append((number + 1, shown, "bad_json_value"))
+        reason = _kinds(value, (), kinds)
+        if reason is not None:
+            bad.append((number + 1, shown, reason))
             continue
         for path, kind in kinds.items():
             counts.setdefault(path, Counter())[kind] += 1

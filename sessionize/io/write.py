@@ -21,14 +21,17 @@ PARQUET_COMPRESSION: Final = "zstd"
 PARQUET_COMPRESSION_LEVEL: Final = 1
 
 
-def check_output(output: str, inputs: Sequence[InputFile]) -> None:
-    """Refuse to write the output over one of the inputs."""
+def check_output(output: str, inputs: Sequence[InputFile], *, option: str = "-o") -> None:
+    """Refuse to write the output over one of the inputs. ``option`` is the flag that named the output
+    (``--rejects``, ``--users-output``, ...): the message tells which path to change."""
     if output == STDIN:
         return
     target = os.path.realpath(output)
     for source in inputs:
         if not source.is_stdin and os.path.realpath(source.path) == target:
-            raise OutputError(f"The output {output} is also an input: choose another output path with -o.")
+            raise OutputError(
+                f"The output {output} is also an input: choose another output path with {option}."
+            )
     if os.path.isdir(target):
         raise OutputError(f"Cannot write {output}: it is a directory. Give a file name (sessions.parquet).")
     parent = os.path.dirname(target)

@@ -21,6 +21,10 @@ _FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, 
 # No mode bar: it would cover the bars of small charts; drag still zooms and a double click resets.
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}
 _URL_LABEL_LENGTH = 48
+#: The longest text from the data that the page embeds, in characters: beyond it a value is cut with an
+#: ellipsis. Plotly needs each category's whole text (on the bars, the ticks' values and the hover), so
+#: one huge value (a 24 MB URL) would otherwise be copied into the page several times over.
+LABEL_LIMIT = 1_000
 
 
 def _text(value: str) -> str:
@@ -37,6 +41,29 @@ def _text(value: str) -> str:
     "/&lt;a href='https://e.vil/'&gt;LOGIN&lt;/a&gt; &amp;amp;"
     """
     return html.escape(value, quote=False)
+
+
+def _bounded(labels: Sequence[str]) -> list[str]:
+    """Each label as it is, or cut after :data:`LABEL_LIMIT` characters with an ellipsis; still distinct,
+    as Plotly's categories must be: a second label cut to the same text is numbered (``… (2)``).
+
+    A cut label is longer than the limit and a whole one is not, so the two never meet. The cut is by
+    code point (a Python ``str``), before :func:`_text` escapes it and before the JSON encoder writes
+    ``\\u`` escapes and surrogate pairs: no entity, escape or pair is split.
+
+    >>> _bounded(["a" * 1_001, "a" * 1_002, "b"]) == ["a" * 1_000 + "…", "a" * 1_000 + "… (2)", "b"]
+    True
+    """
+    bounded: list[str] = []
+    cuts: dict[str, int] = {}
+    for label in labels:
+        if len(label) <= LABEL_LIMIT:
+            bounded.append(label)
+            continue
+        cut = label[:LABEL_LIMIT] + "\N{HORIZONTAL ELLIPSIS}"
+        cuts[cut] = cuts.get(cut, 0) + 1
+        bounded.append(cut if cuts[cut] == 1 else f"{cut} ({cuts[cut]})")
+    return bounded
 
 
 def _percent(part: float, whole: float) -> str:
@@ -158,7 +185,7 @@ def _donut_figure(labels: Sequence[str], values: Sequence[int], colors: Sequence
         "data": [
             {
                 "type": "pie",
-                "labels": [_text(label) for label in labels],
+                "labels": [_text(label) for label in _bounded(labels)],
                 "values": list(values),
                 "hole": 0.55,
                 "sort": False,
@@ -175,9 +202,9 @@ def _donut_figure(labels: Sequence[str], values: Sequence[int], colors: Sequence
 
 
 def _ranking_figure(spec: _RankingSpec, ranking: Ranking, total: int) -> dict[str, Any]:
-    # Categories by their whole value (escaped alike on the bars and the ticks, so still distinct), shown
-    # shortened: shortened first, then escaped, so that no entity is cut.
-    labels = [_text(label) for label in ranking.labels]
+    # Categories by their whole value up to LABEL_LIMIT (escaped alike on the bars and the ticks, so still
+    # distinct), shown shortened: shortened first, then escaped, so that no entity is cut.
+    labels = [_text(label) for label in _bounded(ranking.labels)]
     short = _url_label if spec.is_url else _plain_label
     ticktext = [_text(short(label)) for label in ranking.labels]
     values = list(ranking.sessions)

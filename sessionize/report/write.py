@@ -45,10 +45,11 @@ class ReportResult:
         return self.data.left_out
 
 
-def check_report_output(output: str | Path, inputs: Sequence[str] = ()) -> str:
+def check_report_output(output: str | Path, inputs: Sequence[str] = (), *, option: str = "-o") -> str:
     """The report's path, after checking that its directory exists and that it is not an input.
 
-    ``-`` means stdout.
+    ``-`` means stdout. ``option`` is the flag that named it (``-o`` of ``sessionize report``, ``--report``
+    of ``sessionize run``), which the messages tell to change.
     """
     target = str(output)
     if target == STDOUT:
@@ -56,11 +57,11 @@ def check_report_output(output: str | Path, inputs: Sequence[str] = ()) -> str:
     real = os.path.realpath(target)
     if os.path.isdir(real):
         raise OutputError(
-            f"Cannot write the report to {target}: it is a directory. Name a file: -o report.html."
+            f"Cannot write the report to {target}: it is a directory. Name a file: {option} report.html."
         )
     for source in inputs:
         if os.path.realpath(source) == real:
-            raise OutputError(f"The report {target} is also an input: choose another path with -o.")
+            raise OutputError(f"The report {target} is also an input: choose another path with {option}.")
     parent = os.path.dirname(real)
     if not os.path.isdir(parent):
         raise OutputError(f"Cannot write {target}: the directory {parent} does not exist.")
