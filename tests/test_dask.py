@@ -363,6 +363,52 @@ def test_a_failed_run_leaves_no_output_dir(bad_inputs: list[Path], scheduler: st
     assert not target.exists()
 
 
+def test_a_full_disk_under_a_part_is_an_output_error(
+    inputs: list[Path], scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part that does not fit on the disk (Polars raises a ``ComputeError`` for it): an output error
+    naming the part and the cause, as for any other output (it was "Unexpected error: ComputeError"),
+    and the directory the run made is gone."""
+    out = tmp_path / "sessions"
+    written = io.write_parquet
+    parts: list[object] = []
+
+    def fills_the_disk(frame: pl.DataFrame, target: Any) -> None:
+        parts.append(target)
+        if len(parts) == 2:
+            raise pl.exceptions.ComputeError(
+                "parquet: File out of specification: underlying IO error: "
+                "No space left on device (os error 28)"
+            )
+        written(frame, target)
+
+    monkeypatch.setattr(io, "write_parquet", fills_the_disk)
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            *map(str, inputs),
+            "--engine",
+            "dask",
+            "--scheduler",
+            scheduler,
+            "--partitions",
+            "3",
+            "-o",
+            str(out),
+            "--no-geo",
+            "--log-format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["error"] == "OutputError", line
+    assert line["message"] == f"Cannot write {parts[1]}: No space left on device.", line
+    assert str(parts[1]).startswith(f"{out}/.part-")
+    assert not out.exists()
+
+
 def test_fsspec_urls(inputs: list[Path], scheduler: str, tmp_path: Path) -> None:
     """``file://`` URLs go through fsspec, as s3:// or gs:// ones would; a glob expands there too."""
     pattern = f"file://{inputs[0].parent}/events-*"

@@ -7,10 +7,11 @@ import fcntl
 import itertools
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,62 @@ def test_reprocess_reads_a_file_again_without_duplicating(tmp_path: Path) -> Non
     assert_same_as_one_run(tmp_path / "out", [a, b])
 
 
+def cli_step(path: Path, state: Path, out: Path, *extra: str | Path, umask: int = 0o027) -> None:
+    """One incremental run through the CLI, in a process of its own with ``umask``."""
+    command: list[str | Path] = [sys.executable, "-m", "sessionize", "run", path, "--state", state]
+    command += ["--output-dir", out]
+    done = subprocess.run(
+        [*command, *extra, "--no-geo", "--valid-until", "2100-01-01", "-q"],
+        capture_output=True,
+        umask=umask,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def test_a_rewritten_partition_keeps_its_permissions(tmp_path: Path) -> None:
+    """Session and page-view partitions locked down to 0600 stay so when a later run rewrites them (they
+    were given the umask's mode: world-readable user ids); a new partition gets the umask's mode."""
+    state, out, views = tmp_path / "state", tmp_path / "out", tmp_path / "views"
+    a = write_events(tmp_path / "a.csv", [event("u", T0 - timedelta(hours=2))])
+    b = write_events(
+        tmp_path / "b.csv",
+        [event("u", T0 - timedelta(hours=2) + timedelta(minutes=5)), event("v", T0 + timedelta(days=1))],
+    )
+    cli_step(a, state, out, "--pageviews-output", views)
+    locked = [
+        out / "session_date=2024-05-01" / "part-0.parquet",
+        views / "session_date=2024-05-01" / "part-0.parquet",
+    ]
+    for path in locked:
+        path.chmod(0o600)
+    cli_step(b, state, out, "--pageviews-output", views)
+    for path in locked:
+        assert pl.read_parquet(path).height == (1 if path.is_relative_to(out) else 2)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for directory in (out, views):
+        fresh = directory / "session_date=2024-05-02" / "part-0.parquet"
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o640, fresh
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to own files")
+def test_root_rewriting_a_partition_keeps_its_owner(tmp_path: Path) -> None:
+    """Root's cron run rewrites a partition of a warehouse user's output directory: the file stays theirs
+    (as every other output replaced by root does), so that they can still read and remove it."""
+    state, out = tmp_path / "state", tmp_path / "out"
+    cli_step(write_events(tmp_path / "a.csv", [event("u", T0)]), state, out)
+    owned = out / "session_date=2024-05-01" / "part-0.parquet"
+    os.chown(owned, 65534, 65534)
+    owned.chmod(0o600)
+    cli_step(write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=5))]), state, out)
+    assert pl.read_parquet(owned).get_column("event_count").to_list() == [2]
+    assert (owned.stat().st_uid, owned.stat().st_gid, stat.S_IMODE(owned.stat().st_mode)) == (
+        65534,
+        65534,
+        0o600,
+    )
+
+
 @pytest.mark.slow
 def test_a_crash_between_partitions_and_state_is_repaired_by_the_next_run(tmp_path: Path) -> None:
     a = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(minutes=5))])
@@ -344,6 +401,147 @@ def test_a_failure_before_the_state_leaves_the_old_state(
     assert [entry["path"] for entry in incremental.load_state(state).files] == [str(a), str(b)]
 
 
+#: What Polars raises when the disk fills up under a Parquet file it writes.
+DISK_FULL = "parquet: File out of specification: underlying IO error: No space left on device (os error 28)"
+
+
+def json_error(result: Any) -> dict[str, Any]:
+    """The JSON line of a CLI run that failed (``--log-format json``)."""
+    record: dict[str, Any] = json.loads(result.stderr.strip().splitlines()[-1])
+    assert record["status"] == "error"
+    return record
+
+
+def test_a_full_disk_under_a_partition_is_an_output_error_that_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second partition of a run does not fit on the disk: the error names it and the cause, as
+    for any other output (it was "Unexpected error: ComputeError"), and the first one is not left."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    b = write_events(
+        tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=3)), event("v", T0 + timedelta(days=1))]
+    )
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    before, state_before = snapshot(out), snapshot(state)
+    written = sessionize.io.write_parquet
+    calls: list[object] = []
+
+    def fills_the_disk(frame: pl.DataFrame, target: Any) -> None:
+        calls.append(target)
+        if len(calls) == 2:
+            raise pl.exceptions.ComputeError(DISK_FULL)
+        written(frame, target)
+
+    monkeypatch.setattr(sessionize.io, "write_parquet", fills_the_disk)
+    result = CliRunner().invoke(
+        app,
+        ["run", str(b), "--state", str(state), "--output-dir", str(out), "--no-geo", "--log-format", "json"],
+    )
+    assert result.exit_code == 1
+    record = json_error(result)
+    partition = out / "session_date=2024-05-02" / "part-0.parquet"
+    assert record["error"] == "OutputError"
+    assert record["message"] == f"Cannot write {partition}: No space left on device."
+    assert len(calls) == 2
+    assert snapshot(out) == before
+    assert {k: v for k, v in snapshot(state).items() if k != ".lock"} == {
+        k: v for k, v in state_before.items() if k != ".lock"
+    }
+    monkeypatch.undo()
+    step(b, state, out)
+    assert_same_as_one_run(out, [a, b])
+
+
+def test_a_full_disk_under_the_state_is_an_output_error_and_the_next_run_repairs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=3))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    version = (state / "CURRENT").read_text()
+    written = pl.DataFrame.write_parquet
+
+    def fills_the_disk(frame: pl.DataFrame, target: Any, **options: Any) -> None:
+        if str(target).endswith("events.parquet"):
+            raise pl.exceptions.ComputeError(DISK_FULL)
+        written(frame, target, **options)
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", fills_the_disk)
+    result = CliRunner().invoke(
+        app,
+        ["run", str(b), "--state", str(state), "--output-dir", str(out), "--no-geo", "--log-format", "json"],
+    )
+    assert result.exit_code == 1
+    record = json_error(result)
+    assert record["error"] == "OutputError"
+    assert record["message"].startswith(f"Cannot write the state {state}: No space left on device.")
+    assert "the next run processes the same files again" in record["message"]
+    assert (state / "CURRENT").read_text() == version and not list(state.glob(".tmp-*"))
+    monkeypatch.undo()
+    step(b, state, out)
+    assert_same_as_one_run(out, [a, b])
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root only; skipped where it cannot be mounted), unmounted at the end."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", disk], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", disk], check=True)
+
+
+def test_a_really_full_disk_is_an_output_error_that_changes_nothing(tmp_path: Path, small_disk: Path) -> None:
+    """The state and the partitions on a file system that fills up during the second run."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    b = write_events(
+        tmp_path / "b.csv",
+        [
+            event(f"user-{n}", T0 + timedelta(seconds=n), f"https://shop.example/{n * 7919:x}/{n}")
+            for n in range(4000)
+        ],
+    )
+    state, out = small_disk / "state", small_disk / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "sessionize",
+        "run",
+        "--state",
+        str(state),
+        "--output-dir",
+        str(out),
+        "--no-geo",
+    ]
+    first = subprocess.run([*command, str(a)], capture_output=True, check=False)
+    assert first.returncode == 0, first.stderr.decode()
+    # 16 KiB left: less than the second run's sessions take.
+    space = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"x" * (space.f_bavail * space.f_frsize - 16 * 1024))
+    before, state_before = snapshot(out), snapshot(state)
+    second = subprocess.run([*command, str(b), "--log-format", "json"], capture_output=True, check=False)
+    assert second.returncode == 1, second.stderr.decode()
+    record = json_error(second)
+    assert record["error"] == "OutputError", record
+    assert record["message"].startswith(f"Cannot write {out}/session_date=2024-05-0"), record
+    assert record["message"].endswith("/part-0.parquet: No space left on device."), record
+    assert snapshot(out) == before
+    assert {k: v for k, v in snapshot(state).items() if k != ".lock"} == {
+        k: v for k, v in state_before.items() if k != ".lock"
+    }
+
+
 # -- late events ----------------------------------------------------------------------------------
 
 
@@ -388,12 +586,216 @@ def test_events_older_than_lateness_are_rejected_as_late(tmp_path: Path) -> None
     assert table(out).filter(pl.col("user_id") == "u").get_column("event_count").to_list() == [1, 1, 1]
 
 
+def test_late_rows_are_written_with_their_original_columns(tmp_path: Path) -> None:
+    """A late row is rejected as every other row is: the input's own columns, as written (the custom
+    ones, the --agg input, the login id of --stitch-col, the timestamp's text), then file, row and
+    reason, in line order; a rejects file with both kinds of rows has one set of columns. They were
+    written under the canonical names, without the other columns: the late event could not be
+    sent again."""
+    header = "uid,when,page,login,revenue,note\n"
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(header + "bob,2024-05-02T10:00:00Z,https://ex.com/a,,5,first\n", encoding="utf-8")
+    b.write_text(
+        header
+        + "carol,garbage,https://ex.com/x,,7,bad time\n"
+        + 'bob,2024-05-01 10:00:00+00:00,https://ex.com/old,bob@example.com,999,"late, and quoted"\n'
+        + "bob,2024-05-02T10:05:00Z,https://ex.com/b,,1,in time\n",
+        encoding="utf-8",
+    )
+    state, out, rejects = tmp_path / "state", tmp_path / "out", tmp_path / "rejects.csv"
+    options = ["--user-col", "uid", "--time-col", "when", "--url-col", "page", "--stitch-col", "login"]
+    options += [
+        "--agg",
+        "rev=sum(revenue)",
+        "--on-invalid",
+        "skip",
+        "--no-geo",
+        "--valid-until",
+        "2100-01-01",
+    ]
+    for path in (a, b):
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                str(path),
+                "--state",
+                str(state),
+                "--output-dir",
+                str(out),
+                *options,
+                "--rejects",
+                str(rejects),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    written = pl.read_csv(rejects, infer_schema=False)
+    assert written.columns == [
+        "uid",
+        "when",
+        "page",
+        "login",
+        "revenue",
+        "note",
+        "source_file",
+        "source_row",
+        "reject_reason",
+    ]
+    assert written.rows() == [
+        ("carol", "garbage", "https://ex.com/x", None, "7", "bad time", str(b), "2", "bad_timestamp"),
+        (
+            "bob",
+            "2024-05-01 10:00:00+00:00",
+            "https://ex.com/old",
+            "bob@example.com",
+            "999",
+            "late, and quoted",
+            str(b),
+            "3",
+            "late",
+        ),
+    ]
+    assert table(out).get_column("rev").to_list() == [6.0]
+
+
+def test_late_rows_of_a_grown_file_are_named_by_their_lines_and_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live log that grew: its late line keeps its own line number, and the ids of its columns are
+    hashed as in the file's other rejected rows."""
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cret")
+    live = tmp_path / "live.csv"
+    live.write_text(
+        "user_id,timestamp,login\nann,2024-05-02T10:00:00Z,ann@example.com\nbob,2024-05-02T10:01:00Z,\n",
+        encoding="utf-8",
+    )
+    state, out, rejects = tmp_path / "state", tmp_path / "out", tmp_path / "rejects.csv"
+    command = ["run", str(live), "--state", str(state), "--output-dir", str(out), "--stitch-col", "login"]
+    command += ["--hash-user-ids", "SESSIONIZE_TEST_SECRET", "--on-invalid", "skip", "--no-geo"]
+    command += ["--valid-until", "2100-01-01", "--rejects", str(rejects)]
+    assert CliRunner().invoke(app, command).exit_code == 0
+    with live.open("a", encoding="utf-8") as handle:
+        handle.write("ann,2024-05-01T09:00:00Z,ann@example.com\n,2024-05-02T10:02:00Z,x\n")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    written = pl.read_csv(rejects, infer_schema=False)
+    assert written.columns == ["user_id", "timestamp", "login", "source_file", "source_row", "reject_reason"]
+    assert written.select("timestamp", "source_file", "source_row", "reject_reason").rows() == [
+        ("2024-05-01T09:00:00Z", str(live), "4", "late"),
+        ("2024-05-02T10:02:00Z", str(live), "5", "empty_user_id"),
+    ]
+    late = written.row(0, named=True)
+    assert "ann" not in late["user_id"] and "ann@example.com" not in late["login"]
+    sessions = table(out)
+    assert late["user_id"] in sessions.get_column("user_id").to_list()
+    assert late["login"] in sessions.get_column("stitched_user_id").to_list()
+
+
 def test_a_shorter_lateness_rejects_more(tmp_path: Path) -> None:
     a = write_events(tmp_path / "a.csv", [event("u", T0 + timedelta(hours=8))])
     b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(hours=7))])
     step(a, tmp_path / "state", tmp_path / "out", lateness="30m")
     result = step(b, tmp_path / "state", tmp_path / "out", lateness="30m", on_invalid="skip")
     assert result.incremental is not None and result.incremental.late == 1 and result.rejected == 1
+
+
+# -- identity stitching ---------------------------------------------------------------------------
+
+
+def stitched_runs(tmp_path: Path, days: list[list[str]]) -> tuple[Path, Path]:
+    """One incremental run per day of ``user,timestamp,login`` lines with --stitch-col login and
+    --users-output, then one run over all days: the two user tables."""
+    paths = []
+    for number, lines in enumerate(days):
+        path = tmp_path / f"day{number}.csv"
+        path.write_text(
+            "user_id,timestamp,event,login\n" + "".join(f"{line}\n" for line in lines), encoding="utf-8"
+        )
+        paths.append(path)
+    state, out, users, together = (tmp_path / name for name in ("state", "out", "users.csv", "one.csv"))
+    options = ["--stitch-col", "login", "--no-geo", "--valid-until", "2100-01-01"]
+    for path in paths:
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                str(path),
+                "--state",
+                str(state),
+                "--output-dir",
+                str(out),
+                "--users-output",
+                str(users),
+                *options,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            *map(str, paths),
+            "-o",
+            str(tmp_path / "one.parquet"),
+            "--users-output",
+            str(together),
+            *options,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return users, together
+
+
+def test_a_login_is_remembered_after_its_events_left_the_state(tmp_path: Path) -> None:
+    """a1 logs in on May 1, another user's event on May 2 moves the watermark on (a1's events leave the
+    state), a1 comes back on May 3 without a login id: the new session and a1's user row still have
+    the login, as in one run over all days (they had none)."""
+    users, together = stitched_runs(
+        tmp_path,
+        [
+            ["a1,2024-05-01T10:00:00Z,page_view,L1"],
+            ["b9,2024-05-02T10:00:00Z,page_view,"],
+            ["a1,2024-05-03T10:00:00Z,page_view,"],
+        ],
+    )
+    sessions = table(tmp_path / "out")
+    one = pl.read_parquet(tmp_path / "one.parquet").sort(KEYS)
+    assert sessions.select("user_id", "stitched_user_id").rows() == [("a1", "L1"), ("a1", "L1"), ("b9", None)]
+    assert_frame_equal(sessions.drop("is_final"), one)
+    assert pl.read_csv(users, infer_schema=False).equals(pl.read_csv(together, infer_schema=False))
+    assert incremental.load_state(tmp_path / "state").users.filter(pl.col("user_id") == "a1").get_column(
+        "login_id"
+    ).to_list() == ["L1"]
+
+
+def test_a_later_login_replaces_the_one_the_state_carries(tmp_path: Path) -> None:
+    """a1 logs in as L1, then (after their events left the state) as L2, then comes back without one
+    once those events left too: the last session has L2, the latest, as in one run."""
+    users, together = stitched_runs(
+        tmp_path,
+        [
+            ["a1,2024-05-01T10:00:00Z,page_view,L1"],
+            ["b9,2024-05-02T10:00:00Z,page_view,"],
+            ["a1,2024-05-03T10:00:00Z,page_view,L2"],
+            ["b9,2024-05-04T10:00:00Z,page_view,"],
+            ["a1,2024-05-05T10:00:00Z,page_view,"],
+        ],
+    )
+    sessions = table(tmp_path / "out").filter(pl.col("user_id") == "a1")
+    # The first session keeps L1: a later login does not reach a final partition (docs/metrics.md).
+    assert sessions.get_column("stitched_user_id").to_list() == ["L1", "L2", "L2"]
+    assert pl.read_csv(users, infer_schema=False).equals(pl.read_csv(together, infer_schema=False))
+
+
+def test_a_state_written_before_logins_were_kept_is_continued(tmp_path: Path) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    users = state / (state / "CURRENT").read_text() / "users.parquet"
+    pl.read_parquet(users).drop("login_id", "login_time").write_parquet(users)
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=5))])
+    step(b, state, out)
+    assert_same_as_one_run(out, [a, b])
 
 
 # -- guards -----------------------------------------------------------------------------------------

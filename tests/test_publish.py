@@ -652,3 +652,33 @@ def test_a_directory_symlink_another_user_planted_in_a_shared_directory_is_refus
     os.lchown(private / "reports", 65534, 65534)
     sio.write_sessions(pl.DataFrame({"x": [2]}), str(private / "reports" / "sessions.csv"), format="csv")
     assert (victim / "sessions.csv").read_text(encoding="utf-8") == "x\n2\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to own files")
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--state", "{shared}/state", "--output-dir", "{link}"],
+        ["--state", "{link}", "--output-dir", "{shared}/out"],
+        ["--state", "{shared}/state", "--output-dir", "{shared}/out", "--pageviews-output", "{link}"],
+        ["--engine", "dask", "-o", "{link}"],
+        ["--buckets", "2", "--temp-dir", "{link}", "-o", "{shared}/sessions.parquet"],
+    ],
+    ids=["output-dir", "state", "pageviews-dir", "dask", "temp-dir"],
+)
+def test_directory_outputs_through_a_planted_symlink_are_refused(tmp_path: Path, options: list[str]) -> None:
+    """The directories an engine writes into itself (incremental partitions and state, Dask parts, the
+    bucketed engine's spill) are refused through a stranger's symlink in a shared directory, as files are."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    link = shared / "planted"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)
+    args = [option.format(shared=shared, link=link) for option in options]
+    done = cli("run", EVENTS, "--no-geo", "-q", *args)
+    assert done.returncode != 0
+    assert b"a symlink that another user owns" in done.stderr, done.stderr.decode()
+    assert list(victim.iterdir()) == []

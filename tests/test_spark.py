@@ -734,3 +734,45 @@ def test_a_directory_url_reads_the_files_a_local_directory_reads(tmp_path: Path,
     users = sorted(local.sessions["user_id"].to_list())
     assert sorted(read_dir(out)["user_id"].to_list()) == users == ["a", "e"]
     assert result.rows_read == local.rows_read == 2
+
+
+def test_a_line_nested_too_deep_in_a_file_read_in_splits_is_rejected_as_locally(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """An NDJSON file large enough to be read in splits, with one line nested deeper than the readers
+    take (``JSON_DEPTH_LIMIT``): Spark's splits read it as a local run does, that line rejected as
+    ``json_too_deep`` (the splits' own reader took it, so the engines' tables differed)."""
+    from sessionize.io.read import JSON_DEPTH_LIMIT
+
+    lines = [
+        json.dumps({"user_id": f"u{i % 20}", "timestamp": f"2024-05-01T10:{i % 60:02d}:00Z", "url": f"/p{i}"})
+        for i in range(400)
+    ]
+    deep: Any = "x"
+    for _ in range(JSON_DEPTH_LIMIT + 5):
+        deep = {"a": deep}
+    lines[150] = json.dumps({"user_id": "u1", "timestamp": "2024-05-01T10:00:00Z", "props": deep})
+    events = write_text(tmp_path / "in" / "events.ndjson", "\n".join(lines) + "\n")
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+    local = sessionize.run([events], rejects=str(tmp_path / "local.parquet"), **options)
+    expected = pl.read_parquet(tmp_path / "local.parquet")
+    assert expected["reject_reason"].to_list() == ["json_too_deep"]
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "8k")
+    try:
+        result = sessionize.run(
+            [events],
+            spark=spark_session,
+            output=str(tmp_path / "out"),
+            rejects=str(tmp_path / "rej"),
+            **options,
+        )
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert result.rejected == local.rejected == 1
+    assert_frame_equal(read_rejects_dir(tmp_path / "rej"), expected)
+    assert_frame_equal(
+        pl.read_parquet(tmp_path / "out" / "*.parquet").sort("session_id"),
+        local.sessions.sort("session_id"),
+        check_dtypes=False,
+    )

@@ -75,6 +75,9 @@ class BucketEngine:
         temp_dir = config.engine.temp_dir
         if temp_dir is not None and not os.path.isdir(temp_dir):
             raise UsageError(f"--temp-dir {temp_dir}: no such directory.")
+        if temp_dir is not None:
+            # The spilled events (user ids, addresses) would be in a stranger's directory.
+            io.refuse_planted_symlink(temp_dir, f"--temp-dir {temp_dir}")
 
     def run(
         self,

@@ -23,6 +23,7 @@ process per CPU) or connects to the scheduler it is given, and closes what it op
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import posixpath
@@ -416,7 +417,13 @@ def _join(directory: str, name: str) -> str:
     return directory.rstrip("/") + "/" + name if is_url(directory) else os.path.join(directory, name)
 
 
+#: Errors of a part's write that say a worker cannot reach the output directory (not a full disk).
+_UNREACHABLE = (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS)
+
+
 def _write_parquet(table: pl.DataFrame, path: str) -> None:
+    """Write one part; a file system that cannot take it (a full disk, which Polars raises as a
+    ``ComputeError``; a directory a worker cannot reach) is an :class:`OutputError` naming the part."""
     try:
         if is_url(path):
             fs, target = _filesystem(path)
@@ -424,11 +431,14 @@ def _write_parquet(table: pl.DataFrame, path: str) -> None:
                 io.write_parquet(table, handle)
         else:
             io.write_parquet(table, path)
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write {path}: {exc.strerror or exc}. The output directory must be on storage that "
-            "every worker can write (a shared file system, or a URL such as s3://bucket/sessions)."
-        ) from exc
+    except io.WRITE_ERRORS as exc:
+        error = io.cannot_write(path, exc)
+        if io.errno_of(exc) in _UNREACHABLE:
+            error = OutputError(
+                f"{error} The output directory must be on storage that every worker can write (a shared "
+                "file system, or a URL such as s3://bucket/sessions)."
+            )
+        raise error from exc
 
 
 def check_output_dir(output_dir: str | Path) -> None:
@@ -443,6 +453,7 @@ def check_output_dir(output_dir: str | Path) -> None:
                 "session partitions."
             )
         return
+    io.refuse_planted_symlink(target, target)
     if os.path.exists(target):
         if not os.path.isdir(target):
             raise OutputError(

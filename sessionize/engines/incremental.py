@@ -4,7 +4,8 @@
 ``STATE_DIR``:
 
 * ``users.parquet``: every user seen, with the time of their last event, the first event time
-  still kept for them (``retained_from``), how many of their sessions lie before it and in all;
+  still kept for them (``retained_from``), how many of their sessions lie before it and in all, and
+  their latest login id (``--stitch-col``) with its time;
 * ``events.parquet``: each active user's events from ``retained_from`` on, that is every session
   that ended less than ``timeout + lateness`` before the user's last event (so at least the last
   one). Users idle for longer than ``timeout + lateness`` before the watermark keep no events: an
@@ -25,6 +26,7 @@ killed in between leaves the old state, and the next run rewrites the same parti
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -32,6 +34,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -46,7 +49,7 @@ from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
 from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
 from sessionize.core import beyond_session_cap, claim_shared_session_ids
 from sessionize.engines.base import Outcome, Progress, RunProgress
-from sessionize.errors import StateError, StateLockedError, UsageError
+from sessionize.errors import OutputError, SessionizeWarning, StateError, StateLockedError, UsageError
 from sessionize.normalize import ROW
 from sessionize.partition import (
     STORED_GEO_COLUMNS,
@@ -59,10 +62,10 @@ from sessionize.partition import (
     keeps_located_addresses,
     process_partition,
     protect_addresses,
+    stitched_ids,
     user_table_inputs,
     with_stored_geo,
 )
-from sessionize.privacy import anonymize_ips
 
 #: Bump when the state's files change shape; older states are refused with a clear message.
 STATE_VERSION = 1
@@ -76,6 +79,9 @@ _SECRET = "hash_user_ids"
 _CURRENT = "CURRENT"
 _FILE = "_file"
 _ORDER = "_order"
+#: A user's latest login id (``--stitch-col``, hashed as the events' are) and the time of its event.
+_LOGIN = "login_id"
+_LOGIN_TIME = "login_time"
 _USERS_SCHEMA: dict[str, pl.DataType] = {
     S.USER: pl.String(),
     "last_event": S.TIMESTAMP,
@@ -83,6 +89,8 @@ _USERS_SCHEMA: dict[str, pl.DataType] = {
     "sessions_before": pl.UInt32(),
     "sessions_total": pl.UInt32(),
     "has_events": pl.Boolean(),
+    _LOGIN: pl.String(),
+    _LOGIN_TIME: S.TIMESTAMP,
 }
 
 
@@ -145,6 +153,12 @@ def load_state(state_dir: Path) -> State:
             )
         users = pl.read_parquet(version_dir / "users.parquet", glob=False)
         events = pl.read_parquet(version_dir / "events.parquet", glob=False)
+        # A state written before the users kept their login id: none kept.
+        users = users.with_columns(
+            pl.lit(None, dtype).alias(name)
+            for name, dtype in _USERS_SCHEMA.items()
+            if name not in users.columns
+        )
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise StateError(
             f"The state {state_dir} cannot be read ({exc}). Restore it from a backup, or start a new "
@@ -165,7 +179,10 @@ def save_state(state_dir: Path, state: State) -> None:
     """Write ``state`` as a new version directory, then point ``CURRENT`` at it (atomic rename)."""
     version = f"state-{state.runs:06d}-{os.getpid()}"
     target = state_dir / version
-    temp = Path(tempfile.mkdtemp(dir=state_dir, prefix=".tmp-state-"))
+    try:
+        temp = Path(tempfile.mkdtemp(dir=state_dir, prefix=".tmp-state-"))
+    except OSError as exc:
+        raise _state_unwritten(state_dir, exc) from exc
     try:
         state.users.write_parquet(temp / "users.parquet")
         state.events.write_parquet(temp / "events.parquet")
@@ -182,12 +199,25 @@ def save_state(state_dir: Path, state: State) -> None:
             shutil.rmtree(target)
         os.replace(temp, target)
         _write_text_atomically(state_dir / _CURRENT, version)
+    except io.WRITE_ERRORS as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise _state_unwritten(state_dir, exc) from exc
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     for old in state_dir.glob("state-*"):
         if old.name != version:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _state_unwritten(state_dir: Path, exc: BaseException) -> OutputError:
+    """The error of a state that could not be saved (the outputs are published by then: the previous
+    state stays, and the next run reads the same files again and rewrites the same partitions)."""
+    cause = io.cannot_write(state_dir, exc, label=f"the state {state_dir}")
+    return OutputError(
+        f"{cause} The outputs of this run are written but the state was kept as it was: the next run "
+        "processes the same files again."
+    )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -373,7 +403,10 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
     digest = scan.prefix_digest.copy()
     digest.update(tail)
     copy = copy.with_name(copy.name + Path(source.path).suffix)
-    copy.write_bytes(header + tail)
+    try:
+        copy.write_bytes(header + tail)
+    except OSError as exc:
+        raise io.cannot_write(copy, exc) from exc
     grown_entry = {**scan.entry, "size": prior["size"] + len(tail), "sha256": digest.hexdigest()}
     stand_in = io.InputFile(str(copy), source.format, name=source.path, first_line=first_line)
     return _Todo(stand_in, grown_entry, grown=True)
@@ -404,19 +437,8 @@ class IncrementalEngine:
             raise UsageError(
                 "--report is not available with --state: run sessionize report OUT_DIR after the run."
             )
-        out = Path(incremental.output_dir).resolve()
-        for option, table in (
-            ("--pageviews-output", config.output.pageviews_output),
-            ("--users-output", config.output.users_output),
-        ):
-            if table is None:
-                continue
-            resolved, state = Path(table).resolve(), Path(incremental.state).resolve()
-            if resolved in (out, state) or out in resolved.parents or state in resolved.parents:
-                raise UsageError(
-                    f"{option} {table} is inside --output-dir or --state: give it a path of its own (readers "
-                    "of the output directory would take its files for sessions)."
-                )
+        # (--pageviews-output, --users-output and --rejects inside --output-dir or --state: refused by
+        # sessionize.pipeline._check_outside_incremental_dirs, before anything is written.)
         pageviews = config.output.pageviews_output
         if pageviews is not None and Path(pageviews).exists() and not Path(pageviews).is_dir():
             raise UsageError(
@@ -431,7 +453,17 @@ class IncrementalEngine:
             )
         if Path(incremental.state).resolve() == Path(incremental.output_dir).resolve():
             raise UsageError("--state and --output-dir must be different directories.")
-        for option, value in (("--state", incremental.state), ("--output-dir", incremental.output_dir)):
+        for option, value in (
+            ("--state", incremental.state),
+            ("--output-dir", incremental.output_dir),
+            ("--pageviews-output", pageviews),
+        ):
+            if value is None:
+                continue
+            # Root in cron: a stranger's /tmp/out -> /etc/cron.d would take the run's files.
+            io.refuse_planted_symlink(str(value), f"{option} {value}")
+            if option == "--pageviews-output":
+                continue
             path = Path(value)
             if path.is_symlink() and not path.exists():
                 raise UsageError(
@@ -608,7 +640,6 @@ def _process(
         reads.append((item.source, read, events.with_columns(pl.lit(number, pl.UInt32).alias(_FILE))))
         rows_read += read.rows
         progress(RunProgress("read", number + 1, len(todo), rows_read))
-    rejected = [read.rejects for _, read, _ in reads if read.rejects is not None]
     new = pl.concat([events for _, _, events in reads], how="vertical_relaxed")
     new = new.with_columns(pl.col(ROW).cast(pl.Int64))
     merge = job.settings.rules.merges_session_ids
@@ -633,8 +664,15 @@ def _process(
     )
     late = checked.filter(is_late.fill_null(False))
     new = checked.filter(~is_late.fill_null(False)).drop("last_event", "has_events")
-    if late.height:
-        rejected.append(_late_rejects(late, [source for source, _, _ in reads], config.read))
+    late_rows = _late_rejects(late, [source for source, _, _ in reads], config.read) if late.height else {}
+    rejected = []
+    for number, (_, read, _) in enumerate(reads):
+        # A file's late rows among its other rejected rows, in line order (the late rows first: they
+        # have the file's columns, where its malformed lines alone have none).
+        found = [part for part in (late_rows.get(number), read.rejects) if part is not None]
+        if len(found) > 1:
+            found = [pl.concat(found, how="diagonal_relaxed").sort("source_row", maintain_order=True)]
+        rejected.extend(found)
     before = new.height
 
     # Events of the users this run touches: what the state kept of them, then the new ones.
@@ -685,6 +723,7 @@ def _process(
     table = pl.DataFrame()
     output = pl.DataFrame()
     pageviews = None
+    logins = None
     if combined.height:
         result = process_partition(combined, job, prepared=True, keep_all=True)
         assert result.all_sessions is not None
@@ -698,6 +737,9 @@ def _process(
             )
             .drop("sessions_before")
         )
+        if job.settings.stitching:
+            logins = _latest_logins(users, combined)
+            table = _stitched(table, logins, fallback=job.settings.stitch_fallback)
         output = tally.add(table, exclude_bots=job.exclude_bots, dropped=job.dropped)
         pageviews = result.pageviews
     tally.capped = capped
@@ -739,6 +781,7 @@ def _process(
         lateness=lateness,
         watermark=watermark,
         columns=(*schema, *STORED_GEO_COLUMNS),
+        logins=logins,
     )
     open_sessions = 0 if not table.height else int(table.filter(~pl.col(IS_FINAL)).height)
     rejects = pl.concat(rejected, how="diagonal_relaxed") if rejected else None
@@ -767,6 +810,41 @@ def _process(
             pending.discard()
             raise
     return State(users=new_users, events=new_events, watermark=watermark), outcome, pending
+
+
+def _latest_logins(users: pl.DataFrame, combined: pl.DataFrame) -> pl.DataFrame:
+    """The latest login id of each user of ``combined`` (user, login id, its event's time), by the rule of
+    ``stitched_user_id`` (:func:`sessionize.partition.stitched_ids`: the latest in time; at one instant,
+    the later in input order) over every event the state has seen: the user's login id the state
+    carries, then ``combined``'s events (a later input). Without the carried one, a user whose login
+    events left the state would get no ``stitched_user_id`` from a later run, where one run over every
+    input gives the login."""
+    carried = users.filter(pl.col(_LOGIN).is_not_null()).select(
+        S.USER, pl.col(_LOGIN).alias(S.STITCH_ID), pl.col(_LOGIN_TIME).alias(S.TIME)
+    )
+    seen = pl.concat(
+        [
+            carried.join(combined.select(S.USER).unique(), on=S.USER, how="semi"),
+            combined.select(S.USER, S.STITCH_ID, S.TIME),
+        ],
+        how="vertical_relaxed",
+    )
+    latest = stitched_ids(seen).rename({S.STITCHED_USER_ID: _LOGIN})
+    times = (
+        seen.lazy()
+        .filter(pl.col(S.STITCH_ID).is_not_null())
+        .group_by(S.USER)
+        .agg(pl.col(S.TIME).max().alias(_LOGIN_TIME))
+    )
+    return latest.join(times, on=S.USER).collect(engine="in-memory")
+
+
+def _stitched(table: pl.DataFrame, logins: pl.DataFrame, *, fallback: bool) -> pl.DataFrame:
+    """``table``'s ``stitched_user_id`` from ``logins`` (:func:`_latest_logins`); with ``fallback``
+    (``--stitch-fallback``) the user id where there is none, as one run gives it."""
+    joined = table.join(logins.select(S.USER, _LOGIN), on=S.USER, how="left", maintain_order="left")
+    login = pl.coalesce(_LOGIN, S.USER) if fallback else pl.col(_LOGIN)
+    return joined.with_columns(login.alias(S.STITCHED_USER_ID)).drop(_LOGIN)
 
 
 def _keep_owners(new: pl.DataFrame, kept: pl.DataFrame) -> pl.DataFrame:
@@ -817,28 +895,36 @@ def _read_partition(path: Path, columns: Sequence[str] | None = None) -> pl.Data
         ) from exc
 
 
-def _late_rejects(late: pl.DataFrame, sources: list[io.InputFile], options: ReadOptions) -> pl.DataFrame:
-    """Late events as rejected rows: their canonical columns as text, file, row and reason (addresses
-    anonymized as the other rejected rows are; user ids are hashed already)."""
-    parts = []
+def _late_rejects(
+    late: pl.DataFrame, sources: list[io.InputFile], options: ReadOptions
+) -> dict[int, pl.DataFrame]:
+    """Late events as rejected rows, written as every other rejected row is: all their original columns
+    as text under the input's own names (the ``--agg`` inputs, the login id, the timestamp as written),
+    then file, row and reason (``late``), with addresses and ids hidden as the options say.
+
+    The events no longer hold that text: each file with late events is read again, by the read path of
+    the first read (so with the same columns, line numbers and privacy), with every row up to the
+    newest late one out of range. Of the rows it sets aside, the late ones are kept: a late event is
+    rare (a file that comes in days behind), and then only the rows of its file that are no newer than
+    it are turned into text. Returned by the file's number among ``sources``."""
+    parts: dict[int, pl.DataFrame] = {}
     for number, source in enumerate(sources):
         rows = late.filter(pl.col(_FILE) == number)
         if not rows.height:
             continue
-        parts.append(
-            rows.select(
-                pl.col(S.USER),
-                pl.col(S.TIME).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
-                *(pl.col(name).cast(pl.String) for name in S.EVENT_SCHEMA if name not in (S.USER, S.TIME)),
-                pl.lit(source.shown).alias("source_file"),
-                io.source_row(source, pl.col(ROW)).cast(pl.Int64).alias("source_row"),
-                pl.lit(LATE).alias("reject_reason"),
-            )
-        )
-    table = pl.concat(parts, how="vertical")
-    if options.anonymize_ip:
-        table = anonymize_ips(table.lazy(), S.IP).collect(engine="in-memory")
-    return table
+        newest = rows.get_column(S.TIME).max()
+        assert isinstance(newest, datetime)
+        again = dataclasses.replace(options, on_invalid="skip", valid_from=newest + timedelta(microseconds=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SessionizeWarning)  # given by the first read already
+            read = io.read.read_file(source, again, keep_row=True)
+        assert read.rejects is not None
+        wanted = rows.select(io.source_row(source, pl.col(ROW)).cast(pl.Int64).alias("source_row"))
+        found = read.rejects.join(wanted, on="source_row", how="semi", maintain_order="left")
+        # The same file through the same read path: every late event is one of its rows set aside.
+        assert found.height == rows.height, f"{source.shown}: {rows.height} late events, {found.height} rows"
+        parts[number] = found.with_columns(pl.lit(LATE).alias("reject_reason"))
+    return parts
 
 
 def _partition_dir(out_path: Path, day: date) -> Path:
@@ -864,7 +950,11 @@ class _PendingPartitions:
                 with contextlib.suppress(OSError):
                     target.parent.rmdir()
             else:
-                os.replace(temp, target)
+                try:
+                    io.take_mode(temp, target)
+                    os.replace(temp, target)
+                except OSError as exc:
+                    raise io.cannot_write(target, exc) from exc
         _fsync_directory(self.files)
 
     def discard(self) -> None:
@@ -938,17 +1028,19 @@ def _write_partitions(
             if not rows.height:
                 pending.files.append((None, target))
                 continue
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=directory, prefix=".part-0.parquet.", suffix=".tmp")
-            temp = Path(name)
-            pending.files.append((temp, target))
-            with os.fdopen(fd, "wb") as handle:
-                io.write_parquet(rows.sort(*order, maintain_order=True), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(temp, 0o666 & ~mask)
+            rows = rows.sort(*order, maintain_order=True)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(dir=directory, prefix=".part-0.parquet.", suffix=".tmp")
+                temp = Path(name)
+                pending.files.append((temp, target))
+                with os.fdopen(fd, "wb") as handle:
+                    io.write_parquet(rows, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except io.WRITE_ERRORS as exc:
+                # A full disk: every partition written so far goes (below), the old ones stay.
+                raise io.cannot_write(target, exc) from exc
     except BaseException:
         pending.discard()
         raise
@@ -966,11 +1058,14 @@ def _next_state(
     lateness: timedelta,
     watermark: datetime | None,
     columns: Sequence[str],
+    logins: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Keep, for each touched user, the sessions a later run may still change; then drop the events
     of users idle for longer than timeout + lateness before the watermark (only their last event
-    time and session count stay). The state keeps the events' ``columns`` (every column of the job's
-    events: the login id, the engagement time and the ``--agg`` inputs too; the stored geo)."""
+    time, session count and latest login id stay). The state keeps the events' ``columns`` (every
+    column of the job's events: the login id, the engagement time and the ``--agg`` inputs too; the
+    stored geo), and each user's latest login id of ``logins`` (:func:`_latest_logins`), which a
+    later session of theirs takes when their events with it are gone."""
     untouched = events.join(touched, on=S.USER, how="anti", maintain_order="left")
     if not table.height:
         return _drop_idle(users, untouched, watermark=watermark, horizon=timeout + lateness)
@@ -998,9 +1093,12 @@ def _next_state(
             pl.col("last_event").first(),
         )
     )
+    if logins is None:
+        logins = users.select(S.USER, _LOGIN, _LOGIN_TIME)  # (identity stitching is off: all null)
     updated = (
         before.join(first_kept, on=S.USER)
         .join(users.select(S.USER, "sessions_before"), on=S.USER, how="left")
+        .join(logins, on=S.USER, how="left")
         .select(
             S.USER,
             "last_event",
@@ -1010,6 +1108,8 @@ def _next_state(
             .alias("sessions_before"),
             pl.col("sessions_total").cast(pl.UInt32),
             pl.lit(True).alias("has_events"),
+            _LOGIN,
+            _LOGIN_TIME,
         )
     )
     new_users = pl.concat(

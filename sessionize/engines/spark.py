@@ -739,7 +739,9 @@ def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
             if data.strip():
                 parsed = pl.read_ndjson(io_module.BytesIO(data), infer_schema_length=None)
                 records = parsed.height
-                types = pickle.dumps(dict(parsed.schema))
+                # A line nested too deep: the whole file is read line by line, where it is rejected
+                # (json_too_deep), as a local run rejects it.
+                types = None if io.read.too_deep(parsed.schema) else pickle.dumps(dict(parsed.schema))
             else:
                 types = pickle.dumps({})
         except (UnicodeDecodeError, pl.exceptions.PolarsError):
@@ -1457,6 +1459,11 @@ class SparkEngine:
             )
         if config.output.format not in (None, "parquet"):
             raise UsageError("--engine spark writes Parquet: leave out --format.")
+        # (A rejects file is a pending output, checked as every other; a rejects directory is Spark's.)
+        rejects = config.output.rejects
+        for directory in (output, rejects if rejects is not None and io.is_dataset_target(rejects) else None):
+            if directory is not None and not io.is_url(directory):
+                io.refuse_planted_symlink(directory, directory)
         if (
             output is not None
             and io.formats.format_of(output.rstrip("/")) is not None

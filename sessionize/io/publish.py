@@ -35,7 +35,19 @@ from sessionize.errors import ClosedPipeError, OutputError
 from sessionize.io.formats import STDIN, OutputFormat, output_format_of
 from sessionize.io.write import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, serialize
 
-__all__ = ["PendingOutput", "Publication", "TableSink", "is_stream", "write_atomically", "write_sessions"]
+__all__ = [
+    "WRITE_ERRORS",
+    "PendingOutput",
+    "Publication",
+    "TableSink",
+    "cannot_write",
+    "errno_of",
+    "is_stream",
+    "refuse_planted_symlink",
+    "take_mode",
+    "write_atomically",
+    "write_sessions",
+]
 
 _COPY_CHUNK = 1 << 20
 
@@ -98,6 +110,42 @@ def _describe(exc: OSError) -> str:
     if exc.errno == errno.EPIPE:
         return "the reader closed the pipe before the output was complete"
     return str(exc.strerror or exc)
+
+
+#: The errno that Polars puts in the message of a write that failed (``... (os error 28)``).
+_OS_ERROR = re.compile(r"\(os error ([0-9]+)\)")
+#: What a file system's failure to take a Parquet file is raised as: Polars wraps the ``OSError`` of its
+#: own writes in a ``ComputeError`` ("parquet: File out of specification: underlying IO error: No space
+#: left on device (os error 28)").
+WRITE_ERRORS: tuple[type[Exception], ...] = (OSError, pl.exceptions.ComputeError)
+
+
+def errno_of(exc: BaseException) -> int | None:
+    """The errno of a failed write: an ``OSError``'s, or the one in a Polars error's message."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    found = _OS_ERROR.search(str(exc))
+    return None if found is None else int(found.group(1))
+
+
+def cannot_write(target: str | Path, exc: BaseException, *, label: str | None = None) -> OutputError:
+    """The :class:`OutputError` of a file (a partition, a Dask part, the state) that could not be written,
+    naming it and the cause as every other output's error does ("Cannot write out.csv: No space left
+    on device."), where the cause is Polars' ``ComputeError`` as often as an ``OSError``.
+
+    When the write of a Parquet file's footer fails, Polars says only "Invalid thrift: transport
+    error": a file system without a free block is then named as the cause. ``label`` names the
+    file in the message (``target`` by default)."""
+    name = label or target
+    if isinstance(exc, OSError):
+        return OutputError(f"Cannot write {name}: {exc.strerror or exc}.")
+    number = errno_of(exc)
+    if number is not None:
+        return OutputError(f"Cannot write {name}: {os.strerror(number)}.")
+    with contextlib.suppress(OSError):
+        if os.statvfs(os.path.dirname(os.path.abspath(target))).f_bavail == 0:
+            return OutputError(f"Cannot write {name}: {os.strerror(errno.ENOSPC)}.")
+    return OutputError(f"Cannot write {name}: {exc}.")
 
 
 def _write_all(write: Callable[[Any], int | None], data: bytes | memoryview, target: str) -> None:
@@ -170,7 +218,7 @@ def _identity(target: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def _shared_directory(path: str) -> bool:
+def _shared_directory(path: str | Path) -> bool:
     """Whether ``path`` is in a sticky world-writable directory (``/tmp``)."""
     try:
         mode = os.stat(os.path.dirname(os.path.abspath(path))).st_mode
@@ -179,7 +227,7 @@ def _shared_directory(path: str) -> bool:
     return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
 
 
-def _refuse_planted_symlink(target: str, label: str) -> None:
+def refuse_planted_symlink(target: str, label: str) -> None:
     """Refuse an output whose path follows a symlink someone else planted in a sticky world-writable
     directory (``/tmp``), as its last part (``/tmp/sessions.csv``) or a directory on the way
     (``/tmp/reports/sessions.csv``): the rule of the kernel's ``fs.protected_symlinks``, which never
@@ -230,6 +278,25 @@ def _planted_symlink(target: str) -> str | None:
     return None
 
 
+def take_mode(temp: str | Path, final: str | Path) -> None:
+    """``temp``, written aside, gets the permissions (and, for root, the owner) of ``final``, the file it
+    is to replace, so a table someone locked down (0600) does not become world-readable; where there is
+    no file yet, the umask's. Every output takes it, pending outputs and incremental partitions alike."""
+    try:
+        old = os.stat(final)
+    except FileNotFoundError:
+        os.chmod(temp, 0o666 & ~_umask())
+        return
+    if not stat.S_ISREG(old.st_mode):
+        os.chmod(temp, 0o666 & ~_umask())
+        return
+    if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0) and not _shared_directory(final):
+        # Not in a sticky world-writable directory (/tmp): there a stranger could plant the old file
+        # to be handed root's output, which they could not replace otherwise.
+        os.chown(temp, old.st_uid, old.st_gid)
+    os.chmod(temp, stat.S_IMODE(old.st_mode) & 0o777)
+
+
 def _closed_stdout(label: str) -> OutputError:
     return OutputError(f"Cannot write {label}: standard output is closed. Give a file with -o.")
 
@@ -242,7 +309,7 @@ class PendingOutput:
         #: How the output is named in errors (``--rejects x.csv``); the target by default.
         self.label = label or ("standard output" if target == STDIN else target)
         if target != STDIN:
-            _refuse_planted_symlink(target, self.label)
+            refuse_planted_symlink(target, self.label)
         self.stream = is_stream(target)
         if target == STDIN and sys.stdout is None:
             raise _closed_stdout(self.label)
@@ -295,21 +362,7 @@ class PendingOutput:
         self.done = True
 
     def _take_mode(self) -> None:
-        """The new file gets the permissions (and, for root, the owner) of the file it replaces, so a
-        table someone locked down (0600) does not become world-readable; a new file gets the umask's."""
-        try:
-            old = os.stat(self._final)
-        except FileNotFoundError:
-            os.chmod(self._temp, 0o666 & ~_umask())
-            return
-        if not stat.S_ISREG(old.st_mode):
-            os.chmod(self._temp, 0o666 & ~_umask())
-            return
-        if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0) and not _shared_directory(self._final):
-            # Not in a sticky world-writable directory (/tmp): there a stranger could plant the old file
-            # to be handed root's output, which they could not replace otherwise.
-            os.chown(self._temp, old.st_uid, old.st_gid)
-        os.chmod(self._temp, stat.S_IMODE(old.st_mode) & 0o777)
+        take_mode(self._temp, self._final)
 
     def _copy_to_stream(self) -> None:
         descriptor = descriptor_of(self.target)
