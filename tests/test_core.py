@@ -140,7 +140,7 @@ def test_ids_sorted_by_the_top_bits_of_their_hashes_are_told_apart(monkeypatch: 
     minutes = list(range(6)) + [t for t in range(10, 8196)] + [50 * 365 * 24 * 60]
     frame = pl.select(
         user_id=pl.Series(["bb", "ccc", "bb", "ccc", "bb", "ccc", *["fillers"] * (len(minutes) - 6)]),
-        timestamp=start + pl.duration(minutes=pl.Series(minutes)),
+        timestamp=start + pl.duration(minutes=pl.lit(pl.Series(minutes))),
     )
     assert frame.height == 8193
     prepared = sessionize.prepare_events(frame.lazy(), columns=sessionize.resolve_columns(frame.columns))
