@@ -261,6 +261,59 @@ def test_a_grown_log_has_only_its_new_lines_read(tmp_path: Path) -> None:
     assert third.rows_read == 1 and third.incremental is not None and third.incremental.files_grown
 
 
+def test_a_grown_csv_record_still_being_written_waits_whole(tmp_path: Path) -> None:
+    """A CSV record whose quoted field holds a newline (a user agent, an attacker's URL), half written
+    when a run reads the grown file: it waits for the next run whole (its first line was read and
+    rejected, then the rest rejected by the next run: one event lost, two rejects)."""
+    live = write_events(tmp_path / "live.csv", T0, users=3)
+    state, out = tmp_path / "st", tmp_path / "out"
+    step([live], state, out)
+    base = live.read_text(encoding="utf-8")
+    at = stamp(T0 + timedelta(hours=3))
+    complete = f"u1,{at},https://shop.example/,,,\n"
+    half = f'u2,{at},"https://shop.example/a\n'  # the writer is inside the quoted field
+    live.write_text(base + complete + half, encoding="utf-8")
+    second = step([live], state, out, on_invalid="skip", rejects=tmp_path / "rejects2.csv")
+    assert (second.rows_read, second.rejected) == (1, 0)
+    rest = f'b",,,\nu2,{stamp(T0 + timedelta(hours=3, minutes=5))},https://shop.example/c,,,\n'
+    live.write_text(base + complete + half + rest, encoding="utf-8")
+    third = step([live], state, out, on_invalid="skip", rejects=tmp_path / "rejects3.csv")
+    assert (third.rows_read, third.rejected) == (2, 0)
+    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
+    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01").sessions.sort(KEYS)
+    assert_frame_equal(table, whole)
+    assert "https://shop.example/a\nb" in table.get_column("landing_page").to_list()
+
+
+def test_a_lone_quote_in_a_grown_csv_holds_nothing_back_past_the_readers_bounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker's lone quote opens a "record" that never ends: its line is read and rejected once
+    more lines follow than a quoted field may span (the careful reader's bound), so one quote cannot
+    hold the rest of a live log back for ever."""
+    monkeypatch.setattr(sio.read, "MAX_RECORD_LINES", 5)
+    live = write_events(tmp_path / "live.csv", T0, users=2)
+    state, out = tmp_path / "st", tmp_path / "out"
+    step([live], state, out)
+    base = live.read_text(encoding="utf-8")
+    lone = f'u1,{stamp(T0 + timedelta(hours=3))},"https://shop.example/lone,,,\n'
+    after = [
+        f"u1,{stamp(T0 + timedelta(hours=3, minutes=m))},https://shop.example/{m},,,\n" for m in range(1, 4)
+    ]
+    live.write_text(base + lone + "".join(after), encoding="utf-8")
+    held = step([live], state, out, on_invalid="skip", rejects=tmp_path / "r1.csv")
+    assert (held.rows_read, held.rejected) == (0, 0)  # within the bound: it may still be closed
+    more = [
+        f"u1,{stamp(T0 + timedelta(hours=3, minutes=m))},https://shop.example/{m},,,\n" for m in range(4, 9)
+    ]
+    live.write_text(base + lone + "".join(after + more), encoding="utf-8")
+    read = step([live], state, out, on_invalid="skip", rejects=tmp_path / "r2.csv")
+    assert read.rejected == 1 and read.rows_read == 9
+    assert pl.read_csv(tmp_path / "r2.csv", infer_schema=False).get_column("reject_reason").to_list() == [
+        "bad_quote"
+    ]
+
+
 def test_a_grown_log_names_its_real_file_and_line_in_errors(tmp_path: Path) -> None:
     live = write_events(tmp_path / "live.csv", T0, users=2)
     state, out = tmp_path / "st", tmp_path / "out"

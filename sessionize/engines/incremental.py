@@ -396,8 +396,9 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
         header = handle.readline() if csv else b""
         handle.seek(prior["size"])
         tail = handle.read()
-    # Only complete lines: a line being written while we read is read by the next run.
-    tail = tail[: tail.rfind(b"\n") + 1]
+    # Only complete lines, and in a CSV complete records: what is being written while we read is read by
+    # the next run.
+    tail = _complete_records(tail[: tail.rfind(b"\n") + 1], csv=csv)
     # A CSV copy's header stands for the file's first line.
     first_line = scan.prefix_lines - 1 if csv else scan.prefix_lines
     digest = scan.prefix_digest.copy()
@@ -410,6 +411,33 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
     grown_entry = {**scan.entry, "size": prior["size"] + len(tail), "sha256": digest.hexdigest()}
     stand_in = io.InputFile(str(copy), source.format, name=source.path, first_line=first_line)
     return _Todo(stand_in, grown_entry, grown=True)
+
+
+def _complete_records(lines: bytes, *, csv: bool) -> bytes:
+    """``lines`` (whole lines of a grown file, from a record's start) up to the last complete record.
+
+    In a CSV a quoted field may hold newlines (a user agent, an attacker's URL): a record whose field is
+    still being written ends in a line that opens a quote no later line closes. Lines with an odd number
+    of quotes pair up, as the careful reader joins them (``sessionize.io.read``); with an odd number of
+    quotes in all, the last such line opens a record that is not complete, and it waits for the next run
+    with the lines after it (they were a half record that run 1 rejected and run 2 rejected again). Not
+    beyond the reader's own bounds (:data:`~sessionize.io.read.MAX_RECORD_LINES` lines and
+    :data:`~sessionize.io.read.MAX_RECORD_BYTES` bytes): there a lone quote is a bad line, read now
+    and rejected, so that one quote cannot hold the rest of a log back for ever.
+    """
+    if not csv or lines.count(b'"') % 2 == 0:
+        return lines
+    end = len(lines) - 1  # the last line's newline
+    for _ in range(io.read.MAX_RECORD_LINES):
+        start = lines.rfind(b"\n", 0, end) + 1
+        if len(lines) - start > io.read.MAX_RECORD_BYTES:
+            break
+        if lines.count(b'"', start, end) % 2:
+            return lines[:start]
+        if start == 0:
+            break
+        end = start - 1
+    return lines
 
 
 class _Lock:

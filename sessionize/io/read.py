@@ -118,8 +118,8 @@ def is_utf8(encoding: str) -> bool:
 
 #: A quoted field may span at most this many lines, and this many bytes, in the careful reader: past
 #: that, its opening line is an unbalanced quote (an attacker's lone quote must not swallow the file).
-_MAX_RECORD_LINES = 1000
-_MAX_RECORD_BYTES = 1 << 20
+MAX_RECORD_LINES = 1000
+MAX_RECORD_BYTES = 1 << 20
 # Python's csv module refuses a field over 128 KiB ("field larger than field limit"), which the fast
 # reader reads: a long valid value (a URL of 200 KB) would become a bad row on the careful path only.
 csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
@@ -131,7 +131,7 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     Only used when the fast reader fails. A quoted field may span lines (a user agent with a newline,
     as sessionize itself writes one): a line with an odd number of quotes is joined with the lines up
     to the next such line, when that makes one record of the header's width within
-    :data:`_MAX_RECORD_LINES` lines; otherwise it is a bad quote on its own, and the next line is read
+    :data:`MAX_RECORD_LINES` lines; otherwise it is a bad quote on its own, and the next line is read
     as a record of its own. Linear: the next odd line is known for every line.
     """
     codec = "utf-8" if is_utf8(encoding) else encoding
@@ -205,9 +205,9 @@ def _spanning_record(
 ) -> list[str] | None:
     """The one record of ``width`` fields that lines ``first`` to ``last`` make together (a quoted field
     across lines), or None."""
-    if last >= len(lines) or last - first >= _MAX_RECORD_LINES:
+    if last >= len(lines) or last - first >= MAX_RECORD_LINES:
         return None
-    if sum(len(line) + 1 for line in lines[first : last + 1]) > _MAX_RECORD_BYTES:
+    if sum(len(line) + 1 for line in lines[first : last + 1]) > MAX_RECORD_BYTES:
         return None
     try:
         text = b"\n".join(lines[first : last + 1]).decode(codec)
