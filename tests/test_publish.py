@@ -536,11 +536,17 @@ def test_a_symlink_another_user_planted_in_a_shared_directory_is_refused(tmp_pat
     assert victim.read_text(encoding="utf-8") == "x\n1\n"
 
 
-@pytest.mark.parametrize("name", ["/dev/stdout", "/proc/self/fd/1", "/dev/fd/1"])
+@pytest.mark.parametrize(
+    "name", ["/dev/stdout", "/proc/self/fd/1", "/dev/fd/1", "/proc/thread-self/fd/1", "link"]
+)
 def test_stdout_by_name_appends_to_the_file_behind_a_redirect(tmp_path: Path, name: str) -> None:
     """cron's ``sessionize run ... -o /dev/stdout >> cron.log``: standard output by name is the log,
     written into, never replaced (the log's earlier lines were gone, and the run's later output went to
-    the unlinked old file)."""
+    the unlinked old file); also through a symlink to the descriptors' directory (``fd -> /proc/self/fd``,
+    ``-o fd/1``)."""
+    if name == "link":
+        (tmp_path / "fd").symlink_to("/proc/self/fd")
+        name = str(tmp_path / "fd" / "1")
     if not os.path.exists(name):
         pytest.skip(f"no {name} on this system")
     log = tmp_path / "cron.log"
@@ -618,6 +624,8 @@ def test_descriptor_names() -> None:
     assert descriptor_of("/dev/fd/7") == 7
     assert descriptor_of(f"/proc/{os.getpid()}/fd/2") == 2
     assert descriptor_of("/proc/1/fd/2") is None  # another process's: a path like any other
+    if os.path.exists("/proc/thread-self/fd"):
+        assert descriptor_of("/proc/thread-self/fd/5") == 5
     assert descriptor_of("-") is None
     assert descriptor_of("/tmp/sessions.csv") is None
 

@@ -66,8 +66,9 @@ def is_stream(target: str) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
-#: The names of a process's own file descriptors: Linux's /proc/self/fd/N (/proc/<pid>/fd/N), and /dev/fd/N.
-_DESCRIPTOR = re.compile(r"/(?:proc/(self|[0-9]+)|dev)/fd/([0-9]+)")
+#: The names of a process's own file descriptors once their directories are resolved: Linux's
+#: /proc/<pid>/fd/N (/proc/self/fd, /dev/fd) and /proc/<pid>/task/<tid>/fd/N (/proc/thread-self/fd).
+_DESCRIPTOR = re.compile(r"/proc/([0-9]+)(?:/task/[0-9]+)?/fd/([0-9]+)")
 _STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 #: Most symlinks followed to a descriptor's name (the kernel's own limit).
 _MOST_LINKS = 40
@@ -75,7 +76,8 @@ _MOST_LINKS = 40
 
 def descriptor_of(target: str) -> int | None:
     """The file descriptor of this process that ``target`` names (``/dev/stdout``, ``/dev/fd/N``,
-    ``/proc/self/fd/N``, or a symlink to one), else ``None``.
+    ``/proc/self/fd/N``, ``/proc/thread-self/fd/N``, through symlinks of its own or of a directory on
+    the way), else ``None``.
 
     Such a name is the descriptor's open file, whatever that is: with a shell's ``>> cron.log`` it is
     a regular file, which resolving the name and renaming a new file over it would replace (the log's
@@ -88,10 +90,13 @@ def descriptor_of(target: str) -> int | None:
     for _ in range(_MOST_LINKS):
         if path in _STANDARD:
             return _STANDARD[path]
+        # The directories resolved (/dev/fd, /proc/self, a link to /proc/self/fd), not the name itself:
+        # a descriptor's name is a link to its open file, which is what must not be replaced.
+        path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
         found = _DESCRIPTOR.fullmatch(path)
         if found:
             pid, fd = found.groups()
-            return int(fd) if pid in (None, "self") or int(pid) == os.getpid() else None
+            return int(fd) if int(pid) == os.getpid() else None
         try:
             link = os.readlink(path)
         except OSError:
