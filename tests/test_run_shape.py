@@ -314,6 +314,29 @@ def test_a_lone_quote_in_a_grown_csv_holds_nothing_back_past_the_readers_bounds(
     ]
 
 
+def test_a_quote_inside_an_unquoted_value_holds_nothing_back(tmp_path: Path) -> None:
+    """A quote in the middle of a value (``/s?q="x``) opens no quoted field: the lines after it in a
+    grown CSV are read by the run that finds them, as one run over the file reads them (every quote was
+    counted, and the lines waited until a thousand more came)."""
+    live = write_events(tmp_path / "live.csv", T0, users=2)
+    state, out = tmp_path / "st", tmp_path / "out"
+    step([live], state, out)
+    base = live.read_text(encoding="utf-8")
+    more = [
+        f'u1,{stamp(T0 + timedelta(hours=3))},https://shop.example/s?q="x,,,\n',
+        *(
+            f"u{n},{stamp(T0 + timedelta(hours=3, minutes=n))},https://shop.example/{n},,,\n"
+            for n in range(3, 6)
+        ),
+    ]
+    live.write_text(base + "".join(more), encoding="utf-8")
+    grown = step([live], state, out, on_invalid="skip", rejects=tmp_path / "rejects.csv")
+    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01", on_invalid="skip")
+    assert grown.rows_read == 4 and grown.rejected == whole.rejected
+    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
+    assert_frame_equal(table, whole.sessions.sort(KEYS))
+
+
 def test_a_grown_log_names_its_real_file_and_line_in_errors(tmp_path: Path) -> None:
     live = write_events(tmp_path / "live.csv", T0, users=2)
     state, out = tmp_path / "st", tmp_path / "out"

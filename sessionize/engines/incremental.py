@@ -398,7 +398,9 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
         tail = handle.read()
     # Only complete lines, and in a CSV complete records: what is being written while we read is read by
     # the next run.
-    tail = _complete_records(tail[: tail.rfind(b"\n") + 1], csv=csv)
+    tail = _complete_records(
+        tail[: tail.rfind(b"\n") + 1], csv=csv, separator=b"\t" if source.format == "tsv" else b","
+    )
     # A CSV copy's header stands for the file's first line.
     first_line = scan.prefix_lines - 1 if csv else scan.prefix_lines
     digest = scan.prefix_digest.copy()
@@ -413,31 +415,42 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
     return _Todo(stand_in, grown_entry, grown=True)
 
 
-def _complete_records(lines: bytes, *, csv: bool) -> bytes:
+def _complete_records(lines: bytes, *, csv: bool, separator: bytes = b",") -> bytes:
     """``lines`` (whole lines of a grown file, from a record's start) up to the last complete record.
 
     In a CSV a quoted field may hold newlines (a user agent, an attacker's URL): a record whose field is
-    still being written ends in a line that opens a quote no later line closes. Lines with an odd number
-    of quotes pair up, as the careful reader joins them (``sessionize.io.read``); with an odd number of
-    quotes in all, the last such line opens a record that is not complete, and it waits for the next run
-    with the lines after it (they were a half record that run 1 rejected and run 2 rejected again). Not
+    still being written ends in a line that opens a quote no later line closes. Only the quotes that
+    open or close a field count (after a separator or a line's start, before a separator or a line's
+    end): a quote inside an unquoted value (``/s?q="x``) opens nothing. Lines with an odd number of such
+    quotes pair up, as the careful reader joins them (``sessionize.io.read``); with an odd number in
+    all, the last such line opens a record that is not complete, and it waits for the next run with the
+    lines after it (they were a half record that one run rejected and the next rejected again). Not
     beyond the reader's own bounds (:data:`~sessionize.io.read.MAX_RECORD_LINES` lines and
     :data:`~sessionize.io.read.MAX_RECORD_BYTES` bytes): there a lone quote is a bad line, read now
     and rejected, so that one quote cannot hold the rest of a log back for ever.
     """
-    if not csv or lines.count(b'"') % 2 == 0:
+    if not csv or b'"' not in lines or _field_quotes(lines, 0, len(lines), separator) % 2 == 0:
         return lines
     end = len(lines) - 1  # the last line's newline
     for _ in range(io.read.MAX_RECORD_LINES):
         start = lines.rfind(b"\n", 0, end) + 1
         if len(lines) - start > io.read.MAX_RECORD_BYTES:
             break
-        if lines.count(b'"', start, end) % 2:
+        if _field_quotes(lines, start, end + 1, separator) % 2:
             return lines[:start]
         if start == 0:
             break
         end = start - 1
     return lines
+
+
+def _field_quotes(data: bytes, start: int, end: int, separator: bytes) -> int:
+    """The quotes of ``data[start:end]`` (whole lines, with their newlines) that open a field (at a
+    line's start or after a separator) or close one (before a separator or a line's end)."""
+    opening = data.count(separator + b'"', start, end) + data.count(b'\n"', start, end)
+    opening += data[start : start + 1] == b'"'
+    closing = data.count(b'"' + separator, start, end) + data.count(b'"\n', start, end)
+    return opening + closing + data.count(b'"\r\n', start, end)
 
 
 class _Lock:
