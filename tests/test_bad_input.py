@@ -6,6 +6,8 @@ import gzip
 import hashlib
 import hmac
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -423,6 +425,51 @@ def test_json_nested_too_deep_is_rejected_as_such(tmp_path: Path, buckets: str |
     assert rejects == [("2", "json_too_deep"), ("3", "json_too_deep")] and users == [f"u{limit}"]
     docs = " ".join((REPO / "docs" / "bad-input-and-privacy.md").read_text(encoding="utf-8").split())
     assert f"nest more than {limit} levels deep" in docs and "(`json_too_deep`" in docs
+
+
+@pytest.mark.parametrize("engine", [[], ["--buckets", "2"]], ids=["memory", "buckets"])
+def test_lists_nested_deep_with_a_value_never_reach_polars(tmp_path: Path, engine: list[str]) -> None:
+    """Lists nested in lists around a value: 32 levels kept Polars' NDJSON reader busy for more than ten
+    minutes (deaf to SIGTERM) before any depth check could run. The file is read line by line, the
+    deep line rejected, in seconds (a child process, so that a hang fails the test)."""
+
+    def line(user: str, minute: int, depth: int = 0) -> str:
+        q = f', "q": {"[" * depth}1{"]" * depth}' if depth else ', "url": "/p"'
+        return f'{{"user_id": "{user}", "timestamp": "2024-05-01T10:{minute:02d}:00Z"{q}}}'
+
+    lines = [
+        *(line("u1", minute) for minute in range(5)),
+        line("u2", 0, JSON_DEPTH_LIMIT + 24),
+        line("u3", 0, 70),
+    ]
+    source = write(tmp_path / "deep.ndjson", "\n".join(lines) + "\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sessionize",
+            "run",
+            str(source),
+            "--no-geo",
+            "--on-invalid",
+            "skip",
+            "-o",
+            str(tmp_path / "o.csv"),
+            "--rejects",
+            str(tmp_path / "r.csv"),
+            *engine,
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    rejects = pl.read_csv(tmp_path / "r.csv", infer_schema=False)
+    assert rejects.select("source_row", "reject_reason").rows() == [
+        ("6", "json_too_deep"),
+        ("7", "json_too_deep"),
+    ]
+    assert pl.read_csv(tmp_path / "o.csv").get_column("user_id").to_list() == ["u1"]
 
 
 def test_a_file_that_disappears_while_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

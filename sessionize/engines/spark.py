@@ -736,7 +736,9 @@ def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
         records = 0
         try:
             data.decode("utf-8")
-            if data.strip():
+            if io.read.may_nest_too_deep(data):
+                types = None  # read whole, line by line (Polars must not see a deep line)
+            elif data.strip():
                 parsed = pl.read_ndjson(io_module.BytesIO(data), infer_schema_length=None)
                 records = parsed.height
                 # A line nested too deep: the whole file is read line by line, where it is rejected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import codecs
+import contextlib
 import csv
 import errno
 import functools
@@ -430,6 +431,8 @@ def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None
         scan = flatten_structs(pl.scan_ndjson(path, infer_schema_length=None)).with_row_index(ROW)
         yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
+    if may_nest_too_deep(path):
+        return None  # read whole, line by line, as in memory, where the deep line is rejected
     try:
         schema = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
     except pl.exceptions.PolarsError:
@@ -572,8 +575,9 @@ def _scan(
         return pl.LazyFrame(), None
     scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
     try:
+        # Brackets nested deep are never handed to Polars (lists in lists can keep it busy for hours).
         # The schema comes from every line: a malformed one fails here, a line too deep shows in it.
-        deep = too_deep(scan.collect_schema())
+        deep = may_nest_too_deep(ndjson) or too_deep(scan.collect_schema())
     except pl.exceptions.PolarsError:
         deep = True
     if deep:
@@ -586,9 +590,41 @@ def _scan(
 #: The deepest nesting of objects and lists a JSON line may have, its own object being level 1. Events
 #: nest a few levels (a GA4 export 4, Segment's 4). Polars takes up to 1,024 but slowly (a minute for one
 #: line of objects 300 deep), the flattening of objects into columns recurses once per level, and
-#: ``pl.read_ndjson`` crashes the process on objects about 900 deep: a deeper line is rejected as
-#: ``json_too_deep``, whichever way the file is read.
-JSON_DEPTH_LIMIT = 64
+#: ``pl.read_ndjson`` crashes the process on objects about 900 deep. Lists nested in lists cost far more:
+#: a file with one line of lists 24 deep took 2 s, 32 deep more than ten minutes (without answering
+#: SIGTERM), where 16 take 0.9 s. A deeper line is rejected as ``json_too_deep``, whichever way the
+#: file is read.
+JSON_DEPTH_LIMIT = 16
+
+
+def may_nest_too_deep(ndjson: str | io.BytesIO | bytes) -> bool:
+    """Whether brackets (``[``, ``{``) in an NDJSON file nest deeper than :data:`JSON_DEPTH_LIMIT`,
+    counted over the bytes (numpy, 16 MiB at a time): brackets inside strings and unbalanced lines count
+    too, so this may say yes for a file without a deep line, which is then only read the careful way
+    (line by line, exact). Polars must not see a deep line at all: lists nested in lists 32 deep kept
+    its reader busy for more than ten minutes, deaf to SIGTERM."""
+    import numpy as np
+
+    step = np.zeros(256, dtype=np.int8)
+    step[[ord("["), ord("{")]], step[[ord("]"), ord("}")]] = 1, -1
+    depth = 0  # the depth at the block's start, within its line
+    with contextlib.ExitStack() as stack:
+        if isinstance(ndjson, str):
+            handle: Any = stack.enter_context(open(ndjson, "rb"))
+        else:
+            handle = io.BytesIO(ndjson if isinstance(ndjson, bytes) else ndjson.getbuffer())
+        while block := handle.read(1 << 24):
+            data = np.frombuffer(block, dtype=np.uint8)
+            running = np.cumsum(step[data], dtype=np.int64) + depth
+            # Each line counted from its own start, so that a line with more closing brackets than
+            # opening ones cannot hide a deep line after it.
+            newline = data == ord("\n")
+            last = np.maximum.accumulate(np.where(newline, np.arange(data.size), -1))
+            base = np.where(last >= 0, running[np.maximum(last, 0)], 0)
+            if (running - base).max() > JSON_DEPTH_LIMIT:
+                return True
+            depth = int(running[-1] - base[-1])
+    return False
 
 
 def _nesting(dtype: pl.DataType) -> int:
