@@ -147,6 +147,8 @@ def _choice(choices: Sequence[str], metavar: str | None = None) -> dict[str, Any
     def parse(value: str) -> str:
         if value in choices:
             return value
+        if not isinstance(value, str):  # a config file's `anonymize_ip = true`
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}: give one as text.")
         close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]}?" if close else ""
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}.{hint}")

@@ -673,3 +673,15 @@ def test_summary_states_peak_memory(tmp_path: Path) -> None:
     assert result.exit_code == 0
     match = re.search(r"peakmemory([\d,]+)MiB", flat(result.stderr))
     assert match is not None and int(match.group(1).replace(",", "")) > 10
+
+
+@pytest.mark.parametrize("value", ["true", "1"])
+def test_a_choice_given_as_a_toml_bool_or_number_is_a_usage_error(workdir: Path, value: str) -> None:
+    """``anonymize_ip = true`` in a config file (review 42): a TypeError with a traceback before; now the
+    choices, as for any other wrong value, exit 2 and nothing written."""
+    events = write_text(workdir / "e.csv", "user_id,timestamp\nu1,2024-05-01T10:00:00Z\n")
+    config = write_text(workdir / "c.toml", f"[run]\nanonymize_ip = {value}\n")
+    result = run_cli(events, "-o", workdir / "o.csv", "--no-geo", "--config", config)
+    assert result.exit_code == 2
+    assert "isnotoneofafter-geo,before-geo" in flat(result.stderr)
+    assert not (workdir / "o.csv").exists()
