@@ -947,49 +947,40 @@ def _session_rows(
             .then((pl.lit(sums) * 1000).round().cast(pl.Int64))
             .otherwise(pl.lit(engaged_us))
         ).to_series()
-    # Every per-session column in the table's order, in parallel (named by position: two may share a
-    # name). Taken in session order first where that reads the events in order (the ends' times).
+    # Every per-session column in the table's order, in parallel (named by position: a count or an
+    # aggregate may share a name). Taken in session order first where that reads the events in order
+    # (the ends' times).
     sessions = len(table)
-    values = [
-        first,
-        landing,
-        exit_,
-        first_user,
-        first_client,
-        session_start,
-        ts.gather(ends),
-        (ends - starts + 1).cast(pl.UInt32),
-        pageviews,
-        fetched_robots,
-        converted_any if converted_any is not None else pl.repeat(False, sessions, eager=True),
-        engaged_us,
-        *counts,
-        *per_session,
-    ]
-    del starts, ends, pageviews, fetched_robots, converted_any, engaged_us, counts, per_session
+    by_session = {
+        "first": first,
+        "landing": landing,
+        "exit": exit_,
+        "first_user": first_user,
+        "first_client": first_client,
+        "session_start": session_start,
+        "session_end": ts.gather(ends),
+        "event_count": (ends - starts + 1).cast(pl.UInt32),
+        "pageview_count": pageviews,
+        ROBOTS_TXT: fetched_robots,
+        "_converted": converted_any if converted_any is not None else pl.repeat(False, sessions, eager=True),
+        "engaged_us": engaged_us,
+    }
+    values = [*by_session.values(), *counts, *per_session]
+    names = list(by_session)
+    del by_session, first, landing, exit_, first_user, first_client, session_start, starts, ends
+    del pageviews, fetched_robots, converted_any, engaged_us, counts, per_session
     taken = pl.DataFrame([v.alias(str(i)) for i, v in enumerate(values)]).select(pl.all().gather(table))
-    (
-        first,
-        landing,
-        exit_,
-        first_user,
-        first_client,
-        session_start,
-        session_end,
-        event_count,
-        pageviews,
-        fetched_robots,
-        converted_any,
-        engaged_us,
-        *per_column,
-    ) = (column.alias(v.name) for column, v in zip(taken.get_columns(), values, strict=True))
-    counts, per_session = per_column[: len(counted)], per_column[len(counted) :]
-    del values, taken, per_column
+    columns = [column.alias(v.name) for column, v in zip(taken.get_columns(), values, strict=True)]
+    ordered = dict(zip(names, columns[: len(names)], strict=True))
+    counts = columns[len(names) : len(names) + len(counted)]
+    per_session = columns[len(names) + len(counted) :]
+    del values, taken, columns
+    first, landing = ordered["first"], ordered["landing"]
     # The session ids beside the other string values, which are taken one column at a time: the three
     # taken from the URLs next to each other, so that they share one contiguous copy (see _gathered).
     parts = [
         ("landing_page", url, landing),
-        ("exit_page", url, exit_),
+        ("exit_page", url, ordered["exit"]),
         # Without a page view, the page that referrer led to: the first event's (see S.REFERRER_PAGE).
         (S.REFERRER_PAGE, url, pl.select(pl.when(pl.lit(landing).is_null()).then(pl.lit(first))).to_series()),
         # The landing page view's referrer, else the first event's; a null one means "direct".
@@ -999,9 +990,9 @@ def _session_rows(
     ]
     strings = pl.select(
         session_id_expr(
-            pl.lit(first_client),
-            pl.lit(first_user),
-            pl.lit(session_start),
+            pl.lit(ordered["first_client"]),
+            pl.lit(ordered["first_user"]),
+            pl.lit(ordered["session_start"]),
             number=pl.lit(id_number) if id_number is not None else None,
         ).alias(S.SESSION_ID),
         pl.lit(first)
@@ -1015,19 +1006,18 @@ def _session_rows(
     return pl.DataFrame(
         [
             strings.get_column(S.SESSION_ID),
-            first_user,
+            ordered["first_user"],
             number.alias("session_number"),
-            session_start.alias("session_start"),
-            session_end.alias("session_end"),
-            event_count.alias("event_count"),
-            pageviews.alias("pageview_count"),
+            *(
+                ordered[name].alias(name)
+                for name in ("session_start", "session_end", "event_count", "pageview_count")
+            ),
             *others.select(
                 "landing_page", "exit_page", "referrer", S.REFERRER_PAGE, "ip", "user_agent"
             ).get_columns(),
-            fetched_robots.alias(ROBOTS_TXT),
-            converted_any.alias("_converted"),
+            *(ordered[name].alias(name) for name in (ROBOTS_TXT, "_converted")),
             *(count.alias(name) for count, name in zip(counts, counted, strict=True)),
-            (engaged_us / 1e6).round(6).alias("engaged_time_s"),
+            (ordered["engaged_us"] / 1e6).round(6).alias("engaged_time_s"),
             *per_session,
         ]
     ).to_struct("_table")
