@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import sessionize
 from sessionize import geo, io, pipeline
@@ -383,24 +383,7 @@ def test_a_full_disk_under_a_part_is_an_output_error(
         written(frame, target)
 
     monkeypatch.setattr(io, "write_parquet", fills_the_disk)
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            *map(str, inputs),
-            "--engine",
-            "dask",
-            "--scheduler",
-            scheduler,
-            "--partitions",
-            "3",
-            "-o",
-            str(out),
-            "--no-geo",
-            "--log-format",
-            "json",
-        ],
-    )
+    result = run_on_cluster(inputs, scheduler, out)
     assert result.exit_code == 1, result.output
     line = json.loads(result.stderr.strip().splitlines()[-1])
     assert line["error"] == "OutputError", line
@@ -521,27 +504,16 @@ def test_plan_reads_local_parquet_in_slices(inputs: list[Path]) -> None:
             assert [p.window for p in mine] == [None]
 
 
+def run_on_cluster(inputs: list[Path], scheduler: str, out: Path) -> Result:
+    """``sessionize run INPUTS --engine dask --scheduler ADDRESS --partitions 3 -o OUT`` (JSON log)."""
+    args = ["run", *map(str, inputs), "--engine", "dask", "--scheduler", scheduler, "--partitions", "3"]
+    return CliRunner().invoke(app, [*args, "-o", str(out), "--no-geo", "--log-format", "json"])
+
+
 def test_the_cli_runs_on_the_cluster(inputs: list[Path], scheduler: str, tmp_path: Path) -> None:
     """``sessionize run --engine dask --scheduler ADDRESS -o DIR``: the local table, in partitions."""
     out = tmp_path / "sessions"
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            *map(str, inputs),
-            "--engine",
-            "dask",
-            "--scheduler",
-            scheduler,
-            "--partitions",
-            "3",
-            "-o",
-            str(out),
-            "--no-geo",
-            "--log-format",
-            "json",
-        ],
-    )
+    result = run_on_cluster(inputs, scheduler, out)
     assert result.exit_code == 0, result.output
     line = json.loads(result.stderr.strip().splitlines()[-1])
     assert line["path"] == "dask: 3 partitions"

@@ -288,12 +288,26 @@ def test_reprocess_reads_a_file_again_without_duplicating(tmp_path: Path) -> Non
     assert_same_as_one_run(tmp_path / "out", [a, b])
 
 
+def run_command(state: Path, out: Path) -> list[str]:
+    """``sessionize run`` on an incremental state, without geo, in a process of its own: the inputs and
+    other options follow."""
+    return [
+        sys.executable,
+        "-m",
+        "sessionize",
+        "run",
+        "--state",
+        str(state),
+        "--output-dir",
+        str(out),
+        "--no-geo",
+    ]
+
+
 def cli_step(path: Path, state: Path, out: Path, *extra: str | Path, umask: int = 0o027) -> None:
     """One incremental run through the CLI, in a process of its own with ``umask``."""
-    command: list[str | Path] = [sys.executable, "-m", "sessionize", "run", path, "--state", state]
-    command += ["--output-dir", out]
     done = subprocess.run(
-        [*command, *extra, "--no-geo", "--valid-until", "2100-01-01", "-q"],
+        [*run_command(state, out), path, *extra, "--valid-until", "2100-01-01", "-q"],
         capture_output=True,
         umask=umask,
         check=False,
@@ -513,17 +527,7 @@ def test_a_really_full_disk_is_an_output_error_that_changes_nothing(tmp_path: Pa
         ],
     )
     state, out = small_disk / "state", small_disk / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "sessionize",
-        "run",
-        "--state",
-        str(state),
-        "--output-dir",
-        str(out),
-        "--no-geo",
-    ]
+    command = run_command(state, out)
     first = subprocess.run([*command, str(a)], capture_output=True, check=False)
     assert first.returncode == 0, first.stderr.decode()
     # 16 KiB left: less than the second run's sessions take.
@@ -889,17 +893,7 @@ def test_a_non_interactive_run_logs_one_json_line(tmp_path: Path) -> None:
     b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(hours=1))])
     state, out = tmp_path / "state", tmp_path / "out"
     env = {**os.environ, "COLUMNS": "200"}
-    command = [
-        sys.executable,
-        "-m",
-        "sessionize",
-        "run",
-        "--state",
-        str(state),
-        "--output-dir",
-        str(out),
-        "--no-geo",
-    ]
+    command = run_command(state, out)
     first = subprocess.run([*command, str(a)], capture_output=True, env=env, check=False)
     assert first.returncode == 0, first.stderr
     (line,) = first.stderr.decode().splitlines()
