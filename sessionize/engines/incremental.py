@@ -494,17 +494,12 @@ class IncrementalEngine:
             )
         if Path(incremental.state).resolve() == Path(incremental.output_dir).resolve():
             raise UsageError("--state and --output-dir must be different directories.")
-        for option, value in (
-            ("--state", incremental.state),
-            ("--output-dir", incremental.output_dir),
-            ("--pageviews-output", pageviews),
-        ):
-            if value is None:
-                continue
-            # Root in cron: a stranger's /tmp/out -> /etc/cron.d would take the run's files.
-            io.refuse_planted_symlink(str(value), f"{option} {value}")
-            if option == "--pageviews-output":
-                continue
+        directories = {"--state": incremental.state, "--output-dir": incremental.output_dir}
+        for option, value in {**directories, "--pageviews-output": pageviews}.items():
+            if value is not None:
+                # Root in cron: a stranger's /tmp/out -> /etc/cron.d would take the run's files.
+                io.refuse_planted_symlink(str(value), f"{option} {value}")
+        for option, value in directories.items():
             path = Path(value)
             if path.is_symlink() and not path.exists():
                 raise UsageError(

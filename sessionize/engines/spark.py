@@ -737,13 +737,13 @@ def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
         try:
             data.decode("utf-8")
             if io.read.may_nest_too_deep(data):
-                types = None  # read whole, line by line (Polars must not see a deep line)
+                # Read whole, line by line, where a line nested too deep is rejected (json_too_deep) as a
+                # local run rejects it: Polars must not see it.
+                types = None
             elif data.strip():
                 parsed = pl.read_ndjson(io_module.BytesIO(data), infer_schema_length=None)
                 records = parsed.height
-                # A line nested too deep: the whole file is read line by line, where it is rejected
-                # (json_too_deep), as a local run rejects it.
-                types = None if io.read.too_deep(parsed.schema) else pickle.dumps(dict(parsed.schema))
+                types = pickle.dumps(dict(parsed.schema))
             else:
                 types = pickle.dumps({})
         except (UnicodeDecodeError, pl.exceptions.PolarsError):

@@ -226,9 +226,13 @@ def _identity(target: str) -> tuple[int, int] | None:
 def _shared_directory(path: str | Path) -> bool:
     """Whether ``path`` is in a sticky world-writable directory (``/tmp``)."""
     try:
-        mode = os.stat(os.path.dirname(os.path.abspath(path))).st_mode
+        return _shared(os.stat(os.path.dirname(os.path.abspath(path))).st_mode)
     except OSError:
         return False
+
+
+def _shared(mode: int) -> bool:
+    """Whether a directory of this mode is sticky and world-writable (``/tmp``)."""
     return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
 
 
@@ -272,8 +276,7 @@ def _planted_symlink(target: str) -> str | None:
             link = os.readlink(step)
         except OSError:
             return None
-        shared = directory.st_mode & stat.S_ISVTX and directory.st_mode & stat.S_IWOTH
-        if shared and found.st_uid not in (os.geteuid(), directory.st_uid):
+        if _shared(directory.st_mode) and found.st_uid not in (os.geteuid(), directory.st_uid):
             return step
         if links > _MOST_LINKS:
             return None  # the kernel gives up here too (ELOOP)
@@ -358,16 +361,13 @@ class PendingOutput:
             if self.stream:
                 self._copy_to_stream()
             else:
-                self._take_mode()
+                take_mode(self._temp, self._final)
                 os.replace(self._temp, self._final)
         except OSError as exc:
             raise self.error(exc) from exc
         finally:
             self.discard()
         self.done = True
-
-    def _take_mode(self) -> None:
-        take_mode(self._temp, self._final)
 
     def _copy_to_stream(self) -> None:
         descriptor = descriptor_of(self.target)

@@ -437,10 +437,10 @@ def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None
         schema = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
     except pl.exceptions.PolarsError:
         return None  # read whole, line by line, as in memory: the lines it cannot take are rejected
-    if too_deep(schema) or any(_wide_integer(dtype) for dtype in schema.values()):
-        # A line nested too deep (first: the walk for wide integers recurses once per level), or an
-        # integer beyond 64 bits (read as Int128): the file is read whole, line by line, as in memory,
-        # where that line is rejected (json_too_deep, bad_json_value).
+    if any(_wide_integer(dtype) for dtype in schema.values()):
+        # An integer beyond 64 bits (read as Int128): the file is read whole, line by line, as in
+        # memory, where that line is rejected (bad_json_value). (No line nests deeper than the limit
+        # here, so the walk for them is short.)
         return None
     return _checked_windows(batches, chunk_rows)
 
@@ -575,12 +575,14 @@ def _scan(
         return pl.LazyFrame(), None
     scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
     try:
-        # Brackets nested deep are never handed to Polars (lists in lists can keep it busy for hours).
-        # The schema comes from every line: a malformed one fails here, a line too deep shows in it.
-        deep = may_nest_too_deep(ndjson) or too_deep(scan.collect_schema())
+        # Brackets nested deep are never handed to Polars (lists in lists can keep it busy for hours);
+        # the schema comes from every line: a malformed one fails here.
+        careful = may_nest_too_deep(ndjson)
+        if not careful:
+            scan.collect_schema()
     except pl.exceptions.PolarsError:
-        deep = True
-    if deep:
+        careful = True
+    if careful:
         data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
         rows, malformed = _careful_ndjson(data)
         return rows.lazy(), malformed
@@ -625,27 +627,6 @@ def may_nest_too_deep(ndjson: str | io.BytesIO | bytes) -> bool:
                 return True
             depth = int(running[-1] - base[-1])
     return False
-
-
-def _nesting(dtype: pl.DataType) -> int:
-    """How many lists and objects a column of this type nests (0 for a plain value); with a stack of its
-    own, as the type may be 1,000 levels deep."""
-    deepest = 0
-    pending: list[tuple[object, int]] = [(dtype, 0)]
-    while pending:
-        inner, depth = pending.pop()
-        if isinstance(inner, pl.Struct):
-            pending.extend((field.dtype, depth + 1) for field in inner.fields)
-        elif isinstance(inner, pl.List | pl.Array):
-            pending.append((inner.inner, depth + 1))
-        deepest = max(deepest, depth + isinstance(inner, pl.Struct | pl.List | pl.Array))
-    return deepest
-
-
-def too_deep(schema: pl.Schema) -> bool:
-    """Whether a line of a file of this schema nests beyond :data:`JSON_DEPTH_LIMIT` (then the file is
-    read line by line, where that line is rejected)."""
-    return any(1 + _nesting(dtype) > JSON_DEPTH_LIMIT for dtype in schema.values())
 
 
 def _fast_ndjson(source: InputFile, raw: pl.DataFrame | None, window: Window | None) -> bool:
