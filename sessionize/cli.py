@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import gc
 import os
 import signal
 import sys
@@ -1569,4 +1570,10 @@ def geoip_info(
 
 def main() -> None:
     """Console-script entry point."""
+    # numpy, imported on first use (the geo lookup, session ids), starts OpenBLAS's thread pool, and
+    # nothing here multiplies matrices: 50-60 ms of numpy's import (bench/README.md, stop 41).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # The imports' objects live as long as the process: kept out of the cyclic collector's full
+    # passes, which otherwise walk them all again (10M events: 0.14 -> 0.07 CPU-s of collections).
+    gc.freeze()
     app()
