@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_run import compile_package
 from bench_tables import measure
 
 
@@ -63,6 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     runs: dict[str, list[tuple[float, float]]] = {root: [] for root in args.checkouts}
     check_imports(args.checkouts)
+    for root in args.checkouts:
+        compile_package(Path(root))
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             for root in args.checkouts:

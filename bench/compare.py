@@ -53,7 +53,7 @@ from typing import Final
 
 import numpy as np
 import polars as pl
-from bench_run import DATA_DIR, SESSIONIZE, Measurement, dataset, measure, warm_page_cache
+from bench_run import DATA_DIR, SESSIONIZE, Measurement, compile_package, dataset, measure, warm_page_cache
 from engines import CORE_COLUMNS
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             agreed &= not found
 
         warm_page_cache(source)
+        compile_package()
         started = time.perf_counter()
         outputs = run_rounds(cases, source, output_dir, args.repeat)
         total = time.perf_counter() - started
