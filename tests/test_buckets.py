@@ -685,6 +685,34 @@ def test_windowed_csv_with_an_unbalanced_quote_fails_as_in_memory(row: int, tmp_
         assert not (tmp_path / "s.csv").exists()
 
 
+@pytest.mark.parametrize("suffix", ["csv", "tsv"])
+def test_windowed_text_with_a_byte_not_in_its_encoding(
+    suffix: str, tmp_path: Path, windows: list[tuple[str, Any]]
+) -> None:
+    """One Windows-1252 byte in a UTF-8 file: rejected as undecodable_bytes on both paths (review 44: the
+    shape check before the windows raised, and the bucketed run failed with "invalid utf8")."""
+    separator = "," if suffix == "csv" else "\t"
+    lines = ["user_id" + separator + "timestamp" + separator + "url"]
+    lines += [f"u{i % 37}{separator}2024-01-01T{i // 60 % 24:02d}:{i % 60:02d}:00Z{separator}/p{i}" for i in range(600)]
+    data = "\n".join(lines).encode() + b"\n"
+    data = data.replace(b"/p425\n", b"/caf\xe9\n")
+    path = tmp_path / f"cp1252.{suffix}"
+    path.write_bytes(data)
+    memory, bucketed = windowed_pair([path], tmp_path, windows, no_geo=True, on_invalid="skip")
+    assert memory.rejects is not None
+    assert memory.rejects.select("source_row", "reject_reason").rows() == [(427, "undecodable_bytes")]
+    assert_same_figures(memory, bucketed)
+    assert_same_rejects(tmp_path, memory, bucketed)
+    assert_same_sessions(memory.sessions, bucketed.sessions)
+    # And as in memory with the default --on-invalid fail: the line named.
+    for args in (["--buckets", "1"], ["--buckets", "3", "--memory-limit", "8K"]):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(buckets_module, "MIN_CHUNK_ROWS", 50)
+            result = run_cli(path, "--no-geo", *args, "-o", tmp_path / "s.csv")
+        assert result.exit_code == 1, (args, result.stderr)
+        assert "line427" in flat(result.stderr), (args, result.stderr)
+
+
 # --- 3. temporary files ----------------------------------------------------------------------------
 
 

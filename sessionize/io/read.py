@@ -409,9 +409,13 @@ def _csv_shape(data: str | bytes, separator: str, width: int) -> tuple[bool, pl.
 def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
     """A CSV file's raw rows (all text, with ``_row``), ``chunk_rows`` at a time (see
     :func:`_checked_windows`); None for a file with ragged rows (read whole, carefully)."""
-    header = pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0, glob=False)
-    width = len(header.collect_schema())
-    ragged, empty_records = _csv_shape(path, separator, width)
+    try:
+        header = pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0, glob=False)
+        width = len(header.collect_schema())
+        ragged, empty_records = _csv_shape(path, separator, width)
+    except pl.exceptions.PolarsError:
+        # Bytes that do not decode, say: read whole, as in memory, which rejects that row (or names it).
+        return None
     if ragged:
         return None
 
