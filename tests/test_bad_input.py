@@ -271,6 +271,46 @@ def test_undecodable_bytes_and_the_encoding_flag(tmp_path: Path) -> None:
     assert cli(BAD / "latin1.csv", "--encoding", "klingon").exit_code == 2
 
 
+MAC_LINES = "".join(
+    line + "\r"
+    for line in ("user_id,timestamp,url", "a,2024-01-01T00:00:00Z,/x", "a,2024-01-01T00:10:00Z,/y")
+)
+
+
+@pytest.mark.parametrize("buckets", [None, "2"])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # Excel for Mac's "CSV (Macintosh)": read as a header alone, it held no events and the run ended well.
+        (MAC_LINES.encode(), "carriage return alone"),
+        # A stray "\r" inside the header, and a short row: the csv module's error was an "Unexpected error".
+        (b"user_id,timestamp\r,url\na,2024-01-01T00:00:00Z,/x\na,2024-01-01T00:00:00Z\n", "header is broken"),
+        ("user_id,timestamp,url\r\na,2024-01-01T00:00:00Z,/x\r\n".encode("utf-16"), "give --encoding utf-16"),
+    ],
+    ids=["cr-line-ends", "cr-in-header", "utf-16"],
+)
+def test_line_ends_and_encodings_the_reader_cannot_take_are_named(
+    tmp_path: Path, data: bytes, expected: str, buckets: str | None
+) -> None:
+    """Review 44: each of these files lost every row with exit 0, or ended in "Unexpected error"."""
+    source = tmp_path / "export.csv"
+    source.write_bytes(data)
+    out = tmp_path / "o.csv"
+    flags = ["--buckets", buckets] if buckets else []
+    for invalid in ("fail", "skip"):
+        result = cli(source, "-o", out, "--on-invalid", invalid, *flags)
+        assert result.exit_code == 1, result.stderr
+        assert "export.csv" in squash(result.stderr) and squash(expected) in squash(result.stderr)
+        assert "Unexpected" not in result.stderr and not out.exists()
+
+
+def test_utf_16_with_its_encoding_given_is_read(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_bytes("user_id,timestamp,url\r\na,2024-01-01T00:00:00Z,/x\r\n".encode("utf-16"))
+    table = sessionize.run([source], encoding="utf-16", no_geo=True).sessions
+    assert table.select("user_id", "landing_page").rows() == [("a", "/x")]
+
+
 def test_bom_and_crlf_just_work() -> None:
     table = sessionize.run([BAD / "bom_crlf.csv"], no_geo=True).sessions
     assert table["user_id"].to_list() == ["u1"]

@@ -693,7 +693,8 @@ def test_windowed_text_with_a_byte_not_in_its_encoding(
     shape check before the windows raised, and the bucketed run failed with "invalid utf8")."""
     separator = "," if suffix == "csv" else "\t"
     lines = ["user_id" + separator + "timestamp" + separator + "url"]
-    lines += [f"u{i % 37}{separator}2024-01-01T{i // 60 % 24:02d}:{i % 60:02d}:00Z{separator}/p{i}" for i in range(600)]
+    times = [f"2024-01-01T{i // 60 % 24:02d}:{i % 60:02d}:00Z" for i in range(600)]
+    lines += [separator.join([f"u{i % 37}", time, f"/p{i}"]) for i, time in enumerate(times)]
     data = "\n".join(lines).encode() + b"\n"
     data = data.replace(b"/p425\n", b"/caf\xe9\n")
     path = tmp_path / f"cp1252.{suffix}"

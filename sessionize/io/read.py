@@ -136,9 +136,15 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     as a record of its own. Linear: the next odd line is known for every line.
     """
     codec = "utf-8" if is_utf8(encoding) else encoding
+    if is_utf8(encoding) and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise pl.exceptions.ComputeError("UTF-16 text, by its byte order mark: give --encoding utf-16")
     lines = [raw.rstrip(b"\r") for raw in data.split(b"\n")]
     header_text = lines[0].decode(codec, errors="replace").lstrip("\ufeff")
-    header = next(csv.reader([header_text], delimiter=separator))
+    try:
+        # As the data lines: a "\r" inside the header is a character (see check_header).
+        header = _csv_records(header_text, separator)[0] if header_text else [""]
+    except csv.Error as exc:
+        raise pl.exceptions.ComputeError(f"its header line is not valid CSV: {exc}") from exc
     odd = [raw.count(b'"') % 2 == 1 for raw in lines]
     # A line of whitespace is blank, but for the separator: a TSV line of tabs is a record.
     blank = b" \t\r\n\f\v".replace(separator.encode(), b"")
@@ -950,6 +956,7 @@ def read_file(
             _rejects(original, none, malformed, source=source, name=name), options, None
         )
         return FileRead(pl.DataFrame(schema=options.event_schema()), rejects, malformed.height)
+    check_header(source, available)
     try:
         columns = S.resolve_columns(
             available, source=name, columns=options.columns, preferred=options.preferred()
@@ -1140,6 +1147,24 @@ def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") ->
         f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file, give its "
         f"encoding with --encoding, or pass {SKIP_HINT}."
     )
+
+
+def check_header(source: InputFile, columns: Sequence[str]) -> None:
+    """Refuse a CSV or TSV header with a carriage return inside a column name: the file's lines end
+    with "\r" alone (classic Mac OS, Excel's "CSV (Macintosh)"), so that the whole file reads as one
+    header line and not one row, or the header itself is broken. Read as it is, the file held no events
+    and the run ended well (review 44)."""
+    if source.format not in ("csv", "tsv"):
+        return
+    broken = next((name for name in columns if "\r" in name), None)
+    if broken is not None:
+        shown = broken if len(broken) <= 60 else broken[:60] + "..."
+        raise UnreadableInputError(
+            f"{source.shown}: line 1 (the header) holds a carriage return inside a column name ({shown!r}): "
+            "the file's lines end with a carriage return alone (classic Mac OS, Excel's CSV (Macintosh)), "
+            "or its header is broken. Convert the line ends (tr '\\r' '\\n' < FILE > NEW.csv) or mend the "
+            "header, and run again."
+        )
 
 
 def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> str:
