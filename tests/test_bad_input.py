@@ -311,6 +311,25 @@ def test_utf_16_with_its_encoding_given_is_read(tmp_path: Path) -> None:
     assert table.select("user_id", "landing_page").rows() == [("a", "/x")]
 
 
+@pytest.mark.parametrize("buckets", [None, "2"])
+@pytest.mark.parametrize("name", ["events.ndjson", "events.jsonl.gz"])
+def test_ndjson_with_a_byte_order_mark_keeps_its_first_event(
+    tmp_path: Path, name: str, buckets: str | None
+) -> None:
+    """PowerShell and .NET start UTF-8 text with a byte order mark: the first line was malformed_json."""
+    data = b'\xef\xbb\xbf{"user_id":"a","timestamp":"2024-01-01T00:00:00Z","url":"/first"}\r\n'
+    data += b'{"user_id":"a","timestamp":"2024-01-01T00:10:00Z","url":"/second"}\r\n'
+    source = tmp_path / name
+    source.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    out = tmp_path / "o.csv"
+    result = cli(source, "-o", out, *(["--buckets", buckets] if buckets else []))
+    assert result.exit_code == 0, result.stderr
+    table = pl.read_csv(out, infer_schema=False)
+    assert table.select("user_id", "event_count", "landing_page", "exit_page").rows() == [
+        ("a", "2", "/first", "/second")
+    ]
+
+
 def test_bom_and_crlf_just_work() -> None:
     table = sessionize.run([BAD / "bom_crlf.csv"], no_geo=True).sessions
     assert table["user_id"].to_list() == ["u1"]

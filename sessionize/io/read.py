@@ -511,6 +511,8 @@ def _decoded_copy(source: InputFile, options: ReadOptions, scratch: Path) -> str
     fd, name = tempfile.mkstemp(dir=scratch, prefix="input-", suffix=".txt")
     try:
         with os.fdopen(fd, "wb") as copy, (gzip.open if compressed else open)(source.path, "rb") as raw:
+            if source.format == "ndjson" and raw.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+                raw.seek(0)  # NDJSON's byte order mark is left out; CSV's readers skip it themselves
             while block := raw.read(1 << 20):
                 copy.write(block if decoder is None else decoder.decode(block).encode("utf-8"))
             if decoder is not None:
@@ -576,11 +578,13 @@ def _scan(
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stdin:
-        ndjson = io.BytesIO(sys.stdin.buffer.read())
+        ndjson = io.BytesIO(_without_bom(sys.stdin.buffer.read()))
     elif split_gz(source.path)[1]:
-        ndjson = io.BytesIO(_read_bytes_gz(source.path))
+        ndjson = io.BytesIO(_without_bom(_read_bytes_gz(source.path)))
     elif os.path.getsize(source.path) == 0:
         return pl.LazyFrame(), None
+    elif starts_with_bom(source.path):
+        ndjson = io.BytesIO(_ndjson_bytes(source))
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
         return pl.LazyFrame(), None
     scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
@@ -646,11 +650,26 @@ def _fast_ndjson(source: InputFile, raw: pl.DataFrame | None, window: Window | N
 
 
 def _ndjson_bytes(source: InputFile) -> bytes:
-    """The bytes of an NDJSON file (gunzipped)."""
+    """The bytes of an NDJSON file (gunzipped), without a byte order mark."""
     if split_gz(source.path)[1]:
-        return _read_bytes_gz(source.path)
+        return _without_bom(_read_bytes_gz(source.path))
     with open(source.path, "rb") as handle:
-        return handle.read()
+        return _without_bom(handle.read())
+
+
+def _without_bom(data: bytes) -> bytes:
+    """``data`` without the UTF-8 byte order mark that Windows PowerShell and .NET write at the start of
+    a text file (the first JSON line was malformed with it; CSV and access logs skip it too)."""
+    return data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
+
+
+def starts_with_bom(path: str) -> bool:
+    """Whether the file at ``path`` (gzipped or not) starts with a UTF-8 byte order mark."""
+    try:
+        with (gzip.open if split_gz(path)[1] else open)(path, "rb") as handle:
+            return handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+    except (OSError, EOFError, zlib.error):
+        return False  # the read itself names what is wrong
 
 
 def _strict_number(text: str) -> float | int:
@@ -707,7 +726,7 @@ def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
     parsed_lines: list[tuple[int, bytes, dict[tuple[str, ...], str]]] = []
     bad: list[tuple[int, str, str]] = []
     counts: dict[tuple[str, ...], Counter[str]] = {}
-    for number, line in enumerate(data.split(b"\n")):
+    for number, line in enumerate(_without_bom(data).split(b"\n")):
         if not line.strip():
             continue
         shown = line.decode("utf-8", errors="replace").rstrip("\r")
@@ -1254,7 +1273,11 @@ def iter_reads(
             reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in log_windows)
     else:
         path: str | None = source.path
-        if split_gz(source.path)[1] or (source.format != "ndjson" and not is_utf8(options.encoding)):
+        if (
+            split_gz(source.path)[1]
+            or (source.format != "ndjson" and not is_utf8(options.encoding))
+            or (source.format == "ndjson" and starts_with_bom(source.path))
+        ):
             path = copy = None if scratch is None else _decoded_copy(source, options, scratch)
         reads = None
         if path is not None and os.path.getsize(path) > 0:
