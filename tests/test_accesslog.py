@@ -20,7 +20,7 @@ from sessionize import accesslog as A
 from sessionize import schema as S
 from sessionize.errors import UsageError
 from sessionize.normalize import prepare_events
-from tests.helpers import APACHE_LOG
+from tests.helpers import APACHE_LOG, run_cli
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:25.0) Gecko/20100101 Firefox/25.0"
 T = "[17/May/2015:10:05:03 +0000]"
@@ -590,3 +590,60 @@ def test_parsing_is_vectorized() -> None:
     elapsed = time.perf_counter() - start
     assert (rows, malformed.height) == (99_990, 10)
     assert elapsed < 5.0, f"100,000 lines took {elapsed:.1f}s"
+
+
+# --- rotated and empty logs (review 44) ------------------------------------------------------------
+
+
+def _log_line(ip: str, minute: int, path: str) -> str:
+    return f'{ip} - - [17/May/2015:10:{minute:02d}:03 +0000] "GET {path} HTTP/1.1" 200 5 "-" "{UA}"\n'
+
+
+def test_logrotate_names_are_access_logs_alone_and_in_a_directory(tmp_path: Path) -> None:
+    """The docs' cron recipe reads access.log.1: "Cannot tell the format" before; and a directory of
+    rotated logs read only access.log (1 of 4 events), with no warning."""
+    logs = tmp_path / "nginx"
+    logs.mkdir()
+    (logs / "access.log").write_text(_log_line("10.0.0.1", 40, "/today"))
+    (logs / "access.log.1").write_text(_log_line("10.0.0.2", 30, "/yesterday"))
+    (logs / "access.log.2.gz").write_bytes(gzip.compress(_log_line("10.0.0.3", 20, "/before").encode()))
+    (logs / "access.log-20150516").write_text(_log_line("10.0.0.4", 10, "/dateext"))
+    (logs / "error.log").write_text("")  # nginx's, empty: no events
+    one = run_cli(logs / "access.log.1", "--no-geo", "-o", tmp_path / "one.csv")
+    assert one.exit_code == 0, one.stderr
+    assert pl.read_csv(tmp_path / "one.csv")["landing_page"].to_list() == ["/yesterday"]
+    every = run_cli(logs, "--no-geo", "-o", tmp_path / "all.csv")
+    assert every.exit_code == 0, every.stderr
+    pages = pl.read_csv(tmp_path / "all.csv")["landing_page"].to_list()
+    assert sorted(pages) == ["/before", "/dateext", "/today", "/yesterday"]
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\n\n  \n", gzip.compress(b"")], ids=["empty", "blank", "empty-gz"]
+)
+@pytest.mark.parametrize("buckets", [None, "2"])
+def test_an_empty_access_log_holds_no_events(tmp_path: Path, content: bytes, buckets: str | None) -> None:
+    """The access.log logrotate creates is empty until the first request: an error before ("neither
+    combined nor common"), where an empty CSV or NDJSON gives an empty table."""
+    source = tmp_path / ("access.log.gz" if content.startswith(b"\x1f\x8b") else "access.log")
+    source.write_bytes(content)
+    out = tmp_path / "o.csv"
+    result = run_cli(source, "--no-geo", "-o", out, *(["--buckets", buckets] if buckets else []))
+    assert result.exit_code == 0, result.stderr
+    assert pl.read_csv(out).height == 0
+
+
+def test_an_hourly_run_after_logrotate_created_an_empty_log(tmp_path: Path) -> None:
+    log, state, out = tmp_path / "access.log", tmp_path / "state", tmp_path / "sessions"
+    log.write_text(_log_line("10.0.0.1", 5, "/a"))
+    flags = ["--no-geo", "--state", state, "--output-dir", out]
+    assert run_cli(log, *flags).exit_code == 0
+    log.rename(tmp_path / "access.log.1")
+    log.write_text("")
+    second = run_cli(log, *flags)
+    assert second.exit_code == 0, second.stderr
+    log.write_text(_log_line("10.0.0.1", 15, "/b"))
+    third = run_cli(log, *flags)
+    assert third.exit_code == 0, third.stderr
+    sessions = pl.read_parquet(out / "**" / "*.parquet")
+    assert sessions.select("landing_page", "exit_page", "event_count").rows() == [("/a", "/b", 2)]

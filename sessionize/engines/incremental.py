@@ -363,7 +363,8 @@ def _plan(
             skipped.append(source.path)
             continue
         seen.add(entry["sha256"])
-        if prior is None or reprocess or "head" not in prior:
+        if prior is None or reprocess or "head" not in prior or not prior["size"]:
+            # Nothing read there yet (or the file was empty then: the access.log logrotate just created).
             todo.append(_Todo(source, entry))
             continue
         grown = _grown(source, prior, scan, scratch / f"grown-{number}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 import polars as pl
@@ -57,7 +58,14 @@ def format_of(path: str, input_format: str | None = None) -> InputFormat | None:
             raise UsageError(f"--input-format {input_format!r} is not one of {', '.join(INPUT_FORMATS)}.")
         return input_format
     stem, _ = split_gz(path)
+    if _ROTATED_LOG.search(os.path.basename(stem)):
+        return "log"
     return _EXTENSIONS.get(os.path.splitext(stem)[1])
+
+
+#: A log that logrotate rotated: ``access.log.1``, ``access.log.2.gz`` (numbered) or ``access.log-20240501``
+#: (``dateext``), which the docs' cron recipe reads.
+_ROTATED_LOG = re.compile(r"\.log(?:\.\d+|-\d{8}(?:\d{2})?)$")
 
 
 def output_format_of(output: str, format: str | None = None) -> OutputFormat:

@@ -27,7 +27,7 @@ from sessionize.io.formats import STDIN, InputFormat, format_of, names_table_fil
 from sessionize.io.snowplow import is_enriched_line, is_enriched_tsv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl, .log (each also .gz, but .parquet)"
+_SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl, .log and rotated .log.1 (each also .gz, but .parquet)"
 
 
 def is_url(path: str) -> bool:

@@ -237,7 +237,8 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
         raw = data if isinstance(data, bytes) else _read_maybe_gz(data)
         codec = "utf-8" if is_utf8(options.encoding) else options.encoding
         lines = pl.read_lines(raw.decode(codec, errors="replace").encode("utf-8"), row_index_name=ROW)
-    log_format = _log_format(source, lines.get_column("line").head(20).to_list())
+    text = lines.get_column("line")
+    log_format = _log_format(source, text.filter(text.str.contains(r"\S")).head(20).to_list())
     parsed, malformed = parse_log_lines(lines, log_format, options)
     return parsed.lazy(), malformed
 
@@ -257,9 +258,13 @@ def parse_log_lines(
 
 
 def _log_format(source: InputFile, first: list[str | None]) -> str:
-    """``combined`` or ``common``: as given, or told by the first lines of a ``.log`` file."""
+    """``combined`` or ``common``: as given, or told by the first lines of a ``.log`` file (``first``:
+    up to 20 lines that are not blank)."""
     if source.format != "log":
         return source.format
+    if not first:
+        # Empty, or blank lines only (the fresh access.log logrotate creates): no events, in any format.
+        return "combined"
     detected = detect_log_format([line for line in first if line is not None])
     if detected is None:
         raise UnknownFormatError(
@@ -477,8 +482,8 @@ def _log_windows(
     windows = _checked_windows(batches, chunk_rows)
     if windows is None:
         return None
-    first = pl.scan_lines(source.path).head(20).collect(engine="in-memory").get_column("line").to_list()
-    log_format = _log_format(source, first)
+    first = pl.scan_lines(source.path).filter(pl.col("line").str.contains(r"\S")).head(20)
+    log_format = _log_format(source, first.collect(engine="streaming").get_column("line").to_list())
     return (parse_log_lines(window, log_format, options) for window in windows)
 
 
