@@ -561,11 +561,15 @@ def resolve_columns(
                 )
             found[role] = given
             continue
+        # Each alias in turn, the column named exactly as it before a look-alike: `user_id` is the user id
+        # whether `User ID` or `userId` comes before it in the file (the first look-alike won, so column
+        # order decided).
         match = next(
             (
-                by_norm[_norm(alias)]
+                alias if alias in available and alias not in taken else by_norm[_norm(alias)]
                 for alias in aliases
-                if _norm(alias) in by_norm and by_norm[_norm(alias)] not in taken
+                if (alias in available and alias not in taken)
+                or (_norm(alias) in by_norm and by_norm[_norm(alias)] not in taken)
             ),
             None,
         )

@@ -439,6 +439,26 @@ def test_usual_column_names_are_detected(tmp_path: Path, header: tuple[str, ...]
     assert_frame_equal(read_one(path), canonical([expected]))
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("User ID", "user_id", "timestamp"),
+        ("userId", "user_id", "timestamp"),
+        ("user_id", "User ID", "timestamp"),
+    ],
+)
+def test_a_column_named_exactly_wins_over_an_earlier_look_alike(
+    tmp_path: Path, header: tuple[str, ...]
+) -> None:
+    """Review 44: the first column whose name looked like an alias won, so `User ID` before `user_id`
+    made another user id of it, and a glob of files with other column orders mixed the two."""
+    exact = header.index("user_id")
+    values = ["decoy", "decoy", "2024-05-01T10:00:00Z"]
+    values[exact] = "U-1"
+    path = write_text(tmp_path / "cols.csv", ",".join(header) + "\n" + ",".join(values) + "\n")
+    assert read_one(path).get_column("user_id").to_list() == ["U-1"]
+
+
 def test_column_flags_name_the_columns_and_win_over_detected_names(tmp_path: Path) -> None:
     path = write_text(
         tmp_path / "custom.csv",
