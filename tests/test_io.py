@@ -16,6 +16,8 @@ from typing import IO, Any, Literal
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import sessionize
@@ -1093,3 +1095,49 @@ def test_aligned_chunks_cuts_every_column_as_most_columns_are_cut(tmp_path: Path
     assert layout(aligned, "user_agent") == layout(frame, "user_agent") == [n]
     # Already aligned: the same frame back.
     assert sio.read.aligned_chunks(aligned) is aligned
+
+
+# --- ids stored as bytes (review 44) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("buckets", [None, 2])
+def test_uuid_and_binary_ids_in_parquet_are_read_as_text(tmp_path: Path, buckets: int | None) -> None:
+    """A UUID user or event id (Parquet's UUID type, Spark's and Trino's fixed_size_binary(16)) made the
+    file "not a readable Parquet file (invalid utf8)"; strings written as plain binary are text."""
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Random bytes, and bytes that are valid UTF-8 but for NULs.
+    users = [uuid.UUID("0f8fad5b-d9cb-469f-a165-70867728950e"), uuid.UUID(int=(7 << 100) + 1), uuid.uuid4()]
+    table = pa.table(
+        {
+            "user_id": pa.array([users[n % 3].bytes for n in range(6)], pa.binary(16)),
+            "timestamp": pa.array(
+                [datetime(2024, 5, 1, 10, n, tzinfo=UTC) for n in range(6)], pa.timestamp("us", "UTC")
+            ),
+            "event_id": pa.array([uuid.UUID(int=n).bytes for n in range(6)], pa.uuid()),
+            "url": pa.array([f"/p{n}".encode() for n in range(6)], pa.binary()),
+        }
+    )
+    path = tmp_path / "uuids.parquet"
+    pq.write_table(table, path)
+    result = sessionize.run([path], no_geo=True, buckets=buckets, dedupe=True)
+    landing = dict(result.sessions.select("user_id", "landing_page").rows())
+    assert landing == {str(user): f"/p{n}" for n, user in enumerate(users)}
+    assert result.events_read == 6 and result.duplicates_removed == 0
+
+
+@given(st.binary(max_size=12))
+@settings(max_examples=400, deadline=None)
+def test_bytes_are_text_exactly_when_python_decodes_them(data: bytes) -> None:
+    frame = pl.LazyFrame({"b": pl.Series([data], dtype=pl.Binary)})
+    text = sio.read.binary_as_text(frame).collect().item()
+    try:
+        expected = data.decode("utf-8")
+    except UnicodeDecodeError:
+        expected = data.hex()
+    if any((c < " " and c not in "\t\n\r") or c == "\x7f" for c in expected):
+        expected = data.hex()
+    assert text == expected

@@ -575,11 +575,11 @@ def _scan(
     if source.format == "parquet":
         if source.is_stdin:
             piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()), glob=False)
-            return flatten_structs(piped.lazy()).with_row_index(ROW), None
+            return binary_as_text(flatten_structs(piped.lazy())).with_row_index(ROW), None
         scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
             scan = scan.slice(*window)
-        return flatten_structs(scan), None
+        return binary_as_text(flatten_structs(scan)), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stdin:
@@ -783,6 +783,61 @@ def _is_json(line: bytes) -> bool | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return False
     return None
+
+
+#: Hex pairs of one valid UTF-8 character (RFC 3629's table: no overlong forms, no surrogates, at most
+#: U+10FFFF), as ``bin.encode("hex")`` writes the bytes; of the control characters only tab, line feed
+#: and carriage return (bytes with a NUL or an ESC are not text, whatever UTF-8 says).
+_CONTINUATION = "[89ab][0-9a-f]"
+_UTF8_HEX = (
+    "^(?:"
+    + "|".join(
+        (
+            "0[9ad]|[2-6][0-9a-f]|7[0-9a-e]",
+            f"c[2-9a-f]{_CONTINUATION}",
+            f"d[0-9a-f]{_CONTINUATION}",
+            f"e0[ab][0-9a-f]{_CONTINUATION}",
+            f"e[1-9a-cef]{_CONTINUATION}{_CONTINUATION}",
+            f"ed[89][0-9a-f]{_CONTINUATION}",
+            f"f0[9ab][0-9a-f]{_CONTINUATION}{_CONTINUATION}",
+            f"f[1-3]{_CONTINUATION}{_CONTINUATION}{_CONTINUATION}",
+            f"f48[0-9a-f]{_CONTINUATION}{_CONTINUATION}",
+        )
+    )
+    + ")*$"
+)
+
+
+def binary_as_text(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Binary columns as text, so that ids stored as bytes are ids like any other.
+
+    Bytes that are UTF-8 (without control characters but tab and line ends) are that text: strings
+    written without the UTF-8 annotation, as older Hive and Impala do. 16 other bytes (a UUID:
+    Parquet's ``UUID`` type, or ``fixed_size_binary(16)`` from Spark, Trino, Postgres) are the UUID's
+    canonical text (``0f8fad5b-d9cb-469f-a165-70867728950e``); anything else is hex. Before, such a user
+    or event id made the whole file "not a readable Parquet file (invalid utf8)"."""
+    schema = frame.collect_schema()
+    binary = [name for name, dtype in schema.items() if dtype == pl.Binary]
+    if not binary:
+        return frame
+
+    def text(name: str) -> pl.Expr:
+        raw = pl.col(name)
+        hexed = raw.bin.encode("hex")
+        groups = ((0, 8), (8, 4), (12, 4), (16, 4), (20, 12))
+        uuid = pl.concat_str([hexed.str.slice(start, length) for start, length in groups], separator="-")
+        valid = hexed.str.contains(_UTF8_HEX)
+        return (
+            pl.when(valid)
+            # Only valid bytes reach the cast (a null keeps its bytes in the buffer, and the cast reads them).
+            .then(pl.when(valid).then(raw).otherwise(pl.lit(b"")).cast(pl.String))
+            .when(raw.bin.size() == 16)
+            .then(uuid)
+            .otherwise(hexed)
+            .alias(name)
+        )
+
+    return frame.with_columns(text(name) for name in binary)
 
 
 def flatten_structs(frame: pl.LazyFrame) -> pl.LazyFrame:
