@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import hmac
+import json
 import shutil
 import subprocess
 import sys
@@ -328,6 +329,20 @@ def test_ndjson_with_a_byte_order_mark_keeps_its_first_event(
     assert table.select("user_id", "event_count", "landing_page", "exit_page").rows() == [
         ("a", "2", "/first", "/second")
     ]
+
+
+@pytest.mark.parametrize("pretty", [False, True])
+def test_a_json_array_file_is_named_as_one(tmp_path: Path, pretty: bool) -> None:
+    """A .json file of one array (jq -s, an API dump) was "malformed_json" with no word of why."""
+    events = [
+        {"user_id": "a", "timestamp": "2024-01-01T00:00:00Z"},
+        {"user_id": "a", "timestamp": "2024-01-01T00:10:00Z"},
+    ]
+    source = tmp_path / "dump.json"
+    source.write_text(json.dumps(events, indent=2 if pretty else None) + "\n")
+    result = cli(source, "-o", tmp_path / "o.csv")
+    assert result.exit_code == 1
+    assert "looks like one JSON array" in words(result.stderr) and "jq -c" in words(result.stderr)
 
 
 def test_bom_and_crlf_just_work() -> None:

@@ -1222,6 +1222,15 @@ def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") ->
         .head(MAX_REPORTED_ROWS)
         .iter_rows()
     )
+    lines = malformed.get_column("raw_line") if "raw_line" in malformed.columns else None
+    first = lines[0] if lines is not None and len(lines) else None
+    if what == "NDJSON" and isinstance(first, str) and first.lstrip().startswith("["):
+        # A .json export of one array (jq -s, a REST API's dump), not JSON lines.
+        raise MalformedRowsError(
+            f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}): the file looks like "
+            "one JSON array, not one object per line. Convert it (jq -c '.[]' FILE > FILE.ndjson) and run "
+            "again."
+        )
     raise MalformedRowsError(
         f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file, give its "
         f"encoding with --encoding, or pass {SKIP_HINT}."
