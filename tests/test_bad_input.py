@@ -345,6 +345,33 @@ def test_a_json_array_file_is_named_as_one(tmp_path: Path, pretty: bool) -> None
     assert "looks like one JSON array" in words(result.stderr) and "jq -c" in words(result.stderr)
 
 
+@pytest.mark.parametrize("buckets", [None, "2"])
+@pytest.mark.parametrize("separator", [",", "\t"], ids=["csv", "tsv"])
+def test_a_quote_inside_an_unquoted_value_is_a_character(
+    tmp_path: Path, separator: str, buckets: str | None
+) -> None:
+    """`12" pizza` was a bad_quote (and a failed run by default), where Python's csv module, pandas and
+    spreadsheets read it as it is; a quoted value over two lines and an unbalanced quote stay as they were."""
+    rows = [
+        ["user_id", "timestamp", "url"],
+        ["a", "2024-07-01T10:00:00Z", '/menu/12" pizza'],
+        ["a", "2024-07-01T10:05:00Z", '"/two\nlines"'],
+        ["a", "2024-07-01T10:06:00Z", '/5" sub'],
+        ["b", "2024-07-01T10:07:00Z", '"/unbalanced'],
+        ["b", "2024-07-01T10:08:00Z", "/ok"],
+    ]
+    source = tmp_path / ("menu.csv" if separator == "," else "menu.tsv")
+    source.write_text("".join(separator.join(row) + "\n" for row in rows))
+    failed, rejected, users = fail_then_skip(source, tmp_path, buckets)
+    assert rejected == [("6", "bad_quote")] and users == ["a", "b"]
+    table = pl.read_csv(tmp_path / "o.csv", infer_schema=False)
+    assert sorted(table.select("user_id", "landing_page", "exit_page").rows()) == [
+        ("a", '/menu/12" pizza', '/5" sub'),
+        ("b", "/ok", "/ok"),
+    ]
+    assert "line6:bad_quote" in squash(failed.stderr) and "line2" not in squash(failed.stderr)
+
+
 def test_bom_and_crlf_just_work() -> None:
     table = sessionize.run([BAD / "bom_crlf.csv"], no_geo=True).sessions
     assert table["user_id"].to_list() == ["u1"]

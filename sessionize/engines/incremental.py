@@ -430,28 +430,19 @@ def _complete_records(lines: bytes, *, csv: bool, separator: bytes = b",") -> by
     :data:`~sessionize.io.read.MAX_RECORD_BYTES` bytes): there a lone quote is a bad line, read now
     and rejected, so that one quote cannot hold the rest of a log back for ever.
     """
-    if not csv or b'"' not in lines or _field_quotes(lines, 0, len(lines), separator) % 2 == 0:
+    if not csv or b'"' not in lines or io.read.field_quotes(lines, 0, len(lines), separator) % 2 == 0:
         return lines
     end = len(lines) - 1  # the last line's newline
     for _ in range(io.read.MAX_RECORD_LINES):
         start = lines.rfind(b"\n", 0, end) + 1
         if len(lines) - start > io.read.MAX_RECORD_BYTES:
             break
-        if _field_quotes(lines, start, end + 1, separator) % 2:
+        if io.read.field_quotes(lines, start, end + 1, separator) % 2:
             return lines[:start]
         if start == 0:
             break
         end = start - 1
     return lines
-
-
-def _field_quotes(data: bytes, start: int, end: int, separator: bytes) -> int:
-    """The quotes of ``data[start:end]`` (whole lines, with their newlines) that open a field (at a
-    line's start or after a separator) or close one (before a separator or a line's end)."""
-    opening = data.count(separator + b'"', start, end) + data.count(b'\n"', start, end)
-    opening += data[start : start + 1] == b'"'
-    closing = data.count(b'"' + separator, start, end) + data.count(b'"\n', start, end)
-    return opening + closing + data.count(b'"\r\n', start, end)
 
 
 class _Lock:

@@ -168,6 +168,11 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
         if odd[number - 1]:
             end = next_odd[number] if number < len(lines) else len(lines)
             record = _spanning_record(lines, number - 1, end, codec, separator, len(header))
+            if record is None and not field_quotes(raw + b"\n", 0, len(raw) + 1, separator.encode()):
+                # Its quotes are all inside unquoted values (12" pizza): characters, as Python's csv
+                # module, pandas and spreadsheets read them, not the start of a record over lines.
+                record = _one_record(text, separator, len(header))
+                end = number - 1
             if record is None:
                 bad.append((number, text, "bad_quote"))
                 continue
@@ -191,6 +196,15 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     return rows, malformed
 
 
+def field_quotes(data: bytes, start: int, end: int, separator: bytes) -> int:
+    """The quotes of ``data[start:end]`` (whole lines, with their newlines) that open a field (at a
+    line's start or after a separator) or close one (before a separator or a line's end)."""
+    opening = data.count(separator + b'"', start, end) + data.count(b'\n"', start, end)
+    opening += data[start : start + 1] == b'"'
+    closing = data.count(b'"' + separator, start, end) + data.count(b'"\n', start, end)
+    return opening + closing + data.count(b'"\r\n', start, end)
+
+
 #: Stands for a "\r" inside a line while the csv module reads it (see :func:`_csv_records`).
 _CR_MARK = "\ue000"
 
@@ -205,6 +219,15 @@ def _csv_records(text: str, separator: str) -> list[list[str]]:
     if marked:
         records = [[field.replace(_CR_MARK, "\r") for field in record] for record in records]
     return records
+
+
+def _one_record(text: str, separator: str, width: int) -> list[str] | None:
+    """The fields of one line read as a record of ``width`` fields, or None."""
+    try:
+        records = _csv_records(text, separator)
+    except csv.Error:
+        return None
+    return records[0] if len(records) == 1 and len(records[0]) == width else None
 
 
 def _spanning_record(
