@@ -595,7 +595,13 @@ def resolve_columns(
     if problems:
         joined = problems[0] if len(problems) == 1 else f"{', '.join(problems[:-1])} and {problems[-1]}"
         message = f"{source} has {joined}. Its columns are: {listing}."
-        if hints:
+        if len(available) == 1 and ";" in available[0]:
+            # Excel in many locales writes CSV with semicolons.
+            message += (
+                " Its header looks separated by semicolons: sessionize reads commas (CSV) and tabs (TSV). "
+                "Save it as comma-separated, or convert it (for example with Python's csv module)."
+            )
+        elif hints:
             message += f" Name the column{'s' if len(hints) > 1 else ''} with {' and '.join(hints)}."
         raise MissingColumnError(message)
     return ColumnMap(**found, event_fallbacks=fallbacks)  # type: ignore[arg-type]

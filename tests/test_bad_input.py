@@ -372,6 +372,14 @@ def test_a_quote_inside_an_unquoted_value_is_a_character(
     assert "line6:bad_quote" in squash(failed.stderr) and "line2" not in squash(failed.stderr)
 
 
+def test_a_semicolon_separated_file_is_named_as_one(tmp_path: Path) -> None:
+    """Excel writes CSV with semicolons in many locales: the error listed one column and said no more."""
+    source = write(tmp_path / "export.csv", "user_id;timestamp;url\na;2024-01-01T00:00:00Z;/x\n")
+    result = cli(source, "-o", tmp_path / "o.csv")
+    assert result.exit_code == 1
+    assert "separated by semicolons" in words(result.stderr)
+
+
 def test_bom_and_crlf_just_work() -> None:
     table = sessionize.run([BAD / "bom_crlf.csv"], no_geo=True).sessions
     assert table["user_id"].to_list() == ["u1"]
