@@ -33,6 +33,7 @@ from typing import Literal, get_args, overload
 
 import polars as pl
 
+from sessionize import schema as S
 from sessionize.config import DEFAULT_ASSET_PATTERN as DEFAULT_ASSET_PATTERN
 from sessionize.config import DEFAULT_VISITOR_KEY as DEFAULT_VISITOR_KEY
 from sessionize.config import VISITOR_KEYS, check_pattern
@@ -51,7 +52,7 @@ ROW = "_row"
 #: ``reject_reason`` of a line that does not match the log format.
 MALFORMED_REASON = "malformed_log_line"
 #: The column that :func:`parse_access_log` fills with :func:`visitor_key_expr` (a user id alias).
-VISITOR = "visitor_id"
+VISITOR = S.VISITOR
 #: The truncated address a visitor id is built from with ``--anonymize-ip`` (dropped after).
 _KEY_IP = "_visitor_ip"
 
@@ -424,7 +425,10 @@ def parse_access_log(
         pl.col(LINE).alias("raw_line"),
         pl.lit(MALFORMED_REASON).alias("reject_reason"),
     )
-    parsed = result.filter(ok).with_columns(event)
+    # A client address of "-" (a proxy's X-Forwarded-For field on a direct request) is no address: such
+    # lines would otherwise all be one visitor "-" (per user agent). Without an address there is no
+    # visitor: the line is rejected for its empty user id, as log analyzers count it invalid.
+    parsed = result.filter(ok).with_columns(event, _none_if_dash(pl.col("ip")).alias("ip"))
     key_ip = "ip"
     if anonymize_ip and visitor_key is not None:
         key_ip = _KEY_IP

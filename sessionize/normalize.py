@@ -909,6 +909,11 @@ def check_events(
     bad_user = frame.filter(pl.col(S.USER).is_null())
     if bad_user.height:
         rows = ", ".join(where(row) for row in bad_user[ROW].head(MAX_REPORTED_ROWS).to_list())
+        if columns.user_id == S.VISITOR:
+            raise MissingUserIdError(
+                f"{source}: {bad_user.height} line(s) have no client address (first at {rows}), so no "
+                f"visitor: a proxy logs '-' for a request it did not forward. Pass {SKIP_HINT}."
+            )
         raise MissingUserIdError(
             f"{source}: {bad_user.height} row(s) have an empty user id in column {columns.user_id!r} "
             f"(first at {rows}). Every event needs a user id; if another column identifies visitors, "

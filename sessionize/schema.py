@@ -162,6 +162,8 @@ TIMESTAMP = pl.Datetime("us", "UTC")
 
 # Canonical names of the event columns after normalization.
 USER = "user_id"
+#: The user id an access log's lines get: the visitor (address and user agent; see sessionize.accesslog).
+VISITOR = "visitor_id"
 TIME = "timestamp"
 URL = "url"
 REFERRER = "referrer"

@@ -20,7 +20,7 @@ from sessionize import accesslog as A
 from sessionize import schema as S
 from sessionize.errors import UsageError
 from sessionize.normalize import prepare_events
-from tests.helpers import APACHE_LOG, run_cli
+from tests.helpers import APACHE_LOG, run_cli, words
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:25.0) Gecko/20100101 Firefox/25.0"
 T = "[17/May/2015:10:05:03 +0000]"
@@ -647,3 +647,24 @@ def test_an_hourly_run_after_logrotate_created_an_empty_log(tmp_path: Path) -> N
     assert third.exit_code == 0, third.stderr
     sessions = pl.read_parquet(out / "**" / "*.parquet")
     assert sessions.select("landing_page", "exit_page", "event_count").rows() == [("/a", "/b", 2)]
+
+
+@pytest.mark.parametrize("flags", [[], ["--visitor-key", "ip"], ["--anonymize-ip"], ["--buckets", "2"]])
+def test_a_line_without_a_client_address_has_no_visitor(tmp_path: Path, flags: list[str]) -> None:
+    """A proxy's X-Forwarded-For field is '-' on a direct request: every such line was the visitor
+    '-|<ua>', one visitor of unrelated clients. It has no visitor now: rejected, named, counted."""
+    log = tmp_path / "access.log"
+    log.write_text(
+        _log_line("-", 5, "/direct") + _log_line("10.0.0.1", 6, "/a") + _log_line("-", 7, "/other")
+    )
+    out, rejects = tmp_path / "o.csv", tmp_path / "rejects.csv"
+    failed = run_cli(log, "--no-geo", "-o", out, *flags)
+    assert failed.exit_code == 1
+    assert "2 line(s) have no client address (first at line 1, line 3)" in words(failed.stderr)
+    skipped = run_cli(log, "--no-geo", "-o", out, "--on-invalid", "skip", "--rejects", rejects, *flags)
+    assert skipped.exit_code == 0, skipped.stderr
+    assert pl.read_csv(out)["landing_page"].to_list() == ["/a"]
+    assert pl.read_csv(rejects).select("source_row", "reject_reason").rows() == [
+        (1, "empty_user_id"),
+        (3, "empty_user_id"),
+    ]
