@@ -287,8 +287,10 @@ MAC_LINES = "".join(
         # A stray "\r" inside the header, and a short row: the csv module's error was an "Unexpected error".
         (b"user_id,timestamp\r,url\na,2024-01-01T00:00:00Z,/x\na,2024-01-01T00:00:00Z\n", "header is broken"),
         ("user_id,timestamp,url\r\na,2024-01-01T00:00:00Z,/x\r\n".encode("utf-16"), "give --encoding utf-16"),
+        # Python's csv module on Windows without newline='': every last value kept a "\r".
+        (b"user_id,timestamp,url\r\r\na,2024-01-01T00:00:00Z,/x\r\r\n", "two before the line feed"),
     ],
-    ids=["cr-line-ends", "cr-in-header", "utf-16"],
+    ids=["cr-line-ends", "cr-in-header", "utf-16", "cr-cr-lf"],
 )
 def test_line_ends_and_encodings_the_reader_cannot_take_are_named(
     tmp_path: Path, data: bytes, expected: str, buckets: str | None

@@ -1263,8 +1263,8 @@ def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") ->
 def check_header(source: InputFile, columns: Sequence[str]) -> None:
     """Refuse a CSV or TSV header with a carriage return inside a column name: the file's lines end
     with "\r" alone (classic Mac OS, Excel's "CSV (Macintosh)"), so that the whole file reads as one
-    header line and not one row, or the header itself is broken. Read as it is, the file held no events
-    and the run ended well (review 44)."""
+    header line, or with "\r\r\n" (every last value would keep a "\r"), or the header itself is
+    broken. Read as it was, a classic Mac OS file held no events and the run ended well (review 44)."""
     if source.format not in ("csv", "tsv"):
         return
     broken = next((name for name in columns if "\r" in name), None)
@@ -1272,9 +1272,10 @@ def check_header(source: InputFile, columns: Sequence[str]) -> None:
         shown = broken if len(broken) <= 60 else broken[:60] + "..."
         raise UnreadableInputError(
             f"{source.shown}: line 1 (the header) holds a carriage return inside a column name ({shown!r}): "
-            "the file's lines end with a carriage return alone (classic Mac OS, Excel's CSV (Macintosh)), "
-            "or its header is broken. Convert the line ends (tr '\\r' '\\n' < FILE > NEW.csv) or mend the "
-            "header, and run again."
+            "the file's lines end with a carriage return alone (classic Mac OS, Excel's CSV (Macintosh)) or "
+            "with two before the line feed (Python's csv module on Windows, without newline=''), or its "
+            "header is broken. Convert the line ends (tr '\\r' '\\n' < FILE > NEW.csv: blank lines are "
+            "skipped) or mend the header, and run again."
         )
 
 
