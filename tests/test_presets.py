@@ -153,38 +153,6 @@ def test_snowplow_atomic_events(tmp_path: Path) -> None:
     assert run_cli(source, "--no-geo", "-o", tmp_path / "plain.csv").exit_code != 0
 
 
-@pytest.mark.parametrize("path", ["memory", "buckets", "frame"])
-def test_snowplow_event_without_domain_userid_keeps_its_session(tmp_path: Path, path: str) -> None:
-    """Snowplow keys a session by domain_sessionid alone (dbt-snowplow-web's "NULL domain_userid" test
-    case keeps it): such an event was rejected as empty_user_id, and the run failed by default. Its
-    session id stands in for the user id; an event without a session id is still left out."""
-    rows = pl.read_csv(FIXTURES / "snowplow_atomic_events.csv", infer_schema=False)
-    cookieless = rows.head(1).with_columns(
-        pl.lit(None, pl.String).alias("domain_userid"),
-        pl.lit("5e5e0009-0000-4000-8000-000000000009").alias("domain_sessionid"),
-        pl.lit("3f1c7a52-0009-4c3e-9b1a-000000000009").alias("event_id"),
-    )
-    neither = cookieless.with_columns(
-        pl.lit(None, pl.String).alias("domain_sessionid"), pl.lit("3f1c7a52-0010").alias("event_id")
-    )
-    source = tmp_path / "events.csv"
-    pl.concat([rows, cookieless, neither]).write_csv(source)
-    cookieless_id = "5e5e0009-0000-4000-8000-000000000009"
-    if path == "frame":
-        table = sessionize.sessionize(pl.read_csv(source, infer_schema=False), preset="snowplow", no_geo=True)
-        sessions = table.collect()
-    else:
-        result = sessionize.run(
-            [source], preset="snowplow", no_geo=True, buckets=2 if path == "buckets" else None
-        )
-        assert result.rejected == 0 and result.filtered_out == 1
-        sessions = result.sessions
-    assert sessions.height == 4
-    assert sessions.filter(pl.col("session_id") == cookieless_id).select(
-        "user_id", "event_count", "landing_page"
-    ).rows() == [(cookieless_id, 1, f"{SITE}/")]
-
-
 def test_segment_raw_export(tmp_path: Path) -> None:
     """Segment: anonymousId keys the sessions, messageId de-duplicates, context.page.* are the page."""
     assert sessions(tmp_path, FIXTURES / "segment.ndjson", "--preset", "segment") == [
