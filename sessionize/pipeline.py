@@ -33,7 +33,7 @@ from sessionize.engines.incremental import IncrementalOutcome
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
 from sessionize.io.params import unnest_params
-from sessionize.io.read import flatten_structs
+from sessionize.io.read import binary_as_text, flatten_structs
 from sessionize.normalize import (
     bad_heartbeat_times,
     bad_numbers,
@@ -195,7 +195,7 @@ def _prepared(
 def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tuple[pl.LazyFrame, S.ColumnMap]:
     """A frame of events as a file is read: nested objects flattened (``geo.country`` is ``geo_country``),
     key/value lists unnested, ``--filter`` applied, its columns found."""
-    frame = flatten_structs(events.lazy())
+    frame = binary_as_text(flatten_structs(events.lazy()))
     if read.unnest_params:
         frame = unnest_params(frame, read.unnest_params, source=_FRAME, wanted=read.wanted_columns())
     names = frame.collect_schema().names()

@@ -636,7 +636,7 @@ def test_an_empty_access_log_holds_no_events(tmp_path: Path, content: bytes, buc
 def test_an_hourly_run_after_logrotate_created_an_empty_log(tmp_path: Path) -> None:
     log, state, out = tmp_path / "access.log", tmp_path / "state", tmp_path / "sessions"
     log.write_text(_log_line("10.0.0.1", 5, "/a"))
-    flags = ["--no-geo", "--state", state, "--output-dir", out]
+    flags: list[str | Path] = ["--no-geo", "--state", state, "--output-dir", out]
     assert run_cli(log, *flags).exit_code == 0
     log.rename(tmp_path / "access.log.1")
     log.write_text("")

@@ -287,10 +287,12 @@ MAC_LINES = "".join(
         # A stray "\r" inside the header, and a short row: the csv module's error was an "Unexpected error".
         (b"user_id,timestamp\r,url\na,2024-01-01T00:00:00Z,/x\na,2024-01-01T00:00:00Z\n", "header is broken"),
         ("user_id,timestamp,url\r\na,2024-01-01T00:00:00Z,/x\r\n".encode("utf-16"), "give --encoding utf-16"),
+        # Big-endian UTF-16 read as UTF-8: every header name held NULs (a BadTimestampError, or 0 events).
+        ("user_id,timestamp,url\na,2024-01-01T00:00:00Z,/x\n".encode("utf-16-be"), "looks like UTF-16"),
         # Python's csv module on Windows without newline='': every last value kept a "\r".
         (b"user_id,timestamp,url\r\r\na,2024-01-01T00:00:00Z,/x\r\r\n", "two before the line feed"),
     ],
-    ids=["cr-line-ends", "cr-in-header", "utf-16", "cr-cr-lf"],
+    ids=["cr-line-ends", "cr-in-header", "utf-16", "utf-16-be", "cr-cr-lf"],
 )
 def test_line_ends_and_encodings_the_reader_cannot_take_are_named(
     tmp_path: Path, data: bytes, expected: str, buckets: str | None
@@ -344,7 +346,8 @@ def test_a_json_array_file_is_named_as_one(tmp_path: Path, pretty: bool) -> None
     source.write_text(json.dumps(events, indent=2 if pretty else None) + "\n")
     result = cli(source, "-o", tmp_path / "o.csv")
     assert result.exit_code == 1
-    assert "looks like one JSON array" in words(result.stderr) and "jq -c" in words(result.stderr)
+    message = words(result.stderr)
+    assert "looks like one JSON array" in message and "jq -c '.[]' FILE > NEW.ndjson" in message
 
 
 @pytest.mark.parametrize("buckets", [None, "2"])

@@ -1251,8 +1251,8 @@ def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") ->
         # A .json export of one array (jq -s, a REST API's dump), not JSON lines.
         raise MalformedRowsError(
             f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}): the file looks like "
-            "one JSON array, not one object per line. Convert it (jq -c '.[]' FILE > FILE.ndjson) and run "
-            "again."
+            "one JSON array, not one object per line. Convert it (jq -c '.[]' FILE > NEW.ndjson) and run "
+            "the new file."
         )
     raise MalformedRowsError(
         f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file, give its "
@@ -1267,6 +1267,12 @@ def check_header(source: InputFile, columns: Sequence[str]) -> None:
     broken. Read as it was, a classic Mac OS file held no events and the run ended well (review 44)."""
     if source.format not in ("csv", "tsv"):
         return
+    if any("\x00" in name for name in columns):
+        # UTF-16 read as UTF-8: a NUL beside every ASCII letter (big-endian, or without a byte order mark).
+        raise UnreadableInputError(
+            f"{source.shown}: its header holds NUL characters: the file looks like UTF-16 text. Give "
+            "--encoding utf-16 (or utf-16-be, utf-16-le) and run again."
+        )
     broken = next((name for name in columns if "\r" in name), None)
     if broken is not None:
         shown = broken if len(broken) <= 60 else broken[:60] + "..."
