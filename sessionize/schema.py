@@ -566,12 +566,13 @@ def resolve_columns(
         # Each alias in turn, the column named exactly as it before a look-alike: `user_id` is the user id
         # whether `User ID` or `userId` comes before it in the file (the first look-alike won, so column
         # order decided).
+        candidates = ((alias, by_norm.get(_norm(alias))) for alias in aliases)
         match = next(
             (
-                alias if alias in available and alias not in taken else by_norm[_norm(alias)]
-                for alias in aliases
-                if (alias in available and alias not in taken)
-                or (_norm(alias) in by_norm and by_norm[_norm(alias)] not in taken)
+                column
+                for alias, look_alike in candidates
+                for column in (alias if alias in available else None, look_alike)
+                if column is not None and column not in taken
             ),
             None,
         )

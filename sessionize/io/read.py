@@ -280,7 +280,7 @@ def parse_log_lines(
     )
 
 
-def _log_format(source: InputFile, first: list[str | None]) -> str:
+def _log_format(source: InputFile, first: list[str]) -> str:
     """``combined`` or ``common``: as given, or told by the first lines of a ``.log`` file (``first``:
     up to 20 lines that are not blank)."""
     if source.format != "log":
@@ -288,7 +288,7 @@ def _log_format(source: InputFile, first: list[str | None]) -> str:
     if not first:
         # Empty, or blank lines only (the fresh access.log logrotate creates): no events, in any format.
         return "combined"
-    detected = detect_log_format([line for line in first if line is not None])
+    detected = detect_log_format(first)
     if detected is None:
         raise UnknownFormatError(
             f"{source.path}: the first lines are neither Apache/nginx combined nor common log format. "
