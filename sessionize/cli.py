@@ -706,7 +706,8 @@ def run(
         typer.Option(
             "--require-session-id",
             help="Leave out (and count) the events without a client session id, as Snowplow processes "
-            "none without its domain_sessionid (the snowplow preset sets it).",
+            "none without its domain_sessionid (the snowplow preset sets it); an event with one and no "
+            "user id takes its session id as its user id.",
             rich_help_panel=INPUT,
         ),
     ] = False,

@@ -157,9 +157,14 @@ def claim_shared_session_ids(events: _Frame) -> _Frame:
     it ``max(domain_userid)``. Events without a client session id keep their user. The result holds
     the same events in the same order, so it is the same whether it is applied once to all events or
     to groups that each hold every event of their client session ids (and applying it again changes
-    nothing)."""
+    nothing).
+
+    A user id equal to its event's client session id is the stand-in of an event that had none
+    (:func:`sessionize.normalize.keyed_by_session`): it owns the session only when no other user id
+    sent it, as SQL's ``max`` skips Snowplow's null ``domain_userid``."""
     client, user = pl.col(S.CLIENT_SESSION), pl.col(S.USER)
-    owner = user.max().over(S.CLIENT_SESSION)
+    sent = pl.when(user != client).then(user)
+    owner = pl.coalesce(sent.max().over(S.CLIENT_SESSION), user.max().over(S.CLIENT_SESSION))
     return events.with_columns(pl.when(client.is_not_null()).then(owner).otherwise(user).alias(S.USER))
 
 

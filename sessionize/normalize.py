@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import polars as pl
 
@@ -797,6 +798,19 @@ def has_session_id(columns: S.ColumnMap, *, source: str) -> pl.Expr:
             "without one: name it with --session-col (session_col= in Python), or leave the option out."
         )
     return pl.col(S.CLIENT_SESSION).is_not_null()
+
+
+_Rows = TypeVar("_Rows", pl.DataFrame, pl.LazyFrame)
+
+
+def keyed_by_session(frame: _Rows, columns: S.ColumnMap, *, source: str) -> _Rows:
+    """``--require-session-id``: a prepared frame without the rows that have no client session id, and
+    the session id as the user id of a row that has none. Snowplow keys a session by its
+    ``domain_sessionid`` alone and keeps the sessions of a tracker whose user cookie is off (no
+    ``domain_userid``); such an event was rejected as ``empty_user_id``, a failed run by default."""
+    return frame.filter(has_session_id(columns, source=source)).with_columns(
+        pl.coalesce(pl.col(S.USER), pl.col(S.CLIENT_SESSION)).alias(S.USER)
+    )
 
 
 def is_invalid(

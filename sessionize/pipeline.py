@@ -38,8 +38,8 @@ from sessionize.normalize import (
     bad_heartbeat_times,
     bad_numbers,
     check_events,
-    has_session_id,
     keep_expr,
+    keyed_by_session,
     prepare_events,
 )
 from sessionize.partition import (
@@ -189,7 +189,7 @@ def _prepared(
     prepared = prepare_events(
         frame, columns=columns, source=_FRAME, keep_raw=keep_raw, **read.prepare_options()
     )
-    return prepared.filter(has_session_id(columns, source=_FRAME)) if read.require_session_id else prepared
+    return keyed_by_session(prepared, columns, source=_FRAME) if read.require_session_id else prepared
 
 
 def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tuple[pl.LazyFrame, S.ColumnMap]:

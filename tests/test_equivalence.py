@@ -322,6 +322,18 @@ OPTION_SETS: dict[str, OptionSet] = {
     # many users share one (every event of an address is one session, of the greatest user id) and
     # sessions cross files, buckets and partitions.
     "shared_session_ids": OptionSet({"shared_session_ids": "merge", "session_col": "ip"}),
+    # Snowplow's sessions of events without a user id: the page view id stands in for a session id and the
+    # event id for a user id, which some users' events and every tie lack (they take the session id as
+    # user id, and lose a session to any event id that sent it, which "e..." ids do though "pv-..." sorts
+    # higher); events without a page view id are left out.
+    "cookieless_sessions": OptionSet(
+        {
+            "require_session_id": True,
+            "shared_session_ids": "merge",
+            "session_col": "tab_page",
+            "user_col": "event_id",
+        }
+    ),
     # GA4's ignore_referrer: the first event of some first visits has no referrer (those sessions are direct).
     "ignore_referrer": OptionSet({"ignore_referrer_col": "flag"}),
     # GA4's reported engagement time: the cart value stands in for engagement_time_msec.
@@ -566,6 +578,9 @@ BY_DESIGN: dict[tuple[str, str], str] = {
     ("incremental-3runs", "shared_session_ids"): (
         "an incremental run keeps the owner a session id has in the state (Snowplow's manifest does too), "
         "where one run over all inputs takes the greatest user id of all (docs/incremental.md)"
+    ),
+    ("incremental-3runs", "cookieless_sessions"): (
+        "a session id the state keeps stays with its owner, also a stand-in user id (docs/presets.md)"
     ),
 }
 

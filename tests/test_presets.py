@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -151,6 +152,57 @@ def test_snowplow_atomic_events(tmp_path: Path) -> None:
     ]  # fmt: skip
     # Without the preset the login id column user_id is taken, and it is empty on anonymous events.
     assert run_cli(source, "--no-geo", "-o", tmp_path / "plain.csv").exit_code != 0
+
+
+@pytest.mark.parametrize("path", ["memory", "buckets", "memory-limit", "incremental", "frame"])
+def test_snowplow_event_without_domain_userid_keeps_its_session(tmp_path: Path, path: str) -> None:
+    """Snowplow keys a session by domain_sessionid alone (dbt-snowplow-web's "NULL domain_userid" test
+    case keeps it): such an event was rejected as empty_user_id, and the run failed by default. Its
+    session id stands in for the user id only when no event of the session has a domain_userid
+    (Snowplow's max(domain_userid) skips nulls): a session id that sorts above its user's id must not
+    take the session from them. An event without a session id is still left out."""
+    rows = pl.read_csv(FIXTURES / "snowplow_atomic_events.csv", infer_schema=False)
+    cookieless_id, mixed_id = "5e5e0009-0000-4000-8000-000000000009", "fe5e0010-0000-4000-8000-000000000010"
+    cookieless = rows.head(1).with_columns(
+        pl.lit(None, pl.String).alias("domain_userid"),
+        pl.lit(cookieless_id).alias("domain_sessionid"),
+        pl.lit("3f1c7a52-0009-4c3e-9b1a-000000000009").alias("event_id"),
+    )
+    neither = cookieless.with_columns(
+        pl.lit(None, pl.String).alias("domain_sessionid"), pl.lit("3f1c7a52-0010").alias("event_id")
+    )
+    # A session whose first event had the user cookie off and whose later ones have it.
+    mixed = pl.concat([rows.tail(1)] * 3).with_columns(
+        pl.Series("domain_userid", [None, "d9f8e7d6-0000-4000-8000-000000000002", None]),
+        pl.lit(mixed_id).alias("domain_sessionid"),
+        pl.Series("event_id", [f"3f1c7a52-001{n}-4c3e-9b1a-00000000001{n}" for n in (1, 2, 3)]),
+        pl.Series("derived_tstamp", [f"2024-05-01 12:0{n}:00.000" for n in (0, 1, 2)]),
+    )
+    source = tmp_path / "events.csv"
+    pl.concat([rows, cookieless, neither, mixed]).write_csv(source)
+    if path == "frame":
+        table = sessionize.sessionize(pl.read_csv(source, infer_schema=False), preset="snowplow", no_geo=True)
+        sessions = table.collect()
+    else:
+        engines: dict[str, dict[str, Any]] = {
+            "memory": {},
+            "buckets": {"buckets": 2},
+            "memory-limit": {"memory_limit": "1M"},
+            "incremental": {"state": tmp_path / "state", "output_dir": tmp_path / "out"},
+        }
+        result = sessionize.run([source], preset="snowplow", no_geo=True, **engines[path])
+        assert result.rejected == 0 and result.filtered_out == 1
+        sessions = result.sessions
+        if path == "incremental":
+            sessions = pl.concat(pl.read_parquet(f) for f in sorted((tmp_path / "out").rglob("*.parquet")))
+    assert sessions.height == 5
+    found = sessions.filter(pl.col("session_id").is_in([cookieless_id, mixed_id])).sort("session_id")
+    assert found.select("session_id", "user_id", "event_count").rows() == [
+        (cookieless_id, cookieless_id, 1),
+        (mixed_id, "d9f8e7d6-0000-4000-8000-000000000002", 3),
+    ]
+    # The user of the mixed session has both of its sessions.
+    assert sessions.filter(pl.col("user_id") == "d9f8e7d6-0000-4000-8000-000000000002").height == 2
 
 
 def test_segment_raw_export(tmp_path: Path) -> None:

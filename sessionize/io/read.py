@@ -53,10 +53,10 @@ from sessionize.normalize import (
     ROW,
     SKIP_HINT,
     check_events,
-    has_session_id,
     invalid_reason,
     is_invalid,
     keep_expr,
+    keyed_by_session,
     mixed_epoch_units,
     prepare_events,
     raw_columns,
@@ -1117,7 +1117,7 @@ def read_file(
     if options.require_session_id:
         # Snowplow leaves out the events without a session id (--require-session-id): counted as filtered.
         before = frame.height
-        frame = frame.filter(has_session_id(columns, source=name))
+        frame = keyed_by_session(frame, columns, source=name)
         filtered += before - frame.height
     if options.time_unit is None and frame.height:
         mixed = mixed_epoch_units(frame.get_column(RAW_TIME))
