@@ -573,16 +573,12 @@ def summarize_sessions(
     :func:`sessionize.schema.aggregate_inputs` names (see :func:`aggregate_expr`).
     """
     engaged = engaged or S.EngagedTime()
-    beats = [name.lower() for name in engaged.heartbeat_events]
-    heartbeat = pl.col(S.EVENT).str.to_lowercase().is_in(beats).fill_null(False) if beats else None
-    conversions = [name.lower() for name in conversion_events]
-    converted = pl.col(S.EVENT).str.to_lowercase().is_in(conversions) if conversions else None
+    beats = engaged.heartbeat_events
+    heartbeat = S.event_named(pl.col(S.EVENT), beats).fill_null(False) if beats else None
+    converted = S.event_named(pl.col(S.EVENT), conversion_events) if conversion_events else None
     # count(event=VALUE) is an event count under its own name.
     pairs = [*event_counts, *((a.name, a.event) for a in aggregates if a.event is not None)]
-    counted = {
-        column: (pl.col(S.EVENT).str.to_lowercase() == event.lower()).fill_null(False)
-        for column, event in pairs
-    }
+    counted = {column: S.event_named(pl.col(S.EVENT), [event]).fill_null(False) for column, event in pairs}
     others = tuple(a for a in aggregates if a.event is None)
     if SESSION_ORDER in sessions.collect_schema().names():
         table = _summarize_in_order(sessions, converted, counted, heartbeat, engaged, others)
@@ -1326,7 +1322,7 @@ def summarize_pageviews(
     key = [S.USER, S.SESSION_ID]
     names = events.collect_schema().names()
     reported = S.ENGAGEMENT_MS in names
-    beats = [name.lower() for name in engaged.heartbeat_events]
+    beats = engaged.heartbeat_events
     ts = pl.col(S.TIME)
     micros = ts.dt.epoch("us")
     # Each session's events are together: sessions and their page views are numbered by runs, with
@@ -1336,7 +1332,7 @@ def summarize_pageviews(
         pl.col(S.SESSION_ID).shift()
     )
     is_view = pl.col(S.IS_PAGEVIEW).fill_null(False)
-    heartbeat = pl.col(S.EVENT).str.to_lowercase().is_in(beats).fill_null(False) if beats else pl.lit(False)
+    heartbeat = S.event_named(pl.col(S.EVENT), beats).fill_null(False) if beats else pl.lit(False)
     # Heartbeats with a page view id count for its page view, the others for the page view before them;
     # their windows are on their heartbeat time where they have one (see _summarize_labelled).
     beat_columns = _beat_columns(names) if beats else []

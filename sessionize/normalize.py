@@ -604,20 +604,18 @@ def prepare_events(
         parsed = timestamp_expr(
             columns.timestamp, dtype, time_unit=time_unit, timezone=timezone, ambiguous=ambiguous
         )
-    pageviews = [name.lower() for name in pageview_events]
     event = pl.coalesce(
         _as_text(columns.event, schema), *(_as_text(name, schema) for name in columns.event_fallbacks)
     )
     url = _as_text(columns.url, schema)
     is_pageview = (
-        event.str.to_lowercase().is_in(pageviews).fill_null(False)
+        S.event_named(event, pageview_events).fill_null(False)
         if columns.event is not None
         else url.is_not_null()
     )
-    activity = [name.lower() for name in page_activity_events]
-    if activity and columns.event is not None:
+    if page_activity_events and columns.event is not None:
         is_pageview = (
-            pl.when(~is_pageview & event.str.to_lowercase().is_in(activity).fill_null(False))
+            pl.when(~is_pageview & S.event_named(event, page_activity_events).fill_null(False))
             .then(None)
             .otherwise(is_pageview)
         )
