@@ -1,4 +1,4 @@
-"""Apache and nginx access logs (``combined`` and ``common`` formats) to event rows.
+"""Apache and nginx access logs (``combined``, ``common`` and ``vhost_combined`` formats) to event rows.
 
 Parsing is one regular expression per line, run by Polars over the whole column (no Python loop
 per line). A line that does not match the format, or whose ``[17/May/2015:10:05:03 +0000]``
@@ -42,7 +42,7 @@ from sessionize.distinct import map_distinct
 from sessionize.errors import UsageError
 from sessionize.privacy import anonymize_ips
 
-LogFormat = Literal["combined", "common"]
+LogFormat = Literal["combined", "common", "vhost_combined"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
 
@@ -77,16 +77,22 @@ _QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
 # about four times slower. The request line is captured whole and split afterwards (_split_request):
 # an alternative for bad request lines here would nearly triple the time. A byte-order mark that an editor
 # left at the start of the file is skipped, or it would end up in the first line's ip.
+# The client field is an address, or what a proxy's X-Forwarded-For header gave (nginx's
+# $http_x_forwarded_for): addresses separated by ", ", the client's first.
 _HEAD = (
-    r"^\x{FEFF}?(?P<ip>\S+) (?P<ident>\S+) (?P<auth_user>\S+) \[(?P<time>[^\]]*)\] "
+    r"(?P<ip>\S+(?:, \S+)*) (?P<ident>\S+) (?P<auth_user>\S+) \[(?P<time>[^\]]*)\] "
     rf'"(?P<request>{_QUOTED})" (?P<status>[0-9]{{3}}) (?P<bytes>[0-9]+|-)'
 )
+_START = r"^\x{FEFF}?"
 # The line ends after the last field, or a space and more fields, which are ignored: some
 # configurations append request time, upstream address or X-Forwarded-For.
 _END = r"(?:\s|$)"
+_COMBINED = rf'{_HEAD} "(?P<referrer>{_QUOTED})" "(?P<user_agent>{_QUOTED})"{_END}'
 _PATTERNS: dict[LogFormat, str] = {
-    "combined": rf'{_HEAD} "(?P<referrer>{_QUOTED})" "(?P<user_agent>{_QUOTED})"{_END}',
-    "common": _HEAD + _END,
+    "combined": _START + _COMBINED,
+    "common": _START + _HEAD + _END,
+    # Apache's vhost_combined (Debian's other_vhosts_access.log): the virtual host and port first.
+    "vhost_combined": rf"{_START}(?P<vhost>\S+) {_COMBINED}",
 }
 # Optional fractional seconds, for servers configured to log them (Apache's %{msec_frac}t).
 _TIME_FORMAT = "%d/%b/%Y:%H:%M:%S%.f %z"
@@ -109,6 +115,7 @@ PARSED_SCHEMA: dict[str, pl.DataType] = {
     "referrer": pl.String(),
     "user_agent": pl.String(),
     "event": pl.String(),
+    "vhost": pl.String(),
 }
 MALFORMED_SCHEMA: dict[str, pl.DataType] = {
     "source_row": pl.Int64(),
@@ -118,7 +125,7 @@ MALFORMED_SCHEMA: dict[str, pl.DataType] = {
 
 
 def check_log_format(log_format: str) -> LogFormat:
-    """Validate a log format name (``combined`` or ``common``)."""
+    """Validate a log format name (``combined``, ``common`` or ``vhost_combined``)."""
     for known in LOG_FORMATS:
         if log_format == known:
             return known
@@ -129,13 +136,15 @@ def detect_log_format(first_lines: list[str]) -> LogFormat | None:
     """The format that most of ``first_lines`` (blank lines aside) match, or ``None``.
 
     ``combined`` is tried first, since a combined line is also a valid common line with extra
-    fields. A majority rather than every line is asked for, so that a stray bad line near the top
-    does not hide the format.
+    fields; a ``vhost_combined`` line (the virtual host first) matches neither. A majority rather
+    than every line is asked for, so that a stray bad line near the top does not hide the format.
 
     >>> detect_log_format(['::1 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"'])
     'combined'
     >>> detect_log_format(['::1 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5'])
     'common'
+    >>> detect_log_format(['a.example:443 ::1 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5 "" ""'])
+    'vhost_combined'
     >>> detect_log_format(["user_id,timestamp"]) is None
     True
     """
@@ -355,8 +364,10 @@ def parse_access_log(
         gives. Blank lines are skipped: they are not requests.
     log_format
         ``combined`` (``%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"``, the default of
-        nginx and of most Apache set-ups) or ``common`` (the same without referrer and user agent).
-        Fields after these are ignored.
+        nginx and of most Apache set-ups), ``common`` (the same without referrer and user agent) or
+        ``vhost_combined`` (``%v:%p`` and a space before the combined fields: Apache's format for
+        several sites in one log). Fields after these are ignored. The client field may be a proxy's
+        ``X-Forwarded-For`` list (``203.0.113.9, 10.0.0.2``): the first address is the client's.
     asset_pattern, feed_query_pattern
         Which requests are static files rather than page views (see :func:`is_asset_expr`).
     visitor_key
@@ -371,7 +382,8 @@ def parse_access_log(
     parsed
         A frame of the same kind as ``lines`` with the columns of :data:`PARSED_SCHEMA` (``ip``,
         ``ident``, ``auth_user``, ``timestamp`` as UTC instants, ``method``, ``url``, ``protocol``,
-        ``status``, ``bytes``, ``referrer``, ``user_agent``, ``event``), then ``visitor_id`` and
+        ``status``, ``bytes``, ``referrer``, ``user_agent``, ``event``, ``vhost``: the virtual host as
+        logged, ``host:port``, null in the other formats), then ``visitor_id`` and
         ``_row``. ``-`` in ident, auth_user, referrer and user_agent is null; a ``-`` byte count is 0
         (Apache's ``%b`` writes ``-`` for an empty body); ``\\"`` and ``\\\\`` in quoted fields are
         unescaped. A request line that is not ``METHOD target [PROTOCOL]`` (nginx's ``-``, garbage)
@@ -393,18 +405,20 @@ def parse_access_log(
     if ROW not in frame.collect_schema().names():
         frame = frame.with_row_index(ROW)
     field = pl.col(_FIELDS).struct.field
-    if known == "combined":
+    if known == "common":
+        referrer = user_agent = pl.lit(None, dtype=pl.String)
+    else:
         referrer = _none_if_dash(_unescape(field("referrer")))
         user_agent = _none_if_dash(_unescape(field("user_agent")))
-    else:
-        referrer = user_agent = pl.lit(None, dtype=pl.String)
+    vhost = field("vhost") if known == "vhost_combined" else pl.lit(None, dtype=pl.String)
     result = (
         frame.filter(pl.col(LINE).str.contains(r"\S"))
         .select(pl.col(ROW), pl.col(LINE), _fields(pl.col(LINE), known).alias(_FIELDS))
         .select(
             pl.col(ROW),
             pl.col(LINE),
-            field("ip").alias("ip"),
+            # The first of a proxy's addresses is the client's.
+            field("ip").str.replace(",.*", "").alias("ip"),
             _none_if_dash(field("ident")).alias("ident"),
             _none_if_dash(field("auth_user")).alias("auth_user"),
             field("time").str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False).alias("timestamp"),
@@ -414,6 +428,7 @@ def parse_access_log(
             pl.when(field("bytes") == "-").then(0).otherwise(field("bytes").cast(pl.Int64)).alias("bytes"),
             referrer.alias("referrer"),
             user_agent.alias("user_agent"),
+            vhost.alias("vhost"),
         )
         .pipe(_split_request)
         .collect()

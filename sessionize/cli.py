@@ -78,7 +78,7 @@ RUN_EXAMPLES = f"""Examples
   The sample data, previewed (-o sessions.parquet keeps the whole table):
     sessionize run sample_data/events.csv
 
-  A web server's access log (combined or common), visitors by IP and agent:
+  A web server's access log (combined, common or vhost_combined), visitors by IP and agent:
     sessionize run /var/log/nginx/access.log -o sessions.parquet
 
   A pipe: CSV events on stdin, Parquet sessions on stdout:
@@ -534,7 +534,7 @@ def run(
         typer.Option(
             "--input-format",
             help=f"Input format for every input: {', '.join(INPUT_FORMATS)} (default: from each "
-            "extension; .log: combined or common, by its lines).",
+            "extension; .log: combined, common or vhost_combined, by its lines).",
             rich_help_panel=INPUT,
             **_choice(INPUT_FORMATS, metavar="FORMAT"),
         ),

@@ -82,6 +82,7 @@ def test_combined_line_gives_every_field() -> None:
         "referrer": "https://www.google.com/search?q=a",
         "user_agent": UA,
         "event": "page_view",
+        "vhost": None,
         "visitor_id": "83.149.9.216|" + hashlib.sha256(UA.encode()).hexdigest()[:8],
         "_row": 0,
     }
@@ -668,3 +669,61 @@ def test_a_line_without_a_client_address_has_no_visitor(tmp_path: Path, flags: l
         (1, "empty_user_id"),
         (3, "empty_user_id"),
     ]
+
+
+@pytest.mark.parametrize(
+    "flags", [[], ["--buckets", "2"], ["--input-format", "vhost_combined"], ["--state", "STATE"]]
+)
+def test_apache_vhost_combined_logs(tmp_path: Path, flags: list[str]) -> None:
+    """Apache's vhost_combined (``%v:%p`` before the combined fields; Debian's other_vhosts_access.log)
+    was "neither combined nor common". Its lines are read on every path, the virtual host kept as a
+    column that --filter selects one site by."""
+    log = tmp_path / "other_vhosts_access.log"
+    log.write_text(
+        "shop.example:443 "
+        + _log_line("10.0.0.1", 5, "/a")
+        + "blog.example:80 "
+        + _log_line("10.0.0.1", 6, "/post")
+        + "shop.example:443 "
+        + _log_line("10.0.0.1", 7, "/b")
+    )
+    flags = [str(tmp_path / "state") if flag == "STATE" else flag for flag in flags]
+    out = tmp_path / "out"
+    target = ["--output-dir", str(out)] if "--state" in flags else ["-o", str(tmp_path / "o.parquet")]
+    result = run_cli(log, "--no-geo", "--filter", "vhost=shop.example:443", *target, *flags)
+    assert result.exit_code == 0, result.stderr
+    sessions = pl.read_parquet(out / "**" / "*.parquet" if "--state" in flags else tmp_path / "o.parquet")
+    assert sessions.select("landing_page", "exit_page", "event_count").rows() == [("/a", "/b", 2)]
+    parsed, malformed = A.parse_access_log(
+        frame_of(log.read_text().splitlines()), log_format="vhost_combined"
+    )
+    assert malformed.height == 0
+    assert parsed.get_column("vhost").to_list() == ["shop.example:443", "blog.example:80", "shop.example:443"]
+    assert parsed.get_column("ip").to_list() == ["10.0.0.1"] * 3
+
+
+def test_vhost_is_null_in_the_other_formats() -> None:
+    assert one(line())["vhost"] is None
+    assert A.detect_log_format(["a.example:443 " + line(), "a.example:443 " + line()]) == "vhost_combined"
+    # A vhost line is neither of the others: each format's lines are malformed in the others.
+    assert parse(["a.example:443 " + line()])[1].height == 1
+    assert parse([line()], log_format="vhost_combined")[1].height == 1
+
+
+@pytest.mark.parametrize("log_format", ["combined", "common", "vhost_combined"])
+def test_a_proxy_address_list_gives_its_first_address(log_format: str) -> None:
+    """nginx's $http_x_forwarded_for as the client field: "client, proxy, ..." was a malformed line;
+    the first address is the client's (the visitor), the proxies' are left out."""
+    head = "a.example:443 " if log_format == "vhost_combined" else ""
+    text = head + line(ip="203.0.113.99, 10.0.0.2, 10.0.0.3")
+    if log_format == "common":
+        text = text.rsplit(' "-" ', 1)[0]
+    row = one(text, log_format=log_format)
+    assert (row["ip"], row["url"], row["status"]) == ("203.0.113.99", "/", 200)
+    assert (
+        one(
+            head + line(ip="2001:db8::1, ::1"),
+            log_format=log_format if log_format != "common" else "combined",
+        )["ip"]
+        == "2001:db8::1"
+    )

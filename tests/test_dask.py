@@ -319,6 +319,20 @@ def test_invalid_rows_of_a_parquet_slice(bad_inputs: list[Path], scheduler: str)
     assert str(expected.value).startswith(f"{late}: ")
 
 
+def test_a_vhost_combined_log_with_proxy_address_lists(tmp_path: Path, scheduler: str) -> None:
+    """Apache's vhost_combined, some client fields a proxy's X-Forwarded-For list: the same sessions."""
+    lines = (DATA / "apache_logs" / "apache_access.log").read_text(encoding="utf-8", errors="replace")
+    vhost = [
+        f"site{n % 2}.example:443 " + (text.replace(" - - [", ", 10.0.0.2 - - [", 1) if n % 3 == 0 else text)
+        for n, text in enumerate(lines.splitlines()[:400])
+    ]
+    log = tmp_path / "other_vhosts_access.log"
+    log.write_text("\n".join(vhost) + "\n")
+    local = run_local([log], no_geo=True)
+    assert local.rejected == 0 and local.session_count > 10
+    assert_same_run(local, run_dask([log], scheduler=scheduler))
+
+
 def test_malformed_rows_fail_as_in_a_local_run(tmp_path: Path, scheduler: str) -> None:
     bad = tmp_path / "broken.csv"
     bad.write_text("user_id,timestamp\nu1,2024-05-01T10:00:00Z\nu2,2024-05-01T10:00:00Z,extra\n")

@@ -77,6 +77,19 @@ def test_the_real_apache_log(tmp_path: Path, spark_session: Any) -> None:
     assert result.rows_read == 10_000 and result.rejected == 1 and result.bot_sessions > 0
 
 
+def test_a_vhost_combined_log_with_proxy_address_lists(tmp_path: Path, spark_session: Any) -> None:
+    """Apache's vhost_combined, some client fields a proxy's X-Forwarded-For list: the same sessions,
+    one site selected by its vhost column."""
+    lines = APACHE_LOG.read_text(encoding="utf-8", errors="replace").splitlines()[:400]
+    lines = [
+        f"site{n % 2}.example:443 " + (text.replace(" - - [", ", 10.0.0.2 - - [", 1) if n % 3 == 0 else text)
+        for n, text in enumerate(lines)
+    ]
+    log = write_text(tmp_path / "other_vhosts_access.log", "\n".join(lines) + "\n")
+    result = same_as_local([log], tmp_path, spark_session, no_geo=True, filter=["vhost=site1.example:443"])
+    assert result.filtered_out == 200 and result.rejected == 0 and result.session_count > 10
+
+
 def test_malformed_and_invalid_rows_rejected_alike(tmp_path: Path, spark_session: Any) -> None:
     lines = APACHE_LOG.read_text(encoding="utf-8", errors="replace").splitlines()[:300]
     lines[7] = "this is not a log line"

@@ -50,6 +50,7 @@ from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_s
 from sessionize.core import beyond_session_cap, claim_shared_session_ids
 from sessionize.engines.base import Outcome, Progress, RunProgress
 from sessionize.errors import OutputError, SessionizeWarning, StateError, StateLockedError, UsageError
+from sessionize.io.formats import ACCESS_LOG_FORMATS
 from sessionize.normalize import ROW
 from sessionize.partition import (
     STORED_GEO_COLUMNS,
@@ -239,7 +240,7 @@ def _write_text_atomically(path: Path, text: str) -> None:
 #: content is not what was processed was edited, one with another head is a new file (rotated).
 _HEAD_BYTES = 4096
 #: Text formats whose new lines can be read on their own (a CSV's header is put back in front).
-_GROWABLE = ("csv", "tsv", "ndjson", "combined", "common", "log")
+_GROWABLE = ("csv", "tsv", "ndjson", *ACCESS_LOG_FORMATS)
 
 
 def _head_of(start: bytes) -> bytes:

@@ -65,7 +65,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.io.formats import InputFormat
+from sessionize.io.formats import ACCESS_LOG_FORMATS, InputFormat
 from sessionize.io.snowplow import FIELDS as SNOWPLOW_FIELDS
 from sessionize.io.snowplow import is_enriched_tsv, parse_enriched
 from sessionize.normalize import ROW
@@ -461,7 +461,7 @@ def _read_rows(batches: list[Any], read_task: _ReadTask, source: SparkInput, sch
 
 
 #: Text formats of one event per line, which Spark's text reader can split (uncompressed only).
-_LINE_FORMATS = ("combined", "common", "log", "snowplow", "tsv")
+_LINE_FORMATS = (*ACCESS_LOG_FORMATS, "snowplow", "tsv")
 #: The split a line was read in (its first byte), and the line as bytes (decoded as a local run does).
 _BLOCK = "_sessionize_block"
 _LINE = "_sessionize_line"

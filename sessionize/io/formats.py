@@ -12,11 +12,24 @@ from sessionize.errors import (
     UsageError,
 )
 
-InputFormat = Literal["csv", "tsv", "parquet", "ndjson", "combined", "common", "log", "snowplow"]
+InputFormat = Literal[
+    "csv", "tsv", "parquet", "ndjson", "combined", "common", "vhost_combined", "log", "snowplow"
+]
 OutputFormat = Literal["parquet", "csv", "ndjson"]
-#: What --input-format accepts; ``log`` (a ``.log`` file) means "combined or common, by its lines".
+#: What --input-format accepts; ``log`` (a ``.log`` file) means "an access log format, by its lines".
 #: ``snowplow``: Snowplow's enriched events, headerless TSV (io/snowplow.py; detected in a ``.tsv``).
-INPUT_FORMATS: tuple[InputFormat, ...] = ("csv", "tsv", "parquet", "ndjson", "combined", "common", "snowplow")
+INPUT_FORMATS: tuple[InputFormat, ...] = (
+    "csv",
+    "tsv",
+    "parquet",
+    "ndjson",
+    "combined",
+    "common",
+    "vhost_combined",
+    "snowplow",
+)
+#: The access log formats, and ``log`` (one of them, told by the lines).
+ACCESS_LOG_FORMATS: tuple[InputFormat, ...] = ("combined", "common", "vhost_combined", "log")
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("parquet", "csv", "ndjson")
 
 STDIN = "-"

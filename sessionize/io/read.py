@@ -41,7 +41,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.io.formats import REJECTS_COLUMNS, split_gz
+from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
 from sessionize.io.inputs import InputFile, resolve_inputs
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
@@ -250,7 +250,8 @@ def _spanning_record(
 
 
 def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
-    """Parse an Apache/nginx access log (``.log`` files: combined or common, told by their lines)."""
+    """Parse an Apache/nginx access log (``.log`` files: combined, common or vhost_combined, told by their
+    lines)."""
     data: str | bytes = sys.stdin.buffer.read() if source.is_stdin else source.path
     try:
         # read_lines keeps blank lines (so line numbers hold) and gunzips .log.gz by its magic bytes.
@@ -291,8 +292,9 @@ def _log_format(source: InputFile, first: list[str]) -> str:
     detected = detect_log_format(first)
     if detected is None:
         raise UnknownFormatError(
-            f"{source.path}: the first lines are neither Apache/nginx combined nor common log format. "
-            "Give the format with --input-format combined|common (or csv, ndjson, ...)."
+            f"{source.path}: the first lines are not in Apache/nginx combined, common or vhost_combined log "
+            "format. Give the format with --input-format combined|common|vhost_combined (or csv, ndjson, "
+            "...)."
         )
     return detected
 
@@ -588,7 +590,7 @@ def _scan(
             return pl.LazyFrame(), None
         rows, malformed, _ = parse_csv(data, separator=separator, encoding=encoding)
         return rows.lazy(), malformed
-    if source.format in ("combined", "common", "log"):
+    if source.format in ACCESS_LOG_FORMATS:
         return _scan_log(source, options)
     if source.format == "snowplow":
         data = sys.stdin.buffer.read() if source.is_stdin else source.path
@@ -887,7 +889,7 @@ def flatten_structs(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _format_name(source: InputFile) -> str:
-    if source.format in ("combined", "common", "log"):
+    if source.format in ACCESS_LOG_FORMATS:
         return "a web-server access log line"
     if source.format == "snowplow":
         return "a Snowplow enriched event (131 tab-separated fields)"
@@ -1005,7 +1007,7 @@ def _where(source: InputFile, row: int) -> str:
     # row is the 0-based data row; a CSV has its header on line 1.
     if source.format in ("csv", "tsv"):
         return f"line {row + 2 + source.first_line}"
-    if source.format in ("combined", "common", "log", "snowplow"):
+    if source.format in (*ACCESS_LOG_FORMATS, "snowplow"):
         return f"line {row + 1 + source.first_line}"
     return f"row {row + 1 + source.first_line}"
 
@@ -1365,7 +1367,7 @@ def iter_reads(
         reads: Iterator[FileRead] | None = None
         if line_windows is not None:
             reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in line_windows)
-    elif source.format in ("combined", "common", "log"):
+    elif source.format in ACCESS_LOG_FORMATS:
         log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows), source)
         reads = None
         if log_windows is not None:
