@@ -51,6 +51,10 @@ _AUTO_UNIT_LIMITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))  # below 1e17: us,
 _ISO_AWARE = "%Y-%m-%dT%H:%M:%S%.f%z"
 _ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
 _DATE_ONLY = "%Y-%m-%d"
+# Other shapes with an offset, after timestamp_text (which drops the space before it and writes
+# UTC/GMT as +00:00): RFC 2822 with and without its weekday (email, RSS, HTTP dates) and an access
+# log's own [10/Oct/2000:13:55:36 -0700], as exports copy it into a column.
+_OTHER_AWARE = ("%a, %d %b %Y %H:%M:%S%z", "%d %b %Y %H:%M:%S%z", "%d/%b/%Y:%H:%M:%S%z")
 # The commonest shapes, tried first as they are: ISO 8601 in UTC with `Z` (what trackers and
 # `date -u +%FT%T.%6NZ` write) and SQL's naive `YYYY-MM-DD HH:MM:SS[.f]`. Only the values that fail
 # both go through the rewrite and the general parsers, which take 2-3x as long.
@@ -238,8 +242,9 @@ def timestamp_text(text: pl.Expr) -> pl.Expr:
     return (
         text.cast(pl.String)
         .str.strip_chars()
-        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
-        .str.replace(r"(?i)(\s*utc|z)$", "+00:00")
+        # RFC 3339 allows a lower-case t and z.
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ Tt]", "${1}T")
+        .str.replace(r"(?i)(\s*(?:utc|gmt)|z)$", "+00:00")
         .str.replace(r"\s+([+-]\d{2}(?::?\d{2})?)$", "${1}")
         # An offset of hours only, as PostgreSQL prints it: +02 -> +02:00.
         .str.replace(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", "${1}:00")
@@ -267,8 +272,33 @@ def parse_timestamp_text(
         text.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False),
         text.str.to_datetime(_DATE_ONLY, time_unit="us", strict=False),
     )
-    return pl.coalesce(
+    parsed = pl.coalesce(
         _micros_to_utc(numeric), aware.dt.convert_time_zone("UTC"), _localize(naive, timezone, ambiguous)
+    )
+    # The rarer forms, tried only on the values none of those parsed (the others masked to null, which
+    # string kernels skip), so that they cost a file in the usual forms nothing.
+    left = timestamp_text(_rarer_forms(pl.when(parsed.is_null()).then(text)))
+    rarer = [
+        left.str.to_datetime(_ISO_AWARE, time_unit="us", strict=False),
+        *(left.str.to_datetime(form, time_unit="us", strict=False) for form in _OTHER_AWARE),
+    ]
+    naive_left = left.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False)
+    return pl.coalesce(
+        parsed,
+        *(other.dt.convert_time_zone("UTC") for other in rarer),
+        _localize(naive_left, timezone, ambiguous),
+    )
+
+
+def _rarer_forms(text: pl.Expr) -> pl.Expr:
+    """ISO 8601's basic format (``20240501T103000Z``), a date with slashes (``2024/05/01``), a decimal
+    comma (``10:00:00,5``) and a zone name after the offset (Java's ``ZonedDateTime``, RFC 9557: the
+    offset says the instant) rewritten for :func:`timestamp_text`."""
+    return (
+        text.str.replace(r"^(\d{4})(\d{2})(\d{2})[Tt](\d{2})(\d{2})(\d{2})", "${1}-${2}-${3}T${4}:${5}:${6}")
+        .str.replace(r"^(\d{4})/(\d{2})/(\d{2})", "${1}-${2}-${3}")
+        .str.replace(r"^(\d{4}-\d{2}-\d{2}[ Tt]\d{2}:\d{2}:\d{2}),(\d)", "${1}.${2}")
+        .str.replace(r"([+-]\d{2}(?::?\d{2})?|[Zz])\[[^\]]*\]$", "${1}")
     )
 
 

@@ -320,6 +320,21 @@ US = timedelta(microseconds=1)
         # An explicit unit overrides the guess from the magnitude.
         (str(EPOCH_T0 * 1000), {"time_unit": "us"}, datetime(1970, 1, 1, tzinfo=UTC) + EPOCH_T0 * MS),
         (str(EPOCH_T0 * 1_000_000_000), {"time_unit": "ns"}, T0),
+        # Rejected as bad_timestamp before (review 44): RFC 3339's lower case, ISO 8601's decimal comma and
+        # basic format, slashes, GMT, a zone name after the offset, RFC 2822 and an access log's time.
+        ("2024-05-01t10:00:00z", {}, T0),
+        ('"2024-05-01T10:00:00,5Z"', {}, T0 + 500 * MS),
+        ("20240501T100000Z", {}, T0),
+        ("20240501T120000.25+0200", {}, T0 + 250 * MS),
+        ("2024/05/01 10:00", {}, T0),
+        ("2024/05/01 12:00:00", {"timezone": "Europe/Berlin"}, T0),
+        ("2024-05-01 10:00:00 GMT", {}, T0),
+        ("2024-05-01T12:00:00+02:00[Europe/Paris]", {}, T0),
+        ("2024-05-01T10:00:00Z[UTC]", {}, T0),
+        ('"Wed, 01 May 2024 10:00:00 +0000"', {}, T0),
+        ('"Wed, 01 May 2024 10:00:00 GMT"', {}, T0),
+        ("01 May 2024 12:00:00 +0200", {}, T0),
+        ("01/May/2024:12:00:00 +0200", {}, T0),
     ],
 )
 def test_csv_timestamp_forms(tmp_path: Path, raw: str, options: dict[str, str], expected: datetime) -> None:
@@ -327,6 +342,22 @@ def test_csv_timestamp_forms(tmp_path: Path, raw: str, options: dict[str, str], 
     frame = read_one(path, **options)
     assert frame.schema["timestamp"] == pl.Datetime("us", "UTC")
     assert timestamps(frame) == [expected]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '"Thu, 01 May 2024 10:00:00 +0000"',  # the weekday does not match the date
+        "01/May/2024:10:00:00",  # an access log's time without its offset
+        "2024-05-01T10:00:00[Europe/Paris]",  # a zone name without an offset
+        '"2024-05-01T10:00:00,Z"',
+        "2024/5/1 10:00",
+    ],
+)
+def test_timestamp_forms_that_stay_invalid(tmp_path: Path, raw: str) -> None:
+    path = write_text(tmp_path / "t.csv", f"user_id,timestamp\nu,{raw}\nu,2024-05-01T10:00:00Z\n")
+    result = sessionize.run([path], no_geo=True, on_invalid="skip")
+    assert (result.rejected, result.events_read) == (1, 1)
 
 
 def test_iso_offset_with_hours_only_as_postgres_writes_it(tmp_path: Path) -> None:
