@@ -619,6 +619,26 @@ def test_logrotate_names_are_access_logs_alone_and_in_a_directory(tmp_path: Path
     assert sorted(pages) == ["/before", "/dateext", "/today", "/yesterday"]
 
 
+def test_error_logs_in_a_log_directory_are_skipped(tmp_path: Path) -> None:
+    """/var/log/nginx holds error.log and its rotations beside the access logs: a directory run failed
+    on error.log.1 ("not an access log format"). They are skipped with a warning; named, one is read."""
+    logs = tmp_path / "nginx"
+    logs.mkdir()
+    (logs / "access.log").write_text(_log_line("10.0.0.1", 40, "/today"))
+    (logs / "access.log.1").write_text(_log_line("10.0.0.2", 30, "/yesterday"))
+    error = "2015/05/17 10:05:03 [error] 1234#0: *1 open() failed (2: No such file or directory)\n"
+    (logs / "error.log").write_text(error)
+    (logs / "error.log.1").write_text(error)
+    (logs / "ssl_error.log-20150516").write_text(error)
+    every = run_cli(logs, "--no-geo", "-o", tmp_path / "all.csv")
+    assert every.exit_code == 0, every.stderr
+    assert "3 error log(s) skipped" in words(every.stderr)
+    assert sorted(pl.read_csv(tmp_path / "all.csv")["landing_page"].to_list()) == ["/today", "/yesterday"]
+    assert run_cli(logs / "*.log*", "--no-geo", "-o", tmp_path / "glob.csv").exit_code == 0
+    named = run_cli(logs / "error.log.1", "--no-geo", "-o", tmp_path / "error.csv")
+    assert named.exit_code != 0 and "not in Apache/nginx combined" in words(named.stderr)
+
+
 @pytest.mark.parametrize(
     "content", [b"", b"\n\n  \n", gzip.compress(b"")], ids=["empty", "blank", "empty-gz"]
 )

@@ -85,11 +85,16 @@ def resolve_inputs(
         )
     result: list[InputFile] = []
     seen: set[str] = set()
+    error_logs: list[str] = []
 
     def add(path: str, *, explicit: bool) -> None:
         fmt = format_of(path, input_format)
         if fmt is not None and formats is not None and fmt not in formats:
             fmt = None
+        if fmt == "log" and not explicit and _ERROR_LOG.search(os.path.basename(path.rstrip("/"))):
+            # A web server's error log beside its access logs (/var/log/nginx/error.log.1): not requests.
+            error_logs.append(path)
+            return
         if fmt is None:
             if explicit:
                 raise UnknownFormatError(
@@ -160,6 +165,14 @@ def resolve_inputs(
                 )
         else:
             raise UnreadableInputError(f"{path}: no such file or directory.")
+    if error_logs:
+        warnings.warn(
+            f"{len(error_logs)} error log(s) skipped ({', '.join(error_logs[:3])}"
+            f"{', ...' if len(error_logs) > 3 else ''}): a web server's error log holds no requests. "
+            "Name a file to read it.",
+            SessionizeWarning,
+            stacklevel=2,
+        )
     return result
 
 
@@ -187,6 +200,10 @@ def _enriched_url(url: str) -> bool:
     except (OSError, EOFError, ValueError, UsageError):
         return False
     return is_enriched_line(first)
+
+
+#: A web server's error log by its name (``error.log``, ``ssl_error.log``, ``site-error.log.1``, rotated).
+_ERROR_LOG = re.compile(r"(?:^|[._-])error\.log(?:$|[.-])")
 
 
 def _hidden(parts: Sequence[str]) -> bool:
