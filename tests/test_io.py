@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import bz2
 import errno
 import gzip
 import io
 import json
+import lzma
 import os
 import random
+import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -25,7 +28,7 @@ from sessionize import io as sio
 from sessionize.io.formats import InputFormat
 from sessionize.normalize import TimeUnit, parse_timestamp_series, parse_timestamp_text, timestamp_text
 from sessionize.schema import EVENT_SCHEMA
-from tests.helpers import T0, listing, write_text
+from tests.helpers import T0, listing, run_cli, words, write_text
 
 EPOCH_T0 = 1714557600  # T0 in epoch seconds
 
@@ -730,6 +733,49 @@ def test_a_text_file_named_parquet_is_unreadable(tmp_path: Path) -> None:
         read_one(path)
     assert str(path) in str(caught.value)
     assert "Parquet" in str(caught.value)
+
+
+BODY = b"user_id,timestamp\n" + b"u,2024-05-01T10:00:00Z\n" * 200_000
+
+
+@pytest.mark.parametrize(
+    ("name", "compress", "message"),
+    [
+        ("events.csv.bz2", bz2.compress, "is bzip2-compressed, which sessionize does not read"),
+        ("events.csv", bz2.compress, "is bzip2-compressed"),
+        ("events.csv.xz", lzma.compress, "is xz-compressed"),
+        ("events.csv", gzip.compress, "is gzip-compressed but its name does not end in .gz"),
+        ("events.log", gzip.compress, "is gzip-compressed but its name does not end in .gz"),
+        ("events.csv.zip", None, "is a ZIP archive"),
+        ("events.csv.zst", None, "is zstd-compressed"),
+    ],
+)
+@pytest.mark.parametrize("flags", [[], ["--input-format", "csv"], ["--buckets", "2"]])
+def test_compressed_files_sessionize_does_not_read_are_named(
+    tmp_path: Path, name: str, compress: Any, message: str, flags: list[str]
+) -> None:
+    """Review 44: a .csv.bz2 or .zip was "unknown extension, use --input-format", and with it the error
+    listed binary garbage as column names; a gzip file named .csv read when small and failed on a large
+    one with binary "column names". Each is named as what it is, with the command that makes it
+    readable, before anything is read."""
+    path = tmp_path / name
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("events.csv", BODY)
+    elif name.endswith(".zst"):
+        path.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(64))
+    else:
+        path.write_bytes(compress(BODY))
+    result = run_cli(path, "--no-geo", "-o", tmp_path / "out.parquet", *flags)
+    assert result.exit_code != 0
+    assert message in words(result.stderr) and str(path) in words(result.stderr)
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_text_file_that_starts_like_a_compressed_one_is_read(tmp_path: Path) -> None:
+    """The magic numbers are checked whole: a CSV whose first column is BZh... is text."""
+    path = write_text(tmp_path / "e.csv", "BZh9,user_id,timestamp\nx,u,2024-05-01T10:00:00Z\n")
+    assert read_one(path).height == 1
 
 
 def test_truncated_gzip_is_unreadable(tmp_path: Path) -> None:

@@ -91,6 +91,8 @@ def resolve_inputs(
         fmt = format_of(path, input_format)
         if fmt is not None and formats is not None and fmt not in formats:
             fmt = None
+        if (fmt is not None or explicit) and not is_url(path):
+            _check_compression(path)
         if fmt == "log" and not explicit and _ERROR_LOG.search(os.path.basename(path.rstrip("/"))):
             # A web server's error log beside its access logs (/var/log/nginx/error.log.1): not requests.
             error_logs.append(path)
@@ -200,6 +202,41 @@ def _enriched_url(url: str) -> bool:
     except (OSError, EOFError, ValueError, UsageError):
         return False
     return is_enriched_line(first)
+
+
+#: The first bytes of compressed files sessionize does not read (gzip is read when the name ends in .gz),
+#: with the command that makes a file it reads.
+_COMPRESSED: tuple[tuple[bytes, str, str], ...] = (
+    (b"BZh", "bzip2-compressed", "bunzip2 -c {path} | gzip > {plain}.gz"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "xz -dc {path} | gzip > {plain}.gz"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "zstd -dc {path} | gzip > {plain}.gz"),
+    (b"PK\x03\x04", "a ZIP archive (or an Excel workbook)", "unzip {path}, and give the files inside"),
+)
+_GZIP = b"\x1f\x8b"
+
+
+def _check_compression(path: str) -> None:
+    """Refuse a compressed file sessionize would read as text (binary "column names", or a failure in
+    the middle of a large file): bzip2, xz, zstd and ZIP by their first bytes, and gzip whose name does
+    not end in ``.gz`` (it is decompressed by its name on every path)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(10)
+    except OSError:
+        return  # not readable here: the reader names the error
+    plain = re.sub(r"\.(bz2|xz|zst|zip|gz)$", "", path, flags=re.IGNORECASE)
+    for magic, what, fix in _COMPRESSED:
+        # bzip2: "BZh", the block size digit, and the first block's magic number.
+        if head.startswith(magic) and (magic != b"BZh" or head[3:4].isdigit() and head[4:10] == b"1AY&SY"):
+            raise UnreadableInputError(
+                f"{path} is {what}, which sessionize does not read. Decompress it first: "
+                f"{fix.format(path=path, plain=plain)}."
+            )
+    if head.startswith(_GZIP) and not path.lower().endswith(".gz"):
+        raise UnreadableInputError(
+            f"{path} is gzip-compressed but its name does not end in .gz: rename it to {path}.gz "
+            "(sessionize decompresses a file by its name)."
+        )
 
 
 #: A web server's error log by its name (``error.log``, ``ssl_error.log``, ``site-error.log.1``, rotated).
