@@ -1032,7 +1032,16 @@ def _fixed_width_shapes(count: int, seed: int) -> list[str]:
         fraction = rng.choice(["", "." + "7" * 3, "." + "5" * 6, "." + "9" * 9])
         year = rng.choice([1969, 2023, 2024, 9999])
         text = f"{year}-{month:02d}-{day:02d}T{hour:02d}:30:{second:02d}{fraction}Z"
-        text = text.replace("T", " ").removesuffix("Z") if rng.random() < 0.5 else text
+        draw = rng.random()
+        if draw < 0.3:
+            text = text.replace("T", " ").removesuffix("Z")
+        elif draw < 0.45:  # naive with a T
+            text = text.removesuffix("Z")
+        elif draw < 0.75:  # an offset (sometimes out of range), after a T or a space
+            offset = rng.choice(
+                ["+02:00", "-05:30", "+0200", "-0530", "+02", "-11", "+23:59", "+24:00", "+02:60"]
+            )
+            text = text.removesuffix("Z").replace("T", rng.choice("T ")) + offset
         if rng.random() < 0.1:  # the right length, not the shape
             at = rng.randrange(len(text))
             text = text[:at] + rng.choice("x+ -:.") + text[at + 1 :]
@@ -1061,6 +1070,9 @@ def test_timestamp_fast_path_parses_as_the_general_rewrite(timezone: str, time_u
         for shape in (
             rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d{fraction}Z$",
             rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d{fraction}$",
+            rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d{fraction}$",
+            rf"^\d{{4}}-\d\d-\d\d[T ]\d\d:\d\d:\d\d{fraction}[+-]\d\d:\d\d$",
+            rf"^\d{{4}}-\d\d-\d\d[T ]\d\d:\d\d:\d\d{fraction}[+-]\d\d(?:\d\d)?$",
         ):
             fixed = frame.filter(pl.col("text").str.contains(shape))
             assert fixed.get_column("fast").drop_nulls().len() > 20, shape

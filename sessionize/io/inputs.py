@@ -227,7 +227,7 @@ def _check_compression(path: str) -> None:
     plain = re.sub(r"\.(bz2|xz|zst|zip|gz)$", "", path, flags=re.IGNORECASE)
     for magic, what, fix in _COMPRESSED:
         # bzip2: "BZh", the block size digit, and the first block's magic number.
-        if head.startswith(magic) and (magic != b"BZh" or head[3:4].isdigit() and head[4:10] == b"1AY&SY"):
+        if head.startswith(magic) and (magic != b"BZh" or (head[3:4].isdigit() and head[4:10] == b"1AY&SY")):
             raise UnreadableInputError(
                 f"{path} is {what}, which sessionize does not read. Decompress it first: "
                 f"{fix.format(path=path, plain=plain)}."
