@@ -129,11 +129,15 @@ csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse a malformed CSV line by line: the rows that parse, and the others with line and reason.
 
-    Only used when the fast reader fails. A quoted field may span lines (a user agent with a newline,
-    as sessionize itself writes one): a line with an odd number of quotes is joined with the lines up
-    to the next such line, when that makes one record of the header's width within
-    :data:`MAX_RECORD_LINES` lines; otherwise it is a bad quote on its own, and the next line is read
-    as a record of its own. Linear: the next odd line is known for every line.
+    Only used when the fast reader fails. A line is read as Python's csv module reads it (as DuckDB
+    and spreadsheets do): a quote inside or at the edge of an unquoted value (``12" pizza``,
+    ``screen 12"``) is a character, also in a line with quoted fields. A quoted field may span lines (a
+    user agent with a newline, as sessionize itself writes one): a line with an odd number of quotes
+    that ends inside a quoted field is joined with the lines up to the next such line, when that makes
+    one record of the header's width within :data:`MAX_RECORD_LINES` lines; otherwise it is a bad
+    quote on its own, and the next line is read as a record of its own. Linear: the next odd line is
+    known for every line. Broken quoting is a bad quote: a quoted field that never closes, or that a
+    closing quote ends before more text (``"x"y``, which the csv module's strict mode refuses).
     """
     codec = "utf-8" if is_utf8(encoding) else encoding
     if is_utf8(encoding) and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -165,14 +169,11 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
         except UnicodeDecodeError:
             bad.append((number, raw.decode(codec, errors="replace"), "undecodable_bytes"))
             continue
-        if odd[number - 1]:
+        if odd[number - 1] and _ends_inside_quotes(text, separator):
+            # A quoted field opens here and does not close on this line: a record over lines, up to the
+            # next line with an odd number of quotes (where the field closes).
             end = next_odd[number] if number < len(lines) else len(lines)
             record = _spanning_record(lines, number - 1, end, codec, separator, len(header))
-            if record is None and not field_quotes(raw + b"\n", 0, len(raw) + 1, separator.encode()):
-                # Its quotes are all inside unquoted values (12" pizza): characters, as Python's csv
-                # module, pandas and spreadsheets read them, not the start of a record over lines.
-                record = _one_record(text, separator, len(header))
-                end = number - 1
             if record is None:
                 bad.append((number, text, "bad_quote"))
                 continue
@@ -180,6 +181,7 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
             index = end + 1
             continue
         try:
+            # Strictly: a quoted field followed by more text ("x"y) is broken quoting, not a value.
             fields = _csv_records(text, separator)[0]
         except csv.Error:
             bad.append((number, text, "bad_quote"))
@@ -209,25 +211,29 @@ def field_quotes(data: bytes, start: int, end: int, separator: bytes) -> int:
 _CR_MARK = "\ue000"
 
 
-def _csv_records(text: str, separator: str) -> list[list[str]]:
-    """The records of ``text`` (lines split at "\n" only), strictly parsed. A "\r" inside a line is a
-    character, as the fast reader reads it (the csv module would refuse it outside quotes)."""
+def _csv_records(text: str, separator: str, *, strict: bool = True) -> list[list[str]]:
+    """The records of ``text`` (lines split at "\n" only), strictly parsed unless not ``strict``. A "\r"
+    inside a line is a character, as the fast reader reads it (the csv module would refuse it outside
+    quotes)."""
     marked = "\r" in text and _CR_MARK not in text
     if marked:
         text = text.replace("\r", _CR_MARK)
-    records = list(csv.reader(io.StringIO(text, newline="\n"), delimiter=separator, strict=True))
+    records = list(csv.reader(io.StringIO(text, newline="\n"), delimiter=separator, strict=strict))
     if marked:
         records = [[field.replace(_CR_MARK, "\r") for field in record] for record in records]
     return records
 
 
-def _one_record(text: str, separator: str, width: int) -> list[str] | None:
-    """The fields of one line read as a record of ``width`` fields, or None."""
+def _ends_inside_quotes(text: str, separator: str) -> bool:
+    """Whether one line (no "\n"), read on its own as Python's csv module reads it, ends inside a quoted
+    field: a quote opens a field and no quote after it on the line closes it, so that the record may
+    go on over the next lines. (A line the module cannot read at all counts as such.)"""
     try:
-        records = _csv_records(text, separator)
+        records = _csv_records(text + "\n", separator, strict=False)
     except csv.Error:
-        return None
-    return records[0] if len(records) == 1 and len(records[0]) == width else None
+        return True
+    # At the end of the text inside quotes, the module keeps the line's newline in the last field.
+    return bool(records and records[-1]) and "\n" in records[-1][-1]
 
 
 def _spanning_record(
