@@ -198,15 +198,6 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     return rows, malformed
 
 
-def field_quotes(data: bytes, start: int, end: int, separator: bytes) -> int:
-    """The quotes of ``data[start:end]`` (whole lines, with their newlines) that open a field (at a
-    line's start or after a separator) or close one (before a separator or a line's end)."""
-    opening = data.count(separator + b'"', start, end) + data.count(b'\n"', start, end)
-    opening += data[start : start + 1] == b'"'
-    closing = data.count(b'"' + separator, start, end) + data.count(b'"\n', start, end)
-    return opening + closing + data.count(b'"\r\n', start, end)
-
-
 #: Stands for a "\r" inside a line while the csv module reads it (see :func:`_csv_records`).
 _CR_MARK = "\ue000"
 
@@ -237,10 +228,10 @@ def _ends_inside_quotes(text: str, separator: str) -> bool:
 
 
 def _spanning_record(
-    lines: list[bytes], first: int, last: int, codec: str, separator: str, width: int
+    lines: list[bytes], first: int, last: int, codec: str, separator: str, width: int | None
 ) -> list[str] | None:
-    """The one record of ``width`` fields that lines ``first`` to ``last`` make together (a quoted field
-    across lines), or None."""
+    """The one record of ``width`` fields (any number when None) that lines ``first`` to ``last`` make
+    together (a quoted field across lines), or None."""
     if last >= len(lines) or last - first >= MAX_RECORD_LINES:
         return None
     if sum(len(line) + 1 for line in lines[first : last + 1]) > MAX_RECORD_BYTES:
@@ -250,9 +241,67 @@ def _spanning_record(
         records = _csv_records(text, separator)
     except (UnicodeDecodeError, csv.Error):
         return None
-    if len(records) != 1 or len(records[0]) != width:
+    if len(records) != 1 or (width is not None and len(records[0]) != width):
         return None
     return records[0]
+
+
+#: Every byte but a quote and a newline (see :func:`complete_csv_records`).
+_NOT_QUOTE_OR_NEWLINE = bytes(byte for byte in range(256) if byte not in b'"\n')
+
+
+def complete_csv_records(data: bytes, *, separator: str, width: int | None) -> int:
+    """How many bytes of ``data`` (whole CSV lines, without the header, from a record's start: a grown
+    file's new lines) are complete records: all of them, or those before a record still being written.
+
+    The lines pair up as the careful reader (:func:`_careful_csv`) joins them: a line with an odd number
+    of quotes that ends inside a quoted field opens a record, and the next line with an odd number of
+    quotes closes it, when the lines make one record of the header's ``width`` (any width when None)
+    within :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes. A quote in or at the edge
+    of an unquoted value (``/s?q="x``, ``screen 12"``) opens nothing, nor does an escaped quote
+    (``"a"",b"``). An opening line that no line closes yet waits with the lines after it, unless so many
+    lines or bytes follow it that no closing line could make it a record: then it is a bad quote now,
+    so that one lone quote cannot hold a live log back for ever. Python goes line by line only when
+    some line has an odd number of quotes.
+    """
+    if b'"' not in data:
+        return len(data)
+    # Each line's quotes side by side, pairs removed: a quote is left for each line with an odd number.
+    if b'"' not in data.translate(None, _NOT_QUOTE_OR_NEWLINE).replace(b'""', b""):
+        return len(data)
+    lines = data.split(b"\n")
+    count = len(lines) - (lines[-1] == b"")
+    odd = [index for index, line in enumerate(lines) if line.count(b'"') % 2]
+    at = 0
+    while at < len(odd):
+        first = odd[at]
+        if not _ends_inside_quotes(lines[first].rstrip(b"\r").decode("utf-8", errors="replace"), separator):
+            at += 1
+            continue
+        if at + 1 == len(odd):
+            if count - first < MAX_RECORD_LINES:
+                start = len(data) - len(b"\n".join(lines[first:]))
+                if len(data) - start < MAX_RECORD_BYTES:
+                    return start
+            return len(data)
+        last = odd[at + 1]
+        record = None
+        if last - first < MAX_RECORD_LINES:
+            span = [line.rstrip(b"\r") for line in lines[first : last + 1]]
+            record = _spanning_record(span, 0, len(span) - 1, "utf-8", separator, width)
+        # Joined: the next odd line is read after them; else this line is a bad quote, and the next
+        # odd line may open a record of its own.
+        at += 2 if record is not None else 1
+    return len(data)
+
+
+def header_width(line: bytes, separator: str) -> int | None:
+    """The number of fields of a CSV header line (as the careful reader reads it), or None."""
+    text = line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\n").rstrip("\r")
+    try:
+        return len(_csv_records(text, separator)[0]) if text else 1
+    except csv.Error:
+        return None
 
 
 def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
