@@ -22,7 +22,7 @@ from typer.testing import CliRunner, Result
 import sessionize
 from sessionize import io as sio
 from sessionize.cli import app
-from sessionize.io.read import JSON_DEPTH_LIMIT
+from sessionize.io.read import JSON_DEPTH_LIMIT, _jq_command
 from sessionize.privacy import anonymize_ip
 from tests.helpers import CITY_DB, REPO, words
 
@@ -337,19 +337,49 @@ def test_ndjson_with_a_byte_order_mark_keeps_its_first_event(
     ]
 
 
-@pytest.mark.parametrize("pretty", [False, True])
-def test_a_json_array_file_is_named_as_one(tmp_path: Path, pretty: bool) -> None:
-    """A .json file of one array (jq -s, an API dump) was "malformed_json" with no word of why."""
+@pytest.mark.parametrize(
+    ("name", "pretty", "command"),
+    [
+        ("dump.json", False, "jq -c '.[]' {dir}/dump.json > {dir}/dump.ndjson"),
+        ("dump.json", True, "jq -c '.[]' {dir}/dump.json > {dir}/dump.ndjson"),
+        # Not x.ndjson.ndjson, nor x.ndjson itself (the shell would empty it before jq reads it).
+        ("x.ndjson", False, "jq -c '.[]' {dir}/x.ndjson > {dir}/x.lines.ndjson"),
+        ("api.json.gz", True, "gunzip -c {dir}/api.json.gz | jq -c '.[]' > {dir}/api.ndjson"),
+    ],
+)
+def test_a_json_array_file_is_named_as_one(tmp_path: Path, name: str, pretty: bool, command: str) -> None:
+    """A .json file of one array (jq -s, an API dump) was "malformed_json" with no word of why; the jq
+    command to convert it named no file (FILE > NEW.ndjson, before that x.ndjson.ndjson): it names the
+    file and a new one next to it."""
     events = [
         {"user_id": "a", "timestamp": "2024-01-01T00:00:00Z"},
         {"user_id": "a", "timestamp": "2024-01-01T00:10:00Z"},
     ]
-    source = tmp_path / "dump.json"
-    source.write_text(json.dumps(events, indent=2 if pretty else None) + "\n")
+    source = tmp_path / name
+    text = json.dumps(events, indent=2 if pretty else None) + "\n"
+    if name.endswith(".gz"):
+        source.write_bytes(gzip.compress(text.encode()))
+    else:
+        source.write_text(text)
     result = cli(source, "-o", tmp_path / "o.csv")
     assert result.exit_code == 1
-    message = words(result.stderr)
-    assert "looks like one JSON array" in message and "jq -c '.[]' FILE > NEW.ndjson" in message
+    assert "looks like one JSON array" in words(result.stderr)
+    assert squash(command.format(dir=tmp_path)) in squash(result.stderr), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("standard input", "... | jq -c '.[]' > events.ndjson"),
+        ("my dump.jsonl", "jq -c '.[]' 'my dump.jsonl' > 'my dump.ndjson'"),
+        (
+            "https://h.example/api/x.ndjson.gz",
+            "curl -sL https://h.example/api/x.ndjson.gz | gunzip -c | jq -c '.[]' > x.lines.ndjson",
+        ),
+    ],
+)
+def test_the_jq_command_for_stdin_a_name_with_spaces_and_a_url(name: str, command: str) -> None:
+    assert _jq_command(name) == command
 
 
 @pytest.mark.parametrize("buckets", [None, "2"])

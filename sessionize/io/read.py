@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import warnings
@@ -1306,13 +1307,29 @@ def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") ->
         # A .json export of one array (jq -s, a REST API's dump), not JSON lines.
         raise MalformedRowsError(
             f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}): the file looks like "
-            "one JSON array, not one object per line. Convert it (jq -c '.[]' FILE > NEW.ndjson) and run "
-            "the new file."
+            f"one JSON array, not one object per line. Convert it ({_jq_command(name)}) and run the new file."
         )
     raise MalformedRowsError(
         f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file, give its "
         f"encoding with --encoding, or pass {SKIP_HINT}."
     )
+
+
+def _jq_command(name: str) -> str:
+    """The command that turns ``name``, a file of one JSON array, into JSON lines in a new file next to
+    it: ``x.json`` into ``x.ndjson``, and ``x.ndjson`` into ``x.lines.ndjson`` (not ``x.ndjson.ndjson``,
+    nor the file itself, which the shell would empty before jq reads it)."""
+    jq = "jq -c '.[]'"
+    if name == "standard input":
+        return f"... | {jq} > events.ndjson"
+    stem, gzipped = split_gz(name)
+    base, suffix = os.path.splitext(stem.rstrip("/").rsplit("/", 1)[-1] if "://" in stem else stem)
+    target = shlex.quote(base + (".lines.ndjson" if suffix.lower() == ".ndjson" else ".ndjson"))
+    if "://" in name:  # a URL: fetched, into the working directory
+        return f"curl -sL {shlex.quote(name)}{' | gunzip -c' if gzipped else ''} | {jq} > {target}"
+    if gzipped:
+        return f"gunzip -c {shlex.quote(name)} | {jq} > {target}"
+    return f"{jq} {shlex.quote(name)} > {target}"
 
 
 def check_header(source: InputFile, columns: Sequence[str]) -> None:
