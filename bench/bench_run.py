@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import errno
+import importlib.util
 import json
 import os
+import py_compile
 import statistics
 import subprocess
 import sys
@@ -104,9 +107,30 @@ def compile_package(root: Path = BENCH_DIR.parent) -> None:
     """Compile ``ROOT/sessionize`` to bytecode, as ``pip install`` does for an installed package (and for
     Polars, DuckDB and the other engines here): an editable install's modules are compiled on first
     import, and never kept where ``PYTHONDONTWRITEBYTECODE`` is set (this machine sets it). Left to
-    that, every timed run compiled the package's 49 modules again: 0.1 s that no installed copy pays."""
-    if not compileall.compile_dir(root / "sessionize", quiet=1):
-        raise SystemExit(f"{root / 'sessionize'}: a module does not compile")
+    that, every timed run compiled the package's 49 modules again: 0.1 s that no installed copy pays.
+
+    Stops when a module does not compile (named, with the error), or when the bytecode cannot be
+    written (a read-only checkout: said so, with what to do), rather than time runs that compile."""
+    package = root / "sessionize"
+    if compileall.compile_dir(package, quiet=2):
+        return
+    # compileall says only that something failed: compile module by module to tell which, and why.
+    for source in sorted(package.rglob("*.py")):
+        try:
+            py_compile.compile(str(source), doraise=True)
+        except py_compile.PyCompileError as exc:
+            raise SystemExit(f"{source}: the module does not compile:\n{exc.msg}") from None
+        except OSError as exc:
+            cache = Path(importlib.util.cache_from_source(str(source)))
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise SystemExit(
+                    f"{package}: the checkout is not writable ({exc.strerror}: {cache.parent}), so "
+                    "its bytecode cannot be written and every timed run would compile it again. Make it "
+                    "writable, or set PYTHONPYCACHEPREFIX to a writable directory (the timed runs then find "
+                    "the bytecode there)."
+                ) from None
+            raise SystemExit(f"{source}: cannot write its bytecode: {exc}") from None
+    raise SystemExit(f"{package}: compileall failed, yet every module compiles on its own: run it again")
 
 
 def measure(command: list[str]) -> Measurement:

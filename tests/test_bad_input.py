@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import hmac
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -20,7 +22,7 @@ from typer.testing import CliRunner, Result
 import sessionize
 from sessionize import io as sio
 from sessionize.cli import app
-from sessionize.io.read import JSON_DEPTH_LIMIT
+from sessionize.io.read import JSON_DEPTH_LIMIT, _jq_command
 from sessionize.privacy import anonymize_ip
 from tests.helpers import CITY_DB, REPO, words
 
@@ -335,19 +337,49 @@ def test_ndjson_with_a_byte_order_mark_keeps_its_first_event(
     ]
 
 
-@pytest.mark.parametrize("pretty", [False, True])
-def test_a_json_array_file_is_named_as_one(tmp_path: Path, pretty: bool) -> None:
-    """A .json file of one array (jq -s, an API dump) was "malformed_json" with no word of why."""
+@pytest.mark.parametrize(
+    ("name", "pretty", "command"),
+    [
+        ("dump.json", False, "jq -c '.[]' {dir}/dump.json > {dir}/dump.ndjson"),
+        ("dump.json", True, "jq -c '.[]' {dir}/dump.json > {dir}/dump.ndjson"),
+        # Not x.ndjson.ndjson, nor x.ndjson itself (the shell would empty it before jq reads it).
+        ("x.ndjson", False, "jq -c '.[]' {dir}/x.ndjson > {dir}/x.lines.ndjson"),
+        ("api.json.gz", True, "gunzip -c {dir}/api.json.gz | jq -c '.[]' > {dir}/api.ndjson"),
+    ],
+)
+def test_a_json_array_file_is_named_as_one(tmp_path: Path, name: str, pretty: bool, command: str) -> None:
+    """A .json file of one array (jq -s, an API dump) was "malformed_json" with no word of why; the jq
+    command to convert it named no file (FILE > NEW.ndjson, before that x.ndjson.ndjson): it names the
+    file and a new one next to it."""
     events = [
         {"user_id": "a", "timestamp": "2024-01-01T00:00:00Z"},
         {"user_id": "a", "timestamp": "2024-01-01T00:10:00Z"},
     ]
-    source = tmp_path / "dump.json"
-    source.write_text(json.dumps(events, indent=2 if pretty else None) + "\n")
+    source = tmp_path / name
+    text = json.dumps(events, indent=2 if pretty else None) + "\n"
+    if name.endswith(".gz"):
+        source.write_bytes(gzip.compress(text.encode()))
+    else:
+        source.write_text(text)
     result = cli(source, "-o", tmp_path / "o.csv")
     assert result.exit_code == 1
-    message = words(result.stderr)
-    assert "looks like one JSON array" in message and "jq -c '.[]' FILE > NEW.ndjson" in message
+    assert "looks like one JSON array" in words(result.stderr)
+    assert squash(command.format(dir=tmp_path)) in squash(result.stderr), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("standard input", "... | jq -c '.[]' > events.ndjson"),
+        ("my dump.jsonl", "jq -c '.[]' 'my dump.jsonl' > 'my dump.ndjson'"),
+        (
+            "https://h.example/api/x.ndjson.gz",
+            "curl -sL https://h.example/api/x.ndjson.gz | gunzip -c | jq -c '.[]' > x.lines.ndjson",
+        ),
+    ],
+)
+def test_the_jq_command_for_stdin_a_name_with_spaces_and_a_url(name: str, command: str) -> None:
+    assert _jq_command(name) == command
 
 
 @pytest.mark.parametrize("buckets", [None, "2"])
@@ -375,6 +407,51 @@ def test_a_quote_inside_an_unquoted_value_is_a_character(
         ("b", "/ok", "/ok"),
     ]
     assert "line6:bad_quote" in squash(failed.stderr) and "line2" not in squash(failed.stderr)
+
+
+#: Lines Python's csv module (default dialect), DuckDB and spreadsheets read, where a quote sits at the
+#: edge of an unquoted value or next to a properly quoted field; and, last, a quote that never closes.
+EDGE_QUOTES = [
+    "u1,2024-05-01T10:00:00Z,https://a.com/a,ok",
+    'u2,2024-05-01T10:01:00Z,https://a.com/b,screen 12"',
+    'u3,2024-05-01T10:02:00Z,"https://a.com/c",size 5" wide',
+    'u4,2024-05-01T10:03:00Z,/tv/55",ok',
+    'u5,2024-05-01T10:04:00Z,/tv/32","4"" stand"',
+    'u6,2024-05-01T10:05:00Z,"/a ""b""",ok',
+    'u7,2024-05-01T10:06:00Z,"/unbalanced,ok',
+    "u8,2024-05-01T10:07:00Z,/z,ok",
+]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"buckets": 2}, {"buckets": 3, "memory_limit": "8K"}],
+    ids=["memory", "buckets", "memory-limit"],
+)
+def test_a_quote_at_the_edge_of_an_unquoted_value_is_read_as_the_csv_module_reads_it(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    """`screen 12"` (a quote ending an unquoted value) and `"https://a.com/c",size 5" wide` (a quote in a
+    line that also has a quoted field) were bad_quote rejects (and a failed run by default): they are read
+    as Python's csv module reads them; a quote that opens a field and never closes is still a bad_quote."""
+    source = write(tmp_path / "events.csv", "user_id,timestamp,url,note\n" + "\n".join(EDGE_QUOTES) + "\n")
+    out, rejects = tmp_path / "o.csv", tmp_path / "rejects.csv"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    failed = cli(source, "-o", out, *flags)
+    assert failed.exit_code == 1 and not out.exists()
+    message = squash(failed.stderr)
+    assert "events.csv:1row(s)cannotbeparsedasCSV(line8:bad_quote" in message, failed.stderr
+    result = cli(source, "-o", out, "--on-invalid", "skip", "--rejects", rejects, *flags)
+    assert result.exit_code == 0, result.stderr
+    table = pl.read_csv(rejects, infer_schema=False)
+    assert table.select("source_row", "reject_reason").rows() == [("8", "bad_quote")]
+    assert table["raw_line"].to_list() == [EDGE_QUOTES[6]]
+    expected = [(r[0], r[2]) for r in csv.reader(EDGE_QUOTES[:6] + EDGE_QUOTES[7:])]
+    assert expected[1] == ("u2", "https://a.com/b") and expected[4] == ("u5", '/tv/32"')
+    sessions = pl.read_csv(out, infer_schema=False).select("user_id", "landing_page").sort("user_id")
+    assert sessions.rows() == expected
+    counted = sessionize.run([source], on_invalid="skip", no_geo=True, **options)
+    assert (counted.rows_read, counted.events_read, counted.rejected) == (8, 7, 1)
 
 
 def test_a_semicolon_separated_file_is_named_as_one(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import sessionize
 from sessionize import io as sio
 from sessionize import schema as S
 from sessionize.cli import app
+from sessionize.engines import incremental
 from sessionize.errors import OutputError, StateError, UsageError
 from sessionize.io.formats import OutputFormat
 from sessionize.io.write import serialize
@@ -335,6 +336,85 @@ def test_a_quote_inside_an_unquoted_value_holds_nothing_back(tmp_path: Path) -> 
     assert grown.rows_read == 4 and grown.rejected == whole.rejected
     table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
     assert_frame_equal(table, whole.sessions.sort(KEYS))
+
+
+def grown_run(live: Path, state: Path, out: Path, rejects: Path) -> dict[str, Any]:
+    """``sessionize run LIVE --state --output-dir`` (invalid rows set aside): its JSON summary."""
+    result = invoke(
+        "run",
+        live,
+        "--state",
+        state,
+        "--output-dir",
+        out,
+        "--no-geo",
+        "--valid-until",
+        "2100-01-01",
+        "--on-invalid",
+        "skip",
+        "--rejects",
+        rejects,
+        "--log-format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    return summary(result)
+
+
+def test_a_quote_at_the_edge_of_a_value_in_a_grown_csv_holds_nothing_back(tmp_path: Path) -> None:
+    """A quote that ends an unquoted value (``screen 12"``) counted as one closing a quoted field: the
+    complete record looked open and waited (up to a thousand lines) in a grown CSV. It is read by the
+    run that finds it, as one run over the whole file reads it."""
+    live = write_events(tmp_path / "live.csv", T0, users=2)
+    state, out, rejects = tmp_path / "st", tmp_path / "out", tmp_path / "rejects.csv"
+    grown_run(live, state, out, rejects)
+    at = stamp(T0 + timedelta(hours=3))
+    with live.open("a", encoding="utf-8") as handle:
+        handle.write(f'u1,{at},"https://shop.example/c",,,size 5" wide\n')
+        handle.write(f'u1,{at},https://shop.example/tv,,,screen 12"\n')
+    grown = grown_run(live, state, out, rejects)
+    assert (grown["rows_read"], grown["rejected"]) == (2, 0)
+    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
+    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01")
+    assert whole.rejected == 0
+    assert_frame_equal(table, whole.sessions.sort(KEYS))
+
+
+def test_a_grown_csv_record_with_an_escaped_quote_is_read_by_the_run_that_completes_it(
+    tmp_path: Path,
+) -> None:
+    """``"https://shop.example/a"",b"`` (an escaped quote before a separator, inside a quoted field)
+    counted as a quote that closes a field: the complete record looked open and waited up to a thousand
+    lines or 1 MiB, and every run in between added the same entry to the state again. It is read by the
+    run that finds it; a run that finds no complete line (one still being written) adds no entry."""
+    live = write_events(tmp_path / "live.csv", T0, users=2)
+    state, out, rejects = tmp_path / "st", tmp_path / "out", tmp_path / "rejects.csv"
+    grown_run(live, state, out, rejects)
+
+    def entries() -> list[tuple[int, str]]:
+        return [(entry["size"], entry["sha256"]) for entry in incremental.load_state(state).files]
+
+    with live.open("a", encoding="utf-8") as handle:
+        handle.write(f'u1,{stamp(T0 + timedelta(hours=3))},"https://shop.example/a"",b",,,\n')
+    grown = grown_run(live, state, out, rejects)
+    assert (grown["rows_read"], grown["rejected"]) == (1, 0)
+    assert len(entries()) == len(set(entries())) == 2
+    partial = f'u1,{stamp(T0 + timedelta(hours=3, minutes=1))},"https://shop.example/c,""d"""'
+    with live.open("a", encoding="utf-8") as handle:
+        handle.write(partial)  # no newline yet: still being written
+    waiting = grown_run(live, state, out, rejects)
+    assert waiting["rows_read"] == 0
+    assert len(entries()) == len(set(entries())) == 2
+    with live.open("a", encoding="utf-8") as handle:
+        handle.write(",,,\n")
+    completed = grown_run(live, state, out, rejects)
+    assert (completed["rows_read"], completed["rejected"]) == (1, 0)
+    assert len(entries()) == len(set(entries())) == 3
+    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
+    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01")
+    assert_frame_equal(table, whole.sessions.sort(KEYS))
+    pages = set(table.get_column("landing_page")) | set(table.get_column("exit_page"))
+    assert {'https://shop.example/a",b', 'https://shop.example/c,"d"'} <= pages
 
 
 def test_a_grown_log_names_its_real_file_and_line_in_errors(tmp_path: Path) -> None:

@@ -400,9 +400,11 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
         tail = handle.read()
     # Only complete lines, and in a CSV complete records: what is being written while we read is read by
     # the next run.
-    tail = _complete_records(
-        tail[: tail.rfind(b"\n") + 1], csv=csv, separator=b"\t" if source.format == "tsv" else b","
-    )
+    tail = tail[: tail.rfind(b"\n") + 1]
+    if csv:
+        separator = "\t" if source.format == "tsv" else ","
+        width = io.read.header_width(header, separator)
+        tail = tail[: io.read.complete_csv_records(tail, separator=separator, width=width)]
     # A CSV copy's header stands for the file's first line.
     first_line = scan.prefix_lines - 1 if csv else scan.prefix_lines
     digest = scan.prefix_digest.copy()
@@ -412,38 +414,12 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
         copy.write_bytes(header + tail)
     except OSError as exc:
         raise io.cannot_write(copy, exc) from exc
-    grown_entry = {**scan.entry, "size": prior["size"] + len(tail), "sha256": digest.hexdigest()}
+    # Nothing complete yet: the state holds the file as it was (the same entry again would be a duplicate).
+    grown_entry = (
+        {**scan.entry, "size": prior["size"] + len(tail), "sha256": digest.hexdigest()} if tail else prior
+    )
     stand_in = io.InputFile(str(copy), source.format, name=source.path, first_line=first_line)
     return _Todo(stand_in, grown_entry, grown=True)
-
-
-def _complete_records(lines: bytes, *, csv: bool, separator: bytes = b",") -> bytes:
-    """``lines`` (whole lines of a grown file, from a record's start) up to the last complete record.
-
-    In a CSV a quoted field may hold newlines (a user agent, an attacker's URL): a record whose field is
-    still being written ends in a line that opens a quote no later line closes. Only the quotes that
-    open or close a field count (after a separator or a line's start, before a separator or a line's
-    end): a quote inside an unquoted value (``/s?q="x``) opens nothing. Lines with an odd number of such
-    quotes pair up, as the careful reader joins them (``sessionize.io.read``); with an odd number in
-    all, the last such line opens a record that is not complete, and it waits for the next run with the
-    lines after it (they were a half record that one run rejected and the next rejected again). Not
-    beyond the reader's own bounds (:data:`~sessionize.io.read.MAX_RECORD_LINES` lines and
-    :data:`~sessionize.io.read.MAX_RECORD_BYTES` bytes): there a lone quote is a bad line, read now
-    and rejected, so that one quote cannot hold the rest of a log back for ever.
-    """
-    if not csv or b'"' not in lines or io.read.field_quotes(lines, 0, len(lines), separator) % 2 == 0:
-        return lines
-    end = len(lines) - 1  # the last line's newline
-    for _ in range(io.read.MAX_RECORD_LINES):
-        start = lines.rfind(b"\n", 0, end) + 1
-        if len(lines) - start > io.read.MAX_RECORD_BYTES:
-            break
-        if io.read.field_quotes(lines, start, end + 1, separator) % 2:
-            return lines[:start]
-        if start == 0:
-            break
-        end = start - 1
-    return lines
 
 
 class _Lock:
@@ -551,7 +527,11 @@ class IncrementalEngine:
                 )
                 outputs.defer(pending.publish, pending.discard)
                 new_state.settings = fingerprint
-                new_state.files = [*state.files, *(item.entry for item in todo)]
+                # A grown file with no complete line yet keeps its entry (not another copy of it).
+                new_state.files = [
+                    *state.files,
+                    *(item.entry for item in todo if item.entry not in state.files),
+                ]
                 new_state.runs = state.runs + 1
             else:
                 new_state = None

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import warnings
@@ -129,11 +130,15 @@ csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse a malformed CSV line by line: the rows that parse, and the others with line and reason.
 
-    Only used when the fast reader fails. A quoted field may span lines (a user agent with a newline,
-    as sessionize itself writes one): a line with an odd number of quotes is joined with the lines up
-    to the next such line, when that makes one record of the header's width within
-    :data:`MAX_RECORD_LINES` lines; otherwise it is a bad quote on its own, and the next line is read
-    as a record of its own. Linear: the next odd line is known for every line.
+    Only used when the fast reader fails. A line is read as Python's csv module reads it (as DuckDB
+    and spreadsheets do): a quote inside or at the edge of an unquoted value (``12" pizza``,
+    ``screen 12"``) is a character, also in a line with quoted fields. A quoted field may span lines (a
+    user agent with a newline, as sessionize itself writes one): a line with an odd number of quotes
+    that ends inside a quoted field is joined with the lines up to the next such line, when that makes
+    one record of the header's width within :data:`MAX_RECORD_LINES` lines; otherwise it is a bad
+    quote on its own, and the next line is read as a record of its own. Linear: the next odd line is
+    known for every line. Broken quoting is a bad quote: a quoted field that never closes, or that a
+    closing quote ends before more text (``"x"y``, which the csv module's strict mode refuses).
     """
     codec = "utf-8" if is_utf8(encoding) else encoding
     if is_utf8(encoding) and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -165,14 +170,11 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
         except UnicodeDecodeError:
             bad.append((number, raw.decode(codec, errors="replace"), "undecodable_bytes"))
             continue
-        if odd[number - 1]:
+        if odd[number - 1] and _ends_inside_quotes(text, separator):
+            # A quoted field opens here and does not close on this line: a record over lines, up to the
+            # next line with an odd number of quotes (where the field closes).
             end = next_odd[number] if number < len(lines) else len(lines)
             record = _spanning_record(lines, number - 1, end, codec, separator, len(header))
-            if record is None and not field_quotes(raw + b"\n", 0, len(raw) + 1, separator.encode()):
-                # Its quotes are all inside unquoted values (12" pizza): characters, as Python's csv
-                # module, pandas and spreadsheets read them, not the start of a record over lines.
-                record = _one_record(text, separator, len(header))
-                end = number - 1
             if record is None:
                 bad.append((number, text, "bad_quote"))
                 continue
@@ -180,6 +182,7 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
             index = end + 1
             continue
         try:
+            # Strictly: a quoted field followed by more text ("x"y) is broken quoting, not a value.
             fields = _csv_records(text, separator)[0]
         except csv.Error:
             bad.append((number, text, "bad_quote"))
@@ -196,45 +199,40 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     return rows, malformed
 
 
-def field_quotes(data: bytes, start: int, end: int, separator: bytes) -> int:
-    """The quotes of ``data[start:end]`` (whole lines, with their newlines) that open a field (at a
-    line's start or after a separator) or close one (before a separator or a line's end)."""
-    opening = data.count(separator + b'"', start, end) + data.count(b'\n"', start, end)
-    opening += data[start : start + 1] == b'"'
-    closing = data.count(b'"' + separator, start, end) + data.count(b'"\n', start, end)
-    return opening + closing + data.count(b'"\r\n', start, end)
-
-
 #: Stands for a "\r" inside a line while the csv module reads it (see :func:`_csv_records`).
 _CR_MARK = "\ue000"
 
 
-def _csv_records(text: str, separator: str) -> list[list[str]]:
-    """The records of ``text`` (lines split at "\n" only), strictly parsed. A "\r" inside a line is a
-    character, as the fast reader reads it (the csv module would refuse it outside quotes)."""
+def _csv_records(text: str, separator: str, *, strict: bool = True) -> list[list[str]]:
+    """The records of ``text`` (lines split at "\n" only), strictly parsed unless not ``strict``. A "\r"
+    inside a line is a character, as the fast reader reads it (the csv module would refuse it outside
+    quotes)."""
     marked = "\r" in text and _CR_MARK not in text
     if marked:
         text = text.replace("\r", _CR_MARK)
-    records = list(csv.reader(io.StringIO(text, newline="\n"), delimiter=separator, strict=True))
+    records = list(csv.reader(io.StringIO(text, newline="\n"), delimiter=separator, strict=strict))
     if marked:
         records = [[field.replace(_CR_MARK, "\r") for field in record] for record in records]
     return records
 
 
-def _one_record(text: str, separator: str, width: int) -> list[str] | None:
-    """The fields of one line read as a record of ``width`` fields, or None."""
+def _ends_inside_quotes(text: str, separator: str) -> bool:
+    """Whether one line (no "\n"), read on its own as Python's csv module reads it, ends inside a quoted
+    field: a quote opens a field and no quote after it on the line closes it, so that the record may
+    go on over the next lines. (A line the module cannot read at all counts as such.)"""
     try:
-        records = _csv_records(text, separator)
+        records = _csv_records(text + "\n", separator, strict=False)
     except csv.Error:
-        return None
-    return records[0] if len(records) == 1 and len(records[0]) == width else None
+        return True
+    # At the end of the text inside quotes, the module keeps the line's newline in the last field.
+    return bool(records and records[-1]) and "\n" in records[-1][-1]
 
 
 def _spanning_record(
-    lines: list[bytes], first: int, last: int, codec: str, separator: str, width: int
+    lines: list[bytes], first: int, last: int, codec: str, separator: str, width: int | None
 ) -> list[str] | None:
-    """The one record of ``width`` fields that lines ``first`` to ``last`` make together (a quoted field
-    across lines), or None."""
+    """The one record of ``width`` fields (any number when None) that lines ``first`` to ``last`` make
+    together (a quoted field across lines), or None."""
     if last >= len(lines) or last - first >= MAX_RECORD_LINES:
         return None
     if sum(len(line) + 1 for line in lines[first : last + 1]) > MAX_RECORD_BYTES:
@@ -244,9 +242,67 @@ def _spanning_record(
         records = _csv_records(text, separator)
     except (UnicodeDecodeError, csv.Error):
         return None
-    if len(records) != 1 or len(records[0]) != width:
+    if len(records) != 1 or (width is not None and len(records[0]) != width):
         return None
     return records[0]
+
+
+#: Every byte but a quote and a newline (see :func:`complete_csv_records`).
+_NOT_QUOTE_OR_NEWLINE = bytes(byte for byte in range(256) if byte not in b'"\n')
+
+
+def complete_csv_records(data: bytes, *, separator: str, width: int | None) -> int:
+    """How many bytes of ``data`` (whole CSV lines, without the header, from a record's start: a grown
+    file's new lines) are complete records: all of them, or those before a record still being written.
+
+    The lines pair up as the careful reader (:func:`_careful_csv`) joins them: a line with an odd number
+    of quotes that ends inside a quoted field opens a record, and the next line with an odd number of
+    quotes closes it, when the lines make one record of the header's ``width`` (any width when None)
+    within :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes. A quote in or at the edge
+    of an unquoted value (``/s?q="x``, ``screen 12"``) opens nothing, nor does an escaped quote
+    (``"a"",b"``). An opening line that no line closes yet waits with the lines after it, unless so many
+    lines or bytes follow it that no closing line could make it a record: then it is a bad quote now,
+    so that one lone quote cannot hold a live log back for ever. Python goes line by line only when
+    some line has an odd number of quotes.
+    """
+    if b'"' not in data:
+        return len(data)
+    # Each line's quotes side by side, pairs removed: a quote is left for each line with an odd number.
+    if b'"' not in data.translate(None, _NOT_QUOTE_OR_NEWLINE).replace(b'""', b""):
+        return len(data)
+    lines = data.split(b"\n")
+    count = len(lines) - (lines[-1] == b"")
+    odd = [index for index, line in enumerate(lines) if line.count(b'"') % 2]
+    at = 0
+    while at < len(odd):
+        first = odd[at]
+        if not _ends_inside_quotes(lines[first].rstrip(b"\r").decode("utf-8", errors="replace"), separator):
+            at += 1
+            continue
+        if at + 1 == len(odd):
+            if count - first < MAX_RECORD_LINES:
+                start = len(data) - len(b"\n".join(lines[first:]))
+                if len(data) - start < MAX_RECORD_BYTES:
+                    return start
+            return len(data)
+        last = odd[at + 1]
+        record = None
+        if last - first < MAX_RECORD_LINES:
+            span = [line.rstrip(b"\r") for line in lines[first : last + 1]]
+            record = _spanning_record(span, 0, len(span) - 1, "utf-8", separator, width)
+        # Joined: the next odd line is read after them; else this line is a bad quote, and the next
+        # odd line may open a record of its own.
+        at += 2 if record is not None else 1
+    return len(data)
+
+
+def header_width(line: bytes, separator: str) -> int | None:
+    """The number of fields of a CSV header line (as the careful reader reads it), or None."""
+    text = line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\n").rstrip("\r")
+    try:
+        return len(_csv_records(text, separator)[0]) if text else 1
+    except csv.Error:
+        return None
 
 
 def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
@@ -1253,13 +1309,29 @@ def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") ->
         # A .json export of one array (jq -s, a REST API's dump), not JSON lines.
         raise MalformedRowsError(
             f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}): the file looks like "
-            "one JSON array, not one object per line. Convert it (jq -c '.[]' FILE > NEW.ndjson) and run "
-            "the new file."
+            f"one JSON array, not one object per line. Convert it ({_jq_command(name)}) and run the new file."
         )
     raise MalformedRowsError(
         f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file, give its "
         f"encoding with --encoding, or pass {SKIP_HINT}."
     )
+
+
+def _jq_command(name: str) -> str:
+    """The command that turns ``name``, a file of one JSON array, into JSON lines in a new file next to
+    it: ``x.json`` into ``x.ndjson``, and ``x.ndjson`` into ``x.lines.ndjson`` (not ``x.ndjson.ndjson``,
+    nor the file itself, which the shell would empty before jq reads it)."""
+    jq = "jq -c '.[]'"
+    if name == "standard input":
+        return f"... | {jq} > events.ndjson"
+    stem, gzipped = split_gz(name)
+    base, suffix = os.path.splitext(stem.rstrip("/").rsplit("/", 1)[-1] if "://" in stem else stem)
+    target = shlex.quote(base + (".lines.ndjson" if suffix.lower() == ".ndjson" else ".ndjson"))
+    if "://" in name:  # a URL: fetched, into the working directory
+        return f"curl -sL {shlex.quote(name)}{' | gunzip -c' if gzipped else ''} | {jq} > {target}"
+    if gzipped:
+        return f"gunzip -c {shlex.quote(name)} | {jq} > {target}"
+    return f"{jq} {shlex.quote(name)} > {target}"
 
 
 def check_header(source: InputFile, columns: Sequence[str]) -> None:
