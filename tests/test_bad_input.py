@@ -376,6 +376,8 @@ def test_a_json_array_file_is_named_as_one(tmp_path: Path, name: str, pretty: bo
             "https://h.example/api/x.ndjson.gz",
             "curl -sL https://h.example/api/x.ndjson.gz | gunzip -c | jq -c '.[]' > x.lines.ndjson",
         ),
+        # The name's case is kept (it was lowercased with the .gz test).
+        ("Exports/Dump.JSON.gz", "gunzip -c Exports/Dump.JSON.gz | jq -c '.[]' > Exports/Dump.ndjson"),
     ],
 )
 def test_the_jq_command_for_stdin_a_name_with_spaces_and_a_url(name: str, command: str) -> None:

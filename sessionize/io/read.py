@@ -1324,7 +1324,8 @@ def _jq_command(name: str) -> str:
     jq = "jq -c '.[]'"
     if name == "standard input":
         return f"... | {jq} > events.ndjson"
-    stem, gzipped = split_gz(name)
+    gzipped = split_gz(name)[1]
+    stem = name[:-3] if gzipped else name
     base, suffix = os.path.splitext(stem.rstrip("/").rsplit("/", 1)[-1] if "://" in stem else stem)
     target = shlex.quote(base + (".lines.ndjson" if suffix.lower() == ".ndjson" else ".ndjson"))
     if "://" in name:  # a URL: fetched, into the working directory
