@@ -1098,15 +1098,15 @@ def _attribute_pairs(
         medium = pl.when(medium == "referral").then(pl.lit("unknown")).when(medium != "direct").then(medium)
         return _attributed(sessions, landing, referrer, channel, medium)
     if rules == "posthog":
+        # No referrer, or the site's own (internal): PostHog's "$direct".
+        own = medium.is_in([DIRECT, INTERNAL]).fill_null(False)
         channel = posthog_channel_expr(
             utm("utm_source"),
             utm("utm_medium"),
             utm("utm_campaign"),
-            referring_domain=pl.when(medium.is_in([DIRECT, INTERNAL]))
-            .then(pl.lit(POSTHOG_DIRECT))
-            .otherwise(ref("referrer_host")),
+            referring_domain=pl.when(own).then(pl.lit(POSTHOG_DIRECT)).otherwise(ref("referrer_host")),
             source_site=_sites(_ascii_lower(_null_if_empty(utm("utm_source")))),
-            referrer_site=_sites(ref("referrer_host")),
+            referrer_site=_sites(pl.when(own.not_()).then(ref("referrer_host"))),
             referrer_category=ref("category"),
             referrer_is_email=medium == EMAIL,
             gclid=utm("gclid"),

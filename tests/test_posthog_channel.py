@@ -224,6 +224,8 @@ def test_more_of_posthog_s_rules() -> None:
         (SITE + tags(utm_medium="sms"), ref("example.org"), "Referral"),
         (SITE + tags(utm_medium="organic"), ref("www.google.com"), "Organic Search"),
         (SITE + "other", "https://shop.example.net/cart", "Direct"),
+        # An internal referrer of a site GA4's table lists: no referring domain still, so no type.
+        ("https://www.youtube.com/watch?utm_medium=cpc", "https://m.youtube.com/", "Paid Unknown"),
         (SITE + tags(utm_medium="email"), "https://mail.google.com/", "Email"),
         (SITE, "https://mail.google.com/mail/u/0/", "Email"),
     ]
