@@ -5,7 +5,7 @@
   ``REFERERS-NOTICE.md``), looked up with referer-parser's own rules.
 * ``utm_*`` fields and the click ids ``gclid``, ``fbclid``, ``msclkid`` from the landing page's query string
   (and Google Ads' ``gbraid`` and ``wbraid``, read for the channel only).
-* ``channel``: the GA4 default channel group.
+* ``channel``: the GA4 default channel group (or Snowplow's, or PostHog's channel type: ``channel_rules``).
 
 URL parsing needs Python, so it runs once per distinct landing URL and once per distinct (referrer,
 landing host) pair, and is joined back; the channel rules are one vectorized Polars expression.
@@ -689,8 +689,9 @@ def channel_expr(
 # ---------------------------------------------------------------------------------------------------
 # PostHog's channel type (``$channel_type`` of its sessions; ``--channel-rules posthog``).
 #
-# The default rules of PostHog's ``posthog/hogql/database/schema/channel_type.py`` (documented at
-# https://posthog.com/docs/data/channel-type), in their order: Cross Network; the paid branch (a paid
+# The default rules of PostHog's ``posthog/hogql/database/schema/channel_type.py`` (PostHog/posthog, read at
+# commit a6e3cd83a8e653036341a236edd2cbfe268470e5; documented at https://posthog.com/docs/data/channel-type),
+# in their order: Cross Network; the paid branch (a paid
 # medium, a gclid or any gad_source), whose type is the first of the paid type of the source, a shopping
 # campaign, the paid type of the medium, the paid type of the referring domain, then gad_source 1 (Paid
 # Search), a video campaign, an fbclid (Paid Social), else Paid Unknown; Direct (no referrer, no medium,
