@@ -5,7 +5,7 @@
   ``REFERERS-NOTICE.md``), looked up with referer-parser's own rules.
 * ``utm_*`` fields and the click ids ``gclid``, ``fbclid``, ``msclkid`` from the landing page's query string
   (and Google Ads' ``gbraid`` and ``wbraid``, read for the channel only).
-* ``channel``: the GA4 default channel group.
+* ``channel``: the GA4 default channel group (or Snowplow's, or PostHog's channel type: ``channel_rules``).
 
 URL parsing needs Python, so it runs once per distinct landing URL and once per distinct (referrer,
 landing host) pair, and is joined back; the channel rules are one vectorized Polars expression.
@@ -60,6 +60,9 @@ UTM_FIELDS: tuple[str, ...] = (
 #: are not output columns.
 GOOGLE_CLICK_IDS: tuple[str, ...] = ("gbraid", "wbraid")
 _GOOGLE_CLICKS = ("gclid", *GOOGLE_CLICK_IDS)
+#: Google Ads' ``gad_source`` (``1``: a search ad): PostHog's channel type reads it (``--channel-rules
+#: posthog``); not an output column, and no part of a campaign (:func:`campaign_key`).
+CHANNEL_PARAMS: tuple[str, ...] = ("gad_source",)
 #: The columns :func:`enrich_attribution` adds, in this order (it also rewrites ``traffic_source``).
 ATTRIBUTION_COLUMNS: tuple[str, ...] = (
     "referrer_host",
@@ -485,8 +488,9 @@ def _url_fields(url: str | None) -> dict[str, str | None]:
 
 
 def _utm_from_query(query: str) -> dict[str, str | None]:
-    """:data:`UTM_FIELDS` and :data:`GOOGLE_CLICK_IDS` of a query string, in that order."""
-    result: dict[str, str | None] = dict.fromkeys((*UTM_FIELDS, *GOOGLE_CLICK_IDS))
+    """:data:`UTM_FIELDS`, :data:`GOOGLE_CLICK_IDS` and :data:`CHANNEL_PARAMS` of a query string, in that
+    order."""
+    result: dict[str, str | None] = dict.fromkeys((*UTM_FIELDS, *GOOGLE_CLICK_IDS, *CHANNEL_PARAMS))
     if not query:
         return result
     for pair in query.split("&"):
@@ -682,6 +686,178 @@ def channel_expr(
     return chained.otherwise(pl.lit(UNASSIGNED))
 
 
+# ---------------------------------------------------------------------------------------------------
+# PostHog's channel type (``$channel_type`` of its sessions; ``--channel-rules posthog``).
+#
+# The default rules of PostHog's ``posthog/hogql/database/schema/channel_type.py`` (PostHog/posthog, read at
+# commit a6e3cd83a8e653036341a236edd2cbfe268470e5; documented at https://posthog.com/docs/data/channel-type),
+# in their order: Cross Network; the paid branch (a paid
+# medium, a gclid or any gad_source), whose type is the first of the paid type of the source, a shopping
+# campaign, the paid type of the medium, the paid type of the referring domain, then gad_source 1 (Paid
+# Search), a video campaign, an fbclid (Paid Social), else Paid Unknown; Direct (no referrer, no medium,
+# no source but a direct one, no fbclid); else the organic types in the same order, then a video
+# campaign, a medium ending in "push", an fbclid (Organic Social), no referrer (Direct), a referrer
+# (Referral), else Unknown. Source, medium, campaign and gad_source are null when empty or "null" (then
+# lower-cased, ASCII only, as ClickHouse's lower); the source and referring domain are looked up as they
+# are, then cut to their registered domain (ClickHouse's cutToFirstSignificantSubdomain; here the Public
+# Suffix List's, see sessionize.referrer.registered_domain).
+#
+# PostHog's own table of source types (channel_definitions.json) is not shipped: a source's type is its
+# GA4 source category (the same table as --channel-rules ga4, from which PostHog's derives), and for a
+# referring domain also that of its search engine's name and its host without www. (as --channel-rules
+# ga4 reads it) and Email for a webmail site of the referer database. The medium types are PostHog's own.
+
+POSTHOG_DIRECT = "$direct"
+_PH_PAID_MEDIUMS = ("cpc", "cpm", "cpv", "cpa", "ppc", "retargeting")
+_PH_SHOP_CAMPAIGN = r"(?s)^(.*(([^a-df-z]|^)shop|shopping).*)$"
+_PH_VIDEO_CAMPAIGN = r"(?s)^(.*video.*)$"
+_PH_SOCIAL_MEDIA = ("sm", "social", "social media", "social network", "social-media", "social-network")
+#: PostHog's medium types: medium -> (type if paid, type if organic).
+_PH_MEDIUM_TYPES: dict[str, tuple[str | None, str]] = {
+    **dict.fromkeys(("affiliate", "partnership", "partnerships"), (None, "Affiliate")),
+    **dict.fromkeys(("app", "link", "referral"), (None, "Referral")),
+    "audio": (None, "Audio"),
+    **dict.fromkeys(("banner", "cpm", "display", "expandable", "interstitial"), ("Display", "Display")),
+    **dict.fromkeys(_EMAIL, (None, "Email")),
+    **dict.fromkeys(("mobile", "notification", "push"), (None, "Push")),
+    **dict.fromkeys(_PH_SOCIAL_MEDIA, ("Paid Social", "Organic Social")),
+    "video": ("Paid Video", "Organic Video"),
+}
+_PH_CATEGORY_TYPES = {"search": "Search", "social": "Social", "shopping": "Shopping", "video": "Video"}
+#: Every value ``channel`` takes under ``--channel-rules posthog``.
+POSTHOG_CHANNELS: tuple[str, ...] = (
+    "Cross Network",
+    *(f"Paid {kind}" for kind in _PH_CATEGORY_TYPES.values()),
+    "Display",
+    "Paid Unknown",
+    "Direct",
+    *(f"Organic {kind}" for kind in _PH_CATEGORY_TYPES.values()),
+    "Affiliate",
+    "Referral",
+    "Audio",
+    "Email",
+    "Push",
+    "Unknown",
+)
+
+
+def _null_if_empty(value: pl.Expr) -> pl.Expr:
+    """PostHog's ``nullIf(nullIf(value, ''), 'null')``."""
+    return pl.when(value.is_in(["", "null"]).not_()).then(value)
+
+
+def _ascii_lower(value: pl.Expr) -> pl.Expr:
+    """ClickHouse's ``lower``: ASCII letters only. Polars lower-cases all of Unicode, where only the
+    Kelvin sign becomes an ASCII letter (``k``): it is kept apart (as a character no rule reads)."""
+    return value.str.replace_all("\u212a", "\ufffd", literal=True).str.to_lowercase()
+
+
+def _typed(key: pl.Expr, types: Mapping[str, str]) -> pl.Expr:
+    """The type of a key in a table (null for none, or a null key): a vectorized lookup."""
+    return key.replace_strict(list(types), list(types.values()), default=None, return_dtype=pl.String)
+
+
+def posthog_channel_expr(
+    source: pl.Expr,
+    medium: pl.Expr,
+    campaign: pl.Expr,
+    *,
+    referring_domain: pl.Expr,
+    source_site: pl.Expr,
+    referrer_site: pl.Expr,
+    referrer_category: pl.Expr,
+    referrer_is_email: pl.Expr,
+    gclid: pl.Expr,
+    fbclid: pl.Expr,
+    gad_source: pl.Expr,
+    categories: Mapping[str, SourceCategory],
+) -> pl.Expr:
+    """PostHog's channel type as one Polars expression (see the notes above).
+
+    ``source``, ``medium``, ``campaign``, ``gclid``, ``fbclid`` and ``gad_source`` are the landing page's
+    values; ``referring_domain`` is PostHog's: ``$direct`` without an (external) referrer, else the
+    referrer's host, null for a referrer without one. ``source_site`` and ``referrer_site`` are the
+    registered domains of the lower-cased source and of the referrer's host; ``referrer_category`` the
+    referrer's GA4 source category as ``--channel-rules ga4`` finds it; ``referrer_is_email`` whether
+    the referer database lists it as a webmail site.
+    """
+    source = _ascii_lower(_null_if_empty(source))
+    medium = _ascii_lower(_null_if_empty(medium))
+    campaign = _ascii_lower(_null_if_empty(campaign))
+    gad_source = _null_if_empty(gad_source)
+    has_gclid = _null_if_empty(gclid).is_not_null()
+    has_fbclid = _null_if_empty(fbclid).is_not_null()
+    paid = {key: f"Paid {_PH_CATEGORY_TYPES[category]}" for key, category in categories.items()}
+    organic = {key: f"Organic {_PH_CATEGORY_TYPES[category]}" for key, category in categories.items()}
+    own_category = referrer_category.replace_strict(
+        list(_PH_CATEGORY_TYPES), list(_PH_CATEGORY_TYPES.values()), default=None, return_dtype=pl.String
+    )
+
+    def referrer_type(table: Mapping[str, str], prefix: str) -> pl.Expr:
+        return pl.coalesce(
+            _typed(referring_domain, table), _typed(referrer_site, table), prefix + own_category
+        )
+
+    shop = campaign.str.contains(_PH_SHOP_CAMPAIGN)
+    video = campaign.str.contains(_PH_VIDEO_CAMPAIGN)
+    paid_types = {name: kind for name, (kind, _) in _PH_MEDIUM_TYPES.items() if kind is not None}
+    organic_types = {name: kind for name, (_, kind) in _PH_MEDIUM_TYPES.items()}
+    paid_type = pl.coalesce(
+        _typed(source, paid),
+        _typed(source_site, paid),
+        pl.when(shop).then(pl.lit("Paid Shopping")),
+        _typed(medium, paid_types),
+        referrer_type(paid, "Paid "),
+        pl.when(gad_source == "1")
+        .then(pl.lit("Paid Search"))
+        .when(video)
+        .then(pl.lit("Paid Video"))
+        .when(has_fbclid)
+        .then(pl.lit("Paid Social"))
+        .otherwise(pl.lit("Paid Unknown")),
+    )
+    organic_type = pl.coalesce(
+        _typed(source, organic),
+        _typed(source_site, organic),
+        pl.when(shop).then(pl.lit("Organic Shopping")),
+        _typed(medium, organic_types),
+        referrer_type(organic, "Organic "),
+        pl.when(referrer_is_email.fill_null(False)).then(pl.lit("Email")),
+        pl.when(video)
+        .then(pl.lit("Organic Video"))
+        .when(medium.str.contains("push$"))
+        .then(pl.lit("Push"))
+        .when(has_fbclid)
+        .then(pl.lit("Organic Social"))
+        .when(referring_domain == POSTHOG_DIRECT)
+        .then(pl.lit("Direct"))
+        .when(referring_domain.is_not_null())
+        .then(pl.lit("Referral"))
+        .otherwise(pl.lit("Unknown")),
+    )
+    is_paid = (
+        medium.is_in(_PH_PAID_MEDIUMS).fill_null(False)
+        | medium.str.starts_with("paid").fill_null(False)
+        | has_gclid
+        | gad_source.is_not_null()
+    )
+    direct = (
+        (referring_domain == POSTHOG_DIRECT).fill_null(False)
+        & medium.is_null()
+        & (source.is_null() | source.is_in(["(direct)", "direct", POSTHOG_DIRECT]).fill_null(False))
+        & has_fbclid.not_()
+    )
+    return (
+        pl.when(campaign.str.contains("cross-network").fill_null(False))
+        .then(pl.lit("Cross Network"))
+        .when(is_paid)
+        .then(paid_type)
+        .when(direct)
+        .then(pl.lit("Direct"))
+        .otherwise(organic_type)
+    )
+
+
 def attribute_session(
     referrer: str | None,
     landing_url: str | None,
@@ -726,7 +902,7 @@ def attribute_session(
 
 _LANDING = "_attr_landing"
 _REFERRER = "_attr_referrer"
-_LANDING_FIELDS = ("_landing_host", *UTM_FIELDS, *GOOGLE_CLICK_IDS, "_utm_category")
+_LANDING_FIELDS = ("_landing_host", *UTM_FIELDS, *GOOGLE_CLICK_IDS, *CHANNEL_PARAMS, "_utm_category")
 _REFERRER_STRUCT_FIELDS = _Classified._fields
 _LANDING_DTYPE = pl.Struct({name: pl.String for name in _LANDING_FIELDS})
 _REFERRER_DTYPE = pl.Struct({name: pl.String for name in _REFERRER_STRUCT_FIELDS})
@@ -922,6 +1098,24 @@ def _attribute_pairs(
         )
         medium = pl.when(medium == "referral").then(pl.lit("unknown")).when(medium != "direct").then(medium)
         return _attributed(sessions, landing, referrer, channel, medium)
+    if rules == "posthog":
+        # No referrer, or the site's own (internal): PostHog's "$direct".
+        own = medium.is_in([DIRECT, INTERNAL]).fill_null(False)
+        channel = posthog_channel_expr(
+            utm("utm_source"),
+            utm("utm_medium"),
+            utm("utm_campaign"),
+            referring_domain=pl.when(own).then(pl.lit(POSTHOG_DIRECT)).otherwise(ref("referrer_host")),
+            source_site=_sites(_ascii_lower(_null_if_empty(utm("utm_source")))),
+            referrer_site=_sites(pl.when(own.not_()).then(ref("referrer_host"))),
+            referrer_category=ref("category"),
+            referrer_is_email=medium == EMAIL,
+            gclid=utm("gclid"),
+            fbclid=utm("fbclid"),
+            gad_source=utm("gad_source"),
+            categories=referers.categories,
+        )
+        return _attributed(sessions, landing, referrer, channel, medium)
     channel = channel_expr(
         pl.when(tagged).then(utm("utm_source").fill_null("(not set)")).otherwise(ref("ga_source")),
         pl.when(tagged).then(utm("utm_medium").fill_null("(not set)")).otherwise(ref("ga_medium")),
@@ -930,6 +1124,20 @@ def _attribute_pairs(
         source_category=pl.when(tagged).then(utm("_utm_category")).otherwise(ref("category")),
     )
     return _attributed(sessions, landing, referrer, channel, medium)
+
+
+def _sites(hosts: pl.Expr) -> pl.Expr:
+    """The registered domain of each host (null for none), computed once per distinct host."""
+
+    def sites(values: list[str | None]) -> pl.Series:
+        valid = (valid_host(value) if value is not None else None for value in values)
+        return pl.Series(
+            [None if host is None else registered_domain(host) for host in valid], dtype=pl.String
+        )
+
+    return hosts.map_batches(
+        lambda batch: map_distinct(batch, sites), return_dtype=pl.String, is_elementwise=False
+    )
 
 
 def _attributed(

@@ -916,10 +916,11 @@ def run(
         str,
         typer.Option(
             "--channel-rules",
-            metavar="ga4|snowplow",
+            metavar="ga4|snowplow|posthog",
             help="How channel is grouped: GA4's default channel group (UTM tags, else the referrer), "
-            "or Snowplow's (the UTM tags alone: untagged sessions are Unassigned; medium as its "
-            "referer parser gives it).",
+            "Snowplow's (the UTM tags alone: untagged sessions are Unassigned; medium as its "
+            "referer parser gives it), or PostHog's $channel_type (its own rules and names: Paid "
+            "Unknown, Push, Unknown; gad_source and fbclid read).",
             rich_help_panel=RULES,
         ),
     ] = "ga4",

@@ -246,9 +246,10 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
     return tuple(result.items())
 
 
-#: ``--channel-rules``: GA4's default channel group (from the UTM tags, else the referrer), or Snowplow's
-#: (from the UTM tags alone, as its sessions model computes ``default_channel_group``).
-CHANNEL_RULES = ("ga4", "snowplow")
+#: ``--channel-rules``: GA4's default channel group (from the UTM tags, else the referrer), Snowplow's
+#: (from the UTM tags alone, as its sessions model computes ``default_channel_group``), or PostHog's
+#: ``$channel_type`` (UTM tags, click ids and the referring domain, by its own rules and names).
+CHANNEL_RULES = ("ga4", "snowplow", "posthog")
 #: ``--shared-session-ids``: one session per user and client session id (``split``), or one per client
 #: session id, of the greatest of its user ids (``merge``: Snowplow's rule).
 SHARED_SESSION_IDS = ("split", "merge")

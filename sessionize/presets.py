@@ -191,6 +191,8 @@ PRESETS: dict[str, Preset] = {
                 "pageview_events": "$pageview",
                 # PostHog: a session ends after 30 minutes of inactivity, and lasts at most 24 hours.
                 "max_session_length": "24h",
+                # channel as PostHog's sessions compute $channel_type.
+                "channel_rules": "posthog",
             },
             preferred_columns={
                 "client_session_id": ("properties.$session_id", "$session_id"),

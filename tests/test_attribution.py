@@ -795,6 +795,7 @@ LANDING_URLS = [
     "http://[::1]:80/p?utm_source=ipv6",
     "https://shop.example/%7Euser/?utm_term=a%20b",
     "android-app://com.example.app/?msclkid=1&fbclid=2",
+    "https://shop.example/p?gad_source=1&gbraid=0AAA&gad_source=2",
     "https:///nohost?utm_source=x",
     "?utm_source=only-a-query",
 ]
@@ -811,7 +812,7 @@ def test_landing_batch_matches_parsing_each_url(db: RefererDatabase) -> None:
         expected = {
             "_landing_host": A._landing_host(url),
             **utm,
-            **{name: clicks[name] for name in A.GOOGLE_CLICK_IDS},
+            **{name: clicks[name] for name in (*A.GOOGLE_CLICK_IDS, *A.CHANNEL_PARAMS)},
             "_utm_category": db.source_category(utm["utm_source"]),
         }
         assert row == expected, url

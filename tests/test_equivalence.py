@@ -117,7 +117,7 @@ PAGES = ("/", "/products", "/products/trail-runner-3", "/products/shoe-17", "/ca
 LANDINGS = (
     "/",
     "/products?utm_source=newsletter&utm_medium=email&utm_campaign=may",
-    "/products/shoe-17?gclid=abc123",
+    "/products/shoe-17?gclid=abc123&gad_source=1",
     "/?utm_source=facebook&utm_medium=paid_social&fbclid=xyz",
     "/blog/gift-guide",
 )
@@ -315,6 +315,8 @@ OPTION_SETS: dict[str, OptionSet] = {
     "require_session_id": OptionSet({"require_session_id": True}),
     # Snowplow's channel rules (the UTM tags alone) and referer medium.
     "channel_rules": OptionSet({"channel_rules": "snowplow"}),
+    # PostHog's channel type (its referring domain, gclid, gad_source and fbclid, its own names).
+    "channel_rules_posthog": OptionSet({"channel_rules": "posthog"}),
     # Snowplow's session cap, short enough to cut the app users' client sessions (counted as filtered
     # out on every path; a session that spans two inputs loses its later events in a later run).
     "session_cap": OptionSet({"session_cap": "10m"}),
