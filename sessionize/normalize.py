@@ -55,6 +55,8 @@ _DATE_ONLY = "%Y-%m-%d"
 # UTC/GMT as +00:00): RFC 2822 with and without its weekday (email, RSS, HTTP dates) and an access
 # log's own [10/Oct/2000:13:55:36 -0700], as exports copy it into a column.
 _OTHER_AWARE = ("%a, %d %b %Y %H:%M:%S%z", "%d %b %Y %H:%M:%S%z", "%d/%b/%Y:%H:%M:%S%z")
+# Their year has four digits (chrono's %Y takes fewer: "01 May 24" would be the year 24).
+_OTHER_AWARE_YEAR = r"[A-Za-z]{3}[ /][0-9]{4}[ :]"
 # The commonest shapes, tried first as they are: ISO 8601 in UTC with `Z` (what trackers and
 # `date -u +%FT%T.%6NZ` write) and SQL's naive `YYYY-MM-DD HH:MM:SS[.f]`. Only the values that fail
 # both go through the rewrite and the general parsers, which take 2-3x as long.
@@ -218,7 +220,7 @@ def local_time_reason(raw: pl.Expr, timezone: str) -> pl.Expr:
     """Why a raw timestamp that did not become an instant failed, when it is a local time of
     ``timezone``: ``nonexistent_local_time`` (in the hour a clock change skips) or
     ``ambiguous_local_time`` (twice, with ``--ambiguous-time reject``); else null."""
-    text = timestamp_text(raw.cast(pl.String))
+    text = timestamp_text(_rarer_forms(raw.cast(pl.String).str.strip_chars()))
     naive = pl.coalesce(
         text.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False),
         text.str.to_datetime(_DATE_ONLY, time_unit="us", strict=False),
@@ -278,11 +280,15 @@ def parse_timestamp_text(
     # The rarer forms, tried only on the values none of those parsed (the others masked to null, which
     # string kernels skip), so that they cost a file in the usual forms nothing.
     left = timestamp_text(_rarer_forms(pl.when(parsed.is_null()).then(text)))
+    dated = pl.when(left.str.contains(_OTHER_AWARE_YEAR)).then(left)
     rarer = [
         left.str.to_datetime(_ISO_AWARE, time_unit="us", strict=False),
-        *(left.str.to_datetime(form, time_unit="us", strict=False) for form in _OTHER_AWARE),
+        *(dated.str.to_datetime(form, time_unit="us", strict=False) for form in _OTHER_AWARE),
     ]
-    naive_left = left.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False)
+    naive_left = pl.coalesce(
+        left.str.to_datetime(_ISO_NAIVE, time_unit="us", strict=False),
+        left.str.to_datetime(_DATE_ONLY, time_unit="us", strict=False),
+    )
     return pl.coalesce(
         parsed,
         *(other.dt.convert_time_zone("UTC") for other in rarer),
@@ -376,16 +382,21 @@ def _fixed_width_instants(text: pl.Expr, *, timezone: str, ambiguous: str) -> pl
         .then(3)
     )
     at = length - width
-    hours = text.str.slice(at + 1, 2).cast(pl.Int64, strict=False)
+
+    def two_digits(start: pl.Expr) -> pl.Expr:
+        # Two ASCII digits, or null: a cast alone takes "+5" or "-1" for numbers.
+        pair = text.str.slice(start, 2)
+        return pl.when(pair.str.contains("^[0-9]{2}$")).then(pair).cast(pl.Int64, strict=False)
+
+    hours = two_digits(at + 1)
     minutes = (
         pl.when(width == 6)
-        .then(text.str.slice(at + 4, 2))
+        .then(two_digits(at + 4))
         .when(width == 5)
-        .then(text.str.slice(at + 3, 2))
-        .otherwise(pl.lit("00"))
-        .cast(pl.Int64, strict=False)
+        .then(two_digits(at + 3))
+        .otherwise(pl.lit(0, pl.Int64))
     )
-    valid = hours.is_between(0, 23) & minutes.is_between(0, 59) & (text.str.slice(at + 1, 1) != "-")
+    valid = hours.is_between(0, 23) & minutes.is_between(0, 59)
     offset_us = (
         pl.when(text.str.slice(at, 1) == "-").then(-1).otherwise(1) * (hours * 60 + minutes) * 60_000_000
     )

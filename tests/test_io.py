@@ -338,6 +338,7 @@ US = timedelta(microseconds=1)
         ('"Wed, 01 May 2024 10:00:00 GMT"', {}, T0),
         ("01 May 2024 12:00:00 +0200", {}, T0),
         ("01/May/2024:12:00:00 +0200", {}, T0),
+        ("2024/05/01", {}, T0 - timedelta(hours=10)),
     ],
 )
 def test_csv_timestamp_forms(tmp_path: Path, raw: str, options: dict[str, str], expected: datetime) -> None:
@@ -355,6 +356,14 @@ def test_csv_timestamp_forms(tmp_path: Path, raw: str, options: dict[str, str], 
         "2024-05-01T10:00:00[Europe/Paris]",  # a zone name without an offset
         '"2024-05-01T10:00:00,Z"',
         "2024/5/1 10:00",
+        # Review 46: signs where the offset's digits go ("+5" is a number to a cast), two-digit years.
+        "2024-05-01T10:00:00++5:00",
+        "2024-05-01T10:00:00+05:+5",
+        "2024-05-01T10:00:00+05+5",
+        "2024-05-01T10:00:00++5",
+        "01 May 24 10:30:00 +0000",
+        '"Wed, 01 May 24 10:30:00 GMT"',
+        "01/May/24:10:30:00 +0000",
     ],
 )
 def test_timestamp_forms_that_stay_invalid(tmp_path: Path, raw: str) -> None:
@@ -1017,6 +1026,11 @@ def _timestamp_shapes(count: int, seed: int) -> list[str | None]:
     return shapes
 
 
+#: Offsets, out of range ones, and signs where the digits go (review 46: "+5" is a number to a cast).
+_OFFSETS = ("+02:00", "-05:30", "+0200", "-0530", "+02", "-11", "+23:59", "+24:00", "+02:60", "++5:00",
+            "+05:+5", "+05+5", "++5", "--5", "+-5:00", "+ 5:00", "+05:-5")  # fmt: skip
+
+
 def _fixed_width_shapes(count: int, seed: int) -> list[str]:
     """Texts in the exact shapes parsed by a fixed-width format (``...:SSZ``, ``...:SS.fffZ``, the naive
     ``YYYY-MM-DD HH:MM:SS.ffffff``, ...), with impossible dates, hour 24, second 60 and stray characters."""
@@ -1038,9 +1052,7 @@ def _fixed_width_shapes(count: int, seed: int) -> list[str]:
         elif draw < 0.45:  # naive with a T
             text = text.removesuffix("Z")
         elif draw < 0.75:  # an offset (sometimes out of range), after a T or a space
-            offset = rng.choice(
-                ["+02:00", "-05:30", "+0200", "-0530", "+02", "-11", "+23:59", "+24:00", "+02:60"]
-            )
+            offset = rng.choice(_OFFSETS)
             text = text.removesuffix("Z").replace("T", rng.choice("T ")) + offset
         if rng.random() < 0.1:  # the right length, not the shape
             at = rng.randrange(len(text))

@@ -89,6 +89,17 @@ def test_a_local_time_in_the_skipped_hour_is_named(tmp_path: Path) -> None:
     assert rejected(rejects) == [("gap", "nonexistent_local_time")]
 
 
+def test_a_skipped_local_time_in_the_rarer_forms_is_named_too(tmp_path: Path) -> None:
+    """Review 46: a date with slashes or ISO's basic format in the skipped hour was a bad_timestamp."""
+    events = write(tmp_path / "events.csv", ["slash,2024/03/31 02:30:00", "basic,20240331T023000", *DST[2:]])
+    rejects = tmp_path / "rejects.csv"
+    sessionize.run([events], no_geo=True, timezone="Europe/Berlin", on_invalid="skip", rejects=rejects)
+    assert sorted(rejected(rejects)) == [
+        ("basic", "nonexistent_local_time"),
+        ("slash", "nonexistent_local_time"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("mode", "hour_utc"),
     [("earliest", 0), ("latest", 1), ("reject", None)],
