@@ -456,6 +456,34 @@ def test_a_quote_at_the_edge_of_an_unquoted_value_is_read_as_the_csv_module_read
     assert (counted.rows_read, counted.events_read, counted.rejected) == (8, 7, 1)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"buckets": 2}, {"buckets": 3, "memory_limit": "8K"}, {"state": "STATE"}],
+    ids=["memory", "buckets", "memory-limit", "incremental"],
+)
+@pytest.mark.parametrize("more", [0, 3000], ids=["small", "large"])
+def test_a_quote_inside_a_value_does_not_join_two_records(
+    tmp_path: Path, options: dict[str, Any], more: int
+) -> None:
+    """Review 46: Polars took the quote of `sc"r` for the start of a quoted section running to the next
+    line's quote, so that u0's and u1's lines were one record of the header's width: u1 lost, u0 given
+    u1's time, no reject, exit 0. The records are Python's csv module's, on every path."""
+    lines = ['"u0",a,sc"r,2024-05-01T10:00:00Z', 'u1,"q",12",2024-05-01T10:01:00Z']
+    lines += [f"v{n},t,r,2024-05-01T11:00:00Z" for n in range(more)]
+    source = write(tmp_path / "events.csv", "user_id,title,ref,timestamp\n" + "\n".join(lines) + "\n")
+    if options.get("state"):
+        options = {"state": tmp_path / "state", "output_dir": tmp_path / "out"}
+    result = sessionize.run([source], no_geo=True, **options)
+    assert (result.rows_read, result.events_read, result.rejected) == (2 + more, 2 + more, 0)
+    sessions = (
+        pl.read_parquet(tmp_path / "out" / "**" / "*.parquet") if "state" in options else result.sessions
+    )
+    starts = dict(
+        sessions.filter(pl.col("user_id").is_in(["u0", "u1"])).select("user_id", "session_start").rows()
+    )
+    assert {user: start.minute for user, start in starts.items()} == {"u0": 0, "u1": 1}
+
+
 def test_a_semicolon_separated_file_is_named_as_one(tmp_path: Path) -> None:
     """Excel writes CSV with semicolons in many locales: the error listed one column and said no more."""
     source = write(tmp_path / "export.csv", "user_id;timestamp;url\na;2024-01-01T00:00:00Z;/x\n")
