@@ -793,9 +793,18 @@ def posthog_channel_expr(
         list(_PH_CATEGORY_TYPES), list(_PH_CATEGORY_TYPES.values()), default=None, return_dtype=pl.String
     )
 
+    def named(site: pl.Expr) -> pl.Expr:
+        # A registered domain's name without its suffix (google.co.uk: google), as GA4's table keys
+        # the big sites, where PostHog's own table also lists their domains (review 46).
+        return site.str.extract(r"^([^.]+)\.", 1)
+
     def referrer_type(table: Mapping[str, str], prefix: str) -> pl.Expr:
         return pl.coalesce(
-            _typed(referring_domain, table), _typed(referrer_site, table), prefix + own_category
+            _typed(referring_domain, table),
+            _typed(referrer_site, table),
+            # Not a webmail site's (mail.google.com: Email below, not Search).
+            _typed(pl.when(referrer_is_email.fill_null(False).not_()).then(named(referrer_site)), table),
+            prefix + own_category,
         )
 
     shop = campaign.str.contains(_PH_SHOP_CAMPAIGN)
@@ -805,6 +814,7 @@ def posthog_channel_expr(
     paid_type = pl.coalesce(
         _typed(source, paid),
         _typed(source_site, paid),
+        _typed(named(source_site), paid),
         pl.when(shop).then(pl.lit("Paid Shopping")),
         _typed(medium, paid_types),
         referrer_type(paid, "Paid "),
@@ -819,6 +829,7 @@ def posthog_channel_expr(
     organic_type = pl.coalesce(
         _typed(source, organic),
         _typed(source_site, organic),
+        _typed(named(source_site), organic),
         pl.when(shop).then(pl.lit("Organic Shopping")),
         _typed(medium, organic_types),
         referrer_type(organic, "Organic "),

@@ -227,6 +227,11 @@ def test_more_of_posthog_s_rules() -> None:
         # An internal referrer of a site GA4's table lists: no referring domain still, so no type.
         ("https://www.youtube.com/watch?utm_medium=cpc", "https://m.youtube.com/", "Paid Unknown"),
         (SITE + tags(utm_medium="email"), "https://mail.google.com/", "Email"),
+        # A search engine's domain as the source (review 46: GA4's table keys its name, google).
+        (SITE + tags(utm_source="google.com", utm_medium="cpc"), None, "Paid Search"),
+        (SITE + tags(utm_source="www.bing.com"), None, "Organic Search"),
+        (SITE + tags(utm_source="duckduckgo.com", utm_medium="cpc"), None, "Paid Search"),
+        (SITE + tags(utm_source="m.facebook.com", utm_medium="paid"), None, "Paid Social"),
         (SITE, "https://mail.google.com/mail/u/0/", "Email"),
     ]
     events = pl.DataFrame(
