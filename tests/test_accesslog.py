@@ -637,6 +637,14 @@ def test_error_logs_in_a_log_directory_are_skipped(tmp_path: Path) -> None:
     assert run_cli(logs / "*.log*", "--no-geo", "-o", tmp_path / "glob.csv").exit_code == 0
     named = run_cli(logs / "error.log.1", "--no-geo", "-o", tmp_path / "error.csv")
     assert named.exit_code != 0 and "not in Apache/nginx combined" in words(named.stderr)
+    # Review 46: also when the format is given, and a directory of error logs alone is named as such.
+    given = run_cli(logs, "--no-geo", "--input-format", "combined", "-o", tmp_path / "given.csv")
+    assert given.exit_code == 0, given.stderr
+    assert sorted(pl.read_csv(tmp_path / "given.csv")["landing_page"].to_list()) == ["/today", "/yesterday"]
+    for access in ("access.log", "access.log.1"):
+        (logs / access).unlink()
+    alone = run_cli(logs, "--no-geo", "-o", tmp_path / "alone.csv")
+    assert alone.exit_code != 0 and "holds error logs only" in words(alone.stderr)
 
 
 @pytest.mark.parametrize(

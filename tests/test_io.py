@@ -781,6 +781,14 @@ def test_compressed_files_sessionize_does_not_read_are_named(
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_the_decompress_command_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    path = tmp_path / "my events;.csv.bz2"
+    path.write_bytes(bz2.compress(BODY[:1000]))
+    result = run_cli(path, "--no-geo", "-o", tmp_path / "out.parquet")
+    assert result.exit_code != 0
+    assert f"bunzip2 -c '{path}' | gzip > '{tmp_path}/my events;.csv.gz'" in words(result.stderr)
+
+
 def test_a_text_file_that_starts_like_a_compressed_one_is_read(tmp_path: Path) -> None:
     """The magic numbers are checked whole: a CSV whose first column is BZh... is text."""
     path = write_text(tmp_path / "e.csv", "BZh9,user_id,timestamp\nx,u,2024-05-01T10:00:00Z\n")

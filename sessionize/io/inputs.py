@@ -10,6 +10,7 @@ import glob
 import os
 import posixpath
 import re
+import shlex
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.io.formats import STDIN, InputFormat, format_of, names_table_file
+from sessionize.io.formats import ACCESS_LOG_FORMATS, STDIN, InputFormat, format_of, names_table_file
 from sessionize.io.snowplow import is_enriched_line, is_enriched_tsv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -93,7 +94,8 @@ def resolve_inputs(
             fmt = None
         if (fmt is not None or explicit) and not is_url(path):
             _check_compression(path)
-        if fmt == "log" and not explicit and _ERROR_LOG.search(os.path.basename(path.rstrip("/"))):
+        name = os.path.basename(path.rstrip("/"))
+        if fmt in ACCESS_LOG_FORMATS and not explicit and _ERROR_LOG.search(name):
             # A web server's error log beside its access logs (/var/log/nginx/error.log.1): not requests.
             error_logs.append(path)
             return
@@ -145,6 +147,11 @@ def resolve_inputs(
                 add(name, explicit=False)
             _warn_hidden(path, skipped)
             if len(result) == before:
+                if error_logs:
+                    raise NoInputFilesError(
+                        f"The directory {path} holds error logs only ({', '.join(error_logs[:3])}), which "
+                        "hold no requests. Point at the access logs."
+                    )
                 raise NoInputFilesError(
                     f"The directory {path} holds no supported files ({_SUPPORTED}). Point at the files, "
                     "or give their format with --input-format."
@@ -160,6 +167,11 @@ def resolve_inputs(
             before = len(result)
             for name in matches:
                 add(name, explicit=False)
+            if len(result) == before and error_logs:
+                raise NoInputFilesError(
+                    f"The pattern {path} matches error logs only ({', '.join(error_logs[:3])}), which hold "
+                    "no requests. Point at the access logs."
+                )
             if len(result) == before:
                 raise NoInputFilesError(
                     f"The pattern {path} matches {len(matches)} file(s), none in a supported format "
@@ -207,9 +219,9 @@ def _enriched_url(url: str) -> bool:
 #: The first bytes of compressed files sessionize does not read (gzip is read when the name ends in .gz),
 #: with the command that makes a file it reads.
 _COMPRESSED: tuple[tuple[bytes, str, str], ...] = (
-    (b"BZh", "bzip2-compressed", "bunzip2 -c {path} | gzip > {plain}.gz"),
-    (b"\xfd7zXZ\x00", "xz-compressed", "xz -dc {path} | gzip > {plain}.gz"),
-    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "zstd -dc {path} | gzip > {plain}.gz"),
+    (b"BZh", "bzip2-compressed", "bunzip2 -c {path} | gzip > {target}"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "xz -dc {path} | gzip > {target}"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "zstd -dc {path} | gzip > {target}"),
     (b"PK\x03\x04", "a ZIP archive (or an Excel workbook)", "unzip {path}, and give the files inside"),
 )
 _GZIP = b"\x1f\x8b"
@@ -224,13 +236,13 @@ def _check_compression(path: str) -> None:
             head = handle.read(10)
     except OSError:
         return  # not readable here: the reader names the error
-    plain = re.sub(r"\.(bz2|xz|zst|zip|gz)$", "", path, flags=re.IGNORECASE)
+    target = shlex.quote(re.sub(r"\.(bz2|xz|zst|zip|gz)$", "", path, flags=re.IGNORECASE) + ".gz")
     for magic, what, fix in _COMPRESSED:
         # bzip2: "BZh", the block size digit, and the first block's magic number.
         if head.startswith(magic) and (magic != b"BZh" or (head[3:4].isdigit() and head[4:10] == b"1AY&SY")):
             raise UnreadableInputError(
                 f"{path} is {what}, which sessionize does not read. Decompress it first: "
-                f"{fix.format(path=path, plain=plain)}."
+                f"{fix.format(path=shlex.quote(path), target=target)}."
             )
     if head.startswith(_GZIP) and not path.lower().endswith(".gz"):
         raise UnreadableInputError(
