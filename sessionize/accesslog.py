@@ -115,8 +115,10 @@ PARSED_SCHEMA: dict[str, pl.DataType] = {
     "referrer": pl.String(),
     "user_agent": pl.String(),
     "event": pl.String(),
-    "vhost": pl.String(),
 }
+#: ``vhost_combined`` logs have the virtual host too, as logged (``host:port``); the other formats have no
+#: such column, so that ``--filter vhost=...`` on them is an error, not a filter of every line.
+VHOST = "vhost"
 MALFORMED_SCHEMA: dict[str, pl.DataType] = {
     "source_row": pl.Int64(),
     "raw_line": pl.String(),
@@ -382,8 +384,8 @@ def parse_access_log(
     parsed
         A frame of the same kind as ``lines`` with the columns of :data:`PARSED_SCHEMA` (``ip``,
         ``ident``, ``auth_user``, ``timestamp`` as UTC instants, ``method``, ``url``, ``protocol``,
-        ``status``, ``bytes``, ``referrer``, ``user_agent``, ``event``, ``vhost``: the virtual host as
-        logged, ``host:port``, null in the other formats), then ``visitor_id`` and
+        ``status``, ``bytes``, ``referrer``, ``user_agent``, ``event``; a ``vhost_combined`` log's
+        ``vhost`` too: the virtual host as logged, ``host:port``), then ``visitor_id`` and
         ``_row``. ``-`` in ident, auth_user, referrer and user_agent is null; a ``-`` byte count is 0
         (Apache's ``%b`` writes ``-`` for an empty body); ``\\"`` and ``\\\\`` in quoted fields are
         unescaped. A request line that is not ``METHOD target [PROTOCOL]`` (nginx's ``-``, garbage)
@@ -410,7 +412,7 @@ def parse_access_log(
     else:
         referrer = _none_if_dash(_unescape(field("referrer")))
         user_agent = _none_if_dash(_unescape(field("user_agent")))
-    vhost = field("vhost") if known == "vhost_combined" else pl.lit(None, dtype=pl.String)
+    vhost = [field(VHOST).alias(VHOST)] if known == "vhost_combined" else []
     result = (
         frame.filter(pl.col(LINE).str.contains(r"\S"))
         .select(pl.col(ROW), pl.col(LINE), _fields(pl.col(LINE), known).alias(_FIELDS))
@@ -428,7 +430,7 @@ def parse_access_log(
             pl.when(field("bytes") == "-").then(0).otherwise(field("bytes").cast(pl.Int64)).alias("bytes"),
             referrer.alias("referrer"),
             user_agent.alias("user_agent"),
-            vhost.alias("vhost"),
+            *vhost,
         )
         .pipe(_split_request)
         .collect()
@@ -450,6 +452,7 @@ def parse_access_log(
         parsed = anonymize_ips(parsed.with_columns(pl.col("ip").alias(key_ip)).lazy(), key_ip).collect()
     parsed = parsed.select(
         *PARSED_SCHEMA,
+        *([VHOST] if vhost else []),
         *([visitor_key_expr(visitor_key, ip_column=key_ip)] if visitor_key is not None else []),
         ROW,
     )

@@ -82,7 +82,6 @@ def test_combined_line_gives_every_field() -> None:
         "referrer": "https://www.google.com/search?q=a",
         "user_agent": UA,
         "event": "page_view",
-        "vhost": None,
         "visitor_id": "83.149.9.216|" + hashlib.sha256(UA.encode()).hexdigest()[:8],
         "_row": 0,
     }
@@ -730,8 +729,14 @@ def test_apache_vhost_combined_logs(tmp_path: Path, flags: list[str]) -> None:
     assert parsed.get_column("ip").to_list() == ["10.0.0.1"] * 3
 
 
-def test_vhost_is_null_in_the_other_formats() -> None:
-    assert one(line())["vhost"] is None
+def test_only_a_vhost_log_has_a_vhost(tmp_path: Path) -> None:
+    """Review 46: a null vhost column in the other formats made --filter vhost=... leave out every line,
+    exit 0, where a filter on a column a file lacks is an error."""
+    assert "vhost" not in one(line())
+    log = tmp_path / "access.log"
+    log.write_text(_log_line("10.0.0.1", 5, "/a"))
+    result = run_cli(log, "--no-geo", "--filter", "vhost=shop.example:443", "-o", tmp_path / "o.csv")
+    assert result.exit_code != 0 and "vhost" in words(result.stderr)
     assert A.detect_log_format(["a.example:443 " + line(), "a.example:443 " + line()]) == "vhost_combined"
     # A vhost line is neither of the others: each format's lines are malformed in the others.
     assert parse(["a.example:443 " + line()])[1].height == 1
