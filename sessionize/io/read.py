@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import polars as pl
 
@@ -452,14 +452,15 @@ def _records_merged(data: str | bytes, rows: int, separator: str) -> bool:
             return False
         newlines, ends = data.count(b"\n"), data.endswith(b"\n")
     else:
+        # A block mapped at a time: the pages read count in the process's resident memory while mapped.
         with open(data, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
+            size = os.fstat(handle.fileno()).st_size
+            blocks = range(0, size, _BLOCK)
+            if not any(_in_block(handle, at, size, lambda block: block.find(b'"') >= 0) for at in blocks):
                 return False
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                if mapped.find(b'"') < 0:
-                    return False
-                newlines = sum(mapped[at : at + _BLOCK].count(b"\n") for at in range(0, len(mapped), _BLOCK))
-                ends = mapped[-1:] == b"\n"
+            newlines = sum(_in_block(handle, at, size, lambda block: block[:].count(b"\n")) for at in blocks)
+            handle.seek(size - 1)
+            ends = handle.read(1) == b"\n"
     if newlines + (0 if ends else 1) <= rows + 1:
         return False
     if isinstance(data, str):
@@ -471,6 +472,12 @@ def _records_merged(data: str | bytes, rows: int, separator: str) -> bool:
     except csv.Error:
         return True
     return records - 1 != rows
+
+
+def _in_block(handle: IO[bytes], at: int, size: int, look: Callable[[mmap.mmap], _T]) -> _T:
+    """``look`` at the block of the file from ``at`` (a multiple of :data:`_BLOCK`), mapped, not read."""
+    with mmap.mmap(handle.fileno(), min(_BLOCK, size - at), offset=at, access=mmap.ACCESS_READ) as block:
+        return look(block)
 
 
 def _csv_shape(data: str | bytes, separator: str, width: int) -> tuple[bool, pl.Series | None]:
