@@ -6,6 +6,7 @@ import csv
 import gzip
 import hashlib
 import hmac
+import io
 import json
 import shutil
 import subprocess
@@ -482,6 +483,32 @@ def test_a_quote_inside_a_value_does_not_join_two_records(
         sessions.filter(pl.col("user_id").is_in(["u0", "u1"])).select("user_id", "session_start").rows()
     )
     assert {user: start.minute for user, start in starts.items()} == {"u0": 0, "u1": 1}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"buckets": 2}, {"buckets": 3, "memory_limit": "8K"}],
+    ids=["memory", "buckets", "memory-limit"],
+)
+def test_a_quoted_field_over_lines_closes_where_the_csv_module_closes_it(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    """Review 46: the careful reader paired the lines of a quoted field by their quotes' parity, so a quote
+    in an unquoted value on the opening line (`12","Mozilla`: even) or the closing one (`x",sc"r`: even)
+    rejected a good record in two pieces, or read a line inside the quoted field as an event of its own.
+    The record ends where Python's csv module ends it."""
+    text = (
+        "user_id,timestamp,title,ua\n"
+        'u1,2024-05-01T10:00:00Z,screen 12","Mozilla\nline2"\n'
+        'u2,2024-05-01T10:05:00Z,"multi\nu9,2024-05-01T11:00:00Z,x",sc"r\n'
+        "u3,2024-05-01T10:06:00Z,ok,ok\n"
+    )
+    source = write(tmp_path / "events.csv", text)
+    expected = list(csv.reader(io.StringIO(text)))[1:]
+    assert [record[0] for record in expected] == ["u1", "u2", "u3"]
+    result = sessionize.run([source], no_geo=True, **options)
+    assert (result.rows_read, result.events_read, result.rejected) == (3, 3, 0)
+    assert sorted(result.sessions["user_id"].to_list()) == ["u1", "u2", "u3"]
 
 
 def test_a_semicolon_separated_file_is_named_as_one(tmp_path: Path) -> None:

@@ -134,12 +134,13 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     Only used when the fast reader fails. A line is read as Python's csv module reads it (as DuckDB
     and spreadsheets do): a quote inside or at the edge of an unquoted value (``12" pizza``,
     ``screen 12"``) is a character, also in a line with quoted fields. A quoted field may span lines (a
-    user agent with a newline, as sessionize itself writes one): a line with an odd number of quotes
-    that ends inside a quoted field is joined with the lines up to the next such line, when that makes
-    one record of the header's width within :data:`MAX_RECORD_LINES` lines; otherwise it is a bad
-    quote on its own, and the next line is read as a record of its own. Linear: the next odd line is
-    known for every line. Broken quoting is a bad quote: a quoted field that never closes, or that a
-    closing quote ends before more text (``"x"y``, which the csv module's strict mode refuses).
+    user agent with a newline, as sessionize itself writes one): a line that ends inside a quoted field
+    is joined with the lines up to the one where the csv module closes that field (any quote closes it,
+    so the read stops at the next line with a quote), when that makes one record of the header's width
+    within :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes; otherwise it is a bad
+    quote on its own, and the next line is read as a record of its own. Broken quoting is a bad quote:
+    a quoted field that never closes, or that a closing quote ends before more text (``"x"y``, which
+    the csv module's strict mode refuses).
     """
     codec = "utf-8" if is_utf8(encoding) else encoding
     if is_utf8(encoding) and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -171,10 +172,13 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
         except UnicodeDecodeError:
             bad.append((number, raw.decode(codec, errors="replace"), "undecodable_bytes"))
             continue
-        if odd[number - 1] and _ends_inside_quotes(text, separator):
+        if '"' in text and _ends_inside_quotes(text, separator):
             # A quoted field opens here and does not close on this line: a record over lines, up to the
-            # next line with an odd number of quotes (where the field closes).
-            end = next_odd[number] if number < len(lines) else len(lines)
+            # line where the csv module closes it (the next line with an odd number of quotes, unless a
+            # quote in an unquoted value of these lines, `12"` or `sc"r`, makes another one close it).
+            end = _record_end(lines, number - 1, codec, separator)
+            if end is None:
+                end = next_odd[number] if number < len(lines) else len(lines)
             record = _spanning_record(lines, number - 1, end, codec, separator, len(header))
             if record is None:
                 bad.append((number, text, "bad_quote"))
@@ -227,6 +231,28 @@ def _ends_inside_quotes(text: str, separator: str) -> bool:
         return True
     # At the end of the text inside quotes, the module keeps the line's newline in the last field.
     return bool(records and records[-1]) and "\n" in records[-1][-1]
+
+
+def _record_end(lines: list[bytes], first: int, codec: str, separator: str) -> int | None:
+    """The line where the record that starts at line ``first`` ends, as Python's csv module reads the
+    lines from there (at most :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes, so that
+    one lone quote costs a bounded read); None when its quoted field is still open after them."""
+
+    def feed() -> Iterator[str]:
+        budget = MAX_RECORD_BYTES
+        for line in lines[first : first + MAX_RECORD_LINES]:
+            budget -= len(line) + 1
+            if budget < 0:
+                return
+            yield line.decode(codec, errors="replace").replace("\r", _CR_MARK) + "\n"
+
+    reader = csv.reader(feed(), delimiter=separator, strict=False)
+    try:
+        next(reader)
+    except (csv.Error, StopIteration):
+        return None
+    end = first + reader.line_num - 1
+    return end if end > first else None
 
 
 def _spanning_record(
