@@ -811,13 +811,20 @@ def posthog_channel_expr(
     video = campaign.str.contains(_PH_VIDEO_CAMPAIGN)
     paid_types = {name: kind for name, (kind, _) in _PH_MEDIUM_TYPES.items() if kind is not None}
     organic_types = {name: kind for name, (_, kind) in _PH_MEDIUM_TYPES.items()}
+
+    def typed(table: Mapping[str, str], medium_types: Mapping[str, str], kind: str) -> list[pl.Expr]:
+        # The source's type, a shopping campaign, the medium's type, the referrer's: PostHog's order.
+        return [
+            _typed(source, table),
+            _typed(source_site, table),
+            _typed(named(source_site), table),
+            pl.when(shop).then(pl.lit(f"{kind} Shopping")),
+            _typed(medium, medium_types),
+            referrer_type(table, f"{kind} "),
+        ]
+
     paid_type = pl.coalesce(
-        _typed(source, paid),
-        _typed(source_site, paid),
-        _typed(named(source_site), paid),
-        pl.when(shop).then(pl.lit("Paid Shopping")),
-        _typed(medium, paid_types),
-        referrer_type(paid, "Paid "),
+        *typed(paid, paid_types, "Paid"),
         pl.when(gad_source == "1")
         .then(pl.lit("Paid Search"))
         .when(video)
@@ -827,12 +834,7 @@ def posthog_channel_expr(
         .otherwise(pl.lit("Paid Unknown")),
     )
     organic_type = pl.coalesce(
-        _typed(source, organic),
-        _typed(source_site, organic),
-        _typed(named(source_site), organic),
-        pl.when(shop).then(pl.lit("Organic Shopping")),
-        _typed(medium, organic_types),
-        referrer_type(organic, "Organic "),
+        *typed(organic, organic_types, "Organic"),
         pl.when(referrer_is_email.fill_null(False)).then(pl.lit("Email")),
         pl.when(video)
         .then(pl.lit("Organic Video"))

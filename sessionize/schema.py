@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -676,13 +677,7 @@ def _spellings(names: Iterable[str]) -> list[str] | None:
         if not name.isascii():
             return None
         choices.append([c + c.upper() + _OTHER_CASES.get(c, "") if c.islower() else c for c in name])
-    total = 0
-    for options in choices:
-        count = 1
-        for option in options:
-            count *= len(option)
-        total += count
-    if total > MOST_SPELLINGS:
+    if sum(math.prod(len(option) for option in options) for options in choices) > MOST_SPELLINGS:
         return None
     return sorted({"".join(spelling) for options in choices for spelling in itertools.product(*options)})
 
