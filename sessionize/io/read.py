@@ -152,13 +152,8 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
         header = _csv_records(header_text, separator)[0] if header_text else [""]
     except csv.Error as exc:
         raise pl.exceptions.ComputeError(f"its header line is not valid CSV: {exc}") from exc
-    odd = [raw.count(b'"') % 2 == 1 for raw in lines]
     # A line of whitespace is blank, but for the separator: a TSV line of tabs is a record.
     blank = b" \t\r\n\f\v".replace(separator.encode(), b"")
-    next_odd = [0] * (len(lines) + 1)
-    next_odd[len(lines)] = len(lines)
-    for index in range(len(lines) - 1, -1, -1):
-        next_odd[index] = index if odd[index] else next_odd[index + 1]
     good: list[list[str | int | None]] = []
     bad: list[tuple[int, str, str]] = []
     index = 1
@@ -174,13 +169,15 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
             continue
         if '"' in text and _ends_inside_quotes(text, separator):
             # A quoted field opens here and does not close on this line: a record over lines, up to the
-            # line where the csv module closes it (the next line with an odd number of quotes, unless a
-            # quote in an unquoted value of these lines, `12"` or `sc"r`, makes another one close it).
+            # line where the csv module closes it (not the next line with an odd number of quotes: a
+            # quote in an unquoted value of these lines, `12"` or `sc"r`, changes the count).
             end = _record_end(lines, number - 1, codec, separator)
-            if end is None:
-                end = next_odd[number] if number < len(lines) else len(lines)
-            record = _spanning_record(lines, number - 1, end, codec, separator, len(header))
-            if record is None:
+            record = (
+                None
+                if end is None
+                else _spanning_record(lines, number - 1, end, codec, separator, len(header))
+            )
+            if end is None or record is None:
                 bad.append((number, text, "bad_quote"))
                 continue
             good.append([*(value or None for value in record), number - 2])
@@ -489,15 +486,20 @@ def _records_merged(data: str | bytes, rows: int, separator: str) -> bool:
             ends = handle.read(1) == b"\n"
     if newlines + (0 if ends else 1) <= rows + 1:
         return False
+    try:
+        return sum(1 for _ in _module_records(data, separator)) - 1 != rows
+    except csv.Error:
+        return True
+
+
+def _module_records(data: str | bytes, separator: str, *, newline: str | None = "") -> Iterator[list[str]]:
+    """The records of a whole CSV (a path, or its bytes) as Python's csv module reads them, header first
+    (``newline`` as :class:`io.StringIO` takes it)."""
     if isinstance(data, str):
         with open(data, "rb") as handle:
             data = handle.read()
     text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
-    try:
-        records = sum(1 for _ in csv.reader(io.StringIO(text, newline=""), delimiter=separator))
-    except csv.Error:
-        return True
-    return records - 1 != rows
+    return csv.reader(io.StringIO(text, newline=newline), delimiter=separator)
 
 
 def _in_block(handle: IO[bytes], at: int, size: int, look: Callable[[mmap.mmap], _T]) -> _T:
@@ -558,11 +560,7 @@ def _csv_shape(data: str | bytes, separator: str, width: int) -> tuple[bool, pl.
         return bool(ragged), empty_records
     if empty_record:
         return True, None  # rows are not lines: the careful reader tells the records apart
-    if isinstance(data, str):
-        with open(data, "rb") as handle:
-            data = handle.read()
-    text_of_file = data.decode("utf-8", errors="replace").lstrip("\ufeff")
-    records = csv.reader(io.StringIO(text_of_file), delimiter=separator)
+    records = _module_records(data, separator, newline=None)
     try:
         next(records, None)
         return any(len(record) != width for record in records if record), None
