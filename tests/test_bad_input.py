@@ -426,11 +426,15 @@ EDGE_QUOTES = [
 ]
 
 
-@pytest.mark.parametrize(
+#: The read paths of a careful CSV read: in memory, in buckets, and in buckets with a tiny memory budget.
+READ_PATHS = pytest.mark.parametrize(
     "options",
     [{}, {"buckets": 2}, {"buckets": 3, "memory_limit": "8K"}],
     ids=["memory", "buckets", "memory-limit"],
 )
+
+
+@READ_PATHS
 def test_a_quote_at_the_edge_of_an_unquoted_value_is_read_as_the_csv_module_reads_it(
     tmp_path: Path, options: dict[str, Any]
 ) -> None:
@@ -485,11 +489,7 @@ def test_a_quote_inside_a_value_does_not_join_two_records(
     assert {user: start.minute for user, start in starts.items()} == {"u0": 0, "u1": 1}
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{}, {"buckets": 2}, {"buckets": 3, "memory_limit": "8K"}],
-    ids=["memory", "buckets", "memory-limit"],
-)
+@READ_PATHS
 def test_a_quoted_field_over_lines_closes_where_the_csv_module_closes_it(
     tmp_path: Path, options: dict[str, Any]
 ) -> None:
