@@ -225,11 +225,13 @@ def resolve_inputs(
     if any(is_url(str(item)) for item in inputs if not isinstance(item, io.InputFile)):
         require_dask()
     result = io.resolve_inputs(inputs, input_format=input_format, urls=True)
-    if any(source.is_stdin for source in result):
-        raise UsageError(
-            "--engine dask reads files, not standard input: the workers cannot see it. "
-            "Write the events to a file on storage every worker can read."
-        )
+    for source in result:
+        if source.is_stream:
+            raise UsageError(
+                f"--engine dask reads files, not {'standard input' if source.is_stdin else 'a pipe'} "
+                f"({source.shown}): the workers cannot see it. "
+                "Write the events to a file on storage every worker can read."
+            )
     return result
 
 

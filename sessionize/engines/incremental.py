@@ -354,8 +354,6 @@ def _plan(
     skipped: list[str] = []
     seen: set[str] = set()
     for number, source in enumerate(files):
-        if source.is_stdin:
-            raise UsageError("--state needs input files: stdin cannot be recognised on a re-run.")
         prior = by_path.get(os.path.abspath(source.path))
         # One read of the file: its fingerprint, and whether it starts with what was read there before.
         scan = _scan_file(source.path, None if prior is None or reprocess else prior["size"])
@@ -492,6 +490,12 @@ class IncrementalEngine:
         incremental = config.incremental
         assert incremental is not None
         state_path, out_path = Path(incremental.state), Path(incremental.output_dir)
+        for source in files:
+            if source.is_stream:
+                raise UsageError(
+                    f"--state needs input files: {source.shown} is a pipe, which cannot be recognised on a "
+                    "re-run. Write the events to a file first."
+                )
         out_path.mkdir(parents=True, exist_ok=True)
         lock = _Lock(state_path)
         # Left by a run that was killed: with the lock held, nothing else uses them.

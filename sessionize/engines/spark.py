@@ -164,9 +164,10 @@ def resolve_inputs(
             result.append(io.InputFile(path, io.formats.format_of(path, input_format) or "parquet"))
             continue
         for source in io.resolve_inputs([item], input_format=input_format):
-            if source.is_stdin:
+            if source.is_stream:
                 raise UsageError(
-                    "--engine spark reads files, not standard input: the executors cannot see it. "
+                    f"--engine spark reads files, not {'standard input' if source.is_stdin else 'a pipe'} "
+                    f"({source.shown}): the executors cannot see it. "
                     "Write the events to a file on storage every executor can read."
                 )
             result.append(source)

@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 import shlex
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,10 +53,18 @@ class InputFile:
     #: lines of a grown log file, copied aside), and the lines of the real file before ``path``'s first.
     name: str | None = None
     first_line: int = 0
+    #: A named pipe or a device (``<(zcat events.csv.gz)``, ``/dev/stdin``): its bytes can be read once.
+    stream: bool = False
 
     @property
     def is_stdin(self) -> bool:
         return self.path == STDIN
+
+    @property
+    def is_stream(self) -> bool:
+        """Whether the input can be read only once, start to end (standard input, a pipe, a device):
+        read whole, never sniffed, sliced or read again."""
+        return self.is_stdin or self.stream
 
     @property
     def shown(self) -> str:
@@ -92,8 +101,9 @@ def resolve_inputs(
         fmt = format_of(path, input_format)
         if fmt is not None and formats is not None and fmt not in formats:
             fmt = None
-        if (fmt is not None or explicit) and not is_url(path):
-            _check_compression(path)
+        stream = explicit and not is_url(path) and _is_stream(path)
+        if (fmt is not None or explicit) and not is_url(path) and not stream:
+            _check_compression(path)  # a pipe's first bytes would be gone
         name = os.path.basename(path.rstrip("/"))
         if fmt in ACCESS_LOG_FORMATS and not explicit and _ERROR_LOG.search(name):
             # A web server's error log beside its access logs (/var/log/nginx/error.log.1): not requests.
@@ -115,7 +125,7 @@ def resolve_inputs(
         key = path if is_url(path) else os.path.realpath(path)
         if key not in seen:
             seen.add(key)
-            result.append(InputFile(path, fmt))
+            result.append(InputFile(path, fmt, stream=stream))
 
     for raw in paths:
         if isinstance(raw, InputFile):
@@ -218,13 +228,28 @@ def _enriched_url(url: str) -> bool:
 
 #: The first bytes of compressed files sessionize does not read (gzip is read when the name ends in .gz),
 #: with the command that makes a file it reads.
-_COMPRESSED: tuple[tuple[bytes, str, str], ...] = (
-    (b"BZh", "bzip2-compressed", "bunzip2 -c {path} | gzip > {target}"),
-    (b"\xfd7zXZ\x00", "xz-compressed", "xz -dc {path} | gzip > {target}"),
-    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "zstd -dc {path} | gzip > {target}"),
-    (b"PK\x03\x04", "a ZIP archive (or an Excel workbook)", "unzip {path}, and give the files inside"),
+#: Magic bytes, what they are, the command that makes a file of them readable, and a pipe's decompressor.
+_COMPRESSED: tuple[tuple[bytes, str, str, str], ...] = (
+    (b"BZh", "bzip2-compressed", "bunzip2 -c {path} | gzip > {target}", "bunzip2 -c"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "xz -dc {path} | gzip > {target}", "xz -dc"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "zstd -dc {path} | gzip > {target}", "zstd -dc"),
+    (
+        b"PK\x03\x04",
+        "a ZIP archive (or an Excel workbook)",
+        "unzip {path}, and give the files inside",
+        "unzip -p",
+    ),
 )
-_GZIP = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_stream(path: str) -> bool:
+    """Whether ``path`` is a named pipe, a socket or a device rather than a file (``<(zcat x.csv.gz)`` is
+    ``/dev/fd/63``): what is read from it is gone, so it is read once, whole, as standard input is."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path)
+    except OSError:
+        return False
 
 
 def _check_compression(path: str) -> None:
@@ -236,19 +261,27 @@ def _check_compression(path: str) -> None:
             head = handle.read(10)
     except OSError:
         return  # not readable here: the reader names the error
-    target = shlex.quote(re.sub(r"\.(bz2|xz|zst|zip|gz)$", "", path, flags=re.IGNORECASE) + ".gz")
-    for magic, what, fix in _COMPRESSED:
-        # bzip2: "BZh", the block size digit, and the first block's magic number.
-        if head.startswith(magic) and (magic != b"BZh" or (head[3:4].isdigit() and head[4:10] == b"1AY&SY")):
-            raise UnreadableInputError(
-                f"{path} is {what}, which sessionize does not read. Decompress it first: "
-                f"{fix.format(path=shlex.quote(path), target=target)}."
-            )
-    if head.startswith(_GZIP) and not path.lower().endswith(".gz"):
+    check_compressed_head(head, path)
+    if head.startswith(GZIP_MAGIC) and not path.lower().endswith(".gz"):
         raise UnreadableInputError(
             f"{path} is gzip-compressed but its name does not end in .gz: rename it to {path}.gz "
             "(sessionize decompresses a file by its name)."
         )
+
+
+def check_compressed_head(head: bytes, path: str, *, stream: bool = False) -> None:
+    """Refuse an input whose first bytes are bzip2, xz, zstd or ZIP's, with the command that makes it
+    readable (for a ``stream``, a pipe or standard input, the decompressor to put in the pipe)."""
+    target = shlex.quote(re.sub(r"\.(bz2|xz|zst|zip|gz)$", "", path, flags=re.IGNORECASE) + ".gz")
+    for magic, what, fix, decompressor in _COMPRESSED:
+        # bzip2: "BZh", the block size digit, and the first block's magic number.
+        if head.startswith(magic) and (magic != b"BZh" or (head[3:4].isdigit() and head[4:10] == b"1AY&SY")):
+            how = (
+                f"Decompress it in the pipe with {decompressor}"
+                if stream
+                else f"Decompress it first: {fix.format(path=shlex.quote(path), target=target)}"
+            )
+            raise UnreadableInputError(f"{path} is {what}, which sessionize does not read. {how}.")
 
 
 #: A web server's error log by its name (``error.log``, ``ssl_error.log``, ``site-error.log.1``, rotated).

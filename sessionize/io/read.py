@@ -44,7 +44,7 @@ from sessionize.errors import (
     UsageError,
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
-from sessionize.io.inputs import InputFile, resolve_inputs
+from sessionize.io.inputs import GZIP_MAGIC, InputFile, check_compressed_head, resolve_inputs
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
 from sessionize.normalize import (
@@ -92,10 +92,30 @@ class FileRead:
     filtered: int = 0
 
 
-def _csv_source(source: InputFile, encoding: str) -> str | bytes:
-    """A path for Polars to read directly, or the file's bytes as UTF-8."""
+def read_stream(source: InputFile) -> bytes:
+    """The whole of an input that can be read once (standard input, a named pipe or a device),
+    gunzipped. bzip2, xz, zstd and ZIP are refused as they are in files."""
     if source.is_stdin:
         data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(source.path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise UnreadableInputError(f"{source.shown}: {exc.strerror or exc}.") from exc
+    check_compressed_head(data[:10], source.shown, stream=True)
+    if data.startswith(GZIP_MAGIC):
+        try:
+            return gzip.decompress(data)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise UnreadableInputError(_corrupt_gzip(source.shown, exc)) from exc
+    return data
+
+
+def _csv_source(source: InputFile, encoding: str) -> str | bytes:
+    """A path for Polars to read directly, or the file's bytes as UTF-8."""
+    if source.is_stream:
+        data = read_stream(source)
     elif split_gz(source.path)[1]:
         data = _read_bytes_gz(source.path)
     elif is_utf8(encoding):
@@ -332,7 +352,7 @@ def header_width(line: bytes, separator: str) -> int | None:
 def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
     """Parse an Apache/nginx access log (``.log`` files: combined, common or vhost_combined, told by their
     lines)."""
-    data: str | bytes = sys.stdin.buffer.read() if source.is_stdin else source.path
+    data: str | bytes = read_stream(source) if source.is_stream else source.path
     try:
         # read_lines keeps blank lines (so line numbers hold) and gunzips .log.gz by its magic bytes.
         lines = pl.read_lines(data, row_index_name=ROW)
@@ -729,13 +749,13 @@ def _scan(
     if source.format in ACCESS_LOG_FORMATS:
         return _scan_log(source, options)
     if source.format == "snowplow":
-        data = sys.stdin.buffer.read() if source.is_stdin else source.path
+        data = read_stream(source) if source.is_stream else source.path
         # read_lines keeps blank lines (so line numbers hold) and gunzips by the magic bytes.
         events, malformed = parse_enriched(pl.read_lines(data, row_index_name=ROW))
         return events.lazy(), malformed
     if source.format == "parquet":
-        if source.is_stdin:
-            piped = pl.read_parquet(io.BytesIO(sys.stdin.buffer.read()), glob=False)
+        if source.is_stream:
+            piped = pl.read_parquet(io.BytesIO(read_stream(source)), glob=False)
             return binary_as_text(flatten_structs(piped.lazy())).with_row_index(ROW), None
         scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
@@ -743,8 +763,8 @@ def _scan(
         return binary_as_text(flatten_structs(scan)), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
-    if source.is_stdin:
-        ndjson = io.BytesIO(_without_bom(sys.stdin.buffer.read()))
+    if source.is_stream:
+        ndjson = io.BytesIO(_without_bom(read_stream(source)))
     elif split_gz(source.path)[1]:
         ndjson = io.BytesIO(_without_bom(_read_bytes_gz(source.path)))
     elif os.path.getsize(source.path) == 0:
@@ -812,7 +832,7 @@ def may_nest_too_deep(ndjson: str | io.BytesIO | bytes) -> bool:
 def _fast_ndjson(source: InputFile, raw: pl.DataFrame | None, window: Window | None) -> bool:
     """Whether an NDJSON file was read by the fast reader, whole, from a file that can be read again
     (line by line, :func:`_careful_ndjson`)."""
-    return raw is None and window is None and source.format == "ndjson" and not source.is_stdin
+    return raw is None and window is None and source.format == "ndjson" and not source.is_stream
 
 
 def _ndjson_bytes(source: InputFile) -> bytes:
@@ -1084,7 +1104,7 @@ def physical_rows(source: InputFile, encoding: str) -> Callable[[pl.Expr], pl.Ex
     numbers rows. None for every other file (rows are lines already)."""
     # An incremental run's grown file is a copy of its new lines (``first_line`` numbers them): its
     # lines are counted in the copy. Standard input is not read twice: its rows stay records.
-    if source.format not in ("csv", "tsv") or source.is_stdin:
+    if source.format not in ("csv", "tsv") or source.is_stream:
         return None
     try:
         stat = os.stat(source.path)
@@ -1469,14 +1489,14 @@ def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> st
 
 def can_window(source: InputFile, options: ReadOptions) -> bool:
     """Whether :func:`iter_reads` can read ``source`` a slice at a time (else it reads it whole): any
-    file on disk but standard input. A malformed CSV, and a file whose bytes do not decode, are still
-    read whole (see :func:`iter_reads`)."""
-    return not source.is_stdin
+    file on disk but standard input, a pipe or a device. A malformed CSV, and a file whose bytes do not
+    decode, are still read whole (see :func:`iter_reads`)."""
+    return not source.is_stream
 
 
 def estimate_rows(source: InputFile) -> int:
     """About how many events ``source`` holds: exact for Parquet, from the size for text files."""
-    if source.is_stdin:
+    if source.is_stream:
         return 0
     if source.format == "parquet":
         try:
