@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -54,7 +54,7 @@ def _ndjson(tmp_path: Path) -> Path:
     return path
 
 
-INPUTS = {
+INPUTS: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
     "csv": (lambda tmp_path: EVENTS, ["--input-format", "csv"]),
     "parquet": (lambda tmp_path: SAMPLE_DATA / "events.parquet", ["--input-format", "parquet"]),
     "ndjson": (_ndjson, ["--input-format", "ndjson"]),
@@ -67,7 +67,7 @@ INPUTS = {
 def test_a_pipe_is_read_whole_as_the_file_is(tmp_path: Path, kind: str, engine: list[str]) -> None:
     make, flags = INPUTS[kind]
     source = make(tmp_path)
-    common = ["--no-geo", *flags, *engine, "--temp-dir", tmp_path, "-q"]
+    common: list[str | Path] = ["--no-geo", *flags, *engine, "--temp-dir", tmp_path, "-q"]
     from_file = run_cli(source, "-o", tmp_path / "file.parquet", *common)
     assert from_file.exit_code == 0, from_file.output
     with fifo(tmp_path, source.read_bytes()) as pipe:
