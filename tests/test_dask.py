@@ -582,3 +582,19 @@ def test_a_snowplow_enriched_tsv_url_is_read_as_one(tmp_path: Path, scheduler: s
     remote = sessionize.run([directory.as_uri()], engine="dask", preset="snowplow", no_geo=True,
                             scheduler=scheduler)  # fmt: skip
     assert remote.session_count == local.session_count == 3
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["file", "directory"])
+def test_compressed_files_behind_a_url_are_named(tmp_path: Path, named: bool) -> None:
+    """Review 46: a bzip2 file named .csv behind a ``file://`` URL skipped the compression check local
+    paths get, and was read as text. Its first bytes are read through fsspec, as a local file's are."""
+    import bz2
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "events.csv").write_bytes(bz2.compress(b"user_id,timestamp\nu,2024-05-01T10:00:00Z\n"))
+    url = f"file://{folder / 'events.csv'}" if named else f"file://{folder}"
+    with pytest.raises(sessionize.UnreadableInputError, match="is bzip2-compressed") as caught:
+        dask_engine.resolve_inputs([url])
+    assert "bunzip2 -c" in str(caught.value)
+    assert f"file://{folder}/events.csv" in str(caught.value)

@@ -102,7 +102,7 @@ def resolve_inputs(
         if fmt is not None and formats is not None and fmt not in formats:
             fmt = None
         stream = explicit and not is_url(path) and _is_stream(path)
-        if (fmt is not None or explicit) and not is_url(path) and not stream:
+        if (fmt is not None or explicit) and not stream:
             _check_compression(path)  # a pipe's first bytes would be gone
         name = os.path.basename(path.rstrip("/"))
         if fmt in ACCESS_LOG_FORMATS and not explicit and _ERROR_LOG.search(name):
@@ -257,9 +257,14 @@ def _check_compression(path: str) -> None:
     the middle of a large file): bzip2, xz, zstd and ZIP by their first bytes, and gzip whose name does
     not end in ``.gz`` (it is decompressed by its name on every path)."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(10)
-    except OSError:
+        if is_url(path):  # a file behind a URL (Dask): its first bytes, as a local file's
+            fs, inner = filesystem(path)
+            with fs.open(inner, "rb") as handle:
+                head = handle.read(10)
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(10)
+    except (OSError, UnreadableInputError):
         return  # not readable here: the reader names the error
     check_compressed_head(head, path)
     if head.startswith(GZIP_MAGIC) and not path.lower().endswith(".gz"):
