@@ -417,6 +417,35 @@ def test_a_grown_csv_record_with_an_escaped_quote_is_read_by_the_run_that_comple
     assert {'https://shop.example/a",b', 'https://shop.example/c,"d"'} <= pages
 
 
+def test_a_grown_csv_record_whose_first_line_has_an_even_number_of_quotes_waits_whole(
+    tmp_path: Path,
+) -> None:
+    """Review 46: the open record of a grown CSV was found by the number of quotes on its first line, so
+    ``/s?q=sc"r,"https://ref.example/a`` (a quote in an unquoted value, then a quoted field that goes on
+    over lines: two quotes) was not held back while it was being written: the run read it as a bad quote
+    and the next run its rest as another. It waits for the run that finds it whole, as the careful
+    reader joins it in one run over the file."""
+    live = write_events(tmp_path / "live.csv", T0, users=2)
+    state, out, rejects = tmp_path / "st", tmp_path / "out", tmp_path / "rejects.csv"
+    grown_run(live, state, out, rejects)
+    at = stamp(T0 + timedelta(hours=3))
+    with live.open("a", encoding="utf-8") as handle:
+        handle.write(f"u1,{at},https://shop.example/p0,,,\n")
+        handle.write(f'u1,{at},https://shop.example/s?q=sc"r,"https://ref.example/a\n')  # being written
+    waiting = grown_run(live, state, out, rejects)
+    assert (waiting["rows_read"], waiting["rejected"]) == (1, 0)
+    with live.open("a", encoding="utf-8") as handle:
+        handle.write('b",,\n')
+        handle.write(f"u1,{stamp(T0 + timedelta(hours=3, minutes=1))},https://shop.example/p1,,,\n")
+    completed = grown_run(live, state, out, rejects)
+    assert (completed["rows_read"], completed["rejected"]) == (2, 0)
+    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
+    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01")
+    assert whole.rejected == 0
+    assert_frame_equal(table, whole.sessions.sort(KEYS))
+    assert whole.rows_read == 12 + waiting["rows_read"] + completed["rows_read"]
+
+
 def test_a_grown_log_names_its_real_file_and_line_in_errors(tmp_path: Path) -> None:
     live = write_events(tmp_path / "live.csv", T0, users=2)
     state, out = tmp_path / "st", tmp_path / "out"

@@ -291,53 +291,57 @@ def _spanning_record(
     return records[0]
 
 
-#: Every byte but a quote and a newline (see :func:`complete_csv_records`).
-_NOT_QUOTE_OR_NEWLINE = bytes(byte for byte in range(256) if byte not in b'"\n')
-
-
 def complete_csv_records(data: bytes, *, separator: str, width: int | None) -> int:
     """How many bytes of ``data`` (whole CSV lines, without the header, from a record's start: a grown
     file's new lines) are complete records: all of them, or those before a record still being written.
 
-    The lines pair up as the careful reader (:func:`_careful_csv`) joins them: a line with an odd number
-    of quotes that ends inside a quoted field opens a record, and the next line with an odd number of
-    quotes closes it, when the lines make one record of the header's ``width`` (any width when None)
-    within :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes. A quote in or at the edge
-    of an unquoted value (``/s?q="x``, ``screen 12"``) opens nothing, nor does an escaped quote
-    (``"a"",b"``). An opening line that no line closes yet waits with the lines after it, unless so many
-    lines or bytes follow it that no closing line could make it a record: then it is a bad quote now,
-    so that one lone quote cannot hold a live log back for ever. Python goes line by line only when
-    some line has an odd number of quotes.
+    The lines join as the careful reader (:func:`_careful_csv`) joins them: a line that ends inside a
+    quoted field opens a record, which ends on the line where Python's csv module closes that field,
+    when the lines make one record of the header's ``width`` (any width when None) within
+    :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes; else the line is a bad quote and
+    the next line starts a record. A quote in or at the edge of an unquoted value (``/s?q="x``,
+    ``screen 12"``) opens nothing, nor does an escaped quote (``"a"",b"``), whatever the number of quotes
+    on the line (``sc"r,"Mozilla`` opens one). A record still open after the last line waits with the
+    lines after it, unless so many lines or bytes follow its first line that no line could close it
+    within the bounds: then it is a bad quote now, so that one lone quote cannot hold a live log back
+    for ever. The csv module reads the lines (in C) to find the records over lines; Python looks at
+    each of those only.
     """
-    if b'"' not in data:
-        return len(data)
-    # Each line's quotes side by side, pairs removed: a quote is left for each line with an odd number.
-    if b'"' not in data.translate(None, _NOT_QUOTE_OR_NEWLINE).replace(b'""', b""):
-        return len(data)
+    if b'"' not in data or _first_record_over_lines([data], 0, separator) is None:
+        return len(data)  # one pass of the csv module over the data: no record over lines
     lines = data.split(b"\n")
     count = len(lines) - (lines[-1] == b"")
-    odd = [index for index, line in enumerate(lines) if line.count(b'"') % 2]
     at = 0
-    while at < len(odd):
-        first = odd[at]
-        if not _ends_inside_quotes(lines[first].rstrip(b"\r").decode("utf-8", errors="replace"), separator):
-            at += 1
+    while (first := _first_record_over_lines(lines, at, separator)) is not None:
+        end = _record_end(lines, first, "utf-8", separator)
+        if end is not None and end >= count:
+            # Still open after the last complete line: being written, unless past the bounds.
+            start = sum(len(line) + 1 for line in lines[:first])
+            if count - first < MAX_RECORD_LINES and len(data) - start < MAX_RECORD_BYTES:
+                return start
+            at = first + 1
             continue
-        if at + 1 == len(odd):
-            if count - first < MAX_RECORD_LINES:
-                start = len(data) - len(b"\n".join(lines[first:]))
-                if len(data) - start < MAX_RECORD_BYTES:
-                    return start
-            return len(data)
-        last = odd[at + 1]
-        record = None
-        if last - first < MAX_RECORD_LINES:
-            span = [line.rstrip(b"\r") for line in lines[first : last + 1]]
-            record = _spanning_record(span, 0, len(span) - 1, "utf-8", separator, width)
-        # Joined: the next odd line is read after them; else this line is a bad quote, and the next
-        # odd line may open a record of its own.
-        at += 2 if record is not None else 1
+        record = None if end is None else _spanning_record(lines, first, end, "utf-8", separator, width)
+        # Joined: the line after the record is read next; else this line is a bad quote, and the next
+        # line starts a record of its own.
+        at = end + 1 if end is not None and record is not None else first + 1
     return len(data)
+
+
+def _first_record_over_lines(lines: list[bytes], at: int, separator: str) -> int | None:
+    """The first line from ``at`` that opens a record over lines, as the csv module reads the lines
+    from ``at`` (each line before it is a record of its own), or None."""
+    text = b"\n".join(lines[at:]).decode("utf-8", errors="replace").replace("\r", _CR_MARK)
+    if '"' not in text:
+        return None
+    # One more (blank) line, which a record still open at the end takes in: over lines too.
+    reader = csv.reader(io.StringIO(text + "\n", newline="\n"), delimiter=separator, strict=False)
+    before = 0
+    for _ in reader:
+        if reader.line_num - before > 1:
+            return at + before
+        before = reader.line_num
+    return None
 
 
 def header_width(line: bytes, separator: str) -> int | None:
