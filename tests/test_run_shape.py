@@ -122,10 +122,12 @@ def test_privacy_options_with_skipped_malformed_lines(tmp_path: Path, privacy: l
     ("output", "message"),
     [("-", "must be a directory|give a directory with -o DIR"), ("dask.csv", "not one file")],
 )
-def test_dask_refuses_a_table_output(tmp_path: Path, output: str, message: str) -> None:
+def test_dask_refuses_a_table_output(
+    tmp_path: Path, output: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("distributed")
     events = write_events(tmp_path / "events.csv", T0)
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     result = invoke("run", events, "--engine", "dask", "-o", output, "--no-geo")
     assert result.exit_code == 2
     assert pytest.importorskip("re").search(message, " ".join(result.stderr.replace("│", "").split()))
