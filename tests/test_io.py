@@ -1036,7 +1036,8 @@ def _timestamp_shapes(count: int, seed: int) -> list[str | None]:
 
 #: Offsets, out of range ones, and signs where the digits go (review 46: "+5" is a number to a cast).
 _OFFSETS = ("+02:00", "-05:30", "+0200", "-0530", "+02", "-11", "+23:59", "+24:00", "+02:60", "++5:00",
-            "+05:+5", "+05+5", "++5", "--5", "+-5:00", "+ 5:00", "+05:-5")  # fmt: skip
+            "+05:+5", "+05+5", "++5", "--5", "+-5:00", "+ 5:00", "+05:-5", "+\u0660\u0662:00", "-00:00",
+            "+2:00", "+02:0")  # fmt: skip
 
 
 def _fixed_width_shapes(count: int, seed: int) -> list[str]:
@@ -1097,6 +1098,23 @@ def test_timestamp_fast_path_parses_as_the_general_rewrite(timezone: str, time_u
             fixed = frame.filter(pl.col("text").str.contains(shape))
             assert fixed.get_column("fast").drop_nulls().len() > 20, shape
             assert fixed.get_column("fast").null_count() > 20, shape
+
+
+def test_t_shapes_after_the_sample_are_parsed_by_the_general_parsers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ISO 8601 with a `T` and no `Z` has its own parsers only when the column's first values show it
+    (a file of `Z` times does not pay for them); such a value further on is parsed all the same."""
+    from sessionize import normalize
+
+    monkeypatch.setattr(normalize, "T_SHAPE_SAMPLE", 2)
+    later = ["2024-05-01T12:00:00+02:00", "2024-05-01T10:00:00.250", "2024-05-01T10:00:00-05:30"]
+    for head in (["2024-05-01T10:00:00Z"] * 2, ["2024-05-01T12:00:00+02:00"] * 2):
+        text = pl.Series("t", head + later)
+        parsed = parse_timestamp_series(text, time_unit=None, timezone="UTC")
+        assert parsed.dt.to_string("%Y-%m-%dT%H:%M:%S%.6f").to_list()[2:] == [
+            "2024-05-01T10:00:00.000000",
+            "2024-05-01T10:00:00.250000",
+            "2024-05-01T15:30:00.000000",
+        ]
 
 
 @pytest.mark.slow
