@@ -301,24 +301,27 @@ def complete_csv_records(data: bytes, *, separator: str, width: int | None) -> i
     :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes; else the line is a bad quote and
     the next line starts a record. A quote in or at the edge of an unquoted value (``/s?q="x``,
     ``screen 12"``) opens nothing, nor does an escaped quote (``"a"",b"``), whatever the number of quotes
-    on the line (``sc"r,"Mozilla`` opens one). A record still open after the last line waits with the
-    lines after it, unless so many lines or bytes follow its first line that no line could close it
-    within the bounds: then it is a bad quote now, so that one lone quote cannot hold a live log back
-    for ever. The csv module reads the lines (in C) to find the records over lines; Python looks at
-    each of those only.
+    on the line (``sc"r,"Mozilla`` opens one); a line's ``\r`` before its ``\n`` is no part of it. A
+    record still open after the last line waits with the lines after it, unless so many lines or bytes
+    follow its first line that no line could close it within the bounds: then it is a bad quote now, so
+    that one lone quote cannot hold a live log back for ever. The csv module reads each line once or
+    twice (a bad quote's lines again from the line after it), one line at a time: linear in the data.
     """
-    if b'"' not in data or _first_record_over_lines([data], 0, separator) is None:
-        return len(data)  # one pass of the csv module over the data: no record over lines
-    lines = data.split(b"\n")
+    if b'"' not in data:
+        return len(data)
+    raw = data.split(b"\n")
+    lines = [line.rstrip(b"\r") for line in raw]
     count = len(lines) - (lines[-1] == b"")
     at = 0
     while (first := _first_record_over_lines(lines, at, separator)) is not None:
         end = _record_end(lines, first, "utf-8", separator)
         if end is not None and end >= count:
             # Still open after the last complete line: being written, unless past the bounds.
-            start = sum(len(line) + 1 for line in lines[:first])
-            if count - first < MAX_RECORD_LINES and len(data) - start < MAX_RECORD_BYTES:
-                return start
+            if (
+                count - first < MAX_RECORD_LINES
+                and sum(len(line) + 1 for line in lines[first:]) < MAX_RECORD_BYTES
+            ):
+                return sum(len(line) + 1 for line in raw[:first])
             at = first + 1
             continue
         record = None if end is None else _spanning_record(lines, first, end, "utf-8", separator, width)
@@ -331,11 +334,13 @@ def complete_csv_records(data: bytes, *, separator: str, width: int | None) -> i
 def _first_record_over_lines(lines: list[bytes], at: int, separator: str) -> int | None:
     """The first line from ``at`` that opens a record over lines, as the csv module reads the lines
     from ``at`` (each line before it is a record of its own), or None."""
-    text = b"\n".join(lines[at:]).decode("utf-8", errors="replace").replace("\r", _CR_MARK)
-    if '"' not in text:
-        return None
-    # One more (blank) line, which a record still open at the end takes in: over lines too.
-    reader = csv.reader(io.StringIO(text + "\n", newline="\n"), delimiter=separator, strict=False)
+
+    def feed() -> Iterator[str]:
+        for index in range(at, len(lines)):
+            yield lines[index].decode("utf-8", errors="replace").replace("\r", _CR_MARK) + "\n"
+        yield "\n"  # one more (blank) line, which a record still open at the end takes in: over lines too
+
+    reader = csv.reader(feed(), delimiter=separator, strict=False)
     before = 0
     for _ in reader:
         if reader.line_num - before > 1:
