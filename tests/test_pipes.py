@@ -27,9 +27,9 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes a
 
 
 @contextlib.contextmanager
-def fifo(tmp_path: Path, data: bytes) -> Iterator[Path]:
+def fifo(tmp_path: Path, data: bytes, name: str = "pipe") -> Iterator[Path]:
     """A named pipe that a thread fills with ``data`` once a reader opens it."""
-    path = tmp_path / "pipe"
+    path = tmp_path / name
     os.mkfifo(path)
 
     def feed() -> None:
@@ -127,3 +127,40 @@ def test_process_substitution_in_a_shell(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()
     assert pl.read_csv(tmp_path / "out.csv").height == 964
+
+
+def test_a_named_pipe_called_tsv_is_read_as_tsv(tmp_path: Path) -> None:
+    """Review 47: a named pipe called ``*.tsv`` was opened to tell a Snowplow enriched TSV from another,
+    which took its first bytes (the writer then failed) and the reader's open waited for ever."""
+    source = tmp_path / "events.tsv"
+    pl.read_csv(EVENTS, infer_schema=False).write_csv(source, separator="\t")
+    from_file = run_cli(source, "--no-geo", "-o", tmp_path / "file.parquet", "-q")
+    assert from_file.exit_code == 0, from_file.output
+    with fifo(tmp_path, source.read_bytes(), name="live.tsv") as pipe:
+        result = run_cli(pipe, "--no-geo", "-o", tmp_path / "pipe.parquet", "-q")
+    assert result.exit_code == 0, result.output
+    assert_frame_equal(pl.read_parquet(tmp_path / "pipe.parquet"), pl.read_parquet(tmp_path / "file.parquet"))
+
+
+def test_a_pipe_inside_a_file_url_directory_is_not_opened(tmp_path: Path) -> None:
+    """Review 47: the compression check opened every file behind a ``file://`` URL, and a named pipe
+    there (no writer) blocked the run for ever. Files on this machine are checked; pipes and devices,
+    and objects on remote storage (one request each), are not opened before the run reads them."""
+    pytest.importorskip("fsspec")
+    from sessionize import io as sio
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "a.csv").write_bytes(EVENTS.read_bytes())
+    os.mkfifo(folder / "b.csv")
+    found: list[list[sio.InputFile]] = []
+    resolver = threading.Thread(
+        target=lambda: found.append(sio.resolve_inputs([f"file://{folder}"], urls=True)), daemon=True
+    )
+    resolver.start()
+    resolver.join(timeout=30)
+    if resolver.is_alive():  # unblock it, then fail
+        with contextlib.suppress(OSError):
+            os.close(os.open(folder / "b.csv", os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("resolving a file:// directory with a named pipe in it waited on the pipe")
+    assert [source.path for source in found[0]] == [f"file://{folder}/a.csv", f"file://{folder}/b.csv"]

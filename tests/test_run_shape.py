@@ -6,6 +6,7 @@ summary, the files written, the files left alone.
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -486,7 +487,7 @@ def test_complete_csv_records_reads_each_line_at_most_twice() -> None:
     the lines joined and decoded again for each such record, is measured in bench/README.md: 64,000
     lines 23.5 -> 0.33 s.)"""
     reads = 0
-    real_reader = sio.read.csv.reader
+    real_reader = csv.reader
 
     def counting(lines: Any, **kwargs: Any) -> Any:
         def counted() -> Any:
@@ -502,7 +503,7 @@ def test_complete_csv_records_reads_each_line_at_most_twice() -> None:
         data = body.encode()
         reads = 0
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sio.read.csv, "reader", counting)
+            patch.setattr(csv, "reader", counting)
             sio.read.complete_csv_records(data, separator=",", width=3)
         assert reads <= 2 * data.count(b"\n") + 2 * 4000 + 2000 * 4
 

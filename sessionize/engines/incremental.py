@@ -493,8 +493,8 @@ class IncrementalEngine:
         for source in files:
             if source.is_stream:
                 raise UsageError(
-                    f"--state needs input files: {source.shown} is a pipe, which cannot be recognised on a "
-                    "re-run. Write the events to a file first."
+                    f"--state needs input files: {source.shown} is a pipe or a device, which cannot be "
+                    "recognised on a re-run. Write the events to a file first."
                 )
         out_path.mkdir(parents=True, exist_ok=True)
         lock = _Lock(state_path)

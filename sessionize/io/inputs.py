@@ -101,9 +101,13 @@ def resolve_inputs(
         fmt = format_of(path, input_format)
         if fmt is not None and formats is not None and fmt not in formats:
             fmt = None
-        stream = explicit and not is_url(path) and _is_stream(path)
-        if (fmt is not None or explicit) and not stream:
-            _check_compression(path)  # a pipe's first bytes would be gone
+        # The file on this machine (a path, or a file:// URL's), whose first bytes can be read here.
+        local = path.removeprefix("file://") if path.startswith("file://") else None if is_url(path) else path
+        # A pipe or a device is never read here: its first bytes would be gone, or the open would wait.
+        special = local is not None and _is_stream(local)
+        stream = explicit and not is_url(path) and special
+        if (fmt is not None or explicit) and local is not None and not special:
+            _check_compression(path, local)
         name = os.path.basename(path.rstrip("/"))
         if fmt in ACCESS_LOG_FORMATS and not explicit and _ERROR_LOG.search(name):
             # A web server's error log beside its access logs (/var/log/nginx/error.log.1): not requests.
@@ -119,6 +123,7 @@ def resolve_inputs(
         if (
             fmt == "tsv"
             and input_format is None
+            and not special
             and (_enriched_url(path) if is_url(path) else is_enriched_tsv(path))
         ):
             fmt = "snowplow"  # a headerless TSV of Snowplow's enriched events
@@ -252,19 +257,16 @@ def _is_stream(path: str) -> bool:
         return False
 
 
-def _check_compression(path: str) -> None:
+def _check_compression(path: str, local: str) -> None:
     """Refuse a compressed file sessionize would read as text (binary "column names", or a failure in
     the middle of a large file): bzip2, xz, zstd and ZIP by their first bytes, and gzip whose name does
-    not end in ``.gz`` (it is decompressed by its name on every path)."""
+    not end in ``.gz`` (it is decompressed by its name on every path). ``local`` is the file on this
+    machine (``path`` itself, or a ``file://`` URL's path); a file on remote storage is not opened here,
+    one request an object."""
     try:
-        if is_url(path):  # a file behind a URL (Dask): its first bytes, as a local file's
-            fs, inner = filesystem(path)
-            with fs.open(inner, "rb") as handle:
-                head = handle.read(10)
-        else:
-            with open(path, "rb") as handle:
-                head = handle.read(10)
-    except (OSError, UnreadableInputError):
+        with open(local, "rb") as handle:
+            head = handle.read(10)
+    except OSError:
         return  # not readable here: the reader names the error
     check_compressed_head(head, path)
     if head.startswith(GZIP_MAGIC) and not path.lower().endswith(".gz"):
