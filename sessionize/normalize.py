@@ -356,7 +356,28 @@ def with_parsed_text_time(
     # One shape a step, each parse on the values still null and in its shape (the others masked to
     # null, which Polars skips: a failed fixed-width parse would cost a chrono parse), so that the
     # in-memory engine holds one masked copy of the text at a time.
-    for shaped, form, utc in _common_shapes(text):
+    shapes = _common_shapes(text)
+    t_shapes = _has_t_shapes(events, column, timezone, ambiguous)
+    for number, (shaped, form, utc) in enumerate(shapes):
+        if t_shapes and number == len(_FIXED_UTC) + 1:
+            # After the `Z` shapes, before the naive SQL ones (whose fixed-width formats would hand a
+            # naive `T` time of their length to chrono, and whose last format every text left), in
+            # steps, each of its values computed once: the texts left that have a `T` or a space where
+            # ISO 8601 has its `T`; their date and time and their offset; their instants.
+            offset_name = fresh_name("_time_offset", [*events.collect_schema().names(), *helpers])
+            frame = (
+                frame.with_columns(
+                    pl.when(fast.is_null() & text.str.slice(10, 1).is_in(["T", " "]))
+                    .then(text)
+                    .alias(text_name)
+                )
+                .with_columns(_t_shape_parts(pl.col(text_name), text_name, offset_name))
+                .with_columns(
+                    pl.coalesce(
+                        fast, _t_shape_instants(pl.col(text_name), pl.col(offset_name), timezone, ambiguous)
+                    ).alias(fast_name)
+                )
+            )
         parsed = (
             pl.when(fast.is_null() & shaped)
             .then(text)
@@ -364,21 +385,6 @@ def with_parsed_text_time(
         )
         instant = parsed.dt.replace_time_zone("UTC") if utc else _localize(parsed, timezone, ambiguous)
         frame = frame.with_columns(pl.coalesce(fast, instant).alias(fast_name))
-    if _has_t_shapes(events, column, timezone, ambiguous):
-        # In steps, each of its values computed once: the texts left that have a `T` or a space where
-        # ISO 8601 has its `T`; their date and time and their offset; their instants.
-        offset_name = fresh_name("_time_offset", [*events.collect_schema().names(), *helpers])
-        frame = (
-            frame.with_columns(
-                pl.when(fast.is_null() & text.str.slice(10, 1).is_in(["T", " "])).then(text).alias(text_name)
-            )
-            .with_columns(_t_shape_parts(pl.col(text_name), text_name, offset_name))
-            .with_columns(
-                pl.coalesce(
-                    fast, _t_shape_instants(pl.col(text_name), pl.col(offset_name), timezone, ambiguous)
-                ).alias(fast_name)
-            )
-        )
     frame = (
         frame
         # Rewritten in its own step: inside one expression each parse attempt would redo it.
