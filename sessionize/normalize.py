@@ -356,18 +356,21 @@ def with_parsed_text_time(
     # One shape a step, each parse on the values still null and in its shape (the others masked to
     # null, which Polars skips: a failed fixed-width parse would cost a chrono parse), so that the
     # in-memory engine holds one masked copy of the text at a time.
-    shapes = _common_shapes(text)
-    t_shapes = _has_t_shapes(events, column, timezone, ambiguous)
-    for number, (shaped, form, utc) in enumerate(shapes):
+    t_shapes = _has_t_shapes(events, column)
+    for number, (shaped, form, utc) in enumerate(_common_shapes(text)):
         if t_shapes and number == len(_FIXED_UTC) + 1:
             # After the `Z` shapes, before the naive SQL ones (whose fixed-width formats would hand a
-            # naive `T` time of their length to chrono, and whose last format every text left), in
-            # steps, each of its values computed once: the texts left that have a `T` or a space where
-            # ISO 8601 has its `T`; their date and time and their offset; their instants.
+            # naive `T` or offset time of their length to chrono, and whose last format every text
+            # left), in steps, each of its values computed once: the texts left that have a `T` where
+            # ISO 8601 has it, or SQL's space and a sign after the seconds; their date and time and
+            # their offset; their instants. SQL's naive times are left to their own formats.
             offset_name = fresh_name("_time_offset", [*events.collect_schema().names(), *helpers])
+            after = text.str.slice(19)
+            sign = after.str.contains("+", literal=True) | after.str.contains("-", literal=True)
+            separator = text.str.slice(10, 1)
             frame = (
                 frame.with_columns(
-                    pl.when(fast.is_null() & text.str.slice(10, 1).is_in(["T", " "]))
+                    pl.when(fast.is_null() & ((separator == "T") | ((separator == " ") & sign)))
                     .then(text)
                     .alias(text_name)
                 )
@@ -400,18 +403,24 @@ def with_parsed_text_time(
 T_SHAPE_SAMPLE = 10_000
 
 
-def _has_t_shapes(events: pl.LazyFrame, column: str, timezone: str, ambiguous: str) -> bool:
-    """Whether :func:`_t_shapes` parses one of the first :data:`T_SHAPE_SAMPLE` values of the text
-    ``column`` that the common shapes leave, so that it is in the plan. For a file of ``Z`` times it is
-    not: its parse of 10M nulls would cost 1.6 GB at the in-memory engine's peak. A value of its shapes
-    further on is parsed by the general parsers instead, to the same instant."""
+#: Fewest values of :func:`_t_shapes`' shapes in a column's sample for its step to be in the plan.
+T_SHAPE_MIN = 1_000
+
+
+def _has_t_shapes(events: pl.LazyFrame, column: str) -> bool:
+    """Whether :func:`_t_shapes`' step is in the plan: when at least :data:`T_SHAPE_MIN` and a tenth of
+    the first :data:`T_SHAPE_SAMPLE` values of the text ``column`` look like its shapes (a ``T`` where
+    ISO 8601 has it and no ``Z``, or SQL's space and a sign after the seconds). Its step costs every
+    value about a fifth of what it saves one of its shapes over the general parsers: for a file of
+    ``Z`` times (its parse of 10M nulls would cost 1.6 GB at the in-memory engine's peak), of SQL's
+    naive times with a few others, or a small one, it is not. Those values then go to the general
+    parsers, which give the same instants."""
     sample = events.select(pl.col(column).cast(pl.String)).head(T_SHAPE_SAMPLE).collect(engine="in-memory")
     text = sample.to_series()
-    left = text.filter(text.str.slice(10, 1).is_in(["T", " "]) & ~text.str.ends_with("Z"))
-    parsed = left.to_frame("_left").select(
-        _t_shapes(pl.col("_left"), timezone, ambiguous).is_not_null().any()
-    )
-    return bool(parsed.item())
+    separator, after = text.str.slice(10, 1), text.str.slice(19)
+    sign = after.str.contains("+", literal=True) | after.str.contains("-", literal=True)
+    shaped = int((((separator == "T") & ~text.str.ends_with("Z")) | ((separator == " ") & sign)).sum())
+    return shaped >= T_SHAPE_MIN and shaped * 10 >= text.len() - text.null_count()
 
 
 def _t_shapes(left: pl.Expr, timezone: str, ambiguous: str) -> pl.Expr:
@@ -422,6 +431,10 @@ def _t_shapes(left: pl.Expr, timezone: str, ambiguous: str) -> pl.Expr:
     a sample; :func:`with_parsed_text_time` computes its parts in steps of their own."""
     parts = _t_shape_parts(left, "_local", "_offset")
     return _t_shape_instants(parts[0], parts[1], timezone, ambiguous)
+
+
+#: The date and time of :func:`_t_shapes`, ASCII digits only (the regex crate's ``\d`` is any script's).
+_T_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.(?:[0-9]{3}|[0-9]{6}|[0-9]{9}))?$"
 
 
 def _t_shape_parts(left: pl.Expr, local_name: str, offset_name: str) -> list[pl.Expr]:
@@ -446,10 +459,16 @@ def _t_shape_parts(left: pl.Expr, local_name: str, offset_name: str) -> list[pl.
     minutes = pl.when(size == 3).then(pl.lit("00")).otherwise(offset.str.tail(2))
     digits = hours.str.contains(r"^(?:[01][0-9]|2[0-3])$") & minutes.str.contains(r"^[0-5][0-9]$")
     micros = (hours.cast(pl.Int64, strict=False) * 60 + minutes.cast(pl.Int64, strict=False)) * 60_000_000
+    # Exactly the shape, in ASCII digits: on a failed fixed-width parse Polars asks chrono, which takes
+    # a sign before the year, one-digit fields and spaces before them (the general parsers do not).
     # A naive time only with a T: a naive time with a space that the common shapes left is not one.
+    head = left.str.head(length - size)
     local = (
-        pl.when(((size > 0) & digits) | ((size == 0) & (left.str.slice(10, 1) == "T")))
-        .then(left.str.head(length - size).str.replace(" ", "T", literal=True, n=1))
+        pl.when(
+            (((size > 0) & digits) | ((size == 0) & (left.str.slice(10, 1) == "T")))
+            & head.str.contains(_T_SHAPE)
+        )
+        .then(head.str.replace(" ", "T", literal=True, n=1))
         .alias(local_name)
     )
     signed = pl.when(size > 0).then(pl.when(offset.str.head(1) == "-").then(-micros).otherwise(micros))

@@ -1070,11 +1070,18 @@ def _fixed_width_shapes(count: int, seed: int) -> list[str]:
     return shapes
 
 
+@pytest.mark.parametrize("t_step", [True, False], ids=["t-shapes-step", "no-t-shapes-step"])
 @pytest.mark.parametrize("timezone", ["UTC", "Europe/Paris", "America/New_York"])
 @pytest.mark.parametrize("time_unit", [None, "ms"])
-def test_timestamp_fast_path_parses_as_the_general_rewrite(timezone: str, time_unit: TimeUnit | None) -> None:
+def test_timestamp_fast_path_parses_as_the_general_rewrite(
+    timezone: str, time_unit: TimeUnit | None, t_step: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The common shapes are parsed first as they are; every value must come out as the general path
-    (rewrite to one ISO shape, then the parsers) gives it, valid or not."""
+    (rewrite to one ISO shape, then the parsers) gives it, valid or not. With the step of the `T` and
+    offset shapes in the plan (what a column's sample decides) and without it."""
+    from sessionize import normalize
+
+    monkeypatch.setattr(normalize, "_has_t_shapes", lambda events, column: t_step)
     shapes = _timestamp_shapes(20_000, seed=3) + _fixed_width_shapes(4_000, seed=4)
     text = pl.Series("t", shapes, dtype=pl.String)
     fast = parse_timestamp_series(text, time_unit=time_unit, timezone=timezone)
@@ -1106,6 +1113,7 @@ def test_t_shapes_after_the_sample_are_parsed_by_the_general_parsers(monkeypatch
     from sessionize import normalize
 
     monkeypatch.setattr(normalize, "T_SHAPE_SAMPLE", 2)
+    monkeypatch.setattr(normalize, "T_SHAPE_MIN", 1)
     later = ["2024-05-01T12:00:00+02:00", "2024-05-01T10:00:00.250", "2024-05-01T10:00:00-05:30"]
     for head in (["2024-05-01T10:00:00Z"] * 2, ["2024-05-01T12:00:00+02:00"] * 2):
         text = pl.Series("t", head + later)
@@ -1115,6 +1123,34 @@ def test_t_shapes_after_the_sample_are_parsed_by_the_general_parsers(monkeypatch
             "2024-05-01T10:00:00.250000",
             "2024-05-01T15:30:00.000000",
         ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-05-01  1:00:00+02",
+        "2024-05-01T\t1:00:00+02",
+        "2024-03-31  02:59:5+00",
+        "+2024-05-1 10:00:00+02:00",
+        "-2024-05-1 10:00:00+02:00",
+        "+2024-5-01 10:00:00+02",
+        "\t979-04-03 02:59:00.000-1000",
+    ],
+)
+def test_the_t_shapes_take_only_their_exact_shape(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 48: the date and time before an offset were checked by their length only, and Polars asks
+    chrono when its fixed-width parse fails, which takes a sign before the year, one-digit fields and
+    spaces before them: these parsed (year -2024 crashed an incremental run) where the general parsers
+    give null. They stay null (a bad timestamp), with or without the step in the plan."""
+    from sessionize import normalize
+
+    for t_step in (True, False):
+        monkeypatch.setattr(normalize, "_has_t_shapes", lambda events, column, on=t_step: on)
+        parsed = parse_timestamp_series(
+            pl.Series("t", [text, "2024-05-01T10:00:00+02:00"]), time_unit=None, timezone="UTC"
+        )
+        assert parsed.to_list()[0] is None
+        assert parsed.dt.to_string("%Y-%m-%dT%H:%M:%S").to_list()[1] == "2024-05-01T08:00:00"
 
 
 @pytest.mark.slow

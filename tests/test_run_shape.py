@@ -743,8 +743,8 @@ def test_a_text_read_holds_the_raw_text_of_only_the_timestamps_it_can_report(tmp
     times = [
         "2026-05-01T10:00:00Z",  # the common shapes, in range: not held
         "2026-05-01 10:00:01.5",
-        "2026-05-01T10:00:02+02:00",  # ISO 8601 with a T and an offset, a common shape too
-        "2026-05-01T10:00:03+02:00[Europe/Paris]",  # the general parsers' rarer forms
+        "2026-05-01T10:00:02+02:00",  # the general parsers (in a file this small)
+        "2026-05-01T10:00:03+02:00[Europe/Paris]",  # and their rarer forms
         "1777629600",  # an epoch number
         "soon",  # does not parse
         "2031-01-01T00:00:00Z",  # after the valid range
@@ -762,7 +762,7 @@ def test_a_text_read_holds_the_raw_text_of_only_the_timestamps_it_can_report(tmp
         .get_column(RAW_TIME)
         .to_list()
     )
-    assert raw == [None, None, None, *times[3:8], None]
+    assert raw == [None, None, *times[2:8], None]
     assert prepare_events(scan, columns=columns, keep_raw=True).collect().get_column(RAW_TIME).to_list() == [
         *times[:8],
         None,
