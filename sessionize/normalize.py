@@ -765,7 +765,7 @@ def prepare_events(
             # are neither reported nor an epoch number (see mixed_epoch_units). 10M CSV events:
             # bench/README.md.
             fast = pl.col(helpers[0])
-            reported = fast.is_null()
+            reported = fast.is_null() | ~fast.dt.epoch("us").is_between(_MIN_MICROS, _MAX_MICROS)
             valid_from, valid_until = valid_range
             if valid_from is not None:
                 reported |= fast < valid_from
@@ -776,6 +776,9 @@ def prepare_events(
         parsed = timestamp_expr(
             columns.timestamp, dtype, time_unit=time_unit, timezone=timezone, ambiguous=ambiguous
         )
+    # Years 1 to 9999, as for epoch numbers: a text or a datetime beyond is no instant (a bad timestamp;
+    # a state's times and Python's datetime stop there).
+    parsed = pl.when(parsed.dt.epoch("us").is_between(_MIN_MICROS, _MAX_MICROS)).then(parsed)
     event = pl.coalesce(
         _as_text(columns.event, schema), *(_as_text(name, schema) for name in columns.event_fallbacks)
     )

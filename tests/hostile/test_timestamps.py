@@ -126,3 +126,36 @@ def test_a_repeated_local_time_follows_ambiguous_time(
         assert starts["twice"].hour == hour_utc
     with pytest.raises(sessionize.UsageError, match="--ambiguous-time"):
         sessionize.run([events], no_geo=True, ambiguous_time="first")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param({}, id="memory"),
+        pytest.param({"buckets": 3}, id="buckets"),
+        pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
+    ],
+)
+@pytest.mark.parametrize("typed", [False, True], ids=["csv-text", "parquet-datetime"])
+def test_a_time_before_year_1_is_a_bad_timestamp(tmp_path: Path, path: dict[str, str], typed: bool) -> None:
+    """Review 48: a text time in the year 0 was an event in memory (a session starting in year 0) and
+    crashed an incremental run ("Unexpected error: ValueError: year 0 is out of range"); epoch numbers
+    were already held to years 1-9999. A text or a datetime beyond is a bad timestamp on every path."""
+    if typed:
+        # 0000-05-01T10:00:00Z and 2024-05-01T10:00:00Z as microseconds since 1970 (year 0 cannot be a
+        # Python datetime).
+        micros = [(-62_156_764_800 + 36_000) * 1_000_000, 1_714_557_600_000_000]
+        events = tmp_path / "events.parquet"
+        pl.DataFrame(
+            {"user_id": ["u0", "u1"], "timestamp": pl.Series(micros).cast(pl.Datetime("us", "UTC"))}
+        ).write_parquet(events)
+    else:
+        events = write(tmp_path / "events.csv", ["u0,0000-05-01T10:00:00Z", "u1,2024-05-01T10:00:00Z"])
+    options = {k: str(tmp_path / v) if k in ("state", "output_dir") else v for k, v in path.items()}
+    result = sessionize.run(
+        [events], no_geo=True, on_invalid="skip", rejects=str(tmp_path / "rejects.csv"), **options
+    )
+    assert (result.rows_read, result.events_read, result.rejected) == (2, 1, 1)
+    assert rejected(tmp_path / "rejects.csv") == [("u0", "bad_timestamp")]
+    with pytest.raises(BadTimestampError, match="do not parse"):
+        sessionize.run([events], no_geo=True)
