@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -151,7 +152,9 @@ def test_a_time_before_year_1_is_a_bad_timestamp(tmp_path: Path, path: dict[str,
         ).write_parquet(events)
     else:
         events = write(tmp_path / "events.csv", ["u0,0000-05-01T10:00:00Z", "u1,2024-05-01T10:00:00Z"])
-    options = {k: str(tmp_path / v) if k in ("state", "output_dir") else v for k, v in path.items()}
+    options: dict[str, Any] = {
+        k: str(tmp_path / v) if k in ("state", "output_dir") else v for k, v in path.items()
+    }
     result = sessionize.run(
         [events], no_geo=True, on_invalid="skip", rejects=str(tmp_path / "rejects.csv"), **options
     )
