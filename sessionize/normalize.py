@@ -403,12 +403,12 @@ def with_parsed_text_time(
 T_SHAPE_SAMPLE = 10_000
 
 
-#: Fewest values of :func:`_t_shapes`' shapes in a column's sample for its step to be in the plan.
+#: Fewest values of :func:`_t_shape_parts`' shapes in a column's sample for its step to be in the plan.
 T_SHAPE_MIN = 1_000
 
 
 def _has_t_shapes(events: pl.LazyFrame, column: str) -> bool:
-    """Whether :func:`_t_shapes`' step is in the plan: when at least :data:`T_SHAPE_MIN` and a tenth of
+    """Whether :func:`_t_shape_parts`' step is in the plan: when at least :data:`T_SHAPE_MIN` and a tenth of
     the first :data:`T_SHAPE_SAMPLE` values of the text ``column`` look like its shapes (a ``T`` where
     ISO 8601 has it and no ``Z``, or SQL's space and a sign after the seconds). Its step costs every
     value about a fifth of what it saves one of its shapes over the general parsers: for a file of
@@ -423,22 +423,15 @@ def _has_t_shapes(events: pl.LazyFrame, column: str) -> bool:
     return shaped >= T_SHAPE_MIN and shaped * 10 >= text.len() - text.null_count()
 
 
-def _t_shapes(left: pl.Expr, timezone: str, ambiguous: str) -> pl.Expr:
-    """The instants of the texts ``left`` that are ISO 8601 with a ``T`` or SQL's shape with a space, a
-    fraction of 0, 3, 6 or 9 digits, and an offset (``+hh:mm``, ``+hhmm``, PostgreSQL's ``+hh``), or
-    naive with a ``T`` (a local time of ``timezone``); null for every other text (the naive SQL shape is
-    one of the common shapes). The same instants as the general parsers give them. One expression, for
-    a sample; :func:`with_parsed_text_time` computes its parts in steps of their own."""
-    parts = _t_shape_parts(left, "_local", "_offset")
-    return _t_shape_instants(parts[0], parts[1], timezone, ambiguous)
-
-
-#: The date and time of :func:`_t_shapes`, ASCII digits only (the regex crate's ``\d`` is any script's).
+#: The date and time of :func:`_t_shape_parts`, ASCII digits only (the regex crate's ``\d`` is any script's).
 _T_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.(?:[0-9]{3}|[0-9]{6}|[0-9]{9}))?$"
 
 
 def _t_shape_parts(left: pl.Expr, local_name: str, offset_name: str) -> list[pl.Expr]:
-    """For :func:`_t_shapes`: each text's date and time with a ``T`` (named ``local_name``; null where the
+    """The parts of the texts ``left`` that are ISO 8601 with a ``T`` or SQL's shape with a space, a
+    fraction of 0, 3, 6 or 9 digits, and an offset (``+hh:mm``, ``+hhmm``, PostgreSQL's ``+hh``), or
+    naive with a ``T``, for :func:`_t_shape_instants` (the naive SQL shape is one of the common shapes):
+    each text's date and time with a ``T`` (named ``local_name``; null where the
     text is not of the shapes), and its offset in microseconds (``offset_name``; null for none). An
     offset is taken only as chrono's ``%z`` takes it: ASCII digits, hours 00-23, minutes 00-59 (a cast
     would take ``+5`` or `` 5`` for a number)."""
@@ -476,7 +469,8 @@ def _t_shape_parts(left: pl.Expr, local_name: str, offset_name: str) -> list[pl.
 
 
 def _t_shape_instants(local: pl.Expr, offset_us: pl.Expr, timezone: str, ambiguous: str) -> pl.Expr:
-    """For :func:`_t_shapes`: the instants of its parts, the date and time by the fixed-width formats."""
+    """The instants of :func:`_t_shape_parts` (naive ones local times of ``timezone``), the date and time
+    by the fixed-width formats: the same instants as the general parsers give those texts."""
     width = local.str.len_bytes()
     when = pl.coalesce(
         *(
