@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from typing import Literal
 
 import polars as pl
@@ -114,3 +115,14 @@ def rejects_format(path: str, fallback: str | None) -> OutputFormat:
     if fmt is not None:
         return fmt
     return output_format_of("-", fallback)
+
+
+def is_special_file(path: str) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a directory (through symlinks): a named
+    pipe, a character device, a socket. What is read from it is gone; what is written into it is not a
+    file that could be replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)

@@ -11,7 +11,6 @@ import os
 import posixpath
 import re
 import shlex
-import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,14 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.io.formats import ACCESS_LOG_FORMATS, STDIN, InputFormat, format_of, names_table_file
+from sessionize.io.formats import (
+    ACCESS_LOG_FORMATS,
+    STDIN,
+    InputFormat,
+    format_of,
+    is_special_file,
+    names_table_file,
+)
 from sessionize.io.snowplow import is_enriched_line, is_enriched_tsv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -104,7 +110,7 @@ def resolve_inputs(
         # The file on this machine (a path, or a file:// URL's), whose first bytes can be read here.
         local = path.removeprefix("file://") if path.startswith("file://") else None if is_url(path) else path
         # A pipe or a device is never read here: its first bytes would be gone, or the open would wait.
-        special = local is not None and _is_stream(local)
+        special = local is not None and is_special_file(local)
         stream = explicit and not is_url(path) and special
         if (fmt is not None or explicit) and local is not None and not special:
             _check_compression(path, local)
@@ -246,15 +252,6 @@ _COMPRESSED: tuple[tuple[bytes, str, str, str], ...] = (
     ),
 )
 GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _is_stream(path: str) -> bool:
-    """Whether ``path`` is a named pipe, a socket or a device rather than a file (``<(zcat x.csv.gz)`` is
-    ``/dev/fd/63``): what is read from it is gone, so it is read once, whole, as standard input is."""
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path)
-    except OSError:
-        return False
 
 
 def _check_compression(path: str, local: str) -> None:

@@ -32,7 +32,7 @@ from typing import IO, Any
 import polars as pl
 
 from sessionize.errors import ClosedPipeError, OutputError
-from sessionize.io.formats import STDIN, OutputFormat, output_format_of
+from sessionize.io.formats import STDIN, OutputFormat, is_special_file, output_format_of
 from sessionize.io.write import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, serialize
 
 __all__ = [
@@ -57,13 +57,7 @@ def is_stream(target: str) -> bool:
     replaced: a FIFO, a character device, a socket (through symlinks), or one of the process's open
     file descriptors by name (``/dev/stdout``, ``/dev/fd/3``, ``/proc/self/fd/2``: see
     :func:`descriptor_of`) whatever it is open on."""
-    if target == STDIN or descriptor_of(target) is not None:
-        return True
-    try:
-        mode = os.stat(target).st_mode
-    except OSError:
-        return False
-    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+    return target == STDIN or descriptor_of(target) is not None or is_special_file(target)
 
 
 #: The names of a process's own file descriptors once their directories are resolved: Linux's
