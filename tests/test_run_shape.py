@@ -364,6 +364,16 @@ def grown_run(live: Path, state: Path, out: Path, rejects: Path) -> dict[str, An
     return summary(result)
 
 
+def as_one_run(out: Path, live: Path) -> sessionize.RunResult:
+    """One run over all of ``live`` (which rejects nothing), its sessions checked equal to the
+    incremental runs' session table in ``out``."""
+    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
+    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01")
+    assert whole.rejected == 0
+    assert_frame_equal(table, whole.sessions.sort(KEYS))
+    return whole
+
+
 def test_a_quote_at_the_edge_of_a_value_in_a_grown_csv_holds_nothing_back(tmp_path: Path) -> None:
     """A quote that ends an unquoted value (``screen 12"``) counted as one closing a quoted field: the
     complete record looked open and waited (up to a thousand lines) in a grown CSV. It is read by the
@@ -377,10 +387,7 @@ def test_a_quote_at_the_edge_of_a_value_in_a_grown_csv_holds_nothing_back(tmp_pa
         handle.write(f'u1,{at},https://shop.example/tv,,,screen 12"\n')
     grown = grown_run(live, state, out, rejects)
     assert (grown["rows_read"], grown["rejected"]) == (2, 0)
-    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
-    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01")
-    assert whole.rejected == 0
-    assert_frame_equal(table, whole.sessions.sort(KEYS))
+    as_one_run(out, live)
 
 
 def test_a_grown_csv_record_with_an_escaped_quote_is_read_by_the_run_that_completes_it(
@@ -413,10 +420,8 @@ def test_a_grown_csv_record_with_an_escaped_quote_is_read_by_the_run_that_comple
     completed = grown_run(live, state, out, rejects)
     assert (completed["rows_read"], completed["rejected"]) == (1, 0)
     assert len(entries()) == len(set(entries())) == 3
-    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
-    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01")
-    assert_frame_equal(table, whole.sessions.sort(KEYS))
-    pages = set(table.get_column("landing_page")) | set(table.get_column("exit_page"))
+    sessions = as_one_run(out, live).sessions
+    pages = set(sessions.get_column("landing_page")) | set(sessions.get_column("exit_page"))
     assert {'https://shop.example/a",b', 'https://shop.example/c,"d"'} <= pages
 
 
@@ -442,10 +447,7 @@ def test_a_grown_csv_record_whose_first_line_has_an_even_number_of_quotes_waits_
         handle.write(f"u1,{stamp(T0 + timedelta(hours=3, minutes=1))},https://shop.example/p1,,,\n")
     completed = grown_run(live, state, out, rejects)
     assert (completed["rows_read"], completed["rejected"]) == (2, 0)
-    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
-    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01")
-    assert whole.rejected == 0
-    assert_frame_equal(table, whole.sessions.sort(KEYS))
+    whole = as_one_run(out, live)
     assert whole.rows_read == 12 + waiting["rows_read"] + completed["rows_read"]
 
 
@@ -473,11 +475,8 @@ def test_a_grown_csv_record_over_lines_is_read_whole_with_either_line_ending(
         )
     third = grown_run(live, state, out, rejects)
     assert (third["rows_read"], third["rejected"]) == (2, 0)
-    table = pl.read_parquet(out / "**/*.parquet", hive_partitioning=False).drop("is_final").sort(KEYS)
-    whole = sessionize.run([live], no_geo=True, valid_until="2100-01-01")
-    assert whole.rejected == 0
-    assert_frame_equal(table, whole.sessions.sort(KEYS))
-    assert table.filter(pl.col("user_id") == "u1").get_column("event_count").to_list() == [2]
+    sessions = as_one_run(out, live).sessions
+    assert sessions.filter(pl.col("user_id") == "u1").get_column("event_count").to_list() == [2]
 
 
 def test_complete_csv_records_reads_each_line_at_most_twice() -> None:
