@@ -164,3 +164,18 @@ def test_a_pipe_inside_a_file_url_directory_is_not_opened(tmp_path: Path) -> Non
             os.close(os.open(folder / "b.csv", os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("resolving a file:// directory with a named pipe in it waited on the pipe")
     assert [source.path for source in found[0]] == [f"file://{folder}/a.csv", f"file://{folder}/b.csv"]
+
+
+@pytest.mark.parametrize("kind", ["csv", "ndjson", "combined"])
+def test_an_empty_pipe_is_an_empty_input(tmp_path: Path, kind: str) -> None:
+    """An empty pipe holds no events, as an empty file: an empty table with the full schema, exit 0."""
+    empty = tmp_path / f"empty.{'log' if kind == 'combined' else kind}"
+    empty.write_bytes(b"")
+    from_file = run_cli(empty, "--input-format", kind, "--no-geo", "-o", tmp_path / "file.parquet", "-q")
+    assert from_file.exit_code == 0, from_file.output
+    with fifo(tmp_path, b"") as pipe:
+        result = run_cli(pipe, "--input-format", kind, "--no-geo", "-o", tmp_path / "pipe.parquet", "-q")
+    assert result.exit_code == 0, result.output
+    table = pl.read_parquet(tmp_path / "pipe.parquet")
+    assert table.height == 0
+    assert_frame_equal(table, pl.read_parquet(tmp_path / "file.parquet"))
