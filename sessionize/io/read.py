@@ -1376,6 +1376,19 @@ def _private_rejects(
     return private.collect(engine="in-memory")
 
 
+def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Column ``name`` (of type ``dtype``) as text, as a rejects file shows it: a list, array or object as
+    its JSON (``[{"key":"page_location","value":{...}}]``: GA4's ``event_params``, which no cast makes
+    text); any other value cast."""
+    column = pl.col(name)
+    if not dtype.is_nested():
+        return column.cast(pl.String)
+    # The JSON of an object of one key, its key and braces taken off: the value's own JSON.
+    encoded = pl.struct(column.alias("v")).struct.json_encode()
+    encoded = encoded.str.strip_prefix('{"v":').str.strip_suffix("}")
+    return pl.when(column.is_not_null()).then(encoded).alias(name)
+
+
 def _rejects(
     scan: pl.LazyFrame, invalid: pl.DataFrame, malformed: pl.DataFrame | None, *, source: InputFile, name: str
 ) -> pl.DataFrame | None:
@@ -1384,7 +1397,11 @@ def _rejects(
     if invalid.height:
         original = (
             scan.join(invalid.lazy(), on=ROW, how="inner", maintain_order="left")
-            .with_columns(pl.exclude(ROW, REASON).cast(pl.String))
+            .with_columns(
+                as_text(name, dtype)
+                for name, dtype in scan.collect_schema().items()
+                if name not in (ROW, REASON)
+            )
             .collect(engine="in-memory")
         )
         parts.append(
