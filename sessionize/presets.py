@@ -193,6 +193,9 @@ PRESETS: dict[str, Preset] = {
                 "max_session_length": "24h",
                 # channel as PostHog's sessions compute $channel_type.
                 "channel_rules": "posthog",
+                # PostHog keys a session by $session_id alone: identify() changes distinct_id mid-visit
+                # and keeps the session (its raw_sessions table takes the latest distinct_id).
+                "shared_session_ids": "merge",
             },
             preferred_columns={
                 "client_session_id": ("properties.$session_id", "$session_id"),
@@ -218,7 +221,13 @@ PRESETS: dict[str, Preset] = {
             },
             preferred_columns={
                 "event_id": ("insert_id", "$insert_id", "uuid"),
-                "url": ("event_properties.[Amplitude] Page URL", "event_properties.page_url"),
+                # Page Location is the page's whole URL; Page URL leaves out the query string, and so
+                # the UTM tags and click ids (Amplitude's page view tracking: href.split('?')[0]).
+                "url": (
+                    "event_properties.[Amplitude] Page Location",
+                    "event_properties.[Amplitude] Page URL",
+                    "event_properties.page_url",
+                ),
                 "referrer": ("event_properties.referrer", "user_properties.referrer"),
                 "ip": ("ip_address",),
             },

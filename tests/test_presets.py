@@ -245,6 +245,85 @@ def test_posthog_direct_marker_is_no_referrer(tmp_path: Path) -> None:
     ]
 
 
+def test_posthog_identify_keeps_the_session(tmp_path: Path) -> None:
+    """posthog.identify() changes distinct_id mid-visit and keeps $session_id: PostHog's sessions are
+    keyed by $session_id alone, so the visit is one session, its landing page the anonymous one's (it
+    was two sessions, the second Organic Search; review 49)."""
+    lines = [
+        '{"uuid":"e1","event":"$pageview","distinct_id":"anon-1","timestamp":"2024-05-01T10:00:00.000000+00:00",'
+        '"properties":{"$session_id":"018f-s1","$current_url":"https://shop.example.com/?utm_source=google&'
+        'utm_medium=cpc&gclid=x","$referrer":"https://www.google.com/"}}',
+        '{"uuid":"e2","event":"$identify","distinct_id":"user@example.com",'
+        '"timestamp":"2024-05-01T10:00:20.000000+00:00","properties":{"$session_id":"018f-s1",'
+        '"$anon_distinct_id":"anon-1","$current_url":"https://shop.example.com/login",'
+        '"$referrer":"https://www.google.com/"}}',
+        '{"uuid":"e3","event":"$pageview","distinct_id":"user@example.com",'
+        '"timestamp":"2024-05-01T10:00:30.000000+00:00","properties":{"$session_id":"018f-s1",'
+        '"$current_url":"https://shop.example.com/account","$referrer":"https://www.google.com/"}}',
+        # Another visitor's session: never merged with the first.
+        '{"uuid":"e4","event":"$pageview","distinct_id":"anon-2","timestamp":"2024-05-01T10:05:00.000000+00:00",'
+        '"properties":{"$session_id":"018f-s2","$current_url":"https://shop.example.com/"}}',
+    ]
+    source = write_text(tmp_path / "posthog.ndjson", "\n".join(lines) + "\n")
+    rows = sessions(tmp_path, source, "--preset", "posthog")
+    assert [(r[1], r[2], r[3], r[4], r[5], r[7], r[8]) for r in rows] == [
+        ("018f-s2", "1", "1", f"{SITE}/", f"{SITE}/", "Direct", "0.0"),
+        ("018f-s1", "3", "2", f"{SITE}/?utm_source=google&utm_medium=cpc&gclid=x", f"{SITE}/account",
+         "Paid Search", "30.0"),
+    ]  # fmt: skip
+
+
+def test_amplitude_page_location_keeps_the_campaign(tmp_path: Path) -> None:
+    """Amplitude's page view tracking writes [Amplitude] Page URL without the query string and Page
+    Location with it: the landing page is Page Location, so its UTM tags give the channel (they were
+    lost: Direct, no utm_source; review 49)."""
+    line = (
+        '{"uuid":"u-1","$insert_id":"i-1","event_time":"2024-05-01 10:00:00.000000",'
+        '"event_type":"[Amplitude] Page Viewed","device_id":"dev-1","session_id":1714557600000,'
+        '"event_properties":{"[Amplitude] Page Location":'
+        '"https://shop.example.com/?utm_source=newsletter&utm_medium=email&utm_campaign=may",'
+        '"[Amplitude] Page URL":"https://shop.example.com/","[Amplitude] Page Path":"/"}}'
+    )
+    source = write_text(tmp_path / "amplitude.ndjson", line + "\n")
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "amplitude")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False)
+    assert table.select("landing_page", "utm_source", "utm_campaign", "channel").rows() == [
+        (f"{SITE}/?utm_source=newsletter&utm_medium=email&utm_campaign=may", "newsletter", "may", "Email")
+    ]
+
+
+@pytest.mark.parametrize("flags", [("--preset", "snowplow"), ("--user-col", "domain_userid", "--time-col",
+                                   "derived_tstamp", "--session-col", "DOMAIN_sessionid")])  # fmt: skip
+def test_required_columns_match_ignoring_case(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    """A Snowflake export's upper-case header (``DOMAIN_USERID``): the preset's required columns, and any
+    column flag, find the one column equal to the name with case and punctuation ignored, as preferred
+    names and --agg columns do (it was "no column 'domain_userid'"; review 49)."""
+    source = write_text(
+        tmp_path / "events.csv",
+        "DOMAIN_USERID,DOMAIN_SESSIONID,DERIVED_TSTAMP,EVENT_ID,EVENT,PAGE_URL\n"
+        f"d1,s1,2024-05-01 10:00:00.000,e1,page_view,{SITE}/\n"
+        f"d1,s1,2024-05-01 10:01:00.000,e2,page_view,{SITE}/b\n",
+    )
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", *flags)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False)
+    assert table.select("session_id", "user_id", "event_count", "exit_page").rows() == [
+        ("s1", "d1", "2", f"{SITE}/b")
+    ]
+
+
+def test_a_column_flag_matching_two_columns_is_refused(tmp_path: Path) -> None:
+    """Two columns equal to the name with case ignored (``user_id`` and ``UserId`` for ``USER_ID``): the
+    flag names neither, and the error says which is closest."""
+    source = write_text(tmp_path / "events.csv", "user_id,UserId,timestamp\na,b,2024-05-01T10:00:00Z\n")
+    result = run_cli(source, "-o", tmp_path / "o.csv", "--no-geo", "--user-col", "USER_ID")
+    assert result.exit_code == 1
+    assert "no column 'USER_ID' (given with --user-col; did you mean 'user_id'?)" in result.output
+
+
 def test_ga4_device_fields(tmp_path: Path) -> None:
     """The export has no user agent: GA4's own device category, operating system and browser of the
     session's first event are columns of the preset (null when the export has none)."""
