@@ -552,18 +552,17 @@ def resolve_columns(
     for role, known in COLUMN_ALIASES.items():
         aliases = (*(preferred or {}).get(role, ()), *known)
         given = explicit[role]
-        if given is not None and given not in available and given.replace(".", "_") in available:
-            # A nested JSON path (``context.page.url``) names the column flattening or --unnest-params made.
-            given = given.replace(".", "_")
-            taken.add(given)
         if given is not None:
-            if given not in available:
+            column = _match_column(given, available)
+            if column is None:
                 close = _closest(given, available)
                 problems.append(
                     f"no column {given!r} (given with {COLUMN_FLAGS[role]}"
                     + (f"; did you mean {close!r}?)" if close else ")")
                 )
-            found[role] = given
+            else:
+                taken.add(column)
+            found[role] = column or given
             continue
         # Each alias in turn, the column named exactly as it before a look-alike: `user_id` is the user id
         # whether `User ID` or `userId` comes before it in the file (the first look-alike won, so column
@@ -612,16 +611,23 @@ def resolve_columns(
     return ColumnMap(**found, event_fallbacks=fallbacks)  # type: ignore[arg-type]
 
 
-def find_column(given: str, available: Sequence[str], *, source: str, flag: str) -> str:
-    """The column ``given`` names: itself, its flattened form (``context.page.url`` ->
-    ``context_page_url``) or the one column equal to it with case and punctuation ignored."""
+def _match_column(given: str, available: Sequence[str]) -> str | None:
+    """The column ``given`` names: itself, its flattened form (``context.page.url`` -> ``context_page_url``,
+    the column flattening or --unnest-params made) or the one column equal to it with case and
+    punctuation ignored (a Snowflake export's ``DOMAIN_USERID``); None for none, or several."""
     if given in available:
         return given
     if given.replace(".", "_") in available:
         return given.replace(".", "_")
     matches = [name for name in available if _norm(name) == _norm(given)]
-    if len(matches) == 1:
-        return matches[0]
+    return matches[0] if len(matches) == 1 else None
+
+
+def find_column(given: str, available: Sequence[str], *, source: str, flag: str) -> str:
+    """The column ``given`` names (see :func:`_match_column`); else :class:`MissingColumnError`."""
+    column = _match_column(given, available)
+    if column is not None:
+        return column
     close = _closest(given, available)
     listing = ", ".join(available) if available else "(none)"
     raise MissingColumnError(

@@ -216,9 +216,11 @@ def test_csv_safe_is_a_flag_of_run(workdir: Path) -> None:
 
 
 def test_an_unknown_column_gets_a_suggestion(workdir: Path) -> None:
-    result = run_text("events.csv", "--user-col", "userid", "-o", "-")
+    result = run_text("events.csv", "--user-col", "usrid", "-o", "-")
     assert result.exit_code == 1
-    assert "has no column 'userid' (given with --user-col; did you mean 'user_id'?)" in message(result)
+    assert "has no column 'usrid' (given with --user-col; did you mean 'user_id'?)" in message(result)
+    # A name equal to one column with case and punctuation ignored is that column.
+    assert run_text("events.csv", "--user-col", "USERID", "-o", "-").exit_code == 0
 
 
 def test_both_missing_required_columns_are_named_in_one_error(workdir: Path) -> None:
@@ -227,8 +229,8 @@ def test_both_missing_required_columns_are_named_in_one_error(workdir: Path) -> 
     assert "no user id column" in text and "no timestamp column" in text
     assert "Its columns are: usr_id, when." in text
     assert "--user-col (perhaps --user-col usr_id) and --time-col" in text
-    wrong = message(run_text("events.csv", "--user-col", "userid", "--time-col", "tiemstamp", "-o", "-"))
-    assert "'userid'" in wrong and "'tiemstamp'" in wrong and "did you mean 'timestamp'?" in wrong
+    wrong = message(run_text("events.csv", "--user-col", "usrid", "--time-col", "tiemstamp", "-o", "-"))
+    assert "'usrid'" in wrong and "'tiemstamp'" in wrong and "did you mean 'timestamp'?" in wrong
 
 
 def test_an_unknown_config_key_gets_a_suggestion(workdir: Path) -> None:
