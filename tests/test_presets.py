@@ -707,3 +707,24 @@ def test_page_activity_and_page_view_ids_without_a_preset(tmp_path: Path) -> Non
     assert table.select("event_count", "pageview_count", "landing_page").row(0) == (
         4, 1, "https://a.example/first"
     )  # fmt: skip
+
+
+def test_a_flattened_ga4_export_is_told_how_to_read_it(tmp_path: Path) -> None:
+    """A GA4 export whose parameters are already columns: the error lists the file's own columns (not the
+    reader's internal row number) and says how to read it, and that way works (review 49)."""
+    source = write_text(
+        tmp_path / "ga4.csv",
+        "event_date,event_timestamp,event_name,user_pseudo_id,page_location,ga_session_id\n"
+        f"20240501,1714550400000000,page_view,111.222,{SITE}/,1714550400\n",
+    )
+    out = tmp_path / "sessions.csv"
+    refused = run_cli(source, "-o", out, "--no-geo", "--preset", "ga4")
+    assert refused.exit_code == 1
+    text = " ".join(refused.output.split())
+    assert "Its columns are: event_date, event_timestamp, event_name," in text and "_row" not in text
+    assert "give --unnest-params '' and name the columns" in text
+    flags = ["--unnest-params", "", "--session-col", "ga_session_id", "--url-col", "page_location"]
+    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "ga4", *flags)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False)
+    assert table.select("session_id", "landing_page").rows() == [("1714550400", f"{SITE}/")]

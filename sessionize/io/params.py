@@ -27,6 +27,7 @@ from typing import Final
 import polars as pl
 
 from sessionize.errors import MissingColumnError, SessionizeWarning
+from sessionize.normalize import ROW
 
 #: At most this many keys of one key/value column become columns (the most frequent ones).
 MAX_KEYS: Final = 500
@@ -114,8 +115,11 @@ def unnest_params(
     for given in columns:
         name = _find(names, given)
         if name is None:
+            listing = ", ".join(n for n in names if n != ROW)
             raise MissingColumnError(
-                f"{source}: --unnest-params {given!r}: no such column. Its columns are: {', '.join(names)}."
+                f"{source}: --unnest-params {given!r}: no such column. Its columns are: {listing}. An export "
+                "whose parameters are already columns needs no unnesting: give --unnest-params '' and name "
+                "the columns a preset takes from the list (GA4: --session-col ga_session_id)."
             )
         value_dtype = _key_value_dtype(schema[name])
         if value_dtype is None:
