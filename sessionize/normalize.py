@@ -1107,8 +1107,8 @@ def check_events(
             )
     if bad_time.height:
         raise BadTimestampError(
-            f"{source}: {bad_time.height} timestamp(s) in column {columns.timestamp!r} do not parse "
-            f"({_examples(bad_time, where)}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers "
+            f"{source}: {bad_time.height} timestamp(s) in column {columns.timestamp!r} are empty or do not "
+            f"parse ({_examples(bad_time, where)}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers "
             f"(--time-unit s|ms|us|ns) or name another column with --time-col; or pass {SKIP_HINT}."
         )
     outside = frame.filter(
@@ -1163,7 +1163,7 @@ def _check_numbers(
 
 def _examples(rows: pl.DataFrame, where: Callable[[int], str]) -> str:
     return "; ".join(
-        f"{where(row)}: {value!r}"
+        f"{where(row)}: " + ("empty" if value is None else repr(value))
         for row, value in rows.select(ROW, pl.col(RAW_TIME).cast(pl.String))
         .head(MAX_REPORTED_ROWS)
         .iter_rows()

@@ -1285,3 +1285,24 @@ def test_rejected_ga4_row_with_list_columns(tmp_path: Path) -> None:
     assert rows.select("source_row", "reject_reason").rows() == [("2", "empty_user_id")]
     assert json.loads(rows["items"][0]) == [{"item_id": "SKU1", "price": 9.5}]
     assert json.loads(rows["event_params"][0])[0]["value"]["string_value"] == "https://www.example.com/"
+
+
+def test_an_empty_timestamp_is_named_empty(tmp_path: Path) -> None:
+    """The error for a row without a time says it is empty, not that ``None`` does not parse (review 49)."""
+    source = write(tmp_path / "events.csv", "user_id,timestamp\na,2024-05-01T10:00:00Z\nb,\nc,yesterday\n")
+    text = squash(cli(source, "-o", tmp_path / "o.csv").stderr)
+    assert (
+        squash(
+            "2 timestamp(s) in column 'timestamp' are empty or do not parse "
+            "(line 3: empty; line 4: 'yesterday')"
+        )
+        in text
+    )
+
+
+def test_a_directory_without_inputs_names_every_extension(tmp_path: Path) -> None:
+    """The message lists every input extension, .json among them (review 49: it was left out)."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("x", encoding="utf-8")
+    text = squash(cli(tmp_path / "d", "-o", tmp_path / "o.csv").stderr)
+    assert squash(".csv, .tsv, .tab, .parquet, .pq, .ndjson, .jsonl, .json, .log and rotated .log.1") in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import Literal
+from typing import Final, Literal
 
 import polars as pl
 
@@ -45,6 +45,8 @@ _EXTENSIONS: dict[str, InputFormat] = {
     ".json": "ndjson",
     ".log": "log",
 }
+#: The input extensions, for messages.
+SUPPORTED_INPUTS: Final = f"{', '.join(_EXTENSIONS)} and rotated .log.1 (each also .gz, but .parquet and .pq)"
 OUTPUT_EXTENSIONS: dict[str, OutputFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",

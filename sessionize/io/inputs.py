@@ -27,6 +27,7 @@ from sessionize.errors import (
 from sessionize.io.formats import (
     ACCESS_LOG_FORMATS,
     STDIN,
+    SUPPORTED_INPUTS,
     InputFormat,
     format_of,
     is_special_file,
@@ -35,7 +36,7 @@ from sessionize.io.formats import (
 from sessionize.io.snowplow import is_enriched_line, is_enriched_tsv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_SUPPORTED = ".csv, .tsv, .parquet, .ndjson, .jsonl, .log and rotated .log.1 (each also .gz, but .parquet)"
+_SUPPORTED = SUPPORTED_INPUTS
 
 
 def is_url(path: str) -> bool:
