@@ -191,7 +191,7 @@ OUTCOMES: dict[str, tuple[list[str], int, str]] = {
     "bad number": (["--buckets", "many"], 2, "BadParameter"),
     "flag given a value": (["--dedupe", "true"], 2, "BadParameter"),
     "unknown config key": (["--config", "bad.toml"], 2, "BadParameter"),
-    "data error": (["-o", "out.csv", "--user-col", "userid"], 1, "MissingColumnError"),
+    "data error": (["-o", "out.csv", "--user-col", "usrid"], 1, "MissingColumnError"),
 }
 
 
