@@ -103,7 +103,7 @@ def test_each_kind_of_invalid_row_fails_with_the_skip_hint(tmp_path: Path, text:
     assert "--on-invalid skip" in words(result.stderr)
 
 
-@pytest.mark.parametrize("header", ["_time_fast", "_time_text"])
+@pytest.mark.parametrize("header", ["_time_fast", "_time_text", "_time_shape"])
 def test_a_time_column_named_like_a_parsers_helper_is_read_and_quoted(tmp_path: Path, header: str) -> None:
     # The timestamp parsers add helper columns; an input column of the same name (the times themselves,
     # or another column) is neither overwritten nor read in their place.
