@@ -67,6 +67,9 @@ _FAST_NAIVE = "%Y-%m-%d %H:%M:%S%.f"
 # digits: 0.21 s against 1.3 s; bench/README.md, stop 37). A value of such a length that the fixed format
 # rejects falls through to the format above, so the two give the same instants (tests/test_io.py).
 # Polars tries chrono too when its own parser fails, so only values of the right length are handed it.
+# Chrono is lenient where the general parsers are not (it takes `+2024-05-1 10:00:00`, a space before a
+# field, any whitespace for the space): the naive formats see only the values that start as
+# _NAIVE_DATE does (the `Z` ones the same values as the general parsers' `%z` format, also chrono's).
 _FIXED_UTC = {
     20: "%Y-%m-%dT%H:%M:%SZ",
     24: "%Y-%m-%dT%H:%M:%S.%3fZ",
@@ -89,6 +92,11 @@ _FIXED_T = {
     26: "%Y-%m-%dT%H:%M:%S.%6f",
     29: "%Y-%m-%dT%H:%M:%S.%9f",
 }
+#: The naive SQL shape's date and space, as the general parsers' rewrite (:func:`timestamp_text`) takes
+#: them to put a `T` for the space, in ASCII digits (the regex crate's ``\d`` is any script's; chrono's
+#: are ASCII). What follows is read by chrono in both paths alike: the fast formats' space takes any
+#: whitespace after it, as chrono's hour after the `T` does.
+_NAIVE_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} "
 #: The largest length :func:`_shape_of` tells (any longer is of no fixed width).
 _LONGEST_SHAPE = 127
 _TEXT = "_time_text"
@@ -493,9 +501,13 @@ def _t_shape_instants(local: pl.Expr, offset_us: pl.Expr, timezone: str, ambiguo
 
 def _shape_of(text: pl.Expr) -> pl.Expr:
     """Which of the common shapes each text may be, for :func:`_common_shapes`: its length in bytes
-    (at most :data:`_LONGEST_SHAPE`) for a text ending in ``Z``, minus it for any other (Int8)."""
+    (at most :data:`_LONGEST_SHAPE`) for a text ending in ``Z``, minus it for one that starts as
+    :data:`_NAIVE_DATE`, null for any other (Int8)."""
     length = text.str.len_bytes().clip(upper_bound=_LONGEST_SHAPE).cast(pl.Int8)
-    return pl.when(text.str.ends_with("Z")).then(length).otherwise(-length)
+    zulu = text.str.ends_with("Z")
+    # Only the other texts searched (a null is skipped): a file of `Z` times pays no search.
+    naive = pl.when(~zulu).then(text).str.contains(_NAIVE_DATE)
+    return pl.when(zulu).then(length).when(naive).then(-length)
 
 
 def _common_shapes(shape: pl.Expr) -> list[tuple[pl.Expr, str, bool]]:

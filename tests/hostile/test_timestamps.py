@@ -162,3 +162,28 @@ def test_a_time_before_year_1_is_a_bad_timestamp(tmp_path: Path, path: dict[str,
     assert rejected(tmp_path / "rejects.csv") == [("u0", "bad_timestamp")]
     with pytest.raises(BadTimestampError, match="do not parse"):
         sessionize.run([events], no_geo=True)
+
+
+@pytest.mark.parametrize("engine", [[], ["--buckets", "2"]], ids=["memory", "buckets"])
+def test_a_naive_time_only_chrono_takes_is_a_reject_of_the_cli(tmp_path: Path, engine: list[str]) -> None:
+    """The naive SQL shape's fast formats took what chrono takes when Polars' fixed-width parse fails (a
+    sign before the year, a one-digit day, a tab for the space) as events, where the general parsers give
+    null. Through the CLI they are bad timestamps, as the year -2024 is, each row counted once."""
+    from typer.testing import CliRunner
+
+    from sessionize.cli import app
+
+    bad = ["signed,+2024-05-1 10:00:00", "short,2024-05-1 10:00:00.123456", "tab,2024-05-01\t10:00:00"]
+    bad.append("negative,-2024-05-01 10:00:00")
+    events = write(tmp_path / "events.csv", [*bad, "plain,2024-05-01 10:00:00"])
+    rejects, sessions = tmp_path / "rejects.csv", tmp_path / "sessions.csv"
+    args = ["--on-invalid", "skip", "--rejects", str(rejects), "-o", str(sessions), "--log-format", "json"]
+    result = CliRunner().invoke(app, ["run", str(events), "--no-geo", *args, *engine])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    assert (summary["rows_read"], summary["events"], summary["rejected"]) == (5, 1, 4)
+    assert summary["rows_read"] == summary["events"] + summary["rejected"]
+    assert sorted(rejected(rejects)) == sorted(
+        (user, "bad_timestamp") for user in ("signed", "short", "tab", "negative")
+    )
+    assert pl.read_csv(sessions).get_column("user_id").to_list() == ["plain"]
