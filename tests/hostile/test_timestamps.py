@@ -135,33 +135,51 @@ def test_a_repeated_local_time_follows_ambiguous_time(
         pytest.param({}, id="memory"),
         pytest.param({"buckets": 3}, id="buckets"),
         pytest.param({"state": "STATE", "output_dir": "OUT"}, id="incremental"),
+        # The file read whole by a worker (Polars), or by Spark's own reader (Parquet, CSV lines) in splits.
+        pytest.param({"spark": "whole"}, id="spark", marks=pytest.mark.slow),
+        pytest.param({"spark": "split"}, id="spark-split", marks=pytest.mark.slow),
     ],
 )
 @pytest.mark.parametrize("typed", [False, True], ids=["csv-text", "parquet-datetime"])
-def test_a_time_before_year_1_is_a_bad_timestamp(tmp_path: Path, path: dict[str, str], typed: bool) -> None:
+def test_a_time_before_year_1_or_after_9999_is_a_bad_timestamp(
+    tmp_path: Path, path: dict[str, str], typed: bool, request: pytest.FixtureRequest
+) -> None:
     """Review 48: a text time in the year 0 was an event in memory (a session starting in year 0) and
     crashed an incremental run ("Unexpected error: ValueError: year 0 is out of range"); epoch numbers
-    were already held to years 1-9999. A text or a datetime beyond is a bad timestamp on every path."""
+    were already held to years 1-9999. A text or a datetime beyond is a bad timestamp on every path,
+    Spark's too (whose Parquet reader hands the workers the datetimes of a split file)."""
     if typed:
-        # 0000-05-01T10:00:00Z and 2024-05-01T10:00:00Z as microseconds since 1970 (year 0 cannot be a
-        # Python datetime).
-        micros = [(-62_156_764_800 + 36_000) * 1_000_000, 1_714_557_600_000_000]
+        # 0000-05-01T10:00:00Z, 2024-05-01T10:00:00Z and 10000-01-01T10:00:00Z as microseconds since 1970
+        # (years 0 and 10000 cannot be Python datetimes).
+        micros = [(-62_156_764_800 + 36_000) * 1_000_000, 1_714_557_600_000_000, 253_402_336_800_000_000]
         events = tmp_path / "events.parquet"
         pl.DataFrame(
-            {"user_id": ["u0", "u1"], "timestamp": pl.Series(micros).cast(pl.Datetime("us", "UTC"))}
+            {"user_id": ["u0", "u1", "u9"], "timestamp": pl.Series(micros).cast(pl.Datetime("us", "UTC"))}
         ).write_parquet(events)
     else:
-        events = write(tmp_path / "events.csv", ["u0,0000-05-01T10:00:00Z", "u1,2024-05-01T10:00:00Z"])
+        rows = ["u0,0000-05-01T10:00:00Z", "u1,2024-05-01T10:00:00Z", "u9,+10000-01-01T10:00:00Z"]
+        events = write(tmp_path / "events.csv", rows)
     options: dict[str, Any] = {
         k: str(tmp_path / v) if k in ("state", "output_dir") else v for k, v in path.items()
     }
+    if "spark" in options:
+        session = request.getfixturevalue("spark_session")
+        if options.pop("spark") == "split":
+            previous = session.conf.get("spark.sql.files.maxPartitionBytes")
+            request.addfinalizer(lambda: session.conf.set("spark.sql.files.maxPartitionBytes", previous))
+            session.conf.set("spark.sql.files.maxPartitionBytes", str(events.stat().st_size - 1))
+        options["spark"] = session
     result = sessionize.run(
         [events], no_geo=True, on_invalid="skip", rejects=str(tmp_path / "rejects.csv"), **options
     )
-    assert (result.rows_read, result.events_read, result.rejected) == (2, 1, 1)
-    assert rejected(tmp_path / "rejects.csv") == [("u0", "bad_timestamp")]
+    assert (result.rows_read, result.events_read, result.rejected) == (3, 1, 2)
+    assert sorted(rejected(tmp_path / "rejects.csv")) == [("u0", "bad_timestamp"), ("u9", "bad_timestamp")]
+    if path.get("spark") == "split":
+        assert result.path_taken.endswith("1 large file(s) read in splits"), result.path_taken
+    # Without --on-invalid skip, the run stops (an incremental one would not read the file again).
+    again = {k: v for k, v in options.items() if k in ("buckets", "spark")}
     with pytest.raises(BadTimestampError, match="do not parse"):
-        sessionize.run([events], no_geo=True)
+        sessionize.run([events], no_geo=True, **again)
 
 
 @pytest.mark.parametrize("engine", [[], ["--buckets", "2"]], ids=["memory", "buckets"])
