@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
+from typing import Final
 
 import polars as pl
 
@@ -639,6 +640,8 @@ def find_column(given: str, available: Sequence[str], *, source: str, flag: str)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration an option takes: longer ones overflow the microsecond arithmetic of the run.
+_LONGEST_DURATION: Final = timedelta(days=36500)
 
 
 def parse_duration(value: str | timedelta, *, option: str = "--timeout") -> timedelta:
@@ -650,13 +653,21 @@ def parse_duration(value: str | timedelta, *, option: str = "--timeout") -> time
     if isinstance(value, timedelta):
         result = value
     else:
-        text = value.strip().lower().replace(" ", "")
+        text = value.strip().replace(" ", "")
         parts = _DURATION_PART.findall(text)
-        if not text or "".join(n + u for n, u in parts) != text:
+        units = [unit for _, unit in parts]
+        # Each unit once, largest first (``1h30m``): ``1h1h`` or ``1m1h`` is a typo, not 2 h or 61 min.
+        ordered = units == sorted(set(units), key=_UNIT_SECONDS.__getitem__, reverse=True)
+        if not text or "".join(n + u for n, u in parts) != text or not ordered:
             raise UsageError(
-                f"{option} {value!r} is not a duration. Use a number with a unit: 90s, 30m, 1h, 1h30m, 2d."
+                f"{option} {value!r} is not a duration. Use numbers with lower-case units, largest first "
+                "(w, d, h, m, s, ms): 90s, 30m, 1h, 1h30m, 2d."
             )
-        result = timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+        too_long = seconds > _LONGEST_DURATION.total_seconds()
+        result = _LONGEST_DURATION * 2 if too_long else timedelta(seconds=seconds)
+    if result > _LONGEST_DURATION:
+        raise UsageError(f"{option} {value!r} is longer than any run needs: give at most 100 years (36500d).")
     if result <= timedelta(0):
         raise UsageError(f"{option} must be longer than zero, got {value!r}.")
     return result

@@ -178,3 +178,44 @@ def test_sessionize_takes_every_option_that_applies_to_a_frame(monkeypatch: pyte
 def test_the_documented_building_blocks_are_exported() -> None:
     for name in ("enrich_attribution", "enrich_geo", "RunConfig", "read_events", "resolve_inputs"):
         assert name in sessionize.__all__ and getattr(sessionize, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("1h30m", timedelta(minutes=90)),
+        ("1h 30m", timedelta(minutes=90)),
+        ("2d", timedelta(days=2)),
+        ("1w2d", timedelta(days=9)),
+        ("1.5h", timedelta(minutes=90)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("36500d", timedelta(days=36500)),
+    ],
+)
+def test_a_duration_is_numbers_with_units_largest_first(given: str, expected: timedelta) -> None:
+    assert RunConfig.from_options(timeout=given).session.timeout == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        # A repeated or out-of-order unit is a typo: it was read as 2 h, 61 min (review 50).
+        ("1h1h", "is not a duration"),
+        ("1m1h", "is not a duration"),
+        # M is not minutes (months elsewhere), S not seconds: units are lower-case.
+        ("30M", "is not a duration"),
+        ("90S", "is not a duration"),
+        ("10min", "is not a duration"),
+        ("0s", "longer than zero"),
+        # A duration the run's microsecond arithmetic overflows: it crashed with an OverflowError.
+        ("100000000000d", "at most 100 years"),
+        ("1000000000d", "at most 100 years"),
+        ("36501d", "at most 100 years"),
+        (timedelta(days=10**8), "at most 100 years"),
+    ],
+)
+def test_a_bad_duration_is_a_usage_error(given: str | timedelta, message: str) -> None:
+    for option in ("timeout", "max_session_length", "session_cap", "max_send_delay"):
+        with pytest.raises(UsageError, match=message):
+            RunConfig.from_options(**{option: given})
