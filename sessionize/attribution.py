@@ -925,7 +925,8 @@ _REFERRER_DTYPE = pl.Struct({name: pl.String for name in _REFERRER_STRUCT_FIELDS
 #: most a DNS name's length), an optional port and no user info: its host and query, as ``urlsplit``
 #: gives them, are the two groups (the query null when it has none). Other URLs go to ``urlsplit``.
 _SIMPLE_URL = (
-    r"^https?://([A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?"
+    # The host not ending with a dot: a fully qualified name's final dot is left out by the slow path.
+    r"^https?://([A-Za-z0-9.-]{0,252}[A-Za-z0-9-])(?::[0-9]{1,5})?"
     r"(?:/[!-~&&[^?#]]*)?(?:\?([!-~&&[^#]]*))?(?:#[!-~]*)?$"
 )
 

@@ -50,7 +50,9 @@ MAX_HOST_LENGTH = 253
 def valid_host(host: str | None) -> str | None:
     """``host``, or None when it is empty or longer than a DNS name can be: such a referrer is
     malformed (attacker-written), and no suffix of it is looked up (which costs time and memory
-    quadratic in its labels)."""
+    quadratic in its labels). A fully qualified name's final dot (``www.google.com.``) is left out: it
+    is the same host, and the referer database and the internal domains name it without."""
+    host = host.removesuffix(".") if host else host
     if not host or len(host) > MAX_HOST_LENGTH:
         return None
     return host
@@ -87,5 +89,9 @@ def traffic_source(referrer: str | None) -> str | None:
     host = referrer_host(referrer)
     if host is None:
         return None
+    if ":" in host:
+        # An IPv6 address (``https://[2001:db8::1]/``): the address, as an IPv4 one is (the public suffix
+        # parser would read its first group as the name and the rest as a port).
+        return host
     domain: str = _EXTRACT(host).domain
     return domain or host

@@ -1044,3 +1044,30 @@ def test_google_click_ids_on_the_vectorized_path(tmp_path: Path) -> None:
         table = pl.read_csv(out, infer_schema=False).sort("user_id")
         assert table["channel"].to_list() == channels, rules
         assert table["msclkid"].to_list() == [None, None, "abc", None]
+
+
+def test_an_address_or_a_fully_qualified_name_as_referrer(tmp_path: Path) -> None:
+    """An IPv6 referrer's traffic source is the address, as an IPv4 one's is (it was ``2001``: the
+    public suffix parser read the rest as a port); a fully qualified name's final dot is the same host
+    (``www.google.com.`` was traffic source google but medium referral, channel Referral; review 50)."""
+    rows = [
+        ("a", "https://[2001:db8::1]/page"),
+        ("b", "https://192.168.1.1/x"),
+        ("c", "https://www.google.com./search?q=tarot"),
+        ("d", "https://shop.example.com./cart"),
+    ]
+    source = write_text(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url,referrer\n"
+        + "".join(f"{user},2024-05-01T10:00:00Z,https://shop.example.com/,{ref}\n" for user, ref in rows),
+    )
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    assert table.select("referrer_host", "traffic_source", "medium", "search_term", "channel").rows() == [
+        ("2001:db8::1", "2001:db8::1", "referral", None, "Referral"),
+        ("192.168.1.1", "192.168.1.1", "referral", None, "Referral"),
+        ("www.google.com", "google", "search", "tarot", "Organic Search"),
+        ("shop.example.com", "direct", "internal", None, "Direct"),
+    ]
