@@ -32,6 +32,7 @@ from sessionize.engines.base import PREVIEW_ROWS, Outcome, RunProgress
 from sessionize.engines.incremental import IncrementalOutcome
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
+from sessionize.io.jsontext import asked_columns, json_text_columns
 from sessionize.io.params import unnest_params
 from sessionize.io.read import binary_as_text, flatten_structs
 from sessionize.normalize import (
@@ -194,10 +195,12 @@ def _prepared(
 
 def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tuple[pl.LazyFrame, S.ColumnMap]:
     """A frame of events as a file is read: nested objects flattened (``geo.country`` is ``geo_country``),
-    key/value lists unnested, ``--filter`` applied, its columns found."""
+    key/value lists unnested, the keys named of text columns of JSON objects read, ``--filter`` applied,
+    its columns found."""
     frame = binary_as_text(flatten_structs(events.lazy()))
     if read.unnest_params:
         frame = unnest_params(frame, read.unnest_params, source=_FRAME, wanted=read.wanted_columns())
+    frame = json_text_columns(frame, asked_columns(read))
     names = frame.collect_schema().names()
     keep = keep_expr(read.filters, frame.collect_schema(), source=_FRAME, max_send_delay=read.max_send_delay)
     if keep is not None:

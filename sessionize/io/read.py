@@ -45,6 +45,7 @@ from sessionize.errors import (
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
 from sessionize.io.inputs import GZIP_MAGIC, InputFile, check_compressed_head, resolve_inputs
+from sessionize.io.jsontext import asked_columns, json_text_columns
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
 from sessionize.normalize import (
@@ -1209,6 +1210,9 @@ def read_file(
         original = as_json_lists(scan, options.unnest_params)
         if options.unnest_params:
             scan = unnest_params(scan, options.unnest_params, source=name, wanted=options.wanted_columns())
+        # A text column of JSON objects (PostHog's properties in its Parquet and CSV exports): the keys
+        # the run names, as nested objects' (io/jsontext.py).
+        scan = json_text_columns(scan, asked_columns(options))
         if malformed is not None and source.first_line:
             malformed = malformed.with_columns(pl.col("source_row") + source.first_line)
         available = [c for c in scan.collect_schema().names() if c != ROW]

@@ -1,0 +1,109 @@
+"""Text columns holding JSON objects, read as the objects they encode, for the keys a run names.
+
+PostHog's batch exports (S3 Parquet) and the CSV or SQL exports of its events table keep ``properties``
+as one JSON-encoded string, where its NDJSON export nests the object (which :func:`flatten_structs
+<sessionize.io.read.flatten_structs>` makes ``properties_$current_url``, ``properties_$referrer`` ...).
+Read as plain text, the ``posthog`` preset found none of its columns and made every session Direct with
+no landing page, without a word. Here, the same names find the same values in either form:
+
+* A text column counts as JSON when a column the run asks for is a path into it: a column option
+  (``--url-col properties.$current_url``), an ``--agg`` or ``--filter`` column, or a preset's preferred
+  column names ``properties.$current_url``, and the input has no column of that name (nested, flattened
+  or alike ignoring case and punctuation: those are read as before). The decision rests on the names
+  alone, never on a sample of values, so that every file and every window of a file (the bucketed
+  engine, Dask) gets the same columns.
+* Only the keys asked for are read, each as a text column named as flattening names it
+  (``properties_$current_url``), so that the column options find it as they find a nested object's. No
+  schema is inferred for the whole object: an export's hundreds of keys, of types that vary from event
+  to event, could not be typed from a sample without losing or mistyping the keys it left out.
+* The key's value is its text: a string as it is, a number, ``true`` or ``false`` as its JSON text
+  (``3``, ``1.5``, ``true``; a number is written back by the parser, so ``1e3`` is ``1000.0``), an
+  object or array as its JSON text; JSON's ``null``, an absent key, and a value that is not a JSON object
+  (empty, invalid JSON, an array, a number) give a null: the same as an event whose nested object lacks
+  the key. A required column read from it (``--user-col properties.distinct_id``) rejects that row as
+  its null would anywhere; an optional one (the landing page, the referrer) is missing for that event.
+* ``properties.a.b`` is the key ``a.b`` when the object has it, else the key ``b`` of its object ``a``.
+  Keys match exactly (``$current_url``, case and punctuation kept). A key with a backslash in it is
+  never found (the JSON path has no way to name it).
+
+The values come from Polars' ``str.json_path_match``: one parse of the text per key asked for, in time
+linear in its length, vectorized (no Python per row); like any lazy column, only the keys a run reads
+are computed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from sessionize.config import ReadOptions
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def asked_columns(options: ReadOptions) -> list[str]:
+    """The input columns a run names: its column options, ``--agg`` and ``--filter`` columns, and the
+    preferred column names (a preset's)."""
+    preferred = [name for names in options.preferred().values() for name in names]
+    filters = [column for column, _ in options.filters]
+    return list(dict.fromkeys([*options.wanted_columns(), *preferred, *filters]))
+
+
+def _json_path(keys: Sequence[str]) -> str:
+    """The JSON path of nested ``keys`` in bracket notation (``$['$current_url']``): keys with ``$``,
+    ``.``, spaces or quotes in them are keys as they are."""
+    return "$" + "".join("['" + key.replace("'", "\\'") + "']" for key in keys)
+
+
+def _text_column(head: Sequence[str], names: Sequence[str], schema: pl.Schema) -> str | None:
+    """The text column (or all-null column) named by the path's first parts ``head``: ``properties``, or a
+    flattened ``context_traits``, exactly or alike ignoring case and punctuation (when only one is)."""
+    exact = [name for name in (".".join(head), "_".join(head)) if name in schema]
+    alike = [name for name in names if _normal(name) == _normal("".join(head))]
+    found = exact[0] if exact else alike[0] if len(alike) == 1 else None
+    if found is None or schema[found] not in (pl.String, pl.Null):
+        return None
+    return found
+
+
+def json_text_columns(frame: pl.LazyFrame, asked: Iterable[str]) -> pl.LazyFrame:
+    """``frame`` with a text column for each path of ``asked`` into a text column of JSON objects (see the
+    module's description); other columns as they are."""
+    schema = frame.collect_schema()
+    names = schema.names()
+    taken = set(names)
+    taken_alike = {_normal(name) for name in names}
+    made: list[pl.Expr] = []
+    for path in dict.fromkeys(asked):
+        parts = path.split(".")
+        if len(parts) < 2 or not all(parts):
+            continue
+        flat = path.replace(".", "_")
+        if path in taken or flat in taken or _normal(path) in taken_alike:
+            continue  # a column of that name (nested, flattened or alike): read as it is
+        for cut in range(1, len(parts)):
+            column = _text_column(parts[:cut], names, schema)
+            if column is None:
+                continue
+            keys = parts[cut:]
+            name = f"{column}_{'_'.join(keys)}"
+            if name in taken:
+                break
+            text = pl.col(column).cast(pl.String)
+            paths = [[".".join(keys)], keys] if len(keys) > 1 else [keys]
+            values = [text.str.json_path_match(_json_path(p)) for p in paths if not any("\\" in k for k in p)]
+            value = pl.coalesce(values) if values else pl.lit(None, dtype=pl.String)
+            made.append(value.cast(pl.String).alias(name))
+            taken.add(name)
+            taken_alike.add(_normal(name))
+            break
+    return frame.with_columns(made) if made else frame
+
+
+__all__ = ["asked_columns", "json_text_columns"]
