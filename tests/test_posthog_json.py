@@ -187,6 +187,22 @@ def test_json_text_properties_give_the_nested_sessions(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("export", ["parquet", "csv"])
+def test_json_text_properties_on_spark(
+    export: str, exports: dict[str, list[str]], nested: pl.DataFrame, tmp_path: Path, spark_session: Any
+) -> None:
+    """Spark's executors read each file with the local code, the JSON text included."""
+    target = tmp_path / "sessions"
+    sessionize.run(
+        exports[export], preset="posthog", no_geo=True, spark=spark_session, partitions=2, output=str(target)
+    )
+    written = pl.read_parquet(sorted(target.glob("part-*.parquet")))
+    # Spark has no unsigned integers: the counts come back as Int64 (as in test_equivalence).
+    written = written.cast({name: pl.UInt32 for name, dtype in written.schema.items() if dtype == pl.Int64})
+    assert_frame_equal(comparable(written), nested)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", ["parquet", "csv"])
 def test_json_text_properties_in_windows_of_rows(
     export: str,
     exports: dict[str, list[str]],
