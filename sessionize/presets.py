@@ -181,7 +181,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="posthog",
             vendor="PostHog",
-            reads="PostHog's event export (NDJSON or CSV, properties nested or flattened)",
+            reads="PostHog's events (NDJSON, Parquet or CSV; properties nested, flattened or JSON text)",
             source="https://posthog.com/docs/data/sessions",
             options={
                 "user_col": "distinct_id",
