@@ -420,3 +420,51 @@ def test_a_large_properties_value_takes_linear_time() -> None:
     got = json_text_columns(frame, ["properties.$current_url", "properties.k9999"]).collect()
     assert time.perf_counter() - begun < 5
     assert got.get_column("properties_$current_url").to_list() == [f"{SITE}/"] * 20
+
+
+@pytest.mark.parametrize(
+    ("options", "kept"),
+    [
+        ({}, True),
+        ({"anonymize_ip": True}, False),
+        ({"hash_user_ids": "POSTHOG_JSON_TEST_SECRET", "user_col": "properties.uid"}, False),
+        ({"hash_user_ids": "POSTHOG_JSON_TEST_SECRET"}, True),
+    ],
+    ids=["no-privacy", "anonymize-ip", "hashed-id-from-json", "hashed-id-not-from-json"],
+)
+def test_rejects_keep_no_address_or_id_read_from_the_json(
+    options: dict[str, Any], kept: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rejected row keeps its original columns, ``properties`` among them, but for one the privacy
+    options hide: the address (``--anonymize-ip``) or the user id (``--hash-user-ids``) read from the
+    JSON is there as sent, so that column is left out, as a malformed row's raw line is."""
+    monkeypatch.setenv("POSTHOG_JSON_TEST_SECRET", "s3cret")
+    properties = [
+        json.dumps({"$ip": "81.2.69.160", "uid": "alice@example.com", "$current_url": f"{SITE}/"}),
+        json.dumps({"$ip": "81.2.69.142", "uid": "bob@example.com", "$current_url": f"{SITE}/b"}),
+    ]
+    source = tmp_path / "events.csv"
+    pl.DataFrame(
+        {
+            "uuid": ["e1", "e2"],
+            "event": ["$pageview", "$pageview"],
+            "distinct_id": ["d1", "d2"],
+            "timestamp": ["2024-05-01T10:00:00Z", "not a time"],
+            "properties": properties,
+        }
+    ).write_csv(source)
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run(
+        [source], preset="posthog", no_geo=True, on_invalid="skip", rejects=str(rejects), **options
+    )
+    assert result.rejected == 1 and result.events_read == 1
+    written = pl.read_csv(rejects, infer_schema=False)
+    assert written.get_column("uuid").to_list() == ["e2"]
+    assert ("properties" in written.columns) is kept
+    if kept:
+        assert written.get_column("properties").to_list() == [properties[1]]
+    text = rejects.read_text()
+    if "anonymize_ip" in options:
+        assert "81.2.69.142" not in text
+    if "user_col" in options:
+        assert "bob@example.com" not in text

@@ -75,11 +75,19 @@ def _text_column(head: Sequence[str], names: Sequence[str], schema: pl.Schema) -
 def json_text_columns(frame: pl.LazyFrame, asked: Iterable[str]) -> pl.LazyFrame:
     """``frame`` with a text column for each path of ``asked`` into a text column of JSON objects (see the
     module's description); other columns as they are."""
+    return read_json_text(frame, asked)[0]
+
+
+def read_json_text(frame: pl.LazyFrame, asked: Iterable[str]) -> tuple[pl.LazyFrame, dict[str, str]]:
+    """:func:`json_text_columns`, and the text column each new column was read from
+    (``{"properties_$ip": "properties"}``): the rejects leave out a text column that holds a value the
+    privacy options hide (see :func:`sessionize.io.read._private_rejects`)."""
     schema = frame.collect_schema()
     names = schema.names()
     taken = set(names)
     taken_alike = {_normal(name) for name in names}
-    made: list[pl.Expr] = []
+    made: dict[str, pl.Expr] = {}
+    sources: dict[str, str] = {}
     for path in dict.fromkeys(asked):
         parts = path.split(".")
         if len(parts) < 2 or not all(parts):
@@ -99,11 +107,12 @@ def json_text_columns(frame: pl.LazyFrame, asked: Iterable[str]) -> pl.LazyFrame
             paths = [[".".join(keys)], keys] if len(keys) > 1 else [keys]
             values = [text.str.json_path_match(_json_path(p)) for p in paths if not any("\\" in k for k in p)]
             value = pl.coalesce(values) if values else pl.lit(None, dtype=pl.String)
-            made.append(value.cast(pl.String).alias(name))
+            made[name] = value.cast(pl.String).alias(name)
+            sources[name] = column
             taken.add(name)
             taken_alike.add(_normal(name))
             break
-    return frame.with_columns(made) if made else frame
+    return (frame.with_columns(made.values()) if made else frame), sources
 
 
-__all__ = ["asked_columns", "json_text_columns"]
+__all__ = ["asked_columns", "json_text_columns", "read_json_text"]

@@ -21,7 +21,7 @@ import tempfile
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -45,7 +45,7 @@ from sessionize.errors import (
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
 from sessionize.io.inputs import GZIP_MAGIC, InputFile, check_compressed_head, resolve_inputs
-from sessionize.io.jsontext import asked_columns, json_text_columns
+from sessionize.io.jsontext import asked_columns, read_json_text
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
 from sessionize.normalize import (
@@ -1212,7 +1212,7 @@ def read_file(
             scan = unnest_params(scan, options.unnest_params, source=name, wanted=options.wanted_columns())
         # A text column of JSON objects (PostHog's properties in its Parquet and CSV exports): the keys
         # the run names, as nested objects' (io/jsontext.py).
-        scan = json_text_columns(scan, asked_columns(options))
+        scan, from_json = read_json_text(scan, asked_columns(options))
         if malformed is not None and source.first_line:
             malformed = malformed.with_columns(pl.col("source_row") + source.first_line)
         available = [c for c in scan.collect_schema().names() if c != ROW]
@@ -1349,22 +1349,32 @@ def read_file(
     )
     good = (frame.filter(~flags) if flagged else frame).drop(*raw_text, *([] if keep_row else [ROW]))
     rejects = _private_rejects(
-        _rejects(original, invalid, malformed, source=source, name=name), options, columns
+        _rejects(original, invalid, malformed, source=source, name=name), options, columns, from_json
     )
     return FileRead(good, rejects, rows, filtered)
 
 
 def _private_rejects(
-    rejects: pl.DataFrame | None, options: ReadOptions, columns: S.ColumnMap | None
+    rejects: pl.DataFrame | None,
+    options: ReadOptions,
+    columns: S.ColumnMap | None,
+    from_json: Mapping[str, str] | None = None,
 ) -> pl.DataFrame | None:
     """The rejects file is an output too: personal data kept out of it as the options say.
 
     A malformed row's raw line may hold anything: it is left out. A row rejected before its columns
-    were found (a malformed log or JSON line) has no address or user id column to hide.
+    were found (a malformed log or JSON line) has no address or user id column to hide. A text column of
+    JSON objects that the address or a user id was read from (``from_json``: PostHog's ``properties``,
+    see io/jsontext.py) holds it as sent, and is left out as a raw line is.
     """
     if rejects is None or not (options.anonymize_ip or options.user_id_secret is not None):
         return rejects
     private = rejects.lazy().drop("raw_line", strict=False)
+    if columns is not None and from_json:
+        hidden = [columns.ip] if options.anonymize_ip else []
+        hidden += [columns.user_id, columns.stitch] if options.user_id_secret is not None else []
+        sources = [from_json[c] for c in hidden if c is not None and c in from_json]
+        private = private.drop(sources, strict=False)
     if (
         options.anonymize_ip
         and columns is not None
