@@ -468,3 +468,32 @@ def test_rejects_keep_no_address_or_id_read_from_the_json(
         assert "81.2.69.142" not in text
     if "user_col" in options:
         assert "bob@example.com" not in text
+
+
+def test_other_text_is_not_read_as_json(tmp_path: Path) -> None:
+    """A text column none of whose first values is a JSON object stays text: a flag naming a path into it
+    (a typo, or a column that is a URL) is the error it was, not a column of nulls. One JSON object among
+    them, or no value at all, and it is read as JSON."""
+    source = tmp_path / "events.csv"
+    source.write_text(
+        "user_id,timestamp,page\nu1,2024-05-01T10:00:00Z,https://a.example/\nu1,2024-05-01T10:01:00Z,\n",
+        encoding="utf-8",
+    )
+    result = run_cli(source, "--no-geo", "-q", "-o", tmp_path / "out.csv", "--url-col", "page.url")
+    assert result.exit_code != 0
+    assert "no column 'page.url'" in result.output
+    frame = pl.LazyFrame(
+        {"page": ["https://a.example/", None], "mixed": ["oops", ' {"url": "x"}'], "empty": [None, None]}
+    )
+    got = json_text_columns(frame, ["page.url", "mixed.url", "empty.url"]).collect()
+    assert got.columns == ["page", "mixed", "empty", "mixed_url", "empty_url"]
+    assert got.get_column("mixed_url").to_list() == [None, "x"]
+
+
+def test_names_alike_are_one_column_of_the_first_key_found() -> None:
+    """The mixpanel preset's ``properties.ip`` and ``properties.$ip``: one column (the column options
+    would find either by its name), the first key an event has, so a key no event has hides no other."""
+    frame = pl.LazyFrame({"properties": ['{"$ip": "81.2.69.160"}', '{"ip": "10.0.0.1", "$ip": "1.1.1.1"}']})
+    got = json_text_columns(frame, ["properties.ip", "properties.$ip"]).collect()
+    assert got.columns == ["properties", "properties_ip"]
+    assert got.get_column("properties_ip").to_list() == ["81.2.69.160", "10.0.0.1"]

@@ -6,12 +6,15 @@ as one JSON-encoded string, where its NDJSON export nests the object (which :fun
 Read as plain text, the ``posthog`` preset found none of its columns and made every session Direct with
 no landing page, without a word. Here, the same names find the same values in either form:
 
-* A text column counts as JSON when a column the run asks for is a path into it: a column option
-  (``--url-col properties.$current_url``), an ``--agg`` or ``--filter`` column, or a preset's preferred
-  column names ``properties.$current_url``, and the input has no column of that name (nested, flattened
-  or alike ignoring case and punctuation: those are read as before). The decision rests on the names
-  alone, never on a sample of values, so that every file and every window of a file (the bucketed
-  engine, Dask) gets the same columns.
+* A text column counts as JSON when a column the run asks for is a path into it (a column option such
+  as ``--url-col properties.$current_url``, an ``--agg`` or ``--filter`` column, or a preset's preferred
+  column names, ``properties.$current_url``), the input has no column of that name (nested, flattened,
+  or alike ignoring case and punctuation: those are read as before), and the column holds JSON objects:
+  one of its first :data:`SAMPLE_ROWS` values starts with ``{`` (spaces before it aside), or none of
+  them is set. A column of other text (a CSV's ``page`` under ``--url-col page.url``, a typo) stays
+  text, and the flag that names a path into it is the error "no column" it was, not a column of nulls.
+  The names decide first and the values only veto: every file and every window of a file (the bucketed
+  engine, Dask, Spark) whose values are JSON objects gets the same columns, whatever keys it holds.
 * Only the keys asked for are read, each as a text column named as flattening names it
   (``properties_$current_url``), so that the column options find it as they find a nested object's. No
   schema is inferred for the whole object: an export's hundreds of keys, of types that vary from event
@@ -34,13 +37,16 @@ are computed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Final
 
 import polars as pl
 
 if TYPE_CHECKING:
     from sessionize.config import ReadOptions
+
+#: A text column holds JSON objects unless none of its first this many values is one (see above).
+SAMPLE_ROWS: Final = 1000
 
 
 def _normal(name: str) -> str:
@@ -72,6 +78,39 @@ def _text_column(head: Sequence[str], names: Sequence[str], schema: pl.Schema) -
     return found
 
 
+def _paths(asked: Iterable[str], names: Sequence[str]) -> list[list[str]]:
+    """The paths of ``asked`` (``properties.$ip``, as its parts) that name no column of ``names``."""
+    alike = {_normal(name) for name in names}
+    return [
+        parts
+        for path in dict.fromkeys(asked)
+        if len(parts := path.split(".")) > 1
+        and all(parts)
+        and path not in names
+        and path.replace(".", "_") not in names
+        and _normal(path) not in alike
+    ]
+
+
+def _holding_objects(frame: pl.LazyFrame, columns: Collection[str]) -> set[str]:
+    """Those of the text ``columns`` with a JSON object among their first :data:`SAMPLE_ROWS` values, or
+    none set there. A sample that cannot be read (the fast reader on a file it reads line by line instead)
+    vetoes nothing: the read that follows meets the same error and handles it."""
+    ordered = sorted(columns)
+    first = frame.select(ordered).head(SAMPLE_ROWS)
+    try:
+        sample = first.select(
+            (
+                pl.col(name).cast(pl.String).str.strip_chars_start().str.starts_with("{").any()
+                | pl.col(name).is_null().all()
+            ).alias(name)
+            for name in ordered
+        ).collect()
+    except pl.exceptions.PolarsError:
+        return set(ordered)
+    return {name for name in ordered if sample.get_column(name)[0]}
+
+
 def json_text_columns(frame: pl.LazyFrame, asked: Iterable[str]) -> pl.LazyFrame:
     """``frame`` with a text column for each path of ``asked`` into a text column of JSON objects (see the
     module's description); other columns as they are."""
@@ -84,35 +123,51 @@ def read_json_text(frame: pl.LazyFrame, asked: Iterable[str]) -> tuple[pl.LazyFr
     privacy options hide (see :func:`sessionize.io.read._private_rejects`)."""
     schema = frame.collect_schema()
     names = schema.names()
+    paths = _paths(asked, names)
+    heads = {
+        column
+        for parts in paths
+        for cut in range(1, len(parts))
+        if (column := _text_column(parts[:cut], names, schema)) is not None
+    }
+    if not heads:
+        return frame, {}
+    objects = _holding_objects(frame, heads)
     taken = set(names)
-    taken_alike = {_normal(name) for name in names}
-    made: dict[str, pl.Expr] = {}
-    sources: dict[str, str] = {}
-    for path in dict.fromkeys(asked):
-        parts = path.split(".")
-        if len(parts) < 2 or not all(parts):
-            continue
-        flat = path.replace(".", "_")
-        if path in taken or flat in taken or _normal(path) in taken_alike:
-            continue  # a column of that name (nested, flattened or alike): read as it is
+    # New column name -> (its text column, the JSON paths tried in turn). Names alike ignoring case and
+    # punctuation are one column: the column options would find either (Mixpanel's properties.ip and
+    # properties.$ip), and one of keys that no event has would hide the other.
+    made: dict[str, tuple[str, list[list[str]]]] = {}
+    alike: dict[str, str] = {}
+    for parts in paths:
         for cut in range(1, len(parts)):
             column = _text_column(parts[:cut], names, schema)
-            if column is None:
+            if column is None or column not in objects:
                 continue
             keys = parts[cut:]
+            # properties.a.b: the key "a.b", else the key "b" of the object "a".
+            tried = [[".".join(keys)], keys] if len(keys) > 1 else [keys]
             name = f"{column}_{'_'.join(keys)}"
-            if name in taken:
-                break
-            text = pl.col(column).cast(pl.String)
-            paths = [[".".join(keys)], keys] if len(keys) > 1 else [keys]
-            values = [text.str.json_path_match(_json_path(p)) for p in paths if not any("\\" in k for k in p)]
-            value = pl.coalesce(values) if values else pl.lit(None, dtype=pl.String)
-            made[name] = value.cast(pl.String).alias(name)
-            sources[name] = column
-            taken.add(name)
-            taken_alike.add(_normal(name))
+            if _normal(name) in alike:
+                made[alike[_normal(name)]][1].extend(tried)
+            elif name not in taken:
+                made[name] = (column, tried)
+                alike[_normal(name)] = name
+                taken.add(name)
             break
-    return (frame.with_columns(made.values()) if made else frame), sources
+    columns = [_value(column, tried).alias(name) for name, (column, tried) in made.items()]
+    sources = {name: column for name, (column, _) in made.items()}
+    return (frame.with_columns(columns) if columns else frame), sources
 
 
-__all__ = ["asked_columns", "json_text_columns", "read_json_text"]
+def _value(column: str, tried: Sequence[Sequence[str]]) -> pl.Expr:
+    """The text of the first of the JSON paths ``tried`` that the object in ``column`` has."""
+    text = pl.col(column).cast(pl.String)
+    # A key with a backslash cannot be named in a JSON path: never found.
+    values = [
+        text.str.json_path_match(_json_path(keys)) for keys in tried if not any("\\" in k for k in keys)
+    ]
+    return pl.coalesce(values).cast(pl.String) if values else pl.lit(None, dtype=pl.String)
+
+
+__all__ = ["SAMPLE_ROWS", "asked_columns", "json_text_columns", "read_json_text"]
