@@ -218,4 +218,5 @@ def test_a_duration_is_numbers_with_units_largest_first(given: str, expected: ti
 def test_a_bad_duration_is_a_usage_error(given: str | timedelta, message: str) -> None:
     for option in ("timeout", "max_session_length", "session_cap", "max_send_delay"):
         with pytest.raises(UsageError, match=message):
-            RunConfig.from_options(**{option: given})
+            options: dict[str, Any] = {option: given}
+            RunConfig.from_options(**options)
