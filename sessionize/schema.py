@@ -547,22 +547,22 @@ def resolve_columns(
         by_norm.setdefault(_norm(name), name)
     listing = ", ".join(available) if available else "(none)"
     found: dict[str, str | None] = {}
+    # The flags' columns first, as they resolve (``--stitch-col user_id`` is ``USER_ID``): no role guessed
+    # from the built-in names may take one of them.
+    given_columns = {role: _match_column(name, available) for role, name in explicit.items() if name}
     taken: set[str] = {name for name in explicit.values() if name}
+    taken.update(column for column in given_columns.values() if column is not None)
     # Every column that cannot be found, named in one error (a wrong --user-col and no timestamp).
     problems: list[str] = []
     for role, known in COLUMN_ALIASES.items():
         aliases = (*(preferred or {}).get(role, ()), *known)
         given = explicit[role]
         if given is not None:
-            column = _match_column(given, available)
+            column = given_columns[role]
             if column is None:
-                close = _closest(given, available)
                 problems.append(
-                    f"no column {given!r} (given with {COLUMN_FLAGS[role]}"
-                    + (f"; did you mean {close!r}?)" if close else ")")
+                    f"no column {given!r} (given with {COLUMN_FLAGS[role]}{_hint(given, available)})"
                 )
-            else:
-                taken.add(column)
             found[role] = column or given
             continue
         # Each alias in turn, the column named exactly as it before a look-alike: `user_id` is the user id
@@ -624,17 +624,25 @@ def _match_column(given: str, available: Sequence[str]) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def _hint(given: str, available: Sequence[str]) -> str:
+    """What a flag's message adds for a name no column has: the columns equal to it with case and
+    punctuation ignored when there are several (it names neither), else the closest."""
+    alike = [name for name in available if _norm(name) == _norm(given)]
+    if len(alike) > 1:
+        return f"; it is ambiguous: {', '.join(repr(name) for name in alike)} all match it, give one exactly"
+    close = _closest(given, available)
+    return f"; did you mean {close!r}?" if close else ""
+
+
 def find_column(given: str, available: Sequence[str], *, source: str, flag: str) -> str:
     """The column ``given`` names (see :func:`_match_column`); else :class:`MissingColumnError`."""
     column = _match_column(given, available)
     if column is not None:
         return column
-    close = _closest(given, available)
     listing = ", ".join(available) if available else "(none)"
     raise MissingColumnError(
-        f"{source} has no column {given!r} (given with {flag}"
-        + (f"; did you mean {close!r}?)" if close else ")")
-        + f". Its columns are: {listing}."
+        f"{source} has no column {given!r} (given with {flag}{_hint(given, available)}). "
+        f"Its columns are: {listing}."
     )
 
 
