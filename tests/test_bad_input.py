@@ -1306,3 +1306,27 @@ def test_a_directory_without_inputs_names_every_extension(tmp_path: Path) -> Non
     (tmp_path / "d" / "notes.txt").write_text("x", encoding="utf-8")
     text = squash(cli(tmp_path / "d", "-o", tmp_path / "o.csv").stderr)
     assert squash(".csv, .tsv, .tab, .parquet, .pq, .ndjson, .jsonl, .json, .log and rotated .log.1") in text
+
+
+def test_rejected_row_with_bytes_in_a_list_column(tmp_path: Path) -> None:
+    """Bytes inside a list, an array or an object of a rejected Parquet row are written as hex in its
+    JSON: the JSON writer panicked ("Writing BinaryView to JSON"; review 51)."""
+    events = tmp_path / "events.parquet"
+    pl.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "timestamp": ["2024-05-01T10:00:00Z", "bad"],
+            "tags": [[b"ab"], [b"ab", b"\xff\xfe"]],
+            "pairs": [[b"a", b"b"], [b"c", b"\x00"]],
+            "blobs": [[{"k": b"x"}], [{"k": b"\xff"}, None]],
+        },
+        schema_overrides={"pairs": pl.Array(pl.Binary, 2)},
+    ).write_parquet(events)
+    rejects = tmp_path / "rejects.csv"
+    result = cli(events, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", rejects)
+    assert result.exit_code == 0, result.stderr
+    rows = pl.read_csv(rejects, infer_schema=False)
+    assert rows.select("source_row", "reject_reason").rows() == [("2", "bad_timestamp")]
+    assert json.loads(rows["tags"][0]) == ["6162", "fffe"]
+    assert json.loads(rows["pairs"][0]) == ["63", "00"]
+    assert json.loads(rows["blobs"][0]) == [{"k": "ff"}, None]

@@ -1398,9 +1398,35 @@ def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
     if not dtype.is_nested():
         return column.cast(pl.String)
     # The JSON of an object of one key, its key and braces taken off: the value's own JSON.
-    encoded = pl.struct(column.alias("v")).struct.json_encode()
+    encoded = pl.struct(_hex_bytes(column, dtype).alias("v")).struct.json_encode()
     encoded = encoded.str.strip_prefix('{"v":').str.strip_suffix("}")
     return pl.when(column.is_not_null()).then(encoded).alias(name)
+
+
+def _holds_bytes(dtype: pl.DataType) -> bool:
+    if dtype == pl.Binary:
+        return True
+    if isinstance(dtype, pl.List | pl.Array):
+        return _holds_bytes(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return any(_holds_bytes(field.dtype) for field in dtype.fields)
+    return False
+
+
+def _hex_bytes(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """``value`` with the bytes nested in it as hex text: Polars' JSON writer panics on bytes ("Writing
+    BinaryView to JSON"), and a list of bytes cannot be cast to text (which is refused for invalid UTF-8)."""
+    if not _holds_bytes(dtype):
+        return value
+    if dtype == pl.Binary:
+        return value.bin.encode("hex")
+    if isinstance(dtype, pl.Array):
+        return _hex_bytes(value.arr.to_list(), pl.List(dtype.inner))
+    if isinstance(dtype, pl.List):
+        return value.list.eval(_hex_bytes(pl.element(), dtype.inner))
+    assert isinstance(dtype, pl.Struct)
+    fields = [_hex_bytes(value.struct.field(f.name), f.dtype).alias(f.name) for f in dtype.fields]
+    return pl.when(value.is_not_null()).then(pl.struct(fields))
 
 
 def _rejects(
