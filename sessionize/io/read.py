@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
@@ -65,6 +65,9 @@ from sessionize.normalize import (
     raw_columns,
 )
 from sessionize.privacy import anonymize_ips, hash_user_ids, refuse_private_aggregates
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 _T = TypeVar("_T")
 
@@ -1403,7 +1406,7 @@ def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
     return pl.when(column.is_not_null()).then(encoded).alias(name)
 
 
-def _holds_bytes(dtype: pl.DataType) -> bool:
+def _holds_bytes(dtype: PolarsDataType) -> bool:
     if dtype == pl.Binary:
         return True
     if isinstance(dtype, pl.List | pl.Array):
@@ -1413,7 +1416,7 @@ def _holds_bytes(dtype: pl.DataType) -> bool:
     return False
 
 
-def _hex_bytes(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+def _hex_bytes(value: pl.Expr, dtype: PolarsDataType) -> pl.Expr:
     """``value`` with the bytes nested in it as hex text: Polars' JSON writer panics on bytes ("Writing
     BinaryView to JSON"), and a list of bytes cannot be cast to text (which is refused for invalid UTF-8)."""
     if not _holds_bytes(dtype):
