@@ -21,11 +21,16 @@ COLUMNS = ["user_id", "session_id", "event_count", "pageview_count", "landing_pa
            "traffic_source", "channel", "duration_s"]  # fmt: skip
 
 
-def sessions(tmp_path: Path, source: Path, *flags: str, preset: str = "") -> list[tuple[str | None, ...]]:
+def session_table(tmp_path: Path, source: Path, *flags: str) -> pl.DataFrame:
+    """The session table of ``sessionize run SOURCE FLAGS`` (no geo), every value as its text."""
     out = tmp_path / "sessions.csv"
     result = run_cli(source, "-o", out, "--no-geo", "-q", *flags)
     assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False)
+    return pl.read_csv(out, infer_schema=False)
+
+
+def sessions(tmp_path: Path, source: Path, *flags: str, preset: str = "") -> list[tuple[str | None, ...]]:
+    table = session_table(tmp_path, source, *flags)
     # The output schema is today's, and the presets that stitch identities append stitched_user_id,
     # the ga4 preset GA4's own session fields.
     added = ["stitched_user_id"] if any(p in flags for p in ("snowplow", "segment")) else []
@@ -236,10 +241,7 @@ def test_posthog_direct_marker_is_no_referrer(tmp_path: Path) -> None:
              ' "properties": {"$session_id": "s1", "$current_url": "https://shop.example.com/",'
              ' "$referrer": "$direct"}}']  # fmt: skip
     source = write_text(tmp_path / "posthog.ndjson", "\n".join(lines) + "\n")
-    out = tmp_path / "sessions.csv"
-    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "posthog")
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False)
+    table = session_table(tmp_path, source, "--preset", "posthog")
     assert table.select("referrer", "traffic_source", "medium", "channel").rows() == [
         (None, "direct", "direct", "Direct")
     ]
@@ -285,10 +287,7 @@ def test_amplitude_page_location_keeps_the_campaign(tmp_path: Path) -> None:
         '"[Amplitude] Page URL":"https://shop.example.com/","[Amplitude] Page Path":"/"}}'
     )
     source = write_text(tmp_path / "amplitude.ndjson", line + "\n")
-    out = tmp_path / "sessions.csv"
-    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "amplitude")
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False)
+    table = session_table(tmp_path, source, "--preset", "amplitude")
     assert table.select("landing_page", "utm_source", "utm_campaign", "channel").rows() == [
         (f"{SITE}/?utm_source=newsletter&utm_medium=email&utm_campaign=may", "newsletter", "may", "Email")
     ]
@@ -306,10 +305,7 @@ def test_required_columns_match_ignoring_case(tmp_path: Path, flags: tuple[str, 
         f"d1,s1,2024-05-01 10:00:00.000,e1,page_view,{SITE}/\n"
         f"d1,s1,2024-05-01 10:01:00.000,e2,page_view,{SITE}/b\n",
     )
-    out = tmp_path / "sessions.csv"
-    result = run_cli(source, "-o", out, "--no-geo", "-q", *flags)
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False)
+    table = session_table(tmp_path, source, *flags)
     assert table.select("session_id", "user_id", "event_count", "exit_page").rows() == [
         ("s1", "d1", "2", f"{SITE}/b")
     ]
@@ -340,10 +336,7 @@ def test_ga4_device_fields(tmp_path: Path) -> None:
         '"event_params": [{"key": "ga_session_id", "value": {"int_value": 1714557600}}]}',
     ]
     source = write_text(tmp_path / "ga4.ndjson", "\n".join(lines) + "\n")
-    out = tmp_path / "sessions.csv"
-    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "ga4")
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    table = session_table(tmp_path, source, "--preset", "ga4").sort("user_id")
     assert table.select(GA4_DEVICE).rows() == [("mobile", "Android", "Chrome"), (None, None, None)]
 
 
@@ -357,10 +350,7 @@ def test_ga4_screen_views_count_as_page_views(tmp_path: Path) -> None:
         ' "event_params": [{"key": "ga_session_id", "value": {"int_value": 1714557600}}]}',
     ]
     source = write_text(tmp_path / "ga4.ndjson", "\n".join(lines) + "\n")
-    out = tmp_path / "sessions.csv"
-    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "ga4")
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False)
+    table = session_table(tmp_path, source, "--preset", "ga4")
     assert table.select("event_count", "pageview_count", "is_engaged").rows() == [("2", "2", "true")]
 
 
@@ -382,10 +372,7 @@ def test_ga4_ignores_the_referrer_of_an_unwanted_referral(tmp_path: Path) -> Non
     source = write_text(
         tmp_path / "ga4.ndjson", page_view("paid", ignored) + "\n" + page_view("ref", "") + "\n"
     )
-    out = tmp_path / "sessions.csv"
-    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "ga4")
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    table = session_table(tmp_path, source, "--preset", "ga4").sort("user_id")
     assert table.select("user_id", "referrer", "traffic_source", "channel").rows() == [
         ("paid", None, "direct", "Direct"),
         ("ref", "https://www.paypal.com/checkout", "paypal", "Referral"),
@@ -399,15 +386,11 @@ def test_ga4_ignores_the_referrer_of_an_unwanted_referral(tmp_path: Path) -> Non
         "c,2024-05-01T10:00:00Z,/,https://www.paypal.com/,false\n"
         "d,2024-05-01T10:00:00Z,/,https://www.paypal.com/,\n",
     )
-    result = run_cli(csv, "-o", out, "--no-geo", "-q", "--ignore-referrer-col", "skip")
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    table = session_table(tmp_path, csv, "--ignore-referrer-col", "skip").sort("user_id")
     assert table["channel"].to_list() == ["Direct", "Direct", "Referral", "Referral"]
     # An export where no event has the parameter (no unwanted referrals listed) reads as before.
     plain = write_text(tmp_path / "plain.ndjson", page_view("ref", "") + "\n")
-    result = run_cli(plain, "-o", out, "--no-geo", "-q", "--preset", "ga4")
-    assert result.exit_code == 0, result.output
-    assert pl.read_csv(out, infer_schema=False)["channel"].to_list() == ["Referral"]
+    assert session_table(tmp_path, plain, "--preset", "ga4")["channel"].to_list() == ["Referral"]
     # A flag column that is not there is named, with the flag that named it.
     missing = run_cli(csv, "-o", tmp_path / "none.csv", "--no-geo", "-q", "--ignore-referrer-col", "skp")
     assert missing.exit_code != 0
@@ -651,10 +634,7 @@ def test_snowplow_engaged_sessions_and_bots(tmp_path: Path) -> None:
         row("crawler", 5, "page_view", bot, "pv4"),
     ]
     source = write_text(tmp_path / "events.csv", "\n".join(lines) + "\n")
-    out = tmp_path / "sessions.csv"
-    result = run_cli(source, "-o", out, "--no-geo", "-q", "--preset", "snowplow")
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    table = session_table(tmp_path, source, "--preset", "snowplow").sort("user_id")
     assert table.select("user_id", "engaged_time_s", "is_engaged").rows() == [
         ("long", "25.0", "true"),
         ("short", "15.0", "false"),
@@ -742,10 +722,7 @@ def test_a_flag_matched_ignoring_case_is_no_other_role(tmp_path: Path) -> None:
         "ANONYMOUS_ID,USER_ID,TIMESTAMP\n"
         "a1,alice,2024-01-01T00:00:00Z\na2,alice,2024-01-01T00:01:00Z\na1,alice,2024-01-01T00:02:00Z\n",
     )
-    out = tmp_path / "sessions.csv"
-    result = run_cli(source, "-o", out, "--no-geo", "-q", "--stitch-col", "user_id")
-    assert result.exit_code == 0, result.output
-    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    table = session_table(tmp_path, source, "--stitch-col", "user_id").sort("user_id")
     assert table.select("user_id", "event_count", "stitched_user_id").rows() == [
         ("a1", "2", "alice"),
         ("a2", "1", "alice"),
