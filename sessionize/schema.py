@@ -508,7 +508,9 @@ class ColumnMap:
     event_fallbacks: tuple[str, ...] = ()
 
 
-def _norm(name: str) -> str:
+def name_key(name: str) -> str:
+    """A column name with case and punctuation ignored, as names are matched (``userId`` and
+    ``user_id`` are both ``userid``)."""
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
@@ -517,8 +519,8 @@ def _closest(name: str, available: Sequence[str], *, taken: Iterable[str] = ()) 
     candidates: dict[str, str] = {}
     for column in available:
         if column not in taken:
-            candidates.setdefault(_norm(column), column)
-    close = difflib.get_close_matches(_norm(name), list(candidates), n=1, cutoff=0.75)
+            candidates.setdefault(name_key(column), column)
+    close = difflib.get_close_matches(name_key(name), list(candidates), n=1, cutoff=0.75)
     return candidates[close[0]] if close else None
 
 
@@ -544,7 +546,7 @@ def resolve_columns(
     explicit = (columns or ColumnNames.of(named)).by_role()
     by_norm: dict[str, str] = {}
     for name in available:
-        by_norm.setdefault(_norm(name), name)
+        by_norm.setdefault(name_key(name), name)
     listing = ", ".join(available) if available else "(none)"
     found: dict[str, str | None] = {}
     # The flags' columns first, as they resolve (``--stitch-col user_id`` is ``USER_ID``): no role guessed
@@ -568,7 +570,7 @@ def resolve_columns(
         # Each alias in turn, the column named exactly as it before a look-alike: `user_id` is the user id
         # whether `User ID` or `userId` comes before it in the file (the first look-alike won, so column
         # order decided).
-        candidates = ((alias, by_norm.get(_norm(alias))) for alias in aliases)
+        candidates = ((alias, by_norm.get(name_key(alias))) for alias in aliases)
         match = next(
             (
                 column
@@ -584,9 +586,9 @@ def resolve_columns(
     fallbacks: tuple[str, ...] = ()
     if explicit[EVENT] is None and found[EVENT] is not None:
         fallbacks = tuple(
-            by_norm[_norm(alias)]
+            by_norm[name_key(alias)]
             for alias in COLUMN_ALIASES[EVENT]
-            if _norm(alias) in by_norm and by_norm[_norm(alias)] not in taken
+            if name_key(alias) in by_norm and by_norm[name_key(alias)] not in taken
         )
     hints: list[str] = []
     for role in (USER, TIME):
@@ -620,14 +622,14 @@ def _match_column(given: str, available: Sequence[str]) -> str | None:
         return given
     if given.replace(".", "_") in available:
         return given.replace(".", "_")
-    matches = [name for name in available if _norm(name) == _norm(given)]
+    matches = [name for name in available if name_key(name) == name_key(given)]
     return matches[0] if len(matches) == 1 else None
 
 
 def _hint(given: str, available: Sequence[str]) -> str:
     """What a flag's message adds for a name no column has: the columns equal to it with case and
     punctuation ignored when there are several (it names neither), else the closest."""
-    alike = [name for name in available if _norm(name) == _norm(given)]
+    alike = [name for name in available if name_key(name) == name_key(given)]
     if len(alike) > 1:
         return f"; it is ambiguous: {', '.join(repr(name) for name in alike)} all match it, give one exactly"
     close = _closest(given, available)

@@ -36,21 +36,18 @@ are computed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import polars as pl
+
+from sessionize.schema import name_key
 
 if TYPE_CHECKING:
     from sessionize.config import ReadOptions
 
 #: A text column holds JSON objects unless none of its first this many values is one (see above).
 SAMPLE_ROWS: Final = 1000
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
 def asked_columns(options: ReadOptions) -> list[str]:
@@ -71,7 +68,7 @@ def _text_column(head: Sequence[str], names: Sequence[str], schema: pl.Schema) -
     """The text column (or all-null column) named by the path's first parts ``head``: ``properties``, or a
     flattened ``context_traits``, exactly or alike ignoring case and punctuation (when only one is)."""
     exact = [name for name in (".".join(head), "_".join(head)) if name in schema]
-    alike = [name for name in names if _normal(name) == _normal("".join(head))]
+    alike = [name for name in names if name_key(name) == name_key("".join(head))]
     found = exact[0] if exact else alike[0] if len(alike) == 1 else None
     if found is None or schema[found] not in (pl.String, pl.Null):
         return None
@@ -80,7 +77,7 @@ def _text_column(head: Sequence[str], names: Sequence[str], schema: pl.Schema) -
 
 def _paths(asked: Iterable[str], names: Sequence[str]) -> list[list[str]]:
     """The paths of ``asked`` (``properties.$ip``, as its parts) that name no column of ``names``."""
-    alike = {_normal(name) for name in names}
+    alike = {name_key(name) for name in names}
     return [
         parts
         for path in dict.fromkeys(asked)
@@ -88,7 +85,7 @@ def _paths(asked: Iterable[str], names: Sequence[str]) -> list[list[str]]:
         and all(parts)
         and path not in names
         and path.replace(".", "_") not in names
-        and _normal(path) not in alike
+        and name_key(path) not in alike
     ]
 
 
@@ -148,11 +145,11 @@ def read_json_text(frame: pl.LazyFrame, asked: Iterable[str]) -> tuple[pl.LazyFr
             # properties.a.b: the key "a.b", else the key "b" of the object "a".
             tried = [[".".join(keys)], keys] if len(keys) > 1 else [keys]
             name = f"{column}_{'_'.join(keys)}"
-            if _normal(name) in alike:
-                made[alike[_normal(name)]][1].extend(tried)
+            if name_key(name) in alike:
+                made[alike[name_key(name)]][1].extend(tried)
             elif name not in taken:
                 made[name] = (column, tried)
-                alike[_normal(name)] = name
+                alike[name_key(name)] = name
                 taken.add(name)
             break
     columns = [_value(column, tried).alias(name) for name, (column, tried) in made.items()]

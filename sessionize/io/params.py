@@ -19,7 +19,6 @@ ignoring case and punctuation), read like every other column of the input.
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 from typing import Final
@@ -28,6 +27,7 @@ import polars as pl
 
 from sessionize.errors import MissingColumnError, SessionizeWarning
 from sessionize.normalize import ROW
+from sessionize.schema import name_key
 
 #: At most this many keys of one key/value column become columns (the most frequent ones).
 MAX_KEYS: Final = 500
@@ -36,15 +36,11 @@ MAX_KEYS: Final = 500
 _GA4_VALUE_FIELDS: Final = ("string_value", "int_value", "float_value", "double_value")
 
 
-def _normal(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", name.lower())
-
-
 def _find(names: Sequence[str], wanted: str) -> str | None:
     exact = [name for name in names if name == wanted]
     if exact:
         return exact[0]
-    found = [name for name in names if _normal(name) == _normal(wanted)]
+    found = [name for name in names if name_key(name) == name_key(wanted)]
     return found[0] if found else None
 
 
