@@ -673,9 +673,9 @@ def parse_duration(value: str | timedelta, *, option: str = "--timeout") -> time
                 f"{option} {value!r} is not a duration. Use numbers with lower-case units, largest first "
                 "(w, d, h, m, s, ms): 90s, 30m, 1h, 1h30m, 2d."
             )
+        # Beyond the longest, just past it (a timedelta of the number itself can overflow).
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-        too_long = seconds > _LONGEST_DURATION.total_seconds()
-        result = _LONGEST_DURATION * 2 if too_long else timedelta(seconds=seconds)
+        result = timedelta(seconds=min(seconds, _LONGEST_DURATION.total_seconds() + 1))
     if result > _LONGEST_DURATION:
         raise UsageError(f"{option} {value!r} is longer than any run needs: give at most 100 years (36500d).")
     if result <= timedelta(0):

@@ -36,7 +36,6 @@ from sessionize.io.formats import (
 from sessionize.io.snowplow import is_enriched_line, is_enriched_tsv
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_SUPPORTED = SUPPORTED_INPUTS
 
 
 def is_url(path: str) -> bool:
@@ -123,7 +122,7 @@ def resolve_inputs(
         if fmt is None:
             if explicit:
                 raise UnknownFormatError(
-                    f"Cannot tell the format of {path} from its extension. Supported: {_SUPPORTED}. "
+                    f"Cannot tell the format of {path} from its extension. Supported: {SUPPORTED_INPUTS}. "
                     "Give the format with --input-format."
                 )
             return
@@ -175,8 +174,8 @@ def resolve_inputs(
                         "hold no requests. Point at the access logs."
                     )
                 raise NoInputFilesError(
-                    f"The directory {path} holds no supported files ({_SUPPORTED}). Point at the files, "
-                    "or give their format with --input-format."
+                    f"The directory {path} holds no supported files ({SUPPORTED_INPUTS}). Point at the "
+                    "files, or give their format with --input-format."
                 )
         elif os.path.exists(path):
             add(path, explicit=True)
@@ -197,7 +196,7 @@ def resolve_inputs(
             if len(result) == before:
                 raise NoInputFilesError(
                     f"The pattern {path} matches {len(matches)} file(s), none in a supported format "
-                    f"({_SUPPORTED}). Give their format with --input-format."
+                    f"({SUPPORTED_INPUTS}). Give their format with --input-format."
                 )
         else:
             raise UnreadableInputError(f"{path}: no such file or directory.")
