@@ -381,15 +381,8 @@ def with_parsed_text_time(
             # ISO 8601 has it, or SQL's space and a sign after the seconds; their date and time and
             # their offset; their instants. SQL's naive times are left to their own formats.
             offset_name = fresh_name("_time_offset", [*taken, shape_name])
-            after = text.str.slice(19)
-            sign = after.str.contains("+", literal=True) | after.str.contains("-", literal=True)
-            separator = text.str.slice(10, 1)
             frame = (
-                frame.with_columns(
-                    pl.when(fast.is_null() & ((separator == "T") | ((separator == " ") & sign)))
-                    .then(text)
-                    .alias(text_name)
-                )
+                frame.with_columns(pl.when(fast.is_null() & _t_like(text)).then(text).alias(text_name))
                 .with_columns(_t_shape_parts(pl.col(text_name), text_name, offset_name))
                 .with_columns(
                     pl.coalesce(
@@ -431,12 +424,23 @@ def _has_t_shapes(events: pl.LazyFrame, column: str) -> bool:
     ``Z`` times (its parse of 10M nulls would cost 1.6 GB at the in-memory engine's peak), of SQL's
     naive times with a few others, or a small one, it is not. Those values then go to the general
     parsers, which give the same instants."""
-    sample = events.select(pl.col(column).cast(pl.String)).head(T_SHAPE_SAMPLE).collect(engine="in-memory")
-    text = sample.to_series()
+    text = pl.col(column).cast(pl.String)
+    counts = (
+        events.select(text)
+        .head(T_SHAPE_SAMPLE)
+        .select((_t_like(text) & ~text.str.ends_with("Z")).sum().alias("shaped"), text.count().alias("set"))
+        .collect(engine="in-memory")
+    )
+    shaped, present = (int(value) for value in counts.row(0))
+    return shaped >= T_SHAPE_MIN and shaped * 10 >= present
+
+
+def _t_like(text: pl.Expr) -> pl.Expr:
+    """Whether each text may be one of :func:`_t_shape_parts`' shapes: a ``T`` where ISO 8601 has it, or
+    SQL's space and a sign after the seconds."""
     separator, after = text.str.slice(10, 1), text.str.slice(19)
     sign = after.str.contains("+", literal=True) | after.str.contains("-", literal=True)
-    shaped = int((((separator == "T") & ~text.str.ends_with("Z")) | ((separator == " ") & sign)).sum())
-    return shaped >= T_SHAPE_MIN and shaped * 10 >= text.len() - text.null_count()
+    return (separator == "T") | ((separator == " ") & sign)
 
 
 #: The date and time of :func:`_t_shape_parts`, ASCII digits only (the regex crate's ``\d`` is any script's).

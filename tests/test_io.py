@@ -1364,3 +1364,26 @@ def test_bytes_are_text_exactly_when_python_decodes_them(data: bytes) -> None:
     if any((c < " " and c not in "\t\n\r") or c == "\x7f" for c in expected):
         expected = data.hex()
     assert text == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["2024-05-01T10:00:00.123456Z"] * 2_000, False),
+        (["2024-05-01T12:00:00.123456+02:00"] * 2_000, True),
+        (["2024-05-01T10:00:00.123456"] * 2_000, True),
+        (["2024-05-01 10:00:00+00"] * 2_000, True),
+        # SQL's naive shape has its own formats; a few offsets among them do not pay for the step.
+        (["2024-05-01 10:00:00"] * 9_001 + ["2024-05-01 10:00:00+02"] * 1_000, False),
+        (["2024-05-01 10:00:00"] * 8_000 + ["2024-05-01 10:00:00+02"] * 1_000 + [None] * 1_000, True),
+        # Too few to pay for it.
+        (["2024-05-01T12:00:00+02:00"] * 999, False),
+    ],
+)
+def test_the_t_step_is_in_the_plan_when_the_sample_shows_its_shapes(
+    values: list[str | None], expected: bool
+) -> None:
+    """The gate of the `T` shapes' step: at least T_SHAPE_MIN and a tenth of the sample's set values."""
+    from sessionize import normalize
+
+    assert normalize._has_t_shapes(pl.LazyFrame({"t": values}), "t") is expected
