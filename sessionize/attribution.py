@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,7 +27,7 @@ import yaml
 
 from sessionize import schema as S
 from sessionize.config import normalize_internal_domains
-from sessionize.distinct import distinct_rows, gather_rows, map_distinct
+from sessionize.distinct import distinct_rows, fresh_name, gather_rows, map_distinct
 from sessionize.errors import RefererDatabaseError
 from sessionize.referrer import DIRECT, registered_domain, traffic_source, valid_host
 
@@ -1102,42 +1102,79 @@ def _attribute_pairs(
     medium = ref("medium")
     if rules == "snowplow":
         # Snowplow: the campaign fields alone, and its referer parser's medium.
-        channel = channel_expr(
-            utm("utm_source"),
-            utm("utm_medium"),
-            utm("utm_campaign"),
-            has_google_click_id=pl.lit(False),
-            source_category=utm("_utm_category"),
-            snowplow=True,
+        channel = _on_distinct(
+            lambda source, medium, campaign, category: channel_expr(
+                source,
+                medium,
+                campaign,
+                has_google_click_id=pl.lit(False),
+                source_category=category,
+                snowplow=True,
+            ),
+            source=utm("utm_source"),
+            medium=utm("utm_medium"),
+            campaign=utm("utm_campaign"),
+            category=utm("_utm_category"),
         )
         medium = pl.when(medium == "referral").then(pl.lit("unknown")).when(medium != "direct").then(medium)
         return _attributed(sessions, landing, referrer, channel, medium)
     if rules == "posthog":
         # No referrer, or the site's own (internal): PostHog's "$direct".
         own = medium.is_in([DIRECT, INTERNAL]).fill_null(False)
-        channel = posthog_channel_expr(
-            utm("utm_source"),
-            utm("utm_medium"),
-            utm("utm_campaign"),
-            referring_domain=pl.when(own).then(pl.lit(POSTHOG_DIRECT)).otherwise(ref("referrer_host")),
-            source_site=_sites(_ascii_lower(_null_if_empty(utm("utm_source")))),
-            referrer_site=_sites(pl.when(own.not_()).then(ref("referrer_host"))),
+        channel = _on_distinct(
+            lambda **c: posthog_channel_expr(
+                c["source"],
+                c["medium"],
+                c["campaign"],
+                referring_domain=pl.when(c["own"]).then(pl.lit(POSTHOG_DIRECT)).otherwise(c["referrer_host"]),
+                source_site=_sites(_ascii_lower(_null_if_empty(c["source"]))),
+                referrer_site=_sites(pl.when(c["own"].not_()).then(c["referrer_host"])),
+                referrer_category=c["referrer_category"],
+                referrer_is_email=c["referrer_is_email"],
+                gclid=c["gclid"],
+                fbclid=c["fbclid"],
+                gad_source=c["gad_source"],
+                categories=referers.categories,
+            ),
+            source=utm("utm_source"),
+            medium=utm("utm_medium"),
+            campaign=utm("utm_campaign"),
+            referrer_host=ref("referrer_host"),
+            own=own,
             referrer_category=ref("category"),
             referrer_is_email=medium == EMAIL,
             gclid=utm("gclid"),
             fbclid=utm("fbclid"),
             gad_source=utm("gad_source"),
-            categories=referers.categories,
         )
         return _attributed(sessions, landing, referrer, channel, medium)
-    channel = channel_expr(
-        pl.when(tagged).then(utm("utm_source").fill_null("(not set)")).otherwise(ref("ga_source")),
-        pl.when(tagged).then(utm("utm_medium").fill_null("(not set)")).otherwise(ref("ga_medium")),
-        utm("utm_campaign"),
-        has_google_click_id=pl.any_horizontal(utm(name).is_not_null() for name in _GOOGLE_CLICKS),
-        source_category=pl.when(tagged).then(utm("_utm_category")).otherwise(ref("category")),
+    channel = _on_distinct(
+        lambda source, medium, campaign, clicked, category: channel_expr(
+            source, medium, campaign, has_google_click_id=clicked, source_category=category
+        ),
+        source=pl.when(tagged).then(utm("utm_source").fill_null("(not set)")).otherwise(ref("ga_source")),
+        medium=pl.when(tagged).then(utm("utm_medium").fill_null("(not set)")).otherwise(ref("ga_medium")),
+        campaign=utm("utm_campaign"),
+        clicked=pl.any_horizontal(utm(name).is_not_null() for name in _GOOGLE_CLICKS),
+        category=pl.when(tagged).then(utm("_utm_category")).otherwise(ref("category")),
     )
     return _attributed(sessions, landing, referrer, channel, medium)
+
+
+def _on_distinct(build: Callable[..., pl.Expr], **arguments: pl.Expr) -> pl.Expr:
+    """``build(**arguments)``, a text expression, evaluated once per distinct row of the arguments' values
+    and mapped back. The channel rules are a long ``when`` chain, each test evaluated on every row, and the
+    rows repeat few combinations: of the 300k (landing page, referrer) pairs of 2.5M sessions in the
+    benchmark, 287 (0.11 s -> 0.03 s, bench/README.md)."""
+
+    def evaluate(rows: pl.Series) -> pl.Series:
+        distinct, index = distinct_rows(rows.struct.unnest())
+        result = fresh_name("_result", distinct.columns)
+        values = distinct.with_columns(build(**{name: pl.col(name) for name in arguments}).alias(result))
+        return values.get_column(result).gather(index).alias(rows.name)
+
+    inputs = pl.struct([expr.alias(name) for name, expr in arguments.items()])
+    return inputs.map_batches(evaluate, return_dtype=pl.String, is_elementwise=False)
 
 
 def _sites(hosts: pl.Expr) -> pl.Expr:
