@@ -470,6 +470,33 @@ def test_rejects_keep_no_address_or_id_read_from_the_json(
         assert "bob@example.com" not in text
 
 
+def test_a_flag_naming_a_key_no_event_has_is_warned_of(tmp_path: Path) -> None:
+    """A misspelled key of the JSON (``--url-col props.pgae``) made a column of nulls without a word, where a
+    misspelled column is an error: now a warning names the flag, the key and the column. The key spelled
+    right, or a preset's preferred key that some events lack, warns of nothing."""
+    frame = pl.DataFrame(
+        {
+            "user_id": ["a", "a"],
+            "timestamp": ["2024-05-01T10:00:00Z", "2024-05-01T10:01:00Z"],
+            "props": [json.dumps({"page": f"{SITE}/x"}), json.dumps({"page": f"{SITE}/y", "ua": None})],
+        }
+    )
+    source = tmp_path / "events.parquet"
+    frame.write_parquet(source)
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "--no-geo", "-o", out, "--url-col", "props.pgae", "--user-agent-col", "props.ua")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "no event has a value for 'props.pgae' (--url-col)" in text
+    assert "no event has a value for 'props.ua' (--user-agent-col)" in text
+    assert "'props' column" in text
+    assert pl.read_csv(out).get_column("landing_page").to_list() == [None]
+    result = run_cli(source, "--no-geo", "-o", out, "--url-col", "props.page")
+    assert result.exit_code == 0, result.output
+    assert "no event has a value" not in result.output
+    assert pl.read_csv(out).get_column("landing_page").to_list() == [f"{SITE}/x"]
+
+
 def test_other_text_is_not_read_as_json(tmp_path: Path) -> None:
     """A text column none of whose first values is a JSON object stays text: a flag naming a path into it
     (a typo, or a column that is a URL) is the error it was, not a column of nulls. One JSON object among

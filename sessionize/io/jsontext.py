@@ -27,7 +27,8 @@ no landing page, without a word. Here, the same names find the same values in ei
   its null would anywhere; an optional one (the landing page, the referrer) is missing for that event.
 * ``properties.a.b`` is the key ``a.b`` when the object has it, else the key ``b`` of its object ``a``.
   Keys match exactly (``$current_url``, case and punctuation kept). A key with a backslash in it is
-  never found (the JSON path has no way to name it).
+  never found (the JSON path has no way to name it). A column flag's key that no event of a whole file
+  has is warned of (:func:`sessionize.io.read.read_file`): a misspelled key is otherwise a column of nulls.
 
 The values come from Polars' ``str.json_path_match``: one parse of the text per key asked for, in time
 linear in its length, vectorized (no Python per row); like any lazy column, only the keys a run reads

@@ -1186,6 +1186,27 @@ def source_row(source: InputFile, row: pl.Expr) -> pl.Expr:
     return row + (2 if source.format in ("csv", "tsv") else 1) + source.first_line
 
 
+def _warn_of_keys_never_found(
+    frame: pl.DataFrame, columns: S.ColumnMap, options: ReadOptions, from_json: Mapping[str, str], name: str
+) -> None:
+    """Warn of a column flag that names a key of a JSON text column (``--url-col properties.$current_url``)
+    that no event of the file has: a misspelled key would otherwise make a column of nulls without a
+    word, where a misspelled column is an error."""
+    for role, given in options.columns.by_role().items():
+        source = getattr(columns, role, None)
+        if given is None or source not in from_json or role not in frame.columns or not frame.height:
+            continue
+        if frame.get_column(role).null_count() == frame.height:
+            flag, text = S.COLUMN_FLAGS[role], from_json[str(source)]
+            warnings.warn(
+                f"{name}: no event has a value for {given!r} ({flag}), a key of the JSON "
+                f"objects in its {text!r} column. Keys match exactly, case and punctuation included: "
+                "check the key's spelling.",
+                SessionizeWarning,
+                stacklevel=3,
+            )
+
+
 def read_file(
     source: InputFile,
     options: ReadOptions,
@@ -1282,6 +1303,8 @@ def read_file(
             rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source))
             return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
+    if from_json and window is None:
+        _warn_of_keys_never_found(frame, columns, options, from_json, name)
     rows = frame.height + (0 if malformed is None else malformed.height)
     filtered = 0
     if keep is not None:
