@@ -217,14 +217,18 @@ PRESETS: dict[str, Preset] = {
                 # session_id is the session's start in epoch milliseconds; -1 means out of any session.
                 "session_id_nulls": "-1",
                 "event_col": "event_type",
-                "pageview_events": "[Amplitude] Page Viewed",
+                # Browser SDK 2's page view tracking, and Browser SDK 1's ("Page View", which Amplitude's
+                # page-view-v1-enrichment plugin still writes for SDK 2 users who keep the old shape).
+                "pageview_events": "[Amplitude] Page Viewed,Page View",
             },
             preferred_columns={
                 "event_id": ("insert_id", "$insert_id", "uuid"),
                 # Page Location is the page's whole URL; Page URL leaves out the query string, and so
                 # the UTM tags and click ids (Amplitude's page view tracking: href.split('?')[0]).
+                # SDK 1 names them page_location and page_url.
                 "url": (
                     "event_properties.[Amplitude] Page Location",
+                    "event_properties.page_location",
                     "event_properties.[Amplitude] Page URL",
                     "event_properties.page_url",
                 ),

@@ -293,6 +293,26 @@ def test_amplitude_page_location_keeps_the_campaign(tmp_path: Path) -> None:
     ]
 
 
+def test_amplitude_browser_sdk_1_page_views(tmp_path: Path) -> None:
+    """Amplitude's Browser SDK 1 (and SDK 2 with the page-view-v1-enrichment plugin) names the page view
+    ``Page View`` and its properties ``page_location`` (the whole URL) and ``page_url`` (no query string):
+    the preset counted no page view and gave no landing page for such an export."""
+    lines = [
+        '{"uuid":"u-1","event_time":"2024-05-01 10:00:00.000000","event_type":"Page View",'
+        '"device_id":"dev-1","session_id":1714557600000,"event_properties":{"page_location":'
+        '"https://shop.example.com/?utm_source=newsletter&utm_medium=email","page_url":"https://shop.example.com/",'
+        '"page_path":"/"}}',
+        '{"uuid":"u-2","event_time":"2024-05-01 10:01:00.000000","event_type":"Page View",'
+        '"device_id":"dev-1","session_id":1714557600000,"event_properties":{"page_location":'
+        '"https://shop.example.com/pricing","page_url":"https://shop.example.com/pricing","page_path":"/pricing"}}',
+    ]
+    source = write_text(tmp_path / "amplitude.ndjson", "\n".join(lines) + "\n")
+    table = session_table(tmp_path, source, "--preset", "amplitude")
+    assert table.select("pageview_count", "landing_page", "exit_page", "utm_source", "channel").rows() == [
+        ("2", f"{SITE}/?utm_source=newsletter&utm_medium=email", f"{SITE}/pricing", "newsletter", "Email")
+    ]
+
+
 @pytest.mark.parametrize("flags", [("--preset", "snowplow"), ("--user-col", "domain_userid", "--time-col",
                                    "derived_tstamp", "--session-col", "DOMAIN_sessionid")])  # fmt: skip
 def test_required_columns_match_ignoring_case(tmp_path: Path, flags: tuple[str, ...]) -> None:
