@@ -4,6 +4,7 @@ tests/data/presets/, written from each vendor's published schema: see the README
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,28 @@ GA4_OWN = ["ga_session_number", "session_engaged", "ga4_source", "ga4_medium", "
            "ga4_session_source", "ga4_session_medium", "ga4_session_campaign",
            "ga4_country", "ga4_region", "ga4_city"]  # fmt: skip
 GA4_DEVICE = ["ga4_device_category", "ga4_os", "ga4_browser"]
+
+
+def test_ga4_events_without_a_session_id_left_out_as_ga4_does(tmp_path: Path) -> None:
+    """An event without ``ga_session_id`` (a Measurement Protocol hit) is in no session in GA4; the preset
+    makes it a session of its own by the timeout, and ``--require-session-id`` (as docs/presets.md says)
+    leaves it out for GA4's count, counted as filtered."""
+    lines = FIXTURES.joinpath("ga4.ndjson").read_text(encoding="utf-8").splitlines()
+    event = json.loads(lines[-1])
+    event["event_params"] = [p for p in event["event_params"] if p["key"] != "ga_session_id"]
+    event["event_timestamp"] = str(int(event["event_timestamp"]) + 3 * 3600 * 10**6)
+    source = write_text(tmp_path / "ga4.ndjson", "\n".join([*lines[:-1], json.dumps(event)]) + "\n")
+    everything = session_table(tmp_path, source, "--preset", "ga4")
+    out = tmp_path / "ga4_sessions.csv"
+    result = run_cli(
+        source, "--preset", "ga4", "--require-session-id", "--no-geo", "-o", out, "--log-format", "json"
+    )
+    assert result.exit_code == 0, result.output
+    kept = pl.read_csv(out, infer_schema=False)
+    assert kept.height == everything.height - 1
+    assert kept.get_column("session_id").null_count() == 0
+    counts = json.loads(result.output.strip().splitlines()[-1])
+    assert (counts["rows_read"], counts["filtered_out"], counts["events"]) == (len(lines), 1, len(lines) - 1)
 
 
 def test_ga4_own_session_fields(tmp_path: Path) -> None:
