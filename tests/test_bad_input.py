@@ -989,6 +989,35 @@ def test_privacy_controls_hide_the_login_id_in_the_rejects_file(
     ]
 
 
+def test_copies_of_a_hidden_id_or_address_are_hidden_in_the_rejects_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostHog's SDK sends the user id again inside ``properties`` (``distinct_id``), and a proxy's log may
+    carry the address twice: a rejected row kept those copies in the clear (``properties_distinct_id``)
+    while ``distinct_id`` itself was hashed. Each copy (the same text in another column of the row) is
+    hidden as the value is; other values are kept as read."""
+    lines = [
+        {"distinct_id": "ph-user-1", "timestamp": "not a time", "ip": "81.2.69.160",
+         "properties": {"distinct_id": "ph-user-1", "$ip": "81.2.69.160", "$device_id": "dev-9"}},
+        {"distinct_id": "ph-user-2", "timestamp": "2024-05-01T10:00:00Z", "ip": "81.2.69.161",
+         "properties": {"distinct_id": "ph-user-2", "$ip": "81.2.69.161", "$device_id": "dev-8"}},
+    ]  # fmt: skip
+    events = write(tmp_path / "events.ndjson", "".join(json.dumps(line) + "\n" for line in lines))
+    monkeypatch.setenv("SALT", "s3cret")
+    rejects = tmp_path / "r.csv"
+    args = ["--user-col", "distinct_id", "--ip-col", "ip", "--on-invalid", "skip", "--rejects", rejects,
+            "--anonymize-ip", "--hash-user-ids", "SALT"]  # fmt: skip
+    result = cli(events, "-o", tmp_path / "o.csv", *args)
+    assert result.exit_code == 0, result.output
+    text = rejects.read_text(encoding="utf-8")
+    assert "ph-user-1" not in text and "81.2.69.160" not in text
+    table = pl.read_csv(rejects, infer_schema=False)
+    digest = hmac.new(b"s3cret", b"ph-user-1", hashlib.sha256).hexdigest()
+    assert table.select(
+        "distinct_id", "properties_distinct_id", "ip", "properties_$ip", "properties_$device_id"
+    ).rows() == [(digest, digest, "81.2.69.0", "81.2.69.0", "dev-9")]
+
+
 def test_an_empty_user_id_is_not_hashed_in_the_rejects_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

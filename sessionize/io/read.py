@@ -34,6 +34,7 @@ from sessionize.accesslog import (
     parse_access_log,
 )
 from sessionize.config import ReadOptions, RunConfig
+from sessionize.distinct import fresh_name
 from sessionize.errors import (
     MalformedRowsError,
     MissingColumnError,
@@ -1391,7 +1392,8 @@ def _private_rejects(
     A malformed row's raw line may hold anything: it is left out. A row rejected before its columns
     were found (a malformed log or JSON line) has no address or user id column to hide. A text column of
     JSON objects that the address or a user id was read from (``from_json``: PostHog's ``properties``,
-    see io/jsontext.py) holds it as sent, and is left out as a raw line is.
+    see io/jsontext.py) holds it as sent, and is left out as a raw line is. A copy of the address or id in
+    another column of the row (the same text) is hidden as the value is.
     """
     if rejects is None or not (options.anonymize_ip or options.user_id_secret is not None):
         return rejects
@@ -1401,19 +1403,45 @@ def _private_rejects(
         hidden += [columns.user_id, columns.stitch] if options.user_id_secret is not None else []
         sources = [from_json[c] for c in hidden if c is not None and c in from_json]
         private = private.drop(sources, strict=False)
-    if (
-        options.anonymize_ip
-        and columns is not None
-        and columns.ip is not None
-        and columns.ip in rejects.columns
-    ):
-        private = anonymize_ips(private, columns.ip)
-    if options.user_id_secret is not None and columns is not None:
-        # The user id and the login id (--stitch-col: Segment's userId, often an e-mail address) alike.
-        for name in dict.fromkeys(c for c in (columns.user_id, columns.stitch) if c is not None):
-            if name in rejects.columns:
-                private = hash_user_ids(private, secret=options.user_id_secret, column=name)
-    return private.collect(engine="in-memory")
+    ip = columns.ip if options.anonymize_ip and columns is not None else None
+    ids = (
+        [columns.user_id, columns.stitch]
+        if options.user_id_secret is not None and columns is not None
+        else []
+    )
+    schema = private.collect_schema()
+    # The user id and the login id (--stitch-col: Segment's userId, often an e-mail address) alike.
+    kept = [c for c in dict.fromkeys([ip, *ids]) if c is not None and c in schema]
+    # A copy of a hidden value in another column of the same row (PostHog's SDK sends the user id again as
+    # properties.distinct_id, flattened to properties_distinct_id) is hidden as the value itself is: each
+    # such cell is flagged before the value is hidden, and takes the hidden value after.
+    others = [
+        n for n, dtype in schema.items() if dtype == pl.String and n not in kept and n not in REJECTS_COLUMNS
+    ]
+    taken = set(schema.names())
+    flags: dict[str, list[tuple[str, str]]] = {}
+    for column in (c for c in kept if schema[c] == pl.String):
+        for other in others:
+            taken.add(flag := fresh_name("_copy", taken))
+            flags.setdefault(other, []).append((column, flag))
+    private = private.with_columns(
+        (pl.col(other) == pl.col(column)).fill_null(False).alias(flag)
+        for other, pairs in flags.items()
+        for column, flag in pairs
+    )
+    for name in kept:
+        if name == ip:
+            private = anonymize_ips(private, name)
+        elif options.user_id_secret is not None:
+            private = hash_user_ids(private, secret=options.user_id_secret, column=name)
+    restored = [
+        pl.coalesce(
+            [*(pl.when(pl.col(flag)).then(pl.col(column)) for column, flag in pairs), pl.col(other)]
+        ).alias(other)
+        for other, pairs in flags.items()
+    ]
+    made = [flag for pairs in flags.values() for _, flag in pairs]
+    return private.with_columns(restored).drop(made).collect(engine="in-memory")
 
 
 def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
