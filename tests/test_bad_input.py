@@ -961,6 +961,18 @@ def test_privacy_controls_apply_to_the_rejects_file(tmp_path: Path, monkeypatch:
     assert "81.2.69.160" not in rejects.read_text() and ",u2," not in rejects.read_text()
 
 
+def private_rejects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events: Path, *flags: str
+) -> tuple[str, pl.DataFrame]:
+    """The rejects file's text and table under ``--hash-user-ids`` (secret ``s3cret``) and ``flags``."""
+    monkeypatch.setenv("SALT", "s3cret")
+    rejects = tmp_path / "r.csv"
+    args = ["--on-invalid", "skip", "--rejects", rejects, "--hash-user-ids", "SALT", *flags]
+    result = cli(events, "-o", tmp_path / "o.csv", *args)
+    assert result.exit_code == 0, result.output
+    return rejects.read_text(encoding="utf-8"), pl.read_csv(rejects, infer_schema=False)
+
+
 def test_privacy_controls_hide_the_login_id_in_the_rejects_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -973,15 +985,10 @@ def test_privacy_controls_hide_the_login_id_in_the_rejects_file(
         "a2,bob@example.com,not a time,https://s.example/\n"
         ",carol@example.com,2024-05-01T10:00:00Z,https://s.example/\n",
     )
-    monkeypatch.setenv("SALT", "s3cret")
-    rejects = tmp_path / "r.csv"
-    args = ["--user-col", "anon", "--stitch-col", "login", "--on-invalid", "skip", "--rejects", rejects,
-            "--hash-user-ids", "SALT"]  # fmt: skip
-    result = cli(events, "-o", tmp_path / "o.csv", *args)
-    assert result.exit_code == 0, result.output
-    text = rejects.read_text(encoding="utf-8")
+    text, table = private_rejects(
+        tmp_path, monkeypatch, events, "--user-col", "anon", "--stitch-col", "login"
+    )
     assert "bob@example.com" not in text and "carol@example.com" not in text
-    table = pl.read_csv(rejects, infer_schema=False)
     digest = hmac.new(b"s3cret", b"bob@example.com", hashlib.sha256).hexdigest()
     assert table.select("anon", "login").rows() == [
         (hmac.new(b"s3cret", b"a2", hashlib.sha256).hexdigest(), digest),
@@ -1003,15 +1010,9 @@ def test_copies_of_a_hidden_id_or_address_are_hidden_in_the_rejects_file(
          "properties": {"distinct_id": "ph-user-2", "$ip": "81.2.69.161", "$device_id": "dev-8"}},
     ]  # fmt: skip
     events = write(tmp_path / "events.ndjson", "".join(json.dumps(line) + "\n" for line in lines))
-    monkeypatch.setenv("SALT", "s3cret")
-    rejects = tmp_path / "r.csv"
-    args = ["--user-col", "distinct_id", "--ip-col", "ip", "--on-invalid", "skip", "--rejects", rejects,
-            "--anonymize-ip", "--hash-user-ids", "SALT"]  # fmt: skip
-    result = cli(events, "-o", tmp_path / "o.csv", *args)
-    assert result.exit_code == 0, result.output
-    text = rejects.read_text(encoding="utf-8")
+    flags = ("--user-col", "distinct_id", "--ip-col", "ip", "--anonymize-ip")
+    text, table = private_rejects(tmp_path, monkeypatch, events, *flags)
     assert "ph-user-1" not in text and "81.2.69.160" not in text
-    table = pl.read_csv(rejects, infer_schema=False)
     digest = hmac.new(b"s3cret", b"ph-user-1", hashlib.sha256).hexdigest()
     assert table.select(
         "distinct_id", "properties_distinct_id", "ip", "properties_$ip", "properties_$device_id"
