@@ -76,6 +76,11 @@ class OutOfRangeError(InvalidEventsError):
     """Timestamps before ``--valid-from`` or after ``--valid-until``."""
 
 
+class LateEventsError(InvalidEventsError):
+    """Events of an incremental run older than ``--lateness`` before their user's last processed event, or
+    that would join a session already written as final."""
+
+
 class MalformedRowsError(InvalidEventsError):
     """CSV rows with the wrong number of fields, a bad quote or bytes that do not decode."""
 

@@ -654,6 +654,22 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 60480
 _LONGEST_DURATION: Final = timedelta(days=36500)
 
 
+def duration_text(value: timedelta) -> str:
+    """``value`` as a duration option is written, the inverse of :func:`parse_duration` for whole
+    milliseconds: ``6h``, ``1h30m``, ``90s``, ``1d12h``, ``250ms``.
+
+    >>> duration_text(timedelta(hours=1, minutes=30))
+    '1h30m'
+    """
+    milliseconds = round(value / timedelta(milliseconds=1))
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, milliseconds = divmod(milliseconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 def parse_duration(value: str | timedelta, *, option: str = "--timeout") -> timedelta:
     """Parse ``90s``, ``30m``, ``1h``, ``1h30m``, ``2d`` (or pass a ``timedelta`` through).
 

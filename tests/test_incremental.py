@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 import sessionize
 from sessionize.cli import app
 from sessionize.engines import incremental
-from sessionize.errors import StateLockedError, UsageError
+from sessionize.errors import LateEventsError, StateLockedError, UsageError
 from tests.helpers import KEYS, SAMPLE_DATA
 
 T0 = datetime(2024, 5, 1, 23, 0, tzinfo=UTC)
@@ -588,6 +588,30 @@ def test_events_older_than_lateness_are_rejected_as_late(tmp_path: Path) -> None
     assert rejected.select("user_id", "source_row", "reject_reason").rows() == [("u", "2", "late")]
     assert rejected.get_column("source_file").to_list() == [str(b)]
     assert table(out).filter(pl.col("user_id") == "u").get_column("event_count").to_list() == [1, 1, 1]
+
+
+def test_late_events_stop_a_run_that_fails_on_invalid_rows(tmp_path: Path) -> None:
+    """Late events are invalid rows (docs/bad-input-and-privacy.md): under the default ``--on-invalid
+    fail`` they stop the run as any other invalid row does, naming the file, the line and the time, and
+    nothing is written or recorded. They were dropped with exit 0 and only a counter showed them (review
+    52); the state marked the file as processed, so not even a run with ``--rejects`` brought them back."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("u", T0 + timedelta(hours=8))])
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(hours=1)), event("v", T0)])
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    before = table(out)
+    state_files = {p: p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()}
+    with pytest.raises(LateEventsError) as caught:
+        step(b, state, out)
+    message = " ".join(str(caught.value).split())
+    assert f"{b}: 1 event(s) too late for this incremental run, more than --lateness (6h)" in message
+    assert f"line 2: {(T0 + timedelta(hours=1)).isoformat()}" in message and "--on-invalid skip" in message
+    assert_frame_equal(table(out), before)
+    assert {p: p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()} == state_files
+    rejects = tmp_path / "rejects.csv"
+    result = step(b, state, out, on_invalid="skip", rejects=rejects)
+    assert result.incremental is not None and result.incremental.late == 1 and result.events_read == 1
+    assert pl.read_csv(rejects, infer_schema=False).get_column("reject_reason").to_list() == ["late"]
 
 
 def test_late_rows_are_written_with_their_original_columns(tmp_path: Path) -> None:

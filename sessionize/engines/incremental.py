@@ -49,9 +49,16 @@ from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
 from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
 from sessionize.core import beyond_session_cap, claim_shared_session_ids
 from sessionize.engines.base import Outcome, Progress, RunProgress
-from sessionize.errors import OutputError, SessionizeWarning, StateError, StateLockedError, UsageError
+from sessionize.errors import (
+    LateEventsError,
+    OutputError,
+    SessionizeWarning,
+    StateError,
+    StateLockedError,
+    UsageError,
+)
 from sessionize.io.formats import ACCESS_LOG_FORMATS
-from sessionize.normalize import ROW
+from sessionize.normalize import MAX_REPORTED_ROWS, ROW, SKIP_HINT
 from sessionize.partition import (
     STORED_GEO_COLUMNS,
     PartitionJob,
@@ -676,6 +683,8 @@ def _process(
         ~pl.col("has_events") & (pl.col(S.TIME) - pl.col("last_event") <= timeout)
     )
     late = checked.filter(is_late.fill_null(False))
+    if late.height and config.read.on_invalid == "fail":
+        _refuse_late(late, [source for source, _, _ in reads], lateness)
     new = checked.filter(~is_late.fill_null(False)).drop("last_event", "has_events")
     late_rows = _late_rejects(late, [source for source, _, _ in reads], config.read) if late.height else {}
     rejected = []
@@ -906,6 +915,25 @@ def _read_partition(path: Path, columns: Sequence[str] | None = None) -> pl.Data
             f"{path}: a partition this state's runs wrote cannot be read ({exc}). Restore it from a "
             "backup, or start a new state and output directory with a full run."
         ) from exc
+
+
+def _refuse_late(late: pl.DataFrame, sources: list[io.InputFile], lateness: timedelta) -> None:
+    """Stop the run (``--on-invalid fail``) on late events, as on any other invalid row: the message names
+    the first file with late events, its first rows and their times, and what to do."""
+    number = late.get_column(_FILE).min()
+    assert isinstance(number, int)
+    source = sources[number]
+    rows = late.filter(pl.col(_FILE) == number).sort(ROW)
+    examples = "; ".join(
+        f"{io.read.where_row(source, row)}: {moment.isoformat()}"
+        for row, moment in rows.select(ROW, S.TIME).head(MAX_REPORTED_ROWS).iter_rows()
+    )
+    raise LateEventsError(
+        f"{source.shown}: {rows.height} event(s) too late for this incremental run, more than --lateness "
+        f"({S.duration_text(lateness)}) before their user's last processed event or in a session already "
+        f"written as final: {examples}. Give a longer --lateness, or pass {SKIP_HINT}; they are counted "
+        "as late."
+    )
 
 
 def _late_rejects(

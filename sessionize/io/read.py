@@ -1173,8 +1173,9 @@ def aligned_chunks(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(realigned) if realigned else frame
 
 
-def _where(source: InputFile, row: int) -> str:
-    # row is the 0-based data row; a CSV has its header on line 1.
+def where_row(source: InputFile, row: int) -> str:
+    """How a message names the 0-based data row ``row`` of ``source``: ``line 3`` (a CSV has its header on
+    line 1; a log's lines) or ``row 3``."""
     if source.format in ("csv", "tsv"):
         return f"line {row + 2 + source.first_line}"
     if source.format in (*ACCESS_LOG_FORMATS, "snowplow"):
@@ -1356,7 +1357,7 @@ def read_file(
                 frame,
                 source=name,
                 columns=columns,
-                where=lambda row: _where(source, row),
+                where=lambda row: where_row(source, row),
                 valid_from=options.valid_from,
                 valid_until=options.valid_until,
                 timezone=options.timezone,
