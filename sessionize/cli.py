@@ -205,6 +205,8 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 #: The signals that stopped the run, as they were acted on.
 _STOPPED_BY: list[int] = []
+#: Signals that came while the outputs were being put in place: acted on once the run has finished.
+_DEFERRED: list[int] = []
 
 
 def _inside_polars(frame: FrameType | None) -> bool:
@@ -224,12 +226,26 @@ def _inside_polars(frame: FrameType | None) -> bool:
     return False
 
 
+def _outputs(question: str) -> bool:
+    """Whether the run's outputs are being put in place now (``renaming``) or have all been
+    (``published``): asked of :mod:`sessionize.io.publish` if a run has loaded it."""
+    module = sys.modules.get("sessionize.io.publish")
+    if module is None:
+        return False
+    return bool(module.renaming()) if question == "renaming" else module.publications() > 0
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     """SIGTERM (how cron and systemd stop a job) and Ctrl-C unwind the run: temporary files are removed,
     no output is published. The signal is acted on only outside Polars: in a Python function that a
     collect calls (a ``map_batches`` callback), an exception would come out as a Polars error or a Rust
     panic (exit 1) instead; there it is delivered again 50 ms later, until the run is back in its own
     code."""
+    if _outputs("renaming"):
+        # While the outputs are put in place (renames, milliseconds): all of them or none. The run
+        # finishes (its state too), then stops with the signal's exit code.
+        _DEFERRED.append(signum)
+        return
     if _inside_polars(frame):
         timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
         timer.daemon = True
@@ -1355,12 +1371,17 @@ def run(
     except BaseException as exc:
         for message in _warnings(caught):
             reporter.warn(message)
-        if _STOPPED_BY or isinstance(exc, KeyboardInterrupt):
+        if _STOPPED_BY or _DEFERRED or isinstance(exc, KeyboardInterrupt):
             # One outcome like any other: a panel, or the JSON line, with 143 or 130.
-            reporter.fail(StoppedError(_STOPPED_BY[-1] if _STOPPED_BY else signal.SIGINT))
+            signum = (_STOPPED_BY or _DEFERRED or [signal.SIGINT])[-1]
+            reporter.fail(StoppedError(signum, published=_outputs("published")))
         if not isinstance(exc, Exception):
             raise
         reporter.fail(exc)
+    if _DEFERRED:
+        for message in _warnings(caught):
+            reporter.warn(message)
+        reporter.fail(StoppedError(_DEFERRED[-1], published=True))
     for message in _warnings(caught):
         reporter.warn(message)
     if target is None and state is None:

@@ -108,13 +108,17 @@ class ClosedPipeError(OutputError):
 
 class StoppedError(SessionizeError):
     """A signal stopped the run (SIGTERM from cron or systemd, Ctrl-C): exit code 128 + the signal's
-    number, as a shell reports it (143, 130); no output was published."""
+    number, as a shell reports it (143, 130); no output was published, or (``published``) all were."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, *, published: bool = False) -> None:
         import signal
 
         name = signal.Signals(signum).name
-        super().__init__(f"Stopped by {name} before the run finished: no output was written or changed.")
+        if published:
+            message = f"Stopped by {name} after every output was written: they are complete."
+        else:
+            message = f"Stopped by {name} before the run finished: no output was written or changed."
+        super().__init__(message)
         self.exit_code = 128 + signum
 
 

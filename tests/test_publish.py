@@ -690,3 +690,71 @@ def test_directory_outputs_through_a_planted_symlink_are_refused(tmp_path: Path,
     assert done.returncode != 0
     assert b"a symlink that another user owns" in done.stderr, done.stderr.decode()
     assert list(victim.iterdir()) == []
+
+
+#: A run with five outputs under ``sessionize`` in a process of its own, one of whose system calls is made
+#: to fail or to bring a signal: ``{call}`` (os.fsync or os.replace) does ``{act}`` on its ``{nth}``th use.
+_FAULTY_RUN = """
+import errno, os, signal, sys
+real = os.{call}
+uses = [0]
+def faulty(*args):
+    uses[0] += 1
+    if uses[0] == {nth}:
+        {act}
+    return real(*args)
+os.{call} = faulty
+from sessionize.cli import main
+sys.argv = ["sessionize", "run", *sys.argv[1:]]
+main()
+"""
+OUTPUTS = ("sessions.csv", "pageviews.csv", "users.csv", "rejects.csv", "report.html")
+
+
+def faulty_run(
+    tmp_path: Path, events: Path, *, call: str, act: str, nth: int
+) -> subprocess.CompletedProcess[bytes]:
+    for name in OUTPUTS:
+        (tmp_path / name).write_text("OLD\n", encoding="utf-8")
+    script = _FAULTY_RUN.format(call=call, act=act, nth=nth)
+    outputs = [tmp_path / name for name in OUTPUTS]
+    args = [events, "--no-geo", "-o", outputs[0], "--pageviews-output", outputs[1], "--users-output",
+            outputs[2], "--on-invalid", "skip", "--rejects", outputs[3], "--report", outputs[4],
+            "--log-format", "json"]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, check=False, timeout=120
+    )
+
+
+@pytest.mark.parametrize("nth", [2, 5])
+def test_a_failing_fsync_leaves_every_output_as_it_was(
+    tmp_path: Path, events_with_a_bad_row: Path, nth: int
+) -> None:
+    """Each output was flushed to disk and renamed before the next was flushed: a full disk or a failing
+    device at the second output's fsync (NFS, quotas, thin provisioning report it there) left the first
+    output new and the others old (review 52). Every output is flushed first now, then all are renamed."""
+    act = "raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))"
+    done = faulty_run(tmp_path, events_with_a_bad_row, call="fsync", act=act, nth=nth)
+    assert done.returncode == 1, done.stderr
+    assert "No space left on device" in json.loads(done.stderr.decode().splitlines()[-1])["message"]
+    assert [(tmp_path / name).read_text(encoding="utf-8") for name in OUTPUTS] == ["OLD\n"] * len(OUTPUTS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*OUTPUTS, "events.csv"])
+
+
+@pytest.mark.parametrize("nth", [1, 2, 5])
+def test_a_signal_while_the_outputs_are_renamed_waits_for_all_of_them(
+    tmp_path: Path, events_with_a_bad_row: Path, nth: int
+) -> None:
+    """SIGTERM between two renames stopped the run with some outputs new and some old, and a message that
+    said no output was written (review 52). It waits now until every output is in place, and the run
+    stops with 143 saying so."""
+    done = faulty_run(
+        tmp_path, events_with_a_bad_row, call="replace", act="os.kill(os.getpid(), signal.SIGTERM)", nth=nth
+    )
+    assert done.returncode == 143, done.stderr
+    outcome = json.loads(done.stderr.decode().splitlines()[-1])
+    assert outcome["message"] == "Stopped by SIGTERM after every output was written: they are complete."
+    contents = [(tmp_path / name).read_text(encoding="utf-8") for name in OUTPUTS]
+    assert "OLD\n" not in contents
+    assert pl.read_csv(tmp_path / "sessions.csv").height == 964
+    assert pl.read_csv(tmp_path / "rejects.csv").height == 1

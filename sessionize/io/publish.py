@@ -303,6 +303,23 @@ def _closed_stdout(label: str) -> OutputError:
     return OutputError(f"Cannot write {label}: standard output is closed. Give a file with -o.")
 
 
+#: Whether a run is putting its outputs in place (renames only, milliseconds), and how many runs of this
+#: process have published all their outputs: a handler of SIGTERM or Ctrl-C waits while the renames go on
+#: (so that they are all made or none), and tells a run stopped after them from one stopped before.
+_renaming = False
+_publications = 0
+
+
+def renaming() -> bool:
+    """Whether outputs are being put in place now (see :meth:`Publication.publish_all`)."""
+    return _renaming
+
+
+def publications() -> int:
+    """How many times this process has published every output of a run."""
+    return _publications
+
+
 class PendingOutput:
     """One output being written: :attr:`handle` takes its bytes until :meth:`publish` or :meth:`discard`."""
 
@@ -329,6 +346,7 @@ class PendingOutput:
             raise OutputError(f"Cannot write {self.label}: {_describe(exc)}.") from exc
         self.handle: IO[bytes] = os.fdopen(fd, "wb")
         self.done = False
+        self._prepared = False
         #: Ends what still writes into the handle (a :class:`TableSink`'s thread and Parquet writer)
         #: before :meth:`discard` closes it.
         self.drain: Callable[[], None] | None = None
@@ -346,12 +364,24 @@ class PendingOutput:
         finally:
             self.handle.close()
 
+    def prepare(self) -> None:
+        """Flush the written bytes to disk (and close the file), the step that a full disk or a failing
+        device can stop, so that every output is safe before the first is put in place."""
+        if self.done or self._prepared:
+            return
+        try:
+            self._close()
+        except OSError as exc:
+            raise self.error(exc) from exc
+        self._prepared = True
+
     def publish(self) -> None:
         """Put the written bytes in place: rename over a file, copy into a stream."""
         if self.done:
             return
         try:
-            self._close()
+            if not self._prepared:
+                self._close()
             if self.stream:
                 self._copy_to_stream()
             else:
@@ -566,20 +596,30 @@ class Publication:
 
     def publish_all(self) -> None:
         """Publish every output: streams first (copies, which a full disk or a closed pipe can stop:
-        then no file has been replaced), then files and directories (renames)."""
+        then no file has been replaced), then every file flushed to disk (which a full disk or a failing
+        device can stop: then too no file has been replaced), then files and directories put in place
+        (renames), during which a signal that stops the run waits (see :func:`renaming`)."""
+        global _renaming, _publications
         try:
             for pending in self._pending:
                 if pending.stream:
                     pending.publish()
-            for pending in self._pending:
-                if not pending.stream:
+            files = [pending for pending in self._pending if not pending.stream]
+            for pending in files:
+                pending.prepare()
+            _renaming = True
+            try:
+                for pending in files:
                     pending.publish()
-            for publish, _ in self._deferred:
-                publish()
+                for publish, _ in self._deferred:
+                    publish()
+            finally:
+                _renaming = False
         except BaseException:
             self.discard()
             raise
         self.published = True
+        _publications += 1
 
     def discard(self) -> None:
         """Discard every output; an interruption while one is discarded (a second Ctrl-C) is raised
