@@ -376,13 +376,21 @@ def run(
         outcome = engine.run(files, config, job, outputs, notify)
         try:
             written = _write_outputs(outcome, config, outputs)
-            outputs.publish_all()
         except BaseException:
             outcome.abandon()
-            raise
-        finally:
             outcome.cleanup()
-    outcome.commit()
+            raise
+        # From the first output put in place to the incremental state that records them, a signal that
+        # stops the run waits (see io.placing): all of them, state included, or none.
+        with io.placing():
+            try:
+                outputs.publish_all()
+            except BaseException:
+                outcome.abandon()
+                raise
+            finally:
+                outcome.cleanup()
+            outcome.commit()
     return _result(outcome, config, started=started, written=written, database=database)
 
 

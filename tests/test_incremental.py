@@ -993,3 +993,29 @@ def test_a_corrupt_state_is_a_clear_error_and_changes_nothing(tmp_path: Path) ->
     message = " ".join(result.stderr.replace("│", "").split())
     assert "cannot be read" in message and "start a new state" in message
     assert snapshot(out) == before
+
+
+def test_a_signal_while_the_outputs_and_state_are_put_in_place_waits_for_both(tmp_path: Path) -> None:
+    """A SIGTERM that comes while the partitions are renamed waits until they and the state that records
+    them are in place (review 52): the run stops with 143 saying every output is complete, and the next
+    run finds the file processed (the state holds it), not new."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("u", T0 + timedelta(hours=8))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    script = (
+        "import os, signal, sys\n"
+        "real = os.replace\n"
+        "def replace(*args):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args)\n"
+        "os.replace = replace\n"
+        "from sessionize.cli import main\n"
+        "sys.argv = ['sessionize', 'run', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    command = [sys.executable, "-c", script, *run_command(state, out)[4:], str(a), "--log-format", "json"]
+    done = subprocess.run(command, capture_output=True, check=False, timeout=120)
+    assert done.returncode == 143, done.stderr
+    assert "after every output was written" in json.loads(done.stderr.decode().splitlines()[-1])["message"]
+    assert table(out).height == 2
+    again = step(a, state, out)
+    assert again.incremental is not None and again.incremental.files_skipped == [str(a)]

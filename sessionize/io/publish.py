@@ -24,7 +24,7 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -303,16 +303,29 @@ def _closed_stdout(label: str) -> OutputError:
     return OutputError(f"Cannot write {label}: standard output is closed. Give a file with -o.")
 
 
-#: Whether a run is putting its outputs in place (renames only, milliseconds), and how many runs of this
-#: process have published all their outputs: a handler of SIGTERM or Ctrl-C waits while the renames go on
-#: (so that they are all made or none), and tells a run stopped after them from one stopped before.
-_renaming = False
+#: How many sections that put outputs in place are running (see :func:`placing`), and how many runs of
+#: this process have published all their outputs: a handler of SIGTERM or Ctrl-C waits while outputs are
+#: put in place (so that they are all made or none), and tells a run stopped after them from one stopped
+#: before.
+_placing = 0
 _publications = 0
 
 
+@contextlib.contextmanager
+def placing() -> Iterator[None]:
+    """A section that puts outputs in place: the renames of :meth:`Publication.publish_all`, and a run's
+    publication up to the incremental state that records it (sessionize.pipeline.run)."""
+    global _placing
+    _placing += 1
+    try:
+        yield
+    finally:
+        _placing -= 1
+
+
 def renaming() -> bool:
-    """Whether outputs are being put in place now (see :meth:`Publication.publish_all`)."""
-    return _renaming
+    """Whether outputs are being put in place now (see :func:`placing`)."""
+    return _placing > 0
 
 
 def publications() -> int:
@@ -599,7 +612,7 @@ class Publication:
         then no file has been replaced), then every file flushed to disk (which a full disk or a failing
         device can stop: then too no file has been replaced), then files and directories put in place
         (renames), during which a signal that stops the run waits (see :func:`renaming`)."""
-        global _renaming, _publications
+        global _publications
         try:
             for pending in self._pending:
                 if pending.stream:
@@ -607,14 +620,11 @@ class Publication:
             files = [pending for pending in self._pending if not pending.stream]
             for pending in files:
                 pending.prepare()
-            _renaming = True
-            try:
+            with placing():
                 for pending in files:
                     pending.publish()
                 for publish, _ in self._deferred:
                     publish()
-            finally:
-                _renaming = False
         except BaseException:
             self.discard()
             raise
