@@ -207,6 +207,17 @@ def _given(ctx: typer.Context, name: str) -> bool:
 _STOPPED_BY: list[int] = []
 #: Signals that came while the outputs were being put in place: acted on once the run has finished.
 _DEFERRED: list[int] = []
+#: Signals that came while Polars ran a callback, delivered again until acted on: if they are still
+#: waiting when the outputs are about to be put in place, the run stops there (see _stop_if_pending).
+_PENDING: list[int] = []
+
+
+def _stop_if_pending() -> None:
+    """Stop the run before its outputs are put in place on a signal that came earlier (io.placing)."""
+    if _PENDING:
+        signum = _PENDING[-1]
+        _STOPPED_BY.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
 
 
 def _inside_polars(frame: FrameType | None) -> bool:
@@ -247,6 +258,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
         _DEFERRED.append(signum)
         return
     if _inside_polars(frame):
+        _PENDING.append(signum)
         timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
         timer.daemon = True
         timer.start()
@@ -1271,6 +1283,9 @@ def run(
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)
+        from sessionize.io import publish
+
+        publish.before_placing = _stop_if_pending
     target = output
     if target is None and state is None and not _stdout_is_terminal():
         # Piped: the table goes to stdout as data (an engine that cannot write one there says so).

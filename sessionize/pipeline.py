@@ -9,6 +9,7 @@ rejects -> report -> publish every output at once -> the engine's commit -> :cla
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -374,16 +375,12 @@ def run(
     notify = progress or (lambda event: None)
     with io.Publication(csv_safe=config.output.csv_safe) as outputs:
         outcome = engine.run(files, config, job, outputs, notify)
-        try:
-            written = _write_outputs(outcome, config, outputs)
-        except BaseException:
-            outcome.abandon()
-            outcome.cleanup()
-            raise
-        # From the first output put in place to the incremental state that records them, a signal that
-        # stops the run waits (see io.placing): all of them, state included, or none.
-        with io.placing():
+        with contextlib.ExitStack() as placing:
             try:
+                written = _write_outputs(outcome, config, outputs)
+                # From the first output put in place to the incremental state that records them, a
+                # signal that stops the run waits (see io.placing): all of them, state included, or none.
+                placing.enter_context(io.placing())
                 outputs.publish_all()
             except BaseException:
                 outcome.abandon()

@@ -311,11 +311,19 @@ _placing = 0
 _publications = 0
 
 
+#: Called as the first section that puts outputs in place begins: the command line's, which stops the run
+#: there, before any output is replaced, on a signal that came while Polars ran a callback and still waits
+#: to be acted on.
+before_placing: Callable[[], None] | None = None
+
+
 @contextlib.contextmanager
 def placing() -> Iterator[None]:
     """A section that puts outputs in place: the renames of :meth:`Publication.publish_all`, and a run's
     publication up to the incremental state that records it (sessionize.pipeline.run)."""
     global _placing
+    if not _placing and before_placing is not None:
+        before_placing()
     _placing += 1
     try:
         yield
