@@ -1390,3 +1390,20 @@ def test_one_event_with_a_wide_nested_object_is_read_in_linear_time(tmp_path: Pa
     assert pl.read_csv(out).select("event_count", "landing_page", "exit_page").rows() == [
         (2, "https://shop.example/", "https://shop.example/b")
     ]
+
+
+def test_a_header_that_names_a_column_the_run_reads_twice_is_refused(tmp_path: Path) -> None:
+    """``user_id,timestamp,user_id``: the CSV reader kept the first and renamed the second
+    (``user_id_duplicated_0``), so the run chose one user id silently, and a rejected row kept the other
+    in the clear under --hash-user-ids (review 52). Refused now, naming the column; a repeated column the
+    run does not read is kept as it was."""
+    events = write(
+        tmp_path / "events.csv",
+        "user_id,timestamp,user_id,url,note,note\nsecretA,2024-05-01T10:00:00Z,secretB,https://a.example/,x,y\n",
+    )
+    result = cli(events, "--no-geo", "-o", tmp_path / "o.csv")
+    assert result.exit_code != 0
+    assert "its header names the column 'user_id' more than once" in words(result.stderr)
+    assert not (tmp_path / "o.csv").exists()
+    fine = write(tmp_path / "fine.csv", "user_id,timestamp,note,note\nu1,2024-05-01T10:00:00Z,x,y\n")
+    assert cli(fine, "--no-geo", "-o", tmp_path / "fine_out.csv").exit_code == 0

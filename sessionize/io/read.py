@@ -6,6 +6,7 @@ import array
 import codecs
 import contextlib
 import csv
+import dataclasses
 import errno
 import functools
 import gzip
@@ -15,6 +16,7 @@ import json
 import math
 import mmap
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -1214,6 +1216,21 @@ def _warn_of_keys_never_found(
             )
 
 
+def _refuse_repeated_columns(columns: S.ColumnMap, available: Sequence[str], name: str) -> None:
+    """Refuse a header that names a column the run reads (the user id, the address, ...) more than once:
+    the CSV reader keeps the first and renames the others (``user_id_duplicated_0``), so the run would
+    pick one silently, and a rejected row would keep the others as read, under the privacy options too
+    (review 52)."""
+    used = {column for column in dataclasses.astuple(columns) if isinstance(column, str)}
+    for column in available:
+        found = re.fullmatch(r"(.+)_duplicated_[0-9]+", column)
+        if found is not None and found.group(1) in used and found.group(1) in available:
+            raise MissingColumnError(
+                f"{name}: its header names the column {found.group(1)!r} more than once, and which one "
+                "is meant is unknown. Rename the others."
+            )
+
+
 def read_file(
     source: InputFile,
     options: ReadOptions,
@@ -1272,6 +1289,7 @@ def read_file(
         # column the run needs became its fields (timestamp_a). Line by line, that line is set aside.
         rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source))
         return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
+    _refuse_repeated_columns(columns, available, name)
     refuse_private_aggregates(
         options.aggregates,
         columns,
