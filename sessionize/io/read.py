@@ -1039,30 +1039,25 @@ def binary_as_text(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 def flatten_structs(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Nested objects become columns named by their path: Segment's ``context.page.url`` is
-    ``context_page_url``, which the column aliases know.
-
-    One level at a time (each object's fields renamed with its name in front, then unnested): a field
-    expression per leaf made Polars resolve the whole object's type once per leaf, so one client-written
-    object of 8,000 keys took 91 s, and 50,000 never ended (review 52)."""
+    ``context_page_url``, which the column aliases know."""
     schema = frame.collect_schema()
     if not any(isinstance(dtype, pl.Struct) for dtype in schema.values()):
         return frame
 
-    def leaves(name: str, dtype: object) -> list[str]:
+    def leaves(expr: pl.Expr, name: str, dtype: object) -> list[pl.Expr]:
         if not isinstance(dtype, pl.Struct):
-            return [name]
-        return [leaf for field in dtype.fields for leaf in leaves(f"{name}_{field.name}", field.dtype)]
+            return [expr.alias(name)]
+        return [
+            leaf
+            for field in dtype.fields
+            for leaf in leaves(expr.struct.field(field.name), f"{name}_{field.name}", field.dtype)
+        ]
 
-    names = [leaf for name, dtype in schema.items() for leaf in leaves(name, dtype)]
+    columns = [leaf for name, dtype in schema.items() for leaf in leaves(pl.col(name), name, dtype)]
+    names = [c.meta.output_name() for c in columns]
     if len(set(names)) != len(names):
         return frame  # flattening would clash with a top-level column: keep the frame as it is
-    while structs := {name: dtype for name, dtype in schema.items() if isinstance(dtype, pl.Struct)}:
-        frame = frame.with_columns(
-            pl.col(name).struct.rename_fields([f"{name}_{field.name}" for field in dtype.fields])
-            for name, dtype in structs.items()
-        ).unnest(list(structs))
-        schema = frame.collect_schema()
-    return frame
+    return frame.select(columns)
 
 
 def _format_name(source: InputFile) -> str:
