@@ -253,6 +253,12 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     }
 
 
+def state_snapshot(state: Path) -> dict[str, bytes]:
+    """:func:`snapshot` of a state directory without its lock file, which holds the time of the last run
+    that took the lock (a run that changes no data still takes it)."""
+    return {name: data for name, data in snapshot(state).items() if name != ".lock"}
+
+
 def test_a_file_already_processed_changes_nothing(tmp_path: Path) -> None:
     path = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(minutes=1))])
     step(path, tmp_path / "state", tmp_path / "out")
@@ -371,7 +377,7 @@ def test_a_crash_between_partitions_and_state_is_repaired_by_the_next_run(tmp_pa
     )
     state, out = tmp_path / "state", tmp_path / "out"
     step(a, state, out)
-    state_before = snapshot(state)
+    state_before = state_snapshot(state)
     # Kill -9 right after the partitions are written, before the state is: a real process dies.
     script = (
         "import os, sessionize.engines.incremental as inc\n"
@@ -384,9 +390,7 @@ def test_a_crash_between_partitions_and_state_is_repaired_by_the_next_run(tmp_pa
     )
     died = subprocess.run([sys.executable, "-c", script], check=False)
     assert died.returncode == 137
-    assert {k: v for k, v in snapshot(state).items() if k != ".lock"} == {
-        k: v for k, v in state_before.items() if k != ".lock"
-    }
+    assert state_snapshot(state) == state_before
     # The partitions already hold b's sessions; the next run sees b as new and rewrites them.
     assert table(out).height == 4
     step(b, state, out)
@@ -437,7 +441,7 @@ def test_a_full_disk_under_a_partition_is_an_output_error_that_changes_nothing(
     )
     state, out = tmp_path / "state", tmp_path / "out"
     step(a, state, out)
-    before, state_before = snapshot(out), snapshot(state)
+    before, state_before = snapshot(out), state_snapshot(state)
     written = sessionize.io.write_parquet
     calls: list[object] = []
 
@@ -459,9 +463,7 @@ def test_a_full_disk_under_a_partition_is_an_output_error_that_changes_nothing(
     assert record["message"] == f"Cannot write {partition}: No space left on device."
     assert len(calls) == 2
     assert snapshot(out) == before
-    assert {k: v for k, v in snapshot(state).items() if k != ".lock"} == {
-        k: v for k, v in state_before.items() if k != ".lock"
-    }
+    assert state_snapshot(state) == state_before
     monkeypatch.undo()
     step(b, state, out)
     assert_same_as_one_run(out, [a, b])
@@ -533,7 +535,7 @@ def test_a_really_full_disk_is_an_output_error_that_changes_nothing(tmp_path: Pa
     # 16 KiB left: less than the second run's sessions take.
     space = os.statvfs(small_disk)
     (small_disk / "filler").write_bytes(b"x" * (space.f_bavail * space.f_frsize - 16 * 1024))
-    before, state_before = snapshot(out), snapshot(state)
+    before, state_before = snapshot(out), state_snapshot(state)
     second = subprocess.run([*command, str(b), "--log-format", "json"], capture_output=True, check=False)
     assert second.returncode == 1, second.stderr.decode()
     record = json_error(second)
@@ -541,9 +543,7 @@ def test_a_really_full_disk_is_an_output_error_that_changes_nothing(tmp_path: Pa
     assert record["message"].startswith(f"Cannot write {out}/session_date=2024-05-0"), record
     assert record["message"].endswith("/part-0.parquet: No space left on device."), record
     assert snapshot(out) == before
-    assert {k: v for k, v in snapshot(state).items() if k != ".lock"} == {
-        k: v for k, v in state_before.items() if k != ".lock"
-    }
+    assert state_snapshot(state) == state_before
 
 
 # -- late events ----------------------------------------------------------------------------------
@@ -600,14 +600,14 @@ def test_late_events_stop_a_run_that_fails_on_invalid_rows(tmp_path: Path) -> No
     state, out = tmp_path / "state", tmp_path / "out"
     step(a, state, out)
     before = table(out)
-    state_files = {p: p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()}
+    state_files = state_snapshot(state)
     with pytest.raises(LateEventsError) as caught:
         step(b, state, out)
     message = " ".join(str(caught.value).split())
     assert f"{b}: 1 event(s) too late for this incremental run, more than --lateness (6h)" in message
     assert f"line 2: {(T0 + timedelta(hours=1)).isoformat()}" in message and "--on-invalid skip" in message
     assert_frame_equal(table(out), before)
-    assert {p: p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()} == state_files
+    assert state_snapshot(state) == state_files
     rejects = tmp_path / "rejects.csv"
     result = step(b, state, out, on_invalid="skip", rejects=rejects)
     assert result.incremental is not None and result.incremental.late == 1 and result.events_read == 1
