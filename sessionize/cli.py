@@ -237,22 +237,15 @@ def _inside_polars(frame: FrameType | None) -> bool:
     return False
 
 
-def _outputs(question: str) -> bool:
-    """Whether the run's outputs are being put in place now (``renaming``) or have all been
-    (``published``): asked of :mod:`sessionize.io.publish` if a run has loaded it."""
-    module = sys.modules.get("sessionize.io.publish")
-    if module is None:
-        return False
-    return bool(module.renaming()) if question == "renaming" else module.publications() > 0
-
-
 def _terminate(signum: int, frame: FrameType | None) -> None:
     """SIGTERM (how cron and systemd stop a job) and Ctrl-C unwind the run: temporary files are removed,
     no output is published. The signal is acted on only outside Polars: in a Python function that a
     collect calls (a ``map_batches`` callback), an exception would come out as a Polars error or a Rust
     panic (exit 1) instead; there it is delivered again 50 ms later, until the run is back in its own
     code."""
-    if _outputs("renaming"):
+    from sessionize.io import publish  # loaded by the run that set this handler
+
+    if publish.renaming():
         # While the outputs are put in place (renames, milliseconds): all of them or none. The run
         # finishes (its state too), then stops with the signal's exit code.
         _DEFERRED.append(signum)
@@ -1389,16 +1382,16 @@ def run(
         if _STOPPED_BY or _DEFERRED or isinstance(exc, KeyboardInterrupt):
             # One outcome like any other: a panel, or the JSON line, with 143 or 130.
             signum = (_STOPPED_BY or _DEFERRED or [signal.SIGINT])[-1]
-            reporter.fail(StoppedError(signum, published=_outputs("published")))
+            from sessionize.io import publish
+
+            reporter.fail(StoppedError(signum, published=publish.publications() > 0))
         if not isinstance(exc, Exception):
             raise
         reporter.fail(exc)
-    if _DEFERRED:
-        for message in _warnings(caught):
-            reporter.warn(message)
-        reporter.fail(StoppedError(_DEFERRED[-1], published=True))
     for message in _warnings(caught):
         reporter.warn(message)
+    if _DEFERRED:
+        reporter.fail(StoppedError(_DEFERRED[-1], published=True))
     if target is None and state is None:
         _preview(result, reporter)
     figures, fields = run_figures(result, report=report)

@@ -656,15 +656,15 @@ _LONGEST_DURATION: Final = timedelta(days=36500)
 
 def duration_text(value: timedelta) -> str:
     """``value`` as a duration option is written, the inverse of :func:`parse_duration` for whole
-    milliseconds: ``6h``, ``1h30m``, ``90s``, ``1d12h``, ``250ms``.
+    milliseconds: ``6h``, ``1h30m``, ``1m30s``, ``1w2d``, ``250ms``.
 
     >>> duration_text(timedelta(hours=1, minutes=30))
     '1h30m'
     """
     milliseconds = round(value / timedelta(milliseconds=1))
     parts = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        count, milliseconds = divmod(milliseconds, size)
+    for unit, seconds in sorted(_UNIT_SECONDS.items(), key=lambda item: -item[1]):
+        count, milliseconds = divmod(milliseconds, round(seconds * 1000))
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"

@@ -683,11 +683,12 @@ def _process(
         ~pl.col("has_events") & (pl.col(S.TIME) - pl.col("last_event") <= timeout)
     )
     late = checked.filter(is_late.fill_null(False))
+    sources = [source for source, _, _ in reads]
     # A file read again (--reprocess) holds the events already written as final: late, but expected.
     if late.height and config.read.on_invalid == "fail" and not incremental.reprocess:
-        _refuse_late(late, [source for source, _, _ in reads], lateness)
+        _refuse_late(late, sources, lateness)
     new = checked.filter(~is_late.fill_null(False)).drop("last_event", "has_events")
-    late_rows = _late_rejects(late, [source for source, _, _ in reads], config.read) if late.height else {}
+    late_rows = _late_rejects(late, sources, config.read) if late.height else {}
     rejected = []
     for number, (_, read, _) in enumerate(reads):
         # A file's late rows among its other rejected rows, in line order (the late rows first: they
