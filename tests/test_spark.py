@@ -33,6 +33,7 @@ from sessionize.errors import (
     UsageError,
 )
 from tests.helpers import CITY_DB, DATA, KEYS, SAMPLE_DATA, run_cli, write_text
+from tests.test_wide_objects import posthog_events, write_lines
 
 pytest.importorskip("pyspark", reason="PySpark is not installed: pip install 'sessionize[spark]'")
 
@@ -682,6 +683,28 @@ def test_a_large_ndjson_file_is_read_in_splits_with_the_whole_files_types(
             result = same_as_local([path], work, spark_session, rejects=str(spark_rejects), **options)
             assert result.path_taken.endswith("read in splits") is split, (path, result.path_taken)
             assert local.rejected >= 4 and pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+def test_an_ndjson_file_of_wide_objects_is_read_in_splits_as_locally(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """PostHog events whose properties hold more keys than flattening takes (tests/test_wide_objects.py):
+    each split reads them as JSON text, with the leaves a local run takes; the same table and rejects."""
+    events = posthog_events(wide=True)
+    events[7]["timestamp"] = "not a time"
+    source = write_lines(tmp_path / "events.ndjson", events)
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "48k")
+    try:
+        local_rejects, spark_rejects = tmp_path / "local.csv", tmp_path / "spark.csv"
+        options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "preset": "posthog"}
+        local = sessionize.run([source], rejects=str(local_rejects), **options)
+        result = same_as_local([source], tmp_path, spark_session, rejects=str(spark_rejects), **options)
+        assert result.path_taken.endswith("read in splits"), result.path_taken
+        assert local.rejected == 1 and pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
+        assert "properties" in pl.read_csv(local_rejects).columns
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
 

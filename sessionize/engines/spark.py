@@ -560,14 +560,22 @@ def _validated(
     schema: Any,
     first: int,
     last: int,
+    objects: io.read.WideObjects | None = None,
 ) -> Iterator[Any]:
     """Rows of a slice of a split file, already read: validated by the local reader's code, with their
-    place in the input from their row in the file, and the slice's summary row."""
+    place in the input from their row in the file, and the slice's summary row. ``objects``: the objects
+    read as JSON text (:func:`sessionize.io.read.wide_objects`)."""
     summary: dict[str, Any] = {"number": source.number, "first": first, "rows": 0, "filtered": 0}
     events = None
     try:
         read = io.read.read_file(
-            shown, read_task.options, raw=raw, malformed=malformed, keep_row=True, rows_are_lines=True
+            shown,
+            read_task.options,
+            raw=raw,
+            malformed=malformed,
+            keep_row=True,
+            rows_are_lines=True,
+            objects=objects,
         )
     except SessionizeError as exc:
         note = (
@@ -742,9 +750,10 @@ def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
                 # local run rejects it: Polars must not see it.
                 types = None
             elif data.strip():
-                parsed = pl.read_ndjson(io_module.BytesIO(data), infer_schema_length=None)
-                records = parsed.height
-                types = pickle.dumps(dict(parsed.schema))
+                # The types only: an object of many keys is not built here (see wide_objects).
+                scan = pl.scan_ndjson(io_module.BytesIO(data), infer_schema_length=None)
+                types = pickle.dumps(dict(scan.collect_schema()))
+                records = scan.select(pl.len()).collect().item()
             else:
                 types = pickle.dumps({})
         except (UnicodeDecodeError, pl.exceptions.PolarsError):
@@ -768,11 +777,12 @@ def _read_json_lines(batches: Iterable[Any], task: Any, plan: _JsonSlices) -> It
         first = _lines_before(plan.records_before, block, source)
         if not data.strip():
             continue
-        parsed = pl.read_ndjson(io_module.BytesIO(data), schema=plan.schema)
+        wide = io.read.wide_objects(plan.schema)
+        parsed = pl.read_ndjson(io_module.BytesIO(data), schema={**plan.schema, **io.read.as_json_text(wide)})
         raw = io.read.flatten_structs(parsed.lazy()).with_row_index(ROW, offset=first).collect()
         del parsed
         last = first + raw.height - 1
-        yield from _validated(raw, None, shown, read_task, source, schema, first, last)
+        yield from _validated(raw, None, shown, read_task, source, schema, first, last, wide)
 
 
 def _split_note(split: list[str]) -> str:

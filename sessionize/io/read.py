@@ -48,7 +48,7 @@ from sessionize.errors import (
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
 from sessionize.io.inputs import GZIP_MAGIC, InputFile, check_compressed_head, resolve_inputs
-from sessionize.io.jsontext import asked_columns, read_json_text
+from sessionize.io.jsontext import asked_columns, object_leaves, read_json_text
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
 from sessionize.normalize import (
@@ -635,13 +635,14 @@ def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.Data
     return (_without_blank_rows(window, empty_records) for window in _batched(batches, chunk_rows))
 
 
-def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
+def _ndjson_windows(path: str, chunk_rows: int) -> tuple[Iterator[pl.DataFrame], WideObjects] | None:
     """An NDJSON file's rows, ``chunk_rows`` at a time, with the schema inferred from every line as
-    when it is read whole."""
+    when it is read whole, and the objects read as JSON text (:func:`wide_objects`)."""
 
     def batches() -> Iterator[pl.DataFrame]:
-        scan = flatten_structs(pl.scan_ndjson(path, infer_schema_length=None)).with_row_index(ROW)
-        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+        scan = pl.scan_ndjson(path, infer_schema_length=None, schema_overrides=as_json_text(wide))
+        flat = flatten_structs(scan).with_row_index(ROW)
+        yield from flat.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
     if may_nest_too_deep(path):
         return None  # read whole, line by line, as in memory, where the deep line is rejected
@@ -654,7 +655,9 @@ def _ndjson_windows(path: str, chunk_rows: int) -> Iterator[pl.DataFrame] | None
         # memory, where that line is rejected (bad_json_value). (No line nests deeper than the limit
         # here, so the walk for them is short.)
         return None
-    return _checked_windows(batches, chunk_rows)
+    wide = wide_objects(schema)
+    windows = _checked_windows(batches, chunk_rows)
+    return None if windows is None else (windows, wide)
 
 
 def _wide_integer(dtype: Any) -> bool:
@@ -746,8 +749,9 @@ def temp_dir_full(directory: Path | str, exc: BaseException) -> str:
 
 def _scan(
     source: InputFile, options: ReadOptions, window: Window | None = None
-) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
-    """A lazy scan of one file with a 0-based ``_row`` column, and the malformed CSV rows, if any.
+) -> tuple[pl.LazyFrame, pl.DataFrame | None, WideObjects]:
+    """A lazy scan of one file with a 0-based ``_row`` column, the malformed CSV rows, if any, and the
+    NDJSON objects read as JSON text (:func:`wide_objects`).
 
     CSV columns are all read as strings, so ids stay exactly as written. ``window`` limits the scan
     of a Parquet file to a slice of its rows.
@@ -759,24 +763,24 @@ def _scan(
         if (isinstance(data, bytes) and not data.strip()) or (
             isinstance(data, str) and os.path.getsize(data) == 0
         ):
-            return pl.LazyFrame(), None
+            return pl.LazyFrame(), None, {}
         rows, malformed, _ = parse_csv(data, separator=separator, encoding=encoding)
-        return rows.lazy(), malformed
+        return rows.lazy(), malformed, {}
     if source.format in ACCESS_LOG_FORMATS:
-        return _scan_log(source, options)
+        return (*_scan_log(source, options), {})
     if source.format == "snowplow":
         data = read_stream(source) if source.is_stream else source.path
         # read_lines keeps blank lines (so line numbers hold) and gunzips by the magic bytes.
         events, malformed = parse_enriched(pl.read_lines(data, row_index_name=ROW))
-        return events.lazy(), malformed
+        return events.lazy(), malformed, {}
     if source.format == "parquet":
         if source.is_stream:
             piped = pl.read_parquet(io.BytesIO(read_stream(source)), glob=False)
-            return binary_as_text(flatten_structs(piped.lazy())).with_row_index(ROW), None
+            return binary_as_text(flatten_structs(piped.lazy())).with_row_index(ROW), None, {}
         scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
             scan = scan.slice(*window)
-        return binary_as_text(flatten_structs(scan)), None
+        return binary_as_text(flatten_structs(scan)), None, {}
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stream:
@@ -784,25 +788,28 @@ def _scan(
     elif split_gz(source.path)[1]:
         ndjson = io.BytesIO(_without_bom(_read_bytes_gz(source.path)))
     elif os.path.getsize(source.path) == 0:
-        return pl.LazyFrame(), None
+        return pl.LazyFrame(), None, {}
     elif starts_with_bom(source.path):
         ndjson = io.BytesIO(_ndjson_bytes(source))
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
-        return pl.LazyFrame(), None
+        return pl.LazyFrame(), None, {}
     scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
+    wide: WideObjects = {}
     try:
         # Brackets nested deep are never handed to Polars (lists in lists can keep it busy for hours);
         # the schema comes from every line: a malformed one fails here.
         careful = may_nest_too_deep(ndjson)
         if not careful:
-            scan.collect_schema()
+            wide = wide_objects(scan.collect_schema())
     except pl.exceptions.PolarsError:
         careful = True
     if careful:
         data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
-        rows, malformed = _careful_ndjson(data)
-        return rows.lazy(), malformed
-    return flatten_structs(scan).with_row_index(ROW), None
+        rows, malformed, wide = _careful_ndjson(data)
+        return rows.lazy(), malformed, wide
+    if wide:
+        scan = pl.scan_ndjson(ndjson, infer_schema_length=None, schema_overrides=as_json_text(wide))
+    return flatten_structs(scan).with_row_index(ROW), None, wide
 
 
 #: The deepest nesting of objects and lists a JSON line may have, its own object being level 1. Events
@@ -917,9 +924,10 @@ def _kinds(value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str
     return None
 
 
-def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame, WideObjects]:
     """Parse an NDJSON file the fast reader failed on, line by line: the lines that are JSON objects
-    (``_row``: their 0-based line), and the others with their line number, text and reason:
+    (``_row``: their 0-based line; their objects read as :func:`wide_objects` says, which it gives
+    third), and the others with their line number, text and reason:
     ``malformed_json`` for a line that is not a JSON object, ``json_too_deep`` for one whose objects and
     lists nest deeper than :data:`JSON_DEPTH_LIMIT` (valid JSON or not: beyond about 1,000 levels
     Python's parser cannot tell), ``bad_json_value`` for one whose number is out of range or whose value
@@ -968,9 +976,12 @@ def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
         bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
     )
     if not good:
-        return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed
-    parsed = flatten_structs(pl.read_ndjson(io.BytesIO(b"\n".join(good)), infer_schema_length=None).lazy())
-    return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed
+        return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed, {}
+    lines = b"\n".join(good)
+    wide = wide_objects(pl.scan_ndjson(io.BytesIO(lines), infer_schema_length=None).collect_schema())
+    read = pl.read_ndjson(io.BytesIO(lines), infer_schema_length=None, schema_overrides=as_json_text(wide))
+    parsed = flatten_structs(read.lazy())
+    return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed, wide
 
 
 def _is_json(line: bytes) -> bool | None:
@@ -1035,6 +1046,52 @@ def binary_as_text(frame: pl.LazyFrame) -> pl.LazyFrame:
         )
 
     return frame.with_columns(text(name) for name in binary)
+
+
+#: A nested object of an NDJSON file becomes a column per leaf (``context_page_url``). Polars types each
+#: leaf through its whole object, so the time grows with the square of an object's leaves: one event
+#: with 8,000 keys 13 levels deep took 91 s, 50,000 keys never ended (deaf to SIGTERM). And its reader
+#: makes every key any event has a column of every event: 8,000 events each with a property of its own
+#: (PostHog's ``$feature/...``) took 6 GB. A top-level object with more leaves than this is read as its
+#: JSON text instead, and so are the widest others while the file's objects hold more than
+#: :data:`OBJECTS_LEAVES_LIMIT` leaves in all: the leaves a run can use (its column options, ``--agg``,
+#: ``--filter``, a preset's and the built-in column names) are taken from the text
+#: (:func:`sessionize.io.jsontext.object_leaves`), as text, under the names flattening gives them; a
+#: rejected row keeps the object as its JSON text. Exports nest far fewer: a GA4 event ~150 leaves in
+#: all, a Segment or PostHog event tens to a few hundred.
+OBJECT_LEAVES_LIMIT = 500
+#: See :data:`OBJECT_LEAVES_LIMIT`.
+OBJECTS_LEAVES_LIMIT = 2_000
+
+#: Top-level objects read as JSON text, each with the paths of its leaves (see :func:`wide_objects`).
+WideObjects = dict[str, list[tuple[str, ...]]]
+
+
+def _leaf_paths(dtype: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The paths of the leaves (values that are not objects) of a nested object type, in order."""
+    if not isinstance(dtype, pl.Struct):
+        return [path]
+    return [leaf for field in dtype.fields for leaf in _leaf_paths(field.dtype, (*path, field.name))]
+
+
+def wide_objects(schema: Mapping[str, Any]) -> WideObjects:
+    """The top-level objects of ``schema`` to read as JSON text (see :data:`OBJECT_LEAVES_LIMIT`), with
+    the paths of their leaves: time and memory stay linear in an object's keys."""
+    leaves = {name: _leaf_paths(dtype) for name, dtype in schema.items() if isinstance(dtype, pl.Struct)}
+    wide = {name: paths for name, paths in leaves.items() if len(paths) > OBJECT_LEAVES_LIMIT}
+    rest = sorted((name for name in leaves if name not in wide), key=lambda name: -len(leaves[name]))
+    total = sum(len(leaves[name]) for name in rest)
+    for name in rest:
+        if total <= OBJECTS_LEAVES_LIMIT:
+            break
+        wide[name] = leaves[name]
+        total -= len(leaves[name])
+    return wide
+
+
+def as_json_text(wide: WideObjects) -> dict[str, PolarsDataType]:
+    """The schema overrides that make Polars' NDJSON reader give the ``wide`` objects as JSON text."""
+    return dict.fromkeys(wide, pl.String)
 
 
 def flatten_structs(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -1190,6 +1247,13 @@ def source_row(source: InputFile, row: pl.Expr) -> pl.Expr:
     return row + (2 if source.format in ("csv", "tsv") else 1) + source.first_line
 
 
+def _names_read(options: ReadOptions) -> list[str]:
+    """Every input column name a run can read: those it names (:func:`asked_columns`, ``--unnest-params``)
+    and the roles' built-in names."""
+    aliases = [name for names in S.COLUMN_ALIASES.values() for name in names]
+    return [*asked_columns(options), *options.unnest_params, *aliases]
+
+
 def _warn_of_keys_never_found(
     frame: pl.DataFrame, columns: S.ColumnMap, options: ReadOptions, from_json: Mapping[str, str], name: str
 ) -> None:
@@ -1235,22 +1299,27 @@ def read_file(
     malformed: pl.DataFrame | None = None,
     keep_row: bool = False,
     rows_are_lines: bool = False,
+    objects: WideObjects | None = None,
 ) -> FileRead:
     """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
     (or raise on) invalid rows. ``raw`` gives some of the file's rows already read (text columns
     and ``_row``, or an access log's parsed requests; see :func:`iter_reads`), with ``malformed`` the rows
     among them that did not parse. ``keep_row`` keeps each event's 0-based data row in ``_row``.
     ``rows_are_lines``: the ``_row`` of ``raw`` are lines of the file already (Spark's split reading,
-    which numbers each split's rows itself), not records to turn into lines."""
+    which numbers each split's rows itself), not records to turn into lines. ``objects``: the objects of
+    ``raw`` read as JSON text, with their leaves (:func:`wide_objects`)."""
     name = source.shown
     try:
         if raw is not None:
             scan = raw.lazy()
         else:
-            scan, malformed = _scan(source, options, window)
+            scan, malformed, objects = _scan(source, options, window)
         # The rejected rows keep their key/value lists as JSON text: one column per key for them
         # would cost (keys x parameters), and a client chooses the keys.
         original = as_json_lists(scan, options.unnest_params)
+        # An object read as its JSON text (one too wide to flatten): the leaves the run can use. The
+        # rejected rows keep the text.
+        scan, from_objects = object_leaves(scan, objects or {}, _names_read(options))
         if options.unnest_params:
             scan = unnest_params(scan, options.unnest_params, source=name, wanted=options.wanted_columns())
         # A text column of JSON objects (PostHog's properties in its Parquet and CSV exports): the keys
@@ -1282,8 +1351,8 @@ def read_file(
             raise
         # A field that is an object on one line and a value on the others is read as an object: the
         # column the run needs became its fields (timestamp_a). Line by line, that line is set aside.
-        rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source))
-        return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
+        rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source))
+        return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row, objects=wide)
     _refuse_repeated_columns(columns, available, name)
     refuse_private_aggregates(
         options.aggregates,
@@ -1320,8 +1389,10 @@ def read_file(
             # Lines of valid JSON whose values the fast reader cannot take together (a time that is
             # true on one line and a number on the others, a number out of range): read line by line,
             # those lines set aside with their numbers.
-            rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source))
-            return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
+            rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source))
+            return read_file(
+                source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row, objects=wide
+            )
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
     if from_json and window is None:
         _warn_of_keys_never_found(frame, columns, options, from_json, name)
@@ -1395,7 +1466,11 @@ def read_file(
     )
     good = (frame.filter(~flags) if flagged else frame).drop(*raw_text, *([] if keep_row else [ROW]))
     rejects = _private_rejects(
-        _rejects(original, invalid, malformed, source=source, name=name), options, columns, from_json
+        _rejects(original, invalid, malformed, source=source, name=name),
+        options,
+        columns,
+        {**from_objects, **from_json},
+        list(objects or {}),
     )
     return FileRead(good, rejects, rows, filtered)
 
@@ -1405,18 +1480,21 @@ def _private_rejects(
     options: ReadOptions,
     columns: S.ColumnMap | None,
     from_json: Mapping[str, str] | None = None,
+    objects: Sequence[str] = (),
 ) -> pl.DataFrame | None:
     """The rejects file is an output too: personal data kept out of it as the options say.
 
     A malformed row's raw line may hold anything: it is left out. A row rejected before its columns
     were found (a malformed log or JSON line) has no address or user id column to hide. A text column of
     JSON objects that the address or a user id was read from (``from_json``: PostHog's ``properties``,
-    see io/jsontext.py) holds it as sent, and is left out as a raw line is. A copy of the address or id in
-    another column of the row (the same text) is hidden as the value is.
+    see io/jsontext.py) holds it as sent, and is left out as a raw line is; so is an NDJSON object kept
+    as its JSON text (``objects``, see :func:`wide_objects`), which may hold copies of them (PostHog's
+    ``properties.distinct_id`` and ``$ip``). A copy of the address or id in another column of the row
+    (the same text) is hidden as the value is.
     """
     if rejects is None or not (options.anonymize_ip or options.user_id_secret is not None):
         return rejects
-    private = rejects.lazy().drop("raw_line", strict=False)
+    private = rejects.lazy().drop("raw_line", *objects, strict=False)
     if columns is not None and from_json:
         hidden = [columns.ip] if options.anonymize_ip else []
         hidden += [columns.user_id, columns.stitch] if options.user_id_secret is not None else []
@@ -1695,13 +1773,15 @@ def iter_reads(
         reads = None
         if path is not None and os.path.getsize(path) > 0:
             text_path = path
+            wide: WideObjects = {}
             if source.format == "ndjson":
-                windows = _guarded(lambda: _ndjson_windows(text_path, chunk_rows), source)
+                json_windows = _guarded(lambda: _ndjson_windows(text_path, chunk_rows), source)
+                windows, wide = json_windows or (None, {})
             else:
                 separator = "\t" if source.format == "tsv" else ","
                 windows = _guarded(lambda: _csv_windows(text_path, separator, chunk_rows), source)
             if windows is not None:
-                reads = (read_file(source, options, raw=frame) for frame in windows)
+                reads = (read_file(source, options, raw=frame, objects=wide) for frame in windows)
     read_any = False
     try:
         while reads is not None:
