@@ -708,10 +708,12 @@ class _JsonSlices:
     records_before: dict[int, int]
 
 
-def _plan_ndjson(session: Any, source: SparkInput) -> _JsonSlices | None:
+def _plan_ndjson(session: Any, source: SparkInput, options: io.ReadOptions) -> _JsonSlices | None:
     """A large NDJSON file, to be read by Spark's text reader in splits: a first pass infers each
     split's column types and counts its records; None (it is read whole) when a split does not parse
-    (a malformed line: the careful reader reads the whole file) or is not UTF-8."""
+    (a malformed line: the careful reader reads the whole file) or is not UTF-8. The id fields' numbers
+    are read as text (:func:`sessionize.io.read.ids_as_text`); a split whose id field is ``true`` or
+    ``false`` instead is read whole too, where that line is rejected as a local read rejects it."""
     lines = _text_lines(session, source.uri)
     schema = T.StructType(
         [
@@ -726,8 +728,17 @@ def _plan_ndjson(session: Any, source: SparkInput) -> _JsonSlices | None:
     stats = sorted(stats, key=lambda r: int(r["block"]))
     before = _running_totals((int(row["block"]), int(row["records"])) for row in stats)
     frames = [pl.DataFrame(schema=pickle.loads(row["types"])) for row in stats]
-    merged = pl.concat(frames, how="diagonal_relaxed").schema if frames else {}
-    return _JsonSlices(source.number, dict(merged), before)
+    merged = pl.concat(frames, how="diagonal_relaxed").schema if frames else pl.Schema()
+    typed, text_ids = io.read.ids_as_text(merged, options)
+    for frame in frames:
+        leaves = io.read.flatten_structs(frame.lazy()).collect_schema()
+        if any(name in leaves and not _number_or_null(leaves[name]) for name in text_ids):
+            return None
+    return _JsonSlices(source.number, dict(typed), before)
+
+
+def _number_or_null(dtype: pl.DataType) -> bool:
+    return dtype.is_integer() or dtype.is_float() or dtype == pl.Null
 
 
 def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
@@ -861,7 +872,7 @@ def _split_reader(
             lines = _text_lines(session, source.uri)
             return lines.mapInArrow(lambda batches: _read_lines(batches, task, plan), schema)
     if source.format == "ndjson":
-        json_plan = _plan_ndjson(session, source)
+        json_plan = _plan_ndjson(session, source, task.value.options)
         if json_plan is not None:
             lines = _text_lines(session, source.uri)
             return lines.mapInArrow(lambda batches: _read_json_lines(batches, task, json_plan), schema)
