@@ -28,7 +28,7 @@ from sessionize import io as sio
 from sessionize.io.formats import InputFormat
 from sessionize.normalize import TimeUnit, parse_timestamp_series, parse_timestamp_text, timestamp_text
 from sessionize.schema import EVENT_SCHEMA
-from tests.helpers import T0, listing, run_cli, words, write_text
+from tests.helpers import EVERY_PATH, T0, listing, path_options, path_sessions, run_cli, words, write_text
 
 EPOCH_T0 = 1714557600  # T0 in epoch seconds
 
@@ -267,6 +267,104 @@ def test_ndjson_numeric_user_ids_followed_by_text_ids_are_read(tmp_path: Path) -
     assert frame.height == 151
     assert frame["user_id"][0] == "1000"
     assert frame["user_id"][-1] == "anon-7"
+
+
+#: Snowflake-style 64-bit ids (beyond 2**53, where floats skip integers), one beyond 64 bits and
+#: fractions in the user, session and event id fields of one NDJSON file (the session ids with text): one
+#: float among integers made the reader widen the whole field to floats, and users 1234567890123456789
+#: and ...790 became one user, "1.2345678901234568e+18".
+WIDE_IDS = [
+    (1234567890123456789, 1234567890123456789, 1234567890123456789),
+    (1234567890123456790, 1234567890123456790, 1234567890123456790),
+    (18446744073709551615, 9223372036854775807, 18446744073709551615),
+    (123456789012345678901234567890, 1.5, 123456789012345678901234567890),
+    (1.5, "abc", 1.5),
+    (7.0, 7.0, 7.0),
+]
+#: The ids as the run writes them: each as written, a whole float as its integer (JSON's 7.0 is 7).
+WIDE_ID_TEXTS = [
+    ("1234567890123456789", "1234567890123456789", "1234567890123456789"),
+    ("1234567890123456790", "1234567890123456790", "1234567890123456790"),
+    ("18446744073709551615", "9223372036854775807", "18446744073709551615"),
+    ("123456789012345678901234567890", "1.5", "123456789012345678901234567890"),
+    ("1.5", "abc", "1.5"),
+    ("7", "7", "7"),
+]
+
+
+def wide_id_lines() -> list[str]:
+    """The lines of :data:`WIDE_IDS`, a minute apart."""
+    return [
+        json.dumps(
+            {
+                "user_id": user,
+                "session_id": session,
+                "event_id": event,
+                "timestamp": f"2024-05-01T10:{i:02d}:00Z",
+            }
+        )
+        for i, (user, session, event) in enumerate(WIDE_IDS)
+    ]
+
+
+def test_ndjson_numeric_ids_are_never_widened_to_floats(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "ids.ndjson", "\n".join(wide_id_lines()) + "\n")
+    events = read_one(path)
+    assert events.select("user_id", "client_session_id", "event_id").rows() == WIDE_ID_TEXTS
+
+
+def test_ndjson_numeric_ids_read_line_by_line_are_never_widened_to_floats(tmp_path: Path) -> None:
+    """The careful reader (a malformed line sends the file to it) reads the ids alike, the malformed line
+    set aside; so does a line whose id is ``true`` among numbers (it was, and is, bad_json_value)."""
+    lines = wide_id_lines()
+    lines.insert(2, '{"user_id": 5, "timestamp": ')
+    lines.append(json.dumps({"user_id": True, "timestamp": "2024-05-01T11:00:00Z"}))
+    path = write_text(tmp_path / "ids.ndjson", "\n".join(lines) + "\n")
+    read = sio.read_inputs([path], sessionize.RunConfig.from_options(on_invalid="skip").read)
+    assert read.events.select("user_id", "client_session_id", "event_id").rows() == WIDE_ID_TEXTS
+    assert read.rejects is not None
+    assert read.rejects.select("source_row", "reject_reason").rows() == [
+        (3, "malformed_json"),
+        (8, "bad_json_value"),
+    ]
+
+
+def test_a_boolean_among_numeric_ndjson_ids_is_still_rejected(tmp_path: Path) -> None:
+    """Numbers in an id field are read as text; ``true`` is no number, and its line is rejected as before
+    (it was never the user "true")."""
+    lines = [
+        json.dumps({"user_id": uid, "timestamp": "2024-05-01T10:00:00Z"})
+        for uid in (1234567890123456789, 1.5, True)
+    ]
+    path = write_text(tmp_path / "ids.ndjson", "\n".join(lines) + "\n")
+    read = sio.read_inputs([path], sessionize.RunConfig.from_options(on_invalid="skip").read)
+    assert read.events["user_id"].to_list() == ["1234567890123456789", "1.5"]
+    assert read.rejects is not None
+    assert read.rejects.select("source_row", "reject_reason").rows() == [(3, "bad_json_value")]
+
+
+def test_ndjson_numeric_ids_read_in_windows_of_rows(tmp_path: Path) -> None:
+    """The bucketed engine's reader of a file in windows of its rows reads the ids as a whole read does."""
+    path = write_text(tmp_path / "ids.ndjson", "\n".join(wide_id_lines()) + "\n")
+    source = sio.resolve_inputs([path])[0]
+    reads = list(sio.read.iter_reads(source, sio.ReadOptions(), chunk_rows=2))
+    assert len(reads) == 3
+    rows = [
+        row for read in reads for row in read.events.select("user_id", "client_session_id", "event_id").rows()
+    ]
+    assert rows == WIDE_ID_TEXTS
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_ndjson_numeric_ids_stay_apart_on_every_path(path: dict[str, Any], tmp_path: Path) -> None:
+    """Each engine path reads the file's ids as the in-memory one does (the bucketed engine in windows
+    of its rows): six users, none merged."""
+    source = write_text(tmp_path / "ids.ndjson", "\n".join(wide_id_lines()) + "\n")
+    options = path_options(path, tmp_path)
+    result = sessionize.run([source], no_geo=True, **options)
+    sessions = path_sessions(result, options)
+    assert sorted(sessions["user_id"].to_list()) == sorted(user for user, _, _ in WIDE_ID_TEXTS)
+    assert sorted(sessions["session_id"].to_list()) == sorted(session for _, session, _ in WIDE_ID_TEXTS)
 
 
 def test_ndjson_keys_that_first_appear_late_are_not_dropped(tmp_path: Path) -> None:

@@ -709,6 +709,33 @@ def test_an_ndjson_file_of_wide_objects_is_read_in_splits_as_locally(
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
 
 
+def test_ndjson_numeric_ids_in_splits_are_never_widened_to_floats(tmp_path: Path, spark_session: Any) -> None:
+    """64-bit integer user ids with one float in a later split: the merged types made every id a float
+    (users 1234567890123456789 and ...790 one user). Read as text, as a local run reads them; a ``true``
+    among them sends the file to the whole read, which rejects that line as a local run does."""
+    lines = [
+        f'{{"user_id": {1234567890123456789 + i % 40}, "timestamp": "2024-05-01T10:{i % 60:02d}:00Z"}}'
+        for i in range(3000)
+    ]
+    lines[2900] = '{"user_id": 1.5, "timestamp": "2024-05-01T10:00:00Z"}'
+    good = write_text(tmp_path / "events.ndjson", "\n".join(lines) + "\n")
+    lines[100] = '{"user_id": true, "timestamp": "2024-05-01T10:00:00Z"}'
+    boolean = write_text(tmp_path / "boolean.ndjson", "\n".join(lines) + "\n")
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "32k")
+    try:
+        for path, split in ((good, True), (boolean, False)):
+            work = tmp_path / f"run-{path.stem}"
+            work.mkdir()
+            result = same_as_local([path], work, spark_session, no_geo=True, on_invalid="skip")
+            assert result.path_taken.endswith("read in splits") is split, (path, result.path_taken)
+            assert result.rejected == (0 if split else 1)
+            users = set(read_dir(work / "spark-sessions")["user_id"])
+            assert users == {str(1234567890123456789 + n) for n in range(40)} | {"1.5"}
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
 def test_lines_keep_their_numbers_in_a_split_of_many_lines(tmp_path: Path, spark_session: Any) -> None:
     """A split of more than 200,000 lines (a 128 MiB split of short log lines holds millions): every line
     keeps its number in the file, so rejects and errors name the right line."""

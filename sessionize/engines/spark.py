@@ -714,12 +714,16 @@ class _JsonSlices:
     number: int
     schema: dict[str, pl.DataType]
     records_before: dict[int, int]
+    #: The objects read as JSON text (:func:`sessionize.io.read.wide_objects`).
+    objects: io.read.WideObjects
 
 
-def _plan_ndjson(session: Any, source: SparkInput) -> _JsonSlices | None:
+def _plan_ndjson(session: Any, source: SparkInput, options: io.ReadOptions) -> _JsonSlices | None:
     """A large NDJSON file, to be read by Spark's text reader in splits: a first pass infers each
     split's column types and counts its records; None (it is read whole) when a split does not parse
-    (a malformed line: the careful reader reads the whole file) or is not UTF-8."""
+    (a malformed line: the careful reader reads the whole file) or is not UTF-8. The id fields' numbers
+    are read as text (:func:`sessionize.io.read.ids_as_text`); a split whose id field is ``true`` or
+    ``false`` instead is read whole too, where that line is rejected as a local read rejects it."""
     lines = _text_lines(session, source.uri)
     schema = T.StructType(
         [
@@ -734,8 +738,17 @@ def _plan_ndjson(session: Any, source: SparkInput) -> _JsonSlices | None:
     stats = sorted(stats, key=lambda r: int(r["block"]))
     before = _running_totals((int(row["block"]), int(row["records"])) for row in stats)
     frames = [pl.DataFrame(schema=pickle.loads(row["types"])) for row in stats]
-    merged = pl.concat(frames, how="diagonal_relaxed").schema if frames else {}
-    return _JsonSlices(source.number, dict(merged), before)
+    merged = pl.concat(frames, how="diagonal_relaxed").schema if frames else pl.Schema()
+    typed, text_ids, wide = io.read.ndjson_schema(merged, options)
+    for frame in frames:
+        leaves = io.read.flatten_structs(frame.lazy().drop(*wide, strict=False)).collect_schema()
+        if any(name in leaves and not _number_or_null(leaves[name]) for name in text_ids):
+            return None
+    return _JsonSlices(source.number, dict(typed), before, wide)
+
+
+def _number_or_null(dtype: pl.DataType) -> bool:
+    return dtype.is_integer() or dtype.is_float() or dtype == pl.Null
 
 
 def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
@@ -750,10 +763,13 @@ def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
                 # local run rejects it: Polars must not see it.
                 types = None
             elif data.strip():
-                # The types only: an object of many keys is not built here (see wide_objects).
-                scan = pl.scan_ndjson(io_module.BytesIO(data), infer_schema_length=None)
-                types = pickle.dumps(dict(scan.collect_schema()))
-                records = scan.select(pl.len()).collect().item()
+                inferred = pl.scan_ndjson(io_module.BytesIO(data), infer_schema_length=None).collect_schema()
+                # Every value parsed (one Polars cannot take sends the file to the careful reader), but
+                # an object of many keys as its text (see wide_objects): its types come from the schema.
+                text = io.read.as_json_text(io.read.wide_objects(inferred))
+                parsed = pl.read_ndjson(io_module.BytesIO(data), schema={**inferred, **text})
+                records = parsed.height
+                types = pickle.dumps(dict(inferred))
             else:
                 types = pickle.dumps({})
         except (UnicodeDecodeError, pl.exceptions.PolarsError):
@@ -777,12 +793,11 @@ def _read_json_lines(batches: Iterable[Any], task: Any, plan: _JsonSlices) -> It
         first = _lines_before(plan.records_before, block, source)
         if not data.strip():
             continue
-        wide = io.read.wide_objects(plan.schema)
-        parsed = pl.read_ndjson(io_module.BytesIO(data), schema={**plan.schema, **io.read.as_json_text(wide)})
+        parsed = pl.read_ndjson(io_module.BytesIO(data), schema=plan.schema)
         raw = io.read.flatten_structs(parsed.lazy()).with_row_index(ROW, offset=first).collect()
         del parsed
         last = first + raw.height - 1
-        yield from _validated(raw, None, shown, read_task, source, schema, first, last, wide)
+        yield from _validated(raw, None, shown, read_task, source, schema, first, last, plan.objects)
 
 
 def _split_note(split: list[str]) -> str:
@@ -871,7 +886,7 @@ def _split_reader(
             lines = _text_lines(session, source.uri)
             return lines.mapInArrow(lambda batches: _read_lines(batches, task, plan), schema)
     if source.format == "ndjson":
-        json_plan = _plan_ndjson(session, source)
+        json_plan = _plan_ndjson(session, source, task.value.options)
         if json_plan is not None:
             lines = _text_lines(session, source.uri)
             return lines.mapInArrow(lambda batches: _read_json_lines(batches, task, json_plan), schema)

@@ -635,27 +635,126 @@ def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.Data
     return (_without_blank_rows(window, empty_records) for window in _batched(batches, chunk_rows))
 
 
-def _ndjson_windows(path: str, chunk_rows: int) -> tuple[Iterator[pl.DataFrame], WideObjects] | None:
-    """An NDJSON file's rows, ``chunk_rows`` at a time, with the schema inferred from every line as
-    when it is read whole, and the objects read as JSON text (:func:`wide_objects`)."""
+#: The roles whose columns are identifiers: text, however a JSON file writes them.
+ID_ROLES = (S.USER, S.CLIENT_SESSION, S.EVENT_ID, S.STITCH, S.PAGE_VIEW_ID)
+
+
+def _leaf_paths(schema: pl.Schema) -> dict[str, tuple[str, ...]]:
+    """The columns :func:`flatten_structs` makes of a frame of ``schema``, each with its path in it."""
+    leaves: list[tuple[str, tuple[str, ...]]] = []
+
+    def walk(path: tuple[str, ...], dtype: object) -> None:
+        if isinstance(dtype, pl.Struct):
+            for field in dtype.fields:
+                walk((*path, field.name), field.dtype)
+        else:
+            leaves.append(("_".join(path), path))
+
+    for name, dtype in schema.items():
+        walk((name,), dtype)
+    if len({name for name, _ in leaves}) != len(leaves):
+        return {name: (name,) for name in schema.names()}  # flattening would clash: not flattened
+    return dict(leaves)
+
+
+def _as_text_at(dtype: PolarsDataType, path: Sequence[str]) -> PolarsDataType:
+    """``dtype`` with the value at ``path`` (the fields of nested objects) read as text."""
+    if not path:
+        return pl.String()
+    assert isinstance(dtype, pl.Struct)
+    return pl.Struct(
+        {f.name: _as_text_at(f.dtype, path[1:]) if f.name == path[0] else f.dtype for f in dtype.fields}
+    )
+
+
+def ids_as_text(schema: pl.Schema, options: ReadOptions) -> tuple[pl.Schema, list[str]]:
+    """An NDJSON file's inferred ``schema`` with its id fields' numbers read as text, and the columns
+    (as flattened) that are.
+
+    Polars infers one type for a field from every line: integers with one float among them are all
+    floats, and ids beyond 2**53 (Snowflake's, Twitter's: 64-bit) lost their last digits, so that
+    1234567890123456789 and 1234567890123456790 were one user, "1.2345678901234568e+18". Read as text,
+    Polars writes an integer's digits exactly, whatever its size, and a fraction or exponent as the
+    shortest text of its double (``1.5``; ``7.0`` and ``7e0`` as ``7``, as a whole float id always was).
+    The id columns are found from the file's names as the run finds them (flags, preset, aliases); a
+    file whose columns are not found is left as it is (its read names what is missing). Only numbers
+    change: a field of text already is text, and one of objects or true/false is not an id."""
+    paths = _leaf_paths(schema)
+    changed: list[str] = []
+    types: dict[str, PolarsDataType] = dict(schema)
+    for column in _id_columns(list(paths), options):
+        if column not in paths:
+            continue
+        path = paths[column]
+        dtype: Any = types[path[0]]
+        for key in path[1:]:
+            dtype = next(f.dtype for f in dtype.fields if f.name == key)
+        if dtype.is_integer() or dtype.is_float():
+            types[path[0]] = _as_text_at(types[path[0]], path[1:])
+            changed.append(column)
+    return (pl.Schema(types), changed) if changed else (schema, [])
+
+
+def _id_columns(available: Sequence[str], options: ReadOptions) -> list[str]:
+    """The columns of ``available`` that the run reads ids from (see :data:`ID_ROLES`); none when the
+    columns it needs are not found (the read names what is missing)."""
+    try:
+        columns = S.resolve_columns(available, columns=options.columns, preferred=options.preferred())
+    except MissingColumnError:
+        return []
+    return list(dict.fromkeys(c for role in ID_ROLES if (c := getattr(columns, role)) is not None))
+
+
+def only_numbers(frame: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
+    """``frame`` whose text ``columns`` (ids of numbers, see :func:`ids_as_text`) fail to read when one
+    holds ``true`` or ``false``: Polars infers a number type for a field of numbers and a boolean, and
+    the read of such a line failed, the file being read line by line where that line is rejected
+    (bad_json_value). Read as text, the boolean would have become the user "true"; it is rejected still."""
+    checks = [
+        pl.when(pl.col(name).is_in(["true", "false"]))
+        .then(pl.col(name))
+        .otherwise(pl.lit("0"))
+        .cast(pl.Int8, strict=True)
+        for name in columns
+    ]
+    return frame.with_columns(
+        pl.when(check == 0).then(pl.col(name)).alias(name)
+        for name, check in zip(columns, checks, strict=True)
+    )
+
+
+def ndjson_schema(inferred: pl.Schema, options: ReadOptions) -> tuple[pl.Schema, list[str], WideObjects]:
+    """The schema an NDJSON file is read with, from the one Polars inferred from every line: objects too
+    wide to flatten as JSON text (:func:`wide_objects`, given third), then the id fields' numbers as
+    text (:func:`ids_as_text`, the columns given second)."""
+    wide = wide_objects(inferred)
+    schema, text_ids = ids_as_text(pl.Schema({**inferred, **as_json_text(wide)}), options)
+    return schema, text_ids, wide
+
+
+def _ndjson_windows(
+    path: str, chunk_rows: int, options: ReadOptions
+) -> tuple[Iterator[pl.DataFrame], WideObjects] | None:
+    """An NDJSON file's rows, ``chunk_rows`` at a time, with the schema inferred from every line as when
+    it is read whole (:func:`ndjson_schema`), and the objects read as JSON text."""
 
     def batches() -> Iterator[pl.DataFrame]:
-        scan = pl.scan_ndjson(path, infer_schema_length=None, schema_overrides=as_json_text(wide))
-        flat = flatten_structs(scan).with_row_index(ROW)
+        scan = only_numbers(flatten_structs(pl.scan_ndjson(path, schema=schema)), text_ids)
+        flat = scan.with_row_index(ROW)
         yield from flat.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
     if may_nest_too_deep(path):
         return None  # read whole, line by line, as in memory, where the deep line is rejected
     try:
-        schema = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
+        inferred = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
     except pl.exceptions.PolarsError:
         return None  # read whole, line by line, as in memory: the lines it cannot take are rejected
+    schema, text_ids, wide = ndjson_schema(inferred, options)
     if any(_wide_integer(dtype) for dtype in schema.values()):
         # An integer beyond 64 bits (read as Int128): the file is read whole, line by line, as in
         # memory, where that line is rejected (bad_json_value). (No line nests deeper than the limit
         # here, so the walk for them is short.)
         return None
-    wide = wide_objects(schema)
     windows = _checked_windows(batches, chunk_rows)
     return None if windows is None else (windows, wide)
 
@@ -800,16 +899,16 @@ def _scan(
         # the schema comes from every line: a malformed one fails here.
         careful = may_nest_too_deep(ndjson)
         if not careful:
-            wide = wide_objects(scan.collect_schema())
+            schema, text_ids, wide = ndjson_schema(scan.collect_schema(), options)
     except pl.exceptions.PolarsError:
         careful = True
     if careful:
         data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
-        rows, malformed, wide = _careful_ndjson(data)
+        rows, malformed, wide = _careful_ndjson(data, options)
         return rows.lazy(), malformed, wide
-    if wide:
-        scan = pl.scan_ndjson(ndjson, infer_schema_length=None, schema_overrides=as_json_text(wide))
-    return flatten_structs(scan).with_row_index(ROW), None, wide
+    if text_ids or wide:
+        scan = pl.scan_ndjson(ndjson, schema=schema)  # the schema given: no second pass to infer it
+    return only_numbers(flatten_structs(scan), text_ids).with_row_index(ROW), None, wide
 
 
 #: The deepest nesting of objects and lists a JSON line may have, its own object being level 1. Events
@@ -881,10 +980,18 @@ def starts_with_bom(path: str) -> bool:
         return False  # the read itself names what is wrong
 
 
-def _strict_number(text: str) -> float | int:
-    """A JSON number as Polars reads one: an integer within 64 bits, a finite float."""
+class _WideInteger(str):
+    """An integer beyond 64 bits (within Polars' 128), as its text: only an id field, read as text, may
+    hold one (see :func:`_careful_ndjson`)."""
+
+
+def _strict_number(text: str) -> float | int | _WideInteger:
+    """A JSON number as Polars reads one: an integer within 64 bits (one within 128, as
+    :class:`_WideInteger`), a finite float."""
     number = float(text) if any(c in text for c in ".eE") else int(text)
     if isinstance(number, int) and not -(1 << 63) <= number < (1 << 64):
+        if -(1 << 127) <= number < (1 << 127):
+            return _WideInteger(text)
         raise ValueError(f"integer out of range: {text}")
     if isinstance(number, float) and not math.isfinite(number):
         raise ValueError(f"number out of range: {text}")
@@ -895,16 +1002,21 @@ def _no_constant(text: str) -> None:
     raise ValueError(f"not JSON: {text}")
 
 
-def _kinds(value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str]) -> str | None:
-    """Record the kind of every value of a JSON line by its path (a list's elements at ``path + ("[]",)``);
-    the line's reject reason, if any: ``bad_json_value`` when one path has two kinds within the line
-    (``[1, true]``), ``json_too_deep`` when a list or object is deeper than :data:`JSON_DEPTH_LIMIT`. A
-    walk with a stack of its own, not Python's: a deep line must not end the run with a ``RecursionError``."""
+def _kinds(
+    value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str], wide: set[tuple[str, ...]]
+) -> str | None:
+    """Record the kind of every value of a JSON line by its path (a list's elements at ``path + ("[]",)``),
+    and the paths of its integers beyond 64 bits in ``wide``; the line's reject reason, if any:
+    ``bad_json_value`` when one path has two kinds within the line (``[1, true]``), ``json_too_deep``
+    when a list or object is deeper than :data:`JSON_DEPTH_LIMIT`. A walk with a stack of its own, not
+    Python's: a deep line must not end the run with a ``RecursionError``."""
     pending: list[tuple[object, tuple[str, ...]]] = [(value, path)]
     while pending:
         item, where = pending.pop()
         if item is None:
             continue
+        if isinstance(item, _WideInteger):
+            wide.add(where)
         if isinstance(item, bool):
             kind = "bool"
         elif isinstance(item, int | float | str):
@@ -924,16 +1036,17 @@ def _kinds(value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str
     return None
 
 
-def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame, WideObjects]:
+def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl.DataFrame, WideObjects]:
     """Parse an NDJSON file the fast reader failed on, line by line: the lines that are JSON objects
     (``_row``: their 0-based line; their objects read as :func:`wide_objects` says, which it gives
     third), and the others with their line number, text and reason:
     ``malformed_json`` for a line that is not a JSON object, ``json_too_deep`` for one whose objects and
     lists nest deeper than :data:`JSON_DEPTH_LIMIT` (valid JSON or not: beyond about 1,000 levels
-    Python's parser cannot tell), ``bad_json_value`` for one whose number is out of range or whose value
-    has another kind than the same field's on most lines (a time that is ``true`` where the others are
+    Python's parser cannot tell), ``bad_json_value`` for one whose number is out of range (an integer
+    beyond 64 bits is one but in an id field, read as text: see :func:`ids_as_text`) or whose value has
+    another kind than the same field's on most lines (a time that is ``true`` where the others are
     numbers, a list where the others hold an object). Linear: one parse and one walk of each line."""
-    parsed_lines: list[tuple[int, bytes, dict[tuple[str, ...], str]]] = []
+    parsed_lines: list[tuple[int, bytes, dict[tuple[str, ...], str], set[tuple[str, ...]]]] = []
     bad: list[tuple[int, str, str]] = []
     counts: dict[tuple[str, ...], Counter[str]] = {}
     for number, line in enumerate(_without_bom(data).split(b"\n")):
@@ -955,18 +1068,22 @@ def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame, WideObject
             bad.append((number + 1, shown, "malformed_json"))
             continue
         kinds: dict[tuple[str, ...], str] = {}
-        reason = _kinds(value, (), kinds)
+        wide: set[tuple[str, ...]] = set()
+        reason = _kinds(value, (), kinds, wide)
         if reason is not None:
             bad.append((number + 1, shown, reason))
             continue
         for path, kind in kinds.items():
             counts.setdefault(path, Counter())[kind] += 1
-        parsed_lines.append((number, line, kinds))
+        parsed_lines.append((number, line, kinds, wide))
     usual = {path: counted.most_common(1)[0][0] for path, counted in counts.items()}
+    # An integer beyond 64 bits is an id's (read as text), or a number out of range.
+    leaves = {"_".join(path): path for path, kind in usual.items() if kind != "object" and "[]" not in path}
+    ids = {leaves[name] for name in _id_columns(list(leaves), options) if name in leaves}
     good: list[bytes] = []
     rows: list[int] = []
-    for number, line, kinds in parsed_lines:
-        if all(usual[path] == kind for path, kind in kinds.items()):
+    for number, line, kinds, wide in parsed_lines:
+        if all(usual[path] == kind for path, kind in kinds.items()) and wide <= ids:
             good.append(line)
             rows.append(number)
         else:
@@ -977,11 +1094,11 @@ def _careful_ndjson(data: bytes) -> tuple[pl.DataFrame, pl.DataFrame, WideObject
     )
     if not good:
         return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed, {}
-    lines = b"\n".join(good)
-    wide = wide_objects(pl.scan_ndjson(io.BytesIO(lines), infer_schema_length=None).collect_schema())
-    read = pl.read_ndjson(io.BytesIO(lines), infer_schema_length=None, schema_overrides=as_json_text(wide))
-    parsed = flatten_structs(read.lazy())
-    return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed, wide
+    joined = b"\n".join(good)
+    inferred = pl.scan_ndjson(io.BytesIO(joined), infer_schema_length=None).collect_schema()
+    schema, _, objects = ndjson_schema(inferred, options)
+    parsed = flatten_structs(pl.read_ndjson(io.BytesIO(joined), schema=schema).lazy())
+    return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed, objects
 
 
 def _is_json(line: bytes) -> bool | None:
@@ -1067,17 +1184,17 @@ OBJECTS_LEAVES_LIMIT = 2_000
 WideObjects = dict[str, list[tuple[str, ...]]]
 
 
-def _leaf_paths(dtype: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _paths_in(dtype: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """The paths of the leaves (values that are not objects) of a nested object type, in order."""
     if not isinstance(dtype, pl.Struct):
         return [path]
-    return [leaf for field in dtype.fields for leaf in _leaf_paths(field.dtype, (*path, field.name))]
+    return [leaf for field in dtype.fields for leaf in _paths_in(field.dtype, (*path, field.name))]
 
 
 def wide_objects(schema: Mapping[str, Any]) -> WideObjects:
     """The top-level objects of ``schema`` to read as JSON text (see :data:`OBJECT_LEAVES_LIMIT`), with
     the paths of their leaves: time and memory stay linear in an object's keys."""
-    leaves = {name: _leaf_paths(dtype) for name, dtype in schema.items() if isinstance(dtype, pl.Struct)}
+    leaves = {name: _paths_in(dtype) for name, dtype in schema.items() if isinstance(dtype, pl.Struct)}
     wide = {name: paths for name, paths in leaves.items() if len(paths) > OBJECT_LEAVES_LIMIT}
     rest = sorted((name for name in leaves if name not in wide), key=lambda name: -len(leaves[name]))
     total = sum(len(leaves[name]) for name in rest)
@@ -1351,7 +1468,7 @@ def read_file(
             raise
         # A field that is an object on one line and a value on the others is read as an object: the
         # column the run needs became its fields (timestamp_a). Line by line, that line is set aside.
-        rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source))
+        rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source), options)
         return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row, objects=wide)
     _refuse_repeated_columns(columns, available, name)
     refuse_private_aggregates(
@@ -1389,7 +1506,7 @@ def read_file(
             # Lines of valid JSON whose values the fast reader cannot take together (a time that is
             # true on one line and a number on the others, a number out of range): read line by line,
             # those lines set aside with their numbers.
-            rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source))
+            rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source), options)
             return read_file(
                 source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row, objects=wide
             )
@@ -1775,7 +1892,7 @@ def iter_reads(
             text_path = path
             wide: WideObjects = {}
             if source.format == "ndjson":
-                json_windows = _guarded(lambda: _ndjson_windows(text_path, chunk_rows), source)
+                json_windows = _guarded(lambda: _ndjson_windows(text_path, chunk_rows, options), source)
                 windows, wide = json_windows or (None, {})
             else:
                 separator = "\t" if source.format == "tsv" else ","
