@@ -399,6 +399,7 @@ def parse_log_lines(
         asset_pattern=options.asset_pattern,
         visitor_key=options.visitor_key,
         anonymize_ip=options.anonymize_ip,
+        visitor_secret=options.visitor_secret,
     )
 
 
