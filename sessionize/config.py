@@ -216,7 +216,7 @@ def check_drop_columns(value: str | Iterable[str] | None, *, extra: Sequence[str
     if unknown:
         raise UsageError(
             f"--drop-columns: {', '.join(unknown)} not in the session table. Its columns are: "
-            f"{', '.join(known)}."
+            f"{S.column_listing(known)}."
         )
     return names
 
