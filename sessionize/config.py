@@ -396,8 +396,9 @@ class ReadOptions:
     #: Privacy controls that also apply to the rejected rows' original columns (from PrivacyOptions).
     anonymize_ip: bool = False
     user_id_secret: bytes | None = field(default=None, repr=False)
-    #: The key of access-log visitor ids under ``--anonymize-ip`` (:func:`visitor_secret`).
-    visitor_secret: bytes | None = field(default=None, repr=False)
+    #: The key of access-log visitor ids under ``--anonymize-ip`` (:func:`visitor_secret`): random per run
+    #: without ``--hash-user-ids``, so left out of comparisons (the same options compare equal).
+    visitor_secret: bytes | None = field(default=None, repr=False, compare=False)
 
     def column_options(self) -> dict[str, str | None]:
         return self.columns.column_options()
