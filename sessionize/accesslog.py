@@ -29,6 +29,7 @@ session id (a cookie) and read that column instead.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Literal, get_args, overload
 
 import polars as pl
@@ -53,8 +54,10 @@ ROW = "_row"
 MALFORMED_REASON = "malformed_log_line"
 #: The column that :func:`parse_access_log` fills with :func:`visitor_key_expr` (a user id alias).
 VISITOR = S.VISITOR
-#: The truncated address a visitor id is built from with ``--anonymize-ip`` (dropped after).
+#: The truncated address a visitor id starts with under ``--anonymize-ip`` (dropped after).
 _KEY_IP = "_visitor_ip"
+#: Hex digits of the keyed hash that tells visitors apart under ``--anonymize-ip`` (64 bits).
+KEYED_DIGITS = 16
 
 #: Values of the ``event`` column. Page views are what the core counts (``page_view`` is one of the
 #: default ``--pageview-events``); the other two still count as events of their session.
@@ -332,6 +335,7 @@ def parse_access_log(
     feed_query_pattern: str | None = ...,
     visitor_key: VisitorKey | None = ...,
     anonymize_ip: bool = ...,
+    visitor_secret: bytes | None = ...,
 ) -> tuple[pl.LazyFrame, pl.DataFrame]: ...
 
 
@@ -344,6 +348,7 @@ def parse_access_log(
     feed_query_pattern: str | None = ...,
     visitor_key: VisitorKey | None = ...,
     anonymize_ip: bool = ...,
+    visitor_secret: bytes | None = ...,
 ) -> tuple[pl.DataFrame, pl.DataFrame]: ...
 
 
@@ -355,6 +360,7 @@ def parse_access_log(
     feed_query_pattern: str | None = DEFAULT_FEED_QUERY_PATTERN,
     visitor_key: VisitorKey | None = DEFAULT_VISITOR_KEY,
     anonymize_ip: bool = False,
+    visitor_secret: bytes | None = None,
 ) -> tuple[pl.LazyFrame | pl.DataFrame, pl.DataFrame]:
     """Parse raw access log lines into request rows, and set aside the lines that do not parse.
 
@@ -374,10 +380,12 @@ def parse_access_log(
         Which requests are static files rather than page views (see :func:`is_asset_expr`).
     visitor_key
         Add a ``visitor_id`` column made by :func:`visitor_key_expr` (``None``: do not).
-    anonymize_ip
-        Build the visitor id from the truncated address (``--anonymize-ip``), so that neither the
-        user id nor the session id carries the full address. The ``ip`` column stays as logged (the
-        run truncates it after the geo lookup, or before with ``before-geo``).
+    anonymize_ip, visitor_secret
+        ``--anonymize-ip``: visitors are told apart by their full address as without it, but the
+        visitor id (so the user id and the generated session ids) does not show it: it is the
+        truncated address, ``|`` and a hash of the plain visitor id keyed with ``visitor_secret``
+        (:func:`keyed_visitor_ids`), which ``anonymize_ip`` requires. The ``ip`` column stays as logged
+        (the run truncates it after the geo lookup, or before with ``before-geo``).
 
     Returns
     -------
@@ -446,14 +454,48 @@ def parse_access_log(
     # lines would otherwise all be one visitor "-" (per user agent). Without an address there is no
     # visitor: the line is rejected for its empty user id, as log analyzers count it invalid.
     parsed = result.filter(ok).with_columns(event, _none_if_dash(pl.col("ip")).alias("ip"))
-    key_ip = "ip"
-    if anonymize_ip and visitor_key is not None:
-        key_ip = _KEY_IP
-        parsed = anonymize_ips(parsed.with_columns(pl.col("ip").alias(key_ip)).lazy(), key_ip).collect()
     parsed = parsed.select(
         *PARSED_SCHEMA,
         *([VHOST] if vhost else []),
-        *([visitor_key_expr(visitor_key, ip_column=key_ip)] if visitor_key is not None else []),
+        *([visitor_key_expr(visitor_key)] if visitor_key is not None else []),
         ROW,
     )
+    if anonymize_ip and visitor_key is not None:
+        if visitor_secret is None:
+            raise UsageError(
+                "--anonymize-ip on an access log needs a key for its visitor ids, which are keyed hashes of "
+                "the full address: with --state, give --hash-user-ids SECRET_ENV (the same in every run)."
+            )
+        parsed = keyed_visitor_ids(parsed, visitor_secret)
     return (parsed.lazy() if is_lazy else parsed), malformed
+
+
+def keyed_visitor_ids(parsed: pl.DataFrame, secret: bytes) -> pl.DataFrame:
+    """Parsed requests whose visitor ids show no full address (``--anonymize-ip``): the truncated
+    address, ``|`` and the first :data:`KEYED_DIGITS` hex digits of HMAC-SHA256(secret, the visitor
+    id as without the option), e.g. ``81.2.69.0|5f1c0b9e2a7d4c31``; the digest alone for an address
+    that is not an IP address.
+
+    Visitors are told apart as without the option (two in one /24 with the same browser stay two).
+    The digest is keyed because an address in a /24 is one of 256: an unkeyed hash of it would be
+    reversed by trying them all. One HMAC per distinct visitor."""
+
+    def digest(values: list[str | None]) -> pl.Series:
+        return pl.Series(
+            [
+                None
+                if value is None
+                else hmac.new(secret, value.encode("utf-8"), hashlib.sha256).hexdigest()[:KEYED_DIGITS]
+                for value in values
+            ],
+            dtype=pl.String,
+        )
+
+    truncated = anonymize_ips(parsed.lazy().select(pl.col("ip").alias(_KEY_IP)), _KEY_IP).collect()
+    keyed = pl.col(VISITOR).map_batches(lambda ids: map_distinct(ids, digest), return_dtype=pl.String)
+    prefix = (pl.col(_KEY_IP) + pl.lit("|")).fill_null("")
+    return (
+        parsed.with_columns(truncated.get_column(_KEY_IP))
+        .with_columns((prefix + keyed).alias(VISITOR))
+        .drop(_KEY_IP)
+    )

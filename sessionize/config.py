@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import os
 import re
+import secrets
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,20 @@ def read_secret(env_var: str) -> bytes:
     return value.encode("utf-8")
 
 
+def visitor_secret(anonymize: str | None, secret: bytes | None, *, incremental: bool) -> bytes | None:
+    """The key of access-log visitor ids under ``--anonymize-ip``
+    (:func:`sessionize.accesslog.keyed_visitor_ids`): the ``--hash-user-ids`` secret when given (the
+    same ids on every run), else a random key of this run only, never written: its ids differ from
+    another run's. An incremental run continues the sessions its state keeps, by visitor id, so it
+    needs the secret (None here: reading a log refuses then), as no key is kept on disk where
+    it would turn the ids back into the full addresses."""
+    if anonymize is None:
+        return None
+    if secret is not None:
+        return secret
+    return None if incremental else secrets.token_bytes(32)
+
+
 def normalize_internal_domains(domains: str | Iterable[str]) -> tuple[str, ...]:
     """``"Example.com, .shop.example.com"`` -> ``("example.com", "shop.example.com")``.
 
@@ -201,7 +216,7 @@ def check_drop_columns(value: str | Iterable[str] | None, *, extra: Sequence[str
     if unknown:
         raise UsageError(
             f"--drop-columns: {', '.join(unknown)} not in the session table. Its columns are: "
-            f"{', '.join(known)}."
+            f"{S.column_listing(known)}."
         )
     return names
 
@@ -381,6 +396,9 @@ class ReadOptions:
     #: Privacy controls that also apply to the rejected rows' original columns (from PrivacyOptions).
     anonymize_ip: bool = False
     user_id_secret: bytes | None = field(default=None, repr=False)
+    #: The key of access-log visitor ids under ``--anonymize-ip`` (:func:`visitor_secret`): random per run
+    #: without ``--hash-user-ids``, so left out of comparisons (the same options compare equal).
+    visitor_secret: bytes | None = field(default=None, repr=False, compare=False)
 
     def column_options(self) -> dict[str, str | None]:
         return self.columns.column_options()
@@ -696,6 +714,7 @@ class RunConfig:
             heartbeats=bool(S.split_list(heartbeat_events)),
             anonymize_ip=anonymize is not None,
             user_id_secret=secret,
+            visitor_secret=visitor_secret(anonymize, secret, incremental=state is not None),
         )
         if stitch_fallback and not read.stitching:
             raise UsageError(

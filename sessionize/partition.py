@@ -44,6 +44,7 @@ from sessionize.core import (
     summarize_sessions,
     summarize_users,
 )
+from sessionize.distinct import fresh_name
 from sessionize.geo import GeoDatabase, enrich_geo
 from sessionize.io import drop_duplicate_events
 from sessionize.privacy import anonymize_ips, hash_user_ids
@@ -630,11 +631,29 @@ def hash_ids(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
     """The events with their user ids hashed when the job says so (``--hash-user-ids``)."""
     if job.secret is None:
         return events
-    hashed = hash_user_ids(events.lazy(), secret=job.secret)
-    if S.STITCH_ID in events.columns:
+    return hidden_ids(events.lazy(), job.secret, stitching=S.STITCH_ID in events.columns).collect(
+        engine="in-memory"
+    )
+
+
+def hidden_ids(events: pl.LazyFrame, secret: bytes, *, stitching: bool) -> pl.LazyFrame:
+    """Events with their user ids, login ids and the client session ids that stand in for a user id hashed.
+
+    ``--require-session-id`` gives a row without a user id its session id as one
+    (:func:`sessionize.normalize.keyed_by_session`): a client session id equal to its row's user id takes
+    the user id's hash too, else every table would show the hash as ``user_id`` beside the id itself as
+    ``session_id``. The hash is the user id's, so it costs nothing more."""
+    client, user = pl.col(S.CLIENT_SESSION), pl.col(S.USER)
+    stand_in = fresh_name("_stand_in", events.collect_schema().names())
+    hashed = hash_user_ids(
+        events.with_columns((client == user).fill_null(False).alias(stand_in)), secret=secret
+    )
+    if stitching:
         # The login id is a user id too: never in the clear where the user ids are hashed.
-        hashed = hash_user_ids(hashed, secret=job.secret, column=S.STITCH_ID)
-    return hashed.collect(engine="in-memory")
+        hashed = hash_user_ids(hashed, secret=secret, column=S.STITCH_ID)
+    return hashed.with_columns(pl.when(stand_in).then(user).otherwise(client).alias(S.CLIENT_SESSION)).drop(
+        stand_in
+    )
 
 
 #: With ``--anonymize-ip`` (after the geo lookup) events kept on disk (the incremental state, the
@@ -760,9 +779,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         events = claim_shared_session_ids(events)
     events = cap_lazy(drop_duplicate_events(events, dedupe=job.dedupe), job.settings.rules.session_cap)
     if job.secret is not None:
-        events = hash_user_ids(events, secret=job.secret)
-        if job.settings.stitching:
-            events = hash_user_ids(events, secret=job.secret, column=S.STITCH_ID)
+        events = hidden_ids(events, job.secret, stitching=job.settings.stitching)
     settings = job.settings
     sessions = build_sessions(
         events,

@@ -524,6 +524,25 @@ def _closest(name: str, available: Sequence[str], *, taken: Iterable[str] = ()) 
     return candidates[close[0]] if close else None
 
 
+#: How many column names an error lists: an NDJSON file with thousands of distinct nested keys has as many
+#: columns, and listing them all made a message of tens of kilobytes. The session table's 38 are listed
+#: whole.
+LISTED_COLUMNS: Final = 40
+
+
+def column_listing(names: Sequence[str]) -> str:
+    """``names`` for an error's "Its columns are: ...": the first :data:`LISTED_COLUMNS`, then how many
+    more there are; ``(none)`` for none.
+
+    >>> column_listing(["user_id", "timestamp"]), column_listing([])
+    ('user_id, timestamp', '(none)')
+    """
+    if not names:
+        return "(none)"
+    shown = ", ".join(names[:LISTED_COLUMNS])
+    return shown if len(names) <= LISTED_COLUMNS else f"{shown} and {len(names) - LISTED_COLUMNS} more"
+
+
 def resolve_columns(
     available: Sequence[str],
     *,
@@ -547,7 +566,7 @@ def resolve_columns(
     by_norm: dict[str, str] = {}
     for name in available:
         by_norm.setdefault(name_key(name), name)
-    listing = ", ".join(available) if available else "(none)"
+    listing = column_listing(available)
     found: dict[str, str | None] = {}
     # The flags' columns first, as they resolve (``--stitch-col user_id`` is ``USER_ID``): no role guessed
     # from the built-in names may take one of them.
@@ -594,6 +613,13 @@ def resolve_columns(
     for role in (USER, TIME):
         if found[role] is None:
             what = "user id" if role == USER else "timestamp"
+            claimed = _claimed(role, given_columns, preferred)
+            if claimed is not None:
+                # A flag took the column this role would have found (--session-col user_id).
+                column, by = claimed
+                problems.append(f"no {what} column ({column!r} is taken by {COLUMN_FLAGS[by]})")
+                hints.append(COLUMN_FLAGS[role])
+                continue
             problems.append(f"no {what} column (looked for {', '.join(COLUMN_ALIASES[role])})")
             close = next(
                 (c for alias in COLUMN_ALIASES[role] if (c := _closest(alias, available, taken=taken))), None
@@ -612,6 +638,22 @@ def resolve_columns(
             message += f" Name the column{'s' if len(hints) > 1 else ''} with {' and '.join(hints)}."
         raise MissingColumnError(message)
     return ColumnMap(**found, event_fallbacks=fallbacks)  # type: ignore[arg-type]
+
+
+def _claimed(
+    role: str, given_columns: Mapping[str, str | None], preferred: Mapping[str, Sequence[str]] | None
+) -> tuple[str, str] | None:
+    """The column another role's flag took that ``role`` would have found by one of its names, and that
+    role; None when no flag took one."""
+    aliases = {name_key(alias) for alias in (*(preferred or {}).get(role, ()), *COLUMN_ALIASES[role])}
+    return next(
+        (
+            (column, other)
+            for other, column in given_columns.items()
+            if other != role and column is not None and name_key(column) in aliases
+        ),
+        None,
+    )
 
 
 def _match_column(given: str, available: Sequence[str]) -> str | None:
@@ -641,7 +683,7 @@ def find_column(given: str, available: Sequence[str], *, source: str, flag: str)
     column = _match_column(given, available)
     if column is not None:
         return column
-    listing = ", ".join(available) if available else "(none)"
+    listing = column_listing(available)
     raise MissingColumnError(
         f"{source} has no column {given!r} (given with {flag}{_hint(given, available)}). "
         f"Its columns are: {listing}."

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -154,3 +154,20 @@ def write_text(path: Path, text: str) -> Path:
 def listing(directory: Path) -> list[str]:
     """The names in ``directory``, sorted."""
     return sorted(p.name for p in directory.iterdir())
+
+
+def values_written(directory: Path, values: Collection[str], *, skip: Collection[Path] = ()) -> set[str]:
+    """Which of ``values`` a file under ``directory`` (but ``skip``) holds: a text value of a Parquet
+    file (compressed, so never found in its bytes), or text anywhere in any other file."""
+    found: set[str] = set()
+    for file in sorted(directory.rglob("*")):
+        if not file.is_file() or file in skip:
+            continue
+        if file.suffix == ".parquet":
+            table = pl.read_parquet(file)
+            for column in table.select(pl.col(pl.String)).columns:
+                found |= set(values) & set(table.get_column(column).drop_nulls())
+        else:
+            text = file.read_bytes().decode("utf-8", errors="replace")
+            found |= {value for value in values if value in text}
+    return found

@@ -16,11 +16,21 @@ from typing import Any
 import polars as pl
 import pytest
 
+import sessionize
 from sessionize import accesslog as A
 from sessionize import schema as S
 from sessionize.errors import UsageError
 from sessionize.normalize import prepare_events
-from tests.helpers import APACHE_LOG, run_cli, words
+from tests.helpers import (
+    APACHE_LOG,
+    EVERY_PATH,
+    path_options,
+    path_sessions,
+    run_cli,
+    session_rows,
+    values_written,
+    words,
+)
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:25.0) Gecko/20100101 Firefox/25.0"
 T = "[17/May/2015:10:05:03 +0000]"
@@ -760,3 +770,69 @@ def test_a_proxy_address_list_gives_its_first_address(log_format: str) -> None:
         )["ip"]
         == "2001:db8::1"
     )
+
+
+#: Two people in one /24 with the same browser, and one visit of the first across two log files.
+NEIGHBOURS = ("81.2.69.160", "81.2.69.142")
+
+
+def _neighbour_logs(directory: Path) -> list[Path]:
+    first = directory / "access.log.1"
+    first.write_text(_log_line(NEIGHBOURS[0], 5, "/a") + _log_line(NEIGHBOURS[1], 6, "/b"))
+    second = directory / "access.log"
+    second.write_text(_log_line(NEIGHBOURS[0], 9, "/c"))
+    return [first, second]
+
+
+@pytest.mark.parametrize("hashed", [False, True], ids=["plain", "hashed"])
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_anonymize_ip_tells_visitors_apart_by_the_full_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: dict[str, Any], hashed: bool
+) -> None:
+    """The visitor id was built from the truncated address under --anonymize-ip: two people in one /24
+    with the same browser were one visitor, their visits one session. They are two, as without the
+    option, and no output, rejects file or state holds their full addresses (in a visitor id, a session
+    id or the ip column)."""
+    if "state" in path and not hashed:
+        pytest.skip("an incremental run needs --hash-user-ids with --anonymize-ip on logs (tested below)")
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cr3t")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    files = _neighbour_logs(logs)
+    chosen = path_options(path, tmp_path)
+    secret = {"hash_user_ids": "SESSIONIZE_TEST_SECRET"} if hashed else {}
+    options: dict[str, Any] = {"no_geo": True, "anonymize_ip": True, **secret, **chosen}
+    # An incremental path reads the files in two runs, the first visit going on in the second.
+    batches = [[file] for file in files] if "state" in path else [files]
+    results = [sessionize.run(batch, **options) for batch in batches]
+    table = path_sessions(results[-1], chosen)
+    assert session_rows(table, "ip", "landing_page", "exit_page", "event_count") in (
+        [("81.2.69.0", "/a", "/c", 2), ("81.2.69.0", "/b", "/b", 1)],
+        [("81.2.69.0", "/b", "/b", 1), ("81.2.69.0", "/a", "/c", 2)],
+    )
+    assert table.get_column("user_id").n_unique() == 2
+    if not hashed:
+        assert table.get_column("user_id").str.starts_with("81.2.69.0|").all()
+    assert values_written(tmp_path, NEIGHBOURS, skip=files) == set()
+    assert all(address not in user for user in table.get_column("user_id") for address in NEIGHBOURS)
+
+
+def test_anonymize_ip_visitor_ids_are_keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unkeyed hash of an address truncated to its /24 is reversed by trying its 256 addresses: the
+    visitor id is keyed, with the --hash-user-ids secret (the same ids in every run) or else a key of
+    the run alone. An incremental run without the secret is refused: its state continues sessions by
+    visitor id, and a key kept on disk would turn the ids back into the addresses."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    files = _neighbour_logs(logs)
+    options: dict[str, Any] = {"no_geo": True, "anonymize_ip": True}
+    ids = [set(sessionize.run(files, **options).sessions.get_column("user_id")) for _ in range(2)]
+    assert ids[0].isdisjoint(ids[1])
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cr3t")
+    secret = {**options, "hash_user_ids": "SESSIONIZE_TEST_SECRET"}
+    assert (
+        len({frozenset(sessionize.run(files, **secret).sessions.get_column("user_id")) for _ in range(2)})
+        == 1
+    )
+    with pytest.raises(UsageError, match="--hash-user-ids"):
+        sessionize.run(files, **options, state=str(tmp_path / "state"), output_dir=str(tmp_path / "out"))

@@ -21,6 +21,7 @@ import typer.main
 from typer.testing import Result
 
 from sessionize import cli, config, geo
+from sessionize import schema as S
 from sessionize.cli import app
 from sessionize.io import INPUT_FORMATS, OUTPUT_FORMATS
 from tests.helpers import invoke, words
@@ -231,6 +232,33 @@ def test_both_missing_required_columns_are_named_in_one_error(workdir: Path) -> 
     assert "--user-col (perhaps --user-col usr_id) and --time-col" in text
     wrong = message(run_text("events.csv", "--user-col", "usrid", "--time-col", "tiemstamp", "-o", "-"))
     assert "'usrid'" in wrong and "'tiemstamp'" in wrong and "did you mean 'timestamp'?" in wrong
+
+
+def test_a_column_a_flag_took_is_named_where_a_role_misses_it(workdir: Path) -> None:
+    """``--session-col user_id`` takes the column the user id would be: "no user id column" and the whole
+    listing, which holds ``user_id``, left the reader puzzled. The message says which flag took it."""
+    text = message(run_text("events.csv", "--session-col", "user_id", "-o", "-"))
+    assert "no user id column ('user_id' is taken by --session-col)" in text
+    assert "Name the column with --user-col." in text
+    time = message(run_text("events.csv", "--url-col", "timestamp", "-o", "-"))
+    assert "no timestamp column ('timestamp' is taken by --url-col)" in time
+
+
+def test_the_listing_of_columns_is_capped(workdir: Path) -> None:
+    """An NDJSON file whose objects hold 2,000 distinct keys gave a 40 KB message listing every column."""
+    keys = {f"key_{n:04d}": n for n in range(2000)}
+    (workdir / "wide.ndjson").write_text(json.dumps(keys) + "\n", encoding="utf-8")
+    listed = S.column_listing(list(keys))
+    assert listed.startswith("key_0000, key_0001,") and listed.endswith(f"and {2000 - S.LISTED_COLUMNS} more")
+    assert S.column_listing([]) == "(none)" and S.column_listing(["a", "b"]) == "a, b"
+    more = f" and {2000 - S.LISTED_COLUMNS} more."
+    for flags in ([], ["--user-col", "key_0001", "--time-col", "stamp"], ["--unnest-params", "params"]):
+        result = invoke("run", "wide.ndjson", *flags, "-o", "-", "--log-format", "json")
+        text = json.loads(result.stderr)["message"]
+        assert "Its columns are: key_" in text and more in text and len(text) < 2000, text[:300]
+    (workdir / "sessions.csv").write_text(",".join(keys) + "\n", encoding="utf-8")
+    report = json.loads(invoke("report", "sessions.csv", "-o", "r.html", "--log-format", "json").stderr)
+    assert f"Its columns are: {listed}." in report["message"] and len(report["message"]) < 2000
 
 
 def test_an_unknown_config_key_gets_a_suggestion(workdir: Path) -> None:

@@ -25,6 +25,8 @@ out-of-range timestamps, rows with a field too many and too few.
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import importlib.util
 import io
 import random
@@ -40,7 +42,7 @@ from polars.testing import assert_frame_equal
 
 import sessionize
 from sessionize.privacy import anonymize_ip
-from tests.helpers import CITY_DB, KEYS
+from tests.helpers import CITY_DB, KEYS, values_written
 
 # Every path and option set against the in-memory result, Dask included.
 pytestmark = pytest.mark.slow
@@ -336,6 +338,16 @@ OPTION_SETS: dict[str, OptionSet] = {
             "user_col": "event_id",
         }
     ),
+    # The same with hashed ids: a session id standing in for a user id is hashed as the user id is.
+    "cookieless_sessions+hash": OptionSet(
+        {
+            "require_session_id": True,
+            "shared_session_ids": "merge",
+            "session_col": "tab_page",
+            "user_col": "event_id",
+            "hash_user_ids": SECRET_VAR,
+        }
+    ),
     # GA4's ignore_referrer: the first event of some first visits has no referrer (those sessions are direct).
     "ignore_referrer": OptionSet({"ignore_referrer_col": "flag"}),
     # GA4's reported engagement time: the cart value stands in for engagement_time_msec.
@@ -584,6 +596,9 @@ BY_DESIGN: dict[tuple[str, str], str] = {
     ("incremental-3runs", "cookieless_sessions"): (
         "a session id the state keeps stays with its owner, also a stand-in user id (docs/presets.md)"
     ),
+    ("incremental-3runs", "cookieless_sessions+hash"): (
+        "a session id the state keeps stays with its owner, also a stand-in user id (docs/presets.md)"
+    ),
 }
 
 
@@ -646,6 +661,8 @@ def check_privacy(outputs: Outputs, option_set: OptionSet) -> None:
         if option_set.hashed:
             ids = table.get_column("user_id").drop_nulls()
             assert ids.str.contains(r"^[0-9a-f]{64}$").all(), ids.head(3).to_list()
+            # No session id in the clear beside its own hash (one standing in for a user id).
+            assert set(map(digest, table.get_column("session_id").drop_nulls())).isdisjoint(ids)
         if option_set.anonymized or option_set.hashed:
             assert "raw_line" not in table.columns
     dropped = set(option_set.options.get("drop_columns", "").split(",")) - {""}
@@ -664,20 +681,14 @@ FULL_ADDRESSES = frozenset(ip for ip in IPS if ip and anonymize_ip(ip) not in (N
 STATE_LEAKS: dict[str, str] = {}
 
 
+def digest(value: str) -> str:
+    """``value`` as ``--hash-user-ids`` hashes it with the test's secret."""
+    return hmac.new(SECRET.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
 def full_addresses_in(directory: Path) -> set[str]:
     """The full addresses in any file under ``directory``: Parquet values, or text."""
-    found: set[str] = set()
-    for file in sorted(directory.rglob("*")):
-        if not file.is_file():
-            continue
-        if file.suffix == ".parquet":
-            table = pl.read_parquet(file)
-            for column in table.select(pl.col(pl.String)).columns:
-                found |= FULL_ADDRESSES & set(table.get_column(column).drop_nulls())
-        else:
-            text = file.read_bytes().decode("utf-8", errors="replace")
-            found |= {address for address in FULL_ADDRESSES if address in text}
-    return found
+    return values_written(directory, FULL_ADDRESSES)
 
 
 def leak_cells() -> list[Any]:
@@ -870,3 +881,4 @@ def test_path_gives_the_in_memory_tables(
     if option_set.hashed:
         raw = {row["user_id"] for row in generate_events()}
         assert not raw & set(got[0].get_column("user_id")) and not raw & set(got[1].get_column("user_id"))
+        assert set(map(digest, got[0].get_column("session_id"))).isdisjoint(got[0].get_column("user_id"))

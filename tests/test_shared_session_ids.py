@@ -6,6 +6,8 @@ incremental manifest does."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,15 @@ import pytest
 
 import sessionize
 from sessionize.errors import UsageError
-from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, session_rows, write_text
+from tests.helpers import (
+    EVERY_PATH,
+    path_options,
+    path_sessions,
+    run_cli,
+    session_rows,
+    values_written,
+    write_text,
+)
 from tests.helpers import SNOWPLOW_HEADER as HEADER
 from tests.helpers import SNOWPLOW_OPTIONS as OPTIONS
 
@@ -123,3 +133,85 @@ def test_a_frame_the_config_file_and_a_bad_value(source: Path, tmp_path: Path) -
     assert rows(pl.read_parquet(out)) == MERGED
     with pytest.raises(UsageError, match="--shared-session-ids"):
         sessionize.run([source], **OPTIONS, shared_session_ids="join")
+
+
+SECRET_VAR, SECRET = "SESSIONIZE_TEST_SECRET", "s3cr3t"
+#: Events of a tracker with its user cookie off (no domain_userid): the session id stands in for one.
+STAND_INS = [
+    ",cookie-off-1,2024-05-01T10:00:00Z,page_view,https://shop.example/a,e1",
+    ",cookie-off-1,2024-05-01T10:03:00Z,page_view,https://shop.example/b,e2",
+    ",cookie-off-1,not a time,page_view,https://shop.example/c,e3",
+    "u3,s3,2024-05-01T10:00:00Z,page_view,https://shop.example/z,e4",
+]
+
+
+def digest(value: str) -> str:
+    return hmac.new(SECRET.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("shared", ["split", "merge"])
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_session_id_standing_in_for_a_user_id_is_hashed_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: dict[str, Any], shared: str
+) -> None:
+    """--require-session-id gives a row without a user id its session id as one: under --hash-user-ids
+    the session table, the page views, the users, the rejects and the state showed the hash as user_id
+    beside the id itself as session_id. The session id is hidden as the user id it stands for is."""
+    monkeypatch.setenv(SECRET_VAR, SECRET)
+    source = write_text(tmp_path / "input" / "events.csv", HEADER + "\n".join(STAND_INS) + "\n")
+    chosen = path_options(path, tmp_path)
+    incremental = "output_dir" in chosen
+    result = sessionize.run(
+        [source],
+        **OPTIONS,
+        require_session_id=True,
+        shared_session_ids=shared,
+        hash_user_ids=SECRET_VAR,
+        on_invalid="skip",
+        rejects=str(tmp_path / "rejects.csv"),
+        pageviews_output=str(tmp_path / ("pageviews" if incremental else "pageviews.parquet")),
+        users_output=str(tmp_path / "users.parquet"),
+        **chosen,
+    )
+    hidden = digest("cookie-off-1")
+    assert rows(path_sessions(result, chosen)) == [
+        (digest("u3"), "s3", 1, "https://shop.example/z", "https://shop.example/z"),
+        (hidden, hidden, 2, "https://shop.example/a", "https://shop.example/b"),
+    ]
+    assert result.rejected == 1
+    assert values_written(tmp_path, ["cookie-off-1"], skip=[source]) == set()
+
+
+@pytest.mark.parametrize("stand_in_first", [True, False], ids=["stand-in-first", "user-id-first"])
+def test_hashed_ids_keep_the_owner_a_session_has_across_incremental_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stand_in_first: bool
+) -> None:
+    """A session id the state keeps stays with its owner, a stand-in user id too (docs/presets.md): with
+    hashed ids as without, though the state keeps a stand-in's session id hashed."""
+    monkeypatch.setenv(SECRET_VAR, SECRET)
+    lines = [
+        ",s1,2024-05-01T10:00:00Z,page_view,https://shop.example/a,e1",
+        "u1,s1,2024-05-01T10:05:00Z,page_view,https://shop.example/b,e2",
+    ]
+    if not stand_in_first:
+        lines.reverse()
+    files = [write_text(tmp_path / f"{n}.csv", HEADER + line + "\n") for n, line in enumerate(lines)]
+    tables = []
+    for run, secret in (("plain", None), ("hashed", SECRET_VAR)):
+        options: dict[str, Any] = {
+            **OPTIONS,
+            "require_session_id": True,
+            "shared_session_ids": "merge",
+            "hash_user_ids": secret,
+            "state": str(tmp_path / run / "state"),
+            "output_dir": str(tmp_path / run / "out"),
+        }
+        for file in files:
+            sessionize.run([file], **options)
+        tables.append(pl.read_parquet(tmp_path / run / "out" / "**" / "*.parquet"))
+    plain, hashed = (table.select("user_id", "session_id", "event_count").rows() for table in tables)
+    assert plain == [("s1" if stand_in_first else "u1", "s1", 2)]
+    assert hashed == [
+        (digest(user), digest(session) if session == user else session, count)
+        for user, session, count in plain
+    ]

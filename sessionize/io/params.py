@@ -27,7 +27,7 @@ import polars as pl
 
 from sessionize.errors import MissingColumnError, SessionizeWarning
 from sessionize.normalize import ROW
-from sessionize.schema import name_key
+from sessionize.schema import column_listing, name_key
 
 #: At most this many keys of one key/value column become columns (the most frequent ones).
 MAX_KEYS: Final = 500
@@ -111,7 +111,7 @@ def unnest_params(
     for given in columns:
         name = _find(names, given)
         if name is None:
-            listing = ", ".join(n for n in names if n != ROW)
+            listing = column_listing([n for n in names if n != ROW])
             raise MissingColumnError(
                 f"{source}: --unnest-params {given!r}: no such column. Its columns are: {listing}. An export "
                 "whose parameters are already columns needs no unnesting: give --unnest-params '' and name "

@@ -67,7 +67,12 @@ from sessionize.normalize import (
     prepare_events,
     raw_columns,
 )
-from sessionize.privacy import anonymize_ips, hash_user_ids, refuse_private_aggregates
+from sessionize.privacy import (
+    anonymize_ips,
+    hash_stand_in_sessions,
+    hash_user_ids,
+    refuse_private_aggregates,
+)
 
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
@@ -394,6 +399,7 @@ def parse_log_lines(
         asset_pattern=options.asset_pattern,
         visitor_key=options.visitor_key,
         anonymize_ip=options.anonymize_ip,
+        visitor_secret=options.visitor_secret,
     )
 
 
@@ -1612,6 +1618,18 @@ def _private_rejects(
     if rejects is None or not (options.anonymize_ip or options.user_id_secret is not None):
         return rejects
     private = rejects.lazy().drop("raw_line", *objects, strict=False)
+    if options.require_session_id and options.user_id_secret is not None and columns is not None:
+        # A row without a user id takes its session id as one (--require-session-id): hidden as one.
+        names = private.collect_schema().names()
+        session = columns.client_session_id
+        if session is not None and columns.user_id in names and session in names:
+            private = hash_stand_in_sessions(
+                private,
+                user=columns.user_id,
+                session=session,
+                secret=options.user_id_secret,
+                scratch=fresh_name("_hashed_session", names),
+            )
     if columns is not None and from_json:
         hidden = [columns.ip] if options.anonymize_ip else []
         hidden += [columns.user_id, columns.stitch] if options.user_id_secret is not None else []

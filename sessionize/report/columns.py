@@ -124,7 +124,7 @@ def _conform(frame: pl.LazyFrame, names: Sequence[str]) -> pl.LazyFrame:
 def _check_columns(names: Sequence[str], source: str) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
-        listing = ", ".join(names) if names else "(none)"
+        listing = S.column_listing(names)
         raise NotASessionTableError(
             f"{source} is not a session table: it has no {', '.join(missing)} column"
             f"{'s' if len(missing) > 1 else ''}. Its columns are: {listing}. Make a session table with "
