@@ -678,6 +678,11 @@ def _hint(given: str, available: Sequence[str]) -> str:
     return f"; did you mean {close!r}?" if close else ""
 
 
+def match_column(given: str, available: Sequence[str]) -> str | None:
+    """The column ``given`` names in ``available`` (see :func:`_match_column`), or None."""
+    return _match_column(given, available)
+
+
 def find_column(given: str, available: Sequence[str], *, source: str, flag: str) -> str:
     """The column ``given`` names (see :func:`_match_column`); else :class:`MissingColumnError`."""
     column = _match_column(given, available)

@@ -336,6 +336,34 @@ def test_amplitude_browser_sdk_1_page_views(tmp_path: Path) -> None:
     ]
 
 
+def test_amplitude_export_mixing_browser_sdk_1_and_2(tmp_path: Path) -> None:
+    """One export with both SDKs' page views (a migration; SDK 2's page-view-v1-enrichment plugin on some
+    pages): the URL column was chosen for the whole file, the first preferred one it has, so the events of
+    the other SDK had no URL and their sessions no landing page. Each event takes the first it has."""
+    sdk2 = (
+        '{{"uuid":"u-{n}","event_time":"2024-05-01 {t}.000000","event_type":"[Amplitude] Page Viewed",'
+        '"device_id":"dev-{d}","session_id":{s},"event_properties":{{"[Amplitude] Page Location":'
+        '"https://shop.example.com/{page}","[Amplitude] Page URL":"https://shop.example.com/{page}"}}}}'
+    )
+    sdk1 = (
+        '{{"uuid":"u-{n}","event_time":"2024-05-01 {t}.000000","event_type":"Page View",'
+        '"device_id":"dev-{d}","session_id":{s},"event_properties":{{"page_location":'
+        '"https://shop.example.com/{page}","page_url":"https://shop.example.com/{page}"}}}}'
+    )
+    lines = [
+        sdk2.format(n=1, t="10:00:00", d=1, s=1714557600000, page="a"),
+        sdk2.format(n=2, t="10:01:00", d=1, s=1714557600000, page="b"),
+        sdk1.format(n=3, t="11:00:00", d=2, s=1714561200000, page="c?utm_source=news"),
+        sdk1.format(n=4, t="11:02:00", d=2, s=1714561200000, page="d"),
+    ]
+    source = write_text(tmp_path / "amplitude.ndjson", "\n".join(lines) + "\n")
+    table = session_table(tmp_path, source, "--preset", "amplitude")
+    assert sorted(table.select("user_id", "landing_page", "exit_page", "utm_source").rows()) == [
+        ("dev-1", f"{SITE}/a", f"{SITE}/b", None),
+        ("dev-2", f"{SITE}/c?utm_source=news", f"{SITE}/d", "news"),
+    ]
+
+
 @pytest.mark.parametrize("flags", [("--preset", "snowplow"), ("--user-col", "domain_userid", "--time-col",
                                    "derived_tstamp", "--session-col", "DOMAIN_sessionid")])  # fmt: skip
 def test_required_columns_match_ignoring_case(tmp_path: Path, flags: tuple[str, ...]) -> None:

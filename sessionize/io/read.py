@@ -1398,6 +1398,35 @@ def _warn_of_keys_never_found(
             )
 
 
+#: The roles whose preferred columns (a preset's) are forms of one value, taken event by event in turn:
+#: Amplitude's page URL as Browser SDK 2 names it and as SDK 1 does, PostHog's ``properties.$ip`` and
+#: ``$ip``. The referrer is not: Amplitude's second is the user's last referrer, not the event's.
+_IN_TURN_ROLES = (S.URL, S.CLIENT_SESSION, S.IP, S.USER_AGENT, S.PAGE_VIEW_ID, S.EVENT_ID)
+
+
+def _preferred_in_turn(
+    scan: pl.LazyFrame, columns: S.ColumnMap, options: ReadOptions, available: Sequence[str]
+) -> pl.LazyFrame:
+    """``scan`` whose column of a role (:data:`_IN_TURN_ROLES`) found by a preset's preferred names takes,
+    for an event without a value there, the value of the next of those columns the file has. The first
+    column found was the role's for the whole file: an Amplitude export mixing Browser SDK 1 and 2 events
+    (a migration, or SDK 2's page-view-v1-enrichment plugin on some pages) gave the events of the other
+    SDK no URL, their sessions no landing page. A column flag names the one column to read."""
+    preferred = options.preferred()
+    explicit = options.columns.by_role()
+    schema = scan.collect_schema()
+    merged = []
+    for role in _IN_TURN_ROLES:
+        column = getattr(columns, role, None)
+        if column is None or explicit.get(role) is not None or len(preferred.get(role, ())) < 2:
+            continue
+        found = [c for given in preferred[role] if (c := S.match_column(given, available)) is not None]
+        found = list(dict.fromkeys(found))
+        if len(found) > 1 and found[0] == column and len({schema[c] for c in found}) == 1:
+            merged.append(pl.coalesce(found).alias(column))
+    return scan.with_columns(merged) if merged else scan
+
+
 def _refuse_repeated_columns(columns: S.ColumnMap, available: Sequence[str], name: str) -> None:
     """Refuse a header that names a column the run reads (the user id, the address, ...) more than once:
     the CSV reader keeps the first and renames the others (``user_id_duplicated_0``), so the run would
@@ -1477,6 +1506,7 @@ def read_file(
         rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source), options)
         return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row, objects=wide)
     _refuse_repeated_columns(columns, available, name)
+    scan = _preferred_in_turn(scan, columns, options, available)
     refuse_private_aggregates(
         options.aggregates,
         columns,
