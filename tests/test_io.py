@@ -1391,7 +1391,7 @@ def test_aligned_chunks_cuts_every_column_as_most_columns_are_cut(tmp_path: Path
         + "".join(f"u{i % 977},2024-05-01T10:{i % 60:02d}:00Z,/p{i}\n" for i in range(n)),
     )
     source = sio.resolve_inputs([path])[0]
-    scan, _, _ = sio.read._scan(source, sio.ReadOptions())
+    scan, _ = sio.read._scan(source, sio.ReadOptions())
     frame = scan.with_columns(pl.lit(None, pl.String).alias("user_agent")).collect(engine="streaming")
     text = frame.get_column("user_id")
     # One column cut in other places, as the read's row numbers are.

@@ -3,9 +3,9 @@
 Flattening typed each leaf through its whole object (time growing with the square of its leaves: one
 event with 8,000 keys 13 levels deep took 91 s, 50,000 never ended), and Polars' reader built every key
 any event has for every event (8,000 PostHog events each with a feature flag of its own: 32 s and 6 GB).
-A top-level object of more than :data:`~sessionize.io.read.OBJECT_LEAVES_LIMIT` leaves is now read as its
-JSON text, the leaves a run can use taken from it: the sessions are those of the same events without
-the extra keys, on every path; a rejected row keeps the object as its JSON text.
+A top-level object of more than :data:`~sessionize.io.read.OBJECT_LEAVES_LIMIT` leaves is now read with
+the leaves a run can use alone (Polars' reader skips the others): the sessions are those of the same
+events without the extra keys, on every path.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import sessionize
+from sessionize.errors import MissingColumnError
 from sessionize.io.read import OBJECT_LEAVES_LIMIT
 from tests.helpers import EVERY_PATH, KEYS, path_options, path_sessions
 
@@ -146,10 +147,10 @@ def test_an_object_of_50000_keys_is_read_in_linear_time(tmp_path: Path) -> None:
     assert pl.read_csv(out).get_column("pageview_count").to_list() == [5]
 
 
-def test_rejects_keep_a_wide_object_as_its_json_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A rejected row keeps the object as its JSON text (one column, not one per key any event has); under
-    ``--hash-user-ids`` it is left out, as it may hold copies of the id (PostHog's
-    ``properties.distinct_id``)."""
+def test_rejects_keep_the_leaves_the_run_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rejected row keeps the leaves of a wide object that the run read (one column each, as flattening
+    names them), not a column per key any event has; under ``--hash-user-ids`` no copy of the id is in
+    the file (PostHog's ``properties.distinct_id`` is not among the leaves read)."""
     events = posthog_events(wide=True)
     events[5]["timestamp"] = "not a time"
     source = write_lines(tmp_path / "events.ndjson", events)
@@ -157,15 +158,84 @@ def test_rejects_keep_a_wide_object_as_its_json_text(tmp_path: Path, monkeypatch
     result = sessionize.run([source], preset="posthog", no_geo=True, on_invalid="skip", rejects=str(rejects))
     assert result.rejected == 1 and result.events_read == EXTRA_KEYS - 1
     written = pl.read_csv(rejects, infer_schema=False)
-    assert not [c for c in written.columns if c.startswith("properties_")]
-    assert json.loads(written.get_column("properties")[0]) == events[5]["properties"]
+    assert written.get_column("uuid").to_list() == ["u5"]
+    assert written.get_column("properties_$current_url").to_list() == [
+        events[5]["properties"]["$current_url"]
+    ]
+    assert not [c for c in written.columns if c.startswith("properties_$feature")]
     monkeypatch.setenv("WIDE_TEST_SECRET", "s3cret")
     result = sessionize.run(
         [source], preset="posthog", no_geo=True, on_invalid="skip", rejects=str(rejects),
         hash_user_ids="WIDE_TEST_SECRET",
     )  # fmt: skip
     assert result.rejected == 1
-    written = pl.read_csv(rejects, infer_schema=False)
-    assert "properties" not in written.columns
-    assert written.get_column("uuid").to_list() == ["u5"]
-    assert '"d1"' not in rejects.read_text() and ",d1," not in rejects.read_text()
+    assert ",d1," not in rejects.read_text() and '"d1"' not in rejects.read_text()
+
+
+def _padded(events: list[dict[str, Any]], *, wide: bool) -> list[dict[str, Any]]:
+    """Mixpanel events (``properties`` holds the user id and the time) with, when ``wide``, keys enough
+    in ``properties`` to make it too wide to flatten."""
+    if not wide:
+        return events
+    per_event = EXTRA_KEYS // len(events) + 1
+    return [
+        {**e, "properties": {**e["properties"], **{f"pad_{n}_{k}": k for k in range(per_event)}}}
+        for n, e in enumerate(events)
+    ]
+
+
+def _mixpanel(n: int, user: object, **properties: Any) -> dict[str, Any]:
+    return {
+        "event": "$mp_web_page_view",
+        "properties": {"distinct_id": user, "time": 1714557600 + 60 * n, "$insert_id": f"e{n}",
+                       "$current_url": f"{SITE}/p{n}", **properties},
+    }  # fmt: skip
+
+
+#: Review 53's cases, where reading the object as JSON text went wrong: ids beyond 64 bits (a float's
+#: digits, two users one), booleans among numeric ids (users "true" and "false"), keys with a quote or a
+#: backslash (the text Polars gave was no JSON: every leaf of the row lost).
+CASES = {
+    "ids-beyond-64-bits": [
+        _mixpanel(0, 2**64 + 1), _mixpanel(1, 2**64 + 2), _mixpanel(2, -(2**63) - 5),
+        _mixpanel(3, -(2**63) - 6), _mixpanel(4, 2**63 + 1), _mixpanel(5, "same"), _mixpanel(6, "same"),
+    ],
+    "booleans-among-numeric-ids": [_mixpanel(0, 1), _mixpanel(1, 2), _mixpanel(2, True), _mixpanel(3, False)],
+    "keys-with-quotes-and-backslashes": [
+        _mixpanel(0, "a", **{'utm "source"': "x"}), _mixpanel(1, "a", **{"C:\\path": "y"}),
+        _mixpanel(2, "b"), _mixpanel(3, "b", **{"back\\slash\"quote": 1}),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_wide_object_reads_as_the_narrow_one(case: str, tmp_path: Path) -> None:
+    """The same events, their object narrow (flattened) or wide (only the leaves read): the same session
+    table and the same rows rejected."""
+    results = []
+    for wide in (False, True):
+        source = write_lines(tmp_path / f"{case}-{wide}.ndjson", _padded(CASES[case], wide=wide))
+        results.append(sessionize.run([source], preset="mixpanel", no_geo=True, on_invalid="skip"))
+    narrow, wide_result = results
+    assert narrow.rejected == wide_result.rejected
+    assert_frame_equal(wide_result.sessions.sort(KEYS), narrow.sessions.sort(KEYS))
+    users = set(narrow.sessions.get_column("user_id"))
+    assert users == {
+        "ids-beyond-64-bits": {str(2**64 + 1), str(2**64 + 2), str(-(2**63) - 5), str(-(2**63) - 6),
+                               str(2**63 + 1), "same"},
+        "booleans-among-numeric-ids": {"1", "2"},
+        "keys-with-quotes-and-backslashes": {"a", "b"},
+    }[case]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "option", [{"filter": "properties.plann=pro"}, {"aggregates": "r=sum(properties.revenu)"}]
+)
+def test_a_misspelled_key_of_a_wide_object_is_an_error(option: dict[str, Any], tmp_path: Path) -> None:
+    """A ``--filter`` or ``--agg`` key that no object has is an error, wide object or narrow (read as JSON
+    text, the wide one gave a column of nulls: every row filtered out, exit 0)."""
+    events = [_mixpanel(n, "a", plan="pro", revenue=n) for n in range(4)]
+    for wide in (False, True):
+        source = write_lines(tmp_path / f"events-{wide}.ndjson", _padded(events, wide=wide))
+        with pytest.raises(MissingColumnError, match=r"no column 'properties\.(plann|revenu)'"):
+            sessionize.run([source], preset="mixpanel", no_geo=True, **option)

@@ -560,11 +560,9 @@ def _validated(
     schema: Any,
     first: int,
     last: int,
-    objects: io.read.WideObjects | None = None,
 ) -> Iterator[Any]:
     """Rows of a slice of a split file, already read: validated by the local reader's code, with their
-    place in the input from their row in the file, and the slice's summary row. ``objects``: the objects
-    read as JSON text (:func:`sessionize.io.read.wide_objects`)."""
+    place in the input from their row in the file, and the slice's summary row."""
     summary: dict[str, Any] = {"number": source.number, "first": first, "rows": 0, "filtered": 0}
     events = None
     try:
@@ -575,7 +573,6 @@ def _validated(
             malformed=malformed,
             keep_row=True,
             rows_are_lines=True,
-            objects=objects,
         )
     except SessionizeError as exc:
         note = (
@@ -714,8 +711,6 @@ class _JsonSlices:
     number: int
     schema: dict[str, pl.DataType]
     records_before: dict[int, int]
-    #: The objects read as JSON text (:func:`sessionize.io.read.wide_objects`).
-    objects: io.read.WideObjects
 
 
 def _plan_ndjson(session: Any, source: SparkInput, options: io.ReadOptions) -> _JsonSlices | None:
@@ -732,7 +727,7 @@ def _plan_ndjson(session: Any, source: SparkInput, options: io.ReadOptions) -> _
             T.StructField("types", T.BinaryType()),
         ]
     )
-    stats = lines.mapInArrow(_json_stats, schema).collect()
+    stats = lines.mapInArrow(lambda batches: _json_stats(batches, options), schema).collect()
     if any(row["types"] is None for row in stats):
         return None
     stats = sorted(stats, key=lambda r: int(r["block"]))
@@ -744,14 +739,14 @@ def _plan_ndjson(session: Any, source: SparkInput, options: io.ReadOptions) -> _
         leaves = io.read.flatten_structs(frame.lazy().drop(*wide, strict=False)).collect_schema()
         if any(name in leaves and not _number_or_null(leaves[name]) for name in text_ids):
             return None
-    return _JsonSlices(source.number, dict(typed), before, wide)
+    return _JsonSlices(source.number, dict(typed), before)
 
 
 def _number_or_null(dtype: pl.DataType) -> bool:
     return dtype.is_integer() or dtype.is_float() or dtype == pl.Null
 
 
-def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
+def _json_stats(batches: Iterable[Any], options: io.ReadOptions) -> Iterator[Any]:
     for block, lines in _blocks(batches):
         data = _joined(lines)
         types: bytes | None = None
@@ -764,10 +759,10 @@ def _json_stats(batches: Iterable[Any]) -> Iterator[Any]:
                 types = None
             elif data.strip():
                 inferred = pl.scan_ndjson(io_module.BytesIO(data), infer_schema_length=None).collect_schema()
-                # Every value parsed (one Polars cannot take sends the file to the careful reader), but
-                # an object of many keys as its text (see wide_objects): its types come from the schema.
-                text = io.read.as_json_text(io.read.wide_objects(inferred))
-                parsed = pl.read_ndjson(io_module.BytesIO(data), schema={**inferred, **text})
+                # Every value the run reads parsed, as a local read parses it (one Polars cannot take sends
+                # the file to the careful reader); of an object of many keys, only those (wide_objects).
+                read_schema = io.read.ndjson_schema(inferred, options)[0]
+                parsed = pl.read_ndjson(io_module.BytesIO(data), schema=read_schema)
                 records = parsed.height
                 types = pickle.dumps(dict(inferred))
             else:
@@ -797,7 +792,7 @@ def _read_json_lines(batches: Iterable[Any], task: Any, plan: _JsonSlices) -> It
         raw = io.read.flatten_structs(parsed.lazy()).with_row_index(ROW, offset=first).collect()
         del parsed
         last = first + raw.height - 1
-        yield from _validated(raw, None, shown, read_task, source, schema, first, last, plan.objects)
+        yield from _validated(raw, None, shown, read_task, source, schema, first, last)
 
 
 def _split_note(split: list[str]) -> str:

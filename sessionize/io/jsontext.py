@@ -37,7 +37,7 @@ are computed.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import polars as pl
@@ -158,29 +158,6 @@ def read_json_text(frame: pl.LazyFrame, asked: Iterable[str]) -> tuple[pl.LazyFr
     return (frame.with_columns(columns) if columns else frame), sources
 
 
-def object_leaves(
-    frame: pl.LazyFrame, objects: Mapping[str, Sequence[tuple[str, ...]]], wanted: Collection[str]
-) -> tuple[pl.LazyFrame, dict[str, str]]:
-    """``frame`` with a text column for each leaf of ``objects`` (a nested object read as its JSON text,
-    and the paths of its leaves: see :func:`sessionize.io.read.wide_objects`) whose flattened name is one
-    of ``wanted`` (the run's column names and the roles' aliases, alike ignoring case and punctuation),
-    named as flattening names it (``properties_$current_url``), and the text column each was read from.
-    A leaf of another column's name (the object flattened would clash) is not made."""
-    keys = {name_key(name) for name in wanted}
-    taken = set(frame.collect_schema().names())
-    made: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for column, paths in objects.items():
-        if column not in taken:
-            continue
-        for path in paths:
-            name = "_".join((column, *path))
-            if name_key(name) in keys and name not in taken:
-                made[name] = (column, path)
-                taken.add(name)
-    columns = [_value(column, [path]).alias(name) for name, (column, path) in made.items()]
-    return (frame.with_columns(columns) if columns else frame), {n: c for n, (c, _) in made.items()}
-
-
 def _value(column: str, tried: Sequence[Sequence[str]]) -> pl.Expr:
     """The text of the first of the JSON paths ``tried`` that the object in ``column`` has."""
     text = pl.col(column).cast(pl.String)
@@ -191,4 +168,4 @@ def _value(column: str, tried: Sequence[Sequence[str]]) -> pl.Expr:
     return pl.coalesce(values).cast(pl.String) if values else pl.lit(None, dtype=pl.String)
 
 
-__all__ = ["SAMPLE_ROWS", "asked_columns", "json_text_columns", "object_leaves", "read_json_text"]
+__all__ = ["SAMPLE_ROWS", "asked_columns", "json_text_columns", "read_json_text"]

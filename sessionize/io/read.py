@@ -23,7 +23,7 @@ import tempfile
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -48,7 +48,7 @@ from sessionize.errors import (
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
 from sessionize.io.inputs import GZIP_MAGIC, InputFile, check_compressed_head, resolve_inputs
-from sessionize.io.jsontext import asked_columns, object_leaves, read_json_text
+from sessionize.io.jsontext import asked_columns, read_json_text
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
 from sessionize.normalize import (
@@ -729,20 +729,25 @@ def only_numbers(frame: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
     )
 
 
-def ndjson_schema(inferred: pl.Schema, options: ReadOptions) -> tuple[pl.Schema, list[str], WideObjects]:
-    """The schema an NDJSON file is read with, from the one Polars inferred from every line: objects too
-    wide to flatten as JSON text (:func:`wide_objects`, given third), then the id fields' numbers as
-    text (:func:`ids_as_text`, the columns given second)."""
+def ndjson_schema(inferred: pl.Schema, options: ReadOptions) -> tuple[pl.Schema, list[str], list[str]]:
+    """The schema an NDJSON file is read with, from the one Polars inferred from every line: the objects
+    too wide to flatten (:func:`wide_objects`, given third) with only the leaves the run can use, then the
+    id fields' numbers as text (:func:`ids_as_text`, the columns given second)."""
     wide = wide_objects(inferred)
-    schema, text_ids = ids_as_text(pl.Schema({**inferred, **as_json_text(wide)}), options)
-    return schema, text_ids, wide
+    if not wide:
+        return (*ids_as_text(inferred, options), [])
+    keys = {S.name_key(name) for name in _names_read(options)}
+    types: dict[str, PolarsDataType] = {}
+    for name, dtype in inferred.items():
+        kept = _pruned(dtype, (name,), keys) if name in wide else dtype
+        if kept is not None:
+            types[name] = kept
+    return (*ids_as_text(pl.Schema(types), options), wide)
 
 
-def _ndjson_windows(
-    path: str, chunk_rows: int, options: ReadOptions
-) -> tuple[Iterator[pl.DataFrame], WideObjects] | None:
+def _ndjson_windows(path: str, chunk_rows: int, options: ReadOptions) -> Iterator[pl.DataFrame] | None:
     """An NDJSON file's rows, ``chunk_rows`` at a time, with the schema inferred from every line as when
-    it is read whole (:func:`ndjson_schema`), and the objects read as JSON text."""
+    it is read whole (:func:`ndjson_schema`)."""
 
     def batches() -> Iterator[pl.DataFrame]:
         scan = only_numbers(flatten_structs(pl.scan_ndjson(path, schema=schema)), text_ids)
@@ -755,14 +760,13 @@ def _ndjson_windows(
         inferred = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
     except pl.exceptions.PolarsError:
         return None  # read whole, line by line, as in memory: the lines it cannot take are rejected
-    schema, text_ids, wide = ndjson_schema(inferred, options)
+    schema, text_ids, _ = ndjson_schema(inferred, options)
     if any(_wide_integer(dtype) for dtype in schema.values()):
         # An integer beyond 64 bits (read as Int128): the file is read whole, line by line, as in
         # memory, where that line is rejected (bad_json_value). (No line nests deeper than the limit
         # here, so the walk for them is short.)
         return None
-    windows = _checked_windows(batches, chunk_rows)
-    return None if windows is None else (windows, wide)
+    return _checked_windows(batches, chunk_rows)
 
 
 def _wide_integer(dtype: Any) -> bool:
@@ -854,9 +858,8 @@ def temp_dir_full(directory: Path | str, exc: BaseException) -> str:
 
 def _scan(
     source: InputFile, options: ReadOptions, window: Window | None = None
-) -> tuple[pl.LazyFrame, pl.DataFrame | None, WideObjects]:
-    """A lazy scan of one file with a 0-based ``_row`` column, the malformed CSV rows, if any, and the
-    NDJSON objects read as JSON text (:func:`wide_objects`).
+) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+    """A lazy scan of one file with a 0-based ``_row`` column, and the malformed CSV rows, if any.
 
     CSV columns are all read as strings, so ids stay exactly as written. ``window`` limits the scan
     of a Parquet file to a slice of its rows.
@@ -868,24 +871,24 @@ def _scan(
         if (isinstance(data, bytes) and not data.strip()) or (
             isinstance(data, str) and os.path.getsize(data) == 0
         ):
-            return pl.LazyFrame(), None, {}
+            return pl.LazyFrame(), None
         rows, malformed, _ = parse_csv(data, separator=separator, encoding=encoding)
-        return rows.lazy(), malformed, {}
+        return rows.lazy(), malformed
     if source.format in ACCESS_LOG_FORMATS:
-        return (*_scan_log(source, options), {})
+        return _scan_log(source, options)
     if source.format == "snowplow":
         data = read_stream(source) if source.is_stream else source.path
         # read_lines keeps blank lines (so line numbers hold) and gunzips by the magic bytes.
         events, malformed = parse_enriched(pl.read_lines(data, row_index_name=ROW))
-        return events.lazy(), malformed, {}
+        return events.lazy(), malformed
     if source.format == "parquet":
         if source.is_stream:
             piped = pl.read_parquet(io.BytesIO(read_stream(source)), glob=False)
-            return binary_as_text(flatten_structs(piped.lazy())).with_row_index(ROW), None, {}
+            return binary_as_text(flatten_structs(piped.lazy())).with_row_index(ROW), None
         scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
             scan = scan.slice(*window)
-        return binary_as_text(flatten_structs(scan)), None, {}
+        return binary_as_text(flatten_structs(scan)), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stream:
@@ -893,13 +896,13 @@ def _scan(
     elif split_gz(source.path)[1]:
         ndjson = io.BytesIO(_without_bom(_read_bytes_gz(source.path)))
     elif os.path.getsize(source.path) == 0:
-        return pl.LazyFrame(), None, {}
+        return pl.LazyFrame(), None
     elif starts_with_bom(source.path):
         ndjson = io.BytesIO(_ndjson_bytes(source))
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
-        return pl.LazyFrame(), None, {}
+        return pl.LazyFrame(), None
     scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
-    wide: WideObjects = {}
+    wide: list[str] = []
     try:
         # Brackets nested deep are never handed to Polars (lists in lists can keep it busy for hours);
         # the schema comes from every line: a malformed one fails here.
@@ -910,11 +913,11 @@ def _scan(
         careful = True
     if careful:
         data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
-        rows, malformed, wide = _careful_ndjson(data, options)
-        return rows.lazy(), malformed, wide
+        rows, malformed = _careful_ndjson(data, options)
+        return rows.lazy(), malformed
     if text_ids or wide:
         scan = pl.scan_ndjson(ndjson, schema=schema)  # the schema given: no second pass to infer it
-    return only_numbers(flatten_structs(scan), text_ids).with_row_index(ROW), None, wide
+    return only_numbers(flatten_structs(scan), text_ids).with_row_index(ROW), None
 
 
 #: The deepest nesting of objects and lists a JSON line may have, its own object being level 1. Events
@@ -1042,10 +1045,10 @@ def _kinds(
     return None
 
 
-def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl.DataFrame, WideObjects]:
+def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse an NDJSON file the fast reader failed on, line by line: the lines that are JSON objects
-    (``_row``: their 0-based line; their objects read as :func:`wide_objects` says, which it gives
-    third), and the others with their line number, text and reason:
+    (``_row``: their 0-based line; read with :func:`ndjson_schema`), and the others with their line
+    number, text and reason:
     ``malformed_json`` for a line that is not a JSON object, ``json_too_deep`` for one whose objects and
     lists nest deeper than :data:`JSON_DEPTH_LIMIT` (valid JSON or not: beyond about 1,000 levels
     Python's parser cannot tell), ``bad_json_value`` for one whose number is out of range (an integer
@@ -1099,12 +1102,12 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
         bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
     )
     if not good:
-        return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed, {}
+        return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed
     joined = b"\n".join(good)
     inferred = pl.scan_ndjson(io.BytesIO(joined), infer_schema_length=None).collect_schema()
-    schema, _, objects = ndjson_schema(inferred, options)
+    schema, _, _ = ndjson_schema(inferred, options)
     parsed = flatten_structs(pl.read_ndjson(io.BytesIO(joined), schema=schema).lazy())
-    return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed, objects
+    return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed
 
 
 def _is_json(line: bytes) -> bool | None:
@@ -1175,46 +1178,50 @@ def binary_as_text(frame: pl.LazyFrame) -> pl.LazyFrame:
 #: leaf through its whole object, so the time grows with the square of an object's leaves: one event
 #: with 8,000 keys 13 levels deep took 91 s, 50,000 keys never ended (deaf to SIGTERM). And its reader
 #: makes every key any event has a column of every event: 8,000 events each with a property of its own
-#: (PostHog's ``$feature/...``) took 6 GB. A top-level object with more leaves than this is read as its
-#: JSON text instead, and so are the widest others while the file's objects hold more than
-#: :data:`OBJECTS_LEAVES_LIMIT` leaves in all: the leaves a run can use (its column options, ``--agg``,
-#: ``--filter``, a preset's and the built-in column names) are taken from the text
-#: (:func:`sessionize.io.jsontext.object_leaves`), as text, under the names flattening gives them; a
-#: rejected row keeps the object as its JSON text. Exports nest far fewer: a GA4 event ~150 leaves in
-#: all, a Segment or PostHog event tens to a few hundred.
+#: (PostHog's ``$feature/...``) took 6 GB. A top-level object with more leaves than this, and the
+#: widest others while the file's objects hold more than :data:`OBJECTS_LEAVES_LIMIT` leaves in all, is
+#: read with only the leaves a run can use (its column options, ``--agg``, ``--filter``, a preset's and
+#: the built-in column names: :func:`ndjson_schema`): Polars' reader skips the others, and what the run
+#: reads is typed and checked as in a narrow object. A rejected row keeps those leaves, not the whole
+#: object (its line is in the file, at the row the rejects name). Exports nest far fewer: a GA4 event
+#: ~150 leaves in all, a Segment or PostHog event tens to a few hundred.
 OBJECT_LEAVES_LIMIT = 500
 #: See :data:`OBJECT_LEAVES_LIMIT`.
 OBJECTS_LEAVES_LIMIT = 2_000
 
-#: Top-level objects read as JSON text, each with the paths of its leaves (see :func:`wide_objects`).
-WideObjects = dict[str, list[tuple[str, ...]]]
 
-
-def _paths_in(dtype: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """The paths of the leaves (values that are not objects) of a nested object type, in order."""
+def _leaf_count(dtype: object) -> int:
+    """How many leaves (values that are not objects) a nested object type has."""
     if not isinstance(dtype, pl.Struct):
-        return [path]
-    return [leaf for field in dtype.fields for leaf in _paths_in(field.dtype, (*path, field.name))]
+        return 1
+    return sum(_leaf_count(field.dtype) for field in dtype.fields)
 
 
-def wide_objects(schema: Mapping[str, Any]) -> WideObjects:
-    """The top-level objects of ``schema`` to read as JSON text (see :data:`OBJECT_LEAVES_LIMIT`), with
-    the paths of their leaves: time and memory stay linear in an object's keys."""
-    leaves = {name: _paths_in(dtype) for name, dtype in schema.items() if isinstance(dtype, pl.Struct)}
-    wide = {name: paths for name, paths in leaves.items() if len(paths) > OBJECT_LEAVES_LIMIT}
-    rest = sorted((name for name in leaves if name not in wide), key=lambda name: -len(leaves[name]))
-    total = sum(len(leaves[name]) for name in rest)
-    for name in rest:
+def wide_objects(schema: Mapping[str, Any]) -> list[str]:
+    """The top-level objects of ``schema`` too wide to flatten whole (see :data:`OBJECT_LEAVES_LIMIT`)."""
+    leaves = {name: _leaf_count(dtype) for name, dtype in schema.items() if isinstance(dtype, pl.Struct)}
+    wide = [name for name, count in leaves.items() if count > OBJECT_LEAVES_LIMIT]
+    total = sum(count for name, count in leaves.items() if name not in wide)
+    for name in sorted((n for n in leaves if n not in wide), key=lambda n: -leaves[n]):
         if total <= OBJECTS_LEAVES_LIMIT:
             break
-        wide[name] = leaves[name]
-        total -= len(leaves[name])
+        wide.append(name)
+        total -= leaves[name]
     return wide
 
 
-def as_json_text(wide: WideObjects) -> dict[str, PolarsDataType]:
-    """The schema overrides that make Polars' NDJSON reader give the ``wide`` objects as JSON text."""
-    return dict.fromkeys(wide, pl.String)
+def _pruned(dtype: PolarsDataType, path: tuple[str, ...], keys: Collection[str]) -> PolarsDataType | None:
+    """The type of the object (or value) at ``path`` with only the leaves whose flattened name
+    (``properties_$current_url``) is one of ``keys`` (as :func:`sessionize.schema.name_key` gives
+    them); None when it keeps none. Polars' reader, given it, skips every other key."""
+    if not isinstance(dtype, pl.Struct):
+        return dtype if S.name_key("_".join(path)) in keys else None
+    fields = {
+        field.name: kept
+        for field in dtype.fields
+        if (kept := _pruned(field.dtype, (*path, field.name), keys)) is not None
+    }
+    return pl.Struct(fields) if fields else None
 
 
 def flatten_structs(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -1451,27 +1458,22 @@ def read_file(
     malformed: pl.DataFrame | None = None,
     keep_row: bool = False,
     rows_are_lines: bool = False,
-    objects: WideObjects | None = None,
 ) -> FileRead:
     """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
     (or raise on) invalid rows. ``raw`` gives some of the file's rows already read (text columns
     and ``_row``, or an access log's parsed requests; see :func:`iter_reads`), with ``malformed`` the rows
     among them that did not parse. ``keep_row`` keeps each event's 0-based data row in ``_row``.
     ``rows_are_lines``: the ``_row`` of ``raw`` are lines of the file already (Spark's split reading,
-    which numbers each split's rows itself), not records to turn into lines. ``objects``: the objects of
-    ``raw`` read as JSON text, with their leaves (:func:`wide_objects`)."""
+    which numbers each split's rows itself), not records to turn into lines."""
     name = source.shown
     try:
         if raw is not None:
             scan = raw.lazy()
         else:
-            scan, malformed, objects = _scan(source, options, window)
+            scan, malformed = _scan(source, options, window)
         # The rejected rows keep their key/value lists as JSON text: one column per key for them
         # would cost (keys x parameters), and a client chooses the keys.
         original = as_json_lists(scan, options.unnest_params)
-        # An object read as its JSON text (one too wide to flatten): the leaves the run can use. The
-        # rejected rows keep the text.
-        scan, from_objects = object_leaves(scan, objects or {}, _names_read(options))
         if options.unnest_params:
             scan = unnest_params(scan, options.unnest_params, source=name, wanted=options.wanted_columns())
         # A text column of JSON objects (PostHog's properties in its Parquet and CSV exports): the keys
@@ -1503,8 +1505,8 @@ def read_file(
             raise
         # A field that is an object on one line and a value on the others is read as an object: the
         # column the run needs became its fields (timestamp_a). Line by line, that line is set aside.
-        rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source), options)
-        return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row, objects=wide)
+        rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source), options)
+        return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
     _refuse_repeated_columns(columns, available, name)
     scan = _preferred_in_turn(scan, columns, options, available)
     refuse_private_aggregates(
@@ -1542,10 +1544,8 @@ def read_file(
             # Lines of valid JSON whose values the fast reader cannot take together (a time that is
             # true on one line and a number on the others, a number out of range): read line by line,
             # those lines set aside with their numbers.
-            rows_read, bad_lines, wide = _careful_ndjson(_ndjson_bytes(source), options)
-            return read_file(
-                source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row, objects=wide
-            )
+            rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source), options)
+            return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
     if from_json and window is None:
         _warn_of_keys_never_found(frame, columns, options, from_json, name)
@@ -1622,8 +1622,7 @@ def read_file(
         _rejects(original, invalid, malformed, source=source, name=name),
         options,
         columns,
-        {**from_objects, **from_json},
-        list(objects or {}),
+        from_json,
     )
     return FileRead(good, rejects, rows, filtered)
 
@@ -1633,21 +1632,18 @@ def _private_rejects(
     options: ReadOptions,
     columns: S.ColumnMap | None,
     from_json: Mapping[str, str] | None = None,
-    objects: Sequence[str] = (),
 ) -> pl.DataFrame | None:
     """The rejects file is an output too: personal data kept out of it as the options say.
 
     A malformed row's raw line may hold anything: it is left out. A row rejected before its columns
     were found (a malformed log or JSON line) has no address or user id column to hide. A text column of
     JSON objects that the address or a user id was read from (``from_json``: PostHog's ``properties``,
-    see io/jsontext.py) holds it as sent, and is left out as a raw line is; so is an NDJSON object kept
-    as its JSON text (``objects``, see :func:`wide_objects`), which may hold copies of them (PostHog's
-    ``properties.distinct_id`` and ``$ip``). A copy of the address or id in another column of the row
-    (the same text) is hidden as the value is.
+    see io/jsontext.py) holds it as sent, and is left out as a raw line is. A copy of the address or id in
+    another column of the row (the same text) is hidden as the value is.
     """
     if rejects is None or not (options.anonymize_ip or options.user_id_secret is not None):
         return rejects
-    private = rejects.lazy().drop("raw_line", *objects, strict=False)
+    private = rejects.lazy().drop("raw_line", strict=False)
     if options.require_session_id and options.user_id_secret is not None and columns is not None:
         # A row without a user id takes its session id as one (--require-session-id): hidden as one.
         names = private.collect_schema().names()
@@ -1938,15 +1934,13 @@ def iter_reads(
         reads = None
         if path is not None and os.path.getsize(path) > 0:
             text_path = path
-            wide: WideObjects = {}
             if source.format == "ndjson":
-                json_windows = _guarded(lambda: _ndjson_windows(text_path, chunk_rows, options), source)
-                windows, wide = json_windows or (None, {})
+                windows = _guarded(lambda: _ndjson_windows(text_path, chunk_rows, options), source)
             else:
                 separator = "\t" if source.format == "tsv" else ","
                 windows = _guarded(lambda: _csv_windows(text_path, separator, chunk_rows), source)
             if windows is not None:
-                reads = (read_file(source, options, raw=frame, objects=wide) for frame in windows)
+                reads = (read_file(source, options, raw=frame) for frame in windows)
     read_any = False
     try:
         while reads is not None:
