@@ -761,7 +761,7 @@ def _json_stats(batches: Iterable[Any], options: io.ReadOptions) -> Iterator[Any
                 inferred = pl.scan_ndjson(io_module.BytesIO(data), infer_schema_length=None).collect_schema()
                 # Every value the run reads parsed, as a local read parses it (one Polars cannot take sends
                 # the file to the careful reader); of an object of many keys, only those (wide_objects).
-                read_schema = io.read.ndjson_schema(inferred, options)[0]
+                read_schema = io.read.pruned_schema(inferred, options)[0]
                 parsed = pl.read_ndjson(io_module.BytesIO(data), schema=read_schema)
                 records = parsed.height
                 types = pickle.dumps(dict(inferred))

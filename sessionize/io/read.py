@@ -731,18 +731,25 @@ def only_numbers(frame: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
 
 def ndjson_schema(inferred: pl.Schema, options: ReadOptions) -> tuple[pl.Schema, list[str], list[str]]:
     """The schema an NDJSON file is read with, from the one Polars inferred from every line: the objects
-    too wide to flatten (:func:`wide_objects`, given third) with only the leaves the run can use, then the
-    id fields' numbers as text (:func:`ids_as_text`, the columns given second)."""
+    too wide to flatten with only the leaves the run can use (:func:`pruned_schema`; the objects given
+    third), then the id fields' numbers as text (:func:`ids_as_text`, the columns given second)."""
+    pruned, wide = pruned_schema(inferred, options)
+    return (*ids_as_text(pruned, options), wide)
+
+
+def pruned_schema(inferred: pl.Schema, options: ReadOptions) -> tuple[pl.Schema, list[str]]:
+    """``inferred`` with the objects too wide to flatten (:func:`wide_objects`, given second) cut to the
+    leaves the run can use."""
     wide = wide_objects(inferred)
     if not wide:
-        return (*ids_as_text(inferred, options), [])
+        return inferred, []
     keys = {S.name_key(name) for name in _names_read(options)}
     types: dict[str, PolarsDataType] = {}
     for name, dtype in inferred.items():
         kept = _pruned(dtype, (name,), keys) if name in wide else dtype
         if kept is not None:
             types[name] = kept
-    return (*ids_as_text(pl.Schema(types), options), wide)
+    return pl.Schema(types), wide
 
 
 def _ndjson_windows(path: str, chunk_rows: int, options: ReadOptions) -> Iterator[pl.DataFrame] | None:
