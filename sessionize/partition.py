@@ -447,6 +447,9 @@ class PartitionJob:
     #: Build the page-view table (``--pageviews-output``) and the user table (``--users-output``).
     pageviews: bool = False
     users: bool = False
+    #: Hash the client session ids too (``--hash-user-ids`` with ``--require-session-id``: see
+    #: :func:`hidden_ids`).
+    hash_sessions: bool = False
 
     def event_schema(self) -> dict[str, pl.DataType]:
         """The columns of the events this job sessionizes."""
@@ -500,6 +503,7 @@ class PartitionJob:
             dropped=config.privacy.drop_columns,
             pageviews=config.output.pageviews_output is not None,
             users=config.output.users_output is not None,
+            hash_sessions=config.read.require_session_id and config.privacy.secret is not None,
         )
 
 
@@ -631,19 +635,30 @@ def hash_ids(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
     """The events with their user ids hashed when the job says so (``--hash-user-ids``)."""
     if job.secret is None:
         return events
-    return hidden_ids(events.lazy(), job.secret, stitching=S.STITCH_ID in events.columns).collect(
-        engine="in-memory"
+    hidden = hidden_ids(
+        events.lazy(), job.secret, stitching=S.STITCH_ID in events.columns, sessions=job.hash_sessions
     )
+    return hidden.collect(engine="in-memory")
 
 
-def hidden_ids(events: pl.LazyFrame, secret: bytes, *, stitching: bool) -> pl.LazyFrame:
+def hidden_ids(
+    events: pl.LazyFrame, secret: bytes, *, stitching: bool, sessions: bool = False
+) -> pl.LazyFrame:
     """Events with their user ids, login ids and the client session ids that stand in for a user id hashed.
 
     ``--require-session-id`` gives a row without a user id its session id as one
-    (:func:`sessionize.normalize.keyed_by_session`): a client session id equal to its row's user id takes
-    the user id's hash too, else every table would show the hash as ``user_id`` beside the id itself as
-    ``session_id``. The hash is the user id's, so it costs nothing more."""
+    (:func:`sessionize.normalize.keyed_by_session`): ``sessions`` (set then) hashes every client session
+    id as a user id is, since no row tells which of them stands in for a user somewhere: under
+    ``--shared-session-ids split`` that id is another user's session id too, and a rejected row may hold
+    it in another column (review 53). Otherwise a client session id equal to its row's user id takes the
+    user id's hash, else every table would show the hash as ``user_id`` beside the id itself as
+    ``session_id``. The hash is the user id's, so a stand-in's session and user ids stay one value."""
     client, user = pl.col(S.CLIENT_SESSION), pl.col(S.USER)
+    if sessions:
+        hashed = hash_user_ids(hash_user_ids(events, secret=secret), secret=secret, column=S.CLIENT_SESSION)
+        if stitching:
+            hashed = hash_user_ids(hashed, secret=secret, column=S.STITCH_ID)
+        return hashed
     stand_in = fresh_name("_stand_in", events.collect_schema().names())
     hashed = hash_user_ids(
         events.with_columns((client == user).fill_null(False).alias(stand_in)), secret=secret
@@ -779,7 +794,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         events = claim_shared_session_ids(events)
     events = cap_lazy(drop_duplicate_events(events, dedupe=job.dedupe), job.settings.rules.session_cap)
     if job.secret is not None:
-        events = hidden_ids(events, job.secret, stitching=job.settings.stitching)
+        events = hidden_ids(events, job.secret, stitching=job.settings.stitching, sessions=job.hash_sessions)
     settings = job.settings
     sessions = build_sessions(
         events,

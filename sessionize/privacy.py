@@ -66,22 +66,6 @@ def hash_user_ids(events: pl.LazyFrame, *, secret: bytes, column: str = S.USER) 
     )
 
 
-def hash_stand_in_sessions(
-    rows: pl.LazyFrame, *, user: str, session: str, secret: bytes, scratch: str = "_hashed_session"
-) -> pl.LazyFrame:
-    """Rows as read (the rejects file's) with the session id hashed where the row has no user id:
-    ``--require-session-id`` makes that session id the row's user id
-    (:func:`sessionize.normalize.keyed_by_session`), hidden as a user id is. ``scratch`` is a column
-    name the rows do not have."""
-    empty = pl.col(user).is_null() | (pl.col(user).cast(pl.String) == "")
-    hashed = hash_user_ids(
-        rows.with_columns(pl.when(empty).then(pl.col(session).cast(pl.String)).alias(scratch)),
-        secret=secret,
-        column=scratch,
-    )
-    return hashed.with_columns(pl.coalesce(scratch, session).alias(session)).drop(scratch)
-
-
 #: ``--agg`` functions that give no value of the column they read, only how many.
 _COUNTING = ("count", "n_unique")
 

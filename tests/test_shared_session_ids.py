@@ -175,9 +175,38 @@ def test_a_session_id_standing_in_for_a_user_id_is_hashed_as_one(
     )
     hidden = digest("cookie-off-1")
     assert rows(path_sessions(result, chosen)) == [
-        (digest("u3"), "s3", 1, "https://shop.example/z", "https://shop.example/z"),
+        # Every session id is hashed (any of them may stand in for a user id: another user's too).
+        (digest("u3"), digest("s3"), 1, "https://shop.example/z", "https://shop.example/z"),
         (hidden, hidden, 2, "https://shop.example/a", "https://shop.example/b"),
     ]
+    assert result.rejected == 1
+    assert values_written(tmp_path, ["cookie-off-1"], skip=[source]) == set()
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_stand_in_session_id_is_hidden_where_another_user_or_a_copy_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: dict[str, Any]
+) -> None:
+    """Review 53: the session id that stands in for a user id was kept in the clear as another user's
+    session id (``--shared-session-ids split``, the default: u4's session below) and in another column of
+    a rejected row (its URL): every session id is hashed under ``--hash-user-ids`` with
+    ``--require-session-id``, and copies in a rejected row are hidden as the id is."""
+    monkeypatch.setenv(SECRET_VAR, SECRET)
+    lines = [*STAND_INS[:2], ",cookie-off-1,not a time,page_view,cookie-off-1,e3",
+             "u4,cookie-off-1,2024-05-01T11:00:00Z,page_view,https://shop.example/y,e5"]  # fmt: skip
+    source = write_text(tmp_path / "input" / "events.csv", HEADER + "\n".join(lines) + "\n")
+    chosen = path_options(path, tmp_path)
+    incremental = "output_dir" in chosen
+    result = sessionize.run(
+        [source], **OPTIONS, require_session_id=True, hash_user_ids=SECRET_VAR, on_invalid="skip",
+        rejects=str(tmp_path / "rejects.csv"),
+        pageviews_output=str(tmp_path / ("pageviews" if incremental else "pageviews.parquet")), **chosen,
+    )  # fmt: skip
+    hidden = digest("cookie-off-1")
+    assert sorted(rows(path_sessions(result, chosen))) == sorted([
+        (digest("u4"), hidden, 1, "https://shop.example/y", "https://shop.example/y"),
+        (hidden, hidden, 2, "https://shop.example/a", "https://shop.example/b"),
+    ])  # fmt: skip
     assert result.rejected == 1
     assert values_written(tmp_path, ["cookie-off-1"], skip=[source]) == set()
 
@@ -187,7 +216,7 @@ def test_hashed_ids_keep_the_owner_a_session_has_across_incremental_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stand_in_first: bool
 ) -> None:
     """A session id the state keeps stays with its owner, a stand-in user id too (docs/presets.md): with
-    hashed ids as without, though the state keeps a stand-in's session id hashed."""
+    hashed ids as without (the state keeps the session ids hashed, as the outputs show them)."""
     monkeypatch.setenv(SECRET_VAR, SECRET)
     lines = [
         ",s1,2024-05-01T10:00:00Z,page_view,https://shop.example/a,e1",
@@ -211,7 +240,5 @@ def test_hashed_ids_keep_the_owner_a_session_has_across_incremental_runs(
         tables.append(pl.read_parquet(tmp_path / run / "out" / "**" / "*.parquet"))
     plain, hashed = (table.select("user_id", "session_id", "event_count").rows() for table in tables)
     assert plain == [("s1" if stand_in_first else "u1", "s1", 2)]
-    assert hashed == [
-        (digest(user), digest(session) if session == user else session, count)
-        for user, session, count in plain
-    ]
+    # Every session id is hashed with --require-session-id (any of them may stand in for a user id).
+    assert hashed == [(digest(user), digest(session), count) for user, session, count in plain]

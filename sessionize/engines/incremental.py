@@ -74,7 +74,6 @@ from sessionize.partition import (
     user_table_inputs,
     with_stored_geo,
 )
-from sessionize.privacy import hash_user_ids
 
 #: Bump when the state's files change shape; older states are refused with a clear message.
 STATE_VERSION = 1
@@ -668,13 +667,9 @@ def _process(
         # One session per client session id, of the greatest user id as read (before ids are hashed).
         new = claim_shared_session_ids(new)
     # Ids are hashed before anything is compared with the state or kept in it.
-    hashed_stand_ins = merge and job.secret is not None and bool(state.events.height)
-    if hashed_stand_ins:
-        assert job.secret is not None
-        new = _with_session_hashes(new, job.secret)
     new = hash_ids(new, job)
     if merge and state.events.height:
-        new = _keep_owners(new, state.events, hashed=hashed_stand_ins)
+        new = _keep_owners(new, state.events)
 
     # Late events: older than lateness before their user's last event in the state.
     users = state.users
@@ -876,49 +871,18 @@ def _stitched(table: pl.DataFrame, logins: pl.DataFrame, *, fallback: bool) -> p
     return joined.with_columns(login.alias(S.STITCHED_USER_ID)).drop(_LOGIN)
 
 
-#: A new event's client session id as read, and its hash (:func:`_with_session_hashes`).
-_SESSION_READ, _SESSION_HASH = "_session_read", "_session_hash"
-
-
-def _with_session_hashes(new: pl.DataFrame, secret: bytes) -> pl.DataFrame:
-    """New events (ids not yet hashed) with their client session id as read and its hash, for
-    :func:`_keep_owners`: under ``--hash-user-ids`` a session id that stands in for a user id is kept
-    hashed (:func:`sessionize.partition.hidden_ids`), in the state as in the new events."""
-    copied = new.lazy().with_columns(
-        pl.col(S.CLIENT_SESSION).alias(_SESSION_READ), pl.col(S.CLIENT_SESSION).alias(_SESSION_HASH)
-    )
-    return hash_user_ids(copied, secret=secret, column=_SESSION_HASH).collect(engine="in-memory")
-
-
-def _keep_owners(new: pl.DataFrame, kept: pl.DataFrame, *, hashed: bool = False) -> pl.DataFrame:
+def _keep_owners(new: pl.DataFrame, kept: pl.DataFrame) -> pl.DataFrame:
     """New events of a client session id the state keeps go to the user who has it (Snowplow's sessions
-    manifest keeps a session's earlier user identifier too).
-
-    ``hashed``: the new events have :func:`_with_session_hashes`' columns, and the state may keep a
-    session id hashed (that of a stand-in user id), where a new event holds it as read, or the other way
-    round. The event is looked up by both, and takes the session id as the state keeps it."""
+    manifest keeps a session's earlier user identifier too). Both hold their ids hashed alike under
+    ``--hash-user-ids`` (session ids too with ``--require-session-id``: see
+    :func:`sessionize.partition.hidden_ids`)."""
     owners = (
         kept.filter(pl.col(S.CLIENT_SESSION).is_not_null())
         .select(S.CLIENT_SESSION, pl.col(S.USER).alias("_owner"))
         .unique(S.CLIENT_SESSION, keep="first", maintain_order=True)
     )
-    if not hashed:
-        joined = new.join(owners, on=S.CLIENT_SESSION, how="left", maintain_order="left")
-        return joined.with_columns(pl.coalesce("_owner", S.USER).alias(S.USER)).drop("_owner")
-    by_hash = owners.rename({S.CLIENT_SESSION: _SESSION_HASH, "_owner": "_hash_owner"})
-    joined = new.join(
-        owners.rename({S.CLIENT_SESSION: _SESSION_READ}), on=_SESSION_READ, how="left", maintain_order="left"
-    ).join(by_hash, on=_SESSION_HASH, how="left", maintain_order="left")
-    owner, hash_owner = pl.col("_owner"), pl.col("_hash_owner")
-    return joined.with_columns(
-        pl.coalesce(owner, hash_owner, S.USER).alias(S.USER),
-        pl.when(owner.is_not_null())
-        .then(pl.col(_SESSION_READ))
-        .when(hash_owner.is_not_null())
-        .then(pl.col(_SESSION_HASH))
-        .otherwise(pl.col(S.CLIENT_SESSION))
-        .alias(S.CLIENT_SESSION),
-    ).drop("_owner", "_hash_owner", _SESSION_READ, _SESSION_HASH)
+    joined = new.join(owners, on=S.CLIENT_SESSION, how="left", maintain_order="left")
+    return joined.with_columns(pl.coalesce("_owner", S.USER).alias(S.USER)).drop("_owner")
 
 
 #: The order of the page-view partitions' rows.

@@ -69,7 +69,6 @@ from sessionize.normalize import (
 )
 from sessionize.privacy import (
     anonymize_ips,
-    hash_stand_in_sessions,
     hash_user_ids,
     refuse_private_aggregates,
 )
@@ -1651,18 +1650,6 @@ def _private_rejects(
     if rejects is None or not (options.anonymize_ip or options.user_id_secret is not None):
         return rejects
     private = rejects.lazy().drop("raw_line", strict=False)
-    if options.require_session_id and options.user_id_secret is not None and columns is not None:
-        # A row without a user id takes its session id as one (--require-session-id): hidden as one.
-        names = private.collect_schema().names()
-        session = columns.client_session_id
-        if session is not None and columns.user_id in names and session in names:
-            private = hash_stand_in_sessions(
-                private,
-                user=columns.user_id,
-                session=session,
-                secret=options.user_id_secret,
-                scratch=fresh_name("_hashed_session", names),
-            )
     if columns is not None and from_json:
         hidden = [columns.ip] if options.anonymize_ip else []
         hidden += [columns.user_id, columns.stitch] if options.user_id_secret is not None else []
@@ -1674,6 +1661,10 @@ def _private_rejects(
         if options.user_id_secret is not None and columns is not None
         else []
     )
+    if ids and options.require_session_id and columns is not None:
+        # A row without a user id takes its session id as one: every session id is hidden as one
+        # (sessionize.partition.hidden_ids), and so are its copies.
+        ids.append(columns.client_session_id)
     schema = private.collect_schema()
     # The user id and the login id (--stitch-col: Segment's userId, often an e-mail address) alike.
     kept = [c for c in dict.fromkeys([ip, *ids]) if c is not None and c in schema]
