@@ -214,6 +214,7 @@ def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tup
         source=_FRAME,
         anonymize_ip=bool(read.anonymize_ip),
         hash_ids=read.user_id_secret is not None,
+        hash_sessions=read.require_session_id,
     )
     return frame, columns
 

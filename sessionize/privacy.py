@@ -78,10 +78,13 @@ def refuse_private_aggregates(
     source: str,
     anonymize_ip: bool,
     hash_ids: bool,
+    hash_sessions: bool = False,
 ) -> None:
     """Refuse a ``--agg`` that would write a value the privacy options hide: ``first(ip)`` under
     ``--anonymize-ip`` (the full address), ``first(user_id)`` or ``min`` of a login id under
-    ``--hash-user-ids`` (the id in clear). ``count`` and ``n_unique`` of those columns are fine."""
+    ``--hash-user-ids`` (the id in clear), and of the session id too with ``hash_sessions``
+    (``--require-session-id``: see :func:`sessionize.partition.hidden_ids`). ``count`` and ``n_unique``
+    of those columns are fine."""
     protected: dict[str, tuple[str, str]] = {}
     if anonymize_ip and columns.ip is not None:
         protected[columns.ip] = ("the IP address column", "--anonymize-ip")
@@ -89,6 +92,8 @@ def refuse_private_aggregates(
         protected[columns.user_id] = ("the user id column", "--hash-user-ids")
         if columns.stitch is not None:
             protected[columns.stitch] = ("the login id column", "--hash-user-ids")
+        if hash_sessions and columns.client_session_id is not None:
+            protected[columns.client_session_id] = ("the session id column", "--hash-user-ids")
     if not protected:
         return
     for aggregate in aggregates:

@@ -344,6 +344,8 @@ def test_an_aggregate_of_a_column_the_privacy_options_hide_is_refused(
         (("--hash-user-ids", "SALT"), "u=first(anon_id)"),
         (("--hash-user-ids", "SALT"), "who=last(login)"),
         (("--hash-user-ids", "SALT"), "low=min(anon_id)"),
+        # Every session id is hashed with --require-session-id (one may stand in for a user id).
+        (("--hash-user-ids", "SALT", "--session-col", "price", "--require-session-id"), "s=first(price)"),
     ]:
         result = run_cli(source, *base, *flags, "--agg", agg, "-o", out)
         assert result.exit_code == 2, (agg, result.output)

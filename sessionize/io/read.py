@@ -1522,6 +1522,7 @@ def read_file(
         source=name,
         anonymize_ip=bool(options.anonymize_ip),
         hash_ids=options.user_id_secret is not None,
+        hash_sessions=options.require_session_id,
     )
     keep = keep_expr(
         options.filters,
