@@ -768,7 +768,10 @@ def prepare_events(
     """
     schema = events.collect_schema()
     carried = _aggregate_columns(
-        aggregates, [c for c in schema if c not in (ROW, KEEP)], source=source, keep_raw=keep_raw
+        aggregates,
+        {c: t for c, t in schema.items() if c not in (ROW, KEEP)},
+        source=source,
+        keep_raw=keep_raw,
     )
     dtype = schema[columns.timestamp]
     row_number = pl.col(ROW) if ROW in schema else pl.int_range(pl.len()).alias(ROW)
@@ -926,10 +929,12 @@ def _heartbeat_time_columns(
 
 
 def _aggregate_columns(
-    aggregates: Iterable[S.Aggregate], available: Sequence[str], *, source: str, keep_raw: bool
+    aggregates: Iterable[S.Aggregate], schema: Mapping[str, pl.DataType], *, source: str, keep_raw: bool
 ) -> list[pl.Expr]:
     """The event columns of the input columns ``--agg`` reads (and their text, for a number column
-    with ``keep_raw``)."""
+    with ``keep_raw``). A column of lists or objects is its JSON text (``["a","b"]``) for ``first``,
+    ``last`` and the counts, and no number: an error names it for ``sum`` and the like."""
+    available = list(schema)
     aggregates = tuple(aggregates)
     specs: dict[tuple[str, bool], str] = {}
     for aggregate in aggregates:
@@ -948,10 +953,21 @@ def _aggregate_columns(
             if numeric and keep_raw:
                 exprs.append(pl.lit(None, pl.String).alias(RAW_PREFIX + name))
             continue
+        nested = schema[column].is_nested()
+        if numeric and nested:
+            raise UsageError(
+                f"--agg {specs[given, numeric]}: {source}'s column {column!r} holds lists or objects, not "
+                "numbers. Name one of its fields, or count its values: count() or n_unique()."
+            )
         if numeric:
             exprs.append(_as_number(column).alias(name))
             if keep_raw:
                 exprs.append(pl.col(column).cast(pl.String).alias(RAW_PREFIX + name))
+        elif nested:
+            # The JSON of an object of one key, its key and braces taken off: the value's own JSON.
+            encoded = pl.struct(pl.col(column).alias("v")).struct.json_encode()
+            encoded = encoded.str.strip_prefix('{"v":').str.strip_suffix("}")
+            exprs.append(pl.when(pl.col(column).is_not_null()).then(encoded).alias(name))
         else:
             exprs.append(pl.col(column).cast(pl.String).alias(name))
     return exprs

@@ -363,3 +363,23 @@ def test_an_aggregate_of_a_column_the_privacy_options_hide_is_refused(
     frame = pl.read_csv(source)
     with pytest.raises(UsageError, match="anonymize-ip"):
         sessionize.sessionize(frame, user_col="anon_id", anonymize_ip=True, aggregates=["f=first(ip)"])
+
+
+def test_an_aggregate_of_a_list_column(tmp_path: Path) -> None:
+    """``first``/``last`` of an NDJSON field of lists (``tags``) failed with "cannot be read as NDJSON"
+    (review 53 F11): the list is its JSON text, as the rejects file writes it, and counted as a value;
+    ``sum`` of it is an error naming the column."""
+    source = write_text(
+        tmp_path / "events.ndjson",
+        '{"user_id":"u1","timestamp":"2024-05-01T10:00:00Z","url":"/a","tags":["a","b"]}\n'
+        '{"user_id":"u1","timestamp":"2024-05-01T10:01:00Z","url":"/b"}\n'
+        '{"user_id":"u1","timestamp":"2024-05-01T10:02:00Z","url":"/c","tags":["c"]}\n',
+    )
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "--no-geo", "--agg", "f=first(tags)", "--agg", "l=last(tags)", "--agg",
+                     "n=n_unique(tags)", "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(out).select("f", "l", "n").rows() == [('["a","b"]', '["c"]', 2)]
+    result = run_cli(source, "--no-geo", "--agg", "s=sum(tags)", "-o", out)
+    assert result.exit_code == 2
+    assert "'tags' holds lists or objects, not numbers" in " ".join(result.output.split())
