@@ -343,6 +343,32 @@ def test_a_boolean_among_numeric_ndjson_ids_is_still_rejected(tmp_path: Path) ->
     assert read.rejects.select("source_row", "reject_reason").rows() == [(3, "bad_json_value")]
 
 
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_boolean_id_among_text_ids_is_rejected_on_every_path(path: dict[str, Any], tmp_path: Path) -> None:
+    """Polars makes a JSON boolean text in a field of text: ``false`` user ids (a tracker's for every
+    anonymous visitor) were the user "false", ``true`` event ids dropped three events as duplicates of
+    the first, and where booleans were the most lines sent, the careful reader rejected the real ids
+    (review 53). A boolean id is rejected (bad_json_value), whichever lines are more; the text
+    ``"true"`` is an id like any."""
+
+    def line(user: object, minute: int, event: object) -> str:
+        return json.dumps(
+            {"user_id": user, "timestamp": f"2024-05-01T10:{minute:02d}:00Z", "event_id": event}
+        )
+
+    lines = [line("a", 0, "e1"), line(False, 1, "e2"), line(False, 2, "e3"), line("b", 3, True),
+             line("b", 4, True), line("b", 5, True), line("true", 6, "e7")]  # fmt: skip
+    source = write_text(tmp_path / "ids.ndjson", "\n".join(lines) + "\n")
+    options = path_options(path, tmp_path)
+    result = sessionize.run(
+        [source], no_geo=True, on_invalid="skip", rejects=str(tmp_path / "r.csv"), **options
+    )
+    assert (result.rows_read, result.rejected, result.duplicates_removed) == (7, 5, 0)
+    assert sorted(path_sessions(result, options)["user_id"].to_list()) == ["a", "true"]
+    reasons = pl.read_csv(tmp_path / "r.csv").select("source_row", "reject_reason").rows()
+    assert reasons == [(row, "bad_json_value") for row in (2, 3, 4, 5, 6)]
+
+
 def test_ndjson_numeric_ids_read_in_windows_of_rows(tmp_path: Path) -> None:
     """The bucketed engine's reader of a file in windows of its rows reads the ids as a whole read does."""
     path = write_text(tmp_path / "ids.ndjson", "\n".join(wide_id_lines()) + "\n")

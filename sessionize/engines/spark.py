@@ -763,6 +763,9 @@ def _json_stats(batches: Iterable[Any], options: io.ReadOptions) -> Iterator[Any
                 # the file to the careful reader); of an object of many keys, only those (wide_objects).
                 read_schema = io.read.pruned_schema(inferred, options)[0]
                 parsed = pl.read_ndjson(io_module.BytesIO(data), schema=read_schema)
+                # A boolean among text ids too (io.read.only_numbers): the careful reader rejects it.
+                flat = io.read.flatten_structs(parsed.lazy())
+                io.read.only_numbers(flat, io.read.text_ids(read_schema, options)).collect()
                 records = parsed.height
                 types = pickle.dumps(dict(inferred))
             else:

@@ -710,11 +710,29 @@ def _id_columns(available: Sequence[str], options: ReadOptions) -> list[str]:
     return list(dict.fromkeys(c for role in ID_ROLES if (c := getattr(columns, role)) is not None))
 
 
+def text_ids(schema: pl.Schema, options: ReadOptions) -> list[str]:
+    """The id columns (as flattened, see :data:`ID_ROLES`) that ``schema`` reads as text: those
+    :func:`only_numbers` guards."""
+    paths = _leaf_paths(schema)
+    found = []
+    for column in _id_columns(list(paths), options):
+        if column in paths:
+            dtype: Any = schema[paths[column][0]]
+            for key in paths[column][1:]:
+                dtype = next(f.dtype for f in dtype.fields if f.name == key)
+            if dtype == pl.String:
+                found.append(column)
+    return found
+
+
 def only_numbers(frame: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
-    """``frame`` whose text ``columns`` (ids of numbers, see :func:`ids_as_text`) fail to read when one
-    holds ``true`` or ``false``: Polars infers a number type for a field of numbers and a boolean, and
-    the read of such a line failed, the file being read line by line where that line is rejected
-    (bad_json_value). Read as text, the boolean would have become the user "true"; it is rejected still."""
+    """``frame`` whose text ``columns`` (its ids: :func:`text_ids`) fail to read when one holds ``true``
+    or ``false``, so that the file is read line by line (:func:`_careful_ndjson`), where a line whose
+    id is a JSON boolean is rejected (bad_json_value) and one whose id is the text ``"true"`` is read.
+    Polars makes a boolean text in a field of text (``"a"``, ``true``: the user "true"), and a number
+    field of numbers and a boolean failed to read already; a tracker that sends ``false`` for every
+    anonymous visitor made them one user, and ``true`` event ids dropped events as duplicates (review
+    53)."""
     checks = [
         pl.when(pl.col(name).is_in(["true", "false"]))
         .then(pl.col(name))
@@ -756,7 +774,7 @@ def _ndjson_windows(path: str, chunk_rows: int, options: ReadOptions) -> Iterato
     it is read whole (:func:`ndjson_schema`)."""
 
     def batches() -> Iterator[pl.DataFrame]:
-        scan = only_numbers(flatten_structs(pl.scan_ndjson(path, schema=schema)), text_ids)
+        scan = only_numbers(flatten_structs(pl.scan_ndjson(path, schema=schema)), guarded)
         flat = scan.with_row_index(ROW)
         yield from flat.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
@@ -766,7 +784,8 @@ def _ndjson_windows(path: str, chunk_rows: int, options: ReadOptions) -> Iterato
         inferred = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
     except pl.exceptions.PolarsError:
         return None  # read whole, line by line, as in memory: the lines it cannot take are rejected
-    schema, text_ids, _ = ndjson_schema(inferred, options)
+    schema = ndjson_schema(inferred, options)[0]
+    guarded = text_ids(schema, options)
     if any(_wide_integer(dtype) for dtype in schema.values()):
         # An integer beyond 64 bits (read as Int128): the file is read whole, line by line, as in
         # memory, where that line is rejected (bad_json_value). (No line nests deeper than the limit
@@ -914,16 +933,16 @@ def _scan(
         # the schema comes from every line: a malformed one fails here.
         careful = may_nest_too_deep(ndjson)
         if not careful:
-            schema, text_ids, wide = ndjson_schema(scan.collect_schema(), options)
+            schema, changed, wide = ndjson_schema(scan.collect_schema(), options)
     except pl.exceptions.PolarsError:
         careful = True
     if careful:
         data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
         rows, malformed = _careful_ndjson(data, options)
         return rows.lazy(), malformed
-    if text_ids or wide:
+    if changed or wide:
         scan = pl.scan_ndjson(ndjson, schema=schema)  # the schema given: no second pass to infer it
-    return only_numbers(flatten_structs(scan), text_ids).with_row_index(ROW), None
+    return only_numbers(flatten_structs(scan), text_ids(schema, options)).with_row_index(ROW), None
 
 
 #: The deepest nesting of objects and lists a JSON line may have, its own object being level 1. Events
@@ -1095,6 +1114,9 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
     # An integer beyond 64 bits is an id's (read as text), or a number out of range.
     leaves = {"_".join(path): path for path, kind in usual.items() if kind != "object" and "[]" not in path}
     ids = {leaves[name] for name in _id_columns(list(leaves), options) if name in leaves}
+    for path in ids:
+        if usual[path] == "bool":
+            usual[path] = "scalar"  # a JSON boolean is no id, however many lines send one
     good: list[bytes] = []
     rows: list[int] = []
     for number, line, kinds, wide in parsed_lines:
