@@ -66,6 +66,20 @@ def same_as_local(files: list[Path], tmp_path: Path, spark: Any, **options: Any)
     return result
 
 
+def rejects_as_local(
+    files: list[Path], tmp_path: Path, spark: Any, **options: Any
+) -> tuple[sessionize.RunResult, sessionize.RunResult, pl.DataFrame]:
+    """:func:`same_as_local` with ``--on-invalid skip`` and a rejects file each, which must be equal: the
+    local run, Spark's, and the rejects read back."""
+    local_rejects, spark_rejects = tmp_path / "local.csv", tmp_path / "spark.csv"
+    options = {"no_geo": True, "on_invalid": "skip", **options}
+    local = sessionize.run(files, rejects=str(local_rejects), **options)
+    result = same_as_local(files, tmp_path, spark, rejects=str(spark_rejects), **options)
+    rejects = pl.read_csv(local_rejects)
+    assert pl.read_csv(spark_rejects).equals(rejects)
+    return local, result, rejects
+
+
 def test_sample_data_with_geo(tmp_path: Path, spark_session: Any) -> None:
     result = same_as_local([SAMPLE_DATA / "events.csv"], tmp_path, spark_session, geoip_db=str(CITY_DB))
     assert result.session_count > 900
@@ -677,12 +691,9 @@ def test_a_large_ndjson_file_is_read_in_splits_with_the_whole_files_types(
         for path, split in ((good, True), (bad, False)):
             work = tmp_path / f"run-{path.stem}"
             work.mkdir()
-            options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "url_col": "page.url"}
-            local_rejects, spark_rejects = work / "local.csv", work / "spark.csv"
-            local = sessionize.run([path], rejects=str(local_rejects), **options)
-            result = same_as_local([path], work, spark_session, rejects=str(spark_rejects), **options)
+            local, result, _ = rejects_as_local([path], work, spark_session, url_col="page.url")
             assert result.path_taken.endswith("read in splits") is split, (path, result.path_taken)
-            assert local.rejected >= 4 and pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
+            assert local.rejected >= 4
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
 
@@ -698,13 +709,9 @@ def test_an_ndjson_file_of_wide_objects_is_read_in_splits_as_locally(
     previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
     spark_session.conf.set("spark.sql.files.maxPartitionBytes", "48k")
     try:
-        local_rejects, spark_rejects = tmp_path / "local.csv", tmp_path / "spark.csv"
-        options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "preset": "posthog"}
-        local = sessionize.run([source], rejects=str(local_rejects), **options)
-        result = same_as_local([source], tmp_path, spark_session, rejects=str(spark_rejects), **options)
+        local, result, rejects = rejects_as_local([source], tmp_path, spark_session, preset="posthog")
         assert result.path_taken.endswith("read in splits"), result.path_taken
-        assert local.rejected == 1 and pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
-        assert "properties_$current_url" in pl.read_csv(local_rejects).columns
+        assert local.rejected == 1 and "properties_$current_url" in rejects.columns
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
 
@@ -748,13 +755,9 @@ def test_lines_keep_their_numbers_in_a_split_of_many_lines(tmp_path: Path, spark
     # (Else Spark makes splits of the file's size over the session's cores: two here.)
     spark_session.conf.set("spark.sql.files.minPartitionNum", "1")
     try:
-        local_rejects, spark_rejects = tmp_path / "local.csv", tmp_path / "spark.csv"
-        options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip", "input_format": "common"}
-        local = sessionize.run([log], rejects=str(local_rejects), **options)
-        result = same_as_local([log], tmp_path, spark_session, rejects=str(spark_rejects), **options)
+        local, result, rejects = rejects_as_local([log], tmp_path, spark_session, input_format="common")
         assert result.path_taken.endswith("read in splits")
-        assert pl.read_csv(local_rejects).get_column("source_row").to_list() == [11, 220_001]
-        assert pl.read_csv(spark_rejects).equals(pl.read_csv(local_rejects))
+        assert rejects.get_column("source_row").to_list() == [11, 220_001]
         assert local.rows_read == 300_000
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
