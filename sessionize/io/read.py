@@ -1435,8 +1435,9 @@ def _warn_of_keys_never_found(
 
 #: The roles whose preferred columns (a preset's) are forms of one value, taken event by event in turn:
 #: Amplitude's page URL as Browser SDK 2 names it and as SDK 1 does, PostHog's ``properties.$ip`` and
-#: ``$ip``. The referrer is not: Amplitude's second is the user's last referrer, not the event's.
-_IN_TURN_ROLES = (S.URL, S.CLIENT_SESSION, S.IP, S.USER_AGENT, S.PAGE_VIEW_ID, S.EVENT_ID)
+#: ``$ip``. The referrer is not: Amplitude's second is the user's last referrer, not the event's; nor
+#: Snowplow's page view id, whose later columns are contexts the id is parsed from, not ids.
+_IN_TURN_ROLES = (S.URL, S.CLIENT_SESSION, S.IP, S.USER_AGENT, S.EVENT_ID)
 
 
 def _preferred_in_turn(
