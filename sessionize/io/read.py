@@ -963,8 +963,12 @@ def may_nest_too_deep(ndjson: str | io.BytesIO | bytes) -> bool:
     its reader busy for more than ten minutes, deaf to SIGTERM."""
     import numpy as np
 
-    step = np.zeros(256, dtype=np.int8)
-    step[[ord("["), ord("{")]], step[[ord("]"), ord("}")]] = 1, -1
+    # Only brackets and line ends count: each block is cut to them first (bytes.translate, a few in a
+    # hundred bytes of an event), and the depths worked out over them alone. Over every byte, a
+    # 2M-event file (420 MB) took 12 s, more than its read; cut first, 0.3 s.
+    kind = np.zeros(256, dtype=np.int8)
+    kind[[ord("["), ord("{")]], kind[[ord("]"), ord("}")]], kind[ord("\n")] = 1, -1, 2
+    others = bytes(byte for byte in range(256) if byte not in b"[]{}\n")
     depth = 0  # the depth at the block's start, within its line
     with contextlib.ExitStack() as stack:
         if isinstance(ndjson, str):
@@ -972,12 +976,14 @@ def may_nest_too_deep(ndjson: str | io.BytesIO | bytes) -> bool:
         else:
             handle = io.BytesIO(ndjson if isinstance(ndjson, bytes) else ndjson.getbuffer())
         while block := handle.read(1 << 24):
-            data = np.frombuffer(block, dtype=np.uint8)
-            running = np.cumsum(step[data], dtype=np.int64) + depth
+            marks = kind[np.frombuffer(block.translate(None, others), dtype=np.uint8)]
+            if not marks.size:
+                continue
+            newline = marks == 2
+            running = np.cumsum(np.where(newline, 0, marks), dtype=np.int64) + depth
             # Each line counted from its own start, so that a line with more closing brackets than
             # opening ones cannot hide a deep line after it.
-            newline = data == ord("\n")
-            last = np.maximum.accumulate(np.where(newline, np.arange(data.size), -1))
+            last = np.maximum.accumulate(np.where(newline, np.arange(marks.size), -1))
             base = np.where(last >= 0, running[np.maximum(last, 0)], 0)
             if (running - base).max() > JSON_DEPTH_LIMIT:
                 return True
