@@ -719,7 +719,8 @@ def test_an_ndjson_file_of_wide_objects_is_read_in_splits_as_locally(
 def test_ndjson_numeric_ids_in_splits_are_never_widened_to_floats(tmp_path: Path, spark_session: Any) -> None:
     """64-bit integer user ids with one float in a later split: the merged types made every id a float
     (users 1234567890123456789 and ...790 one user). Read as text, as a local run reads them; a ``true``
-    among them sends the file to the whole read, which rejects that line as a local run does."""
+    among them, or among text ids, sends the file to the whole read, which rejects that line as a local
+    run does."""
     lines = [
         f'{{"user_id": {1234567890123456789 + i % 40}, "timestamp": "2024-05-01T10:{i % 60:02d}:00Z"}}'
         for i in range(3000)
@@ -728,10 +729,15 @@ def test_ndjson_numeric_ids_in_splits_are_never_widened_to_floats(tmp_path: Path
     good = write_text(tmp_path / "events.ndjson", "\n".join(lines) + "\n")
     lines[100] = '{"user_id": true, "timestamp": "2024-05-01T10:00:00Z"}'
     boolean = write_text(tmp_path / "boolean.ndjson", "\n".join(lines) + "\n")
+    # Among text ids too (the field read as text by Polars itself): the boolean line is rejected.
+    lines[2900] = '{"user_id": "1.5", "timestamp": "2024-05-01T10:00:00Z"}'
+    texts = [line.replace('"user_id": 1', '"user_id": "1').replace(', "timestamp"', '", "timestamp"', 1)
+             if '"user_id": 1' in line else line for line in lines]  # fmt: skip
+    text = write_text(tmp_path / "text.ndjson", "\n".join(texts) + "\n")
     previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
     spark_session.conf.set("spark.sql.files.maxPartitionBytes", "32k")
     try:
-        for path, split in ((good, True), (boolean, False)):
+        for path, split in ((good, True), (boolean, False), (text, False)):
             work = tmp_path / f"run-{path.stem}"
             work.mkdir()
             result = same_as_local([path], work, spark_session, no_geo=True, on_invalid="skip")
