@@ -491,11 +491,7 @@ def keyed_visitor_ids(parsed: pl.DataFrame, secret: bytes) -> pl.DataFrame:
             dtype=pl.String,
         )
 
-    truncated = anonymize_ips(parsed.lazy().select(pl.col("ip").alias(_KEY_IP)), _KEY_IP).collect()
+    truncated = anonymize_ips(parsed.lazy().with_columns(pl.col("ip").alias(_KEY_IP)), _KEY_IP)
     keyed = pl.col(VISITOR).map_batches(lambda ids: map_distinct(ids, digest), return_dtype=pl.String)
     prefix = (pl.col(_KEY_IP) + pl.lit("|")).fill_null("")
-    return (
-        parsed.with_columns(truncated.get_column(_KEY_IP))
-        .with_columns((prefix + keyed).alias(VISITOR))
-        .drop(_KEY_IP)
-    )
+    return truncated.with_columns((prefix + keyed).alias(VISITOR)).drop(_KEY_IP).collect()

@@ -928,6 +928,14 @@ def _heartbeat_time_columns(
     return lambda events: (events, parsed)
 
 
+def json_text(value: pl.Expr) -> pl.Expr:
+    """A list, array or object value as its JSON (``["a","b"]``, ``{"key":...}``), which no cast makes
+    text; a null stays null."""
+    # The JSON of an object of one key, its key and braces taken off: the value's own JSON.
+    encoded = pl.struct(value.alias("v")).struct.json_encode()
+    return pl.when(value.is_not_null()).then(encoded.str.strip_prefix('{"v":').str.strip_suffix("}"))
+
+
 def _aggregate_columns(
     aggregates: Iterable[S.Aggregate], schema: Mapping[str, pl.DataType], *, source: str, keep_raw: bool
 ) -> list[pl.Expr]:
@@ -964,10 +972,7 @@ def _aggregate_columns(
             if keep_raw:
                 exprs.append(pl.col(column).cast(pl.String).alias(RAW_PREFIX + name))
         elif nested:
-            # The JSON of an object of one key, its key and braces taken off: the value's own JSON.
-            encoded = pl.struct(pl.col(column).alias("v")).struct.json_encode()
-            encoded = encoded.str.strip_prefix('{"v":').str.strip_suffix("}")
-            exprs.append(pl.when(pl.col(column).is_not_null()).then(encoded).alias(name))
+            exprs.append(json_text(pl.col(column)).alias(name))
         else:
             exprs.append(pl.col(column).cast(pl.String).alias(name))
     return exprs

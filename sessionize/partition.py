@@ -654,21 +654,17 @@ def hidden_ids(
     user id's hash, else every table would show the hash as ``user_id`` beside the id itself as
     ``session_id``. The hash is the user id's, so a stand-in's session and user ids stay one value."""
     client, user = pl.col(S.CLIENT_SESSION), pl.col(S.USER)
+    stand_in = fresh_name("_stand_in", events.collect_schema().names())
     if sessions:
         hashed = hash_user_ids(hash_user_ids(events, secret=secret), secret=secret, column=S.CLIENT_SESSION)
-        if stitching:
-            hashed = hash_user_ids(hashed, secret=secret, column=S.STITCH_ID)
-        return hashed
-    stand_in = fresh_name("_stand_in", events.collect_schema().names())
-    hashed = hash_user_ids(
-        events.with_columns((client == user).fill_null(False).alias(stand_in)), secret=secret
-    )
+    else:
+        flagged = events.with_columns((client == user).fill_null(False).alias(stand_in))
+        hashed = hash_user_ids(flagged, secret=secret)
+        hashed = hashed.with_columns(pl.when(stand_in).then(user).otherwise(client).alias(S.CLIENT_SESSION))
     if stitching:
         # The login id is a user id too: never in the clear where the user ids are hashed.
         hashed = hash_user_ids(hashed, secret=secret, column=S.STITCH_ID)
-    return hashed.with_columns(pl.when(stand_in).then(user).otherwise(client).alias(S.CLIENT_SESSION)).drop(
-        stand_in
-    )
+    return hashed.drop(stand_in, strict=False)
 
 
 #: With ``--anonymize-ip`` (after the geo lookup) events kept on disk (the incremental state, the

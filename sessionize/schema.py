@@ -570,7 +570,7 @@ def resolve_columns(
     found: dict[str, str | None] = {}
     # The flags' columns first, as they resolve (``--stitch-col user_id`` is ``USER_ID``): no role guessed
     # from the built-in names may take one of them.
-    given_columns = {role: _match_column(name, available) for role, name in explicit.items() if name}
+    given_columns = {role: match_column(name, available) for role, name in explicit.items() if name}
     taken: set[str] = {name for name in explicit.values() if name}
     taken.update(column for column in given_columns.values() if column is not None)
     # Every column that cannot be found, named in one error (a wrong --user-col and no timestamp).
@@ -656,7 +656,7 @@ def _claimed(
     )
 
 
-def _match_column(given: str, available: Sequence[str]) -> str | None:
+def match_column(given: str, available: Sequence[str]) -> str | None:
     """The column ``given`` names: itself, its flattened form (``context.page.url`` -> ``context_page_url``,
     the column flattening or --unnest-params made) or the one column equal to it with case and
     punctuation ignored (a Snowflake export's ``DOMAIN_USERID``); None for none, or several."""
@@ -678,14 +678,9 @@ def _hint(given: str, available: Sequence[str]) -> str:
     return f"; did you mean {close!r}?" if close else ""
 
 
-def match_column(given: str, available: Sequence[str]) -> str | None:
-    """The column ``given`` names in ``available`` (see :func:`_match_column`), or None."""
-    return _match_column(given, available)
-
-
 def find_column(given: str, available: Sequence[str], *, source: str, flag: str) -> str:
-    """The column ``given`` names (see :func:`_match_column`); else :class:`MissingColumnError`."""
-    column = _match_column(given, available)
+    """The column ``given`` names (see :func:`match_column`); else :class:`MissingColumnError`."""
+    column = match_column(given, available)
     if column is not None:
         return column
     listing = column_listing(available)

@@ -567,12 +567,7 @@ def _validated(
     events = None
     try:
         read = io.read.read_file(
-            shown,
-            read_task.options,
-            raw=raw,
-            malformed=malformed,
-            keep_row=True,
-            rows_are_lines=True,
+            shown, read_task.options, raw=raw, malformed=malformed, keep_row=True, rows_are_lines=True
         )
     except SessionizeError as exc:
         note = (

@@ -61,17 +61,14 @@ from sessionize.normalize import (
     check_events,
     invalid_reason,
     is_invalid,
+    json_text,
     keep_expr,
     keyed_by_session,
     mixed_epoch_units,
     prepare_events,
     raw_columns,
 )
-from sessionize.privacy import (
-    anonymize_ips,
-    hash_user_ids,
-    refuse_private_aggregates,
-)
+from sessionize.privacy import anonymize_ips, hash_user_ids, refuse_private_aggregates
 
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
@@ -684,20 +681,27 @@ def ids_as_text(schema: pl.Schema, options: ReadOptions) -> tuple[pl.Schema, lis
     The id columns are found from the file's names as the run finds them (flags, preset, aliases); a
     file whose columns are not found is left as it is (its read names what is missing). Only numbers
     change: a field of text already is text, and one of objects or true/false is not an id."""
-    paths = _leaf_paths(schema)
     changed: list[str] = []
     types: dict[str, PolarsDataType] = dict(schema)
-    for column in _id_columns(list(paths), options):
-        if column not in paths:
-            continue
-        path = paths[column]
-        dtype: Any = types[path[0]]
-        for key in path[1:]:
-            dtype = next(f.dtype for f in dtype.fields if f.name == key)
+    for column, (path, dtype) in _id_leaves(schema, options).items():
         if dtype.is_integer() or dtype.is_float():
             types[path[0]] = _as_text_at(types[path[0]], path[1:])
             changed.append(column)
     return (pl.Schema(types), changed) if changed else (schema, [])
+
+
+def _id_leaves(schema: pl.Schema, options: ReadOptions) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """The id columns (as flattened, see :data:`ID_ROLES`) of a frame of ``schema``, each with its path
+    and type."""
+    paths = _leaf_paths(schema)
+    found = {}
+    for column in _id_columns(list(paths), options):
+        if column in paths:
+            dtype: Any = schema[paths[column][0]]
+            for key in paths[column][1:]:
+                dtype = next(f.dtype for f in dtype.fields if f.name == key)
+            found[column] = (paths[column], dtype)
+    return found
 
 
 def _id_columns(available: Sequence[str], options: ReadOptions) -> list[str]:
@@ -713,16 +717,7 @@ def _id_columns(available: Sequence[str], options: ReadOptions) -> list[str]:
 def text_ids(schema: pl.Schema, options: ReadOptions) -> list[str]:
     """The id columns (as flattened, see :data:`ID_ROLES`) that ``schema`` reads as text: those
     :func:`only_numbers` guards."""
-    paths = _leaf_paths(schema)
-    found = []
-    for column in _id_columns(list(paths), options):
-        if column in paths:
-            dtype: Any = schema[paths[column][0]]
-            for key in paths[column][1:]:
-                dtype = next(f.dtype for f in dtype.fields if f.name == key)
-            if dtype == pl.String:
-                found.append(column)
-    return found
+    return [column for column, (_, dtype) in _id_leaves(schema, options).items() if dtype == pl.String]
 
 
 def only_numbers(frame: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
@@ -1043,10 +1038,10 @@ def _no_constant(text: str) -> None:
 
 
 def _kinds(
-    value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str], wide: set[tuple[str, ...]]
+    value: object, path: tuple[str, ...], into: dict[tuple[str, ...], str], beyond_64: set[tuple[str, ...]]
 ) -> str | None:
     """Record the kind of every value of a JSON line by its path (a list's elements at ``path + ("[]",)``),
-    and the paths of its integers beyond 64 bits in ``wide``; the line's reject reason, if any:
+    and the paths of its integers beyond 64 bits in ``beyond_64``; the line's reject reason, if any:
     ``bad_json_value`` when one path has two kinds within the line (``[1, true]``), ``json_too_deep``
     when a list or object is deeper than :data:`JSON_DEPTH_LIMIT`. A walk with a stack of its own, not
     Python's: a deep line must not end the run with a ``RecursionError``."""
@@ -1056,7 +1051,7 @@ def _kinds(
         if item is None:
             continue
         if isinstance(item, _WideInteger):
-            wide.add(where)
+            beyond_64.add(where)
         if isinstance(item, bool):
             kind = "bool"
         elif isinstance(item, int | float | str):
@@ -1108,14 +1103,14 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
             bad.append((number + 1, shown, "malformed_json"))
             continue
         kinds: dict[tuple[str, ...], str] = {}
-        wide: set[tuple[str, ...]] = set()
-        reason = _kinds(value, (), kinds, wide)
+        beyond_64: set[tuple[str, ...]] = set()
+        reason = _kinds(value, (), kinds, beyond_64)
         if reason is not None:
             bad.append((number + 1, shown, reason))
             continue
         for path, kind in kinds.items():
             counts.setdefault(path, Counter())[kind] += 1
-        parsed_lines.append((number, line, kinds, wide))
+        parsed_lines.append((number, line, kinds, beyond_64))
     usual = {path: counted.most_common(1)[0][0] for path, counted in counts.items()}
     # An integer beyond 64 bits is an id's (read as text), or a number out of range.
     leaves = {"_".join(path): path for path, kind in usual.items() if kind != "object" and "[]" not in path}
@@ -1125,8 +1120,8 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
             usual[path] = "scalar"  # a JSON boolean is no id, however many lines send one
     good: list[bytes] = []
     rows: list[int] = []
-    for number, line, kinds, wide in parsed_lines:
-        if all(usual[path] == kind for path, kind in kinds.items()) and wide <= ids:
+    for number, line, kinds, beyond_64 in parsed_lines:
+        if all(usual[path] == kind for path, kind in kinds.items()) and beyond_64 <= ids:
             good.append(line)
             rows.append(number)
         else:
@@ -1655,10 +1650,7 @@ def read_file(
     )
     good = (frame.filter(~flags) if flagged else frame).drop(*raw_text, *([] if keep_row else [ROW]))
     rejects = _private_rejects(
-        _rejects(original, invalid, malformed, source=source, name=name),
-        options,
-        columns,
-        from_json,
+        _rejects(original, invalid, malformed, source=source, name=name), options, columns, from_json
     )
     return FileRead(good, rejects, rows, filtered)
 
@@ -1737,10 +1729,7 @@ def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
     column = pl.col(name)
     if not dtype.is_nested():
         return column.cast(pl.String)
-    # The JSON of an object of one key, its key and braces taken off: the value's own JSON.
-    encoded = pl.struct(_hex_bytes(column, dtype).alias("v")).struct.json_encode()
-    encoded = encoded.str.strip_prefix('{"v":').str.strip_suffix("}")
-    return pl.when(column.is_not_null()).then(encoded).alias(name)
+    return json_text(_hex_bytes(column, dtype)).alias(name)
 
 
 def _holds_bytes(dtype: PolarsDataType) -> bool:
