@@ -728,7 +728,10 @@ def _plan_ndjson(session: Any, source: SparkInput, options: io.ReadOptions) -> _
     stats = sorted(stats, key=lambda r: int(r["block"]))
     before = _running_totals((int(row["block"]), int(row["records"])) for row in stats)
     frames = [pl.DataFrame(schema=pickle.loads(row["types"])) for row in stats]
-    merged = pl.concat(frames, how="diagonal_relaxed").schema if frames else pl.Schema()
+    try:
+        merged = io.infer.merge_schemas([frame.schema for frame in frames])
+    except pl.exceptions.PolarsError:
+        return None  # types no one read of the file can take (an integer and a list): read whole
     typed, text_ids, wide = io.read.ndjson_schema(merged, options)
     for frame in frames:
         leaves = io.read.flatten_structs(frame.lazy().drop(*wide, strict=False)).collect_schema()
@@ -753,7 +756,7 @@ def _json_stats(batches: Iterable[Any], options: io.ReadOptions) -> Iterator[Any
                 # local run rejects it: Polars must not see it.
                 types = None
             elif data.strip():
-                inferred = pl.scan_ndjson(io_module.BytesIO(data), infer_schema_length=None).collect_schema()
+                inferred = io.infer.infer_ndjson_schema(data)
                 # Every value the run reads parsed, as a local read parses it (one Polars cannot take sends
                 # the file to the careful reader); of an object of many keys, only those (wide_objects).
                 read_schema = io.read.pruned_schema(inferred, options)[0]

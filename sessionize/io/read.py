@@ -47,6 +47,7 @@ from sessionize.errors import (
     UsageError,
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
+from sessionize.io.infer import infer_ndjson_schema
 from sessionize.io.inputs import GZIP_MAGIC, InputFile, check_compressed_head, resolve_inputs
 from sessionize.io.jsontext import asked_columns, read_json_text
 from sessionize.io.params import as_json_lists, unnest_params
@@ -776,7 +777,7 @@ def _ndjson_windows(path: str, chunk_rows: int, options: ReadOptions) -> Iterato
     if may_nest_too_deep(path):
         return None  # read whole, line by line, as in memory, where the deep line is rejected
     try:
-        inferred = pl.scan_ndjson(path, infer_schema_length=None).collect_schema()
+        inferred = infer_ndjson_schema(path)
     except pl.exceptions.PolarsError:
         return None  # read whole, line by line, as in memory: the lines it cannot take are rejected
     schema = ndjson_schema(inferred, options)[0]
@@ -921,22 +922,19 @@ def _scan(
         ndjson = io.BytesIO(_ndjson_bytes(source))
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
         return pl.LazyFrame(), None
-    scan = pl.scan_ndjson(ndjson, infer_schema_length=None)
-    wide: list[str] = []
     try:
         # Brackets nested deep are never handed to Polars (lists in lists can keep it busy for hours);
         # the schema comes from every line: a malformed one fails here.
         careful = may_nest_too_deep(ndjson)
         if not careful:
-            schema, changed, wide = ndjson_schema(scan.collect_schema(), options)
+            schema = ndjson_schema(infer_ndjson_schema(ndjson), options)[0]
     except pl.exceptions.PolarsError:
         careful = True
     if careful:
         data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
         rows, malformed = _careful_ndjson(data, options)
         return rows.lazy(), malformed
-    if changed or wide:
-        scan = pl.scan_ndjson(ndjson, schema=schema)  # the schema given: no second pass to infer it
+    scan = pl.scan_ndjson(ndjson, schema=schema)  # the schema given: no second pass to infer it
     return only_numbers(flatten_structs(scan), text_ids(schema, options)).with_row_index(ROW), None
 
 
@@ -1133,7 +1131,7 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
     if not good:
         return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed
     joined = b"\n".join(good)
-    inferred = pl.scan_ndjson(io.BytesIO(joined), infer_schema_length=None).collect_schema()
+    inferred = infer_ndjson_schema(joined)
     schema, _, _ = ndjson_schema(inferred, options)
     parsed = flatten_structs(pl.read_ndjson(io.BytesIO(joined), schema=schema).lazy())
     return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed
