@@ -1,0 +1,340 @@
+"""sessionize against peers' own test fixtures: the inputs and expected outputs that other sessionization and
+attribution implementations check themselves with, copied unmodified into ``tests/data/peers/`` (sources,
+commits and licences in ``tests/data/README.md``).
+
+- ``snowplow-web/``: the integration test of Snowplow's dbt web package (``snowplow/dbt-snowplow-web``) at
+  0.15.2, its last Apache-2.0 release: 160 atomic events, each test case named in its ``user_id`` ("long
+  session", "stray page ping", "dupe: page_view_id different derived_tstamp", ...), and the sessions and
+  page views the package must build from them. Run through ``--preset snowplow``.
+- ``dbt-ga4/``: the default channel grouping test of Velir's dbt-ga4 (MIT): source, medium, campaign and
+  the GA4 channel expected. Run as tagged landing pages through the default (GA4) channel rules.
+
+Where sessionize differs from the peer on purpose, the test asserts sessionize's documented answer and says
+why beside it; where sessionize looks wrong, the test asserts the peer's answer and is a strict xfail.
+"""
+
+from __future__ import annotations
+
+import ast
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import polars as pl
+import pytest
+
+from tests.helpers import DATA, run_cli, write_text
+
+PEERS = DATA / "peers"
+SNOWPLOW = PEERS / "snowplow-web"
+DBT_GA4 = PEERS / "dbt-ga4"
+
+# -- Snowplow's dbt web package, 0.15.2 ---------------------------------------------------------------
+
+#: The integration test's conversion (``snowplow__conversion_events``: ``view_page``, every page view)
+#: makes a session with a page view engaged; ``--conversion-events page_view`` is the same rule here.
+SNOWPLOW_ARGS = ("--preset", "snowplow", "--no-geo", "--conversion-events", "page_view")
+
+#: Sessions by the integration test's case names, as the expected sessions table has them.
+LONG_SESSION = "2bfc2c760c3ac434953eefd7903789429c8a5f8171c4b8b26aee93108b77bd35"
+DUPE_PAGE_VIEW_ID = "7605342329f0b916a4c1bcd8bddad038988920fb24f74ca9e7ada5d96df32c60"
+ROTATING_USER = "540b6c4f7c15de9093e0f4f6cf45a062fba7606ce64558a0b1c5a34d8bb33af5"
+NULL_DOMAIN_USERID = "b5c4939c16dd0f5a4396ca24474d8b050786710b1b48319ba19c5febfcb71a3b"
+#: Sessions that begin with a page ping (their page view fell in an earlier session or was lost): two "No
+#: edge cases" sessions and one "stray page ping".
+STARTS_WITH_PING = {
+    "0b0c7bb589ebd041177514f3e43446ca5d4343328936d2f8f12a42b41bf9140d",
+    "0b0c7bb589ebd041177514f3e43446ca5d4343328936d2f8f12a42b41bf9140e",
+    "0b5d421a98dc6af66d7da30840afb1072f518342ca058cef3af20a6e9b30fce8",
+}
+#: The integration test overrides the ``engaged_session`` macro to make this one session engaged
+#: (``integration_tests/macros/engaged_session_overwrite.sql``: "taking a false to a true").
+FORCED_ENGAGED = "0b0c7bb589ebd041177514f3e43446ca5d4343328936d2f8f12a42b41bf9140e"
+
+#: (Snowplow's sessions column, ours): the columns both tables define with the same meaning.
+SESSION_COLUMNS = [
+    ("domain_userid", "user_id"),
+    ("start_tstamp", "session_start"),
+    ("end_tstamp", "session_end"),
+    ("page_views", "pageview_count"),
+    ("total_events", "event_count"),
+    ("engaged_time_in_s", "engaged_time_s"),
+    ("is_engaged", "is_engaged"),
+    ("first_page_url", "landing_page"),
+    ("last_page_url", "exit_page"),
+    ("referrer", "referrer"),
+    ("mkt_source", "utm_source"),
+    ("mkt_medium", "utm_medium"),
+    ("mkt_campaign", "utm_campaign"),
+    ("mkt_term", "utm_term"),
+    ("mkt_content", "utm_content"),
+    ("mkt_clickid", "gclid"),
+    ("default_channel_group", "channel"),
+    ("stitched_user_id", "stitched_user_id"),
+    ("user_ipaddress", "ip"),
+    ("useragent", "user_agent"),
+]
+# Not compared: refr_medium, refr_source, refr_term and refr_urlhost. Snowplow's model passes the
+# enrichment's referer-parser fields of the event through, and the fixture's events leave them empty (or
+# "localhost-dummy-row"), where sessionize parses the referrer itself; the expected table holds no
+# referer-parser answer to compare with (Snowplow's own referer-parser cases are in test_attribution).
+
+
+def snowplow_time(value: str | None) -> str | None:
+    """A Snowplow timestamp (``2021-03-01 20:39:52.944``) as sessionize writes it in CSV."""
+    if value is None:
+        return None
+    whole, _, fraction = value.partition(".")
+    return f"{whole.replace(' ', 'T')}.{fraction:0<6}Z"
+
+
+def snowplow_value(column: str, value: str | None) -> str | None:
+    """A value of the expected table in the form of our CSV's."""
+    if value is None:
+        return None
+    if column in ("start_tstamp", "end_tstamp"):
+        return snowplow_time(value)
+    if column == "is_engaged":
+        return value.lower()
+    if column == "engaged_time_in_s":
+        return f"{float(value)}"
+    return value
+
+
+@pytest.fixture(scope="module")
+def snowplow_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pl.DataFrame]:
+    """One run of the integration test's events: our sessions and page views, and Snowplow's."""
+    out = tmp_path_factory.mktemp("snowplow")
+    result = run_cli(
+        SNOWPLOW / "snowplow_web_events.csv",
+        *SNOWPLOW_ARGS,
+        "-o",
+        out / "sessions.csv",
+        "--pageviews-output",
+        out / "pageviews.csv",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    return {
+        "sessions": pl.read_csv(out / "sessions.csv", infer_schema=False),
+        "pageviews": pl.read_csv(out / "pageviews.csv", infer_schema=False),
+        "events": pl.read_csv(SNOWPLOW / "snowplow_web_events.csv", infer_schema=False),
+        "expected": pl.read_csv(SNOWPLOW / "snowplow_web_sessions_expected.csv", infer_schema=False),
+        "expected_pageviews": pl.read_csv(
+            SNOWPLOW / "snowplow_web_page_views_expected.csv", infer_schema=False
+        ),
+    }
+
+
+def web_page_id(events: pl.DataFrame) -> pl.Expr:
+    """The web_page context's ``id`` of an event of the fixture (``[{"id":"..."}]``)."""
+    return pl.col("contexts_com_snowplowanalytics_snowplow_web_page_1_0_0").str.extract(r'"id":"([^"]+)"')
+
+
+def test_snowplow_the_same_sessions(snowplow_run: dict[str, pl.DataFrame]) -> None:
+    """Every session of Snowplow's table is one of ours, none split or merged; we write more sessions:
+    Snowplow's table keeps only sessions with a page view or page ping that has a page view id, where
+    sessionize writes every session (docs/presets.md, "Sessions: Snowplow's sessions table keeps only
+    ..."). With that filter applied to our sessions, the two sets are equal. Late events (the "late
+    arriving" case) and events without a session id are in neither."""
+    events, ours = snowplow_run["events"], snowplow_run["sessions"]
+    expected = set(snowplow_run["expected"]["domain_sessionid"])
+    with_page_view_id = set(
+        events.filter(pl.col("event").is_in(["page_view", "page_ping"]) & web_page_id(events).is_not_null())[
+            "domain_sessionid"
+        ]
+    )
+    assert len(expected) == 18
+    assert expected <= set(ours["session_id"])
+    assert set(ours["session_id"]) & with_page_view_id == expected
+    # The rest are sessions of consent events alone and the "NULL page_view_id" case.
+    extra = ours.filter(~pl.col("session_id").is_in(list(expected)))
+    assert extra.height == 27
+    assert set(extra["user_id"].to_list()) <= set(events["domain_userid"].drop_nulls().to_list())
+
+
+def documented_snowplow_answer(session: str, column: str, theirs: str | None, ours: str | None) -> str | None:
+    """Our documented answer where it differs from Snowplow's on purpose; else Snowplow's own."""
+    if column == "start_tstamp" and session in STARTS_WITH_PING and theirs is not None:
+        # Snowplow moves the start of a session that begins with a ping back by the minimum visit length
+        # (5 s); here the start is the first event (docs/presets.md, "Sessions: ...").
+        start = pl.Series([theirs]).str.to_datetime("%Y-%m-%d %H:%M:%S%.f").item() + timedelta(seconds=5)
+        return f"{start:%Y-%m-%dT%H:%M:%S.%f}Z"
+    if column == "page_views" and session in STARTS_WITH_PING:
+        # Snowplow counts the distinct page view ids of page views and pings; pings are page activity here,
+        # never page views (docs/presets.md, "Page pings are page activity").
+        return "0"
+    if column == "total_events" and session == DUPE_PAGE_VIEW_ID:
+        # The second page_view event with the same page view id is dropped as a duplicate event, so one event
+        # fewer than Snowplow's total_events (docs/presets.md, "A duplicate page view ...").
+        return str(int(theirs or 0) - 1)
+    if column == "is_engaged" and session == FORCED_ENGAGED:
+        # Forced true by the integration test's own macro; Snowplow's rule gives false (1 page view, 5 s).
+        return "false"
+    if column == "domain_userid" and session == NULL_DOMAIN_USERID:
+        # No event of the session has a domain_userid: its session id is its user (docs/presets.md), where
+        # Snowplow's column is null.
+        return NULL_DOMAIN_USERID
+    return snowplow_value(column, theirs)
+
+
+#: Cells that are a strict xfail below, not part of the column-by-column comparison.
+KNOWN_WRONG = {("domain_userid", ROTATING_USER), ("stitched_user_id", NULL_DOMAIN_USERID)}
+
+
+@pytest.mark.parametrize(("theirs", "ours"), SESSION_COLUMNS, ids=[f"{a}={b}" for a, b in SESSION_COLUMNS])
+def test_snowplow_sessions_column(snowplow_run: dict[str, pl.DataFrame], theirs: str, ours: str) -> None:
+    """Each of the 18 sessions, column by column, as Snowplow's expected sessions table has it."""
+    table = snowplow_run["sessions"].select("session_id", ours)
+    joined = (
+        snowplow_run["expected"]
+        .select("domain_sessionid", theirs)
+        .join(table, left_on="domain_sessionid", right_on="session_id", how="left", suffix="_ours")
+    )
+    ours_column = f"{ours}_ours" if ours == theirs else ours
+    got, want = {}, {}
+    for session, their_value, our_value in joined.select("domain_sessionid", theirs, ours_column).rows():
+        if (theirs, session) in KNOWN_WRONG:
+            continue
+        got[session] = our_value
+        want[session] = documented_snowplow_answer(session, theirs, their_value, our_value)
+    assert len(got) >= 17
+    assert got == want
+
+
+def snowplow_session(
+    snowplow_run: dict[str, pl.DataFrame], session: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    theirs = snowplow_run["expected"].filter(pl.col("domain_sessionid") == session).row(0, named=True)
+    ours = snowplow_run["sessions"].filter(pl.col("session_id") == session).row(0, named=True)
+    return theirs, ours
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="A session sent by several domain_userids belongs to the greatest of them here (docs/presets.md: "
+    "\"Snowplow's max(domain_userid)\"), but max() is only the lifecycle manifest's; Snowplow's sessions "
+    "(and users) tables take the domain_userid of the session's first page view or ping (0.15.2 and 1.0.1 "
+    "expect the same)",
+)
+def test_snowplow_rotating_domain_userid_keeps_the_first_page_views_user(
+    snowplow_run: dict[str, pl.DataFrame],
+) -> None:
+    """The "Rotating domain_userid per session" case: one domain_sessionid, three domain_userids, one per
+    page view (0e9ab9..., 1f72f3..., 2e340e... in time order). Snowplow's table keeps 0e9ab9...: its
+    ``session_firsts`` takes ``domain_userid`` from the first page view or ping (``row_number() over
+    (partition by domain_sessionid order by derived_tstamp, dvce_created_tstamp, event_id)``)."""
+    theirs, ours = snowplow_session(snowplow_run, ROTATING_USER)
+    assert theirs["domain_userid"].startswith("0e9ab97b")
+    assert ours["user_id"] == theirs["domain_userid"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="A session without any domain_userid gets its login id as stitched_user_id here; Snowplow's "
+    "stitched_user_id starts as domain_userid (null) and is mapped by domain_userid, so it stays null",
+)
+def test_snowplow_no_domain_userid_has_no_stitched_user(snowplow_run: dict[str, pl.DataFrame]) -> None:
+    """The "NULL domain_userid" case: Snowplow's session has ``user_id`` "NULL domain_userid" and a null
+    ``stitched_user_id`` (its sessions model sets ``stitched_user_id = domain_userid`` and the user mapping
+    is keyed by domain_userid)."""
+    theirs, ours = snowplow_session(snowplow_run, NULL_DOMAIN_USERID)
+    assert theirs["user_id"] == "NULL domain_userid"
+    assert theirs["stitched_user_id"] is None
+    assert ours["stitched_user_id"] == theirs["stitched_user_id"]
+
+
+def test_snowplow_page_views(snowplow_run: dict[str, pl.DataFrame]) -> None:
+    """Each page view of Snowplow's page views table: its session, its index in the session, URL,
+    referrer, time and engaged time."""
+    theirs = snowplow_run["expected_pageviews"].select(
+        pl.col("domain_sessionid").alias("session_id"),
+        pl.col("page_view_in_session_index").alias("page_view_in_session"),
+        "page_url",
+        "page_referrer",
+        pl.col("derived_tstamp").map_elements(snowplow_time, return_dtype=pl.String).alias("timestamp"),
+        pl.col("engaged_time_in_s").cast(pl.Float64).cast(pl.String).alias("engaged_time_s"),
+    )
+    keys = ["session_id", "page_view_in_session"]
+    ours = snowplow_run["pageviews"].select(theirs.columns)
+    assert theirs.height == 43
+    # The "NULL page_view_id" case's page view has no id: Snowplow's page views table leaves it out (as its
+    # sessions table leaves the session out, see test_snowplow_the_same_sessions); it is a page view here.
+    no_id = ours.join(theirs, on=keys, how="anti")
+    assert no_id.height == 1
+    assert no_id["session_id"].item().startswith("e7971181")
+    got = ours.join(no_id, on=keys, how="anti").sort(keys)
+    # "dupe: page_view_id different derived_tstamp": two page_view events share page view id 320e0ef8...;
+    # Snowplow keeps the earlier derived_tstamp (19:52:10.312), sessionize the first in input order
+    # (19:52:12.203), as docs/presets.md says ("Duplicate page views are dropped in input order").
+    want = theirs.with_columns(
+        pl.when((pl.col("session_id") == DUPE_PAGE_VIEW_ID) & (pl.col("page_view_in_session") == "4"))
+        .then(pl.lit("2021-03-02T19:52:12.203000Z"))
+        .otherwise(pl.col("timestamp"))
+        .alias("timestamp")
+    ).sort(keys)
+    assert got.to_dicts() == want.to_dicts()
+
+
+def test_snowplow_long_session_is_not_cut(snowplow_run: dict[str, pl.DataFrame]) -> None:
+    """The "long session": two page views 48 hours apart under one domain_sessionid, within Snowplow's
+    3-day cap, stay one session (a client session id is never cut by the inactivity timeout)."""
+    theirs, ours = snowplow_session(snowplow_run, LONG_SESSION)
+    assert theirs["page_views"] == ours["pageview_count"] == "2"
+    assert ours["session_end"] == snowplow_time(theirs["end_tstamp"]) == "2021-03-03T21:39:50.989000Z"
+
+
+# -- dbt-ga4's default channel grouping ---------------------------------------------------------------
+
+
+def dbt_ga4_cases() -> list[dict[str, str]]:
+    """The cases of dbt-ga4's test, read from the copied module's source (it imports dbt, so it is never
+    imported here)."""
+    tree = ast.parse((DBT_GA4 / "test_macro_default_channel_grouping.py.txt").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "traffic_data_with_expected_channels" for t in node.targets
+        ):
+            cases: list[dict[str, str]] = ast.literal_eval(node.value)
+            return cases
+    raise AssertionError("no traffic_data_with_expected_channels in the dbt-ga4 test")
+
+
+#: (source, medium, campaign) -> GA4's channel, where dbt-ga4's test expects another one.
+#: Source "alibaba" (a shopping site in GA4's source categories) without a medium: dbt-ga4 expects Paid
+#: Shopping, but GA4's rule is "(Source matches a list of shopping sites OR Campaign Name matches
+#: ^(.*(([^a-df-z]|^)shop|shopping).*)$) AND Medium matches ^(.*cp.*|ppc|retargeting|paid.*)$"
+#: (support.google.com/analytics/answer/9756891); without a paid medium it is Organic Shopping ("Source
+#: matches a list of shopping sites OR Campaign name matches ..."). dbt-ga4's own macro gives Organic
+#: Shopping too: its test compares the relations as sets (check_relations_equal), and "Paid Shopping" is
+#: expected of another row, so the wrong expectation never fails there.
+GA4_ANSWER = {("alibaba", "", ""): "Organic Shopping"}
+
+
+def test_dbt_ga4_fixture_is_read() -> None:
+    cases = dbt_ga4_cases()
+    assert len(cases) == 30
+    assert {case["expected_channel"] for case in cases} >= {"Direct", "Unassigned", "Paid Shopping"}
+    assert set(GA4_ANSWER) <= {(c["source"], c["medium"], c["campaign"]) for c in cases}
+
+
+def test_dbt_ga4_default_channel_grouping(tmp_path: Path) -> None:
+    """Each case as a session landing on a page tagged with its source, medium and campaign. dbt-ga4 loads
+    its cases as a seed, where an empty value is null: an empty field is no tag here."""
+    cases = dbt_ga4_cases()
+    lines = ["user_id,timestamp,url"]
+    for number, case in enumerate(cases):
+        tags = {"utm_source": case["source"], "utm_medium": case["medium"], "utm_campaign": case["campaign"]}
+        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in tags.items() if value)
+        lines.append(f"u{number:02d},2024-05-01T10:00:00Z,https://shop.example/?{query}")
+    events = write_text(tmp_path / "events.csv", "\n".join(lines) + "\n")
+    out = tmp_path / "sessions.csv"
+    result = run_cli(events, "-o", out, "--no-geo", "-q")
+    assert result.exit_code == 0, result.output
+    got = pl.read_csv(out, infer_schema=False).sort("user_id")["channel"].to_list()
+    want = [GA4_ANSWER.get((c["source"], c["medium"], c["campaign"]), c["expected_channel"]) for c in cases]
+    assert got == want
+    # The one deliberate difference is a difference: dbt-ga4's expectation is not what we give.
+    differs = [c for c, channel in zip(cases, got, strict=True) if channel != c["expected_channel"]]
+    assert [(c["source"], c["medium"], c["campaign"]) for c in differs] == list(GA4_ANSWER)
