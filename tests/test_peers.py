@@ -355,12 +355,27 @@ def test_snowplow_users(snowplow_run: dict[str, pl.DataFrame]) -> None:
     assert differs == [(MULTIPLE_FIRST_SESSIONS, "first_page_url")]
 
 
-def test_snowplow_long_session_is_not_cut(snowplow_run: dict[str, pl.DataFrame]) -> None:
-    """The "long session": two page views 48 hours apart under one domain_sessionid, within Snowplow's
-    3-day cap, stay one session (a client session id is never cut by the inactivity timeout)."""
+def test_snowplow_session_length_cases(snowplow_run: dict[str, pl.DataFrame]) -> None:
+    """The cases on session length and lateness, one by one.
+
+    - "long session": two page views 48 hours apart under one domain_sessionid, within Snowplow's 3-day
+      cap, stay one session (a client session id is never cut by the inactivity timeout);
+    - "Unexpired session": a page view on 2020-07-03 and another, same session id, on 2021-03-04: the
+      second is beyond the 3-day cap (``--session-cap 3d``), so the session is the first page view alone;
+    - "late arriving: device created/sent >3 days": sent 4 days after it was created, beyond
+      ``snowplow__days_late_allowed`` (``--max-send-delay 3d``): no session in either table."""
     theirs, ours = snowplow_session(snowplow_run, LONG_SESSION)
     assert theirs["page_views"] == ours["pageview_count"] == "2"
     assert ours["session_end"] == snowplow_time(theirs["end_tstamp"]) == "2021-03-03T21:39:50.989000Z"
+    unexpired = "d21c000a5953335da6cd125ac349135ae6524b04dd4b107a263dfb1de131b12d"
+    theirs, ours = snowplow_session(snowplow_run, unexpired)
+    assert (theirs["page_views"], theirs["end_tstamp"]) == ("1", "2020-07-03 15:55:18.542")
+    assert (ours["pageview_count"], ours["session_end"]) == ("1", "2020-07-03T15:55:18.542000Z")
+    events = snowplow_run["events"]
+    late = set(events.filter(pl.col("user_id").str.starts_with("late arriving"))["domain_sessionid"])
+    assert len(late) == 1
+    assert not late & set(snowplow_run["expected"]["domain_sessionid"])
+    assert not late & set(snowplow_run["sessions"]["session_id"])
 
 
 # -- dbt-ga4's default channel grouping ---------------------------------------------------------------
