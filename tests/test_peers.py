@@ -8,6 +8,8 @@ commits and licences in ``tests/data/README.md``).
   page views the package must build from them. Run through ``--preset snowplow``.
 - ``dbt-ga4/``: the default channel grouping test of Velir's dbt-ga4 (MIT): source, medium, campaign and
   the GA4 channel expected. Run as tagged landing pages through the default (GA4) channel rules.
+- PostHog's tests of its sessions table (MIT), whose events are made in code: written out below as an
+  NDJSON export and run through ``--preset posthog`` (PostHog's channel type cases are test_posthog_channel).
 
 Where sessionize differs from the peer on purpose, the test asserts sessionize's documented answer and says
 why beside it; where sessionize looks wrong, the test asserts the peer's answer and is a strict xfail.
@@ -16,6 +18,7 @@ why beside it; where sessionize looks wrong, the test asserts the peer's answer 
 from __future__ import annotations
 
 import ast
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -431,3 +434,116 @@ def test_dbt_ga4_default_channel_grouping(tmp_path: Path) -> None:
     # The one deliberate difference is a difference: dbt-ga4's expectation is not what we give.
     differs = [c for c, channel in zip(cases, got, strict=True) if channel != c["expected_channel"]]
     assert [(c["source"], c["medium"], c["campaign"]) for c in differs] == list(GA4_ANSWER)
+
+
+# -- PostHog's sessions table ------------------------------------------------------------------------
+# The cases of PostHog's own tests of its sessions table,
+# posthog/hogql/database/schema/test/test_sessions_v2.py (PostHog/posthog, MIT outside ``ee/``; read at
+# commit 04bbdcc0f517ce2f7eec368db66218d3536b6cae). The events are created in code there
+# (``_create_event``), no fixture file, so they are written out here as the NDJSON export the ``posthog``
+# preset reads: each test's event names, distinct ids, ``$session_id``s, URLs and timestamps (a date alone
+# is its midnight, UTC), and the values PostHog's test expects. Cases on fields sessionize does not have
+# (autocapture and screen counts, web vitals, ``$last_external_click_url``) or reads elsewhere (UTM tags
+# and ``gad_source`` as event properties: here they come from the landing page URL) are left out.
+
+
+def posthog_events(tmp_path: Path, rows: list[tuple[str, str, str, str, str | None]]) -> Path:
+    """An NDJSON export of (uuid, event, "distinct_id/$session_id", timestamp, $current_url) rows."""
+    lines = []
+    for uuid, event, session, timestamp, url in rows:
+        distinct_id, _, session_id = session.partition("/")
+        properties: dict[str, str] = {"$session_id": session_id or distinct_id}
+        if url is not None:
+            properties["$current_url"] = url
+        when = timestamp if "T" in timestamp else f"{timestamp}T00:00:00"
+        lines.append(
+            json.dumps(
+                {"uuid": uuid, "event": event, "distinct_id": distinct_id, "timestamp": f"{when}Z",
+                 "properties": properties}
+            )
+        )  # fmt: skip
+    return write_text(tmp_path / "events.ndjson", "\n".join(lines) + "\n")
+
+
+def posthog_sessions(tmp_path: Path, rows: list[tuple[str, str, str, str, str | None]]) -> pl.DataFrame:
+    out = tmp_path / "sessions.csv"
+    result = run_cli(posthog_events(tmp_path, rows), "--preset", "posthog", "--no-geo", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    return pl.read_csv(out, infer_schema=False).sort("session_id")
+
+
+def test_posthog_bounce_rate(tmp_path: Path) -> None:
+    """``test_bounce_rate``: six sessions, PostHog's ``$is_bounce`` (0 or 1) for each. Ours agrees but for
+    s3, a page view and an autocapture at the same instant: PostHog counts the autocapture as a second
+    interaction (no bounce), where ``is_bounce`` here is the negation of GA4's engaged session (one page
+    view, 0 s: a bounce), as docs/presets.md says ("is_bounce is the negation of GA4's engaged session;
+    PostHog's $is_bounce counts page views, autocapture and screen events")."""
+    u = "https://example.com/"
+    rows: list[tuple[str, str, str, str, str | None]] = [
+        ("e01", "$pageview", "d1/s1a", "2023-12-02", u + "1"),
+        ("e02", "$pageview", "d1/s1a", "2023-12-03", u + "2"),
+        ("e03", "$pageview", "d1/s1b", "2023-12-12", u + "3"),
+        ("e04", "$pageview", "d2/s2", "2023-12-11", u + "4"),
+        ("e05", "$pageview", "d3/s3", "2023-12-11", u + "5"),
+        ("e06", "$autocapture", "d3/s3", "2023-12-11", u + "5"),
+        ("e07", "$pageview", "d4/s4", "2023-12-11T12:00:00", u + "6"),
+        ("e08", "$pageleave", "d4/s4", "2023-12-11T12:00:01", u + "6"),
+        ("e09", "$pageview", "d5/s5", "2023-12-11T12:00:00", u + "7"),
+        ("e10", "$pageleave", "d5/s5", "2023-12-11T12:00:11", u + "7"),
+    ]
+    posthog = {"s1a": 0, "s1b": 1, "s2": 1, "s3": 0, "s4": 1, "s5": 0}
+    table = posthog_sessions(tmp_path, rows)
+    got = dict(zip(table["session_id"], table["is_bounce"], strict=True))
+    want = {session: "true" if bounce else "false" for session, bounce in posthog.items()}
+    want["s3"] = "true"  # the documented difference above
+    assert got == want
+    # s1a: one session over two days (a client session id is never cut), landing on /1, leaving from /2.
+    s1a = table.filter(pl.col("session_id") == "s1a").row(0, named=True)
+    assert (s1a["pageview_count"], s1a["landing_page"], s1a["exit_page"]) == ("2", u + "1", u + "2")
+
+
+def test_posthog_custom_bounce_rate_duration(tmp_path: Path) -> None:
+    """``test_custom_bounce_rate_duration``, default settings: a page view and a page leave 15 s later is no
+    bounce (PostHog's default threshold is 10 s, as GA4's engaged session)."""
+    rows: list[tuple[str, str, str, str, str | None]] = [
+        ("e1", "$pageview", "d4/s", "2023-12-11T12:00:00", "https://example.com/6"),
+        ("e2", "$pageleave", "d4/s", "2023-12-11T12:00:15", "https://example.com/6"),
+    ]
+    table = posthog_sessions(tmp_path, rows)
+    assert table.select("is_bounce", "duration_s").rows() == [("false", "15.0")]
+
+
+def test_posthog_counts(tmp_path: Path) -> None:
+    """``test_counts``: one page view, two autocaptures and three screens: ``$pageview_count`` 1; and
+    ``test_empty_counts``: a session of another event alone has ``$pageview_count`` 0."""
+    rows: list[tuple[str, str, str, str, str | None]] = [
+        ("p1", "$pageview", "d1/s1", "2023-12-02", None),
+        *[(f"a{n}", "$autocapture", "d1/s1", "2023-12-02", None) for n in range(2)],
+        *[(f"s{n}", "$screen", "d1/s1", "2023-12-02", None) for n in range(3)],
+        ("o1", "other_event", "d1/s2", "2024-07-17", None),
+    ]
+    table = posthog_sessions(tmp_path, rows)
+    assert table.select("session_id", "pageview_count", "event_count").rows() == [
+        ("s1", "1", "6"),
+        ("s2", "0", "1"),
+    ]
+
+
+def test_posthog_idempotent_event_counts(tmp_path: Path) -> None:
+    """``test_idempotent_event_counts``: the same page view, autocapture and screen (same ``uuid``) inserted
+    five times count once each (``$pageview_count`` 1): duplicates by ``uuid`` are dropped."""
+    rows: list[tuple[str, str, str, str, str | None]] = [
+        (uuid, event, "d1/s1", "2023-12-02", None)
+        for _ in range(5)
+        for uuid, event in (("p", "$pageview"), ("a", "$autocapture"), ("s", "$screen"))
+    ]
+    table = posthog_sessions(tmp_path, rows)
+    assert table.select("pageview_count", "event_count").rows() == [("1", "3")]
+
+
+def test_posthog_v1_and_v2_fields(tmp_path: Path) -> None:
+    """``test_can_use_v1_and_v2_fields``: one page view: ``$session_duration`` 0, ``$end_current_url`` and
+    ``$exit_current_url`` the page's URL (ours: ``duration_s``, ``exit_page``, and ``landing_page``)."""
+    url = "https://example.com/pathname"
+    table = posthog_sessions(tmp_path, [("e1", "$pageview", "d1/s", "2024-05-01T10:00:00", url)])
+    assert table.select("duration_s", "exit_page", "landing_page").rows() == [("0.0", url, url)]
