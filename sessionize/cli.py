@@ -892,9 +892,9 @@ def run(
         str,
         typer.Option(
             "--shared-session-ids",
-            metavar="split|merge",
+            metavar="split|merge|merge-last",
             help="A client session id sent by several users: a session per user (split), or one session "
-            "of the greatest user id (merge: Snowplow).",
+            "of its first event's user (merge: Snowplow) or its last event's (merge-last: PostHog).",
             rich_help_panel=RULES,
         ),
     ] = "split",

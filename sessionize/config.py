@@ -266,8 +266,9 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
 #: ``$channel_type`` (UTM tags, click ids and the referring domain, by its own rules and names).
 CHANNEL_RULES = ("ga4", "snowplow", "posthog")
 #: ``--shared-session-ids``: one session per user and client session id (``split``), or one per client
-#: session id, of the greatest of its user ids (``merge``: Snowplow's rule).
-SHARED_SESSION_IDS = ("split", "merge")
+#: session id, of the user id of its first event (``merge``: Snowplow's sessions) or of its last
+#: (``merge-last``: PostHog's).
+SHARED_SESSION_IDS = ("split", "merge", "merge-last")
 
 
 def one_of(value: str, choices: Sequence[str], *, option: str) -> str:

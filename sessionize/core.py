@@ -151,20 +151,32 @@ def assign_sessions(
 _Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 
 
-def claim_shared_session_ids(events: _Frame) -> _Frame:
-    """Events whose client session id several users sent, all given to the greatest of those user ids
-    (``--shared-session-ids merge``): Snowplow keys a session by ``domain_sessionid`` alone and gives
-    it ``max(domain_userid)``. Events without a client session id keep their user. The result holds
-    the same events in the same order, so it is the same whether it is applied once to all events or
-    to groups that each hold every event of their client session ids (and applying it again changes
-    nothing).
+def claim_shared_session_ids(events: _Frame, *, last: bool = False) -> _Frame:
+    """Events whose client session id several users sent, all given to one of those user ids
+    (``--shared-session-ids merge``): the user id of the session's first event (the smallest of those
+    sent at that instant), as Snowplow's sessions table takes the ``domain_userid`` of a session's
+    first event (its lifecycle manifest keys the session by ``domain_sessionid`` alone); with ``last``
+    (``merge-last``) that of its last event (the greatest at that instant), as PostHog's sessions
+    take the latest ``distinct_id`` (``argMax(distinct_id, timestamp)``: an ``identify()`` mid-visit
+    gives the session to the identified user). Events without a client session id keep their user.
+    The result holds the same events in the same order, so it is the same whether it is applied once
+    to all events or to groups that each hold every event of their client session ids (and applying it
+    again changes nothing).
 
     A user id equal to its event's client session id is the stand-in of an event that had none
     (:func:`sessionize.normalize.keyed_by_session`): it owns the session only when no other user id
-    sent it, as SQL's ``max`` skips Snowplow's null ``domain_userid``."""
-    client, user = pl.col(S.CLIENT_SESSION), pl.col(S.USER)
+    sent it, as Snowplow's null ``domain_userid`` owns none."""
+    client, user, ts = pl.col(S.CLIENT_SESSION), pl.col(S.USER), pl.col(S.TIME)
     sent = pl.when(user != client).then(user)
-    owner = pl.coalesce(sent.max().over(S.CLIENT_SESSION), user.max().over(S.CLIENT_SESSION))
+    sent_at = pl.when(sent.is_not_null()).then(ts)
+    edge = (sent_at.max() if last else sent_at.min()).over(S.CLIENT_SESSION)
+    at_edge = pl.when(ts == edge).then(sent)
+    owner = pl.coalesce(
+        (at_edge.max() if last else at_edge.min()).over(S.CLIENT_SESSION),
+        # Events without a time (none reach a run: they are rejected) or only stand-ins.
+        sent.max().over(S.CLIENT_SESSION),
+        user.max().over(S.CLIENT_SESSION),
+    )
     return events.with_columns(pl.when(client.is_not_null()).then(owner).otherwise(user).alias(S.USER))
 
 

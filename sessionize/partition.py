@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Self
+from typing import Self, TypeVar
 
 import polars as pl
 
@@ -50,6 +50,8 @@ from sessionize.io import drop_duplicate_events
 from sessionize.privacy import anonymize_ips, hash_user_ids
 from sessionize.useragent import enrich_user_agent
 
+_F = TypeVar("_F", pl.DataFrame, pl.LazyFrame)
+
 
 @dataclass(frozen=True)
 class SessionRules:
@@ -66,12 +68,17 @@ class SessionRules:
     #: ``--session-cap``: events of a client session more than this after its first event are left
     #: out (Snowplow's session cap), counted in the summary's ``filtered out``.
     session_cap: timedelta | None = None
-    #: ``--shared-session-ids``: ``split`` or ``merge`` (:func:`sessionize.core.claim_shared_session_ids`).
+    #: ``--shared-session-ids``: ``split``, ``merge`` or ``merge-last``
+    #: (:func:`sessionize.core.claim_shared_session_ids`).
     shared_session_ids: str = "split"
 
     @property
     def merges_session_ids(self) -> bool:
-        return self.shared_session_ids == "merge"
+        return self.shared_session_ids != "split"
+
+    def claim(self, events: _F) -> _F:
+        """``events`` given to their client sessions' owners (:func:`claim_shared_session_ids`)."""
+        return claim_shared_session_ids(events, last=self.shared_session_ids == "merge-last")
 
 
 #: Internal column of the step's full table (``keep_all``) with ``--session-cap``: the events of the
@@ -162,12 +169,24 @@ def build_sessions(
     )
 
 
+def stand_in(session: str = S.CLIENT_SESSION) -> pl.Expr:
+    """Whether a row's user id is the stand-in of an event that had none: its client session id
+    (``session``: the events' column, or the session table's ``session_id``), which
+    :func:`sessionize.normalize.keyed_by_session` gives such an event under ``--require-session-id``."""
+    return (pl.col(S.USER) == pl.col(session)).fill_null(False)
+
+
 def stitched_ids(events: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     """Each user's latest login id (``--stitch-col``): the last non-null one in time (ties: in input
-    order), Snowplow's ``stitched_user_id`` and Segment's identify. Users without one are absent."""
+    order), Snowplow's ``stitched_user_id`` and Segment's identify. Users without one are absent, and so
+    are the stand-ins of events without a user id (:func:`stand_in`): Snowplow maps a login id to a
+    ``domain_userid``, and a session without one has no ``stitched_user_id``."""
+    events = events.lazy()
+    logins = pl.col(S.STITCH_ID).is_not_null()
+    if S.CLIENT_SESSION in events.collect_schema():
+        logins = logins & ~stand_in()
     return (
-        events.lazy()
-        .filter(pl.col(S.STITCH_ID).is_not_null())
+        events.filter(logins)
         .group_by(S.USER)
         .agg(pl.col(S.STITCH_ID).sort_by(S.TIME, maintain_order=True).last().alias(S.STITCHED_USER_ID))
     )
@@ -234,9 +253,9 @@ def _sessions_after_geo(
     if stitched is not None:
         sessions = sessions.join(stitched, on=S.USER, how="left", maintain_order="left")
         if stitch_fallback:
-            sessions = sessions.with_columns(
-                pl.coalesce(S.STITCHED_USER_ID, S.USER).alias(S.STITCHED_USER_ID)
-            )
+            # (Not a stand-in's: Snowplow's fallback is the domain_userid, which such a session lacks.)
+            own = pl.when(~stand_in(S.SESSION_ID)).then(pl.col(S.USER))
+            sessions = sessions.with_columns(pl.coalesce(S.STITCHED_USER_ID, own).alias(S.STITCHED_USER_ID))
         columns.append(S.STITCHED_USER_ID)
     return sessions.select(*columns, *extra, *([geo.STATUS] if keep_geo_status else []))
 
@@ -742,8 +761,8 @@ def process_partition(
     before = events.height
     if not prepared:
         if job.settings.rules.merges_session_ids:
-            # Before the ids are hashed: the owner is the greatest id as read, on every path.
-            events = claim_shared_session_ids(events)
+            # Before the ids are hashed: the owner is chosen from the ids as read, on every path.
+            events = job.settings.rules.claim(events)
         events = hash_ids(drop_duplicate_events(events, dedupe=job.dedupe), job)
     deduplicated = events.height
     cap = None if prepared else job.settings.rules.session_cap
@@ -787,7 +806,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
     of validated canonical events, for :func:`sessionize.sessionize` (bots left out and columns
     dropped as the job says)."""
     if job.settings.rules.merges_session_ids:
-        events = claim_shared_session_ids(events)
+        events = job.settings.rules.claim(events)
     events = cap_lazy(drop_duplicate_events(events, dedupe=job.dedupe), job.settings.rules.session_cap)
     if job.secret is not None:
         events = hidden_ids(events, job.secret, stitching=job.settings.stitching, sessions=job.hash_sessions)

@@ -131,7 +131,8 @@ PRESETS: dict[str, Preset] = {
                 "max_send_delay": "3d",
                 # Snowplow's max_session_days (3): a session's events more than 3 days after its start.
                 "session_cap": "3d",
-                # One session per domain_sessionid, of max(domain_userid): Snowplow's sessions manifest.
+                # One session per domain_sessionid (Snowplow's sessions manifest), of the domain_userid of
+                # its first event (its sessions table's).
                 "shared_session_ids": "merge",
                 # default_channel_group as Snowplow's sessions model computes it (the campaign fields).
                 "channel_rules": "snowplow",
@@ -194,8 +195,9 @@ PRESETS: dict[str, Preset] = {
                 # channel as PostHog's sessions compute $channel_type.
                 "channel_rules": "posthog",
                 # PostHog keys a session by $session_id alone: identify() changes distinct_id mid-visit
-                # and keeps the session (its raw_sessions table takes the latest distinct_id).
-                "shared_session_ids": "merge",
+                # and keeps the session, whose raw_sessions table takes the latest distinct_id
+                # (argMax(distinct_id, timestamp)).
+                "shared_session_ids": "merge-last",
             },
             preferred_columns={
                 "client_session_id": ("properties.$session_id", "$session_id"),

@@ -323,9 +323,11 @@ OPTION_SETS: dict[str, OptionSet] = {
     # out on every path; a session that spans two inputs loses its later events in a later run).
     "session_cap": OptionSet({"session_cap": "10m"}),
     # Snowplow's one session per session id across users: the address stands in for a session id, so that
-    # many users share one (every event of an address is one session, of the greatest user id) and
+    # many users share one (every event of an address is one session, of its first event's user) and
     # sessions cross files, buckets and partitions.
     "shared_session_ids": OptionSet({"shared_session_ids": "merge", "session_col": "ip"}),
+    # PostHog's: the same sessions, of the user id of their last event.
+    "shared_session_ids_last": OptionSet({"shared_session_ids": "merge-last", "session_col": "ip"}),
     # Snowplow's sessions of events without a user id: the page view id stands in for a session id and the
     # event id for a user id, which some users' events and every tie lack (they take the session id as
     # user id, and lose a session to any event id that sent it, which "e..." ids do though "pv-..." sorts
@@ -591,7 +593,11 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {}
 BY_DESIGN: dict[tuple[str, str], str] = {
     ("incremental-3runs", "shared_session_ids"): (
         "an incremental run keeps the owner a session id has in the state (Snowplow's manifest does too), "
-        "where one run over all inputs takes the greatest user id of all (docs/incremental.md)"
+        "where one run over all inputs takes the user of its first event of all (docs/incremental.md)"
+    ),
+    ("incremental-3runs", "shared_session_ids_last"): (
+        "an incremental run keeps the owner a session id has in the state, where one run over all inputs "
+        "takes the user of its last event of all (docs/incremental.md)"
     ),
     ("incremental-3runs", "cookieless_sessions"): (
         "a session id the state keeps stays with its owner, also a stand-in user id (docs/presets.md)"

@@ -218,13 +218,6 @@ def snowplow_session(
     return theirs, ours
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A session sent by several domain_userids belongs to the greatest of them here (docs/presets.md: "
-    "\"Snowplow's max(domain_userid)\"), but max() is only the lifecycle manifest's; Snowplow's sessions "
-    "(and users) tables take the domain_userid of the session's first page view or ping (0.15.2 and 1.0.1 "
-    "expect the same)",
-)
 def test_snowplow_rotating_domain_userid_keeps_the_first_page_views_user(
     snowplow_run: dict[str, pl.DataFrame],
 ) -> None:
@@ -237,11 +230,6 @@ def test_snowplow_rotating_domain_userid_keeps_the_first_page_views_user(
     assert ours["user_id"] == theirs["domain_userid"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A session without any domain_userid gets its login id as stitched_user_id here; Snowplow's "
-    "stitched_user_id starts as domain_userid (null) and is mapped by domain_userid, so it stays null",
-)
 def test_snowplow_no_domain_userid_has_no_stitched_user(snowplow_run: dict[str, pl.DataFrame]) -> None:
     """The "NULL domain_userid" case: Snowplow's session has ``user_id`` "NULL domain_userid" and a null
     ``stitched_user_id`` (its sessions model sets ``stitched_user_id = domain_userid`` and the user mapping
@@ -300,8 +288,8 @@ USER_COLUMNS = [
 # Not compared: Snowplow's users.user_id is the first session's login id; ours is the latest
 # (stitched_user_id), a different column. Snowplow's last_page_url is the last session's exit page; the
 # user table here has the last session's landing page, a different column.
-#: The rotating case's user: Snowplow's table has the session under 0e9ab9..., ours under 2e340e...
-#: (the strict xfail test_snowplow_rotating_domain_userid_keeps_the_first_page_views_user).
+#: The rotating case's user: the session's first page view's domain_userid, which owns it in Snowplow's
+#: tables and here (test_snowplow_rotating_domain_userid_keeps_the_first_page_views_user).
 ROTATING_FIRST_USER = "0e9ab97b5d9d9a174112df13fe9c44788af3ac9088a8b41e0998d92a8b4b5a4fc"
 #: The columns Snowplow's users table takes from the user's first session: (users column, sessions column).
 FIRST_SESSION_COLUMNS = {
@@ -338,8 +326,6 @@ def test_snowplow_users(snowplow_run: dict[str, pl.DataFrame]) -> None:
     differs = []
     compared = 0
     for user in theirs.iter_rows(named=True):
-        if user["domain_userid"] == ROTATING_FIRST_USER:
-            continue
         mine = ours.filter(pl.col("user_id") == user["domain_userid"]).row(0, named=True)
         first = first_sessions.filter(pl.col("domain_userid") == user["domain_userid"]).row(0, named=True)
         for their_column, our_column in USER_COLUMNS:
@@ -353,7 +339,8 @@ def test_snowplow_users(snowplow_run: dict[str, pl.DataFrame]) -> None:
                     differs.append((user["domain_userid"], their_column))
             assert (user["user_id"], our_column, mine[our_column]) == (user["user_id"], our_column, want)
         compared += 1
-    assert compared == 10
+    assert compared == 11
+    assert ROTATING_FIRST_USER in theirs["domain_userid"].to_list()
     assert ping_page_views and set(ping_page_views) <= set(theirs["domain_userid"])
     assert differs == [(MULTIPLE_FIRST_SESSIONS, "first_page_url")]
 

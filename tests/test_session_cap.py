@@ -119,13 +119,14 @@ def test_incremental_runs_count_what_each_run_leaves_out(tmp_path: Path) -> None
 def test_the_snowplow_preset_caps_sessions_at_three_days(source: Path, tmp_path: Path) -> None:
     """No other flag: the preset's user, session id and time columns, and its 3-day cap. (The file has no
     device times: --max-send-delay warns and leaves the rows alone.) The preset also makes s1 one session
-    of its greatest user id (--shared-session-ids merge), so u2's events in it are capped from u1's start."""
+    of its first event's user id, u1 (--shared-session-ids merge): u2's events in it are capped from u1's
+    start."""
     out = tmp_path / "sessions.csv"
     result = run_cli(source, "--preset", "snowplow", "--no-geo", "-o", out)
     assert result.exit_code == 0, result.output
     table = pl.read_csv(out, try_parse_dates=True)
     assert table.select("user_id", "session_id", "event_count", "exit_page").rows() == [
-        ("u2", "s1", 3, "https://shop.example/day4")
+        ("u1", "s1", 3, "https://shop.example/day4")
     ]
     # Four beyond the cap (u1's two, u2's two), two without a session id.
     assert "6 (--filter, --max-send-delay, --session-cap)" in " ".join(result.output.split())

@@ -1,8 +1,9 @@
 """``--shared-session-ids merge`` (the snowplow preset's): a client session id that several users sent is
-one session, of the greatest of those user ids, as Snowplow's sessions lifecycle manifest keys a session by
-``domain_sessionid`` alone and gives it ``max(domain_userid)``. The default, ``split``, keeps one session per
-user and id. On every path; an incremental run keeps the owner a session already has, as Snowplow's
-incremental manifest does."""
+one session, of the user id of its first event, as Snowplow's sessions lifecycle manifest keys a session by
+``domain_sessionid`` alone and its sessions table takes the first event's ``domain_userid``;
+``merge-last`` (the posthog preset's) gives it to the user id of its last event, as PostHog's sessions take
+``argMax(distinct_id, timestamp)``. The default, ``split``, keeps one session per user and id. On every
+path; an incremental run keeps the owner a session already has, as Snowplow's incremental manifest does."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ from tests.helpers import SNOWPLOW_HEADER as HEADER
 from tests.helpers import SNOWPLOW_OPTIONS as OPTIONS
 
 LINES = [
-    "u1,s1,2024-05-01T10:00:00Z,page_view,https://shop.example/a,e1",
-    # The same session id from another cookie (a cross-domain link, a cleared cookie): u2 > u1 owns it.
-    "u2,s1,2024-05-01T10:05:00Z,page_view,https://shop.example/b,e2",
+    # One session id from three cookies (a cross-domain link, a cleared cookie): the first event's user
+    # (u2: neither the smallest nor the greatest id) owns it under merge, the last one's (u1) under
+    # merge-last.
+    "u2,s1,2024-05-01T10:00:00Z,page_view,https://shop.example/a,e1",
+    "u3,s1,2024-05-01T10:05:00Z,page_view,https://shop.example/b,e2",
     "u1,s1,2024-05-01T10:10:00Z,page_view,https://shop.example/c,e3",
-    # The same event under both cookies: one event of the one session (a duplicate).
-    "u1,s1,2024-05-01T10:05:00Z,page_view,https://shop.example/b,e2",
+    # The same event under two cookies: one event of the one session (a duplicate).
+    "u2,s1,2024-05-01T10:05:00Z,page_view,https://shop.example/b,e2",
     # u1's events without a session id stay u1's (the timeout's sessions).
     "u1,,2024-05-01T12:00:00Z,page_view,https://shop.example/x,e4",
     "u3,s3,2024-05-01T10:00:00Z,page_view,https://shop.example/z,e5",
@@ -42,6 +45,11 @@ LINES = [
 MERGED = [
     ("u1", "u1-20240501T120000.000000", 1, "https://shop.example/x", "https://shop.example/x"),
     ("u2", "s1", 3, "https://shop.example/a", "https://shop.example/c"),
+    ("u3", "s3", 1, "https://shop.example/z", "https://shop.example/z"),
+]
+MERGED_LAST = [
+    ("u1", "s1", 3, "https://shop.example/a", "https://shop.example/c"),
+    ("u1", "u1-20240501T120000.000000", 1, "https://shop.example/x", "https://shop.example/x"),
     ("u3", "s3", 1, "https://shop.example/z", "https://shop.example/z"),
 ]
 
@@ -55,24 +63,50 @@ def rows(table: pl.DataFrame) -> list[tuple[Any, ...]]:
     return session_rows(table, "user_id", "session_id", "event_count", "landing_page", "exit_page")
 
 
+@pytest.mark.parametrize(
+    ("shared", "expected", "users"), [("merge", MERGED, 3), ("merge-last", MERGED_LAST, 2)]
+)
 @pytest.mark.parametrize("path", EVERY_PATH)
 def test_a_session_id_of_several_users_is_one_session(
-    source: Path, tmp_path: Path, path: dict[str, Any]
+    source: Path, tmp_path: Path, path: dict[str, Any], shared: str, expected: list[Any], users: int
 ) -> None:
     chosen = path_options(path, tmp_path)
-    result = sessionize.run([source], **OPTIONS, shared_session_ids="merge", **chosen)
-    assert rows(path_sessions(result, chosen)) == MERGED
+    result = sessionize.run([source], **OPTIONS, shared_session_ids=shared, **chosen)
+    assert rows(path_sessions(result, chosen)) == expected
     assert (result.rows_read, result.events_read, result.duplicates_removed) == (6, 5, 1)
-    assert result.user_count == 3
+    assert result.user_count == users
+
+
+@pytest.mark.parametrize("shared", ["merge", "merge-last"])
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_events_at_one_instant_give_the_session_to_one_user_on_every_path(
+    tmp_path: Path, path: dict[str, Any], shared: str
+) -> None:
+    """Two cookies whose first (and last) events came at the same instant: the smallest id owns the
+    session under merge, the greatest under merge-last, whatever the input order or the engine."""
+    lines = [
+        "u5,s1,2024-05-01T10:00:00Z,page_view,https://shop.example/a,e1",
+        "u4,s1,2024-05-01T10:00:00Z,page_view,https://shop.example/b,e2",
+        "u6,s1,2024-05-01T10:00:00Z,page_view,https://shop.example/c,e3",
+    ]
+    owner = "u4" if shared == "merge" else "u6"
+    for order in (lines, lines[::-1]):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        source = write_text(folder / "events.csv", HEADER + "\n".join(order) + "\n")
+        chosen = path_options(path, folder)
+        result = sessionize.run([source], **OPTIONS, shared_session_ids=shared, **chosen)
+        table = path_sessions(result, chosen)
+        assert table.select("user_id", "session_id", "event_count").rows() == [(owner, "s1", 3)]
 
 
 def test_split_is_the_default(source: Path) -> None:
     table = sessionize.run([source], **OPTIONS).sessions
     assert rows(table) == [
-        ("u1", "s1", 3, "https://shop.example/a", "https://shop.example/c"),
+        ("u1", "s1", 1, "https://shop.example/c", "https://shop.example/c"),
         ("u1", "u1-20240501T120000.000000", 1, "https://shop.example/x", "https://shop.example/x"),
-        ("u2", "s1", 1, "https://shop.example/b", "https://shop.example/b"),
+        ("u2", "s1", 2, "https://shop.example/a", "https://shop.example/b"),
         ("u3", "s3", 1, "https://shop.example/z", "https://shop.example/z"),
+        ("u3", "s1", 1, "https://shop.example/b", "https://shop.example/b"),
     ]
 
 
@@ -94,20 +128,22 @@ def test_hashed_user_ids_pick_the_owner_by_the_ids_as_read(
     assert buckets.sort("session_id").equals(hashed.sort("session_id"))
 
 
-def test_an_incremental_run_keeps_the_owner_a_session_has(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shared", ["merge", "merge-last"])
+def test_an_incremental_run_keeps_the_owner_a_session_has(tmp_path: Path, shared: str) -> None:
     """Snowplow's manifest keeps a session's earlier user identifier when a later run brings the same id
-    from another cookie: so does the state (a run over both files at once gives it to u2)."""
+    from another cookie: so does the state, under merge-last too (where a run over both files at once
+    gives the session to the last event's user, u1)."""
     first = write_text(tmp_path / "a.csv", HEADER + LINES[0] + "\n")
     second = write_text(tmp_path / "b.csv", HEADER + LINES[1] + "\n" + LINES[2] + "\n")
     dirs: dict[str, Any] = {"state": str(tmp_path / "state"), "output_dir": str(tmp_path / "out")}
     for path in (first, second):
-        sessionize.run([path], **OPTIONS, shared_session_ids="merge", **dirs)
+        sessionize.run([path], **OPTIONS, shared_session_ids=shared, **dirs)
     table = pl.read_parquet(tmp_path / "out" / "**" / "*.parquet")
     assert table.select("user_id", "session_id", "event_count", "exit_page").rows() == [
-        ("u1", "s1", 3, "https://shop.example/c")
+        ("u2", "s1", 3, "https://shop.example/c")
     ]
-    both = sessionize.run([first, second], **OPTIONS, shared_session_ids="merge").sessions
-    assert both.select("user_id", "event_count").rows() == [("u2", 3)]
+    both = sessionize.run([first, second], **OPTIONS, shared_session_ids=shared).sessions
+    assert both.select("user_id", "event_count").rows() == [("u2" if shared == "merge" else "u1", 3)]
 
 
 def test_the_snowplow_preset_merges(source: Path, tmp_path: Path) -> None:

@@ -140,6 +140,34 @@ def test_the_fallback_stitches_a_user_without_login_to_itself(
         sessionize.run([source], no_geo=True, user_col="anonymous_id", stitch_fallback=True)
 
 
+@pytest.mark.parametrize("fallback", [False, True], ids=["no-fallback", "fallback"])
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_session_without_a_user_id_is_not_stitched(
+    tmp_path: Path, path: dict[str, Any], fallback: bool
+) -> None:
+    """Snowplow's "NULL domain_userid" case (its dbt web integration test, tests/test_peers.py): a
+    session of events with a session id and no user id takes its session id as user id
+    (``--require-session-id``), but no ``stitched_user_id``, its login id's or (``--stitch-fallback``) its
+    own: Snowplow maps login ids to a ``domain_userid``, and such a session has none. A session of a
+    user id with the same login id is stitched as ever."""
+    source = write_text(
+        tmp_path / "input" / "events.csv",
+        "anonymous_id,sid,user_id,timestamp,event,url\n"
+        ",s1,alice,2024-05-01T10:00:00Z,page,https://x.example/\n"
+        ",s1,,2024-05-01T10:05:00Z,page,https://x.example/b\n"
+        "a1,s2,alice,2024-05-01T11:00:00Z,page,https://x.example/\n"
+        "a2,s3,,2024-05-01T11:00:00Z,page,https://x.example/\n",
+    )
+    chosen = path_options(path, tmp_path)
+    options = {**OPTIONS, "session_col": "sid", "require_session_id": True, "stitch_fallback": fallback}
+    result = sessionize.run([source], **options, **chosen)
+    assert stitched(path_sessions(result, chosen)) == [
+        ("a1", "alice"),
+        ("a2", "a2" if fallback else None),
+        ("s1", None),
+    ]
+
+
 def test_a_missing_stitch_column_is_named(source: Path) -> None:
     with pytest.raises(MissingColumnError, match="--stitch-col"):
         sessionize.run([source], user_col="anonymous_id", stitch_col="login", no_geo=True)

@@ -121,8 +121,8 @@ def test_a_wide_object_gives_the_sessions_of_the_events_without_its_extra_keys(
 
 def test_an_object_of_50000_keys_is_read_in_linear_time(tmp_path: Path) -> None:
     """Review 52's event: 50,000 keys 13 levels deep. Flattening never ended (and did not answer
-    SIGTERM); read with the leaves the run uses alone, the run takes a few seconds (the bound is generous: it only tells a
-    finished run from one that never ends)."""
+    SIGTERM); read with the leaves the run uses alone, the run takes a few seconds (the bound is
+    generous: it only tells a finished run from one that never ends)."""
     deep: dict[str, Any] = {f"k{i}": i for i in range(50_000)}
     for _ in range(12):
         deep = {"x": deep}

@@ -21,7 +21,6 @@ import polars as pl
 
 from sessionize import io
 from sessionize.config import RunConfig
-from sessionize.core import claim_shared_session_ids
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
 from sessionize.engines.budget import (
     Plan,
@@ -32,7 +31,14 @@ from sessionize.engines.budget import (
     sub_bucket_of,
 )
 from sessionize.errors import SessionizeWarning, UsageError
-from sessionize.partition import PartitionJob, Tally, empty_sessions, process_partition, protect_addresses
+from sessionize.partition import (
+    PartitionJob,
+    SessionRules,
+    Tally,
+    empty_sessions,
+    process_partition,
+    protect_addresses,
+)
 
 #: Spill directories are named with their process id, so that a later run can tell the ones left by
 #: a process that died (``kill -9``, a crash) and remove them.
@@ -41,7 +47,9 @@ _SPILL_PREFIX = "sessionize-buckets-"
 _ORDER = "_input_order"
 
 
-def _claimed(claims: io.BucketSpill, directory: Path, schema: dict[str, pl.DataType]) -> io.BucketSpill:
+def _claimed(
+    claims: io.BucketSpill, directory: Path, schema: dict[str, pl.DataType], rules: SessionRules
+) -> io.BucketSpill:
     """Events spilled by client session id (:func:`claim_bucket_of`), given to their sessions' owners
     and spilled again by user, one bucket in memory at a time."""
     directory.mkdir()
@@ -50,7 +58,7 @@ def _claimed(claims: io.BucketSpill, directory: Path, schema: dict[str, pl.DataT
     for index in range(buckets):
         events = claims.read(index, schema)
         claims.remove(index)
-        users.add(claim_shared_session_ids(events))
+        users.add(rules.claim(events))
         del events
     users.flush()
     return users
@@ -135,7 +143,7 @@ class BucketEngine:
                 progress(RunProgress("read", number, len(files), rows))
             spill.flush()
             if merge:
-                spill = _claimed(spill, work / "users", schema)
+                spill = _claimed(spill, work / "users", schema, job.settings.rules)
             too_big = bucket_warning(
                 max(spill.rows, default=0), memory_limit=plan.memory_limit, resident_bytes=plan.resident_bytes
             )

@@ -53,7 +53,6 @@ else:
 from sessionize import geo, io
 from sessionize._version import __version__
 from sessionize.config import RunConfig
-from sessionize.core import claim_shared_session_ids
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
 from sessionize.engines.budget import bucket_of, claim_bucket_of
 from sessionize.errors import (
@@ -63,7 +62,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.partition import PartitionJob, Tally, process_partition
+from sessionize.partition import PartitionJob, SessionRules, Tally, process_partition
 
 #: The global input order of an event: its input's number in the top bits, its row below.
 ORDER = "_order"
@@ -329,10 +328,10 @@ def _read_part(part: InputPart, options: io.ReadOptions, merge: bool = False) ->
         )
 
 
-def _claim_part(frame: Any, schema: dict[str, pl.DataType]) -> Any:
+def _claim_part(frame: Any, schema: dict[str, pl.DataType], rules: SessionRules) -> Any:
     """One partition of client session ids given to their owners, bucketed again by user."""
     with _POLARS_LOCK:
-        events = claim_shared_session_ids(_from_pandas(frame, schema))
+        events = rules.claim(_from_pandas(frame, schema))
         return _to_pandas(events.with_columns(bucket_of(BUCKET_SPACE).alias(BUCKET)), schema)
 
 
@@ -741,7 +740,7 @@ def _compute(
         # Every event of a client session id together first: its owner is found there, then its bucket.
         events = events.shuffle(
             on=BUCKET, npartitions=count, ignore_index=True, shuffle_method=SHUFFLE_METHOD
-        ).map_partitions(_claim_part, schema, meta=meta)
+        ).map_partitions(_claim_part, schema, job.job.settings.rules, meta=meta)
     shuffled = events.shuffle(on=BUCKET, npartitions=count, ignore_index=True, shuffle_method=SHUFFLE_METHOD)
     shared = client.scatter(job, broadcast=True, hash=False)  # type: ignore[no-untyped-call]
     tasks = [

@@ -47,7 +47,7 @@ from sessionize import io
 from sessionize import schema as S
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
 from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
-from sessionize.core import beyond_session_cap, claim_shared_session_ids
+from sessionize.core import beyond_session_cap
 from sessionize.engines.base import Outcome, Progress, RunProgress
 from sessionize.errors import (
     LateEventsError,
@@ -70,6 +70,7 @@ from sessionize.partition import (
     keeps_located_addresses,
     process_partition,
     protect_addresses,
+    stand_in,
     stitched_ids,
     user_table_inputs,
     with_stored_geo,
@@ -664,8 +665,9 @@ def _process(
     new = new.with_columns(pl.col(ROW).cast(pl.Int64))
     merge = job.settings.rules.merges_session_ids
     if merge:
-        # One session per client session id, of the greatest user id as read (before ids are hashed).
-        new = claim_shared_session_ids(new)
+        # One session per client session id, of its first (or last) event's user id as read (before
+        # ids are hashed).
+        new = job.settings.rules.claim(new)
     # Ids are hashed before anything is compared with the state or kept in it.
     new = hash_ids(new, job)
     if merge and state.events.height:
@@ -849,7 +851,7 @@ def _latest_logins(users: pl.DataFrame, combined: pl.DataFrame) -> pl.DataFrame:
     seen = pl.concat(
         [
             carried.join(combined.select(S.USER).unique(), on=S.USER, how="semi"),
-            combined.select(S.USER, S.STITCH_ID, S.TIME),
+            combined.filter(~stand_in()).select(S.USER, S.STITCH_ID, S.TIME),
         ],
         how="vertical_relaxed",
     )
@@ -867,7 +869,8 @@ def _stitched(table: pl.DataFrame, logins: pl.DataFrame, *, fallback: bool) -> p
     """``table``'s ``stitched_user_id`` from ``logins`` (:func:`_latest_logins`); with ``fallback``
     (``--stitch-fallback``) the user id where there is none, as one run gives it."""
     joined = table.join(logins.select(S.USER, _LOGIN), on=S.USER, how="left", maintain_order="left")
-    login = pl.coalesce(_LOGIN, S.USER) if fallback else pl.col(_LOGIN)
+    own = pl.when(~stand_in(S.SESSION_ID)).then(pl.col(S.USER))  # (as _sessions_after_geo's)
+    login = pl.coalesce(_LOGIN, own) if fallback else pl.col(_LOGIN)
     return joined.with_columns(login.alias(S.STITCHED_USER_ID)).drop(_LOGIN)
 
 

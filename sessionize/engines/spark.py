@@ -53,7 +53,6 @@ from sessionize import geo, io
 from sessionize import schema as S
 from sessionize.accesslog import detect_log_format
 from sessionize.config import RunConfig, parse_memory
-from sessionize.core import claim_shared_session_ids
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
 from sessionize.engines.budget import available_memory, bucket_of, claim_bucket_of
 from sessionize.errors import (
@@ -73,6 +72,7 @@ from sessionize.partition import (
     CAPPED,
     STORED_GEO_COLUMNS,
     PartitionJob,
+    SessionRules,
     Tally,
     keeps_located_addresses,
     mean_of_microseconds,
@@ -409,15 +409,13 @@ def _running_totals(counts: Iterable[tuple[int, int]]) -> dict[int, int]:
     return before
 
 
-def _claim(batches: Iterable[Any], schema: Any) -> Iterator[Any]:
+def _claim(batches: Iterable[Any], schema: Any, rules: SessionRules) -> Iterator[Any]:
     """One partition of client session ids given to their owners (``--shared-session-ids merge``),
     bucketed again by user."""
     frame = _frame_of(batches)
     if frame is None:
         return
-    claimed = claim_shared_session_ids(frame).with_columns(
-        bucket_of(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET)
-    )
+    claimed = rules.claim(frame).with_columns(bucket_of(BUCKET_SPACE).cast(pl.Int64).alias(BUCKET))
     yield from _arrow(claimed, schema).to_batches(max_chunksize=100_000)
 
 
@@ -1297,8 +1295,9 @@ def _run(
         if job.settings.rules.merges_session_ids:
             # Every event of a client session id together first: its owner is found there, then its bucket.
             claim_schema = pa.schema([f for f in event_schema if f.name not in (SUMMARY, *_REJECT_COLUMNS)])
+            rules = job.settings.rules
             events = events.repartition(count, F.col(BUCKET)).mapInArrow(
-                lambda batches: _claim(batches, claim_schema), _struct(claim_schema)
+                lambda batches: _claim(batches, claim_schema, rules), _struct(claim_schema)
             )
         users = events.repartition(count, F.col(BUCKET))
         # Made once here: the page-view and user tables' columns come from an empty partition's run.
