@@ -244,6 +244,33 @@ def test_hive_partitions_follow_the_timezone(tmp_path: Path) -> None:
     assert hive.get_column("session_date").cast(pl.String).to_list() == ["2024-05-02"]
 
 
+def test_a_time_in_the_year_0_west_of_utc_is_partitioned(tmp_path: Path) -> None:
+    """Review 54 F5: 0001-01-01T00:00:00Z (Go's zero time, .NET's DateTime.MinValue, sent by broken
+    trackers) is a valid time, but its New York day is 0000-12-31, which Python's dates cannot hold:
+    every incremental run stopped with "Unexpected error: year 0 is out of range" (a cron job stuck on
+    one stranger-written value) where a one-shot run wrote the session. Its partition is
+    session_date=0000-12-31; a second run continues that session (its day kept in the state) and a
+    third writes another day."""
+    files = [
+        write_events(tmp_path / "a.csv", [event("u2", "0001-01-01T00:00:00Z")]),  # type: ignore[arg-type]
+        write_events(tmp_path / "b.csv", [event("u2", "0001-01-01T00:05:00Z")]),  # type: ignore[arg-type]
+        write_events(tmp_path / "c.csv", [event("u1", datetime(2024, 5, 1, 10, tzinfo=UTC))]),
+    ]
+    for path in files:
+        step(path, tmp_path / "state", tmp_path / "out", timezone="America/New_York")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "session_date=0000-12-31",
+        "session_date=2024-05-01",
+    ]
+    hive = pl.read_parquet(tmp_path / "out", hive_partitioning=True).sort("session_start")
+    assert hive.select("user_id", "event_count", pl.col("session_date").cast(pl.String)).rows() == [
+        ("u2", 2, "0000-12-31"),
+        ("u1", 1, "2024-05-01"),
+    ]
+    once = sessionize.run(files, timezone="America/New_York", no_geo=True).sessions
+    assert once.sort("session_start").select("user_id", "event_count").rows() == [("u2", 2), ("u1", 1)]
+
+
 # -- idempotency and crashes --------------------------------------------------------------------
 
 

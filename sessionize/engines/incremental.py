@@ -37,7 +37,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -712,8 +712,10 @@ def _process(
         # with open sessions may have one that closes while their last event stays open (client session
         # ids interleave with the timeout's sessions): any kept session starting before the new limit
         # may close, and the state keeps every open session's events (from retained_from on).
-        was_open = pl.col("last_event") >= watermark_old - timeout
-        closing = users.filter(was_open & (pl.col("retained_from") < watermark - timeout)).select(S.USER)
+        # (The limits in Polars: a watermark in the year 1 minus the timeout is before Python's dates.)
+        was_open = pl.col("last_event") >= pl.lit(watermark_old) - timeout
+        closes = pl.col("retained_from") < pl.lit(watermark) - timeout
+        closing = users.filter(was_open & closes).select(S.USER)
         touched = pl.concat([touched, closing]).unique()
     # With --anonymize-ip no full address is kept: new events are located (after-geo), then truncated.
     kept = state.events.join(touched, on=S.USER, how="semi", maintain_order="left")
@@ -770,9 +772,7 @@ def _process(
         pageviews = result.pageviews
     tally.capped = capped
     progress(RunProgress("buckets", 1, 1, combined.height))
-    kept_days = set(
-        kept.select(pl.col(S.TIME).dt.convert_time_zone(timezone).dt.date().unique()).to_series().to_list()
-    )
+    kept_days = set(kept.select(_local_day(pl.col(S.TIME), timezone).unique()).to_series().to_list())
     pending = _write_partitions(out_path, output, offsets, kept_days=kept_days, timezone=timezone)
     if pageviews_path is not None:
         try:
@@ -975,8 +975,15 @@ def _late_rejects(
     return parts
 
 
-def _partition_dir(out_path: Path, day: date) -> Path:
-    return out_path / f"{PARTITION}={day.isoformat()}"
+def _partition_dir(out_path: Path, day: str) -> Path:
+    return out_path / f"{PARTITION}={day}"
+
+
+def _local_day(time: pl.Expr, timezone: str) -> pl.Expr:
+    """The day of ``time`` in ``timezone`` as its partition names it (``YYYY-MM-DD``), formatted by
+    Polars: Python's dates stop at the year 1, where the time 0001-01-01T00:00:00Z (Go's zero time,
+    .NET's ``DateTime.MinValue``) is in the year 0 west of UTC."""
+    return time.dt.convert_time_zone(timezone).dt.date().dt.to_string("%Y-%m-%d")
 
 
 @dataclass
@@ -1028,7 +1035,7 @@ def _write_partitions(
     output: pl.DataFrame,
     touched: pl.DataFrame,
     *,
-    kept_days: set[date],
+    kept_days: set[str],
     timezone: str,
     order: Sequence[str] = (S.USER, "session_start", S.SESSION_ID),
 ) -> _PendingPartitions:
@@ -1042,8 +1049,8 @@ def _write_partitions(
     of the touched users' kept events) are read. The page-view partitions are replaced the same way:
     each page view carries its session's ``session_start`` (rows sorted by ``order``).
     """
-    day_of = pl.col("session_start").dt.convert_time_zone(timezone).dt.date()
-    days: set[date] = set(kept_days)
+    day_of = _local_day(pl.col("session_start"), timezone)
+    days: set[str] = set(kept_days)
     if output.height:
         days.update(output.select(day_of.unique()).to_series().to_list())
     replaced = touched.select(S.USER, "retained_from")
