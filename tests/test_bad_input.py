@@ -25,7 +25,7 @@ from sessionize import io as sio
 from sessionize.cli import app
 from sessionize.io.read import JSON_DEPTH_LIMIT, _jq_command
 from sessionize.privacy import anonymize_ip
-from tests.helpers import CITY_DB, REPO, words
+from tests.helpers import CITY_DB, EVERY_PATH, REPO, path_options, words
 
 BAD = REPO / "tests" / "data" / "bad"
 
@@ -184,6 +184,45 @@ def test_rejects_across_files_of_different_formats(tmp_path: Path) -> None:
         (str(parquet), 1, "empty_user_id"),
     ]
     assert result.sessions["user_id"].to_list() == ["v"]
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_rejects_file_sent_again_keeps_its_columns_beside_this_runs(
+    tmp_path: Path, path: dict[str, Any]
+) -> None:
+    """Review 54 F4: a rejects file read again (rows "written so that they can be sent again") stopped
+    with "Unexpected error: DuplicateError: column 'reject_reason' is duplicate" when a row was rejected
+    again, and an input's own ``source_file`` column was overwritten by the file's name. The input's
+    columns of those names are kept as ``input_<name>``; ``source_file``, ``source_row`` and
+    ``reject_reason`` are this run's, on every engine path."""
+    events = write(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url,source_file\n"
+        "u1,2024-05-01T10:00:00Z,https://s.example/a,crm-export-17\n"
+        "u2,yesterday,https://s.example/b,crm-export-18\n"
+        "u3,2024-05-01T10:00:00Z,https://s.example/c,crm-export-19,EXTRA\n",
+    )
+    first = tmp_path / "rejects.csv"
+    sessionize.run([events], on_invalid="skip", rejects=str(first), no_geo=True)
+    assert pl.read_csv(first).select("source_file", "input_source_file", "reject_reason").rows() == [
+        (str(events), "crm-export-18", "bad_timestamp"),
+        (str(events), None, "wrong_field_count (5, expected 4)"),
+    ]
+    again = tmp_path / "rejects-again.csv"
+    chosen = path_options(path, tmp_path)
+    result = sessionize.run([first], on_invalid="skip", rejects=str(again), no_geo=True, **chosen)
+    assert (result.rows_read, result.rejected) == (2, 2)
+    table = pl.read_csv(again, infer_schema=False)
+    assert table.columns == [
+        "user_id", "timestamp", "url", "input_source_file", "input_source_file_",
+        "input_source_row", "input_reject_reason", "input_raw_line",
+        "source_file", "source_row", "reject_reason",
+    ]  # fmt: skip
+    kept = ["input_source_file", "input_source_file_", "input_reject_reason", "source_file", "reject_reason"]
+    assert table.select(kept).rows() == [
+        ("crm-export-18", str(events), "bad_timestamp", str(first), "bad_timestamp"),
+        (None, str(events), "wrong_field_count (5, expected 4)", str(first), "empty_user_id"),
+    ]
 
 
 def test_rejects_needs_skip_and_its_own_path(tmp_path: Path) -> None:

@@ -1759,16 +1759,21 @@ def _hex_bytes(value: pl.Expr, dtype: PolarsDataType) -> pl.Expr:
 def _rejects(
     scan: pl.LazyFrame, invalid: pl.DataFrame, malformed: pl.DataFrame | None, *, source: InputFile, name: str
 ) -> pl.DataFrame | None:
-    """The rejected rows with all their original columns (as text), file, row and reason."""
+    """The rejected rows with all their original columns (as text), file, row and reason. An input
+    column named as one of the rejects' own (a rejects file sent again, an export with a
+    ``source_file`` column) is kept as ``input_<name>``: the file, row and reason are this run's."""
     parts: list[pl.DataFrame] = []
     if invalid.height:
+        columns = scan.collect_schema()
+        own = [c for c in columns if c not in (ROW, REASON)]
+        renamed: dict[str, str] = {}
+        for column in own:
+            if column in (*REJECTS_COLUMNS, "raw_line"):
+                renamed[column] = fresh_name(f"input_{column}", [*own, *renamed.values()])
         original = (
             scan.join(invalid.lazy(), on=ROW, how="inner", maintain_order="left")
-            .with_columns(
-                as_text(name, dtype)
-                for name, dtype in scan.collect_schema().items()
-                if name not in (ROW, REASON)
-            )
+            .with_columns(as_text(column, columns[column]) for column in own)
+            .rename(renamed)
             .collect(engine="in-memory")
         )
         parts.append(
