@@ -15,7 +15,7 @@ options ask to drop.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -651,13 +651,58 @@ class PartitionResult:
 
 
 def hash_ids(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
-    """The events with their user ids hashed when the job says so (``--hash-user-ids``)."""
+    """The events with their user ids hashed when the job says so (``--hash-user-ids``), and the
+    copies of hidden values in ``--agg``'s inputs hidden (:func:`hidden_copies`)."""
+    events = hidden_copies(events.lazy(), job).collect(engine="in-memory")
     if job.secret is None:
         return events
     hidden = hidden_ids(
         events.lazy(), job.secret, stitching=S.STITCH_ID in events.columns, sessions=job.hash_sessions
     )
     return hidden.collect(engine="in-memory")
+
+
+def hidden_copies(events: pl.LazyFrame, job: PartitionJob, *, ids: bool = True) -> pl.LazyFrame:
+    """The text that ``--agg`` reads (``first``, ``last``, ``min``, ``max`` write it) with each cell that
+    copies a value the privacy options hide in the same event (PostHog's SDK sends the user id again as
+    ``properties.distinct_id``, and the address as ``properties.$ip``) hidden as that value is: the
+    user id's hash (the login id's; every session id's too with ``--require-session-id``, see
+    :func:`hidden_ids`) under ``--hash-user-ids``, the truncated address under ``--anonymize-ip``. The
+    rejects file hides such copies the same way (:func:`sessionize.io.read._private_rejects`). Run
+    before the ids are hashed: it compares them as read (with ``ids`` false, only the address's copies:
+    a truncated address is truncated again as it was, a hashed id would be hashed again)."""
+    schema = events.collect_schema()
+    inputs = [
+        name
+        for (_, numeric), name in S.aggregate_inputs(job.settings.aggregates).items()
+        if not numeric and schema.get(name) == pl.String
+    ]
+    hidden: list[tuple[str, Callable[[pl.LazyFrame, str], pl.LazyFrame]]] = []
+    if ids and job.secret is not None:
+        secret = job.secret
+
+        def hashed(frame: pl.LazyFrame, column: str) -> pl.LazyFrame:
+            return hash_user_ids(frame, secret=secret, column=column)
+
+        hashed_ids = [S.USER, S.STITCH_ID, *([S.CLIENT_SESSION] if job.hash_sessions else [])]
+        hidden += [(column, hashed) for column in hashed_ids if schema.get(column) == pl.String]
+    if job.settings.anonymize_ip and schema.get(S.IP) == pl.String:
+        hidden.append((S.IP, anonymize_ips))
+    if not inputs or not hidden:
+        return events
+    taken = set(schema.names())
+    copies: dict[str, list[str]] = {}
+    for name in inputs:
+        for column, hide in hidden:
+            taken.add(copy := fresh_name("_copy", taken))
+            events = hide(
+                events.with_columns(pl.when(pl.col(name) == pl.col(column)).then(pl.col(name)).alias(copy)),
+                copy,
+            )
+            copies.setdefault(name, []).append(copy)
+    return events.with_columns(pl.coalesce(*found, name).alias(name) for name, found in copies.items()).drop(
+        [copy for found in copies.values() for copy in found]
+    )
 
 
 def hidden_ids(
@@ -705,7 +750,7 @@ def protect_addresses(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
     located first (after-geo), then truncated."""
     if job.settings.anonymize_ip is None:
         return events
-    lazy = events.lazy()
+    lazy = hidden_copies(events.lazy(), job, ids=False)  # (the address's copies in --agg's inputs too)
     if keeps_located_addresses(job):
         lazy = enrich_geo(lazy, database=job.settings.geo_database).rename(
             {column: name for name, column in STORED_GEO.items()}
@@ -808,6 +853,7 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
     if job.settings.rules.merges_session_ids:
         events = job.settings.rules.claim(events)
     events = cap_lazy(drop_duplicate_events(events, dedupe=job.dedupe), job.settings.rules.session_cap)
+    events = hidden_copies(events, job)
     if job.secret is not None:
         events = hidden_ids(events, job.secret, stitching=job.settings.stitching, sessions=job.hash_sessions)
     settings = job.settings

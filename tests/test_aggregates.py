@@ -383,3 +383,58 @@ def test_an_aggregate_of_a_list_column(tmp_path: Path) -> None:
     result = run_cli(source, "--no-geo", "--agg", "s=sum(tags)", "-o", out)
     assert result.exit_code == 2
     assert "'tags' holds lists or objects, not numbers" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("path", [pytest.param({}, id="memory"), *OTHER_PATHS])
+def test_a_copy_of_a_hidden_value_is_hidden_in_the_aggregates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: dict[str, Any]
+) -> None:
+    """Review 54 F3: PostHog's SDK sends the user id again as ``properties.distinct_id``;
+    ``--agg who=first(properties.distinct_id)`` under ``--hash-user-ids`` wrote the id in the clear beside
+    its hash (the rejects file hid the same copy). A cell of an ``--agg`` input equal to a hidden value of
+    its event is hidden as that value is (the hash; the truncated address under ``--anonymize-ip``); other
+    values are kept, and the counts are the same."""
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cr3t")
+    lines = [
+        {"distinct_id": "alice@example.com", "note": "alice@example.com", "client_ip": "81.2.69.142"},
+        {"distinct_id": "anon-7", "note": "hello", "client_ip": "10.0.0.1"},
+    ]
+    events = [
+        {
+            "uuid": f"e{n}",
+            "event": "$pageview",
+            "distinct_id": "alice@example.com",
+            "timestamp": f"2024-05-01T10:0{n}:00Z",
+            "properties": {
+                "$session_id": "s1",
+                "$current_url": f"https://s.example/{n}",
+                "$ip": "81.2.69.142",
+                **line,
+            },
+        }
+        for n, line in enumerate(lines)
+    ]
+    source = write_text(tmp_path / "input" / "events.ndjson", "".join(json.dumps(e) + "\n" for e in events))
+    chosen = path_options(path, tmp_path)
+    result = sessionize.run(
+        [source],
+        preset="posthog",
+        no_geo=True,
+        hash_user_ids="SESSIONIZE_TEST_SECRET",
+        anonymize_ip=True,
+        aggregates=[
+            "who=first(properties.distinct_id)",
+            "other=last(properties.distinct_id)",
+            "said=first(properties.note)",
+            "copy=first(properties.client_ip)",
+            "last_ip=last(properties.client_ip)",
+            "ids=n_unique(properties.distinct_id)",
+        ],
+        **chosen,
+    )
+    table = path_sessions(result, chosen)
+    user = table.get_column("user_id").to_list()
+    assert table.select("who", "other", "said", "copy", "last_ip", "ids").rows() == [
+        (user[0], "anon-7", user[0], "81.2.69.0", "10.0.0.1", 2)
+    ]
+    assert user[0] != "alice@example.com" and len(user[0]) == 64
