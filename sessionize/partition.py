@@ -653,7 +653,8 @@ class PartitionResult:
 def hash_ids(events: pl.DataFrame, job: PartitionJob) -> pl.DataFrame:
     """The events with their user ids hashed when the job says so (``--hash-user-ids``), and the
     copies of hidden values in ``--agg``'s inputs hidden (:func:`hidden_copies`)."""
-    events = hidden_copies(events.lazy(), job).collect(engine="in-memory")
+    if job.settings.aggregates:
+        events = hidden_copies(events.lazy(), job).collect(engine="in-memory")
     if job.secret is None:
         return events
     hidden = hidden_ids(
