@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import hmac
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -842,3 +844,100 @@ def test_anonymize_ip_visitor_ids_are_keyed(tmp_path: Path, monkeypatch: pytest.
     )
     with pytest.raises(UsageError, match="--hash-user-ids"):
         sessionize.run(files, **options, state=str(tmp_path / "state"), output_dir=str(tmp_path / "out"))
+
+
+def _rotation_runs(tmp_path: Path, rotate: Any) -> tuple[pl.DataFrame, list[Any]]:
+    """Two incremental runs over ``logs/access.log*`` of the real log's first 200 lines: the first reads
+    the live log's 100 lines, then ``rotate(logs, lines)`` rotates it as logrotate would."""
+    lines = APACHE_LOG.read_text(encoding="utf-8").splitlines(keepends=True)[:200]
+    logs, state, out = tmp_path / "logs", tmp_path / "state", tmp_path / "sessions"
+    logs.mkdir()
+    (logs / "access.log").write_text("".join(lines[:100]))
+    options: dict[str, Any] = {"no_geo": True, "state": str(state), "output_dir": str(out)}
+    results = [sessionize.run([str(logs / "access.log*")], **options)]
+    rotate(logs, lines)
+    results.append(sessionize.run([str(logs / "access.log*")], **options))
+    return pl.read_parquet(out / "**" / "*.parquet"), results
+
+
+def test_a_live_log_renamed_by_logrotate_is_read_from_where_the_last_run_stopped(tmp_path: Path) -> None:
+    """Review 54 F7: the live access.log read by a run, then appended to and renamed access.log.1 by
+    logrotate (a new access.log beside it), was read again whole as a new file: its 100 lines already
+    processed were counted twice (300 events for 200 lines, exit 0). A file that starts with what a run
+    read at another path with the same first lines has grown: only its new lines are read."""
+
+    def rotate(logs: Path, lines: list[str]) -> None:
+        with (logs / "access.log").open("a") as handle:
+            handle.write("".join(lines[100:150]))
+        (logs / "access.log").rename(logs / "access.log.1")
+        (logs / "access.log").write_text("".join(lines[150:]))
+
+    table, (_, second) = _rotation_runs(tmp_path, rotate)
+    assert second.incremental is not None
+    assert second.incremental.files_grown == [str(tmp_path / "logs" / "access.log.1")]
+    assert second.rows_read == 100
+    whole = tmp_path / "whole.log"
+    whole.write_text("".join(APACHE_LOG.read_text(encoding="utf-8").splitlines(keepends=True)[:200]))
+    once = sessionize.run([whole], no_geo=True).sessions
+    assert table.get_column("event_count").sum() == once.get_column("event_count").sum()
+    columns = ["user_id", "session_start", "event_count", "landing_page", "exit_page"]
+    assert table.sort(columns).select(columns).equals(once.sort(columns).select(columns))
+
+
+def test_a_processed_log_compressed_by_logrotate_is_skipped(tmp_path: Path) -> None:
+    """Review 54 F7's variant: logrotate's ``compress`` turns the processed log into access.log.1.gz
+    (the same lines): it was read again whole (100 events counted twice). A .gz file is recognised by
+    the content it holds."""
+
+    def rotate(logs: Path, lines: list[str]) -> None:
+        with gzip.open(logs / "access.log.1.gz", "wb") as handle:
+            handle.write((logs / "access.log").read_bytes())
+        (logs / "access.log").write_text("")
+
+    table, (_, second) = _rotation_runs(tmp_path, rotate)
+    assert second.incremental is not None
+    assert second.incremental.files_skipped == [str(tmp_path / "logs" / "access.log.1.gz")]
+    assert (second.rows_read, table.get_column("event_count").sum()) == (0, 100)
+
+
+def test_a_gz_file_a_state_of_the_last_release_holds_is_skipped(tmp_path: Path) -> None:
+    """States written before .gz files were known by their content hold a .gz file's own bytes' SHA-256:
+    such a file is still recognised (and not read a second time)."""
+    lines = APACHE_LOG.read_text(encoding="utf-8").splitlines(keepends=True)[:50]
+    log, state, out = tmp_path / "access.log.1.gz", tmp_path / "state", tmp_path / "sessions"
+    with gzip.open(log, "wb") as handle:
+        handle.write("".join(lines).encode())
+    options: dict[str, Any] = {"no_geo": True, "state": str(state), "output_dir": str(out)}
+    sessionize.run([log], **options)
+    version = state / (state / "CURRENT").read_text(encoding="utf-8").strip()
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    for entry in manifest["files"]:  # as the last release wrote it
+        entry["sha256"] = entry.pop("raw_sha256")
+    (version / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    again = sessionize.run([log], **options)
+    assert again.incremental is not None
+    assert (again.incremental.files_skipped, again.rows_read) == ([str(log)], 0)
+    assert pl.read_parquet(out / "**" / "*.parquet").get_column("event_count").sum() == 50
+
+
+@pytest.mark.parametrize("flags", [[], ["--buckets", "2"]])
+def test_the_authenticated_user_of_a_rejected_line_is_hidden_as_a_login_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]
+) -> None:
+    """Review 54 L3: a log line's HTTP basic-auth user (``auth_user``, a login name) stayed in the clear
+    in the rejects file under ``--hash-user-ids``, beside the hashed visitor id. It is hashed as a login
+    id is."""
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cr3t")
+    log = tmp_path / "access.log"
+    log.write_text(
+        f'203.0.113.7 - frank [17/May/2015:10:05:03 +0000] "GET /a HTTP/1.1" 200 10 "-" "{UA}"\n'
+        f'203.0.113.8 - bob [17/May/2099:10:05:03 +0000] "GET /a HTTP/1.1" 200 10 "-" "{UA}"\n'
+    )
+    rejects = tmp_path / "rejects.csv"
+    result = run_cli(log, "--no-geo", "-o", tmp_path / "s.csv", "--hash-user-ids", "SESSIONIZE_TEST_SECRET",
+                     "--on-invalid", "skip", "--rejects", rejects, *flags)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    row = pl.read_csv(rejects).row(0, named=True)
+    assert row["reject_reason"] == "out_of_range"
+    assert row["auth_user"] == hmac.new(b"s3cr3t", b"bob", hashlib.sha256).hexdigest()
+    assert "bob" not in rejects.read_text()

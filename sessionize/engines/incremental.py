@@ -29,13 +29,15 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +57,7 @@ from sessionize.errors import (
     SessionizeWarning,
     StateError,
     StateLockedError,
+    UnreadableInputError,
     UsageError,
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS
@@ -262,33 +265,45 @@ def _head_of(start: bytes) -> bytes:
 
 @dataclass
 class _Scan:
-    """One pass over an input: its entry in the state, its first bytes, and the SHA-256 (as a hash
-    object, to go on from) and the newlines of its first ``prefix`` bytes (what an earlier run read
-    at that path), when it has that many."""
+    """One pass over an input: its entry in the state, its first bytes, and for each size of
+    ``prefixes`` it has (what an earlier run read of it, or of the file it was before a rotation) the
+    SHA-256 of its first that many bytes (as a hash object, to go on from) and their newlines."""
 
     entry: dict[str, Any]
     start: bytes
-    prefix_digest: Any = None
-    prefix_lines: int = 0
+    prefixes: dict[int, tuple[Any, int]] = field(default_factory=dict)
 
 
-def _scan_file(path: str, prefix: int | None = None) -> _Scan:
+def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
     digest = hashlib.sha256()
     start = b""
     size = lines = 0
-    prefix_digest = None
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            if len(start) < _HEAD_BYTES:
-                start += block[: _HEAD_BYTES - len(start)]
-            if prefix is not None and size < prefix:
-                part = block[: prefix - size]
-                lines += part.count(b"\n")
-                if size + len(block) >= prefix:  # the prefix ends in this block
-                    prefix_digest = digest.copy()
-                    prefix_digest.update(part)
-            digest.update(block)
-            size += len(block)
+    wanted = sorted(set(prefixes))
+    found: dict[int, tuple[Any, int]] = {}
+    gz = path.lower().endswith(".gz")
+    with open(path, "rb") as raw, contextlib.ExitStack() as stack:
+        # A .gz file by the content it holds (logrotate compresses a processed log: it is that log).
+        handle: IO[bytes] | gzip.GzipFile = stack.enter_context(gzip.GzipFile(fileobj=raw)) if gz else raw
+        try:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                if len(start) < _HEAD_BYTES:
+                    start += block[: _HEAD_BYTES - len(start)]
+                at = 0
+                while wanted and size + len(block) >= wanted[0]:  # a prefix ends in this block
+                    end = wanted.pop(0) - size
+                    lines += block[at:end].count(b"\n")
+                    digest.update(block[at:end])
+                    found[size + end] = (digest.copy(), lines)
+                    at = end
+                lines += block[at:].count(b"\n") if wanted else 0
+                digest.update(block[at:])
+                size += len(block)
+        except (OSError, EOFError, zlib.error) as exc:
+            if not gz:
+                raise
+            raise UnreadableInputError(
+                f"{path}: cannot be read as gzip ({exc}). Check that the file is complete."
+            ) from exc
     head = _head_of(start)
     entry = {
         "path": os.path.abspath(path),
@@ -298,7 +313,10 @@ def _scan_file(path: str, prefix: int | None = None) -> _Scan:
         "head": hashlib.sha256(head).hexdigest(),
         "head_size": len(head),
     }
-    return _Scan(entry, start, prefix_digest, lines)
+    if gz:  # and by its own bytes, as states before 2026-12 knew a .gz file
+        with open(path, "rb") as raw:
+            entry["raw_sha256"] = hashlib.file_digest(raw, "sha256").hexdigest()
+    return _Scan(entry, start, found)
 
 
 def file_fingerprint(path: str) -> dict[str, Any]:
@@ -350,33 +368,43 @@ def _plan(
 ) -> tuple[list[_Todo], list[str]]:
     """Which inputs to read, and how: whole, only their new lines, or not at all (skipped).
 
-    A file is recognised by its content: one the state holds, or that another input of this run
-    repeats, is skipped. A file at a path the state knows that starts with what was processed there
-    grew (a live log): only its complete new lines are read. One whose head is what was processed
-    but whose content is not was edited: an error unless ``reprocess``. Another head means another
-    file at the same path (a rotated log): read whole.
+    A file is recognised by its content (a .gz file by the content it holds): one the state holds, or
+    that another input of this run repeats, is skipped. A file that starts with what was processed at
+    its path, or at another path with the same head (a live log that logrotate renamed after a run
+    read it), grew: only its complete new lines are read. One whose head is what was processed at its
+    path but whose content is not was edited: an error unless ``reprocess``. Another head means
+    another file at the same path (the new log after a rotation): read whole.
     """
-    known = {entry["sha256"] for entry in state.files}
+    known = {entry.get(key) for entry in state.files for key in ("sha256", "raw_sha256")} - {None}
     by_path = {entry["path"]: entry for entry in state.files}
+    by_head: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for entry in state.files:
+        if entry.get("head") and entry["size"]:
+            by_head.setdefault((entry["head"], entry["head_size"]), []).append(entry)
     todo: list[_Todo] = []
     skipped: list[str] = []
     seen: set[str] = set()
     for number, source in enumerate(files):
         prior = by_path.get(os.path.abspath(source.path))
-        # One read of the file: its fingerprint, and whether it starts with what was read there before.
-        scan = _scan_file(source.path, None if prior is None or reprocess else prior["size"])
+        # What was read of this file before: at its path, or at another path with the same head.
+        priors = [] if reprocess else _priors(source.path, prior, by_head)
+        # One read of the file: its fingerprint, and whether it starts with what was read before.
+        scan = _scan_file(source.path, [p["size"] for p in priors])
         entry = scan.entry
-        if entry["sha256"] in seen or (entry["sha256"] in known and not reprocess):
+        if entry["sha256"] in seen or (not reprocess and {entry["sha256"], entry.get("raw_sha256")} & known):
             skipped.append(source.path)
             continue
         seen.add(entry["sha256"])
+        grown = next(
+            (g for p in priors if (g := _grown(source, p, scan, scratch / f"grown-{number}")) is not None),
+            None,
+        )
+        if grown is not None:
+            todo.append(grown)
+            continue
         if prior is None or reprocess or "head" not in prior or not prior["size"]:
             # Nothing read there yet (or the file was empty then: the access.log logrotate just created).
             todo.append(_Todo(source, entry))
-            continue
-        grown = _grown(source, prior, scan, scratch / f"grown-{number}")
-        if grown is not None:
-            todo.append(grown)
             continue
         head = scan.start[: prior["head_size"]]
         if len(head) == prior["head_size"] and hashlib.sha256(head).hexdigest() == prior["head"]:
@@ -389,14 +417,35 @@ def _plan(
     return todo, skipped
 
 
+def _priors(
+    path: str, prior: dict[str, Any] | None, by_head: Mapping[tuple[str, int], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The state's entries ``path`` may have grown from: the one at its path, then those of other paths
+    with the same head (its first two lines), largest first. The head is read alone, and only of a file
+    the state has heads like."""
+    found = [prior] if prior is not None and prior.get("head") and prior["size"] else []
+    if not by_head or path.lower().endswith(".gz"):
+        return found
+    with open(path, "rb") as handle:
+        start = handle.read(_HEAD_BYTES)
+    others: list[dict[str, Any]] = []
+    for size in {size for _, size in by_head}:
+        head = start[:size]
+        if len(head) == size:
+            others += by_head.get((hashlib.sha256(head).hexdigest(), size), [])
+    others.sort(key=lambda entry: -entry["size"])
+    return found + [entry for entry in others if entry is not prior]
+
+
 def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path) -> _Todo | None:
     """The new complete lines of a file that starts with what the state holds, copied to ``copy``."""
+    digest, lines = scan.prefixes.get(prior["size"], (None, 0))
     if (
-        scan.prefix_digest is None
+        digest is None
         or scan.entry["size"] <= prior["size"]
         or source.format not in _GROWABLE
         or source.path.lower().endswith(".gz")
-        or scan.prefix_digest.hexdigest() != prior["sha256"]
+        or digest.hexdigest() != prior["sha256"]
     ):
         return None
     csv = source.format in ("csv", "tsv")
@@ -412,8 +461,8 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
         width = io.read.header_width(header, separator)
         tail = tail[: io.read.complete_csv_records(tail, separator=separator, width=width)]
     # A CSV copy's header stands for the file's first line.
-    first_line = scan.prefix_lines - 1 if csv else scan.prefix_lines
-    digest = scan.prefix_digest.copy()
+    first_line = lines - 1 if csv else lines
+    digest = digest.copy()
     digest.update(tail)
     copy = copy.with_name(copy.name + Path(source.path).suffix)
     try:
