@@ -695,7 +695,7 @@ def keep_expr(
     Snowplow's ``dvce_sent_tstamp <= dvce_created_tstamp + days_late_allowed`` leaves it), or None
     without either. Raises
     :class:`MissingColumnError` for a column not found."""
-    available = list(schema)
+    available = [name for name in schema if name != ROW]  # (the reader's row number is no input column)
     tests = [
         pl.col(S.find_column(column, available, source=source, flag=f"--filter {column}=..."))
         .cast(pl.String)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import polars as pl
 
@@ -79,12 +79,15 @@ def refuse_private_aggregates(
     anonymize_ip: bool,
     hash_ids: bool,
     hash_sessions: bool = False,
+    json_sources: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse a ``--agg`` that would write a value the privacy options hide: ``first(ip)`` under
     ``--anonymize-ip`` (the full address), ``first(user_id)`` or ``min`` of a login id under
     ``--hash-user-ids`` (the id in clear), and of the session id too with ``hash_sessions``
     (``--require-session-id``: see :func:`sessionize.partition.hidden_ids`). ``count`` and ``n_unique``
-    of those columns are fine."""
+    of those columns are fine. Nor may ``--agg`` write a text column of JSON objects that a hidden value
+    was read from (``json_sources``: PostHog's ``properties`` in its CSV export, holding ``$ip`` and
+    ``distinct_id`` as sent)."""
     protected: dict[str, tuple[str, str]] = {}
     if anonymize_ip and columns.ip is not None:
         protected[columns.ip] = ("the IP address column", "--anonymize-ip")
@@ -94,6 +97,9 @@ def refuse_private_aggregates(
             protected[columns.stitch] = ("the login id column", "--hash-user-ids")
         if hash_sessions and columns.client_session_id is not None:
             protected[columns.client_session_id] = ("the session id column", "--hash-user-ids")
+    for column, (what, flag) in list(protected.items()):
+        if json_sources and column in json_sources:
+            protected.setdefault(json_sources[column], (f"the JSON text {what} was read from", flag))
     if not protected:
         return
     for aggregate in aggregates:

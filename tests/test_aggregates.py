@@ -438,3 +438,21 @@ def test_a_copy_of_a_hidden_value_is_hidden_in_the_aggregates(
         (user[0], "anon-7", user[0], "81.2.69.0", "10.0.0.1", 2)
     ]
     assert user[0] != "alice@example.com" and len(user[0]) == 64
+
+
+def test_an_aggregate_of_the_json_text_a_hidden_value_was_read_from_is_refused(tmp_path: Path) -> None:
+    """Review 54 F3 (its F8 reproducer): PostHog's CSV export keeps ``properties`` as JSON text, from
+    which the preset reads the address (``$ip``); ``--agg props=first(properties)`` under
+    ``--anonymize-ip`` wrote the full address (and the user id) in that text. It is refused as
+    ``first(ip)`` is; without the option it is written."""
+    source = write_text(
+        tmp_path / "events.csv",
+        "uuid,event,distinct_id,timestamp,properties\n"
+        "0190-1,$pageview,alice,2024-05-01T10:00:00Z,"
+        '"{""$current_url"": ""https://s/a"", ""$ip"": ""203.0.113.7""}"\n',
+    )
+    options: dict[str, Any] = {"preset": "posthog", "no_geo": True, "aggregates": ["props=first(properties)"]}
+    with pytest.raises(UsageError, match=r"--agg props=first\(properties\) would write values of properties"):
+        sessionize.run([source], **options, anonymize_ip=True)
+    written = sessionize.run([source], **options).sessions
+    assert "203.0.113.7" in written.get_column("props").to_list()[0]

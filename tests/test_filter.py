@@ -123,6 +123,12 @@ def test_bad_filters_are_clear_errors(source: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "s.csv").exists()
     with pytest.raises(MissingColumnError):
         sessionize.run([source], user_col="domain_userid", filter="app=shop", no_geo=True)
+    # The file's columns, not the reader's row number (review 54 L1: "Its columns are: _row, ...").
+    plain = write_text(
+        tmp_path / "f.csv", "user_id,timestamp,url,app_id\nu1,2024-05-01T10:00:00Z,https://s/a,shop\n"
+    )
+    with pytest.raises(MissingColumnError, match=r"Its columns are: user_id, timestamp, url, app_id\."):
+        sessionize.run([plain], filter="nosuch=1", no_geo=True)
     for bad in ("app_id", "=shop", "app_id="):
         with pytest.raises(UsageError, match="--filter"):
             sessionize.run([source], user_col="domain_userid", filter=bad, no_geo=True)

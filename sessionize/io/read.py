@@ -1545,6 +1545,7 @@ def read_file(
         anonymize_ip=bool(options.anonymize_ip),
         hash_ids=options.user_id_secret is not None,
         hash_sessions=options.require_session_id,
+        json_sources=from_json,
     )
     keep = keep_expr(
         options.filters,
@@ -1647,8 +1648,10 @@ def read_file(
         ),
     )
     good = (frame.filter(~flags) if flagged else frame).drop(*raw_text, *([] if keep_row else [ROW]))
+    # An access log's authenticated user (HTTP basic auth) is a login name: hidden as the login id is.
+    logins = ("auth_user",) if source.format in ACCESS_LOG_FORMATS else ()
     rejects = _private_rejects(
-        _rejects(original, invalid, malformed, source=source, name=name), options, columns, from_json
+        _rejects(original, invalid, malformed, source=source, name=name), options, columns, from_json, logins
     )
     return FileRead(good, rejects, rows, filtered)
 
@@ -1658,6 +1661,7 @@ def _private_rejects(
     options: ReadOptions,
     columns: S.ColumnMap | None,
     from_json: Mapping[str, str] | None = None,
+    logins: Sequence[str] = (),
 ) -> pl.DataFrame | None:
     """The rejects file is an output too: personal data kept out of it as the options say.
 
@@ -1677,7 +1681,7 @@ def _private_rejects(
         private = private.drop(sources, strict=False)
     ip = columns.ip if options.anonymize_ip and columns is not None else None
     ids = (
-        [columns.user_id, columns.stitch]
+        [columns.user_id, columns.stitch, *logins]
         if options.user_id_secret is not None and columns is not None
         else []
     )
