@@ -269,6 +269,10 @@ CHANNEL_RULES = ("ga4", "snowplow", "posthog")
 #: session id, of the user id of its first event (``merge``: Snowplow's sessions) or of its last
 #: (``merge-last``: PostHog's).
 SHARED_SESSION_IDS = ("split", "merge", "merge-last")
+#: The most ``--buckets`` and ``--partitions``: each costs a pass (some 25 ms however few its events), so
+#: a mistyped count (1e20) would run for ever.
+MAX_BUCKETS = 4_096
+MAX_PARTITIONS = 100_000
 
 
 def one_of(value: str, choices: Sequence[str], *, option: str) -> str:
@@ -678,10 +682,13 @@ class RunConfig:
             engine = "spark"  # a SparkSession given: the Spark engine
         if engine not in ENGINES:
             raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
-        if buckets is not None and buckets < 1:
-            raise UsageError(f"--buckets {buckets} must be at least 1.")
-        if partitions is not None and partitions < 1:
-            raise UsageError(f"--partitions {partitions} must be at least 1.")
+        if buckets is not None and not 1 <= buckets <= MAX_BUCKETS:
+            raise UsageError(
+                f"--buckets {buckets} must be from 1 to {MAX_BUCKETS:,} (each bucket is a pass over its "
+                "spill files). Leave it out to choose it from --memory-limit."
+            )
+        if partitions is not None and not 1 <= partitions <= MAX_PARTITIONS:
+            raise UsageError(f"--partitions {partitions} must be from 1 to {MAX_PARTITIONS:,}.")
         anonymize = anonymize_mode(anonymize_ip)
         secret = None if hash_user_ids is None else read_secret(hash_user_ids)
         zone = check_timezone(timezone)

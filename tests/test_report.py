@@ -252,8 +252,11 @@ def test_no_sessions_in_the_range_leaves_every_chart_out() -> None:
 def test_missing_required_columns_are_a_typed_error() -> None:
     with pytest.raises(NotASessionTableError, match="no session_start, duration_s columns"):
         R.aggregate_sessions(pl.DataFrame({"user_id": ["a"], "timestamp": [T0]}))
-    with pytest.raises(UsageError, match="--top must be at least 1"):
+    with pytest.raises(UsageError, match="--top must be from 1 to 1,000"):
         R.aggregate_sessions(small_table(), top=0)
+    # Review 54 L5: --top 99999999999999999999 was an unexpected OverflowError.
+    with pytest.raises(UsageError, match="--top must be from 1 to 1,000, got 99999999999999999999"):
+        R.aggregate_sessions(small_table(), top=99999999999999999999)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from sessionize.report.columns import (
 
 #: Bars in each ranking chart (``--top``).
 DEFAULT_TOP = 10
+#: The most bars a ranking may have (``--top``): a page of charts, not a dump of every value.
+MAX_TOP = 1_000
 #: Sessions over time are counted per hour when the sessions span at most this many calendar days.
 HOURLY_MAX_DAYS = 3
 _DASH = "\N{EN DASH}"
@@ -199,8 +201,8 @@ def aggregate_sessions(
     >>> data.sessions, data.users, data.median_duration_s, data.new_sessions, data.returning_sessions
     (3, 2, 60.0, 2, 1)
     """
-    if top < 1:
-        raise UsageError(f"--top must be at least 1, got {top}.")
+    if not 1 <= top <= MAX_TOP:
+        raise UsageError(f"--top must be from 1 to {MAX_TOP:,}, got {top}.")
     frame = sessions.lazy()
     names = frame.collect_schema().names()
     _check_columns(names, "The session table")

@@ -15,7 +15,13 @@ import polars as pl
 
 from sessionize.errors import OutputError, UnreadableInputError, UsageError
 from sessionize.io import Publication
-from sessionize.report.aggregate import DEFAULT_TOP, ReportData, aggregate_sessions, parse_date_bound
+from sessionize.report.aggregate import (
+    DEFAULT_TOP,
+    MAX_TOP,
+    ReportData,
+    aggregate_sessions,
+    parse_date_bound,
+)
 from sessionize.report.columns import RANKINGS
 from sessionize.report.render import DEFAULT_TITLE, render_report
 from sessionize.report.tables import _read_tables, resolve_session_tables
@@ -146,8 +152,8 @@ def make_report(
     started = time.perf_counter()
     # Usage errors first, before any file is read.
     _date_bounds(date_from, date_to)
-    if top < 1:
-        raise UsageError(f"--top must be at least 1, got {top}.")
+    if not 1 <= top <= MAX_TOP:
+        raise UsageError(f"--top must be from 1 to {MAX_TOP:,}, got {top}.")
     files = resolve_session_tables(inputs)
     check_report_output(output, files)
     result = write_report(
