@@ -1055,7 +1055,8 @@ def test_bad_buckets_in_the_python_api() -> None:
     with pytest.raises(UsageError, match="--buckets 0"):
         sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True, buckets=0)
     # Review 54 L5: a mistyped count (1e20 buckets) ran until killed, a pass per bucket.
-    for count in ({"buckets": 4_097}, {"buckets": 10**20}, {"partitions": 100_001}):
+    counts: list[dict[str, Any]] = [{"buckets": 4_097}, {"buckets": 10**20}, {"partitions": 100_001}]
+    for count in counts:
         with pytest.raises(UsageError, match="must be from 1 to"):
             sessionize.run([SAMPLE_DATA / "events.csv"], no_geo=True, **count)
     with pytest.raises(UsageError, match="--memory-limit"):
