@@ -599,12 +599,6 @@ BY_DESIGN: dict[tuple[str, str], str] = {
         "an incremental run keeps the owner a session id has in the state, where one run over all inputs "
         "takes the user of its last event of all (docs/incremental.md)"
     ),
-    ("incremental-3runs", "cookieless_sessions"): (
-        "a session id the state keeps stays with its owner, also a stand-in user id (docs/presets.md)"
-    ),
-    ("incremental-3runs", "cookieless_sessions+hash"): (
-        "a session id the state keeps stays with its owner, also a stand-in user id (docs/presets.md)"
-    ),
 }
 
 
