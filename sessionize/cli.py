@@ -12,6 +12,7 @@ are imported by the command that needs them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import gc
 import os
@@ -1372,7 +1373,7 @@ def run(
                 # The preset under every option given on the command line or in the config file.
                 given = {key: value for key, value in options.items() if _given(ctx, key)}
                 options.update(presets.apply(preset, given))
-            run_config = RunConfig.from_options(**options)
+            run_config = dataclasses.replace(RunConfig.from_options(**options), preset=preset)
             from sessionize import pipeline
 
             result = pipeline.run(inputs, config=run_config, progress=progress)

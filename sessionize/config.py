@@ -360,15 +360,16 @@ class ReadOptions:
 
     columns: ColumnNames = field(default_factory=ColumnNames)
     input_format: str | None = None
-    time_unit: TimeUnit | None = None
+    #: The unit of numeric times (None: read from their size): it decides the events' instants.
+    time_unit: TimeUnit | None = field(default=None, metadata=_FINGERPRINT)
     timezone: str | None = None
     #: A local time that happens twice (the hour repeated when DST ends): earliest, latest or reject.
     ambiguous_time: str = field(default="earliest", metadata=_FINGERPRINT)
     pageview_events: tuple[str, ...] = field(default=S.DEFAULT_PAGEVIEW_EVENTS, metadata=_FINGERPRINT)
     #: Key/value list columns (GA4's ``event_params``) whose keys become columns (io/params.py).
-    unnest_params: tuple[str, ...] = ()
+    unnest_params: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: Client session id values that mean "none" (Amplitude's -1), besides the empty one.
-    session_id_nulls: tuple[str, ...] = ()
+    session_id_nulls: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: Events that are page activity but not page views (Snowplow's page_ping): they count for the
     #: landing and exit pages, not as page views.
     page_activity_events: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
@@ -386,9 +387,10 @@ class ReadOptions:
     on_invalid: OnInvalid = "fail"
     valid_from: datetime | None = None
     valid_until: datetime | None = None
-    #: Web-server logs: how a visitor is identified, and which paths are static assets.
-    visitor_key: VisitorKey = DEFAULT_VISITOR_KEY
-    asset_pattern: str = DEFAULT_ASSET_PATTERN
+    #: Web-server logs: how a visitor is identified (their user ids), and which paths are static
+    #: assets (not page views).
+    visitor_key: VisitorKey = field(default=DEFAULT_VISITOR_KEY, metadata=_FINGERPRINT)
+    asset_pattern: str = field(default=DEFAULT_ASSET_PATTERN, metadata=_FINGERPRINT)
     #: ``--agg``: the input columns they read are carried into the events (the same as SessionOptions').
     aggregates: tuple[S.Aggregate, ...] = ()
     #: Engaged time is measured from heartbeats (``--heartbeat-events``): the events carry the page view
@@ -581,6 +583,10 @@ class RunConfig:
     output: OutputOptions = OutputOptions()
     engine: EngineOptions = EngineOptions()
     incremental: IncrementalOptions | None = None
+    #: The ``--preset`` the options were built with (applied before :meth:`from_options`, by the CLI and
+    #: :func:`sessionize.run`): an incremental state written before an option was recorded had the
+    #: preset's value of it (see :func:`sessionize.engines.incremental`'s settings check).
+    preset: str | None = None
 
     @classmethod
     def from_options(
