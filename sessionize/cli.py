@@ -680,7 +680,18 @@ def run(
         typer.Option(
             "--timezone",
             metavar="TZ",
-            help="IANA time zone of timestamps without an offset (default: UTC).",
+            help="IANA time zone of the local day (--split-at-midnight, the session_date partitions) and, "
+            "unless --input-timezone says otherwise, of timestamps without an offset (default: UTC).",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
+    input_timezone: Annotated[
+        str | None,
+        typer.Option(
+            "--input-timezone",
+            metavar="TZ",
+            help="IANA time zone of timestamps without an offset (default: --timezone; UTC with the "
+            "presets whose vendor writes UTC times).",
             rich_help_panel=INPUT,
         ),
     ] = None,
@@ -1312,6 +1323,7 @@ def run(
                 engagement_time_col=engagement_time_col,
                 time_unit=time_unit,
                 timezone=timezone,
+                input_timezone=input_timezone,
                 ambiguous_time=ambiguous_time,
                 pageview_events=pageview_events,
                 unnest_params=unnest_params,

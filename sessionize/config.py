@@ -70,7 +70,7 @@ _FINGERPRINT = {"fingerprint": True}
 # Parsers of single values ------------------------------------------------------------------------
 
 
-def check_timezone(timezone: str | None) -> str:
+def check_timezone(timezone: str | None, option: str = "--timezone") -> str:
     """Return a valid IANA time zone name (``UTC`` for ``None``) or raise :class:`UsageError`."""
     if timezone is None:
         return "UTC"
@@ -78,7 +78,7 @@ def check_timezone(timezone: str | None) -> str:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise UsageError(
-            f"--timezone {timezone!r} is not a known time zone. Use an IANA name such as "
+            f"{option} {timezone!r} is not a known time zone. Use an IANA name such as "
             "UTC, Europe/Berlin or America/New_York."
         ) from None
     return timezone
@@ -362,7 +362,9 @@ class ReadOptions:
     input_format: str | None = None
     #: The unit of numeric times (None: read from their size): it decides the events' instants.
     time_unit: TimeUnit | None = field(default=None, metadata=_FINGERPRINT)
-    timezone: str | None = None
+    #: ``--input-timezone``: the zone of input times without an offset (default: ``--timezone``'s; UTC
+    #: for the presets whose vendor writes UTC). It decides the events' instants.
+    input_timezone: str = field(default="UTC", metadata=_FINGERPRINT)
     #: A local time that happens twice (the hour repeated when DST ends): earliest, latest or reject.
     ambiguous_time: str = field(default="earliest", metadata=_FINGERPRINT)
     pageview_events: tuple[str, ...] = field(default=S.DEFAULT_PAGEVIEW_EVENTS, metadata=_FINGERPRINT)
@@ -416,7 +418,7 @@ class ReadOptions:
         """The keywords of :func:`sessionize.normalize.prepare_events` that these options set."""
         return {
             "time_unit": self.time_unit,
-            "timezone": self.timezone,
+            "timezone": self.input_timezone,
             "pageview_events": self.pageview_events,
             "ambiguous": self.ambiguous_time,
             "session_id_nulls": self.session_id_nulls,
@@ -612,6 +614,7 @@ class RunConfig:
         ignore_referrer_col: str | None = None,
         time_unit: str | None = None,
         timezone: str | None = None,
+        input_timezone: str | None = None,
         ambiguous_time: str = "earliest",
         pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
         unnest_params: str | Iterable[str] = (),
@@ -698,7 +701,10 @@ class RunConfig:
             columns=ColumnNames.of(locals()),
             input_format=input_format,
             time_unit=check_time_unit(time_unit),
-            timezone=None if timezone is None else zone,
+            # Naive input times are in --timezone unless --input-timezone (a preset's UTC) says otherwise.
+            input_timezone=zone
+            if input_timezone is None
+            else check_timezone(input_timezone, "--input-timezone"),
             ambiguous_time=check_ambiguous_time(ambiguous_time),
             pageview_events=S.split_list(pageview_events),
             unnest_params=S.split_list(unnest_params),

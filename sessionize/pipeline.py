@@ -171,7 +171,7 @@ def sessionize(
         source=_FRAME,
         columns=columns,
         where=lambda row: f"row index {row}",
-        timezone=read.timezone,
+        timezone=read.input_timezone,
         aggregates=read.aggregates,
         heartbeat_time=read.heartbeat_timing,
     )

@@ -96,6 +96,7 @@ def test_the_fingerprint_follows_the_options_that_change_sessions() -> None:
         "session_id_nulls": "-1",
         "unnest_params": "event_params",
         "time_unit": "ms",
+        "input_timezone": "Europe/Berlin",
     }
     for name, value in changed.items():
         other = RunConfig.from_options(state="st", output_dir="out", **{name: value}).fingerprint()

@@ -27,7 +27,7 @@ import sessionize
 from sessionize.cli import app
 from sessionize.engines import incremental
 from sessionize.errors import LateEventsError, StateLockedError, UsageError
-from tests.helpers import KEYS, SAMPLE_DATA
+from tests.helpers import KEYS, SAMPLE_DATA, write_text
 
 T0 = datetime(2024, 5, 1, 23, 0, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=30)
@@ -887,6 +887,8 @@ RECORDED_SINCE_STOP_47 = {
     "session_id_nulls": (["--session-id-nulls=-1"], "csv"),
     "unnest_params": (["--unnest-params", "params"], "ndjson"),
     "time_unit": (["--time-unit", "ms"], "csv"),
+    # Review 54 F2: the zone of times without an offset, apart from --timezone's local day.
+    "input_timezone": (["--input-timezone", "Europe/Berlin"], "csv"),
 }
 
 
@@ -982,13 +984,66 @@ def test_a_preset_state_written_before_reading_options_were_recorded_continues(t
     for path, row in zip((a, b), rows, strict=True):
         path.write_text(json.dumps({"event_type": "Page View", **row}) + "\n")
     state, out = tmp_path / "state", tmp_path / "out"
-    assert cli_run(a, state, out, "--preset", "amplitude").exit_code == 0
-    forget_settings(state, ["session_id_nulls", "time_unit", "unnest_params"])
-    refused = cli_run(b, state, out, "--preset", "amplitude", "--session-id-nulls", "none")
+    flags = ("--preset", "amplitude")
+    assert cli_run(a, state, out, *flags).exit_code == 0
+    forget_settings(state, ["session_id_nulls", "time_unit", "unnest_params", "input_timezone"])
+    refused = cli_run(b, state, out, *flags, "--session-id-nulls", "none")
     assert refused.exit_code == 2 and "(session_id_nulls " in json_error(refused)["message"]
-    result = cli_run(b, state, out, "--preset", "amplitude")
+    refused = cli_run(b, state, out, *flags, "--input-timezone", "Europe/Berlin")
+    assert (
+        refused.exit_code == 2 and "(input_timezone UTC -> Europe/Berlin)" in json_error(refused)["message"]
+    )
+    result = cli_run(b, state, out, *flags)
     assert result.exit_code == 0, result.output
     assert table(out)["event_count"].to_list() == [2]
+
+
+def test_a_state_written_before_input_timezone_was_recorded_continues_in_its_timezone(tmp_path: Path) -> None:
+    """Naive times were read in --timezone: a state of --timezone Europe/Berlin lacking input_timezone
+    continues with --timezone Europe/Berlin (whose default input zone it is), not with another."""
+    a = write_events(tmp_path / "a.csv", [event("u", "2024-05-01 10:00:00")])  # type: ignore[arg-type]
+    b = write_events(tmp_path / "b.csv", [event("u", "2024-05-01 10:05:00")])  # type: ignore[arg-type]
+    state, out = tmp_path / "state", tmp_path / "out"
+    assert cli_run(a, state, out, "--timezone", "Europe/Berlin").exit_code == 0
+    forget_settings(state, ["input_timezone"])
+    refused = cli_run(b, state, out, "--timezone", "Europe/Berlin", "--input-timezone", "UTC")
+    assert refused.exit_code == 2 and "(input_timezone " in json_error(refused)["message"]
+    assert cli_run(b, state, out, "--timezone", "Europe/Berlin").exit_code == 0
+    assert table(out).select("session_start", "event_count").rows() == [
+        (datetime(2024, 5, 1, 8, 0, tzinfo=UTC), 2)
+    ]
+
+
+def test_a_preset_state_whose_utc_times_were_read_in_timezone_is_not_continued_unasked(
+    tmp_path: Path,
+) -> None:
+    """An earlier version read Amplitude's UTC times in --timezone: its state of --timezone Europe/Berlin
+    holds Berlin-read times, and the preset now reads UTC. The run is refused naming the change, and
+    --input-timezone Europe/Berlin continues the state as it was built."""
+    lines = [
+        {
+            "event_type": "Page View",
+            "device_id": "d",
+            "event_time": f"2024-05-01 10:0{m}:00",
+            "session_id": -1,
+        }
+        for m in (0, 5)
+    ]
+    a, b = (
+        write_text(tmp_path / f"{n}.json", json.dumps(line) + "\n")
+        for n, line in zip("ab", lines, strict=True)
+    )
+    state, out = tmp_path / "state", tmp_path / "out"
+    flags = ("--preset", "amplitude", "--timezone", "Europe/Berlin")
+    assert cli_run(a, state, out, *flags, "--input-timezone", "Europe/Berlin").exit_code == 0
+    forget_settings(state, ["input_timezone"])
+    refused = cli_run(b, state, out, *flags)
+    assert refused.exit_code == 2
+    assert "(input_timezone Europe/Berlin -> UTC)" in json_error(refused)["message"]
+    assert cli_run(b, state, out, *flags, "--input-timezone", "Europe/Berlin").exit_code == 0
+    assert table(out).select("session_start", "event_count").rows() == [
+        (datetime(2024, 5, 1, 8, 0, tzinfo=UTC), 2)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -596,13 +596,16 @@ class IncrementalEngine:
 
 
 def _defaults(config: RunConfig) -> dict[str, str]:
-    """The fingerprint of ``config``'s preset and ``--timezone`` with every other option at its default:
-    what a state written before an option was recorded ran with (the preset's value where it sets one:
-    Amplitude's ``--session-id-nulls -1``, GA4's ``--unnest-params event_params``)."""
-    options = presets.apply(config.preset, {})
-    return RunConfig.from_options(
-        **options, timezone=config.session.timezone, state=".", output_dir="."
-    ).fingerprint()
+    """The fingerprint of ``config``'s preset with every other option at its default: what a state
+    written before an option was recorded ran with (the preset's value where it sets one: Amplitude's
+    ``--session-id-nulls -1``, GA4's ``--unnest-params event_params``)."""
+    return RunConfig.from_options(**presets.apply(config.preset, {}), state=".", output_dir=".").fingerprint()
+
+
+#: Settings recorded since whose value another setting held before: times without an offset were read in
+#: ``--timezone`` until ``--input-timezone`` (review 54 F2), so a state of ``--preset amplitude --timezone
+#: Europe/Berlin`` holds Berlin-read times and is not continued with the preset's UTC unasked.
+_RECORDED_IN = {"input_timezone": "timezone"}
 
 
 def _check_settings(
@@ -617,6 +620,14 @@ def _check_settings(
         # A state written before the secret's fingerprint was an scrypt: the same secret, upgraded.
         state.settings = {**state.settings, _SECRET: fingerprint.get(_SECRET, "")}
     if state.settings:
+        state.settings = {
+            **{
+                name: state.settings[before]
+                for name, before in _RECORDED_IN.items()
+                if before in state.settings
+            },
+            **state.settings,
+        }
         # An option recorded since the state was written was at its default then: the run continues it
         # at that default, and is refused with another value.
         if defaults is None:
