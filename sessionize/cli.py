@@ -12,6 +12,7 @@ are imported by the command that needs them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import gc
 import os
@@ -679,7 +680,18 @@ def run(
         typer.Option(
             "--timezone",
             metavar="TZ",
-            help="IANA time zone of timestamps without an offset (default: UTC).",
+            help="IANA time zone of the local day (--split-at-midnight, the session_date partitions) and, "
+            "unless --input-timezone says otherwise, of timestamps without an offset (default: UTC).",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
+    input_timezone: Annotated[
+        str | None,
+        typer.Option(
+            "--input-timezone",
+            metavar="TZ",
+            help="IANA time zone of timestamps without an offset (default: --timezone; UTC with the "
+            "presets whose vendor writes UTC times).",
             rich_help_panel=INPUT,
         ),
     ] = None,
@@ -1311,6 +1323,7 @@ def run(
                 engagement_time_col=engagement_time_col,
                 time_unit=time_unit,
                 timezone=timezone,
+                input_timezone=input_timezone,
                 ambiguous_time=ambiguous_time,
                 pageview_events=pageview_events,
                 unnest_params=unnest_params,
@@ -1372,7 +1385,7 @@ def run(
                 # The preset under every option given on the command line or in the config file.
                 given = {key: value for key, value in options.items() if _given(ctx, key)}
                 options.update(presets.apply(preset, given))
-            run_config = RunConfig.from_options(**options)
+            run_config = dataclasses.replace(RunConfig.from_options(**options), preset=preset)
             from sessionize import pipeline
 
             result = pipeline.run(inputs, config=run_config, progress=progress)

@@ -70,7 +70,7 @@ _FINGERPRINT = {"fingerprint": True}
 # Parsers of single values ------------------------------------------------------------------------
 
 
-def check_timezone(timezone: str | None) -> str:
+def check_timezone(timezone: str | None, option: str = "--timezone") -> str:
     """Return a valid IANA time zone name (``UTC`` for ``None``) or raise :class:`UsageError`."""
     if timezone is None:
         return "UTC"
@@ -78,7 +78,7 @@ def check_timezone(timezone: str | None) -> str:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise UsageError(
-            f"--timezone {timezone!r} is not a known time zone. Use an IANA name such as "
+            f"{option} {timezone!r} is not a known time zone. Use an IANA name such as "
             "UTC, Europe/Berlin or America/New_York."
         ) from None
     return timezone
@@ -364,15 +364,18 @@ class ReadOptions:
 
     columns: ColumnNames = field(default_factory=ColumnNames)
     input_format: str | None = None
-    time_unit: TimeUnit | None = None
-    timezone: str | None = None
+    #: The unit of numeric times (None: read from their size): it decides the events' instants.
+    time_unit: TimeUnit | None = field(default=None, metadata=_FINGERPRINT)
+    #: ``--input-timezone``: the zone of input times without an offset (default: ``--timezone``'s; UTC
+    #: for the presets whose vendor writes UTC). It decides the events' instants.
+    input_timezone: str = field(default="UTC", metadata=_FINGERPRINT)
     #: A local time that happens twice (the hour repeated when DST ends): earliest, latest or reject.
     ambiguous_time: str = field(default="earliest", metadata=_FINGERPRINT)
     pageview_events: tuple[str, ...] = field(default=S.DEFAULT_PAGEVIEW_EVENTS, metadata=_FINGERPRINT)
     #: Key/value list columns (GA4's ``event_params``) whose keys become columns (io/params.py).
-    unnest_params: tuple[str, ...] = ()
+    unnest_params: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: Client session id values that mean "none" (Amplitude's -1), besides the empty one.
-    session_id_nulls: tuple[str, ...] = ()
+    session_id_nulls: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
     #: Events that are page activity but not page views (Snowplow's page_ping): they count for the
     #: landing and exit pages, not as page views.
     page_activity_events: tuple[str, ...] = field(default=(), metadata=_FINGERPRINT)
@@ -390,9 +393,10 @@ class ReadOptions:
     on_invalid: OnInvalid = "fail"
     valid_from: datetime | None = None
     valid_until: datetime | None = None
-    #: Web-server logs: how a visitor is identified, and which paths are static assets.
-    visitor_key: VisitorKey = DEFAULT_VISITOR_KEY
-    asset_pattern: str = DEFAULT_ASSET_PATTERN
+    #: Web-server logs: how a visitor is identified (their user ids), and which paths are static
+    #: assets (not page views).
+    visitor_key: VisitorKey = field(default=DEFAULT_VISITOR_KEY, metadata=_FINGERPRINT)
+    asset_pattern: str = field(default=DEFAULT_ASSET_PATTERN, metadata=_FINGERPRINT)
     #: ``--agg``: the input columns they read are carried into the events (the same as SessionOptions').
     aggregates: tuple[S.Aggregate, ...] = ()
     #: Engaged time is measured from heartbeats (``--heartbeat-events``): the events carry the page view
@@ -418,7 +422,7 @@ class ReadOptions:
         """The keywords of :func:`sessionize.normalize.prepare_events` that these options set."""
         return {
             "time_unit": self.time_unit,
-            "timezone": self.timezone,
+            "timezone": self.input_timezone,
             "pageview_events": self.pageview_events,
             "ambiguous": self.ambiguous_time,
             "session_id_nulls": self.session_id_nulls,
@@ -585,6 +589,10 @@ class RunConfig:
     output: OutputOptions = OutputOptions()
     engine: EngineOptions = EngineOptions()
     incremental: IncrementalOptions | None = None
+    #: The ``--preset`` the options were built with (applied before :meth:`from_options`, by the CLI and
+    #: :func:`sessionize.run`): an incremental state written before an option was recorded had the
+    #: preset's value of it (see :func:`sessionize.engines.incremental`'s settings check).
+    preset: str | None = None
 
     @classmethod
     def from_options(
@@ -610,6 +618,7 @@ class RunConfig:
         ignore_referrer_col: str | None = None,
         time_unit: str | None = None,
         timezone: str | None = None,
+        input_timezone: str | None = None,
         ambiguous_time: str = "earliest",
         pageview_events: str | Iterable[str] = S.DEFAULT_PAGEVIEW_EVENTS,
         unnest_params: str | Iterable[str] = (),
@@ -699,7 +708,10 @@ class RunConfig:
             columns=ColumnNames.of(locals()),
             input_format=input_format,
             time_unit=check_time_unit(time_unit),
-            timezone=None if timezone is None else zone,
+            # Naive input times are in --timezone unless --input-timezone (a preset's UTC) says otherwise.
+            input_timezone=zone
+            if input_timezone is None
+            else check_timezone(input_timezone, "--input-timezone"),
             ambiguous_time=check_ambiguous_time(ambiguous_time),
             pageview_events=S.split_list(pageview_events),
             unnest_params=S.split_list(unnest_params),

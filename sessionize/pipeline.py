@@ -103,10 +103,10 @@ _FILE_OPTIONS = frozenset(
 
 def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
     if config is None:
-        if "preset" in options:
-            # The preset under the options given (every keyword given here is explicit).
-            options = presets.apply(options.pop("preset"), options)
-        return RunConfig.from_options(**options)
+        preset = options.pop("preset", None)
+        # The preset under the options given (every keyword given here is explicit).
+        config = RunConfig.from_options(**presets.apply(preset, options))
+        return dataclasses.replace(config, preset=preset)
     if options:
         raise UsageError(f"Give either config= or options ({', '.join(sorted(options))}), not both.")
     return config
@@ -171,7 +171,7 @@ def sessionize(
         source=_FRAME,
         columns=columns,
         where=lambda row: f"row index {row}",
-        timezone=read.timezone,
+        timezone=read.input_timezone,
         aggregates=read.aggregates,
         heartbeat_time=read.heartbeat_timing,
     )

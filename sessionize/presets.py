@@ -68,6 +68,8 @@ PRESETS: dict[str, Preset] = {
                 "user_col": "user_pseudo_id",
                 "time_col": "event_timestamp",
                 "time_unit": "us",
+                # "The time (in microseconds, UTC)": never re-read in --timezone, which sets the local day.
+                "input_timezone": "UTC",
                 "session_col": "event_params.ga_session_id",
                 # An app stream's screen views count as GA4's engaged rule counts them ("at least 2
                 # pageviews or screenviews").
@@ -113,6 +115,9 @@ PRESETS: dict[str, Preset] = {
             options={
                 "user_col": "domain_userid",
                 "time_col": "derived_tstamp",
+                # Snowplow's timestamps are UTC (a warehouse's or CSV's carry no offset): --timezone sets
+                # the local day only.
+                "input_timezone": "UTC",
                 "session_col": "domain_sessionid",
                 "event_id_col": "event_id",
                 "pageview_events": "page_view",
@@ -166,7 +171,8 @@ PRESETS: dict[str, Preset] = {
             vendor="Segment",
             reads="raw Segment exports (track, page and identify calls, as NDJSON or a warehouse table)",
             source="https://segment.com/docs/connections/spec/common/",
-            options={"time_col": "timestamp"},
+            # Segment's timestamps are UTC (ISO 8601; a warehouse table's carry no offset).
+            options={"time_col": "timestamp", "input_timezone": "UTC"},
             # anonymousId in the raw JSON, anonymous_id in a warehouse table (and the same for the rest).
             preferred_columns={
                 "user_id": ("anonymous_id",),
@@ -187,6 +193,8 @@ PRESETS: dict[str, Preset] = {
             options={
                 "user_col": "distinct_id",
                 "time_col": "timestamp",
+                # PostHog stores and exports timestamps in UTC (a CSV export's carry no offset).
+                "input_timezone": "UTC",
                 "event_id_col": "uuid",
                 "event_col": "event",
                 "pageview_events": "$pageview",
@@ -215,6 +223,9 @@ PRESETS: dict[str, Preset] = {
             options={
                 "user_col": "device_id",
                 "time_col": "event_time",
+                # "event_time": UTC, written without an offset (2024-05-01 10:00:00.000000): --timezone
+                # sets the local day only, it does not move these times.
+                "input_timezone": "UTC",
                 "session_col": "session_id",
                 # session_id is the session's start in epoch milliseconds; -1 means out of any session.
                 "session_id_nulls": "-1",

@@ -90,6 +90,13 @@ def test_the_fingerprint_follows_the_options_that_change_sessions() -> None:
         "internal_domains": "shop.example",
         "lateness": "1h",
         "pageview_events": "pv",
+        # Recorded since stop 47 (review 54 F1): they decide users, client sessions and page views.
+        "visitor_key": "ip",
+        "asset_pattern": r"\.css$",
+        "session_id_nulls": "-1",
+        "unnest_params": "event_params",
+        "time_unit": "ms",
+        "input_timezone": "Europe/Berlin",
     }
     for name, value in changed.items():
         other = RunConfig.from_options(state="st", output_dir="out", **{name: value}).fingerprint()
@@ -97,6 +104,12 @@ def test_the_fingerprint_follows_the_options_that_change_sessions() -> None:
     # Where the outputs go, and which database edition locates addresses, do not change sessions' identity.
     same = RunConfig.from_options(state="st", output_dir="elsewhere", geoip_db="new.mmdb", rejects=None)
     assert same.fingerprint() == prints
+    # Nor where a value is read from (an export whose columns were renamed continues) or how the
+    # bytes are decoded and bad rows handled.
+    read = RunConfig.from_options(
+        state="st", output_dir="out", user_col="visitor", encoding="latin-1", on_invalid="skip"
+    )
+    assert read.fingerprint() == prints
 
 
 def test_the_secret_is_not_in_the_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:

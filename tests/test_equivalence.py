@@ -133,6 +133,9 @@ REFERRERS = (
     "https://news.example.org/best-shoes",
 )
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: Every other user's times are written without an offset: UTC by default, read in ``input_timezone``
+#: by the option set of that name (the same instants otherwise).
+NAIVE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
@@ -185,7 +188,7 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                 row = {
                     "event_id": f"e{next(numbers):05d}" if with_ids else "",
                     "user_id": user,
-                    "timestamp": moment.strftime(TIME_FORMAT),
+                    "timestamp": moment.strftime(NAIVE_FORMAT if u % 2 else TIME_FORMAT),
                     "event": event,
                     "url": url,
                     "referrer": referrer,
@@ -237,9 +240,9 @@ BAD_LINES = (
 def write_inputs(directory: Path, rows: list[dict[str, str]], *, dirty: bool) -> list[str]:
     """Three CSV files of the events before, between and after ``CUTS`` (with invalid lines if dirty)."""
     directory.mkdir()
-    bounds = [row["timestamp"] for row in rows]
-    first = sum(stamp < CUTS[0].strftime(TIME_FORMAT) for stamp in bounds)
-    second = sum(stamp < CUTS[1].strftime(TIME_FORMAT) for stamp in bounds)
+    bounds = [row["timestamp"].replace(" ", "T").removesuffix("Z") for row in rows]
+    first = sum(stamp < CUTS[0].strftime(TIME_FORMAT)[:-1] for stamp in bounds)
+    second = sum(stamp < CUTS[1].strftime(TIME_FORMAT)[:-1] for stamp in bounds)
     parts = [rows[:first], rows[first:second], rows[second:]]
     paths = []
     for number, part in enumerate(parts):
@@ -315,6 +318,11 @@ OPTION_SETS: dict[str, OptionSet] = {
     ),
     # Only the events with a client session id (the app users'), the others counted as filtered out.
     "require_session_id": OptionSet({"require_session_id": True}),
+    # Naive input times in one zone (every other user's, hours later than UTC), the local day in another:
+    # sessions cut at Tokyo's midnight.
+    "input_timezone": OptionSet(
+        {"input_timezone": "America/New_York", "timezone": "Asia/Tokyo", "split_at_midnight": True}
+    ),
     # Snowplow's channel rules (the UTM tags alone) and referer medium.
     "channel_rules": OptionSet({"channel_rules": "snowplow"}),
     # PostHog's channel type (its referring domain, gclid, gad_source and fbclid, its own names).
@@ -463,6 +471,12 @@ def run_options(option_set: OptionSet, work: Path, run: int = 0, suffix: str = "
     return options
 
 
+def local_dates(starts: pl.Series, option_set: OptionSet) -> pl.Series:
+    """The dates of ``starts`` in the option set's ``timezone`` (UTC by default), as text."""
+    zone = option_set.options.get("timezone", "UTC")
+    return starts.dt.convert_time_zone(zone).dt.date().cast(pl.String)
+
+
 def run_memory(files: list[str], option_set: OptionSet, work: Path) -> Outputs:
     result = sessionize.run(files, output=None, **run_options(option_set, work))
     assert result.path_taken == "in memory" and result.sessions_complete
@@ -483,8 +497,8 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         assert [r.path_taken for r in results] == [expected_path] * len(batches)
         written = pl.read_parquet(out / "**" / "*.parquet", hive_partitioning=True)
         assert set(INCREMENTAL_ONLY) <= set(written.columns)
-        # Each session sits in the partition of its start date (UTC).
-        day = written.get_column("session_start").dt.date().cast(pl.String)
+        # Each session sits in the partition of its start date (in --timezone).
+        day = local_dates(written.get_column("session_start"), option_set)
         assert day.equals(written.get_column("session_date").cast(pl.String), check_names=False)
         sessions = written.drop(INCREMENTAL_ONLY)
         rejects = read_rejects(
@@ -803,7 +817,7 @@ def run_tables(
             assert result.path_taken == "incremental"
         written = pl.read_parquet(pageviews / "**" / "*.parquet", hive_partitioning=True)
         # Each page view sits in the partition of its session's start date, beside the sessions.
-        day = written.get_column("session_start").dt.date().cast(pl.String)
+        day = local_dates(written.get_column("session_start"), option_set)
         assert day.equals(written.get_column("session_date").cast(pl.String), check_names=False)
         return [
             written.drop("session_start", "session_date").sort(

@@ -27,7 +27,7 @@ import sessionize
 from sessionize.cli import app
 from sessionize.engines import incremental
 from sessionize.errors import LateEventsError, StateLockedError, UsageError
-from tests.helpers import KEYS, SAMPLE_DATA
+from tests.helpers import KEYS, SAMPLE_DATA, write_text
 
 T0 = datetime(2024, 5, 1, 23, 0, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=30)
@@ -882,6 +882,195 @@ def test_changing_session_options_on_an_existing_state_is_refused(tmp_path: Path
     step(a, tmp_path / "state", tmp_path / "out")
     with pytest.raises(UsageError, match="timeout 0:30:00 -> 1:00:00"):
         step(b, tmp_path / "state", tmp_path / "out", timeout="1h")
+
+
+ACCESS_LINE = (
+    '203.0.113.7 - - [01/May/2024:{time} +0000] "GET {path} HTTP/1.1" 200 100 "-" '
+    '"Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"\n'
+)
+
+
+def write_access_log(path: Path, *lines: tuple[str, str]) -> Path:
+    """A combined-format access log of one visitor: (HH:MM:SS, request path) lines."""
+    path.write_text("".join(ACCESS_LINE.format(time=time, path=page) for time, page in lines))
+    return path
+
+
+def cli_run(path: Path, state: Path, out: Path, *extra: str) -> Any:
+    return CliRunner().invoke(
+        app,
+        [
+            *("run", str(path), "--state", str(state), "--output-dir", str(out), "--no-geo"),
+            *("--valid-until", "2100-01-01", "--log-format", "json", *extra),
+        ],
+    )
+
+
+#: Options that change which rows are events, page views, users or sessions, but that states did not
+#: record before (review 54 F1): (the option given in one run and not in the other, the input it reads).
+RECORDED_SINCE_STOP_47 = {
+    "visitor_key": (["--visitor-key", "ip"], "log"),
+    "asset_pattern": (["--asset-pattern", r"\.css$"], "log"),
+    "session_id_nulls": (["--session-id-nulls=-1"], "csv"),
+    "unnest_params": (["--unnest-params", "params"], "ndjson"),
+    "time_unit": (["--time-unit", "ms"], "csv"),
+    # Review 54 F2: the zone of times without an offset, apart from --timezone's local day.
+    "input_timezone": (["--input-timezone", "Europe/Berlin"], "csv"),
+}
+
+
+def two_inputs(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    if kind == "ndjson":
+        paths = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
+        for path, minute in zip(paths, (0, 5), strict=True):
+            row = {"user_id": "u", "timestamp": f"2024-05-01T10:0{minute}:00Z", "event": "page_view"}
+            params = [{"key": "page", "value": {"string_value": f"/{minute}"}}]
+            path.write_text(json.dumps({**row, "params": params}) + "\n")
+        return paths
+        return (
+            write_access_log(tmp_path / "day1.log", ("10:00:00", "/a")),
+            write_access_log(tmp_path / "day2.log", ("10:05:00", "/b")),
+        )
+    return (
+        write_events(tmp_path / "a.csv", [event("u", T0, session_id="-1")]),
+        write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=5), session_id="-1")]),
+    )
+
+
+@pytest.mark.parametrize("name", RECORDED_SINCE_STOP_47)
+@pytest.mark.parametrize("given_in", ["first", "second"])
+def test_changing_a_reading_option_on_an_existing_state_is_refused(
+    tmp_path: Path, name: str, given_in: str
+) -> None:
+    """A run with --visitor-key ip on a state of --visitor-key ip+ua (or --session-id-nulls=-1 dropped
+    between runs, ...) made other users of the same visitor, and exited 0 (review 54 F1)."""
+    option, kind = RECORDED_SINCE_STOP_47[name]
+    a, b = two_inputs(tmp_path, kind)
+    state, out = tmp_path / "state", tmp_path / "out"
+    first = cli_run(a, state, out, *(option if given_in == "first" else []))
+    assert first.exit_code == 0, first.output
+    before = snapshot(out)
+    second = cli_run(b, state, out, *(option if given_in == "second" else []))
+    assert second.exit_code == 2, second.output
+    message = json_error(second)["message"]
+    assert "was built with other options" in message and f"({name} " in message
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("name", RECORDED_SINCE_STOP_47)
+def test_the_same_reading_options_continue_a_state(tmp_path: Path, name: str) -> None:
+    option, kind = RECORDED_SINCE_STOP_47[name]
+    a, b = two_inputs(tmp_path, kind)
+    state, out = tmp_path / "state", tmp_path / "out"
+    for path in (a, b):
+        result = cli_run(path, state, out, *option)
+        assert result.exit_code == 0, result.output
+    manifest = json.loads((state / (state / "CURRENT").read_text() / "manifest.json").read_text())
+    assert name in manifest["settings"]
+
+
+def forget_settings(state: Path, names: Sequence[str]) -> None:
+    """Make ``state`` look written by a version that did not record ``names`` in its settings."""
+    path = state / (state / "CURRENT").read_text() / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert set(names) <= set(manifest["settings"])
+    manifest["settings"] = {k: v for k, v in manifest["settings"].items() if k not in names}
+    path.write_text(json.dumps(manifest, indent=1))
+
+
+@pytest.mark.parametrize("kind", ["log", "csv", "ndjson"])
+def test_a_state_written_before_reading_options_were_recorded_continues_with_their_defaults(
+    tmp_path: Path, kind: str
+) -> None:
+    """The keys a state of an earlier version lacks mean the defaults it was run with: a run with the
+    defaults continues it (and records them), one with another value is refused."""
+    a, b = two_inputs(tmp_path, kind)
+    state, out = tmp_path / "state", tmp_path / "out"
+    assert cli_run(a, state, out).exit_code == 0
+    forget_settings(state, list(RECORDED_SINCE_STOP_47))
+    for name, (option, used) in RECORDED_SINCE_STOP_47.items():
+        if used == kind:
+            refused = cli_run(b, state, out, *option)
+            assert refused.exit_code == 2, name
+            assert f"({name} " in json_error(refused)["message"]
+    result = cli_run(b, state, out)
+    assert result.exit_code == 0, result.output
+    assert table(out).height == 1  # one session of one visitor across both runs
+    manifest = json.loads((state / (state / "CURRENT").read_text() / "manifest.json").read_text())
+    assert set(RECORDED_SINCE_STOP_47) <= set(manifest["settings"])
+
+
+def test_a_preset_state_written_before_reading_options_were_recorded_continues(tmp_path: Path) -> None:
+    """A state of --preset amplitude from an earlier version lacks session_id_nulls, which the preset
+    sets to -1: that value is the run's default, so the state continues, and without -1 it is refused."""
+    rows = [
+        {"device_id": "d", "event_time": "2024-05-01 10:00:00.000000", "session_id": 1714557600000},
+        {"device_id": "d", "event_time": "2024-05-01 10:05:00.000000", "session_id": 1714557600000},
+    ]
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path, row in zip((a, b), rows, strict=True):
+        path.write_text(json.dumps({"event_type": "Page View", **row}) + "\n")
+    state, out = tmp_path / "state", tmp_path / "out"
+    flags = ("--preset", "amplitude")
+    assert cli_run(a, state, out, *flags).exit_code == 0
+    forget_settings(state, ["session_id_nulls", "time_unit", "unnest_params", "input_timezone"])
+    refused = cli_run(b, state, out, *flags, "--session-id-nulls", "none")
+    assert refused.exit_code == 2 and "(session_id_nulls " in json_error(refused)["message"]
+    refused = cli_run(b, state, out, *flags, "--input-timezone", "Europe/Berlin")
+    assert (
+        refused.exit_code == 2 and "(input_timezone UTC -> Europe/Berlin)" in json_error(refused)["message"]
+    )
+    result = cli_run(b, state, out, *flags)
+    assert result.exit_code == 0, result.output
+    assert table(out)["event_count"].to_list() == [2]
+
+
+def test_a_state_written_before_input_timezone_was_recorded_continues_in_its_timezone(tmp_path: Path) -> None:
+    """Naive times were read in --timezone: a state of --timezone Europe/Berlin lacking input_timezone
+    continues with --timezone Europe/Berlin (whose default input zone it is), not with another."""
+    a = write_events(tmp_path / "a.csv", [event("u", "2024-05-01 10:00:00")])  # type: ignore[arg-type]
+    b = write_events(tmp_path / "b.csv", [event("u", "2024-05-01 10:05:00")])  # type: ignore[arg-type]
+    state, out = tmp_path / "state", tmp_path / "out"
+    assert cli_run(a, state, out, "--timezone", "Europe/Berlin").exit_code == 0
+    forget_settings(state, ["input_timezone"])
+    refused = cli_run(b, state, out, "--timezone", "Europe/Berlin", "--input-timezone", "UTC")
+    assert refused.exit_code == 2 and "(input_timezone " in json_error(refused)["message"]
+    assert cli_run(b, state, out, "--timezone", "Europe/Berlin").exit_code == 0
+    assert table(out).select("session_start", "event_count").rows() == [
+        (datetime(2024, 5, 1, 8, 0, tzinfo=UTC), 2)
+    ]
+
+
+def test_a_preset_state_whose_utc_times_were_read_in_timezone_is_not_continued_unasked(
+    tmp_path: Path,
+) -> None:
+    """An earlier version read Amplitude's UTC times in --timezone: its state of --timezone Europe/Berlin
+    holds Berlin-read times, and the preset now reads UTC. The run is refused naming the change, and
+    --input-timezone Europe/Berlin continues the state as it was built."""
+    lines = [
+        {
+            "event_type": "Page View",
+            "device_id": "d",
+            "event_time": f"2024-05-01 10:0{m}:00",
+            "session_id": -1,
+        }
+        for m in (0, 5)
+    ]
+    a, b = (
+        write_text(tmp_path / f"{n}.json", json.dumps(line) + "\n")
+        for n, line in zip("ab", lines, strict=True)
+    )
+    state, out = tmp_path / "state", tmp_path / "out"
+    flags = ("--preset", "amplitude", "--timezone", "Europe/Berlin")
+    assert cli_run(a, state, out, *flags, "--input-timezone", "Europe/Berlin").exit_code == 0
+    forget_settings(state, ["input_timezone"])
+    refused = cli_run(b, state, out, *flags)
+    assert refused.exit_code == 2
+    assert "(input_timezone Europe/Berlin -> UTC)" in json_error(refused)["message"]
+    assert cli_run(b, state, out, *flags, "--input-timezone", "Europe/Berlin").exit_code == 0
+    assert table(out).select("session_start", "event_count").rows() == [
+        (datetime(2024, 5, 1, 8, 0, tzinfo=UTC), 2)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -798,3 +799,102 @@ def test_a_flag_matched_ignoring_case_is_no_other_role(tmp_path: Path) -> None:
         ("a1", "2", "alice"),
         ("a2", "1", "alice"),
     ]
+
+
+#: The presets whose vendor documents its time column as UTC, with a fixture whose times carry no
+#: offset (Amplitude's and Snowplow's as exported; Segment's and PostHog's as a warehouse table or CSV
+#: export writes them: the fixtures' ISO times without their Z).
+UTC_PRESETS = {
+    "amplitude": "amplitude.ndjson",
+    "snowplow": "snowplow_atomic_events.csv",
+    "segment": "segment.ndjson",
+    "posthog": "posthog.ndjson",
+}
+
+
+def naive_copy(tmp_path: Path, name: str) -> Path:
+    text = (FIXTURES / name).read_text(encoding="utf-8")
+    return write_text(tmp_path / name, text.replace('.000Z"', '.000"'))
+
+
+@pytest.mark.parametrize("name", UTC_PRESETS)
+def test_timezone_sets_only_the_local_day_of_a_preset_whose_times_are_utc(tmp_path: Path, name: str) -> None:
+    """--preset amplitude --timezone Europe/Berlin re-read Amplitude's event_time (UTC without an offset)
+    as Berlin time: every session 2 hours early, exit 0 (review 54 F2). --timezone now sets the local day
+    and the preset's times stay UTC."""
+    source = naive_copy(tmp_path, UTC_PRESETS[name])
+    utc = session_table(tmp_path, source, "--preset", name)
+    berlin = session_table(tmp_path, source, "--preset", name, "--timezone", "Europe/Berlin")
+    assert berlin.get_column("session_start").to_list() == utc.get_column("session_start").to_list()
+    assert berlin.height == utc.height > 0
+    # An explicit --input-timezone wins over the preset's UTC, as every explicit option does.
+    local = session_table(tmp_path, source, "--preset", name, "--input-timezone", "Europe/Berlin")
+    assert local.get_column("session_start").to_list() == [
+        (datetime.fromisoformat(start) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for start in utc.get_column("session_start").to_list()
+    ]
+
+
+def amplitude_events(tmp_path: Path, *times: str) -> Path:
+    lines = [
+        json.dumps({"event_type": "Page View", "device_id": "dev-1", "event_time": t, "session_id": -1})
+        for t in times
+    ]
+    return write_text(tmp_path / "amplitude.ndjson", "\n".join(lines) + "\n")
+
+
+def test_a_utc_time_in_the_local_clock_change_is_no_error(tmp_path: Path) -> None:
+    """02:10 on 31 March 2024 does not exist in Berlin (clocks jump from 02:00 to 03:00) but is a real UTC
+    time: with --timezone Europe/Berlin it stopped the run as a nonexistent local time."""
+    source = amplitude_events(tmp_path, "2024-03-31 01:45:00.000000", "2024-03-31 02:10:00.000000")
+    table = session_table(tmp_path, source, "--preset", "amplitude", "--timezone", "Europe/Berlin")
+    assert table.select("session_start", "session_end", "event_count").rows() == [
+        ("2024-03-31T01:45:00.000000Z", "2024-03-31T02:10:00.000000Z", "2")
+    ]
+
+
+def test_timezone_still_splits_a_preset_s_sessions_at_local_midnight(tmp_path: Path) -> None:
+    """21:50 and 22:10 UTC on 1 May are 23:50 and 00:10 in Berlin: --split-at-midnight cuts there."""
+    source = amplitude_events(tmp_path, "2024-05-01 21:50:00.000000", "2024-05-01 22:10:00.000000")
+    flags = ("--preset", "amplitude", "--timezone", "Europe/Berlin", "--split-at-midnight")
+    table = session_table(tmp_path, source, *flags)
+    assert table.get_column("session_start").to_list() == [
+        "2024-05-01T21:50:00.000000Z",
+        "2024-05-01T22:10:00.000000Z",
+    ]
+
+
+@pytest.mark.parametrize("name", presets.PRESETS)
+def test_presets_read_naive_times_as_their_vendor_writes_them(name: str) -> None:
+    config = sessionize.RunConfig.from_options(**presets.apply(name, {"timezone": "Europe/Berlin"}))
+    assert config.session.timezone == "Europe/Berlin"
+    # Mixpanel's time is epoch seconds, which no zone moves (in the project's zone on older projects:
+    # docs/presets.md); the others are UTC by their vendors' documentation.
+    assert config.read.input_timezone == ("Europe/Berlin" if name == "mixpanel" else "UTC")
+
+
+def test_input_timezone_without_a_preset(tmp_path: Path) -> None:
+    """Without a preset, naive times are in --timezone (as before) unless --input-timezone says otherwise."""
+    source = write_text(
+        tmp_path / "events.csv",
+        "user_id,timestamp,url\nu,2024-05-01 21:50:00,https://s.example/a\nu,2024-05-01 22:10:00,https://s.example/b\n",
+    )
+    starts = {
+        flags: session_table(tmp_path, source, *flags).get_column("session_start").to_list()
+        for flags in [
+            (),
+            ("--timezone", "Europe/Berlin"),
+            ("--timezone", "Europe/Berlin", "--input-timezone", "UTC", "--split-at-midnight"),
+            ("--input-timezone", "Europe/Berlin"),
+        ]
+    }
+    assert list(starts.values()) == [
+        ["2024-05-01T21:50:00.000000Z"],
+        ["2024-05-01T19:50:00.000000Z"],
+        ["2024-05-01T21:50:00.000000Z", "2024-05-01T22:10:00.000000Z"],
+        ["2024-05-01T19:50:00.000000Z"],
+    ]
+    result = run_cli(source, "--no-geo", "--input-timezone", "Mars/Olympus")
+    assert (
+        result.exit_code == 2 and "--input-timezone 'Mars/Olympus' is not a known time zone" in result.output
+    )

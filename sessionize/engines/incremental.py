@@ -45,7 +45,7 @@ from typing import IO, Any, ClassVar
 
 import polars as pl
 
-from sessionize import io
+from sessionize import io, presets
 from sessionize import schema as S
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
 from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
@@ -573,7 +573,7 @@ class IncrementalEngine:
         try:
             state = load_state(state_path)
             fingerprint = config.fingerprint()
-            _check_settings(state, fingerprint, state_path, config.privacy.secret)
+            _check_settings(state, fingerprint, state_path, config.privacy.secret, defaults=_defaults(config))
             _check_output_dir(state, state_path, out_path)
             todo, skipped = _plan(files, state, reprocess=incremental.reprocess, scratch=scratch)
             if todo:
@@ -644,15 +644,43 @@ class IncrementalEngine:
         )
 
 
+def _defaults(config: RunConfig) -> dict[str, str]:
+    """The fingerprint of ``config``'s preset with every other option at its default: what a state
+    written before an option was recorded ran with (the preset's value where it sets one: Amplitude's
+    ``--session-id-nulls -1``, GA4's ``--unnest-params event_params``)."""
+    return RunConfig.from_options(**presets.apply(config.preset, {}), state=".", output_dir=".").fingerprint()
+
+
+#: Settings recorded since whose value another setting held before: times without an offset were read in
+#: ``--timezone`` until ``--input-timezone`` (review 54 F2), so a state of ``--preset amplitude --timezone
+#: Europe/Berlin`` holds Berlin-read times and is not continued with the preset's UTC unasked.
+_RECORDED_IN = {"input_timezone": "timezone"}
+
+
 def _check_settings(
-    state: State, fingerprint: dict[str, str], state_path: Path, secret: bytes | None = None
+    state: State,
+    fingerprint: dict[str, str],
+    state_path: Path,
+    secret: bytes | None = None,
+    *,
+    defaults: dict[str, str] | None = None,
 ) -> None:
     if secret is not None and state.settings.get(_SECRET) == legacy_secret_fingerprint(secret):
         # A state written before the secret's fingerprint was an scrypt: the same secret, upgraded.
         state.settings = {**state.settings, _SECRET: fingerprint.get(_SECRET, "")}
     if state.settings:
-        # An option added since the state was written was its default then.
-        defaults = RunConfig.from_options(state=".", output_dir=".").fingerprint()
+        state.settings = {
+            **{
+                name: state.settings[before]
+                for name, before in _RECORDED_IN.items()
+                if before in state.settings
+            },
+            **state.settings,
+        }
+        # An option recorded since the state was written was at its default then: the run continues it
+        # at that default, and is refused with another value.
+        if defaults is None:
+            defaults = RunConfig.from_options(state=".", output_dir=".").fingerprint()
         added = {
             name: value
             for name, value in fingerprint.items()
@@ -661,7 +689,7 @@ def _check_settings(
         state.settings = {**state.settings, **added}
     if state.settings and state.settings != fingerprint:
         changed = ", ".join(
-            f"{name} {state.settings.get(name)} -> {fingerprint.get(name)}"
+            f"{name} {_shown(state.settings.get(name))} -> {_shown(fingerprint.get(name))}"
             for name in sorted(set(state.settings) | set(fingerprint))
             if state.settings.get(name) != fingerprint.get(name)
         )
@@ -669,6 +697,11 @@ def _check_settings(
             f"The state {state_path} was built with other options ({changed}). Use the same options, "
             "or start a new state and output directory with a full run."
         )
+
+
+def _shown(value: str | None) -> str:
+    """A setting in the list of differences: an empty one (no --session-id-nulls) shown as ''."""
+    return "''" if value == "" else str(value)
 
 
 def _check_output_dir(state: State, state_path: Path, out_path: Path) -> None:

@@ -1632,7 +1632,7 @@ def read_file(
                 where=lambda row: where_row(source, row),
                 valid_from=options.valid_from,
                 valid_until=options.valid_until,
-                timezone=options.timezone,
+                timezone=options.input_timezone,
                 aggregates=options.aggregates,
                 heartbeat_time=options.heartbeat_timing,
             )
@@ -1642,7 +1642,7 @@ def read_file(
         invalid_reason(
             valid_from=options.valid_from,
             valid_until=options.valid_until,
-            timezone=options.timezone,
+            timezone=options.input_timezone,
             aggregates=options.aggregates,
             heartbeat_time=options.heartbeat_timing,
         ),
