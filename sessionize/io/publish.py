@@ -108,7 +108,8 @@ def _umask() -> int:
 def _describe(exc: OSError) -> str:
     if exc.errno == errno.EPIPE:
         return "the reader closed the pipe before the output was complete"
-    return str(exc.strerror or exc)
+    # Polars' own writes (CSV, NDJSON) add Rust's "(os error 28)" to the system's message.
+    return _OS_ERROR.sub("", str(exc.strerror or exc)).rstrip()
 
 
 #: The errno that Polars puts in the message of a write that failed (``... (os error 28)``).
@@ -137,7 +138,7 @@ def cannot_write(target: str | Path, exc: BaseException, *, label: str | None = 
     file in the message (``target`` by default)."""
     name = label or target
     if isinstance(exc, OSError):
-        return OutputError(f"Cannot write {name}: {exc.strerror or exc}.")
+        return OutputError(f"Cannot write {name}: {_describe(exc)}.")
     number = errno_of(exc)
     if number is not None:
         return OutputError(f"Cannot write {name}: {os.strerror(number)}.")
@@ -372,7 +373,11 @@ class PendingOutput:
         #: before :meth:`discard` closes it.
         self.drain: Callable[[], None] | None = None
 
-    def error(self, exc: OSError) -> OutputError:
+    def error(self, exc: BaseException) -> OutputError:
+        """The output error of a write into this output that failed: an ``OSError``, or Polars'
+        ``ComputeError`` of a Parquet file the disk could not take (see :func:`cannot_write`)."""
+        if not isinstance(exc, OSError):
+            return cannot_write(self._temp, exc, label=self.label)
         if exc.errno == errno.EPIPE:
             return ClosedPipeError(f"Cannot write {self.label}: {_describe(exc)}.")
         return OutputError(f"Cannot write {self.label}: {_describe(exc)}.")
@@ -539,7 +544,7 @@ class TableSink:
                 self._parquet.write_table(table)
             else:
                 serialize(frame, handle, self.format, header=not self._parts, safe=self.safe)
-        except OSError as exc:
+        except WRITE_ERRORS as exc:
             raise self.pending.error(exc) from exc
         self._parts += 1
 
@@ -595,7 +600,7 @@ class Publication:
         pending = self.open(target)
         try:
             serialize(frame, pending.handle, fmt, safe=self.csv_safe)
-        except OSError as exc:
+        except WRITE_ERRORS as exc:
             raise pending.error(exc) from exc
         return fmt
 
@@ -662,7 +667,7 @@ def write_atomically(output: str | Path, write: Callable[[IO[bytes]], object]) -
         pending = publication.open(str(output))
         try:
             write(pending.handle)
-        except OSError as exc:
+        except WRITE_ERRORS as exc:
             raise pending.error(exc) from exc
         publication.publish_all()
 
