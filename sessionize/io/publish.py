@@ -571,6 +571,7 @@ class Publication:
         self.csv_safe = csv_safe
         self._pending: list[PendingOutput] = []
         self._deferred: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        self._before_renames: list[Callable[[], None]] = []
         self.published = False
 
     def __enter__(self) -> Publication:
@@ -620,6 +621,12 @@ class Publication:
         """An output written elsewhere (a directory of parts): ``publish`` or ``discard`` it with the rest."""
         self._deferred.append((publish, discard))
 
+    def before_renames(self, step: Callable[[], None]) -> None:
+        """A last step before the first file or directory is put in place, every output being written
+        and flushed to disk (an incremental run's new state claiming its output directory): an error
+        there still leaves every file as it was."""
+        self._before_renames.append(step)
+
     def publish_all(self) -> None:
         """Publish every output: streams first (copies, which a full disk or a closed pipe can stop:
         then no file has been replaced), then every file flushed to disk (which a full disk or a failing
@@ -633,6 +640,8 @@ class Publication:
             files = [pending for pending in self._pending if not pending.stream]
             for pending in files:
                 pending.prepare()
+            for step in self._before_renames:
+                step()
             with placing():
                 for pending in files:
                     pending.publish()
