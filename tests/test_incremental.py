@@ -1147,3 +1147,28 @@ def test_a_signal_while_the_outputs_and_state_are_put_in_place_waits_for_both(tm
     assert table(out).height == 2
     again = step(a, state, out)
     assert again.incremental is not None and again.incremental.files_skipped == [str(a)]
+
+
+def test_a_new_state_that_cannot_claim_its_output_dir_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The empty state that claims the output directory is committed before any partition is renamed:
+    when even its rename fails, nothing is published and the error does not say the outputs are."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    state, out = tmp_path / "state", tmp_path / "out"
+    replace = os.replace
+
+    def fails_on_the_claim(source: Any, target: Any) -> None:
+        if Path(target).name == "CURRENT":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", fails_on_the_claim)
+        result = CliRunner().invoke(app, ["run", str(a), *incremental_options(state, out)])
+    assert result.exit_code == 1
+    assert json_error(result)["message"] == f"Cannot write the state {state}: {os.strerror(errno.EIO)}."
+    assert list(out.iterdir()) == []
+    assert state_snapshot(state) == {}
+    step(a, state, out)
+    assert_same_as_one_run(out, [a])

@@ -296,7 +296,12 @@ def claim_output_dir(state_dir: Path, settings: dict[str, str]) -> None:
     if (state_dir / _CURRENT).exists():
         return
     empty = dataclasses.replace(State.empty(), settings=settings)
-    commit_state(prepare_state(state_dir, empty), prune=False)
+    prepared = prepare_state(state_dir, empty)
+    try:
+        commit_state(prepared, prune=False)
+    except OutputError as exc:  # nothing is published yet: not the error of a state after its outputs
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        raise io.cannot_write(state_dir / _CURRENT, cause, label=f"the state {state_dir}") from exc
 
 
 def _state_uncommitted(state_dir: Path, exc: BaseException) -> OutputError:
