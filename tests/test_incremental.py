@@ -3,6 +3,7 @@ events, the lock, --config and the JSON log line."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import json
@@ -11,7 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -405,24 +406,52 @@ def test_a_crash_between_partitions_and_state_is_repaired_by_the_next_run(tmp_pa
     state, out = tmp_path / "state", tmp_path / "out"
     step(a, state, out)
     state_before = state_snapshot(state)
-    # Kill -9 right after the partitions are written, before the state is: a real process dies.
-    script = (
-        "import os, sessionize.engines.incremental as inc\n"
-        "real = inc.save_state\n"
-        "def crash(*args, **kwargs): os._exit(137)\n"
-        "inc.save_state = crash\n"
-        "import sessionize\n"
-        f"sessionize.run([{str(b)!r}], state={str(state)!r}, output_dir={str(out)!r},\n"
-        "               no_geo=True, valid_until='2100-01-01')\n"
-    )
-    died = subprocess.run([sys.executable, "-c", script], check=False)
+    # Kill -9 right after the partitions are published, before the state is committed: a real process dies.
+    died = subprocess.run([sys.executable, "-c", killed_before_the_commit(b, state, out)], check=False)
     assert died.returncode == 137
-    assert state_snapshot(state) == state_before
+    # The new state was written before the partitions were published, but CURRENT does not name it.
+    assert {
+        name: data for name, data in state_snapshot(state).items() if name in state_before
+    } == state_before
     # The partitions already hold b's sessions; the next run sees b as new and rewrites them.
     assert table(out).height == 4
     step(b, state, out)
     assert_same_as_one_run(out, [a, b])
     assert not list(state.glob(".tmp-*")) and not list(out.rglob(".*.tmp"))
+    assert [p.name for p in state.glob("state-*")] == [(state / "CURRENT").read_text()]
+
+
+def killed_before_the_commit(path: Path, state: Path, out: Path) -> str:
+    """A script that runs ``path`` incrementally and is killed (``os._exit(137)``) once every output is
+    published, before its state is committed."""
+    return (
+        "import os, sessionize.engines.incremental as inc\n"
+        "real = inc.commit_state\n"
+        "def crash(prepared, **kwargs):\n"
+        "    if prepared.version.name.startswith('state-000000-'):  # a new state's claim, empty\n"
+        "        return real(prepared, **kwargs)\n"
+        "    os._exit(137)\n"
+        "inc.commit_state = crash\n"
+        "import sessionize\n"
+        f"sessionize.run([{str(path)!r}], state={str(state)!r}, output_dir={str(out)!r},\n"
+        "               no_geo=True, valid_until='2100-01-01')\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_first_run_killed_before_its_state_is_committed_is_repaired_by_the_next_run(tmp_path: Path) -> None:
+    """The output directory holds the first run's sessions but the new state was never committed: the next
+    run was refused ("already holds sessions but the state is new or empty"); the docs promise it processes
+    the same files again."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(minutes=5))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    died = subprocess.run([sys.executable, "-c", killed_before_the_commit(a, state, out)], check=False)
+    assert died.returncode == 137
+    assert table(out).height == 2
+    again = step(a, state, out)
+    assert again.incremental is not None and again.incremental.files_processed == [str(a)]
+    assert_same_as_one_run(out, [a])
+    assert [p.name for p in state.glob("state-*")] == [(state / "CURRENT").read_text()]
 
 
 def test_a_failure_before_the_state_leaves_the_old_state(
@@ -437,7 +466,7 @@ def test_a_failure_before_the_state_leaves_the_old_state(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(incremental, "save_state", interrupted)
+        patch.setattr(incremental, "commit_state", interrupted)
         with pytest.raises(KeyboardInterrupt):
             step(b, state, out)
     assert [entry["path"] for entry in incremental.load_state(state).files] == [str(a)]
@@ -496,35 +525,107 @@ def test_a_full_disk_under_a_partition_is_an_output_error_that_changes_nothing(
     assert_same_as_one_run(out, [a, b])
 
 
-def test_a_full_disk_under_the_state_is_an_output_error_and_the_next_run_repairs_it(
+def test_a_full_disk_under_the_state_is_an_output_error_that_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The new state is written before anything is published: the disk full under it leaves the
+    partitions and the state as they were (the partitions were published first, then the state failed)."""
     a = write_events(tmp_path / "a.csv", [event("u", T0)])
     b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=3))])
     state, out = tmp_path / "state", tmp_path / "out"
     step(a, state, out)
-    version = (state / "CURRENT").read_text()
+    before, state_before = snapshot(out), state_snapshot(state)
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.DataFrame, "write_parquet", fills_the_disk_under("events.parquet"))
+        result = CliRunner().invoke(app, ["run", str(b), *incremental_options(state, out)])
+    assert result.exit_code == 1
+    assert snapshot(out) == before
+    assert state_snapshot(state) == state_before, "no half-written state directory is left"
+    record = json_error(result)
+    assert record["error"] == "OutputError"
+    assert record["message"] == f"Cannot write the state {state}: No space left on device."
+    step(b, state, out)
+    assert_same_as_one_run(out, [a, b])
+
+
+def test_a_full_disk_under_a_new_state_leaves_nothing_and_the_next_run_is_a_first_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review 54 F6: the first run's partitions were published before its state failed to be written, and
+    every later run was refused (the output directory holds sessions, the state is new)."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(days=1))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.DataFrame, "write_parquet", fills_the_disk_under("users.parquet"))
+        result = CliRunner().invoke(app, ["run", str(a), *incremental_options(state, out)])
+    assert result.exit_code == 1
+    assert list(out.iterdir()) == []
+    assert state_snapshot(state) == {} and not list(state.glob("state-*"))
+    assert json_error(result)["message"] == f"Cannot write the state {state}: No space left on device."
+    step(a, state, out)
+    assert_same_as_one_run(out, [a])
+
+
+def test_a_state_that_cannot_be_made_current_after_publishing_is_repaired_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one step left after the partitions are published, CURRENT's rename, fails on a first run: the
+    error says so and the next run processes the same files again (it was refused)."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(days=1))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    replace = os.replace
+
+    def fails_on_the_new_state(source: Any, target: Any) -> None:
+        if Path(target).name == "CURRENT" and Path(source).read_text().startswith("state-000001-"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", fails_on_the_new_state)
+        result = CliRunner().invoke(app, ["run", str(a), *incremental_options(state, out)])
+    assert result.exit_code == 1
+    message = json_error(result)["message"]
+    assert message.startswith(f"Cannot write the state {state}: No space left on device."), message
+    assert message.endswith("the next run processes the same files again."), message
+    assert table(out).height == 2, "the partitions were published"
+    # The new state is gone; CURRENT names an empty state that claims the output directory.
+    assert incremental.load_state(state).files == [] and len(list(state.glob("state-*"))) == 1
+    again = step(a, state, out)
+    assert again.incremental is not None and again.incremental.files_processed == [str(a)]
+    assert_same_as_one_run(out, [a])
+    assert incremental.load_state(state).runs == 1
+
+
+def test_leftovers_of_a_killed_run_in_the_state_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=3))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    (state / "state-000002-99999999").mkdir()
+    (state / "state-000002-99999999" / "users.parquet").write_bytes(b"PAR1 half")
+    (state / ".tmp-current-x1y2").write_text("state-000002-99999999")
+    step(b, state, out)
+    assert sorted(p.name for p in state.iterdir()) == [".lock", "CURRENT", (state / "CURRENT").read_text()]
+    assert_same_as_one_run(out, [a, b])
+
+
+def fills_the_disk_under(name: str) -> Callable[..., None]:
+    """``pl.DataFrame.write_parquet`` failing as Polars does on a full disk for the files called ``name``."""
     written = pl.DataFrame.write_parquet
 
-    def fills_the_disk(frame: pl.DataFrame, target: Any, **options: Any) -> None:
-        if str(target).endswith("events.parquet"):
+    def write(frame: pl.DataFrame, target: Any, **options: Any) -> None:
+        if str(target).endswith(name):
             raise pl.exceptions.ComputeError(DISK_FULL)
         written(frame, target, **options)
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", fills_the_disk)
-    result = CliRunner().invoke(
-        app,
-        ["run", str(b), "--state", str(state), "--output-dir", str(out), "--no-geo", "--log-format", "json"],
-    )
-    assert result.exit_code == 1
-    record = json_error(result)
-    assert record["error"] == "OutputError"
-    assert record["message"].startswith(f"Cannot write the state {state}: No space left on device.")
-    assert "the next run processes the same files again" in record["message"]
-    assert (state / "CURRENT").read_text() == version and not list(state.glob(".tmp-*"))
-    monkeypatch.undo()
-    step(b, state, out)
-    assert_same_as_one_run(out, [a, b])
+    return write
+
+
+def incremental_options(state: Path, out: Path) -> list[str]:
+    return [
+        *("--state", str(state), "--output-dir", str(out), "--no-geo", "--valid-until", "2100-01-01"),
+        *("--log-format", "json"),
+    ]
 
 
 @pytest.fixture
@@ -571,6 +672,33 @@ def test_a_really_full_disk_is_an_output_error_that_changes_nothing(tmp_path: Pa
     assert record["message"].endswith("/part-0.parquet: No space left on device."), record
     assert snapshot(out) == before
     assert state_snapshot(state) == state_before
+
+
+def test_a_really_full_disk_under_a_new_state_leaves_nothing(tmp_path: Path, small_disk: Path) -> None:
+    """review 54 F6's run: the state alone on a small file system that cannot take it, the output directory
+    elsewhere. The partitions were published, a half-written state directory left, and the next run (the
+    space freed) refused: the output directory held sessions beside a new state."""
+    a = write_events(
+        tmp_path / "a.csv",
+        [
+            event(f"user-{n}", T0 + timedelta(seconds=n), f"https://shop.example/{n * 7919:x}/{n}")
+            for n in range(4000)
+        ],
+    )
+    state, out = small_disk / "state", tmp_path / "out"
+    space = os.statvfs(small_disk)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"x" * (space.f_bavail * space.f_frsize - 16 * 1024))
+    command = [*run_command(state, out), str(a), "--log-format", "json"]
+    first = subprocess.run(command, capture_output=True, check=False)
+    assert first.returncode == 1, first.stderr.decode()
+    assert list(out.iterdir()) == []
+    assert state_snapshot(state) == {} and not list(state.glob("state-*"))
+    assert json_error(first)["message"] == f"Cannot write the state {state}: No space left on device."
+    filler.unlink()
+    second = subprocess.run(command, capture_output=True, check=False)
+    assert second.returncode == 0, second.stderr.decode()
+    assert table(out).height == 4000
 
 
 # -- late events ----------------------------------------------------------------------------------
@@ -1235,3 +1363,28 @@ def test_a_signal_while_the_outputs_and_state_are_put_in_place_waits_for_both(tm
     assert table(out).height == 2
     again = step(a, state, out)
     assert again.incremental is not None and again.incremental.files_skipped == [str(a)]
+
+
+def test_a_new_state_that_cannot_claim_its_output_dir_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The empty state that claims the output directory is committed before any partition is renamed:
+    when even its rename fails, nothing is published and the error does not say the outputs are."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    state, out = tmp_path / "state", tmp_path / "out"
+    replace = os.replace
+
+    def fails_on_the_claim(source: Any, target: Any) -> None:
+        if Path(target).name == "CURRENT":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", fails_on_the_claim)
+        result = CliRunner().invoke(app, ["run", str(a), *incremental_options(state, out)])
+    assert result.exit_code == 1
+    assert json_error(result)["message"] == f"Cannot write the state {state}: {os.strerror(errno.EIO)}."
+    assert list(out.iterdir()) == []
+    assert state_snapshot(state) == {}
+    step(a, state, out)
+    assert_same_as_one_run(out, [a])

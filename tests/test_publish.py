@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -230,6 +231,66 @@ def test_an_enospc_while_writing_names_the_output(tmp_path: Path, monkeypatch: p
     with pytest.raises(OutputError, match=r"sessions\.parquet: No space left"):
         sio.write_sessions(pl.DataFrame({"x": [1]}), str(tmp_path / "sessions.parquet"))
     assert list(tmp_path.iterdir()) == []
+
+
+#: What Polars raises when the disk fills up under a Parquet file it writes.
+PARQUET_DISK_FULL = (
+    "parquet: File out of specification: underlying IO error: No space left on device (os error 28)"
+)
+
+
+@pytest.mark.parametrize("option", ["output", "pageviews_output", "users_output", "rejects"])
+def test_a_full_disk_under_a_parquet_output_names_it_as_csv_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events_with_a_bad_row: Path, option: str
+) -> None:
+    """Polars' Parquet writer wraps the disk's ENOSPC in a ComputeError: it was "Unexpected error:
+    ComputeError: ..." where a CSV or NDJSON output says "Cannot write ...: No space left on device"."""
+    import sessionize
+
+    outputs: dict[str, Any] = {
+        name: tmp_path / f"{name}.csv" for name in ("output", "pageviews_output", "users_output", "rejects")
+    }
+    outputs[option] = tmp_path / f"{option}.parquet"
+    written = pl.DataFrame.write_parquet
+
+    def fills_the_disk(frame: pl.DataFrame, target: object, **options: object) -> None:
+        written(frame, target, **options)  # type: ignore[arg-type]
+        raise pl.exceptions.ComputeError(PARQUET_DISK_FULL)
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", fills_the_disk)
+    with pytest.raises(OutputError) as caught:
+        sessionize.run([events_with_a_bad_row], no_geo=True, on_invalid="skip", **outputs)
+    assert str(caught.value) == f"Cannot write {outputs[option]}: No space left on device."
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["events.csv"]
+
+
+def test_a_parquet_table_on_a_really_full_disk_is_an_output_error(tmp_path: Path) -> None:
+    """A 40 KiB tmpfs (root only) that cannot take the table: the same error as a CSV's, nothing left."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", disk], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    events = tmp_path / "events.csv"
+    rows = "".join(
+        f"user-{n},2024-05-01T10:{n % 60:02d}:{n % 59:02d}Z,https://shop.example/{n * 7919:x}/{n}\n"
+        for n in range(4000)
+    )
+    events.write_text("user_id,timestamp,url\n" + rows, encoding="utf-8")
+    try:
+        for name in ("s.parquet", "s.csv"):
+            done = cli("run", events, "--no-geo", "-o", disk / name, "--log-format", "json")
+            assert done.returncode == 1, done.stderr.decode()
+            record = json.loads(done.stderr.decode().strip().splitlines()[-1])
+            assert record["error"] == "OutputError", record
+            assert record["message"] == f"Cannot write {disk / name}: No space left on device.", record
+            assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", disk], check=True)
 
 
 def test_a_report_on_stdout_to_a_full_device_is_an_error(tmp_path: Path) -> None:

@@ -19,8 +19,11 @@ rewrites those users' sessions from ``retained_from`` on in ``OUT_DIR/session_da
 within the timeout of the watermark is written with ``is_final = false`` and rewritten when a later
 run extends or closes it; its ``session_id`` stays the same as long as its first event does.
 
-Partitions are written first, then the state, each through a temporary file and a rename: a run
-killed in between leaves the old state, and the next run rewrites the same partitions again.
+The partitions and the new state (a new version directory beside the current one) are written and
+flushed to disk before anything is published; then the partitions are renamed into place, and last
+``CURRENT`` is renamed to name the new version. A run that fails before that leaves the old state
+(a new state's first run commits an empty one that claims the output directory just before its
+partitions are renamed), and the next run rewrites the same partitions again.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 import polars as pl
 
@@ -187,17 +190,40 @@ def load_state(state_dir: Path) -> State:
     )
 
 
-def save_state(state_dir: Path, state: State) -> None:
-    """Write ``state`` as a new version directory, then point ``CURRENT`` at it (atomic rename)."""
-    version = f"state-{state.runs:06d}-{os.getpid()}"
-    target = state_dir / version
+@dataclass
+class PreparedState:
+    """A new state written beside the current one (see :func:`prepare_state`), which
+    :func:`commit_state` makes current or :meth:`discard` removes."""
+
+    state_dir: Path
+    #: The new version directory, complete and flushed to disk; no run reads it before ``CURRENT`` names it.
+    version: Path
+    #: ``CURRENT``'s new content (the version's name), flushed to disk, renamed over ``CURRENT`` to commit.
+    pointer: Path
+    committed: bool = False
+
+    def discard(self) -> None:
+        """Remove what :func:`prepare_state` wrote (nothing once committed); the state stays as it was."""
+        if self.committed:
+            return
+        self.pointer.unlink(missing_ok=True)
+        shutil.rmtree(self.version, ignore_errors=True)
+
+
+def prepare_state(state_dir: Path, state: State) -> PreparedState:
+    """Write ``state`` as a new version directory and ``CURRENT``'s new content beside the current ones,
+    every file flushed to disk: the part of saving a state that a full disk can stop, done before any
+    output is published. What the runs read does not change until :func:`commit_state`; on an error
+    nothing written here is left (a version directory of a run killed meanwhile is removed by the next
+    run: see :func:`remove_stale_versions`)."""
+    version = state_dir / f"state-{state.runs:06d}-{os.getpid()}"
+    pointer: Path | None = None
     try:
-        temp = Path(tempfile.mkdtemp(dir=state_dir, prefix=".tmp-state-"))
-    except OSError as exc:
-        raise _state_unwritten(state_dir, exc) from exc
-    try:
-        state.users.write_parquet(temp / "users.parquet")
-        state.events.write_parquet(temp / "events.parquet")
+        if version.exists():  # not the current one (its run number is older): left by a failed run
+            shutil.rmtree(version)
+        version.mkdir()
+        state.users.write_parquet(version / "users.parquet")
+        state.events.write_parquet(version / "events.parquet")
         manifest = {
             "version": STATE_VERSION,
             "runs": state.runs,
@@ -205,27 +231,86 @@ def save_state(state_dir: Path, state: State) -> None:
             "settings": state.settings,
             "files": state.files,
         }
-        (temp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        _fsync_dir(temp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(temp, target)
-        _write_text_atomically(state_dir / _CURRENT, version)
-    except io.WRITE_ERRORS as exc:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise _state_unwritten(state_dir, exc) from exc
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
+        (version / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _fsync_dir(version)
+        fd, name = tempfile.mkstemp(dir=state_dir, prefix=".tmp-current-")
+        pointer = Path(name)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(version.name.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_directory([(None, version)])
+    except BaseException as exc:
+        if pointer is not None:
+            pointer.unlink(missing_ok=True)
+        shutil.rmtree(version, ignore_errors=True)
+        if isinstance(exc, io.WRITE_ERRORS):
+            raise io.cannot_write(state_dir, exc, label=f"the state {state_dir}") from exc
         raise
+    return PreparedState(state_dir, version, pointer)
+
+
+def commit_state(prepared: PreparedState, *, prune: bool = True) -> None:
+    """Make the prepared state current: a rename of ``CURRENT``'s new content over it, the run's last
+    step. Should even that fail, the prepared version goes and the previous state stays. ``prune``
+    removes every other version (not while another one is prepared: see :func:`claim_output_dir`)."""
+    state_dir = prepared.state_dir
+    try:
+        io.take_mode(prepared.pointer, state_dir / _CURRENT)
+        os.replace(prepared.pointer, state_dir / _CURRENT)
+    except OSError as exc:
+        prepared.discard()
+        raise _state_uncommitted(state_dir, exc) from exc
+    prepared.committed = True
+    _fsync_directory([(None, prepared.version)])
+    if not prune:
+        return
     for old in state_dir.glob("state-*"):
-        if old.name != version:
+        if old.name != prepared.version.name:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _state_unwritten(state_dir: Path, exc: BaseException) -> OutputError:
-    """The error of a state that could not be saved (the outputs are published by then: the previous
-    state stays, and the next run reads the same files again and rewrites the same partitions)."""
-    cause = io.cannot_write(state_dir, exc, label=f"the state {state_dir}")
+def save_state(state_dir: Path, state: State) -> None:
+    """Write ``state`` as a new version directory, then point ``CURRENT`` at it (atomic rename)."""
+    commit_state(prepare_state(state_dir, state))
+
+
+def remove_stale_versions(state_dir: Path) -> None:
+    """Remove the version directories ``CURRENT`` does not name: those of runs that failed or were killed
+    before their state was committed, which no run reads (called with the state's lock held). Nothing is
+    removed while ``CURRENT`` names no version that exists: the state is then for its owner to repair."""
+    pointer = state_dir / _CURRENT
+    try:
+        current = pointer.read_text(encoding="utf-8").strip() if pointer.exists() else None
+    except (OSError, UnicodeError):
+        return
+    if current is not None and not (state_dir / current / "manifest.json").is_file():
+        return
+    for old in state_dir.glob("state-*"):
+        if old.name != current and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def claim_output_dir(state_dir: Path, settings: dict[str, str]) -> None:
+    """Before the first run of a new state publishes its partitions, commit an empty state built with its
+    options: should the run fail after publishing them (its state not committed: a full disk, a
+    ``kill -9``), the next run finds a state, not a new one beside an output directory that holds
+    sessions (which it refuses), and processes the same files again as any run after such a failure."""
+    if (state_dir / _CURRENT).exists():
+        return
+    empty = dataclasses.replace(State.empty(), settings=settings)
+    prepared = prepare_state(state_dir, empty)
+    try:
+        commit_state(prepared, prune=False)
+    except OutputError as exc:  # nothing is published yet: not the error of a state after its outputs
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        raise io.cannot_write(state_dir / _CURRENT, cause, label=f"the state {state_dir}") from exc
+
+
+def _state_uncommitted(state_dir: Path, exc: BaseException) -> OutputError:
+    """The error of a state that could not be made current after the outputs were published: the
+    previous state stays, and the next run reads the same files again and rewrites the same partitions."""
+    cause = io.cannot_write(state_dir / _CURRENT, exc, label=f"the state {state_dir}")
     return OutputError(
         f"{cause} The outputs of this run are written but the state was kept as it was: the next run "
         "processes the same files again."
@@ -236,15 +321,6 @@ def _fsync_dir(path: Path) -> None:
     for child in path.iterdir():
         with open(child, "rb") as handle:
             os.fsync(handle.fileno())
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    def write(handle: IO[bytes]) -> None:
-        handle.write(text.encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-    io.write_atomically(path, write)
 
 
 #: Bytes at the start of a file whose hash the state keeps: a file whose head is unchanged but whose
@@ -555,9 +631,13 @@ class IncrementalEngine:
                 )
         out_path.mkdir(parents=True, exist_ok=True)
         lock = _Lock(state_path)
-        # Left by a run that was killed: with the lock held, nothing else uses them.
+        # Left by a run that was killed or failed: with the lock held, nothing else uses them.
         for stale in state_path.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        remove_stale_versions(state_path)
         pageviews_path = (
             None if config.output.pageviews_output is None else Path(config.output.pageviews_output)
         )
@@ -565,10 +645,15 @@ class IncrementalEngine:
             for stale in directory.glob(f"{PARTITION}=*/.part-*.tmp") if directory is not None else ():
                 stale.unlink(missing_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=state_path, prefix=".tmp-run-"))
+        prepared: PreparedState | None = None
 
         def release() -> None:
-            shutil.rmtree(scratch, ignore_errors=True)
-            lock.release()
+            try:
+                if prepared is not None:
+                    prepared.discard()
+                shutil.rmtree(scratch, ignore_errors=True)
+            finally:
+                lock.release()
 
         try:
             state = load_state(state_path)
@@ -586,7 +671,6 @@ class IncrementalEngine:
                     pageviews_path=pageviews_path,
                     progress=progress,
                 )
-                outputs.defer(pending.publish, pending.discard)
                 new_state.settings = fingerprint
                 # A grown file with no complete line yet keeps its entry (not another copy of it).
                 new_state.files = [
@@ -594,6 +678,14 @@ class IncrementalEngine:
                     *(item.entry for item in todo if item.entry not in state.files),
                 ]
                 new_state.runs = state.runs + 1
+                outputs.defer(pending.publish, pending.discard)
+                # The new state is written (and flushed) with the partitions, before anything is
+                # published: a full disk stops the run here, every output and the state as they were.
+                # Only CURRENT's rename is left for the commit, after the partitions are in place.
+                prepared = prepare_state(state_path, new_state)
+                # A new state claims the output directory just before the first file is renamed into it
+                # (see claim_output_dir): the run after one that failed then is no first run.
+                outputs.before_renames(lambda: claim_output_dir(state_path, fingerprint))
             else:
                 new_state = None
                 written = IncrementalOutcome(
@@ -621,8 +713,8 @@ class IncrementalEngine:
 
         def commit() -> None:
             try:
-                if new_state is not None:
-                    save_state(state_path, new_state)
+                if prepared is not None:
+                    commit_state(prepared)
             finally:
                 release()
 
@@ -714,7 +806,9 @@ def _check_output_dir(state: State, state_path: Path, out_path: Path) -> None:
         raise StateError(
             f"--output-dir {out_path} already holds sessions ({', '.join(held[:3])}"
             f"{', ...' if len(held) > 3 else ''}) but the state {state_path} is new or empty. Give the "
-            "--state those sessions were written with, or an empty --output-dir for a new state."
+            "--state those sessions were written with, or an empty --output-dir for a new state (sessions "
+            "that a failed first run of this state left before the state claimed its --output-dir: remove "
+            "them and run again)."
         )
 
 

@@ -108,7 +108,8 @@ def _umask() -> int:
 def _describe(exc: OSError) -> str:
     if exc.errno == errno.EPIPE:
         return "the reader closed the pipe before the output was complete"
-    return str(exc.strerror or exc)
+    # Polars' own writes (CSV, NDJSON) add Rust's "(os error 28)" to the system's message.
+    return _OS_ERROR.sub("", str(exc.strerror or exc)).rstrip()
 
 
 #: The errno that Polars puts in the message of a write that failed (``... (os error 28)``).
@@ -137,7 +138,7 @@ def cannot_write(target: str | Path, exc: BaseException, *, label: str | None = 
     file in the message (``target`` by default)."""
     name = label or target
     if isinstance(exc, OSError):
-        return OutputError(f"Cannot write {name}: {exc.strerror or exc}.")
+        return OutputError(f"Cannot write {name}: {_describe(exc)}.")
     number = errno_of(exc)
     if number is not None:
         return OutputError(f"Cannot write {name}: {os.strerror(number)}.")
@@ -372,7 +373,11 @@ class PendingOutput:
         #: before :meth:`discard` closes it.
         self.drain: Callable[[], None] | None = None
 
-    def error(self, exc: OSError) -> OutputError:
+    def error(self, exc: BaseException) -> OutputError:
+        """The output error of a write into this output that failed: an ``OSError``, or Polars'
+        ``ComputeError`` of a Parquet file the disk could not take (see :func:`cannot_write`)."""
+        if not isinstance(exc, OSError):
+            return cannot_write(self._temp, exc, label=self.label)
         if exc.errno == errno.EPIPE:
             return ClosedPipeError(f"Cannot write {self.label}: {_describe(exc)}.")
         return OutputError(f"Cannot write {self.label}: {_describe(exc)}.")
@@ -539,7 +544,7 @@ class TableSink:
                 self._parquet.write_table(table)
             else:
                 serialize(frame, handle, self.format, header=not self._parts, safe=self.safe)
-        except OSError as exc:
+        except WRITE_ERRORS as exc:
             raise self.pending.error(exc) from exc
         self._parts += 1
 
@@ -566,6 +571,7 @@ class Publication:
         self.csv_safe = csv_safe
         self._pending: list[PendingOutput] = []
         self._deferred: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        self._before_renames: list[Callable[[], None]] = []
         self.published = False
 
     def __enter__(self) -> Publication:
@@ -595,7 +601,7 @@ class Publication:
         pending = self.open(target)
         try:
             serialize(frame, pending.handle, fmt, safe=self.csv_safe)
-        except OSError as exc:
+        except WRITE_ERRORS as exc:
             raise pending.error(exc) from exc
         return fmt
 
@@ -615,6 +621,12 @@ class Publication:
         """An output written elsewhere (a directory of parts): ``publish`` or ``discard`` it with the rest."""
         self._deferred.append((publish, discard))
 
+    def before_renames(self, step: Callable[[], None]) -> None:
+        """A last step before the first file or directory is put in place, every output being written
+        and flushed to disk (an incremental run's new state claiming its output directory): an error
+        there still leaves every file as it was."""
+        self._before_renames.append(step)
+
     def publish_all(self) -> None:
         """Publish every output: streams first (copies, which a full disk or a closed pipe can stop:
         then no file has been replaced), then every file flushed to disk (which a full disk or a failing
@@ -628,6 +640,8 @@ class Publication:
             files = [pending for pending in self._pending if not pending.stream]
             for pending in files:
                 pending.prepare()
+            for step in self._before_renames:
+                step()
             with placing():
                 for pending in files:
                     pending.publish()
@@ -662,7 +676,7 @@ def write_atomically(output: str | Path, write: Callable[[IO[bytes]], object]) -
         pending = publication.open(str(output))
         try:
             write(pending.handle)
-        except OSError as exc:
+        except WRITE_ERRORS as exc:
             raise pending.error(exc) from exc
         publication.publish_all()
 

@@ -102,7 +102,8 @@ def test_a_killed_local_run_and_its_rerun(tmp_path: Path, kill_at: tuple[str, st
 KILLS_INCREMENTAL = {
     "while-reading": ("sessionize.io.read", "read_file", 1),
     "before-the-partitions-are-renamed": ("sessionize.engines.incremental", "_PendingPartitions.publish", 1),
-    "between-partitions-and-state": ("sessionize.engines.incremental", "save_state", 1),
+    "while-writing-the-state": ("sessionize.engines.incremental", "_fsync_dir", 1),
+    "between-partitions-and-state": ("sessionize.engines.incremental", "commit_state", 1),
 }
 
 
@@ -128,3 +129,27 @@ def test_a_killed_incremental_run_and_its_rerun(tmp_path: Path, kill_at: tuple[s
     assert sorted(p.name for p in state.iterdir() if not p.name.startswith("state-")) == sorted(
         p.name for p in expected_state.iterdir() if not p.name.startswith("state-")
     )
+    assert [p.name for p in state.glob("state-*")] == [(state / "CURRENT").read_text()]
+
+
+def test_a_first_incremental_run_killed_before_its_state_and_its_rerun(tmp_path: Path) -> None:
+    """Killed once its partitions are in place, before its new state is committed (the second commit: the
+    first is the empty state that claims the output directory): the re-run processes the files again,
+    where it was refused (the output directory held sessions beside a new state)."""
+    options = ["--no-geo", "--valid-until", "2100-01-01"]
+    expected_state, expected_out = tmp_path / "expected-state", tmp_path / "expected-out"
+    clean_run(EVENTS, "--state", expected_state, "--output-dir", expected_out, *options)
+    state, out = tmp_path / "state", tmp_path / "out"
+    killed_run(
+        ("sessionize.engines.incremental", "commit_state", 2),
+        EVENTS,
+        "--state",
+        state,
+        "--output-dir",
+        out,
+        *options,
+    )
+    assert table(out).height == table(expected_out).height, "the partitions were published"
+    clean_run(EVENTS, "--state", state, "--output-dir", out, *options)
+    assert_frame_equal(table(out), table(expected_out))
+    assert [p.name for p in state.glob("state-*")] == [(state / "CURRENT").read_text()]
