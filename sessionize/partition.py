@@ -15,7 +15,7 @@ options ask to drop.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,7 +47,7 @@ from sessionize.core import (
 from sessionize.distinct import fresh_name
 from sessionize.geo import GeoDatabase, enrich_geo
 from sessionize.io import drop_duplicate_events
-from sessionize.privacy import anonymize_ips, hash_user_ids
+from sessionize.privacy import Hide, anonymize_ips, hash_user_ids, hide_copies
 from sessionize.useragent import enrich_user_agent
 
 _F = TypeVar("_F", pl.DataFrame, pl.LazyFrame)
@@ -678,7 +678,7 @@ def hidden_copies(events: pl.LazyFrame, job: PartitionJob, *, ids: bool = True) 
         for (_, numeric), name in S.aggregate_inputs(job.settings.aggregates).items()
         if not numeric and schema.get(name) == pl.String
     ]
-    hidden: list[tuple[str, Callable[[pl.LazyFrame, str], pl.LazyFrame]]] = []
+    hidden: list[tuple[str, Hide]] = []
     if ids and job.secret is not None:
         secret = job.secret
 
@@ -689,21 +689,7 @@ def hidden_copies(events: pl.LazyFrame, job: PartitionJob, *, ids: bool = True) 
         hidden += [(column, hashed) for column in hashed_ids if schema.get(column) == pl.String]
     if job.settings.anonymize_ip and schema.get(S.IP) == pl.String:
         hidden.append((S.IP, anonymize_ips))
-    if not inputs or not hidden:
-        return events
-    taken = set(schema.names())
-    copies: dict[str, list[str]] = {}
-    for name in inputs:
-        for column, hide in hidden:
-            taken.add(copy := fresh_name("_copy", taken))
-            events = hide(
-                events.with_columns(pl.when(pl.col(name) == pl.col(column)).then(pl.col(name)).alias(copy)),
-                copy,
-            )
-            copies.setdefault(name, []).append(copy)
-    return events.with_columns(pl.coalesce(*found, name).alias(name) for name, found in copies.items()).drop(
-        [copy for found in copies.values() for copy in found]
-    )
+    return hide_copies(events, inputs, hidden)
 
 
 def hidden_ids(
@@ -719,17 +705,16 @@ def hidden_ids(
     user id's hash, else every table would show the hash as ``user_id`` beside the id itself as
     ``session_id``. The hash is the user id's, so a stand-in's session and user ids stay one value."""
     client, user = pl.col(S.CLIENT_SESSION), pl.col(S.USER)
-    stand_in = fresh_name("_stand_in", events.collect_schema().names())
+    flag = fresh_name("_stand_in", events.collect_schema().names())
     if sessions:
         hashed = hash_user_ids(hash_user_ids(events, secret=secret), secret=secret, column=S.CLIENT_SESSION)
     else:
-        flagged = events.with_columns((client == user).fill_null(False).alias(stand_in))
-        hashed = hash_user_ids(flagged, secret=secret)
-        hashed = hashed.with_columns(pl.when(stand_in).then(user).otherwise(client).alias(S.CLIENT_SESSION))
+        hashed = hash_user_ids(events.with_columns(stand_in().alias(flag)), secret=secret)
+        hashed = hashed.with_columns(pl.when(flag).then(user).otherwise(client).alias(S.CLIENT_SESSION))
     if stitching:
         # The login id is a user id too: never in the clear where the user ids are hashed.
         hashed = hash_user_ids(hashed, secret=secret, column=S.STITCH_ID)
-    return hashed.drop(stand_in, strict=False)
+    return hashed.drop(flag, strict=False)
 
 
 #: With ``--anonymize-ip`` (after the geo lookup) events kept on disk (the incremental state, the

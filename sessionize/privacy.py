@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import polars as pl
 
 from sessionize import schema as S
-from sessionize.distinct import map_distinct
+from sessionize.distinct import fresh_name, map_distinct
 from sessionize.errors import MissingColumnError, UsageError
 
 
@@ -64,6 +64,31 @@ def hash_user_ids(events: pl.LazyFrame, *, secret: bytes, column: str = S.USER) 
     return events.with_columns(
         pl.col(column).map_batches(lambda ids: map_distinct(ids, digest), return_dtype=pl.String)
     )
+
+
+#: How a hidden column's values are hidden: a function of a frame and the column's name.
+Hide = Callable[[pl.LazyFrame, str], pl.LazyFrame]
+
+
+def hide_copies(
+    frame: pl.LazyFrame, columns: Sequence[str], hidden: Sequence[tuple[str, Hide]]
+) -> pl.LazyFrame:
+    """``frame`` with each cell of the text ``columns`` that copies a hidden value of its row (equal to
+    the row's value of a ``hidden`` column) hidden as that value is (``hide`` applied to the cell: the
+    same hash, the same truncated address). The hidden columns themselves are left as they are: call
+    before hiding them, while their values are as read."""
+    taken = set(frame.collect_schema().names())
+    copies: dict[str, list[str]] = {}
+    for name in columns:
+        for column, hide in hidden:
+            taken.add(copy := fresh_name("_copy", taken))
+            same = pl.when(pl.col(name) == pl.col(column)).then(pl.col(name))
+            frame = hide(frame.with_columns(same.alias(copy)), copy)
+            copies.setdefault(name, []).append(copy)
+    if not copies:
+        return frame
+    restored = [pl.coalesce(*found, name).alias(name) for name, found in copies.items()]
+    return frame.with_columns(restored).drop([copy for found in copies.values() for copy in found])
 
 
 #: ``--agg`` functions that give no value of the column they read, only how many.

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import sessionize
 from sessionize.cli import app
@@ -573,16 +573,11 @@ def test_a_state_that_cannot_be_made_current_after_publishing_is_repaired_by_the
     error says so and the next run processes the same files again (it was refused)."""
     a = write_events(tmp_path / "a.csv", [event("u", T0), event("v", T0 + timedelta(days=1))])
     state, out = tmp_path / "state", tmp_path / "out"
-    replace = os.replace
 
-    def fails_on_the_new_state(source: Any, target: Any) -> None:
-        if Path(target).name == "CURRENT" and Path(source).read_text().startswith("state-000001-"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        replace(source, target)
+    def new_state(source: Path) -> bool:
+        return source.read_text().startswith("state-000001-")
 
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "replace", fails_on_the_new_state)
-        result = CliRunner().invoke(app, ["run", str(a), *incremental_options(state, out)])
+    result = run_when_current_fails(monkeypatch, a, state, out, errno.ENOSPC, when=new_state)
     assert result.exit_code == 1
     message = json_error(result)["message"]
     assert message.startswith(f"Cannot write the state {state}: No space left on device."), message
@@ -644,6 +639,28 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield disk
     finally:
         subprocess.run(["umount", disk], check=True)
+
+
+def run_when_current_fails(
+    monkeypatch: pytest.MonkeyPatch,
+    path: Path,
+    state: Path,
+    out: Path,
+    code: int,
+    when: Callable[[Path], bool] = lambda source: True,
+) -> Result:
+    """An incremental run of ``path`` through the CLI whose renames onto the state's CURRENT fail with
+    ``code`` where ``when`` says so of the file renamed."""
+    replace = os.replace
+
+    def failing(source: Any, target: Any) -> None:
+        if Path(target).name == "CURRENT" and when(Path(source)):
+            raise OSError(code, os.strerror(code))
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", failing)
+        return CliRunner().invoke(app, ["run", str(path), *incremental_options(state, out)])
 
 
 def test_a_really_full_disk_is_an_output_error_that_changes_nothing(tmp_path: Path, small_disk: Path) -> None:
@@ -1372,16 +1389,7 @@ def test_a_new_state_that_cannot_claim_its_output_dir_publishes_nothing(
     when even its rename fails, nothing is published and the error does not say the outputs are."""
     a = write_events(tmp_path / "a.csv", [event("u", T0)])
     state, out = tmp_path / "state", tmp_path / "out"
-    replace = os.replace
-
-    def fails_on_the_claim(source: Any, target: Any) -> None:
-        if Path(target).name == "CURRENT":
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        replace(source, target)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "replace", fails_on_the_claim)
-        result = CliRunner().invoke(app, ["run", str(a), *incremental_options(state, out)])
+    result = run_when_current_fails(monkeypatch, a, state, out, errno.EIO)
     assert result.exit_code == 1
     assert json_error(result)["message"] == f"Cannot write the state {state}: {os.strerror(errno.EIO)}."
     assert list(out.iterdir()) == []

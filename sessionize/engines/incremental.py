@@ -497,10 +497,13 @@ def _priors(
     path: str, prior: dict[str, Any] | None, by_head: Mapping[tuple[str, int], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     """The state's entries ``path`` may have grown from: the one at its path, then those of other paths
-    with the same head (its first two lines), largest first. The head is read alone, and only of a file
-    the state has heads like."""
+    with the same head (its first two lines), largest first; none for a .gz file, whose new lines are not
+    read apart (it is read whole unless its content is one the state holds). The head is read alone, and
+    only of a file the state has heads like."""
+    if path.lower().endswith(".gz"):
+        return []
     found = [prior] if prior is not None and prior.get("head") and prior["size"] else []
-    if not by_head or path.lower().endswith(".gz"):
+    if not by_head:
         return found
     with open(path, "rb") as handle:
         start = handle.read(_HEAD_BYTES)
@@ -520,7 +523,6 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
         digest is None
         or scan.entry["size"] <= prior["size"]
         or source.format not in _GROWABLE
-        or source.path.lower().endswith(".gz")
         or digest.hexdigest() != prior["sha256"]
     ):
         return None

@@ -69,7 +69,7 @@ from sessionize.normalize import (
     prepare_events,
     raw_columns,
 )
-from sessionize.privacy import anonymize_ips, hash_user_ids, refuse_private_aggregates
+from sessionize.privacy import Hide, anonymize_ips, hash_user_ids, hide_copies, refuse_private_aggregates
 
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
@@ -1675,9 +1675,9 @@ def _private_rejects(
         return rejects
     private = rejects.lazy().drop("raw_line", strict=False)
     if columns is not None and from_json:
-        hidden = [columns.ip] if options.anonymize_ip else []
-        hidden += [columns.user_id, columns.stitch] if options.user_id_secret is not None else []
-        sources = [from_json[c] for c in hidden if c is not None and c in from_json]
+        read_from = [columns.ip] if options.anonymize_ip else []
+        read_from += [columns.user_id, columns.stitch] if options.user_id_secret is not None else []
+        sources = [from_json[c] for c in read_from if c is not None and c in from_json]
         private = private.drop(sources, strict=False)
     ip = columns.ip if options.anonymize_ip and columns is not None else None
     ids = (
@@ -1692,36 +1692,23 @@ def _private_rejects(
     schema = private.collect_schema()
     # The user id and the login id (--stitch-col: Segment's userId, often an e-mail address) alike.
     kept = [c for c in dict.fromkeys([ip, *ids]) if c is not None and c in schema]
+    secret = options.user_id_secret
+
+    def hashed(frame: pl.LazyFrame, column: str) -> pl.LazyFrame:
+        assert secret is not None
+        return hash_user_ids(frame, secret=secret, column=column)
+
+    hidden: list[tuple[str, Hide]] = [(name, anonymize_ips if name == ip else hashed) for name in kept]
     # A copy of a hidden value in another column of the same row (PostHog's SDK sends the user id again as
-    # properties.distinct_id, flattened to properties_distinct_id) is hidden as the value itself is: each
-    # such cell is flagged before the value is hidden, and takes the hidden value after.
+    # properties.distinct_id, flattened to properties_distinct_id) is hidden as the value itself is.
     others = [
         n for n, dtype in schema.items() if dtype == pl.String and n not in kept and n not in REJECTS_COLUMNS
     ]
-    taken = set(schema.names())
-    flags: dict[str, list[tuple[str, str]]] = {}
-    for column in (c for c in kept if schema[c] == pl.String):
-        for other in others:
-            taken.add(flag := fresh_name("_copy", taken))
-            flags.setdefault(other, []).append((column, flag))
-    private = private.with_columns(
-        (pl.col(other) == pl.col(column)).fill_null(False).alias(flag)
-        for other, pairs in flags.items()
-        for column, flag in pairs
-    )
-    for name in kept:
-        if name == ip:
-            private = anonymize_ips(private, name)
-        elif options.user_id_secret is not None:
-            private = hash_user_ids(private, secret=options.user_id_secret, column=name)
-    restored = [
-        pl.coalesce(
-            [*(pl.when(pl.col(flag)).then(pl.col(column)) for column, flag in pairs), pl.col(other)]
-        ).alias(other)
-        for other, pairs in flags.items()
-    ]
-    made = [flag for pairs in flags.values() for _, flag in pairs]
-    return private.with_columns(restored).drop(made).collect(engine="in-memory")
+    strings = [(name, hide) for name, hide in hidden if schema[name] == pl.String]
+    private = hide_copies(private, others, strings)
+    for name, hide in hidden:
+        private = hide(private, name)
+    return private.collect(engine="in-memory")
 
 
 def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
