@@ -941,3 +941,16 @@ def test_the_authenticated_user_of_a_rejected_line_is_hidden_as_a_login_id(
     assert row["reject_reason"] == "out_of_range"
     assert row["auth_user"] == hmac.new(b"s3cr3t", b"bob", hashlib.sha256).hexdigest()
     assert "bob" not in rejects.read_text()
+
+
+def test_an_incremental_run_names_a_cut_gz_log(tmp_path: Path) -> None:
+    """A .gz input is known by the content it holds (the rotation tests above): one cut short (a copy
+    that stopped) is an error naming it, before anything is read or written, not an unexpected one."""
+    data = gzip.compress(APACHE_LOG.read_bytes()[:20_000])
+    log = tmp_path / "access.log.1.gz"
+    log.write_bytes(data[: len(data) // 2])
+    state, out = tmp_path / "state", tmp_path / "sessions"
+    result = run_cli(log, "--no-geo", "--state", state, "--output-dir", out)
+    assert result.exit_code == 1
+    assert "access.log.1.gz: cannot be read as gzip" in " ".join(result.stderr.split())
+    assert not out.exists() or not any(out.iterdir())
