@@ -848,3 +848,31 @@ def test_a_line_nested_too_deep_in_a_file_read_in_splits_is_rejected_as_locally(
         local.sessions.sort("session_id"),
         check_dtypes=False,
     )
+
+
+def test_lone_surrogate_escapes_in_a_file_read_in_splits_are_read_as_locally(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """Lone halves of UTF-16 surrogate pairs (``\\ud800``, as JavaScript's JSON.stringify writes them)
+    in a file read in splits: U+FFFD as in a local run (Polars' own reader made a lone high half NUL
+    and failed on a lone low one)."""
+    lines = [
+        json.dumps({"user_id": f"u{i % 20}", "timestamp": f"2024-05-01T10:{i % 60:02d}:00Z", "url": f"/p{i}"})
+        for i in range(400)
+    ]
+    lines[150] = '{"user_id": "u\\ud800", "timestamp": "2024-05-01T10:00:00Z", "url": "/a"}'
+    events = write_text(tmp_path / "in" / "events.ndjson", "\n".join(lines) + "\n")
+    local = sessionize.run([events], no_geo=True)
+    assert "u\ufffd" in local.sessions["user_id"].to_list()
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "8k")
+    try:
+        result = sessionize.run([events], spark=spark_session, output=str(tmp_path / "out"), no_geo=True)
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert result.rows_read == local.rows_read == 400
+    assert_frame_equal(
+        pl.read_parquet(tmp_path / "out" / "*.parquet").sort("session_id"),
+        local.sessions.sort("session_id"),
+        check_dtypes=False,
+    )

@@ -749,9 +749,10 @@ def _json_stats(batches: Iterable[Any], options: io.ReadOptions) -> Iterator[Any
         records = 0
         try:
             data.decode("utf-8")
-            if io.read.may_nest_too_deep(data):
+            if any(io.read.prescan_ndjson(data)):
                 # Read whole, line by line, where a line nested too deep is rejected (json_too_deep) as a
-                # local run rejects it: Polars must not see it.
+                # local run rejects it: Polars must not see it. So is a split with a lone surrogate escape,
+                # which the local reader replaces (Polars reads it as NUL or fails).
                 types = None
             elif data.strip():
                 inferred = io.infer.infer_ndjson_schema(data)

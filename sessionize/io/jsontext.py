@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Final
 
 import polars as pl
 
+from sessionize.io.surrogates import well_formed_surrogates
 from sessionize.schema import name_key
 
 if TYPE_CHECKING:
@@ -160,12 +161,25 @@ def read_json_text(frame: pl.LazyFrame, asked: Iterable[str]) -> tuple[pl.LazyFr
 
 def _value(column: str, tried: Sequence[Sequence[str]]) -> pl.Expr:
     """The text of the first of the JSON paths ``tried`` that the object in ``column`` has."""
-    text = pl.col(column).cast(pl.String)
+    # A lone surrogate escape (``\ud800``) made the whole object unreadable to Polars' parser: each
+    # is U+FFFD, as in an NDJSON file (:mod:`sessionize.io.surrogates`).
+    text = pl.col(column).cast(pl.String).map_batches(_well_formed_texts, return_dtype=pl.String)
     # A key with a backslash cannot be named in a JSON path: never found.
     values = [
         text.str.json_path_match(_json_path(keys)) for keys in tried if not any("\\" in k for k in keys)
     ]
     return pl.coalesce(values).cast(pl.String) if values else pl.lit(None, dtype=pl.String)
+
+
+def _well_formed_texts(texts: pl.Series) -> pl.Series:
+    """``texts`` with their lone surrogate escapes replaced: a vectorized search, then only the values
+    that hold a surrogate escape at all (rare) are mended one by one."""
+    held = texts.str.contains(r"\\u[dD][89a-fA-F]").fill_null(False)
+    if not held.any():
+        return texts
+    rows = held.arg_true()
+    mended = [well_formed_surrogates(text.encode()).decode() for text in texts.gather(rows).to_list()]
+    return texts.scatter(rows, mended)
 
 
 __all__ = ["SAMPLE_ROWS", "asked_columns", "json_text_columns", "read_json_text"]

@@ -52,6 +52,7 @@ from sessionize.io.inputs import GZIP_MAGIC, InputFile, check_compressed_head, r
 from sessionize.io.jsontext import asked_columns, read_json_text
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
+from sessionize.io.surrogates import LoneSurrogateScan, well_formed_surrogates
 from sessionize.normalize import (
     KEEP,
     MAX_REPORTED_ROWS,
@@ -774,8 +775,11 @@ def _ndjson_windows(path: str, chunk_rows: int, options: ReadOptions) -> Iterato
         flat = scan.with_row_index(ROW)
         yield from flat.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
-    if may_nest_too_deep(path):
-        return None  # read whole, line by line, as in memory, where the deep line is rejected
+    deep, lone_surrogates = prescan_ndjson(path)
+    if deep or lone_surrogates:
+        # Read whole, as in memory: line by line where the deep line is rejected; with its lone
+        # surrogate escapes replaced (Polars reads the file it is given).
+        return None
     try:
         inferred = infer_ndjson_schema(path)
     except pl.exceptions.PolarsError:
@@ -922,16 +926,28 @@ def _scan(
         ndjson = io.BytesIO(_ndjson_bytes(source))
     if isinstance(ndjson, io.BytesIO) and not ndjson.getvalue().strip():
         return pl.LazyFrame(), None
+    lone_surrogates, written = False, b""
     try:
         # Brackets nested deep are never handed to Polars (lists in lists can keep it busy for hours);
         # the schema comes from every line: a malformed one fails here.
-        careful = may_nest_too_deep(ndjson)
+        careful, lone_surrogates = prescan_ndjson(ndjson)
+        if lone_surrogates:
+            # Polars is given the text with each lone surrogate escape replaced (the careful reader
+            # replaces them in the lines it hands on, and shows a rejected line as it was written).
+            written = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
+            ndjson = io.BytesIO(well_formed_surrogates(written))
         if not careful:
             schema = ndjson_schema(infer_ndjson_schema(ndjson), options)[0]
     except pl.exceptions.PolarsError:
         careful = True
     if careful:
-        data = ndjson.getvalue() if isinstance(ndjson, io.BytesIO) else _ndjson_bytes(source)
+        data = (
+            written
+            if lone_surrogates
+            else ndjson.getvalue()
+            if isinstance(ndjson, io.BytesIO)
+            else _ndjson_bytes(source)
+        )
         rows, malformed = _careful_ndjson(data, options)
         return rows.lazy(), malformed
     scan = pl.scan_ndjson(ndjson, schema=schema)  # the schema given: no second pass to infer it
@@ -948,12 +964,15 @@ def _scan(
 JSON_DEPTH_LIMIT = 16
 
 
-def may_nest_too_deep(ndjson: str | io.BytesIO | bytes) -> bool:
+def prescan_ndjson(ndjson: str | io.BytesIO | bytes) -> tuple[bool, bool]:
     """Whether brackets (``[``, ``{``) in an NDJSON file nest deeper than :data:`JSON_DEPTH_LIMIT`,
     counted over the bytes (numpy, 16 MiB at a time): brackets inside strings and unbalanced lines count
     too, so this may say yes for a file without a deep line, which is then only read the careful way
     (line by line, exact). Polars must not see a deep line at all: lists nested in lists 32 deep kept
-    its reader busy for more than ten minutes, deaf to SIGTERM."""
+    its reader busy for more than ten minutes, deaf to SIGTERM.
+
+    Second, whether the file holds a lone surrogate escape (:mod:`sessionize.io.surrogates`), which
+    Polars must see replaced (false when the first answer is yes: the careful reader replaces them)."""
     import numpy as np
 
     # Only brackets and line ends count: each block is cut to them first (bytes.translate, a few in a
@@ -963,12 +982,14 @@ def may_nest_too_deep(ndjson: str | io.BytesIO | bytes) -> bool:
     kind[[ord("["), ord("{")]], kind[[ord("]"), ord("}")]], kind[ord("\n")] = 1, -1, 2
     others = bytes(byte for byte in range(256) if byte not in b"[]{}\n")
     depth = 0  # the depth at the block's start, within its line
+    lone = LoneSurrogateScan()
     with contextlib.ExitStack() as stack:
         if isinstance(ndjson, str):
             handle: Any = stack.enter_context(open(ndjson, "rb"))
         else:
             handle = io.BytesIO(ndjson if isinstance(ndjson, bytes) else ndjson.getbuffer())
         while block := handle.read(1 << 24):
+            lone.feed(block)
             marks = kind[np.frombuffer(block.translate(None, others), dtype=np.uint8)]
             if not marks.size:
                 continue
@@ -979,9 +1000,9 @@ def may_nest_too_deep(ndjson: str | io.BytesIO | bytes) -> bool:
             last = np.maximum.accumulate(np.where(newline, np.arange(marks.size), -1))
             base = np.where(last >= 0, running[np.maximum(last, 0)], 0)
             if (running - base).max() > JSON_DEPTH_LIMIT:
-                return True
+                return True, False
             depth = int(running[-1] - base[-1])
-    return False
+    return False, lone.close()
 
 
 def _fast_ndjson(source: InputFile, raw: pl.DataFrame | None, window: Window | None) -> bool:
@@ -1130,7 +1151,7 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
     )
     if not good:
         return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed
-    joined = b"\n".join(good)
+    joined = well_formed_surrogates(b"\n".join(good))
     inferred = infer_ndjson_schema(joined)
     schema, _, _ = ndjson_schema(inferred, options)
     parsed = flatten_structs(pl.read_ndjson(io.BytesIO(joined), schema=schema).lazy())
