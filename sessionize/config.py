@@ -76,7 +76,10 @@ def check_timezone(timezone: str | None, option: str = "--timezone") -> str:
         return "UTC"
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+        # Python's zoneinfo also takes names Polars refuses (localtime, posix/..., right/...): those
+        # failed in the middle of the run as an unexpected error.
+        pl.Series([0], dtype=pl.Int64).cast(pl.Datetime("us", "UTC")).dt.convert_time_zone(timezone)
+    except (ZoneInfoNotFoundError, ValueError, pl.exceptions.PolarsError):
         raise UsageError(
             f"{option} {timezone!r} is not a known time zone. Use an IANA name such as "
             "UTC, Europe/Berlin or America/New_York."

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
+from sessionize.display import visible
 from sessionize.errors import ClosedPipeError, SessionizeError
 
 if TYPE_CHECKING:
@@ -95,23 +96,6 @@ def make_console(*, stderr: bool, terminal: bool | None = None) -> Console:
         emoji=False,
         highlight=False,
         width=None if terminal else UNBOUNDED_WIDTH,
-    )
-
-
-#: Characters a terminal obeys rather than shows: C0 controls but tab and newline (ESC starts a
-#: sequence that sets the window title or clears the screen; CR rewrites the line), DEL, C1 controls,
-#: and the bidirectional overrides that reorder what is shown.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def visible(value: str) -> str:
-    """``value`` with the characters a terminal would obey shown as escapes (``\\x1b``): file names and
-    values in logs are written by strangers."""
-    return _CONTROL.sub(
-        lambda found: (
-            f"\\x{ord(found.group()):02x}" if ord(found.group()) < 0x100 else f"\\u{ord(found.group()):04x}"
-        ),
-        value,
     )
 
 
@@ -225,6 +209,14 @@ class Reporter:
         """Show an error (a panel, or the outcome's JSON line) and exit with its code."""
         if isinstance(exc, SessionizeError):
             message, code = str(exc), exc.exit_code
+        elif isinstance(exc, PermissionError) and exc.filename:
+            # Wherever a file turned out unreadable or unwritable (an input, a state, an output's folder):
+            # no bug of ours, and nothing a traceback would tell the user.
+            message, code = (
+                f"{exc.filename}: permission denied. Give the user who runs sessionize access to it "
+                "(chmod, or its owner and group), or run as a user who has it.",
+                1,
+            )
         else:
             message = f"Unexpected error: {type(exc).__name__}: {exc}"
             if not self.debug:

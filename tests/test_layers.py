@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sessionize"
 LAYERS: dict[str, int] = {
     "_version": 0,
     "errors": 0,
+    "display": 0,
     "schema": 1,
     "config": 2,
     "distinct": 3,

@@ -379,3 +379,68 @@ def _hover_every_mark(page: Any) -> dict[str, list[dict[str, Any]]]:
             if spec.key == "device_category":
                 marks.nth(index).dispatch_event("mouseout")
     return hovers
+
+
+def test_bidirectional_overrides_in_the_data_are_shown_not_obeyed(tmp_path: Path) -> None:
+    """A landing page ``/<U+202E>gpj.exe`` was drawn by the browser as ``/exe.jpg`` in the rankings
+    (review 55 F4): the overrides and isolates that reorder text, and control characters, are shown as
+    escapes in the charts' labels and in the page's own text, as they are in the terminal."""
+    override = "\u202e"
+    urls = [
+        f"https://x.example/{override}gpj.exe",
+        "https://x.example/\u2066a\u2069\x1b[2J",
+        "https://x.example/ok",
+    ]
+    rows = len(urls)
+    table = pl.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(rows)],
+            "session_number": [1] * rows,
+            "session_start": [T0 + timedelta(minutes=i) for i in range(rows)],
+            "duration_s": [10.0] * rows,
+            "pageview_count": [1] * rows,
+            "landing_page": urls,
+            "exit_page": urls,
+            "referrer": urls,
+            "referrer_host": ["x.example"] * rows,
+            "traffic_source": [f"src{override}"] * rows,
+            "channel": ["Referral"] * rows,
+            "is_bounce": [True] * rows,
+            "is_bot": [False] * rows,
+        },
+        schema={
+            name: sessionize.SESSION_SCHEMA[name]
+            for name in (
+                "user_id",
+                "session_number",
+                "session_start",
+                "duration_s",
+                "pageview_count",
+                "landing_page",
+                "exit_page",
+                "referrer",
+                "referrer_host",
+                "traffic_source",
+                "channel",
+                "is_bounce",
+                "is_bot",
+            )
+        },
+    )
+    source = tmp_path / f"t{override}.parquet"
+    table.write_parquet(source)
+    out = tmp_path / "page.html"
+    result = invoke("report", source, "-o", out, "--title", f"T{override}x", "-q")
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    # The figures' data: the page's scripts but plotly.js itself.
+    data = "".join(
+        re.findall(r"<script[^>]*>(.*?)</script>", page.replace(get_plotlyjs(), ""), flags=re.DOTALL)
+    )
+    for char in (override, "\u2066", "\u2069", "\x1b"):
+        assert char not in page
+        # Nor as a JSON escape that the page's script turns back into the character.
+        escape = rf"(?<!\\)\\u{ord(char):04x}"
+        assert not re.search(escape, data, flags=re.IGNORECASE), hex(ord(char))
+    assert "x.example\\u002f\\\\u202egpj.exe" in page or "x.example/\\\\u202egpj.exe" in page
+    assert "<title>T\\u202ex</title>" in page

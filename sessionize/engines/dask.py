@@ -466,9 +466,7 @@ def check_output_dir(output_dir: str | Path) -> None:
                 "session partitions."
             )
         return
-    parent = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(parent):
-        raise OutputError(f"Cannot write {target}: the directory {parent} does not exist.")
+    io.check_directory(os.path.dirname(os.path.abspath(target)), target)
 
 
 def _make_output_dir(output_dir: str) -> bool:

@@ -103,7 +103,8 @@ def resolve_inputs(
     seen: set[str] = set()
     error_logs: list[str] = []
 
-    def add(path: str, *, explicit: bool) -> None:
+    def add(path: str, *, explicit: bool) -> bool:
+        """Add a file to read; whether it is one (a supported format, whether or not named before)."""
         fmt = format_of(path, input_format)
         if fmt is not None and formats is not None and fmt not in formats:
             fmt = None
@@ -113,19 +114,19 @@ def resolve_inputs(
         special = local is not None and is_special_file(local)
         stream = explicit and not is_url(path) and special
         if (fmt is not None or explicit) and local is not None and not special:
-            _check_compression(path, local)
+            _check_compression(path, local, fmt)
         name = os.path.basename(path.rstrip("/"))
         if fmt in ACCESS_LOG_FORMATS and not explicit and _ERROR_LOG.search(name):
             # A web server's error log beside its access logs (/var/log/nginx/error.log.1): not requests.
             error_logs.append(path)
-            return
+            return False
         if fmt is None:
             if explicit:
                 raise UnknownFormatError(
                     f"Cannot tell the format of {path} from its extension. Supported: {SUPPORTED_INPUTS}. "
                     "Give the format with --input-format."
                 )
-            return
+            return False
         if (
             fmt == "tsv"
             and input_format is None
@@ -137,6 +138,7 @@ def resolve_inputs(
         if key not in seen:
             seen.add(key)
             result.append(InputFile(path, fmt, stream=stream))
+        return True
 
     for raw in paths:
         if isinstance(raw, InputFile):
@@ -156,7 +158,8 @@ def resolve_inputs(
         elif path == STDIN:
             result.append(InputFile(STDIN, format_of("stdin.csv", input_format) or "csv"))
         elif os.path.isdir(path):
-            before = len(result)
+            # Files named before count: `run logs/a.csv logs` reads logs/a.csv once, and is no error.
+            supported = False
             skipped = 0
             pattern = os.path.join(glob.escape(path), "**", "*")
             for name in sorted(glob.glob(pattern, recursive=True, include_hidden=True)):
@@ -165,9 +168,9 @@ def resolve_inputs(
                 if _hidden(os.path.relpath(name, path).split(os.sep)):
                     skipped += format_of(name, input_format) is not None
                     continue
-                add(name, explicit=False)
+                supported = add(name, explicit=False) or supported
             _warn_hidden(path, skipped)
-            if len(result) == before:
+            if not supported:
                 if error_logs:
                     raise NoInputFilesError(
                         f"The directory {path} holds error logs only ({', '.join(error_logs[:3])}), which "
@@ -185,15 +188,15 @@ def resolve_inputs(
             _warn_hidden(path, sum(format_of(m, input_format) is not None for m in found if m not in matches))
             if not matches:
                 raise NoInputFilesError(f"The pattern {path} matches no files.")
-            before = len(result)
+            supported = False
             for name in matches:
-                add(name, explicit=False)
-            if len(result) == before and error_logs:
+                supported = add(name, explicit=False) or supported
+            if not supported and error_logs:
                 raise NoInputFilesError(
                     f"The pattern {path} matches error logs only ({', '.join(error_logs[:3])}), which hold "
                     "no requests. Point at the access logs."
                 )
-            if len(result) == before:
+            if not supported:
                 raise NoInputFilesError(
                     f"The pattern {path} matches {len(matches)} file(s), none in a supported format "
                     f"({SUPPORTED_INPUTS}). Give their format with --input-format."
@@ -254,7 +257,7 @@ _COMPRESSED: tuple[tuple[bytes, str, str, str], ...] = (
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _check_compression(path: str, local: str) -> None:
+def _check_compression(path: str, local: str, fmt: str | None) -> None:
     """Refuse a compressed file sessionize would read as text (binary "column names", or a failure in
     the middle of a large file): bzip2, xz, zstd and ZIP by their first bytes, and gzip whose name does
     not end in ``.gz`` (it is decompressed by its name on every path). ``local`` is the file on this
@@ -265,7 +268,7 @@ def _check_compression(path: str, local: str) -> None:
             head = handle.read(10)
     except OSError:
         return  # not readable here: the reader names the error
-    check_compressed_head(head, path)
+    check_compressed_head(head, path, fmt=fmt)
     if head.startswith(GZIP_MAGIC) and not path.lower().endswith(".gz"):
         raise UnreadableInputError(
             f"{path} is gzip-compressed but its name does not end in .gz: rename it to {path}.gz "
@@ -273,10 +276,24 @@ def _check_compression(path: str, local: str) -> None:
         )
 
 
-def check_compressed_head(head: bytes, path: str, *, stream: bool = False) -> None:
+def check_compressed_head(head: bytes, path: str, *, stream: bool = False, fmt: str | None = None) -> None:
     """Refuse an input whose first bytes are bzip2, xz, zstd or ZIP's, with the command that makes it
-    readable (for a ``stream``, a pipe or standard input, the decompressor to put in the pipe)."""
-    target = shlex.quote(re.sub(r"\.(bz2|xz|zst|zip|gz)$", "", path, flags=re.IGNORECASE) + ".gz")
+    readable (for a ``stream``, a pipe or standard input, the decompressor to put in the pipe); and a
+    Parquet file to be read as text (``fmt``: named .csv, ``--input-format csv``, piped), which was
+    said to look like UTF-16 text."""
+    if head.startswith(b"PAR1") and fmt is not None and fmt != "parquet":
+        rename = "" if stream else ", or name it .parquet,"
+        raise UnreadableInputError(
+            f"{path} is a Parquet file (it starts with PAR1), not {fmt.upper()}. Give --input-format "
+            f"parquet{rename} and run again."
+        )
+    stem = re.sub(r"\.(bz2|xz|zst|zip|gz)$", "", path, flags=re.IGNORECASE)
+    # Never the file read: the shell would empty it before the decompressor reads it (access.log.gz
+    # that holds bzip2 data).
+    folder, name = os.path.split(stem)
+    target = shlex.quote(
+        stem + ".gz" if stem + ".gz" != path else os.path.join(folder, f"recompressed-{name}.gz")
+    )
     for magic, what, fix, decompressor in _COMPRESSED:
         # bzip2: "BZh", the block size digit, and the first block's magic number.
         if head.startswith(magic) and (magic != b"BZh" or (head[3:4].isdigit() and head[4:10] == b"1AY&SY")):

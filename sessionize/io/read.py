@@ -113,7 +113,7 @@ def read_stream(source: InputFile) -> bytes:
                 data = handle.read()
         except OSError as exc:
             raise UnreadableInputError(f"{source.shown}: {exc.strerror or exc}.") from exc
-    check_compressed_head(data[:10], source.shown, stream=True)
+    check_compressed_head(data[:10], source.shown, stream=True, fmt=source.format)
     if data.startswith(GZIP_MAGIC):
         try:
             return gzip.decompress(data)
@@ -1852,11 +1852,17 @@ def check_header(source: InputFile, columns: Sequence[str]) -> None:
     broken. Read as it was, a classic Mac OS file held no events and the run ended well (review 44)."""
     if source.format not in ("csv", "tsv"):
         return
-    if any("\x00" in name for name in columns):
+    header = "".join(columns)
+    if "\x00" in header:
         # UTF-16 read as UTF-8: a NUL beside every ASCII letter (big-endian, or without a byte order mark).
+        if header.count("\x00") * 3 >= len(header):
+            raise UnreadableInputError(
+                f"{source.shown}: its header holds NUL characters: the file looks like UTF-16 text. Give "
+                "--encoding utf-16 (or utf-16-be, utf-16-le) and run again."
+            )
         raise UnreadableInputError(
-            f"{source.shown}: its header holds NUL characters: the file looks like UTF-16 text. Give "
-            "--encoding utf-16 (or utf-16-be, utf-16-le) and run again."
+            f"{source.shown}: its header holds NUL bytes: the file is not {source.format.upper()} text "
+            "(binary data, or another format). Check the file, or give its format with --input-format."
         )
     broken = next((name for name in columns if "\r" in name), None)
     if broken is not None:
@@ -1875,7 +1881,10 @@ def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> st
     if isinstance(exc, FileNotFoundError):
         return f"{name}: the file disappeared or cannot be found ({detail})."
     if isinstance(exc, PermissionError):
-        return f"{name}: permission denied. Check the file's permissions."
+        return (
+            f"{name}: permission denied. Make the file readable to the user who runs sessionize "
+            "(chmod, or the file's owner and group), or run as a user who can read it."
+        )
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return (
             f"{name}: no space left on the device while reading it through temporary files. Free "
@@ -1914,13 +1923,16 @@ def estimate_rows(source: InputFile) -> int:
             return int(rows.collect(engine="in-memory").item())
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
-    size = os.path.getsize(source.path)
     compressed = split_gz(source.path)[1]
-    with (gzip.open if compressed else open)(source.path, "rb") as handle:
-        try:
-            sample = handle.read(1 << 16)
-        except (OSError, EOFError, zlib.error):
-            sample = b""
+    try:
+        size = os.path.getsize(source.path)
+        with (gzip.open if compressed else open)(source.path, "rb") as handle:
+            try:
+                sample = handle.read(1 << 16)
+            except (OSError, EOFError, zlib.error):
+                sample = b""
+    except OSError as exc:  # not readable (permissions), gone, a directory in its place
+        raise UnreadableInputError(_describe_read_error(source.path, source, exc)) from exc
     lines = max(sample.count(b"\n"), 1)
     # A gzipped log or CSV is about 5-10x smaller than its text: count it as 8x.
     return int(size * (8 if compressed else 1) / max(len(sample) / lines, 1.0))

@@ -34,9 +34,26 @@ def check_output(output: str, inputs: Sequence[InputFile], *, option: str = "-o"
             )
     if os.path.isdir(target):
         raise OutputError(f"Cannot write {output}: it is a directory. Give a file name (sessions.parquet).")
-    parent = os.path.dirname(target)
-    if not os.path.isdir(parent):
-        raise OutputError(f"Cannot write {output}: the directory {parent} does not exist.")
+    check_directory(os.path.dirname(target), output)
+
+
+def check_directory(parent: str, output: str) -> None:
+    """Refuse an output whose directory does not exist, or cannot be reached (the folder above it is
+    private to another user: it is there, and "does not exist" sent users looking for a typo)."""
+    try:
+        if os.path.isdir(parent):
+            return  # whether it may be written is for the write to say (a device, a pipe's folder)
+        os.stat(parent)
+    except PermissionError:
+        pass
+    except OSError:
+        raise OutputError(f"Cannot write {output}: the directory {parent} does not exist.") from None
+    if not os.path.isdir(parent) and os.path.exists(parent):
+        raise OutputError(f"Cannot write {output}: {parent} is not a directory.")
+    raise OutputError(
+        f"Cannot write {output}: permission denied on the directory {parent}. Give the user who runs "
+        "sessionize access to it, or write somewhere else."
+    )
 
 
 def write_parquet(frame: pl.DataFrame, target: str | Path | IO[bytes]) -> None:

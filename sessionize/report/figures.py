@@ -11,6 +11,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from sessionize.display import visible
 from sessionize.report.aggregate import _DASH, Ranking, ReportData
 from sessionize.report.columns import _RankingSpec
 
@@ -37,10 +38,15 @@ def _text(value: str) -> str:
     inside a tag, and Plotly would show ``&quot;`` as it is. One to one, so distinct values stay distinct.
     Shorten a text before this, never after: a cut could split an entity.
 
+    The characters a browser obeys rather than shows (the bidirectional overrides that draw
+    ``/\u202egpj.exe`` as ``/exe.jpg``, controls) are shown as escapes (:func:`sessionize.display.visible`).
+
     >>> _text("/<a href='https://e.vil/'>LOGIN</a> &amp;")
     "/&lt;a href='https://e.vil/'&gt;LOGIN&lt;/a&gt; &amp;amp;"
+    >>> _text("/\u202egpj.exe")
+    '/\\u202egpj.exe'
     """
-    return html.escape(value, quote=False)
+    return html.escape(visible(value), quote=False)
 
 
 def _bounded(labels: Sequence[str]) -> list[str]:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sessionize import __version__
+from sessionize.display import visible
 from sessionize.report.aggregate import _DASH, Ranking, ReportData
 from sessionize.report.columns import _RANKING_BY_KEY, RANKINGS, _RankingSpec
 from sessionize.report.figures import (
@@ -184,7 +185,9 @@ def render_report(
     """
     from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
-    esc = html.escape
+    def esc(value: str) -> str:
+        return html.escape(visible(value))
+
     generated_at = generated_at or datetime.now(UTC)
     cards = _cards(data)
     total = data.sessions

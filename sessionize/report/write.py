@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from sessionize.errors import OutputError, UnreadableInputError, UsageError
-from sessionize.io import Publication
+from sessionize.io import Publication, check_directory
 from sessionize.report.aggregate import (
     DEFAULT_TOP,
     MAX_TOP,
@@ -68,9 +68,7 @@ def check_report_output(output: str | Path, inputs: Sequence[str] = (), *, optio
     for source in inputs:
         if os.path.realpath(source) == real:
             raise OutputError(f"The report {target} is also an input: choose another path with {option}.")
-    parent = os.path.dirname(real)
-    if not os.path.isdir(parent):
-        raise OutputError(f"Cannot write {target}: the directory {parent} does not exist.")
+    check_directory(os.path.dirname(real), str(target))
     return target
 
 

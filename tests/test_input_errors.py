@@ -1,0 +1,229 @@
+"""Errors about the inputs themselves (review 56): the advice they give is safe to follow and names the
+real cause, and inputs named more than once are read once without a false error."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import sessionize
+from sessionize.cli import app
+from tests.helpers import APACHE_LOG, EVENTS, REPO, words
+
+LINES = "user_id,timestamp,url\n" + "".join(
+    f"u{i % 7},2024-05-01T10:{i % 60:02d}:00Z,/p{i}\n" for i in range(300)
+)
+
+
+def run_json(*args: object, stdin: bytes | None = None, cwd: Path | None = None) -> dict[str, object]:
+    """``sessionize run ARGS --no-geo --log-format json`` in a child process: its outcome line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionize", "run", *map(str, args), "--no-geo", "--log-format", "json"],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        check=False,
+        timeout=300,
+    )
+    outcome: dict[str, object] = json.loads(done.stderr.decode().strip().splitlines()[-1])
+    assert outcome["exit_code"] == done.returncode
+    return outcome
+
+
+@pytest.mark.parametrize("name", ["access.log.gz", "events.csv.gz", "events.csv.bz2", "events.csv"])
+def test_the_command_a_wrongly_compressed_file_gets_never_overwrites_it(tmp_path: Path, name: str) -> None:
+    """bzip2 data named ``.gz``: the advice was ``bunzip2 -c access.log.gz | gzip > access.log.gz``, which
+    empties the file before bunzip2 reads it (a 10,000-line log left as an empty gzip). Followed as
+    given, the command now leaves the input as it was and writes a file sessionize reads."""
+    source = tmp_path / name
+    text = APACHE_LOG.read_bytes() if ".log" in name else LINES.encode()
+    source.write_bytes(bz2.compress(text))
+    before = source.read_bytes()
+    outcome = run_json(source.name, "-o", "o.csv", cwd=tmp_path)
+    message = str(outcome["message"])
+    assert outcome["exit_code"] == 1 and "is bzip2-compressed" in message, message
+    command = message.split("Decompress it first: ", 1)[1].rstrip(".")
+    if shutil.which("bunzip2") is None or shutil.which("gzip") is None:
+        pytest.skip("bunzip2 or gzip is not installed")
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=60)
+    assert source.read_bytes() == before
+    target = tmp_path / command.rsplit("> ", 1)[1].strip("'")
+    assert target != source and target.name.endswith(".gz")
+    assert gzip.decompress(target.read_bytes()) == text
+    assert sessionize.run([target], no_geo=True, on_invalid="skip").rows_read > 0
+
+
+def test_a_directory_or_pattern_whose_files_were_named_before_is_no_error(tmp_path: Path) -> None:
+    """`run ov/a.csv ov` and `run ov ov` said "The directory ov holds no supported files" (its files had
+    been added already); each file is read once."""
+    folder = tmp_path / "ov"
+    folder.mkdir()
+    (folder / "a.csv").write_text(LINES, encoding="utf-8")
+    (folder / "b.csv").write_text(LINES.replace(",u", ",v"), encoding="utf-8")
+    for args in (
+        ["ov"],
+        ["ov/a.csv", "ov"],
+        ["ov/a.csv", "ov/b.csv", "ov"],
+        ["ov", "ov"],
+        ["ov/*.csv", "ov"],
+    ):
+        outcome = run_json(*args, "-o", "o.csv", cwd=tmp_path)
+        assert outcome["exit_code"] == 0, (args, outcome)
+        assert outcome["files"] == ["ov/a.csv", "ov/b.csv"] and outcome["rows_read"] == 600
+    outcome = run_json("ov/a.csv", "ov/b.csv", "ov/*.csv", "-o", "o.csv", cwd=tmp_path)
+    assert outcome["exit_code"] == 0 and outcome["files"] == ["ov/a.csv", "ov/b.csv"]
+    # A directory of nothing readable is still an error.
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("x", encoding="utf-8")
+    assert "holds no supported files" in str(run_json("none", "-o", "o.csv", cwd=tmp_path)["message"])
+
+
+def test_a_parquet_file_read_as_csv_is_named_parquet(tmp_path: Path) -> None:
+    """A Parquet file named .csv, given --input-format csv, or piped, was said to "look like UTF-16
+    text" and told to give --encoding utf-16, which failed the same way."""
+    parquet = tmp_path / "events.parquet"
+    pl.read_csv(EVENTS, infer_schema=False).write_parquet(parquet)
+    named_csv = tmp_path / "events.csv"
+    named_csv.write_bytes(parquet.read_bytes())
+    for args, stdin in (
+        ([named_csv], None),
+        ([named_csv, "--encoding", "utf-16"], None),
+        ([parquet, "--input-format", "csv"], None),
+        (["-"], parquet.read_bytes()),
+    ):
+        outcome = run_json(*args, "-o", tmp_path / "o.csv", stdin=stdin)
+        message = str(outcome["message"])
+        assert outcome["exit_code"] == 1 and "is a Parquet file (it starts with PAR1)" in message, message
+        assert "--input-format parquet" in message and "UTF-16" not in message
+    assert not (tmp_path / "o.csv").exists()
+    # Binary data that is no UTF-16 is not said to be.
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"\x01\x9a\x07\xff\x10\x00" * 20 + b",x\n" + bytes(range(256)))
+    message = str(run_json(garbage, "-o", tmp_path / "o.csv")["message"])
+    assert "holds NUL bytes" in message and "UTF-16" not in message, message
+
+
+def _as_another_user() -> list[str] | None:
+    """The command that runs Python as uid 65534 with this checkout importable, when this process may
+    switch users and that user can run it; else None."""
+    if os.geteuid() != 0:
+        return []
+    setpriv, python = shutil.which("setpriv"), shutil.which("python3", path="/usr/bin:/bin")
+    if setpriv is None or python is None:
+        return None
+    command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python]
+    probe = subprocess.run(
+        [*command, "-c", f"import sys; sys.exit(sys.version_info[:2] != {tuple(sys.version_info[:2])})"],
+        capture_output=True,
+        check=False,
+    )
+    return command if probe.returncode == 0 else None
+
+
+def test_an_unreadable_input_is_a_permission_error_not_an_unexpected_one() -> None:
+    """A file the user cannot read (named, or inside a directory; an incremental run too) was
+    "Unexpected error: PermissionError ... Run again with --debug"."""
+    command = _as_another_user()
+    if command is None:
+        pytest.skip("cannot run as another user here (needs setpriv and /usr/bin/python3 of this version)")
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # pytest's own folder is private to root
+        check_unreadable_inputs(Path(folder), command)
+
+
+def check_unreadable_inputs(tmp_path: Path, command: list[str]) -> None:
+    os.chmod(tmp_path, 0o777)
+    (tmp_path / "d").mkdir(mode=0o777)
+    for path in (tmp_path / "events.csv", tmp_path / "d" / "x.csv"):
+        path.write_text(LINES, encoding="utf-8")
+        path.chmod(0)
+    import sysconfig
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]]),
+        "HOME": str(tmp_path),
+    }
+    python = command or [sys.executable]
+    probe = subprocess.run([*python, "-c", "import sessionize"], env=env, check=False)
+    if probe.returncode != 0:
+        pytest.skip("uid 65534 cannot import this checkout (a private folder above it)")
+    for args in (["events.csv"], ["d"], ["events.csv", "--buckets", "2"], ["events.csv", "--state", "st"]):
+        extra = ["--output-dir", "out"] if "--state" in args else ["-o", "o.csv"]
+        done = subprocess.run(
+            [
+                *python,
+                "-m",
+                "sessionize",
+                "run",
+                *args,
+                *extra,
+                "--no-geo",
+                "--log-format=json",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        outcome = json.loads(done.stderr.decode().strip().splitlines()[-1])
+        assert done.returncode == 1, (args, outcome)
+        assert "permission denied" in str(outcome["message"]) and "Unexpected" not in str(outcome["message"])
+        assert ("x.csv" if args == ["d"] else "events.csv") in str(outcome["message"])
+        assert not (tmp_path / "o.csv").exists()
+    # An output in a folder the user cannot enter was said not to exist.
+    (tmp_path / "ok.csv").write_text(LINES, encoding="utf-8")
+    (tmp_path / "ok.csv").chmod(0o644)
+    (tmp_path / "private" / "inner").mkdir(parents=True)
+    (tmp_path / "private").chmod(0)
+    for output in ("private/o.csv", "private/inner/o.csv"):
+        done = subprocess.run(
+            [*python, "-m", "sessionize", "run", "ok.csv", "-o", output, "--no-geo", "--log-format=json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        message = str(json.loads(done.stderr.decode().strip().splitlines()[-1])["message"])
+        assert done.returncode == 1 and f"Cannot write {output}: permission denied" in message.replace(
+            "P", "p"
+        ), message
+        assert "does not exist" not in message
+    (tmp_path / "private").chmod(0o700)
+
+
+@pytest.mark.parametrize("zone", ["localtime", "posix/Europe/Berlin", "right/UTC"])
+def test_time_zone_names_polars_cannot_take_are_usage_errors(tmp_path: Path, zone: str) -> None:
+    """Python's zoneinfo takes these names and Polars does not: the run failed in the middle with
+    "Unexpected error: ComputeError" (exit 1); they are refused before anything is read (exit 2)."""
+    for option in ("--timezone", "--input-timezone"):
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                str(EVENTS),
+                "--no-geo",
+                option,
+                zone,
+                "-o",
+                str(tmp_path / "o.csv"),
+                "--log-format",
+                "text",
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert f"{option} '{zone}' is not a known time zone" in words(result.stderr)
+    assert not (tmp_path / "o.csv").exists()
+    assert sessionize.run([EVENTS], no_geo=True, timezone="Europe/Berlin").sessions.height > 0
