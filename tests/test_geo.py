@@ -29,6 +29,7 @@ from tests.helpers import DATA, load_generator, words
 GEO_DIR = DATA / "geoip"
 CITY_DB = GEO_DIR / "GeoIP2-City-Test.mmdb"
 COUNTRY_DB = GEO_DIR / "GeoIP2-Country-Test.mmdb"
+ENTERPRISE_DB = GEO_DIR / "GeoIP2-Enterprise-Test.mmdb"
 
 
 @pytest.fixture
@@ -114,6 +115,26 @@ def test_forwarded_for_list_uses_the_client_address() -> None:
     assert geo_of(table_for(["81.2.69.160, 10.0.0.1"], geoip_db=CITY_DB)) == [
         ("London", "England", "United Kingdom", "GB")
     ]
+
+
+def test_an_enterprise_database_is_read_as_a_city_one(tmp_path: Path) -> None:
+    """Review 56 F12: MaxMind's GeoIP2-Enterprise test database holds a City database's fields (geoip2's
+    enterprise() gives London, England, GB for 81.2.69.160), but was refused: "needs a City (or
+    Country) database"."""
+    assert geo.GeoDatabase(ENTERPRISE_DB, "--geoip-db").kind == "city"
+    assert geo_of(table_for(["81.2.69.160", "2001:480:10::1", "8.8.8.8"], geoip_db=ENTERPRISE_DB)) == [
+        ("London", "England", "United Kingdom", "GB"),
+        ("San Diego", "California", "United States", "US"),
+        (None, None, None, None),
+    ]
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,timestamp,url,ip\nu1,2024-05-01T10:00:00Z,/,81.2.69.160\n")
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(app, ["run", str(events), "--geoip-db", str(ENTERPRISE_DB), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(out).select("city", "region", "country_code").rows() == [("London", "England", "GB")]
+    info = CliRunner().invoke(app, ["geoip", "info", "--geoip-db", str(ENTERPRISE_DB)])
+    assert info.exit_code == 0 and "GeoIP2-Enterprise (city database)" in words(info.output), info.output
 
 
 def test_country_database_fills_only_country_columns() -> None:
@@ -267,9 +288,11 @@ def test_attribution_in_help() -> None:
 # --- lookup_many: the vectorized path gives what lookup gives, for every value ---------------------
 
 DEFAULT_DB = geo.default_database_path()
-# City and Country databases among MaxMind's test databases (the others are ASN, ISP, ... databases).
+# City, Enterprise and Country databases among MaxMind's test databases (the others are ASN, ISP, ...).
 TEST_DBS = sorted(
-    path for path in GEO_DIR.glob("*.mmdb") if "city" in path.name.lower() or "country" in path.name.lower()
+    path
+    for path in GEO_DIR.glob("*.mmdb")
+    if any(kind in path.name.lower() for kind in ("city", "country", "enterprise"))
 )
 
 # Values that lookup treats each in its own way.

@@ -198,14 +198,17 @@ class GeoDatabase:
         self._decoded: dict[int, tuple[str | None, ...]] = {}
         self._tree_lock = threading.Lock()
         self.database_type: str = metadata.database_type
-        if "city" in self.database_type.lower():
+        kind = self.database_type.lower()
+        # An Enterprise database (GeoIP2-Enterprise, DB-IP's "compat=Enterprise" ones) holds a City
+        # database's fields, and more.
+        if "city" in kind or "enterprise" in kind:
             self.kind = "city"
-        elif "country" in self.database_type.lower():
+        elif "country" in kind:
             self.kind = "country"
         else:
             raise GeoIPDatabaseError(
-                f"GeoIP database {where} is a {self.database_type} database; sessionize needs a City "
-                "(or Country) database such as GeoLite2-City or DB-IP City Lite."
+                f"GeoIP database {where} is a {self.database_type} database; sessionize needs a City, "
+                "Enterprise (or Country) database such as GeoLite2-City or DB-IP City Lite."
             )
         self.info = GeoDatabaseInfo(
             path=path,
