@@ -48,7 +48,7 @@ from sessionize.distinct import fresh_name
 from sessionize.geo import GeoDatabase, enrich_geo
 from sessionize.io import drop_duplicate_events
 from sessionize.privacy import Hide, anonymize_ips, hash_user_ids, hide_copies
-from sessionize.useragent import enrich_user_agent
+from sessionize.useragent import BOT, enrich_user_agent
 
 _F = TypeVar("_F", pl.DataFrame, pl.LazyFrame)
 
@@ -227,7 +227,13 @@ def _enriched_sessions(
         internal_domains=settings.internal_domains,
         channel_rules=settings.rules.channel_rules,
     )
-    sessions = enrich_user_agent(sessions).with_columns(pl.col("is_bot") | pl.col(ROBOTS_TXT))
+    # A session that fetched /robots.txt is a bot's whatever its user agent says, and so is its device:
+    # every bot's device_category is "bot" (its browser and os stay what the user agent says).
+    is_bot = pl.col("is_bot") | pl.col(ROBOTS_TXT)
+    sessions = enrich_user_agent(sessions).with_columns(
+        is_bot.alias("is_bot"),
+        pl.when(is_bot).then(pl.lit(BOT)).otherwise(pl.col("device_category")).alias("device_category"),
+    )
     if exclude_bots:
         sessions = sessions.filter(~pl.col("is_bot"))
     if settings.anonymize_ip == "before-geo":
