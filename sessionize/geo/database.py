@@ -48,6 +48,7 @@ from sessionize.geo.columns import (
 )
 from sessionize.geo.records import Row, record_rows
 from sessionize.geo.tree import _DATA_SEPARATOR, _SearchTree
+from sessionize.privacy import client_address
 
 if TYPE_CHECKING:
     import numpy as np
@@ -248,8 +249,9 @@ class GeoDatabase:
             result[STATUS] = MISSING
             return result
         try:
-            # A forwarded-for list ("client, proxy1, proxy2") starts with the client's address.
-            address = ipaddress.ip_address(ip.split(",")[0].strip())
+            # A forwarded-for list ("client, proxy1, proxy2") starts with the client's address, which
+            # may have a port after it.
+            address = ipaddress.ip_address(client_address(ip.split(",")[0].strip()))
         except ValueError:
             result[STATUS] = INVALID
             return result
