@@ -41,7 +41,7 @@ from sessionize.config import VISITOR_KEYS, check_pattern
 from sessionize.config import VisitorKey as VisitorKey
 from sessionize.distinct import map_distinct
 from sessionize.errors import UsageError
-from sessionize.privacy import anonymize_ips, client_address_expr
+from sessionize.privacy import anonymize_ips, client_addresses
 
 LogFormat = Literal["combined", "common", "vhost_combined"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
@@ -430,7 +430,11 @@ def parse_access_log(
             pl.col(LINE),
             # The first of a proxy's addresses is the client's, without the port a proxy may have written
             # after it (Azure Application Gateway's "81.2.69.160:50312"): one visitor, not one a connection.
-            client_address_expr(field("ip").str.replace(",.*", "")).alias("ip"),
+            # One regex test each, rewritten only where a port is (a third of the cost of rewriting all).
+            field("ip")
+            .str.replace(",.*", "")
+            .map_batches(client_addresses, return_dtype=pl.String, is_elementwise=True)
+            .alias("ip"),
             _none_if_dash(field("ident")).alias("ident"),
             _none_if_dash(field("auth_user")).alias("auth_user"),
             field("time").str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False).alias("timestamp"),
