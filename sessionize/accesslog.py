@@ -41,7 +41,7 @@ from sessionize.config import VISITOR_KEYS, check_pattern
 from sessionize.config import VisitorKey as VisitorKey
 from sessionize.distinct import map_distinct
 from sessionize.errors import UsageError
-from sessionize.privacy import anonymize_ips
+from sessionize.privacy import anonymize_ips, client_addresses
 
 LogFormat = Literal["combined", "common", "vhost_combined"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
@@ -375,7 +375,8 @@ def parse_access_log(
         nginx and of most Apache set-ups), ``common`` (the same without referrer and user agent) or
         ``vhost_combined`` (``%v:%p`` and a space before the combined fields: Apache's format for
         several sites in one log). Fields after these are ignored. The client field may be a proxy's
-        ``X-Forwarded-For`` list (``203.0.113.9, 10.0.0.2``): the first address is the client's.
+        ``X-Forwarded-For`` list (``203.0.113.9, 10.0.0.2``): the first address is the client's. A port
+        after it (``203.0.113.9:50312``, ``[2001:db8::1]:443``) is left out of ``ip`` and the visitor id.
     asset_pattern, feed_query_pattern
         Which requests are static files rather than page views (see :func:`is_asset_expr`).
     visitor_key
@@ -427,8 +428,13 @@ def parse_access_log(
         .select(
             pl.col(ROW),
             pl.col(LINE),
-            # The first of a proxy's addresses is the client's.
-            field("ip").str.replace(",.*", "").alias("ip"),
+            # The first of a proxy's addresses is the client's, without the port a proxy may have written
+            # after it (Azure Application Gateway's "81.2.69.160:50312"): one visitor, not one a connection.
+            # One regex test each, rewritten only where a port is (a third of the cost of rewriting all).
+            field("ip")
+            .str.replace(",.*", "")
+            .map_batches(client_addresses, return_dtype=pl.String, is_elementwise=True)
+            .alias("ip"),
             _none_if_dash(field("ident")).alias("ident"),
             _none_if_dash(field("auth_user")).alias("auth_user"),
             field("time").str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False).alias("timestamp"),

@@ -47,8 +47,8 @@ from sessionize.core import (
 from sessionize.distinct import fresh_name
 from sessionize.geo import GeoDatabase, enrich_geo
 from sessionize.io import drop_duplicate_events
-from sessionize.privacy import Hide, anonymize_ips, hash_user_ids, hide_copies
-from sessionize.useragent import enrich_user_agent
+from sessionize.privacy import Hide, anonymize_ips, client_addresses, hash_user_ids, hide_copies
+from sessionize.useragent import BOT, enrich_user_agent
 
 _F = TypeVar("_F", pl.DataFrame, pl.LazyFrame)
 
@@ -227,7 +227,13 @@ def _enriched_sessions(
         internal_domains=settings.internal_domains,
         channel_rules=settings.rules.channel_rules,
     )
-    sessions = enrich_user_agent(sessions).with_columns(pl.col("is_bot") | pl.col(ROBOTS_TXT))
+    # A session that fetched /robots.txt is a bot's whatever its user agent says, and so is its device:
+    # every bot's device_category is "bot" (its browser and os stay what the user agent says).
+    is_bot = pl.col("is_bot") | pl.col(ROBOTS_TXT)
+    sessions = enrich_user_agent(sessions).with_columns(
+        is_bot.alias("is_bot"),
+        pl.when(is_bot).then(pl.lit(BOT)).otherwise(pl.col("device_category")).alias("device_category"),
+    )
     if exclude_bots:
         sessions = sessions.filter(~pl.col("is_bot"))
     if settings.anonymize_ip == "before-geo":
@@ -249,6 +255,12 @@ def _sessions_after_geo(
     id itself, Snowplow's rule; ``extra``: the counts, after them)."""
     if anonymize_ip == "after-geo":
         sessions = anonymize_ips(sessions)
+    elif anonymize_ip is None:
+        # The client's address without the port a proxy may have written after it (anonymized ones
+        # have none); the lookup read it through the port.
+        sessions = sessions.with_columns(
+            pl.col(S.IP).map_batches(client_addresses, return_dtype=pl.String, is_elementwise=True)
+        )
     columns: list[str] = [*SESSION_COLUMN_NAMES]
     if stitched is not None:
         sessions = sessions.join(stitched, on=S.USER, how="left", maintain_order="left")

@@ -1,10 +1,12 @@
-"""Privacy controls: truncated IP addresses and keyed hashes of user ids, once per distinct value."""
+"""Privacy controls: truncated IP addresses and keyed hashes of user ids, once per distinct value; and
+the client address of a logged value (without the port a proxy may have written after it)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import polars as pl
@@ -13,11 +15,51 @@ from sessionize import schema as S
 from sessionize.distinct import fresh_name, map_distinct
 from sessionize.errors import MissingColumnError, UsageError
 
+# A client address with the port it connected from, as Azure Application Gateway writes it into
+# X-Forwarded-For: IPv4 "a.b.c.d:port", or an IPv6 address in brackets, "[addr]:port" (or "[addr]": the
+# brackets alone). A bare IPv6 address has no port to strip: "2001:db8::1:443" is one address.
+_V4_PORT = r"((?:[0-9]{1,3}\.){3}[0-9]{1,3}):[0-9]{1,5}"
+_V6_PORT = r"\[([0-9A-Fa-f:.]+(?:%[^\]\s,]+)?)\](?::[0-9]{1,5})?"
+# The same at the start of a value, before the end, a space or a comma (a forwarded-for list's first
+# address): the separator is kept (group 3), as Rust's regex has no look-ahead.
+_CLIENT_PORT = rf"^(?:{_V6_PORT}|{_V4_PORT})([\s,]|$)"
+_ADDRESS_PORT = re.compile(rf"(?:{_V6_PORT}|{_V4_PORT})")
+
+
+def client_address(text: str) -> str:
+    """One address without the port a proxy wrote after it (``81.2.69.160:50312`` is ``81.2.69.160``,
+    ``[2001:db8::1]:443`` is ``2001:db8::1``); any other text as it is.
+
+    >>> client_address("81.2.69.160:50312"), client_address("[2001:db8::1]:443"), client_address("::1")
+    ('81.2.69.160', '2001:db8::1', '::1')
+    """
+    found = _ADDRESS_PORT.fullmatch(text)
+    return text if found is None else found[1] or found[2]
+
+
+def client_address_expr(ip: pl.Expr) -> pl.Expr:
+    """:func:`client_address` of the first address of each value (vectorized): a forwarded-for list
+    keeps its proxies, its first address loses its port."""
+    return ip.str.replace(_CLIENT_PORT, "${1}${2}${3}")
+
+
+def client_addresses(ips: pl.Series) -> pl.Series:
+    """:func:`client_address_expr` of the values that have a port only: one regex test each, and the
+    replacement on those alone (the session table's ``ip``, where ports are rare)."""
+    ips = ips.cast(pl.String)
+    with_port = ips.str.contains(_CLIENT_PORT).fill_null(False)
+    if not with_port.any():
+        return ips
+    at = with_port.arg_true()
+    stripped = pl.select(client_address_expr(pl.lit(ips.gather(at)))).to_series()
+    return ips.scatter(at, stripped)
+
 
 def anonymize_ip(ip: str | None) -> str | None:
     """Zero the last octet of an IPv4 address and the last 80 bits of an IPv6 one, as Google
     Analytics did. An IPv4-mapped IPv6 address keeps its form, and a 6to4 one loses the last octet of
-    the IPv4 address it carries too; a malformed value becomes null.
+    the IPv4 address it carries too; a malformed value becomes null. A port after the address (see
+    :func:`client_address`) goes with the rest.
 
     >>> anonymize_ip("81.2.69.160"), anonymize_ip("2001:db8:85a3:8d3:1319:8a2e:370:7348")
     ('81.2.69.0', '2001:db8:85a3::')
@@ -25,7 +67,7 @@ def anonymize_ip(ip: str | None) -> str | None:
     if ip is None or not ip.strip():
         return None
     try:
-        address = ipaddress.ip_address(ip.split(",")[0].strip())
+        address = ipaddress.ip_address(client_address(ip.split(",")[0].strip()))
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv4Address):

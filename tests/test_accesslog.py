@@ -25,6 +25,7 @@ from sessionize.errors import UsageError
 from sessionize.normalize import prepare_events
 from tests.helpers import (
     APACHE_LOG,
+    CITY_DB,
     EVERY_PATH,
     path_options,
     path_sessions,
@@ -954,3 +955,100 @@ def test_an_incremental_run_names_a_cut_gz_log(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "access.log.1.gz: cannot be read as gzip" in " ".join(result.stderr.split())
     assert not out.exists() or not any(out.iterdir())
+
+
+# --- a client address with a port (review 56 F3) --------------------------------------------------
+
+_CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Safari/537.36"
+)
+#: Azure Application Gateway writes the client's address with the port it connected from into
+#: X-Forwarded-For: a Google visit of three requests over three connections (the last through a proxy),
+#: and two requests of an IPv6 client.
+PORT_LOG = "".join(
+    f'{ip} - - [01/May/2024:10:0{minute}:00 +0000] "GET {path} HTTP/1.1" 200 512 "{referrer}" "{_CHROME}"\n'
+    for ip, minute, path, referrer in (
+        ("81.2.69.160:50312", 0, "/", "https://www.google.com/"),
+        ("81.2.69.160:50388", 1, "/products", "https://shop.example/"),
+        ("81.2.69.160:50412, 10.0.0.4", 2, "/cart", "https://shop.example/products"),
+        ("[2001:480:10::1]:443", 0, "/", "-"),
+        ("[2001:480:10::1]:444", 1, "/b", "-"),
+    )
+)
+PORTED = ("81.2.69.160:50312", "81.2.69.160:50388", "81.2.69.160:50412", "[2001:480:10::1]:443")
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_client_address_with_a_port_is_one_visitor_and_located(
+    tmp_path: Path, path: dict[str, Any]
+) -> None:
+    """Review 56 F3: "81.2.69.160:50312" (Azure Application Gateway's X-Forwarded-For) made one visitor
+    per connection, the Google visit three sessions (two of them referrals from the site itself), and
+    no address was located ({'invalid': 5}). The port is left out of the visitor id, the ``ip`` column
+    and the lookup, as the proxies after the first address are, on every engine path."""
+    log = tmp_path / "access.log"
+    log.write_text(PORT_LOG)
+    options = path_options(path, tmp_path)
+    result = sessionize.run([log], geoip_db=str(CITY_DB), **options)
+    table = path_sessions(result, options)
+    digest = hashlib.sha256(_CHROME.encode()).hexdigest()[:8]
+    assert session_rows(table, "user_id", "ip", "event_count", "traffic_source", "city") == [
+        (f"2001:480:10::1|{digest}", "2001:480:10::1", 2, "direct", "San Diego"),
+        (f"81.2.69.160|{digest}", "81.2.69.160", 3, "google", "London"),
+    ]
+    assert result.geo_counts == {"resolved": 2}
+
+
+@pytest.mark.parametrize(
+    ("path", "hashed"),
+    [
+        pytest.param(p.values[0], hashed, id=f"{p.id}-{'hashed' if hashed else 'plain'}", marks=p.marks)
+        for p in EVERY_PATH
+        for hashed in (False, True)
+        if hashed or "state" not in cast(dict[str, Any], p.values[0])
+    ],
+)
+def test_anonymize_ip_hides_a_client_address_with_a_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: dict[str, Any], hashed: bool
+) -> None:
+    """Review 56 F3: under --anonymize-ip (and --hash-user-ids) an address with a port is one visitor,
+    truncated in the ``ip`` column, and written in full nowhere: not in the tables, the rejects file,
+    the page views and users tables or the state."""
+    monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "s3cr3t")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "access.log"
+    log.write_text(PORT_LOG + "81.2.69.160:50999 - - [01/May/2024:10:03:00 +0000] garbage\n")
+    chosen = path_options(path, tmp_path)
+    secret = {"hash_user_ids": "SESSIONIZE_TEST_SECRET"} if hashed else {}
+    written = {
+        "rejects": str(tmp_path / "rejects.csv"),
+        "pageviews_output": str(tmp_path / "pageviews.csv"),
+        "users_output": str(tmp_path / "users.csv"),
+        # (Dask writes a directory of Parquet partitions.)
+        **(
+            {}
+            if "output_dir" in chosen
+            else {"output": str(tmp_path / ("sessions" if "engine" in chosen else "sessions.csv"))}
+        ),
+    }
+    options: dict[str, Any] = {
+        "geoip_db": str(CITY_DB),
+        "anonymize_ip": True,
+        "on_invalid": "skip",
+        **secret,
+        **written,
+        **chosen,
+    }
+    result = sessionize.run([log], **options)
+    table = path_sessions(result, chosen)
+    assert session_rows(table, "ip", "event_count", "city") in (
+        [("2001:480:10::", 2, "San Diego"), ("81.2.69.0", 3, "London")],
+        [("81.2.69.0", 3, "London"), ("2001:480:10::", 2, "San Diego")],
+    )
+    assert table.get_column("user_id").n_unique() == 2
+    full = {"81.2.69.160", "2001:480:10::1", *PORTED}
+    assert values_written(tmp_path, full, skip=[log]) == set()
+    for column in table.select(pl.col(pl.String)).columns:
+        assert not table.get_column(column).str.contains("81.2.69.160|2001:480:10::1").any(), column

@@ -538,8 +538,8 @@ def test_device_columns_and_bots_per_session(events: EventsFactory) -> None:
         "desk": ("desktop", "Chrome", "Windows", False),
         "nobody": (None, None, None, False),
         "phone": ("mobile", "Mobile Safari", "iOS", False),
-        # A desktop browser, but it asked for /robots.txt: a crawler in disguise.
-        "sneaky": ("desktop", "Chrome", "Windows", True),
+        # A desktop browser, but it asked for /robots.txt: a crawler in disguise, a bot device (review 56 F8).
+        "sneaky": ("bot", "Chrome", "Windows", True),
     }
     assert table.filter(pl.col("user_id") == "desk")["user_agent"].item() == CHROME
     kept = sessions_of(frame, exclude_bots=True)

@@ -97,7 +97,7 @@ BOTS = (
 )
 #: Addresses the test database resolves (London, Boxford, Linköping, Milton, Changchun, San Diego,
 #: Singapore, Bhutan, a continent only, an IPv4-mapped London), one it does not know, a private one,
-#: a malformed one and none.
+#: a malformed one, none, and two with a port.
 IPS = (
     "81.2.69.160",
     "81.2.69.142",
@@ -114,6 +114,9 @@ IPS = (
     "10.0.0.1",
     "not-an-ip",
     "",
+    # With the port a proxy wrote after them (review 56 F3): London and San Diego, the ip column without it.
+    "81.2.69.160:50312",
+    "[2001:480:10::1]:443",
 )
 PAGES = ("/", "/products", "/products/trail-runner-3", "/products/shoe-17", "/cart", "/blog/gift-guide")
 LANDINGS = (
@@ -747,6 +750,9 @@ def test_the_input_exercises_every_path(memory_runs: MemoryRuns, inputs: dict[bo
     assert figures["geo_counts"]["resolved"] > 20
     assert {"not_found", "private", "invalid", "missing"} <= set(figures["geo_counts"])
     assert table.get_column("city").drop_nulls().n_unique() >= 5
+    # Addresses with a port are located, and shown without it.
+    assert not table.get_column("ip").str.contains(r"^\[|\.[0-9]+:").any()
+    assert {"81.2.69.160", "2001:480:10::1"} <= set(table.get_column("ip"))
     assert table.get_column("session_id").str.starts_with("app-").sum() > 3
     for cut in CUTS:  # sessions that span two input files
         assert table.filter((pl.col("session_start") < cut) & (pl.col("session_end") >= cut)).height >= 3

@@ -24,11 +24,12 @@ import sessionize
 from sessionize import distinct, geo
 from sessionize.cli import app
 from sessionize.errors import GeoIPDatabaseError
-from tests.helpers import DATA, load_generator, words
+from tests.helpers import DATA, EVERY_PATH, load_generator, path_options, path_sessions, session_rows, words
 
 GEO_DIR = DATA / "geoip"
 CITY_DB = GEO_DIR / "GeoIP2-City-Test.mmdb"
 COUNTRY_DB = GEO_DIR / "GeoIP2-Country-Test.mmdb"
+ENTERPRISE_DB = GEO_DIR / "GeoIP2-Enterprise-Test.mmdb"
 
 
 @pytest.fixture
@@ -114,6 +115,68 @@ def test_forwarded_for_list_uses_the_client_address() -> None:
     assert geo_of(table_for(["81.2.69.160, 10.0.0.1"], geoip_db=CITY_DB)) == [
         ("London", "England", "United Kingdom", "GB")
     ]
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_an_ip_column_with_ports_is_located_and_shown_without_them(
+    tmp_path: Path, path: dict[str, Any]
+) -> None:
+    """Review 56 F3: an ``ip`` column of ``1.2.3.4:5678`` or ``[2001:db8::1]:443`` (a proxy's
+    X-Forwarded-For) was counted malformed and written with its port. The session's ``ip`` is the
+    client's address without its port (a forwarded-for list keeps its proxies), looked up as such, and
+    --anonymize-ip truncates it, on every engine path."""
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "user_id,timestamp,url,ip\n"
+        "u1,2024-05-01T10:00:00Z,/,81.2.69.160:5678\n"
+        "u2,2024-05-01T10:00:00Z,/,[2001:480:10::1]:443\n"
+        'u3,2024-05-01T10:00:00Z,/,"81.2.69.142:50312, 10.0.0.4"\n'
+        "u4,2024-05-01T10:00:00Z,/,[2001:480:10::1]\n"
+        "u5,2024-05-01T10:00:00Z,/,2001:480:10::1:443\n"
+    )
+    rows = {}
+    for anonymized in (False, True):
+        out = tmp_path / ("anonymized" if anonymized else "plain")
+        out.mkdir()
+        options = path_options(path, out)
+        result = sessionize.run([events], geoip_db=str(CITY_DB), anonymize_ip=anonymized, **options)
+        rows[anonymized] = session_rows(path_sessions(result, options), "user_id", "ip", "city")
+        assert result.geo_counts == {"resolved": 5}
+    assert rows[False] == [
+        ("u1", "81.2.69.160", "London"),
+        ("u2", "2001:480:10::1", "San Diego"),
+        ("u3", "81.2.69.142, 10.0.0.4", "London"),
+        ("u4", "2001:480:10::1", "San Diego"),
+        # A bare IPv6 address has no port: this one is 2001:480:10::1:443 itself.
+        ("u5", "2001:480:10::1:443", "San Diego"),
+    ]
+    assert rows[True] == [
+        ("u1", "81.2.69.0", "London"),
+        ("u2", "2001:480:10::", "San Diego"),
+        ("u3", "81.2.69.0", "London"),
+        ("u4", "2001:480:10::", "San Diego"),
+        ("u5", "2001:480:10::", "San Diego"),
+    ]
+
+
+def test_an_enterprise_database_is_read_as_a_city_one(tmp_path: Path) -> None:
+    """Review 56 F12: MaxMind's GeoIP2-Enterprise test database holds a City database's fields (geoip2's
+    enterprise() gives London, England, GB for 81.2.69.160), but was refused: "needs a City (or
+    Country) database"."""
+    assert geo.GeoDatabase(ENTERPRISE_DB, "--geoip-db").kind == "city"
+    assert geo_of(table_for(["81.2.69.160", "2001:480:10::1", "8.8.8.8"], geoip_db=ENTERPRISE_DB)) == [
+        ("London", "England", "United Kingdom", "GB"),
+        ("San Diego", "California", "United States", "US"),
+        (None, None, None, None),
+    ]
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,timestamp,url,ip\nu1,2024-05-01T10:00:00Z,/,81.2.69.160\n")
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(app, ["run", str(events), "--geoip-db", str(ENTERPRISE_DB), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(out).select("city", "region", "country_code").rows() == [("London", "England", "GB")]
+    info = CliRunner().invoke(app, ["geoip", "info", "--geoip-db", str(ENTERPRISE_DB)])
+    assert info.exit_code == 0 and "GeoIP2-Enterprise (city database)" in words(info.output), info.output
 
 
 def test_country_database_fills_only_country_columns() -> None:
@@ -267,9 +330,11 @@ def test_attribution_in_help() -> None:
 # --- lookup_many: the vectorized path gives what lookup gives, for every value ---------------------
 
 DEFAULT_DB = geo.default_database_path()
-# City and Country databases among MaxMind's test databases (the others are ASN, ISP, ... databases).
+# City, Enterprise and Country databases among MaxMind's test databases (the others are ASN, ISP, ...).
 TEST_DBS = sorted(
-    path for path in GEO_DIR.glob("*.mmdb") if "city" in path.name.lower() or "country" in path.name.lower()
+    path
+    for path in GEO_DIR.glob("*.mmdb")
+    if any(kind in path.name.lower() for kind in ("city", "country", "enterprise"))
 )
 
 # Values that lookup treats each in its own way.
@@ -373,6 +438,23 @@ TRICKY = [
     "\u0661.\u0662.\u0663.\u0664",  # Arabic-Indic digits: isdigit, but not ASCII
     "\uff11.\uff12.\uff13.\uff14",  # fullwidth digits
     "81.2.69.160\n81.2.69.161",
+    # A port after the address (review 56 F3): stripped from IPv4 and from IPv6 in brackets only.
+    "81.2.69.160:50312",
+    "81.2.69.160:50312, 10.0.0.4",
+    " 81.2.69.160:80 ",
+    "10.0.0.1:8080",
+    "81.2.69.160:",
+    "81.2.69.160:123456",
+    "81.2.69.160:80x",
+    "[2001:480:10::1]:443",
+    "[2001:480:10::1]",
+    "[2001:480:10::1]:",
+    "[::ffff:81.2.69.160]:443",
+    "[fe80::1%eth0]:443",
+    "[81.2.69.160]:80",
+    "[]:80",
+    "[x]:80",
+    "2001:480:10::1:443",
     "not-an-ip",
     "abc",
     "dead:beef",
@@ -711,6 +793,9 @@ VALUES = st.one_of(
     st.text(max_size=8),
     st.tuples(st.ip_addresses().map(str), st.text(" \t\u3000\x1c,%", max_size=3)).map("".join),
     st.tuples(st.text(" \t\u3000\x1c,", max_size=3), st.ip_addresses().map(str)).map("".join),
+    # With a port, in brackets or not (review 56 F3).
+    st.tuples(st.ip_addresses().map(str), st.text("0123456789:", max_size=7)).map(":".join),
+    st.tuples(st.ip_addresses().map(str), st.text("0123456789:", max_size=7)).map("[{0[0]}]:{0[1]}".format),
 )
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import cache
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 from crawlerdetect import CrawlerDetect
 
+import sessionize
 from sessionize import distinct, useragent
 from sessionize.useragent import (
     USER_AGENT_COLUMNS,
@@ -18,7 +21,7 @@ from sessionize.useragent import (
     parse_user_agents,
     user_agent_struct,
 )
-from tests.helpers import APACHE_LOG
+from tests.helpers import APACHE_LOG, EVERY_PATH, path_options, path_sessions
 
 # (user agent, device_category, browser, os, is_bot), from real browsers and bots.
 KNOWN = [
@@ -456,3 +459,34 @@ def test_values_without_a_user_agent_need_no_rules() -> None:
         ("bot", "curl", None, True),
     ]
     assert useragent._default_parser.cache_info().currsize == 1
+
+
+_CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Safari/537.36"
+)
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_session_that_fetched_robots_txt_is_a_bot_device(tmp_path: Path, path: dict[str, Any]) -> None:
+    """Review 56 F8: a session flagged a bot because it fetched /robots.txt (with Chrome's user agent)
+    kept device_category "desktop", so the report counted it among desktops. Every bot session's
+    device_category is "bot", whatever rule flagged it and with or without a user agent; its browser and
+    os stay what the user agent says. On every engine path."""
+    log = tmp_path / "access.log"
+    log.write_text(
+        f'81.2.69.160 - - [01/May/2024:10:00:00 +0000] "GET /robots.txt HTTP/1.1" 200 68 "-" "{_CHROME}"\n'
+        f'81.2.69.160 - - [01/May/2024:10:00:01 +0000] "GET / HTTP/1.1" 200 5120 "-" "{_CHROME}"\n'
+        '81.2.69.161 - - [01/May/2024:10:00:00 +0000] "GET /robots.txt HTTP/1.1" 200 68 "-" "-"\n'
+        f'81.2.69.162 - - [01/May/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5120 "-" "{_CHROME}"\n'
+        '81.2.69.163 - - [01/May/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5120 "-" "curl/8.5.0"\n'
+    )
+    options = path_options(path, tmp_path)
+    result = sessionize.run([log], no_geo=True, **options)
+    table = path_sessions(result, options).sort("ip")
+    assert table.select("ip", "is_bot", "device_category", "browser", "os").rows() == [
+        ("81.2.69.160", True, "bot", "Chrome", "Windows"),
+        ("81.2.69.161", True, "bot", None, None),
+        ("81.2.69.162", False, "desktop", "Chrome", "Windows"),
+        ("81.2.69.163", True, "bot", "curl", None),
+    ]

@@ -17,6 +17,7 @@ import polars as pl
 
 from sessionize.geo._numpy import NumpyOnFirstUse
 from sessionize.geo.columns import _INVALID, _MISSING, _PENDING, _PRIVATE
+from sessionize.privacy import client_address_expr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,13 +93,22 @@ def _parse_addresses(series: pl.Series) -> _Addresses:
     Values made only of digits, hex letters, dots and colons are parsed with Polars (IPv4) or
     ``socket.inet_pton`` (IPv6: it accepts exactly what ``ipaddress`` does, scope ids aside). The
     others are stripped and cut at the first comma with Polars, then parsed the same way; only those
-    with a scope id ("%") go through ``ipaddress``.
+    with a scope id ("%") go through ``ipaddress``. A port after the address
+    (:func:`sessionize.privacy.client_address`) is stripped from the values that do not parse as they
+    are (a plain ``81.2.69.160:50312`` is no IPv6 address) and from the others before they are parsed.
     """
     code = np.full(series.len(), _INVALID, dtype=np.uint8)
     found = _Found()
     kinds = _kinds(series)
     code[kinds["empty"]] = _MISSING
-    _parse_plain(series, kinds, None, found)
+    failed = _parse_plain(series, kinds, None, found)
+    if failed.size:
+        # "a.b.c.d:port" is plain but no address: parsed again without its port, if it had one.
+        values = series.gather(failed)
+        stripped = pl.select(client_address_expr(pl.lit(values))).to_series()
+        again = stripped != values
+        stripped = stripped.filter(again)
+        _parse_plain(stripped, _kinds(stripped), failed[again.to_numpy()], found)
     rest = np.flatnonzero(~kinds["plain"] & ~kinds["empty"])
     if rest.size:
         whitespace = _whitespace()
@@ -108,6 +118,8 @@ def _parse_addresses(series: pl.Series) -> _Addresses:
         rest = rest[~blank]
         # A forwarded-for list, "client, proxy1, proxy2": the client's address.
         heads = values.filter(~blank).str.splitn(",", 2).struct.field("field_0").str.strip_chars(whitespace)
+        # ... without a port after it ("[2001:db8::1]:443").
+        heads = pl.select(client_address_expr(pl.lit(heads))).to_series()
         kinds = _kinds(heads)
         _parse_plain(heads, kinds, rest, found)
         # A scope id may hold any character but "%" and "/": ipaddress decides. Anything else is not an
@@ -186,11 +198,11 @@ class _Found:
         return _Addresses(code, v4_rows, v4, v6_rows, hi, lo)
 
 
-def _parse_plain(texts: pl.Series, kinds: dict[str, Mask], rows: Index | None, found: _Found) -> None:
+def _parse_plain(texts: pl.Series, kinds: dict[str, Mask], rows: Index | None, found: _Found) -> Index:
     """Parse the plain values (only address characters): IPv4 with Polars, IPv6 with inet_pton.
 
     ``rows`` maps positions in ``texts`` to rows of the result (``None``: the same). The invalid ones
-    are left out.
+    are left out; the rows of those with a colon that inet_pton refused are returned.
     """
     v4_at = np.flatnonzero(kinds["v4"])
     if v4_at.size:
@@ -206,6 +218,8 @@ def _parse_plain(texts: pl.Series, kinds: dict[str, Mask], rows: Index | None, f
         found.v6_rows.append(v6_at[ok] if rows is None else rows[v6_at[ok]])
         found.v6_hi.append(hi)
         found.v6_lo.append(lo)
+        return v6_at[~ok] if rows is None else rows[v6_at[~ok]]
+    return np.empty(0, np.intp)
 
 
 def _parse_v6(texts: list[str]) -> tuple[Mask, U64, U64]:

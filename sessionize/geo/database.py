@@ -48,6 +48,7 @@ from sessionize.geo.columns import (
 )
 from sessionize.geo.records import Row, record_rows
 from sessionize.geo.tree import _DATA_SEPARATOR, _SearchTree
+from sessionize.privacy import client_address
 
 if TYPE_CHECKING:
     import numpy as np
@@ -198,14 +199,17 @@ class GeoDatabase:
         self._decoded: dict[int, tuple[str | None, ...]] = {}
         self._tree_lock = threading.Lock()
         self.database_type: str = metadata.database_type
-        if "city" in self.database_type.lower():
+        kind = self.database_type.lower()
+        # An Enterprise database (GeoIP2-Enterprise, DB-IP's "compat=Enterprise" ones) holds a City
+        # database's fields, and more.
+        if "city" in kind or "enterprise" in kind:
             self.kind = "city"
-        elif "country" in self.database_type.lower():
+        elif "country" in kind:
             self.kind = "country"
         else:
             raise GeoIPDatabaseError(
-                f"GeoIP database {where} is a {self.database_type} database; sessionize needs a City "
-                "(or Country) database such as GeoLite2-City or DB-IP City Lite."
+                f"GeoIP database {where} is a {self.database_type} database; sessionize needs a City, "
+                "Enterprise (or Country) database such as GeoLite2-City or DB-IP City Lite."
             )
         self.info = GeoDatabaseInfo(
             path=path,
@@ -245,8 +249,9 @@ class GeoDatabase:
             result[STATUS] = MISSING
             return result
         try:
-            # A forwarded-for list ("client, proxy1, proxy2") starts with the client's address.
-            address = ipaddress.ip_address(ip.split(",")[0].strip())
+            # A forwarded-for list ("client, proxy1, proxy2") starts with the client's address, which
+            # may have a port after it.
+            address = ipaddress.ip_address(client_address(ip.split(",")[0].strip()))
         except ValueError:
             result[STATUS] = INVALID
             return result
