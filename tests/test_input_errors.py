@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import sessionize
 from sessionize.cli import app
-from tests.helpers import APACHE_LOG, EVENTS, REPO, words
+from tests.helpers import APACHE_LOG, CITY_DB, EVENTS, REPO, words
 
 LINES = "user_id,timestamp,url\n" + "".join(
     f"u{i % 7},2024-05-01T10:{i % 60:02d}:00Z,/p{i}\n" for i in range(300)
@@ -202,6 +202,32 @@ def check_unreadable_inputs(tmp_path: Path, command: list[str]) -> None:
         ), message
         assert "does not exist" not in message
     (tmp_path / "private").chmod(0o700)
+    # A GeoIP database the user cannot read was "corrupt or not a MaxMind DB ... Replace the file".
+    database = tmp_path / "db.mmdb"
+    shutil.copyfile(CITY_DB, database)
+    database.chmod(0)
+    done = subprocess.run(
+        [
+            *python,
+            "-m",
+            "sessionize",
+            "run",
+            "ok.csv",
+            "-o",
+            "o.csv",
+            "--geoip-db",
+            "db.mmdb",
+            "--log-format=json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    message = str(json.loads(done.stderr.decode().strip().splitlines()[-1])["message"])
+    assert done.returncode == 1 and "GeoIP database db.mmdb: permission denied" in message, message
+    assert "corrupt" not in message
 
 
 @pytest.mark.parametrize("zone", ["localtime", "posix/Europe/Berlin", "right/UTC"])

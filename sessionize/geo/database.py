@@ -167,6 +167,11 @@ class GeoDatabase:
             with open(where, "rb") as file:
                 self._map: mmap.mmap | None = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
                 after = _file_identity(os.fstat(file.fileno()))
+        except PermissionError as exc:
+            raise GeoIPDatabaseError(
+                f"GeoIP database {where}: permission denied. Give the user who runs sessionize read access "
+                "to it (chmod, or its owner and group), or point --geoip-db at a copy it can read."
+            ) from exc
         except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
             raise GeoIPDatabaseError(
                 f"GeoIP database {where} is corrupt or not a MaxMind DB (.mmdb) file ({exc}). "
