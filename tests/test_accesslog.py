@@ -123,9 +123,16 @@ def test_common_format_has_no_referrer_or_user_agent() -> None:
     assert row["event"] == "page_view"
 
 
-def test_common_format_ignores_combined_fields() -> None:
+def test_common_format_reads_a_combined_line_as_written() -> None:
+    """A line with the referrer and user agent after the common fields (a LogFormat changed to combined
+    mid-file) keeps them when the file is read as common; other trailing fields are still ignored
+    (review 56 F4)."""
     row = one(line(referrer="http://a.example/"), log_format="common")
-    assert row["referrer"] is None and row["url"] == "/"
+    assert row["referrer"] == "http://a.example/" and row["user_agent"] == UA and row["url"] == "/"
+    other = one(
+        '1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5 0.012 "-"', log_format="common"
+    )
+    assert other["referrer"] is None and other["user_agent"] is None and other["url"] == "/"
 
 
 def test_combined_format_rejects_a_common_line() -> None:
