@@ -252,10 +252,17 @@ def is_asset_expr(
     return asset.fill_null(False)
 
 
+#: 206 Partial Content answers a Range request: a byte range of a resource (a video or audio file a player
+#: streams in pieces, a download resumed), never a page. AWStats counts only 200 and 304 as pages
+#: (ValidHTTPCodes="200 304").
+PARTIAL_CONTENT = 206
+
+
 def _page_view(asset: pl.Expr) -> pl.Expr:
     status = pl.col("status")
     is_get = pl.col("method") == "GET"
-    return (is_get & (status >= 200) & (status < 400) & pl.col("url").is_not_null() & ~asset).fill_null(False)
+    success = (status >= 200) & (status < 400) & (status != PARTIAL_CONTENT)
+    return (is_get & success & pl.col("url").is_not_null() & ~asset).fill_null(False)
 
 
 def is_page_view_expr(
@@ -267,8 +274,9 @@ def is_page_view_expr(
 
     Reads the ``method``, ``status`` and ``url`` columns of a parsed log; never null. A redirect
     (301, 302) and the page it leads to are two page views, as the definition says; a 304 (the
-    browser's cached copy is still current) is a page view, as in AWStats. HEAD requests (monitors,
-    link checkers) are not.
+    browser's cached copy is still current) is a page view, as in AWStats. A 206 (Partial Content: a
+    byte range of a resource, as a media player or a resumed download asks for) is not, as in AWStats,
+    whose ValidHTTPCodes are 200 and 304. HEAD requests (monitors, link checkers) are not either.
     """
     return _page_view(is_asset_expr(asset_pattern, feed_query_pattern=feed_query_pattern))
 

@@ -148,6 +148,59 @@ def test_common_lines_in_a_combined_log_are_rejected_loudly(tmp_path: Path) -> N
     assert (result.rows_read, result.rejected, result.events_read) == (45, 20, 25)
 
 
+# -- F5: media, partial content and sub-resources --------------------------------------------------
+
+SUBRESOURCES = [
+    ("/media/intro.mp4", 206),
+    ("/media/intro.mp4", 206),
+    ("/site.webmanifest", 200),
+    ("/api/cart.json", 200),
+    ("/app.wasm", 200),
+    ("/hls/seg1.ts", 200),
+    ("/hls/index.m3u8", 200),
+    ("/dash/manifest.mpd", 200),
+    ("/dash/chunk-1.m4s", 200),
+    ("/docs/manual.pdf", 200),
+    ("/sw.js.map", 200),
+    ("/audio.mp3", 200),
+    ("/video.WEBM", 200),
+    ("/sound.flac", 200),
+    ("/download/report", 206),  # a range of a resource without an extension: still no page
+]
+
+
+def _watch_log(tmp_path: Path) -> Path:
+    lines = [combined("/watch", 0)]
+    lines += [combined(url, 1 + i, status=status) for i, (url, status) in enumerate(SUBRESOURCES)]
+    return write_bytes(tmp_path / "access.log", "\n".join(lines).encode() + b"\n")
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_media_partial_content_and_subresources_are_not_page_views(
+    tmp_path: Path, path: dict[str, Any]
+) -> None:
+    """A page and what it loaded: 206 ranges of a video, a manifest, an API call, WebAssembly, HLS/DASH
+    playlists and segments, a PDF, a source map, audio. They were 15 more page views and the exit page
+    was /audio... : the page is the only page view; the requests still count as events."""
+    result, table = run_on(path, tmp_path, _watch_log(tmp_path))
+    assert result.events_read == 16
+    assert session_rows(table, "pageview_count", "event_count", "landing_page", "exit_page") == [
+        (1, 16, "/watch", "/watch")
+    ]
+
+
+def test_the_asset_pattern_option_still_decides_what_is_an_asset(tmp_path: Path) -> None:
+    """--asset-pattern replaces the default: with only CSS as assets, a 200 for audio is a page view again;
+    a 206 is a range of a resource whatever the pattern, never a page view."""
+    log = _watch_log(tmp_path)
+    views = tmp_path / "pv.csv"
+    result = sessionize.run([log], no_geo=True, asset_pattern=r"\.css$", pageviews_output=str(views))
+    pages = pl.read_csv(views)["page_url"].to_list()
+    assert "/audio.mp3" in pages and "/api/cart.json" in pages
+    assert "/media/intro.mp4" not in pages and "/download/report" not in pages
+    assert result.sessions["pageview_count"].to_list() == [1 + len(SUBRESOURCES) - 3]
+
+
 # -- F9: bytes that are not UTF-8 ------------------------------------------------------------------
 
 
