@@ -151,8 +151,8 @@ def test_common_lines_in_a_combined_log_are_rejected_loudly(tmp_path: Path) -> N
 # -- F5: media, partial content and sub-resources --------------------------------------------------
 
 SUBRESOURCES = [
-    ("/media/intro.mp4", 206),
-    ("/media/intro.mp4", 206),
+    ("/videos/intro.mp4", 206),
+    ("/videos/intro.mp4", 206),
     ("/site.webmanifest", 200),
     ("/api/cart.json", 200),
     ("/app.wasm", 200),
@@ -197,7 +197,7 @@ def test_the_asset_pattern_option_still_decides_what_is_an_asset(tmp_path: Path)
     result = sessionize.run([log], no_geo=True, asset_pattern=r"\.css$", pageviews_output=str(views))
     pages = pl.read_csv(views)["page_url"].to_list()
     assert "/audio.mp3" in pages and "/api/cart.json" in pages
-    assert "/media/intro.mp4" not in pages and "/download/report" not in pages
+    assert "/videos/intro.mp4" not in pages and "/download/report" not in pages
     assert result.sessions["pageview_count"].to_list() == [1 + len(SUBRESOURCES) - 3]
 
 
