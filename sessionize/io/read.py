@@ -395,6 +395,8 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
 
 #: ``reject_reason`` of a line (a CSV's, a log's) with bytes that do not decode in ``--encoding``.
 UNDECODABLE_REASON = "undecodable_bytes"
+#: The malformed rows of a text file: the 1-based line, the line as read and why.
+MALFORMED_LOG_SCHEMA = {"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}
 
 
 def decode_lines(raw: bytes, encoding: str) -> tuple[bytes, pl.DataFrame]:
@@ -431,9 +433,7 @@ def decode_lines(raw: bytes, encoding: str) -> tuple[bytes, pl.DataFrame]:
             shown = raw[start:end].decode(codec, errors="replace").removesuffix("\r")
             bad.append((line + 1, shown, UNDECODABLE_REASON))
             position = end  # its line end is decoded with the rest: the line stays, empty
-    rejected = pl.DataFrame(
-        bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
-    )
+    rejected = pl.DataFrame(bad, schema=MALFORMED_LOG_SCHEMA, orient="row")
     return "".join(parts).encode("utf-8"), rejected
 
 
