@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Literal, get_args, overload
 
 import polars as pl
@@ -52,6 +53,12 @@ LINE = "line"
 ROW = "_row"
 #: ``reject_reason`` of a line that does not match the log format.
 MALFORMED_REASON = "malformed_log_line"
+#: ``reject_reason`` of a line with a NUL byte inside it (after its first character): no server writes
+#: one, so the line is damaged (a crash or a copytruncate hole in the middle of it), not data.
+NUL_REASON = "nul_byte_in_line"
+#: The NUL character. A run of them before a line is the hole that a crash with delayed allocation, or
+#: logrotate's ``copytruncate`` under a writer that does not append, leaves in a log: not data, skipped.
+NUL = "\x00"
 #: The column that :func:`parse_access_log` fills with :func:`visitor_key_expr` (a user id alias).
 VISITOR = S.VISITOR
 #: The truncated address a visitor id starts with under ``--anonymize-ip`` (dropped after).
@@ -90,10 +97,13 @@ _START = r"^\x{FEFF}?"
 # The line ends after the last field, or a space and more fields, which are ignored: some
 # configurations append request time, upstream address or X-Forwarded-For.
 _END = r"(?:\s|$)"
-_COMBINED = rf'{_HEAD} "(?P<referrer>{_QUOTED})" "(?P<user_agent>{_QUOTED})"{_END}'
+_TAIL = rf' "(?P<referrer>{_QUOTED})" "(?P<user_agent>{_QUOTED})"'
+_COMBINED = rf"{_HEAD}{_TAIL}{_END}"
 _PATTERNS: dict[LogFormat, str] = {
     "combined": _START + _COMBINED,
-    "common": _START + _HEAD + _END,
+    # A common log's line that has the referrer and user agent after its fields is a combined line (a
+    # LogFormat changed from common to combined in the middle of the file): read as written, not cut.
+    "common": rf"{_START}{_HEAD}(?:{_TAIL})?{_END}",
     # Apache's vhost_combined (Debian's other_vhosts_access.log): the virtual host and port first.
     "vhost_combined": rf"{_START}(?P<vhost>\S+) {_COMBINED}",
 }
@@ -101,6 +111,7 @@ _PATTERNS: dict[LogFormat, str] = {
 _TIME_FORMAT = "%d/%b/%Y:%H:%M:%S%.f %z"
 _TIMESTAMP = pl.Datetime("us", "UTC")
 _FIELDS = "_fields"
+_HAS_NUL = "_has_nul"
 _REQUEST = "_request"
 _UA_DIGEST_CHARS = 8
 
@@ -153,7 +164,7 @@ def detect_log_format(first_lines: list[str]) -> LogFormat | None:
     >>> detect_log_format(["user_id,timestamp"]) is None
     True
     """
-    lines = pl.Series(LINE, first_lines, dtype=pl.String)
+    lines = pl.Series(LINE, first_lines, dtype=pl.String).str.strip_chars_start(NUL)
     lines = lines.filter(lines.str.contains(r"\S"))
     if lines.is_empty():
         return None
@@ -163,6 +174,37 @@ def detect_log_format(first_lines: list[str]) -> LogFormat | None:
         if count * 2 > lines.len():
             return log_format
     return None
+
+
+def without_leading_nuls(line: pl.Expr) -> pl.Expr:
+    """``line`` without the run of NUL bytes before it (see :data:`NUL`)."""
+    return line.str.strip_chars_start(NUL)
+
+
+@dataclass(frozen=True)
+class NulRuns:
+    """The runs of NUL bytes before lines of a log (:func:`leading_nul_runs`): how many bytes in all,
+    before how many lines, and the first such line (0-based; None when there are none)."""
+
+    nul_bytes: int = 0
+    lines: int = 0
+    first_row: int | None = None
+
+    def __add__(self, other: NulRuns) -> NulRuns:
+        rows = [row for row in (self.first_row, other.first_row) if row is not None]
+        return NulRuns(self.nul_bytes + other.nul_bytes, self.lines + other.lines, min(rows, default=None))
+
+
+def leading_nul_runs(lines: pl.DataFrame) -> NulRuns:
+    """The NUL bytes before the lines of ``lines`` (``line`` and ``_row``), which
+    :func:`parse_access_log` skips: a crash, or logrotate's ``copytruncate``, leaves such a hole."""
+    line = pl.col(LINE)
+    skipped = (line.str.len_bytes() - without_leading_nuls(line).str.len_bytes()).alias("_nuls")
+    runs = lines.select(skipped, pl.col(ROW).cast(pl.Int64)).filter(pl.col("_nuls") > 0)
+    if runs.is_empty():
+        return NulRuns()
+    total, first = runs.select(pl.col("_nuls").sum(), pl.col(ROW).min()).row(0)
+    return NulRuns(int(total), runs.height, int(first))
 
 
 def _fields(line: pl.Expr, log_format: LogFormat) -> pl.Expr:
@@ -210,10 +252,17 @@ def is_asset_expr(
     return asset.fill_null(False)
 
 
+#: 206 Partial Content answers a Range request: a byte range of a resource (a video or audio file a player
+#: streams in pieces, a download resumed), never a page. AWStats counts only 200 and 304 as pages
+#: (ValidHTTPCodes="200 304").
+PARTIAL_CONTENT = 206
+
+
 def _page_view(asset: pl.Expr) -> pl.Expr:
     status = pl.col("status")
     is_get = pl.col("method") == "GET"
-    return (is_get & (status >= 200) & (status < 400) & pl.col("url").is_not_null() & ~asset).fill_null(False)
+    success = (status >= 200) & (status < 400) & (status != PARTIAL_CONTENT)
+    return (is_get & success & pl.col("url").is_not_null() & ~asset).fill_null(False)
 
 
 def is_page_view_expr(
@@ -225,8 +274,9 @@ def is_page_view_expr(
 
     Reads the ``method``, ``status`` and ``url`` columns of a parsed log; never null. A redirect
     (301, 302) and the page it leads to are two page views, as the definition says; a 304 (the
-    browser's cached copy is still current) is a page view, as in AWStats. HEAD requests (monitors,
-    link checkers) are not.
+    browser's cached copy is still current) is a page view, as in AWStats. A 206 (Partial Content: a
+    byte range of a resource, as a media player or a resumed download asks for) is not, as in AWStats,
+    whose ValidHTTPCodes are 200 and 304. HEAD requests (monitors, link checkers) are not either.
     """
     return _page_view(is_asset_expr(asset_pattern, feed_query_pattern=feed_query_pattern))
 
@@ -416,18 +466,23 @@ def parse_access_log(
     if ROW not in frame.collect_schema().names():
         frame = frame.with_row_index(ROW)
     field = pl.col(_FIELDS).struct.field
-    if known == "common":
-        referrer = user_agent = pl.lit(None, dtype=pl.String)
-    else:
-        referrer = _none_if_dash(_unescape(field("referrer")))
-        user_agent = _none_if_dash(_unescape(field("user_agent")))
+    # A common line has no referrer and user agent (null); one written as combined has them.
+    referrer = _none_if_dash(_unescape(field("referrer")))
+    user_agent = _none_if_dash(_unescape(field("user_agent")))
     vhost = [field(VHOST).alias(VHOST)] if known == "vhost_combined" else []
     result = (
-        frame.filter(pl.col(LINE).str.contains(r"\S"))
-        .select(pl.col(ROW), pl.col(LINE), _fields(pl.col(LINE), known).alias(_FIELDS))
+        frame.with_columns(without_leading_nuls(pl.col(LINE)))
+        .filter(pl.col(LINE).str.contains(r"\S"))
         .select(
             pl.col(ROW),
             pl.col(LINE),
+            _fields(pl.col(LINE), known).alias(_FIELDS),
+            pl.col(LINE).str.contains(NUL, literal=True).alias(_HAS_NUL),
+        )
+        .select(
+            pl.col(ROW),
+            pl.col(LINE),
+            pl.col(_HAS_NUL),
             # The first of a proxy's addresses is the client's, without the port a proxy may have written
             # after it (Azure Application Gateway's "81.2.69.160:50312"): one visitor, not one a connection.
             # One regex test each, rewritten only where a port is (a third of the cost of rewriting all).
@@ -449,12 +504,16 @@ def parse_access_log(
         .pipe(_split_request)
         .collect()
     )
-    # The ip group is in every match, so a null ip means that the line does not match the format.
-    ok = pl.col("ip").is_not_null() & pl.col("timestamp").is_not_null()
+    # The ip group is in every match, so a null ip means that the line does not match the format. A NUL
+    # inside a line (those before it are gone) is damage, whatever the fields around it look like.
+    ok = pl.col("ip").is_not_null() & pl.col("timestamp").is_not_null() & ~pl.col(_HAS_NUL)
     malformed = result.filter(~ok).select(
         (pl.col(ROW).cast(pl.Int64) + 1).alias("source_row"),
         pl.col(LINE).alias("raw_line"),
-        pl.lit(MALFORMED_REASON).alias("reject_reason"),
+        pl.when(pl.col(_HAS_NUL))
+        .then(pl.lit(NUL_REASON))
+        .otherwise(pl.lit(MALFORMED_REASON))
+        .alias("reject_reason"),
     )
     # A client address of "-" (a proxy's X-Forwarded-For field on a direct request) is no address: such
     # lines would otherwise all be one visitor "-" (per user agent). Without an address there is no

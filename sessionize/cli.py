@@ -798,7 +798,7 @@ def run(
             "--asset-pattern",
             metavar="REGEX",
             help="Access logs: paths that are static assets, not page views (case-insensitive regex; "
-            "default: images, CSS, JavaScript, fonts, feeds and robots.txt).",
+            "default: images, CSS, JavaScript, fonts, audio and video, PDF, JSON, feeds and robots.txt).",
             show_default=False,
             rich_help_panel=INPUT,
         ),

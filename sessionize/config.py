@@ -43,11 +43,17 @@ ANONYMIZE_MODES: tuple[AnonymizeIp, ...] = get_args(AnonymizeIp)
 VisitorKey = Literal["ip+ua", "ip"]
 VISITOR_KEYS: tuple[VisitorKey, ...] = get_args(VisitorKey)
 DEFAULT_VISITOR_KEY: VisitorKey = "ip+ua"
-#: Request paths of static assets and feeds in access logs (not page views), matched on the path.
+#: Request paths of static assets and feeds in access logs (not page views), matched on the path: what a
+#: page loads (images, styles, scripts, source maps, fonts, WebAssembly, the web app manifest), audio and
+#: video and their streaming playlists and segments (HLS, DASH), documents a page links to (PDF: GA4
+#: counts it a file_download, not a page view) and JSON (an API call a script makes, not a page a person
+#: views); see docs/input.md.
 DEFAULT_ASSET_PATTERN = (
     r"(?i)\.(?:png|jpe?g|gif|bmp|ico|cur|svgz?|webp|avif|tiff?"
-    r"|css|js|mjs|map"
+    r"|css|js|mjs|map|wasm|webmanifest|json"
     r"|woff2?|ttf|otf|eot"
+    r"|mp4|m4v|webm|ogg|ogv|oga|opus|mov|mp3|m4a|wav|flac|aac|m3u8|ts|mpd|m4s"
+    r"|pdf"
     r"|rss|atom|xml|rdf)$"
     r"|(?:^|/)(?:feed|rss|atom)/?$"
     r"|(?:^|/)robots\.txt$"

@@ -594,7 +594,7 @@ def test_large_access_logs_and_enriched_tsv_are_read_in_splits(tmp_path: Path, s
     lines[777] = ""
     log = tmp_path / "access.log"
     data = ("\r\n".join(lines[:5000]) + "\n" + "\n".join(lines[5000:]) + "\n").encode()
-    # A byte that is not UTF-8 in a user agent (a local run decodes the file replacing it).
+    # A byte that is not UTF-8 in a user agent: those 3 lines are undecodable_bytes, on both (review 56 F9).
     log.write_bytes(data.replace(b"Mozilla", b"Mozi\xe9lla", 3))
     enriched = (DATA / "presets" / "snowplow_enriched.tsv").read_text(encoding="utf-8").splitlines()
     copies = []

@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ from sessionize.errors import (
     GeoIPDatabaseError,
     OutputError,
     SessionizeError,
+    SessionizeWarning,
     UnreadableInputError,
     UsageError,
 )
@@ -294,6 +296,9 @@ class _ReadSummary:
     rows: int
     rejects: pl.DataFrame | None
     filtered: int = 0
+    #: The warnings of the read (a log's skipped NUL bytes), given again on the client: a worker
+    #: process's own are seen by no one.
+    warnings: tuple[str, ...] = ()
 
 
 #: Held while a task of this process runs Polars. The threads of one worker would otherwise run
@@ -308,12 +313,25 @@ def _read_part(part: InputPart, options: io.ReadOptions, merge: bool = False) ->
     """Read and validate one input partition (on a worker) with the local engine's reader."""
     with _local_copy(part.source) as local, _POLARS_LOCK:
         try:
-            read = io.read.read_file(local, options, window=part.window)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SessionizeWarning)
+                read = io.read.read_file(local, options, window=part.window)
         except SessionizeError as exc:
             if local is part.source:
                 raise
             # The error names the worker's copy: name the URL instead.
             raise type(exc)(str(exc).replace(local.path, part.source.path)) from None
+        given = []
+        for caught_warning in caught:
+            if issubclass(caught_warning.category, SessionizeWarning):
+                given.append(str(caught_warning.message).replace(local.path, part.source.shown))
+            else:
+                warnings.warn_explicit(
+                    caught_warning.message,
+                    caught_warning.category,
+                    caught_warning.filename,
+                    caught_warning.lineno,
+                )
         rejects = read.rejects
         if rejects is not None and local is not part.source:
             rejects = rejects.with_columns(pl.lit(part.source.path).alias("source_file"))
@@ -324,7 +342,8 @@ def _read_part(part: InputPart, options: io.ReadOptions, merge: bool = False) ->
             (claim_bucket_of if merge else bucket_of)(BUCKET_SPACE).alias(BUCKET),
         )
         return _Read(
-            _to_pandas(events, options.event_schema()), _ReadSummary(read.rows, rejects, read.filtered)
+            _to_pandas(events, options.event_schema()),
+            _ReadSummary(read.rows, rejects, read.filtered, tuple(given)),
         )
 
 
@@ -724,6 +743,8 @@ def _compute(
             rows += summary.rows
             filtered += summary.filtered
             rejected[index] = summary.rejects
+            for message in summary.warnings:
+                warnings.warn(message, SessionizeWarning, stacklevel=2)
             notify(RunProgress("read", len(finished), len(parts), rows))
         # A local run raises the first invalid input's error: wait for the partitions before it.
         if failed and finished.issuperset(range(min(failed))):

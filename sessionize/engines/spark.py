@@ -512,17 +512,25 @@ def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterato
     shown = io.InputFile(source.uri, plan.format, name=source.shown)  # type: ignore[arg-type]
     for block, lines in _blocks(batches):
         first = _lines_before(plan.lines_before, block, source)
+        undecodable = None
+        if plan.format == "snowplow":
+            text = _decoded(lines)
+        else:
+            # A log's line that is not UTF-8 is rejected (undecodable_bytes), as a local run rejects it.
+            text, undecodable = _decoded_log(lines, first)
         numbered = pl.DataFrame(
             [
                 pl.int_range(first, first + len(lines), dtype=pl.UInt32, eager=True).alias(ROW),
-                _decoded(lines).alias("line"),
+                text.alias("line"),
             ]
         )
-        del lines
+        del lines, text
         if plan.format == "snowplow":
             parsed, malformed = parse_enriched(numbered)
         else:
             parsed, malformed = io.read.parse_log_lines(numbered, plan.format, read_task.options)
+            if undecodable is not None:
+                malformed = pl.concat([malformed, undecodable]).sort("source_row")
         last = first + numbered.height - 1
         del numbered
         yield from _validated(parsed, malformed, shown, read_task, source, schema, first, last)
@@ -547,6 +555,27 @@ def _decoded(lines: pl.Series) -> pl.Series:
             dtype=pl.String,
         )
     return text.str.strip_suffix("\r")
+
+
+def _decoded_log(lines: pl.Series, first: int) -> tuple[pl.Series, pl.DataFrame | None]:
+    """A log's lines as bytes -> text (:func:`_decoded`), but a line that is not UTF-8 left empty and
+    returned as a malformed row (``undecodable_bytes``, 1-based from ``first``), as a local run of the
+    default ``--encoding`` rejects it (:func:`sessionize.io.read.decode_lines`)."""
+    try:
+        return lines.cast(pl.String).str.strip_suffix("\r"), None
+    except pl.exceptions.PolarsError:  # bytes that are not UTF-8: only then line by line
+        pass
+    values: list[str | None] = []
+    bad: list[tuple[int, str, str]] = []
+    for index, raw in enumerate(lines.to_list()):
+        try:
+            values.append(None if raw is None else raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            values.append("")
+            shown = raw.decode("utf-8", errors="replace").removesuffix("\r")
+            bad.append((first + index + 1, shown, io.read.UNDECODABLE_REASON))
+    rejected = pl.DataFrame(bad, schema=io.read.MALFORMED_LOG_SCHEMA, orient="row")
+    return pl.Series(values, dtype=pl.String).str.strip_suffix("\r"), rejected
 
 
 def _validated(

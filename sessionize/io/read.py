@@ -32,7 +32,9 @@ import polars as pl
 
 from sessionize import schema as S
 from sessionize.accesslog import (
+    NulRuns,
     detect_log_format,
+    leading_nul_runs,
     parse_access_log,
 )
 from sessionize.config import ReadOptions, RunConfig
@@ -372,18 +374,81 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
     """Parse an Apache/nginx access log (``.log`` files: combined, common or vhost_combined, told by their
     lines)."""
     data: str | bytes = read_stream(source) if source.is_stream else source.path
+    undecodable = None
     try:
         # read_lines keeps blank lines (so line numbers hold) and gunzips .log.gz by its magic bytes.
         lines = pl.read_lines(data, row_index_name=ROW)
     except pl.exceptions.ComputeError:
-        # Bytes that are not UTF-8 (servers escape them, so this is rare): decode as --encoding says.
+        # Bytes that are not UTF-8 (servers escape them as \xHH, so this is rare): decoded as --encoding
+        # says, the lines that do not decode in it rejected, as a CSV's are.
         raw = data if isinstance(data, bytes) else _read_maybe_gz(data)
-        codec = "utf-8" if is_utf8(options.encoding) else options.encoding
-        lines = pl.read_lines(raw.decode(codec, errors="replace").encode("utf-8"), row_index_name=ROW)
+        text_bytes, undecodable = decode_lines(raw, options.encoding)
+        lines = pl.read_lines(text_bytes, row_index_name=ROW)
     text = lines.get_column("line")
     log_format = _log_format(source, text.filter(text.str.contains(r"\S")).head(20).to_list())
+    warn_of_nul_runs(source, leading_nul_runs(lines))
     parsed, malformed = parse_log_lines(lines, log_format, options)
+    if undecodable is not None and undecodable.height:
+        malformed = pl.concat([malformed, undecodable]).sort("source_row")
     return parsed.lazy(), malformed
+
+
+#: ``reject_reason`` of a line (a CSV's, a log's) with bytes that do not decode in ``--encoding``.
+UNDECODABLE_REASON = "undecodable_bytes"
+#: The malformed rows of a text file: the 1-based line, the line as read and why.
+MALFORMED_LOG_SCHEMA = {"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}
+
+
+def decode_lines(raw: bytes, encoding: str) -> tuple[bytes, pl.DataFrame]:
+    """The text of ``raw``, lines in ``encoding``, as UTF-8 with each line that does not decode in it
+    left empty (so that the line numbers hold), and those lines as malformed rows: ``source_row`` (1-based),
+    ``raw_line`` (its bytes decoded with U+FFFD for those that do not decode) and ``reject_reason``
+    (``undecodable_bytes``).
+
+    The decoder runs over the whole text from one bad line to the next (C speed, never a Python step per
+    line): linear in the size of the file, however many lines are bad."""
+    codec = "utf-8" if is_utf8(encoding) else encoding
+    try:
+        decode = codecs.getdecoder(codec)
+    except LookupError:
+        raise UsageError(
+            f"--encoding {encoding!r} is not an encoding Python knows (try latin-1, cp1252)."
+        ) from None
+    view = memoryview(raw)
+    parts: list[str] = []
+    bad: list[tuple[int, str, str]] = []
+    position = line = 0  # the start of a line, and its 0-based number
+    while True:
+        try:
+            parts.append(decode(view[position:])[0])
+            break
+        except UnicodeDecodeError as exc:
+            at = position + exc.start
+            newline = raw.rfind(b"\n", position, at)
+            start = position if newline < 0 else newline + 1
+            end = raw.find(b"\n", at)
+            end = len(raw) if end < 0 else end
+            parts.append(decode(view[position:start])[0])
+            line += raw.count(b"\n", position, start)
+            shown = raw[start:end].decode(codec, errors="replace").removesuffix("\r")
+            bad.append((line + 1, shown, UNDECODABLE_REASON))
+            position = end  # its line end is decoded with the rest: the line stays, empty
+    rejected = pl.DataFrame(bad, schema=MALFORMED_LOG_SCHEMA, orient="row")
+    return "".join(parts).encode("utf-8"), rejected
+
+
+def warn_of_nul_runs(source: InputFile, runs: NulRuns) -> None:
+    """Warn that runs of NUL bytes before lines of a log were skipped (:class:`NulRuns`)."""
+    if runs.first_row is None:
+        return
+    others = f" and {runs.lines - 1:,} other line(s)" if runs.lines > 1 else ""
+    warnings.warn(
+        f"{source.shown}: skipped {runs.nul_bytes:,} NUL byte(s) before {where_row(source, runs.first_row)}"
+        f"{others}: the hole a crash, or logrotate's copytruncate, leaves in a log being written, not data. "
+        "The lines after them were read as written.",
+        SessionizeWarning,
+        stacklevel=3,
+    )
 
 
 def parse_log_lines(
@@ -818,7 +883,15 @@ def _log_windows(
         return None
     first = pl.scan_lines(source.path).filter(pl.col("line").str.contains(r"\S")).head(20)
     log_format = _log_format(source, first.collect(engine="streaming").get_column("line").to_list())
-    return (parse_log_lines(window, log_format, options) for window in windows)
+
+    def parsed(windows: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+        runs = NulRuns()
+        for window in windows:
+            runs += leading_nul_runs(window)
+            yield parse_log_lines(window, log_format, options)
+        warn_of_nul_runs(source, runs)  # once for the file, as when it is read whole
+
+    return parsed(windows)
 
 
 def _enriched_windows(
