@@ -244,3 +244,55 @@ def test_every_reference_page_is_linked_from_the_readme_and_the_index() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def _figures(text: str) -> list[int]:
+    return [int(figure.replace(",", "")) for figure in re.findall(r"\d[\d,]*", text)]
+
+
+def test_the_access_log_figures_of_the_input_doc_are_what_the_tool_gives() -> None:
+    """docs/input.md quotes what `sessionize run` finds in the Apache log of tests/data; its channel counts
+    had drifted from the code's (review 55 F3: Referral 202 and Organic Social 31 where the run gives
+    198 and 35). Every figure of the paragraph is checked against a run."""
+    import polars as pl
+
+    from tests.helpers import APACHE_LOG
+
+    text = " ".join(INPUT_DOC.read_text(encoding="utf-8").split())
+    whole = re.search(
+        r"reads ([\d,]+) rows, rejects (\d+) .*?finds \*\*([\d,]+) sessions of ([\d,]+) visitors\*\*", text
+    )
+    views = re.search(r"with ([\d,]+) page views .*?\*\*([\d,]+) sessions are bots\*\*", text)
+    bots_out = re.search(
+        r"With `--exclude-bots --internal-domains semicomplete.com`: ([\d,]+) sessions of ([\d,]+) visitors, "
+        r"median (\d+) s, mean (\d+) s; channels (Direct [\d,]+, Organic Search [\d,]+, Referral [\d,]+, "
+        r"Organic Social [\d,]+, Unassigned [\d,]+)",
+        text,
+    )
+    assert whole and views and bots_out, "the paragraph's wording changed: update this test with it"
+    result = sessionize.run([APACHE_LOG], on_invalid="skip", no_geo=True)
+    table = result.sessions
+    assert _figures(" ".join(whole.groups())) == [
+        result.rows_read,
+        result.rejected,
+        table.height,
+        table["user_id"].n_unique(),
+    ]
+    assert _figures(" ".join(views.groups())) == [
+        int(table["pageview_count"].sum()),
+        int(table["is_bot"].sum()),
+    ]
+    kept = sessionize.run(
+        [APACHE_LOG], on_invalid="skip", no_geo=True, exclude_bots=True, internal_domains="semicomplete.com"
+    ).sessions
+    channels = dict(kept.group_by("channel").len().iter_rows())
+    quoted = dict(re.findall(r"([A-Z][a-z]+(?: [A-Z][a-z]+)?) ([\d,]+)", bots_out.group(5)))
+    assert {name: int(count.replace(",", "")) for name, count in quoted.items()} == channels
+    durations = kept["duration_s"]
+    assert _figures(" ".join(bots_out.groups()[:4])) == [
+        kept.height,
+        kept["user_id"].n_unique(),
+        round(float(durations.median() or 0)),
+        round(float(durations.mean() or 0)),
+    ]
+    assert isinstance(kept, pl.DataFrame)
