@@ -646,6 +646,18 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = False,
+    user_fallback_col: Annotated[
+        str | None,
+        typer.Option(
+            "--user-fallback-col",
+            metavar="COLUMN",
+            help="The login id column (user_id) whose value is the user id of an event whose user id column "
+            "is empty (a server-side Segment call with a userId only; an Amplitude event with a user_id "
+            "and no device_id); such an event is otherwise rejected. The segment and amplitude presets "
+            "set it; '' switches it off.",
+            rich_help_panel=INPUT,
+        ),
+    ] = None,
     engagement_time_col: Annotated[
         str | None,
         typer.Option(
@@ -1320,6 +1332,7 @@ def run(
                 event_id_col=event_id_col,
                 page_view_id_col=page_view_id_col,
                 stitch_col=stitch_col,
+                user_fallback_col=user_fallback_col,
                 engagement_time_col=engagement_time_col,
                 time_unit=time_unit,
                 timezone=timezone,

@@ -398,6 +398,11 @@ class ReadOptions:
     require_session_id: bool = field(default=False, metadata=_FINGERPRINT)
     #: Column names per role tried before the built-in aliases, absent ones skipped (a preset's).
     preferred_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: ``--user-fallback-col``: the login id column whose value an event without a user id takes as its
+    #: user id (the segment and amplitude presets' ``user_id``); empty: such an event has none (a reject).
+    #: It decides which events are kept and whose they are. Empty rather than None when off, so that a
+    #: state's settings show it as the flag that gives it: ``--user-fallback-col ''``.
+    user_fallback_col: str = field(default="", metadata=_FINGERPRINT)
     encoding: str = "utf-8"
     on_invalid: OnInvalid = "fail"
     valid_from: datetime | None = None
@@ -425,6 +430,7 @@ class ReadOptions:
         """The input columns named by a column flag or an ``--agg``: ``--unnest-params`` always makes
         those of its keys, null where no event has the key."""
         named = [column for column in self.column_options().values() if column]
+        named += [self.user_fallback_col] if self.user_fallback_col else []
         return [*named, *(a.column for a in self.aggregates if a.column is not None)]
 
     def prepare_options(self) -> dict[str, Any]:
@@ -447,6 +453,17 @@ class ReadOptions:
     def preferred(self) -> dict[str, tuple[str, ...]]:
         """:attr:`preferred_columns` by role, for :func:`sessionize.schema.resolve_columns`."""
         return dict(self.preferred_columns)
+
+    def resolve_columns(self, available: Sequence[str], *, source: str = "the input") -> S.ColumnMap:
+        """The columns of ``available`` for each role under these options (the column flags, the
+        preferred names and ``--user-fallback-col``): see :func:`sessionize.schema.resolve_columns`."""
+        return S.resolve_columns(
+            available,
+            source=source,
+            columns=self.columns,
+            preferred=self.preferred(),
+            user_fallback=self.user_fallback_col or None,
+        )
 
     @property
     def stitching(self) -> bool:
@@ -622,6 +639,7 @@ class RunConfig:
         event_id_col: str | None = None,
         page_view_id_col: str | None = None,
         stitch_col: str | None = None,
+        user_fallback_col: str | None = None,
         engagement_time_col: str | None = None,
         heartbeat_time_col: str | None = None,
         ignore_referrer_col: str | None = None,
@@ -725,6 +743,8 @@ class RunConfig:
             pageview_events=S.split_list(pageview_events),
             unnest_params=S.split_list(unnest_params),
             preferred_columns=check_preferred_columns(preferred_columns),
+            # Empty: off (``--user-fallback-col ''`` switches a preset's off).
+            user_fallback_col=(user_fallback_col or "").strip(),
             session_id_nulls=S.split_list(session_id_nulls),
             require_session_id=require_session_id,
             page_activity_events=S.split_list(page_activity_events),

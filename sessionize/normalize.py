@@ -755,8 +755,10 @@ def prepare_events(
     that mean "none" (Amplitude's ``-1``), besides the empty one. Events named in
     ``page_activity_events`` (Snowplow's ``page_ping``) are page activity: ``is_pageview`` null (see
     :data:`sessionize.schema.IS_PAGEVIEW`). ``carry`` names columns kept as they are, after the
-    canonical ones. With ``stitching`` the login id (``columns.stitch``, null when the input has
-    none) becomes the ``_stitch_id`` column (:func:`sessionize.schema.event_schema`). A page view
+    canonical ones. An event whose user id is empty takes the login id of ``columns.user_fallback``
+    (``--user-fallback-col``) as its user id, if it has one. With ``stitching`` the login id
+    (``columns.stitch``, null when the input has none) becomes the ``_stitch_id`` column
+    (:func:`sessionize.schema.event_schema`). A page view
     with a page view id (``columns.page_view_id``) takes ``page_view:<id>`` as its event id, so that
     repeated page views of one id are dropped as duplicate events: page views count by distinct id,
     as Snowplow counts them. With ``page_view_ids`` that id becomes the ``_page_view_id`` column, and
@@ -843,8 +845,13 @@ def prepare_events(
             .then(pl.lit("page_view:") + page_view_id)
             .otherwise(event_id)
         )
+    # --user-fallback-col: an event without a user id takes its login id as one (a server-side Segment
+    # call has a userId and no anonymousId; an Amplitude event a user_id and no device_id).
+    user = _as_text(columns.user_id, schema)
+    if columns.user_fallback is not None and columns.user_fallback != columns.user_id:
+        user = pl.coalesce(user, _as_text(columns.user_fallback, schema))
     return events.select(
-        _as_text(columns.user_id, schema).alias(S.USER),
+        user.alias(S.USER),
         parsed.alias(S.TIME),
         url.alias(S.URL),
         _referrer(columns, schema).alias(S.REFERRER),
@@ -1132,10 +1139,16 @@ def check_events(
                 f"{source}: {bad_user.height} line(s) have no client address (first at {rows}), so no "
                 f"visitor: a proxy logs '-' for a request it did not forward. Pass {SKIP_HINT}."
             )
+        fallback = columns.user_fallback
+        login = (
+            f" and no login id in column {fallback!r} (--user-fallback-col)"
+            if fallback is not None and fallback != columns.user_id
+            else ""
+        )
         raise MissingUserIdError(
-            f"{source}: {bad_user.height} row(s) have an empty user id in column {columns.user_id!r} "
+            f"{source}: {bad_user.height} row(s) have an empty user id in column {columns.user_id!r}{login} "
             f"(first at {rows}). Every event needs a user id; if another column identifies visitors, "
-            f"name it with --user-col; or pass {SKIP_HINT}."
+            f"name it with --user-col (or the login id column with --user-fallback-col); or pass {SKIP_HINT}."
         )
     bad_time = frame.filter(pl.col(S.TIME).is_null())
     if bad_time.height and timezone is not None and timezone != "UTC":

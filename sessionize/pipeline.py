@@ -206,7 +206,7 @@ def _frame_events(events: pl.LazyFrame | pl.DataFrame, read: ReadOptions) -> tup
     keep = keep_expr(read.filters, frame.collect_schema(), source=_FRAME, max_send_delay=read.max_send_delay)
     if keep is not None:
         frame = frame.filter(keep)
-    columns = S.resolve_columns(names, source=_FRAME, columns=read.columns, preferred=read.preferred())
+    columns = read.resolve_columns(names, source=_FRAME)
     refuse_private_aggregates(
         read.aggregates,
         columns,

@@ -172,7 +172,14 @@ PRESETS: dict[str, Preset] = {
             reads="raw Segment exports (track, page and identify calls, as NDJSON or a warehouse table)",
             source="https://segment.com/docs/connections/spec/common/",
             # Segment's timestamps are UTC (ISO 8601; a warehouse table's carry no offset).
-            options={"time_col": "timestamp", "input_timezone": "UTC"},
+            options={
+                "time_col": "timestamp",
+                "input_timezone": "UTC",
+                # "A userId or an anonymousId is required" (Segment's Spec): a server-side call (Node's
+                # analytics-node, a warehouse row with a null anonymous_id) has the userId only, and it is
+                # that event's user id (and its stitched_user_id).
+                "user_fallback_col": "user_id",
+            },
             # anonymousId in the raw JSON, anonymous_id in a warehouse table (and the same for the rest).
             preferred_columns={
                 "user_id": ("anonymous_id",),
@@ -222,6 +229,9 @@ PRESETS: dict[str, Preset] = {
             source="https://amplitude.com/docs/apis/analytics/export",
             options={
                 "user_col": "device_id",
+                # "device_id: required unless user_id is present" (the HTTP V2 API): an event with a
+                # user_id and no device_id has its user_id as user id.
+                "user_fallback_col": "user_id",
                 "time_col": "event_time",
                 # "event_time": UTC, written without an offset (2024-05-01 10:00:00.000000): --timezone
                 # sets the local day only, it does not move these times.

@@ -162,6 +162,9 @@ def refuse_private_aggregates(
         protected[columns.user_id] = ("the user id column", "--hash-user-ids")
         if columns.stitch is not None:
             protected[columns.stitch] = ("the login id column", "--hash-user-ids")
+        if columns.user_fallback is not None:
+            # --user-fallback-col: the login id some events take as their user id.
+            protected.setdefault(columns.user_fallback, ("the login id column", "--hash-user-ids"))
         if hash_sessions and columns.client_session_id is not None:
             protected[columns.client_session_id] = ("the session id column", "--hash-user-ids")
     for column, (what, flag) in list(protected.items()):

@@ -193,6 +193,9 @@ STITCH = "stitch"
 STITCH_ID = "_stitch_id"
 #: The session column identity stitching adds.
 STITCHED_USER_ID = "stitched_user_id"
+#: The role of ``--user-fallback-col`` (the login id: Segment's ``userId``, Amplitude's ``user_id``):
+#: its value is the user id of an event whose user column is empty (see :attr:`ColumnMap.user_fallback`).
+USER_FALLBACK = "user_fallback"
 #: The role of ``--engagement-time-col`` (GA4's ``engagement_time_msec``: milliseconds of foreground time
 #: an event reports), and the event column it becomes (a float of milliseconds).
 ENGAGEMENT = "engagement_time"
@@ -506,6 +509,11 @@ class ColumnMap:
     #: Further event-name columns, used where ``event`` is empty (Segment: ``event`` for track
     #: calls, ``type`` = ``page`` for page calls).
     event_fallbacks: tuple[str, ...] = ()
+    #: ``--user-fallback-col``: the column whose value is the user id of an event whose ``user_id``
+    #: column is empty (the login id of a server-side Segment call, of an Amplitude event without a
+    #: device_id); None without the option, or in an input without that column. It may be the column of
+    #: another role (the login id is also the ``stitch`` column of the segment preset).
+    user_fallback: str | None = None
 
 
 def name_key(name: str) -> str:
@@ -549,6 +557,7 @@ def resolve_columns(
     source: str = "the input",
     columns: ColumnNames | None = None,
     preferred: Mapping[str, Sequence[str]] | None = None,
+    user_fallback: str | None = None,
     **named: str | None,
 ) -> ColumnMap:
     """Find the input column for each role, from the explicit names or the known aliases.
@@ -556,6 +565,13 @@ def resolve_columns(
     The explicit names come as ``columns`` or as the ``*_col`` keywords (``user_col="uid"``).
     ``preferred`` gives names per role (``url``: ``["properties.$current_url"]``, a preset's) tried
     before the role's aliases, matched like them, and no error when absent.
+    ``user_fallback`` (``--user-fallback-col``) names the login id column whose value an event without
+    a user id takes as its user id (:attr:`ColumnMap.user_fallback`), matched as a flag's column is
+    (:func:`match_column`); an input without it has none, and no error: one run reads files with and
+    without it (a Segment export of browser calls only has no ``userId``). It takes the column from no
+    role, and the login id role (``stitch``) may take it even where the user id role found it (a file of
+    server-side calls only, whose one id column is ``userId``): every event that carries the login id is
+    stitched to it.
     Raises :class:`MissingColumnError` when a named column does not exist, or when no user id or
     timestamp column can be found.
     """
@@ -573,6 +589,7 @@ def resolve_columns(
     given_columns = {role: match_column(name, available) for role, name in explicit.items() if name}
     taken: set[str] = {name for name in explicit.values() if name}
     taken.update(column for column in given_columns.values() if column is not None)
+    fallback_column = match_column(user_fallback, available) if user_fallback else None
     # Every column that cannot be found, named in one error (a wrong --user-col and no timestamp).
     problems: list[str] = []
     for role, known in COLUMN_ALIASES.items():
@@ -595,7 +612,8 @@ def resolve_columns(
                 column
                 for alias, look_alike in candidates
                 for column in (alias if alias in available else None, look_alike)
-                if column is not None and column not in taken
+                if column is not None
+                and (column not in taken or (role == STITCH and column == fallback_column))
             ),
             None,
         )
@@ -637,7 +655,7 @@ def resolve_columns(
         elif hints:
             message += f" Name the column{'s' if len(hints) > 1 else ''} with {' and '.join(hints)}."
         raise MissingColumnError(message)
-    return ColumnMap(**found, event_fallbacks=fallbacks)  # type: ignore[arg-type]
+    return ColumnMap(**found, event_fallbacks=fallbacks, user_fallback=fallback_column)  # type: ignore[arg-type]
 
 
 def _claimed(

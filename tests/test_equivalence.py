@@ -310,6 +310,23 @@ OPTION_SETS: dict[str, OptionSet] = {
     # Identity stitching: the user agent stands in for a login id (one per user here, so every run of
     # the incremental path sees the same one).
     "stitch": OptionSet({"stitch_col": "user_agent"}),
+    # --user-fallback-col: the app users keyed by their client session id, every other event by the user id
+    # column as its login id (which is also the stitching's login id column: one column of two roles).
+    "user_fallback": OptionSet(
+        {"user_col": "session_id", "user_fallback_col": "user_id", "stitch_col": "user_id"}
+    ),
+    # The same with hashed ids and invalid rows: a row with neither id is an empty_user_id reject, and the
+    # login ids of the rejected rows are hidden as user ids are.
+    "user_fallback+hash+skip": OptionSet(
+        {
+            "user_col": "session_id",
+            "user_fallback_col": "user_id",
+            "stitch_col": "user_id",
+            "hash_user_ids": SECRET_VAR,
+            "on_invalid": "skip",
+        },
+        dirty=True,
+    ),
     # Events counted per session in columns after the built-in ones.
     "count_events": OptionSet({"count_events": "add_to_cart,views=page_view,Click"}),
     # Add-to-cart events left out (counted in filtered_out on every path).

@@ -749,6 +749,11 @@ def _defaults(config: RunConfig) -> dict[str, str]:
 #: ``--timezone`` until ``--input-timezone`` (review 54 F2), so a state of ``--preset amplitude --timezone
 #: Europe/Berlin`` holds Berlin-read times and is not continued with the preset's UTC unasked.
 _RECORDED_IN = {"input_timezone": "timezone"}
+#: Settings that every state written before they were recorded ran without, whatever its preset sets now:
+#: the segment and amplitude presets set ``--user-fallback-col user_id`` since stop 48 (review 55 F1), and
+#: such a state rejected (or failed on) the events the preset keeps now, so it is not continued with it
+#: unasked (``--user-fallback-col ''`` continues it as it was).
+_OFF_BEFORE = {"user_fallback_col": ""}
 
 
 def _check_settings(
@@ -769,6 +774,7 @@ def _check_settings(
                 for name, before in _RECORDED_IN.items()
                 if before in state.settings
             },
+            **_OFF_BEFORE,
             **state.settings,
         }
         # An option recorded since the state was written was at its default then: the run continues it

@@ -705,7 +705,7 @@ def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.Data
 
 
 #: The roles whose columns are identifiers: text, however a JSON file writes them.
-ID_ROLES = (S.USER, S.CLIENT_SESSION, S.EVENT_ID, S.STITCH, S.PAGE_VIEW_ID)
+ID_ROLES = (S.USER, S.CLIENT_SESSION, S.EVENT_ID, S.STITCH, S.PAGE_VIEW_ID, S.USER_FALLBACK)
 
 
 def _leaf_paths(schema: pl.Schema) -> dict[str, tuple[str, ...]]:
@@ -775,7 +775,7 @@ def _id_columns(available: Sequence[str], options: ReadOptions) -> list[str]:
     """The columns of ``available`` that the run reads ids from (see :data:`ID_ROLES`); none when the
     columns it needs are not found (the read names what is missing)."""
     try:
-        columns = S.resolve_columns(available, columns=options.columns, preferred=options.preferred())
+        columns = options.resolve_columns(available)
     except MissingColumnError:
         return []
     return list(dict.fromkeys(c for role in ID_ROLES if (c := getattr(columns, role)) is not None))
@@ -1619,9 +1619,7 @@ def read_file(
         return FileRead(pl.DataFrame(schema=options.event_schema()), rejects, malformed.height)
     check_header(source, available)
     try:
-        columns = S.resolve_columns(
-            available, source=name, columns=options.columns, preferred=options.preferred()
-        )
+        columns = options.resolve_columns(available, source=name)
     except MissingColumnError:
         if not _fast_ndjson(source, raw, window):
             raise
@@ -1770,12 +1768,16 @@ def _private_rejects(
     private = rejects.lazy().drop("raw_line", strict=False)
     if columns is not None and from_json:
         read_from = [columns.ip] if options.anonymize_ip else []
-        read_from += [columns.user_id, columns.stitch] if options.user_id_secret is not None else []
+        read_from += (
+            [columns.user_id, columns.stitch, columns.user_fallback]
+            if options.user_id_secret is not None
+            else []
+        )
         sources = [from_json[c] for c in read_from if c is not None and c in from_json]
         private = private.drop(sources, strict=False)
     ip = columns.ip if options.anonymize_ip and columns is not None else None
     ids = (
-        [columns.user_id, columns.stitch, *logins]
+        [columns.user_id, columns.stitch, columns.user_fallback, *logins]
         if options.user_id_secret is not None and columns is not None
         else []
     )
@@ -1784,7 +1786,8 @@ def _private_rejects(
         # (sessionize.partition.hidden_ids), and so are its copies.
         ids.append(columns.client_session_id)
     schema = private.collect_schema()
-    # The user id and the login id (--stitch-col: Segment's userId, often an e-mail address) alike.
+    # The user id and the login id (--stitch-col, --user-fallback-col: Segment's userId, often an e-mail
+    # address) alike.
     kept = [c for c in dict.fromkeys([ip, *ids]) if c is not None and c in schema]
     secret = options.user_id_secret
 
