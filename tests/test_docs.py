@@ -288,7 +288,8 @@ def test_the_access_log_figures_of_the_input_doc_are_what_the_tool_gives() -> No
     channels = dict(kept.group_by("channel").len().iter_rows())
     quoted = dict(re.findall(r"([A-Z][a-z]+(?: [A-Z][a-z]+)?) ([\d,]+)", bots_out.group(5)))
     assert {name: int(count.replace(",", "")) for name, count in quoted.items()} == channels
-    median, mean = kept.select(pl.col("duration_s").median(), pl.col("duration_s").mean()).row(0)
+    durations = pl.col("duration_s")
+    median, mean = kept.select(durations.median().alias("median"), durations.mean().alias("mean")).row(0)
     assert _figures(" ".join(bots_out.groups()[:4])) == [
         kept.height,
         kept["user_id"].n_unique(),
