@@ -43,8 +43,8 @@ def _text(value: str) -> str:
 
     >>> _text("/<a href='https://e.vil/'>LOGIN</a> &amp;")
     "/&lt;a href='https://e.vil/'&gt;LOGIN&lt;/a&gt; &amp;amp;"
-    >>> _text("/\u202egpj.exe")
-    '/\\u202egpj.exe'
+    >>> _text("/\\u202egpj.exe")
+    '/\\\\u202egpj.exe'
     """
     return html.escape(visible(value), quote=False)
 
