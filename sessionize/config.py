@@ -58,6 +58,17 @@ DEFAULT_ASSET_PATTERN = (
     r"|(?:^|/)(?:feed|rss|atom)/?$"
     r"|(?:^|/)robots\.txt$"
 )
+#: The default ``--asset-pattern`` of earlier versions (before stop 48: without audio and video, HLS and
+#: DASH, ``.webmanifest``, ``.wasm``, PDF and JSON). An incremental state that recorded it continues with
+#: the current default (see :data:`sessionize.engines.incremental._FORMER_DEFAULTS`).
+FORMER_DEFAULT_ASSET_PATTERNS: tuple[str, ...] = (
+    r"(?i)\.(?:png|jpe?g|gif|bmp|ico|cur|svgz?|webp|avif|tiff?"
+    r"|css|js|mjs|map"
+    r"|woff2?|ttf|otf|eot"
+    r"|rss|atom|xml|rdf)$"
+    r"|(?:^|/)(?:feed|rss|atom)/?$"
+    r"|(?:^|/)robots\.txt$",
+)
 #: Where ``run`` sessionizes: this process, or a Dask cluster (``pip install 'sessionize[dask]'``).
 ENGINES = ("local", "dask", "spark")
 #: What ``--ambiguous-time`` accepts (see :func:`sessionize.normalize.local_time_reason`).

@@ -20,9 +20,10 @@ from sessionize.errors import MissingColumnError, UsageError
 # brackets alone). A bare IPv6 address has no port to strip: "2001:db8::1:443" is one address.
 _V4_PORT = r"((?:[0-9]{1,3}\.){3}[0-9]{1,3}):[0-9]{1,5}"
 _V6_PORT = r"\[([0-9A-Fa-f:.]+(?:%[^\]\s,]+)?)\](?::[0-9]{1,5})?"
-# The same at the start of a value, before the end, a space or a comma (a forwarded-for list's first
-# address): the separator is kept (group 3), as Rust's regex has no look-ahead.
-_CLIENT_PORT = rf"^(?:{_V6_PORT}|{_V4_PORT})([\s,]|$)"
+# The same at the start of a value (blanks before it dropped, as the geo lookup drops them), before the
+# end, a space or a comma (a forwarded-for list's first address): the separator is kept (group 3), as
+# Rust's regex has no look-ahead.
+_CLIENT_PORT = rf"^\s*(?:{_V6_PORT}|{_V4_PORT})([\s,]|$)"
 _ADDRESS_PORT = re.compile(rf"(?:{_V6_PORT}|{_V4_PORT})")
 
 

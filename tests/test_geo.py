@@ -133,6 +133,9 @@ def test_an_ip_column_with_ports_is_located_and_shown_without_them(
         'u3,2024-05-01T10:00:00Z,/,"81.2.69.142:50312, 10.0.0.4"\n'
         "u4,2024-05-01T10:00:00Z,/,[2001:480:10::1]\n"
         "u5,2024-05-01T10:00:00Z,/,2001:480:10::1:443\n"
+        # Blanks before it (review 57 F7: the port was kept in the session's ip).
+        'u6,2024-05-01T10:00:00Z,/," 81.2.69.160:50312"\n'
+        'u7,2024-05-01T10:00:00Z,/,"\t[2001:480:10::1]:443"\n'
     )
     rows = {}
     for anonymized in (False, True):
@@ -141,7 +144,7 @@ def test_an_ip_column_with_ports_is_located_and_shown_without_them(
         options = path_options(path, out)
         result = sessionize.run([events], geoip_db=str(CITY_DB), anonymize_ip=anonymized, **options)
         rows[anonymized] = session_rows(path_sessions(result, options), "user_id", "ip", "city")
-        assert result.geo_counts == {"resolved": 5}
+        assert result.geo_counts == {"resolved": 7}
     assert rows[False] == [
         ("u1", "81.2.69.160", "London"),
         ("u2", "2001:480:10::1", "San Diego"),
@@ -149,6 +152,8 @@ def test_an_ip_column_with_ports_is_located_and_shown_without_them(
         ("u4", "2001:480:10::1", "San Diego"),
         # A bare IPv6 address has no port: this one is 2001:480:10::1:443 itself.
         ("u5", "2001:480:10::1:443", "San Diego"),
+        ("u6", "81.2.69.160", "London"),
+        ("u7", "2001:480:10::1", "San Diego"),
     ]
     assert rows[True] == [
         ("u1", "81.2.69.0", "London"),
@@ -156,6 +161,8 @@ def test_an_ip_column_with_ports_is_located_and_shown_without_them(
         ("u3", "81.2.69.0", "London"),
         ("u4", "2001:480:10::", "San Diego"),
         ("u5", "2001:480:10::", "San Diego"),
+        ("u6", "81.2.69.0", "London"),
+        ("u7", "2001:480:10::", "San Diego"),
     ]
 
 

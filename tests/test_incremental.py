@@ -1396,3 +1396,41 @@ def test_a_new_state_that_cannot_claim_its_output_dir_publishes_nothing(
     assert state_snapshot(state) == {}
     step(a, state, out)
     assert_same_as_one_run(out, [a])
+
+
+#: The default --asset-pattern until stop 47, as its states recorded it.
+STOP_47_ASSET_PATTERN = (
+    r"(?i)\.(?:png|jpe?g|gif|bmp|ico|cur|svgz?|webp|avif|tiff?"
+    r"|css|js|mjs|map"
+    r"|woff2?|ttf|otf|eot"
+    r"|rss|atom|xml|rdf)$"
+    r"|(?:^|/)(?:feed|rss|atom)/?$"
+    r"|(?:^|/)robots\.txt$"
+)
+
+
+@pytest.mark.parametrize("kind", ["log", "csv"])
+def test_a_state_that_recorded_the_former_default_asset_pattern_continues(tmp_path: Path, kind: str) -> None:
+    """Stop 48 widened the default --asset-pattern; every state of the version before it recorded the
+    former default and was refused for an option its user never gave ("built with other options
+    (asset_pattern ... -> ...)"), CSV states too (review 57 F1). It continues with the current default,
+    once warned, and records it; a pattern of the user's own is still compared as it was."""
+    a, b = two_inputs(tmp_path, kind)
+    state, out = tmp_path / "state", tmp_path / "out"
+    assert cli_run(a, state, out).exit_code == 0
+    path = state / (state / "CURRENT").read_text() / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["settings"]["asset_pattern"] = STOP_47_ASSET_PATTERN
+    path.write_text(json.dumps(manifest, indent=1))
+    result = cli_run(b, state, out)
+    assert result.exit_code == 0, result.output
+    warned = json.loads(result.stderr.strip().splitlines()[-1])["warnings"]
+    assert any("former default --asset-pattern" in warning for warning in warned), warned
+    assert table(out).height == 1
+    manifest = json.loads((state / (state / "CURRENT").read_text() / "manifest.json").read_text())
+    assert manifest["settings"]["asset_pattern"] == sessionize.config.DEFAULT_ASSET_PATTERN
+    # A pattern of one's own is compared as before.
+    c = tmp_path / f"c.{'log' if kind == 'log' else 'csv'}"
+    c.write_bytes(b.read_bytes())
+    refused = cli_run(c, state, out, "--asset-pattern", r"\.png$")
+    assert refused.exit_code == 2 and "(asset_pattern " in json_error(refused)["message"]

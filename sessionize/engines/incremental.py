@@ -50,8 +50,15 @@ import polars as pl
 
 from sessionize import io, presets
 from sessionize import schema as S
+from sessionize.config import (
+    DEFAULT_ASSET_PATTERN,
+    FORMER_DEFAULT_ASSET_PATTERNS,
+    INCREMENTAL_KEYS,
+    ReadOptions,
+    RunConfig,
+    legacy_secret_fingerprint,
+)
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
-from sessionize.config import INCREMENTAL_KEYS, ReadOptions, RunConfig, legacy_secret_fingerprint
 from sessionize.core import beyond_session_cap
 from sessionize.engines.base import Outcome, Progress, RunProgress
 from sessionize.errors import (
@@ -754,6 +761,12 @@ _RECORDED_IN = {"input_timezone": "timezone"}
 #: such a state rejected (or failed on) the events the preset keeps now, so it is not continued with it
 #: unasked (``--user-fallback-col ''`` continues it as it was).
 _OFF_BEFORE = {"user_fallback_col": ""}
+#: Settings whose default changed, with the former defaults: a state that recorded one continues with the
+#: current default, with a warning (review 57 F1: every state of the version before stop 48 was refused
+#: for the --asset-pattern it had never been given, CSV and NDJSON states too). Only an access log's page
+#: views depend on the asset pattern, and they changed in the same version in a way no option restores
+#: (206 answers are no page views): a state cannot keep the former counting by keeping the pattern.
+_FORMER_DEFAULTS = {"asset_pattern": (FORMER_DEFAULT_ASSET_PATTERNS, DEFAULT_ASSET_PATTERN)}
 
 
 def _check_settings(
@@ -787,14 +800,33 @@ def _check_settings(
             if name not in state.settings and defaults.get(name) == value
         }
         state.settings = {**state.settings, **added}
+        for name, (former, current) in _FORMER_DEFAULTS.items():
+            if state.settings.get(name) in former and fingerprint.get(name) == current:
+                state.settings = {**state.settings, name: current}
+                warnings.warn(
+                    f"The state {state_path} was built with the former default --asset-pattern; it "
+                    "continues with the current one, which also takes audio and video, HLS and DASH, "
+                    ".webmanifest, .wasm, PDF and JSON URLs for assets, and no 206 answer is a page view: "
+                    "an access log's page views in the partitions written before are counted the former "
+                    "way. Rebuild the state and output directory with a full run to count them alike.",
+                    SessionizeWarning,
+                    stacklevel=2,
+                )
     if state.settings and state.settings != fingerprint:
         changed = ", ".join(
             f"{name} {_shown(state.settings.get(name))} -> {_shown(fingerprint.get(name))}"
             for name in sorted(set(state.settings) | set(fingerprint))
             if state.settings.get(name) != fingerprint.get(name)
         )
+        # A setting every earlier state ran without, which a preset sets now: say how to continue as before.
+        hints = [
+            f"--{name.replace('_', '-')} {_shown(off)}"
+            for name, off in _OFF_BEFORE.items()
+            if state.settings.get(name) == off != fingerprint.get(name)
+        ]
+        before = f" (give {' '.join(hints)} to continue it as it was built)" if hints else ""
         raise UsageError(
-            f"The state {state_path} was built with other options ({changed}). Use the same options, "
+            f"The state {state_path} was built with other options ({changed}). Use the same options{before}, "
             "or start a new state and output directory with a full run."
         )
 

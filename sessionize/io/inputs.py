@@ -291,9 +291,9 @@ def check_compressed_head(head: bytes, path: str, *, stream: bool = False, fmt: 
     # Never the file read: the shell would empty it before the decompressor reads it (access.log.gz
     # that holds bzip2 data).
     folder, name = os.path.split(stem)
-    target = shlex.quote(
-        stem + ".gz" if stem + ".gz" != path else os.path.join(folder, f"recompressed-{name}.gz")
-    )
+    # Compared ignoring case: ACCESS.LOG.GZ and ACCESS.LOG.gz are one file on macOS, Windows and SMB shares.
+    same = (stem + ".gz").casefold() == path.casefold()
+    target = shlex.quote(os.path.join(folder, f"recompressed-{name}.gz") if same else stem + ".gz")
     for magic, what, fix, decompressor in _COMPRESSED:
         # bzip2: "BZh", the block size digit, and the first block's magic number.
         if head.startswith(magic) and (magic != b"BZh" or (head[3:4].isdigit() and head[4:10] == b"1AY&SY")):
