@@ -17,8 +17,15 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import sessionize
+from sessionize.io.jsontext import _well_formed_texts
 from sessionize.io.read import prescan_ndjson
-from sessionize.io.surrogates import LoneSurrogateScan, well_formed_surrogates
+from sessionize.io.surrogates import (
+    _ESCAPED_BACKSLASH,
+    LoneSurrogateScan,
+    _holds_lone,
+    _lone_positions,
+    well_formed_surrogates,
+)
 from tests.helpers import EVERY_PATH, KEYS, path_options, path_sessions
 
 REPLACEMENT = "\ufffd"
@@ -90,6 +97,69 @@ def test_random_strings_read_as_python_reads_them_with_lone_halves_replaced() ->
         scan.feed(pairs[:cut])
         scan.feed(pairs[cut:])
         assert not scan.close()
+
+
+def test_the_quick_decision_is_the_exact_one_on_random_mixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Where no two backslashes come before a surrogate's ``u``, a search with lookarounds (bytes) or
+    # with the pairs taken out (the Polars text column) decides; it must say what the exact loop says,
+    # runs of two and three backslashes, a high half before an escaped backslash and line ends included.
+    rng = random.Random(57)
+    pieces = [
+        r"\ud800",
+        r"\udbff",
+        r"\udc00",
+        r"\uDFFF",
+        r"\uD83D\ude00",
+        r"\udbff\uDC00",
+        "\\",
+        "\\\\",
+        "\\",
+        "u",
+        "a",
+        "d800",
+        "dc00",
+        "\n",
+        r"\u00e9",
+    ]
+    weights = [1, 1, 1, 1, 4, 4, 2, 1, 1, 2, 3, 2, 2, 1, 2]
+    texts = ["".join(rng.choices(pieces, weights, k=rng.randint(1, 10))) for _ in range(20_000)]
+    decided: dict[tuple[bool, bool], int] = {}
+    for text in texts:
+        data = text.encode()
+        exact = bool(_lone_positions(data))
+        assert _holds_lone(data) is exact, text
+        if data.count(b"\n"):
+            end = data.index(b"\n") + 1
+            assert _holds_lone(data, end) is bool(_lone_positions(data, end)), text
+        fallback = bool(_ESCAPED_BACKSLASH.search(data))
+        decided[exact, fallback] = decided.get((exact, fallback), 0) + 1
+    assert len(decided) == 4 and min(decided.values()) > 500  # each way, with a lone half and without
+    # The text column: the values mended one by one are those with a lone half, and those with two
+    # backslashes before a surrogate's ``u`` (the exact mender decides); pairs alone are left alone.
+    sent: list[str] = []
+
+    def mender(data: bytes) -> bytes:
+        sent.append(data.decode())
+        return well_formed_surrogates(data)
+
+    monkeypatch.setattr("sessionize.io.jsontext.well_formed_surrogates", mender)
+    mended = _well_formed_texts(pl.Series([*texts, None], dtype=pl.String)).to_list()
+    assert mended[-1] is None
+    looked_at = set(sent)
+    for text, after in zip(texts, mended[:-1], strict=True):
+        lone = _lone_positions(text.encode())
+        expected = bytearray(text.encode())
+        for at in lone:
+            expected[at : at + 6] = b"\\ufffd"
+        assert after == expected.decode(), text
+        if lone:
+            assert text in looked_at
+        elif text in looked_at:
+            assert _ESCAPED_BACKSLASH.search(text.encode()), text
+    pairs = pl.Series([r"caf\ud83d\ude00 \\x \\u0041"] * 3)
+    sent.clear()
+    assert _well_formed_texts(pairs).to_list() == pairs.to_list()
+    assert not sent
 
 
 def test_a_long_line_over_many_blocks_is_scanned_in_linear_time() -> None:

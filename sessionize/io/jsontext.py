@@ -171,14 +171,32 @@ def _value(column: str, tried: Sequence[Sequence[str]]) -> pl.Expr:
     return pl.coalesce(values).cast(pl.String) if values else pl.lit(None, dtype=pl.String)
 
 
+#: A surrogate pair's escapes, high half then low half.
+_PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+
+
 def _well_formed_texts(texts: pl.Series) -> pl.Series:
-    """``texts`` with their lone surrogate escapes replaced: a vectorized search, then only the values
-    that hold a surrogate escape at all (rare) are mended one by one."""
-    held = texts.str.contains(r"\\u[dD][89a-fA-F]").fill_null(False)
+    """``texts`` with their lone surrogate escapes replaced: vectorized searches, then only the values
+    that may hold a lone half (rare) are mended one by one.
+
+    Those are the values that still hold a surrogate escape once every pair is taken out, and those
+    with two backslashes before a surrogate's ``u`` (an escaped backslash, then text: the exact mender
+    decides). Without these, each surrogate ``\\u`` is an escape, and one left over is lone. Emoji
+    written as pairs (as ``json.dumps`` writes them) are not looked at one by one: a 200k-row PostHog
+    export with one per ``properties`` took three times as long to read (review 57 F6)."""
+    surrogate = r"\\u[dD][89a-fA-F]"
+    held = texts.str.contains(surrogate).fill_null(False)
     if not held.any():
         return texts
     rows = held.arg_true()
-    mended = [well_formed_surrogates(text.encode()).decode() for text in texts.gather(rows).to_list()]
+    kept = texts.gather(rows)
+    maybe_lone = kept.str.replace_all(_PAIR, " ").str.contains(surrogate) | kept.str.contains(
+        r"\\\\u[dD][89a-fA-F]"
+    )
+    if not maybe_lone.any():
+        return texts
+    rows = rows.filter(maybe_lone)
+    mended = [well_formed_surrogates(text.encode()).decode() for text in kept.filter(maybe_lone).to_list()]
     return texts.scatter(rows, mended)
 
 
