@@ -12,7 +12,6 @@ are imported by the command that needs them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import gc
 import os
@@ -1394,11 +1393,11 @@ def run(
                 partitions=partitions,
                 spark_master=spark_master,
             )
+            # The preset under every option given on the command line or in the config file.
+            given = {key: value for key, value in options.items() if _given(ctx, key)}
             if preset is not None:
-                # The preset under every option given on the command line or in the config file.
-                given = {key: value for key, value in options.items() if _given(ctx, key)}
                 options.update(presets.apply(preset, given))
-            run_config = dataclasses.replace(RunConfig.from_options(**options), preset=preset)
+            run_config = presets.configured(RunConfig.from_options(**options), preset, given)
             from sessionize import pipeline
 
             result = pipeline.run(inputs, config=run_config, progress=progress)

@@ -414,6 +414,10 @@ class ReadOptions:
     #: It decides which events are kept and whose they are. Empty rather than None when off, so that a
     #: state's settings show it as the flag that gives it: ``--user-fallback-col ''``.
     user_fallback_col: str = field(default="", metadata=_FINGERPRINT)
+    #: :attr:`user_fallback_col` is a preset's: an input without the column has no fallback, and no error.
+    #: One the user names (a flag, a keyword, the config file) must exist, as ``--stitch-col``'s must: a
+    #: typo was ignored, its events rejected (review 57 F5).
+    user_fallback_optional: bool = field(default=False, compare=False)
     encoding: str = "utf-8"
     on_invalid: OnInvalid = "fail"
     valid_from: datetime | None = None
@@ -474,6 +478,7 @@ class ReadOptions:
             columns=self.columns,
             preferred=self.preferred(),
             user_fallback=self.user_fallback_col or None,
+            user_fallback_required=not self.user_fallback_optional,
         )
 
     @property

@@ -105,8 +105,7 @@ def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
     if config is None:
         preset = options.pop("preset", None)
         # The preset under the options given (every keyword given here is explicit).
-        config = RunConfig.from_options(**presets.apply(preset, options))
-        return dataclasses.replace(config, preset=preset)
+        return presets.configured(RunConfig.from_options(**presets.apply(preset, options)), preset, options)
     if options:
         raise UsageError(f"Give either config= or options ({', '.join(sorted(options))}), not both.")
     return config

@@ -12,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionize import schema as S
 from sessionize.errors import UsageError
+
+if TYPE_CHECKING:
+    from sessionize.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -309,4 +312,14 @@ def apply(name: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-__all__ = ["PRESETS", "Preset", "apply", "get"]
+def configured(config: RunConfig, name: str | None, given: Mapping[str, Any]) -> RunConfig:
+    """``config`` (built from :func:`apply`'s options) as preset ``name`` made it: the preset recorded, and
+    its ``--user-fallback-col`` optional (an export without the column has no fallback, and no error)
+    unless ``given`` (the options set explicitly) names the column, which must then exist (review 57 F5)."""
+    config = dataclasses.replace(config, preset=name)
+    if name is None or "user_fallback_col" in given or "user_fallback_col" not in get(name).options:
+        return config
+    return dataclasses.replace(config, read=dataclasses.replace(config.read, user_fallback_optional=True))
+
+
+__all__ = ["PRESETS", "Preset", "apply", "configured", "get"]

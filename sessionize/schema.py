@@ -558,6 +558,7 @@ def resolve_columns(
     columns: ColumnNames | None = None,
     preferred: Mapping[str, Sequence[str]] | None = None,
     user_fallback: str | None = None,
+    user_fallback_required: bool = False,
     **named: str | None,
 ) -> ColumnMap:
     """Find the input column for each role, from the explicit names or the known aliases.
@@ -571,7 +572,8 @@ def resolve_columns(
     without it (a Segment export of browser calls only has no ``userId``). It takes the column from no
     role, and the login id role (``stitch``) may take it even where the user id role found it (a file of
     server-side calls only, whose one id column is ``userId``): every event that carries the login id is
-    stitched to it.
+    stitched to it. With ``user_fallback_required`` (a column the user named, not a preset's) an input
+    without it is an error, as a flag's column is.
     Raises :class:`MissingColumnError` when a named column does not exist, or when no user id or
     timestamp column can be found.
     """
@@ -592,6 +594,10 @@ def resolve_columns(
     fallback_column = match_column(user_fallback, available) if user_fallback else None
     # Every column that cannot be found, named in one error (a wrong --user-col and no timestamp).
     problems: list[str] = []
+    if user_fallback and user_fallback_required and fallback_column is None:
+        problems.append(
+            f"no column {user_fallback!r} (given with --user-fallback-col{_hint(user_fallback, available)})"
+        )
     for role, known in COLUMN_ALIASES.items():
         aliases = (*(preferred or {}).get(role, ()), *known)
         given = explicit[role]

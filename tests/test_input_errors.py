@@ -234,6 +234,69 @@ def check_unreadable_inputs(tmp_path: Path, command: list[str]) -> None:
     assert "corrupt" not in message
 
 
+def test_an_input_folder_that_cannot_be_entered_is_a_permission_error() -> None:
+    """A folder inside an input directory that the user may not enter was skipped silently (its files
+    left out, exit 0); named, it "holds no supported files", and a file in it was "no such file"
+    (review 57 F2: glob and os.path.exists swallow EACCES)."""
+    command = _as_another_user()
+    if command is None:
+        pytest.skip("cannot run as another user here (needs setpriv and /usr/bin/python3 of this version)")
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # pytest's own folder is private to root
+        check_unenterable_folders(Path(folder), command)
+
+
+def check_unenterable_folders(tmp_path: Path, command: list[str]) -> None:
+    import sysconfig
+
+    os.chmod(tmp_path, 0o777)
+    (tmp_path / "in" / "closed").mkdir(parents=True)
+    (tmp_path / "in" / "ok.csv").write_text(LINES, encoding="utf-8")
+    (tmp_path / "in" / "closed" / "c.csv").write_text(LINES.replace("\nu", "\nw"), encoding="utf-8")
+    (tmp_path / "in" / "_temporary").mkdir()  # hidden: its files are skipped anyway, so no error
+    for path in (tmp_path / "in", tmp_path / "in" / "ok.csv", tmp_path / "in" / "closed" / "c.csv"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]]),
+        "HOME": str(tmp_path),
+    }
+    python = command or [sys.executable]
+    probe = subprocess.run([*python, "-c", "import sessionize"], env=env, check=False)
+    if probe.returncode != 0:
+        pytest.skip("uid 65534 cannot import this checkout (a private folder above it)")
+
+    def run(*args: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [*python, "-m", "sessionize", "run", *args, "-o", "o.csv", "--no-geo", "--log-format=json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        outcome = json.loads(done.stderr.decode().strip().splitlines()[-1])
+        return done.returncode, str(outcome.get("message", ""))
+
+    code, message = run("in")  # all readable: the folder is read
+    assert code == 0, message
+    (tmp_path / "o.csv").unlink()
+    try:
+        (tmp_path / "in" / "closed").chmod(0)
+        (tmp_path / "in" / "_temporary").chmod(0)
+        for args in (["in"], ["in/closed"], ["in/closed/c.csv"], ["in/closed/*.csv"], ["in/ok.csv", "in"]):
+            code, message = run(*args)
+            named = "in/closed/c.csv" if args == ["in/closed/c.csv"] else "in/closed"
+            assert code == 1 and f"{named}: permission denied" in message, (args, code, message)
+            assert "no such file" not in message and "no supported files" not in message, message
+            assert not (tmp_path / "o.csv").exists(), args
+        (tmp_path / "in" / "closed").chmod(0o755)
+        code, message = run("in")  # the hidden folder that cannot be entered stays skipped
+        assert code == 0, message
+    finally:
+        (tmp_path / "in" / "closed").chmod(0o700)
+        (tmp_path / "in" / "_temporary").chmod(0o700)
+
+
 @pytest.mark.parametrize("zone", ["localtime", "posix/Europe/Berlin", "right/UTC"])
 def test_time_zone_names_polars_cannot_take_are_usage_errors(tmp_path: Path, zone: str) -> None:
     """Python's zoneinfo takes these names and Polars does not: the run failed in the middle with

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 import sessionize
-from sessionize.errors import MalformedRowsError, SessionizeWarning
+from sessionize.errors import MalformedRowsError, SessionizeWarning, UnreadableInputError
 from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, session_rows, words
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
@@ -246,3 +246,52 @@ def test_undecodable_log_lines_are_named_by_the_cli(tmp_path: Path) -> None:
     assert result.exit_code != 0 and not out.exists()
     text = words(result.output)
     assert "access.log: 2 row(s)" in text and "line 2: undecodable_bytes" in text and "--encoding" in text
+
+
+# -- review 57 F4: a log in UTF-16 ------------------------------------------------------------------
+
+
+def _utf16_logs(tmp_path: Path) -> dict[str, Path]:
+    """One log in UTF-16 as Windows writes it (PowerShell's Out-File, some IIS shippers): little-endian
+    without a byte order mark, big-endian, and with one; and the same text gzipped."""
+    import gzip
+
+    text = "".join(combined(f"/p{i}", i * 10, ip=f"81.2.69.{160 + i % 2}") + "\n" for i in range(6))
+    folder = tmp_path / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "utf-16-le": write_bytes(folder / "le.log", text.encode("utf-16-le")),
+        "utf-16-be": write_bytes(folder / "be.log", text.encode("utf-16-be")),
+        "utf-16": write_bytes(folder / "bom.log", text.encode("utf-16")),
+        "utf-16-le ": write_bytes(folder / "le.log.gz", gzip.compress(text.encode("utf-16-le"))),
+    }
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_utf16_log_is_named_and_read_with_its_encoding(tmp_path: Path, path: dict[str, Any]) -> None:
+    """A UTF-16 log is valid UTF-8 with a NUL beside each letter: every line was rejected as
+    nul_byte_in_line (the NULs called a copytruncate hole), and the advice "--encoding" did nothing, as
+    --encoding was applied only to bytes that are not UTF-8."""
+    for n, (encoding, log) in enumerate(_utf16_logs(tmp_path).items()):
+        with pytest.raises(UnreadableInputError, match=r"looks like UTF-16 text\. Give --encoding utf-16"):
+            run_on(path, tmp_path / f"fail{n}", log)
+        # Python's utf-16 reads text without a byte order mark as little-endian (when read whole).
+        for given in sorted({encoding.strip(), "utf-16"} if "le" in encoding else {encoding.strip()}):
+            result, table = run_on(path, tmp_path / f"ok{n}{given}", log, encoding=given)
+            assert (result.rows_read, result.rejected, result.events_read) == (6, 0, 6), (log, given)
+            assert sorted(table["landing_page"].to_list()) == ["/p0", "/p1"], (log, given)
+
+
+def test_a_utf16_log_through_the_cli(tmp_path: Path) -> None:
+    log = _utf16_logs(tmp_path)["utf-16-le"]
+    out = tmp_path / "s.csv"
+    for extra in ((), ("--input-format", "combined"), ("--buckets", "2")):
+        result = run_cli(log, "--no-geo", "-o", out, *extra)
+        assert result.exit_code == 1 and not out.exists(), result.output
+        assert "looks like UTF-16 text. Give --encoding utf-16 (or utf-16-le, utf-16-be)" in words(
+            result.output
+        )
+        assert "nul_byte_in_line" not in result.output and "copytruncate" not in result.output
+        result = run_cli(log, "--no-geo", "-o", out, "--encoding", "utf-16-le", *extra)
+        assert result.exit_code == 0 and pl.read_csv(out).height == 2, result.output
+        out.unlink()

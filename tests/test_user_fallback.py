@@ -18,7 +18,7 @@ import pytest
 
 import sessionize
 from sessionize import presets
-from sessionize.errors import MissingUserIdError, UsageError
+from sessionize.errors import MissingColumnError, MissingUserIdError, UsageError
 from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, values_written, write_text
 
 SECRET_VAR = "SESSIONIZE_USER_FALLBACK_TEST_SECRET"
@@ -278,11 +278,11 @@ def test_the_option_without_a_preset_and_in_a_config_file(tmp_path: Path) -> Non
     result = run_cli(source, "--config", config, "--no-geo", "-o", out)
     assert result.exit_code == 0, result.output
     assert rows_of(pl.read_csv(out), "user_id") == [("v1",), ("a@example.com",)]
-    # A file without the column: no fallback there, and no error (a browser-only Segment export).
+    # A file without a column named explicitly is refused, as --stitch-col's (review 57 F5): the preset's
+    # value alone is optional (see test_a_user_fallback_col_named_explicitly_must_exist).
     other = write_text(tmp_path / "browser.csv", f"visitor,timestamp,url\nv2,2024-05-01T08:00:00Z,{SITE}/\n")
-    assert (
-        sessionize.run([other], no_geo=True, user_col="visitor", user_fallback_col="email").session_count == 1
-    )
+    with pytest.raises(MissingColumnError, match="no column 'email' \\(given with --user-fallback-col\\)"):
+        sessionize.run([other], no_geo=True, user_col="visitor", user_fallback_col="email")
 
 
 def test_the_presets_list_shows_it() -> None:
@@ -337,3 +337,52 @@ def test_a_segment_state_written_before_the_option_is_not_continued_with_it_unas
     assert refused.exit_code == 2
     assert "(user_fallback_col '' -> user_id)" in json.loads(refused.stderr.splitlines()[-1])["message"]
     assert incremental(b, tmp_path, "--preset", "segment", "--user-fallback-col", "").exit_code == 0
+
+
+def test_a_user_fallback_col_named_explicitly_must_exist(tmp_path: Path) -> None:
+    """--user-fallback-col emial (a typo) was ignored: the events it should key rejected, exit 0 under
+    --on-invalid skip, while --stitch-col emial said "did you mean 'email'?" (review 57 F5). Named on the
+    command line, as a keyword or in the config file, it must exist; the segment and amplitude presets'
+    user_id stays optional (an export of browser calls only has none)."""
+    source = write_text(
+        tmp_path / "w.csv",
+        "anonymous_id,email,timestamp,url\n"
+        f"a1,,2024-05-01T08:00:00Z,{SITE}/a\n"
+        f",bob@x.com,2024-05-01T08:01:00Z,{SITE}/b\n",
+    )
+    out = tmp_path / "s.csv"
+    refused = "no column 'emial' (given with --user-fallback-col; did you mean 'email'?)"
+    for extra in ((), ("--on-invalid", "skip"), ("--preset", "segment"), ("--buckets", "2")):
+        result = run_cli(
+            source,
+            "--user-col",
+            "anonymous_id",
+            "--user-fallback-col",
+            "emial",
+            "--no-geo",
+            "-o",
+            out,
+            *extra,
+        )
+        assert result.exit_code != 0 and refused in " ".join(result.output.split()), (extra, result.output)
+        assert not out.exists()
+    with pytest.raises(MissingColumnError, match="did you mean 'email'"):
+        sessionize.run([source], no_geo=True, user_col="anonymous_id", user_fallback_col="emial")
+    config = write_text(
+        tmp_path / "run.toml", '[run]\nuser-col = "anonymous_id"\nuser-fallback-col = "emial"\n'
+    )
+    result = run_cli(source, "--config", config, "--no-geo", "-o", out)
+    assert result.exit_code != 0 and refused in " ".join(result.output.split()), result.output
+    result = run_cli(
+        source, "--user-col", "anonymous_id", "--user-fallback-col", "email", "--no-geo", "-o", out
+    )
+    assert result.exit_code == 0 and pl.read_csv(out).height == 2, result.output
+    # The preset's own value: a browser-only warehouse table without user_id reads as before.
+    browser = write_text(
+        tmp_path / "pages.csv",
+        "anonymous_id,timestamp,type,context_page_url,message_id\n"
+        f"anon-1,2024-05-01 08:00:00,page,{SITE}/,m1\nanon-2,2024-05-01 08:01:00,page,{SITE}/x,m2\n",
+    )
+    assert sessionize.run([browser], no_geo=True, preset="segment").session_count == 2
+    result = run_cli(browser, "--preset", "segment", "--no-geo", "-o", out, "--buckets", "2")
+    assert result.exit_code == 0, result.output

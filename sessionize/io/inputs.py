@@ -161,10 +161,7 @@ def resolve_inputs(
             # Files named before count: `run logs/a.csv logs` reads logs/a.csv once, and is no error.
             supported = False
             skipped = 0
-            pattern = os.path.join(glob.escape(path), "**", "*")
-            for name in sorted(glob.glob(pattern, recursive=True, include_hidden=True)):
-                if not os.path.isfile(name):
-                    continue
+            for name in _files_below(path):
                 if _hidden(os.path.relpath(name, path).split(os.sep)):
                     skipped += format_of(name, input_format) is not None
                     continue
@@ -187,6 +184,7 @@ def resolve_inputs(
             matches = [m for m in found if not _hidden([os.path.basename(m)])]
             _warn_hidden(path, sum(format_of(m, input_format) is not None for m in found if m not in matches))
             if not matches:
+                _check_enterable(_fixed_folder(path))
                 raise NoInputFilesError(f"The pattern {path} matches no files.")
             supported = False
             for name in matches:
@@ -202,6 +200,7 @@ def resolve_inputs(
                     f"({SUPPORTED_INPUTS}). Give their format with --input-format."
                 )
         else:
+            _check_enterable(path)
             raise UnreadableInputError(f"{path}: no such file or directory.")
     if error_logs:
         warnings.warn(
@@ -307,6 +306,58 @@ def check_compressed_head(head: bytes, path: str, *, stream: bool = False, fmt: 
 
 #: A web server's error log by its name (``error.log``, ``ssl_error.log``, ``site-error.log.1``, rotated).
 _ERROR_LOG = re.compile(r"(?:^|[._-])error\.log(?:$|[.-])")
+
+
+def _denied(path: str, what: str) -> UnreadableInputError:
+    return UnreadableInputError(
+        f"{path}: permission denied ({what}). Make it readable to the user who runs sessionize (chmod, "
+        "or its owner and group; a directory also needs x to be entered), or run as a user who can read it."
+    )
+
+
+def _check_enterable(path: str) -> None:
+    """Raise the permission error of a path that ``os.path.exists`` said was missing because a folder
+    above it cannot be entered (``exists`` swallows EACCES: a file in a private folder was "no such file")."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        raise _denied(path, "a folder on its path cannot be entered") from None
+    except OSError:
+        return
+    if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+        raise _denied(path, "a directory that cannot be listed")
+
+
+def _fixed_folder(pattern: str) -> str:
+    """The folder of a glob pattern before its first wildcard (``logs/2024`` of ``logs/2024/*/a.log``)."""
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return os.sep.join(parts[:fixed]) or ("/" if pattern.startswith(os.sep) else ".")
+
+
+def _files_below(folder: str) -> list[str]:
+    """Every file below ``folder`` at any depth, sorted by path, as ``glob(folder/**/*)`` finds them
+    (symbolic links to folders followed, each real folder once). A folder that cannot be listed is an
+    error, where glob skipped it silently and its files were left out of the run (review 57 F2); one that
+    is hidden (its files would be skipped) is not."""
+
+    def failed(exc: OSError) -> None:
+        where = exc.filename if isinstance(exc.filename, str) else folder
+        if where != folder and _hidden(os.path.relpath(where, folder).split(os.sep)):
+            return
+        if isinstance(exc, PermissionError):
+            raise _denied(where, "a directory that cannot be listed") from None
+        if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):  # gone since: as glob did
+            raise UnreadableInputError(f"{where}: the directory cannot be listed ({exc.strerror or exc}).")
+
+    found: list[str] = []
+    seen: set[str] = set()
+    for top, folders, files in os.walk(folder, onerror=failed, followlinks=True):
+        seen.add(os.path.realpath(top))
+        # A link back up the tree (or a second link to one folder) would be walked forever, or twice.
+        folders[:] = [name for name in folders if os.path.realpath(os.path.join(top, name)) not in seen]
+        found.extend(name for name in (os.path.join(top, file) for file in files) if os.path.isfile(name))
+    return sorted(found)
 
 
 def _hidden(parts: Sequence[str]) -> bool:

@@ -375,6 +375,14 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
     lines)."""
     data: str | bytes = read_stream(source) if source.is_stream else source.path
     undecodable = None
+    if not is_utf8(options.encoding):
+        # An encoding the user gave is the log's, as a CSV's (UTF-16 text is valid UTF-8 with a NUL beside
+        # each letter: it was read as UTF-8, every line rejected, review 57 F4).
+        raw = data if isinstance(data, bytes) else _read_maybe_gz(data)
+        text_bytes, undecodable = decode_lines(raw, options.encoding)
+        lines = pl.read_lines(text_bytes, row_index_name=ROW)
+        return _parsed_log(source, options, lines, undecodable)
+    check_not_utf16(source, data[:_UTF16_SAMPLE] if isinstance(data, bytes) else _head_of(data))
     try:
         # read_lines keeps blank lines (so line numbers hold) and gunzips .log.gz by its magic bytes.
         lines = pl.read_lines(data, row_index_name=ROW)
@@ -384,6 +392,12 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
         raw = data if isinstance(data, bytes) else _read_maybe_gz(data)
         text_bytes, undecodable = decode_lines(raw, options.encoding)
         lines = pl.read_lines(text_bytes, row_index_name=ROW)
+    return _parsed_log(source, options, lines, undecodable)
+
+
+def _parsed_log(
+    source: InputFile, options: ReadOptions, lines: pl.DataFrame, undecodable: pl.DataFrame | None
+) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
     text = lines.get_column("line")
     log_format = _log_format(source, text.filter(text.str.contains(r"\S")).head(20).to_list())
     warn_of_nul_runs(source, leading_nul_runs(lines))
@@ -391,6 +405,46 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
     if undecodable is not None and undecodable.height:
         malformed = pl.concat([malformed, undecodable]).sort("source_row")
     return parsed.lazy(), malformed
+
+
+#: How many first bytes of a log tell whether it is UTF-16 text.
+_UTF16_SAMPLE = 4096
+
+
+def _head_of(path: str) -> bytes:
+    """The first bytes of a text file (gunzipped when its name says ``.gz``); none when unreadable (the
+    read that follows names the error)."""
+    try:
+        with _open_bytes(path) as handle:
+            return handle.read(_UTF16_SAMPLE)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def looks_like_utf16(head: bytes) -> bool:
+    """Whether the first bytes of a text file are UTF-16: its byte order mark, or a NUL beside most
+    bytes that are not (ASCII text in UTF-16 without a byte order mark, little- or big-endian). A run of
+    NULs alone (a log's copytruncate hole) is not."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return True
+    sample = head[: len(head) // 2 * 2]
+    if len(sample) < 8:
+        return False
+    even, odd = sample[0::2], sample[1::2]
+    for nuls, letters in ((odd, even), (even, odd)):
+        if nuls.count(0) >= 0.9 * len(nuls) and letters.count(0) <= 0.1 * len(letters):
+            return True
+    return False
+
+
+def check_not_utf16(source: InputFile, head: bytes) -> None:
+    """Refuse an access log read as UTF-8 whose first bytes are UTF-16: each of its lines was rejected as
+    ``nul_byte_in_line`` and the NULs called a copytruncate hole (review 57 F4)."""
+    if looks_like_utf16(head):
+        raise UnreadableInputError(
+            f"{source.shown}: the file looks like UTF-16 text. Give --encoding utf-16 (or utf-16-le, "
+            "utf-16-be) and run again."
+        )
 
 
 #: ``reject_reason`` of a line (a CSV's, a log's) with bytes that do not decode in ``--encoding``.
@@ -869,19 +923,23 @@ def _wide_integer(dtype: Any) -> bool:
 
 
 def _log_windows(
-    source: InputFile, options: ReadOptions, chunk_rows: int
+    source: InputFile, options: ReadOptions, chunk_rows: int, path: str | None = None
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]] | None:
     """An access log's parsed requests and malformed lines, ``chunk_rows`` lines at a time (a
-    ``.log.gz`` is decompressed as it streams); None when its bytes are not UTF-8."""
+    ``.log.gz`` is decompressed as it streams); None when its bytes are not UTF-8. ``path``: the log
+    decoded from ``--encoding`` into UTF-8 (see :func:`_decoded_copy`)."""
+    text_path = source.path if path is None else path
+    if path is None:
+        check_not_utf16(source, _head_of(source.path))
 
     def batches() -> Iterator[pl.DataFrame]:
-        scan = pl.scan_lines(source.path, row_index_name=ROW)
+        scan = pl.scan_lines(text_path, row_index_name=ROW)
         yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
 
     windows = _checked_windows(batches, chunk_rows)
     if windows is None:
         return None
-    first = pl.scan_lines(source.path).filter(pl.col("line").str.contains(r"\S")).head(20)
+    first = pl.scan_lines(text_path).filter(pl.col("line").str.contains(r"\S")).head(20)
     log_format = _log_format(source, first.collect(engine="streaming").get_column("line").to_list())
 
     def parsed(windows: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
@@ -929,7 +987,7 @@ def _decoded_copy(source: InputFile, options: ReadOptions, scratch: Path) -> str
                 copy.write(block if decoder is None else decoder.decode(block).encode("utf-8"))
             if decoder is not None:
                 copy.write(decoder.decode(b"", final=True).encode("utf-8"))
-    except UnicodeDecodeError:
+    except UnicodeError:  # UnicodeDecodeError; and utf-16's "stream does not start with BOM", streamed only
         Path(name).unlink(missing_ok=True)
         return None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -2039,7 +2097,16 @@ def iter_reads(
         if line_windows is not None:
             reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in line_windows)
     elif source.format in ACCESS_LOG_FORMATS:
-        log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows), source)
+        log_windows = None
+        if is_utf8(options.encoding):
+            log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows), source)
+        elif scratch is not None:
+            # In another encoding: decoded into a UTF-8 copy first, as a CSV is (none when its bytes do not
+            # decode: it is then read whole, so that those lines are rejected as in memory).
+            copy = _decoded_copy(source, options, scratch)
+            log_path = copy
+            if log_path is not None:
+                log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows, log_path), source)
         reads = None
         if log_windows is not None:
             reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in log_windows)
