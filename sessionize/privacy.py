@@ -23,7 +23,7 @@ _V6_PORT = r"\[([0-9A-Fa-f:.]+(?:%[^\]\s,]+)?)\](?::[0-9]{1,5})?"
 # The same at the start of a value (blanks before it dropped, as the geo lookup drops them), before the
 # end, a space or a comma (a forwarded-for list's first address): the separator is kept (group 3), as
 # Rust's regex has no look-ahead.
-_CLIENT_PORT = rf"^\s*(?:{_V6_PORT}|{_V4_PORT})([\s,]|$)"
+CLIENT_PORT = rf"^\s*(?:{_V6_PORT}|{_V4_PORT})([\s,]|$)"
 _ADDRESS_PORT = re.compile(rf"(?:{_V6_PORT}|{_V4_PORT})")
 
 
@@ -41,14 +41,14 @@ def client_address(text: str) -> str:
 def client_address_expr(ip: pl.Expr) -> pl.Expr:
     """:func:`client_address` of the first address of each value (vectorized): a forwarded-for list
     keeps its proxies, its first address loses its port."""
-    return ip.str.replace(_CLIENT_PORT, "${1}${2}${3}")
+    return ip.str.replace(CLIENT_PORT, "${1}${2}${3}")
 
 
 def client_addresses(ips: pl.Series) -> pl.Series:
     """:func:`client_address_expr` of the values that have a port only: one regex test each, and the
     replacement on those alone (the session table's ``ip``, where ports are rare)."""
     ips = ips.cast(pl.String)
-    with_port = ips.str.contains(_CLIENT_PORT).fill_null(False)
+    with_port = ips.str.contains(CLIENT_PORT).fill_null(False)
     if not with_port.any():
         return ips
     at = with_port.arg_true()
