@@ -796,16 +796,20 @@ def _neighbour_logs(directory: Path) -> list[Path]:
     return [first, second]
 
 
-@pytest.mark.parametrize(
+#: Every engine path with and without --hash-user-ids, for runs under --anonymize-ip (an incremental
+#: run needs --hash-user-ids with --anonymize-ip on logs: tested below).
+ANONYMIZED_PATHS = pytest.mark.parametrize(
     ("path", "hashed"),
     [
         pytest.param(p.values[0], hashed, id=f"{p.id}-{'hashed' if hashed else 'plain'}", marks=p.marks)
         for p in EVERY_PATH
         for hashed in (False, True)
-        # An incremental run needs --hash-user-ids with --anonymize-ip on logs (tested below).
         if hashed or "state" not in cast(dict[str, Any], p.values[0])
     ],
 )
+
+
+@ANONYMIZED_PATHS
 def test_anonymize_ip_tells_visitors_apart_by_the_full_address(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: dict[str, Any], hashed: bool
 ) -> None:
@@ -1009,15 +1013,7 @@ def test_a_client_address_with_a_port_is_one_visitor_and_located(
     assert result.geo_counts == {"resolved": 2}
 
 
-@pytest.mark.parametrize(
-    ("path", "hashed"),
-    [
-        pytest.param(p.values[0], hashed, id=f"{p.id}-{'hashed' if hashed else 'plain'}", marks=p.marks)
-        for p in EVERY_PATH
-        for hashed in (False, True)
-        if hashed or "state" not in cast(dict[str, Any], p.values[0])
-    ],
-)
+@ANONYMIZED_PATHS
 def test_anonymize_ip_hides_a_client_address_with_a_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: dict[str, Any], hashed: bool
 ) -> None:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -135,14 +136,51 @@ def _as_another_user() -> list[str] | None:
     return command if probe.returncode == 0 else None
 
 
-def test_an_unreadable_input_is_a_permission_error_not_an_unexpected_one() -> None:
-    """A file the user cannot read (named, or inside a directory; an incremental run too) was
-    "Unexpected error: PermissionError ... Run again with --debug"."""
+def as_another_user(check: Callable[[Path, list[str]], None]) -> None:
+    """Run ``check`` in a folder the other user may enter, with the command that runs Python as it;
+    skipped where no other user can be switched to."""
     command = _as_another_user()
     if command is None:
         pytest.skip("cannot run as another user here (needs setpriv and /usr/bin/python3 of this version)")
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # pytest's own folder is private to root
-        check_unreadable_inputs(Path(folder), command)
+        check(Path(folder), command)
+
+
+def another_users_python(folder: Path, command: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command that runs this checkout's Python as the other user (see :func:`_as_another_user`),
+    and its environment, in ``folder``; the test is skipped when that user cannot import it."""
+    import sysconfig
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]]),
+        "HOME": str(folder),
+    }
+    python = command or [sys.executable]
+    probe = subprocess.run([*python, "-c", "import sessionize"], env=env, check=False)
+    if probe.returncode != 0:
+        pytest.skip("uid 65534 cannot import this checkout (a private folder above it)")
+    return python, env
+
+
+def test_an_unreadable_input_is_a_permission_error_not_an_unexpected_one() -> None:
+    """A file the user cannot read (named, or inside a directory; an incremental run too) was
+    "Unexpected error: PermissionError ... Run again with --debug"."""
+    as_another_user(check_unreadable_inputs)
+
+
+def run_as(python: list[str], env: dict[str, str], folder: Path, *args: str) -> tuple[int, str]:
+    """``sessionize run ARGS --log-format=json`` through ``python`` in ``folder``: exit code, message."""
+    done = subprocess.run(
+        [*python, "-m", "sessionize", "run", *args, "--log-format=json"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    outcome = json.loads(done.stderr.decode().strip().splitlines()[-1])
+    return done.returncode, str(outcome.get("message", ""))
 
 
 def check_unreadable_inputs(tmp_path: Path, command: list[str]) -> None:
@@ -151,40 +189,13 @@ def check_unreadable_inputs(tmp_path: Path, command: list[str]) -> None:
     for path in (tmp_path / "events.csv", tmp_path / "d" / "x.csv"):
         path.write_text(LINES, encoding="utf-8")
         path.chmod(0)
-    import sysconfig
-
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]]),
-        "HOME": str(tmp_path),
-    }
-    python = command or [sys.executable]
-    probe = subprocess.run([*python, "-c", "import sessionize"], env=env, check=False)
-    if probe.returncode != 0:
-        pytest.skip("uid 65534 cannot import this checkout (a private folder above it)")
+    python, env = another_users_python(tmp_path, command)
     for args in (["events.csv"], ["d"], ["events.csv", "--buckets", "2"], ["events.csv", "--state", "st"]):
         extra = ["--output-dir", "out"] if "--state" in args else ["-o", "o.csv"]
-        done = subprocess.run(
-            [
-                *python,
-                "-m",
-                "sessionize",
-                "run",
-                *args,
-                *extra,
-                "--no-geo",
-                "--log-format=json",
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
-        outcome = json.loads(done.stderr.decode().strip().splitlines()[-1])
-        assert done.returncode == 1, (args, outcome)
-        assert "permission denied" in str(outcome["message"]) and "Unexpected" not in str(outcome["message"])
-        assert ("x.csv" if args == ["d"] else "events.csv") in str(outcome["message"])
+        code, message = run_as(python, env, tmp_path, *args, *extra, "--no-geo")
+        assert code == 1, (args, message)
+        assert "permission denied" in message and "Unexpected" not in message
+        assert ("x.csv" if args == ["d"] else "events.csv") in message
         assert not (tmp_path / "o.csv").exists()
     # An output in a folder the user cannot enter was said not to exist.
     (tmp_path / "ok.csv").write_text(LINES, encoding="utf-8")
@@ -192,45 +203,16 @@ def check_unreadable_inputs(tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "private" / "inner").mkdir(parents=True)
     (tmp_path / "private").chmod(0)
     for output in ("private/o.csv", "private/inner/o.csv"):
-        done = subprocess.run(
-            [*python, "-m", "sessionize", "run", "ok.csv", "-o", output, "--no-geo", "--log-format=json"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
-        message = str(json.loads(done.stderr.decode().strip().splitlines()[-1])["message"])
-        assert done.returncode == 1 and f"Cannot write {output}: permission denied" in message.replace(
-            "P", "p"
-        ), message
+        code, message = run_as(python, env, tmp_path, "ok.csv", "-o", output, "--no-geo")
+        assert code == 1 and f"Cannot write {output}: permission denied" in message.replace("P", "p"), message
         assert "does not exist" not in message
     (tmp_path / "private").chmod(0o700)
     # A GeoIP database the user cannot read was "corrupt or not a MaxMind DB ... Replace the file".
     database = tmp_path / "db.mmdb"
     shutil.copyfile(CITY_DB, database)
     database.chmod(0)
-    done = subprocess.run(
-        [
-            *python,
-            "-m",
-            "sessionize",
-            "run",
-            "ok.csv",
-            "-o",
-            "o.csv",
-            "--geoip-db",
-            "db.mmdb",
-            "--log-format=json",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-    message = str(json.loads(done.stderr.decode().strip().splitlines()[-1])["message"])
-    assert done.returncode == 1 and "GeoIP database db.mmdb: permission denied" in message, message
+    code, message = run_as(python, env, tmp_path, "ok.csv", "-o", "o.csv", "--geoip-db", "db.mmdb")
+    assert code == 1 and "GeoIP database db.mmdb: permission denied" in message, message
     assert "corrupt" not in message
 
 
@@ -238,16 +220,10 @@ def test_an_input_folder_that_cannot_be_entered_is_a_permission_error() -> None:
     """A folder inside an input directory that the user may not enter was skipped silently (its files
     left out, exit 0); named, it "holds no supported files", and a file in it was "no such file"
     (review 57 F2: glob and os.path.exists swallow EACCES)."""
-    command = _as_another_user()
-    if command is None:
-        pytest.skip("cannot run as another user here (needs setpriv and /usr/bin/python3 of this version)")
-    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # pytest's own folder is private to root
-        check_unenterable_folders(Path(folder), command)
+    as_another_user(check_unenterable_folders)
 
 
 def check_unenterable_folders(tmp_path: Path, command: list[str]) -> None:
-    import sysconfig
-
     os.chmod(tmp_path, 0o777)
     (tmp_path / "in" / "closed").mkdir(parents=True)
     (tmp_path / "in" / "ok.csv").write_text(LINES, encoding="utf-8")
@@ -255,27 +231,10 @@ def check_unenterable_folders(tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "in" / "_temporary").mkdir()  # hidden: its files are skipped anyway, so no error
     for path in (tmp_path / "in", tmp_path / "in" / "ok.csv", tmp_path / "in" / "closed" / "c.csv"):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]]),
-        "HOME": str(tmp_path),
-    }
-    python = command or [sys.executable]
-    probe = subprocess.run([*python, "-c", "import sessionize"], env=env, check=False)
-    if probe.returncode != 0:
-        pytest.skip("uid 65534 cannot import this checkout (a private folder above it)")
+    python, env = another_users_python(tmp_path, command)
 
     def run(*args: str) -> tuple[int, str]:
-        done = subprocess.run(
-            [*python, "-m", "sessionize", "run", *args, "-o", "o.csv", "--no-geo", "--log-format=json"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
-        outcome = json.loads(done.stderr.decode().strip().splitlines()[-1])
-        return done.returncode, str(outcome.get("message", ""))
+        return run_as(python, env, tmp_path, *args, "-o", "o.csv", "--no-geo")
 
     code, message = run("in")  # all readable: the folder is read
     assert code == 0, message
