@@ -136,8 +136,19 @@ class State:
 def locked(state_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``state_dir`` (``flock``: the kernel releases it if we die)."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    io.refuse_foreign_directory(state_dir, f"--state {state_dir}")  # as made: no one else's since the check
     path = state_dir / _LOCK
-    handle = open(path, "a+")  # noqa: SIM115 (held until the end of the run)
+    try:
+        # Never through a link, which would truncate and write the file it leads to (review 58 F1).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise OutputError(
+            f"Cannot use --state {state_dir}: its lock file {path} is a symbolic link, which no run makes. "
+            "Remove it (and check who put it there)."
+        ) from None
+    handle = os.fdopen(fd, "r+")  # held until the end of the run
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -608,6 +619,7 @@ class IncrementalEngine:
             if value is not None:
                 # Root in cron: a stranger's /tmp/out -> /etc/cron.d would take the run's files.
                 io.refuse_planted_symlink(str(value), f"{option} {value}")
+                io.refuse_foreign_directory(value, f"{option} {value}")
         for option, value in directories.items():
             path = Path(value)
             if path.is_symlink() and not path.exists():
@@ -639,6 +651,7 @@ class IncrementalEngine:
                     "recognised on a re-run. Write the events to a file first."
                 )
         out_path.mkdir(parents=True, exist_ok=True)
+        io.refuse_foreign_directory(out_path, f"--output-dir {out_path}")
         lock = _Lock(state_path)
         # Left by a run that was killed or failed: with the lock held, nothing else uses them.
         for stale in state_path.glob(".tmp-*"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pwd
 import re
 import stat
 import sys
@@ -43,6 +44,7 @@ __all__ = [
     "cannot_write",
     "errno_of",
     "is_stream",
+    "refuse_foreign_directory",
     "refuse_planted_symlink",
     "take_mode",
     "write_atomically",
@@ -244,6 +246,48 @@ def refuse_planted_symlink(target: str, label: str) -> None:
             f"Cannot write {label}: its path goes through {planted}, a symlink that another user owns in a "
             "directory anyone can write to. Give an output path in a directory of your own."
         )
+
+
+def refuse_foreign_directory(directory: str | Path, label: str) -> None:
+    """Refuse a working directory (``--state``, ``--output-dir``) that someone other than this user (or
+    root) can write to: its owner, or anyone when it is world-writable. Such a person can plant symlinks
+    in it (``STATE_DIR/.lock``, ``OUT_DIR/session_date=.../``) or swap its folders between a check and a
+    write, so root's cron run would write where they chose (``/etc/shadow``); no check of each path
+    closes that race. Git refuses a repository owned by someone else for the same reason. A directory
+    that does not exist yet is judged by the nearest one that does, in which it is created. A
+    group-writable directory is accepted: its group is trusted by whoever made it so."""
+    path = os.path.abspath(directory)
+    while True:
+        try:
+            found = os.stat(path)
+            break
+        except FileNotFoundError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return
+            path = parent
+        except OSError:
+            return  # unreadable: the write's own error names it
+    own = found.st_uid in (os.geteuid(), 0)
+    if own and not found.st_mode & stat.S_IWOTH:
+        return
+    if own and path != os.path.abspath(directory) and _shared(found.st_mode):
+        return  # created in /tmp, it is this user's; one someone made first is judged when it exists
+    try:
+        owner = pwd.getpwuid(found.st_uid).pw_name
+    except KeyError:
+        owner = f"uid {found.st_uid}"
+    who = f"{owner}, who owns it" if not own else "anyone (it is world-writable)"
+    shown = "it" if path == os.path.abspath(directory) else f"{path}, where it would be created,"
+    raise OutputError(
+        f"Cannot use {label}: {shown} can be written by {who}, who could make this run write its "
+        "files elsewhere (a planted symlink). Give a directory that only you (or root) can write to: "
+        f"chown it to the user who runs sessionize, or run sessionize as {owner}."
+        if not own
+        else f"Cannot use {label}: {shown} can be written by {who}, who could make this run write its "
+        "files elsewhere (a planted symlink). Give a directory that only you (or root) can write to "
+        "(chmod o-w, or a directory of your own inside it)."
+    )
 
 
 def _planted_symlink(target: str) -> str | None:

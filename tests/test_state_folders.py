@@ -1,0 +1,115 @@
+"""Review 58 F1: a --state or --output-dir folder that someone else can write to. Root's cron run must not
+follow a link they planted there (``STATE_DIR/.lock -> /etc/shadow``, ``OUT_DIR/session_date=... ->
+/anywhere``): such folders are refused before anything is written, and the lock never follows a link.
+
+The tests run as root (CI, the README's clone) or as a plain user; ownership is set with ``os.chown``,
+which only root may do, so those tests skip for a plain user."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import flat, run_cli, write_text
+
+NOBODY = 65534
+EVENTS = "user_id,timestamp,url\nu1,2024-05-01T10:00:00Z,https://a.example/\nu2,2024-05-01T10:05:00Z,https://a.example/b\n"
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a folder to another user")
+
+
+def _inputs(tmp_path: Path) -> Path:
+    return write_text(tmp_path / "in" / "events.csv", EVENTS)
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = write_text(tmp_path / "victim" / "secret", "root's own data\n")
+    victim.chmod(0o600)
+    return victim
+
+
+@as_root
+def test_a_lock_link_in_a_state_folder_another_user_owns_is_not_followed(tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    state = tmp_path / "attack"
+    state.mkdir()
+    os.symlink(victim, state / ".lock")
+    os.lchown(state / ".lock", NOBODY, NOBODY)
+    os.chown(state, NOBODY, NOBODY)
+    out = tmp_path / "out"
+    result = run_cli(_inputs(tmp_path), "--state", state, "--output-dir", out)
+    assert result.exit_code == 1, result.output
+    assert victim.read_text() == "root's own data\n"
+    assert flat("can be written by nobody, who owns it") in flat(result.output)
+    assert flat("run sessionize as nobody") in flat(result.output)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_lock_link_in_ones_own_state_folder_is_refused_not_followed(tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    os.symlink(victim, state / ".lock")
+    result = run_cli(_inputs(tmp_path), "--state", state, "--output-dir", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert victim.read_text() == "root's own data\n"
+    assert flat("lock file") in flat(result.output) and flat("is a symbolic link") in flat(result.output)
+
+
+@as_root
+def test_an_output_folder_another_user_owns_is_refused_before_any_write(tmp_path: Path) -> None:
+    """The partition attack: after a first run, the folder's owner links ``session_date=...`` elsewhere
+    and the next run would write (or remove) its partition there."""
+    victim_dir = tmp_path / "victim"
+    victim_dir.mkdir()
+    out, state = tmp_path / "out", tmp_path / "state"
+    first = run_cli(_inputs(tmp_path), "--state", state, "--output-dir", out)
+    assert first.exit_code == 0, first.output
+    os.chown(out, NOBODY, NOBODY)
+    partition = out / "session_date=2024-05-01"
+    for part in partition.iterdir():
+        part.unlink()
+    partition.rmdir()
+    partition.symlink_to(victim_dir)
+    os.lchown(partition, NOBODY, NOBODY)
+    later = write_text(
+        tmp_path / "in" / "later.csv", "user_id,timestamp,url\nu3,2024-05-01T12:00:00Z,https://a.example/\n"
+    )
+    result = run_cli(later, "--state", state, "--output-dir", out)
+    assert result.exit_code == 1, result.output
+    assert list(victim_dir.iterdir()) == []
+    assert flat(f"--output-dir {out}") in flat(result.output)
+
+
+def test_a_world_writable_folder_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    result = run_cli(_inputs(tmp_path), "--state", tmp_path / "state", "--output-dir", out)
+    assert result.exit_code == 1, result.output
+    assert flat("world-writable") in flat(result.output) and flat("chmod o-w") in flat(result.output)
+    assert list(out.iterdir()) == []
+
+
+def test_a_new_folder_in_a_sticky_shared_directory_is_ones_own(tmp_path: Path) -> None:
+    """``--state /tmp/shop/state`` made by this run in a /tmp-like directory: only this user writes to it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    state, out = shared / "state", shared / "out"
+    first = run_cli(_inputs(tmp_path), "--state", state, "--output-dir", out)
+    assert first.exit_code == 0, first.output
+    assert stat.S_IMODE(state.stat().st_mode) & stat.S_IWOTH == 0
+    again = run_cli(_inputs(tmp_path), "--state", state, "--output-dir", out)
+    assert again.exit_code == 0, again.output
+
+
+def test_a_group_writable_folder_is_accepted(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o2775)
+    result = run_cli(_inputs(tmp_path), "--state", tmp_path / "state", "--output-dir", out)
+    assert result.exit_code == 0, result.output
+    assert any(out.glob("session_date=*/*.parquet"))
