@@ -4,7 +4,9 @@ real cause, and inputs named more than once are read once without a false error.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
+import io
 import json
 import os
 import shutil
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import sessionize
@@ -254,6 +257,25 @@ def check_unenterable_folders(tmp_path: Path, command: list[str]) -> None:
     finally:
         (tmp_path / "in" / "closed").chmod(0o700)
         (tmp_path / "in" / "_temporary").chmod(0o700)
+
+
+def test_permission_errors_have_one_wording(tmp_path: Path) -> None:
+    """Finding the inputs, reading them, and the command line's catch-all (a state or an output's folder)
+    said "permission denied" in three wordings with three pieces of advice; they share one."""
+    from sessionize.console import Reporter
+    from sessionize.errors import permission_denied
+    from sessionize.io.inputs import InputFile
+    from sessionize.io.read import _describe_read_error
+
+    advice = permission_denied("x")
+    assert advice.startswith("x: permission denied") and "run as a user" in advice
+    denied = PermissionError(13, "Permission denied", "st/state.json")
+    source = InputFile("d/x.csv", "csv")
+    assert _describe_read_error("d/x.csv", source, denied) == permission_denied("d/x.csv")
+    with pytest.raises(typer.Exit) as exits, contextlib.redirect_stderr(io.StringIO()) as stderr:
+        Reporter(json=True).fail(denied)
+    assert exits.value.exit_code == 1
+    assert json.loads(stderr.getvalue())["message"] == permission_denied("st/state.json")
 
 
 @pytest.mark.parametrize("zone", ["localtime", "posix/Europe/Berlin", "right/UTC"])

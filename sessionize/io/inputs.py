@@ -23,6 +23,7 @@ from sessionize.errors import (
     UnknownFormatError,
     UnreadableInputError,
     UsageError,
+    permission_denied,
 )
 from sessionize.io.formats import (
     ACCESS_LOG_FORMATS,
@@ -309,10 +310,7 @@ _ERROR_LOG = re.compile(r"(?:^|[._-])error\.log(?:$|[.-])")
 
 
 def _denied(path: str, what: str) -> UnreadableInputError:
-    return UnreadableInputError(
-        f"{path}: permission denied ({what}). Make it readable to the user who runs sessionize (chmod, "
-        "or its owner and group; a directory also needs x to be entered), or run as a user who can read it."
-    )
+    return UnreadableInputError(permission_denied(path, what))
 
 
 def _check_enterable(path: str) -> None:
