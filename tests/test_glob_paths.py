@@ -202,3 +202,17 @@ def test_a_pattern_reads_the_files_glob_matches(
         # One file reached through two links is read once; glob lists each path.
         assert sorted({os.path.realpath(m) for m in found}) == sorted({os.path.realpath(m) for m in expected})
         assert set(found) <= set(expected)
+
+
+def test_a_file_url_pattern_reads_what_the_local_pattern_reads(tmp_path: Path) -> None:
+    """A ``file://`` URL (``--engine dask``) was listed by fsspec, whose ``*`` and ``**`` match names
+    starting with ``.``: ``logs/**/*.csv`` as a URL read ``.cache/x.csv``, as a path not."""
+    import warnings
+
+    directory = glob_layout(tmp_path / "logs")
+    for pattern in ("**/*.csv", "*/x.csv", ""):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            local = [f.path for f in resolve_inputs([str(directory / pattern)])]
+            url = [f.path for f in resolve_inputs([f"{directory.as_uri()}/{pattern}"], urls=True)]
+        assert [Path(name.removeprefix("file://")) for name in url] == [Path(name) for name in local], pattern

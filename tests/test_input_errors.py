@@ -309,9 +309,9 @@ def test_a_pattern_leaves_out_no_folder_it_cannot_enter() -> None:
     list but not enter): its files were left out of the run, exit 0; only a pattern that matched nothing
     was checked (review 57 F2). A directory input dropped the files of a folder it could list but not
     enter as silently, and named alone such a folder "holds no supported files". Each is a permission
-    error naming the folder, on every engine path. A folder whose files would be skipped anyway is no
-    error: a hidden one below a directory, and one starting with ``.`` below a pattern, whose ``*`` and
-    ``**`` do not match such names (as glob)."""
+    error naming the folder, on every engine path and for a ``file://`` URL (Dask's listing skipped it
+    too). A folder whose files would be skipped anyway is no error: a hidden one below a directory, and
+    one starting with ``.`` below a pattern, whose ``*`` and ``**`` do not match such names (as glob)."""
     as_another_user(check_patterns)
 
 
@@ -324,6 +324,7 @@ def check_patterns(tmp_path: Path, command: list[str]) -> None:
         path.chmod(0o644)
         path.parent.chmod(0o755)
     python, env = another_users_python(tmp_path, command)
+    url = (tmp_path / "in").as_uri()
     memory = ENGINE_ARGS["memory"]
     #: The folder made unreachable (and how), what is then refused (naming it) and what is read.
     cases = [
@@ -346,9 +347,11 @@ def check_patterns(tmp_path: Path, command: list[str]) -> None:
                 assert "no such file" not in message and "no supported files" not in message, message
             (tmp_path / "in" / folder).chmod(0o755)
             (tmp_path / "o.csv").unlink(missing_ok=True)
-        # Every engine path refuses the same folder, and writes nothing.
+        # Every engine path refuses the same folder, and writes nothing; Dask's file:// URLs too.
         (tmp_path / "in" / "closed").chmod(0)
         runs = [["in/**/*.csv", *options] for options in ENGINE_ARGS.values()]
+        if HAS_DASK:
+            runs += [[source, *ENGINE_ARGS["dask"]] for source in (url, f"{url}/**/*.csv", f"{url}/*/c.csv")]
         for run, (code, message) in zip(runs, runs_as(python, env, tmp_path, runs), strict=True):
             assert code == 1 and "in/closed: permission denied" in message, (run, message)
         assert not any((tmp_path / name).exists() for name in ("o.csv", "o", "out")), list(tmp_path.iterdir())

@@ -137,7 +137,8 @@ def resolve_inputs(
             and (_enriched_url(path) if is_url(path) else is_enriched_tsv(path))
         ):
             fmt = "snowplow"  # a headerless TSV of Snowplow's enriched events
-        key = path if is_url(path) else os.path.realpath(path)
+        # A file:// URL's file by its real path too: through a link, it would be read twice.
+        key = path if local is None else os.path.realpath(local)
         if key not in seen:
             seen.add(key)
             result.append(InputFile(path, fmt, stream=stream))
@@ -492,21 +493,28 @@ def _warn_hidden(where: str, skipped: int) -> None:
 
 def _expand_url(url: str, input_format: str | None = None) -> list[tuple[str, bool]]:
     """The files behind a URL: (URL of the file, whether it was named explicitly). A directory's hidden
-    files (see :func:`_hidden`, by their path below it) and a pattern's hidden names are skipped."""
+    files (see :func:`_hidden`, by their path below it) and a pattern's hidden names are skipped. A
+    ``file://`` URL is listed as its path is: fsspec's ``*`` and ``**`` match names starting with ``.``,
+    which glob's do not, and its listing skips a folder that cannot be entered."""
     fs, root = filesystem(url)
+    local = bool(getattr(fs, "local_file", False))
     directory: str | None = None
     try:
         if any(char in root for char in "*?["):
-            names, explicit = sorted(name for name in fs.glob(root) if fs.isfile(name)), False
+            names = _matching_files(root) if local else sorted(n for n in fs.glob(root) if fs.isfile(n))
+            explicit = False
             if not names:
                 raise NoInputFilesError(f"The pattern {url} matches no files.")
         elif fs.isdir(root):
-            names, explicit, directory = sorted(fs.find(root)), False, root.rstrip("/")
+            names, explicit = _files_below(root) if local else sorted(fs.find(root)), False
+            directory = root.rstrip("/")
             if not names:
                 raise NoInputFilesError(f"The directory {url} holds no files.")
         elif fs.exists(root):
             names, explicit = [root], True
         else:
+            if local:
+                _check_enterable(root)
             raise UnreadableInputError(f"{url}: no such file or directory.")
     except OSError as exc:
         raise UnreadableInputError(f"{url}: cannot be listed ({exc}).") from exc
