@@ -186,7 +186,8 @@ def resolve_inputs(
         elif glob.has_magic(path):
             found = _matching_files(path)
             matches = [m for m in found if not _hidden([os.path.basename(m)])]
-            _warn_hidden(path, sum(format_of(m, input_format) is not None for m in found if m not in matches))
+            hidden = [m for m in found if _hidden([os.path.basename(m)])]  # not `m not in matches`: n² time
+            _warn_hidden(path, sum(format_of(m, input_format) is not None for m in hidden))
             if not matches:
                 raise NoInputFilesError(f"The pattern {path} matches no files.")
             supported = False
