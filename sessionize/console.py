@@ -34,7 +34,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from sessionize.display import visible
-from sessionize.errors import ClosedPipeError, SessionizeError
+from sessionize.errors import ClosedPipeError, SessionizeError, permission_denied
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -212,11 +212,7 @@ class Reporter:
         elif isinstance(exc, PermissionError) and exc.filename:
             # Wherever a file turned out unreadable or unwritable (an input, a state, an output's folder):
             # no bug of ours, and nothing a traceback would tell the user.
-            message, code = (
-                f"{exc.filename}: permission denied. Give the user who runs sessionize access to it "
-                "(chmod, or its owner and group), or run as a user who has it.",
-                1,
-            )
+            message, code = permission_denied(str(exc.filename)), 1
         else:
             message = f"Unexpected error: {type(exc).__name__}: {exc}"
             if not self.debug:

@@ -134,3 +134,14 @@ class StateLockedError(StateError):
 
 class SessionizeWarning(UserWarning):
     """Something the user should know that does not stop the run (the CLI prints it on stderr)."""
+
+
+def permission_denied(path: str, what: str | None = None) -> str:
+    """The one wording of a path the user who runs sessionize may not use: the path, "permission
+    denied" (``what``: which way, such as a directory that cannot be entered), and what to do. Finding
+    the inputs, reading them and the command line's catch-all (a state, an output's folder) all say it."""
+    detail = f" ({what})" if what else ""
+    return (
+        f"{path}: permission denied{detail}. Give the user who runs sessionize access to it (chmod, or its "
+        "owner and group; a directory also needs x to be entered), or run as a user who has it."
+    )

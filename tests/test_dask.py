@@ -407,7 +407,8 @@ def test_a_full_disk_under_a_part_is_an_output_error(
 
 
 def test_fsspec_urls(inputs: list[Path], scheduler: str, tmp_path: Path) -> None:
-    """``file://`` URLs go through fsspec, as s3:// or gs:// ones would; a glob expands there too."""
+    """``file://`` URLs are read through fsspec, as s3:// or gs:// ones would be (and listed as their paths
+    are: a glob expands too)."""
     pattern = f"file://{inputs[0].parent}/events-*"
     files = dask_engine.resolve_inputs([pattern])
     assert [f.path for f in files] == [f"file://{p}" for p in sorted(inputs)]

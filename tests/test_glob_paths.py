@@ -153,3 +153,66 @@ def test_a_directory_skips_hidden_names_on_every_path(tmp_path: Path) -> None:
     # A hidden file named explicitly is read.
     named = sessionize.run([directory / "_d.csv"], no_geo=True)
     assert named.sessions["user_id"].to_list() == ["d"]
+
+
+def glob_layout(directory: Path) -> Path:
+    """Folders at several depths, hidden ones (``.`` and ``_``), and a link to a folder and to a file."""
+    for relative in ["a.csv", "b.txt", "2024-05/x.csv", "2024-05/day1/y.csv", "2024-06/x.csv",
+                     "2024-06/.z.csv", "_tmp/x.csv", ".cache/x.csv", ".cache/deep/x.csv", "deep/er/est/x.csv",
+                     "deep/_p/x.csv", "sub.csv/inner.csv", "[x]/x.csv"]:  # fmt: skip
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("user_id,timestamp\nu,2024-05-01T10:00:00Z\n", encoding="utf-8")
+    (directory / "empty").mkdir()
+    (directory / "linked").symlink_to(directory / "deep" / "er")
+    (directory / "link.csv").symlink_to(directory / "a.csv")
+    return directory
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["**/*.csv", "*/x.csv", "**", "*", "*/*", "**/x.csv", "2024-*/**/*.csv", "**/er/**/*.csv", ".*/x.csv",
+     ".*/**/*.csv", "*/.*.csv", "_*/*", "**/_*/*.csv", "2024-0[56]/x.csv", "deep/*/est/x.csv", "*/*/*/*.csv",
+     "no*/x.csv", "*.csv/*.csv", "[[]x]/*.csv", "*/", "**/"],
+)  # fmt: skip
+def test_a_pattern_reads_the_files_glob_matches(
+    tmp_path: Path, pattern: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pattern expander lists folders itself (to refuse one it cannot enter), and matches as glob does:
+    ``*`` and ``**`` never match a name starting with ``.``, a part of the pattern that starts with one
+    does, links are followed; a matched file whose name starts with ``.`` or ``_`` is then skipped."""
+    import glob
+    import os
+    import warnings
+
+    directory = glob_layout(tmp_path / "logs")
+    for root in (str(directory) + os.sep, ""):  # an absolute pattern, and one relative to the folder
+        monkeypatch.chdir(directory)
+        expected = sorted(
+            m
+            for m in glob.glob(root + pattern, recursive=True)
+            if os.path.isfile(m) and not Path(m).name.startswith((".", "_")) and not m.endswith(".txt")
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                found = [f.path for f in resolve_inputs([root + pattern])]
+            except sessionize.errors.NoInputFilesError:
+                found = []
+        # One file reached through two links is read once; glob lists each path.
+        assert sorted({os.path.realpath(m) for m in found}) == sorted({os.path.realpath(m) for m in expected})
+        assert set(found) <= set(expected)
+
+
+def test_a_file_url_pattern_reads_what_the_local_pattern_reads(tmp_path: Path) -> None:
+    """A ``file://`` URL (``--engine dask``) was listed by fsspec, whose ``*`` and ``**`` match names
+    starting with ``.``: ``logs/**/*.csv`` as a URL read ``.cache/x.csv``, as a path not."""
+    import warnings
+
+    directory = glob_layout(tmp_path / "logs")
+    for pattern in ("**/*.csv", "*/x.csv", ""):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            local = [f.path for f in resolve_inputs([str(directory / pattern)])]
+            url = [f.path for f in resolve_inputs([f"{directory.as_uri()}/{pattern}"], urls=True)]
+        assert [Path(name.removeprefix("file://")) for name in url] == [Path(name) for name in local], pattern

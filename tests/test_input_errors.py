@@ -4,7 +4,10 @@ real cause, and inputs named more than once are read once without a false error.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
+import importlib.util
+import io
 import json
 import os
 import shutil
@@ -16,11 +19,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import sessionize
 from sessionize.cli import app
-from tests.helpers import APACHE_LOG, CITY_DB, EVENTS, REPO, words
+from tests.helpers import APACHE_LOG, CITY_DB, EVENTS, HAS_DASK, REPO, words
 
 LINES = "user_id,timestamp,url\n" + "".join(
     f"u{i % 7},2024-05-01T10:{i % 60:02d}:00Z,/p{i}\n" for i in range(300)
@@ -183,6 +187,38 @@ def run_as(python: list[str], env: dict[str, str], folder: Path, *args: str) -> 
     return done.returncode, str(outcome.get("message", ""))
 
 
+#: Runs ``sessionize run`` once for each argument list of ``sys.argv[1]`` (JSON) in this one process, the
+#: CLI as a user invokes it, and prints each run's exit code and message (one Python start for many runs).
+_RUNS = """
+import json, sys
+from typer.testing import CliRunner
+from sessionize.cli import app
+outcomes = []
+for args in json.loads(sys.argv[1]):
+    done = CliRunner().invoke(app, ["run", *args, "--log-format=json"])
+    outcome = json.loads(done.stderr.strip().splitlines()[-1])
+    outcomes.append((done.exit_code, str(outcome.get("message", ""))))
+print(json.dumps(outcomes))
+"""
+
+
+def runs_as(
+    python: list[str], env: dict[str, str], folder: Path, runs: list[list[str]]
+) -> list[tuple[int, str]]:
+    """Each of ``runs`` as ``sessionize run ARGS --log-format=json`` through ``python`` in ``folder``, in
+    one process: their exit codes and messages."""
+    done = subprocess.run(
+        [*python, "-c", _RUNS, json.dumps(runs)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return [(code, message) for code, message in json.loads(done.stdout.decode().strip().splitlines()[-1])]
+
+
 def check_unreadable_inputs(tmp_path: Path, command: list[str]) -> None:
     os.chmod(tmp_path, 0o777)
     (tmp_path / "d").mkdir(mode=0o777)
@@ -254,6 +290,93 @@ def check_unenterable_folders(tmp_path: Path, command: list[str]) -> None:
     finally:
         (tmp_path / "in" / "closed").chmod(0o700)
         (tmp_path / "in" / "_temporary").chmod(0o700)
+
+
+HAS_SPARK = importlib.util.find_spec("pyspark") is not None
+#: Every engine path that resolves inputs, as the options of a run (its output included): each must
+#: refuse the same folders. Dask and Spark resolve local inputs before a cluster or Java starts.
+ENGINE_ARGS = {
+    "memory": ["-o", "o.csv"],
+    "buckets": ["-o", "o.csv", "--buckets", "2"],
+    "incremental": ["--state", "st", "--output-dir", "out"],
+    **({"dask": ["-o", "o", "--engine", "dask"]} if HAS_DASK else {}),
+    **({"spark": ["-o", "o", "--engine", "spark"]} if HAS_SPARK else {}),
+}
+
+
+def test_a_pattern_leaves_out_no_folder_it_cannot_enter() -> None:
+    """``in/**/*.csv`` and ``in/*/c.csv`` skipped a folder below them that the user may not enter (or may
+    list but not enter): its files were left out of the run, exit 0; only a pattern that matched nothing
+    was checked (review 57 F2). A directory input dropped the files of a folder it could list but not
+    enter as silently, and named alone such a folder "holds no supported files". Each is a permission
+    error naming the folder, on every engine path and for a ``file://`` URL (Dask's listing skipped it
+    too). A folder whose files would be skipped anyway is no error: a hidden one below a directory, and
+    one starting with ``.`` below a pattern, whose ``*`` and ``**`` do not match such names (as glob)."""
+    as_another_user(check_patterns)
+
+
+def check_patterns(tmp_path: Path, command: list[str]) -> None:
+    os.chmod(tmp_path, 0o777)
+    for relative in ("ok.csv", "a/c.csv", "closed/c.csv", "listed/c.csv", "_closed/c.csv", ".closed/c.csv"):
+        path = tmp_path / "in" / relative
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.write_text(LINES.replace("\nu", f"\n{relative[0]}"), encoding="utf-8")
+        path.chmod(0o644)
+        path.parent.chmod(0o755)
+    python, env = another_users_python(tmp_path, command)
+    url = (tmp_path / "in").as_uri()
+    memory = ENGINE_ARGS["memory"]
+    #: The folder made unreachable (and how), what is then refused (naming it) and what is read.
+    cases = [
+        ("closed", 0, ["in/**/*.csv", "in/*/c.csv", "in/**/c.csv", "in/c*/*.csv"], []),
+        ("listed", 0o444, ["in/**/*.csv", "in/*/c.csv", "in", "in/listed"], []),
+        ("_closed", 0, ["in/**/*.csv", "in/*/c.csv"], ["in"]),
+        (".closed", 0, ["in/.*/c.csv", "in/.closed/*.csv"], ["in", "in/**/*.csv", "in/*/c.csv"]),
+    ]
+    try:
+        for folder, mode, refused, read in cases:
+            (tmp_path / "in" / folder).chmod(mode)
+            outcomes = runs_as(
+                python, env, tmp_path, [[args, *memory, "--no-geo"] for args in refused + read]
+            )
+            for args, (code, message) in zip(refused + read, outcomes, strict=True):
+                if args in read:
+                    assert code == 0, (folder, args, message)
+                    continue
+                assert code == 1 and f"in/{folder}: permission denied" in message, (folder, args, message)
+                assert "no such file" not in message and "no supported files" not in message, message
+            (tmp_path / "in" / folder).chmod(0o755)
+            (tmp_path / "o.csv").unlink(missing_ok=True)
+        # Every engine path refuses the same folder, and writes nothing; Dask's file:// URLs too.
+        (tmp_path / "in" / "closed").chmod(0)
+        runs = [["in/**/*.csv", *options] for options in ENGINE_ARGS.values()]
+        if HAS_DASK:
+            runs += [[source, *ENGINE_ARGS["dask"]] for source in (url, f"{url}/**/*.csv", f"{url}/*/c.csv")]
+        for run, (code, message) in zip(runs, runs_as(python, env, tmp_path, runs), strict=True):
+            assert code == 1 and "in/closed: permission denied" in message, (run, message)
+        assert not any((tmp_path / name).exists() for name in ("o.csv", "o", "out")), list(tmp_path.iterdir())
+    finally:
+        for folder in ("closed", "listed", "_closed", ".closed"):
+            (tmp_path / "in" / folder).chmod(0o755)
+
+
+def test_permission_errors_have_one_wording(tmp_path: Path) -> None:
+    """Finding the inputs, reading them, and the command line's catch-all (a state or an output's folder)
+    said "permission denied" in three wordings with three pieces of advice; they share one."""
+    from sessionize.console import Reporter
+    from sessionize.errors import permission_denied
+    from sessionize.io.inputs import InputFile
+    from sessionize.io.read import _describe_read_error
+
+    advice = permission_denied("x")
+    assert advice.startswith("x: permission denied") and "run as a user" in advice
+    denied = PermissionError(13, "Permission denied", "st/state.json")
+    source = InputFile("d/x.csv", "csv")
+    assert _describe_read_error("d/x.csv", source, denied) == permission_denied("d/x.csv")
+    with pytest.raises(typer.Exit) as exits, contextlib.redirect_stderr(io.StringIO()) as stderr:
+        Reporter(json=True).fail(denied)
+    assert exits.value.exit_code == 1
+    assert json.loads(stderr.getvalue())["message"] == permission_denied("st/state.json")
 
 
 @pytest.mark.parametrize("zone", ["localtime", "posix/Europe/Berlin", "right/UTC"])

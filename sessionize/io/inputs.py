@@ -6,11 +6,13 @@ directory or a pattern means the same files everywhere.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import posixpath
 import re
 import shlex
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from sessionize.errors import (
     UnknownFormatError,
     UnreadableInputError,
     UsageError,
+    permission_denied,
 )
 from sessionize.io.formats import (
     ACCESS_LOG_FORMATS,
@@ -134,7 +137,8 @@ def resolve_inputs(
             and (_enriched_url(path) if is_url(path) else is_enriched_tsv(path))
         ):
             fmt = "snowplow"  # a headerless TSV of Snowplow's enriched events
-        key = path if is_url(path) else os.path.realpath(path)
+        # A file:// URL's file by its real path too: through a link, it would be read twice.
+        key = path if local is None else os.path.realpath(local)
         if key not in seen:
             seen.add(key)
             result.append(InputFile(path, fmt, stream=stream))
@@ -180,11 +184,11 @@ def resolve_inputs(
         elif os.path.exists(path):
             add(path, explicit=True)
         elif glob.has_magic(path):
-            found = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
+            found = _matching_files(path)
             matches = [m for m in found if not _hidden([os.path.basename(m)])]
-            _warn_hidden(path, sum(format_of(m, input_format) is not None for m in found if m not in matches))
+            hidden = [m for m in found if _hidden([os.path.basename(m)])]  # not `m not in matches`: n² time
+            _warn_hidden(path, sum(format_of(m, input_format) is not None for m in hidden))
             if not matches:
-                _check_enterable(_fixed_folder(path))
                 raise NoInputFilesError(f"The pattern {path} matches no files.")
             supported = False
             for name in matches:
@@ -309,10 +313,7 @@ _ERROR_LOG = re.compile(r"(?:^|[._-])error\.log(?:$|[.-])")
 
 
 def _denied(path: str, what: str) -> UnreadableInputError:
-    return UnreadableInputError(
-        f"{path}: permission denied ({what}). Make it readable to the user who runs sessionize (chmod, "
-        "or its owner and group; a directory also needs x to be entered), or run as a user who can read it."
-    )
+    return UnreadableInputError(permission_denied(path or os.curdir, what))
 
 
 def _check_enterable(path: str) -> None:
@@ -328,36 +329,150 @@ def _check_enterable(path: str) -> None:
         raise _denied(path, "a directory that cannot be listed")
 
 
-def _fixed_folder(pattern: str) -> str:
-    """The folder of a glob pattern before its first wildcard (``logs/2024`` of ``logs/2024/*/a.log``)."""
-    parts = pattern.split(os.sep)
-    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    return os.sep.join(parts[:fixed]) or ("/" if pattern.startswith(os.sep) else ".")
+def _listing(folder: str, *, quiet: bool = False) -> list[os.DirEntry[str]]:
+    """The entries of ``folder`` (``""``: the working directory), for the expander's own walks. A folder
+    that cannot be listed (no r), or can be listed but not entered (no x: what is in it can be neither
+    told a file nor opened), is a permission error naming it, where glob and ``os.walk`` skipped it and its
+    files were left out of the run (review 57 F2); ``quiet``, it holds nothing. One gone since, or not
+    a folder, holds nothing, as for glob."""
+    try:
+        with os.scandir(folder or os.curdir) as found:
+            entries = list(found)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except PermissionError:
+        if quiet:
+            return []
+        raise _denied(folder, "a directory that cannot be listed") from None
+    except OSError as exc:
+        if quiet:
+            return []
+        raise UnreadableInputError(
+            f"{folder or os.curdir}: the directory cannot be listed ({exc.strerror or exc})."
+        ) from None
+    if entries:
+        try:
+            os.lstat(entries[0].path)  # listing takes r; reaching what is listed takes x
+        except PermissionError:
+            if quiet:
+                return []
+            raise _denied(folder, "a directory that can be listed but not entered") from None
+        except OSError:
+            pass
+    return entries
+
+
+def _is(entry: os.DirEntry[str], path: str, *, want_folder: bool, quiet: bool = False) -> bool:
+    """Whether a listed entry (at ``path``) is a folder (not ``want_folder``: a file), through a symbolic
+    link; a link to a place the user cannot reach is a permission error naming it (``quiet``: neither)."""
+    try:
+        return entry.is_dir() if want_folder else entry.is_file()
+    except PermissionError:
+        if quiet:
+            return False
+        raise _denied(path, "a link to a place that cannot be reached") from None
+    except OSError:
+        return False
+
+
+def _walk(folder: str, *, dotted: bool) -> list[tuple[str, bool]]:
+    """Every path below ``folder`` at any depth, each with whether it is a folder, in path order, through
+    symbolic links to folders (each real folder once: a link back up the tree would be walked forever).
+
+    A folder that cannot be listed or entered is a permission error (see :func:`_listing`). ``dotted``
+    (a directory input) walks names starting with ``.`` too, to count the hidden files it skips, and
+    below a hidden name (see :func:`_hidden`) a folder that cannot be listed is no error: its files
+    would be skipped anyway. Not ``dotted`` (a pattern's ``**``), such names are left out, as glob
+    leaves them out, and every folder walked must be listed: the pattern reads ``_temporary/x.csv``."""
+    found: list[tuple[str, bool]] = []
+    seen: set[str] = set()
+    stack = [folder]
+    while stack:
+        top = stack.pop()
+        real = os.path.realpath(top or os.curdir)
+        if real in seen:
+            continue
+        seen.add(real)
+        quiet = dotted and top != folder and _hidden(os.path.relpath(top, folder).split(os.sep))
+        below: list[str] = []
+        for entry in sorted(_listing(top, quiet=quiet), key=lambda entry: entry.name):
+            if not dotted and entry.name.startswith("."):
+                continue
+            path = os.path.join(top, entry.name)
+            hidden = quiet or (dotted and _hidden([entry.name]))
+            if _is(entry, path, want_folder=True, quiet=hidden):
+                found.append((path, True))
+                below.append(path)
+            elif _is(entry, path, want_folder=False, quiet=hidden):
+                found.append((path, False))
+        stack.extend(reversed(below))
+    return sorted(found)
 
 
 def _files_below(folder: str) -> list[str]:
-    """Every file below ``folder`` at any depth, sorted by path, as ``glob(folder/**/*)`` finds them
-    (symbolic links to folders followed, each real folder once). A folder that cannot be listed is an
-    error, where glob skipped it silently and its files were left out of the run (review 57 F2); one that
-    is hidden (its files would be skipped) is not."""
+    """Every file below ``folder`` at any depth, sorted by path, hidden ones included (see :func:`_walk`):
+    a folder that cannot be listed or entered is an error, one that is hidden (its files would be
+    skipped) is not."""
+    return [path for path, is_folder in _walk(folder, dotted=True) if not is_folder]
 
-    def failed(exc: OSError) -> None:
-        where = exc.filename if isinstance(exc.filename, str) else folder
-        if where != folder and _hidden(os.path.relpath(where, folder).split(os.sep)):
-            return
-        if isinstance(exc, PermissionError):
-            raise _denied(where, "a directory that cannot be listed") from None
-        if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):  # gone since: as glob did
-            raise UnreadableInputError(f"{where}: the directory cannot be listed ({exc.strerror or exc}).")
 
-    found: list[str] = []
-    seen: set[str] = set()
-    for top, folders, files in os.walk(folder, onerror=failed, followlinks=True):
-        seen.add(os.path.realpath(top))
-        # A link back up the tree (or a second link to one folder) would be walked forever, or twice.
-        folders[:] = [name for name in folders if os.path.realpath(os.path.join(top, name)) not in seen]
-        found.extend(name for name in (os.path.join(top, file) for file in files) if os.path.isfile(name))
-    return sorted(found)
+def _matching_files(pattern: str) -> list[str]:
+    """The files ``glob.glob(pattern, recursive=True)`` matches, sorted, but a folder the pattern leads
+    into that cannot be listed or entered is a permission error naming it, where glob skipped it and the
+    files of it the pattern matches were left out of the run: below ``**`` (``logs/**/*.csv``), or
+    matched by a wildcard (``logs/*/a.csv``). As in glob, ``*`` and ``**`` match no name starting with
+    ``.`` (a part of the pattern starting with one does), and links are followed; a folder the pattern
+    does not match is never listed."""
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    start = os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
+    if not os.path.isdir(start or os.curdir):
+        _check_enterable(start)  # a folder above the pattern that cannot be entered: not "no files"
+        return []
+    reached = [start]  # the folders the parts so far match (the files, after the last part)
+    for index in range(fixed, len(parts)):
+        part, last = parts[index], index == len(parts) - 1
+        matched: list[str] = []
+        for folder in reached:
+            if part == "**":
+                if not last:
+                    matched.append(folder)
+                matched.extend(path for path, is_folder in _walk(folder, dotted=False) if is_folder != last)
+            elif glob.has_magic(part):
+                entries = _listing(folder)
+                names = {entry.name for entry in entries if part.startswith(".") or entry.name[:1] != "."}
+                names.intersection_update(fnmatch.filter(names, part))
+                matched.extend(
+                    os.path.join(folder, entry.name)
+                    for entry in entries
+                    if entry.name in names
+                    and _is(entry, os.path.join(folder, entry.name), want_folder=not last)
+                )
+            elif _literal(folder, part, want_folder=not last):
+                matched.append(os.path.join(folder, part))
+        reached = matched
+    return sorted(set(reached))
+
+
+def _literal(folder: str, name: str, *, want_folder: bool) -> bool:
+    """Whether ``name`` in ``folder``, a part of a pattern without wildcards after one with (``2024`` of
+    ``logs/*/2024/*.csv``), is a folder (not ``want_folder``: a file), through links. Where ``folder``
+    (matched, not yet listed) cannot be entered, it is named in a permission error, where glob said
+    nothing matched; where ``name`` is a link to a place that cannot be reached, the link is."""
+    path = os.path.join(folder, name)
+    try:
+        mode = os.stat(path).st_mode
+    except PermissionError:
+        try:
+            os.lstat(path)
+        except PermissionError:
+            raise _denied(folder, "a directory that cannot be entered") from None
+        except OSError:
+            pass
+        raise _denied(path, "a link to a place that cannot be reached") from None
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) if want_folder else stat.S_ISREG(mode)
 
 
 def _hidden(parts: Sequence[str]) -> bool:
@@ -379,21 +494,28 @@ def _warn_hidden(where: str, skipped: int) -> None:
 
 def _expand_url(url: str, input_format: str | None = None) -> list[tuple[str, bool]]:
     """The files behind a URL: (URL of the file, whether it was named explicitly). A directory's hidden
-    files (see :func:`_hidden`, by their path below it) and a pattern's hidden names are skipped."""
+    files (see :func:`_hidden`, by their path below it) and a pattern's hidden names are skipped. A
+    ``file://`` URL is listed as its path is: fsspec's ``*`` and ``**`` match names starting with ``.``,
+    which glob's do not, and its listing skips a folder that cannot be entered."""
     fs, root = filesystem(url)
+    local = bool(getattr(fs, "local_file", False))
     directory: str | None = None
     try:
         if any(char in root for char in "*?["):
-            names, explicit = sorted(name for name in fs.glob(root) if fs.isfile(name)), False
+            names = _matching_files(root) if local else sorted(n for n in fs.glob(root) if fs.isfile(n))
+            explicit = False
             if not names:
                 raise NoInputFilesError(f"The pattern {url} matches no files.")
         elif fs.isdir(root):
-            names, explicit, directory = sorted(fs.find(root)), False, root.rstrip("/")
+            names, explicit = _files_below(root) if local else sorted(fs.find(root)), False
+            directory = root.rstrip("/")
             if not names:
                 raise NoInputFilesError(f"The directory {url} holds no files.")
         elif fs.exists(root):
             names, explicit = [root], True
         else:
+            if local:
+                _check_enterable(root)
             raise UnreadableInputError(f"{url}: no such file or directory.")
     except OSError as exc:
         raise UnreadableInputError(f"{url}: cannot be listed ({exc}).") from exc

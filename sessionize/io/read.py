@@ -47,6 +47,7 @@ from sessionize.errors import (
     UnknownFormatError,
     UnreadableInputError,
     UsageError,
+    permission_denied,
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
 from sessionize.io.infer import infer_ndjson_schema
@@ -2015,10 +2016,7 @@ def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> st
     if isinstance(exc, FileNotFoundError):
         return f"{name}: the file disappeared or cannot be found ({detail})."
     if isinstance(exc, PermissionError):
-        return (
-            f"{name}: permission denied. Make the file readable to the user who runs sessionize "
-            "(chmod, or the file's owner and group), or run as a user who can read it."
-        )
+        return permission_denied(name)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return (
             f"{name}: no space left on the device while reading it through temporary files. Free "
