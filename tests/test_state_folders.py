@@ -1,6 +1,7 @@
-"""Review 58 F1: a --state or --output-dir folder that someone else can write to. Root's cron run must not
-follow a link they planted there (``STATE_DIR/.lock -> /etc/shadow``, ``OUT_DIR/session_date=... ->
-/anywhere``): such folders are refused before anything is written, and the lock never follows a link.
+"""Review 58 F1 and F5. F1: a --state or --output-dir folder that someone else can write to; root's cron run
+must not follow a link they planted there (``STATE_DIR/.lock -> /etc/shadow``, ``OUT_DIR/session_date=...
+-> /anywhere``): such folders are refused before anything is written, and the lock never follows a link.
+F5: the scale options an incremental run cannot keep are refused, not ignored.
 
 The tests run as root (CI, the README's clone) or as a plain user; ownership is set with ``os.chown``,
 which only root may do, so those tests skip for a plain user."""
@@ -113,3 +114,23 @@ def test_a_group_writable_folder_is_accepted(tmp_path: Path) -> None:
     result = run_cli(_inputs(tmp_path), "--state", tmp_path / "state", "--output-dir", out)
     assert result.exit_code == 0, result.output
     assert any(out.glob("session_date=*/*.parquet"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--memory-limit", "700M"],
+        ["--buckets", "8"],
+        ["--temp-dir", "."],
+        ["--memory-limit", "1G", "--buckets", "2"],
+    ],
+)
+def test_scale_options_are_refused_with_state_not_ignored(tmp_path: Path, options: list[str]) -> None:
+    """Review 58 F5: the incremental run has no buckets; a limit it cannot keep is refused, as Dask does."""
+    result = run_cli(
+        _inputs(tmp_path), "--state", tmp_path / "state", "--output-dir", tmp_path / "out", *options
+    )
+    assert result.exit_code == 2, result.output
+    assert flat("cannot be used with --state") in flat(result.output)
+    assert flat(options[0]) in flat(result.output)
+    assert not (tmp_path / "state").exists() and not (tmp_path / "out").exists()

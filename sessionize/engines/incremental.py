@@ -594,6 +594,19 @@ class IncrementalEngine:
         assert incremental is not None
         if config.output.output is not None:
             raise UsageError("With --state the sessions go to --output-dir: leave out -o.")
+        scale = {
+            "--memory-limit": config.engine.memory_limit,
+            "--buckets": config.engine.buckets,
+            "--temp-dir": config.engine.temp_dir,
+        }
+        given = [name for name, value in scale.items() if value is not None]
+        if given:
+            # Review 58 F5: they were ignored, and a backfill under a cgroup cap was killed.
+            raise UsageError(
+                f"{', '.join(given)} cannot be used with --state: an incremental run holds the new files' "
+                "events and the state's in memory, in no buckets. Bound its memory by giving each run fewer "
+                "files (a backfill: several runs, oldest files first), or run the backfill without --state."
+            )
         if config.output.report is not None:
             raise UsageError(
                 "--report is not available with --state: run sessionize report OUT_DIR after the run."
