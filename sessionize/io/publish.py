@@ -413,6 +413,10 @@ class PendingOutput:
         self.handle: IO[bytes] = os.fdopen(fd, "wb")
         self.done = False
         self._prepared = False
+        #: A hard link to the file the output replaces, taken before any output is put in place: what
+        #: :meth:`restore` puts back when a later output of the run cannot be (review 58 F4).
+        self._previous: str | None = None
+        self._existed = False
         #: Ends what still writes into the handle (a :class:`TableSink`'s thread and Parquet writer)
         #: before :meth:`discard` closes it.
         self.drain: Callable[[], None] | None = None
@@ -444,6 +448,60 @@ class PendingOutput:
         except OSError as exc:
             raise self.error(exc) from exc
         self._prepared = True
+
+    def hold_previous(self) -> None:
+        """Keep the file this output replaces (a hard link beside it), or refuse now, before any output
+        of the run is put in place, a file that cannot be replaced by a rename: a mount point (a file
+        bind-mounted into a container, ``docker -v``) or an append-only or immutable file (``chattr``)."""
+        if self.stream or self._previous is not None:
+            return
+        try:
+            found = os.lstat(self._final)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self.error(exc) from exc
+        self._existed = True
+        directory, name = os.path.dirname(self._final), os.path.basename(self._final)
+        for attempt in range(100):
+            backup = os.path.join(directory, f".{name}.{os.getpid()}.previous{attempt}.tmp")
+            try:
+                os.link(self._final, backup)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:
+                    raise OutputError(
+                        f"Cannot write {self.label}: it is a mount point (a file mounted on its own, as "
+                        "docker -v mounts one), which cannot be replaced. Mount its folder instead, or give "
+                        "another path. No output was written."
+                    ) from exc
+                if exc.errno == errno.EPERM and found.st_uid in (os.geteuid(), 0):
+                    raise OutputError(
+                        f"Cannot write {self.label}: it cannot be replaced ({_describe(exc)}: an append-only "
+                        "or immutable file, see lsattr). Give another path, or chattr -a -i it. No output "
+                        "was written."
+                    ) from exc
+                return  # a file of another user (fs.protected_hardlinks): replaced without a way back
+            self._previous = backup
+            return
+
+    def restore(self) -> None:
+        """Undo :meth:`publish`: put back the file it replaced (or remove the new one there was none)."""
+        if not self.done or self.stream:
+            return
+        if self._previous is not None:
+            os.replace(self._previous, self._final)
+            self._previous = None
+        elif not self._existed:
+            Path(self._final).unlink(missing_ok=True)
+        self.done = False
+
+    def release(self) -> None:
+        """Let go of the file this output replaced (the run's outputs are all in place, or none is)."""
+        if self._previous is not None:
+            Path(self._previous).unlink(missing_ok=True)
+            self._previous = None
 
     def publish(self) -> None:
         """Put the written bytes in place: rename over a file, copy into a stream."""
@@ -684,16 +742,28 @@ class Publication:
             files = [pending for pending in self._pending if not pending.stream]
             for pending in files:
                 pending.prepare()
+                pending.hold_previous()
             for step in self._before_renames:
                 step()
             with placing():
-                for pending in files:
-                    pending.publish()
-                for publish, _ in self._deferred:
-                    publish()
+                try:
+                    for pending in files:
+                        pending.publish()
+                    for publish, _ in self._deferred:
+                        publish()
+                except BaseException:
+                    # One output could not be put in place: the others go back to what they were.
+                    for pending in reversed(files):
+                        with contextlib.suppress(OSError):
+                            pending.restore()
+                    raise
         except BaseException:
             self.discard()
             raise
+        finally:
+            for pending in self._pending:
+                with contextlib.suppress(OSError):
+                    pending.release()
         self.published = True
         _publications += 1
 
