@@ -423,6 +423,14 @@ def _check_outside_incremental_dirs(outputs: OutputOptions, incremental: Increme
     there for session partitions, and the state directory is the runs' own. (``-o`` and ``--report`` are
     refused with ``--state`` anyway.)"""
     out, state = Path(incremental.output_dir).resolve(), Path(incremental.state).resolve()
+    if out in state.parents or state in out.parents:
+        # Review 58 F7: its .lock and versions would be read as sessions (scan_parquet fails on them).
+        inner, outer = ("--state", "--output-dir") if out in state.parents else ("--output-dir", "--state")
+        raise UsageError(
+            f"{inner} {incremental.state if inner == '--state' else incremental.output_dir} is inside "
+            f"{outer}: give each a directory of its own, side by side (readers of the output directory "
+            "would take the state's files for sessions)."
+        )
     targets = outputs.targets()
     for option in ("--pageviews-output", "--users-output", "--rejects"):
         table = targets.get(option)

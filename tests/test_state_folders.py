@@ -134,3 +134,15 @@ def test_scale_options_are_refused_with_state_not_ignored(tmp_path: Path, option
     assert flat("cannot be used with --state") in flat(result.output)
     assert flat(options[0]) in flat(result.output)
     assert not (tmp_path / "state").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("inner", ["state", "out"])
+def test_a_state_inside_the_output_directory_is_refused_before_any_write(tmp_path: Path, inner: str) -> None:
+    """Review 58 F7: the state's lock and versions inside OUT_DIR made ``pl.scan_parquet(OUT_DIR)`` fail."""
+    outer = tmp_path / "outer"
+    state, out = (outer / "state", outer) if inner == "state" else (outer, outer / "out")
+    result = run_cli(_inputs(tmp_path), "--state", state, "--output-dir", out)
+    assert result.exit_code == 2, result.output
+    assert flat(f"--{'state' if inner == 'state' else 'output-dir'}") in flat(result.output)
+    assert flat("give each a directory of its own") in flat(result.output)
+    assert not outer.exists()
