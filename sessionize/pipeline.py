@@ -15,7 +15,7 @@ import functools
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -336,7 +336,7 @@ class RunResult:
 
 
 def run(
-    inputs: Sequence[str | Path],
+    inputs: io.Inputs,
     *,
     config: RunConfig | None = None,
     progress: Callable[[RunProgress], None] | None = None,
@@ -347,8 +347,8 @@ def run(
     The Python face of ``sessionize run``: the same options as keywords (``output``, ``user_col``,
     ``timeout``, ``rejects``, ``state``, ``engine``, ...; see :meth:`RunConfig.from_options`), or a
     ready ``config``; same result. ``inputs`` are files, directories, glob patterns or ``-`` (CSV on
-    stdin). ``output`` is a path (format by extension or ``format``), ``-`` for stdout, or ``None``
-    to only return the table.
+    stdin): one, or a list of them. ``output`` is a path (format by extension or ``format``), ``-`` for
+    stdout, or ``None`` to only return the table.
 
     Every output (the table, ``rejects``, ``report``, incremental partitions and state, Dask parts)
     is checked before any work and published only when all are complete: nothing is written
