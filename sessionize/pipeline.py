@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from sessionize import geo, io, presets
+from sessionize import geo, io
 from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.attribution import RefererDatabase, load_referers
@@ -105,9 +105,14 @@ def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
     if config is None:
         preset = options.pop("preset", None)
         # The preset under the options given (every keyword given here is explicit).
-        return presets.configured(RunConfig.from_options(**presets.apply(preset, options)), preset, options)
+        return RunConfig.build(options, preset=preset)
     if options:
         raise UsageError(f"Give either config= or options ({', '.join(sorted(options))}), not both.")
+    if not isinstance(config, RunConfig):
+        raise UsageError(
+            f"config= takes a RunConfig (RunConfig.from_options(...)), not {type(config).__name__}: "
+            "give flat options as keywords."
+        )
     return config
 
 
