@@ -216,10 +216,12 @@ def parse_memory(value: str | int) -> int:
     return amount
 
 
-def parse_timestamp(value: str | datetime | None, option: str) -> datetime | None:
-    """An ISO 8601 date or timestamp option (UTC when it has no offset)."""
+def parse_timestamp(value: str | datetime | date | None, option: str) -> datetime | None:
+    """An ISO 8601 date or timestamp option (UTC when it has no offset; a date is its midnight)."""
     if value is None or isinstance(value, datetime):
         parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
     else:
         try:
             parsed = datetime.fromisoformat(value.strip())
@@ -526,9 +528,9 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "str | Iterable[str] | None": _texts,
     "str | timedelta": _duration,
     "str | timedelta | None": _duration,
-    "str | datetime | None": _instant,
+    "str | datetime | date | None": _instant,
     "str | int | None": _amount,
-    "int | None": _count,
+    "int | str | None": _count,
     "str | Iterable[str] | Mapping[str, str | Iterable[str]] | None": _filters,
     "str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None": _aggregates,
     "Mapping[str, Sequence[str]] | None": _preferred,
@@ -864,8 +866,8 @@ class RunConfig:
         encoding: str = "utf-8",
         on_invalid: str = "fail",
         rejects: str | Path | None = None,
-        valid_from: str | datetime | None = None,
-        valid_until: str | datetime | None = None,
+        valid_from: str | datetime | date | None = None,
+        valid_until: str | datetime | date | None = None,
         dedupe: bool = False,
         geoip_db: str | Path | None = None,
         no_geo: bool = False,
@@ -897,7 +899,7 @@ class RunConfig:
         pageviews_output: str | Path | None = None,
         users_output: str | Path | None = None,
         memory_limit: str | int | None = None,
-        buckets: int | None = None,
+        buckets: int | str | None = None,
         temp_dir: str | Path | None = None,
         state: str | Path | None = None,
         output_dir: str | Path | None = None,
@@ -905,7 +907,7 @@ class RunConfig:
         reprocess: bool = False,
         engine: str = "local",
         scheduler: str | None = None,
-        partitions: int | None = None,
+        partitions: int | str | None = None,
         spark_master: str | None = None,
         spark: Any = None,
     ) -> RunConfig:
@@ -928,6 +930,9 @@ class RunConfig:
             engine = "spark"  # a SparkSession given: the Spark engine
         if engine not in ENGINES:
             raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
+        # Whole numbers by now (see _typed), the text of one too.
+        buckets = None if buckets is None else _count("buckets", buckets)
+        partitions = None if partitions is None else _count("partitions", partitions)
         if buckets is not None and not 1 <= buckets <= MAX_BUCKETS:
             raise UsageError(
                 f"--buckets {buckets} must be from 1 to {MAX_BUCKETS:,} (each bucket is a pass over its "

@@ -264,14 +264,11 @@ def test_a_keyword_of_the_wrong_type_is_a_usage_error_naming_its_flag(
 
 def test_keywords_take_their_python_values() -> None:
     """A date, whole-number text, and None (the default) are what they say."""
+    defaults: dict[str, Any] = dict.fromkeys(
+        ("pageview_events", "internal_domains", "conversion_events", "on_invalid")
+    )
     config = RunConfig.from_options(
-        valid_from=date(2024, 1, 1),
-        buckets="3",
-        pageview_events=None,
-        internal_domains=None,
-        conversion_events=None,
-        on_invalid=None,
-        timeout=timedelta(minutes=5),
+        valid_from=date(2024, 1, 1), buckets="3", timeout=timedelta(minutes=5), **defaults
     )
     assert config.read.valid_from == datetime(2024, 1, 1, tzinfo=UTC)
     assert config.engine.buckets == 3
