@@ -173,6 +173,12 @@ def _whole_number(minimum: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def _names(value: str | Sequence[str]) -> str | tuple[str, ...]:
+    """A comma-separated list option: text on the command line; a config file's array is kept a list,
+    never read as the text of it (``['page_view']`` as an event name: review 60 F1)."""
+    return value if isinstance(value, str) else tuple(value)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"sessionize {__version__}")
@@ -265,9 +271,7 @@ def _load_config(ctx: typer.Context, param: Any, value: str | None) -> str | Non
     if value is None or ctx.resilient_parsing:
         return value
     try:
-        defaults = load_toml(
-            value, also=(p.name for p in ctx.command.params if p.name not in ("config", "inputs"))
-        )
+        defaults = load_toml(value)
     except UsageError as exc:
         raise typer.BadParameter(str(exc).removeprefix("--config: ")) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
@@ -721,6 +725,7 @@ def run(
         typer.Option(
             "--pageview-events",
             metavar="NAMES",
+            parser=_names,
             help="Comma-separated event names that are page views.",
             rich_help_panel=INPUT,
         ),
@@ -730,6 +735,7 @@ def run(
         typer.Option(
             "--unnest-params",
             metavar="COLUMNS",
+            parser=_names,
             help="Comma-separated columns of {key, value} lists (GA4's event_params) whose keys become "
             "columns named COLUMN_KEY (--url-col event_params.page_location).",
             rich_help_panel=INPUT,
@@ -740,6 +746,7 @@ def run(
         typer.Option(
             "--session-id-nulls",
             metavar="VALUES",
+            parser=_names,
             help="Comma-separated client session id values that mean none (Amplitude's -1): those events "
             "are sessionized by the timeout.",
             rich_help_panel=INPUT,
@@ -780,6 +787,7 @@ def run(
         typer.Option(
             "--page-activity-events",
             metavar="NAMES",
+            parser=_names,
             help="Comma-separated event names that are page activity but not page views (Snowplow's "
             "page_ping): they count for the landing and exit pages.",
             rich_help_panel=INPUT,
@@ -942,6 +950,7 @@ def run(
         typer.Option(
             "--conversion-events",
             metavar="NAMES",
+            parser=_names,
             help="Comma-separated event names that make a session engaged.",
             rich_help_panel=RULES,
         ),
@@ -951,6 +960,7 @@ def run(
         typer.Option(
             "--count-events",
             metavar="NAMES",
+            parser=_names,
             help="Comma-separated event names counted per session, each in a column <name>_count after the "
             "others (COLUMN=EVENT names the column: --count-events purchase,orders=Order Completed).",
             rich_help_panel=RULES,
@@ -984,6 +994,7 @@ def run(
         typer.Option(
             "--heartbeat-events",
             metavar="NAMES",
+            parser=_names,
             help="Comma-separated heartbeat event names (Snowplow's page_ping): engaged_time_s counts their "
             "windows per page view, as Snowplow does, instead of the gaps between events.",
             rich_help_panel=RULES,
@@ -1044,6 +1055,7 @@ def run(
         typer.Option(
             "--internal-domains",
             metavar="DOMAINS",
+            parser=_names,
             help="Comma-separated hosts of your own sites (and their subdomains): referrers from them are "
             "internal.",
             rich_help_panel=ATTRIBUTION_PANEL,
@@ -1100,6 +1112,7 @@ def run(
         typer.Option(
             "--drop-columns",
             metavar="NAMES",
+            parser=_names,
             help="Comma-separated output columns to leave out.",
             rich_help_panel=PRIVACY,
         ),
@@ -1395,9 +1408,7 @@ def run(
             )
             # The preset under every option given on the command line or in the config file.
             given = {key: value for key, value in options.items() if _given(ctx, key)}
-            if preset is not None:
-                options.update(presets.apply(preset, given))
-            run_config = presets.configured(RunConfig.from_options(**options), preset, given)
+            run_config = RunConfig.build(options, preset=preset, given=given)
             from sessionize import pipeline
 
             result = pipeline.run(inputs, config=run_config, progress=progress)

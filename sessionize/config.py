@@ -9,28 +9,31 @@ objects, never on loose keywords.
 >>> config.session.timeout, config.read.columns.user, config.privacy.anonymize_ip
 (datetime.timedelta(seconds=2700), 'visitor', 'after-geo')
 
-This module imports nothing of sessionize but :mod:`sessionize.schema` and :mod:`sessionize.errors`.
+This module imports nothing of sessionize but :mod:`sessionize.schema`, :mod:`sessionize.presets` (the
+vendor presets, options under the user's) and :mod:`sessionize.errors`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import inspect
 import os
 import re
 import secrets
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Concatenate, Literal, ParamSpec, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
+from sessionize import presets
 from sessionize import schema as S
 from sessionize.errors import UsageError
 from sessionize.schema import ColumnNames as ColumnNames
@@ -79,6 +82,8 @@ DEFAULT_LATENESS = timedelta(hours=6)
 SESSION_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in S.SESSION_COLUMNS)
 #: Columns an incremental run needs in its partitions to replace sessions (not for --drop-columns).
 INCREMENTAL_KEYS = (S.USER, S.SESSION_ID, "session_start", "session_end", "session_number", "is_bot")
+
+_P = ParamSpec("_P")
 
 #: Field metadata: the field changes the sessions, so an incremental state records it.
 _FINGERPRINT = {"fingerprint": True}
@@ -211,10 +216,12 @@ def parse_memory(value: str | int) -> int:
     return amount
 
 
-def parse_timestamp(value: str | datetime | None, option: str) -> datetime | None:
-    """An ISO 8601 date or timestamp option (UTC when it has no offset)."""
+def parse_timestamp(value: str | datetime | date | None, option: str) -> datetime | None:
+    """An ISO 8601 date or timestamp option (UTC when it has no offset; a date is its midnight)."""
     if value is None or isinstance(value, datetime):
         parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
     else:
         try:
             parsed = datetime.fromisoformat(value.strip())
@@ -373,6 +380,190 @@ def check_filters(
 
 def _path(value: str | Path | None) -> str | None:
     return None if value is None else str(value)
+
+
+# The types of the flat options ------------------------------------------------------------------
+
+
+def flag_of(name: str) -> str:
+    """The flag of a flat option (``user_col`` -> ``--user-col``; ``aggregates`` -> ``--agg``)."""
+    return "--" + {"aggregates": "agg"}.get(name, name).replace("_", "-")
+
+
+def _typename(value: object) -> str:
+    return type(value).__name__
+
+
+def _wrong(name: str, value: object, takes: str) -> UsageError:
+    return UsageError(f"{flag_of(name)} takes {takes}, not {value!r} ({_typename(value)}).")
+
+
+def _as_text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _wrong(name, value, "text")
+    return value
+
+
+def _path_value(name: str, value: object) -> str | os.PathLike[str]:
+    if not isinstance(value, str | os.PathLike) or isinstance(os.fspath(value), bytes):
+        raise _wrong(name, value, "a path (text or a pathlib.Path)")
+    return value
+
+
+def _switch(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong(name, value, "true or false (True or False in Python)")
+    return value
+
+
+def _texts(name: str, value: object) -> str | tuple[str, ...]:
+    """A list option: comma-separated text, or a list of texts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
+        items = tuple(value)
+        for item in items:
+            if not isinstance(item, str):
+                raise UsageError(
+                    f"{flag_of(name)} takes names as text, comma-separated or as a list; "
+                    f"{item!r} in {value!r} is {_typename(item)}."
+                )
+        return items
+    raise _wrong(name, value, "comma-separated text or a list of texts")
+
+
+def _duration(name: str, value: object) -> str | timedelta:
+    if isinstance(value, str | timedelta):
+        return value
+    unit = " (a number alone has no unit: '30s', '30m')" if isinstance(value, int | float) else ""
+    raise _wrong(name, value, f"a duration as text with its unit, or a datetime.timedelta{unit}")
+
+
+def _instant(name: str, value: object) -> str | datetime:
+    if isinstance(value, str | datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    raise _wrong(name, value, "an ISO 8601 date or timestamp (text, a date or a datetime)")
+
+
+def _choice_or_switch(name: str, value: object) -> bool | str:
+    if isinstance(value, bool | str):
+        return value
+    raise _wrong(name, value, f"one of {', '.join(ANONYMIZE_MODES)} (or True for after-geo)")
+
+
+def _amount(name: str, value: object) -> str | int:
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise _wrong(name, value, "an amount of memory as text with its unit ('2GiB', '512M') or whole bytes")
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise _wrong(name, value, "a whole number")
+
+
+def _filters(name: str, value: object) -> object:
+    if isinstance(value, Mapping):
+        for column, kept in value.items():
+            if not isinstance(column, str):
+                raise _wrong(name, column, "a column name as text")
+            _texts(name, kept)
+        return value
+    return _texts(name, value)
+
+
+def _aggregates(name: str, value: object) -> object:
+    if isinstance(value, S.Aggregate):
+        return value
+    if isinstance(value, Mapping):
+        for column, spec in value.items():
+            if not isinstance(column, str) or not isinstance(spec, str):
+                raise UsageError(
+                    f"--agg takes a mapping of column names to specs as text "
+                    f"({{'revenue': 'sum(properties.revenue)'}}), not {column!r}: {spec!r}."
+                )
+        return value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Iterable) and not isinstance(value, bytes):
+        items = tuple(value)
+        for item in items:
+            if not isinstance(item, str | S.Aggregate):
+                raise UsageError(
+                    f"--agg takes specs as text (revenue=sum(properties.revenue)), not {_typename(item)} "
+                    f"{item!r}."
+                )
+        return items
+    raise _wrong(name, value, "a spec as text (revenue=sum(properties.revenue)), a list or a mapping of them")
+
+
+def _preferred(name: str, value: object) -> object:
+    if not isinstance(value, Mapping):
+        raise _wrong(name, value, "a mapping of roles to column names")
+    for role, names in value.items():
+        if not isinstance(role, str):
+            raise _wrong(name, role, "roles as text")
+        _texts(name, names)
+    return value
+
+
+def _anything(name: str, value: object) -> object:
+    return value
+
+
+#: How each flat option's value is checked, by its annotation in :meth:`RunConfig.from_options` (an
+#: option with another annotation is an error at import: give it a check here).
+_CHECKS: dict[str, Callable[[str, object], object]] = {
+    "str": _as_text,
+    "str | None": _as_text,
+    "str | Path | None": _path_value,
+    "bool": _switch,
+    "bool | str | None": _choice_or_switch,
+    "str | Iterable[str]": _texts,
+    "str | Iterable[str] | None": _texts,
+    "str | timedelta": _duration,
+    "str | timedelta | None": _duration,
+    "str | datetime | date | None": _instant,
+    "str | int | None": _amount,
+    "int | str | None": _count,
+    "str | Iterable[str] | Mapping[str, str | Iterable[str]] | None": _filters,
+    "str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None": _aggregates,
+    "Mapping[str, Sequence[str]] | None": _preferred,
+    "Any": _anything,
+}
+
+
+def _typed(
+    build: Callable[Concatenate[type[RunConfig], _P], RunConfig],
+) -> Callable[Concatenate[type[RunConfig], _P], RunConfig]:
+    """:meth:`RunConfig.from_options` with every value's type checked first, as the option objects'
+    parsers need it: a :class:`UsageError` naming the flag, not a TypeError deep inside (review 60 F7).
+    ``None`` is the option's default, as leaving it out; an unknown keyword is a usage error too."""
+    parameters = [p for p in inspect.signature(build).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    checks = {p.name: _CHECKS[str(p.annotation)] for p in parameters}
+
+    def checked(cls: type[RunConfig], /, *args: _P.args, **options: _P.kwargs) -> RunConfig:
+        unknown = sorted(set(options) - checks.keys())
+        if unknown:
+            raise UsageError(_unknown_option(unknown[0], checks))
+        values = {name: checks[name](name, value) for name, value in options.items() if value is not None}
+        return build(cls, *args, **values)  # type: ignore[arg-type]
+
+    functools.update_wrapper(checked, build)  # its signature and docstring
+    return checked
+
+
+def _unknown_option(name: str, known: Iterable[str]) -> str:
+    names = sorted(known)
+    alias = _TOML_ALIASES.get(name)
+    close = [alias] if alias else difflib.get_close_matches(name, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown option {name!r}.{hint}"
 
 
 # The option objects ------------------------------------------------------------------------------
@@ -637,6 +828,7 @@ class RunConfig:
     preset: str | None = None
 
     @classmethod
+    @_typed
     def from_options(
         cls,
         *,
@@ -674,8 +866,8 @@ class RunConfig:
         encoding: str = "utf-8",
         on_invalid: str = "fail",
         rejects: str | Path | None = None,
-        valid_from: str | datetime | None = None,
-        valid_until: str | datetime | None = None,
+        valid_from: str | datetime | date | None = None,
+        valid_until: str | datetime | date | None = None,
         dedupe: bool = False,
         geoip_db: str | Path | None = None,
         no_geo: bool = False,
@@ -707,7 +899,7 @@ class RunConfig:
         pageviews_output: str | Path | None = None,
         users_output: str | Path | None = None,
         memory_limit: str | int | None = None,
-        buckets: int | None = None,
+        buckets: int | str | None = None,
         temp_dir: str | Path | None = None,
         state: str | Path | None = None,
         output_dir: str | Path | None = None,
@@ -715,14 +907,18 @@ class RunConfig:
         reprocess: bool = False,
         engine: str = "local",
         scheduler: str | None = None,
-        partitions: int | None = None,
+        partitions: int | str | None = None,
         spark_master: str | None = None,
         spark: Any = None,
     ) -> RunConfig:
         """The config of the flat options of ``sessionize run`` (same names as its flags).
 
         Every value is parsed and every combination checked here, before any input, output or
-        database is opened: a :class:`~sessionize.errors.UsageError` names the flag and the fix.
+        database is opened: a :class:`~sessionize.errors.UsageError` names the flag and the fix, a
+        value of the wrong type too (``buckets=3.5``, ``dedupe="no"``, ``timeout=30``: a duration takes
+        its unit, ``"30m"``). Each option takes its flag's text or the Python value it stands for (a
+        ``timedelta``, a ``datetime`` or ``date``, a list of names, a ``pathlib.Path``); ``None`` is the
+        default, as leaving the option out.
         """
         if on_invalid not in ("fail", "skip"):
             raise UsageError(f"--on-invalid {on_invalid!r} is not one of fail, skip.")
@@ -734,6 +930,9 @@ class RunConfig:
             engine = "spark"  # a SparkSession given: the Spark engine
         if engine not in ENGINES:
             raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
+        # Whole numbers by now (see _typed), the text of one too.
+        buckets = None if buckets is None else _count("buckets", buckets)
+        partitions = None if partitions is None else _count("partitions", partitions)
         if buckets is not None and not 1 <= buckets <= MAX_BUCKETS:
             raise UsageError(
                 f"--buckets {buckets} must be from 1 to {MAX_BUCKETS:,} (each bucket is a pass over its "
@@ -877,12 +1076,34 @@ class RunConfig:
         return cls(read, session, privacy, outputs, engines, incremental)
 
     @classmethod
+    def build(
+        cls,
+        options: Mapping[str, Any],
+        *,
+        preset: str | None = None,
+        given: Mapping[str, Any] | None = None,
+    ) -> RunConfig:
+        """The config of flat ``options`` under ``preset`` (a vendor preset's options under the ones
+        set explicitly): what the CLI, :func:`sessionize.run` and :meth:`from_toml` build. ``given`` are
+        the options set explicitly (default: every one of ``options``), which win over the preset's."""
+        explicit = {
+            key: value for key, value in (options if given is None else given).items() if value is not None
+        }
+        merged = {**options, **presets.apply(preset, explicit)}
+        return presets.configured(cls.from_options(**merged), preset, explicit)
+
+    @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> tuple[list[str], RunConfig]:
-        """The inputs and config of a TOML file (``[run]`` table, flag names as keys), with
-        ``overrides`` (flat options) taking precedence over the file."""
-        options = load_toml(path)
+        """The inputs and config of a TOML file, as ``sessionize run --config`` reads it (see
+        :func:`load_toml`): its ``preset`` applied as the CLI applies it, and ``overrides`` (flat options,
+        ``preset`` too) taking precedence over the file. The CLI's own keys (``log-format``, ``quiet``,
+        ``debug``) are checked and left to it."""
+        options = {**load_toml(path), **overrides}
         inputs = options.pop("inputs", [])
-        return list(inputs), cls.from_options(**{**options, **overrides})
+        for key in CLI_KEYS:
+            options.pop(key, None)
+        preset = options.pop("preset", None)
+        return list(inputs), cls.build(options, preset=preset)
 
     def fingerprint(self) -> dict[str, str]:
         """The options the sessions depend on, as text: an incremental state is only continued with
@@ -949,17 +1170,62 @@ OPTION_NAMES: tuple[str, ...] = tuple(
     for name in inspect.signature(RunConfig.from_options).parameters
     if name not in ("preferred_columns", "spark")
 )
+#: The check of each flat option's type (see :func:`_typed`).
+_OPTION_CHECKS: dict[str, Callable[[str, object], object]] = {
+    p.name: _CHECKS[str(p.annotation)]
+    for p in inspect.signature(RunConfig.from_options).parameters.values()
+    if p.kind is p.KEYWORD_ONLY
+}
 
 
 #: Config file keys spelled as their flag where the keyword differs (``agg = [...]`` for ``--agg``).
 _TOML_ALIASES = {"agg": "aggregates"}
+#: What ``--log-format`` takes (the same as :data:`sessionize.console.LOG_FORMATS`, checked by the tests).
+LOG_FORMATS = ("auto", "text", "json")
+#: The config file's keys of the CLI's own flags, how it reports a run: the CLI takes them, the library
+#: checks them and leaves them (``RunConfig.from_toml`` reads the file the CLI reads).
+CLI_KEYS: dict[str, Callable[[str, object], object]] = {
+    "log_format": lambda name, value: one_of(_as_text(name, value), LOG_FORMATS, option=flag_of(name)),
+    "quiet": _switch,
+    "debug": _switch,
+}
 
 
-def load_toml(path: str | Path, *, also: Iterable[str] = ()) -> dict[str, Any]:
-    """The flat options of a TOML config file: its ``[run]`` table (or its top level), keys as the
-    flags are spelled (``user-col``) or as keywords (``user_col``); ``input``/``inputs`` a path or list.
-    ``also`` names further keys the caller accepts (the CLI's own: ``quiet``, ``log_format``)."""
-    names = {*OPTION_NAMES, *also}
+def _config_value(name: str, value: object) -> object:
+    """One value of a config file, checked as :meth:`RunConfig.from_options` checks a keyword and in the
+    form the CLI's flags take it: a list option's array stays a list (not its text), a table of
+    ``filter``/``agg`` becomes their specs, a TOML date or datetime ISO 8601 text."""
+    if name == "preset":
+        return presets.get(_as_text(name, value)).name
+    if name in CLI_KEYS:
+        return CLI_KEYS[name](name, value)
+    if name == "anonymize_ip" and not isinstance(value, str):
+        # The flag has a mode as its value: `anonymize-ip = true` is not one (review 42).
+        raise UsageError(
+            f"--anonymize-ip {value!r} is not one of {', '.join(ANONYMIZE_MODES)}: give one as text."
+        )
+    if name == "filter" and isinstance(value, Mapping):
+        checked = _filters(name, value)
+        assert isinstance(checked, Mapping)
+        value = [f"{column}={','.join(S.split_list(kept))}" for column, kept in checked.items()]
+    elif name == "aggregates" and isinstance(value, Mapping):
+        _aggregates(name, value)
+        value = [f"{column}={spec}" for column, spec in value.items()]
+    if name in ("filter", "aggregates") and isinstance(value, str):
+        value = [value]  # repeatable flags: one spec is a list of one
+    checked = _OPTION_CHECKS[name](name, value)
+    return checked.isoformat() if isinstance(checked, datetime) else checked
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """The options of a TOML config file, checked: its ``[run]`` table (or its top level), keys as the
+    flags are spelled (``user-col``) or as keywords (``user_col``); ``input``/``inputs`` a path or a
+    list, ``preset`` a vendor preset, and the CLI's own ``log-format``, ``quiet`` and ``debug``.
+
+    The one reader of config files: ``sessionize run --config`` and :meth:`RunConfig.from_toml` take
+    the same keys and the same values, each value checked here as its keyword is (a key of the wrong
+    type is a :class:`UsageError` naming it, never its text read as a name: review 60 F1, F6). A list
+    option takes comma-separated text or an array."""
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -970,12 +1236,18 @@ def load_toml(path: str | Path, *, also: Iterable[str] = ()) -> dict[str, Any]:
     table = data.get("run", data)
     if not isinstance(table, Mapping):
         raise UsageError(f"--config: {path}: [run] must be a table of options")
+    names = {*OPTION_NAMES, *CLI_KEYS, "preset"}
     options: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_").lstrip("_")
         name = _TOML_ALIASES.get(name, name)
         if name in ("input", "inputs"):
-            options["inputs"] = [value] if isinstance(value, str) else list(value)
+            paths = [value] if isinstance(value, str) else value
+            if not isinstance(paths, list) or not all(isinstance(item, str) for item in paths):
+                raise UsageError(
+                    f"--config: {path}: {key} = {_toml_text(value)}: give a path or a list of paths as text."
+                )
+            options["inputs"] = list(paths)
             continue
         if name not in names:
             known = ", ".join(sorted(n.replace("_", "-") for n in names))
@@ -984,8 +1256,19 @@ def load_toml(path: str | Path, *, also: Iterable[str] = ()) -> dict[str, Any]:
             raise UsageError(
                 f"--config: {path}: unknown option {key!r}.{hint} Known options: inputs, {known}."
             )
-        options[name] = value
+        try:
+            options[name] = _config_value(name, value)
+        except UsageError as exc:
+            raise UsageError(f"--config: {path}: {key} = {_toml_text(value)}: {exc}") from None
     return options
+
+
+def _toml_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
 
 
 __all__ = [
@@ -997,5 +1280,6 @@ __all__ = [
     "ReadOptions",
     "RunConfig",
     "SessionOptions",
+    "flag_of",
     "load_toml",
 ]

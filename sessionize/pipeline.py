@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from sessionize import geo, io, presets
+from sessionize import geo, io
 from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.attribution import RefererDatabase, load_referers
@@ -37,9 +38,8 @@ from sessionize.io.jsontext import asked_columns, json_text_columns
 from sessionize.io.params import unnest_params
 from sessionize.io.read import binary_as_text, flatten_structs
 from sessionize.normalize import (
-    bad_heartbeat_times,
-    bad_numbers,
     check_events,
+    is_invalid,
     keep_expr,
     keyed_by_session,
     prepare_events,
@@ -80,8 +80,6 @@ _FILE_OPTIONS = frozenset(
         "encoding",
         "on_invalid",
         "rejects",
-        "valid_from",
-        "valid_until",
         "visitor_key",
         "asset_pattern",
         "report",
@@ -105,10 +103,33 @@ def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
     if config is None:
         preset = options.pop("preset", None)
         # The preset under the options given (every keyword given here is explicit).
-        return presets.configured(RunConfig.from_options(**presets.apply(preset, options)), preset, options)
+        return RunConfig.build(options, preset=preset)
     if options:
         raise UsageError(f"Give either config= or options ({', '.join(sorted(options))}), not both.")
+    if not isinstance(config, RunConfig):
+        raise UsageError(
+            f"config= takes a RunConfig (RunConfig.from_options(...)), not {type(config).__name__}: "
+            "give flat options as keywords."
+        )
     return config
+
+
+def _check_frame(events: object) -> None:
+    """The events of :func:`sessionize` are a Polars frame: a path or another library's frame is a usage
+    error that says what to do, not an AttributeError inside (review 60 F7)."""
+    if isinstance(events, pl.DataFrame | pl.LazyFrame):
+        return
+    if isinstance(events, str | os.PathLike):
+        hint = "Read files with sessionize.run(...)"
+    elif type(events).__module__.split(".")[0] == "pandas":
+        hint = "Give pl.from_pandas(frame)"
+    else:
+        hint = "Read files with sessionize.run(...)"
+    kind = type(events)
+    name = (
+        kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__name__}"
+    )
+    raise UsageError(f"The events are a Polars DataFrame or LazyFrame, not {name}. {hint}.")
 
 
 def _geo_database(config: RunConfig) -> GeoDatabase | None:
@@ -135,8 +156,9 @@ def sessionize(
     (``user_id``, ``timestamp``, ``url``, ... or the ``*_col`` names). ``geoip_db`` picks the GeoIP
     database (default: ``$SESSIONIZE_GEOIP_DB``, then the bundled DB-IP City Lite if installed);
     ``no_geo=True`` skips the lookup. Rows with an empty user id or a timestamp that does not parse
-    raise :class:`~sessionize.errors.InvalidEventsError`; for a LazyFrame that check reads the rows
-    it needs when this function is called.
+    raise :class:`~sessionize.errors.InvalidEventsError`, and so does a time outside ``valid_from`` and
+    ``valid_until`` (default: more than a day after now), as in :func:`run`; for a LazyFrame that check
+    reads the rows it needs when this function is called.
 
     Examples
     --------
@@ -151,6 +173,7 @@ def sessionize(
     >>> table.select("session_number", "duration_s", "traffic_source").rows()
     [(1, 600.0, 'google'), (2, 0.0, 'direct')]
     """
+    _check_frame(events)
     for_files = sorted(_FILE_OPTIONS & options.keys())
     if for_files:
         raise UsageError(
@@ -161,15 +184,21 @@ def sessionize(
     frame, columns = _frame_events(events, read)
     prepare = functools.partial(_prepared, frame, columns, read)
     checked = prepare(keep_raw=True)
-    suspect = pl.col(S.USER).is_null() | pl.col(S.TIME).is_null()
-    for bad in (bad_numbers(read.aggregates), bad_heartbeat_times(read.heartbeat_timing)):
-        suspect = suspect if bad is None else suspect | bad
+    # The valid range as a file's (review 60 F9): a frame's events of 2031 are as invalid as a file's.
+    suspect = is_invalid(
+        valid_from=read.valid_from,
+        valid_until=read.valid_until,
+        aggregates=read.aggregates,
+        heartbeat_time=read.heartbeat_timing,
+    )
     invalid = checked.filter(suspect).collect(engine="in-memory")
     check_events(
         invalid,
         source=_FRAME,
         columns=columns,
         where=lambda row: f"row index {row}",
+        valid_from=read.valid_from,
+        valid_until=read.valid_until,
         timezone=read.input_timezone,
         aggregates=read.aggregates,
         heartbeat_time=read.heartbeat_timing,
@@ -336,7 +365,7 @@ class RunResult:
 
 
 def run(
-    inputs: Sequence[str | Path],
+    inputs: io.Inputs,
     *,
     config: RunConfig | None = None,
     progress: Callable[[RunProgress], None] | None = None,
@@ -347,8 +376,8 @@ def run(
     The Python face of ``sessionize run``: the same options as keywords (``output``, ``user_col``,
     ``timeout``, ``rejects``, ``state``, ``engine``, ...; see :meth:`RunConfig.from_options`), or a
     ready ``config``; same result. ``inputs`` are files, directories, glob patterns or ``-`` (CSV on
-    stdin). ``output`` is a path (format by extension or ``format``), ``-`` for stdout, or ``None``
-    to only return the table.
+    stdin): one, or a list of them. ``output`` is a path (format by extension or ``format``), ``-`` for
+    stdout, or ``None`` to only return the table.
 
     Every output (the table, ``rejects``, ``report``, incremental partitions and state, Dask parts)
     is checked before any work and published only when all are complete: nothing is written

@@ -1,7 +1,7 @@
 """The package's layering, checked on the source: imports point down, never up.
 
-cli -> console, pipeline -> engines -> partition -> io / core / enrichment / report -> config / schema /
-errors. Only the CLI and its console import typer and rich; only the geo package imports geoip2 and
+cli -> console, pipeline -> engines -> partition -> io / core / enrichment / report -> config / presets /
+schema / errors. Only the CLI and its console import typer and rich; only the geo package imports geoip2 and
 maxminddb; Dask is imported only by the Dask engine; engines do not import each other (only their shared
 base and budget), so each stays a plug-in.
 """
@@ -21,10 +21,11 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "display": 0,
     "schema": 1,
+    # A preset is a set of options (data over schema's names): the config applies it.
+    "presets": 2,
     "config": 2,
     "distinct": 3,
     "referrer": 3,
-    "presets": 3,
     "privacy": 4,
     "normalize": 4,
     "accesslog": 4,

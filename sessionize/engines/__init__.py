@@ -9,7 +9,6 @@ partition step, :func:`sessionize.partition.process_partition`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 from sessionize import io
@@ -24,7 +23,7 @@ from sessionize.errors import SessionizeWarning
 __all__ = ["Engine", "Outcome", "RunProgress", "choose_engine"]
 
 
-def choose_engine(inputs: Sequence[str | Path], config: RunConfig) -> tuple[Engine, list[io.InputFile]]:
+def choose_engine(inputs: io.Inputs, config: RunConfig) -> tuple[Engine, list[io.InputFile]]:
     """The engine for ``config`` (after its own option checks) and the run's input files."""
     engine: Engine
     if config.engine.engine == "dask":

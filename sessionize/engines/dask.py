@@ -213,14 +213,13 @@ class DaskOutcome:
 # Inputs ------------------------------------------------------------------------------------------
 
 
-def resolve_inputs(
-    inputs: Sequence[str | Path | io.InputFile], *, input_format: str | None = None
-) -> list[io.InputFile]:
+def resolve_inputs(inputs: io.Inputs, *, input_format: str | None = None) -> list[io.InputFile]:
     """Files to read, as :func:`sessionize.io.resolve_inputs` expands them, fsspec URLs included (a
     file, a directory, or a glob pattern such as ``s3://logs/2024-05-*/*.parquet``).
 
     Standard input is refused: workers cannot read the client's stdin.
     """
+    inputs = io.input_list(inputs)
     if not inputs:
         raise UsageError("No input given. Pass one or more files, directories, glob patterns or URLs.")
     if any(is_url(str(item)) for item in inputs if not isinstance(item, io.InputFile)):

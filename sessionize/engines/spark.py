@@ -149,12 +149,11 @@ def _key(uri: str) -> str:
     return "file:/" + uri[len("file:///") :] if uri.startswith("file:///") else uri
 
 
-def resolve_inputs(
-    inputs: Sequence[str | Path | io.InputFile], *, input_format: str | None = None
-) -> list[io.InputFile]:
+def resolve_inputs(inputs: io.Inputs, *, input_format: str | None = None) -> list[io.InputFile]:
     """Local paths, directories and patterns expanded as a local run expands them; a URL (``s3a://``,
     ``abfss://``, ``dbfs:/``, ``file:``) kept as it is, listed by Spark when the run starts (a URL
     without a known extension is a directory: every supported file in it)."""
+    inputs = io.input_list(inputs)
     if not inputs:
         raise UsageError("No input given. Pass one or more files, directories, glob patterns or URLs.")
     result: list[io.InputFile] = []

@@ -22,7 +22,15 @@ from sessionize.io.formats import (
     output_format_of,
     rejects_format,
 )
-from sessionize.io.inputs import InputFile, filesystem, is_dataset_target, is_url, resolve_inputs
+from sessionize.io.inputs import (
+    InputFile,
+    Inputs,
+    filesystem,
+    input_list,
+    is_dataset_target,
+    is_url,
+    resolve_inputs,
+)
 from sessionize.io.publish import (
     WRITE_ERRORS,
     PendingOutput,
@@ -79,6 +87,7 @@ __all__ = [
     "FileRead",
     "InputFile",
     "InputFormat",
+    "Inputs",
     "OutputFormat",
     "PendingOutput",
     "Publication",
@@ -97,6 +106,7 @@ __all__ = [
     "estimate_rows",
     "filesystem",
     "format_of",
+    "input_list",
     "is_dataset_target",
     "is_stream",
     "is_url",

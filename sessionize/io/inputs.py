@@ -14,9 +14,8 @@ import re
 import shlex
 import stat
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sessionize.errors import (
@@ -83,8 +82,36 @@ class InputFile:
         return "standard input" if self.is_stdin else self.path
 
 
+#: What the functions that read inputs take: one path (text, a ``pathlib.Path``, an :class:`InputFile`),
+#: or a list of them.
+Inputs = str | os.PathLike[str] | InputFile | Iterable[str | os.PathLike[str] | InputFile]
+
+
+def input_list(inputs: Inputs, *, what: str = "input") -> list[str | os.PathLike[str] | InputFile]:
+    """``inputs`` as a list of inputs: one path given alone is one input, never its characters (a path
+    as text was taken for the list of its characters, ``/`` first: review 60 F2).
+
+    >>> input_list("events.csv"), input_list(["a.csv", "b.csv"])
+    (['events.csv'], ['a.csv', 'b.csv'])
+    """
+    if isinstance(inputs, str | os.PathLike | InputFile):
+        return [inputs]
+    if isinstance(inputs, Iterable) and not isinstance(inputs, bytes | Mapping):
+        items = list(inputs)
+        for item in items:
+            if not isinstance(item, str | os.PathLike | InputFile):
+                raise UsageError(
+                    f"An {what} is a path as text or a pathlib.Path, not {item!r} ({type(item).__name__})."
+                )
+        return items
+    raise UsageError(
+        f"Give the {what}s as a path (text or a pathlib.Path) or a list of them, not {inputs!r} "
+        f"({type(inputs).__name__})."
+    )
+
+
 def resolve_inputs(
-    paths: Sequence[str | Path | InputFile],
+    paths: Inputs,
     *,
     input_format: str | None = None,
     urls: bool = False,
@@ -96,8 +123,10 @@ def resolve_inputs(
     skipped. The order is the order given, and sorted by path within a directory or pattern, so
     input order (which breaks ties between events at the same instant) is reproducible. With
     ``urls``, fsspec URLs (``s3://logs/2024-05-*/*.parquet``, a directory, a file) are expanded the
-    same way. ``formats`` keeps only files of those formats (``sessionize report`` reads tables).
+    same way. ``formats`` keeps only files of those formats (``sessionize report`` reads tables). One
+    path alone is one input.
     """
+    paths = input_list(paths)
     if not paths:
         raise UsageError(
             "No input given. Pass one or more files, directories or glob patterns, or - for stdin."

@@ -51,7 +51,7 @@ from sessionize.errors import (
 )
 from sessionize.io.formats import ACCESS_LOG_FORMATS, REJECTS_COLUMNS, split_gz
 from sessionize.io.infer import infer_ndjson_schema
-from sessionize.io.inputs import GZIP_MAGIC, InputFile, check_compressed_head, resolve_inputs
+from sessionize.io.inputs import GZIP_MAGIC, InputFile, Inputs, check_compressed_head, resolve_inputs
 from sessionize.io.jsontext import asked_columns, read_json_text
 from sessionize.io.params import as_json_lists, unnest_params
 from sessionize.io.snowplow import parse_enriched
@@ -2189,7 +2189,7 @@ class ReadResult:
 
 
 def read_inputs(
-    paths: Sequence[str | Path | InputFile],
+    paths: Inputs,
     options: ReadOptions | None = None,
     *,
     input_format: str | None = None,
@@ -2213,9 +2213,7 @@ def read_inputs(
     )
 
 
-def read_events(
-    paths: Sequence[str | Path | InputFile], *, input_format: str | None = None, **options: Any
-) -> pl.DataFrame:
+def read_events(paths: Inputs, *, input_format: str | None = None, **options: Any) -> pl.DataFrame:
     """Read every input into one canonical events frame, in input order; raise on invalid rows.
 
     ``paths`` are files, directories, glob patterns, ``-`` for CSV on stdin, or already resolved

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import polars as pl
 
@@ -38,12 +37,13 @@ SUCCESS_MARKER = "_SUCCESS"
 _PART_FILE = re.compile(r"part-\d{5}.*\.parquet", re.IGNORECASE)
 
 
-def resolve_session_tables(inputs: Sequence[str | Path]) -> list[str]:
+def resolve_session_tables(inputs: io.Inputs) -> list[str]:
     """Session table files from files, directories (recursively) and glob patterns, in a stable order.
 
     The paths are expanded as ``sessionize run`` expands its inputs (:func:`sessionize.io.resolve_inputs`),
-    keeping the formats that ``run`` writes.
+    keeping the formats that ``run`` writes. One path alone is one table.
     """
+    inputs = io.input_list(inputs, what="session table")
     if not inputs:
         raise UsageError("No session table given. Pass one or more .parquet, .csv or .ndjson files.")
     for raw in inputs:
@@ -116,7 +116,7 @@ def _scan_table(path: str) -> pl.LazyFrame:
     return _conform(frame, [c for c in REPORT_COLUMNS if c in names])
 
 
-def read_session_tables(inputs: Sequence[str | Path]) -> pl.LazyFrame:
+def read_session_tables(inputs: io.Inputs) -> pl.LazyFrame:
     """One lazy frame of the report's columns from session tables (Parquet, CSV or NDJSON).
 
     ``inputs`` are files, directories (every table inside, recursively) or glob patterns. Tables may

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from sessionize.errors import OutputError, UnreadableInputError, UsageError
-from sessionize.io import Publication, check_directory
+from sessionize.io import Inputs, Publication, check_directory
 from sessionize.report.aggregate import (
     DEFAULT_TOP,
     MAX_TOP,
@@ -131,7 +131,7 @@ def _collect(compute: Callable[[], ReportData], sources: Sequence[str]) -> Repor
 
 
 def make_report(
-    inputs: Sequence[str | Path],
+    inputs: Inputs,
     *,
     output: str | Path = DEFAULT_OUTPUT,
     date_from: str | date | None = None,
