@@ -14,6 +14,7 @@ landing host) pair, and is joined back; the channel rules are one vectorized Pol
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,6 +228,21 @@ def load_referers(path: str | Path | None = None) -> RefererDatabase:
     if path is None:
         return RefererDatabase(path=shown, entries=entries)
     return RefererDatabase(path=shown, entries=entries, categories=_with_own_sites(entries))
+
+
+def referers_identity(path: str | Path | None = None) -> str:
+    """What an incremental state records of the referer database (``--referers``; ``None``: the bundled
+    one): the SHA-256 of its bytes (the first 16 hex digits), then the file as shown in messages.
+    ``""`` when the file cannot be read (:func:`load_referers` says why)."""
+    try:
+        if path is None:
+            shown, data = "the bundled referers.yml", resources.files("sessionize").joinpath(*_PACKAGE_FILE)
+            content = data.read_bytes()
+        else:
+            shown, content = str(path), Path(path).read_bytes()
+    except OSError:
+        return ""
+    return f"sha256:{hashlib.sha256(content).hexdigest()[:16]} {shown}"
 
 
 def _parse_document(document: Any, shown: str) -> dict[str, Referer]:

@@ -672,6 +672,23 @@ class ReadOptions:
             user_fallback_required=not self.user_fallback_optional,
         )
 
+    def switched_on(self) -> dict[str, bool]:
+        """Whether each column role that only an option names (no usual column names: the login id of
+        stitching, the reported engagement time, the ignore-referrer flag, the heartbeat time) is on,
+        by its flag's keyword stem (``stitch``): its flag or a preset names a column for it. Each
+        changes the sessions (``stitched_user_id``, ``engaged_time_s``, the attribution), so an
+        incremental state records these (review 60 F4, F5); the heartbeat time only with heartbeats,
+        which alone it times. A role found by its usual names (the client session id, ...) is the
+        input's: its flag only says which column holds it, as a renamed export needs."""
+        preferred = self.preferred()
+        return {
+            item.name: (getattr(self.columns, item.name) is not None or role in preferred)
+            and (role != S.HEARTBEAT_TIME or self.heartbeats)
+            for item in dataclasses.fields(self.columns)
+            for role in (item.metadata["role"],)
+            if not S.COLUMN_ALIASES[role]
+        }
+
     @property
     def stitching(self) -> bool:
         """Identity stitching is on: ``--stitch-col``, or a preset that names the login id's columns."""
@@ -734,13 +751,17 @@ class SessionOptions:
     aggregates: tuple[S.Aggregate, ...] = field(default=(), metadata=_FINGERPRINT)
     #: How ``engaged_time_s`` is measured (``--heartbeat-events``, ``--heartbeat-interval``,
     #: ``--min-visit-length``, ``--engaged-threshold``).
-    engaged: S.EngagedTime = field(default_factory=S.EngagedTime, metadata=_FINGERPRINT)
-    #: A referer database file (default: the packaged one).
+    engaged: S.EngagedTime = field(
+        default_factory=S.EngagedTime, metadata={"fingerprint": lambda engaged: engaged_settings(engaged)}
+    )
+    #: A referer database file (default: the packaged one). Not in the fingerprint: an incremental
+    #: state records the database's content, and a run with another one continues with a warning (see
+    #: :func:`sessionize.engines.incremental._check_referers`).
     referers: str | None = None
-    #: The GeoIP database (default: ``$SESSIONIZE_GEOIP_DB``, then the bundled one), or no lookup.
-    #: Not in the fingerprint: a newer database edition continues a state.
+    #: The GeoIP database (default: ``$SESSIONIZE_GEOIP_DB``, then the bundled one), or no lookup
+    #: (``--no-geo``, in the fingerprint). The database is not: a newer edition continues a state.
     geoip_db: str | None = None
-    geo: bool = True
+    geo: bool = field(default=True, metadata={"fingerprint": lambda geo: {"no_geo": _text(not geo)}})
 
 
 @dataclass(frozen=True)
@@ -1107,14 +1128,21 @@ class RunConfig:
 
     def fingerprint(self) -> dict[str, str]:
         """The options the sessions depend on, as text: an incremental state is only continued with
-        the same ones. Derived from the fields marked as changing sessions, never listed by hand."""
+        the same ones. Derived from the fields marked as changing sessions, never listed by hand (a
+        mark may be a function of the field's value giving its settings: ``engaged``, ``geo``), and
+        from the column roles that only an option switches on (:meth:`ReadOptions.switched_on`)."""
         values: dict[str, str] = {}
         for group in (self.read, self.session, self.privacy, self.incremental):
             if group is None:
                 continue
             for item in dataclasses.fields(group):
-                if item.metadata.get("fingerprint"):
+                mark = item.metadata.get("fingerprint")
+                if callable(mark):
+                    values.update(mark(getattr(group, item.name)))
+                elif mark:
                     values[_FINGERPRINT_NAMES.get(item.name, item.name)] = _text(getattr(group, item.name))
+        # Whether each such role is on, not its column: an export whose column was renamed continues.
+        values.update({f"{name}_col": _text(on) for name, on in self.read.switched_on().items()})
         if self.incremental is not None:
             # Page views are kept in partitions run after run: a state continues with or without them.
             values["pageviews"] = "yes" if self.output.pageviews_output is not None else "no"
@@ -1123,6 +1151,19 @@ class RunConfig:
 
 #: Fingerprint keys whose name differs from their field (the names states were written with).
 _FINGERPRINT_NAMES = {"secret": "hash_user_ids"}
+
+
+def engaged_settings(engaged: S.EngagedTime) -> dict[str, str]:
+    """The fingerprint's settings of how engaged time is measured, keyed as their flags are named. The
+    heartbeat interval and the minimum visit length count only heartbeats: without
+    ``--heartbeat-events`` they change nothing, and are not recorded (review 60 F8)."""
+    values = {"heartbeat_events": _text(engaged.heartbeat_events)}
+    if engaged.heartbeat_events:
+        values["heartbeat_interval"] = _text(timedelta(seconds=engaged.heartbeat_s))
+        values["min_visit_length"] = _text(timedelta(seconds=engaged.min_visit_s))
+    threshold = engaged.threshold_s
+    values["engaged_threshold"] = _text(None if threshold is None else timedelta(seconds=threshold))
+    return values
 
 
 def _text(value: object) -> str:

@@ -12,6 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import sessionize
+from sessionize import presets
 from sessionize.config import OPTION_NAMES, RunConfig
 from sessionize.errors import UsageError
 from tests.helpers import EVENTS, KEYS
@@ -97,6 +98,13 @@ def test_the_fingerprint_follows_the_options_that_change_sessions() -> None:
         "unnest_params": "event_params",
         "time_unit": "ms",
         "input_timezone": "Europe/Berlin",
+        # Recorded since stop 49 (review 60 F4, F5): geo, and the roles only a flag switches on.
+        "no_geo": True,
+        "stitch_col": "login",
+        "engagement_time_col": "engagement_ms",
+        "ignore_referrer_col": "ignore_referrer",
+        "heartbeat_events": "page_ping",
+        "engaged_threshold": "20s",
     }
     for name, value in changed.items():
         other = RunConfig.from_options(state="st", output_dir="out", **{name: value}).fingerprint()
@@ -110,6 +118,35 @@ def test_the_fingerprint_follows_the_options_that_change_sessions() -> None:
         state="st", output_dir="out", user_col="visitor", encoding="latin-1", on_invalid="skip"
     )
     assert read.fingerprint() == prints
+    # A column flag of a role found by its usual names says where it is, not whether it is there.
+    for name in ("session_col", "event_id_col", "page_view_id_col", "referrer_col", "ip_col"):
+        given: dict[str, Any] = {name: "x"}
+        assert RunConfig.from_options(state="st", output_dir="out", **given).fingerprint() == prints
+
+
+def test_the_fingerprint_records_whether_a_role_is_on_not_its_column() -> None:
+    stitched = RunConfig.from_options(state="st", output_dir="out", stitch_col="login").fingerprint()
+    renamed = RunConfig.from_options(state="st", output_dir="out", stitch_col="email").fingerprint()
+    assert stitched == renamed and stitched["stitch_col"] == "True"
+    # The ga4 preset names the engagement time's and the ignore-referrer flag's columns.
+    ga4 = RunConfig.from_options(state="st", output_dir="out", **presets.apply("ga4", {})).fingerprint()
+    assert (ga4["engagement_time_col"], ga4["ignore_referrer_col"]) == ("True", "True")
+
+
+def test_settings_that_count_nothing_are_not_in_the_fingerprint() -> None:
+    """The heartbeat interval and minimum visit length count heartbeats only (review 60 F8)."""
+    base = RunConfig.from_options(state="st", output_dir="out").fingerprint()
+    inert = RunConfig.from_options(
+        state="st", output_dir="out", min_visit_length="9s", heartbeat_interval="1h"
+    ).fingerprint()
+    assert inert == base and "heartbeat_interval" not in base
+    beats = RunConfig.from_options(state="st", output_dir="out", heartbeat_events="page_ping").fingerprint()
+    changes: dict[str, Any] = {"min_visit_length": "9s", "heartbeat_interval": "1h"}
+    for name, value in changes.items():
+        other = RunConfig.from_options(
+            state="st", output_dir="out", heartbeat_events="page_ping", **{name: value}
+        ).fingerprint()
+        assert other != beats and {k for k in other if other[k] != beats[k]} == {name}
 
 
 def test_the_secret_is_not_in_the_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1098,7 +1098,7 @@ def test_changing_a_reading_option_on_an_existing_state_is_refused(
     second = cli_run(b, state, out, *(option if given_in == "second" else []))
     assert second.exit_code == 2, second.output
     message = json_error(second)["message"]
-    assert "was built with other options" in message and f"({name} " in message
+    assert "was built with other options" in message and f"(--{name.replace('_', '-')} " in message
     assert snapshot(out) == before
 
 
@@ -1137,7 +1137,7 @@ def test_a_state_written_before_reading_options_were_recorded_continues_with_the
         if used == kind:
             refused = cli_run(b, state, out, *option)
             assert refused.exit_code == 2, name
-            assert f"({name} " in json_error(refused)["message"]
+            assert f"(--{name.replace('_', '-')} " in json_error(refused)["message"]
     result = cli_run(b, state, out)
     assert result.exit_code == 0, result.output
     assert table(out).height == 1  # one session of one visitor across both runs
@@ -1160,10 +1160,10 @@ def test_a_preset_state_written_before_reading_options_were_recorded_continues(t
     assert cli_run(a, state, out, *flags).exit_code == 0
     forget_settings(state, ["session_id_nulls", "time_unit", "unnest_params", "input_timezone"])
     refused = cli_run(b, state, out, *flags, "--session-id-nulls", "none")
-    assert refused.exit_code == 2 and "(session_id_nulls " in json_error(refused)["message"]
+    assert refused.exit_code == 2 and "(--session-id-nulls " in json_error(refused)["message"]
     refused = cli_run(b, state, out, *flags, "--input-timezone", "Europe/Berlin")
     assert (
-        refused.exit_code == 2 and "(input_timezone UTC -> Europe/Berlin)" in json_error(refused)["message"]
+        refused.exit_code == 2 and "(--input-timezone UTC -> Europe/Berlin)" in json_error(refused)["message"]
     )
     result = cli_run(b, state, out, *flags)
     assert result.exit_code == 0, result.output
@@ -1179,7 +1179,7 @@ def test_a_state_written_before_input_timezone_was_recorded_continues_in_its_tim
     assert cli_run(a, state, out, "--timezone", "Europe/Berlin").exit_code == 0
     forget_settings(state, ["input_timezone"])
     refused = cli_run(b, state, out, "--timezone", "Europe/Berlin", "--input-timezone", "UTC")
-    assert refused.exit_code == 2 and "(input_timezone " in json_error(refused)["message"]
+    assert refused.exit_code == 2 and "(--input-timezone " in json_error(refused)["message"]
     assert cli_run(b, state, out, "--timezone", "Europe/Berlin").exit_code == 0
     assert table(out).select("session_start", "event_count").rows() == [
         (datetime(2024, 5, 1, 8, 0, tzinfo=UTC), 2)
@@ -1211,7 +1211,7 @@ def test_a_preset_state_whose_utc_times_were_read_in_timezone_is_not_continued_u
     forget_settings(state, ["input_timezone"])
     refused = cli_run(b, state, out, *flags)
     assert refused.exit_code == 2
-    assert "(input_timezone Europe/Berlin -> UTC)" in json_error(refused)["message"]
+    assert "(--input-timezone Europe/Berlin -> UTC)" in json_error(refused)["message"]
     assert cli_run(b, state, out, *flags, "--input-timezone", "Europe/Berlin").exit_code == 0
     assert table(out).select("session_start", "event_count").rows() == [
         (datetime(2024, 5, 1, 8, 0, tzinfo=UTC), 2)
@@ -1433,4 +1433,4 @@ def test_a_state_that_recorded_the_former_default_asset_pattern_continues(tmp_pa
     c = tmp_path / f"c.{'log' if kind == 'log' else 'csv'}"
     c.write_bytes(b.read_bytes())
     refused = cli_run(c, state, out, "--asset-pattern", r"\.png$")
-    assert refused.exit_code == 2 and "(asset_pattern " in json_error(refused)["message"]
+    assert refused.exit_code == 2 and "(--asset-pattern " in json_error(refused)["message"]

@@ -314,7 +314,7 @@ def test_the_state_records_the_option(tmp_path: Path) -> None:
     )
     refused = incremental(b, tmp_path, "--preset", "segment", "--user-fallback-col", "")
     assert refused.exit_code == 2
-    assert "(user_fallback_col user_id -> '')" in json.loads(refused.stderr.splitlines()[-1])["message"]
+    assert "(--user-fallback-col user_id -> '')" in json.loads(refused.stderr.splitlines()[-1])["message"]
     assert incremental(b, tmp_path, "--preset", "segment").exit_code == 0
     table = pl.read_parquet(tmp_path / "out" / "**" / "*.parquet")
     assert rows_of(table, "user_id", "stitched_user_id", "event_count") == [
@@ -335,7 +335,7 @@ def test_a_segment_state_written_before_the_option_is_not_continued_with_it_unas
     path.write_text(json.dumps(manifest, indent=1))
     refused = incremental(b, tmp_path, "--preset", "segment")
     assert refused.exit_code == 2
-    assert "(user_fallback_col '' -> user_id)" in json.loads(refused.stderr.splitlines()[-1])["message"]
+    assert "(--user-fallback-col '' -> user_id)" in json.loads(refused.stderr.splitlines()[-1])["message"]
     assert incremental(b, tmp_path, "--preset", "segment", "--user-fallback-col", "").exit_code == 0
 
 

@@ -28,6 +28,7 @@ partitions are renamed), and the next run rewrites the same partitions again.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import errno
@@ -50,12 +51,14 @@ import polars as pl
 
 from sessionize import io, presets
 from sessionize import schema as S
+from sessionize.attribution import referers_identity
 from sessionize.config import (
     DEFAULT_ASSET_PATTERN,
     FORMER_DEFAULT_ASSET_PATTERNS,
     INCREMENTAL_KEYS,
     ReadOptions,
     RunConfig,
+    engaged_settings,
     legacy_secret_fingerprint,
 )
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
@@ -98,6 +101,8 @@ PARTITION = "session_date"
 _LOCK = ".lock"
 #: The fingerprint's key for the --hash-user-ids secret.
 _SECRET = "hash_user_ids"
+#: The settings' key for the referer database (see :func:`_check_referers`).
+_REFERERS = "referers"
 _CURRENT = "CURRENT"
 _FILE = "_file"
 _ORDER = "_order"
@@ -692,7 +697,7 @@ class IncrementalEngine:
 
         try:
             state = load_state(state_path)
-            fingerprint = config.fingerprint()
+            fingerprint = settings_of(config)
             _check_settings(state, fingerprint, state_path, config.privacy.secret, defaults=_defaults(config))
             _check_output_dir(state, state_path, out_path)
             todo, skipped = _plan(files, state, reprocess=incremental.reprocess, scratch=scratch)
@@ -771,6 +776,12 @@ class IncrementalEngine:
         )
 
 
+def settings_of(config: RunConfig) -> dict[str, str]:
+    """What a state records of the run's options: :meth:`RunConfig.fingerprint`, and the referer
+    database's content (:func:`sessionize.attribution.referers_identity`)."""
+    return {**config.fingerprint(), _REFERERS: referers_identity(config.session.referers)}
+
+
 def _defaults(config: RunConfig) -> dict[str, str]:
     """The fingerprint of ``config``'s preset with every other option at its default: what a state
     written before an option was recorded ran with (the preset's value where it sets one: Amplitude's
@@ -793,6 +804,30 @@ _OFF_BEFORE = {"user_fallback_col": ""}
 #: views depend on the asset pattern, and they changed in the same version in a way no option restores
 #: (206 answers are no page views): a state cannot keep the former counting by keeping the pattern.
 _FORMER_DEFAULTS = {"asset_pattern": (FORMER_DEFAULT_ASSET_PATTERNS, DEFAULT_ASSET_PATTERN)}
+#: Settings recorded since stop 49 (review 60 F4, F5) that a state written before ran with either way,
+#: whatever the defaults: not taken for the default (a state of --no-geo or --stitch-col, refused after
+#: the upgrade, is what review 57 F1 was). A role that only a flag switches on is read from the column
+#: the state's events keep for it (the login id, the reported engagement time, the heartbeat time); the
+#: ignore-referrer flag and --no-geo leave no trace, so such a state continues with the run's (as those
+#: versions did, which compared neither) and records it.
+_RECORDED_SINCE_49: dict[str, str | None] = {
+    "stitch_col": S.STITCH_ID,
+    "engagement_time_col": S.ENGAGEMENT_MS,
+    "heartbeat_time_col": S.HEARTBEAT_TS,
+    "ignore_referrer_col": None,
+    "no_geo": None,
+}
+#: The settings' key of how engaged time was measured until stop 48: ``EngagedTime(...)``'s repr, which
+#: recorded the heartbeat interval and minimum visit length also where no heartbeat used them (review 60
+#: F8). Read into the settings that replace it (:func:`sessionize.config.engaged_settings`).
+_ENGAGED = "engaged"
+#: The flag of each setting whose key is not the flag's name (``--`` and the key with dashes).
+_FLAGS = {
+    "filters": "--filter",
+    "event_counts": "--count-events",
+    "aggregates": "--agg",
+    "pageviews": "--pageviews-output",
+}
 
 
 def _check_settings(
@@ -807,6 +842,7 @@ def _check_settings(
         # A state written before the secret's fingerprint was an scrypt: the same secret, upgraded.
         state.settings = {**state.settings, _SECRET: fingerprint.get(_SECRET, "")}
     if state.settings:
+        state.settings = _upgraded(state, fingerprint)
         state.settings = {
             **{
                 name: state.settings[before]
@@ -838,15 +874,24 @@ def _check_settings(
                     SessionizeWarning,
                     stacklevel=2,
                 )
+    if state.settings:
+        _check_referers(state, fingerprint, state_path)
     if state.settings and state.settings != fingerprint:
-        changed = ", ".join(
-            f"{name} {_shown(state.settings.get(name))} -> {_shown(fingerprint.get(name))}"
+        differing = [
+            name
             for name in sorted(set(state.settings) | set(fingerprint))
             if state.settings.get(name) != fingerprint.get(name)
+        ]
+        # A setting recorded on one side only counts nothing on the other (the heartbeat interval
+        # without heartbeats): named where it is all that differs.
+        both = [name for name in differing if name in state.settings and name in fingerprint]
+        changed = ", ".join(
+            f"{_flag(name)} {_shown(state.settings.get(name))} -> {_shown(fingerprint.get(name))}"
+            for name in both or differing
         )
         # A setting every earlier state ran without, which a preset sets now: say how to continue as before.
         hints = [
-            f"--{name.replace('_', '-')} {_shown(off)}"
+            f"{_flag(name)} {_shown(off)}"
             for name, off in _OFF_BEFORE.items()
             if state.settings.get(name) == off != fingerprint.get(name)
         ]
@@ -857,9 +902,72 @@ def _check_settings(
         )
 
 
+def _upgraded(state: State, fingerprint: Mapping[str, str]) -> dict[str, str]:
+    """The settings of a state written by an earlier version in today's keys: ``engaged`` read into the
+    settings that replace it, and those of :data:`_RECORDED_SINCE_49` it lacks found (or taken from the
+    run, ``fingerprint``)."""
+    settings = dict(state.settings)
+    engaged = _engaged_of(settings.get(_ENGAGED))
+    if engaged is not None:
+        del settings[_ENGAGED]
+        settings = {**engaged, **settings}
+    for name, column in _RECORDED_SINCE_49.items():
+        if name not in settings and name in fingerprint:
+            # (A state that only claimed its output directory holds no events: nothing to go by.)
+            known = column is not None and state.runs > 0
+            settings[name] = str(column in state.events.columns) if known else fingerprint[name]
+    return settings
+
+
+def _engaged_of(recorded: str | None) -> dict[str, str] | None:
+    """The settings of a recorded ``EngagedTime(heartbeat_events=(...), heartbeat_s=10.0, ...)``, or
+    None for none (or one that does not read as such)."""
+    if recorded is None:
+        return None
+    try:
+        call = ast.parse(recorded, mode="eval").body
+        if not isinstance(call, ast.Call) or call.args:
+            return None
+        values = {item.arg: ast.literal_eval(item.value) for item in call.keywords if item.arg is not None}
+        return engaged_settings(S.EngagedTime(**values))
+    except (SyntaxError, ValueError, TypeError):
+        return None
+
+
+def _check_referers(state: State, fingerprint: Mapping[str, str], state_path: Path) -> None:
+    """Another referer database than the state's is a new edition of data, as a GeoIP database's is: the
+    run continues the state with it, with a warning that the partitions written before keep the former
+    attribution, and records it (review 60 F5). The same content at another path is the same database.
+    A state written before the database was recorded takes the run's."""
+    recorded, current = state.settings.get(_REFERERS), fingerprint.get(_REFERERS)
+    if current is None:
+        return
+    before, _, shown_before = (recorded or "").partition(" ")
+    now, _, shown_now = current.partition(" ")
+    if recorded is not None and before != now:
+        warnings.warn(
+            f"The referer database ({shown_now or 'unreadable'}) is not the one the state {state_path} was "
+            f"built with ({shown_before or 'unreadable'}, another content): the sessions it writes or "
+            "rewrites get their traffic source, medium and channel from it, those of the partitions "
+            "written before keep the former ones. Rebuild the state and output directory with a full run "
+            "to attribute them alike.",
+            SessionizeWarning,
+            stacklevel=3,
+        )
+    state.settings = {**state.settings, _REFERERS: current}
+
+
+def _flag(name: str) -> str:
+    """The flag that gives a setting: ``--timeout``, ``--filter`` for ``filters``."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 def _shown(value: str | None) -> str:
-    """A setting in the list of differences: an empty one (no --session-id-nulls) shown as ''."""
-    return "''" if value == "" else str(value)
+    """A setting in the list of differences: ``on`` and ``off`` for a switch (``--dedupe``, a role's
+    column, ``--pageviews-output``), ``none`` for an option not given, an empty one (no
+    --session-id-nulls) as ''."""
+    shown = {"True": "on", "yes": "on", "False": "off", "no": "off", "None": "none", "": "''"}
+    return "none" if value is None else shown.get(value, value)
 
 
 def _check_output_dir(state: State, state_path: Path, out_path: Path) -> None:
@@ -1318,6 +1426,8 @@ def _write_partitions(
                 if not stale.any() and not rows.height:
                     continue
                 old = old.filter(~stale)
+                if rows.height and old.columns != rows.columns:
+                    raise _other_columns(target, old.columns, rows.columns)
                 rows = pl.concat([old, rows], how="vertical_relaxed") if rows.height else old
             elif not rows.height:
                 continue
@@ -1342,6 +1452,24 @@ def _write_partitions(
         pending.discard()
         raise
     return pending
+
+
+def _other_columns(target: Path, old: Sequence[str], new: Sequence[str]) -> StateError:
+    """A partition whose columns are not this run's (a setting that changes them, changed where the
+    settings check could not see it: a state edited by hand): an error naming it, not Polars' "schema
+    lengths differ" (review 60 F4)."""
+    extra = [name for name in old if name not in new]
+    missing = [name for name in new if name not in old]
+    differences = [
+        *([f"it has {', '.join(extra)}, which this run's sessions lack"] if extra else []),
+        *([f"it lacks {', '.join(missing)}"] if missing else []),
+    ] or ["its columns are in another order"]
+    return StateError(
+        f"{target} holds other columns than the sessions of this run ({'; '.join(differences)}): the "
+        "output directory was written with other options, or by a version of sessionize with other session "
+        "columns. Run with the options it was written with, or start a new state and output directory with "
+        "a full run."
+    )
 
 
 def _next_state(

@@ -137,7 +137,7 @@ def test_a_state_with_the_old_fingerprint_of_the_same_secret_continues(
     monkeypatch.setenv("SESSIONIZE_TEST_SECRET", "another secret")
     c = tmp_path / "c.csv"
     c.write_text("user_id,timestamp\nu,2024-05-01T14:00:00Z\n", encoding="utf-8")
-    with pytest.raises(sessionize.UsageError, match="hash_user_ids"):
+    with pytest.raises(sessionize.UsageError, match="--hash-user-ids"):
         sessionize.run([c], **options)
 
 
