@@ -44,7 +44,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import polars as pl
 
@@ -70,7 +70,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.io.formats import ACCESS_LOG_FORMATS
+from sessionize.io.formats import ACCESS_LOG_FORMATS, split_gz
 from sessionize.normalize import MAX_REPORTED_ROWS, ROW, SKIP_HINT
 from sessionize.partition import (
     STORED_GEO_COLUMNS,
@@ -454,9 +454,9 @@ def _plan(
     A file is recognised by its content (a .gz file by the content it holds): one the state holds, or
     that another input of this run repeats, is skipped. A file that starts with what was processed at
     its path, or at another path with the same head (a live log that logrotate renamed after a run
-    read it), grew: only its complete new lines are read. One whose head is what was processed at its
-    path but whose content is not was edited: an error unless ``reprocess``. Another head means
-    another file at the same path (the new log after a rotation): read whole.
+    read it, or compressed: ``access.log.1.gz``), grew: only its new part is read. One whose head is
+    what was processed at its path but whose content is not was edited: an error unless ``reprocess``.
+    Another head means another file at the same path (the new log after a rotation): read whole.
     """
     known = {entry.get(key) for entry in state.files for key in ("sha256", "raw_sha256")} - {None}
     by_path = {entry["path"]: entry for entry in state.files}
@@ -504,16 +504,17 @@ def _priors(
     path: str, prior: dict[str, Any] | None, by_head: Mapping[tuple[str, int], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     """The state's entries ``path`` may have grown from: the one at its path, then those of other paths
-    with the same head (its first two lines), largest first; none for a .gz file, whose new lines are not
-    read apart (it is read whole unless its content is one the state holds). The head is read alone, and
-    only of a file the state has heads like."""
-    if path.lower().endswith(".gz"):
-        return []
+    with the same head (its first two lines; a .gz file's as it holds them: logrotate's ``compress``
+    of a log that grew after a run read it), largest first. The head is read alone, and only of a
+    file the state has heads like."""
     found = [prior] if prior is not None and prior.get("head") and prior["size"] else []
     if not by_head:
         return found
-    with open(path, "rb") as handle:
-        start = handle.read(_HEAD_BYTES)
+    try:
+        with _content(path) as handle:
+            start = handle.read(_HEAD_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return found  # a broken .gz: the scan says what is wrong with it
     others: list[dict[str, Any]] = []
     for size in {size for _, size in by_head}:
         head = start[:size]
@@ -523,8 +524,61 @@ def _priors(
     return found + [entry for entry in others if entry is not prior]
 
 
+def _content(path: str) -> IO[bytes]:
+    """The bytes ``path`` holds, decompressed as they are read for a .gz file."""
+    return cast(IO[bytes], gzip.open(path, "rb")) if split_gz(path)[1] else open(path, "rb")
+
+
+def _create(copy: Path) -> IO[bytes]:
+    """``copy`` opened to be written (in the run's scratch directory under the state)."""
+    try:
+        return open(copy, "wb")
+    except OSError as exc:
+        raise io.cannot_write(copy, exc) from exc
+
+
+#: Bytes read at a time where an input is copied aside: memory holds one block, however large the file.
+_BLOCK = 1 << 20
+
+
+def _copy_from(handle: IO[bytes], out: IO[bytes], copy: Path, limit: int | None = None) -> tuple[int, int]:
+    """Copy ``handle`` from where it is to ``out`` (the file ``copy``), a block at a time, to its end or
+    ``limit`` bytes: the bytes copied, and the offset of the last newline among them (-1 if none)."""
+    copied, newline = 0, -1
+    while limit is None or copied < limit:
+        block = handle.read(_BLOCK if limit is None else min(_BLOCK, limit - copied))
+        if not block:
+            break
+        try:
+            out.write(block)
+        except OSError as exc:
+            raise io.cannot_write(copy, exc) from exc
+        if (at := block.rfind(b"\n")) >= 0:
+            newline = copied + at
+        copied += len(block)
+    return copied, newline
+
+
+def _hash_of(copy: Path, start: int, size: int, digest: Any) -> Any:
+    """``digest`` updated with ``size`` bytes of ``copy`` from ``start``, a block at a time."""
+    with open(copy, "rb") as handle:
+        handle.seek(start)
+        while size > 0 and (block := handle.read(min(_BLOCK, size))):
+            digest.update(block)
+            size -= len(block)
+    return digest
+
+
+def _stand_in_path(copy: Path, source: io.InputFile) -> Path:
+    """Where the copy of (part of) ``source`` goes: its suffix without .gz, as the copy is plain."""
+    return copy.with_name(copy.name + Path(split_gz(source.path)[0]).suffix)
+
+
 def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path) -> _Todo | None:
-    """The new complete lines of a file that starts with what the state holds, copied to ``copy``."""
+    """The new part of a file that starts with what the state holds, copied to ``copy``: its new complete
+    lines, or all of a .gz file's (nobody writes on in one: logrotate compressed the log that a run read
+    before it grew). Streamed, a .gz file decompressed as it is read: memory holds a block at a time
+    (and a CSV's new lines, to find its complete records)."""
     digest, lines = scan.prefixes.get(prior["size"], (None, 0))
     if (
         digest is None
@@ -534,29 +588,46 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
     ):
         return None
     csv = source.format in ("csv", "tsv")
-    with open(source.path, "rb") as handle:
-        header = handle.readline() if csv else b""
-        handle.seek(prior["size"])
-        tail = handle.read()
+    gz = split_gz(source.path)[1]
+    copy = _stand_in_path(copy, source)
+    with _create(copy) as out:
+        try:
+            with _content(source.path) as handle:
+                header = handle.readline() if csv else b""
+                if gz:  # no seeking in a gzip stream: what was processed is read past, a block at a time
+                    skip = prior["size"] - len(header)
+                    while skip > 0 and (block := handle.read(min(_BLOCK, skip))):
+                        skip -= len(block)
+                else:
+                    handle.seek(prior["size"])
+                try:
+                    out.write(header)
+                except OSError as exc:
+                    raise io.cannot_write(copy, exc) from exc
+                copied, newline = _copy_from(handle, out, copy)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise UnreadableInputError(
+                f"{source.path}: cannot be read as gzip ({exc}). Check that the file is complete."
+            ) from exc
     # Only complete lines, and in a CSV complete records: what is being written while we read is read by
-    # the next run.
-    tail = tail[: tail.rfind(b"\n") + 1]
-    if csv:
+    # the next run. A .gz file is complete: all of it.
+    kept = copied if gz else newline + 1
+    if csv and not gz and kept:
+        with open(copy, "rb") as handle:
+            handle.seek(len(header))
+            tail = handle.read(kept)
         separator = "\t" if source.format == "tsv" else ","
         width = io.read.header_width(header, separator)
-        tail = tail[: io.read.complete_csv_records(tail, separator=separator, width=width)]
+        kept = io.read.complete_csv_records(tail, separator=separator, width=width)
+        del tail
+    if kept < copied:
+        os.truncate(copy, len(header) + kept)
     # A CSV copy's header stands for the file's first line.
     first_line = lines - 1 if csv else lines
-    digest = digest.copy()
-    digest.update(tail)
-    copy = copy.with_name(copy.name + Path(source.path).suffix)
-    try:
-        copy.write_bytes(header + tail)
-    except OSError as exc:
-        raise io.cannot_write(copy, exc) from exc
+    digest = _hash_of(copy, len(header), kept, digest.copy())
     # Nothing complete yet: the state holds the file as it was (the same entry again would be a duplicate).
     grown_entry = (
-        {**scan.entry, "size": prior["size"] + len(tail), "sha256": digest.hexdigest()} if tail else prior
+        {**scan.entry, "size": prior["size"] + kept, "sha256": digest.hexdigest()} if kept else prior
     )
     stand_in = io.InputFile(str(copy), source.format, name=source.path, first_line=first_line)
     return _Todo(stand_in, grown_entry, grown=True)
