@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +87,77 @@ def appending(text: str) -> Callable[[Path], None]:
             handle.write(text)
 
     return append
+
+
+# --- F2: lines written between the hash pass and the read ----------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["log", "csv", "ndjson"])
+def test_lines_appended_during_a_first_read_are_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Review 58 F2: the first run hashed the live file and recorded its size, then read it to its end,
+    lines appended in between included; the next run took everything after the recorded size as new
+    and read those lines again (1,300 events for 1,200 lines, exit 0). A run reads what it hashed: the
+    lines appended meanwhile are the next run's."""
+    path = tmp_path / name_of(kind)
+    path.write_text(HEADERS[kind] + lines(kind, 0, 100), encoding="utf-8")
+    state, out = tmp_path / "state", tmp_path / "out"
+    written_after_the_hash_pass(monkeypatch, path, appending(lines(kind, 100, 10)))
+    first = cron_run(path, state, out)
+    monkeypatch.undo()
+    assert first["rows_read"] == 100
+    appending(lines(kind, 110, 10))(path)
+    second = cron_run(path, state, out)
+    assert second["files_grown"] == [str(path)]
+    assert second["rows_read"] == 20
+    assert events_written(out) == 120
+    columns = ["user_id", "session_start", "event_count", "landing_page", "exit_page"]
+    table = pl.read_parquet(out / "**" / "*.parquet").select(columns).sort(columns)
+    assert table.equals(one_run([path]))
+
+
+def test_a_line_half_written_when_hashed_is_read_whole_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live log hashed while its writer was in the middle of a line, then written on during the run:
+    the run reads up to the last complete line it hashed, the next run the line from its start (no
+    half line rejected as malformed, which stops a default run)."""
+    path = tmp_path / "access.log"
+    text = lines("log", 0, 60)
+    cut = len(lines("log", 0, 50)) + 30
+    path.write_text(text[:cut], encoding="utf-8")
+    state, out = tmp_path / "state", tmp_path / "out"
+    written_after_the_hash_pass(monkeypatch, path, appending(text[cut:]))
+    first = cron_run(path, state, out)
+    monkeypatch.undo()
+    assert (first["rows_read"], first["rejected"]) == (50, 0)
+    second = cron_run(path, state, out)
+    assert (second["rows_read"], second["rejected"], second["files_grown"]) == (10, 0, [str(path)])
+    assert events_written(out) == 60
+
+
+def test_a_log_truncated_during_a_first_read_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copytruncate between the hash pass and the read: what the run read is not what it hashed. It
+    stops before anything is written, and the next run reads the file as it is then."""
+    path = tmp_path / "access.log"
+    path.write_text(lines("log", 0, 50), encoding="utf-8")
+    state, out = tmp_path / "state", tmp_path / "out"
+
+    def copytruncate(log: Path) -> None:
+        shutil.copy(log, tmp_path / "access.log.1")
+        log.write_text(lines("log", 50, 5), encoding="utf-8")
+
+    written_after_the_hash_pass(monkeypatch, path, copytruncate)
+    result = run_cli(path, "--state", state, "--output-dir", out, "--no-geo")
+    monkeypatch.undo()
+    assert result.exit_code != 0
+    assert "changed while this run read it" in " ".join(result.stderr.split())
+    assert not out.exists() or not any(out.rglob("*.parquet"))
+    again = cron_run(path, state, out)
+    assert again["rows_read"] == 5
 
 
 # --- F3: logrotate's compress of a log that grew after the last run ------------------------------

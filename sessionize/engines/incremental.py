@@ -355,6 +355,9 @@ class _Scan:
     entry: dict[str, Any]
     start: bytes
     prefixes: dict[int, tuple[Any, int]] = field(default_factory=dict)
+    #: The bytes of the file on disk that the pass read (a .gz file's compressed bytes): a file of
+    #: another size when it is read was written to in between (a live log).
+    disk_size: int = 0
 
 
 def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
@@ -381,6 +384,7 @@ def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
                 lines += block[at:].count(b"\n") if wanted else 0
                 digest.update(block[at:])
                 size += len(block)
+            disk_size = raw.tell()
         except (OSError, EOFError, zlib.error) as exc:
             if not gz:
                 raise
@@ -399,7 +403,7 @@ def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
     if gz:  # and by its own bytes, as states before 2026-12 knew a .gz file
         with open(path, "rb") as raw:
             entry["raw_sha256"] = hashlib.file_digest(raw, "sha256").hexdigest()
-    return _Scan(entry, start, found)
+    return _Scan(entry, start, found, disk_size)
 
 
 def file_fingerprint(path: str) -> dict[str, Any]:
@@ -444,6 +448,8 @@ class _Todo:
     source: io.InputFile
     entry: dict[str, Any]
     grown: bool = False
+    #: A file read whole: its bytes on disk when it was hashed. Written to since, it is read as hashed.
+    disk_size: int | None = None
 
 
 def _plan(
@@ -456,7 +462,8 @@ def _plan(
     its path, or at another path with the same head (a live log that logrotate renamed after a run
     read it, or compressed: ``access.log.1.gz``), grew: only its new part is read. One whose head is
     what was processed at its path but whose content is not was edited: an error unless ``reprocess``.
-    Another head means another file at the same path (the new log after a rotation): read whole.
+    Another head means another file at the same path (the new log after a rotation): read whole, as it
+    was hashed (see :func:`_read`).
     """
     known = {entry.get(key) for entry in state.files for key in ("sha256", "raw_sha256")} - {None}
     by_path = {entry["path"]: entry for entry in state.files}
@@ -485,9 +492,10 @@ def _plan(
         if grown is not None:
             todo.append(grown)
             continue
+        whole = _Todo(source, entry, disk_size=scan.disk_size)
         if prior is None or reprocess or "head" not in prior or not prior["size"]:
             # Nothing read there yet (or the file was empty then: the access.log logrotate just created).
-            todo.append(_Todo(source, entry))
+            todo.append(whole)
             continue
         head = scan.start[: prior["head_size"]]
         if len(head) == prior["head_size"] and hashlib.sha256(head).hexdigest() == prior["head"]:
@@ -496,7 +504,7 @@ def _plan(
                 f"the {prior['size']:,} bytes the state holds. Pass --reprocess to read it again (events the "
                 "state still keeps are not counted twice), or restore the file."
             )
-        todo.append(_Todo(source, entry))  # another file at the same path: a rotated log
+        todo.append(whole)  # another file at the same path: a rotated log
     return todo, skipped
 
 
@@ -633,6 +641,70 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
     return _Todo(stand_in, grown_entry, grown=True)
 
 
+def _read(item: _Todo, options: ReadOptions, copy: Path) -> io.FileRead:
+    """Read one input as it was hashed, so that its entry in the state is what was read: the union of
+    the runs is one run.
+
+    A file read whole that was written to since its hash pass (a live log, or a CSV being written) may
+    hold more than the bytes hashed, which the next run takes for new: it is read (again) from a copy of
+    the bytes hashed, up to their last complete line (what follows is read by the next run). A file of
+    its hashed size after the read held nothing more while it was read: files are written to at their
+    end."""
+    source = item.source
+    if item.disk_size is None:
+        return io.read.read_file(source, options, keep_row=True)
+    if _disk_size(source.path) == item.disk_size:
+        read = io.read.read_file(source, options, keep_row=True)
+        if _disk_size(source.path) == item.disk_size:
+            return read
+    item.source, item.entry = _as_hashed(source, item.entry, copy)
+    return io.read.read_file(item.source, options, keep_row=True)
+
+
+def _disk_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _as_hashed(
+    source: io.InputFile, entry: dict[str, Any], copy: Path
+) -> tuple[io.InputFile, dict[str, Any]]:
+    """A copy of the bytes of ``source`` that its hash pass read (decompressed, for a .gz file), up to
+    their last complete line in a text format read by lines, and its entry for the state."""
+    gz = split_gz(source.path)[1]
+    copy = _stand_in_path(copy, source)
+    size = entry["size"]
+    with _create(copy) as out:
+        try:
+            with _content(source.path) as handle:
+                copied, newline = _copy_from(handle, out, copy, size)
+        except (OSError, EOFError, zlib.error):  # gone, or no longer a whole gzip stream
+            copied, newline = -1, -1
+    if copied != size or _hash_of(copy, 0, size, hashlib.sha256()).hexdigest() != entry["sha256"]:
+        raise StateError(
+            f"{source.path} changed while this run read it: its first {size:,} bytes are no longer those it "
+            "hashed (the file was truncated or rewritten, as logrotate's copytruncate does). Nothing was "
+            "written; run again."
+        )
+    kept = size
+    if not gz and source.format in _GROWABLE and 0 <= newline < size - 1:
+        kept = newline + 1
+        os.truncate(copy, kept)
+        with open(copy, "rb") as handle:
+            head = _head_of(handle.read(_HEAD_BYTES))
+        entry = {
+            **entry,
+            "size": kept,
+            "sha256": _hash_of(copy, 0, kept, hashlib.sha256()).hexdigest(),
+            "head": hashlib.sha256(head).hexdigest(),
+            "head_size": len(head),
+        }
+    entry = {key: value for key, value in entry.items() if key != "raw_sha256"} if gz else entry
+    return io.InputFile(str(copy), source.format, name=source.path), entry
+
+
 class _Lock:
     """The state's exclusive lock, held from the start of the run to its commit (or its failure)."""
 
@@ -750,6 +822,7 @@ class IncrementalEngine:
                     out_path=out_path,
                     pageviews_path=pageviews_path,
                     progress=progress,
+                    scratch=scratch,
                 )
                 new_state.settings = fingerprint
                 # A grown file with no complete line yet keeps its entry (not another copy of it).
@@ -932,6 +1005,7 @@ def _process(
     out_path: Path,
     pageviews_path: Path | None = None,
     progress: Progress,
+    scratch: Path,
 ) -> tuple[State, IncrementalOutcome, _PendingPartitions]:
     incremental = config.incremental
     assert incremental is not None
@@ -940,7 +1014,7 @@ def _process(
     reads = []
     rows_read = filtered = 0
     for number, item in enumerate(todo):
-        read = io.read.read_file(item.source, config.read, keep_row=True)
+        read = _read(item, config.read, scratch / f"whole-{number}")
         filtered += read.filtered
         events = read.events
         if ROW not in events.columns:
