@@ -45,7 +45,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import polars as pl
 
@@ -73,7 +73,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.io.formats import ACCESS_LOG_FORMATS
+from sessionize.io.formats import ACCESS_LOG_FORMATS, split_gz
 from sessionize.normalize import MAX_REPORTED_ROWS, ROW, SKIP_HINT
 from sessionize.partition import (
     STORED_GEO_COLUMNS,
@@ -371,6 +371,9 @@ class _Scan:
     entry: dict[str, Any]
     start: bytes
     prefixes: dict[int, tuple[Any, int]] = field(default_factory=dict)
+    #: The bytes of the file on disk that the pass read (a .gz file's compressed bytes): a file of
+    #: another size when it is read was written to in between (a live log).
+    disk_size: int = 0
 
 
 def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
@@ -397,6 +400,7 @@ def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
                 lines += block[at:].count(b"\n") if wanted else 0
                 digest.update(block[at:])
                 size += len(block)
+            disk_size = raw.tell()
         except (OSError, EOFError, zlib.error) as exc:
             if not gz:
                 raise
@@ -415,7 +419,7 @@ def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
     if gz:  # and by its own bytes, as states before 2026-12 knew a .gz file
         with open(path, "rb") as raw:
             entry["raw_sha256"] = hashlib.file_digest(raw, "sha256").hexdigest()
-    return _Scan(entry, start, found)
+    return _Scan(entry, start, found, disk_size)
 
 
 def file_fingerprint(path: str) -> dict[str, Any]:
@@ -460,6 +464,8 @@ class _Todo:
     source: io.InputFile
     entry: dict[str, Any]
     grown: bool = False
+    #: A file read whole: its bytes on disk when it was hashed. Written to since, it is read as hashed.
+    disk_size: int | None = None
 
 
 def _plan(
@@ -470,9 +476,10 @@ def _plan(
     A file is recognised by its content (a .gz file by the content it holds): one the state holds, or
     that another input of this run repeats, is skipped. A file that starts with what was processed at
     its path, or at another path with the same head (a live log that logrotate renamed after a run
-    read it), grew: only its complete new lines are read. One whose head is what was processed at its
-    path but whose content is not was edited: an error unless ``reprocess``. Another head means
-    another file at the same path (the new log after a rotation): read whole.
+    read it, or compressed: ``access.log.1.gz``), grew: only its new part is read. One whose head is
+    what was processed at its path but whose content is not was edited: an error unless ``reprocess``.
+    Another head means another file at the same path (the new log after a rotation): read whole, as it
+    was hashed (see :func:`_read`).
     """
     known = {entry.get(key) for entry in state.files for key in ("sha256", "raw_sha256")} - {None}
     by_path = {entry["path"]: entry for entry in state.files}
@@ -501,9 +508,10 @@ def _plan(
         if grown is not None:
             todo.append(grown)
             continue
+        whole = _Todo(source, entry, disk_size=scan.disk_size)
         if prior is None or reprocess or "head" not in prior or not prior["size"]:
             # Nothing read there yet (or the file was empty then: the access.log logrotate just created).
-            todo.append(_Todo(source, entry))
+            todo.append(whole)
             continue
         head = scan.start[: prior["head_size"]]
         if len(head) == prior["head_size"] and hashlib.sha256(head).hexdigest() == prior["head"]:
@@ -512,7 +520,7 @@ def _plan(
                 f"the {prior['size']:,} bytes the state holds. Pass --reprocess to read it again (events the "
                 "state still keeps are not counted twice), or restore the file."
             )
-        todo.append(_Todo(source, entry))  # another file at the same path: a rotated log
+        todo.append(whole)  # another file at the same path: a rotated log
     return todo, skipped
 
 
@@ -520,16 +528,17 @@ def _priors(
     path: str, prior: dict[str, Any] | None, by_head: Mapping[tuple[str, int], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     """The state's entries ``path`` may have grown from: the one at its path, then those of other paths
-    with the same head (its first two lines), largest first; none for a .gz file, whose new lines are not
-    read apart (it is read whole unless its content is one the state holds). The head is read alone, and
-    only of a file the state has heads like."""
-    if path.lower().endswith(".gz"):
-        return []
+    with the same head (its first two lines; a .gz file's as it holds them: logrotate's ``compress``
+    of a log that grew after a run read it), largest first. The head is read alone, and only of a
+    file the state has heads like."""
     found = [prior] if prior is not None and prior.get("head") and prior["size"] else []
     if not by_head:
         return found
-    with open(path, "rb") as handle:
-        start = handle.read(_HEAD_BYTES)
+    try:
+        with _content(path) as handle:
+            start = handle.read(_HEAD_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return found  # a broken .gz: the scan says what is wrong with it
     others: list[dict[str, Any]] = []
     for size in {size for _, size in by_head}:
         head = start[:size]
@@ -539,8 +548,61 @@ def _priors(
     return found + [entry for entry in others if entry is not prior]
 
 
+def _content(path: str) -> IO[bytes]:
+    """The bytes ``path`` holds, decompressed as they are read for a .gz file."""
+    return cast(IO[bytes], gzip.open(path, "rb")) if split_gz(path)[1] else open(path, "rb")
+
+
+def _create(copy: Path) -> IO[bytes]:
+    """``copy`` opened to be written (in the run's scratch directory under the state)."""
+    try:
+        return open(copy, "wb")
+    except OSError as exc:
+        raise io.cannot_write(copy, exc) from exc
+
+
+#: Bytes read at a time where an input is copied aside: memory holds one block, however large the file.
+_BLOCK = 1 << 20
+
+
+def _copy_from(handle: IO[bytes], out: IO[bytes], copy: Path, limit: int | None = None) -> tuple[int, int]:
+    """Copy ``handle`` from where it is to ``out`` (the file ``copy``), a block at a time, to its end or
+    ``limit`` bytes: the bytes copied, and the offset of the last newline among them (-1 if none)."""
+    copied, newline = 0, -1
+    while limit is None or copied < limit:
+        block = handle.read(_BLOCK if limit is None else min(_BLOCK, limit - copied))
+        if not block:
+            break
+        try:
+            out.write(block)
+        except OSError as exc:
+            raise io.cannot_write(copy, exc) from exc
+        if (at := block.rfind(b"\n")) >= 0:
+            newline = copied + at
+        copied += len(block)
+    return copied, newline
+
+
+def _hash_of(copy: Path, start: int, size: int, digest: Any) -> Any:
+    """``digest`` updated with ``size`` bytes of ``copy`` from ``start``, a block at a time."""
+    with open(copy, "rb") as handle:
+        handle.seek(start)
+        while size > 0 and (block := handle.read(min(_BLOCK, size))):
+            digest.update(block)
+            size -= len(block)
+    return digest
+
+
+def _stand_in_path(copy: Path, source: io.InputFile) -> Path:
+    """Where the copy of (part of) ``source`` goes: its suffix without .gz, as the copy is plain."""
+    return copy.with_name(copy.name + Path(split_gz(source.path)[0]).suffix)
+
+
 def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path) -> _Todo | None:
-    """The new complete lines of a file that starts with what the state holds, copied to ``copy``."""
+    """The new part of a file that starts with what the state holds, copied to ``copy``: its new complete
+    lines, or all of a .gz file's (nobody writes on in one: logrotate compressed the log that a run read
+    before it grew). Streamed, a .gz file decompressed as it is read: memory holds a block at a time
+    (and a CSV's new lines, to find its complete records)."""
     digest, lines = scan.prefixes.get(prior["size"], (None, 0))
     if (
         digest is None
@@ -550,32 +612,113 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
     ):
         return None
     csv = source.format in ("csv", "tsv")
-    with open(source.path, "rb") as handle:
-        header = handle.readline() if csv else b""
-        handle.seek(prior["size"])
-        tail = handle.read()
+    gz = split_gz(source.path)[1]
+    copy = _stand_in_path(copy, source)
+    with _create(copy) as out:
+        try:
+            with _content(source.path) as handle:
+                header = handle.readline() if csv else b""
+                if gz:  # no seeking in a gzip stream: what was processed is read past, a block at a time
+                    skip = prior["size"] - len(header)
+                    while skip > 0 and (block := handle.read(min(_BLOCK, skip))):
+                        skip -= len(block)
+                else:
+                    handle.seek(prior["size"])
+                try:
+                    out.write(header)
+                except OSError as exc:
+                    raise io.cannot_write(copy, exc) from exc
+                copied, newline = _copy_from(handle, out, copy)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise UnreadableInputError(
+                f"{source.path}: cannot be read as gzip ({exc}). Check that the file is complete."
+            ) from exc
     # Only complete lines, and in a CSV complete records: what is being written while we read is read by
-    # the next run.
-    tail = tail[: tail.rfind(b"\n") + 1]
-    if csv:
+    # the next run. A .gz file is complete: all of it.
+    kept = copied if gz else newline + 1
+    if csv and not gz and kept:
+        with open(copy, "rb") as handle:
+            handle.seek(len(header))
+            tail = handle.read(kept)
         separator = "\t" if source.format == "tsv" else ","
         width = io.read.header_width(header, separator)
-        tail = tail[: io.read.complete_csv_records(tail, separator=separator, width=width)]
+        kept = io.read.complete_csv_records(tail, separator=separator, width=width)
+        del tail
+    if kept < copied:
+        os.truncate(copy, len(header) + kept)
     # A CSV copy's header stands for the file's first line.
     first_line = lines - 1 if csv else lines
-    digest = digest.copy()
-    digest.update(tail)
-    copy = copy.with_name(copy.name + Path(source.path).suffix)
-    try:
-        copy.write_bytes(header + tail)
-    except OSError as exc:
-        raise io.cannot_write(copy, exc) from exc
+    digest = _hash_of(copy, len(header), kept, digest.copy())
     # Nothing complete yet: the state holds the file as it was (the same entry again would be a duplicate).
     grown_entry = (
-        {**scan.entry, "size": prior["size"] + len(tail), "sha256": digest.hexdigest()} if tail else prior
+        {**scan.entry, "size": prior["size"] + kept, "sha256": digest.hexdigest()} if kept else prior
     )
     stand_in = io.InputFile(str(copy), source.format, name=source.path, first_line=first_line)
     return _Todo(stand_in, grown_entry, grown=True)
+
+
+def _read(item: _Todo, options: ReadOptions, copy: Path) -> io.FileRead:
+    """Read one input as it was hashed, so that its entry in the state is what was read: the union of
+    the runs is one run.
+
+    A file read whole that was written to since its hash pass (a live log, or a CSV being written) may
+    hold more than the bytes hashed, which the next run takes for new: it is read (again) from a copy of
+    the bytes hashed, up to their last complete line (what follows is read by the next run). A file of
+    its hashed size after the read held nothing more while it was read: files are written to at their
+    end."""
+    source = item.source
+    if item.disk_size is None:
+        return io.read.read_file(source, options, keep_row=True)
+    if _disk_size(source.path) == item.disk_size:
+        read = io.read.read_file(source, options, keep_row=True)
+        if _disk_size(source.path) == item.disk_size:
+            return read
+    item.source, item.entry = _as_hashed(source, item.entry, copy)
+    return io.read.read_file(item.source, options, keep_row=True)
+
+
+def _disk_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _as_hashed(
+    source: io.InputFile, entry: dict[str, Any], copy: Path
+) -> tuple[io.InputFile, dict[str, Any]]:
+    """A copy of the bytes of ``source`` that its hash pass read (decompressed, for a .gz file), up to
+    their last complete line in a text format read by lines, and its entry for the state."""
+    gz = split_gz(source.path)[1]
+    copy = _stand_in_path(copy, source)
+    size = entry["size"]
+    with _create(copy) as out:
+        try:
+            with _content(source.path) as handle:
+                copied, newline = _copy_from(handle, out, copy, size)
+        except (OSError, EOFError, zlib.error):  # gone, or no longer a whole gzip stream
+            copied, newline = -1, -1
+    if copied != size or _hash_of(copy, 0, size, hashlib.sha256()).hexdigest() != entry["sha256"]:
+        raise StateError(
+            f"{source.path} changed while this run read it: its first {size:,} bytes are no longer those it "
+            "hashed (the file was truncated or rewritten, as logrotate's copytruncate does). Nothing was "
+            "written; run again."
+        )
+    kept = size
+    if not gz and source.format in _GROWABLE and 0 <= newline < size - 1:
+        kept = newline + 1
+        os.truncate(copy, kept)
+        with open(copy, "rb") as handle:
+            head = _head_of(handle.read(_HEAD_BYTES))
+        entry = {
+            **entry,
+            "size": kept,
+            "sha256": _hash_of(copy, 0, kept, hashlib.sha256()).hexdigest(),
+            "head": hashlib.sha256(head).hexdigest(),
+            "head_size": len(head),
+        }
+    entry = {key: value for key, value in entry.items() if key != "raw_sha256"} if gz else entry
+    return io.InputFile(str(copy), source.format, name=source.path), entry
 
 
 class _Lock:
@@ -710,6 +853,7 @@ class IncrementalEngine:
                     out_path=out_path,
                     pageviews_path=pageviews_path,
                     progress=progress,
+                    scratch=scratch,
                 )
                 new_state.settings = fingerprint
                 # A grown file with no complete line yet keeps its entry (not another copy of it).
@@ -995,6 +1139,7 @@ def _process(
     out_path: Path,
     pageviews_path: Path | None = None,
     progress: Progress,
+    scratch: Path,
 ) -> tuple[State, IncrementalOutcome, _PendingPartitions]:
     incremental = config.incremental
     assert incremental is not None
@@ -1003,7 +1148,7 @@ def _process(
     reads = []
     rows_read = filtered = 0
     for number, item in enumerate(todo):
-        read = io.read.read_file(item.source, config.read, keep_row=True)
+        read = _read(item, config.read, scratch / f"whole-{number}")
         filtered += read.filtered
         events = read.events
         if ROW not in events.columns:
