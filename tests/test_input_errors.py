@@ -220,7 +220,7 @@ def runs_as(
 
 
 def check_unreadable_inputs(tmp_path: Path, command: list[str]) -> None:
-    os.chmod(tmp_path, 0o777)
+    os.chmod(tmp_path, 0o1777)  # like /tmp: a --state made here is the other user's own
     (tmp_path / "d").mkdir(mode=0o777)
     for path in (tmp_path / "events.csv", tmp_path / "d" / "x.csv"):
         path.write_text(LINES, encoding="utf-8")
@@ -260,7 +260,7 @@ def test_an_input_folder_that_cannot_be_entered_is_a_permission_error() -> None:
 
 
 def check_unenterable_folders(tmp_path: Path, command: list[str]) -> None:
-    os.chmod(tmp_path, 0o777)
+    os.chmod(tmp_path, 0o1777)  # like /tmp: a --state made here is the other user's own
     (tmp_path / "in" / "closed").mkdir(parents=True)
     (tmp_path / "in" / "ok.csv").write_text(LINES, encoding="utf-8")
     (tmp_path / "in" / "closed" / "c.csv").write_text(LINES.replace("\nu", "\nw"), encoding="utf-8")
@@ -316,7 +316,7 @@ def test_a_pattern_leaves_out_no_folder_it_cannot_enter() -> None:
 
 
 def check_patterns(tmp_path: Path, command: list[str]) -> None:
-    os.chmod(tmp_path, 0o777)
+    os.chmod(tmp_path, 0o1777)  # like /tmp: a --state made here is the other user's own
     for relative in ("ok.csv", "a/c.csv", "closed/c.csv", "listed/c.csv", "_closed/c.csv", ".closed/c.csv"):
         path = tmp_path / "in" / relative
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
