@@ -581,6 +581,18 @@ def _as_number(column: str | None) -> pl.Expr:
     return pl.when(number.is_finite()).then(number)
 
 
+def float_text(value: pl.Expr) -> pl.Expr:
+    """The text of a float ``value``: a whole one as an integer while the float holds it exactly (below
+    2**53: ``1714730400.0`` is ``1714730400``, as its integer is written), others as Polars writes them
+    (``1.5``, ``1e+16``, ``NaN``, ``inf``)."""
+    whole = (value == value.floor()) & (value.abs() < 2.0**53)
+    return (
+        pl.when(whole)
+        .then(value.cast(pl.Int64, strict=False).cast(pl.String))
+        .otherwise(value.cast(pl.String))
+    )
+
+
 def _as_text(
     column: str | None, schema: Mapping[str, pl.DataType], *, nulls: Iterable[str] = ("",)
 ) -> pl.Expr:
@@ -593,15 +605,9 @@ def _as_text(
         return pl.lit(None, dtype=pl.String)
     col = pl.col(column)
     dtype = schema.get(column)
+    text: pl.Expr
     if dtype is not None and dtype.is_float():
-        whole = (col == col.floor()) & (col.abs() < 2.0**53)
-        text = (
-            pl.when(~col.is_finite())
-            .then(None)
-            .when(whole)
-            .then(col.cast(pl.Int64, strict=False).cast(pl.String))
-            .otherwise(col.cast(pl.String))
-        )
+        text = pl.when(col.is_finite()).then(float_text(col))
     elif isinstance(dtype, pl.Decimal):
         text = col.cast(pl.String).str.replace(r"\.0+$", "")
     else:

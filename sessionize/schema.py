@@ -6,7 +6,7 @@ import difflib
 import itertools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Final
@@ -211,7 +211,8 @@ SESSION_ID = "session_id"
 REFERRER_PAGE = "_referrer_page"
 
 #: Names recognised for each input column, in order of preference. Matching ignores case and any
-#: character that is not a letter or digit, so ``userId``, ``user_id`` and ``User ID`` all match.
+#: character that is not a letter or digit, so ``userId``, ``user_id`` and ``User ID`` all match; a column
+#: named exactly as one of them wins over such a look-alike (see :func:`resolve_columns`).
 #: Besides the usual names this covers Segment, Snowplow and PostHog exports.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     USER: (
@@ -566,6 +567,9 @@ def resolve_columns(
     The explicit names come as ``columns`` or as the ``*_col`` keywords (``user_col="uid"``).
     ``preferred`` gives names per role (``url``: ``["properties.$current_url"]``, a preset's) tried
     before the role's aliases, matched like them, and no error when absent.
+    A role takes the first of its names that a column is named exactly (:func:`exact_column`: itself or
+    its flattened spelling, ``properties_$current_url``), else the first that a look-alike matches (case
+    and punctuation ignored), wherever each column stands.
     ``user_fallback`` (``--user-fallback-col``) names the login id column whose value an event without
     a user id takes as its user id (:attr:`ColumnMap.user_fallback`), matched as a flag's column is
     (:func:`match_column`); an input without it has none, and no error: one run reads files with and
@@ -584,6 +588,12 @@ def resolve_columns(
     by_norm: dict[str, str] = {}
     for name in available:
         by_norm.setdefault(name_key(name), name)
+    names = set(available)
+
+    def named_as(alias: str) -> tuple[str | None, str | None]:
+        """The column named exactly ``alias`` (:func:`exact_column`), and its first look-alike."""
+        return exact_column(alias, names), by_norm.get(name_key(alias))
+
     listing = column_listing(available)
     found: dict[str, str | None] = {}
     # The flags' columns first, as they resolve (``--stitch-col user_id`` is ``USER_ID``): no role guessed
@@ -609,15 +619,17 @@ def resolve_columns(
                 )
             found[role] = column or given
             continue
-        # Each alias in turn, the column named exactly as it before a look-alike: `user_id` is the user id
+        # The columns named exactly as one of the role's names, in the names' order, before any look-alike
+        # (equal to a name with case and punctuation ignored), in the same order: `user_id` is the user id
         # whether `User ID` or `userId` comes before it in the file (the first look-alike won, so column
-        # order decided).
-        candidates = ((alias, by_norm.get(name_key(alias))) for alias in aliases)
+        # order decided), and a preset's `properties.$session_id` is the flattened `properties_$session_id`
+        # whether the app's own `properties_session_id` comes before it or not (review 59 F1: the exact
+        # test missed the flattened spelling, and the app's property won).
+        spellings = [named_as(alias) for alias in aliases]
         match = next(
             (
                 column
-                for alias, look_alike in candidates
-                for column in (alias if alias in available else None, look_alike)
+                for column in [*(exact for exact, _ in spellings), *(alike for _, alike in spellings)]
                 if column is not None
                 and (column not in taken or (role == STITCH and column == fallback_column))
             ),
@@ -628,11 +640,9 @@ def resolve_columns(
             taken.add(match)
     fallbacks: tuple[str, ...] = ()
     if explicit[EVENT] is None and found[EVENT] is not None:
-        fallbacks = tuple(
-            by_norm[name_key(alias)]
-            for alias in COLUMN_ALIASES[EVENT]
-            if name_key(alias) in by_norm and by_norm[name_key(alias)] not in taken
-        )
+        # One column a name, the exact one before its look-alike.
+        spelled = (exact or alike for exact, alike in map(named_as, COLUMN_ALIASES[EVENT]))
+        fallbacks = tuple(dict.fromkeys(c for c in spelled if c is not None and c not in taken))
     hints: list[str] = []
     for role in (USER, TIME):
         if found[role] is None:
@@ -680,14 +690,24 @@ def _claimed(
     )
 
 
+def exact_column(name: str, available: Collection[str]) -> str | None:
+    """The column of ``available`` named exactly ``name``, case and punctuation kept: ``name`` itself, else
+    its flattened spelling (``properties.$session_id`` -> ``properties_$session_id``, the column flattening
+    or --unnest-params made); None for none. A look-alike (``properties_session_id``, ``Referrer`` for
+    ``referrer``) is not one: the known names take it only when no column is named exactly."""
+    if name in available:
+        return name
+    flattened = name.replace(".", "_")
+    return flattened if flattened in available else None
+
+
 def match_column(given: str, available: Sequence[str]) -> str | None:
     """The column ``given`` names: itself, its flattened form (``context.page.url`` -> ``context_page_url``,
     the column flattening or --unnest-params made) or the one column equal to it with case and
     punctuation ignored (a Snowflake export's ``DOMAIN_USERID``); None for none, or several."""
-    if given in available:
-        return given
-    if given.replace(".", "_") in available:
-        return given.replace(".", "_")
+    exact = exact_column(given, available)
+    if exact is not None:
+        return exact
     matches = [name for name in available if name_key(name) == name_key(given)]
     return matches[0] if len(matches) == 1 else None
 

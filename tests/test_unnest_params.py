@@ -20,7 +20,7 @@ from polars.testing import assert_frame_equal
 import sessionize
 from sessionize.errors import SessionizeWarning
 from sessionize.io import params
-from tests.helpers import KEYS, run_cli
+from tests.helpers import EVERY_PATH, KEYS, path_options, path_sessions, run_cli
 
 SITE = "https://shop.example.com"
 T0 = 1_714_557_600_000_000  # 2024-05-01T10:00:00Z in microseconds
@@ -202,3 +202,103 @@ def test_every_engine_path_gives_the_in_memory_sessions(tmp_path: Path) -> None:
                 **OPTIONS,
             )
         assert_frame_equal(pl.read_parquet(directory / "part-*.parquet").sort(KEYS), expected)
+
+
+# --- a whole double is the integer's text (review 59 F5) -----------------------------------------------
+
+#: GA4's ga_session_id of one session: an int_value on most events, a double_value on one (a Measurement
+#: Protocol number), and a parameter sent as a whole double by one event and as an integer by the other.
+SESSION = 1_714_730_400
+WHOLE_DOUBLES = [
+    event("e1", 0, "page_view", page_location=f"{SITE}/", ga_session_id=SESSION, lead=99.0),
+    event("e1", 20_000_000, "generate_lead", page_location=f"{SITE}/", ga_session_id=float(SESSION), lead=99),
+    event("e1", 30_000_000, "page_view", page_location=f"{SITE}/x", ga_session_id=SESSION, price=12.5),
+    event("e2", 0, "page_view", page_location=f"{SITE}/", ga_session_id=float(SESSION + 1), lead=99.0),
+]  # fmt: skip
+#: What every read of them gives: one session of e1's three events, its id and its whole double as the
+#: integer's text (one distinct value of `lead`), a fraction as it is.
+WHOLE_DOUBLES_SESSIONS = [
+    ("e1", str(SESSION), 3, "99", 1, "12.5"),
+    ("e2", str(SESSION + 1), 1, "99", 1, None),
+]
+WHOLE_DOUBLES_OPTIONS: dict[str, Any] = {
+    "preset": "ga4",
+    "no_geo": True,
+    "aggregates": [
+        "first_lead=first(event_params.lead)",
+        "leads=n_unique(event_params.lead)",
+        "price=max(event_params.price)",
+    ],
+}
+
+
+def write_bigquery_ndjson(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """NDJSON as BigQuery exports a table: its INT64 values as strings, FLOAT64 ones as numbers."""
+
+    def exported(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: exported(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [exported(v) for v in item]
+        return str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+
+    return write_ndjson(path, [exported(row) for row in rows])
+
+
+def whole_double_rows(table: pl.DataFrame) -> list[tuple[Any, ...]]:
+    rows = table.sort("user_id").select(
+        "user_id", "session_id", "event_count", "first_lead", "leads", "price"
+    )
+    return [(*row[:5], None if row[5] is None else f"{row[5]:g}") for row in rows.rows()]
+
+
+@pytest.fixture(params=["ndjson", "parquet"])
+def whole_doubles(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """:data:`WHOLE_DOUBLES` as GA4's BigQuery export: NDJSON (BigQuery's JSON) or Parquet."""
+    if request.param == "ndjson":
+        return write_bigquery_ndjson(tmp_path / "events.ndjson", WHOLE_DOUBLES)
+    return write_parquet(tmp_path / "events.parquet", WHOLE_DOUBLES)
+
+
+def test_a_whole_double_session_id_is_the_int_value_session(whole_doubles: Path) -> None:
+    table = sessionize.run([str(whole_doubles)], **WHOLE_DOUBLES_OPTIONS).sessions
+    assert whole_double_rows(table) == WHOLE_DOUBLES_SESSIONS
+
+
+def test_a_whole_double_parameter_reads_as_its_integer_in_a_frame(whole_doubles: Path) -> None:
+    """sessionize.sessionize(frame, preset="ga4") unnests in memory alike."""
+    read = pl.read_ndjson if whole_doubles.suffix == ".ndjson" else pl.read_parquet
+    frame = read(whole_doubles)
+    table = sessionize.sessionize(frame, **WHOLE_DOUBLES_OPTIONS).collect()
+    assert whole_double_rows(table) == WHOLE_DOUBLES_SESSIONS
+
+
+def test_the_cli_writes_a_whole_double_session_id_as_an_integer(tmp_path: Path) -> None:
+    """The reviewer's run: `sessionize run ga4.ndjson --preset ga4`."""
+    source = write_bigquery_ndjson(tmp_path / "events.ndjson", WHOLE_DOUBLES)
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "--preset", "ga4", "--no-geo", "-q", "-o", out)
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False).sort("user_id")
+    assert table.select("session_id", "event_count").rows() == [(str(SESSION), "3"), (str(SESSION + 1), "1")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_every_engine_path_reads_a_whole_double_as_its_integer(
+    whole_doubles: Path, path: dict[str, Any], tmp_path: Path
+) -> None:
+    options = path_options(path, tmp_path)
+    result = sessionize.run([str(whole_doubles)], **WHOLE_DOUBLES_OPTIONS, **options)
+    assert whole_double_rows(path_sessions(result, options)) == WHOLE_DOUBLES_SESSIONS
+
+
+@pytest.mark.slow
+def test_spark_reads_a_whole_double_as_its_integer(
+    whole_doubles: Path, tmp_path: Path, spark_session: Any
+) -> None:
+    target = tmp_path / "sessions"
+    sessionize.run(
+        [str(whole_doubles)], **WHOLE_DOUBLES_OPTIONS, spark=spark_session, partitions=2, output=str(target)
+    )
+    assert whole_double_rows(pl.read_parquet(sorted(target.glob("part-*.parquet")))) == WHOLE_DOUBLES_SESSIONS

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import polars as pl
 
 from sessionize.errors import MissingColumnError, SessionizeWarning
-from sessionize.normalize import ROW
+from sessionize.normalize import ROW, float_text
 from sessionize.schema import column_listing, name_key
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 #: At most this many keys of one key/value column become columns (the most frequent ones).
 MAX_KEYS: Final = 500
@@ -45,17 +48,25 @@ def _find(names: Sequence[str], wanted: str) -> str | None:
 
 
 def _value_expr(value_dtype: pl.DataType) -> pl.Expr:
-    """The text of one element's ``value`` field (an expression on ``pl.element()``)."""
+    """The text of one element's ``value`` field (an expression on ``pl.element()``). A whole float is
+    written as an integer (:func:`sessionize.normalize.float_text`): GA4's ``ga_session_id`` sent as a
+    ``double_value`` (``1714730400.0``, a Measurement Protocol number) is the ``int_value`` of the
+    session's other events (``1714730400``), not a session of its own (review 59 F5)."""
     value = pl.element().struct.field("value")
     if isinstance(value_dtype, pl.Struct):
-        fields = [f.name for f in value_dtype.fields]
-        ordered = [f for f in _GA4_VALUE_FIELDS if f in fields] + [
-            f for f in fields if f not in _GA4_VALUE_FIELDS
+        types = {f.name: f.dtype for f in value_dtype.fields}
+        ordered = [f for f in _GA4_VALUE_FIELDS if f in types] + [
+            f for f in types if f not in _GA4_VALUE_FIELDS
         ]
         if not ordered:
             return pl.lit(None, dtype=pl.String)
-        return pl.coalesce([value.struct.field(f).cast(pl.String) for f in ordered])
-    return value.cast(pl.String)
+        return pl.coalesce([_text(value.struct.field(f), types[f]) for f in ordered])
+    return _text(value, value_dtype)
+
+
+def _text(value: pl.Expr, dtype: PolarsDataType) -> pl.Expr:
+    """``value`` of type ``dtype`` as text, a whole float as an integer."""
+    return float_text(value) if dtype.is_float() else value.cast(pl.String)
 
 
 def _key_value_dtype(dtype: pl.DataType) -> pl.DataType | None:
