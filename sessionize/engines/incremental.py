@@ -77,6 +77,7 @@ from sessionize.partition import (
     PartitionJob,
     Tally,
     build_users,
+    check_sums,
     drop_shown,
     empty_sessions,
     hash_ids,
@@ -1122,7 +1123,10 @@ def _user_table(out_path: Path, pending: _PendingPartitions, job: PartitionJob) 
     # Only the columns the user table reads (each partition as written: an older one may lack some).
     needed = user_table_inputs(job.settings)
     sessions = pl.concat([_read_partition(path, needed) for path in present], how="diagonal_relaxed")
-    return drop_shown(build_users(sessions, job.settings), job.dropped)
+    users = drop_shown(build_users(sessions, job.settings), job.dropped)
+    # A user's sessions of every run add up here: a sum beyond the largest float is refused, as in one run.
+    check_sums(users, job.settings.aggregates, users=True)
+    return users
 
 
 def _read_partition(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
