@@ -18,9 +18,10 @@ from polars.testing import assert_frame_equal
 import sessionize
 from sessionize.errors import BadNumberError, MissingColumnError, SumOverflowError, UsageError
 from tests.helpers import (
-    EVERY_PATH,
+    EVERY_PATH_AND_SPARK,
     KEYS,
     OTHER_PATHS,
+    any_path_options,
     path_options,
     path_sessions,
     run_cli,
@@ -581,42 +582,28 @@ def test_a_sum_beyond_the_largest_float_is_an_error(tmp_path: Path) -> None:
     assert run_cli(fine, "-o", out, "--no-geo", "--agg", "total=sum(amount)").exit_code == 0
 
 
-def spark_or(path: Any, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """A path of :data:`EVERY_SPARK_PATH` as ``sessionize.run`` keywords."""
-    if path == "spark":
-        return {"spark": request.getfixturevalue("spark_session"), "partitions": 2,
-                "output": str(tmp_path / "spark-out")}  # fmt: skip
-    return path_options(path, tmp_path)
-
-
-EVERY_SPARK_PATH = [*EVERY_PATH, pytest.param("spark", id="spark", marks=pytest.mark.slow)]
-
-
-@pytest.mark.parametrize("path", EVERY_SPARK_PATH)
+@pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
 def test_every_path_sums_near_the_largest_float_alike(
-    tmp_path: Path, path: Any, request: pytest.FixtureRequest
+    tmp_path: Path, path: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
     """The sums and means above on every engine path, and the same error for a sum beyond the largest
     float (an executor's or worker's error raised as itself), the user table's too."""
     source = write_huge(tmp_path / "huge" / "events.parquet")
-    options = spark_or(path, request, tmp_path / "huge")
+    options = any_path_options(path, tmp_path / "huge", request)
     result = sessionize.run([source], no_geo=True, aggregates=HUGE_AGGREGATES, **options)
-    spark = path == "spark"
-    table = (
-        pl.read_parquet(Path(options["output"]) / "*.parquet") if spark else path_sessions(result, options)
-    )
+    table = path_sessions(result, options)
     names = [spec.split("=")[0] for spec in HUGE_AGGREGATES]
     assert table.sort("user_id").select("user_id", *names).rows() == HUGE_EXPECTED
 
     source = write_overflow(tmp_path / "over" / "events.csv")
-    options = spark_or(path, request, tmp_path / "over")
+    options = any_path_options(path, tmp_path / "over", request)
     with pytest.raises(SumOverflowError, match=re.escape(OVERFLOW)):
         sessionize.run([source], no_geo=True, aggregates="total=sum(amount)", **options)
     users = tmp_path / "users.parquet"
     fine = write_text(
         tmp_path / "fine" / "e.csv", "".join(source.read_text().splitlines(True)[i] for i in (0, 4, 5))
     )
-    options = spark_or(path, request, tmp_path / "fine")
+    options = any_path_options(path, tmp_path / "fine", request)
     with pytest.raises(SumOverflowError, match=re.escape(USERS_OVERFLOW)):
         sessionize.run(
             [fine], no_geo=True, aggregates="total=sum(amount)", users_output=str(users), **options
