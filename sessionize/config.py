@@ -72,6 +72,11 @@ FORMER_DEFAULT_ASSET_PATTERNS: tuple[str, ...] = (
     r"|(?:^|/)(?:feed|rss|atom)/?$"
     r"|(?:^|/)robots\.txt$",
 )
+#: The fingerprint's record of how ids of only whitespace are read (not an option): as empty ones, since
+#: stop 49 (``BLANK_IDS``); as ids before (``FORMER_BLANK_IDS``: a state that recorded nothing holds them
+#: as read, and continues with the current rule: see :data:`sessionize.engines.incremental._FORMER_DEFAULTS`).
+BLANK_IDS = "missing"
+FORMER_BLANK_IDS = "as-written"
 #: Where ``run`` sessionizes: this process, or a Dask cluster (``pip install 'sessionize[dask]'``).
 ENGINES = ("local", "dask", "spark")
 #: What ``--ambiguous-time`` accepts (see :func:`sessionize.normalize.local_time_reason`).
@@ -1146,6 +1151,8 @@ class RunConfig:
         if self.incremental is not None:
             # Page views are kept in partitions run after run: a state continues with or without them.
             values["pageviews"] = "yes" if self.output.pageviews_output is not None else "no"
+        # A rule, not an option: recorded so that a state written under an earlier one is told apart.
+        values["blank_ids"] = BLANK_IDS
         return values
 
 

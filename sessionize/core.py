@@ -639,10 +639,26 @@ def reads_event_names(
     )
 
 
+#: ``--agg``'s sums and means add up their values times 2**-40, then multiply by 2**40: a power of two
+#: scales a float exactly, so the result is the plain sum's to the last bit, but no sum on the way goes
+#: beyond the largest float (1.8e308): the mean of 1e308 and 1e308 is 1e308 (not ``inf``), and the sum
+#: of 1e308, 1e308 and -1e308 is 1e308 (not ``inf``, nor NaN when two overflows meet). Up to 2**39 values
+#: of the largest float add up below it. Only values below 2**-982 (1e-296) would lose digits.
+_SCALE_DOWN = 2.0**-40
+_SCALE_UP = 2.0**40
+
+
+def scaled_sum(column: pl.Expr) -> pl.Expr:
+    """The sum of ``column``, added up scaled (see :data:`_SCALE_DOWN`): infinite only where the sum
+    itself is beyond the largest float (:func:`sessionize.partition.check_sums` refuses to write it)."""
+    return (column * _SCALE_DOWN).sum() * _SCALE_UP
+
+
 def aggregate_expr(aggregate: S.Aggregate, inputs: Mapping[tuple[str, bool], str]) -> pl.Expr:
     """One ``--agg`` over a session's events, in event order, from its event column (``inputs``:
     :func:`sessionize.schema.aggregate_inputs`). As SQL has them: ``sum``, ``mean``, ``min`` and ``max``
-    of the non-null values (null without one); ``count(COLUMN)`` the non-null values, ``count(*)`` the
+    of the non-null values (null without one; sums and means without overflow on the way, see
+    :func:`scaled_sum`); ``count(COLUMN)`` the non-null values, ``count(*)`` the
     events; ``n_unique`` the distinct non-null values; ``first`` and ``last`` the first and last event's
     value, null included. ``count(event=VALUE)`` is counted with ``--count-events``' flags instead."""
     if aggregate.column is None:
@@ -651,9 +667,9 @@ def aggregate_expr(aggregate: S.Aggregate, inputs: Mapping[tuple[str, bool], str
     expr: pl.Expr
     match aggregate.function:
         case "sum":
-            expr = pl.when(column.count() > 0).then(column.sum())
+            expr = pl.when(column.count() > 0).then(scaled_sum(column))
         case "mean":
-            expr = column.mean()
+            expr = (column * _SCALE_DOWN).mean() * _SCALE_UP
         case "min":
             expr = column.min()
         case "max":
@@ -1502,7 +1518,7 @@ def user_rollup(aggregate: S.Aggregate) -> pl.Expr | None:
         case "count":
             return column.sum().cast(pl.UInt64)
         case "sum":
-            return pl.when(column.count() > 0).then(column.sum()).alias(aggregate.name)
+            return pl.when(column.count() > 0).then(scaled_sum(column)).alias(aggregate.name)
         case "min":
             return column.min()
         case "max":

@@ -68,6 +68,11 @@ class BadNumberError(InvalidEventsError):
     """Values of a column that ``--agg`` sums, averages or compares that are not numbers."""
 
 
+class SumOverflowError(BadNumberError):
+    """An ``--agg`` sum (of a session, or of a user's sessions) beyond the largest 64-bit float, which no
+    output can hold."""
+
+
 class MissingUserIdError(InvalidEventsError):
     """Rows whose user id is empty."""
 

@@ -594,13 +594,19 @@ def float_text(value: pl.Expr) -> pl.Expr:
 
 
 def _as_text(
-    column: str | None, schema: Mapping[str, pl.DataType], *, nulls: Iterable[str] = ("",)
+    column: str | None,
+    schema: Mapping[str, pl.DataType],
+    *,
+    nulls: Iterable[str] = ("",),
+    blank: bool = False,
 ) -> pl.Expr:
     """A column as text, ``nulls`` as null. A whole float is written as an integer: JSON's ``7.0`` is
     ``7`` (a file with ``42`` on one line and ``7.0`` on another is read as floats, and its user 42
     was ``42.0``), and so is a pandas integer column with gaps, while the float holds the integer
     exactly (below 2**53; a larger one keeps its float text rather than digits it never had); NaN and
-    infinities are null. A whole decimal (BigQuery's NUMERIC: ``42.000000000``) is its integer too."""
+    infinities are null. A whole decimal (BigQuery's NUMERIC: ``42.000000000``) is its integer too.
+    With ``blank`` (an id's column), text of only whitespace (``"   "``, a tab) is null as an empty one
+    is; other text is kept as written, spaces around it too (ids are opaque: ``" u1"`` is not ``"u1"``)."""
     if column is None:
         return pl.lit(None, dtype=pl.String)
     col = pl.col(column)
@@ -612,7 +618,11 @@ def _as_text(
         text = col.cast(pl.String).str.replace(r"\.0+$", "")
     else:
         text = col.cast(pl.String)
-    return pl.when(text.is_in(list(nulls))).then(None).otherwise(text)
+    missing = text.is_in(list(nulls))
+    if blank and dtype is not None and _is_text(dtype):
+        # (Only text can be blank: a number column is not tested.)
+        missing |= S.is_blank(text)
+    return pl.when(missing).then(None).otherwise(text)
 
 
 def _referrer(columns: S.ColumnMap, schema: Mapping[str, pl.DataType]) -> pl.Expr:
@@ -843,7 +853,7 @@ def prepare_events(
     heartbeat_parsed: pl.Expr | None = None
     if heartbeat is not None:
         events, heartbeat_parsed = heartbeat(events)
-    event_id = _as_text(columns.event_id, schema)
+    event_id = _as_text(columns.event_id, schema, blank=True)
     page_view_id = page_view_id_expr(columns.page_view_id, schema.get(columns.page_view_id or ""))
     if columns.page_view_id is not None:
         event_id = (
@@ -853,9 +863,10 @@ def prepare_events(
         )
     # --user-fallback-col: an event without a user id takes its login id as one (a server-side Segment
     # call has a userId and no anonymousId; an Amplitude event a user_id and no device_id).
-    user = _as_text(columns.user_id, schema)
+    # Ids of only whitespace are none, as empty ones (a blank user id takes the login id, or is rejected).
+    user = _as_text(columns.user_id, schema, blank=True)
     if columns.user_fallback is not None and columns.user_fallback != columns.user_id:
-        user = pl.coalesce(user, _as_text(columns.user_fallback, schema))
+        user = pl.coalesce(user, _as_text(columns.user_fallback, schema, blank=True))
     return events.select(
         user.alias(S.USER),
         parsed.alias(S.TIME),
@@ -863,11 +874,13 @@ def prepare_events(
         _referrer(columns, schema).alias(S.REFERRER),
         _as_text(columns.ip, schema, nulls=("", "-")).alias(S.IP),
         event.alias(S.EVENT),
-        _as_text(columns.client_session_id, schema, nulls=("", *session_id_nulls)).alias(S.CLIENT_SESSION),
+        _as_text(columns.client_session_id, schema, nulls=("", *session_id_nulls), blank=True).alias(
+            S.CLIENT_SESSION
+        ),
         event_id.alias(S.EVENT_ID),
         _as_text(columns.user_agent, schema, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),
-        *([_as_text(columns.stitch, schema).alias(S.STITCH_ID)] if stitching else []),
+        *([_as_text(columns.stitch, schema, blank=True).alias(S.STITCH_ID)] if stitching else []),
         *([_as_number(columns.engagement_time).alias(S.ENGAGEMENT_MS)] if engagement else []),
         *([page_view_id.alias(S.PAGE_VIEW_KEY)] if page_view_ids else []),
         *(

@@ -18,7 +18,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Self, TypeVar
 
 import polars as pl
@@ -45,6 +45,7 @@ from sessionize.core import (
     summarize_users,
 )
 from sessionize.distinct import fresh_name
+from sessionize.errors import SumOverflowError
 from sessionize.geo import GeoDatabase, enrich_geo
 from sessionize.io import drop_duplicate_events
 from sessionize.privacy import CLIENT_PORT, Hide, anonymize_ips, client_addresses, hash_user_ids, hide_copies
@@ -474,6 +475,48 @@ def drop_shown(table: pl.DataFrame, dropped: Sequence[str]) -> pl.DataFrame:
     return table.drop(*(c for c in table.columns if c in hidden))
 
 
+def check_sums(table: pl.DataFrame, aggregates: Sequence[S.Aggregate], *, users: bool = False) -> None:
+    """Raise :class:`SumOverflowError` for an ``--agg`` sum of ``table`` (a session table, or with
+    ``users`` a user table) beyond the largest 64-bit float: ``inf`` is no sum, and no output should
+    carry one the input did not have (a mean never overflows: see :func:`sessionize.core.scaled_sum`).
+    The error names the first such row by user id and start, so that every engine names the same one."""
+    for aggregate in aggregates:
+        name = aggregate.name
+        if aggregate.function != "sum" or name not in table.columns:
+            continue
+        beyond = table.filter(~pl.col(name).is_finite())
+        if not beyond.height:
+            continue
+        keys = [c for c in (S.USER, "first_seen" if users else "session_start") if c in beyond.columns]
+        first = beyond.sort(keys, nulls_last=True).row(0, named=True)
+        user = f" of user {first[S.USER]!r}" if S.USER in first else ""
+        if users:
+            where = f"the sessions{user} in the user table (--users-output)"
+        else:
+            start = first.get("session_start")
+            starting = f" that starts {_utc_text(start)}" if start is not None else ""
+            where = f"the session{user}{starting}"
+        column = aggregate.column
+        raise SumOverflowError(
+            f"--agg {aggregate.spec}: the values of column {column!r} in {where} add up beyond the largest "
+            "64-bit float (about 1.8e308), which no table can hold. Check that column's values (a unit or "
+            f"an export gone wrong?) and fix or empty those out of scale; mean({column}), min({column}) and "
+            f"max({column}) stay within the values and can be written."
+        )
+
+
+def _utc_text(moment: datetime) -> str:
+    """``2024-05-01T10:00:00Z`` (a naive time is UTC's: Spark's, brought back)."""
+    utc = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+    return utc.replace(tzinfo=None).isoformat() + "Z"
+
+
+def checked_sums(table: pl.DataFrame, *, aggregates: Sequence[S.Aggregate]) -> pl.DataFrame:
+    """``table`` once :func:`check_sums` passed it: for a lazy session table (``LazyFrame.map_batches``)."""
+    check_sums(table, aggregates)
+    return table
+
+
 def build_users(sessions: pl.DataFrame, settings: SessionSettings | None = None) -> pl.DataFrame:
     """The user table of output sessions that hold every session of each of their users (with the
     counts and ``--agg`` columns of ``settings`` rolled up)."""
@@ -814,6 +857,7 @@ def process_partition(
     prepared: bool = False,
     keep_all: bool = False,
     settings: SessionSettings | None = None,
+    check: bool = True,
 ) -> PartitionResult:
     """The sessions of a canonical events frame that holds every event of each of its users.
 
@@ -823,7 +867,9 @@ def process_partition(
     the cap leaves out itself). ``settings`` overrides the job's (a budgeted engine looks addresses up
     after the sessions, not beside them). ``events`` as a :data:`Handed` list is released as soon as
     the step no longer needs it (with the page-view table, or addresses located before they were
-    truncated, not before the end).
+    truncated, not before the end). ``check`` raises :class:`SumOverflowError` for an ``--agg`` sum
+    beyond the largest float (:func:`check_sums`): the Spark engine checks on the driver instead, where
+    its errors are raised as they are.
     """
     events = _taken(events)
     before = events.height
@@ -858,8 +904,13 @@ def process_partition(
         pageviews = drop_shown(pageviews, job.dropped)
     if job.users:
         users = drop_shown(build_users(sessions, job.settings), job.dropped)
+    output = sessions.drop(*job.dropped)
+    if check:
+        check_sums(output, job.settings.aggregates)
+        if users is not None:
+            check_sums(users, job.settings.aggregates, users=True)
     return PartitionResult(
-        sessions=sessions.drop(*job.dropped),
+        sessions=output,
         tally=tally,
         events=count,
         duplicates=before - deduplicated,
@@ -896,7 +947,14 @@ def process_lazy(events: pl.LazyFrame, job: PartitionJob) -> pl.LazyFrame:
         aggregates=settings.aggregates,
         stitch_fallback=settings.stitch_fallback,
     )
-    return sessions.drop(*job.dropped)
+    sessions = sessions.drop(*job.dropped)
+    if any(a.function == "sum" and a.name not in job.dropped for a in settings.aggregates):
+        # Checked as the table is collected: only the rows and columns asked for (pushed down).
+        check = functools.partial(checked_sums, aggregates=settings.aggregates)
+        sessions = sessions.map_batches(
+            check, predicate_pushdown=True, projection_pushdown=True, slice_pushdown=True
+        )
+    return sessions
 
 
 def empty_sessions(job: PartitionJob) -> pl.DataFrame:
@@ -931,6 +989,7 @@ __all__ = [
     "build_pageviews",
     "build_sessions",
     "build_users",
+    "check_sums",
     "default_referers",
     "hash_ids",
     "process_lazy",

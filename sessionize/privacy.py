@@ -96,7 +96,8 @@ def anonymize_ips(frame: pl.LazyFrame, column: str = S.IP) -> pl.LazyFrame:
 
 def hash_user_ids(events: pl.LazyFrame, *, secret: bytes, column: str = S.USER) -> pl.LazyFrame:
     """Replace user ids by HMAC-SHA256(secret, id) in hex: stable across runs with the same secret. An
-    empty id stays empty (a rejected row's: its hash would look like a real id)."""
+    empty id stays empty, and so does one of only whitespace, which is no id either (a rejected row's:
+    its hash would look like a real id)."""
 
     def digest(values: list[str | None]) -> pl.Series:
         return pl.Series(
@@ -104,9 +105,9 @@ def hash_user_ids(events: pl.LazyFrame, *, secret: bytes, column: str = S.USER) 
             dtype=pl.String,
         )
 
-    return events.with_columns(
-        pl.col(column).map_batches(lambda ids: map_distinct(ids, digest), return_dtype=pl.String)
-    )
+    ids = pl.col(column)
+    hashed = ids.map_batches(lambda values: map_distinct(values, digest), return_dtype=pl.String)
+    return events.with_columns(pl.when(S.is_blank(ids)).then(ids).otherwise(hashed).alias(column))
 
 
 #: How a hidden column's values are hidden: a function of a frame and the column's name.

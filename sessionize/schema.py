@@ -811,6 +811,17 @@ def _spellings(names: Iterable[str]) -> list[str] | None:
     return sorted({"".join(spelling) for options in choices for spelling in itertools.product(*options)})
 
 
+#: Text that is empty or only whitespace: spaces, tabs, line breaks and Unicode's other spaces (its
+#: White_Space, as the regex ``\s`` of Polars' engine has it), such as a no-break space.
+_BLANK = r"^\s*$"
+
+
+def is_blank(text: pl.Expr) -> pl.Expr:
+    """Whether each text is empty or only whitespace (null for a null): an id that is no id, as the user,
+    client session, event and login ids are read (docs/input.md)."""
+    return text.str.contains(_BLANK)
+
+
 def event_named(event: pl.Expr, names: Iterable[str]) -> pl.Expr:
     """Whether ``event`` is one of ``names``, ignoring case: ``event.str.to_lowercase().is_in(lowered
     names)``, null for a null event. For ASCII names it compares the text with each of their spellings

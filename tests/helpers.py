@@ -31,6 +31,11 @@ OTHER_PATHS = [
 ]
 #: The same with the in-memory path first.
 EVERY_PATH = [pytest.param({}, id="memory"), *OTHER_PATHS]
+#: The same and Spark (a local session: slow), for :func:`any_path_options`.
+EVERY_PATH_AND_SPARK = [
+    *EVERY_PATH,
+    pytest.param({"spark": "SPARK", "partitions": 2}, id="spark", marks=pytest.mark.slow),
+]
 
 
 def path_options(path: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
@@ -42,10 +47,21 @@ def path_options(path: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     return options
 
 
+def any_path_options(path: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A path of :data:`EVERY_PATH_AND_SPARK` as keywords (:func:`path_options`): Spark's with the test
+    session's ``spark_session`` and an output directory in ``tmp_path``."""
+    if "spark" not in path:
+        return path_options(path, tmp_path)
+    return {**path, "spark": request.getfixturevalue("spark_session"), "output": str(tmp_path / "spark-out")}
+
+
 def path_sessions(result: sessionize.RunResult, options: dict[str, Any]) -> pl.DataFrame:
-    """The session table a run of :func:`path_options` wrote: the incremental one's partitions."""
+    """The session table a run of :func:`path_options` (or :func:`any_path_options`) wrote: the
+    incremental one's partitions, Spark's part files."""
     if "output_dir" in options:
         return pl.read_parquet(Path(options["output_dir"]) / "**" / "*.parquet")
+    if "spark" in options:
+        return pl.read_parquet(Path(options["output"]) / "*.parquet")
     return result.sessions
 
 

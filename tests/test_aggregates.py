@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,17 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import sessionize
-from sessionize.errors import BadNumberError, MissingColumnError, UsageError
-from tests.helpers import KEYS, OTHER_PATHS, path_options, path_sessions, run_cli, write_text
+from sessionize.errors import BadNumberError, MissingColumnError, SumOverflowError, UsageError
+from tests.helpers import (
+    EVERY_PATH_AND_SPARK,
+    KEYS,
+    OTHER_PATHS,
+    any_path_options,
+    path_options,
+    path_sessions,
+    run_cli,
+    write_text,
+)
 
 duckdb = pytest.importorskip("duckdb")
 
@@ -456,3 +466,146 @@ def test_an_aggregate_of_the_json_text_a_hidden_value_was_read_from_is_refused(t
         sessionize.run([source], **options, anonymize_ip=True)
     written = sessionize.run([source], **options).sessions
     assert "203.0.113.7" in written.get_column("props").to_list()[0]
+
+
+# --- values near the largest float (a mean or sum that overflowed to inf) -------------------------
+
+#: The largest 64-bit float.
+FLOAT_MAX = 1.7976931348623157e308
+T = "2024-05-01T10:0{}:00Z"
+
+
+def write_huge(path: Path) -> Path:
+    """Values whose sum overflows on the way (``swing``: 1e308 + 1e308 - 1e308 is 1e308) or at the end
+    while their mean is within range (``huge``), and Int64 ids at its limits (``n``), typed in Parquet."""
+    rows = [
+        ("u1", 1e308, 1.7e308, 2**63 - 1),
+        ("u1", 1e308, 1.7e308, 2**63 - 1),
+        ("u1", -1e308, None, None),
+        ("u2", 1.5e308, FLOAT_MAX, -(2**63)),
+        ("u2", 1.5e308, FLOAT_MAX, -(2**63)),
+        ("u2", -1.5e308, FLOAT_MAX, None),
+        ("u2", -1.5e308, None, None),
+    ]
+    pl.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "timestamp": [T.format(n) for n in range(len(rows))],
+            "swing": [r[1] for r in rows],
+            "huge": [r[2] for r in rows],
+            "n": [r[3] for r in rows],
+        },
+        schema_overrides={"swing": pl.Float64, "huge": pl.Float64, "n": pl.Int64},
+    ).write_parquet(path, mkdir=True)
+    return path
+
+
+HUGE_AGGREGATES = ["swing=sum(swing)", "mean_swing=mean(swing)", "mean_huge=mean(huge)", "big=max(huge)",
+                   "total=sum(n)", "mean_n=mean(n)"]  # fmt: skip
+#: What they are, by user: the exact sums and means, as the nearest float.
+HUGE_EXPECTED = [
+    ("u1", 1e308, 1e308 / 3, 1.7e308, 1.7e308, 2.0**64, 2.0**63),
+    ("u2", 0.0, 0.0, FLOAT_MAX, FLOAT_MAX, -(2.0**64), -(2.0**63)),
+]
+
+
+def test_sums_and_means_of_values_near_the_largest_float_are_exact(tmp_path: Path) -> None:
+    """A mean of values near the largest float (1.7e308 and 1.7e308) was ``inf``: Polars adds them up
+    first, and the sum overflows; a sum that overflows on the way but not at the end (1e308 + 1e308 -
+    1e308) was ``inf`` or NaN. Both are exact now; an Int64 column at its limits is summed as floats
+    (no wrap-around: 2**63 - 1 twice is 2**64)."""
+    source = write_huge(tmp_path / "events.parquet")
+    out = tmp_path / "sessions.parquet"
+    flags = [arg for spec in HUGE_AGGREGATES for arg in ("--agg", spec)]
+    result = run_cli(source, "-o", out, "--no-geo", "--users-output", tmp_path / "users.parquet", *flags)
+    assert result.exit_code == 0, result.output
+    names = [spec.split("=")[0] for spec in HUGE_AGGREGATES]
+    assert pl.read_parquet(out).sort("user_id").select("user_id", *names).rows() == HUGE_EXPECTED
+    users = pl.read_parquet(tmp_path / "users.parquet").sort("user_id")
+    assert users.select("swing", "total").rows() == [(e[1], e[5]) for e in HUGE_EXPECTED]
+    # The Python API on a frame (a lazy table) gives the same.
+    frame = pl.read_parquet(source)
+    table = sessionize.sessionize(frame, no_geo=True, aggregates=HUGE_AGGREGATES).collect()
+    assert table.sort("user_id").select("user_id", *names).rows() == HUGE_EXPECTED
+
+
+def write_overflow(path: Path) -> Path:
+    """u2's one session sums beyond the largest float; u3's two sessions (two hours apart) each within
+    it, but not together."""
+    return write_text(
+        path,
+        "user_id,timestamp,amount\n"
+        f"u1,{T.format(0)},1e308\n"
+        f"u2,{T.format(0)},1.5e308\n"
+        f"u2,{T.format(1)},1.5e308\n"
+        "u3,2024-05-01T08:00:00Z,1e308\n"
+        f"u3,{T.format(0)},1e308\n",
+    )
+
+
+OVERFLOW = (
+    "--agg total=sum(amount): the values of column 'amount' in the session of user 'u2' that starts "
+    "2024-05-01T10:00:00Z add up beyond the largest 64-bit float (about 1.8e308), which no table can hold."
+)
+USERS_OVERFLOW = (
+    "--agg total=sum(amount): the values of column 'amount' in the sessions of user 'u3' in the user "
+    "table (--users-output) add up beyond the largest 64-bit float"
+)
+
+
+def test_a_sum_beyond_the_largest_float_is_an_error(tmp_path: Path) -> None:
+    """Such a sum was written as ``inf`` (``null`` in NDJSON): a value no input had. It is an error
+    naming the aggregate, the column and the session, and nothing is written; a mean of the same values
+    is fine. A user table whose sum of a user's sessions goes beyond it is refused likewise."""
+    source = write_overflow(tmp_path / "events.csv")
+    out = tmp_path / "sessions.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "--agg", "total=sum(amount)")
+    assert result.exit_code == 1 and not out.exists()
+    message = " ".join(result.output.split())
+    assert OVERFLOW in message and "mean(amount)" in message, message
+    with pytest.raises(SumOverflowError, match=re.escape(OVERFLOW)):
+        sessionize.run([source], no_geo=True, aggregates="total=sum(amount)")
+    frame = pl.read_csv(source)
+    with pytest.raises(SumOverflowError, match=re.escape(OVERFLOW)):
+        sessionize.sessionize(frame, no_geo=True, aggregates="total=sum(amount)").collect()
+    assert sessionize.run([source], no_geo=True, aggregates="m=mean(amount)").sessions.sort(KEYS).get_column(
+        "m"
+    ).to_list() == [1e308, 1.5e308, 1e308, 1e308]
+
+    fine = write_text(
+        tmp_path / "fine.csv", "".join(source.read_text().splitlines(True)[i] for i in (0, 4, 5))
+    )
+    users = tmp_path / "users.parquet"
+    result = run_cli(fine, "-o", out, "--no-geo", "--agg", "total=sum(amount)", "--users-output", users)
+    assert result.exit_code == 1 and not out.exists() and not users.exists()
+    assert USERS_OVERFLOW in " ".join(result.output.split())
+    assert run_cli(fine, "-o", out, "--no-geo", "--agg", "total=sum(amount)").exit_code == 0
+
+
+@pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
+def test_every_path_sums_near_the_largest_float_alike(
+    tmp_path: Path, path: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """The sums and means above on every engine path, and the same error for a sum beyond the largest
+    float (an executor's or worker's error raised as itself), the user table's too."""
+    source = write_huge(tmp_path / "huge" / "events.parquet")
+    options = any_path_options(path, tmp_path / "huge", request)
+    result = sessionize.run([source], no_geo=True, aggregates=HUGE_AGGREGATES, **options)
+    table = path_sessions(result, options)
+    names = [spec.split("=")[0] for spec in HUGE_AGGREGATES]
+    assert table.sort("user_id").select("user_id", *names).rows() == HUGE_EXPECTED
+
+    source = write_overflow(tmp_path / "over" / "events.csv")
+    options = any_path_options(path, tmp_path / "over", request)
+    with pytest.raises(SumOverflowError, match=re.escape(OVERFLOW)):
+        sessionize.run([source], no_geo=True, aggregates="total=sum(amount)", **options)
+    users = tmp_path / "users.parquet"
+    fine = write_text(
+        tmp_path / "fine" / "e.csv", "".join(source.read_text().splitlines(True)[i] for i in (0, 4, 5))
+    )
+    options = any_path_options(path, tmp_path / "fine", request)
+    with pytest.raises(SumOverflowError, match=re.escape(USERS_OVERFLOW)):
+        sessionize.run(
+            [fine], no_geo=True, aggregates="total=sum(amount)", users_output=str(users), **options
+        )
+    assert not users.exists()

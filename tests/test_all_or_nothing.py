@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import Result
 
-import sessionize.io.publish as publish
 from tests.helpers import flat, run_cli, write_text
 
 EVENTS = (
@@ -31,7 +31,7 @@ PATHS = {
 }
 
 
-def _run(tmp_path: Path, path: str) -> tuple[list[Path], object]:
+def _run(tmp_path: Path, path: str) -> tuple[list[Path], Result]:
     """A run with every file output already there (``OLD``), the rejects file last."""
     events = write_text(tmp_path / "in" / "events.csv", EVENTS)
     out = tmp_path / "out"
@@ -115,7 +115,7 @@ def test_outputs_renamed_before_one_that_fails_are_put_back(
             raise OSError(errno.EIO, "Input/output error")
         real(source, target, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(publish.os, "replace", failing)
+    monkeypatch.setattr(os, "replace", failing)  # the rename of sessionize.io.publish
     files, result = _run(tmp_path, path)
     assert result.exit_code == 1, result.output
     assert flat("Input/output error") in flat(result.output)
@@ -133,7 +133,7 @@ def test_a_new_output_renamed_before_one_that_fails_is_removed(
             raise OSError(errno.EIO, "Input/output error")
         real(source, target, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(publish.os, "replace", failing)
+    monkeypatch.setattr(os, "replace", failing)  # the rename of sessionize.io.publish
     events = write_text(tmp_path / "in" / "events.csv", EVENTS)
     out = tmp_path / "out"
     out.mkdir()

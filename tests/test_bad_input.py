@@ -25,7 +25,17 @@ from sessionize import io as sio
 from sessionize.cli import app
 from sessionize.io.read import JSON_DEPTH_LIMIT, _jq_command
 from sessionize.privacy import anonymize_ip
-from tests.helpers import CITY_DB, EVERY_PATH, REPO, path_options, words
+from tests.helpers import (
+    CITY_DB,
+    EVERY_PATH,
+    EVERY_PATH_AND_SPARK,
+    REPO,
+    any_path_options,
+    path_options,
+    path_sessions,
+    words,
+    write_text,
+)
 
 BAD = REPO / "tests" / "data" / "bad"
 
@@ -1416,3 +1426,82 @@ def test_a_header_that_names_a_column_the_run_reads_twice_is_refused(tmp_path: P
     assert not (tmp_path / "o.csv").exists()
     fine = write(tmp_path / "fine.csv", "user_id,timestamp,note,note\nu1,2024-05-01T10:00:00Z,x,y\n")
     assert cli(fine, "--no-geo", "-o", tmp_path / "fine_out.csv").exit_code == 0
+
+
+# --- ids of only whitespace -----------------------------------------------------------------------
+
+#: Events whose ids are blank (spaces, a tab, a no-break space) where empty ones would be missing: the
+#: user id (u1's login L1 stands in), client session ids (u2's two visits 50 minutes apart), login ids,
+#: event ids; and ids with spaces around them, kept as written.
+BLANK_IDS_CSV = (
+    "user_id,timestamp,session_id,login,event_id\n"
+    "u1,2024-05-01T10:00:00Z,   ,  , \n"
+    "   ,2024-05-01T10:01:00Z,s1,L1,e2\n"
+    "\t,2024-05-01T11:00:00Z,,,e3\n"
+    "\u00a0,2024-05-01T12:00:00Z,s9,\u3000,e4\n"
+    "u2,2024-05-01T10:00:00Z,   ,  , \n"
+    "u2,2024-05-01T10:50:00Z,   ,  , \n"
+    " u3 ,2024-05-01T10:00:00Z,,,e7\n"
+    "u3,2024-05-01T10:00:00Z,,,e8\n"
+)
+BLANK_OPTIONS: dict[str, Any] = {
+    "no_geo": True,
+    "on_invalid": "skip",
+    "stitch_col": "login",
+    "user_fallback_col": "login",
+    "event_id_col": "event_id",
+}
+
+
+@pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
+def test_blank_ids_are_missing_ones_on_every_path(
+    tmp_path: Path, path: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """An id of only whitespace was an id: the blank user ids were one user who owned every such event,
+    a blank client session id joined u2's visits 50 minutes apart into one session (``session_id``
+    '   '), a blank login made ``stitched_user_id`` '  ', and the blank event ids dropped u2's events as
+    duplicates of u1's. Each is missing now, as an empty one: the blank user takes its login id or is
+    rejected as ``empty_user_id``, on every engine path. Ids with spaces around them are kept as
+    written (' u3 ' is not 'u3')."""
+    source = write_text(tmp_path / "input" / "events.csv", BLANK_IDS_CSV)
+    rejects = tmp_path / "rejects.csv"
+    options = any_path_options(path, tmp_path, request)
+    if "spark" in options:
+        rejects = tmp_path / "rejects"  # (Spark writes a directory)
+    result = sessionize.run([source], **BLANK_OPTIONS, rejects=str(rejects), **options)
+    table = path_sessions(result, options).sort("user_id", "session_start")
+    assert table.select("user_id", "session_id", "stitched_user_id", "event_count").rows() == [
+        (" u3 ", " u3 -20240501T100000.000000", None, 1),
+        ("L1", "s1", "L1", 1),
+        ("u1", "u1-20240501T100000.000000", None, 1),
+        ("u2", "u2-20240501T100000.000000", None, 1),
+        ("u2", "u2-20240501T105000.000000", None, 1),
+        ("u3", "u3-20240501T100000.000000", None, 1),
+    ]
+    assert (result.rows_read, result.rejected, result.duplicates_removed) == (8, 2, 0)
+    written = pl.read_csv(rejects) if rejects.is_file() else pl.read_parquet(rejects / "*.parquet")
+    assert written.select("source_row", "reject_reason").sort("source_row").rows() == [
+        (4, "empty_user_id"),
+        (5, "empty_user_id"),
+    ]
+
+
+def test_a_blank_user_id_is_no_id_in_a_frame_nor_hashed_in_the_rejects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Python API on a frame reads ids as files are read; and under ``--hash-user-ids`` a rejected
+    row's blank user id stays blank in the rejects file, as an empty one does (its hash would look like
+    a real user's)."""
+    frame = pl.read_csv(io.StringIO(BLANK_IDS_CSV), infer_schema=False)
+    with pytest.raises(sessionize.MissingUserIdError, match="2 row"):
+        sessionize.sessionize(frame, no_geo=True, user_fallback_col="login").collect()
+    monkeypatch.setenv("BLANK_TEST_SECRET", "s3cret")
+    source = write_text(tmp_path / "events.csv", BLANK_IDS_CSV)
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run(
+        [source], **BLANK_OPTIONS, rejects=str(rejects), hash_user_ids="BLANK_TEST_SECRET"
+    )
+    assert result.rejected == 2
+    written = pl.read_csv(rejects, infer_schema=False).sort("source_row")
+    assert written.get_column("user_id").to_list() == ["\t", "\u00a0"]
+    assert written.get_column("login").to_list() == [None, "\u3000"]

@@ -74,6 +74,12 @@ HEADER = [
     "device_time",
     # GA4's ignore_referrer under another name: set on the first event of some users' first visit.
     "flag",
+    # Values near the largest float (1.8e308): 1.5e308 on page views, the cart value times 2e306 on carts.
+    # Two of them add up beyond it.
+    "huge",
+    # A login id of some users, blank (spaces, a tab) for others, and a client session id that is blank.
+    "account",
+    "tab",
 ]
 SITE = "https://shop.example.com"
 START = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
@@ -200,9 +206,16 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                     "user_agent": agent,
                     # A cart value for --agg (no draw from rng: the other columns stay as they were).
                     "value": f"{(n * 37 + u) % 90 + 0.25:.2f}" if event == "add_to_cart" else "",
+                    "huge": f"{(n * 37 + u) % 90 * 2 + 0.5:.1f}e306"
+                    if event == "add_to_cart"
+                    else "1.5e308"
+                    if event == "page_view"
+                    else "",
                     "tab_page": tab_page,
                     "device_time": device_time,
                     "flag": ("true", "", "1", "false")[u % 4] if visit == 0 and n == 0 else "",
+                    "account": ("   ", f"acct-{u % 7}", "\t", "", f"acct-{u % 7}")[u % 5],
+                    "tab": "  " if u % 3 == 0 else "",
                 }
                 rows.append((moment, row))
                 draw = rng.random()
@@ -212,7 +225,8 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                 elif draw < 0.08:  # an exact copy (removed with dedupe; by its id if it has one)
                     rows.append((moment, dict(row)))
                 elif draw < 0.12:  # another event at the same instant: the input order decides
-                    tie = {**row, "event_id": "", "url": SITE + "/tie", "event": "click", "value": "1"}
+                    tie = {**row, "event_id": "", "url": SITE + "/tie", "event": "click", "value": "1",
+                           "huge": "2e306"}  # fmt: skip
                     rows.append((moment, tie))
     rows.sort(key=lambda item: item[0])
     return [row for _, row in rows]
@@ -227,16 +241,16 @@ def csv_lines(rows: list[dict[str, str]]) -> list[str]:
 
 #: Invalid lines put into each file of the dirty copy: (file, position as a share of its lines, line).
 BAD_LINES = (
-    (0, 0.2, f"e90001,,2024-05-01T10:00:00Z,page_view,{SITE}/,,81.2.69.160,,curl/8.5.0,,,,\n"),
-    (0, 0.5, f"e90002,u001,not a time,page_view,{SITE}/,,89.160.20.112,,curl/8.5.0,,,,\n"),
-    (0, 0.8, f"e90003,u002,2024-05-01T12:00:00Z,page_view,{SITE}/,,2.125.160.216,,x,extra,more,,,\n"),
+    (0, 0.2, f"e90001,,2024-05-01T10:00:00Z,page_view,{SITE}/,,81.2.69.160,,curl/8.5.0,,,,,,,\n"),
+    (0, 0.5, f"e90002,u001,not a time,page_view,{SITE}/,,89.160.20.112,,curl/8.5.0,,,,,,,\n"),
+    (0, 0.8, f"e90003,u002,2024-05-01T12:00:00Z,page_view,{SITE}/,,2.125.160.216,,x,extra,more,,,,,,\n"),
     (1, 0.1, f"e90004,u003,2024-05-02T09:00:00Z,page_view,{SITE}/a,,175.16.199.1\n"),
-    (1, 0.4, f"e90005,u004,2099-01-01T00:00:00Z,page_view,{SITE}/,,216.160.83.56,,curl/8.5.0,,,,\n"),
-    (1, 0.7, f"e90006,u005,2024-13-45T99:00:00Z,page_view,{SITE}/,,81.2.69.142,,curl/8.5.0,,,,\n"),
-    (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c,d,,,\n"),
-    (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0,,,,\n"),
-    (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0,,,,\n"),
-    (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra,more,,,\n"),
+    (1, 0.4, f"e90005,u004,2099-01-01T00:00:00Z,page_view,{SITE}/,,216.160.83.56,,curl/8.5.0,,,,,,,\n"),
+    (1, 0.7, f"e90006,u005,2024-13-45T99:00:00Z,page_view,{SITE}/,,81.2.69.142,,curl/8.5.0,,,,,,,\n"),
+    (1, 0.9, f"e90007,u006,2024-05-02T10:00:00Z,click,{SITE}/,,2001:480:10::1,,a,b,c,d,,,,,,\n"),
+    (2, 0.3, f",,2024-05-03T01:00:00Z,page_view,{SITE}/,,10.0.0.1,,curl/8.5.0,,,,,,,\n"),
+    (2, 0.6, f"e90009,u007,,page_view,{SITE}/,,214.0.0.1,,curl/8.5.0,,,,,,,\n"),
+    (2, 0.9, f"e90010,u008,2024-05-03T02:00:00Z,page_view,{SITE}/,,67.43.156.1,,x,extra,more,,,,,,\n"),
 )
 
 
@@ -395,6 +409,11 @@ OPTION_SETS: dict[str, OptionSet] = {
         },
         dirty=True,
     ),
+    # Blank ids are missing ones: the login id as the user id (blank: the user id column's stands in) and
+    # as the stitching's, and a client session id that is blank for every third user (the timeout cuts).
+    "blank_ids": OptionSet(
+        {"user_col": "account", "user_fallback_col": "user_id", "stitch_col": "account", "session_col": "tab"}
+    ),
     # Every --agg function (numbers, text, counts), after the --count-events columns; with invalid rows.
     "aggregates": OptionSet(
         {
@@ -414,6 +433,20 @@ OPTION_SETS: dict[str, OptionSet] = {
             "on_invalid": "skip",
         },
         dirty=True,
+    ),
+    # Means of values near the largest float, whose sum overflows (it was inf), beside the cart value's sum
+    # and mean (they must not change).
+    "huge_values": OptionSet(
+        {
+            "aggregates": [
+                "mean_huge=mean(huge)",
+                "low=min(huge)",
+                "high=max(huge)",
+                "huge_values=count(huge)",
+                "cart_value=sum(value)",
+                "mean_value=mean(value)",
+            ]
+        }
     ),
 }
 
@@ -789,6 +822,32 @@ def test_the_input_exercises_every_path(memory_runs: MemoryRuns, inputs: dict[bo
     assert heartbeats.get_column("reject_reason").value_counts().sort("reject_reason").filter(
         pl.col("reject_reason") == "bad_heartbeat_time"
     ).get_column("count").to_list() == [4]
+
+
+def test_huge_values_overflow_a_plain_sum(memory_runs: MemoryRuns) -> None:
+    """The ``huge_values`` cells compare means of sessions whose values add up beyond the largest float
+    (the sum a mean divides, which overflowed to inf): each is finite, between the session's smallest
+    and largest value."""
+    table = memory_runs["huge_values"].sessions.filter(pl.col("huge_values") > 0)
+    mean = table.get_column("mean_huge")
+    assert mean.is_finite().all()
+    assert (table.get_column("low") <= mean).all() and (mean <= table.get_column("high")).all()
+    total = mean * table.get_column("huge_values").cast(pl.Float64)
+    assert (total > 1.7976931348623157e308).sum() > 50 and mean.n_unique() > 20
+
+
+def test_blank_ids_are_missing_ones(memory_runs: MemoryRuns) -> None:
+    """The ``blank_ids`` cells compare users whose blank login id gave way to their user id, sessions of
+    blank client session ids cut by the timeout, and no blank id anywhere (one user of every blank
+    login, one session of every blank session id, before)."""
+    table = memory_runs["blank_ids"].sessions
+    users = set(table.get_column("user_id"))
+    assert {f"u{u:03d}" for u in range(USERS) if u % 5 in (0, 2, 3)} <= users
+    assert {f"acct-{n}" for n in range(7)} <= users and len(users) == USERS * 3 // 5 + 7
+    for column in ("user_id", "session_id", "stitched_user_id"):
+        assert not table.get_column(column).drop_nulls().str.contains(r"^\s*$").any(), column
+    generated = table.get_column("session_id").str.contains(r"-2024\d{4}T")
+    assert generated.sum() > table.height // 2
 
 
 @pytest.mark.parametrize("name", [name for name in OPTION_SETS if name not in ("defaults", "skip_invalid")])

@@ -1434,3 +1434,38 @@ def test_a_state_that_recorded_the_former_default_asset_pattern_continues(tmp_pa
     c.write_bytes(b.read_bytes())
     refused = cli_run(c, state, out, "--asset-pattern", r"\.png$")
     assert refused.exit_code == 2 and "(--asset-pattern " in json_error(refused)["message"]
+
+
+def test_a_state_of_blank_ids_continues_with_them_missing(tmp_path: Path) -> None:
+    """A state of the version before stop 49 holds ids of only whitespace as read (a blank client session
+    id grouped a user's events whatever the gaps) and records no ``blank_ids``. It continues with the
+    current rule, warned once: the blank session ids of its kept events are none too, so the session
+    across the two runs is cut by the timeout as one run over both inputs cuts it (not kept as one
+    session of '   ' beside the new events' sessions)."""
+    a = write_events(
+        tmp_path / "a.csv", [event("u1", T0 + timedelta(minutes=m), session_id="   ") for m in (0, 20)]
+    )
+    b = write_events(
+        tmp_path / "b.csv", [event("u1", T0 + timedelta(minutes=m), session_id="   ") for m in (40, 90)]
+    )
+    state, out = tmp_path / "state", tmp_path / "out"
+    assert cli_run(a, state, out).exit_code == 0
+    # As the version before wrote it: the kept events' session ids as read, no blank_ids in the settings.
+    kept = state / (state / "CURRENT").read_text() / "events.parquet"
+    events = pl.read_parquet(kept)
+    assert events.get_column("client_session_id").is_null().all() and events.height == 2
+    events.with_columns(pl.lit("   ").alias("client_session_id")).write_parquet(kept)
+    forget_settings(state, ["blank_ids"])
+
+    result = cli_run(b, state, out)
+    assert result.exit_code == 0, result.output
+    warned = json.loads(result.stderr.strip().splitlines()[-1])["warnings"]
+    assert any("ids of only whitespace" in warning for warning in warned), warned
+    assert_same_as_one_run(out, [a, b])
+    assert table(out).height == 2
+    manifest = json.loads((state / (state / "CURRENT").read_text() / "manifest.json").read_text())
+    assert manifest["settings"]["blank_ids"] == "missing"
+    # Once: the state records the rule.
+    c = write_events(tmp_path / "c.csv", [event("u1", T0 + timedelta(minutes=95))])
+    again = cli_run(c, state, out)
+    assert again.exit_code == 0 and json.loads(again.stderr.strip().splitlines()[-1])["warnings"] == []

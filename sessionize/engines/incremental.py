@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import warnings
 import zlib
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,7 +53,9 @@ from sessionize import io, presets
 from sessionize import schema as S
 from sessionize.attribution import referers_identity
 from sessionize.config import (
+    BLANK_IDS,
     DEFAULT_ASSET_PATTERN,
+    FORMER_BLANK_IDS,
     FORMER_DEFAULT_ASSET_PATTERNS,
     INCREMENTAL_KEYS,
     ReadOptions,
@@ -80,6 +82,7 @@ from sessionize.partition import (
     PartitionJob,
     Tally,
     build_users,
+    check_sums,
     drop_shown,
     empty_sessions,
     hash_ids,
@@ -942,12 +945,57 @@ _RECORDED_IN = {"input_timezone": "timezone"}
 #: such a state rejected (or failed on) the events the preset keeps now, so it is not continued with it
 #: unasked (``--user-fallback-col ''`` continues it as it was).
 _OFF_BEFORE = {"user_fallback_col": ""}
+#: Rules that every state written before they were recorded ran by (not options: no flag restores them).
+_RULES_BEFORE = {"blank_ids": FORMER_BLANK_IDS}
+
+
+def _blank_ids_as_missing(state: State) -> None:
+    """A state's kept events and users with their blank (only whitespace) client session, event and login
+    ids null, as the current rule reads them: the sessions a run rewrites from them are those a run over
+    their inputs gives. A blank user id stays: it keys its user's kept events and written sessions. A
+    hashed id (``--hash-user-ids``) is no longer blank, and stays too."""
+
+    def cleared(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+        return frame.with_columns(
+            pl.when(S.is_blank(pl.col(c))).then(None).otherwise(pl.col(c)).alias(c)
+            for c in columns
+            if frame.schema.get(c) == pl.String
+        )
+
+    state.events = cleared(state.events, (S.CLIENT_SESSION, S.EVENT_ID, S.STITCH_ID))
+    state.users = cleared(state.users, (_LOGIN,))
+
+
 #: Settings whose default changed, with the former defaults: a state that recorded one continues with the
-#: current default, with a warning (review 57 F1: every state of the version before stop 48 was refused
-#: for the --asset-pattern it had never been given, CSV and NDJSON states too). Only an access log's page
-#: views depend on the asset pattern, and they changed in the same version in a way no option restores
-#: (206 answers are no page views): a state cannot keep the former counting by keeping the pattern.
-_FORMER_DEFAULTS = {"asset_pattern": (FORMER_DEFAULT_ASSET_PATTERNS, DEFAULT_ASSET_PATTERN)}
+#: current default, with a warning (and the change its kept data needs, if any). Review 57 F1: every state
+#: of the version before stop 48 was refused for the --asset-pattern it had never been given, CSV and
+#: NDJSON states too. Only an access log's page views depend on the asset pattern, and they changed in the
+#: same version in a way no option restores (206 answers are no page views): a state cannot keep the
+#: former counting by keeping the pattern. Ids of only whitespace were ids before stop 49 (one user owned
+#: every event of a blank user id): no option keeps them so.
+_FORMER_DEFAULTS: dict[str, tuple[Collection[str], str, str, Callable[[State], None] | None]] = {
+    "asset_pattern": (
+        FORMER_DEFAULT_ASSET_PATTERNS,
+        DEFAULT_ASSET_PATTERN,
+        "The state {state} was built with the former default --asset-pattern; it continues with the "
+        "current one, which also takes audio and video, HLS and DASH, .webmanifest, .wasm, PDF and JSON URLs "
+        "for assets, and no 206 answer is a page view: an access log's page views in the partitions written "
+        "before are counted the former way. Rebuild the state and output directory with a full run to count "
+        "them alike.",
+        None,
+    ),
+    "blank_ids": (
+        (FORMER_BLANK_IDS,),
+        BLANK_IDS,
+        "The state {state} was built when ids of only whitespace ('   ', a tab) were ids; it continues with "
+        "the current rule, which reads them as empty: an event whose user id is blank takes its login id "
+        "(--user-fallback-col) or is rejected as empty_user_id, and blank client session, event and login "
+        "ids are none, the state's kept events' too. Sessions written before keep the ids they were written "
+        "with (a blank user's too). Rebuild the state and output directory with a full run to read every "
+        "event alike.",
+        _blank_ids_as_missing,
+    ),
+}
 #: Settings recorded since stop 49 (review 60 F4, F5) that a state written before ran with either way,
 #: whatever the defaults: not taken for the default (a state of --no-geo or --stitch-col, refused after
 #: the upgrade, is what review 57 F1 was). A role that only a flag switches on is read from the column
@@ -994,6 +1042,7 @@ def _check_settings(
                 if before in state.settings
             },
             **_OFF_BEFORE,
+            **_RULES_BEFORE,
             **state.settings,
         }
         # An option recorded since the state was written was at its default then: the run continues it
@@ -1006,18 +1055,12 @@ def _check_settings(
             if name not in state.settings and defaults.get(name) == value
         }
         state.settings = {**state.settings, **added}
-        for name, (former, current) in _FORMER_DEFAULTS.items():
+        for name, (former, current, changed, upgrade) in _FORMER_DEFAULTS.items():
             if state.settings.get(name) in former and fingerprint.get(name) == current:
                 state.settings = {**state.settings, name: current}
-                warnings.warn(
-                    f"The state {state_path} was built with the former default --asset-pattern; it "
-                    "continues with the current one, which also takes audio and video, HLS and DASH, "
-                    ".webmanifest, .wasm, PDF and JSON URLs for assets, and no 206 answer is a page view: "
-                    "an access log's page views in the partitions written before are counted the former "
-                    "way. Rebuild the state and output directory with a full run to count them alike.",
-                    SessionizeWarning,
-                    stacklevel=2,
-                )
+                if upgrade is not None:
+                    upgrade(state)
+                warnings.warn(changed.format(state=state_path), SessionizeWarning, stacklevel=2)
     if state.settings:
         _check_referers(state, fingerprint, state_path)
     if state.settings and state.settings != fingerprint:
@@ -1401,7 +1444,10 @@ def _user_table(out_path: Path, pending: _PendingPartitions, job: PartitionJob) 
     # Only the columns the user table reads (each partition as written: an older one may lack some).
     needed = user_table_inputs(job.settings)
     sessions = pl.concat([_read_partition(path, needed) for path in present], how="diagonal_relaxed")
-    return drop_shown(build_users(sessions, job.settings), job.dropped)
+    users = drop_shown(build_users(sessions, job.settings), job.dropped)
+    # A user's sessions of every run add up here: a sum beyond the largest float is refused, as in one run.
+    check_sums(users, job.settings.aggregates, users=True)
+    return users
 
 
 def _read_partition(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame:

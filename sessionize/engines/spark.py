@@ -74,6 +74,7 @@ from sessionize.partition import (
     PartitionJob,
     SessionRules,
     Tally,
+    check_sums,
     keeps_located_addresses,
     mean_of_microseconds,
     process_partition,
@@ -935,7 +936,8 @@ def _sessionize(batches: Iterable[Any], job: Any, schema: Any) -> Iterator[Any]:
         .with_columns(pl.col(S.TIME).dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
     )
     del frame
-    result = process_partition(events, partition_job, keep_all=True)
+    # (--agg sums beyond the largest float are looked for on the driver: see _check_sums.)
+    result = process_partition(events, partition_job, keep_all=True, check=False)
     del events
     assert result.all_sessions is not None
     sessions = result.all_sessions
@@ -1344,6 +1346,9 @@ def _run(
                 )
             counted = all_sessions.where(~F.col("is_bot")) if job.exclude_bots else all_sessions
             output = counted.drop(geo.STATUS, CAPPED, *job.dropped)
+            _check_sums(output, job)
+            if "users" in extra_tables:
+                check_sums(extra_tables["users"], job.settings.aggregates, users=True)
             if target is not None:
                 temp_dir = _temp_sibling(target, run_id)
                 if partition_by_date is None:
@@ -1428,6 +1433,26 @@ def _collect_tables(rows: Any, job: PartitionJob) -> dict[str, pl.DataFrame]:
             collected.cast(schema) if collected.height else pl.DataFrame(schema=schema)  # type: ignore[arg-type]
         )
     return tables
+
+
+def _check_sums(output: Any, job: PartitionJob) -> None:
+    """:func:`sessionize.partition.check_sums` of the sessions on the cluster (an error an executor raised
+    would come back as Spark's, not as itself): one aggregation finds the ``--agg`` sums beyond the
+    largest float (none, as a rule), and the first such session of the first such sum comes to the
+    driver, whose check raises the error a local run raises."""
+    sums = [a.name for a in job.settings.aggregates if a.function == "sum" and a.name in output.columns]
+    if not sums:
+        return
+
+    def beyond(name: str) -> Any:
+        return F.isnan(F.col(name)) | F.col(name).isin(float("inf"), float("-inf"))
+
+    counts = output.agg(*(F.count(F.when(beyond(name), True)).alias(name) for name in sums)).collect()[0]
+    keys = [c for c in (S.USER, "session_start") if c in output.columns]
+    for name in sums:
+        if counts[name]:
+            first = output.where(beyond(name)).select(*keys, name).orderBy(*keys).limit(1)
+            check_sums(_collect(first), job.settings.aggregates)
 
 
 def _collect(frame: Any) -> pl.DataFrame:
