@@ -142,3 +142,25 @@ def test_a_new_output_renamed_before_one_that_fails_is_removed(
     assert result.exit_code == 1, result.output
     assert sorted(p.name for p in out.iterdir()) == ["r.csv"]
     assert (out / "r.csv").read_text() == OLD
+
+
+@pytest.mark.parametrize(
+    ("option", "example"),
+    [("-o", "sessions.parquet"), ("--users-output", "users.parquet"), ("--rejects", "rejects.csv")],
+)
+def test_a_folder_given_as_a_table_is_refused_with_a_name_for_that_table(
+    tmp_path: Path, option: str, example: str
+) -> None:
+    """Review 58 F7: ``--users-output FOLDER`` was told to give a file name such as sessions.parquet."""
+    events = write_text(tmp_path / "in" / "events.csv", EVENTS)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    options = [option, str(folder)] + (["--on-invalid", "skip"] if option == "--rejects" else [])
+    if option != "-o":
+        options += ["-o", str(tmp_path / "s.csv")]
+    result = run_cli(events, *options)
+    assert result.exit_code == 1, result.output
+    assert flat(f"Cannot write {option} {folder}: it is a directory. Give a file name ({example}).") in flat(
+        result.output
+    )
+    assert list(folder.iterdir()) == [] and not (tmp_path / "s.csv").exists()

@@ -21,6 +21,15 @@ PARQUET_COMPRESSION: Final = "zstd"
 PARQUET_COMPRESSION_LEVEL: Final = 1
 
 
+#: A file name to suggest for each table's flag (review 58 F7: --users-output was told "sessions.parquet").
+_EXAMPLES = {
+    "--rejects": "rejects.csv",
+    "--users-output": "users.parquet",
+    "--pageviews-output": "pageviews.parquet",
+    "--report": "report.html",
+}
+
+
 def check_output(output: str, inputs: Sequence[InputFile], *, option: str = "-o") -> None:
     """Refuse to write the output over one of the inputs. ``option`` is the flag that named the output
     (``--rejects``, ``--users-output``, ...): the message tells which path to change."""
@@ -33,7 +42,8 @@ def check_output(output: str, inputs: Sequence[InputFile], *, option: str = "-o"
                 f"The output {output} is also an input: choose another output path with {option}."
             )
     if os.path.isdir(target):
-        raise OutputError(f"Cannot write {output}: it is a directory. Give a file name (sessions.parquet).")
+        example = _EXAMPLES.get(option, "sessions.parquet")
+        raise OutputError(f"Cannot write {option} {output}: it is a directory. Give a file name ({example}).")
     check_directory(os.path.dirname(target), output)
 
 
