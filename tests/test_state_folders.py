@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,23 @@ def test_a_state_inside_the_output_directory_is_refused_before_any_write(tmp_pat
     assert flat(f"--{'state' if inner == 'state' else 'output-dir'}") in flat(result.output)
     assert flat("give each a directory of its own") in flat(result.output)
     assert not outer.exists()
+
+
+def test_a_state_folder_that_cannot_be_written_is_named_not_its_scratch_folder(tmp_path: Path) -> None:
+    """Review 58 F7: an immutable (or read-only) state folder was named by the random scratch folder the
+    run could not make in it (``STATE/.tmp-run-k33z64mf: permission denied``)."""
+    state, out = tmp_path / "state", tmp_path / "out"
+    assert run_cli(_inputs(tmp_path), "--state", state, "--output-dir", out).exit_code == 0
+    later = write_text(
+        tmp_path / "in" / "later.csv", "user_id,timestamp,url\nu3,2024-05-01T12:00:00Z,https://a.example/\n"
+    )
+    done = subprocess.run(["chattr", "+i", str(state)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot chattr +i here: {done.stderr.decode().strip()}")
+    try:
+        result = run_cli(later, "--state", state, "--output-dir", out)
+    finally:
+        subprocess.run(["chattr", "-i", str(state)], check=False)
+    assert result.exit_code == 1, result.output
+    assert flat(f"Cannot write the state {state}: Operation not permitted.") in flat(result.output)
+    assert ".tmp-run-" not in result.output

@@ -830,7 +830,12 @@ class IncrementalEngine:
         for directory in (out_path, pageviews_path):
             for stale in directory.glob(f"{PARTITION}=*/.part-*.tmp") if directory is not None else ():
                 stale.unlink(missing_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=state_path, prefix=".tmp-run-"))
+        try:
+            scratch = Path(tempfile.mkdtemp(dir=state_path, prefix=".tmp-run-"))
+        except OSError as exc:
+            # Named as the state (review 58 F7: the error named the random folder it could not make).
+            lock.release()
+            raise io.cannot_write(state_path, exc, label=f"the state {state_path}") from exc
         prepared: PreparedState | None = None
 
         def release() -> None:
