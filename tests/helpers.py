@@ -42,7 +42,7 @@ def path_options(path: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """A path of :data:`OTHER_PATHS` as keywords: the state and output directories in ``tmp_path``,
     which the local paths also spill to."""
     options = {k: str(tmp_path / str(v)) if k in ("state", "output_dir") else v for k, v in path.items()}
-    if path and "engine" not in path:
+    if path and "engine" not in path and "state" not in path:  # (no buckets with --state)
         options["temp_dir"] = str(tmp_path)
     return options
 

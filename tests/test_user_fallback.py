@@ -244,7 +244,7 @@ def test_switched_off_the_old_behaviour_is_back(tmp_path: Path, off: tuple[str, 
     assert "1 row(s) have an empty user id in column 'anonymousId'" in result.output
     amplitude = write_text(tmp_path / "export.json", AMPLITUDE)
     with pytest.raises(MissingUserIdError, match="empty user id in column 'device_id'"):
-        sessionize.run([amplitude], preset="amplitude", no_geo=True, user_fallback_col=None)
+        sessionize.run([amplitude], preset="amplitude", no_geo=True, user_fallback_col="")
 
 
 def test_an_event_with_neither_id_is_rejected_naming_both_columns(tmp_path: Path) -> None:
