@@ -620,6 +620,16 @@ def run(
             rich_help_panel=INPUT,
         ),
     ] = None,
+    event_id_scope: Annotated[
+        str,
+        typer.Option(
+            "--event-id-scope",
+            metavar="user|user-event-time",
+            help="Which events sharing an event id are one event: a user's (user), or a user's with the same "
+            "event name and time too (user-event-time: Mixpanel's $insert_id; the mixpanel preset sets it).",
+            rich_help_panel=INPUT,
+        ),
+    ] = "user",
     page_view_id_col: Annotated[
         str | None,
         typer.Option(
@@ -945,6 +955,14 @@ def run(
             rich_help_panel=RULES,
         ),
     ] = False,
+    no_split_at_midnight: Annotated[
+        bool,
+        typer.Option(
+            "--no-split-at-midnight",
+            help="Do not start one at midnight, though the preset does (mixpanel).",
+            rich_help_panel=RULES,
+        ),
+    ] = False,
     conversion_events: Annotated[
         str | None,
         typer.Option(
@@ -1036,7 +1054,8 @@ def run(
             "--engaged-threshold",
             metavar="DURATION",
             help="is_engaged from engaged time at least this long, instead of GA4's duration longer than "
-            "10 s (page views and conversions still count).",
+            "10 s (page views and conversions still count). The snowplow preset's: twice "
+            "--heartbeat-interval.",
             rich_help_panel=RULES,
         ),
     ] = None,
@@ -1355,6 +1374,7 @@ def run(
                 session_id_nulls=session_id_nulls,
                 require_session_id=require_session_id,
                 page_activity_events=page_activity_events,
+                event_id_scope=event_id_scope,
                 filter=filter,
                 max_send_delay=max_send_delay,
                 encoding=encoding,
@@ -1408,6 +1428,14 @@ def run(
             )
             # The preset under every option given on the command line or in the config file.
             given = {key: value for key, value in options.items() if _given(ctx, key)}
+            if no_split_at_midnight:
+                # Off, over the preset's (mixpanel) and the config file's.
+                source = ctx.get_parameter_source("split_at_midnight")
+                if split_at_midnight and source is not None and source.name == "COMMANDLINE":
+                    raise UsageError(
+                        "--split-at-midnight and --no-split-at-midnight contradict each other: give one."
+                    )
+                options["split_at_midnight"] = given["split_at_midnight"] = False
             run_config = RunConfig.build(options, preset=preset, given=given)
             from sessionize import pipeline
 

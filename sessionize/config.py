@@ -301,6 +301,9 @@ CHANNEL_RULES = ("ga4", "snowplow", "posthog")
 #: session id, of the user id of its first event (``merge``: Snowplow's sessions) or of its last
 #: (``merge-last``: PostHog's).
 SHARED_SESSION_IDS = ("split", "merge", "merge-last")
+#: ``--event-id-scope``: events of one user that share an event id are one event (``user``), or only those
+#: that also share the event name and time (``user-event-time``: Mixpanel's ``$insert_id``).
+EVENT_ID_SCOPES = ("user", "user-event-time")
 #: The most ``--buckets`` and ``--partitions``: each costs a pass (some 25 ms however few its events), so
 #: a mistyped count (1e20) would run for ever.
 MAX_BUCKETS = 4_096
@@ -600,6 +603,8 @@ class ReadOptions:
     #: ``--max-send-delay``: rows sent by the device longer than this after their creation are left out
     #: (Snowplow's ``days_late_allowed``), counted as filtered out.
     max_send_delay: timedelta | None = field(default=None, metadata=_FINGERPRINT)
+    #: ``--event-id-scope``: which events sharing an event id are duplicates (:data:`EVENT_ID_SCOPES`).
+    event_id_scope: str = field(default="user", metadata=_FINGERPRINT)
     #: ``--require-session-id``: rows without a client session id are left out, counted as filtered out
     #: (Snowplow processes no event without its domain_sessionid).
     require_session_id: bool = field(default=False, metadata=_FINGERPRINT)
@@ -653,6 +658,7 @@ class ReadOptions:
             "ambiguous": self.ambiguous_time,
             "session_id_nulls": self.session_id_nulls,
             "page_activity_events": self.page_activity_events,
+            "event_id_scope": self.event_id_scope,
             "stitching": self.stitching,
             "engagement": self.engagement_timing,
             "page_view_ids": self.page_view_ids,
@@ -887,6 +893,7 @@ class RunConfig:
         session_id_nulls: str | Iterable[str] = (),
         require_session_id: bool = False,
         page_activity_events: str | Iterable[str] = (),
+        event_id_scope: str = "user",
         filter: str | Iterable[str] | Mapping[str, str | Iterable[str]] | None = None,
         max_send_delay: str | timedelta | None = None,
         encoding: str = "utf-8",
@@ -989,6 +996,7 @@ class RunConfig:
             session_id_nulls=S.split_list(session_id_nulls),
             require_session_id=require_session_id,
             page_activity_events=S.split_list(page_activity_events),
+            event_id_scope=one_of(event_id_scope, EVENT_ID_SCOPES, option="--event-id-scope"),
             filters=check_filters(filter),
             max_send_delay=None
             if max_send_delay is None

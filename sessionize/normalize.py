@@ -751,6 +751,7 @@ def prepare_events(
     ambiguous: str = "earliest",
     session_id_nulls: Iterable[str] = (),
     page_activity_events: Iterable[str] = (),
+    event_id_scope: str = "user",
     carry: Sequence[str] = (),
     stitching: bool = False,
     engagement: bool = False,
@@ -770,7 +771,10 @@ def prepare_events(
     column, every event with a URL is a page view. ``session_id_nulls`` are client session id values
     that mean "none" (Amplitude's ``-1``), besides the empty one. Events named in
     ``page_activity_events`` (Snowplow's ``page_ping``) are page activity: ``is_pageview`` null (see
-    :data:`sessionize.schema.IS_PAGEVIEW`). ``carry`` names columns kept as they are, after the
+    :data:`sessionize.schema.IS_PAGEVIEW`). With ``event_id_scope`` ``user-event-time`` (Mixpanel's
+    ``$insert_id``) an event id names one event of its event name and time only: the event id becomes
+    name, time and id, so that events of one user share it only when all three match (see
+    :func:`sessionize.io.drop_duplicate_events`). ``carry`` names columns kept as they are, after the
     canonical ones. An event whose user id is empty takes the login id of ``columns.user_fallback``
     (``--user-fallback-col``) as its user id, if it has one. With ``stitching`` the login id
     (``columns.stitch``, null when the input has none) becomes the ``_stitch_id`` column
@@ -860,6 +864,13 @@ def prepare_events(
             pl.when(is_pageview.fill_null(False) & page_view_id.is_not_null())
             .then(pl.lit("page_view:") + page_view_id)
             .otherwise(event_id)
+        )
+    if event_id_scope == "user-event-time":
+        # Mixpanel deduplicates on event name, distinct_id, time and $insert_id: the same id with another
+        # name or time is another event (review 59 F4). The user is the duplicates' key already.
+        event_id = pl.concat_str(
+            [event.fill_null(""), parsed.dt.epoch("us").cast(pl.String).fill_null(""), event_id],
+            separator="\x1f",
         )
     # --user-fallback-col: an event without a user id takes its login id as one (a server-side Segment
     # call has a userId and no anonymousId; an Amplitude event a user_id and no device_id).

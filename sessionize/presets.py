@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sessionize import schema as S
@@ -19,6 +20,23 @@ from sessionize.errors import UsageError
 
 if TYPE_CHECKING:
     from sessionize.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Multiple:
+    """A preset's duration option that follows another duration option: ``factor`` times its value, the
+    user's where they give it (Snowplow's engaged threshold is 2 heartbeats: ``--heartbeat-interval 30s``
+    makes it 60 s). An option the user gives itself wins, as any other."""
+
+    option: str
+    factor: int
+
+    def of(self, options: Mapping[str, Any]) -> timedelta:
+        flag = f"--{self.option.replace('_', '-')}"
+        return self.factor * S.parse_duration(options[self.option], option=flag)
+
+    def __str__(self) -> str:
+        return f"{self.factor} x --{self.option.replace('_', '-')}"
 
 
 @dataclass(frozen=True)
@@ -41,7 +59,9 @@ class Preset:
 
     def settings(self) -> list[tuple[str, str]]:
         """What the preset sets, as (option, value) lines for ``sessionize presets``."""
-        lines = [(f"--{key.replace('_', '-')}", _shown(value)) for key, value in self.options.items()]
+        lines = [
+            (f"--{key.replace('_', '-')}", _shown(value, self.options)) for key, value in self.options.items()
+        ]
         lines += [(f"{role} column", " or ".join(names)) for role, names in self.preferred_columns.items()]
         lines += [("--agg", spec) for spec in self.aggregates]
         return lines
@@ -50,7 +70,9 @@ class Preset:
         return [dataclasses.replace(S.parse_aggregate(spec), optional=True) for spec in self.aggregates]
 
 
-def _shown(value: object) -> str:
+def _shown(value: object, options: Mapping[str, Any]) -> str:
+    if isinstance(value, Multiple):
+        return f"{value} ({value.of(options).total_seconds():g}s)"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple | list):
@@ -131,8 +153,9 @@ PRESETS: dict[str, Preset] = {
                 "heartbeat_interval": "10s",
                 "min_visit_length": "5s",
                 # Snowplow's engaged session: page_views >= 2 or engaged_time_in_s / heartbeat >= 2 (its
-                # engaged_session macro), so 20 s of engaged time rather than GA4's duration of 10 s.
-                "engaged_threshold": "20s",
+                # engaged_session macro), so 2 heartbeats of engaged time (20 s; 60 s with
+                # --heartbeat-interval 30s, review 59 F3) rather than GA4's duration of 10 s.
+                "engaged_threshold": Multiple("heartbeat_interval", 2),
                 # Snowplow's web model filters bots' user agents out (snowplow__ua_bot_filter: true).
                 "exclude_bots": True,
                 # Snowplow's days_late_allowed (3): events a device sent more than 3 days after creating them.
@@ -271,8 +294,16 @@ PRESETS: dict[str, Preset] = {
                 "user_col": "properties.distinct_id",
                 "time_col": "properties.time",
                 "event_id_col": "properties.$insert_id",
+                # Mixpanel's duplicates share event name, distinct_id, time and $insert_id (its event
+                # deduplication): "Order Completed" and "Payment Captured" of one $insert_id are two
+                # events (review 59 F4).
+                "event_id_scope": "user-event-time",
                 "event_col": "event",
                 "pageview_events": "$mp_web_page_view",
+                # "Sessions are reset every 24 hours at midnight (according to your project timezone)"
+                # (Mixpanel's timeout-based sessions): midnight in --timezone, which the user sets to the
+                # project's (review 59 F2).
+                "split_at_midnight": True,
             },
             preferred_columns={
                 "url": ("properties.$current_url",),
@@ -301,6 +332,9 @@ def apply(name: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
         return dict(given)
     preset = get(name)
     merged: dict[str, Any] = {**preset.options, **given}
+    for key, value in preset.options.items():
+        if isinstance(value, Multiple) and key not in given:
+            merged[key] = value.of(merged)
     preferred = dict(preset.preferred_columns)
     preferred.update(given.get("preferred_columns") or {})
     merged["preferred_columns"] = preferred
@@ -322,4 +356,4 @@ def configured(config: RunConfig, name: str | None, given: Mapping[str, Any]) ->
     return dataclasses.replace(config, read=dataclasses.replace(config.read, user_fallback_optional=True))
 
 
-__all__ = ["PRESETS", "Preset", "apply", "configured", "get"]
+__all__ = ["PRESETS", "Multiple", "Preset", "apply", "configured", "get"]

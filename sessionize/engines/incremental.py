@@ -849,7 +849,14 @@ class IncrementalEngine:
         try:
             state = load_state(state_path)
             fingerprint = settings_of(config)
-            _check_settings(state, fingerprint, state_path, config.privacy.secret, defaults=_defaults(config))
+            _check_settings(
+                state,
+                fingerprint,
+                state_path,
+                config.privacy.secret,
+                defaults=_defaults(config),
+                formerly=_preset_changes(config),
+            )
             _check_output_dir(state, state_path, out_path)
             todo, skipped = _plan(files, state, reprocess=incremental.reprocess, scratch=scratch)
             if todo:
@@ -948,8 +955,10 @@ _RECORDED_IN = {"input_timezone": "timezone"}
 #: Settings that every state written before they were recorded ran without, whatever its preset sets now:
 #: the segment and amplitude presets set ``--user-fallback-col user_id`` since stop 48 (review 55 F1), and
 #: such a state rejected (or failed on) the events the preset keeps now, so it is not continued with it
-#: unasked (``--user-fallback-col ''`` continues it as it was).
-_OFF_BEFORE = {"user_fallback_col": ""}
+#: unasked (``--user-fallback-col ''`` continues it as it was). Likewise the mixpanel preset sets
+#: ``--event-id-scope user-event-time`` since review 59 F4: a state written before dropped the events of a
+#: repeated ``$insert_id`` that it keeps now (``--event-id-scope user`` continues it).
+_OFF_BEFORE = {"user_fallback_col": "", "event_id_scope": "user"}
 #: Rules that every state written before they were recorded ran by (not options: no flag restores them).
 _RULES_BEFORE = {"blank_ids": FORMER_BLANK_IDS}
 
@@ -1027,6 +1036,38 @@ _FLAGS = {
 }
 
 
+def _preset_changes(config: RunConfig) -> dict[str, tuple[str, str, str]]:
+    """Settings that ``config``'s preset changed: the value a state it built before holds, the flags that
+    continue such a state as it was built, and what changed. Such a state is refused, not continued with
+    the new value unasked: its open sessions would be cut by another rule than its written ones."""
+    if config.preset == "mixpanel":
+        return {
+            # Review 59 F2: Mixpanel's sessions reset at midnight in the project's time zone.
+            "split_at_midnight": (
+                "False",
+                "--no-split-at-midnight",
+                "the mixpanel preset resets sessions at midnight in --timezone, as Mixpanel does",
+            ),
+            # Review 59 F4: Mixpanel's duplicates share event name, distinct_id, time and $insert_id.
+            "event_id_scope": (
+                "user",
+                "--event-id-scope user",
+                "its duplicates share the event name and time too, as Mixpanel's",
+            ),
+        }
+    if config.preset == "snowplow":
+        # Review 59 F3: 2 heartbeats (engaged_time_in_s / snowplow__heartbeat >= 2), not a fixed 20 s.
+        former = engaged_settings(dataclasses.replace(config.session.engaged, threshold_s=20.0))
+        return {
+            "engaged_threshold": (
+                former["engaged_threshold"],
+                "--engaged-threshold 20s",
+                "the snowplow preset's engaged threshold is twice --heartbeat-interval, as Snowplow's is",
+            )
+        }
+    return {}
+
+
 def _check_settings(
     state: State,
     fingerprint: dict[str, str],
@@ -1034,6 +1075,7 @@ def _check_settings(
     secret: bytes | None = None,
     *,
     defaults: dict[str, str] | None = None,
+    formerly: Mapping[str, tuple[str, str, str]] | None = None,
 ) -> None:
     if secret is not None and state.settings.get(_SECRET) == legacy_secret_fingerprint(secret):
         # A state written before the secret's fingerprint was an scrypt: the same secret, upgraded.
@@ -1087,7 +1129,15 @@ def _check_settings(
             for name, off in _OFF_BEFORE.items()
             if state.settings.get(name) == off != fingerprint.get(name)
         ]
-        before = f" (give {' '.join(hints)} to continue it as it was built)" if hints else ""
+        # A setting the preset changed: the same, and why.
+        changes = [
+            (flags, why)
+            for name, (former, flags, why) in (formerly or {}).items()
+            if state.settings.get(name) == former != fingerprint.get(name)
+        ]
+        hints += [flags for flags, _ in changes if flags not in hints]
+        why = f": {'; '.join(reason for _, reason in changes)}" if changes else ""
+        before = f" (give {' '.join(hints)} to continue it as it was built{why})" if hints else ""
         raise UsageError(
             f"The state {state_path} was built with other options ({changed}). Use the same options{before}, "
             "or start a new state and output directory with a full run."
