@@ -220,8 +220,10 @@ def generate_events(seed: int = 20240501) -> list[dict[str, str]]:
                 rows.append((moment, row))
                 draw = rng.random()
                 if draw < 0.04 and with_ids:  # a retry with the same event id, a little later
-                    retry = {**row, "url": row["url"] + "#retry"}
-                    rows.append((moment + timedelta(seconds=rng.uniform(0.5, 3)), retry))
+                    later = moment + timedelta(seconds=rng.uniform(0.5, 3))
+                    stamp = later.strftime(NAIVE_FORMAT if u % 2 else TIME_FORMAT)
+                    retry = {**row, "url": row["url"] + "#retry", "timestamp": stamp}
+                    rows.append((later, retry))
                 elif draw < 0.08:  # an exact copy (removed with dedupe; by its id if it has one)
                     rows.append((moment, dict(row)))
                 elif draw < 0.12:  # another event at the same instant: the input order decides
@@ -312,6 +314,8 @@ OPTION_SETS: dict[str, OptionSet] = {
     "drop_columns": OptionSet({"drop_columns": DROPPED}),
     "exclude_bots": OptionSet({"exclude_bots": True}),
     "dedupe": OptionSet({"dedupe": True}),
+    # Mixpanel's duplicates (the mixpanel preset's): a retry of one event id a little later is another event.
+    "event_id_scope": OptionSet({"event_id_scope": "user-event-time"}),
     "skip_invalid": OptionSet({"on_invalid": "skip"}, dirty=True),
     "anonymize+hash+skip": OptionSet(
         {"anonymize_ip": True, "hash_user_ids": SECRET_VAR, "on_invalid": "skip"}, dirty=True
