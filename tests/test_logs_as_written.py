@@ -5,6 +5,8 @@ Every case runs through ``sessionize.run`` (or the CLI) on a file on disk, on ev
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +297,68 @@ def test_a_utf16_log_through_the_cli(tmp_path: Path) -> None:
         result = run_cli(log, "--no-geo", "-o", out, "--encoding", "utf-16-le", *extra)
         assert result.exit_code == 0 and pl.read_csv(out).height == 2, result.output
         out.unlink()
+
+
+# -- a UTF-16 log's line numbers -------------------------------------------------------------------
+
+#: Characters with the byte 0x0A in them in UTF-16: 上 (U+4E0A, ``0A 4E`` in UTF-16-LE) and Gurmukhi ਊ
+#: (U+0A0A, ``0A 0A`` either way). Lines were split on that byte before decoding.
+WIDE = "上ਊ"
+#: A lone high surrogate (half of a pair): UTF-16 that does not decode.
+LONE_SURROGATE = {"le": b"\x00\xd8", "be": b"\xd8\x00"}
+
+
+def _utf16_text(lines: Sequence[str | bytes], order: str) -> bytes:
+    """``lines`` in UTF-16 of byte ``order`` (``le``, ``be``), each with its ``\\n``; bytes are written as
+    they are, in place of a piece of the line (``b"..."`` stands for a line's undecodable bytes)."""
+    codec = f"utf-16-{order}"
+    return b"".join(
+        (line if isinstance(line, bytes) else line.encode(codec)) + "\n".encode(codec) for line in lines
+    )
+
+
+def _wide_request(n: int) -> str:
+    return combined(f"/{WIDE}{n}", n * 10, agent=f"Mozilla/5.0 {WIDE}")
+
+
+def _numbered_utf16_lines(order: str) -> list[str | bytes]:
+    """Eight requests of one visitor whose URLs and user agent have :data:`WIDE` characters, but line 4,
+    which is not a log line, and line 6, a request with a lone surrogate in it."""
+    lines: list[str | bytes] = [_wide_request(n) for n in range(8)]
+    lines[3] = f"not a log line {WIDE}"
+    codec = f"utf-16-{order}"
+    lines[5] = (
+        _wide_request(5)[:20].encode(codec) + LONE_SURROGATE[order] + _wide_request(5)[20:].encode(codec)
+    )
+    return lines
+
+
+#: (file, --encoding): with a byte order mark (little- and big-endian) and without one.
+UTF16_LAYOUTS = [
+    pytest.param("le", codecs.BOM_UTF16_LE, "utf-16", id="utf-16-bom-le"),
+    pytest.param("be", codecs.BOM_UTF16_BE, "utf-16", id="utf-16-bom-be"),
+    pytest.param("le", b"", "utf-16-le", id="utf-16-le"),
+    pytest.param("be", b"", "utf-16-be", id="utf-16-be"),
+]
+
+
+@pytest.mark.parametrize(("order", "bom", "encoding"), UTF16_LAYOUTS)
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_utf16_logs_bad_lines_are_named_by_their_line_numbers(
+    tmp_path: Path, path: dict[str, Any], order: str, bom: bytes, encoding: str
+) -> None:
+    """Lines were split on the byte 0x0A before decoding: a line that did not decode crashed the read
+    (UnicodeDecodeError: truncated data), hung it (big-endian), or was numbered by the 0x0A bytes of the
+    characters before it. The bad lines are named by their line numbers, in the error and the rejects."""
+    log = write_bytes(tmp_path / "access.log", bom + _utf16_text(_numbered_utf16_lines(order), order))
+    with pytest.raises(MalformedRowsError, match=r"line 4: malformed_log_line; line 6: undecodable_bytes"):
+        run_on(path, tmp_path / "fail", log, encoding=encoding)
+    rejects = tmp_path / "rejects.csv"
+    result, table = run_on(path, tmp_path, log, encoding=encoding, on_invalid="skip", rejects=str(rejects))
+    assert (result.rows_read, result.rejected, result.events_read) == (8, 2, 6)
+    assert pl.read_csv(rejects).select("source_row", "reject_reason", "raw_line").rows() == [
+        (4, "malformed_log_line", f"not a log line {WIDE}"),
+        (6, "undecodable_bytes", _wide_request(5)[:20] + "\ufffd" + _wide_request(5)[20:]),
+    ]
+    assert sorted(table["landing_page"].to_list()) == [f"/{WIDE}0"]
+    assert table["exit_page"].to_list() == [f"/{WIDE}7"] and table["event_count"].to_list() == [6]

@@ -457,39 +457,58 @@ MALFORMED_LOG_SCHEMA = {"source_row": pl.Int64, "raw_line": pl.String, "reject_r
 def decode_lines(raw: bytes, encoding: str) -> tuple[bytes, pl.DataFrame]:
     """The text of ``raw``, lines in ``encoding``, as UTF-8 with each line that does not decode in it
     left empty (so that the line numbers hold), and those lines as malformed rows: ``source_row`` (1-based),
-    ``raw_line`` (its bytes decoded with U+FFFD for those that do not decode) and ``reject_reason``
+    ``raw_line`` (the line decoded with U+FFFD for the bytes that do not decode) and ``reject_reason``
     (``undecodable_bytes``).
 
-    The decoder runs over the whole text from one bad line to the next (C speed, never a Python step per
-    line): linear in the size of the file, however many lines are bad."""
+    Lines are told apart in the decoded text, never by the byte ``\\n`` in ``raw``: in UTF-16 and UTF-32 a
+    line break is two or four bytes, and the byte 0x0A is also half of other characters (``上``, U+4E0A, is
+    ``0A 4E`` in UTF-16-LE), so counting that byte numbered the lines after it wrongly and cut characters
+    in two. The whole text is decoded at C speed; only a file with bytes that do not decode is decoded
+    again with each bad sequence marked (:data:`_UNDECODABLE`), and only its bad lines are looked at one by
+    one: linear in the size of the file, however many lines are bad."""
     codec = "utf-8" if is_utf8(encoding) else encoding
     try:
-        decode = codecs.getdecoder(codec)
+        codecs.lookup(codec)
     except LookupError:
         raise UsageError(
             f"--encoding {encoding!r} is not an encoding Python knows (try latin-1, cp1252)."
         ) from None
-    view = memoryview(raw)
-    parts: list[str] = []
+    with contextlib.suppress(UnicodeError):  # bytes that do not decode; or decode to what UTF-8 cannot hold
+        return raw.decode(codec).encode("utf-8"), pl.DataFrame(schema=MALFORMED_LOG_SCHEMA)
+    text = raw.decode(codec, errors=_UNDECODABLE)
+    kept: list[str] = []
     bad: list[tuple[int, str, str]] = []
-    position = line = 0  # the start of a line, and its 0-based number
-    while True:
-        try:
-            parts.append(decode(view[position:])[0])
-            break
-        except UnicodeDecodeError as exc:
-            at = position + exc.start
-            newline = raw.rfind(b"\n", position, at)
-            start = position if newline < 0 else newline + 1
-            end = raw.find(b"\n", at)
-            end = len(raw) if end < 0 else end
-            parts.append(decode(view[position:start])[0])
-            line += raw.count(b"\n", position, start)
-            shown = raw[start:end].decode(codec, errors="replace").removesuffix("\r")
-            bad.append((line + 1, shown, UNDECODABLE_REASON))
-            position = end  # its line end is decoded with the rest: the line stays, empty
+    # Where the text not yet kept starts (a line's start, or the end of the bad line before), and its line.
+    position = line = 0
+    while (found := _MARKED.search(text, position)) is not None:
+        newline = text.rfind("\n", position, found.start())
+        start = position if newline < 0 else newline + 1
+        end = text.find("\n", found.start())
+        end = len(text) if end < 0 else end
+        line += text.count("\n", position, start)
+        kept.append(text[position:start])
+        shown = _MARKED.sub("\ufffd", text[start:end]).removesuffix("\r")
+        bad.append((line + 1, shown, UNDECODABLE_REASON))
+        position = end  # its line end is kept with the rest: the line stays, empty
+    kept.append(text[position:])
     rejected = pl.DataFrame(bad, schema=MALFORMED_LOG_SCHEMA, orient="row")
-    return "".join(parts).encode("utf-8"), rejected
+    return "".join(kept).encode("utf-8"), rejected
+
+
+#: The error handler that marks each sequence of bytes that does not decode with a lone surrogate, which no
+#: strict decoder gives for text (and which UTF-8 cannot hold, so text that a codec decodes to one, UTF-7's
+#: ``+2AA-``, is marked alike).
+_UNDECODABLE = "sessionize-undecodable"
+_MARKED = re.compile("[\ud800-\udfff]")
+
+
+def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    if isinstance(exc, UnicodeDecodeError):
+        return "\udcff", exc.end
+    raise exc
+
+
+codecs.register_error(_UNDECODABLE, _mark_undecodable)
 
 
 def warn_of_nul_runs(source: InputFile, runs: NulRuns) -> None:
