@@ -13,6 +13,7 @@ import gzip
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -876,3 +877,48 @@ def test_lone_surrogate_escapes_in_a_file_read_in_splits_are_read_as_locally(
         local.sessions.sort("session_id"),
         check_dtypes=False,
     )
+
+
+def _warned(run: Any) -> list[str]:
+    """The SessionizeWarnings that ``run()`` gives (each once), in order."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", sessionize.SessionizeWarning)
+        run()
+    return [str(w.message) for w in caught if issubclass(w.category, sessionize.SessionizeWarning)]
+
+
+def test_nul_bytes_before_log_lines_are_warned_of_on_the_driver(tmp_path: Path, spark_session: Any) -> None:
+    """Runs of NUL bytes before log lines (a copytruncate hole), in a log read whole and in one read in
+    splits: a local run and Dask warn that they were skipped; Spark read them as those do but said nothing
+    (the whole file's warning was raised on an executor, the split file's never counted). The driver gives
+    the local run's warnings: one per file, the split file's summed over its splits."""
+    lines = APACHE_LOG.read_bytes().splitlines()[:3000]
+    small = tmp_path / "in" / "small.log"
+    small.parent.mkdir()
+    small.write_bytes(b"\n".join(lines[:20]).replace(lines[2], b"\0" * 300 + lines[2]) + b"\n")
+    holed = [b"\0" * 100 + lines[0], *lines[1:1500], b"\0" * 4096 + lines[1500], *lines[1501:2800]]
+    holed += [b"\0" * 7 + lines[2800], *lines[2801:]]
+    big = tmp_path / "in" / "big.log"
+    big.write_bytes(b"\n".join(holed) + b"\n")
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+    local = _warned(lambda: sessionize.run([small, big], **options))
+    hole = (
+        ": the hole a crash, or logrotate's copytruncate, leaves in a log being written, not data. The lines "
+        "after them were read as written."
+    )
+    assert [w for w in local if "NUL" in w] == [
+        f"{small}: skipped 300 NUL byte(s) before line 3{hole}",
+        f"{big}: skipped 4,203 NUL byte(s) before line 1 and 2 other line(s){hole}",
+    ]
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", str(big.stat().st_size // 5))
+    try:
+        result: list[sessionize.RunResult] = []
+        spark = _warned(
+            lambda: result.append(same_as_local([small, big], tmp_path, spark_session, **options))
+        )
+        assert result[0].path_taken.endswith(", 1 large file(s) read in splits")
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    # (same_as_local's own local run gives the local warnings first.)
+    assert spark == local + local

@@ -25,12 +25,14 @@ import contextlib
 import dataclasses
 import functools
 import io as io_module
+import itertools
 import os
 import pickle
 import shutil
 import sys
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +53,7 @@ else:
 
 from sessionize import geo, io
 from sessionize import schema as S
-from sessionize.accesslog import detect_log_format
+from sessionize.accesslog import NulRuns, detect_log_format, leading_nul_runs
 from sessionize.config import RunConfig, parse_memory
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
 from sessionize.engines.budget import available_memory, bucket_of, claim_bucket_of
@@ -61,6 +63,7 @@ from sessionize.errors import (
     NoInputFilesError,
     OutputError,
     SessionizeError,
+    SessionizeWarning,
     UnreadableInputError,
     UsageError,
 )
@@ -340,7 +343,10 @@ def _read_files(batches: Iterable[Any], task: Any) -> Iterator[Any]:
                 if fmt == "tsv" and read_task.input_format is None and is_enriched_tsv(local):
                     fmt = "snowplow"
                 try:
-                    read = io.read.read_file(io.InputFile(local, fmt, name=source.shown), read_task.options)
+                    with _warnings_kept(summary, local, source.shown):
+                        read = io.read.read_file(
+                            io.InputFile(local, fmt, name=source.shown), read_task.options
+                        )
                 except SessionizeError as exc:
                     summary["error"] = (type(exc), str(exc).replace(local, source.shown))
                 else:
@@ -525,15 +531,18 @@ def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterato
             ]
         )
         del lines, text
+        counted: dict[str, Any] = {}
         if plan.format == "snowplow":
             parsed, malformed = parse_enriched(numbered)
         else:
+            # The NUL bytes skipped before its lines: the driver warns of the file's, summed over its splits.
+            counted[_NUL_RUNS] = leading_nul_runs(numbered)
             parsed, malformed = io.read.parse_log_lines(numbered, plan.format, read_task.options)
             if undecodable is not None:
                 malformed = pl.concat([malformed, undecodable]).sort("source_row")
         last = first + numbered.height - 1
         del numbered
-        yield from _validated(parsed, malformed, shown, read_task, source, schema, first, last)
+        yield from _validated(parsed, malformed, shown, read_task, source, schema, first, last, counted)
 
 
 def _lines_before(before: dict[int, int], block: int, source: SparkInput) -> int:
@@ -587,10 +596,12 @@ def _validated(
     schema: Any,
     first: int,
     last: int,
+    counted: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
     """Rows of a slice of a split file, already read: validated by the local reader's code, with their
-    place in the input from their row in the file, and the slice's summary row."""
+    place in the input from their row in the file, and the slice's summary row (with ``counted``)."""
     summary: dict[str, Any] = {"number": source.number, "first": first, "rows": 0, "filtered": 0}
+    summary.update(counted or {})
     events = None
     try:
         read = io.read.read_file(
@@ -836,6 +847,45 @@ def _split_bytes(session: Any) -> int:
     except Exception:  # not a JVM session (Spark Connect): the setting as text
         text = str(session.conf.get("spark.sql.files.maxPartitionBytes", "128m")).lower().rstrip("b")
         return parse_memory(text or "128m")
+
+
+#: A split log's summary key: the NUL bytes skipped before the lines of the slice (:class:`NulRuns`).
+_NUL_RUNS = "nul_runs"
+
+
+@contextlib.contextmanager
+def _warnings_kept(summary: dict[str, Any], local: str, shown: str) -> Iterator[None]:
+    """The SessionizeWarnings of a read on an executor, which no one sees there, kept in its summary for
+    the driver (:func:`_give_warnings`), as Dask's workers give theirs to the client."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SessionizeWarning)
+        try:
+            yield
+        finally:
+            summary["warnings"] = [
+                str(w.message).replace(local, shown)
+                for w in caught
+                if issubclass(w.category, SessionizeWarning)
+            ]
+
+
+def _give_warnings(summaries: list[dict[str, Any]], files: Sequence[SparkInput]) -> None:
+    """The read tasks' warnings, given on the driver in input order, up to the first file that fails, as a
+    local run gives them: a whole file's as its read gave them; a split log's skipped NUL bytes summed over
+    its splits, in one warning for the file (:func:`sessionize.io.read.warn_of_nul_runs`)."""
+    failed = min((s["number"] for s in summaries if "error" in s), default=None)
+    by_number = {source.number: source for source in files}
+    # (In input order: files, then a split file's slices.)
+    for number, parts in itertools.groupby(summaries, key=lambda summary: int(summary["number"])):
+        if failed is not None and number > failed:
+            break
+        runs = NulRuns()
+        for summary in parts:
+            for message in summary.get("warnings", ()):
+                warnings.warn(message, SessionizeWarning, stacklevel=3)
+            runs += summary.get(_NUL_RUNS, NulRuns())
+        source = by_number[number]
+        io.read.warn_of_nul_runs(io.InputFile(source.uri, source.format, name=source.shown), runs)
 
 
 def _read_events(
@@ -1313,6 +1363,7 @@ def _run(
         ]
         # In input order: files, then the slices of a split file.
         summaries.sort(key=lambda s: (s["number"], s.get("first", 0)))
+        _give_warnings(summaries, files)
         errors = [s["error"] for s in summaries if "error" in s]
         if errors:
             kind, message = errors[0]  # the first invalid input's, as a local run raises it
