@@ -9,6 +9,7 @@ ids, filters).
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import re
@@ -922,3 +923,65 @@ def test_nul_bytes_before_log_lines_are_warned_of_on_the_driver(tmp_path: Path, 
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
     # (same_as_local's own local run gives the local warnings first.)
     assert spark == local + local
+
+
+def test_a_utf16_log_is_read_with_its_encoding_and_named_without_it(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """UTF-16 logs with a line that is not a log line (4) and one that does not decode (6), with and without
+    a byte order mark: read with --encoding (whole: Spark's reader splits only UTF-8), their bad lines are
+    named by their line numbers, as in a local run. Larger than a split and read without --encoding, the
+    log was split at the byte 0x0A as UTF-8 when its format was given (--input-format combined: every line
+    rejected as nul_byte_in_line, its NULs called a copytruncate hole); it is refused as a local run
+    refuses it."""
+    from tests.test_logs_as_written import (
+        WIDE,
+        _numbered_utf16_lines,
+        _utf16_text,
+        _wide_request,
+        write_bytes,
+    )
+
+    layouts = {"utf-16": (codecs.BOM_UTF16_BE, "be"), "utf-16-le": (b"", "le")}
+    for encoding, (bom, order) in layouts.items():
+        folder = tmp_path / encoding
+        log = folder / "in" / "access.log"
+        log.parent.mkdir(parents=True)
+        log.write_bytes(bom + _utf16_text(_numbered_utf16_lines(order), order))
+        _, result, rejects = rejects_as_local([log], folder, spark_session, encoding=encoding)
+        assert rejects.select("source_row", "reject_reason").rows() == [
+            (4, "malformed_log_line"),
+            (6, "undecodable_bytes"),
+        ]
+        assert (result.rows_read, result.rejected) == (8, 2)
+    big = tmp_path / "big" / "access.log"
+    big.parent.mkdir()
+    big.write_bytes(_utf16_text([_wide_request(n % 60) for n in range(600)], "le"))
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", str(big.stat().st_size // 4))
+    try:
+        extras: list[dict[str, Any]] = [{}, {"input_format": "combined"}]
+        for extra in extras:
+            with pytest.raises(
+                UnreadableInputError, match=r"looks like UTF-16 text\. Give --encoding utf-16"
+            ):
+                sessionize.run([big], no_geo=True, spark=spark_session, output=str(tmp_path / "o"), **extra)
+            result = same_as_local(
+                [big], tmp_path / "ok", spark_session, encoding="utf-16-le", no_geo=True, **extra
+            )
+            assert result.rows_read == 600 and result.path_taken == "spark: 2 partitions"
+            shutil.rmtree(tmp_path / "ok")
+        # A CSV alike: refused as a local run refuses it, not slice by slice ("Spark's reader split...").
+        rows = "".join(f"u{n % 7},2024-05-01T10:{n % 60:02d}:00Z,/{WIDE}{n}\n" for n in range(900))
+        csv = write_bytes(
+            tmp_path / "big" / "events.csv", ("user_id,timestamp,url\n" + rows).encode("utf-16-le")
+        )
+        with pytest.raises(UnreadableInputError) as local_error:
+            sessionize.run([csv], no_geo=True)
+        with pytest.raises(UnreadableInputError) as spark_error:
+            sessionize.run([csv], no_geo=True, spark=spark_session, output=str(tmp_path / "o"))
+        assert str(spark_error.value) == str(local_error.value) and "looks like UTF-16" in str(
+            local_error.value
+        )
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)

@@ -492,7 +492,12 @@ def _plan_lines(
     if not io.read.is_utf8(options.encoding):
         return None
     text = _text_lines(session, source.uri)
-    first = [bytes(row[0]).decode("utf-8", errors="replace") for row in text.limit(20).collect()]
+    first_lines = [bytes(row[0]) for row in text.limit(20).collect()]
+    if io.read.looks_like_utf16(b"\n".join(first_lines)):
+        # UTF-16 (valid UTF-8: a NUL beside each letter) cut at its bytes 0x0A: read whole, as the local
+        # reader refuses it.
+        return None
+    first = [line.decode("utf-8", errors="replace") for line in first_lines]
     fmt = source.format
     if fmt == "tsv":
         head = (first[0] if first else "").rstrip("\r").split("\t")
@@ -643,6 +648,8 @@ def _plan_csv(session: Any, source: SparkInput, options: io.ReadOptions) -> _Csv
     if not first or first[0][0] is None:
         return None
     header = bytes(first[0][0])
+    if io.read.looks_like_utf16(header):
+        return None  # UTF-16 cut at its bytes 0x0A: read whole, the local reader names it
     separator = "\t" if source.format == "tsv" else ","
     schema = T.StructType(
         [
