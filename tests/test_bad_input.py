@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -9,8 +10,10 @@ import hmac
 import io
 import json
 import shutil
+import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -338,7 +341,7 @@ MAC_LINES = "".join(
         (MAC_LINES.encode(), "carriage return alone"),
         # A stray "\r" inside the header, and a short row: the csv module's error was an "Unexpected error".
         (b"user_id,timestamp\r,url\na,2024-01-01T00:00:00Z,/x\na,2024-01-01T00:00:00Z\n", "header is broken"),
-        ("user_id,timestamp,url\r\na,2024-01-01T00:00:00Z,/x\r\n".encode("utf-16"), "give --encoding utf-16"),
+        ("user_id,timestamp,url\r\na,2024-01-01T00:00:00Z,/x\r\n".encode("utf-16"), "Give --encoding utf-16"),
         # Big-endian UTF-16 read as UTF-8: every header name held NULs (a BadTimestampError, or 0 events).
         ("user_id,timestamp,url\na,2024-01-01T00:00:00Z,/x\n".encode("utf-16-be"), "looks like UTF-16"),
         # Python's csv module on Windows without newline='': every last value kept a "\r".
@@ -359,6 +362,53 @@ def test_line_ends_and_encodings_the_reader_cannot_take_are_named(
         assert result.exit_code == 1, result.stderr
         assert "export.csv" in squash(result.stderr) and squash(expected) in squash(result.stderr)
         assert "Unexpected" not in result.stderr and not out.exists()
+
+
+UTF16_CSV = "user_id,timestamp,url\r\na,2024-01-01T00:00:00Z,/x\r\n"
+UTF16_LOG = '81.2.69.160 - - [01/May/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8.5.0"\n'
+
+
+@pytest.mark.parametrize("buckets", [None, "2"])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda text: codecs.BOM_UTF16_LE + text.encode("utf-16-le"), id="bom-le"),
+        pytest.param(lambda text: codecs.BOM_UTF16_BE + text.encode("utf-16-be"), id="bom-be"),
+        pytest.param(lambda text: text.encode("utf-16-le"), id="le"),
+        pytest.param(lambda text: text.encode("utf-16-be"), id="be"),
+    ],
+)
+def test_utf_16_is_told_alike_in_a_csv_and_a_log(
+    tmp_path: Path, encode: Callable[[str], bytes], buckets: str | None
+) -> None:
+    """One definition of UTF-16 (its byte order mark, or a NUL beside most bytes) and one message for CSV
+    and logs. A CSV with a byte order mark was "cannot be read as CSV (UTF-16 text, by its byte order mark:
+    give --encoding utf-16). Check the file, or give its real format with --input-format", one without
+    "its header holds NUL characters", by a count of the NULs in its header, not the log's definition."""
+    flags = ["--buckets", buckets] if buckets else []
+    for name, text in (("export.csv", UTF16_CSV), ("access.log", UTF16_LOG)):
+        source = tmp_path / name
+        source.write_bytes(encode(text))
+        result = cli(source, "-o", tmp_path / "o.csv", *flags)
+        assert result.exit_code == 1 and not (tmp_path / "o.csv").exists(), result.output
+        expected = (
+            f"{source}: the file looks like UTF-16 text. Give --encoding utf-16 (or utf-16-le, utf-16-be)"
+        )
+        assert squash(expected + " and run again.") in squash(result.stderr), result.stderr
+        assert "--input-format" not in result.stderr and "header" not in result.stderr
+
+
+@pytest.mark.parametrize("buckets", [None, "2"])
+def test_binary_data_with_nuls_in_a_csv_is_not_called_utf_16(tmp_path: Path, buckets: str | None) -> None:
+    """Zero-padded binary numbers: a third of its header NULs, which the CSV's count called UTF-16 (and
+    --encoding utf-16 then read as garbage). No NUL beside most bytes: the file is not CSV text."""
+    source = tmp_path / "export.csv"
+    source.write_bytes(b"".join(struct.pack(">i", n) for n in range(1, 40)) + b",x\n1,2\n")
+    result = cli(source, "-o", tmp_path / "o.csv", *(["--buckets", buckets] if buckets else []))
+    assert result.exit_code == 1, result.output
+    message = squash(result.stderr)
+    assert squash(f"{source}: its header holds NUL bytes: the file is not CSV text") in message
+    assert "UTF-16" not in message
 
 
 def test_utf_16_with_its_encoding_given_is_read(tmp_path: Path) -> None:

@@ -176,8 +176,6 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     the csv module's strict mode refuses).
     """
     codec = "utf-8" if is_utf8(encoding) else encoding
-    if is_utf8(encoding) and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise pl.exceptions.ComputeError("UTF-16 text, by its byte order mark: give --encoding utf-16")
     lines = [raw.rstrip(b"\r") for raw in data.split(b"\n")]
     header_text = lines[0].decode(codec, errors="replace").lstrip("\ufeff")
     try:
@@ -383,7 +381,7 @@ def _scan_log(source: InputFile, options: ReadOptions) -> tuple[pl.LazyFrame, pl
         text_bytes, undecodable = decode_lines(raw, options.encoding)
         lines = pl.read_lines(text_bytes, row_index_name=ROW)
         return _parsed_log(source, options, lines, undecodable)
-    check_not_utf16(source, data[:_UTF16_SAMPLE] if isinstance(data, bytes) else _head_of(data))
+    check_not_utf16(source, data if isinstance(data, bytes) else _head_of(data))
     try:
         # read_lines keeps blank lines (so line numbers hold) and gunzips .log.gz by its magic bytes.
         lines = pl.read_lines(data, row_index_name=ROW)
@@ -408,7 +406,7 @@ def _parsed_log(
     return parsed.lazy(), malformed
 
 
-#: How many first bytes of a log tell whether it is UTF-16 text.
+#: How many first bytes of a text file (a log, a CSV) tell whether it is UTF-16 text.
 _UTF16_SAMPLE = 4096
 
 
@@ -423,13 +421,19 @@ def _head_of(path: str) -> bytes:
 
 
 def looks_like_utf16(head: bytes) -> bool:
-    """Whether the first bytes of a text file are UTF-16: its byte order mark, or a NUL beside most
-    bytes that are not (ASCII text in UTF-16 without a byte order mark, little- or big-endian). A run of
-    NULs alone (a log's copytruncate hole) is not."""
+    """Whether the first bytes of a text file (of its first :data:`_UTF16_SAMPLE`, or of its first line)
+    are UTF-16: its byte order mark, or a NUL beside most bytes that are not (ASCII text in UTF-16 without
+    a byte order mark, little- or big-endian). A run of NULs alone (a log's copytruncate hole) is not, nor
+    binary data with NULs here and there (zero-padded numbers): that is not text at all.
+
+    The one definition for every reader: an access log's first bytes, a CSV's (and its header line as
+    read, for the readers that are handed rows: ``--buckets`` windows, Spark's splits), and Spark's
+    choice not to split such a file."""
+    head = head[:_UTF16_SAMPLE]
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return True
     sample = head[: len(head) // 2 * 2]
-    if len(sample) < 8:
+    if len(sample) < 4:  # two code units: a CSV header "a,b" is 6 bytes
         return False
     even, odd = sample[0::2], sample[1::2]
     for nuls, letters in ((odd, even), (even, odd)):
@@ -439,8 +443,9 @@ def looks_like_utf16(head: bytes) -> bool:
 
 
 def check_not_utf16(source: InputFile, head: bytes) -> None:
-    """Refuse an access log read as UTF-8 whose first bytes are UTF-16: each of its lines was rejected as
-    ``nul_byte_in_line`` and the NULs called a copytruncate hole (review 57 F4)."""
+    """Refuse a text file read as UTF-8 whose first bytes are UTF-16 (:func:`looks_like_utf16`): each line
+    of a log was rejected as ``nul_byte_in_line`` and the NULs called a copytruncate hole (review 57 F4); a
+    CSV's header names held NULs, or its byte order mark failed the read."""
     if looks_like_utf16(head):
         raise UnreadableInputError(
             f"{source.shown}: the file looks like UTF-16 text. Give --encoding utf-16 (or utf-16-le, "
@@ -1044,6 +1049,8 @@ def _scan(
     if source.format in ("csv", "tsv"):
         separator = "\t" if source.format == "tsv" else ","
         data = _csv_source(source, encoding)
+        if is_utf8(encoding):
+            check_not_utf16(source, data if isinstance(data, bytes) else _head_of(data))
         if (isinstance(data, bytes) and not data.strip()) or (
             isinstance(data, str) and os.path.getsize(data) == 0
         ):
@@ -2003,17 +2010,15 @@ def check_header(source: InputFile, columns: Sequence[str]) -> None:
     """Refuse a CSV or TSV header with a carriage return inside a column name: the file's lines end
     with "\r" alone (classic Mac OS, Excel's "CSV (Macintosh)"), so that the whole file reads as one
     header line, or with "\r\r\n" (every last value would keep a "\r"), or the header itself is
-    broken. Read as it was, a classic Mac OS file held no events and the run ended well (review 44)."""
+    broken. Read as it was, a classic Mac OS file held no events and the run ended well (review 44). And
+    a header with NUL bytes: UTF-16 text (:func:`check_not_utf16`), or else no text at all."""
     if source.format not in ("csv", "tsv"):
         return
-    header = "".join(columns)
-    if "\x00" in header:
-        # UTF-16 read as UTF-8: a NUL beside every ASCII letter (big-endian, or without a byte order mark).
-        if header.count("\x00") * 3 >= len(header):
-            raise UnreadableInputError(
-                f"{source.shown}: its header holds NUL characters: the file looks like UTF-16 text. Give "
-                "--encoding utf-16 (or utf-16-be, utf-16-le) and run again."
-            )
+    if any("\x00" in name for name in columns):
+        # UTF-16 without a byte order mark read as UTF-8 (rows handed over: --buckets windows, Spark's
+        # splits; a whole read checks the file's first bytes first): the header line as it was read.
+        separator = "\t" if source.format == "tsv" else ","
+        check_not_utf16(source, separator.join(columns).encode("utf-8"))
         raise UnreadableInputError(
             f"{source.shown}: its header holds NUL bytes: the file is not {source.format.upper()} text "
             "(binary data, or another format). Check the file, or give its format with --input-format."
