@@ -8,13 +8,14 @@ which the orchestrator publishes only when every output of the run is complete.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import polars as pl
 
 from sessionize.config import RunConfig
+from sessionize.errors import UsageError
 from sessionize.partition import PartitionJob, Tally
 
 if TYPE_CHECKING:
@@ -37,6 +38,14 @@ class RunProgress:
 
 
 Progress = Callable[[RunProgress], None]
+
+
+def refuse_options(options: Mapping[str, object], where: str) -> None:
+    """Refuse the options an engine cannot honour that were given (``options``: each flag and its value,
+    None when not given) with a usage error: "FLAGS cannot be used with WHERE", ``where`` saying why."""
+    given = [flag for flag, value in options.items() if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} cannot be used with {where}")
 
 
 @dataclass

@@ -54,7 +54,7 @@ else:
 from sessionize import geo, io
 from sessionize._version import __version__
 from sessionize.config import RunConfig
-from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
+from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress, refuse_options
 from sessionize.engines.budget import bucket_of, claim_bucket_of
 from sessionize.errors import (
     GeoIPDatabaseError,
@@ -841,9 +841,7 @@ class DaskEngine:
             "--spark-master": config.engine.spark_master,
             "--partition-by-date": config.output.partition_by_date or None,
         }
-        given = [name for name, value in unsupported.items() if value is not None]
-        if given:
-            raise UsageError(f"{', '.join(given)} cannot be used with --engine dask.")
+        refuse_options(unsupported, "--engine dask.")
         output = config.output.output
         if output == io.STDIN:
             raise UsageError(

@@ -65,7 +65,7 @@ from sessionize.config import (
 )
 from sessionize.config import DEFAULT_LATENESS as DEFAULT_LATENESS
 from sessionize.core import beyond_session_cap
-from sessionize.engines.base import Outcome, Progress, RunProgress
+from sessionize.engines.base import Outcome, Progress, RunProgress, refuse_options
 from sessionize.errors import (
     LateEventsError,
     OutputError,
@@ -750,14 +750,13 @@ class IncrementalEngine:
             "--buckets": config.engine.buckets,
             "--temp-dir": config.engine.temp_dir,
         }
-        given = [name for name, value in scale.items() if value is not None]
-        if given:
-            # Review 58 F5: they were ignored, and a backfill under a cgroup cap was killed.
-            raise UsageError(
-                f"{', '.join(given)} cannot be used with --state: an incremental run holds the new files' "
-                "events and the state's in memory, in no buckets. Bound its memory by giving each run fewer "
-                "files (a backfill: several runs, oldest files first), or run the backfill without --state."
-            )
+        # Review 58 F5: they were ignored, and a backfill under a cgroup cap was killed.
+        refuse_options(
+            scale,
+            "--state: an incremental run holds the new files' events and the state's in memory, in no "
+            "buckets. Bound its memory by giving each run fewer files (a backfill: several runs, oldest "
+            "files first), or run the backfill without --state.",
+        )
         if config.output.report is not None:
             raise UsageError(
                 "--report is not available with --state: run sessionize report OUT_DIR after the run."

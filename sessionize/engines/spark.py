@@ -55,7 +55,7 @@ from sessionize import geo, io
 from sessionize import schema as S
 from sessionize.accesslog import NulRuns, detect_log_format, leading_nul_runs
 from sessionize.config import RunConfig, parse_memory
-from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress
+from sessionize.engines.base import PREVIEW_ROWS, Outcome, Progress, RunProgress, refuse_options
 from sessionize.engines.budget import available_memory, bucket_of, claim_bucket_of
 from sessionize.errors import (
     EngineError,
@@ -1580,12 +1580,9 @@ class SparkEngine:
             "--temp-dir": config.engine.temp_dir,
             "--scheduler": config.engine.scheduler,
         }
-        given = [name for name, value in unsupported.items() if value is not None]
-        if given:
-            raise UsageError(
-                f"{', '.join(given)} cannot be used with --engine spark (see docs/spark.md: incremental "
-                "runs are the local engine's)."
-            )
+        refuse_options(
+            unsupported, "--engine spark (see docs/spark.md: incremental runs are the local engine's)."
+        )
         output = config.output.output
         if output == io.STDIN:
             raise UsageError(
