@@ -158,6 +158,15 @@ def run_cli(*args: str | Path, input: str | bytes | None = None, columns: int = 
     return invoke("run", *args, columns=columns, input=input)
 
 
+def run_incremental(source: str | Path, tmp_path: Path, *flags: str) -> Result:
+    """``sessionize run SOURCE --state tmp_path/state --output-dir tmp_path/out --no-geo`` with the JSON
+    log line (the summary, or the error, on stderr)."""
+    return run_cli(
+        source, "--state", tmp_path / "state", "--output-dir", tmp_path / "out", "--no-geo",
+        "--log-format", "json", *flags,
+    )  # fmt: skip
+
+
 # -- files -----------------------------------------------------------------------------------------
 
 

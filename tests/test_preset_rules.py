@@ -16,7 +16,15 @@ import pytest
 
 import sessionize
 from sessionize import presets
-from tests.helpers import EVERY_PATH, invoke, path_options, path_sessions, run_cli, write_text
+from tests.helpers import (
+    EVERY_PATH,
+    invoke,
+    path_options,
+    path_sessions,
+    run_cli,
+    run_incremental,
+    write_text,
+)
 
 SITE = "https://www.myshop.de"
 
@@ -74,13 +82,6 @@ def starts(table: pl.DataFrame) -> list[tuple[str, int]]:
         (start.strftime("%H:%M"), count)
         for start, count in table.select("session_start", "event_count").rows()
     ]
-
-
-def incremental(source: Path, tmp_path: Path, *flags: str) -> Any:
-    return run_cli(
-        source, "--state", tmp_path / "state", "--output-dir", tmp_path / "out", "--no-geo",
-        "--log-format", "json", *flags,
-    )  # fmt: skip
 
 
 def refusal(result: Any) -> str:
@@ -151,20 +152,20 @@ def test_an_incremental_state_of_the_former_mixpanel_preset_is_refused_with_a_hi
     it as it was built, and those flags do."""
     first = mixpanel_export(tmp_path / "a.ndjson", EXAMPLE_2[:2])
     second = mixpanel_export(tmp_path / "b.ndjson", EXAMPLE_2[2:])
-    assert incremental(first, tmp_path, "--preset", "mixpanel", "--no-split-at-midnight").exit_code == 0
+    assert run_incremental(first, tmp_path, "--preset", "mixpanel", "--no-split-at-midnight").exit_code == 0
     manifest = tmp_path / "state" / (tmp_path / "state" / "CURRENT").read_text() / "manifest.json"
     written = json.loads(manifest.read_text())
     assert written["settings"]["split_at_midnight"] == "False"
     # A state of the version before recorded no --event-id-scope (F4): it ran with the user's scope.
     del written["settings"]["event_id_scope"]
     manifest.write_text(json.dumps(written, indent=1))
-    message = refusal(incremental(second, tmp_path, "--preset", "mixpanel"))
+    message = refusal(run_incremental(second, tmp_path, "--preset", "mixpanel"))
     assert "--split-at-midnight off -> on" in message
     assert "--event-id-scope user -> user-event-time" in message
     assert "the mixpanel preset resets sessions at midnight in --timezone" in message
     flags = hinted_flags(message)
     assert flags == ["--event-id-scope", "user", "--no-split-at-midnight"]
-    assert incremental(second, tmp_path, "--preset", "mixpanel", *flags).exit_code == 0
+    assert run_incremental(second, tmp_path, "--preset", "mixpanel", *flags).exit_code == 0
     table = pl.read_parquet(tmp_path / "out" / "**" / "*.parquet")
     assert table["event_count"].to_list() == [4]
 
@@ -256,13 +257,13 @@ def test_an_incremental_state_of_the_former_snowplow_threshold_is_refused_with_a
     first = snowplow_pings(tmp_path / "a.csv", 31, hour=10)
     second = snowplow_pings(tmp_path / "b.csv", 61, hour=12)
     former = ("--preset", "snowplow", "--heartbeat-interval", "30s")
-    assert incremental(first, tmp_path, *former, "--engaged-threshold", "20s").exit_code == 0
-    message = refusal(incremental(second, tmp_path, *former))
+    assert run_incremental(first, tmp_path, *former, "--engaged-threshold", "20s").exit_code == 0
+    message = refusal(run_incremental(second, tmp_path, *former))
     assert "--engaged-threshold 0:00:20 -> 0:01:00" in message
     assert "engaged threshold is twice --heartbeat-interval" in message
     flags = hinted_flags(message)
     assert flags == ["--engaged-threshold", "20s"]
-    assert incremental(second, tmp_path, *former, *flags).exit_code == 0
+    assert run_incremental(second, tmp_path, *former, *flags).exit_code == 0
 
 
 # --- F4: Mixpanel's duplicates share event name, distinct_id, time and $insert_id ---------------------------
@@ -281,19 +282,16 @@ DEDUPE = [
     ("2024-05-01T10:05:00", "$mp_web_page_view", "u-5", "pv-5"),  # all four the same: a duplicate
 ]
 
+#: Each user's session of ``DEDUPE`` under Mixpanel's rule (name, user, time and id): its events.
+DEDUPE_SESSIONS = [("u-1", 2), ("u-2", 1), ("u-3", 1), ("u-4", 2), ("u-5", 1)]
+
 
 @pytest.mark.parametrize("path", EVERY_PATH)
 def test_mixpanel_drops_only_the_duplicates_mixpanel_drops(tmp_path: Path, path: dict[str, Any]) -> None:
     source = mixpanel_export(tmp_path / "in" / "mixpanel.ndjson", DEDUPE)
     result, table = run_on(path, tmp_path, source, preset="mixpanel")
     assert (result.rows_read, result.duplicates_removed, result.events_read) == (8, 1, 7)
-    assert table.select("user_id", "event_count").rows() == [
-        ("u-1", 2),
-        ("u-2", 1),
-        ("u-3", 1),
-        ("u-4", 2),
-        ("u-5", 1),
-    ]
+    assert table.select("user_id", "event_count").rows() == DEDUPE_SESSIONS
     # --event-id-scope user: a user's events of one id are one event, as before (and as without the preset).
     result, _ = run_on(path, tmp_path / "user", source, preset="mixpanel", event_id_scope="user")
     assert (result.duplicates_removed, result.events_read) == (3, 5)
@@ -303,8 +301,8 @@ def test_mixpanel_duplicates_across_incremental_runs(tmp_path: Path) -> None:
     """A later file's event is a duplicate of one the state keeps only when name, time and id all match."""
     first = mixpanel_export(tmp_path / "a.ndjson", [DEDUPE[0], DEDUPE[6]])
     second = mixpanel_export(tmp_path / "b.ndjson", [DEDUPE[1], DEDUPE[7]])
-    assert incremental(first, tmp_path, "--preset", "mixpanel").exit_code == 0
-    result = incremental(second, tmp_path, "--preset", "mixpanel")
+    assert run_incremental(first, tmp_path, "--preset", "mixpanel").exit_code == 0
+    result = run_incremental(second, tmp_path, "--preset", "mixpanel")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stderr.splitlines()[-1])
     assert (summary["rows_read"], summary["duplicates_removed"], summary["events"]) == (2, 1, 1)
@@ -347,10 +345,4 @@ def test_the_presets_rules_on_spark(tmp_path: Path, request: pytest.FixtureReque
     assert engaged(table) == [(35.0, False)]
     dedupe = mixpanel_export(tmp_path / "dedupe.ndjson", DEDUPE)
     table = on_spark(dedupe, "dd", preset="mixpanel")
-    assert table.select("user_id", "event_count").rows() == [
-        ("u-1", 2),
-        ("u-2", 1),
-        ("u-3", 1),
-        ("u-4", 2),
-        ("u-5", 1),
-    ]
+    assert table.select("user_id", "event_count").rows() == DEDUPE_SESSIONS

@@ -19,7 +19,15 @@ import pytest
 import sessionize
 from sessionize import presets
 from sessionize.errors import MissingColumnError, MissingUserIdError, UsageError
-from tests.helpers import EVERY_PATH, path_options, path_sessions, run_cli, values_written, write_text
+from tests.helpers import (
+    EVERY_PATH,
+    path_options,
+    path_sessions,
+    run_cli,
+    run_incremental,
+    values_written,
+    write_text,
+)
 
 SECRET_VAR = "SESSIONIZE_USER_FALLBACK_TEST_SECRET"
 SECRET = "user-fallback-secret"
@@ -293,13 +301,6 @@ def test_the_presets_list_shows_it() -> None:
 # --- incremental states -------------------------------------------------------------------------------
 
 
-def incremental(source: Path, tmp_path: Path, *flags: str) -> Any:
-    return run_cli(
-        source, "--state", tmp_path / "state", "--output-dir", tmp_path / "out", "--no-geo",
-        "--log-format", "json", *flags,
-    )  # fmt: skip
-
-
 def manifest_path(state: Path) -> Path:
     return state / (state / "CURRENT").read_text() / "manifest.json"
 
@@ -307,15 +308,15 @@ def manifest_path(state: Path) -> Path:
 def test_the_state_records_the_option(tmp_path: Path) -> None:
     a = ndjson(tmp_path / "a.ndjson", SEGMENT_RAW[:3])
     b = ndjson(tmp_path / "b.ndjson", SEGMENT_RAW[3:])
-    assert incremental(a, tmp_path, "--preset", "segment").exit_code == 0
+    assert run_incremental(a, tmp_path, "--preset", "segment").exit_code == 0
     assert (
         json.loads(manifest_path(tmp_path / "state").read_text())["settings"]["user_fallback_col"]
         == "user_id"
     )
-    refused = incremental(b, tmp_path, "--preset", "segment", "--user-fallback-col", "")
+    refused = run_incremental(b, tmp_path, "--preset", "segment", "--user-fallback-col", "")
     assert refused.exit_code == 2
     assert "(--user-fallback-col user_id -> '')" in json.loads(refused.stderr.splitlines()[-1])["message"]
-    assert incremental(b, tmp_path, "--preset", "segment").exit_code == 0
+    assert run_incremental(b, tmp_path, "--preset", "segment").exit_code == 0
     table = pl.read_parquet(tmp_path / "out" / "**" / "*.parquet")
     assert rows_of(table, "user_id", "stitched_user_id", "event_count") == [
         ("a1", "user-42", 4),
@@ -328,15 +329,15 @@ def test_a_segment_state_written_before_the_option_is_not_continued_with_it_unas
     events the preset keeps now): continued with --user-fallback-col '' only."""
     a = ndjson(tmp_path / "a.ndjson", SEGMENT_RAW[:3])
     b = ndjson(tmp_path / "b.ndjson", SEGMENT_RAW[3:4])
-    assert incremental(a, tmp_path, "--preset", "segment", "--user-fallback-col", "").exit_code == 0
+    assert run_incremental(a, tmp_path, "--preset", "segment", "--user-fallback-col", "").exit_code == 0
     path = manifest_path(tmp_path / "state")
     manifest = json.loads(path.read_text())
     del manifest["settings"]["user_fallback_col"]
     path.write_text(json.dumps(manifest, indent=1))
-    refused = incremental(b, tmp_path, "--preset", "segment")
+    refused = run_incremental(b, tmp_path, "--preset", "segment")
     assert refused.exit_code == 2
     assert "(--user-fallback-col '' -> user_id)" in json.loads(refused.stderr.splitlines()[-1])["message"]
-    assert incremental(b, tmp_path, "--preset", "segment", "--user-fallback-col", "").exit_code == 0
+    assert run_incremental(b, tmp_path, "--preset", "segment", "--user-fallback-col", "").exit_code == 0
 
 
 def test_a_user_fallback_col_named_explicitly_must_exist(tmp_path: Path) -> None:
