@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import sys
 import time
 import warnings
@@ -119,13 +118,12 @@ def _check_frame(events: object) -> None:
     error that says what to do, not an AttributeError inside (review 60 F7)."""
     if isinstance(events, pl.DataFrame | pl.LazyFrame):
         return
-    if isinstance(events, str | os.PathLike):
-        hint = "Read files with sessionize.run(...)"
-    elif type(events).__module__.split(".")[0] == "pandas":
-        hint = "Give pl.from_pandas(frame)"
-    else:
-        hint = "Read files with sessionize.run(...)"
     kind = type(events)
+    hint = (
+        "Give pl.from_pandas(frame)"
+        if kind.__module__.split(".")[0] == "pandas"
+        else "Read files with sessionize.run(...)"
+    )
     name = (
         kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__name__}"
     )

@@ -391,7 +391,7 @@ def test_a_state_keeps_or_goes_without_page_views(workdir: Path) -> None:
     files = [write_text(workdir / f"events-{n}.csv", text) for n, text in enumerate(INCREMENTAL_RUNS)]
     assert run_cli(files[0], "--state", "st", "--output-dir", "out", "--no-geo").exit_code == 0
     result = run_cli(files[1], "--state", "st", "--output-dir", "out", "--no-geo", "--pageviews-output", "pv")
-    assert result.exit_code == 2 and "pageviews no -> yes" in words(result.output)
+    assert result.exit_code == 2 and "(--pageviews-output off -> on)" in words(result.output)
     assert not (workdir / "pv").exists()
     assert (
         run_cli(
@@ -400,7 +400,7 @@ def test_a_state_keeps_or_goes_without_page_views(workdir: Path) -> None:
         == 0
     )
     result = run_cli(files[1], "--state", "st2", "--output-dir", "out2", "--no-geo")
-    assert result.exit_code == 2 and "pageviews yes -> no" in words(result.output)
+    assert result.exit_code == 2 and "(--pageviews-output on -> off)" in words(result.output)
 
 
 def test_every_column_is_documented() -> None:
