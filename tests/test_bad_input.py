@@ -1503,6 +1503,23 @@ BLANK_OPTIONS: dict[str, Any] = {
 }
 
 
+def test_blank_is_unicode_white_space_for_every_character() -> None:
+    """``schema.is_blank`` (a strip of leading whitespace) tells every code point as the regex ``^\\s*$``
+    (Unicode's White_Space) does, alone, before an id and after one: U+3000 and U+00A0 are blank,
+    U+200B and U+FEFF are not."""
+    from sessionize.schema import is_blank
+
+    characters = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    texts = pl.Series(
+        "t", [*characters, *(c + c for c in characters), *(c + "u1" for c in characters), "", None]
+    )
+    told = pl.DataFrame({"t": texts}).select(
+        blank=is_blank(pl.col("t")), regex=pl.col("t").str.contains(r"^\s*$")
+    )
+    assert told["blank"].to_list() == told["regex"].to_list()
+    assert told["blank"].sum() == 2 * 25 + 1  # White_Space has 25 code points; "" is blank too
+
+
 @pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
 def test_blank_ids_are_missing_ones_on_every_path(
     tmp_path: Path, path: dict[str, Any], request: pytest.FixtureRequest
