@@ -659,9 +659,7 @@ def _plan_csv(session: Any, source: SparkInput, options: io.ReadOptions) -> _Csv
             T.StructField("careful", T.BooleanType()),
         ]
     )
-    stats = lines.mapInArrow(
-        lambda batches: _csv_stats(batches, header, separator, options.encoding), schema
-    ).collect()
+    stats = lines.mapInArrow(lambda batches: _csv_stats(batches, header, separator), schema).collect()
     if any(row["spans"] for row in stats):
         return None
     before = _running_totals((int(row["block"]), int(row["lines"])) for row in stats)
@@ -699,7 +697,7 @@ def _csv_data(block: int, lines: pl.Series, header: bytes) -> bytes:
     return body if block == 0 else header + b"\n" + body
 
 
-def _csv_stats(batches: Iterable[Any], header: bytes, separator: str, encoding: str) -> Iterator[Any]:
+def _csv_stats(batches: Iterable[Any], header: bytes, separator: str) -> Iterator[Any]:
     for block, lines in _blocks(batches):
         try:
             quotes = lines.cast(pl.String).str.count_matches('"', literal=True)
@@ -708,9 +706,7 @@ def _csv_stats(batches: Iterable[Any], header: bytes, separator: str, encoding: 
             spans = True  # bytes that are not UTF-8: the file is read whole, as a local run reads it
         careful = False
         if not spans:
-            careful = io.read.parse_csv(
-                _csv_data(block, lines, header), separator=separator, encoding=encoding
-            )[2]
+            careful = io.read.parse_csv(_csv_data(block, lines, header), separator=separator)[2]
         yield pa.RecordBatch.from_pydict(
             {"block": [block], "lines": [len(lines)], "spans": [spans], "careful": [careful]}
         )
@@ -728,7 +724,6 @@ def _read_csv_lines(batches: Iterable[Any], task: Any, plan: _CsvSlices) -> Iter
         rows, malformed, _ = io.read.parse_csv(
             _csv_data(block, lines, plan.header),
             separator=plan.separator,
-            encoding=read_task.options.encoding,
             careful=plan.careful,
         )
         # The split's first data line is row 0 here; in the file it is its line number - 1.

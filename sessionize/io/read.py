@@ -125,27 +125,31 @@ def read_stream(source: InputFile) -> bytes:
     return data
 
 
-def _csv_source(source: InputFile, encoding: str) -> str | bytes:
-    """A path for Polars to read directly, or the file's bytes as UTF-8."""
+def _csv_source(source: InputFile, encoding: str) -> tuple[str | bytes, pl.DataFrame | None]:
+    """A path for Polars to read directly, or the file's bytes, as UTF-8 either way; and the lines of a
+    file in another ``--encoding`` that do not decode in it (:func:`decode_lines`: left empty in the
+    text, so that the line numbers hold), None when there are none.
+
+    What comes back is UTF-8 whatever ``--encoding`` says, and is parsed as such: the careful reader
+    once decoded a latin-1 file's already decoded text again (``/café`` became ``/cafÃ©``, exit 0)
+    and split a UTF-16 file's at the byte 0x0A (its header lost)."""
     if source.is_stream:
         data = read_stream(source)
     elif split_gz(source.path)[1]:
         data = _read_bytes_gz(source.path)
     elif is_utf8(encoding):
-        return source.path
+        return source.path, None
     else:
         with open(source.path, "rb") as handle:
             data = handle.read()
     if is_utf8(encoding):
-        return data
-    try:
-        return data.decode(encoding).encode("utf-8")
-    except UnicodeDecodeError:
-        return data  # the careful reader rejects the rows that do not decode
-    except LookupError:
-        raise UsageError(
-            f"--encoding {encoding!r} is not an encoding Python knows (try latin-1, cp1252)."
-        ) from None
+        return data, None
+    text, undecodable = decode_lines(data, encoding)
+    if undecodable.height and undecodable.item(0, "source_row") == 1:
+        # The header line, as a UTF-8 file's: its bytes that do not decode become U+FFFD.
+        text = undecodable.item(0, "raw_line").encode("utf-8") + text
+        undecodable = undecodable.slice(1)
+    return text, (undecodable if undecodable.height else None)
 
 
 def is_utf8(encoding: str) -> bool:
@@ -161,7 +165,7 @@ MAX_RECORD_BYTES = 1 << 20
 csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 
 
-def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _careful_csv(data: bytes, *, separator: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse a malformed CSV line by line: the rows that parse, and the others with line and reason.
 
     Only used when the fast reader fails. A line is read as Python's csv module reads it (as DuckDB
@@ -173,9 +177,10 @@ def _careful_csv(data: bytes, *, separator: str, encoding: str) -> tuple[pl.Data
     within :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes; otherwise it is a bad
     quote on its own, and the next line is read as a record of its own. Broken quoting is a bad quote:
     a quoted field that never closes, or that a closing quote ends before more text (``"x"y``, which
-    the csv module's strict mode refuses).
+    the csv module's strict mode refuses). ``data`` is UTF-8 (:func:`_csv_source`); a line that is not
+    is rejected as undecodable.
     """
-    codec = "utf-8" if is_utf8(encoding) else encoding
+    codec = "utf-8"
     lines = [raw.rstrip(b"\r") for raw in data.split(b"\n")]
     header_text = lines[0].decode(codec, errors="replace").lstrip("\ufeff")
     try:
@@ -613,7 +618,7 @@ _QUOTED_FIELD = r'"(?:[^"]|"")*"'
 
 
 def parse_csv(
-    data: str | bytes, *, separator: str, encoding: str, careful: bool = False
+    data: str | bytes, *, separator: str, careful: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, bool]:
     """A CSV (a path to UTF-8 text, or the bytes of a header line then data lines) as :func:`read_file`
     reads it: every column as text, ``_row`` 0 for the first data line, blank rows dropped; line by line
@@ -639,7 +644,7 @@ def parse_csv(
     if isinstance(data, str):
         with open(data, "rb") as handle:
             data = handle.read()
-    rows, malformed = _careful_csv(data, separator=separator, encoding=encoding)
+    rows, malformed = _careful_csv(data, separator=separator)
     return rows, malformed, True
 
 
@@ -1048,14 +1053,17 @@ def _scan(
     encoding = options.encoding
     if source.format in ("csv", "tsv"):
         separator = "\t" if source.format == "tsv" else ","
-        data = _csv_source(source, encoding)
+        data, undecodable = _csv_source(source, encoding)
         if is_utf8(encoding):
             check_not_utf16(source, data if isinstance(data, bytes) else _head_of(data))
-        if (isinstance(data, bytes) and not data.strip()) or (
+        if (isinstance(data, bytes) and not data.strip() and undecodable is None) or (
             isinstance(data, str) and os.path.getsize(data) == 0
         ):
             return pl.LazyFrame(), None
-        rows, malformed, _ = parse_csv(data, separator=separator, encoding=encoding)
+        # Lines that did not decode are read line by line, as a UTF-8 file's are: rows are then lines.
+        rows, malformed, _ = parse_csv(data, separator=separator, careful=undecodable is not None)
+        if undecodable is not None:
+            malformed = pl.concat([undecodable, malformed]).sort("source_row")
         return rows.lazy(), malformed
     if source.format in ACCESS_LOG_FORMATS:
         return _scan_log(source, options)

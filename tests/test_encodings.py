@@ -1,0 +1,87 @@
+"""CSV files in another ``--encoding`` than UTF-8 with rows that do not parse or do not decode: the text
+is decoded once, whatever reader then reads it. The careful reader (the one a malformed row sends a file
+to) once decoded a latin-1 file's already decoded text a second time (``/café`` became ``/cafÃ©``, exit
+0), and split a UTF-16 file at the byte 0x0A, so that its header was lost or one undecodable row made
+thirteen rows of six."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+import sessionize
+from tests.helpers import EVERY_PATH_AND_SPARK, any_path_options, path_sessions
+
+HEADER = "user_id,timestamp,url\n"
+GOOD = [
+    "a,2024-01-01T00:00:00Z,https://s.example/café\n",
+    "a,2024-01-01T00:01:00Z,https://s.example/crème\n",
+    "b,2024-01-01T00:02:00Z,https://s.example/über\n",
+    "b,2024-01-01T00:03:00Z,https://s.example/naïve\n",
+    "c,2024-01-01T00:04:00Z,https://s.example/señor\n",
+]
+#: A row of four fields where the header has three: malformed, on line 4.
+RAGGED = "c,2024-01-01T00:05:00Z,https://s.example/x,extra\n"
+LANDINGS = ["https://s.example/café", "https://s.example/über", "https://s.example/señor"]
+
+
+def _run(path: Path, encoding: str, tmp_path: Path, request: pytest.FixtureRequest, option: Any) -> Any:
+    options = any_path_options(option, tmp_path, request)
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run(
+        [path], encoding=encoding, on_invalid="skip", no_geo=True, rejects=str(rejects), **options
+    )
+    sessions = path_sessions(result, options).sort("user_id")
+    return result, sessions, pl.read_csv(rejects, infer_schema=False)
+
+
+@pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_malformed_row_in_another_encoding(
+    path: dict[str, Any], encoding: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    source = tmp_path / "events.csv"
+    source.write_bytes("".join([HEADER, *GOOD[:2], RAGGED, *GOOD[2:]]).encode(encoding))
+    result, sessions, rejects = _run(source, encoding, tmp_path, request, path)
+    assert sessions["landing_page"].to_list() == LANDINGS
+    assert sessions["exit_page"].to_list()[:2] == ["https://s.example/crème", "https://s.example/naïve"]
+    assert (result.rows_read, result.events_read, result.rejected) == (6, 5, 1)
+    assert rejects.select("source_row", "reject_reason").rows() == [
+        ("4", "wrong_field_count (4, expected 3)")
+    ]
+
+
+@pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
+def test_an_undecodable_row_in_utf16(
+    path: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A lone low surrogate (``00 DC`` in UTF-16-LE) does not decode: that row, and only it, is rejected
+    on its own line; the rows after it keep theirs."""
+    before, after = "".join([HEADER, *GOOD[:3]]), "".join(GOOD[3:])
+    bad = (
+        "c,2024-01-01T00:05:00Z,https://s.example/".encode("utf-16-le")
+        + b"\x00\xdc"
+        + "\n".encode("utf-16-le")
+    )
+    source = tmp_path / "events.csv"
+    source.write_bytes(before.encode("utf-16-le") + bad + after.encode("utf-16-le"))
+    result, sessions, rejects = _run(source, "utf-16-le", tmp_path, request, path)
+    assert sessions["landing_page"].to_list() == LANDINGS
+    assert (result.rows_read, result.events_read, result.rejected) == (6, 5, 1)
+    assert rejects.select("source_row", "reject_reason").rows() == [("5", "undecodable_bytes")]
+
+
+def test_an_undecodable_header_byte_is_read_as_a_utf8_files_is(tmp_path: Path) -> None:
+    """cp1252 has no byte 0x81. In a column the run does not use, the header reads with U+FFFD there, as
+    in a UTF-8 file, and no row is lost."""
+    source = tmp_path / "events.csv"
+    source.write_bytes(
+        b"user_id,timestamp,url,note\x81\n"
+        + "".join(line.replace("\n", ",x\n") for line in GOOD).encode("cp1252")
+    )
+    result = sessionize.run([source], encoding="cp1252", no_geo=True)
+    assert result.sessions.sort("user_id")["landing_page"].to_list() == LANDINGS
+    assert (result.rows_read, result.rejected) == (5, 0)
