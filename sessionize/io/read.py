@@ -1063,7 +1063,8 @@ def _scan(
         # Lines that did not decode are read line by line, as a UTF-8 file's are: rows are then lines.
         rows, malformed, _ = parse_csv(data, separator=separator, careful=undecodable is not None)
         if undecodable is not None:
-            malformed = pl.concat([undecodable, malformed]).sort("source_row")
+            parts = [undecodable] if malformed is None else [undecodable, malformed]
+            malformed = pl.concat(parts).sort("source_row")
         return rows.lazy(), malformed
     if source.format in ACCESS_LOG_FORMATS:
         return _scan_log(source, options)
