@@ -1093,6 +1093,8 @@ class RunConfig:
             spark_session=spark,
         )
         incremental = None
+        # Checked with or without --state: a negative or mistyped --lateness is an error wherever it is given.
+        lateness = S.parse_duration(lateness, option="--lateness")
         if state is not None or output_dir is not None:
             if state is None or output_dir is None:
                 raise UsageError(
@@ -1102,7 +1104,7 @@ class RunConfig:
             incremental = IncrementalOptions(
                 state=str(state),
                 output_dir=str(output_dir),
-                lateness=S.parse_duration(lateness, option="--lateness"),
+                lateness=lateness,
                 reprocess=reprocess,
             )
         elif reprocess:

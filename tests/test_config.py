@@ -263,10 +263,12 @@ def test_a_duration_is_numbers_with_units_largest_first(given: str, expected: ti
         ("1000000000d", "at most 100 years"),
         ("36501d", "at most 100 years"),
         (timedelta(days=10**8), "at most 100 years"),
+        (timedelta(minutes=-5), "longer than zero"),
     ],
 )
 def test_a_bad_duration_is_a_usage_error(given: str | timedelta, message: str) -> None:
-    for option in ("timeout", "max_session_length", "session_cap", "max_send_delay"):
+    # --lateness too without --state (review 60: a negative one was taken when no state was given).
+    for option in ("timeout", "max_session_length", "session_cap", "max_send_delay", "lateness"):
         with pytest.raises(UsageError, match=message):
             options: dict[str, Any] = {option: given}
             RunConfig.from_options(**options)
