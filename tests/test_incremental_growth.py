@@ -46,9 +46,11 @@ def name_of(kind: str) -> str:
     return {"log": "access.log", "csv": "events.csv", "ndjson": "events.ndjson"}[kind]
 
 
-def cron_run(inputs: str | Path, state: Path, out: Path) -> dict[str, Any]:
+def cron_run(inputs: str | Path, state: Path, out: Path, *flags: str) -> dict[str, Any]:
     """One incremental run through the CLI: its JSON summary line (exit code 0 asserted)."""
-    result = run_cli(inputs, "--state", state, "--output-dir", out, "--no-geo", "--log-format", "json")
+    result = run_cli(
+        inputs, "--state", state, "--output-dir", out, "--no-geo", "--log-format", "json", *flags
+    )
     assert result.exit_code == 0, result.stderr
     summary: dict[str, Any] = json.loads(result.stderr.strip().splitlines()[-1])
     return summary
@@ -60,9 +62,9 @@ def events_written(out: Path) -> int:
     )
 
 
-def one_run(paths: list[Path]) -> pl.DataFrame:
+def one_run(paths: list[Path], **options: Any) -> pl.DataFrame:
     columns = ["user_id", "session_start", "event_count", "landing_page", "exit_page"]
-    return sessionize.run(paths, no_geo=True).sessions.select(columns).sort(columns)
+    return sessionize.run(paths, no_geo=True, **options).sessions.select(columns).sort(columns)
 
 
 def written_after_the_hash_pass(
@@ -72,8 +74,8 @@ def written_after_the_hash_pass(
     live log's writer does: review 58's race.py)."""
     real = incremental._scan_file
 
-    def scan_then_write(name: str, prefixes: Any = ()) -> Any:
-        found = real(name, prefixes)
+    def scan_then_write(name: str, prefixes: Any = (), encoding: str = "utf-8") -> Any:
+        found = real(name, prefixes, encoding)
         if Path(name) == path:
             write(path)
         return found
@@ -228,3 +230,57 @@ def test_copytruncate_and_compress_of_a_grown_log_reads_each_line_once(tmp_path:
     second, out = rotation("log", tmp_path, rotate)
     assert second["rows_read"] == 80
     assert events_written(out) == 180
+
+
+@pytest.mark.parametrize("kind", ["csv", "log"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_a_utf16_file_grows_by_whole_characters(kind: str, encoding: str, tmp_path: Path) -> None:
+    """A line break in UTF-16 is two bytes, and the byte 0x0A is also half of other characters (``上``,
+    U+4E0A, is ``0A 4E`` in UTF-16-LE). Cut at that byte, a grown UTF-16 CSV lost its header and its new
+    rows were read as none (exit 0), and a grown log's new lines were undecodable. Runs over a file that
+    grows, a line at a time half written, read each line once, as one run over the final file does, and
+    number its lines as that run does."""
+    path = tmp_path / name_of(kind)
+    append = encoding if encoding not in ("utf-16", "utf-32") else f"{encoding}-le"  # the BOM once
+    # 上 in the text: its byte 0x0A is no line break.
+    first = HEADERS[kind] + lines(kind, 0, 20).replace("/p/1", "/上/1")
+    later = lines(kind, 20, 21).replace("/p/3", "/上/3")
+    path.write_bytes(first.encode(encoding))
+    state, out = tmp_path / "state", tmp_path / "out"
+    flags = ("--encoding", encoding)
+    runs = [cron_run(path, state, out, *flags)]
+    cut = len(later) - 30  # the last line half written
+    with open(path, "ab") as handle:
+        handle.write(later[:cut].encode(append))
+    runs.append(cron_run(path, state, out, *flags))
+    with open(path, "ab") as handle:
+        handle.write(later[cut:].encode(append))
+    runs.append(cron_run(path, state, out, *flags))
+    assert [run["rows_read"] for run in runs] == [20, 20, 1]
+    assert events_written(out) == 41
+    whole = one_run([path], encoding=encoding)
+    assert whole["event_count"].sum() == 41
+    assert any("/上/1" in page for page in whole["exit_page"].to_list())
+    written = pl.read_parquet(out / "**" / "*.parquet").select(whole.columns).sort(whole.columns)
+    assert written.equals(whole)
+    # A malformed line after them is named by its line in the file, as one run over it names it.
+    with open(path, "ab") as handle:
+        handle.write(("not a line of this format,,,,\n" + lines(kind, 41, 1)).encode(append))
+    failed = run_cli(path, "--state", state, "--output-dir", out, "--no-geo", *flags)
+    expected = 2 + 41 if kind == "csv" else 1 + 41
+    assert failed.exit_code == 1 and f"line {expected}" in " ".join(failed.stderr.split()), failed.stderr
+
+
+def test_new_log_lines_that_start_with_a_bad_one_keep_the_files_format(tmp_path: Path) -> None:
+    """A log's format is told by its first lines. New lines of a grown log that began with a bad one were
+    "not in Apache/nginx combined, common or vhost_combined log format" (exit 1), named by the run's
+    scratch copy, where one run over the file rejects that line alone."""
+    path = tmp_path / "access.log"
+    path.write_text(lines("log", 0, 5))
+    state, out = tmp_path / "state", tmp_path / "out"
+    cron_run(path, state, out)
+    with open(path, "a") as handle:
+        handle.write("garbage written by a crashing writer\n" + lines("log", 5, 1))
+    grown = cron_run(path, state, out, "--on-invalid", "skip")
+    assert (grown["rows_read"], grown["rejected"], grown["events"]) == (2, 1, 1)
+    assert events_written(out) == 6

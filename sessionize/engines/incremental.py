@@ -28,7 +28,9 @@ partitions are renamed), and the next run rewrites the same partitions again.
 
 from __future__ import annotations
 
+import array
 import ast
+import codecs
 import contextlib
 import dataclasses
 import errno
@@ -38,6 +40,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 import zlib
@@ -51,6 +54,7 @@ import polars as pl
 
 from sessionize import io, presets
 from sessionize import schema as S
+from sessionize.accesslog import detect_log_format
 from sessionize.attribution import referers_identity
 from sessionize.config import (
     BLANK_IDS,
@@ -75,7 +79,7 @@ from sessionize.errors import (
     UnreadableInputError,
     UsageError,
 )
-from sessionize.io.formats import ACCESS_LOG_FORMATS, split_gz
+from sessionize.io.formats import ACCESS_LOG_FORMATS, InputFormat, split_gz
 from sessionize.normalize import MAX_REPORTED_ROWS, ROW, SKIP_HINT
 from sessionize.partition import (
     STORED_GEO_COLUMNS,
@@ -377,12 +381,73 @@ class _Scan:
     #: The bytes of the file on disk that the pass read (a .gz file's compressed bytes): a file of
     #: another size when it is read was written to in between (a live log).
     disk_size: int = 0
+    #: A line break in the file's encoding (:func:`_line_end`); its ``lines`` count these.
+    line_end: bytes = b"\n"
 
 
-def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
+def _line_end(encoding: str, start: bytes) -> bytes:
+    """The bytes of a line break in a text file of ``encoding`` that starts with ``start``: ``\n`` in UTF-8
+    and every encoding that extends ASCII; two or four bytes in UTF-16 and UTF-32, in the order of the
+    file's byte order mark (the machine's without one, as Python decodes it). Such a break is only one
+    at an offset that is a multiple of its length: the byte 0x0A is also half of other characters
+    (``上``, U+4E0A, is ``0A 4E`` in UTF-16-LE), so that counting or cutting at that byte cut a UTF-16
+    file's header and lines in two (its new rows lost, exit 0)."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return b"\n"  # the read says that the encoding is unknown
+    if name in ("utf-16", "utf-32"):
+        boms = {
+            "utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
+            "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE),
+        }[name]
+        order = "le" if start.startswith(boms[0]) else "be" if start.startswith(boms[1]) else None
+        name = f"{name}-{order or sys.byteorder[0] + 'e'}"
+    if name.startswith("utf-8"):
+        return b"\n"
+    try:
+        return "\n".encode(name)
+    except UnicodeError:
+        return b"\n"
+
+
+def _line_ends_in(data: bytes, end: bytes) -> int:
+    """The line breaks ``end`` in ``data``, which starts at a character's start."""
+    if len(end) == 1:
+        return data.count(end)
+    units = array.array("H" if len(end) == 2 else "I", data[: len(data) - len(data) % len(end)])
+    return units.count(int.from_bytes(end, sys.byteorder))
+
+
+def _last_line_end(data: bytes, end: bytes) -> int:
+    """The offset of the last byte of the last line break ``end`` in ``data`` (which starts at a
+    character's start), -1 if none."""
+    stop = len(data)
+    while (at := data.rfind(end, 0, stop)) >= 0:
+        if at % len(end) == 0:
+            return at + len(end) - 1
+        stop = at + len(end) - 1
+    return -1
+
+
+def _first_line(handle: IO[bytes], end: bytes) -> bytes:
+    """The first line of ``handle`` (from its start), with its line break ``end``."""
+    if end == b"\n":
+        return handle.readline()
+    head = handle.read(_BLOCK)
+    at = head.find(end)
+    while at >= 0 and at % len(end):
+        at = head.find(end, at + 1)
+    line = head if at < 0 else head[: at + len(end)]
+    handle.seek(len(line))
+    return line
+
+
+def _scan_file(path: str, prefixes: Collection[int] = (), encoding: str = "utf-8") -> _Scan:
     digest = hashlib.sha256()
     start = b""
     size = lines = 0
+    line_end: bytes | None = None
     wanted = sorted(set(prefixes))
     found: dict[int, tuple[Any, int]] = {}
     gz = path.lower().endswith(".gz")
@@ -393,14 +458,16 @@ def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 if len(start) < _HEAD_BYTES:
                     start += block[: _HEAD_BYTES - len(start)]
+                if line_end is None:
+                    line_end = _line_end(encoding, start)
                 at = 0
                 while wanted and size + len(block) >= wanted[0]:  # a prefix ends in this block
                     end = wanted.pop(0) - size
-                    lines += block[at:end].count(b"\n")
+                    lines += _line_ends_in(block[at:end], line_end)
                     digest.update(block[at:end])
                     found[size + end] = (digest.copy(), lines)
                     at = end
-                lines += block[at:].count(b"\n") if wanted else 0
+                lines += _line_ends_in(block[at:], line_end) if wanted else 0
                 digest.update(block[at:])
                 size += len(block)
             disk_size = raw.tell()
@@ -422,7 +489,7 @@ def _scan_file(path: str, prefixes: Collection[int] = ()) -> _Scan:
     if gz:  # and by its own bytes, as states before 2026-12 knew a .gz file
         with open(path, "rb") as raw:
             entry["raw_sha256"] = hashlib.file_digest(raw, "sha256").hexdigest()
-    return _Scan(entry, start, found, disk_size)
+    return _Scan(entry, start, found, disk_size, line_end or b"\n")
 
 
 def file_fingerprint(path: str) -> dict[str, Any]:
@@ -469,10 +536,12 @@ class _Todo:
     grown: bool = False
     #: A file read whole: its bytes on disk when it was hashed. Written to since, it is read as hashed.
     disk_size: int | None = None
+    #: A line break in the file's encoding (:func:`_line_end`).
+    line_end: bytes = b"\n"
 
 
 def _plan(
-    files: Sequence[io.InputFile], state: State, *, reprocess: bool, scratch: Path
+    files: Sequence[io.InputFile], state: State, *, reprocess: bool, scratch: Path, encoding: str = "utf-8"
 ) -> tuple[list[_Todo], list[str]]:
     """Which inputs to read, and how: whole, only their new lines, or not at all (skipped).
 
@@ -498,7 +567,9 @@ def _plan(
         # What was read of this file before: at its path, or at another path with the same head.
         priors = [] if reprocess else _priors(source.path, prior, by_head)
         # One read of the file: its fingerprint, and whether it starts with what was read before.
-        scan = _scan_file(source.path, [p["size"] for p in priors])
+        # NDJSON is UTF-8 whatever --encoding says, as its reader reads it.
+        text_encoding = "utf-8" if source.format == "ndjson" else encoding
+        scan = _scan_file(source.path, [p["size"] for p in priors], text_encoding)
         entry = scan.entry
         if entry["sha256"] in seen or (not reprocess and {entry["sha256"], entry.get("raw_sha256")} & known):
             skipped.append(source.path)
@@ -511,7 +582,7 @@ def _plan(
         if grown is not None:
             todo.append(grown)
             continue
-        whole = _Todo(source, entry, disk_size=scan.disk_size)
+        whole = _Todo(source, entry, disk_size=scan.disk_size, line_end=scan.line_end)
         if prior is None or reprocess or "head" not in prior or not prior["size"]:
             # Nothing read there yet (or the file was empty then: the access.log logrotate just created).
             todo.append(whole)
@@ -568,9 +639,12 @@ def _create(copy: Path) -> IO[bytes]:
 _BLOCK = 1 << 20
 
 
-def _copy_from(handle: IO[bytes], out: IO[bytes], copy: Path, limit: int | None = None) -> tuple[int, int]:
-    """Copy ``handle`` from where it is to ``out`` (the file ``copy``), a block at a time, to its end or
-    ``limit`` bytes: the bytes copied, and the offset of the last newline among them (-1 if none)."""
+def _copy_from(
+    handle: IO[bytes], out: IO[bytes], copy: Path, limit: int | None = None, line_end: bytes = b"\n"
+) -> tuple[int, int]:
+    """Copy ``handle`` from where it is (a character's start) to ``out`` (the file ``copy``), a block at a
+    time, to its end or ``limit`` bytes: the bytes copied, and the offset of the last byte of the last
+    line break ``line_end`` among them (-1 if none)."""
     copied, newline = 0, -1
     while limit is None or copied < limit:
         block = handle.read(_BLOCK if limit is None else min(_BLOCK, limit - copied))
@@ -580,7 +654,7 @@ def _copy_from(handle: IO[bytes], out: IO[bytes], copy: Path, limit: int | None 
             out.write(block)
         except OSError as exc:
             raise io.cannot_write(copy, exc) from exc
-        if (at := block.rfind(b"\n")) >= 0:
+        if (at := _last_line_end(block, line_end)) >= 0:
             newline = copied + at
         copied += len(block)
     return copied, newline
@@ -594,6 +668,19 @@ def _hash_of(copy: Path, start: int, size: int, digest: Any) -> Any:
             digest.update(block)
             size -= len(block)
     return digest
+
+
+def _log_format_of(start: bytes, line_end: bytes) -> InputFormat | None:
+    """The access log format of a file's first lines (``start``: its first bytes), or None."""
+    codec = "utf-8" if line_end == b"\n" else _codec_of(line_end)
+    complete = start.decode(codec, errors="replace").lstrip("\ufeff").split("\n")[:-1]
+    return detect_log_format([line for line in complete if line.strip()][:20])
+
+
+def _codec_of(line_end: bytes) -> str:
+    """The codec whose line break is ``line_end`` (two or four bytes: UTF-16 or UTF-32, in byte order)."""
+    width = "16" if len(line_end) == 2 else "32"
+    return f"utf-{width}-{'le' if line_end[0] else 'be'}"
 
 
 def _stand_in_path(copy: Path, source: io.InputFile) -> Path:
@@ -617,10 +704,11 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
     csv = source.format in ("csv", "tsv")
     gz = split_gz(source.path)[1]
     copy = _stand_in_path(copy, source)
+    line_end = scan.line_end
     with _create(copy) as out:
         try:
             with _content(source.path) as handle:
-                header = handle.readline() if csv else b""
+                header = _first_line(handle, line_end) if csv else b""
                 if gz:  # no seeking in a gzip stream: what was processed is read past, a block at a time
                     skip = prior["size"] - len(header)
                     while skip > 0 and (block := handle.read(min(_BLOCK, skip))):
@@ -631,7 +719,7 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
                     out.write(header)
                 except OSError as exc:
                     raise io.cannot_write(copy, exc) from exc
-                copied, newline = _copy_from(handle, out, copy)
+                copied, newline = _copy_from(handle, out, copy, line_end=line_end)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise UnreadableInputError(
                 f"{source.path}: cannot be read as gzip ({exc}). Check that the file is complete."
@@ -644,8 +732,22 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
             handle.seek(len(header))
             tail = handle.read(kept)
         separator = "\t" if source.format == "tsv" else ","
-        width = io.read.header_width(header, separator)
-        kept = io.read.complete_csv_records(tail, separator=separator, width=width)
+        if line_end == b"\n":
+            width = io.read.header_width(header, separator)
+            kept = io.read.complete_csv_records(tail, separator=separator, width=width)
+        else:  # UTF-16 or UTF-32: the records are found in the text (whole characters: whole lines)
+            codec = _codec_of(line_end)
+            text = tail.decode(codec, errors="surrogatepass")
+            width = io.read.header_width(header.decode(codec, errors="replace").encode("utf-8"), separator)
+            done = io.read.complete_csv_records(
+                text.encode("utf-8", errors="surrogatepass"), separator=separator, width=width
+            )
+            kept = len(
+                text.encode("utf-8", errors="surrogatepass")[:done]
+                .decode("utf-8", errors="surrogatepass")
+                .encode(codec, errors="surrogatepass")
+            )
+            del text
         del tail
     if kept < copied:
         os.truncate(copy, len(header) + kept)
@@ -656,7 +758,12 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
     grown_entry = (
         {**scan.entry, "size": prior["size"] + kept, "sha256": digest.hexdigest()} if kept else prior
     )
-    stand_in = io.InputFile(str(copy), source.format, name=source.path, first_line=first_line)
+    # A log's format is told by the file's first lines, as one run over it tells it: new lines that start
+    # with a bad one were "not in Apache/nginx format" (exit 1) where that run rejects the line.
+    fmt = source.format
+    if fmt == "log":
+        fmt = _log_format_of(scan.start, line_end) or fmt
+    stand_in = io.InputFile(str(copy), fmt, name=source.path, first_line=first_line)
     return _Todo(stand_in, grown_entry, grown=True)
 
 
@@ -676,7 +783,7 @@ def _read(item: _Todo, options: ReadOptions, copy: Path) -> io.FileRead:
         read = io.read.read_file(source, options, keep_row=True)
         if _disk_size(source.path) == item.disk_size:
             return read
-    item.source, item.entry = _as_hashed(source, item.entry, copy)
+    item.source, item.entry = _as_hashed(source, item.entry, copy, item.line_end)
     return io.read.read_file(item.source, options, keep_row=True)
 
 
@@ -688,7 +795,7 @@ def _disk_size(path: str) -> int | None:
 
 
 def _as_hashed(
-    source: io.InputFile, entry: dict[str, Any], copy: Path
+    source: io.InputFile, entry: dict[str, Any], copy: Path, line_end: bytes = b"\n"
 ) -> tuple[io.InputFile, dict[str, Any]]:
     """A copy of the bytes of ``source`` that its hash pass read (decompressed, for a .gz file), up to
     their last complete line in a text format read by lines, and its entry for the state."""
@@ -698,7 +805,7 @@ def _as_hashed(
     with _create(copy) as out:
         try:
             with _content(source.path) as handle:
-                copied, newline = _copy_from(handle, out, copy, size)
+                copied, newline = _copy_from(handle, out, copy, size, line_end)
         except (OSError, EOFError, zlib.error):  # gone, or no longer a whole gzip stream
             copied, newline = -1, -1
     if copied != size or _hash_of(copy, 0, size, hashlib.sha256()).hexdigest() != entry["sha256"]:
@@ -857,7 +964,9 @@ class IncrementalEngine:
                 formerly=_preset_changes(config),
             )
             _check_output_dir(state, state_path, out_path)
-            todo, skipped = _plan(files, state, reprocess=incremental.reprocess, scratch=scratch)
+            todo, skipped = _plan(
+                files, state, reprocess=incremental.reprocess, scratch=scratch, encoding=config.read.encoding
+            )
             if todo:
                 new_state, written, pending = _process(
                     state,

@@ -561,7 +561,7 @@ def _log_format(source: InputFile, first: list[str]) -> str:
     detected = detect_log_format(first)
     if detected is None:
         raise UnknownFormatError(
-            f"{source.path}: the first lines are not in Apache/nginx combined, common or vhost_combined log "
+            f"{source.shown}: the first lines are not in Apache/nginx combined, common or vhost_combined log "
             "format. Give the format with --input-format combined|common|vhost_combined (or csv, ndjson, "
             "...)."
         )
