@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 from sessionize.cli import app
 from sessionize.config import RunConfig
 from sessionize.engines import incremental
-from tests.helpers import CITY_DB, DATA, KEYS, write_text
+from tests.helpers import CITY_DB, DATA, EVENTS, KEYS, run_incremental, write_text
 from tests.test_incremental import json_error, snapshot, state_snapshot, table
 
 #: States written by the previous release (stop 48), each with its inputs and options: see
@@ -399,3 +399,25 @@ def test_a_state_of_the_previous_version_with_other_options(tmp_path: Path, chan
         here / "c.csv", (here / "b.csv").read_text().replace("2024-05-01T10:", "2024-05-01T11:")
     )
     assert run(back, here / "state", here / "out", *options).exit_code == (0 if name == "roles" else 2)
+
+
+def test_a_refusal_names_the_secret_but_shows_nothing_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 60: a run with another --hash-user-ids secret was refused with both secrets' fingerprints
+    (``scrypt:9f3c... -> scrypt:41aa...``; a state of 0.2 keeps a bare SHA-256, which costs nanoseconds a
+    guess) in a message that goes to cron's mail and logs. It now says that the secret is another."""
+    monkeypatch.setenv("ONE_SECRET", "the first secret")
+    monkeypatch.setenv("OTHER_SECRET", "the second secret")
+    assert run_incremental(EVENTS, tmp_path, "--hash-user-ids", "ONE_SECRET").exit_code == 0
+    state = tmp_path / "state"
+    manifest = state / (state / "CURRENT").read_text().strip() / "manifest.json"
+    fingerprint = json.loads(manifest.read_text())["settings"]["hash_user_ids"]
+    other = run_incremental(EVENTS, tmp_path, "--hash-user-ids", "OTHER_SECRET")
+    assert other.exit_code == 2
+    message = json.loads(other.stderr.strip().splitlines()[-1])["message"]
+    assert "(--hash-user-ids: another secret)" in message
+    assert "scrypt" not in message and fingerprint.removeprefix("scrypt:")[:8] not in message
+    off = run_incremental(EVENTS, tmp_path)
+    assert off.exit_code == 2
+    assert "(--hash-user-ids on -> off)" in json.loads(off.stderr.strip().splitlines()[-1])["message"]

@@ -1228,8 +1228,7 @@ def _check_settings(
         # without heartbeats): named where it is all that differs.
         both = [name for name in differing if name in state.settings and name in fingerprint]
         changed = ", ".join(
-            f"{_flag(name)} {_shown(state.settings.get(name))} -> {_shown(fingerprint.get(name))}"
-            for name in both or differing
+            _change(name, state.settings.get(name), fingerprint.get(name)) for name in both or differing
         )
         # A setting every earlier state ran without, which a preset sets now: say how to continue as before.
         hints = [
@@ -1310,6 +1309,17 @@ def _check_referers(state: State, fingerprint: Mapping[str, str], state_path: Pa
 def _flag(name: str) -> str:
     """The flag that gives a setting: ``--timeout``, ``--filter`` for ``filters``."""
     return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _change(name: str, before: str | None, after: str | None) -> str:
+    """One setting's change in a refusal. The secret's fingerprint is not shown: error messages go to
+    logs that more people read than the state (and a legacy state's is a bare hash, quick to guess)."""
+    if name == _SECRET:
+        given = [value not in (None, "", "None") for value in (before, after)]
+        if all(given):
+            return f"{_flag(name)}: another secret"
+        before, after = ("on" if on else "off" for on in given)
+    return f"{_flag(name)} {_shown(before)} -> {_shown(after)}"
 
 
 def _shown(value: str | None) -> str:
