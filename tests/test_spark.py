@@ -985,3 +985,30 @@ def test_a_utf16_log_is_read_with_its_encoding_and_named_without_it(
         )
     finally:
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+@pytest.mark.slow
+def test_a_split_files_warnings_reach_the_driver(tmp_path: Path, spark_session: Any) -> None:
+    """A warning of a slice of a file read in splits (here epoch timestamps in seconds and milliseconds)
+    was given on the executor, where no one sees it: the driver gives it as a local run gives the whole
+    file's, once however many slices give it."""
+    rows = [
+        f"u{i % 40},{1714550400 + i if i % 2 else (1714550400 + i) * 1000},https://a.example/{i % 9}"
+        for i in range(3000)
+    ]
+    path = write_text(tmp_path / "mixed.csv", "user_id,timestamp,url\n" + "\n".join(rows) + "\n")
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "16k")
+    try:
+        with pytest.warns(sessionize.SessionizeWarning, match="epoch timestamps of several sizes"):
+            local = sessionize.run([path], no_geo=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", sessionize.SessionizeWarning)
+            result = sessionize.run([path], spark=spark_session, output=str(tmp_path / "out"), no_geo=True)
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert result.path_taken.endswith("read in splits")
+    assert_frame_equal(read_dir(tmp_path / "out").sort(KEYS), local.sessions.sort(KEYS))
+    given = [str(w.message) for w in caught if "epoch timestamps of several sizes" in str(w.message)]
+    assert given and all("mixed.csv" in message for message in given)
+    assert len(given) == len(set(given))

@@ -609,9 +609,12 @@ def _validated(
     summary.update(counted or {})
     events = None
     try:
-        read = io.read.read_file(
-            shown, read_task.options, raw=raw, malformed=malformed, keep_row=True, rows_are_lines=True
-        )
+        # Its warnings (epoch timestamps of several sizes, a JSON key no event has) to the driver, as a
+        # whole file's are; they were lost on the executor.
+        with _warnings_kept(summary, shown.shown, shown.shown):
+            read = io.read.read_file(
+                shown, read_task.options, raw=raw, malformed=malformed, keep_row=True, rows_are_lines=True
+            )
     except SessionizeError as exc:
         note = (
             f" (Spark's reader split this file: this is the error of its rows {first:,}-{last:,}, the "
@@ -882,9 +885,13 @@ def _give_warnings(summaries: list[dict[str, Any]], files: Sequence[SparkInput])
         if failed is not None and number > failed:
             break
         runs = NulRuns()
+        given: set[str] = set()
         for summary in parts:
+            # A split file's slices may give the same warning each: once.
             for message in summary.get("warnings", ()):
-                warnings.warn(message, SessionizeWarning, stacklevel=3)
+                if message not in given:
+                    given.add(message)
+                    warnings.warn(message, SessionizeWarning, stacklevel=3)
             runs += summary.get(_NUL_RUNS, NulRuns())
         source = by_number[number]
         io.read.warn_of_nul_runs(io.InputFile(source.uri, source.format, name=source.shown), runs)
