@@ -180,9 +180,8 @@ def _careful_csv(data: bytes, *, separator: str) -> tuple[pl.DataFrame, pl.DataF
     the csv module's strict mode refuses). ``data`` is UTF-8 (:func:`_csv_source`); a line that is not
     is rejected as undecodable.
     """
-    codec = "utf-8"
     lines = [raw.rstrip(b"\r") for raw in data.split(b"\n")]
-    header_text = lines[0].decode(codec, errors="replace").lstrip("\ufeff")
+    header_text = lines[0].decode("utf-8", errors="replace").lstrip("\ufeff")
     try:
         # As the data lines: a "\r" inside the header is a character (see check_header).
         header = _csv_records(header_text, separator)[0] if header_text else [""]
@@ -199,20 +198,16 @@ def _careful_csv(data: bytes, *, separator: str) -> tuple[pl.DataFrame, pl.DataF
         if not raw.strip(blank):
             continue
         try:
-            text = raw.decode(codec)
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            bad.append((number, raw.decode(codec, errors="replace"), "undecodable_bytes"))
+            bad.append((number, raw.decode("utf-8", errors="replace"), "undecodable_bytes"))
             continue
         if '"' in text and _ends_inside_quotes(text, separator):
             # A quoted field opens here and does not close on this line: a record over lines, up to the
             # line where the csv module closes it (not the next line with an odd number of quotes: a
             # quote in an unquoted value of these lines, `12"` or `sc"r`, changes the count).
-            end = _record_end(lines, number - 1, codec, separator)
-            record = (
-                None
-                if end is None
-                else _spanning_record(lines, number - 1, end, codec, separator, len(header))
-            )
+            end = _record_end(lines, number - 1, separator)
+            record = None if end is None else _spanning_record(lines, number - 1, end, separator, len(header))
             if end is None or record is None:
                 bad.append((number, text, "bad_quote"))
                 continue
@@ -266,7 +261,7 @@ def _ends_inside_quotes(text: str, separator: str) -> bool:
     return bool(records and records[-1]) and "\n" in records[-1][-1]
 
 
-def _record_end(lines: list[bytes], first: int, codec: str, separator: str) -> int | None:
+def _record_end(lines: list[bytes], first: int, separator: str) -> int | None:
     """The line where the record that starts at line ``first`` ends, as Python's csv module reads the
     lines from there (at most :data:`MAX_RECORD_LINES` lines and :data:`MAX_RECORD_BYTES` bytes, so that
     one lone quote costs a bounded read); None when its quoted field is still open after them."""
@@ -277,7 +272,7 @@ def _record_end(lines: list[bytes], first: int, codec: str, separator: str) -> i
             budget -= len(line) + 1
             if budget < 0:
                 return
-            yield line.decode(codec, errors="replace").replace("\r", _CR_MARK) + "\n"
+            yield line.decode("utf-8", errors="replace").replace("\r", _CR_MARK) + "\n"
 
     reader = csv.reader(feed(), delimiter=separator, strict=False)
     try:
@@ -289,7 +284,7 @@ def _record_end(lines: list[bytes], first: int, codec: str, separator: str) -> i
 
 
 def _spanning_record(
-    lines: list[bytes], first: int, last: int, codec: str, separator: str, width: int | None
+    lines: list[bytes], first: int, last: int, separator: str, width: int | None
 ) -> list[str] | None:
     """The one record of ``width`` fields (any number when None) that lines ``first`` to ``last`` make
     together (a quoted field across lines), or None."""
@@ -298,7 +293,7 @@ def _spanning_record(
     if sum(len(line) + 1 for line in lines[first : last + 1]) > MAX_RECORD_BYTES:
         return None
     try:
-        text = b"\n".join(lines[first : last + 1]).decode(codec)
+        text = b"\n".join(lines[first : last + 1]).decode("utf-8")
         records = _csv_records(text, separator)
     except (UnicodeDecodeError, csv.Error):
         return None
@@ -330,7 +325,7 @@ def complete_csv_records(data: bytes, *, separator: str, width: int | None) -> i
     count = len(lines) - (lines[-1] == b"")
     at = 0
     while (first := _first_record_over_lines(lines, at, separator)) is not None:
-        end = _record_end(lines, first, "utf-8", separator)
+        end = _record_end(lines, first, separator)
         if end is not None and end >= count:
             # Still open after the last complete line: being written, unless past the bounds.
             if (
@@ -340,7 +335,7 @@ def complete_csv_records(data: bytes, *, separator: str, width: int | None) -> i
                 return sum(len(line) + 1 for line in raw[:first])
             at = first + 1
             continue
-        record = None if end is None else _spanning_record(lines, first, end, "utf-8", separator, width)
+        record = None if end is None else _spanning_record(lines, first, end, separator, width)
         # Joined: the line after the record is read next; else this line is a bad quote, and the next
         # line starts a record of its own.
         at = end + 1 if end is not None and record is not None else first + 1
