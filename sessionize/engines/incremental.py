@@ -737,16 +737,12 @@ def _grown(source: io.InputFile, prior: dict[str, Any], scan: _Scan, copy: Path)
             kept = io.read.complete_csv_records(tail, separator=separator, width=width)
         else:  # UTF-16 or UTF-32: the records are found in the text (whole characters: whole lines)
             codec = _codec_of(line_end)
-            text = tail.decode(codec, errors="surrogatepass")
+            text = tail.decode(codec, errors="surrogatepass").encode("utf-8", errors="surrogatepass")
             width = io.read.header_width(header.decode(codec, errors="replace").encode("utf-8"), separator)
-            done = io.read.complete_csv_records(
-                text.encode("utf-8", errors="surrogatepass"), separator=separator, width=width
-            )
-            kept = len(
-                text.encode("utf-8", errors="surrogatepass")[:done]
-                .decode("utf-8", errors="surrogatepass")
-                .encode(codec, errors="surrogatepass")
-            )
+            done = io.read.complete_csv_records(text, separator=separator, width=width)
+            # The complete records' bytes in the file's encoding.
+            records = text[:done].decode("utf-8", errors="surrogatepass")
+            kept = len(records.encode(codec, errors="surrogatepass"))
             del text
         del tail
     if kept < copied:
