@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 import sessionize
+from sessionize.errors import MalformedRowsError
 from tests.helpers import EVERY_PATH_AND_SPARK, any_path_options, path_sessions
 
 HEADER = "user_id,timestamp,url\n"
@@ -85,3 +86,34 @@ def test_an_undecodable_header_byte_is_read_as_a_utf8_files_is(tmp_path: Path) -
     result = sessionize.run([source], encoding="cp1252", no_geo=True)
     assert result.sessions.sort("user_id")["landing_page"].to_list() == LANDINGS
     assert (result.rows_read, result.rejected) == (5, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "figures"),
+    [
+        pytest.param(b"", "utf-16", (0, 0, 0), id="empty"),
+        pytest.param(HEADER.encode("utf-16"), "utf-16", (0, 0, 0), id="header-only"),
+        pytest.param(
+            HEADER.encode("utf-16-le")
+            + "a,2024-01-01T00:00:00Z,/x".encode("utf-16-le")
+            + b"\x00\xdc"
+            + "\n".encode("utf-16-le"),
+            "utf-16-le",
+            (1, 0, 1),
+            id="only-an-undecodable-row",
+        ),
+    ],
+)
+def test_a_file_in_another_encoding_with_no_readable_row(
+    data: bytes, encoding: str, figures: tuple[int, int, int], tmp_path: Path
+) -> None:
+    """An empty file, a header alone, or one row that does not decode: no events, every row counted, and
+    the undecodable row an error naming its line unless skipped."""
+    source = tmp_path / "events.csv"
+    source.write_bytes(data)
+    result = sessionize.run([source], encoding=encoding, on_invalid="skip", no_geo=True)
+    assert (result.rows_read, result.events_read, result.rejected) == figures
+    assert result.sessions.height == 0
+    if figures[2]:
+        with pytest.raises(MalformedRowsError, match="line 2: undecodable_bytes"):
+            sessionize.run([source], encoding=encoding, no_geo=True)
