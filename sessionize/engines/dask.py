@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import posixpath
@@ -34,7 +35,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -298,6 +299,8 @@ class _ReadSummary:
     #: The warnings of the read (a log's skipped NUL bytes), given again on the client: a worker
     #: process's own are seen by no one.
     warnings: tuple[str, ...] = ()
+    #: What the warnings of the partition's file are given from, once for the file (io.ReadNotes).
+    notes: io.ReadNotes = field(default_factory=io.ReadNotes)
 
 
 #: Held while a task of this process runs Polars. The threads of one worker would otherwise run
@@ -314,7 +317,7 @@ def _read_part(part: InputPart, options: io.ReadOptions, merge: bool = False) ->
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SessionizeWarning)
-                read = io.read.read_file(local, options, window=part.window)
+                read = io.read.read_file(local, options, window=part.window, part=True)
         except SessionizeError as exc:
             if local is part.source:
                 raise
@@ -342,8 +345,20 @@ def _read_part(part: InputPart, options: io.ReadOptions, merge: bool = False) ->
         )
         return _Read(
             _to_pandas(events, options.event_schema()),
-            _ReadSummary(read.rows, rejects, read.filtered, tuple(given)),
+            _ReadSummary(read.rows, rejects, read.filtered, tuple(given), read.notes),
         )
+
+
+def _give_notes(parts: list[InputPart], notes: dict[int, io.ReadNotes], before: int | None = None) -> None:
+    """The warnings of each file (before the file numbered ``before``) from its partitions' notes."""
+    for number, indexes in itertools.groupby(range(len(parts)), key=lambda index: parts[index].number):
+        if before is not None and number >= before:
+            break
+        together, shown = io.ReadNotes(), ""
+        for index in indexes:
+            together += notes.get(index, io.ReadNotes())
+            shown = parts[index].source.shown
+        together.give(shown)
 
 
 def _claim_part(frame: Any, schema: dict[str, pl.DataType], rules: SessionRules) -> Any:
@@ -732,6 +747,8 @@ def _compute(
     index_of = {future.key: index for index, future in enumerate(summaries)}
     finished: set[int] = set()
     failed: dict[int, Any] = {}
+    # A file's warnings once, from its partitions' notes added up, as a local run gives them.
+    notes: dict[int, io.ReadNotes] = {}
     for future in distributed.as_completed(summaries):  # type: ignore[no-untyped-call]
         index = index_of[future.key]
         finished.add(index)
@@ -744,11 +761,14 @@ def _compute(
             rejected[index] = summary.rejects
             for message in summary.warnings:
                 warnings.warn(message, SessionizeWarning, stacklevel=2)
+            notes[index] = summary.notes
             notify(RunProgress("read", len(finished), len(parts), rows))
         # A local run raises the first invalid input's error: wait for the partitions before it.
         if failed and finished.issuperset(range(min(failed))):
+            _give_notes(parts, notes, before=parts[min(failed)].number)
             failed[min(failed)].result()  # raises the worker's error, with its traceback
     del summaries
+    _give_notes(parts, notes)
 
     with _POLARS_LOCK:  # an in-process cluster's worker threads share this process
         schema = job.job.event_schema()

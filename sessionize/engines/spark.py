@@ -613,7 +613,13 @@ def _validated(
         # whole file's are; they were lost on the executor.
         with _warnings_kept(summary, shown.shown, shown.shown):
             read = io.read.read_file(
-                shown, read_task.options, raw=raw, malformed=malformed, keep_row=True, rows_are_lines=True
+                shown,
+                read_task.options,
+                raw=raw,
+                malformed=malformed,
+                keep_row=True,
+                rows_are_lines=True,
+                part=True,
             )
     except SessionizeError as exc:
         note = (
@@ -622,7 +628,7 @@ def _validated(
         )
         summary["error"] = (type(exc), str(exc) + note)
     else:
-        summary.update(rows=read.rows, filtered=read.filtered, rejects=read.rejects)
+        summary.update(rows=read.rows, filtered=read.filtered, rejects=read.rejects, notes=read.notes)
         events = _placed(read.events, read_task.job, pl.col(ROW).cast(pl.Int64), source).drop(ROW)
     yield from _emitted(events, summary, schema)
 
@@ -876,8 +882,9 @@ def _warnings_kept(summary: dict[str, Any], local: str, shown: str) -> Iterator[
 
 def _give_warnings(summaries: list[dict[str, Any]], files: Sequence[SparkInput]) -> None:
     """The read tasks' warnings, given on the driver in input order, up to the first file that fails, as a
-    local run gives them: a whole file's as its read gave them; a split log's skipped NUL bytes summed over
-    its splits, in one warning for the file (:func:`sessionize.io.read.warn_of_nul_runs`)."""
+    local run gives them: a whole file's as its read gave them; a split file's once for the file, from its
+    slices' figures added up (skipped NUL bytes: :func:`sessionize.io.read.warn_of_nul_runs`; epoch units
+    and JSON keys: :class:`sessionize.io.ReadNotes`)."""
     failed = min((s["number"] for s in summaries if "error" in s), default=None)
     by_number = {source.number: source for source in files}
     # (In input order: files, then a split file's slices.)
@@ -885,6 +892,7 @@ def _give_warnings(summaries: list[dict[str, Any]], files: Sequence[SparkInput])
         if failed is not None and number > failed:
             break
         runs = NulRuns()
+        notes = io.ReadNotes()
         given: set[str] = set()
         for summary in parts:
             # A split file's slices may give the same warning each: once.
@@ -893,8 +901,11 @@ def _give_warnings(summaries: list[dict[str, Any]], files: Sequence[SparkInput])
                     given.add(message)
                     warnings.warn(message, SessionizeWarning, stacklevel=3)
             runs += summary.get(_NUL_RUNS, NulRuns())
+            notes += summary.get("notes", io.ReadNotes())
         source = by_number[number]
         io.read.warn_of_nul_runs(io.InputFile(source.uri, source.format, name=source.shown), runs)
+        # Its slices' epoch units added up; a JSON key that none of them has a value for (io.ReadNotes).
+        notes.give(source.shown)
 
 
 def _read_events(

@@ -49,6 +49,7 @@ from sessionize.io.publish import (
 )
 from sessionize.io.read import (
     FileRead,
+    ReadNotes,
     ReadResult,
     Window,
     can_window,
@@ -91,6 +92,7 @@ __all__ = [
     "OutputFormat",
     "PendingOutput",
     "Publication",
+    "ReadNotes",
     "ReadOptions",
     "ReadResult",
     "TableSink",

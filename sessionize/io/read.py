@@ -64,12 +64,13 @@ from sessionize.normalize import (
     ROW,
     SKIP_HINT,
     check_events,
+    describe_epoch_units,
+    epoch_unit_counts,
     invalid_reason,
     is_invalid,
     json_text,
     keep_expr,
     keyed_by_session,
-    mixed_epoch_units,
     prepare_events,
     raw_columns,
 )
@@ -93,6 +94,49 @@ def _read_bytes_gz(path: str) -> bytes:
         raise UnreadableInputError(_corrupt_gzip(path, exc)) from exc
 
 
+@dataclass(frozen=True)
+class ReadNotes:
+    """What a read saw that a warning tells once per file: a slice of a file (a window, a Dask partition,
+    a Spark split) keeps them, the slices' notes are added up, and the sum is given for the whole file
+    (:meth:`give`), so that it is warned of as a whole read warns of it: once, with the whole file's
+    figures, and of a JSON key only when no slice had a value for it."""
+
+    #: Per role read from a key of a JSON text column (``--url-col properties.$current_url``): the key
+    #: and its column when no event had a value for it, None when one had.
+    json_keys: Mapping[str, tuple[str, str] | None] = dataclasses.field(default_factory=dict)
+    #: The epoch numbers of the time column, counted per unit their size suggests.
+    epoch_units: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def __add__(self, other: ReadNotes) -> ReadNotes:
+        keys = dict(self.json_keys)
+        for role, unfound in other.json_keys.items():
+            keys[role] = None if role in keys and keys[role] is None else unfound
+        units = Counter(self.epoch_units)
+        units.update(other.epoch_units)
+        return ReadNotes(keys, dict(units))
+
+    def give(self, name: str) -> None:
+        """The warnings, for the file shown as ``name``."""
+        for role, unfound in self.json_keys.items():
+            if unfound is not None:
+                given, text = unfound
+                warnings.warn(
+                    f"{name}: no event has a value for {given!r} ({S.COLUMN_FLAGS[role]}), a key of the "
+                    f"JSON objects in its {text!r} column. Keys match exactly, case and punctuation "
+                    "included: check the key's spelling.",
+                    SessionizeWarning,
+                    stacklevel=3,
+                )
+        mixed = describe_epoch_units(self.epoch_units)
+        if mixed is not None:
+            warnings.warn(
+                f"{name}: epoch timestamps of several sizes, each read in the unit its size suggests "
+                f"({mixed}). If they are all in one unit, give it with --time-unit s|ms|us|ns.",
+                SessionizeWarning,
+                stacklevel=3,
+            )
+
+
 @dataclass
 class FileRead:
     """One file's valid events (canonical frame), its rejected rows and how many rows it had."""
@@ -103,6 +147,8 @@ class FileRead:
     rows: int
     #: Rows left out by ``--filter`` and ``--max-send-delay``.
     filtered: int = 0
+    #: A slice's notes, for its file's warnings (a whole file's were given as it was read).
+    notes: ReadNotes = dataclasses.field(default_factory=ReadNotes)
 
 
 def read_stream(source: InputFile) -> bytes:
@@ -1594,25 +1640,21 @@ def _names_read(options: ReadOptions) -> list[str]:
     return [*asked_columns(options), *options.unnest_params, *aliases]
 
 
-def _warn_of_keys_never_found(
-    frame: pl.DataFrame, columns: S.ColumnMap, options: ReadOptions, from_json: Mapping[str, str], name: str
-) -> None:
-    """Warn of a column flag that names a key of a JSON text column (``--url-col properties.$current_url``)
-    that no event of the file has: a misspelled key would otherwise make a column of nulls without a
-    word, where a misspelled column is an error."""
+def _json_keys_found(
+    frame: pl.DataFrame, columns: S.ColumnMap, options: ReadOptions, from_json: Mapping[str, str]
+) -> dict[str, tuple[str, str] | None]:
+    """For a column flag that names a key of a JSON text column (``--url-col properties.$current_url``):
+    whether an event has a value for it (None), or the key and its column (:attr:`ReadNotes.json_keys`):
+    a misspelled key would otherwise make a column of nulls without a word, where a misspelled column is
+    an error."""
+    found: dict[str, tuple[str, str] | None] = {}
     for role, given in options.columns.by_role().items():
         source = getattr(columns, role, None)
         if given is None or source not in from_json or role not in frame.columns or not frame.height:
             continue
-        if frame.get_column(role).null_count() == frame.height:
-            flag, text = S.COLUMN_FLAGS[role], from_json[str(source)]
-            warnings.warn(
-                f"{name}: no event has a value for {given!r} ({flag}), a key of the JSON "
-                f"objects in its {text!r} column. Keys match exactly, case and punctuation included: "
-                "check the key's spelling.",
-                SessionizeWarning,
-                stacklevel=3,
-            )
+        unfound = frame.get_column(role).null_count() == frame.height
+        found[role] = (given, from_json[str(source)]) if unfound else None
+    return found
 
 
 #: The roles whose preferred columns (a preset's) are forms of one value, taken event by event in turn:
@@ -1669,13 +1711,16 @@ def read_file(
     malformed: pl.DataFrame | None = None,
     keep_row: bool = False,
     rows_are_lines: bool = False,
+    part: bool = False,
 ) -> FileRead:
     """Read one file (or a ``window`` of its rows) into the canonical events frame and set aside
     (or raise on) invalid rows. ``raw`` gives some of the file's rows already read (text columns
     and ``_row``, or an access log's parsed requests; see :func:`iter_reads`), with ``malformed`` the rows
     among them that did not parse. ``keep_row`` keeps each event's 0-based data row in ``_row``.
     ``rows_are_lines``: the ``_row`` of ``raw`` are lines of the file already (Spark's split reading,
-    which numbers each split's rows itself), not records to turn into lines."""
+    which numbers each split's rows itself), not records to turn into lines. ``part`` (and a ``window``):
+    the rows are a slice of the file, whose warnings are kept in :attr:`FileRead.notes` for the file's
+    reader to give once (:class:`ReadNotes`); a whole file's are given here."""
     name = source.shown
     try:
         if raw is not None:
@@ -1758,8 +1803,7 @@ def read_file(
             rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source), options)
             return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
         raise UnreadableInputError(_describe_read_error(name, source, exc)) from exc
-    if from_json and window is None:
-        _warn_of_keys_never_found(frame, columns, options, from_json, name)
+    json_keys = _json_keys_found(frame, columns, options, from_json) if from_json else {}
     rows = frame.height + (0 if malformed is None else malformed.height)
     filtered = 0
     if keep is not None:
@@ -1771,15 +1815,13 @@ def read_file(
         before = frame.height
         frame = keyed_by_session(frame, columns, source=name)
         filtered += before - frame.height
+    units = {}
     if options.time_unit is None and frame.height:
-        mixed = mixed_epoch_units(frame.get_column(RAW_TIME))
-        if mixed is not None:
-            warnings.warn(
-                f"{name}: epoch timestamps of several sizes, each read in the unit its size suggests "
-                f"({mixed}). If they are all in one unit, give it with --time-unit s|ms|us|ns.",
-                SessionizeWarning,
-                stacklevel=2,
-            )
+        units = epoch_unit_counts(frame.get_column(RAW_TIME))
+    notes = ReadNotes(json_keys, units)
+    if not part and window is None:
+        notes.give(name)
+        notes = ReadNotes()
     # Which rows are invalid, as flags (cheap); their reasons and messages only when a row is flagged.
     flags = frame.select(
         is_invalid(
@@ -1817,7 +1859,7 @@ def read_file(
                 aggregates=options.aggregates,
                 heartbeat_time=options.heartbeat_timing,
             )
-        return FileRead(frame.drop(*raw_text, *([] if keep_row else [ROW])), None, rows, filtered)
+        return FileRead(frame.drop(*raw_text, *([] if keep_row else [ROW])), None, rows, filtered, notes)
     invalid = frame.filter(flags).select(
         ROW,
         invalid_reason(
@@ -1834,7 +1876,7 @@ def read_file(
     rejects = _private_rejects(
         _rejects(original, invalid, malformed, source=source, name=name), options, columns, from_json, logins
     )
-    return FileRead(good, rejects, rows, filtered)
+    return FileRead(good, rejects, rows, filtered, notes)
 
 
 def _private_rejects(
@@ -2113,15 +2155,22 @@ def iter_reads(
         yield read_file(source, options)
         return
     if source.format == "parquet":
+        notes = ReadNotes()
         for first in range(0, max(estimate_rows(source), 1), chunk_rows):
-            yield read_file(source, options, window=(first, chunk_rows))
+            sliced = read_file(source, options, window=(first, chunk_rows))
+            notes += sliced.notes
+            yield sliced
+        notes.give(source.shown)
         return
     copy = None
     if source.format == "snowplow":
         line_windows = _guarded(lambda: _enriched_windows(source, chunk_rows), source)
         reads: Iterator[FileRead] | None = None
         if line_windows is not None:
-            reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in line_windows)
+            reads = (
+                read_file(source, options, raw=parsed, malformed=bad, part=True)
+                for parsed, bad in line_windows
+            )
     elif source.format in ACCESS_LOG_FORMATS:
         log_windows = None
         if is_utf8(options.encoding):
@@ -2135,7 +2184,10 @@ def iter_reads(
                 log_windows = _guarded(lambda: _log_windows(source, options, chunk_rows, log_path), source)
         reads = None
         if log_windows is not None:
-            reads = (read_file(source, options, raw=parsed, malformed=bad) for parsed, bad in log_windows)
+            reads = (
+                read_file(source, options, raw=parsed, malformed=bad, part=True)
+                for parsed, bad in log_windows
+            )
     else:
         path: str | None = source.path
         if (
@@ -2153,8 +2205,9 @@ def iter_reads(
                 separator = "\t" if source.format == "tsv" else ","
                 windows = _guarded(lambda: _csv_windows(text_path, separator, chunk_rows), source)
             if windows is not None:
-                reads = (read_file(source, options, raw=frame) for frame in windows)
+                reads = (read_file(source, options, raw=frame, part=True) for frame in windows)
     read_any = False
+    notes = ReadNotes()
     try:
         while reads is not None:
             try:
@@ -2164,6 +2217,7 @@ def iter_reads(
             if part is None:
                 break
             read_any = True
+            notes += part.notes
             yield part
     finally:
         if copy is not None:
@@ -2171,6 +2225,8 @@ def iter_reads(
     if not read_any:
         # Empty, header only, malformed or undecodable: read whole, as in memory.
         yield read_file(source, options)
+    # The file's warnings once, with its figures (ReadNotes).
+    notes.give(source.shown)
 
 
 def _guarded(open_windows: Callable[[], _T | None], source: InputFile) -> _T | None:
