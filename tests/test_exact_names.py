@@ -323,3 +323,70 @@ def test_event_name_fallbacks_take_the_exact_name() -> None:
     """The further event-name columns (Segment's ``type`` of page calls) are the exact ones too."""
     found = S.resolve_columns(["user_id", "timestamp", "Type", "event", "type"])
     assert (found.event, found.event_fallbacks) == ("event", ("type",))
+
+
+# --- a quoted header name with quotes inside ------------------------------------------------------------
+
+
+#: Quoted header names with quotes inside, doubled as CSV writes them: ``user "id"`` and ``page "url"``.
+QUOTED_HEADER = '"user ""id""",timestamp,"page ""url""",referrer'
+QUOTED_OPTIONS: dict[str, Any] = {"user_col": 'user "id"', "url_col": 'page "url"', "no_geo": True}
+
+
+def quoted_header_csv(tmp_path: Path) -> Path:
+    """200 events of 20 users (a page each), and one row with a bad time, under :data:`QUOTED_HEADER`."""
+    lines = [
+        f"u{i % 20},{(T0 + timedelta(minutes=i)).isoformat()},{SITE}/p{i},https://www.google.com/"
+        for i in range(200)
+    ]
+    lines.insert(7, f"u1,not a time,{SITE}/bad,")
+    path = tmp_path / "quoted.csv"
+    path.write_text(QUOTED_HEADER + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*EVERY_PATH, pytest.param({"buckets": 7, "memory_limit": "8K"}, id="buckets-windows")],
+)
+def test_a_quoted_header_name_is_read_as_written(
+    tmp_path: Path, path: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polars keeps the doubled quotes of a quoted CSV header name (:data:`QUOTED_HEADER`'s second
+    name read as ``page ""url""``): ``--url-col 'page "url"'`` found no such column, and the rejects
+    file's header doubled them again (review 58 F7). The name is the one the header holds."""
+    from sessionize.engines import budget
+
+    monkeypatch.setattr(budget, "MIN_CHUNK_ROWS", 50)  # (buckets-windows: windows of 50 rows)
+    source = quoted_header_csv(tmp_path)
+    rejects = tmp_path / "rejects.csv"
+    options = path_options(path, tmp_path)
+    result = sessionize.run([source], on_invalid="skip", rejects=str(rejects), **QUOTED_OPTIONS, **options)
+    sessions = path_sessions(result, options)
+    assert sorted(sessions.get_column("landing_page").to_list()) == sorted(f"{SITE}/p{i}" for i in range(20))
+    assert sorted(sessions.get_column("user_id").to_list()) == sorted(f"u{i}" for i in range(20))
+    assert result.rejected == 1
+    header = rejects.read_text(encoding="utf-8").splitlines()[0]
+    assert header.startswith(QUOTED_HEADER + ","), header
+    assert pl.read_csv(rejects, infer_schema=False).get_column("timestamp").to_list() == ["not a time"]
+
+
+@pytest.mark.slow
+def test_spark_reads_a_quoted_header_name_as_written(tmp_path: Path, spark_session: Any) -> None:
+    """The same, with Spark reading the file in splits (each slice parsed under the header's bytes)."""
+    source = quoted_header_csv(tmp_path)
+    expected = sessionize.run([source], on_invalid="skip", **QUOTED_OPTIONS).sessions
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "4k")
+    try:
+        result = sessionize.run(
+            [source], on_invalid="skip", spark=spark_session, output=str(tmp_path / "out"), **QUOTED_OPTIONS
+        )
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert result.path_taken.endswith("read in splits")
+    written = pl.read_parquet(sorted((tmp_path / "out").glob("part-*.parquet")))
+    assert sorted(written.get_column("landing_page").to_list()) == sorted(
+        expected.get_column("landing_page").to_list()
+    )
+    assert written.height == expected.height == 20

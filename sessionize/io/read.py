@@ -670,6 +670,7 @@ def parse_csv(
     if not careful:
         try:
             frame = pl.read_csv(data, separator=separator, infer_schema=False, encoding="utf8", glob=False)
+            frame = frame.rename(_header_as_written(data, separator, frame.columns))
             last = frame.columns[-1] if frame.width else None
             empty_records = None
             # A short row reads as nulls at its end: only then can the file hold one.
@@ -720,6 +721,34 @@ def _records_merged(data: str | bytes, rows: int, separator: str) -> bool:
         return sum(1 for _ in _module_records(data, separator)) - 1 != rows
     except csv.Error:
         return True
+
+
+#: How much of a CSV's head :func:`_header_as_written` reads for its header record.
+_HEADER_BYTES = 1 << 20
+
+
+def _header_as_written(data: str | bytes, separator: str, names: Sequence[str]) -> dict[str, str]:
+    """The renames that make the fast reader's column ``names`` the header's: Polars keeps the doubled
+    quotes of a quoted name (``"my ""odd"" col"`` is read as ``my ""odd"" col``), so that a flag naming
+    the column did not find it and the rejects file's header doubled them again. The header record as
+    Python's csv module reads it (from the file's first MiB), for the names that hold a quote only."""
+    if not any('"' in name for name in names):
+        return {}
+    if isinstance(data, str):
+        with open(data, "rb") as handle:
+            head = handle.read(_HEADER_BYTES)
+    else:
+        head = data[:_HEADER_BYTES]
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    try:
+        record = next(csv.reader(io.StringIO(text, newline=""), delimiter=separator), None)
+    except csv.Error:
+        return {}
+    if record is None or len(record) != len(names):
+        return {}
+    renames = {name: written for name, written in zip(names, record, strict=True) if '"' in name}
+    kept = [renames.get(name, name) for name in names]
+    return renames if len(set(kept)) == len(kept) else {}
 
 
 def _module_records(data: str | bytes, separator: str, *, newline: str | None = "") -> Iterator[list[str]]:
@@ -804,8 +833,9 @@ def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.Data
     :func:`_checked_windows`); None for a file with ragged rows (read whole, carefully)."""
     try:
         header = pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0, glob=False)
-        width = len(header.collect_schema())
-        ragged, empty_records = _csv_shape(path, separator, width)
+        names = header.collect_schema().names()
+        ragged, empty_records = _csv_shape(path, separator, len(names))
+        renames = _header_as_written(path, separator, names)
     except pl.exceptions.PolarsError:
         # Bytes that do not decode, say: read whole, as in memory, which rejects that row (or names it).
         return None
@@ -813,8 +843,10 @@ def _csv_windows(path: str, separator: str, chunk_rows: int) -> Iterator[pl.Data
         return None
 
     def batches() -> Iterator[pl.DataFrame]:
-        scan = pl.scan_csv(path, separator=separator, infer_schema=False, glob=False).with_row_index(ROW)
-        yield from scan.collect_batches(chunk_size=min(chunk_rows, 100_000), engine="streaming")
+        scan = pl.scan_csv(path, separator=separator, infer_schema=False, glob=False).rename(renames)
+        yield from scan.with_row_index(ROW).collect_batches(
+            chunk_size=min(chunk_rows, 100_000), engine="streaming"
+        )
 
     # A first pass checks that the whole file parses (else it is read whole, as in memory) and counts
     # its records (which must not hold two of the file's: see _records_merged).
