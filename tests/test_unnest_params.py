@@ -302,3 +302,35 @@ def test_spark_reads_a_whole_double_as_its_integer(
         [str(whole_doubles)], **WHOLE_DOUBLES_OPTIONS, spark=spark_session, partitions=2, output=str(target)
     )
     assert whole_double_rows(pl.read_parquet(sorted(target.glob("part-*.parquet")))) == WHOLE_DOUBLES_SESSIONS
+
+
+# --- NaN and infinities are no value (review 59) ------------------------------------------------------
+
+#: One user's three page views, the first two hours before the others, whose ga_session_id is a NaN
+#: double_value, and whose price is an infinity on two of them.
+NAN = float("nan")
+NOT_NUMBERS = [
+    event("n1", 0, "page_view", page_location=f"{SITE}/a", ga_session_id=NAN, price=float("inf")),
+    event("n1", 120 * MIN, "page_view", page_location=f"{SITE}/b", ga_session_id=NAN, price=-float("inf")),
+    event("n1", 121 * MIN, "page_view", page_location=f"{SITE}/c", ga_session_id=NAN, price=12.5),
+]
+#: The same events without those values.
+WITHOUT_THEM = [
+    event("n1", 0, "page_view", page_location=f"{SITE}/a"),
+    event("n1", 120 * MIN, "page_view", page_location=f"{SITE}/b"),
+    event("n1", 121 * MIN, "page_view", page_location=f"{SITE}/c", price=12.5),
+]
+
+
+def test_a_nan_or_infinite_double_value_is_no_value(tmp_path: Path) -> None:
+    """A NaN ``double_value`` was the text ``NaN``: every such event of a user one session of id "NaN",
+    however far apart (a NaN or infinite float column is null, and was not here), and an infinite price
+    the maximum. They are no value, as in a float column: the sessions of the same events without them."""
+    options = {"preset": "ga4", "no_geo": True, "aggregates": ["price=max(event_params.price)"]}
+    got = sessionize.run([str(write_parquet(tmp_path / "nan.parquet", NOT_NUMBERS))], **options).sessions
+    expected = sessionize.run(
+        [str(write_parquet(tmp_path / "none.parquet", WITHOUT_THEM))], **options
+    ).sessions
+    assert got.height == 2
+    assert_frame_equal(got.sort(KEYS), expected.sort(KEYS))
+    assert got.sort("session_start").get_column("price").to_list() == [None, 12.5]

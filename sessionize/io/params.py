@@ -65,8 +65,9 @@ def _value_expr(value_dtype: pl.DataType) -> pl.Expr:
 
 
 def _text(value: pl.Expr, dtype: PolarsDataType) -> pl.Expr:
-    """``value`` of type ``dtype`` as text, a whole float as an integer."""
-    return float_text(value) if dtype.is_float() else value.cast(pl.String)
+    """``value`` of type ``dtype`` as text, a whole float as an integer, NaN and infinities none (null,
+    as in a float column: a NaN ``ga_session_id`` was the session id ``NaN``)."""
+    return pl.when(value.is_finite()).then(float_text(value)) if dtype.is_float() else value.cast(pl.String)
 
 
 def _key_value_dtype(dtype: pl.DataType) -> pl.DataType | None:
