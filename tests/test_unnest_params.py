@@ -326,7 +326,11 @@ def test_a_nan_or_infinite_double_value_is_no_value(tmp_path: Path) -> None:
     """A NaN ``double_value`` was the text ``NaN``: every such event of a user one session of id "NaN",
     however far apart (a NaN or infinite float column is null, and was not here), and an infinite price
     the maximum. They are no value, as in a float column: the sessions of the same events without them."""
-    options = {"preset": "ga4", "no_geo": True, "aggregates": ["price=max(event_params.price)"]}
+    options: dict[str, Any] = {
+        "preset": "ga4",
+        "no_geo": True,
+        "aggregates": ["price=max(event_params.price)"],
+    }
     got = sessionize.run([str(write_parquet(tmp_path / "nan.parquet", NOT_NUMBERS))], **options).sessions
     expected = sessionize.run(
         [str(write_parquet(tmp_path / "none.parquet", WITHOUT_THEM))], **options
