@@ -156,3 +156,24 @@ def test_a_file_in_spark_splits_warns_as_one_read_does(
     assert result.path_taken.endswith("read in splits")
     assert given == expected
     assert result.session_count == memory.session_count
+
+
+@pytest.mark.parametrize("windows", [False, True], ids=["memory", "buckets-windows"])
+def test_the_units_counted_are_those_of_the_times_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: bool
+) -> None:
+    """A rejected row's time (a bad one, or one of an event without a user id) was counted as read in
+    the unit of its size: a file whose events are all in seconds was warned of as "2 read as seconds, 1
+    as milliseconds" (review of stop 51). Only the times of the events read count."""
+    rows = [f"u{i % 5},{START + 60 * i}" for i in range(120)]
+    rows[40] = f",{(START + 2400) * 1000}"  # no user id: rejected (empty_user_id)
+    rows[80] = f"u1,+{(START + 4800) * 1000}"  # rejected (bad_timestamp)
+    source = write_text(tmp_path / "seconds.csv", "user_id,timestamp\n" + "\n".join(rows) + "\n")
+    options: dict[str, Any] = {"no_geo": True, "on_invalid": "skip"}
+    if windows:
+        monkeypatch.setattr(budget_module, "MIN_CHUNK_ROWS", 50)
+        options |= {"memory_limit": "8K", "buckets": 7, "temp_dir": str(tmp_path)}
+    given, result = _given(lambda: sessionize.run([source], **options))
+    assert result.rejected == 2
+    assert result.events_read == 118
+    assert given == Counter()

@@ -1847,13 +1847,6 @@ def read_file(
         before = frame.height
         frame = keyed_by_session(frame, columns, source=name)
         filtered += before - frame.height
-    units = {}
-    if options.time_unit is None and frame.height:
-        units = epoch_unit_counts(frame.get_column(RAW_TIME))
-    notes = ReadNotes(json_keys, units)
-    if not part and window is None:
-        notes.give(name)
-        notes = ReadNotes()
     # Which rows are invalid, as flags (cheap); their reasons and messages only when a row is flagged.
     flags = frame.select(
         is_invalid(
@@ -1864,6 +1857,15 @@ def read_file(
         )
     ).to_series()
     flagged = bool(flags.any())
+    units = {}
+    if options.time_unit is None and frame.height:
+        # The units of the times read: a rejected row's (a bad time, an empty user id) is not one.
+        times = frame.get_column(RAW_TIME)
+        units = epoch_unit_counts(times.filter(~flags) if flagged else times)
+    notes = ReadNotes(json_keys, units)
+    if not part and window is None:
+        notes.give(name)
+        notes = ReadNotes()
     raw_text = [RAW_TIME, *raw_columns(options.aggregates, heartbeat_time=options.heartbeat_timing)]
     # A CSV whose records span lines: the fast reader's row numbers made lines.
     physical = (
