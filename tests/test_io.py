@@ -10,6 +10,8 @@ import json
 import lzma
 import os
 import random
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -1474,6 +1476,45 @@ def test_uuid_and_binary_ids_in_parquet_are_read_as_text(tmp_path: Path, buckets
     framed = sessionize.sessionize(pl.read_parquet(path), no_geo=True, dedupe=True).collect()
     assert dict(framed.select("user_id", "landing_page").rows()) == landing
     assert result.events_read == 6 and result.duplicates_removed == 0
+
+
+@pytest.mark.parametrize("how", ["file", "buckets", "stdin"])
+def test_a_uuid_whose_bytes_are_text_is_still_a_uuid(tmp_path: Path, how: str) -> None:
+    """A UUID column (Parquet's UUID type, or 16 fixed bytes) whose UUID's 16 bytes happen to be UTF-8
+    (``30313233-...``: the bytes ``0123456789abcdef``, one random UUID in some 65,000 is all ASCII) was
+    read as those bytes' text, not the UUID's: the id no longer joined the other sources' (review of
+    stop 51). The column's type says it is a UUID."""
+    import uuid
+
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    users = [
+        uuid.UUID("30313233-3435-3637-3839-616263646566"),
+        uuid.UUID("0f8fad5b-d9cb-469f-a165-70867728950e"),
+    ]
+    times = [datetime(2024, 5, 1, 10, n, tzinfo=UTC) for n in range(4)]
+    table = pa.table(
+        {
+            "user_id": pa.array([users[n % 2].bytes for n in range(4)], pa.binary(16)),
+            "timestamp": pa.array(times, pa.timestamp("us", "UTC")),
+            "session_id": pa.array([users[n % 2].bytes for n in range(4)], pa.uuid()),
+        }
+    )
+    path = tmp_path / "uuids.parquet"
+    pq.write_table(table, path)
+    if how == "stdin":
+        out = tmp_path / "sessions.csv"
+        done = subprocess.run(
+            [sys.executable, "-m", "sessionize", "run", "-", "--input-format", "parquet", "--no-geo", "-q",
+             "-o", str(out)],
+            input=path.read_bytes(), capture_output=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        sessions = pl.read_csv(out, infer_schema=False)
+    else:
+        sessions = sessionize.run([path], no_geo=True, buckets=2 if how == "buckets" else None).sessions
+    assert sorted(sessions.select("user_id", "session_id").rows()) == sorted((str(u), str(u)) for u in users)
 
 
 @given(st.binary(max_size=12))

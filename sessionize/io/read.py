@@ -1148,12 +1148,14 @@ def _scan(
         return events.lazy(), malformed
     if source.format == "parquet":
         if source.is_stream:
-            piped = pl.read_parquet(io.BytesIO(read_stream(source)), glob=False)
-            return binary_as_text(flatten_structs(piped.lazy())).with_row_index(ROW), None
+            data = read_stream(source)
+            piped = pl.read_parquet(io.BytesIO(data), glob=False)
+            uuids = _uuid_columns(io.BytesIO(data))
+            return binary_as_text(flatten_structs(piped.lazy()), uuids).with_row_index(ROW), None
         scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
             scan = scan.slice(*window)
-        return binary_as_text(flatten_structs(scan)), None
+        return binary_as_text(flatten_structs(scan), _uuid_columns(source.path)), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stream:
@@ -1430,14 +1432,35 @@ _UTF8_HEX = (
 )
 
 
-def binary_as_text(frame: pl.LazyFrame) -> pl.LazyFrame:
+def _uuid_columns(parquet: str | io.BytesIO) -> frozenset[str]:
+    """The top-level columns of a Parquet file that hold UUIDs by their type: Parquet's ``UUID`` (Arrow's
+    ``arrow.uuid``) or 16 fixed bytes (``fixed_size_binary(16)``: Spark, Trino, Postgres). Polars reads
+    both as plain binary; the file's schema (its footer, not its data) tells them apart."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    try:
+        schema = pq.read_schema(parquet)
+    except (pa.ArrowException, OSError):
+        return frozenset()  # (Polars' read names the problem)
+    found = set()
+    for field in schema:
+        kind = field.type
+        storage = getattr(kind, "storage_type", kind)  # an extension type's bytes
+        if pa.types.is_fixed_size_binary(storage) and storage.byte_width == 16:
+            found.add(field.name)
+    return frozenset(found)
+
+
+def binary_as_text(frame: pl.LazyFrame, uuids: Collection[str] = ()) -> pl.LazyFrame:
     """Binary columns as text, so that ids stored as bytes are ids like any other.
 
-    Bytes that are UTF-8 (without control characters but tab and line ends) are that text: strings
-    written without the UTF-8 annotation, as older Hive and Impala do. 16 other bytes (a UUID:
-    Parquet's ``UUID`` type, or ``fixed_size_binary(16)`` from Spark, Trino, Postgres) are the UUID's
-    canonical text (``0f8fad5b-d9cb-469f-a165-70867728950e``); anything else is hex. Before, such a user
-    or event id made the whole file "not a readable Parquet file (invalid utf8)"."""
+    A column of ``uuids`` (a Parquet ``UUID`` or 16-byte column: :func:`_uuid_columns`) is each UUID's
+    canonical text (``0f8fad5b-d9cb-469f-a165-70867728950e``), whatever its bytes. In another binary column,
+    bytes that are UTF-8 (without control characters but tab and line ends) are that text: strings
+    written without the UTF-8 annotation, as older Hive and Impala do; 16 other bytes are taken for a UUID
+    too; anything else is hex. Before, such a user or event id made the whole file "not a readable
+    Parquet file (invalid utf8)"; and a UUID whose 16 bytes happen to be UTF-8 was those bytes as text."""
     schema = frame.collect_schema()
     binary = [name for name, dtype in schema.items() if dtype == pl.Binary]
     if not binary:
@@ -1448,6 +1471,8 @@ def binary_as_text(frame: pl.LazyFrame) -> pl.LazyFrame:
         hexed = raw.bin.encode("hex")
         groups = ((0, 8), (8, 4), (12, 4), (16, 4), (20, 12))
         uuid = pl.concat_str([hexed.str.slice(start, length) for start, length in groups], separator="-")
+        if name in uuids:
+            return pl.when(raw.bin.size() == 16).then(uuid).otherwise(hexed).alias(name)
         valid = hexed.str.contains(_UTF8_HEX)
         return (
             pl.when(valid)
