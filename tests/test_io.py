@@ -1486,8 +1486,8 @@ def test_a_uuid_whose_bytes_are_text_is_still_a_uuid(tmp_path: Path, how: str) -
     stop 51). The column's type says it is a UUID."""
     import uuid
 
-    import pyarrow as pa  # type: ignore[import-untyped]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     users = [
         uuid.UUID("30313233-3435-3637-3839-616263646566"),
