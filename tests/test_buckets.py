@@ -1635,3 +1635,14 @@ def test_the_median_duration_is_polars_median(parts: list[list[float | None]]) -
     assert partition.median_of(series) == expected
     tally = partition.Tally(durations=series)
     assert tally.median_duration_s == expected
+
+
+def test_a_limit_below_a_mib_is_shown_as_given(tmp_path: Path) -> None:
+    """``--memory-limit 8K`` was warned of as "--memory-limit 0 MiB is below the ..." (review of stop 51)."""
+    source = tmp_path / "events.csv"
+    source.write_text("user_id,timestamp\nu1,2024-05-01T10:00:00Z\n", encoding="utf-8")
+    with pytest.warns(sessionize.SessionizeWarning) as caught:
+        sessionize.run([source], no_geo=True, memory_limit="8K", temp_dir=str(tmp_path))
+    messages = " ".join(str(w.message) for w in caught)
+    assert "--memory-limit 8 KiB is below the " in messages, messages
+    assert "0 MiB" not in messages

@@ -164,7 +164,12 @@ def bucket_warning(largest_rows: int, *, memory_limit: int, resident_bytes: int 
 
 
 def _mib(size: int) -> str:
-    return f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):,.0f} MiB"
+    """A size as a message shows it: GiB, MiB, or below a MiB KiB (``--memory-limit 8K`` was "0 MiB")."""
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f} GiB"
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):,.0f} MiB"
+    return f"{size / (1 << 10):,.0f} KiB" if size >= 1 << 10 else f"{size:,} B"
 
 
 #: What a bucket's events and users cost to sessionize, bytes each: fitted to the planner's 700 B per
