@@ -769,6 +769,20 @@ def keep_expr(
     return pl.all_horizontal(tests).alias(KEEP)
 
 
+def _refuse_nested(columns: S.ColumnMap, schema: Mapping[str, pl.DataType], source: str) -> None:
+    """A column of lists, arrays or Python objects named for a role (the user id, the time, the URL)
+    failed deep in the read with Polars' "cannot cast List type", which the CLI named "not a readable
+    Parquet file" and the frame API raised as a Polars error: a run needs one value per event."""
+    for role, flag in S.COLUMN_FLAGS.items():
+        name = getattr(columns, role, None)
+        dtype = schema.get(name) if isinstance(name, str) else None
+        if dtype is not None and (isinstance(dtype, pl.List | pl.Array | pl.Struct) or dtype == pl.Object):
+            raise MissingColumnError(
+                f"{source}: column {name!r} ({flag}) holds {dtype}, not one value per event: name a column "
+                f"of text, numbers or times with {flag}."
+            )
+
+
 def prepare_events(
     events: pl.LazyFrame,
     *,
@@ -818,6 +832,7 @@ def prepare_events(
     flag's column (:func:`sessionize.schema.find_column`).
     """
     schema = events.collect_schema()
+    _refuse_nested(columns, schema, source)
     carried = _aggregate_columns(
         aggregates,
         {c: t for c, t in schema.items() if c not in (ROW, KEEP)},

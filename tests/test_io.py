@@ -1552,3 +1552,28 @@ def test_the_t_step_is_in_the_plan_when_the_sample_shows_its_shapes(
     from sessionize import normalize
 
     assert normalize._has_t_shapes(pl.LazyFrame({"t": values}), "t") is expected
+
+
+@pytest.mark.parametrize("how", ["frame", "file"])
+@pytest.mark.parametrize("kind", ["list", "array"])
+def test_a_column_of_lists_for_a_role_is_named_as_such(tmp_path: Path, how: str, kind: str) -> None:
+    """A user id column of lists failed with Polars' "cannot cast List type": a Polars error from the
+    frame API (whose errors are SessionizeErrors), "not a readable Parquet file" from the CLI, of a file
+    that reads (review of stop 51). The error names the column, its type and the flag."""
+    dtype = pl.List(pl.String) if kind == "list" else pl.Array(pl.String, 1)
+    frame = pl.DataFrame(
+        {
+            "user_id": pl.Series([["a"], ["b"]], dtype=dtype),
+            "timestamp": [datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 11)],
+        }
+    )
+    expected = r"column 'user_id' \(--user-col\) holds (List|Array)\(String.*not one value per event"
+    if how == "frame":
+        with pytest.raises(sessionize.SessionizeError, match=expected):
+            sessionize.sessionize(frame, no_geo=True).collect()
+        return
+    path = tmp_path / "lists.parquet"
+    frame.write_parquet(path)
+    with pytest.raises(sessionize.SessionizeError, match=expected) as raised:
+        sessionize.run([path], no_geo=True)
+    assert "lists.parquet" in str(raised.value) and "not a readable" not in str(raised.value)
