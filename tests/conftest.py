@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 from tests.helpers import REPO as REPO  # tests/test_docs.py imports it from here
-from tests.helpers import T0, EventRow, EventsFactory
+from tests.helpers import T0, EventRow, EventsFactory, close_shared_dask
 
 # No per-example deadline: speed is measured in bench/, never asserted in a test. Hypothesis' default of
 # 200 ms failed property tests on a loaded machine (first examples at 290-390 ms) with nothing wrong.
@@ -75,3 +75,10 @@ def spark_session() -> Iterator[Any]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_dask_closed() -> Iterator[None]:
+    """The tests' shared Dask cluster (tests/helpers.py: ``shared_dask_scheduler``) closed at the end."""
+    yield
+    close_shared_dask()

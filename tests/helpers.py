@@ -40,11 +40,38 @@ EVERY_PATH_AND_SPARK = [
 
 def path_options(path: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """A path of :data:`OTHER_PATHS` as keywords: the state and output directories in ``tmp_path``,
-    which the local paths also spill to."""
+    which the local paths also spill to; the Dask path on the tests' shared cluster."""
     options = {k: str(tmp_path / str(v)) if k in ("state", "output_dir") else v for k, v in path.items()}
     if path and "engine" not in path and "state" not in path:  # (no buckets with --state)
         options["temp_dir"] = str(tmp_path)
+    if options.get("engine") == "dask" and "scheduler" not in options:
+        options["scheduler"] = shared_dask_scheduler()
     return options
+
+
+#: The tests' shared Dask cluster, once started (see :func:`shared_dask_scheduler`).
+_DASK_CLUSTERS: list[Any] = []
+
+
+def shared_dask_scheduler() -> str:
+    """The address of an in-process Dask cluster of two single-threaded workers, started on first use and
+    closed when the test session ends (conftest.py), for every test that runs the Dask path through
+    :func:`path_options`. A run without a scheduler starts a local cluster of processes of its own, 4-6 s a
+    run here, some 70 times in a CI run; test_dask.py runs that way (``test_local_cluster_of_processes``)."""
+    if not _DASK_CLUSTERS:
+        import distributed
+
+        cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        )
+        _DASK_CLUSTERS.append(cluster)
+    return str(_DASK_CLUSTERS[0].scheduler_address)
+
+
+def close_shared_dask() -> None:
+    """Close the shared Dask cluster, if one was started."""
+    while _DASK_CLUSTERS:
+        _DASK_CLUSTERS.pop().close()
 
 
 def any_path_options(path: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
