@@ -772,8 +772,11 @@ def keep_expr(
 def _refuse_nested(columns: S.ColumnMap, schema: Mapping[str, pl.DataType], source: str) -> None:
     """A column of lists, arrays or Python objects named for a role (the user id, the time, the URL)
     failed deep in the read with Polars' "cannot cast List type", which the CLI named "not a readable
-    Parquet file" and the frame API raised as a Polars error: a run needs one value per event."""
+    Parquet file" and the frame API raised as a Polars error: a run needs one value per event. (The page
+    view id may be a warehouse's web_page context, a list of structs: :func:`page_view_id_expr`.)"""
     for role, flag in S.COLUMN_FLAGS.items():
+        if role == "page_view_id":
+            continue
         name = getattr(columns, role, None)
         dtype = schema.get(name) if isinstance(name, str) else None
         if dtype is not None and (isinstance(dtype, pl.List | pl.Array | pl.Struct) or dtype == pl.Object):
