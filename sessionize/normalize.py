@@ -147,18 +147,11 @@ def _epoch_to_micros(value: pl.Expr, time_unit: TimeUnit | None, *, is_float: bo
 _UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 
 
-def mixed_epoch_units(raw: pl.Series) -> str | None:
-    """How the epoch numbers of a raw timestamp column spread over the units their size suggests,
-    when they fall in more than one (``"1,204 read as seconds, 3 as milliseconds"``); else None.
-
-    The unit is guessed value by value from the size (below 1e11: seconds; 1e14: milliseconds; 1e17:
-    microseconds; else nanoseconds), so a file that mixes units still reads; this tells the user."""
-    return describe_epoch_units(epoch_unit_counts(raw))
-
-
 def epoch_unit_counts(raw: pl.Series) -> dict[str, int]:
-    """How many epoch numbers of a raw timestamp column each unit reads (by their size, as
-    :func:`mixed_epoch_units` tells); empty for text timestamps (ISO 8601) or no number at all.
+    """How many epoch numbers of a raw timestamp column each unit reads; empty for text timestamps (ISO
+    8601) or no number at all. The unit is guessed value by value from the size (below 1e11: seconds;
+    1e14: milliseconds; 1e17: microseconds; else nanoseconds), so a file that mixes units still reads;
+    :func:`describe_epoch_units` tells the user when the counts hold more than one unit.
 
     Counts of a file's slices add up to the whole file's (:func:`describe_epoch_units` of their sum),
     so that a file read a slice at a time is told of once, as a whole read tells it."""
@@ -858,7 +851,7 @@ def prepare_events(
         )
         if valid_range is not None:
             # Only where the common shapes failed, or the time is out of range: the others parsed, and
-            # are neither reported nor an epoch number (see mixed_epoch_units). 10M CSV events:
+            # are neither reported nor an epoch number (see epoch_unit_counts). 10M CSV events:
             # bench/README.md.
             fast = pl.col(helpers[0])
             reported = fast.is_null() | ~fast.dt.epoch("us").is_between(_MIN_MICROS, _MAX_MICROS)
