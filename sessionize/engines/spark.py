@@ -431,10 +431,11 @@ _ROW_INDEX = "_sessionize_row_index"
 _SPLIT_ROWS = 200_000
 
 
-def _read_split(batches: Iterable[Any], task: Any, number: int) -> Iterator[Any]:
+def _read_split(batches: Iterable[Any], task: Any, number: int, uuids: frozenset[str]) -> Iterator[Any]:
     """The read step on an executor for a slice of a large Parquet file that Spark's reader split by
     row group: its rows, as Spark read them, parsed and validated by the local reader's code
-    (:func:`sessionize.io.read_file` on rows already read), with their row numbers in the file."""
+    (:func:`sessionize.io.read_file` on rows already read), with their row numbers in the file; binary
+    columns as text as a local read makes them, ``uuids`` (the file's 16-byte columns) as UUIDs."""
     read_task: _ReadTask = task.value
     schema = _event_schema(read_task.job)
     source = _source_of(read_task, number)
@@ -444,20 +445,25 @@ def _read_split(batches: Iterable[Any], task: Any, number: int) -> Iterator[Any]
         pending.append(batch)
         held += batch.num_rows
         if held >= _SPLIT_ROWS:
-            yield from _read_rows(pending, read_task, source, schema)
+            yield from _read_rows(pending, read_task, source, schema, uuids)
             pending, held = [], 0
     if pending:
-        yield from _read_rows(pending, read_task, source, schema)
+        yield from _read_rows(pending, read_task, source, schema, uuids)
 
 
-def _read_rows(batches: list[Any], read_task: _ReadTask, source: SparkInput, schema: Any) -> Iterator[Any]:
+def _read_rows(
+    batches: list[Any], read_task: _ReadTask, source: SparkInput, schema: Any, uuids: frozenset[str]
+) -> Iterator[Any]:
     frame = _frame_of(batches)
     batches.clear()
     assert frame is not None
     rows = frame.get_column(_ROW_INDEX)
     first = int(rows.min())  # type: ignore[arg-type]
-    raw = io.read.flatten_structs(
-        frame.drop(_ROW_INDEX).with_columns(rows.cast(pl.get_index_type()).alias(ROW)).lazy()
+    raw = io.read.binary_as_text(
+        io.read.flatten_structs(
+            frame.drop(_ROW_INDEX).with_columns(rows.cast(pl.get_index_type()).alias(ROW)).lazy()
+        ),
+        uuids,
     ).collect()
     del frame, rows
     last = int(raw.get_column(ROW).max())  # type: ignore[arg-type]
@@ -956,6 +962,33 @@ def _check_whole(files: list[SparkInput], sizes: dict[str, int]) -> None:
             )
 
 
+def _fixed_16_columns(session: Any, uri: str) -> frozenset[str]:
+    """The top-level columns of 16 fixed bytes (Parquet's ``UUID``, or Spark's, Trino's and Postgres'
+    UUIDs) of a Parquet file, from its footer, read through Hadoop's file systems as Spark reads the
+    file (local or not). Spark reads them as plain binary, as Polars does: the local reader tells them
+    apart by the same footer (:func:`sessionize.io.read._uuid_columns`)."""
+    jvm = session.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    configuration = session.sparkContext._jsc.hadoopConfiguration()
+    opened = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(path, configuration)
+    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(opened)
+    try:
+        fields = reader.getFooter().getFileMetaData().getSchema().getFields()
+        found = set()
+        for field in fields:
+            if not field.isPrimitive():
+                continue
+            primitive = field.asPrimitiveType()
+            if (
+                primitive.getPrimitiveTypeName().name() == "FIXED_LEN_BYTE_ARRAY"
+                and primitive.getTypeLength() == 16
+            ):
+                found.add(str(field.getName()))
+        return frozenset(found)
+    finally:
+        reader.close()
+
+
 def _split_reader(
     session: Any, source: SparkInput, task: Any, event_schema: Any, input_format: str | None
 ) -> Any:
@@ -969,10 +1002,11 @@ def _split_reader(
             if "_metadata" in reader.columns:
                 return None  # a column of that name hides Spark's file metadata: read whole
             rows = reader.select("*", F.col("_metadata.row_index").alias(_ROW_INDEX))
+            uuids = _fixed_16_columns(session, source.uri)
         except Exception:  # a Spark without _metadata.row_index (before 3.5): read whole
             return None
         number = source.number
-        return rows.mapInArrow(lambda batches: _read_split(batches, task, number), schema)
+        return rows.mapInArrow(lambda batches: _read_split(batches, task, number, uuids), schema)
     if source.format in _LINE_FORMATS:
         # (A .tsv is a Snowplow enriched TSV when its first line is an event, else a TSV with a header.)
         plan = _plan_lines(session, source, input_format, task.value.options)
