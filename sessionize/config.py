@@ -955,6 +955,11 @@ class RunConfig:
         """
         if on_invalid not in ("fail", "skip"):
             raise UsageError(f"--on-invalid {on_invalid!r} is not one of fail, skip.")
+        # As the CLI's choices take them (a TOML config's "CSV" was accepted here, refused at run time).
+        if format is not None and format not in S.OUTPUT_FORMATS:
+            raise UsageError(f"--format {format!r} is not one of {', '.join(S.OUTPUT_FORMATS)}.")
+        if input_format is not None and input_format not in S.INPUT_FORMATS:
+            raise UsageError(f"--input-format {input_format!r} is not one of {', '.join(S.INPUT_FORMATS)}.")
         if rejects is not None and on_invalid != "skip":
             raise UsageError(
                 "--rejects needs --on-invalid skip: with the default (fail) no row is set aside."

@@ -9,11 +9,30 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Final
+from typing import Final, Literal
 
 import polars as pl
 
 from sessionize.errors import MissingColumnError, UsageError
+
+#: The input formats (``--input-format``) and output formats (``--format``).
+InputFormat = Literal[
+    "csv", "tsv", "parquet", "ndjson", "combined", "common", "vhost_combined", "log", "snowplow"
+]
+OutputFormat = Literal["parquet", "csv", "ndjson"]
+#: What --input-format accepts; ``log`` (a ``.log`` file) means "an access log format, by its lines".
+#: ``snowplow``: Snowplow's enriched events, headerless TSV (io/snowplow.py; detected in a ``.tsv``).
+INPUT_FORMATS: tuple[InputFormat, ...] = (
+    "csv",
+    "tsv",
+    "parquet",
+    "ndjson",
+    "combined",
+    "common",
+    "vhost_combined",
+    "snowplow",
+)
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("parquet", "csv", "ndjson")
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 DEFAULT_PAGEVIEW_EVENTS: tuple[str, ...] = ("page_view", "pageview", "$pageview", "page")

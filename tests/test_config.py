@@ -175,6 +175,31 @@ def test_toml_gives_the_same_config_as_the_flat_options(tmp_path: Path) -> None:
         RunConfig.from_toml(path)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "flag"),
+    [
+        ("format", "CSV", "--format"),
+        ("format", "xlsx", "--format"),
+        ("input-format", "Parquet", "--input-format"),
+    ],
+)
+def test_a_format_the_cli_refuses_is_refused_as_the_config_is_built(
+    tmp_path: Path, key: str, value: str, flag: str
+) -> None:
+    """``format = "CSV"`` in a TOML config was accepted by ``RunConfig.from_toml`` (and by
+    ``from_options``), then refused once the run began, where the CLI refuses it as it parses the file."""
+    path = tmp_path / "run.toml"
+    path.write_text(f'[run]\ninputs = ["a.csv"]\n{key} = "{value}"\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=f"^{flag} '{value}' is not one of "):
+        RunConfig.from_toml(path)
+    option: dict[str, Any] = {key.replace("-", "_"): value}
+    with pytest.raises(UsageError, match=f"^{flag} '{value}' is not one of "):
+        RunConfig.from_options(**option)
+    if value.lower() in ("csv", "parquet"):
+        lowered: dict[str, Any] = {name: value.lower() for name in option}
+        assert RunConfig.from_options(**lowered) is not None
+
+
 def test_option_names_are_the_cli_flags() -> None:
     import typer.core
     import typer.main

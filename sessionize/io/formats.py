@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import Final, Literal
+from typing import Final
 
 import polars as pl
 
@@ -13,25 +13,14 @@ from sessionize.errors import (
     UsageError,
 )
 
-InputFormat = Literal[
-    "csv", "tsv", "parquet", "ndjson", "combined", "common", "vhost_combined", "log", "snowplow"
-]
-OutputFormat = Literal["parquet", "csv", "ndjson"]
-#: What --input-format accepts; ``log`` (a ``.log`` file) means "an access log format, by its lines".
-#: ``snowplow``: Snowplow's enriched events, headerless TSV (io/snowplow.py; detected in a ``.tsv``).
-INPUT_FORMATS: tuple[InputFormat, ...] = (
-    "csv",
-    "tsv",
-    "parquet",
-    "ndjson",
-    "combined",
-    "common",
-    "vhost_combined",
-    "snowplow",
-)
+# The formats' names live in the schema, where the config checks them as it is built.
+from sessionize.schema import INPUT_FORMATS as INPUT_FORMATS
+from sessionize.schema import OUTPUT_FORMATS as OUTPUT_FORMATS
+from sessionize.schema import InputFormat as InputFormat
+from sessionize.schema import OutputFormat as OutputFormat
+
 #: The access log formats, and ``log`` (one of them, told by the lines).
 ACCESS_LOG_FORMATS: tuple[InputFormat, ...] = ("combined", "common", "vhost_combined", "log")
-OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("parquet", "csv", "ndjson")
 
 STDIN = "-"
 _EXTENSIONS: dict[str, InputFormat] = {
