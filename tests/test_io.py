@@ -30,7 +30,18 @@ from sessionize import io as sio
 from sessionize.io.formats import InputFormat
 from sessionize.normalize import TimeUnit, parse_timestamp_series, parse_timestamp_text, timestamp_text
 from sessionize.schema import EVENT_SCHEMA
-from tests.helpers import EVERY_PATH, T0, listing, path_options, path_sessions, run_cli, words, write_text
+from tests.helpers import (
+    EVERY_PATH,
+    EVERY_PATH_AND_SPARK,
+    T0,
+    any_path_options,
+    listing,
+    path_options,
+    path_sessions,
+    run_cli,
+    words,
+    write_text,
+)
 
 EPOCH_T0 = 1714557600  # T0 in epoch seconds
 
@@ -1515,6 +1526,74 @@ def test_a_uuid_whose_bytes_are_text_is_still_a_uuid(tmp_path: Path, how: str) -
     else:
         sessions = sessionize.run([path], no_geo=True, buckets=2 if how == "buckets" else None).sessions
     assert sorted(sessions.select("user_id", "session_id").rows()) == sorted((str(u), str(u)) for u in users)
+
+
+def _offset_zone_parquet(path: Path) -> Path:
+    """Times of a fixed-offset zone, as pandas and pyarrow write offset-aware times: the role's column,
+    another column and a struct's field, each in a zone Polars has no name for."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    india = timezone(timedelta(hours=5, minutes=30))
+    # a's third event, 31 minutes after the second, starts a session
+    times = [datetime(2024, 5, 1, 10, 0, tzinfo=india) + timedelta(minutes=m) for m in (0, 29, 60, 0)]
+    table = pa.table(
+        {
+            "user_id": ["a", "a", "a", "b"],
+            "timestamp": pa.array(times, pa.timestamp("us", "+05:30")),
+            "received_at": pa.array(times, pa.timestamp("ms", "-08:00")),
+            "context": pa.array(
+                [{"sent": t, "page": f"/p{n}"} for n, t in enumerate(times)],
+                pa.struct([("sent", pa.timestamp("ns", "+05:30")), ("page", pa.string())]),
+            ),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
+def test_a_parquet_time_in_a_fixed_offset_zone_is_read_as_its_instant(
+    tmp_path: Path, path: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """A Parquet timestamp whose zone is a fixed offset (``timestamp[us, tz=+05:30]``: what pandas writes
+    for any offset-aware column) made Polars panic ("unable to parse time zone: '+05:30'") in every
+    engine, with a traceback and exit 1 (review of stop 52). Such times are instants like any other."""
+    source = _offset_zone_parquet(tmp_path / "offset.parquet")
+    options = any_path_options(path, tmp_path, request)
+    result = sessionize.run([source], no_geo=True, url_col="context.page", **options)
+    sessions = path_sessions(result, options)
+    assert session_rows_of(sessions) == [
+        ("a", datetime(2024, 5, 1, 4, 30, tzinfo=UTC), 2, "/p0"),
+        ("a", datetime(2024, 5, 1, 5, 30, tzinfo=UTC), 1, "/p2"),
+        ("b", datetime(2024, 5, 1, 4, 30, tzinfo=UTC), 1, "/p3"),
+    ]
+
+
+def session_rows_of(sessions: pl.DataFrame) -> list[tuple[Any, ...]]:
+    return (
+        sessions.sort("user_id", "session_start")
+        .select("user_id", "session_start", "event_count", "landing_page")
+        .cast({"event_count": pl.Int64})
+        .rows()
+    )
+
+
+def test_a_parquet_time_in_a_fixed_offset_zone_on_standard_input(tmp_path: Path) -> None:
+    source = _offset_zone_parquet(tmp_path / "offset.parquet")
+    out = tmp_path / "sessions.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionize", "run", "-", "--input-format", "parquet", "--no-geo", "-q",
+         "--url-col", "context.page", "-o", str(out)],
+        input=source.read_bytes(), capture_output=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert session_rows_of(pl.read_parquet(out))[1] == (
+        "a",
+        datetime(2024, 5, 1, 5, 30, tzinfo=UTC),
+        1,
+        "/p2",
+    )
 
 
 @given(st.binary(max_size=12))

@@ -966,7 +966,7 @@ def _fixed_16_columns(session: Any, uri: str) -> frozenset[str]:
     """The top-level columns of 16 fixed bytes (Parquet's ``UUID``, or Spark's, Trino's and Postgres'
     UUIDs) of a Parquet file, from its footer, read through Hadoop's file systems as Spark reads the
     file (local or not). Spark reads them as plain binary, as Polars does: the local reader tells them
-    apart by the same footer (:func:`sessionize.io.read._uuid_columns`)."""
+    apart by the same footer (:func:`sessionize.io.read.parquet_types`)."""
     jvm = session.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
     configuration = session.sparkContext._jsc.hadoopConfiguration()

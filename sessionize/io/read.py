@@ -1149,13 +1149,20 @@ def _scan(
     if source.format == "parquet":
         if source.is_stream:
             data = read_stream(source)
-            piped = pl.read_parquet(io.BytesIO(data), glob=False)
-            uuids = _uuid_columns(io.BytesIO(data))
-            return binary_as_text(flatten_structs(piped.lazy()), uuids).with_row_index(ROW), None
-        scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
+            types = parquet_types(io.BytesIO(data))
+            if types.utc_schema is not None:
+                piped = read_relabelled(io.BytesIO(data), types.utc_schema)
+            else:
+                piped = pl.read_parquet(io.BytesIO(data), glob=False)
+            return binary_as_text(flatten_structs(piped.lazy()), types.uuids).with_row_index(ROW), None
+        types = parquet_types(source.path)
+        if types.utc_schema is not None:
+            scan = read_relabelled(source.path, types.utc_schema).lazy().with_row_index(ROW)
+        else:
+            scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
         if window is not None:
             scan = scan.slice(*window)
-        return binary_as_text(flatten_structs(scan), _uuid_columns(source.path)), None
+        return binary_as_text(flatten_structs(scan), types.uuids), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
     if source.is_stream:
@@ -1432,30 +1439,97 @@ _UTF8_HEX = (
 )
 
 
-def _uuid_columns(parquet: str | io.BytesIO) -> frozenset[str]:
-    """The top-level columns of a Parquet file that hold UUIDs by their type: Parquet's ``UUID`` (Arrow's
-    ``arrow.uuid``) or 16 fixed bytes (``fixed_size_binary(16)``: Spark, Trino, Postgres). Polars reads
-    both as plain binary; the file's schema (its footer, not its data) tells them apart."""
+@dataclass(frozen=True)
+class ParquetTypes:
+    """What a Parquet file's schema (its footer, not its data) tells the reader that Polars' types do not.
+
+    ``uuids``: the top-level columns that hold UUIDs by their type, Parquet's ``UUID`` (Arrow's
+    ``arrow.uuid``) or 16 fixed bytes (``fixed_size_binary(16)``: Spark, Trino, Postgres); Polars reads both
+    as plain binary. ``utc_schema``: when a timestamp's time zone is one Polars cannot read (a fixed
+    offset, ``+05:30``, as pandas and pyarrow write a column of offset-aware times), the file's Arrow
+    schema with those zones as UTC (the same instants: Parquet stores them in UTC), else None. Polars
+    panicked on such a file ("unable to parse time zone"), in every engine."""
+
+    uuids: frozenset[str] = frozenset()
+    utc_schema: Any = None
+
+
+def parquet_types(parquet: str | io.BytesIO) -> ParquetTypes:
+    """The :class:`ParquetTypes` of a Parquet file (a path, or its bytes); none for a file whose footer
+    cannot be read (Polars' read then names the problem)."""
     import pyarrow as pa  # type: ignore[import-untyped]
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     try:
         schema = pq.read_schema(parquet)
     except (pa.ArrowException, OSError):
-        return frozenset()  # (Polars' read names the problem)
+        return ParquetTypes()
+    finally:
+        if isinstance(parquet, io.BytesIO):
+            parquet.seek(0)
     found = set()
-    for field in schema:
-        kind = field.type
+    for item in schema:
+        kind = item.type
         storage = getattr(kind, "storage_type", kind)  # an extension type's bytes
         if pa.types.is_fixed_size_binary(storage) and storage.byte_width == 16:
-            found.add(field.name)
-    return frozenset(found)
+            found.add(item.name)
+    fields = [item.with_type(_zones_polars_reads(item.type)) for item in schema]
+    changed = any(not item.type.equals(given.type) for item, given in zip(fields, schema, strict=True))
+    return ParquetTypes(frozenset(found), pa.schema(fields) if changed else None)
+
+
+def _zones_polars_reads(kind: Any) -> Any:
+    """An Arrow type with each timestamp's time zone that Polars cannot read as UTC, in structs, lists
+    and maps too (Polars converts a file's whole schema, so any column of such a type fails the read);
+    an extension type (a UUID) as its storage, which is how Polars reads it from a file."""
+    import pyarrow as pa
+
+    if isinstance(kind, pa.ExtensionType):
+        return _zones_polars_reads(kind.storage_type)
+    if pa.types.is_timestamp(kind):
+        return kind if kind.tz is None or _polars_zone(kind.tz) else pa.timestamp(kind.unit, "UTC")
+    if pa.types.is_struct(kind):
+        return pa.struct(
+            [kind.field(n).with_type(_zones_polars_reads(kind.field(n).type)) for n in range(kind.num_fields)]
+        )
+    if pa.types.is_map(kind):
+        return pa.map_(
+            kind.key_field.with_type(_zones_polars_reads(kind.key_type)),
+            kind.item_field.with_type(_zones_polars_reads(kind.item_type)),
+        )
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(kind.value_field.with_type(_zones_polars_reads(kind.value_type)), kind.list_size)
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_zones_polars_reads(kind.value_type)))
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_zones_polars_reads(kind.value_type)))
+    return kind
+
+
+@functools.cache
+def _polars_zone(zone: str) -> bool:
+    """Whether Polars reads ``zone`` (an IANA name, ``UTC``, ``+00:00``), not a fixed offset (``+05:30``)."""
+    try:
+        pl.Series([0], dtype=pl.Int64).cast(pl.Datetime("us", zone))
+    except pl.exceptions.PolarsError:
+        return False
+    return True
+
+
+def read_relabelled(parquet: str | io.BytesIO, schema: Any) -> pl.DataFrame:
+    """A Parquet file whose schema Polars cannot read (:class:`ParquetTypes`), read by pyarrow and cast
+    to ``schema`` (its time zones as UTC: the same instants), then handed to Polars. The whole file is
+    read at once: such files come from pandas, and are small enough for it."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet)
+    return pl.from_arrow(table.cast(schema))  # type: ignore[return-value]
 
 
 def binary_as_text(frame: pl.LazyFrame, uuids: Collection[str] = ()) -> pl.LazyFrame:
     """Binary columns as text, so that ids stored as bytes are ids like any other.
 
-    A column of ``uuids`` (a Parquet ``UUID`` or 16-byte column: :func:`_uuid_columns`) is each UUID's
+    A column of ``uuids`` (a Parquet ``UUID`` or 16-byte column: :class:`ParquetTypes`) is each UUID's
     canonical text (``0f8fad5b-d9cb-469f-a165-70867728950e``), whatever its bytes. In another binary column,
     bytes that are UTF-8 (without control characters but tab and line ends) are that text: strings
     written without the UTF-8 annotation, as older Hive and Impala do; 16 other bytes are taken for a UUID
@@ -2180,6 +2254,10 @@ def estimate_rows(source: InputFile) -> int:
         return 0
     if source.format == "parquet":
         try:
+            if parquet_types(source.path).utc_schema is not None:
+                import pyarrow.parquet as pq
+
+                return int(pq.read_metadata(source.path).num_rows)
             rows = pl.scan_parquet(source.path, glob=False).select(pl.len())
             return int(rows.collect(engine="in-memory").item())
         except (pl.exceptions.PolarsError, OSError) as exc:
