@@ -39,6 +39,7 @@ from tests.helpers import (
     path_options,
     path_sessions,
     run_cli,
+    session_rows,
     words,
     write_text,
 )
@@ -404,6 +405,35 @@ def test_ndjson_numeric_ids_stay_apart_on_every_path(path: dict[str, Any], tmp_p
     sessions = path_sessions(result, options)
     assert sorted(sessions["user_id"].to_list()) == sorted(user for user, _, _ in WIDE_ID_TEXTS)
     assert sorted(sessions["session_id"].to_list()) == sorted(session for _, session, _ in WIDE_ID_TEXTS)
+
+
+#: Two events of user ``a`` in epoch nanoseconds, 30 minutes and 1 ns apart: two sessions (the
+#: nanoseconds are cut, so the second starts at .123457, after .123456 plus 30 minutes).
+NS_LINES = [
+    '{"user_id": "a", "timestamp": 1714557600123456999}',
+    '{"user_id": "a", "timestamp": 1714559400123457000}',
+]
+
+
+@pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
+@pytest.mark.parametrize("other", [None, '{"user_id": "z", "timestamp": 1714559400123457000.0}'])
+def test_ndjson_epoch_nanoseconds_are_exact_whatever_another_line_holds(
+    tmp_path: Path, path: dict[str, Any], other: str | None, request: pytest.FixtureRequest
+) -> None:
+    """One float among a field of integer epoch nanoseconds (another user's ``...000.0``) made Polars read
+    the whole field as floats: beyond 2**53 each time lost up to 128 ns and was rounded to the
+    microsecond, where a file of integers cuts the nanoseconds, so user a's two events became one session
+    (review of stop 52). The time field's numbers are then read as text: the integers exactly."""
+    lines = NS_LINES if other is None else [*NS_LINES, other]
+    source = write_text(tmp_path / "ns.ndjson", "\n".join(lines) + "\n")
+    options = any_path_options(path, tmp_path, request)
+    result = sessionize.run([source], no_geo=True, **options)
+    starts = [
+        (user, start.replace(tzinfo=None).isoformat())
+        for user, start in session_rows(path_sessions(result, options), "user_id", "session_start")
+    ]
+    assert starts[:2] == [("a", "2024-05-01T10:00:00.123456"), ("a", "2024-05-01T10:30:00.123457")]
+    assert len(starts) == (2 if other is None else 3)
 
 
 def test_ndjson_keys_that_first_appear_late_are_not_dropped(tmp_path: Path) -> None:

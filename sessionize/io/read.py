@@ -904,22 +904,34 @@ def ids_as_text(schema: pl.Schema, options: ReadOptions) -> tuple[pl.Schema, lis
     shortest text of its double (``1.5``; ``7.0`` and ``7e0`` as ``7``, as a whole float id always was).
     The id columns are found from the file's names as the run finds them (flags, preset, aliases); a
     file whose columns are not found is left as it is (its read names what is missing). Only numbers
-    change: a field of text already is text, and one of objects or true/false is not an id."""
+    change: a field of text already is text, and one of objects or true/false is not an id.
+
+    The time field too, when its numbers were inferred as floats: epoch nanoseconds (beyond 2**53) with
+    one float among them lost up to 128 ns each, and were rounded to the microsecond where a file of
+    integers cuts the nanoseconds, so that a user's events were split or joined by another user's line
+    (review of stop 52). As text, the integers are read exactly and the fractions as before."""
     changed: list[str] = []
     types: dict[str, PolarsDataType] = dict(schema)
     for column, (path, dtype) in _id_leaves(schema, options).items():
         if dtype.is_integer() or dtype.is_float():
             types[path[0]] = _as_text_at(types[path[0]], path[1:])
             changed.append(column)
-    return (pl.Schema(types), changed) if changed else (schema, [])
+    timed = False
+    for _, (path, dtype) in _id_leaves(schema, options, roles=(S.TIME,)).items():
+        if dtype.is_float():
+            types[path[0]] = _as_text_at(types[path[0]], path[1:])
+            timed = True
+    return (pl.Schema(types), changed) if changed or timed else (schema, [])
 
 
-def _id_leaves(schema: pl.Schema, options: ReadOptions) -> dict[str, tuple[tuple[str, ...], Any]]:
-    """The id columns (as flattened, see :data:`ID_ROLES`) of a frame of ``schema``, each with its path
-    and type."""
+def _id_leaves(
+    schema: pl.Schema, options: ReadOptions, *, roles: Sequence[str] = ID_ROLES
+) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """The id columns (as flattened, see :data:`ID_ROLES`; or those of other ``roles``) of a frame of
+    ``schema``, each with its path and type."""
     paths = _leaf_paths(schema)
     found = {}
-    for column in _id_columns(list(paths), options):
+    for column in _id_columns(list(paths), options, roles):
         if column in paths:
             dtype: Any = schema[paths[column][0]]
             for key in paths[column][1:]:
@@ -928,14 +940,14 @@ def _id_leaves(schema: pl.Schema, options: ReadOptions) -> dict[str, tuple[tuple
     return found
 
 
-def _id_columns(available: Sequence[str], options: ReadOptions) -> list[str]:
-    """The columns of ``available`` that the run reads ids from (see :data:`ID_ROLES`); none when the
-    columns it needs are not found (the read names what is missing)."""
+def _id_columns(available: Sequence[str], options: ReadOptions, roles: Sequence[str] = ID_ROLES) -> list[str]:
+    """The columns of ``available`` that the run reads ids (or the other ``roles``) from (see
+    :data:`ID_ROLES`); none when the columns it needs are not found (the read names what is missing)."""
     try:
         columns = options.resolve_columns(available)
     except MissingColumnError:
         return []
-    return list(dict.fromkeys(c for role in ID_ROLES if (c := getattr(columns, role)) is not None))
+    return list(dict.fromkeys(c for role in roles if (c := getattr(columns, role)) is not None))
 
 
 def text_ids(schema: pl.Schema, options: ReadOptions) -> list[str]:
