@@ -436,6 +436,37 @@ def test_ndjson_epoch_nanoseconds_are_exact_whatever_another_line_holds(
     assert len(starts) == (2 if other is None else 3)
 
 
+@pytest.mark.parametrize("path", EVERY_PATH_AND_SPARK)
+@pytest.mark.parametrize("separator", [",", "\t"], ids=["csv", "tsv"])
+def test_a_warehouse_null_marker_in_a_csv_is_no_value(
+    tmp_path: Path, path: dict[str, Any], separator: str, request: pytest.FixtureRequest
+) -> None:
+    """MySQL, PostgreSQL's COPY, Hive and Snowflake write a NULL in a CSV or TSV as ``\\N``. It was read as
+    the text: a NULL referrer made a referral from the site "\\n", a NULL address the address ``\\N``, and
+    NULL user ids one user ``\\N``. It is no value; the rejects file keeps the row as written."""
+    rows = [
+        ["user_id", "timestamp", "url", "referrer", "ip"],
+        ["u1", "2024-05-01 10:00:00", "https://a.example/x", "\\N", "\\N"],
+        ["u2", "2024-05-01 10:00:00", "https://a.example/y", "https://www.google.com/", "\\N"],
+        ["\\N", "2024-05-01 10:05:00", "https://a.example/z", "https://www.bing.com/", "1.2.3.4"],
+        ["\\N", "2024-05-01 10:06:00", "https://a.example/z", "\\N", "1.2.3.5"],
+    ]
+    name = "events.csv" if separator == "," else "events.tsv"
+    source = write_text(tmp_path / name, "".join(separator.join(row) + "\n" for row in rows))
+    options = any_path_options(path, tmp_path, request)
+    rejects = tmp_path / "rejects.csv"
+    result = sessionize.run([source], no_geo=True, on_invalid="skip", rejects=str(rejects), **options)
+    sessions = path_sessions(result, options)
+    assert session_rows(sessions, "user_id", "referrer", "channel", "ip") == [
+        ("u1", None, "Direct", None),
+        ("u2", "https://www.google.com/", "Organic Search", None),
+    ]
+    assert result.rejected == 2
+    written = pl.read_csv(rejects, infer_schema=False)
+    assert written.get_column("user_id").to_list() == ["\\N", "\\N"]
+    assert written.get_column("referrer").to_list() == ["https://www.bing.com/", "\\N"]
+
+
 def test_ndjson_keys_that_first_appear_late_are_not_dropped(tmp_path: Path) -> None:
     # JSON exporters omit null keys, so the referrer may first appear far into the file.
     lines = [json.dumps({"user_id": f"u{i}", "timestamp": "2024-05-01T10:00:00Z"}) for i in range(150)]

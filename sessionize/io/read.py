@@ -1845,6 +1845,23 @@ def _refuse_repeated_columns(columns: S.ColumnMap, available: Sequence[str], nam
             )
 
 
+#: What MySQL (``SELECT ... INTO OUTFILE``), PostgreSQL (``COPY``'s text format) and Hive write for a NULL
+#: in a CSV or TSV, and Snowflake's default ``NULL_IF``.
+NULL_MARKER = "\\N"
+
+
+def without_null_markers(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """A CSV's text columns with :data:`NULL_MARKER` as null: a warehouse unload's NULL referrer was the
+    referrer ``\\N`` (a referral from the site "\\n"), its NULL user id the user ``\\N`` (every such event
+    one user), its NULL address the address ``\\N``. The rejects file keeps the rows as written."""
+    text = [name for name, dtype in frame.collect_schema().items() if dtype == pl.String]
+    if not text:
+        return frame
+    return frame.with_columns(
+        pl.when(pl.col(name) != NULL_MARKER).then(pl.col(name)).alias(name) for name in text
+    )
+
+
 def read_file(
     source: InputFile,
     options: ReadOptions,
@@ -1873,6 +1890,8 @@ def read_file(
         # The rejected rows keep their key/value lists as JSON text: one column per key for them
         # would cost (keys x parameters), and a client chooses the keys.
         original = as_json_lists(scan, options.unnest_params)
+        if source.format in ("csv", "tsv"):
+            scan = without_null_markers(scan)
         if options.unnest_params:
             scan = unnest_params(scan, options.unnest_params, source=name, wanted=options.wanted_columns())
         # A text column of JSON objects (PostHog's properties in its Parquet and CSV exports): the keys
