@@ -1333,7 +1333,8 @@ def summarize_pageviews(
     The events are in session order (each session's events together, by time; events at one
     instant keep their input order), so a page view's number in its session (1, 2, ...) follows
     that order. ``time_on_page_s`` is the time to the session's next page view; for the last one,
-    the time to its last heartbeat (``engaged.heartbeat_events``), else null. ``engaged_time_s`` is
+    the time to its last heartbeat (``engaged.heartbeat_events``; where the events carry page view ids,
+    of its id's heartbeats and those without an id after it), else null. ``engaged_time_s`` is
     the session's rule (:class:`sessionize.schema.EngagedTime`) applied to the events from the page
     view to the next one (heartbeats, page activity and other events count for the page view before
     them): its heartbeats' windows (where the events carry page view ids, a heartbeat with one counts
@@ -1397,7 +1398,7 @@ def summarize_pageviews(
         .agg(
             pl.col("_gap_us").sum().alias("_gaps_us"),
             window.filter(loose).n_unique().alias("_windows"),
-            micros.filter(beat).max().alias("_last_beat_us"),
+            micros.filter(loose).max().alias("_last_beat_us"),
             *(
                 [pl.col(S.ENGAGEMENT_MS).sum().alias("_reported_ms"), pl.col("_reports").first()]
                 if reported
@@ -1415,7 +1416,7 @@ def summarize_pageviews(
     per_id = (
         base.filter(beat & pl.col(S.PAGE_VIEW_KEY).is_not_null())
         .group_by("_run", S.PAGE_VIEW_KEY)
-        .agg(window.n_unique().alias("_id_windows"))
+        .agg(window.n_unique().alias("_id_windows"), micros.max().alias("_id_last_beat_us"))
         if by_id
         else None
     )
@@ -1430,10 +1431,15 @@ def summarize_pageviews(
         engaged_us = pl.when(pl.col("_reports")).then(reported_us).otherwise(engaged_us)
     same_next = run.shift(-1).eq_missing(run)
     to_next = pl.when(same_next).then((ts.shift(-1) - ts).dt.total_microseconds() / 1e6)
-    to_last_beat = (pl.col("_last_beat_us") - micros) / 1e6
+    # The last page view's own heartbeats: with page view ids, those of its id and those without one that
+    # follow it (not another tab's, review of stop 52), as for its engaged time.
+    last_beat = pl.col("_last_beat_us")
     views = base.filter(is_view).join(per_page, on=["_run", "_page"], how="left", maintain_order="left")
     if per_id is not None:
         views = views.join(per_id, on=["_run", S.PAGE_VIEW_KEY], how="left", maintain_order="left")
+        last_beat = pl.max_horizontal(last_beat, pl.col("_id_last_beat_us"))
+    # (A heartbeat of its id sent before the page view, by a skewed clock: no time after it.)
+    to_last_beat = ((last_beat - micros) / 1e6).clip(lower_bound=0.0)
     views = views.select(
         *key,
         page.alias("page_view_in_session"),

@@ -215,6 +215,10 @@ SNOWPLOW_SESSIONS = [("a", 40.0), ("b", 15.0), ("c", 20.0), ("d", 15.0)]
 SNOWPLOW_PAGEVIEWS = [
     ("a", 1, 25.0), ("a", 2, 15.0), ("b", 1, 15.0), ("c", 1, 15.0), ("c", 2, 5.0), ("d", 1, 15.0),
 ]  # fmt: skip
+#: Per page view, ``time_on_page_s``: to the next page view; for a session's last, to its own last ping (of
+#: its id, or without an id after it), on the event time. a's B: its pings :12 and :22 -> 17 s, not A's :30
+#: (25 s, review of stop 52); c's E: the ping without an id at :20 -> 15 s, not D's :30.
+SNOWPLOW_TIME_ON_PAGE = [5.0, 17.0, 19.0, 5.0, 15.0, 40.0]
 
 
 def test_pings_by_page_view_id_on_the_device_s_time(tmp_path: Path) -> None:
@@ -227,6 +231,7 @@ def test_pings_by_page_view_id_on_the_device_s_time(tmp_path: Path) -> None:
     assert table.select("user_id", "engaged_time_s").rows() == SNOWPLOW_SESSIONS
     views = pl.read_csv(pageviews).sort("user_id", "page_view_in_session")
     assert views.select("user_id", "page_view_in_session", "engaged_time_s").rows() == SNOWPLOW_PAGEVIEWS
+    assert views.get_column("time_on_page_s").to_list() == SNOWPLOW_TIME_ON_PAGE
     # The bucketed path (spilled events carry the id and the device time) gives the same.
     result = run_cli(source, "-o", tmp_path / "b.csv", "--buckets", "3", "--temp-dir", tmp_path, *flags[:1],
                      *SNOWPLOW_RULE)  # fmt: skip
