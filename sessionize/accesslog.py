@@ -99,6 +99,24 @@ _START = r"^\x{FEFF}?"
 _END = r"(?:\s|$)"
 _TAIL = rf' "(?P<referrer>{_QUOTED})" "(?P<user_agent>{_QUOTED})"'
 _COMBINED = rf"{_HEAD}{_TAIL}{_END}"
+# What the strict fields above miss, read only for the lines they leave: a user name with spaces (nginx
+# fills $remote_user from any request's Authorization: Basic header, even where no page asks for one;
+# Apache's %u after a 401 is whatever the client sent; neither escapes a space), or an X-Forwarded-For list
+# whose first part, the client's own, has one. A stranger's request made its line malformed, which stopped
+# every run that reads the log (review of stop 52). The ident is then ``-`` (as in all but identd set-ups),
+# the client field an address or a list (``a b, 10.0.0.2``: a space only before its first comma, so that a
+# vhost_combined line, "host:port address", is still no combined line), the user name anything up to the
+# time in its one shape. The regex engine is linear in the line's length however the fields are cut.
+_LOG_TIME = r"[0-9]{2}/[A-Za-z]{3}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)? [+-][0-9]{4}"
+_AFTER_TIME = rf'\] "(?P<request>{_QUOTED})" (?P<status>[0-9]{{3}}) (?P<bytes>[0-9]+|-)'
+_LOOSE_HEADS = (
+    rf"(?P<ip>\S+|[^,]*(?:, \S+)+) (?P<ident>-) (?P<auth_user>.*?) \[(?P<time>{_LOG_TIME}){_AFTER_TIME}",
+)
+_LOOSE_PATTERNS: dict[LogFormat, tuple[str, ...]] = {
+    "combined": tuple(f"{_START}{head}{_TAIL}{_END}" for head in _LOOSE_HEADS),
+    "common": tuple(rf"{_START}{head}(?:{_TAIL})?{_END}" for head in _LOOSE_HEADS),
+    "vhost_combined": tuple(rf"{_START}(?P<vhost>\S+) {head}{_TAIL}{_END}" for head in _LOOSE_HEADS),
+}
 _PATTERNS: dict[LogFormat, str] = {
     "combined": _START + _COMBINED,
     # A common log's line that has the referrer and user agent after its fields is a combined line (a
@@ -168,11 +186,15 @@ def detect_log_format(first_lines: list[str]) -> LogFormat | None:
     lines = lines.filter(lines.str.contains(r"\S"))
     if lines.is_empty():
         return None
-    for log_format in LOG_FORMATS:
-        matched = _fields(pl.col(LINE), log_format).struct.field("ip").is_not_null()
-        count = pl.DataFrame([lines]).select(matched.sum()).item()
-        if count * 2 > lines.len():
-            return log_format
+    # The strict fields first: read loosely (a client field with spaces), a vhost_combined line is a
+    # combined one whose client is "host:port address".
+    for loose in (False, True):
+        for log_format in LOG_FORMATS:
+            patterns = _LOOSE_PATTERNS[log_format] if loose else (_PATTERNS[log_format],)
+            matched = pl.any_horizontal(pl.col(LINE).str.contains(pattern) for pattern in patterns)
+            count = pl.DataFrame([lines]).select(matched.sum()).item()
+            if count * 2 > lines.len():
+                return log_format
     return None
 
 
@@ -205,10 +227,6 @@ def leading_nul_runs(lines: pl.DataFrame) -> NulRuns:
         return NulRuns()
     total, first = runs.select(pl.col("_nuls").sum(), pl.col(ROW).min()).row(0)
     return NulRuns(int(total), runs.height, int(first))
-
-
-def _fields(line: pl.Expr, log_format: LogFormat) -> pl.Expr:
-    return line.str.extract_groups(_PATTERNS[log_format])
 
 
 def _none_if_dash(text: pl.Expr) -> pl.Expr:
@@ -376,6 +394,47 @@ def visitor_key_expr(kind: VisitorKey = DEFAULT_VISITOR_KEY, *, ip_column: str =
     raise UsageError(f"--visitor-key {kind!r} is not one of {', '.join(VISITOR_KEYS)}.")
 
 
+def _parsed_lines(lines: pl.LazyFrame, pattern: str, *, vhost: bool) -> pl.DataFrame:
+    """The fields of ``lines`` (``_row`` and ``line``) by ``pattern``: a line that does not match has a
+    null ``ip``."""
+    field = pl.col(_FIELDS).struct.field
+    # A common line has no referrer and user agent (null); one written as combined has them.
+    referrer = _none_if_dash(_unescape(field("referrer")))
+    user_agent = _none_if_dash(_unescape(field("user_agent")))
+    return (
+        lines.select(
+            pl.col(ROW),
+            pl.col(LINE),
+            pl.col(LINE).str.extract_groups(pattern).alias(_FIELDS),
+            pl.col(LINE).str.contains(NUL, literal=True).alias(_HAS_NUL),
+        )
+        .select(
+            pl.col(ROW),
+            pl.col(LINE),
+            pl.col(_HAS_NUL),
+            # The first of a proxy's addresses is the client's, without the port a proxy may have written
+            # after it (Azure Application Gateway's "81.2.69.160:50312"): one visitor, not one a connection.
+            # One regex test each, rewritten only where a port is (a third of the cost of rewriting all).
+            field("ip")
+            .str.replace(",.*", "")
+            .map_batches(client_addresses, return_dtype=pl.String, is_elementwise=True)
+            .alias("ip"),
+            _none_if_dash(field("ident")).alias("ident"),
+            _none_if_dash(field("auth_user")).alias("auth_user"),
+            field("time").str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False).alias("timestamp"),
+            field("request").alias(_REQUEST),
+            field("status").cast(pl.Int32).alias("status"),
+            # Apache's %b writes "-" for an empty body: zero bytes, not an unknown number.
+            pl.when(field("bytes") == "-").then(0).otherwise(field("bytes").cast(pl.Int64)).alias("bytes"),
+            referrer.alias("referrer"),
+            user_agent.alias("user_agent"),
+            *([field(VHOST).alias(VHOST)] if vhost else []),
+        )
+        .pipe(_split_request)
+        .collect()
+    )
+
+
 @overload
 def parse_access_log(
     lines: pl.LazyFrame,
@@ -465,45 +524,20 @@ def parse_access_log(
     frame = lines.lazy()
     if ROW not in frame.collect_schema().names():
         frame = frame.with_row_index(ROW)
-    field = pl.col(_FIELDS).struct.field
-    # A common line has no referrer and user agent (null); one written as combined has them.
-    referrer = _none_if_dash(_unescape(field("referrer")))
-    user_agent = _none_if_dash(_unescape(field("user_agent")))
-    vhost = [field(VHOST).alias(VHOST)] if known == "vhost_combined" else []
-    result = (
-        frame.with_columns(without_leading_nuls(pl.col(LINE)))
-        .filter(pl.col(LINE).str.contains(r"\S"))
-        .select(
-            pl.col(ROW),
-            pl.col(LINE),
-            _fields(pl.col(LINE), known).alias(_FIELDS),
-            pl.col(LINE).str.contains(NUL, literal=True).alias(_HAS_NUL),
-        )
-        .select(
-            pl.col(ROW),
-            pl.col(LINE),
-            pl.col(_HAS_NUL),
-            # The first of a proxy's addresses is the client's, without the port a proxy may have written
-            # after it (Azure Application Gateway's "81.2.69.160:50312"): one visitor, not one a connection.
-            # One regex test each, rewritten only where a port is (a third of the cost of rewriting all).
-            field("ip")
-            .str.replace(",.*", "")
-            .map_batches(client_addresses, return_dtype=pl.String, is_elementwise=True)
-            .alias("ip"),
-            _none_if_dash(field("ident")).alias("ident"),
-            _none_if_dash(field("auth_user")).alias("auth_user"),
-            field("time").str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False).alias("timestamp"),
-            field("request").alias(_REQUEST),
-            field("status").cast(pl.Int32).alias("status"),
-            # Apache's %b writes "-" for an empty body: zero bytes, not an unknown number.
-            pl.when(field("bytes") == "-").then(0).otherwise(field("bytes").cast(pl.Int64)).alias("bytes"),
-            referrer.alias("referrer"),
-            user_agent.alias("user_agent"),
-            *vhost,
-        )
-        .pipe(_split_request)
-        .collect()
+    lines_read = frame.with_columns(without_leading_nuls(pl.col(LINE))).filter(
+        pl.col(LINE).str.contains(r"\S")
     )
+    result = _parsed_lines(lines_read, _PATTERNS[known], vhost=known == "vhost_combined")
+    missed = result.filter(pl.col("ip").is_null() & ~pl.col(_HAS_NUL)).select(ROW, LINE)
+    for pattern in _LOOSE_PATTERNS[known] if missed.height else ():
+        again = _parsed_lines(missed.lazy(), pattern, vhost=known == "vhost_combined")
+        found = again.filter(pl.col("ip").is_not_null())
+        if found.height:
+            rows = found.get_column(ROW)
+            result = pl.concat([result.filter(~pl.col(ROW).is_in(rows.implode())), found]).sort(ROW)
+        missed = again.filter(pl.col("ip").is_null()).select(ROW, LINE)
+        if not missed.height:
+            break
     # The ip group is in every match, so a null ip means that the line does not match the format. A NUL
     # inside a line (those before it are gone) is damage, whatever the fields around it look like.
     ok = pl.col("ip").is_not_null() & pl.col("timestamp").is_not_null() & ~pl.col(_HAS_NUL)
@@ -521,7 +555,7 @@ def parse_access_log(
     parsed = result.filter(ok).with_columns(event, _none_if_dash(pl.col("ip")).alias("ip"))
     parsed = parsed.select(
         *PARSED_SCHEMA,
-        *([VHOST] if vhost else []),
+        *([VHOST] if known == "vhost_combined" else []),
         *([visitor_key_expr(visitor_key)] if visitor_key is not None else []),
         ROW,
     )

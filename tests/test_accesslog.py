@@ -1057,3 +1057,68 @@ def test_anonymize_ip_hides_a_client_address_with_a_port(
     assert values_written(tmp_path, full, skip=[log]) == set()
     for column in table.select(pl.col(pl.String)).columns:
         assert not table.get_column(column).str.contains("81.2.69.160|2001:480:10::1").any(), column
+
+
+# --- fields a client writes: a user name or X-Forwarded-For with spaces (review of stop 52) -------------
+
+#: Lines the servers write for requests any client can send: (client field, ident and user as logged),
+#: the fields expected (ip, ident, auth_user). nginx fills $remote_user from any Authorization: Basic
+#: header and Apache's %u after a 401 is the client's; neither escapes a space; X-Forwarded-For's first
+#: part is what the client sent.
+CLIENT_WRITTEN = [
+    ("81.2.69.161", "- john smith", ("81.2.69.161", None, "john smith")),
+    ("81.2.69.161", "- a [b] - c", ("81.2.69.161", None, "a [b] - c")),
+    ("81.2.69.161", '- x" 200 1 "y', ("81.2.69.161", None, 'x" 200 1 "y')),
+    ("evil client, 10.0.0.2", "- -", ("evil client", None, None)),
+    ("evil client, 10.0.0.2", "- a b", ("evil client", None, "a b")),
+]
+
+
+@pytest.mark.parametrize(("client", "head", "expected"), CLIENT_WRITTEN)
+def test_a_user_or_client_field_with_spaces_is_read(
+    client: str, head: str, expected: tuple[Any, ...]
+) -> None:
+    """Such a line was malformed (the fields were ``\\S+``), so one stranger's request stopped every run
+    that reads the log with --on-invalid fail (the default; a cron job's incremental state stuck on it),
+    or set the request aside with skip."""
+    lines = [line(), line(ip=client, head=head, request="GET /page HTTP/1.1"), line()]
+    parsed, malformed = parse(lines)
+    assert malformed.height == 0
+    row = parsed.row(1, named=True)
+    assert (row["ip"], row["ident"], row["auth_user"]) == expected
+    assert (row["timestamp"], row["url"], row["status"], row["user_agent"]) == (INSTANT, "/page", 200, UA)
+
+
+def test_a_line_that_is_no_request_is_still_malformed() -> None:
+    """The loose reading takes only the time in its one shape after the fields: damage stays damage."""
+    lines = [
+        line(),
+        line(head="- john smith", time_="[17/May/2015 10:05:03]"),
+        "john smith [x] y",
+        line(ip="a b", head="- -"),  # a space in a client field that is no list
+        line(head="identd-user a b"),  # an ident (identd) and a user name with spaces
+        line(),
+    ]
+    parsed, malformed = parse(lines)
+    assert parsed.height == 2
+    assert malformed.get_column("source_row").to_list() == [2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("path", EVERY_PATH)
+def test_a_client_written_user_name_is_read_on_every_path(tmp_path: Path, path: dict[str, Any]) -> None:
+    weird = [line(head="- john smith", status="401"), line(ip="evil client, 10.0.0.2")]
+    text = "\n".join([line(), line(), line(), *weird]) + "\n"
+    source = tmp_path / "access.log"
+    source.write_text(text, encoding="utf-8")
+    options = path_options(path, tmp_path)
+    result = sessionize.run([source], no_geo=True, **options)
+    assert (result.rows_read, result.events_read, result.rejected) == (5, 5, 0)
+    users = sorted(path_sessions(result, options).get_column("user_id").str.split("|").list.first())
+    assert users == ["83.149.9.216", "evil client"]
+
+
+def test_a_long_user_field_of_spaces_and_brackets_is_read() -> None:
+    """A user field of 200,000 spaces and brackets (the regex engine is linear in the line's length)."""
+    hostile = line(head="- " + " [a] " * 40_000)
+    parsed, malformed = parse([hostile] * 5)
+    assert parsed.height == 5 and malformed.height == 0
