@@ -132,8 +132,15 @@ def check_pattern(pattern: str, option: str) -> str:
     try:
         pl.Series([""], dtype=pl.String).str.contains(pattern)
     except pl.exceptions.PolarsError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{option} {pattern!r} is not a valid regular expression ({detail}).") from None
+        # The regex crate's reason ("error: look-around ... is not supported"), not the expression Polars
+        # names after it (review of stop 52).
+        lines = [line.strip() for line in str(exc).splitlines()]
+        reasons = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+        detail = reasons[0] if reasons else next((line for line in lines if line), type(exc).__name__)
+        raise UsageError(
+            f"{option} '{pattern}' is not a valid regular expression: {detail}. Polars' syntax is the regex "
+            "crate's (https://docs.rs/regex/latest/regex/#syntax): no look-around and no backreferences."
+        ) from None
     return pattern
 
 

@@ -396,6 +396,18 @@ def test_an_invalid_asset_pattern_is_a_usage_error() -> None:
         parse([line()], asset_pattern="[a-")
 
 
+def test_an_invalid_pattern_s_error_says_why(tmp_path: Path) -> None:
+    """The message kept only the expression Polars names after the reason, and showed the pattern's
+    backslashes doubled (review of stop 52): it gave no reason and no fix."""
+    log = tmp_path / "access.log"
+    log.write_text(line() + "\n", encoding="utf-8")
+    result = run_cli(log, "--no-geo", "--asset-pattern", r"\.(?!html?$)", "-o", tmp_path / "o.csv")
+    assert result.exit_code == 2
+    message = words(result.stderr)
+    assert r"--asset-pattern '\.(?!html?$)' is not a valid regular expression" in message
+    assert "look-around" in message and "is not supported" in message and "col(" not in message
+
+
 # --- visitors ------------------------------------------------------------------------------------
 
 
