@@ -652,6 +652,28 @@ def test_logrotate_names_are_access_logs_alone_and_in_a_directory(tmp_path: Path
     assert sorted(pages) == ["/before", "/dateext", "/today", "/yesterday"]
 
 
+def test_other_logrotate_date_formats_and_apache_s_own_name_are_access_logs(tmp_path: Path) -> None:
+    """logrotate's dateformat -%Y-%m-%d, and the man page's -%Y%m%d-%s, and Apache's access_log (its
+    httpd.conf's name, RHEL's), rotated or not: a directory run skipped them without a word, exit 0, and
+    their days of requests were not in the sessions (review of stop 52)."""
+    logs = tmp_path / "httpd"
+    logs.mkdir()
+    (logs / "access.log").write_text(_log_line("10.0.0.1", 40, "/today"))
+    (logs / "access.log-2015-05-16").write_text(_log_line("10.0.0.2", 30, "/dashed"))
+    (logs / "access.log-2015-05-15.gz").write_bytes(gzip.compress(_log_line("10.0.0.3", 20, "/gz").encode()))
+    (logs / "access.log-20150514-1431561600").write_text(_log_line("10.0.0.4", 10, "/epoch"))
+    (logs / "access_log").write_text(_log_line("10.0.0.5", 5, "/apache"))
+    (logs / "access_log-20150516").write_text(_log_line("10.0.0.6", 4, "/apache-dateext"))
+    (logs / "ssl_access_log.1").write_text(_log_line("10.0.0.7", 3, "/apache-ssl"))
+    every = run_cli(logs, "--no-geo", "-o", tmp_path / "all.csv")
+    assert every.exit_code == 0, every.stderr
+    pages = sorted(pl.read_csv(tmp_path / "all.csv")["landing_page"].to_list())
+    assert pages == ["/apache", "/apache-dateext", "/apache-ssl", "/dashed", "/epoch", "/gz", "/today"]
+    named = run_cli(logs / "access_log", "--no-geo", "-o", tmp_path / "one.csv")
+    assert named.exit_code == 0, named.stderr
+    assert pl.read_csv(tmp_path / "one.csv")["landing_page"].to_list() == ["/apache"]
+
+
 def test_error_logs_in_a_log_directory_are_skipped(tmp_path: Path) -> None:
     """/var/log/nginx holds error.log and its rotations beside the access logs: a directory run failed
     on error.log.1 ("not an access log format"). They are skipped with a warning; named, one is read."""

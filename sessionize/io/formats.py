@@ -69,8 +69,12 @@ def format_of(path: str, input_format: str | None = None) -> InputFormat | None:
 
 
 #: A log that logrotate rotated: ``access.log.1``, ``access.log.2.gz`` (numbered) or ``access.log-20240501``
-#: (``dateext``), which the docs' cron recipe reads.
-_ROTATED_LOG = re.compile(r"\.log(?:\.\d+|-\d{8}(?:\d{2})?)$")
+#: (``dateext``), which the docs' cron recipe reads; with other ``dateformat``s too: ``-2024-05-01``,
+#: ``-2024050110`` and the man page's ``-20240501-1714521600`` (``-%Y%m%d-%s``), which were skipped without a
+#: word in a directory (review of stop 52). And Apache's own name, ``access_log`` (httpd.conf, RHEL), rotated
+#: or not.
+_ROTATION = r"(?:\.\d+|-(?:\d{8}(?:\d{2})?|\d{4}-\d{2}-\d{2})(?:-\d+)?)"
+_ROTATED_LOG = re.compile(rf"(?:\.log{_ROTATION}|(?:^|[._-])access_log{_ROTATION}?)$")
 
 
 def output_format_of(output: str, format: str | None = None) -> OutputFormat:

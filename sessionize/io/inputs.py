@@ -337,8 +337,9 @@ def check_compressed_head(head: bytes, path: str, *, stream: bool = False, fmt: 
             raise UnreadableInputError(f"{path} is {what}, which sessionize does not read. {how}.")
 
 
-#: A web server's error log by its name (``error.log``, ``ssl_error.log``, ``site-error.log.1``, rotated).
-_ERROR_LOG = re.compile(r"(?:^|[._-])error\.log(?:$|[.-])")
+#: A web server's error log by its name (``error.log``, ``ssl_error.log``, ``site-error.log.1``, rotated;
+#: Apache's ``error_log``).
+_ERROR_LOG = re.compile(r"(?:^|[._-])error[._]log(?:$|[.-])")
 
 
 def _denied(path: str, what: str) -> UnreadableInputError:
