@@ -105,12 +105,16 @@ _COMBINED = rf"{_HEAD}{_TAIL}{_END}"
 # whose first part, the client's own, has one. A stranger's request made its line malformed, which stopped
 # every run that reads the log (review of stop 52). The ident is then ``-`` (as in all but identd set-ups),
 # the client field an address or a list (``a b, 10.0.0.2``: a space only before its first comma, so that a
-# vhost_combined line, "host:port address", is still no combined line), the user name anything up to the
-# time in its one shape. The regex engine is linear in the line's length however the fields are cut.
+# vhost_combined line, "host:port address", is still no combined line unless its client is a list), the
+# user name anything but brackets and quotes up to the time in its one shape. The regex engine is linear
+# in the line's length however the fields are cut.
 _LOG_TIME = r"[0-9]{2}/[A-Za-z]{3}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)? [+-][0-9]{4}"
 _AFTER_TIME = rf'\] "(?P<request>{_QUOTED})" (?P<status>[0-9]{{3}}) (?P<bytes>[0-9]+|-)'
+# Neither loose field holds a bracket or a quote: a line cut off after its ident and run into the next line
+# (``... "GET /checkout HT3.3.3.3 - - [...] "GET /b" ...``) stays malformed, not one request made of two.
 _LOOSE_HEADS = (
-    rf"(?P<ip>\S+|[^,]*(?:, \S+)+) (?P<ident>-) (?P<auth_user>.*?) \[(?P<time>{_LOG_TIME}){_AFTER_TIME}",
+    rf'(?P<ip>\S+|[^,\[\]"]*(?:, \S+)+) (?P<ident>-) (?P<auth_user>[^\[\]"]*?) '
+    rf"\[(?P<time>{_LOG_TIME}){_AFTER_TIME}",
 )
 _LOOSE_PATTERNS: dict[LogFormat, tuple[str, ...]] = {
     "combined": tuple(f"{_START}{head}{_TAIL}{_END}" for head in _LOOSE_HEADS),

@@ -1101,8 +1101,7 @@ def test_anonymize_ip_hides_a_client_address_with_a_port(
 #: part is what the client sent.
 CLIENT_WRITTEN = [
     ("81.2.69.161", "- john smith", ("81.2.69.161", None, "john smith")),
-    ("81.2.69.161", "- a [b] - c", ("81.2.69.161", None, "a [b] - c")),
-    ("81.2.69.161", '- x" 200 1 "y', ("81.2.69.161", None, 'x" 200 1 "y')),
+    ("81.2.69.161", "- a - b c", ("81.2.69.161", None, "a - b c")),
     ("evil client, 10.0.0.2", "- -", ("evil client", None, None)),
     ("evil client, 10.0.0.2", "- a b", ("evil client", None, "a b")),
 ]
@@ -1131,11 +1130,15 @@ def test_a_line_that_is_no_request_is_still_malformed() -> None:
         "john smith [x] y",
         line(ip="a b", head="- -"),  # a space in a client field that is no list
         line(head="identd-user a b"),  # an ident (identd) and a user name with spaces
+        # A line cut off in its request and run into the next one: two requests, not one (review of stop 52).
+        f'2.2.2.2 - - {T} "GET /checkout HT' + line(ip="3.3.3.3"),
+        line(head="- a [b] c"),  # brackets or a quote in a user name with spaces
+        line(head='- a "b c'),
         line(),
     ]
     parsed, malformed = parse(lines)
     assert parsed.height == 2
-    assert malformed.get_column("source_row").to_list() == [2, 3, 4, 5]
+    assert malformed.get_column("source_row").to_list() == [2, 3, 4, 5, 6, 7, 8]
 
 
 @pytest.mark.parametrize("path", EVERY_PATH)
@@ -1151,8 +1154,9 @@ def test_a_client_written_user_name_is_read_on_every_path(tmp_path: Path, path: 
     assert users == ["83.149.9.216", "evil client"]
 
 
-def test_a_long_user_field_of_spaces_and_brackets_is_read() -> None:
-    """A user field of 200,000 spaces and brackets (the regex engine is linear in the line's length)."""
-    hostile = line(head="- " + " [a] " * 40_000)
+def test_a_long_user_field_of_spaces_is_read() -> None:
+    """A user field of 160,000 characters, spaces and dashes (the regex engine is linear in the line's
+    length)."""
+    hostile = line(head="- " + " a - " * 40_000)
     parsed, malformed = parse([hostile] * 5)
     assert parsed.height == 5 and malformed.height == 0
