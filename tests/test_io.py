@@ -1631,6 +1631,57 @@ def test_a_parquet_time_in_a_fixed_offset_zone_is_read_as_its_instant(
     ]
 
 
+def test_a_fixed_offset_zone_file_is_read_a_window_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read in windows (the bucketed path, Dask's partitions), such a file was read whole by pyarrow for
+    each window and then sliced: time and memory grew with the square of its size, over --memory-limit
+    (review of this stop's diff). A window reads the row groups it overlaps, and its rows are the file's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    india = timezone(timedelta(hours=5, minutes=30))
+    n = 1_000
+    start = datetime(2024, 5, 1, 10, 0, tzinfo=india)
+    table = pa.table(
+        {
+            "user_id": [f"u{i % 37}" for i in range(n)],
+            "timestamp": pa.array(
+                [start + timedelta(minutes=i) for i in range(n)], pa.timestamp("us", "+05:30")
+            ),
+            "url": [f"/p{i}" for i in range(n)],
+        }
+    )
+    path = tmp_path / "offset.parquet"
+    pq.write_table(table, path, row_group_size=100)
+    source = sio.resolve_inputs([path])[0]
+    whole = sio.read.read_file(source, sio.ReadOptions(), keep_row=True).events
+    read_groups: list[int] = []
+    whole_reads: list[Any] = []
+    original_groups, original_table = pq.ParquetFile.read_row_groups, pq.read_table
+
+    def counted(self: Any, groups: Any, *args: Any, **kwargs: Any) -> Any:
+        read_groups.extend(groups)
+        return original_groups(self, groups, *args, **kwargs)
+
+    def counted_whole(*args: Any, **kwargs: Any) -> Any:
+        whole_reads.append(args)
+        return original_table(*args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counted)
+    monkeypatch.setattr(pq, "read_table", counted_whole)
+    reads = list(sio.read.iter_reads(source, sio.ReadOptions(), chunk_rows=150))
+    assert len(reads) == 7
+    # Each window its one or two row groups, never the whole file.
+    assert whole_reads == [] and 0 < len(read_groups) <= 14
+    windows = pl.concat([read.events for read in reads])
+    assert windows.drop("_row", strict=False).equals(whole.drop("_row", strict=False))
+    budget = sessionize.run([path], no_geo=True, memory_limit="2M", temp_dir=str(tmp_path))
+    assert budget.sessions.sort("user_id", "session_start").equals(
+        sessionize.run([path], no_geo=True).sessions.sort("user_id", "session_start")
+    )
+
+
 def session_rows_of(sessions: pl.DataFrame) -> list[tuple[Any, ...]]:
     return (
         sessions.sort("user_id", "session_start")

@@ -1169,11 +1169,12 @@ def _scan(
             return binary_as_text(flatten_structs(piped.lazy()), types.uuids).with_row_index(ROW), None
         types = parquet_types(source.path)
         if types.utc_schema is not None:
-            scan = read_relabelled(source.path, types.utc_schema).lazy().with_row_index(ROW)
+            relabelled = read_relabelled(source.path, types.utc_schema, window)
+            scan = relabelled.lazy().with_row_index(ROW, offset=0 if window is None else window[0])
         else:
             scan = pl.scan_parquet(source.path, row_index_name=ROW, glob=False)
-        if window is not None:
-            scan = scan.slice(*window)
+            if window is not None:
+                scan = scan.slice(*window)
         return binary_as_text(flatten_structs(scan), types.uuids), None
     # JSON exporters omit null keys and mix numeric and text ids: infer the schema from every line.
     ndjson: str | io.BytesIO = source.path
@@ -1528,13 +1529,27 @@ def _polars_zone(zone: str) -> bool:
     return True
 
 
-def read_relabelled(parquet: str | io.BytesIO, schema: Any) -> pl.DataFrame:
-    """A Parquet file whose schema Polars cannot read (:class:`ParquetTypes`), read by pyarrow and cast
-    to ``schema`` (its time zones as UTC: the same instants), then handed to Polars. The whole file is
-    read at once: such files come from pandas, and are small enough for it."""
+def read_relabelled(parquet: str | io.BytesIO, schema: Any, window: Window | None = None) -> pl.DataFrame:
+    """A Parquet file whose schema Polars cannot read (:class:`ParquetTypes`), or the ``window`` of its
+    rows (first row, row count), read by pyarrow and cast to ``schema`` (its time zones as UTC: the same
+    instants), then handed to Polars. A window reads only the row groups it overlaps, so that a file read
+    in slices (the bucketed path's windows, Dask's partitions) is not read whole for each."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(parquet)
+    if window is None:
+        return pl.from_arrow(pq.read_table(parquet).cast(schema))  # type: ignore[return-value]
+    first, count = window
+    reader = pq.ParquetFile(parquet)
+    groups, start, before = [], 0, None
+    for group in range(reader.num_row_groups):
+        rows = reader.metadata.row_group(group).num_rows
+        if start + rows > first and start < first + count:
+            groups.append(group)
+            before = start if before is None else before
+        start += rows
+    if not groups or before is None:
+        return pl.from_arrow(schema.empty_table())  # type: ignore[return-value]
+    table = reader.read_row_groups(groups).slice(first - before, count)
     return pl.from_arrow(table.cast(schema))  # type: ignore[return-value]
 
 
