@@ -137,9 +137,12 @@ def check_pattern(pattern: str, option: str) -> str:
         lines = [line.strip() for line in str(exc).splitlines()]
         reasons = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
         detail = reasons[0] if reasons else next((line for line in lines if line), type(exc).__name__)
+        detail = detail.rstrip(".")
+        unsupported = any(word in detail for word in ("look-around", "backreference"))
+        hint = " (no look-around and no backreferences)" if unsupported else ""
         raise UsageError(
             f"{option} '{pattern}' is not a valid regular expression: {detail}. Polars' syntax is the regex "
-            "crate's (https://docs.rs/regex/latest/regex/#syntax): no look-around and no backreferences."
+            f"crate's{hint}: https://docs.rs/regex/latest/regex/#syntax."
         ) from None
     return pattern
 
