@@ -633,15 +633,23 @@ def _log_line(ip: str, minute: int, path: str) -> str:
     return f'{ip} - - [17/May/2015:10:{minute:02d}:03 +0000] "GET {path} HTTP/1.1" 200 5 "-" "{UA}"\n'
 
 
+def _logs(directory: Path, pages: dict[str, str]) -> Path:
+    """A directory of one-request logs, each file (gzipped when its name ends .gz) a request for its page."""
+    directory.mkdir()
+    for number, (name, page) in enumerate(pages.items()):
+        text = _log_line(f"10.0.0.{number + 1}", 40 - number, page)
+        if name.endswith(".gz"):
+            (directory / name).write_bytes(gzip.compress(text.encode()))
+        else:
+            (directory / name).write_text(text)
+    return directory
+
+
 def test_logrotate_names_are_access_logs_alone_and_in_a_directory(tmp_path: Path) -> None:
     """The docs' cron recipe reads access.log.1: "Cannot tell the format" before; and a directory of
     rotated logs read only access.log (1 of 4 events), with no warning."""
-    logs = tmp_path / "nginx"
-    logs.mkdir()
-    (logs / "access.log").write_text(_log_line("10.0.0.1", 40, "/today"))
-    (logs / "access.log.1").write_text(_log_line("10.0.0.2", 30, "/yesterday"))
-    (logs / "access.log.2.gz").write_bytes(gzip.compress(_log_line("10.0.0.3", 20, "/before").encode()))
-    (logs / "access.log-20150516").write_text(_log_line("10.0.0.4", 10, "/dateext"))
+    rotated = {"access.log": "/today", "access.log.1": "/yesterday", "access.log.2.gz": "/before"}
+    logs = _logs(tmp_path / "nginx", {**rotated, "access.log-20150516": "/dateext"})
     (logs / "error.log").write_text("")  # nginx's, empty: no events
     one = run_cli(logs / "access.log.1", "--no-geo", "-o", tmp_path / "one.csv")
     assert one.exit_code == 0, one.stderr
@@ -656,15 +664,18 @@ def test_other_logrotate_date_formats_and_apache_s_own_name_are_access_logs(tmp_
     """logrotate's dateformat -%Y-%m-%d, and the man page's -%Y%m%d-%s, and Apache's access_log (its
     httpd.conf's name, RHEL's), rotated or not: a directory run skipped them without a word, exit 0, and
     their days of requests were not in the sessions (review of stop 52)."""
-    logs = tmp_path / "httpd"
-    logs.mkdir()
-    (logs / "access.log").write_text(_log_line("10.0.0.1", 40, "/today"))
-    (logs / "access.log-2015-05-16").write_text(_log_line("10.0.0.2", 30, "/dashed"))
-    (logs / "access.log-2015-05-15.gz").write_bytes(gzip.compress(_log_line("10.0.0.3", 20, "/gz").encode()))
-    (logs / "access.log-20150514-1431561600").write_text(_log_line("10.0.0.4", 10, "/epoch"))
-    (logs / "access_log").write_text(_log_line("10.0.0.5", 5, "/apache"))
-    (logs / "access_log-20150516").write_text(_log_line("10.0.0.6", 4, "/apache-dateext"))
-    (logs / "ssl_access_log.1").write_text(_log_line("10.0.0.7", 3, "/apache-ssl"))
+    logs = _logs(
+        tmp_path / "httpd",
+        {
+            "access.log": "/today",
+            "access.log-2015-05-16": "/dashed",
+            "access.log-2015-05-15.gz": "/gz",
+            "access.log-20150514-1431561600": "/epoch",
+            "access_log": "/apache",
+            "access_log-20150516": "/apache-dateext",
+            "ssl_access_log.1": "/apache-ssl",
+        },
+    )
     every = run_cli(logs, "--no-geo", "-o", tmp_path / "all.csv")
     assert every.exit_code == 0, every.stderr
     pages = sorted(pl.read_csv(tmp_path / "all.csv")["landing_page"].to_list())
