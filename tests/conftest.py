@@ -21,6 +21,22 @@ settings.register_profile("sessionize", deadline=None)
 settings.load_profile("sessionize")
 
 
+def uses_spark(item: pytest.Item) -> bool:
+    """Whether a test runs on the shared ``spark_session``: it asks for the fixture, or it is a Spark cell
+    of a path matrix (``any_path_options`` asks for the fixture as it runs; every such cell's id names
+    Spark)."""
+    return "spark_session" in getattr(item, "fixturenames", ()) or "spark" in item.nodeid.lower()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The work units of ``--dist loadgroup`` (pyproject.toml): every Spark test in one group, so that one
+    test worker starts a JVM (some 30 s of two cores each) and runs them all; each other test with the
+    rest of its file, so that a module's fixtures are made once."""
+    for item in items:
+        group = "spark" if uses_spark(item) else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def events() -> EventsFactory:
     """An input events frame from rows of (user_id, timestamp[, url[, referrer[, event[, session_id]]]]).
@@ -70,6 +86,9 @@ def spark_session() -> Iterator[Any]:
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.executorEnv.POLARS_MAX_THREADS", "1")
         .config("spark.ui.showConsoleProgress", "false")
+        # The JIT's quick tier only, and one GC thread: the tests' jobs are small and short, and the JVM
+        # shares two cores with the other test worker (the Spark tests took a fifth less time).
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")

@@ -25,13 +25,14 @@ out-of-range timestamps, rows with a field too many and too few.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import hmac
 import importlib.util
 import io
 import random
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -522,12 +523,14 @@ SUMMED = ("rows_read", "events_read", "rejected", "duplicates_removed", "filtere
 
 @dataclass
 class Outputs:
-    """What a path produced: the table and rejects as written, and the summary figures."""
+    """What a path produced: the table and rejects as written, the summary figures, and the page-view and
+    user tables as written."""
 
     sessions: pl.DataFrame
     rejects: pl.DataFrame | None
     figures: dict[str, Any]
     mean_duration_s: float | None = None
+    tables: list[pl.DataFrame] = field(default_factory=list)
 
 
 def figures_of(result: sessionize.RunResult) -> dict[str, Any]:
@@ -564,11 +567,41 @@ def local_dates(starts: pl.Series, option_set: OptionSet) -> pl.Series:
     return starts.dt.convert_time_zone(zone).dt.date().cast(pl.String)
 
 
+def table_options(work: Path, incremental: bool = False) -> dict[str, str]:
+    """Where a run writes the page-view and user tables (issue 20): every cell writes them beside its
+    sessions, so that every option set meets them on every path; an incremental run's page views in
+    partitions, its user table rebuilt from the output directory."""
+    pageviews = work / ("pageviews" if incremental else "pageviews.parquet")
+    return {"pageviews_output": str(pageviews), "users_output": str(work / "users.parquet")}
+
+
+def read_tables(work: Path, option_set: OptionSet, incremental: bool = False) -> list[pl.DataFrame]:
+    """The page-view and user tables :func:`table_options` had written, read back in a fixed order."""
+    if incremental:
+        written = pl.read_parquet(work / "pageviews" / "**" / "*.parquet", hive_partitioning=True)
+        # Each page view sits in the partition of its session's start date, beside the sessions.
+        day = local_dates(written.get_column("session_start"), option_set)
+        assert day.equals(written.get_column("session_date").cast(pl.String), check_names=False)
+        pageviews = written.drop("session_start", "session_date")
+    else:
+        pageviews = pl.read_parquet(work / "pageviews.parquet")
+    return [
+        pageviews.sort("user_id", "session_id", "page_view_in_session"),
+        pl.read_parquet(work / "users.parquet").sort("user_id"),
+    ]
+
+
 def run_memory(files: list[str], option_set: OptionSet, work: Path) -> Outputs:
-    result = sessionize.run(files, output=None, **run_options(option_set, work))
+    result = sessionize.run(files, output=None, **table_options(work), **run_options(option_set, work))
     assert result.path_taken == "in memory" and result.sessions_complete
     rejects = read_rejects([work / "rejects-0.parquet"] if option_set.dirty else [])
-    return Outputs(result.sessions.sort(KEYS), rejects, figures_of(result), result.mean_duration_s)
+    return Outputs(
+        result.sessions.sort(KEYS),
+        rejects,
+        figures_of(result),
+        result.mean_duration_s,
+        read_tables(work, option_set),
+    )
 
 
 def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, scheduler: Any) -> Outputs:
@@ -578,7 +611,13 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         state, out = work / "state", work / "out"
         batches = [[name] for name in files] if path == "incremental-3runs" else [files]
         results = [
-            sessionize.run(batch, state=str(state), output_dir=str(out), **run_options(option_set, work, n))
+            sessionize.run(
+                batch,
+                state=str(state),
+                output_dir=str(out),
+                **table_options(work, incremental=True),
+                **run_options(option_set, work, n),
+            )
             for n, batch in enumerate(batches)
         ]
         assert [r.path_taken for r in results] == [expected_path] * len(batches)
@@ -591,10 +630,12 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         rejects = read_rejects(
             [work / f"rejects-{n}.parquet" for n in range(len(batches))] if option_set.dirty else []
         )
+        tables = read_tables(work, option_set, incremental=True)
         if len(results) == 1:
-            return Outputs(sessions.sort(KEYS), rejects, figures_of(results[0]), results[0].mean_duration_s)
+            figures, mean = figures_of(results[0]), results[0].mean_duration_s
+            return Outputs(sessions.sort(KEYS), rejects, figures, mean, tables)
         sums = {name: sum(getattr(r, name) for r in results) for name in SUMMED}
-        return Outputs(sessions.sort(KEYS), rejects, sums)
+        return Outputs(sessions.sort(KEYS), rejects, sums, tables=tables)
     if path == "dask":
         target = work / "sessions"
         result = sessionize.run(
@@ -603,6 +644,7 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
             scheduler=scheduler,
             partitions=3,
             output=str(target),
+            **table_options(work),
             **run_options(option_set, work),
         )
         assert (target / "_SUCCESS").is_file()
@@ -615,7 +657,9 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         try:
             # The rejects as Spark's own dataset (a directory), never brought to the driver.
             options = run_options(option_set, work, suffix="")
-            result = sessionize.run(files, spark=scheduler, partitions=3, output=str(target), **options)
+            result = sessionize.run(
+                files, spark=scheduler, partitions=3, output=str(target), **table_options(work), **options
+            )
         finally:
             scheduler.conf.set("spark.sql.files.maxPartitionBytes", previous)
         assert (target / "_SUCCESS").is_file()
@@ -629,13 +673,19 @@ def run_path(path: str, files: list[str], option_set: OptionSet, work: Path, sch
         target = work / "sessions.parquet"
         buckets = {"buckets1-file": 1, "buckets2": 2, "buckets7": 7}[path]
         result = sessionize.run(
-            files, buckets=buckets, temp_dir=str(work), output=str(target), **run_options(option_set, work)
+            files,
+            buckets=buckets,
+            temp_dir=str(work),
+            output=str(target),
+            **table_options(work),
+            **run_options(option_set, work),
         )
         sessions = pl.read_parquet(target)
     assert result.path_taken == expected_path
     rejects_name = "rejects-0" if path.startswith("spark") else "rejects-0.parquet"
     rejects = read_rejects([work / rejects_name] if option_set.dirty else [])
-    return Outputs(sessions.sort(KEYS), rejects, figures_of(result), result.mean_duration_s)
+    tables = read_tables(work, option_set)
+    return Outputs(sessions.sort(KEYS), rejects, figures_of(result), result.mean_duration_s, tables)
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -747,6 +797,9 @@ def test_path_gives_the_in_memory_result(
     got = run_path(path, inputs[option_set.dirty], option_set, tmp_path, scheduler)
 
     assert_frame_equal(got.sessions, expected.sessions, check_row_order=True)
+    for got_table, expected_table in zip(got.tables, expected.tables, strict=True):
+        assert expected_table.height > 0
+        assert_frame_equal(got_table, expected_table, check_row_order=True)
 
     if option_set.dirty:
         assert expected.rejects is not None and got.rejects is not None
@@ -765,7 +818,8 @@ def test_path_gives_the_in_memory_result(
 def check_privacy(outputs: Outputs, option_set: OptionSet) -> None:
     """What the options promise of every path's outputs: no full address, no raw user id, no
     dropped column, no bot session."""
-    tables = [outputs.sessions, *([] if outputs.rejects is None else [outputs.rejects])]
+    tables = [outputs.sessions, *([] if outputs.rejects is None else [outputs.rejects]), *outputs.tables]
+    assert len(outputs.tables) == 2
     for table in tables:
         if option_set.anonymized and "ip" in table.columns:
             ips = table.get_column("ip").drop_nulls().unique().to_list()
@@ -773,8 +827,10 @@ def check_privacy(outputs: Outputs, option_set: OptionSet) -> None:
         if option_set.hashed:
             ids = table.get_column("user_id").drop_nulls()
             assert ids.str.contains(r"^[0-9a-f]{64}$").all(), ids.head(3).to_list()
+            assert raw_user_ids().isdisjoint(ids)
             # No session id in the clear beside its own hash (one standing in for a user id).
-            assert set(map(digest, table.get_column("session_id").drop_nulls())).isdisjoint(ids)
+            if "session_id" in table.columns:
+                assert set(map(digest, table.get_column("session_id").drop_nulls())).isdisjoint(ids)
         if option_set.anonymized or option_set.hashed:
             assert "raw_line" not in table.columns
     dropped = set(option_set.options.get("drop_columns", "").split(",")) - {""}
@@ -791,6 +847,12 @@ FULL_ADDRESSES = frozenset(ip for ip in IPS if ip and anonymize_ip(ip) not in (N
 #: Option sets whose incremental state once kept full addresses (now fixed; kept empty so that a
 #: regression shows as a failure, not an expected one).
 STATE_LEAKS: dict[str, str] = {}
+
+
+@functools.cache
+def raw_user_ids() -> frozenset[str]:
+    """The input's user ids in the clear: none may be written with --hash-user-ids."""
+    return frozenset(row["user_id"] for row in generate_events())
 
 
 def digest(value: str) -> str:
@@ -901,128 +963,3 @@ def test_each_option_set_changes_the_table(name: str, memory_runs: MemoryRuns) -
     table = memory_runs[name].sessions
     defaults = memory_runs["defaults"].sessions
     assert table.columns != defaults.columns or not table.equals(defaults)
-
-
-# --- the page-view and user tables (issue 20) ------------------------------------------------------
-
-#: The paths that write the page-view and user tables; 0: Dask, -1: Spark, -2 and -3: one and three
-#: incremental runs (page views in partitions, the user table rebuilt from the output directory).
-TABLE_PATHS = {
-    "buckets1-file": 1,
-    "buckets2": 2,
-    "buckets7": 7,
-    "dask": 0,
-    "spark": -1,
-    "incremental-1run": -2,
-    "incremental-3runs": -3,
-}
-
-
-def run_tables(
-    files: list[str], option_set: OptionSet, work: Path, buckets: int | None, scheduler: Any = None
-) -> list[pl.DataFrame]:
-    """The page-view and user tables as a run writes them, read back in a fixed order."""
-    work.mkdir(exist_ok=True)
-    pageviews, users = work / "pageviews.parquet", work / "users.parquet"
-    chosen: dict[str, Any] = {} if buckets is None else {"buckets": buckets, "temp_dir": str(work)}
-    if buckets == 0:
-        chosen = {"engine": "dask", "scheduler": scheduler, "partitions": 3}
-    if buckets == -1:
-        chosen = {"spark": scheduler, "partitions": 3}
-    if buckets in (-2, -3):
-        batches = [files] if buckets == -2 else [[name] for name in files]
-        pageviews = work / "pageviews"
-        for n, batch in enumerate(batches):
-            result = sessionize.run(
-                batch,
-                state=str(work / "state"),
-                output_dir=str(work / "out"),
-                pageviews_output=str(pageviews),
-                users_output=str(users),
-                **run_options(option_set, work, n),
-            )
-            assert result.path_taken == "incremental"
-        written = pl.read_parquet(pageviews / "**" / "*.parquet", hive_partitioning=True)
-        # Each page view sits in the partition of its session's start date, beside the sessions.
-        day = local_dates(written.get_column("session_start"), option_set)
-        assert day.equals(written.get_column("session_date").cast(pl.String), check_names=False)
-        return [
-            written.drop("session_start", "session_date").sort(
-                "user_id", "session_id", "page_view_in_session"
-            ),
-            pl.read_parquet(users).sort("user_id"),
-        ]
-    result = sessionize.run(
-        files,
-        output=str(work / ("sessions" if buckets in (0, -1) else "sessions.parquet")),
-        pageviews_output=str(pageviews),
-        users_output=str(users),
-        **chosen,
-        **run_options(option_set, work),
-    )
-    expected_path = {
-        None: "in memory",
-        1: "in memory",
-        0: "dask: 3 partitions",
-        -1: "spark: 3 partitions",
-    }.get(buckets, f"{buckets} buckets")
-    assert result.path_taken == expected_path
-    return [
-        pl.read_parquet(pageviews).sort("user_id", "session_id", "page_view_in_session"),
-        pl.read_parquet(users).sort("user_id"),
-    ]
-
-
-@pytest.fixture(scope="module")
-def memory_tables(
-    inputs: dict[bool, list[str]], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, list[pl.DataFrame]]:
-    class Tables(dict[str, list[pl.DataFrame]]):
-        def __missing__(self, name: str) -> list[pl.DataFrame]:
-            option_set = OPTION_SETS[name]
-            work = tmp_path_factory.mktemp(f"memory-tables-{name}")
-            self[name] = run_tables(inputs[option_set.dirty], option_set, work, None)
-            return self[name]
-
-    return Tables()
-
-
-@pytest.mark.parametrize(
-    ("name", "path"),
-    [
-        pytest.param(
-            name,
-            path,
-            id=f"{name}-{path}",
-            marks=[pytest.mark.skip(reason="Dask is not installed")]
-            if path == "dask" and not HAS_DASK
-            else [pytest.mark.skip(reason="PySpark is not installed")]
-            if path == "spark" and not HAS_SPARK
-            else [],
-        )
-        for name in OPTION_SETS
-        for path in TABLE_PATHS
-        if runs_on(path, name)
-    ],
-)
-def test_path_gives_the_in_memory_tables(
-    path: str,
-    name: str,
-    inputs: dict[bool, list[str]],
-    memory_tables: dict[str, list[pl.DataFrame]],
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> None:
-    if (path, name) in BY_DESIGN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=BY_DESIGN[path, name]))
-    option_set = OPTION_SETS[name]
-    expected = memory_tables[name]
-    scheduler = cluster_of(path, request)
-    got = run_tables(inputs[option_set.dirty], option_set, tmp_path, TABLE_PATHS[path], scheduler)
-    for got_table, expected_table in zip(got, expected, strict=True):
-        assert expected_table.height > 0
-        assert_frame_equal(got_table, expected_table, check_row_order=True)
-    if option_set.hashed:
-        raw = {row["user_id"] for row in generate_events()}
-        assert not raw & set(got[0].get_column("user_id")) and not raw & set(got[1].get_column("user_id"))
-        assert set(map(digest, got[0].get_column("session_id"))).isdisjoint(got[0].get_column("user_id"))
