@@ -567,7 +567,7 @@ def local_dates(starts: pl.Series, option_set: OptionSet) -> pl.Series:
     return starts.dt.convert_time_zone(zone).dt.date().cast(pl.String)
 
 
-def table_options(work: Path, incremental: bool = False) -> dict[str, str]:
+def table_options(work: Path, incremental: bool = False) -> dict[str, Any]:
     """Where a run writes the page-view and user tables (issue 20): every cell writes them beside its
     sessions, so that every option set meets them on every path; an incremental run's page views in
     partitions, its user table rebuilt from the output directory."""
