@@ -708,6 +708,87 @@ def test_a_csv_is_read_in_splits_unless_a_quoted_field_spans_lines(
         spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
 
 
+def spark_jobs(spark: Any, run: Any, group: str) -> int:
+    """How many Spark jobs ``run()`` started (in a new job ``group`` of its own)."""
+    spark.sparkContext.setJobGroup(group, "counted")
+    try:
+        run()
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def test_several_large_text_files_are_planned_in_one_pass_per_kind(
+    tmp_path: Path, spark_session: Any
+) -> None:
+    """The first pass over large text files (each split's lines counted and checked) reads every file of a
+    kind at once, and the first lines of each (a log's format, a CSV's header) on the driver: three large
+    CSVs cost the run as many Spark jobs as one (two per file before). Each file keeps its own plan: one
+    whose quoted field spans lines is read whole beside two read in splits, a malformed NDJSON file whole
+    beside a good one, two logs each with its own line numbers; the same table and rejects as locally."""
+    header = "user_id,timestamp,url,note\n"
+    rows = [
+        f'u{i % 50},2024-05-01T10:{i % 60:02d}:{i % 7:02d}Z,https://a.example/{i % 9},"x, {i}"'
+        for i in range(3000)
+    ]
+    csvs = [
+        write_text(
+            tmp_path / f"plain{n}.csv", header + "\n".join(r.replace("u", f"f{n}u", 1) for r in rows) + "\n"
+        )
+        for n in range(4)
+    ]
+    # An invalid time in the second split of one: rejected with its line number in the file.
+    text = csvs[3].read_text()
+    cut = text.rindex("2024-05-01T10:20:05Z")
+    csvs[3].write_text(text[:cut] + "not a time" + text[cut + 20 :])
+    spanning = rows.copy()
+    spanning[1500] = 'u1,2024-05-01T10:00:00Z,https://a.example/,"two\nlines"'
+    quoted = write_text(tmp_path / "quoted.csv", header + "\n".join(spanning) + "\n")
+    lines = [
+        f'{{"user_id": "u{i % 40}", "timestamp": "2024-05-01T10:{i % 60:02d}:{i % 13:02d}Z", "ref": '
+        + (f'"r{i}"' if i % 2 else str(i))
+        + "}"
+        for i in range(3000)
+    ]
+    good = write_text(tmp_path / "good.ndjson", "\n".join(lines) + "\n")
+    bad = write_text(tmp_path / "bad.ndjson", "\n".join(lines).replace(lines[2222], "{not json") + "\n")
+    apache = APACHE_LOG.read_text(encoding="utf-8", errors="replace").splitlines()
+    apache[1234] = "this is not a log line"
+    logs = [
+        write_text(tmp_path / "first.log", "\n".join(apache[:3000]) + "\n"),
+        write_text(tmp_path / "second.log", "\n".join(apache[3000:6000]) + "\n"),
+    ]
+    previous = spark_session.conf.get("spark.sql.files.maxPartitionBytes")
+    spark_session.conf.set("spark.sql.files.maxPartitionBytes", "48k")
+    try:
+        for name, files, split in (
+            ("csv", [csvs[0], quoted, csvs[3]], 2),
+            ("ndjson", [bad, good], 1),
+            ("log", logs, 2),
+        ):
+            work = tmp_path / f"run-{name}"
+            work.mkdir()
+            local, result, _ = rejects_as_local(files, work, spark_session)
+            assert result.path_taken.endswith(f", {split} large file(s) read in splits"), result.path_taken
+            assert local.rejected >= 1
+        # (Without adaptive query execution, whose jobs vary with the data's sizes.)
+        spark_session.conf.set("spark.sql.adaptive.enabled", "false")
+        jobs = {}
+        for n, files in ((1, csvs[:1]), (3, csvs[:3])):
+            out = tmp_path / f"jobs{n}"
+            jobs[n] = spark_jobs(
+                spark_session,
+                lambda files=files, out=out: sessionize.run(
+                    files, spark=spark_session, no_geo=True, on_invalid="skip", output=str(out)
+                ),
+                f"planned-{n}",
+            )
+        assert jobs[3] == jobs[1], jobs
+    finally:
+        spark_session.conf.set("spark.sql.files.maxPartitionBytes", previous)
+        spark_session.conf.unset("spark.sql.adaptive.enabled")
+
+
 def test_a_large_ndjson_file_is_read_in_splits_with_the_whole_files_types(
     tmp_path: Path, spark_session: Any
 ) -> None:

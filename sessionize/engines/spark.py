@@ -475,6 +475,8 @@ def _read_rows(
 _LINE_FORMATS = (*ACCESS_LOG_FORMATS, "snowplow", "tsv")
 #: The split a line was read in (its first byte), and the line as bytes (decoded as a local run does).
 _BLOCK = "_sessionize_block"
+#: The number of the file a line was read from (a first pass reads the lines of several files at once).
+_FILE = "_sessionize_file"
 _LINE = "_sessionize_line"
 
 
@@ -488,17 +490,12 @@ class _LineSlices:
     lines_before: dict[int, int]
 
 
-def _plan_lines(
-    session: Any, source: SparkInput, input_format: str | None, options: io.ReadOptions
-) -> _LineSlices | None:
-    """A large access log or enriched TSV, to be read by Spark's text reader in splits: its format and
-    the line number each split starts at (a first pass counts the lines of each split); None for a
-    file that is not one of those (a TSV with a header), or in another ``--encoding`` than UTF-8 (a
-    local run decodes all of such a file with it when any line is not UTF-8)."""
-    if not io.read.is_utf8(options.encoding):
-        return None
-    text = _text_lines(session, source.uri)
-    first_lines = [bytes(row[0]) for row in text.limit(20).collect()]
+def _line_format(fs: _HadoopFS, source: SparkInput, input_format: str | None) -> str | None:
+    """The format of a large access log or enriched TSV, to be read by Spark's text reader in splits,
+    told from its first lines (read on the driver); None for a file that is not one of those (a TSV with
+    a header). (Only in UTF-8, the default ``--encoding``: a local run decodes all of a file in another
+    encoding with it when any line is not UTF-8.)"""
+    first_lines = fs.head(source.uri, 20)
     if io.read.looks_like_utf16(b"\n".join(first_lines)):
         # UTF-16 (valid UTF-8: a NUL beside each letter) cut at its bytes 0x0A: read whole, as the local
         # reader refuses it.
@@ -515,8 +512,7 @@ def _plan_lines(
         if detected is None:
             return None  # read whole: the local reader names the problem
         fmt = detected
-    counts = text.groupBy(_BLOCK).count().collect()
-    return _LineSlices(source.number, fmt, _running_totals((int(row[0]), int(row[1])) for row in counts))
+    return fmt
 
 
 def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterator[Any]:
@@ -527,7 +523,7 @@ def _read_lines(batches: Iterable[Any], task: Any, plan: _LineSlices) -> Iterato
     schema = _event_schema(read_task.job)
     source = _source_of(read_task, plan.number)
     shown = io.InputFile(source.uri, plan.format, name=source.shown)  # type: ignore[arg-type]
-    for block, lines in _blocks(batches):
+    for _, block, lines in _blocks(batches):
         first = _lines_before(plan.lines_before, block, source)
         undecodable = None
         if plan.format == "snowplow":
@@ -651,54 +647,80 @@ class _CsvSlices:
     careful: bool
 
 
-def _plan_csv(session: Any, source: SparkInput, options: io.ReadOptions) -> _CsvSlices | None:
-    """A large CSV or TSV, to be read by Spark's text reader in splits, when it can be cut at its lines:
+def _csv_header(fs: _HadoopFS, source: SparkInput) -> bytes | None:
+    """The header line of a large CSV or TSV to be read by Spark's text reader in splits (read on the
+    driver); None when it is read whole: an empty file, or UTF-16 (cut at its bytes 0x0A, the local
+    reader names it)."""
+    first = fs.head(source.uri, 1)
+    if not first or io.read.looks_like_utf16(first[0]):
+        return None
+    return first[0]
+
+
+def _csv_plans(
+    session: Any, sources: Sequence[SparkInput], headers: dict[int, bytes]
+) -> dict[int, _CsvSlices]:
+    """The large CSV and TSV files that can be cut at their lines, in one first pass over all of them:
     UTF-8 (the default ``--encoding``) and no quoted field that spans lines (a line with an odd number of
-    quotes); None otherwise (it is read whole). A first pass counts each split's lines and tells whether
-    any needs the careful reader."""
-    if not io.read.is_utf8(options.encoding):
-        return None
-    lines = _text_lines(session, source.uri)
-    first = lines.limit(1).collect()
-    if not first or first[0][0] is None:
-        return None
-    header = bytes(first[0][0])
-    if io.read.looks_like_utf16(header):
-        return None  # UTF-16 cut at its bytes 0x0A: read whole, the local reader names it
-    separator = "\t" if source.format == "tsv" else ","
+    quotes); the others are read whole. The pass counts each split's lines and tells whether any needs
+    the careful reader."""
+    if not sources:
+        return {}
+    separators = {s.number: "\t" if s.format == "tsv" else "," for s in sources}
+    heads = {number: (headers[number], separators[number]) for number in headers}
     schema = T.StructType(
         [
+            T.StructField("file", T.LongType()),
             T.StructField("block", T.LongType()),
             T.StructField("lines", T.LongType()),
             T.StructField("spans", T.BooleanType()),
             T.StructField("careful", T.BooleanType()),
         ]
     )
-    stats = lines.mapInArrow(lambda batches: _csv_stats(batches, header, separator), schema).collect()
-    if any(row["spans"] for row in stats):
-        return None
-    before = _running_totals((int(row["block"]), int(row["lines"])) for row in stats)
-    careful = any(row["careful"] for row in stats)
-    return _CsvSlices(source.number, separator, header, before, careful)
+    lines = _lines_of(session, sources)
+    stats = lines.mapInArrow(lambda batches: _csv_stats(batches, heads), schema).collect()
+    plans = {}
+    for source in sources:
+        rows = [row for row in stats if row["file"] == source.number]
+        if any(row["spans"] for row in rows):
+            continue
+        before = _running_totals((int(row["block"]), int(row["lines"])) for row in rows)
+        careful = any(row["careful"] for row in rows)
+        plans[source.number] = _CsvSlices(
+            source.number, separators[source.number], headers[source.number], before, careful
+        )
+    return plans
 
 
-def _text_lines(session: Any, uri: str) -> Any:
-    """A text file's lines as bytes (``\n`` ends), with the first byte of the split each was read in."""
+def _text_lines(session: Any, source: SparkInput) -> Any:
+    """A text file's lines as bytes (``\n`` ends), with the first byte of the split each was read in and
+    the file's number."""
     return (
         session.read.option("lineSep", "\n")
         .format("text")
-        .load(uri)
-        .select(F.col("value").cast("binary").alias(_LINE), F.col("_metadata.file_block_start").alias(_BLOCK))
+        .load(source.uri)
+        .select(
+            F.col("value").cast("binary").alias(_LINE),
+            F.col("_metadata.file_block_start").alias(_BLOCK),
+            F.lit(source.number).cast("long").alias(_FILE),
+        )
     )
 
 
-def _blocks(batches: Iterable[Any]) -> Iterator[tuple[int, pl.Series]]:
-    """A task's lines, split by split (each arrives whole and in order): (its first byte, its lines)."""
+def _lines_of(session: Any, sources: Sequence[SparkInput]) -> Any:
+    """The lines of several text files (:func:`_text_lines`) as one frame, for one first pass over all of
+    them: each task holds splits of one file (a union keeps its parts' partitions apart)."""
+    return functools.reduce(lambda a, b: a.union(b), (_text_lines(session, s) for s in sources))
+
+
+def _blocks(batches: Iterable[Any]) -> Iterator[tuple[int, int, pl.Series]]:
+    """A task's lines, split by split (each arrives whole and in order): (its file's number, its first
+    byte, its lines)."""
     frame = _frame_of(batches)
     if frame is None:
         return
-    for (block, *_), part in frame.partition_by(_BLOCK, as_dict=True, maintain_order=True).items():
-        yield int(block), part.get_column(_LINE)
+    for (number, block), part in frame.partition_by(_FILE, _BLOCK, as_dict=True, maintain_order=True).items():
+        yield int(number), int(block), part.get_column(_LINE)
 
 
 def _joined(lines: pl.Series) -> bytes:
@@ -712,8 +734,9 @@ def _csv_data(block: int, lines: pl.Series, header: bytes) -> bytes:
     return body if block == 0 else header + b"\n" + body
 
 
-def _csv_stats(batches: Iterable[Any], header: bytes, separator: str) -> Iterator[Any]:
-    for block, lines in _blocks(batches):
+def _csv_stats(batches: Iterable[Any], heads: dict[int, tuple[bytes, str]]) -> Iterator[Any]:
+    for number, block, lines in _blocks(batches):
+        header, separator = heads[number]
         try:
             quotes = lines.cast(pl.String).str.count_matches('"', literal=True)
             spans = bool((quotes.fill_null(0) % 2 == 1).any())
@@ -723,7 +746,13 @@ def _csv_stats(batches: Iterable[Any], header: bytes, separator: str) -> Iterato
         if not spans:
             careful = io.read.parse_csv(_csv_data(block, lines, header), separator=separator)[2]
         yield pa.RecordBatch.from_pydict(
-            {"block": [block], "lines": [len(lines)], "spans": [spans], "careful": [careful]}
+            {
+                "file": [number],
+                "block": [block],
+                "lines": [len(lines)],
+                "spans": [spans],
+                "careful": [careful],
+            }
         )
 
 
@@ -734,7 +763,7 @@ def _read_csv_lines(batches: Iterable[Any], task: Any, plan: _CsvSlices) -> Iter
     schema = _event_schema(read_task.job)
     source = _source_of(read_task, plan.number)
     shown = io.InputFile(source.uri, source.format, name=source.shown)
-    for block, lines in _blocks(batches):
+    for _, block, lines in _blocks(batches):
         _lines_before(plan.lines_before, block, source)
         rows, malformed, _ = io.read.parse_csv(
             _csv_data(block, lines, plan.header),
@@ -763,24 +792,40 @@ class _JsonSlices:
     records_before: dict[int, int]
 
 
-def _plan_ndjson(session: Any, source: SparkInput, options: io.ReadOptions) -> _JsonSlices | None:
-    """A large NDJSON file, to be read by Spark's text reader in splits: a first pass infers each
-    split's column types and counts its records; None (it is read whole) when a split does not parse
-    (a malformed line: the careful reader reads the whole file) or is not UTF-8. The id fields' numbers
-    are read as text (:func:`sessionize.io.read.ids_as_text`); a split whose id field is ``true`` or
-    ``false`` instead is read whole too, where that line is rejected as a local read rejects it."""
-    lines = _text_lines(session, source.uri)
+def _json_plans(
+    session: Any, sources: Sequence[SparkInput], options: io.ReadOptions
+) -> dict[int, _JsonSlices]:
+    """The large NDJSON files to be read by Spark's text reader in splits, in one first pass over all of
+    them that infers each split's column types and counts its records. A file is read whole when a split
+    does not parse (a malformed line: the careful reader reads the whole file) or is not UTF-8. The id
+    fields' numbers are read as text (:func:`sessionize.io.read.ids_as_text`); a file with a split whose
+    id field is ``true`` or ``false`` instead is read whole too, where that line is rejected as a local
+    read rejects it."""
+    if not sources:
+        return {}
     schema = T.StructType(
         [
+            T.StructField("file", T.LongType()),
             T.StructField("block", T.LongType()),
             T.StructField("records", T.LongType()),
             T.StructField("types", T.BinaryType()),
         ]
     )
+    lines = _lines_of(session, sources)
     stats = lines.mapInArrow(lambda batches: _json_stats(batches, options), schema).collect()
+    plans = {}
+    for source in sources:
+        rows = sorted((row for row in stats if row["file"] == source.number), key=lambda r: int(r["block"]))
+        plan = _json_plan(source, rows, options)
+        if plan is not None:
+            plans[source.number] = plan
+    return plans
+
+
+def _json_plan(source: SparkInput, stats: list[Any], options: io.ReadOptions) -> _JsonSlices | None:
+    """One NDJSON file's plan from its splits' statistics (:func:`_json_plans`), or None: read whole."""
     if any(row["types"] is None for row in stats):
         return None
-    stats = sorted(stats, key=lambda r: int(r["block"]))
     before = _running_totals((int(row["block"]), int(row["records"])) for row in stats)
     frames = [pl.DataFrame(schema=pickle.loads(row["types"])) for row in stats]
     try:
@@ -800,7 +845,7 @@ def _number_or_null(dtype: pl.DataType) -> bool:
 
 
 def _json_stats(batches: Iterable[Any], options: io.ReadOptions) -> Iterator[Any]:
-    for block, lines in _blocks(batches):
+    for number, block, lines in _blocks(batches):
         data = _joined(lines)
         types: bytes | None = None
         records = 0
@@ -827,8 +872,10 @@ def _json_stats(batches: Iterable[Any], options: io.ReadOptions) -> Iterator[Any
         except (UnicodeDecodeError, pl.exceptions.PolarsError):
             types = None
         yield pa.RecordBatch.from_pydict(
-            {"block": [block], "records": [records], "types": [types]},
-            schema=pa.schema([("block", pa.int64()), ("records", pa.int64()), ("types", pa.binary())]),
+            {"file": [number], "block": [block], "records": [records], "types": [types]},
+            schema=pa.schema(
+                [("file", pa.int64()), ("block", pa.int64()), ("records", pa.int64()), ("types", pa.binary())]
+            ),
         )
 
 
@@ -839,7 +886,7 @@ def _read_json_lines(batches: Iterable[Any], task: Any, plan: _JsonSlices) -> It
     schema = _event_schema(read_task.job)
     source = _source_of(read_task, plan.number)
     shown = io.InputFile(source.uri, "ndjson", name=source.shown)
-    for block, lines in _blocks(batches):
+    for _, block, lines in _blocks(batches):
         data = _joined(lines)
         del lines
         first = _lines_before(plan.records_before, block, source)
@@ -933,10 +980,10 @@ def _read_events(
     sizes = {source.uri: fs.size(source.uri) for source in files}
     # Gzipped files are read whole: one too large for that is refused before any job.
     _check_whole([f for f in files if io.formats.split_gz(f.uri)[1]], sizes)
-    for source in files:
-        if io.formats.split_gz(source.uri)[1] or sizes[source.uri] <= limit:
-            continue
-        reader = _split_reader(session, source, task, event_schema, input_format)
+    large = [f for f in files if not io.formats.split_gz(f.uri)[1] and sizes[f.uri] > limit]
+    plans = _plan_splits(session, fs, large, task.value.options, input_format)
+    for source in large:
+        reader = _split_reader(session, source, task, event_schema, plans.get(source.number))
         if reader is not None:
             frames.append(reader)
             split.append(source.shown)
@@ -989,12 +1036,48 @@ def _fixed_16_columns(session: Any, uri: str) -> frozenset[str]:
         reader.close()
 
 
+#: How a large text file is read in splits: its first pass's figures (None: it is read whole).
+_TextPlan = _LineSlices | _CsvSlices | _JsonSlices
+
+
+def _plan_splits(
+    session: Any,
+    fs: _HadoopFS,
+    sources: Sequence[SparkInput],
+    options: io.ReadOptions,
+    input_format: str | None,
+) -> dict[int, _TextPlan]:
+    """The large text files that can be read in splits, by number, with what their read tasks need. The
+    first lines of each are read on the driver (a log's format, a CSV's header), and one first pass per
+    kind of file reads all the files of that kind at once: the lines of each split counted (access logs,
+    enriched TSV), or checked and counted (CSV, NDJSON). (Each Spark job costs a round of scheduling:
+    two jobs per file before.) Only in UTF-8, the default ``--encoding``, except NDJSON (always UTF-8)."""
+    utf8 = io.read.is_utf8(options.encoding)
+    formats = {
+        s.number: fmt
+        for s in sources
+        if utf8 and s.format in _LINE_FORMATS and (fmt := _line_format(fs, s, input_format)) is not None
+    }
+    plans: dict[int, _TextPlan] = {}
+    counted = [s for s in sources if s.number in formats]
+    if counted:
+        counts = _lines_of(session, counted).groupBy(_FILE, _BLOCK).count().collect()
+        for source in counted:
+            blocks = ((int(row[1]), int(row[2])) for row in counts if row[0] == source.number)
+            plans[source.number] = _LineSlices(source.number, formats[source.number], _running_totals(blocks))
+    # (A .tsv that is not an enriched TSV is a TSV with a header line.)
+    tables = [s for s in sources if utf8 and s.format in ("csv", "tsv") and s.number not in formats]
+    headers = {s.number: header for s in tables if (header := _csv_header(fs, s)) is not None}
+    plans.update(_csv_plans(session, [s for s in tables if s.number in headers], headers))
+    plans.update(_json_plans(session, [s for s in sources if s.format == "ndjson"], options))
+    return plans
+
+
 def _split_reader(
-    session: Any, source: SparkInput, task: Any, event_schema: Any, input_format: str | None
+    session: Any, source: SparkInput, task: Any, event_schema: Any, plan: _TextPlan | None
 ) -> Any:
-    """The events of one large file read in splits, or None when it is read whole: an NDJSON file (its
-    column types come from every line), a CSV that cannot be cut at lines, a Spark without
-    ``_metadata.row_index``."""
+    """The events of one large file read in splits, or None when it is read whole: a text file without
+    a plan (:func:`_plan_splits`), a Spark without ``_metadata.row_index``."""
     schema = _struct(event_schema)
     if source.format == "parquet":
         try:
@@ -1007,22 +1090,16 @@ def _split_reader(
             return None
         number = source.number
         return rows.mapInArrow(lambda batches: _read_split(batches, task, number, uuids), schema)
-    if source.format in _LINE_FORMATS:
-        # (A .tsv is a Snowplow enriched TSV when its first line is an event, else a TSV with a header.)
-        plan = _plan_lines(session, source, input_format, task.value.options)
-        if plan is not None:
-            lines = _text_lines(session, source.uri)
-            return lines.mapInArrow(lambda batches: _read_lines(batches, task, plan), schema)
-    if source.format == "ndjson":
-        json_plan = _plan_ndjson(session, source, task.value.options)
-        if json_plan is not None:
-            lines = _text_lines(session, source.uri)
-            return lines.mapInArrow(lambda batches: _read_json_lines(batches, task, json_plan), schema)
-    if source.format in ("csv", "tsv"):
-        csv_plan = _plan_csv(session, source, task.value.options)
-        if csv_plan is not None:
-            lines = _text_lines(session, source.uri)
-            return lines.mapInArrow(lambda batches: _read_csv_lines(batches, task, csv_plan), schema)
+    lines = _text_lines(session, source)
+    if isinstance(plan, _LineSlices):
+        line_plan = plan
+        return lines.mapInArrow(lambda batches: _read_lines(batches, task, line_plan), schema)
+    if isinstance(plan, _JsonSlices):
+        json_plan = plan
+        return lines.mapInArrow(lambda batches: _read_json_lines(batches, task, json_plan), schema)
+    if isinstance(plan, _CsvSlices):
+        csv_plan = plan
+        return lines.mapInArrow(lambda batches: _read_csv_lines(batches, task, csv_plan), schema)
     return None
 
 
@@ -1157,6 +1234,30 @@ class _HadoopFS:
     def size(self, path: str) -> int:
         fs, jpath = self._path(path)
         return int(fs.getFileStatus(jpath).getLen())
+
+    def head(self, path: str, count: int, chunk: int = 1 << 20) -> list[bytes]:
+        """A text file's first ``count`` lines as Spark's text reader cuts them (at ``\n``, a ``\r``
+        kept, a UTF-8 byte order mark skipped; no empty line after a last ``\n``), read on the driver: no
+        Spark job."""
+        fs, jpath = self._path(path)
+        stream = fs.open(jpath)
+        chunks: list[bytes] = []
+        ends = 0
+        try:
+            while ends < count:
+                data = bytes(stream.readNBytes(chunk))
+                if not data:
+                    break
+                chunks.append(data)
+                ends += data.count(b"\n")
+        finally:
+            stream.close()
+        data = b"".join(chunks)
+        # Hadoop's line reader skips a UTF-8 byte order mark at the start of a file.
+        lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+        if ends < count and lines[-1] == b"":
+            lines.pop()  # the end of the file: the last line's \n ends it, no empty line after it
+        return lines[:count]
 
 
 def _session_of(spark: Any, master: str | None) -> tuple[Any, bool]:
