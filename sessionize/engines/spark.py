@@ -287,19 +287,23 @@ _PREFIXES = {"pageviews": "pv__", "users": "us__"}
 
 
 def _table_schemas(job: PartitionJob) -> dict[str, dict[str, pl.DataType]]:
-    """The page-view and user tables' columns of this job (as an empty partition gives them)."""
+    """The page-view and user tables' columns of this job (as an empty partition gives them); none when
+    it makes neither table."""
+    if not (job.pageviews or job.users):
+        return {}
     empty = process_partition(pl.DataFrame(schema=job.event_schema()), job)
     tables = {"pageviews": empty.pageviews, "users": empty.users}
     return {name: dict(table.schema) for name, table in tables.items() if table is not None}
 
 
-def _session_schema(job: PartitionJob) -> Any:
+def _session_schema(job: PartitionJob, tables: dict[str, dict[str, pl.DataType]]) -> Any:
     """The Arrow schema of the sessionize step's rows: every column, then the geo status; with the
-    page-view and user tables, their columns (prefixed) and ``_table``."""
+    page-view and user tables (``tables``: their columns, :func:`_table_schemas`), their columns
+    (prefixed) and ``_table``."""
     dtypes = {**session_schema(job.settings), geo.STATUS: pl.String()}
     if job.settings.rules.session_cap is not None:
         dtypes[CAPPED] = pl.UInt32()
-    for name, schema in _table_schemas(job).items():
+    for name, schema in tables.items():
         dtypes.update({_PREFIXES[name] + column: dtype for column, dtype in schema.items()})
     if job.pageviews or job.users:
         dtypes[TABLE] = pl.String()
@@ -1538,14 +1542,15 @@ def _run(
             )
         users = events.repartition(count, F.col(BUCKET))
         # Made once here: the page-view and user tables' columns come from an empty partition's run.
-        rows_schema = _session_schema(job)
+        table_schemas = _table_schemas(job)
+        rows_schema = _session_schema(job, table_schemas)
         all_sessions = users.mapInArrow(
             lambda batches: _sessionize(batches, shipped, rows_schema), _struct(rows_schema)
         )
         persisted = all_sessions.persist(StorageLevel.MEMORY_AND_DISK)
         all_sessions = persisted
         try:
-            extra_tables = _collect_tables(all_sessions, job)
+            extra_tables = _collect_tables(all_sessions, table_schemas)
             if TABLE in all_sessions.columns:
                 all_sessions = all_sessions.where(F.col(TABLE) == "sessions").drop(
                     TABLE, *(c for c in all_sessions.columns if c.startswith(tuple(_PREFIXES.values())))
@@ -1627,11 +1632,12 @@ def _run(
     return result
 
 
-def _collect_tables(rows: Any, job: PartitionJob) -> dict[str, pl.DataFrame]:
-    """The page-view and user tables, brought to the driver (they are written as one file each, as the
-    other engines write them), with their own column types back."""
+def _collect_tables(rows: Any, schemas: dict[str, dict[str, pl.DataType]]) -> dict[str, pl.DataFrame]:
+    """The page-view and user tables (``schemas``: their columns, :func:`_table_schemas`), brought to the
+    driver (they are written as one file each, as the other engines write them), with their own column
+    types back."""
     tables = {}
-    for name, schema in _table_schemas(job).items():
+    for name, schema in schemas.items():
         prefix = _PREFIXES[name]
         part = rows.where(F.col(TABLE) == name).select(*(F.col(prefix + c).alias(c) for c in schema))
         collected = _collect(part)
@@ -1669,10 +1675,6 @@ def _collect(frame: Any) -> pl.DataFrame:
     return result
 
 
-#: The geo statuses a lookup gives (``geo.columns``), each counted in the summary's one aggregation.
-_GEO_STATUSES = (geo.RESOLVED, geo.NOT_FOUND, geo.PRIVATE, geo.INVALID, geo.MISSING)
-
-
 def _tally(all_sessions: Any, exclude_bots: bool) -> tuple[Tally, int]:
     """The summary of the sessions, counted on the cluster in one aggregation: the sessions' events and
     bots over all sessions, the rest over those the run counts (no bots with ``--exclude-bots``). (Each
@@ -1693,14 +1695,9 @@ def _tally(all_sessions: Any, exclude_bots: bool) -> tuple[Tally, int]:
         # figure whatever order the partitions add up in.
         F.sum(F.when(counts, F.round(F.col("duration_s") * 1_000_000).cast("long"))).alias("micros"),
         F.count(F.when(counts, F.col("duration_s"))).alias("timed"),
-        F.count(F.when(counts, status)).alias("statuses"),
-        *(F.count(F.when(counts & (status == name), True)).alias(f"status_{name}") for name in _GEO_STATUSES),
+        *(F.count(F.when(counts & (status == name), True)).alias(f"status_{name}") for name in geo.STATUSES),
     ).collect()[0]
-    geo_counts = {name: int(figures[f"status_{name}"]) for name in _GEO_STATUSES if figures[f"status_{name}"]}
-    if sum(geo_counts.values()) != int(figures["statuses"]):  # a status of another kind: counted apart
-        counted = all_sessions.where(~bots) if exclude_bots else all_sessions
-        statuses = counted.where(status.isNotNull()).groupBy(geo.STATUS).count().collect()
-        geo_counts = {row[0]: int(row[1]) for row in statuses}
+    geo_counts = {name: int(figures[f"status_{name}"]) for name in geo.STATUSES if figures[f"status_{name}"]}
     tally = Tally(
         sessions=int(figures["sessions"]),
         users=int(figures["users"]) + int(figures["null_users"] > 0),

@@ -32,6 +32,7 @@ from sessionize.geo.columns import (
     PRIVATE,
     RESOLVED,
     STATUS,
+    STATUSES,
 )
 from sessionize.geo.database import (
     DBIP_ATTRIBUTION,
@@ -60,6 +61,7 @@ __all__ = [
     "PRIVATE",
     "RESOLVED",
     "STATUS",
+    "STATUSES",
     "GeoDatabase",
     "GeoDatabaseInfo",
     "GeoTable",

@@ -20,9 +20,10 @@ RESOLVED, NOT_FOUND, PRIVATE, INVALID, MISSING = "resolved", "not_found", "priva
 
 _GEO_DTYPE = pl.Struct({**{name: pl.String for name in GEO_COLUMNS}, STATUS: pl.String})
 _GEO_SCHEMA = dict(_GEO_DTYPE.to_schema())
-# Status codes of lookup_many, as indexes into _STATUS_NAMES; _PENDING: to be looked up.
+# Status codes of lookup_many, as indexes into STATUSES; _PENDING: to be looked up.
 _RESOLVED, _NOT_FOUND, _PRIVATE, _INVALID, _MISSING, _PENDING = range(6)
-_STATUS_NAMES: Final = (RESOLVED, NOT_FOUND, PRIVATE, INVALID, MISSING)
+#: Every geo status there is (a lookup gives one of these for each address).
+STATUSES: Final = (RESOLVED, NOT_FOUND, PRIVATE, INVALID, MISSING)
 
 
 def _geo_fields(record: Any) -> dict[str, str | None]:
@@ -99,6 +100,6 @@ def _what(role: str, value: Any, expected: str) -> str:
 def _geo_frame(code: U8, table: pl.DataFrame, record_of_row: Index) -> pl.DataFrame:
     """The lookup_many frame: the geo columns of each row from ``table`` (the distinct records; the row
     past its end for none), and the status of each code."""
-    status = pl.Series(STATUS, _STATUS_NAMES, dtype=pl.String).gather(code)
+    status = pl.Series(STATUS, STATUSES, dtype=pl.String).gather(code)
     with_none = pl.concat([table.drop(STATUS), pl.DataFrame(schema=_GEO_SCHEMA).drop(STATUS).clear(1)])
     return with_none.rechunk()[record_of_row].with_columns(status)
