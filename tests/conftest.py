@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import compileall
+import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ import polars as pl
 import pytest
 from hypothesis import settings
 
+import sessionize
 from tests.helpers import REPO as REPO  # tests/test_docs.py imports it from here
 from tests.helpers import T0, EventRow, EventsFactory, close_shared_dask
 
@@ -19,6 +22,18 @@ from tests.helpers import T0, EventRow, EventsFactory, close_shared_dask
 # 200 ms failed property tests on a loaded machine (first examples at 290-390 ms) with nothing wrong.
 settings.register_profile("sessionize", deadline=None)
 settings.load_profile("sessionize")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The package compiled to bytecode once, before any test: the tests start hundreds of Python
+    processes (the CLI in a subprocess, Spark's Python workers), and where ``PYTHONDONTWRITEBYTECODE`` is
+    set (as on the CI machine) each compiled every module of the checkout again: some 0.3 s a process
+    (``tests/test_publish.py`` and ``tests/test_run_shape.py`` took 56 s before, 47 s after). Only the
+    controller compiles (xdist's workers start after it); a checkout it cannot write is left as it is."""
+    if hasattr(session.config, "workerinput"):
+        return
+    with contextlib.suppress(OSError):
+        compileall.compile_dir(Path(sessionize.__file__).parent, quiet=1)
 
 
 def uses_spark(item: pytest.Item) -> bool:
