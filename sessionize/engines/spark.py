@@ -33,7 +33,7 @@ import sys
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -662,7 +662,7 @@ def _csv_header(fs: _HadoopFS, source: SparkInput) -> bytes | None:
 
 
 def _csv_plans(
-    session: Any, sources: Sequence[SparkInput], headers: dict[int, bytes]
+    texts: _TextFrames, sources: Sequence[SparkInput], headers: dict[int, bytes]
 ) -> dict[int, _CsvSlices]:
     """The large CSV and TSV files that can be cut at their lines, in one first pass over all of them:
     UTF-8 (the default ``--encoding``) and no quoted field that spans lines (a line with an odd number of
@@ -681,8 +681,7 @@ def _csv_plans(
             T.StructField("careful", T.BooleanType()),
         ]
     )
-    lines = _lines_of(session, sources)
-    stats = lines.mapInArrow(lambda batches: _csv_stats(batches, heads), schema).collect()
+    stats = texts.of(sources).mapInArrow(lambda batches: _csv_stats(batches, heads), schema).collect()
     plans = {}
     for source in sources:
         rows = [row for row in stats if row["file"] == source.number]
@@ -711,10 +710,23 @@ def _text_lines(session: Any, source: SparkInput) -> Any:
     )
 
 
-def _lines_of(session: Any, sources: Sequence[SparkInput]) -> Any:
-    """The lines of several text files (:func:`_text_lines`) as one frame, for one first pass over all of
-    them: each task holds splits of one file (a union keeps its parts' partitions apart)."""
-    return functools.reduce(lambda a, b: a.union(b), (_text_lines(session, s) for s in sources))
+class _TextFrames:
+    """Each large text file's lines (:func:`_text_lines`), made once a run: its first pass and its read
+    use the same frame (making one lists the file through Spark: some 80 ms of the driver's)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._frames: dict[int, Any] = {}
+
+    def __call__(self, source: SparkInput) -> Any:
+        if source.number not in self._frames:
+            self._frames[source.number] = _text_lines(self._session, source)
+        return self._frames[source.number]
+
+    def of(self, sources: Sequence[SparkInput]) -> Any:
+        """The lines of several files as one frame, for one first pass over all of them: each task holds
+        splits of one file (a union keeps its parts' partitions apart)."""
+        return functools.reduce(lambda a, b: a.union(b), (self(s) for s in sources))
 
 
 def _blocks(batches: Iterable[Any]) -> Iterator[tuple[int, int, pl.Series]]:
@@ -797,7 +809,7 @@ class _JsonSlices:
 
 
 def _json_plans(
-    session: Any, sources: Sequence[SparkInput], options: io.ReadOptions
+    texts: _TextFrames, sources: Sequence[SparkInput], options: io.ReadOptions
 ) -> dict[int, _JsonSlices]:
     """The large NDJSON files to be read by Spark's text reader in splits, in one first pass over all of
     them that infers each split's column types and counts its records. A file is read whole when a split
@@ -815,8 +827,7 @@ def _json_plans(
             T.StructField("types", T.BinaryType()),
         ]
     )
-    lines = _lines_of(session, sources)
-    stats = lines.mapInArrow(lambda batches: _json_stats(batches, options), schema).collect()
+    stats = texts.of(sources).mapInArrow(lambda batches: _json_stats(batches, options), schema).collect()
     plans = {}
     for source in sources:
         rows = sorted((row for row in stats if row["file"] == source.number), key=lambda r: int(r["block"]))
@@ -985,9 +996,10 @@ def _read_events(
     # Gzipped files are read whole: one too large for that is refused before any job.
     _check_whole([f for f in files if io.formats.split_gz(f.uri)[1]], sizes)
     large = [f for f in files if not io.formats.split_gz(f.uri)[1] and sizes[f.uri] > limit]
-    plans = _plan_splits(session, fs, large, task.value.options, input_format)
+    texts = _TextFrames(session)
+    plans = _plan_splits(texts, fs, large, task.value.options, input_format)
     for source in large:
-        reader = _split_reader(session, source, task, event_schema, plans.get(source.number))
+        reader = _split_reader(session, source, task, event_schema, plans.get(source.number), texts)
         if reader is not None:
             frames.append(reader)
             split.append(source.shown)
@@ -1045,7 +1057,7 @@ _TextPlan = _LineSlices | _CsvSlices | _JsonSlices
 
 
 def _plan_splits(
-    session: Any,
+    texts: _TextFrames,
     fs: _HadoopFS,
     sources: Sequence[SparkInput],
     options: io.ReadOptions,
@@ -1065,20 +1077,20 @@ def _plan_splits(
     plans: dict[int, _TextPlan] = {}
     counted = [s for s in sources if s.number in formats]
     if counted:
-        counts = _lines_of(session, counted).groupBy(_FILE, _BLOCK).count().collect()
+        counts = texts.of(counted).groupBy(_FILE, _BLOCK).count().collect()
         for source in counted:
             blocks = ((int(row[1]), int(row[2])) for row in counts if row[0] == source.number)
             plans[source.number] = _LineSlices(source.number, formats[source.number], _running_totals(blocks))
     # (A .tsv that is not an enriched TSV is a TSV with a header line.)
     tables = [s for s in sources if utf8 and s.format in ("csv", "tsv") and s.number not in formats]
     headers = {s.number: header for s in tables if (header := _csv_header(fs, s)) is not None}
-    plans.update(_csv_plans(session, [s for s in tables if s.number in headers], headers))
-    plans.update(_json_plans(session, [s for s in sources if s.format == "ndjson"], options))
+    plans.update(_csv_plans(texts, [s for s in tables if s.number in headers], headers))
+    plans.update(_json_plans(texts, [s for s in sources if s.format == "ndjson"], options))
     return plans
 
 
 def _split_reader(
-    session: Any, source: SparkInput, task: Any, event_schema: Any, plan: _TextPlan | None
+    session: Any, source: SparkInput, task: Any, event_schema: Any, plan: _TextPlan | None, texts: _TextFrames
 ) -> Any:
     """The events of one large file read in splits, or None when it is read whole: a text file without
     a plan (:func:`_plan_splits`), a Spark without ``_metadata.row_index``."""
@@ -1094,17 +1106,15 @@ def _split_reader(
             return None
         number = source.number
         return rows.mapInArrow(lambda batches: _read_split(batches, task, number, uuids), schema)
-    lines = _text_lines(session, source)
-    if isinstance(plan, _LineSlices):
-        line_plan = plan
-        return lines.mapInArrow(lambda batches: _read_lines(batches, task, line_plan), schema)
-    if isinstance(plan, _JsonSlices):
-        json_plan = plan
-        return lines.mapInArrow(lambda batches: _read_json_lines(batches, task, json_plan), schema)
-    if isinstance(plan, _CsvSlices):
-        csv_plan = plan
-        return lines.mapInArrow(lambda batches: _read_csv_lines(batches, task, csv_plan), schema)
-    return None
+    if plan is None:
+        return None
+    readers: dict[type, Callable[..., Iterator[Any]]] = {
+        _LineSlices: _read_lines,
+        _JsonSlices: _read_json_lines,
+        _CsvSlices: _read_csv_lines,
+    }
+    read = readers[type(plan)]
+    return texts(source).mapInArrow(lambda batches: read(batches, task, plan), schema)
 
 
 def _sessionize(batches: Iterable[Any], job: Any, schema: Any) -> Iterator[Any]:
@@ -1239,7 +1249,7 @@ class _HadoopFS:
         fs, jpath = self._path(path)
         return int(fs.getFileStatus(jpath).getLen())
 
-    def head(self, path: str, count: int, chunk: int = 1 << 20) -> list[bytes]:
+    def head(self, path: str, count: int, chunk: int = 1 << 14) -> list[bytes]:
         """A text file's first ``count`` lines as Spark's text reader cuts them (at ``\n``, a ``\r``
         kept, a UTF-8 byte order mark skipped; no empty line after a last ``\n``), read on the driver: no
         Spark job."""
@@ -1254,6 +1264,8 @@ class _HadoopFS:
                     break
                 chunks.append(data)
                 ends += data.count(b"\n")
+                # (Bytes cross to Python slowly: a first small read, larger ones for a long first line.)
+                chunk = min(chunk * 2, 1 << 24)
         finally:
             stream.close()
         data = b"".join(chunks)
@@ -1639,12 +1651,20 @@ def _collect_tables(rows: Any, schemas: dict[str, dict[str, pl.DataType]]) -> di
     tables = {}
     for name, schema in schemas.items():
         prefix = _PREFIXES[name]
-        part = rows.where(F.col(TABLE) == name).select(*(F.col(prefix + c).alias(c) for c in schema))
+        # The columns renamed in one SQL expression: a column at a time made some ten calls to the JVM
+        # each, a quarter of a small run's calls.
+        fields = ", ".join(f"{_quoted(prefix + c)} AS {_quoted(c)}" for c in schema)
+        part = rows.where(F.col(TABLE) == name).select(F.expr(f"struct({fields}) AS t")).select("t.*")
         collected = _collect(part)
         tables[name] = (
             collected.cast(schema) if collected.height else pl.DataFrame(schema=schema)  # type: ignore[arg-type]
         )
     return tables
+
+
+def _quoted(name: str) -> str:
+    """A column name as a Spark SQL identifier (any name: a backtick in it doubled)."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def _check_sums(output: Any, job: PartitionJob) -> None:
