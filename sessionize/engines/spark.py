@@ -683,8 +683,9 @@ def _csv_plans(
     )
     stats = texts.of(sources).mapInArrow(lambda batches: _csv_stats(batches, heads), schema).collect()
     plans = {}
+    by_file = _by_file(stats)
     for source in sources:
-        rows = [row for row in stats if row["file"] == source.number]
+        rows = by_file.get(source.number, [])
         if any(row["spans"] for row in rows):
             continue
         before = _running_totals((int(row["block"]), int(row["lines"])) for row in rows)
@@ -727,6 +728,15 @@ class _TextFrames:
         """The lines of several files as one frame, for one first pass over all of them: each task holds
         splits of one file (a union keeps its parts' partitions apart)."""
         return functools.reduce(lambda a, b: a.union(b), (self(s) for s in sources))
+
+
+def _by_file(stats: Iterable[Any]) -> dict[int, list[Any]]:
+    """A first pass's rows (one per split) by the number of their file (``file``): looked up per file in
+    one pass, not filtered again for each (a cluster's run may plan thousands of files)."""
+    grouped: dict[int, list[Any]] = {}
+    for row in stats:
+        grouped.setdefault(int(row["file"]), []).append(row)
+    return grouped
 
 
 def _blocks(batches: Iterable[Any]) -> Iterator[tuple[int, int, pl.Series]]:
@@ -829,8 +839,9 @@ def _json_plans(
     )
     stats = texts.of(sources).mapInArrow(lambda batches: _json_stats(batches, options), schema).collect()
     plans = {}
+    by_file = _by_file(stats)
     for source in sources:
-        rows = sorted((row for row in stats if row["file"] == source.number), key=lambda r: int(r["block"]))
+        rows = sorted(by_file.get(source.number, []), key=lambda r: int(r["block"]))
         plan = _json_plan(source, rows, options)
         if plan is not None:
             plans[source.number] = plan
@@ -1077,9 +1088,10 @@ def _plan_splits(
     plans: dict[int, _TextPlan] = {}
     counted = [s for s in sources if s.number in formats]
     if counted:
-        counts = texts.of(counted).groupBy(_FILE, _BLOCK).count().collect()
+        counts = texts.of(counted).groupBy(F.col(_FILE).alias("file"), F.col(_BLOCK).alias("block")).count()
+        by_file = _by_file(counts.collect())
         for source in counted:
-            blocks = ((int(row[1]), int(row[2])) for row in counts if row[0] == source.number)
+            blocks = ((int(row["block"]), int(row["count"])) for row in by_file.get(source.number, []))
             plans[source.number] = _LineSlices(source.number, formats[source.number], _running_totals(blocks))
     # (A .tsv that is not an enriched TSV is a TSV with a header line.)
     tables = [s for s in sources if utf8 and s.format in ("csv", "tsv") and s.number not in formats]
