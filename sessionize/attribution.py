@@ -30,7 +30,7 @@ from sessionize import schema as S
 from sessionize.config import normalize_internal_domains
 from sessionize.distinct import distinct_rows, fresh_name, gather_rows, map_distinct
 from sessionize.errors import RefererDatabaseError
-from sessionize.referrer import DIRECT, registered_domain, traffic_source, valid_host
+from sessionize.referrer import DIRECT, registered_domain, splittable, traffic_source, valid_host
 
 LANDING_PAGE = "landing_page"
 TRAFFIC_SOURCE = "traffic_source"
@@ -110,7 +110,6 @@ _PACKAGE_FILE = ("data", "referers.yml")
 #: How many suffixes of a host :meth:`RefererDatabase.lookup` tries, at most: a DNS name has at most
 #: 127 labels, so every real host is tried whole; a longer "host" is attacker-written and cut short.
 _MAX_KEY_LABELS = 127
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -281,9 +280,9 @@ class _Url(NamedTuple):
 
 def _url_parts(url: str) -> tuple[SplitResult, str | None] | None:
     """``urlsplit`` of a URL and its lower-case host; a bare ``host/path`` counts as a URL."""
-    text = url.strip()
-    if not _SCHEME.match(text):
-        text = "//" + text
+    text = splittable(url)
+    if text is None:
+        return None
     try:
         parts = urlsplit(text)
         host = parts.hostname

@@ -1076,7 +1076,7 @@ def run(
             metavar="DOMAINS",
             parser=_names,
             help="Comma-separated hosts of your own sites (and their subdomains): referrers from them are "
-            "internal.",
+            "internal. A URL or host:port counts as its host.",
             rich_help_panel=ATTRIBUTION_PANEL,
         ),
     ] = None,

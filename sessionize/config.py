@@ -199,12 +199,61 @@ def visitor_secret(anonymize: str | None, secret: bytes | None, *, incremental: 
 def normalize_internal_domains(domains: str | Iterable[str]) -> tuple[str, ...]:
     """``"Example.com, .shop.example.com"`` -> ``("example.com", "shop.example.com")``.
 
-    >>> normalize_internal_domains(["*.Example.com", " cdn.example.net "])
-    ('example.com', 'cdn.example.net')
+    Each value is read as a host, as referrer hosts are compared: a URL gives its host (a scheme, user,
+    port and path are left out), and a Unicode name (``bücher.de``) is given in both spellings, Unicode
+    and the ASCII form (``xn--bcher-kva.de``) that browsers send. A value that names no host is a
+    :class:`~sessionize.errors.UsageError`: it could never match a referrer.
+
+    >>> normalize_internal_domains(["*.Example.com", " cdn.example.net ", "https://shop.example:8443/x"])
+    ('example.com', 'cdn.example.net', 'shop.example')
     """
     items = domains.split(",") if isinstance(domains, str) else domains
-    cleaned = (item.strip().lower().removeprefix("*").strip(".") for item in items)
-    return tuple(item for item in cleaned if item)
+    hosts: list[str] = []
+    for item in items:
+        if not item.strip():
+            continue
+        host = _internal_host(item)
+        for spelling in (host, *_ascii_spelling(item, host)):
+            if spelling not in hosts:
+                hosts.append(spelling)
+    return tuple(hosts)
+
+
+_HOST_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
+_HOST_CHARACTERS = re.compile(r"[^\x00-\x2c/:;<=>?@\[\\\]^`{|}~\x7f\s]+")
+
+
+def _internal_host(item: str) -> str:
+    text = item.strip().lower()
+    if match := _HOST_SCHEME.match(text):
+        text = text[match.end() :]
+    text = re.split(r"[/?#\\]", text, maxsplit=1)[0].rpartition("@")[2]
+    if text.count(":") > 1 or (text.startswith("[") and text.find("]") > 0):
+        # An IPv6 address, as a referrer's host gives it: without brackets or port.
+        host = text[1 : text.index("]")] if text.startswith("[") else text
+        valid = bool(re.fullmatch(r"[0-9a-f:.]+", host))
+    else:
+        host = re.sub(r":[0-9]*$", "", text).removeprefix("*").strip(".")
+        valid = bool(_HOST_CHARACTERS.fullmatch(host))
+    if not valid:
+        raise UsageError(
+            f"--internal-domains {item.strip()!r} is not a host name. Give the hosts of your own sites, "
+            "separated by commas (example.com,shop.example.net): each counts with its subdomains."
+        )
+    return host
+
+
+def _ascii_spelling(item: str, host: str) -> list[str]:
+    """The ASCII form (IDNA) of a Unicode host name, as browsers send it in referrers."""
+    if host.isascii():
+        return []
+    try:
+        return [host.encode("idna").decode("ascii")]
+    except UnicodeError:
+        raise UsageError(
+            f"--internal-domains {item.strip()!r} is not a valid international domain name: give it as "
+            "browsers send it (its xn-- form)."
+        ) from None
 
 
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

@@ -7,6 +7,7 @@ List comes from tldextract's bundled snapshot; nothing is fetched.
 from __future__ import annotations
 
 import functools
+import re
 from urllib.parse import urlsplit
 
 import tldextract
@@ -28,9 +29,9 @@ def referrer_host(referrer: str | None) -> str | None:
     """
     if referrer is None or not referrer.strip():
         return None
-    text = referrer.strip()
-    if "://" not in text:
-        text = "//" + text  # a bare host such as "t.co/abc"
+    text = splittable(referrer)
+    if text is None:
+        return None
     try:
         parts = urlsplit(text)
         host = parts.hostname
@@ -41,6 +42,38 @@ def referrer_host(referrer: str | None) -> str | None:
         # android-app://com.google.android.gm/ names an app package: reverse it to a domain.
         host = ".".join(reversed(host.split(".")[:2]))
     return host
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+#: What follows ``host:`` in a bare ``host:port/path``: digits, then the path, query, fragment or the end.
+_PORT = re.compile(r"[0-9]*(?:[/?#]|$)")
+
+
+def _host_and_port(text: str, colon: int) -> bool:
+    """Whether ``text``, whose first ``colon`` characters look like ``scheme:``, is a bare
+    ``host:port`` instead (``localhost:3000/x``, ``shop.example:8080``; not ``tel:12345``)."""
+    name = text[: colon - 1].lower()
+    return ("." in name or name == "localhost") and _PORT.match(text, colon) is not None
+
+
+def splittable(url: str) -> str | None:
+    """``url`` as ``urlsplit`` should see it, or ``None`` for a URI that names no host.
+
+    - A bare ``host/path`` (or ``host:port/path``) counts as a URL: ``//`` is put before it. A
+      protocol-relative ``//host/path`` is one already.
+    - A URI with a scheme and no ``//`` (``about:blank``, ``javascript:void(0)``, ``mailto:a@b.example``,
+      ``data:...``) has no host: ``None``, rather than the scheme read as a host name.
+
+    >>> splittable("t.co/abc"), splittable("//t.co/abc"), splittable("about:blank")
+    ('//t.co/abc', '//t.co/abc', None)
+    """
+    text = url.strip()
+    scheme = _SCHEME.match(text)
+    if text.startswith("//") or (scheme is not None and text.startswith("//", scheme.end())):
+        return text
+    if scheme is not None and not _host_and_port(text, scheme.end()):
+        return None
+    return "//" + text
 
 
 #: The longest DNS name (RFC 1035: 253 characters in text form).

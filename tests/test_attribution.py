@@ -30,7 +30,7 @@ from sessionize.attribution import (
     parse_utm,
 )
 from sessionize.config import normalize_internal_domains
-from sessionize.errors import RefererDatabaseError
+from sessionize.errors import RefererDatabaseError, UsageError
 from tests.helpers import DATA, REPO, run_cli, write_text
 
 SNOWPLOW_TESTS = DATA / "referer-parser" / "referer-tests.json"
@@ -303,6 +303,89 @@ def test_known_source_on_an_internal_host_is_internal(db: RefererDatabase) -> No
 
 def test_normalize_internal_domains() -> None:
     assert normalize_internal_domains("a.example, *.B.example,,") == ("a.example", "b.example")
+    # Each value is read as a host: a URL's or a host:port's host, a Unicode name in both spellings.
+    given = "https://Partner.example/path, shop.example:8443, user@sso.example, bücher.de, [2001:DB8::1]:80"
+    hosts = ("partner.example", "shop.example", "sso.example", "bücher.de", "xn--bcher-kva.de", "2001:db8::1")
+    assert normalize_internal_domains(given) == hosts
+    assert normalize_internal_domains(hosts) == hosts
+    for wrong in ("https://", "/path", "a b.example", ":80", "\u00ad.de"):
+        with pytest.raises(UsageError, match="--internal-domains"):
+            normalize_internal_domains(wrong)
+
+
+def test_internal_domains_given_as_urls_ports_or_unicode(tmp_path: Path) -> None:
+    """A value of --internal-domains that is a URL, a host with its port or a Unicode name matches the
+    referrers from that site (before, it silently matched none: their sessions counted as Referral); one
+    that names no host is refused."""
+    referrers = {
+        "url": "https://pay.partner.example/checkout",
+        "port": "https://shop.partner.example:8443/cart",
+        "idn": "https://www.xn--bcher-kva.de/",
+        "idn_unicode": "https://www.bücher.de/",
+        "other": "https://elsewhere.example/",
+    }
+    rows = "".join(
+        f"{user},2024-05-01T10:00:00Z,https://site.example/,{url}\n" for user, url in referrers.items()
+    )
+    source = write_text(tmp_path / "events.csv", "user_id,timestamp,url,referrer\n" + rows)
+    out = tmp_path / "out.csv"
+    domains = "https://partner.example/,partner.example:8443,bücher.de"
+    result = run_cli(source, "-o", out, "--no-geo", "-q", "--internal-domains", domains)
+    assert result.exit_code == 0, result.output
+    got = dict(pl.read_csv(out).select("user_id", "channel").iter_rows())
+    assert got == {
+        "url": "Direct",
+        "port": "Direct",
+        "idn": "Direct",
+        "idn_unicode": "Direct",
+        "other": "Referral",
+    }
+    refused = run_cli(source, "-o", tmp_path / "no.csv", "--no-geo", "-q", "--internal-domains", "https://")
+    assert refused.exit_code == 2, refused.output
+    assert "--internal-domains 'https://' is not a host name" in refused.output
+    assert not (tmp_path / "no.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [
+        # Protocol-relative: the host after "//" (before, none: Unassigned).
+        (
+            "//www.google.com/search?q=shoes",
+            ("www.google.com", "google", "search", "shoes", "Organic Search"),
+        ),
+        # A bare host whose query holds a URL: still the bare host (traffic_source was null before).
+        ("t.co/abc?u=https://x.example/", ("t.co", "t", "social", None, "Organic Social")),
+        # URIs that name no host: no made-up host ("about", "javascript", or mailto's domain), as file:///.
+        ("about:blank", (None, None, None, None, "Unassigned")),
+        ("javascript:void(0)", (None, None, None, None, "Unassigned")),
+        ("mailto:someone@example.org", (None, None, None, None, "Unassigned")),
+        ("data:text/html,<p>hi</p>", (None, None, None, None, "Unassigned")),
+        ("file:///C:/page.html", (None, None, None, None, "Unassigned")),
+        # A bare host with its port is still a host.
+        ("shop.partner.com:8080/x", ("shop.partner.com", "partner", "referral", None, "Referral")),
+    ],
+)
+def test_referrer_forms_browsers_and_exports_write(
+    tmp_path: Path, referrer: str, expected: tuple[Any, ...]
+) -> None:
+    source = tmp_path / "events.csv"
+    pl.DataFrame(
+        {
+            "user_id": ["u"],
+            "timestamp": ["2024-05-01T10:00:00Z"],
+            "url": ["https://site.example/"],
+            "referrer": [referrer],
+        }
+    ).write_csv(source)
+    out = tmp_path / "out.csv"
+    result = run_cli(source, "-o", out, "--no-geo", "-q")
+    assert result.exit_code == 0, result.output
+    columns = ("referrer_host", "traffic_source", "medium", "search_term", "channel")
+    assert pl.read_csv(out, infer_schema=False).select(columns).row(0) == expected
+    landing = "https://site.example/"
+    scalar = attribute_session(referrer, landing, db=load_referers())
+    assert tuple(scalar[name] for name in columns) == expected
 
 
 # --- UTM ------------------------------------------------------------------------------------------------
