@@ -597,6 +597,44 @@ def test_a_symlink_another_user_planted_in_a_shared_directory_is_refused(tmp_pat
     assert victim.read_text(encoding="utf-8") == "x\n1\n"
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to own files")
+@pytest.mark.parametrize("mode", [0o755, 0o777], ids=["owned-by-another-user", "world-writable-not-sticky"])
+@pytest.mark.parametrize("option", ["-o", "--rejects", "--report"])
+def test_a_symlink_planted_in_a_folder_another_user_can_write_is_refused(
+    tmp_path: Path, mode: int, option: str
+) -> None:
+    """Root in cron writing into a folder a web server's user owns (or anyone can write, without the
+    sticky bit): that user's symlink there, pointing at a file of root's, is refused on every output.
+    Before, only sticky folders (``/tmp``) were checked: the run replaced the file the link led to with a
+    table whose lines a stranger's URL wrote (``* * * * * root ...`` for ``/etc/cron.d``)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    os.chown(folder, 65534, 65534)
+    folder.chmod(mode)
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep me\n", encoding="utf-8")
+    link = folder / "planted.out"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)
+    events = tmp_path / "events.csv"
+    events.write_text(
+        'user_id,timestamp,url\nu1,2024-05-01T10:00:00Z,"/x\n* * * * * root touch /tmp/pwned\n"\n',
+        encoding="utf-8",
+    )
+    outputs = {"-o": tmp_path / "sessions.csv", option: link}
+    args = [a for name, path in outputs.items() for a in (name, str(path))]
+    done = cli("run", events, "--no-geo", "-q", *args, "--on-invalid", "skip", "--format", "csv")
+    assert done.returncode == 1, done.stderr.decode()
+    assert "symlink that another user owns" in done.stderr.decode()
+    assert victim.read_text(encoding="utf-8") == "keep me\n"
+    assert not (tmp_path / "sessions.csv").exists() or option == "-o"
+    # root's own link in that folder is followed, as before.
+    os.lchown(link, 0, 0)
+    done = cli("run", events, "--no-geo", "-q", *args, "--on-invalid", "skip", "--format", "csv")
+    assert done.returncode == 0, done.stderr.decode()
+    assert victim.read_text(encoding="utf-8") != "keep me\n"
+
+
 @pytest.mark.parametrize(
     "name", ["/dev/stdout", "/proc/self/fd/1", "/dev/fd/1", "/proc/thread-self/fd/1", "link"]
 )

@@ -234,17 +234,19 @@ def _shared(mode: int) -> bool:
 
 
 def refuse_planted_symlink(target: str, label: str) -> None:
-    """Refuse an output whose path follows a symlink someone else planted in a sticky world-writable
-    directory (``/tmp``), as its last part (``/tmp/sessions.csv``) or a directory on the way
-    (``/tmp/reports/sessions.csv``): the rule of the kernel's ``fs.protected_symlinks``, which never
-    applies here because the path is resolved and its target renamed over, not opened. Root in cron
-    would otherwise replace a file the link leads to (``/etc/cron.d/x``) with a table whose values
-    strangers wrote."""
+    """Refuse an output whose path follows a symlink someone else planted in a directory they can write
+    to (``/tmp``, or a folder another user owns, such as a web server's), as its last part
+    (``/tmp/sessions.csv``) or a directory on the way (``/tmp/reports/sessions.csv``): the rule of the
+    kernel's ``fs.protected_symlinks``, which never applies here because the path is resolved and its
+    target renamed over, not opened, made stricter (see :func:`_planted_symlink`). Root in cron would
+    otherwise replace a file the link leads to (``/etc/cron.d/x``) with a table whose values strangers
+    wrote."""
     planted = _planted_symlink(target)
     if planted is not None:
         raise OutputError(
             f"Cannot write {label}: its path goes through {planted}, a symlink that another user owns in a "
-            "directory anyone can write to. Give an output path in a directory of your own."
+            "directory they can write to. Give an output path in a directory of your own, or the path the "
+            "symlink leads to."
         )
 
 
@@ -290,9 +292,18 @@ def refuse_foreign_directory(directory: str | Path, label: str) -> None:
     )
 
 
+def _writable_by_others(directory: os.stat_result) -> bool:
+    """Whether someone other than this user and root can write to this directory: its owner, or anyone
+    (world-writable, sticky or not). A group-writable one is trusted, as in
+    :func:`refuse_foreign_directory`."""
+    return directory.st_uid not in (os.geteuid(), 0) or bool(directory.st_mode & stat.S_IWOTH)
+
+
 def _planted_symlink(target: str) -> str | None:
     """The first symlink on the way to ``target`` (each part, as the kernel resolves it) that is in a
-    sticky world-writable directory and owned by neither this user nor that directory's owner."""
+    directory another user can write to (:func:`_writable_by_others`: ``/tmp``, a web server's folder)
+    and owned by neither this user nor root. The kernel's ``protected_symlinks`` trusts a link of the
+    directory's owner; here that owner is the other user, who could point it at ``/etc/cron.d/x``."""
     # Not normalized: ".." after a symlink is its target's parent, as the kernel takes it.
     path, parts = "/", list(Path(os.path.join(os.getcwd(), target)).parts[1:])
     links = 0
@@ -315,7 +326,7 @@ def _planted_symlink(target: str) -> str | None:
             link = os.readlink(step)
         except OSError:
             return None
-        if _shared(directory.st_mode) and found.st_uid not in (os.geteuid(), directory.st_uid):
+        if _writable_by_others(directory) and found.st_uid not in (os.geteuid(), 0):
             return step
         if links > _MOST_LINKS:
             return None  # the kernel gives up here too (ELOOP)
