@@ -1193,14 +1193,21 @@ def check_events(
     timezone: str | None = None,
     aggregates: Iterable[S.Aggregate] = (),
     heartbeat_time: bool = False,
+    hide_values: bool = False,
 ) -> None:
     """Raise if a row of a prepared frame (``keep_raw=True``) cannot be sessionized: no user id, a
     timestamp that does not parse, one outside ``valid_from``/``valid_until``, a value that
     ``aggregates`` read as a number and that is not one, or (with ``heartbeat_time``) a heartbeat time
     that does not parse.
 
-    ``where`` turns a 0-based row number into a location for the message (``line 7``).
+    ``where`` turns a 0-based row number into a location for the message (``line 7``). The message
+    shows the first values (see :func:`shown_value`): none with ``hide_values`` (``--hash-user-ids``,
+    ``--anonymize-ip``: a value may be a copy of a hidden id or address, and errors go to cron's log).
     """
+
+    def examples(rows: pl.DataFrame) -> str:
+        return _examples(rows, where, hide_values)
+
     bad_user = frame.filter(pl.col(S.USER).is_null())
     if bad_user.height:
         rows = ", ".join(where(row) for row in bad_user[ROW].head(MAX_REPORTED_ROWS).to_list())
@@ -1228,7 +1235,7 @@ def check_events(
             raise BadTimestampError(
                 f"{source}: {gaps.height} local time(s) in column {columns.timestamp!r} do not exist in "
                 f"{timezone}: the clock skips that hour when daylight saving time starts "
-                f"({_examples(gaps, where)}). Check the data's --timezone, fix the times, "
+                f"({examples(gaps)}). Check the data's --timezone, fix the times, "
                 f"or pass {SKIP_HINT}."
             )
         doubled = local.filter(pl.col(REASON) == "ambiguous_local_time")
@@ -1236,13 +1243,13 @@ def check_events(
             raise BadTimestampError(
                 f"{source}: {doubled.height} local time(s) in column {columns.timestamp!r} happen twice in "
                 f"{timezone} (the hour repeated when daylight saving time ends) and --ambiguous-time is "
-                f"reject ({_examples(doubled, where)}). Pass --ambiguous-time earliest or latest, "
+                f"reject ({examples(doubled)}). Pass --ambiguous-time earliest or latest, "
                 f"or {SKIP_HINT}."
             )
     if bad_time.height:
         raise BadTimestampError(
             f"{source}: {bad_time.height} timestamp(s) in column {columns.timestamp!r} are empty or do not "
-            f"parse ({_examples(bad_time, where)}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers "
+            f"parse ({examples(bad_time)}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers "
             f"(--time-unit s|ms|us|ns) or name another column with --time-col; or pass {SKIP_HINT}."
         )
     outside = frame.filter(
@@ -1257,26 +1264,31 @@ def check_events(
         )
         raise OutOfRangeError(
             f"{source}: {outside.height} timestamp(s) in column {columns.timestamp!r} are outside the valid "
-            f"range ({bounds}): {_examples(outside, where)}. Widen it with --valid-from/--valid-until, "
+            f"range ({bounds}): {examples(outside)}. Widen it with --valid-from/--valid-until, "
             f"or pass {SKIP_HINT}."
         )
-    _check_numbers(frame, source=source, where=where, aggregates=tuple(aggregates))
+    _check_numbers(frame, source=source, where=where, aggregates=tuple(aggregates), hide_values=hide_values)
     heartbeats = bad_heartbeat_times(heartbeat_time)
     bad_beats = frame.filter(heartbeats) if heartbeats is not None else frame.clear()
     if bad_beats.height:
-        examples = "; ".join(
-            f"{where(row)}: {value!r}"
+        beats = "; ".join(
+            f"{where(row)}: {shown_value(value, hidden=hide_values)}"
             for row, value in bad_beats.select(ROW, RAW_HEARTBEAT_TIME).head(MAX_REPORTED_ROWS).iter_rows()
         )
         raise BadTimestampError(
             f"{source}: {bad_beats.height} heartbeat time(s) in column {columns.heartbeat_time!r} do not "
-            f"parse ({examples}). Use ISO 8601 (2024-05-17T10:05:03Z) or epoch numbers, empty them (the "
+            f"parse ({beats}). Use ISO 8601 (2024-05-17T10:05:03Z) or epoch numbers, empty them (the "
             f"event time counts then), or name another column with --heartbeat-time-col; or pass {SKIP_HINT}."
         )
 
 
 def _check_numbers(
-    frame: pl.DataFrame, *, source: str, where: Callable[[int], str], aggregates: Sequence[S.Aggregate]
+    frame: pl.DataFrame,
+    *,
+    source: str,
+    where: Callable[[int], str],
+    aggregates: Sequence[S.Aggregate],
+    hide_values: bool = False,
 ) -> None:
     """Raise :class:`BadNumberError` for the first ``--agg`` number column with a value that is not one."""
     for (given, numeric), name in S.aggregate_inputs(aggregates).items():
@@ -1285,7 +1297,7 @@ def _check_numbers(
         bad = frame.filter(_unparsed(RAW_PREFIX + name, name))
         if bad.height:
             examples = "; ".join(
-                f"{where(row)}: {value!r}"
+                f"{where(row)}: {shown_value(value, hidden=hide_values)}"
                 for row, value in bad.select(ROW, RAW_PREFIX + name).head(MAX_REPORTED_ROWS).iter_rows()
             )
             users = ", ".join(a.spec for a in aggregates if a.column == given and a.numeric)
@@ -1295,10 +1307,31 @@ def _check_numbers(
             )
 
 
-def _examples(rows: pl.DataFrame, where: Callable[[int], str]) -> str:
+def _examples(rows: pl.DataFrame, where: Callable[[int], str], hide_values: bool = False) -> str:
     return "; ".join(
-        f"{where(row)}: " + ("empty" if value is None else repr(value))
+        f"{where(row)}: {shown_value(value, hidden=hide_values)}"
         for row, value in rows.select(ROW, pl.col(RAW_TIME).cast(pl.String))
         .head(MAX_REPORTED_ROWS)
         .iter_rows()
     )
+
+
+#: The most characters of a value an error message shows: a longer one (a stranger's megabyte-long
+#: "timestamp") is cut there, with its length, so that an error stays one paragraph in cron's log.
+MAX_SHOWN_CHARACTERS = 100
+
+
+def shown_value(value: str | None, *, hidden: bool = False) -> str:
+    """A value as an error message shows it: ``'x'``, ``empty``, cut after
+    :data:`MAX_SHOWN_CHARACTERS`, or not at all when ``hidden``.
+
+    >>> shown_value("2024-13-01"), shown_value(None), shown_value("9" * 150)[-22:]
+    ("'2024-13-01'", 'empty', "9'... (150 characters)")
+    """
+    if value is None:
+        return "empty"
+    if hidden:
+        return "value not shown (--hash-user-ids, --anonymize-ip)"
+    if len(value) > MAX_SHOWN_CHARACTERS:
+        return f"{value[:MAX_SHOWN_CHARACTERS]!r}... ({len(value):,} characters)"
+    return repr(value)

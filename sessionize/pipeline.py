@@ -200,6 +200,7 @@ def sessionize(
         timezone=read.input_timezone,
         aggregates=read.aggregates,
         heartbeat_time=read.heartbeat_timing,
+        hide_values=read.anonymize_ip or read.user_id_secret is not None,
     )
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
     return process_lazy(prepare(), job)

@@ -1060,6 +1060,53 @@ def test_privacy_controls_apply_to_the_rejects_file(tmp_path: Path, monkeypatch:
     assert "81.2.69.160" not in rejects.read_text() and ",u2," not in rejects.read_text()
 
 
+@pytest.mark.parametrize(
+    ("flags", "agg", "secret"),
+    [
+        (["--hash-user-ids", "SALT"], "a=sum(amount)", "alice@example.com"),
+        (["--anonymize-ip"], "a=mean(client_ip)", "203.0.113.5"),
+    ],
+)
+def test_an_error_does_not_show_a_copy_of_a_hidden_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], agg: str, secret: str
+) -> None:
+    """``--on-invalid fail``: the error that names a bad value (in cron's log) does not show it under
+    --hash-user-ids or --anonymize-ip, where it may be a copy of the user id or address (review, stop
+    55: the rejects file hid such copies, the error showed them)."""
+    monkeypatch.setenv("SALT", "s3cret")
+    events = write(
+        tmp_path / "events.csv",
+        "user_id,timestamp,ip,amount,client_ip\n"
+        "alice@example.com,2024-05-01T10:00:00Z,203.0.113.5,alice@example.com,203.0.113.5\n",
+    )
+    result = cli(events, "-o", tmp_path / "o.csv", "--agg", agg, *flags)
+    assert result.exit_code == 1, result.output
+    assert "not numbers (line 2: value not shown" in words(result.output)
+    assert secret not in result.output
+    assert not (tmp_path / "o.csv").exists()
+    # Without a privacy flag the value is shown, as the example of what to fix.
+    shown = cli(events, "-o", tmp_path / "o.csv", "--agg", agg)
+    assert shown.exit_code == 1 and secret in shown.output
+
+
+@pytest.mark.parametrize("column", ["timestamp", "amount"])
+def test_an_error_shows_a_huge_value_cut_short(tmp_path: Path, column: str) -> None:
+    """A stranger's megabyte-long value named in an error is cut to its first 100 characters and its
+    length (it was echoed whole: a 1 MB JSON line, a 9 MB panel, in cron's log or mail)."""
+    huge = "2024" * 250_000
+    values = {"timestamp": "2024-05-01T10:00:00Z", "amount": "1", column: huge}
+    events = write(
+        tmp_path / "events.csv", f"user_id,timestamp,amount\nu1,{values['timestamp']},{values['amount']}\n"
+    )
+    for log_format in ("json", "text"):
+        args = ["run", str(events), "-o", str(tmp_path / "o.csv"), "--no-geo", "--agg", "a=sum(amount)"]
+        result = CliRunner().invoke(app, [*args, "--log-format", log_format])
+        assert result.exit_code == 1, result.output[:2000]
+        assert len(result.output) < 5_000, len(result.output)
+        assert "(1,000,000 characters)" in words(result.output)
+        assert "line 2" in words(result.output)
+
+
 def private_rejects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events: Path, *flags: str
 ) -> tuple[str, pl.DataFrame]:

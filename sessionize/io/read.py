@@ -2037,6 +2037,7 @@ def read_file(
                 timezone=options.input_timezone,
                 aggregates=options.aggregates,
                 heartbeat_time=options.heartbeat_timing,
+                hide_values=options.anonymize_ip or options.user_id_secret is not None,
             )
         return FileRead(frame.drop(*raw_text, *([] if keep_row else [ROW])), None, rows, filtered, notes)
     invalid = frame.filter(flags).select(
