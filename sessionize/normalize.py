@@ -603,6 +603,10 @@ def _as_number(column: str | None) -> pl.Expr:
     return pl.when(number.is_finite()).then(number)
 
 
+def _non_negative(number: pl.Expr) -> pl.Expr:
+    return pl.when(number >= 0).then(number)
+
+
 def float_text(value: pl.Expr) -> pl.Expr:
     """The text of a float ``value``: a whole one as an integer while the float holds it exactly (below
     2**53: ``1714730400.0`` is ``1714730400``, as its integer is written), others as Polars writes them
@@ -932,7 +936,9 @@ def prepare_events(
         _as_text(columns.user_agent, schema, nulls=("", "-")).alias(S.USER_AGENT),
         is_pageview.alias(S.IS_PAGEVIEW),
         *([_as_text(columns.stitch, schema, blank=True).alias(S.STITCH_ID)] if stitching else []),
-        *([_as_number(columns.engagement_time).alias(S.ENGAGEMENT_MS)] if engagement else []),
+        # A foreground time is never negative: a negative one (a broken SDK's) counts as none, as text does,
+        # rather than cancel other events' time.
+        *([_non_negative(_as_number(columns.engagement_time)).alias(S.ENGAGEMENT_MS)] if engagement else []),
         *([page_view_id.alias(S.PAGE_VIEW_KEY)] if page_view_ids else []),
         *(
             [

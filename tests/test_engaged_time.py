@@ -151,6 +151,27 @@ def test_reported_engagement_time_is_summed_where_a_session_has_it(tmp_path: Pat
     assert pl.read_csv(out).get_column("engaged_time_s").to_list() == [15.0, 240.0]
 
 
+@pytest.mark.parametrize("buckets", [None, "2"])
+def test_a_negative_reported_engagement_time_counts_as_none(tmp_path: Path, buckets: str | None) -> None:
+    """A negative engagement_time_msec (a broken SDK's) counts as none, as text does: it made the
+    session's, the user's and the page view's engaged time negative (-5000 + 1000 ms: -4 s)."""
+    source = write_text(
+        tmp_path / "events.csv",
+        "user_id,timestamp,event,url,engagement_ms\n"
+        "e,2024-05-01T10:00:00Z,page_view,/a,-5000\n"
+        "e,2024-05-01T10:00:20Z,click,,1000\n"
+        "f,2024-05-01T10:00:00Z,page_view,/a,-1\n",
+    )
+    out, users, views = tmp_path / "s.csv", tmp_path / "u.csv", tmp_path / "p.csv"
+    args = ["--engagement-time-col", "engagement_ms", "--users-output", users, "--pageviews-output", views]
+    result = run_cli(source, "-o", out, "--no-geo", *args, *(["--buckets", buckets] if buckets else []))
+    assert result.exit_code == 0, result.output
+    # f reports none: the fallback (a session of one event has 0 s).
+    assert dict(pl.read_csv(out).select("user_id", "engaged_time_s").iter_rows()) == {"e": 1.0, "f": 0.0}
+    assert dict(pl.read_csv(users).select("user_id", "engaged_time_s").iter_rows()) == {"e": 1.0, "f": 0.0}
+    assert pl.read_csv(views)["engaged_time_s"].min() >= 0
+
+
 def test_the_ga4_preset_reads_engagement_time_msec() -> None:
     """tests/data/presets/ga4.ndjson: the scroll reports 28000 ms in the first session, the newsletter
     visit's user_engagement 60000 ms; the second session reports none and has one event (0 s)."""
