@@ -1356,6 +1356,45 @@ def test_a_corrupt_state_is_a_clear_error_and_changes_nothing(tmp_path: Path) ->
     assert snapshot(out) == before
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("runs", "x", "'runs'"),
+        ("runs", True, "'runs'"),
+        ("files", "x", "'files'"),
+        ("files", [{"path": "/a.csv"}], "'files'"),
+        ("watermark", "garbage", "'watermark'"),
+        ("watermark", "2024-05-01T10:00:00", "'watermark'"),  # no offset: not comparable with the times
+        ("watermark", 7, "'watermark'"),
+        ("settings", ["x"], "'settings'"),
+        (None, [1, 2], "holds no object"),
+    ],
+)
+def test_a_tampered_manifest_is_a_clear_error_and_leaves_no_partition_behind(
+    tmp_path: Path, field: str | None, value: object, named: str
+) -> None:
+    """A state manifest with a field of the wrong type (edited by hand, or by someone else) is the
+    state's "cannot be read" error, naming the field; before, a ``TypeError`` ("Unexpected error")
+    after the run had written its partitions, whose temporary files stayed in the output directory."""
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(write_events(tmp_path / "a.csv", [event("u", T0)]), state, out)
+    path = state / (state / "CURRENT").read_text().strip() / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps(value if field is None else {**manifest, field: value}))
+    before = snapshot(out)
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=5))])
+    result = CliRunner().invoke(
+        app,
+        ["run", str(b), "--state", str(state), "--output-dir", str(out), "--no-geo", "--log-format", "text"],
+    )
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.stderr.replace("│", "").split())
+    assert "cannot be read" in message and named in message and "start a new state" in message, message
+    assert "Unexpected error" not in message
+    assert snapshot(out) == before
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
 def test_a_signal_while_the_outputs_and_state_are_put_in_place_waits_for_both(tmp_path: Path) -> None:
     """A SIGTERM that comes while the partitions are renamed waits until they and the state that records
     them are in place (review 52): the run stops with 143 saying every output is complete, and the next

@@ -190,12 +190,15 @@ def load_state(state_dir: Path) -> State:
     version_dir = state_dir / pointer.read_text(encoding="utf-8").strip()
     try:
         manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("manifest.json holds no object")
         if manifest.get("version") != STATE_VERSION:
             raise StateError(
                 f"The state {state_dir} was written by another version of sessionize "
                 f"(state version {manifest.get('version')}, this one reads {STATE_VERSION}). "
                 "Start a new state directory (and output directory) with a full run."
             )
+        files, watermark, settings, runs = _manifest_fields(manifest)
         users = pl.read_parquet(version_dir / "users.parquet", glob=False)
         events = pl.read_parquet(version_dir / "events.parquet", glob=False)
         # A state written before the users kept their login id: none kept.
@@ -209,15 +212,44 @@ def load_state(state_dir: Path) -> State:
             f"The state {state_dir} cannot be read ({exc}). Restore it from a backup, or start a new "
             "state and output directory with a full run over all inputs."
         ) from exc
-    watermark = manifest.get("watermark")
-    return State(
-        users=users,
-        events=events,
-        files=manifest.get("files", []),
-        watermark=None if watermark is None else datetime.fromisoformat(watermark),
-        settings=manifest.get("settings", {}),
-        runs=manifest.get("runs", 0),
-    )
+    return State(users=users, events=events, files=files, watermark=watermark, settings=settings, runs=runs)
+
+
+#: The fields each entry of a manifest's ``files`` has, and their types (see :func:`_scan_file`).
+_ENTRY_FIELDS: dict[str, type] = {"path": str, "size": int, "sha256": str}
+
+
+def _manifest_fields(
+    manifest: dict[str, Any],
+) -> tuple[list[dict[str, Any]], datetime | None, dict[str, str], int]:
+    """The files, watermark, settings and run count of a state's manifest, each checked for its type:
+    ``ValueError`` naming the field for one that is not (a file edited by hand, or by someone else),
+    rather than a ``TypeError`` from deep in the run after its partitions were written."""
+    files = manifest.get("files", [])
+    if not isinstance(files, list) or not all(
+        isinstance(entry, dict)
+        and all(isinstance(entry.get(name), kind) for name, kind in _ENTRY_FIELDS.items())
+        for entry in files
+    ):
+        raise ValueError("manifest.json: 'files' is not a list of files, each with its path, size and sha256")
+    runs = manifest.get("runs", 0)
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:
+        raise ValueError(f"manifest.json: 'runs' is {runs!r}, not a count of runs")
+    settings = manifest.get("settings", {})
+    if not isinstance(settings, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in settings.items()
+    ):
+        raise ValueError("manifest.json: 'settings' is not an object of texts")
+    text = manifest.get("watermark")
+    watermark = None
+    if text is not None:
+        try:
+            watermark = datetime.fromisoformat(text) if isinstance(text, str) else None
+        except ValueError:
+            watermark = None
+        if watermark is None or watermark.tzinfo is None:
+            raise ValueError(f"manifest.json: 'watermark' is {str(text)[:40]!r}, not a time with its offset")
+    return files, watermark, settings, runs
 
 
 @dataclass
@@ -974,6 +1006,8 @@ class IncrementalEngine:
                     progress=progress,
                     scratch=scratch,
                 )
+                # Registered first: an error from here on removes the partitions written aside.
+                outputs.defer(pending.publish, pending.discard)
                 new_state.settings = fingerprint
                 # A grown file with no complete line yet keeps its entry (not another copy of it).
                 new_state.files = [
@@ -981,7 +1015,6 @@ class IncrementalEngine:
                     *(item.entry for item in todo if item.entry not in state.files),
                 ]
                 new_state.runs = state.runs + 1
-                outputs.defer(pending.publish, pending.discard)
                 # The new state is written (and flushed) with the partitions, before anything is
                 # published: a full disk stops the run here, every output and the state as they were.
                 # Only CURRENT's rename is left for the commit, after the partitions are in place.
