@@ -346,6 +346,24 @@ def test_internal_domains_given_as_urls_ports_or_unicode(tmp_path: Path) -> None
     assert not (tmp_path / "no.csv").exists()
 
 
+def test_one_site_spelled_in_unicode_and_in_ascii_is_one_site(tmp_path: Path) -> None:
+    """A landing page and a referrer of one site, one host in Unicode and the other in its ASCII (IDNA)
+    spelling, as an export that decodes one column gives them: a self-referral (it was a Referral)."""
+    pairs = {
+        "ascii_referrer": ("https://shop.bücher.de/p", "https://www.xn--bcher-kva.de/"),
+        "unicode_referrer": ("https://shop.xn--bcher-kva.de/p", "https://www.bücher.de/"),
+        "other_site": ("https://shop.bücher.de/p", "https://www.xn--bcher-kvb.de/"),
+    }
+    rows = "".join(f"{user},2024-05-01T10:00:00Z,{url},{ref}\n" for user, (url, ref) in pairs.items())
+    source = write_text(tmp_path / "events.csv", "user_id,timestamp,url,referrer\n" + rows)
+    out = tmp_path / "out.csv"
+    assert run_cli(source, "-o", out, "--no-geo", "-q").exit_code == 0
+    got = dict(pl.read_csv(out).select("user_id", "medium").iter_rows())
+    assert got == {"ascii_referrer": "internal", "unicode_referrer": "internal", "other_site": "referral"}
+    for user, (url, ref) in pairs.items():
+        assert attribute_session(ref, url, db=load_referers())["medium"] == got[user]
+
+
 @pytest.mark.parametrize(
     ("referrer", "expected"),
     [
