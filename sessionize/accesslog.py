@@ -83,6 +83,9 @@ DEFAULT_FEED_QUERY_PATTERN = r"(?i)(?:^|&)(?:feed|flav|format)=[\w-]*(?:rss|atom
 # unrolled ([^"\\]* runs between escapes), which Polars' regex engine captures a little faster than
 # (?:[^"\\]|\\.)*.
 _QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
+# A byte count: at most 18 digits, which any 64-bit integer holds (a longer one is no byte count: its line
+# is malformed, where it stopped the whole run as a failed cast).
+_BYTES = r"[0-9]{1,18}|-"
 # Fields are separated by exactly one space, as both servers write them: \s+ there makes capturing
 # about four times slower. The request line is captured whole and split afterwards (_split_request):
 # an alternative for bad request lines here would nearly triple the time. A byte-order mark that an editor
@@ -91,12 +94,14 @@ _QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
 # $http_x_forwarded_for): addresses separated by ", ", the client's first.
 _HEAD = (
     r"(?P<ip>\S+(?:, \S+)*) (?P<ident>\S+) (?P<auth_user>\S+) \[(?P<time>[^\]]*)\] "
-    rf'"(?P<request>{_QUOTED})" (?P<status>[0-9]{{3}}) (?P<bytes>[0-9]+|-)'
+    rf'"(?P<request>{_QUOTED})" (?P<status>[0-9]{{3}}) (?P<bytes>{_BYTES})'
 )
 _START = r"^\x{FEFF}?"
-# The line ends after the last field, or a space and more fields, which are ignored: some
-# configurations append request time, upstream address or X-Forwarded-For.
-_END = r"(?:\s|$)"
+# The line ends after the last field (a CRLF log's CR kept by the reader too), or a space (a tab) and
+# more fields, which are ignored: some configurations append request time, upstream address or
+# X-Forwarded-For. Not any whitespace: a log whose lines end in a lone CR is one line to the reader, and
+# its requests after the first were taken for such fields and dropped (review of stop 55).
+_END = r"(?:[ \t]|\r?$)"
 _TAIL = rf' "(?P<referrer>{_QUOTED})" "(?P<user_agent>{_QUOTED})"'
 _COMBINED = rf"{_HEAD}{_TAIL}{_END}"
 # What the strict fields above miss, read only for the lines they leave: a user name with spaces (nginx
@@ -109,7 +114,7 @@ _COMBINED = rf"{_HEAD}{_TAIL}{_END}"
 # user name anything but brackets and quotes up to the time in its one shape. The regex engine is linear
 # in the line's length however the fields are cut.
 _LOG_TIME = r"[0-9]{2}/[A-Za-z]{3}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)? [+-][0-9]{4}"
-_AFTER_TIME = rf'\] "(?P<request>{_QUOTED})" (?P<status>[0-9]{{3}}) (?P<bytes>[0-9]+|-)'
+_AFTER_TIME = rf'\] "(?P<request>{_QUOTED})" (?P<status>[0-9]{{3}}) (?P<bytes>{_BYTES})'
 # Neither loose field holds a bracket or a quote: a line cut off after its ident and run into the next line
 # (``... "GET /checkout HT3.3.3.3 - - [...] "GET /b" ...``) stays malformed, not one request made of two.
 _LOOSE_HEADS = (
@@ -425,7 +430,11 @@ def _parsed_lines(lines: pl.LazyFrame, pattern: str, *, vhost: bool) -> pl.DataF
             .alias("ip"),
             _none_if_dash(field("ident")).alias("ident"),
             _none_if_dash(field("auth_user")).alias("auth_user"),
-            field("time").str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False).alias("timestamp"),
+            # In the one shape servers write (Apache's %t, nginx's $time_local): strptime alone read a
+            # two-digit year as the year 15 and one-digit days and minutes too.
+            pl.when(field("time").str.contains(f"^{_LOG_TIME}$"))
+            .then(field("time").str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False))
+            .alias("timestamp"),
             field("request").alias(_REQUEST),
             field("status").cast(pl.Int32).alias("status"),
             # Apache's %b writes "-" for an empty body: zero bytes, not an unknown number.

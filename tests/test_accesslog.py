@@ -1171,3 +1171,78 @@ def test_a_long_user_field_of_spaces_is_read() -> None:
     hostile = line(head="- " + " a - " * 40_000)
     parsed, malformed = parse([hostile] * 5)
     assert parsed.height == 5 and malformed.height == 0
+
+
+@pytest.mark.parametrize("flags", [[], ["--buckets", "2"]])
+def test_lines_cut_by_a_carriage_return_alone_are_not_lost(tmp_path: Path, flags: list[str]) -> None:
+    """A log whose lines end in a lone CR (``\\r``, no ``\\n``) is one line to the reader: its first
+    request was read and the others after the CR dropped as the "extra fields" some formats append (3
+    requests: 1 event, 0 rejected, no word). The line is now malformed, named with its number; a CRLF
+    log is read as before."""
+    requests = [
+        line(f"GET /{page} HTTP/1.1", ip=ip) for page, ip in (("a", "81.2.69.160"), ("b", "89.160.20.112"))
+    ]
+    log = tmp_path / "cr.log"
+    log.write_bytes(("\r".join(requests) + "\r").encode())
+    out, rejects = tmp_path / "o.csv", tmp_path / "r.csv"
+    failed = run_cli(log, "--no-geo", "-o", out, "--input-format", "combined", *flags)
+    assert failed.exit_code == 1, failed.output
+    assert "line 1" in words(failed.stderr)
+    skipped = run_cli(
+        log,
+        "--no-geo",
+        "-o",
+        out,
+        "--input-format",
+        "combined",
+        "--on-invalid",
+        "skip",
+        "--rejects",
+        rejects,
+        *flags,
+    )
+    assert skipped.exit_code == 0, skipped.stderr
+    assert pl.read_csv(rejects).select("source_row", "reject_reason").rows() == [(1, "malformed_log_line")]
+    crlf = tmp_path / "crlf.log"
+    crlf.write_bytes(("\r\n".join(requests) + "\r\n").encode())
+    assert run_cli(crlf, "--no-geo", "-o", out, *flags).exit_code == 0
+    assert sorted(pl.read_csv(out)["landing_page"].to_list()) == ["/a", "/b"]
+
+
+def test_a_byte_count_too_large_for_a_number_is_one_malformed_line(tmp_path: Path) -> None:
+    """A byte count of 20 digits (over Int64) stopped the whole run, even with --on-invalid skip, with no
+    line number ("conversion from str to i64 failed"): that line is now malformed, the others read."""
+    log = tmp_path / "access.log"
+    log.write_text(
+        "\n".join(
+            [
+                line("GET /a HTTP/1.1"),
+                line("GET /b HTTP/1.1", size="9" * 20),
+                line("GET /c HTTP/1.1", size="-"),
+            ]
+        )
+        + "\n"
+    )
+    out, rejects = tmp_path / "o.csv", tmp_path / "r.csv"
+    failed = run_cli(log, "--no-geo", "-o", out)
+    assert failed.exit_code == 1 and "line 2" in words(failed.stderr), failed.output
+    assert run_cli(log, "--no-geo", "-o", out, "--on-invalid", "skip", "--rejects", rejects).exit_code == 0
+    assert pl.read_csv(rejects).select("source_row", "reject_reason").rows() == [(2, "malformed_log_line")]
+    assert pl.read_csv(out)["event_count"].to_list() == [2]
+
+
+@pytest.mark.parametrize(
+    "time_", ["[17/May/15:10:05:03 +0000]", "[7/May/2015:10:05:03 +0000]", "[17/May/2015:10:5:3 +0000]"]
+)
+def test_a_log_time_in_another_shape_is_rejected(tmp_path: Path, time_: str) -> None:
+    """Apache's %t and nginx's $time_local have one shape (``[17/May/2015:10:05:03 +0000]``): a two-digit
+    year was read as year 15 (a session in 0015, nothing rejected), one-digit days and minutes were read
+    too. Such a time is now a bad timestamp, named with its line."""
+    log = tmp_path / "access.log"
+    log.write_text(line("GET /x HTTP/1.1", time_=time_) + "\n" + line("GET /y HTTP/1.1") + "\n")
+    out, rejects = tmp_path / "o.csv", tmp_path / "r.csv"
+    result = run_cli(log, "--no-geo", "-o", out, "--on-invalid", "skip", "--rejects", rejects)
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(rejects)["source_row"].to_list() == [1]
+    assert pl.read_csv(out)["landing_page"].to_list() == ["/y"]
+    assert pl.read_csv(out)["session_start"].to_list() == ["2015-05-17T10:05:03.000000Z"]
