@@ -542,6 +542,12 @@ def name_key(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
+def _dollar_key(name: str) -> str:
+    """:func:`name_key` with each ``$`` kept: PostHog and Mixpanel mark their own properties with it
+    (``$session_id``, ``$current_url``), and an app's property of the same name without it is not theirs."""
+    return re.sub(r"[^0-9a-z$]", "", name.lower())
+
+
 def _closest(name: str, available: Sequence[str], *, taken: Iterable[str] = ()) -> str | None:
     """The column of ``available`` whose name is closest to ``name`` (case and punctuation aside)."""
     candidates: dict[str, str] = {}
@@ -605,13 +611,18 @@ def resolve_columns(
         raise TypeError(f"resolve_columns() got unexpected keyword arguments: {', '.join(unknown)}")
     explicit = (columns or ColumnNames.of(named)).by_role()
     by_norm: dict[str, str] = {}
+    by_dollar: dict[str, str] = {}
     for name in available:
         by_norm.setdefault(name_key(name), name)
+        by_dollar.setdefault(_dollar_key(name), name)
     names = set(available)
 
     def named_as(alias: str) -> tuple[str | None, str | None]:
-        """The column named exactly ``alias`` (:func:`exact_column`), and its first look-alike."""
-        return exact_column(alias, names), by_norm.get(name_key(alias))
+        """The column named exactly ``alias`` (:func:`exact_column`), and its first look-alike: one that
+        keeps its ``$`` where it has one (``PROPERTIES_$SESSION_ID`` for PostHog's
+        ``properties.$session_id``, not the app's own ``properties_session_id``)."""
+        alike = by_dollar.get(_dollar_key(alias)) if "$" in alias else by_norm.get(name_key(alias))
+        return exact_column(alias, names), alike
 
     listing = column_listing(available)
     found: dict[str, str | None] = {}

@@ -304,8 +304,44 @@ def test_an_exact_name_wins_over_an_earlier_names_look_alike() -> None:
     available = ["distinct_id", "timestamp", "event", "uuid", "properties_session_id", "$session_id"]
     config = preset_config("posthog")
     assert config.read.resolve_columns(available).client_session_id == "$session_id"
-    # Without an exact one, the first name's look-alike (a warehouse's upper-case names).
-    assert config.read.resolve_columns(available[:-1]).client_session_id == "properties_session_id"
+    # Without an exact one, a look-alike that keeps the `$` (a warehouse's upper-case names), never the
+    # app's own `session_id` (review of stop 55: PostHog's server events, which have no session, were put
+    # in one by an app's checkout id).
+    assert config.read.resolve_columns(available[:-1]).client_session_id is None
+    upper = [*available[:-1], "PROPERTIES_$SESSION_ID"]
+    assert config.read.resolve_columns(upper).client_session_id == "PROPERTIES_$SESSION_ID"
+
+
+@pytest.mark.parametrize("export", ["ndjson", "parquet"])
+def test_an_apps_own_property_is_not_the_vendors_without_its_dollar(tmp_path: Path, export: str) -> None:
+    """A PostHog export of server events (no ``$session_id``, ``$current_url``, ``$referrer`` or ``$ip``)
+    whose app sends its own ``session_id``, ``current_url``, ``referrer`` and ``ip`` properties: none of
+    them is read for PostHog's (they were, in a nested export: one session of three hours by the app's
+    checkout id, and its URL as the landing page), as in the same export with properties as JSON text."""
+    properties = {
+        "session_id": "checkout-77",
+        "current_url": "https://app/x",
+        "referrer": "https://r.example/",
+        "ip": "81.2.69.160",
+    }
+    frame = pl.DataFrame(
+        {
+            "uuid": ["e1", "e2"],
+            "event": ["order_paid", "refund"],
+            "distinct_id": ["user-1", "user-1"],
+            "timestamp": ["2024-05-01T10:02:00Z", "2024-05-01T13:00:00Z"],
+            "properties": [properties, properties],
+        }
+    )
+    source = tmp_path / f"events.{export}"
+    frame.write_ndjson(source) if export == "ndjson" else frame.write_parquet(source)
+    out = tmp_path / "out.csv"
+    result = run_cli(source, "--preset", "posthog", "-o", out, "--no-geo", "-q")
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(out, infer_schema=False)
+    assert table.height == 2
+    assert table.select("landing_page", "referrer", "ip").unique().rows() == [(None, None, None)]
+    assert "checkout-77" not in table["session_id"].to_list()
 
 
 def test_a_name_differing_in_case_only_is_a_look_alike() -> None:
