@@ -87,6 +87,9 @@ def test_unlocatable_addresses_give_nulls_and_are_counted(tmp_path: Path) -> Non
         "",
         None,
         "81.2.69.142",
+        # Multicast groups are no host (Python 3.11's is_global says yes): private/reserved, not "not found".
+        "224.0.0.1",
+        "ff02::1",
     ]
     events = tmp_path / "events.csv"
     pl.DataFrame(
@@ -99,8 +102,18 @@ def test_unlocatable_addresses_give_nulls_and_are_counted(tmp_path: Path) -> Non
     result = sessionize.run([events], geoip_db=CITY_DB)
     located = result.sessions.filter(pl.col("country").is_not_null())
     assert located["ip"].to_list() == ["81.2.69.142"]
-    assert result.geo_counts == {"resolved": 1, "not_found": 2, "private": 4, "invalid": 1, "missing": 2}
+    assert result.geo_counts == {"resolved": 1, "not_found": 2, "private": 6, "invalid": 1, "missing": 2}
     assert result.geo_database is not None and result.geo_database.database_type == "GeoIP2-City"
+    # The one-address lookup agrees.
+    from sessionize.geo import open_database
+
+    database = open_database(CITY_DB)
+    assert database is not None
+    assert [database.lookup(ip)["_geo_status"] for ip in ("224.0.0.1", "ff02::1", "81.2.69.142")] == [
+        "private",
+        "private",
+        "resolved",
+    ]
 
 
 def test_input_without_an_ip_column_is_counted_as_missing(tmp_path: Path) -> None:

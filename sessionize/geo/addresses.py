@@ -161,7 +161,7 @@ class _Found:
             return
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
-        if not address.is_global:
+        if not is_public(address):
             code[row] = _PRIVATE
             return
         self.exact.append((row, address.version, int(address)))
@@ -271,6 +271,13 @@ def _ipaddress_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]
     return found
 
 
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an address is one a visitor's device has on the internet: ``is_global`` and not multicast
+    (Python before 3.13 counts ``224.0.0.1`` and ``ff0e::1`` as global; a multicast group is no host and
+    has no place, so it counts with the private and reserved addresses)."""
+    return address.is_global and not address.is_multicast
+
+
 def _maybe_not_global_mask(values: U64, version: int) -> Mask:
     firsts, lasts = _maybe_not_global(version)
     at = np.searchsorted(firsts, values, side="right") - 1
@@ -283,7 +290,7 @@ def _is_global_v4(values: U32) -> Mask:
     ipaddress's own answer inside them."""
     is_global = ~_maybe_not_global_mask(values.astype(np.uint64), 4)
     for at in np.flatnonzero(~is_global).tolist():
-        is_global[at] = ipaddress.IPv4Address(int(values[at])).is_global
+        is_global[at] = is_public(ipaddress.IPv4Address(int(values[at])))
     return is_global
 
 
@@ -291,5 +298,5 @@ def _is_global_v6(hi: U64, lo: U64) -> Mask:
     """As :func:`_is_global_v4`, for IPv6 addresses given as their high and low 64 bits."""
     is_global = ~_maybe_not_global_mask(hi, 6)
     for at in np.flatnonzero(~is_global).tolist():
-        is_global[at] = ipaddress.IPv6Address((int(hi[at]) << 64) | int(lo[at])).is_global
+        is_global[at] = is_public(ipaddress.IPv6Address((int(hi[at]) << 64) | int(lo[at])))
     return is_global

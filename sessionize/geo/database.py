@@ -30,7 +30,7 @@ import polars as pl
 
 from sessionize.errors import GeoIPDatabaseError
 from sessionize.geo._numpy import NumpyOnFirstUse
-from sessionize.geo.addresses import _Addresses, _parse_addresses
+from sessionize.geo.addresses import _Addresses, _parse_addresses, is_public
 from sessionize.geo.columns import (
     _GEO_SCHEMA,
     _NOT_FOUND,
@@ -262,7 +262,7 @@ class GeoDatabase:
             return result
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
-        if not address.is_global:
+        if not is_public(address):
             result[STATUS] = PRIVATE
             return result
         record = self._record(address)
