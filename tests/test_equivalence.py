@@ -366,6 +366,9 @@ OPTION_SETS: dict[str, OptionSet] = {
     "channel_rules": OptionSet({"channel_rules": "snowplow"}),
     # PostHog's channel type (its referring domain, gclid, gad_source and fbclid, its own names).
     "channel_rules_posthog": OptionSet({"channel_rules": "posthog"}),
+    # The site's own referrers, given as a URL and as a host with its port (each read as its host): a
+    # news site's and Google UK's referrals are internal (direct) on every path.
+    "internal_domains": OptionSet({"internal_domains": "https://news.example.org/path,www.google.co.uk:443"}),
     # Snowplow's session cap, short enough to cut the app users' client sessions (counted as filtered
     # out on every path; a session that spans two inputs loses its later events in a later run).
     "session_cap": OptionSet({"session_cap": "10m"}),
