@@ -366,6 +366,16 @@ OPTION_SETS: dict[str, OptionSet] = {
     "channel_rules": OptionSet({"channel_rules": "snowplow"}),
     # PostHog's channel type (its referring domain, gclid, gad_source and fbclid, its own names).
     "channel_rules_posthog": OptionSet({"channel_rules": "posthog"}),
+    # The session rules beside the timeout: a shorter timeout, a longest session (cut by the clock), a new
+    # session at each campaign landing (UA's rule), and conversions (is_engaged) on every path.
+    "session_rules": OptionSet(
+        {
+            "timeout": "10m",
+            "max_session_length": "20m",
+            "split_on_campaign": True,
+            "conversion_events": "add_to_cart",
+        }
+    ),
     # The site's own referrers, given as a URL and as a host with its port (each read as its host): a
     # news site's and Google UK's referrals are internal (direct) on every path.
     "internal_domains": OptionSet({"internal_domains": "https://news.example.org/path,www.google.co.uk:443"}),
