@@ -576,3 +576,72 @@ def _open_in_browser(
     )
     page.close()
     return problems, requests, shown
+
+
+@pytest.mark.parametrize(
+    ("stray", "unit"),
+    [(datetime(1970, 1, 1, tzinfo=UTC), "month"), (datetime(1, 1, 1, tzinfo=UTC), "year")],
+)
+def test_one_stray_early_start_gives_coarser_bars_not_a_huge_page(
+    tmp_path: Path, stray: datetime, unit: str
+) -> None:
+    """One session at 1970-01-01 (an epoch zero) or 0001-01-01 made a bar per day back to it: 20,761 bars
+    (6.6 MB) or about 740,000 (65 MB, 8 s). Such a span is drawn by month or by year."""
+    table = make_sessions(500).with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.lit(stray))
+        .otherwise(pl.col("session_start"))
+        .alias("session_start")
+    )
+    data = R.aggregate_sessions(table)
+    assert data.timeline.unit == unit
+    assert sum(data.timeline.sessions) == 500
+    assert len(data.timeline.starts) <= 2_100
+    path = tmp_path / "sessions.parquet"
+    table.write_parquet(path)
+    out = tmp_path / "report.html"
+    assert report_cli(path, "-o", out).exit_code == 0
+    assert out.stat().st_size < 6_000_000
+    assert f"Sessions per {unit} (UTC)" in out.read_text(encoding="utf-8")
+
+
+def test_sessions_without_a_number_are_neither_new_nor_returning_in_the_timeline() -> None:
+    """Two tables read together, one written with --drop-columns session_number: its sessions were drawn as
+    returning (sessions - new), where the donut counts them as neither."""
+    table = make_sessions(300).with_columns(
+        pl.when(pl.int_range(pl.len()) % 3 == 0)
+        .then(None)
+        .otherwise(pl.col("session_number"))
+        .alias("session_number")
+    )
+    data = R.aggregate_sessions(table)
+    numbers = table.get_column("session_number")
+    assert data.timeline.new is not None and data.timeline.returning is not None
+    assert sum(data.timeline.new) == (numbers == 1).sum() == data.new_sessions
+    assert sum(data.timeline.returning) == (numbers > 1).sum() == data.returning_sessions
+    assert sum(data.timeline.sessions) - sum(data.timeline.new) - sum(data.timeline.returning) == 100
+    assert '"name": "Unknown"' in R.render_report(data) or '"name":"Unknown"' in R.render_report(data)
+
+
+def test_sessions_without_a_start_stay_out_of_the_timeline(tmp_path: Path) -> None:
+    """A table whose session_start is empty made the report fail with "Unexpected error: AssertionError";
+    sessions without a start are now counted in the headline and left out of the timeline, with a note when
+    none has one."""
+    table = make_sessions(50)
+    some = table.with_columns(
+        pl.when(pl.int_range(pl.len()) < 10)
+        .then(None)
+        .otherwise(pl.col("session_start"))
+        .alias("session_start")
+    )
+    data = R.aggregate_sessions(some)
+    assert data.sessions == 50 and sum(data.timeline.sessions) == 40
+    none = table.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("session_start"))
+    empty = R.aggregate_sessions(none)
+    assert empty.sessions == 50 and empty.timeline.sessions == ()
+    assert "no session has a session_start" in empty.left_out["timeline"]
+    path = tmp_path / "sessions.parquet"
+    none.write_parquet(path)
+    result = report_cli(path, "-o", tmp_path / "report.html")
+    assert result.exit_code == 0, result.output
+    assert "no session has a session_start" in (tmp_path / "report.html").read_text(encoding="utf-8")

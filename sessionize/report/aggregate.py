@@ -65,15 +65,22 @@ class Ranking:
         return self.known - sum(self.sessions)
 
 
+TimelineUnit = Literal["hour", "day", "month", "year"]
+
+
 @dataclass(frozen=True)
 class Timeline:
-    """Sessions per hour or per day (every bucket from the first session's to the last one's)."""
+    """Sessions per hour, day, month or year (every bucket from the first session's to the last one's;
+    the unit that keeps the bars at most a few thousand: see :func:`_timeline_unit`)."""
 
-    unit: Literal["hour", "day"]
+    unit: TimelineUnit
     starts: tuple[datetime, ...]
     sessions: tuple[int, ...]
     #: First sessions of their users (``session_number == 1``); None without ``session_number``.
     new: tuple[int, ...] | None
+    #: Later sessions (``session_number > 1``); None without ``session_number``. A session whose number
+    #: is null is neither (``sessions - new - returning`` of them).
+    returning: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,27 +155,51 @@ def _duration_bucket() -> pl.Expr:
     return result
 
 
+#: The longest span drawn by day, and by month (longer: by year), so that one stray early or late
+#: session_start (1970-01-01, 0001-01-01) does not make the page hundreds of thousands of bars.
+DAILY_MAX_DAYS = 3 * 366
+MONTHLY_MAX_DAYS = 100 * 366
+_EVERY: dict[TimelineUnit, str] = {"hour": "1h", "day": "1d", "month": "1mo", "year": "1y"}
+
+
+def _timeline_unit(first: datetime, last: datetime) -> TimelineUnit:
+    days = (last.date() - first.date()).days + 1
+    if days <= HOURLY_MAX_DAYS:
+        return "hour"
+    if days <= DAILY_MAX_DAYS:
+        return "day"
+    return "month" if days <= MONTHLY_MAX_DAYS else "year"
+
+
 def _timeline(hourly: pl.DataFrame, *, has_new: bool) -> Timeline:
+    # Sessions without a start are in the headline's counts, in no bar.
+    hourly = hourly.filter(pl.col("start").is_not_null())
     if hourly.height == 0:
-        return Timeline("hour", (), (), () if has_new else None)
+        return Timeline("hour", (), (), () if has_new else None, () if has_new else None)
     first, last = hourly.get_column("start").min(), hourly.get_column("start").max()
     assert isinstance(first, datetime) and isinstance(last, datetime)
-    days = (last.date() - first.date()).days + 1
-    unit: Literal["hour", "day"] = "hour" if days <= HOURLY_MAX_DAYS else "day"
+    unit = _timeline_unit(first, last)
+    every = _EVERY[unit]
     counts = hourly
-    if unit == "day":
-        counts = hourly.group_by(pl.col("start").dt.truncate("1d")).agg(pl.col("sessions", "new").sum())
-        first = first.replace(hour=0)
-        last = last.replace(hour=0)
-    buckets = pl.DataFrame(
-        {"start": pl.datetime_range(first, last, "1h" if unit == "hour" else "1d", eager=True)}
-    ).with_columns(pl.col("start").cast(counts.schema["start"]))
+    if unit != "hour":
+        counts = hourly.group_by(pl.col("start").dt.truncate(every)).agg(
+            pl.col("sessions", "new", "returning").sum()
+        )
+        first, last = (
+            counts.get_column("start").min(),
+            counts.get_column("start").max(),
+        )
+        assert isinstance(first, datetime) and isinstance(last, datetime)
+    buckets = pl.DataFrame({"start": pl.datetime_range(first, last, every, eager=True)}).with_columns(
+        pl.col("start").cast(counts.schema["start"])
+    )
     filled = buckets.join(counts, on="start", how="left").fill_null(0).sort("start")
     return Timeline(
         unit,
         tuple(filled.get_column("start").to_list()),
         tuple(filled.get_column("sessions").to_list()),
         tuple(filled.get_column("new").to_list()) if has_new else None,
+        tuple(filled.get_column("returning").to_list()) if has_new else None,
     )
 
 
@@ -232,10 +263,13 @@ def aggregate_sessions(
         headline.append(pl.col("is_bot").sum().alias("bot_sessions"))
 
     new = (pl.col("session_number") == 1) if has("session_number") else pl.lit(False)
+    returning = (pl.col("session_number") > 1) if has("session_number") else pl.lit(False)
     queries: list[pl.LazyFrame] = [
         frame.select(headline),
         frame.group_by(pl.col("session_start").dt.truncate("1h").alias("start")).agg(
-            pl.len().cast(pl.Int64).alias("sessions"), new.sum().cast(pl.Int64).alias("new")
+            pl.len().cast(pl.Int64).alias("sessions"),
+            new.sum().cast(pl.Int64).alias("new"),
+            returning.sum().cast(pl.Int64).alias("returning"),
         ),
         frame.filter(pl.col("duration_s").is_not_null()).group_by(_duration_bucket()).len(),
     ]
@@ -250,6 +284,8 @@ def aggregate_sessions(
     if total == 0:
         for key in ("timeline", "durations", "new_vs_returning"):
             left_out[key] = NO_SESSIONS
+    elif figures["first_start"] is None:
+        left_out["timeline"] = "No data: no session has a session_start."
     elif not has("session_number"):
         left_out["new_vs_returning"] = (
             "The table has no session_number column: the table was made with --drop-columns."

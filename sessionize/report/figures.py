@@ -17,6 +17,7 @@ from sessionize.report.columns import _RankingSpec
 
 _BLUE = "#3867d6"
 _ORANGE = "#f39c4a"
+_GREY = "#a5adb8"
 _PALETTE = ["#3867d6", "#f39c4a", "#20bf6b", "#8854d0", "#eb3b5a", "#0fb9b1", "#f7b731", "#778ca3"]
 _FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 # No mode bar: it would cover the bars of small charts; drag still zooms and a double click resets.
@@ -113,8 +114,15 @@ def _axis(**extra: Any) -> dict[str, Any]:
 
 def _timeline_figure(data: ReportData) -> dict[str, Any]:
     timeline = data.timeline
-    hover = "%{x|%a %d %b %Y %H:00}" if timeline.unit == "hour" else "%{x|%a %d %b %Y}"
-    width = 3600_000 if timeline.unit == "hour" else 86400_000
+    hover = {
+        "hour": "%{x|%a %d %b %Y %H:00}",
+        "day": "%{x|%a %d %b %Y}",
+        "month": "%{x|%b %Y}",
+        "year": "%{x|%Y}",
+    }[timeline.unit]
+    width = {"hour": 3600_000, "day": 86400_000, "month": 28 * 86400_000, "year": 365 * 86400_000}[
+        timeline.unit
+    ]
     starts = [start.isoformat() for start in timeline.starts]
     traces: list[dict[str, Any]]
     if timeline.new is None:
@@ -130,7 +138,12 @@ def _timeline_figure(data: ReportData) -> dict[str, Any]:
             }
         ]
     else:
-        returning = [s - n for s, n in zip(timeline.sessions, timeline.new, strict=True)]
+        returning = list(timeline.returning or (0,) * len(starts))
+        # Sessions whose session_number is null (a table from elsewhere): neither new nor returning.
+        unknown = [s - n - r for s, n, r in zip(timeline.sessions, timeline.new, returning, strict=True)]
+        parts = [("New", list(timeline.new), _BLUE), ("Returning", returning, _ORANGE)]
+        if any(unknown):
+            parts.append(("Unknown", unknown, _GREY))
         traces = [
             {
                 "type": "bar",
@@ -141,10 +154,7 @@ def _timeline_figure(data: ReportData) -> dict[str, Any]:
                 "width": [width * 0.85] * len(starts),
                 "hovertemplate": hover + f"<br>%{{y:,}} {_text(name.lower())} sessions<extra></extra>",
             }
-            for name, values, color in (
-                ("New", list(timeline.new), _BLUE),
-                ("Returning", returning, _ORANGE),
-            )
+            for name, values, color in parts
         ]
     return {
         "data": traces,

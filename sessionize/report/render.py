@@ -75,7 +75,7 @@ def _ranking_subtitle(spec: _RankingSpec, ranking: Ranking, total: int) -> str:
 def _cards(data: ReportData) -> list[_Card]:
     cards: list[_Card] = []
     total = data.sessions
-    unit = "hour" if data.timeline.unit == "hour" else "day"
+    unit = data.timeline.unit
     if "timeline" in data.left_out:
         cards.append(_Card("timeline", "Sessions over time", "wide", note=data.left_out["timeline"]))
     else:
