@@ -645,3 +645,22 @@ def test_sessions_without_a_start_stay_out_of_the_timeline(tmp_path: Path) -> No
     result = report_cli(path, "-o", tmp_path / "report.html")
     assert result.exit_code == 0, result.output
     assert "no session has a session_start" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_an_empty_ndjson_table_that_run_writes_is_a_report_of_no_sessions(tmp_path: Path) -> None:
+    """``sessionize run`` writes an NDJSON table of no sessions as an empty file (JSON lines have no
+    header); ``sessionize report`` refused it ("is empty: not a session table"), alone or in a folder,
+    where the same table as CSV or Parquet gave a page of 0 sessions."""
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,timestamp,url\n", encoding="utf-8")
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    table = folder / "sessions.ndjson"
+    done = invoke("run", events, "--no-geo", "-q", "-o", table)
+    assert done.exit_code == 0, done.output
+    assert table.stat().st_size == 0
+    for given in (table, folder):
+        out = tmp_path / "report.html"
+        result = report_cli(given, "-o", out)
+        assert result.exit_code == 0, result.output
+        assert "0 sessions" in out.read_text(encoding="utf-8")

@@ -101,9 +101,11 @@ def _scan_table(path: str) -> pl.LazyFrame:
             # Only the report's columns are typed: the others are never read.
             types = {c: S.SESSION_SCHEMA[c] for c in names if c in REPORT_COLUMNS}
             frame = pl.scan_csv(path, infer_schema=False, schema_overrides=types, glob=False)
+        elif os.path.getsize(path) == 0:
+            # No sessions: what `sessionize run -o x.ndjson` writes for none (JSON lines have no header).
+            names = [c for c in REPORT_COLUMNS if c in S.SESSION_SCHEMA]
+            frame = pl.LazyFrame(schema={c: S.SESSION_SCHEMA[c] for c in names})
         else:
-            if os.path.getsize(path) == 0:
-                raise NotASessionTableError(f"{path} is empty: not a session table.")
             frame = pl.scan_ndjson(path, infer_schema_length=None)
             names = frame.collect_schema().names()
     except (pl.exceptions.PolarsError, OSError) as exc:
