@@ -13,7 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import sessionize
-from tests.helpers import T0, invoke, run_cli, words, write_text
+from tests.helpers import T0, invoke, run_cli, run_incremental, words, write_text
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
@@ -458,3 +458,28 @@ def test_users_carry_their_engaged_time_and_stitched_id(tmp_path: Path) -> None:
     assert per_user.get_column("engaged_time_s").to_list() == users.get_column("engaged_time_s").to_list()
     hidden = sessionize.sessionize_tables(pl.read_csv(source), **options, drop_columns="engaged_time_s")
     assert "engaged_time_s" not in hidden.users.columns and "engaged_time_s" not in hidden.sessions.columns
+
+
+@pytest.mark.parametrize("dropped", ["event_count", "pageview_count"])
+def test_a_state_refuses_to_drop_what_its_user_table_adds_up(tmp_path: Path, dropped: str) -> None:
+    """With --state, the user table is made from the output's partitions: without their event_count or
+    pageview_count the run failed with "Unexpected error: ColumnNotFoundError", and such a state could
+    never write a user table. Refused before any work, as the columns a state replaces sessions by are;
+    other columns drop as before."""
+    events = tmp_path / "a.csv"
+    events.write_text(
+        "user_id,timestamp,event,url\nu,2024-05-01T10:00:00Z,page_view,https://x.com/a\n"
+        "u,2024-05-01T10:00:30Z,click,https://x.com/a\n",
+        encoding="utf-8",
+    )
+    users = tmp_path / "users.csv"
+    result = run_incremental(events, tmp_path, "--users-output", str(users), "--drop-columns", dropped)
+    assert result.exit_code == 2, result.output
+    assert f"--drop-columns cannot drop {dropped} with --state and --users-output" in words(result.output)
+    assert not users.exists() and not (tmp_path / "state").exists()
+    kept = run_incremental(events, tmp_path, "--users-output", str(users), "--drop-columns", "channel")
+    assert kept.exit_code == 0, kept.output
+    assert pl.read_csv(users).select("events", "page_views").row(0) == (2, 1)
+    # Without --users-output the column drops, as before.
+    again = run_incremental(events, tmp_path / "other", "--drop-columns", dropped)
+    assert again.exit_code == 0, again.output

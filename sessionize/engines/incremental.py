@@ -215,6 +215,8 @@ def load_state(state_dir: Path) -> State:
     return State(users=users, events=events, files=files, watermark=watermark, settings=settings, runs=runs)
 
 
+#: The session columns the user table adds up that no default makes up for when a partition lacks them.
+_USER_TABLE_COUNTS = ("event_count", "pageview_count")
 #: The fields each entry of a manifest's ``files`` has, and their types (see :func:`_scan_file`).
 _ENTRY_FIELDS: dict[str, type] = {"path": str, "size": int, "sha256": str}
 
@@ -909,6 +911,14 @@ class IncrementalEngine:
             raise UsageError(
                 f"--drop-columns cannot drop {', '.join(kept_out)} with --state: "
                 "runs replace sessions by them."
+            )
+        counted = [name for name in config.privacy.drop_columns if name in _USER_TABLE_COUNTS]
+        if counted and config.output.users_output is not None:
+            # The user table of a state is made from the output's partitions (every run's sessions).
+            raise UsageError(
+                f"--drop-columns cannot drop {', '.join(counted)} with --state and --users-output: the user "
+                "table adds up its users' sessions from the output's partitions, which would lack them. "
+                "Keep them in the sessions, or leave out --users-output."
             )
         if Path(incremental.state).resolve() == Path(incremental.output_dir).resolve():
             raise UsageError("--state and --output-dir must be different directories.")
