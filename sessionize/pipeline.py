@@ -439,6 +439,12 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
             io.check_output(table, files, option=option)
             io.output_format_of(table, None)
     if outputs.report is not None:
+        needed = [name for name in report_module.REQUIRED_COLUMNS if name in config.privacy.drop_columns]
+        if needed:
+            raise UsageError(
+                f"--report needs the sessions' {', '.join(needed)}, which --drop-columns leaves out. Keep "
+                f"{'it' if len(needed) == 1 else 'them'}, or leave out --report."
+            )
         report_module.check_report_output(
             outputs.report, [source.path for source in files], option="--report"
         )

@@ -664,3 +664,20 @@ def test_an_empty_ndjson_table_that_run_writes_is_a_report_of_no_sessions(tmp_pa
         result = report_cli(given, "-o", out)
         assert result.exit_code == 0, result.output
         assert "0 sessions" in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("dropped", ["duration_s", "session_start"])
+def test_a_report_of_a_run_that_drops_a_column_it_needs_is_refused_before_any_work(
+    tmp_path: Path, dropped: str
+) -> None:
+    """``run --drop-columns duration_s --report r.html`` sessionized the whole input, then failed (exit 1)
+    saying to write the report in the same run, which it was: refused before any work now (exit 2)."""
+    out, report = tmp_path / "sessions.csv", tmp_path / "report.html"
+    result = invoke(
+        "run", SAMPLE_DATA, "--no-geo", "-q", "-o", out, "--report", report, "--drop-columns", dropped
+    )
+    assert result.exit_code == 2, result.output
+    assert flat(f"--report needs the sessions' {dropped}, which --drop-columns leaves out") in flat(
+        result.output
+    )
+    assert not out.exists() and not report.exists()
