@@ -526,6 +526,12 @@ def _amount(name: str, value: object) -> str | int:
     raise _wrong(name, value, "an amount of memory as text with its unit ('2GiB', '512M') or whole bytes")
 
 
+def whole_number(name: str, value: object) -> int:
+    """A keyword's whole number, given as an ``int`` or its text (``top="5"``); else a
+    :class:`UsageError` naming its flag (``--top takes a whole number, not 3.5 (float).``)."""
+    return _count(name, value)
+
+
 def _count(name: str, value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value

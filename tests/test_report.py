@@ -681,3 +681,17 @@ def test_a_report_of_a_run_that_drops_a_column_it_needs_is_refused_before_any_wo
         result.output
     )
     assert not out.exists() and not report.exists()
+
+
+def test_make_report_takes_top_as_its_flag_does(tmp_path: Path) -> None:
+    """``make_report(top=...)``: a whole number as an ``int`` or its text, as every keyword of ``run``
+    takes its flag's values; anything else a ``UsageError`` naming --top (``"5"`` and ``3.5`` were a
+    ``TypeError``)."""
+    table = tmp_path / "sessions.parquet"
+    make_sessions(100).write_parquet(table)
+    R.make_report(table, output=tmp_path / "five.html", top="5")
+    assert (tmp_path / "five.html").exists()
+    for wrong in (3.5, True, "x"):
+        with pytest.raises(UsageError, match="--top takes a whole number"):
+            R.make_report(table, output=tmp_path / "no.html", top=wrong)  # type: ignore[arg-type]
+    assert not (tmp_path / "no.html").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from sessionize.config import whole_number
 from sessionize.errors import OutputError, UnreadableInputError, UsageError
 from sessionize.io import Inputs, Publication, check_directory
 from sessionize.report.aggregate import (
@@ -136,7 +137,7 @@ def make_report(
     output: str | Path = DEFAULT_OUTPUT,
     date_from: str | date | None = None,
     date_to: str | date | None = None,
-    top: int = DEFAULT_TOP,
+    top: int | str = DEFAULT_TOP,
     title: str = DEFAULT_TITLE,
 ) -> ReportResult:
     """Read session tables and write their report: what ``sessionize report`` does.
@@ -150,6 +151,7 @@ def make_report(
     started = time.perf_counter()
     # Usage errors first, before any file is read.
     _date_bounds(date_from, date_to)
+    top = whole_number("top", top)
     if not 1 <= top <= MAX_TOP:
         raise UsageError(f"--top must be from 1 to {MAX_TOP:,}, got {top}.")
     files = resolve_session_tables(inputs)
