@@ -695,3 +695,26 @@ def test_make_report_takes_top_as_its_flag_does(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match="--top takes a whole number"):
             R.make_report(table, output=tmp_path / "no.html", top=wrong)  # type: ignore[arg-type]
     assert not (tmp_path / "no.html").exists()
+
+
+def test_a_basic_format_date_covers_its_whole_day() -> None:
+    """``--to 20261103`` (ISO 8601's basic format) was read as that day's midnight, so ``--from 20261102
+    --to 20261103`` covered 2 November only; a date in either format covers its whole day."""
+    basic = R.parse_date_bound("20261103", option="--to", end=True)
+    assert (
+        basic
+        == R.parse_date_bound("2026-11-03", option="--to", end=True)
+        == datetime(2026, 11, 4, tzinfo=UTC)
+    )
+    assert R.parse_date_bound("20261103", option="--from") == datetime(2026, 11, 3, tzinfo=UTC)
+
+
+def test_a_negative_duration_is_shown_with_its_sign() -> None:
+    """A table from elsewhere may hold negative durations: -64 s was shown as "-1h 58m 56s"."""
+    assert [R.render.format_duration(s) for s in (-64, -3, -3725, 4.2, 0)] == [
+        "-1m 04s",
+        "-3.0s",
+        "-1h 02m 05s",
+        "4.2s",
+        "0.0s",
+    ]

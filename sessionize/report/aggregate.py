@@ -6,6 +6,7 @@ grow with the number of sessions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -360,7 +361,9 @@ def parse_date_bound(value: str | date | None, *, option: str, end: bool = False
     if isinstance(value, str):
         text = value.strip()
         try:
-            parsed = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+            # A date alone, extended (2024-05-02) or basic (20240502): its whole day.
+            is_date = re.fullmatch(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}", text) is not None
+            parsed = date.fromisoformat(text) if is_date else datetime.fromisoformat(text)
         except ValueError:
             raise UsageError(
                 f"{option} {value!r} is not a date or timestamp. "

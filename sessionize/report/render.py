@@ -31,9 +31,11 @@ DEFAULT_TITLE = "Session insights"
 
 
 def format_duration(seconds: float | None) -> str:
-    """``5m 25s``, ``1h 02m 03s``, ``4.2s``; a dash for None."""
+    """``5m 25s``, ``1h 02m 03s``, ``4.2s``, ``-1m 04s`` (a table from elsewhere); a dash for None."""
     if seconds is None:
         return _DASH
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     if hours:
