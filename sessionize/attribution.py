@@ -27,7 +27,7 @@ import polars as pl
 import yaml
 
 from sessionize import schema as S
-from sessionize.config import normalize_internal_domains
+from sessionize.config import ascii_host, normalize_internal_domains
 from sessionize.distinct import distinct_rows, fresh_name, gather_rows, map_distinct
 from sessionize.errors import RefererDatabaseError
 from sessionize.referrer import DIRECT, registered_domain, splittable, traffic_source, valid_host
@@ -319,24 +319,14 @@ def _is_internal(
     only the landing page's own host. Hosts in ``internal_domains`` and their subdomains are internal
     under both. A Unicode host is compared in its ASCII spelling (``bücher.de`` is ``xn--bcher-kva.de``,
     as browsers send it), so that one site spelled both ways is one site."""
-    host, landing_host = _ascii_host(host), None if landing_host is None else _ascii_host(landing_host)
+    host = ascii_host(host) or host
+    landing_host = None if landing_host is None else ascii_host(landing_host) or landing_host
     if host == landing_host:
         return True
     site = registered_domain(host) if same_site and landing_host is not None else None
     if site is not None and landing_host is not None and site == registered_domain(landing_host):
         return True
     return any(host == domain or host.endswith("." + domain) for domain in internal_domains)
-
-
-def _ascii_host(host: str) -> str:
-    """``host`` in ASCII (IDNA: ``bücher.de`` is ``xn--bcher-kva.de``); as it is when it has no such
-    spelling."""
-    if host.isascii():
-        return host
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return host
 
 
 def _landing_host(url: str | None) -> str | None:

@@ -247,13 +247,24 @@ def _ascii_spelling(item: str, host: str) -> list[str]:
     """The ASCII form (IDNA) of a Unicode host name, as browsers send it in referrers."""
     if host.isascii():
         return []
-    try:
-        return [host.encode("idna").decode("ascii")]
-    except UnicodeError:
+    spelled = ascii_host(host)
+    if spelled is None:
         raise UsageError(
             f"--internal-domains {item.strip()!r} is not a valid international domain name: give it as "
             "browsers send it (its xn-- form)."
-        ) from None
+        )
+    return [spelled]
+
+
+def ascii_host(host: str) -> str | None:
+    """``host`` in ASCII (IDNA: ``bücher.de`` is ``xn--bcher-kva.de``, as browsers send it); None for a
+    Unicode name that has no such spelling."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
 
 
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -529,10 +540,6 @@ def _amount(name: str, value: object) -> str | int:
 def whole_number(name: str, value: object) -> int:
     """A keyword's whole number, given as an ``int`` or its text (``top="5"``); else a
     :class:`UsageError` naming its flag (``--top takes a whole number, not 3.5 (float).``)."""
-    return _count(name, value)
-
-
-def _count(name: str, value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().isdigit():
@@ -603,7 +610,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "str | timedelta | None": _duration,
     "str | datetime | date | None": _instant,
     "str | int | None": _amount,
-    "int | str | None": _count,
+    "int | str | None": whole_number,
     "str | Iterable[str] | Mapping[str, str | Iterable[str]] | None": _filters,
     "str | S.Aggregate | Iterable[str | S.Aggregate] | Mapping[str, str] | None": _aggregates,
     "Mapping[str, Sequence[str]] | None": _preferred,
@@ -1034,8 +1041,8 @@ class RunConfig:
         if engine not in ENGINES:
             raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
         # Whole numbers by now (see _typed), the text of one too.
-        buckets = None if buckets is None else _count("buckets", buckets)
-        partitions = None if partitions is None else _count("partitions", partitions)
+        buckets = None if buckets is None else whole_number("buckets", buckets)
+        partitions = None if partitions is None else whole_number("partitions", partitions)
         if buckets is not None and not 1 <= buckets <= MAX_BUCKETS:
             raise UsageError(
                 f"--buckets {buckets} must be from 1 to {MAX_BUCKETS:,} (each bucket is a pass over its "

@@ -81,7 +81,7 @@ class Timeline:
     new: tuple[int, ...] | None
     #: Later sessions (``session_number > 1``); None without ``session_number``. A session whose number
     #: is null is neither (``sessions - new - returning`` of them).
-    returning: tuple[int, ...] | None = None
+    returning: tuple[int, ...] | None
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,8 @@ def _timeline_figure(data: ReportData) -> dict[str, Any]:
             }
         ]
     else:
-        returning = list(timeline.returning or (0,) * len(starts))
+        assert timeline.returning is not None  # counted whenever new sessions are
+        returning = list(timeline.returning)
         # Sessions whose session_number is null (a table from elsewhere): neither new nor returning.
         unknown = [s - n - r for s, n, r in zip(timeline.sessions, timeline.new, returning, strict=True)]
         parts = [("New", list(timeline.new), _BLUE), ("Returning", returning, _ORANGE)]
