@@ -1286,7 +1286,27 @@ def legacy_secret_fingerprint(secret: bytes) -> str:
 
 
 def _check_distinct_outputs(outputs: OutputOptions) -> None:
-    """Two outputs naming one file would overwrite each other."""
+    """Two outputs naming one file would overwrite each other, and two on stdout would be one stream
+    (refused here, before any work, rather than when the second is opened)."""
+    on_stdout = [
+        option
+        for option, path in (
+            ("-o", outputs.output),
+            ("--rejects", outputs.rejects),
+            ("--report", outputs.report),
+            ("--pageviews-output", outputs.pageviews_output),
+            ("--users-output", outputs.users_output),
+        )
+        if path == "-"
+    ]
+    if len(on_stdout) > 1:
+        *others, last = on_stdout
+        named = f"{', '.join(others)} and {last}"
+        table = " (the session table, which goes to stdout when -o is not given and stdout is piped)"
+        raise UsageError(
+            f"{named} {'both' if len(on_stdout) == 2 else 'all'} write to stdout (-){table if on_stdout[0] == '-o' else ''}, and stdout can carry "
+            f"only one output: give {' and '.join(on_stdout[1:])} a file."
+        )
     seen: dict[str, str] = {}
     for option, path in outputs.targets().items():
         key = os.path.realpath(path)

@@ -288,6 +288,35 @@ def test_run_refuses_one_path_for_two_tables_and_writes_nothing(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["-o", "-", "--report", "-"],
+        # Without -o, the CliRunner's stdout is not a terminal: the table goes there, as in a pipe.
+        ["--report", "-"],
+        ["-o", "-", "--pageviews-output", "-", "--users-output", "-"],
+    ],
+)
+def test_two_outputs_on_stdout_are_refused_before_any_work(tmp_path: Path, flags: list[str]) -> None:
+    # A stop-55 review: the second output on stdout was refused only when it was opened, after the run
+    # (exit 1). The input has no user column: any work on it would end in that error instead.
+    events = write_text(tmp_path / "events.csv", "visitor,when\nu1,2024-05-01T10:00:00Z\n")
+    result = run_cli(events, *flags, "--no-geo")
+    assert result.exit_code == 2, result.output
+    on_stdout = [flag for flag in flags if flag != "-"]
+    said = words(result.output)
+    assert f"{' and '.join(on_stdout) if len(on_stdout) == 2 else ''}" in said
+    assert "write to stdout (-)" in said and "stdout can carry only one output" in said
+    assert "SchemaError" not in said and "visitor" not in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]
+
+
+def test_two_outputs_on_stdout_are_refused_by_the_library_too(tmp_path: Path) -> None:
+    events = write_text(tmp_path / "events.csv", "user_id,timestamp\nu1,2024-05-01T10:00:00Z\n")
+    with pytest.raises(sessionize.UsageError, match="-o and --rejects both write to stdout"):
+        sessionize.run([str(events)], output="-", rejects="-", on_invalid="skip", no_geo=True)
+
+
 INCREMENTAL_RUNS = (
     "user_id,timestamp,event,url\n"
     "u1,2024-05-01T10:00:00Z,page_view,https://s.example/\n"
