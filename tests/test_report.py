@@ -719,3 +719,14 @@ def test_a_negative_duration_is_shown_with_its_sign() -> None:
         "4.2s",
         "0.0s",
     ]
+
+
+def test_one_session_is_one_session_not_one_sessions() -> None:
+    # A stop-55 review: the header of a report of one session said "1 sessions".
+    text = re.sub(r"<[^>]+>", "", R.render_report(R.aggregate_sessions(small_table().head(1))))
+    assert "1 session starting" in text
+    # The sixth session has no page view (its landing page is null).
+    text = re.sub(r"<[^>]+>", "", R.render_report(R.aggregate_sessions(small_table())))
+    assert "6 sessions starting" in text
+    assert "1 session without a page view" in text
+    assert "1 sessions" not in text

@@ -53,6 +53,11 @@ class _Card:
     note: str = ""
 
 
+def _sessions(count: int) -> str:
+    """``count`` sessions, in the singular for one."""
+    return f"{count:,} session{'' if count == 1 else 's'}"
+
+
 def _ranking_subtitle(spec: _RankingSpec, ranking: Ranking, total: int) -> str:
     parts = [
         f"Top {len(ranking.labels)} of {ranking.distinct:,} {spec.noun}"
@@ -60,7 +65,7 @@ def _ranking_subtitle(spec: _RankingSpec, ranking: Ranking, total: int) -> str:
         else f"All {ranking.distinct:,} {spec.noun}"
     ]
     if ranking.other_sessions:
-        parts.append(f"{ranking.other_sessions:,} sessions on the others")
+        parts.append(f"{_sessions(ranking.other_sessions)} on the others")
     unknown = total - ranking.known
     if unknown:
         why = {
@@ -70,7 +75,7 @@ def _ranking_subtitle(spec: _RankingSpec, ranking: Ranking, total: int) -> str:
             "city": "without a city",
             "device_category": "without a user agent",
         }.get(spec.key, "unknown")
-        parts.append(f"{unknown:,} sessions {why}")
+        parts.append(f"{_sessions(unknown)} {why}")
     return " · ".join(parts)
 
 
@@ -272,7 +277,7 @@ def render_report(
 <main>
 <header>
 <h1>{esc(title)}</h1>
-<p><strong>{total:,} sessions</strong> starting {esc(span)}</p>
+<p><strong>{_sessions(total)}</strong> starting {esc(span)}</p>
 <p>Filters: {esc(filters)} · top {data.top} per ranking</p>
 <p>From {esc(source_text)}</p>
 </header>
