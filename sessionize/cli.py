@@ -887,8 +887,9 @@ def run(
         bool,
         typer.Option(
             "--csv-safe",
-            help="Neutralise values that a spreadsheet would run as formulas (=, +, -, @ at the start) in "
-            "CSV outputs, by prefixing ', as OWASP advises; the default keeps every value as it came.",
+            help="Neutralise values that a spreadsheet would run as formulas (=, +, -, @, a tab, a carriage "
+            "return or NUL at the start) in CSV outputs and their column names, by prefixing ', as OWASP "
+            "advises; the default keeps every value as it came.",
             rich_help_panel=OUTPUT,
         ),
     ] = False,
