@@ -1303,8 +1303,9 @@ def _check_distinct_outputs(outputs: OutputOptions) -> None:
         *others, last = on_stdout
         named = f"{', '.join(others)} and {last}"
         table = " (the session table, which goes to stdout when -o is not given and stdout is piped)"
+        verb = "both write" if len(on_stdout) == 2 else "all write"
         raise UsageError(
-            f"{named} {'both' if len(on_stdout) == 2 else 'all'} write to stdout (-){table if on_stdout[0] == '-o' else ''}, and stdout can carry "
+            f"{named} {verb} to stdout (-){table if on_stdout[0] == '-o' else ''}, and stdout can carry "
             f"only one output: give {' and '.join(on_stdout[1:])} a file."
         )
     seen: dict[str, str] = {}

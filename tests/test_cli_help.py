@@ -316,6 +316,7 @@ def test_csv_safe_help_names_every_character_it_neutralises() -> None:
     from sessionize.io.write import FORMULA_START
 
     option = next(p for p in run_command().params if p.name == "csv_safe")
+    assert isinstance(option, typer.core.TyperOption)
     help_text = option.help or ""
     names = {"\t": "a tab", "\r": "a carriage return", "\0": "NUL"}
     for character in FORMULA_START:
