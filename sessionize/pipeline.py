@@ -427,6 +427,9 @@ def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
     if outputs.output is not None and config.engine.engine == "local" and config.incremental is None:
         io.check_output(outputs.output, files)
         io.output_format_of(outputs.output, outputs.format)
+        mismatch = io.format_mismatch(outputs.output, outputs.format)
+        if mismatch is not None:
+            warnings.warn(mismatch, SessionizeWarning, stacklevel=2)
     # (Spark writes a rejects directory itself, and checks it.)
     if outputs.rejects is not None and not rejects_dataset(config):
         io.check_output(outputs.rejects, files, option="--rejects")

@@ -100,6 +100,36 @@ def test_output_format_from_extension_or_format_flag(
     assert table["user_id"].to_list() == ["00042", "00042", "1000000000001", "1000000000001", "u7"]
 
 
+@pytest.mark.parametrize(
+    ("name", "fmt", "named"),
+    [
+        ("sessions.parquet", "csv", "parquet"),
+        ("sessions.csv", "parquet", "csv"),
+        ("s.jsonl", "csv", "ndjson"),
+    ],
+)
+def test_a_format_flag_that_contradicts_the_name_is_written_with_a_warning(
+    events_csv: Path, workdir: Path, name: str, fmt: str, named: str
+) -> None:
+    # A stop-55 review: -o sessions.parquet --format csv wrote CSV into a .parquet name without a word,
+    # which Spark, DuckDB and pandas (they go by the name) then fail on.
+    result = run_cli(events_csv, "-o", name, "--format", fmt, "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stderr.splitlines()[-1])
+    assert any(f"{name} is written as {fmt}" in w and f"its name says {named}" in w for w in line["warnings"])
+    table = pl.read_csv(workdir / name) if fmt == "csv" else pl.read_parquet(workdir / name)
+    assert table.height == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"), [("sessions.out", "csv"), ("sessions.csv", "csv"), ("-", "parquet")]
+)
+def test_a_format_flag_for_a_name_without_one_gives_no_warning(events_csv: Path, name: str, fmt: str) -> None:
+    result = run_cli(events_csv, "-o", name, "--format", fmt, "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stderr.splitlines()[-1])["warnings"] == []
+
+
 def test_csv_output_keeps_ids_and_microseconds(events_csv: Path) -> None:
     result = run_cli(events_csv, "-o", "-", "-q")
     assert result.exit_code == 0

@@ -94,6 +94,19 @@ def output_format_of(output: str, format: str | None = None) -> OutputFormat:
     return fmt
 
 
+def format_mismatch(output: str, format: str | None) -> str | None:
+    """What to tell the user when ``format`` (``--format``) is not the format ``output``'s extension
+    names (``-o sessions.parquet --format csv``): the file gets ``format``, which readers that go by the
+    name (Spark, DuckDB, pandas) then fail on. None when they agree, or either says nothing."""
+    named = OUTPUT_EXTENSIONS.get(os.path.splitext(output.lower())[1])
+    if format is None or output == STDIN or named is None or named == format:
+        return None
+    return (
+        f"{output} is written as {format}, as --format says, though its name says {named}: readers that go "
+        f"by the name will fail on it. Give the file a .{format} name, or leave --format out."
+    )
+
+
 def empty_rejects() -> pl.DataFrame:
     """A rejects table with no rows (written so that a cron job always finds the file)."""
     return pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64, "reject_reason": pl.String})
