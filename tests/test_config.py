@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import sessionize
 from sessionize import presets
 from sessionize.config import OPTION_NAMES, RunConfig
 from sessionize.errors import UsageError
-from tests.helpers import EVENTS, KEYS
+from tests.helpers import EVENTS, KEYS, REPO
 
 
 def test_groups_hold_the_parsed_values() -> None:
@@ -253,6 +254,22 @@ def test_sessionize_takes_every_option_that_applies_to_a_frame(monkeypatch: pyte
 def test_the_documented_building_blocks_are_exported() -> None:
     for name in ("enrich_attribution", "enrich_geo", "RunConfig", "read_events", "resolve_inputs"):
         assert name in sessionize.__all__ and getattr(sessionize, name) is not None
+
+
+def test_every_error_the_library_raises_is_exported() -> None:
+    # A stop-56 review: docs/python.md names OutOfRangeError, which only sessionize.errors had.
+    import sessionize.errors
+
+    raised = {
+        name
+        for name, value in vars(sessionize.errors).items()
+        if isinstance(value, type) and issubclass(value, (sessionize.SessionizeError, Warning))
+    }
+    assert {"OutOfRangeError", "StateLockedError", "LateEventsError"} <= raised
+    for name in raised:
+        assert name in sessionize.__all__ and getattr(sessionize, name) is getattr(sessionize.errors, name)
+    documented = set(re.findall(r"`(\w+(?:Error|Warning))`", (REPO / "docs" / "python.md").read_text()))
+    assert "OutOfRangeError" in documented and documented <= set(sessionize.__all__)
 
 
 @pytest.mark.parametrize(
