@@ -577,7 +577,7 @@ def summarize_sessions(
     Gives every column of the session table but the enrichment ones (attribution, geo, device), in
     the table's order, sorted by user and session number, plus the internal ``_fetched_robots_txt``
     and ``_referrer_page`` (:data:`sessionize.schema.REFERRER_PAGE`, read and dropped by attribution).
-    A session is engaged (GA4's rule) when it lasts at least 10 s, has at least 2 page views, or has
+    A session is engaged (GA4's rule) when it lasts longer than 10 s, has at least 2 page views, or has
     an event named in ``conversion_events`` (case-insensitive). ``event_counts`` are (column, event
     name) pairs: the session's events of that name (case-insensitive), counted in that column after
     the others. ``engaged`` says how ``engaged_time_s`` is measured (:class:`sessionize.schema.EngagedTime`).

@@ -474,7 +474,7 @@ SESSION_COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn(
         "is_engaged",
         pl.Boolean(),
-        "GA4's engaged session: lasts at least 10 s, or has at least 2 page views, or a conversion event.",
+        "GA4's engaged session: lasts longer than 10 s, or has at least 2 page views, or a conversion event.",
     ),
     OutputColumn("is_bounce", pl.Boolean(), "Not engaged (GA4's bounce)."),
     OutputColumn("user_agent", pl.String(), "User agent of the session's first event."),

@@ -88,6 +88,23 @@ def test_the_engaged_threshold(tmp_path: Path) -> None:
     assert pl.read_csv(out).get_column("is_bounce").to_list() == [True, False]
 
 
+def test_ten_seconds_exactly_is_not_engaged_as_the_column_says(tmp_path: Path) -> None:
+    # A stop-56 review: SESSION_COLUMNS (the output schema the docs point to) said "at least 10 s" while
+    # the run, docs/output.md and GA4 say longer than 10 s.
+    source = write_text(
+        tmp_path / "e.csv",
+        HEADER
+        + "a,2024-05-01T10:00:00Z,page_view,https://x.example/\n"
+        + "a,2024-05-01T10:00:10Z,click,https://x.example/\n"
+        + "b,2024-05-01T10:00:00Z,page_view,https://x.example/\n"
+        + "b,2024-05-01T10:00:10.000001Z,click,https://x.example/\n",
+    )
+    assert engaged(source) == [("a", 10.0, False), ("b", 10.000001, True)]
+    column = next(c for c in sessionize.SESSION_COLUMNS if c.name == "is_engaged")
+    assert "lasts longer than 10 s" in column.description
+    assert "lasts longer than 10 s" in (core.summarize_sessions.__doc__ or "")
+
+
 def test_the_snowplow_preset_counts_its_pings(tmp_path: Path) -> None:
     """tests/data/presets/snowplow_page_pings.csv, by Snowplow's rule: pings grouped by their web_page id,
     windows on dvce_created_tstamp. The first session: page view id ...a0's two pings (its page view was
