@@ -1243,15 +1243,15 @@ def run(
         ),
     ] = None,
     lateness: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--lateness",
             metavar="DURATION",
             help="With --state: events up to this much older than their user's last processed event "
-            "rebuild their sessions; older ones are rejected as late.",
+            "rebuild their sessions; older ones are rejected as late. [default: 6h]",
             rich_help_panel=INCREMENTAL,
         ),
-    ] = "6h",
+    ] = None,
     reprocess: Annotated[
         bool,
         typer.Option(

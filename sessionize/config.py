@@ -1008,7 +1008,7 @@ class RunConfig:
         temp_dir: str | Path | None = None,
         state: str | Path | None = None,
         output_dir: str | Path | None = None,
-        lateness: str | timedelta = DEFAULT_LATENESS,
+        lateness: str | timedelta | None = None,
         reprocess: bool = False,
         engine: str = "local",
         scheduler: str | None = None,
@@ -1171,7 +1171,7 @@ class RunConfig:
         )
         incremental = None
         # Checked with or without --state: a negative or mistyped --lateness is an error wherever it is given.
-        lateness = S.parse_duration(lateness, option="--lateness")
+        late = DEFAULT_LATENESS if lateness is None else S.parse_duration(lateness, option="--lateness")
         if state is not None or output_dir is not None:
             if state is None or output_dir is None:
                 raise UsageError(
@@ -1181,11 +1181,15 @@ class RunConfig:
             incremental = IncrementalOptions(
                 state=str(state),
                 output_dir=str(output_dir),
-                lateness=lateness,
+                lateness=late,
                 reprocess=reprocess,
             )
         elif reprocess:
             raise UsageError("--reprocess goes with --state: without a state every input is read.")
+        elif lateness is not None:
+            raise UsageError(
+                "--lateness goes with --state: without a state no event is late (every input is read whole)."
+            )
         return cls(read, session, privacy, outputs, engines, incremental)
 
     @classmethod

@@ -16,7 +16,7 @@ import sessionize
 from sessionize import presets
 from sessionize.config import OPTION_NAMES, RunConfig
 from sessionize.errors import UsageError
-from tests.helpers import EVENTS, KEYS, REPO
+from tests.helpers import EVENTS, KEYS, REPO, invoke, words
 
 
 def test_groups_hold_the_parsed_values() -> None:
@@ -249,6 +249,20 @@ def test_sessionize_takes_every_option_that_applies_to_a_frame(monkeypatch: pyte
     assert raw_users.isdisjoint(set(table.get_column("user_id")))
     with pytest.raises(UsageError, match="options for files, not frames"):
         sessionize.sessionize(frame, output="x.parquet")
+
+
+def test_lateness_without_a_state_is_refused_as_reprocess_is(tmp_path: Path) -> None:
+    # A stop-56 review: --lateness without --state was taken and did nothing (exit 0), while --reprocess,
+    # its neighbour in the help's Incremental panel, was refused.
+    with pytest.raises(UsageError, match="--lateness goes with --state"):
+        RunConfig.from_options(lateness="1h")
+    assert RunConfig.from_options().incremental is None
+    config = RunConfig.from_options(state=tmp_path / "s", output_dir=tmp_path / "o")
+    assert config.incremental is not None and config.incremental.lateness == timedelta(hours=6)
+    result = invoke("run", str(EVENTS), "-o", str(tmp_path / "s.csv"), "--lateness", "1h", "--no-geo")
+    assert result.exit_code == 2
+    assert "--lateness goes with --state" in words(result.output)
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_the_documented_building_blocks_are_exported() -> None:
