@@ -737,6 +737,44 @@ def test_a_field_that_is_an_object_on_one_line_and_a_list_on_others(tmp_path: Pa
     ]
 
 
+@pytest.mark.parametrize("buckets", [None, "2"])
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ('"tags": true', '"tags": "a"'),  # a boolean and a text
+        ('"tags": ["x"]', '"tags": "a"'),  # a list and a text
+        ('"tags": {"k": 1}', '"tags": "a"'),  # an object and a text
+        ('"o": {"k": [1, {"a": 2}]}', '"o": {"k": ["s"]}'),  # a list of a number and an object
+    ],
+    ids=["bool_text", "list_text", "object_text", "mixed_list"],
+)
+def test_valid_json_lines_read_alone_are_read_beside_a_malformed_line(
+    tmp_path: Path, first: str, second: str, buckets: str | None
+) -> None:
+    # A stop-56 review: the lines read fine on their own, but one malformed line sent the file to the
+    # careful reader, which held every line to its fields' usual kinds and rejected valid lines as
+    # bad_json_value (named in the error of a failing run; set aside with --on-invalid skip).
+    lines = [
+        f'{{"user_id": "u1", "timestamp": "2024-05-01T10:00:00Z", "url": "/a", {first}}}',
+        f'{{"user_id": "u2", "timestamp": "2024-05-01T10:00:00Z", "url": "/b", {second}}}',
+    ]
+    clean = write(tmp_path / "clean.ndjson", "\n".join(lines) + "\n")
+    source = write(tmp_path / "events.ndjson", "\n".join([*lines, '{"user_id": "u3", "timestamp": ', ""]))
+    flags = ["--buckets", buckets] if buckets else []
+    assert cli(clean, "-o", tmp_path / "clean.csv", *flags).exit_code == 0
+    failed = cli(source, "-o", tmp_path / "o.csv", *flags)
+    assert failed.exit_code == 1
+    assert "line3:malformed_json" in squash(failed.stderr)
+    assert "line1" not in squash(failed.stderr) and "line2" not in squash(failed.stderr)
+    rejects = tmp_path / "rejects.csv"
+    skipped = cli(source, "-o", tmp_path / "o.csv", "--on-invalid", "skip", "--rejects", rejects, *flags)
+    assert skipped.exit_code == 0, skipped.stderr
+    assert pl.read_csv(rejects, infer_schema=False).select("source_row", "reject_reason").rows() == [
+        ("3", "malformed_json")
+    ]
+    assert pl.read_csv(tmp_path / "o.csv")["user_id"].sort().to_list() == ["u1", "u2"]
+
+
 def nested(depth: int) -> str:
     """A JSON line of ``depth`` levels: its own object, and lists within each other."""
     inner = depth - 1
@@ -1212,6 +1250,38 @@ def test_a_malformed_row_does_not_turn_quoted_multi_line_records_into_rejects(tm
     assert table["user_id"].to_list() == ["u1", "u2", "u5"]
     assert table.filter(pl.col("user_id") == "u1")["user_agent"].to_list() == ["Mozilla\nline2"]
     assert pl.read_csv(rejects, infer_schema=False)["source_row"].to_list() == ["5", "6"]
+
+
+@pytest.mark.parametrize("buckets", [None, "2"])
+@pytest.mark.parametrize(
+    "other",
+    [
+        b"u3,2024-05-01T10:00:00Z,/c,x,EXTRA\r\n",  # a row of the wrong width
+        b"u3,2024-05-01T10:00:00Z,/c,a\rb\r\n",  # a lone CR in an unquoted value (no reject)
+    ],
+    ids=["wrong_width", "lone_cr"],
+)
+def test_a_quoted_value_over_lines_keeps_its_crlf_whatever_another_row_holds(
+    tmp_path: Path, other: bytes, buckets: str | None
+) -> None:
+    # A stop-56 review: the careful reader (which a malformed row, or a lone CR anywhere, sends the
+    # file to) joined a quoted field's lines with "\n" alone: the "\r\n" inside another, valid row's
+    # value became "\n", so that value depended on the rest of the file (and with a lone CR nothing was
+    # rejected to tell).
+    source = tmp_path / "events.csv"
+    source.write_bytes(
+        b"user_id,timestamp,url,user_agent\r\n"
+        b'u1,2024-05-01T10:00:00Z,/a,"Mozilla\r\nline2\r\nline3"\r\n'
+        b"u2,2024-05-01T10:00:00Z,/b,ok\r\n" + other
+    )
+    flags = ["--buckets", buckets] if buckets else []
+    result = cli(source, "-o", tmp_path / "o.csv", "--on-invalid", "skip", *flags)
+    assert result.exit_code == 0, result.stderr
+    table = pl.read_csv(tmp_path / "o.csv").sort("user_id")
+    agents = dict(table.select("user_id", "user_agent").rows())
+    assert agents["u1"] == "Mozilla\r\nline2\r\nline3"
+    if b"\rb" in other:
+        assert agents["u3"] == "a\rb"
 
 
 @pytest.mark.parametrize("buckets", [None, "2"])

@@ -226,7 +226,8 @@ def _careful_csv(data: bytes, *, separator: str) -> tuple[pl.DataFrame, pl.DataF
     the csv module's strict mode refuses). ``data`` is UTF-8 (:func:`_csv_source`); a line that is not
     is rejected as undecodable.
     """
-    lines = [raw.rstrip(b"\r") for raw in data.split(b"\n")]
+    raw_lines = data.split(b"\n")
+    lines = [raw.rstrip(b"\r") for raw in raw_lines]
     header_text = lines[0].decode("utf-8", errors="replace").lstrip("\ufeff")
     try:
         # As the data lines: a "\r" inside the header is a character (see check_header).
@@ -253,7 +254,11 @@ def _careful_csv(data: bytes, *, separator: str) -> tuple[pl.DataFrame, pl.DataF
             # line where the csv module closes it (not the next line with an odd number of quotes: a
             # quote in an unquoted value of these lines, `12"` or `sc"r`, changes the count).
             end = _record_end(lines, number - 1, separator)
-            record = None if end is None else _spanning_record(lines, number - 1, end, separator, len(header))
+            record = (
+                None
+                if end is None
+                else _spanning_record(lines, number - 1, end, separator, len(header), raw=raw_lines)
+            )
             if end is None or record is None:
                 bad.append((number, text, "bad_quote"))
                 continue
@@ -330,16 +335,19 @@ def _record_end(lines: list[bytes], first: int, separator: str) -> int | None:
 
 
 def _spanning_record(
-    lines: list[bytes], first: int, last: int, separator: str, width: int | None
+    lines: list[bytes], first: int, last: int, separator: str, width: int | None, *, raw: list[bytes]
 ) -> list[str] | None:
     """The one record of ``width`` fields (any number when None) that lines ``first`` to ``last`` make
-    together (a quoted field across lines), or None."""
+    together (a quoted field across lines), or None. ``lines`` are without their ``\r`` before the
+    ``\n``, ``raw`` with it: the line breaks inside the quoted field are part of its value, a ``\r\n``
+    (a Windows file's, a value written on Windows) as much as a ``\n``, as the fast reader keeps them;
+    only the last line's ends the record."""
     if last >= len(lines) or last - first >= MAX_RECORD_LINES:
         return None
     if sum(len(line) + 1 for line in lines[first : last + 1]) > MAX_RECORD_BYTES:
         return None
     try:
-        text = b"\n".join(lines[first : last + 1]).decode("utf-8")
+        text = b"\n".join([*raw[first:last], lines[last]]).decode("utf-8")
         records = _csv_records(text, separator)
     except (UnicodeDecodeError, csv.Error):
         return None
@@ -381,7 +389,7 @@ def complete_csv_records(data: bytes, *, separator: str, width: int | None) -> i
                 return sum(len(line) + 1 for line in raw[:first])
             at = first + 1
             continue
-        record = None if end is None else _spanning_record(lines, first, end, separator, width)
+        record = None if end is None else _spanning_record(lines, first, end, separator, width, raw=raw)
         # Joined: the line after the record is read next; else this line is a bad quote, and the next
         # line starts a record of its own.
         at = end + 1 if end is not None and record is not None else first + 1
@@ -1365,6 +1373,7 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
     parsed_lines: list[tuple[int, bytes, dict[tuple[str, ...], str], set[tuple[str, ...]]]] = []
     bad: list[tuple[int, str, str]] = []
     counts: dict[tuple[str, ...], Counter[str]] = {}
+    mixed: list[tuple[int, bytes]] = []
     for number, line in enumerate(_without_bom(data).split(b"\n")):
         if not line.strip():
             continue
@@ -1386,6 +1395,9 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
         kinds: dict[tuple[str, ...], str] = {}
         beyond_64: set[tuple[str, ...]] = set()
         reason = _kinds(value, (), kinds, beyond_64)
+        if reason == "bad_json_value" and not beyond_64:
+            mixed.append((number, line))  # two kinds in one field within the line: see below
+            continue
         if reason is not None:
             bad.append((number + 1, shown, reason))
             continue
@@ -1399,6 +1411,26 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
     for path in ids:
         if usual[path] == "bool":
             usual[path] = "scalar"  # a JSON boolean is no id, however many lines send one
+    # The lines the fast reader would have read without the ones rejected above are read as it reads them:
+    # a field of text on some lines and a boolean, list or object on others is one it takes (as text). Only
+    # when they cannot be read together is each line held to its fields' usual kinds below. Before, one
+    # malformed line sent such valid lines to the rejects, lines that a file without it had read.
+    whole = sorted(
+        [*((number, line) for number, line, _, beyond_64 in parsed_lines if beyond_64 <= ids), *mixed]
+    )
+    read_whole = _ndjson_lines([line for _, line in whole], [number for number, _ in whole], options)
+    if read_whole is not None:
+        bad.extend(
+            (number + 1, line.decode("utf-8", errors="replace").rstrip("\r"), "bad_json_value")
+            for number, line, _, beyond_64 in parsed_lines
+            if not beyond_64 <= ids
+        )
+        bad.sort()
+        return read_whole, _malformed_frame(bad)
+    bad.extend(
+        (number + 1, line.decode("utf-8", errors="replace").rstrip("\r"), "bad_json_value")
+        for number, line in mixed
+    )
     good: list[bytes] = []
     rows: list[int] = []
     for number, line, kinds, beyond_64 in parsed_lines:
@@ -1408,9 +1440,7 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
         else:
             bad.append((number + 1, line.decode("utf-8", errors="replace").rstrip("\r"), "bad_json_value"))
     bad.sort()
-    malformed = pl.DataFrame(
-        bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
-    )
+    malformed = _malformed_frame(bad)
     if not good:
         return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)}), malformed
     joined = well_formed_surrogates(b"\n".join(good))
@@ -1418,6 +1448,32 @@ def _careful_ndjson(data: bytes, options: ReadOptions) -> tuple[pl.DataFrame, pl
     schema, _, _ = ndjson_schema(inferred, options)
     parsed = flatten_structs(pl.read_ndjson(io.BytesIO(joined), schema=schema).lazy())
     return parsed.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect(), malformed
+
+
+def _malformed_frame(bad: list[tuple[int, str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        bad, schema={"source_row": pl.Int64, "raw_line": pl.String, "reject_reason": pl.String}, orient="row"
+    )
+
+
+def _ndjson_lines(lines: list[bytes], rows: list[int], options: ReadOptions) -> pl.DataFrame | None:
+    """NDJSON ``lines`` (with their 0-based ``rows``) read together as the fast reader reads a file (the
+    schema inferred from every line, ids guarded by :func:`only_numbers`), or None when they cannot be:
+    a field whose kinds Polars cannot unify, an id that is a JSON boolean, an integer beyond 64 bits."""
+    if not lines:
+        return pl.DataFrame({ROW: pl.Series([], dtype=pl.Int64)})
+    joined = well_formed_surrogates(b"\n".join(lines))
+    try:
+        schema, _, _ = ndjson_schema(infer_ndjson_schema(joined), options)
+        if any(_wide_integer(dtype) for dtype in schema.values()):
+            return None
+        guarded = text_ids(schema, options)
+        frame = only_numbers(
+            flatten_structs(pl.read_ndjson(io.BytesIO(joined), schema=schema).lazy()), guarded
+        )
+        return frame.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)).collect()
+    except pl.exceptions.PolarsError:
+        return None
 
 
 def _is_json(line: bytes) -> bool | None:
