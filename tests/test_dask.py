@@ -599,3 +599,74 @@ def test_compressed_files_behind_a_url_are_named(tmp_path: Path, named: bool) ->
         dask_engine.resolve_inputs([url])
     assert "bunzip2 -c" in str(caught.value)
     assert f"file://{folder}/events.csv" in str(caught.value)
+
+
+_CLUSTER_ELSEWHERE = """
+import sys, time
+from distributed import LocalCluster
+if __name__ == "__main__":
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
+    with open("address.tmp", "w") as handle:
+        handle.write(cluster.scheduler_address)
+    import os
+    os.replace("address.tmp", "address")
+    sys.stdin.read()  # until the test closes it
+    cluster.close()
+"""
+
+
+def test_relative_paths_name_the_clients_files_on_a_cluster_started_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop-56 review: with --scheduler, a relative input was opened in the workers' folder, where
+    another ev.csv was read (exit 0, a table of the wrong file), and a relative -o was written there
+    (or failed). Both are the client's, as on every other engine."""
+    import subprocess
+    import sys
+    import time
+
+    client_dir, workers_dir = tmp_path / "client", tmp_path / "workers"
+    client_dir.mkdir()
+    workers_dir.mkdir()
+    row = "user_id,timestamp,url\n{},2024-05-01T10:00:00Z,https://s.example/\n"
+    (client_dir / "ev.csv").write_text(row.format("CLIENT"), encoding="utf-8")
+    (workers_dir / "ev.csv").write_text(row.format("WORKER"), encoding="utf-8")
+    cluster = subprocess.Popen(
+        [sys.executable, "-c", _CLUSTER_ELSEWHERE], cwd=workers_dir, stdin=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers_dir / "address").exists():
+            assert cluster.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        address = (workers_dir / "address").read_text(encoding="utf-8")
+        monkeypatch.chdir(client_dir)
+        args = [
+            "run",
+            "ev.csv",
+            "--engine",
+            "dask",
+            "--scheduler",
+            address,
+            "--no-geo",
+            "--log-format",
+            "json",
+        ]
+        whole = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "whole")])
+        assert whole.exit_code == 0, whole.output
+        assert pl.read_parquet(sorted((tmp_path / "whole").glob("*.parquet")))["user_id"].to_list() == [
+            "CLIENT"
+        ]
+        result = CliRunner().invoke(app, [*args, "-o", "out"])
+        assert result.exit_code == 0, result.output
+        assert pl.read_parquet(sorted((client_dir / "out").glob("*.parquet")))["user_id"].to_list() == [
+            "CLIENT"
+        ]
+        assert not (workers_dir / "out").exists()
+    finally:
+        assert cluster.stdin is not None
+        cluster.stdin.close()
+        try:
+            cluster.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            cluster.kill()

@@ -23,6 +23,7 @@ process per CPU) or connects to the scheduler it is given, and closes what it op
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import itertools
 import logging
@@ -239,6 +240,20 @@ def resolve_inputs(inputs: io.Inputs, *, input_format: str | None = None) -> lis
 def _filesystem(url: str) -> tuple[Any, str]:
     require_dask()
     return io.filesystem(url)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A local path as every worker finds it: absolute. A worker of a cluster started elsewhere
+    (``--scheduler``) runs in a folder of its own, where a relative path names another file, or none."""
+    return path if path is None or is_url(path) else os.path.abspath(path)
+
+
+def _as_workers_read_it(source: io.InputFile) -> io.InputFile:
+    """``source`` with an absolute path (see :func:`_absolute`), still named as it was given."""
+    path = _absolute(source.path)
+    if source.is_stdin or path == source.path:
+        return source
+    return dataclasses.replace(source, path=path, name=source.shown)
 
 
 def plan_parts(files: Sequence[io.InputFile], *, partition_rows: int) -> list[InputPart]:
@@ -690,9 +705,9 @@ def run_dask(
     files = resolve_inputs(inputs, input_format=input_format)
     if target is not None:
         check_output_dir(target)
-    parts = plan_parts(files, partition_rows=partition_rows)
+    parts = plan_parts([_as_workers_read_it(source) for source in files], partition_rows=partition_rows)
     notify = progress or (lambda event: None)
-    task_job = _Job(job=job, output_dir=target, run_id=uuid.uuid4().hex[:8])
+    task_job = _Job(job=job, output_dir=_absolute(target), run_id=uuid.uuid4().hex[:8])
     with connect(scheduler, workers=workers) as client, client.as_current():
         worker_count = _check_workers(client)
         _check_geo(client, job.settings.geo_database)
