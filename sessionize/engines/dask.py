@@ -242,10 +242,10 @@ def _filesystem(url: str) -> tuple[Any, str]:
     return io.filesystem(url)
 
 
-def _absolute(path: str | None) -> str | None:
+def _absolute(path: str) -> str:
     """A local path as every worker finds it: absolute. A worker of a cluster started elsewhere
     (``--scheduler``) runs in a folder of its own, where a relative path names another file, or none."""
-    return path if path is None or is_url(path) else os.path.abspath(path)
+    return path if is_url(path) else os.path.abspath(path)
 
 
 def _as_workers_read_it(source: io.InputFile) -> io.InputFile:
@@ -707,7 +707,9 @@ def run_dask(
         check_output_dir(target)
     parts = plan_parts([_as_workers_read_it(source) for source in files], partition_rows=partition_rows)
     notify = progress or (lambda event: None)
-    task_job = _Job(job=job, output_dir=_absolute(target), run_id=uuid.uuid4().hex[:8])
+    task_job = _Job(
+        job=job, output_dir=None if target is None else _absolute(target), run_id=uuid.uuid4().hex[:8]
+    )
     with connect(scheduler, workers=workers) as client, client.as_current():
         worker_count = _check_workers(client)
         _check_geo(client, job.settings.geo_database)
