@@ -177,3 +177,35 @@ def test_the_units_counted_are_those_of_the_times_read(
     assert result.rejected == 2
     assert result.events_read == 118
     assert given == Counter()
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("windows", [False, True], ids=["memory", "buckets-windows"])
+def test_dates_as_yyyymmdd_numbers_are_warned_of_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: bool, kind: str
+) -> None:
+    """A stop-56 review: a column of dates (20240501, GA4's event_date) given as the time column was read
+    as epoch seconds in August 1970, by the documented size rule, without a word."""
+    days = [20240501 + i % 28 for i in range(ROWS)]
+    frame = pl.DataFrame({"user_id": [f"u{i % 23}" for i in range(ROWS)], "event_date": days})
+    source = tmp_path / f"events.{kind}"
+    if kind == "csv":
+        frame.write_csv(source)
+    else:
+        frame.write_parquet(source, row_group_size=50)
+    options: dict[str, Any] = {"time_col": "event_date", "no_geo": True}
+    if windows:
+        monkeypatch.setattr(budget_module, "MIN_CHUNK_ROWS", 50)
+        options.update(memory_limit="8K", buckets=7, temp_dir=str(tmp_path))
+    given, result = _given(lambda: sessionize.run([source], **options))
+    assert result.session_count > 0
+    dated = [message for message in given if "every timestamp is an 8-digit number" in message]
+    assert len(dated) == 1 and given[dated[0]] == 1, given
+    assert "--time-col" in dated[0] and str(source) in dated[0]
+    # Epoch seconds of our time, and a file whose one value is no such date, are not warned of.
+    for times in ([START + i for i in range(ROWS)], [*days[:-1], 99991231]):
+        frame.with_columns(pl.Series("event_date", times)).write_csv(tmp_path / "other.csv")
+        other, _ = _given(
+            lambda: sessionize.run([tmp_path / "other.csv"], time_col="event_date", no_geo=True)
+        )
+        assert not any("8-digit" in message for message in other), other

@@ -64,6 +64,7 @@ from sessionize.normalize import (
     ROW,
     SKIP_HINT,
     check_events,
+    date_number_count,
     describe_epoch_units,
     epoch_unit_counts,
     invalid_reason,
@@ -106,6 +107,8 @@ class ReadNotes:
     json_keys: Mapping[str, tuple[str, str] | None] = dataclasses.field(default_factory=dict)
     #: The epoch numbers of the time column, counted per unit their size suggests.
     epoch_units: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    #: Of them, those of a read whose every time is a yyyymmdd date (:func:`date_number_count`).
+    date_numbers: int = 0
 
     def __add__(self, other: ReadNotes) -> ReadNotes:
         keys = dict(self.json_keys)
@@ -113,7 +116,7 @@ class ReadNotes:
             keys[role] = None if role in keys and keys[role] is None else unfound
         units = Counter(self.epoch_units)
         units.update(other.epoch_units)
-        return ReadNotes(keys, dict(units))
+        return ReadNotes(keys, dict(units), self.date_numbers + other.date_numbers)
 
     def give(self, name: str) -> None:
         """The warnings, for the file shown as ``name``."""
@@ -127,6 +130,16 @@ class ReadNotes:
                     SessionizeWarning,
                     stacklevel=3,
                 )
+        numbers = sum(self.epoch_units.values())
+        if numbers and self.date_numbers == numbers:
+            warnings.warn(
+                f"{name}: every timestamp is an 8-digit number such as 20240501, read as epoch seconds "
+                "(in August 1970). If they are dates (yyyymmdd: GA4's event_date, a partition column), "
+                "they cannot order a visit's events: name the column of event times with --time-col "
+                "(GA4's event_timestamp, in microseconds), or write the times in ISO 8601.",
+                SessionizeWarning,
+                stacklevel=3,
+            )
         mixed = describe_epoch_units(self.epoch_units)
         if mixed is not None:
             warnings.warn(
@@ -2058,12 +2071,15 @@ def read_file(
         )
     ).to_series()
     flagged = bool(flags.any())
-    units = {}
+    units, dates = {}, 0
     if options.time_unit is None and frame.height:
         # The units of the times read: a rejected row's (a bad time, an empty user id) is not one.
         times = frame.get_column(RAW_TIME)
-        units = epoch_unit_counts(times.filter(~flags) if flagged else times)
-    notes = ReadNotes(json_keys, units)
+        read_times = times.filter(~flags) if flagged else times
+        units = epoch_unit_counts(read_times)
+        if set(units) == {"s"}:
+            dates = date_number_count(read_times)
+    notes = ReadNotes(json_keys, units, dates)
     if not part and window is None:
         notes.give(name)
         notes = ReadNotes()
