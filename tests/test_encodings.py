@@ -117,3 +117,24 @@ def test_a_file_in_another_encoding_with_no_readable_row(
     if figures[2]:
         with pytest.raises(MalformedRowsError, match="line 2: undecodable_bytes"):
             sessionize.run([source], encoding=encoding, no_geo=True)
+
+
+@pytest.mark.parametrize("buckets", [None, 2])
+def test_ndjson_in_another_encoding_is_told_to_be_converted_not_given_encoding(
+    tmp_path: Path, buckets: int | None
+) -> None:
+    """A stop-56 review: NDJSON is read as UTF-8 whatever --encoding says (JSON lines are UTF-8), yet a
+    Latin-1 line's error told the user to give --encoding, and a UTF-16 file was two malformed lines of a
+    one-line file. The error now says what to do: convert the file."""
+    line = '{"user_id": "u1", "timestamp": "2024-05-01T10:00:00Z", "url": "/caf\u00e9"}\n'
+    utf16 = tmp_path / "events16.ndjson"
+    utf16.write_bytes(line.encode("utf-16"))
+    with pytest.raises(sessionize.UnreadableInputError, match="looks like UTF-16") as error:
+        sessionize.run([utf16], no_geo=True, encoding="utf-16", buckets=buckets)
+    assert "iconv -f UTF-16 -t UTF-8" in str(error.value) and "--encoding utf-16" not in str(error.value)
+    latin = tmp_path / "events1.ndjson"
+    latin.write_bytes(line.encode("latin-1"))
+    with pytest.raises(MalformedRowsError, match="line 1") as malformed:
+        sessionize.run([latin], no_geo=True, encoding="latin-1", buckets=buckets)
+    assert "iconv -f LATIN1 -t UTF-8" in str(malformed.value)
+    assert "give its encoding with --encoding" not in str(malformed.value)

@@ -514,10 +514,21 @@ def check_not_utf16(source: InputFile, head: bytes) -> None:
     of a log was rejected as ``nul_byte_in_line`` and the NULs called a copytruncate hole (review 57 F4); a
     CSV's header names held NULs, or its byte order mark failed the read."""
     if looks_like_utf16(head):
+        if source.format == "ndjson":
+            raise UnreadableInputError(
+                f"{source.shown}: the file looks like UTF-16 text, and JSON lines are UTF-8 (--encoding is "
+                f"for CSV, TSV and logs). {_to_utf8(source.shown, 'UTF-16')}"
+            )
         raise UnreadableInputError(
             f"{source.shown}: the file looks like UTF-16 text. Give --encoding utf-16 (or utf-16-le, "
             "utf-16-be) and run again."
         )
+
+
+def _to_utf8(name: str, encoding: str) -> str:
+    """The advice to convert an NDJSON file in ``encoding`` to UTF-8, into a new file beside it."""
+    stem = name[: -len(".ndjson")] if name.endswith(".ndjson") else name
+    return f"Convert it (iconv -f {encoding} -t UTF-8 {name} > {stem}.utf8.ndjson) and run the new file."
 
 
 #: ``reject_reason`` of a line (a CSV's, a log's) with bytes that do not decode in ``--encoding``.
@@ -1295,11 +1306,15 @@ def _fast_ndjson(source: InputFile, raw: pl.DataFrame | None, window: Window | N
 
 
 def _ndjson_bytes(source: InputFile) -> bytes:
-    """The bytes of an NDJSON file (gunzipped), without a byte order mark."""
+    """The bytes of an NDJSON file (gunzipped), without a byte order mark; a UTF-16 file is refused
+    (:func:`check_not_utf16`: each of its lines was malformed)."""
     if split_gz(source.path)[1]:
-        return _without_bom(_read_bytes_gz(source.path))
-    with open(source.path, "rb") as handle:
-        return _without_bom(handle.read())
+        data = _read_bytes_gz(source.path)
+    else:
+        with open(source.path, "rb") as handle:
+            data = handle.read()
+    check_not_utf16(source, data[:4096])
+    return _without_bom(data)
 
 
 def _without_bom(data: bytes) -> bytes:
@@ -2279,6 +2294,13 @@ def raise_malformed(name: str, malformed: pl.DataFrame, *, what: str = "CSV") ->
         raise MalformedRowsError(
             f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}): the file looks like "
             f"one JSON array, not one object per line. Convert it ({_jq_command(name)}) and run the new file."
+        )
+    if what == "NDJSON":
+        # JSON lines are UTF-8 (--encoding is for CSV, TSV and logs): a Latin-1 byte makes a line malformed.
+        raise MalformedRowsError(
+            f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file (JSON "
+            "lines are UTF-8: a file in another encoding, iconv -f LATIN1 -t UTF-8 converts), or pass "
+            f"{SKIP_HINT}."
         )
     raise MalformedRowsError(
         f"{name}: {malformed.height} row(s) cannot be parsed as {what} ({examples}). Fix the file, give its "
