@@ -698,6 +698,10 @@ def resolve_columns(
                 " Its header looks separated by semicolons: sessionize reads commas (CSV) and tabs (TSV). "
                 "Save it as comma-separated, or convert it (for example with Python's csv module)."
             )
+        elif len(available) == 1 and "\t" in available[0]:
+            message += (
+                " Its header looks separated by tabs: read it as TSV, with --input-format tsv or a .tsv name."
+            )
         elif hints:
             message += f" Name the column{'s' if len(hints) > 1 else ''} with {' and '.join(hints)}."
         raise MissingColumnError(message)

@@ -618,6 +618,28 @@ def test_a_semicolon_separated_file_is_named_as_one(tmp_path: Path) -> None:
     assert "separated by semicolons" in words(result.stderr)
 
 
+def test_a_tab_separated_csv_is_told_to_be_read_as_tsv(tmp_path: Path) -> None:
+    # A stop-56 review: a .csv of tabs was told to name its columns with --user-col and --time-col,
+    # which cannot help (its one column is the whole header).
+    source = write(tmp_path / "export.csv", "user_id\ttimestamp\turl\na\t2024-01-01T00:00:00Z\t/x\n")
+    result = cli(source, "-o", tmp_path / "o.csv")
+    assert result.exit_code == 1
+    assert "separated by tabs" in words(result.stderr) and "--input-format tsv" in words(result.stderr)
+    assert "--user-col" not in words(result.stderr)
+    read = cli(source, "-o", tmp_path / "o.csv", "--input-format", "tsv")
+    assert read.exit_code == 0, read.stderr
+
+
+def test_a_plain_file_named_gz_is_told_apart_from_a_damaged_one(tmp_path: Path) -> None:
+    # A stop-56 review: a plain CSV named .csv.gz was "corrupt or truncated gzip data: re-download".
+    source = write(tmp_path / "events.csv.gz", "user_id,timestamp\nu1,2024-05-01T10:00:00Z\n")
+    result = cli(source, "-o", tmp_path / "o.csv")
+    assert result.exit_code == 1
+    said = words(result.stderr)
+    assert "named .gz but is not gzip data" in said and "rename it without .gz" in said
+    assert "corrupt" not in said
+
+
 def test_bom_and_crlf_just_work() -> None:
     table = sessionize.run([BAD / "bom_crlf.csv"], no_geo=True).sessions
     assert table["user_id"].to_list() == ["u1"]

@@ -84,6 +84,17 @@ _T = TypeVar("_T")
 
 
 def _corrupt_gzip(path: str, exc: BaseException) -> str:
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(2)
+    except OSError:
+        start = b"\x1f\x8b"
+    if len(start) == 2 and start != b"\x1f\x8b":
+        # A plain file named .gz (a log renamed by hand, an export told to compress that did not).
+        return (
+            f"{path}: the file is named .gz but is not gzip data (it does not start as gzip does). If it is "
+            "plain text, rename it without .gz."
+        )
     return f"{path}: the gzip data is corrupt or truncated ({exc}). Re-export or re-download the file."
 
 
