@@ -701,6 +701,30 @@ def test_damaged_files_name_the_file(tmp_path: Path, name: str, message: str) ->
     assert "Traceback" not in result.output and not out.exists()
 
 
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_two_columns_of_one_name_are_named_as_such(tmp_path: Path, kind: str) -> None:
+    # A stop-56 review: a Parquet file with two url columns was "not a readable Parquet file: check that
+    # it is complete"; a CSV header x,x,x_duplicated_0 got Polars' text and "check the file".
+    if kind == "parquet":
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        source = tmp_path / "events.parquet"
+        columns = [pa.array(["u1"]), pa.array(["2024-05-01T10:00:00Z"]), pa.array(["/a"]), pa.array(["/b"])]
+        pq.write_table(pa.Table.from_arrays(columns, names=["user_id", "timestamp", "url", "url"]), source)
+        named = "url"
+    else:
+        source = write(
+            tmp_path / "events.csv", "user_id,timestamp,x,x,x_duplicated_0\nu1,2024-05-01T10:00:00Z,1,2,3\n"
+        )
+        named = "x"
+    result = cli(source, "-o", tmp_path / "o.csv")
+    assert result.exit_code == 1
+    said = words(result.stderr)
+    assert f"two of its columns are named '{named}'" in said and "Rename one of them" in said
+    assert "complete" not in said
+
+
 def test_a_truncated_ndjson_file_has_its_cut_line_rejected(tmp_path: Path) -> None:
     """Its last line is cut off: one malformed row (line 2), not a file that cannot be read."""
     failed = cli(BAD / "truncated.ndjson", "-o", tmp_path / "o.csv")

@@ -2382,6 +2382,14 @@ def _describe_read_error(name: str, source: InputFile, exc: BaseException) -> st
             f"{name}: it has a column named {ROW!r}, a name sessionize keeps for row numbers. Rename "
             "that column in the file (or leave it out) and run again."
         )
+    duplicated = re.search(r"column (?:with )?name '([^']*)'", detail)
+    if duplicated is not None and ("more than one occurrence" in detail or "de-duplication" in detail):
+        # Two columns of one name (a Parquet file a tool wrote so; a CSV header x,x,x_duplicated_0, where
+        # Polars' name for the second x is taken): no reader can tell them apart.
+        return (
+            f"{name}: two of its columns are named {duplicated.group(1)!r} ({detail}). Rename one of them "
+            "in the file (or leave it out) and run again."
+        )
     if source.format == "parquet":
         return (
             f"{name}: not a readable Parquet file ({detail}). Check that the file is complete, "
