@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -1646,3 +1647,21 @@ def test_a_limit_below_a_mib_is_shown_as_given(tmp_path: Path) -> None:
     messages = " ".join(str(w.message) for w in caught)
     assert "--memory-limit 8 KiB is below the " in messages, messages
     assert "0 MiB" not in messages
+
+
+def test_a_budget_below_any_run_is_told_once_not_blamed_on_a_bucket(tmp_path: Path) -> None:
+    """A stop-56 review: under --memory-limit 1MiB a second warning blamed "a crawler or a shared id" for
+    a bucket of 217 ordinary events, whose estimate was the fixed cost the first warning names."""
+    budget = buckets_module
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = sessionize.run(
+            [SAMPLE_DATA / "events.csv"], memory_limit="1MiB", no_geo=True, temp_dir=str(tmp_path)
+        )
+    messages = [str(w.message) for w in caught if issubclass(w.category, sessionize.SessionizeWarning)]
+    assert result.buckets is not None and result.buckets > 1
+    assert sum("is below the" in m for m in messages) == 1, messages
+    assert not any("One bucket of users" in m for m in messages), messages
+    # A user whose events alone exceed what any run takes is still told of.
+    assert budget.bucket_warning(budget.MIN_CHUNK_ROWS * 4, memory_limit=1 << 20) is not None
+    assert budget.bucket_warning(217, memory_limit=1 << 20) is None

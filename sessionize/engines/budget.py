@@ -151,9 +151,10 @@ def budget_warning(memory_limit: int, *, resident_bytes: int = 0) -> str | None:
 
 def bucket_warning(largest_rows: int, *, memory_limit: int, resident_bytes: int = 0) -> str | None:
     """What to tell the user when the largest bucket (one user's events cannot be split) needs more
-    memory than the budget leaves it, or None."""
+    memory than the budget leaves it, or None. A budget below what any run takes (:func:`budget_warning`
+    says so) is measured as that least memory: a bucket within it is no user's fault."""
     needed = BASELINE_BYTES + resident_bytes + largest_rows * BYTES_PER_EVENT
-    if needed <= memory_limit * 1.15:
+    if needed <= max(memory_limit, minimum_memory(resident_bytes)) * 1.15:
         return None
     return (
         f"One bucket of users holds {largest_rows:,} events, about {_mib(needed)} to sessionize, more than "
