@@ -337,6 +337,13 @@ _RESERVED_NAMES = frozenset(
 )
 
 
+def _why_taken(name: str) -> str:
+    """Why a column an option names cannot be added (a built-in one, or one of sessionize's own)."""
+    if name in _RESERVED_NAMES:
+        return "is a built-in column of the session or user table"
+    return "starts with _, which names sessionize's own working columns"
+
+
 def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, str], ...]:
     """``--count-events purchase,orders=Order Completed``: (column, event name) pairs. A bare name
     counts in ``<name>_count`` (lower case, other characters than letters and digits as ``_``)."""
@@ -345,7 +352,13 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
         column, equals, event = item.partition("=")
         if not equals:
             event = item
-            column = re.sub(r"[^0-9a-z]+", "_", item.lower()).strip("_") + "_count"
+            stem = re.sub(r"[^0-9a-z]+", "_", item.lower()).strip("_")
+            if not stem and item.strip():
+                raise UsageError(
+                    f"--count-events {item!r}: the event name has no letter or digit to name its column "
+                    f"after: name the column yourself (--count-events my_count={item.strip()})."
+                )
+            column = stem + "_count"
         column, event = column.strip(), event.strip()
         if not event or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", column):
             raise UsageError(
@@ -354,7 +367,7 @@ def check_event_counts(value: str | Iterable[str] | None) -> tuple[tuple[str, st
             )
         if column in _RESERVED_NAMES or column.startswith("_"):
             raise UsageError(
-                f"--count-events: the column {column!r} is a built-in column of the session or user table: "
+                f"--count-events: the column {column!r} {_why_taken(column)}: "
                 f"name the count yourself (--count-events my_{column.lstrip('_')}={event})."
             )
         if column in result:
@@ -402,7 +415,7 @@ def check_aggregates(
         name = aggregate.name
         if name in _RESERVED_NAMES or name.startswith("_"):
             raise UsageError(
-                f"--agg {aggregate.spec!r}: {name!r} is a built-in column of the session or user table: "
+                f"--agg {aggregate.spec!r}: {name!r} {_why_taken(name)}: "
                 f"name the column yourself (--agg my_{name.lstrip('_')}=...)."
             )
         if name in result or name in used:

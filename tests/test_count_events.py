@@ -91,6 +91,9 @@ def test_a_count_column_can_be_dropped_and_the_config_file_takes_it(source: Path
         ("2x=purchase", "letters, digits"),
         ("purchase,purchase_count=buy", "twice"),
         ("orders=", "give an event name"),
+        # A stop-56 review: these two were called built-in columns.
+        ("_x=purchase", "starts with _, which names sessionize's own"),
+        ("__", "no letter or digit to name its column after"),
     ],
 )
 def test_bad_names_are_usage_errors(source: Path, value: str, message: str) -> None:
@@ -114,3 +117,16 @@ def test_the_two_summaries_of_the_core_agree(source: Path) -> None:
     columns = ["user_id", "session_id", "carts", "orders"]
     assert labelled.collect().select(columns).rows() == in_order.collect().select(columns).rows()
     assert labelled.collect().get_column("carts").to_list() == [2, 0, 2, 0]
+
+
+def test_an_aggregate_named_with_a_leading_underscore_is_told_why(source: Path) -> None:
+    # A stop-56 review: '--agg _x=count(*)' was refused as "a built-in column".
+    with pytest.raises(UsageError, match="'_x' starts with _, which names sessionize's own"):
+        sessionize.run([source], no_geo=True, aggregates="_x=count(*)")
+    with pytest.raises(UsageError, match="'duration_s' is a built-in column"):
+        sessionize.run([source], no_geo=True, aggregates="duration_s=count(*)")
+
+
+def test_a_bare_name_drops_its_leading_underscore_as_its_other_separators(source: Path) -> None:
+    table = sessionize.run([source], no_geo=True, count_events="_purchase").sessions
+    assert table.columns[-1] == "purchase_count"
