@@ -273,7 +273,7 @@ def test_nested_json_paths_and_the_config_file(tmp_path: Path) -> None:
         ("revenue=sum(event=buy)", "event=VALUE goes with count"),
         ("event_count=count(*)", "built-in column of the session or user table"),
         ("sessions=count(*)", "built-in column of the session or user table"),
-        ("_x=count(*)", "built-in column"),
+        ("_x=count(*)", "starts with _"),
         ("is_final=count(*)", "built-in column"),
         ("session_date=first(url)", "built-in column"),
     ],
