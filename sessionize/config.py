@@ -323,6 +323,24 @@ def check_drop_columns(value: str | Iterable[str] | None, *, extra: Sequence[str
     return names
 
 
+def _check_dropped_user_id(privacy: PrivacyOptions, *, stitch_fallback: bool) -> None:
+    """``--drop-columns user_id`` in clear ids: refused while a kept column shows the id (review of stop 57:
+    the generated session ids, ``<user_id>-<start>``, kept every user id that the flag was to leave out)."""
+    dropped = privacy.drop_columns
+    if S.USER not in dropped or privacy.secret is not None:
+        return
+    showing = [S.SESSION_ID] if S.SESSION_ID not in dropped else []
+    if stitch_fallback and S.STITCHED_USER_ID not in dropped:
+        showing.append(S.STITCHED_USER_ID)  # an id that never logs in is its own stitched id
+    if showing:
+        one = len(showing) == 1
+        raise UsageError(
+            f"--drop-columns user_id leaves {' and '.join(showing)}, which show{'s' if one else ''} the user "
+            f"id (a generated session id is <user_id>-<start>). Leave {'it' if one else 'them'} out too "
+            f"(--drop-columns {','.join([S.USER, *showing])}), or hash the ids instead (--hash-user-ids)."
+        )
+
+
 def _non_negative(value: str | timedelta, option: str) -> float:
     """A duration that may be zero (``0s``)."""
     if isinstance(value, str) and value.strip() in ("0", "0s"):
@@ -1161,6 +1179,7 @@ class RunConfig:
             dedupe=dedupe,
             exclude_bots=exclude_bots,
         )
+        _check_dropped_user_id(privacy, stitch_fallback=stitch_fallback)
         outputs = OutputOptions(
             output=_path(output),
             format=format,

@@ -149,6 +149,8 @@ def refuse_private_aggregates(
     hash_ids: bool,
     hash_sessions: bool = False,
     json_sources: Mapping[str, str] | None = None,
+    in_turn: Mapping[str, Sequence[str]] | None = None,
+    logins: Sequence[str] = (),
 ) -> None:
     """Refuse a ``--agg`` that would write a value the privacy options hide: ``first(ip)`` under
     ``--anonymize-ip`` (the full address), ``first(user_id)`` or ``min`` of a login id under
@@ -156,19 +158,26 @@ def refuse_private_aggregates(
     (``--require-session-id``: see :func:`sessionize.partition.hidden_ids`). ``count`` and ``n_unique``
     of those columns are fine. Nor may ``--agg`` write a text column of JSON objects that a hidden value
     was read from (``json_sources``: PostHog's ``properties`` in its CSV export, holding ``$ip`` and
-    ``distinct_id`` as sent)."""
+    ``distinct_id`` as sent). ``in_turn``: the columns a role is read from in turn, by role (a preset's
+    ``properties.ip`` and ``properties.$ip``), each hidden as the role's column is; ``logins``: other
+    login id columns (an access log's ``auth_user``), hidden as login ids."""
     protected: dict[str, tuple[str, str]] = {}
+    turns = in_turn or {}
     if anonymize_ip and columns.ip is not None:
-        protected[columns.ip] = ("the IP address column", "--anonymize-ip")
+        for column in turns.get(S.IP) or [columns.ip]:
+            protected[column] = ("the IP address column", "--anonymize-ip")
     if hash_ids:
         protected[columns.user_id] = ("the user id column", "--hash-user-ids")
+        for column in logins:
+            protected.setdefault(column, ("the login id column", "--hash-user-ids"))
         if columns.stitch is not None:
             protected[columns.stitch] = ("the login id column", "--hash-user-ids")
         if columns.user_fallback is not None:
             # --user-fallback-col: the login id some events take as their user id.
             protected.setdefault(columns.user_fallback, ("the login id column", "--hash-user-ids"))
         if hash_sessions and columns.client_session_id is not None:
-            protected[columns.client_session_id] = ("the session id column", "--hash-user-ids")
+            for column in turns.get(S.CLIENT_SESSION) or [columns.client_session_id]:
+                protected.setdefault(column, ("the session id column", "--hash-user-ids"))
     for column, (what, flag) in list(protected.items()):
         if json_sources and column in json_sources:
             protected.setdefault(json_sources[column], (f"the JSON text {what} was read from", flag))

@@ -375,6 +375,43 @@ def test_an_aggregate_of_a_column_the_privacy_options_hide_is_refused(
         sessionize.sessionize(frame, user_col="anon_id", anonymize_ip=True, aggregates=["f=first(ip)"])
 
 
+def test_an_aggregate_of_any_column_a_hidden_value_is_read_from_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of stop 57: the mixpanel preset reads the address from ``properties.ip`` or else
+    ``properties.$ip``; ``first(properties.ip)`` was refused under --anonymize-ip but
+    ``first(properties.$ip)`` wrote a full address. And an access log's ``auth_user`` (a login name, hashed
+    in the rejects file) was written in the clear by ``first(auth_user)`` under --hash-user-ids."""
+    monkeypatch.setenv("SALT", "s3cret")
+    mixpanel = write_text(
+        tmp_path / "events.ndjson",
+        '{"event":"page","properties":{"time":1714557600,"distinct_id":"u1","$insert_id":"a1","ip":"203.0.113.77",'
+        '"$current_url":"/a"}}\n'
+        '{"event":"page","properties":{"time":1714557660,"distinct_id":"u2","$insert_id":"a2","$ip":"203.0.113.66",'
+        '"$current_url":"/b"}}\n',
+    )
+    log = write_text(
+        tmp_path / "access.log",
+        '203.0.113.77 - alice [01/May/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 1 "-" "Firefox/120.0"\n',
+    )
+    out = tmp_path / "sessions.csv"
+    for source, flags, agg in [
+        (mixpanel, ("--preset", "mixpanel", "--anonymize-ip"), "x=first(properties.$ip)"),
+        (mixpanel, ("--preset", "mixpanel", "--anonymize-ip"), "x=last(properties.ip)"),
+        (log, ("--hash-user-ids", "SALT"), "login=first(auth_user)"),
+    ]:
+        result = run_cli(source, "--no-geo", *flags, "--agg", agg, "-o", out)
+        assert result.exit_code == 2, (agg, result.output)
+        assert "would write values of" in " ".join(result.output.split()), result.output
+        assert not out.exists()
+    counted = run_cli(log, "--no-geo", "--hash-user-ids", "SALT", "--agg", "n=n_unique(auth_user)", "-o", out)
+    assert counted.exit_code == 0, counted.output
+    assert pl.read_csv(out)["n"].to_list() == [1]
+    plain = run_cli(log, "--no-geo", "--agg", "login=first(auth_user)", "-o", out)
+    assert plain.exit_code == 0, plain.output
+    assert pl.read_csv(out)["login"].to_list() == ["alice"]
+
+
 def test_an_aggregate_of_a_list_column(tmp_path: Path) -> None:
     """``first``/``last`` of an NDJSON field of lists (``tags``) failed with "cannot be read as NDJSON"
     (review 53 F11): the list is its JSON text, as the rejects file writes it, and counted as a value;

@@ -1249,6 +1249,49 @@ def test_copies_of_a_hidden_id_or_address_are_hidden_in_the_rejects_file(
     ).rows() == [(digest, digest, "81.2.69.0", "81.2.69.0", "dev-9")]
 
 
+def test_a_preset_s_every_address_column_is_hidden_in_the_rejects_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of stop 57: the mixpanel preset reads the address from ``properties.ip`` or, where that has
+    none, ``properties.$ip``; a rejected row kept the second in the clear (only the first was the role's
+    column), though the session table truncated the address read from it."""
+    lines = [
+        {"event": "page", "properties": {"time": 1714557600, "distinct_id": "mp-1", "$insert_id": "a1",
+         "ip": "203.0.113.77", "$current_url": "/a"}},
+        {"event": "page", "properties": {"time": "not a time", "distinct_id": "mp-2", "$insert_id": "a2",
+         "$ip": "203.0.113.78", "$current_url": "/b"}},
+    ]  # fmt: skip
+    events = write(tmp_path / "events.ndjson", "".join(json.dumps(line) + "\n" for line in lines))
+    text, table = private_rejects(tmp_path, monkeypatch, events, "--preset", "mixpanel", "--anonymize-ip")
+    assert "203.0.113.78" not in text and "mp-2" not in text
+    assert table.select("properties_ip", "properties_$ip").rows() == [(None, "203.0.113.0")]
+
+
+def test_copies_of_an_address_or_id_read_from_json_text_are_hidden_in_the_rejects_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of stop 57: with the address and user id read from a text column of JSON objects (PostHog's
+    ``properties`` in its CSV export), that column is left out of a rejected row, but their copies in the
+    row's other columns (the top-level ``distinct_id`` and ``$ip`` of PostHog's export) stayed in the
+    clear: the values hidden were in no column of the rejects to compare with. They are compared with
+    the values the row was read with."""
+    events = write(
+        tmp_path / "events.csv",
+        "distinct_id,timestamp,event,properties,ip_dup,other\n"
+        'ph-0,2024-05-01T10:00:00Z,$pageview,"{""$ip"": ""203.0.113.77"", ""distinct_id"": ""ph-0""}",'
+        "203.0.113.77,x\n"
+        'ph-1,bad,$pageview,"{""$ip"": ""203.0.113.88"", ""distinct_id"": ""ph-1""}",203.0.113.88,'
+        "203.0.113.99\n",
+    )
+    flags = ("--user-col", "properties.distinct_id", "--ip-col", "properties.$ip", "--anonymize-ip")
+    text, table = private_rejects(tmp_path, monkeypatch, events, *flags)
+    assert "203.0.113.88" not in text and "ph-1" not in text
+    digest = hmac.new(b"s3cret", b"ph-1", hashlib.sha256).hexdigest()
+    # Another address than the row's is kept as read.
+    assert table.select("distinct_id", "ip_dup", "other").rows() == [(digest, "203.0.113.0", "203.0.113.99")]
+    assert "properties" not in table.columns
+
+
 def test_an_empty_user_id_is_not_hashed_in_the_rejects_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -512,3 +512,38 @@ def test_a_state_refuses_to_drop_what_its_user_table_adds_up(tmp_path: Path, dro
     # Without --users-output the column drops, as before.
     again = run_incremental(events, tmp_path / "other", "--drop-columns", dropped)
     assert again.exit_code == 0, again.output
+
+
+def test_dropping_the_user_id_leaves_no_column_that_shows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of stop 57: ``--drop-columns user_id`` wrote every user id still, as the start of each
+    generated ``session_id`` (``<user_id>-<start>``) in the session and page-view tables. Refused while a
+    kept column shows it (``stitched_user_id`` too, with ``--stitch-fallback``); with session_id dropped
+    too, or the ids hashed, the run writes no user id."""
+    events = write_text(
+        tmp_path / "events.csv",
+        "user_id,login,timestamp,event,url\n"
+        "SECRET-7,,2024-05-01T10:00:00Z,page_view,https://x.example/a\n"
+        "SECRET-7,,2024-05-01T10:00:30Z,page_view,https://x.example/b\n",
+    )
+    out, views = tmp_path / "s.csv", tmp_path / "pv.csv"
+    tables = ("-o", out, "--pageviews-output", views, "--no-geo")
+    refused = run_cli(events, *tables, "--drop-columns", "user_id")
+    assert refused.exit_code == 2, refused.output
+    assert "--drop-columns user_id leaves session_id, which shows the user id" in words(refused.output)
+    assert "--drop-columns user_id,session_id" in words(refused.output)
+    assert not out.exists() and not views.exists()
+    stitched = run_cli(
+        events, *tables, "--stitch-col", "login", "--stitch-fallback", "--drop-columns", "user_id,session_id"
+    )
+    assert stitched.exit_code == 2, stitched.output
+    assert "leaves stitched_user_id, which shows the user id" in words(stitched.output)
+    dropped = run_cli(events, *tables, "--drop-columns", "user_id,session_id")
+    assert dropped.exit_code == 0, dropped.output
+    assert "SECRET-7" not in out.read_text(encoding="utf-8") + views.read_text(encoding="utf-8")
+    monkeypatch.setenv("SALT", "s3cret")
+    hashed = run_cli(events, *tables, "--drop-columns", "user_id", "--hash-user-ids", "SALT")
+    assert hashed.exit_code == 0, hashed.output
+    assert "SECRET-7" not in out.read_text(encoding="utf-8") + views.read_text(encoding="utf-8")
+    assert pl.read_csv(out).height == 1

@@ -1915,6 +1915,9 @@ def _json_keys_found(
 #: ``$ip``. The referrer is not: Amplitude's second is the user's last referrer, not the event's; nor
 #: Snowplow's page view id, whose later columns are contexts the id is parsed from, not ids.
 _IN_TURN_ROLES = (S.URL, S.CLIENT_SESSION, S.IP, S.USER_AGENT, S.EVENT_ID)
+#: Of those, the roles whose values the privacy options hide (the address, the session id standing in
+#: for a user id): every column they are read from is hidden.
+_PRIVATE_ROLES = (S.IP, S.CLIENT_SESSION)
 
 
 def _preferred_in_turn(
@@ -1925,19 +1928,31 @@ def _preferred_in_turn(
     column found was the role's for the whole file: an Amplitude export mixing Browser SDK 1 and 2 events
     (a migration, or SDK 2's page-view-v1-enrichment plugin on some pages) gave the events of the other
     SDK no URL, their sessions no landing page. A column flag names the one column to read."""
-    preferred = options.preferred()
-    explicit = options.columns.by_role()
     schema = scan.collect_schema()
     merged = []
     for role in _IN_TURN_ROLES:
-        column = getattr(columns, role, None)
-        if column is None or explicit.get(role) is not None or len(preferred.get(role, ())) < 2:
-            continue
-        found = [c for given in preferred[role] if (c := S.match_column(given, available)) is not None]
-        found = list(dict.fromkeys(found))
-        if len(found) > 1 and found[0] == column and len({schema[c] for c in found}) == 1:
-            merged.append(pl.coalesce(found).alias(column))
+        found = _in_turn(role, columns, options, available, schema)
+        if len(found) > 1:
+            merged.append(pl.coalesce(found).alias(found[0]))
     return scan.with_columns(merged) if merged else scan
+
+
+def _in_turn(
+    role: str, columns: S.ColumnMap, options: ReadOptions, available: Sequence[str], schema: pl.Schema
+) -> list[str]:
+    """The columns that :func:`_preferred_in_turn` reads ``role`` from, in turn (one or none: the role's
+    column alone)."""
+    column = getattr(columns, role, None)
+    if column is None:
+        return []
+    preferred = options.preferred()
+    if options.columns.by_role().get(role) is not None or len(preferred.get(role, ())) < 2:
+        return [column]
+    found = [c for given in preferred[role] if (c := S.match_column(given, available)) is not None]
+    found = list(dict.fromkeys(found))
+    if len(found) > 1 and found[0] == column and len({schema[c] for c in found}) == 1:
+        return found
+    return [column]
 
 
 def _refuse_repeated_columns(columns: S.ColumnMap, available: Sequence[str], name: str) -> None:
@@ -2034,7 +2049,12 @@ def read_file(
         rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source), options)
         return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
     _refuse_repeated_columns(columns, available, name)
+    in_turn = {
+        role: _in_turn(role, columns, options, available, scan.collect_schema()) for role in _PRIVATE_ROLES
+    }
     scan = _preferred_in_turn(scan, columns, options, available)
+    # An access log's authenticated user (HTTP basic auth) is a login name: hidden as the login id is.
+    logins = ("auth_user",) if source.format in ACCESS_LOG_FORMATS else ()
     refuse_private_aggregates(
         options.aggregates,
         columns,
@@ -2044,6 +2064,8 @@ def read_file(
         hash_ids=options.user_id_secret is not None,
         hash_sessions=options.require_session_id,
         json_sources=from_json,
+        in_turn=in_turn,
+        logins=logins,
     )
     keep = keep_expr(
         options.filters,
@@ -2147,12 +2169,16 @@ def read_file(
             aggregates=options.aggregates,
             heartbeat_time=options.heartbeat_timing,
         ),
+        *_read_values(frame.schema, options),
     )
     good = (frame.filter(~flags) if flagged else frame).drop(*raw_text, *([] if keep_row else [ROW]))
-    # An access log's authenticated user (HTTP basic auth) is a login name: hidden as the login id is.
-    logins = ("auth_user",) if source.format in ACCESS_LOG_FORMATS else ()
     rejects = _private_rejects(
-        _rejects(original, invalid, malformed, source=source, name=name), options, columns, from_json, logins
+        _rejects(original, invalid, malformed, source=source, name=name),
+        options,
+        columns,
+        from_json,
+        logins,
+        in_turn,
     )
     return FileRead(good, rejects, rows, filtered, notes)
 
@@ -2163,58 +2189,82 @@ def _private_rejects(
     columns: S.ColumnMap | None,
     from_json: Mapping[str, str] | None = None,
     logins: Sequence[str] = (),
+    in_turn: Mapping[str, Sequence[str]] | None = None,
 ) -> pl.DataFrame | None:
     """The rejects file is an output too: personal data kept out of it as the options say.
 
     A malformed row's raw line may hold anything: it is left out. A row rejected before its columns
     were found (a malformed log or JSON line) has no address or user id column to hide. A text column of
     JSON objects that the address or a user id was read from (``from_json``: PostHog's ``properties``,
-    see io/jsontext.py) holds it as sent, and is left out as a raw line is. A copy of the address or id in
-    another column of the row (the same text) is hidden as the value is.
+    see io/jsontext.py) holds it as sent, and is left out as a raw line is. Every column a role is read
+    from in turn (``in_turn``: a preset's ``properties.ip`` and ``properties.$ip``) is hidden as the
+    role's column. A copy of the address or id in another column of the row (the same text as the
+    column's, or as the value the row was read with: :func:`_read_values`' columns, dropped here) is
+    hidden as the value is.
     """
     if rejects is None or not (options.anonymize_ip or options.user_id_secret is not None):
         return rejects
     private = rejects.lazy().drop("raw_line", strict=False)
-    if columns is not None and from_json:
-        read_from = [columns.ip] if options.anonymize_ip else []
-        read_from += (
-            [columns.user_id, columns.stitch, columns.user_fallback]
-            if options.user_id_secret is not None
-            else []
-        )
-        sources = [from_json[c] for c in read_from if c is not None and c in from_json]
+    turns = in_turn or {}
+    ips: list[str | None] = []
+    ids: list[str | None] = []
+    if columns is not None and options.anonymize_ip:
+        ips = [*turns.get(S.IP, ()), columns.ip]
+    if columns is not None and options.user_id_secret is not None:
+        # The user id and the login id (--stitch-col, --user-fallback-col: Segment's userId, often an
+        # e-mail address) alike.
+        ids = [columns.user_id, columns.stitch, columns.user_fallback, *logins]
+        if options.require_session_id:
+            # A row without a user id takes its session id as one: every session id is hidden as one
+            # (sessionize.partition.hidden_ids), and so are its copies.
+            ids += [*turns.get(S.CLIENT_SESSION, ()), columns.client_session_id]
+    if from_json:
+        sources = [from_json[c] for c in [*ips, *ids] if c is not None and c in from_json]
         private = private.drop(sources, strict=False)
-    ip = columns.ip if options.anonymize_ip and columns is not None else None
-    ids = (
-        [columns.user_id, columns.stitch, columns.user_fallback, *logins]
-        if options.user_id_secret is not None and columns is not None
-        else []
-    )
-    if ids and options.require_session_id and columns is not None:
-        # A row without a user id takes its session id as one: every session id is hidden as one
-        # (sessionize.partition.hidden_ids), and so are its copies.
-        ids.append(columns.client_session_id)
     schema = private.collect_schema()
-    # The user id and the login id (--stitch-col, --user-fallback-col: Segment's userId, often an e-mail
-    # address) alike.
-    kept = [c for c in dict.fromkeys([ip, *ids]) if c is not None and c in schema]
+    read = [name for name in schema if name.startswith(_READ_PREFIX)]
     secret = options.user_id_secret
 
     def hashed(frame: pl.LazyFrame, column: str) -> pl.LazyFrame:
         assert secret is not None
         return hash_user_ids(frame, secret=secret, column=column)
 
-    hidden: list[tuple[str, Hide]] = [(name, anonymize_ips if name == ip else hashed) for name in kept]
+    hidden: dict[str, Hide] = {c: anonymize_ips for c in ips if c is not None and c in schema}
+    for column in ids:
+        if column is not None and column in schema:
+            hidden.setdefault(column, hashed)
     # A copy of a hidden value in another column of the same row (PostHog's SDK sends the user id again as
     # properties.distinct_id, flattened to properties_distinct_id) is hidden as the value itself is.
     others = [
-        n for n, dtype in schema.items() if dtype == pl.String and n not in kept and n not in REJECTS_COLUMNS
+        n
+        for n, dtype in schema.items()
+        if dtype == pl.String and n not in hidden and n not in REJECTS_COLUMNS and n not in read
     ]
-    strings = [(name, hide) for name, hide in hidden if schema[name] == pl.String]
-    private = hide_copies(private, others, strings)
-    for name, hide in hidden:
+    strings = [(name, hide) for name, hide in hidden.items() if schema[name] == pl.String]
+    strings += [(name, anonymize_ips if name == _READ_IP else hashed) for name in read]
+    private = hide_copies(private, others, strings).drop(read)
+    for name, hide in hidden.items():
         private = hide(private, name)
     return private.collect(engine="in-memory")
+
+
+#: The values a rejected row was read with (its address, user id, login id, session id), carried into
+#: its rejects row under these names for :func:`_private_rejects`, which hides their copies and drops them.
+_READ_PREFIX = "\x00read_"
+_READ_IP = f"{_READ_PREFIX}ip"
+
+
+def _read_values(schema: pl.Schema, options: ReadOptions) -> list[pl.Expr]:
+    """The values a rejected row was read with that the privacy options hide (see :func:`_private_rejects`):
+    the row's address as read (from the column that had one: a preset reads several in turn) and its ids
+    (a user id or address read from a JSON text column is in no column of the rejects)."""
+    values = []
+    if options.anonymize_ip and S.IP in schema:
+        values.append(pl.col(S.IP).alias(_READ_IP))
+    if options.user_id_secret is not None:
+        ids = [S.USER, S.STITCH_ID, *([S.CLIENT_SESSION] if options.require_session_id else [])]
+        values += [pl.col(name).alias(f"{_READ_PREFIX}{name}") for name in ids if name in schema]
+    return values
 
 
 def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -2265,7 +2315,7 @@ def _rejects(
         own = [c for c in columns if c not in (ROW, REASON)]
         renamed: dict[str, str] = {}
         for column in own:
-            if column in (*REJECTS_COLUMNS, "raw_line"):
+            if column in (*REJECTS_COLUMNS, "raw_line") or column.startswith(_READ_PREFIX):
                 renamed[column] = fresh_name(f"input_{column}", [*own, *renamed.values()])
         original = (
             scan.join(invalid.lazy(), on=ROW, how="inner", maintain_order="left")
