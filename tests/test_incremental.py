@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -454,6 +455,87 @@ def test_a_first_run_killed_before_its_state_is_committed_is_repaired_by_the_nex
     assert [p.name for p in state.glob("state-*")] == [(state / "CURRENT").read_text()]
 
 
+@pytest.mark.parametrize("when", [1, 3])
+def test_a_first_run_killed_before_it_published_anything_leaves_no_claim_on_the_output(
+    tmp_path: Path, when: int
+) -> None:
+    """Review of stop 57: a first run killed while it wrote its partitions aside (at its first or third
+    fsync) left them as hidden temporary files in their ``session_date=`` folders; the next run removed
+    the files, but the folders alone made it refuse ("already holds sessions but the state is new"),
+    until someone removed the output directory by hand. The docs say it processes the files again."""
+    a = write_events(
+        tmp_path / "a.csv",
+        [event("u", T0), event("v", T0 + timedelta(days=1)), event("w", T0 + timedelta(days=2))],
+    )
+    state, out = tmp_path / "state", tmp_path / "out"
+    script = (
+        "import os\n"
+        "calls = []\n"
+        "real = os.fsync\n"
+        "def fsync(fd):\n"
+        "    calls.append(fd)\n"
+        f"    if len(calls) == {when}:\n"
+        "        os._exit(137)\n"
+        "    real(fd)\n"
+        "os.fsync = fsync\n"
+        "import sessionize\n"
+        f"sessionize.run([{str(a)!r}], state={str(state)!r}, output_dir={str(out)!r},\n"
+        "               no_geo=True, valid_until='2100-01-01')\n"
+    )
+    died = subprocess.run([sys.executable, "-c", script], check=False)
+    assert died.returncode == 137
+    assert not (state / "CURRENT").exists() and list(out.rglob("*.tmp")), (
+        "killed before anything was published"
+    )
+    again = step(a, state, out)
+    assert again.incremental is not None and again.incremental.files_processed == [str(a)]
+    assert_same_as_one_run(out, [a])
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_two_new_states_cannot_write_into_one_output_directory_at_once(tmp_path: Path) -> None:
+    """Review of stop 57: two first runs of two states on one empty --output-dir, started together (two
+    cron lines of the same minute), each found it empty, both wrote into it, and every later run of
+    either went on: duplicate session ids, session numbers from 1 twice. The second run is now refused
+    as a held lock is (exit code 75) while the first one runs, and as a new state beside sessions after."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    b = write_events(tmp_path / "b.csv", [event("v", T0 + timedelta(days=1))])
+    out = tmp_path / "out"
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    script = (
+        "import os, time\n"
+        "real = os.fsync\n"
+        "def fsync(fd):\n"
+        f"    open({str(ready)!r}, 'w').close()\n"
+        "    deadline = time.monotonic() + 60\n"
+        f"    while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        "    real(fd)\n"
+        "os.fsync = fsync\n"
+        "import sessionize\n"
+        f"sessionize.run([{str(a)!r}], state={str(tmp_path / 'state-a')!r}, output_dir={str(out)!r},\n"
+        "               no_geo=True, valid_until='2100-01-01')\n"
+    )
+    first = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the first run reached its first write"
+        second = CliRunner().invoke(app, ["run", str(b), *incremental_options(tmp_path / "state-b", out)])
+    finally:
+        go.touch()
+        assert first.wait(timeout=60) == 0
+    assert second.exit_code == 75, second.output
+    record = json_error(second)
+    assert record["error"] == "StateLockedError"
+    assert f"--output-dir {out} is in use by another sessionize run" in record["message"]
+    assert_same_as_one_run(out, [a])
+    later = CliRunner().invoke(app, ["run", str(b), *incremental_options(tmp_path / "state-b", out)])
+    assert later.exit_code == 1 and "already holds sessions" in json_error(later)["message"]
+    assert_same_as_one_run(out, [a])
+
+
 def test_a_failure_before_the_state_leaves_the_old_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -477,6 +559,8 @@ def test_a_failure_before_the_state_leaves_the_old_state(
 
 #: What Polars raises when the disk fills up under a Parquet file it writes.
 DISK_FULL = "parquet: File out of specification: underlying IO error: No space left on device (os error 28)"
+#: ... and when it fills up under its footer.
+THRIFT = "parquet: File out of specification: Invalid thrift: transport error"
 
 
 def json_error(result: Any) -> dict[str, Any]:
@@ -544,6 +628,48 @@ def test_a_full_disk_under_the_state_is_an_output_error_that_changes_nothing(
     record = json_error(result)
     assert record["error"] == "OutputError"
     assert record["message"] == f"Cannot write the state {state}: No space left on device."
+    step(b, state, out)
+    assert_same_as_one_run(out, [a, b])
+
+
+def test_a_full_disk_that_polars_names_a_thrift_error_under_the_state_is_told_as_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of stop 57: when the disk fills up under a Parquet file's footer, Polars says only "Invalid
+    thrift: transport error", which is told as a full disk when the file system has no free block. The
+    state's half-written version was removed before that check, freeing the blocks: the error was the
+    Parquet message. Here the file system is full exactly while the failed file is there."""
+    a = write_events(tmp_path / "a.csv", [event("u", T0)])
+    b = write_events(tmp_path / "b.csv", [event("u", T0 + timedelta(minutes=3))])
+    state, out = tmp_path / "state", tmp_path / "out"
+    step(a, state, out)
+    before, state_before = snapshot(out), state_snapshot(state)
+    written, statvfs = pl.DataFrame.write_parquet, os.statvfs
+    failed: list[Path] = []
+
+    def footer_does_not_fit(frame: pl.DataFrame, target: Any, **options: Any) -> None:
+        if str(target).endswith("users.parquet"):
+            failed.append(Path(target))
+            failed[-1].write_bytes(b"PAR1 and no room for the footer")
+            raise pl.exceptions.ComputeError(
+                "parquet: File out of specification: Invalid thrift: transport error"
+            )
+        written(frame, target, **options)
+
+    def full_while_the_file_is_there(path: Any) -> Any:
+        space = statvfs(path)
+        if not any(file.exists() for file in failed):
+            return space
+        return os.statvfs_result((*space[:4], 0, *space[5:]))  # no block available
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.DataFrame, "write_parquet", footer_does_not_fit)
+        patch.setattr(os, "statvfs", full_while_the_file_is_there)
+        result = CliRunner().invoke(app, ["run", str(b), *incremental_options(state, out)])
+    assert result.exit_code == 1
+    assert json_error(result)["message"] == f"Cannot write the state {state}: No space left on device."
+    assert snapshot(out) == before
+    assert state_snapshot(state) == state_before
     step(b, state, out)
     assert_same_as_one_run(out, [a, b])
 

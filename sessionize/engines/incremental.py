@@ -305,11 +305,15 @@ def prepare_state(state_dir: Path, state: State) -> PreparedState:
             os.fsync(handle.fileno())
         _fsync_directory([(None, version)])
     except BaseException as exc:
+        # Told before the version goes: Polars names a full disk only as "Invalid thrift: transport
+        # error", which cannot_write recognises by the file system having no free block, as it has while
+        # the failed file is there (a review of stop 57 had the state's parquet message on a full disk).
+        error = io.cannot_write(version / "users.parquet", exc, label=f"the state {state_dir}")
         if pointer is not None:
             pointer.unlink(missing_ok=True)
         shutil.rmtree(version, ignore_errors=True)
         if isinstance(exc, io.WRITE_ERRORS):
-            raise io.cannot_write(state_dir, exc, label=f"the state {state_dir}") from exc
+            raise error from exc
         raise
     return PreparedState(state_dir, version, pointer)
 
@@ -861,12 +865,42 @@ def _as_hashed(
     return io.InputFile(str(copy), source.format, name=source.path), entry
 
 
-class _Lock:
-    """The state's exclusive lock, held from the start of the run to its commit (or its failure)."""
+@contextlib.contextmanager
+def directory_locked(directory: Path, option: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` itself (``flock`` on its descriptor: no file in it, which
+    readers of an output directory would list). Two new states on one empty ``--output-dir``, started in
+    the same minute, each found it empty and both wrote into it for good (review of stop 57); the state's
+    own lock cannot tell, as each run holds another state's."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise StateLockedError(
+                f"{option} {directory} is in use by another sessionize run (with another --state). This run "
+                "did nothing; let the other one finish. One output directory takes the sessions of one state."
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
-    def __init__(self, state_dir: Path) -> None:
+
+class _Lock:
+    """The state's exclusive lock and its output directories', held from the start of the run to its
+    commit (or its failure)."""
+
+    def __init__(self, state_dir: Path, outputs: Mapping[str, Path | None]) -> None:
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(locked(state_dir))
+        try:
+            for option, directory in outputs.items():
+                if directory is not None and directory.is_dir():
+                    self._stack.enter_context(directory_locked(directory, option))
+        except BaseException:
+            self._stack.close()
+            raise
 
     def release(self) -> None:
         self._stack.close()
@@ -960,7 +994,10 @@ class IncrementalEngine:
                 )
         out_path.mkdir(parents=True, exist_ok=True)
         io.refuse_foreign_directory(out_path, f"--output-dir {out_path}")
-        lock = _Lock(state_path)
+        pageviews_path = (
+            None if config.output.pageviews_output is None else Path(config.output.pageviews_output)
+        )
+        lock = _Lock(state_path, {"--output-dir": out_path, "--pageviews-output": pageviews_path})
         # Left by a run that was killed or failed: with the lock held, nothing else uses them.
         for stale in state_path.glob(".tmp-*"):
             if stale.is_dir() and not stale.is_symlink():
@@ -968,9 +1005,6 @@ class IncrementalEngine:
             else:
                 stale.unlink(missing_ok=True)
         remove_stale_versions(state_path)
-        pageviews_path = (
-            None if config.output.pageviews_output is None else Path(config.output.pageviews_output)
-        )
         for directory in (out_path, pageviews_path):
             for stale in directory.glob(f"{PARTITION}=*/.part-*.tmp") if directory is not None else ():
                 stale.unlink(missing_ok=True)
@@ -1374,7 +1408,17 @@ def _check_output_dir(state: State, state_path: Path, out_path: Path) -> None:
     again next to the old ones, and never replaced."""
     if (state_path / _CURRENT).exists():
         return
-    held = sorted(p.name for p in out_path.iterdir() if not p.name.startswith((".", "_")))
+    held = []
+    for entry in sorted(out_path.iterdir()):
+        if entry.name.startswith((".", "_")):
+            continue
+        if entry.name.startswith(f"{PARTITION}=") and entry.is_dir() and not entry.is_symlink():
+            # Empty once its temporary files are gone: a first run killed before it published anything
+            # (review of stop 57: the next run was refused, and only removing the directory helped).
+            with contextlib.suppress(OSError):
+                entry.rmdir()
+                continue
+        held.append(entry.name)
     if held:
         raise StateError(
             f"--output-dir {out_path} already holds sessions ({', '.join(held[:3])}"
