@@ -27,15 +27,23 @@ from sessionize import geo, io
 from sessionize import report as report_module
 from sessionize import schema as S
 from sessionize.attribution import RefererDatabase, load_referers
-from sessionize.config import IncrementalOptions, OutputOptions, ReadOptions, RunConfig
+from sessionize.config import (
+    DEFAULT_ASSET_PATTERN,
+    DEFAULT_VISITOR_KEY,
+    IncrementalOptions,
+    OutputOptions,
+    ReadOptions,
+    RunConfig,
+)
 from sessionize.engines import choose_engine
 from sessionize.engines.base import PREVIEW_ROWS, Outcome, RunProgress
 from sessionize.engines.incremental import IncrementalOutcome
 from sessionize.errors import SessionizeWarning, UsageError
 from sessionize.geo import GeoDatabase, GeoDatabaseInfo
+from sessionize.io.formats import ACCESS_LOG_FORMATS
 from sessionize.io.jsontext import asked_columns, json_text_columns
 from sessionize.io.params import unnest_params
-from sessionize.io.read import binary_as_text, flatten_structs
+from sessionize.io.read import binary_as_text, flatten_structs, is_utf8
 from sessionize.normalize import (
     check_events,
     is_invalid,
@@ -398,6 +406,8 @@ def run(
     config = _config(config, options)
     engine, files = choose_engine(inputs, config)
     _check_outputs(config, files)
+    for note in unused_input_options(config.read, files):
+        warnings.warn(note, SessionizeWarning, stacklevel=2)
     database = _geo_database(config)
     job = PartitionJob.of(config, geo_database=database, referers=_referers(config))
     notify = progress or (lambda event: None)
@@ -417,6 +427,36 @@ def run(
                 outcome.cleanup()
             outcome.commit()
     return _result(outcome, config, started=started, written=written, database=database)
+
+
+def unused_input_options(read: ReadOptions, files: list[io.InputFile]) -> list[str]:
+    """Warnings of input options given that no input is read with: ``--visitor-key ip`` or
+    ``--asset-pattern`` without an access log, ``--encoding`` with only Parquet and NDJSON inputs. They
+    were taken without a word, and the user believed them applied."""
+    formats = {source.format for source in files}
+    if not formats:
+        return []
+    notes = []
+    if not formats & set(ACCESS_LOG_FORMATS):
+        given = [
+            flag
+            for flag, value, default in (
+                ("--visitor-key", read.visitor_key, DEFAULT_VISITOR_KEY),
+                ("--asset-pattern", read.asset_pattern, DEFAULT_ASSET_PATTERN),
+            )
+            if value != default
+        ]
+        if given:
+            notes.append(
+                f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to web-server access "
+                "logs, and no input is one: ignored."
+            )
+    if formats <= {"parquet", "ndjson"} and not is_utf8(read.encoding):
+        notes.append(
+            f"--encoding {read.encoding} applies to CSV, TSV and access logs, and no input is one: ignored "
+            "(Parquet and NDJSON are UTF-8; convert an NDJSON file in another encoding first, with iconv)."
+        )
+    return notes
 
 
 def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:

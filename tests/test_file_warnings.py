@@ -9,6 +9,7 @@ alarm), or, for a Parquet window, not at all. Each path must give the in-memory 
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections import Counter
@@ -209,3 +210,39 @@ def test_dates_as_yyyymmdd_numbers_are_warned_of_once(
             lambda: sessionize.run([tmp_path / "other.csv"], time_col="event_date", no_geo=True)
         )
         assert not any("8-digit" in message for message in other), other
+
+
+def _warned(run: Callable[[], sessionize.RunResult]) -> list[str]:
+    """Every SessionizeWarning of ``run``, its whitespace squeezed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+    return [
+        " ".join(str(w.message).split())
+        for w in caught
+        if issubclass(w.category, sessionize.SessionizeWarning)
+    ]
+
+
+def test_input_options_that_no_input_is_read_with_are_warned_of(tmp_path: Path) -> None:
+    """Leftovers of stop 56's review: ``--visitor-key ip`` and ``--asset-pattern`` on CSV events, or
+    ``--encoding latin-1`` with only Parquet and NDJSON inputs, were taken without a word, as if applied.
+    Each is a warning naming the flag; with an input they apply to, none."""
+    csv = write_text(tmp_path / "events.csv", "user_id,timestamp,url\nu1,2024-05-01T10:00:00Z,/a\n")
+    ndjson = write_text(tmp_path / "events.ndjson", '{"user_id":"u1","timestamp":"2024-05-01T10:00:00Z"}\n')
+    log = write_text(
+        tmp_path / "access.log",
+        '203.0.113.7 - - [01/May/2024:10:00:00 +0000] "GET /a HTTP/1.1" 200 1 "-" "Firefox/120.0"\n',
+    )
+    access: dict[str, Any] = {"visitor_key": "ip", "asset_pattern": r"\.png$", "no_geo": True}
+    given = _warned(lambda: sessionize.run([csv], **access))
+    assert [m for m in given if "access logs" in m] == [
+        "--visitor-key and --asset-pattern apply to web-server access logs, and no input is one: ignored."
+    ]
+    given = _warned(lambda: sessionize.run([csv, log], **access))
+    assert not any("access logs" in m for m in given), given
+    given = _warned(lambda: sessionize.run([ndjson], encoding="latin-1", no_geo=True))
+    assert any(m.startswith("--encoding latin-1 applies to CSV, TSV and access logs") for m in given), given
+    for inputs in ([csv], [ndjson, csv]):
+        given = _warned(functools.partial(sessionize.run, inputs, encoding="latin-1", no_geo=True))
+        assert not any("--encoding" in m for m in given), given
