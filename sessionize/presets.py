@@ -80,6 +80,12 @@ def _shown(value: object, options: Mapping[str, Any]) -> str:
     return str(value)
 
 
+#: The events GA4 marks as key events by default (web: ``purchase``; apps: ``first_open``, the store's
+#: purchases and subscriptions).
+GA4_KEY_EVENTS = (
+    "purchase,first_open,in_app_purchase,app_store_subscription_convert,app_store_subscription_renew"
+)
+
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
@@ -99,6 +105,10 @@ PRESETS: dict[str, Preset] = {
                 # An app stream's screen views count as GA4's engaged rule counts them ("at least 2
                 # pageviews or screenviews").
                 "pageview_events": "page_view,screen_view",
+                # GA4's default key events, which make a session engaged ("has a key event"): a purchase,
+                # and an app's first open and store purchases (review of stop 57: a session of a page view
+                # and a purchase a second apart was not engaged). A property's own are --conversion-events.
+                "conversion_events": GA4_KEY_EVENTS,
             },
             preferred_columns={
                 "url": ("event_params.page_location",),

@@ -346,3 +346,52 @@ def test_the_presets_rules_on_spark(tmp_path: Path, request: pytest.FixtureReque
     dedupe = mixpanel_export(tmp_path / "dedupe.ndjson", DEDUPE)
     table = on_spark(dedupe, "dd", preset="mixpanel")
     assert table.select("user_id", "event_count").rows() == DEDUPE_SESSIONS
+
+
+# --- Stop 57: GA4's default key events make a session engaged ------------------------------------------
+
+
+def ga4_export(path: Path, events: list[tuple[str, str, int]]) -> Path:
+    """A GA4 BigQuery export (NDJSON) of (user_pseudo_id, event_name, seconds after 2024-05-01T10:00Z)
+    events, all in the session 1714557600."""
+    lines = [
+        json.dumps(
+            {
+                "event_name": name,
+                "user_pseudo_id": user,
+                "event_timestamp": (1714557600 + second) * 1_000_000,
+                "event_params": [
+                    {"key": "ga_session_id", "value": {"int_value": 1714557600}},
+                    {"key": "page_location", "value": {"string_value": "https://shop.example.com/"}},
+                ],
+            }
+        )
+        for user, name, second in events
+    ]
+    return write_text(path, "\n".join(lines) + "\n")
+
+
+def test_a_ga4_session_with_a_default_key_event_is_engaged(tmp_path: Path) -> None:
+    """GA4 counts a session engaged that "has a key event", and marks purchase (web) and first_open (apps)
+    as key events by default; the preset set no --conversion-events, so a page view with a purchase a
+    second later was not engaged, nor an app's first session of one screen view. ``--conversion-events ''``
+    goes back to none, and a state the preset built before is refused with that hint."""
+    events = [
+        ("buyer", "page_view", 0), ("buyer", "purchase", 1),
+        ("app", "first_open", 0), ("app", "screen_view", 1),
+        ("reader", "page_view", 0), ("reader", "scroll", 1),
+    ]  # fmt: skip
+    source = ga4_export(tmp_path / "ga4.ndjson", events)
+    table = sessionize.run([source], preset="ga4", no_geo=True).sessions.sort("user_id")
+    assert table.select("user_id", "is_engaged").rows() == [("app", True), ("buyer", True), ("reader", False)]
+    none = sessionize.run([source], preset="ga4", no_geo=True, conversion_events="").sessions
+    assert not none["is_engaged"].any()
+    # A state the ga4 preset built before this change.
+    first = ga4_export(tmp_path / "a.ndjson", events[:2])
+    second = ga4_export(tmp_path / "b.ndjson", events[2:])
+    assert run_incremental(first, tmp_path, "--preset", "ga4", "--conversion-events", "").exit_code == 0
+    message = refusal(run_incremental(second, tmp_path, "--preset", "ga4"))
+    assert "the ga4 preset counts GA4's default key events" in message
+    flags = hinted_flags(message)
+    assert flags == ["--conversion-events", ""], flags
+    assert run_incremental(second, tmp_path, "--preset", "ga4", *flags).exit_code == 0

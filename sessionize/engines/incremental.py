@@ -1236,6 +1236,15 @@ def _preset_changes(config: RunConfig) -> dict[str, tuple[str, str, str]]:
                 "its duplicates share the event name and time too, as Mixpanel's",
             ),
         }
+    if config.preset == "ga4":
+        # Review of stop 57: GA4's default key events make a session engaged.
+        return {
+            "conversion_events": (
+                "",
+                "--conversion-events ''",
+                "the ga4 preset counts GA4's default key events (purchase, ...) as conversions, as GA4 does",
+            )
+        }
     if config.preset == "snowplow":
         # Review 59 F3: 2 heartbeats (engaged_time_in_s / snowplow__heartbeat >= 2), not a fixed 20 s.
         former = engaged_settings(dataclasses.replace(config.session.engaged, threshold_s=20.0))
