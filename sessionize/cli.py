@@ -410,6 +410,13 @@ def run_figures(result: RunResult, *, report: str | None = None) -> tuple[list[F
     if result.engine == "dask":
         path = f"dask, {result.buckets:,} partitions of users ({result.scheduler})"
         path_fields["scheduler"] = result.scheduler
+    elif result.engine == "spark":
+        # Its own words: the partitions, and how many files were split (review of stop 57: a Spark run's
+        # summary said "2 buckets of users (memory budget 0KiB)").
+        path = result.path_taken.replace("spark: ", "spark, ", 1)
+        if result.scheduler:
+            path += f" ({result.scheduler})"
+            path_fields["scheduler"] = result.scheduler
     elif result.buckets == 1:
         path = "in memory"
     else:

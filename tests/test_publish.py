@@ -857,3 +857,45 @@ def test_a_signal_while_the_outputs_are_renamed_waits_for_all_of_them(
     assert "OLD\n" not in contents
     assert pl.read_csv(tmp_path / "sessions.csv").height == 964
     assert pl.read_csv(tmp_path / "rejects.csv").height == 1
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Any:
+    """A folder on a read-only bind mount (root only; skipped where it cannot be mounted): root may write
+    into a folder of mode 555, not into a read-only file system."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    for command in (["mount", "--bind", folder, folder], ["mount", "-o", "remount,bind,ro", folder]):
+        done = subprocess.run(command, capture_output=True, check=False)
+        if done.returncode != 0:
+            subprocess.run(["umount", folder], capture_output=True, check=False)
+            pytest.skip(f"cannot mount read-only here: {done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+@pytest.mark.parametrize("option", ["-o", "--report", "--rejects", "--pageviews-output", "--users-output"])
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_any_work(
+    tmp_path: Path, read_only_dir: Path, option: str
+) -> None:
+    """Review of stop 57: every output is checked before any work, yet one in a folder where no file can
+    be made (a read-only file system) failed only when it was written, after the whole run. It is refused
+    at the start, naming the folder and why, and nothing is written."""
+    events = tmp_path / "events.csv"
+    events.write_text(EVENTS.read_text(encoding="utf-8") + BAD_ROW, encoding="utf-8")
+    target = read_only_dir / ("out.csv" if option != "--report" else "report.html")
+    others = [] if option == "-o" else ["-o", tmp_path / "sessions.csv"]
+    done = cli(
+        "run", events, option, target, *others, "--on-invalid", "skip", "--no-geo", "--log-format", "json"
+    )
+    assert done.returncode == 1, done.stderr.decode()
+    record = json.loads(done.stderr.decode().strip().splitlines()[-1])
+    assert record["message"] == (
+        f"Cannot write {target}: no file can be made in the directory {read_only_dir} "
+        "(Read-only file system). Give a path in a folder this user can write to."
+    ), record
+    assert "rows_read" not in record and not (tmp_path / "sessions.csv").exists()

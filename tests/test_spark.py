@@ -1134,3 +1134,19 @@ def test_a_split_files_warnings_reach_the_driver(tmp_path: Path, spark_session: 
     given = [str(w.message) for w in caught if "epoch timestamps of several sizes" in str(w.message)]
     assert given and all("mixed.csv" in message for message in given)
     assert len(given) == len(set(given))
+
+
+def test_the_summary_names_the_spark_path(tmp_path: Path, spark_session: Any) -> None:
+    """Review of stop 57: a Spark run's text summary said "2 buckets of users (memory budget 0KiB)", and
+    its JSON a memory budget of 0 beside the right path: the summary took it for the bucketed engine.
+    It says Spark's partitions, and the master."""
+    from sessionize.cli import run_figures
+
+    result = sessionize.run(
+        [SAMPLE_DATA / "events.csv"], spark=spark_session, output=str(tmp_path / "out"), no_geo=True
+    )
+    figures, _ = run_figures(result)
+    path = next(figure for figure in figures if figure.label == "path")
+    assert path.text.startswith(f"spark, {result.buckets} partitions"), path
+    assert "bucket" not in path.text and "memory budget" not in path.text
+    assert path.fields["path"] == result.path_taken and "memory_limit_bytes" not in path.fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,10 +50,23 @@ def check_output(output: str, inputs: Sequence[InputFile], *, option: str = "-o"
 
 def check_directory(parent: str, output: str) -> None:
     """Refuse an output whose directory does not exist, or cannot be reached (the folder above it is
-    private to another user: it is there, and "does not exist" sent users looking for a typo)."""
+    private to another user: it is there, and "does not exist" sent users looking for a typo), or in which
+    no file can be made (a read-only file system, a folder of another user's): the output is written
+    there under a temporary name first. That was found only when the run wrote it, after all its work.
+    A device or a pipe (``/dev/null`` in a folder this user cannot write) is written where it is."""
     try:
         if os.path.isdir(parent):
-            return  # whether it may be written is for the write to say (a device, a pipe's folder)
+            target = os.path.realpath(output)
+            if os.path.exists(target) and not os.path.isfile(target):
+                return
+            if not os.access(parent, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+                read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+                why = os.strerror(errno.EROFS if read_only else errno.EACCES)
+                raise OutputError(
+                    f"Cannot write {output}: no file can be made in the directory {parent} ({why}). "
+                    "Give a path in a folder this user can write to."
+                )
+            return
         os.stat(parent)
     except PermissionError:
         pass
