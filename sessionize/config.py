@@ -1321,6 +1321,15 @@ def legacy_secret_fingerprint(secret: bytes) -> str:
     return hashlib.sha256(secret).hexdigest()[:16]
 
 
+#: The names of standard output besides ``-`` (review of stop 57: ``-o - --rejects /dev/stdout`` were two
+#: outputs on one stream, found only when the second was opened, after the run).
+_STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+
+
+def _is_stdout(path: str) -> bool:
+    return path in _STDOUT_NAMES
+
+
 def _check_distinct_outputs(outputs: OutputOptions) -> None:
     """Two outputs naming one file would overwrite each other, and two on stdout would be one stream
     (refused here, before any work, rather than when the second is opened)."""
@@ -1333,7 +1342,7 @@ def _check_distinct_outputs(outputs: OutputOptions) -> None:
             ("--pageviews-output", outputs.pageviews_output),
             ("--users-output", outputs.users_output),
         )
-        if path == "-"
+        if path is not None and _is_stdout(path)
     ]
     if len(on_stdout) > 1:
         *others, last = on_stdout

@@ -311,6 +311,20 @@ def test_two_outputs_on_stdout_are_refused_before_any_work(tmp_path: Path, flags
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [["-o", "-", "--report", "/dev/stdout"], ["-o", "/dev/fd/1", "--format", "csv", "--rejects", "-"]],
+)
+def test_stdout_by_another_name_is_stdout_too(tmp_path: Path, flags: list[str]) -> None:
+    # A stop-57 review: -o - --rejects /dev/stdout was refused only when the second was opened, after the
+    # run (exit 1), where two "-" are a usage error before any work.
+    events = write_text(tmp_path / "events.csv", "visitor,when\nu1,2024-05-01T10:00:00Z\n")
+    result = run_cli(events, *flags, "--no-geo", "--on-invalid", "skip")
+    assert result.exit_code == 2, result.output
+    assert "stdout can carry only one output" in words(result.output)
+    assert "visitor" not in words(result.output)
+
+
 def test_two_outputs_on_stdout_are_refused_by_the_library_too(tmp_path: Path) -> None:
     events = write_text(tmp_path / "events.csv", "user_id,timestamp\nu1,2024-05-01T10:00:00Z\n")
     with pytest.raises(sessionize.UsageError, match="-o and --rejects both write to stdout"):
