@@ -30,7 +30,14 @@ from sessionize import schema as S
 from sessionize.config import ascii_host, normalize_internal_domains
 from sessionize.distinct import distinct_rows, fresh_name, gather_rows, map_distinct
 from sessionize.errors import RefererDatabaseError
-from sessionize.referrer import DIRECT, registered_domain, splittable, traffic_source, valid_host
+from sessionize.referrer import (
+    DIRECT,
+    registered_domain,
+    splittable,
+    traffic_source,
+    valid_host,
+    web_referrer,
+)
 
 LANDING_PAGE = "landing_page"
 TRAFFIC_SOURCE = "traffic_source"
@@ -399,7 +406,7 @@ def _classify(
     if referrer is None or not referrer.strip():
         return _DIRECT
     parsed = _split_url(referrer)
-    if parsed is None or parsed.host is None:
+    if parsed is None or parsed.host is None or not web_referrer(splittable(referrer) or ""):
         return _Classified(None, None, None, None, traffic_source(referrer), "(not set)", "(not set)", None)
     host = parsed.host
     if _is_internal(host, landing_host, internal_domains, same_site=same_site):

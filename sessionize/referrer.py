@@ -30,7 +30,7 @@ def referrer_host(referrer: str | None) -> str | None:
     if referrer is None or not referrer.strip():
         return None
     text = splittable(referrer)
-    if text is None:
+    if text is None or not web_referrer(text):
         return None
     try:
         parts = urlsplit(text)
@@ -74,6 +74,19 @@ def splittable(url: str) -> str | None:
     if scheme is not None and not _host_and_port(text, scheme.end()):
         return None
     return "//" + text
+
+
+#: The schemes of a referrer that names a site or an app that sent the visitor, as Snowplow's referer parser
+#: takes them (``validSchemes``: http, https, android-app); ``""``: a bare or protocol-relative
+#: ``host/path``. A browser sends no other (review of stop 57: ``ws://www.google.com/search?q=x`` was
+#: Organic Search, ``ftp://`` and ``chrome-extension://`` referrers Referral).
+REFERRER_SCHEMES = ("", "http", "https", "android-app")
+
+
+def web_referrer(text: str) -> bool:
+    """Whether ``text`` (as :func:`splittable` gives it) has one of :data:`REFERRER_SCHEMES`."""
+    scheme = _SCHEME.match(text)
+    return scheme is None or text[: scheme.end() - 1].lower() in REFERRER_SCHEMES
 
 
 #: The longest DNS name (RFC 1035: 253 characters in text form).

@@ -382,6 +382,13 @@ def test_one_site_spelled_in_unicode_and_in_ascii_is_one_site(tmp_path: Path) ->
         ("file:///C:/page.html", (None, None, None, None, "Unassigned")),
         # A bare host with its port is still a host.
         ("shop.partner.com:8080/x", ("shop.partner.com", "partner", "referral", None, "Referral")),
+        # Review of stop 57: a scheme other than http(s) and android-app names no site that sent the visitor
+        # (Snowplow's referer parser takes no other); ws://www.google.com/search was Organic Search.
+        ("ws://www.google.com/search?q=x", (None, None, None, None, "Unassigned")),
+        ("ftp://ftp.example.org/file", (None, None, None, None, "Unassigned")),
+        ("chrome-extension://abcdefgh/popup.html", (None, None, None, None, "Unassigned")),
+        ("HTTPS://www.google.com/search?q=y", ("www.google.com", "google", "search", "y", "Organic Search")),
+        ("localhost:3000/x", ("localhost", "localhost", "referral", None, "Referral")),
     ],
 )
 def test_referrer_forms_browsers_and_exports_write(
