@@ -1112,8 +1112,9 @@ class RunConfig:
             encoding=encoding,
             on_invalid=on_invalid,  # type: ignore[arg-type]
             valid_from=parse_timestamp(valid_from, "--valid-from"),
-            valid_until=parse_timestamp(valid_until, "--valid-until")
-            or datetime.now(UTC) + DEFAULT_FUTURE_LIMIT,
+            # None: a day after the run starts, taken then (RunConfig.at_run_time), not when the config is
+            # built (review of stop 57: a config built once by a service rejected every event a day later).
+            valid_until=parse_timestamp(valid_until, "--valid-until"),
             visitor_key=check_visitor_key(visitor_key),
             asset_pattern=check_asset_pattern(asset_pattern),
             aggregates=checked_aggregates,
@@ -1223,6 +1224,14 @@ class RunConfig:
                 "--lateness goes with --state: without a state no event is late (every input is read whole)."
             )
         return cls(read, session, privacy, outputs, engines, incremental)
+
+    def at_run_time(self) -> RunConfig:
+        """This config as a run starting now takes it: the default ``--valid-until`` (none given) is
+        :data:`DEFAULT_FUTURE_LIMIT` after now."""
+        if self.read.valid_until is not None:
+            return self
+        until = datetime.now(UTC) + DEFAULT_FUTURE_LIMIT
+        return dataclasses.replace(self, read=dataclasses.replace(self.read, valid_until=until))
 
     @classmethod
     def build(
@@ -1437,11 +1446,29 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     table = data.get("run", data)
     if not isinstance(table, Mapping):
         raise UsageError(f"--config: {path}: [run] must be a table of options")
+    if table is not data:
+        # Review of stop 57: a key above the [run] header (or a misspelt table beside it) was ignored, and
+        # the run went on with the default.
+        outside = [key for key in data if key != "run"]
+        if outside:
+            raise UsageError(
+                f"--config: {path}: {', '.join(repr(key) for key in outside)} outside the [run] table: "
+                "with a [run] table, every option goes in it (below the [run] line)."
+            )
     names = {*OPTION_NAMES, *CLI_KEYS, "preset"}
     options: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for key, value in table.items():
         name = key.replace("-", "_").lstrip("_")
         name = _TOML_ALIASES.get(name, name)
+        taken = "inputs" if name == "input" else name
+        if taken in given:
+            # Two spellings of one option (count-events and count_events, agg and aggregates): the last
+            # one won, without a word (review of stop 57).
+            raise UsageError(
+                f"--config: {path}: {given[taken]!r} and {key!r} are the same option: give it once."
+            )
+        given[taken] = key
         if name in ("input", "inputs"):
             paths = [value] if isinstance(value, str) else value
             if not isinstance(paths, list) or not all(isinstance(item, str) for item in paths):

@@ -1225,6 +1225,7 @@ def check_events(
     aggregates: Iterable[S.Aggregate] = (),
     heartbeat_time: bool = False,
     hide_values: bool = False,
+    skip: str | None = None,
 ) -> None:
     """Raise if a row of a prepared frame (``keep_raw=True``) cannot be sessionized: no user id, a
     timestamp that does not parse, one outside ``valid_from``/``valid_until``, a value that
@@ -1234,7 +1235,10 @@ def check_events(
     ``where`` turns a 0-based row number into a location for the message (``line 7``). The message
     shows the first values (see :func:`shown_value`): none with ``hide_values`` (``--hash-user-ids``,
     ``--anonymize-ip``: a value may be a copy of a hidden id or address, and errors go to cron's log).
+    ``skip``: what to do to go on without those rows, after "or" (default: pass ``--on-invalid skip``;
+    a frame has no such option).
     """
+    hint = skip or f"pass {SKIP_HINT}"
 
     def examples(rows: pl.DataFrame) -> str:
         return _examples(rows, where, hide_values)
@@ -1245,7 +1249,7 @@ def check_events(
         if columns.user_id == S.VISITOR:
             raise MissingUserIdError(
                 f"{source}: {bad_user.height} line(s) have no client address (first at {rows}), so no "
-                f"visitor: a proxy logs '-' for a request it did not forward. Pass {SKIP_HINT}."
+                f"visitor: a proxy logs '-' for a request it did not forward. {hint[0].upper()}{hint[1:]}."
             )
         fallback = columns.user_fallback
         login = (
@@ -1256,7 +1260,7 @@ def check_events(
         raise MissingUserIdError(
             f"{source}: {bad_user.height} row(s) have an empty user id in column {columns.user_id!r}{login} "
             f"(first at {rows}). Every event needs a user id; if another column identifies visitors, "
-            f"name it with --user-col (or the login id column with --user-fallback-col); or pass {SKIP_HINT}."
+            f"name it with --user-col (or the login id column with --user-fallback-col); or {hint}."
         )
     bad_time = frame.filter(pl.col(S.TIME).is_null())
     if bad_time.height and timezone is not None and timezone != "UTC":
@@ -1267,7 +1271,7 @@ def check_events(
                 f"{source}: {gaps.height} local time(s) in column {columns.timestamp!r} do not exist in "
                 f"{timezone}: the clock skips that hour when daylight saving time starts "
                 f"({examples(gaps)}). Check the data's --timezone, fix the times, "
-                f"or pass {SKIP_HINT}."
+                f"or {hint}."
             )
         doubled = local.filter(pl.col(REASON) == "ambiguous_local_time")
         if doubled.height:
@@ -1275,13 +1279,13 @@ def check_events(
                 f"{source}: {doubled.height} local time(s) in column {columns.timestamp!r} happen twice in "
                 f"{timezone} (the hour repeated when daylight saving time ends) and --ambiguous-time is "
                 f"reject ({examples(doubled)}). Pass --ambiguous-time earliest or latest, "
-                f"or {SKIP_HINT}."
+                f"or {hint}."
             )
     if bad_time.height:
         raise BadTimestampError(
             f"{source}: {bad_time.height} timestamp(s) in column {columns.timestamp!r} are empty or do not "
             f"parse ({examples(bad_time)}). Use ISO 8601 (2024-05-17T10:05:03Z), epoch numbers "
-            f"(--time-unit s|ms|us|ns) or name another column with --time-col; or pass {SKIP_HINT}."
+            f"(--time-unit s|ms|us|ns) or name another column with --time-col; or {hint}."
         )
     outside = frame.filter(
         pl.col(S.TIME).is_not_null()
@@ -1296,7 +1300,7 @@ def check_events(
         raise OutOfRangeError(
             f"{source}: {outside.height} timestamp(s) in column {columns.timestamp!r} are outside the valid "
             f"range ({bounds}): {examples(outside)}. Widen it with --valid-from/--valid-until, "
-            f"or pass {SKIP_HINT}."
+            f"or {hint}."
         )
     _check_numbers(frame, source=source, where=where, aggregates=tuple(aggregates), hide_values=hide_values)
     heartbeats = bad_heartbeat_times(heartbeat_time)
@@ -1309,7 +1313,7 @@ def check_events(
         raise BadTimestampError(
             f"{source}: {bad_beats.height} heartbeat time(s) in column {columns.heartbeat_time!r} do not "
             f"parse ({beats}). Use ISO 8601 (2024-05-17T10:05:03Z) or epoch numbers, empty them (the "
-            f"event time counts then), or name another column with --heartbeat-time-col; or pass {SKIP_HINT}."
+            f"event time counts then), or name another column with --heartbeat-time-col; or {hint}."
         )
 
 

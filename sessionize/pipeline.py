@@ -78,6 +78,27 @@ __all__ = [
     "sessionize_tables",
 ]
 
+
+def _file_options_in(config: RunConfig) -> list[str]:
+    """The options of :data:`_FILE_OPTIONS` that ``config`` sets: a config built for :func:`run` handed to
+    :func:`sessionize` (review of stop 57: its ``output`` and ``report`` were ignored without a word,
+    where the same keywords are refused)."""
+    plain = RunConfig()
+    found = [
+        name
+        for part, names in (
+            ("output", ("output", "format", "rejects", "report", "pageviews_output", "users_output")),
+            ("engine", ("engine", "memory_limit", "buckets", "temp_dir", "scheduler", "partitions")),
+            ("read", ("input_format", "encoding", "on_invalid", "visitor_key", "asset_pattern")),
+        )
+        for name in names
+        if getattr(getattr(config, part), name) != getattr(getattr(plain, part), name)
+    ]
+    if config.incremental is not None:
+        found += ["state", "output_dir"]
+    return found
+
+
 #: Options of :func:`run` that mean nothing for a frame already in memory.
 _FILE_OPTIONS = frozenset(
     {
@@ -107,10 +128,11 @@ _FILE_OPTIONS = frozenset(
 
 
 def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
+    """The run's config, as a run starting now takes it (:meth:`RunConfig.at_run_time`)."""
     if config is None:
         preset = options.pop("preset", None)
         # The preset under the options given (every keyword given here is explicit).
-        return RunConfig.build(options, preset=preset)
+        return RunConfig.build(options, preset=preset).at_run_time()
     if options:
         raise UsageError(f"Give either config= or options ({', '.join(sorted(options))}), not both.")
     if not isinstance(config, RunConfig):
@@ -118,7 +140,7 @@ def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
             f"config= takes a RunConfig (RunConfig.from_options(...)), not {type(config).__name__}: "
             "give flat options as keywords."
         )
-    return config
+    return config.at_run_time()
 
 
 def _check_frame(events: object) -> None:
@@ -186,6 +208,12 @@ def sessionize(
             f"{', '.join(for_files)}: options for files, not frames. Use sessionize.run() on files."
         )
     config = _config(config, options)
+    set_for_files = _file_options_in(config)
+    if set_for_files:
+        raise UsageError(
+            f"The config sets {', '.join(set_for_files)}: options for files, which a frame would ignore. "
+            "Use sessionize.run() on files, or a config without them."
+        )
     read = config.read
     frame, columns = _frame_events(events, read)
     prepare = functools.partial(_prepared, frame, columns, read)
@@ -209,6 +237,9 @@ def sessionize(
         aggregates=read.aggregates,
         heartbeat_time=read.heartbeat_timing,
         hide_values=read.anonymize_ip or read.user_id_secret is not None,
+        # A frame has no on_invalid (review of stop 57: the error told to pass --on-invalid skip, which
+        # sessionize() then refused).
+        skip=_FRAME_SKIP,
     )
     job = PartitionJob.of(config, geo_database=_geo_database(config), referers=_referers(config))
     return process_lazy(prepare(), job)
@@ -216,6 +247,11 @@ def sessionize(
 
 #: How errors name a frame of events.
 _FRAME = "The events frame"
+#: What an error on a frame's rows says to do to go on without them.
+_FRAME_SKIP = (
+    "filter those rows out of the frame first (sessionize.run() on a file sets such rows aside with "
+    "on_invalid='skip')"
+)
 
 
 def _prepared(
@@ -462,6 +498,15 @@ def unused_input_options(read: ReadOptions, files: list[io.InputFile]) -> list[s
 def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
     """Fail on an output that cannot be written before any time is spent on the input."""
     outputs = config.output
+    for option, path in (
+        ("-o", outputs.output),
+        ("--rejects", outputs.rejects),
+        ("--report", outputs.report),
+        ("--pageviews-output", outputs.pageviews_output),
+        ("--users-output", outputs.users_output),
+    ):
+        if path == "-":
+            io.check_stdout(f"{option} -")
     if config.incremental is not None:
         _check_outside_incremental_dirs(outputs, config.incremental)
     if outputs.output is not None and config.engine.engine == "local" and config.incremental is None:

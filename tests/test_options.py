@@ -146,6 +146,32 @@ def test_a_key_of_the_wrong_type_is_a_usage_error_naming_it(workdir: Path, body:
         RunConfig.from_toml(config_file)
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ('timeout = "20m"\n[run]\nno-geo = true', "'timeout' outside the [run] table"),
+        ('[run]\nno-geo = true\n[rnu]\ntimeout = "20m"', "'rnu' outside the [run] table"),
+        (
+            '[run]\ncount_events = "purchase"\ncount-events = "sign_up"',
+            "'count_events' and 'count-events' are",
+        ),
+        ('[run]\naggregates = ["n=count(*)"]\nagg = ["m=count(*)"]', "'aggregates' and 'agg' are the same"),
+        ('input = "a.csv"\ninputs = ["b.csv"]', "'input' and 'inputs' are the same option"),
+    ],
+)
+def test_a_key_the_run_would_not_take_is_a_usage_error(workdir: Path, body: str, said: str) -> None:
+    """Review of stop 57: a key above the [run] header, or a misspelt table beside it, was ignored (the run
+    went on with the default timeout), and of one option given under two spellings the last one won."""
+    events = write_text(workdir / "e.csv", EVENTS_CSV)
+    config_file = write_text(workdir / "c.toml", body + "\n")
+    result = run_cli(events, "--no-geo", "--config", config_file, "-o", workdir / "o.csv")
+    assert result.exit_code == 2, result.output
+    assert flat(said) in flat(result.output), result.output
+    assert not (workdir / "o.csv").exists()
+    with pytest.raises(UsageError, match=re.escape(said)):
+        RunConfig.from_toml(config_file)
+
+
 # F3, F6: one reader of config files ----------------------------------------------------------------
 
 
@@ -283,6 +309,52 @@ def test_a_config_that_is_not_a_run_config_is_a_usage_error() -> None:
         sessionize.run([EVENTS], config={"no_geo": True})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"output": "sessions.csv"}, "output"),
+        ({"report": "report.html"}, "report"),
+        ({"pageviews_output": "pv.csv", "users_output": "users.csv"}, "pageviews_output, users_output"),
+        ({"buckets": 4}, "buckets"),
+        ({"on_invalid": "skip"}, "on_invalid"),
+        ({"state": "state", "output_dir": "out"}, "state, output_dir"),
+    ],
+)
+def test_a_frame_refuses_a_config_that_sets_options_for_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], named: str
+) -> None:
+    """Review of stop 57: sessionize(frame, output=...) is refused, but the same option in a config built
+    for run() (config=RunConfig.from_options(output=...)) was ignored: no file, no word."""
+    monkeypatch.chdir(tmp_path)
+    frame = pl.read_csv(EVENTS)
+    config = RunConfig.from_options(no_geo=True, **options)
+    with pytest.raises(UsageError, match=f"The config sets {named}: options for files"):
+        sessionize.sessionize(frame, config=config)
+    with pytest.raises(UsageError, match=f"The config sets {named}"):
+        sessionize.sessionize_tables(frame, config=config)
+    assert list(tmp_path.iterdir()) == []
+    plain = sessionize.sessionize(frame, config=RunConfig.from_options(no_geo=True)).collect()
+    assert plain.height == sessionize.run([EVENTS], no_geo=True).session_count
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pl.DataFrame({"user_id": ["a", "b"], "timestamp": ["2024-05-01T10:00:00Z", "not a time"]}),
+        pl.DataFrame({"user_id": ["a", ""], "timestamp": ["2024-05-01T10:00:00Z"] * 2}),
+    ],
+    ids=["bad-time", "empty-user"],
+)
+def test_an_error_on_a_frames_rows_gives_advice_a_frame_takes(frame: pl.DataFrame) -> None:
+    """Review of stop 57: the error told to pass --on-invalid skip, which sessionize() on a frame refuses."""
+    with pytest.raises(sessionize.SessionizeError) as raised:
+        sessionize.sessionize(frame, no_geo=True)
+    said = " ".join(str(raised.value).split())
+    assert "filter those rows out of the frame first" in said and "--on-invalid skip" not in said
+    with pytest.raises(UsageError, match="on_invalid"):
+        sessionize.sessionize(frame, no_geo=True, on_invalid="skip")
+
+
 @pytest.mark.parametrize("events", ["events.csv", Path("events.csv")], ids=["text", "path"])
 def test_sessionize_refuses_a_path_for_a_frame(events: Any) -> None:
     with pytest.raises(UsageError, match=r"Polars DataFrame or LazyFrame.*sessionize\.run"):
@@ -347,3 +419,46 @@ def test_a_frames_events_after_the_valid_range_are_invalid_as_a_files(workdir: P
         sessionize.sessionize(FUTURE, config=config)
     whole = sessionize.run([future_file], no_geo=True, valid_until="3000-01-01")
     assert_frame_equal(table.sort(KEYS), whole.sessions.sort(KEYS), check_dtypes=False)
+
+
+def test_a_config_built_once_takes_the_default_valid_until_at_each_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of stop 57: the default --valid-until (a day after now) was taken when the config was built,
+    so a service that builds its config once (docs/python.md) rejected every new event a day later as in
+    the future. It is taken when each run starts."""
+    from sessionize import config as config_module
+
+    real = datetime
+
+    class ThreeDaysAgo(real):  # type: ignore[misc, valid-type]
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return real.now(tz) - timedelta(days=3)
+
+    monkeypatch.setattr(config_module, "datetime", ThreeDaysAgo)
+    config = RunConfig.from_options(no_geo=True)
+    monkeypatch.setattr(config_module, "datetime", real)
+    recent = real.now(UTC) - timedelta(hours=1)
+    events = pl.DataFrame({"user_id": ["u1"], "timestamp": [recent.strftime("%Y-%m-%dT%H:%M:%SZ")]})
+    events.write_csv(tmp_path / "events.csv")
+    assert sessionize.sessionize(events, config=config).collect().height == 1
+    assert sessionize.run([tmp_path / "events.csv"], config=config).session_count == 1
+    # Still a day: an event two days ahead is in the future, for this config as for keywords.
+    ahead = pl.DataFrame({"user_id": ["u1"], "timestamp": [(recent + timedelta(days=2)).isoformat()]})
+    with pytest.raises(OutOfRangeError, match="outside the valid range"):
+        sessionize.sessionize(ahead, config=config)
+
+
+def test_output_to_a_replaced_stdout_is_an_output_error_before_any_work() -> None:
+    """Review of stop 57: under contextlib.redirect_stdout(io.StringIO()) (an embedding application),
+    output="-" ended in a bare AttributeError ('StringIO' object has no attribute 'buffer') after the
+    run. It is an OutputError, before any work, and nothing is written."""
+    import contextlib
+    import io as text_io
+
+    replaced = text_io.StringIO()
+    with contextlib.redirect_stdout(replaced), pytest.raises(sessionize.OutputError) as raised:
+        sessionize.run([EVENTS], output="-", no_geo=True)
+    assert "Cannot write -o -: standard output is a text stream (StringIO" in str(raised.value)
+    assert replaced.getvalue() == ""

@@ -867,7 +867,11 @@ def read_only_dir(tmp_path: Path) -> Any:
     folder.mkdir()
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("a read-only bind mount needs root")
-    for command in (["mount", "--bind", folder, folder], ["mount", "-o", "remount,bind,ro", folder]):
+    mounts: list[list[str | Path]] = [
+        ["mount", "--bind", folder, folder],
+        ["mount", "-o", "remount,bind,ro", folder],
+    ]
+    for command in mounts:
         done = subprocess.run(command, capture_output=True, check=False)
         if done.returncode != 0:
             subprocess.run(["umount", folder], capture_output=True, check=False)
@@ -888,7 +892,7 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_any_work
     events = tmp_path / "events.csv"
     events.write_text(EVENTS.read_text(encoding="utf-8") + BAD_ROW, encoding="utf-8")
     target = read_only_dir / ("out.csv" if option != "--report" else "report.html")
-    others = [] if option == "-o" else ["-o", tmp_path / "sessions.csv"]
+    others: list[str | Path] = [] if option == "-o" else ["-o", tmp_path / "sessions.csv"]
     done = cli(
         "run", events, option, target, *others, "--on-invalid", "skip", "--no-geo", "--log-format", "json"
     )

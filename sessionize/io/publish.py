@@ -359,6 +359,25 @@ def _closed_stdout(label: str) -> OutputError:
     return OutputError(f"Cannot write {label}: standard output is closed. Give a file with -o.")
 
 
+def check_stdout(label: str) -> None:
+    """Refuse an output to stdout that cannot take bytes: closed, or replaced by a text stream
+    (``contextlib.redirect_stdout(io.StringIO())`` in an embedding application: review of stop 57, a bare
+    AttributeError after the run)."""
+    if sys.stdout is None:
+        raise _closed_stdout(label)
+    try:
+        sys.stdout.fileno()
+        return
+    except (AttributeError, OSError, ValueError):
+        pass
+    if getattr(sys.stdout, "buffer", None) is None:
+        raise OutputError(
+            f"Cannot write {label}: standard output is a text stream ({type(sys.stdout).__name__}: "
+            "sys.stdout was replaced), and the output is bytes. Give a file path, or output=None to get "
+            "the table back."
+        )
+
+
 #: How many sections that put outputs in place are running (see :func:`placing`), and how many runs of
 #: this process have published all their outputs: a handler of SIGTERM or Ctrl-C waits while outputs are
 #: put in place (so that they are all made or none), and tells a run stopped after them from one stopped
@@ -565,8 +584,7 @@ class PendingOutput:
             while chunk := source.read(_COPY_CHUNK):
                 _write_all(lambda view: os.write(fd, view), chunk, self.label)
             return
-        if sys.stdout is None:
-            raise _closed_stdout(self.label)
+        check_stdout(self.label)
         out = sys.stdout.buffer
         while chunk := source.read(_COPY_CHUNK):
             _write_all(out.write, chunk, self.label)
