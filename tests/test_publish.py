@@ -900,7 +900,7 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_any_work
     assert done.returncode == 1, done.stderr.decode()
     record = json.loads(done.stderr.decode().strip().splitlines()[-1])
     assert record["message"] == (
-        f"Cannot write {target}: no file can be made in the directory {read_only_dir} "
-        "(Read-only file system). Give a path in a folder this user can write to."
+        f"Cannot write {target}: the directory {read_only_dir} is on a read-only file system. Write "
+        "somewhere else."
     ), record
     assert "rows_read" not in record and not (tmp_path / "sessions.csv").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,14 +58,13 @@ def check_directory(parent: str, output: str) -> None:
             target = os.path.realpath(output)
             if os.path.exists(target) and not os.path.isfile(target):
                 return
-            if not os.access(parent, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-                read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
-                why = os.strerror(errno.EROFS if read_only else errno.EACCES)
+            if os.access(parent, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+                return
+            if os.statvfs(parent).f_flag & os.ST_RDONLY:
                 raise OutputError(
-                    f"Cannot write {output}: no file can be made in the directory {parent} ({why}). "
-                    "Give a path in a folder this user can write to."
+                    f"Cannot write {output}: the directory {parent} is on a read-only file system. Write "
+                    "somewhere else."
                 )
-            return
         os.stat(parent)
     except PermissionError:
         pass
