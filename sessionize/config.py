@@ -908,8 +908,8 @@ class OutputOptions:
     #: (``session_date=YYYY-MM-DD/``, in ``--timezone``), as the incremental output is.
     partition_by_date: bool = False
 
-    def targets(self) -> dict[str, str]:
-        """The file outputs by option name (stdout excluded)."""
+    def by_option(self) -> dict[str, str]:
+        """Every output given, by option name (``-`` for stdout included)."""
         named = {
             "-o": self.output,
             "--rejects": self.rejects,
@@ -917,7 +917,11 @@ class OutputOptions:
             "--pageviews-output": self.pageviews_output,
             "--users-output": self.users_output,
         }
-        return {option: path for option, path in named.items() if path is not None and path != "-"}
+        return {option: path for option, path in named.items() if path is not None}
+
+    def targets(self) -> dict[str, str]:
+        """The file outputs by option name (stdout excluded)."""
+        return {option: path for option, path in self.by_option().items() if path != "-"}
 
 
 @dataclass(frozen=True)
@@ -1342,17 +1346,7 @@ def _is_stdout(path: str) -> bool:
 def _check_distinct_outputs(outputs: OutputOptions) -> None:
     """Two outputs naming one file would overwrite each other, and two on stdout would be one stream
     (refused here, before any work, rather than when the second is opened)."""
-    on_stdout = [
-        option
-        for option, path in (
-            ("-o", outputs.output),
-            ("--rejects", outputs.rejects),
-            ("--report", outputs.report),
-            ("--pageviews-output", outputs.pageviews_output),
-            ("--users-output", outputs.users_output),
-        )
-        if path is not None and _is_stdout(path)
-    ]
+    on_stdout = [option for option, path in outputs.by_option().items() if _is_stdout(path)]
     if len(on_stdout) > 1:
         *others, last = on_stdout
         named = f"{', '.join(others)} and {last}"

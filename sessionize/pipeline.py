@@ -498,13 +498,7 @@ def unused_input_options(read: ReadOptions, files: list[io.InputFile]) -> list[s
 def _check_outputs(config: RunConfig, files: list[io.InputFile]) -> None:
     """Fail on an output that cannot be written before any time is spent on the input."""
     outputs = config.output
-    for option, path in (
-        ("-o", outputs.output),
-        ("--rejects", outputs.rejects),
-        ("--report", outputs.report),
-        ("--pageviews-output", outputs.pageviews_output),
-        ("--users-output", outputs.users_output),
-    ):
+    for option, path in outputs.by_option().items():
         if path == "-":
             io.check_stdout(f"{option} -")
     if config.incremental is not None:

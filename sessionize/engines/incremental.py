@@ -144,6 +144,17 @@ class State:
         return cls(users=pl.DataFrame(schema=_USERS_SCHEMA), events=pl.DataFrame(schema=S.EVENT_SCHEMA))
 
 
+def _flocked(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` without waiting: False when another process holds one."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def locked(state_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``state_dir`` (``flock``: the kernel releases it if we die)."""
@@ -162,11 +173,7 @@ def locked(state_dir: Path) -> Iterator[None]:
         ) from None
     handle = os.fdopen(fd, "r+")  # held until the end of the run
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
+        if not _flocked(handle.fileno()):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise StateLockedError(
@@ -873,11 +880,7 @@ def directory_locked(directory: Path, option: str) -> Iterator[None]:
     own lock cannot tell, as each run holds another state's."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
+        if not _flocked(fd):
             raise StateLockedError(
                 f"{option} {directory} is in use by another sessionize run (with another --state). This run "
                 "did nothing; let the other one finish. One output directory takes the sessions of one state."
