@@ -60,7 +60,7 @@ _MOBILE = re.compile(
 )
 # Smart TVs, streaming sticks and consoles: Android ones leave out "Mobile" but are no tablets.
 _TV = re.compile(
-    r"SMART-TV|SmartTV|Smart-TV|Smart TV|SMART TV|GoogleTV|Android ?TV|\bAFT[A-Z0-9]{1,6}\b|BRAVIA|HbbTV|"
+    r"SMART-TV|SmartTV|Smart-TV|Smart TV|SMART TV|Google ?TV|Android ?TV|\bAFT[A-Z0-9]{1,6}\b|BRAVIA|HbbTV|"
     r"CrKey|AppleTV|Roku|PlayStation|Xbox|Nintendo|\bWeb0S\b|webOS\.TV"
 )
 _MOBILE_OSES = frozenset({"iOS", "Windows Phone", "BlackBerry OS", "Symbian OS", "Firefox OS", "KaiOS"})
@@ -176,12 +176,14 @@ def _family(part: ua_parser.UserAgent | ua_parser.OS | ua_parser.Device | None) 
 
 
 def _category(text: str, os: str | None, device: str | None) -> str:
+    # TVs and consoles first: a Fire TV's WebView says "Mobile Safari", its Silk browser and a PS Vita's
+    # say "Silk" (review of stop 57: they were mobile and tablet, where the docs promise desktop).
+    if _TV.search(text):
+        return DESKTOP
     if _TABLET.search(text):
         return TABLET
     if _MOBILE.search(text):
         return MOBILE
-    if _TV.search(text):
-        return DESKTOP
     if os == "Android" or "Android" in text:
         # Android browsers say "Mobile" on phones only; app HTTP stacks (Dalvik) say neither.
         return TABLET if "AppleWebKit" in text or "Gecko/" in text else MOBILE

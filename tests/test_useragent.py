@@ -209,6 +209,27 @@ def test_known_user_agents(ua: str, category: str, browser: str | None, os: str 
     }
 
 
+#: TVs, streaming sticks and consoles whose user agents say "Mobile" or "Silk" (Amazon's published Fire TV
+#: strings; NVIDIA Shield TV's WebView; the PS Vita's Silk).
+TVS_AND_CONSOLES = [
+    "Mozilla/5.0 (Linux; U; Android 4.2.2; en-us; AFTB Build/JDQ39) AppleWebKit/537.22 (KHTML, like Gecko) "
+    "Chrome/25.0.1364.173 Mobile Safari/537.22",
+    "Mozilla/5.0 (Linux; Android 9; AFTMM Build/PS7652.3564N; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Silk/119.2.22 like Chrome/119.0.6045.193 Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 11; SHIELD Android TV Build/RQ1A.210105.003; wv) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.230 Mobile Safari/537.36",
+    "Mozilla/5.0 (PlayStation Vita 3.61) AppleWebKit/537.73 (KHTML, like Gecko) Silk/3.2",
+]
+
+
+@pytest.mark.parametrize("ua", TVS_AND_CONSOLES, ids=["fire-tv", "fire-tv-silk", "shield-tv", "ps-vita"])
+def test_tvs_and_consoles_are_desktops_though_they_say_mobile(ua: str) -> None:
+    """Review of stop 57: the mobile and tablet tests came first, so these were mobile or tablet, where the
+    docs put TVs and consoles under desktop; a Kindle's Silk stays a tablet."""
+    assert parse_user_agent(ua)["device_category"] == "desktop"
+    assert useragent._Parser(accelerated=False).parse_many([ua])["device_category"].to_list() == ["desktop"]
+
+
 @pytest.mark.parametrize("ua", [None, "", "   ", "-"])
 def test_empty_user_agent_is_unknown_and_no_bot(ua: str | None) -> None:
     assert parse_user_agent(ua) == EMPTY
