@@ -86,14 +86,12 @@ def _file_options_in(config: RunConfig) -> list[str]:
     plain = RunConfig()
     found = [
         name
-        for part, names in (
-            ("output", ("output", "format", "rejects", "report", "pageviews_output", "users_output")),
-            ("engine", ("engine", "memory_limit", "buckets", "temp_dir", "scheduler", "partitions")),
-            ("read", ("input_format", "encoding", "on_invalid", "visitor_key", "asset_pattern")),
-        )
-        for name in names
-        if getattr(getattr(config, part), name) != getattr(getattr(plain, part), name)
+        for name in sorted(_FILE_OPTIONS)
+        for part in ("output", "engine", "read")
+        if hasattr(getattr(plain, part), name)
+        and getattr(getattr(config, part), name) != getattr(getattr(plain, part), name)
     ]
+    # (--state and the options that go with it: the incremental options, none without --state.)
     if config.incremental is not None:
         found += ["state", "output_dir"]
     return found

@@ -1920,39 +1920,32 @@ _IN_TURN_ROLES = (S.URL, S.CLIENT_SESSION, S.IP, S.USER_AGENT, S.EVENT_ID)
 _PRIVATE_ROLES = (S.IP, S.CLIENT_SESSION)
 
 
-def _preferred_in_turn(
-    scan: pl.LazyFrame, columns: S.ColumnMap, options: ReadOptions, available: Sequence[str]
-) -> pl.LazyFrame:
-    """``scan`` whose column of a role (:data:`_IN_TURN_ROLES`) found by a preset's preferred names takes,
-    for an event without a value there, the value of the next of those columns the file has. The first
-    column found was the role's for the whole file: an Amplitude export mixing Browser SDK 1 and 2 events
-    (a migration, or SDK 2's page-view-v1-enrichment plugin on some pages) gave the events of the other
-    SDK no URL, their sessions no landing page. A column flag names the one column to read."""
-    schema = scan.collect_schema()
-    merged = []
-    for role in _IN_TURN_ROLES:
-        found = _in_turn(role, columns, options, available, schema)
-        if len(found) > 1:
-            merged.append(pl.coalesce(found).alias(found[0]))
-    return scan.with_columns(merged) if merged else scan
-
-
-def _in_turn(
-    role: str, columns: S.ColumnMap, options: ReadOptions, available: Sequence[str], schema: pl.Schema
-) -> list[str]:
-    """The columns that :func:`_preferred_in_turn` reads ``role`` from, in turn (one or none: the role's
-    column alone)."""
-    column = getattr(columns, role, None)
-    if column is None:
-        return []
+def _columns_in_turn(
+    columns: S.ColumnMap, options: ReadOptions, available: Sequence[str], schema: pl.Schema
+) -> dict[str, list[str]]:
+    """The columns each role of :data:`_IN_TURN_ROLES` is read from, in turn: a preset's preferred names
+    that the file has, the first of them the role's column (one: the role's column alone; none: no column).
+    For an event without a value in the first, the next one's is taken: the first column found was the
+    role's for the whole file, and an Amplitude export mixing Browser SDK 1 and 2 events (a migration, or
+    SDK 2's page-view-v1-enrichment plugin on some pages) gave the events of the other SDK no URL, their
+    sessions no landing page. A column flag names the one column to read. The privacy options hide every
+    column of a private role (:data:`_PRIVATE_ROLES`)."""
     preferred = options.preferred()
-    if options.columns.by_role().get(role) is not None or len(preferred.get(role, ())) < 2:
-        return [column]
-    found = [c for given in preferred[role] if (c := S.match_column(given, available)) is not None]
-    found = list(dict.fromkeys(found))
-    if len(found) > 1 and found[0] == column and len({schema[c] for c in found}) == 1:
-        return found
-    return [column]
+    explicit = options.columns.by_role()
+    turns: dict[str, list[str]] = {}
+    for role in _IN_TURN_ROLES:
+        column = getattr(columns, role, None)
+        if column is None:
+            turns[role] = []
+            continue
+        turns[role] = [column]
+        if explicit.get(role) is not None or len(preferred.get(role, ())) < 2:
+            continue
+        found = [c for given in preferred[role] if (c := S.match_column(given, available)) is not None]
+        found = list(dict.fromkeys(found))
+        if len(found) > 1 and found[0] == column and len({schema[c] for c in found}) == 1:
+            turns[role] = found
+    return turns
 
 
 def _refuse_repeated_columns(columns: S.ColumnMap, available: Sequence[str], name: str) -> None:
@@ -2049,10 +2042,11 @@ def read_file(
         rows_read, bad_lines = _careful_ndjson(_ndjson_bytes(source), options)
         return read_file(source, options, raw=rows_read, malformed=bad_lines, keep_row=keep_row)
     _refuse_repeated_columns(columns, available, name)
-    in_turn = {
-        role: _in_turn(role, columns, options, available, scan.collect_schema()) for role in _PRIVATE_ROLES
-    }
-    scan = _preferred_in_turn(scan, columns, options, available)
+    turns = _columns_in_turn(columns, options, available, scan.collect_schema())
+    merged = [pl.coalesce(found).alias(found[0]) for found in turns.values() if len(found) > 1]
+    if merged:
+        scan = scan.with_columns(merged)
+    in_turn = {role: turns[role] for role in _PRIVATE_ROLES}
     # An access log's authenticated user (HTTP basic auth) is a login name: hidden as the login id is.
     logins = ("auth_user",) if source.format in ACCESS_LOG_FORMATS else ()
     refuse_private_aggregates(
